@@ -1,0 +1,104 @@
+"""Root-ensemble alignment: R per-root 3D estimates -> one pose.
+
+The 3D branch predicts, for each root r (a joint index rho(r)), every joint's offset from that
+root: O[r, j] ~ X_j - X_rho(r). Each row is a whole pose placed at its own root. Three ways to
+combine the rows, each returning the pose relative to the skeleton's origin joint (X_origin = 0):
+
+- `average` (the paper): move each row so that its estimate of the origin joint sits at 0, then
+  average. A row is placed by one of its entries, so a bad origin estimate in a row moves all of
+  that row's joints.
+- `lstsq`: every offset is one equation X_j - X_rho(r) = O[r, j]; X is the least-squares solution
+  of all R (J - 1) of them. A row is placed where the *consensus* puts its root, so the rows
+  check one another; this is the "better alignment" the paper left open.
+- `weighted`: the same system with weights w[r, j] = c_rho(r) c_j from the 2D confidences, then
+  re-weighted a few times (Cauchy) by each equation's residual, so one wrong root, or one wrong
+  offset, loses its say. The robust choice, and the default.
+
+Rows are first re-expressed relative to their own root (O[r, j] - O[r, rho(r)]): a network's
+O[r, rho(r)] should be 0 and is not exactly, and this makes every method ignore a translation of
+a whole row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Method = Literal["average", "lstsq", "weighted"]
+METHODS: tuple[str, ...] = ("average", "lstsq", "weighted")
+
+
+@dataclass(frozen=True)
+class RootAligner:
+    """Combines per-root estimates for a fixed skeleton size and root set."""
+
+    num_joints: int
+    roots: tuple[int, ...]
+    origin: int
+    method: Method = "weighted"
+    iterations: int = 4
+    cauchy_scale_m: float = 0.05
+    _design: np.ndarray = field(init=False, repr=False, compare=False)
+    _pinv: np.ndarray = field(init=False, repr=False, compare=False)
+    _mask: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown alignment method '{self.method}' (choose from {', '.join(METHODS)})")
+        if self.origin not in self.roots:
+            raise ValueError("the origin joint must be one of the roots")
+        r_count, j_count = len(self.roots), self.num_joints
+        # One equation per (root row, joint) pair except a root with itself.
+        mask = np.ones((r_count, j_count), dtype=bool)
+        mask[np.arange(r_count), list(self.roots)] = False
+        rows, joints = np.nonzero(mask)
+        design = np.zeros((len(rows), j_count))
+        design[np.arange(len(rows)), joints] = 1.0
+        design[np.arange(len(rows)), np.asarray(self.roots)[rows]] -= 1.0
+        free = [j for j in range(j_count) if j != self.origin]
+        design = design[:, free]                     # X_origin = 0 removes the free translation
+        object.__setattr__(self, "_mask", mask)
+        object.__setattr__(self, "_design", design)
+        object.__setattr__(self, "_pinv", np.linalg.pinv(design))
+
+    def __call__(self, offsets: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+        """offsets (R, J, 3) or (B, R, J, 3); conf (J,) or (B, J). Returns (J, 3) or (B, J, 3)."""
+        offsets = np.asarray(offsets, dtype=np.float64)
+        single = offsets.ndim == 3
+        if single:
+            offsets = offsets[None]
+            conf = None if conf is None else np.asarray(conf)[None]
+        own_root = offsets[:, np.arange(len(self.roots)), list(self.roots), :]   # (B, R, 3)
+        rel = offsets - own_root[:, :, None, :]
+        if self.method == "average":
+            out = rel - rel[:, :, self.origin:self.origin + 1, :]
+            out = out.mean(axis=1)
+        elif self.method == "lstsq":
+            out = self._expand(np.einsum("fm,bmc->bfc", self._pinv, rel[:, self._mask]))
+        else:
+            out = np.stack([self._robust(rel[b], None if conf is None else conf[b])
+                            for b in range(len(rel))])
+        out = out.astype(np.float32)
+        return out[0] if single else out
+
+    def _expand(self, free: np.ndarray) -> np.ndarray:
+        """Insert X_origin = 0 back among the solved joints."""
+        return np.insert(free, self.origin, 0.0, axis=-2)
+
+    def _robust(self, rel: np.ndarray, conf: np.ndarray | None) -> np.ndarray:
+        obs = rel[self._mask]                                        # (M, 3)
+        if conf is None:
+            base = np.ones(len(obs))
+        else:
+            c = np.clip(np.asarray(conf, dtype=np.float64), 1e-3, 1.0)
+            base = (c[list(self.roots)][:, None] * c[None, :])[self._mask]
+        weights = base
+        design = self._design
+        for _ in range(self.iterations):
+            dw = design * weights[:, None]
+            x = np.linalg.solve(design.T @ dw, dw.T @ obs)           # (J - 1, 3)
+            resid = np.linalg.norm(design @ x - obs, axis=1)
+            weights = base / (1.0 + (resid / self.cauchy_scale_m) ** 2)
+        return self._expand(x)

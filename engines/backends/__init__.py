@@ -1,0 +1,105 @@
+"""Inference backends behind one interface (`Backend`), and the choice between them.
+
+`auto` takes the fastest present: TensorRT on a CUDA GPU, then ONNX Runtime's CUDA provider,
+then PyTorch on CUDA, then ONNX Runtime on the CPU (faster than PyTorch eager on the CPU).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.backends.base import Backend, NetOutputs
+from engines.errors import BackendUnavailableError
+from engines.models import ModelArtifact
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+
+__all__ = ["Backend", "NetOutputs", "BACKENDS", "BackendChoice", "available", "choose", "create_backend"]
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str
+    device: str
+
+
+def nvidia_gpu_present() -> bool:
+    """A cheap look for an NVIDIA driver, so CPU machines never pay for importing torch (about a
+    second) or TensorRT just to learn that there is no GPU."""
+    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+            or shutil.which("nvidia-smi") is not None)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def available() -> dict[str, str]:
+    """Each backend and device present here -> a note (version), for `posecast backends`."""
+    found: dict[str, str] = {}
+    if importlib.util.find_spec("onnxruntime") is not None:
+        found["onnxruntime:cpu"] = _version("onnxruntime") or "?"
+    if importlib.util.find_spec("torch") is not None:
+        found["torch:cpu"] = _version("torch") or "?"
+    if not nvidia_gpu_present():
+        return found
+    from engines.backends.onnxruntime_backend import cuda_provider_available
+
+    if "onnxruntime:cpu" in found and cuda_provider_available():
+        found["onnxruntime:cuda"] = found["onnxruntime:cpu"]
+    if "torch:cpu" in found:
+        import torch
+
+        if torch.cuda.is_available():
+            found["torch:cuda"] = f"{torch.__version__} on {torch.cuda.get_device_name(0)}"
+    from engines.backends.tensorrt_backend import tensorrt_available
+
+    ok, note = tensorrt_available()
+    if ok:
+        found["tensorrt:cuda"] = note
+    return found
+
+
+def choose(name: str, device: str, has_checkpoint: bool) -> BackendChoice:
+    """Resolve `auto` and device `auto` against what is installed."""
+    present = available()
+    if name == "auto":
+        order = ["tensorrt:cuda", "onnxruntime:cuda", "torch:cuda", "onnxruntime:cpu", "torch:cpu"]
+        for key in order:
+            backend, dev = key.split(":")
+            if key in present and (device in ("auto", dev)) and (backend != "torch" or has_checkpoint):
+                return BackendChoice(backend, dev)
+        raise BackendUnavailableError("no inference backend is installed (pip install onnxruntime)")
+    if device == "auto":
+        dev = "cuda" if f"{name}:cuda" in present else "cpu"
+    else:
+        dev = device
+    if name == "tensorrt":
+        dev = "cuda"
+    return BackendChoice(name, dev)
+
+
+def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto", threads: int = 0,
+                   precision: str = "fp16", max_batch: int = 32) -> Backend:
+    choice = choose(name, device, model.checkpoint_path is not None)
+    if choice.name == "onnxruntime":
+        from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model.onnx_path, device=choice.device, threads=threads)
+    if choice.name == "torch":
+        from engines.backends.torch_backend import TorchBackend
+
+        return TorchBackend(model.checkpoint_path, device=choice.device, precision=precision, threads=threads)
+    if choice.name == "tensorrt":
+        from engines.backends.tensorrt_backend import TensorRTBackend
+        from engines.cache import cache_dir
+
+        return TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision, max_batch=max_batch)
+    raise BackendUnavailableError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")

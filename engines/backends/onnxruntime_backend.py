@@ -1,0 +1,59 @@
+"""ONNX Runtime: the CPU backend everywhere, and CUDA where onnxruntime-gpu is installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engines.backends.base import Backend, NetOutputs
+from engines.errors import BackendUnavailableError, ModelFileError
+from engines.model_file import INPUT_NAME, OUTPUT_NAMES
+
+
+def cuda_provider_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, device: str = "cpu", threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailableError("onnxruntime is not installed (pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        # Several stage processes share two cores: spinning threads would steal them from capture.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if device == "cuda":
+            if not cuda_provider_available():
+                raise BackendUnavailableError("onnxruntime has no CUDA provider here (install onnxruntime-gpu on a CUDA machine)")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise ModelFileError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0][:200]}") from None
+        self.device = device
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+            raise ModelFileError(f"{onnx_path}: expected input {INPUT_NAME} and outputs {', '.join(OUTPUT_NAMES)}, "
+                                 f"found {inputs} -> {outputs}")
+
+    def infer(self, crops: np.ndarray) -> NetOutputs:
+        probs, offsets = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: crops})
+        return NetOutputs(probs, offsets)
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,179 @@
+"""Typed, validated YAML configuration.
+
+Configs are YAML files in `configs/`. A config section is a frozen dataclass whose fields carry
+their type; `from_dict` checks every key (unknown, missing, wrong type) and then the dataclass's
+own `check()` for ranges and cross-field rules. Errors name the file and the dotted key, so a user
+can fix the file without reading code. The YAML files in `configs/` are the only place defaults
+live: a user's file is merged over them, so it only needs the keys it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from engines.errors import ConfigError
+
+T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def config_path(name: str) -> Path:
+    """The path of a built-in config in `configs/` (e.g. 'model.yaml')."""
+    return CONFIG_DIR / name
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` laid over `base`, recursively for nested mappings."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        return "a list"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    def fail() -> typing.NoReturn:
+        raise ConfigError(f"{source}: '{key}' must be {_type_name(tp)} (got {value!r})")
+
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            fail()
+        return value
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _convert(value, option, key, source)
+            except ConfigError:
+                continue
+        fail()
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{source}: '{key}' must be a list of {len(args)} items (got {value!r})")
+        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail()
+        return from_dict(tp, value, source=source, prefix=key + ".")
+    if tp is type(None):
+        if value is not None:
+            fail()
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix: str = "") -> T:
+    """Build dataclass `cls` from `data`, checking keys, types and the class's `check()`."""
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING:
+                continue
+            raise ConfigError(f"{source}: missing key '{prefix}{name}'")
+        kwargs[name] = _convert(data[name], hints[name], prefix + name, source)
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {prefix}{exc}") from None
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A config dataclass as plain YAML/JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def load_config(cls: type[T], default_file: str, user_file: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> T:
+    """The built-in `configs/<default_file>`, with the user's file and overrides laid over it."""
+    data = load_yaml(config_path(default_file))
+    source = str(config_path(default_file))
+    if user_file is not None:
+        data = merge(data, load_yaml(user_file))
+        source = str(user_file)
+    if overrides:
+        data = merge(data, overrides)
+    return from_dict(cls, data, source=source)

@@ -1,0 +1,38 @@
+"""User-facing errors.
+
+A `PosecastError` carries a message written for the person at the terminal (what went wrong and
+how to fix it) and the process exit code. The command line prints the message on one line and
+exits with the code; anything else escaping is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PosecastError(Exception):
+    """An error the user can act on. `str(err)` is the whole one-line message."""
+
+    exit_code: int = 1
+
+
+class ConfigError(PosecastError):
+    """A YAML config that is missing, unparsable or invalid."""
+
+    exit_code = 2
+
+
+class ModelFileError(PosecastError):
+    """A model file that is missing or is not a Posecast model."""
+
+    exit_code = 2
+
+
+class BackendUnavailableError(PosecastError):
+    """An inference backend that was asked for but cannot run on this machine."""
+
+    exit_code = 2
+
+
+class InputError(PosecastError):
+    """An input (file, camera, URL, folder) that cannot be opened or read."""
+
+    exit_code = 2

@@ -1,0 +1,69 @@
+"""The network's configuration (`configs/model.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engines.skeleton import H36M17, Skeleton
+
+Fusion = Literal["none", "conv", "fc"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network. See `engines/network.py` for what each part does."""
+
+    input_size: int
+    grid_size: int
+    stem_width: int
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    expansion: int
+    head_width: int
+    fusion: Fusion
+    fusion_fc_width: int
+    regressor_width: int
+    roots: tuple[str, ...]
+    mean_bgr: tuple[float, float, float]
+    std_bgr: tuple[float, float, float]
+    seed: int
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return H36M17
+
+    @property
+    def root_indices(self) -> tuple[int, ...]:
+        return self.skeleton.indices(self.roots)
+
+    @property
+    def cell_size(self) -> float:
+        return self.input_size / self.grid_size
+
+    def check(self) -> None:
+        if self.input_size % 32 or self.input_size < 64:
+            raise ValueError(f"input_size must be a multiple of 32, at least 64 (got {self.input_size})")
+        if self.grid_size * 8 != self.input_size:
+            raise ValueError(
+                f"grid_size must be input_size / 8 = {self.input_size // 8} (the 2D head sits at stride 8; "
+                f"got {self.grid_size})"
+            )
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError("widths and depths must each list 4 stages (strides 4, 8, 16, 32)")
+        if min(self.widths) < 8 or min(self.depths) < 1 or self.expansion < 1 or self.stem_width < 8:
+            raise ValueError("widths must be >= 8, depths >= 1, expansion >= 1, stem_width >= 8")
+        if not self.roots:
+            raise ValueError("roots must name at least one joint")
+        if len(set(self.roots)) != len(self.roots):
+            raise ValueError("roots must not repeat a joint")
+        if self.skeleton.origin not in self.roots:
+            # Alignment expresses the pose relative to the origin; keeping it among the roots
+            # means every alignment method has a direct estimate of it.
+            raise ValueError(f"roots must include the skeleton origin '{self.skeleton.origin}'")
+        try:
+            self.skeleton.indices(self.roots)
+        except ValueError as exc:
+            raise ValueError(f"roots: {exc}") from None
+        if any(s <= 0 for s in self.std_bgr):
+            raise ValueError("std_bgr must be positive")

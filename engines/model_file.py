@@ -1,0 +1,194 @@
+"""Model files: PyTorch checkpoints (`.pt`), ONNX exports (`.onnx`) and the metadata they carry.
+
+A model travels with what is needed to use it: the skeleton (joint names, parents), the roots, the
+input size and format, the grid and the normalisation, plus a line saying what its weights are.
+Checkpoints keep it next to the state dict; ONNX files keep it as JSON in `metadata_props` under
+the key `posecast`, so ONNX Runtime and TensorRT users need nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.config import ConfigError, from_dict, load_config, to_dict
+from engines.errors import ModelFileError
+from engines.model_config import ModelConfig
+
+FORMAT_VERSION = 1
+METADATA_KEY = "posecast"
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("probs_2d", "offsets_3d")
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    config: ModelConfig
+    weights: str          # what the weights are: "untrained (seed 0)", or a training run's name
+    trained: bool
+
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "format": FORMAT_VERSION,
+            "skeleton": cfg.skeleton.name,
+            "joint_names": list(cfg.skeleton.joint_names),
+            "parents": list(cfg.skeleton.parents),
+            "roots": list(cfg.roots),
+            "input": {"name": INPUT_NAME, "shape": ["batch", cfg.input_size, cfg.input_size, 3],
+                      "dtype": "uint8", "layout": "NHWC", "color": "BGR"},
+            "grid_size": cfg.grid_size,
+            "normalisation": {"mean_bgr": list(cfg.mean_bgr), "std_bgr": list(cfg.std_bgr),
+                              "applied": "inside the network"},
+            "outputs": {"probs_2d": "batch x joints x grid x grid softmax over cells",
+                        "offsets_3d": "batch x roots x joints x 3, metres, camera axes (x right, y down, z forward)"},
+            "weights": self.weights,
+            "trained": self.trained,
+            "model_config": to_dict(cfg),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], source: str) -> "ModelInfo":
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+            raise ModelFileError(
+                f"{source}: unsupported Posecast model format {meta.get('format') if isinstance(meta, dict) else meta!r} "
+                f"(this version reads format {FORMAT_VERSION}; re-export the model)"
+            )
+        try:
+            cfg = from_dict(ModelConfig, meta["model_config"], source=f"{source} (model_config)")
+            return cls(config=cfg, weights=str(meta["weights"]), trained=bool(meta["trained"]))
+        except (KeyError, ConfigError) as exc:
+            raise ModelFileError(f"{source}: damaged Posecast metadata ({exc})") from None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, net: Any, info: ModelInfo) -> None:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"posecast": info.metadata(), "state_dict": net.state_dict()}, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
+    """A `.pt` checkpoint -> (network in eval mode, its info)."""
+    import torch
+
+    from engines.network import PoseNet
+
+    path = Path(path)
+    _check_readable(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise ModelFileError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(blob, dict) or "posecast" not in blob or "state_dict" not in blob:
+        raise ModelFileError(f"{path} is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata)")
+    info = ModelInfo.from_metadata(blob["posecast"], str(path))
+    net = PoseNet(info.config)
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not fit the network its metadata describes ({_first_line(exc)})") from None
+    return net.eval(), info
+
+
+# --- ONNX --------------------------------------------------------------------------------
+
+def export_onnx(net: Any, info: ModelInfo, path: Path) -> Path:
+    """Export with a dynamic batch axis and the Posecast metadata; written atomically."""
+    import onnx
+    import torch
+
+    size = info.config.input_size
+    example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                net.eval(), (example,), str(raw),
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+                opset_version=OPSET, dynamo=False,
+            )
+        model = onnx.load(str(raw))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info.metadata())
+    model.producer_name = "posecast"
+    onnx.checker.check_model(model)
+    atomic_write_bytes(path, model.SerializeToString())
+    return path
+
+
+def read_onnx_info(path: Path) -> ModelInfo:
+    """The metadata of a Posecast ONNX file; a clear error for anything else."""
+    import onnx
+
+    path = Path(path)
+    _check_readable(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not an ONNX model ({_first_line(exc)})") from None
+    if not model.graph.node:
+        raise ModelFileError(f"{path} is not an ONNX model (no graph inside)")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ModelFileError(f"{path} is an ONNX model but not a Posecast one (no '{METADATA_KEY}' metadata; "
+                             f"export it with `posecast export`)")
+    try:
+        data = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON") from None
+    return ModelInfo.from_metadata(data, str(path))
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelFileError(f"model path is a folder, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"model file is empty: {path}")
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(f"model file is not readable (permissions): {path}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def default_model_config() -> ModelConfig:
+    return load_config(ModelConfig, "model.yaml")

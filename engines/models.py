@@ -1,0 +1,91 @@
+"""Resolving the model to run: a file the user names, or the default.
+
+Until the training issue ships trained weights (`engines/weights/default.pt`), the default is the
+network of `configs/model.yaml` with its seeded, untrained initial weights. That is a real network
+producing real (meaningless) outputs; `ModelInfo.trained` is False and the command line says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.cache import cache_dir
+from engines.config import to_dict
+from engines.errors import ModelFileError
+from engines.model_file import (FORMAT_VERSION, ModelInfo, _check_readable, default_model_config, export_onnx,
+                                file_sha256, load_checkpoint, read_onnx_info, save_checkpoint)
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DEFAULT = Path(__file__).resolve().parent / "weights" / "default.pt"
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model ready for any backend: its ONNX file, its checkpoint if it has one, its info."""
+
+    info: ModelInfo
+    onnx_path: Path
+    checkpoint_path: Path | None
+    onnx_sha256: str
+
+
+def resolve_model(spec: str | Path | None) -> ModelArtifact:
+    """`spec` is a `.onnx` or `.pt` path, or None for the default model."""
+    if spec is None:
+        return _shipped_default() if SHIPPED_DEFAULT.exists() else _untrained_default()
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        info = read_onnx_info(path)
+        return ModelArtifact(info, path, None, file_sha256(path))
+    if suffix in (".pt", ".pth"):
+        return _from_checkpoint(path)
+    raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
+
+
+def _from_checkpoint(path: Path) -> ModelArtifact:
+    """A checkpoint with its ONNX export cached by the checkpoint's content hash."""
+    _check_readable(path)  # before hashing: a missing path or a folder is a ModelFileError, not an OSError
+    digest = file_sha256(path)
+    onnx_path = cache_dir("models") / f"{path.stem}-{digest[:16]}.onnx"
+    if not onnx_path.exists():
+        net, info = load_checkpoint(path)
+        log.info("exporting %s to ONNX (once; cached at %s)", path, onnx_path)
+        export_onnx(net, info, onnx_path)
+    info = read_onnx_info(onnx_path)
+    return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path))
+
+
+def _shipped_default() -> ModelArtifact:
+    return _from_checkpoint(SHIPPED_DEFAULT)
+
+
+def _untrained_default() -> ModelArtifact:
+    cfg = default_model_config()
+    # The weights are a function of the config, the network code and torch's RNG: key on all.
+    network_src = (Path(__file__).resolve().parent / "network.py").read_bytes()
+    # The version from the package metadata: importing torch costs a second on every run.
+    torch_version = importlib.metadata.version("torch")
+    key = hashlib.sha256(
+        json.dumps(to_dict(cfg), sort_keys=True).encode() + network_src
+        + torch_version.encode() + str(FORMAT_VERSION).encode()
+    ).hexdigest()[:16]
+    folder = cache_dir("models")
+    ckpt = folder / f"untrained-{key}.pt"
+    if not ckpt.exists():
+        from engines.network import build_network
+
+        info = ModelInfo(cfg, weights=f"untrained (seed {cfg.seed}): no trained weights are shipped yet", trained=False)
+        save_checkpoint(ckpt, build_network(cfg), info)
+    try:
+        return _from_checkpoint(ckpt)
+    except ModelFileError:
+        # A damaged cache entry is ours to fix, not the user's.
+        ckpt.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,146 @@
+"""The network: Park, Hwang & Kwak (2016), made fast.
+
+    uint8 BGR crop (B, S, S, 3)
+      -> normalise (inside the graph, so every backend gets the same input)
+      -> backbone: a stem and four stages of inverted-residual blocks (strides 4, 8, 16, 32)
+      -> 2D branch: the stride-8 map with the deeper stages added back in (a small feature
+         pyramid), then per joint a softmax over the G x G grid cells (classification)
+      -> 3D branch: the 2D probabilities fused with image features, then a regressor of every
+         joint's offset from each of R roots: (B, R, J, 3) metres.
+
+Fusion, chosen in the config:
+- `conv`: the probability maps are concatenated with the stride-8 features and convolved down to
+  stride 32: spatial layout is kept and it costs little.
+- `fc` (the paper's): the flattened probabilities go through a fully connected layer and are
+  concatenated with the image features before the regressor.
+- `none`: the 3D branch sees image features only (the ablation's baseline).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from engines.model_config import ModelConfig
+
+
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand 1x1, depthwise 3x3, project 1x1; residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.body = nn.Sequential(
+            conv_bn(cin, hidden, 1),
+            conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            conv_bn(hidden, cout, 1, act=False),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+def stage(cin: int, cout: int, depth: int, expansion: int, stride: int = 2) -> nn.Sequential:
+    blocks = [InvertedResidual(cin, cout, stride, expansion)]
+    blocks += [InvertedResidual(cout, cout, 1, expansion) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
+class PoseNet(nn.Module):
+    """Outputs `probs_2d` (B, J, G, G) and `offsets_3d` (B, R, J, 3)."""
+
+    SPATIAL_CHANNELS = 32       # channels of the stride-32 map flattened into the regressor
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        j, g, r = cfg.skeleton.num_joints, cfg.grid_size, len(cfg.roots)
+        w, d, e, hw = cfg.widths, cfg.depths, cfg.expansion, cfg.head_width
+        self.num_joints, self.grid, self.num_roots = j, g, r
+        mean = torch.tensor(cfg.mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.std_bgr, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean)
+        self.register_buffer("inv_std", 1.0 / std)
+
+        self.stem = conv_bn(3, cfg.stem_width, 3, 2)
+        self.s4 = stage(cfg.stem_width, w[0], d[0], e)
+        self.s8 = stage(w[0], w[1], d[1], e)
+        self.s16 = stage(w[1], w[2], d[2], e)
+        self.s32 = stage(w[2], w[3], d[3], e)
+
+        # 2D branch at stride 8.
+        self.lat8 = conv_bn(w[1], hw, 1, act=False)
+        self.lat16 = conv_bn(w[2], hw, 1, act=False)
+        self.lat32 = conv_bn(w[3], hw, 1, act=False)
+        self.head2d = nn.Sequential(conv_bn(hw, hw, 3, groups=hw), conv_bn(hw, hw, 1))
+        self.logits = nn.Conv2d(hw, j, 1)
+
+        # 3D branch.
+        self.fusion = cfg.fusion
+        if cfg.fusion == "conv":
+            self.fuse = nn.Sequential(
+                conv_bn(hw + j, w[2], 1),
+                InvertedResidual(w[2], w[2], 2, e),
+                InvertedResidual(w[2], w[3], 2, e),
+            )
+        self.spatial = conv_bn(w[3], self.SPATIAL_CHANNELS, 1)
+        flat = self.SPATIAL_CHANNELS * (cfg.input_size // 32) ** 2
+        if cfg.fusion == "fc":
+            self.fuse_fc = nn.Sequential(nn.Linear(j * g * g, cfg.fusion_fc_width), nn.ReLU(inplace=True))
+            flat += cfg.fusion_fc_width
+        self.regressor = nn.Sequential(
+            nn.Linear(flat, cfg.regressor_width),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.regressor_width, r * j * 3),
+        )
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = image.permute(0, 3, 1, 2).float()
+        x = (x - self.mean) * self.inv_std
+        f8 = self.s8(self.s4(self.stem(x)))
+        f16 = self.s16(f8)
+        f32 = self.s32(f16)
+
+        pyramid = (
+            self.lat8(f8)
+            + F.interpolate(self.lat16(f16), scale_factor=2.0, mode="nearest")
+            + F.interpolate(self.lat32(f32), scale_factor=4.0, mode="nearest")
+        )
+        h = self.head2d(F.relu6(pyramid))
+        logits = self.logits(h)                                          # (B, J, G, G)
+        b = logits.shape[0]
+        probs = torch.softmax(logits.reshape(b, self.num_joints, -1), dim=-1)
+        probs_2d = probs.reshape(b, self.num_joints, self.grid, self.grid)
+
+        deep = f32
+        if self.fusion == "conv":
+            deep = deep + self.fuse(torch.cat([h, probs_2d], dim=1))
+        feats = self.spatial(deep).flatten(1)
+        if self.fusion == "fc":
+            feats = torch.cat([feats, self.fuse_fc(probs.flatten(1))], dim=1)
+        offsets = self.regressor(feats).reshape(b, self.num_roots, self.num_joints, 3)
+        return probs_2d, offsets
+
+
+def build_network(cfg: ModelConfig) -> PoseNet:
+    """A network initialised deterministically from `cfg.seed`."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    try:
+        net = PoseNet(cfg)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return net.eval()

@@ -1,0 +1,1 @@
+"""Sources, the frame ring, the pipeline stages, track writers and the command line."""

@@ -1,0 +1,296 @@
+"""`posecast`: the command line.
+
+Every failure a user can act on ends with one line on stderr (`posecast: error: ...`) and a
+non-zero exit code:
+  0 done · 1 a stage failed · 2 bad input, config, model or arguments · 3 done, but the input had
+  corrupt frames that were skipped (counted in the summary) · 130 interrupted (Ctrl-C).
+Imports stay inside the commands: the stage processes import this module too, and none of them
+should pay for what another command needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from engines.errors import PosecastError
+
+PROG = "posecast"
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+# --- track -------------------------------------------------------------------------------
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="FILE", help="a Posecast .onnx or .pt model (default: the built-in model)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"),
+                   help="inference backend (default from the config: auto, the fastest present)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the network runs (default: auto)")
+    p.add_argument("--config", metavar="YAML", help="a pipeline config laid over configs/pipeline.yaml")
+    p.add_argument("--batch-size", type=int, metavar="N", help="frames per network call for files")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
+    p.add_argument("--align", choices=("average", "lstsq", "weighted"), help="root alignment method")
+    p.add_argument("--min-score", type=float, metavar="S",
+                   help="mean joint confidence needed to report a person (sets both tracking thresholds)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stats", action="store_true", help="print per-stage timings at the end")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o.setdefault(section, {})[key] = value
+
+    put("inference", "backend", args.backend)
+    put("inference", "device", args.device)
+    put("inference", "batch_size", args.batch_size)
+    put("inference", "threads", args.threads)
+    put("alignment", "method", args.align)
+    put("tracking", "detect_min_score", args.min_score)
+    put("tracking", "track_min_score", args.min_score)
+    return o
+
+
+def _check_outputs(tracks: list[Path], overlay: Path | None) -> None:
+    """Fail before any work starts when an output cannot be written."""
+    from engines.errors import InputError
+
+    for path in tracks + ([overlay] if overlay else []):
+        if path.is_dir():
+            raise InputError(f"output '{path}' is a folder; give a file name")
+        if not path.parent.exists():
+            raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist (create it first)")
+    for path in tracks:
+        if path.suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".npz"):
+            raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use .jsonl, .csv or .npz)")
+    if overlay is not None and overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+        raise InputError(f"overlay '{overlay}' must be an .mp4, .mkv or .mov file")
+
+
+def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argparse.Namespace) -> int:
+    from engines.models import resolve_model
+    from streamer.config import load_pipeline_config
+    from streamer.pipeline import Pipeline, RunRequest
+
+    config = load_pipeline_config(args.config, _overrides(args))
+    _check_outputs(tracks, overlay)
+    model = resolve_model(args.model)
+    if not model.info.trained:
+        _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
+    request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay,
+                         progress=not args.no_progress and sys.stderr.isatty(),
+                         log_level=logging.INFO if args.verbose else logging.WARNING)
+    result = Pipeline(request).run()
+    if result.summary is not None:
+        _print_summary(result, tracks, overlay, args.stats)
+    if result.error is not None:
+        if result.traceback:
+            print(result.traceback, file=sys.stderr)
+        _error(result.error)
+    elif result.interrupted:
+        _note("interrupted; everything processed so far was written")
+    elif result.exit_code == 3:
+        s = result.summary or {}
+        _error(f"{s.get('corrupt')} corrupt packet(s) or image(s) in '{source}' were skipped; "
+               f"the other {s.get('frames')} frames were processed (exit code 3)")
+    return result.exit_code
+
+
+def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats: bool) -> None:
+    s = result.summary
+    fps = s["frames"] / s["seconds"] if s["seconds"] > 0 else float("nan")
+    outs = ", ".join(str(p) for p in tracks + ([overlay] if overlay else []))
+    line = (f"{s['frames']} frames in {s['seconds']:.2f} s ({fps:.1f} frames/s) -> {outs}; "
+            f"person found in {s['found']}; backend {result.backend}")
+    if s.get("dropped"):
+        line += f"; {s['dropped']} stale frames dropped to stay live"
+    _note(line)
+    if stats:
+        _print_stats(s)
+
+
+def _print_stats(s: dict[str, Any]) -> None:
+    rows = []
+    for stage in ("capture", "infer", "align", "output"):
+        for step, st in s["timings"].get(stage, {}).items():
+            rows.append((f"{stage}.{step}", st))
+    for step, st in s["timings"].get("per_frame", {}).items():
+        rows.append((step, st))
+    print(f"{'step':<28}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}", file=sys.stderr)
+    for name, st in rows:
+        print(f"{name:<28}{st['n']:>7}{st['mean']:>10.2f}{st['p50']:>10.2f}{st['p95']:>10.2f}", file=sys.stderr)
+    print(f"network runs: {s['network_runs']} (batches incl. searches); full-frame searches: {s['searches']}",
+          file=sys.stderr)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    tracks = [Path(p) for p in (args.output or [])]
+    if not tracks and not args.overlay:
+        raise PosecastError("nothing to write: give -o OUT.jsonl (or .csv, .npz) and/or --overlay OUT.mp4")
+    return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamer.synthclip import ensure_default_clip
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = ensure_default_clip(progress=sys.stderr.isatty())
+    _note(f"demo input: {clip} (a synthetic clip rendered by Posecast)")
+    if args.min_score is None:
+        # With no trained weights shipped yet, nothing would pass the default thresholds; the
+        # demo shows the whole path with what the network really outputs.
+        from engines.models import SHIPPED_DEFAULT
+
+        if args.model is None and not SHIPPED_DEFAULT.exists():
+            args.min_score = 0.0
+    code = run_track(str(clip), [out / "demo.jsonl"], out / "demo_overlay.mp4", args)
+    if code == 0:
+        _note(f"wrote {out / 'demo.jsonl'} and {out / 'demo_overlay.mp4'}")
+    return code
+
+
+# --- other commands ----------------------------------------------------------------------
+
+def cmd_make_clip(args: argparse.Namespace) -> int:
+    from streamer.synthclip import write_clip
+
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise PosecastError(f"--size must look like 1000x1000 (got '{args.size}')") from None
+    if w % 2 or h % 2 or w < 64 or h < 64:
+        raise PosecastError(f"--size must be even and at least 64x64 (got {w}x{h})")
+    write_clip(Path(args.output), w, h, args.frames, args.fps, args.seed, progress=sys.stderr.isatty())
+    _note(f"wrote {args.output}: {args.frames} frames, {w}x{h}, {args.fps:g} fps")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from engines.models import resolve_model
+
+    model = resolve_model(args.model)
+    shutil.copyfile(model.onnx_path, args.output)
+    _note(f"wrote {args.output} ({model.info.weights}); sha256 {model.onnx_sha256[:16]}")
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from engines.backends import available, choose
+    from engines.backends.tensorrt_backend import tensorrt_available
+
+    for key, note in available().items():
+        print(f"{key:<20} {note}")
+    ok, why = tensorrt_available()
+    if not ok:
+        print(f"{'tensorrt:cuda':<20} unavailable: {why}")
+    pick = choose("auto", "auto", True)
+    print(f"auto -> {pick.name}:{pick.device}")
+    return 0
+
+
+def cmd_bench_network(args: argparse.Namespace) -> int:
+    from engines.backends import create_backend
+    from engines.benchmark import bench_network
+    from engines.models import resolve_model
+
+    model = resolve_model(args.model)
+    backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch))
+    print(f"backend {backend.describe()}; model {model.onnx_path.name} ({model.info.weights})")
+    print(f"{'batch':>6}{'p50 ms':>10}{'p99 ms':>10}{'ms/frame':>10}{'frames/s':>10}")
+    for b in args.batch:
+        r = bench_network(backend, model.info.config.input_size, b, args.iters, args.warmup)
+        print(f"{b:>6}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.p50_ms / b:>10.2f}{r.frames_per_s:>10.1f}")
+    return 0
+
+
+# --- wiring ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Real-time monocular 3D human pose estimation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("track", help="estimate poses in a video, stream, camera or image folder; write tracks",
+                       description="Estimate the 3D pose of the person in every frame of INPUT and write track "
+                                   "files (format by extension: .jsonl, .csv, .npz) and/or an overlay video.",
+                       epilog="INPUT: a video file, an rtsp/http(s) URL, a camera index (0) or /dev/videoN, "
+                              "an image folder or a glob ('frames/*.png'). Exit codes: 0 done, 1 a stage failed, "
+                              "2 bad input/config/model, 3 corrupt frames were skipped, 130 interrupted.")
+    p.add_argument("input", help="video file, URL, camera index or device, image folder or glob")
+    p.add_argument("-o", "--output", action="append", metavar="OUT",
+                   help="track file: .jsonl (the stream's messages), .csv or .npz; may be repeated")
+    p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("demo", help="render the built-in demo clip and track it (no download)",
+                       description="Render Posecast's synthetic demo clip (once, cached) and run `track` on it, "
+                                   "writing demo.jsonl and demo_overlay.mp4.")
+    p.add_argument("--out-dir", default="posecast-demo", help="where to write the results (default: posecast-demo)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("make-clip", help="render a synthetic test clip of a walking person",
+                       description="Render the synthetic walking-person clip at any size (for benchmarks and tests).")
+    p.add_argument("output", help="output .mp4")
+    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT, even numbers (default 640x480)")
+    p.add_argument("--frames", type=int, default=90)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_clip)
+
+    p = sub.add_parser("export", help="write the model as ONNX (dynamic batch, Posecast metadata)",
+                       description="Export a model (default: the built-in one) to ONNX for ONNX Runtime or TensorRT.")
+    p.add_argument("-o", "--output", required=True, help="output .onnx")
+    p.add_argument("--model", help="a .pt checkpoint (default: the built-in model)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("backends", help="list the inference backends present here",
+                       description="List inference backends and devices present, and what --backend auto picks.")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("bench-network", help="time the network alone (latency and throughput per batch size)",
+                       description="Time the network alone on random crops: p50/p99 latency per call and throughput.")
+    p.add_argument("--model")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B")
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.set_defaults(func=cmd_bench_network)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format=f"{PROG}: %(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except PosecastError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The pipeline's configuration (`configs/pipeline.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engines.config import load_config
+
+AlignMethod = Literal["average", "lstsq", "weighted"]
+BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    backend: BackendName
+    batch_size: int           # file sources: frames per network call
+    threads: int              # CPU threads for the network (0: the runtime's default)
+    precision: Literal["fp32", "fp16", "int8"]
+    device: Literal["auto", "cpu", "cuda"]
+
+    def check(self) -> None:
+        if not 1 <= self.batch_size <= 256:
+            raise ValueError(f"batch_size must be between 1 and 256 (got {self.batch_size})")
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    detect_min_score: float   # full-frame search: mean joint confidence that counts as a person
+    track_min_score: float    # below this the person is lost and searched for again
+    roi_margin: float         # region of interest side = margin x the 2D pose's extent
+    min_roi_px: int           # smallest region of interest, pixels of the input image
+
+    def check(self) -> None:
+        for name in ("detect_min_score", "track_min_score"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.roi_margin < 1.0:
+            raise ValueError(f"roi_margin must be >= 1 (got {self.roi_margin})")
+        if self.min_roi_px < 16:
+            raise ValueError("min_roi_px must be >= 16")
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    method: AlignMethod
+    window: int               # 2D decoding: expectation over (2 window + 1)^2 cells around the peak
+
+    def check(self) -> None:
+        if not 0 <= self.window <= 4:
+            raise ValueError("window must be between 0 and 4")
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    file_slots: int           # frames in flight for file sources (>= 2 batches keeps inference fed)
+    live_slots: int           # frames in flight for live sources: small, so latency stays low
+
+    def check(self) -> None:
+        if self.file_slots < 2 or self.live_slots < 2:
+            raise ValueError("file_slots and live_slots must be >= 2")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    open_timeout_s: float     # network streams: give up connecting after this long
+    read_timeout_s: float     # network streams and cameras: a read that takes longer is a fault
+    max_image_side: int       # image folders: larger images are scaled down to this side
+
+    def check(self) -> None:
+        if self.open_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.max_image_side < 64:
+            raise ValueError("max_image_side must be >= 64")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    inference: InferenceConfig
+    tracking: TrackingConfig
+    alignment: AlignmentConfig
+    ring: RingConfig
+    source: SourceConfig
+
+    def check(self) -> None:
+        if self.ring.file_slots < self.inference.batch_size + 1:
+            raise ValueError(
+                f"ring.file_slots ({self.ring.file_slots}) must exceed inference.batch_size "
+                f"({self.inference.batch_size})"
+            )
+
+
+def load_pipeline_config(user_file: str | Path | None = None,
+                         overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    return load_config(PipelineConfig, "pipeline.yaml", user_file, overrides)

@@ -1,0 +1,239 @@
+"""Drawing poses on images, and the overlay video: the input with the results drawn on it."""
+
+from __future__ import annotations
+
+import errno
+import math
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+
+from engines.errors import InputError
+from engines.skeleton import H36M17, Skeleton
+from streamer.protocol import PersonPose, PoseFrame
+
+# BGR. Left and right in clearly different hues so a mirrored pose is obvious at a glance.
+LEFT_COLOR = (255, 128, 0)       # blue
+RIGHT_COLOR = (0, 128, 255)      # orange
+CENTRE_COLOR = (0, 220, 0)       # green
+BOX_COLOR = (200, 200, 200)
+TEXT_COLOR = (255, 255, 255)
+OUTLINE_COLOR = (0, 0, 0)
+
+DEFAULT_FPS = 30.0
+
+_SHIFT = 4                       # fractional bits: sub-pixel positions for smooth AA lines
+_SCALE = 1 << _SHIFT
+_MAX_COORD = 100_000.0           # pixels; keeps wild values inside OpenCV's int range
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def line_thickness(width: int, height: int) -> int:
+    """Bone thickness in pixels, growing with the image so poses read the same at any size."""
+    return max(2, round(math.hypot(width, height) / 400))
+
+
+def _font_scale(width: int, height: int) -> float:
+    return max(0.35, math.hypot(width, height) / 2500)
+
+
+def _side_color(skeleton: Skeleton, joint: int) -> tuple[int, int, int]:
+    if skeleton.is_left(joint):
+        return LEFT_COLOR
+    if skeleton.is_right(joint):
+        return RIGHT_COLOR
+    return CENTRE_COLOR
+
+
+def _faded(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    # Halfway to grey rather than darker: still visible on a dark background.
+    return tuple((c + 128) // 2 for c in color)  # type: ignore[return-value]
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3):
+        raise ValueError(f"expected a BGR uint8 image of shape (H, W, 3), got "
+                         f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
+
+
+def _text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
+    # A dark outline under the text keeps it legible on any background.
+    thick = max(1, round(scale * 2))
+    cv2.putText(image, text, org, _FONT, scale, OUTLINE_COLOR, thick + 2, cv2.LINE_AA)
+    cv2.putText(image, text, org, _FONT, scale, color, thick, cv2.LINE_AA)
+
+
+def draw_pose(image: np.ndarray, person: PersonPose, skeleton: Skeleton = H36M17,
+              min_conf: float = 0.0) -> None:
+    """Draws one person in place on a BGR uint8 image: box, score, bones and joints.
+
+    Bones take the colour of their child joint's side (left, right or centre). Joints below
+    `min_conf`, and bones touching one, are drawn thin and faded; non-finite joints are skipped.
+    """
+    _check_image(image)
+    h, w = image.shape[:2]
+    thick = line_thickness(w, h)
+    radius = thick + 1
+    scale = _font_scale(w, h)
+
+    box = np.asarray(person.bbox, np.float64)
+    if np.isfinite(box).all():
+        x0, y0, x1, y1 = np.clip(box, -_MAX_COORD, _MAX_COORD).round().astype(int).tolist()
+        # Axis-aligned and 1 px: anti-aliasing would only make it slower.
+        cv2.rectangle(image, (x0, y0), (x1, y1), BOX_COLOR, 1, cv2.LINE_8)
+        label = f"#{person.id} {float(person.score):.2f}"
+        (_, text_h), baseline = cv2.getTextSize(label, _FONT, scale, max(1, round(scale * 2)))
+        # Above the box, or just inside it when the box touches the top edge.
+        ty = y0 - baseline - 2 if y0 - baseline - 2 - text_h >= 0 else y0 + text_h + 2
+        _text(image, label, (max(x0, 0), ty), scale, TEXT_COLOR)
+
+    xy = np.asarray(person.joints_2d, np.float64)
+    finite = np.isfinite(xy).all(axis=1)
+    pts = (np.clip(np.nan_to_num(xy), -_MAX_COORD, _MAX_COORD) * _SCALE).round().astype(np.int64).tolist()
+    confident = (np.asarray(person.conf, np.float64) >= min_conf).tolist()
+    finite = finite.tolist()
+
+    for parent, child in skeleton.bones:
+        if not (finite[parent] and finite[child]):
+            continue
+        color = _side_color(skeleton, child)
+        if confident[parent] and confident[child]:
+            cv2.line(image, pts[parent], pts[child], color, thick, cv2.LINE_AA, _SHIFT)
+        else:
+            cv2.line(image, pts[parent], pts[child], _faded(color), 1, cv2.LINE_AA, _SHIFT)
+    for j in range(skeleton.num_joints):
+        if not finite[j]:
+            continue
+        color = _side_color(skeleton, j)
+        if confident[j]:
+            cv2.circle(image, pts[j], radius * _SCALE, color, -1, cv2.LINE_AA, _SHIFT)
+        else:
+            cv2.circle(image, pts[j], radius * _SCALE, _faded(color), 1, cv2.LINE_AA, _SHIFT)
+
+
+def draw_status(image: np.ndarray, frame: PoseFrame) -> None:
+    """A small `seq N  people K` line in the top-left corner."""
+    h, w = image.shape[:2]
+    scale = _font_scale(w, h) * 0.8
+    (_, text_h), _ = cv2.getTextSize("seq", _FONT, scale, 1)
+    margin = max(4, text_h // 2)
+    _text(image, f"seq {frame.seq}  people {len(frame.people)}", (margin, margin + text_h), scale, TEXT_COLOR)
+
+
+def _video_rate(fps: float | None) -> Fraction:
+    # Sources that do not know their rate report None, 0 or NaN: all mean "unknown".
+    if fps is None or not math.isfinite(fps) or fps <= 0:
+        fps = DEFAULT_FPS
+    return Fraction(fps).limit_denominator(1001)
+
+
+class OverlayWriter:
+    """Encodes the input frames, with their poses drawn on, as an H.264 video (mp4).
+
+    `write` never modifies the image it is given (it may be a view into shared memory): the image
+    is copied once into a buffer owned by the writer and drawn on there. yuv420p needs even
+    sizes, so an odd width or height is padded by one pixel (a copy of the last column or row):
+    `video_size` is the encoded size. Frame i gets pts i in a time base of 1/fps.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
+                 skeleton: Skeleton = H36M17, min_conf: float = 0.0) -> None:
+        self.path = Path(path)
+        if width < 1 or height < 1:
+            raise ValueError(f"overlay video size must be positive (got {width}x{height})")
+        self.width, self.height = int(width), int(height)
+        self.video_size = (self.width + self.width % 2, self.height + self.height % 2)
+        self.skeleton = skeleton
+        self.min_conf = min_conf
+        self.frames_written = 0
+        self._closed = False
+        self.rate = _video_rate(fps)
+
+        vw, vh = self.video_size
+        self._canvas = np.zeros((vh, vw, 3), np.uint8)
+        self._yuv = np.zeros((vh * 3 // 2, vw), np.uint8)
+        self._container = self._open_container()
+        try:
+            self._stream = self._container.add_stream(
+                "libx264", rate=self.rate, options={"preset": "veryfast", "crf": "23"})
+        except (av.FFmpegError, ValueError) as err:
+            self._container.close()
+            raise InputError(f"cannot encode the overlay video '{self.path}': no libx264 encoder in "
+                             f"this PyAV ({err}; install the 'av' wheel from PyPI)") from None
+        self._stream.width, self._stream.height = vw, vh
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.codec_context.time_base = 1 / self.rate
+
+    def _open_container(self) -> av.container.OutputContainer:
+        # PyAV opens the file lazily, at the first packet; open it here so a bad path fails now.
+        try:
+            with open(self.path, "wb"):
+                pass
+        except OSError as err:
+            hint = {errno.ENOENT: "create the folder first", errno.EISDIR: "that is a folder: give a file name",
+                    errno.EACCES: "check the folder's permissions or choose another folder"}
+            raise InputError(f"cannot write overlay video '{self.path}': {err.strerror or err} "
+                             f"({hint.get(err.errno or 0, 'check the path')})") from None
+        try:
+            return av.open(str(self.path), mode="w")
+        except ValueError:
+            self.path.unlink(missing_ok=True)
+            raise InputError(f"cannot tell the video format of overlay video '{self.path}' from its "
+                             f"extension (use .mp4)") from None
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"cannot write overlay video '{self.path}': {err} (check the path)") from None
+
+    def write(self, image: np.ndarray, frame: PoseFrame) -> None:
+        """Draws `frame`'s people and status line on a copy of `image` and encodes it."""
+        if self._closed:
+            raise ValueError(f"overlay video '{self.path}' is already closed")
+        _check_image(image)
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(f"overlay video '{self.path}' is {self.width}x{self.height}, "
+                             f"got a {image.shape[1]}x{image.shape[0]} image")
+        canvas, w, h = self._canvas, self.width, self.height
+        np.copyto(canvas[:h, :w], image)
+        for person in frame.people:
+            draw_pose(canvas, person, self.skeleton, self.min_conf)
+        draw_status(canvas, frame)
+        # Edge copies for the padding (not black): no dark fringe from chroma subsampling.
+        if w < canvas.shape[1]:
+            canvas[:, w:] = canvas[:, w - 1:w]
+        if h < canvas.shape[0]:
+            canvas[h:] = canvas[h - 1:h]
+        # OpenCV's BT.601 limited-range I420 matches FFmpeg's default and is ~5x faster than swscale.
+        cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420, dst=self._yuv)
+        video_frame = av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
+        video_frame.pts = self.frames_written
+        video_frame.time_base = self._stream.codec_context.time_base
+        try:
+            for packet in self._stream.encode(video_frame):
+                self._container.mux(packet)
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space)") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flushes the encoder and finishes the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"cannot finish overlay video '{self.path}': {err} (check free disk space)") from None
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> OverlayWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""What travels between stages: small msgpack maps, never pixels.
+
+Arrays ride as raw float32 bytes (their shapes are fixed by the model's metadata). Every frame
+packet keeps `seq`, `t_capture`, the ring slot and the frame size, so any stage can say how old
+its frame is and where its pixels are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+START, FRAME, RESULT, END = "start", "frame", "result", "end"
+
+
+def pack(kind: str, body: dict[str, Any]) -> bytes:
+    return msgpack.packb({"k": kind, **body}, use_bin_type=True)
+
+
+def unpack(data: bytes) -> tuple[str, dict[str, Any]]:
+    msg = msgpack.unpackb(data, raw=False)
+    return msg.pop("k"), msg
+
+
+def array_bytes(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a, dtype=np.float32).tobytes()
+
+
+def bytes_array(b: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(b, dtype=np.float32).reshape(shape)
+
+
+@dataclass
+class FramePacket:
+    """A frame in the ring."""
+
+    seq: int
+    slot: int
+    height: int
+    width: int
+    t_capture: float
+    t_media: float | None
+    scale: float                       # input-image pixels per ring pixel (1 unless downscaled)
+    timings: dict[str, float] = field(default_factory=dict)   # stage -> ms spent on this frame
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ResultPacket:
+    """The network's result for one frame, decoded to image pixels (infer -> align -> output)."""
+
+    frame: FramePacket
+    found: bool
+    score: float
+    joints_2d: np.ndarray              # (J, 2) input-image pixels
+    conf: np.ndarray                   # (J,)
+    offsets_3d: np.ndarray             # (R, J, 3) metres
+    joints_3d: np.ndarray | None = None  # (J, 3) metres, origin-relative, set by the align stage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame.to_dict(),
+            "found": self.found,
+            "score": self.score,
+            "joints_2d": array_bytes(self.joints_2d),
+            "conf": array_bytes(self.conf),
+            "offsets_3d": array_bytes(self.offsets_3d),
+            "joints_3d": None if self.joints_3d is None else array_bytes(self.joints_3d),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], num_joints: int, num_roots: int) -> "ResultPacket":
+        j3 = d.get("joints_3d")
+        return cls(
+            frame=FramePacket(**d["frame"]),
+            found=d["found"],
+            score=d["score"],
+            joints_2d=bytes_array(d["joints_2d"], (num_joints, 2)),
+            conf=bytes_array(d["conf"], (num_joints,)),
+            offsets_3d=bytes_array(d["offsets_3d"], (num_roots, num_joints, 3)),
+            joints_3d=None if j3 is None else bytes_array(j3, (num_joints, 3)),
+        )

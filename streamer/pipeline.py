@@ -1,0 +1,217 @@
+"""The parent process: start the stages, watch them, end them all, clean up.
+
+    capture ──► infer ──► align ──► output
+      (ring of frames in shared memory; only slot numbers travel between processes)
+
+Every run ends one of four ways, and each ends every process and removes the shared memory and
+the socket folder:
+- end of input: END flows down the chain, each stage finishes its frames and exits;
+- Ctrl-C (or SIGTERM): capture stops reading, the frames in flight are finished and written;
+  a second Ctrl-C aborts at once;
+- a stage fails: it reports one line and exits non-zero; the others are aborted;
+- a stage dies without a word (killed, segfault): its exit is noticed and the others are aborted.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from engines.models import ModelArtifact
+from streamer.config import PipelineConfig
+from streamer.process import stage_main
+from streamer.ring import unlink_ring
+from streamer.stages.align import AlignStage
+from streamer.stages.base import Control
+from streamer.stages.capture import CaptureStage
+from streamer.stages.infer import InferStage
+from streamer.stages.output import OutputStage
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "infer", "align", "output")
+STOP_GRACE_S = 10.0      # Ctrl-C: how long frames in flight may take before the run is aborted
+ABORT_GRACE_S = 3.0      # abort: how long stages may take to exit before they are terminated
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+@dataclass
+class RunRequest:
+    source: str
+    model: ModelArtifact
+    config: PipelineConfig
+    tracks: list[Path]
+    overlay: Path | None = None
+    progress: bool = True
+    log_level: int = logging.WARNING
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    error: str | None = None               # the one line to show when the run failed
+    error_stage: str | None = None
+    traceback: str | None = None
+    interrupted: bool = False
+    summary: dict[str, Any] | None = None  # from the output stage, when it finished
+    backend: str | None = None
+    stage_exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, request: RunRequest) -> None:
+        self.request = request
+        self.ctx = mp.get_context("spawn")
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.ring_name = f"posecast-{token}"
+        self.ipc_dir = Path(tempfile.mkdtemp(prefix="posecast-"))
+        self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event())
+        self.procs: dict[str, Any] = {}
+        self.conns: dict[Any, str] = {}
+        self.result = RunResult(EXIT_OK)
+        self._interrupts = 0
+
+    def endpoint(self, stage: str) -> str:
+        return f"ipc://{self.ipc_dir / stage}.sock"
+
+    def _stage_kwargs(self, free_slots: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
+        r = self.request
+        info = r.model.info
+        model_meta = {"weights": info.weights, "trained": info.trained, "file": r.model.onnx_path.name}
+        return {
+            "capture": (CaptureStage, dict(source=r.source, config=r.config, ring_name=self.ring_name,
+                                           free_slots=free_slots, out_endpoint=self.endpoint("infer"))),
+            "infer": (InferStage, dict(model=r.model, config=r.config, in_endpoint=self.endpoint("infer"),
+                                       out_endpoint=self.endpoint("align"))),
+            "align": (AlignStage, dict(model_config=info.config, config=r.config,
+                                       in_endpoint=self.endpoint("align"), out_endpoint=self.endpoint("output"))),
+            "output": (OutputStage, dict(model_config=info.config, model_meta=model_meta, tracks=r.tracks,
+                                         overlay=r.overlay, free_slots=free_slots,
+                                         in_endpoint=self.endpoint("output"), progress=r.progress)),
+        }
+
+    def run(self) -> RunResult:
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
+            for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
+                recv, send = self.ctx.Pipe(duplex=False)
+                proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
+                                        args=(name, cls, kwargs, self.control, send, self.request.log_level))
+                proc.start()
+                send.close()
+                self.procs[name] = proc
+                self.conns[recv] = name
+            self._supervise()
+        finally:
+            self._shutdown()
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+        return self._finish()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._interrupts += 1
+        self.result.interrupted = True
+        if self._interrupts == 1:
+            self.control.stop.set()
+            self._stop_deadline = time.monotonic() + STOP_GRACE_S
+        else:
+            self.control.abort.set()
+
+    def _supervise(self) -> None:
+        self._stop_deadline = float("inf")
+        abort_deadline = float("inf")
+        sentinels = {p.sentinel: name for name, p in self.procs.items()}
+        live_conns = dict(self.conns)
+        while sentinels or live_conns:
+            ready = wait(list(sentinels) + list(live_conns), timeout=0.2)
+            for obj in ready:
+                if obj in live_conns:
+                    try:
+                        kind, stage, payload = obj.recv()
+                    except (EOFError, OSError):
+                        del live_conns[obj]
+                        continue
+                    self._on_report(kind, stage, payload)
+                elif obj in sentinels:
+                    name = sentinels.pop(obj)
+                    self._on_exit(name)
+            now = time.monotonic()
+            if self.control.stop.is_set() and now > self._stop_deadline and not self.control.abort.is_set():
+                log.warning("frames in flight did not finish in %.0f s; aborting", STOP_GRACE_S)
+                self.control.abort.set()
+            if self.control.abort.is_set():
+                if abort_deadline == float("inf"):
+                    abort_deadline = now + ABORT_GRACE_S
+                elif now > abort_deadline:
+                    return   # stragglers are terminated by _shutdown
+
+    def _on_report(self, kind: str, stage: str, payload: Any) -> None:
+        if kind == "error":
+            if self.result.error is None:
+                self.result.error = payload["message"]
+                self.result.error_stage = stage
+                self.result.traceback = payload.get("traceback")
+                self.result.exit_code = payload["exit_code"]
+            self.control.abort.set()
+        elif kind == "summary":
+            self.result.summary = payload
+        elif kind == "backend":
+            self.result.backend = payload
+
+    def _on_exit(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.join(timeout=1.0)
+        code = proc.exitcode
+        self.result.stage_exit_codes[name] = code
+        if code != 0 and not self.control.abort.is_set():
+            # Died without reporting (killed, crashed in native code): nothing else will tell.
+            self.control.abort.set()
+            if self.result.error is None:
+                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+                self.result.error = f"the {name} stage {how}; the run was stopped"
+                self.result.error_stage = name
+                self.result.exit_code = EXIT_FAILED
+
+    def _shutdown(self) -> None:
+        self.control.abort.set() if self.result.error else None
+        for name, proc in self.procs.items():
+            proc.join(timeout=ABORT_GRACE_S if self.control.abort.is_set() else 30.0)
+        for name, proc in self.procs.items():
+            if proc.is_alive():
+                log.warning("the %s stage did not exit; terminating it", name)
+                proc.terminate()
+                proc.join(timeout=2.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2.0)
+            self.result.stage_exit_codes.setdefault(name, proc.exitcode)
+        for conn in self.conns:
+            conn.close()
+        unlink_ring(self.ring_name)
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    def _finish(self) -> RunResult:
+        res = self.result
+        if res.error is not None:
+            return res
+        if res.interrupted:
+            res.exit_code = EXIT_INTERRUPTED
+        elif res.summary is None:
+            res.exit_code = EXIT_FAILED
+            res.error = "the run ended without a result from the output stage"
+        elif res.summary.get("corrupt", 0) > 0:
+            res.exit_code = EXIT_INPUT_DAMAGED
+        return res

@@ -1,0 +1,89 @@
+"""The wire protocol: the messages the pipeline emits, one source of truth.
+
+A track file (`.jsonl`) is a recording of exactly these messages: a `meta` message, then one
+`pose` message per input frame. The ZeroMQ publisher sends the same dictionaries, msgpack- or
+JSON-encoded. `docs/protocol.md` documents them for client writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engines.skeleton import Skeleton
+
+SCHEMA_VERSION = 1
+
+# Camera frame of the 3D joints: what the model predicts, before any consumer-axis conversion.
+CAMERA_AXES = {"x": "right", "y": "down", "z": "forward", "handedness": "right", "frame": "camera"}
+
+
+@dataclass
+class PersonPose:
+    """One person in one frame, in the units of the protocol."""
+
+    id: int
+    score: float
+    bbox: tuple[float, float, float, float]       # x0, y0, x1, y1 in pixels of the input image
+    joints_3d: np.ndarray                         # (J, 3) metres, camera axes, relative to the origin joint
+    joints_2d: np.ndarray                         # (J, 2) pixels of the input image
+    conf: np.ndarray                              # (J,) in [0, 1]
+
+
+@dataclass
+class PoseFrame:
+    """The pipeline's result for one input frame (an empty `people` when nobody was found)."""
+
+    seq: int
+    t_capture: float
+    t_media: float | None
+    image_size: tuple[int, int]                   # width, height of the input image
+    people: list[PersonPose] = field(default_factory=list)
+
+
+def meta_message(skeleton: Skeleton, source: str, image_size: tuple[int, int],
+                 fps: float | None, model: dict[str, Any]) -> dict[str, Any]:
+    """Describes the stream: skeleton, units, axes, the source and the model."""
+    return {
+        "type": "meta",
+        "schema": SCHEMA_VERSION,
+        "source": source,
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "fps": fps,
+        "skeleton": skeleton.name,
+        "joint_names": list(skeleton.joint_names),
+        "parents": list(skeleton.parents),
+        "origin": skeleton.origin,
+        "units": {"joints_3d": "m", "joints_2d": "px", "t_capture": "s (unix time)"},
+        "axes": dict(CAMERA_AXES),
+        "model": model,
+    }
+
+
+def person_dict(person: PersonPose) -> dict[str, Any]:
+    return {
+        "id": int(person.id),
+        "score": round(float(person.score), 4),
+        "bbox": [round(float(v), 2) for v in person.bbox],
+        "joints_3d": np.round(person.joints_3d.astype(np.float64), 4).tolist(),
+        "joints_2d": np.round(person.joints_2d.astype(np.float64), 2).tolist(),
+        "conf": np.round(person.conf.astype(np.float64), 4).tolist(),
+    }
+
+
+def pose_message(frame: PoseFrame, t_publish: float | None = None) -> dict[str, Any]:
+    """One frame's result. `t_publish` is added by the publisher; track files leave it out."""
+    msg: dict[str, Any] = {
+        "type": "pose",
+        "schema": SCHEMA_VERSION,
+        "seq": int(frame.seq),
+        "t_capture": round(float(frame.t_capture), 6),
+        "t_media": None if frame.t_media is None else round(float(frame.t_media), 6),
+        "image_size": [int(frame.image_size[0]), int(frame.image_size[1])],
+        "people": [person_dict(p) for p in frame.people],
+    }
+    if t_publish is not None:
+        msg["t_publish"] = round(float(t_publish), 6)
+    return msg

@@ -1,0 +1,641 @@
+"""Input sources: video files, cameras, network streams and image folders, behind one interface.
+
+`open_source(spec, config)` picks the source from what the user typed (a camera number or
+/dev/videoN, a stream URL, a folder, an image pattern or file, a video file) and opens it, so
+every problem with the input is reported before the pipeline starts, as an `InputError` whose
+one-line message says what failed and what to do. A source then yields `Frame`s, blocking,
+until its input ends; damaged data is skipped and counted in `Source.corrupt`, never silently.
+
+A source is read by one thread: call `close()` from the thread that iterates `frames()` (or after
+it stops). A blocked network read gives up by itself after `read_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import cv2
+import numpy as np
+from PIL import Image
+
+from engines.errors import InputError
+from streamer.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_CAMERA = re.compile(r"^(?:/dev/video)?(\d+)$")
+_DETAILED_WARNINGS = 10        # then only a count, so a badly damaged file can't flood the log
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str                   # short id for topics/logs: file stem, 'cam0', URL host, folder name
+    uri: str                    # what the user gave
+    live: bool                  # cameras and streams: stale frames may be dropped; files never
+    width: int                  # frame width; image folders: the largest width a frame can have
+    height: int
+    fps: float | None           # nominal rate if known
+    frame_count: int | None     # total frames if known (an estimate for some files)
+
+
+@dataclass
+class Frame:
+    image: np.ndarray           # (H, W, 3) uint8 BGR, C-contiguous; valid until the next read
+    index: int                  # 0-based position among the frames yielded
+    t_capture: float            # time.time() when the frame became available
+    t_media: float | None       # presentation time in seconds (video files and streams)
+    scale: float = 1.0          # original-image pixels per frame pixel (downscaled folder images)
+    name: str | None = None     # image file name (folders)
+
+
+class Source(ABC):
+    """A blocking, single-pass supplier of frames. Use as a context manager, or call close()."""
+
+    info: SourceInfo
+    corrupt: int                # corrupt packets/frames/images skipped so far
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until the input ends (files) or fails (live: raises InputError)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the input. Safe to call more than once."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_source(spec: str, config: SourceConfig) -> Source:
+    """Open the input `spec` names; raises InputError with a one-line reason if it can't."""
+    spec = str(spec)
+    if _CAMERA.match(spec):
+        return CameraSource(spec, config)
+    url = _URL.match(spec)
+    if url:
+        scheme = url.group(1).lower()
+        if scheme not in STREAM_SCHEMES:
+            raise InputError(
+                f"unsupported URL scheme '{scheme}' in '{_redact(spec)}' (supported: "
+                f"{', '.join(STREAM_SCHEMES)}; or give a video file, a folder or a camera number)"
+            )
+        return StreamSource(spec, config)
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS):
+        return ImageFolderSource(spec, config.max_image_side)
+    if not path.exists() and _GLOB_CHARS.search(spec):
+        return ImageFolderSource(spec, config.max_image_side)
+    if not path.exists() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise InputError(f"cannot open image '{spec}': no such file")
+    return VideoFileSource(spec)
+
+
+# ------------------------------------------------------------------------------------------------
+# PyAV: video files and network streams share one demux/decode loop.
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's human reason ('Connection refused'), without errno numbers or paths."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return str(reason).strip().rstrip(".") or type(exc).__name__
+
+
+def _redact(url: str) -> str:
+    """The URL without a password, so error messages and logs never show credentials."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}{port}"))
+    except ValueError:
+        return url
+
+
+def _describe_streams(container: av.container.InputContainer) -> str:
+    kinds: dict[str, int] = {}
+    for s in container.streams:
+        kinds[s.type] = kinds.get(s.type, 0) + 1
+    if not kinds:
+        return "no streams at all"
+    return ", ".join(f"{n} {k} stream{'s' if n > 1 else ''}" for k, n in kinds.items())
+
+
+class _AVSource(Source):
+    """Demuxes the first video stream and decodes it; subclasses decide what a failure means."""
+
+    def __init__(self, container: av.container.InputContainer, info_name: str, uri: str,
+                 live: bool, what: str) -> None:
+        self._container = container
+        self._what = what                      # how messages name the input: "'x.mp4'", a URL
+        self.corrupt = 0
+        self._decode_errors = 0
+        self._packets = 0                      # non-empty, non-discarded packets sent to decode
+        self._discarded = 0
+        self._closed = False
+        try:
+            if not container.streams.video:
+                raise InputError(f"{what} has no video stream (it has {_describe_streams(container)})")
+            stream = container.streams.video[0]
+            if not stream.codec_context.width or not stream.codec_context.height:
+                raise InputError(f"{what} has a video stream with no frame size (codec "
+                                 f"'{stream.codec_context.name}'); re-encode it, e.g. to H.264")
+            # Frame threading is the big decode speed-up at 1000x1000, but it holds back one
+            # frame per thread: fine for files, too much latency for live inputs.
+            stream.thread_type = "SLICE" if live else "AUTO"
+            stream.codec_context.open(strict=False)
+        except InputError:
+            container.close()
+            raise
+        except (av.FFmpegError, ValueError) as exc:
+            container.close()
+            raise InputError(f"cannot decode the video in {what}: {_reason(exc)}") from None
+        self._stream = stream
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else None
+        self.info = SourceInfo(
+            name=info_name, uri=uri, live=live, width=stream.codec_context.width,
+            height=stream.codec_context.height, fps=fps,
+            frame_count=self._frame_count(container, stream, fps),
+        )
+
+    @staticmethod
+    def _frame_count(container: av.container.InputContainer, stream: av.VideoStream,
+                     fps: float | None) -> int | None:
+        if stream.frames > 0:
+            return int(stream.frames)
+        if fps is None:
+            return None
+        if stream.duration and stream.time_base:
+            return max(1, round(float(stream.duration * stream.time_base) * fps))
+        if container.duration:
+            return max(1, round(container.duration / av.time_base * fps))
+        return None
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        demux = self._container.demux(self._stream)
+        read_error: av.FFmpegError | None = None
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                read_error = exc
+                break
+            if packet.size and packet.is_corrupt:
+                # A packet the demuxer could only partly read (a truncated file, a lost network
+                # chunk): decoding it would yield a damaged picture or stall frame threads.
+                self._skipped(f"incomplete packet at {self._when(packet)}")
+                continue
+            if packet.size:
+                if packet.is_discard:
+                    self._discarded += 1           # edit-list trims: never meant to be shown
+                else:
+                    self._packets += 1
+            for av_frame in self._decode(packet):
+                yield self._to_frame(av_frame, index)
+                index += 1
+        if read_error is not None:
+            # The demuxer's end-of-stream flush packets never came: drain the decoder by hand.
+            for av_frame in self._decode(None):
+                yield self._to_frame(av_frame, index)
+                index += 1
+            self._account_lost(index)
+            self._on_read_error(read_error, index)
+        else:
+            self._account_lost(index)
+            self._on_end(index)
+
+    def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
+        try:
+            if packet is None:
+                return list(self._stream.codec_context.decode(None))
+            return list(packet.decode())
+        except av.FFmpegError as exc:
+            self._decode_errors += 1
+            where = self._when(packet) if packet is not None and packet.size else "the end"
+            self._skipped(f"undecodable data at {where} ({_reason(exc)})")
+            return []
+
+    def _account_lost(self, yielded: int) -> None:
+        # After damage, FFmpeg silently drops frames whose reference frames are gone (and frame
+        # threads may lose buffered frames when they report an error). Packets in minus frames
+        # out minus errors already counted is that loss; counting it keeps "frames yielded +
+        # corrupt == frames in the input" true. Only after an error, because some containers
+        # legitimately carry a packet or two that produce no picture.
+        if not self.corrupt:
+            return
+        lost = self._packets - yielded - self._decode_errors
+        if lost > 0:
+            self.corrupt += lost
+            log.warning("%s: %d more frame(s) could not be decoded after the damage", self._what,
+                        lost)
+        if self.corrupt > _DETAILED_WARNINGS:
+            log.warning("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
+                        self.corrupt)
+
+    def _skipped(self, what: str) -> None:
+        self.corrupt += 1
+        if self.corrupt <= _DETAILED_WARNINGS:
+            log.warning("%s: skipped %s", self._what, what)
+
+    def _when(self, packet: av.Packet) -> str:
+        if packet.pts is not None and packet.time_base:
+            return f"{float(packet.pts * packet.time_base):.3f} s"
+        return f"byte {packet.pos}" if packet.pos is not None and packet.pos >= 0 else "unknown time"
+
+    def _to_frame(self, av_frame: av.VideoFrame, index: int) -> Frame:
+        w, h = self.info.width, self.info.height
+        if av_frame.width != w or av_frame.height != h:
+            # A mid-stream resolution change: downstream buffers are sized from `info`.
+            av_frame = av_frame.reformat(width=w, height=h, format="bgr24")
+        image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
+        return Frame(image=image, index=index, t_capture=time.time(), t_media=av_frame.time)
+
+    def _on_end(self, yielded: int) -> None:
+        """The demuxer reached the end of the input."""
+
+    @abstractmethod
+    def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
+        """The demuxer failed before the end."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+
+class VideoFileSource(_AVSource):
+    """A video file: every frame, in order, as fast as it decodes."""
+
+    def __init__(self, path: str | Path) -> None:
+        spec = str(path)
+        p = Path(os.path.expanduser(spec))
+        what = f"'{spec}'"
+        try:
+            if not p.exists():
+                raise InputError(f"cannot open video '{spec}': no such file")
+            if p.is_dir():
+                raise InputError(f"cannot open video '{spec}': it is a folder (to read the images "
+                                 f"in it, give the folder to open_source)")
+            if p.stat().st_size == 0:
+                raise InputError(f"cannot open video '{spec}': the file is empty (0 bytes)")
+        except OSError as exc:
+            raise InputError(f"cannot open video '{spec}': {_reason(exc)}") from None
+        try:
+            container = av.open(str(p), metadata_errors="replace")
+        except av.error.InvalidDataError as exc:
+            raise InputError(f"'{spec}' is not a video file PyAV can read ({_reason(exc)})") from None
+        except av.error.EOFError:
+            raise InputError(f"'{spec}' ends inside its header (the file is cut short, or still "
+                             f"being written)") from None
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"cannot open video '{spec}': {_reason(exc)}") from None
+        if container.format.name == "tty":
+            # FFmpeg "plays" text files as ANSI art; nobody means that.
+            container.close()
+            raise InputError(f"'{spec}' is a text file, not a video")
+        super().__init__(container, p.stem, spec, live=False, what=what)
+
+        # MP4/MOV indexes say exactly how many frames the file holds; a shortfall at the end
+        # means a truncated file, and those frames count as corrupt like any other lost ones.
+        self._exact_count = self.info.frame_count if self._stream.frames > 0 else None
+
+    def _on_end(self, yielded: int) -> None:
+        self._check_complete(yielded)
+
+    def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
+        # Unreadable data past a point (a damaged or truncated file): keep what was decoded.
+        log.warning("%s: stopped reading after %d frames: %s", self._what, yielded, _reason(exc))
+        if not self._check_complete(yielded):
+            self.corrupt += 1
+
+    def _check_complete(self, yielded: int) -> bool:
+        """Count frames the index promised but the file didn't deliver; False if unknowable."""
+        if self._exact_count is None:
+            return False
+        missing = self._exact_count - yielded - self.corrupt - self._discarded
+        if missing > 0:
+            self.corrupt += missing
+            log.warning("%s: ended %d frame(s) early (the file is truncated or damaged)",
+                        self._what, missing)
+        return True
+
+
+class StreamSource(_AVSource):
+    """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error."""
+
+    def __init__(self, url: str, config: SourceConfig) -> None:
+        shown = _redact(url)
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError as exc:
+            raise InputError(f"'{shown}' is not a valid URL ({exc})") from None
+        scheme = parts.scheme.lower()
+        options = {"rtsp_transport": "tcp"} if scheme in ("rtsp", "rtsps") else {}
+        self._read_timeout = config.read_timeout_s
+        hint = "check the URL and that the stream is up"
+        started = time.monotonic()
+        try:
+            container = av.open(url, options=options, metadata_errors="replace",
+                                timeout=(config.open_timeout_s, config.read_timeout_s))
+        except av.error.ProtocolNotFoundError:
+            raise InputError(f"cannot open {shown}: this FFmpeg build (in PyAV) has no "
+                             f"'{scheme}' support; use another protocol or a file") from None
+        except (av.FFmpegError, OSError) as exc:
+            # An interrupted handshake surfaces as whatever the protocol made of the cut-off
+            # reply (RTSP says "Invalid data"); the clock tells the real story.
+            if (isinstance(exc, (av.error.ExitError, av.error.TimeoutError))
+                    or time.monotonic() - started >= 0.95 * config.open_timeout_s):
+                raise InputError(f"cannot connect to {shown}: no answer within "
+                                 f"{config.open_timeout_s:g} s ({hint})") from None
+            raise InputError(f"cannot connect to {shown}: {_reason(exc)} ({hint})") from None
+        super().__init__(container, host or scheme, url, live=True, what=shown)
+        # A stream with a known length (a file served over HTTP, a finished HLS playlist) ends;
+        # a live one (a camera over RTSP) only stops when something went wrong.
+        self._finite = bool(container.duration)
+
+    def _on_end(self, yielded: int) -> None:
+        expected = self.info.frame_count
+        if self._finite and (expected is None or yielded + self.corrupt >= expected - max(2, expected // 50)):
+            return
+        raise InputError(f"stream {self._what} ended after {yielded} frames (the sender stopped "
+                         f"or the connection dropped; restart when the stream is back)")
+
+    def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
+        if isinstance(exc, (av.error.ExitError, av.error.TimeoutError)):
+            reason = f"no data for {self._read_timeout:g} s"
+        else:
+            reason = _reason(exc)
+        raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (check "
+                         f"the network and that the stream is up)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Cameras (OpenCV).
+
+
+def _present_cameras() -> list[str]:
+    return sorted(glob.glob("/dev/video*"), key=_natural_key)
+
+
+class CameraSource(Source):
+    """A local camera by index ('0') or device path ('/dev/video0'), through OpenCV."""
+
+    def __init__(self, spec: str, config: SourceConfig) -> None:
+        m = _CAMERA.match(str(spec))
+        if not m:
+            raise InputError(f"'{spec}' is not a camera (give a number such as 0, or /dev/videoN)")
+        n = int(m.group(1))
+        self.corrupt = 0
+        self._n = n
+        self._timeout = config.read_timeout_s
+        self._closed = False
+        device = f"/dev/video{n}"
+        if sys.platform.startswith("linux") and not os.path.exists(device):
+            present = _present_cameras()
+            found = f"cameras present: {', '.join(present)}" if present else "no cameras found"
+            raise InputError(f"camera {n} could not be opened (no {device}; {found})")
+        backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        cap = cv2.VideoCapture(n, backend)
+        if not cap.isOpened():
+            cap.release()
+            raise InputError(f"camera {n} could not be opened (is another program using it, or "
+                             f"is access to {device} denied?)")
+        # One buffered frame: a reader that falls behind gets a fresh frame, not a queue of old.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        first = self._first_frame(cap)
+        self._cap = cap
+        self._first: tuple[np.ndarray, float] | None = first
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        h, w = first[0].shape[:2]
+        self.info = SourceInfo(name=f"cam{n}", uri=str(spec), live=True, width=w, height=h,
+                               fps=float(fps) if fps and fps > 0 else None, frame_count=None)
+
+    def _first_frame(self, cap: cv2.VideoCapture) -> tuple[np.ndarray, float]:
+        # Some drivers block forever on a camera that opened but streams nothing: read in a
+        # helper thread so opening can give up after the timeout.
+        result: list[tuple[bool, np.ndarray | None]] = []
+        abandoned = threading.Event()
+
+        def read() -> None:
+            result.append(cap.read())
+            if abandoned.is_set():
+                cap.release()                  # the owner gave up; release once read returns
+
+        worker = threading.Thread(target=read, name=f"cam{self._n}-open", daemon=True)
+        worker.start()
+        worker.join(self._timeout)
+        if worker.is_alive():
+            abandoned.set()
+            raise InputError(f"camera {self._n} opened but sent no frame within "
+                             f"{self._timeout:g} s (is another program using it?)")
+        ok, image = result[0]
+        if not ok or image is None:
+            cap.release()
+            raise InputError(f"camera {self._n} opened but delivered no frames (is another "
+                             f"program using it?)")
+        return self._bgr(image), time.time()
+
+    @staticmethod
+    def _bgr(image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return np.ascontiguousarray(image)
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        if self._first is not None:
+            image, t = self._first
+            self._first = None
+            yield Frame(image=image, index=index, t_capture=t, t_media=None)
+            index += 1
+        while True:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                raise InputError(f"camera {self._n} stopped delivering frames after {index} "
+                                 f"(unplugged?); reconnect it and start again")
+            yield Frame(image=self._bgr(image), index=index, t_capture=time.time(), t_media=None)
+            index += 1
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._cap.release()
+
+
+# ------------------------------------------------------------------------------------------------
+# Image folders, patterns and single images.
+
+
+def _natural_key(s: str) -> tuple:
+    """'img2' before 'img10'. re.split alternates text and digit runs, so types line up."""
+    parts = re.split(r"(\d+)", s)
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), s
+
+
+@dataclass(frozen=True)
+class _ImageEntry:
+    path: Path
+    width: int                  # as OpenCV will decode it (EXIF orientation applied)
+    height: int
+
+
+class ImageFolderSource(Source):
+    """The images in a folder, matching a glob pattern, or a single image file, in natural order.
+
+    Images larger than `max_image_side` are scaled down to fit (`Frame.scale` says by how much).
+    Frames keep their own size: `info.width/height` is the largest a frame can be.
+    """
+
+    def __init__(self, spec: str, max_image_side: int = 1920) -> None:
+        self.corrupt = 0
+        self._max_side = max_image_side
+        paths, name = self._find(str(spec))
+        self._entries: list[_ImageEntry] = []
+        failures: list[str] = []
+        for p in paths:
+            entry = self._header(p)
+            if entry is None:
+                failures.append(p.name)
+                self._skipped(p, "cannot read the image header")
+            else:
+                self._entries.append(entry)
+        if not self._entries:
+            if len(paths) == 1:
+                raise InputError(f"'{spec}' is not an image file that can be read")
+            raise InputError(f"none of the {len(paths)} images in '{spec}' can be read "
+                             f"(first: {failures[0]})")
+        # Readers size their buffers from info before any frame exists, so info needs the largest
+        # frame up front. Pillow's open() reads only the header (pixels load lazily), which keeps
+        # this fast for folders of thousands of large images.
+        sizes = [self._fitted(e.width, e.height) for e in self._entries]
+        self.info = SourceInfo(
+            name=name, uri=str(spec), live=False,
+            width=max(s[0] for s in sizes), height=max(s[1] for s in sizes),
+            fps=None, frame_count=len(paths),
+        )
+
+    def _find(self, spec: str) -> tuple[list[Path], str]:
+        p = Path(os.path.expanduser(spec))
+        if p.is_file():
+            return [p], p.stem
+        if p.is_dir():
+            try:
+                found = [c for c in p.iterdir()
+                         if c.suffix.lower() in IMAGE_EXTENSIONS and c.is_file()]
+            except OSError as exc:
+                raise InputError(f"cannot read folder '{spec}': {_reason(exc)}") from None
+            if not found:
+                raise InputError(f"no images in folder '{spec}' (looked for "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+            return sorted(found, key=lambda c: _natural_key(c.name)), p.resolve().name or "images"
+        matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
+        found = [m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS and m.is_file()]
+        if not found:
+            raise InputError(f"no images match '{spec}'")
+        # The name is the folder the pattern starts in ('runs/a/*.png' -> 'a').
+        base = Path(os.path.expanduser(spec))
+        while base != base.parent and _GLOB_CHARS.search(str(base)):
+            base = base.parent
+        return sorted(found, key=lambda m: _natural_key(str(m))), base.resolve().name or "images"
+
+    @staticmethod
+    def _header(p: Path) -> _ImageEntry | None:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+                # OpenCV rotates JPEGs by their EXIF orientation; match it. (Only JPEG: for
+                # PNG, Pillow would have to read the whole file to find the EXIF chunk.)
+                if im.format == "JPEG" and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    w, h = h, w
+        except Exception:   # Pillow raises many types for malformed files; all mean "unreadable"
+            return None
+        return _ImageEntry(p, w, h) if w > 0 and h > 0 else None
+
+    def _fitted(self, w: int, h: int) -> tuple[int, int]:
+        long_side = max(w, h)
+        if long_side <= self._max_side:
+            return w, h
+        s = self._max_side / long_side
+        return max(1, round(w * s)), max(1, round(h * s))
+
+    def _skipped(self, p: Path, why: str) -> None:
+        self.corrupt += 1
+        if self.corrupt <= _DETAILED_WARNINGS:
+            log.warning("skipped image '%s': %s", p, why)
+
+    def _read(self, e: _ImageEntry) -> tuple[np.ndarray, float] | None:
+        # Very large JPEGs decode much faster at 1/2, 1/4 or 1/8 size; stay at or above target.
+        flags = cv2.IMREAD_COLOR
+        for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                (2, cv2.IMREAD_REDUCED_COLOR_2)):
+            if max(e.width, e.height) // factor >= self._max_side:
+                flags = reduced
+                break
+        try:
+            data = np.fromfile(e.path, dtype=np.uint8)   # imdecode: non-ASCII paths work too
+        except OSError:
+            return None
+        image = cv2.imdecode(data, flags) if data.size else None
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            return None
+        h, w = image.shape[:2]
+        if flags == cv2.IMREAD_COLOR:
+            ow, oh = w, h                  # decoded at full size: the decoder is the authority
+        elif (w > h) == (e.width > e.height):
+            ow, oh = e.width, e.height
+        else:
+            ow, oh = e.height, e.width     # rotated by an orientation tag the header check missed
+        tw, th = self._fitted(ow, oh)
+        # Never exceed info's size, which readers allocated from: only a header that lied can
+        # get here, and shrinking a little more beats overrunning a buffer.
+        s = min(1.0, self.info.width / tw, self.info.height / th)
+        if s < 1.0:
+            tw, th = max(1, int(tw * s)), max(1, int(th * s))
+        if (w, h) != (tw, th):
+            image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+        scale = max(ow, oh) / max(tw, th)
+        return np.ascontiguousarray(image), scale
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        for e in self._entries:
+            got = self._read(e)
+            if got is None:
+                self._skipped(e.path, "cannot decode the image")
+                continue
+            image, scale = got
+            yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
+                        scale=scale, name=e.path.name)
+            index += 1
+
+    def close(self) -> None:
+        pass                                 # nothing held open between frames

@@ -1,0 +1,60 @@
+"""What every stage shares: the run's control flags and its report line to the parent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from typing import Any
+
+POLL_MS = 100
+
+
+@dataclass
+class Control:
+    """`stop`: finish what is in flight and end (Ctrl-C, a graceful request).
+    `abort`: end now (another stage failed)."""
+
+    stop: Event
+    abort: Event
+
+
+class Reporter:
+    """Sends (kind, stage, payload) tuples to the parent over a pipe."""
+
+    def __init__(self, stage: str, conn: Connection | None) -> None:
+        self.stage = stage
+        self.conn = conn
+
+    def send(self, kind: str, payload: Any) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.send((kind, self.stage, payload))
+            except (BrokenPipeError, OSError):
+                pass  # the parent is gone; nothing left to tell
+
+
+class StageTimer:
+    """Per-frame milliseconds for one named step, kept for the run's summary."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+
+    def add(self, name: str, ms: float) -> None:
+        self.samples.setdefault(name, []).append(ms)
+
+    def since(self, name: str, t0: float) -> float:
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.add(name, ms)
+        return ms
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        import numpy as np
+
+        out = {}
+        for name, values in self.samples.items():
+            a = np.asarray(values)
+            out[name] = {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+                         "p95": float(np.percentile(a, 95))}
+        return out

@@ -1,0 +1,163 @@
+"""Capture: read the source, copy each frame once into the ring, announce it downstream.
+
+File sources (videos, image folders) apply backpressure: the stage waits for a free slot, so every
+frame gets exactly one result, in order. Live sources (cameras, streams) are read by a thread that
+always keeps the newest frame; when a slot frees, the newest frame is the one that goes, and the
+frames it replaced are counted as dropped. Latency stays bounded by the ring's few live slots
+instead of growing with a queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from multiprocessing.synchronize import Semaphore
+
+import numpy as np
+import zmq
+
+from streamer.channels import Outbox
+from streamer.config import PipelineConfig
+from streamer.packets import END, FRAME, START, FramePacket
+from streamer.ring import FrameRing, RingSpec
+from streamer.sources import Frame, Source, open_source
+from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+
+
+class CaptureStage:
+    def __init__(self, source: str, config: PipelineConfig, ring_name: str, free_slots: Semaphore,
+                 out_endpoint: str, control: Control, reporter: Reporter) -> None:
+        self.source_spec = source
+        self.config = config
+        self.ring_name = ring_name
+        self.free_slots = free_slots
+        self.out_endpoint = out_endpoint
+        self.control = control
+        self.reporter = reporter
+        self.timer = StageTimer()
+        self.seq = 0
+        self.dropped = 0
+
+    def run(self) -> None:
+        ctx = zmq.Context()
+        out = Outbox(ctx, self.out_endpoint)
+        ring: FrameRing | None = None
+        reason = "error"
+        try:
+            with open_source(self.source_spec, self.config.source) as src:
+                info = src.info
+                slots = self.config.ring.live_slots if info.live else self.config.ring.file_slots
+                ring = FrameRing(RingSpec(self.ring_name, slots, info.height, info.width), create=True)
+                for _ in range(slots):
+                    self.free_slots.release()
+                out.send(START, {"info": asdict(info), "ring": asdict(ring.spec)})
+                self.reporter.send("started", {"source": asdict(info)})
+                loop = self._live if info.live else self._file
+                reason = loop(src, ring, out)
+                corrupt = src.corrupt
+            out.send(END, {"reason": reason, "frames": self.seq, "dropped": self.dropped, "corrupt": corrupt,
+                           "timings": {"capture": self.timer.summary()}})
+        finally:
+            if ring is not None:
+                ring.close()
+            out.close(linger_ms=0 if self.control.abort.is_set() else None)
+            ctx.term()
+
+    def _acquire_slot(self) -> bool:
+        while not self.free_slots.acquire(timeout=POLL_MS / 1000.0):
+            if self.control.abort.is_set():
+                return False
+        return True
+
+    def _admit(self, frame: Frame, ring: FrameRing, out: Outbox, t_read_ms: float) -> None:
+        t0 = time.perf_counter()
+        h, w = frame.image.shape[:2]
+        slot = self.seq % ring.spec.slots
+        np.copyto(ring.view(slot, h, w), frame.image)
+        copy_ms = self.timer.since("copy", t0)
+        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale,
+                             {"read": t_read_ms, "copy": copy_ms})
+        out.send(FRAME, packet.to_dict())
+        self.seq += 1
+
+    def _file(self, src: Source, ring: FrameRing, out: Outbox) -> str:
+        frames = iter(src.frames())
+        while True:
+            if self.control.abort.is_set():
+                return "aborted"
+            if self.control.stop.is_set():
+                return "stopped"
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                return "end of input"
+            read_ms = self.timer.since("read", t0)
+            if not self._acquire_slot():
+                return "aborted"
+            self._admit(frame, ring, out, read_ms)
+
+    def _live(self, src: Source, ring: FrameRing, out: Outbox) -> str:
+        newest = _NewestFrame()
+        reader = threading.Thread(target=newest.fill_from, args=(src, self.control), daemon=True,
+                                  name="capture-reader")
+        reader.start()
+        while True:
+            if self.control.abort.is_set():
+                return "aborted"
+            if self.control.stop.is_set():
+                return "stopped"
+            if not self._acquire_slot():
+                return "aborted"
+            taken = newest.take(timeout_s=POLL_MS / 1000.0)
+            while taken is None:
+                if newest.error is not None:
+                    raise newest.error
+                if newest.finished:
+                    self.dropped = newest.dropped
+                    return "end of input"
+                if self.control.abort.is_set() or self.control.stop.is_set():
+                    self.dropped = newest.dropped
+                    return "aborted" if self.control.abort.is_set() else "stopped"
+                taken = newest.take(timeout_s=POLL_MS / 1000.0)
+            frame, read_ms = taken
+            self._admit(frame, ring, out, read_ms)
+            self.dropped = newest.dropped
+
+
+class _NewestFrame:
+    """A one-frame mailbox: the reader thread overwrites, the sender takes the newest."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.frame: tuple[Frame, float] | None = None
+        self.dropped = 0
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def fill_from(self, src: Source, control: Control) -> None:
+        try:
+            t0 = time.perf_counter()
+            for frame in src.frames():
+                read_ms = (time.perf_counter() - t0) * 1000.0
+                with self.cond:
+                    if self.frame is not None:
+                        self.dropped += 1
+                    self.frame = (frame, read_ms)
+                    self.cond.notify()
+                if control.stop.is_set() or control.abort.is_set():
+                    break
+                t0 = time.perf_counter()
+        except BaseException as exc:  # handed to the sending thread, which reports it
+            self.error = exc
+        finally:
+            with self.cond:
+                self.finished = True
+                self.cond.notify()
+
+    def take(self, timeout_s: float) -> tuple[Frame, float] | None:
+        with self.cond:
+            if self.frame is None and not self.finished:
+                self.cond.wait(timeout_s)
+            taken, self.frame = self.frame, None
+            return taken

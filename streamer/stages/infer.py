@@ -1,0 +1,114 @@
+"""Inference: crop from the ring, run the network, decode 2D, follow the person.
+
+File sources are batched (up to `inference.batch_size` frames that are already waiting, never
+waiting for a batch to fill); live sources run one frame at a time for latency.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from engines.backends import create_backend
+from engines.models import ModelArtifact
+from streamer.channels import Inbox, Outbox
+from streamer.config import PipelineConfig
+from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacket
+from streamer.ring import FrameRing, RingSpec
+from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+from streamer.tracking import PersonTracker
+
+
+class InferStage:
+    def __init__(self, model: ModelArtifact, config: PipelineConfig, in_endpoint: str, out_endpoint: str,
+                 control: Control, reporter: Reporter) -> None:
+        self.model = model
+        self.config = config
+        self.in_endpoint = in_endpoint
+        self.out_endpoint = out_endpoint
+        self.control = control
+        self.reporter = reporter
+        self.timer = StageTimer()
+
+    def run(self) -> None:
+        inf = self.config.inference
+        backend = create_backend(self.model, inf.backend, inf.device, inf.threads, inf.precision, inf.batch_size)
+        self.reporter.send("backend", backend.describe())
+        ctx = zmq.Context()
+        inbox, out = Inbox(ctx, self.in_endpoint), Outbox(ctx, self.out_endpoint)
+        ring: FrameRing | None = None
+        try:
+            start = self._wait_for(inbox, START)
+            if start is None:
+                return
+            ring = FrameRing(RingSpec(**start["ring"]), create=False)
+            live = bool(start["info"]["live"])
+            batch_size = 1 if live else inf.batch_size
+            tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
+                                    self.config.alignment.window, batch_size)
+            out.send(START, {**start, "backend": backend.describe()})
+            while not self.control.abort.is_set():
+                batch, end = self._collect(inbox, batch_size)
+                if batch:
+                    self._process(batch, ring, tracker, out)
+                if end is not None:
+                    end["timings"]["infer"] = self.timer.summary()
+                    end["network_runs"] = tracker.network_runs
+                    end["searches"] = tracker.searches
+                    out.send(END, end)
+                    return
+        finally:
+            backend.close()
+            if ring is not None:
+                ring.close()
+            inbox.close()
+            out.close(linger_ms=0 if self.control.abort.is_set() else None)
+            ctx.term()
+
+    def _wait_for(self, inbox: Inbox, kind: str) -> dict[str, Any] | None:
+        while not self.control.abort.is_set():
+            msg = inbox.recv(POLL_MS)
+            if msg is not None:
+                got, body = msg
+                if got == kind:
+                    return body
+                if got == END:
+                    return None
+        return None
+
+    def _collect(self, inbox: Inbox, batch_size: int) -> tuple[list[FramePacket], dict[str, Any] | None]:
+        """Wait for one frame, then take whatever else is already queued, up to a batch."""
+        batch: list[FramePacket] = []
+        while not batch:
+            msg = inbox.recv(POLL_MS)
+            if msg is None:
+                if self.control.abort.is_set():
+                    return [], None
+                continue
+            kind, body = msg
+            if kind == END:
+                return [], body
+            if kind == FRAME:
+                batch.append(FramePacket(**body))
+        while len(batch) < batch_size:
+            msg = inbox.recv(0)
+            if msg is None:
+                break
+            kind, body = msg
+            if kind == END:
+                return batch, body
+            batch.append(FramePacket(**body))
+        return batch, None
+
+    def _process(self, batch: list[FramePacket], ring: FrameRing, tracker: PersonTracker, out: Outbox) -> None:
+        t0 = time.perf_counter()
+        images = [ring.view(p.slot, p.height, p.width) for p in batch]
+        results = tracker.process(images, [p.scale for p in batch])
+        per_frame = (time.perf_counter() - t0) * 1000.0 / len(batch)
+        for packet, res in zip(batch, results):
+            self.timer.add("infer", per_frame)
+            packet.timings["infer"] = per_frame
+            out.send(RESULT, ResultPacket(packet, res.found, res.score, res.joints_2d, res.conf,
+                                          res.offsets_3d).to_dict())

@@ -1,0 +1,149 @@
+"""Output: turn results into protocol messages, write track files and the overlay video, give the
+ring slot back, keep the progress bar and the run's statistics."""
+
+from __future__ import annotations
+
+import sys
+import time
+from multiprocessing.synchronize import Semaphore
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engines.crop import points_bbox
+from engines.model_config import ModelConfig
+from streamer.channels import Inbox
+from streamer.packets import END, RESULT, START, ResultPacket
+from streamer.protocol import PersonPose, PoseFrame, meta_message
+from streamer.ring import FrameRing, RingSpec
+from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+
+
+class OutputStage:
+    def __init__(self, model_config: ModelConfig, model_meta: dict[str, Any], tracks: list[Path],
+                 overlay: Path | None, free_slots: Semaphore, in_endpoint: str, control: Control,
+                 reporter: Reporter, progress: bool) -> None:
+        self.model_config = model_config
+        self.model_meta = model_meta
+        self.track_paths = tracks
+        self.overlay_path = overlay
+        self.free_slots = free_slots
+        self.in_endpoint = in_endpoint
+        self.control = control
+        self.reporter = reporter
+        self.progress = progress
+        self.timer = StageTimer()
+        self.latency = StageTimer()
+        self.frames = 0
+        self.found = 0
+
+    def run(self) -> None:
+        from streamer.overlay import OverlayWriter
+        from streamer.tracks import open_track_writer
+
+        ctx = zmq.Context()
+        inbox = Inbox(ctx, self.in_endpoint)
+        writers: list[Any] = []
+        overlay = None
+        ring: FrameRing | None = None
+        bar = None
+        try:
+            start = self._wait_start(inbox)
+            if start is None:
+                return
+            info = start["info"]
+            meta = meta_message(self.model_config.skeleton, info["name"], (info["width"], info["height"]),
+                                info["fps"], {**self.model_meta, "backend": start["backend"]})
+            writers = [open_track_writer(p, meta) for p in self.track_paths]
+            if self.overlay_path is not None:
+                ring = FrameRing(RingSpec(**start["ring"]), create=False)
+                overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"])
+            bar = self._progress_bar(info)
+            t_first = time.perf_counter()
+            while not self.control.abort.is_set():
+                msg = inbox.recv(POLL_MS)
+                if msg is None:
+                    continue
+                kind, body = msg
+                if kind == RESULT:
+                    self._write(body, writers, overlay, ring)
+                    if bar is not None:
+                        bar.update(1)
+                elif kind == END:
+                    for w in writers:
+                        w.close()
+                    if overlay is not None:
+                        overlay.close()
+                    self.reporter.send("summary", self._summary(body, time.perf_counter() - t_first))
+                    return
+        finally:
+            for w in writers:
+                w.close()
+            if overlay is not None:
+                overlay.close()
+            if bar is not None:
+                bar.close()
+            if ring is not None:
+                ring.close()
+            inbox.close()
+            ctx.term()
+
+    def _wait_start(self, inbox: Inbox) -> dict[str, Any] | None:
+        while not self.control.abort.is_set():
+            msg = inbox.recv(POLL_MS)
+            if msg is not None and msg[0] == START:
+                return msg[1]
+            if msg is not None and msg[0] == END:
+                return None
+        return None
+
+    def _progress_bar(self, info: dict[str, Any]) -> Any:
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=info["frame_count"], unit="frame", desc=info["name"], file=sys.stderr,
+                    dynamic_ncols=True, smoothing=0.1, leave=False)
+
+    def _write(self, body: dict[str, Any], writers: list[Any], overlay: Any, ring: FrameRing | None) -> None:
+        t0 = time.perf_counter()
+        skel = self.model_config.skeleton
+        res = ResultPacket.from_dict(body, skel.num_joints, len(self.model_config.roots))
+        fp = res.frame
+        size = (round(fp.width * fp.scale), round(fp.height * fp.scale))
+        people = []
+        if res.found:
+            self.found += 1
+            assert res.joints_3d is not None
+            people.append(PersonPose(0, res.score, points_bbox(res.joints_2d), res.joints_3d, res.joints_2d, res.conf))
+        frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people)
+        for w in writers:
+            w.write(frame)
+        if overlay is not None and ring is not None:
+            image = ring.view(fp.slot, fp.height, fp.width)
+            if fp.scale != 1.0:
+                frame = _rescaled(frame, 1.0 / fp.scale)
+            overlay.write(image, frame)
+        self.free_slots.release()
+        self.frames += 1
+        self.timer.since("output", t0)
+        for step, ms in fp.timings.items():
+            self.latency.add(f"frame.{step}", ms)
+        self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
+
+    def _summary(self, end: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
+        timings = dict(end.get("timings", {}))
+        timings["output"] = self.timer.summary()
+        timings["per_frame"] = self.latency.summary()
+        return {"frames": self.frames, "found": self.found, "seconds": elapsed_s,
+                "reason": end.get("reason"), "dropped": end.get("dropped", 0), "corrupt": end.get("corrupt", 0),
+                "network_runs": end.get("network_runs"), "searches": end.get("searches"), "timings": timings}
+
+
+def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:
+    """The frame's 2D results in the ring image's pixels (image folders scale big images down)."""
+    people = [PersonPose(p.id, p.score, tuple(np.asarray(p.bbox) * factor), p.joints_3d, p.joints_2d * factor, p.conf)
+              for p in frame.people]
+    return PoseFrame(frame.seq, frame.t_capture, frame.t_media, frame.image_size, people)

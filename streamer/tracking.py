@@ -1,0 +1,128 @@
+"""Finding the person and following them with a region of interest.
+
+There is no separate detector: the network itself searches. A frame with no region of interest
+is searched by running the network on the whole frame, letterboxed into the crop; if the 2D
+joints it finds are confident enough, the crop is cut again around them and the network runs a
+second time on that region, which gives the frame's result. The next frames reuse the region
+from the last result (no back edge between processes: this happens inside the inference stage).
+When the mean confidence falls below `track_min_score`, the frame is searched again at once, so
+a lost person costs one frame's extra passes, not a frame without a result.
+
+File sources run in batches: every frame of a batch starts from the region of the previous
+batch's last result, so the region lags by up to a batch. `roi_margin` absorbs that motion; a
+frame that loses the person is searched again individually.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.backends.base import NetOutputs
+from engines.crop import CropTransform, box_around
+from engines.grid import decode
+from streamer.config import TrackingConfig
+
+SEARCH, REFINE, TRACK = "search", "refine", "track"
+
+
+@dataclass
+class FrameResult:
+    found: bool
+    score: float
+    joints_2d: np.ndarray      # (J, 2) image pixels
+    conf: np.ndarray           # (J,)
+    offsets_3d: np.ndarray     # (R, J, 3)
+    passes: int                # network runs spent on this frame (1 when tracking went well)
+
+
+@dataclass
+class _Pending:
+    index: int
+    image: np.ndarray
+    crop: CropTransform
+    mode: str
+    passes: int = 0
+
+
+class PersonTracker:
+    """Keeps the region of interest between calls; `process` handles a batch of frames."""
+
+    def __init__(self, infer: Callable[[np.ndarray], NetOutputs], input_size: int, cfg: TrackingConfig,
+                 window: int, max_batch: int) -> None:
+        self.infer = infer
+        self.size = input_size
+        self.cfg = cfg
+        self.window = window
+        self.roi: tuple[float, float, float] | None = None       # cx, cy, side in image pixels
+        self.buffer = np.zeros((max_batch, input_size, input_size, 3), dtype=np.uint8)
+        self.network_runs = 0
+        self.searches = 0
+
+    def reset(self) -> None:
+        self.roi = None
+
+    def process(self, images: list[np.ndarray], scales: list[float] | None = None) -> list[FrameResult]:
+        """One result per image, in order. `scales`: input-image pixels per given pixel."""
+        scales = scales or [1.0] * len(images)
+        results: list[FrameResult | None] = [None] * len(images)
+        pending = [self._start(i, img) for i, img in enumerate(images)]
+        while pending:
+            outputs = self._run(pending)
+            follow_up: list[_Pending] = []
+            for item, (probs, offsets) in zip(pending, outputs):
+                pts_crop, conf = decode(probs, self.size, self.window)
+                pts = item.crop.to_image(pts_crop)
+                score = float(conf.mean())
+                item.passes += 1
+                nxt = self._next_step(item, pts, conf, score)
+                if nxt is not None:
+                    follow_up.append(nxt)
+                    continue
+                found = score >= (self.cfg.track_min_score if item.mode != SEARCH else self.cfg.detect_min_score)
+                results[item.index] = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
+            pending = follow_up
+        last = results[-1] if results else None
+        if last is not None:
+            if last.found:
+                unscaled = last.joints_2d / scales[-1]
+                self.roi = box_around(unscaled, last.conf, self.cfg.roi_margin, self.cfg.min_roi_px)
+            else:
+                self.roi = None
+        return results  # type: ignore[return-value]
+
+    def _start(self, index: int, image: np.ndarray) -> _Pending:
+        h, w = image.shape[:2]
+        if self.roi is None:
+            self.searches += 1
+            return _Pending(index, image, CropTransform.full_frame(w, h, self.size), SEARCH)
+        cx, cy, side = self.roi
+        return _Pending(index, image, CropTransform.from_box(cx, cy, side, self.size), TRACK)
+
+    def _next_step(self, item: _Pending, pts: np.ndarray, conf: np.ndarray, score: float) -> _Pending | None:
+        """What to run next for this frame, or None when its result is final."""
+        if item.mode == SEARCH and score >= self.cfg.detect_min_score:
+            return self._refined(item, pts, conf)
+        if item.mode == TRACK and score < self.cfg.track_min_score:
+            self.searches += 1
+            h, w = item.image.shape[:2]
+            return _Pending(item.index, item.image, CropTransform.full_frame(w, h, self.size), SEARCH, item.passes)
+        return None
+
+    def _refined(self, item: _Pending, pts: np.ndarray, conf: np.ndarray) -> _Pending:
+        cx, cy, side = box_around(pts, conf, self.cfg.roi_margin, self.cfg.min_roi_px)
+        return _Pending(item.index, item.image, CropTransform.from_box(cx, cy, side, self.size), REFINE, item.passes)
+
+    def _run(self, items: list[_Pending]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        cap = len(self.buffer)
+        for start in range(0, len(items), cap):
+            chunk = items[start:start + cap]
+            for k, item in enumerate(chunk):
+                item.crop.cut(item.image, self.buffer[k])
+            net: NetOutputs = self.infer(self.buffer[: len(chunk)])
+            self.network_runs += 1
+            out.extend(zip(net.probs_2d, net.offsets_3d))
+        return out

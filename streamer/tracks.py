@@ -1,0 +1,416 @@
+"""Track files: a recording of the pipeline's results, one writer per format.
+
+`.jsonl` (or `.ndjson`) is the reference format: the protocol's `meta` message, then exactly one
+`pose` message per input frame, so a track file replays as the live stream would have. `.csv`
+flattens the same numbers into one row per (frame, person) for spreadsheets, with the meta in a
+`<stem>.meta.json` sidecar. `.npz` holds dense arrays for NumPy users, one person per frame.
+
+JSONL and CSV are flushed after every frame: if the process is killed, the frames already
+processed are on disk (flushed to the operating system, not fsync'ed: a kernel crash can still
+lose the tail). NPZ cannot be appended to, so it is written once, on close, atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import math
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import numpy as np
+
+from engines.errors import InputError
+from streamer.protocol import SCHEMA_VERSION, PoseFrame, person_dict, pose_message
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
+
+_HINTS = {
+    errno.ENOENT: "create the folder first",
+    errno.EACCES: "check the folder's permissions or choose another folder",
+    errno.EPERM: "check the folder's permissions or choose another folder",
+    errno.EISDIR: "that is a folder: give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENOSPC: "free some disk space",
+    errno.EROFS: "the file system is read-only: choose another folder",
+}
+
+
+def _write_error(path: Path, err: OSError) -> InputError:
+    hint = _HINTS.get(err.errno or 0, "check the path")
+    return InputError(f"cannot write track file '{path}': {err.strerror or err} ({hint})")
+
+
+def _dumps(obj: Any) -> str:
+    # Compact, and never NaN/Infinity: JSON has no such numbers and the protocol promises finite.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def _joint_names(meta: dict[str, Any]) -> list[str]:
+    try:
+        names = meta["joint_names"]
+    except KeyError:
+        raise ValueError("track meta has no 'joint_names' (build it with protocol.meta_message)") from None
+    return [str(n) for n in names]
+
+
+class TrackWriter(ABC):
+    """Writes one track file. `write` once per input frame, in order; `close` finishes the file.
+
+    `close` is idempotent and may be called from a shutdown or signal path.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.frames_written = 0
+
+    @abstractmethod
+    def write(self, frame: PoseFrame) -> None:
+        ...
+
+    @abstractmethod
+    def close(self) -> None:
+        ...
+
+    def __enter__(self) -> TrackWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class _LineFileWriter(TrackWriter):
+    """Shared file handling for the text formats, which flush after every frame."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        try:
+            self._file: IO[str] = open(self.path, "w", encoding="utf-8", newline="")
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+
+    def _check_open(self) -> None:
+        if self._file.closed:
+            raise ValueError(f"track file '{self.path}' is already closed")
+
+    def _emit(self, text: str) -> None:
+        """Writes and flushes: what was written survives this process being killed."""
+        self._check_open()
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+
+
+class JsonlTrackWriter(_LineFileWriter):
+    """The protocol's messages, one per line: `meta`, then one `pose` per frame."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        try:
+            header = _dumps(meta)
+        except ValueError:
+            raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
+        super().__init__(path)
+        self._emit(header + "\n")
+
+    def write(self, frame: PoseFrame) -> None:
+        try:
+            line = _dumps(pose_message(frame))
+        except ValueError:
+            raise ValueError(
+                f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
+            ) from None
+        self._emit(line + "\n")
+        self.frames_written += 1
+
+
+def csv_header(joint_names: list[str]) -> list[str]:
+    """The CSV columns: frame and person fields, then every joint's 3D, then every joint's 2D."""
+    cols = ["seq", "t_capture", "t_media", "person_id", "score", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
+    for n in joint_names:
+        cols += [f"{n}_x3d", f"{n}_y3d", f"{n}_z3d"]
+    for n in joint_names:
+        cols += [f"{n}_u", f"{n}_v", f"{n}_conf"]
+    return cols
+
+
+class CsvTrackWriter(_LineFileWriter):
+    """One row per (frame, person); a frame with nobody gets one row with empty person fields.
+
+    The numbers are the protocol's (same rounding as the JSONL track). The meta goes to the
+    `<stem>.meta.json` sidecar, since CSV has no place for it.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        path = Path(path)
+        self._num_joints = len(_joint_names(meta))
+        self.meta_path = path.with_suffix(".meta.json")
+        try:
+            meta_text = json.dumps(meta, indent=2, allow_nan=False)
+        except ValueError:
+            raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
+        super().__init__(path)
+        try:
+            self.meta_path.write_text(meta_text + "\n", encoding="utf-8")
+        except OSError as err:
+            self._file.close()
+            self.path.unlink(missing_ok=True)
+            raise _write_error(self.meta_path, err) from None
+        # Rows are formatted into memory, then written and flushed as one piece per frame.
+        self._rows = io.StringIO()
+        self._csv = csv.writer(self._rows, lineterminator="\n")
+        self._empty_person = [""] * (2 + 4 + 6 * self._num_joints)
+        self._csv.writerow(csv_header(_joint_names(meta)))
+        self._emit_rows()
+
+    def _emit_rows(self) -> None:
+        text = self._rows.getvalue()
+        self._rows.seek(0)
+        self._rows.truncate()
+        self._emit(text)
+
+    def write(self, frame: PoseFrame) -> None:
+        self._check_open()
+        msg_head = [int(frame.seq), round(float(frame.t_capture), 6),
+                    "" if frame.t_media is None else round(float(frame.t_media), 6)]
+        rows = []
+        for person in frame.people:
+            p = person_dict(person)
+            if len(p["joints_3d"]) != self._num_joints:
+                raise ValueError(f"frame {frame.seq}: person has {len(p['joints_3d'])} joints, "
+                                 f"the track's skeleton has {self._num_joints}")
+            numbers = [p["score"], *p["bbox"]]
+            numbers += [v for xyz in p["joints_3d"] for v in xyz]
+            for (u, v), c in zip(p["joints_2d"], p["conf"]):
+                numbers += [u, v, c]
+            rows.append([*msg_head, p["id"], *numbers])
+        if not rows:
+            rows.append([*msg_head, *self._empty_person])
+        for row in rows:
+            if not all(math.isfinite(v) for v in row if isinstance(v, float)):
+                raise ValueError(
+                    f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
+                )
+        self._csv.writerows(rows)
+        self._emit_rows()
+        self.frames_written += 1
+
+
+class NpzTrackWriter(TrackWriter):
+    """Dense arrays, one person per frame (the first of `frame.people` when there are several).
+
+    Arrays (N frames, J joints): seq (N,) int64; t_capture (N,) float64; t_media (N,) float64,
+    NaN when unknown; found (N,) bool; score (N,), bbox (N, 4) x0 y0 x1 y1, joints_3d (N, J, 3),
+    joints_2d (N, J, 2), conf (N, J), all float32 and NaN where nobody was found; meta_json, a 0-d
+    string array holding the meta message as JSON. Values are stored as given, not rounded.
+
+    Frames are kept in memory and the file is written on `close`, through a temporary file in the
+    same folder and a rename, so readers never see a half-written file. `close` may be called
+    from a signal handler: rows are filled before they are counted, so an interrupted `write`
+    loses at most that frame.
+    """
+
+    _FIRST_CAPACITY = 256
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        super().__init__(path)
+        self._num_joints = len(_joint_names(meta))
+        try:
+            self._meta_json = _dumps(meta)
+        except ValueError:
+            raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
+        self._probe_writable()
+        self._closed = False
+        self._count = 0
+        self._buf = self._allocate(self._FIRST_CAPACITY)
+
+    def _probe_writable(self) -> None:
+        # The file is only written at the end; find out now, not after an hour of processing.
+        if self.path.is_dir():
+            raise _write_error(self.path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+        os.close(fd)
+        os.unlink(tmp)
+
+    def _allocate(self, capacity: int) -> dict[str, np.ndarray]:
+        j = self._num_joints
+        return {
+            "seq": np.zeros(capacity, np.int64),
+            "t_capture": np.zeros(capacity, np.float64),
+            "t_media": np.full(capacity, np.nan, np.float64),
+            "found": np.zeros(capacity, bool),
+            "score": np.full(capacity, np.nan, np.float32),
+            "bbox": np.full((capacity, 4), np.nan, np.float32),
+            "joints_3d": np.full((capacity, j, 3), np.nan, np.float32),
+            "joints_2d": np.full((capacity, j, 2), np.nan, np.float32),
+            "conf": np.full((capacity, j), np.nan, np.float32),
+        }
+
+    def _grow(self) -> None:
+        bigger = self._allocate(2 * len(self._buf["seq"]))
+        n = self._count
+        for name, arr in self._buf.items():
+            bigger[name][:n] = arr[:n]
+        self._buf = bigger
+
+    def write(self, frame: PoseFrame) -> None:
+        if self._closed:
+            raise ValueError(f"track file '{self.path}' is already closed")
+        if self._count == len(self._buf["seq"]):
+            self._grow()
+        i, b = self._count, self._buf
+        person = frame.people[0] if frame.people else None
+        t_media = math.nan if frame.t_media is None else float(frame.t_media)
+        if not math.isfinite(float(frame.t_capture)) or (frame.t_media is not None and not math.isfinite(t_media)):
+            raise ValueError(f"frame {frame.seq}: non-finite timestamp")
+        if person is not None:
+            if len(person.conf) != self._num_joints:
+                raise ValueError(f"frame {frame.seq}: person has {len(person.conf)} joints, "
+                                 f"the track's skeleton has {self._num_joints}")
+            b["score"][i] = person.score
+            b["bbox"][i] = person.bbox
+            b["joints_3d"][i] = person.joints_3d
+            b["joints_2d"][i] = person.joints_2d
+            b["conf"][i] = person.conf
+            # Checked after the float32 cast: a huge float64 becomes inf there.
+            if not all(np.isfinite(b[k][i]).all() for k in ("score", "bbox", "joints_3d", "joints_2d", "conf")):
+                for k in ("score", "bbox", "joints_3d", "joints_2d", "conf"):
+                    b[k][i] = np.nan
+                raise ValueError(
+                    f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
+                )
+        else:
+            # Explicitly: a failed earlier write may have left values in this uncounted row.
+            for k in ("score", "bbox", "joints_3d", "joints_2d", "conf"):
+                b[k][i] = np.nan
+        b["seq"][i] = frame.seq
+        b["t_capture"][i] = frame.t_capture
+        b["t_media"][i] = t_media
+        b["found"][i] = person is not None
+        self._count = i + 1     # last: the row only counts once it is complete
+        self.frames_written = self._count
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        n = self._count
+        arrays = {name: arr[:n] for name, arr in self._buf.items()}
+        arrays["meta_json"] = np.array(self._meta_json)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                # Uncompressed: close may run on a shutdown path where speed matters more than size.
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise _write_error(self.path, err) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._closed = True
+
+
+def open_track_writer(path: Path, meta: dict[str, Any]) -> TrackWriter:
+    """A writer for `path`, its format chosen by the extension: .jsonl/.ndjson, .csv or .npz.
+
+    `meta` is the stream's `protocol.meta_message(...)`.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return JsonlTrackWriter(path, meta)
+    if suffix == ".csv":
+        return CsvTrackWriter(path, meta)
+    if suffix == ".npz":
+        return NpzTrackWriter(path, meta)
+    if not suffix:
+        raise InputError(f"track file '{path}' has no extension (use .jsonl, .csv or .npz)")
+    raise InputError(f"unknown track format '{suffix}' for '{path}' (use .jsonl, .csv or .npz)")
+
+
+def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Reads a JSONL track back: (its meta message, its pose messages in file order).
+
+    Blank lines are skipped. Anything else that is not a protocol message is an `InputError`
+    naming the line, so a truncated or hand-edited file is easy to find and fix.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in JSONL_SUFFIXES:
+        raise InputError(f"cannot read track file '{path}': only .jsonl tracks can be read back "
+                         f"(record with --track out.jsonl)")
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read track file '{path}': {err.strerror or err} (check the path)") from None
+    meta: dict[str, Any] | None = None
+    poses: list[dict[str, Any]] = []
+    with f:
+        try:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                msg = _parse_line(path, lineno, line)
+                kind = msg.get("type")
+                if meta is None:
+                    if kind != "meta":
+                        raise InputError(f"track file '{path}', line {lineno}: expected the 'meta' message "
+                                         f"first, got {kind!r} (is this a Posecast track?)")
+                    schema = msg.get("schema")
+                    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+                        raise InputError(f"track file '{path}', line {lineno}: schema {schema!r} is not one this "
+                                         f"version reads (up to {SCHEMA_VERSION}; upgrade Posecast)")
+                    meta = msg
+                elif kind == "pose":
+                    poses.append(msg)
+                else:
+                    raise InputError(f"track file '{path}', line {lineno}: expected a 'pose' message, "
+                                     f"got {kind!r} (the file is corrupt or hand-edited)")
+        except UnicodeDecodeError as err:
+            raise InputError(f"track file '{path}' is not UTF-8 text ({err.reason}; is this a track file?)") from None
+    if meta is None:
+        raise InputError(f"track file '{path}' is empty (expected a 'meta' line first; re-record it)")
+    return meta, poses
+
+
+def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    try:
+        msg = json.loads(line, parse_constant=_reject_constant)
+    except ValueError as err:
+        reason = getattr(err, "msg", str(err))
+        raise InputError(f"track file '{path}', line {lineno}: not valid JSON ({reason}; "
+                         f"the file is corrupt or was cut off)") from None
+    if not isinstance(msg, dict):
+        raise InputError(f"track file '{path}', line {lineno}: expected a JSON object, "
+                         f"got {type(msg).__name__} (the file is corrupt or hand-edited)")
+    return msg
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN/Infinity; the protocol (and every other JSON parser) does not.
+    raise ValueError(f"non-finite number {name}")

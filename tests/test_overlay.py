@@ -1,0 +1,200 @@
+"""Pose drawing and the overlay video."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engines.errors import InputError
+from engines.skeleton import H36M17
+from streamer.overlay import (CENTRE_COLOR, LEFT_COLOR, RIGHT_COLOR, OverlayWriter, draw_pose,
+                              draw_status)
+from streamer.protocol import PersonPose, PoseFrame
+
+# A front-facing stick figure in a 200x200 image, limbs well apart so bones do not overlap.
+FIGURE = {
+    "pelvis": (100, 100), "r_hip": (80, 100), "r_knee": (80, 140), "r_ankle": (80, 180),
+    "l_hip": (120, 100), "l_knee": (120, 140), "l_ankle": (120, 180), "spine": (100, 80),
+    "thorax": (100, 60), "neck_nose": (100, 45), "head_top": (100, 30),
+    "l_shoulder": (130, 60), "l_elbow": (150, 60), "l_wrist": (170, 60),
+    "r_shoulder": (70, 60), "r_elbow": (50, 60), "r_wrist": (30, 60),
+}
+
+
+def figure(scale: float = 1.0, conf: np.ndarray | None = None) -> PersonPose:
+    xy = np.array([FIGURE[n] for n in H36M17.joint_names], np.float32) * scale
+    return PersonPose(id=7, score=0.93, bbox=(20 * scale, 20 * scale, 180 * scale, 190 * scale),
+                      joints_3d=np.zeros((17, 3), np.float32), joints_2d=xy,
+                      conf=np.ones(17, np.float32) if conf is None else conf)
+
+
+def frame_with(people: list[PersonPose], seq: int = 0, size: tuple[int, int] = (200, 200)) -> PoseFrame:
+    return PoseFrame(seq=seq, t_capture=0.0, t_media=None, image_size=size, people=people)
+
+
+def decode(path: Path) -> tuple[list[np.ndarray], list[int], Fraction]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        return [f.to_ndarray(format="bgr24") for f in frames], [f.pts for f in frames], stream.average_rate
+
+
+# --- drawing --------------------------------------------------------------------------------
+
+def test_bones_are_coloured_by_side() -> None:
+    image = np.zeros((200, 200, 3), np.uint8)
+    draw_pose(image, figure())
+    # Bone midpoints: (x, y) -> the expected colour at the centre of an anti-aliased line.
+    assert tuple(image[120, 120]) == LEFT_COLOR            # l_hip -> l_knee
+    assert tuple(image[160, 120]) == LEFT_COLOR            # l_knee -> l_ankle
+    assert tuple(image[60, 160]) == LEFT_COLOR             # l_elbow -> l_wrist
+    assert tuple(image[120, 80]) == RIGHT_COLOR            # r_hip -> r_knee
+    assert tuple(image[60, 40]) == RIGHT_COLOR             # r_elbow -> r_wrist
+    assert tuple(image[70, 100]) == CENTRE_COLOR           # spine -> thorax
+    assert tuple(image[38, 100]) == CENTRE_COLOR           # neck_nose -> head_top
+    # Joints are drawn as dots a little wider than the bones.
+    assert tuple(image[140, 123]) == LEFT_COLOR
+    # Away from the figure and its box nothing changes.
+    assert not image[150:175, 25:70].any()
+    assert not image[195:, :].any()
+
+
+def test_bbox_and_score_label_are_drawn() -> None:
+    image = np.zeros((200, 200, 3), np.uint8)
+    draw_pose(image, figure())
+    assert image[150, 20].any() and image[190, 100].any()  # left and bottom edges of the box
+    assert image[20:35, 20:70].any()                       # the label (inside: the box is near the top)
+
+
+def test_low_confidence_joints_are_faded() -> None:
+    conf = np.ones(17, np.float32)
+    conf[H36M17.index("l_ankle")] = 0.1
+    image = np.zeros((200, 200, 3), np.uint8)
+    draw_pose(image, figure(conf=conf), min_conf=0.5)
+    faded = image[160, 120].astype(int)
+    assert faded.any() and tuple(faded) != LEFT_COLOR      # still visible, not full colour
+    assert faded[0] > faded[2]                             # still reads as the left (blue) side
+    assert tuple(image[120, 120]) == LEFT_COLOR            # the confident bone above is unchanged
+    # Thin: the faded bone is narrower than the confident one.
+    assert np.count_nonzero(image[160, 110:131].any(axis=1)) < np.count_nonzero(image[120, 110:131].any(axis=1))
+
+
+def test_non_finite_joints_are_skipped() -> None:
+    person = figure()
+    person.joints_2d[H36M17.index("l_wrist")] = np.nan
+    person.joints_2d[H36M17.index("r_wrist")] = (1e12, -1e12)
+    image = np.zeros((200, 200, 3), np.uint8)
+    draw_pose(image, person)
+    assert not image[55:66, 165:176].any()                 # no l_wrist, no l_elbow -> l_wrist bone
+    assert tuple(image[120, 120]) == LEFT_COLOR
+
+
+def test_draw_pose_rejects_non_images() -> None:
+    with pytest.raises(ValueError, match="BGR uint8"):
+        draw_pose(np.zeros((10, 10), np.uint8), figure())
+    with pytest.raises(ValueError, match="BGR uint8"):
+        draw_pose(np.zeros((10, 10, 3), np.float32), figure())
+
+
+def test_status_line_is_top_left_and_small() -> None:
+    image = np.zeros((400, 600, 3), np.uint8)
+    draw_status(image, frame_with([figure()], seq=123))
+    rows, cols = np.nonzero(image.any(axis=2))
+    assert rows.max() < 40 and cols.max() < 300 and cols.min() < 20
+
+
+# --- the overlay video ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(200, 200), (161, 121), (160, 121), (201, 200)])
+def test_overlay_video_decodes_to_every_frame(tmp_path: Path, size: tuple[int, int]) -> None:
+    w, h = size
+    path = tmp_path / "o.mp4"
+    image = np.full((h, w, 3), 60, np.uint8)
+    with OverlayWriter(path, w, h, fps=25.0) as writer:
+        for i in range(12):
+            writer.write(image, frame_with([figure(scale=min(w, h) / 200)] if i % 2 else [], seq=i, size=size))
+        assert writer.video_size == (w + w % 2, h + h % 2)
+    frames, pts, rate = decode(path)
+    assert len(frames) == 12
+    assert frames[0].shape == (h + h % 2, w + w % 2, 3)
+    assert rate == 25
+    assert pts == sorted(pts) and len(set(pts)) == 12
+    assert len(set(np.diff(pts).tolist())) == 1            # evenly spaced: frame index x 1/fps
+
+
+def test_overlay_default_fps_is_30(tmp_path: Path) -> None:
+    path = tmp_path / "o.mp4"
+    for fps in (None, 0.0, float("nan")):
+        with OverlayWriter(path, 64, 48, fps=fps) as writer:
+            for i in range(3):
+                writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+        assert decode(path)[2] == 30
+
+
+def test_overlay_keeps_ntsc_rates(tmp_path: Path) -> None:
+    path = tmp_path / "o.mp4"
+    with OverlayWriter(path, 64, 48, fps=30000 / 1001) as writer:
+        for i in range(3):
+            writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+    assert decode(path)[2] == Fraction(30000, 1001)
+
+
+def test_overlay_does_not_modify_its_input(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (121, 161, 3), dtype=np.uint8)
+    before = image.copy()
+    image.setflags(write=False)                            # as a read-only view of shared memory would be
+    with OverlayWriter(tmp_path / "o.mp4", 161, 121, None) as writer:
+        writer.write(image, frame_with([figure(scale=0.6)], size=(161, 121)))
+        writer.write(image[:, :], frame_with([figure(scale=0.6)], seq=1, size=(161, 121)))
+    np.testing.assert_array_equal(image, before)
+
+
+def test_overlay_frames_show_the_pose_in_side_colours(tmp_path: Path) -> None:
+    # Big enough that the lines survive H.264's 4:2:0 chroma.
+    path = tmp_path / "o.mp4"
+    s = 4.0
+    image = np.full((800, 800, 3), 40, np.uint8)
+    with OverlayWriter(path, 800, 800, 30) as writer:
+        for i in range(3):
+            writer.write(image, frame_with([figure(scale=s)], seq=i, size=(800, 800)))
+    out = decode(path)[0][1].astype(int)
+
+    def patch(x: float, y: float) -> np.ndarray:
+        x, y = round(x * s), round(y * s)
+        return out[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).mean(axis=0)
+
+    left, right, centre = patch(120, 120), patch(80, 120), patch(100, 70)
+    assert left[0] > left[2] + 80                          # blue-ish: B well above R
+    assert right[2] > right[0] + 80                        # orange: R well above B
+    assert centre[1] > centre[0] + 80 and centre[1] > centre[2] + 80
+    assert np.abs(out[700:780, 20:60] - 40).max() < 8      # the background is left alone
+    assert np.abs(out[5:25, 5:60] - 40).max() > 100        # the status line is there
+
+
+def test_overlay_rejects_wrong_images_and_writes_after_close(tmp_path: Path) -> None:
+    writer = OverlayWriter(tmp_path / "o.mp4", 64, 48, None)
+    with pytest.raises(ValueError, match="64x48"):
+        writer.write(np.zeros((64, 48, 3), np.uint8), frame_with([]))
+    writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    writer.close()
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    assert len(decode(tmp_path / "o.mp4")[0]) == 1
+
+
+def test_overlay_output_that_cannot_be_created(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="create the folder first") as err:
+        OverlayWriter(tmp_path / "missing" / "o.mp4", 64, 48, None)
+    assert "\n" not in str(err.value) and "missing" in str(err.value)
+    with pytest.raises(InputError, match=r"use \.mp4"):
+        OverlayWriter(tmp_path / "o.unknownext", 64, 48, None)
+    assert not (tmp_path / "o.unknownext").exists()
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(InputError, match="folder"):
+        OverlayWriter(tmp_path / "dir.mp4", 64, 48, None)

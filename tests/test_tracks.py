@@ -1,0 +1,393 @@
+"""Track file writers (JSONL, CSV, NPZ) and reading JSONL tracks back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from engines.errors import InputError
+from engines.skeleton import H36M17, Skeleton
+from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
+from streamer.tracks import csv_header, open_track_writer, read_track
+
+J = H36M17.num_joints
+META = meta_message(H36M17, "clip.mp4", (640, 480), 30.0, {"name": "test-model"})
+
+
+def make_person(rng: np.random.Generator, pid: int = 0, num_joints: int = J) -> PersonPose:
+    return PersonPose(
+        id=pid,
+        score=float(rng.uniform()),
+        bbox=tuple(float(v) for v in rng.uniform(0, 640, 4)),
+        joints_3d=rng.normal(size=(num_joints, 3)).astype(np.float32),
+        joints_2d=rng.uniform(0, 640, (num_joints, 2)).astype(np.float32),
+        conf=rng.uniform(size=num_joints).astype(np.float32),
+    )
+
+
+def make_frames(n: int, seed: int = 0, empty_every: int = 3) -> list[PoseFrame]:
+    """`n` frames; every `empty_every`-th has nobody, and frame 1 has two people."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        people = [] if i % empty_every == 0 else [make_person(rng, 0)]
+        if i == 1:
+            people.append(make_person(rng, 1))
+        frames.append(PoseFrame(seq=i, t_capture=1.7e9 + i / 30, t_media=None if i == 2 else i / 30,
+                                image_size=(640, 480), people=people))
+    return frames
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+# --- JSONL ----------------------------------------------------------------------------------
+
+def test_jsonl_meta_first_then_one_line_per_frame(tmp_path: Path) -> None:
+    frames = make_frames(7)
+    path = tmp_path / "t.jsonl"
+    with open_track_writer(path, META) as writer:
+        for f in frames:
+            writer.write(f)
+    lines = lines_of(path)
+    assert len(lines) == 1 + len(frames)
+    assert json.loads(lines[0]) == META
+    for line, f in zip(lines[1:], frames):
+        assert line == json.dumps(pose_message(f), separators=(",", ":"))
+    assert [json.loads(x)["seq"] for x in lines[1:]] == list(range(7))
+    assert json.loads(lines[1])["people"] == []          # frame 0 has nobody and is still there
+
+
+def test_ndjson_extension_is_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "t.NDJSON"
+    with open_track_writer(path, META) as writer:
+        writer.write(make_frames(1)[0])
+    assert json.loads(lines_of(path)[0])["type"] == "meta"
+
+
+def test_jsonl_read_back(tmp_path: Path) -> None:
+    frames = make_frames(5)
+    path = tmp_path / "t.jsonl"
+    with open_track_writer(path, META) as writer:
+        for f in frames:
+            writer.write(f)
+    meta, poses = read_track(path)
+    assert meta == META
+    assert poses == [pose_message(f) for f in frames]
+
+
+finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def frames_strategy(draw: st.DrawFn) -> PoseFrame:
+    people = []
+    for pid in range(draw(st.integers(0, 2))):
+        people.append(PersonPose(
+            id=pid,
+            score=draw(st.floats(0, 1)),
+            bbox=tuple(draw(st.lists(finite, min_size=4, max_size=4))),
+            joints_3d=draw(arrays(np.float64, (J, 3), elements=finite)),
+            joints_2d=draw(arrays(np.float32, (J, 2), elements=st.floats(-1e4, 1e4, width=32))),
+            conf=draw(arrays(np.float32, (J,), elements=st.floats(0, 1, width=32))),
+        ))
+    t_media = draw(st.none() | st.floats(0, 1e5))
+    return PoseFrame(seq=draw(st.integers(0, 2**40)), t_capture=draw(st.floats(0, 2e9)), t_media=t_media,
+                     image_size=(draw(st.integers(1, 8000)), draw(st.integers(1, 8000))), people=people)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(frames_strategy(), max_size=4))
+def test_jsonl_round_trip_of_any_finite_frames(frames: list[PoseFrame]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.jsonl"
+        with open_track_writer(path, META) as writer:
+            for f in frames:
+                writer.write(f)
+        meta, poses = read_track(path)
+    assert meta == META
+    assert poses == [pose_message(f) for f in frames]
+
+
+def test_jsonl_flushes_every_frame(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    writer = open_track_writer(path, META)
+    try:
+        for f in make_frames(3):
+            writer.write(f)
+        # Read through a separate handle, as another process would, before closing.
+        lines = lines_of(path)
+        assert len(lines) == 1 + 3
+        assert [json.loads(x)["type"] for x in lines] == ["meta", "pose", "pose", "pose"]
+    finally:
+        writer.close()
+
+
+def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path) -> None:
+    for ext in ("jsonl", "csv", "npz"):
+        writer = open_track_writer(tmp_path / f"t.{ext}", META)
+        writer.write(make_frames(1)[0])
+        writer.close()
+        writer.close()
+        with pytest.raises(ValueError, match="closed"):
+            writer.write(make_frames(1)[0])
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "npz"])
+@pytest.mark.parametrize("where", ["joints_3d", "conf", "bbox", "t_capture"])
+def test_non_finite_values_are_rejected(tmp_path: Path, ext: str, where: str) -> None:
+    frames = make_frames(3, empty_every=100)
+    bad = frames[2]
+    if where == "bbox":
+        bad.people[0].bbox = (0.0, math.inf, 1.0, 1.0)
+    elif where == "t_capture":
+        bad.t_capture = math.nan
+    else:
+        getattr(bad.people[0], where)[3] = np.nan
+    path = tmp_path / f"t.{ext}"
+    with open_track_writer(path, META) as writer:
+        writer.write(frames[0])
+        writer.write(frames[1])
+        with pytest.raises(ValueError, match="non-finite"):
+            writer.write(bad)
+    # The good frames are there, the bad one left no trace.
+    if ext == "jsonl":
+        text = path.read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        assert len(text.splitlines()) == 3
+    elif ext == "csv":
+        assert [int(r["seq"]) for r in csv.DictReader(path.open())] == [0, 1, 1]   # frame 1: two people
+    else:
+        with np.load(path) as z:
+            assert z["seq"].tolist() == [0, 1]
+
+
+def test_nan_in_meta_is_rejected(tmp_path: Path) -> None:
+    meta = meta_message(H36M17, "cam", (640, 480), math.nan, {})
+    with pytest.raises(ValueError, match="non-finite"):
+        open_track_writer(tmp_path / "t.jsonl", meta)
+
+
+# --- reading tracks back --------------------------------------------------------------------
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def good_lines() -> list[str]:
+    return [json.dumps(META)] + [json.dumps(pose_message(f)) for f in make_frames(3)]
+
+
+def test_read_track_bad_json_names_the_line(tmp_path: Path) -> None:
+    lines = good_lines()
+    lines[2] = lines[2][:40]                           # cut off, as a crash mid-line would
+    path = write_lines(tmp_path / "t.jsonl", lines)
+    with pytest.raises(InputError, match="line 3") as err:
+        read_track(path)
+    assert "\n" not in str(err.value)
+    assert "t.jsonl" in str(err.value)
+
+
+def test_read_track_meta_must_come_first(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", good_lines()[1:])
+    with pytest.raises(InputError, match="line 1.*meta"):
+        read_track(path)
+
+
+def test_read_track_rejects_other_messages_and_non_objects(tmp_path: Path) -> None:
+    lines = good_lines()
+    lines[3] = json.dumps({"type": "meta"})
+    with pytest.raises(InputError, match="line 4.*pose"):
+        read_track(write_lines(tmp_path / "a.jsonl", lines))
+    lines = good_lines()
+    lines[2] = "[1, 2]"
+    with pytest.raises(InputError, match="line 3.*object"):
+        read_track(write_lines(tmp_path / "b.jsonl", lines))
+
+
+def test_read_track_rejects_nan_literals(tmp_path: Path) -> None:
+    lines = good_lines()
+    lines[2] = lines[2].replace('"t_capture":', '"t_capture": NaN, "x":', 1)
+    with pytest.raises(InputError, match="line 3"):
+        read_track(write_lines(tmp_path / "t.jsonl", lines))
+
+
+def test_read_track_skips_blank_lines_and_counts_them(tmp_path: Path) -> None:
+    lines = good_lines()
+    lines.insert(2, "")
+    lines.append("{oops")
+    path = write_lines(tmp_path / "t.jsonl", lines)
+    with pytest.raises(InputError, match="line 6"):
+        read_track(path)
+    path = write_lines(tmp_path / "u.jsonl", good_lines()[:2] + ["", "  "] + good_lines()[2:])
+    assert len(read_track(path)[1]) == 3
+
+
+def test_read_track_empty_missing_newer_schema_and_wrong_format(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_track(tmp_path / "empty.jsonl")
+    with pytest.raises(InputError, match="cannot read track file .*nope.jsonl"):
+        read_track(tmp_path / "nope.jsonl")
+    newer = dict(META, schema=99)
+    with pytest.raises(InputError, match="schema 99"):
+        read_track(write_lines(tmp_path / "new.jsonl", [json.dumps(newer)]))
+    with pytest.raises(InputError, match=r"\.jsonl"):
+        read_track(tmp_path / "t.csv")
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+TINY = Skeleton(name="tiny", joint_names=("root", "l_arm", "r_arm"), parents=(-1, 0, 0),
+                default_roots=("root",), origin="root")
+
+
+def test_csv_header_comes_from_the_meta_joint_names(tmp_path: Path) -> None:
+    meta = meta_message(TINY, "x", (10, 10), None, {})
+    path = tmp_path / "t.csv"
+    with open_track_writer(path, meta):
+        pass
+    header = next(csv.reader(path.open()))
+    assert header == ["seq", "t_capture", "t_media", "person_id", "score",
+                      "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+                      "root_x3d", "root_y3d", "root_z3d", "l_arm_x3d", "l_arm_y3d", "l_arm_z3d",
+                      "r_arm_x3d", "r_arm_y3d", "r_arm_z3d",
+                      "root_u", "root_v", "root_conf", "l_arm_u", "l_arm_v", "l_arm_conf",
+                      "r_arm_u", "r_arm_v", "r_arm_conf"]
+    assert header == csv_header(list(TINY.joint_names))
+
+
+def test_csv_rows_sidecar_and_flush(tmp_path: Path) -> None:
+    frames = make_frames(6)
+    path = tmp_path / "t.csv"
+    writer = open_track_writer(path, META)
+    for f in frames:
+        writer.write(f)
+    # Flushed per frame: all rows are on disk before close.
+    rows = list(csv.DictReader(path.open()))
+    writer.close()
+
+    assert json.loads((tmp_path / "t.meta.json").read_text()) == META
+    # Frame 1 has two people, frames 0 and 3 nobody: 7 rows, every frame present, in order.
+    assert [int(r["seq"]) for r in rows] == [0, 1, 1, 2, 3, 4, 5]
+    empty = rows[0]
+    assert empty["person_id"] == "" and empty["pelvis_x3d"] == "" and empty["r_wrist_conf"] == ""
+    assert float(empty["t_capture"]) == pytest.approx(frames[0].t_capture)
+    assert rows[3]["t_media"] == ""                    # frame 2 has an unknown media time
+
+    for row, (f, k) in zip(rows[1:3], [(frames[1], 0), (frames[1], 1)]):
+        p = pose_message(f)["people"][k]
+        assert int(row["person_id"]) == p["id"]
+        assert float(row["score"]) == p["score"]
+        assert [float(row[f"bbox_{c}"]) for c in ("x0", "y0", "x1", "y1")] == p["bbox"]
+        for j, name in enumerate(H36M17.joint_names):
+            assert [float(row[f"{name}_{c}3d"]) for c in "xyz"] == p["joints_3d"][j]
+            assert [float(row[f"{name}_{c}"]) for c in "uv"] == p["joints_2d"][j]
+            assert float(row[f"{name}_conf"]) == p["conf"][j]
+
+
+# --- NPZ ------------------------------------------------------------------------------------
+
+def test_npz_arrays_written_on_close(tmp_path: Path) -> None:
+    frames = make_frames(600)                          # past the first buffer size: it must grow
+    path = tmp_path / "t.npz"
+    writer = open_track_writer(path, META)
+    for f in frames:
+        writer.write(f)
+    assert not path.exists()                           # nothing until close
+    writer.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]   # no temporary file left behind
+
+    n = len(frames)
+    with np.load(path, allow_pickle=False) as z:
+        assert z["seq"].shape == (n,) and z["seq"].tolist() == list(range(n))
+        assert z["t_capture"].shape == (n,) and z["t_media"].shape == (n,)
+        assert z["score"].shape == (n,) and z["bbox"].shape == (n, 4)
+        assert z["joints_3d"].shape == (n, J, 3) and z["joints_2d"].shape == (n, J, 2)
+        assert z["conf"].shape == (n, J)
+        assert json.loads(str(z["meta_json"])) == META
+        found = z["found"]
+        assert found.dtype == bool
+        assert found.tolist() == [bool(f.people) for f in frames]
+        for name in ("score", "bbox", "joints_3d", "joints_2d", "conf"):
+            assert np.isnan(z[name][~found]).all()
+            assert np.isfinite(z[name][found]).all()
+        assert np.isnan(z["t_media"][2]) and z["t_media"][4] == pytest.approx(4 / 30)
+        np.testing.assert_allclose(z["t_capture"], [f.t_capture for f in frames])
+        # Several people: the first one is kept.
+        first = frames[1].people[0]
+        np.testing.assert_array_equal(z["joints_3d"][1], first.joints_3d)
+        np.testing.assert_array_equal(z["joints_2d"][1], first.joints_2d)
+        np.testing.assert_array_equal(z["conf"][1], first.conf)
+        np.testing.assert_allclose(z["bbox"][1], first.bbox, rtol=1e-6)
+
+
+def test_npz_replaces_an_existing_file_only_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "t.npz"
+    path.write_bytes(b"old")
+    with open_track_writer(path, META) as writer:
+        for f in make_frames(3):
+            writer.write(f)
+        assert path.read_bytes() == b"old"
+    with np.load(path) as z:
+        assert len(z["seq"]) == 3
+
+
+def test_npz_with_no_frames(tmp_path: Path) -> None:
+    path = tmp_path / "t.npz"
+    open_track_writer(path, META).close()
+    with np.load(path) as z:
+        assert z["joints_3d"].shape == (0, J, 3)
+
+
+# --- opening --------------------------------------------------------------------------------
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        open_track_writer(tmp_path / "x.txt", META)
+    assert str(err.value) == f"unknown track format '.txt' for '{tmp_path / 'x.txt'}' (use .jsonl, .csv or .npz)"
+    with pytest.raises(InputError, match="no extension"):
+        open_track_writer(tmp_path / "x", META)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "npz"])
+def test_missing_folder_fails_at_open(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / "missing" / f"x.{ext}"
+    with pytest.raises(InputError) as err:
+        open_track_writer(path, META)
+    message = str(err.value)
+    assert message.startswith("cannot write track file") and "missing" in message
+    assert "create the folder first" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "npz"])
+def test_a_folder_as_the_path_fails_at_open(tmp_path: Path, ext: str) -> None:
+    folder = tmp_path / f"x.{ext}"
+    folder.mkdir()
+    with pytest.raises(InputError, match="cannot write track file"):
+        open_track_writer(folder, META)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "npz"])
+def test_read_only_folder_fails_at_open(tmp_path: Path, ext: str) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match="permission"):
+            open_track_writer(folder / f"x.{ext}", META)
+    finally:
+        folder.chmod(0o755)

@@ -1,0 +1,1 @@
+"""Training and evaluation: synthetic data, real-data readers, losses, the loop, metrics."""
