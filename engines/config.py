@@ -175,5 +175,7 @@ def load_config(cls: type[T], default_file: str, user_file: str | Path | None = 
         data = merge(data, load_yaml(user_file))
         source = str(user_file)
     if overrides:
-        data = merge(data, overrides)
+        # Check the files alone first, so an error is blamed on whichever is wrong.
+        from_dict(cls, data, source=source)
+        return from_dict(cls, merge(data, overrides), source="command-line options")
     return from_dict(cls, data, source=source)

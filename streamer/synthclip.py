@@ -19,6 +19,7 @@ the default 640x480, 90-frame clip takes about 0.7 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -126,8 +127,8 @@ def _wrapped_bump(x: float, centre: float, width: float) -> float:
 class WalkScene:
     """The demo scene: a fixed camera, a room, and one person walking an elliptical loop.
 
-    Building it renders the static background once (ray-cast floor and wall); each frame then
-    copies it and draws the body, which is what keeps a 1000x1000 clip cheap to render.
+    The static background (ray-cast floor and wall) is rendered once; each frame then copies it
+    and draws the body, which is what keeps a 1000x1000 clip cheap to render.
     """
 
     def __init__(self, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
@@ -157,8 +158,11 @@ class WalkScene:
         self._arc_table = self._build_arc_table(0.5 + float(rng.uniform(-0.15, 0.15)))
         self._gait_offset = float(rng.uniform(0.0, 1.0))
         self.wall_z = self.distance + self.loop_rz + 2.5
-        self.background = self._render_background(rng)
-        self._shadow_cache: dict[int, np.ndarray] = {}
+
+    @functools.cached_property
+    def background(self) -> np.ndarray:
+        """The static room, rendered on first use: ground-truth-only users never pay for it."""
+        return self._render_background(np.random.default_rng((self.seed, 1)))
 
     # ----------------------------------------------------------------------------------------
     # motion
@@ -232,7 +236,8 @@ class WalkScene:
         j[_J["spine"]] = pelvis + spine_dir * _PELVIS_TO_SPINE * k
         j[_J["thorax"]] = j[_J["spine"]] + spine_dir * _SPINE_TO_THORAX * k
         nod = 0.03 * math.sin(4 * math.pi * phase)
-        j[_J["neck_nose"]] = j[_J["thorax"]] + (0.9 * up + (0.42 + nod) * fwd) * _THORAX_TO_NOSE * k
+        neck_dir = 0.9 * up + (0.42 + nod) * fwd
+        j[_J["neck_nose"]] = j[_J["thorax"]] + neck_dir / np.linalg.norm(neck_dir) * _THORAX_TO_NOSE * k
         j[_J["head_top"]] = j[_J["neck_nose"]] + (0.96 * up - 0.28 * fwd) * _NOSE_TO_HEAD_TOP * k
 
         shoulder_twist = -1.5 * twist                             # shoulders counter-rotate

@@ -129,8 +129,6 @@ class OutputStage:
         self.free_slots.release()
         self.frames += 1
         self.timer.since("output", t0)
-        for step, ms in fp.timings.items():
-            self.latency.add(f"frame.{step}", ms)
         self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
 
     def _summary(self, end: dict[str, Any], elapsed_s: float) -> dict[str, Any]:

@@ -1,0 +1,231 @@
+"""Root-ensemble alignment (engines/align.py), property tests on skeleton-shaped poses.
+
+Poses are drawn along the H36M17 tree (bones 0.1-0.45 m in random directions, anywhere within a
+few metres of the camera), root sets are random subsets of the joints that include the origin.
+
+Run this file as a script (`python tests/test_align.py`) to print the mean errors of the three
+methods on the two seeded benchmarks below (one corrupted root; 2 cm Gaussian noise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engines.align import METHODS, RootAligner
+from engines.skeleton import H36M17
+
+J = H36M17.num_joints
+ORIGIN = H36M17.index(H36M17.origin)
+DEFAULT_ROOTS = H36M17.indices(H36M17.default_roots)
+EXACT_M = 1e-5
+
+SETTINGS = settings(deadline=None, max_examples=60)
+
+
+def random_pose(rng: np.random.Generator) -> np.ndarray:
+    """(J, 3) metres: a skeleton-shaped pose placed somewhere in front of the camera."""
+    x = np.zeros((J, 3))
+    for j, p in enumerate(H36M17.parents):
+        if p >= 0:
+            d = rng.normal(size=3)
+            x[j] = x[p] + d / np.linalg.norm(d) * rng.uniform(0.1, 0.45)
+    return x + rng.uniform([-2, -2, 1], [2, 2, 8])
+
+
+def offsets_of(x: np.ndarray, roots: tuple[int, ...]) -> np.ndarray:
+    """Consistent per-root estimates: O[r] = X - X[root_r]."""
+    return np.stack([x - x[r] for r in roots])
+
+
+def relative(x: np.ndarray) -> np.ndarray:
+    return x - x[..., ORIGIN:ORIGIN + 1, :]
+
+
+def mean_error(est: np.ndarray, x: np.ndarray) -> float:
+    """Mean per-joint position error (metres) of `est` against X relative to the origin."""
+    return float(np.linalg.norm(est - relative(x), axis=-1).mean())
+
+
+def corruption(rng: np.random.Generator) -> np.ndarray:
+    """(J, 3): every joint moved 0.2-0.5 m in a random direction."""
+    d = rng.normal(size=(J, 3))
+    return d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0.2, 0.5, size=(J, 1))
+
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def root_sets(draw, min_size: int = 1) -> tuple[int, ...]:
+    """A shuffled tuple of distinct joint indices that contains the origin."""
+    others = draw(st.lists(st.sampled_from([j for j in range(J) if j != ORIGIN]),
+                           min_size=min_size - 1, max_size=J - 1, unique=True))
+    return tuple(draw(st.permutations([ORIGIN, *others])))
+
+
+# --- exactness and invariances --------------------------------------------------------------
+
+@SETTINGS
+@given(st.sampled_from(METHODS), seeds, root_sets(), st.booleans())
+def test_consistent_offsets_come_back_exactly(method: str, seed: int, roots: tuple[int, ...],
+                                              with_conf: bool) -> None:
+    rng = np.random.default_rng(seed)
+    x = random_pose(rng)
+    conf = rng.uniform(0.05, 1.0, size=J) if with_conf else None
+    out = RootAligner(J, roots, ORIGIN, method=method)(offsets_of(x, roots), conf)
+    assert out.shape == (J, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, relative(x), atol=EXACT_M, rtol=0)
+    assert np.all(out[ORIGIN] == 0.0)
+
+
+@SETTINGS
+@given(st.sampled_from(METHODS), seeds, root_sets())
+def test_translating_each_row_does_not_matter(method: str, seed: int, roots: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(seed)
+    x = random_pose(rng)
+    noisy = offsets_of(x, roots) + rng.normal(scale=0.03, size=(len(roots), J, 3))   # not consistent
+    shifts = rng.uniform(-5, 5, size=(len(roots), 1, 3))                            # one per row
+    aligner = RootAligner(J, roots, ORIGIN, method=method)
+    conf = rng.uniform(0.05, 1.0, size=J)
+    np.testing.assert_allclose(aligner(noisy + shifts), aligner(noisy), atol=EXACT_M, rtol=0)
+    np.testing.assert_allclose(aligner(noisy + shifts, conf), aligner(noisy, conf), atol=EXACT_M, rtol=0)
+
+
+@SETTINGS
+@given(st.sampled_from(METHODS), seeds, root_sets())
+def test_translating_the_ground_truth_changes_nothing(method: str, seed: int, roots: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(seed)
+    x = random_pose(rng)
+    t = rng.uniform(-10, 10, size=3)
+    noise = rng.normal(scale=0.03, size=(len(roots), J, 3))
+    aligner = RootAligner(J, roots, ORIGIN, method=method)
+    a = aligner(offsets_of(x, roots) + noise)
+    b = aligner(offsets_of(x + t, roots) + noise)
+    np.testing.assert_allclose(a, b, atol=EXACT_M, rtol=0)
+    np.testing.assert_allclose(aligner(offsets_of(x + t, roots)), relative(x), atol=EXACT_M, rtol=0)
+
+
+@SETTINGS
+@given(st.sampled_from(METHODS), seeds, root_sets(), st.integers(1, 5), st.booleans())
+def test_batch_equals_per_item_calls(method: str, seed: int, roots: tuple[int, ...], batch: int,
+                                     with_conf: bool) -> None:
+    rng = np.random.default_rng(seed)
+    offsets = np.stack([offsets_of(random_pose(rng), roots) for _ in range(batch)])
+    offsets += rng.normal(scale=0.05, size=offsets.shape)
+    conf = rng.uniform(0.05, 1.0, size=(batch, J)) if with_conf else None
+    aligner = RootAligner(J, roots, ORIGIN, method=method)
+    out = aligner(offsets, conf)
+    assert out.shape == (batch, J, 3) and out.dtype == np.float32
+    for b in range(batch):
+        one = aligner(offsets[b], None if conf is None else conf[b])
+        np.testing.assert_allclose(out[b], one, atol=1e-6, rtol=0)
+
+
+def test_input_validation() -> None:
+    with pytest.raises(ValueError, match="unknown alignment method 'median'"):
+        RootAligner(J, DEFAULT_ROOTS, ORIGIN, method="median")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="origin joint must be one of the roots"):
+        RootAligner(J, (1, 2), ORIGIN)
+
+
+# --- robustness -----------------------------------------------------------------------------
+
+@SETTINGS
+@given(seeds, root_sets(min_size=3), st.data())
+def test_one_corrupted_root_moves_weighted_less_than_average(seed: int, roots: tuple[int, ...], data) -> None:
+    """Holds in every example when the corrupted root is not the origin (see the xfail below)."""
+    rng = np.random.default_rng(seed)
+    x = random_pose(rng)
+    bad = data.draw(st.sampled_from([i for i, r in enumerate(roots) if r != ORIGIN]))
+    offsets = offsets_of(x, roots)
+    offsets[bad] += corruption(rng)
+    err = {m: mean_error(RootAligner(J, roots, ORIGIN, method=m)(offsets), x) for m in ("average", "weighted")}
+    assert err["weighted"] < err["average"], err
+
+
+@SETTINGS
+@given(seeds, root_sets(min_size=3), st.data())
+def test_lowering_a_root_joints_confidence_reduces_that_roots_influence(seed: int, roots: tuple[int, ...],
+                                                                       data) -> None:
+    rng = np.random.default_rng(seed)
+    x = random_pose(rng)
+    bad = data.draw(st.sampled_from([i for i, r in enumerate(roots) if r != ORIGIN]))
+    clean = offsets_of(x, roots)
+    corrupted = clean.copy()
+    corrupted[bad] += corruption(rng)
+    aligner = RootAligner(J, roots, ORIGIN, method="weighted")
+    conf = np.ones(J)
+    low = conf.copy()
+    low[roots[bad]] = 0.1
+
+    def influence(c: np.ndarray) -> float:
+        """How far the corrupted row moves the result (the clean result is exact)."""
+        return float(np.linalg.norm(aligner(corrupted, c) - aligner(clean, c), axis=-1).mean())
+
+    assert influence(low) < influence(conf)
+
+
+def alignment_errors(kind: str, trials: int = 200, seed: int = 20240611,
+                     roots: tuple[int, ...] = DEFAULT_ROOTS, which_root: str = "any") -> dict[str, float]:
+    """Mean per-joint error (metres) of each method over seeded trials with the default roots.
+
+    kind: "corrupted" (one row, chosen uniformly, gets `corruption`) or "noise" (i.i.d. 2 cm
+    Gaussian noise on every offset, own-root entries included). which_root ("any", "origin",
+    "non-origin") restricts the corrupted row.
+    """
+    rng = np.random.default_rng(seed)
+    aligners = {m: RootAligner(J, roots, ORIGIN, method=m) for m in METHODS}
+    rows = {"any": list(range(len(roots))),
+            "origin": [roots.index(ORIGIN)],
+            "non-origin": [i for i, r in enumerate(roots) if r != ORIGIN]}[which_root]
+    errors: dict[str, list[float]] = {m: [] for m in METHODS}
+    for _ in range(trials):
+        x = random_pose(rng)
+        offsets = offsets_of(x, roots)
+        if kind == "corrupted":
+            offsets[rows[rng.integers(len(rows))]] += corruption(rng)
+        elif kind == "noise":
+            offsets += rng.normal(scale=0.02, size=offsets.shape)
+        else:
+            raise ValueError(kind)
+        for m, aligner in aligners.items():
+            errors[m].append(mean_error(aligner(offsets), x))
+    return {m: float(np.mean(v)) for m, v in errors.items()}
+
+
+def test_one_corrupted_root_mean_error_over_seeded_trials() -> None:
+    """Over 200 seeded trials (the corrupted row any of the 6 default roots), `weighted` has the
+    lower mean error. Not true in every trial: see the origin-row xfail below."""
+    err = alignment_errors("corrupted")
+    assert err["weighted"] < err["average"], err
+    err = alignment_errors("corrupted", which_root="non-origin")
+    assert err["weighted"] < 0.5 * err["average"], err
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation: when the origin's own row is corrupted, lstsq/weighted place the origin by "
+    "that row's J-1 equations against one equation from each other row, so the whole pose shifts "
+    "(seeded: mean error 0.19 m weighted, 0.27 m lstsq, 0.08 m average)"))
+def test_corrupted_origin_row_moves_weighted_less_than_average() -> None:
+    err = alignment_errors("corrupted", which_root="origin")
+    assert err["weighted"] < err["average"], err
+
+
+def test_gaussian_noise_errors_are_small() -> None:
+    """2 cm i.i.d. noise per coordinate: every method stays within a few centimetres."""
+    err = alignment_errors("noise")
+    assert all(e < 0.05 for e in err.values()), err
+
+
+if __name__ == "__main__":  # the numbers for the docs
+    for label, kwargs in [
+        ("one corrupted root (any of the 6)", dict(kind="corrupted")),
+        ("one corrupted root (not the origin)", dict(kind="corrupted", which_root="non-origin")),
+        ("one corrupted root (the origin's row)", dict(kind="corrupted", which_root="origin")),
+        ("2 cm i.i.d. Gaussian noise on all offsets", dict(kind="noise")),
+    ]:
+        err = alignment_errors(**kwargs)
+        print(f"{label:45s} " + "  ".join(f"{m} {1000 * e:6.1f} mm" for m, e in err.items()))

@@ -1,0 +1,478 @@
+"""Input sources: files, folders, streams, cameras, and every way the input can be bad."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import random
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from engines.errors import InputError
+from streamer.config import SourceConfig
+from streamer.sources import (
+    CameraSource,
+    Frame,
+    ImageFolderSource,
+    StreamSource,
+    VideoFileSource,
+    open_source,
+)
+from streamer.synthclip import write_clip
+
+N = 20
+W, H = 160, 120
+CFG = SourceConfig(open_timeout_s=2.0, read_timeout_s=2.0, max_image_side=1920)
+FAST = SourceConfig(open_timeout_s=0.5, read_timeout_s=0.5, max_image_side=1920)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("clip") / "walk.mp4", W, H, N, fps=30.0)
+
+
+@pytest.fixture(scope="module")
+def reference(clip: Path) -> dict[int, np.ndarray]:
+    """The clip's frames by frame number, decoded straight through."""
+    with VideoFileSource(clip) as src:
+        return {round(f.t_media * 30): f.image.copy() for f in src.frames()}
+
+
+def frame_no(f: Frame) -> int:
+    assert f.t_media is not None
+    return round(f.t_media * 30)
+
+
+def read_all(spec: str | Path, config: SourceConfig = CFG) -> tuple[list[Frame], int]:
+    with open_source(str(spec), config) as src:
+        frames = [Frame(f.image.copy(), f.index, f.t_capture, f.t_media, f.scale, f.name)
+                  for f in src.frames()]
+        return frames, src.corrupt
+
+
+# ------------------------------------------------------------------------------------------------
+# video files
+
+
+def test_file_yields_every_frame_in_order(clip: Path) -> None:
+    with open_source(str(clip), CFG) as src:
+        assert isinstance(src, VideoFileSource)
+        info = src.info
+        frames = list(src.frames())
+        assert src.corrupt == 0
+    assert (info.name, info.uri, info.live) == ("walk", str(clip), False)
+    assert (info.width, info.height, info.frame_count) == (W, H, N)
+    assert info.fps == pytest.approx(30.0)
+    assert [f.index for f in frames] == list(range(N))
+    for f in frames:
+        assert f.image.shape == (H, W, 3) and f.image.dtype == np.uint8
+        assert f.image.flags["C_CONTIGUOUS"]
+        assert f.scale == 1.0 and f.name is None
+    t = [f.t_media for f in frames]
+    assert t[0] == pytest.approx(0.0)
+    assert all(b > a for a, b in zip(t, t[1:]))
+    assert [frame_no(f) for f in frames] == list(range(N))
+
+
+def test_truncated_file_yields_frames_before_the_cut(clip: Path, reference: dict,
+                                                     tmp_path: Path) -> None:
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    frames, corrupt = read_all(cut)
+    assert 0 < len(frames) < N
+    assert [f.index for f in frames] == list(range(len(frames)))
+    # What it yields is exactly what the whole file holds at those times...
+    for f in frames:
+        np.testing.assert_array_equal(f.image, reference[frame_no(f)])
+    # ...and the rest is counted, not silently missing: the MP4 index knows the length.
+    assert len(frames) + corrupt == N
+
+
+def _packets(path: Path) -> list[tuple[int, int]]:
+    with av.open(str(path)) as c:
+        return [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def test_corrupt_packet_is_skipped_and_counted(clip: Path, reference: dict,
+                                               tmp_path: Path) -> None:
+    # Overwrite one P-frame's whole packet (inside the data, well after the header). Observed
+    # FFmpeg behaviour: that packet fails to decode (InvalidDataError), every other frame decodes
+    # (concealment covers the missing reference), and nothing raises.
+    pos, size = _packets(clip)[N // 2]
+    data = bytearray(clip.read_bytes())
+    rng = random.Random(7)
+    data[pos:pos + size] = bytes(rng.randrange(256) for _ in range(size))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    frames, corrupt = read_all(bad)
+    assert corrupt >= 1
+    assert len(frames) + corrupt == N
+    assert [f.index for f in frames] == list(range(len(frames)))
+    t = [f.t_media for f in frames]
+    assert all(b > a for a, b in zip(t, t[1:]))
+    # Frames before the damage are intact.
+    early = [f for f in frames if frame_no(f) < N // 4]
+    assert early
+    for f in early:
+        np.testing.assert_array_equal(f.image, reference[frame_no(f)])
+
+
+def test_crude_2kb_overwrite_in_the_middle(clip: Path, tmp_path: Path) -> None:
+    data = bytearray(clip.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 2048] = bytes(2048)
+    bad = tmp_path / "zeros.mp4"
+    bad.write_bytes(bytes(data))
+    frames, corrupt = read_all(bad)
+    assert corrupt >= 1 and len(frames) > 0
+    assert len(frames) + corrupt == N
+
+
+def test_broken_keyframe_counts_the_frames_that_depend_on_it(clip: Path, tmp_path: Path) -> None:
+    # The only keyframe damaged: FFmpeg reports one error, then silently drops every frame that
+    # needed it. Those are counted too.
+    pos, size = _packets(clip)[0]
+    data = bytearray(clip.read_bytes())
+    start = pos + size // 3
+    data[start:start + size // 3] = bytes(random.Random(1).randrange(256) for _ in range(size // 3))
+    bad = tmp_path / "nokey.mp4"
+    bad.write_bytes(bytes(data))
+    frames, corrupt = read_all(bad)
+    assert corrupt >= 1
+    assert len(frames) + corrupt == N
+
+
+def _bad_file(d: Path, kind: str) -> Path:
+    if kind == "missing":
+        return d / "missing.mp4"
+    if kind == "empty":
+        (d / "empty.mp4").write_bytes(b"")
+        return d / "empty.mp4"
+    if kind == "noise":
+        noise = np.random.default_rng(0).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+        (d / "noise.mp4").write_bytes(noise)
+        return d / "noise.mp4"
+    (d / "notes.txt").write_text("hello world\n" * 100)     # FFmpeg would "play" it as ANSI art
+    return d / "notes.txt"
+
+
+@pytest.mark.parametrize("kind, expect", [
+    ("missing", "no such file"),
+    ("empty", "empty"),
+    ("noise", "not a video file PyAV can read"),
+    ("text", "text file"),
+])
+def test_bad_video_files(tmp_path: Path, kind: str, expect: str) -> None:
+    path = _bad_file(tmp_path, kind)
+    with pytest.raises(InputError) as err:
+        open_source(str(path), CFG)
+    assert str(path) in str(err.value) and expect in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_folder_given_to_the_video_reader(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="folder") as err:
+        VideoFileSource(tmp_path)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_file_without_a_video_stream(tmp_path: Path) -> None:
+    path = tmp_path / "speech.m4a"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 16000
+        for i in range(5):
+            frame.pts = i * 1024
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    with pytest.raises(InputError, match="no video stream") as err:
+        open_source(str(path), CFG)
+    assert str(path) in str(err.value) and "audio" in str(err.value)
+
+
+def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:
+    path = tmp_path / "stub.mp4"
+    path.write_bytes(clip.read_bytes()[:200])
+    with pytest.raises(InputError) as err:
+        open_source(str(path), CFG)
+    assert str(path) in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# image folders
+
+
+def _png(path: Path, w: int, h: int, value: int) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = value
+    img[: h // 2, :, 2] = 255 - value                   # not uniform, so resizing shows
+    assert cv2.imwrite(str(path), img)
+    return img
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    d = tmp_path / "shots"
+    d.mkdir()
+    _png(d / "img10.png", 40, 30, 10)
+    _png(d / "img2.png", 50, 20, 2)
+    _png(d / "img1.png", 30, 44, 1)
+    cv2.imwrite(str(d / "img3.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_folder_in_natural_order(folder: Path) -> None:
+    with open_source(str(folder), CFG) as src:
+        assert isinstance(src, ImageFolderSource)
+        info = src.info
+        frames = list(src.frames())
+        assert src.corrupt == 0
+    assert [f.name for f in frames] == ["img1.png", "img2.png", "img3.jpg", "img10.png"]
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert (info.name, info.live, info.frame_count, info.fps) == ("shots", False, 4, None)
+    assert (info.width, info.height) == (50, 44)               # the largest of each
+    assert [f.image.shape for f in frames] == [(44, 30, 3), (20, 50, 3), (24, 32, 3), (30, 40, 3)]
+    for f in frames:
+        assert f.image.dtype == np.uint8 and f.image.flags["C_CONTIGUOUS"]
+        assert f.t_media is None and f.scale == 1.0
+    assert frames[0].image[0, 0].tolist() == [1, 0, 254]      # pixels come through as BGR
+
+
+def test_corrupt_images_are_skipped_and_counted(folder: Path) -> None:
+    (folder / "img4.png").write_bytes(b"\x89PNG garbage, no header")   # header unreadable
+    good = cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))[1].tobytes()
+    (folder / "img5.png").write_bytes(good[: len(good) // 2])          # header fine, data cut
+    frames, corrupt = read_all(folder)
+    assert [f.name for f in frames] == ["img1.png", "img2.png", "img3.jpg", "img10.png"]
+    assert corrupt == 2
+    assert len(frames) + corrupt == 6
+
+
+def test_oversize_images_are_scaled_down(tmp_path: Path) -> None:
+    d = tmp_path / "big"
+    d.mkdir()
+    _png(d / "a.png", 256, 128, 50)
+    _png(d / "b.png", 60, 60, 60)
+    cfg = SourceConfig(open_timeout_s=1, read_timeout_s=1, max_image_side=64)
+    with open_source(str(d), cfg) as src:
+        assert (src.info.width, src.info.height) == (64, 60)
+        frames = list(src.frames())
+    assert frames[0].image.shape == (32, 64, 3)
+    assert frames[0].scale == pytest.approx(4.0)
+    assert frames[1].image.shape == (60, 60, 3) and frames[1].scale == 1.0
+    # The image is scaled, not cropped: the top half stays red-ish, the bottom not.
+    assert frames[0].image[4, 32, 2] > 200 and frames[0].image[28, 32, 2] < 10
+
+
+def test_very_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "huge.jpg"
+    cv2.imwrite(str(path), np.full((600, 1000, 3), 128, np.uint8))
+    cfg = SourceConfig(open_timeout_s=1, read_timeout_s=1, max_image_side=100)
+    frames, corrupt = read_all(path, cfg)
+    assert corrupt == 0 and frames[0].image.shape == (60, 100, 3)
+    assert frames[0].scale == pytest.approx(10.0)
+
+
+def test_exif_rotated_jpeg_size_is_known_from_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6                                          # rotate 90: stored 40x20, shown 20x40
+    Image.new("RGB", (40, 20), (10, 200, 30)).save(path, exif=exif)
+    with open_source(str(path), CFG) as src:
+        assert (src.info.width, src.info.height) == (20, 40)
+        (frame,) = list(src.frames())
+    assert frame.image.shape == (40, 20, 3)
+
+
+def test_glob_patterns(folder: Path) -> None:
+    frames, _ = read_all(folder / "img*.png")
+    assert [f.name for f in frames] == ["img1.png", "img2.png", "img10.png"]
+    frames, _ = read_all(folder / "img?.*")
+    assert [f.name for f in frames] == ["img1.png", "img2.png", "img3.jpg"]
+    with open_source(str(folder / "*.jpg"), CFG) as src:
+        assert src.info.name == "shots" and src.info.frame_count == 1
+
+
+def test_single_image(folder: Path) -> None:
+    with open_source(str(folder / "img2.png"), CFG) as src:
+        assert isinstance(src, ImageFolderSource)
+        assert (src.info.name, src.info.frame_count, src.info.width) == ("img2", 1, 50)
+        (frame,) = list(src.frames())
+    assert frame.name == "img2.png" and frame.image.shape == (20, 50, 3)
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ("{d}/nothing/*.png", "no images match"),
+    ("{d}/empty", "no images in folder"),
+    ("{d}/missing.png", "no such file"),
+    ("{d}/broken.png", "not an image file"),
+])
+def test_bad_image_inputs(tmp_path: Path, spec: str, expect: str) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    spec = spec.format(d=tmp_path)
+    with pytest.raises(InputError, match=expect) as err:
+        open_source(spec, CFG)
+    assert spec in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# cameras (none on this machine: the failure paths)
+
+
+@pytest.mark.parametrize("spec", ["57", "/dev/video57"])
+def test_missing_camera(spec: str) -> None:
+    with pytest.raises(InputError) as err:
+        open_source(spec, CFG)
+    msg = str(err.value)
+    assert "camera 57" in msg and "/dev/video57" in msg
+    assert "cameras present" in msg or "no cameras found" in msg
+
+
+def test_camera_spec_dispatch() -> None:
+    with pytest.raises(InputError, match="not a camera"):
+        CameraSource("front", CFG)
+
+
+# ------------------------------------------------------------------------------------------------
+# network streams
+
+
+@pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/x", "http://127.0.0.1:9/x.mp4",
+                                 "tcp://127.0.0.1:9"])
+def test_refused_connection(url: str) -> None:
+    with pytest.raises(InputError) as err:
+        open_source(url, CFG)
+    assert url in str(err.value) and "refused" in str(err.value).lower()
+
+
+@pytest.mark.parametrize("url, expect", [
+    ("foo://bar/baz", "unsupported URL scheme 'foo'"),
+    ("http://[::1/x", "not a valid URL"),
+])
+def test_garbage_urls(url: str, expect: str) -> None:
+    with pytest.raises(InputError, match=expect.replace("[", r"\[")) as err:
+        open_source(url, CFG)
+    assert url in str(err.value)
+
+
+def test_password_is_not_shown() -> None:
+    with pytest.raises(InputError) as err:
+        open_source("rtsp://admin:hunter2@127.0.0.1:9/live", CFG)
+    assert "hunter2" not in str(err.value) and "admin:***@127.0.0.1" in str(err.value)
+
+
+@pytest.fixture()
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never says anything."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield srv.getsockname()[1]
+    srv.close()
+    for c in held:
+        c.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_silent_server_times_out(silent_server: int, scheme: str) -> None:
+    url = f"{scheme}://127.0.0.1:{silent_server}/live"
+    with pytest.raises(InputError, match="no answer within 0.5 s") as err:
+        open_source(url, FAST)
+    assert url in str(err.value)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A loopback HTTP server on an ephemeral port serving tmp_path/www."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_reads_every_frame(clip: Path, reference: dict,
+                                       http_root: tuple[Path, str]) -> None:
+    root, base = http_root
+    (root / "walk.mp4").write_bytes(clip.read_bytes())
+    with open_source(f"{base}/walk.mp4", FAST) as src:
+        assert isinstance(src, StreamSource)
+        assert (src.info.live, src.info.name, src.info.width, src.info.height) == \
+            (True, "127.0.0.1", W, H)
+        frames = list(src.frames())        # a stream of known length ends without an error
+        assert src.corrupt == 0
+    assert [f.index for f in frames] == list(range(N))
+    assert [frame_no(f) for f in frames] == list(range(N))
+    for f in frames:
+        np.testing.assert_array_equal(f.image, reference[frame_no(f)])
+
+
+def test_http_not_found(http_root: tuple[Path, str]) -> None:
+    _, base = http_root
+    with pytest.raises(InputError, match="404") as err:
+        open_source(f"{base}/nothing.mp4", FAST)
+    assert f"{base}/nothing.mp4" in str(err.value)
+
+
+def test_stream_dropping_midway_is_an_error(clip: Path) -> None:
+    data = clip.read_bytes()
+
+    class HalfBody(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) * 6 // 10])    # then hang up
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HalfBody)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/live.mp4"
+    got = 0
+    try:
+        with open_source(url, FAST) as src:
+            with pytest.raises(InputError) as err:
+                for _ in src.frames():
+                    got += 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 0 < got < N
+    assert url in str(err.value) and ("dropped" in str(err.value) or "ended" in str(err.value))
