@@ -101,5 +101,34 @@ def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto
         from engines.backends.tensorrt_backend import TensorRTBackend
         from engines.cache import cache_dir
 
-        return TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision, max_batch=max_batch)
+        engine = TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision, max_batch=max_batch)
+        _verify_engine(engine, model, precision)
+        return engine
     raise BackendUnavailableError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")
+
+
+# Tolerances of a TensorRT engine against ONNX Runtime on the CPU (fp32 reference), by precision.
+ENGINE_TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (2e-3, 5e-3), "int8": (2e-2, 5e-2)}
+
+
+def _verify_engine(engine: Backend, model: ModelArtifact, precision: str) -> None:
+    """Check a freshly loaded engine against the reference before trusting it (as NVIDIA's samples
+    do): a wrong engine is worse than a slow backend."""
+    import numpy as np
+
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from engines.backends.tensorrt_backend import check_against_reference
+
+    size = model.info.config.input_size
+    crops = np.random.default_rng(0).integers(0, 256, size=(4, size, size, 3), dtype=np.uint8)
+    atol_probs, atol_offsets = ENGINE_TOLERANCE[precision]
+    reference = OnnxRuntimeBackend(model.onnx_path, "cpu")
+    try:
+        report = check_against_reference(engine, reference, crops, atol_probs, atol_offsets)
+    finally:
+        reference.close()
+    if not report["ok"]:
+        engine.close()
+        raise BackendUnavailableError(
+            f"the TensorRT engine disagrees with ONNX Runtime (max diff probs {report['max_abs_diff_probs']:.2g}, "
+            f"offsets {report['max_abs_diff_offsets']:.2g} m; {precision}); use --backend onnxruntime or --precision fp32")
