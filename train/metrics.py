@@ -1,0 +1,51 @@
+"""Pose metrics: MPJPE, PA-MPJPE (after Procrustes alignment) and 2D PCK.
+
+Inputs are arrays of poses (..., J, 3) or (..., J, 2); results are means over everything but the
+joint axis unless said otherwise. Units are whatever the inputs are in (report millimetres).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean per-joint position error: the mean Euclidean distance over joints and poses."""
+    return float(np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(target, np.float64), axis=-1).mean())
+
+
+def procrustes_align(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`pred` (N, J, 3) moved onto `target` by the best similarity transform (rotation, uniform
+    scale, translation) per pose, reflections excluded."""
+    pred = np.asarray(pred, np.float64)
+    target = np.asarray(target, np.float64)
+    mu_p, mu_t = pred.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
+    p, t = pred - mu_p, target - mu_t
+    h = np.einsum("nji,njk->nik", p, t)                       # (N, 3, 3) covariance
+    u, s, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(np.einsum("nij,njk->nik", vt.transpose(0, 2, 1), u.transpose(0, 2, 1))))
+    fix = np.ones_like(s)
+    fix[:, -1] = d
+    rot = np.einsum("nij,nj,njk->nik", vt.transpose(0, 2, 1), fix, u.transpose(0, 2, 1))
+    var = (p ** 2).sum(axis=(1, 2))
+    scale = (s * fix).sum(axis=1) / np.maximum(var, 1e-12)
+    return scale[:, None, None] * np.einsum("nik,njk->nji", rot, p) + mu_t
+
+
+def pa_mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
+    """MPJPE after Procrustes alignment of each pose."""
+    pred = np.asarray(pred).reshape(-1, *np.shape(pred)[-2:])
+    target = np.asarray(target).reshape(-1, *np.shape(target)[-2:])
+    return mpjpe(procrustes_align(pred, target), target)
+
+
+def pck(pred_2d: np.ndarray, target_2d: np.ndarray, ref_length: np.ndarray, threshold: float = 0.2,
+        visible: np.ndarray | None = None) -> float:
+    """Fraction of joints within `threshold` x `ref_length` (one per pose, e.g. torso size) of the
+    target, over visible joints."""
+    dist = np.linalg.norm(np.asarray(pred_2d, np.float64) - np.asarray(target_2d, np.float64), axis=-1)
+    ok = dist <= threshold * np.asarray(ref_length, np.float64)[..., None]
+    if visible is None:
+        return float(ok.mean())
+    vis = np.asarray(visible, bool)
+    return float(ok[vis].mean()) if vis.any() else float("nan")
