@@ -116,13 +116,20 @@ def draw_pose(image: np.ndarray, person: PersonPose, skeleton: Skeleton = H36M17
             cv2.circle(image, pts[j], radius * _SCALE, _faded(color), 1, cv2.LINE_AA, _SHIFT)
 
 
-def draw_status(image: np.ndarray, frame: PoseFrame) -> None:
-    """A small `seq N  people K` line in the top-left corner."""
+def draw_status(image: np.ndarray, frame: PoseFrame, note: str | None = None) -> None:
+    """A small `seq N  people K` line in the top-left corner, and `note` on a line below it."""
     h, w = image.shape[:2]
     scale = _font_scale(w, h) * 0.8
     (_, text_h), _ = cv2.getTextSize("seq", _FONT, scale, 1)
     margin = max(4, text_h // 2)
     _text(image, f"seq {frame.seq}  people {len(frame.people)}", (margin, margin + text_h), scale, TEXT_COLOR)
+    if note:
+        # A warning that must survive a glance at the video: larger, on a solid box.
+        big = scale * 1.4
+        (note_w, note_h), base = cv2.getTextSize(note, _FONT, big, max(1, round(big * 2)) + 2)
+        top = 2 * margin + text_h
+        cv2.rectangle(image, (0, top), (note_w + 4 * margin, top + note_h + base + 2 * margin), (0, 0, 160), -1)
+        _text(image, note, (margin, top + margin + note_h), big, (255, 255, 255))
 
 
 def _video_rate(fps: float | None) -> Fraction:
@@ -142,8 +149,9 @@ class OverlayWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
-                 skeleton: Skeleton = H36M17, min_conf: float = 0.0) -> None:
+                 skeleton: Skeleton = H36M17, min_conf: float = 0.0, note: str | None = None) -> None:
         self.path = Path(path)
+        self.note = note
         if width < 1 or height < 1:
             raise ValueError(f"overlay video size must be positive (got {width}x{height})")
         self.width, self.height = int(width), int(height)
@@ -200,7 +208,7 @@ class OverlayWriter:
         np.copyto(canvas[:h, :w], image)
         for person in frame.people:
             draw_pose(canvas, person, self.skeleton, self.min_conf)
-        draw_status(canvas, frame)
+        draw_status(canvas, frame, self.note)
         # Edge copies for the padding (not black): no dark fringe from chroma subsampling.
         if w < canvas.shape[1]:
             canvas[:, w:] = canvas[:, w - 1:w]

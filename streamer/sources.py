@@ -20,10 +20,10 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -157,7 +157,8 @@ class _AVSource(Source):
         self._closed = False
         try:
             if not container.streams.video:
-                raise InputError(f"{what} has no video stream (it has {_describe_streams(container)})")
+                raise InputError(
+                    f"{what} has no video stream (it has {_describe_streams(container)})")
             stream = container.streams.video[0]
             if not stream.codec_context.width or not stream.codec_context.height:
                 raise InputError(f"{what} has a video stream with no frame size (codec "
@@ -266,7 +267,9 @@ class _AVSource(Source):
     def _when(self, packet: av.Packet) -> str:
         if packet.pts is not None and packet.time_base:
             return f"{float(packet.pts * packet.time_base):.3f} s"
-        return f"byte {packet.pos}" if packet.pos is not None and packet.pos >= 0 else "unknown time"
+        if packet.pos is not None and packet.pos >= 0:
+            return f"byte {packet.pos}"
+        return "an unknown time"
 
     def _to_frame(self, av_frame: av.VideoFrame, index: int) -> Frame:
         w, h = self.info.width, self.info.height
@@ -309,7 +312,8 @@ class VideoFileSource(_AVSource):
         try:
             container = av.open(str(p), metadata_errors="replace")
         except av.error.InvalidDataError as exc:
-            raise InputError(f"'{spec}' is not a video file PyAV can read ({_reason(exc)})") from None
+            raise InputError(
+                f"'{spec}' is not a video file PyAV can read ({_reason(exc)})") from None
         except av.error.EOFError:
             raise InputError(f"'{spec}' ends inside its header (the file is cut short, or still "
                              f"being written)") from None
@@ -382,7 +386,9 @@ class StreamSource(_AVSource):
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count
-        if self._finite and (expected is None or yielded + self.corrupt >= expected - max(2, expected // 50)):
+        # The count may be estimated from the duration: allow a little slack.
+        complete = expected is None or yielded + self.corrupt >= expected - max(2, expected // 50)
+        if self._finite and complete:
             return
         raise InputError(f"stream {self._what} ended after {yielded} frames (the sender stopped "
                          f"or the connection dropped; restart when the stream is back)")
@@ -425,8 +431,8 @@ class CameraSource(Source):
         cap = cv2.VideoCapture(n, backend)
         if not cap.isOpened():
             cap.release()
-            raise InputError(f"camera {n} could not be opened (is another program using it, or "
-                             f"is access to {device} denied?)")
+            raise InputError(f"camera {n} could not be opened ({device} is busy, not a capture "
+                             f"device, or not accessible to this user)")
         # One buffered frame: a reader that falls behind gets a fresh frame, not a queue of old.
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         first = self._first_frame(cap)
@@ -444,7 +450,10 @@ class CameraSource(Source):
         abandoned = threading.Event()
 
         def read() -> None:
-            result.append(cap.read())
+            try:
+                result.append(cap.read())
+            except cv2.error:
+                result.append((False, None))
             if abandoned.is_set():
                 cap.release()                  # the owner gave up; release once read returns
 

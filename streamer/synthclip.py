@@ -11,9 +11,10 @@ the image and the 17 projected joints, and `WalkScene.joints_3d(t)` the joints i
 coordinates (metres, the protocol's axes: x right, y down, z forward). Pixel (0, 0) is the
 centre of the top-left pixel.
 
-Measured on the 2-core development machine (no GPU): a 1000x1000, 300-frame clip renders and
-encodes in about 4.9 s (about 61 frames/s: roughly 3.5 ms drawing and 13 ms libx264 per frame);
-the default 640x480, 90-frame clip takes about 0.7 s.
+Measured on the 2-core development machine (no GPU, other work running): a 1000x1000, 300-frame
+clip renders and encodes in 4.6-6.6 s (per frame: 5-9 ms drawing, ~13 ms colour conversion and
+libx264 veryfast; the room is rendered once, ~0.4 s); the default 640x480, 90-frame clip takes
+0.6-0.9 s.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import cv2
 import numpy as np
 
+from engines.cache import cache_dir
 from engines.skeleton import H36M17
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FRAMES, DEFAULT_FPS = 640, 480, 90, 30.0
@@ -237,7 +239,8 @@ class WalkScene:
         j[_J["thorax"]] = j[_J["spine"]] + spine_dir * _SPINE_TO_THORAX * k
         nod = 0.03 * math.sin(4 * math.pi * phase)
         neck_dir = 0.9 * up + (0.42 + nod) * fwd
-        j[_J["neck_nose"]] = j[_J["thorax"]] + neck_dir / np.linalg.norm(neck_dir) * _THORAX_TO_NOSE * k
+        neck_dir /= np.linalg.norm(neck_dir)
+        j[_J["neck_nose"]] = j[_J["thorax"]] + neck_dir * _THORAX_TO_NOSE * k
         j[_J["head_top"]] = j[_J["neck_nose"]] + (0.96 * up - 0.28 * fwd) * _NOSE_TO_HEAD_TOP * k
 
         shoulder_twist = -1.5 * twist                             # shoulders counter-rotate
@@ -271,7 +274,7 @@ class WalkScene:
     # background
 
     def _render_background(self, rng: np.random.Generator) -> np.ndarray:
-        """Ray-cast the floor (tiles) and the wall once; real perspective, analytic anti-aliasing."""
+        """Ray-cast the floor (tiles) and the wall: real perspective, analytic anti-aliasing."""
         cam, h, w = self.camera, self.height, self.width
         u = (np.arange(w, dtype=np.float64) - cam.cx) / cam.f
         v = (np.arange(h, dtype=np.float64) - cam.cy) / cam.f
@@ -322,7 +325,8 @@ class WalkScene:
         door = (np.abs(wx - door_x) < 0.45) & (wy < 2.05)
         frame = (np.abs(wx - door_x) < 0.5) & (wy < 2.1) & ~door
         wall[frame] = np.array([235.0, 238.0, 240.0])
-        wall[door] = np.array([95.0, 120.0, 150.0]) * (1.0 + 0.03 * np.sin(wx[door] * 90.0))[:, None]
+        grain = 1.0 + 0.03 * np.sin(wx[door] * 90.0)                  # wood-ish vertical grain
+        wall[door] = np.array([95.0, 120.0, 150.0]) * grain[:, None]
         pic_x = -door_x * 0.8
         picture = (np.abs(wx - pic_x) < 0.4) & (np.abs(wy - 1.55) < 0.3)
         pic_frame = (np.abs(wx - pic_x) < 0.45) & (np.abs(wy - 1.55) < 0.35) & ~picture
@@ -424,8 +428,11 @@ class WalkScene:
         torso_z = float(depth[[_J["pelvis"], _J["spine"], _J["thorax"]]].mean())
         hips_2d = volume(hips_pts, 0.1, 0.1)
         shirt_2d = volume(shirt_pts, 0.11, 0.09)
-        items.append((torso_z, lambda: (_shaded_hull(img, hips_2d, look.trousers),
-                                        _shaded_hull(img, shirt_2d, look.shirt))))
+        def draw_torso() -> None:
+            _shaded_hull(img, hips_2d, look.trousers)
+            _shaded_hull(img, shirt_2d, look.shirt)
+
+        items.append((torso_z, draw_torso))
 
         # Neck and head: drawn just after the torso; hair behind or in front of the face by depth.
         nose, top = j[_J["neck_nose"]], j[_J["head_top"]]
@@ -510,7 +517,7 @@ def _shaded_ellipse(img: np.ndarray, centre: np.ndarray, axes: tuple[float, floa
                     angle: float, colour: tuple[int, int, int]) -> None:
     for scale, offset, tone in ((1.0, 0.0, 0.66), (0.84, 0.12, 1.0), (0.4, 0.4, 1.2)):
         c = centre + _LIGHT * min(axes) * offset
-        ax = (max(int(round(axes[0] * scale * _ONE)), 1), max(int(round(axes[1] * scale * _ONE)), 1))
+        ax = tuple(max(int(round(a * scale * _ONE)), 1) for a in axes)
         cv2.ellipse(img, (int(round(c[0] * _ONE)), int(round(c[1] * _ONE))), ax, angle, 0, 360,
                     _tone(colour, tone), -1, cv2.LINE_AA, _SHIFT)
 
@@ -567,12 +574,8 @@ def write_clip(path: Path, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEI
     return path
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("POSECAST_CACHE") or "~/.cache/posecast").expanduser()
-
-
 def default_clip_path() -> Path:
-    return cache_dir() / "demo" / f"walk_{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}_{DEFAULT_FRAMES}.mp4"
+    return cache_dir("demo") / f"walk_{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}_{DEFAULT_FRAMES}.mp4"
 
 
 def ensure_default_clip(progress: bool = False) -> Path:

@@ -49,7 +49,8 @@ def test_rendering_is_deterministic() -> None:
 def test_same_seed_same_file_content(tmp_path: Path) -> None:
     a = decode(write_clip(tmp_path / "a.mp4", 96, 64, frames=3, seed=5))
     b = decode(write_clip(tmp_path / "b.mp4", 96, 64, frames=3, seed=5))
-    for x, y in zip(a, b):
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
         assert np.abs(x.astype(int) - y.astype(int)).max() <= 2
 
 

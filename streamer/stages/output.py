@@ -59,7 +59,8 @@ class OutputStage:
             writers = [open_track_writer(p, meta) for p in self.track_paths]
             if self.overlay_path is not None:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
-                overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"])
+                note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
+                overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note)
             bar = self._progress_bar(info)
             t_first = time.perf_counter()
             while not self.control.abort.is_set():
