@@ -9,14 +9,23 @@ combine the rows, each returning the pose relative to the skeleton's origin join
   that row's joints.
 - `lstsq`: every offset is one equation X_j - X_rho(r) = O[r, j]; X is the least-squares solution
   of all R (J - 1) of them. A row is placed where the *consensus* puts its root, so the rows
-  check one another; this is the "better alignment" the paper left open.
-- `weighted`: the same system with weights w[r, j] = c_rho(r) c_j from the 2D confidences, then
-  re-weighted a few times (Cauchy) by each equation's residual, so one wrong root, or one wrong
-  offset, loses its say. The robust choice, and the default.
+  check one another: with independent noise on the offsets it is the maximum-likelihood pose
+  (the "better alignment" the paper left open). Not robust: a wrong origin row, whose J - 1
+  equations pin the origin, moves everything.
+- `weighted`: the same system with weights w[r, j] = c_rho(r) c_j from the 2D confidences,
+  re-weighted a few times (Cauchy, scale `cauchy_scale_m`) by each equation's residual, starting
+  from the per-joint median of the rows, so one wrong root, the origin's included, or one wrong
+  offset loses its say. The robust choice, and the default.
 
-Rows are first re-expressed relative to their own root (O[r, j] - O[r, rho(r)]): a network's
-O[r, rho(r)] should be 0 and is not exactly, and this makes every method ignore a translation of
-a whole row.
+Rows are first re-expressed relative to their own root (O[r, j] - O[r, rho(r)]), which makes every
+method ignore a translation of a whole row. Posecast's network emits O[r, rho(r)] = 0 exactly, so
+for it this step changes nothing; for a model whose own-root entries are noisy it would spread that
+noise over the row.
+
+Measured on synthetic poses (tests/test_align.py, `python tests/test_align.py`), mean per-joint
+error, 6 default roots: one row corrupted by 0.2-0.5 m per joint: average 75 mm, lstsq 89 mm,
+weighted 3 mm (origin row corrupted: 75 / 261 / 12 mm); 2 cm Gaussian noise on every offset but
+the own-root ones: 16.2 / 12.0 / 12.3 mm.
 """
 
 from __future__ import annotations
@@ -94,11 +103,15 @@ class RootAligner:
         else:
             c = np.clip(np.asarray(conf, dtype=np.float64), 1e-3, 1.0)
             base = (c[list(self.roots)][:, None] * c[None, :])[self._mask]
-        weights = base
         design = self._design
+        # Reweighting needs a start that one bad row cannot drag: the per-joint median of the rows
+        # placed at their origin estimates. (Started from the plain least squares, a corrupted
+        # origin row, with J - 1 equations of its own, would already have moved everything.)
+        start = np.median(rel - rel[:, self.origin:self.origin + 1, :], axis=0)
+        x = np.delete(start, self.origin, axis=0)
         for _ in range(self.iterations):
-            dw = design * weights[:, None]
-            x = np.linalg.solve(design.T @ dw, dw.T @ obs)           # (J - 1, 3)
             resid = np.linalg.norm(design @ x - obs, axis=1)
             weights = base / (1.0 + (resid / self.cauchy_scale_m) ** 2)
+            dw = design * weights[:, None]
+            x = np.linalg.solve(design.T @ dw, dw.T @ obs)           # (J - 1, 3)
         return self._expand(x)

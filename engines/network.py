@@ -6,7 +6,8 @@
       -> 2D branch: the stride-8 map with the deeper stages added back in (a small feature
          pyramid), then per joint a softmax over the G x G grid cells (classification)
       -> 3D branch: the 2D probabilities fused with image features, then a regressor of every
-         joint's offset from each of R roots: (B, R, J, 3) metres.
+         joint's offset from each of R roots: (B, R, J, 3) metres (a root's offset from itself
+         is exactly 0).
 
 Fusion, chosen in the config:
 - `conv`: the probability maps are concatenated with the stride-8 features and convolved down to
@@ -101,6 +102,11 @@ class PoseNet(nn.Module):
         if cfg.fusion == "fc":
             self.fuse_fc = nn.Sequential(nn.Linear(j * g * g, cfg.fusion_fc_width), nn.ReLU(inplace=True))
             flat += cfg.fusion_fc_width
+        # Each root's offset from itself is 0 by definition: emit it exactly, so that alignment,
+        # which re-expresses every row relative to its own root, adds no noise from that entry.
+        mask = torch.ones(1, r, j, 1)
+        mask[0, torch.arange(r), torch.tensor(cfg.root_indices)] = 0.0
+        self.register_buffer("own_root_mask", mask)
         self.regressor = nn.Sequential(
             nn.Linear(flat, cfg.regressor_width),
             nn.ReLU(inplace=True),
@@ -131,7 +137,7 @@ class PoseNet(nn.Module):
         feats = self.spatial(deep).flatten(1)
         if self.fusion == "fc":
             feats = torch.cat([feats, self.fuse_fc(probs.flatten(1))], dim=1)
-        offsets = self.regressor(feats).reshape(b, self.num_roots, self.num_joints, 3)
+        offsets = self.regressor(feats).reshape(b, self.num_roots, self.num_joints, 3) * self.own_root_mask
         return probs_2d, offsets
 
 

@@ -21,6 +21,12 @@ from engines.errors import PosecastError
 PROG = "posecast"
 
 
+class UsageError(PosecastError):
+    """Bad arguments that argparse cannot check: exit code 2, like every other bad input."""
+
+    exit_code = 2
+
+
 def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
@@ -142,7 +148,7 @@ def _print_stats(s: dict[str, Any]) -> None:
 def cmd_track(args: argparse.Namespace) -> int:
     tracks = [Path(p) for p in (args.output or [])]
     if not tracks and not args.overlay:
-        raise PosecastError("nothing to write: give -o OUT.jsonl (or .csv, .npz) and/or --overlay OUT.mp4")
+        raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz) and/or --overlay OUT.mp4")
     return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
 
 
@@ -168,15 +174,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- other commands ----------------------------------------------------------------------
 
+def _check_writable(path: Path) -> None:
+    from engines.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"output '{path}' is a folder; give a file name")
+    if not path.parent.exists():
+        raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist (create it first)")
+
+
 def cmd_make_clip(args: argparse.Namespace) -> int:
     from streamer.synthclip import write_clip
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise PosecastError(f"--size must look like 1000x1000 (got '{args.size}')") from None
+        raise UsageError(f"--size must look like 1000x1000 (got '{args.size}')") from None
     if w % 2 or h % 2 or w < 64 or h < 64:
-        raise PosecastError(f"--size must be even and at least 64x64 (got {w}x{h})")
+        raise UsageError(f"--size must be even and at least 64x64 (got {w}x{h})")
+    if args.frames < 1 or not args.fps > 0:
+        raise UsageError(f"--frames must be >= 1 and --fps > 0 (got {args.frames} and {args.fps:g})")
+    _check_writable(Path(args.output))
     write_clip(Path(args.output), w, h, args.frames, args.fps, args.seed, progress=sys.stderr.isatty())
     _note(f"wrote {args.output}: {args.frames} frames, {w}x{h}, {args.fps:g} fps")
     return 0
@@ -187,6 +205,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from engines.models import resolve_model
 
+    _check_writable(Path(args.output))
     model = resolve_model(args.model)
     shutil.copyfile(model.onnx_path, args.output)
     _note(f"wrote {args.output} ({model.info.weights}); sha256 {model.onnx_sha256[:16]}")
@@ -212,6 +231,8 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
     from engines.benchmark import bench_network
     from engines.models import resolve_model
 
+    if min(args.batch) < 1 or args.iters < 1 or args.warmup < 0:
+        raise UsageError("--batch sizes and --iters must be >= 1, --warmup >= 0")
     model = resolve_model(args.model)
     backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch))
     print(f"backend {backend.describe()}; model {model.onnx_path.name} ({model.info.weights})")

@@ -88,7 +88,8 @@ class PersonTracker:
         if last is not None:
             if last.found:
                 unscaled = last.joints_2d / scales[-1]
-                self.roi = box_around(unscaled, last.conf, self.cfg.roi_margin, self.cfg.min_roi_px)
+                h, w = images[-1].shape[:2]
+                self.roi = _bounded(box_around(unscaled, last.conf, self.cfg.roi_margin, self.cfg.min_roi_px), w, h)
             else:
                 self.roi = None
         return results  # type: ignore[return-value]
@@ -126,3 +127,15 @@ class PersonTracker:
             self.network_runs += 1
             out.extend(zip(net.probs_2d, net.offsets_3d))
         return out
+
+
+def _bounded(box: tuple[float, float, float], width: int, height: int) -> tuple[float, float, float]:
+    """The region of interest with its centre kept on the image and its side at most twice the frame's.
+
+    An unsure network spreads its joints over the whole crop; the next region is then
+    `roi_margin` times larger, every frame, until the coordinates overflow to inf (seen with the
+    untrained model and --min-score 0 after ~350 frames). Bounded, it stays a sane crop.
+    """
+    cx, cy, side = box
+    side = min(side, 2.0 * max(width, height))
+    return float(np.clip(cx, 0.0, width)), float(np.clip(cy, 0.0, height)), side

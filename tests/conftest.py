@@ -52,3 +52,146 @@ def small_model_config():
     )
     cfg.check()
     return cfg
+
+
+# --- running `posecast` as a real process (test_pipeline.py, test_cli.py) ------------------
+
+TRACK_TIMEOUT_S = 120.0
+
+
+class PosecastRunner:
+    """Runs `python -m streamer.cli ...` and checks that nothing outlives the run.
+
+    Each run gets its own short temporary folder (`TMPDIR`: the pipeline's socket folders go
+    there, and Unix socket paths must stay short) and a unique tag in its environment, which
+    every process it starts inherits. After the run: no process carrying the tag is alive, no
+    `posecast-*` folder is left in its `TMPDIR`, and no `/dev/shm/posecast-<pid>-*` ring is left.
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+
+    def _env(self, tag: str, tmpdir: str) -> dict[str, str]:
+        import os
+
+        env = dict(os.environ)          # POSECAST_CACHE: the session's cache
+        env["TMPDIR"] = tmpdir
+        env["POSECAST_TEST_TAG"] = tag
+        return env
+
+    def start(self, args: list[str], **kwargs) -> "subprocess.Popen[str]":
+        """A running posecast (stderr and stdout piped, text); finish it with `finish`."""
+        import secrets
+        import subprocess
+        import sys
+        import tempfile
+
+        tag = secrets.token_hex(8)
+        tmpdir = tempfile.mkdtemp(prefix="pct")
+        proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", *[str(a) for a in args]],
+                                cwd=self.cwd, env=self._env(tag, tmpdir), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kwargs)
+        proc.posecast_tag = tag          # type: ignore[attr-defined]
+        proc.posecast_tmpdir = tmpdir    # type: ignore[attr-defined]
+        return proc
+
+    def finish(self, proc: "subprocess.Popen[str]", timeout: float = TRACK_TIMEOUT_S) -> "subprocess.CompletedProcess[str]":
+        import shutil
+        import subprocess
+
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            self._kill_tagged(proc.posecast_tag)
+            pytest.fail(f"posecast did not end within {timeout:.0f} s; stderr:\n{err}")
+        try:
+            assert_no_leaks(proc.pid, proc.posecast_tag, Path(proc.posecast_tmpdir), err)
+        finally:
+            shutil.rmtree(proc.posecast_tmpdir, ignore_errors=True)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def run(self, args: list[str], timeout: float = TRACK_TIMEOUT_S) -> "subprocess.CompletedProcess[str]":
+        return self.finish(self.start(args), timeout)
+
+    @staticmethod
+    def _kill_tagged(tag: str) -> None:
+        import signal
+
+        for p in tagged_processes(tag):
+            try:
+                p.send_signal(signal.SIGKILL)
+            except Exception:
+                pass
+
+
+def tagged_processes(tag: str) -> list:
+    """Live processes whose environment has POSECAST_TEST_TAG=tag (zombies excluded)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("POSECAST_TEST_TAG") == tag and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def leaked_rings(pid: int) -> list[str]:
+    shm = Path("/dev/shm")
+    return sorted(p.name for p in shm.glob(f"posecast-{pid}-*")) if shm.is_dir() else []
+
+
+def assert_no_leaks(pid: int, tag: str, tmpdir: Path, stderr: str = "") -> None:
+    import time
+
+    deadline = time.monotonic() + 5.0     # the resource tracker exits just after its parent
+    alive = tagged_processes(tag)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = tagged_processes(tag)
+    assert not alive, f"processes outlived the run: {[(p.pid, p.cmdline()) for p in alive]}\n{stderr}"
+    assert not leaked_rings(pid), f"shared memory left behind: {leaked_rings(pid)}"
+    left = sorted(p.name for p in tmpdir.glob("posecast-*"))
+    assert not left, f"socket folders left behind in {tmpdir}: {left}"
+
+
+@pytest.fixture
+def posecast(tmp_path: Path, default_model) -> Iterator[PosecastRunner]:
+    """Runs posecast in `tmp_path`; the default model is exported (once per session) first.
+
+    Also checks that the test process itself has no new multiprocessing children afterwards.
+    """
+    import psutil
+
+    me = psutil.Process()
+    before = {c.pid for c in me.children(recursive=True)}
+    yield PosecastRunner(tmp_path)
+    after = [c for c in me.children(recursive=True) if c.pid not in before]
+    stray = []
+    for c in after:
+        try:
+            if "multiprocessing.spawn" in " ".join(c.cmdline()) and c.status() != psutil.STATUS_ZOMBIE:
+                stray.append((c.pid, c.cmdline()))
+        except psutil.Error:
+            continue
+    assert not stray, f"orphan processes: {stray}"
+
+
+@pytest.fixture(scope="session")
+def clip40(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 160x120, 40-frame, 30 fps synthetic clip."""
+    from streamer.synthclip import write_clip
+
+    return write_clip(tmp_path_factory.mktemp("clips") / "walk40.mp4", 160, 120, frames=40, fps=30)
+
+
+@pytest.fixture(scope="session")
+def clip600(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 320x240, 600-frame clip: long enough to interrupt or kill a run in the middle."""
+    from streamer.synthclip import write_clip
+
+    return write_clip(tmp_path_factory.mktemp("clips") / "walk600.mp4", 320, 240, frames=600, fps=30)

@@ -1,0 +1,266 @@
+"""Typed YAML configs: the shipped files, user overrides, and errors a user can act on."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from engines.config import config_path, from_dict, load_config, load_yaml, merge, to_dict
+from engines.errors import ConfigError, PosecastError
+from engines.model_config import ModelConfig
+from streamer.config import PipelineConfig, load_pipeline_config
+
+
+def write(tmp_path: Path, text: str, name: str = "user.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(call, *args, **kwargs) -> str:
+    """The message of the ConfigError that `call` raises; it must be one line."""
+    with pytest.raises(ConfigError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert isinstance(info.value, PosecastError) and info.value.exit_code == 2
+    return message
+
+
+def load_model_config(user_file: Path | None = None) -> ModelConfig:
+    return load_config(ModelConfig, "model.yaml", user_file)
+
+
+# --- the shipped configs ----------------------------------------------------------------------
+
+def test_shipped_pipeline_config_loads() -> None:
+    cfg = load_pipeline_config()
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.inference.backend == "auto"
+    assert cfg.inference.batch_size >= 1
+    assert cfg.ring.file_slots >= cfg.inference.batch_size + 1
+    assert cfg.alignment.method in ("average", "lstsq", "weighted")
+    assert 0 <= cfg.tracking.track_min_score <= 1 and cfg.tracking.roi_margin >= 1
+    assert isinstance(cfg.source.open_timeout_s, float)
+
+
+def test_shipped_model_config_loads() -> None:
+    cfg = load_model_config()
+    assert cfg.input_size == 256 and cfg.grid_size == 32 and cfg.cell_size == 8.0
+    assert len(cfg.widths) == 4 and len(cfg.depths) == 4
+    assert cfg.fusion in ("none", "conv", "fc")
+    assert "pelvis" in cfg.roots
+    assert cfg.root_indices == cfg.skeleton.indices(cfg.roots)
+    assert isinstance(cfg.widths, tuple) and isinstance(cfg.mean_bgr[0], float)
+
+
+def test_shipped_configs_round_trip_through_to_dict() -> None:
+    for cls, name in ((PipelineConfig, "pipeline.yaml"), (ModelConfig, "model.yaml")):
+        cfg = load_config(cls, name)
+        assert from_dict(cls, to_dict(cfg)) == cfg
+        # Every key of the shipped file is a field, and every field is in the shipped file.
+        assert to_dict(cfg).keys() == load_yaml(config_path(name)).keys()
+
+
+# --- user overrides -----------------------------------------------------------------------------
+
+def test_user_file_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
+    default = load_pipeline_config()
+    user = write(tmp_path, "tracking:\n  roi_margin: 1.5\ninference:\n  backend: onnxruntime\n")
+    cfg = load_pipeline_config(user)
+    assert cfg.tracking.roi_margin == 1.5
+    assert cfg.inference.backend == "onnxruntime"
+    # Untouched keys, in touched and untouched sections, keep the shipped defaults.
+    assert cfg.tracking.detect_min_score == default.tracking.detect_min_score
+    assert cfg.inference.batch_size == default.inference.batch_size
+    assert cfg.ring == default.ring and cfg.source == default.source and cfg.alignment == default.alignment
+
+
+def test_overrides_lay_over_the_user_file(tmp_path: Path) -> None:
+    user = write(tmp_path, "inference:\n  batch_size: 4\n")
+    cfg = load_pipeline_config(user, overrides={"inference": {"threads": 1}})
+    assert cfg.inference.batch_size == 4 and cfg.inference.threads == 1
+
+
+def test_an_empty_user_file_changes_nothing(tmp_path: Path) -> None:
+    assert load_pipeline_config(write(tmp_path, "# nothing\n")) == load_pipeline_config()
+
+
+def test_model_config_override(tmp_path: Path) -> None:
+    cfg = load_model_config(write(tmp_path, "input_size: 128\ngrid_size: 16\nfusion: fc\n"))
+    assert (cfg.input_size, cfg.grid_size, cfg.fusion) == (128, 16, "fc")
+    assert cfg.widths == load_model_config().widths
+
+
+def test_merge_is_recursive_and_does_not_mutate() -> None:
+    base = {"a": {"x": 1, "y": 2}, "b": 3}
+    out = merge(base, {"a": {"y": 5}, "c": 4})
+    assert out == {"a": {"x": 1, "y": 5}, "b": 3, "c": 4}
+    assert base == {"a": {"x": 1, "y": 2}, "b": 3}
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    message = config_error(load_pipeline_config, path)
+    assert "not found" in message and str(path) in message
+
+
+def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
+    message = config_error(load_pipeline_config, tmp_path)
+    assert str(tmp_path) in message
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "inference:\n  batch_size: 8\n  threads: a: b\n")
+    message = config_error(load_pipeline_config, path)
+    assert str(path) in message and "not valid YAML" in message
+    assert "line 3" in message
+
+
+def test_tab_indentation_is_invalid_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "inference:\n\tbatch_size: 4\n")
+    message = config_error(load_pipeline_config, path)
+    assert "not valid YAML" in message and "line 2" in message
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(load_pipeline_config, path)
+    assert str(path) in message and "mapping" in message
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("inferenc:\n  batch_size: 4\n", "inferenc"),
+        ("inference:\n  batch_sise: 4\n", "inference.batch_sise"),
+        ("tracking:\n  roi_margin: 1.5\n  extra: 1\n", "tracking.extra"),
+    ],
+)
+def test_unknown_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(load_pipeline_config, path)
+    assert str(path) in message
+    assert f"unknown key '{key}'" in message
+    assert "known keys here" in message
+
+
+def test_unknown_model_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "fusoin: fc\n")
+    message = config_error(load_model_config, path)
+    assert "unknown key 'fusoin'" in message and "fusion" in message and str(path) in message
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        ("inference:\n  batch_size: eight\n", "inference.batch_size", "an integer"),   # string for int
+        ("inference:\n  batch_size: '8'\n", "inference.batch_size", "an integer"),     # quoted number
+        ("inference:\n  batch_size: true\n", "inference.batch_size", "an integer"),    # bool for int
+        ("inference:\n  batch_size: 8.5\n", "inference.batch_size", "an integer"),     # float for int
+        ("inference:\n  threads: 2.0\n", "inference.threads", "an integer"),           # float for int
+        ("tracking:\n  roi_margin: yes\n", "tracking.roi_margin", "a number"),         # bool for float
+        ("tracking:\n  roi_margin: wide\n", "tracking.roi_margin", "a number"),
+        ("inference:\n  backend: tensorflow\n", "inference.backend", "one of 'auto'"),
+        ("alignment:\n  method: median\n", "alignment.method", "one of"),
+        ("tracking: 3\n", "tracking", "a mapping"),
+    ],
+)
+def test_wrong_type_names_the_key_and_file(tmp_path: Path, text: str, key: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(load_pipeline_config, path)
+    assert str(path) in message
+    assert f"'{key}' must be {expected}" in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("widths: 24\n", "'widths' must be a list"),
+        ("widths: [24, 40, x, 160]\n", "'widths[2]' must be an integer"),
+        ("mean_bgr: [1, 2]\n", "'mean_bgr' must be a list of 3 items"),
+        ("input_size: 256.0\n", "'input_size' must be an integer"),
+        ("fusion: attention\n", "'fusion' must be one of 'none', 'conv', 'fc'"),
+    ],
+)
+def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(load_model_config, path)
+    assert str(path) in message and expected in message
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("inference:\n  batch_size: 0\n", r"inference\.batch_size must be between 1 and 256 \(got 0\)"),
+        ("inference:\n  batch_size: 1000\n", r"inference\.batch_size must be between 1 and 256"),
+        ("inference:\n  threads: -1\n", r"inference\.threads must be >= 0"),
+        ("tracking:\n  roi_margin: 0.5\n", r"tracking\.roi_margin must be >= 1 \(got 0\.5\)"),
+        ("tracking:\n  detect_min_score: 1.5\n", r"tracking\.detect_min_score must be between 0 and 1"),
+        ("tracking:\n  track_min_score: 2\n", r"tracking\.track_min_score must be between 0 and 1"),
+        ("tracking:\n  track_min_score: -0.1\n", r"tracking\.track_min_score must be between 0 and 1"),
+        ("tracking:\n  min_roi_px: 8\n", r"tracking\.min_roi_px must be >= 16"),
+        ("alignment:\n  window: 9\n", r"alignment\.window must be between 0 and 4"),
+        ("ring:\n  live_slots: 1\n", r"ring\.file_slots and live_slots must be >= 2"),
+        ("source:\n  read_timeout_s: 0\n", r"source\.timeouts must be positive"),
+        ("source:\n  max_image_side: 10\n", r"source\.max_image_side must be >= 64"),
+        # Cross-section rule: the ring must hold a whole batch and one more frame.
+        ("inference:\n  batch_size: 8\nring:\n  file_slots: 8\n",
+         r"ring\.file_slots \(8\) must exceed inference\.batch_size \(8\)"),
+        ("inference:\n  batch_size: 30\n", r"ring\.file_slots \(24\) must exceed inference\.batch_size \(30\)"),
+    ],
+)
+def test_out_of_range_pipeline_values(tmp_path: Path, text: str, pattern: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(load_pipeline_config, path)
+    assert message.startswith(f"{path}: "), message
+    assert re.search(pattern, message), message
+
+
+def test_file_slots_one_more_than_batch_is_enough(tmp_path: Path) -> None:
+    cfg = load_pipeline_config(write(tmp_path, "inference:\n  batch_size: 8\nring:\n  file_slots: 9\n"))
+    assert cfg.ring.file_slots == 9
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("grid_size: 16\n", r"grid_size must be input_size / 8 = 32 .*got 16"),
+        ("input_size: 128\n", r"grid_size must be input_size / 8 = 16 .*got 32"),
+        ("input_size: 100\ngrid_size: 12\n", r"input_size must be a multiple of 32"),
+        ("roots: [thorax, r_hip]\n", r"roots must include the skeleton origin 'pelvis'"),
+        ("roots: [pelvis, chest]\n", r"roots: unknown joint 'chest' \(the h36m17 joints are: pelvis, "),
+        ("roots: []\n", r"roots must name at least one joint"),
+        ("roots: [pelvis, pelvis]\n", r"roots must not repeat a joint"),
+        ("widths: [24, 40, 80]\n", r"widths and depths must each list 4 stages"),
+        ("std_bgr: [1, 0, 1]\n", r"std_bgr must be positive"),
+    ],
+)
+def test_out_of_range_model_values(tmp_path: Path, text: str, pattern: str) -> None:
+    path = write(tmp_path, text)
+    message = config_error(load_model_config, path)
+    assert message.startswith(f"{path}: "), message
+    assert re.search(pattern, message), message
+
+
+def test_missing_key_is_reported(tmp_path: Path) -> None:
+    data = to_dict(load_pipeline_config())
+    del data["tracking"]["roi_margin"]
+    with pytest.raises(ConfigError, match=r"mine\.yaml: missing key 'tracking\.roi_margin'"):
+        from_dict(PipelineConfig, data, source="mine.yaml")
+
+
+def test_config_errors_are_distinct_from_bugs() -> None:
+    # A field type the loader does not know is a programming error, not the user's.
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        value: complex
+
+    with pytest.raises(TypeError):
+        from_dict(Odd, {"value": 1})

@@ -1,0 +1,199 @@
+"""Resolving models: the cached default, checkpoints, and clear errors for bad model files."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import engines.models as models
+from engines.errors import ModelFileError
+from engines.model_file import (ModelInfo, export_onnx, load_checkpoint, read_onnx_info, save_checkpoint)
+from engines.model_config import ModelConfig
+from engines.models import ModelArtifact, resolve_model
+from engines.network import build_network
+
+
+def _no_export(*args, **kwargs):
+    raise AssertionError("the model was exported again")
+
+
+def test_default_model_is_cached(default_model: ModelArtifact, _session_cache: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    first = default_model
+    assert first.onnx_path.is_file() and first.checkpoint_path is not None and first.checkpoint_path.is_file()
+    # Both files live in the (temporary) cache, never in ~/.cache.
+    assert first.onnx_path.parent == _session_cache / "models"
+    assert first.checkpoint_path.parent == _session_cache / "models"
+    assert first.info.trained is False and "untrained" in first.info.weights
+    mtimes = (first.onnx_path.stat().st_mtime_ns, first.checkpoint_path.stat().st_mtime_ns)
+    monkeypatch.setattr(models, "export_onnx", _no_export)
+    monkeypatch.setattr(models, "save_checkpoint", _no_export)
+    second = resolve_model(None)
+    assert second == first
+    assert (second.onnx_path.stat().st_mtime_ns, second.checkpoint_path.stat().st_mtime_ns) == mtimes
+
+
+def test_default_model_goes_to_posecast_cache(posecast_cache: Path, small_model_config: ModelConfig,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh cache: the first call writes the checkpoint and its export there, the second reuses
+    them. (A small config stands in for the default to keep the export quick.)"""
+    monkeypatch.setattr(models, "default_model_config", lambda: small_model_config)
+    assert not any(posecast_cache.iterdir())
+    first = resolve_model(None)
+    files = sorted(p.name for p in (posecast_cache / "models").iterdir())
+    assert len(files) == 2 and any(f.endswith(".pt") for f in files) and any(f.endswith(".onnx") for f in files)
+    assert first.info.config == small_model_config
+    mtime = first.onnx_path.stat().st_mtime_ns
+    monkeypatch.setattr(models, "export_onnx", _no_export)
+    assert resolve_model(None) == first
+    assert first.onnx_path.stat().st_mtime_ns == mtime
+
+
+def test_checkpoint_round_trip(tmp_path: Path, small_model_config: ModelConfig) -> None:
+    cfg = dataclasses.replace(small_model_config, seed=3)
+    net = build_network(cfg)
+    info = ModelInfo(cfg, weights="run-42", trained=True)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, net, info)
+    loaded, loaded_info = load_checkpoint(path)
+    assert loaded_info == info
+    assert not loaded.training
+    sa, sb = net.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    with torch.inference_mode():
+        for a, b in zip(net(x), loaded(x)):
+            assert torch.equal(a, b)
+
+
+def test_resolve_a_checkpoint_exports_it_once(tmp_path: Path, posecast_cache: Path,
+                                              small_model_config: ModelConfig,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    artifact = resolve_model(ckpt)
+    assert artifact.checkpoint_path == ckpt and artifact.info == info
+    assert artifact.onnx_path.parent == posecast_cache / "models" and artifact.onnx_path.name.startswith("mine-")
+    monkeypatch.setattr(models, "export_onnx", _no_export)
+    assert resolve_model(str(ckpt)) == artifact
+    # An ONNX path resolves to itself, with no checkpoint.
+    direct = resolve_model(artifact.onnx_path)
+    assert direct.onnx_path == artifact.onnx_path and direct.checkpoint_path is None
+    assert direct.info == info and direct.onnx_sha256 == artifact.onnx_sha256
+
+
+# --- bad model files ----------------------------------------------------------------------------
+
+def _tiny_onnx_without_metadata(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _mismatched_checkpoint(path: Path, cfg: ModelConfig) -> Path:
+    """Weights of one network saved with the config of another."""
+    net = build_network(cfg)
+    other = dataclasses.replace(cfg, widths=(8, 16, 16, 16))
+    save_checkpoint(path, net, ModelInfo(other, weights="w", trained=False))
+    return path
+
+
+BAD_FILES = {
+    "missing .onnx": (lambda d, c: d / "missing.onnx", "model file not found"),
+    "missing .pt": (lambda d, c: d / "missing.pt", "model file not found"),
+    "folder .onnx": (lambda d, c: _mkdir(d / "folder.onnx"), "is a folder"),
+    "folder .pt": (lambda d, c: _mkdir(d / "folder.pt"), "is a folder"),
+    "empty .onnx": (lambda d, c: _write(d / "empty.onnx", b""), "is empty"),
+    "empty .pt": (lambda d, c: _write(d / "empty.pt", b""), "is empty"),
+    "random bytes .onnx": (lambda d, c: _write(d / "noise.onnx", _noise()), "not an ONNX model"),
+    "random bytes .pt": (lambda d, c: _write(d / "noise.pt", _noise()), "not a PyTorch checkpoint"),
+    "onnx without metadata": (lambda d, c: _tiny_onnx_without_metadata(d / "plain.onnx"),
+                              "is an ONNX model but not a Posecast one"),
+    ".txt extension": (lambda d, c: _write(d / "model.txt", b"hello"), "unknown model file type '.txt'"),
+    "torch file, not a checkpoint": (lambda d, c: _torch_save(d / "dict.pt", {"a": 1}),
+                                     "is a PyTorch file but not a Posecast checkpoint"),
+    "torch tensor, not a checkpoint": (lambda d, c: _torch_save(d / "tensor.pt", torch.zeros(3)),
+                                       "is a PyTorch file but not a Posecast checkpoint"),
+    "weights do not match config": (lambda d, c: _mismatched_checkpoint(d / "mismatch.pt", c),
+                                    "weights do not fit the network its metadata describes"),
+}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _noise() -> bytes:
+    return np.random.default_rng(1).integers(0, 256, size=4096, dtype=np.uint8).tobytes()
+
+
+def _torch_save(path: Path, obj) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_model_files_raise_model_file_error(case: str, tmp_path: Path, posecast_cache: Path,
+                                                small_model_config: ModelConfig) -> None:
+    make, expected = BAD_FILES[case]
+    path = make(tmp_path, small_model_config)
+    with pytest.raises(ModelFileError) as info:
+        resolve_model(path)
+    message = str(info.value)
+    assert expected in message, message
+    assert "\n" not in message and len(message) < 400, message
+    if case != ".txt extension":          # that message names the extension, not the file
+        assert path.name in message, message
+    assert info.value.exit_code == 2
+    # Nothing half-made is left in the cache.
+    assert not any(p.suffix == ".onnx" for p in (posecast_cache / "models").glob("*"))
+
+
+def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConfig) -> None:
+    import json
+
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", False), path)
+    model = onnx.load(str(path))
+    for value, expected in [("{not json", "not valid JSON"),
+                            (json.dumps({"format": 99}), "unsupported Posecast model format 99"),
+                            (json.dumps({"format": 1}), "damaged Posecast metadata")]:
+        model.metadata_props[0].value = value
+        onnx.save(model, str(path))
+        with pytest.raises(ModelFileError, match=expected):
+            read_onnx_info(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_model_file(tmp_path: Path, small_model_config: ModelConfig) -> None:
+    path = tmp_path / "locked.pt"
+    save_checkpoint(path, build_network(small_model_config), ModelInfo(small_model_config, "w", False))
+    path.chmod(0)
+    try:
+        with pytest.raises(ModelFileError, match="not readable"):
+            resolve_model(path)
+    finally:
+        path.chmod(0o600)

@@ -1,0 +1,183 @@
+"""The network: output shapes per fusion, seeded initialisation, and the ONNX export."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from engines.backends.tensorrt_backend import MAX_ONNX_OPSET, default_opset, unsupported_ops
+from engines.model_config import ModelConfig
+from engines.model_file import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelInfo, export_onnx, read_onnx_info
+from engines.network import PoseNet, build_network
+
+FUSIONS = ("none", "conv", "fc")
+
+# ONNX Runtime vs PyTorch on the same small network, float32 on the CPU.
+PROBS_ATOL = 1e-5
+OFFSETS_ATOL = 1e-4
+
+
+def crops(cfg: ModelConfig, batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(batch, cfg.input_size, cfg.input_size, 3), dtype=np.uint8)
+
+
+def run_torch(net: PoseNet, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.inference_mode():
+        probs, offsets = net(torch.from_numpy(x))
+    return probs.numpy(), offsets.numpy()
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_output_shapes_and_probabilities(small_model_config: ModelConfig, fusion: str, batch: int) -> None:
+    cfg = dataclasses.replace(small_model_config, fusion=fusion)
+    net = build_network(cfg)
+    probs, offsets = run_torch(net, crops(cfg, batch))
+    j, g, r = 17, cfg.grid_size, len(cfg.roots)
+    assert probs.shape == (batch, j, g, g) and probs.dtype == np.float32
+    assert offsets.shape == (batch, r, j, 3) and offsets.dtype == np.float32
+    assert (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=(-2, -1)), 1.0, atol=1e-5)
+    assert np.isfinite(offsets).all()
+
+
+def test_default_config_shapes() -> None:
+    from engines.model_file import default_model_config
+
+    cfg = default_model_config()
+    assert cfg.fusion in FUSIONS
+    net = build_network(cfg)
+    probs, offsets = run_torch(net, crops(cfg, 1))
+    assert probs.shape == (1, 17, cfg.grid_size, cfg.grid_size)
+    assert offsets.shape == (1, len(cfg.roots), 17, 3)
+
+
+def test_fusions_build_different_networks(small_model_config: ModelConfig) -> None:
+    keys = {f: set(build_network(dataclasses.replace(small_model_config, fusion=f)).state_dict()) for f in FUSIONS}
+    assert any(k.startswith("fuse.") for k in keys["conv"]) and not any(k.startswith("fuse.") for k in keys["none"])
+    assert any(k.startswith("fuse_fc.") for k in keys["fc"]) and not any(k.startswith("fuse_fc.") for k in keys["conv"])
+
+
+def _same_weights(a: PoseNet, b: PoseNet) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_build_network_is_deterministic_for_a_seed(small_model_config: ModelConfig) -> None:
+    a, b = build_network(small_model_config), build_network(small_model_config)
+    assert _same_weights(a, b)
+    x = crops(small_model_config, 2)
+    for out_a, out_b in zip(run_torch(a, x), run_torch(b, x)):
+        np.testing.assert_array_equal(out_a, out_b)
+    assert not a.training and not b.training
+
+
+def test_build_network_differs_across_seeds(small_model_config: ModelConfig) -> None:
+    a = build_network(small_model_config)
+    b = build_network(dataclasses.replace(small_model_config, seed=small_model_config.seed + 1))
+    assert not _same_weights(a, b)
+    x = crops(small_model_config, 1)
+    assert not np.allclose(run_torch(a, x)[1], run_torch(b, x)[1])
+
+
+def test_build_network_leaves_the_global_rng_alone(small_model_config: ModelConfig) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_network(small_model_config)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.fixture(scope="module", params=FUSIONS)
+def exported(request, small_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory):
+    cfg = dataclasses.replace(small_model_config, fusion=request.param, seed=7)
+    net = build_network(cfg)
+    info = ModelInfo(cfg, weights="untrained (seed 7), test", trained=False)
+    path = export_onnx(net, info, tmp_path_factory.mktemp("onnx") / "small.onnx")
+    return net, info, path
+
+
+def test_export_writes_posecast_metadata(exported) -> None:
+    net, info, path = exported
+    assert path.is_file()
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert set(meta) == {METADATA_KEY}
+    assert model.producer_name == "posecast"
+    assert [i.name for i in model.graph.input] == [INPUT_NAME]
+    assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
+    # Only the weights' file, no temporary files next to it.
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_export_has_a_dynamic_batch_axis(exported) -> None:
+    net, info, path = exported
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and not dims[0].HasField("dim_value")
+    assert [d.dim_value for d in dims[1:]] == [info.config.input_size, info.config.input_size, 3]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        x = crops(info.config, batch, seed=batch)
+        probs, offsets = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        ref_probs, ref_offsets = run_torch(net, x)
+        assert probs.shape == ref_probs.shape and offsets.shape == ref_offsets.shape
+        assert probs.shape[0] == offsets.shape[0] == batch
+        np.testing.assert_allclose(probs, ref_probs, atol=PROBS_ATOL, rtol=0)
+        np.testing.assert_allclose(offsets, ref_offsets, atol=OFFSETS_ATOL, rtol=0)
+
+
+def test_export_is_tensorrt_parser_compatible(exported) -> None:
+    _, _, path = exported
+    model = onnx.load(str(path))
+    assert 0 < default_opset(model) <= MAX_ONNX_OPSET
+    assert unsupported_ops(model) == []
+
+
+def test_read_onnx_info_round_trips_model_info(exported) -> None:
+    _, info, path = exported
+    back = read_onnx_info(path)
+    assert back == info
+    assert back.config == info.config and back.weights == info.weights and back.trained is False
+    assert back.metadata() == info.metadata()
+
+
+def test_metadata_describes_the_model(exported) -> None:
+    _, info, _ = exported
+    meta = info.metadata()
+    cfg = info.config
+    assert meta["joint_names"] == list(cfg.skeleton.joint_names)
+    assert meta["parents"] == list(cfg.skeleton.parents)
+    assert meta["roots"] == list(cfg.roots)
+    assert meta["input"]["shape"] == ["batch", cfg.input_size, cfg.input_size, 3]
+    assert meta["grid_size"] == cfg.grid_size
+
+
+def test_export_replaces_a_file_atomically(small_model_config: ModelConfig, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"old")
+    info = ModelInfo(small_model_config, weights="w", trained=False)
+    export_onnx(build_network(small_model_config), info, path)
+    assert read_onnx_info(path) == info
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_each_roots_offset_from_itself_is_exactly_zero(exported) -> None:
+    """Alignment re-expresses rows relative to their own root; the network makes that exact."""
+    net, info, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _, offsets = session.run(list(OUTPUT_NAMES), {INPUT_NAME: crops(info.config, 3, seed=11)})
+    roots = list(info.config.root_indices)
+    assert np.all(offsets[:, np.arange(len(roots)), roots, :] == 0.0)
+    others = np.ones(offsets.shape[1:3], dtype=bool)
+    others[np.arange(len(roots)), roots] = False
+    assert np.all(np.abs(offsets[:, others]) > 0)

@@ -1,0 +1,344 @@
+"""The whole pipeline, end to end: real video files, real processes, the `posecast` command.
+
+The default model is untrained: its outputs are real but meaningless and its joint confidences
+tiny, so tests that need people in the output pass `--min-score 0`. Every run is checked for
+leftovers by the `posecast` fixture (conftest.py): no process of the run alive afterwards, no
+shared-memory ring, no socket folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import psutil
+import pytest
+
+from engines.errors import InputError
+from streamer.tracks import read_track
+
+H36M_ORDER = ["pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine", "thorax",
+              "neck_nose", "head_top", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist"]
+STAGES = ("capture", "infer", "align", "output")
+NOTE_UNTRAINED = "its poses are not meaningful"
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("posecast: error:")]
+
+
+def assert_clean_stderr(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+
+
+def assert_meta(meta: dict, size: tuple[int, int]) -> None:
+    assert meta["type"] == "meta"
+    assert meta["joint_names"] == H36M_ORDER
+    assert meta["skeleton"] == "h36m17" and meta["origin"] == "pelvis"
+    assert meta["units"] == {"joints_3d": "m", "joints_2d": "px", "t_capture": "s (unix time)"}
+    assert meta["axes"] == {"x": "right", "y": "down", "z": "forward", "handedness": "right", "frame": "camera"}
+    assert meta["image_size"] == list(size)
+    assert meta["model"]["trained"] is False
+
+
+def assert_person(p: dict) -> None:
+    j3, j2, conf = np.array(p["joints_3d"]), np.array(p["joints_2d"]), np.array(p["conf"])
+    assert j3.shape == (17, 3) and j2.shape == (17, 2) and conf.shape == (17,)
+    assert np.all(j3[0] == 0.0)                      # pelvis is the origin
+    assert np.isfinite(j3).all() and np.isfinite(j2).all()
+    assert ((conf >= 0) & (conf <= 1)).all()
+    assert len(p["bbox"]) == 4 and isinstance(p["score"], float) and p["id"] == 0
+
+
+def assert_contiguous(poses: list[dict]) -> None:
+    assert [p["seq"] for p in poses] == list(range(len(poses)))
+
+
+def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> int:
+    """Until `path` has at least n lines (meta included); fails if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            count = path.read_bytes().count(b"\n")
+            if count >= n:
+                return count
+        assert proc.poll() is None, f"posecast ended early ({proc.returncode}): {proc.stderr.read()}"
+        time.sleep(0.02)
+    pytest.fail(f"{path} did not reach {n} lines in {timeout:.0f} s")
+
+
+def stage_processes(proc, timeout: float = 30.0) -> dict[str, psutil.Process]:
+    """The four stage processes of a running posecast, by name: they are started in the order
+    capture, infer, align, output (the multiprocessing resource tracker is not one of them)."""
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = [c for c in parent.children() if "multiprocessing.spawn" in " ".join(c.cmdline())]
+        if len(kids) == 4:
+            kids.sort(key=lambda c: (c.create_time(), c.pid))
+            return dict(zip(STAGES, kids))
+        time.sleep(0.05)
+    pytest.fail("the four stage processes did not appear")
+
+
+# --- a normal run ------------------------------------------------------------------------------
+
+def test_track_to_every_format_and_overlay(posecast, clip40: Path, tmp_path: Path) -> None:
+    r = posecast.run(["track", clip40, "-o", "t.jsonl", "-o", "t.csv", "-o", "t.npz", "--overlay", "o.mp4",
+                      "--min-score", "0", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert NOTE_UNTRAINED in r.stderr
+    assert "40 frames" in r.stderr and "person found in 40" in r.stderr
+
+    # JSONL: meta, then exactly one pose line per frame, in order.
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert len(lines) == 41
+    meta, poses = read_track(tmp_path / "t.jsonl")
+    assert meta == json.loads(lines[0])
+    assert_meta(meta, (160, 120))
+    assert meta["fps"] == pytest.approx(30.0)
+    assert_contiguous(poses)
+    assert len(poses) == 40
+    for i, pose in enumerate(poses):
+        assert pose["type"] == "pose" and pose["image_size"] == [160, 120]
+        assert pose["t_media"] == pytest.approx(i / 30, abs=1e-3)
+        assert len(pose["people"]) == 1
+        assert_person(pose["people"][0])
+    t_capture = [p["t_capture"] for p in poses]
+    assert all(b >= a for a, b in zip(t_capture, t_capture[1:])) and t_capture[-1] > t_capture[0]
+    assert abs(t_capture[0] - time.time()) < 300
+
+    # CSV: one row per frame (one person each), the meta in the sidecar.
+    with open(tmp_path / "t.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["seq"]) for row in rows] == list(range(40))
+    assert rows[0]["pelvis_x3d"] == "0.0" and rows[0]["person_id"] == "0"
+    assert float(rows[5]["r_wrist_u"]) == pytest.approx(poses[5]["people"][0]["joints_2d"][16][0], abs=0.01)
+    assert json.loads((tmp_path / "t.meta.json").read_text())["joint_names"] == H36M_ORDER
+
+    # NPZ: dense arrays, N = 40.
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == list(range(40))
+        assert z["joints_3d"].shape == (40, 17, 3) and z["joints_2d"].shape == (40, 17, 2)
+        assert z["conf"].shape == (40, 17) and z["bbox"].shape == (40, 4)
+        assert z["found"].all()
+        assert np.allclose(z["joints_3d"][:, 0], 0.0)
+        assert np.allclose(z["t_media"], np.arange(40) / 30, atol=1e-3)
+        assert json.loads(str(z["meta_json"]))["joint_names"] == H36M_ORDER
+
+    # Overlay: a video with every frame, at the input's size.
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == 40
+    assert frames[0].shape == (120, 160, 3)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_default_thresholds_find_nobody_but_every_frame_has_a_line(posecast, clip40: Path, tmp_path: Path,
+                                                                    batch: int) -> None:
+    """The untrained model is not sure of anyone: `people: []`, still one line per frame, in
+    order, whatever the batch size."""
+    r = posecast.run(["track", clip40, "-o", "t.jsonl", "--batch-size", batch])
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert "person found in 0" in r.stderr
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert len(poses) == 40
+    assert_contiguous(poses)
+    assert all(p["people"] == [] for p in poses)
+    assert [round(p["t_media"] * 30) for p in poses] == list(range(40))
+
+
+def _write_pngs(folder: Path, n: int, w: int, h: int) -> None:
+    from streamer.synthclip import WalkScene
+
+    folder.mkdir()
+    scene = WalkScene(w + (w % 2), h + (h % 2))
+    for i in range(n):
+        image, _ = scene.render_frame(i / 10)
+        assert cv2.imwrite(str(folder / f"frame{i + 1}.png"), image[:h, :w])
+    (folder / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_with_odd_size_and_overlay(posecast, tmp_path: Path) -> None:
+    _write_pngs(tmp_path / "frames", 5, 161, 121)
+    r = posecast.run(["track", "frames", "-o", "t.jsonl", "--overlay", "o.mp4", "--min-score", "0"])
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    meta, poses = read_track(tmp_path / "t.jsonl")
+    assert_meta(meta, (161, 121))
+    assert len(poses) == 5
+    assert_contiguous(poses)
+    assert all(p["t_media"] is None and len(p["people"]) == 1 for p in poses)
+    for p in poses:
+        assert_person(p["people"][0])
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == 5
+    assert frames[0].shape == (122, 162, 3)          # padded to even for yuv420p
+
+
+def test_image_glob(posecast, tmp_path: Path) -> None:
+    _write_pngs(tmp_path / "frames", 5, 160, 120)
+    (tmp_path / "frames" / "frame1.png").rename(tmp_path / "frames" / "skip1.jpeg.bak")
+    r = posecast.run(["track", "frames/frame*.png", "-o", "t.jsonl"])
+    assert r.returncode == 0, r.stderr
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert len(poses) == 4
+    assert_contiguous(poses)
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+def test_ctrl_c_finishes_what_is_in_flight_and_exits_130(posecast, clip600: Path, tmp_path: Path) -> None:
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    wait_for_lines(track, 4, proc)
+    os.killpg(proc.pid, signal.SIGINT)             # what the terminal does: the whole group
+    r = posecast.finish(proc, timeout=30)
+    assert r.returncode == 130, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted; everything processed so far was written"
+    assert not error_lines(r.stderr)
+    meta, poses = read_track(track)
+    assert_meta(meta, (320, 240))
+    assert 3 <= len(poses) < 600
+    assert_contiguous(poses)
+    assert re.search(rf"\b{len(poses)} frames in ", r.stderr), r.stderr   # the summary counts the same
+
+
+# --- a stage dies ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, stage: str) -> None:
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    stages = stage_processes(proc)
+    wait_for_lines(track, 6, proc)
+    stages[stage].send_signal(signal.SIGKILL)
+    r = posecast.finish(proc, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert_clean_stderr(r.stderr)
+    errors = error_lines(r.stderr)
+    assert errors == [f"posecast: error: the {stage} stage was killed by signal 9; the run was stopped"], r.stderr
+
+    data = track.read_text()
+    if stage == "output":
+        # The writer itself died: the file may end inside a line, every complete line parses.
+        complete = data.split("\n")[:-1]
+        msgs = [json.loads(line) for line in complete]
+        assert msgs[0]["type"] == "meta"
+        poses = msgs[1:]
+    else:
+        assert data.endswith("\n")
+        _, poses = read_track(track)
+    assert 5 <= len(poses) < 600
+    assert_contiguous(poses)
+
+
+# --- a stage fails -----------------------------------------------------------------------------
+
+def test_stage_error_in_process_exit_2_and_no_leak(default_model, tmp_path: Path) -> None:
+    """A source that cannot be opened fails in the capture stage; the run ends with its message."""
+    from streamer.config import load_pipeline_config
+    from streamer.pipeline import Pipeline, RunRequest
+    from streamer.sources import open_source
+
+    config = load_pipeline_config()
+    missing = str(tmp_path / "missing.mp4")
+    with pytest.raises(InputError) as expected:
+        open_source(missing, config.source)
+    me = psutil.Process()
+    before = {c.pid for c in me.children(recursive=True)}
+
+    pipeline = Pipeline(RunRequest(source=missing, model=default_model, config=config,
+                                   tracks=[tmp_path / "t.jsonl"], progress=False))
+    result = pipeline.run()
+
+    assert result.exit_code == 2
+    assert result.error_stage == "capture"
+    assert result.error == str(expected.value)
+    assert result.traceback is None
+    assert result.summary is None
+    assert result.stage_exit_codes["capture"] == 2
+    assert all(code == 0 for name, code in result.stage_exit_codes.items() if name != "capture")
+    assert not (tmp_path / "t.jsonl").exists()          # nothing was started, nothing written
+    assert not Path("/dev/shm", pipeline.ring_name).exists()
+    assert not pipeline.ipc_dir.exists()
+    deadline = time.monotonic() + 5.0
+    while True:
+        # The stage processes; the test process's own resource tracker lives as long as it does.
+        stray = [c for c in me.children(recursive=True) if c.pid not in before and c.is_running()
+                 and c.status() != psutil.STATUS_ZOMBIE and "multiprocessing.spawn" in " ".join(c.cmdline())]
+        if not stray or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not stray, [c.cmdline() for c in stray]
+
+
+# --- damaged input -----------------------------------------------------------------------------
+
+def _clip(path: Path, frames: int) -> Path:
+    from streamer.synthclip import write_clip
+
+    return write_clip(path, 160, 120, frames=frames, fps=30)
+
+
+def _skipped(stderr: str) -> int:
+    m = re.search(r"posecast: error: (\d+) corrupt packet\(s\) or image\(s\) in .* were skipped; "
+                  r"the other (\d+) frames were processed \(exit code 3\)", stderr)
+    assert m, stderr
+    return int(m.group(1))
+
+
+def test_corrupt_video_every_decodable_frame_gets_a_line_exit_3(posecast, tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "clip.mp4", 60)
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(1)
+    for frac in (0.4, 0.55, 0.7):                         # well after the header (faststart: index first)
+        start = int(len(data) * frac)
+        data[start:start + 2048] = rng.integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    (tmp_path / "bad.mp4").write_bytes(bytes(data))
+
+    r = posecast.run(["track", "bad.mp4", "-o", "t.jsonl"])
+    assert r.returncode == 3, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert r.stderr.strip().splitlines()[-1].startswith("posecast: error:")
+    skipped = _skipped(r.stderr)
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert_contiguous(poses)
+    assert len(poses) + skipped == 60                     # every frame: a line, or counted as skipped
+    assert 0 < len(poses) < 60
+    shown = [round(p["t_media"] * 30) for p in poses]
+    assert shown == sorted(set(shown)) and set(shown) <= set(range(60))
+    assert shown[:10] == list(range(10))                  # the undamaged start is all there
+
+
+def test_truncated_video_processes_the_frames_before_the_cut(posecast, tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "clip.mp4", 60)
+    data = clip.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])
+
+    r = posecast.run(["track", "cut.mp4", "-o", "t.jsonl"])
+    assert r.returncode == 3, r.stderr                    # the index promised 60 frames
+    assert_clean_stderr(r.stderr)
+    skipped = _skipped(r.stderr)
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert_contiguous(poses)
+    assert len(poses) + skipped == 60
+    shown = [round(p["t_media"] * 30) for p in poses]
+    assert 10 < len(shown) < 60
+    assert shown == sorted(set(shown))
+    # Everything up to the cut, in order (a frame decoded out of order near the cut may follow).
+    assert shown[: len(shown) - 1] == list(range(len(shown) - 1))

@@ -1,0 +1,222 @@
+"""PersonTracker in-process: search, refine, track, lose and find again, batches, scales.
+
+The network is replaced by a deterministic TEST DOUBLE (never used outside the tests): frames are
+black with one white square, the "person"; the double finds the square in each crop it is given
+(intensity centroid, and its apparent size for the crop's scale) and answers with soft-label
+grid probabilities that put the 17 joints at known offsets around the square's centre. With no
+white pixels in the crop it answers near-uniform, low-confidence probabilities. So the tracker's
+whole path is exercised (full-frame search, crop, decode, crop-to-image transform, region of
+interest) with a known truth in image pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines.backends.base import NetOutputs
+from engines.grid import soft_labels
+from streamer.config import TrackingConfig
+from streamer.tracking import PersonTracker
+
+J = 17
+ROOTS = 3
+SIZE = 128                  # crop side (a multiple of 32)
+GRID = SIZE // 8            # the model's grid: cells of 8 px
+SIDE = 40                   # the white square's side in image pixels
+W, H = 320, 240
+# The joints around the square's centre, image pixels: a 60 x 60 px "body".
+OFFSETS = np.array([
+    [0, 0], [-8, 2], [-9, 16], [-10, 30], [8, 2], [9, 16], [10, 30], [0, -10], [0, -20],
+    [0, -25], [0, -30], [12, -20], [20, -8], [26, 4], [-12, -20], [-20, -8], [-26, 4],
+], dtype=np.float64)
+CFG = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64)
+
+
+class SquareNet:
+    """TEST DOUBLE for the network: finds the white square in each crop (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []          # batch size of each call
+        rng = np.random.default_rng(0)
+        # Near-uniform probabilities: the best 3 x 3 window holds ~9 / 256 of the mass.
+        noise = 1.0 + 0.01 * rng.random((J, GRID, GRID))
+        self.uniform = (noise / noise.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+    def __call__(self, crops: np.ndarray) -> NetOutputs:
+        assert crops.dtype == np.uint8 and crops.shape[1:] == (SIZE, SIZE, 3)
+        self.calls.append(len(crops))
+        probs = np.empty((len(crops), J, GRID, GRID), np.float32)
+        for b, crop in enumerate(crops):
+            weight = crop[..., 1].astype(np.float64) / 255.0
+            mass = weight.sum()
+            if mass < 4.0:                                  # no square here: nobody
+                probs[b] = self.uniform
+                continue
+            ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+            # Pixel k's centre is at k + 0.5 in the crop's continuous coordinates.
+            centre = np.array([(weight * (xs + 0.5)).sum(), (weight * (ys + 0.5)).sum()]) / mass
+            scale = np.sqrt(mass) / SIDE                    # crop px per image px
+            probs[b] = soft_labels(centre + OFFSETS * scale, GRID, SIZE)
+        offsets = np.zeros((len(crops), ROOTS, J, 3), np.float32)
+        return NetOutputs(probs, offsets)
+
+
+def frame(centre: tuple[float, float] | None) -> np.ndarray:
+    """Black W x H image with the white square centred on `centre` (continuous pixels)."""
+    img = np.zeros((H, W, 3), np.uint8)
+    if centre is not None:
+        x0, y0 = int(round(centre[0] - SIDE / 2)), int(round(centre[1] - SIDE / 2))
+        img[y0:y0 + SIDE, x0:x0 + SIDE] = 255
+    return img
+
+
+def truth(centre: tuple[float, float]) -> np.ndarray:
+    return np.asarray(centre, np.float64) + OFFSETS
+
+
+@pytest.fixture()
+def net() -> SquareNet:
+    return SquareNet()
+
+
+def tracker(net: SquareNet, max_batch: int = 1) -> PersonTracker:
+    return PersonTracker(net, SIZE, CFG, window=1, max_batch=max_batch)
+
+
+def close(result, centre: tuple[float, float], tol: float = 1.0) -> None:
+    assert result.found
+    err = np.abs(result.joints_2d - truth(centre)).max()
+    assert err <= tol, f"joints off by {err:.2f} px"
+
+
+def test_the_double_is_exact_on_a_full_frame_crop(net: SquareNet) -> None:
+    """Sanity of the test double itself: search pass alone lands within ~2 px."""
+    from engines.crop import CropTransform
+    from engines.grid import decode
+
+    c = (150.0, 110.0)
+    crop = CropTransform.full_frame(W, H, SIZE)
+    buf = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    crop.cut(frame(c), buf[0])
+    pts, conf = decode(net(buf).probs_2d[0], SIZE, 1)
+    assert np.abs(crop.to_image(pts) - truth(c)).max() < 2.5
+    assert conf.min() > 0.99
+
+
+def test_first_frame_is_searched_and_refined_then_tracked(net: SquareNet) -> None:
+    t = tracker(net)
+    (r0,) = t.process([frame((150, 110))])
+    assert r0.passes == 2                     # full-frame search, then the refined crop
+    assert t.searches == 1 and t.network_runs == 2
+    close(r0, (150, 110))
+    assert r0.score > 0.99 and r0.conf.shape == (J,) and r0.offsets_3d.shape == (ROOTS, J, 3)
+    for k in range(1, 6):
+        c = (150 + 3 * k, 110 + 2 * k)        # walking slowly
+        (r,) = t.process([frame(c)])
+        assert r.passes == 1                  # the region of interest from the last frame holds
+        close(r, c)
+    assert t.searches == 1 and t.network_runs == 2 + 5
+
+
+def test_lost_person_is_searched_for_and_found_again_elsewhere(net: SquareNet) -> None:
+    t = tracker(net)
+    close(t.process([frame((100, 100))])[0], (100, 100))
+    close(t.process([frame((103, 101))])[0], (103, 101))
+    searches = t.searches
+
+    (gone,) = t.process([frame(None)])
+    assert not gone.found and gone.score < CFG.track_min_score
+    assert gone.passes == 2                   # the tracked crop failed, then a full-frame search
+    assert t.searches == searches + 1
+    assert t.roi is None
+
+    (still_gone,) = t.process([frame(None)])
+    assert not still_gone.found and still_gone.passes == 1   # starts with a search: nothing to refine
+    assert t.searches == searches + 2
+
+    (back,) = t.process([frame((240, 160))])  # reappears on the other side
+    assert back.passes == 2 and t.searches == searches + 3
+    close(back, (240, 160))
+    (next_,) = t.process([frame((242, 160))])
+    assert next_.passes == 1
+    close(next_, (242, 160))
+
+
+def test_jump_inside_a_tracked_frame_is_searched_again_at_once(net: SquareNet) -> None:
+    t = tracker(net)
+    t.process([frame((80, 80))])
+    (r,) = t.process([frame((250, 170))])     # far outside the region of interest
+    assert r.passes == 3                      # track (empty), search, refine
+    close(r, (250, 170))
+
+
+def test_batch_results_come_back_in_order(net: SquareNet) -> None:
+    t = tracker(net, max_batch=4)
+    t.process([frame((120, 120))])
+    centres = [(124, 121), (128, 122), (250, 170), (252, 171)]   # the third frame jumps
+    results = t.process([frame(c) for c in centres])
+    assert len(results) == 4
+    for r, c in zip(results, centres):
+        close(r, c)
+    assert [r.passes for r in results] == [1, 1, 3, 3]   # each frame of a batch starts from the old region
+    assert max(net.calls) <= 4                            # never more than the buffer holds
+
+
+def test_batch_larger_than_the_buffer_is_split(net: SquareNet) -> None:
+    t = tracker(net, max_batch=2)
+    centres = [(100 + 2 * k, 100) for k in range(5)]
+    results = t.process([frame(c) for c in centres])
+    assert len(results) == 5
+    for r, c in zip(results, centres):
+        close(r, c)
+    assert max(net.calls) <= 2
+
+
+def test_batch_with_nobody_in_the_last_frame_forgets_the_region(net: SquareNet) -> None:
+    t = tracker(net, max_batch=3)
+    results = t.process([frame((100, 100)), frame((102, 100)), frame(None)])
+    assert [r.found for r in results] == [True, True, False]
+    assert t.roi is None
+
+
+def test_scales_multiply_the_2d_output(net: SquareNet) -> None:
+    """Image folders scale big images down; the results are in the original image's pixels."""
+    t = tracker(net)
+    (r,) = t.process([frame((150, 110))], [2.5])
+    assert r.found
+    assert np.abs(r.joints_2d - 2.5 * truth((150, 110))).max() <= 2.5 * 1.0
+    # The region of interest stays in the given image's pixels: the next frame tracks in 1 pass.
+    (r2,) = t.process([frame((153, 111))], [2.5])
+    assert r2.passes == 1
+    assert np.abs(r2.joints_2d - 2.5 * truth((153, 111))).max() <= 2.5 * 1.0
+
+
+def test_nobody_in_an_empty_frame(net: SquareNet) -> None:
+    t = tracker(net)
+    (r,) = t.process([frame(None)])
+    assert not r.found and r.passes == 1 and t.roi is None
+
+
+def test_region_of_interest_stays_bounded_when_the_network_is_unsure() -> None:
+    """An unsure network spreads its joints over the whole crop; with a threshold of 0 it is
+    still "found", and each new region is roi_margin times the last. It must not grow without
+    bound (it overflowed to inf after ~350 frames before streamer.tracking bounded it)."""
+    rng = np.random.default_rng(1)
+
+    def spread(crops: np.ndarray) -> NetOutputs:
+        # Joints at the crop's corners and edges: the widest 2D pose a crop can hold.
+        pts = rng.uniform(0, SIZE, (len(crops), J, 2))
+        pts[:, 0] = (4, 4)
+        pts[:, 1] = (SIZE - 4, SIZE - 4)
+        return NetOutputs(soft_labels(pts, GRID, SIZE), np.zeros((len(crops), ROOTS, J, 3), np.float32))
+
+    cfg = TrackingConfig(detect_min_score=0.0, track_min_score=0.0, roi_margin=1.35, min_roi_px=64)
+    t = PersonTracker(spread, SIZE, cfg, window=1, max_batch=1)
+    img = frame(None)
+    for _ in range(400):
+        (r,) = t.process([img])
+        assert np.isfinite(r.joints_2d).all()
+    cx, cy, side = t.roi
+    assert side <= 2 * max(W, H)
+    assert 0 <= cx <= W and 0 <= cy <= H
