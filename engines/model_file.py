@@ -110,7 +110,10 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise ModelFileError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+        # Only the exception's type: torch's own text advises weights_only=False, which would
+        # run arbitrary code from an untrusted file.
+        raise ModelFileError(f"{path} is not a Posecast PyTorch checkpoint (torch could not read it: "
+                             f"{type(exc).__name__}); give a .pt written by Posecast or a .onnx model") from None
     if not isinstance(blob, dict) or "posecast" not in blob or "state_dict" not in blob:
         raise ModelFileError(f"{path} is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata)")
     info = ModelInfo.from_metadata(blob["posecast"], str(path))

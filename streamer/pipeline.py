@@ -81,6 +81,7 @@ class Pipeline:
         self.conns: dict[Any, str] = {}
         self.result = RunResult(EXIT_OK)
         self._interrupts = 0
+        self._reported: set[str] = set()      # stages that explained their own failure
 
     def endpoint(self, stage: str) -> str:
         return f"ipc://{self.ipc_dir / stage}.sock"
@@ -104,6 +105,7 @@ class Pipeline:
     def run(self) -> RunResult:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        old_hup = signal.signal(signal.SIGHUP, self._on_signal)   # the terminal closed: stop cleanly
         try:
             free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
             for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
@@ -119,6 +121,7 @@ class Pipeline:
             self._shutdown()
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGHUP, old_hup)
         return self._finish()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -137,17 +140,14 @@ class Pipeline:
         live_conns = dict(self.conns)
         while sentinels or live_conns:
             ready = wait(list(sentinels) + list(live_conns), timeout=0.2)
-            for obj in ready:
-                if obj in live_conns:
-                    try:
-                        kind, stage, payload = obj.recv()
-                    except (EOFError, OSError):
-                        del live_conns[obj]
-                        continue
-                    self._on_report(kind, stage, payload)
-                elif obj in sentinels:
-                    name = sentinels.pop(obj)
-                    self._on_exit(name)
+            # Reports before exits: a stage's last words explain its exit code.
+            for conn in [o for o in ready if o in live_conns]:
+                self._drain(conn, live_conns)
+            for obj in [o for o in ready if o in sentinels]:
+                name = sentinels.pop(obj)
+                for conn in [c for c, n in live_conns.items() if n == name]:
+                    self._drain(conn, live_conns)
+                self._on_exit(name)
             now = time.monotonic()
             if self.control.stop.is_set() and now > self._stop_deadline and not self.control.abort.is_set():
                 log.warning("frames in flight did not finish in %.0f s; aborting", STOP_GRACE_S)
@@ -158,14 +158,29 @@ class Pipeline:
                 elif now > abort_deadline:
                     return   # stragglers are terminated by _shutdown
 
+    def _drain(self, conn: Any, live_conns: dict[Any, str]) -> None:
+        """Handle every report waiting on `conn`; forget it once its stage has closed it."""
+        try:
+            while conn.poll():
+                kind, stage, payload = conn.recv()
+                self._on_report(kind, stage, payload)
+        except (EOFError, OSError):
+            live_conns.pop(conn, None)
+
     def _on_report(self, kind: str, stage: str, payload: Any) -> None:
         if kind == "error":
+            self._reported.add(stage)
             if self.result.error is None:
                 self.result.error = payload["message"]
                 self.result.error_stage = stage
                 self.result.traceback = payload.get("traceback")
                 self.result.exit_code = payload["exit_code"]
-            self.control.abort.set()
+            if payload.get("drained"):
+                # The failing stage already ended its input cleanly: let the frames in flight finish.
+                self.control.stop.set()
+                self._stop_deadline = time.monotonic() + STOP_GRACE_S
+            else:
+                self.control.abort.set()
         elif kind == "summary":
             self.result.summary = payload
         elif kind == "backend":
@@ -176,7 +191,7 @@ class Pipeline:
         proc.join(timeout=1.0)
         code = proc.exitcode
         self.result.stage_exit_codes[name] = code
-        if code != 0 and not self.control.abort.is_set():
+        if code != 0 and name not in self._reported and not self.control.abort.is_set():
             # Died without reporting (killed, crashed in native code): nothing else will tell.
             self.control.abort.set()
             if self.result.error is None:
@@ -186,7 +201,6 @@ class Pipeline:
                 self.result.exit_code = EXIT_FAILED
 
     def _shutdown(self) -> None:
-        self.control.abort.set() if self.result.error else None
         for name, proc in self.procs.items():
             proc.join(timeout=ABORT_GRACE_S if self.control.abort.is_set() else 30.0)
         for name, proc in self.procs.items():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from engines.errors import PosecastError
@@ -17,16 +19,20 @@ from streamer.stages.base import Control, Reporter
 def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, Any], control: Control,
                conn: Connection, log_level: int) -> None:
     """Process entry point: build the stage, run it, tell the parent how it ended."""
-    # Ctrl-C reaches every process of the terminal's group; only the parent decides what it means.
+    # Ctrl-C and a closed terminal reach every process of the group; only the parent decides
+    # what they mean (finish the frames in flight, then end).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"posecast[{stage_name}]: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     reporter = Reporter(stage_name, conn)
+    _abort_if_parent_dies(control)
     code = 0
     try:
         factory(control=control, reporter=reporter, **kwargs).run()
     except PosecastError as exc:
-        reporter.send("error", {"message": str(exc), "exit_code": exc.exit_code, "traceback": None})
+        reporter.send("error", {"message": str(exc), "exit_code": exc.exit_code, "traceback": None,
+                                "drained": bool(getattr(exc, "drained", False))})
         code = exc.exit_code
     except BaseException as exc:  # a bug: keep its traceback for the parent to show
         reporter.send("error", {"message": f"{type(exc).__name__}: {exc}", "exit_code": 1,
@@ -35,3 +41,18 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
     finally:
         conn.close()
     sys.exit(code)
+
+
+def _abort_if_parent_dies(control: Control) -> None:
+    """A parent that is killed outright (SIGKILL, the OOM killer) can no longer end the run: the
+    stages would go on alone, to the end of a file or forever on a camera or stream. Its death
+    closes our end of the spawn pipe; a watcher thread then aborts the run."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        control.abort.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

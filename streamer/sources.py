@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import threading
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -277,7 +278,12 @@ class _AVSource(Source):
             # A mid-stream resolution change: downstream buffers are sized from `info`.
             av_frame = av_frame.reformat(width=w, height=h, format="bgr24")
         image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
-        return Frame(image=image, index=index, t_capture=time.time(), t_media=av_frame.time)
+        # After a damaged packet FFmpeg may give a frame without a usable timestamp (PyAV then
+        # reports NaN): the protocol says "unknown" with null, never NaN.
+        t_media = av_frame.time
+        if t_media is not None and not math.isfinite(t_media):
+            t_media = None
+        return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media)
 
     def _on_end(self, yielded: int) -> None:
         """The demuxer reached the end of the input."""

@@ -116,6 +116,11 @@ class PosecastRunner:
         return self.finish(self.start(args), timeout)
 
     @staticmethod
+    def survivors(proc: "subprocess.Popen[str]") -> list:
+        """The live processes of a run started with `start` (the tagged ones)."""
+        return tagged_processes(proc.posecast_tag)
+
+    @staticmethod
     def _kill_tagged(tag: str) -> None:
         import signal
 

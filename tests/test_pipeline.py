@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -245,6 +246,38 @@ def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, sta
         _, poses = read_track(track)
     assert 5 <= len(poses) < 600
     assert_contiguous(poses)
+
+
+def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) on the parent: nobody is left to abort the run, so each stage
+    watches for its parent's death and stops by itself instead of running on alone (to the end
+    of the file here; forever on a camera)."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    try:
+        stages = list(stage_processes(proc).values())
+        wait_for_lines(track, 6, proc)
+        proc.kill()
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(stages, timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+        lines = track.read_text().split("\n")[:-1]
+        assert 6 <= len(lines) < 550, "the stages ran on after their parent died"
+        assert all(json.loads(line) for line in lines)
+        # The parent cannot clean up after itself: its socket folder stays (in the run's own
+        # TMPDIR, removed below); the ring goes with the resource tracker; no process remains.
+        deadline = time.monotonic() + 10
+        while posecast.survivors(proc) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not posecast.survivors(proc)
+        assert not list(Path("/dev/shm").glob(f"posecast-{proc.pid}-*"))
+    finally:
+        for p in posecast.survivors(proc):
+            p.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+        shutil.rmtree(proc.posecast_tmpdir, ignore_errors=True)
 
 
 # --- a stage fails -----------------------------------------------------------------------------

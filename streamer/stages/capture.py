@@ -17,6 +17,7 @@ from multiprocessing.synchronize import Semaphore
 import numpy as np
 import zmq
 
+from engines.errors import PosecastError
 from streamer.channels import Outbox
 from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, START, FramePacket
@@ -54,15 +55,26 @@ class CaptureStage:
                 out.send(START, {"info": asdict(info), "ring": asdict(ring.spec)})
                 self.reporter.send("started", {"source": asdict(info)})
                 loop = self._live if info.live else self._file
-                reason = loop(src, ring, out)
+                try:
+                    reason = loop(src, ring, out)
+                except PosecastError as exc:
+                    # The source failed mid-run (a stream dropped, a camera was unplugged): end the
+                    # input here so every frame already captured is still processed and written,
+                    # then report the fault.
+                    exc.drained = True  # type: ignore[attr-defined]
+                    self._send_end(out, "source failed", src.corrupt)
+                    raise
                 corrupt = src.corrupt
-            out.send(END, {"reason": reason, "frames": self.seq, "dropped": self.dropped, "corrupt": corrupt,
-                           "timings": {"capture": self.timer.summary()}})
+            self._send_end(out, reason, corrupt)
         finally:
             if ring is not None:
                 ring.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
+
+    def _send_end(self, out: Outbox, reason: str, corrupt: int) -> None:
+        out.send(END, {"reason": reason, "frames": self.seq, "dropped": self.dropped, "corrupt": corrupt,
+                       "timings": {"capture": self.timer.summary()}})
 
     def _acquire_slot(self) -> bool:
         while not self.free_slots.acquire(timeout=POLL_MS / 1000.0):
