@@ -7,6 +7,8 @@ fresh, empty cache of its own (with `monkeypatch.setenv`, undone after the test)
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 from pathlib import Path
 from typing import Iterator
@@ -200,3 +202,33 @@ def clip600(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from streamer.synthclip import write_clip
 
     return write_clip(tmp_path_factory.mktemp("clips") / "walk600.mp4", 320, 240, frames=600, fps=30)
+
+
+# --- a network stream that drops in the middle (test_sources.py, test_source_faults.py) --------
+
+@contextlib.contextmanager
+def http_serving_part(data: bytes, fraction: float = 0.6) -> Iterator[str]:
+    """An HTTP URL that announces all of `data` (Content-Length) but sends only `fraction` of it,
+    then hangs up: a stream that drops mid-way."""
+    import http.server
+    import threading
+
+    class PartBody(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: int(len(data) * fraction)])
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PartBody)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/live.mp4"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,6 +14,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from conftest import http_serving_part
 from PIL import Image
 
 from engines.errors import InputError
@@ -447,31 +448,11 @@ def test_http_not_found(http_root: tuple[Path, str]) -> None:
 
 
 def test_stream_dropping_midway_is_an_error(clip: Path) -> None:
-    data = clip.read_bytes()
-
-    class HalfBody(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) * 6 // 10])    # then hang up
-            self.close_connection = True
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HalfBody)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/live.mp4"
     got = 0
-    try:
+    with http_serving_part(clip.read_bytes(), 0.6) as url:
         with open_source(url, FAST) as src, pytest.raises(InputError) as err:
             for _ in src.frames():
                 got += 1
-    finally:
-        server.shutdown()
-        server.server_close()
     assert 0 < got < N
     assert url in str(err.value) and ("dropped" in str(err.value) or "ended" in str(err.value))
 
