@@ -44,6 +44,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the network runs (default: auto)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="GPU precision (default fp16; the CPU always runs fp32)")
+    p.add_argument("--calibration", metavar="SOURCE",
+                   help="TensorRT int8 only: a video or image folder of typical scenes to calibrate with")
     p.add_argument("--config", metavar="YAML", help="a pipeline config laid over configs/pipeline.yaml")
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per network call for files")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
@@ -65,6 +67,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("inference", "backend", args.backend)
     put("inference", "device", args.device)
     put("inference", "precision", args.precision)
+    put("inference", "calibration", args.calibration)
     put("inference", "batch_size", args.batch_size)
     put("inference", "threads", args.threads)
     put("alignment", "method", args.align)

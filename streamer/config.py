@@ -19,6 +19,7 @@ class InferenceConfig:
     threads: int              # CPU threads for the network (0: the runtime's default)
     precision: Literal["fp32", "fp16", "int8"]
     device: Literal["auto", "cpu", "cuda"]
+    calibration: str | None   # TensorRT int8: a video or image folder of typical scenes
 
     def check(self) -> None:
         if not 1 <= self.batch_size <= 256:

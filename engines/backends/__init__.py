@@ -11,10 +11,14 @@ import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.backends.base import Backend, NetOutputs
 from engines.errors import BackendUnavailableError
 from engines.models import ModelArtifact
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
@@ -87,7 +91,8 @@ def choose(name: str, device: str, has_checkpoint: bool) -> BackendChoice:
 
 
 def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto", threads: int = 0,
-                   precision: str = "fp16", max_batch: int = 32) -> Backend:
+                   precision: str = "fp16", max_batch: int = 32, calibration: "np.ndarray | None" = None) -> Backend:
+    """The backend `name` on `device`. `calibration`: (N, S, S, 3) uint8 crops for TensorRT int8."""
     choice = choose(name, device, model.checkpoint_path is not None)
     if choice.name == "onnxruntime":
         from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -101,7 +106,8 @@ def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto
         from engines.backends.tensorrt_backend import TensorRTBackend
         from engines.cache import cache_dir
 
-        engine = TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision, max_batch=max_batch)
+        engine = TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision, max_batch=max_batch,
+                                 calibration=calibration)
         _verify_engine(engine, model, precision)
         return engine
     raise BackendUnavailableError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")

@@ -34,7 +34,8 @@ class InferStage:
 
     def run(self) -> None:
         inf = self.config.inference
-        backend = create_backend(self.model, inf.backend, inf.device, inf.threads, inf.precision, inf.batch_size)
+        backend = create_backend(self.model, inf.backend, inf.device, inf.threads, inf.precision, inf.batch_size,
+                                 self._calibration())
         self.reporter.send("backend", backend.describe())
         ctx = zmq.Context()
         inbox, out = Inbox(ctx, self.in_endpoint), Outbox(ctx, self.out_endpoint)
@@ -66,6 +67,15 @@ class InferStage:
             inbox.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
+
+    def _calibration(self) -> Any:
+        """Calibration crops, read only when a TensorRT int8 engine may be built."""
+        inf = self.config.inference
+        if inf.precision != "int8" or inf.backend not in ("tensorrt", "auto") or inf.calibration is None:
+            return None
+        from streamer.calibration import calibration_crops
+
+        return calibration_crops(inf.calibration, self.config.source, self.model.info.config.input_size)
 
     def _wait_for(self, inbox: Inbox, kind: str) -> dict[str, Any] | None:
         while not self.control.abort.is_set():
