@@ -128,7 +128,13 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
 # --- ONNX --------------------------------------------------------------------------------
 
 def export_onnx(net: Any, info: ModelInfo, path: Path) -> Path:
-    """Export with a dynamic batch axis and the Posecast metadata; written atomically."""
+    """Export with a dynamic batch axis and the Posecast metadata; written atomically.
+
+    The TorchScript exporter (`dynamo=False`), deprecated but present in the pinned torch 2.13: it
+    exports this network in about 2 s against 8.5 s for the torch.export-based one, and needs no
+    onnxscript. Both give the same operators (all TensorRT-parsable) and outputs within 1e-8
+    (checked 2026-11-25); switch when the pin moves past the old exporter's removal.
+    """
     import onnx
     import torch
 
