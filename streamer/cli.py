@@ -52,6 +52,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", choices=("average", "lstsq", "weighted"), help="root alignment method")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="mean joint confidence needed to report a person (sets both tracking thresholds)")
+    p.add_argument("--publish", action="store_true", help="also publish the stream over ZeroMQ (see docs/protocol.md)")
+    p.add_argument("--bind", metavar="ADDR", help="publishing interface (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, metavar="N", help="publishing port (default 5556)")
+    p.add_argument("--encoding", choices=("msgpack", "json"), help="published payload encoding (default msgpack)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stats", action="store_true", help="print per-stage timings at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
@@ -71,6 +75,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("inference", "batch_size", args.batch_size)
     put("inference", "threads", args.threads)
     put("alignment", "method", args.align)
+    put("publish", "enabled", True if args.publish else None)
+    put("publish", "bind", args.bind)
+    put("publish", "port", args.port)
+    put("publish", "encoding", args.encoding)
     put("tracking", "detect_min_score", args.min_score)
     put("tracking", "track_min_score", args.min_score)
     return o
@@ -92,19 +100,24 @@ def _check_outputs(tracks: list[Path], overlay: Path | None) -> None:
         raise InputError(f"overlay '{overlay}' must be an .mp4, .mkv or .mov file")
 
 
-def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argparse.Namespace) -> int:
+def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argparse.Namespace,
+              realtime: bool = False, publish: bool = False) -> int:
     from engines.models import resolve_model
     from streamer.config import load_pipeline_config
     from streamer.pipeline import Pipeline, RunRequest
 
-    config = load_pipeline_config(args.config, _overrides(args))
+    overrides = _overrides(args)
+    if publish:
+        overrides.setdefault("publish", {})["enabled"] = True
+    config = load_pipeline_config(args.config, overrides)
     _check_outputs(tracks, overlay)
     model = resolve_model(args.model)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay,
                          progress=not args.no_progress and sys.stderr.isatty(),
-                         log_level=logging.INFO if args.verbose else logging.WARNING)
+                         log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
+                         realtime=realtime)
     result = Pipeline(request).run()
     if result.summary is not None:
         _print_summary(result, tracks, overlay, args.stats)
@@ -124,7 +137,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
 def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats: bool) -> None:
     s = result.summary
     fps = s["frames"] / s["seconds"] if s["seconds"] > 0 else float("nan")
-    outs = ", ".join(str(p) for p in tracks + ([overlay] if overlay else []))
+    outs = ", ".join([str(p) for p in tracks + ([overlay] if overlay else [])]
+                     + ([result.endpoint] if result.endpoint else [])) or "nowhere"
     line = (f"{s['frames']} frames in {s['seconds']:.2f} s ({fps:.1f} frames/s) -> {outs}; "
             f"person found in {s['found']}; backend {result.backend}")
     if s.get("dropped"):
@@ -173,6 +187,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if code == 0:
         _note(f"wrote {out / 'demo.jsonl'} and {out / 'demo_overlay.mp4'}")
     return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    tracks = [Path(p) for p in (args.output or [])]
+    return run_track(args.source, tracks, Path(args.overlay) if args.overlay else None, args,
+                     realtime=True, publish=True)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from streamer.listen import listen
+
+    if args.record is not None:
+        _check_outputs([Path(args.record)], None)
+    return listen(args.connect, args.topic, Path(args.record) if args.record else None, args.count,
+                  args.timeout, not args.no_skeleton)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamer.listen import replay
+
+    if args.speed <= 0:
+        raise UsageError(f"--speed must be > 0 (got {args.speed:g})")
+    endpoint = f"tcp://{args.bind}:{args.port}"
+    _note(f"replaying {args.track} on {endpoint}")
+    return replay(Path(args.track), endpoint, args.encoding, args.speed)
 
 
 # --- other commands ----------------------------------------------------------------------
@@ -271,6 +310,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="posecast-demo", help="where to write the results (default: posecast-demo)")
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="live: estimate poses from a camera, stream or file and publish them (ZeroMQ)",
+                       description="Run live and publish every pose over ZeroMQ (docs/protocol.md). Cameras and "
+                                   "streams keep only their newest frame; a file is played at its own frame rate, "
+                                   "as a live source. Optionally also write tracks and an overlay.",
+                       epilog="SOURCE: a camera index (0) or /dev/videoN, an rtsp/http(s) URL, or a video file.")
+    p.add_argument("source", help="camera index or device, URL, or video file (played in real time)")
+    p.add_argument("-o", "--output", action="append", metavar="OUT", help="also record a track file; may be repeated")
+    p.add_argument("--overlay", metavar="MP4", help="also write the overlay video")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("listen", help="subscribe to a pose stream: show rate, latency and a text skeleton, or record it",
+                       description="Subscribe to a Posecast stream and show it (rate, latency, a text drawing of "
+                                   "the skeleton), or record it to a track file.")
+    p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="publisher endpoint (default tcp://127.0.0.1:5556)")
+    p.add_argument("--topic", default="pose.", help="topic prefix, e.g. pose.cam0 (default: every source)")
+    p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz)")
+    p.add_argument("--count", type=int, help="stop after this many pose messages")
+    p.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds without a message")
+    p.add_argument("--no-skeleton", action="store_true", help="do not draw the text skeleton")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("replay", help="publish a recorded .jsonl track again at its original pace",
+                       description="Publish a .jsonl track file over ZeroMQ again, at its original pace.")
+    p.add_argument("track", help="a .jsonl track file")
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5556)
+    p.add_argument("--encoding", default="msgpack", choices=("msgpack", "json"))
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("make-clip", help="render a synthetic test clip of a walking person",
                        description="Render the synthetic walking-person clip at any size (for benchmarks and tests).")

@@ -79,12 +79,33 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class PublishConfig:
+    enabled: bool             # `posecast run` publishes; `posecast track` only with --publish
+    bind: str                 # interface to listen on: 127.0.0.1 (this machine), 0.0.0.0 (all)
+    port: int
+    encoding: Literal["msgpack", "json"]
+    hwm: int                  # messages queued per subscriber before a slow one loses messages
+    meta_interval_s: float    # meta is also re-sent this often (and to every new subscriber)
+
+    def check(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be between 1 and 65535 (got {self.port})")
+        if self.hwm < 1 or self.meta_interval_s <= 0:
+            raise ValueError("hwm must be >= 1 and meta_interval_s > 0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.bind}:{self.port}"
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     inference: InferenceConfig
     tracking: TrackingConfig
     alignment: AlignmentConfig
     ring: RingConfig
     source: SourceConfig
+    publish: PublishConfig
 
     def check(self) -> None:
         if self.ring.file_slots < self.inference.batch_size + 1:

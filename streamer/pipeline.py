@@ -22,6 +22,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -55,6 +56,8 @@ class RunRequest:
     overlay: Path | None = None
     progress: bool = True
     log_level: int = logging.WARNING
+    announce: Callable[[str], None] | None = None    # told what a user should know while it runs
+    realtime: bool = False                           # play files at their frame rate, as live sources
 
 
 @dataclass
@@ -66,6 +69,7 @@ class RunResult:
     interrupted: bool = False
     summary: dict[str, Any] | None = None  # from the output stage, when it finished
     backend: str | None = None
+    endpoint: str | None = None            # where the stream was published, if it was
     stage_exit_codes: dict[str, int | None] = field(default_factory=dict)
 
 
@@ -92,13 +96,14 @@ class Pipeline:
         model_meta = {"weights": info.weights, "trained": info.trained, "file": r.model.onnx_path.name}
         return {
             "capture": (CaptureStage, dict(source=r.source, config=r.config, ring_name=self.ring_name,
-                                           free_slots=free_slots, out_endpoint=self.endpoint("infer"))),
+                                           free_slots=free_slots, out_endpoint=self.endpoint("infer"),
+                                           realtime=r.realtime)),
             "infer": (InferStage, dict(model=r.model, config=r.config, in_endpoint=self.endpoint("infer"),
                                        out_endpoint=self.endpoint("align"))),
             "align": (AlignStage, dict(model_config=info.config, config=r.config,
                                        in_endpoint=self.endpoint("align"), out_endpoint=self.endpoint("output"))),
             "output": (OutputStage, dict(model_config=info.config, model_meta=model_meta, tracks=r.tracks,
-                                         overlay=r.overlay, free_slots=free_slots,
+                                         overlay=r.overlay, publish=r.config.publish, free_slots=free_slots,
                                          in_endpoint=self.endpoint("output"), progress=r.progress)),
         }
 
@@ -185,6 +190,10 @@ class Pipeline:
             self.result.summary = payload
         elif kind == "backend":
             self.result.backend = payload
+        elif kind == "publishing":
+            self.result.endpoint = payload
+            if self.request.announce is not None:
+                self.request.announce(f"publishing on {payload} (topics pose.*, meta.*)")
 
     def _on_exit(self, name: str) -> None:
         proc = self.procs[name]

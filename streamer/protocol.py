@@ -87,3 +87,18 @@ def pose_message(frame: PoseFrame, t_publish: float | None = None) -> dict[str, 
     if t_publish is not None:
         msg["t_publish"] = round(float(t_publish), 6)
     return msg
+
+
+def frame_from_message(msg: dict[str, Any]) -> PoseFrame:
+    """A received or recorded pose message back as a PoseFrame (the inverse of `pose_message`)."""
+    people = [
+        PersonPose(
+            id=int(p["id"]), score=float(p["score"]), bbox=tuple(p["bbox"]),
+            joints_3d=np.asarray(p["joints_3d"], dtype=np.float32),
+            joints_2d=np.asarray(p["joints_2d"], dtype=np.float32),
+            conf=np.asarray(p["conf"], dtype=np.float32),
+        )
+        for p in msg.get("people", [])
+    ]
+    size = msg.get("image_size") or [0, 0]
+    return PoseFrame(int(msg["seq"]), float(msg["t_capture"]), msg.get("t_media"), (int(size[0]), int(size[1])), people)

@@ -27,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from engines.errors import InputError
-from streamer.protocol import SCHEMA_VERSION, PoseFrame, person_dict, pose_message
+from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
@@ -78,6 +78,10 @@ class TrackWriter(ABC):
     @abstractmethod
     def close(self) -> None:
         ...
+
+    def write_message(self, msg: dict[str, Any]) -> None:
+        """Write a pose message as received from a stream (`posecast listen --record`)."""
+        self.write(frame_from_message(msg))
 
     def __enter__(self) -> TrackWriter:
         return self
@@ -131,11 +135,15 @@ class JsonlTrackWriter(_LineFileWriter):
         self._emit(header + "\n")
 
     def write(self, frame: PoseFrame) -> None:
+        self.write_message(pose_message(frame))
+
+    def write_message(self, msg: dict[str, Any]) -> None:
+        # The message as it is (t_publish included, when recorded from a stream).
         try:
-            line = _dumps(pose_message(frame))
+            line = _dumps(msg)
         except ValueError:
             raise ValueError(
-                f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
+                f"frame {msg.get('seq')}: non-finite number in the pose (the protocol allows only finite values)"
             ) from None
         self._emit(line + "\n")
         self.frames_written += 1

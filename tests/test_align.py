@@ -150,9 +150,12 @@ def test_one_corrupted_root_moves_weighted_less_than_average(seed: int, roots: t
 @given(seeds, root_sets(min_size=3), st.data())
 def test_lowering_a_root_joints_confidence_reduces_that_roots_influence(seed: int, roots: tuple[int, ...],
                                                                        data) -> None:
+    # Not for the origin's row: lowering the origin joint's confidence scales that row's equations
+    # and, equally, the other rows' equations about the origin, which are what outvote it (with
+    # w = c_root c_j the ratio is unchanged). Its rejection is the robust start's job, tested above.
     rng = np.random.default_rng(seed)
     x = random_pose(rng)
-    bad = data.draw(st.sampled_from(range(len(roots))))
+    bad = data.draw(st.sampled_from([i for i, r in enumerate(roots) if r != ORIGIN]))
     clean = offsets_of(x, roots)
     corrupted = clean.copy()
     corrupted[bad] += corruption(rng)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from multiprocessing.synchronize import Semaphore
 
 import numpy as np
@@ -28,8 +28,10 @@ from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 class CaptureStage:
     def __init__(self, source: str, config: PipelineConfig, ring_name: str, free_slots: Semaphore,
-                 out_endpoint: str, control: Control, reporter: Reporter) -> None:
+                 out_endpoint: str, control: Control, reporter: Reporter, realtime: bool = False) -> None:
         self.source_spec = source
+        self.realtime = realtime      # play a file at its own frame rate, as a live source
+        self.paced = False
         self.config = config
         self.ring_name = ring_name
         self.free_slots = free_slots
@@ -48,6 +50,8 @@ class CaptureStage:
         try:
             with open_source(self.source_spec, self.config.source) as src:
                 info = src.info
+                if self.realtime and not info.live:
+                    info = replace(info, live=True)
                 slots = self.config.ring.live_slots if info.live else self.config.ring.file_slots
                 ring = FrameRing(RingSpec(self.ring_name, slots, info.height, info.width), create=True)
                 for _ in range(slots):
@@ -55,6 +59,7 @@ class CaptureStage:
                 out.send(START, {"info": asdict(info), "ring": asdict(ring.spec)})
                 self.reporter.send("started", {"source": asdict(info)})
                 loop = self._live if info.live else self._file
+                self.paced = self.realtime and not src.info.live
                 try:
                     reason = loop(src, ring, out)
                 except PosecastError as exc:
@@ -111,7 +116,7 @@ class CaptureStage:
 
     def _live(self, src: Source, ring: FrameRing, out: Outbox) -> str:
         newest = _NewestFrame()
-        reader = threading.Thread(target=newest.fill_from, args=(src, self.control), daemon=True,
+        reader = threading.Thread(target=newest.fill_from, args=(src, self.control, self.paced), daemon=True,
                                   name="capture-reader")
         reader.start()
         while True:
@@ -133,6 +138,7 @@ class CaptureStage:
                     return "aborted" if self.control.abort.is_set() else "stopped"
                 taken = newest.take(timeout_s=POLL_MS / 1000.0)
             frame, read_ms = taken
+            self.timer.add("read", read_ms)
             self._admit(frame, ring, out, read_ms)
             self.dropped = newest.dropped
 
@@ -147,11 +153,22 @@ class _NewestFrame:
         self.finished = False
         self.error: BaseException | None = None
 
-    def fill_from(self, src: Source, control: Control) -> None:
+    def fill_from(self, src: Source, control: Control, paced: bool = False) -> None:
+        """Keep the newest frame of `src`; `paced`: release a file's frames at their media times."""
         try:
             t0 = time.perf_counter()
+            start: tuple[float, float] | None = None      # (wall clock, media time) of frame 0
+            period = 1.0 / (src.info.fps or 30.0)
             for frame in src.frames():
                 read_ms = (time.perf_counter() - t0) * 1000.0
+                if paced:
+                    t_media = frame.t_media if frame.t_media is not None else frame.index * period
+                    if start is None:
+                        start = (time.monotonic(), t_media)
+                    delay = start[0] + (t_media - start[1]) - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    frame.t_capture = time.time()        # captured when a camera would have delivered it
                 with self.cond:
                     if self.frame is not None:
                         self.dropped += 1

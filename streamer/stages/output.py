@@ -16,16 +16,19 @@ from engines.crop import points_bbox
 from engines.model_config import ModelConfig
 from streamer.channels import Inbox
 from streamer.packets import END, RESULT, START, ResultPacket
-from streamer.protocol import PersonPose, PoseFrame, meta_message
+from streamer.config import PublishConfig
+from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
+from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 
 class OutputStage:
     def __init__(self, model_config: ModelConfig, model_meta: dict[str, Any], tracks: list[Path],
-                 overlay: Path | None, free_slots: Semaphore, in_endpoint: str, control: Control,
-                 reporter: Reporter, progress: bool) -> None:
+                 overlay: Path | None, publish: PublishConfig, free_slots: Semaphore, in_endpoint: str,
+                 control: Control, reporter: Reporter, progress: bool) -> None:
         self.model_config = model_config
+        self.publish_config = publish
         self.model_meta = model_meta
         self.track_paths = tracks
         self.overlay_path = overlay
@@ -43,6 +46,12 @@ class OutputStage:
         from streamer.overlay import OverlayWriter
         from streamer.tracks import open_track_writer
 
+        publisher = None
+        if self.publish_config.enabled:
+            # Bound before anything else, so a port in use fails the run at once.
+            publisher = Publisher(self.publish_config.endpoint, self.publish_config.encoding,
+                                  self.publish_config.hwm, self.publish_config.meta_interval_s)
+            self.reporter.send("publishing", publisher.endpoint)
         ctx = zmq.Context()
         inbox = Inbox(ctx, self.in_endpoint)
         writers: list[Any] = []
@@ -57,6 +66,8 @@ class OutputStage:
             meta = meta_message(self.model_config.skeleton, info["name"], (info["width"], info["height"]),
                                 info["fps"], {**self.model_meta, "backend": start["backend"]})
             writers = [open_track_writer(p, meta) for p in self.track_paths]
+            if publisher is not None:
+                publisher.start(info["name"], meta)
             if self.overlay_path is not None:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
                 note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
@@ -69,7 +80,7 @@ class OutputStage:
                     continue
                 kind, body = msg
                 if kind == RESULT:
-                    self._write(body, writers, overlay, ring)
+                    self._write(body, writers, overlay, ring, publisher)
                     if bar is not None:
                         bar.update(1)
                 elif kind == END:
@@ -88,6 +99,8 @@ class OutputStage:
                 bar.close()
             if ring is not None:
                 ring.close()
+            if publisher is not None:
+                publisher.close()
             inbox.close()
             ctx.term()
 
@@ -108,7 +121,8 @@ class OutputStage:
         return tqdm(total=info["frame_count"], unit="frame", desc=info["name"], file=sys.stderr,
                     dynamic_ncols=True, smoothing=0.1, leave=False)
 
-    def _write(self, body: dict[str, Any], writers: list[Any], overlay: Any, ring: FrameRing | None) -> None:
+    def _write(self, body: dict[str, Any], writers: list[Any], overlay: Any, ring: FrameRing | None,
+               publisher: Publisher | None) -> None:
         t0 = time.perf_counter()
         skel = self.model_config.skeleton
         res = ResultPacket.from_dict(body, skel.num_joints, len(self.model_config.roots))
@@ -122,6 +136,8 @@ class OutputStage:
         frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people)
         for w in writers:
             w.write(frame)
+        if publisher is not None:
+            publisher.publish(pose_message(frame))
         if overlay is not None and ring is not None:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:

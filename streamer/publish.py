@@ -1,0 +1,108 @@
+"""Publishing the pose stream over ZeroMQ.
+
+An XPUB socket (a PUB that also sees subscriptions) sends `[topic, payload]` messages:
+`pose.<source>` for every frame and `meta.<source>` for the stream's description. The payload is
+the protocol's map (streamer/protocol.py), msgpack- or JSON-encoded.
+
+- **Never blocks**: each subscriber has a queue of `hwm` messages; when a slow or dead
+  subscriber's queue is full, ZeroMQ drops that subscriber's newest messages. The pipeline's pace
+  never depends on a subscriber.
+- **meta on request**: meta is sent at start, whenever a subscription arrives (a new client, or
+  one that resubscribes to ask again), and every `meta_interval_s`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from typing import Any
+
+import msgpack
+import zmq
+
+from engines.errors import PosecastError
+
+
+class PortInUseError(PosecastError):
+    exit_code = 2
+
+
+def encode(message: dict[str, Any], encoding: str) -> bytes:
+    if encoding == "json":
+        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """Either encoding: JSON payloads start with '{', msgpack maps never do."""
+    if payload[:1] == b"{":
+        return json.loads(payload)
+    return msgpack.unpackb(payload, raw=False)
+
+
+class Publisher:
+    def __init__(self, endpoint: str, encoding: str = "msgpack", hwm: int = 64,
+                 meta_interval_s: float = 2.0) -> None:
+        self.encoding = encoding
+        self.pose_topic = b"pose."
+        self.meta_topic = b"meta."
+        self.meta_interval_s = meta_interval_s
+        self._meta: bytes | None = None
+        self._meta_sent = 0.0
+        self.sent = 0
+        self.subscriptions = 0
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)     # every subscription, repeats included
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(f"cannot publish on {endpoint}: the port is already in use "
+                                     f"(another posecast running? choose another with --port)") from None
+            raise PortInUseError(f"cannot publish on {endpoint}: {exc} (check --bind and --port)") from None
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def start(self, source: str, meta: dict[str, Any]) -> None:
+        """Name the topics after the source and announce the stream."""
+        self.pose_topic = f"pose.{source}".encode()
+        self.meta_topic = f"meta.{source}".encode()
+        self._meta = encode(meta, self.encoding)
+        self._send_meta()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send one pose message (adds `t_publish`). Never blocks."""
+        self._serve_subscriptions()
+        message["t_publish"] = round(time.time(), 6)
+        self.sock.send_multipart([self.pose_topic, encode(message, self.encoding)], flags=zmq.NOBLOCK)
+        self.sent += 1
+        if time.monotonic() - self._meta_sent > self.meta_interval_s:
+            self._send_meta()
+
+    def _serve_subscriptions(self) -> None:
+        asked = False
+        while True:
+            try:
+                event = self.sock.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event[:1] == b"\x01":           # subscribe (b"\x00" is unsubscribe)
+                self.subscriptions += 1
+                asked = True
+        if asked:
+            self._send_meta()
+
+    def _send_meta(self) -> None:
+        if self._meta is not None:
+            self.sock.send_multipart([self.meta_topic, self._meta], flags=zmq.NOBLOCK)
+            self._meta_sent = time.monotonic()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.ctx.term()
