@@ -50,6 +50,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per network call for files")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
     p.add_argument("--align", choices=("average", "lstsq", "weighted"), help="root alignment method")
+    p.add_argument("--filter", choices=("auto", "off", "one_euro", "kalman"),
+                   help="temporal filter on joints_3d (default auto: one_euro live, off for files)")
+    p.add_argument("--axes", choices=("camera", "unity", "unreal", "godot", "blender"),
+                   help="axes of joints_3d and root_3d (default camera: x right, y down, z forward, metres)")
+    p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d)")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="mean joint confidence needed to report a person (sets both tracking thresholds)")
     p.add_argument("--publish", action="store_true", help="also publish the stream over ZeroMQ (see docs/protocol.md)")
@@ -75,6 +80,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("inference", "batch_size", args.batch_size)
     put("inference", "threads", args.threads)
     put("alignment", "method", args.align)
+    put("filter", "method", args.filter)
+    put("coordinates", "axes", args.axes)
+    put("coordinates", "focal_px", args.focal)
     put("publish", "enabled", True if args.publish else None)
     put("publish", "bind", args.bind)
     put("publish", "port", args.port)
@@ -193,6 +201,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracks = [Path(p) for p in (args.output or [])]
     return run_track(args.source, tracks, Path(args.overlay) if args.overlay else None, args,
                      realtime=True, publish=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The pipeline with publishing to a free local port, and the per-stage table."""
+    args.stats = True
+    args.port = 0
+    args.bind = "127.0.0.1"
+    mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
+    _note(f"bench: {args.input}, {mode}")
+    return run_track(args.input, [], None, args, realtime=args.live, publish=True)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -321,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", metavar="MP4", help="also write the overlay video")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="measure the pipeline: per-stage times, throughput, capture-to-publish latency",
+                       description="Run the whole pipeline on INPUT, publishing to a free local port, and print "
+                                   "per-stage times (p50, p95), throughput, capture-to-publish latency and dropped "
+                                   "frames. --live plays a file at its frame rate, as a live source.")
+    p.add_argument("input", help="video file, URL, camera or image folder")
+    p.add_argument("--live", action="store_true", help="play a file at its own frame rate (live latency)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("listen", help="subscribe to a pose stream: show rate, latency and a text skeleton, or record it",
                        description="Subscribe to a Posecast stream and show it (rate, latency, a text drawing of "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engines.config import load_config
+from streamer.filters import FilterConfig
 
 AlignMethod = Literal["average", "lstsq", "weighted"]
 BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
@@ -79,6 +80,19 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class CoordinatesConfig:
+    axes: Literal["camera", "unity", "unreal", "godot", "blender"]
+    focal_px: float | None    # the camera's focal length in pixels; None: assumed from hfov_deg
+    hfov_deg: float           # horizontal field of view assumed when focal_px is unknown
+
+    def check(self) -> None:
+        if self.focal_px is not None and self.focal_px <= 0:
+            raise ValueError(f"focal_px must be positive (got {self.focal_px})")
+        if not 10.0 <= self.hfov_deg <= 170.0:
+            raise ValueError(f"hfov_deg must be between 10 and 170 (got {self.hfov_deg})")
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     enabled: bool             # `posecast run` publishes; `posecast track` only with --publish
     bind: str                 # interface to listen on: 127.0.0.1 (this machine), 0.0.0.0 (all)
@@ -88,14 +102,14 @@ class PublishConfig:
     meta_interval_s: float    # meta is also re-sent this often (and to every new subscriber)
 
     def check(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"port must be between 1 and 65535 (got {self.port})")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 1 and 65535, or 0 for any free port (got {self.port})")
         if self.hwm < 1 or self.meta_interval_s <= 0:
             raise ValueError("hwm must be >= 1 and meta_interval_s > 0")
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://{self.bind}:{self.port}"
+        return f"tcp://{self.bind}:{self.port or '*'}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,8 @@ class PipelineConfig:
     inference: InferenceConfig
     tracking: TrackingConfig
     alignment: AlignmentConfig
+    filter: FilterConfig
+    coordinates: CoordinatesConfig
     ring: RingConfig
     source: SourceConfig
     publish: PublishConfig

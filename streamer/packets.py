@@ -61,6 +61,7 @@ class ResultPacket:
     conf: np.ndarray                   # (J,)
     offsets_3d: np.ndarray             # (R, J, 3) metres
     joints_3d: np.ndarray | None = None  # (J, 3) metres, origin-relative, set by the align stage
+    root_3d: np.ndarray | None = None    # (3,) metres, the origin joint from the camera, set by the align stage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,11 +72,13 @@ class ResultPacket:
             "conf": array_bytes(self.conf),
             "offsets_3d": array_bytes(self.offsets_3d),
             "joints_3d": None if self.joints_3d is None else array_bytes(self.joints_3d),
+            "root_3d": None if self.root_3d is None else array_bytes(self.root_3d),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], num_joints: int, num_roots: int) -> "ResultPacket":
         j3 = d.get("joints_3d")
+        root = d.get("root_3d")
         return cls(
             frame=FramePacket(**d["frame"]),
             found=d["found"],
@@ -84,4 +87,5 @@ class ResultPacket:
             conf=bytes_array(d["conf"], (num_joints,)),
             offsets_3d=bytes_array(d["offsets_3d"], (num_roots, num_joints, 3)),
             joints_3d=None if j3 is None else bytes_array(j3, (num_joints, 3)),
+            root_3d=None if root is None else bytes_array(root, (3,)),
         )

@@ -103,7 +103,8 @@ class Pipeline:
             "align": (AlignStage, dict(model_config=info.config, config=r.config,
                                        in_endpoint=self.endpoint("align"), out_endpoint=self.endpoint("output"))),
             "output": (OutputStage, dict(model_config=info.config, model_meta=model_meta, tracks=r.tracks,
-                                         overlay=r.overlay, publish=r.config.publish, free_slots=free_slots,
+                                         overlay=r.overlay, publish=r.config.publish,
+                                         coordinates=r.config.coordinates, free_slots=free_slots,
                                          in_endpoint=self.endpoint("output"), progress=r.progress)),
         }
 

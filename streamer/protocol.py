@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from engines.skeleton import Skeleton
+from streamer.axes import axes_meta, axes_spec
 
 SCHEMA_VERSION = 1
 
 # Camera frame of the 3D joints: what the model predicts, before any consumer-axis conversion.
-CAMERA_AXES = {"x": "right", "y": "down", "z": "forward", "handedness": "right", "frame": "camera"}
+CAMERA_AXES = axes_meta(axes_spec("camera"))
 
 
 @dataclass
@@ -30,6 +31,7 @@ class PersonPose:
     joints_3d: np.ndarray                         # (J, 3) metres, camera axes, relative to the origin joint
     joints_2d: np.ndarray                         # (J, 2) pixels of the input image
     conf: np.ndarray                              # (J,) in [0, 1]
+    root_3d: np.ndarray | None = None             # (3,) the origin joint's position from the camera, same axes
 
 
 @dataclass
@@ -44,8 +46,9 @@ class PoseFrame:
 
 
 def meta_message(skeleton: Skeleton, source: str, image_size: tuple[int, int],
-                 fps: float | None, model: dict[str, Any]) -> dict[str, Any]:
-    """Describes the stream: skeleton, units, axes, the source and the model."""
+                 fps: float | None, model: dict[str, Any], axes: dict[str, str] | None = None,
+                 camera: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Describes the stream: skeleton, units, axes, the camera model, the source and the model."""
     return {
         "type": "meta",
         "schema": SCHEMA_VERSION,
@@ -56,8 +59,9 @@ def meta_message(skeleton: Skeleton, source: str, image_size: tuple[int, int],
         "joint_names": list(skeleton.joint_names),
         "parents": list(skeleton.parents),
         "origin": skeleton.origin,
-        "units": {"joints_3d": "m", "joints_2d": "px", "t_capture": "s (unix time)"},
-        "axes": dict(CAMERA_AXES),
+        "units": {"joints_3d": (axes or {}).get("units", "m"), "joints_2d": "px", "t_capture": "s (unix time)"},
+        "axes": dict(axes) if axes is not None else dict(CAMERA_AXES),
+        "camera": camera,
         "model": model,
     }
 
@@ -70,6 +74,7 @@ def person_dict(person: PersonPose) -> dict[str, Any]:
         "joints_3d": np.round(person.joints_3d.astype(np.float64), 4).tolist(),
         "joints_2d": np.round(person.joints_2d.astype(np.float64), 2).tolist(),
         "conf": np.round(person.conf.astype(np.float64), 4).tolist(),
+        **({} if person.root_3d is None else {"root_3d": np.round(person.root_3d.astype(np.float64), 4).tolist()}),
     }
 
 
@@ -97,6 +102,7 @@ def frame_from_message(msg: dict[str, Any]) -> PoseFrame:
             joints_3d=np.asarray(p["joints_3d"], dtype=np.float32),
             joints_2d=np.asarray(p["joints_2d"], dtype=np.float32),
             conf=np.asarray(p["conf"], dtype=np.float32),
+            root_3d=None if p.get("root_3d") is None else np.asarray(p["root_3d"], dtype=np.float32),
         )
         for p in msg.get("people", [])
     ]

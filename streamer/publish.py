@@ -101,8 +101,11 @@ class Publisher:
             self.sock.send_multipart([self.meta_topic, self._meta], flags=zmq.NOBLOCK)
             self._meta_sent = time.monotonic()
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 1000) -> None:
+        """Stop publishing. Messages still queued get up to `linger_ms` to go out, so a stream's
+        last messages reach its subscribers; a stalled subscriber cannot hold this up for longer.
+        0 (an aborted run): drop them at once."""
         if self.sock is not None:
-            self.sock.close()
+            self.sock.close(linger=linger_ms)
             self.sock = None
         self.ctx.term()

@@ -151,7 +151,8 @@ class JsonlTrackWriter(_LineFileWriter):
 
 def csv_header(joint_names: list[str]) -> list[str]:
     """The CSV columns: frame and person fields, then every joint's 3D, then every joint's 2D."""
-    cols = ["seq", "t_capture", "t_media", "person_id", "score", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
+    cols = ["seq", "t_capture", "t_media", "person_id", "score", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+            "root3d_x", "root3d_y", "root3d_z"]
     for n in joint_names:
         cols += [f"{n}_x3d", f"{n}_y3d", f"{n}_z3d"]
     for n in joint_names:
@@ -184,7 +185,7 @@ class CsvTrackWriter(_LineFileWriter):
         # Rows are formatted into memory, then written and flushed as one piece per frame.
         self._rows = io.StringIO()
         self._csv = csv.writer(self._rows, lineterminator="\n")
-        self._empty_person = [""] * (2 + 4 + 6 * self._num_joints)
+        self._empty_person = [""] * (2 + 4 + 3 + 6 * self._num_joints)
         self._csv.writerow(csv_header(_joint_names(meta)))
         self._emit_rows()
 
@@ -204,7 +205,7 @@ class CsvTrackWriter(_LineFileWriter):
             if len(p["joints_3d"]) != self._num_joints:
                 raise ValueError(f"frame {frame.seq}: person has {len(p['joints_3d'])} joints, "
                                  f"the track's skeleton has {self._num_joints}")
-            numbers = [p["score"], *p["bbox"]]
+            numbers = [p["score"], *p["bbox"], *p.get("root_3d", ["", "", ""])]
             numbers += [v for xyz in p["joints_3d"] for v in xyz]
             for (u, v), c in zip(p["joints_2d"], p["conf"]):
                 numbers += [u, v, c]
@@ -225,7 +226,7 @@ class NpzTrackWriter(TrackWriter):
     """Dense arrays, one person per frame (the first of `frame.people` when there are several).
 
     Arrays (N frames, J joints): seq (N,) int64; t_capture (N,) float64; t_media (N,) float64,
-    NaN when unknown; found (N,) bool; score (N,), bbox (N, 4) x0 y0 x1 y1, joints_3d (N, J, 3),
+    NaN when unknown; found (N,) bool; score (N,), bbox (N, 4) x0 y0 x1 y1, root_3d (N, 3), joints_3d (N, J, 3),
     joints_2d (N, J, 2), conf (N, J), all float32 and NaN where nobody was found; meta_json, a 0-d
     string array holding the meta message as JSON. Values are stored as given, not rounded.
 
@@ -269,6 +270,7 @@ class NpzTrackWriter(TrackWriter):
             "found": np.zeros(capacity, bool),
             "score": np.full(capacity, np.nan, np.float32),
             "bbox": np.full((capacity, 4), np.nan, np.float32),
+            "root_3d": np.full((capacity, 3), np.nan, np.float32),
             "joints_3d": np.full((capacity, j, 3), np.nan, np.float32),
             "joints_2d": np.full((capacity, j, 2), np.nan, np.float32),
             "conf": np.full((capacity, j), np.nan, np.float32),
@@ -297,6 +299,7 @@ class NpzTrackWriter(TrackWriter):
                                  f"the track's skeleton has {self._num_joints}")
             b["score"][i] = person.score
             b["bbox"][i] = person.bbox
+            b["root_3d"][i] = np.nan if person.root_3d is None else person.root_3d
             b["joints_3d"][i] = person.joints_3d
             b["joints_2d"][i] = person.joints_2d
             b["conf"][i] = person.conf
@@ -309,7 +312,7 @@ class NpzTrackWriter(TrackWriter):
                 )
         else:
             # Explicitly: a failed earlier write may have left values in this uncounted row.
-            for k in ("score", "bbox", "joints_3d", "joints_2d", "conf"):
+            for k in ("score", "bbox", "root_3d", "joints_3d", "joints_2d", "conf"):
                 b[k][i] = np.nan
         b["seq"][i] = frame.seq
         b["t_capture"][i] = frame.t_capture

@@ -204,6 +204,14 @@ def clip600(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clips") / "walk600.mp4", 320, 240, frames=600, fps=30)
 
 
+@pytest.fixture(scope="session")
+def clip90(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 320x240, 90-frame, 30 fps clip: 3 s when played in real time (`posecast run`)."""
+    from streamer.synthclip import write_clip
+
+    return write_clip(tmp_path_factory.mktemp("clips") / "walk90.mp4", 320, 240, frames=90, fps=30)
+
+
 # --- a network stream that drops in the middle (test_sources.py, test_source_faults.py) --------
 
 @contextlib.contextmanager

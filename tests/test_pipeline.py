@@ -45,7 +45,8 @@ def assert_meta(meta: dict, size: tuple[int, int]) -> None:
     assert meta["joint_names"] == H36M_ORDER
     assert meta["skeleton"] == "h36m17" and meta["origin"] == "pelvis"
     assert meta["units"] == {"joints_3d": "m", "joints_2d": "px", "t_capture": "s (unix time)"}
-    assert meta["axes"] == {"x": "right", "y": "down", "z": "forward", "handedness": "right", "frame": "camera"}
+    assert meta["axes"] == {"x": "right", "y": "down", "z": "forward", "handedness": "right", "frame": "camera",
+                            "units": "m", "up": "-y", "forward": "+z"}
     assert meta["image_size"] == list(size)
     assert meta["model"]["trained"] is False
 

@@ -261,7 +261,7 @@ def test_csv_header_comes_from_the_meta_joint_names(tmp_path: Path) -> None:
         pass
     header = next(csv.reader(path.open()))
     assert header == ["seq", "t_capture", "t_media", "person_id", "score",
-                      "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+                      "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "root3d_x", "root3d_y", "root3d_z",
                       "root_x3d", "root_y3d", "root_z3d", "l_arm_x3d", "l_arm_y3d", "l_arm_z3d",
                       "r_arm_x3d", "r_arm_y3d", "r_arm_z3d",
                       "root_u", "root_v", "root_conf", "l_arm_u", "l_arm_v", "l_arm_conf",

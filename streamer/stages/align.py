@@ -1,19 +1,25 @@
-"""Alignment: the per-root 3D estimates of each frame -> one pose (engines.align).
+"""Alignment: the per-root 3D estimates of each frame -> one pose (engines.align), then temporal
+filtering of that pose (streamer.filters; by default One Euro for live sources, off for files).
 
-Temporal filtering (issue: live streaming) will sit here too, after alignment.
+The filter runs on the time the frame was captured (live) or its media time (files), so frames
+dropped to stay live only make a longer step, never a wrong one. A frame with nobody in it resets
+the filter: the next person found starts fresh, not from where the last one was.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import zmq
 
 from engines.align import RootAligner
 from engines.model_config import ModelConfig
+from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.packets import END, RESULT, ResultPacket
+from streamer.filters import PoseFilter, make_filter
+from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 
@@ -25,6 +31,12 @@ class AlignStage:
         self.num_roots = len(model_config.roots)
         self.aligner = RootAligner(skel.num_joints, model_config.root_indices, skel.index(skel.origin),
                                    config.alignment.method)
+        self.filter_config = config.filter
+        self.coordinates = config.coordinates
+        self.filter: PoseFilter = make_filter(config.filter, (skel.num_joints, 3), live=False)
+        self.root_filter: PoseFilter = make_filter(config.filter, (1, 3), live=False)
+        self.live = False
+        self._intrinsics: dict[tuple[int, int], Intrinsics] = {}
         self.in_endpoint = in_endpoint
         self.out_endpoint = out_endpoint
         self.control = control
@@ -43,6 +55,10 @@ class AlignStage:
                 if kind == RESULT:
                     out.send(RESULT, self.align(body))
                     continue
+                if kind == START:
+                    self.live = bool(body["info"]["live"])
+                    self.filter = make_filter(self.filter_config, (self.num_joints, 3), live=self.live)
+                    self.root_filter = make_filter(self.filter_config, (1, 3), live=self.live)
                 if kind == END:
                     body["timings"]["align"] = self.timer.summary()
                 out.send(kind, body)
@@ -53,9 +69,27 @@ class AlignStage:
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
 
+    def _camera(self, fp: FramePacket) -> Intrinsics:
+        """The camera model for a frame of this size (input-image pixels)."""
+        size = (round(fp.width * fp.scale), round(fp.height * fp.scale))
+        if size not in self._intrinsics:
+            c = self.coordinates
+            self._intrinsics[size] = camera_intrinsics(size[0], size[1], c.focal_px, c.hfov_deg)
+        return self._intrinsics[size]
+
     def align(self, body: dict) -> dict:
         t0 = time.perf_counter()
         res = ResultPacket.from_dict(body, self.num_joints, self.num_roots)
-        res.joints_3d = self.aligner(res.offsets_3d, res.conf)
+        joints_3d = self.aligner(res.offsets_3d, res.conf)
+        if res.found:
+            fp = res.frame
+            t = fp.t_media if (fp.t_media is not None and not self.live) else fp.t_capture
+            joints_3d = self.filter(t, joints_3d, res.conf).astype(np.float32)
+            root, _ = root_translation(joints_3d, res.joints_2d, res.conf, self._camera(fp))
+            res.root_3d = self.root_filter(t, root[None])[0].astype(np.float32)
+        else:
+            self.filter.reset()
+            self.root_filter.reset()
+        res.joints_3d = joints_3d
         res.frame.timings["align"] = self.timer.since("align", t0)
         return res.to_dict()

@@ -119,28 +119,37 @@ class CaptureStage:
         reader = threading.Thread(target=newest.fill_from, args=(src, self.control, self.paced), daemon=True,
                                   name="capture-reader")
         reader.start()
-        while True:
-            if self.control.abort.is_set():
-                return "aborted"
-            if self.control.stop.is_set():
-                return "stopped"
-            if not self._acquire_slot():
-                return "aborted"
-            taken = newest.take(timeout_s=POLL_MS / 1000.0)
-            while taken is None:
-                if newest.error is not None:
-                    raise newest.error
-                if newest.finished:
-                    self.dropped = newest.dropped
-                    return "end of input"
-                if self.control.abort.is_set() or self.control.stop.is_set():
-                    self.dropped = newest.dropped
-                    return "aborted" if self.control.abort.is_set() else "stopped"
+        try:
+            while True:
+                if self.control.abort.is_set():
+                    return "aborted"
+                if self.control.stop.is_set():
+                    return "stopped"
+                if not self._acquire_slot():
+                    return "aborted"
                 taken = newest.take(timeout_s=POLL_MS / 1000.0)
-            frame, read_ms = taken
-            self.timer.add("read", read_ms)
-            self._admit(frame, ring, out, read_ms)
-            self.dropped = newest.dropped
+                while taken is None:
+                    if newest.error is not None:
+                        raise newest.error
+                    if newest.finished:
+                        taken = newest.take(timeout_s=0)   # the last frame may have come in just before
+                        if taken is None:
+                            self.dropped = newest.dropped
+                            return "end of input"
+                        break
+                    if self.control.abort.is_set() or self.control.stop.is_set():
+                        self.dropped = newest.dropped
+                        return "aborted" if self.control.abort.is_set() else "stopped"
+                    taken = newest.take(timeout_s=POLL_MS / 1000.0)
+                frame, read_ms = taken
+                self.timer.add("read", read_ms)
+                self._admit(frame, ring, out, read_ms)
+                self.dropped = newest.dropped
+        finally:
+            # The source is closed next, and must not be while the reader is inside it (closing a
+            # container that another thread decodes from can crash the process).
+            newest.quit.set()
+            reader.join(timeout=2.0)
 
 
 class _NewestFrame:
@@ -152,6 +161,7 @@ class _NewestFrame:
         self.dropped = 0
         self.finished = False
         self.error: BaseException | None = None
+        self.quit = threading.Event()     # the sending thread is done: stop reading
 
     def fill_from(self, src: Source, control: Control, paced: bool = False) -> None:
         """Keep the newest frame of `src`; `paced`: release a file's frames at their media times."""
@@ -166,15 +176,15 @@ class _NewestFrame:
                     if start is None:
                         start = (time.monotonic(), t_media)
                     delay = start[0] + (t_media - start[1]) - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                    if delay > 0 and self.quit.wait(delay):
+                        break
                     frame.t_capture = time.time()        # captured when a camera would have delivered it
                 with self.cond:
                     if self.frame is not None:
                         self.dropped += 1
                     self.frame = (frame, read_ms)
                     self.cond.notify()
-                if control.stop.is_set() or control.abort.is_set():
+                if control.stop.is_set() or control.abort.is_set() or self.quit.is_set():
                     break
                 t0 = time.perf_counter()
         except BaseException as exc:  # handed to the sending thread, which reports it

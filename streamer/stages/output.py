@@ -16,7 +16,9 @@ from engines.crop import points_bbox
 from engines.model_config import ModelConfig
 from streamer.channels import Inbox
 from streamer.packets import END, RESULT, START, ResultPacket
-from streamer.config import PublishConfig
+from engines.rootpos import camera_intrinsics
+from streamer.axes import axes_meta, axes_spec, convert_points
+from streamer.config import CoordinatesConfig, PublishConfig
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
@@ -25,10 +27,13 @@ from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 class OutputStage:
     def __init__(self, model_config: ModelConfig, model_meta: dict[str, Any], tracks: list[Path],
-                 overlay: Path | None, publish: PublishConfig, free_slots: Semaphore, in_endpoint: str,
+                 overlay: Path | None, publish: PublishConfig, coordinates: CoordinatesConfig,
+                 free_slots: Semaphore, in_endpoint: str,
                  control: Control, reporter: Reporter, progress: bool) -> None:
         self.model_config = model_config
         self.publish_config = publish
+        self.coordinates = coordinates
+        self.axes = axes_spec(coordinates.axes)
         self.model_meta = model_meta
         self.track_paths = tracks
         self.overlay_path = overlay
@@ -63,8 +68,13 @@ class OutputStage:
             if start is None:
                 return
             info = start["info"]
+            c = self.coordinates
+            k = camera_intrinsics(info["width"], info["height"], c.focal_px, c.hfov_deg)
+            camera = {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy,
+                      "focal": "given" if c.focal_px is not None else f"assumed from a {c.hfov_deg:g} degree field of view"}
             meta = meta_message(self.model_config.skeleton, info["name"], (info["width"], info["height"]),
-                                info["fps"], {**self.model_meta, "backend": start["backend"]})
+                                info["fps"], {**self.model_meta, "backend": start["backend"]},
+                                axes=axes_meta(self.axes), camera=camera)
             writers = [open_track_writer(p, meta) for p in self.track_paths]
             if publisher is not None:
                 publisher.start(info["name"], meta)
@@ -100,7 +110,7 @@ class OutputStage:
             if ring is not None:
                 ring.close()
             if publisher is not None:
-                publisher.close()
+                publisher.close(linger_ms=0 if self.control.abort.is_set() else 1000)
             inbox.close()
             ctx.term()
 
@@ -132,12 +142,16 @@ class OutputStage:
         if res.found:
             self.found += 1
             assert res.joints_3d is not None
-            people.append(PersonPose(0, res.score, points_bbox(res.joints_2d), res.joints_3d, res.joints_2d, res.conf))
+            joints_3d = convert_points(res.joints_3d, self.axes)
+            root_3d = None if res.root_3d is None else convert_points(res.root_3d, self.axes)
+            people.append(PersonPose(0, res.score, points_bbox(res.joints_2d), joints_3d, res.joints_2d, res.conf,
+                                     root_3d))
         frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people)
         for w in writers:
             w.write(frame)
         if publisher is not None:
             publisher.publish(pose_message(frame))
+            self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
         if overlay is not None and ring is not None:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:
@@ -146,7 +160,8 @@ class OutputStage:
         self.free_slots.release()
         self.frames += 1
         self.timer.since("output", t0)
-        self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
+        if publisher is None:
+            self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
 
     def _summary(self, end: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
         timings = dict(end.get("timings", {}))
@@ -159,6 +174,6 @@ class OutputStage:
 
 def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:
     """The frame's 2D results in the ring image's pixels (image folders scale big images down)."""
-    people = [PersonPose(p.id, p.score, tuple(np.asarray(p.bbox) * factor), p.joints_3d, p.joints_2d * factor, p.conf)
-              for p in frame.people]
+    people = [PersonPose(p.id, p.score, tuple(np.asarray(p.bbox) * factor), p.joints_3d, p.joints_2d * factor, p.conf,
+                         p.root_3d) for p in frame.people]
     return PoseFrame(frame.seq, frame.t_capture, frame.t_media, frame.image_size, people)

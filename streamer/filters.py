@@ -1,0 +1,336 @@
+"""Temporal filtering of pose sequences for live streaming.
+
+Per-frame 3D poses jitter by about a centimetre; a filter over time removes most of it at the
+cost of some lag. Two filters, both over every coordinate of every joint at once (numpy, no
+loops over joints), both driven by the frames' real timestamps because live sources drop frames:
+
+- One Euro (Casiez, Roussel & Vogel, CHI 2012), the default for live sources: a low-pass filter
+  whose cutoff rises with the filtered speed, so it smooths hard when a joint is still and lags
+  little when it moves.
+- Kalman: a constant-velocity model per coordinate (state: position and velocity), with a
+  continuous white-noise acceleration that is raised while a coordinate moves harder than the
+  model expects (see `KalmanPoseFilter`). It follows steady motion without lag and trusts a
+  joint less when its confidence is low (One Euro ignores confidences). The equations are those
+  of filterpy's `KalmanFilter`, written out for the 2-state case so all coordinates update in a
+  few dozen numpy operations on (J, D) arrays.
+
+Both pass the first sample through, return the last output unchanged for a timestamp that does
+not increase, and start again after a gap longer than `RESET_GAP_S` (the person was probably
+lost; old velocity would fling the pose). `method: off` is the identity.
+
+The defaults, tuned for metres-scale 3D joints at about 30 fps with about 1 cm of per-frame
+jitter, live in `configs/pipeline.yaml` (section `filter`). `method: auto`, the default, means One
+Euro for live sources and off for files, where every frame is kept as estimated.
+
+Measured at these settings (17 joints, 30 fps; tests/test_filters.py checks the bounds):
+
+| | jitter left of 1 cm, still | lag / RMS error, 0.3 m swing at 1 Hz | lag, 1.5 m/s walk |
+|---|---|---|---|
+| One Euro | 0.40 cm | 0.58 frame / 2.7 cm | 0.56 frame |
+| Kalman   | 0.38 cm | 0.12 frame / 3.0 cm | 0 |
+
+(lag: the time shift that best fits the output to the truth; the same with 1 cm of noise.
+The Kalman filter's error on the swing is overshoot at the turns, not lag.)
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+FilterMethod = Literal["auto", "off", "one_euro", "kalman"]
+
+RESET_GAP_S = 1.0     # a longer gap between frames starts the filter afresh
+MIN_CONF = 0.05       # Kalman: confidence floor, so a zero-confidence joint still has a finite noise
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number (got {value!r})")
+
+
+@dataclass(frozen=True)
+class OneEuroConfig:
+    min_cutoff: float      # Hz: the cutoff when still; lower = smoother when still, more lag
+    beta: float            # Hz per (unit/s) of speed; higher = less lag when moving, more jitter
+    d_cutoff: float        # Hz: cutoff of the low-pass over the speed that steers the cutoff
+
+    def check(self) -> None:
+        _positive(self, "min_cutoff", "d_cutoff")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a number >= 0 (got {self.beta!r})")
+
+
+@dataclass(frozen=True)
+class KalmanConfig:
+    process_noise: float      # acceleration noise (units/s^2 per sqrt(Hz)); higher = follows faster, smooths less
+    measurement_noise: float  # units: std of one measurement at confidence 1
+    adapt_window_s: float     # s: averaging window of the innovation test that raises process noise; 0: off
+
+    def check(self) -> None:
+        _positive(self, "process_noise", "measurement_noise")
+        if not (math.isfinite(self.adapt_window_s) and self.adapt_window_s >= 0):
+            raise ValueError(f"adapt_window_s must be a number >= 0 (got {self.adapt_window_s!r})")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    method: FilterMethod
+    one_euro: OneEuroConfig
+    kalman: KalmanConfig
+
+    def check(self) -> None:
+        if self.method not in ("auto", "off", "one_euro", "kalman"):
+            raise ValueError(f"method must be one of 'auto', 'off', 'one_euro', 'kalman' (got {self.method!r})")
+        # Both sections are checked whatever the method, so switching method never uncovers a bad value.
+        for name in ("one_euro", "kalman"):
+            try:
+                getattr(self, name).check()
+            except ValueError as exc:
+                raise ValueError(f"{name}.{exc}") from None
+
+
+class PoseFilter(ABC):
+    """Filters one person's (J, D) pose, frame after frame.
+
+    `__call__` returns a new array that the caller owns (never an internal buffer), with the
+    input's floating dtype (float64 for integer input).
+    """
+
+    @abstractmethod
+    def __call__(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+        """The filtered pose for `values` (J, D) seen at time `t` (seconds); `conf` (J,) per joint."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget all history (the person was lost); the next frame passes through."""
+
+
+def _out_dtype(values: np.ndarray) -> np.dtype:
+    return values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
+
+
+class IdentityFilter(PoseFilter):
+    """`method: off`."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+
+    def __call__(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+        values = np.asarray(values)
+        if values.shape != self.shape:
+            raise ValueError(f"expected a pose of shape {self.shape}, got {values.shape}")
+        return values.astype(_out_dtype(values), copy=True)
+
+    def reset(self) -> None:
+        pass
+
+
+class _TimedFilter(PoseFilter):
+    """The timestamp rules shared by the filters; subclasses supply `_start` and `_step`.
+
+    The state holds the last output in `self._x` (float64, (J, D)).
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self._x = np.zeros(shape)
+        self._t: float | None = None
+
+    def __call__(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+        values = np.asarray(values)
+        if values.shape != self.shape:
+            raise ValueError(f"expected a pose of shape {self.shape}, got {values.shape}")
+        if conf is not None:
+            conf = np.asarray(conf, dtype=np.float64)
+            if conf.shape != self.shape[:1]:
+                raise ValueError(f"expected confidences of shape {self.shape[:1]}, got {conf.shape}")
+        z = np.asarray(values, dtype=np.float64)
+        t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"timestamp must be finite (got {t})")
+        if self._t is None or t - self._t > RESET_GAP_S:
+            self._start(z, conf)
+            self._t = t
+        else:
+            dt = t - self._t
+            # A repeated or out-of-order frame changes nothing (and a zero dt would divide by zero).
+            if dt <= 0:
+                return self._x.astype(_out_dtype(values))
+            self._step(dt, z, conf)
+            self._t = t
+        return self._x.astype(_out_dtype(values))
+
+    def reset(self) -> None:
+        self._t = None
+
+    @abstractmethod
+    def _start(self, z: np.ndarray, conf: np.ndarray | None) -> None:
+        """Take `z` as the state, as it is."""
+
+    @abstractmethod
+    def _step(self, dt: float, z: np.ndarray, conf: np.ndarray | None) -> None:
+        """Advance the state by `dt` > 0 seconds and fold in `z`."""
+
+
+def _smoothing(dt: float | np.ndarray, cutoff: float | np.ndarray) -> float | np.ndarray:
+    """The exponential smoothing factor of a first-order low-pass at `cutoff` Hz for a step of `dt` s."""
+    return 1.0 / (1.0 + 1.0 / (2.0 * np.pi * cutoff * dt))
+
+
+class OneEuroFilter(_TimedFilter):
+    """One Euro filter over every coordinate at once; each coordinate gets its own cutoff."""
+
+    def __init__(self, cfg: OneEuroConfig, shape: tuple[int, int]) -> None:
+        super().__init__(shape)
+        self.cfg = cfg
+        self._dx = np.zeros(shape)       # filtered speed, units/s
+        self._a = np.empty(shape)        # scratch, reused every frame
+        self._b = np.empty(shape)
+
+    def _start(self, z: np.ndarray, conf: np.ndarray | None) -> None:
+        self._x[...] = z
+        self._dx[...] = 0.0
+
+    def _step(self, dt: float, z: np.ndarray, conf: np.ndarray | None) -> None:
+        cfg, x, dx, a, b = self.cfg, self._x, self._dx, self._a, self._b
+        # Speed against the last output, not the last input, as in the paper: a difference of
+        # two raw samples would carry the noise of both.
+        np.subtract(z, x, out=b)                            # b: innovation, kept for the last line
+        np.divide(b, dt, out=a)
+        a -= dx
+        a *= _smoothing(dt, cfg.d_cutoff)
+        dx += a
+        # a <- the smoothing factor for each coordinate's cutoff, min_cutoff + beta |speed|,
+        # written out in place (it is `_smoothing`) to allocate nothing per frame.
+        np.abs(dx, out=a)
+        a *= cfg.beta
+        a += cfg.min_cutoff
+        a *= 2.0 * np.pi * dt
+        np.reciprocal(a, out=a)
+        a += 1.0
+        np.reciprocal(a, out=a)
+        b *= a
+        x += b
+
+
+class KalmanPoseFilter(_TimedFilter):
+    """Constant-velocity Kalman filter, one independent 2-state filter per coordinate.
+
+    The equations are filterpy's `KalmanFilter` with F = [[1, dt], [0, 1]], H = [1, 0],
+    R = measurement std squared and Q = `Q_continuous_white_noise(2, dt, boost * process_noise**2)`,
+    with the 2x2 covariance kept as its three distinct entries per coordinate.
+
+    `boost` is why this is not a plain linear filter. A fixed process noise low enough to halve a
+    still joint's jitter makes a joint swinging at 1 Hz lag by three frames or more, and one high enough
+    to follow the swing smooths little. So each coordinate keeps a running average (over
+    `adapt_window_s`) of its normalised innovation squared, NIS = y^2 / S, which is about 1 while
+    the model explains the measurements; above 1, the motion is harsher than the model allows,
+    and the acceleration noise (a std) is multiplied by the NIS, so Q by boost = max(1, NIS)^2.
+    (Scaling Q by the NIS alone adapts too slowly: 0.5 frame of lag on that swing instead of 0.1,
+    and half as much error again.) `adapt_window_s: 0` turns this off: boost = 1, the textbook filter.
+    """
+
+    def __init__(self, cfg: KalmanConfig, shape: tuple[int, int]) -> None:
+        super().__init__(shape)
+        self.cfg = cfg
+        self._q = cfg.process_noise ** 2              # spectral density of the acceleration
+        self._v = np.zeros(shape)                     # velocity, units/s
+        self._p00 = np.zeros(shape)                   # covariance: position, cross, velocity
+        self._p01 = np.zeros(shape)
+        self._p11 = np.zeros(shape)
+        self._nis = np.ones(shape)                    # running normalised innovation squared
+        self._s = np.empty(shape)                     # scratch, reused every frame
+        self._y = np.empty(shape)
+        self._w = np.empty(shape)
+
+    def _noise(self, conf: np.ndarray | None) -> float | np.ndarray:
+        """Measurement variance: scalar, or (J, 1) when confidences scale each joint's std."""
+        if conf is None:
+            return self.cfg.measurement_noise ** 2
+        std = self.cfg.measurement_noise / np.maximum(conf, MIN_CONF)
+        return (std * std)[:, None]
+
+    def _start(self, z: np.ndarray, conf: np.ndarray | None) -> None:
+        self._x[...] = z
+        self._v[...] = 0.0
+        self._p00[...] = self._noise(conf)
+        self._p01[...] = 0.0
+        # Velocity unknown: as uncertain as the model lets it become over the reset gap, which
+        # is wide enough that the second frame effectively measures it.
+        self._p11[...] = self._q * RESET_GAP_S
+        self._nis[...] = 1.0
+
+    def _step(self, dt: float, z: np.ndarray, conf: np.ndarray | None) -> None:
+        x, v, p00, p01, p11 = self._x, self._v, self._p00, self._p01, self._p11
+        s, y, w, nis = self._s, self._y, self._w, self._nis
+        adapt = self.cfg.adapt_window_s > 0
+        # Predict: x <- F x, P <- F P F^T + Q (p00 first: it needs the old p01 and p11).
+        np.multiply(v, dt, out=s)
+        x += s
+        np.multiply(p01, 2.0 * dt, out=s)
+        p00 += s
+        np.multiply(p11, dt * dt, out=s)
+        p00 += s
+        if adapt:
+            np.maximum(nis, 1.0, out=w)
+            w *= w                                    # w: boost
+            w *= self._q
+            np.multiply(w, dt ** 3 / 3.0, out=s)
+            p00 += s
+            np.multiply(p11, dt, out=s)
+            p01 += s
+            np.multiply(w, dt * dt / 2.0, out=s)
+            p01 += s
+            w *= dt
+            p11 += w
+        else:
+            p00 += self._q * dt ** 3 / 3.0
+            np.multiply(p11, dt, out=s)
+            p01 += s
+            p01 += self._q * dt * dt / 2.0
+            p11 += self._q * dt
+        # Update with gain K = P H^T / (H P H^T + R) = [p00, p01] / (p00 + r).
+        r = self._noise(conf)
+        np.add(p00, r, out=s)
+        np.reciprocal(s, out=s)                       # s: 1 / innovation variance
+        np.subtract(z, x, out=y)
+        y *= s                                        # y: innovation / its variance, shared by both gains
+        np.multiply(p00, y, out=w)
+        x += w
+        np.multiply(p01, y, out=w)
+        v += w
+        if adapt:
+            np.multiply(y, y, out=w)
+            w /= s                                    # w: innovation^2 / its variance
+            w -= nis
+            w *= 1.0 - math.exp(-dt / self.cfg.adapt_window_s)
+            nis += w
+        # P <- (I - K H) P. p11 first: it needs the prior p01. (1 - K0) is written r / (p00 + r),
+        # which does not cancel when the measurement is far more precise than the prediction.
+        np.multiply(p01, p01, out=w)
+        w *= s
+        p11 -= w
+        np.multiply(s, r, out=w)
+        p00 *= w
+        p01 *= w
+
+
+def make_filter(cfg: FilterConfig, shape: tuple[int, int], live: bool = True) -> PoseFilter:
+    """The filter `cfg.method` names, for poses of `shape` (J, D); 'off' is the identity and 'auto'
+    is One Euro for a live source, off for a file."""
+    shape = (int(shape[0]), int(shape[1]))
+    method = ("one_euro" if live else "off") if cfg.method == "auto" else cfg.method
+    if method == "one_euro":
+        return OneEuroFilter(cfg.one_euro, shape)
+    if method == "kalman":
+        return KalmanPoseFilter(cfg.kalman, shape)
+    if method == "off":
+        return IdentityFilter(shape)
+    raise ValueError(f"unknown filter method {cfg.method!r}")
