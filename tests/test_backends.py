@@ -243,3 +243,32 @@ def test_requesting_onnxruntime_cuda_here_raises(artifact: ModelArtifact) -> Non
 def test_unknown_backend_name_raises(artifact: ModelArtifact) -> None:
     with pytest.raises(BackendUnavailableError, match="unknown backend 'tflite'"):
         create_backend(artifact, "tflite", "cpu")
+
+
+def test_auto_falls_back_when_a_present_backend_fails_to_start(default_model, monkeypatch) -> None:
+    """auto promises the fastest backend that works: a TensorRT that is installed but cannot
+    build its engine gives way to the next backend instead of failing the run."""
+    import engines.backends as backends
+    from engines.backends import tensorrt_backend
+    from engines.errors import BackendUnavailableError
+
+    real = backends.available
+    monkeypatch.setattr(backends, "available", lambda: {**real(), "tensorrt:cuda": "10.0 (pretend)"})
+
+    def broken(*args, **kwargs):
+        raise BackendUnavailableError("pretend: engine build failed")
+
+    monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", broken)
+    backend = backends.create_backend(default_model, "auto", "auto", threads=1)
+    try:
+        assert backend.name == "onnxruntime" and backend.device == "cpu"
+    finally:
+        backend.close()
+
+
+def test_cuda_only_request_without_cuda_says_so(default_model) -> None:
+    from engines.backends import create_backend
+    from engines.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="no backend can run on CUDA here"):
+        create_backend(default_model, "auto", "cuda")

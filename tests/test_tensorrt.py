@@ -589,3 +589,11 @@ def test_build_engine_reports_parser_errors_on_one_line(fake_gpu, tmp_path: Path
         build_engine(onnx_path, "fp16", 8, S, None, 1 << 28)
     msg = str(info.value)
     assert "\n" not in msg and "Unsupported op Foo [Foo]" in msg and "second problem" in msg
+
+
+def test_input_size_is_read_from_a_real_posecast_export(default_model) -> None:
+    """The backend reads the crop size from what `export_onnx` really writes (review: a made-up
+    metadata key in the stand-in once hid that real exports failed here)."""
+    from engines.backends.tensorrt_backend import _read_input_size
+
+    assert _read_input_size(default_model.onnx_path) == default_model.info.config.input_size

@@ -7,6 +7,7 @@ then PyTorch on CUDA, then ONNX Runtime on the CPU (faster than PyTorch eager on
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import importlib.util
 import shutil
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Backend", "NetOutputs", "BACKENDS", "BackendChoice", "available", "choose", "create_backend"]
 
@@ -71,16 +74,20 @@ def available() -> dict[str, str]:
     return found
 
 
-def choose(name: str, device: str, has_checkpoint: bool) -> BackendChoice:
-    """Resolve `auto` and device `auto` against what is installed."""
+def choose(name: str, device: str, has_checkpoint: bool, skip: set[str] | None = None) -> BackendChoice:
+    """Resolve `auto` and device `auto` against what is installed (less the `skip`ped ones)."""
     present = available()
     if name == "auto":
         order = ["tensorrt:cuda", "onnxruntime:cuda", "torch:cuda", "onnxruntime:cpu", "torch:cpu"]
         for key in order:
             backend, dev = key.split(":")
-            if key in present and (device in ("auto", dev)) and (backend != "torch" or has_checkpoint):
+            if (key in present and key not in (skip or set()) and device in ("auto", dev)
+                    and (backend != "torch" or has_checkpoint)):
                 return BackendChoice(backend, dev)
-        raise BackendUnavailableError("no inference backend is installed (pip install onnxruntime)")
+        if device == "cuda":
+            raise BackendUnavailableError("no backend can run on CUDA here (no NVIDIA GPU, or no CUDA build of "
+                                          "onnxruntime, torch or TensorRT); use --device cpu")
+        raise BackendUnavailableError("no inference backend could start here (pip install onnxruntime)")
     if device == "auto":
         dev = "cuda" if f"{name}:cuda" in present else "cpu"
     else:
@@ -92,8 +99,26 @@ def choose(name: str, device: str, has_checkpoint: bool) -> BackendChoice:
 
 def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto", threads: int = 0,
                    precision: str = "fp16", max_batch: int = 32, calibration: "np.ndarray | None" = None) -> Backend:
-    """The backend `name` on `device`. `calibration`: (N, S, S, 3) uint8 crops for TensorRT int8."""
-    choice = choose(name, device, model.checkpoint_path is not None)
+    """The backend `name` on `device`. `calibration`: (N, S, S, 3) uint8 crops for TensorRT int8.
+
+    With `auto`, a backend that is present but fails to start (an engine that will not build, a
+    provider that will not load) gives way to the next one, with a warning: auto promises the
+    fastest backend that works, not the first one installed."""
+    if name == "auto":
+        skip: set[str] = set()
+        while True:
+            choice = choose("auto", device, model.checkpoint_path is not None, skip)
+            try:
+                return _create(model, choice, threads, precision, max_batch, calibration)
+            except BackendUnavailableError as exc:
+                log.warning("%s (%s) failed to start, trying the next backend: %s", choice.name, choice.device, exc)
+                skip.add(f"{choice.name}:{choice.device}")
+    return _create(model, choose(name, device, model.checkpoint_path is not None), threads, precision, max_batch,
+                   calibration)
+
+
+def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision: str, max_batch: int,
+            calibration: "np.ndarray | None") -> Backend:
     if choice.name == "onnxruntime":
         from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -110,7 +135,7 @@ def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto
                                  calibration=calibration)
         _verify_engine(engine, model, precision)
         return engine
-    raise BackendUnavailableError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")
+    raise BackendUnavailableError(f"unknown backend '{choice.name}' (choose from auto, {', '.join(BACKENDS)})")
 
 
 # Tolerances of a TensorRT engine against ONNX Runtime on the CPU (fp32 reference), by precision.

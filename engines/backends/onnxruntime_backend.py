@@ -44,6 +44,10 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:
             raise ModelFileError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0][:200]}") from None
+        if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            # onnxruntime falls back to the CPU silently when CUDA fails to load.
+            raise BackendUnavailableError("onnxruntime's CUDA provider failed to load (check the CUDA and cuDNN "
+                                          "libraries); use --device cpu")
         self.device = device
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]

@@ -18,9 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from engines.backends.base import Backend, NetOutputs
+from engines.model_file import INPUT_NAME, OUTPUT_NAMES, atomic_write_bytes, file_sha256, read_onnx_info
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 
 try:  # POSIX only; without it the cache still works, just without the cross-process lock.
@@ -39,8 +38,6 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("probs_2d", "offsets_3d")
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 
 # TensorRT 10's ONNX parser handles opsets 9..20.
@@ -125,16 +122,6 @@ def _trt_major(trt: Any) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Engine cache (no TensorRT needed)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (for an ONNX file with external data this covers only the
-    main file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -286,19 +273,8 @@ class EngineCache:
         return raw[head:]
 
     def _write(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.MAGIC)
-                f.write(hashlib.sha256(data).digest())
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # Header and checksum first: a file cut short anywhere, or damaged, is caught on read.
+        atomic_write_bytes(path, self.MAGIC + hashlib.sha256(data).digest() + data)
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
@@ -313,19 +289,6 @@ class EngineCache:
                 yield
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,29 +329,20 @@ def unsupported_ops(onnx_model: Any, supported: frozenset[str] = TENSORRT_ONNX_O
 
 
 def _read_input_size(onnx_path: Path) -> int:
-    """`input_size` from the model's `posecast` metadata, else from the static `image` shape."""
+    """The crop size: the static (B, S, S, 3) shape of the `image` input, which every Posecast
+    export has, else the model's Posecast metadata."""
     try:
         import onnx  # noqa: PLC0415
 
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:
         raise ModelFileError(f"cannot read ONNX model {onnx_path}: {_one_line(exc)}") from None
-    for prop in model.metadata_props:
-        if prop.key == "posecast":
-            try:
-                return int(json.loads(prop.value)["input_size"])
-            except (ValueError, KeyError, TypeError):
-                raise ModelFileError(
-                    f"{onnx_path}: the 'posecast' metadata has no valid input_size; re-export the model"
-                ) from None
     for inp in model.graph.input:
         if inp.name == INPUT_NAME:
             dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
             if len(dims) == 4 and dims[1] > 0 and dims[1] == dims[2] and dims[3] == 3:
                 return int(dims[1])
-    raise ModelFileError(
-        f"{onnx_path} is not a Posecast model (no 'posecast' metadata and no (B, S, S, 3) input named '{INPUT_NAME}')"
-    )
+    return read_onnx_info(Path(onnx_path)).config.input_size
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,7 +411,7 @@ def _make_calibrator(trt: Any, calibration: np.ndarray, batch_size: int, cache_p
 
         def write_calibration_cache(self, cache: Any) -> None:
             if self._cache_path is not None:
-                _write_atomic(self._cache_path, bytes(cache))
+                atomic_write_bytes(self._cache_path, bytes(cache))
 
     return _Calibrator()
 
