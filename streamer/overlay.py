@@ -201,11 +201,15 @@ class OverlayWriter:
         if self._closed:
             raise ValueError(f"overlay video '{self.path}' is already closed")
         _check_image(image)
-        if image.shape[:2] != (self.height, self.width):
+        ih, iw = image.shape[:2]
+        if ih > self.height or iw > self.width:
             raise ValueError(f"overlay video '{self.path}' is {self.width}x{self.height}, "
-                             f"got a {image.shape[1]}x{image.shape[0]} image")
+                             f"got a larger {iw}x{ih} image")
         canvas, w, h = self._canvas, self.width, self.height
-        np.copyto(canvas[:h, :w], image)
+        if (ih, iw) != (h, w):
+            # Image folders mix sizes: a smaller image sits top-left on black, joints unmoved.
+            canvas[:h, :w] = 0
+        np.copyto(canvas[:ih, :iw], image)
         for person in frame.people:
             draw_pose(canvas, person, self.skeleton, self.min_conf)
         draw_status(canvas, frame, self.note)

@@ -85,6 +85,8 @@ class Pipeline:
         self.conns: dict[Any, str] = {}
         self.result = RunResult(EXIT_OK)
         self._interrupts = 0
+        self._signal = signal.SIGINT
+        self._stop_deadline = float("inf")
         self._reported: set[str] = set()      # stages that explained their own failure
 
     def endpoint(self, stage: str) -> str:
@@ -133,6 +135,7 @@ class Pipeline:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._interrupts += 1
         self.result.interrupted = True
+        self._signal = signum
         if self._interrupts == 1:
             self.control.stop.set()
             self._stop_deadline = time.monotonic() + STOP_GRACE_S
@@ -140,7 +143,6 @@ class Pipeline:
             self.control.abort.set()
 
     def _supervise(self) -> None:
-        self._stop_deadline = float("inf")
         abort_deadline = float("inf")
         sentinels = {p.sentinel: name for name, p in self.procs.items()}
         live_conns = dict(self.conns)
@@ -215,10 +217,8 @@ class Pipeline:
             proc.join(timeout=ABORT_GRACE_S if self.control.abort.is_set() else 30.0)
         for name, proc in self.procs.items():
             if proc.is_alive():
-                log.warning("the %s stage did not exit; terminating it", name)
-                proc.terminate()
-                proc.join(timeout=2.0)
-            if proc.is_alive():
+                # Stages ignore SIGTERM (see process.py), so a straggler gets SIGKILL.
+                log.warning("the %s stage did not exit; killing it", name)
                 proc.kill()
                 proc.join(timeout=2.0)
             self.result.stage_exit_codes.setdefault(name, proc.exitcode)
@@ -232,7 +232,7 @@ class Pipeline:
         if res.error is not None:
             return res
         if res.interrupted:
-            res.exit_code = EXIT_INTERRUPTED
+            res.exit_code = 128 + int(self._signal)     # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
         elif res.summary is None:
             res.exit_code = EXIT_FAILED
             res.error = "the run ended without a result from the output stage"

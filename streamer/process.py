@@ -23,6 +23,9 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
     # what they mean (finish the frames in flight, then end).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # SIGTERM too: `timeout`, systemd and docker signal the whole group; the parent turns it into
+    # a clean stop and kills (SIGKILL) any stage that does not end in time.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"posecast[{stage_name}]: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     reporter = Reporter(stage_name, conn)

@@ -198,3 +198,15 @@ def test_overlay_output_that_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "dir.mp4").mkdir()
     with pytest.raises(InputError, match="folder"):
         OverlayWriter(tmp_path / "dir.mp4", 64, 48, None)
+
+
+def test_a_smaller_image_sits_top_left_on_black(tmp_path: Path) -> None:
+    """Image folders mix sizes; the overlay video has the largest, smaller frames are padded."""
+    writer = OverlayWriter(tmp_path / "o.mp4", 64, 48, None)
+    writer.write(np.full((48, 64, 3), 200, np.uint8), frame_with([]))
+    writer.write(np.full((20, 30, 3), 200, np.uint8), frame_with([]))
+    writer.close()
+    frames = decode(tmp_path / "o.mp4")[0]
+    small = frames[1]
+    assert small[12:18, 4:24].mean() > 150            # the image, top-left (below the status text)
+    assert small[30:46, 40:62].mean() < 30            # black where it does not reach

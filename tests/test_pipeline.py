@@ -189,6 +189,22 @@ def test_image_folder_with_odd_size_and_overlay(posecast, tmp_path: Path) -> Non
     assert frames[0].shape == (122, 162, 3)          # padded to even for yuv420p
 
 
+def test_image_folder_of_mixed_sizes_with_overlay(posecast, tmp_path: Path) -> None:
+    """Each pose keeps its own image's size; the overlay video takes the largest and pads."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((120, 200, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "b.png"), np.full((160, 100, 3), 90, np.uint8))
+    r = posecast.run(["track", "mixed", "-o", "t.jsonl", "--overlay", "o.mp4", "--min-score", "0"])
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert [p["image_size"] for p in poses] == [[200, 120], [100, 160]]
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == 2 and frames[0].shape == (160, 200, 3)
+
+
 def test_image_glob(posecast, tmp_path: Path) -> None:
     _write_pngs(tmp_path / "frames", 5, 160, 120)
     (tmp_path / "frames" / "frame1.png").rename(tmp_path / "frames" / "skip1.jpeg.bak")
@@ -217,6 +233,26 @@ def test_ctrl_c_finishes_what_is_in_flight_and_exits_130(posecast, clip600: Path
     assert 3 <= len(poses) < 600
     assert_contiguous(poses)
     assert re.search(rf"\b{len(poses)} frames in ", r.stderr), r.stderr   # the summary counts the same
+
+
+def test_sigterm_to_the_group_stops_cleanly_with_files_finished(posecast, clip600: Path, tmp_path: Path) -> None:
+    """What `timeout`, systemd and docker do: SIGTERM to every process. The stages leave it to
+    the parent, which finishes the frames in flight, closes the overlay video properly and exits
+    128 + 15."""
+    track, overlay = tmp_path / "t.jsonl", tmp_path / "o.mp4"
+    proc = posecast.start(["track", clip600, "-o", track, "--overlay", overlay, "--batch-size", "1",
+                           "--min-score", "0"], start_new_session=True)
+    wait_for_lines(track, 4, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    r = posecast.finish(proc, timeout=30)
+    assert r.returncode == 143, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert not error_lines(r.stderr)
+    _, poses = read_track(track)
+    assert_contiguous(poses)
+    with av.open(str(overlay)) as container:                 # a finished, decodable video
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == len(poses)
 
 
 # --- a stage dies ------------------------------------------------------------------------------
