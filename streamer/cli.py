@@ -92,9 +92,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def _check_outputs(tracks: list[Path], overlay: Path | None) -> None:
-    """Fail before any work starts when an output cannot be written."""
+def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None = None) -> None:
+    """Fail before any work starts when an output cannot be written, or would overwrite the
+    input or another output."""
     from engines.errors import InputError
+
+    outputs = tracks + ([overlay] if overlay else [])
+    seen: dict[Path, Path] = {}
+    for path in outputs:
+        key = path.resolve()
+        if key in seen:
+            raise InputError(f"'{path}' is given twice as an output; give each output its own file")
+        seen[key] = path
+    if source is not None and Path(source).is_file() and Path(source).resolve() in seen:
+        raise InputError(f"'{source}' is both the input and an output; writing would destroy the input")
 
     for path in tracks + ([overlay] if overlay else []):
         if path.is_dir():
@@ -118,7 +129,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     if publish:
         overrides.setdefault("publish", {})["enabled"] = True
     config = load_pipeline_config(args.config, overrides)
-    _check_outputs(tracks, overlay)
+    _check_outputs(tracks, overlay, source)
     model = resolve_model(args.model)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")

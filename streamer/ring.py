@@ -8,10 +8,17 @@ through a socket, only its slot number does.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
+
+from engines.errors import PosecastError
+
+
+class RingTooLargeError(PosecastError):
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,35 @@ class FrameRing:
             self._array = None  # drop the numpy view first, or close() fails with exported buffers
             self._shm.close()
             self._shm = None
+
+
+SHM_DIR = "/dev/shm"
+
+
+def shm_free_bytes() -> int | None:
+    """Free space where POSIX shared memory lives, or None where that cannot be known."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def fit_slots(wanted: int, minimum: int, slot_bytes: int, free_bytes: int | None) -> int:
+    """How many slots to create: `wanted`, fewer when shared memory is short (never below
+    `minimum`). A ring larger than /dev/shm would not fail at creation but with SIGBUS on the first
+    write to a page that does not fit: decide here, where the error can still be explained."""
+    if free_bytes is None:
+        return wanted
+    usable = int(free_bytes * 0.9) // max(slot_bytes, 1)
+    if usable >= wanted:
+        return wanted
+    if usable >= minimum:
+        return usable
+    raise RingTooLargeError(
+        f"not enough shared memory for the frame ring: {minimum} frames of {slot_bytes / 1e6:.1f} MB need "
+        f"{minimum * slot_bytes / 1e6:.0f} MB, {SHM_DIR} has {free_bytes / 1e6:.0f} MB free "
+        f"(give it more, e.g. docker run --shm-size=1g, or use a smaller input)")
 
 
 def unlink_ring(name: str) -> bool:

@@ -173,3 +173,29 @@ def test_demo(posecast, tmp_path: Path, _session_cache: Path) -> None:
         assert sum(1 for _ in c.decode(video=0)) == 90
     # The clip is rendered into POSECAST_CACHE (the session's), never the user's cache.
     assert list((_session_cache / "demo").glob("*.mp4"))
+
+
+def test_an_output_that_is_the_input_is_refused(posecast, clip40, tmp_path) -> None:
+    import shutil
+
+    victim = tmp_path / "victim.mp4"
+    shutil.copyfile(clip40, victim)
+    before = victim.read_bytes()
+    r = posecast.run(["track", victim, "--overlay", victim])
+    assert r.returncode == 2 and "both the input and an output" in r.stderr.strip().splitlines()[-1]
+    assert victim.read_bytes() == before
+    r = posecast.run(["track", victim, "-o", tmp_path / "a.jsonl", "-o", tmp_path / "a.jsonl"])
+    assert r.returncode == 2 and "given twice" in r.stderr
+
+
+def test_ring_fits_the_shared_memory_there_is() -> None:
+    import pytest
+
+    from streamer.ring import RingTooLargeError, fit_slots
+
+    mb = 1_000_000
+    assert fit_slots(24, 9, 3 * mb, None) == 24                  # unknown: as configured
+    assert fit_slots(24, 9, 3 * mb, 1000 * mb) == 24
+    assert fit_slots(24, 9, 3 * mb, 40 * mb) == 12               # fewer slots, still >= a batch
+    with pytest.raises(RingTooLargeError, match="shm-size"):
+        fit_slots(24, 9, 3 * mb, 20 * mb)

@@ -9,6 +9,7 @@ instead of growing with a queue.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict, replace
@@ -21,9 +22,11 @@ from engines.errors import PosecastError
 from streamer.channels import Outbox
 from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, START, FramePacket
-from streamer.ring import FrameRing, RingSpec
+from streamer.ring import FrameRing, RingSpec, fit_slots, shm_free_bytes
 from streamer.sources import Frame, Source, open_source
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+
+log = logging.getLogger(__name__)
 
 
 class CaptureStage:
@@ -52,7 +55,12 @@ class CaptureStage:
                 info = src.info
                 if self.realtime and not info.live:
                     info = replace(info, live=True)
-                slots = self.config.ring.live_slots if info.live else self.config.ring.file_slots
+                wanted = self.config.ring.live_slots if info.live else self.config.ring.file_slots
+                minimum = 2 if info.live else self.config.inference.batch_size + 1
+                slot_bytes = info.width * info.height * 3
+                slots = fit_slots(wanted, minimum, slot_bytes, shm_free_bytes())
+                if slots < wanted:
+                    log.warning("shared memory is short: the frame ring holds %d frames instead of %d", slots, wanted)
                 ring = FrameRing(RingSpec(self.ring_name, slots, info.height, info.width), create=True)
                 for _ in range(slots):
                     self.free_slots.release()
