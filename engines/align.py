@@ -13,9 +13,9 @@ combine the rows, each returning the pose relative to the skeleton's origin join
   (the "better alignment" the paper left open). Not robust: a wrong origin row, whose J - 1
   equations pin the origin, moves everything.
 - `weighted`: the same system with weights w[r, j] = c_rho(r) c_j from the 2D confidences,
-  re-weighted a few times (Cauchy, scale `cauchy_scale_m`) by each equation's residual, starting
-  from the per-joint median of the rows, so one wrong root, the origin's included, or one wrong
-  offset loses its say. The robust choice, and the default.
+  re-weighted a few times (Tukey's biweight, scale from the residuals' MAD) by each equation's
+  residual, starting from the per-joint median of the rows, so one wrong root, the origin's
+  included, or one wrong offset loses its say. The robust choice, and the default.
 
 Rows are first re-expressed relative to their own root (O[r, j] - O[r, rho(r)]), which makes every
 method ignore a translation of a whole row. Posecast's network emits O[r, rho(r)] = 0 exactly, so
@@ -24,8 +24,8 @@ noise over the row.
 
 Measured on synthetic poses (tests/test_align.py, `python tests/test_align.py`), mean per-joint
 error, 6 default roots: one row corrupted by 0.2-0.5 m per joint: average 75 mm, lstsq 89 mm,
-weighted 3 mm (origin row corrupted: 75 / 261 / 12 mm); 2 cm Gaussian noise on every offset but
-the own-root ones: 16.2 / 12.0 / 12.3 mm.
+weighted 0.0 mm (the origin's row corrupted: 75 / 261 / 0.0 mm); 2 cm Gaussian noise on every
+offset but the own-root ones: 16.2 / 12.0 / 12.0 mm.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class RootAligner:
     origin: int
     method: Method = "weighted"
     iterations: int = 4
-    cauchy_scale_m: float = 0.05
+    min_scale_m: float = 0.01      # floor of the residual scale: noise below 1 cm is never "outlying"
     _design: np.ndarray = field(init=False, repr=False, compare=False)
     _pinv: np.ndarray = field(init=False, repr=False, compare=False)
     _mask: np.ndarray = field(init=False, repr=False, compare=False)
@@ -109,9 +109,16 @@ class RootAligner:
         # origin row, with J - 1 equations of its own, would already have moved everything.)
         start = np.median(rel - rel[:, self.origin:self.origin + 1, :], axis=0)
         x = np.delete(start, self.origin, axis=0)
+        # Tukey's biweight, its scale fixed from the start's residuals (their MAD): an equation
+        # far off gets no weight at all. A merely down-weighted one (Cauchy) still pulls, and the
+        # J - 1 equations of a bad origin row, summed, dragged the solution off its good start.
+        resid = np.linalg.norm(design @ x - obs, axis=1)
+        scale = max(1.4826 * float(np.median(resid)), self.min_scale_m)
+        cutoff = 4.685 * scale
         for _ in range(self.iterations):
-            resid = np.linalg.norm(design @ x - obs, axis=1)
-            weights = base / (1.0 + (resid / self.cauchy_scale_m) ** 2)
+            u = np.minimum(resid / cutoff, 1.0)
+            weights = base * (1.0 - u ** 2) ** 2 + 1e-9 * base     # the floor keeps the system solvable
             dw = design * weights[:, None]
             x = np.linalg.solve(design.T @ dw, dw.T @ obs)           # (J - 1, 3)
+            resid = np.linalg.norm(design @ x - obs, axis=1)
         return self._expand(x)
