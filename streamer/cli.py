@@ -160,8 +160,8 @@ def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats:
                      + ([result.endpoint] if result.endpoint else [])) or "nowhere"
     line = (f"{s['frames']} frames in {s['seconds']:.2f} s ({fps:.1f} frames/s) -> {outs}; "
             f"person found in {s['found']}; backend {result.backend}")
-    if s.get("dropped"):
-        line += f"; {s['dropped']} stale frames dropped to stay live"
+    if s.get("live") or s.get("dropped"):
+        line += f"; {s.get('dropped', 0)} stale frames dropped to stay live"
     _note(line)
     if stats:
         _print_stats(s)

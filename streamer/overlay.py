@@ -81,7 +81,7 @@ def draw_pose(image: np.ndarray, person: PersonPose, skeleton: Skeleton = H36M17
     radius = thick + 1
     scale = _font_scale(w, h)
 
-    box = np.asarray(person.bbox, np.float64)
+    box = np.asarray(person.bbox, np.float64) - 0.5
     if np.isfinite(box).all():
         x0, y0, x1, y1 = np.clip(box, -_MAX_COORD, _MAX_COORD).round().astype(int).tolist()
         # Axis-aligned and 1 px: anti-aliasing would only make it slower.
@@ -92,7 +92,9 @@ def draw_pose(image: np.ndarray, person: PersonPose, skeleton: Skeleton = H36M17
         ty = y0 - baseline - 2 if y0 - baseline - 2 - text_h >= 0 else y0 + text_h + 2
         _text(image, label, (max(x0, 0), ty), scale, TEXT_COLOR)
 
-    xy = np.asarray(person.joints_2d, np.float64)
+    # The protocol puts pixel centres at +0.5 (a pixel spans [i, i + 1)); OpenCV draws with
+    # centres at integers.
+    xy = np.asarray(person.joints_2d, np.float64) - 0.5
     finite = np.isfinite(xy).all(axis=1)
     pts = (np.clip(np.nan_to_num(xy), -_MAX_COORD, _MAX_COORD) * _SCALE).round().astype(np.int64).tolist()
     confident = (np.asarray(person.conf, np.float64) >= min_conf).tolist()

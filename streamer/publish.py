@@ -4,9 +4,11 @@ An XPUB socket (a PUB that also sees subscriptions) sends `[topic, payload]` mes
 `pose.<source>` for every frame and `meta.<source>` for the stream's description. The payload is
 the protocol's map (streamer/protocol.py), msgpack- or JSON-encoded.
 
-- **Never blocks**: each subscriber has a queue of `hwm` messages; when a slow or dead
-  subscriber's queue is full, ZeroMQ drops that subscriber's newest messages. The pipeline's pace
-  never depends on a subscriber.
+- **Never blocks**: each subscriber has a queue of `hwm` messages (plus what the kernel's socket
+  buffers hold); when a slow or dead subscriber's queue is full, ZeroMQ drops the messages that
+  do not fit, which are the newest ones, for that subscriber only, until it reads again. The
+  pipeline's pace never depends on a subscriber. A client that falls behind therefore reads
+  stale messages first: it should drain what is waiting and keep the last (docs/protocol.md).
 - **meta on request**: meta is sent at start, whenever a subscription arrives (a new client, or
   one that resubscribes to ask again), and every `meta_interval_s`.
 """

@@ -8,8 +8,9 @@ a soft contact shadow, then encoded with libx264.
 
 Because the scene is synthetic, the ground truth is exact: `WalkScene.render_frame(t)` returns
 the image and the 17 projected joints, and `WalkScene.joints_3d(t)` the joints in camera
-coordinates (metres, the protocol's axes: x right, y down, z forward). Pixel (0, 0) is the
-centre of the top-left pixel.
+coordinates (metres, the protocol's axes: x right, y down, z forward). The 2D ground truth uses
+the protocol's pixel convention: (0.5, 0.5) is the centre of the top-left pixel (drawing uses
+OpenCV's, with centres at integers; `PIXEL_CENTRE` converts).
 
 Measured on the 2-core development machine (no GPU, other work running): a 1000x1000, 300-frame
 clip renders and encodes in 4.6-6.6 s (per frame: 5-9 ms drawing, ~13 ms colour conversion and
@@ -36,6 +37,9 @@ import numpy as np
 
 from engines.cache import cache_dir
 from engines.skeleton import H36M17
+
+# The protocol's 2D coordinates put pixel centres at +0.5; OpenCV draws with centres at integers.
+PIXEL_CENTRE = 0.5
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FRAMES, DEFAULT_FPS = 640, 480, 90, 30.0
 
@@ -264,7 +268,7 @@ class WalkScene:
 
     def joints_2d(self, t: float) -> np.ndarray:
         """(17, 2) pixel positions of the H36M17 joints at time t."""
-        return self.camera.project(self.pose(t).joints)
+        return self.camera.project(self.pose(t).joints) + PIXEL_CENTRE
 
     def joints_3d(self, t: float) -> np.ndarray:
         """(17, 3) joints at time t in camera coordinates, metres (x right, y down, z forward)."""
@@ -352,7 +356,7 @@ class WalkScene:
         img = self.background.copy()
         self._draw_shadow(img, body)
         self._draw_body(img, body)
-        return img, self.camera.project(body.joints)
+        return img, self.camera.project(body.joints) + PIXEL_CENTRE
 
     def _draw_shadow(self, img: np.ndarray, body: BodyPose) -> None:
         centre = body.joints[_J["pelvis"]] * np.array([1.0, 0.0, 1.0])

@@ -82,6 +82,8 @@ class PersonTracker:
                     follow_up.append(nxt)
                     continue
                 found = score >= (self.cfg.track_min_score if item.mode != SEARCH else self.cfg.detect_min_score)
+                # A network that emits NaN or inf (a broken model, fp16 overflow) has found nobody.
+                found = found and bool(np.isfinite(pts).all() and np.isfinite(offsets).all())
                 results[item.index] = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
             pending = follow_up
         last = results[-1] if results else None

@@ -374,7 +374,7 @@ def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     path = Path(path)
     if path.suffix.lower() not in JSONL_SUFFIXES:
         raise InputError(f"cannot read track file '{path}': only .jsonl tracks can be read back "
-                         f"(record with --track out.jsonl)")
+                         f"(record with -o out.jsonl)")
     try:
         f = open(path, encoding="utf-8")
     except OSError as err:

@@ -240,3 +240,19 @@ def http_serving_part(data: bytes, fraction: float = 0.6) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- Hypothesis: CI runs the same examples every time --------------------------------------------
+# A property test that finds a new counter-example should fail a developer's run, not a CI run
+# of an unrelated change: CI uses a fixed, derandomized profile and no example database.
+def _hypothesis_profiles() -> None:
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profiles()

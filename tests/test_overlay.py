@@ -26,8 +26,9 @@ FIGURE = {
 
 
 def figure(scale: float = 1.0, conf: np.ndarray | None = None) -> PersonPose:
-    xy = np.array([FIGURE[n] for n in H36M17.joint_names], np.float32) * scale
-    return PersonPose(id=7, score=0.93, bbox=(20 * scale, 20 * scale, 180 * scale, 190 * scale),
+    # FIGURE is in OpenCV's pixel indices; the protocol's coordinates are +0.5 (pixel centres).
+    xy = np.array([FIGURE[n] for n in H36M17.joint_names], np.float32) * scale + 0.5
+    return PersonPose(id=7, score=0.93, bbox=(20 * scale + 0.5, 20 * scale + 0.5, 180 * scale + 0.5, 190 * scale + 0.5),
                       joints_3d=np.zeros((17, 3), np.float32), joints_2d=xy,
                       conf=np.ones(17, np.float32) if conf is None else conf)
 

@@ -10,7 +10,7 @@ import pytest
 
 from engines.skeleton import H36M17
 from streamer import synthclip
-from streamer.synthclip import WalkScene, render_frame, write_clip
+from streamer.synthclip import PIXEL_CENTRE, WalkScene, render_frame, write_clip
 
 
 def decode(path: Path) -> list[np.ndarray]:
@@ -78,7 +78,8 @@ def test_render_frame_returns_the_projected_joints() -> None:
     # Pinhole consistency between the 3D and 2D ground truth.
     j3 = scene.joints_3d(1.3)
     cam = scene.camera
-    np.testing.assert_allclose(j3[:, :2] / j3[:, 2:] * cam.f + (cam.cx, cam.cy), j2, atol=1e-9)
+    # cx, cy are in OpenCV's pixel indices; the ground truth is in the protocol's (+0.5).
+    np.testing.assert_allclose(j3[:, :2] / j3[:, 2:] * cam.f + (cam.cx, cam.cy) + PIXEL_CENTRE, j2, atol=1e-9)
 
 
 def test_skeleton_is_rigid_and_adult_sized() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -36,13 +37,17 @@ class Reporter:
 
 
 class StageTimer:
-    """Per-frame milliseconds for one named step, kept for the run's summary."""
+    """Per-frame milliseconds for one named step, kept for the run's summary: the most recent
+    `keep` samples of each step, so a live run of days holds a bounded amount."""
 
-    def __init__(self) -> None:
-        self.samples: dict[str, list[float]] = {}
+    def __init__(self, keep: int = 100_000) -> None:
+        self.keep = keep
+        self.samples: dict[str, deque[float]] = {}
 
     def add(self, name: str, ms: float) -> None:
-        self.samples.setdefault(name, []).append(ms)
+        if name not in self.samples:
+            self.samples[name] = deque(maxlen=self.keep)
+        self.samples[name].append(ms)
 
     def since(self, name: str, t0: float) -> float:
         ms = (time.perf_counter() - t0) * 1000.0

@@ -46,6 +46,7 @@ class OutputStage:
         self.latency = StageTimer()
         self.frames = 0
         self.found = 0
+        self.live = False
 
     def run(self) -> None:
         from streamer.overlay import OverlayWriter
@@ -68,6 +69,7 @@ class OutputStage:
             if start is None:
                 return
             info = start["info"]
+            self.live = bool(info["live"])
             c = self.coordinates
             k = camera_intrinsics(info["width"], info["height"], c.focal_px, c.hfov_deg)
             camera = {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy,
@@ -167,7 +169,7 @@ class OutputStage:
         timings = dict(end.get("timings", {}))
         timings["output"] = self.timer.summary()
         timings["per_frame"] = self.latency.summary()
-        return {"frames": self.frames, "found": self.found, "seconds": elapsed_s,
+        return {"frames": self.frames, "found": self.found, "seconds": elapsed_s, "live": self.live,
                 "reason": end.get("reason"), "dropped": end.get("dropped", 0), "corrupt": end.get("corrupt", 0),
                 "network_runs": end.get("network_runs"), "searches": end.get("searches"), "timings": timings}
 

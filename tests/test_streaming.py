@@ -1,0 +1,549 @@
+"""Streaming: the ZeroMQ publisher, `posecast run` (a file played as a live source), `listen` and
+`replay`.
+
+The publisher is tested in-process against real SUB sockets; the commands run as real processes
+(the `posecast` fixture checks each run for leftover processes, rings and socket folders). No test
+asserts a speed: the timing checks are pace comparisons with generous bounds. Ports are picked
+free by binding port 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engines.errors import PosecastError
+from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
+from streamer.publish import Publisher, PortInUseError, decode, encode
+from streamer.tracks import read_track
+
+LIVE_FRAMES, LIVE_FPS = 90, 30.0          # the clip90 fixture
+LIVE_SLOTS = 3                            # configs/pipeline.yaml ring.live_slots: frames that can wait for output
+SUMMARY = re.compile(r"posecast: (\d+) frames in ([\d.]+) s .*?(?:; (\d+) stale frames dropped to stay live)?$",
+                     re.MULTILINE)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def endpoint(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+def sample_meta(source: str = "cam") -> dict[str, Any]:
+    from engines.model_file import default_model_config
+
+    skel = default_model_config().skeleton
+    return meta_message(skel, source, (320, 240), 30.0, {"weights": "test", "trained": False})
+
+
+def sample_pose(seq: int, people: int = 1, t_capture: float | None = None) -> dict[str, Any]:
+    rng = np.random.default_rng(seq)
+    persons = [PersonPose(0, 0.5, (1.0, 2.0, 30.5, 40.25), rng.normal(size=(17, 3)), rng.uniform(0, 300, (17, 2)),
+                          rng.uniform(0, 1, 17)) for _ in range(people)]
+    t = time.time() if t_capture is None else t_capture
+    return pose_message(PoseFrame(seq, t, seq / 30.0, (320, 240), persons))
+
+
+def without_publish(msg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in msg.items() if k != "t_publish"}
+
+
+def make_sub(ctx: zmq.Context, port: int, topics: tuple[bytes, ...] = (b"",), rcvhwm: int | None = None) -> zmq.Socket:
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    # Until the publisher binds, ZeroMQ retries the connection this often: every 10 ms instead of
+    # 100, so a subscriber that was there first is connected before the first pose goes out.
+    sub.setsockopt(zmq.RECONNECT_IVL, 10)
+    if rcvhwm is not None:
+        sub.setsockopt(zmq.RCVHWM, rcvhwm)
+    for t in topics:
+        sub.setsockopt(zmq.SUBSCRIBE, t)
+    sub.connect(endpoint(port))
+    return sub
+
+
+def recv_until(sub: zmq.Socket, pub: Publisher, want: bytes, timeout: float = 5.0,
+               make=lambda i: sample_pose(i)) -> tuple[bytes, dict[str, Any], list[tuple[bytes, dict]]]:
+    """Publish a pose every 10 ms until a message whose topic starts with `want` arrives; returns
+    it and everything received before it."""
+    seen: list[tuple[bytes, dict]] = []
+    deadline = time.monotonic() + timeout
+    i = 0
+    while time.monotonic() < deadline:
+        pub.publish(make(i))
+        i += 1
+        while sub.poll(10):
+            topic, payload = sub.recv_multipart()
+            if topic.startswith(want):
+                return topic, decode(payload), seen
+            seen.append((topic, decode(payload)))
+    pytest.fail(f"no '{want.decode()}' message within {timeout:.0f} s (got {[t for t, _ in seen][:5]}...)")
+
+
+class Collector:
+    """A SUB socket in a thread of the test process, collecting (receive time, topic, first
+    payload byte, message) until stopped. Connects before the publisher exists: ZeroMQ retries."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.items: list[tuple[float, bytes, bytes, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Collector":
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        sub = make_sub(ctx, self.port)
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                if sub.poll(50):
+                    topic, payload = sub.recv_multipart()
+                    self.items.append((time.monotonic(), topic, payload[:1], decode(payload)))
+        finally:
+            sub.close()
+            ctx.term()
+
+    @property
+    def poses(self) -> list[dict[str, Any]]:
+        return [m for _, t, _, m in list(self.items) if t.startswith(b"pose.")]
+
+    @property
+    def metas(self) -> list[dict[str, Any]]:
+        return [m for _, t, _, m in list(self.items) if t.startswith(b"meta.")]
+
+    def wait_poses(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Until pose `seq` n - 1 (the n-th of the stream) has arrived, or the timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            poses = self.poses
+            if poses and poses[-1]["seq"] >= n - 1:
+                break
+            time.sleep(0.02)
+        return self.poses
+
+
+def assert_stream_is_the_track(received: list[dict[str, Any]], poses: list[dict[str, Any]], max_late: int) -> int:
+    """The messages a subscriber got are the track's lines (apart from `t_publish`), every one of
+    them from its first on. It may have missed the first few: a subscriber that was there before
+    the publisher bound still needs a moment to connect, and a stage that starts last can find
+    frames already waiting for it (ZeroMQ PUB/SUB delivers only what is sent after a subscription
+    arrives). Returns how many it missed."""
+    assert received, "the subscriber got no pose message"
+    late = received[0]["seq"]
+    assert 0 <= late <= max_late, f"the subscriber missed the first {late} messages"
+    assert [without_publish(m) for m in received] == poses[late:]
+    assert all(m["t_publish"] >= m["t_capture"] for m in received)
+    return late
+
+
+def summary(stderr: str) -> tuple[int, float, int]:
+    """(frames, seconds, stale frames dropped) from the run's summary line."""
+    m = SUMMARY.search(stderr)
+    assert m, stderr
+    return int(m.group(1)), float(m.group(2)), int(m.group(3) or 0)
+
+
+def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        assert proc.poll() is None, f"posecast ended early ({proc.returncode}): {proc.stderr.read()}"
+        time.sleep(0.02)
+    pytest.fail(f"{path} did not reach {n} lines in {timeout:.0f} s")
+
+
+def one_error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("posecast: error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def write_paced_track(src: Path, dst: Path, fps: float = 30.0) -> tuple[dict, list[dict]]:
+    """`src` again with t_capture spaced 1/fps apart (a track made by `track` runs faster than
+    real time, so its own span says little about a replay's pace)."""
+    meta, poses = read_track(src)
+    t0 = 1_700_000_000.0
+    for i, p in enumerate(poses):
+        p["t_capture"] = round(t0 + i / fps, 6)
+    dst.write_text("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in [meta, *poses]))
+    return meta, poses
+
+
+# --- the publisher, in-process -----------------------------------------------------------------
+
+@pytest.fixture
+def zctx():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def publisher():
+    pubs: list[Publisher] = []
+
+    def make(encoding: str = "msgpack", hwm: int = 64, meta_interval_s: float = 60.0, source: str = "cam",
+             port: int | None = None) -> Publisher:
+        pub = Publisher(endpoint(port or free_port()), encoding, hwm, meta_interval_s)
+        pubs.append(pub)
+        pub.start(source, sample_meta(source))
+        return pub
+
+    yield make
+    for p in pubs:
+        p.close(linger_ms=0)
+
+
+def port_of(pub: Publisher) -> int:
+    return int(pub.endpoint.rsplit(":", 1)[1])
+
+
+def test_meta_on_subscription_mid_stream_and_on_resubscription(publisher, zctx) -> None:
+    pub = publisher(source="cam7")          # meta_interval 60 s: every meta below was asked for
+    for i in range(50):                     # the stream is well under way before anyone joins
+        pub.publish(sample_pose(i))
+    sub = make_sub(zctx, port_of(pub), (b"meta.", b"pose."))
+    topic, meta, before = recv_until(sub, pub, b"meta.")
+    assert topic == b"meta.cam7"
+    assert meta == sample_meta("cam7")
+    assert all(t == b"pose.cam7" for t, _ in before)
+
+    def topics_for(seconds: float) -> list[bytes]:
+        got, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pub.publish(sample_pose(0))
+            while sub.poll(10):
+                got.append(sub.recv_multipart()[0])
+        return got
+
+    topics_for(0.3)                         # drain whatever the two subscriptions asked for
+    quiet = topics_for(0.3)
+    assert quiet and b"meta.cam7" not in quiet       # poses only: meta is not sent unasked
+    # Subscribing again (a client that lost the meta) asks for it again.
+    sub.setsockopt(zmq.SUBSCRIBE, b"meta.")
+    topic, again, before = recv_until(sub, pub, b"meta.")
+    assert topic == b"meta.cam7" and again == meta
+    assert all(t == b"pose.cam7" for t, _ in before)
+    assert pub.subscriptions >= 3
+
+
+def test_pose_topic_and_t_publish(publisher, zctx) -> None:
+    pub = publisher(source="walk")
+    sub = make_sub(zctx, port_of(pub), (b"pose.",))
+    topic, msg, _ = recv_until(sub, pub, b"pose.")
+    assert topic == b"pose.walk"
+    assert msg["type"] == "pose" and msg["t_publish"] >= msg["t_capture"]
+    assert abs(msg["t_publish"] - time.time()) < 60
+    assert without_publish(msg) == sample_pose(msg["seq"], t_capture=msg["t_capture"])
+    assert pub.sent >= 1
+
+
+@pytest.mark.parametrize("people", [0, 1])
+def test_msgpack_and_json_payloads_decode_to_the_same_dict(people: int) -> None:
+    msg = sample_pose(3, people=people)
+    packed, text = encode(msg, "msgpack"), encode(msg, "json")
+    assert text[:1] == b"{" and packed[:1] != b"{"
+    assert decode(packed) == decode(text) == msg
+    meta = sample_meta()
+    assert decode(encode(meta, "msgpack")) == decode(encode(meta, "json")) == meta
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_either_encoding_over_the_wire(publisher, zctx, encoding: str) -> None:
+    pub = publisher(encoding=encoding)
+    sub = make_sub(zctx, port_of(pub), (b"pose.",))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pub.publish(sample_pose(1))
+        if sub.poll(10):
+            break
+    _, payload = sub.recv_multipart()
+    assert (payload[:1] == b"{") == (encoding == "json")
+    msg = decode(payload)
+    assert without_publish(msg) == sample_pose(1, t_capture=msg["t_capture"])
+
+
+def test_port_in_use_is_a_one_line_error(publisher) -> None:
+    pub = publisher()
+    with pytest.raises(PortInUseError) as exc:
+        Publisher(pub.endpoint)
+    assert exc.value.exit_code == 2
+    text = str(exc.value)
+    assert "\n" not in text and pub.endpoint in text and "already in use" in text and "--port" in text
+
+    # Any other program holding the port, too.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = endpoint(s.getsockname()[1])
+        with pytest.raises(PortInUseError, match=re.escape(taken)):
+            Publisher(taken)
+
+
+@pytest.mark.parametrize("bad", ["tcp://no-such-interface-xyz:5556", "tcp://203.0.113.9:5556", "tcp://127.0.0.1:notaport"])
+def test_bad_bind_address_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(PosecastError) as exc:
+        Publisher(bad)
+    assert exc.value.exit_code == 2
+    text = str(exc.value)
+    assert "\n" not in text and bad in text and "--bind" in text
+
+
+def test_the_publisher_never_blocks_a_stalled_subscriber_loses_messages(publisher, zctx) -> None:
+    hwm = 8
+    pub = publisher(hwm=hwm)
+    stalled = make_sub(zctx, port_of(pub), (b"pose.",), rcvhwm=hwm)
+    recv_until(stalled, pub, b"pose.")            # connected and subscribed; from now on, never read
+    pad = "x" * 20_000                            # 100 MB in all: far beyond any socket buffer
+    total = 5000
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def flood() -> None:
+        try:
+            for i in range(total):
+                msg = sample_pose(i, people=0)
+                msg["pad"] = pad
+                pub.publish(msg)
+            done.set()
+        except BaseException as exc:      # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    t.join(10)
+    assert not failure, failure
+    assert done.is_set(), "publish() blocked on a subscriber that does not read"
+
+    time.sleep(0.2)
+    seqs = []
+    while stalled.poll(500):
+        _, payload = stalled.recv_multipart()
+        msg = decode(payload)
+        if "pad" in msg:
+            seqs.append(msg["seq"])
+    # It got what fitted in its queues and the socket buffers, nothing like the whole stream:
+    # messages were dropped for it, the publisher went on.
+    assert 0 < len(seqs) < total // 4, len(seqs)
+    assert seqs == sorted(seqs)
+    print(f"stalled subscriber (hwm {hwm}) received {len(seqs)} of {total}: seq {seqs[0]}..{seqs[-1]}")
+
+
+def test_a_subscriber_that_vanishes_does_not_break_publishing(publisher, zctx) -> None:
+    pub = publisher()
+    gone = make_sub(zctx, port_of(pub), (b"",))
+    recv_until(gone, pub, b"pose.")
+    for i in range(100):
+        pub.publish(sample_pose(i))
+    gone.close(linger=0)                          # abruptly, with messages queued for it
+    for i in range(2000):
+        pub.publish(sample_pose(i, people=0))
+    # Still publishing to whoever comes next.
+    late = make_sub(zctx, port_of(pub), (b"",))
+    topic, _, _ = recv_until(late, pub, b"meta.")
+    assert topic == b"meta.cam"
+    topic, msg, _ = recv_until(late, pub, b"pose.")
+    assert msg["type"] == "pose"
+
+
+# --- track --publish, replay, listen -----------------------------------------------------------
+
+def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40: Path, tmp_path: Path) -> None:
+    # track --publish (JSON): a subscriber that was there first gets the meta and the file's lines.
+    port = free_port()
+    track = tmp_path / "t.jsonl"
+    with Collector(port) as c:
+        r = posecast.run(["track", clip40, "-o", track, "--publish", "--port", port, "--encoding", "json",
+                          "--min-score", "0", "--no-progress"])
+        assert r.returncode == 0, r.stderr
+        c.wait_poses(40)
+    assert f"publishing on {endpoint(port)}" in r.stderr
+    meta, poses = read_track(track)
+    assert len(poses) == 40 and all(p["people"] for p in poses)
+    assert c.metas and all(m == meta for m in c.metas)
+    late = assert_stream_is_the_track(c.poses, poses, max_late=8)      # at most one batch (0 in practice)
+    if late:
+        print(f"track --publish: the subscriber missed the first {late} messages")
+    assert {first for _, _, first, _ in c.items} == {b"{"}             # JSON payloads
+
+    # replay (msgpack): the same 40, in order, at the track's pace.
+    paced = tmp_path / "paced.jsonl"
+    meta, poses = write_paced_track(track, paced)
+    span = poses[-1]["t_capture"] - poses[0]["t_capture"]
+    port2 = free_port()
+    with Collector(port2) as c:
+        r = posecast.run(["replay", paced, "--port", port2])
+        assert r.returncode == 0, r.stderr
+        got = c.wait_poses(40)
+        items = [(t, m) for t, topic, _, m in c.items if topic.startswith(b"pose.")]
+    assert [m["seq"] for m in got] == list(range(40))
+    assert [without_publish(m) for m in got] == poses
+    assert c.metas and c.metas[0] == meta
+    assert {first for _, _, first, _ in c.items} != {b"{"}             # msgpack
+    took = items[-1][0] - items[0][0]
+    assert took >= 0.5 * span, (took, span)
+
+    # listen --record against replay.
+    port3 = free_port()
+    rec = tmp_path / "rec.jsonl"
+    listener = posecast.start(["listen", "--connect", endpoint(port3), "--record", rec, "--count", 40,
+                               "--timeout", 20, "--no-skeleton"])
+    time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
+    player = posecast.start(["replay", paced, "--port", port3, "--speed", 2])
+    rl = posecast.finish(listener, timeout=60)
+    rp = posecast.finish(player, timeout=60)
+    assert rp.returncode == 0, rp.stderr
+    assert rl.returncode == 0, rl.stderr
+    lines = rec.read_text().splitlines()
+    assert len(lines) == 41
+    rmeta, rposes = read_track(rec)
+    assert rmeta == meta
+    assert [without_publish(p) for p in rposes] == poses
+    assert all("t_publish" in p for p in rposes)
+    assert "40 msgs" in rl.stdout.splitlines()[-1] and "lost 0" in rl.stdout.splitlines()[-1]
+
+
+def test_listen_with_nobody_publishing_exits_2(posecast) -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    r = posecast.run(["listen", "--connect", endpoint(port), "--timeout", 1], timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert time.monotonic() - t0 >= 1.0
+    line = one_error_line(r.stderr)
+    assert endpoint(port) in line and "in 1 s" in line
+    assert r.stderr.strip().splitlines() == [line]
+
+
+def test_replay_on_a_port_in_use_exits_2(posecast, tmp_path: Path) -> None:
+    track = tmp_path / "t.jsonl"
+    track.write_text(json.dumps(sample_meta()) + "\n" + json.dumps(sample_pose(0)) + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = posecast.run(["replay", track, "--port", port], timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r.stderr)
+    assert endpoint(port) in line and "already in use" in line
+
+
+# --- posecast run: a file played as a live source ----------------------------------------------
+
+def run_live(posecast, clip: Path, port: int, *extra: Any) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    r = posecast.run(["run", clip, "--port", port, "--min-score", "0", "--no-progress", *extra], timeout=90)
+    return r, time.monotonic() - t0
+
+
+def test_a_stalled_subscriber_does_not_change_the_pace(posecast, clip90: Path, tmp_path: Path, zctx) -> None:
+    port = free_port()
+    free, free_wall = run_live(posecast, clip90, port)
+    assert free.returncode == 0, free.stderr
+    f_frames, f_seconds, f_dropped = summary(free.stderr)
+
+    port = free_port()
+    stalled = make_sub(zctx, port, (b"",))        # connects, subscribes, never reads (default hwm)
+    slow, slow_wall = run_live(posecast, clip90, port)
+    assert slow.returncode == 0, slow.stderr
+    s_frames, s_seconds, s_dropped = summary(slow.stderr)
+
+    assert f_frames + f_dropped == LIVE_FRAMES, free.stderr
+    assert s_frames + s_dropped == LIVE_FRAMES, slow.stderr
+    duration = LIVE_FRAMES / LIVE_FPS
+    assert f_seconds >= 0.6 * duration and s_seconds >= 0.6 * duration      # both played in real time
+    assert s_seconds <= 1.5 * f_seconds, (s_seconds, f_seconds)
+    assert slow_wall <= 1.5 * free_wall + 1.0, (slow_wall, free_wall)   # + the publisher's bounded linger
+
+    got = 0
+    while stalled.poll(200):
+        topic, _ = stalled.recv_multipart()
+        got += topic.startswith(b"pose.")
+    assert got <= s_frames
+    print(f"no subscriber: {f_frames} frames + {f_dropped} dropped in {f_seconds:.2f} s ({free_wall:.1f} s wall); "
+          f"stalled subscriber: {s_frames} + {s_dropped} in {s_seconds:.2f} s ({slow_wall:.1f} s wall), "
+          f"it had {got} pose messages waiting")
+
+
+def test_run_plays_a_file_in_real_time_and_publishes_what_it_records(posecast, clip90: Path, tmp_path: Path) -> None:
+    port = free_port()
+    track = tmp_path / "live.jsonl"
+    with Collector(port) as c:
+        r, wall = run_live(posecast, clip90, port, "-o", track)
+        assert r.returncode == 0, r.stderr
+        frames, seconds, dropped = summary(r.stderr)
+        c.wait_poses(frames)
+    assert f"publishing on {endpoint(port)}" in r.stderr
+    assert frames + dropped == LIVE_FRAMES
+    duration = LIVE_FRAMES / LIVE_FPS
+    # The summary's clock starts when the output stage hears of the input: a little after the
+    # first frame was read. The frames' own capture times below are the exact pace check.
+    assert wall >= 0.8 * duration and seconds >= 0.6 * duration
+
+    meta, poses = read_track(track)
+    assert len(poses) == frames
+    assert meta["fps"] == pytest.approx(LIVE_FPS)
+    assert [p["seq"] for p in poses] == list(range(frames))       # dropped frames are not numbered
+    t_media = [p["t_media"] for p in poses]
+    assert all(b > a for a, b in zip(t_media, t_media[1:])), t_media
+    assert t_media[-1] >= 0.9 * (LIVE_FRAMES - 1) / LIVE_FPS      # played to the end
+    t_capture = [p["t_capture"] for p in poses]
+    assert all(b > a for a, b in zip(t_capture, t_capture[1:]))
+    # Each frame is captured when a camera would have delivered it: the run takes the clip's
+    # duration, not the time to decode it.
+    assert t_capture[-1] - t_capture[0] >= 0.8 * duration
+    assert t_capture[-1] - t_capture[0] == pytest.approx(t_media[-1] - t_media[0], abs=0.25)
+
+    assert c.metas and c.metas[0] == meta
+    late = assert_stream_is_the_track(c.poses, poses, max_late=LIVE_SLOTS + 2)
+    print(f"run: {frames} frames + {dropped} dropped in {seconds:.2f} s ({wall:.1f} s wall); "
+          f"the subscriber missed the first {late}")
+
+
+def test_ctrl_c_during_run(posecast, clip90: Path, tmp_path: Path) -> None:
+    port = free_port()
+    track = tmp_path / "t.jsonl"
+    with Collector(port) as c:
+        proc = posecast.start(["run", clip90, "--port", port, "-o", track, "--min-score", "0", "--no-progress"],
+                              start_new_session=True)
+        wait_for_lines(track, 10, proc)
+        os.killpg(proc.pid, signal.SIGINT)         # what the terminal does: the whole group
+        r = posecast.finish(proc, timeout=30)
+        assert r.returncode == 130, r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted; everything processed so far was written"
+        meta, poses = read_track(track)
+        c.wait_poses(len(poses), timeout=5)
+    assert 9 <= len(poses) < LIVE_FRAMES
+    assert [p["seq"] for p in poses] == list(range(len(poses)))
+    frames, _, dropped = summary(r.stderr)
+    assert frames == len(poses) and frames + dropped < LIVE_FRAMES
+    # The stream's subscribers got what the file got, up to the last frame.
+    assert_stream_is_the_track(c.poses, poses, max_late=LIVE_SLOTS + 2)
