@@ -13,12 +13,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 from engines.errors import PosecastError
+from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
+from streamer.filters import FilterConfig
 
 PROG = "posecast"
+
+
+def _choices(section: type, key: str) -> tuple[str, ...]:
+    """A config key's allowed values, from its Literal type: one list for config and flags."""
+    return typing.get_args(typing.get_type_hints(section)[key])
 
 
 class UsageError(PosecastError):
@@ -39,20 +47,20 @@ def _note(message: str) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="FILE", help="a Posecast .onnx or .pt model (default: the built-in model)")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"),
+    p.add_argument("--backend", choices=_choices(InferenceConfig, "backend"),
                    help="inference backend (default from the config: auto, the fastest present)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the network runs (default: auto)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+    p.add_argument("--device", choices=_choices(InferenceConfig, "device"), help="where the network runs (default: auto)")
+    p.add_argument("--precision", choices=_choices(InferenceConfig, "precision"),
                    help="GPU precision (default fp16; the CPU always runs fp32)")
     p.add_argument("--calibration", metavar="SOURCE",
                    help="TensorRT int8 only: a video or image folder of typical scenes to calibrate with")
     p.add_argument("--config", metavar="YAML", help="a pipeline config laid over configs/pipeline.yaml")
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per network call for files")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
-    p.add_argument("--align", choices=("average", "lstsq", "weighted"), help="root alignment method")
-    p.add_argument("--filter", choices=("auto", "off", "one_euro", "kalman"),
+    p.add_argument("--align", choices=_choices(AlignmentConfig, "method"), help="root alignment method")
+    p.add_argument("--filter", choices=_choices(FilterConfig, "method"),
                    help="temporal filter on joints_3d (default auto: one_euro live, off for files)")
-    p.add_argument("--axes", choices=("camera", "unity", "unreal", "godot", "blender"),
+    p.add_argument("--axes", choices=_choices(CoordinatesConfig, "axes"),
                    help="axes of joints_3d and root_3d (default camera: x right, y down, z forward, metres)")
     p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d)")
     p.add_argument("--min-score", type=float, metavar="S",
@@ -60,7 +68,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", action="store_true", help="also publish the stream over ZeroMQ (see docs/protocol.md)")
     p.add_argument("--bind", metavar="ADDR", help="publishing interface (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, metavar="N", help="publishing port (default 5556)")
-    p.add_argument("--encoding", choices=("msgpack", "json"), help="published payload encoding (default msgpack)")
+    p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"), help="published payload encoding (default msgpack)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stats", action="store_true", help="print per-stage timings at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
@@ -376,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5556)
-    p.add_argument("--encoding", default="msgpack", choices=("msgpack", "json"))
+    p.add_argument("--encoding", default="msgpack", choices=_choices(PublishConfig, "encoding"))
     p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
     p.set_defaults(func=cmd_replay)
 
@@ -402,10 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-network", help="time the network alone (latency and throughput per batch size)",
                        description="Time the network alone on random crops: p50/p99 latency per call and throughput.")
     p.add_argument("--model")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="auto", choices=_choices(InferenceConfig, "backend"))
+    p.add_argument("--device", default="auto", choices=_choices(InferenceConfig, "device"))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--precision", default="fp16", choices=_choices(InferenceConfig, "precision"))
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)

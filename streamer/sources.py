@@ -58,7 +58,7 @@ class SourceInfo:
 
 @dataclass
 class Frame:
-    image: np.ndarray           # (H, W, 3) uint8 BGR, C-contiguous; valid until the next read
+    image: np.ndarray           # (H, W, 3) uint8 BGR, possibly strided; valid until the next read
     index: int                  # 0-based position among the frames yielded
     t_capture: float            # time.time() when the frame became available
     t_media: float | None       # presentation time in seconds (video files and streams)
@@ -277,7 +277,9 @@ class _AVSource(Source):
         if av_frame.width != w or av_frame.height != h:
             # A mid-stream resolution change: downstream buffers are sized from `info`.
             av_frame = av_frame.reformat(width=w, height=h, format="bgr24")
-        image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
+        # Possibly a strided view (FFmpeg pads rows): capture copies it into the ring anyway, so a
+        # contiguous copy here would be a second full-frame copy.
+        image = av_frame.to_ndarray(format="bgr24")
         # After a damaged packet FFmpeg may give a frame without a usable timestamp (PyAV then
         # reports NaN): the protocol says "unknown" with null, never NaN.
         t_media = av_frame.time

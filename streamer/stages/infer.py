@@ -70,8 +70,11 @@ class InferStage:
 
     def _calibration(self) -> Any:
         """Calibration crops, read only when a TensorRT int8 engine may be built."""
+        from engines.backends import nvidia_gpu_present
+
         inf = self.config.inference
-        if inf.precision != "int8" or inf.backend not in ("tensorrt", "auto") or inf.calibration is None:
+        if (inf.precision != "int8" or inf.backend not in ("tensorrt", "auto") or inf.calibration is None
+                or not nvidia_gpu_present()):
             return None
         from streamer.calibration import calibration_crops
 
