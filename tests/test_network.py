@@ -181,3 +181,26 @@ def test_each_roots_offset_from_itself_is_exactly_zero(exported) -> None:
     others = np.ones(offsets.shape[1:3], dtype=bool)
     others[np.arange(len(roots)), roots] = False
     assert np.all(np.abs(offsets[:, others]) > 0)
+
+
+@pytest.mark.parametrize("fusion", ["none", "conv", "fc"])
+def test_2d_probabilities_feed_the_3d_branch_only_when_fused(small_model_config: ModelConfig, fusion: str) -> None:
+    """The paper's key idea, wired: the 3D output depends on the 2D probabilities for `conv` and
+    `fc` fusion, and not at all for the `none` baseline."""
+    net = build_network(dataclasses.replace(small_model_config, fusion=fusion)).train(False)
+    captured = {}
+
+    def keep(module, inputs, output):          # hook the logits: d(offsets)/d(logits) flows through probs
+        output.retain_grad()
+        captured["logits"] = output
+
+    handle = net.logits.register_forward_hook(keep)
+    x = torch.from_numpy(crops(small_model_config, 2, seed=3))
+    _, offsets = net(x)
+    offsets.sum().backward()
+    handle.remove()
+    grad = captured["logits"].grad
+    if fusion == "none":
+        assert grad is None or float(grad.abs().max()) == 0.0
+    else:
+        assert grad is not None and float(grad.abs().max()) > 0.0

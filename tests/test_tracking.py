@@ -220,3 +220,28 @@ def test_region_of_interest_stays_bounded_when_the_network_is_unsure() -> None:
     cx, cy, side = t.roi
     assert side <= 2 * max(W, H)
     assert 0 <= cx <= W and 0 <= cy <= H
+
+
+def test_file_mode_batches_frames(posecast, clip40) -> None:
+    """File sources batch: fewer network calls than frames (the tracker's searches included)."""
+    import re
+
+    r = posecast.run(["track", clip40, "-o", "t.jsonl", "--batch-size", "8", "--min-score", "0", "--stats",
+                      "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    runs = int(re.search(r"network runs: (\d+)", r.stderr).group(1))
+    assert runs < 40, r.stderr
+
+
+def test_progress_bar_shows_rate_and_time_left(capsys) -> None:
+    """The bar is only drawn on a terminal; its format is checked here directly."""
+    from streamer.stages.output import OutputStage
+
+    stage = OutputStage.__new__(OutputStage)
+    stage.progress = True
+    bar = stage._progress_bar({"frame_count": 100, "name": "clip"})
+    bar.update(10)
+    bar.refresh()
+    bar.close()
+    text = capsys.readouterr().err
+    assert "10/100" in text and "frame/s" in text and "<" in text      # count, rate, time left
