@@ -90,6 +90,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("alignment", "method", args.align)
     put("filter", "method", args.filter)
     put("coordinates", "axes", args.axes)
+    put("source", "reconnect", True if getattr(args, "reconnect", False) else None)
+    put("source", "loop", True if getattr(args, "loop", False) else None)
     put("coordinates", "focal_px", args.focal)
     put("publish", "enabled", True if args.publish else None)
     put("publish", "bind", args.bind)
@@ -170,6 +172,8 @@ def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats:
             f"person found in {s['found']}; backend {result.backend}")
     if s.get("live") or s.get("dropped"):
         line += f"; {s.get('dropped', 0)} stale frames dropped to stay live"
+    if s.get("reconnects"):
+        line += f"; the source was reopened {s['reconnects']} times"
     _note(line)
     if stats:
         _print_stats(s)
@@ -217,6 +221,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Live: a camera or stream that drops is reopened; a file may loop.
+    args.reconnect = True
     tracks = [Path(p) for p in (args.output or [])]
     return run_track(args.source, tracks, Path(args.overlay) if args.overlay else None, args,
                      realtime=True, publish=True)
@@ -356,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="camera index or device, URL, or video file (played in real time)")
     p.add_argument("-o", "--output", action="append", metavar="OUT", help="also record a track file; may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="also write the overlay video")
+    p.add_argument("--loop", action="store_true", help="a file: play it again from the start at its end, forever")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
 

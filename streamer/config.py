@@ -71,12 +71,17 @@ class SourceConfig:
     open_timeout_s: float     # network streams: give up connecting after this long
     read_timeout_s: float     # network streams and cameras: a read that takes longer is a fault
     max_image_side: int       # image folders: larger images are scaled down to this side
+    reconnect: bool           # live sources: reopen a camera or stream that drops (posecast run: on)
+    reconnect_max_s: float    # longest wait between reopening attempts (they back off up to it)
+    loop: bool                # posecast run on a file: start again at its end, forever
 
     def check(self) -> None:
         if self.open_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
         if self.max_image_side < 64:
             raise ValueError("max_image_side must be >= 64")
+        if self.reconnect_max_s <= 0:
+            raise ValueError("reconnect_max_s must be positive")
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,11 @@ class PosecastRunner:
 
         tag = secrets.token_hex(8)
         tmpdir = tempfile.mkdtemp(prefix="pct")
+        # stderr may go to a file instead (a test that watches the log while the run goes on).
+        stderr = kwargs.pop("stderr", subprocess.PIPE)
         proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", *[str(a) for a in args]],
                                 cwd=self.cwd, env=self._env(tag, tmpdir), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, **kwargs)
+                                stderr=stderr, text=True, **kwargs)
         proc.posecast_tag = tag          # type: ignore[attr-defined]
         proc.posecast_tmpdir = tmpdir    # type: ignore[attr-defined]
         return proc

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.synchronize import Semaphore
 
 import numpy as np
 import zmq
 
-from engines.errors import PosecastError
+from engines.errors import InputError, PosecastError
 from streamer.channels import Outbox
 from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, START, FramePacket
@@ -35,6 +36,7 @@ class CaptureStage:
         self.source_spec = source
         self.realtime = realtime      # play a file at its own frame rate, as a live source
         self.paced = False
+        self.reconnects = 0
         self.config = config
         self.ring_name = ring_name
         self.free_slots = free_slots
@@ -87,7 +89,7 @@ class CaptureStage:
 
     def _send_end(self, out: Outbox, reason: str, corrupt: int) -> None:
         out.send(END, {"reason": reason, "frames": self.seq, "dropped": self.dropped, "corrupt": corrupt,
-                       "timings": {"capture": self.timer.summary()}})
+                       "reconnects": self.reconnects, "timings": {"capture": self.timer.summary()}})
 
     def _acquire_slot(self) -> bool:
         while not self.free_slots.acquire(timeout=POLL_MS / 1000.0):
@@ -122,10 +124,23 @@ class CaptureStage:
                 return "aborted"
             self._admit(frame, ring, out, read_ms)
 
+    def _reopen(self, shape: tuple[int, int]) -> Source:
+        """The same source again, for a reconnect or a loop; it must keep its frame size."""
+        src = open_source(self.source_spec, self.config.source)
+        if (src.info.height, src.info.width) != shape:
+            src.close()
+            raise InputError(f"'{self.source_spec}' came back at {src.info.width}x{src.info.height}, not "
+                             f"{shape[1]}x{shape[0]}; restart posecast to follow the new size")
+        return src
+
     def _live(self, src: Source, ring: FrameRing, out: Outbox) -> str:
         newest = _NewestFrame()
-        reader = threading.Thread(target=newest.fill_from, args=(src, self.control, self.paced), daemon=True,
-                                  name="capture-reader")
+        cfg = self.config.source
+        policy = _Reopen(opener=lambda: self._reopen((src.info.height, src.info.width)),
+                         reconnect=cfg.reconnect and src.info.live, loop=cfg.loop and not src.info.live,
+                         max_wait_s=cfg.reconnect_max_s)
+        reader = threading.Thread(target=newest.fill_from, args=(src, self.control, self.paced, policy),
+                                  daemon=True, name="capture-reader")
         reader.start()
         try:
             while True:
@@ -153,11 +168,23 @@ class CaptureStage:
                 self.timer.add("read", read_ms)
                 self._admit(frame, ring, out, read_ms)
                 self.dropped = newest.dropped
+                self.reconnects = newest.reconnects
         finally:
             # The source is closed next, and must not be while the reader is inside it (closing a
             # container that another thread decodes from can crash the process).
             newest.quit.set()
             reader.join(timeout=2.0)
+
+
+@dataclass
+class _Reopen:
+    """When the live reader opens its source again: after a failure (`reconnect`, waiting 0.5 s,
+    1 s, 2 s, ... up to `max_wait_s` between attempts) and at the end of a file (`loop`)."""
+
+    opener: Callable[[], Source]
+    reconnect: bool = False
+    loop: bool = False
+    max_wait_s: float = 10.0
 
 
 class _NewestFrame:
@@ -167,40 +194,100 @@ class _NewestFrame:
         self.cond = threading.Condition()
         self.frame: tuple[Frame, float] | None = None
         self.dropped = 0
+        self.reconnects = 0
         self.finished = False
         self.error: BaseException | None = None
         self.quit = threading.Event()     # the sending thread is done: stop reading
 
-    def fill_from(self, src: Source, control: Control, paced: bool = False) -> None:
-        """Keep the newest frame of `src`; `paced`: release a file's frames at their media times."""
+    def fill_from(self, src: Source, control: Control, paced: bool = False, reopen: _Reopen | None = None) -> None:
+        """Keep the newest frame of `src`, reopening it as `reopen` says. The reader owns every
+        source it opens again, and closes it: a source is only ever used by one thread."""
+        reopen = reopen or _Reopen(opener=lambda: src)
+        current, media_offset = src, 0.0
         try:
-            t0 = time.perf_counter()
-            start: tuple[float, float] | None = None      # (wall clock, media time) of frame 0
-            period = 1.0 / (src.info.fps or 30.0)
-            for frame in src.frames():
-                read_ms = (time.perf_counter() - t0) * 1000.0
-                if paced:
-                    t_media = frame.t_media if frame.t_media is not None else frame.index * period
-                    if start is None:
-                        start = (time.monotonic(), t_media)
-                    delay = start[0] + (t_media - start[1]) - time.monotonic()
-                    if delay > 0 and self.quit.wait(delay):
-                        break
-                    frame.t_capture = time.time()        # captured when a camera would have delivered it
-                with self.cond:
-                    if self.frame is not None:
-                        self.dropped += 1
-                    self.frame = (frame, read_ms)
-                    self.cond.notify()
-                if control.stop.is_set() or control.abort.is_set() or self.quit.is_set():
-                    break
-                t0 = time.perf_counter()
+            while True:
+                try:
+                    last_media = self._read(current, control, paced, media_offset)
+                except PosecastError as exc:
+                    if not reopen.reconnect or self._stopping(control):
+                        raise
+                    log.warning("%s; reconnecting", exc)
+                    fresh = self._reconnect(current, src, reopen, control)
+                    current = src          # closed by _reconnect; nothing else of ours is open
+                    if fresh is None:
+                        return
+                    current = fresh
+                    continue
+                if self._stopping(control) or not reopen.loop:
+                    return
+                media_offset = last_media + 1.0 / (src.info.fps or 30.0)   # the loop's media time runs on
+                self._close(current, src)
+                current = reopen.opener()
         except BaseException as exc:  # handed to the sending thread, which reports it
             self.error = exc
         finally:
+            self._close(current, src)
             with self.cond:
                 self.finished = True
                 self.cond.notify()
+
+    def _stopping(self, control: Control) -> bool:
+        return control.stop.is_set() or control.abort.is_set() or self.quit.is_set()
+
+    @staticmethod
+    def _close(current: Source, original: Source) -> None:
+        if current is not original:       # the original belongs to the capture stage's `with`
+            current.close()
+
+    def _reconnect(self, current: Source, original: Source, reopen: _Reopen, control: Control) -> Source | None:
+        """Reopen with backoff until it works or the run stops (None)."""
+        if current is original:
+            original.close()              # a camera cannot be opened twice
+        else:
+            current.close()
+        wait = 0.5
+        while not self._stopping(control):
+            if self.quit.wait(wait):
+                return None
+            try:
+                fresh = reopen.opener()
+            except PosecastError as exc:
+                wait = min(wait * 2.0, reopen.max_wait_s)
+                log.warning("still cannot reopen the source (%s); next try in %.1f s", exc, wait)
+                continue
+            self.reconnects += 1
+            log.warning("source reopened (reconnect %d)", self.reconnects)
+            return fresh
+        return None
+
+    def _read(self, src: Source, control: Control, paced: bool, media_offset: float) -> float:
+        """Frames of `src` into the mailbox until it ends or the run stops; the last media time."""
+        t0 = time.perf_counter()
+        start: tuple[float, float] | None = None      # (wall clock, media time) of the first frame
+        period = 1.0 / (src.info.fps or 30.0)
+        last_media = media_offset
+        for frame in src.frames():
+            read_ms = (time.perf_counter() - t0) * 1000.0
+            if paced:
+                t_media = frame.t_media if frame.t_media is not None else frame.index * period
+                if start is None:
+                    start = (time.monotonic(), t_media)
+                delay = start[0] + (t_media - start[1]) - time.monotonic()
+                if delay > 0 and self.quit.wait(delay):
+                    break
+                frame.t_capture = time.time()        # captured when a camera would have delivered it
+            if frame.t_media is not None and media_offset:
+                frame.t_media += media_offset
+            last_media = frame.t_media if frame.t_media is not None else last_media
+            with self.cond:
+                if self.frame is not None:
+                    self.dropped += 1
+                self.frame = (frame, read_ms)
+                self.cond.notify()
+            if self._stopping(control):
+                break
+            t0 = time.perf_counter()
+        return last_media
 
     def take(self, timeout_s: float) -> tuple[Frame, float] | None:
         with self.cond:

@@ -171,6 +171,7 @@ class OutputStage:
         timings["per_frame"] = self.latency.summary()
         return {"frames": self.frames, "found": self.found, "seconds": elapsed_s, "live": self.live,
                 "reason": end.get("reason"), "dropped": end.get("dropped", 0), "corrupt": end.get("corrupt", 0),
+                "reconnects": end.get("reconnects", 0),
                 "network_runs": end.get("network_runs"), "searches": end.get("searches"), "timings": timings}
 
 
