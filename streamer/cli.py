@@ -146,7 +146,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay,
                          progress=not args.no_progress and sys.stderr.isatty(),
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
-                         realtime=realtime)
+                         realtime=realtime, preview=bool(getattr(args, "preview", False)))
     result = Pipeline(request).run()
     if result.summary is not None:
         _print_summary(result, tracks, overlay, args.stats)
@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", action="append", metavar="OUT", help="also record a track file; may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="also write the overlay video")
     p.add_argument("--loop", action="store_true", help="a file: play it again from the start at its end, forever")
+    p.add_argument("--preview", action="store_true",
+                   help="show a window with the frames and skeletons (needs the 'preview' extra: pygame); "
+                        "closing it ends the run")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
 

@@ -58,6 +58,7 @@ class RunRequest:
     log_level: int = logging.WARNING
     announce: Callable[[str], None] | None = None    # told what a user should know while it runs
     realtime: bool = False                           # play files at their frame rate, as live sources
+    preview: bool = False                            # show a window with the live result
 
 
 @dataclass
@@ -107,7 +108,8 @@ class Pipeline:
             "output": (OutputStage, dict(model_config=info.config, model_meta=model_meta, tracks=r.tracks,
                                          overlay=r.overlay, publish=r.config.publish,
                                          coordinates=r.config.coordinates, free_slots=free_slots,
-                                         in_endpoint=self.endpoint("output"), progress=r.progress)),
+                                         in_endpoint=self.endpoint("output"), progress=r.progress,
+                                         preview=r.preview)),
         }
 
     def run(self) -> RunResult:

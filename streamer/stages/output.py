@@ -29,11 +29,12 @@ class OutputStage:
     def __init__(self, model_config: ModelConfig, model_meta: dict[str, Any], tracks: list[Path],
                  overlay: Path | None, publish: PublishConfig, coordinates: CoordinatesConfig,
                  free_slots: Semaphore, in_endpoint: str,
-                 control: Control, reporter: Reporter, progress: bool) -> None:
+                 control: Control, reporter: Reporter, progress: bool, preview: bool = False) -> None:
         self.model_config = model_config
         self.publish_config = publish
         self.coordinates = coordinates
         self.axes = axes_spec(coordinates.axes)
+        self.preview_wanted = preview
         self.model_meta = model_meta
         self.track_paths = tracks
         self.overlay_path = overlay
@@ -47,6 +48,8 @@ class OutputStage:
         self.frames = 0
         self.found = 0
         self.live = False
+        self.preview = None
+        self.preview_note: str | None = None
 
     def run(self) -> None:
         from streamer.overlay import OverlayWriter
@@ -80,10 +83,16 @@ class OutputStage:
             writers = [open_track_writer(p, meta) for p in self.track_paths]
             if publisher is not None:
                 publisher.start(info["name"], meta)
-            if self.overlay_path is not None:
+            note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
+            if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
-                note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
+            if self.overlay_path is not None:
                 overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note)
+            if self.preview_wanted:
+                from streamer.preview import PreviewWindow
+
+                self.preview = PreviewWindow(info["name"], info["width"], info["height"])
+                self.preview_note = note
             bar = self._progress_bar(info)
             t_first = time.perf_counter()
             while not self.control.abort.is_set():
@@ -109,6 +118,8 @@ class OutputStage:
                 overlay.close()
             if bar is not None:
                 bar.close()
+            if self.preview is not None:
+                self.preview.close()
             if ring is not None:
                 ring.close()
             if publisher is not None:
@@ -154,6 +165,10 @@ class OutputStage:
         if publisher is not None:
             publisher.publish(pose_message(frame))
             self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
+        if self.preview is not None and ring is not None:
+            shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.scale)
+            if not self.preview.show(ring.view(fp.slot, fp.height, fp.width), shown, self.preview_note):
+                self.control.stop.set()           # the window was closed: end the run as Ctrl-C does
         if overlay is not None and ring is not None:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:

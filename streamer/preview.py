@@ -1,0 +1,66 @@
+"""The live preview window: each frame with its 2D skeleton, the rate and the latency.
+
+The OpenCV wheel Posecast depends on is the headless one (no GUI, so it installs on servers), so
+the window is drawn with pygame (SDL2), an optional extra: `pip install -e '.[preview]'`. Closing
+the window, or pressing q or Esc, ends the run as Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from engines.errors import InputError
+from streamer.overlay import draw_pose, draw_status
+from streamer.protocol import PoseFrame
+
+
+class PreviewWindow:
+    def __init__(self, title: str, width: int, height: int, max_side: int = 960) -> None:
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        try:
+            import pygame
+        except ImportError:
+            raise InputError("the preview window needs pygame: pip install -e '.[preview]' "
+                             "(or run without --preview)") from None
+        self.pygame = pygame
+        try:
+            pygame.display.init()
+            scale = min(1.0, max_side / max(width, height))
+            self.size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            self.screen = pygame.display.set_mode(self.size)
+        except pygame.error as exc:
+            raise InputError(f"cannot open the preview window ({exc}); is there a display? "
+                             f"(run without --preview on a headless machine)") from None
+        pygame.display.set_caption(f"posecast: {title}")
+        self.width, self.height = width, height
+        self.canvas = np.zeros((height, width, 3), np.uint8)
+        self.rgb = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+
+    def show(self, image: np.ndarray, frame: PoseFrame, note: str | None = None) -> bool:
+        """Draw one frame; False once the user has closed the window (or pressed q / Esc)."""
+        ih, iw = image.shape[:2]
+        if (ih, iw) != (self.height, self.width):
+            self.canvas[:] = 0
+        np.copyto(self.canvas[:ih, :iw], image)
+        for person in frame.people:
+            draw_pose(self.canvas, person)
+        draw_status(self.canvas, frame, note)
+        if self.size != (self.width, self.height):
+            cv2.resize(self.canvas, self.size, dst=self.rgb, interpolation=cv2.INTER_AREA)
+            cv2.cvtColor(self.rgb, cv2.COLOR_BGR2RGB, dst=self.rgb)
+        else:
+            cv2.cvtColor(self.canvas, cv2.COLOR_BGR2RGB, dst=self.rgb)
+        pg = self.pygame
+        surface = pg.image.frombuffer(self.rgb.data, self.size, "RGB")
+        self.screen.blit(surface, (0, 0))
+        pg.display.flip()
+        for event in pg.event.get():
+            if event.type == pg.QUIT or (event.type == pg.KEYDOWN and event.key in (pg.K_q, pg.K_ESCAPE)):
+                return False
+        return True
+
+    def close(self) -> None:
+        self.pygame.display.quit()

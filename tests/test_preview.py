@@ -1,0 +1,54 @@
+"""The preview window, on SDL's dummy video driver (no display needed)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+pygame = pytest.importorskip("pygame")
+
+from streamer.preview import PreviewWindow  # noqa: E402
+from streamer.protocol import PersonPose, PoseFrame  # noqa: E402
+
+
+def _frame() -> PoseFrame:
+    pts = np.stack([np.linspace(20, 140, 17), np.linspace(20, 100, 17)], axis=1).astype(np.float32)
+    person = PersonPose(0, 0.9, (20, 20, 140, 100), np.zeros((17, 3), np.float32), pts, np.ones(17, np.float32))
+    return PoseFrame(0, 0.0, None, (160, 120), [person])
+
+
+def test_shows_frames_until_the_window_is_closed() -> None:
+    win = PreviewWindow("test", 160, 120)
+    try:
+        image = np.full((120, 160, 3), 40, np.uint8)
+        assert win.show(image, _frame(), "note")
+        assert (image == 40).all()                                  # the ring's frame is not drawn on
+        shown = pygame.surfarray.array3d(win.screen)
+        assert shown.max() > 40                                     # the skeleton and text were drawn
+        pygame.event.post(pygame.event.Event(pygame.QUIT))
+        assert not win.show(image, _frame())                        # closed: the run should end
+    finally:
+        win.close()
+
+
+def test_large_frames_are_scaled_to_fit() -> None:
+    win = PreviewWindow("big", 1920, 1080, max_side=960)
+    try:
+        assert win.size == (960, 540)
+        assert win.show(np.zeros((1080, 1920, 3), np.uint8), _frame())
+    finally:
+        win.close()
+
+
+def test_run_with_preview_end_to_end(posecast, clip40) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = posecast.run(["run", clip40, "--preview", "--port", port, "--min-score", "0", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    assert "40 frames" in r.stderr or "frames in" in r.stderr
