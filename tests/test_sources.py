@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import random
@@ -18,7 +19,7 @@ from conftest import http_serving_part
 from PIL import Image
 
 from engines.errors import InputError
-from streamer.config import SourceConfig
+from streamer.config import SourceConfig, load_pipeline_config
 from streamer.sources import (
     CameraSource,
     Frame,
@@ -31,8 +32,9 @@ from streamer.synthclip import write_clip
 
 N = 20
 W, H = 160, 120
-CFG = SourceConfig(open_timeout_s=2.0, read_timeout_s=2.0, max_image_side=1920)
-FAST = SourceConfig(open_timeout_s=0.5, read_timeout_s=0.5, max_image_side=1920)
+SHIPPED = load_pipeline_config().source
+CFG = dataclasses.replace(SHIPPED, open_timeout_s=2.0, read_timeout_s=2.0, max_image_side=1920)
+FAST = dataclasses.replace(SHIPPED, open_timeout_s=0.5, read_timeout_s=0.5, max_image_side=1920)
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +267,7 @@ def test_oversize_images_are_scaled_down(tmp_path: Path) -> None:
     d.mkdir()
     _png(d / "a.png", 256, 128, 50)
     _png(d / "b.png", 60, 60, 60)
-    cfg = SourceConfig(open_timeout_s=1, read_timeout_s=1, max_image_side=64)
+    cfg = dataclasses.replace(SHIPPED, open_timeout_s=1, read_timeout_s=1, max_image_side=64)
     with open_source(str(d), cfg) as src:
         assert (src.info.width, src.info.height) == (64, 60)
         frames = list(src.frames())
@@ -279,7 +281,7 @@ def test_oversize_images_are_scaled_down(tmp_path: Path) -> None:
 def test_very_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
     path = tmp_path / "huge.jpg"
     cv2.imwrite(str(path), np.full((600, 1000, 3), 128, np.uint8))
-    cfg = SourceConfig(open_timeout_s=1, read_timeout_s=1, max_image_side=100)
+    cfg = dataclasses.replace(SHIPPED, open_timeout_s=1, read_timeout_s=1, max_image_side=100)
     frames, corrupt = read_all(path, cfg)
     assert corrupt == 0 and frames[0].image.shape == (60, 100, 3)
     assert frames[0].scale == pytest.approx(10.0)
