@@ -37,10 +37,6 @@ class ModelConfig:
     def root_indices(self) -> tuple[int, ...]:
         return self.skeleton.indices(self.roots)
 
-    @property
-    def cell_size(self) -> float:
-        return self.input_size / self.grid_size
-
     def check(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
             raise ValueError(f"input_size must be a multiple of 32, at least 64 (got {self.input_size})")

@@ -61,9 +61,6 @@ class PersonTracker:
         self.network_runs = 0
         self.searches = 0
 
-    def reset(self) -> None:
-        self.roi = None
-
     def process(self, images: list[np.ndarray], scales: list[float] | None = None) -> list[FrameResult]:
         """One result per image, in order. `scales`: input-image pixels per given pixel."""
         scales = scales or [1.0] * len(images)

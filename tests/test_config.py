@@ -49,7 +49,7 @@ def test_shipped_pipeline_config_loads() -> None:
 
 def test_shipped_model_config_loads() -> None:
     cfg = load_model_config()
-    assert cfg.input_size == 256 and cfg.grid_size == 32 and cfg.cell_size == 8.0
+    assert cfg.input_size == 256 and cfg.grid_size == 32
     assert len(cfg.widths) == 4 and len(cfg.depths) == 4
     assert cfg.fusion in ("none", "conv", "fc")
     assert "pelvis" in cfg.roots

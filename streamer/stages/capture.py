@@ -67,7 +67,6 @@ class CaptureStage:
                 for _ in range(slots):
                     self.free_slots.release()
                 out.send(START, {"info": asdict(info), "ring": asdict(ring.spec)})
-                self.reporter.send("started", {"source": asdict(info)})
                 loop = self._live if info.live else self._file
                 self.paced = self.realtime and not src.info.live
                 try:
