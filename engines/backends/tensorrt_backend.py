@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from engines.backends.base import Backend, NetOutputs
-from engines.model_file import INPUT_NAME, OUTPUT_NAMES, atomic_write_bytes, file_sha256, read_onnx_info
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
+from engines.model_file import INPUT_NAME, OUTPUT_NAMES, atomic_write_bytes, file_sha256, read_onnx_info
 
 try:  # POSIX only; without it the cache still works, just without the cross-process lock.
     import fcntl

@@ -1,5 +1,6 @@
-"""Output: turn results into protocol messages, write track files and the overlay video, give the
-ring slot back, keep the progress bar and the run's statistics."""
+"""Output: turn results into protocol messages in the requested axes; publish them, write the
+track files, the overlay video and the preview; give the ring slot back; keep the progress bar
+and the run's statistics."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import zmq
 
 from engines.crop import points_bbox
 from engines.model_config import ModelConfig
-from streamer.channels import Inbox
-from streamer.packets import END, RESULT, START, ResultPacket
 from engines.rootpos import camera_intrinsics
 from streamer.axes import axes_meta, axes_spec, convert_points
+from streamer.channels import Inbox
 from streamer.config import CoordinatesConfig, PublishConfig
+from streamer.packets import END, RESULT, START, ResultPacket
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
