@@ -106,6 +106,7 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     """Fail before any work starts when an output cannot be written, or would overwrite the
     input or another output."""
     from engines.errors import InputError
+    from streamer.tracks import TRACK_SUFFIXES
 
     outputs = tracks + ([overlay] if overlay else [])
     seen: dict[Path, Path] = {}
@@ -117,13 +118,10 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     if source is not None and Path(source).is_file() and Path(source).resolve() in seen:
         raise InputError(f"'{source}' is both the input and an output; writing would destroy the input")
 
-    for path in tracks + ([overlay] if overlay else []):
-        if path.is_dir():
-            raise InputError(f"output '{path}' is a folder; give a file name")
-        if not path.parent.exists():
-            raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist (create it first)")
+    for path in outputs:
+        _check_writable(path)
     for path in tracks:
-        if path.suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".npz"):
+        if path.suffix.lower() not in TRACK_SUFFIXES:
             raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use .jsonl, .csv or .npz)")
     if overlay is not None and overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
         raise InputError(f"overlay '{overlay}' must be an .mp4, .mkv or .mov file")

@@ -26,12 +26,17 @@ class StreamStats:
     """Rolling figures over the last `window` pose messages."""
 
     window: int = 120
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=120))
-    pipeline_ms: deque = field(default_factory=lambda: deque(maxlen=120))
-    delivery_ms: deque = field(default_factory=lambda: deque(maxlen=120))
+    arrivals: deque = field(init=False)
+    pipeline_ms: deque = field(init=False)
+    delivery_ms: deque = field(init=False)
     received: int = 0
     gaps: int = 0                       # seq numbers skipped: messages this subscriber lost
     last_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        self.arrivals = deque(maxlen=self.window)
+        self.pipeline_ms = deque(maxlen=self.window)
+        self.delivery_ms = deque(maxlen=self.window)
 
     def add(self, msg: dict[str, Any], t_recv: float) -> None:
         self.received += 1

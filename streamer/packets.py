@@ -7,7 +7,7 @@ its frame is and where its pixels are.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgpack
@@ -44,7 +44,6 @@ class FramePacket:
     t_capture: float
     t_media: float | None
     scale: float                       # input-image pixels per ring pixel (1 unless downscaled)
-    timings: dict[str, float] = field(default_factory=dict)   # stage -> ms spent on this frame
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -44,7 +44,7 @@ STAGES = ("capture", "infer", "align", "output")
 STOP_GRACE_S = 10.0      # Ctrl-C: how long frames in flight may take before the run is aborted
 ABORT_GRACE_S = 3.0      # abort: how long stages may take to exit before they are terminated
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_INPUT_DAMAGED = 0, 1, 3      # interrupted: 128 + the signal's number
 
 
 @dataclass

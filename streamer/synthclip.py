@@ -20,7 +20,6 @@ libx264 veryfast; the room is rendered once, ~0.4 s); the default 640x480, 90-fr
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
@@ -599,20 +598,3 @@ def ensure_default_clip(progress: bool = False) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render the synthetic walking-person clip.")
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--size", default=f"{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}", help="WxH")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
-    parser.add_argument("--fps", type=float, default=DEFAULT_FPS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    write_clip(args.output, width, height, args.frames, args.fps, args.seed, progress=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -72,8 +72,8 @@ class TrackWriter(ABC):
         self.frames_written = 0
 
     @abstractmethod
-    def write(self, frame: PoseFrame) -> None:
-        ...
+    def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
+        """`message`: the frame's `pose_message`, when the caller has built it already."""
 
     @abstractmethod
     def close(self) -> None:
@@ -134,8 +134,8 @@ class JsonlTrackWriter(_LineFileWriter):
         super().__init__(path)
         self._emit(header + "\n")
 
-    def write(self, frame: PoseFrame) -> None:
-        self.write_message(pose_message(frame))
+    def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
+        self.write_message(pose_message(frame) if message is None else message)
 
     def write_message(self, msg: dict[str, Any]) -> None:
         # The message as it is (t_publish included, when recorded from a stream).
@@ -195,7 +195,7 @@ class CsvTrackWriter(_LineFileWriter):
         self._rows.truncate()
         self._emit(text)
 
-    def write(self, frame: PoseFrame) -> None:
+    def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self._check_open()
         msg_head = [int(frame.seq), round(float(frame.t_capture), 6),
                     "" if frame.t_media is None else round(float(frame.t_media), 6)]
@@ -283,7 +283,7 @@ class NpzTrackWriter(TrackWriter):
             bigger[name][:n] = arr[:n]
         self._buf = bigger
 
-    def write(self, frame: PoseFrame) -> None:
+    def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         if self._closed:
             raise ValueError(f"track file '{self.path}' is already closed")
         if self._count == len(self._buf["seq"]):

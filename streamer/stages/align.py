@@ -80,8 +80,9 @@ class AlignStage:
     def align(self, body: dict) -> dict:
         t0 = time.perf_counter()
         res = ResultPacket.from_dict(body, self.num_joints, self.num_roots)
-        joints_3d = self.aligner(res.offsets_3d, res.conf)
+        joints_3d = None                      # nobody found: no pose to align, nothing is published
         if res.found:
+            joints_3d = self.aligner(res.offsets_3d, res.conf)
             fp = res.frame
             t = fp.t_media if (fp.t_media is not None and not self.live) else fp.t_capture
             joints_3d = self.filter(t, joints_3d, res.conf).astype(np.float32)
@@ -91,5 +92,5 @@ class AlignStage:
             self.filter.reset()
             self.root_filter.reset()
         res.joints_3d = joints_3d
-        res.frame.timings["align"] = self.timer.since("align", t0)
+        self.timer.since("align", t0)
         return res.to_dict()

@@ -96,14 +96,13 @@ class CaptureStage:
                 return False
         return True
 
-    def _admit(self, frame: Frame, ring: FrameRing, out: Outbox, t_read_ms: float) -> None:
+    def _admit(self, frame: Frame, ring: FrameRing, out: Outbox) -> None:
         t0 = time.perf_counter()
         h, w = frame.image.shape[:2]
         slot = self.seq % ring.spec.slots
         np.copyto(ring.view(slot, h, w), frame.image)
-        copy_ms = self.timer.since("copy", t0)
-        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale,
-                             {"read": t_read_ms, "copy": copy_ms})
+        self.timer.since("copy", t0)
+        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale)
         out.send(FRAME, packet.to_dict())
         self.seq += 1
 
@@ -118,10 +117,10 @@ class CaptureStage:
             frame = next(frames, None)
             if frame is None:
                 return "end of input"
-            read_ms = self.timer.since("read", t0)
+            self.timer.since("read", t0)
             if not self._acquire_slot():
                 return "aborted"
-            self._admit(frame, ring, out, read_ms)
+            self._admit(frame, ring, out)
 
     def _reopen(self, shape: tuple[int, int]) -> Source:
         """The same source again, for a reconnect or a loop; it must keep its frame size."""
@@ -165,7 +164,7 @@ class CaptureStage:
                     taken = newest.take(timeout_s=POLL_MS / 1000.0)
                 frame, read_ms = taken
                 self.timer.add("read", read_ms)
-                self._admit(frame, ring, out, read_ms)
+                self._admit(frame, ring, out)
                 self.dropped = newest.dropped
                 self.reconnects = newest.reconnects
         finally:

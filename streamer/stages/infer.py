@@ -122,6 +122,5 @@ class InferStage:
         per_frame = (time.perf_counter() - t0) * 1000.0 / len(batch)
         for packet, res in zip(batch, results):
             self.timer.add("infer", per_frame)
-            packet.timings["infer"] = per_frame
             out.send(RESULT, ResultPacket(packet, res.found, res.score, res.joints_2d, res.conf,
                                           res.offsets_3d).to_dict())

@@ -161,10 +161,13 @@ class OutputStage:
             people.append(PersonPose(0, res.score, points_bbox(res.joints_2d), joints_3d, res.joints_2d, res.conf,
                                      root_3d))
         frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people)
+        # One protocol message per frame, shared by the JSONL tracks and the publisher (which adds
+        # t_publish to it, so it goes last).
+        message = pose_message(frame) if (writers or publisher is not None) else None
         for w in writers:
-            w.write(frame)
+            w.write(frame, message)
         if publisher is not None:
-            publisher.publish(pose_message(frame))
+            publisher.publish(message)
             self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
         if self.preview is not None and ring is not None:
             shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.scale)
