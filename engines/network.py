@@ -114,6 +114,14 @@ class PoseNet(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, offsets = self.forward_logits(image)
+        b = logits.shape[0]
+        probs = torch.softmax(logits.reshape(b, self.num_joints, -1), dim=-1)
+        return probs.reshape(b, self.num_joints, self.grid, self.grid), offsets
+
+    def forward_logits(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`logits_2d` (B, J, G, G) before the softmax, and `offsets_3d`: what training needs, since
+        cross-entropy on log-softmax of the logits is stable where the log of probabilities is not."""
         x = image.permute(0, 3, 1, 2).float()
         x = (x - self.mean) * self.inv_std
         f8 = self.s8(self.s4(self.stem(x)))
@@ -138,7 +146,7 @@ class PoseNet(nn.Module):
         if self.fusion == "fc":
             feats = torch.cat([feats, self.fuse_fc(probs.flatten(1))], dim=1)
         offsets = self.regressor(feats).reshape(b, self.num_roots, self.num_joints, 3) * self.own_root_mask
-        return probs_2d, offsets
+        return logits, offsets
 
 
 def build_network(cfg: ModelConfig) -> PoseNet:

@@ -1,0 +1,161 @@
+"""Synthetic people: the anny body bank, retargeting, skinning, rendering and generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.skeleton import H36M17
+from train.synth.retarget import pose_body, retarget_joints, swing
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+J = H36M17.index
+
+
+@pytest.fixture(scope="session")
+def bank(tmp_path_factory):
+    pytest.importorskip("anny", reason="anny is in the test extra: pip install -e '.[test]'")
+    from train.synth.body import BodyBank, export
+
+    path = tmp_path_factory.mktemp("bodies") / "bodies.npz"
+    export(3, seed=0, out=path)
+    return BodyBank.load(path)
+
+
+@pytest.fixture(scope="session")
+def h36m_poses():
+    path = DATA / "h36m_poses" / "h36m_train_poses_10hz.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    with np.load(path) as d:
+        return (d["joints_world_mm"][::997, d["h36m17_index"]] / 1000.0).astype(np.float64)
+
+
+def test_bank_joints_are_anatomical(bank):
+    for joints in bank.joints:
+        assert joints[J("head_top"), 2] > joints[J("neck_nose"), 2] > joints[J("thorax"), 2] > joints[J("spine"), 2] > joints[J("pelvis"), 2]
+        assert joints[J("pelvis"), 2] > joints[J("l_knee"), 2] > joints[J("l_ankle"), 2]
+        # anny faces -y with its left at +x.
+        for left, right in H36M17.left_right_pairs:
+            assert joints[left, 0] > joints[right, 0]
+        np.testing.assert_allclose(joints[J("pelvis")], 0.5 * (joints[J("l_hip")] + joints[J("r_hip")]), atol=1e-6)
+
+
+def test_bank_proportions_match_h36m(bank, h36m_poses):
+    """The joint definitions were chosen to match Human3.6M's proportions: bone lengths relative to
+    the leg length agree within 25% for every bone (docs/training.md lists the measured ratios)."""
+    def rel(j):
+        lengths = np.array([np.linalg.norm(j[..., c, :] - j[..., p, :], axis=-1).mean() for p, c in H36M17.bones])
+        leg = lengths[[1, 2]].sum()             # r_hip-r_knee, r_knee-r_ankle
+        return lengths / leg
+    ours, theirs = rel(bank.joints), rel(h36m_poses)
+    assert np.all(np.abs(ours / theirs - 1) < 0.25), dict(zip(H36M17.bones, np.round(ours / theirs, 2)))
+
+
+def test_rest_pose_leaves_the_mesh_alone(bank):
+    v, j = pose_body(bank.vertices[0], bank.joints[0], bank.part_weights, bank.joints[0])
+    np.testing.assert_allclose(v, bank.vertices[0], atol=1e-5)
+    np.testing.assert_allclose(j, bank.joints[0], atol=1e-6)
+
+
+def test_retarget_keeps_body_lengths_and_motion_directions(bank, h36m_poses):
+    rest = bank.joints[1].astype(np.float64)
+    for motion in h36m_poses[:20]:
+        posed = retarget_joints(rest, motion)
+        np.testing.assert_allclose(posed[0], motion[0])
+        for p, c in H36M17.bones:
+            assert np.linalg.norm(posed[c] - posed[p]) == pytest.approx(np.linalg.norm(rest[c] - rest[p]), abs=1e-9)
+            d_post = (posed[c] - posed[p]) / np.linalg.norm(posed[c] - posed[p])
+            d_mot = (motion[c] - motion[p]) / np.linalg.norm(motion[c] - motion[p])
+            np.testing.assert_allclose(d_post, d_mot, atol=1e-9)
+
+
+def test_swing_is_a_rotation_onto_the_target():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = rng.normal(size=3), rng.normal(size=3)
+        if rng.random() < 0.1:
+            b = -a
+        r = swing(a, b)
+        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(r) == pytest.approx(1.0)
+        np.testing.assert_allclose(r @ (a / np.linalg.norm(a)), b / np.linalg.norm(b), atol=1e-9)
+
+
+def test_posed_mesh_surrounds_its_joints(bank, h36m_poses):
+    """Skinning moves the mesh with the skeleton: every joint stays close to the mesh in any pose."""
+    rest_gap = np.array([np.linalg.norm(bank.vertices[2] - j, axis=1).min() for j in bank.joints[2]])
+    for motion in h36m_poses[:10]:
+        v, joints = pose_body(bank.vertices[2], bank.joints[2], bank.part_weights, motion)
+        gap = np.array([np.linalg.norm(v - j, axis=1).min() for j in joints])
+        assert np.all(gap < rest_gap + 0.04), np.round(gap - rest_gap, 3)
+
+
+def _renderer(bank, size=128):
+    pytest.importorskip("moderngl")
+    from train.synth.render import BodyRenderer
+    try:
+        return BodyRenderer(bank.faces, bank.region, bank.template, size)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def test_render_projects_joints_onto_the_body(bank, h36m_poses):
+    from train.synth.scene import look_at, random_look
+
+    size = 128
+    renderer = _renderer(bank, size)
+    rng = np.random.default_rng(3)
+    for motion in h36m_poses[:5]:
+        v, joints = pose_body(bank.vertices[0], bank.joints[0], bank.part_weights, motion)
+        pelvis = joints[0]
+        centre = pelvis + np.array([3.0, -1.0, 0.3])
+        rot = look_at(centre, pelvis, 0.0)
+        vc, jc = (v - centre) @ rot.T, (joints - centre) @ rot.T
+        f = 140.0
+        intr = (f, f, size / 2 + 7.0, size / 2 - 5.0)      # off-centre: catches a flipped axis
+        out = renderer.render(vc.astype(np.float32), intr, random_look(rng))
+        uv = jc[:, :2] / jc[:, 2:] * f + np.array(intr[2:])
+        for name in ("pelvis", "spine", "thorax", "l_hip", "r_hip"):
+            x, y = uv[J(name)].astype(int)
+            assert out.alpha[y, x] > 0.5, f"{name} at ({x},{y}) is not on the body"
+            assert out.depth[y, x] < jc[J(name), 2] + 0.02      # the surface seen is in front of the joint
+        ys, xs = np.nonzero(out.alpha > 0.5)
+        assert xs.min() < uv[:, 0].min() + 8 and xs.max() > uv[:, 0].max() - 8
+    renderer.close()
+
+
+def test_generation_is_seeded_and_resumes_exactly(bank, tmp_path):
+    if not (DATA / "backgrounds").is_dir():
+        pytest.skip("datasets missing")
+    from train.shards import ShardSet
+    from train.synth.generate import generate
+    from train.synth.scene import SceneOptions
+
+    bodies = tmp_path / "bodies.npz"
+    bank.save(bodies)
+    opts = SceneOptions(size=128)
+    generate(tmp_path / "a", "train", 6, bodies, DATA, 5, 3, opts)
+    generate(tmp_path / "b", "train", 3, bodies, DATA, 5, 3, opts)      # stopped after one shard
+    generate(tmp_path / "b", "train", 6, bodies, DATA, 5, 3, opts)      # resumed
+    a, b = ShardSet([tmp_path / "a"]), ShardSet([tmp_path / "b"])
+    assert len(a) == len(b) == 6
+    for i in range(6):
+        sa, sb = a.get(i), b.get(i)
+        np.testing.assert_array_equal(sa["joints_3d"], sb["joints_3d"])
+        assert a.jpeg(i) == b.jpeg(i)
+        assert sa["image"].shape == (128, 128, 3)
+        assert np.all(sa["joints_3d"][:, 2] > 0.5)
+
+
+def test_validation_split_shares_nothing_with_training():
+    from train.synth.generate import VAL_BACKGROUNDS, split_backgrounds, split_bodies
+
+    train_b, val_b = set(split_bodies(120, "train")), set(split_bodies(120, "val"))
+    assert train_b.isdisjoint(val_b) and len(val_b) == 20
+    if (DATA / "backgrounds").is_dir():
+        tr = {p.name for p in split_backgrounds(DATA / "backgrounds", "train")}
+        va = {p.name for p in split_backgrounds(DATA / "backgrounds", "val")}
+        assert tr.isdisjoint(va) and va == set(VAL_BACKGROUNDS)

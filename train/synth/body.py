@@ -1,0 +1,262 @@
+"""The body bank: anny bodies of random shape, reduced to what rendering needs, in one small file.
+
+anny (MakeHuman data, CC0; code Apache-2.0) is a PyTorch body model with a 104-bone rig. Rendering
+does not need the rig: it needs, per body, the rest-pose mesh and where the 17 Human3.6M joints sit
+on it, and, shared by all bodies, the triangles, the skinning weights merged onto the rigid parts
+that the 17-joint skeleton can drive, and a region label per vertex (for clothing). Exporting these
+once (`python -m train.synth.body`) keeps anny (and its minute-long first start) out of the
+rendering loop, and gives a file small enough to carry to a GPU machine.
+
+Human3.6M's joints are not anatomical landmarks but the joints of a skeleton fitted to markers; the
+definitions below are linear combinations of anny's bone heads and mesh vertices, chosen to match
+Human3.6M's mean proportions (its training subjects' mean bone lengths, see `docs/training.md`):
+
+- hips: anny's `upperleg01` heads, moved outwards from the midline by `HIP_WIDEN` (Human3.6M's
+  hip joints sit wider than anny's femoral heads); pelvis: the midpoint of the hips, as in
+  Human3.6M, where the two agree to a micrometre;
+- knees, ankles, elbows, wrists: the heads of `lowerleg01`, `foot`, `lowerarm01` and `wrist`;
+- shoulders: midway between the `shoulder01` and `upperarm01` heads (Human3.6M's shoulder width);
+- thorax: midway between the `neck01` head and the clavicle heads' midpoint (5 cm above the
+  shoulders, as in Human3.6M); spine: the `spine02` head (48% of the way up the torso);
+- neck_nose: midway between the `head` bone's head and the nose (anny's COCO vertex regressor);
+- head_top: midway between the eyes' centre and the crown (the mean of the 30 highest head
+  vertices of the template).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.skeleton import H36M17
+
+HIP_WIDEN = 1.3
+
+# Rigid parts the 17-joint skeleton drives. Each anny bone's skinning weight goes to one part.
+PARTS: tuple[str, ...] = (
+    "pelvis", "abdomen", "chest", "neck", "head",
+    "l_thigh", "l_shin", "r_thigh", "r_shin",
+    "l_upper_arm", "l_forearm", "r_upper_arm", "r_forearm",
+)
+
+# Clothing regions (a vertex's region decides what covers it).
+REGIONS: tuple[str, ...] = (
+    "face", "scalp", "neck", "chest", "abdomen", "pelvis", "upper_arm", "forearm", "hand",
+    "thigh", "shin", "foot",
+)
+
+
+def _bone_part(name: str) -> str:
+    side = "l_" if name.endswith(".L") else "r_"
+    base = name.split(".")[0]
+    if base in ("root", "pelvis", "spine05"):
+        return "pelvis"
+    if base in ("spine04", "spine03"):
+        return "abdomen"
+    if base in ("spine02", "spine01", "clavicle", "shoulder01"):
+        return "chest"
+    if base.startswith("neck"):
+        return "neck"
+    if base in ("head", "eye"):
+        return "head"
+    if base.startswith("upperleg"):
+        return side + "thigh"
+    if base.startswith(("lowerleg", "foot", "toe")):
+        return side + "shin"
+    if base.startswith("upperarm"):
+        return side + "upper_arm"
+    if base.startswith(("lowerarm", "wrist", "finger", "metacarpal")):
+        return side + "forearm"
+    raise ValueError(f"anny bone '{name}' has no part")
+
+
+def _bone_region(name: str) -> str:
+    base = name.split(".")[0]
+    if base in ("root", "pelvis", "spine05"):
+        return "pelvis"
+    if base in ("spine04", "spine03"):
+        return "abdomen"
+    if base in ("spine02", "spine01", "clavicle", "shoulder01"):
+        return "chest"
+    if base.startswith("neck"):
+        return "neck"
+    if base in ("head", "eye"):
+        return "face"
+    if base.startswith("upperleg"):
+        return "thigh"
+    if base.startswith("lowerleg"):
+        return "shin"
+    if base.startswith(("foot", "toe")):
+        return "foot"
+    if base.startswith("upperarm"):
+        return "upper_arm"
+    if base.startswith("lowerarm"):
+        return "forearm"
+    return "hand"
+
+
+@dataclass(frozen=True)
+class BodyBank:
+    """Bodies in anny's rest frame: metres, z up, the person facing -y, their left at +x."""
+
+    faces: np.ndarray           # (F, 3) int32
+    part_weights: np.ndarray    # (V, P) float32, rows sum to 1
+    region: np.ndarray          # (V,) uint8 index into REGIONS
+    template: np.ndarray        # (V, 3) float32: the mean body, for texture coordinates
+    vertices: np.ndarray        # (B, V, 3) float32 rest meshes
+    joints: np.ndarray          # (B, 17, 3) float32 rest H36M17 joints
+    phenotypes: np.ndarray      # (B, 6) float32 anny phenotype values
+    phenotype_labels: tuple[str, ...]
+
+    @property
+    def num_bodies(self) -> int:
+        return int(self.vertices.shape[0])
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(
+            tmp, faces=self.faces, part_weights=self.part_weights.astype(np.float16), region=self.region,
+            template=self.template, vertices=self.vertices.astype(np.float16), joints=self.joints,
+            phenotypes=self.phenotypes, phenotype_labels=np.array(self.phenotype_labels),
+            parts=np.array(PARTS), regions=np.array(REGIONS),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "BodyBank":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"body bank {path} not found (make it with: python -m train.synth.body --out {path})")
+        with np.load(path) as d:
+            if tuple(d["parts"]) != PARTS or tuple(d["regions"]) != REGIONS:
+                raise ValueError(f"{path} was made by another version of train.synth.body; export it again")
+            w = d["part_weights"].astype(np.float32)
+            return cls(
+                faces=d["faces"].astype(np.int32), part_weights=w / w.sum(axis=1, keepdims=True),
+                region=d["region"].astype(np.uint8), template=d["template"].astype(np.float32),
+                vertices=d["vertices"].astype(np.float32), joints=d["joints"].astype(np.float32),
+                phenotypes=d["phenotypes"].astype(np.float32),
+                phenotype_labels=tuple(str(s) for s in d["phenotype_labels"]),
+            )
+
+
+def sample_phenotypes(rng: np.random.Generator, count: int, labels: list[str]) -> list[dict[str, float]]:
+    """Adults of both sexes, across build and height. anny's age axis: 2/3 is a young adult, 1 old."""
+    out = []
+    for _ in range(count):
+        p = {k: float(rng.uniform(0.0, 1.0)) for k in labels}
+        if "age" in p:
+            p["age"] = float(rng.uniform(0.58, 1.0))
+        if "weight" in p:
+            p["weight"] = float(np.clip(rng.normal(0.5, 0.22), 0.0, 1.0))
+        if "muscle" in p:
+            p["muscle"] = float(np.clip(rng.normal(0.5, 0.2), 0.0, 1.0))
+        if "height" in p:
+            # anny's height axis reaches 2.1 m at 0.8; 0.1..0.6 spans about 1.55..1.90 m.
+            p["height"] = float(rng.uniform(0.1, 0.6))
+        if "proportions" in p:
+            p["proportions"] = float(rng.uniform(0.0, 0.6))
+        out.append(p)
+    return out
+
+
+def h36m_joints(heads: np.ndarray, names: list[str], verts: np.ndarray, nose: np.ndarray,
+                crown_idx: np.ndarray) -> np.ndarray:
+    """The 17 Human3.6M joints (module docstring) from one body's bone heads and vertices."""
+    h = {n: heads[i] for i, n in enumerate(names)}
+    j = np.zeros((H36M17.num_joints, 3), dtype=np.float64)
+    idx = H36M17.index
+    mid_x = 0.5 * (h["upperleg01.L"][0] + h["upperleg01.R"][0])
+    for side, s in (("l_", ".L"), ("r_", ".R")):
+        hip = h["upperleg01" + s].copy()
+        hip[0] = mid_x + HIP_WIDEN * (hip[0] - mid_x)
+        j[idx(side + "hip")] = hip
+        j[idx(side + "knee")] = h["lowerleg01" + s]
+        j[idx(side + "ankle")] = h["foot" + s]
+        j[idx(side + "shoulder")] = 0.5 * (h["shoulder01" + s] + h["upperarm01" + s])
+        j[idx(side + "elbow")] = h["lowerarm01" + s]
+        j[idx(side + "wrist")] = h["wrist" + s]
+    j[idx("pelvis")] = 0.5 * (j[idx("l_hip")] + j[idx("r_hip")])
+    clav = 0.5 * (h["clavicle.L"] + h["clavicle.R"])
+    j[idx("thorax")] = 0.5 * (h["neck01"] + clav)
+    j[idx("spine")] = h["spine02"]
+    j[idx("neck_nose")] = 0.5 * (h["head"] + nose)
+    eyes = 0.5 * (h["eye.L"] + h["eye.R"])
+    j[idx("head_top")] = 0.5 * (eyes + verts[crown_idx].mean(axis=0))
+    return j.astype(np.float32)
+
+
+def export(count: int, seed: int, out: Path) -> BodyBank:
+    import torch
+    import anny
+    from anny.keypoints import KeypointsRegressor
+    from tqdm import tqdm
+
+    model = anny.Anny().to(dtype=torch.float32)
+    names = list(model.bone_labels)
+    labels = list(model.phenotype_labels)
+    coco = KeypointsRegressor.coco(model, labels=["nose"])
+    ident = torch.eye(4)[None, None].repeat(1, model.bone_count, 1, 1)
+
+    def rest(pheno: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            o = model(pose_parameters=ident, phenotype_kwargs=pheno)
+            nose = coco(o)[0, 0].numpy()
+        return o["rest_vertices"][0].numpy(), o["rest_bone_heads"][0].numpy(), nose
+
+    template, _, _ = rest({k: 0.5 for k in labels})
+    # Merge the rig's sparse skinning weights onto the parts, and label regions by dominant bone.
+    w = model.vertex_bone_weights.numpy().astype(np.float64)
+    bi = model.vertex_bone_indices.numpy()
+    bone_part = np.array([PARTS.index(_bone_part(n)) for n in names])
+    bone_region = np.array([REGIONS.index(_bone_region(n)) for n in names])
+    nv = template.shape[0]
+    part_w = np.zeros((nv, len(PARTS)))
+    np.add.at(part_w, (np.repeat(np.arange(nv), bi.shape[1]), bone_part[bi].ravel()), w.ravel())
+    part_w /= part_w.sum(axis=1, keepdims=True)
+    region = bone_region[bi[np.arange(nv), np.argmax(w, axis=1)]].astype(np.uint8)
+    # The scalp: head vertices above the eyes or behind the ears.
+    is_face = region == REGIONS.index("face")
+    heads_t = dict(zip(names, rest({k: 0.5 for k in labels})[1]))
+    eye_z = 0.5 * (heads_t["eye.L"][2] + heads_t["eye.R"][2]) + 0.015
+    back_y = heads_t["head"][1] + 0.02
+    scalp = is_face & ((template[:, 2] > eye_z) | (template[:, 1] > back_y))
+    region[scalp] = REGIONS.index("scalp")
+    head_ids = np.flatnonzero(is_face)
+    crown_idx = head_ids[np.argsort(template[head_ids, 2])[-30:]]
+
+    rng = np.random.default_rng(seed)
+    phenos = sample_phenotypes(rng, count, labels)
+    verts = np.zeros((count, nv, 3), np.float32)
+    joints = np.zeros((count, H36M17.num_joints, 3), np.float32)
+    for b, p in enumerate(tqdm(phenos, desc="anny bodies", unit="body")):
+        v, heads, nose = rest(p)
+        verts[b] = v
+        joints[b] = h36m_joints(heads, names, v, nose, crown_idx)
+    bank = BodyBank(
+        faces=model.faces.numpy().astype(np.int32), part_weights=part_w.astype(np.float32), region=region,
+        template=template.astype(np.float32), vertices=verts, joints=joints,
+        phenotypes=np.array([[p[k] for k in labels] for p in phenos], np.float32),
+        phenotype_labels=tuple(labels),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bank.save(out)
+    return bank
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.synth.body", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="where to write the body bank (.npz)")
+    ap.add_argument("--bodies", type=int, default=120, help="number of random body shapes")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    bank = export(args.bodies, args.seed, args.out)
+    size = args.out.stat().st_size / 1e6
+    print(f"wrote {args.out}: {bank.num_bodies} bodies, {bank.vertices.shape[1]} vertices, {size:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Pose a body with motion-capture joints: directions from the motion, lengths from the body.
+
+Every bone of the 17-joint skeleton keeps the body's own length and takes the motion's direction,
+so the labels are the body's joints and the mesh follows them. Each rigid part of the mesh
+(`body.PARTS`) gets a rotation about its proximal joint: the pelvis and the chest take full frames
+(from the hip and shoulder axes and the spine), the abdomen the frame halfway between them, and
+every limb, the neck and the head the smallest rotation that turns its bone, as carried by its
+parent, onto the target direction (twist follows the parent: Human3.6M's 17 joints do not say it).
+The mesh is then linear-blend skinned with the parts' merged weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engines.skeleton import H36M17
+from train.synth.body import PARTS
+
+_J = H36M17.index
+# part -> (pivot joint, child joint whose direction it follows, parent part); None for frames.
+_CHAINS: dict[str, tuple[str, str, str]] = {
+    "neck": ("thorax", "neck_nose", "chest"),
+    "head": ("neck_nose", "head_top", "neck"),
+    "l_thigh": ("l_hip", "l_knee", "pelvis"),
+    "l_shin": ("l_knee", "l_ankle", "l_thigh"),
+    "r_thigh": ("r_hip", "r_knee", "pelvis"),
+    "r_shin": ("r_knee", "r_ankle", "r_thigh"),
+    "l_upper_arm": ("l_shoulder", "l_elbow", "chest"),
+    "l_forearm": ("l_elbow", "l_wrist", "l_upper_arm"),
+    "r_upper_arm": ("r_shoulder", "r_elbow", "chest"),
+    "r_forearm": ("r_elbow", "r_wrist", "r_upper_arm"),
+}
+_PIVOT = {"pelvis": "pelvis", "abdomen": "spine", "chest": "thorax", **{k: v[0] for k, v in _CHAINS.items()}}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def _frame(lateral: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Orthonormal columns (lateral, forward, up) with `up` kept exactly."""
+    z = _unit(up)
+    x = _unit(lateral - np.dot(lateral, z) * z)
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation taking direction a onto direction b."""
+    a, b = _unit(a), _unit(b)
+    v = np.cross(a, b)
+    c = float(np.dot(a, b))
+    if c < -0.999999:
+        axis = _unit(np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0]))
+        return 2.0 * np.outer(axis, axis) - np.eye(3)
+    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + k + k @ k / (1.0 + c)
+
+
+def retarget_joints(rest: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """(17,3) joints with the body's bone lengths (from `rest`) along the motion's bone directions,
+    the pelvis where the motion's is."""
+    out = np.zeros_like(rest, dtype=np.float64)
+    out[0] = motion[0]
+    for child, parent in enumerate(H36M17.parents):
+        if parent < 0:
+            continue
+        length = np.linalg.norm(rest[child] - rest[parent])
+        out[child] = out[parent] + length * _unit(motion[child] - motion[parent])
+    return out
+
+
+def part_transforms(rest: np.ndarray, posed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per part: rotation (P,3,3) and translation (P,3) with posed = R @ rest + t for its vertices."""
+    rot: dict[str, np.ndarray] = {}
+
+    def torso_frame(j: np.ndarray, top: str, bottom: str, left: str, right: str) -> np.ndarray:
+        return _frame(j[_J(left)] - j[_J(right)], j[_J(top)] - j[_J(bottom)])
+
+    for joints_name in ("pelvis", "chest"):
+        if joints_name == "pelvis":
+            args = ("spine", "pelvis", "l_hip", "r_hip")
+        else:
+            args = ("thorax", "spine", "l_shoulder", "r_shoulder")
+        rot[joints_name] = torso_frame(posed, *args) @ torso_frame(rest, *args).T
+    # The abdomen: halfway between the pelvis and the chest (the rotation's square root, via
+    # its axis-angle form).
+    rel = rot["chest"] @ rot["pelvis"].T
+    angle = np.arccos(np.clip((np.trace(rel) - 1.0) / 2.0, -1.0, 1.0))
+    if angle < 1e-6:
+        half = np.eye(3)
+    else:
+        axis = _unit(np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]]))
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        half = np.eye(3) + np.sin(angle / 2) * k + (1 - np.cos(angle / 2)) * k @ k
+    rot["abdomen"] = half @ rot["pelvis"]
+    for part, (pivot, child, parent) in _CHAINS.items():
+        carried = rot[parent] @ (rest[_J(child)] - rest[_J(pivot)])
+        rot[part] = swing(carried, posed[_J(child)] - posed[_J(pivot)]) @ rot[parent]
+    rs = np.stack([rot[p] for p in PARTS])
+    pivots_rest = np.stack([rest[_J(_PIVOT[p])] for p in PARTS])
+    pivots_posed = np.stack([posed[_J(_PIVOT[p])] for p in PARTS])
+    ts = pivots_posed - np.einsum("pij,pj->pi", rs, pivots_rest)
+    return rs.astype(np.float32), ts.astype(np.float32)
+
+
+def skin(vertices: np.ndarray, weights: np.ndarray, rs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Linear blend skinning: (V,3) rest vertices -> posed, with (V,P) weights."""
+    # Blend the transforms, not the transformed copies: one (V,P)x(P,12) product.
+    blended = weights @ np.concatenate([rs.reshape(-1, 9), ts], axis=1)      # (V, 12)
+    m = blended[:, :9].reshape(-1, 3, 3)
+    return (m @ vertices[:, :, None])[:, :, 0] + blended[:, 9:]
+
+
+def pose_body(rest_vertices: np.ndarray, rest_joints: np.ndarray, weights: np.ndarray,
+              motion_joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(posed vertices (V,3), posed joints (17,3)) for one body and one motion pose (both metres,
+    z up)."""
+    posed = retarget_joints(rest_joints.astype(np.float64), motion_joints.astype(np.float64))
+    rs, ts = part_transforms(rest_joints.astype(np.float64), posed)
+    return skin(rest_vertices, weights, rs, ts).astype(np.float32), posed.astype(np.float32)
