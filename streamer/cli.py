@@ -426,10 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.set_defaults(func=cmd_bench_network)
+
+    # Listed here for `posecast --help`; their arguments are parsed by train/ (see DELEGATED).
+    sub.add_parser("train", add_help=False, help="train the network on a recipe (configs/train/*.yaml)")
+    sub.add_parser("evaluate", add_help=False, help="evaluate a model: MPJPE, PA-MPJPE, PCK per alignment method")
     return parser
 
 
+# Commands whose whole argument list goes to a module of train/, imported only when run.
+DELEGATED = {"train": "train.train", "evaluate": "train.evaluate"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:], prog=f"{PROG} {argv[0]}")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(message)s")

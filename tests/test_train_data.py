@@ -1,0 +1,490 @@
+"""Training data: shards, the real 2D set, datasets and augmentation, the mixed loader, losses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.grid import soft_labels
+from engines.skeleton import H36M17
+from train.datasets import (
+    RealDataset,
+    SyntheticDataset,
+    flip_image,
+    flip_joints_2d,
+    flip_joints_3d,
+    make_loader,
+    real_crop_transform,
+)
+from train.losses import loss_2d, loss_3d, offsets_target, soft_label_targets
+from train.real2d import (
+    RealRecord,
+    coco_to_h36m,
+    default_data_root,
+    load_real2d,
+    split_real,
+    suspicious_labels,
+)
+from train.shards import ShardSet, ShardWriter, SynthSample, decode_jpeg, encode_jpeg
+
+S = 64                       # tiny synthetic crops
+FOCAL = 60.0
+J = H36M17.num_joints
+IDX = H36M17.index
+UNLABELLED_REAL = {"spine", "thorax", "neck_nose", "head_top"}
+REAL_DIR = default_data_root() / "real2d_fashion"
+needs_real = pytest.mark.skipif(not (REAL_DIR / "keypoints.json").exists(), reason="real2d_fashion data not found")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def project(joints_3d: np.ndarray, size: int = S, f: float = FOCAL) -> np.ndarray:
+    """Pinhole with the principal point at the crop centre."""
+    j = np.asarray(joints_3d, np.float64)
+    return (f * j[:, :2] / j[:, 2:3] + size / 2.0).astype(np.float32)
+
+
+def blob_image(h: int, w: int, centre: np.ndarray, sigma: float) -> np.ndarray:
+    """Black image with a white gaussian dot at continuous `centre` (pixel centres at +0.5)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    v = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma ** 2))
+    return np.repeat((255 * v).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def blob_centre(image: np.ndarray) -> np.ndarray:
+    """Intensity-weighted centroid of the bright dot, continuous coordinates."""
+    g = image.astype(np.float64).mean(axis=2)
+    w = np.clip(g - 0.25 * g.max(), 0, None)
+    ys, xs = np.mgrid[0:g.shape[0], 0:g.shape[1]].astype(np.float64) + 0.5
+    return np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+
+
+def make_sample(rng: np.random.Generator, dot_joint: int | None = None) -> SynthSample:
+    """A random pose 2.5-3.5 m away, projected at the crop centre; the image is noise, or black
+    with one dot on `dot_joint`."""
+    j3 = np.column_stack([rng.uniform(-0.6, 0.6, J), rng.uniform(-0.8, 0.8, J), rng.uniform(2.5, 3.5, J)])
+    j2 = project(j3)
+    if dot_joint is None:
+        image = cv2.GaussianBlur(rng.integers(0, 256, (S, S, 3), dtype=np.uint8), (0, 0), 2)
+    else:
+        image = blob_image(S, S, j2[dot_joint], 1.6)
+    return SynthSample(
+        jpeg=encode_jpeg(image, 95), joints_2d=j2, joints_3d=j3.astype(np.float32),
+        visible=rng.random(J) < 0.8, motion=f"walk_{rng.integers(100)}", background=f"bg{rng.integers(5)}.jpg",
+    )
+
+
+def write_shard(writer: ShardWriter, k: int, count: int, base_seed: int = 7) -> None:
+    """Shard k from its own seed, as a generator does."""
+    rng = np.random.default_rng([base_seed, k])
+    for _ in range(count):
+        writer.add(make_sample(rng))
+
+
+def write_dataset(out: Path, total: int, shard_size: int, meta: dict) -> None:
+    writer = ShardWriter(out, shard_size, meta)
+    for k in range(writer.shard_index, -(-total // shard_size)):
+        write_shard(writer, k, min(shard_size, total - k * shard_size))
+    writer.close()
+
+
+def assert_same_samples(a: ShardSet, b: ShardSet) -> None:
+    assert len(a) == len(b)
+    for i in range(len(a)):
+        assert a.jpeg(i) == b.jpeg(i)
+        sa, sb = a.get(i), b.get(i)
+        for key in ("joints_2d", "joints_3d", "visible", "motion", "background"):
+            np.testing.assert_array_equal(sa[key], sb[key])
+
+
+# --- shards ------------------------------------------------------------------------------------
+
+def test_shards_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    samples = [make_sample(rng) for _ in range(7)]
+    images = [decode_jpeg(s.jpeg) for s in samples]
+    meta = {"renderer": "test", "size": [S, S], "seed": 7}
+    with ShardWriter(tmp_path / "d", shard_size=3, meta=meta) as w:
+        for s in samples:
+            w.add(s)
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["meta"] == meta and manifest["total"] == 7
+    assert [s["count"] for s in manifest["shards"]] == [3, 3, 1]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "manifest.json", "shard_00000.npz", "shard_00001.npz", "shard_00002.npz"]
+    with np.load(tmp_path / "d" / "shard_00001.npz") as z:
+        assert set(z.files) == {"jpeg", "offsets", "joints_2d", "joints_3d", "visible", "motion", "background"}
+        assert z["jpeg"].dtype == np.uint8 and z["offsets"].dtype == np.int64 and len(z["offsets"]) == 4
+
+    ds = ShardSet([tmp_path / "d"])
+    assert len(ds) == 7
+    for i, s in enumerate(samples):
+        got = ds.get(i)
+        assert ds.jpeg(i) == s.jpeg
+        np.testing.assert_array_equal(got["image"], images[i])
+        assert got["image"].shape == (S, S, 3) and got["image"].dtype == np.uint8
+        np.testing.assert_array_equal(got["joints_2d"], s.joints_2d)
+        np.testing.assert_array_equal(got["joints_3d"], s.joints_3d)
+        np.testing.assert_array_equal(got["visible"], s.visible)
+        assert got["motion"] == s.motion and got["background"] == s.background
+    # Several directories read as one.
+    both = ShardSet([tmp_path / "d", tmp_path / "d"])
+    assert len(both) == 14 and both.jpeg(10) == samples[3].jpeg
+    with pytest.raises(IndexError):
+        ds.get(7)
+
+
+def test_shards_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
+    meta = {"seed": 7, "size": S}
+    write_dataset(tmp_path / "whole", total=8, shard_size=3, meta=meta)
+
+    # A run killed while filling shard 2 (shards 0 and 1 written, 2 samples of shard 2 pending).
+    out = tmp_path / "resumed"
+    w = ShardWriter(out, 3, meta)
+    write_shard(w, 0, 3)
+    write_shard(w, 1, 3)
+    write_shard(w, 2, 2)
+    del w
+    assert ShardWriter.completed_shards(out) == 2
+    assert not list(out.glob("*.tmp"))
+    # Resumed; killed again by an error (the context manager does not write the partial shard).
+    with pytest.raises(RuntimeError), ShardWriter(out, 3, meta) as w:
+        assert w.shard_index == 2
+        write_shard(w, 2, 1)
+        raise RuntimeError("killed")
+    assert ShardWriter.completed_shards(out) == 2
+    write_dataset(out, total=8, shard_size=3, meta=meta)
+    assert json.loads((out / "manifest.json").read_text())["total"] == 8
+    assert_same_samples(ShardSet([out]), ShardSet([tmp_path / "whole"]))
+
+    # A finished directory's partial last shard is dropped and regenerated on resume.
+    assert ShardWriter.completed_shards(out) == 2
+    write_dataset(out, total=8, shard_size=3, meta=meta)
+    assert_same_samples(ShardSet([out]), ShardSet([tmp_path / "whole"]))
+    assert ShardWriter.completed_shards(tmp_path / "new") == 0
+
+
+def test_shards_refuse_other_settings(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "d", total=4, shard_size=2, meta={"seed": 7, "size": [S, S]})
+    ShardWriter(tmp_path / "d", 2, {"size": (S, S), "seed": 7}).close()     # same meta after JSON
+    with pytest.raises(ValueError, match="meta"):
+        ShardWriter(tmp_path / "d", 2, {"seed": 8, "size": [S, S]})
+    with pytest.raises(ValueError, match="shard_size"):
+        ShardWriter(tmp_path / "d", 3, {"seed": 7, "size": [S, S]})
+    assert len(ShardSet([tmp_path / "d"])) == 4
+    with pytest.raises(FileNotFoundError):
+        ShardSet([tmp_path / "nothing"])
+
+
+# --- flip --------------------------------------------------------------------------------------
+
+def test_flip_permutation_swaps_sides() -> None:
+    perm = H36M17.flip_permutation
+    assert perm[IDX("l_wrist")] == IDX("r_wrist") and perm[IDX("pelvis")] == IDX("pelvis")
+    assert sorted(perm) == list(range(J))
+
+
+def test_flip_is_an_involution_and_keeps_2d_and_3d_consistent() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        s = make_sample(rng)
+        image = decode_jpeg(s.jpeg)
+        np.testing.assert_allclose(project(s.joints_3d), s.joints_2d, atol=1e-4)
+        fi, f2, f3 = flip_image(image), flip_joints_2d(s.joints_2d, S), flip_joints_3d(s.joints_3d)
+        # The mirrored pose projects onto the mirrored 2D joints, joint by joint.
+        np.testing.assert_allclose(project(f3), f2, atol=1e-3)
+        # Left and right really swapped: an l_ joint of the mirror is the original r_ one.
+        np.testing.assert_allclose(f3[IDX("l_wrist")], s.joints_3d[IDX("r_wrist")] * [-1, 1, 1], atol=1e-6)
+        # Negative controls: the check above fails without the permutation or off by a pixel.
+        no_perm = s.joints_2d.copy()
+        no_perm[:, 0] = S - no_perm[:, 0]
+        assert np.abs(project(f3) - no_perm).max() > 1.0
+        assert np.abs(project(f3) - (f2 - [1, 0])).max() > 0.99
+        # Involution.
+        np.testing.assert_array_equal(flip_image(fi), image)
+        np.testing.assert_allclose(flip_joints_2d(f2, S), s.joints_2d, atol=1e-5)
+        np.testing.assert_allclose(flip_joints_3d(f3), s.joints_3d, atol=0)
+
+
+def test_synthetic_dataset_augmentation_keeps_labels_on_the_image(tmp_path: Path) -> None:
+    """Through the dataset (JPEG, flip, colour jitter): the dot drawn on l_wrist is where the
+    output says l_wrist is, or r_wrist after a mirror; 3D still projects onto 2D."""
+    rng = np.random.default_rng(2)
+    dot = IDX("l_wrist")
+    samples = [make_sample(rng, dot_joint=dot) for _ in range(4)]
+    with ShardWriter(tmp_path / "d", 10, {}) as w:
+        for s in samples:
+            w.add(s)
+    ds = SyntheticDataset([tmp_path / "d"], input_size=S, augment=True, seed=0)
+    plain = SyntheticDataset([tmp_path / "d"], input_size=S, augment=False)
+    flips = 0
+    for i in range(len(ds)):
+        p = plain[i]
+        np.testing.assert_array_equal(p["joints_2d"].numpy(), samples[i].joints_2d)
+        assert p["has_3d"].item() == 1.0 and p["source"] == 0 and p["mask_2d"].sum() == J
+        for draw in range(6):
+            out = ds.get(i, np.random.default_rng([draw, i]))
+            assert out["image"].shape == (S, S, 3) and out["image"].dtype == torch.uint8
+            j2, j3 = out["joints_2d"].numpy(), out["joints_3d"].numpy()
+            np.testing.assert_allclose(project(j3), j2, atol=1e-3)
+            flipped = bool(np.abs(j3 - samples[i].joints_3d).max() > 0)
+            flips += flipped
+            where = j2[IDX("r_wrist") if flipped else dot]
+            assert np.linalg.norm(blob_centre(out["image"].numpy()) - where) < 0.1
+    assert 0 < flips < 24
+
+
+def test_synthetic_mask_is_inside_the_crop(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    s = make_sample(rng)
+    s.joints_2d[0] = [-0.5, 10]
+    s.joints_2d[1] = [10, S]
+    s.joints_2d[2] = [S - 0.01, 0.0]
+    with ShardWriter(tmp_path / "d", 10, {}) as w:
+        w.add(s)
+    out = SyntheticDataset([tmp_path / "d"], input_size=S, augment=False)[0]
+    m = out["mask_2d"].numpy()
+    assert m.dtype == np.float32 and m[0] == 0 and m[1] == 0 and m[2] == 1 and m[3:].all()
+
+
+# --- the mixed loader --------------------------------------------------------------------------
+
+def fake_real_records(tmp_path: Path, n: int = 5) -> list[RealRecord]:
+    rng = np.random.default_rng(4)
+    records = []
+    for i in range(n):
+        h, w = 120, 90
+        path = tmp_path / f"real{i}.jpg"
+        cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        kp = np.column_stack([rng.uniform(20, 70, 17), rng.uniform(10, 110, 17), np.full(17, 2)])
+        joints, mask = coco_to_h36m(kp)
+        records.append(RealRecord(path, joints, mask, kp[:, :2].astype(np.float32), w, h))
+    return records
+
+
+def batches(loader) -> list[dict]:
+    return [{k: v.clone() for k, v in b.items()} for b in loader]
+
+
+def assert_same_batches(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_mixed_loader_is_deterministic_and_resumable(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "d", total=10, shard_size=4, meta={})
+    synth = SyntheticDataset([tmp_path / "d"], input_size=S, augment=True)
+    real = RealDataset(fake_real_records(tmp_path), input_size=S, augment=True)
+    kw = {"real_fraction": 0.4, "batch_size": 6, "seed": 11, "steps": 8}
+    full = batches(make_loader(synth, real, num_workers=0, **kw))
+    assert len(full) == 8
+    b = full[0]
+    assert b["image"].shape == (6, S, S, 3) and b["image"].dtype == torch.uint8
+    assert b["joints_2d"].shape == (6, J, 2) and b["mask_2d"].shape == (6, J)
+    assert b["joints_3d"].shape == (6, J, 3) and b["has_3d"].shape == (6,)
+    sources = torch.cat([x["source"] for x in full])
+    has_3d = torch.cat([x["has_3d"] for x in full])
+    assert torch.equal(has_3d, (sources == 0).float())
+    assert 0.15 < sources.float().mean() < 0.65
+    # Same stream again, restarted in the middle, and with worker processes.
+    assert_same_batches(full, batches(make_loader(synth, real, num_workers=0, **kw)))
+    assert_same_batches(full[5:], batches(make_loader(synth, real, num_workers=0, start_step=5, **kw)))
+    assert_same_batches(full[2:], batches(make_loader(synth, real, num_workers=2, start_step=2, **kw)))
+    other = batches(make_loader(synth, real, num_workers=0, **{**kw, "seed": 12}))
+    assert not torch.equal(other[0]["image"], full[0]["image"])
+    only_real = batches(make_loader(synth, real, num_workers=0, **{**kw, "real_fraction": 1.0, "steps": 2}))
+    assert all((x["source"] == 1).all() for x in only_real)
+    only_synth = batches(make_loader(synth, None, num_workers=0, **{**kw, "real_fraction": 0.0, "steps": 2}))
+    assert all((x["source"] == 0).all() for x in only_synth)
+    with pytest.raises(ValueError):
+        make_loader(synth, None, real_fraction=0.5, batch_size=2, num_workers=0, seed=0, steps=1)
+
+
+# --- losses ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("grid,size", [(32, 256), (8, 64), (5, 100), (1, 16)])
+def test_soft_label_targets_match_the_numpy_labels(grid: int, size: int) -> None:
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(-0.2 * size, 1.2 * size, (3, J, 2)).astype(np.float32)
+    centres = (np.arange(grid) + 0.5) * size / grid
+    pts[0, :4] = [[centres[0], centres[-1]], [0, 0], [size, size], [centres[grid // 2], size / 2]]
+    pts[1, :3] = [[size / 2, size / 2], [size - 1e-3, 1e-3], [centres[-1] + 1e-4, centres[0] - 1e-4]]
+    got = soft_label_targets(torch.from_numpy(pts), grid, size)
+    assert got.shape == (3, J, grid, grid) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), soft_labels(pts, grid, size), atol=2e-6)
+    np.testing.assert_allclose(got.sum(dim=(-1, -2)).numpy(), 1.0, atol=1e-5)
+
+
+def test_loss_2d_is_minimal_at_the_target() -> None:
+    rng = np.random.default_rng(6)
+    pts = torch.from_numpy(rng.uniform(0, 64, (2, J, 2)).astype(np.float32))
+    t = soft_label_targets(pts, 8, 64)
+    mask = torch.ones(2, J)
+    best = torch.log(t + 1e-12).requires_grad_(True)
+    loss = loss_2d(best, t, mask)
+    entropy = -(t * torch.log(t.clamp_min(1e-30))).sum(dim=(-1, -2)).mean()
+    assert abs(loss.item() - entropy.item()) < 1e-4
+    loss.backward()
+    assert best.grad.abs().max() < 1e-6
+    for _ in range(20):
+        noisy = best.detach() + 0.3 * torch.randn_like(best)
+        assert loss_2d(noisy, t, mask) > loss + 1e-4
+    # Masked joints do not count; no joint at all gives 0 (with a gradient).
+    logits = torch.randn(2, J, 8, 8, requires_grad=True)
+    mask[1, :] = 0
+    other = logits.detach().clone()
+    other[1] += torch.randn(J, 8, 8)
+    assert torch.allclose(loss_2d(logits, t, mask), loss_2d(other, t, mask))
+    zero = loss_2d(logits, t, torch.zeros(2, J))
+    zero.backward()
+    assert zero.item() == 0.0
+
+
+def test_offsets_and_loss_3d() -> None:
+    roots = (0, 8, 1, 4, 14, 11)
+    j3 = torch.randn(3, J, 3)
+    target = offsets_target(j3, roots)
+    assert target.shape == (3, len(roots), J, 3)
+    for r, root in enumerate(roots):
+        assert torch.allclose(target[:, r], j3 - j3[:, root:root + 1])
+        assert target[:, r, root].abs().max() == 0
+    has = torch.tensor([1.0, 0.0, 1.0])
+    assert loss_3d(target, target, has).item() == 0.0
+    pred = target + 0.1
+    assert abs(loss_3d(pred, target, has).item() - 0.03) < 1e-6      # 3 x 0.1^2
+    moved = pred.clone()
+    moved[1] += 5.0                                                 # a sample without 3D
+    assert torch.allclose(loss_3d(moved, target, has), loss_3d(pred, target, has))
+    assert loss_3d(moved, target, torch.zeros(3)).item() == 0.0
+
+
+def test_losses_fit_the_network(small_model_config, tmp_path: Path) -> None:
+    from engines.network import build_network
+
+    cfg = small_model_config
+    write_dataset(tmp_path / "d", total=4, shard_size=4, meta={})
+    synth = SyntheticDataset([tmp_path / "d"], input_size=cfg.input_size)
+    real = RealDataset(fake_real_records(tmp_path, 3), input_size=cfg.input_size)
+    batch = next(iter(make_loader(synth, real, 0.5, 4, 0, seed=0, steps=1)))
+    net = build_network(cfg).train()
+    logits, offsets = net.forward_logits(batch["image"])
+    l2 = loss_2d(logits, soft_label_targets(batch["joints_2d"], cfg.grid_size, cfg.input_size), batch["mask_2d"])
+    l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], cfg.root_indices), batch["has_3d"])
+    (l2 + l3).backward()
+    assert torch.isfinite(l2) and torch.isfinite(l3) and l2 > 0
+
+
+# --- the real 2D set ---------------------------------------------------------------------------
+
+@needs_real
+def test_real_records_map_coco_to_h36m() -> None:
+    records = load_real2d(REAL_DIR)
+    assert len(records) == 1000
+    expected = np.array([n not in UNLABELLED_REAL for n in H36M17.joint_names])
+    raw = json.loads((REAL_DIR / "keypoints.json").read_text())
+    by_name = {im["file_name"]: im["id"] for im in raw["images"]}
+    kp = {a["image_id"]: np.array(a["keypoints"]).reshape(17, 3) for a in raw["annotations"]}
+    for r in records[::50]:
+        assert r.path.exists()
+        k = kp[by_name[r.path.name]]
+        np.testing.assert_allclose(r.joints_2d[IDX("l_shoulder")], k[5, :2], atol=1e-3)
+        np.testing.assert_allclose(r.joints_2d[IDX("r_ankle")], k[16, :2], atol=1e-3)
+    for r in records:
+        np.testing.assert_array_equal(r.mask, expected)          # pelvis + 12, no spine/thorax/neck/head
+        np.testing.assert_allclose(r.joints_2d[0], (r.joints_2d[IDX("l_hip")] + r.joints_2d[IDX("r_hip")]) / 2, atol=1e-3)
+    # COCO "left" is the person's left: mostly frontal studio photos show it on the image's right.
+    ls = np.array([r.joints_2d[IDX("l_shoulder"), 0] > r.joints_2d[IDX("r_shoulder"), 0] for r in records])
+    lh = np.array([r.joints_2d[IDX("l_hip"), 0] > r.joints_2d[IDX("r_hip"), 0] for r in records])
+    assert ls.mean() > 0.9 and lh.mean() > 0.9
+    # ~2 % have broken leg labels (points in the background or on the head).
+    bad = [r.path.name for r in records if suspicious_labels(r)]
+    assert 10 <= len(bad) <= 40
+    assert any(n.startswith("4dc06ae7-") for n in bad)      # its r_ankle lies in the background
+
+
+@needs_real
+def test_real_split_is_deterministic_by_image() -> None:
+    records = load_real2d(REAL_DIR)
+    train, val = split_real(records, 0.1, seed=0)
+    assert len(train) == 900 and len(val) == 100
+    assert not {r.path.name for r in train} & {r.path.name for r in val}
+    shuffled = [records[i] for i in np.random.default_rng(9).permutation(len(records))]
+    train2, val2 = split_real(shuffled, 0.1, seed=0)
+    assert [r.path.name for r in val2] == [r.path.name for r in val]
+    assert [r.path.name for r in train2] == [r.path.name for r in train]
+    assert {r.path.name for r in split_real(records, 0.1, seed=1)[1]} != {r.path.name for r in val}
+
+
+@needs_real
+def test_real_crops_contain_every_label_without_augmentation() -> None:
+    records = load_real2d(REAL_DIR)
+    for r in records:                         # the geometry alone, for all of them
+        a, t, flipped, _ = real_crop_transform(r.box_points, 256, None, augment=False)
+        j = r.joints_2d[r.mask] @ a.T + t
+        assert not flipped and ((j >= 0) & (j < 256)).all()
+    ds = RealDataset(records[::100], input_size=256, augment=False)
+    for i in range(len(ds)):
+        out = ds[i]
+        assert out["image"].shape == (256, 256, 3) and out["image"].dtype == torch.uint8
+        assert out["mask_2d"].sum().item() == 13 and out["source"] == 1 and out["has_3d"].item() == 0
+        assert (out["mask_2d"].numpy() == records[i * 100].mask).all()
+        assert out["joints_3d"].abs().max() == 0
+
+
+class DotRealDataset(RealDataset):
+    """The real labels over a black image with a dot drawn on one joint."""
+
+    def __init__(self, records, joint: int, **kw) -> None:
+        super().__init__(records, **kw)
+        self.joint = joint
+
+    sigma = 2.0                                  # image pixels; set per draw
+
+    def load_image(self, i: int) -> np.ndarray:
+        r = self.records[i]
+        return blob_image(r.height, r.width, r.joints_2d[self.joint], self.sigma)
+
+
+@needs_real
+def test_real_keypoints_land_on_the_warped_image() -> None:
+    """The warp (rotation, shift, scale, mirror, pixel centres) moves image and labels alike."""
+    records = load_real2d(REAL_DIR)[::97]
+    dot = IDX("l_wrist")
+    ds = DotRealDataset(records, dot, input_size=128, augment=True)
+    checked = flips = 0
+    for i in range(len(ds)):
+        for draw in range(3):
+            seed = [i, draw]
+            a, _, flipped, _ = real_crop_transform(records[i].box_points, 128, np.random.default_rng(seed), True)
+            ds.sigma = 2.0 / np.sqrt(abs(np.linalg.det(a)))   # 2 crop pixels
+            out = ds.get(i, np.random.default_rng(seed))
+            j = IDX("r_wrist") if flipped else dot          # the dot's joint after the mirror
+            if out["mask_2d"][j] == 0:
+                continue
+            where = out["joints_2d"][j].numpy()
+            if not (4 < where).all() or not (where < 124).all():
+                continue
+            assert np.linalg.norm(blob_centre(out["image"].numpy()) - where) < 0.1, (i, draw)
+            checked += 1
+            flips += flipped
+    assert checked >= 20 and 0 < flips < checked
+
+
+@needs_real
+def test_real_dataset_with_augmentation() -> None:
+    records = load_real2d(REAL_DIR)[:40]
+    ds = RealDataset(records, input_size=256, augment=True, seed=0)
+    sums = []
+    for i in range(len(ds)):
+        out = ds[i]
+        m = out["mask_2d"].numpy()
+        assert set(np.flatnonzero(m)) <= {k for k, n in enumerate(H36M17.joint_names) if n not in UNLABELLED_REAL}
+        sums.append(m.sum())
+    assert np.mean(np.array(sums) == 13) > 0.7

@@ -1,0 +1,366 @@
+"""The training recipe loader, the training loop (end to end, resume, Ctrl-C) and evaluation.
+
+Everything runs on tiny fake data written here: shards of random 64 px images with consistent
+2D / 3D labels (a jittered standing pose projected by a pinhole camera), and a real-2D folder in
+the COCO format of `real2d_fashion`, with a 64 px network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.errors import ConfigError
+from engines.skeleton import H36M17
+from train.config import load_train_config
+from train.shards import ShardWriter, SynthSample, encode_jpeg
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 64
+
+TINY_MODEL = """\
+input_size: 64
+grid_size: 8
+stem_width: 8
+widths: [8, 8, 16, 16]
+depths: [1, 1, 1, 1]
+expansion: 2
+head_width: 8
+fusion_fc_width: 16
+regressor_width: 16
+"""
+
+# A standing pose (metres, person frame: x right, y down), H36M17 order.
+STAND = np.array([
+    [0.0, 0.0, 0.0], [-0.12, 0.0, 0.0], [-0.12, 0.42, 0.0], [-0.12, 0.84, 0.0], [0.12, 0.0, 0.0],
+    [0.12, 0.42, 0.0], [0.12, 0.84, 0.0], [0.0, -0.24, 0.0], [0.0, -0.48, 0.0], [0.0, -0.58, -0.05],
+    [0.0, -0.72, 0.0], [0.18, -0.46, 0.0], [0.2, -0.2, 0.0], [0.2, 0.04, 0.0], [-0.18, -0.46, 0.0],
+    [-0.2, -0.2, 0.0], [-0.2, 0.04, 0.0],
+], dtype=np.float32)
+
+
+def fake_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(joints_3d camera frame, joints_2d crop pixels) of a jittered pose 4 m away."""
+    j3 = STAND + rng.normal(0, 0.03, STAND.shape).astype(np.float32)
+    j3[:, 2] += 4.0
+    j3[:, 0] += rng.normal(0, 0.05)
+    f = SIZE * 2.2                            # the body (1.6 m) spans ~0.9 of the crop
+    j2 = f * j3[:, :2] / j3[:, 2:3] + SIZE / 2
+    return j3.astype(np.float32), j2.astype(np.float32)
+
+
+def write_shards(folder: Path, count: int, seed: int, shard_size: int = 8) -> Path:
+    rng = np.random.default_rng(seed)
+    with ShardWriter(folder, shard_size=shard_size, meta={"fake": True, "seed": seed}) as w:
+        for _ in range(count):
+            j3, j2 = fake_pose(rng)
+            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            w.add(SynthSample(encode_jpeg(image), j2, j3, np.ones(17, bool), "fake/walk", "noise"))
+    return folder
+
+
+def write_real2d(folder: Path, count: int, seed: int) -> Path:
+    """A keypoints.json in real2d_fashion's COCO format, with random photos."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    coco_names = ["Nose", "Left Eye", "Right Eye", "Left Ear", "Right Ear", "Left Shoulder", "Right Shoulder",
+                  "Left Elbow", "Right Elbow", "Left Wrist", "Right Wrist", "Left Hip", "Right Hip",
+                  "Left Knee", "Right Knee", "Left Ankle", "Right Ankle"]
+    coco_to_h36m = {0: "neck_nose", 5: "l_shoulder", 6: "r_shoulder", 7: "l_elbow", 8: "r_elbow", 9: "l_wrist",
+                    10: "r_wrist", 11: "l_hip", 12: "r_hip", 13: "l_knee", 14: "r_knee", 15: "l_ankle",
+                    16: "r_ankle"}
+    images, annotations = [], []
+    for i in range(count):
+        w, h = 120, 160
+        _, j2 = fake_pose(rng)
+        pts = j2 * 1.5 + np.array([w / 2 - SIZE * 0.75, h / 2 - SIZE * 0.75])
+        kp = []
+        for c in range(17):
+            name = coco_to_h36m.get(c, "head_top")
+            x, y = pts[H36M17.index(name)]
+            kp += [float(x), float(y), 2]
+        name = f"img_{i:03d}.jpg"
+        cv2.imwrite(str(folder / "images" / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "keypoints": kp, "num_keypoints": 17,
+                            "iscrowd": 0})
+    coco = {"info": {}, "licenses": [], "images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "person", "keypoints": coco_names, "skeleton": []}]}
+    (folder / "keypoints.json").write_text(json.dumps(coco))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train-data")
+    (root / "tiny_model.yaml").write_text(TINY_MODEL)
+    return {
+        "root": root,
+        "model": root / "tiny_model.yaml",
+        "train": write_shards(root / "synth_train" / "a", 16, seed=1).parent,     # a folder of shard folders
+        "train_b": write_shards(root / "synth_train" / "b", 8, seed=4),
+        "val": write_shards(root / "synth_val", 8, seed=2),
+        "real": write_real2d(root / "real2d", 10, seed=3),
+    }
+
+
+def recipe(paths: dict[str, Path], tmp_path: Path, name: str = "tiny", **extra: str) -> Path:
+    """A tiny recipe; `extra` replaces whole top-level sections/keys (YAML text)."""
+    sections = {
+        "name": name,
+        "model": f"\n  config: {paths['model']}\n  fusion: conv\n  roots: [pelvis, thorax, r_hip]\n  input_size: null",
+        "data": (f"\n  synth_dirs: [{paths['train']}]\n  synth_val_dirs: [{paths['val']}]\n"
+                 f"  real2d_dir: {paths['real']}\n  real_fraction: 0.25\n  real_val_fraction: 0.3"),
+        "optim": "\n  batch_size: 4\n  steps: 6\n  lr: 0.003\n  warmup_steps: 2\n  grad_clip: 5.0",
+        "num_workers": "0", "threads": "1", "checkpoint_every": "3", "val_every": "4", "val_samples": "4",
+        "log_every": "1",
+    }
+    sections.update(extra)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in sections.items()))
+    return path
+
+
+# --- the recipe --------------------------------------------------------------------------
+
+def test_shipped_recipes_load() -> None:
+    expected = {"default": ("conv", 6), "ablation_baseline": ("none", 1), "ablation_multiroot": ("none", 6),
+                "ablation_fusion": ("conv", 1), "ablation_both": ("conv", 6)}
+    steps = set()
+    for name, (fusion, roots) in expected.items():
+        cfg = load_train_config(REPO / "configs" / "train" / f"{name}.yaml")
+        m = cfg.model_config()
+        assert (cfg.name, m.fusion, len(m.roots)) == (name, fusion, roots)
+        if name != "default":
+            steps.add((cfg.optim.steps, cfg.seed, cfg.data))
+    assert len(steps) == 1          # the ablations differ only in the model
+
+
+@pytest.mark.parametrize("text, key", [
+    ("optim:\n  stepz: 3\n", "optim.stepz"),
+    ("model:\n  fusion: convolution\n", "model.fusion"),
+    ("model:\n  roots: [pelvis, nek]\n", "model.roots"),
+    ("model:\n  roots: [thorax]\n", "model.roots"),
+    ("data:\n  real_fraction: 1.5\n", "data.real_fraction"),
+    ("optim:\n  lr: fast\n", "optim.lr"),
+    ("lerning_rate: 0.1\n", "lerning_rate"),
+])
+def test_recipe_errors_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad_recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_train_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and key in msg, msg
+
+
+def test_recipe_model_overrides(data: dict[str, Path], tmp_path: Path) -> None:
+    cfg = load_train_config(recipe(data, tmp_path, model=f"\n  config: {data['model']}\n  input_size: 96\n  fusion: fc"))
+    m = cfg.model_config()
+    assert (m.input_size, m.grid_size, m.fusion, m.widths) == (96, 12, "fc", (8, 8, 16, 16))
+    cfg = load_train_config(recipe(data, tmp_path), {"optim": {"steps": 9}})
+    assert cfg.optim.steps == 9 and cfg.out_dir() == Path("runs") / "tiny"
+    # Shard folders: a folder of them, or a glob.
+    assert [p.name for p in cfg.synth_dirs()] == ["a", "b"]
+    glob = f"\n  synth_dirs: ['{data['train']}/[ab]']\n  real2d_dir: null\n  real_fraction: 0.0"
+    assert [p.name for p in load_train_config(recipe(data, tmp_path, data=glob)).synth_dirs()] == ["a", "b"]
+    with pytest.raises(ConfigError, match="no shard folder matches"):
+        load_train_config(recipe(data, tmp_path, data="\n  synth_dirs: [/nonexistent/x_*]")).synth_dirs()
+
+
+# --- training ----------------------------------------------------------------------------
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_train_end_to_end_and_resume(data: dict[str, Path], tmp_path: Path, posecast_cache: Path) -> None:
+    from engines.models import resolve_model
+    from train.train import LAST, train
+
+    cfg = load_train_config(recipe(data, tmp_path))
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    assert straight["step"] == 6 and straight["final"]
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["loss"]) and r["img_per_s"] > 0 for r in log if "loss" in r)
+    vals = [r for r in log if "val" in r]
+    assert [r["step"] for r in vals] == [4, 6] and np.isfinite(vals[-1]["val"]["synth_mpjpe_mm"])
+    assert 0.0 <= vals[-1]["val"]["real_pck"] <= 1.0
+
+    # Killed after step 3 (its checkpoint), then resumed: the same weights as the straight run.
+    sliced = tmp_path / "sliced"
+    first = train(cfg, sliced, progress=False, stop_after=3)
+    assert first["step"] == 3 and first.get("final") is None and (sliced / LAST).exists()
+    assert not (sliced / "model.pt").exists()
+    notes: list[str] = []
+    second = train(cfg, sliced, progress=False, announce=notes.append)
+    assert second["start_step"] == 3 and any("resuming" in n and "step 3" in n for n in notes)
+    a, b = _weights(tmp_path / "straight" / "model.pt"), _weights(sliced / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(line)["step"] for line in (sliced / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)            # the log continues, without repeated steps
+
+    # The trained model is a Posecast model (what `posecast track --model` resolves).
+    artifact = resolve_model(tmp_path / "straight" / "model.pt")
+    assert artifact.info.trained and artifact.info.weights.startswith("tiny, step 6, ")
+    assert artifact.info.config.roots == ("pelvis", "thorax", "r_hip")
+    assert resolve_model(sliced / LAST).info.config.input_size == SIZE     # last.pt loads too
+
+
+def test_overfit_one_batch(data: dict[str, Path]) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.network import build_network
+    from train.config import load_train_config  # noqa: F401  (the recipe's model)
+    from train.datasets import SyntheticDataset
+    from train.losses import loss_2d, loss_3d, offsets_target, soft_label_targets
+
+    torch.set_num_threads(1)
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    net = build_network(mcfg).train()
+    ds = SyntheticDataset([data["train"] / "a"], input_size=SIZE, augment=False)
+    items = [ds[i] for i in range(8)]
+    batch = {k: torch.stack([it[k] for it in items]) for k in ("image", "joints_2d", "mask_2d", "joints_3d", "has_3d")}
+    target_2d = soft_label_targets(batch["joints_2d"], mcfg.grid_size, SIZE)
+    target_3d = offsets_target(batch["joints_3d"], mcfg.root_indices)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        logits, offsets = net.forward_logits(batch["image"])
+        loss = loss_2d(logits, target_2d, batch["mask_2d"]) + 25.0 * loss_3d(offsets, target_3d, batch["has_3d"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_ctrl_c_writes_checkpoint_and_exits_130(data: dict[str, Path], tmp_path: Path) -> None:
+    path = recipe(data, tmp_path, optim="\n  batch_size: 4\n  steps: 100000\n  lr: 0.001", checkpoint_every="100000",
+                  val_every="0")
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "train.train", "--config", str(path), "--out", str(out),
+                             "--no-progress"], cwd=REPO, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 40
+        log = out / "log.jsonl"
+        while time.monotonic() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "interrupted at step" in lines[-1] and "resume" in lines[-1], err
+    step = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["training"]["step"]
+    assert step >= 2 and f"holds step {step}" in lines[-1]
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+def _val_sets(data: dict[str, Path], cfg):
+    from train.datasets import RealDataset, SyntheticDataset
+    from train.real2d import load_real2d, split_real
+
+    synth = SyntheticDataset([data["val"]], input_size=cfg.input_size, augment=False)
+    _, val = split_real(load_real2d(data["real"]), val_fraction=0.3, seed=0)
+    return synth, RealDataset(val, input_size=cfg.input_size, augment=False)
+
+
+def test_evaluate_tiny_model_finite(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, export_onnx, save_checkpoint
+    from engines.network import build_network
+    from train.evaluate import main
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    net = build_network(mcfg)
+    info = ModelInfo(mcfg, "untrained tiny", trained=False)
+    save_checkpoint(tmp_path / "tiny.pt", net, info)
+    export_onnx(net, info, tmp_path / "tiny.onnx")
+    results = []
+    for model in ("tiny.pt", "tiny.onnx"):
+        out = tmp_path / f"{model}.json"
+        rc = main(["--model", str(tmp_path / model), "--synth-val", str(data["val"]), "--real2d", str(data["real"]),
+                   "--real-val-fraction", "0.3", "--per-root", "--limit", "6", "--no-progress", "--json", str(out)])
+        assert rc == 0
+        results.append(json.loads(out.read_text()))
+    for res in results:
+        s = res["synthetic"]
+        assert s["samples"] == 6 and res["real"]["samples"] == 3
+        for m in ("average", "lstsq", "weighted"):
+            assert np.isfinite(s["3d"][m]["mpjpe_mm"]) and np.isfinite(s["3d"][m]["pa_mpjpe_mm"])
+        assert set(s["per_root_mm"]) == set(mcfg.roots)
+        assert 0 <= s["2d"]["pck"] <= 1 and 0 <= res["real"]["2d"]["pck"] <= 1
+    # The PyTorch network and its ONNX export give the same numbers.
+    a, b = results
+    assert a["synthetic"]["3d"]["lstsq"]["mpjpe_mm"] == pytest.approx(b["synthetic"]["3d"]["lstsq"]["mpjpe_mm"], abs=0.05)
+
+
+class GroundTruthPredictor:
+    """A 'network' whose outputs are the ground truth of whichever image it is given."""
+
+    def __init__(self, datasets, cfg) -> None:
+        from engines.grid import soft_labels
+
+        self.table = {}
+        for ds in datasets:
+            for i in range(len(ds)):
+                it = ds[i]
+                j2, j3 = it["joints_2d"].numpy(), it["joints_3d"].numpy()
+                probs = soft_labels(j2, cfg.grid_size, cfg.input_size)
+                offsets = j3[None] - j3[list(cfg.root_indices)][:, None]
+                self.table[it["image"].numpy().tobytes()] = (probs, offsets.astype(np.float32))
+
+    def __call__(self, images: np.ndarray):
+        probs, offsets = zip(*(self.table[im.tobytes()] for im in images))
+        return np.stack(probs), np.stack(offsets)
+
+
+def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from train.evaluate import evaluate, markdown
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"], {"roots": ["pelvis", "thorax", "l_hip"]})
+    synth, real = _val_sets(data, mcfg)
+    res = evaluate(GroundTruthPredictor([synth, real], mcfg), mcfg, synth, real, per_root=True, batch_size=3)
+    s = res["synthetic"]
+    assert s["samples"] == len(synth) and s["2d"]["joints"] > 0.9 * 17 * len(synth)
+    for m in ("average", "lstsq", "weighted"):
+        assert s["3d"][m]["mpjpe_mm"] < 1e-3 and s["3d"][m]["pa_mpjpe_mm"] < 1e-3
+    assert max(s["per_root_mm"].values()) < 1e-3
+    assert s["2d"]["pck"] == 1.0 and res["real"]["2d"]["pck"] == 1.0
+    assert res["real"]["2d"]["joints"] > 0
+    assert "| synthetic |" in markdown(res, mcfg)
+
+    # A known error is measured as such: the pelvis row's joints all 5 cm lower; `average` takes
+    # the mean of 3 rows, so 16 of 17 joints are 50 / 3 mm off.
+    class Shifted(GroundTruthPredictor):
+        def __call__(self, images):
+            probs, offsets = super().__call__(images)
+            offsets = offsets.copy()
+            offsets[:, 0, 1:, 1] += 0.05
+            return probs, offsets
+
+    res = evaluate(Shifted([synth], mcfg), mcfg, synth, None, methods=("average",), per_root=True)
+    assert res["synthetic"]["3d"]["average"]["mpjpe_mm"] == pytest.approx(50.0 / 3 * 16 / 17, abs=1e-3)
+    assert res["synthetic"]["per_root_mm"]["pelvis"] == pytest.approx(50.0, abs=1e-3)

@@ -1,0 +1,235 @@
+"""Training recipes (`configs/train/*.yaml`): a typed, validated `TrainConfig`.
+
+A recipe is laid over `configs/train/default.yaml` (engines.config.load_config), so an ablation
+recipe lists only what it changes; unknown keys, wrong types and bad values are errors that name
+the recipe file and the dotted key. The model is `model.config` (a model YAML, itself laid over
+`configs/model.yaml`) with the recipe's `model.fusion`, `model.roots` and `model.input_size` on
+top; `model_config()` builds and validates it (grid_size follows input_size: the 2D head sits at
+stride 8).
+
+Paths: `~` and `$VARS` are expanded; `$POSECAST_DATA` defaults to `../shared/datasets` beside
+the repository (the datasets README's convention). A relative path is taken from the current
+directory, or from the repository root when it does not exist there (so `configs/model.yaml`
+works from anywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engines.config import ConfigError, config_path, from_dict, load_config, load_yaml, merge
+from engines.model_config import Fusion, ModelConfig
+from engines.skeleton import H36M17
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = "train/default.yaml"          # relative to configs/
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("POSECAST_DATA") or REPO_ROOT.parent / "shared" / "datasets")
+
+
+def resolve_path(text: str) -> Path:
+    """A config path: variables and ~ expanded; relative to the current directory, or to the
+    repository root where only that exists."""
+    def var(m: re.Match[str]) -> str:
+        key = m.group(1) or m.group(2)
+        if key == "POSECAST_DATA":
+            return str(default_data_root())
+        return os.environ.get(key, m.group(0))
+
+    expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)", var, text)
+    path = Path(expanded).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    in_repo = REPO_ROOT / path
+    return in_repo if in_repo.exists() else path
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    config: str = "configs/model.yaml"      # a model YAML (laid over configs/model.yaml)
+    fusion: Fusion | None = None             # overrides; null keeps the model YAML's value
+    roots: tuple[str, ...] | None = None
+    input_size: int | None = None
+
+    def check(self) -> None:
+        if self.roots is not None:
+            if not self.roots:
+                raise ValueError("roots: must name at least one joint")
+            for name in self.roots:
+                if name not in H36M17.joint_names:
+                    raise ValueError(f"roots: unknown joint '{name}' (the {H36M17.name} joints are: "
+                                     f"{', '.join(H36M17.joint_names)})")
+        if self.input_size is not None and (self.input_size < 64 or self.input_size % 32):
+            raise ValueError(f"input_size: must be a multiple of 32, at least 64 (got {self.input_size})")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    synth_dirs: tuple[str, ...]              # shard folders (each with manifest.json), or folders of them
+    synth_val_dirs: tuple[str, ...] = ()
+    real2d_dir: str | None = None            # COCO-format keypoints.json + images/ (null: synthetic only)
+    real_fraction: float = 0.0               # share of each batch drawn from the real 2D set
+    real_val_fraction: float = 0.1           # real records held out for validation (split seed 0)
+    augment: bool = True
+
+    def check(self) -> None:
+        if not self.synth_dirs:
+            raise ValueError("synth_dirs: must list at least one shard folder")
+        if not 0.0 <= self.real_fraction <= 1.0:
+            raise ValueError(f"real_fraction: must be in [0, 1] (got {self.real_fraction})")
+        if self.real_fraction > 0 and self.real2d_dir is None:
+            raise ValueError("real_fraction > 0 needs real2d_dir")
+        if not 0.0 <= self.real_val_fraction < 1.0:
+            raise ValueError(f"real_val_fraction: must be in [0, 1) (got {self.real_val_fraction})")
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    batch_size: int
+    steps: int
+    lr: float                                # peak learning rate (AdamW), after warm-up
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0                    # linear warm-up from 0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    final_lr_fraction: float = 0.01          # cosine ends at lr x this
+    grad_clip: float | None = None           # max global gradient norm; null: no clipping
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError("batch_size and steps must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ValueError("final_lr_fraction must be in [0, 1]")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError("grad_clip must be > 0 (or null)")
+
+
+@dataclass(frozen=True)
+class LossSection:
+    w2d: float = 1.0                         # cross-entropy of the grid softmax against soft labels (nats)
+    w3d: float = 100.0                       # mean squared offset error (metres squared); see default.yaml
+
+    def check(self) -> None:
+        if self.w2d < 0 or self.w3d < 0 or self.w2d + self.w3d == 0:
+            raise ValueError("w2d and w3d must be >= 0, not both 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str | None                         # run name; null: the recipe file's name
+    model: ModelSection
+    data: DataSection
+    optim: OptimSection
+    loss: LossSection = LossSection()
+    seed: int = 0                            # data order and augmentation (the weights' init: model seed)
+    output_dir: str | None = None            # null: runs/<name> under the current directory
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # auto: cuda when torch sees a GPU
+    num_workers: int = 2                     # data loader processes (0: in the training process)
+    threads: int = 2                         # torch.set_num_threads
+    checkpoint_every: int = 500              # steps between out/last.pt writes
+    val_every: int = 1000                    # steps between validations (0: only at the end)
+    val_samples: int = 256                   # cap per validation set (synthetic and real)
+    log_every: int = 10                      # steps between JSONL log lines
+
+    def check(self) -> None:
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise ValueError(f"name: must be a plain folder name (got {self.name!r})")
+        if self.num_workers < 0 or self.threads < 1:
+            raise ValueError("num_workers must be >= 0 and threads >= 1")
+        if self.checkpoint_every < 1 or self.val_every < 0 or self.val_samples < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every, val_samples and log_every must be >= 1; val_every >= 0")
+
+    # --- derived ---------------------------------------------------------------------
+
+    @property
+    def run_name(self) -> str:
+        return self.name or "run"
+
+    def out_dir(self) -> Path:
+        return resolve_path(self.output_dir) if self.output_dir else Path("runs") / self.run_name
+
+    def synth_dirs(self) -> list[Path]:
+        return expand_shard_dirs(self.data.synth_dirs)
+
+    def synth_val_dirs(self) -> list[Path]:
+        return expand_shard_dirs(self.data.synth_val_dirs)
+
+    def real2d_dir(self) -> Path | None:
+        return resolve_path(self.data.real2d_dir) if self.data.real2d_dir else None
+
+    def model_config(self) -> ModelConfig:
+        return build_model_config(self.model, "model")
+
+
+def expand_shard_dirs(entries: tuple[str, ...] | list[str]) -> list[Path]:
+    """Each entry is a shard folder (it has manifest.json), a folder of shard folders, or a glob
+    pattern (`../data/synth_train_*`) of either; the result is sorted within each entry."""
+    out: list[Path] = []
+    for entry in entries:
+        if any(c in entry for c in "*?["):
+            pattern = resolve_path(entry)
+            base = Path(pattern.anchor) if pattern.is_absolute() else Path()
+            rel = str(pattern.relative_to(base)) if pattern.is_absolute() else str(pattern)
+            found = sorted(p for p in base.glob(rel) if p.is_dir())
+            if not found and not pattern.is_absolute():
+                found = sorted(p for p in REPO_ROOT.glob(rel) if p.is_dir())
+            if not found:
+                raise ConfigError(f"no shard folder matches {entry}")
+            paths = found
+        else:
+            paths = [resolve_path(entry)]
+        for path in paths:
+            if (path / "manifest.json").is_file():
+                out.append(path.resolve())
+            elif path.is_dir():
+                subs = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+                if not subs:
+                    raise ConfigError(f"{path}: no shards here (no manifest.json in it or in its sub-folders)")
+                out.extend(p.resolve() for p in subs)
+            else:
+                raise ConfigError(f"shard folder not found: {path}")
+    return out
+
+
+def build_model_config(section: ModelSection, source: str) -> ModelConfig:
+    """configs/model.yaml, the recipe's model YAML over it, the recipe's overrides over that."""
+    path = resolve_path(section.config)
+    data = load_yaml(config_path("model.yaml"))
+    if path.resolve() != config_path("model.yaml").resolve():
+        data = merge(data, load_yaml(path))
+    over: dict[str, Any] = {}
+    if section.fusion is not None:
+        over["fusion"] = section.fusion
+    if section.roots is not None:
+        over["roots"] = list(section.roots)
+    if section.input_size is not None:
+        over["input_size"] = section.input_size
+        over["grid_size"] = section.input_size // 8
+    # Errors name the recipe and the model file, with the key as model.<key>.
+    return from_dict(ModelConfig, merge(data, over), source=f"{source} (model.config {path} with the recipe's model keys)",
+                     prefix="model.")
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A recipe laid over configs/train/default.yaml, with `overrides` (from flags) on top; the
+    model it names is built once here so that its errors show at load time."""
+    cfg = load_config(TrainConfig, DEFAULT_RECIPE, path, overrides)
+    source = str(path) if path is not None else str(config_path(DEFAULT_RECIPE))
+    if cfg.name is None:
+        stem = Path(path).stem if path is not None else "default"
+        cfg = dataclasses.replace(cfg, name=stem)
+    try:
+        build_model_config(cfg.model, source)
+    except ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg

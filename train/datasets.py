@@ -1,0 +1,361 @@
+"""Training datasets: synthetic crops with 3D labels, real photos with 2D labels, and their mix.
+
+Every sample is a dict:
+
+- `image`     uint8 tensor (S, S, 3), BGR (what `PoseNet.forward_logits` takes)
+- `joints_2d` float32 (17, 2) crop pixels, continuous coordinates (pixel i covers [i, i + 1))
+- `mask_2d`   float32 (17,): 1 where a 2D label exists and lies inside the crop [0, S)
+- `joints_3d` float32 (17, 3) metres, camera frame (x right, y down, z forward); 0 for real photos
+- `has_3d`    float32 scalar: 1 synthetic, 0 real
+- `source`    int: 0 synthetic, 1 real
+
+Augmentation is drawn from a `numpy.random.Generator` passed to `get(i, rng)`. The mixed loader
+(`make_loader`) gives each draw its own generator, seeded from (seed, position in the stream): a
+batch is the same whatever the number of workers, and a run restarted at `start_step` sees exactly
+the batches the uninterrupted run would have seen. Plain `dataset[i]` uses a per-process generator
+(per DataLoader worker, seeded from the worker's torch seed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from engines.skeleton import H36M17
+from train.real2d import RealRecord, default_data_root
+from train.shards import ShardSet
+
+__all__ = [
+    "SOURCE_REAL",
+    "SOURCE_SYNTH",
+    "MixedBatchSampler",
+    "MixedDataset",
+    "RealDataset",
+    "SyntheticDataset",
+    "colour_jitter",
+    "default_data_root",
+    "flip_image",
+    "flip_joints_2d",
+    "flip_joints_3d",
+    "make_loader",
+    "real_crop_transform",
+    "sample_rng",
+    "warp_matrix",
+]
+
+SOURCE_SYNTH = 0
+SOURCE_REAL = 1
+FLIP = np.array(H36M17.flip_permutation, dtype=np.int64)
+
+
+# --- geometry ----------------------------------------------------------------------------------
+
+def flip_image(image: np.ndarray) -> np.ndarray:
+    """Horizontal mirror."""
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def flip_joints_2d(joints_2d: np.ndarray, size: int) -> np.ndarray:
+    """Crop pixels after a horizontal mirror of the crop: x -> S - x, and left/right swap."""
+    out = np.array(joints_2d, dtype=np.float32)[FLIP]
+    out[:, 0] = size - out[:, 0]
+    return out
+
+
+def flip_joints_3d(joints_3d: np.ndarray) -> np.ndarray:
+    """Camera-frame joints after the mirror: x -> -x, and left/right swap. Consistent with the
+    image flip when the crop's principal point is at its centre (S/2, S/2)."""
+    out = np.array(joints_3d, dtype=np.float32)[FLIP]
+    out[:, 0] = -out[:, 0]
+    return out
+
+
+def inside_crop(joints_2d: np.ndarray, size: int) -> np.ndarray:
+    j = np.asarray(joints_2d)
+    return np.all((j >= 0.0) & (j < size), axis=-1) & np.all(np.isfinite(j), axis=-1)
+
+
+def warp_matrix(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The cv2.warpAffine matrix of the continuous map p -> a p + t (pixel centres at +0.5),
+    as in engines.crop.CropTransform.cut."""
+    m = np.zeros((2, 3), np.float64)
+    m[:, :2] = a
+    m[:, 2] = t + a @ np.array([0.5, 0.5]) - 0.5
+    return m
+
+
+def real_crop_transform(box_points: np.ndarray, size: int, rng: np.random.Generator | None,
+                        augment: bool) -> tuple[np.ndarray, np.ndarray, bool, int]:
+    """The crop of a real photo: (a (2, 2), t (2,), flipped, cv2 border mode), with
+    crop = a @ image + t in continuous pixel coordinates.
+
+    A square of side extent x m around the keypoints' box (extent: its longer side), as the
+    tracker crops: m = 1.35, centred, upright without augmentation. With it: m ~ U(1.2, 1.6)
+    (with probability 0.2 a far larger box, m ~ U(1.8, 4), the person small as in the full-frame
+    search), a shift of up to 10 % of the side, a rotation of up to 25 degrees, a mirror (p 0.5),
+    and a black (p 0.5) or replicated border.
+    """
+    pts = np.asarray(box_points, np.float64).reshape(-1, 2)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    centre = (lo + hi) / 2.0
+    extent = max(float((hi - lo).max()), 1.0)
+    flipped, border, angle = False, cv2.BORDER_CONSTANT, 0.0
+    if augment:
+        assert rng is not None
+        m = rng.uniform(1.8, 4.0) if rng.random() < 0.2 else rng.uniform(1.2, 1.6)
+        side = extent * m
+        centre = centre + rng.uniform(-0.1, 0.1, size=2) * side
+        angle = np.deg2rad(rng.uniform(-25.0, 25.0))
+        flipped = bool(rng.random() < 0.5)
+        border = cv2.BORDER_CONSTANT if rng.random() < 0.5 else cv2.BORDER_REPLICATE
+    else:
+        side = extent * 1.35
+    c, s = np.cos(angle), np.sin(angle)
+    a = (size / side) * np.array([[c, -s], [s, c]])
+    t = size / 2.0 - a @ centre
+    if flipped:
+        a = np.diag([-1.0, 1.0]) @ a
+        t = np.array([size - t[0], t[1]])
+    return a, t, flipped, border
+
+
+# --- photometric -------------------------------------------------------------------------------
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mild colour changes (p 0.8: brightness, contrast, saturation, hue), grayscale (p 0.05),
+    a small gaussian blur (p 0.1). BGR uint8 in and out."""
+    out = image
+    if rng.random() < 0.8:
+        brightness = rng.uniform(0.75, 1.25)
+        contrast = rng.uniform(0.75, 1.25)
+        saturation = rng.uniform(0.7, 1.3)
+        hue = rng.uniform(-8.0, 8.0)                       # OpenCV hue units: 2 degrees
+        hsv = cv2.cvtColor(out, cv2.COLOR_BGR2HSV).astype(np.float32)
+        hsv[..., 0] = np.mod(hsv[..., 0] + hue, 180.0)
+        hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+        hsv[..., 2] = np.clip(hsv[..., 2] * brightness, 0, 255)
+        bgr = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+        mean = float(bgr.mean())
+        out = np.clip((bgr - mean) * contrast + mean, 0, 255).astype(np.uint8)
+    if rng.random() < 0.05:
+        gray = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+        out = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    if rng.random() < 0.1:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=rng.uniform(0.5, 1.5))
+    return np.ascontiguousarray(out)
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+def sample_rng(seed: int, position: int) -> np.random.Generator:
+    """The augmentation generator of draw `position` of a seeded stream."""
+    return np.random.default_rng([int(seed), 1, int(position)])
+
+
+def _pack(image: np.ndarray, joints_2d: np.ndarray, mask: np.ndarray, joints_3d: np.ndarray,
+          has_3d: float, source: int) -> dict[str, Any]:
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)),
+        "joints_2d": torch.from_numpy(np.ascontiguousarray(joints_2d, dtype=np.float32)),
+        "mask_2d": torch.from_numpy(np.asarray(mask, dtype=np.float32)),
+        "joints_3d": torch.from_numpy(np.ascontiguousarray(joints_3d, dtype=np.float32)),
+        "has_3d": torch.tensor(float(has_3d), dtype=torch.float32),
+        "source": int(source),
+    }
+
+
+class _Augmented(Dataset):
+    """`get(i, rng)` does the work; `dataset[i]` draws from a per-process generator."""
+
+    seed: int
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._rng: np.random.Generator | None = None
+        self._rng_pid = -1
+
+    def _process_rng(self) -> np.random.Generator:
+        pid = os.getpid()
+        if self._rng is None or self._rng_pid != pid:
+            info = torch.utils.data.get_worker_info()
+            key = [self.seed, 2] if info is None else [self.seed, 3, info.id, torch.initial_seed() % 2**63]
+            self._rng, self._rng_pid = np.random.default_rng(key), pid
+        return self._rng
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.get(int(i), self._process_rng())
+
+    def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SyntheticDataset(_Augmented):
+    """Rendered crops from shard directories (`train/shards.py`). Augmentation: a mirror (p 0.5)
+    and colour jitter; no other geometric change (the renderer varies scale and position).
+    `mask_2d` is 1 for every joint inside the crop, occluded or not."""
+
+    def __init__(self, shard_dirs: Sequence[Path] | Path, input_size: int = 256, augment: bool = True,
+                 seed: int = 0) -> None:
+        super().__init__(seed)
+        self.shards = ShardSet(shard_dirs if isinstance(shard_dirs, (list, tuple)) else [shard_dirs])
+        self.input_size = int(input_size)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
+        s = self.shards.get(i)
+        image, j2, j3 = s["image"], s["joints_2d"].astype(np.float32), s["joints_3d"].astype(np.float32)
+        size = self.input_size
+        h, w = image.shape[:2]
+        if h != w:
+            raise ValueError(f"synthetic sample {i}: image {w}x{h} is not square")
+        if w != size:
+            # cv2.resize samples at pixel centres: continuous coordinates scale exactly.
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)
+            j2 = j2 * (size / w)
+        if self.augment:
+            if rng.random() < 0.5:
+                image, j2, j3 = flip_image(image), flip_joints_2d(j2, size), flip_joints_3d(j3)
+            image = colour_jitter(image, rng)
+        return _pack(image, j2, inside_crop(j2, size), j3, 1.0, SOURCE_SYNTH)
+
+
+class RealDataset(_Augmented):
+    """Real photos with 2D labels, cropped around the person like the tracker does (see
+    `real_crop_transform`), with colour jitter when augmenting. Joints without a label or
+    outside the crop have `mask_2d` 0 (and their `joints_2d` is left where the warp put them, or 0)."""
+
+    def __init__(self, records: Sequence[RealRecord], input_size: int = 256, augment: bool = True,
+                 seed: int = 0) -> None:
+        super().__init__(seed)
+        self.records = list(records)
+        self.input_size = int(input_size)
+        self.augment = augment
+        self._bytes: dict[int, np.ndarray] = {}        # the JPEG files (decoded per sample)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, i: int) -> np.ndarray:
+        data = self._bytes.get(i)
+        if data is None:
+            data = np.fromfile(self.records[i].path, dtype=np.uint8)
+            self._bytes[i] = data
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read {self.records[i].path}")
+        return image
+
+    def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
+        rec = self.records[i]
+        size = self.input_size
+        box = rec.box_points if len(rec.box_points) >= 2 else rec.joints_2d[rec.mask]
+        a, t, flipped, border = real_crop_transform(box, size, rng, self.augment)
+        image = self.load_image(i)
+        crop = cv2.warpAffine(image, warp_matrix(a, t), (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=border, borderValue=(0, 0, 0))
+        j2 = (rec.joints_2d.astype(np.float64) @ a.T + t).astype(np.float32)
+        mask = rec.mask.copy()
+        j2[~mask] = 0.0
+        if flipped:
+            j2, mask = j2[FLIP], mask[FLIP]
+        if self.augment:
+            crop = colour_jitter(crop, rng)
+        mask_2d = mask & inside_crop(j2, size)
+        return _pack(crop, j2, mask_2d, np.zeros((H36M17.num_joints, 3), np.float32), 0.0, SOURCE_REAL)
+
+
+# --- the mix -----------------------------------------------------------------------------------
+
+class MixedDataset(ConcatDataset):
+    """Synthetic then real samples. Indexed by (flat index, stream position), it augments with
+    `sample_rng(seed, position)`; by a plain int, like any ConcatDataset."""
+
+    def __init__(self, synth: Dataset | None, real: Dataset | None, seed: int = 0) -> None:
+        self.n_synth = len(synth) if synth is not None else 0
+        self.n_real = len(real) if real is not None else 0
+        parts = [d for d in (synth, real) if d is not None and len(d) > 0]
+        if not parts:
+            raise ValueError("MixedDataset: both datasets are empty")
+        super().__init__(parts)
+        self.seed = int(seed)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return super().__getitem__(key)
+        idx, position = key
+        d = bisect.bisect_right(self.cumulative_sizes, idx)
+        local = idx - (self.cumulative_sizes[d - 1] if d > 0 else 0)
+        return self.datasets[d].get(int(local), sample_rng(self.seed, position))
+
+
+class MixedBatchSampler:
+    """Batches for steps [start_step, steps): each element is real with probability
+    `real_fraction`, else synthetic, then uniform within its source (with replacement). Batch k
+    depends only on (seed, k): restarting at `start_step` continues the same stream."""
+
+    def __init__(self, n_synth: int, n_real: int, real_fraction: float, batch_size: int, seed: int,
+                 steps: int, start_step: int = 0) -> None:
+        if not 0.0 <= real_fraction <= 1.0:
+            raise ValueError(f"real_fraction must be in [0, 1] (got {real_fraction})")
+        if real_fraction > 0 and n_real == 0:
+            raise ValueError("real_fraction > 0 but the real dataset is empty")
+        if real_fraction < 1 and n_synth == 0:
+            raise ValueError("real_fraction < 1 but the synthetic dataset is empty")
+        if batch_size < 1 or not 0 <= start_step <= steps:
+            raise ValueError(f"bad batch_size {batch_size} or steps {start_step}..{steps}")
+        self.n_synth, self.n_real = int(n_synth), int(n_real)
+        self.real_fraction, self.batch_size = float(real_fraction), int(batch_size)
+        self.seed, self.steps, self.start_step = int(seed), int(steps), int(start_step)
+
+    def __len__(self) -> int:
+        return self.steps - self.start_step
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, 0, int(step)])
+        b = self.batch_size
+        real = rng.random(b) < self.real_fraction
+        synth_idx = rng.integers(0, max(self.n_synth, 1), size=b)
+        real_idx = self.n_synth + rng.integers(0, max(self.n_real, 1), size=b)
+        idx = np.where(real, real_idx, synth_idx)
+        return [(int(idx[k]), step * b + k) for k in range(b)]
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            yield self.batch(step)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seeds a worker's global generators from its torch seed (the loader's base seed +
+    worker_id). Leaves OpenCV's threads alone: `cv2.setNumThreads` in a forked worker tears down
+    a thread pool copied from the parent mid-state and can hang for ever (seen here); OpenCV's
+    calls themselves work in the fork, on the calling thread."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(synth_ds: Dataset | None, real_ds: Dataset | None, real_fraction: float,
+                batch_size: int, num_workers: int, seed: int, steps: int, start_step: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader of `steps - start_step` batches (one per training step) drawn from both
+    datasets; see `MixedBatchSampler` and `MixedDataset`. Deterministic given `seed`, whatever
+    `num_workers`."""
+    mixed = MixedDataset(synth_ds, real_ds, seed=seed)
+    sampler = MixedBatchSampler(mixed.n_synth, mixed.n_real, real_fraction, batch_size, seed, steps, start_step)
+    gen = torch.Generator()
+    gen.manual_seed(int(seed) * 1_000_003 + int(start_step))
+    return DataLoader(mixed, batch_sampler=sampler, num_workers=num_workers,
+                      worker_init_fn=_seed_worker, generator=gen, pin_memory=pin_memory,
+                      persistent_workers=False)

@@ -1,0 +1,373 @@
+"""Evaluation: `python -m train.evaluate --model M.pt|M.onnx --synth-val DIR.. --real2d DIR` (or
+`posecast evaluate`).
+
+What is measured, and how:
+- The model runs on uint8 BGR crops: a `.pt` as the PyTorch network in eval mode, a `.onnx` with
+  ONNX Runtime on the CPU; both give `probs_2d` and `offsets_3d`.
+- 2D: `engines.grid.decode` (the tracker's decoding). PCK@0.2: a joint is correct within 0.2 x
+  the torso diameter, here the distance between l_shoulder and r_hip in the ground-truth 2D
+  (a diagonal of the torso: defined for every pose of both sets, both joints labelled in the
+  real set, and not zero for a person seen side-on, as shoulder or hip width would be).
+  Synthetic: over every labelled joint inside the crop. Real: over the labelled joints of the
+  held-out split (12 COCO limb joints plus the pelvis, their hips' midpoint), crops made
+  without augmentation around the labels with the tracker's margin (train/datasets.py).
+- 3D (synthetic only): the per-root offsets are combined with each `engines.align.RootAligner`
+  method, given the decoded 2D confidences (as the pipeline does); the result is the pose
+  relative to the pelvis, compared with the ground truth minus its pelvis. MPJPE and PA-MPJPE
+  (after a per-pose similarity Procrustes) in millimetres, means over joints and poses (the
+  pelvis counts, with error 0, as usual for root-relative MPJPE).
+- `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
+  from that root (its own entry, 0 by construction, left out): how good each row is alone.
+
+`--limit N` takes N samples evenly spread over each set (synthetic shards hold consecutive
+frames of a clip, so the first N would be a few motions only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.align import METHODS, RootAligner
+from engines.errors import InputError, PosecastError
+from engines.grid import decode
+from engines.model_config import ModelConfig
+from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
+
+PROG = "evaluate"
+PCK_THRESHOLD = 0.2
+TORSO = ("l_shoulder", "r_hip")
+
+
+# --- running a model ---------------------------------------------------------------------
+
+class TorchPredictor:
+    """A PyTorch network (put in eval mode by the caller, or here) -> numpy outputs."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        was_training = self.net.training
+        self.net.eval()
+        device = next(self.net.parameters()).device
+        try:
+            with torch.no_grad():
+                probs, offsets = self.net(torch.from_numpy(np.ascontiguousarray(images)).to(device))
+        finally:
+            self.net.train(was_training)
+        return probs.cpu().numpy(), offsets.cpu().numpy()
+
+
+class OnnxPredictor:
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        self.backend = OnnxRuntimeBackend(Path(path), "cpu", threads)
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.backend.infer(np.ascontiguousarray(images))
+        return out.probs_2d, out.offsets_3d
+
+
+def load_predictor(path: str | Path, threads: int = 0) -> tuple[Callable, ModelConfig, str]:
+    """A model file -> (predictor, its model config, its weights line)."""
+    from engines.errors import ModelFileError
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from engines.model_file import read_onnx_info
+
+        info = read_onnx_info(path)
+        return OnnxPredictor(path, threads), info.config, info.weights
+    if suffix in (".pt", ".pth"):
+        import torch
+
+        from engines.model_file import load_checkpoint
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        net, info = load_checkpoint(path)
+        return TorchPredictor(net), info.config, info.weights
+    raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
+
+
+# --- collecting predictions ---------------------------------------------------------------
+
+def spread_indices(n: int, limit: int | None) -> np.ndarray:
+    """`limit` indices spread evenly over range(n) (all of them without a limit)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max(limit, 1)).round().astype(np.int64))
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def collect(predictor: Callable, dataset: Any, indices: Sequence[int], batch_size: int = 32,
+            progress: Any = None) -> dict[str, np.ndarray]:
+    """Runs the predictor over dataset[indices]; stacks labels and outputs."""
+    keys = ("joints_2d", "mask_2d", "joints_3d", "has_3d")
+    acc: dict[str, list[np.ndarray]] = {k: [] for k in keys + ("probs", "offsets")}
+    for lo in range(0, len(indices), batch_size):
+        items = [dataset[int(i)] for i in indices[lo:lo + batch_size]]
+        images = np.stack([_np(it["image"]) for it in items]).astype(np.uint8, copy=False)
+        probs, offsets = predictor(images)
+        acc["probs"].append(np.asarray(probs, np.float32))
+        acc["offsets"].append(np.asarray(offsets, np.float32))
+        for k in keys:
+            acc[k].append(np.stack([_np(it[k]) for it in items]).astype(np.float32))
+        if progress is not None:
+            progress.update(len(items))
+    return {k: np.concatenate(v) for k, v in acc.items()}
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+def torso_diameter(joints_2d: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    a, b = cfg.skeleton.indices(TORSO)
+    return np.linalg.norm(joints_2d[..., a, :] - joints_2d[..., b, :], axis=-1)
+
+
+def in_crop(joints_2d: np.ndarray, size: int) -> np.ndarray:
+    return np.all((joints_2d >= 0) & (joints_2d < size), axis=-1)
+
+
+def metrics_2d(points: np.ndarray, gt: np.ndarray, visible: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:
+    """PCK@0.2 overall and per joint, and the mean 2D error in pixels, over `visible` joints."""
+    torso = torso_diameter(gt, cfg)
+    ok_pose = torso > 1e-6
+    vis = visible & ok_pose[:, None]
+    dist = np.linalg.norm(points.astype(np.float64) - gt, axis=-1)
+    hit = dist <= PCK_THRESHOLD * torso[:, None]
+    per_joint = {}
+    for j, name in enumerate(cfg.skeleton.joint_names):
+        if vis[:, j].any():
+            per_joint[name] = {"pck": float(hit[vis[:, j], j].mean()), "error_px": float(dist[vis[:, j], j].mean()),
+                               "count": int(vis[:, j].sum())}
+    return {
+        "pck": pck(points, gt, torso, PCK_THRESHOLD, vis) if vis.any() else float("nan"),
+        "error_px": float(dist[vis].mean()) if vis.any() else float("nan"),
+        "joints": int(vis.sum()),
+        "per_joint": per_joint,
+    }
+
+
+def metrics_3d(pred: np.ndarray, gt_rel: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:
+    """MPJPE and PA-MPJPE in mm, and the per-joint MPJPE, of root-relative poses (N, J, 3) m."""
+    err = np.linalg.norm(pred.astype(np.float64) - gt_rel, axis=-1) * 1000.0          # (N, J)
+    pa = np.linalg.norm(procrustes_align(pred, gt_rel) - gt_rel, axis=-1) * 1000.0
+    return {
+        "mpjpe_mm": mpjpe(pred, gt_rel) * 1000.0,
+        "pa_mpjpe_mm": pa_mpjpe(pred, gt_rel) * 1000.0,
+        "per_joint_mm": {n: float(err[:, j].mean()) for j, n in enumerate(cfg.skeleton.joint_names)},
+        "per_joint_pa_mm": {n: float(pa[:, j].mean()) for j, n in enumerate(cfg.skeleton.joint_names)},
+    }
+
+
+def per_root_errors(offsets: np.ndarray, joints_3d: np.ndarray, cfg: ModelConfig) -> dict[str, float]:
+    """Each root's own offsets, before alignment: mean error (mm) against the ground truth's
+    offsets from that root, over the other joints."""
+    out = {}
+    for r, (name, idx) in enumerate(zip(cfg.roots, cfg.root_indices)):
+        target = joints_3d - joints_3d[:, idx:idx + 1]
+        err = np.linalg.norm(offsets[:, r].astype(np.float64) - target, axis=-1)
+        others = np.arange(cfg.skeleton.num_joints) != idx
+        out[name] = float(err[:, others].mean() * 1000.0)
+    return out
+
+
+def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Iterable[str],
+                      per_root: bool = False) -> dict[str, Any]:
+    points, conf = decode(out["probs"], cfg.input_size)
+    gt2d = out["joints_2d"].astype(np.float64)
+    visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
+    res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
+    has3d = out["has_3d"] > 0
+    if has3d.any():
+        skel = cfg.skeleton
+        origin = skel.index(skel.origin)
+        gt3 = out["joints_3d"][has3d].astype(np.float64)
+        gt_rel = gt3 - gt3[:, origin:origin + 1]
+        res["3d"] = {}
+        for method in methods:
+            aligner = RootAligner(skel.num_joints, cfg.root_indices, origin, method)
+            pred = aligner(out["offsets"][has3d], conf[has3d])
+            res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
+        if per_root:
+            res["per_root_mm"] = per_root_errors(out["offsets"][has3d], gt3, cfg)
+    return res
+
+
+def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, Any]:
+    points, _ = decode(out["probs"], cfg.input_size)
+    return {"samples": len(points),
+            "2d": metrics_2d(points, out["joints_2d"].astype(np.float64), out["mask_2d"] > 0, cfg)}
+
+
+def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
+             methods: Sequence[str] = METHODS, limit: int | None = None, per_root: bool = False,
+             batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+    """All metrics of one model on the given validation sets (either may be None)."""
+    from tqdm import tqdm
+
+    sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds)) if ds is not None]
+    plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
+    results: dict[str, Any] = {"pck_threshold": PCK_THRESHOLD, "torso": list(TORSO), "methods": list(methods)}
+    with tqdm(total=sum(len(v) for v in plan.values()), disable=not progress, unit="img", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        t0 = time.perf_counter()
+        for key, ds in sets:
+            bar.set_description(key)
+            out = collect(predictor, ds, plan[key], batch_size, bar)
+            results[key] = synthetic_metrics(out, cfg, methods, per_root) if key == "synthetic" else real_metrics(out, cfg)
+        results["seconds"] = time.perf_counter() - t0
+    return results
+
+
+def quick_metrics(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
+                  limit: int) -> dict[str, Any]:
+    """The few numbers logged during training (flat, for the JSONL log)."""
+    res = evaluate(predictor, cfg, synth_ds, real_ds, METHODS, limit)
+    flat: dict[str, Any] = {}
+    if "synthetic" in res:
+        s = res["synthetic"]
+        flat["synth_pck"] = s["2d"]["pck"]
+        if "3d" in s:
+            for m in METHODS:
+                flat[f"synth_mpjpe_mm_{m}"] = s["3d"][m]["mpjpe_mm"]
+            flat["synth_mpjpe_mm"] = s["3d"]["weighted"]["mpjpe_mm"]
+            flat["synth_pa_mpjpe_mm"] = s["3d"]["weighted"]["pa_mpjpe_mm"]
+    if "real" in res:
+        flat["real_pck"] = res["real"]["2d"]["pck"]
+    return flat
+
+
+# --- report ------------------------------------------------------------------------------
+
+def _f(x: float, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
+    lines = [f"## {title}" if title else "## Evaluation", ""]
+    methods = res["methods"]
+    s, r = res.get("synthetic"), res.get("real")
+    lines += ["| set | samples | metric | value |", "|---|---:|---|---:|"]
+    if s is not None:
+        for m in methods if "3d" in s else []:
+            lines.append(f"| synthetic | {s['samples']} | MPJPE ({m}) mm | {_f(s['3d'][m]['mpjpe_mm'])} |")
+            lines.append(f"| synthetic | {s['samples']} | PA-MPJPE ({m}) mm | {_f(s['3d'][m]['pa_mpjpe_mm'])} |")
+        lines.append(f"| synthetic | {s['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(s['2d']['pck'], 3)} |")
+        lines.append(f"| synthetic | {s['samples']} | 2D error px | {_f(s['2d']['error_px'])} |")
+    if r is not None:
+        lines.append(f"| real | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
+        lines.append(f"| real | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
+    lines.append("")
+    # Per joint.
+    head = ["joint"]
+    if s is not None and "3d" in s:
+        head += [f"MPJPE {m} mm" for m in methods]
+    if s is not None:
+        head.append("synth PCK")
+    if r is not None:
+        head.append("real PCK")
+    lines += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for name in cfg.skeleton.joint_names:
+        row = [name]
+        if s is not None and "3d" in s:
+            row += [_f(s["3d"][m]["per_joint_mm"][name]) for m in methods]
+        if s is not None:
+            pj = s["2d"]["per_joint"].get(name)
+            row.append(_f(pj["pck"], 3) if pj else "-")
+        if r is not None:
+            pj = r["2d"]["per_joint"].get(name)
+            row.append(_f(pj["pck"], 3) if pj else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    if s is not None and "per_root_mm" in s:
+        lines += ["", "| root | own offsets error mm (before alignment) |", "|---|---:|"]
+        lines += [f"| {k} | {_f(v)} |" for k, v in s["per_root_mm"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# --- command line ------------------------------------------------------------------------
+
+def build_parser(prog: str = "python -m train.evaluate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Evaluate a model: synthetic MPJPE / PA-MPJPE / 2D PCK and "
+                                "real 2D PCK@0.2, per alignment method; a Markdown table.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="FILE", help="a Posecast .pt or .onnx model")
+    p.add_argument("--synth-val", nargs="+", metavar="DIR", default=[],
+                   help="synthetic shard folders (or folders of them) with 3D labels")
+    p.add_argument("--real2d", metavar="DIR", help="the real 2D set (keypoints.json + images/); its validation split is used")
+    p.add_argument("--real-val-fraction", type=float, default=0.1, help="the split's held-out fraction (default 0.1, seed 0)")
+    p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
+    p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the library's default)")
+    p.add_argument("--json", metavar="OUT", help="write every number as JSON")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.config import expand_shard_dirs, resolve_path
+    from train.datasets import RealDataset, SyntheticDataset
+
+    if not args.synth_val and not args.real2d:
+        raise InputError("nothing to evaluate on: give --synth-val and/or --real2d")
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be >= 1")
+    predictor, cfg, weights = load_predictor(args.model, args.threads)
+    synth_ds = real_ds = None
+    if args.synth_val:
+        synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False, seed=0)
+    if args.real2d:
+        from train.real2d import load_real2d, split_real
+
+        real_dir = resolve_path(args.real2d)
+        try:
+            records = load_real2d(real_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise InputError(str(exc)) from None
+        _, val = split_real(records, val_fraction=args.real_val_fraction, seed=0)
+        real_ds = RealDataset(val, input_size=cfg.input_size, augment=False, seed=0)
+    res = evaluate(predictor, cfg, synth_ds, real_ds, args.align, args.limit, args.per_root,
+                   args.batch_size, progress=not args.no_progress)
+    res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
+                    "input_size": cfg.input_size}
+    print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1, allow_nan=True) + "\n")
+        print(f"{PROG}: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m train.evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return run(args)
+    except PosecastError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

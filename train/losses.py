@@ -1,0 +1,69 @@
+"""Training losses: the 2D grid classification (soft labels, cross-entropy) and the 3D offsets.
+
+2D: each joint's target is a bilinear soft label over the G x G cells (`engines.grid.soft_labels`,
+ported to torch); the loss is the cross-entropy -sum(t log softmax(logits)), averaged over the
+joints that have a label inside the crop.
+
+3D: the network predicts every joint's offset from each of R roots, X_j - X_root; the loss is
+the squared error summed over x, y, z and averaged over roots, joints and the samples that have 3D
+labels (the synthetic ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+
+def soft_label_targets(joints_2d: torch.Tensor, grid_size: int, input_size: int) -> torch.Tensor:
+    """(B, J, 2) crop pixels -> (B, J, G, G) bilinear soft labels (the torch port of
+    `engines.grid.soft_labels`): each point spread over its 4 nearest cell centres, clamped to the
+    border cells outside the centres' span; every label sums to 1."""
+    g_n = int(grid_size)
+    lead = joints_2d.shape[:-1]
+    dtype = joints_2d.dtype if joints_2d.dtype in (torch.float32, torch.float64) else torch.float32
+    p = joints_2d.reshape(-1, 2).to(dtype)
+    cell = input_size / grid_size
+    g = torch.clamp(p / cell - 0.5, 0.0, g_n - 1.0)
+    lo = torch.floor(g).long()
+    if g_n > 1:
+        lo = torch.clamp(lo, max=g_n - 2)
+    else:
+        lo = torch.zeros_like(lo)
+    frac = g - lo.to(dtype)
+    n = p.shape[0]
+    out = torch.zeros(n, g_n * g_n, dtype=dtype, device=p.device)
+    for dy in (0, 1):
+        wy = frac[:, 1] if dy else 1.0 - frac[:, 1]
+        yy = torch.clamp(lo[:, 1] + dy, max=g_n - 1)
+        for dx in (0, 1):
+            wx = frac[:, 0] if dx else 1.0 - frac[:, 0]
+            xx = torch.clamp(lo[:, 0] + dx, max=g_n - 1)
+            out.scatter_add_(1, (yy * g_n + xx)[:, None], (wy * wx)[:, None])
+    return out.reshape(*lead, g_n, g_n).to(torch.float32)
+
+
+def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (B, J, G, G) logits against soft targets, averaged over the joints with
+    mask 1 ((B, J); 0 when there are none)."""
+    b, j = logits.shape[:2]
+    logp = F.log_softmax(logits.reshape(b, j, -1).float(), dim=-1)
+    ce = -(targets.reshape(b, j, -1).to(logp.dtype) * logp).sum(dim=-1)          # (B, J)
+    m = mask.to(ce.dtype)
+    return (ce * m).sum() / m.sum().clamp_min(1.0)
+
+
+def offsets_target(joints_3d: torch.Tensor, root_indices: Sequence[int]) -> torch.Tensor:
+    """(B, J, 3) -> (B, R, J, 3): X_j - X_root_r."""
+    roots = joints_3d[:, list(root_indices)]                                     # (B, R, 3)
+    return joints_3d[:, None, :, :] - roots[:, :, None, :]
+
+
+def loss_3d(pred: torch.Tensor, target: torch.Tensor, has_3d: torch.Tensor) -> torch.Tensor:
+    """Squared error of (B, R, J, 3) offsets: summed over x, y, z, averaged over roots, joints and
+    the samples with has_3d 1 (0 when there are none). Units: metres squared."""
+    se = ((pred.float() - target.float()) ** 2).sum(dim=-1).mean(dim=(1, 2))      # (B,)
+    w = has_3d.to(se.dtype).reshape(-1)
+    return (se * w).sum() / w.sum().clamp_min(1.0)

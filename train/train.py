@@ -1,0 +1,469 @@
+"""The training loop: `python -m train.train --config configs/train/default.yaml` (or `posecast train`).
+
+    batch (synthetic crops with 2D + 3D labels, real crops with 2D labels)
+      -> net.forward_logits -> loss = w2d * CE(grid logits, soft labels) + w3d * MSE(offsets)
+      -> AdamW, linear warm-up then cosine decay, one scheduler step per optimiser step
+
+The run folder (`runs/<name>` unless `--out`):
+- `log.jsonl`: a line every `log_every` steps (step, losses, lr, img/s) and one per validation
+  (the quick metrics of train/evaluate.py on `val_samples` of each validation set).
+- `last.pt`: written atomically every `checkpoint_every` steps, on Ctrl-C and at the end: model,
+  optimiser, scheduler, step, RNG states and the recipe. It is also a Posecast checkpoint
+  (`posecast track --model runs/x/last.pt` works). A run whose folder has one resumes from it;
+  the loader restarts at that step, so a resumed run computes what an uninterrupted one would.
+- `model.pt`: at the end, the trained network (engines.model_file.save_checkpoint).
+
+BatchNorm: the network is in train mode for the optimiser steps, eval mode for validation.
+Exit codes: 0 done; 2 bad recipe or data; 130 interrupted (after writing last.pt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# OpenMP threads that wait passively instead of spinning: set before torch loads its OpenMP. On
+# this project's shared 2-core machines (data generation, tests, loader workers running beside),
+# spinning threads fight over the cores: a training step of the 256 px model with 2 threads went
+# from 4 img/s to 6-8 img/s with this, at a load average of 8 (2026-11-25).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+from engines.config import ConfigError, to_dict
+from engines.errors import InputError, PosecastError
+from engines.model_config import ModelConfig
+from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
+from engines.network import PoseNet, build_network
+from train.config import TrainConfig, load_train_config
+
+PROG = "train"
+LAST = "last.pt"
+FINAL = "model.pt"
+LOG = "log.jsonl"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingInterrupted(PosecastError):
+    exit_code = 130
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, final_fraction: float) -> float:
+    """The learning rate of optimiser step `step` (0-based) as a fraction of the peak: linear
+    warm-up over `warmup` steps, then cosine from 1 down to `final_fraction` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(total - warmup, 1)
+    t = min(max(step - warmup, 0) / span, 1.0)
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class Data:
+    synth: Any
+    real: Any | None
+    synth_val: Any | None
+    real_val: Any | None
+
+
+def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
+    """The training and validation datasets of a recipe. The real set's split is fixed (seed 0)
+    whatever the training seed, so every run validates on the same records."""
+    from train.datasets import RealDataset, SyntheticDataset
+
+    size = mcfg.input_size
+    synth = SyntheticDataset(cfg.synth_dirs(), input_size=size, augment=cfg.data.augment, seed=cfg.seed)
+    val_dirs = cfg.synth_val_dirs()
+    synth_val = SyntheticDataset(val_dirs, input_size=size, augment=False, seed=0) if val_dirs else None
+    real = real_val = None
+    real_dir = cfg.real2d_dir()
+    if real_dir is not None:
+        from train.real2d import load_real2d, split_real, suspicious_labels
+
+        records = load_real2d(real_dir)
+        train_recs, val_recs = split_real(records, val_fraction=cfg.data.real_val_fraction, seed=0)
+        # About 2% of the labels are broken (legs placed in the background); split first so the
+        # held-out images stay the same, then train on the sound ones only. Validation keeps all.
+        train_recs = [r for r in train_recs if not suspicious_labels(r)]
+        if cfg.data.real_fraction > 0:
+            real = RealDataset(train_recs, input_size=size, augment=cfg.data.augment, seed=cfg.seed)
+        if val_recs:
+            real_val = RealDataset(val_recs, input_size=size, augment=False, seed=0)
+    return Data(synth, real, synth_val, real_val)
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.random.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.random.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    key, version, gauss = state["python"]
+    random.setstate((version, tuple(key), gauss))
+
+
+def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, step: int,
+                        cfg: TrainConfig, mcfg: ModelConfig) -> None:
+    """last.pt: everything to resume, laid out as a Posecast checkpoint too ('posecast' metadata
+    and 'state_dict'), so engines.model_file.load_checkpoint reads it. Written atomically."""
+    info = ModelInfo(mcfg, weights=f"{cfg.run_name}, step {step} (training checkpoint)", trained=step > 0)
+    blob = {
+        "posecast": info.metadata(),
+        "state_dict": net.state_dict(),
+        "training": {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": _rng_state(),
+            "config": to_dict(cfg),
+        },
+    }
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig,
+                        mcfg: ModelConfig, say: Callable[[str], None]) -> int:
+    """Restores last.pt into the objects; returns its step."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or "training" not in blob:
+        raise ConfigError(f"{path} is not a training checkpoint; delete it or choose another --out")
+    saved_model = blob["posecast"].get("model_config")
+    if saved_model != to_dict(mcfg):
+        raise ConfigError(f"{path} was written for a different model (its model_config differs from the "
+                          f"recipe's); choose another --out or delete it to start afresh")
+    state = blob["training"]
+    changed = _changed_keys(state.get("config", {}), to_dict(cfg))
+    if changed:
+        say(f"note: the recipe differs from the checkpoint's in {', '.join(changed)}; continuing with the new values")
+    net.load_state_dict(blob["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drops log lines past the resumed step (written after the last checkpoint)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop reads between steps (the step in flight finishes,
+    so the checkpoint is consistent); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:          # not the main thread: no handlers, Ctrl-C as usual
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True, stop_after: int | None = None,
+          announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Runs (or resumes) a recipe. `progress`: True a tqdm bar, "lines" a line on stderr per log
+    record (for logs that are files), False nothing. `stop_after`: end after that step with a
+    checkpoint, as an interruption would, without writing model.pt (training in slices).
+    Returns a summary."""
+    from tqdm import tqdm
+
+    from train.datasets import make_loader
+    from train.evaluate import TorchPredictor, quick_metrics
+    from train.losses import loss_2d, loss_3d, offsets_target, soft_label_targets
+
+    say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
+    out = Path(out) if out is not None else cfg.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    mcfg = cfg.model_config()
+    try:
+        data = build_data(cfg, mcfg)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"training data: {exc}") from None
+
+    device = torch.device(resolve_device(cfg.device))
+    net = build_network(mcfg).to(device)
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)      # no weight decay on BN and biases
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
+    o = cfg.optim
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, o.warmup_steps, o.steps, o.schedule, o.final_lr_fraction))
+
+    last, log_path = out / LAST, out / LOG
+    start = 0
+    if last.exists():
+        start = load_training_state(last, net, opt, sched, cfg, mcfg, say)
+        say(f"resuming from {last} at step {start} of {o.steps}")
+        _trim_log(log_path, start)
+    (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
+
+    roots = mcfg.root_indices
+    grid, size = mcfg.grid_size, mcfg.input_size
+    end = o.steps if stop_after is None else min(o.steps, stop_after)
+    summary: dict[str, Any] = {"out": str(out), "start_step": start, "steps": o.steps}
+    if start >= end:
+        if start >= o.steps and not (out / FINAL).exists():
+            _write_final(out, net, cfg, mcfg, start)
+        summary.update(step=start, final=str(out / FINAL) if start >= o.steps else None)
+        return summary
+
+    loader = make_loader(data.synth, data.real, cfg.data.real_fraction if data.real is not None else 0.0,
+                         o.batch_size, cfg.num_workers, cfg.seed, o.steps, start_step=start)
+    with open(log_path, "a", buffering=1) as log:
+        bar = tqdm(total=o.steps, initial=start, disable=progress is not True, unit="step", dynamic_ncols=True,
+                   desc=cfg.run_name, file=sys.stderr)
+        step = start
+        window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "n": 0, "images": 0}
+        t_window = time.perf_counter()
+        rate = 0.0
+        val: dict[str, Any] | None = None
+
+        def validate() -> dict[str, Any]:
+            net.eval()
+            with torch.no_grad():
+                metrics = quick_metrics(TorchPredictor(net), mcfg, data.synth_val, data.real_val, cfg.val_samples)
+            net.train()
+            log.write(json.dumps({"step": step, "val": metrics}) + "\n")
+            return metrics
+
+        interrupted = hard = False
+        try:
+            with _StopFlag() as flag:
+                net.train()
+                it = iter(loader)
+                while step < end:
+                    batch = next(it)
+                    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    image = batch["image"]
+                    logits, offsets = net.forward_logits(image)
+                    l2 = loss_2d(logits, soft_label_targets(batch["joints_2d"], grid, size), batch["mask_2d"])
+                    l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], roots), batch["has_3d"])
+                    loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1} "
+                                                 f"(2D {l2.item():.4g}, 3D {l3.item():.4g}); lower optim.lr")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if o.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+                    lr_used = opt.param_groups[0]["lr"]
+                    opt.step()
+                    sched.step()
+                    step += 1
+
+                    window["loss"] += loss.item()
+                    window["loss_2d"] += l2.item()
+                    window["loss_3d"] += l3.item()
+                    window["n"] += 1
+                    window["images"] += int(image.shape[0])
+                    bar.update(1)
+                    if step % cfg.log_every == 0 or step == end:
+                        dt = time.perf_counter() - t_window
+                        rate = window["images"] / dt if dt > 0 else 0.0
+                        n = window["n"]
+                        record = {"step": step, "loss": window["loss"] / n, "loss_2d": window["loss_2d"] / n,
+                                  "loss_3d": window["loss_3d"] / n, "lr": lr_used, "img_per_s": rate,
+                                  "time": time.time()}
+                        log.write(json.dumps(record) + "\n")
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", l2d=f"{record['loss_2d']:.3f}",
+                                        l3d=f"{record['loss_3d']:.4f}", img_s=f"{rate:.1f}")
+                        if progress == "lines":
+                            say(f"step {step}/{o.steps}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
+                                f"3D {record['loss_3d']:.5f} m^2), lr {lr_used:.3g}, {rate:.1f} img/s")
+                        window = {k: 0 for k in window}
+                        t_window = time.perf_counter()
+                    if cfg.val_every and step % cfg.val_every == 0 and step < o.steps:
+                        val = validate()
+                        bar.write(f"{PROG}: step {step}: " + _format_quick(val))
+                        t_window = time.perf_counter()
+                    if step % cfg.checkpoint_every == 0 or step == end:
+                        save_training_state(last, net, opt, sched, step, cfg, mcfg)
+                    if flag.signal is not None:
+                        interrupted = True
+                        break
+        except KeyboardInterrupt:
+            # A second Ctrl-C (or one outside the main thread): the optimiser may be half-way through
+            # a step, so last.pt keeps the last checkpoint.
+            interrupted = hard = True
+        finally:
+            bar.close()
+            if hasattr(loader, "close"):
+                loader.close()
+        if interrupted:
+            if not hard and step > start:
+                save_training_state(last, net, opt, sched, step, cfg, mcfg)
+            exc = TrainingInterrupted(f"interrupted at step {step} of {o.steps}; {last} holds step "
+                                      f"{_checkpoint_step(last)}: run the same command again to resume")
+            if flag.signal == signal.SIGTERM:
+                exc.exit_code = 143
+            raise exc
+        summary.update(step=step, img_per_s=rate)
+        if step >= o.steps:
+            val = validate()
+            say(f"step {step}: " + _format_quick(val))
+            summary["final"] = str(_write_final(out, net, cfg, mcfg, step))
+            summary["val"] = val
+            say(f"wrote {out / FINAL}")
+        return summary
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda, but torch sees no CUDA GPU here (use device: cpu or auto)")
+    return name
+
+
+def _checkpoint_step(path: Path) -> int | str:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["training"]["step"])
+    except Exception:
+        return "nothing"
+
+
+def _write_final(out: Path, net: PoseNet, cfg: TrainConfig, mcfg: ModelConfig, step: int) -> Path:
+    date = _dt.date.today().isoformat()
+    info = ModelInfo(mcfg, weights=f"{cfg.run_name}, step {step}, {date}", trained=True)
+    path = out / FINAL
+    save_checkpoint(path, net.eval(), info)
+    return path
+
+
+def _format_quick(m: dict[str, Any]) -> str:
+    parts = []
+    if "synth_mpjpe_mm" in m:
+        parts.append(f"synthetic MPJPE {m['synth_mpjpe_mm']:.1f} mm, PA {m['synth_pa_mpjpe_mm']:.1f} mm, "
+                     f"PCK@0.2 {m['synth_pck']:.3f}")
+    if "real_pck" in m:
+        parts.append(f"real PCK@0.2 {m['real_pck']:.3f}")
+    return "; ".join(parts) or "no validation data"
+
+
+# --- command line ------------------------------------------------------------------------
+
+def build_parser(prog: str = "python -m train.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Train the pose network on a recipe (configs/train/*.yaml); "
+                                "resumes from OUT/last.pt when present.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", help="a training recipe, laid over configs/train/default.yaml")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>)")
+    p.add_argument("--steps", type=int, metavar="N", help="total optimiser steps (overrides optim.steps)")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop after step N with a checkpoint (train in slices)")
+    p.add_argument("--num-workers", type=int, metavar="N", help="data loader processes (overrides num_workers)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (overrides threads)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (overrides device)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (without a terminal, a line per log record is printed instead)")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.steps is not None:
+        overrides["optim"] = {"steps": args.steps}
+    if args.num_workers is not None:
+        overrides["num_workers"] = args.num_workers
+    if args.threads is not None:
+        overrides["threads"] = args.threads
+    if args.device is not None:
+        overrides["device"] = args.device
+    cfg = load_train_config(args.config, overrides or None)
+    progress: bool | str = False if args.no_progress else (True if sys.stderr.isatty() else "lines")
+    summary = train(cfg, Path(args.out) if args.out else None, progress=progress,
+                    stop_after=args.stop_after)
+    if summary.get("final") is None:
+        print(f"{PROG}: stopped at step {summary['step']} of {summary['steps']}; checkpoint in "
+              f"{Path(summary['out']) / LAST}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m train.train") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return run(args)
+    except TrainingInterrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PosecastError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (the last checkpoint, if any, is kept: run the same command again to resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
