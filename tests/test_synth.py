@@ -159,3 +159,19 @@ def test_validation_split_shares_nothing_with_training():
         tr = {p.name for p in split_backgrounds(DATA / "backgrounds", "train")}
         va = {p.name for p in split_backgrounds(DATA / "backgrounds", "val")}
         assert tr.isdisjoint(va) and va == set(VAL_BACKGROUNDS)
+
+
+@pytest.mark.parametrize("content", [None, b"not a zip", b"PK\x03\x04broken"])
+def test_generate_refuses_a_missing_or_broken_body_bank(tmp_path, content):
+    import subprocess
+    import sys
+
+    bank_path = tmp_path / "bodies.npz"
+    if content is not None:
+        bank_path.write_bytes(content)
+    r = subprocess.run([sys.executable, "-m", "train.synth.generate", "--split", "train", "--out", str(tmp_path / "o"),
+                        "--count", "2", "--bodies", str(bank_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "python -m train.synth.body" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr

@@ -26,8 +26,10 @@ Human3.6M's mean proportions (its training subjects' mean bone lengths, see `doc
 from __future__ import annotations
 
 import argparse
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,17 +131,29 @@ class BodyBank:
     def load(cls, path: Path) -> "BodyBank":
         if not Path(path).is_file():
             raise FileNotFoundError(f"body bank {path} not found (make it with: python -m train.synth.body --out {path})")
-        with np.load(path) as d:
-            if tuple(d["parts"]) != PARTS or tuple(d["regions"]) != REGIONS:
-                raise ValueError(f"{path} was made by another version of train.synth.body; export it again")
-            w = d["part_weights"].astype(np.float32)
-            return cls(
-                faces=d["faces"].astype(np.int32), part_weights=w / w.sum(axis=1, keepdims=True),
-                region=d["region"].astype(np.uint8), template=d["template"].astype(np.float32),
-                vertices=d["vertices"].astype(np.float32), joints=d["joints"].astype(np.float32),
-                phenotypes=d["phenotypes"].astype(np.float32),
-                phenotype_labels=tuple(str(s) for s in d["phenotype_labels"]),
-            )
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                arrays = {k: d[k] for k in d.files}
+            parts, regions = tuple(arrays["parts"]), tuple(arrays["regions"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # numpy's own message about pickles is advice we do not want to pass on.
+            raise ValueError(f"{path} is not a body bank (not a readable .npz: {type(exc).__name__}); "
+                             f"make one with: python -m train.synth.body --out {path}") from None
+        if parts != PARTS or regions != REGIONS:
+            raise ValueError(f"{path} was made by another version of train.synth.body; "
+                             f"make it again with: python -m train.synth.body --out {path}")
+        return cls._from_arrays(arrays)
+
+    @classmethod
+    def _from_arrays(cls, d: Any) -> "BodyBank":
+        w = d["part_weights"].astype(np.float32)
+        return cls(
+            faces=d["faces"].astype(np.int32), part_weights=w / w.sum(axis=1, keepdims=True),
+            region=d["region"].astype(np.uint8), template=d["template"].astype(np.float32),
+            vertices=d["vertices"].astype(np.float32), joints=d["joints"].astype(np.float32),
+            phenotypes=d["phenotypes"].astype(np.float32),
+            phenotype_labels=tuple(str(s) for s in d["phenotype_labels"]),
+        )
 
 
 def sample_phenotypes(rng: np.random.Generator, count: int, labels: list[str]) -> list[dict[str, float]]:
