@@ -364,3 +364,22 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     res = evaluate(Shifted([synth], mcfg), mcfg, synth, None, methods=("average",), per_root=True)
     assert res["synthetic"]["3d"]["average"]["mpjpe_mm"] == pytest.approx(50.0 / 3 * 16 / 17, abs=1e-3)
     assert res["synthetic"]["per_root_mm"]["pelvis"] == pytest.approx(50.0, abs=1e-3)
+
+
+def test_ablation_report_table(tmp_path):
+    from train.report import main as report_main
+
+    def fake(fusion, roots, mpjpe):
+        m3 = {k: {"mpjpe_mm": mpjpe + i, "pa_mpjpe_mm": mpjpe / 2} for i, k in enumerate(("average", "lstsq", "weighted"))}
+        return {"model": {"fusion": fusion, "roots": roots}, "synthetic": {"samples": 7, "3d": m3, "2d": {"pck": 0.5}},
+                "real": {"samples": 3, "2d": {"pck": 0.25}}}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(fake("none", ["pelvis"], 100.0)))
+    b.write_text(json.dumps(fake("conv", ["pelvis", "thorax"], 80.0)))
+    out = tmp_path / "t.md"
+    assert report_main([f"baseline={a}", f"both={b}", "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[2] == "| baseline | none | 1 | 100.0 | 101.0 | 102.0 | 50.0 | 50.0 | 25.0 |"
+    assert rows[3].startswith("| both | conv | 2 | 80.0 | 81.0 | 82.0 | 40.0 |")
+    assert report_main(["nonsense"]) == 2
+    assert report_main([f"x={tmp_path / 'missing.json'}"]) == 2

@@ -51,53 +51,31 @@ REGIONS: tuple[str, ...] = (
 )
 
 
-def _bone_part(name: str) -> str:
+# anny bone name prefixes -> (rigid part, clothing region). Parts of limbs get the side prefix.
+_BONE_CLASSES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("root", "pelvis", "spine05"), "pelvis", "pelvis"),
+    (("spine04", "spine03"), "abdomen", "abdomen"),
+    (("spine02", "spine01", "clavicle", "shoulder01"), "chest", "chest"),
+    (("neck",), "neck", "neck"),
+    (("head", "eye"), "head", "face"),
+    (("upperleg",), "thigh", "thigh"),
+    (("lowerleg",), "shin", "shin"),
+    (("foot", "toe"), "shin", "foot"),
+    (("upperarm",), "upper_arm", "upper_arm"),
+    (("lowerarm",), "forearm", "forearm"),
+    (("wrist", "finger", "metacarpal"), "forearm", "hand"),
+)
+_SIDED = ("thigh", "shin", "upper_arm", "forearm")
+
+
+def classify_bone(name: str) -> tuple[str, str]:
+    """(part, region) of an anny bone: which rigid part drives it, and what clothing covers it."""
+    base = name.split(".")[0]
     side = "l_" if name.endswith(".L") else "r_"
-    base = name.split(".")[0]
-    if base in ("root", "pelvis", "spine05"):
-        return "pelvis"
-    if base in ("spine04", "spine03"):
-        return "abdomen"
-    if base in ("spine02", "spine01", "clavicle", "shoulder01"):
-        return "chest"
-    if base.startswith("neck"):
-        return "neck"
-    if base in ("head", "eye"):
-        return "head"
-    if base.startswith("upperleg"):
-        return side + "thigh"
-    if base.startswith(("lowerleg", "foot", "toe")):
-        return side + "shin"
-    if base.startswith("upperarm"):
-        return side + "upper_arm"
-    if base.startswith(("lowerarm", "wrist", "finger", "metacarpal")):
-        return side + "forearm"
+    for prefixes, part, region in _BONE_CLASSES:
+        if base.startswith(prefixes):
+            return (side + part if part in _SIDED else part), region
     raise ValueError(f"anny bone '{name}' has no part")
-
-
-def _bone_region(name: str) -> str:
-    base = name.split(".")[0]
-    if base in ("root", "pelvis", "spine05"):
-        return "pelvis"
-    if base in ("spine04", "spine03"):
-        return "abdomen"
-    if base in ("spine02", "spine01", "clavicle", "shoulder01"):
-        return "chest"
-    if base.startswith("neck"):
-        return "neck"
-    if base in ("head", "eye"):
-        return "face"
-    if base.startswith("upperleg"):
-        return "thigh"
-    if base.startswith("lowerleg"):
-        return "shin"
-    if base.startswith(("foot", "toe")):
-        return "foot"
-    if base.startswith("upperarm"):
-        return "upper_arm"
-    if base.startswith("lowerarm"):
-        return "forearm"
-    return "hand"
 
 
 @dataclass(frozen=True)
@@ -224,8 +202,8 @@ def export(count: int, seed: int, out: Path) -> BodyBank:
     # Merge the rig's sparse skinning weights onto the parts, and label regions by dominant bone.
     w = model.vertex_bone_weights.numpy().astype(np.float64)
     bi = model.vertex_bone_indices.numpy()
-    bone_part = np.array([PARTS.index(_bone_part(n)) for n in names])
-    bone_region = np.array([REGIONS.index(_bone_region(n)) for n in names])
+    bone_part = np.array([PARTS.index(classify_bone(n)[0]) for n in names])
+    bone_region = np.array([REGIONS.index(classify_bone(n)[1]) for n in names])
     nv = template.shape[0]
     part_w = np.zeros((nv, len(PARTS)))
     np.add.at(part_w, (np.repeat(np.arange(nv), bi.shape[1]), bone_part[bi].ravel()), w.ravel())
