@@ -36,10 +36,25 @@ def posecast_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def default_model(_session_cache: Path):
-    """`resolve_model(None)`: the default (untrained) model, exported to ONNX once per run (~3 s)."""
+    """`resolve_model(None)`: the default model, the shipped trained weights (engines/weights/
+    default.pt, 128 px input), exported to ONNX once per run."""
     from engines.models import resolve_model
 
     return resolve_model(None)
+
+
+@pytest.fixture(scope="session")
+def untrained_model(_session_cache: Path):
+    """What `resolve_model(None)` gives when no trained weights are shipped: the network of
+    configs/model.yaml with its seeded, untrained weights, its checkpoint and ONNX export in the
+    session's cache (~3 s, once per run). Command-line tests pass `--model <checkpoint_path>`."""
+    import engines.models as models
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "SHIPPED_DEFAULT", _session_cache / "no-shipped-weights" / "default.pt")
+        model = models.resolve_model(None)
+    assert model.info.trained is False and model.checkpoint_path is not None
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -138,15 +138,20 @@ def test_backends_lists_onnxruntime_cpu(posecast) -> None:
     assert lines[-1].startswith("auto -> ")
 
 
-def test_export_writes_a_posecast_onnx(posecast, tmp_path: Path, default_model) -> None:
+def test_export_writes_a_posecast_onnx(posecast, tmp_path: Path, default_model, untrained_model) -> None:
     from engines.model_file import read_onnx_info
 
     r = posecast.run(["export", "-o", "m.onnx"])
     assert r.returncode == 0, r.stderr
     info = read_onnx_info(tmp_path / "m.onnx")
     assert info.config == default_model.info.config
-    assert info.trained is False
+    assert info.trained is True                          # the shipped weights
     assert "sha256" in r.stderr
+    r = posecast.run(["export", "-o", "u.onnx", "--model", untrained_model.checkpoint_path])
+    assert r.returncode == 0, r.stderr
+    info = read_onnx_info(tmp_path / "u.onnx")
+    assert info.config == untrained_model.info.config
+    assert info.trained is False
 
 
 def test_make_clip(posecast, tmp_path: Path) -> None:
@@ -164,15 +169,45 @@ def test_demo(posecast, tmp_path: Path, _session_cache: Path) -> None:
     r = posecast.run(["demo", "--out-dir", "out"], timeout=180)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+    assert "not meaningful" not in r.stderr                  # the shipped model is trained
     meta, poses = read_track(tmp_path / "out" / "demo.jsonl")
     assert len((tmp_path / "out" / "demo.jsonl").read_text().splitlines()) == 91
     assert meta["image_size"] == [640, 480]
+    assert meta["model"]["trained"] is True
     assert [p["seq"] for p in poses] == list(range(90))
-    assert all(len(p["people"]) == 1 for p in poses)        # the demo shows what the network outputs
+    # The configured thresholds (no --min-score 0): the trained model finds the walker in most frames.
+    assert all(len(p["people"]) <= 1 for p in poses)
+    assert sum(len(p["people"]) == 1 for p in poses) > len(poses) // 2
     with av.open(str(tmp_path / "out" / "demo_overlay.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 90
     # The clip is rendered into POSECAST_CACHE (the session's), never the user's cache.
     assert list((_session_cache / "demo").glob("*.mp4"))
+
+
+@pytest.mark.parametrize("shipped, args, min_score", [
+    (False, [], 0.0),                        # no trained weights: show what the untrained network outputs
+    (True, [], None),                        # the shipped trained model: the configured thresholds
+    (False, ["--model", "mine.pt"], None),   # the user's model: the configured thresholds
+    (False, ["--min-score", "0.5"], 0.5),    # a --min-score given is kept
+], ids=["no shipped weights", "shipped weights", "own model", "min score given"])
+def test_demo_min_score(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shipped: bool, args: list[str],
+                        min_score: float | None) -> None:
+    """`demo` lowers the thresholds to 0 only for the untrained built-in model (no weights shipped)."""
+    import engines.models as models
+    import streamer.cli as cli
+    import streamer.synthclip as synthclip
+
+    weights = tmp_path / "weights" / "default.pt"
+    if shipped:
+        weights.parent.mkdir()
+        weights.write_bytes(b"")
+    monkeypatch.setattr(models, "SHIPPED_DEFAULT", weights)
+    monkeypatch.setattr(synthclip, "ensure_default_clip", lambda progress=False: tmp_path / "demo.mp4")
+    seen = []
+    monkeypatch.setattr(cli, "run_track", lambda source, tracks, overlay, a, **kw: seen.append(a.min_score) or 0)
+    parsed = cli.build_parser().parse_args(["demo", "--out-dir", str(tmp_path / "out"), *args])
+    assert parsed.func(parsed) == 0
+    assert seen == [min_score]
 
 
 def test_an_output_that_is_the_input_is_refused(posecast, clip40, tmp_path) -> None:

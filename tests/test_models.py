@@ -22,15 +22,43 @@ def _no_export(*args, **kwargs):
     raise AssertionError("the model was exported again")
 
 
-def test_default_model_is_cached(default_model: ModelArtifact, _session_cache: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_model_is_the_shipped_trained_checkpoint(default_model: ModelArtifact, _session_cache: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trained weights ship with Posecast: `resolve_model(None)` runs them, exported once into
+    the (temporary) cache, never next to the weights."""
+    assert models.SHIPPED_DEFAULT.is_file()
     first = default_model
+    assert first.checkpoint_path == models.SHIPPED_DEFAULT
+    assert first.info.trained is True and "untrained" not in first.info.weights
+    cfg = first.info.config
+    assert (cfg.input_size, cfg.grid_size, len(cfg.roots), cfg.fusion) == (128, 16, 6, "conv")
+    assert first.onnx_path.is_file() and first.onnx_path.parent == _session_cache / "models"
+    mtime = first.onnx_path.stat().st_mtime_ns
+    monkeypatch.setattr(models, "export_onnx", _no_export)
+    second = resolve_model(None)
+    assert second == first
+    assert second.onnx_path.stat().st_mtime_ns == mtime
+
+
+def test_shipped_default_goes_to_posecast_cache(posecast_cache: Path) -> None:
+    """A fresh cache: the shipped checkpoint's export is written there (and only that)."""
+    first = resolve_model(None)
+    assert [p.name for p in (posecast_cache / "models").iterdir()] == [first.onnx_path.name]
+    assert first.onnx_path.suffix == ".onnx" and first.checkpoint_path == models.SHIPPED_DEFAULT
+
+
+def test_untrained_default_is_cached(untrained_model: ModelArtifact, _session_cache: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without shipped weights the default is the seeded, untrained network of configs/model.yaml."""
+    first = untrained_model
     assert first.onnx_path.is_file() and first.checkpoint_path is not None and first.checkpoint_path.is_file()
     # Both files live in the (temporary) cache, never in ~/.cache.
     assert first.onnx_path.parent == _session_cache / "models"
     assert first.checkpoint_path.parent == _session_cache / "models"
     assert first.info.trained is False and "untrained" in first.info.weights
+    assert first.info.config == models.default_model_config()
     mtimes = (first.onnx_path.stat().st_mtime_ns, first.checkpoint_path.stat().st_mtime_ns)
+    monkeypatch.setattr(models, "SHIPPED_DEFAULT", tmp_path / "no-weights" / "default.pt")
     monkeypatch.setattr(models, "export_onnx", _no_export)
     monkeypatch.setattr(models, "save_checkpoint", _no_export)
     second = resolve_model(None)
@@ -38,16 +66,18 @@ def test_default_model_is_cached(default_model: ModelArtifact, _session_cache: P
     assert (second.onnx_path.stat().st_mtime_ns, second.checkpoint_path.stat().st_mtime_ns) == mtimes
 
 
-def test_default_model_goes_to_posecast_cache(posecast_cache: Path, small_model_config: ModelConfig,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh cache: the first call writes the checkpoint and its export there, the second reuses
-    them. (A small config stands in for the default to keep the export quick.)"""
+def test_untrained_default_goes_to_posecast_cache(posecast_cache: Path, small_model_config: ModelConfig,
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shipped weights and a fresh cache: the first call writes the checkpoint and its export
+    there, the second reuses them. (A small config stands in for the default to keep the export
+    quick.)"""
+    monkeypatch.setattr(models, "SHIPPED_DEFAULT", tmp_path / "no-weights" / "default.pt")
     monkeypatch.setattr(models, "default_model_config", lambda: small_model_config)
     assert not any(posecast_cache.iterdir())
     first = resolve_model(None)
     files = sorted(p.name for p in (posecast_cache / "models").iterdir())
     assert len(files) == 2 and any(f.endswith(".pt") for f in files) and any(f.endswith(".onnx") for f in files)
-    assert first.info.config == small_model_config
+    assert first.info.config == small_model_config and first.info.trained is False
     mtime = first.onnx_path.stat().st_mtime_ns
     monkeypatch.setattr(models, "export_onnx", _no_export)
     assert resolve_model(None) == first

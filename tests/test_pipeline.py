@@ -1,7 +1,9 @@
 """The whole pipeline, end to end: real video files, real processes, the `posecast` command.
 
-The default model is untrained: its outputs are real but meaningless and its joint confidences
-tiny, so tests that need people in the output pass `--min-score 0`. Every run is checked for
+The default model is the shipped trained one; the untrained network of configs/model.yaml (what
+the default was before weights shipped) is run explicitly with `--model`. Tests of the pipeline's
+mechanics that need people in the output pass `--min-score 0`, which reports a person whatever
+the network's confidence, so they do not depend on the weights. Every run is checked for
 leftovers by the `posecast` fixture (conftest.py): no process of the run alive afterwards, no
 shared-memory ring, no socket folder.
 """
@@ -40,7 +42,7 @@ def assert_clean_stderr(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr
 
 
-def assert_meta(meta: dict, size: tuple[int, int]) -> None:
+def assert_meta(meta: dict, size: tuple[int, int], trained: bool = True) -> None:
     assert meta["type"] == "meta"
     assert meta["joint_names"] == H36M_ORDER
     assert meta["skeleton"] == "h36m17" and meta["origin"] == "pelvis"
@@ -48,7 +50,7 @@ def assert_meta(meta: dict, size: tuple[int, int]) -> None:
     assert meta["axes"] == {"x": "right", "y": "down", "z": "forward", "handedness": "right", "frame": "camera",
                             "units": "m", "up": "-y", "forward": "+z"}
     assert meta["image_size"] == list(size)
-    assert meta["model"]["trained"] is False
+    assert meta["model"]["trained"] is trained
 
 
 def assert_person(p: dict) -> None:
@@ -98,7 +100,7 @@ def test_track_to_every_format_and_overlay(posecast, clip40: Path, tmp_path: Pat
                       "--min-score", "0", "--no-progress"])
     assert r.returncode == 0, r.stderr
     assert_clean_stderr(r.stderr)
-    assert NOTE_UNTRAINED in r.stderr
+    assert NOTE_UNTRAINED not in r.stderr                 # the default model is trained
     assert "40 frames" in r.stderr and "person found in 40" in r.stderr
 
     # JSONL: meta, then exactly one pose line per frame, in order.
@@ -145,19 +147,46 @@ def test_track_to_every_format_and_overlay(posecast, clip40: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("batch", [1, 8])
-def test_default_thresholds_find_nobody_but_every_frame_has_a_line(posecast, clip40: Path, tmp_path: Path,
-                                                                    batch: int) -> None:
-    """The untrained model is not sure of anyone: `people: []`, still one line per frame, in
-    order, whatever the batch size."""
-    r = posecast.run(["track", clip40, "-o", "t.jsonl", "--batch-size", batch])
+def test_untrained_model_finds_nobody_but_every_frame_has_a_line(posecast, untrained_model, clip40: Path,
+                                                                 tmp_path: Path, batch: int) -> None:
+    """The untrained model is not sure of anyone at the default thresholds: `people: []`, still
+    one line per frame, in order, whatever the batch size; the command line and the meta say
+    that the model is untrained."""
+    r = posecast.run(["track", clip40, "-o", "t.jsonl", "--batch-size", batch,
+                      "--model", untrained_model.checkpoint_path])
     assert r.returncode == 0, r.stderr
     assert_clean_stderr(r.stderr)
+    assert NOTE_UNTRAINED in r.stderr
     assert "person found in 0" in r.stderr
-    _, poses = read_track(tmp_path / "t.jsonl")
+    meta, poses = read_track(tmp_path / "t.jsonl")
+    assert_meta(meta, (160, 120), trained=False)
     assert len(poses) == 40
     assert_contiguous(poses)
     assert all(p["people"] == [] for p in poses)
     assert [round(p["t_media"] * 30) for p in poses] == list(range(40))
+
+
+def test_default_model_finds_the_walker_at_default_thresholds(posecast, clip40: Path, tmp_path: Path) -> None:
+    """A loose sanity check of the shipped weights on the synthetic clip: a person is reported
+    in most frames, near the clip's ground truth (median joint error under a quarter of the
+    person's height), with no "untrained" note."""
+    from streamer.synthclip import WalkScene
+
+    r = posecast.run(["track", clip40, "-o", "t.jsonl", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert NOTE_UNTRAINED not in r.stderr
+    meta, poses = read_track(tmp_path / "t.jsonl")
+    assert_meta(meta, (160, 120))
+    found = [p for p in poses if p["people"]]
+    assert len(found) > len(poses) // 2, r.stderr
+    scene = WalkScene(160, 120)
+    errors = []
+    for p in found:
+        truth = scene.joints_2d(p["seq"] / 30)         # frame i is the scene at i / fps
+        height = truth[:, 1].max() - truth[:, 1].min()
+        errors.append(np.median(np.linalg.norm(np.array(p["people"][0]["joints_2d"]) - truth, axis=1)) / height)
+    assert np.median(errors) < 0.25, errors
 
 
 def _write_pngs(folder: Path, n: int, w: int, h: int) -> None:

@@ -383,3 +383,36 @@ def test_ablation_report_table(tmp_path):
     assert rows[3].startswith("| both | conv | 2 | 80.0 | 81.0 | 82.0 | 40.0 |")
     assert report_main(["nonsense"]) == 2
     assert report_main([f"x={tmp_path / 'missing.json'}"]) == 2
+
+
+def test_init_from_takes_the_backbone_and_2d_branch_only(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.model_file import load_checkpoint
+    from engines.network import build_network
+    from train.train import THREE_D_MODULES, train
+
+    source = train(load_train_config(recipe(data, tmp_path, name="src")), tmp_path / "src", progress=False)
+    src, _ = load_checkpoint(Path(source["final"]))
+    notes: list[str] = []
+    cfg = load_train_config(recipe(
+        data, tmp_path, name="abl", init_from=str(Path(source["final"])),
+        model=f"\n  config: {data['model']}\n  fusion: none\n  roots: [pelvis]\n  input_size: null",
+        optim="\n  batch_size: 4\n  steps: 1\n  lr: 1.0e-9\n  warmup_steps: 0"))
+    train(cfg, tmp_path / "abl", progress=False, announce=notes.append)
+    assert any("initialised" in n for n in notes)
+    got, info = load_checkpoint(tmp_path / "abl" / "model.pt")
+    fresh = build_network(info.config).state_dict()
+    src_sd, got_sd = src.state_dict(), got.state_dict()
+    params = dict(got.named_parameters())
+    moved: list[bool] = []
+    for k, v in got_sd.items():
+        if k not in params:
+            continue                     # buffers: BatchNorm statistics move whatever the learning rate
+        if k.split(".")[0] in THREE_D_MODULES:
+            assert torch.allclose(v, fresh[k], atol=1e-6), k          # the 3D branch starts afresh
+        else:
+            assert torch.allclose(v, src_sd[k], atol=1e-6), k         # the rest comes from the source
+            moved.append(not torch.equal(v, fresh[k]))
+    assert moved and all(moved)          # the source's trained weights, not a fresh start
+    bad = load_train_config(recipe(data, tmp_path, name="bad", init_from=str(tmp_path / "missing.pt")))
+    with pytest.raises(Exception, match="init_from"):
+        train(bad, tmp_path / "bad", progress=False)

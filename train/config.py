@@ -140,6 +140,7 @@ class TrainConfig:
     val_every: int = 1000                    # steps between validations (0: only at the end)
     val_samples: int = 256                   # cap per validation set (synthetic and real)
     log_every: int = 10                      # steps between JSONL log lines
+    init_from: str | None = None             # a checkpoint to start from where names and shapes match
 
     def check(self) -> None:
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
@@ -150,6 +151,9 @@ class TrainConfig:
             raise ValueError("checkpoint_every, val_samples and log_every must be >= 1; val_every >= 0")
 
     # --- derived ---------------------------------------------------------------------
+
+    def init_path(self) -> Path:
+        return resolve_path(self.init_from) if self.init_from else Path()
 
     @property
     def run_name(self) -> str:

@@ -56,6 +56,28 @@ LOG = "log.jsonl"
 CHECKPOINT_FORMAT = 1
 
 
+THREE_D_MODULES = ("fuse", "fuse_fc", "spatial", "regressor")
+
+
+def init_weights(net: PoseNet, path: Path) -> str:
+    """Start the backbone and the 2D branch from another model's weights (where names and shapes
+    match); the 3D branch keeps its seeded initialisation. The ablation uses this so that every
+    variant's 3D branch learns from the same features for the same number of steps."""
+    from engines.model_file import load_checkpoint
+
+    try:
+        source, _ = load_checkpoint(path)
+    except PosecastError as exc:
+        raise InputError(f"init_from: {exc}") from None
+    own = net.state_dict()
+    taken = {k: v for k, v in source.state_dict().items()
+             if k in own and own[k].shape == v.shape and k.split(".")[0] not in THREE_D_MODULES}
+    net.load_state_dict(taken, strict=False)
+    fresh = [k for k in own if k not in taken]
+    return (f"initialised {len(taken)} of {len(own)} tensors from {path}"
+            + (f"; new: {', '.join(sorted({k.split('.')[0] for k in fresh}))}" if fresh else ""))
+
+
 class TrainingInterrupted(PosecastError):
     exit_code = 130
 
@@ -263,6 +285,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         start = load_training_state(last, net, opt, sched, cfg, mcfg, say)
         say(f"resuming from {last} at step {start} of {o.steps}")
         _trim_log(log_path, start)
+    elif cfg.init_from:
+        say(init_weights(net, cfg.init_path()))
     (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
 
     roots = mcfg.root_indices
