@@ -1,8 +1,9 @@
 """Resolving the model to run: a file the user names, or the default.
 
-Until the training issue ships trained weights (`engines/weights/default.pt`), the default is the
-network of `configs/model.yaml` with its seeded, untrained initial weights. That is a real network
-producing real (meaningless) outputs; `ModelInfo.trained` is False and the command line says so.
+The default is the trained model shipped in `engines/weights/default.pt` (its card:
+docs/model_card.md). Where that file is missing (a checkout without it), the default falls back to
+the network of `configs/model.yaml` with its seeded, untrained initial weights: a real network
+producing real but meaningless outputs; `ModelInfo.trained` is False and the command line says so.
 """
 
 from __future__ import annotations

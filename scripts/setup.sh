@@ -10,7 +10,7 @@ python="${PYTHON:-python3}"
 extras="test"
 if [ "${1:-}" = "--train" ]; then
     extras="test,train"
-    if ! ldconfig -p | grep -q libEGL_mesa; then
+    if ! ldconfig -p | grep libEGL_mesa >/dev/null; then
         sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
