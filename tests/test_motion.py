@@ -27,7 +27,7 @@ from train.motion import (
     y_up_to_z_up,
 )
 
-DATA = motion.default_data_dir()
+DATA = motion.default_data_root()
 needs_h36m = pytest.mark.skipif(not (DATA / motion.H36M_FILE).exists(),
                                 reason=f"shared data not found: {DATA / motion.H36M_FILE} (set POSECAST_DATA)")
 needs_cmu = pytest.mark.skipif(not (DATA / motion.CMU_DIR).is_dir(),

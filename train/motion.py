@@ -11,7 +11,7 @@ truth for joint names and order) and into one world convention: metres, z up, ri
   read from the installed package or from a wheel / sdist / folder the user names; never stored in
   this repository. Absent, `load_deepmimic` returns None and logs why.
 
-The shared data folder is read in place: `default_data_dir()` is `$POSECAST_DATA` or
+The shared data folder is read in place: `default_data_root()` is `$POSECAST_DATA` or
 `../shared/datasets` beside the repository root.
 
 Conventions, checked on the data (see tests/test_motion.py):
@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from engines.skeleton import H36M17
+from train.config import default_data_root
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 H36M_FILE = "h36m_poses/h36m_train_poses_10hz.npz"
 CMU_DIR = "cmu_walk_bvh"
 
@@ -67,11 +67,6 @@ HELD_OUT: tuple[str, ...] = (
     "deepmimic/humanoid3d_run",
     "deepmimic/humanoid3d_dance_b",
 )
-
-
-def default_data_dir() -> Path:
-    """`$POSECAST_DATA`, else `../shared/datasets` beside the repository root."""
-    return Path(os.environ.get("POSECAST_DATA", REPO_ROOT.parent / "shared" / "datasets"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +403,7 @@ H36M_IMAGE_SIZE = {"54138969": (1000, 1002), "55011271": (1000, 1000),
 
 def load_h36m(data_dir: str | Path | None = None) -> tuple[MotionBank, list[H36MCamera]]:
     """The H36M poses (10 Hz) as a bank ("h36m/<subject>/<action>") and the 20 cameras."""
-    path = Path(data_dir or default_data_dir()) / H36M_FILE
+    path = Path(data_dir or default_data_root()) / H36M_FILE
     with np.load(path) as d:
         names = tuple(str(n) for n in d["h36m17_names"])
         if names != H36M17.joint_names:
@@ -487,9 +482,9 @@ def cmu_clip_to_h36m17(clip: BvhClip) -> np.ndarray:
 
 def load_cmu(data_dir: str | Path | None = None, hz: float = 10.0) -> MotionBank:
     """The CMU walking clips at about `hz` (every round(120 / hz)-th frame): "cmu/<clip>"."""
-    files = sorted(glob.glob(str(Path(data_dir or default_data_dir()) / CMU_DIR / "*.bvh")))
+    files = sorted(glob.glob(str(Path(data_dir or default_data_root()) / CMU_DIR / "*.bvh")))
     if not files:
-        raise FileNotFoundError(f"no BVH files in {Path(data_dir or default_data_dir()) / CMU_DIR}")
+        raise FileNotFoundError(f"no BVH files in {Path(data_dir or default_data_root()) / CMU_DIR}")
     banks = []
     for f in files:
         text = Path(f).read_text()
@@ -660,13 +655,14 @@ def load_deepmimic(hz: float = 10.0, source: str | Path | None = None) -> Motion
 
 
 def load_all(data_dir: str | Path | None = None, hz: float = 10.0,
-             deepmimic_source: str | Path | None = None) -> MotionBank:
-    """H36M + CMU (+ DeepMimic when available) in one bank."""
-    banks = [load_h36m(data_dir)[0], load_cmu(data_dir, hz)]
+             deepmimic_source: str | Path | None = None) -> tuple[MotionBank, list[H36MCamera]]:
+    """H36M + CMU (+ DeepMimic when available) in one bank, and the H36M cameras (read once)."""
+    h36m, cameras = load_h36m(data_dir)
+    banks = [h36m, load_cmu(data_dir, hz)]
     dm = load_deepmimic(hz, deepmimic_source)
     if dm is not None:
         banks.append(dm)
-    return MotionBank.concat(banks)
+    return MotionBank.concat(banks), cameras
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -680,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
-    bank = load_all(args.data_dir, deepmimic_source=args.deepmimic)
+    bank, _ = load_all(args.data_dir, deepmimic_source=args.deepmimic)
     print(f"{bank} loaded in {time.perf_counter() - t0:.1f} s")
     train, val = split(bank)
     print(f"train: {train}\nval:   {val}")

@@ -19,13 +19,13 @@ tracker does (its box includes the head top).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engines.skeleton import H36M17
+from train.config import default_data_root
 
 REAL2D_DIR = "real2d_fashion"
 
@@ -42,13 +42,6 @@ COCO_TO_H36M: dict[str, int] = {
 }
 COCO_L_HIP, COCO_R_HIP = 11, 12
 
-
-def default_data_root() -> Path:
-    """`$POSECAST_DATA`, else `<repo>/../shared/datasets`."""
-    env = os.environ.get("POSECAST_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @dataclass

@@ -23,14 +23,16 @@ its generator there, and the result is the same as an uninterrupted run.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 import cv2
 import numpy as np
+
+from engines.model_file import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 NUM_JOINTS = 17
@@ -70,15 +72,6 @@ def shard_name(index: int) -> str:
 def _normalise_meta(meta: dict | None) -> dict:
     """The meta as it reads back from JSON (tuples become lists, keys strings), for comparison."""
     return json.loads(json.dumps(meta if meta is not None else {}, sort_keys=True))
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(out_dir: Path) -> dict | None:
@@ -183,7 +176,9 @@ class ShardWriter:
             "background": np.array([str(s.background) for s in samples], dtype=str),
         }
         name = shard_name(self.shard_index)
-        _atomic_write_bytes(self.out_dir / name, lambda f: np.savez(f, **arrays))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(self.out_dir / name, buf.getvalue())
         self._shards.append({"file": name, "count": len(samples)})
         self._write_manifest()
 
@@ -195,7 +190,7 @@ class ShardWriter:
             "total": sum(int(s["count"]) for s in self._shards),
         }
         data = json.dumps(manifest, indent=1).encode()
-        _atomic_write_bytes(self.out_dir / MANIFEST, lambda f: f.write(data))
+        atomic_write_bytes(self.out_dir / MANIFEST, data)
 
     def close(self) -> None:
         """Writes the partial last shard (if any) and the manifest."""

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.motion import MotionBank, default_data_dir, load_all, load_h36m, split
+from train.config import default_data_root
+from train.motion import MotionBank, load_all, split
 from train.shards import ShardWriter
 from train.synth.body import BodyBank
 from train.synth.render import BodyRenderer
@@ -64,10 +65,9 @@ class MotionSampler:
 def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir: Path, seed: int,
              shard_size: int, opts: SceneOptions) -> int:
     bank = BodyBank.load(bodies_path)
-    motions = load_all(data_dir)
+    motions, cameras = load_all(data_dir)
     train_m, val_m = split(motions)
     motions = val_m if split_name == "val" else train_m
-    _, cameras = load_h36m(data_dir)
     cams_by_subject: dict[str, list] = {}
     for cam in cameras:
         cams_by_subject.setdefault(cam.subject, []).append(cam)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-size", type=int, default=1000)
     args = ap.parse_args(argv)
     try:
-        generate(args.out, args.split, args.count, args.bodies, args.data or default_data_dir(), args.seed,
+        generate(args.out, args.split, args.count, args.bodies, args.data or default_data_root(), args.seed,
                  args.shard_size, SceneOptions())
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -76,12 +76,9 @@ def part_transforms(rest: np.ndarray, posed: np.ndarray) -> tuple[np.ndarray, np
     def torso_frame(j: np.ndarray, top: str, bottom: str, left: str, right: str) -> np.ndarray:
         return _frame(j[_J(left)] - j[_J(right)], j[_J(top)] - j[_J(bottom)])
 
-    for joints_name in ("pelvis", "chest"):
-        if joints_name == "pelvis":
-            args = ("spine", "pelvis", "l_hip", "r_hip")
-        else:
-            args = ("thorax", "spine", "l_shoulder", "r_shoulder")
-        rot[joints_name] = torso_frame(posed, *args) @ torso_frame(rest, *args).T
+    for part, joints in (("pelvis", ("spine", "pelvis", "l_hip", "r_hip")),
+                         ("chest", ("thorax", "spine", "l_shoulder", "r_shoulder"))):
+        rot[part] = torso_frame(posed, *joints) @ torso_frame(rest, *joints).T
     # The abdomen: halfway between the pelvis and the chest (the rotation's square root, via
     # its axis-angle form).
     rel = rot["chest"] @ rot["pelvis"].T
