@@ -28,6 +28,9 @@ class ModelConfig:
     mean_bgr: tuple[float, float, float]
     std_bgr: tuple[float, float, float]
     seed: int
+    # The lifter (engines/network.py): 0 leaves it out (models trained before it existed).
+    lift_width: int = 0
+    lift_blocks: int = 2
 
     @property
     def skeleton(self) -> Skeleton:
@@ -61,5 +64,8 @@ class ModelConfig:
             self.skeleton.indices(self.roots)
         except ValueError as exc:
             raise ValueError(f"roots: {exc}") from None
+        if self.lift_width and (self.lift_width < 16 or self.lift_blocks < 0):
+            raise ValueError(f"lift_width must be 0 (no lifter) or at least 16, lift_blocks >= 0 "
+                             f"(got {self.lift_width}, {self.lift_blocks})")
         if any(s <= 0 for s in self.std_bgr):
             raise ValueError("std_bgr must be positive")

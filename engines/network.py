@@ -15,6 +15,12 @@ Fusion, chosen in the config:
 - `fc` (the paper's): the flattened probabilities go through a fully connected layer and are
   concatenated with the image features before the regressor.
 - `none`: the 3D branch sees image features only (the ablation's baseline).
+
+The lifter (`lift_width` > 0) adds a second way for the 2D result to reach 3D: the joints decoded
+from the grid (as `engines/grid.decode` does) go through a residual MLP (Martinez et al., 2017) to
+every root's offsets, and the regressor then learns a correction from the image. Its input is
+normalised for position and scale, so it is trained first on projected motion capture alone
+(`train/lifting.py`: millions of poses without rendering an image), then with the whole network.
 """
 
 from __future__ import annotations
@@ -58,6 +64,61 @@ def stage(cin: int, cout: int, depth: int, expansion: int, stride: int = 2) -> n
     blocks = [InvertedResidual(cin, cout, stride, expansion)]
     blocks += [InvertedResidual(cout, cout, 1, expansion) for _ in range(depth - 1)]
     return nn.Sequential(*blocks)
+
+
+def decode_grid(probs: torch.Tensor, input_size: int, grid_size: int | None = None,
+                window: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """`engines.grid.decode` in torch (and in the exported graph): (B, J, G, G) probabilities ->
+    points (B, J, 2) in crop pixels, confidence (B, J) (the mass in the window).
+
+    The network passes `grid_size` from its config: the exported graph then holds it as a
+    constant instead of computing it from the tensor's shape (which brings in ops TensorRT lacks)."""
+    g = int(grid_size if grid_size is not None else probs.shape[-1])
+    flat = probs.flatten(2)                                                        # (B, J, G*G)
+    # Row and column of the peak in floating point (exact for any grid size): integer floor
+    # division would export as Mod/And/Xor, which TensorRT's parser lacks.
+    peak = flat.argmax(dim=-1).to(probs.dtype)
+    py = torch.floor((peak + 0.5) * (1.0 / g))     # +0.5: a product that rounds low never floors wrong
+    px = peak - py * g
+    cells = torch.arange(g, dtype=probs.dtype, device=probs.device)
+    # `< window + 0.5` rather than `<= window`: the same on integer cell distances, and ONNX's
+    # Less is in every TensorRT parser (LessOrEqual only in newer ones).
+    in_y = ((cells - py.unsqueeze(-1)).abs() < window + 0.5).to(probs.dtype)      # (B, J, G)
+    in_x = ((cells - px.unsqueeze(-1)).abs() < window + 0.5).to(probs.dtype)
+    mass = probs * in_y.unsqueeze(-1) * in_x.unsqueeze(-2)
+    total = mass.sum(dim=(-1, -2))
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    centres = (cells + 0.5) * (input_size / g)
+    x = (mass.sum(dim=-2) * centres).sum(dim=-1) / safe
+    y = (mass.sum(dim=-1) * centres).sum(dim=-1) / safe
+    return torch.stack([x, y], dim=-1), total
+
+
+class Lifter(nn.Module):
+    """2D joints and their confidences -> (B, R * J * 3) offsets from every root, in metres."""
+
+    def __init__(self, num_joints: int, num_roots: int, width: int, blocks: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(num_joints * 3, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, width))
+            for _ in range(blocks))
+        self.out = nn.Linear(width, num_roots * num_joints * 3)
+
+    @staticmethod
+    def normalise(points: torch.Tensor) -> torch.Tensor:
+        """Centred on the joints' mean and divided by their RMS distance from it: the same pose
+        seen larger, smaller or elsewhere in the crop gives the same input."""
+        centred = points - points.mean(dim=1, keepdim=True)
+        scale = centred.square().sum(dim=-1).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-6)
+        return centred / scale.unsqueeze(-1)
+
+    def forward(self, points: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.normalise(points).flatten(1), conf], dim=1)
+        h = F.relu(self.inp(x))
+        for block in self.blocks:
+            h = F.relu(h + block(h))
+        return self.out(h)
 
 
 class PoseNet(nn.Module):
@@ -112,6 +173,12 @@ class PoseNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(cfg.regressor_width, r * j * 3),
         )
+        self.input_size, self.grid_size = cfg.input_size, cfg.grid_size
+        self.lifter = Lifter(j, r, cfg.lift_width, cfg.lift_blocks) if cfg.lift_width else None
+        if self.lifter is not None:
+            # The lifter gives the estimate; the regressor starts as a zero correction to it.
+            nn.init.zeros_(self.regressor[-1].weight)
+            nn.init.zeros_(self.regressor[-1].bias)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, offsets = self.forward_logits(image)
@@ -147,7 +214,12 @@ class PoseNet(nn.Module):
         feats = self.spatial(deep).flatten(1)
         if self.fusion == "fc":
             feats = torch.cat([feats, self.fuse_fc(probs.flatten(1))], dim=1)
-        offsets = self.regressor(feats).reshape(b, self.num_roots, self.num_joints, 3) * self.own_root_mask
+        raw = self.regressor(feats)
+        if self.lifter is not None:
+            # Detached: the 2D branch learns from its own loss, not from the lifter's mistakes.
+            points, conf = decode_grid(probs_2d.detach(), self.input_size, self.grid_size)
+            raw = raw + self.lifter(points, conf)
+        offsets = raw.reshape(b, self.num_roots, self.num_joints, 3) * self.own_root_mask
         return logits, offsets
 
 

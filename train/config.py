@@ -57,6 +57,8 @@ class ModelSection:
     fusion: Fusion | None = None             # overrides; null keeps the model YAML's value
     roots: tuple[str, ...] | None = None
     input_size: int | None = None
+    lift_width: int | None = None            # the lifter (engines/network.py); 0: none
+    lift_blocks: int | None = None
 
     def check(self) -> None:
         if self.roots is not None:
@@ -141,12 +143,15 @@ class TrainConfig:
     val_samples: int = 256                   # cap per validation set (synthetic and real)
     log_every: int = 10                      # steps between JSONL log lines
     init_from: str | None = None             # a checkpoint to start from where names and shapes match
+    lifter_from: str | None = None           # a lifter file (python -m train.lifting) for model.lifter
 
     def check(self) -> None:
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ValueError(f"name: must be a plain folder name (got {self.name!r})")
         if self.num_workers < 0 or self.threads < 1:
             raise ValueError("num_workers must be >= 0 and threads >= 1")
+        if self.lifter_from is not None and not self.model.lift_width:
+            raise ValueError("lifter_from: the model has no lifter (set model.lift_width)")
         if self.checkpoint_every < 1 or self.val_every < 0 or self.val_samples < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every, val_samples and log_every must be >= 1; val_every >= 0")
 
@@ -154,6 +159,9 @@ class TrainConfig:
 
     def init_path(self) -> Path:
         return resolve_path(self.init_from) if self.init_from else Path()
+
+    def lifter_path(self) -> Path:
+        return resolve_path(self.lifter_from) if self.lifter_from else Path()
 
     @property
     def run_name(self) -> str:
@@ -219,6 +227,10 @@ def build_model_config(section: ModelSection, source: str) -> ModelConfig:
     if section.input_size is not None:
         over["input_size"] = section.input_size
         over["grid_size"] = section.input_size // 8
+    if section.lift_width is not None:
+        over["lift_width"] = section.lift_width
+    if section.lift_blocks is not None:
+        over["lift_blocks"] = section.lift_blocks
     # Errors name the recipe and the model file, with the key as model.<key>.
     return from_dict(ModelConfig, merge(data, over), source=f"{source} (model.config {path} with the recipe's model keys)",
                      prefix="model.")

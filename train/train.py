@@ -56,7 +56,7 @@ LOG = "log.jsonl"
 CHECKPOINT_FORMAT = 1
 
 
-THREE_D_MODULES = ("fuse", "fuse_fc", "spatial", "regressor")
+THREE_D_MODULES = ("fuse", "fuse_fc", "spatial", "regressor", "lifter")
 
 
 def init_weights(net: PoseNet, path: Path) -> str:
@@ -285,8 +285,14 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         start = load_training_state(last, net, opt, sched, cfg, mcfg, say)
         say(f"resuming from {last} at step {start} of {o.steps}")
         _trim_log(log_path, start)
-    elif cfg.init_from:
-        say(init_weights(net, cfg.init_path()))
+    else:
+        if cfg.init_from:
+            say(init_weights(net, cfg.init_path()))
+        if cfg.lifter_from:
+            from train.lifting import load_into, load_lifter_file
+
+            load_into(net.lifter, load_lifter_file(cfg.lifter_path()), mcfg.roots, f"lifter_from {cfg.lifter_from}")
+            say(f"lifter initialised from {cfg.lifter_path()}")
     (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
 
     roots = mcfg.root_indices

@@ -1,0 +1,217 @@
+"""The lifter: its in-graph 2D decoding, its input normalisation, the pose sampler that pretrains
+it on projected motion capture, its files, and the network and training recipe that carry it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engines.grid import decode
+from engines.network import Lifter, build_network, decode_grid
+from engines.skeleton import H36M17
+from train.lifting import (
+    LIMBS,
+    NoiseModel,
+    PoseSampler,
+    PretrainOptions,
+    lift_loss,
+    load_into,
+    load_lifter_file,
+    look_at_batch,
+    pretrain,
+    retarget_batch,
+    save_lifter,
+)
+from train.motion import H36MCamera, MotionBank
+from train.synth.retarget import retarget_joints
+from train.synth.scene import look_at
+
+ROOTS = ("pelvis", "thorax", "r_hip")
+ROOT_IDX = tuple(H36M17.indices(ROOTS))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), grid=st.sampled_from([4, 8, 16]), sharp=st.floats(0.0, 6.0))
+def test_decode_grid_matches_the_runtime_decoder(seed: int, grid: int, sharp: float) -> None:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1, (2, 17, grid * grid)) * sharp
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = (probs / probs.sum(-1, keepdims=True)).reshape(2, 17, grid, grid).astype(np.float32)
+    size = grid * 8
+    want_pts, want_conf = decode(probs, size)
+    got_pts, got_conf = decode_grid(torch.from_numpy(probs), size)
+    np.testing.assert_allclose(got_pts.numpy(), want_pts, atol=1e-3)
+    np.testing.assert_allclose(got_conf.numpy(), want_conf, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.05, 20.0), shift=st.floats(-500, 500))
+def test_lifter_input_ignores_position_and_scale(seed: int, scale: float, shift: float) -> None:
+    pts = torch.from_numpy(np.random.default_rng(seed).normal(0, 30, (3, 17, 2)).astype(np.float32))
+    a = Lifter.normalise(pts)
+    b = Lifter.normalise(pts * scale + shift)
+    torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)
+
+
+def test_retarget_and_look_at_batches_match_the_renderers() -> None:
+    rng = np.random.default_rng(0)
+    bodies = rng.normal(0, 0.3, (5, 17, 3))
+    motion = rng.normal(0, 0.3, (5, 17, 3))
+    got = retarget_batch(bodies, motion)
+    for i in range(5):
+        np.testing.assert_allclose(got[i], retarget_joints(bodies[i], motion[i]), atol=1e-12)
+    centre, target, roll = rng.normal(0, 3, (5, 3)), rng.normal(0, 1, (5, 3)), rng.normal(0, 0.1, 5)
+    rot = look_at_batch(centre, target, roll)
+    for i in range(5):
+        np.testing.assert_allclose(rot[i], look_at(centre[i], target[i], roll[i]), atol=1e-12)
+
+
+def _bank(rng: np.random.Generator, n: int) -> MotionBank:
+    stand = np.zeros((17, 3))
+    for child, parent in enumerate(H36M17.parents):
+        if parent >= 0:
+            stand[child] = stand[parent] + rng.normal(0, 0.2, 3)
+    poses = stand[None] + rng.normal(0, 0.05, (n, 17, 3))
+    poses[:, :, 2] += 1.0
+    return MotionBank(poses.astype(np.float32), np.full(n, "h36m/S1/x"), np.full(n, "h36m"))
+
+
+def _sampler(seed: int = 0, cameras: list[H36MCamera] | None = None, **noise: float) -> PoseSampler:
+    rng = np.random.default_rng(seed)
+    return PoseSampler(_bank(rng, 50), _bank(rng, 4).joints, cameras or [], NoiseModel(**noise))
+
+
+def test_sampled_poses_are_in_front_of_the_camera_with_the_bodies_bone_lengths() -> None:
+    sampler = _sampler()
+    cam = sampler.camera_joints(np.random.default_rng(1), 64)
+    assert cam.shape == (64, 17, 3) and (cam[:, :, 2] > 0.2).all()
+    lengths = lambda j: np.linalg.norm(j[:, 1:] - j[:, H36M17.parents[1:]], axis=-1)  # noqa: E731
+    body_lengths = lengths(sampler.bodies)
+    got = lengths(cam)
+    # Every sampled skeleton has the bone lengths of one of the bodies (rotations keep lengths).
+    assert all(np.abs(body_lengths - g).max(axis=1).min() < 1e-9 for g in got)
+
+
+def test_clean_corruption_keeps_points_and_swaps_exchange_limbs() -> None:
+    rng = np.random.default_rng(2)
+    pts = rng.normal(0, 1, (200, 17, 2))
+    clean = _sampler(clean_fraction=1.0)
+    got, conf = clean.corrupt(rng, pts)
+    np.testing.assert_array_equal(got, pts)
+    assert (conf >= 0.9).all()
+    swapping = _sampler(sigma_min=0.0, sigma_max=0.0, outlier_probability=0.0, swap_probability=1.0,
+                        clean_fraction=0.0)
+    got, _ = swapping.corrupt(rng, pts)
+    for i in range(len(pts)):
+        swapped = [np.array_equal(got[i, left], pts[i, right]) and np.array_equal(got[i, right], pts[i, left])
+                   for left, right in LIMBS]
+        assert sum(swapped) == 1
+        untouched = np.setdiff1d(np.arange(17), np.concatenate(LIMBS[int(np.argmax(swapped))]))
+        np.testing.assert_array_equal(got[i, untouched], pts[i, untouched])
+
+
+def test_lifter_learns_and_its_file_round_trips(tmp_path: Path) -> None:
+    sampler = _sampler()
+    rng = np.random.default_rng(3)
+    torch.manual_seed(0)
+    lifter = Lifter(17, len(ROOTS), 64, 1)
+    opt = torch.optim.Adam(lifter.parameters(), lr=3e-3)
+    pts, conf, j3 = (torch.from_numpy(x) for x in sampler.sample(rng, 128))
+    first = lift_loss(lifter, pts, conf, j3, ROOT_IDX).item()
+    for _ in range(150):
+        loss = lift_loss(lifter, pts, conf, j3, ROOT_IDX)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+
+    opts = PretrainOptions(width=64, blocks=1, roots=ROOTS)
+    path = tmp_path / "lifter.pt"
+    save_lifter(path, lifter, opts, step=150)
+    blob = load_lifter_file(path)
+    other = Lifter(17, len(ROOTS), 64, 1)
+    load_into(other, blob, ROOTS, "test")
+    torch.testing.assert_close(other(pts, conf), lifter(pts, conf))
+    with pytest.raises(Exception, match="roots"):
+        load_into(other, blob, ("pelvis",), "test")
+    with pytest.raises(Exception, match="shape"):
+        load_into(Lifter(17, len(ROOTS), 32, 1), blob, ROOTS, "test")
+    (tmp_path / "junk.pt").write_bytes(b"not a lifter")
+    for bad in (tmp_path / "junk.pt", tmp_path / "missing.pt"):
+        with pytest.raises(Exception, match="lifter"):
+            load_lifter_file(bad)
+
+
+def test_network_with_a_lifter(small_model_config) -> None:
+    cfg = dataclasses.replace(small_model_config, lift_width=32, lift_blocks=1)
+    cfg.check()
+    net = build_network(cfg).eval()
+    images = torch.randint(0, 256, (2, cfg.input_size, cfg.input_size, 3), dtype=torch.uint8)
+    probs, offsets = net(images)
+    assert offsets.shape == (2, len(cfg.roots), 17, 3)
+    own = offsets[:, torch.arange(len(cfg.roots)), torch.tensor(cfg.root_indices)]
+    assert torch.count_nonzero(own) == 0
+    # The regressor starts as a zero correction: at initialisation the 3D is the lifter's.
+    pts, conf = decode_grid(probs, cfg.input_size)
+    lifted = net.lifter(pts, conf).reshape(offsets.shape) * net.own_root_mask
+    torch.testing.assert_close(offsets, lifted)
+    with pytest.raises(ValueError, match="lift_width"):
+        dataclasses.replace(small_model_config, lift_width=8).check()
+
+
+def test_lifted_network_exports_to_onnx_with_parity(small_model_config, tmp_path: Path) -> None:
+    import onnx
+
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from engines.backends.tensorrt_backend import unsupported_ops
+    from engines.model_file import ModelInfo, export_onnx
+
+    cfg = dataclasses.replace(small_model_config, lift_width=32, lift_blocks=1)
+    net = build_network(cfg).eval()
+    path = export_onnx(net, ModelInfo(cfg, weights="test", trained=False), tmp_path / "m.onnx")
+    assert unsupported_ops(onnx.load(str(path))) == []
+    images = np.random.default_rng(0).integers(0, 256, (3, cfg.input_size, cfg.input_size, 3), dtype=np.uint8)
+    out = OnnxRuntimeBackend(path, "cpu", 1).infer(images)
+    with torch.no_grad():
+        probs, offsets = net(torch.from_numpy(images))
+    np.testing.assert_allclose(out.probs_2d, probs.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.offsets_3d, offsets.numpy(), atol=1e-4)
+
+
+def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short pretraining on a stand-in motion bank: the file holds the step, a second call with
+    more steps continues from it, and the result equals an uninterrupted run's."""
+    import train.lifting as lifting
+
+    rng = np.random.default_rng(5)
+    bank = _bank(rng, 60)
+    val_bank = MotionBank(bank.joints, np.full(len(bank), "h36m/S8/x"), bank.source)
+    bodies = _bank(rng, 12).joints
+
+    class Bodies:
+        joints = bodies
+        num_bodies = len(bodies)
+
+    monkeypatch.setattr("train.synth.body.BodyBank.load", staticmethod(lambda path: Bodies()))
+    monkeypatch.setattr("train.motion.load_all", lambda data_dir=None: (MotionBank.concat([bank, val_bank]), []))
+    opts = PretrainOptions(width=32, blocks=1, roots=ROOTS, steps=6, batch_size=16, val_samples=32,
+                           checkpoint_every=3, log_every=3, threads=1)
+    whole = tmp_path / "whole.pt"
+    pretrain(opts, whole, "bodies.npz", progress=False, say=lambda m: None)
+    part = tmp_path / "part.pt"
+    pretrain(opts, part, "bodies.npz", progress=False, say=lambda m: None, stop_after=3)
+    assert load_lifter_file(part)["step"] == 3
+    notes: list[str] = []
+    pretrain(opts, part, "bodies.npz", progress=False, say=notes.append)
+    assert any("resuming" in n for n in notes)
+    a, b = load_lifter_file(whole), load_lifter_file(part)
+    assert b["step"] == 6
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k])
+    assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", "--predicted-from", "m.pt"]) == 2
