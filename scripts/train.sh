@@ -2,7 +2,8 @@
 # The shipped model, end to end: body bank -> synthetic images -> training -> evaluation -> export.
 # Every step is seeded and resumes where it stopped: run the script again after an interruption.
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
-# On two CPU cores: about 25 min of rendering and 50 min of training (docs/training.md).
+# On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
+# 40 min for stage 2 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -20,7 +21,20 @@ if $py -c "import sys; from train.motion import load_deepmimic; sys.exit(load_de
     $py -m train.synth.generate --split val   --out "$work/synth_val_dm"   --count 500  --seed 101 --bodies "$work/bodies.npz"
     $py -m train.synth.generate --split train --out "$work/synth_train_c" --count 6000 --seed 3   --bodies "$work/bodies.npz"
 fi
+# Stage 1: the network from scratch (backbone, 2D branch, fused 3D branch).
 $py -m train.train --config configs/train/default.yaml --out "$work/runs/default"
-$py -m train.evaluate --model "$work/runs/default/model.pt" --synth-val "$work"/synth_val* \
-    --real2d "${POSECAST_DATA:-$root/../shared/datasets}/real2d_fashion" --align average lstsq weighted \
-    --json "$work/runs/default/eval.json"
+evaluate() {
+    $py -m train.evaluate --model "$1/model.pt" --synth-val "$work"/synth_val* \
+        --real2d "${POSECAST_DATA:-$root/../shared/datasets}/real2d_fashion" --align average lstsq weighted \
+        --json "$1/eval.json"
+}
+[ -f "$work/runs/default/eval.json" ] || evaluate "$work/runs/default"
+# The lifter, pretrained on projected motion capture alone; then attached to stage 1's 2D branch
+# as it is (the "lifter, no image training" row of docs/training.md).
+$py -m train.lifting --out "$work/lifter/pre.pt" --bodies "$work/bodies.npz" --width 512 --blocks 2 --steps 12000 \
+    --attach-to "$work/runs/default/model.pt" --model-out "$work/runs/lifter_only/model.pt"
+[ -f "$work/runs/lifter_only/eval.json" ] || evaluate "$work/runs/lifter_only"
+# Stage 2 (the shipped model): stage 1 with the lifter, fine-tuned on the images.
+$py -m train.train --config configs/train/lifted.yaml --out "$work/runs/lifted" \
+    --init-from "$work/runs/default/model.pt" --lifter-from "$work/lifter/pre.pt"
+[ -f "$work/runs/lifted/eval.json" ] || evaluate "$work/runs/lifted"

@@ -17,6 +17,7 @@ from engines.network import Lifter, build_network, decode_grid
 from engines.skeleton import H36M17
 from train.lifting import (
     LIMBS,
+    CameraModel,
     NoiseModel,
     PoseSampler,
     PretrainOptions,
@@ -92,10 +93,34 @@ def test_sampled_poses_are_in_front_of_the_camera_with_the_bodies_bone_lengths()
     cam = sampler.camera_joints(np.random.default_rng(1), 64)
     assert cam.shape == (64, 17, 3) and (cam[:, :, 2] > 0.2).all()
     lengths = lambda j: np.linalg.norm(j[:, 1:] - j[:, H36M17.parents[1:]], axis=-1)  # noqa: E731
-    body_lengths = lengths(sampler.bodies)
+    flip = np.array(H36M17.flip_permutation)
+    body_lengths = np.concatenate([lengths(sampler.bodies), lengths(sampler.bodies[:, flip])])
     got = lengths(cam)
-    # Every sampled skeleton has the bone lengths of one of the bodies (rotations keep lengths).
+    # Every sampled skeleton has the bone lengths of one of the bodies or of its mirror image
+    # (rotations keep lengths; half the samples are mirrored).
     assert all(np.abs(body_lengths - g).max(axis=1).min() < 1e-9 for g in got)
+
+
+def test_human36m_poses_are_seen_through_their_own_subjects_cameras() -> None:
+    rng = np.random.default_rng(4)
+    base = _bank(rng, 40)
+    joints = base.joints.copy()
+    joints[1::2, :, 2] += 20.0                      # S5's poses stand 20 m higher than S1's
+    bank = MotionBank(joints, np.array([f"h36m/S{1 + (i % 2) * 4}/x" for i in range(40)]), base.source)
+
+    def camera(subject: str, distance: float) -> H36MCamera:
+        # Looking along world +y: rows right (+x), down (-z), forward (+y).
+        rot = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+        return H36MCamera(subject, f"{subject}cam", rot, np.array([0.0, -distance, 0.0]), np.ones(2), np.zeros(2),
+                          np.zeros(3), np.zeros(2))
+
+    sampler = PoseSampler(bank, base.joints[:2], [camera("S1", 5.0), camera("S5", 50.0)],
+                          camera=CameraModel(h36m_camera_fraction=1.0))
+    cam = sampler.camera_joints(rng, 100)
+    high = cam[:, :, 1].mean(axis=1) < -10.0        # y down: S5's poses
+    depth = cam[:, :, 2].mean(axis=1)
+    assert high.any() and (~high).any()
+    assert (np.abs(depth[high] - 50.0) < 3.0).all() and (np.abs(depth[~high] - 5.0) < 3.0).all()
 
 
 def test_clean_corruption_keeps_points_and_swaps_exchange_limbs() -> None:
@@ -214,4 +239,31 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
     assert b["step"] == 6
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k])
-    assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", "--predicted-from", "m.pt"]) == 2
+    for bad in (["--attach-to", "m.pt"], ["--steps", "0"], ["--width", "8"]):
+        assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", *bad]) == 2
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_attach_lifter_gives_the_lifters_3d_from_the_models_2d(small_model_config, tmp_path: Path) -> None:
+    from engines.model_file import ModelInfo, load_checkpoint, save_checkpoint
+    from train.lifting import attach_lifter
+
+    net = build_network(small_model_config).eval()
+    with torch.no_grad():                # not the seeded weights a fresh network would have anyway
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    save_checkpoint(tmp_path / "m.pt", net, ModelInfo(small_model_config, weights="test", trained=True))
+    lifter = Lifter(17, len(small_model_config.roots), 32, 1)
+    save_lifter(tmp_path / "l.pt", lifter, PretrainOptions(width=32, blocks=1, roots=small_model_config.roots), 1)
+    out = attach_lifter(tmp_path / "m.pt", load_lifter_file(tmp_path / "l.pt"), tmp_path / "both.pt", "test")
+    both, info = load_checkpoint(out)
+    assert info.config.lift_width == 32
+    images = torch.randint(0, 256, (2, small_model_config.input_size, small_model_config.input_size, 3),
+                           dtype=torch.uint8)
+    with torch.no_grad():
+        probs, offsets = both(images)
+        want_probs, _ = net(images)
+        pts, conf = decode_grid(probs, small_model_config.input_size)
+        lifted = lifter(pts, conf).reshape(offsets.shape) * both.own_root_mask
+    torch.testing.assert_close(probs, want_probs)
+    torch.testing.assert_close(offsets, lifted)

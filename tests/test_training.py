@@ -416,3 +416,38 @@ def test_init_from_takes_the_backbone_and_2d_branch_only(data: dict[str, Path], 
     bad = load_train_config(recipe(data, tmp_path, name="bad", init_from=str(tmp_path / "missing.pt")))
     with pytest.raises(Exception, match="init_from"):
         train(bad, tmp_path / "bad", progress=False)
+
+
+def test_a_recipe_starts_its_lifter_from_a_lifter_file(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.model_file import load_checkpoint
+    from engines.network import Lifter
+    from train.lifting import PretrainOptions, save_lifter
+    from train.train import main as train_main
+
+    roots = ("pelvis", "thorax", "r_hip")
+    torch.manual_seed(7)
+    lifter = Lifter(17, len(roots), 16, 1)
+    save_lifter(tmp_path / "lifter.pt", lifter, PretrainOptions(width=16, blocks=1, roots=roots), step=1)
+    lifted_model = f"\n  config: {data['model']}\n  fusion: conv\n  roots: [pelvis, thorax, r_hip]\n  input_size: null" \
+                   "\n  lift_width: 16\n  lift_blocks: 1"
+    cfg = load_train_config(recipe(data, tmp_path, name="lifted", model=lifted_model,
+                                   lifter_from=str(tmp_path / "lifter.pt"),
+                                   optim="\n  batch_size: 4\n  steps: 1\n  lr: 1.0e-9\n  warmup_steps: 0"))
+    notes: list[str] = []
+    from train.train import train
+
+    train(cfg, tmp_path / "lifted", progress=False, announce=notes.append)
+    assert any("lifter initialised" in n for n in notes)
+    got, info = load_checkpoint(tmp_path / "lifted" / "model.pt")
+    assert info.config.lift_width == 16
+    for k, v in lifter.state_dict().items():
+        torch.testing.assert_close(got.lifter.state_dict()[k], v, atol=1e-6, rtol=0)
+    # A lifter for other roots, or a recipe without a lifter, is one clear error.
+    other = load_train_config(recipe(data, tmp_path, name="other", model=lifted_model.replace(
+        "roots: [pelvis, thorax, r_hip]", "roots: [pelvis]"), lifter_from=str(tmp_path / "lifter.pt")))
+    with pytest.raises(Exception, match="roots"):
+        train(other, tmp_path / "other", progress=False)
+    with pytest.raises(ConfigError, match="lift_width"):
+        load_train_config(recipe(data, tmp_path, name="none", lifter_from=str(tmp_path / "lifter.pt")))
+    assert train_main(["--config", str(recipe(data, tmp_path, name="cli", model=lifted_model)),
+                       "--lifter-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "cli")]) == 2

@@ -150,8 +150,6 @@ class TrainConfig:
             raise ValueError(f"name: must be a plain folder name (got {self.name!r})")
         if self.num_workers < 0 or self.threads < 1:
             raise ValueError("num_workers must be >= 0 and threads >= 1")
-        if self.lifter_from is not None and not self.model.lift_width:
-            raise ValueError("lifter_from: the model has no lifter (set model.lift_width)")
         if self.checkpoint_every < 1 or self.val_every < 0 or self.val_samples < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every, val_samples and log_every must be >= 1; val_every >= 0")
 
@@ -245,7 +243,9 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
         stem = Path(path).stem if path is not None else "default"
         cfg = dataclasses.replace(cfg, name=stem)
     try:
-        build_model_config(cfg.model, source)
+        mcfg = build_model_config(cfg.model, source)
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.lifter_from is not None and not mcfg.lift_width:
+        raise ConfigError(f"{source}: lifter_from is set but the model has no lifter (set model.lift_width)")
     return cfg

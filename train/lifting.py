@@ -11,9 +11,10 @@ lifter first learns from poses alone: a motion pose is retargeted onto a random 
 - outliers: a joint thrown anywhere in the person's box, with a low confidence,
 - left/right swaps of a whole limb pair (the commonest gross error of 2D estimators).
 
-Optionally a share of each batch is the 2D that a trained network actually predicted on the
-synthetic training images (`predicted_2d`), so that the lifter also sees the real error
-distribution. The held-out motions (train.motion.HELD_OUT) are never sampled.
+The network's own 2D errors reach the lifter in stage 2 (configs/train/lifted.yaml), where the
+whole network is fine-tuned on rendered images with the lifter fed by the 2D branch. The held-out
+motions (train.motion.HELD_OUT) and bodies are never sampled in training; they make the
+validation set.
 """
 
 from __future__ import annotations
@@ -87,23 +88,57 @@ def look_at_batch(centre: np.ndarray, target: np.ndarray, roll: np.ndarray) -> n
 
 
 class PoseSampler:
-    """Batches of (points (N, 17, 2), confidence (N, 17), camera-frame joints (N, 17, 3))."""
+    """Batches of (points (N, 17, 2), confidence (N, 17), camera-frame joints (N, 17, 3)).
+
+    Drawn as the renderer draws (train/synth/generate.py): a motion source by its weight, a pose
+    uniformly within it, a random body; a Human3.6M pose is seen through one of its own subject's
+    cameras with probability `h36m_camera_fraction`. Half the samples are mirrored (x -> -x with
+    left and right exchanged), as training mirrors images."""
 
     def __init__(self, bank: MotionBank, bodies: np.ndarray, cameras: list[H36MCamera],
-                 noise: NoiseModel = NoiseModel(), camera: CameraModel = CameraModel()) -> None:
+                 noise: NoiseModel = NoiseModel(), camera: CameraModel = CameraModel(),
+                 source_weights: dict[str, float] | None = None) -> None:
         if len(bank) == 0:
             raise ValueError("the motion bank is empty")
+        from train.synth.generate import SOURCE_WEIGHTS
+
+        weights = SOURCE_WEIGHTS if source_weights is None else source_weights
         self.poses = bank.joints.astype(np.float64)
-        self.is_h36m = bank.source == "h36m"
+        self.by_source = [np.flatnonzero(bank.source == s) for s in weights]
+        w = np.array([weights[s] for s in weights], np.float64) * np.array([len(i) > 0 for i in self.by_source])
+        if w.sum() <= 0:
+            raise ValueError(f"the motion bank has no poses of the sources {', '.join(weights)}")
+        self.source_p = w / w.sum()
         self.bodies = np.asarray(bodies, np.float64)
         self.cam_r = np.stack([c.R for c in cameras]).astype(np.float64) if cameras else np.zeros((0, 3, 3))
         self.cam_t = np.stack([c.T for c in cameras]).astype(np.float64) if cameras else np.zeros((0, 3))
+        # Per pose: the indices of its subject's cameras (none for other sources or unknown subjects).
+        subjects = sorted({c.subject for c in cameras})
+        self.subject_cams = [np.array([i for i, c in enumerate(cameras) if c.subject == s]) for s in subjects]
+        subject_of = {s: k for k, s in enumerate(subjects)}
+        self.pose_subject = np.array([subject_of.get(str(q).split("/")[1], -1) if str(q).startswith("h36m/") else -1
+                                      for q in bank.sequence], np.int64)
         self.noise, self.camera = noise, camera
 
+    def _draw_poses(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        source = rng.choice(len(self.by_source), size=n, p=self.source_p)
+        idx = np.empty(n, np.int64)
+        for k, members in enumerate(self.by_source):
+            pick = source == k
+            if pick.any():
+                idx[pick] = members[rng.integers(len(members), size=int(pick.sum()))]
+        return idx
+
     def _world(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = rng.integers(len(self.poses), size=n)
+        """Posed joints in the world, and per sample the real camera to use (-1: a random one)."""
+        idx = self._draw_poses(rng, n)
         joints = retarget_batch(self.bodies[rng.integers(len(self.bodies), size=n)], self.poses[idx])
-        use_h36m = self.is_h36m[idx] & (rng.random(n) < self.camera.h36m_camera_fraction) & (len(self.cam_r) > 0)
+        subject = self.pose_subject[idx]
+        real = (subject >= 0) & (rng.random(n) < self.camera.h36m_camera_fraction)
+        cam = np.full(n, -1, np.int64)
+        for k in np.flatnonzero(real):
+            options = self.subject_cams[subject[k]]
+            cam[k] = options[rng.integers(len(options))]
         # Poses not seen through a real camera get any heading about their pelvis.
         yaw = rng.uniform(0, 2 * np.pi, n)
         c, s = np.cos(yaw), np.sin(yaw)
@@ -111,8 +146,8 @@ class PoseSampler:
         rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, -s, s, c, 1.0
         pelvis = joints[:, PELVIS:PELVIS + 1]
         turned = np.einsum("nij,nkj->nki", rz, joints - pelvis) + pelvis
-        joints = np.where(use_h36m[:, None, None], joints, turned)
-        return joints, use_h36m
+        joints = np.where((cam >= 0)[:, None, None], joints, turned)
+        return joints, cam
 
     def _random_cameras(self, rng: np.random.Generator, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(joints)
@@ -132,12 +167,13 @@ class PoseSampler:
         out = np.empty((0, H36M17.num_joints, 3))
         while len(out) < n:
             m = n - len(out) + 8
-            joints, use_h36m = self._world(rng, m)
+            joints, real = self._world(rng, m)
             rot, centre = self._random_cameras(rng, joints)
-            if use_h36m.any():
-                which = rng.integers(len(self.cam_r), size=int(use_h36m.sum()))
-                rot[use_h36m], centre[use_h36m] = self.cam_r[which], self.cam_t[which]
+            use = real >= 0
+            rot[use], centre[use] = self.cam_r[real[use]], self.cam_t[real[use]]
             cam = np.einsum("nij,nkj->nki", rot, joints - centre[:, None])
+            mirror = rng.random(m) < 0.5
+            cam[mirror] = cam[mirror][:, FLIP] * np.array([-1.0, 1.0, 1.0])
             out = np.concatenate([out, cam[cam[:, :, 2].min(axis=1) > 0.2]])
         return out[:n]
 
@@ -168,42 +204,6 @@ class PoseSampler:
         exact = cam[:, :, :2] / cam[:, :, 2:3]
         points, conf = self.corrupt(rng, exact)
         return points.astype(np.float32), conf.astype(np.float32), cam.astype(np.float32)
-
-
-@dataclass(frozen=True)
-class PredictedSet:
-    """What a network predicted on rendered images: points (N, 17, 2) crop pixels, confidence
-    (N, 17), and the images' camera-frame joints (N, 17, 3)."""
-
-    points: np.ndarray
-    conf: np.ndarray
-    joints_3d: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-
-def predict_2d(predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], dataset: Any, batch: int = 128,
-               progress: Callable[[int], None] | None = None) -> PredictedSet:
-    """Runs `predict(images (B, S, S, 3) uint8) -> (points, conf)` over a SyntheticDataset made
-    with augment=False, as it is and mirrored (the mirror doubles the set as training's flips do)."""
-    from train.datasets import flip_image, flip_joints_3d
-
-    pts, confs, j3s = [], [], []
-    for start in range(0, len(dataset), batch):
-        items = [dataset.get(i, None) for i in range(start, min(start + batch, len(dataset)))]
-        images = np.stack([s["image"].numpy() for s in items])
-        j3 = np.stack([s["joints_3d"].numpy() for s in items])
-        for imgs, joints in ((images, j3), (np.stack([flip_image(im) for im in images]),
-                                            np.stack([flip_joints_3d(j) for j in j3]))):
-            p, c = predict(imgs)
-            pts.append(p)
-            confs.append(c)
-            j3s.append(joints)
-        if progress is not None:
-            progress(len(items))
-    return PredictedSet(np.concatenate(pts).astype(np.float32), np.concatenate(confs).astype(np.float32),
-                        np.concatenate(j3s).astype(np.float32))
 
 
 def lift_loss(lifter: Lifter, points: torch.Tensor, conf: torch.Tensor, joints_3d: torch.Tensor,
@@ -244,7 +244,6 @@ class PretrainOptions:
     lr: float = 1e-3
     final_lr_fraction: float = 0.02
     seed: int = 0
-    predicted_fraction: float = 0.0      # share of each batch from `PredictedSet` (when given)
     val_samples: int = 4096
     checkpoint_every: int = 1000
     log_every: int = 100
@@ -321,12 +320,13 @@ class ValidationSet:
 
 
 def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = None,
-             predicted: PredictedSet | None = None, init: dict[str, Any] | None = None,
+             init: dict[str, Any] | None = None,
              progress: bool = True, say: Callable[[str], None] = print,
              stop_after: int | None = None) -> dict[str, Any]:
     """Trains (or resumes, from `out` when it holds a checkpoint) a lifter on projected motion
-    capture, optionally mixed with predicted 2D. `stop_after`: end after that step with a
+    capture. `stop_after`: end after that step with a
     checkpoint, as an interruption would. Returns the last validation metrics."""
+    import dataclasses
     import json
     import math
     import time
@@ -335,6 +335,7 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     from tqdm import tqdm
 
     from train.motion import load_all, split
+    from train.train import _trim_log
     from train.synth.body import BodyBank
     from train.synth.generate import split_bodies
 
@@ -368,24 +369,25 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
             sched.load_state_dict(blob["scheduler"])
         start = int(blob["step"])
         say(f"resuming {out} at step {start} of {opts.steps}")
+        changed = sorted(k for k, v in dataclasses.asdict(opts).items()
+                         if k in blob.get("options", {}) and blob["options"][k] != (list(v) if isinstance(v, tuple) else v))
+        if changed:
+            say(f"note: the options differ from the checkpoint's in {', '.join(changed)}; continuing with the new values")
+        if init is not None:
+            say(f"note: --init is ignored: {out} already holds a lifter to resume")
+        _trim_log(out.with_suffix(".log.jsonl"), start)
     elif init is not None:
         load_into(lifter, init, opts.roots, "init")
         say("starting from the given lifter")
 
     log_path = out.with_suffix(".log.jsonl")
-    n_pred = int(round(opts.batch_size * opts.predicted_fraction)) if predicted is not None and len(predicted) else 0
     bar = tqdm(total=opts.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True, desc="lifter")
     acc, t0, metrics = 0.0, time.perf_counter(), {}
     end = opts.steps if stop_after is None else min(opts.steps, stop_after)
     with open(log_path, "a", buffering=1) as log:
         for step in range(start, end):
             rng = np.random.default_rng([opts.seed, step])      # a resumed run draws what it would have
-            pts, conf, j3 = train_sampler.sample(rng, opts.batch_size - n_pred)
-            if n_pred:
-                pick = rng.integers(len(predicted), size=n_pred)
-                pts = np.concatenate([pts, predicted.points[pick]])
-                conf = np.concatenate([conf, predicted.conf[pick]])
-                j3 = np.concatenate([j3, predicted.joints_3d[pick]])
+            pts, conf, j3 = train_sampler.sample(rng, opts.batch_size)
             lifter.train()
             loss = lift_loss(lifter, torch.from_numpy(pts), torch.from_numpy(conf), torch.from_numpy(j3), roots)
             opt.zero_grad(set_to_none=True)
@@ -417,52 +419,26 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     return metrics
 
 
-def predicted_set_from_model(model: Any, synth_dirs: list[Any], cache: Any, limit: int | None = None,
-                             say: Callable[[str], None] = print) -> PredictedSet:
-    """What `model` (a .pt) predicts in 2D on the synthetic shards (and their mirror), cached in
-    `cache` (.npz) so a resumed run does not predict again."""
+def attach_lifter(model: Any, lifter_blob: dict[str, Any], out: Any, weights: str) -> Any:
+    """A Posecast checkpoint: `model`'s backbone and 2D branch with the lifter as its whole 3D
+    estimate (the rest of the 3D branch fresh, its regressor a zero correction): what the lifter
+    gives from that model's 2D before any training on images."""
+    import dataclasses
     from pathlib import Path
 
-    from tqdm import tqdm
+    from engines.model_file import ModelInfo, load_checkpoint, save_checkpoint
+    from engines.network import build_network
+    from train.train import THREE_D_MODULES
 
-    from engines.grid import decode
-    from engines.model_file import load_checkpoint
-    from train.datasets import SyntheticDataset
-
-    cache = Path(cache)
-    if cache.exists():
-        with np.load(cache) as d:
-            return PredictedSet(d["points"], d["conf"], d["joints_3d"])
-    net, info = load_checkpoint(Path(model))
-    size = info.config.input_size
-    dataset = SyntheticDataset([Path(p) for p in synth_dirs], input_size=size, augment=False)
-    if limit is not None and limit < len(dataset):
-        keep = np.unique(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))
-        dataset = _Subset(dataset, keep)
-
-    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            probs, _ = net(torch.from_numpy(images))
-        return decode(probs.numpy(), size)
-
-    say(f"predicting 2D with {model} on {len(dataset)} synthetic images (and their mirror)")
-    with tqdm(total=len(dataset), unit="img", desc="predict 2D") as bar:
-        pset = predict_2d(predict, dataset, progress=bar.update)
-    np.savez(cache, points=pset.points, conf=pset.conf, joints_3d=pset.joints_3d)
-    return pset
-
-
-class _Subset:
-    """dataset.get over a subset of indices (train.datasets' datasets take (i, rng))."""
-
-    def __init__(self, dataset: Any, indices: np.ndarray) -> None:
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def get(self, i: int, rng: Any) -> dict[str, Any]:
-        return self.dataset.get(int(self.indices[i]), rng)
+    source, info = load_checkpoint(Path(model))
+    cfg = dataclasses.replace(info.config, lift_width=int(lifter_blob["width"]), lift_blocks=int(lifter_blob["blocks"]))
+    cfg.check()
+    net = build_network(cfg)
+    kept = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in THREE_D_MODULES}
+    net.load_state_dict(kept, strict=False)
+    load_into(net.lifter, lifter_blob, cfg.roots, "the lifter")
+    save_checkpoint(Path(out), net.eval(), ModelInfo(cfg, weights=weights, trained=True))
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from engines.errors import PosecastError
-    from train.config import default_data_root, expand_shard_dirs
+    from train.config import default_data_root
 
     p = argparse.ArgumentParser(prog="python -m train.lifting",
                                 description="Pretrain the 2D-to-3D lifter on projected motion capture "
@@ -488,38 +464,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--init", metavar="FILE", help="start from this lifter file's weights")
-    p.add_argument("--predicted-from", metavar="MODEL",
-                   help="a trained model (.pt) whose 2D predictions on --synth images join the batches")
-    p.add_argument("--synth", nargs="+", metavar="DIR", default=[], help="synthetic shard folders (with --predicted-from)")
-    p.add_argument("--predicted-fraction", type=float, default=0.5)
-    p.add_argument("--predicted-limit", type=int, metavar="N", help="predict on at most N images, spread over the set")
+    p.add_argument("--attach-to", metavar="MODEL", help="then write --model-out: this model (.pt) with the lifter "
+                   "as its 3D branch (its own 3D branch dropped)")
+    p.add_argument("--model-out", metavar="FILE", help="with --attach-to: the model file to write")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
-        if args.predicted_from and not args.synth:
-            raise ValueError("--predicted-from needs --synth shard folders")
-        if not 0.0 <= args.predicted_fraction < 1.0:
-            raise ValueError("--predicted-fraction must be in [0, 1)")
+        if bool(args.attach_to) != bool(args.model_out):
+            raise ValueError("--attach-to and --model-out go together")
+        if args.width < 16 or args.blocks < 0:
+            raise ValueError(f"--width must be at least 16 and --blocks at least 0 (got {args.width}, {args.blocks})")
+        if args.steps < 1 or args.batch_size < 1 or args.threads < 1 or args.lr <= 0:
+            raise ValueError("--steps, --batch-size and --threads must be at least 1, --lr above 0")
         opts = PretrainOptions(width=args.width, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed, threads=args.threads,
-                               predicted_fraction=args.predicted_fraction if args.predicted_from else 0.0)
+                               lr=args.lr, seed=args.seed, threads=args.threads)
         say = lambda m: print(f"lifting: {m}", file=sys.stderr)  # noqa: E731
         out = Path(args.out)
-        predicted = None
-        if args.predicted_from:
-            predicted = predicted_set_from_model(args.predicted_from, expand_shard_dirs(args.synth),
-                                                 out.with_suffix(".predicted.npz"), args.predicted_limit, say)
         init = load_lifter_file(args.init) if args.init else None
-        m = pretrain(opts, out, args.bodies, args.data, predicted, init, progress=not args.no_progress, say=say)
-    except (PosecastError, ValueError, FileNotFoundError) as exc:
+        m = pretrain(opts, out, args.bodies, args.data, init, progress=not args.no_progress, say=say)
+    except (PosecastError, ValueError, OSError) as exc:
         print(f"lifting: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"lifting: interrupted; {args.out} holds the last checkpoint: run the same command to resume",
-              file=sys.stderr)
+        kept = f"{args.out} holds the last checkpoint" if Path(args.out).exists() else "no checkpoint was written yet"
+        print(f"lifting: interrupted; {kept}: run the same command to resume", file=sys.stderr)
         return 130
     print(f"lifting: wrote {args.out}: held-out pelvis-row MPJPE {m['val_noisy_mm']:.1f} mm (corrupted 2D), "
           f"{m['val_exact_mm']:.1f} mm (exact 2D)", file=sys.stderr)
+    if args.attach_to:
+        try:
+            path = attach_lifter(args.attach_to, load_lifter_file(out), args.model_out,
+                                 f"{Path(args.attach_to).name} + lifter {out.name}")
+        except (PosecastError, ValueError) as exc:
+            print(f"lifting: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"lifting: wrote {path}: {args.attach_to}'s 2D with the lifter as its 3D", file=sys.stderr)
     return 0
 
 

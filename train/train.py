@@ -56,12 +56,13 @@ LOG = "log.jsonl"
 CHECKPOINT_FORMAT = 1
 
 
-THREE_D_MODULES = ("fuse", "fuse_fc", "spatial", "regressor", "lifter")
+THREE_D_MODULES = ("fuse", "fuse_fc", "spatial", "regressor")
 
 
 def init_weights(net: PoseNet, path: Path) -> str:
     """Start the backbone and the 2D branch from another model's weights (where names and shapes
-    match); the 3D branch keeps its seeded initialisation. The ablation uses this so that every
+    match), and the lifter too where the source has one that fits; the rest of the 3D branch
+    keeps its seeded initialisation. The ablation uses this so that every
     variant's 3D branch learns from the same features for the same number of steps."""
     from engines.model_file import load_checkpoint
 
@@ -293,6 +294,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
 
             load_into(net.lifter, load_lifter_file(cfg.lifter_path()), mcfg.roots, f"lifter_from {cfg.lifter_from}")
             say(f"lifter initialised from {cfg.lifter_path()}")
+        elif net.lifter is not None and not cfg.init_from:
+            say("note: the lifter starts untrained (no lifter_from); pretrain one with python -m train.lifting")
     (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
 
     roots = mcfg.root_indices
@@ -455,6 +458,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, metavar="N", help="data loader processes (overrides num_workers)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (overrides threads)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (overrides device)")
+    p.add_argument("--init-from", metavar="MODEL", help="start the backbone and 2D branch from this model (overrides init_from)")
+    p.add_argument("--lifter-from", metavar="FILE", help="start the lifter from this lifter file (overrides lifter_from)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (without a terminal, a line per log record is printed instead)")
 
@@ -469,6 +474,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["threads"] = args.threads
     if args.device is not None:
         overrides["device"] = args.device
+    if args.init_from is not None:
+        overrides["init_from"] = args.init_from
+    if args.lifter_from is not None:
+        overrides["lifter_from"] = args.lifter_from
     cfg = load_train_config(args.config, overrides or None)
     progress: bool | str = False if args.no_progress else (True if sys.stderr.isatty() else "lines")
     summary = train(cfg, Path(args.out) if args.out else None, progress=progress,
