@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The paper's ablation (docs/training.md): four short trainings on the same data, seed and
-# schedule, differing only in 2D fusion and the number of roots, each evaluated on the held-out
+# The paper's ablation (docs/training.md): short trainings on the same data, seed and schedule
+# from the same start (stage 1 of scripts/train.sh), differing only in 2D fusion, the lifter and
+# the number of roots, each evaluated on the held-out
 # synthetic images and real photos with the three alignment methods. Resumes like train.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -8,13 +9,27 @@ cd "$root"
 work="${POSECAST_WORK:-$root/../data}"
 data="${POSECAST_DATA:-$root/../shared/datasets}"
 py=.venv/bin/python
-specs=()
-for run in baseline multiroot fusion both; do
+evaluate() {
+    [ -f "$1/eval.json" ] || $py -m train.evaluate --model "$1/model.pt" --synth-val "$work"/synth_val* \
+        --real2d "$data/real2d_fashion" --align average lstsq weighted --json "$1/eval.json"
+}
+# The start every variant shares (stage 1), as it is.
+evaluate "$work/runs/default"
+specs=("stage 1 (the start)=$work/runs/default/eval.json")
+# The pretrained lifter on stage 1's 2D, before any training on images (scripts/train.sh makes it).
+if [ -f "$work/runs/lifter_only/model.pt" ]; then
+    evaluate "$work/runs/lifter_only"
+    specs+=("lifter, no image training=$work/runs/lifter_only/eval.json")
+fi
+# 'both' and 'lifter' first: the two the lifter's effect is read from.
+for run in both lifter baseline multiroot fusion; do
     out="$work/runs/ablation_$run"
-    [ -f "$out/model.pt" ] || $py -m train.train --config "configs/train/ablation_$run.yaml" --out "$out"
-    [ -f "$out/eval.json" ] || $py -m train.evaluate --model "$out/model.pt" --synth-val "$work"/synth_val* \
-        --real2d "$data/real2d_fashion" --align average lstsq weighted --json "$out/eval.json"
-    specs+=("$run=$out/eval.json")
+    [ -f "$out/model.pt" ] || $py -m train.train --config "configs/train/ablation_$run.yaml" --out "$out" \
+        --init-from "$work/runs/default/model.pt" $([ $run = lifter ] && echo --lifter-from "$work/lifter/pre.pt")
+    evaluate "$out"
+done
+for run in baseline multiroot fusion both lifter; do
+    specs+=("$run=$work/runs/ablation_$run/eval.json")
 done
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

@@ -335,6 +335,17 @@ class GroundTruthPredictor:
         return np.stack(probs), np.stack(offsets)
 
 
+def test_framing_tells_tracking_crops_from_search_crops() -> None:
+    from train.evaluate import framing
+
+    pose = np.zeros((3, 17, 2))
+    pose[:, :, 1] = np.linspace(0, 1, 17)          # a vertical pose of height 1
+    size = 128
+    extents = np.array([0.55, 0.6, 0.87]) * size   # the renderer's search maximum, tracking range
+    got = framing(pose * extents[:, None, None] + 40.0, size)
+    assert got.tolist() == [False, True, True]
+
+
 def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     from engines.config import load_config
     from engines.model_config import ModelConfig
@@ -351,6 +362,10 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     assert s["2d"]["pck"] == 1.0 and res["real"]["2d"]["pck"] == 1.0
     assert res["real"]["2d"]["joints"] > 0
     assert "| synthetic |" in markdown(res, mcfg)
+    tracking = s["framing"]["tracking"]        # the fake poses fill ~0.9 of the crop
+    assert tracking["samples"] == len(synth) and "search" not in s["framing"]
+    assert tracking["3d"]["weighted"]["mpjpe_mm"] < 1e-3 and tracking["pck"] == 1.0
+    assert "| synthetic, tracking crops |" in markdown(res, mcfg)
 
     # A known error is measured as such: the pelvis row's joints all 5 cm lower; `average` takes
     # the mean of 3 rows, so 16 of 17 joints are 50 / 3 mm off.
@@ -369,18 +384,20 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
 def test_ablation_report_table(tmp_path):
     from train.report import main as report_main
 
-    def fake(fusion, roots, mpjpe):
+    def fake(fusion, roots, mpjpe, lift=0):
         m3 = {k: {"mpjpe_mm": mpjpe + i, "pa_mpjpe_mm": mpjpe / 2} for i, k in enumerate(("average", "lstsq", "weighted"))}
-        return {"model": {"fusion": fusion, "roots": roots}, "synthetic": {"samples": 7, "3d": m3, "2d": {"pck": 0.5}},
+        return {"model": {"fusion": fusion, "roots": roots, "lift_width": lift, "lift_blocks": 2}, "synthetic": {"samples": 7, "3d": m3, "2d": {"pck": 0.5}},
                 "real": {"samples": 3, "2d": {"pck": 0.25}}}
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(fake("none", ["pelvis"], 100.0)))
-    b.write_text(json.dumps(fake("conv", ["pelvis", "thorax"], 80.0)))
+    both = fake("conv", ["pelvis", "thorax"], 80.0, lift=512)
+    both["synthetic"]["framing"] = {"tracking": {"3d": {"weighted": {"mpjpe_mm": 30.0}}}}
+    b.write_text(json.dumps(both))
     out = tmp_path / "t.md"
     assert report_main([f"baseline={a}", f"both={b}", "--out", str(out)]) == 0
     rows = out.read_text().splitlines()
-    assert rows[2] == "| baseline | none | 1 | 100.0 | 101.0 | 102.0 | 50.0 | 50.0 | 25.0 |"
-    assert rows[3].startswith("| both | conv | 2 | 80.0 | 81.0 | 82.0 | 40.0 |")
+    assert rows[2] == "| baseline | none | - | 1 | 100.0 | 101.0 | 102.0 | 50.0 | - | 50.0 | 25.0 |"
+    assert rows[3].startswith("| both | conv | 512x2 | 2 | 80.0 | 81.0 | 82.0 | 40.0 | 30.0 |")
     assert report_main(["nonsense"]) == 2
     assert report_main([f"x={tmp_path / 'missing.json'}"]) == 2
 

@@ -16,6 +16,11 @@ What is measured, and how:
   relative to the pelvis, compared with the ground truth minus its pelvis. MPJPE and PA-MPJPE
   (after a per-pose similarity Procrustes) in millimetres, means over joints and poses (the
   pelvis counts, with error 0, as usual for root-relative MPJPE).
+- By framing: the renderer makes two kinds of crops (train/synth/scene.py): like the tracker's
+  (the joints span 1/1.7 to 1/1.15 of the side) and like its full-frame search (a small person,
+  0.12 to 0.55 of the side). The pipeline publishes the result of a tracking crop only (a search
+  is always followed by a pass on a crop cut around the joints it found: streamer/tracking.py), so
+  the 3D metrics are also given for each kind, told apart by the ground-truth joints' extent.
 - `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
   from that root (its own entry, 0 by construction, left out): how good each row is alone.
 
@@ -44,6 +49,8 @@ from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
 PROG = "evaluate"
 PCK_THRESHOLD = 0.2
 TORSO = ("l_shoulder", "r_hip")
+# Between the renderer's search crops (extent <= 0.55 of the side) and tracking crops (>= 0.588).
+TRACKING_EXTENT = 0.57
 
 
 # --- running a model ---------------------------------------------------------------------
@@ -188,12 +195,30 @@ def per_root_errors(offsets: np.ndarray, joints_3d: np.ndarray, cfg: ModelConfig
     return out
 
 
+def framing(joints_2d: np.ndarray, size: int) -> np.ndarray:
+    """Per sample: True for a tracking-like crop, False for a search-like one (see above)."""
+    extent = (joints_2d.max(axis=1) - joints_2d.min(axis=1)).max(axis=-1)
+    return extent >= TRACKING_EXTENT * size
+
+
 def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Iterable[str],
-                      per_root: bool = False) -> dict[str, Any]:
+                      per_root: bool = False, by_framing: bool = True) -> dict[str, Any]:
+    methods = list(methods)
     points, conf = decode(out["probs"], cfg.input_size)
     gt2d = out["joints_2d"].astype(np.float64)
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
+    if by_framing:
+        tracking = framing(gt2d, cfg.input_size)
+        res["framing"] = {}
+        for kind, keep in (("tracking", tracking), ("search", ~tracking)):
+            if keep.any():
+                part = {k: v[keep] for k, v in out.items()}
+                sub = synthetic_metrics(part, cfg, methods, by_framing=False)
+                res["framing"][kind] = {"samples": sub["samples"], "pck": sub["2d"]["pck"],
+                                        "error_px": sub["2d"]["error_px"],
+                                        "3d": {m: {k: v for k, v in r.items() if not k.startswith("per_joint")}
+                                               for m, r in sub.get("3d", {}).items()}}
     has3d = out["has_3d"] > 0
     if has3d.any():
         skel = cfg.skeleton
@@ -249,6 +274,9 @@ def quick_metrics(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, r
                 flat[f"synth_mpjpe_mm_{m}"] = s["3d"][m]["mpjpe_mm"]
             flat["synth_mpjpe_mm"] = s["3d"]["weighted"]["mpjpe_mm"]
             flat["synth_pa_mpjpe_mm"] = s["3d"]["weighted"]["pa_mpjpe_mm"]
+            tracking = s.get("framing", {}).get("tracking", {}).get("3d", {}).get("weighted")
+            if tracking:
+                flat["synth_tracking_mpjpe_mm"] = tracking["mpjpe_mm"]
     if "real" in res:
         flat["real_pck"] = res["real"]["2d"]["pck"]
     return flat
@@ -271,6 +299,13 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             lines.append(f"| synthetic | {s['samples']} | PA-MPJPE ({m}) mm | {_f(s['3d'][m]['pa_mpjpe_mm'])} |")
         lines.append(f"| synthetic | {s['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(s['2d']['pck'], 3)} |")
         lines.append(f"| synthetic | {s['samples']} | 2D error px | {_f(s['2d']['error_px'])} |")
+        for kind, f in s.get("framing", {}).items():
+            label = f"synthetic, {kind} crops"
+            for m in methods if f["3d"] else []:
+                lines.append(f"| {label} | {f['samples']} | MPJPE ({m}) mm | {_f(f['3d'][m]['mpjpe_mm'])} |")
+            if "weighted" in f["3d"]:
+                lines.append(f"| {label} | {f['samples']} | PA-MPJPE (weighted) mm | {_f(f['3d']['weighted']['pa_mpjpe_mm'])} |")
+            lines.append(f"| {label} | {f['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(f['pck'], 3)} |")
     if r is not None:
         lines.append(f"| real | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
         lines.append(f"| real | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
@@ -350,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(predictor, cfg, synth_ds, real_ds, args.align, args.limit, args.per_root,
                    args.batch_size, progress=not args.no_progress)
     res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
-                    "input_size": cfg.input_size}
+                    "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks}
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))
     if args.json:
         path = Path(args.json)

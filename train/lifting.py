@@ -369,8 +369,10 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
             sched.load_state_dict(blob["scheduler"])
         start = int(blob["step"])
         say(f"resuming {out} at step {start} of {opts.steps}")
+        # Threads change the speed, not the result.
+        saved = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in blob.get("options", {}).items()}
         changed = sorted(k for k, v in dataclasses.asdict(opts).items()
-                         if k in blob.get("options", {}) and blob["options"][k] != (list(v) if isinstance(v, tuple) else v))
+                         if k in saved and k != "threads" and saved[k] != (list(v) if isinstance(v, tuple) else v))
         if changed:
             say(f"note: the options differ from the checkpoint's in {', '.join(changed)}; continuing with the new values")
         if init is not None:

@@ -16,17 +16,24 @@ def _fmt(value: Any, digits: int = 1, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
+def _lifter(model: dict[str, Any]) -> str:
+    width = model.get("lift_width", 0)
+    return f"{width}x{model.get('lift_blocks', 0)}" if width else "-"
+
+
 def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
-    head = ("| run | fusion | roots | MPJPE average mm | MPJPE lstsq mm | MPJPE weighted mm | "
-            "PA-MPJPE weighted mm | synthetic PCK@0.2 % | real PCK@0.2 % |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| run | fusion | lifter | roots | MPJPE average mm | MPJPE lstsq mm | MPJPE weighted mm | "
+            "PA-MPJPE weighted mm | MPJPE weighted, tracking crops mm | synthetic PCK@0.2 % | real PCK@0.2 % |")
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, d in runs:
         m3 = d["synthetic"]["3d"]
+        tracking = d["synthetic"].get("framing", {}).get("tracking", {}).get("3d", {}).get("weighted", {})
         model = d["model"]
         lines.append(
-            f"| {name} | {model['fusion']} | {len(model['roots'])} | "
+            f"| {name} | {model['fusion']} | {_lifter(model)} | {len(model['roots'])} | "
             f"{_fmt(m3.get('average', {}).get('mpjpe_mm'))} | {_fmt(m3.get('lstsq', {}).get('mpjpe_mm'))} | "
             f"{_fmt(m3.get('weighted', {}).get('mpjpe_mm'))} | {_fmt(m3.get('weighted', {}).get('pa_mpjpe_mm'))} | "
+            f"{_fmt(tracking.get('mpjpe_mm'))} | "
             f"{_fmt(d['synthetic']['2d']['pck'], 1, 100)} | {_fmt(d['real']['2d']['pck'], 1, 100) if d.get('real') else '-'} |"
         )
     samples = {d["synthetic"]["samples"] for _, d in runs}
