@@ -468,3 +468,27 @@ def test_a_recipe_starts_its_lifter_from_a_lifter_file(data: dict[str, Path], tm
         load_train_config(recipe(data, tmp_path, name="none", lifter_from=str(tmp_path / "lifter.pt")))
     assert train_main(["--config", str(recipe(data, tmp_path, name="cli", model=lifted_model)),
                        "--lifter-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "cli")]) == 2
+
+
+def test_freeze_2d_trains_the_3d_branch_only(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.model_file import load_checkpoint
+    from train.train import THREE_D_MODULES, train
+
+    source = train(load_train_config(recipe(data, tmp_path, name="src2")), tmp_path / "src2", progress=False)
+    src, _ = load_checkpoint(Path(source["final"]))
+    cfg = load_train_config(recipe(data, tmp_path, name="frozen", init_from=str(Path(source["final"])),
+                                   freeze_2d="true"))
+    train(cfg, tmp_path / "frozen", progress=False)
+    got, info = load_checkpoint(tmp_path / "frozen" / "model.pt")
+    from engines.network import build_network
+
+    src_sd, fresh = src.state_dict(), build_network(info.config).state_dict()
+    moved_3d = []
+    for k, v in got.state_dict().items():
+        if k.split(".")[0] in THREE_D_MODULES + ("lifter",):
+            moved_3d.append(not torch.equal(v, fresh[k]))         # trained from its fresh start
+        elif k not in ("mean", "inv_std", "own_root_mask"):
+            assert torch.equal(v, src_sd[k]), k           # weights and BatchNorm statistics kept
+    assert any(moved_3d)
+    with pytest.raises(ConfigError, match="freeze_2d"):
+        load_train_config(recipe(data, tmp_path, name="nofrom", freeze_2d="true"))

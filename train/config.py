@@ -144,12 +144,15 @@ class TrainConfig:
     log_every: int = 10                      # steps between JSONL log lines
     init_from: str | None = None             # a checkpoint to start from where names and shapes match
     lifter_from: str | None = None           # a lifter file (python -m train.lifting) for model.lifter
+    freeze_2d: bool = False                  # keep init_from's backbone and 2D branch as they are
 
     def check(self) -> None:
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ValueError(f"name: must be a plain folder name (got {self.name!r})")
         if self.num_workers < 0 or self.threads < 1:
             raise ValueError("num_workers must be >= 0 and threads >= 1")
+        if self.freeze_2d and not self.init_from:
+            raise ValueError("freeze_2d: needs init_from (the trained backbone and 2D branch to keep)")
         if self.checkpoint_every < 1 or self.val_every < 0 or self.val_samples < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every, val_samples and log_every must be >= 1; val_every >= 0")
 

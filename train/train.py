@@ -79,6 +79,22 @@ def init_weights(net: PoseNet, path: Path) -> str:
             + (f"; new: {', '.join(sorted({k.split('.')[0] for k in fresh}))}" if fresh else ""))
 
 
+def frozen_modules(net: PoseNet) -> list[torch.nn.Module]:
+    """The backbone and the 2D branch (everything outside the 3D branch and the lifter), with
+    their parameters set not to train."""
+    frozen = [m for name, m in net.named_children() if name not in THREE_D_MODULES + ("lifter",)]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
+
+
+def set_train_mode(net: PoseNet, frozen: list[torch.nn.Module]) -> None:
+    """Train mode, except that frozen modules keep their BatchNorm statistics (eval mode)."""
+    net.train()
+    for module in frozen:
+        module.eval()
+
+
 class TrainingInterrupted(PosecastError):
     exit_code = 130
 
@@ -271,9 +287,11 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
 
     device = torch.device(resolve_device(cfg.device))
     net = build_network(mcfg).to(device)
+    frozen = frozen_modules(net) if cfg.freeze_2d else []
     decay, no_decay = [], []
     for name, p in net.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)      # no weight decay on BN and biases
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)      # no weight decay on BN and biases
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
     o = cfg.optim
@@ -323,14 +341,14 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
             net.eval()
             with torch.no_grad():
                 metrics = quick_metrics(TorchPredictor(net), mcfg, data.synth_val, data.real_val, cfg.val_samples)
-            net.train()
+            set_train_mode(net, frozen)
             log.write(json.dumps({"step": step, "val": metrics}) + "\n")
             return metrics
 
         interrupted = hard = False
         try:
             with _StopFlag() as flag:
-                net.train()
+                set_train_mode(net, frozen)
                 it = iter(loader)
                 while step < end:
                     batch = next(it)
@@ -346,7 +364,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if o.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+                        torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], o.grad_clip)
                     lr_used = opt.param_groups[0]["lr"]
                     opt.step()
                     sched.step()
