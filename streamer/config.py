@@ -35,11 +35,17 @@ class TrackingConfig:
     track_min_score: float    # below this the person is lost and searched for again
     roi_margin: float         # region of interest side = margin x the 2D pose's extent
     min_roi_px: int           # smallest region of interest, pixels of the input image
+    research_every: int = 0   # frames between full-frame searches run beside tracking (0: never)
+    switch_margin: float = 0.1  # such a search takes over when its score beats the track's by this
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.research_every < 0:
+            raise ValueError(f"research_every must be >= 0 (got {self.research_every})")
+        if not 0.0 <= self.switch_margin <= 1.0:
+            raise ValueError(f"switch_margin must be between 0 and 1 (got {self.switch_margin})")
         if self.roi_margin < 1.0:
             raise ValueError(f"roi_margin must be >= 1 (got {self.roi_margin})")
         if self.min_roi_px < 16:

@@ -8,6 +8,12 @@ from the last result (no back edge between processes: this happens inside the in
 When the mean confidence falls below `track_min_score`, the frame is searched again at once, so
 a lost person costs one frame's extra passes, not a frame without a result.
 
+A track can also hold on to the wrong thing: a bollard whose "joints" score just above
+`track_min_score` is followed for ever, while a person walks by. So every `research_every` frames
+a full-frame search (and its refined crop) runs beside the tracked crop on the same frame, and
+its result replaces the track's when its score is higher by `switch_margin` (two extra passes
+per `research_every` frames; the margin keeps the track from flipping between two people).
+
 File sources run in batches: every frame of a batch starts from the region of the previous
 batch's last result, so the region lags by up to a batch. `roi_margin` absorbs that motion; a
 frame that loses the person is searched again individually.
@@ -45,6 +51,7 @@ class _Pending:
     crop: CropTransform
     mode: str
     passes: int = 0
+    rival: bool = False        # a periodic search beside the tracked crop of the same frame
 
 
 class PersonTracker:
@@ -60,12 +67,20 @@ class PersonTracker:
         self.buffer = np.zeros((max_batch, input_size, input_size, 3), dtype=np.uint8)
         self.network_runs = 0
         self.searches = 0
+        self.switches = 0          # periodic searches that took over from the track
+        self.since_search = 0      # frames since the last full-frame search
 
     def process(self, images: list[np.ndarray], scales: list[float] | None = None) -> list[FrameResult]:
         """One result per image, in order. `scales`: input-image pixels per given pixel."""
         scales = scales or [1.0] * len(images)
         results: list[FrameResult | None] = [None] * len(images)
+        rivals: dict[int, FrameResult] = {}
         pending = [self._start(i, img) for i, img in enumerate(images)]
+        if (pending and pending[-1].mode == TRACK and self.cfg.research_every
+                and self.since_search >= self.cfg.research_every):
+            # On the batch's last frame, whose result sets the region the next batch starts from.
+            last = pending[-1]
+            pending.append(self._search(last.index, last.image, last.passes, rival=True))
         while pending:
             outputs = self._run(pending)
             follow_up: list[_Pending] = []
@@ -81,8 +96,14 @@ class PersonTracker:
                 found = score >= (self.cfg.track_min_score if item.mode != SEARCH else self.cfg.detect_min_score)
                 # A network that emits NaN or inf (a broken model, fp16 overflow) has found nobody.
                 found = found and bool(np.isfinite(pts).all() and np.isfinite(offsets).all())
-                results[item.index] = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
+                result = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
+                if item.rival:
+                    rivals[item.index] = result
+                else:
+                    results[item.index] = result
             pending = follow_up
+        for index, rival in rivals.items():
+            results[index] = self._better(results[index], rival)
         last = results[-1] if results else None
         if last is not None:
             if last.found:
@@ -93,11 +114,25 @@ class PersonTracker:
                 self.roi = None
         return results  # type: ignore[return-value]
 
-    def _start(self, index: int, image: np.ndarray) -> _Pending:
+    def _better(self, tracked: FrameResult | None, rival: FrameResult) -> FrameResult:
+        """The frame's result: the track's, unless the periodic search found someone clearly better."""
+        assert tracked is not None
+        passes = tracked.passes + rival.passes
+        if rival.found and (not tracked.found or rival.score > tracked.score + self.cfg.switch_margin):
+            self.switches += 1
+            return FrameResult(rival.found, rival.score, rival.joints_2d, rival.conf, rival.offsets_3d, passes)
+        return FrameResult(tracked.found, tracked.score, tracked.joints_2d, tracked.conf, tracked.offsets_3d, passes)
+
+    def _search(self, index: int, image: np.ndarray, passes: int = 0, rival: bool = False) -> _Pending:
+        self.searches += 1
+        self.since_search = 0
         h, w = image.shape[:2]
+        return _Pending(index, image, CropTransform.full_frame(w, h, self.size), SEARCH, passes, rival)
+
+    def _start(self, index: int, image: np.ndarray) -> _Pending:
         if self.roi is None:
-            self.searches += 1
-            return _Pending(index, image, CropTransform.full_frame(w, h, self.size), SEARCH)
+            return self._search(index, image)
+        self.since_search += 1
         cx, cy, side = self.roi
         return _Pending(index, image, CropTransform.from_box(cx, cy, side, self.size), TRACK)
 
@@ -106,14 +141,13 @@ class PersonTracker:
         if item.mode == SEARCH and score >= self.cfg.detect_min_score:
             return self._refined(item, pts, conf)
         if item.mode == TRACK and score < self.cfg.track_min_score:
-            self.searches += 1
-            h, w = item.image.shape[:2]
-            return _Pending(item.index, item.image, CropTransform.full_frame(w, h, self.size), SEARCH, item.passes)
+            return self._search(item.index, item.image, item.passes)
         return None
 
     def _refined(self, item: _Pending, pts: np.ndarray, conf: np.ndarray) -> _Pending:
         cx, cy, side = box_around(pts, conf, self.cfg.roi_margin, self.cfg.min_roi_px)
-        return _Pending(item.index, item.image, CropTransform.from_box(cx, cy, side, self.size), REFINE, item.passes)
+        return _Pending(item.index, item.image, CropTransform.from_box(cx, cy, side, self.size), REFINE, item.passes,
+                        item.rival)
 
     def _run(self, items: list[_Pending]) -> list[tuple[np.ndarray, np.ndarray]]:
         out: list[tuple[np.ndarray, np.ndarray]] = []

@@ -245,3 +245,63 @@ def test_progress_bar_shows_rate_and_time_left(capsys) -> None:
     bar.close()
     text = capsys.readouterr().err
     assert "10/100" in text and "frame/s" in text and "<" in text      # count, rate, time left
+
+
+class BrightestSquareNet(SquareNet):
+    """TEST DOUBLE: like SquareNet, but it follows the brightest square in the crop, and its
+    confidence falls with that square's grey level (a grey square is a 'bollard': about half
+    the confidence of a white one, still above track_min_score)."""
+
+    def __call__(self, crops: np.ndarray) -> NetOutputs:
+        self.calls.append(len(crops))
+        probs = np.empty((len(crops), J, GRID, GRID), np.float32)
+        for b, crop in enumerate(crops):
+            level = crop[..., 1].max()
+            weight = (crop[..., 1] >= level - 2).astype(np.float64)
+            if level < 50 or weight.sum() < 4.0:
+                probs[b] = self.uniform
+                continue
+            ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+            centre = np.array([(weight * (xs + 0.5)).sum(), (weight * (ys + 0.5)).sum()]) / weight.sum()
+            scale = np.sqrt(weight.sum()) / SIDE
+            alpha = level / 255.0
+            probs[b] = alpha * soft_labels(centre + OFFSETS * scale, GRID, SIZE) + (1 - alpha) * self.uniform
+        return NetOutputs(probs, np.zeros((len(crops), ROOTS, J, 3), np.float32))
+
+
+def _scene(grey: tuple[float, float], white: tuple[float, float] | None) -> np.ndarray:
+    img = np.zeros((H, W, 3), np.uint8)
+    for centre, value in ((grey, 128), (white, 255)):
+        if centre is not None:
+            x0, y0 = int(round(centre[0] - SIDE / 2)), int(round(centre[1] - SIDE / 2))
+            img[y0:y0 + SIDE, x0:x0 + SIDE] = value
+    return img
+
+
+@pytest.mark.parametrize("research_every", [0, 5])
+def test_a_periodic_search_takes_over_from_a_false_target(research_every: int) -> None:
+    cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+                         research_every=research_every, switch_margin=0.1)
+    t = PersonTracker(BrightestSquareNet(), SIZE, cfg, window=1, max_batch=4)
+    grey, white = (70.0, 120.0), (240.0, 120.0)
+    first = t.process([_scene(grey, None)])[0]            # only the 'bollard': it is tracked
+    assert first.found and first.score < 0.7
+    np.testing.assert_allclose(first.joints_2d, truth(grey), atol=3.0)
+    results = [t.process([_scene(grey, white)])[0] for _ in range(12)]   # a person walks in
+    on_white = [np.abs(r.joints_2d - truth(white)).max() < 3.0 for r in results]
+    if research_every == 0:
+        assert not any(on_white) and t.switches == 0      # without it, the track never lets go
+    else:
+        switch = on_white.index(True)
+        assert switch == research_every - 1 and all(on_white[switch:])   # and stays with the person
+        assert results[switch].passes == 3                # the track, then the search and its refined crop
+        assert t.switches == 1 and t.since_search < research_every
+
+
+def test_a_periodic_search_does_not_take_over_from_an_equal_target(net: SquareNet) -> None:
+    cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+                         research_every=3, switch_margin=0.1)
+    t = PersonTracker(net, SIZE, cfg, window=1, max_batch=4)
+    results = [t.process([frame((160.0, 120.0))])[0] for _ in range(10)]
+    assert all(r.found for r in results) and t.switches == 0
+    assert t.searches == 1 + 3                            # the first frame's, then every third frame

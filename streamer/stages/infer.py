@@ -58,6 +58,7 @@ class InferStage:
                     end["timings"]["infer"] = self.timer.summary()
                     end["network_runs"] = tracker.network_runs
                     end["searches"] = tracker.searches
+                    end["switches"] = tracker.switches
                     out.send(END, end)
                     return
         finally:

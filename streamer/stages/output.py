@@ -191,7 +191,8 @@ class OutputStage:
         return {"frames": self.frames, "found": self.found, "seconds": elapsed_s, "live": self.live,
                 "reason": end.get("reason"), "dropped": end.get("dropped", 0), "corrupt": end.get("corrupt", 0),
                 "reconnects": end.get("reconnects", 0),
-                "network_runs": end.get("network_runs"), "searches": end.get("searches"), "timings": timings}
+                "network_runs": end.get("network_runs"), "searches": end.get("searches"),
+                "switches": end.get("switches"), "timings": timings}
 
 
 def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:
