@@ -11,15 +11,21 @@ lifter first learns from poses alone: a motion pose is retargeted onto a random 
 - outliers: a joint thrown anywhere in the person's box, with a low confidence,
 - left/right swaps of a whole limb pair (the commonest gross error of 2D estimators).
 
-The network's own 2D errors reach the lifter in stage 2 (configs/train/lifted.yaml), where the
-whole network is fine-tuned on rendered images with the lifter fed by the 2D branch. The held-out
+The network's own 2D errors reach the lifter in stage 2 (configs/train/lifted.yaml), where the 3D
+branch and the lifter train on rendered images with the lifter fed by the 2D branch. The held-out
 motions (train.motion.HELD_OUT) and bodies are never sampled in training; they make the
 validation set.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
+import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -254,9 +260,6 @@ def save_lifter(path: Any, lifter: Lifter, opts: PretrainOptions, step: int,
                 optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> None:
     """A lifter file: its weights and shape, the roots its rows belong to, and (for resuming) the
     optimiser and step. Written atomically."""
-    import dataclasses
-    import io
-    from pathlib import Path
 
     from engines.model_file import atomic_write_bytes
 
@@ -272,7 +275,6 @@ def save_lifter(path: Any, lifter: Lifter, opts: PretrainOptions, step: int,
 
 def load_lifter_file(path: Any) -> dict[str, Any]:
     """Reads a lifter file (`save_lifter`); a clear error for anything else."""
-    from pathlib import Path
 
     from engines.errors import InputError
 
@@ -324,13 +326,8 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
              progress: bool = True, say: Callable[[str], None] = print,
              stop_after: int | None = None) -> dict[str, Any]:
     """Trains (or resumes, from `out` when it holds a checkpoint) a lifter on projected motion
-    capture. `stop_after`: end after that step with a
-    checkpoint, as an interruption would. Returns the last validation metrics."""
-    import dataclasses
-    import json
-    import math
-    import time
-    from pathlib import Path
+    capture. `stop_after`: end after that step with a checkpoint, as an interruption would.
+    Returns the last validation metrics."""
 
     from tqdm import tqdm
 
@@ -425,8 +422,6 @@ def attach_lifter(model: Any, lifter_blob: dict[str, Any], out: Any, weights: st
     """A Posecast checkpoint: `model`'s backbone and 2D branch with the lifter as its whole 3D
     estimate (the rest of the 3D branch fresh, its regressor a zero correction): what the lifter
     gives from that model's 2D before any training on images."""
-    import dataclasses
-    from pathlib import Path
 
     from engines.model_file import ModelInfo, load_checkpoint, save_checkpoint
     from engines.network import build_network
@@ -446,7 +441,6 @@ def attach_lifter(model: Any, lifter_blob: dict[str, Any], out: Any, weights: st
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
-    from pathlib import Path
 
     from engines.errors import PosecastError
     from train.config import default_data_root
