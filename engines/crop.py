@@ -33,6 +33,20 @@ class CropTransform:
         """The whole image, letterboxed into the crop (used to search for a person)."""
         return cls.from_box(width / 2.0, height / 2.0, float(max(width, height)), size)
 
+    @classmethod
+    def tiles(cls, width: int, height: int, per_axis: int, size: int) -> list["CropTransform"]:
+        """`per_axis` x `per_axis` overlapping squares covering the image (side 1.5 / per_axis of
+        its longer side, at most its shorter side): a person too small for the full-frame crop
+        is larger in one of them."""
+        if per_axis <= 1:
+            return []
+        side = min(1.5 * max(width, height) / per_axis, float(min(width, height)))
+
+        def centres(extent: int) -> np.ndarray:
+            return np.linspace(side / 2.0, extent - side / 2.0, per_axis)
+
+        return [cls.from_box(float(cx), float(cy), side, size) for cy in centres(height) for cx in centres(width)]
+
     def matrix(self) -> np.ndarray:
         return np.array([[self.scale, 0.0, self.tx], [0.0, self.scale, self.ty]], dtype=np.float64)
 

@@ -35,6 +35,7 @@ class TrackingConfig:
     track_min_score: float    # below this the person is lost and searched for again
     roi_margin: float         # region of interest side = margin x the 2D pose's extent
     min_roi_px: int           # smallest region of interest, pixels of the input image
+    search_tiles: int = 1     # a search also looks at n x n overlapping tiles (1: the full frame only)
     research_every: int = 0   # frames between full-frame searches run beside tracking (0: never)
     switch_margin: float = 0.1  # such a search takes over when its score beats the track's by this
 
@@ -42,6 +43,8 @@ class TrackingConfig:
         for name in ("detect_min_score", "track_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if not 1 <= self.search_tiles <= 4:
+            raise ValueError(f"search_tiles must be between 1 and 4 (got {self.search_tiles})")
         if self.research_every < 0:
             raise ValueError(f"research_every must be >= 0 (got {self.research_every})")
         if not 0.0 <= self.switch_margin <= 1.0:

@@ -14,6 +14,10 @@ a full-frame search (and its refined crop) runs beside the tracked crop on the s
 its result replaces the track's when its score is higher by `switch_margin` (two extra passes
 per `research_every` frames; the margin keeps the track from flipping between two people).
 
+A search is one network call on several crops: the letterboxed frame and, with `search_tiles` n
+above 1, n x n overlapping tiles in which a small person is larger. The crop with the highest
+score is refined.
+
 File sources run in batches: every frame of a batch starts from the region of the previous
 batch's last result, so the region lags by up to a batch. `roi_margin` absorbs that motion; a
 frame that loses the person is searched again individually.
@@ -75,19 +79,30 @@ class PersonTracker:
         scales = scales or [1.0] * len(images)
         results: list[FrameResult | None] = [None] * len(images)
         rivals: dict[int, FrameResult] = {}
-        pending = [self._start(i, img) for i, img in enumerate(images)]
+        pending = [p for i, img in enumerate(images) for p in self._start(i, img)]
         if (pending and pending[-1].mode == TRACK and self.cfg.research_every
                 and self.since_search >= self.cfg.research_every):
             # On the batch's last frame, whose result sets the region the next batch starts from.
             last = pending[-1]
-            pending.append(self._search(last.index, last.image, last.passes, rival=True))
+            pending += self._search(last.index, last.image, last.passes, rival=True)
         while pending:
             outputs = self._run(pending)
-            follow_up: list[_Pending] = []
+            follow_up: list[_Pending | list[_Pending]] = []
+            best_search: dict[tuple[int, bool], tuple[float, _Pending, np.ndarray, np.ndarray, np.ndarray]] = {}
+            finished: list[tuple[_Pending, np.ndarray, np.ndarray, np.ndarray, float]] = []
             for item, (probs, offsets) in zip(pending, outputs):
                 pts_crop, conf = decode(probs, self.size, self.window)
                 pts = item.crop.to_image(pts_crop)
                 score = float(conf.mean())
+                if item.mode == SEARCH:
+                    # The crops of one search (the frame and its tiles) compete: keep the best.
+                    key = (item.index, item.rival)
+                    if key not in best_search or score > best_search[key][0]:
+                        best_search[key] = (score, item, pts, conf, offsets)
+                    continue
+                finished.append((item, pts, conf, offsets, score))
+            finished += [(item, pts, conf, offsets, score) for score, item, pts, conf, offsets in best_search.values()]
+            for item, pts, conf, offsets, score in finished:
                 item.passes += 1
                 nxt = self._next_step(item, pts, conf, score)
                 if nxt is not None:
@@ -101,7 +116,7 @@ class PersonTracker:
                     rivals[item.index] = result
                 else:
                     results[item.index] = result
-            pending = follow_up
+            pending = [p for step in follow_up for p in (step if isinstance(step, list) else [step])]
         for index, rival in rivals.items():
             results[index] = self._better(results[index], rival)
         last = results[-1] if results else None
@@ -123,20 +138,23 @@ class PersonTracker:
             return FrameResult(rival.found, rival.score, rival.joints_2d, rival.conf, rival.offsets_3d, passes)
         return FrameResult(tracked.found, tracked.score, tracked.joints_2d, tracked.conf, tracked.offsets_3d, passes)
 
-    def _search(self, index: int, image: np.ndarray, passes: int = 0, rival: bool = False) -> _Pending:
+    def _search(self, index: int, image: np.ndarray, passes: int = 0, rival: bool = False) -> list[_Pending]:
+        """The crops of one full-frame search: the letterboxed frame, then its tiles."""
         self.searches += 1
         self.since_search = 0
         h, w = image.shape[:2]
-        return _Pending(index, image, CropTransform.full_frame(w, h, self.size), SEARCH, passes, rival)
+        crops = [CropTransform.full_frame(w, h, self.size)] + CropTransform.tiles(w, h, self.cfg.search_tiles, self.size)
+        return [_Pending(index, image, crop, SEARCH, passes, rival) for crop in crops]
 
-    def _start(self, index: int, image: np.ndarray) -> _Pending:
+    def _start(self, index: int, image: np.ndarray) -> list[_Pending]:
         if self.roi is None:
             return self._search(index, image)
         self.since_search += 1
         cx, cy, side = self.roi
-        return _Pending(index, image, CropTransform.from_box(cx, cy, side, self.size), TRACK)
+        return [_Pending(index, image, CropTransform.from_box(cx, cy, side, self.size), TRACK)]
 
-    def _next_step(self, item: _Pending, pts: np.ndarray, conf: np.ndarray, score: float) -> _Pending | None:
+    def _next_step(self, item: _Pending, pts: np.ndarray, conf: np.ndarray,
+                   score: float) -> _Pending | list[_Pending] | None:
         """What to run next for this frame, or None when its result is final."""
         if item.mode == SEARCH and score >= self.cfg.detect_min_score:
             return self._refined(item, pts, conf)

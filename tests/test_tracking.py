@@ -305,3 +305,33 @@ def test_a_periodic_search_does_not_take_over_from_an_equal_target(net: SquareNe
     results = [t.process([frame((160.0, 120.0))])[0] for _ in range(10)]
     assert all(r.found for r in results) and t.switches == 0
     assert t.searches == 1 + 3                            # the first frame's, then every third frame
+
+
+@pytest.mark.parametrize("tiles", [1, 3])
+def test_tiles_find_a_person_too_small_for_the_full_frame_search(net: SquareNet, tiles: int) -> None:
+    cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+                         search_tiles=tiles)
+    t = PersonTracker(net, SIZE, cfg, window=1, max_batch=16)
+    img = np.zeros((960, 1280, 3), np.uint8)
+    img[700:712, 1000:1012] = 255                       # 12 px: about 1 px in the letterboxed frame
+    r = t.process([img])[0]
+    assert net.calls[0] == tiles * tiles + (tiles > 1)  # the frame and its tiles in one call
+    if tiles == 1:
+        assert not r.found
+    else:
+        assert r.found and r.passes == 2                # the search (one call), then the refined crop
+        np.testing.assert_allclose(r.joints_2d[0], [1006.0, 706.0], atol=2.0)
+
+
+def test_tiles_cover_the_image() -> None:
+    from engines.crop import CropTransform
+
+    for w, h, n in ((768, 576, 3), (576, 768, 2), (1920, 1080, 4), (100, 100, 3)):
+        tiles = CropTransform.tiles(w, h, n, SIZE)
+        assert len(tiles) == n * n
+        boxes = np.array([c.box() for c in tiles])
+        assert boxes[:, 0].min() == pytest.approx(0, abs=1e-6) and boxes[:, 2].max() == pytest.approx(w, abs=1e-4)
+        assert boxes[:, 1].min() == pytest.approx(0, abs=1e-6) and boxes[:, 3].max() == pytest.approx(h, abs=1e-4)
+        side = boxes[0, 2] - boxes[0, 0]
+        assert side <= min(w, h) + 1e-6 and side * n >= max(w, h)    # overlapping, none outside the frame
+    assert CropTransform.tiles(768, 576, 1, SIZE) == []

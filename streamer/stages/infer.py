@@ -47,8 +47,10 @@ class InferStage:
             ring = FrameRing(RingSpec(**start["ring"]), create=False)
             live = bool(start["info"]["live"])
             batch_size = 1 if live else inf.batch_size
+            # Crops per network call: a live frame's search (the frame and its tiles) still runs as
+            # one batch, up to the backend's batch size.
             tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
-                                    self.config.alignment.window, batch_size)
+                                    self.config.alignment.window, inf.batch_size)
             out.send(START, {**start, "backend": backend.describe()})
             while not self.control.abort.is_set():
                 batch, end = self._collect(inbox, batch_size)
