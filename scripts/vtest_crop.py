@@ -1,0 +1,55 @@
+"""Cut a square region out of a video, scale it up and write it as H.264: the close-up clips of
+docs/training.md ("Real footage") are made from Debian's opencv-doc vtest.avi with
+
+    python scripts/vtest_crop.py /usr/share/doc/opencv-doc/examples/data/vtest.avi vcrop.mp4 \
+        --box 260 150 200 --size 512 --frames 250 450
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import av
+import cv2
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--box", nargs=3, type=int, metavar=("X0", "Y0", "SIDE"), required=True,
+                   help="the square's top-left corner and side, input pixels")
+    p.add_argument("--size", type=int, default=512, help="output side, pixels")
+    p.add_argument("--frames", nargs=2, type=int, metavar=("FIRST", "LAST"), default=(0, 10**9))
+    p.add_argument("--fps", type=int, default=10)
+    args = p.parse_args(argv)
+    x0, y0, side = args.box
+    try:
+        src = av.open(args.input)
+    except (OSError, av.FFmpegError) as exc:
+        print(f"vtest_crop: error: cannot open {args.input}: {exc}", file=sys.stderr)
+        return 2
+    written = 0
+    with src, av.open(args.output, "w") as dst:
+        stream = dst.add_stream("libx264", rate=args.fps)
+        stream.width = stream.height = args.size
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i < args.frames[0]:
+                continue
+            if i > args.frames[1]:
+                break
+            image = frame.to_ndarray(format="bgr24")[y0:y0 + side, x0:x0 + side]
+            image = cv2.resize(image, (args.size, args.size), interpolation=cv2.INTER_CUBIC)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                dst.mux(packet)
+            written += 1
+        for packet in stream.encode():
+            dst.mux(packet)
+    print(f"vtest_crop: wrote {written} frames to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
