@@ -87,7 +87,7 @@ class PersonTracker:
             pending += self._search(last.index, last.image, last.passes, rival=True)
         while pending:
             outputs = self._run(pending)
-            follow_up: list[_Pending | list[_Pending]] = []
+            follow_up: list[_Pending] = []
             best_search: dict[tuple[int, bool], tuple[float, _Pending, np.ndarray, np.ndarray, np.ndarray]] = {}
             finished: list[tuple[_Pending, np.ndarray, np.ndarray, np.ndarray, float]] = []
             for item, (probs, offsets) in zip(pending, outputs):
@@ -105,8 +105,8 @@ class PersonTracker:
             for item, pts, conf, offsets, score in finished:
                 item.passes += 1
                 nxt = self._next_step(item, pts, conf, score)
-                if nxt is not None:
-                    follow_up.append(nxt)
+                if nxt:
+                    follow_up += nxt
                     continue
                 found = score >= (self.cfg.track_min_score if item.mode != SEARCH else self.cfg.detect_min_score)
                 # A network that emits NaN or inf (a broken model, fp16 overflow) has found nobody.
@@ -116,7 +116,7 @@ class PersonTracker:
                     rivals[item.index] = result
                 else:
                     results[item.index] = result
-            pending = [p for step in follow_up for p in (step if isinstance(step, list) else [step])]
+            pending = follow_up
         for index, rival in rivals.items():
             results[index] = self._better(results[index], rival)
         last = results[-1] if results else None
@@ -153,14 +153,13 @@ class PersonTracker:
         cx, cy, side = self.roi
         return [_Pending(index, image, CropTransform.from_box(cx, cy, side, self.size), TRACK)]
 
-    def _next_step(self, item: _Pending, pts: np.ndarray, conf: np.ndarray,
-                   score: float) -> _Pending | list[_Pending] | None:
-        """What to run next for this frame, or None when its result is final."""
+    def _next_step(self, item: _Pending, pts: np.ndarray, conf: np.ndarray, score: float) -> list[_Pending]:
+        """The crops to run next for this frame; none when its result is final."""
         if item.mode == SEARCH and score >= self.cfg.detect_min_score:
-            return self._refined(item, pts, conf)
+            return [self._refined(item, pts, conf)]
         if item.mode == TRACK and score < self.cfg.track_min_score:
             return self._search(item.index, item.image, item.passes)
-        return None
+        return []
 
     def _refined(self, item: _Pending, pts: np.ndarray, conf: np.ndarray) -> _Pending:
         cx, cy, side = box_around(pts, conf, self.cfg.roi_margin, self.cfg.min_roi_px)
