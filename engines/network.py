@@ -121,6 +121,15 @@ class Lifter(nn.Module):
         return self.out(h)
 
 
+def own_root_mask(num_roots: int, num_joints: int, root_indices: tuple[int, ...]) -> torch.Tensor:
+    """(1, R, J, 1): 0 at each root's own entry, 1 elsewhere. Each root's offset from itself is 0
+    by definition: emitted exactly, alignment (which re-expresses every row relative to its own
+    root) gets no noise from that entry."""
+    mask = torch.ones(1, num_roots, num_joints, 1)
+    mask[0, torch.arange(num_roots), torch.tensor(root_indices)] = 0.0
+    return mask
+
+
 class PoseNet(nn.Module):
     """Outputs `probs_2d` (B, J, G, G) and `offsets_3d` (B, R, J, 3)."""
 
@@ -163,11 +172,7 @@ class PoseNet(nn.Module):
         if cfg.fusion == "fc":
             self.fuse_fc = nn.Sequential(nn.Linear(j * g * g, cfg.fusion_fc_width), nn.ReLU(inplace=True))
             flat += cfg.fusion_fc_width
-        # Each root's offset from itself is 0 by definition: emit it exactly, so that alignment,
-        # which re-expresses every row relative to its own root, adds no noise from that entry.
-        mask = torch.ones(1, r, j, 1)
-        mask[0, torch.arange(r), torch.tensor(cfg.root_indices)] = 0.0
-        self.register_buffer("own_root_mask", mask)
+        self.register_buffer("own_root_mask", own_root_mask(r, j, cfg.root_indices))
         self.regressor = nn.Sequential(
             nn.Linear(flat, cfg.regressor_width),
             nn.ReLU(inplace=True),

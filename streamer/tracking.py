@@ -25,6 +25,7 @@ frame that loses the person is searched again individually.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,8 +89,9 @@ class PersonTracker:
         while pending:
             outputs = self._run(pending)
             follow_up: list[_Pending] = []
-            best_search: dict[tuple[int, bool], tuple[float, _Pending, np.ndarray, np.ndarray, np.ndarray]] = {}
-            finished: list[tuple[_Pending, np.ndarray, np.ndarray, np.ndarray, float]] = []
+            Decoded = tuple[_Pending, np.ndarray, np.ndarray, np.ndarray, float]    # item, pts, conf, offsets, score
+            best_search: dict[tuple[int, bool], Decoded] = {}
+            finished: list[Decoded] = []
             for item, (probs, offsets) in zip(pending, outputs):
                 pts_crop, conf = decode(probs, self.size, self.window)
                 pts = item.crop.to_image(pts_crop)
@@ -97,11 +99,11 @@ class PersonTracker:
                 if item.mode == SEARCH:
                     # The crops of one search (the frame and its tiles) compete: keep the best.
                     key = (item.index, item.rival)
-                    if key not in best_search or score > best_search[key][0]:
-                        best_search[key] = (score, item, pts, conf, offsets)
+                    if key not in best_search or score > best_search[key][4]:
+                        best_search[key] = (item, pts, conf, offsets, score)
                     continue
                 finished.append((item, pts, conf, offsets, score))
-            finished += [(item, pts, conf, offsets, score) for score, item, pts, conf, offsets in best_search.values()]
+            finished += best_search.values()
             for item, pts, conf, offsets, score in finished:
                 item.passes += 1
                 nxt = self._next_step(item, pts, conf, score)
@@ -135,8 +137,8 @@ class PersonTracker:
         passes = tracked.passes + rival.passes
         if rival.found and (not tracked.found or rival.score > tracked.score + self.cfg.switch_margin):
             self.switches += 1
-            return FrameResult(rival.found, rival.score, rival.joints_2d, rival.conf, rival.offsets_3d, passes)
-        return FrameResult(tracked.found, tracked.score, tracked.joints_2d, tracked.conf, tracked.offsets_3d, passes)
+            return dataclasses.replace(rival, passes=passes)
+        return dataclasses.replace(tracked, passes=passes)
 
     def _search(self, index: int, image: np.ndarray, passes: int = 0, rival: bool = False) -> list[_Pending]:
         """The crops of one full-frame search: the letterboxed frame, then its tiles."""

@@ -17,21 +17,18 @@ from engines.network import Lifter, build_network, decode_grid
 from engines.skeleton import H36M17
 from train.lifting import (
     LIMBS,
-    CameraModel,
     NoiseModel,
     PoseSampler,
     PretrainOptions,
     lift_loss,
     load_into,
     load_lifter_file,
-    look_at_batch,
     pretrain,
-    retarget_batch,
     save_lifter,
 )
 from train.motion import H36MCamera, MotionBank
-from train.synth.retarget import retarget_joints
-from train.synth.scene import look_at
+from train.synth.retarget import retarget_joints, retarget_joints_batch
+from train.synth.scene import SceneOptions, look_at, look_at_batch
 
 ROOTS = ("pelvis", "thorax", "r_hip")
 ROOT_IDX = tuple(H36M17.indices(ROOTS))
@@ -64,7 +61,7 @@ def test_retarget_and_look_at_batches_match_the_renderers() -> None:
     rng = np.random.default_rng(0)
     bodies = rng.normal(0, 0.3, (5, 17, 3))
     motion = rng.normal(0, 0.3, (5, 17, 3))
-    got = retarget_batch(bodies, motion)
+    got = retarget_joints_batch(bodies, motion)
     for i in range(5):
         np.testing.assert_allclose(got[i], retarget_joints(bodies[i], motion[i]), atol=1e-12)
     centre, target, roll = rng.normal(0, 3, (5, 3)), rng.normal(0, 1, (5, 3)), rng.normal(0, 0.1, 5)
@@ -115,7 +112,7 @@ def test_human36m_poses_are_seen_through_their_own_subjects_cameras() -> None:
                           np.zeros(3), np.zeros(2))
 
     sampler = PoseSampler(bank, base.joints[:2], [camera("S1", 5.0), camera("S5", 50.0)],
-                          camera=CameraModel(h36m_camera_fraction=1.0))
+                          camera=SceneOptions(h36m_camera_fraction=1.0))
     cam = sampler.camera_joints(rng, 100)
     high = cam[:, :, 1].mean(axis=1) < -10.0        # y down: S5's poses
     depth = cam[:, :, 2].mean(axis=1)

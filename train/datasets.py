@@ -73,9 +73,11 @@ def flip_joints_2d(joints_2d: np.ndarray, size: int) -> np.ndarray:
 
 def flip_joints_3d(joints_3d: np.ndarray) -> np.ndarray:
     """Camera-frame joints after the mirror: x -> -x, and left/right swap. Consistent with the
-    image flip when the crop's principal point is at its centre (S/2, S/2)."""
-    out = np.array(joints_3d, dtype=np.float32)[FLIP]
-    out[:, 0] = -out[:, 0]
+    image flip when the crop's principal point is at its centre (S/2, S/2). (..., 17, 3); float64
+    stays float64, anything else becomes float32."""
+    joints_3d = np.asarray(joints_3d)
+    out = np.array(joints_3d, dtype=np.result_type(joints_3d.dtype, np.float32))[..., FLIP, :]
+    out[..., 0] = -out[..., 0]
     return out
 
 

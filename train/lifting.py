@@ -31,13 +31,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engines.network import Lifter
+from engines.network import Lifter, own_root_mask
 from engines.skeleton import H36M17
+from train.datasets import flip_joints_3d
 from train.motion import H36MCamera, MotionBank
+from train.synth.retarget import retarget_joints_batch
+from train.synth.scene import SceneOptions, look_at_batch
 
 PELVIS = H36M17.index("pelvis")
-PARENTS = np.array(H36M17.parents)
-FLIP = np.array(H36M17.flip_permutation, dtype=np.int64)
 # Limb pairs that a 2D estimator swaps together: (left joints, right joints).
 LIMBS = tuple(
     (np.array(H36M17.indices(tuple(f"l_{j}" for j in chain))), np.array(H36M17.indices(tuple(f"r_{j}" for j in chain))))
@@ -56,43 +57,6 @@ class NoiseModel:
     clean_fraction: float = 0.1     # samples left exact, with confidence near 1
 
 
-@dataclass(frozen=True)
-class CameraModel:
-    """As train.synth.scene.SceneOptions and its `_camera`."""
-
-    distance: tuple[float, float] = (1.8, 9.0)
-    h36m_camera_fraction: float = 0.3
-
-
-def retarget_batch(bodies: np.ndarray, motion: np.ndarray) -> np.ndarray:
-    """Vectorised `train.synth.retarget.retarget_joints`: (N, 17, 3) rest joints and motion poses
-    -> the bodies' bone lengths along the motion's bone directions, pelvis at the motion's."""
-    out = np.empty_like(motion, dtype=np.float64)
-    out[:, 0] = motion[:, 0]
-    for child, parent in enumerate(PARENTS):
-        if parent < 0:
-            continue
-        length = np.linalg.norm(bodies[:, child] - bodies[:, parent], axis=-1, keepdims=True)
-        d = motion[:, child] - motion[:, parent]
-        d = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-9)
-        out[:, child] = out[:, parent] + length * d
-    return out
-
-
-def look_at_batch(centre: np.ndarray, target: np.ndarray, roll: np.ndarray) -> np.ndarray:
-    """Vectorised `train.synth.scene.look_at`: (N, 3, 3) world -> camera rotations."""
-    f = target - centre
-    f = f / np.linalg.norm(f, axis=-1, keepdims=True)
-    r = np.cross(f, np.array([0.0, 0.0, 1.0]))
-    r = r / np.maximum(np.linalg.norm(r, axis=-1, keepdims=True), 1e-9)
-    d = np.cross(f, r)
-    rot = np.stack([r, d, f], axis=1)
-    c, s = np.cos(roll), np.sin(roll)
-    z, o = np.zeros_like(roll), np.ones_like(roll)
-    roll_m = np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], axis=1)
-    return roll_m @ rot
-
-
 class PoseSampler:
     """Batches of (points (N, 17, 2), confidence (N, 17), camera-frame joints (N, 17, 3)).
 
@@ -102,7 +66,7 @@ class PoseSampler:
     left and right exchanged), as training mirrors images."""
 
     def __init__(self, bank: MotionBank, bodies: np.ndarray, cameras: list[H36MCamera],
-                 noise: NoiseModel = NoiseModel(), camera: CameraModel = CameraModel(),
+                 noise: NoiseModel = NoiseModel(), camera: SceneOptions = SceneOptions(),
                  source_weights: dict[str, float] | None = None) -> None:
         if len(bank) == 0:
             raise ValueError("the motion bank is empty")
@@ -138,7 +102,7 @@ class PoseSampler:
     def _world(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Posed joints in the world, and per sample the real camera to use (-1: a random one)."""
         idx = self._draw_poses(rng, n)
-        joints = retarget_batch(self.bodies[rng.integers(len(self.bodies), size=n)], self.poses[idx])
+        joints = retarget_joints_batch(self.bodies[rng.integers(len(self.bodies), size=n)], self.poses[idx])
         subject = self.pose_subject[idx]
         real = (subject >= 0) & (rng.random(n) < self.camera.h36m_camera_fraction)
         cam = np.full(n, -1, np.int64)
@@ -156,6 +120,7 @@ class PoseSampler:
         return joints, cam
 
     def _random_cameras(self, rng: np.random.Generator, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`train.synth.scene._camera`'s random cameras, for a batch."""
         n = len(joints)
         pelvis = joints[:, PELVIS]
         ground = np.minimum(joints[:, :, 2].min(axis=1), pelvis[:, 2] - 1.2) - 0.08
@@ -179,7 +144,7 @@ class PoseSampler:
             rot[use], centre[use] = self.cam_r[real[use]], self.cam_t[real[use]]
             cam = np.einsum("nij,nkj->nki", rot, joints - centre[:, None])
             mirror = rng.random(m) < 0.5
-            cam[mirror] = cam[mirror][:, FLIP] * np.array([-1.0, 1.0, 1.0])
+            cam[mirror] = flip_joints_3d(cam[mirror])
             out = np.concatenate([out, cam[cam[:, :, 2].min(axis=1) > 0.2]])
         return out[:n]
 
@@ -219,8 +184,7 @@ def lift_loss(lifter: Lifter, points: torch.Tensor, conf: torch.Tensor, joints_3
 
     n = points.shape[0]
     pred = lifter(points, conf).reshape(n, len(roots), H36M17.num_joints, 3)
-    mask = torch.ones(1, len(roots), H36M17.num_joints, 1)
-    mask[0, torch.arange(len(roots)), torch.tensor(roots)] = 0.0
+    mask = own_root_mask(len(roots), H36M17.num_joints, roots)
     return loss_3d(pred * mask, offsets_target(joints_3d, roots), torch.ones(n))
 
 

@@ -59,13 +59,20 @@ def swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def retarget_joints(rest: np.ndarray, motion: np.ndarray) -> np.ndarray:
     """(17,3) joints with the body's bone lengths (from `rest`) along the motion's bone directions,
     the pelvis where the motion's is."""
-    out = np.zeros_like(rest, dtype=np.float64)
-    out[0] = motion[0]
+    return retarget_joints_batch(np.asarray(rest)[None], np.asarray(motion)[None])[0]
+
+
+def retarget_joints_batch(rest: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """`retarget_joints` for (N, 17, 3) rest joints and motion poses at once (the lifter's
+    pretraining draws millions)."""
+    out = np.zeros(np.broadcast_shapes(np.shape(rest), np.shape(motion)), dtype=np.float64)
+    out[:, 0] = motion[:, 0]
     for child, parent in enumerate(H36M17.parents):
         if parent < 0:
             continue
-        length = np.linalg.norm(rest[child] - rest[parent])
-        out[child] = out[parent] + length * _unit(motion[child] - motion[parent])
+        length = np.linalg.norm(rest[:, child] - rest[:, parent], axis=-1, keepdims=True)
+        d = motion[:, child] - motion[:, parent]
+        out[:, child] = out[:, parent] + length * d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-9)
     return out
 
 

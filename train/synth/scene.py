@@ -99,14 +99,22 @@ def random_look(rng: np.random.Generator) -> Look:
 
 def look_at(centre: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
     """World -> camera rotation (rows: right, down, forward) for a camera at `centre`, z up."""
+    return look_at_batch(np.asarray(centre, np.float64)[None], np.asarray(target, np.float64)[None],
+                         np.array([roll], np.float64))[0]
+
+
+def look_at_batch(centre: np.ndarray, target: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """`look_at` for (N, 3) centres and targets and (N,) rolls: (N, 3, 3) rotations."""
     f = target - centre
-    f = f / np.linalg.norm(f)
-    r = np.cross(f, [0.0, 0.0, 1.0])
-    r = r / max(np.linalg.norm(r), 1e-9)
+    f = f / np.linalg.norm(f, axis=-1, keepdims=True)
+    r = np.cross(f, np.array([0.0, 0.0, 1.0]))
+    r = r / np.maximum(np.linalg.norm(r, axis=-1, keepdims=True), 1e-9)
     d = np.cross(f, r)
-    rot = np.stack([r, d, f])
+    rot = np.stack([r, d, f], axis=1)
     c, s = np.cos(roll), np.sin(roll)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ rot
+    z, o = np.zeros_like(roll), np.ones_like(roll)
+    roll_m = np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], axis=1)
+    return roll_m @ rot
 
 
 def _background(rng: np.random.Generator, backgrounds: list[tuple[str, np.ndarray]], size: int) -> tuple[str, np.ndarray]:
