@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, av.FFmpegError) as exc:
         print(f"vtest_crop: error: cannot open {args.input}: {exc}", file=sys.stderr)
         return 2
+    w, h = src.streams.video[0].width, src.streams.video[0].height
+    if x0 < 0 or y0 < 0 or side < 1 or x0 + side > w or y0 + side > h:
+        src.close()
+        print(f"vtest_crop: error: --box {x0} {y0} {side} is not inside the {w}x{h} frames", file=sys.stderr)
+        return 2
     written = 0
     with src, av.open(args.output, "w") as dst:
         stream = dst.add_stream("libx264", rate=args.fps)

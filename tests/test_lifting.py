@@ -264,3 +264,20 @@ def test_attach_lifter_gives_the_lifters_3d_from_the_models_2d(small_model_confi
         lifted = lifter(pts, conf).reshape(offsets.shape) * both.own_root_mask
     torch.testing.assert_close(probs, want_probs)
     torch.testing.assert_close(offsets, lifted)
+
+
+def test_missing_motion_data_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import train.lifting as lifting
+
+    class Bodies:
+        joints = np.zeros((6, 17, 3))
+        num_bodies = 6
+
+    monkeypatch.setattr("train.synth.body.BodyBank.load", staticmethod(lambda path: Bodies()))
+    code = lifting.main(["--out", str(tmp_path / "l.pt"), "--bodies", "b.npz", "--data", str(tmp_path / "none"),
+                         "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("lifting: error: motion data not found") and "--data" in err[0]
+    assert not (tmp_path / "l.pt").exists()

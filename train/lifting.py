@@ -304,7 +304,11 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bank = BodyBank.load(Path(bodies_path))
-    motions, cameras = load_all(data_dir)
+    try:
+        motions, cameras = load_all(data_dir)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"motion data not found: {exc.filename or exc} (give --data DIR, or set POSECAST_DATA "
+                                f"to the folder of ../shared/datasets/README.md)") from None
     train_m, val_m = split(motions)
     joints = bank.joints
     train_sampler = PoseSampler(train_m, joints[split_bodies(bank.num_bodies, "train")], cameras)
