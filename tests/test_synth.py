@@ -151,7 +151,8 @@ def test_generation_is_seeded_and_resumes_exactly(bank, tmp_path):
 
 
 def test_validation_split_shares_nothing_with_training():
-    from train.synth.generate import VAL_BACKGROUNDS, split_backgrounds, split_bodies
+    from train.backgrounds import VAL_BACKGROUNDS, split_backgrounds
+    from train.synth.generate import split_bodies
 
     train_b, val_b = set(split_bodies(120, "train")), set(split_bodies(120, "val"))
     assert train_b.isdisjoint(val_b) and len(val_b) == 20

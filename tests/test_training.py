@@ -492,3 +492,91 @@ def test_freeze_2d_trains_the_3d_branch_only(data: dict[str, Path], tmp_path: Pa
     assert any(moved_3d)
     with pytest.raises(ConfigError, match="freeze_2d"):
         load_train_config(recipe(data, tmp_path, name="nofrom", freeze_2d="true"))
+
+
+# --- person-free crops (train/negatives.py) ------------------------------------------------
+
+def _backgrounds(root: Path) -> Path:
+    from train.backgrounds import VAL_BACKGROUNDS
+
+    folder = root / "backgrounds"
+    if not folder.exists():
+        folder.mkdir()
+        rng = np.random.default_rng(9)
+        for name in ("street.jpg", "room.jpg", VAL_BACKGROUNDS[0]):
+            cv2.imwrite(str(folder / name), rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    return folder
+
+
+def test_negatives_train_and_are_measured(data: dict[str, Path], tmp_path: Path) -> None:
+    from train.train import train
+
+    bg = _backgrounds(data["root"])
+    section = (f"\n  synth_dirs: [{data['train']}]\n  synth_val_dirs: [{data['val']}]\n"
+               f"  real2d_dir: {data['real']}\n  real_fraction: 0.25\n  real_val_fraction: 0.3\n"
+               f"  backgrounds_dir: {bg}\n  negative_fraction: 0.5")
+    cfg = load_train_config(recipe(data, tmp_path, name="neg", data=section))
+    summary = train(cfg, tmp_path / "neg", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "neg" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss_neg"] for r in log if "loss" in r]
+    assert all(np.isfinite(losses)) and max(losses) > 0          # some batch held a negative
+    val = summary["val"]
+    assert 0.0 <= val["negative_detected"] <= 1.0 and 0.0 < val["negative_score"] <= 1.0
+    assert 0.0 <= val["real_detected"] <= 1.0
+
+    # A missing folder is one clear error before any step; a fraction without a folder is a recipe error.
+    missing = section.replace(str(bg), str(tmp_path / "nowhere"))
+    bad = load_train_config(recipe(data, tmp_path, name="neg_missing", data=missing))
+    with pytest.raises(Exception, match="training data: background folder not found"):
+        train(bad, tmp_path / "neg_missing", progress=False)
+    no_dir = section.replace(f"  backgrounds_dir: {bg}\n", "")
+    with pytest.raises(ConfigError, match="negative_fraction > 0 needs backgrounds_dir"):
+        load_train_config(recipe(data, tmp_path, name="neg_nodir", data=no_dir))
+
+
+def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.model_file import load_checkpoint
+    from train.train import train
+
+    source = train(load_train_config(recipe(data, tmp_path, name="src_all")), tmp_path / "src_all", progress=False)
+    src, _ = load_checkpoint(Path(source["final"]))
+    cfg = load_train_config(recipe(data, tmp_path, name="cont", init_from=str(Path(source["final"])),
+                                   init_scope="all",
+                                   optim="\n  batch_size: 4\n  steps: 1\n  lr: 1.0e-9\n  warmup_steps: 0"))
+    train(cfg, tmp_path / "cont", progress=False)
+    got, _ = load_checkpoint(tmp_path / "cont" / "model.pt")
+    src_sd = src.state_dict()
+    for k, v in got.named_parameters():
+        assert torch.allclose(v, src_sd[k], atol=1e-6), k           # the 3D branch too
+    with pytest.raises(ConfigError, match="init_scope"):
+        load_train_config(recipe(data, tmp_path, name="cont_bad", init_scope="all"))
+
+
+def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import build_network
+    from train.evaluate import main
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    save_checkpoint(tmp_path / "tiny.pt", build_network(mcfg), ModelInfo(mcfg, "untrained tiny", trained=False))
+    out = tmp_path / "neg.json"
+    bg = _backgrounds(data["root"])
+    rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",
+               "--detect-score", "0.05", "--no-progress", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["negative"]["samples"] == 7 and res["negative"]["score"]["threshold"] == 0.05
+    assert 0.0 <= res["negative"]["score"]["detected"] <= 1.0
+    assert "person-free crops | 7 | mean score" in capsys.readouterr().out
+    # A second run gives the same crops, hence the same numbers.
+    assert main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",
+                 "--detect-score", "0.05", "--no-progress", "--json", str(tmp_path / "again.json")]) == 0
+    assert json.loads((tmp_path / "again.json").read_text())["negative"] == res["negative"]
+    capsys.readouterr()
+
+    rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(tmp_path / "nowhere"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--backgrounds: background folder not found" in err[0]

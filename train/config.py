@@ -80,6 +80,8 @@ class DataSection:
     real_fraction: float = 0.0               # share of each batch drawn from the real 2D set
     real_val_fraction: float = 0.1           # real records held out for validation (split seed 0)
     augment: bool = True
+    backgrounds_dir: str | None = None       # photos for negatives (train/negatives.py; their training split)
+    negative_fraction: float = 0.0           # share of each batch that is a person-free crop
 
     def check(self) -> None:
         if not self.synth_dirs:
@@ -88,6 +90,10 @@ class DataSection:
             raise ValueError(f"real_fraction: must be in [0, 1] (got {self.real_fraction})")
         if self.real_fraction > 0 and self.real2d_dir is None:
             raise ValueError("real_fraction > 0 needs real2d_dir")
+        if not 0.0 <= self.negative_fraction < 1.0:
+            raise ValueError(f"negative_fraction: must be in [0, 1) (got {self.negative_fraction})")
+        if self.negative_fraction > 0 and self.backgrounds_dir is None:
+            raise ValueError("negative_fraction > 0 needs backgrounds_dir")
         if not 0.0 <= self.real_val_fraction < 1.0:
             raise ValueError(f"real_val_fraction: must be in [0, 1) (got {self.real_val_fraction})")
 
@@ -120,10 +126,13 @@ class OptimSection:
 class LossSection:
     w2d: float = 1.0                         # cross-entropy of the grid softmax against soft labels (nats)
     w3d: float = 100.0                       # mean squared offset error (metres squared); see default.yaml
+    w_neg: float = 1.0                       # negatives: KL(uniform || grid softmax) (nats)
 
     def check(self) -> None:
         if self.w2d < 0 or self.w3d < 0 or self.w2d + self.w3d == 0:
             raise ValueError("w2d and w3d must be >= 0, not both 0")
+        if self.w_neg < 0:
+            raise ValueError("w_neg must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,7 @@ class TrainConfig:
     val_samples: int = 256                   # cap per validation set (synthetic and real)
     log_every: int = 10                      # steps between JSONL log lines
     init_from: str | None = None             # a checkpoint to start from where names and shapes match
+    init_scope: Literal["features", "all"] = "features"   # features: backbone, 2D, lifter; all: every tensor
     lifter_from: str | None = None           # a lifter file (python -m train.lifting) for model.lifter
     freeze_2d: bool = False                  # keep init_from's backbone and 2D branch as they are
 
@@ -151,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"name: must be a plain folder name (got {self.name!r})")
         if self.num_workers < 0 or self.threads < 1:
             raise ValueError("num_workers must be >= 0 and threads >= 1")
+        if self.init_scope == "all" and not self.init_from:
+            raise ValueError("init_scope: all needs init_from")
         if self.freeze_2d and not self.init_from:
             raise ValueError("freeze_2d: needs init_from (the trained backbone and 2D branch to keep)")
         if self.checkpoint_every < 1 or self.val_every < 0 or self.val_samples < 1 or self.log_every < 1:
@@ -176,6 +188,9 @@ class TrainConfig:
 
     def synth_val_dirs(self) -> list[Path]:
         return expand_shard_dirs(self.data.synth_val_dirs)
+
+    def backgrounds_dir(self) -> Path | None:
+        return resolve_path(self.data.backgrounds_dir) if self.data.backgrounds_dir else None
 
     def real2d_dir(self) -> Path | None:
         return resolve_path(self.data.real2d_dir) if self.data.real2d_dir else None

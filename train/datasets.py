@@ -7,7 +7,7 @@ Every sample is a dict:
 - `mask_2d`   float32 (17,): 1 where a 2D label exists and lies inside the crop [0, S)
 - `joints_3d` float32 (17, 3) metres, camera frame (x right, y down, z forward); 0 for real photos
 - `has_3d`    float32 scalar: 1 synthetic, 0 real
-- `source`    int: 0 synthetic, 1 real
+- `source`    int: 0 synthetic, 1 real, 2 negative (a person-free crop: train/negatives.py)
 
 Augmentation is drawn from a `numpy.random.Generator` passed to `get(i, rng)`. The mixed loader
 (`make_loader`) gives each draw its own generator, seeded from (seed, position in the stream): a
@@ -35,6 +35,7 @@ from train.real2d import RealRecord, default_data_root
 from train.shards import ShardSet
 
 __all__ = [
+    "SOURCE_NEGATIVE",
     "SOURCE_REAL",
     "SOURCE_SYNTH",
     "MixedBatchSampler",
@@ -54,6 +55,7 @@ __all__ = [
 
 SOURCE_SYNTH = 0
 SOURCE_REAL = 1
+SOURCE_NEGATIVE = 2
 FLIP = np.array(H36M17.flip_permutation, dtype=np.int64)
 
 
@@ -281,13 +283,15 @@ class RealDataset(_Augmented):
 # --- the mix -----------------------------------------------------------------------------------
 
 class MixedDataset(ConcatDataset):
-    """Synthetic then real samples. Indexed by (flat index, stream position), it augments with
-    `sample_rng(seed, position)`; by a plain int, like any ConcatDataset."""
+    """Synthetic, then real, then negative samples. Indexed by (flat index, stream position), it
+    augments with `sample_rng(seed, position)`; by a plain int, like any ConcatDataset."""
 
-    def __init__(self, synth: Dataset | None, real: Dataset | None, seed: int = 0) -> None:
+    def __init__(self, synth: Dataset | None, real: Dataset | None, seed: int = 0,
+                 negative: Dataset | None = None) -> None:
         self.n_synth = len(synth) if synth is not None else 0
         self.n_real = len(real) if real is not None else 0
-        parts = [d for d in (synth, real) if d is not None and len(d) > 0]
+        self.n_negative = len(negative) if negative is not None else 0
+        parts = [d for d in (synth, real, negative) if d is not None and len(d) > 0]
         if not parts:
             raise ValueError("MixedDataset: both datasets are empty")
         super().__init__(parts)
@@ -304,13 +308,19 @@ class MixedDataset(ConcatDataset):
 
 class MixedBatchSampler:
     """Batches for steps [start_step, steps): each element is real with probability
-    `real_fraction`, else synthetic, then uniform within its source (with replacement). Batch k
-    depends only on (seed, k): restarting at `start_step` continues the same stream."""
+    `real_fraction`, else synthetic, then uniform within its source (with replacement); then,
+    with probability `negative_fraction`, a negative instead. Batch k depends only on (seed, k):
+    restarting at `start_step` continues the same stream. (Without negatives the stream is the
+    one the sampler drew before negatives existed.)"""
 
     def __init__(self, n_synth: int, n_real: int, real_fraction: float, batch_size: int, seed: int,
-                 steps: int, start_step: int = 0) -> None:
+                 steps: int, start_step: int = 0, n_negative: int = 0, negative_fraction: float = 0.0) -> None:
         if not 0.0 <= real_fraction <= 1.0:
             raise ValueError(f"real_fraction must be in [0, 1] (got {real_fraction})")
+        if not 0.0 <= negative_fraction < 1.0:
+            raise ValueError(f"negative_fraction must be in [0, 1) (got {negative_fraction})")
+        if negative_fraction > 0 and n_negative == 0:
+            raise ValueError("negative_fraction > 0 but there are no negatives")
         if real_fraction > 0 and n_real == 0:
             raise ValueError("real_fraction > 0 but the real dataset is empty")
         if real_fraction < 1 and n_synth == 0:
@@ -320,6 +330,7 @@ class MixedBatchSampler:
         self.n_synth, self.n_real = int(n_synth), int(n_real)
         self.real_fraction, self.batch_size = float(real_fraction), int(batch_size)
         self.seed, self.steps, self.start_step = int(seed), int(steps), int(start_step)
+        self.n_negative, self.negative_fraction = int(n_negative), float(negative_fraction)
 
     def __len__(self) -> int:
         return self.steps - self.start_step
@@ -331,6 +342,10 @@ class MixedBatchSampler:
         synth_idx = rng.integers(0, max(self.n_synth, 1), size=b)
         real_idx = self.n_synth + rng.integers(0, max(self.n_real, 1), size=b)
         idx = np.where(real, real_idx, synth_idx)
+        if self.negative_fraction > 0:
+            negative = rng.random(b) < self.negative_fraction
+            neg_idx = self.n_synth + self.n_real + rng.integers(0, self.n_negative, size=b)
+            idx = np.where(negative, neg_idx, idx)
         return [(int(idx[k]), step * b + k) for k in range(b)]
 
     def __iter__(self):
@@ -350,12 +365,14 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(synth_ds: Dataset | None, real_ds: Dataset | None, real_fraction: float,
                 batch_size: int, num_workers: int, seed: int, steps: int, start_step: int = 0,
-                pin_memory: bool = False) -> DataLoader:
-    """A DataLoader of `steps - start_step` batches (one per training step) drawn from both
+                pin_memory: bool = False, negative_ds: Dataset | None = None,
+                negative_fraction: float = 0.0) -> DataLoader:
+    """A DataLoader of `steps - start_step` batches (one per training step) drawn from the
     datasets; see `MixedBatchSampler` and `MixedDataset`. Deterministic given `seed`, whatever
     `num_workers`."""
-    mixed = MixedDataset(synth_ds, real_ds, seed=seed)
-    sampler = MixedBatchSampler(mixed.n_synth, mixed.n_real, real_fraction, batch_size, seed, steps, start_step)
+    mixed = MixedDataset(synth_ds, real_ds, seed=seed, negative=negative_ds)
+    sampler = MixedBatchSampler(mixed.n_synth, mixed.n_real, real_fraction, batch_size, seed, steps, start_step,
+                                n_negative=mixed.n_negative, negative_fraction=negative_fraction)
     gen = torch.Generator()
     gen.manual_seed(int(seed) * 1_000_003 + int(start_step))
     return DataLoader(mixed, batch_sampler=sampler, num_workers=num_workers,

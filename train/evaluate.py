@@ -24,6 +24,11 @@ What is measured, and how:
 - `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
   from that root (its own entry, 0 by construction, left out): how good each row is alone.
 
+- The tracker's score (the mean joint confidence, which its search compares with
+  `tracking.detect_min_score`): its mean on each set, and the share of crops that reach the
+  threshold. `--backgrounds DIR` adds person-free crops of the held-out background photos
+  (train/negatives.py, seeded): there the share found is the false-detection rate.
+
 `--limit N` takes N samples evenly spread over each set (synthetic shards hold consecutive
 frames of a clip, so the first N would be a few motions only).
 """
@@ -241,13 +246,36 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, Any]
             "2d": metrics_2d(points, out["joints_2d"].astype(np.float64), out["mask_2d"] > 0, cfg)}
 
 
+def default_detect_score() -> float:
+    """The pipeline's `tracking.detect_min_score` (configs/pipeline.yaml)."""
+    from streamer.config import load_pipeline_config
+
+    return float(load_pipeline_config().tracking.detect_min_score)
+
+
+def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: float) -> dict[str, Any]:
+    """The tracker's score of each crop (mean joint confidence): its mean, and the share of
+    crops at or above `detect_score` (a person found, for a search)."""
+    _, conf = decode(out["probs"], cfg.input_size)
+    score = conf.mean(axis=-1)
+    return {"mean": float(score.mean()), "detected": float((score >= detect_score).mean()),
+            "threshold": float(detect_score)}
+
+
 def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
              methods: Sequence[str] = METHODS, limit: int | None = None, per_root: bool = False,
-             batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
-    """All metrics of one model on the given validation sets (either may be None)."""
+             batch_size: int = 32, progress: bool = False, negative_ds: Any | None = None,
+             detect_score: float | None = None) -> dict[str, Any]:
+    """All metrics of one model on the given validation sets (any may be None). Every set also
+    gets the tracker's score statistics ("score") at `detect_score` (None: the pipeline's);
+    for the person-free crops of `negative_ds` that is all there is: "detected" is then the
+    false-detection rate."""
     from tqdm import tqdm
 
-    sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds)) if ds is not None]
+    if detect_score is None:
+        detect_score = default_detect_score()
+    sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds), ("negative", negative_ds))
+            if ds is not None]
     plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
     results: dict[str, Any] = {"pck_threshold": PCK_THRESHOLD, "torso": list(TORSO), "methods": list(methods)}
     with tqdm(total=sum(len(v) for v in plan.values()), disable=not progress, unit="img", file=sys.stderr,
@@ -256,15 +284,21 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
         for key, ds in sets:
             bar.set_description(key)
             out = collect(predictor, ds, plan[key], batch_size, bar)
-            results[key] = synthetic_metrics(out, cfg, methods, per_root) if key == "synthetic" else real_metrics(out, cfg)
+            if key == "synthetic":
+                results[key] = synthetic_metrics(out, cfg, methods, per_root)
+            elif key == "real":
+                results[key] = real_metrics(out, cfg)
+            else:
+                results[key] = {"samples": len(out["probs"])}
+            results[key]["score"] = score_metrics(out, cfg, detect_score)
         results["seconds"] = time.perf_counter() - t0
     return results
 
 
 def quick_metrics(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
-                  limit: int) -> dict[str, Any]:
+                  limit: int, negative_ds: Any | None = None) -> dict[str, Any]:
     """The few numbers logged during training (flat, for the JSONL log)."""
-    res = evaluate(predictor, cfg, synth_ds, real_ds, METHODS, limit)
+    res = evaluate(predictor, cfg, synth_ds, real_ds, METHODS, limit, negative_ds=negative_ds)
     flat: dict[str, Any] = {}
     if "synthetic" in res:
         s = res["synthetic"]
@@ -279,6 +313,10 @@ def quick_metrics(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, r
                 flat["synth_tracking_mpjpe_mm"] = tracking["mpjpe_mm"]
     if "real" in res:
         flat["real_pck"] = res["real"]["2d"]["pck"]
+        flat["real_detected"] = res["real"]["score"]["detected"]
+    if "negative" in res:
+        flat["negative_detected"] = res["negative"]["score"]["detected"]
+        flat["negative_score"] = res["negative"]["score"]["mean"]
     return flat
 
 
@@ -309,6 +347,12 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
     if r is not None:
         lines.append(f"| real | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
         lines.append(f"| real | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
+    for key, label in (("synthetic", "synthetic"), ("real", "real"), ("negative", "person-free crops")):
+        sc = res.get(key, {}).get("score")
+        if sc is not None:
+            n = res[key]["samples"]
+            lines.append(f"| {label} | {n} | mean score | {_f(sc['mean'], 3)} |")
+            lines.append(f"| {label} | {n} | score >= {sc['threshold']:.2f} (found) | {_f(sc['detected'], 3)} |")
     lines.append("")
     # Per joint.
     head = ["joint"]
@@ -351,6 +395,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthetic shard folders (or folders of them) with 3D labels")
     p.add_argument("--real2d", metavar="DIR", help="the real 2D set (keypoints.json + images/); its validation split is used")
     p.add_argument("--real-val-fraction", type=float, default=0.1, help="the split's held-out fraction (default 0.1, seed 0)")
+    p.add_argument("--backgrounds", metavar="DIR",
+                   help="background photos: person-free crops of their held-out split measure false detections")
+    p.add_argument("--negatives", type=int, default=500, metavar="N",
+                   help="how many person-free crops (default 500; seeded, the same every run)")
+    p.add_argument("--detect-score", type=float, metavar="S",
+                   help="the score that counts as a person found (default: configs/pipeline.yaml's detect_min_score)")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
@@ -364,8 +414,10 @@ def run(args: argparse.Namespace) -> int:
     from train.config import expand_shard_dirs, resolve_path
     from train.datasets import RealDataset, SyntheticDataset
 
-    if not args.synth_val and not args.real2d:
-        raise InputError("nothing to evaluate on: give --synth-val and/or --real2d")
+    if not args.synth_val and not args.real2d and not args.backgrounds:
+        raise InputError("nothing to evaluate on: give --synth-val, --real2d and/or --backgrounds")
+    if args.negatives < 1:
+        raise InputError("--negatives must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
     predictor, cfg, weights = load_predictor(args.model, args.threads)
@@ -382,8 +434,21 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(str(exc)) from None
         _, val = split_real(records, val_fraction=args.real_val_fraction, seed=0)
         real_ds = RealDataset(val, input_size=cfg.input_size, augment=False, seed=0)
+    negative_ds = None
+    if args.backgrounds:
+        from train.backgrounds import split_backgrounds
+        from train.negatives import NegativeDataset
+
+        try:
+            photos = split_backgrounds(resolve_path(args.backgrounds), "val")
+        except FileNotFoundError as exc:
+            raise InputError(f"--backgrounds: {exc}") from None
+        if not photos:
+            raise InputError(f"--backgrounds: none of the held-out background photos is in {args.backgrounds}")
+        negative_ds = NegativeDataset(photos, input_size=cfg.input_size, seed=0, length=args.negatives)
     res = evaluate(predictor, cfg, synth_ds, real_ds, args.align, args.limit, args.per_root,
-                   args.batch_size, progress=not args.no_progress)
+                   args.batch_size, progress=not args.no_progress, negative_ds=negative_ds,
+                   detect_score=args.detect_score)
     res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
                     "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks}
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))

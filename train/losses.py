@@ -4,6 +4,10 @@
 ported to torch); the loss is the cross-entropy -sum(t log softmax(logits)), averaged over the
 joints that have a label inside the crop.
 
+Negatives (person-free crops, train/negatives.py): every joint's target is the uniform
+distribution over the cells, so that the confidence (the mass around the peak) is low where no
+person is; the loss is its KL divergence from the softmax, 0 for a flat one.
+
 3D: the network predicts every joint's offset from each of R roots, X_j - X_root; the loss is
 the squared error summed over x, y, z and averaged over roots, joints and the samples that have 3D
 labels (the synthetic ones).
@@ -11,6 +15,7 @@ labels (the synthetic ones).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -53,6 +58,16 @@ def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> 
     ce = -(targets.reshape(b, j, -1).to(logp.dtype) * logp).sum(dim=-1)          # (B, J)
     m = mask.to(ce.dtype)
     return (ce * m).sum() / m.sum().clamp_min(1.0)
+
+
+def loss_negative(logits: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """KL(uniform || softmax) of (B, J, G, G) logits, averaged over the joints of the samples with
+    `negative` 1 ((B,); 0 when there are none). In nats: -mean(log p) - log(G^2)."""
+    b, j = logits.shape[:2]
+    logp = F.log_softmax(logits.reshape(b, j, -1).float(), dim=-1)
+    kl = -logp.mean(dim=-1) - math.log(logp.shape[-1])                            # (B, J)
+    w = negative.to(kl.dtype).reshape(-1)
+    return (kl.mean(dim=1) * w).sum() / w.sum().clamp_min(1.0)
 
 
 def offsets_target(joints_3d: torch.Tensor, root_indices: Sequence[int]) -> torch.Tensor:

@@ -59,11 +59,12 @@ CHECKPOINT_FORMAT = 1
 THREE_D_MODULES = ("fuse", "fuse_fc", "spatial", "regressor")
 
 
-def init_weights(net: PoseNet, path: Path) -> str:
+def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
     """Start the backbone and the 2D branch from another model's weights (where names and shapes
     match), and the lifter too where the source has one that fits; the rest of the 3D branch
     keeps its seeded initialisation. The ablation uses this so that every
-    variant's 3D branch learns from the same features for the same number of steps."""
+    variant's 3D branch learns from the same features for the same number of steps. With scope
+    "all", the 3D branch is taken too (continuing a trained model with another recipe)."""
     from engines.model_file import load_checkpoint
 
     try:
@@ -72,7 +73,8 @@ def init_weights(net: PoseNet, path: Path) -> str:
         raise InputError(f"init_from: {exc}") from None
     own = net.state_dict()
     taken = {k: v for k, v in source.state_dict().items()
-             if k in own and own[k].shape == v.shape and k.split(".")[0] not in THREE_D_MODULES}
+             if k in own and own[k].shape == v.shape
+             and (scope == "all" or k.split(".")[0] not in THREE_D_MODULES)}
     net.load_state_dict(taken, strict=False)
     fresh = [k for k in own if k not in taken]
     return (f"initialised {len(taken)} of {len(own)} tensors from {path}"
@@ -117,6 +119,8 @@ class Data:
     real: Any | None
     synth_val: Any | None
     real_val: Any | None
+    negative: Any | None = None
+    negative_val: Any | None = None
 
 
 def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
@@ -142,7 +146,17 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
             real = RealDataset(train_recs, input_size=size, augment=cfg.data.augment, seed=cfg.seed)
         if val_recs:
             real_val = RealDataset(val_recs, input_size=size, augment=False, seed=0)
-    return Data(synth, real, synth_val, real_val)
+    negative = negative_val = None
+    bg_dir = cfg.backgrounds_dir()
+    if bg_dir is not None:
+        from train.backgrounds import split_backgrounds
+        from train.negatives import NegativeDataset
+
+        if cfg.data.negative_fraction > 0:
+            negative = NegativeDataset(split_backgrounds(bg_dir, "train"), input_size=size, seed=cfg.seed)
+        negative_val = NegativeDataset(split_backgrounds(bg_dir, "val"), input_size=size, seed=0,
+                                       length=cfg.val_samples)
+    return Data(synth, real, synth_val, real_val, negative, negative_val)
 
 
 # --- checkpoints -------------------------------------------------------------------------
@@ -272,7 +286,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
 
     from train.datasets import make_loader
     from train.evaluate import TorchPredictor, quick_metrics
-    from train.losses import loss_2d, loss_3d, offsets_target, soft_label_targets
+    from train.datasets import SOURCE_NEGATIVE
+    from train.losses import loss_2d, loss_3d, loss_negative, offsets_target, soft_label_targets
 
     say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     out = Path(out) if out is not None else cfg.out_dir()
@@ -306,7 +321,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         _trim_log(log_path, start)
     else:
         if cfg.init_from:
-            say(init_weights(net, cfg.init_path()))
+            say(init_weights(net, cfg.init_path(), cfg.init_scope))
         if cfg.lifter_from:
             from train.lifting import load_into, load_lifter_file
 
@@ -327,12 +342,15 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         return summary
 
     loader = make_loader(data.synth, data.real, cfg.data.real_fraction if data.real is not None else 0.0,
-                         o.batch_size, cfg.num_workers, cfg.seed, o.steps, start_step=start)
+                         o.batch_size, cfg.num_workers, cfg.seed, o.steps, start_step=start,
+                         negative_ds=data.negative,
+                         negative_fraction=cfg.data.negative_fraction if data.negative is not None else 0.0)
     with open(log_path, "a", buffering=1) as log:
         bar = tqdm(total=o.steps, initial=start, disable=progress is not True, unit="step", dynamic_ncols=True,
                    desc=cfg.run_name, file=sys.stderr)
         step = start
-        window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "n": 0, "images": 0}
+        window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "loss_neg": 0.0, "n": 0,
+                                    "images": 0}
         t_window = time.perf_counter()
         rate = 0.0
         val: dict[str, Any] | None = None
@@ -340,7 +358,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         def validate() -> dict[str, Any]:
             net.eval()
             with torch.no_grad():
-                metrics = quick_metrics(TorchPredictor(net), mcfg, data.synth_val, data.real_val, cfg.val_samples)
+                metrics = quick_metrics(TorchPredictor(net), mcfg, data.synth_val, data.real_val, cfg.val_samples,
+                                        data.negative_val)
             set_train_mode(net, frozen)
             log.write(json.dumps({"step": step, "val": metrics}) + "\n")
             return metrics
@@ -357,7 +376,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     logits, offsets = net.forward_logits(image)
                     l2 = loss_2d(logits, soft_label_targets(batch["joints_2d"], grid, size), batch["mask_2d"])
                     l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], roots), batch["has_3d"])
-                    loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3
+                    ln = loss_negative(logits, batch["source"] == SOURCE_NEGATIVE)
+                    loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3 + cfg.loss.w_neg * ln
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1} "
                                                  f"(2D {l2.item():.4g}, 3D {l3.item():.4g}); lower optim.lr")
@@ -373,6 +393,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     window["loss"] += loss.item()
                     window["loss_2d"] += l2.item()
                     window["loss_3d"] += l3.item()
+                    window["loss_neg"] += ln.item()
                     window["n"] += 1
                     window["images"] += int(image.shape[0])
                     bar.update(1)
@@ -381,14 +402,15 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                         rate = window["images"] / dt if dt > 0 else 0.0
                         n = window["n"]
                         record = {"step": step, "loss": window["loss"] / n, "loss_2d": window["loss_2d"] / n,
-                                  "loss_3d": window["loss_3d"] / n, "lr": lr_used, "img_per_s": rate,
+                                  "loss_3d": window["loss_3d"] / n, "loss_neg": window["loss_neg"] / n,
+                                  "lr": lr_used, "img_per_s": rate,
                                   "time": time.time()}
                         log.write(json.dumps(record) + "\n")
                         bar.set_postfix(loss=f"{record['loss']:.3f}", l2d=f"{record['loss_2d']:.3f}",
                                         l3d=f"{record['loss_3d']:.4f}", img_s=f"{rate:.1f}")
                         if progress == "lines":
                             say(f"step {step}/{o.steps}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
-                                f"3D {record['loss_3d']:.5f} m^2), lr {lr_used:.3g}, {rate:.1f} img/s")
+                                f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}), lr {lr_used:.3g}, {rate:.1f} img/s")
                         window = {k: 0 for k in window}
                         t_window = time.perf_counter()
                     if cfg.val_every and step % cfg.val_every == 0 and step < o.steps:
@@ -455,7 +477,9 @@ def _format_quick(m: dict[str, Any]) -> str:
         parts.append(f"synthetic MPJPE {m['synth_mpjpe_mm']:.1f} mm, PA {m['synth_pa_mpjpe_mm']:.1f} mm, "
                      f"PCK@0.2 {m['synth_pck']:.3f}")
     if "real_pck" in m:
-        parts.append(f"real PCK@0.2 {m['real_pck']:.3f}")
+        parts.append(f"real PCK@0.2 {m['real_pck']:.3f}, detected {m['real_detected']:.3f}")
+    if "negative_detected" in m:
+        parts.append(f"person-free crops detected {m['negative_detected']:.3f} (mean score {m['negative_score']:.3f})")
     return "; ".join(parts) or "no validation data"
 
 

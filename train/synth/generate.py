@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.backgrounds import VAL_BACKGROUNDS, split_backgrounds  # noqa: F401 (re-exported)
 from train.config import default_data_root
 from train.motion import MotionBank, load_all, split
 from train.shards import ShardWriter
@@ -26,23 +27,12 @@ from train.synth.render import BodyRenderer
 from train.synth.scene import SceneOptions, load_backgrounds, make_sample
 
 VAL_BODY_FRACTION = 1 / 6
-# Backgrounds held out of training (by file name), chosen to span indoor, outdoor and texture.
-VAL_BACKGROUNDS = ("kde_Autumn.jpg", "kde_Kite.jpg", "kde_Path.jpg", "opencv_building.jpg",
-                   "opencv_home.jpg", "opencv_fruits.jpg", "opencv_board.jpg")
 SOURCE_WEIGHTS = {"h36m": 0.55, "cmu": 0.25, "deepmimic": 0.20}
 
 
 def split_bodies(count: int, split_name: str) -> np.ndarray:
     n_val = max(1, int(round(count * VAL_BODY_FRACTION)))
     return np.arange(count - n_val, count) if split_name == "val" else np.arange(count - n_val)
-
-
-def split_backgrounds(folder: Path, split_name: str) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not files:
-        raise FileNotFoundError(f"no background images in {folder}")
-    held = [p for p in files if p.name in VAL_BACKGROUNDS]
-    return held if split_name == "val" else [p for p in files if p.name not in VAL_BACKGROUNDS]
 
 
 class MotionSampler:
