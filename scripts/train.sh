@@ -3,7 +3,7 @@
 # Every step is seeded and resumes where it stopped: run the script again after an interruption.
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
-# 40 min for stage 2 (docs/training.md).
+# 40 min for stage 2 and 110 min for stage 3 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -26,6 +26,7 @@ $py -m train.train --config configs/train/default.yaml --out "$work/runs/default
 evaluate() {
     $py -m train.evaluate --model "$1/model.pt" --synth-val "$work"/synth_val* \
         --real2d "${POSECAST_DATA:-$root/../shared/datasets}/real2d_fashion" --align average lstsq weighted \
+        --backgrounds "${POSECAST_DATA:-$root/../shared/datasets}/backgrounds" \
         --json "$1/eval.json"
 }
 [ -f "$work/runs/default/eval.json" ] || evaluate "$work/runs/default"
@@ -34,7 +35,11 @@ evaluate() {
 $py -m train.lifting --out "$work/lifter/pre.pt" --bodies "$work/bodies.npz" --width 512 --blocks 2 --steps 12000 \
     --attach-to "$work/runs/default/model.pt" --model-out "$work/runs/lifter_only/model.pt"
 [ -f "$work/runs/lifter_only/eval.json" ] || evaluate "$work/runs/lifter_only"
-# Stage 2 (the shipped model): stage 1 with the lifter, fine-tuned on the images.
+# Stage 2: stage 1 with the lifter, its 3D branch fine-tuned on the images.
 $py -m train.train --config configs/train/lifted.yaml --out "$work/runs/lifted" \
     --init-from "$work/runs/default/model.pt" --lifter-from "$work/lifter/pre.pt"
 [ -f "$work/runs/lifted/eval.json" ] || evaluate "$work/runs/lifted"
+# Stage 3 (the shipped model): all of stage 2 trained further, with real photos and person-free crops.
+$py -m train.train --config configs/train/refined.yaml --out "$work/runs/refined" \
+    --init-from "$work/runs/lifted/model.pt"
+[ -f "$work/runs/refined/eval.json" ] || evaluate "$work/runs/refined"

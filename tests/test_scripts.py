@@ -1,0 +1,77 @@
+"""The figure-making scripts of docs/training.md: scripts/vtest_crop.py and scripts/contact_sheet.py."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 frames of 160x120 whose red channel is the frame index x 8."""
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"crf": "0"}
+        for i in range(30):
+            img = np.zeros((120, 160, 3), np.uint8)
+            img[..., 2] = i * 8
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_contact_sheet_tiles_the_chosen_frames(clip: Path, tmp_path: Path) -> None:
+    sheet = load_script("contact_sheet")
+    out = tmp_path / "sheet.png"
+    assert sheet.main([str(clip), str(out), "--first", "2", "--every", "5", "--count", "5", "--columns", "3",
+                       "--width", "80"]) == 0
+    img = cv2.imread(str(out))
+    assert img.shape == (2 * 60, 3 * 80, 3)                 # 5 tiles of 80x60 in rows of 3, one blank
+    reds = [int(np.median(img[r * 60 + 40:r * 60 + 58, c * 80 + 40:c * 80 + 78, 2]))
+            for r in range(2) for c in range(3)][:5]
+    assert reds == pytest.approx([8 * f for f in (2, 7, 12, 17, 22)], abs=6)
+    assert int(img[60:, 160:].max()) == 0                    # the blank tile
+
+
+def test_contact_sheet_errors(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = load_script("contact_sheet")
+    assert sheet.main([str(tmp_path / "missing.mp4"), str(tmp_path / "s.jpg")]) == 2
+    assert sheet.main([str(clip), str(tmp_path / "s.jpg"), "--first", "500"]) == 2
+    assert sheet.main([str(clip), str(tmp_path / "s.jpg"), "--every", "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("contact_sheet: error:") for line in lines)
+    assert "has no frame 500" in lines[1]
+
+
+def test_vtest_crop_cuts_the_box_and_checks_it(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crop = load_script("vtest_crop")
+    out = tmp_path / "crop.mp4"
+    assert crop.main([str(clip), str(out), "--box", "20", "10", "100", "--size", "64", "--frames", "3", "8"]) == 0
+    with av.open(str(out)) as src:
+        frames = [f.to_ndarray(format="bgr24") for f in src.decode(video=0)]
+    assert len(frames) == 6 and frames[0].shape == (64, 64, 3)
+    assert int(np.median(frames[0][..., 2])) == pytest.approx(24, abs=6)
+    capsys.readouterr()
+    assert crop.main([str(clip), str(tmp_path / "bad.mp4"), "--box", "100", "10", "100"]) == 2
+    assert "not inside the 160x120 frames" in capsys.readouterr().err
+    assert not (tmp_path / "bad.mp4").exists()
