@@ -16,7 +16,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description="Every Nth frame of a video as one labelled grid image.")
     p.add_argument("input")
     p.add_argument("output", help="an image file (.jpg, .png)")
     p.add_argument("--first", type=int, default=0, help="first frame index")
@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [tiles[i:i + args.columns] for i in range(0, len(tiles), args.columns)]
     rows[-1] = rows[-1] + [blank] * (args.columns - len(rows[-1]))
     sheet = np.vstack([np.hstack(r) for r in rows])
-    if not cv2.imwrite(args.output, sheet, [cv2.IMWRITE_JPEG_QUALITY, 85]):
-        print(f"contact_sheet: error: cannot write {args.output}", file=sys.stderr)
+    try:
+        written = cv2.imwrite(args.output, sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    except cv2.error:                   # no writer for that extension
+        written = False
+    if not written:
+        print(f"contact_sheet: error: cannot write {args.output} (a .jpg or .png in an existing folder)",
+              file=sys.stderr)
         return 2
     print(f"contact_sheet: {len(tiles)} frames -> {args.output}")
     return 0

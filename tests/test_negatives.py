@@ -59,12 +59,13 @@ def test_negative_crop_shape_and_seeding() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), size=st.sampled_from([32, 64, 128]))
-def test_clutter_draws_inside_the_crop_and_changes_it(seed: int, size: int) -> None:
-    image = np.full((size, size, 3), 127, np.uint8)
+def test_clutter_always_leaves_a_mark(seed: int, size: int) -> None:
+    image = np.zeros((size, size, 3), np.uint8)
     draw_clutter(image, np.random.default_rng(seed))
     assert image.shape == (size, size, 3)
-    # Every shape is at least a few per cent of the side across, so it always leaves a mark.
-    assert (image != 127).any()
+    # Every shape is a few per cent of the side across, centred inside the crop, and never black
+    # (greys are at least 10, colours have a value of at least 60).
+    assert (image > 0).any()
 
 
 def test_clutter_probability_zero_leaves_the_photo_alone() -> None:
@@ -88,8 +89,8 @@ def test_negative_dataset_items(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no background photos"):
         NegativeDataset([], input_size=48)
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ValueError, match="broken.jpg"):
-        NegativeDataset([tmp_path / "broken.jpg"], input_size=48)[0]
+    with pytest.raises(ValueError, match="broken.jpg"):                 # at once, not in a loader worker
+        NegativeDataset([tmp_path / "broken.jpg"], input_size=48)
 
 
 # --- the loss -----------------------------------------------------------------------------
@@ -135,7 +136,8 @@ def test_sampler_mixes_in_negatives() -> None:
     idx = np.array([i for batch in sampler for i, _ in batch])
     negative = idx >= 120
     assert idx.max() < 129 and 0.07 < negative.mean() < 0.13
-    assert 0.18 < ((idx >= 100) & (idx < 120)).mean() < 0.3            # real: 0.25 of the rest
+    people = idx[~negative]
+    assert 0.22 < (people >= 100).mean() < 0.28                # real: 0.25 of the people, whatever negatives take
     with pytest.raises(ValueError, match="negative_fraction"):
         MixedBatchSampler(100, 20, 0.25, 8, seed=1, steps=2, n_negative=0, negative_fraction=0.1)
     with pytest.raises(ValueError, match="negative_fraction"):

@@ -58,8 +58,9 @@ def test_contact_sheet_errors(clip: Path, tmp_path: Path, capsys: pytest.Capture
     assert sheet.main([str(tmp_path / "missing.mp4"), str(tmp_path / "s.jpg")]) == 2
     assert sheet.main([str(clip), str(tmp_path / "s.jpg"), "--first", "500"]) == 2
     assert sheet.main([str(clip), str(tmp_path / "s.jpg"), "--every", "0"]) == 2
+    assert sheet.main([str(clip), str(tmp_path / "s.xyz")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("contact_sheet: error:") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("contact_sheet: error:") for line in lines)
     assert "has no frame 500" in lines[1]
 
 

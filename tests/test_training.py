@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.errors import ConfigError
+from engines.errors import ConfigError, InputError
 from engines.skeleton import H36M17
 from train.config import load_train_config
 from train.shards import ShardWriter, SynthSample, encode_jpeg
@@ -144,6 +144,12 @@ def test_shipped_recipes_load() -> None:
         if name != "default":
             steps.add((cfg.optim.steps, cfg.seed, cfg.data))
     assert len(steps) == 1          # the ablations differ only in the model
+    # The shipped model's later stages (scripts/train.sh).
+    lifted = load_train_config(REPO / "configs" / "train" / "lifted.yaml")
+    assert lifted.freeze_2d and lifted.lifter_from and lifted.model_config().lift_width == 512
+    refined = load_train_config(REPO / "configs" / "train" / "refined.yaml")
+    assert refined.init_scope == "all" and not refined.freeze_2d and refined.model_config().lift_width == 512
+    assert refined.data.negative_fraction > 0 and refined.data.backgrounds_dir and refined.data.real_fraction > 0
 
 
 @pytest.mark.parametrize("text, key", [
@@ -152,6 +158,9 @@ def test_shipped_recipes_load() -> None:
     ("model:\n  roots: [pelvis, nek]\n", "model.roots"),
     ("model:\n  roots: [thorax]\n", "model.roots"),
     ("data:\n  real_fraction: 1.5\n", "data.real_fraction"),
+    ("data:\n  negative_fraction: 1.0\n  backgrounds_dir: bg\n", "data.negative_fraction"),
+    ("loss:\n  w_neg: -1\n", "loss.w_neg"),
+    ("init_scope: everything\n", "init_scope"),
     ("optim:\n  lr: fast\n", "optim.lr"),
     ("lerning_rate: 0.1\n", "lerning_rate"),
 ])
@@ -527,7 +536,7 @@ def test_negatives_train_and_are_measured(data: dict[str, Path], tmp_path: Path)
     # A missing folder is one clear error before any step; a fraction without a folder is a recipe error.
     missing = section.replace(str(bg), str(tmp_path / "nowhere"))
     bad = load_train_config(recipe(data, tmp_path, name="neg_missing", data=missing))
-    with pytest.raises(Exception, match="training data: background folder not found"):
+    with pytest.raises(InputError, match="training data: background folder not found"):
         train(bad, tmp_path / "neg_missing", progress=False)
     no_dir = section.replace(f"  backgrounds_dir: {bg}\n", "")
     with pytest.raises(ConfigError, match="negative_fraction > 0 needs backgrounds_dir"):
@@ -580,3 +589,11 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(tmp_path / "nowhere"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--backgrounds: background folder not found" in err[0]
+    broken = tmp_path / "broken_bg"
+    broken.mkdir()
+    (broken / "kde_Autumn.jpg").write_bytes(b"not a jpeg")
+    rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(broken), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "kde_Autumn.jpg is not an image OpenCV can read" in err[0]
+    rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--detect-score", "2", "--no-progress"])
+    assert rc == 2 and "--detect-score must be in [0, 1]" in capsys.readouterr().err

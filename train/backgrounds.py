@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 # Chosen to span indoor, outdoor and texture.
 VAL_BACKGROUNDS = ("kde_Autumn.jpg", "kde_Kite.jpg", "kde_Path.jpg", "opencv_building.jpg",
                    "opencv_home.jpg", "opencv_fruits.jpg", "opencv_board.jpg")
@@ -25,3 +28,14 @@ def split_backgrounds(folder: Path, split_name: str) -> list[Path]:
         raise FileNotFoundError(f"no background images in {folder}")
     held = [p for p in files if p.name in VAL_BACKGROUNDS]
     return held if split_name == "val" else [p for p in files if p.name not in VAL_BACKGROUNDS]
+
+
+def load_backgrounds(paths: list[Path]) -> list[tuple[str, np.ndarray]]:
+    """(file name, BGR image) of each photo; a file OpenCV cannot read is a ValueError naming it."""
+    out = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"background {p} is not an image OpenCV can read")
+        out.append((Path(p).name, img))
+    return out

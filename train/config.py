@@ -77,11 +77,12 @@ class DataSection:
     synth_dirs: tuple[str, ...]              # shard folders (each with manifest.json), or folders of them
     synth_val_dirs: tuple[str, ...] = ()
     real2d_dir: str | None = None            # COCO-format keypoints.json + images/ (null: synthetic only)
-    real_fraction: float = 0.0               # share of each batch drawn from the real 2D set
+    real_fraction: float = 0.0               # share of each batch's people drawn from the real 2D set
     real_val_fraction: float = 0.1           # real records held out for validation (split seed 0)
     augment: bool = True
     backgrounds_dir: str | None = None       # photos for negatives (train/negatives.py; their training split)
-    negative_fraction: float = 0.0           # share of each batch that is a person-free crop
+    negative_fraction: float = 0.0           # share of each batch that is a person-free crop (drawn
+                                             # after the people: real = (1 - this) x real_fraction)
 
     def check(self) -> None:
         if not self.synth_dirs:

@@ -293,7 +293,7 @@ class MixedDataset(ConcatDataset):
         self.n_negative = len(negative) if negative is not None else 0
         parts = [d for d in (synth, real, negative) if d is not None and len(d) > 0]
         if not parts:
-            raise ValueError("MixedDataset: both datasets are empty")
+            raise ValueError("MixedDataset: every dataset is empty")
         super().__init__(parts)
         self.seed = int(seed)
 

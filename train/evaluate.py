@@ -246,17 +246,21 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, Any]
             "2d": metrics_2d(points, out["joints_2d"].astype(np.float64), out["mask_2d"] > 0, cfg)}
 
 
-def default_detect_score() -> float:
-    """The pipeline's `tracking.detect_min_score` (configs/pipeline.yaml)."""
+def pipeline_scoring() -> tuple[float, int]:
+    """The pipeline's `tracking.detect_min_score` and `alignment.window` (configs/pipeline.yaml):
+    what its search calls a person, and the decoding window its confidences come from."""
     from streamer.config import load_pipeline_config
 
-    return float(load_pipeline_config().tracking.detect_min_score)
+    pipeline = load_pipeline_config()
+    return float(pipeline.tracking.detect_min_score), int(pipeline.alignment.window)
 
 
 def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: float) -> dict[str, Any]:
-    """The tracker's score of each crop (mean joint confidence): its mean, and the share of
-    crops at or above `detect_score` (a person found, for a search)."""
-    _, conf = decode(out["probs"], cfg.input_size)
+    """The tracker's score of each crop (mean joint confidence, decoded with the pipeline's
+    window): its mean, and the share of crops at or above `detect_score` (a person found, for a
+    search)."""
+    _, window = pipeline_scoring()
+    _, conf = decode(out["probs"], cfg.input_size, window)
     score = conf.mean(axis=-1)
     return {"mean": float(score.mean()), "detected": float((score >= detect_score).mean()),
             "threshold": float(detect_score)}
@@ -273,7 +277,7 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
     from tqdm import tqdm
 
     if detect_score is None:
-        detect_score = default_detect_score()
+        detect_score, _ = pipeline_scoring()
     sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds), ("negative", negative_ds))
             if ds is not None]
     plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
@@ -418,6 +422,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nothing to evaluate on: give --synth-val, --real2d and/or --backgrounds")
     if args.negatives < 1:
         raise InputError("--negatives must be >= 1")
+    if args.detect_score is not None and not 0.0 <= args.detect_score <= 1.0:
+        raise InputError(f"--detect-score must be in [0, 1] (got {args.detect_score})")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
     predictor, cfg, weights = load_predictor(args.model, args.threads)
@@ -441,11 +447,11 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             photos = split_backgrounds(resolve_path(args.backgrounds), "val")
-        except FileNotFoundError as exc:
+            if not photos:
+                raise FileNotFoundError(f"none of the held-out background photos is in {args.backgrounds}")
+            negative_ds = NegativeDataset(photos, input_size=cfg.input_size, seed=0, length=args.negatives)
+        except (FileNotFoundError, ValueError) as exc:
             raise InputError(f"--backgrounds: {exc}") from None
-        if not photos:
-            raise InputError(f"--backgrounds: none of the held-out background photos is in {args.backgrounds}")
-        negative_ds = NegativeDataset(photos, input_size=cfg.input_size, seed=0, length=args.negatives)
     res = evaluate(predictor, cfg, synth_ds, real_ds, args.align, args.limit, args.per_root,
                    args.batch_size, progress=not args.no_progress, negative_ds=negative_ds,
                    detect_score=args.detect_score)

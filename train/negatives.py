@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from engines.skeleton import H36M17
-from train.datasets import SOURCE_NEGATIVE, _Augmented, _pack, colour_jitter, sample_rng
+from train.backgrounds import load_backgrounds
+from train.datasets import SOURCE_NEGATIVE, _Augmented, _pack, colour_jitter, flip_image, sample_rng
 
 __all__ = ["NegativeDataset", "NegativeOptions", "draw_clutter", "negative_crop"]
 
@@ -87,9 +88,7 @@ def negative_crop(photo: np.ndarray, size: int, rng: np.random.Generator,
     y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     crop = cv2.resize(photo[y0:y0 + side, x0:x0 + side], (size, size),
                       interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    crop = np.ascontiguousarray(crop)
+    crop = flip_image(crop) if rng.random() < 0.5 else np.ascontiguousarray(crop)
     if rng.random() < opts.clutter_probability:
         for _ in range(int(rng.integers(opts.clutter_count[0], opts.clutter_count[1] + 1))):
             draw_clutter(crop, rng)
@@ -101,8 +100,9 @@ def negative_crop(photo: np.ndarray, size: int, rng: np.random.Generator,
 
 
 class NegativeDataset(_Augmented):
-    """Negatives drawn from a list of photos. Item i comes from photo i % len(photos); every
-    draw is a new crop (the loader's `sample_rng`). `length` only sets how many items the
+    """Negatives drawn from a list of photos, read at once (so that an unreadable file is an error
+    before training starts, not in a loader worker). Item i comes from photo i % len(photos);
+    every draw is a new crop (the loader's `sample_rng`). `length` only sets how many items the
     dataset claims (the evaluation's fixed count; the training sampler draws with replacement)."""
 
     def __init__(self, photos: Sequence[Path], input_size: int = 128, seed: int = 0, length: int | None = None,
@@ -111,25 +111,16 @@ class NegativeDataset(_Augmented):
         if not photos:
             raise ValueError("no background photos for negatives")
         self.paths = [Path(p) for p in photos]
+        self.photos = [img for _, img in load_backgrounds(self.paths)]
         self.input_size = int(input_size)
         self.length = int(length) if length is not None else len(self.paths)
         self.opts = opts
-        self._photos: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.length
 
-    def photo(self, k: int) -> np.ndarray:
-        img = self._photos.get(k)
-        if img is None:
-            img = cv2.imread(str(self.paths[k]), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"background {self.paths[k]} is not an image OpenCV can read")
-            self._photos[k] = img
-        return img
-
     def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
-        crop = negative_crop(self.photo(i % len(self.paths)), self.input_size, rng, self.opts)
+        crop = negative_crop(self.photos[i % len(self.photos)], self.input_size, rng, self.opts)
         n = H36M17.num_joints
         zeros2, zeros3 = np.zeros((n, 2), np.float32), np.zeros((n, 3), np.float32)
         return _pack(crop, zeros2, np.zeros(n, np.float32), zeros3, 0.0, SOURCE_NEGATIVE)

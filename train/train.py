@@ -153,9 +153,13 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
         from train.negatives import NegativeDataset
 
         if cfg.data.negative_fraction > 0:
-            negative = NegativeDataset(split_backgrounds(bg_dir, "train"), input_size=size, seed=cfg.seed)
-        negative_val = NegativeDataset(split_backgrounds(bg_dir, "val"), input_size=size, seed=0,
-                                       length=cfg.val_samples)
+            photos = split_backgrounds(bg_dir, "train")
+            if not photos:
+                raise ValueError(f"{bg_dir} holds only held-out background photos: none for training negatives")
+            negative = NegativeDataset(photos, input_size=size, seed=cfg.seed)
+        held_out = split_backgrounds(bg_dir, "val")
+        if held_out:            # without any, validation measures no false detections
+            negative_val = NegativeDataset(held_out, input_size=size, seed=0, length=cfg.val_samples)
     return Data(synth, real, synth_val, real_val, negative, negative_val)
 
 
@@ -284,9 +288,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     Returns a summary."""
     from tqdm import tqdm
 
-    from train.datasets import make_loader
+    from train.datasets import SOURCE_NEGATIVE, make_loader
     from train.evaluate import TorchPredictor, quick_metrics
-    from train.datasets import SOURCE_NEGATIVE
     from train.losses import loss_2d, loss_3d, loss_negative, offsets_target, soft_label_targets
 
     say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
@@ -380,7 +383,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3 + cfg.loss.w_neg * ln
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1} "
-                                                 f"(2D {l2.item():.4g}, 3D {l3.item():.4g}); lower optim.lr")
+                                                 f"(2D {l2.item():.4g}, 3D {l3.item():.4g}, negatives "
+                                                 f"{ln.item():.4g}); lower optim.lr")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if o.grad_clip is not None:
@@ -407,7 +411,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                                   "time": time.time()}
                         log.write(json.dumps(record) + "\n")
                         bar.set_postfix(loss=f"{record['loss']:.3f}", l2d=f"{record['loss_2d']:.3f}",
-                                        l3d=f"{record['loss_3d']:.4f}", img_s=f"{rate:.1f}")
+                                        l3d=f"{record['loss_3d']:.4f}", lneg=f"{record['loss_neg']:.3f}",
+                                        img_s=f"{rate:.1f}")
                         if progress == "lines":
                             say(f"step {step}/{o.steps}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
                                 f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}), lr {lr_used:.3g}, {rate:.1f} img/s")

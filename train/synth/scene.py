@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from engines.skeleton import H36M17
+from train.backgrounds import load_backgrounds  # noqa: F401 (re-exported)
 from train.motion import H36MCamera
 from train.shards import SynthSample, encode_jpeg
 from train.synth.body import REGIONS, BodyBank
@@ -44,16 +45,6 @@ class SceneOptions:
     blur_probability: float = 0.2
     noise_probability: float = 0.3
     jpeg_quality: tuple[int, int] = (45, 95)
-
-
-def load_backgrounds(paths: list[Path]) -> list[tuple[str, np.ndarray]]:
-    out = []
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"background {p} is not an image OpenCV can read")
-        out.append((p.name, img))
-    return out
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
