@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -51,6 +52,27 @@ def test_contact_sheet_tiles_the_chosen_frames(clip: Path, tmp_path: Path) -> No
             for r in range(2) for c in range(3)][:5]
     assert reds == pytest.approx([8 * f for f in (2, 7, 12, 17, 22)], abs=6)
     assert int(img[60:, 160:].max()) == 0                    # the blank tile
+
+
+def test_contact_sheet_zooms_onto_the_tracked_person(clip: Path, tmp_path: Path) -> None:
+    sheet = load_script("contact_sheet")
+    track = tmp_path / "t.jsonl"
+    lines = [json.dumps({"type": "meta"})]
+    for seq in range(30):
+        people = [{"bbox": [10, 20, 30, 60], "score": 0.5}] if seq != 5 else []
+        lines.append(json.dumps({"type": "pose", "seq": seq, "people": people}))
+    track.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "zoom.png"
+    assert sheet.main([str(clip), str(out), "--first", "0", "--every", "5", "--count", "2", "--columns", "2",
+                       "--width", "96", "--zoom", str(track)]) == 0
+    img = cv2.imread(str(out))
+    # Frame 0: a square of 96 px (twice the box's 40, raised to the minimum) scaled to 96. Frame 5
+    # has no person: the whole 160x120 frame at 96 px wide, 72 high, padded to the row's height.
+    assert img.shape == (96, 192, 3)
+    assert int(img[80:, 100:190].max()) == 0 and int(np.median(img[40:70, 140:190, 2])) == pytest.approx(40, abs=6)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert sheet.main([str(clip), str(out), "--zoom", str(bad)]) == 2
 
 
 def test_contact_sheet_errors(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
