@@ -11,7 +11,8 @@ data="${POSECAST_DATA:-$root/../shared/datasets}"
 py=.venv/bin/python
 evaluate() {
     [ -f "$1/eval.json" ] || $py -m train.evaluate --model "$1/model.pt" --synth-val "$work"/synth_val* \
-        --real2d "$data/real2d_fashion" --align average lstsq weighted --json "$1/eval.json"
+        --real2d "$data/real2d_fashion" --backgrounds "$data/backgrounds" --align average lstsq weighted \
+        --json "$1/eval.json"
 }
 # The start every variant shares (stage 1), as it is.
 evaluate "$work/runs/default"
@@ -31,5 +32,14 @@ done
 for run in baseline multiroot fusion both lifter; do
     specs+=("$run=$work/runs/ablation_$run/eval.json")
 done
+# The later stages of the shipped model (scripts/train.sh), where they exist.
+if [ -f "$work/runs/lifted/model.pt" ]; then
+    evaluate "$work/runs/lifted"
+    specs+=("stage 2 (3D branch only, 4000 steps)=$work/runs/lifted/eval.json")
+fi
+if [ -f "$work/runs/refined/model.pt" ]; then
+    evaluate "$work/runs/refined"
+    specs+=("stage 3 (shipped; all weights, negatives, 7000 steps)=$work/runs/refined/eval.json")
+fi
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

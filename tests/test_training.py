@@ -401,12 +401,14 @@ def test_ablation_report_table(tmp_path):
     a.write_text(json.dumps(fake("none", ["pelvis"], 100.0)))
     both = fake("conv", ["pelvis", "thorax"], 80.0, lift=512)
     both["synthetic"]["framing"] = {"tracking": {"3d": {"weighted": {"mpjpe_mm": 30.0}}}}
+    both["negative"] = {"samples": 5, "score": {"mean": 0.1, "detected": 0.2, "threshold": 0.3}}
     b.write_text(json.dumps(both))
     out = tmp_path / "t.md"
     assert report_main([f"baseline={a}", f"both={b}", "--out", str(out)]) == 0
     rows = out.read_text().splitlines()
-    assert rows[2] == "| baseline | none | - | 1 | 100.0 | 101.0 | 102.0 | 50.0 | - | 50.0 | 25.0 |"
-    assert rows[3].startswith("| both | conv | 512x2 | 2 | 80.0 | 81.0 | 82.0 | 40.0 | 30.0 |")
+    assert rows[2] == "| baseline | none | - | 1 | 100.0 | 101.0 | 102.0 | 50.0 | - | 50.0 | 25.0 | - |"
+    assert rows[3] == "| both | conv | 512x2 | 2 | 80.0 | 81.0 | 82.0 | 40.0 | 30.0 | 50.0 | 25.0 | 20.0 |"
+    assert "person-free crops of held-out backgrounds" in rows[-1] and rows[-1].endswith(": 5.")
     assert report_main(["nonsense"]) == 2
     assert report_main([f"x={tmp_path / 'missing.json'}"]) == 2
 

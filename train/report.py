@@ -23,8 +23,9 @@ def _lifter(model: dict[str, Any]) -> str:
 
 def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     head = ("| run | fusion | lifter | roots | MPJPE average mm | MPJPE lstsq mm | MPJPE weighted mm | "
-            "PA-MPJPE weighted mm | MPJPE weighted, tracking crops mm | synthetic PCK@0.2 % | real PCK@0.2 % |")
-    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "PA-MPJPE weighted mm | MPJPE weighted, tracking crops mm | synthetic PCK@0.2 % | real PCK@0.2 % | "
+            "person-free crops found % |")
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, d in runs:
         m3 = d["synthetic"]["3d"]
         tracking = d["synthetic"].get("framing", {}).get("tracking", {}).get("3d", {}).get("weighted", {})
@@ -34,13 +35,17 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
             f"{_fmt(m3.get('average', {}).get('mpjpe_mm'))} | {_fmt(m3.get('lstsq', {}).get('mpjpe_mm'))} | "
             f"{_fmt(m3.get('weighted', {}).get('mpjpe_mm'))} | {_fmt(m3.get('weighted', {}).get('pa_mpjpe_mm'))} | "
             f"{_fmt(tracking.get('mpjpe_mm'))} | "
-            f"{_fmt(d['synthetic']['2d']['pck'], 1, 100)} | {_fmt(d['real']['2d']['pck'], 1, 100) if d.get('real') else '-'} |"
+            f"{_fmt(d['synthetic']['2d']['pck'], 1, 100)} | {_fmt(d['real']['2d']['pck'], 1, 100) if d.get('real') else '-'} | "
+            f"{_fmt(d.get('negative', {}).get('score', {}).get('detected'), 1, 100)} |"
         )
     samples = {d["synthetic"]["samples"] for _, d in runs}
     real = {d["real"]["samples"] for _, d in runs if d.get("real")}
     lines.append("")
+    negatives = {d["negative"]["samples"] for _, d in runs if d.get("negative")}
     lines.append(f"Held-out synthetic images: {', '.join(map(str, sorted(samples)))}; held-out real photos: "
-                 f"{', '.join(map(str, sorted(real))) or '-'}.")
+                 f"{', '.join(map(str, sorted(real))) or '-'}; person-free crops of held-out backgrounds "
+                 f"(found: the tracker's score reaches `tracking.detect_min_score`): "
+                 f"{', '.join(map(str, sorted(negatives))) or 'not measured'}.")
     return "\n".join(lines) + "\n"
 
 
