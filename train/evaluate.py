@@ -23,7 +23,6 @@ What is measured, and how:
   the 3D metrics are also given for each kind, told apart by the ground-truth joints' extent.
 - `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
   from that root (its own entry, 0 by construction, left out): how good each row is alone.
-
 - The tracker's score (the mean joint confidence, which its search compares with
   `tracking.detect_min_score`): its mean on each set, and the share of crops that reach the
   threshold. `--backgrounds DIR` adds person-free crops of the held-out background photos
