@@ -3,7 +3,7 @@
 # Every step is seeded and resumes where it stopped: run the script again after an interruption.
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
-# 40 min for stage 2 and 110 min for stage 3 (docs/training.md).
+# 40 min for stage 2 and 85 min for stage 3 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
