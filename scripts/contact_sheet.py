@@ -85,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                             text += f"  {found[1]:.2f}"
                         else:
                             text += "  none"
-                        side = min(img.shape[:2])
-                        img = img[:side, :side] if found is not None else img
                     h = round(img.shape[0] * args.width / img.shape[1])
                     tile = cv2.resize(img, (args.width, h),
                                       interpolation=cv2.INTER_AREA if img.shape[1] > args.width else cv2.INTER_LINEAR)

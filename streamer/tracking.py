@@ -59,6 +59,10 @@ class _Pending:
     rival: bool = False        # a periodic search beside the tracked crop of the same frame
 
 
+# A crop's decoded output: (item, points in the image, confidences, offsets, score).
+_Decoded = tuple[_Pending, np.ndarray, np.ndarray, np.ndarray, float]
+
+
 class PersonTracker:
     """Keeps the region of interest between calls; `process` handles a batch of frames."""
 
@@ -89,9 +93,8 @@ class PersonTracker:
         while pending:
             outputs = self._run(pending)
             follow_up: list[_Pending] = []
-            Decoded = tuple[_Pending, np.ndarray, np.ndarray, np.ndarray, float]    # item, pts, conf, offsets, score
-            best_search: dict[tuple[int, bool], Decoded] = {}
-            finished: list[Decoded] = []
+            best_search: dict[tuple[int, bool], _Decoded] = {}
+            finished: list[_Decoded] = []
             for item, (probs, offsets) in zip(pending, outputs):
                 pts_crop, conf = decode(probs, self.size, self.window)
                 pts = item.crop.to_image(pts_crop)

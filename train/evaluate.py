@@ -254,11 +254,9 @@ def pipeline_scoring() -> tuple[float, int]:
     return float(pipeline.tracking.detect_min_score), int(pipeline.alignment.window)
 
 
-def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: float) -> dict[str, Any]:
-    """The tracker's score of each crop (mean joint confidence, decoded with the pipeline's
-    window): its mean, and the share of crops at or above `detect_score` (a person found, for a
-    search)."""
-    _, window = pipeline_scoring()
+def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: float, window: int) -> dict[str, Any]:
+    """The tracker's score of each crop (mean joint confidence, decoded with its `window`): its
+    mean, and the share of crops at or above `detect_score` (a person found, for a search)."""
     _, conf = decode(out["probs"], cfg.input_size, window)
     score = conf.mean(axis=-1)
     return {"mean": float(score.mean()), "detected": float((score >= detect_score).mean()),
@@ -275,8 +273,9 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
     false-detection rate."""
     from tqdm import tqdm
 
+    pipeline_score, window = pipeline_scoring()
     if detect_score is None:
-        detect_score, _ = pipeline_scoring()
+        detect_score = pipeline_score
     sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds), ("negative", negative_ds))
             if ds is not None]
     plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
@@ -293,7 +292,7 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
                 results[key] = real_metrics(out, cfg)
             else:
                 results[key] = {"samples": len(out["probs"])}
-            results[key]["score"] = score_metrics(out, cfg, detect_score)
+            results[key]["score"] = score_metrics(out, cfg, detect_score, window)
         results["seconds"] = time.perf_counter() - t0
     return results
 

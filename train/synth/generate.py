@@ -5,7 +5,7 @@
 Shard k is drawn from its own random stream (seed, k), so an interrupted run resumes at the first
 incomplete shard and produces exactly what an uninterrupted run would have. The validation split
 uses motions, bodies and backgrounds that training never sees (`train.motion.HELD_OUT`,
-`VAL_BODIES`, `VAL_BACKGROUNDS`).
+`VAL_BODIES`, `train.backgrounds.VAL_BACKGROUNDS`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from train.backgrounds import VAL_BACKGROUNDS, split_backgrounds  # noqa: F401 (re-exported)
+from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
 from train.motion import MotionBank, load_all, split
 from train.shards import ShardWriter
 from train.synth.body import BodyBank
 from train.synth.render import BodyRenderer
-from train.synth.scene import SceneOptions, load_backgrounds, make_sample
+from train.synth.scene import SceneOptions, make_sample
 
 VAL_BODY_FRACTION = 1 / 6
 SOURCE_WEIGHTS = {"h36m": 0.55, "cmu": 0.25, "deepmimic": 0.20}

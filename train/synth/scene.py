@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from engines.skeleton import H36M17
-from train.backgrounds import load_backgrounds  # noqa: F401 (re-exported)
 from train.motion import H36MCamera
 from train.shards import SynthSample, encode_jpeg
 from train.synth.body import REGIONS, BodyBank
