@@ -31,6 +31,9 @@ class ModelConfig:
     # The lifter (engines/network.py): 0 leaves it out (models trained before it existed).
     lift_width: int = 0
     lift_blocks: int = 2
+    # Test-time mirroring (engines/network.py): at inference the network also sees each crop
+    # mirrored and averages both results. Off in models trained before it existed.
+    flip_test: bool = False
 
     @property
     def skeleton(self) -> Skeleton:
@@ -67,5 +70,10 @@ class ModelConfig:
         if self.lift_width and (self.lift_width < 16 or self.lift_blocks < 0):
             raise ValueError(f"lift_width must be 0 (no lifter) or at least 16, lift_blocks >= 0 "
                              f"(got {self.lift_width}, {self.lift_blocks})")
+        if self.flip_test:
+            flip = self.skeleton.flip_permutation
+            if {flip[i] for i in self.root_indices} != set(self.root_indices):
+                raise ValueError("flip_test needs the roots to include both sides of every left/right pair "
+                                 f"they name (got {list(self.roots)})")
         if any(s <= 0 for s in self.std_bgr):
             raise ValueError("std_bgr must be positive")

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,20 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit the network its metadata describes ({_first_line(exc)})") from None
     return net.eval(), info
+
+
+def with_flip_test(net: Any, info: ModelInfo, flip_test: bool) -> tuple[Any, ModelInfo]:
+    """The same weights with test-time mirroring (engines/network.py) switched on or off."""
+    from engines.network import PoseNet
+
+    cfg = replace(info.config, flip_test=flip_test)
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise ModelFileError(f"{info.weights}: {exc}") from None
+    out = PoseNet(cfg)
+    out.load_state_dict(net.state_dict())
+    return out.eval(), replace(info, config=cfg)
 
 
 # --- ONNX --------------------------------------------------------------------------------

@@ -180,16 +180,45 @@ class PoseNet(nn.Module):
         )
         self.input_size, self.grid_size = cfg.input_size, cfg.grid_size
         self.lifter = Lifter(j, r, cfg.lift_width, cfg.lift_blocks) if cfg.lift_width else None
+        self.flip_test = cfg.flip_test
+        # Not persistent: they follow from the skeleton and roots, and checkpoints stay as they were.
+        flip = cfg.skeleton.flip_permutation
+        roots = list(cfg.root_indices)
+        # Each root's mirror among the roots (ModelConfig.check ensures it exists under flip_test).
+        mirrored_roots = [roots.index(flip[i]) if flip[i] in roots else k for k, i in enumerate(roots)]
+        self.register_buffer("flip_joints", torch.tensor(flip, dtype=torch.int64), persistent=False)
+        self.register_buffer("flip_roots", torch.tensor(mirrored_roots, dtype=torch.int64), persistent=False)
+        self.register_buffer("mirror_x", torch.tensor([-1.0, 1.0, 1.0]), persistent=False)
         if self.lifter is not None:
             # The lifter gives the estimate; the regressor starts as a zero correction to it.
             nn.init.zeros_(self.regressor[-1].weight)
             nn.init.zeros_(self.regressor[-1].bias)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.flip_test and not self.training:
+            return self.forward_mirrored(image)
+        return self.forward_once(image)
+
+    def forward_once(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, offsets = self.forward_logits(image)
         b = logits.shape[0]
         probs = torch.softmax(logits.reshape(b, self.num_joints, -1), dim=-1)
         return probs.reshape(b, self.num_joints, self.grid, self.grid), offsets
+
+    def forward_mirrored(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test-time mirroring: the crops and their mirror images in one batch, the mirrored
+        results mapped back (grid columns reversed, left and right swapped, x negated: the mirror of
+        a crop whose principal point is its centre, as in training's flip augmentation) and
+        averaged with the direct ones. Measured on the held-out sets (docs/training.md), it lowers
+        MPJPE by about 6 mm and raises 2D PCK by about 2 points at twice the compute."""
+        both = torch.cat([image, image.flip(2)], dim=0)              # (2B, S, S, 3), width is dim 2
+        probs, offsets = self.forward_once(both)
+        # reshape(2, -1, ...) rather than slicing at B: no shape arithmetic in the exported graph.
+        probs = probs.reshape(2, -1, self.num_joints, self.grid, self.grid)
+        offsets = offsets.reshape(2, -1, self.num_roots, self.num_joints, 3)
+        probs_back = probs[1].index_select(1, self.flip_joints).flip(-1)
+        offsets_back = offsets[1].index_select(1, self.flip_roots).index_select(2, self.flip_joints) * self.mirror_x
+        return (probs[0] + probs_back) * 0.5, (offsets[0] + offsets_back) * 0.5
 
     def forward_logits(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`logits_2d` (B, J, G, G) before the softmax, and `offsets_3d`: what training needs, since

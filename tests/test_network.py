@@ -10,6 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines.backends.tensorrt_backend import MAX_ONNX_OPSET, default_opset, unsupported_ops
 from engines.model_config import ModelConfig
@@ -204,3 +206,89 @@ def test_2d_probabilities_feed_the_3d_branch_only_when_fused(small_model_config:
         assert grad is None or float(grad.abs().max()) == 0.0
     else:
         assert grad is not None and float(grad.abs().max()) > 0.0
+
+
+# --- test-time mirroring -------------------------------------------------------------------
+
+def mirror_outputs(cfg: ModelConfig, probs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the outputs of a mirrored crop mean for the crop itself: grid columns reversed,
+    left and right swapped (joints and roots), x negated."""
+    flip = list(cfg.skeleton.flip_permutation)
+    roots = list(cfg.root_indices)
+    root_flip = [roots.index(flip[i]) for i in roots]
+    back = offsets[:, root_flip][:, :, flip].copy()
+    back[..., 0] *= -1
+    return probs[:, flip][..., ::-1], back
+
+
+@pytest.fixture(scope="module")
+def mirrored_pair(small_model_config: ModelConfig) -> tuple[PoseNet, PoseNet]:
+    """The same weights (lifter included) without and with test-time mirroring."""
+    cfg = dataclasses.replace(small_model_config, lift_width=16, seed=5)
+    plain = build_network(cfg)
+    mirrored = PoseNet(dataclasses.replace(cfg, flip_test=True))
+    mirrored.load_state_dict(plain.state_dict())
+    return plain, mirrored.eval()
+
+
+def test_flip_test_averages_the_crop_and_its_mirror(mirrored_pair) -> None:
+    plain, mirrored = mirrored_pair
+    cfg = plain.cfg
+    x = crops(cfg, 3, seed=21)
+    probs, offsets = run_torch(mirrored, x)
+    p1, o1 = run_torch(plain, x)
+    p2, o2 = mirror_outputs(cfg, *run_torch(plain, np.ascontiguousarray(x[:, :, ::-1])))
+    np.testing.assert_allclose(probs, (p1 + p2) / 2, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(offsets, (o1 + o2) / 2, atol=1e-6, rtol=0)
+    assert not np.allclose(offsets, o1, atol=1e-4)          # it does change the result
+    np.testing.assert_allclose(probs.sum(axis=(-2, -1)), 1.0, atol=1e-5)
+    roots = list(cfg.root_indices)
+    assert np.all(offsets[:, np.arange(len(roots)), roots, :] == 0.0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3))
+def test_flip_test_is_mirror_symmetric(mirrored_pair, seed: int, batch: int) -> None:
+    """A model with mirroring answers a mirrored crop with exactly the mirror of its answer."""
+    _, mirrored = mirrored_pair
+    cfg = mirrored.cfg
+    x = crops(cfg, batch, seed=seed)
+    probs, offsets = run_torch(mirrored, x)
+    mp, mo = mirror_outputs(cfg, *run_torch(mirrored, np.ascontiguousarray(x[:, :, ::-1])))
+    np.testing.assert_allclose(mp, probs, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(mo, offsets, atol=1e-6, rtol=0)
+
+
+def test_flip_test_is_off_while_training(mirrored_pair) -> None:
+    plain, mirrored = mirrored_pair
+    x = torch.from_numpy(crops(plain.cfg, 2, seed=4))
+    plain.train(), mirrored.train()
+    try:
+        with torch.no_grad():
+            a, b = plain(x), mirrored(x)
+    finally:
+        plain.eval(), mirrored.eval()
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_flip_test_exports_to_onnx(mirrored_pair, tmp_path: Path) -> None:
+    _, mirrored = mirrored_pair
+    info = ModelInfo(mirrored.cfg, weights="mirrored, test", trained=False)
+    path = export_onnx(mirrored, info, tmp_path / "mirrored.onnx")
+    assert read_onnx_info(path).config.flip_test is True
+    model = onnx.load(str(path))
+    assert unsupported_ops(model) == []
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        x = crops(info.config, batch, seed=30 + batch)
+        probs, offsets = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        ref_probs, ref_offsets = run_torch(mirrored, x)
+        np.testing.assert_allclose(probs, ref_probs, atol=PROBS_ATOL, rtol=0)
+        np.testing.assert_allclose(offsets, ref_offsets, atol=OFFSETS_ATOL, rtol=0)
+
+
+def test_flip_test_needs_mirror_closed_roots(small_model_config: ModelConfig) -> None:
+    cfg = dataclasses.replace(small_model_config, roots=("pelvis", "l_hip"), flip_test=True)
+    with pytest.raises(ValueError, match="flip_test needs the roots"):
+        cfg.check()
+    dataclasses.replace(cfg, flip_test=False).check()

@@ -150,6 +150,11 @@ def test_shipped_recipes_load() -> None:
     refined = load_train_config(REPO / "configs" / "train" / "refined.yaml")
     assert refined.init_scope == "all" and not refined.freeze_2d and refined.model_config().lift_width == 512
     assert refined.data.negative_fraction > 0 and refined.data.backgrounds_dir and refined.data.real_fraction > 0
+    extended = load_train_config(REPO / "configs" / "train" / "extended.yaml")
+    assert extended.init_from.endswith("refined/model.pt") and extended.init_scope == "all"
+    assert extended.data == refined.data and extended.model_config() == refined.model_config()
+    # Trained and validated without test-time mirroring; train/ship.py switches it on when shipping.
+    assert not extended.model_config().flip_test
 
 
 @pytest.mark.parametrize("text, key", [

@@ -90,8 +90,10 @@ class OnnxPredictor:
         return out.probs_2d, out.offsets_3d
 
 
-def load_predictor(path: str | Path, threads: int = 0) -> tuple[Callable, ModelConfig, str]:
-    """A model file -> (predictor, its model config, its weights line)."""
+def load_predictor(path: str | Path, threads: int = 0,
+                   flip_test: bool | None = None) -> tuple[Callable, ModelConfig, str]:
+    """A model file -> (predictor, its model config, its weights line). `flip_test` overrides the
+    model's test-time mirroring (a `.pt` only: an ONNX graph holds it); None keeps it."""
     from engines.errors import ModelFileError
 
     path = Path(path)
@@ -100,15 +102,20 @@ def load_predictor(path: str | Path, threads: int = 0) -> tuple[Callable, ModelC
         from engines.model_file import read_onnx_info
 
         info = read_onnx_info(path)
+        if flip_test is not None and flip_test != info.config.flip_test:
+            raise InputError(f"{path}: test-time mirroring is part of an ONNX graph ({'on' if info.config.flip_test else 'off'} "
+                             f"in this one); evaluate its .pt checkpoint to change it")
         return OnnxPredictor(path, threads), info.config, info.weights
     if suffix in (".pt", ".pth"):
         import torch
 
-        from engines.model_file import load_checkpoint
+        from engines.model_file import load_checkpoint, with_flip_test
 
         if threads > 0:
             torch.set_num_threads(threads)
         net, info = load_checkpoint(path)
+        if flip_test is not None:
+            net, info = with_flip_test(net, info, flip_test)
         return TorchPredictor(net), info.config, info.weights
     raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
 
@@ -403,6 +410,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how many person-free crops (default 500; seeded, the same every run)")
     p.add_argument("--detect-score", type=float, metavar="S",
                    help="the score that counts as a person found (default: configs/pipeline.yaml's detect_min_score)")
+    p.add_argument("--flip-test", choices=("on", "off"),
+                   help="test-time mirroring on or off for a .pt model (default: as the model file says)")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
@@ -424,7 +433,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--detect-score must be in [0, 1] (got {args.detect_score})")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
-    predictor, cfg, weights = load_predictor(args.model, args.threads)
+    flip = None if args.flip_test is None else args.flip_test == "on"
+    predictor, cfg, weights = load_predictor(args.model, args.threads, flip)
     synth_ds = real_ds = None
     if args.synth_val:
         synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False, seed=0)
@@ -454,7 +464,8 @@ def run(args: argparse.Namespace) -> int:
                    args.batch_size, progress=not args.no_progress, negative_ds=negative_ds,
                    detect_score=args.detect_score)
     res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
-                    "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks}
+                    "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks,
+                    "flip_test": cfg.flip_test}
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))
     if args.json:
         path = Path(args.json)

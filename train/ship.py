@@ -1,0 +1,69 @@
+"""Ship a trained checkpoint: `python -m train.ship --model RUN/model.pt --out engines/weights/default.pt`.
+
+A training run writes its network exactly as it trained and validated it. Shipping copies the
+weights bit for bit and may set what changes inference only, not the weights:
+- `--flip-test on|off`: test-time mirroring (engines/network.py), measured in docs/training.md;
+- `--weights TEXT`: the line that says what the weights are (`posecast` prints it at start).
+The output is checked by loading it back and comparing its outputs with the source network's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engines.errors import InputError, PosecastError
+
+PROG = "ship"
+
+
+def ship(model: Path, out: Path, flip_test: bool | None = None, weights: str | None = None) -> str:
+    """Writes `out`; returns its weights line."""
+    from dataclasses import replace
+
+    import torch
+
+    from engines.model_file import load_checkpoint, save_checkpoint, with_flip_test
+
+    net, info = load_checkpoint(model)
+    if flip_test is not None:
+        net, info = with_flip_test(net, info, flip_test)
+    if weights is not None:
+        if not weights.strip():
+            raise InputError("--weights must not be empty")
+        info = replace(info, weights=weights.strip())
+    if Path(out).resolve() == Path(model).resolve():
+        raise InputError(f"--out is the --model file itself ({out}); write the shipped model elsewhere")
+    save_checkpoint(Path(out), net, info)
+
+    back, back_info = load_checkpoint(Path(out))
+    probe = torch.randint(0, 256, (2, info.config.input_size, info.config.input_size, 3), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for a, b in zip(net(probe), back(probe)):
+            if not torch.equal(a, b):
+                raise PosecastError(f"{out}: the written model does not reproduce the source's outputs")
+    return back_info.weights
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.ship", description=__doc__.splitlines()[0].split(": ", 1)[0])
+    p.add_argument("--model", required=True, type=Path, help="a Posecast .pt checkpoint (a training run's model.pt)")
+    p.add_argument("--out", required=True, type=Path, help="where to write the shipped .pt")
+    p.add_argument("--flip-test", choices=("on", "off"), help="test-time mirroring (default: as in --model)")
+    p.add_argument("--weights", metavar="TEXT", help="what the weights are (default: as in --model)")
+    args = p.parse_args(argv)
+    try:
+        flip = None if args.flip_test is None else args.flip_test == "on"
+        line = ship(args.model, args.out, flip, args.weights)
+    except PosecastError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    size_mb = args.out.stat().st_size / 1e6
+    print(f"{PROG}: wrote {args.out} ({size_mb:.1f} MB): {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
