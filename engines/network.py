@@ -21,6 +21,10 @@ from the grid (as `engines/grid.decode` does) go through a residual MLP (Martine
 every root's offsets, and the regressor then learns a correction from the image. Its input is
 normalised for position and scale, so it is trained first on projected motion capture alone
 (`train/lifting.py`: millions of poses without rendering an image), then with the whole network.
+
+Test-time mirroring (`flip_test`): in eval mode the network also runs on each crop's mirror image,
+in the same batch, and averages both results mapped back to the crop. It is part of the exported
+graph, so every backend does it; training never does.
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ class PoseNet(nn.Module):
         MPJPE by about 6 mm and raises 2D PCK by about 2 points at twice the compute."""
         both = torch.cat([image, image.flip(2)], dim=0)              # (2B, S, S, 3), width is dim 2
         probs, offsets = self.forward_once(both)
-        # reshape(2, -1, ...) rather than slicing at B: no shape arithmetic in the exported graph.
+        # reshape(2, -1, ...) splits the halves without a Slice at a batch size read from the graph.
         probs = probs.reshape(2, -1, self.num_joints, self.grid, self.grid)
         offsets = offsets.reshape(2, -1, self.num_roots, self.num_joints, 3)
         probs_back = probs[1].index_select(1, self.flip_joints).flip(-1)

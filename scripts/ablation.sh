@@ -9,10 +9,13 @@ cd "$root"
 work="${POSECAST_WORK:-$root/../data}"
 data="${POSECAST_DATA:-$root/../shared/datasets}"
 py=.venv/bin/python
+# evaluate RUN_DIR [JSON_NAME [EXTRA_ARGS...]]: once per run (and JSON name).
 evaluate() {
-    [ -f "$1/eval.json" ] || $py -m train.evaluate --model "$1/model.pt" --synth-val "$work"/synth_val* \
+    local dir="$1" name="${2:-eval.json}"
+    shift $(( $# < 2 ? $# : 2 ))
+    [ -f "$dir/$name" ] || $py -m train.evaluate --model "$dir/model.pt" --synth-val "$work"/synth_val* \
         --real2d "$data/real2d_fashion" --backgrounds "$data/backgrounds" --align average lstsq weighted \
-        --json "$1/eval.json"
+        --json "$dir/$name" "$@"
 }
 # The start every variant shares (stage 1), as it is.
 evaluate "$work/runs/default"
@@ -39,7 +42,13 @@ if [ -f "$work/runs/lifted/model.pt" ]; then
 fi
 if [ -f "$work/runs/refined/model.pt" ]; then
     evaluate "$work/runs/refined"
-    specs+=("stage 3 (shipped; all weights, negatives, 7000 steps)=$work/runs/refined/eval.json")
+    specs+=("stage 3 (all weights, negatives, 7000 steps)=$work/runs/refined/eval.json")
+fi
+if [ -f "$work/runs/extended/model.pt" ]; then
+    evaluate "$work/runs/extended"
+    specs+=("stage 4 (7000 more steps)=$work/runs/extended/eval.json")
+    evaluate "$work/runs/extended" eval_mirrored.json --flip-test on
+    specs+=("stage 4, mirrored at test time (shipped)=$work/runs/extended/eval_mirrored.json")
 fi
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

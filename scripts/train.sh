@@ -43,3 +43,11 @@ $py -m train.train --config configs/train/lifted.yaml --out "$work/runs/lifted" 
 $py -m train.train --config configs/train/refined.yaml --out "$work/runs/refined" \
     --init-from "$work/runs/lifted/model.pt"
 [ -f "$work/runs/refined/eval.json" ] || evaluate "$work/runs/refined"
+# Stage 4: stage 3 trained longer, on every rendered set.
+$py -m train.train --config configs/train/extended.yaml --out "$work/runs/extended" \
+    --init-from "$work/runs/refined/model.pt"
+[ -f "$work/runs/extended/eval.json" ] || evaluate "$work/runs/extended"
+# The shipped model: stage 4's weights with test-time mirroring on. Copy it to
+# engines/weights/default.pt to make it the default.
+$py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test on \
+    --weights "extended, step 7000, mirrored at test time"

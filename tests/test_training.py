@@ -525,6 +525,7 @@ def _backgrounds(root: Path) -> Path:
 
 
 def test_negatives_train_and_are_measured(data: dict[str, Path], tmp_path: Path) -> None:
+    from train.backgrounds import VAL_BACKGROUNDS
     from train.train import train
 
     bg = _backgrounds(data["root"])
@@ -539,6 +540,14 @@ def test_negatives_train_and_are_measured(data: dict[str, Path], tmp_path: Path)
     val = summary["val"]
     assert 0.0 <= val["negative_detected"] <= 1.0 and 0.0 < val["negative_score"] <= 1.0
     assert 0.0 <= val["real_detected"] <= 1.0
+    # The run folder records what the recipe's folders matched.
+    matched = json.loads((tmp_path / "neg" / "data.json").read_text())
+    assert matched["synthetic"] == {"folders": [str(data["train"] / "a"), str(data["train_b"])], "images": 24}
+    assert matched["synthetic_val"]["images"] == 8
+    assert matched["real"]["val"] >= 1 and matched["real"]["train"] >= 1
+    assert matched["real"]["train"] + matched["real"]["val"] <= 10
+    assert sorted(Path(p).name for p in matched["negatives"]["photos"]) == ["room.jpg", "street.jpg"]
+    assert [Path(p).name for p in matched["negatives_val"]["photos"]] == [VAL_BACKGROUNDS[0]]
 
     # A missing folder is one clear error before any step; a fraction without a folder is a recipe error.
     missing = section.replace(str(bg), str(tmp_path / "nowhere"))

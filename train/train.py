@@ -163,6 +163,24 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
     return Data(synth, real, synth_val, real_val, negative, negative_val)
 
 
+def describe_data(data: Data) -> dict[str, Any]:
+    """What a run's folder patterns matched: recorded in the run folder, since a pattern such as
+    `../data/synth_train_*` alone does not say which sets were there."""
+    def folders(ds: Any) -> list[str]:
+        return [str(d) for d in ds.shards.dirs]
+
+    out: dict[str, Any] = {"synthetic": {"folders": folders(data.synth), "images": len(data.synth)}}
+    if data.synth_val is not None:
+        out["synthetic_val"] = {"folders": folders(data.synth_val), "images": len(data.synth_val)}
+    out["real"] = {"train": len(data.real.records) if data.real is not None else 0,
+                   "val": len(data.real_val.records) if data.real_val is not None else 0}
+    if data.negative is not None:
+        out["negatives"] = {"photos": [str(p) for p in data.negative.paths]}
+    if data.negative_val is not None:
+        out["negatives_val"] = {"photos": [str(p) for p in data.negative_val.paths]}
+    return out
+
+
 # --- checkpoints -------------------------------------------------------------------------
 
 def _rng_state() -> dict[str, Any]:
@@ -333,6 +351,11 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         elif net.lifter is not None and not cfg.init_from:
             say("note: the lifter starts untrained (no lifter_from); pretrain one with python -m train.lifting")
     (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
+    matched = describe_data(data)
+    (out / "data.json").write_text(json.dumps(matched, indent=1) + "\n")
+    say(f"data: {matched['synthetic']['images']} rendered images in {len(matched['synthetic']['folders'])} "
+        f"folders, {matched['real']['train']} real photos, "
+        f"{len(matched.get('negatives', {}).get('photos', []))} background photos for person-free crops")
 
     roots = mcfg.root_indices
     grid, size = mcfg.grid_size, mcfg.input_size
