@@ -127,7 +127,7 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
     return net.eval(), info
 
 
-def with_flip_test(net: Any, info: ModelInfo, flip_test: bool) -> tuple[Any, ModelInfo]:
+def with_flip_test(net: Any, info: ModelInfo, flip_test: bool, source: str | Path) -> tuple[Any, ModelInfo]:
     """The same weights with test-time mirroring (engines/network.py) switched on or off."""
     from engines.network import PoseNet
 
@@ -135,7 +135,7 @@ def with_flip_test(net: Any, info: ModelInfo, flip_test: bool) -> tuple[Any, Mod
     try:
         cfg.check()
     except ValueError as exc:
-        raise ModelFileError(f"{info.weights}: {exc}") from None
+        raise ModelFileError(f"{source}: cannot mirror at test time: {exc}") from None
     out = PoseNet(cfg)
     out.load_state_dict(net.state_dict())
     return out.eval(), replace(info, config=cfg)

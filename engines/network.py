@@ -215,7 +215,9 @@ class PoseNet(nn.Module):
         a crop whose principal point is its centre, as in training's flip augmentation) and
         averaged with the direct ones. Measured on the held-out sets (docs/training.md), it lowers
         MPJPE by about 6 mm and raises 2D PCK by about 2 points at twice the compute."""
-        both = torch.cat([image, image.flip(2)], dim=0)              # (2B, S, S, 3), width is dim 2
+        # Cast first: TensorRT accepts a UINT8 input only straight into a Cast (NVIDIA/TensorRT#3985).
+        x = image.float()
+        both = torch.cat([x, x.flip(2)], dim=0)                      # (2B, S, S, 3), width is dim 2
         probs, offsets = self.forward_once(both)
         # reshape(2, -1, ...) splits the halves without a Slice at a batch size read from the graph.
         probs = probs.reshape(2, -1, self.num_joints, self.grid, self.grid)
@@ -229,7 +231,8 @@ class PoseNet(nn.Module):
         cross-entropy on log-softmax of the logits is stable where the log of probabilities is not."""
         # Contiguous NCHW: the NHWC permute alone leaves a channels-last layout whose depthwise
         # convolution backward pass ran about 4x slower in PyTorch's CPU kernels (measured at 256 px).
-        x = image.permute(0, 3, 1, 2).float().contiguous()
+        # Cast before the permute: TensorRT accepts a UINT8 input only straight into a Cast.
+        x = image.float().permute(0, 3, 1, 2).contiguous()
         x = (x - self.mean) * self.inv_std
         f8 = self.s8(self.s4(self.stem(x)))
         f16 = self.s16(f8)

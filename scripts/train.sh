@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The shipped model, end to end: body bank -> synthetic images -> training -> evaluation -> export.
-# Every step is seeded and resumes where it stopped: run the script again after an interruption.
+# The shipped model, end to end: body bank -> synthetic images -> training -> evaluation -> shipping.
+# Every step is seeded and resumes where it stopped: run the script again after an interruption
+# (a finished stage, one with its model.pt, is not trained again).
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
 # 40 min for stage 2 and 85 min for stage 3 (docs/training.md).
@@ -22,12 +23,15 @@ if $py -c "import sys; from train.motion import load_deepmimic; sys.exit(load_de
     $py -m train.synth.generate --split train --out "$work/synth_train_c" --count 6000 --seed 3   --bodies "$work/bodies.npz"
 fi
 # Stage 1: the network from scratch (backbone, 2D branch, fused 3D branch).
-$py -m train.train --config configs/train/default.yaml --out "$work/runs/default"
+[ -f "$work/runs/default/model.pt" ] || $py -m train.train --config configs/train/default.yaml --out "$work/runs/default"
+# evaluate RUN_DIR [JSON_NAME [EXTRA_ARGS...]]
 evaluate() {
-    $py -m train.evaluate --model "$1/model.pt" --synth-val "$work"/synth_val* \
+    local dir="$1" name="${2:-eval.json}"
+    shift $(( $# < 2 ? $# : 2 ))
+    $py -m train.evaluate --model "$dir/model.pt" --synth-val "$work"/synth_val* \
         --real2d "${POSECAST_DATA:-$root/../shared/datasets}/real2d_fashion" --align average lstsq weighted \
         --backgrounds "${POSECAST_DATA:-$root/../shared/datasets}/backgrounds" \
-        --json "$1/eval.json"
+        --json "$dir/$name" "$@"
 }
 [ -f "$work/runs/default/eval.json" ] || evaluate "$work/runs/default"
 # The lifter, pretrained on projected motion capture alone; then attached to stage 1's 2D branch
@@ -36,18 +40,18 @@ $py -m train.lifting --out "$work/lifter/pre.pt" --bodies "$work/bodies.npz" --w
     --attach-to "$work/runs/default/model.pt" --model-out "$work/runs/lifter_only/model.pt"
 [ -f "$work/runs/lifter_only/eval.json" ] || evaluate "$work/runs/lifter_only"
 # Stage 2: stage 1 with the lifter, its 3D branch fine-tuned on the images.
-$py -m train.train --config configs/train/lifted.yaml --out "$work/runs/lifted" \
+[ -f "$work/runs/lifted/model.pt" ] || $py -m train.train --config configs/train/lifted.yaml --out "$work/runs/lifted" \
     --init-from "$work/runs/default/model.pt" --lifter-from "$work/lifter/pre.pt"
 [ -f "$work/runs/lifted/eval.json" ] || evaluate "$work/runs/lifted"
-# Stage 3 (the shipped model): all of stage 2 trained further, with real photos and person-free crops.
-$py -m train.train --config configs/train/refined.yaml --out "$work/runs/refined" \
+# Stage 3: all of stage 2 trained further, with real photos and person-free crops.
+[ -f "$work/runs/refined/model.pt" ] || $py -m train.train --config configs/train/refined.yaml --out "$work/runs/refined" \
     --init-from "$work/runs/lifted/model.pt"
 [ -f "$work/runs/refined/eval.json" ] || evaluate "$work/runs/refined"
 # Stage 4: stage 3 trained longer, on every rendered set.
-$py -m train.train --config configs/train/extended.yaml --out "$work/runs/extended" \
+[ -f "$work/runs/extended/model.pt" ] || $py -m train.train --config configs/train/extended.yaml --out "$work/runs/extended" \
     --init-from "$work/runs/refined/model.pt"
 [ -f "$work/runs/extended/eval.json" ] || evaluate "$work/runs/extended"
+[ -f "$work/runs/extended/eval_mirrored.json" ] || evaluate "$work/runs/extended" eval_mirrored.json --flip-test on
 # The shipped model: stage 4's weights with test-time mirroring on. Copy it to
 # engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test on \
-    --weights "extended, step 7000, mirrored at test time"
+$py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -138,11 +139,17 @@ def test_export_has_a_dynamic_batch_axis(exported) -> None:
         np.testing.assert_allclose(offsets, ref_offsets, atol=OFFSETS_ATOL, rtol=0)
 
 
+def input_consumers(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node if INPUT_NAME in node.input]
+
+
 def test_export_is_tensorrt_parser_compatible(exported) -> None:
     _, _, path = exported
     model = onnx.load(str(path))
     assert 0 < default_opset(model) <= MAX_ONNX_OPSET
     assert unsupported_ops(model) == []
+    # TensorRT takes a UINT8 input only straight into a Cast (NVIDIA/TensorRT#3985).
+    assert input_consumers(model) == ["Cast"]
 
 
 def test_read_onnx_info_round_trips_model_info(exported) -> None:
@@ -260,15 +267,43 @@ def test_flip_test_is_mirror_symmetric(mirrored_pair, seed: int, batch: int) -> 
 
 
 def test_flip_test_is_off_while_training(mirrored_pair) -> None:
-    plain, mirrored = mirrored_pair
+    # Copies: a forward pass in train mode updates BatchNorm's running statistics.
+    plain, mirrored = (copy.deepcopy(net).train() for net in mirrored_pair)
     x = torch.from_numpy(crops(plain.cfg, 2, seed=4))
-    plain.train(), mirrored.train()
-    try:
-        with torch.no_grad():
-            a, b = plain(x), mirrored(x)
-    finally:
-        plain.eval(), mirrored.eval()
+    with torch.no_grad():
+        a, b = plain(x), mirrored(x)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert a[0].shape[0] == 2
+
+
+def test_flip_test_follows_the_training_flip_convention(mirrored_pair) -> None:
+    """Tied to train/datasets.py's mirror augmentation rather than to the implementation: the
+    mirror's contribution has its mean position (over the whole grid: linear in the probabilities,
+    so no near-tie of an untrained network's peaks matters) at flip_joints_2d of the mirror's, and
+    its offsets from each root are flip_joints_3d of the mirror's offsets from that root's mirror."""
+    from engines.grid import cell_centres
+    from train.datasets import flip_joints_2d, flip_joints_3d
+
+    def mean_position(probs: np.ndarray) -> np.ndarray:
+        centres = cell_centres(probs.shape[-1], size)
+        return np.stack([(probs.sum(axis=-2) * centres).sum(-1), (probs.sum(axis=-1) * centres).sum(-1)], axis=-1)
+
+    plain, mirrored = mirrored_pair
+    cfg, size = plain.cfg, plain.cfg.input_size
+    x = crops(cfg, 2, seed=8)
+    probs, offsets = run_torch(mirrored, x)
+    p1, o1 = run_torch(plain, x)
+    p2, o2 = run_torch(plain, np.ascontiguousarray(x[:, :, ::-1]))
+    back_probs, back_offsets = 2 * probs - p1, 2 * offsets - o1          # the mirror's contribution
+    points, mirror_points = mean_position(back_probs), mean_position(p2)
+    for b in range(len(x)):
+        np.testing.assert_allclose(points[b], flip_joints_2d(mirror_points[b], size), atol=1e-3)
+    names = cfg.skeleton.joint_names
+    for r, root in enumerate(cfg.roots):
+        other = root.replace("l_", "#").replace("r_", "l_").replace("#", "r_")
+        np.testing.assert_allclose(back_offsets[:, r], flip_joints_3d(o2[:, list(cfg.roots).index(other)]),
+                                   atol=1e-5)
+        assert other in names
 
 
 def test_flip_test_exports_to_onnx(mirrored_pair, tmp_path: Path) -> None:
@@ -277,7 +312,7 @@ def test_flip_test_exports_to_onnx(mirrored_pair, tmp_path: Path) -> None:
     path = export_onnx(mirrored, info, tmp_path / "mirrored.onnx")
     assert read_onnx_info(path).config.flip_test is True
     model = onnx.load(str(path))
-    assert unsupported_ops(model) == []
+    assert unsupported_ops(model) == [] and input_consumers(model) == ["Cast"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 4):
         x = crops(info.config, batch, seed=30 + batch)

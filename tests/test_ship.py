@@ -76,8 +76,21 @@ def test_ship_refuses_mirroring_with_one_sided_roots(tmp_path: Path, small_model
 def test_ship_command_line(run_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "shipped.pt"
     assert ship_main(["--model", str(run_model), "--out", str(out), "--flip-test", "on"]) == 0
-    assert "stage, step 10" in capsys.readouterr().out
-    assert load_checkpoint(out)[1].config.flip_test is True
+    assert "stage, step 10, mirrored at test time" in capsys.readouterr().out
+    _, info = load_checkpoint(out)
+    # Without --weights the run's line stays, and says when shipping switched mirroring on.
+    assert info.config.flip_test is True and info.weights == "stage, step 10, mirrored at test time"
+    assert ship(run_model, tmp_path / "same.pt") == "stage, step 10"
+
+
+def test_ship_to_a_folder_is_one_clear_line(run_model: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    assert ship_main(["--model", str(run_model), "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ship: cannot write {folder}")
+    assert list(folder.iterdir()) == []
 
 
 def test_evaluate_can_switch_mirroring_of_a_checkpoint_only(run_model: Path, tmp_path: Path) -> None:

@@ -234,6 +234,33 @@ def test_train_end_to_end_and_resume(data: dict[str, Path], tmp_path: Path, pose
     assert resolve_model(sliced / LAST).info.config.input_size == SIZE     # last.pt loads too
 
 
+def test_a_checkpoint_from_before_a_model_key_existed_resumes(data: dict[str, Path], tmp_path: Path) -> None:
+    """last.pt files written before `flip_test` existed lack the key: the default fills it in.
+    A different network is still refused."""
+    import dataclasses
+
+    from train.train import LAST, same_network, train
+
+    cfg = load_train_config(recipe(data, tmp_path, name="old"))
+    run = tmp_path / "old"
+    train(cfg, run, progress=False, stop_after=3)
+    blob = torch.load(run / LAST, map_location="cpu", weights_only=True)
+    del blob["posecast"]["model_config"]["flip_test"]
+    torch.save(blob, run / LAST)
+    # As if other sets had matched the recipe's folders at the start: the record is kept, with a note.
+    (run / "data.json").write_text('{"synthetic": {"folders": [], "images": 0}}\n')
+    notes: list[str] = []
+    assert train(cfg, run, progress=False, announce=notes.append)["start_step"] == 3
+    assert any("resuming" in n for n in notes) and any("keeps the start's" in n for n in notes)
+    assert json.loads((run / "data.json").read_text())["synthetic"]["images"] == 0
+
+    mcfg = cfg.model_config()
+    saved = blob["posecast"]["model_config"]
+    assert same_network(saved, mcfg) and same_network(saved, dataclasses.replace(mcfg, flip_test=True))
+    assert not same_network(saved, dataclasses.replace(mcfg, roots=("pelvis", "thorax")))
+    assert not same_network({**saved, "grid_size": "x"}, mcfg) and not same_network(None, mcfg)
+
+
 def test_overfit_one_batch(data: dict[str, Path]) -> None:
     from engines.config import load_config
     from engines.model_config import ModelConfig

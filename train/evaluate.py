@@ -115,7 +115,7 @@ def load_predictor(path: str | Path, threads: int = 0,
             torch.set_num_threads(threads)
         net, info = load_checkpoint(path)
         if flip_test is not None:
-            net, info = with_flip_test(net, info, flip_test)
+            net, info = with_flip_test(net, info, flip_test, path)
         return TorchPredictor(net), info.config, info.weights
     raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
 

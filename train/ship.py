@@ -3,8 +3,11 @@
 A training run writes its network exactly as it trained and validated it. Shipping copies the
 weights bit for bit and may set what changes inference only, not the weights:
 - `--flip-test on|off`: test-time mirroring (engines/network.py), measured in docs/training.md;
-- `--weights TEXT`: the line that says what the weights are (`posecast` prints it at start).
-The output is checked by loading it back and comparing its outputs with the source network's.
+- `--weights TEXT`: the line that says what the weights are (`posecast` prints it at start);
+  by default the run's own line, with "mirrored at test time" added when `--flip-test on` turns
+  mirroring on.
+The output is checked by loading it back and comparing its outputs with the source network's; a
+file that fails the check is removed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from engines.errors import InputError, PosecastError
 
 PROG = "ship"
+MIRRORED_NOTE = "mirrored at test time"
 
 
 def ship(model: Path, out: Path, flip_test: bool | None = None, weights: str | None = None) -> str:
@@ -26,24 +30,32 @@ def ship(model: Path, out: Path, flip_test: bool | None = None, weights: str | N
 
     from engines.model_file import load_checkpoint, save_checkpoint, with_flip_test
 
-    net, info = load_checkpoint(model)
-    if flip_test is not None:
-        net, info = with_flip_test(net, info, flip_test)
-    if weights is not None:
-        if not weights.strip():
-            raise InputError("--weights must not be empty")
-        info = replace(info, weights=weights.strip())
+    if weights is not None and not weights.strip():
+        raise InputError("--weights must not be empty")
     if Path(out).resolve() == Path(model).resolve():
         raise InputError(f"--out is the --model file itself ({out}); write the shipped model elsewhere")
-    save_checkpoint(Path(out), net, info)
+    net, info = load_checkpoint(model)
+    if flip_test is not None:
+        switched_on = flip_test and not info.config.flip_test
+        net, info = with_flip_test(net, info, flip_test, model)
+        if switched_on and weights is None:
+            weights = f"{info.weights}, {MIRRORED_NOTE}"
+    if weights is not None:
+        info = replace(info, weights=weights.strip())
+    out = Path(out)
+    try:
+        save_checkpoint(out, net, info)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
 
-    back, back_info = load_checkpoint(Path(out))
+    back, back_info = load_checkpoint(out)
     probe = torch.randint(0, 256, (2, info.config.input_size, info.config.input_size, 3), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for a, b in zip(net(probe), back(probe)):
-            if not torch.equal(a, b):
-                raise PosecastError(f"{out}: the written model does not reproduce the source's outputs")
+        same = all(torch.equal(a, b) for a, b in zip(net(probe), back(probe)))
+    if not same:
+        out.unlink(missing_ok=True)
+        raise PosecastError(f"{out}: the written model did not reproduce the source's outputs; removed it")
     return back_info.weights
 
 

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from engines.config import ConfigError, to_dict
+from engines.config import ConfigError, from_dict, to_dict
 from engines.errors import InputError, PosecastError
 from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
@@ -228,14 +228,24 @@ def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def same_network(saved: Any, mcfg: ModelConfig) -> bool:
+    """Whether a checkpoint's model_config describes the recipe's network. Keys it lacks take
+    their defaults (checkpoints written before a key existed still resume), and test-time
+    mirroring, which training never uses, does not count."""
+    try:
+        cfg = from_dict(ModelConfig, saved, source="checkpoint model_config")
+    except (ConfigError, TypeError, ValueError):
+        return False
+    return replace(cfg, flip_test=mcfg.flip_test) == mcfg
+
+
 def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig,
                         mcfg: ModelConfig, say: Callable[[str], None]) -> int:
     """Restores last.pt into the objects; returns its step."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or "training" not in blob:
         raise ConfigError(f"{path} is not a training checkpoint; delete it or choose another --out")
-    saved_model = blob["posecast"].get("model_config")
-    if saved_model != to_dict(mcfg):
+    if not same_network(blob["posecast"].get("model_config"), mcfg):
         raise ConfigError(f"{path} was written for a different model (its model_config differs from the "
                           f"recipe's); choose another --out or delete it to start afresh")
     state = blob["training"]
@@ -352,7 +362,11 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
             say("note: the lifter starts untrained (no lifter_from); pretrain one with python -m train.lifting")
     (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
     matched = describe_data(data)
-    (out / "data.json").write_text(json.dumps(matched, indent=1) + "\n")
+    data_path = out / "data.json"
+    if start == 0 or not data_path.exists():
+        data_path.write_text(json.dumps(matched, indent=1) + "\n")
+    elif json.loads(data_path.read_text()) != matched:
+        say(f"note: the data folders match other sets than at the run's start; {data_path} keeps the start's")
     say(f"data: {matched['synthetic']['images']} rendered images in {len(matched['synthetic']['folders'])} "
         f"folders, {matched['real']['train']} real photos, "
         f"{len(matched.get('negatives', {}).get('photos', []))} background photos for person-free crops")
