@@ -8,6 +8,9 @@ from typing import Literal
 from engines.skeleton import H36M17, Skeleton
 
 Fusion = Literal["none", "conv", "fc"]
+# Test-time mirroring (engines/network.py): none; the 3D offsets only; or the 2D probabilities too.
+FlipTest = Literal["none", "3d", "all"]
+FLIP_TEST_MODES: tuple[str, ...] = ("none", "3d", "all")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ class ModelConfig:
     lift_width: int = 0
     lift_blocks: int = 2
     # Test-time mirroring (engines/network.py): at inference the network also sees each crop
-    # mirrored and averages both results. Off in models trained before it existed.
-    flip_test: bool = False
+    # mirrored and averages the 3D ("3d") or every output ("all") over both. "none" in models
+    # trained before it existed.
+    flip_test: FlipTest = "none"
 
     @property
     def skeleton(self) -> Skeleton:
@@ -70,7 +74,9 @@ class ModelConfig:
         if self.lift_width and (self.lift_width < 16 or self.lift_blocks < 0):
             raise ValueError(f"lift_width must be 0 (no lifter) or at least 16, lift_blocks >= 0 "
                              f"(got {self.lift_width}, {self.lift_blocks})")
-        if self.flip_test:
+        if self.flip_test not in FLIP_TEST_MODES:
+            raise ValueError(f"flip_test must be one of {', '.join(FLIP_TEST_MODES)} (got {self.flip_test!r})")
+        if self.flip_test != "none":
             flip = self.skeleton.flip_permutation
             if {flip[i] for i in self.root_indices} != set(self.root_indices):
                 raise ValueError("flip_test needs the roots to include both sides of every left/right pair "

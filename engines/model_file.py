@@ -127,8 +127,8 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
     return net.eval(), info
 
 
-def with_flip_test(net: Any, info: ModelInfo, flip_test: bool, source: str | Path) -> tuple[Any, ModelInfo]:
-    """The same weights with test-time mirroring (engines/network.py) switched on or off."""
+def with_flip_test(net: Any, info: ModelInfo, flip_test: str, source: str | Path) -> tuple[Any, ModelInfo]:
+    """The same weights with test-time mirroring (engines/network.py) set to `flip_test`."""
     from engines.network import PoseNet
 
     cfg = replace(info.config, flip_test=flip_test)

@@ -23,8 +23,9 @@ normalised for position and scale, so it is trained first on projected motion ca
 (`train/lifting.py`: millions of poses without rendering an image), then with the whole network.
 
 Test-time mirroring (`flip_test`): in eval mode the network also runs on each crop's mirror image,
-in the same batch, and averages both results mapped back to the crop. It is part of the exported
-graph, so every backend does it; training never does.
+in the same batch, and averages the results mapped back to the crop: the 3D offsets (`3d`), or the
+2D probabilities too (`all`). It is part of the exported graph, so every backend does it; training
+never does.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class PoseNet(nn.Module):
             nn.init.zeros_(self.regressor[-1].bias)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.flip_test and not self.training:
+        if self.flip_test != "none" and not self.training:
             return self.forward_mirrored(image)
         return self.forward_once(image)
 
@@ -213,8 +214,9 @@ class PoseNet(nn.Module):
         """Test-time mirroring: the crops and their mirror images in one batch, the mirrored
         results mapped back (grid columns reversed, left and right swapped, x negated: the mirror of
         a crop whose principal point is its centre, as in training's flip augmentation) and
-        averaged with the direct ones. Measured on the held-out sets (docs/training.md), it lowers
-        MPJPE by about 6 mm and raises 2D PCK by about 2 points at twice the compute."""
+        averaged with the direct ones. `3d` averages the offsets only, so the 2D probabilities
+        (the tracker's points and score) stay the crop's own; `all` averages both, which measured
+        better 2D too (docs/training.md)."""
         # Cast first: TensorRT accepts a UINT8 input only straight into a Cast (NVIDIA/TensorRT#3985).
         x = image.float()
         both = torch.cat([x, x.flip(2)], dim=0)                      # (2B, S, S, 3), width is dim 2
@@ -224,7 +226,10 @@ class PoseNet(nn.Module):
         offsets = offsets.reshape(2, -1, self.num_roots, self.num_joints, 3)
         probs_back = probs[1].index_select(1, self.flip_joints).flip(-1)
         offsets_back = offsets[1].index_select(1, self.flip_roots).index_select(2, self.flip_joints) * self.mirror_x
-        return (probs[0] + probs_back) * 0.5, (offsets[0] + offsets_back) * 0.5
+        offsets_mean = (offsets[0] + offsets_back) * 0.5
+        if self.flip_test == "3d":
+            return probs[0], offsets_mean
+        return (probs[0] + probs_back) * 0.5, offsets_mean
 
     def forward_logits(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`logits_2d` (B, J, G, G) before the softmax, and `offsets_3d`: what training needs, since

@@ -47,7 +47,7 @@ fi
 if [ -f "$work/runs/extended/model.pt" ]; then
     evaluate "$work/runs/extended"
     specs+=("stage 4 (7000 more steps)=$work/runs/extended/eval.json")
-    evaluate "$work/runs/extended" eval_mirrored.json --flip-test on
+    evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
     specs+=("stage 4, mirrored at test time (shipped)=$work/runs/extended/eval_mirrored.json")
 fi
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md

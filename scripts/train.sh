@@ -4,7 +4,7 @@
 # (a finished stage, one with its model.pt, is not trained again).
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
-# 40 min for stage 2 and 85 min for stage 3 (docs/training.md).
+# 40 min for stage 2, 85 min for stage 3 and 70 min for stage 4 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -51,7 +51,7 @@ $py -m train.lifting --out "$work/lifter/pre.pt" --bodies "$work/bodies.npz" --w
 [ -f "$work/runs/extended/model.pt" ] || $py -m train.train --config configs/train/extended.yaml --out "$work/runs/extended" \
     --init-from "$work/runs/refined/model.pt"
 [ -f "$work/runs/extended/eval.json" ] || evaluate "$work/runs/extended"
-[ -f "$work/runs/extended/eval_mirrored.json" ] || evaluate "$work/runs/extended" eval_mirrored.json --flip-test on
-# The shipped model: stage 4's weights with test-time mirroring on. Copy it to
+[ -f "$work/runs/extended/eval_mirrored.json" ] || evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
+# The shipped model: stage 4's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test on
+$py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test all

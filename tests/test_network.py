@@ -233,7 +233,7 @@ def mirrored_pair(small_model_config: ModelConfig) -> tuple[PoseNet, PoseNet]:
     """The same weights (lifter included) without and with test-time mirroring."""
     cfg = dataclasses.replace(small_model_config, lift_width=16, seed=5)
     plain = build_network(cfg)
-    mirrored = PoseNet(dataclasses.replace(cfg, flip_test=True))
+    mirrored = PoseNet(dataclasses.replace(cfg, flip_test="all"))
     mirrored.load_state_dict(plain.state_dict())
     return plain, mirrored.eval()
 
@@ -310,7 +310,7 @@ def test_flip_test_exports_to_onnx(mirrored_pair, tmp_path: Path) -> None:
     _, mirrored = mirrored_pair
     info = ModelInfo(mirrored.cfg, weights="mirrored, test", trained=False)
     path = export_onnx(mirrored, info, tmp_path / "mirrored.onnx")
-    assert read_onnx_info(path).config.flip_test is True
+    assert read_onnx_info(path).config.flip_test == "all"
     model = onnx.load(str(path))
     assert unsupported_ops(model) == [] and input_consumers(model) == ["Cast"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -323,7 +323,22 @@ def test_flip_test_exports_to_onnx(mirrored_pair, tmp_path: Path) -> None:
 
 
 def test_flip_test_needs_mirror_closed_roots(small_model_config: ModelConfig) -> None:
-    cfg = dataclasses.replace(small_model_config, roots=("pelvis", "l_hip"), flip_test=True)
+    cfg = dataclasses.replace(small_model_config, roots=("pelvis", "l_hip"), flip_test="3d")
     with pytest.raises(ValueError, match="flip_test needs the roots"):
         cfg.check()
-    dataclasses.replace(cfg, flip_test=False).check()
+    dataclasses.replace(cfg, flip_test="none").check()
+    with pytest.raises(ValueError, match="flip_test must be one of none, 3d, all"):
+        dataclasses.replace(small_model_config, flip_test="yes").check()
+
+
+def test_flip_test_3d_mirrors_the_offsets_and_keeps_the_crops_own_2d(mirrored_pair) -> None:
+    """`3d`: the tracker's points and score come from the crop alone, the 3D from both views."""
+    plain, mirrored = mirrored_pair
+    three_d = PoseNet(dataclasses.replace(plain.cfg, flip_test="3d"))
+    three_d.load_state_dict(plain.state_dict())
+    x = crops(plain.cfg, 3, seed=12)
+    probs, offsets = run_torch(three_d.eval(), x)
+    p_plain, _ = run_torch(plain, x)
+    _, o_all = run_torch(mirrored, x)
+    np.testing.assert_allclose(probs, p_plain, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(offsets, o_all, atol=1e-6, rtol=0)

@@ -154,7 +154,7 @@ def test_shipped_recipes_load() -> None:
     assert extended.init_from.endswith("refined/model.pt") and extended.init_scope == "all"
     assert extended.data == refined.data and extended.model_config() == refined.model_config()
     # Trained and validated without test-time mirroring; train/ship.py switches it on when shipping.
-    assert not extended.model_config().flip_test
+    assert extended.model_config().flip_test == "none"
 
 
 @pytest.mark.parametrize("text, key", [
@@ -256,7 +256,7 @@ def test_a_checkpoint_from_before_a_model_key_existed_resumes(data: dict[str, Pa
 
     mcfg = cfg.model_config()
     saved = blob["posecast"]["model_config"]
-    assert same_network(saved, mcfg) and same_network(saved, dataclasses.replace(mcfg, flip_test=True))
+    assert same_network(saved, mcfg) and same_network(saved, dataclasses.replace(mcfg, flip_test="3d"))
     assert not same_network(saved, dataclasses.replace(mcfg, roots=("pelvis", "thorax")))
     assert not same_network({**saved, "grid_size": "x"}, mcfg) and not same_network(None, mcfg)
 

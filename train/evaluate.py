@@ -47,7 +47,7 @@ import numpy as np
 from engines.align import METHODS, RootAligner
 from engines.errors import InputError, PosecastError
 from engines.grid import decode
-from engines.model_config import ModelConfig
+from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
 
 PROG = "evaluate"
@@ -91,7 +91,7 @@ class OnnxPredictor:
 
 
 def load_predictor(path: str | Path, threads: int = 0,
-                   flip_test: bool | None = None) -> tuple[Callable, ModelConfig, str]:
+                   flip_test: str | None = None) -> tuple[Callable, ModelConfig, str]:
     """A model file -> (predictor, its model config, its weights line). `flip_test` overrides the
     model's test-time mirroring (a `.pt` only: an ONNX graph holds it); None keeps it."""
     from engines.errors import ModelFileError
@@ -103,7 +103,7 @@ def load_predictor(path: str | Path, threads: int = 0,
 
         info = read_onnx_info(path)
         if flip_test is not None and flip_test != info.config.flip_test:
-            raise InputError(f"{path}: test-time mirroring is part of an ONNX graph ({'on' if info.config.flip_test else 'off'} "
+            raise InputError(f"{path}: test-time mirroring is part of an ONNX graph ('{info.config.flip_test}' "
                              f"in this one); evaluate its .pt checkpoint to change it")
         return OnnxPredictor(path, threads), info.config, info.weights
     if suffix in (".pt", ".pth"):
@@ -410,8 +410,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how many person-free crops (default 500; seeded, the same every run)")
     p.add_argument("--detect-score", type=float, metavar="S",
                    help="the score that counts as a person found (default: configs/pipeline.yaml's detect_min_score)")
-    p.add_argument("--flip-test", choices=("on", "off"),
-                   help="test-time mirroring on or off for a .pt model (default: as the model file says)")
+    p.add_argument("--flip-test", choices=FLIP_TEST_MODES,
+                   help="test-time mirroring of a .pt model: none, 3d (the 3D only) or all (default: as the model file says)")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
@@ -433,8 +433,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--detect-score must be in [0, 1] (got {args.detect_score})")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
-    flip = None if args.flip_test is None else args.flip_test == "on"
-    predictor, cfg, weights = load_predictor(args.model, args.threads, flip)
+    predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test)
     synth_ds = real_ds = None
     if args.synth_val:
         synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False, seed=0)

@@ -2,10 +2,9 @@
 
 A training run writes its network exactly as it trained and validated it. Shipping copies the
 weights bit for bit and may set what changes inference only, not the weights:
-- `--flip-test on|off`: test-time mirroring (engines/network.py), measured in docs/training.md;
+- `--flip-test none|3d|all`: test-time mirroring (engines/network.py), measured in docs/training.md;
 - `--weights TEXT`: the line that says what the weights are (`posecast` prints it at start);
-  by default the run's own line, with "mirrored at test time" added when `--flip-test on` turns
-  mirroring on.
+  by default the run's own line, with what `--flip-test` mirrors added when it turns mirroring on.
 The output is checked by loading it back and comparing its outputs with the source network's; a
 file that fails the check is removed.
 """
@@ -17,12 +16,13 @@ import sys
 from pathlib import Path
 
 from engines.errors import InputError, PosecastError
+from engines.model_config import FLIP_TEST_MODES
 
 PROG = "ship"
-MIRRORED_NOTE = "mirrored at test time"
+MIRRORED_NOTE = {"3d": "3D mirrored at test time", "all": "mirrored at test time"}
 
 
-def ship(model: Path, out: Path, flip_test: bool | None = None, weights: str | None = None) -> str:
+def ship(model: Path, out: Path, flip_test: str | None = None, weights: str | None = None) -> str:
     """Writes `out`; returns its weights line."""
     from dataclasses import replace
 
@@ -36,10 +36,10 @@ def ship(model: Path, out: Path, flip_test: bool | None = None, weights: str | N
         raise InputError(f"--out is the --model file itself ({out}); write the shipped model elsewhere")
     net, info = load_checkpoint(model)
     if flip_test is not None:
-        switched_on = flip_test and not info.config.flip_test
+        switched_on = flip_test != "none" and info.config.flip_test == "none"
         net, info = with_flip_test(net, info, flip_test, model)
         if switched_on and weights is None:
-            weights = f"{info.weights}, {MIRRORED_NOTE}"
+            weights = f"{info.weights}, {MIRRORED_NOTE[flip_test]}"
     if weights is not None:
         info = replace(info, weights=weights.strip())
     out = Path(out)
@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.ship", description=__doc__.splitlines()[0].split(": ", 1)[0])
     p.add_argument("--model", required=True, type=Path, help="a Posecast .pt checkpoint (a training run's model.pt)")
     p.add_argument("--out", required=True, type=Path, help="where to write the shipped .pt")
-    p.add_argument("--flip-test", choices=("on", "off"), help="test-time mirroring (default: as in --model)")
+    p.add_argument("--flip-test", choices=FLIP_TEST_MODES,
+                   help="test-time mirroring: none, 3d (the 3D only) or all (default: as in --model)")
     p.add_argument("--weights", metavar="TEXT", help="what the weights are (default: as in --model)")
     args = p.parse_args(argv)
     try:
-        flip = None if args.flip_test is None else args.flip_test == "on"
-        line = ship(args.model, args.out, flip, args.weights)
+        line = ship(args.model, args.out, args.flip_test, args.weights)
     except PosecastError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
