@@ -9,14 +9,7 @@ cd "$root"
 work="${POSECAST_WORK:-$root/../data}"
 data="${POSECAST_DATA:-$root/../shared/datasets}"
 py=.venv/bin/python
-# evaluate RUN_DIR [JSON_NAME [EXTRA_ARGS...]]: once per run (and JSON name).
-evaluate() {
-    local dir="$1" name="${2:-eval.json}"
-    shift $(( $# < 2 ? $# : 2 ))
-    [ -f "$dir/$name" ] || $py -m train.evaluate --model "$dir/model.pt" --synth-val "$work"/synth_val* \
-        --real2d "$data/real2d_fashion" --backgrounds "$data/backgrounds" --align average lstsq weighted \
-        --json "$dir/$name" "$@"
-}
+source "$root/scripts/evaluate_run.sh"
 # The start every variant shares (stage 1), as it is.
 evaluate "$work/runs/default"
 specs=("stage 1 (the start)=$work/runs/default/eval.json")

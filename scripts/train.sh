@@ -24,34 +24,27 @@ if $py -c "import sys; from train.motion import load_deepmimic; sys.exit(load_de
 fi
 # Stage 1: the network from scratch (backbone, 2D branch, fused 3D branch).
 [ -f "$work/runs/default/model.pt" ] || $py -m train.train --config configs/train/default.yaml --out "$work/runs/default"
-# evaluate RUN_DIR [JSON_NAME [EXTRA_ARGS...]]
-evaluate() {
-    local dir="$1" name="${2:-eval.json}"
-    shift $(( $# < 2 ? $# : 2 ))
-    $py -m train.evaluate --model "$dir/model.pt" --synth-val "$work"/synth_val* \
-        --real2d "${POSECAST_DATA:-$root/../shared/datasets}/real2d_fashion" --align average lstsq weighted \
-        --backgrounds "${POSECAST_DATA:-$root/../shared/datasets}/backgrounds" \
-        --json "$dir/$name" "$@"
-}
-[ -f "$work/runs/default/eval.json" ] || evaluate "$work/runs/default"
+data="${POSECAST_DATA:-$root/../shared/datasets}"
+source "$root/scripts/evaluate_run.sh"
+evaluate "$work/runs/default"
 # The lifter, pretrained on projected motion capture alone; then attached to stage 1's 2D branch
 # as it is (the "lifter, no image training" row of docs/training.md).
 $py -m train.lifting --out "$work/lifter/pre.pt" --bodies "$work/bodies.npz" --width 512 --blocks 2 --steps 12000 \
     --attach-to "$work/runs/default/model.pt" --model-out "$work/runs/lifter_only/model.pt"
-[ -f "$work/runs/lifter_only/eval.json" ] || evaluate "$work/runs/lifter_only"
+evaluate "$work/runs/lifter_only"
 # Stage 2: stage 1 with the lifter, its 3D branch fine-tuned on the images.
 [ -f "$work/runs/lifted/model.pt" ] || $py -m train.train --config configs/train/lifted.yaml --out "$work/runs/lifted" \
     --init-from "$work/runs/default/model.pt" --lifter-from "$work/lifter/pre.pt"
-[ -f "$work/runs/lifted/eval.json" ] || evaluate "$work/runs/lifted"
+evaluate "$work/runs/lifted"
 # Stage 3: all of stage 2 trained further, with real photos and person-free crops.
 [ -f "$work/runs/refined/model.pt" ] || $py -m train.train --config configs/train/refined.yaml --out "$work/runs/refined" \
     --init-from "$work/runs/lifted/model.pt"
-[ -f "$work/runs/refined/eval.json" ] || evaluate "$work/runs/refined"
+evaluate "$work/runs/refined"
 # Stage 4: stage 3 trained longer, on every rendered set.
 [ -f "$work/runs/extended/model.pt" ] || $py -m train.train --config configs/train/extended.yaml --out "$work/runs/extended" \
     --init-from "$work/runs/refined/model.pt"
-[ -f "$work/runs/extended/eval.json" ] || evaluate "$work/runs/extended"
-[ -f "$work/runs/extended/eval_mirrored.json" ] || evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
+evaluate "$work/runs/extended"
+evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
 # The shipped model: stage 4's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
 $py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test all
