@@ -11,6 +11,9 @@ Fusion = Literal["none", "conv", "fc"]
 # Test-time mirroring (engines/network.py): none; the 3D offsets only; or the 2D probabilities too.
 FlipTest = Literal["none", "3d", "all"]
 FLIP_TEST_MODES: tuple[str, ...] = ("none", "3d", "all")
+# Pixels per grid cell: the 2D head at stride 8 (the backbone's stride-8 map), or at stride 4 (a
+# finer head on the stride-4 map added to the stride-8 logits, engines/network.py).
+GRID_STRIDES: tuple[int, ...] = (8, 4)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class ModelConfig:
     # mirrored and averages the 3D ("3d") or every output ("all") over both. "none" in models
     # trained before it existed.
     flip_test: FlipTest = "none"
+    # 8 in models trained before the finer head existed.
+    grid_stride: int = 8
 
     @property
     def skeleton(self) -> Skeleton:
@@ -50,10 +55,12 @@ class ModelConfig:
     def check(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
             raise ValueError(f"input_size must be a multiple of 32, at least 64 (got {self.input_size})")
-        if self.grid_size * 8 != self.input_size:
+        if self.grid_stride not in GRID_STRIDES:
+            raise ValueError(f"grid_stride must be one of {', '.join(map(str, GRID_STRIDES))} (got {self.grid_stride})")
+        if self.grid_size * self.grid_stride != self.input_size:
             raise ValueError(
-                f"grid_size must be input_size / 8 = {self.input_size // 8} (the 2D head sits at stride 8; "
-                f"got {self.grid_size})"
+                f"grid_size must be input_size / grid_stride = {self.input_size // self.grid_stride} (the 2D "
+                f"head sits at stride {self.grid_stride}; got {self.grid_size})"
             )
         if len(self.widths) != 4 or len(self.depths) != 4:
             raise ValueError("widths and depths must each list 4 stages (strides 4, 8, 16, 32)")

@@ -4,7 +4,9 @@
       -> normalise (inside the graph, so every backend gets the same input)
       -> backbone: a stem and four stages of inverted-residual blocks (strides 4, 8, 16, 32)
       -> 2D branch: the stride-8 map with the deeper stages added back in (a small feature
-         pyramid), then per joint a softmax over the G x G grid cells (classification)
+         pyramid), then per joint a softmax over the G x G grid cells (classification); with
+         `grid_stride` 4, a finer head on the stride-4 map adds a correction to those logits
+         upsampled to 2G x 2G cells
       -> 3D branch: the 2D probabilities fused with image features, then a regressor of every
          joint's offset from each of R roots: (B, R, J, 3) metres (a root's offset from itself
          is exactly 0).
@@ -21,6 +23,12 @@ from the grid (as `engines/grid.decode` does) go through a residual MLP (Martine
 every root's offsets, and the regressor then learns a correction from the image. Its input is
 normalised for position and scale, so it is trained first on projected motion capture alone
 (`train/lifting.py`: millions of poses without rendering an image), then with the whole network.
+
+The finer grid (`grid_stride` 4) is built so that a stride-8 model's weights carry over exactly:
+its correction starts at zero, so each stride-8 cell's logit is shared by its four sub-cells and
+their probabilities sum to the stride-8 cell's. The 3D branch's fusion reads those sums (the
+stride-8 probabilities), so it keeps its shape and weights; the lifter reads the finer grid's
+decoded joints.
 
 Test-time mirroring (`flip_test`): in eval mode the network also runs on each crop's mirror image,
 in the same batch, and averages the results mapped back to the crop: the 3D offsets (`3d`), or the
@@ -163,6 +171,15 @@ class PoseNet(nn.Module):
         self.lat32 = conv_bn(w[3], hw, 1, act=False)
         self.head2d = nn.Sequential(conv_bn(hw, hw, 3, groups=hw), conv_bn(hw, hw, 1))
         self.logits = nn.Conv2d(hw, j, 1)
+        self.grid_stride = cfg.grid_stride
+        self.coarse_grid = cfg.input_size // 8
+        if cfg.grid_stride == 4:
+            self.lat4 = conv_bn(w[0], hw, 1, act=False)
+            self.head2d_fine = nn.Sequential(conv_bn(hw, hw, 3, groups=hw), conv_bn(hw, hw, 1))
+            self.logits_fine = nn.Conv2d(hw, j, 1)
+            # A zero correction: a stride-8 model loaded into this one gives the same outputs.
+            nn.init.zeros_(self.logits_fine.weight)
+            nn.init.zeros_(self.logits_fine.bias)
 
         # 3D branch.
         self.fusion = cfg.fusion
@@ -175,7 +192,8 @@ class PoseNet(nn.Module):
         self.spatial = conv_bn(w[3], self.SPATIAL_CHANNELS, 1)
         flat = self.SPATIAL_CHANNELS * (cfg.input_size // 32) ** 2
         if cfg.fusion == "fc":
-            self.fuse_fc = nn.Sequential(nn.Linear(j * g * g, cfg.fusion_fc_width), nn.ReLU(inplace=True))
+            gc = self.coarse_grid
+            self.fuse_fc = nn.Sequential(nn.Linear(j * gc * gc, cfg.fusion_fc_width), nn.ReLU(inplace=True))
             flat += cfg.fusion_fc_width
         self.register_buffer("own_root_mask", own_root_mask(r, j, cfg.root_indices))
         self.regressor = nn.Sequential(
@@ -239,7 +257,8 @@ class PoseNet(nn.Module):
         # Cast before the permute: TensorRT accepts a UINT8 input only straight into a Cast.
         x = image.float().permute(0, 3, 1, 2).contiguous()
         x = (x - self.mean) * self.inv_std
-        f8 = self.s8(self.s4(self.stem(x)))
+        f4 = self.s4(self.stem(x))
+        f8 = self.s8(f4)
         f16 = self.s16(f8)
         f32 = self.s32(f16)
 
@@ -249,17 +268,22 @@ class PoseNet(nn.Module):
             + F.interpolate(self.lat32(f32), scale_factor=4.0, mode="nearest")
         )
         h = self.head2d(F.relu6(pyramid))
-        logits = self.logits(h)                                          # (B, J, G, G)
+        logits = self.logits(h)                                          # (B, J, G8, G8)
         b = logits.shape[0]
+        if self.grid_stride == 4:
+            fine = self.head2d_fine(F.relu6(self.lat4(f4) + F.interpolate(h, scale_factor=2.0, mode="nearest")))
+            logits = F.interpolate(logits, scale_factor=2.0, mode="nearest") + self.logits_fine(fine)
         probs = torch.softmax(logits.reshape(b, self.num_joints, -1), dim=-1)
         probs_2d = probs.reshape(b, self.num_joints, self.grid, self.grid)
+        # The fusion reads stride-8 cells: the finer grid's probabilities summed over each 2 x 2.
+        probs_8 = probs_2d if self.grid_stride == 8 else F.avg_pool2d(probs_2d, 2) * 4.0
 
         deep = f32
         if self.fusion == "conv":
-            deep = deep + self.fuse(torch.cat([h, probs_2d], dim=1))
+            deep = deep + self.fuse(torch.cat([h, probs_8], dim=1))
         feats = self.spatial(deep).flatten(1)
         if self.fusion == "fc":
-            feats = torch.cat([feats, self.fuse_fc(probs.flatten(1))], dim=1)
+            feats = torch.cat([feats, self.fuse_fc(probs_8.flatten(1))], dim=1)
         raw = self.regressor(feats)
         if self.lifter is not None:
             # Detached: the 2D branch learns from its own loss, not from the lifter's mistakes.

@@ -45,6 +45,11 @@ evaluate "$work/runs/refined"
     --init-from "$work/runs/refined/model.pt"
 evaluate "$work/runs/extended"
 evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
+# Stage 5: stage 4 with the finer 2D grid (stride 4), every weight trained again.
+[ -f "$work/runs/fine/model.pt" ] || $py -m train.train --config configs/train/fine.yaml --out "$work/runs/fine" \
+    --init-from "$work/runs/extended/model.pt"
+evaluate "$work/runs/fine"
+evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
 # The shipped model: stage 4's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
 $py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test all

@@ -342,3 +342,80 @@ def test_flip_test_3d_mirrors_the_offsets_and_keeps_the_crops_own_2d(mirrored_pa
     _, o_all = run_torch(mirrored, x)
     np.testing.assert_allclose(probs, p_plain, atol=1e-6, rtol=0)
     np.testing.assert_allclose(offsets, o_all, atol=1e-6, rtol=0)
+
+
+# --- the finer grid (grid_stride 4) --------------------------------------------------------
+
+def fine_config(cfg: ModelConfig, **changes) -> ModelConfig:
+    fine = dataclasses.replace(cfg, grid_stride=4, grid_size=cfg.input_size // 4, **changes)
+    fine.check()
+    return fine
+
+
+def randomise_fine_correction(net: PoseNet, seed: int) -> None:
+    """The correction starts at zero; tests of what it computes need it non-zero."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.logits_fine.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_fine_grid_starts_as_the_coarse_model(small_model_config: ModelConfig, fusion: str) -> None:
+    """A stride-8 model's weights in a stride-4 network give the same outputs: each 2 x 2 block of
+    fine cells sums to the coarse cell's probability, and the 3D branch is unchanged (no lifter;
+    the lifter reads the decoded joints, which the finer grid moves)."""
+    coarse_cfg = dataclasses.replace(small_model_config, fusion=fusion, seed=3)
+    coarse = build_network(coarse_cfg)
+    fine = build_network(fine_config(coarse_cfg))
+    missing, unexpected = fine.load_state_dict(coarse.state_dict(), strict=False)
+    assert unexpected == [] and {k.split(".")[0] for k in missing} == {"lat4", "head2d_fine", "logits_fine"}
+    x = crops(coarse_cfg, 2, seed=4)
+    p8, o8 = run_torch(coarse, x)
+    p4, o4 = run_torch(fine, x)
+    g = coarse_cfg.grid_size
+    assert p4.shape == (2, 17, 2 * g, 2 * g)
+    pooled = p4.reshape(2, 17, g, 2, g, 2).sum(axis=(3, 5))
+    np.testing.assert_allclose(pooled, p8, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(o4, o8, atol=1e-6, rtol=0)
+    # Within a coarse cell the four fine cells are equal until the correction trains.
+    np.testing.assert_allclose(p4[..., 0::2, 0::2], p4[..., 1::2, 1::2], atol=1e-7, rtol=0)
+
+
+def test_fine_grid_correction_moves_mass_within_and_across_cells(small_model_config: ModelConfig) -> None:
+    fine = build_network(fine_config(small_model_config, seed=3))
+    randomise_fine_correction(fine, 0)
+    probs, _ = run_torch(fine, crops(fine.cfg, 2, seed=4))
+    # An untrained network's probabilities are near uniform: compare log-probabilities.
+    assert np.abs(np.log(probs[..., 0::2, 0::2]) - np.log(probs[..., 1::2, 1::2])).max() > 1e-3
+    np.testing.assert_allclose(probs.sum(axis=(-2, -1)), 1.0, atol=1e-5)
+
+
+def test_fine_grid_with_lifter_and_mirroring_exports_to_onnx(small_model_config: ModelConfig, tmp_path: Path) -> None:
+    cfg = fine_config(small_model_config, lift_width=16, seed=5, flip_test="all")
+    net = build_network(cfg)
+    randomise_fine_correction(net, 1)
+    info = ModelInfo(cfg, weights="fine grid, test", trained=False)
+    path = export_onnx(net, info, tmp_path / "fine.onnx")
+    back = read_onnx_info(path).config
+    assert (back.grid_stride, back.grid_size) == (4, cfg.input_size // 4)
+    model = onnx.load(str(path))
+    assert unsupported_ops(model) == [] and input_consumers(model) == ["Cast"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = crops(cfg, 3, seed=8)
+    probs, offsets = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    ref_probs, ref_offsets = run_torch(net, x)
+    assert probs.shape == (3, 17, cfg.grid_size, cfg.grid_size)
+    np.testing.assert_allclose(probs, ref_probs, atol=PROBS_ATOL, rtol=0)
+    np.testing.assert_allclose(offsets, ref_offsets, atol=OFFSETS_ATOL, rtol=0)
+    # Mirroring stays exact on the finer grid: a mirrored crop gets the mirrored answer.
+    mp, mo = mirror_outputs(cfg, *run_torch(net, np.ascontiguousarray(x[:, :, ::-1])))
+    np.testing.assert_allclose(mp, ref_probs, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(mo, ref_offsets, atol=1e-6, rtol=0)
+
+
+def test_grid_stride_is_checked(small_model_config: ModelConfig) -> None:
+    with pytest.raises(ValueError, match="grid_stride must be one of 8, 4"):
+        dataclasses.replace(small_model_config, grid_stride=2, grid_size=32).check()
+    with pytest.raises(ValueError, match="grid_size must be input_size / grid_stride = 16"):
+        dataclasses.replace(small_model_config, grid_stride=4).check()

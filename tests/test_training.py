@@ -182,6 +182,8 @@ def test_recipe_model_overrides(data: dict[str, Path], tmp_path: Path) -> None:
     cfg = load_train_config(recipe(data, tmp_path, model=f"\n  config: {data['model']}\n  input_size: 96\n  fusion: fc"))
     m = cfg.model_config()
     assert (m.input_size, m.grid_size, m.fusion, m.widths) == (96, 12, "fc", (8, 8, 16, 16))
+    fine = load_train_config(recipe(data, tmp_path, model=f"\n  config: {data['model']}\n  input_size: 96\n  grid_stride: 4"))
+    assert (fine.model_config().grid_size, fine.model_config().grid_stride) == (24, 4)
     cfg = load_train_config(recipe(data, tmp_path), {"optim": {"steps": 9}})
     assert cfg.optim.steps == 9 and cfg.out_dir() == Path("runs") / "tiny"
     # Shard folders: a folder of them, or a glob.
@@ -586,6 +588,37 @@ def test_negatives_train_and_are_measured(data: dict[str, Path], tmp_path: Path)
         load_train_config(recipe(data, tmp_path, name="neg_nodir", data=no_dir))
 
 
+def test_a_stride_8_model_continues_on_the_finer_grid(data: dict[str, Path], tmp_path: Path) -> None:
+    """configs/train/fine.yaml's path: `model.grid_stride: 4` over a stride-8 model's weights
+    trains, and before any step its 2D output is the stride-8 model's, spread over sub-cells."""
+    from engines.model_file import load_checkpoint
+    from train.train import init_weights, train
+
+    source = train(load_train_config(recipe(data, tmp_path, name="src8")), tmp_path / "src8", progress=False)
+    fine_model = f"\n  config: {data['model']}\n  fusion: conv\n  roots: [pelvis, thorax, r_hip]\n  input_size: null\n  grid_stride: 4"
+    cfg = load_train_config(recipe(data, tmp_path, name="fine", init_from=source["final"], init_scope="all",
+                                   model=fine_model))
+    mcfg = cfg.model_config()
+    assert (mcfg.grid_stride, mcfg.grid_size) == (4, 16)
+    from engines.network import build_network
+
+    net = build_network(mcfg)
+    note = init_weights(net, Path(source["final"]), "all")
+    assert "new: head2d_fine, lat4, logits_fine" in note
+    src, _ = load_checkpoint(Path(source["final"]))
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        p8, _ = src.eval()(x)
+        p4, _ = net.eval()(x)
+    torch.testing.assert_close(torch.nn.functional.avg_pool2d(p4, 2) * 4, p8, atol=1e-6, rtol=0)
+    summary = train(cfg, tmp_path / "fine", progress=False)
+    got, info = load_checkpoint(Path(summary["final"]))
+    assert (info.config.grid_stride, info.config.grid_size) == (4, 16)
+    with torch.no_grad():
+        probs, _ = got(x)
+    assert probs.shape == (2, 17, 16, 16)
+
+
 def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path) -> None:
     from engines.model_file import load_checkpoint
     from train.train import train
@@ -640,3 +673,15 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     assert rc == 2 and len(err) == 1 and "kde_Autumn.jpg is not an image OpenCV can read" in err[0]
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--detect-score", "2", "--no-progress"])
     assert rc == 2 and "--detect-score must be in [0, 1]" in capsys.readouterr().err
+    # The decoding window: the pipeline's by default, or the one asked for (a wider window holds
+    # at least as much of each joint's mass, so no score falls).
+    assert res["window"] == 1
+    wide = tmp_path / "wide.json"
+    assert main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",
+                 "--detect-score", "0.05", "--window", "2", "--no-progress", "--json", str(wide)]) == 0
+    wide_res = json.loads(wide.read_text())
+    assert wide_res["window"] == 2 and wide_res["negative"]["score"]["mean"] >= res["negative"]["score"]["mean"]
+    capsys.readouterr()
+    rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--window", "9", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--window must be between 0 and 4" in err[0]

@@ -3,9 +3,9 @@
 A recipe is laid over `configs/train/default.yaml` (engines.config.load_config), so an ablation
 recipe lists only what it changes; unknown keys, wrong types and bad values are errors that name
 the recipe file and the dotted key. The model is `model.config` (a model YAML, itself laid over
-`configs/model.yaml`) with the recipe's `model.fusion`, `model.roots` and `model.input_size` on
-top; `model_config()` builds and validates it (grid_size follows input_size: the 2D head sits at
-stride 8).
+`configs/model.yaml`) with the recipe's `model.fusion`, `model.roots`, `model.input_size` and
+`model.grid_stride` on top; `model_config()` builds and validates it (grid_size follows
+input_size / grid_stride).
 
 Paths: `~` and `$VARS` are expanded; `$POSECAST_DATA` defaults to `../shared/datasets` beside
 the repository (the datasets README's convention). A relative path is taken from the current
@@ -59,6 +59,7 @@ class ModelSection:
     input_size: int | None = None
     lift_width: int | None = None            # the lifter (engines/network.py); 0: none
     lift_blocks: int | None = None
+    grid_stride: int | None = None           # 8 or 4: pixels per 2D grid cell; grid_size follows
 
     def check(self) -> None:
         if self.roots is not None:
@@ -241,9 +242,15 @@ def build_model_config(section: ModelSection, source: str) -> ModelConfig:
         over["fusion"] = section.fusion
     if section.roots is not None:
         over["roots"] = list(section.roots)
-    if section.input_size is not None:
-        over["input_size"] = section.input_size
-        over["grid_size"] = section.input_size // 8
+    if section.grid_stride is not None:
+        over["grid_stride"] = section.grid_stride
+    if section.input_size is not None or section.grid_stride is not None:
+        size = section.input_size if section.input_size is not None else data.get("input_size")
+        stride = section.grid_stride if section.grid_stride is not None else data.get("grid_stride", 8)
+        if section.input_size is not None:
+            over["input_size"] = size
+        if isinstance(size, int) and isinstance(stride, int) and stride > 0:
+            over["grid_size"] = size // stride
     if section.lift_width is not None:
         over["lift_width"] = section.lift_width
     if section.lift_blocks is not None:

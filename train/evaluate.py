@@ -213,9 +213,9 @@ def framing(joints_2d: np.ndarray, size: int) -> np.ndarray:
 
 
 def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Iterable[str],
-                      per_root: bool = False, by_framing: bool = True) -> dict[str, Any]:
+                      per_root: bool = False, by_framing: bool = True, window: int = 1) -> dict[str, Any]:
     methods = list(methods)
-    points, conf = decode(out["probs"], cfg.input_size)
+    points, conf = decode(out["probs"], cfg.input_size, window)
     gt2d = out["joints_2d"].astype(np.float64)
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
@@ -225,7 +225,7 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
         for kind, keep in (("tracking", tracking), ("search", ~tracking)):
             if keep.any():
                 part = {k: v[keep] for k, v in out.items()}
-                sub = synthetic_metrics(part, cfg, methods, by_framing=False)
+                sub = synthetic_metrics(part, cfg, methods, by_framing=False, window=window)
                 res["framing"][kind] = {"samples": sub["samples"], "pck": sub["2d"]["pck"],
                                         "error_px": sub["2d"]["error_px"],
                                         "3d": {m: {k: v for k, v in r.items() if not k.startswith("per_joint")}
@@ -246,8 +246,8 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     return res
 
 
-def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, Any]:
-    points, _ = decode(out["probs"], cfg.input_size)
+def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) -> dict[str, Any]:
+    points, _ = decode(out["probs"], cfg.input_size, window)
     return {"samples": len(points),
             "2d": metrics_2d(points, out["joints_2d"].astype(np.float64), out["mask_2d"] > 0, cfg)}
 
@@ -273,20 +273,23 @@ def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: fl
 def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
              methods: Sequence[str] = METHODS, limit: int | None = None, per_root: bool = False,
              batch_size: int = 32, progress: bool = False, negative_ds: Any | None = None,
-             detect_score: float | None = None) -> dict[str, Any]:
+             detect_score: float | None = None, window: int | None = None) -> dict[str, Any]:
     """All metrics of one model on the given validation sets (any may be None). Every set also
     gets the tracker's score statistics ("score") at `detect_score` (None: the pipeline's);
     for the person-free crops of `negative_ds` that is all there is: "detected" is then the
-    false-detection rate."""
+    false-detection rate. Every decoding uses `window` (None: the pipeline's)."""
     from tqdm import tqdm
 
-    pipeline_score, window = pipeline_scoring()
+    pipeline_score, pipeline_window = pipeline_scoring()
     if detect_score is None:
         detect_score = pipeline_score
+    if window is None:
+        window = pipeline_window
     sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds), ("negative", negative_ds))
             if ds is not None]
     plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
-    results: dict[str, Any] = {"pck_threshold": PCK_THRESHOLD, "torso": list(TORSO), "methods": list(methods)}
+    results: dict[str, Any] = {"pck_threshold": PCK_THRESHOLD, "torso": list(TORSO), "methods": list(methods),
+                               "window": window}
     with tqdm(total=sum(len(v) for v in plan.values()), disable=not progress, unit="img", file=sys.stderr,
               dynamic_ncols=True) as bar:
         t0 = time.perf_counter()
@@ -294,9 +297,9 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             bar.set_description(key)
             out = collect(predictor, ds, plan[key], batch_size, bar)
             if key == "synthetic":
-                results[key] = synthetic_metrics(out, cfg, methods, per_root)
+                results[key] = synthetic_metrics(out, cfg, methods, per_root, window=window)
             elif key == "real":
-                results[key] = real_metrics(out, cfg)
+                results[key] = real_metrics(out, cfg, window)
             else:
                 results[key] = {"samples": len(out["probs"])}
             results[key]["score"] = score_metrics(out, cfg, detect_score, window)
@@ -412,6 +415,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the score that counts as a person found (default: configs/pipeline.yaml's detect_min_score)")
     p.add_argument("--flip-test", choices=FLIP_TEST_MODES,
                    help="test-time mirroring of a .pt model: none, 3d (the 3D only) or all (default: as the model file says)")
+    p.add_argument("--window", type=int, metavar="N",
+                   help="decoding window: the expectation over (2N+1)^2 cells around each peak (default: the "
+                        "pipeline's alignment.window)")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
@@ -433,6 +439,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--detect-score must be in [0, 1] (got {args.detect_score})")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
+    if args.window is not None and not 0 <= args.window <= 4:
+        raise InputError(f"--window must be between 0 and 4, as the pipeline's alignment.window (got {args.window})")
     predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test)
     synth_ds = real_ds = None
     if args.synth_val:
@@ -461,10 +469,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--backgrounds: {exc}") from None
     res = evaluate(predictor, cfg, synth_ds, real_ds, args.align, args.limit, args.per_root,
                    args.batch_size, progress=not args.no_progress, negative_ds=negative_ds,
-                   detect_score=args.detect_score)
+                   detect_score=args.detect_score, window=args.window)
     res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
                     "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks,
-                    "flip_test": cfg.flip_test}
+                    "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride}
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))
     if args.json:
         path = Path(args.json)
