@@ -52,6 +52,18 @@ def soft_labels(points: np.ndarray, grid_size: int, input_size: int) -> np.ndarr
     return out
 
 
+# The pipeline's decoding window (`alignment.window`) counts cells of this many crop pixels, so a
+# model with a finer grid gets the same extent in pixels, hence confidences on the same scale (its
+# detection thresholds stay calibrated; measured in docs/training.md).
+WINDOW_CELL_PX = 8
+
+
+def window_cells(window: int, input_size: int, grid_size: int) -> int:
+    """`window` in 8-pixel cells -> the same window in cells of a `grid_size` grid over the crop
+    (1 -> 1 on a stride-8 grid, 2 on a stride-4 one)."""
+    return window * max(1, round(WINDOW_CELL_PX * grid_size / input_size))
+
+
 def decode(probs: np.ndarray, input_size: int, window: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Grid probabilities (..., G, G) -> (points (..., 2) crop pixels, confidence (...)).
 

@@ -58,7 +58,7 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class AlignmentConfig:
     method: AlignMethod
-    window: int               # 2D decoding: expectation over (2 window + 1)^2 cells around the peak
+    window: int               # 2D decoding: expectation over +-window 8-pixel cells of the crop around the peak
 
     def check(self) -> None:
         if not 0 <= self.window <= 4:

@@ -33,7 +33,7 @@ import numpy as np
 
 from engines.backends.base import NetOutputs
 from engines.crop import CropTransform, box_around
-from engines.grid import decode
+from engines.grid import decode, window_cells
 from streamer.config import TrackingConfig
 
 SEARCH, REFINE, TRACK = "search", "refine", "track"
@@ -96,7 +96,7 @@ class PersonTracker:
             best_search: dict[tuple[int, bool], _Decoded] = {}
             finished: list[_Decoded] = []
             for item, (probs, offsets) in zip(pending, outputs):
-                pts_crop, conf = decode(probs, self.size, self.window)
+                pts_crop, conf = decode(probs, self.size, window_cells(self.window, self.size, probs.shape[-1]))
                 pts = item.crop.to_image(pts_crop)
                 score = float(conf.mean())
                 if item.mode == SEARCH:

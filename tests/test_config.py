@@ -231,8 +231,8 @@ def test_file_slots_one_more_than_batch_is_enough(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text, pattern",
     [
-        ("grid_size: 16\n", r"grid_size must be input_size / 8 = 32 .*got 16"),
-        ("input_size: 128\n", r"grid_size must be input_size / 8 = 16 .*got 32"),
+        ("grid_size: 16\n", r"grid_size must be input_size / grid_stride = 32 .*got 16"),
+        ("input_size: 128\n", r"grid_size must be input_size / grid_stride = 16 .*got 32"),
         ("input_size: 100\ngrid_size: 12\n", r"input_size must be a multiple of 32"),
         ("roots: [thorax, r_hip]\n", r"roots must include the skeleton origin 'pelvis'"),
         ("roots: [pelvis, chest]\n", r"roots: unknown joint 'chest' \(the h36m17 joints are: pelvis, "),

@@ -163,3 +163,11 @@ def test_confidence_is_the_window_mass() -> None:
     np.testing.assert_allclose(conf1, probs[3:6, 3:6].sum(), rtol=1e-5)
     _, conf0 = decode(probs, size, window=0)
     np.testing.assert_allclose(conf0, probs[4, 4], rtol=1e-5)
+
+
+def test_the_decoding_window_keeps_its_extent_in_pixels_on_a_finer_grid() -> None:
+    from engines.grid import window_cells
+
+    assert [window_cells(w, 128, 16) for w in (0, 1, 2)] == [0, 1, 2]      # stride 8
+    assert [window_cells(w, 128, 32) for w in (0, 1, 2)] == [0, 2, 4]      # stride 4
+    assert window_cells(1, 256, 32) == 1 and window_cells(1, 64, 8) == 1

@@ -675,7 +675,7 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     assert rc == 2 and "--detect-score must be in [0, 1]" in capsys.readouterr().err
     # The decoding window: the pipeline's by default, or the one asked for (a wider window holds
     # at least as much of each joint's mass, so no score falls).
-    assert res["window"] == 1
+    assert res["window"] == 1 and res["window_cells"] == 1
     wide = tmp_path / "wide.json"
     assert main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",
                  "--detect-score", "0.05", "--window", "2", "--no-progress", "--json", str(wide)]) == 0

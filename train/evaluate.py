@@ -46,7 +46,7 @@ import numpy as np
 
 from engines.align import METHODS, RootAligner
 from engines.errors import InputError, PosecastError
-from engines.grid import decode
+from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
 
@@ -285,11 +285,12 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
         detect_score = pipeline_score
     if window is None:
         window = pipeline_window
+    cells = window_cells(window, cfg.input_size, cfg.grid_size)
     sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds), ("negative", negative_ds))
             if ds is not None]
     plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
     results: dict[str, Any] = {"pck_threshold": PCK_THRESHOLD, "torso": list(TORSO), "methods": list(methods),
-                               "window": window}
+                               "window": window, "window_cells": cells}
     with tqdm(total=sum(len(v) for v in plan.values()), disable=not progress, unit="img", file=sys.stderr,
               dynamic_ncols=True) as bar:
         t0 = time.perf_counter()
@@ -297,12 +298,12 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             bar.set_description(key)
             out = collect(predictor, ds, plan[key], batch_size, bar)
             if key == "synthetic":
-                results[key] = synthetic_metrics(out, cfg, methods, per_root, window=window)
+                results[key] = synthetic_metrics(out, cfg, methods, per_root, window=cells)
             elif key == "real":
-                results[key] = real_metrics(out, cfg, window)
+                results[key] = real_metrics(out, cfg, cells)
             else:
                 results[key] = {"samples": len(out["probs"])}
-            results[key]["score"] = score_metrics(out, cfg, detect_score, window)
+            results[key]["score"] = score_metrics(out, cfg, detect_score, cells)
         results["seconds"] = time.perf_counter() - t0
     return results
 
@@ -416,8 +417,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-test", choices=FLIP_TEST_MODES,
                    help="test-time mirroring of a .pt model: none, 3d (the 3D only) or all (default: as the model file says)")
     p.add_argument("--window", type=int, metavar="N",
-                   help="decoding window: the expectation over (2N+1)^2 cells around each peak (default: the "
-                        "pipeline's alignment.window)")
+                   help="decoding window: the expectation over +-N 8-pixel cells around each peak (2N of a "
+                        "stride-4 grid's cells; default: the pipeline's alignment.window)")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
