@@ -41,7 +41,13 @@ if [ -f "$work/runs/extended/model.pt" ]; then
     evaluate "$work/runs/extended"
     specs+=("stage 4 (7000 more steps)=$work/runs/extended/eval.json")
     evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
-    specs+=("stage 4, mirrored at test time (shipped)=$work/runs/extended/eval_mirrored.json")
+    specs+=("stage 4, mirrored at test time=$work/runs/extended/eval_mirrored.json")
+fi
+if [ -f "$work/runs/fine/model.pt" ]; then
+    evaluate "$work/runs/fine"
+    specs+=("stage 5 (finer 2D grid, 6000 more steps)=$work/runs/fine/eval.json")
+    evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
+    specs+=("stage 5, mirrored at test time (shipped)=$work/runs/fine/eval_mirrored.json")
 fi
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

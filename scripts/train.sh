@@ -4,7 +4,7 @@
 # (a finished stage, one with its model.pt, is not trained again).
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
-# 40 min for stage 2, 85 min for stage 3 and 70 min for stage 4 (docs/training.md).
+# 40 min for stage 2, 85 min for stage 3, 70 min for stage 4 and 65 min for stage 5 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -50,6 +50,6 @@ evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
     --init-from "$work/runs/extended/model.pt"
 evaluate "$work/runs/fine"
 evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
-# The shipped model: stage 4's weights, mirrored at test time. Copy it to
+# The shipped model: stage 5's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/extended/model.pt" --out "$work/default.pt" --flip-test all
+$py -m train.ship --model "$work/runs/fine/model.pt" --out "$work/default.pt" --flip-test all
