@@ -31,7 +31,7 @@ def test_default_model_is_the_shipped_trained_checkpoint(default_model: ModelArt
     assert first.checkpoint_path == models.SHIPPED_DEFAULT
     assert first.info.trained is True and "untrained" not in first.info.weights
     cfg = first.info.config
-    assert (cfg.input_size, cfg.grid_size, len(cfg.roots), cfg.fusion) == (128, 16, 6, "conv")
+    assert (cfg.input_size, cfg.grid_size, cfg.grid_stride, len(cfg.roots), cfg.fusion) == (128, 32, 4, 6, "conv")
     assert first.onnx_path.is_file() and first.onnx_path.parent == _session_cache / "models"
     mtime = first.onnx_path.stat().st_mtime_ns
     monkeypatch.setattr(models, "export_onnx", _no_export)
