@@ -172,7 +172,6 @@ class PoseNet(nn.Module):
         self.head2d = nn.Sequential(conv_bn(hw, hw, 3, groups=hw), conv_bn(hw, hw, 1))
         self.logits = nn.Conv2d(hw, j, 1)
         self.grid_stride = cfg.grid_stride
-        self.coarse_grid = cfg.input_size // 8
         if cfg.grid_stride == 4:
             self.lat4 = conv_bn(w[0], hw, 1, act=False)
             self.head2d_fine = nn.Sequential(conv_bn(hw, hw, 3, groups=hw), conv_bn(hw, hw, 1))
@@ -192,7 +191,7 @@ class PoseNet(nn.Module):
         self.spatial = conv_bn(w[3], self.SPATIAL_CHANNELS, 1)
         flat = self.SPATIAL_CHANNELS * (cfg.input_size // 32) ** 2
         if cfg.fusion == "fc":
-            gc = self.coarse_grid
+            gc = cfg.input_size // 8               # the fusion reads stride-8 cells (forward_logits)
             self.fuse_fc = nn.Sequential(nn.Linear(j * gc * gc, cfg.fusion_fc_width), nn.ReLU(inplace=True))
             flat += cfg.fusion_fc_width
         self.register_buffer("own_root_mask", own_root_mask(r, j, cfg.root_indices))
