@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engines.crop_frame import OFFSETS_FRAMES
 from engines.skeleton import H36M17, Skeleton
 
 Fusion = Literal["none", "conv", "fc"]
@@ -43,6 +44,9 @@ class ModelConfig:
     flip_test: FlipTest = "none"
     # 8 in models trained before the finer head existed.
     grid_stride: int = 8
+    # The frame of the 3D offsets (engines/crop_frame.py): the camera's, or the crop's own, which
+    # the pipeline turns into the camera's. "camera" in models trained before the crop frame.
+    offsets_frame: str = "camera"
 
     @property
     def skeleton(self) -> Skeleton:
@@ -88,5 +92,7 @@ class ModelConfig:
             if {flip[i] for i in self.root_indices} != set(self.root_indices):
                 raise ValueError("flip_test needs the roots to include both sides of every left/right pair "
                                  f"they name (got {list(self.roots)})")
+        if self.offsets_frame not in OFFSETS_FRAMES:
+            raise ValueError(f"offsets_frame must be one of {', '.join(OFFSETS_FRAMES)} (got {self.offsets_frame!r})")
         if any(s <= 0 for s in self.std_bgr):
             raise ValueError("std_bgr must be positive")

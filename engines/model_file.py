@@ -47,7 +47,9 @@ class ModelInfo:
             "normalisation": {"mean_bgr": list(cfg.mean_bgr), "std_bgr": list(cfg.std_bgr),
                               "applied": "inside the network"},
             "outputs": {"probs_2d": "batch x joints x grid x grid softmax over cells",
-                        "offsets_3d": "batch x roots x joints x 3, metres, camera axes (x right, y down, z forward)"},
+                        "offsets_3d": "batch x roots x joints x 3, metres, x right, y down, z forward"
+                                          + (" of the crop's own camera (engines/crop_frame.py)"
+                                             if cfg.offsets_frame == "crop" else ", camera axes")},
             "weights": self.weights,
             "trained": self.trained,
             "model_config": to_dict(cfg),

@@ -60,6 +60,7 @@ class ModelSection:
     lift_width: int | None = None            # the lifter (engines/network.py); 0: none
     lift_blocks: int | None = None
     grid_stride: int | None = None           # 8 or 4: pixels per 2D grid cell; grid_size follows
+    offsets_frame: str | None = None         # camera | crop: the frame of the 3D labels and outputs
 
     def check(self) -> None:
         if self.roots is not None:
@@ -251,6 +252,8 @@ def build_model_config(section: ModelSection, source: str) -> ModelConfig:
             over["input_size"] = size
         if isinstance(size, int) and isinstance(stride, int) and stride > 0:
             over["grid_size"] = size // stride
+    if section.offsets_frame is not None:
+        over["offsets_frame"] = section.offsets_frame
     if section.lift_width is not None:
         over["lift_width"] = section.lift_width
     if section.lift_blocks is not None:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from engines.crop_frame import OFFSETS_FRAMES, crop_rotations, fit_pinhole
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
 from train.shards import ShardSet
@@ -202,17 +203,30 @@ class _Augmented(Dataset):
         raise NotImplementedError
 
 
+def to_crop_frame(joints_2d: np.ndarray, joints_3d: np.ndarray, size: int) -> np.ndarray:
+    """Camera-frame joints (J, 3) of a rendered `size` x `size` crop -> the crop's frame."""
+    focal, principal = fit_pinhole(joints_2d, joints_3d)
+    rot = crop_rotations(np.array([size / 2.0, size / 2.0]), focal, principal)
+    return (joints_3d.astype(np.float64) @ rot).astype(np.float32)         # rows: R.T @ x
+
+
 class SyntheticDataset(_Augmented):
     """Rendered crops from shard directories (`train/shards.py`). Augmentation: a mirror (p 0.5)
     and colour jitter; no other geometric change (the renderer varies scale and position).
-    `mask_2d` is 1 for every joint inside the crop, occluded or not."""
+    `mask_2d` is 1 for every joint inside the crop, occluded or not. `joints_3d` is in the
+    camera's frame, or with `offsets_frame="crop"` in the crop's own (engines/crop_frame.py; the
+    shards do not store the camera, so it is fitted to each sample's 2D and 3D labels, which it
+    made)."""
 
     def __init__(self, shard_dirs: Sequence[Path] | Path, input_size: int = 256, augment: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, offsets_frame: str = "camera") -> None:
         super().__init__(seed)
+        if offsets_frame not in OFFSETS_FRAMES:
+            raise ValueError(f"offsets_frame must be one of {', '.join(OFFSETS_FRAMES)} (got {offsets_frame!r})")
         self.shards = ShardSet(shard_dirs if isinstance(shard_dirs, (list, tuple)) else [shard_dirs])
         self.input_size = int(input_size)
         self.augment = augment
+        self.offsets_frame = offsets_frame
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -224,6 +238,8 @@ class SyntheticDataset(_Augmented):
         h, w = image.shape[:2]
         if h != w:
             raise ValueError(f"synthetic sample {i}: image {w}x{h} is not square")
+        if self.offsets_frame == "crop":
+            j3 = to_crop_frame(j2, j3, w)
         if w != size:
             # cv2.resize samples at pixel centres: continuous coordinates scale exactly.
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)

@@ -445,7 +445,10 @@ def run(args: argparse.Namespace) -> int:
     predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test)
     synth_ds = real_ds = None
     if args.synth_val:
-        synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False, seed=0)
+        # In a crop-frame model's frame: rotation keeps distances, so its MPJPE is what a pipeline that
+        # knows the camera measures after turning the pose into the camera's frame.
+        synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False,
+                                    seed=0, offsets_frame=cfg.offsets_frame)
     if args.real2d:
         from train.real2d import load_real2d, split_real
 
@@ -473,7 +476,8 @@ def run(args: argparse.Namespace) -> int:
                    detect_score=args.detect_score, window=args.window)
     res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
                     "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks,
-                    "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride}
+                    "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride,
+                    "offsets_frame": cfg.offsets_frame}
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))
     if args.json:
         path = Path(args.json)

@@ -1,0 +1,120 @@
+"""The crop's own camera frame (engines/crop_frame.py): its geometry, the training labels put in
+it (train.datasets.to_crop_frame) and the pipeline's turn back into the camera's frame
+(streamer/stages/align.py), which must undo each other."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engines.config import ConfigError
+from engines.crop import CropTransform
+from engines.crop_frame import crop_rotations, fit_pinhole, ray_rotations
+from engines.model_file import default_model_config
+from engines.rootpos import camera_intrinsics
+from streamer.config import load_pipeline_config
+from streamer.packets import FramePacket, ResultPacket
+from streamer.stages.align import AlignStage
+from train.datasets import to_crop_frame
+
+rays = st.tuples(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0), st.floats(0.05, 3.0))
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+
+
+@given(rays)
+def test_the_rotation_is_proper_and_points_its_z_axis_along_the_ray(ray: tuple[float, float, float]) -> None:
+    d = np.array(ray)
+    r = ray_rotations(d)
+    np.testing.assert_allclose(r.T @ r, np.eye(3), atol=1e-12)
+    assert np.linalg.det(r) == pytest.approx(1.0)
+    np.testing.assert_allclose(r[:, 2], d / np.linalg.norm(d), atol=1e-12)
+    # The smallest turn: the axis is perpendicular to both the optical axis and the ray.
+    axis = np.cross([0.0, 0.0, 1.0], d)
+    np.testing.assert_allclose(r @ axis, axis, atol=1e-9)
+
+
+@given(rays)
+def test_the_rotation_commutes_with_mirroring(ray: tuple[float, float, float]) -> None:
+    """A mirrored crop's frame is the mirror of the crop's: training's flip and test-time
+    mirroring (x -> -x in the crop's frame) stay exact."""
+    d = np.array(ray)
+    np.testing.assert_allclose(MIRROR @ ray_rotations(d) @ MIRROR, ray_rotations(MIRROR @ d), atol=1e-12)
+
+
+def test_a_crop_centred_on_the_principal_point_keeps_the_camera_frame() -> None:
+    np.testing.assert_allclose(crop_rotations(np.array([320.0, 240.0]), 500.0, np.array([320.0, 240.0])),
+                               np.eye(3), atol=1e-15)
+
+
+def test_rays_must_point_forward() -> None:
+    with pytest.raises(ValueError, match="forward"):
+        ray_rotations(np.array([0.0, 0.0, -1.0]))
+
+
+def test_batched_rotations_match_single_ones() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 640, (5, 2))
+    batch = crop_rotations(centres, 400.0, np.array([320.0, 240.0]))
+    for c, r in zip(centres, batch):
+        np.testing.assert_allclose(r, crop_rotations(c, 400.0, np.array([320.0, 240.0])), atol=1e-15)
+
+
+def _person(rng: np.random.Generator, at: np.ndarray) -> np.ndarray:
+    """17 camera-frame points spread like a person (about 1.7 m tall) around `at`."""
+    return at + rng.normal(0.0, [0.25, 0.45, 0.15], (17, 3))
+
+
+def test_fit_pinhole_recovers_the_camera_that_made_the_labels() -> None:
+    rng = np.random.default_rng(1)
+    joints = _person(rng, np.array([0.8, -0.3, 4.0]))
+    f, c = 731.5, np.array([40.0, 212.0])
+    uv = joints[:, :2] / joints[:, 2:] * f + c
+    focal, principal = fit_pinhole(uv.astype(np.float32), joints.astype(np.float32))
+    assert focal == pytest.approx(f, rel=1e-4)
+    np.testing.assert_allclose(principal, c, atol=0.05)
+
+
+@pytest.mark.parametrize("frame", ["crop", "camera"])
+def test_the_pipeline_turns_crop_frame_labels_back_into_the_camera_frame(frame: str) -> None:
+    """A person off the optical axis of a 640x480 camera: the labels training would give their
+    crop (to_crop_frame), fed as the network's offsets, come out of the align stage as the
+    camera-frame pose; a camera-frame model's offsets pass through unturned."""
+    rng = np.random.default_rng(2)
+    pipeline = load_pipeline_config()
+    k = camera_intrinsics(640, 480, pipeline.coordinates.focal_px, pipeline.coordinates.hfov_deg)
+    joints = _person(rng, np.array([1.6, 0.4, 3.5]))                  # about 25 degrees to the right
+    uv = joints[:, :2] / joints[:, 2:] * k.fx + np.array([k.cx, k.cy])
+    size = 128
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    crop = CropTransform.from_box(*((lo + hi) / 2), float((hi - lo).max() * 1.3), size)
+    in_crop = crop.to_crop(uv)
+    labels = to_crop_frame(in_crop, joints.astype(np.float32), size) if frame == "crop" else joints
+    cfg = replace(default_model_config(), offsets_frame=frame)
+    roots = np.array(cfg.root_indices)
+    offsets = (labels[None, :, :] - labels[roots][:, None, :]).astype(np.float32)
+
+    stage = AlignStage(cfg, pipeline, "", "", control=None, reporter=None)   # type: ignore[arg-type]
+    packet = ResultPacket(FramePacket(0, 0, 480, 640, 0.0, 0.0, 1.0), True, 0.9, uv.astype(np.float32),
+                          np.ones(17, np.float32), offsets, crop.to_image(np.full(2, size / 2.0)))
+    out = ResultPacket.from_dict(stage.align(packet.to_dict()), 17, len(cfg.roots))
+    pelvis = cfg.skeleton.index("pelvis")
+    np.testing.assert_allclose(out.joints_3d, joints - joints[pelvis], atol=2e-4)
+    # ... and root placement then finds the person where they are.
+    np.testing.assert_allclose(out.root_3d, joints[pelvis], atol=0.02)
+    if frame == "crop":
+        # The turn is not negligible here: unturned, the pose is tens of centimetres off.
+        assert np.abs(labels - labels[pelvis] - (joints - joints[pelvis])).max() > 0.1
+
+
+def test_offsets_frame_is_checked() -> None:
+    from engines.config import from_dict, to_dict
+    from engines.model_config import ModelConfig
+
+    data = to_dict(default_model_config())
+    data["offsets_frame"] = "world"
+    with pytest.raises(ConfigError, match="offsets_frame must be one of camera, crop"):
+        from_dict(ModelConfig, data, source="model.yaml")
