@@ -57,6 +57,11 @@ def crop_rotations(centres_px: np.ndarray, focal: np.ndarray | float, principal:
     return ray_rotations(np.concatenate([xy, np.ones(xy.shape[:-1] + (1,))], axis=-1))
 
 
+def off_axis_degrees(rotations: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) `ray_rotations` -> (...,) the angle between each ray and the optical axis."""
+    return np.degrees(np.arccos(np.clip(np.asarray(rotations)[..., 2, 2], -1.0, 1.0)))
+
+
 def fit_pinhole(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[float, np.ndarray]:
     """The square-pixel pinhole (focal length, principal point (2,)) that projects camera-frame
     `points_3d` (N, 3) onto `points_2d` (N, 2) pixels, by least squares: u = f x/z + cx,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engines.config import ConfigError
 from engines.crop import CropTransform
-from engines.crop_frame import crop_rotations, fit_pinhole, ray_rotations
+from engines.crop_frame import crop_rotations, fit_pinhole, off_axis_degrees, ray_rotations
 from engines.model_file import default_model_config
 from engines.rootpos import camera_intrinsics
 from streamer.config import load_pipeline_config
@@ -48,6 +48,19 @@ def test_the_rotation_commutes_with_mirroring(ray: tuple[float, float, float]) -
 def test_a_crop_centred_on_the_principal_point_keeps_the_camera_frame() -> None:
     np.testing.assert_allclose(crop_rotations(np.array([320.0, 240.0]), 500.0, np.array([320.0, 240.0])),
                                np.eye(3), atol=1e-15)
+
+
+def test_off_axis_degrees_and_the_evaluation_bins() -> None:
+    from train.evaluate import by_off_axis
+
+    rots = crop_rotations(np.array([[320.0, 240.0], [820.0, 240.0], [320.0, 240.0 + 500 * np.tan(np.radians(15))]]),
+                          500.0, np.array([320.0, 240.0]))
+    np.testing.assert_allclose(off_axis_degrees(rots), [0.0, 45.0, 15.0], atol=1e-9)
+    gt = np.zeros((3, 17, 3))
+    pred = gt + np.array([0.0, 0.0, 0.01])                       # 10 mm off everywhere
+    bins = by_off_axis(pred, gt, off_axis_degrees(rots))
+    assert {k: v["samples"] for k, v in bins.items()} == {"0-10": 1, "10-20": 1, "20+": 1}
+    assert bins["20+"]["mpjpe_mm"] == pytest.approx(10.0)
 
 
 def test_rays_must_point_forward() -> None:
@@ -118,3 +131,18 @@ def test_offsets_frame_is_checked() -> None:
     data["offsets_frame"] = "world"
     with pytest.raises(ConfigError, match="offsets_frame must be one of camera, crop"):
         from_dict(ModelConfig, data, source="model.yaml")
+
+
+def test_model_files_say_which_frame_their_offsets_are_in() -> None:
+    """The frame travels in a model file's metadata (so ONNX and TensorRT runs turn the pose as
+    the checkpoint's would); files written before it existed read as camera-frame models."""
+    from engines.model_file import ModelInfo
+
+    crop = ModelInfo(replace(default_model_config(), offsets_frame="crop"), "test", True)
+    meta = crop.metadata()
+    assert "crop's own camera" in meta["outputs"]["offsets_3d"]
+    assert ModelInfo.from_metadata(meta, "m.onnx").config.offsets_frame == "crop"
+    del meta["model_config"]["offsets_frame"]
+    assert ModelInfo.from_metadata(meta, "old.onnx").config.offsets_frame == "camera"
+    camera = ModelInfo(default_model_config(), "test", True).metadata()
+    assert camera["outputs"]["offsets_3d"].endswith("camera axes")

@@ -409,6 +409,11 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     assert tracking["samples"] == len(synth) and "search" not in s["framing"]
     assert tracking["3d"]["weighted"]["mpjpe_mm"] < 1e-3 and tracking["pck"] == 1.0
     assert "| synthetic, tracking crops |" in markdown(res, mcfg)
+    # fake_pose's people stand 0-3 degrees off the axis, in crops centred on the axis.
+    off = s["off_axis"]
+    assert off["crops"] == "tracking" and list(off["bins"]) == ["0-10"]
+    assert off["bins"]["0-10"]["samples"] == len(synth) and off["bins"]["0-10"]["mpjpe_mm"] < 1e-3
+    assert "| synthetic, tracking crops 0-10 degrees off the camera's axis |" in markdown(res, mcfg)
 
     # A known error is measured as such: the pelvis row's joints all 5 cm lower; `average` takes
     # the mean of 3 rows, so 16 of 17 joints are 50 / 3 mm off.
@@ -617,6 +622,36 @@ def test_a_stride_8_model_continues_on_the_finer_grid(data: dict[str, Path], tmp
     with torch.no_grad():
         probs, _ = got(x)
     assert probs.shape == (2, 17, 16, 16)
+
+
+def test_a_crop_frame_recipe_trains_on_labels_turned_into_the_crop_frame(data: dict[str, Path], tmp_path: Path) -> None:
+    """`model.offsets_frame: crop` (configs/train/crop_frame.yaml): the synthetic 3D labels are
+    turned by the crop's ray (engines/crop_frame.py), validation measures in that frame, and the
+    trained model file says so, for the pipeline to turn its poses back."""
+    from engines.crop_frame import crop_rotations, fit_pinhole
+    from engines.model_file import load_checkpoint
+    from train.config import expand_shard_dirs
+    from train.datasets import SyntheticDataset
+    from train.train import train
+
+    dirs = expand_shard_dirs([str(data["train"])])
+    camera = SyntheticDataset(dirs, input_size=SIZE, augment=False, offsets_frame="camera")
+    crop = SyntheticDataset(dirs, input_size=SIZE, augment=False, offsets_frame="crop")
+    for i in (0, 5):
+        j3, j2 = camera[i]["joints_3d"].numpy(), camera[i]["joints_2d"].numpy()
+        focal, principal = fit_pinhole(j2, j3)
+        rot = crop_rotations(np.full(2, SIZE / 2.0), focal, principal)
+        np.testing.assert_allclose(crop[i]["joints_3d"].numpy(), j3 @ rot, atol=1e-5)
+        np.testing.assert_allclose(focal, SIZE * 2.2, rtol=1e-3)            # fake_pose's camera
+    with pytest.raises(ValueError, match="offsets_frame must be one of camera, crop"):
+        SyntheticDataset(dirs, input_size=SIZE, offsets_frame="world")
+
+    model = f"\n  config: {data['model']}\n  fusion: conv\n  roots: [pelvis, thorax, r_hip]\n  offsets_frame: crop"
+    summary = train(load_train_config(recipe(data, tmp_path, name="cropf", model=model)), tmp_path / "cropf",
+                    progress=False)
+    _, info = load_checkpoint(Path(summary["final"]))
+    assert info.config.offsets_frame == "crop"
+    assert load_train_config(REPO / "configs" / "train" / "crop_frame.yaml").model_config().offsets_frame == "crop"
 
 
 def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from engines.crop_frame import OFFSETS_FRAMES, crop_rotations, fit_pinhole
+from engines.crop_frame import OFFSETS_FRAMES, crop_rotations, fit_pinhole, off_axis_degrees
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
 from train.shards import ShardSet
@@ -203,10 +203,16 @@ class _Augmented(Dataset):
         raise NotImplementedError
 
 
+def crop_rotation(joints_2d: np.ndarray, joints_3d: np.ndarray, size: int) -> np.ndarray:
+    """The rotation (engines/crop_frame.py) of a rendered `size` x `size` crop, from its labels:
+    camera-frame joints (J, 3) and their pixels (J, 2)."""
+    focal, principal = fit_pinhole(joints_2d, joints_3d)
+    return crop_rotations(np.array([size / 2.0, size / 2.0]), focal, principal)
+
+
 def to_crop_frame(joints_2d: np.ndarray, joints_3d: np.ndarray, size: int) -> np.ndarray:
     """Camera-frame joints (J, 3) of a rendered `size` x `size` crop -> the crop's frame."""
-    focal, principal = fit_pinhole(joints_2d, joints_3d)
-    rot = crop_rotations(np.array([size / 2.0, size / 2.0]), focal, principal)
+    rot = crop_rotation(joints_2d, joints_3d, size)
     return (joints_3d.astype(np.float64) @ rot).astype(np.float32)         # rows: R.T @ x
 
 
@@ -230,6 +236,12 @@ class SyntheticDataset(_Augmented):
 
     def __len__(self) -> int:
         return len(self.shards)
+
+    def off_axis_degrees(self, i: int) -> float:
+        """How far sample i's crop centre is off its camera's optical axis, in degrees."""
+        s = self.shards.get(i)
+        rot = crop_rotation(s["joints_2d"], s["joints_3d"], s["image"].shape[1])
+        return float(off_axis_degrees(rot))
 
     def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
         s = self.shards.get(i)

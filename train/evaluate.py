@@ -21,6 +21,10 @@ What is measured, and how:
   0.12 to 0.55 of the side). The pipeline publishes the result of a tracking crop only (a search
   is always followed by a pass on a crop cut around the joints it found: streamer/tracking.py), so
   the 3D metrics are also given for each kind, told apart by the ground-truth joints' extent.
+- Tracking crops by how far their centre is off the camera's optical axis (0-10, 10-20, over
+  20 degrees; the camera fitted to each sample's labels): where a camera-frame model must guess
+  the turn that the crop frame removes (engines/crop_frame.py). A crop-frame model is scored in its crop's
+  frame; rotation keeps distances, so that is its camera-frame error once turned back.
 - `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
   from that root (its own entry, 0 by construction, left out): how good each row is alone.
 - The tracker's score (the mean joint confidence, which its search compares with
@@ -55,6 +59,8 @@ PCK_THRESHOLD = 0.2
 TORSO = ("l_shoulder", "r_hip")
 # Between the renderer's search crops (extent <= 0.55 of the side) and tracking crops (>= 0.588).
 TRACKING_EXTENT = 0.57
+# Degrees between the crop centre's ray and the camera's optical axis (engines/crop_frame.py).
+OFF_AXIS_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 180.0))
 
 
 # --- running a model ---------------------------------------------------------------------
@@ -212,6 +218,19 @@ def framing(joints_2d: np.ndarray, size: int) -> np.ndarray:
     return extent >= TRACKING_EXTENT * size
 
 
+def by_off_axis(pred: np.ndarray, gt_rel: np.ndarray, degrees: np.ndarray) -> dict[str, Any]:
+    """MPJPE and PA-MPJPE (mm) of the poses whose crop centre is 0-10, 10-20 and over 20
+    degrees off the camera's optical axis (engines/crop_frame.py)."""
+    out: dict[str, Any] = {}
+    for lo, hi in OFF_AXIS_BINS:
+        keep = (degrees >= lo) & (degrees < hi)
+        if keep.any():
+            out[f"{lo:g}-{hi:g}" if hi < 180 else f"{lo:g}+"] = {
+                "samples": int(keep.sum()), "mpjpe_mm": mpjpe(pred[keep], gt_rel[keep]) * 1000.0,
+                "pa_mpjpe_mm": pa_mpjpe(pred[keep], gt_rel[keep]) * 1000.0}
+    return out
+
+
 def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Iterable[str],
                       per_root: bool = False, by_framing: bool = True, window: int = 1) -> dict[str, Any]:
     methods = list(methods)
@@ -241,6 +260,11 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
             aligner = RootAligner(skel.num_joints, cfg.root_indices, origin, method)
             pred = aligner(out["offsets"][has3d], conf[has3d])
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
+            if "off_axis_deg" in out and by_framing and method == methods[-1]:
+                # Tracking crops only: what the pipeline publishes, and where the crop's centre is the person's.
+                track = framing(gt2d, cfg.input_size)[has3d]
+                res["off_axis"] = {"method": method, "crops": "tracking",
+                                   "bins": by_off_axis(pred[track], gt_rel[track], out["off_axis_deg"][has3d][track])}
         if per_root:
             res["per_root_mm"] = per_root_errors(out["offsets"][has3d], gt3, cfg)
     return res
@@ -298,6 +322,8 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             bar.set_description(key)
             out = collect(predictor, ds, plan[key], batch_size, bar)
             if key == "synthetic":
+                if hasattr(ds, "off_axis_degrees"):
+                    out["off_axis_deg"] = np.array([ds.off_axis_degrees(int(i)) for i in plan[key]])
                 results[key] = synthetic_metrics(out, cfg, methods, per_root, window=cells)
             elif key == "real":
                 results[key] = real_metrics(out, cfg, cells)
@@ -357,6 +383,11 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             if "weighted" in f["3d"]:
                 lines.append(f"| {label} | {f['samples']} | PA-MPJPE (weighted) mm | {_f(f['3d']['weighted']['pa_mpjpe_mm'])} |")
             lines.append(f"| {label} | {f['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(f['pck'], 3)} |")
+        off = s.get("off_axis")
+        for name, b in (off["bins"].items() if off else ()):
+            label = f"synthetic, tracking crops {name} degrees off the camera's axis"
+            lines.append(f"| {label} | {b['samples']} | MPJPE ({off['method']}) mm | {_f(b['mpjpe_mm'])} |")
+            lines.append(f"| {label} | {b['samples']} | PA-MPJPE ({off['method']}) mm | {_f(b['pa_mpjpe_mm'])} |")
     if r is not None:
         lines.append(f"| real | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
         lines.append(f"| real | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
