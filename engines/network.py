@@ -216,18 +216,20 @@ class PoseNet(nn.Module):
             nn.init.zeros_(self.regressor[-1].weight)
             nn.init.zeros_(self.regressor[-1].bias)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, exact_2d: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`exact_2d` (B, J, 2) crop pixels, a diagnostic (train/evaluate.py --exact-2d): the
+        lifter reads these joints at full confidence instead of the ones the 2D branch found."""
         if self.flip_test != "none" and not self.training:
-            return self.forward_mirrored(image)
-        return self.forward_once(image)
+            return self.forward_mirrored(image, exact_2d)
+        return self.forward_once(image, exact_2d)
 
-    def forward_once(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, offsets = self.forward_logits(image)
+    def forward_once(self, image: torch.Tensor, exact_2d: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, offsets = self.forward_logits(image, exact_2d)
         b = logits.shape[0]
         probs = torch.softmax(logits.reshape(b, self.num_joints, -1), dim=-1)
         return probs.reshape(b, self.num_joints, self.grid, self.grid), offsets
 
-    def forward_mirrored(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_mirrored(self, image: torch.Tensor, exact_2d: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Test-time mirroring: the crops and their mirror images in one batch, the mirrored
         results mapped back (grid columns reversed, left and right swapped, x negated: the mirror of
         a crop whose principal point is its centre, as in training's flip augmentation) and
@@ -237,7 +239,10 @@ class PoseNet(nn.Module):
         # Cast first: TensorRT accepts a UINT8 input only straight into a Cast (NVIDIA/TensorRT#3985).
         x = image.float()
         both = torch.cat([x, x.flip(2)], dim=0)                      # (2B, S, S, 3), width is dim 2
-        probs, offsets = self.forward_once(both)
+        if exact_2d is not None:                                      # their mirror: x -> S - x, sides swapped
+            mirrored = exact_2d.index_select(1, self.flip_joints) * self.mirror_x[:2]
+            exact_2d = torch.cat([exact_2d, mirrored + self.mirror_x.new_tensor([self.input_size, 0.0])], dim=0)
+        probs, offsets = self.forward_once(both, exact_2d)
         # reshape(2, -1, ...) splits the halves without a Slice at a batch size read from the graph.
         probs = probs.reshape(2, -1, self.num_joints, self.grid, self.grid)
         offsets = offsets.reshape(2, -1, self.num_roots, self.num_joints, 3)
@@ -248,7 +253,7 @@ class PoseNet(nn.Module):
             return probs[0], offsets_mean
         return (probs[0] + probs_back) * 0.5, offsets_mean
 
-    def forward_logits(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_logits(self, image: torch.Tensor, exact_2d: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`logits_2d` (B, J, G, G) before the softmax, and `offsets_3d`: what training needs, since
         cross-entropy on log-softmax of the logits is stable where the log of probabilities is not."""
         # Contiguous NCHW: the NHWC permute alone leaves a channels-last layout whose depthwise
@@ -287,6 +292,8 @@ class PoseNet(nn.Module):
         if self.lifter is not None:
             # Detached: the 2D branch learns from its own loss, not from the lifter's mistakes.
             points, conf = decode_grid(probs_2d.detach(), self.input_size, self.grid_size)
+            if exact_2d is not None:
+                points, conf = exact_2d.to(points.dtype), torch.ones_like(conf)
             raw = raw + self.lifter(points, conf)
         offsets = raw.reshape(b, self.num_roots, self.num_joints, 3) * self.own_root_mask
         return logits, offsets

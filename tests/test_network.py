@@ -266,6 +266,39 @@ def test_flip_test_is_mirror_symmetric(mirrored_pair, seed: int, batch: int) -> 
     np.testing.assert_allclose(mo, offsets, atol=1e-6, rtol=0)
 
 
+def test_exact_2d_replaces_the_lifters_input_only(mirrored_pair) -> None:
+    """train/evaluate.py --exact-2d: the lifter reads the given joints at full confidence; the 2D
+    output stays the network's, and with mirroring the given joints are mirrored with the crop."""
+    from engines.network import decode_grid
+
+    plain, mirrored = mirrored_pair
+    cfg = plain.cfg
+    x = torch.from_numpy(crops(cfg, 2, seed=8))
+    exact = torch.rand(2, cfg.skeleton.num_joints, 2) * cfg.input_size
+    plain.eval()
+    with torch.no_grad():
+        p0, o0 = plain(x)
+        p1, o1 = plain(x, exact)
+        points, conf = decode_grid(p0, cfg.input_size, cfg.grid_size)
+        delta = plain.lifter(exact, torch.ones_like(conf)) - plain.lifter(points, conf)
+    torch.testing.assert_close(p1, p0, atol=0, rtol=0)
+    torch.testing.assert_close(o1 - o0, delta.reshape(o0.shape) * plain.own_root_mask, atol=1e-5, rtol=0)
+    # Mirroring: the crop and the mirror of its joints, or the mirrored crop and the joints as they
+    # are in it, give mirror answers.
+    flip = list(cfg.skeleton.flip_permutation)
+    exact_m = exact[:, flip].clone()
+    exact_m[..., 0] = cfg.input_size - exact_m[..., 0]
+    _, o = run_torch_exact(mirrored, x, exact)
+    _, om = mirror_outputs(cfg, *run_torch_exact(mirrored, x.flip(2), exact_m))
+    np.testing.assert_allclose(om, o, atol=1e-5, rtol=0)
+
+
+def run_torch_exact(net: PoseNet, x: torch.Tensor, exact: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        probs, offsets = net(x.contiguous(), exact)
+    return probs.numpy(), offsets.numpy()
+
+
 def test_flip_test_is_off_while_training(mirrored_pair) -> None:
     # Copies: a forward pass in train mode updates BatchNorm's running statistics.
     plain, mirrored = (copy.deepcopy(net).train() for net in mirrored_pair)

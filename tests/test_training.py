@@ -720,3 +720,7 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--window", "9", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--window must be between 0 and 4" in err[0]
+    # --exact-2d feeds a lifter: a model without one is told so, in one line.
+    rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--exact-2d", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--exact-2d feeds the lifter, and this model has none" in err[0]

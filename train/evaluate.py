@@ -25,6 +25,9 @@ What is measured, and how:
   20 degrees; the camera fitted to each sample's labels): where a camera-frame model must guess
   the turn that the crop frame removes (engines/crop_frame.py). A crop-frame model is scored in its crop's
   frame; rotation keeps distances, so that is its camera-frame error once turned back.
+- `--exact-2d` (a diagnostic, `.pt` models with a lifter): the lifter reads the labelled 2D
+  joints at full confidence instead of the decoded ones; the 2D metrics stay the network's.
+  The 3D error that is left is the 3D branch's own, what perfect 2D would give.
 - `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
   from that root (its own entry, 0 by construction, left out): how good each row is alone.
 - The tracker's score (the mean joint confidence, which its search compares with
@@ -68,18 +71,20 @@ OFF_AXIS_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 180.0))
 class TorchPredictor:
     """A PyTorch network (put in eval mode by the caller, or here) -> numpy outputs."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Any, exact_2d: bool = False) -> None:
         self.net = net
+        self.exact_2d = exact_2d     # collect() then passes the labelled 2D (PoseNet.forward's diagnostic)
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: np.ndarray, joints_2d: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         was_training = self.net.training
         self.net.eval()
         device = next(self.net.parameters()).device
+        exact = None if joints_2d is None else torch.from_numpy(np.asarray(joints_2d, np.float32)).to(device)
         try:
             with torch.no_grad():
-                probs, offsets = self.net(torch.from_numpy(np.ascontiguousarray(images)).to(device))
+                probs, offsets = self.net(torch.from_numpy(np.ascontiguousarray(images)).to(device), exact)
         finally:
             self.net.train(was_training)
         return probs.cpu().numpy(), offsets.cpu().numpy()
@@ -96,10 +101,11 @@ class OnnxPredictor:
         return out.probs_2d, out.offsets_3d
 
 
-def load_predictor(path: str | Path, threads: int = 0,
-                   flip_test: str | None = None) -> tuple[Callable, ModelConfig, str]:
+def load_predictor(path: str | Path, threads: int = 0, flip_test: str | None = None,
+                   exact_2d: bool = False) -> tuple[Callable, ModelConfig, str]:
     """A model file -> (predictor, its model config, its weights line). `flip_test` overrides the
-    model's test-time mirroring (a `.pt` only: an ONNX graph holds it); None keeps it."""
+    model's test-time mirroring (a `.pt` only: an ONNX graph holds it); None keeps it. `exact_2d`:
+    the lifter reads the labelled 2D joints (a `.pt` with a lifter only)."""
     from engines.errors import ModelFileError
 
     path = Path(path)
@@ -111,6 +117,8 @@ def load_predictor(path: str | Path, threads: int = 0,
         if flip_test is not None and flip_test != info.config.flip_test:
             raise InputError(f"{path}: test-time mirroring is part of an ONNX graph ('{info.config.flip_test}' "
                              f"in this one); evaluate its .pt checkpoint to change it")
+        if exact_2d:
+            raise InputError(f"{path}: --exact-2d needs the .pt checkpoint (an ONNX graph decodes its own 2D)")
         return OnnxPredictor(path, threads), info.config, info.weights
     if suffix in (".pt", ".pth"):
         import torch
@@ -122,7 +130,9 @@ def load_predictor(path: str | Path, threads: int = 0,
         net, info = load_checkpoint(path)
         if flip_test is not None:
             net, info = with_flip_test(net, info, flip_test, path)
-        return TorchPredictor(net), info.config, info.weights
+        if exact_2d and not info.config.lift_width:
+            raise InputError(f"{path}: --exact-2d feeds the lifter, and this model has none (lift_width 0)")
+        return TorchPredictor(net, exact_2d), info.config, info.weights
     raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
 
 
@@ -147,7 +157,10 @@ def collect(predictor: Callable, dataset: Any, indices: Sequence[int], batch_siz
     for lo in range(0, len(indices), batch_size):
         items = [dataset[int(i)] for i in indices[lo:lo + batch_size]]
         images = np.stack([_np(it["image"]) for it in items]).astype(np.uint8, copy=False)
-        probs, offsets = predictor(images)
+        if getattr(predictor, "exact_2d", False):
+            probs, offsets = predictor(images, np.stack([_np(it["joints_2d"]) for it in items]))
+        else:
+            probs, offsets = predictor(images)
         acc["probs"].append(np.asarray(probs, np.float32))
         acc["offsets"].append(np.asarray(offsets, np.float32))
         for k in keys:
@@ -450,6 +463,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, metavar="N",
                    help="decoding window: the expectation over +-N 8-pixel cells around each peak (2N of a "
                         "stride-4 grid's cells; default: the pipeline's alignment.window)")
+    p.add_argument("--exact-2d", action="store_true",
+                   help="a diagnostic: the lifter reads the labelled 2D joints at full confidence instead of the 2D "
+                        "branch's (a .pt with a lifter): the 3D error the model would have with perfect 2D")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
@@ -473,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be >= 1")
     if args.window is not None and not 0 <= args.window <= 4:
         raise InputError(f"--window must be between 0 and 4, as the pipeline's alignment.window (got {args.window})")
-    predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test)
+    predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test, args.exact_2d)
     synth_ds = real_ds = None
     if args.synth_val:
         # In a crop-frame model's frame: rotation keeps distances, so its MPJPE is what a pipeline that
@@ -508,8 +524,9 @@ def run(args: argparse.Namespace) -> int:
     res["model"] = {"path": str(args.model), "weights": weights, "fusion": cfg.fusion, "roots": list(cfg.roots),
                     "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks,
                     "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride,
-                    "offsets_frame": cfg.offsets_frame}
-    print(markdown(res, cfg, f"{Path(args.model).name} ({weights})"))
+                    "offsets_frame": cfg.offsets_frame, "exact_2d": bool(args.exact_2d)}
+    note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
+    print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
