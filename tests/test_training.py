@@ -720,6 +720,12 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--window", "9", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--window must be between 0 and 4" in err[0]
+    # The real set's training photos, to tell underfitting from overfitting.
+    assert main(["--model", str(tmp_path / "tiny.pt"), "--real2d", str(data["real"]), "--real-val-fraction", "0.3",
+                 "--real-split", "train", "--no-progress", "--json", str(tmp_path / "train_split.json")]) == 0
+    got = json.loads((tmp_path / "train_split.json").read_text())["real"]
+    assert got["split"] == "train" and got["samples"] == 7           # 10 photos, 3 held out
+    assert "| real (training photos) | 7 | 2D PCK@0.2 |" in capsys.readouterr().out
     # --exact-2d feeds a lifter: a model without one is told so, in one line.
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--exact-2d", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -382,6 +382,7 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
     lines = [f"## {title}" if title else "## Evaluation", ""]
     methods = res["methods"]
     s, r = res.get("synthetic"), res.get("real")
+    real = "real" if r is None or r.get("split", "val") == "val" else "real (training photos)"
     lines += ["| set | samples | metric | value |", "|---|---:|---|---:|"]
     if s is not None:
         for m in methods if "3d" in s else []:
@@ -402,9 +403,9 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             lines.append(f"| {label} | {b['samples']} | MPJPE ({off['method']}) mm | {_f(b['mpjpe_mm'])} |")
             lines.append(f"| {label} | {b['samples']} | PA-MPJPE ({off['method']}) mm | {_f(b['pa_mpjpe_mm'])} |")
     if r is not None:
-        lines.append(f"| real | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
-        lines.append(f"| real | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
-    for key, label in (("synthetic", "synthetic"), ("real", "real"), ("negative", "person-free crops")):
+        lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
+        lines.append(f"| {real} | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
+    for key, label in (("synthetic", "synthetic"), ("real", real), ("negative", "person-free crops")):
         sc = res.get(key, {}).get("score")
         if sc is not None:
             n = res[key]["samples"]
@@ -452,6 +453,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthetic shard folders (or folders of them) with 3D labels")
     p.add_argument("--real2d", metavar="DIR", help="the real 2D set (keypoints.json + images/); its validation split is used")
     p.add_argument("--real-val-fraction", type=float, default=0.1, help="the split's held-out fraction (default 0.1, seed 0)")
+    p.add_argument("--real-split", choices=("val", "train"), default="val",
+                   help="which part of the real set: the held-out photos (default), or the training photos (to "
+                        "tell underfitting from overfitting; training skips a few with broken labels, this does not)")
     p.add_argument("--backgrounds", metavar="DIR",
                    help="background photos: person-free crops of their held-out split measure false detections")
     p.add_argument("--negatives", type=int, default=500, metavar="N",
@@ -504,8 +508,9 @@ def run(args: argparse.Namespace) -> int:
             records = load_real2d(real_dir)
         except (FileNotFoundError, ValueError) as exc:
             raise InputError(str(exc)) from None
-        _, val = split_real(records, val_fraction=args.real_val_fraction, seed=0)
-        real_ds = RealDataset(val, input_size=cfg.input_size, augment=False, seed=0)
+        train_split, val = split_real(records, val_fraction=args.real_val_fraction, seed=0)
+        real_ds = RealDataset(val if args.real_split == "val" else train_split, input_size=cfg.input_size,
+                              augment=False, seed=0)
     negative_ds = None
     if args.backgrounds:
         from train.backgrounds import split_backgrounds
@@ -525,6 +530,8 @@ def run(args: argparse.Namespace) -> int:
                     "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks,
                     "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride,
                     "offsets_frame": cfg.offsets_frame, "exact_2d": bool(args.exact_2d)}
+    if args.real2d:
+        res["real"]["split"] = args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
     if args.json:
