@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engines.crop_frame import OFFSETS_FRAMES, ray_rotations
 from engines.network import Lifter, own_root_mask
 from engines.skeleton import H36M17
 from train.datasets import flip_joints_3d
@@ -170,11 +171,23 @@ class PoseSampler:
         conf[clean] = rng.uniform(0.9, 1.0, (int(clean.sum()), j))
         return noisy, conf
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator, n: int,
+               offsets_frame: str = "camera") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cam = self.camera_joints(rng, n)
         exact = cam[:, :, :2] / cam[:, :, 2:3]
         points, conf = self.corrupt(rng, exact)
-        return points.astype(np.float32), conf.astype(np.float32), cam.astype(np.float32)
+        return points.astype(np.float32), conf.astype(np.float32), in_frame(cam, exact, offsets_frame).astype(np.float32)
+
+
+def in_frame(cam: np.ndarray, exact: np.ndarray, offsets_frame: str) -> np.ndarray:
+    """Camera-frame joints (n, 17, 3) as the model's `offsets_frame` wants them. For "crop": in
+    the frame of the ray through the centre of their 2D box (`exact`, (n, 17, 2), on the image
+    plane at depth 1), where the tracker centres its crop (engines/crop_frame.py)."""
+    if offsets_frame == "camera":
+        return cam
+    centre = (exact.min(axis=1) + exact.max(axis=1)) / 2.0
+    rot = ray_rotations(np.concatenate([centre, np.ones((len(centre), 1))], axis=1))
+    return np.einsum("nkj,nji->nki", cam, rot)                         # each row: R.T @ x
 
 
 def lift_loss(lifter: Lifter, points: torch.Tensor, conf: torch.Tensor, joints_3d: torch.Tensor,
@@ -218,6 +231,7 @@ class PretrainOptions:
     checkpoint_every: int = 1000
     log_every: int = 100
     threads: int = 2
+    offsets_frame: str = "camera"     # the frame of the 3D targets: camera | crop (engines/crop_frame.py)
 
 
 def save_lifter(path: Any, lifter: Lifter, opts: PretrainOptions, step: int,
@@ -254,12 +268,22 @@ def load_lifter_file(path: Any) -> dict[str, Any]:
     return blob
 
 
-def load_into(lifter: Lifter, blob: dict[str, Any], roots: tuple[str, ...], source: str) -> None:
+def lifter_frame(blob: dict[str, Any]) -> str:
+    """The frame a lifter file's targets were in (files from before the option: the camera's)."""
+    return str(blob.get("options", {}).get("offsets_frame", "camera"))
+
+
+def load_into(lifter: Lifter, blob: dict[str, Any], roots: tuple[str, ...], source: str,
+              offsets_frame: str | None = None) -> None:
     """Copies a lifter file's weights into a network's lifter, checking that both mean the same rows."""
     from engines.errors import InputError
 
     if tuple(blob["roots"]) != tuple(roots):
         raise InputError(f"{source}: the lifter was trained for roots {blob['roots']}, the model has {list(roots)}")
+    frame = lifter_frame(blob)
+    if offsets_frame is not None and frame != offsets_frame:
+        raise InputError(f"{source}: the lifter was trained in the {frame} frame, the model's offsets_frame is "
+                         f"{offsets_frame} (pretrain it with --offsets-frame {offsets_frame})")
     try:
         lifter.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
@@ -270,12 +294,12 @@ def load_into(lifter: Lifter, blob: dict[str, Any], roots: tuple[str, ...], sour
 class ValidationSet:
     """Held-out motions on held-out bodies, from fixed random cameras: exact and corrupted 2D."""
 
-    def __init__(self, sampler: PoseSampler, n: int, seed: int) -> None:
+    def __init__(self, sampler: PoseSampler, n: int, seed: int, offsets_frame: str = "camera") -> None:
         rng = np.random.default_rng([seed, 7777])
         cam = sampler.camera_joints(rng, n)
         exact = cam[:, :, :2] / cam[:, :, 2:3]
         noisy, conf = sampler.corrupt(rng, exact)
-        self.joints_3d = cam.astype(np.float32)
+        self.joints_3d = in_frame(cam, exact, offsets_frame).astype(np.float32)
         self.exact = exact.astype(np.float32)
         self.noisy, self.conf = noisy.astype(np.float32), conf.astype(np.float32)
 
@@ -313,7 +337,7 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     joints = bank.joints
     train_sampler = PoseSampler(train_m, joints[split_bodies(bank.num_bodies, "train")], cameras)
     val_sampler = PoseSampler(val_m, joints[split_bodies(bank.num_bodies, "val")], cameras)
-    val = ValidationSet(val_sampler, opts.val_samples, opts.seed)
+    val = ValidationSet(val_sampler, opts.val_samples, opts.seed, opts.offsets_frame)
     roots = tuple(H36M17.indices(opts.roots))
 
     torch.manual_seed(opts.seed)
@@ -327,6 +351,9 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
         blob = load_lifter_file(out)
         if blob.get("width") != opts.width or blob.get("blocks") != opts.blocks or tuple(blob["roots"]) != opts.roots:
             raise ValueError(f"{out} holds a lifter of another shape; choose another --out or delete it")
+        if lifter_frame(blob) != opts.offsets_frame:
+            raise ValueError(f"{out} holds a lifter trained in the {lifter_frame(blob)} frame; choose another --out, "
+                             f"delete it, or use --offsets-frame {lifter_frame(blob)}")
         lifter.load_state_dict(blob["state_dict"])
         if "optimizer" in blob:
             opt.load_state_dict(blob["optimizer"])
@@ -344,7 +371,7 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
             say(f"note: --init is ignored: {out} already holds a lifter to resume")
         _trim_log(out.with_suffix(".log.jsonl"), start)
     elif init is not None:
-        load_into(lifter, init, opts.roots, "init")
+        load_into(lifter, init, opts.roots, "init", opts.offsets_frame)
         say("starting from the given lifter")
 
     log_path = out.with_suffix(".log.jsonl")
@@ -354,7 +381,7 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     with open(log_path, "a", buffering=1) as log:
         for step in range(start, end):
             rng = np.random.default_rng([opts.seed, step])      # a resumed run draws what it would have
-            pts, conf, j3 = train_sampler.sample(rng, opts.batch_size)
+            pts, conf, j3 = train_sampler.sample(rng, opts.batch_size, opts.offsets_frame)
             lifter.train()
             loss = lift_loss(lifter, torch.from_numpy(pts), torch.from_numpy(conf), torch.from_numpy(j3), roots)
             opt.zero_grad(set_to_none=True)
@@ -396,7 +423,8 @@ def attach_lifter(model: Any, lifter_blob: dict[str, Any], out: Any, weights: st
     from train.train import THREE_D_MODULES
 
     source, info = load_checkpoint(Path(model))
-    cfg = dataclasses.replace(info.config, lift_width=int(lifter_blob["width"]), lift_blocks=int(lifter_blob["blocks"]))
+    cfg = dataclasses.replace(info.config, lift_width=int(lifter_blob["width"]), lift_blocks=int(lifter_blob["blocks"]),
+                              offsets_frame=lifter_frame(lifter_blob))
     cfg.check()
     net = build_network(cfg)
     kept = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in THREE_D_MODULES}
@@ -427,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--offsets-frame", choices=OFFSETS_FRAMES, default=d.offsets_frame,
+                   help="the frame of the 3D targets: camera, or crop (the ray through the joints' 2D box "
+                        "centre; engines/crop_frame.py); the model it goes into must use the same")
     p.add_argument("--init", metavar="FILE", help="start from this lifter file's weights")
     p.add_argument("--attach-to", metavar="MODEL", help="then write --model-out: this model (.pt) with the lifter "
                    "as its 3D branch (its own 3D branch dropped)")
@@ -441,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps < 1 or args.batch_size < 1 or args.threads < 1 or args.lr <= 0:
             raise ValueError("--steps, --batch-size and --threads must be at least 1, --lr above 0")
         opts = PretrainOptions(width=args.width, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed, threads=args.threads)
+                               lr=args.lr, seed=args.seed, threads=args.threads, offsets_frame=args.offsets_frame)
         say = lambda m: print(f"lifting: {m}", file=sys.stderr)  # noqa: E731
         out = Path(args.out)
         init = load_lifter_file(args.init) if args.init else None

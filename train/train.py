@@ -359,7 +359,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         if cfg.lifter_from:
             from train.lifting import load_into, load_lifter_file
 
-            load_into(net.lifter, load_lifter_file(cfg.lifter_path()), mcfg.roots, f"lifter_from {cfg.lifter_from}")
+            load_into(net.lifter, load_lifter_file(cfg.lifter_path()), mcfg.roots, f"lifter_from {cfg.lifter_from}",
+                      mcfg.offsets_frame)
             say(f"lifter initialised from {cfg.lifter_path()}")
         elif net.lifter is not None and not cfg.init_from:
             say("note: the lifter starts untrained (no lifter_from); pretrain one with python -m train.lifting")
