@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from engines.crop_frame import OFFSETS_FRAMES
+from engines.ray_frame import OFFSETS_FRAMES
 from engines.skeleton import H36M17, Skeleton
 
 Fusion = Literal["none", "conv", "fc"]
@@ -44,8 +44,8 @@ class ModelConfig:
     flip_test: FlipTest = "none"
     # 8 in models trained before the finer head existed.
     grid_stride: int = 8
-    # The frame of the 3D offsets (engines/crop_frame.py): the camera's, or the crop's own, which
-    # the pipeline turns into the camera's. "camera" in models trained before the crop frame.
+    # The frame of the 3D offsets (engines/ray_frame.py): the camera's, or the person's ray frame,
+    # which the pipeline turns into the camera's. "camera" in models trained before the ray frame.
     offsets_frame: str = "camera"
 
     @property

@@ -48,8 +48,8 @@ class ModelInfo:
                               "applied": "inside the network"},
             "outputs": {"probs_2d": "batch x joints x grid x grid softmax over cells",
                         "offsets_3d": "batch x roots x joints x 3, metres, x right, y down, z forward"
-                                          + (" of the crop's own camera (engines/crop_frame.py)"
-                                             if cfg.offsets_frame == "crop" else ", camera axes")},
+                                          + (" of the camera turned onto the person's ray (engines/ray_frame.py)"
+                                             if cfg.offsets_frame == "ray" else ", camera axes")},
             "weights": self.weights,
             "trained": self.trained,
             "model_config": to_dict(cfg),

@@ -59,7 +59,6 @@ class ResultPacket:
     joints_2d: np.ndarray              # (J, 2) input-image pixels
     conf: np.ndarray                   # (J,)
     offsets_3d: np.ndarray             # (R, J, 3) metres, in the model's offsets_frame
-    crop_centre: np.ndarray            # (2,) input-image pixels: the centre of the crop they came from
     joints_3d: np.ndarray | None = None  # (J, 3) metres, origin-relative, set by the align stage
     root_3d: np.ndarray | None = None    # (3,) metres, the origin joint from the camera, set by the align stage
 
@@ -71,7 +70,6 @@ class ResultPacket:
             "joints_2d": array_bytes(self.joints_2d),
             "conf": array_bytes(self.conf),
             "offsets_3d": array_bytes(self.offsets_3d),
-            "crop_centre": array_bytes(self.crop_centre),
             "joints_3d": None if self.joints_3d is None else array_bytes(self.joints_3d),
             "root_3d": None if self.root_3d is None else array_bytes(self.root_3d),
         }
@@ -87,7 +85,6 @@ class ResultPacket:
             joints_2d=bytes_array(d["joints_2d"], (num_joints, 2)),
             conf=bytes_array(d["conf"], (num_joints,)),
             offsets_3d=bytes_array(d["offsets_3d"], (num_roots, num_joints, 3)),
-            crop_centre=bytes_array(d["crop_centre"], (2,)),
             joints_3d=None if j3 is None else bytes_array(j3, (num_joints, 3)),
             root_3d=None if root is None else bytes_array(root, (3,)),
         )

@@ -47,7 +47,6 @@ class FrameResult:
     conf: np.ndarray           # (J,)
     offsets_3d: np.ndarray     # (R, J, 3)
     passes: int                # network runs spent on this frame (1 when tracking went well)
-    crop_centre: np.ndarray    # (2,) image pixels: the centre of the crop the result came from
 
 
 @dataclass
@@ -117,8 +116,7 @@ class PersonTracker:
                 found = score >= (self.cfg.track_min_score if item.mode != SEARCH else self.cfg.detect_min_score)
                 # A network that emits NaN or inf (a broken model, fp16 overflow) has found nobody.
                 found = found and bool(np.isfinite(pts).all() and np.isfinite(offsets).all())
-                centre = item.crop.to_image(np.full(2, self.size / 2.0)) * scales[item.index]
-                result = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes, centre)
+                result = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
                 if item.rival:
                     rivals[item.index] = result
                 else:

@@ -138,29 +138,29 @@ def test_clean_corruption_keeps_points_and_swaps_exchange_limbs() -> None:
         np.testing.assert_array_equal(got[i, untouched], pts[i, untouched])
 
 
-def test_crop_frame_targets_are_the_camera_frame_turned_onto_the_box_centre_ray() -> None:
-    """--offsets-frame crop: each pose turned by the ray through its 2D box centre (where the
-    tracker centres its crop); a pose centred on the optical axis keeps the camera's frame."""
-    from engines.crop_frame import ray_rotations
+def test_ray_frame_targets_are_the_camera_frame_turned_onto_the_persons_ray() -> None:
+    """--offsets-frame ray: each pose turned by the ray through the mean of its 2D joints; a pose
+    centred on the optical axis keeps the camera's frame."""
+    from engines.ray_frame import ray_rotations
     from train.lifting import in_frame
 
     rng = np.random.default_rng(4)
     cam = _sampler().camera_joints(rng, 16)
     exact = cam[:, :, :2] / cam[:, :, 2:3]
-    turned = in_frame(cam, exact, "crop")
+    turned = in_frame(cam, exact, "ray")
     assert in_frame(cam, exact, "camera") is cam
-    centre = (exact.min(axis=1) + exact.max(axis=1)) / 2
+    centre = exact.mean(axis=1)
     rot = ray_rotations(np.concatenate([centre, np.ones((16, 1))], axis=1))
     np.testing.assert_allclose(np.einsum("nij,nkj->nki", rot, turned), cam, atol=1e-12)      # R @ x_crop
     dist = lambda p: np.linalg.norm(p[:, :, None] - p[:, None], axis=-1)                     # noqa: E731
     np.testing.assert_allclose(dist(turned), dist(cam), atol=1e-12)
     on_axis = cam - np.concatenate([centre, np.zeros((16, 1))], axis=1)[:, None] * cam[:, :, 2:3]
-    # Shifting each point sideways in proportion to its depth moves the box centre to 0 exactly.
+    # Shifting each point sideways in proportion to its depth moves the 2D mean to 0 exactly.
     ex = on_axis[:, :, :2] / on_axis[:, :, 2:3]
-    np.testing.assert_allclose(in_frame(on_axis, ex, "crop"), on_axis, atol=1e-12)
+    np.testing.assert_allclose(in_frame(on_axis, ex, "ray"), on_axis, atol=1e-12)
     # The sampler gives the same draws in either frame, turned.
     _, _, j_cam = _sampler().sample(np.random.default_rng(5), 8)
-    _, _, j_crop = _sampler().sample(np.random.default_rng(5), 8, "crop")
+    _, _, j_crop = _sampler().sample(np.random.default_rng(5), 8, "ray")
     np.testing.assert_allclose(dist(j_crop.astype(np.float64)), dist(j_cam.astype(np.float64)), atol=1e-5)
     assert np.abs(j_crop - j_cam).max() > 1e-3
 
@@ -191,12 +191,12 @@ def test_lifter_learns_and_its_file_round_trips(tmp_path: Path) -> None:
         load_into(other, blob, ("pelvis",), "test")
     with pytest.raises(Exception, match="shape"):
         load_into(Lifter(17, len(ROOTS), 32, 1), blob, ROOTS, "test")
-    # The frame its targets were in travels with it: a crop-frame model refuses a camera-frame lifter.
+    # The frame its targets were in travels with it: a ray-frame model refuses a camera-frame lifter.
     load_into(other, blob, ROOTS, "test", "camera")
-    with pytest.raises(Exception, match="trained in the camera frame, the model's offsets_frame is crop"):
-        load_into(other, blob, ROOTS, "test", "crop")
-    save_lifter(tmp_path / "crop.pt", lifter, dataclasses.replace(opts, offsets_frame="crop"), step=150)
-    load_into(other, load_lifter_file(tmp_path / "crop.pt"), ROOTS, "test", "crop")
+    with pytest.raises(Exception, match="trained in the camera frame, the model's offsets_frame is ray"):
+        load_into(other, blob, ROOTS, "test", "ray")
+    save_lifter(tmp_path / "ray.pt", lifter, dataclasses.replace(opts, offsets_frame="ray"), step=150)
+    load_into(other, load_lifter_file(tmp_path / "ray.pt"), ROOTS, "test", "ray")
     (tmp_path / "junk.pt").write_bytes(b"not a lifter")
     for bad in (tmp_path / "junk.pt", tmp_path / "missing.pt"):
         with pytest.raises(Exception, match="lifter"):
@@ -288,11 +288,11 @@ def test_attach_lifter_gives_the_lifters_3d_from_the_models_2d(small_model_confi
     out = attach_lifter(tmp_path / "m.pt", load_lifter_file(tmp_path / "l.pt"), tmp_path / "both.pt", "test")
     both, info = load_checkpoint(out)
     assert info.config.lift_width == 32 and info.config.offsets_frame == "camera"
-    # A crop-frame lifter makes a crop-frame model (the pipeline then turns its poses).
-    save_lifter(tmp_path / "lc.pt", lifter, PretrainOptions(width=32, blocks=1, roots=small_model_config.roots,
-                                                            offsets_frame="crop"), 1)
-    crop = attach_lifter(tmp_path / "m.pt", load_lifter_file(tmp_path / "lc.pt"), tmp_path / "crop.pt", "test")
-    assert load_checkpoint(crop)[1].config.offsets_frame == "crop"
+    # A ray-frame lifter makes a ray-frame model (the pipeline then turns its poses).
+    save_lifter(tmp_path / "lr.pt", lifter, PretrainOptions(width=32, blocks=1, roots=small_model_config.roots,
+                                                            offsets_frame="ray"), 1)
+    ray = attach_lifter(tmp_path / "m.pt", load_lifter_file(tmp_path / "lr.pt"), tmp_path / "ray.pt", "test")
+    assert load_checkpoint(ray)[1].config.offsets_frame == "ray"
     images = torch.randint(0, 256, (2, small_model_config.input_size, small_model_config.input_size, 3),
                            dtype=torch.uint8)
     with torch.no_grad():

@@ -7,6 +7,7 @@ the COCO format of `real2d_fashion`, with a 64 px network.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -624,34 +625,39 @@ def test_a_stride_8_model_continues_on_the_finer_grid(data: dict[str, Path], tmp
     assert probs.shape == (2, 17, 16, 16)
 
 
-def test_a_crop_frame_recipe_trains_on_labels_turned_into_the_crop_frame(data: dict[str, Path], tmp_path: Path) -> None:
-    """`model.offsets_frame: crop` (configs/train/crop_frame.yaml): the synthetic 3D labels are
-    turned by the crop's ray (engines/crop_frame.py), validation measures in that frame, and the
-    trained model file says so, for the pipeline to turn its poses back."""
-    from engines.crop_frame import crop_rotations, fit_pinhole
+def test_a_ray_frame_recipe_trains_on_labels_turned_into_the_ray_frame(data: dict[str, Path], tmp_path: Path) -> None:
+    """`model.offsets_frame: ray` (configs/train/ray_frame.yaml): the synthetic 3D labels are
+    turned onto the person's ray (engines/ray_frame.py), validation measures in that frame, and
+    the trained model file says so, for the pipeline to turn its poses back."""
     from engines.model_file import load_checkpoint
+    from engines.ray_frame import fit_pinhole, person_rotations
     from train.config import expand_shard_dirs
     from train.datasets import SyntheticDataset
     from train.train import train
 
     dirs = expand_shard_dirs([str(data["train"])])
     camera = SyntheticDataset(dirs, input_size=SIZE, augment=False, offsets_frame="camera")
-    crop = SyntheticDataset(dirs, input_size=SIZE, augment=False, offsets_frame="crop")
+    ray = SyntheticDataset(dirs, input_size=SIZE, augment=False, offsets_frame="ray")
     for i in (0, 5):
         j3, j2 = camera[i]["joints_3d"].numpy(), camera[i]["joints_2d"].numpy()
         focal, principal = fit_pinhole(j2, j3)
-        rot = crop_rotations(np.full(2, SIZE / 2.0), focal, principal)
-        np.testing.assert_allclose(crop[i]["joints_3d"].numpy(), j3 @ rot, atol=1e-5)
         np.testing.assert_allclose(focal, SIZE * 2.2, rtol=1e-3)            # fake_pose's camera
-    with pytest.raises(ValueError, match="offsets_frame must be one of camera, crop"):
-        SyntheticDataset(dirs, input_size=SIZE, offsets_frame="world")
+        np.testing.assert_allclose(ray[i]["joints_3d"].numpy(), j3 @ person_rotations(j2, focal, principal),
+                                   atol=1e-5)
+        assert 0.0 < ray.off_axis_degrees(i) < 3.0                         # fake_pose: a few cm off the axis at 4 m
+    with pytest.raises(ValueError, match="offsets_frame must be one of camera, ray"):
+        SyntheticDataset(dirs, input_size=SIZE, offsets_frame="crop")
 
-    model = f"\n  config: {data['model']}\n  fusion: conv\n  roots: [pelvis, thorax, r_hip]\n  offsets_frame: crop"
-    summary = train(load_train_config(recipe(data, tmp_path, name="cropf", model=model)), tmp_path / "cropf",
+    model = f"\n  config: {data['model']}\n  fusion: conv\n  roots: [pelvis, thorax, r_hip]\n  offsets_frame: ray"
+    summary = train(load_train_config(recipe(data, tmp_path, name="rayf", model=model)), tmp_path / "rayf",
                     progress=False)
     _, info = load_checkpoint(Path(summary["final"]))
-    assert info.config.offsets_frame == "crop"
-    assert load_train_config(REPO / "configs" / "train" / "crop_frame.yaml").model_config().offsets_frame == "crop"
+    assert info.config.offsets_frame == "ray"
+    assert load_train_config(REPO / "configs" / "train" / "ray_frame.yaml").model_config().offsets_frame == "ray"
+    control = load_train_config(REPO / "configs" / "train" / "camera_frame_control.yaml")
+    stage6 = load_train_config(REPO / "configs" / "train" / "ray_frame.yaml")
+    assert control.model_config().offsets_frame == "camera"
+    assert dataclasses.replace(control, name=stage6.name, model=stage6.model) == stage6   # nothing else differs
 
 
 def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ class ModelSection:
     lift_width: int | None = None            # the lifter (engines/network.py); 0: none
     lift_blocks: int | None = None
     grid_stride: int | None = None           # 8 or 4: pixels per 2D grid cell; grid_size follows
-    offsets_frame: str | None = None         # camera | crop: the frame of the 3D labels and outputs
+    offsets_frame: str | None = None         # camera | ray: the frame of the 3D labels and outputs
 
     def check(self) -> None:
         if self.roots is not None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from engines.crop_frame import OFFSETS_FRAMES, crop_rotations, fit_pinhole, off_axis_degrees
+from engines.ray_frame import OFFSETS_FRAMES, fit_pinhole, off_axis_degrees, person_rotations
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
 from train.shards import ShardSet
@@ -203,16 +203,16 @@ class _Augmented(Dataset):
         raise NotImplementedError
 
 
-def crop_rotation(joints_2d: np.ndarray, joints_3d: np.ndarray, size: int) -> np.ndarray:
-    """The rotation (engines/crop_frame.py) of a rendered `size` x `size` crop, from its labels:
-    camera-frame joints (J, 3) and their pixels (J, 2)."""
+def label_rotation(joints_2d: np.ndarray, joints_3d: np.ndarray) -> np.ndarray:
+    """The person's ray rotation (engines/ray_frame.py) of a rendered sample, from its labels:
+    camera-frame joints (J, 3) and their pixels (J, 2), which fix the camera that made them."""
     focal, principal = fit_pinhole(joints_2d, joints_3d)
-    return crop_rotations(np.array([size / 2.0, size / 2.0]), focal, principal)
+    return person_rotations(joints_2d, focal, principal)
 
 
-def to_crop_frame(joints_2d: np.ndarray, joints_3d: np.ndarray, size: int) -> np.ndarray:
-    """Camera-frame joints (J, 3) of a rendered `size` x `size` crop -> the crop's frame."""
-    rot = crop_rotation(joints_2d, joints_3d, size)
+def to_ray_frame(joints_2d: np.ndarray, joints_3d: np.ndarray) -> np.ndarray:
+    """Camera-frame joints (J, 3) of a rendered sample -> the person's ray frame."""
+    rot = label_rotation(joints_2d, joints_3d)
     return (joints_3d.astype(np.float64) @ rot).astype(np.float32)         # rows: R.T @ x
 
 
@@ -220,9 +220,9 @@ class SyntheticDataset(_Augmented):
     """Rendered crops from shard directories (`train/shards.py`). Augmentation: a mirror (p 0.5)
     and colour jitter; no other geometric change (the renderer varies scale and position).
     `mask_2d` is 1 for every joint inside the crop, occluded or not. `joints_3d` is in the
-    camera's frame, or with `offsets_frame="crop"` in the crop's own (engines/crop_frame.py; the
-    shards do not store the camera, so it is fitted to each sample's 2D and 3D labels, which it
-    made)."""
+    camera's frame, or with `offsets_frame="ray"` in the person's ray frame (engines/ray_frame.py;
+    the shards do not store the camera, so it is fitted to each sample's 2D and 3D labels, which
+    it made)."""
 
     def __init__(self, shard_dirs: Sequence[Path] | Path, input_size: int = 256, augment: bool = True,
                  seed: int = 0, offsets_frame: str = "camera") -> None:
@@ -238,10 +238,10 @@ class SyntheticDataset(_Augmented):
         return len(self.shards)
 
     def off_axis_degrees(self, i: int) -> float:
-        """How far sample i's crop centre is off its camera's optical axis, in degrees."""
+        """How far sample i's person (the ray through their 2D joints' mean) is off the camera's
+        optical axis, in degrees."""
         s = self.shards.get(i)
-        rot = crop_rotation(s["joints_2d"], s["joints_3d"], s["image"].shape[1])
-        return float(off_axis_degrees(rot))
+        return float(off_axis_degrees(label_rotation(s["joints_2d"], s["joints_3d"])))
 
     def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
         s = self.shards.get(i)
@@ -250,8 +250,8 @@ class SyntheticDataset(_Augmented):
         h, w = image.shape[:2]
         if h != w:
             raise ValueError(f"synthetic sample {i}: image {w}x{h} is not square")
-        if self.offsets_frame == "crop":
-            j3 = to_crop_frame(j2, j3, w)
+        if self.offsets_frame == "ray":
+            j3 = to_ray_frame(j2, j3)
         if w != size:
             # cv2.resize samples at pixel centres: continuous coordinates scale exactly.
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)

@@ -21,10 +21,12 @@ What is measured, and how:
   0.12 to 0.55 of the side). The pipeline publishes the result of a tracking crop only (a search
   is always followed by a pass on a crop cut around the joints it found: streamer/tracking.py), so
   the 3D metrics are also given for each kind, told apart by the ground-truth joints' extent.
-- Tracking crops by how far their centre is off the camera's optical axis (0-10, 10-20, over
-  20 degrees; the camera fitted to each sample's labels): where a camera-frame model must guess
-  the turn that the crop frame removes (engines/crop_frame.py). A crop-frame model is scored in its crop's
-  frame; rotation keeps distances, so that is its camera-frame error once turned back.
+- Tracking crops by how far the person (the ray through their 2D joints' mean) is off the
+  camera's optical axis (0-10, 10-20, over 20 degrees; the camera fitted to each sample's
+  labels): where a camera-frame model must guess the turn that the ray frame removes
+  (engines/ray_frame.py). A ray-frame model is scored in its frame; rotation keeps distances, so
+  that is its camera-frame error once the pipeline turns it back (exactly, with the right focal
+  length).
 - `--exact-2d` (a diagnostic, `.pt` models with a lifter): the lifter reads the labelled 2D
   joints at full confidence instead of the decoded ones; the 2D metrics stay the network's.
   The 3D error that is left is the 3D branch's own, what perfect 2D would give.
@@ -62,7 +64,7 @@ PCK_THRESHOLD = 0.2
 TORSO = ("l_shoulder", "r_hip")
 # Between the renderer's search crops (extent <= 0.55 of the side) and tracking crops (>= 0.588).
 TRACKING_EXTENT = 0.57
-# Degrees between the crop centre's ray and the camera's optical axis (engines/crop_frame.py).
+# Degrees between the person's ray and the camera's optical axis (engines/ray_frame.py).
 OFF_AXIS_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 180.0))
 
 
@@ -232,8 +234,8 @@ def framing(joints_2d: np.ndarray, size: int) -> np.ndarray:
 
 
 def by_off_axis(pred: np.ndarray, gt_rel: np.ndarray, degrees: np.ndarray) -> dict[str, Any]:
-    """MPJPE and PA-MPJPE (mm) of the poses whose crop centre is 0-10, 10-20 and over 20
-    degrees off the camera's optical axis (engines/crop_frame.py)."""
+    """MPJPE and PA-MPJPE (mm) of the poses whose person is 0-10, 10-20 and over 20 degrees off
+    the camera's optical axis (engines/ray_frame.py)."""
     out: dict[str, Any] = {}
     for lo, hi in OFF_AXIS_BINS:
         keep = (degrees >= lo) & (degrees < hi)
@@ -274,7 +276,7 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
             pred = aligner(out["offsets"][has3d], conf[has3d])
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
             if "off_axis_deg" in out and by_framing and method == methods[-1]:
-                # Tracking crops only: what the pipeline publishes, and where the crop's centre is the person's.
+                # Tracking crops only: what the pipeline publishes (search crops are harder at every angle).
                 track = framing(gt2d, cfg.input_size)[has3d]
                 res["off_axis"] = {"method": method, "crops": "tracking",
                                    "bins": by_off_axis(pred[track], gt_rel[track], out["off_axis_deg"][has3d][track])}
@@ -496,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
     predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test, args.exact_2d)
     synth_ds = real_ds = None
     if args.synth_val:
-        # In a crop-frame model's frame: rotation keeps distances, so its MPJPE is what a pipeline that
+        # In a ray-frame model's frame: rotation keeps distances, so its MPJPE is what a pipeline that
         # knows the camera measures after turning the pose into the camera's frame.
         synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False,
                                     seed=0, offsets_frame=cfg.offsets_frame)

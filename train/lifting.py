@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engines.crop_frame import OFFSETS_FRAMES, ray_rotations
+from engines.ray_frame import OFFSETS_FRAMES, ray_rotations
 from engines.network import Lifter, own_root_mask
 from engines.skeleton import H36M17
 from train.datasets import flip_joints_3d
@@ -180,12 +180,12 @@ class PoseSampler:
 
 
 def in_frame(cam: np.ndarray, exact: np.ndarray, offsets_frame: str) -> np.ndarray:
-    """Camera-frame joints (n, 17, 3) as the model's `offsets_frame` wants them. For "crop": in
-    the frame of the ray through the centre of their 2D box (`exact`, (n, 17, 2), on the image
-    plane at depth 1), where the tracker centres its crop (engines/crop_frame.py)."""
+    """Camera-frame joints (n, 17, 3) as the model's `offsets_frame` wants them. For "ray": in
+    the frame of the ray through the mean of their 2D joints (`exact`, (n, 17, 2), on the image
+    plane at depth 1; engines/ray_frame.py)."""
     if offsets_frame == "camera":
         return cam
-    centre = (exact.min(axis=1) + exact.max(axis=1)) / 2.0
+    centre = exact.mean(axis=1)
     rot = ray_rotations(np.concatenate([centre, np.ones((len(centre), 1))], axis=1))
     return np.einsum("nkj,nji->nki", cam, rot)                         # each row: R.T @ x
 
@@ -231,7 +231,7 @@ class PretrainOptions:
     checkpoint_every: int = 1000
     log_every: int = 100
     threads: int = 2
-    offsets_frame: str = "camera"     # the frame of the 3D targets: camera | crop (engines/crop_frame.py)
+    offsets_frame: str = "camera"     # the frame of the 3D targets: camera | ray (engines/ray_frame.py)
 
 
 def save_lifter(path: Any, lifter: Lifter, opts: PretrainOptions, step: int,
@@ -456,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--offsets-frame", choices=OFFSETS_FRAMES, default=d.offsets_frame,
-                   help="the frame of the 3D targets: camera, or crop (the ray through the joints' 2D box "
-                        "centre; engines/crop_frame.py); the model it goes into must use the same")
+                   help="the frame of the 3D targets: camera, or ray (the camera turned onto the ray through the "
+                        "mean of the 2D joints; engines/ray_frame.py); the model it goes into must use the same")
     p.add_argument("--init", metavar="FILE", help="start from this lifter file's weights")
     p.add_argument("--attach-to", metavar="MODEL", help="then write --model-out: this model (.pt) with the lifter "
                    "as its 3D branch (its own 3D branch dropped)")

@@ -1,8 +1,8 @@
 """Alignment: the per-root 3D estimates of each frame -> one pose (engines.align), then temporal
 filtering of that pose (streamer.filters; by default One Euro for live sources, off for files).
-A model whose offsets are in the crop's frame has its pose turned into the camera's first, with
-the crop's centre and the focal length (engines/crop_frame.py), so filtering and root placement
-see camera axes whichever model runs.
+A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
+with the ray through its 2D joints' mean and the focal length (engines/ray_frame.py), so
+filtering and root placement see camera axes whichever model runs.
 
 The filter runs on the time the frame was captured (live) or its media time (files), so frames
 dropped to stay live only make a longer step, never a wrong one. A frame with nobody in it resets
@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 
 from engines.align import RootAligner
-from engines.crop_frame import crop_rotations
+from engines.ray_frame import person_rotations
 from engines.model_config import ModelConfig
 from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
@@ -39,8 +39,8 @@ class AlignStage:
         self.coordinates = config.coordinates
         self.filter: PoseFilter = make_filter(config.filter, (skel.num_joints, 3), live=False)
         self.root_filter: PoseFilter = make_filter(config.filter, (1, 3), live=False)
-        # A crop-frame model's pose is turned into the camera's frame (engines/crop_frame.py).
-        self.crop_frame = model_config.offsets_frame == "crop"
+        # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
+        self.ray_frame = model_config.offsets_frame == "ray"
         self.live = False
         self._intrinsics: dict[tuple[int, int], Intrinsics] = {}
         self.in_endpoint = in_endpoint
@@ -91,8 +91,8 @@ class AlignStage:
             joints_3d = self.aligner(res.offsets_3d, res.conf)
             fp = res.frame
             k = self._camera(fp)
-            if self.crop_frame:
-                rot = crop_rotations(res.crop_centre, k.fx, np.array([k.cx, k.cy]))
+            if self.ray_frame:
+                rot = person_rotations(res.joints_2d, k.fx, np.array([k.cx, k.cy]))
                 joints_3d = joints_3d @ rot.T
             t = fp.t_media if (fp.t_media is not None and not self.live) else fp.t_capture
             joints_3d = self.filter(t, joints_3d, res.conf).astype(np.float32)

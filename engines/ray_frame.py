@@ -1,31 +1,33 @@
-"""The crop's own camera frame: the frame a model with `offsets_frame: crop` gives its 3D in.
+"""The person's ray frame: the frame a model with `offsets_frame: ray` gives its 3D in.
 
-A crop cut from an image is, to the network, a camera looking along the ray through the crop's
-centre. A person off the real camera's optical axis is seen obliquely: in the real camera's frame
-their pose is turned by the ray's angle (median 8.8 degrees on the rendered validation crops,
-90th percentile 22.5), and nothing in a crop says by how much. Expressed in the crop's frame the
-same pose is what the crop shows, so the 3D branch has one answer to learn instead of an average
-over rays; the pipeline, which knows where the crop sits and the camera's focal length, turns it
-back.
+A person off the camera's optical axis is seen obliquely. In the camera's frame their pose is
+turned by the angle of the ray they stand on (on the rendered validation crops a median 8.8
+degrees, 90th percentile 22.5), and nothing in a crop says by how much: the crop shows the
+person, not where the camera's axis is. In the frame of a camera turned to look along that ray
+the pose is what the crop shows, so the 3D branch has one answer to learn instead of an average
+over rays. The pipeline knows where the person is in the frame and the camera's focal length,
+and turns the pose back.
 
-The crop frame's z axis is that ray; the rotation from the camera's frame is the smallest one
-that takes the optical axis onto the ray. It commutes with mirroring: the mirror image of a crop
-(x -> -x) has the mirror rotation, so training's flip augmentation and test-time mirroring stay
-exact in this frame.
+The ray goes through the mean of the person's 2D joints: the point the lifter centres its input
+on (engines/network.py) and, in a tracked crop, the crop's centre. It does not depend on where a
+crop was cut, so a person anywhere in a full-frame search crop gets the same answer. The rotation
+is the smallest one that takes the optical axis onto the ray, and it commutes with mirroring:
+the mirror image of a view has the mirror rotation, so training's flip augmentation and
+test-time mirroring stay exact.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Where a model's 3D offsets are expressed: the camera's frame, or the crop's (see above).
-OFFSETS_FRAMES: tuple[str, ...] = ("camera", "crop")
+# Where a model's 3D offsets are expressed: the camera's frame, or the person's ray frame (above).
+OFFSETS_FRAMES: tuple[str, ...] = ("camera", "ray")
 
 
 def ray_rotations(directions: np.ndarray) -> np.ndarray:
     """(..., 3) viewing directions (z > 0) -> (..., 3, 3) rotations R with R @ e_z along the
-    direction: R's columns are the crop frame's axes in camera coordinates, so
-    x_camera = R @ x_crop and x_crop = R.T @ x_camera."""
+    direction: R's columns are the ray frame's axes in camera coordinates, so
+    x_camera = R @ x_ray and x_ray = R.T @ x_camera."""
     d = np.asarray(directions, dtype=np.float64)
     d = d / np.linalg.norm(d, axis=-1, keepdims=True)
     if np.any(d[..., 2] <= 0.0):
@@ -48,12 +50,13 @@ def ray_rotations(directions: np.ndarray) -> np.ndarray:
     return r
 
 
-def crop_rotations(centres_px: np.ndarray, focal: np.ndarray | float, principal: np.ndarray) -> np.ndarray:
-    """(..., 2) crop centres in image pixels, the camera's focal length in pixels (scalar or
-    (...,)) and principal point ((2,) or (..., 2)) -> (..., 3, 3) rotations (`ray_rotations`)."""
-    centres = np.asarray(centres_px, dtype=np.float64)
+def person_rotations(joints_2d: np.ndarray, focal: np.ndarray | float, principal: np.ndarray) -> np.ndarray:
+    """(..., J, 2) joints in image pixels, the camera's focal length in pixels (scalar or (...,))
+    and principal point ((2,) or (..., 2)) -> (..., 3, 3): the rotation of the ray through the
+    joints' mean (`ray_rotations`)."""
+    centre = np.asarray(joints_2d, dtype=np.float64).mean(axis=-2)
     f = np.asarray(focal, dtype=np.float64)[..., None]
-    xy = (centres - np.asarray(principal, dtype=np.float64)) / f
+    xy = (centre - np.asarray(principal, dtype=np.float64)) / f
     return ray_rotations(np.concatenate([xy, np.ones(xy.shape[:-1] + (1,))], axis=-1))
 
 

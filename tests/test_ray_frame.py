@@ -1,5 +1,5 @@
-"""The crop's own camera frame (engines/crop_frame.py): its geometry, the training labels put in
-it (train.datasets.to_crop_frame) and the pipeline's turn back into the camera's frame
+"""The person's ray frame (engines/ray_frame.py): its geometry, the training labels put in it
+(train.datasets.to_ray_frame) and the pipeline's turn back into the camera's frame
 (streamer/stages/align.py), which must undo each other."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from engines.config import ConfigError
 from engines.crop import CropTransform
-from engines.crop_frame import crop_rotations, fit_pinhole, off_axis_degrees, ray_rotations
+from engines.ray_frame import fit_pinhole, off_axis_degrees, person_rotations, ray_rotations
 from engines.model_file import default_model_config
 from engines.rootpos import camera_intrinsics
 from streamer.config import load_pipeline_config
 from streamer.packets import FramePacket, ResultPacket
 from streamer.stages.align import AlignStage
-from train.datasets import to_crop_frame
+from train.datasets import to_ray_frame
 
 rays = st.tuples(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0), st.floats(0.05, 3.0))
 MIRROR = np.diag([-1.0, 1.0, 1.0])
@@ -39,22 +39,22 @@ def test_the_rotation_is_proper_and_points_its_z_axis_along_the_ray(ray: tuple[f
 
 @given(rays)
 def test_the_rotation_commutes_with_mirroring(ray: tuple[float, float, float]) -> None:
-    """A mirrored crop's frame is the mirror of the crop's: training's flip and test-time
-    mirroring (x -> -x in the crop's frame) stay exact."""
+    """A mirrored view's ray frame is the mirror of the view's: training's flip and test-time
+    mirroring (x -> -x in the ray frame) stay exact."""
     d = np.array(ray)
     np.testing.assert_allclose(MIRROR @ ray_rotations(d) @ MIRROR, ray_rotations(MIRROR @ d), atol=1e-12)
 
 
-def test_a_crop_centred_on_the_principal_point_keeps_the_camera_frame() -> None:
-    np.testing.assert_allclose(crop_rotations(np.array([320.0, 240.0]), 500.0, np.array([320.0, 240.0])),
-                               np.eye(3), atol=1e-15)
+def test_a_person_centred_on_the_principal_point_keeps_the_camera_frame() -> None:
+    joints = np.array([[300.0, 100.0], [340.0, 380.0], [320.0, 240.0]])
+    np.testing.assert_allclose(person_rotations(joints, 500.0, np.array([320.0, 240.0])), np.eye(3), atol=1e-15)
 
 
 def test_off_axis_degrees_and_the_evaluation_bins() -> None:
     from train.evaluate import by_off_axis
 
-    rots = crop_rotations(np.array([[320.0, 240.0], [820.0, 240.0], [320.0, 240.0 + 500 * np.tan(np.radians(15))]]),
-                          500.0, np.array([320.0, 240.0]))
+    joints = np.array([[[320.0, 240.0]], [[820.0, 240.0]], [[320.0, 240.0 + 500 * np.tan(np.radians(15))]]])
+    rots = person_rotations(joints, 500.0, np.array([320.0, 240.0]))
     np.testing.assert_allclose(off_axis_degrees(rots), [0.0, 45.0, 15.0], atol=1e-9)
     gt = np.zeros((3, 17, 3))
     pred = gt + np.array([0.0, 0.0, 0.01])                       # 10 mm off everywhere
@@ -70,10 +70,10 @@ def test_rays_must_point_forward() -> None:
 
 def test_batched_rotations_match_single_ones() -> None:
     rng = np.random.default_rng(0)
-    centres = rng.uniform(0, 640, (5, 2))
-    batch = crop_rotations(centres, 400.0, np.array([320.0, 240.0]))
-    for c, r in zip(centres, batch):
-        np.testing.assert_allclose(r, crop_rotations(c, 400.0, np.array([320.0, 240.0])), atol=1e-15)
+    joints = rng.uniform(0, 640, (5, 17, 2))
+    batch = person_rotations(joints, 400.0, np.array([320.0, 240.0]))
+    for j, r in zip(joints, batch):
+        np.testing.assert_allclose(r, person_rotations(j, 400.0, np.array([320.0, 240.0])), atol=1e-15)
 
 
 def _person(rng: np.random.Generator, at: np.ndarray) -> np.ndarray:
@@ -91,11 +91,12 @@ def test_fit_pinhole_recovers_the_camera_that_made_the_labels() -> None:
     np.testing.assert_allclose(principal, c, atol=0.05)
 
 
-@pytest.mark.parametrize("frame", ["crop", "camera"])
-def test_the_pipeline_turns_crop_frame_labels_back_into_the_camera_frame(frame: str) -> None:
-    """A person off the optical axis of a 640x480 camera: the labels training would give their
-    crop (to_crop_frame), fed as the network's offsets, come out of the align stage as the
-    camera-frame pose; a camera-frame model's offsets pass through unturned."""
+@pytest.mark.parametrize("frame", ["ray", "camera"])
+def test_the_pipeline_turns_ray_frame_labels_back_into_the_camera_frame(frame: str) -> None:
+    """A person off the optical axis of a 640x480 camera: the labels training would give them
+    (to_ray_frame, on a crop cut anywhere around them), fed as the network's offsets, come out
+    of the align stage as the camera-frame pose; a camera-frame model's offsets pass through
+    unturned."""
     rng = np.random.default_rng(2)
     pipeline = load_pipeline_config()
     k = camera_intrinsics(640, 480, pipeline.coordinates.focal_px, pipeline.coordinates.hfov_deg)
@@ -103,22 +104,21 @@ def test_the_pipeline_turns_crop_frame_labels_back_into_the_camera_frame(frame: 
     uv = joints[:, :2] / joints[:, 2:] * k.fx + np.array([k.cx, k.cy])
     size = 128
     lo, hi = uv.min(axis=0), uv.max(axis=0)
-    crop = CropTransform.from_box(*((lo + hi) / 2), float((hi - lo).max() * 1.3), size)
-    in_crop = crop.to_crop(uv)
-    labels = to_crop_frame(in_crop, joints.astype(np.float32), size) if frame == "crop" else joints
+    crop = CropTransform.from_box(lo[0] + 30.0, hi[1] - 20.0, float((hi - lo).max() * 2.0), size)   # off-centre
+    labels = to_ray_frame(crop.to_crop(uv), joints.astype(np.float32)) if frame == "ray" else joints
     cfg = replace(default_model_config(), offsets_frame=frame)
     roots = np.array(cfg.root_indices)
     offsets = (labels[None, :, :] - labels[roots][:, None, :]).astype(np.float32)
 
     stage = AlignStage(cfg, pipeline, "", "", control=None, reporter=None)   # type: ignore[arg-type]
     packet = ResultPacket(FramePacket(0, 0, 480, 640, 0.0, 0.0, 1.0), True, 0.9, uv.astype(np.float32),
-                          np.ones(17, np.float32), offsets, crop.to_image(np.full(2, size / 2.0)))
+                          np.ones(17, np.float32), offsets)
     out = ResultPacket.from_dict(stage.align(packet.to_dict()), 17, len(cfg.roots))
     pelvis = cfg.skeleton.index("pelvis")
     np.testing.assert_allclose(out.joints_3d, joints - joints[pelvis], atol=2e-4)
     # ... and root placement then finds the person where they are.
     np.testing.assert_allclose(out.root_3d, joints[pelvis], atol=0.02)
-    if frame == "crop":
+    if frame == "ray":
         # The turn is not negligible here: unturned, the pose is tens of centimetres off.
         assert np.abs(labels - labels[pelvis] - (joints - joints[pelvis])).max() > 0.1
 
@@ -129,7 +129,7 @@ def test_offsets_frame_is_checked() -> None:
 
     data = to_dict(default_model_config())
     data["offsets_frame"] = "world"
-    with pytest.raises(ConfigError, match="offsets_frame must be one of camera, crop"):
+    with pytest.raises(ConfigError, match="offsets_frame must be one of camera, ray"):
         from_dict(ModelConfig, data, source="model.yaml")
 
 
@@ -138,10 +138,10 @@ def test_model_files_say_which_frame_their_offsets_are_in() -> None:
     the checkpoint's would); files written before it existed read as camera-frame models."""
     from engines.model_file import ModelInfo
 
-    crop = ModelInfo(replace(default_model_config(), offsets_frame="crop"), "test", True)
-    meta = crop.metadata()
-    assert "crop's own camera" in meta["outputs"]["offsets_3d"]
-    assert ModelInfo.from_metadata(meta, "m.onnx").config.offsets_frame == "crop"
+    ray = ModelInfo(replace(default_model_config(), offsets_frame="ray"), "test", True)
+    meta = ray.metadata()
+    assert "turned onto the person's ray" in meta["outputs"]["offsets_3d"]
+    assert ModelInfo.from_metadata(meta, "m.onnx").config.offsets_frame == "ray"
     del meta["model_config"]["offsets_frame"]
     assert ModelInfo.from_metadata(meta, "old.onnx").config.offsets_frame == "camera"
     camera = ModelInfo(default_model_config(), "test", True).metadata()
