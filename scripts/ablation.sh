@@ -47,7 +47,13 @@ if [ -f "$work/runs/fine/model.pt" ]; then
     evaluate "$work/runs/fine"
     specs+=("stage 5 (finer 2D grid, 6000 more steps)=$work/runs/fine/eval.json")
     evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
-    specs+=("stage 5, mirrored at test time (shipped)=$work/runs/fine/eval_mirrored.json")
+    specs+=("stage 5, mirrored at test time=$work/runs/fine/eval_mirrored.json")
+fi
+if [ -f "$work/runs/ray_frame/model.pt" ]; then
+    evaluate "$work/runs/ray_frame"
+    specs+=("stage 6 (3D in the person's ray frame, 5000 more steps)=$work/runs/ray_frame/eval.json")
+    evaluate "$work/runs/ray_frame" eval_mirrored.json --flip-test all
+    specs+=("stage 6, mirrored at test time (shipped)=$work/runs/ray_frame/eval_mirrored.json")
 fi
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

@@ -4,7 +4,8 @@
 # (a finished stage, one with its model.pt, is not trained again).
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
-# 40 min for stage 2, 85 min for stage 3, 70 min for stage 4 and 65 min for stage 5 (docs/training.md).
+# 40 min for stage 2, 85 min for stage 3, 70 min for stage 4, 65 min for stage 5 and 55 min for
+# stage 6 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -50,6 +51,11 @@ evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
     --init-from "$work/runs/extended/model.pt"
 evaluate "$work/runs/fine"
 evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
-# The shipped model: stage 5's weights, mirrored at test time. Copy it to
+# Stage 6: stage 5 with its 3D in the person's ray frame (engines/ray_frame.py), every weight trained again.
+[ -f "$work/runs/ray_frame/model.pt" ] || $py -m train.train --config configs/train/ray_frame.yaml --out "$work/runs/ray_frame" \
+    --init-from "$work/runs/fine/model.pt"
+evaluate "$work/runs/ray_frame"
+evaluate "$work/runs/ray_frame" eval_mirrored.json --flip-test all
+# The shipped model: stage 6's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/fine/model.pt" --out "$work/default.pt" --flip-test all
+$py -m train.ship --model "$work/runs/ray_frame/model.pt" --out "$work/default.pt" --flip-test all

@@ -390,6 +390,25 @@ def test_framing_tells_tracking_crops_from_search_crops() -> None:
     assert got.tolist() == [False, True, True]
 
 
+def test_pck_and_the_wide_pck_tell_imprecision_from_gross_errors() -> None:
+    """A joint 0.3 torso diagonals off misses PCK@0.2 but is within 0.5; one 0.7 off misses both."""
+    from engines.model_file import default_model_config
+    from train.evaluate import metrics_2d
+
+    cfg = default_model_config()
+    gt = np.zeros((1, 17, 2))
+    a, b = cfg.skeleton.indices(("l_shoulder", "r_hip"))
+    gt[0, b] = [0.0, 100.0]                                   # torso diagonal 100 px
+    pts = gt.copy()
+    ankle, wrist = cfg.skeleton.index("l_ankle"), cfg.skeleton.index("r_wrist")
+    pts[0, ankle] += [30.0, 0.0]
+    pts[0, wrist] += [0.0, 70.0]
+    res = metrics_2d(pts, gt, np.ones((1, 17), bool), cfg)
+    assert res["pck"] == pytest.approx(15 / 17) and res["pck_wide"] == pytest.approx(16 / 17)
+    assert (res["per_joint"]["l_ankle"]["pck"], res["per_joint"]["l_ankle"]["pck_wide"]) == (0.0, 1.0)
+    assert (res["per_joint"]["r_wrist"]["pck"], res["per_joint"]["r_wrist"]["pck_wide"]) == (0.0, 0.0)
+
+
 def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     from engines.config import load_config
     from engines.model_config import ModelConfig
@@ -404,6 +423,7 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
         assert s["3d"][m]["mpjpe_mm"] < 1e-3 and s["3d"][m]["pa_mpjpe_mm"] < 1e-3
     assert max(s["per_root_mm"].values()) < 1e-3
     assert s["2d"]["pck"] == 1.0 and res["real"]["2d"]["pck"] == 1.0
+    assert s["2d"]["pck_wide"] == 1.0 and res["real"]["2d"]["per_joint"]["l_ankle"]["pck_wide"] == 1.0
     assert res["real"]["2d"]["joints"] > 0
     assert "| synthetic |" in markdown(res, mcfg)
     tracking = s["framing"]["tracking"]        # the fake poses fill ~0.9 of the crop
