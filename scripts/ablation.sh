@@ -29,31 +29,20 @@ for run in baseline multiroot fusion both lifter; do
     specs+=("$run=$work/runs/ablation_$run/eval.json")
 done
 # The later stages of the shipped model (scripts/train.sh), where they exist.
-if [ -f "$work/runs/lifted/model.pt" ]; then
-    evaluate "$work/runs/lifted"
-    specs+=("stage 2 (3D branch only, 4000 steps)=$work/runs/lifted/eval.json")
-fi
-if [ -f "$work/runs/refined/model.pt" ]; then
-    evaluate "$work/runs/refined"
-    specs+=("stage 3 (all weights, negatives, 7000 steps)=$work/runs/refined/eval.json")
-fi
-if [ -f "$work/runs/extended/model.pt" ]; then
-    evaluate "$work/runs/extended"
-    specs+=("stage 4 (7000 more steps)=$work/runs/extended/eval.json")
-    evaluate "$work/runs/extended" eval_mirrored.json --flip-test all
-    specs+=("stage 4, mirrored at test time=$work/runs/extended/eval_mirrored.json")
-fi
-if [ -f "$work/runs/fine/model.pt" ]; then
-    evaluate "$work/runs/fine"
-    specs+=("stage 5 (finer 2D grid, 6000 more steps)=$work/runs/fine/eval.json")
-    evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
-    specs+=("stage 5, mirrored at test time=$work/runs/fine/eval_mirrored.json")
-fi
-if [ -f "$work/runs/ray_frame/model.pt" ]; then
-    evaluate "$work/runs/ray_frame"
-    specs+=("stage 6 (3D in the person's ray frame, 5000 more steps)=$work/runs/ray_frame/eval.json")
-    evaluate "$work/runs/ray_frame" eval_mirrored.json --flip-test all
-    specs+=("stage 6, mirrored at test time (shipped)=$work/runs/ray_frame/eval_mirrored.json")
-fi
+# stage RUN LABEL [MIRRORED_LABEL]: its row, and with a third argument its row mirrored at test time.
+stage() {
+    [ -f "$work/runs/$1/model.pt" ] || return 0
+    evaluate "$work/runs/$1"
+    specs+=("$2=$work/runs/$1/eval.json")
+    if [ $# -ge 3 ]; then
+        evaluate "$work/runs/$1" eval_mirrored.json --flip-test all
+        specs+=("$3=$work/runs/$1/eval_mirrored.json")
+    fi
+}
+stage lifted "stage 2 (3D branch only, 4000 steps)"
+stage refined "stage 3 (all weights, negatives, 7000 steps)"
+stage extended "stage 4 (7000 more steps)" "stage 4, mirrored at test time"
+stage fine "stage 5 (finer 2D grid, 6000 more steps)" "stage 5, mirrored at test time"
+stage ray_frame "stage 6 (3D in the person's ray frame, 5000 more steps)" "stage 6, mirrored at test time (shipped)"
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md
