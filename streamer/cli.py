@@ -62,7 +62,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="temporal filter on joints_3d (default auto: one_euro live, off for files)")
     p.add_argument("--axes", choices=_choices(CoordinatesConfig, "axes"),
                    help="axes of joints_3d and root_3d (default camera: x right, y down, z forward, metres)")
-    p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d)")
+    p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d, and to turn a ray-frame model's 3D into camera axes)")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="mean joint confidence needed to report a person (sets both tracking thresholds)")
     p.add_argument("--publish", action="store_true", help="also publish the stream over ZeroMQ (see docs/protocol.md)")
