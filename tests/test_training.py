@@ -379,6 +379,28 @@ class GroundTruthPredictor:
         return np.stack(probs), np.stack(offsets)
 
 
+def test_evaluate_turns_a_ray_frame_models_pose_as_the_pipeline_does(data: dict[str, Path]) -> None:
+    """A 'network' answering in the ray frame scores zero against the camera-frame labels once
+    train.evaluate turns its pose by the ray through its decoded 2D joints; left unturned (a
+    camera-frame config), the same answers are off."""
+    from dataclasses import replace
+
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from train.datasets import SyntheticDataset
+    from train.evaluate import evaluate
+
+    cam_cfg = load_config(ModelConfig, "model.yaml", data["model"], {"roots": ["pelvis", "thorax", "l_hip"]})
+    ray_cfg = replace(cam_cfg, offsets_frame="ray")
+    ray_ds = SyntheticDataset([data["val"]], input_size=cam_cfg.input_size, augment=False, offsets_frame="ray")
+    labels = SyntheticDataset([data["val"]], input_size=cam_cfg.input_size, augment=False)
+    predictor = GroundTruthPredictor([ray_ds], ray_cfg)
+    turned = evaluate(predictor, ray_cfg, labels, None, methods=["weighted"])["synthetic"]["3d"]["weighted"]
+    unturned = evaluate(predictor, cam_cfg, labels, None, methods=["weighted"])["synthetic"]["3d"]["weighted"]
+    assert turned["mpjpe_mm"] < 1.0 and unturned["mpjpe_mm"] > 3 * turned["mpjpe_mm"], (turned, unturned)
+    assert turned["pa_mpjpe_mm"] < 0.5 and unturned["pa_mpjpe_mm"] < 0.5        # only the turn differs
+
+
 def test_framing_tells_tracking_crops_from_search_crops() -> None:
     from train.evaluate import framing
 

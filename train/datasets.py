@@ -237,6 +237,12 @@ class SyntheticDataset(_Augmented):
     def __len__(self) -> int:
         return len(self.shards)
 
+    def pinhole(self, i: int) -> np.ndarray:
+        """Sample i's camera in this dataset's crop pixels: (focal length, cx, cy), fitted to its labels."""
+        s = self.shards.get(i)
+        focal, principal = fit_pinhole(s["joints_2d"], s["joints_3d"])
+        return np.array([focal, *principal]) * (self.input_size / s["image"].shape[1])
+
     def off_axis_degrees(self, i: int) -> float:
         """How far sample i's person (the ray through their 2D joints' mean) is off the camera's
         optical axis, in degrees."""

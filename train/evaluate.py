@@ -24,9 +24,10 @@ What is measured, and how:
 - Tracking crops by how far the person (the ray through their 2D joints' mean) is off the
   camera's optical axis (0-10, 10-20, over 20 degrees; the camera fitted to each sample's
   labels): where a camera-frame model must guess the turn that the ray frame removes
-  (engines/ray_frame.py). A ray-frame model is scored in its frame; rotation keeps distances, so
-  that is its camera-frame error once the pipeline turns it back (exactly, with the right focal
-  length).
+  (engines/ray_frame.py). A ray-frame model's pose is turned into the camera's frame as the
+  pipeline turns it, by the ray through the decoded 2D joints (the labelled ones with
+  `--exact-2d`), with the camera's focal length known (fitted to each sample's labels): what a
+  user who gives `--focal` gets.
 - `--exact-2d` (a diagnostic, `.pt` models with a lifter): the lifter reads the labelled 2D
   joints at full confidence instead of the decoded ones; the 2D metrics stay the network's.
   The 3D error that is left is the 3D branch's own, what perfect 2D would give.
@@ -57,6 +58,7 @@ from engines.align import METHODS, RootAligner
 from engines.errors import InputError, PosecastError
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
+from engines.ray_frame import person_rotations
 from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
 
 PROG = "evaluate"
@@ -276,9 +278,18 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
         gt3 = out["joints_3d"][has3d].astype(np.float64)
         gt_rel = gt3 - gt3[:, origin:origin + 1]
         res["3d"] = {}
+        turn = None
+        if cfg.offsets_frame == "ray" and "pinhole" in out:
+            # As the align stage does: the ray through the decoded joints (the labelled ones under
+            # --exact-2d), with the camera's focal length known.
+            cam = out["pinhole"][has3d]
+            seen = out.get("turn_points", points)[has3d]
+            turn = person_rotations(seen, cam[:, 0], cam[:, 1:])
         for method in methods:
             aligner = RootAligner(skel.num_joints, cfg.root_indices, origin, method)
             pred = aligner(out["offsets"][has3d], conf[has3d])
+            if turn is not None:
+                pred = np.einsum("nij,nkj->nki", turn, pred)
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
             if "off_axis_deg" in out and by_framing and method == methods[-1]:
                 # Tracking crops only: what the pipeline publishes (search crops are harder at every angle).
@@ -344,6 +355,11 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             if key == "synthetic":
                 if hasattr(ds, "off_axis_degrees"):
                     out["off_axis_deg"] = np.array([ds.off_axis_degrees(int(i)) for i in plan[key]])
+                if cfg.offsets_frame == "ray" and getattr(ds, "offsets_frame", "camera") == "camera":
+                    # Camera-frame labels: the pose is turned as the pipeline turns it (see synthetic_metrics).
+                    out["pinhole"] = np.array([ds.pinhole(int(i)) for i in plan[key]])
+                    if getattr(predictor, "exact_2d", False):
+                        out["turn_points"] = out["joints_2d"]
                 results[key] = synthetic_metrics(out, cfg, methods, per_root, window=cells)
             elif key == "real":
                 results[key] = real_metrics(out, cfg, cells)
@@ -504,10 +520,10 @@ def run(args: argparse.Namespace) -> int:
     predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test, args.exact_2d)
     synth_ds = real_ds = None
     if args.synth_val:
-        # In a ray-frame model's frame: rotation keeps distances, so its MPJPE is what a pipeline that
-        # knows the camera measures after turning the pose into the camera's frame.
+        # Camera-frame labels for every model: a ray-frame model's pose is turned back as the pipeline
+        # turns it (synthetic_metrics).
         synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False,
-                                    seed=0, offsets_frame=cfg.offsets_frame)
+                                    seed=0)
     if args.real2d:
         from train.real2d import load_real2d, split_real
 

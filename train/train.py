@@ -133,8 +133,8 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
     synth = SyntheticDataset(cfg.synth_dirs(), input_size=size, augment=cfg.data.augment, seed=cfg.seed,
                              offsets_frame=frame)
     val_dirs = cfg.synth_val_dirs()
-    synth_val = (SyntheticDataset(val_dirs, input_size=size, augment=False, seed=0, offsets_frame=frame)
-                 if val_dirs else None)
+    # Validation keeps camera-frame labels: train.evaluate turns a ray-frame model's pose back as the pipeline does.
+    synth_val = SyntheticDataset(val_dirs, input_size=size, augment=False, seed=0) if val_dirs else None
     real = real_val = None
     real_dir = cfg.real2d_dir()
     if real_dir is not None:
