@@ -32,6 +32,7 @@ def test_default_model_is_the_shipped_trained_checkpoint(default_model: ModelArt
     assert first.info.trained is True and "untrained" not in first.info.weights
     cfg = first.info.config
     assert (cfg.input_size, cfg.grid_size, cfg.grid_stride, len(cfg.roots), cfg.fusion) == (128, 32, 4, 6, "conv")
+    assert (cfg.offsets_frame, cfg.flip_test) == ("ray", "all")        # the align stage turns its poses
     assert first.onnx_path.is_file() and first.onnx_path.parent == _session_cache / "models"
     mtime = first.onnx_path.stat().st_mtime_ns
     monkeypatch.setattr(models, "export_onnx", _no_export)
