@@ -17,8 +17,8 @@ import numpy as np
 import zmq
 
 from engines.align import RootAligner
-from engines.ray_frame import person_rotations
 from engines.model_config import ModelConfig
+from engines.ray_frame import person_rotations
 from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
