@@ -146,3 +146,21 @@ def test_model_files_say_which_frame_their_offsets_are_in() -> None:
     assert ModelInfo.from_metadata(meta, "old.onnx").config.offsets_frame == "camera"
     camera = ModelInfo(default_model_config(), "test", True).metadata()
     assert camera["outputs"]["offsets_3d"].endswith("camera axes")
+
+
+def test_exact_2d_is_refused_where_it_cannot_run(small_model_config, tmp_path) -> None:
+    """`python -m train.evaluate --exact-2d`: an ONNX graph decodes its own 2D, and a model without
+    a lifter has nothing to feed; each says so in one line."""
+    from engines.errors import InputError
+    from engines.model_file import ModelInfo, export_onnx, save_checkpoint
+    from engines.network import build_network
+    from train.evaluate import load_predictor
+
+    net = build_network(small_model_config).eval()
+    info = ModelInfo(small_model_config, weights="test", trained=True)
+    export_onnx(net, info, tmp_path / "m.onnx")
+    save_checkpoint(tmp_path / "m.pt", net, info)
+    with pytest.raises(InputError, match="--exact-2d needs the .pt checkpoint"):
+        load_predictor(tmp_path / "m.onnx", exact_2d=True)
+    with pytest.raises(InputError, match="--exact-2d feeds the lifter, and this model has none"):
+        load_predictor(tmp_path / "m.pt", exact_2d=True)
