@@ -672,7 +672,7 @@ def test_a_ray_frame_recipe_trains_on_labels_turned_into_the_ray_frame(data: dic
     turned onto the person's ray (engines/ray_frame.py), validation measures in that frame, and
     the trained model file says so, for the pipeline to turn its poses back."""
     from engines.model_file import load_checkpoint
-    from engines.ray_frame import fit_pinhole, person_rotations
+    from engines.ray_frame import fit_pinhole, off_axis_degrees, person_rotations
     from train.config import expand_shard_dirs
     from train.datasets import SyntheticDataset
     from train.train import train
@@ -686,7 +686,8 @@ def test_a_ray_frame_recipe_trains_on_labels_turned_into_the_ray_frame(data: dic
         np.testing.assert_allclose(focal, SIZE * 2.2, rtol=1e-3)            # fake_pose's camera
         np.testing.assert_allclose(ray[i]["joints_3d"].numpy(), j3 @ person_rotations(j2, focal, principal),
                                    atol=1e-5)
-        assert 0.0 < ray.off_axis_degrees(i) < 3.0                         # fake_pose: a few cm off the axis at 4 m
+        angle = off_axis_degrees(person_rotations(j2, focal, principal))
+        assert 0.0 < angle < 3.0                                           # fake_pose: a few cm off the axis at 4 m
     with pytest.raises(ValueError, match="offsets_frame must be one of camera, ray"):
         SyntheticDataset(dirs, input_size=SIZE, offsets_frame="crop")
 

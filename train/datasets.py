@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from engines.ray_frame import OFFSETS_FRAMES, fit_pinhole, off_axis_degrees, person_rotations
+from engines.ray_frame import OFFSETS_FRAMES, fit_pinhole, person_rotations
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
 from train.shards import ShardSet
@@ -236,18 +236,6 @@ class SyntheticDataset(_Augmented):
 
     def __len__(self) -> int:
         return len(self.shards)
-
-    def pinhole(self, i: int) -> np.ndarray:
-        """Sample i's camera in this dataset's crop pixels: (focal length, cx, cy), fitted to its labels."""
-        s = self.shards.get(i)
-        focal, principal = fit_pinhole(s["joints_2d"], s["joints_3d"])
-        return np.array([focal, *principal]) * (self.input_size / s["image"].shape[1])
-
-    def off_axis_degrees(self, i: int) -> float:
-        """How far sample i's person (the ray through their 2D joints' mean) is off the camera's
-        optical axis, in degrees."""
-        s = self.shards.get(i)
-        return float(off_axis_degrees(label_rotation(s["joints_2d"], s["joints_3d"])))
 
     def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
         s = self.shards.get(i)

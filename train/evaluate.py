@@ -58,7 +58,7 @@ from engines.align import METHODS, RootAligner
 from engines.errors import InputError, PosecastError
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
-from engines.ray_frame import person_rotations
+from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
 
 PROG = "evaluate"
@@ -353,11 +353,12 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             bar.set_description(key)
             out = collect(predictor, ds, plan[key], batch_size, bar)
             if key == "synthetic":
-                if hasattr(ds, "off_axis_degrees"):
-                    out["off_axis_deg"] = np.array([ds.off_axis_degrees(int(i)) for i in plan[key]])
-                if cfg.offsets_frame == "ray" and getattr(ds, "offsets_frame", "camera") == "camera":
-                    # Camera-frame labels: the pose is turned as the pipeline turns it (see synthetic_metrics).
-                    out["pinhole"] = np.array([ds.pinhole(int(i)) for i in plan[key]])
+                if getattr(ds, "offsets_frame", "camera") == "camera":
+                    # Each sample's camera, fitted to its camera-frame labels: how far off its axis the
+                    # person is, and the turn a ray-frame model's pose gets (see synthetic_metrics).
+                    cams = fit_pinholes(out["joints_2d"], out["joints_3d"])
+                    out["pinhole"] = cams
+                    out["off_axis_deg"] = off_axis_degrees(person_rotations(out["joints_2d"], cams[:, 0], cams[:, 1:]))
                     if getattr(predictor, "exact_2d", False):
                         out["turn_points"] = out["joints_2d"]
                 results[key] = synthetic_metrics(out, cfg, methods, per_root, window=cells)

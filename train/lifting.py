@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engines.ray_frame import OFFSETS_FRAMES, ray_rotations
+from engines.ray_frame import OFFSETS_FRAMES, person_rotations
 from engines.network import Lifter, own_root_mask
 from engines.skeleton import H36M17
 from train.datasets import flip_joints_3d
@@ -185,8 +185,7 @@ def in_frame(cam: np.ndarray, exact: np.ndarray, offsets_frame: str) -> np.ndarr
     plane at depth 1; engines/ray_frame.py)."""
     if offsets_frame == "camera":
         return cam
-    centre = exact.mean(axis=1)
-    rot = ray_rotations(np.concatenate([centre, np.ones((len(centre), 1))], axis=1))
+    rot = person_rotations(exact, 1.0, np.zeros(2))                    # the image plane at depth 1
     return np.einsum("nkj,nji->nki", cam, rot)                         # each row: R.T @ x
 
 

@@ -129,9 +129,8 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
     from train.datasets import RealDataset, SyntheticDataset
 
     size = mcfg.input_size
-    frame = mcfg.offsets_frame
     synth = SyntheticDataset(cfg.synth_dirs(), input_size=size, augment=cfg.data.augment, seed=cfg.seed,
-                             offsets_frame=frame)
+                             offsets_frame=mcfg.offsets_frame)
     val_dirs = cfg.synth_val_dirs()
     # Validation keeps camera-frame labels: train.evaluate turns a ray-frame model's pose back as the pipeline does.
     synth_val = SyntheticDataset(val_dirs, input_size=size, augment=False, seed=0) if val_dirs else None
