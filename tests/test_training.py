@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from engines.errors import ConfigError, InputError
@@ -701,6 +703,11 @@ def test_a_ray_frame_recipe_trains_on_labels_turned_into_the_ray_frame(data: dic
     stage6 = load_train_config(REPO / "configs" / "train" / "ray_frame.yaml")
     assert control.model_config().offsets_frame == "camera"
     assert dataclasses.replace(control, name=stage6.name, model=stage6.model) == stage6   # nothing else differs
+    # Stage 7: stage 6 continued at 160 pixels with a larger share of real photos.
+    stage7 = load_train_config(REPO / "configs" / "train" / "input160.yaml")
+    assert stage7.init_from.endswith("ray_frame/model.pt") and stage7.init_scope == "all"
+    assert stage7.model_config() == dataclasses.replace(stage6.model_config(), input_size=160, grid_size=40)
+    assert stage7.data == dataclasses.replace(stage6.data, real_fraction=0.4)
 
 
 def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path) -> None:
@@ -719,6 +726,53 @@ def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path
         assert torch.allclose(v, src_sd[k], atol=1e-6), k           # the 3D branch too
     with pytest.raises(ConfigError, match="init_scope"):
         load_train_config(recipe(data, tmp_path, name="cont_bad", init_scope="all"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(size_from=st.integers(1, 6), size_to=st.integers(1, 8), seed=st.integers(0, 2**31 - 1))
+def test_resampled_regressor_keeps_the_response_to_a_constant_map(size_from: int, size_to: int, seed: int) -> None:
+    from train.train import resample_regressor_input
+
+    gen = torch.Generator().manual_seed(seed)
+    channels = 3
+    weight = torch.randn(5, channels * size_from ** 2, generator=gen, dtype=torch.float64)
+    level = torch.randn(channels, generator=gen, dtype=torch.float64)
+    resized = resample_regressor_input(weight, channels, size_from, size_to)
+    assert resized.shape == (5, channels * size_to ** 2)
+    old = weight @ level.repeat_interleave(size_from ** 2)
+    new = resized @ level.repeat_interleave(size_to ** 2)
+    assert torch.allclose(old, new, atol=1e-9)
+    # A weight that is itself constant over space stays constant, scaled by the cell area.
+    flat = torch.randn(5, channels, 1, 1, generator=gen, dtype=torch.float64).expand(5, channels, size_from, size_from)
+    got = resample_regressor_input(flat.reshape(5, -1), channels, size_from, size_to).reshape(5, channels, size_to, size_to)
+    assert torch.allclose(got, flat[..., :1, :1] * (size_from / size_to) ** 2, atol=1e-12)
+    assert torch.allclose(resample_regressor_input(weight, channels, size_from, size_from), weight, atol=1e-12)
+
+
+def test_init_at_another_input_size_resamples_the_regressor(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import PoseNet, build_network
+    from train.train import init_weights, resample_regressor_input
+
+    small = load_config(ModelConfig, "model.yaml", data["model"])                       # 64 pixels
+    source = build_network(small)
+    save_checkpoint(tmp_path / "small.pt", source, ModelInfo(small, "untrained small", trained=False))
+    large = build_network(dataclasses.replace(small, input_size=96, grid_size=96 // small.grid_stride))
+    note = init_weights(large, tmp_path / "small.pt", "all")
+    assert "resampled from a 2x2 to a 3x3 map" in note and "new:" not in note
+    got, src = large.state_dict(), source.state_dict()
+    assert torch.allclose(got["regressor.0.weight"],
+                          resample_regressor_input(src["regressor.0.weight"], PoseNet.SPATIAL_CHANNELS, 2, 3))
+    assert all(torch.equal(got[k], v) for k, v in src.items() if k != "regressor.0.weight")
+    # Only the whole network is continued at another size; the features-only scope leaves the 3D branch.
+    fresh = build_network(dataclasses.replace(small, input_size=96, grid_size=96 // small.grid_stride))
+    before = fresh.state_dict()["regressor.0.weight"].clone()
+    assert "resampled" not in init_weights(fresh, tmp_path / "small.pt", "features")
+    assert torch.equal(fresh.state_dict()["regressor.0.weight"], before)
+    with pytest.raises(ValueError, match="is not 32 x 3 x 3"):
+        resample_regressor_input(src["regressor.0.weight"], PoseNet.SPATIAL_CHANNELS, 3, 4)
 
 
 def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, Path], tmp_path: Path,

@@ -72,13 +72,40 @@ def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
     except PosecastError as exc:
         raise InputError(f"init_from: {exc}") from None
     own = net.state_dict()
-    taken = {k: v for k, v in source.state_dict().items()
+    weights = source.state_dict()
+    resampled = ""
+    if scope == "all" and source.input_size != net.input_size:
+        key = "regressor.0.weight"
+        if key in weights and key in own and net.fusion != "fc" and source.fusion != "fc":
+            weights[key] = resample_regressor_input(weights[key], PoseNet.SPATIAL_CHANNELS,
+                                                    source.input_size // 32, net.input_size // 32)
+            resampled = (f"; the regressor's input resampled from a {source.input_size // 32}x"
+                         f"{source.input_size // 32} to a {net.input_size // 32}x{net.input_size // 32} map")
+    taken = {k: v for k, v in weights.items()
              if k in own and own[k].shape == v.shape
              and (scope == "all" or k.split(".")[0] not in THREE_D_MODULES)}
     net.load_state_dict(taken, strict=False)
     fresh = [k for k in own if k not in taken]
-    return (f"initialised {len(taken)} of {len(own)} tensors from {path}"
+    return (f"initialised {len(taken)} of {len(own)} tensors from {path}" + resampled
             + (f"; new: {', '.join(sorted({k.split('.')[0] for k in fresh}))}" if fresh else ""))
+
+
+def resample_regressor_input(weight: torch.Tensor, channels: int, size_from: int, size_to: int) -> torch.Tensor:
+    """The regressor's first layer, for a stride-32 map of another size (a model continued at
+    another input size). The layer reads the flattened (channels, size, size) map. Each old
+    cell's weight is shared among the new cells by the fraction of the old cell they cover, so
+    the response to a map that is constant over space is exactly the same as before."""
+    out = weight.shape[0]
+    if weight.shape[1] != channels * size_from * size_from:
+        raise ValueError(f"regressor input {weight.shape[1]} is not {channels} x {size_from} x {size_from}")
+    share = torch.zeros(size_to, size_from, dtype=torch.float64)   # [new cell, old cell]
+    for i in range(size_to):
+        for k in range(size_from):
+            overlap = min((i + 1) / size_to, (k + 1) / size_from) - max(i / size_to, k / size_from)
+            share[i, k] = max(overlap, 0.0) * size_from
+    grid = weight.double().reshape(out, channels, size_from, size_from)
+    resized = torch.einsum("ik,ockl,jl->ocij", share, grid, share)
+    return resized.reshape(out, channels * size_to * size_to).to(weight.dtype).contiguous()
 
 
 def frozen_modules(net: PoseNet) -> list[torch.nn.Module]:
