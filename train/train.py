@@ -64,7 +64,9 @@ def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
     match), and the lifter too where the source has one that fits; the rest of the 3D branch
     keeps its seeded initialisation. The ablation uses this so that every
     variant's 3D branch learns from the same features for the same number of steps. With scope
-    "all", the 3D branch is taken too (continuing a trained model with another recipe)."""
+    "all", the 3D branch is taken too (continuing a trained model with another recipe); at another
+    input size, the regressor's first layer is resampled to the new stride-32 map
+    (`resample_regressor_input`)."""
     from engines.model_file import load_checkpoint
 
     try:
