@@ -708,6 +708,11 @@ def test_a_ray_frame_recipe_trains_on_labels_turned_into_the_ray_frame(data: dic
     assert stage7.init_from.endswith("ray_frame/model.pt") and stage7.init_scope == "all"
     assert stage7.model_config() == dataclasses.replace(stage6.model_config(), input_size=160, grid_size=40)
     assert stage7.data == dataclasses.replace(stage6.data, real_fraction=0.4)
+    # Stage 8: stage 6's recipe with a deeper backbone and nothing else changed.
+    stage8 = load_train_config(REPO / "configs" / "train" / "deeper.yaml")
+    assert stage8.init_from.endswith("ray_frame/model.pt") and stage8.init_scope == "all"
+    assert stage8.model_config() == dataclasses.replace(stage6.model_config(), depths=(2, 5, 8, 6))
+    assert dataclasses.replace(stage8, name=stage6.name, model=stage6.model, init_from=stage6.init_from) == stage6
 
 
 def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path) -> None:
@@ -726,6 +731,45 @@ def test_init_scope_all_takes_every_tensor(data: dict[str, Path], tmp_path: Path
         assert torch.allclose(v, src_sd[k], atol=1e-6), k           # the 3D branch too
     with pytest.raises(ConfigError, match="init_scope"):
         load_train_config(recipe(data, tmp_path, name="cont_bad", init_scope="all"))
+
+
+def test_a_deeper_backbone_starts_as_the_shallower_model_and_its_added_blocks_learn(
+        data: dict[str, Path], tmp_path: Path) -> None:
+    """configs/train/deeper.yaml's path: a model with more blocks per stage, continued from a
+    shallower one, gives the same outputs before any step (each added block starts as the
+    identity), and the added blocks train."""
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import build_network
+    from train.train import init_weights
+
+    shallow = load_config(ModelConfig, "model.yaml", data["model"])                     # depths 1,1,1,1
+    source = build_network(shallow)
+    with torch.no_grad():                 # trained-looking BatchNorm statistics, not the identity's defaults
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    save_checkpoint(tmp_path / "shallow.pt", source, ModelInfo(shallow, "untrained shallow", trained=False))
+    deep = build_network(dataclasses.replace(shallow, depths=(2, 3, 1, 2)))
+    note = init_weights(deep, tmp_path / "shallow.pt", "all")
+    assert "added blocks start as the identity: s4.1, s8.1, s8.2, s32.1" in note
+    x = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        want, got = source.eval()(x), deep.eval()(x)
+    torch.testing.assert_close(got[0], want[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[1], want[1], atol=1e-6, rtol=0)
+    # The zero scale of an added block's last BatchNorm gets a gradient, so the block learns.
+    deep.train()
+    logits, offsets = deep.forward_logits(x)
+    (logits.square().mean() + offsets.square().mean()).backward()
+    for name in ("s4.1", "s8.1", "s8.2", "s32.1"):
+        stage_name, index = name.split(".")
+        assert getattr(deep, stage_name)[int(index)].body[-1][1].weight.grad.abs().sum() > 0, name
+    # The blocks the source had are its own, not reset.
+    assert torch.equal(deep.s8[0].body[-1][1].weight, source.s8[0].body[-1][1].weight)
 
 
 @settings(max_examples=40, deadline=None)

@@ -87,9 +87,34 @@ def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
              if k in own and own[k].shape == v.shape
              and (scope == "all" or k.split(".")[0] not in THREE_D_MODULES)}
     net.load_state_dict(taken, strict=False)
+    added = start_added_blocks_as_identity(net, weights)
     fresh = [k for k in own if k not in taken]
-    return (f"initialised {len(taken)} of {len(own)} tensors from {path}" + resampled
+    deeper = f"; added blocks start as the identity: {', '.join(added)}" if added else ""
+    return (f"initialised {len(taken)} of {len(own)} tensors from {path}" + resampled + deeper
             + (f"; new: {', '.join(sorted({k.split('.')[0] for k in fresh}))}" if fresh else ""))
+
+
+BACKBONE_STAGES = ("s4", "s8", "s16", "s32")
+
+
+def start_added_blocks_as_identity(net: PoseNet, source_weights: dict[str, torch.Tensor]) -> list[str]:
+    """A deeper backbone continued from a shallower model: each residual block that the source
+    lacks has its last BatchNorm's scale and shift set to zero, so the block adds nothing and the
+    network starts with the source's function. The zero scale still gets a gradient, so the block
+    learns from the first step (the zero-gamma start of Goyal et al., 2017). Returns the blocks'
+    names."""
+    added: list[str] = []
+    for stage_name in BACKBONE_STAGES:
+        for index, block in enumerate(getattr(net, stage_name)):
+            name = f"{stage_name}.{index}"
+            if not block.residual or any(k.startswith(name + ".") for k in source_weights):
+                continue
+            last_bn = block.body[-1][1]
+            with torch.no_grad():
+                last_bn.weight.zero_()
+                last_bn.bias.zero_()
+            added.append(name)
+    return added
 
 
 def resample_regressor_input(weight: torch.Tensor, channels: int, size_from: int, size_to: int) -> torch.Tensor:
