@@ -66,7 +66,8 @@ def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
     variant's 3D branch learns from the same features for the same number of steps. With scope
     "all", the 3D branch is taken too (continuing a trained model with another recipe); at another
     input size, the regressor's first layer is resampled to the new stride-32 map
-    (`resample_regressor_input`)."""
+    (`resample_regressor_input`). Backbone blocks that the source lacks (a deeper backbone) start
+    as the identity (`start_added_blocks_as_identity`)."""
     from engines.model_file import load_checkpoint
 
     try:
@@ -88,7 +89,7 @@ def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
              and (scope == "all" or k.split(".")[0] not in THREE_D_MODULES)}
     net.load_state_dict(taken, strict=False)
     added = start_added_blocks_as_identity(net, weights)
-    fresh = [k for k in own if k not in taken]
+    fresh = [k for k in own if k not in taken and not any(k.startswith(name + ".") for name in added)]
     deeper = f"; added blocks start as the identity: {', '.join(added)}" if added else ""
     return (f"initialised {len(taken)} of {len(own)} tensors from {path}" + resampled + deeper
             + (f"; new: {', '.join(sorted({k.split('.')[0] for k in fresh}))}" if fresh else ""))
