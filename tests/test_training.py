@@ -459,6 +459,20 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     assert off["crops"] == "tracking" and list(off["bins"]) == ["0-10"]
     assert off["bins"]["0-10"]["samples"] == len(synth) and off["bins"]["0-10"]["mpjpe_mm"] < 1e-3
     assert "| synthetic, tracking crops 0-10 degrees off the camera's axis |" in markdown(res, mcfg)
+    # The breakdown (train/breakdown.py): fake_pose's people face the camera, every joint labelled
+    # visible, motion "fake/walk"; every bin scores the ground truth perfectly.
+    factors = s["breakdown"]["factors"]
+    assert list(factors) == ["facing", "camera height", "pose", "hidden joints", "scale"]
+    assert list(factors["facing"]["bins"]) == ["front, 0-45°"] and list(factors["pose"]["bins"]) == ["other"]
+    assert list(factors["hidden joints"]["bins"]) == ["0-2 of 17"]
+    for f in factors.values():
+        assert sum(b["samples"] for b in f["bins"].values()) == len(synth)
+        assert all(b["mpjpe_mm"] < 1e-3 and b["pck"] == 1.0 for b in f["bins"].values())
+    views = res["real"]["views"]
+    assert views["front"]["pck"] == 1.0 and sum(v["samples"] for v in views.values()) == len(real)
+    table = markdown(res, mcfg)
+    assert "| facing | synthetic, tracking crops | front, 0-45° | 8 |" in table
+    assert "| view (from the 2D labels) | real | front |" in table
 
     # A known error is measured as such: the pelvis row's joints all 5 cm lower; `average` takes
     # the mean of 3 rows, so 16 of 17 joints are 50 / 3 mm off.

@@ -28,6 +28,10 @@ What is measured, and how:
   pipeline turns it, by the ray through the decoded 2D joints (the labelled ones with
   `--exact-2d`), with the camera's focal length known (fitted to each sample's labels): what a
   user who gives `--focal` gets.
+- Where it fails (train/breakdown.py): the tracking crops' MPJPE, PA-MPJPE and 2D PCK by the
+  person's facing (front, side, back), the camera's height above them, the kind of motion and the
+  number of hidden joints; every crop's by the person's scale in it; and the real photos' PCK by
+  the view their labels show (front, side, back).
 - `--exact-2d` (a diagnostic, `.pt` models with a lifter): the lifter reads the labelled 2D
   joints at full confidence instead of the decoded ones; the 2D metrics stay the network's.
   The 3D error that is left is the 3D branch's own, what perfect 2D would give.
@@ -59,6 +63,7 @@ from engines.errors import InputError, PosecastError
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
+from train import breakdown as bd
 from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
 
 PROG = "evaluate"
@@ -253,6 +258,51 @@ def by_off_axis(pred: np.ndarray, gt_rel: np.ndarray, degrees: np.ndarray) -> di
     return out
 
 
+def sample_errors(points: np.ndarray, gt2d: np.ndarray, visible: np.ndarray, cfg: ModelConfig,
+                  pred: np.ndarray | None = None, gt_rel: np.ndarray | None = None,
+                  has3d: np.ndarray | None = None) -> bd.SampleErrors:
+    """Per sample: the 2D hits at PCK@0.2 over its labelled joints (as `metrics_2d` counts them)
+    and, for the samples in `has3d`, MPJPE and PA-MPJPE in mm (NaN for the others)."""
+    torso = torso_diameter(gt2d, cfg)
+    vis = visible & (torso > 1e-6)[:, None]
+    dist = np.linalg.norm(points.astype(np.float64) - gt2d, axis=-1)
+    hits = ((dist <= PCK_THRESHOLD * torso[:, None]) & vis).sum(axis=1)
+    n = len(points)
+    err, pa = np.full(n, np.nan), np.full(n, np.nan)
+    if pred is not None and gt_rel is not None and has3d is not None:
+        err[has3d] = np.linalg.norm(pred.astype(np.float64) - gt_rel, axis=-1).mean(axis=1) * 1000.0
+        pa[has3d] = np.linalg.norm(procrustes_align(pred, gt_rel) - gt_rel, axis=-1).mean(axis=1) * 1000.0
+    return bd.SampleErrors(err, pa, hits, vis.sum(axis=1))
+
+
+def by_factor(out: dict[str, np.ndarray], errors: bd.SampleErrors, cfg: ModelConfig) -> dict[str, Any]:
+    """The synthetic errors split by viewpoint, pose, hidden joints (tracking crops: what the
+    pipeline publishes) and the person's scale (every crop): train/breakdown.py."""
+    gt2d = out["joints_2d"]
+    tracking = framing(gt2d, cfg.input_size)
+    j3 = out["joints_3d"]
+    labels: list[tuple[str, np.ndarray, Sequence[str], bool]] = [
+        ("facing", bd.bin_numeric(bd.facing_degrees(j3, cfg.skeleton), bd.FACING_BINS),
+         [b[0] for b in bd.FACING_BINS], True),
+        ("camera height", bd.bin_numeric(bd.camera_height_degrees(j3, cfg.skeleton), bd.CAMERA_HEIGHT_BINS),
+         [b[0] for b in bd.CAMERA_HEIGHT_BINS], True),
+    ]
+    if "motion" in out:
+        labels.append(("pose", bd.pose_groups(out["motion"]), [g for g, _ in bd.POSE_GROUPS] + [bd.OTHER_POSE], True))
+    if "hidden" in out:
+        labels.append(("hidden joints", bd.bin_numeric(out["hidden"].astype(np.float64), bd.HIDDEN_BINS),
+                       [b[0] for b in bd.HIDDEN_BINS], True))
+    labels.append(("scale", bd.bin_numeric(bd.extent_share(gt2d, cfg.input_size), bd.SCALE_BINS),
+                   [b[0] for b in bd.SCALE_BINS], False))
+    factors: dict[str, Any] = {}
+    for name, lab, order, tracking_only in labels:
+        lab = lab.copy()
+        if tracking_only:
+            lab[~tracking] = ""
+        factors[name] = {"crops": "tracking" if tracking_only else "all", "bins": bd.summarise(lab, errors, order)}
+    return factors
+
+
 def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Iterable[str],
                       per_root: bool = False, by_framing: bool = True, window: int = 1) -> dict[str, Any]:
     methods = list(methods)
@@ -291,6 +341,11 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
             if turn is not None:
                 pred = np.einsum("nij,nkj->nki", turn, pred)
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
+            if by_framing and method == methods[-1]:
+                part = {k: v[has3d] for k, v in out.items()}
+                errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel,
+                                       np.ones(len(pred), bool))
+                res["breakdown"] = {"method": method, "factors": by_factor(part, errors, cfg)}
             if "off_axis_deg" in out and by_framing and method == methods[-1]:
                 # Tracking crops only: what the pipeline publishes (search crops are harder at every angle).
                 track = framing(gt2d, cfg.input_size)[has3d]
@@ -302,9 +357,14 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
 
 
 def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) -> dict[str, Any]:
+    """2D PCK of the real photos, overall, per joint and by the view their labels show."""
     points, _ = decode(out["probs"], cfg.input_size, window)
-    return {"samples": len(points),
-            "2d": metrics_2d(points, out["joints_2d"].astype(np.float64), out["mask_2d"] > 0, cfg)}
+    gt, labelled = out["joints_2d"].astype(np.float64), out["mask_2d"] > 0
+    views = bd.real_views(gt, labelled, cfg.skeleton)
+    by_view = bd.summarise(views, sample_errors(points, gt, labelled, cfg), bd.REAL_VIEWS)
+    for row in by_view.values():
+        del row["mpjpe_mm"], row["pa_mpjpe_mm"]
+    return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view}
 
 
 def pipeline_scoring() -> tuple[float, int]:
@@ -353,6 +413,13 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             bar.set_description(key)
             out = collect(predictor, ds, plan[key], batch_size, bar)
             if key == "synthetic":
+                shards = getattr(ds, "shards", None)
+                if shards is not None:
+                    # What the image shows, for the breakdown (train/breakdown.py).
+                    labels = [shards.labels(int(i)) for i in plan[key]]
+                    out["motion"] = np.array([lab["motion"] for lab in labels], dtype=object)
+                    out["hidden"] = np.array([np.size(lab["visible"]) - np.count_nonzero(lab["visible"])
+                                              for lab in labels])
                 if getattr(ds, "offsets_frame", "camera") == "camera":
                     # Each sample's camera, fitted to its camera-frame labels: how far off its axis the
                     # person is, and the turn a ray-frame model's pose gets (see synthetic_metrics).
@@ -460,7 +527,24 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
     if s is not None and "per_root_mm" in s:
         lines += ["", "| root | own offsets error mm (before alignment) |", "|---|---:|"]
         lines += [f"| {k} | {_f(v)} |" for k, v in s["per_root_mm"].items()]
+    lines += _breakdown_lines(s, r, real)
     return "\n".join(lines) + "\n"
+
+
+def _breakdown_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: str) -> list[str]:
+    """Where it fails: the table of train/breakdown.py's factors (none: no lines)."""
+    rows = []
+    split = (s or {}).get("breakdown")
+    for factor, f in (split["factors"].items() if split else ()):
+        rows += [f"| {factor} | synthetic, {f['crops']} crops | {label} | {v['samples']} | {_f(v['mpjpe_mm'])} | {_f(v['pa_mpjpe_mm'])} | "
+                 f"{_f(v['pck'], 3)} |" for label, v in f["bins"].items()]
+    rows += [f"| view (from the 2D labels) | {real} | {label} | {v['samples']} | - | - | {_f(v['pck'], 3)} |"
+             for label, v in ((r or {}).get("views") or {}).items()]
+    if not rows:
+        return []
+    method = split["method"] if split else "-"
+    return ["", f"| factor | set | bin | samples | MPJPE ({method}) mm | PA-MPJPE mm | 2D PCK@{PCK_THRESHOLD} |",
+            "|---|---|---|---:|---:|---:|---:|"] + rows
 
 
 # --- command line ------------------------------------------------------------------------
