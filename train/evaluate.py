@@ -259,19 +259,18 @@ def by_off_axis(pred: np.ndarray, gt_rel: np.ndarray, degrees: np.ndarray) -> di
 
 
 def sample_errors(points: np.ndarray, gt2d: np.ndarray, visible: np.ndarray, cfg: ModelConfig,
-                  pred: np.ndarray | None = None, gt_rel: np.ndarray | None = None,
-                  has3d: np.ndarray | None = None) -> bd.SampleErrors:
+                  pred: np.ndarray | None = None, gt_rel: np.ndarray | None = None) -> bd.SampleErrors:
     """Per sample: the 2D hits at PCK@0.2 over its labelled joints (as `metrics_2d` counts them)
-    and, for the samples in `has3d`, MPJPE and PA-MPJPE in mm (NaN for the others)."""
+    and, given root-relative 3D poses for every sample, MPJPE and PA-MPJPE in mm (else NaN)."""
     torso = torso_diameter(gt2d, cfg)
     vis = visible & (torso > 1e-6)[:, None]
     dist = np.linalg.norm(points.astype(np.float64) - gt2d, axis=-1)
     hits = ((dist <= PCK_THRESHOLD * torso[:, None]) & vis).sum(axis=1)
     n = len(points)
     err, pa = np.full(n, np.nan), np.full(n, np.nan)
-    if pred is not None and gt_rel is not None and has3d is not None:
-        err[has3d] = np.linalg.norm(pred.astype(np.float64) - gt_rel, axis=-1).mean(axis=1) * 1000.0
-        pa[has3d] = np.linalg.norm(procrustes_align(pred, gt_rel) - gt_rel, axis=-1).mean(axis=1) * 1000.0
+    if pred is not None and gt_rel is not None:
+        err = np.linalg.norm(pred.astype(np.float64) - gt_rel, axis=-1).mean(axis=1) * 1000.0
+        pa = np.linalg.norm(procrustes_align(pred, gt_rel) - gt_rel, axis=-1).mean(axis=1) * 1000.0
     return bd.SampleErrors(err, pa, hits, vis.sum(axis=1))
 
 
@@ -343,8 +342,7 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
             if by_framing and method == methods[-1]:
                 part = {k: v[has3d] for k, v in out.items()}
-                errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel,
-                                       np.ones(len(pred), bool))
+                errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel)
                 res["breakdown"] = {"method": method, "factors": by_factor(part, errors, cfg)}
             if "off_axis_deg" in out and by_framing and method == methods[-1]:
                 # Tracking crops only: what the pipeline publishes (search crops are harder at every angle).
@@ -536,8 +534,8 @@ def _breakdown_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: s
     rows = []
     split = (s or {}).get("breakdown")
     for factor, f in (split["factors"].items() if split else ()):
-        rows += [f"| {factor} | synthetic, {f['crops']} crops | {label} | {v['samples']} | {_f(v['mpjpe_mm'])} | {_f(v['pa_mpjpe_mm'])} | "
-                 f"{_f(v['pck'], 3)} |" for label, v in f["bins"].items()]
+        rows += [f"| {factor} | synthetic, {f['crops']} crops | {label} | {v['samples']} | {_f(v['mpjpe_mm'])} | "
+                 f"{_f(v['pa_mpjpe_mm'])} | {_f(v['pck'], 3)} |" for label, v in f["bins"].items()]
     rows += [f"| view (from the 2D labels) | {real} | {label} | {v['samples']} | - | - | {_f(v['pck'], 3)} |"
              for label, v in ((r or {}).get("views") or {}).items()]
     if not rows:
