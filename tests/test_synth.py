@@ -176,3 +176,52 @@ def test_generate_refuses_a_missing_or_broken_body_bank(tmp_path, content):
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "python -m train.synth.body" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_long_hair_covers_the_upper_back_and_leaves_the_front_and_older_looks_alone(bank):
+    """Long hair is painted behind the neck and over the shoulders: a view from behind changes
+    there, a view from the front barely; and with probability 0 the looks are drawn exactly as
+    before (the random stream of older data sets is kept)."""
+    from train.synth.scene import LONG_HAIR_TOP, random_look
+
+    size = 128
+    renderer = _renderer(bank, size)
+    v = bank.vertices[0].astype(np.float64)
+    mid = v[:, 2].mean()
+    # Rest coordinates: x across, y from front (-) to back (+), z up. Cameras 3 m behind and in front.
+    behind = np.stack([-v[:, 0], -(v[:, 2] - mid), 3.0 - v[:, 1]], 1)
+    front = np.stack([v[:, 0], -(v[:, 2] - mid), 3.0 + v[:, 1]], 1)
+    intr = (180.0, 180.0, size / 2, size / 2)
+    look = random_look(np.random.default_rng(0))
+    look.colour_a[:] = look.colour_b[:] = 0.5
+    hair = random_look(np.random.default_rng(0))
+    hair.colour_a[:] = hair.colour_b[:] = 0.5
+    hair.long_hair = np.array([-0.01, LONG_HAIR_TOP - 0.3, 0.14, 1.0])
+    hair.hair_colour = np.array([1.0, 0.0, 0.0])
+
+    def changed(cam: np.ndarray) -> tuple[np.ndarray, int]:
+        a = renderer.render(cam.astype(np.float32), intr, look).rgb.astype(int)
+        b = renderer.render(cam.astype(np.float32), intr, hair).rgb.astype(int)
+        moved = np.abs(b - a).sum(-1) > 30
+        return moved, int((a.sum(-1) > 0).sum())
+
+    back_moved, body = changed(behind)
+    front_moved, _ = changed(front)
+    renderer.close()
+    ys, _ = np.nonzero(back_moved)
+    assert back_moved.sum() > 0.05 * body and ys.max() < size / 2       # the upper back only
+    assert front_moved.sum() < 0.2 * back_moved.sum()
+    for seed in range(5):
+        a, b = random_look(np.random.default_rng(seed)), random_look(np.random.default_rng(seed), 0.0)
+        np.testing.assert_array_equal(a.colour_a, b.colour_a)
+        assert not b.long_hair.any()
+    drawn = [random_look(np.random.default_rng(s), 1.0) for s in range(5)]
+    assert all(d.long_hair[3] == 1.0 and d.long_hair[1] < LONG_HAIR_TOP for d in drawn)
+
+
+def test_generate_refuses_a_long_hair_share_outside_0_1(capsys):
+    from train.synth.generate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", "x", "--split", "train", "--count", "1", "--bodies", "b.npz", "--long-hair", "1.5"])
+    assert exc.value.code == 2 and "--long-hair must be between 0 and 1" in capsys.readouterr().err

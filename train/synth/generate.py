@@ -107,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="datasets folder (default $POSECAST_DATA or ../shared/datasets)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-size", type=int, default=1000)
+    ap.add_argument("--long-hair", type=float, default=0.0, metavar="P",
+                    help="share of people with long hair over the neck and shoulders (default 0)")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.long_hair <= 1.0:
+        ap.error(f"--long-hair must be between 0 and 1 (got {args.long_hair})")
     try:
         generate(args.out, args.split, args.count, args.bodies, args.data or default_data_root(), args.seed,
-                 args.shard_size, SceneOptions())
+                 args.shard_size, SceneOptions(long_hair_probability=args.long_hair))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ ambient term. The output is premultiplied RGB, alpha and depth, for compositing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +49,8 @@ uniform float freq[%(R)d];
 uniform vec3 light_dir;          // towards the light, camera frame
 uniform vec3 light_colour;
 uniform float ambient;
+uniform vec4 long_hair;          // rest y above x (behind), rest z above y, |rest x| under z; on when w > 0.5
+uniform vec3 hair_colour;
 in vec3 v_pos;
 in vec3 v_rest;
 flat in int v_region;
@@ -65,6 +67,10 @@ void main() {
     else if (pattern[r] == 3) t = hash(floor(v_rest * f));
     else if (pattern[r] == 4) t = step(length(fract(v_rest.xz * f) - 0.5), 0.22);
     vec3 albedo = mix(colour_a[r], colour_b[r], t);
+    // Long hair falls over the back of the neck and the shoulders: painted there, with strands.
+    if (long_hair.w > 0.5 && (r == %(FACE)d || r == %(NECK)d || r == %(CHEST)d) && v_rest.y > long_hair.x
+            && v_rest.z > long_hair.y && abs(v_rest.x) < long_hair.z)
+        albedo = hair_colour * (0.8 + 0.4 * hash(vec3(floor(v_rest.x * 160.0), 0.0, 0.0)));
     float diffuse = max(dot(n, normalize(light_dir)), 0.0);
     vec3 c = albedo * (ambient + (1.0 - ambient) * diffuse * light_colour);
     frag = vec4(c, 1.0);
@@ -83,6 +89,9 @@ class Look:
     light_dir: np.ndarray    # (3,) camera frame, towards the light
     light_colour: np.ndarray  # (3,)
     ambient: float
+    # Long hair (off: w = 0): painted where rest y > x, rest z > y and |rest x| < z, in hair_colour.
+    long_hair: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    hair_colour: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
 
 @dataclass
@@ -108,7 +117,9 @@ class BodyRenderer:
             ) from None
         self.size = size
         self.near, self.far = near, far
-        self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT % {"R": len(REGIONS)})
+        self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT % {
+            "R": len(REGIONS), "FACE": REGIONS.index("face"), "NECK": REGIONS.index("neck"),
+            "CHEST": REGIONS.index("chest")})
         nv = rest.shape[0]
         self.pos_buf = self.ctx.buffer(reserve=nv * 12)
         static = np.concatenate([rest.astype(np.float32), region.astype(np.float32)[:, None]], axis=1)
@@ -141,6 +152,8 @@ class BodyRenderer:
         self.prog["light_dir"].value = tuple(float(v) for v in look.light_dir)
         self.prog["light_colour"].value = tuple(float(v) for v in look.light_colour)
         self.prog["ambient"].value = float(look.ambient)
+        self.prog["long_hair"].value = tuple(float(v) for v in look.long_hair)
+        self.prog["hair_colour"].value = tuple(float(v) for v in look.hair_colour)
         self.ms_fbo.use()
         self.ctx.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)

@@ -44,6 +44,7 @@ class SceneOptions:
     blur_probability: float = 0.2
     noise_probability: float = 0.3
     jpeg_quality: tuple[int, int] = (45, 95)
+    long_hair_probability: float = 0.0    # people with hair down over the neck and shoulders
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +56,17 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64) / 255.0
 
 
-def random_look(rng: np.random.Generator) -> Look:
+# Long hair in the body's rest coordinates (x left-right, y front (-) to back (+), z up, metres):
+# behind the neck's middle, down from the nape (0.63) by LONG_HAIR_LENGTH, LONG_HAIR_WIDTH wide.
+LONG_HAIR_BEHIND = -0.01
+LONG_HAIR_TOP = 0.63
+LONG_HAIR_LENGTH = (0.06, 0.30)
+LONG_HAIR_HALF_WIDTH = (0.07, 0.14)
+
+
+def random_look(rng: np.random.Generator, long_hair_probability: float = 0.0) -> Look:
+    """A random look; with `long_hair_probability` > 0 (and only then, so the random stream of
+    older data sets stays the same) some people get long hair in their hair colour."""
     n = len(REGIONS)
     a = np.zeros((n, 3))
     b = np.zeros((n, 3))
@@ -83,8 +94,13 @@ def random_look(rng: np.random.Generator) -> Look:
     garment(["foot"])
     light = np.array([rng.uniform(-1, 1), rng.uniform(-1, 0.3), -rng.uniform(0.3, 1.0)])
     tint = np.clip(1 + rng.normal(0, 0.08, 3), 0.7, 1.2)
-    return Look(colour_a=np.clip(a, 0, 1), colour_b=np.clip(b, 0, 1), pattern=pattern, freq=freq,
+    look = Look(colour_a=np.clip(a, 0, 1), colour_b=np.clip(b, 0, 1), pattern=pattern, freq=freq,
                 light_dir=light, light_colour=tint, ambient=float(rng.uniform(0.25, 0.6)))
+    if long_hair_probability > 0 and rng.random() < long_hair_probability:
+        look.long_hair = np.array([LONG_HAIR_BEHIND, LONG_HAIR_TOP - rng.uniform(*LONG_HAIR_LENGTH),
+                                   rng.uniform(*LONG_HAIR_HALF_WIDTH), 1.0])
+        look.hair_colour = np.clip(hair, 0, 1)
+    return look
 
 
 def look_at(centre: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
@@ -179,7 +195,7 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     intr = (f, f, float(c[0]), float(c[1]))
     j2d = (n * f + c).astype(np.float32)
 
-    look = random_look(rng)
+    look = random_look(rng, opts.long_hair_probability)
     out = renderer.render(v_cam.astype(np.float32), intr, look)
     bg_name, bg = _background(rng, backgrounds, size)
     img = out.rgb[:, :, ::-1].astype(np.float32) + bg.astype(np.float32) * (1.0 - out.alpha[:, :, None])
