@@ -59,10 +59,10 @@ REAL_VIEWS = ("front", "side", "back")
 
 @dataclass(frozen=True)
 class SampleErrors:
-    """Per-sample errors that bins average: 3D in mm (NaN where a sample has no 3D), and the
-    2D hits and labelled joints behind PCK."""
-    mpjpe_mm: np.ndarray      # (N,)
-    pa_mpjpe_mm: np.ndarray   # (N,)
+    """Per-sample errors that bins average: 3D in mm (None for a set without 3D; NaN where a
+    sample has none), and the 2D hits and labelled joints behind PCK."""
+    mpjpe_mm: np.ndarray | None      # (N,)
+    pa_mpjpe_mm: np.ndarray | None   # (N,)
     hits: np.ndarray          # (N,) joints within the PCK radius
     labelled: np.ndarray      # (N,) joints that count for PCK
 
@@ -134,17 +134,18 @@ def bin_numeric(values: np.ndarray, bins: Sequence[tuple[str, float, float]]) ->
 
 def summarise(labels: np.ndarray, errors: SampleErrors, order: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per bin, in `order` (labels not in it follow, sorted): samples, mean MPJPE and PA-MPJPE
-    (mm, over the samples with 3D) and PCK (over the bin's labelled joints). Empty bins are left out."""
+    (mm, over the samples with 3D; left out for a set without 3D) and PCK (over the bin's
+    labelled joints). Empty bins are left out."""
     present = set(labels.tolist()) - {""}
     out: dict[str, dict[str, float]] = {}
     for label in [b for b in order if b in present] + sorted(present - set(order)):
         keep = labels == label
-        has3d = keep & np.isfinite(errors.mpjpe_mm)
         labelled = int(errors.labelled[keep].sum())
-        out[label] = {
-            "samples": int(keep.sum()),
-            "mpjpe_mm": float(errors.mpjpe_mm[has3d].mean()) if has3d.any() else float("nan"),
-            "pa_mpjpe_mm": float(errors.pa_mpjpe_mm[has3d].mean()) if has3d.any() else float("nan"),
-            "pck": float(errors.hits[keep].sum() / labelled) if labelled else float("nan"),
-        }
+        row: dict[str, float] = {"samples": int(keep.sum())}
+        if errors.mpjpe_mm is not None and errors.pa_mpjpe_mm is not None:
+            has3d = keep & np.isfinite(errors.mpjpe_mm)
+            row["mpjpe_mm"] = float(errors.mpjpe_mm[has3d].mean()) if has3d.any() else float("nan")
+            row["pa_mpjpe_mm"] = float(errors.pa_mpjpe_mm[has3d].mean()) if has3d.any() else float("nan")
+        row["pck"] = float(errors.hits[keep].sum() / labelled) if labelled else float("nan")
+        out[label] = row
     return out

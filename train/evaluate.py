@@ -64,7 +64,7 @@ from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from train import breakdown as bd
-from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
+from train.metrics import mpjpe, pa_mpjpe, procrustes_align
 
 PROG = "evaluate"
 PCK_THRESHOLD = 0.2
@@ -193,21 +193,26 @@ def in_crop(joints_2d: np.ndarray, size: int) -> np.ndarray:
     return np.all((joints_2d >= 0) & (joints_2d < size), axis=-1)
 
 
+def _pck_terms(points: np.ndarray, gt: np.ndarray, visible: np.ndarray,
+               cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(N, J) each: the joints that count (visible, in a pose with a torso), their 2D error in
+    pixels, and whether it is within PCK_THRESHOLD and within PCK_WIDE torso diagonals."""
+    torso = torso_diameter(gt, cfg)
+    vis = visible & (torso > 1e-6)[:, None]
+    dist = np.linalg.norm(points.astype(np.float64) - gt, axis=-1)
+    return vis, dist, dist <= PCK_THRESHOLD * torso[:, None], dist <= PCK_WIDE * torso[:, None]
+
+
 def metrics_2d(points: np.ndarray, gt: np.ndarray, visible: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:
     """PCK@0.2 overall and per joint, and the mean 2D error in pixels, over `visible` joints."""
-    torso = torso_diameter(gt, cfg)
-    ok_pose = torso > 1e-6
-    vis = visible & ok_pose[:, None]
-    dist = np.linalg.norm(points.astype(np.float64) - gt, axis=-1)
-    hit = dist <= PCK_THRESHOLD * torso[:, None]
-    near = dist <= PCK_WIDE * torso[:, None]
+    vis, dist, hit, near = _pck_terms(points, gt, visible, cfg)
     per_joint = {}
     for j, name in enumerate(cfg.skeleton.joint_names):
         if vis[:, j].any():
             per_joint[name] = {"pck": float(hit[vis[:, j], j].mean()), "error_px": float(dist[vis[:, j], j].mean()),
                                "pck_wide": float(near[vis[:, j], j].mean()), "count": int(vis[:, j].sum())}
     return {
-        "pck": pck(points, gt, torso, PCK_THRESHOLD, vis) if vis.any() else float("nan"),
+        "pck": float(hit[vis].mean()) if vis.any() else float("nan"),
         "pck_wide": float(near[vis].mean()) if vis.any() else float("nan"),
         "error_px": float(dist[vis].mean()) if vis.any() else float("nan"),
         "joints": int(vis.sum()),
@@ -261,35 +266,30 @@ def by_off_axis(pred: np.ndarray, gt_rel: np.ndarray, degrees: np.ndarray) -> di
 def sample_errors(points: np.ndarray, gt2d: np.ndarray, visible: np.ndarray, cfg: ModelConfig,
                   pred: np.ndarray | None = None, gt_rel: np.ndarray | None = None) -> bd.SampleErrors:
     """Per sample: the 2D hits at PCK@0.2 over its labelled joints (as `metrics_2d` counts them)
-    and, given root-relative 3D poses for every sample, MPJPE and PA-MPJPE in mm (else NaN)."""
-    torso = torso_diameter(gt2d, cfg)
-    vis = visible & (torso > 1e-6)[:, None]
-    dist = np.linalg.norm(points.astype(np.float64) - gt2d, axis=-1)
-    hits = ((dist <= PCK_THRESHOLD * torso[:, None]) & vis).sum(axis=1)
-    n = len(points)
-    err, pa = np.full(n, np.nan), np.full(n, np.nan)
+    and, given root-relative 3D poses for every sample, MPJPE and PA-MPJPE in mm (else None)."""
+    vis, _, hit, _ = _pck_terms(points, gt2d, visible, cfg)
+    err = pa = None
     if pred is not None and gt_rel is not None:
         err = np.linalg.norm(pred.astype(np.float64) - gt_rel, axis=-1).mean(axis=1) * 1000.0
         pa = np.linalg.norm(procrustes_align(pred, gt_rel) - gt_rel, axis=-1).mean(axis=1) * 1000.0
-    return bd.SampleErrors(err, pa, hits, vis.sum(axis=1))
+    return bd.SampleErrors(err, pa, (hit & vis).sum(axis=1), vis.sum(axis=1))
 
 
-def by_factor(out: dict[str, np.ndarray], errors: bd.SampleErrors, cfg: ModelConfig) -> dict[str, Any]:
-    """The synthetic errors split by viewpoint, pose, hidden joints (tracking crops: what the
-    pipeline publishes) and the person's scale (every crop): train/breakdown.py."""
-    gt2d = out["joints_2d"]
-    tracking = framing(gt2d, cfg.input_size)
-    j3 = out["joints_3d"]
+def by_factor(j3: np.ndarray, gt2d: np.ndarray, tracking: np.ndarray, motion: np.ndarray | None,
+              hidden: np.ndarray | None, errors: bd.SampleErrors, cfg: ModelConfig) -> dict[str, Any]:
+    """The synthetic errors split by viewpoint, pose, hidden joints (`tracking` crops: what the
+    pipeline publishes) and the person's scale (every crop): train/breakdown.py. `motion` and
+    `hidden` (per sample) are None where the set does not record them."""
     labels: list[tuple[str, np.ndarray, Sequence[str], bool]] = [
         ("facing", bd.bin_numeric(bd.facing_degrees(j3, cfg.skeleton), bd.FACING_BINS),
          [b[0] for b in bd.FACING_BINS], True),
         ("camera height", bd.bin_numeric(bd.camera_height_degrees(j3, cfg.skeleton), bd.CAMERA_HEIGHT_BINS),
          [b[0] for b in bd.CAMERA_HEIGHT_BINS], True),
     ]
-    if "motion" in out:
-        labels.append(("pose", bd.pose_groups(out["motion"]), [g for g, _ in bd.POSE_GROUPS] + [bd.OTHER_POSE], True))
-    if "hidden" in out:
-        labels.append(("hidden joints", bd.bin_numeric(out["hidden"].astype(np.float64), bd.HIDDEN_BINS),
+    if motion is not None:
+        labels.append(("pose", bd.pose_groups(motion), [g for g, _ in bd.POSE_GROUPS] + [bd.OTHER_POSE], True))
+    if hidden is not None:
+        labels.append(("hidden joints", bd.bin_numeric(hidden.astype(np.float64), bd.HIDDEN_BINS),
                        [b[0] for b in bd.HIDDEN_BINS], True))
     labels.append(("scale", bd.bin_numeric(bd.extent_share(gt2d, cfg.input_size), bd.SCALE_BINS),
                    [b[0] for b in bd.SCALE_BINS], False))
@@ -309,8 +309,8 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     gt2d = out["joints_2d"].astype(np.float64)
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
+    tracking = framing(gt2d, cfg.input_size)
     if by_framing:
-        tracking = framing(gt2d, cfg.input_size)
         res["framing"] = {}
         for kind, keep in (("tracking", tracking), ("search", ~tracking)):
             if keep.any():
@@ -341,12 +341,13 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
                 pred = np.einsum("nij,nkj->nki", turn, pred)
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
             if by_framing and method == methods[-1]:
-                part = {k: v[has3d] for k, v in out.items()}
                 errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel)
-                res["breakdown"] = {"method": method, "factors": by_factor(part, errors, cfg)}
+                extra = {k: out[k][has3d] if k in out else None for k in ("motion", "hidden")}
+                res["breakdown"] = {"method": method, "factors": by_factor(
+                    gt3, gt2d[has3d], tracking[has3d], extra["motion"], extra["hidden"], errors, cfg)}
             if "off_axis_deg" in out and by_framing and method == methods[-1]:
                 # Tracking crops only: what the pipeline publishes (search crops are harder at every angle).
-                track = framing(gt2d, cfg.input_size)[has3d]
+                track = tracking[has3d]
                 res["off_axis"] = {"method": method, "crops": "tracking",
                                    "bins": by_off_axis(pred[track], gt_rel[track], out["off_axis_deg"][has3d][track])}
         if per_root:
@@ -360,8 +361,6 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
     gt, labelled = out["joints_2d"].astype(np.float64), out["mask_2d"] > 0
     views = bd.real_views(gt, labelled, cfg.skeleton)
     by_view = bd.summarise(views, sample_errors(points, gt, labelled, cfg), bd.REAL_VIEWS)
-    for row in by_view.values():
-        del row["mpjpe_mm"], row["pa_mpjpe_mm"]
     return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view}
 
 

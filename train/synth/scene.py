@@ -57,7 +57,7 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
 
 
 # Long hair in the body's rest coordinates (x left-right, y front (-) to back (+), z up, metres):
-# behind the neck's middle, down from the nape (0.63) by LONG_HAIR_LENGTH, LONG_HAIR_WIDTH wide.
+# behind the neck's middle, down from the nape (0.63) by LONG_HAIR_LENGTH, 2 x LONG_HAIR_HALF_WIDTH wide.
 LONG_HAIR_BEHIND = -0.01
 LONG_HAIR_TOP = 0.63
 LONG_HAIR_LENGTH = (0.06, 0.30)
