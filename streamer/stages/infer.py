@@ -1,7 +1,9 @@
 """Inference: crop from the ring, run the network, decode 2D, follow the person.
 
-File sources are batched (up to `inference.batch_size` frames that are already waiting, never
-waiting for a batch to fill); live sources run one frame at a time for latency.
+File sources are batched: `inference.batch_size` frames per call (fewer only at the end of the
+input), waiting for a batch to fill, so which frames share a batch, and so the crop each frame gets
+from the batch before, never depends on timing: the same file and settings give the same track.
+Live sources run one frame at a time for latency.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class InferStage:
                                     self.config.alignment.window, inf.batch_size)
             out.send(START, {**start, "backend": backend.describe()})
             while not self.control.abort.is_set():
-                batch, end = self._collect(inbox, batch_size)
+                batch, end = self._collect(inbox, batch_size, fill=not live)
                 if batch:
                     self._process(batch, ring, tracker, out)
                 if end is not None:
@@ -94,28 +96,24 @@ class InferStage:
                     return None
         return None
 
-    def _collect(self, inbox: Inbox, batch_size: int) -> tuple[list[FramePacket], dict[str, Any] | None]:
-        """Wait for one frame, then take whatever else is already queued, up to a batch."""
+    def _collect(self, inbox: Inbox, batch_size: int, fill: bool) -> tuple[list[FramePacket], dict[str, Any] | None]:
+        """Wait for one frame, then take up to a batch: with `fill` (file sources) wait until the
+        batch is full or the input ends, else take only what is already queued. Capture's ring holds
+        at least a batch and one more frame, so a full batch always arrives."""
         batch: list[FramePacket] = []
-        while not batch:
-            msg = inbox.recv(POLL_MS)
+        while len(batch) < batch_size:
+            msg = inbox.recv(POLL_MS if fill or not batch else 0)
             if msg is None:
                 if self.control.abort.is_set():
                     return [], None
+                if batch and not fill:
+                    break
                 continue
             kind, body = msg
             if kind == END:
-                return [], body
+                return batch, body
             if kind == FRAME:
                 batch.append(FramePacket(**body))
-        while len(batch) < batch_size:
-            msg = inbox.recv(0)
-            if msg is None:
-                break
-            kind, body = msg
-            if kind == END:
-                return batch, body
-            batch.append(FramePacket(**body))
         return batch, None
 
     def _process(self, batch: list[FramePacket], ring: FrameRing, tracker: PersonTracker, out: Outbox) -> None:
