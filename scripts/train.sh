@@ -56,6 +56,14 @@ evaluate "$work/runs/fine" eval_mirrored.json --flip-test all
     --init-from "$work/runs/fine/model.pt"
 evaluate "$work/runs/ray_frame"
 evaluate "$work/runs/ray_frame" eval_mirrored.json --flip-test all
-# The shipped model: stage 6's weights, mirrored at test time. Copy it to
+# Stage 9: stage 6 trained 12,000 more steps at twice its learning rate.
+[ -f "$work/runs/longer/model.pt" ] || $py -m train.train --config configs/train/longer.yaml --out "$work/runs/longer" \
+    --init-from "$work/runs/ray_frame/model.pt"
+evaluate "$work/runs/longer" eval_mirrored.json --flip-test all
+# Stage 10: stage 9 with a quarter of each batch person-free crops, 2,000 steps.
+[ -f "$work/runs/negatives/model.pt" ] || $py -m train.train --config configs/train/negatives.yaml --out "$work/runs/negatives" \
+    --init-from "$work/runs/longer/model.pt"
+evaluate "$work/runs/negatives" eval_mirrored.json --flip-test all
+# The shipped model: stage 10's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/ray_frame/model.pt" --out "$work/default.pt" --flip-test all
+$py -m train.ship --model "$work/runs/negatives/model.pt" --out "$work/default.pt" --flip-test all
