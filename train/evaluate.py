@@ -309,8 +309,9 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     gt2d = out["joints_2d"].astype(np.float64)
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
-    tracking = framing(gt2d, cfg.input_size)
     if by_framing:
+        # Only the top-level call splits by framing; its per-framing sub-calls do not need it.
+        tracking = framing(gt2d, cfg.input_size)
         res["framing"] = {}
         for kind, keep in (("tracking", tracking), ("search", ~tracking)):
             if keep.any():
