@@ -29,11 +29,14 @@ for run in baseline multiroot fusion both lifter; do
     specs+=("$run=$work/runs/ablation_$run/eval.json")
 done
 # The later stages of the shipped model (scripts/train.sh), where they exist.
-# stage RUN LABEL [MIRRORED_LABEL]: its row, and with a third argument its row mirrored at test time.
+# stage RUN LABEL [MIRRORED_LABEL]: its row, and with a third argument its row mirrored at test time
+# (LABEL "-": the mirrored row only).
 stage() {
     [ -f "$work/runs/$1/model.pt" ] || return 0
-    evaluate "$work/runs/$1"
-    specs+=("$2=$work/runs/$1/eval.json")
+    if [ "$2" != - ]; then
+        evaluate "$work/runs/$1"
+        specs+=("$2=$work/runs/$1/eval.json")
+    fi
     if [ $# -ge 3 ]; then
         evaluate "$work/runs/$1" eval_mirrored.json --flip-test all
         specs+=("$3=$work/runs/$1/eval_mirrored.json")
@@ -43,6 +46,8 @@ stage lifted "stage 2 (3D branch only, 4000 steps)"
 stage refined "stage 3 (all weights, negatives, 7000 steps)"
 stage extended "stage 4 (7000 more steps)" "stage 4, mirrored at test time"
 stage fine "stage 5 (finer 2D grid, 6000 more steps)" "stage 5, mirrored at test time"
-stage ray_frame "stage 6 (3D in the person's ray frame, 5000 more steps)" "stage 6, mirrored at test time (shipped)"
+stage ray_frame "stage 6 (3D in the person's ray frame, 5000 more steps)" "stage 6, mirrored at test time"
+stage longer - "stage 9 (12000 more steps), mirrored at test time"
+stage negatives - "stage 10 (a quarter person-free crops, 2000 more steps), mirrored at test time"
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

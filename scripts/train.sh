@@ -4,8 +4,8 @@
 # (a finished stage, one with its model.pt, is not trained again).
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
-# 40 min for stage 2, 85 min for stage 3, 70 min for stage 4, 65 min for stage 5 and 55 min for
-# stage 6 (docs/training.md).
+# 40 min for stage 2, 85 min for stage 3, 70 min for stage 4, 65 min for stage 5, 55 min for
+# stage 6, 107 min for stage 9 and 19 min for stage 10 (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train

@@ -18,9 +18,10 @@ A search is one network call on several crops: the letterboxed frame and, with `
 above 1, n x n overlapping tiles in which a small person is larger. The crop with the highest
 score is refined.
 
-File sources run in batches: every frame of a batch starts from the region of the previous
-batch's last result, so the region lags by up to a batch. `roi_margin` absorbs that motion; a
-frame that loses the person is searched again individually.
+File sources can run in batches (`inference.batch_size`, 1 by default): every frame of a batch
+starts from the region of the previous batch's last result, so the region lags by up to a batch.
+`roi_margin` absorbs some of that motion, and a frame that loses the person is searched again
+individually, but on slow footage the lag costs: docs/performance.md, "File batch size".
 """
 
 from __future__ import annotations
