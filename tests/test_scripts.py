@@ -1,9 +1,11 @@
-"""The figure-making scripts of docs/training.md: scripts/vtest_crop.py and scripts/contact_sheet.py."""
+"""The figure-making scripts of docs/training.md and docs/performance.md: scripts/vtest_crop.py,
+scripts/contact_sheet.py and scripts/track_stats.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +21,7 @@ def load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module          # dataclasses look their module up while the script loads
     spec.loader.exec_module(module)
     return module
 
@@ -98,3 +101,46 @@ def test_vtest_crop_cuts_the_box_and_checks_it(clip: Path, tmp_path: Path, capsy
     assert crop.main([str(clip), str(tmp_path / "bad.mp4"), "--box", "100", "10", "100"]) == 2
     assert "not inside the 160x120 frames" in capsys.readouterr().err
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def _pose(seq: int, joints: np.ndarray | None, score: float = 0.8) -> dict:
+    people = [] if joints is None else [{"id": 0, "score": score, "joints_2d": joints.tolist()}]
+    return {"type": "pose", "schema": 1, "seq": seq, "people": people}
+
+
+def _upright(x: float, y: float = 100.0) -> np.ndarray:
+    """17 joints in a box 20 px wide and 80 px tall, centred on (x, y)."""
+    rng = np.random.default_rng(0)
+    pts = rng.uniform([-10.0, -40.0], [10.0, 40.0], (17, 2))
+    pts[0], pts[1] = (-10.0, -40.0), (10.0, 40.0)
+    return pts + (x, y)
+
+
+def test_track_stats_counts_spread_and_still_frames() -> None:
+    stats = load_script("track_stats")
+    fps = 10.0
+    walking = [_pose(k, _upright(5.0 * k)) for k in range(40)]            # 5 px a frame: never still
+    parked = [_pose(40 + k, _upright(300.0)) for k in range(40)]          # 4 s on one spot
+    wide = _upright(300.0)[:, ::-1]                                        # 80 px wide, 20 px tall
+    odd = [_pose(80, wide), _pose(81, None), _pose(82, _upright(300.0) * (1.0, 5.0))]  # wide, nobody, 400 px tall
+    s = stats.track_stats(walking + parked + odd, fps)
+    assert (s.frames, s.found, s.spread) == (83, 82, 3)
+    # 4 s windows every second: only the one lying wholly in the parked stretch (frames 40-79) is still.
+    assert (s.still_windows, s.windows) == (1, 5)
+    assert s.mean_score == pytest.approx(0.8 * 82 / 83)
+    assert stats.track_stats(walking, fps).still_windows == 0
+    assert stats.track_stats(parked, fps, still_px=0.5).still_windows == 1     # not moving at all
+
+
+def test_track_stats_reads_track_files_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stats = load_script("track_stats")
+    track = tmp_path / "t.jsonl"
+    lines = [{"type": "meta", "schema": 1, "fps": 10.0}] + [_pose(k, _upright(300.0)) for k in range(40)]
+    track.write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert stats.main([str(track)]) == 0
+    out = capsys.readouterr().out
+    assert "40 frames, person in 40; spread 0.0% (0); still windows 1 of 1" in out
+    assert stats.main([str(tmp_path / "missing.jsonl")]) == 1
+    assert "cannot read track file" in capsys.readouterr().err
+    assert stats.main([str(track), "--window", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err

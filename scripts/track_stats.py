@@ -1,0 +1,97 @@
+"""How well a track file follows people, without ground truth: the two proxies of
+docs/performance.md ("File batch size") and docs/training.md (Real footage).
+
+    python scripts/track_stats.py t.jsonl [more.jsonl ...]
+
+- **spread**: frames without a person, or whose 2D joints span a box wider than it is tall, or
+  taller than `--max-height` pixels. On footage of people walking upright (vtest.avi's are
+  60-200 px tall) such a skeleton is spread over several people or objects.
+- **still windows**: windows of `--window` seconds (starting every quarter window) in which the
+  centre of the tracked joints moves less than `--still-px` pixels: the track sits on an object,
+  as people in a street walk.
+- the mean track score (0 for frames without a person).
+
+Both assume walking people seen upright; they are proxies to compare runs on the same clip, not
+accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engines.errors import PosecastError  # noqa: E402
+from streamer.tracks import read_track  # noqa: E402
+
+
+@dataclass
+class TrackStats:
+    frames: int
+    found: int
+    spread: int            # frames without a person or with a spread skeleton
+    still_windows: int
+    windows: int
+    mean_score: float
+
+
+def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: float = 15.0,
+                max_height_px: float = 260.0) -> TrackStats:
+    """The proxies over a track's pose messages (the first person of each)."""
+    centres = np.full((len(poses), 2), np.nan)
+    spread = found = 0
+    scores = np.zeros(len(poses))
+    for k, msg in enumerate(poses):
+        people = msg.get("people") or []
+        if not people:
+            spread += 1
+            continue
+        joints = np.asarray(people[0]["joints_2d"], dtype=float)
+        found += 1
+        scores[k] = float(people[0]["score"])
+        centres[k] = joints.mean(axis=0)
+        width, height = np.ptp(joints, axis=0)
+        spread += bool(width > height or height > max_height_px)
+    window = max(2, round(window_s * fps))
+    still = total = 0
+    for start in range(0, len(poses) - window + 1, max(1, window // 4)):
+        c = centres[start:start + window]
+        c = c[~np.isnan(c[:, 0])]
+        if len(c) < 2:
+            continue
+        total += 1
+        still += bool(np.ptp(c, axis=0).max() < still_px)
+    return TrackStats(len(poses), found, spread, still, total, float(scores.mean()) if len(poses) else 0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="track_stats.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("tracks", nargs="+", type=Path, help="JSONL track files (posecast track -o t.jsonl)")
+    ap.add_argument("--window", type=float, default=4.0, help="still-window length in seconds (default 4)")
+    ap.add_argument("--still-px", type=float, default=15.0, help="a window is still below this motion (px)")
+    ap.add_argument("--max-height", type=float, default=260.0, help="a skeleton taller than this is spread (px)")
+    ap.add_argument("--fps", type=float, default=None, help="frame rate (default: the track's meta, else 30)")
+    args = ap.parse_args(argv)
+    if args.window <= 0 or args.still_px <= 0 or args.max_height <= 0 or (args.fps is not None and args.fps <= 0):
+        print("track_stats.py: error: --window, --still-px, --max-height and --fps must be positive", file=sys.stderr)
+        return 2
+    for path in args.tracks:
+        try:
+            meta, poses = read_track(path)
+        except PosecastError as exc:
+            print(f"track_stats.py: error: {exc}", file=sys.stderr)
+            return 1
+        fps = args.fps or float(meta.get("fps") or 30.0)
+        s = track_stats(poses, fps, args.window, args.still_px, args.max_height)
+        share = s.spread / s.frames if s.frames else 0.0
+        print(f"{path}: {s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}); "
+              f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
