@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engines.errors import PosecastError  # noqa: E402
-from streamer.tracks import read_track  # noqa: E402
+from engines.errors import PosecastError
+from streamer.tracks import read_track
 
 
 @dataclass
