@@ -347,6 +347,34 @@ def test_loss_2d_is_minimal_at_the_target() -> None:
     assert zero.item() == 0.0
 
 
+def test_loss_2d_either_side_takes_the_better_assignment_per_sample() -> None:
+    rng = np.random.default_rng(7)
+    flip = H36M17.flip_permutation
+    pts = torch.from_numpy(rng.uniform(0, 64, (3, J, 2)).astype(np.float32))
+    t = soft_label_targets(pts, 8, 64)
+    mask = torch.ones(3, J)
+    mask[2, H36M17.index("l_wrist")] = 0          # an unlabelled joint moves with its label
+    # Sample 0 predicts its labels, 1 and 2 predict them mirrored (left on right's place).
+    logits = torch.log(t + 1e-6)
+    logits[1:] = logits[1:, list(flip)]
+    plain = loss_2d(logits, t, mask)
+    neither = torch.zeros(3, dtype=torch.bool)
+    assert torch.equal(loss_2d(logits, t, mask, neither, flip), plain)
+    only_0 = torch.tensor([True, False, False])
+    assert torch.allclose(loss_2d(logits, t, mask, only_0, flip), plain)
+    every = torch.ones(3, dtype=torch.bool)
+    relaxed = loss_2d(logits, t, mask, every, flip)
+    assert relaxed < plain - 1.0
+    # Every sample now at its best assignment: the same as the labels exchanged where they fit.
+    exchanged_t = t.clone()
+    exchanged_t[1:] = t[1:, list(flip)]
+    exchanged_mask = mask.clone()
+    exchanged_mask[1:] = mask[1:, list(flip)]
+    assert torch.allclose(relaxed, loss_2d(logits, exchanged_t, exchanged_mask))
+    with pytest.raises(ValueError, match="flip_permutation"):
+        loss_2d(logits, t, mask, every)
+
+
 def test_offsets_and_loss_3d() -> None:
     roots = (0, 8, 1, 4, 14, 11)
     j3 = torch.randn(3, J, 3)

@@ -652,6 +652,26 @@ def test_negatives_train_and_are_measured(data: dict[str, Path], tmp_path: Path)
         load_train_config(recipe(data, tmp_path, name="neg_nodir", data=no_dir))
 
 
+def test_real_either_side_trains_and_stage_12_changes_only_that(data: dict[str, Path], tmp_path: Path) -> None:
+    from train.train import train
+
+    loss = "\n  w2d: 1.0\n  w3d: 25.0\n  real_either_side: true"
+    cfg = load_train_config(recipe(data, tmp_path, name="sides", loss=loss))
+    assert cfg.loss.real_either_side
+    summary = train(cfg, tmp_path / "sides", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "sides" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss_2d"]) and r["loss_2d"] > 0 for r in log if "loss" in r)
+    assert Path(summary["final"]).exists()
+    stage10 = load_train_config(REPO / "configs" / "train" / "negatives.yaml")
+    stage12 = load_train_config(REPO / "configs" / "train" / "either_side.yaml")
+    assert not stage10.loss.real_either_side and stage12.loss.real_either_side
+    assert stage12.init_from.endswith("negatives/model.pt") and stage12.init_scope == "all"
+    assert dataclasses.replace(stage12, name=stage10.name, loss=stage10.loss, optim=stage10.optim,
+                               init_from=stage10.init_from) == stage10
+    with pytest.raises(ConfigError, match="real_either_side"):
+        load_train_config(recipe(data, tmp_path, name="sides_bad", loss="\n  real_either_side: maybe"))
+
+
 def test_a_stride_8_model_continues_on_the_finer_grid(data: dict[str, Path], tmp_path: Path) -> None:
     """configs/train/fine.yaml's path: `model.grid_stride: 4` over a stride-8 model's weights
     trains, and before any step its 2D output is the stride-8 model's, spread over sub-cells."""

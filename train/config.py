@@ -130,6 +130,8 @@ class LossSection:
     w2d: float = 1.0                         # cross-entropy of the grid softmax against soft labels (nats)
     w3d: float = 100.0                       # mean squared offset error (metres squared); see default.yaml
     w_neg: float = 1.0                       # negatives: KL(uniform || grid softmax) (nats)
+    real_either_side: bool = False           # real photos: 2D loss of the better of the labelled
+                                             # and the left-right exchanged assignment (losses.py)
 
     def check(self) -> None:
         if self.w2d < 0 or self.w3d < 0 or self.w2d + self.w3d == 0:

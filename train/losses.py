@@ -50,14 +50,30 @@ def soft_label_targets(joints_2d: torch.Tensor, grid_size: int, input_size: int)
     return out.reshape(*lead, g_n, g_n).to(torch.float32)
 
 
-def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+            either_side: torch.Tensor | None = None,
+            flip_permutation: Sequence[int] | None = None) -> torch.Tensor:
     """Cross-entropy of (B, J, G, G) logits against soft targets, averaged over the joints with
-    mask 1 ((B, J); 0 when there are none)."""
+    mask 1 ((B, J); 0 when there are none).
+
+    `either_side` ((B,) bool) marks samples whose left and right labels are not trusted: their
+    loss is that of the better of the two assignments, the labels as they are or with every left
+    joint's label given to its right twin (`flip_permutation`, the skeleton's mirror order) and
+    back. The real photos face the camera 19 times in 20, so their labels teach "left is on the
+    image's right" more than they teach what a left side looks like."""
     b, j = logits.shape[:2]
     logp = F.log_softmax(logits.reshape(b, j, -1).float(), dim=-1)
-    ce = -(targets.reshape(b, j, -1).to(logp.dtype) * logp).sum(dim=-1)          # (B, J)
-    m = mask.to(ce.dtype)
-    return (ce * m).sum() / m.sum().clamp_min(1.0)
+    t = targets.reshape(b, j, -1).to(logp.dtype)
+    m = mask.to(logp.dtype)
+    per_sample = (-(t * logp).sum(dim=-1) * m).sum(dim=1)                         # (B,)
+    if either_side is not None and bool(either_side.any()):
+        if flip_permutation is None:
+            raise ValueError("either_side needs flip_permutation")
+        perm = torch.as_tensor(list(flip_permutation), device=logits.device)
+        exchanged = (-(t[:, perm] * logp).sum(dim=-1) * m[:, perm]).sum(dim=1)
+        per_sample = torch.where(either_side.to(torch.bool).reshape(-1),
+                                 torch.minimum(per_sample, exchanged), per_sample)
+    return per_sample.sum() / m.sum().clamp_min(1.0)
 
 
 def loss_negative(logits: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

@@ -373,7 +373,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     Returns a summary."""
     from tqdm import tqdm
 
-    from train.datasets import SOURCE_NEGATIVE, make_loader
+    from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL, make_loader
     from train.evaluate import TorchPredictor, quick_metrics
     from train.losses import loss_2d, loss_3d, loss_negative, offsets_target, soft_label_targets
 
@@ -430,6 +430,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         f"{len(matched.get('negatives', {}).get('photos', []))} background photos for person-free crops")
 
     roots = mcfg.root_indices
+    flip_order = mcfg.skeleton.flip_permutation
     grid, size = mcfg.grid_size, mcfg.input_size
     end = o.steps if stop_after is None else min(o.steps, stop_after)
     summary: dict[str, Any] = {"out": str(out), "start_step": start, "steps": o.steps}
@@ -472,7 +473,9 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                     image = batch["image"]
                     logits, offsets = net.forward_logits(image)
-                    l2 = loss_2d(logits, soft_label_targets(batch["joints_2d"], grid, size), batch["mask_2d"])
+                    l2 = loss_2d(logits, soft_label_targets(batch["joints_2d"], grid, size), batch["mask_2d"],
+                                 either_side=(batch["source"] == SOURCE_REAL) if cfg.loss.real_either_side else None,
+                                 flip_permutation=flip_order)
                     l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], roots), batch["has_3d"])
                     ln = loss_negative(logits, batch["source"] == SOURCE_NEGATIVE)
                     loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3 + cfg.loss.w_neg * ln
