@@ -381,6 +381,43 @@ class GroundTruthPredictor:
         return np.stack(probs), np.stack(offsets)
 
 
+def test_evaluate_takes_the_real_photos_a_list_names(data: dict[str, Path], tmp_path: Path) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import build_network
+    from train.evaluate import main
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    save_checkpoint(tmp_path / "tiny.pt", build_network(mcfg), ModelInfo(mcfg, "untrained tiny", trained=False))
+    listing = tmp_path / "backs.txt"
+    listing.write_text("# two photos\nimg_001.jpg\n\nimg_007.jpg  # one of each split, whatever the split\n")
+    out = tmp_path / "res.json"
+    args = ["--model", str(tmp_path / "tiny.pt"), "--real2d", str(data["real"]), "--no-progress"]
+    assert main(args + ["--real-files", str(listing), "--json", str(out)]) == 0
+    real = json.loads(out.read_text())["real"]
+    assert real["samples"] == 2 and real["split"] == "listed in backs.txt"
+    assert 0.0 <= real["pck_exchanged"] <= 1.0 and 0.0 <= real["facing_away"] <= 1.0
+    listing.write_text("img_001.jpg\nnot_there.jpg\n")
+    with pytest.raises(InputError, match="1 of the 2 photos listed .* not in the real set .first: not_there.jpg"):
+        _run_evaluate(args + ["--real-files", str(listing)])
+    listing.write_text("# nothing\n")
+    with pytest.raises(InputError, match="lists no photo"):
+        _run_evaluate(args + ["--real-files", str(listing)])
+    with pytest.raises(InputError, match="cannot read"):
+        _run_evaluate(args + ["--real-files", str(tmp_path / "absent.txt")])
+    # The shipped list names photos of the real set's format.
+    shipped = [line for line in (REPO / "train" / "real_back_views.txt").read_text().splitlines()
+               if line and not line.startswith("#")]
+    assert len(shipped) == 19 == len(set(shipped)) and all(n.endswith(".jpg") for n in shipped)
+
+
+def _run_evaluate(argv: list[str]) -> int:
+    from train.evaluate import build_parser, run
+
+    return run(build_parser().parse_args(argv))
+
+
 def test_evaluate_turns_a_ray_frame_models_pose_as_the_pipeline_does(data: dict[str, Path]) -> None:
     """A 'network' answering in the ray frame scores zero against the camera-frame labels once
     train.evaluate turns its pose by the ray through its decoded 2D joints; left unturned (a
@@ -470,6 +507,9 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
         assert all(b["mpjpe_mm"] < 1e-3 and b["pck"] == 1.0 for b in f["bins"].values())
     views = res["real"]["views"]
     assert views["front"]["pck"] == 1.0 and sum(v["samples"] for v in views.values()) == len(real)
+    # Exchanged, the fake people's limbs land on their twins' places (the poses' sides differ), and
+    # the ground truth's 3D faces the camera.
+    assert res["real"]["pck_exchanged"] < 0.9 and res["real"]["facing_away"] == 0.0
     table = markdown(res, mcfg)
     assert "| facing | synthetic, tracking crops | front, 0-45° | 8 |" in table
     assert "| view (from the 2D labels) | real | front |" in table

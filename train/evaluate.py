@@ -32,6 +32,12 @@ What is measured, and how:
   person's facing (front, side, back), the camera's height above them, the kind of motion and the
   number of hidden joints; every crop's by the person's scale in it; and the real photos' PCK by
   the view their labels show (front, side, back).
+- Real photos also get their PCK with the prediction's left and right exchanged, and the share of
+  3D poses facing away from the camera (the chest's direction over 90° from the camera's, the
+  pose put on the crop's axis 5 m ahead: the photos' cameras are unknown). On photos of backs a
+  model that sees them as fronts scores low PCK, high exchanged PCK and few poses facing away.
+  `--real-files LIST` evaluates only the photos a text file names (train/real_back_views.txt:
+  the 19 photos of backs), from both splits.
 - `--exact-2d` (a diagnostic, `.pt` models with a lifter): the lifter reads the labelled 2D
   joints at full confidence instead of the decoded ones; the 2D metrics stay the network's.
   The 3D error that is left is the 3D branch's own, what perfect 2D would give.
@@ -74,6 +80,8 @@ PCK_WIDE = 0.5
 TORSO = ("l_shoulder", "r_hip")
 # Between the renderer's search crops (extent <= 0.55 of the side) and tracking crops (>= 0.588).
 TRACKING_EXTENT = 0.57
+# Real photos: their 3D pose is judged on the crop's axis this far from the camera.
+REAL_FACING_DEPTH_M = 5.0
 # Degrees between the person's ray and the camera's optical axis (engines/ray_frame.py).
 OFF_AXIS_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 180.0))
 
@@ -357,12 +365,20 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
 
 
 def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) -> dict[str, Any]:
-    """2D PCK of the real photos, overall, per joint and by the view their labels show."""
-    points, _ = decode(out["probs"], cfg.input_size, window)
+    """2D PCK of the real photos, overall, per joint and by the view their labels show; the PCK
+    with the prediction's left and right exchanged (a model that sees a back as a front scores
+    low, and high exchanged); and the share of 3D poses facing away from the camera."""
+    points, conf = decode(out["probs"], cfg.input_size, window)
     gt, labelled = out["joints_2d"].astype(np.float64), out["mask_2d"] > 0
     views = bd.real_views(gt, labelled, cfg.skeleton)
     by_view = bd.summarise(views, sample_errors(points, gt, labelled, cfg), bd.REAL_VIEWS)
-    return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view}
+    exchanged = metrics_2d(points[:, list(cfg.skeleton.flip_permutation)], gt, labelled, cfg)
+    skel = cfg.skeleton
+    pose = RootAligner(skel.num_joints, cfg.root_indices, skel.index(skel.origin), "weighted")(out["offsets"], conf)
+    # The photos' cameras are unknown: the pose is put on the crop's axis, REAL_FACING_DEPTH_M ahead.
+    facing = bd.facing_degrees(pose + np.array([0.0, 0.0, REAL_FACING_DEPTH_M]), skel)
+    return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view,
+            "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan")}
 
 
 def pipeline_scoring() -> tuple[float, int]:
@@ -471,7 +487,8 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
     lines = [f"## {title}" if title else "## Evaluation", ""]
     methods = res["methods"]
     s, r = res.get("synthetic"), res.get("real")
-    real = "real" if r is None or r.get("split", "val") == "val" else "real (training photos)"
+    split = "val" if r is None else r.get("split", "val")
+    real = {"val": "real", "train": "real (training photos)"}.get(split, f"real ({split})")
     lines += ["| set | samples | metric | value |", "|---|---:|---|---:|"]
     if s is not None:
         for m in methods if "3d" in s else []:
@@ -495,6 +512,10 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
         lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
         lines.append(f"| {real} | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
         lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_WIDE} | {_f(r['2d']['pck_wide'], 3)} |")
+        if "pck_exchanged" in r:
+            lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD}, left and right exchanged | "
+                         f"{_f(r['pck_exchanged'], 3)} |")
+            lines.append(f"| {real} | {r['samples']} | 3D facing away (over 90°) | {_f(r['facing_away'], 3)} |")
     for key, label in (("synthetic", "synthetic"), ("real", real), ("negative", "person-free crops")):
         sc = res.get(key, {}).get("score")
         if sc is not None:
@@ -547,6 +568,24 @@ def _breakdown_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: s
 
 # --- command line ------------------------------------------------------------------------
 
+def listed_records(records: Sequence[Any], listing: Path) -> list[Any]:
+    """The real records whose image is named in `listing` (one file name a line; # comments)."""
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"--real-files: cannot read {listing} ({exc.strerror or exc})") from None
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    names = [n for n in names if n]
+    by_name = {r.path.name: r for r in records}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise InputError(f"--real-files: {len(missing)} of the {len(names)} photos listed in {listing} are not in the "
+                         f"real set (first: {missing[0]}); list file names as in its images/ folder")
+    if not names:
+        raise InputError(f"--real-files: {listing} lists no photo")
+    return [by_name[n] for n in names]
+
+
 def build_parser(prog: str = "python -m train.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Evaluate a model: synthetic MPJPE / PA-MPJPE / 2D PCK and "
                                 "real 2D PCK@0.2, per alignment method; a Markdown table.")
@@ -563,6 +602,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-split", choices=("val", "train"), default="val",
                    help="which part of the real set: the held-out photos (default), or the training photos (to "
                         "tell underfitting from overfitting; training skips a few with broken labels, this does not)")
+    p.add_argument("--real-files", metavar="LIST",
+                   help="only the real photos named in this text file (one file name a line, # comments), from "
+                        "both splits; train/real_back_views.txt lists the photos of backs")
     p.add_argument("--backgrounds", metavar="DIR",
                    help="background photos: person-free crops of their held-out split measure false detections")
     p.add_argument("--negatives", type=int, default=500, metavar="N",
@@ -616,8 +658,10 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise InputError(str(exc)) from None
         train_split, val = split_real(records, val_fraction=args.real_val_fraction, seed=0)
-        real_ds = RealDataset(val if args.real_split == "val" else train_split, input_size=cfg.input_size,
-                              augment=False, seed=0)
+        chosen = val if args.real_split == "val" else train_split
+        if args.real_files:
+            chosen = listed_records(records, resolve_path(args.real_files))
+        real_ds = RealDataset(chosen, input_size=cfg.input_size, augment=False, seed=0)
     negative_ds = None
     if args.backgrounds:
         from train.backgrounds import split_backgrounds
@@ -638,7 +682,7 @@ def run(args: argparse.Namespace) -> int:
                     "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride,
                     "offsets_frame": cfg.offsets_frame, "exact_2d": bool(args.exact_2d)}
     if args.real2d:
-        res["real"]["split"] = args.real_split
+        res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
     if args.json:
