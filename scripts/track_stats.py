@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--still-px", type=float, default=15.0, help="a window is still below this motion (px)")
     ap.add_argument("--max-height", type=float, default=260.0, help="a skeleton taller than this is spread (px)")
     ap.add_argument("--fps", type=float, default=None, help="frame rate (default: the track's meta, else 30)")
+    ap.add_argument("--total", action="store_true", help="also a last line with the sums over every track")
     args = ap.parse_args(argv)
     if args.window <= 0 or args.still_px <= 0 or args.max_height <= 0 or (args.fps is not None and args.fps <= 0):
         print("track_stats.py: error: --window, --still-px, --max-height and --fps must be positive", file=sys.stderr)
         return 2
+    every: list[TrackStats] = []
     for path in args.tracks:
         try:
             meta, poses = read_track(path)
@@ -85,11 +87,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"track_stats.py: error: {exc}", file=sys.stderr)
             return 1
         fps = args.fps or float(meta.get("fps") or 30.0)
-        s = track_stats(poses, fps, args.window, args.still_px, args.max_height)
-        share = s.spread / s.frames if s.frames else 0.0
-        print(f"{path}: {s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}); "
-              f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}")
+        every.append(track_stats(poses, fps, args.window, args.still_px, args.max_height))
+        print(f"{path}: {describe(every[-1])}")
+    if args.total:
+        print(f"total of {len(every)} tracks: {describe(total(every))}")
     return 0
+
+
+def total(stats: list[TrackStats]) -> TrackStats:
+    """The sums over several tracks (the mean score weighted by frames)."""
+    frames = sum(s.frames for s in stats)
+    score = sum(s.mean_score * s.frames for s in stats) / frames if frames else 0.0
+    return TrackStats(frames, sum(s.found for s in stats), sum(s.spread for s in stats),
+                      sum(s.still_windows for s in stats), sum(s.windows for s in stats), score)
+
+
+def describe(s: TrackStats) -> str:
+    share = s.spread / s.frames if s.frames else 0.0
+    return (f"{s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}); "
+            f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}")
 
 
 if __name__ == "__main__":

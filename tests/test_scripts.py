@@ -1,5 +1,5 @@
 """The figure-making scripts of docs/training.md and docs/performance.md: scripts/vtest_crop.py,
-scripts/contact_sheet.py and scripts/track_stats.py."""
+scripts/contact_sheet.py, scripts/track_stats.py and scripts/street_starts.py."""
 
 from __future__ import annotations
 
@@ -144,3 +144,45 @@ def test_track_stats_reads_track_files_and_reports_errors(tmp_path: Path, capsys
     assert "cannot read track file" in capsys.readouterr().err
     assert stats.main([str(track), "--window", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_track_stats_total_sums_the_tracks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stats = load_script("track_stats")
+    paths = []
+    for name, poses in (("a", [_pose(k, _upright(5.0 * k)) for k in range(40)]),
+                        ("b", [_pose(k, _upright(300.0)[:, ::-1]) for k in range(10)])):    # 10 wide frames
+        paths.append(tmp_path / f"{name}.jsonl")
+        lines = [{"type": "meta", "schema": 1, "fps": 10.0}] + poses
+        paths[-1].write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert stats.main([str(p) for p in paths] + ["--total"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "total of 2 tracks: 50 frames, person in 50; spread 20.0% (10); still windows 0 of 1; mean score 0.800"
+
+
+def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    street = load_script("street_starts")
+    copies = street.write_copies(clip, [4, 20], tmp_path)
+    for copy, start in zip(copies, (4, 20)):
+        cap = cv2.VideoCapture(str(copy))
+        ok, first = cap.read()
+        count = 1 + sum(1 for _ in iter(lambda: cap.read()[0], False))
+        assert ok and count == 30 - start
+        assert round(first[..., 2].mean() / 8) == start                   # the red channel counts frames
+    model = REPO / "engines" / "weights" / "default.pt"
+    assert street.main(["--model", str(model), "--out", str(tmp_path), "--clip", str(clip),
+                        "--first", "4", "--every", "16", "--count", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "clip_from0004_default.jsonl: 26 frames" in out and "clip_from0020_default.jsonl: 10 frames" in out
+    assert "total of 2 tracks: 36 frames" in out
+    # Failures: one line each, non-zero exit.
+    assert street.main(["--model", str(model), "--out", str(tmp_path / "x"), "--clip", str(clip), "--first", "40",
+                        "--count", "1"]) == 1
+    assert "has 30 frames; no copy can start at frame 40" in capsys.readouterr().err
+    assert street.main(["--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 1
+    assert "model file not found" in capsys.readouterr().err
+    assert street.main(["--model", str(model), "--out", str(tmp_path), "--every", "0"]) == 2
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    assert street.main(["--model", str(bad), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
+                        "--count", "1"]) == 1
+    assert "posecast track clip_from0004.avi failed:" in capsys.readouterr().err

@@ -708,6 +708,11 @@ def test_real_either_side_trains_and_stage_12_changes_only_that(data: dict[str, 
     assert stage12.init_from.endswith("negatives/model.pt") and stage12.init_scope == "all"
     assert dataclasses.replace(stage12, name=stage10.name, loss=stage10.loss, optim=stage10.optim,
                                init_from=stage10.init_from) == stage10
+    # Stage 13: stage 10 with more real photos per batch, on stage 12's schedule.
+    stage13 = load_train_config(REPO / "configs" / "train" / "more_real.yaml")
+    assert stage13.optim == stage12.optim and stage13.data.real_fraction == 0.5
+    assert dataclasses.replace(stage13, name=stage10.name, optim=stage10.optim, init_from=stage10.init_from,
+                               data=dataclasses.replace(stage13.data, real_fraction=stage10.data.real_fraction)) == stage10
     with pytest.raises(ConfigError, match="real_either_side"):
         load_train_config(recipe(data, tmp_path, name="sides_bad", loss="\n  real_either_side: maybe"))
 

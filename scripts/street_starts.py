@@ -1,0 +1,108 @@
+"""The street measure of docs/training.md: one model's tracks of a clip from several starting frames.
+
+    python scripts/street_starts.py --model M.pt --out DIR [--clip vtest.avi] [--first 25] [--every 50] [--count 14]
+
+The tracker follows one person, and which one, and whether it strays onto an object, depends on
+where the clip starts. One track of one clip is a single draw: two models that differ by a few
+training steps can differ by more on it than their quality does. This makes `--count` copies of
+the clip, starting at frames first, first + every, ... (Motion-JPEG AVI at the clip's frame rate,
+in DIR), tracks each with `posecast track --model M` at the pipeline's defaults, and prints
+scripts/track_stats.py's proxies for each track and summed over all of them. Re-running with the
+same DIR keeps the copies it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+
+DEFAULT_CLIP = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")   # Debian's opencv-doc
+
+
+def write_copies(clip: Path, starts: list[int], out: Path) -> list[Path]:
+    """`clip` from each start frame to its end, one AVI per start; reads the clip once."""
+    cap = cv2.VideoCapture(str(clip))
+    if not cap.isOpened():
+        raise SystemExit(f"street_starts.py: error: cannot read video {clip} (install Debian's opencv-doc, or give --clip)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    paths = [out / f"{clip.stem}_from{s:04d}.avi" for s in starts]
+    if all(p.exists() for p in paths):
+        return paths
+    writers: dict[int, cv2.VideoWriter] = {}
+    index = 0
+    ok, frame = cap.read()
+    while ok:
+        for s, p in zip(starts, paths):
+            if index == s:
+                h, w = frame.shape[:2]
+                writers[s] = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+        for w in writers.values():
+            w.write(frame)
+        index += 1
+        ok, frame = cap.read()
+    for w in writers.values():
+        w.release()
+    short = [s for s in starts if s not in writers]
+    if short:
+        raise SystemExit(f"street_starts.py: error: {clip} has {index} frames; no copy can start at frame {short[0]}")
+    return paths
+
+
+def sibling(name: str) -> ModuleType:
+    """Another script of this folder, as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module          # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def posecast_command() -> list[str]:
+    exe = shutil.which("posecast") or str(Path(sys.executable).with_name("posecast"))
+    return [exe]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="street_starts.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, type=Path, help="a Posecast .pt or .onnx model")
+    ap.add_argument("--out", required=True, type=Path, help="folder for the copies and the track files")
+    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help=f"the clip (default {DEFAULT_CLIP})")
+    ap.add_argument("--first", type=int, default=25, help="the first copy's start frame (default 25)")
+    ap.add_argument("--every", type=int, default=50, help="frames between starts (default 50)")
+    ap.add_argument("--count", type=int, default=14, help="number of copies (default 14)")
+    args = ap.parse_args(argv)
+    if args.first < 0 or args.every < 1 or args.count < 1:
+        print("street_starts.py: error: --first must be >= 0, --every and --count >= 1", file=sys.stderr)
+        return 2
+    if not args.model.is_file():
+        print(f"street_starts.py: error: model file not found: {args.model}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    starts = [args.first + k * args.every for k in range(args.count)]
+    try:
+        copies = write_copies(args.clip, starts, args.out)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    tracks = []
+    for copy in copies:
+        track = copy.with_name(f"{copy.stem}_{args.model.stem}.jsonl")
+        done = subprocess.run(posecast_command() + ["track", str(copy), "--model", str(args.model), "-o", str(track),
+                                                    "--no-progress"], capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            print(f"street_starts.py: error: posecast track {copy.name} failed: {last}", file=sys.stderr)
+            return 1
+        tracks.append(str(track))
+    return sibling("track_stats").main(tracks + ["--total"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
