@@ -956,3 +956,52 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--exact-2d", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--exact-2d feeds the lifter, and this model has none" in err[0]
+
+
+def test_soup_averages_runs_of_one_architecture(data: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, load_checkpoint, save_checkpoint
+    from engines.network import build_network
+    from train.soup import main, soup
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    paths = []
+    for k, flip in enumerate(("none", "all", "none")):
+        torch.manual_seed(k)
+        net = build_network(mcfg)
+        with torch.no_grad():
+            for t in net.state_dict().values():
+                if t.is_floating_point():
+                    t.normal_()
+        cfg = dataclasses.replace(mcfg, flip_test=flip)
+        paths.append(tmp_path / f"run{k}.pt")
+        save_checkpoint(paths[-1], net, ModelInfo(cfg, f"run{k}, step 6, today", True))
+    line = soup(paths, tmp_path / "soup.pt")
+    assert line == "soup of run0, run1, run2"
+    net, info = load_checkpoint(tmp_path / "soup.pt")
+    assert info.config == dataclasses.replace(mcfg, flip_test="none") and info.trained
+    states = [torch.load(p, weights_only=False)["state_dict"] for p in paths]
+    for key, value in net.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[0][key] + states[1][key] + states[2][key]) / 3)
+        else:
+            assert torch.equal(value, states[0][key])
+    assert soup(paths[:2], tmp_path / "named.pt", weights=" mine ") == "mine"
+    # Failures: one clear line and exit status 2.
+    other = dataclasses.replace(mcfg, roots=("pelvis", "thorax"))
+    save_checkpoint(tmp_path / "other.pt", build_network(other), ModelInfo(other, "other", True))
+    for argv, message in (
+            ([str(paths[0]), str(tmp_path / "other.pt")], "other.pt: its model config differs"),
+            ([str(paths[0])], "at least two checkpoints"),
+            ([str(paths[0]), str(tmp_path / "soup.pt")], "is one of the --models"),
+            ([str(paths[0]), str(tmp_path / "absent.pt")], "absent.pt")):
+        out = tmp_path / "soup.pt" if "one of" in message else tmp_path / "bad.pt"
+        assert main(["--models", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["--models", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "ok.pt")]) == 0
+    assert "wrote" in capsys.readouterr().out
