@@ -48,6 +48,7 @@ stage extended "stage 4 (7000 more steps)" "stage 4, mirrored at test time"
 stage fine "stage 5 (finer 2D grid, 6000 more steps)" "stage 5, mirrored at test time"
 stage ray_frame "stage 6 (3D in the person's ray frame, 5000 more steps)" "stage 6, mirrored at test time"
 stage longer - "stage 9 (12000 more steps), mirrored at test time"
-stage negatives - "stage 10 (a quarter person-free crops, 2000 more steps), mirrored at test time (shipped)"
+stage negatives - "stage 10 (a quarter person-free crops, 2000 more steps), mirrored at test time"
+stage soup - "stage 14 (the average of stages 10, 12 and 13), mirrored at test time (shipped)"
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

@@ -5,7 +5,8 @@
 # Data and runs go to $POSECAST_WORK (default ../data beside the repository), never into git.
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
 # 40 min for stage 2, 85 min for stage 3, 70 min for stage 4, 65 min for stage 5, 55 min for
-# stage 6, 107 min for stage 9 and 19 min for stage 10 (docs/training.md).
+# stage 6, 107 min for stage 9, 19 min for stage 10 and 25-30 min each for stages 12 and 13
+# (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -64,6 +65,17 @@ evaluate "$work/runs/longer" eval_mirrored.json --flip-test all
 [ -f "$work/runs/negatives/model.pt" ] || $py -m train.train --config configs/train/negatives.yaml --out "$work/runs/negatives" \
     --init-from "$work/runs/longer/model.pt"
 evaluate "$work/runs/negatives" eval_mirrored.json --flip-test all
-# The shipped model: stage 10's weights, mirrored at test time. Copy it to
+# Stages 12 and 13: stage 10 trained 3,000 more steps, the real photos' 2D loss blind to left and
+# right (12), or half of the people real photos (13).
+[ -f "$work/runs/either_side/model.pt" ] || $py -m train.train --config configs/train/either_side.yaml \
+    --out "$work/runs/either_side" --init-from "$work/runs/negatives/model.pt"
+[ -f "$work/runs/more_real/model.pt" ] || $py -m train.train --config configs/train/more_real.yaml \
+    --out "$work/runs/more_real" --init-from "$work/runs/negatives/model.pt"
+# Stage 14: the average of stages 10, 12 and 13.
+[ -f "$work/runs/soup/model.pt" ] || $py -m train.soup --models "$work/runs/negatives/model.pt" \
+    "$work/runs/either_side/model.pt" "$work/runs/more_real/model.pt" --out "$work/runs/soup/model.pt"
+evaluate "$work/runs/soup" eval_mirrored.json --flip-test all
+# The shipped model: stage 14's weights, mirrored at test time. Copy it to
 # engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/negatives/model.pt" --out "$work/default.pt" --flip-test all
+$py -m train.ship --model "$work/runs/soup/model.pt" --out "$work/default.pt" --flip-test all \
+    --weights "soup of negatives, either_side, more_real, $(date +%F), mirrored at test time"
