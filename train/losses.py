@@ -59,8 +59,8 @@ def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     `either_side` ((B,) bool) marks samples whose left and right labels are not trusted: their
     loss is that of the better of the two assignments, the labels as they are or with every left
     joint's label given to its right twin (`flip_permutation`, the skeleton's mirror order) and
-    back. The real photos face the camera 19 times in 20, so their labels teach "left is on the
-    image's right" more than they teach what a left side looks like."""
+    back. Stage 12 (docs/training.md) tried it on the real photos, 19 in 20 of which face the
+    camera: real backs came out mirrored more often, not less."""
     b, j = logits.shape[:2]
     logp = F.log_softmax(logits.reshape(b, j, -1).float(), dim=-1)
     t = targets.reshape(b, j, -1).to(logp.dtype)
