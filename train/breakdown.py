@@ -90,7 +90,9 @@ def facing_degrees(joints_3d: np.ndarray, skeleton: Skeleton) -> np.ndarray:
     a front view, 90 side-on, 180 a back view."""
     up, forward, to_camera = _body_axes(joints_3d, skeleton)
     across = _unit(to_camera - np.sum(to_camera * up, axis=-1, keepdims=True) * up)
-    return np.degrees(np.arccos(np.clip(np.sum(forward * across, axis=-1), -1.0, 1.0)))
+    # atan2 of sine and cosine: arccos of the cosine alone loses precision near 0 and 180 degrees.
+    sine = np.linalg.norm(np.cross(forward, across), axis=-1)
+    return np.degrees(np.arctan2(sine, np.sum(forward * across, axis=-1)))
 
 
 def camera_height_degrees(joints_3d: np.ndarray, skeleton: Skeleton) -> np.ndarray:
