@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ def write_copies(clip: Path, starts: list[int], out: Path) -> list[Path]:
     """`clip` from each start frame to its end, one AVI per start; reads the clip once."""
     cap = cv2.VideoCapture(str(clip))
     if not cap.isOpened():
-        raise SystemExit(f"street_starts.py: error: cannot read video {clip} (install Debian's opencv-doc, or give --clip)")
+        raise ValueError(f"cannot read video {clip} (install Debian's opencv-doc, or give --clip)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
     paths = [out / f"{clip.stem}_from{s:04d}.avi" for s in starts]
     if all(p.exists() for p in paths):
@@ -51,7 +50,7 @@ def write_copies(clip: Path, starts: list[int], out: Path) -> list[Path]:
         w.release()
     short = [s for s in starts if s not in writers]
     if short:
-        raise SystemExit(f"street_starts.py: error: {clip} has {index} frames; no copy can start at frame {short[0]}")
+        raise ValueError(f"{clip} has {index} frames; no copy can start at frame {short[0]}")
     return paths
 
 
@@ -62,11 +61,6 @@ def sibling(name: str) -> ModuleType:
     sys.modules[name] = module          # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
-
-
-def posecast_command() -> list[str]:
-    exe = shutil.which("posecast") or str(Path(sys.executable).with_name("posecast"))
-    return [exe]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,18 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"street_starts.py: error: model file not found: {args.model}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
     starts = [args.first + k * args.every for k in range(args.count)]
     try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"street_starts.py: error: cannot create --out {args.out} ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    try:
         copies = write_copies(args.clip, starts, args.out)
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"street_starts.py: error: {exc}", file=sys.stderr)
         return 1
     tracks = []
     for copy in copies:
         track = copy.with_name(f"{copy.stem}_{args.model.stem}.jsonl")
-        done = subprocess.run(posecast_command() + ["track", str(copy), "--model", str(args.model), "-o", str(track),
-                                                    "--no-progress"], capture_output=True, text=True)
+        # The installed command's own module, as `posecast` runs it, whatever is on PATH.
+        done = subprocess.run([sys.executable, "-m", "streamer.cli", "track", str(copy), "--model", str(args.model),
+                               "-o", str(track), "--no-progress"], capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
             print(f"street_starts.py: error: posecast track {copy.name} failed: {last}", file=sys.stderr)

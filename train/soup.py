@@ -36,8 +36,7 @@ def soup(models: list[Path], out: Path, weights: str | None = None) -> str:
     if weights is not None and not weights.strip():
         raise InputError("--weights must not be empty")
     loaded = [load_checkpoint(Path(m)) for m in models]
-    first_net, first_info = loaded[0]
-    base = replace(first_info.config, flip_test="none")
+    base = replace(loaded[0][1].config, flip_test="none")
     for path, (_, info) in zip(models[1:], loaded[1:]):
         if replace(info.config, flip_test="none") != base:
             raise InputError(f"{path}: its model config differs from {models[0]}'s; only runs of one architecture "
