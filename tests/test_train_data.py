@@ -21,7 +21,7 @@ from train.datasets import (
     make_loader,
     real_crop_transform,
 )
-from train.losses import loss_2d, loss_3d, offsets_target, soft_label_targets
+from train.losses import loss_2d, loss_3d, loss_twin, offsets_target, soft_label_targets, twin_regions
 from train.real2d import (
     RealRecord,
     coco_to_h36m,
@@ -373,6 +373,66 @@ def test_loss_2d_either_side_takes_the_better_assignment_per_sample() -> None:
     assert torch.allclose(relaxed, loss_2d(logits, exchanged_t, exchanged_mask))
     with pytest.raises(ValueError, match="flip_permutation"):
         loss_2d(logits, t, mask, every)
+
+
+def _pose_apart(grid: int, size: int) -> torch.Tensor:
+    """A pose whose every joint lies in its own column, 4 cells from the next: each joint is far
+    from its twin."""
+    cell = size / grid
+    x = (np.arange(J) * 4 % grid + 0.5) * cell
+    y = (np.arange(J) * 4 // grid * 4 + 0.5) * cell
+    return torch.from_numpy(np.stack([x, y], -1)[None].astype(np.float32))
+
+
+def test_twin_regions_hold_the_twin_s_place_and_never_the_joint_s_own() -> None:
+    grid, size = 32, 128
+    flip = H36M17.flip_permutation
+    pts = _pose_apart(grid, size)
+    t = soft_label_targets(pts, grid, size)
+    region = twin_regions(t, flip)
+    near = torch.nn.functional.max_pool2d((t > 0).float(), 3, stride=1, padding=1)
+    for j in range(J):
+        if flip[j] == j:                                   # the spine and the head have no twin
+            assert region[0, j].sum() == 0
+            continue
+        assert torch.equal(region[0, j], near[0, flip[j]])  # far apart: the whole 3x3-grown twin label
+        assert (region[0, j] * (t[0, j] > 0)).sum() == 0
+    # Twins at the same place (feet together): nothing is left to penalise.
+    together = pts.clone()
+    for j in range(J):
+        if flip[j] > j:
+            together[0, flip[j]] = pts[0, j]
+    assert twin_regions(soft_label_targets(together, grid, size), flip).sum() == 0
+
+
+def test_loss_twin_penalises_the_mass_on_the_twin_only() -> None:
+    grid, size = 32, 128
+    flip = H36M17.flip_permutation
+    pts = _pose_apart(grid, size)
+    t = soft_label_targets(pts, grid, size)
+    mask = torch.ones(1, J)
+    own = torch.log(t + 1e-9)
+    assert loss_twin(own, t, mask, flip).item() < 1e-6
+    # Every joint with a twin puts its mass on the twin's label: a collision.
+    swapped = torch.log(t[:, list(flip)] + 1e-9)
+    collided = loss_twin(swapped, t, mask, flip)
+    assert collided.item() > 10.0                         # -log(1 - q) with q near 1
+    # Half the mass on the twin: exactly -log(1/2) for the joints that have one.
+    half = torch.log(0.5 * t + 0.5 * t[:, list(flip)] + 1e-12)
+    assert abs(loss_twin(half, t, mask, flip).item() - np.log(2.0)) < 1e-4
+    # Masked joints, or joints whose twin is masked, do not count; none at all gives 0.
+    l_wrist, r_wrist = H36M17.index("l_wrist"), H36M17.index("r_wrist")
+    one = torch.zeros(1, J)
+    one[0, l_wrist] = one[0, r_wrist] = 1.0
+    mixed = own.clone()
+    mixed[0, l_wrist] = swapped[0, l_wrist]
+    assert loss_twin(mixed, t, one, flip) > 5.0
+    one[0, r_wrist] = 0.0
+    assert loss_twin(mixed, t, one, flip).item() == 0.0
+    logits = torch.randn(1, J, grid, grid, requires_grad=True)
+    loss = loss_twin(logits, t, mask, flip)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 def test_offsets_and_loss_3d() -> None:

@@ -470,6 +470,37 @@ def test_pck_and_the_wide_pck_tell_imprecision_from_gross_errors() -> None:
     assert (res["per_joint"]["r_wrist"]["pck"], res["per_joint"]["r_wrist"]["pck_wide"]) == (0.0, 0.0)
 
 
+def test_twin_errors_count_pairs_on_one_limb_apart_from_other_gross_errors() -> None:
+    """Three poses, torso diagonal 100 px: both ankles on the left ankle (gross, together); the
+    wrists exchanged (gross, apart); a knee 30 px off (not gross)."""
+    from engines.model_file import default_model_config
+    from train.evaluate import twin_errors
+
+    cfg = default_model_config()
+    sk = cfg.skeleton
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(0, 60, (3, 17, 2))
+    gt[:, sk.index("l_shoulder")] = [0.0, 0.0]
+    gt[:, sk.index("r_hip")] = [0.0, 100.0]
+    la, ra, lw, rw = sk.indices(("l_ankle", "r_ankle", "l_wrist", "r_wrist"))
+    gt[:, la], gt[:, ra] = [200.0, 300.0], [280.0, 300.0]
+    gt[:, lw], gt[:, rw] = [200.0, 0.0], [300.0, 0.0]
+    pts = gt.copy()
+    pts[0, ra] = gt[0, la] + [5.0, 0.0]
+    pts[1, lw], pts[1, rw] = gt[1, rw], gt[1, lw]
+    pts[2, sk.index("l_knee")] += [30.0, 0.0]
+    visible = np.ones((3, 17), bool)
+    res = twin_errors(pts, gt, visible, cfg)
+    assert res["pairs"] == 3 * 6
+    assert res["gross"] == pytest.approx(2 / 18) and res["together"] == pytest.approx(1 / 18)
+    assert res["per_pair"]["ankle"] == {"pairs": 3, "gross": pytest.approx(1 / 3), "together": pytest.approx(1 / 3)}
+    assert res["per_pair"]["wrist"]["together"] == 0.0 and res["per_pair"]["knee"]["gross"] == 0.0
+    # A pair counts only where both joints do.
+    visible[0, ra] = False
+    assert twin_errors(pts, gt, visible, cfg)["per_pair"]["ankle"] == {"pairs": 2, "gross": 0.0, "together": 0.0}
+    assert twin_errors(pts, gt, np.zeros((3, 17), bool), cfg)["pairs"] == 0
+
+
 def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     from engines.config import load_config
     from engines.model_config import ModelConfig
@@ -487,6 +518,7 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     assert s["2d"]["pck_wide"] == 1.0 and res["real"]["2d"]["per_joint"]["l_ankle"]["pck_wide"] == 1.0
     assert res["real"]["2d"]["joints"] > 0
     assert "| synthetic |" in markdown(res, mcfg)
+    assert res["real"]["twins"]["gross"] == 0.0 and s["framing"]["tracking"]["twins"]["together"] == 0.0
     tracking = s["framing"]["tracking"]        # the fake poses fill ~0.9 of the crop
     assert tracking["samples"] == len(synth) and "search" not in s["framing"]
     assert tracking["3d"]["weighted"]["mpjpe_mm"] < 1e-3 and tracking["pck"] == 1.0
@@ -715,6 +747,27 @@ def test_real_either_side_trains_and_stage_12_changes_only_that(data: dict[str, 
                                data=dataclasses.replace(stage13.data, real_fraction=stage10.data.real_fraction)) == stage10
     with pytest.raises(ConfigError, match="real_either_side"):
         load_train_config(recipe(data, tmp_path, name="sides_bad", loss="\n  real_either_side: maybe"))
+
+
+def test_twin_loss_trains_logs_and_stage_15_changes_only_that(data: dict[str, Path], tmp_path: Path) -> None:
+    from train.train import train
+
+    cfg = load_train_config(recipe(data, tmp_path, name="twins", loss="\n  w2d: 1.0\n  w3d: 25.0\n  w_twin: 2.0"))
+    assert cfg.loss.w_twin == 2.0
+    summary = train(cfg, tmp_path / "twins", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "twins" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert steps and all(np.isfinite(r["loss_twin"]) and r["loss_twin"] >= 0 for r in steps)
+    assert Path(summary["final"]).exists()
+    # Off by default, and then not logged.
+    assert load_train_config(recipe(data, tmp_path, name="plain")).loss.w_twin == 0.0
+    stage12 = load_train_config(REPO / "configs" / "train" / "either_side.yaml")
+    stage15 = load_train_config(REPO / "configs" / "train" / "twins.yaml")
+    assert stage15.init_from.endswith("soup/model.pt") and stage15.loss.w_twin > 0
+    assert dataclasses.replace(stage15, name=stage12.name, init_from=stage12.init_from,
+                               loss=dataclasses.replace(stage15.loss, w_twin=0.0, real_either_side=True)) == stage12
+    with pytest.raises(ConfigError, match="w_twin"):
+        load_train_config(recipe(data, tmp_path, name="twins_bad", loss="\n  w_twin: -1"))
 
 
 def test_a_stride_8_model_continues_on_the_finer_grid(data: dict[str, Path], tmp_path: Path) -> None:

@@ -130,6 +130,7 @@ class LossSection:
     w2d: float = 1.0                         # cross-entropy of the grid softmax against soft labels (nats)
     w3d: float = 100.0                       # mean squared offset error (metres squared); see default.yaml
     w_neg: float = 1.0                       # negatives: KL(uniform || grid softmax) (nats)
+    w_twin: float = 0.0                      # -log(1 - mass on the left/right twin's place) (losses.py)
     real_either_side: bool = False           # real photos: 2D loss of the better of the labelled
                                              # and the left-right exchanged assignment (losses.py)
 
@@ -138,6 +139,8 @@ class LossSection:
             raise ValueError("w2d and w3d must be >= 0, not both 0")
         if self.w_neg < 0:
             raise ValueError("w_neg must be >= 0")
+        if self.w_twin < 0:
+            raise ValueError("w_twin must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ What is measured, and how:
   model that sees them as fronts scores low PCK, high exchanged PCK and few poses facing away.
   `--real-files LIST` evaluates only the photos a text file names (train/real_back_views.txt:
   the 19 photos of backs), from both splits.
+- Left/right pairs (`twin_errors`): the share of pairs with a gross error (a joint beyond 0.5
+  torso diagonals), and of those where the two predictions lie together (within 0.2): both
+  joints on one limb. Synthetic tracking and search crops apart, and the real photos.
 - `--exact-2d` (a diagnostic, `.pt` models with a lifter): the lifter reads the labelled 2D
   joints at full confidence instead of the decoded ones; the 2D metrics stay the network's.
   The 3D error that is left is the 3D branch's own, what perfect 2D would give.
@@ -228,6 +231,31 @@ def metrics_2d(points: np.ndarray, gt: np.ndarray, visible: np.ndarray, cfg: Mod
     }
 
 
+def twin_errors(points: np.ndarray, gt: np.ndarray, visible: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:
+    """Left/right pairs (both joints counted, as PCK counts them): the share with a gross error
+    (either joint beyond PCK_WIDE torso diagonals) and the share whose two predictions lie
+    within PCK_THRESHOLD torso diagonals of each other while one of them is gross: both joints
+    on one limb, the error that a left map taking its right twin's place makes. Overall and per
+    pair (named by the left joint without its prefix)."""
+    vis, dist, _, near = _pck_terms(points, gt, visible, cfg)
+    torso = torso_diameter(gt, cfg)
+    out: dict[str, Any] = {"per_pair": {}}
+    total = gross_n = together_n = 0
+    for left, right in cfg.skeleton.left_right_pairs:
+        both = vis[:, left] & vis[:, right]
+        gross = both & ~(near[:, left] & near[:, right])
+        apart = np.linalg.norm(points[:, left].astype(np.float64) - points[:, right], axis=-1)
+        together = gross & (apart <= PCK_THRESHOLD * torso)
+        n = int(both.sum())
+        out["per_pair"][cfg.skeleton.joint_names[left][2:]] = {
+            "pairs": n, "gross": float(gross.sum() / n) if n else float("nan"),
+            "together": float(together.sum() / n) if n else float("nan")}
+        total, gross_n, together_n = total + n, gross_n + int(gross.sum()), together_n + int(together.sum())
+    out.update(pairs=total, gross=gross_n / total if total else float("nan"),
+               together=together_n / total if total else float("nan"))
+    return out
+
+
 def metrics_3d(pred: np.ndarray, gt_rel: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:
     """MPJPE and PA-MPJPE in mm, and the per-joint MPJPE, of root-relative poses (N, J, 3) m."""
     err = np.linalg.norm(pred.astype(np.float64) - gt_rel, axis=-1) * 1000.0          # (N, J)
@@ -327,6 +355,7 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
                 sub = synthetic_metrics(part, cfg, methods, by_framing=False, window=window)
                 res["framing"][kind] = {"samples": sub["samples"], "pck": sub["2d"]["pck"],
                                         "error_px": sub["2d"]["error_px"],
+                                        "twins": twin_errors(points[keep], gt2d[keep], visible[keep], cfg),
                                         "3d": {m: {k: v for k, v in r.items() if not k.startswith("per_joint")}
                                                for m, r in sub.get("3d", {}).items()}}
     has3d = out["has_3d"] > 0
@@ -378,6 +407,7 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
     # The photos' cameras are unknown: the pose is put on the crop's axis, REAL_FACING_DEPTH_M ahead.
     facing = bd.facing_degrees(pose + np.array([0.0, 0.0, REAL_FACING_DEPTH_M]), skel)
     return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view,
+            "twins": twin_errors(points, gt, labelled, cfg),
             "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan")}
 
 
@@ -503,6 +533,7 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             if "weighted" in f["3d"]:
                 lines.append(f"| {label} | {f['samples']} | PA-MPJPE (weighted) mm | {_f(f['3d']['weighted']['pa_mpjpe_mm'])} |")
             lines.append(f"| {label} | {f['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(f['pck'], 3)} |")
+            lines += _twin_lines(label, f['samples'], f.get("twins"))
         off = s.get("off_axis")
         for name, b in (off["bins"].items() if off else ()):
             label = f"synthetic, tracking crops {name} degrees off the camera's axis"
@@ -512,6 +543,7 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
         lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
         lines.append(f"| {real} | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
         lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_WIDE} | {_f(r['2d']['pck_wide'], 3)} |")
+        lines += _twin_lines(real, r['samples'], r.get("twins"))
         if "pck_exchanged" in r:
             lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD}, left and right exchanged | "
                          f"{_f(r['pck_exchanged'], 3)} |")
@@ -548,6 +580,13 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
         lines += [f"| {k} | {_f(v)} |" for k, v in s["per_root_mm"].items()]
     lines += _breakdown_lines(s, r, real)
     return "\n".join(lines) + "\n"
+
+
+def _twin_lines(label: str, samples: int, twins: dict[str, Any] | None) -> list[str]:
+    if not twins or not twins["pairs"]:
+        return []
+    return [f"| {label} | {samples} | left/right pairs with a gross error (over {PCK_WIDE}) | {_f(twins['gross'], 3)} |",
+            f"| {label} | {samples} | left/right pairs gross with both on one limb | {_f(twins['together'], 3)} |"]
 
 
 def _breakdown_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: str) -> list[str]:

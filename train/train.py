@@ -375,7 +375,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
 
     from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL, make_loader
     from train.evaluate import TorchPredictor, quick_metrics
-    from train.losses import loss_2d, loss_3d, loss_negative, offsets_target, soft_label_targets
+    from train.losses import loss_2d, loss_3d, loss_negative, loss_twin, offsets_target, soft_label_targets
 
     say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     out = Path(out) if out is not None else cfg.out_dir()
@@ -448,8 +448,8 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
         bar = tqdm(total=o.steps, initial=start, disable=progress is not True, unit="step", dynamic_ncols=True,
                    desc=cfg.run_name, file=sys.stderr)
         step = start
-        window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "loss_neg": 0.0, "n": 0,
-                                    "images": 0}
+        window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "loss_neg": 0.0, "loss_twin": 0.0,
+                                    "n": 0, "images": 0}
         t_window = time.perf_counter()
         rate = 0.0
         val: dict[str, Any] | None = None
@@ -473,12 +473,17 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                     image = batch["image"]
                     logits, offsets = net.forward_logits(image)
-                    l2 = loss_2d(logits, soft_label_targets(batch["joints_2d"], grid, size), batch["mask_2d"],
+                    targets = soft_label_targets(batch["joints_2d"], grid, size)
+                    l2 = loss_2d(logits, targets, batch["mask_2d"],
                                  either_side=(batch["source"] == SOURCE_REAL) if cfg.loss.real_either_side else None,
                                  flip_permutation=flip_order)
                     l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], roots), batch["has_3d"])
                     ln = loss_negative(logits, batch["source"] == SOURCE_NEGATIVE)
                     loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3 + cfg.loss.w_neg * ln
+                    if cfg.loss.w_twin > 0:
+                        lt = loss_twin(logits, targets, batch["mask_2d"], flip_order)
+                        loss = loss + cfg.loss.w_twin * lt
+                        window["loss_twin"] += lt.item()
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1} "
                                                  f"(2D {l2.item():.4g}, 3D {l3.item():.4g}, negatives "
@@ -505,6 +510,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                         n = window["n"]
                         record = {"step": step, "loss": window["loss"] / n, "loss_2d": window["loss_2d"] / n,
                                   "loss_3d": window["loss_3d"] / n, "loss_neg": window["loss_neg"] / n,
+                                  **({"loss_twin": window["loss_twin"] / n} if cfg.loss.w_twin > 0 else {}),
                                   "lr": lr_used, "img_per_s": rate,
                                   "time": time.time()}
                         log.write(json.dumps(record) + "\n")
@@ -512,8 +518,10 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                                         l3d=f"{record['loss_3d']:.4f}", lneg=f"{record['loss_neg']:.3f}",
                                         img_s=f"{rate:.1f}")
                         if progress == "lines":
+                            twin = f", twins {record['loss_twin']:.4f}" if "loss_twin" in record else ""
                             say(f"step {step}/{o.steps}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
-                                f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}), lr {lr_used:.3g}, {rate:.1f} img/s")
+                                f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}{twin}), "
+                                f"lr {lr_used:.3g}, {rate:.1f} img/s")
                         window = {k: 0 for k in window}
                         t_window = time.perf_counter()
                     if cfg.val_every and step % cfg.val_every == 0 and step < o.steps:
