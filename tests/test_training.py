@@ -759,7 +759,7 @@ def test_twin_loss_trains_logs_and_stage_15_changes_only_that(data: dict[str, Pa
     steps = [r for r in log if "loss" in r]
     assert steps and all(np.isfinite(r["loss_twin"]) and r["loss_twin"] >= 0 for r in steps)
     assert Path(summary["final"]).exists()
-    # Off by default, and then not logged.
+    # Off by default.
     assert load_train_config(recipe(data, tmp_path, name="plain")).loss.w_twin == 0.0
     stage12 = load_train_config(REPO / "configs" / "train" / "either_side.yaml")
     stage15 = load_train_config(REPO / "configs" / "train" / "twins.yaml")
