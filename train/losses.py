@@ -53,6 +53,11 @@ def soft_label_targets(joints_2d: torch.Tensor, grid_size: int, input_size: int)
     return out.reshape(*lead, g_n, g_n).to(torch.float32)
 
 
+def _mirror_index(flip_permutation: Sequence[int], device: torch.device) -> torch.Tensor:
+    """The skeleton's mirror order as an index tensor: each joint's left/right twin (itself if none)."""
+    return torch.as_tensor(list(flip_permutation), dtype=torch.int64, device=device)
+
+
 def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
             either_side: torch.Tensor | None = None,
             flip_permutation: Sequence[int] | None = None) -> torch.Tensor:
@@ -72,7 +77,7 @@ def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     if either_side is not None and bool(either_side.any()):
         if flip_permutation is None:
             raise ValueError("either_side needs flip_permutation")
-        perm = torch.as_tensor(list(flip_permutation), device=logits.device)
+        perm = _mirror_index(flip_permutation, logits.device)
         exchanged = (-(t[:, perm] * logp).sum(dim=-1) * m[:, perm]).sum(dim=1)
         per_sample = torch.where(either_side.to(torch.bool).reshape(-1),
                                  torch.minimum(per_sample, exchanged), per_sample)
@@ -85,7 +90,7 @@ def twin_regions(targets: torch.Tensor, flip_permutation: Sequence[int]) -> torc
     its own. All 0 for a joint without a twin (the spine, the head). Where the two labels lie
     within two cells of each other nothing is left, so a pose with the joints together costs
     nothing."""
-    perm = torch.as_tensor(list(flip_permutation), device=targets.device)
+    perm = _mirror_index(flip_permutation, targets.device)
     near = F.max_pool2d((targets > 0).to(torch.float32), 3, stride=1, padding=1)     # (B, J, G, G)
     region = near[:, perm] * (1.0 - near)
     has_twin = (perm != torch.arange(len(perm), device=perm.device)).to(region.dtype)
@@ -103,7 +108,7 @@ def loss_twin(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     p = torch.softmax(logits.reshape(b, j, -1).float(), dim=-1)
     region = twin_regions(targets, flip_permutation).reshape(b, j, -1).to(p.dtype)
     q = (p * region).sum(dim=-1).clamp(max=1.0 - 1e-6)
-    perm = torch.as_tensor(list(flip_permutation), device=logits.device)
+    perm = _mirror_index(flip_permutation, logits.device)
     m = mask.to(p.dtype) * mask[:, perm].to(p.dtype) * (region.sum(dim=-1) > 0).to(p.dtype)
     return (-torch.log1p(-q) * m).sum() / m.sum().clamp_min(1.0)
 
