@@ -219,9 +219,44 @@ def test_long_hair_covers_the_upper_back_and_leaves_the_front_and_older_looks_al
     assert all(d.long_hair[3] == 1.0 and d.long_hair[1] < LONG_HAIR_TOP for d in drawn)
 
 
-def test_generate_refuses_a_long_hair_share_outside_0_1(capsys):
+def test_a_face_marks_the_front_of_the_head_only_and_leaves_older_looks_alone(bank):
+    """Eyes, brows and lips change a front view's head and nothing seen from behind; with
+    probability 0 the looks are drawn exactly as before."""
+    from train.synth.scene import random_look
+
+    size = 128
+    renderer = _renderer(bank, size)
+    v = bank.vertices[0].astype(np.float64)
+    head = bank.joints[0][J("head_top"), 2] - 0.12
+    # Close-ups of the head, 3 m away, from the front and from behind.
+    front = np.stack([v[:, 0], -(v[:, 2] - head), 3.0 + v[:, 1]], 1)
+    behind = np.stack([-v[:, 0], -(v[:, 2] - head), 3.0 - v[:, 1]], 1)
+    intr = (1200.0, 1200.0, size / 2, size / 2)
+    bare = random_look(np.random.default_rng(0))
+    face = random_look(np.random.default_rng(0), 0.0, 1.0)
+    assert face.face_on == 1.0 and bare.face_on == 0.0
+    face.eye_colour = face.brow_colour = face.lip_colour = np.array([0.0, 1.0, 0.0])
+
+    def changed(cam: np.ndarray) -> np.ndarray:
+        a = renderer.render(cam.astype(np.float32), intr, bare).rgb.astype(int)
+        b = renderer.render(cam.astype(np.float32), intr, face).rgb.astype(int)
+        return np.abs(b - a).sum(-1) > 30
+
+    front_moved, back_moved = changed(front), changed(behind)
+    renderer.close()
+    assert front_moved.sum() > 30 and back_moved.sum() == 0
+    ys, xs = np.nonzero(front_moved)
+    assert abs(xs.mean() - size / 2) < 6               # symmetric about the face's middle
+    for seed in range(5):
+        a, b = random_look(np.random.default_rng(seed)), random_look(np.random.default_rng(seed), 0.0, 0.0)
+        np.testing.assert_array_equal(a.colour_a, b.colour_a)
+        assert b.face_on == 0.0
+
+
+@pytest.mark.parametrize("flag", ["--long-hair", "--faces"])
+def test_generate_refuses_a_share_outside_0_1(capsys, flag):
     from train.synth.generate import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["--out", "x", "--split", "train", "--count", "1", "--bodies", "b.npz", "--long-hair", "1.5"])
-    assert exc.value.code == 2 and "--long-hair must be between 0 and 1" in capsys.readouterr().err
+        main(["--out", "x", "--split", "train", "--count", "1", "--bodies", "b.npz", flag, "1.5"])
+    assert exc.value.code == 2 and f"{flag} must be between 0 and 1" in capsys.readouterr().err

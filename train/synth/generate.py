@@ -109,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--long-hair", type=float, default=0.0, metavar="P",
                     help="share of people with long hair over the neck and shoulders (default 0)")
+    ap.add_argument("--faces", type=float, default=0.0, metavar="P",
+                    help="share of people with eyes, brows and lips painted on the face (default 0)")
     args = ap.parse_args(argv)
-    if not 0.0 <= args.long_hair <= 1.0:
-        ap.error(f"--long-hair must be between 0 and 1 (got {args.long_hair})")
+    for flag, share in (("--long-hair", args.long_hair), ("--faces", args.faces)):
+        if not 0.0 <= share <= 1.0:
+            ap.error(f"{flag} must be between 0 and 1 (got {share})")
     try:
         generate(args.out, args.split, args.count, args.bodies, args.data or default_data_root(), args.seed,
-                 args.shard_size, SceneOptions(long_hair_probability=args.long_hair))
+                 args.shard_size, SceneOptions(long_hair_probability=args.long_hair,
+                                                       face_probability=args.faces))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

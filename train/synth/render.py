@@ -16,6 +16,17 @@ import numpy as np
 
 from train.synth.body import REGIONS
 
+# Where the face's marks are, in the template's rest coordinates (metres; x across, y front (-) to
+# back (+), z up), placed on the mesh's own eye sockets and mouth by eye on front close-ups of
+# several bodies (anny's eye bones sit at (+-0.0295, -0.119, 0.697); its COCO keypoint
+# regressor puts the eyes 5 cm lower, on the cheeks).
+FACE_MARKS = {
+    "FRONT_Y": -0.085,                                   # paint only the front of the face
+    "EYE_X": 0.030, "EYE_Z": 0.703, "EYE_W": 0.013, "EYE_H": 0.006, "IRIS": 0.0055,
+    "BROW_Z": 0.719, "BROW_IN": 0.012, "BROW_OUT": 0.048, "BROW_H": 0.0035,
+    "MOUTH_Z": 0.634, "MOUTH_W": 0.020, "MOUTH_H": 0.005,
+}
+
 _VERTEX = """
 #version 330
 uniform vec4 intr;          // fx, fy, cx, cy in pixels
@@ -51,6 +62,10 @@ uniform vec3 light_colour;
 uniform float ambient;
 uniform vec4 long_hair;          // rest y above x (behind), rest z above y, |rest x| under z; on when w > 0.5
 uniform vec3 hair_colour;
+uniform float face_on;           // eyes, brows and a mouth on the face when > 0.5
+uniform vec3 eye_colour;
+uniform vec3 brow_colour;
+uniform vec3 lip_colour;
 in vec3 v_pos;
 in vec3 v_rest;
 flat in int v_region;
@@ -71,6 +86,19 @@ void main() {
     if (long_hair.w > 0.5 && (r == %(FACE)d || r == %(NECK)d || r == %(CHEST)d) && v_rest.y > long_hair.x
             && v_rest.z > long_hair.y && abs(v_rest.x) < long_hair.z)
         albedo = hair_colour * (0.8 + 0.4 * hash(vec3(floor(v_rest.x * 160.0), 0.0, 0.0)));
+    // A face: what tells a real front from a back at a glance. Ellipses in rest x and z, on the
+    // front only; the brows also where the scalp comes down to them.
+    if (face_on > 0.5 && (r == %(FACE)d || r == %(SCALP)d) && v_rest.y < %(FRONT_Y)f) {
+        vec2 eye = vec2(abs(v_rest.x) - %(EYE_X)f, v_rest.z - %(EYE_Z)f);
+        float brow_x = abs(v_rest.x);
+        if (length(eye / vec2(%(EYE_W)f, %(EYE_H)f)) < 1.0)
+            albedo = length(eye) < %(IRIS)f ? eye_colour : vec3(0.75, 0.72, 0.68);
+        else if (brow_x > %(BROW_IN)f && brow_x < %(BROW_OUT)f
+                 && abs(v_rest.z - %(BROW_Z)f + 0.1 * (brow_x - %(EYE_X)f) * (brow_x - %(EYE_X)f) / %(EYE_X)f) < %(BROW_H)f)
+            albedo = brow_colour;
+        else if (length(vec2(v_rest.x, v_rest.z - %(MOUTH_Z)f) / vec2(%(MOUTH_W)f, %(MOUTH_H)f)) < 1.0)
+            albedo = lip_colour;
+    }
     float diffuse = max(dot(n, normalize(light_dir)), 0.0);
     vec3 c = albedo * (ambient + (1.0 - ambient) * diffuse * light_colour);
     frag = vec4(c, 1.0);
@@ -92,6 +120,11 @@ class Look:
     # Long hair (off: w = 0): painted where rest y > x, rest z > y and |rest x| < z, in hair_colour.
     long_hair: np.ndarray = field(default_factory=lambda: np.zeros(4))
     hair_colour: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    # A painted face (off: 0): eyes, brows and lips at FACE_MARKS on the front of the head.
+    face_on: float = 0.0
+    eye_colour: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    brow_colour: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    lip_colour: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
 
 @dataclass
@@ -119,7 +152,8 @@ class BodyRenderer:
         self.near, self.far = near, far
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT % {
             "R": len(REGIONS), "FACE": REGIONS.index("face"), "NECK": REGIONS.index("neck"),
-            "CHEST": REGIONS.index("chest")})
+            "CHEST": REGIONS.index("chest"),
+            "SCALP": REGIONS.index("scalp"), **FACE_MARKS})
         nv = rest.shape[0]
         self.pos_buf = self.ctx.buffer(reserve=nv * 12)
         static = np.concatenate([rest.astype(np.float32), region.astype(np.float32)[:, None]], axis=1)
@@ -154,6 +188,10 @@ class BodyRenderer:
         self.prog["ambient"].value = float(look.ambient)
         self.prog["long_hair"].value = tuple(float(v) for v in look.long_hair)
         self.prog["hair_colour"].value = tuple(float(v) for v in look.hair_colour)
+        self.prog["face_on"].value = float(look.face_on)
+        self.prog["eye_colour"].value = tuple(float(v) for v in look.eye_colour)
+        self.prog["brow_colour"].value = tuple(float(v) for v in look.brow_colour)
+        self.prog["lip_colour"].value = tuple(float(v) for v in look.lip_colour)
         self.ms_fbo.use()
         self.ctx.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)

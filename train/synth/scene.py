@@ -30,6 +30,8 @@ SKIN_TONES = np.array([  # RGB 0..1, light to dark
 ])
 HAIR = np.array([[0.05, 0.04, 0.03], [0.20, 0.13, 0.07], [0.40, 0.26, 0.13], [0.75, 0.60, 0.35],
                  [0.55, 0.55, 0.55], [0.85, 0.85, 0.82], [0.45, 0.15, 0.07]])
+EYES = np.array([[0.08, 0.05, 0.03], [0.20, 0.11, 0.05], [0.32, 0.20, 0.09], [0.32, 0.40, 0.48],
+                 [0.28, 0.33, 0.20]])
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class SceneOptions:
     noise_probability: float = 0.3
     jpeg_quality: tuple[int, int] = (45, 95)
     long_hair_probability: float = 0.0    # people with hair down over the neck and shoulders
+    face_probability: float = 0.0         # people with eyes, brows and lips painted on the face
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -64,9 +67,11 @@ LONG_HAIR_LENGTH = (0.06, 0.30)
 LONG_HAIR_HALF_WIDTH = (0.07, 0.14)
 
 
-def random_look(rng: np.random.Generator, long_hair_probability: float = 0.0) -> Look:
+def random_look(rng: np.random.Generator, long_hair_probability: float = 0.0,
+                face_probability: float = 0.0) -> Look:
     """A random look; with `long_hair_probability` > 0 (and only then, so the random stream of
-    older data sets stays the same) some people get long hair in their hair colour."""
+    older data sets stays the same) some people get long hair in their hair colour, and with
+    `face_probability` > 0 (likewise) some get a face: eyes, brows in their hair colour and lips."""
     n = len(REGIONS)
     a = np.zeros((n, 3))
     b = np.zeros((n, 3))
@@ -100,6 +105,11 @@ def random_look(rng: np.random.Generator, long_hair_probability: float = 0.0) ->
         look.long_hair = np.array([LONG_HAIR_BEHIND, LONG_HAIR_TOP - rng.uniform(*LONG_HAIR_LENGTH),
                                    rng.uniform(*LONG_HAIR_HALF_WIDTH), 1.0])
         look.hair_colour = np.clip(hair, 0, 1)
+    if face_probability > 0 and rng.random() < face_probability:
+        look.face_on = 1.0
+        look.eye_colour = EYES[rng.integers(len(EYES))] * rng.uniform(0.8, 1.2)
+        look.brow_colour = np.clip((hair if hair is not skin else skin * 0.6) * rng.uniform(0.6, 0.9), 0, 1)
+        look.lip_colour = np.clip(skin * np.array([0.9, 0.6, 0.6]) * rng.uniform(0.75, 1.0), 0, 1)
     return look
 
 
@@ -195,7 +205,7 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     intr = (f, f, float(c[0]), float(c[1]))
     j2d = (n * f + c).astype(np.float32)
 
-    look = random_look(rng, opts.long_hair_probability)
+    look = random_look(rng, opts.long_hair_probability, opts.face_probability)
     out = renderer.render(v_cam.astype(np.float32), intr, look)
     bg_name, bg = _background(rng, backgrounds, size)
     img = out.rgb[:, :, ::-1].astype(np.float32) + bg.astype(np.float32) * (1.0 - out.alpha[:, :, None])
