@@ -72,6 +72,30 @@ def test_retarget_keeps_body_lengths_and_motion_directions(bank, h36m_poses):
             np.testing.assert_allclose(d_post, d_mot, atol=1e-9)
 
 
+def test_a_head_turn_turns_the_face_and_moves_no_joint(bank, h36m_poses):
+    """Turning the head twists the neck and head about their bones: the joints stay where the
+    motion puts them, the legs do not move, and the nose swings towards the person's left (+x in
+    the rest pose) for a positive turn."""
+    from train.synth.body import PARTS
+    from train.synth.scene import HEAD_TURN_MAX
+
+    head = bank.part_weights[:, PARTS.index("head")] > 0.99
+    legs = bank.part_weights[:, [PARTS.index(p) for p in ("l_shin", "r_shin")]].sum(1) > 0.99
+    nose = np.flatnonzero(head)[np.argmin(bank.vertices[0][head, 1])]      # the head's front-most vertex
+    v0, j0 = pose_body(bank.vertices[0], bank.joints[0], bank.part_weights, bank.joints[0])
+    v1, j1 = pose_body(bank.vertices[0], bank.joints[0], bank.part_weights, bank.joints[0], np.radians(60))
+    np.testing.assert_array_equal(j0, j1)
+    np.testing.assert_allclose(v1[legs], v0[legs], atol=1e-6)
+    assert v1[nose, 0] - v0[nose, 0] > 0.05                                 # left, by several cm
+    turn = np.radians(HEAD_TURN_MAX)
+    for motion in h36m_poses[:5]:
+        ja = pose_body(bank.vertices[1], bank.joints[1], bank.part_weights, motion)[1]
+        va, jb = pose_body(bank.vertices[1], bank.joints[1], bank.part_weights, motion, -turn)
+        np.testing.assert_allclose(ja, jb, atol=1e-9)
+        # The turned head stays on its neck: the head top is still close to the head's mesh.
+        assert np.linalg.norm(va[head] - jb[J("head_top")], axis=1).min() < 0.12
+
+
 def test_swing_is_a_rotation_onto_the_target():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -253,7 +277,7 @@ def test_a_face_marks_the_front_of_the_head_only_and_leaves_older_looks_alone(ba
         assert b.face_on == 0.0
 
 
-@pytest.mark.parametrize("flag", ["--long-hair", "--faces"])
+@pytest.mark.parametrize("flag", ["--long-hair", "--faces", "--head-turns"])
 def test_generate_refuses_a_share_outside_0_1(capsys, flag):
     from train.synth.generate import main
 

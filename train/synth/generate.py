@@ -111,14 +111,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of people with long hair over the neck and shoulders (default 0)")
     ap.add_argument("--faces", type=float, default=0.0, metavar="P",
                     help="share of people with eyes, brows and lips painted on the face (default 0)")
+    ap.add_argument("--head-turns", type=float, default=0.0, metavar="P",
+                    help="share of people whose head is turned on the neck, up to looking over the shoulder (default 0)")
     args = ap.parse_args(argv)
-    for flag, share in (("--long-hair", args.long_hair), ("--faces", args.faces)):
+    for flag, share in (("--long-hair", args.long_hair), ("--faces", args.faces), ("--head-turns", args.head_turns)):
         if not 0.0 <= share <= 1.0:
             ap.error(f"{flag} must be between 0 and 1 (got {share})")
     try:
         generate(args.out, args.split, args.count, args.bodies, args.data or default_data_root(), args.seed,
                  args.shard_size, SceneOptions(long_hair_probability=args.long_hair,
-                                                       face_probability=args.faces))
+                                                       face_probability=args.faces,
+                                                       head_turn_probability=args.head_turns))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

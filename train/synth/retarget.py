@@ -6,6 +6,8 @@ so the labels are the body's joints and the mesh follows them. Each rigid part o
 (from the hip and shoulder axes and the spine), the abdomen the frame halfway between them, and
 every limb, the neck and the head the smallest rotation that turns its bone, as carried by its
 parent, onto the target direction (twist follows the parent: Human3.6M's 17 joints do not say it).
+A head turn (`head_turn`) twists the neck and the head about their own bones, half each: people
+look over their shoulders, and no joint moves, since each part's pivot and child lie on its axis.
 The mesh is then linear-blend skinned with the parts' merged weights.
 """
 
@@ -76,8 +78,16 @@ def retarget_joints_batch(rest: np.ndarray, motion: np.ndarray) -> np.ndarray:
     return out
 
 
-def part_transforms(rest: np.ndarray, posed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per part: rotation (P,3,3) and translation (P,3) with posed = R @ rest + t for its vertices."""
+def twist(axis: np.ndarray, angle: float) -> np.ndarray:
+    """The rotation by `angle` (radians, right-handed) about direction `axis`."""
+    a = _unit(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * k @ k
+
+
+def part_transforms(rest: np.ndarray, posed: np.ndarray, head_turn: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per part: rotation (P,3,3) and translation (P,3) with posed = R @ rest + t for its vertices;
+    `head_turn` (radians) turns the head about the neck, towards the person's left when positive."""
     rot: dict[str, np.ndarray] = {}
 
     def torso_frame(j: np.ndarray, top: str, bottom: str, left: str, right: str) -> np.ndarray:
@@ -99,7 +109,11 @@ def part_transforms(rest: np.ndarray, posed: np.ndarray) -> tuple[np.ndarray, np
     rot["abdomen"] = half @ rot["pelvis"]
     for part, (pivot, child, parent) in _CHAINS.items():
         carried = rot[parent] @ (rest[_J(child)] - rest[_J(pivot)])
-        rot[part] = swing(carried, posed[_J(child)] - posed[_J(pivot)]) @ rot[parent]
+        bone = posed[_J(child)] - posed[_J(pivot)]
+        rot[part] = swing(carried, bone) @ rot[parent]
+        if head_turn and part in ("neck", "head"):
+            # Up the bone (z up), a positive twist turns the face (-y) towards the left (+x).
+            rot[part] = twist(bone, head_turn / 2) @ rot[part]
     rs = np.stack([rot[p] for p in PARTS])
     pivots_rest = np.stack([rest[_J(_PIVOT[p])] for p in PARTS])
     pivots_posed = np.stack([posed[_J(_PIVOT[p])] for p in PARTS])
@@ -116,9 +130,9 @@ def skin(vertices: np.ndarray, weights: np.ndarray, rs: np.ndarray, ts: np.ndarr
 
 
 def pose_body(rest_vertices: np.ndarray, rest_joints: np.ndarray, weights: np.ndarray,
-              motion_joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              motion_joints: np.ndarray, head_turn: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(posed vertices (V,3), posed joints (17,3)) for one body and one motion pose (both metres,
-    z up)."""
+    z up), the head turned by `head_turn` radians (part_transforms)."""
     posed = retarget_joints(rest_joints.astype(np.float64), motion_joints.astype(np.float64))
-    rs, ts = part_transforms(rest_joints.astype(np.float64), posed)
+    rs, ts = part_transforms(rest_joints.astype(np.float64), posed, head_turn)
     return skin(rest_vertices, weights, rs, ts).astype(np.float32), posed.astype(np.float32)

@@ -48,6 +48,12 @@ class SceneOptions:
     jpeg_quality: tuple[int, int] = (45, 95)
     long_hair_probability: float = 0.0    # people with hair down over the neck and shoulders
     face_probability: float = 0.0         # people with eyes, brows and lips painted on the face
+    head_turn_probability: float = 0.0    # people whose head is turned on the neck, up to HEAD_TURN_MAX
+
+
+# A turn of the head on the neck, beyond what the mocap's joints say (they do not say it): up to
+# looking over the shoulder, degrees either way.
+HEAD_TURN_MAX = 100.0
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -176,7 +182,11 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
         rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
         pelvis = pose[0].copy()
         pose = (pose - pelvis) @ rz.T + pelvis
-    verts, joints = pose_body(bank.vertices[body], bank.joints[body], bank.part_weights, pose)
+    # Drawn only when asked for, so the random stream of older data sets stays the same.
+    head_turn = 0.0
+    if opts.head_turn_probability > 0 and rng.random() < opts.head_turn_probability:
+        head_turn = float(np.radians(rng.uniform(-HEAD_TURN_MAX, HEAD_TURN_MAX)))
+    verts, joints = pose_body(bank.vertices[body], bank.joints[body], bank.part_weights, pose, head_turn)
     rot, centre = _camera(rng, opts, joints, cameras)
     j_cam = (joints - centre) @ rot.T
     v_cam = (verts - centre) @ rot.T
