@@ -19,7 +19,7 @@ from train.synth.body import REGIONS
 # Where the face's marks are, in the template's rest coordinates (metres; x across, y front (-) to
 # back (+), z up), placed on the mesh's own eye sockets and mouth by eye on front close-ups of
 # several bodies (anny's eye bones sit at (+-0.0295, -0.119, 0.697); its COCO keypoint
-# regressor puts the eyes 5 cm lower, on the cheeks).
+# regressor's eyes are 5 cm lower, on the cheeks, and its nose at the lower lip).
 FACE_MARKS = {
     "FRONT_Y": -0.085,                                   # paint only the front of the face
     "EYE_X": 0.030, "EYE_Z": 0.703, "EYE_W": 0.013, "EYE_H": 0.006, "IRIS": 0.0055,
