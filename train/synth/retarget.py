@@ -103,9 +103,7 @@ def part_transforms(rest: np.ndarray, posed: np.ndarray, head_turn: float = 0.0)
     if angle < 1e-6:
         half = np.eye(3)
     else:
-        axis = _unit(np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]]))
-        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-        half = np.eye(3) + np.sin(angle / 2) * k + (1 - np.cos(angle / 2)) * k @ k
+        half = twist(np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]]), angle / 2)
     rot["abdomen"] = half @ rot["pelvis"]
     for part, (pivot, child, parent) in _CHAINS.items():
         carried = rot[parent] @ (rest[_J(child)] - rest[_J(pivot)])
