@@ -277,10 +277,76 @@ def test_a_face_marks_the_front_of_the_head_only_and_leaves_older_looks_alone(ba
         assert b.face_on == 0.0
 
 
-@pytest.mark.parametrize("flag", ["--long-hair", "--faces", "--head-turns"])
+@pytest.mark.parametrize("flag", ["--long-hair", "--faces", "--head-turns", "--bystanders"])
 def test_generate_refuses_a_share_outside_0_1(capsys, flag):
     from train.synth.generate import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--out", "x", "--split", "train", "--count", "1", "--bodies", "b.npz", flag, "1.5"])
     assert exc.value.code == 2 and f"{flag} must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_composite_by_depth_puts_the_nearer_person_in_front():
+    from train.synth.render import Rendered
+    from train.synth.scene import composite_by_depth
+
+    size = 4
+    red = np.zeros((size, size, 3), np.uint8)
+    red[:, :, 0] = 255                                  # RGB: red (premultiplied, alpha 1)
+    blue = np.zeros((size, size, 3), np.uint8)
+    blue[:, :, 2] = 255
+    ones = np.ones((size, size), np.float32)
+    person = Rendered(rgb=red, alpha=ones.copy(), depth=np.full((size, size), 3.0, np.float32))
+    other = Rendered(rgb=blue, alpha=ones.copy(), depth=np.full((size, size), 3.0, np.float32))
+    other.depth[:, :2] = 2.0                           # the bystander is nearer on the left half
+    other.alpha[:, 3] = 0.0                            # and absent from the last column
+    other.rgb[:, 3] = 0
+    other.depth[:, 3] = np.inf
+    person.alpha[0] = 0.0                              # the person is absent from the top row
+    person.rgb[0] = 0
+    person.depth[0] = np.inf
+    grey = np.full((size, size, 3), 100, np.uint8)
+    img = composite_by_depth(person, other, grey)      # BGR out
+    np.testing.assert_array_equal(img[1:, :2], [[[255, 0, 0]] * 2] * 3)    # bystander (blue) in front
+    np.testing.assert_array_equal(img[1:, 2:], [[[0, 0, 255]] * 2] * 3)    # person (red) in front
+    np.testing.assert_array_equal(img[0, :3], [[255, 0, 0]] * 3)           # bystander where no person
+    np.testing.assert_array_equal(img[0, 3], [100, 100, 100])              # background where neither
+
+
+def test_a_bystander_stands_beside_the_person_hides_what_it_covers_and_moves_no_label(bank):
+    """A second person stands on the labelled person's ground within the documented distances,
+    in front of the camera; the labels are those of the same draw without one, except joints it
+    hides, which lose their visibility (and only those)."""
+    from train.synth.scene import (BYSTANDER_ACROSS, BYSTANDER_ALONG, Bystander, SceneOptions, look_at,
+                                   make_sample, place_bystander)
+
+    verts, joints = pose_body(bank.vertices[0], bank.joints[0], bank.part_weights, bank.joints[0])
+    pelvis = joints[0]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        centre = pelvis + np.array([4.0 * np.cos(seed), 4.0 * np.sin(seed), 0.4])
+        rot = look_at(centre, pelvis, 0.0)
+        b_cam = place_bystander(rng, bank, Bystander(1, bank.joints[1]), verts, rot, centre)
+        assert b_cam is not None and b_cam[:, 2].min() > 0.3
+        b_world = b_cam @ rot + centre
+        assert abs(b_world[:, 2].min() - verts[:, 2].min()) < 1e-6            # the same ground
+        gap = b_world.mean(axis=0)[:2] - verts.mean(axis=0)[:2]
+        reach = np.hypot(BYSTANDER_ACROSS[1], max(map(abs, BYSTANDER_ALONG))) + 0.3
+        assert 0.3 < np.linalg.norm(gap) < reach
+
+    size = 128
+    renderer = _renderer(bank, size)
+    opts = SceneOptions(size=size, occluder_probability=0.0, blur_probability=0.0, noise_probability=0.0)
+    backgrounds = [("grey", np.full((160, 160, 3), 128, np.uint8))]
+    hidden = 0
+    for seed in range(12):
+        alone = make_sample(np.random.default_rng(seed), opts, bank, 0, bank.joints[0], "rest", renderer,
+                            backgrounds, [])
+        pair = make_sample(np.random.default_rng(seed), opts, bank, 0, bank.joints[0], "rest", renderer,
+                           backgrounds, [], Bystander(1, bank.joints[2]))
+        np.testing.assert_array_equal(alone.joints_2d, pair.joints_2d)
+        np.testing.assert_array_equal(alone.joints_3d, pair.joints_3d)
+        assert not (pair.visible & ~alone.visible).any()                        # never more visible
+        hidden += int((alone.visible & ~pair.visible).sum())
+    renderer.close()
+    assert hidden > 0

@@ -24,7 +24,7 @@ from train.motion import MotionBank, load_all, split
 from train.shards import ShardWriter
 from train.synth.body import BodyBank
 from train.synth.render import BodyRenderer
-from train.synth.scene import SceneOptions, make_sample
+from train.synth.scene import Bystander, SceneOptions, make_sample
 
 VAL_BODY_FRACTION = 1 / 6
 SOURCE_WEIGHTS = {"h36m": 0.55, "cmu": 0.25, "deepmimic": 0.20}
@@ -84,9 +84,12 @@ def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir
                 k = sampler.draw(rng)
                 name = str(motions.sequence[k])
                 subject = name.split("/")[1] if name.startswith("h36m/") else None
-                sample = make_sample(rng, opts, bank, int(bodies[rng.integers(len(bodies))]),
-                                     motions.joints[k], name, renderer, backgrounds,
-                                     cams_by_subject.get(subject, []) if subject else [])
+                body = int(bodies[rng.integers(len(bodies))])
+                bystander = None      # drawn only when asked for: older data sets' streams stay the same
+                if opts.bystander_probability > 0 and rng.random() < opts.bystander_probability:
+                    bystander = Bystander(int(bodies[rng.integers(len(bodies))]), motions.joints[sampler.draw(rng)])
+                sample = make_sample(rng, opts, bank, body, motions.joints[k], name, renderer, backgrounds,
+                                     cams_by_subject.get(subject, []) if subject else [], bystander)
                 writer.add(sample)
                 made += 1
                 bar.update(1)
@@ -113,15 +116,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of people with eyes, brows and lips painted on the face (default 0)")
     ap.add_argument("--head-turns", type=float, default=0.0, metavar="P",
                     help="share of people whose head is turned on the neck, up to looking over the shoulder (default 0)")
+    ap.add_argument("--bystanders", type=float, default=0.0, metavar="P",
+                    help="share of tracking crops (not search crops) with a second, unlabelled person beside, "
+                         "before or behind (default 0)")
     args = ap.parse_args(argv)
-    for flag, share in (("--long-hair", args.long_hair), ("--faces", args.faces), ("--head-turns", args.head_turns)):
+    for flag, share in (("--long-hair", args.long_hair), ("--faces", args.faces), ("--head-turns", args.head_turns),
+                        ("--bystanders", args.bystanders)):
         if not 0.0 <= share <= 1.0:
             ap.error(f"{flag} must be between 0 and 1 (got {share})")
     try:
         generate(args.out, args.split, args.count, args.bodies, args.data or default_data_root(), args.seed,
                  args.shard_size, SceneOptions(long_hair_probability=args.long_hair,
                                                        face_probability=args.faces,
-                                                       head_turn_probability=args.head_turns))
+                                                       head_turn_probability=args.head_turns,
+                                                       bystander_probability=args.bystanders))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

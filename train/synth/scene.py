@@ -20,7 +20,7 @@ from engines.skeleton import H36M17
 from train.motion import H36MCamera
 from train.shards import SynthSample, encode_jpeg
 from train.synth.body import REGIONS, BodyBank
-from train.synth.render import BodyRenderer, Look
+from train.synth.render import BodyRenderer, Look, Rendered
 from train.synth.retarget import pose_body
 
 _R = {name: i for i, name in enumerate(REGIONS)}
@@ -49,6 +49,22 @@ class SceneOptions:
     long_hair_probability: float = 0.0    # people with hair down over the neck and shoulders
     face_probability: float = 0.0         # people with eyes, brows and lips painted on the face
     head_turn_probability: float = 0.0    # people whose head is turned on the neck, up to HEAD_TURN_MAX
+    bystander_probability: float = 0.0    # tracking crops with a second, unlabelled person beside, before or behind
+
+
+# Where a bystander stands from the labelled person's middle, metres on the ground: across the
+# camera's view (either side) and along it (negative: nearer the camera). Near enough to overlap
+# in the image, as people crossing in a street do, never inside the labelled person.
+BYSTANDER_ACROSS = (0.0, 1.2)
+BYSTANDER_ALONG = (-2.0, 3.0)
+BYSTANDER_CLEARANCE = 0.6      # metres: nearer than this both across and along, it is moved along
+
+
+@dataclass(frozen=True)
+class Bystander:
+    """A second person for one image: a body of the bank and a mocap pose (world metres)."""
+    body: int
+    pose: np.ndarray
 
 
 # A turn of the head on the neck, beyond what the mocap's joints say (they do not say it): up to
@@ -171,9 +187,43 @@ def _camera(rng: np.random.Generator, opts: SceneOptions, joints: np.ndarray,
     return look_at(centre, target, float(rng.normal(0, np.radians(4)))), centre
 
 
+def place_bystander(rng: np.random.Generator, bank: BodyBank, bystander: Bystander, verts: np.ndarray,
+                    rot: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
+    """The bystander's posed vertices in the camera frame: turned to a random heading, standing on
+    the labelled person's ground near them (BYSTANDER_ACROSS, BYSTANDER_ALONG). None where the
+    camera looks too steeply down for "across" and "along" to mean anything, or where the
+    bystander would stand on or behind the camera."""
+    pose = np.asarray(bystander.pose, np.float64)
+    yaw = rng.uniform(0, 2 * np.pi)
+    c, s = np.cos(yaw), np.sin(yaw)
+    pelvis = pose[0].copy()
+    pose = (pose - pelvis) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + pelvis
+    b_verts, b_joints = pose_body(bank.vertices[bystander.body], bank.joints[bystander.body], bank.part_weights, pose)
+    across = rng.choice([-1.0, 1.0]) * rng.uniform(*BYSTANDER_ACROSS)
+    along = rng.uniform(*BYSTANDER_ALONG)
+    if abs(across) < BYSTANDER_CLEARANCE and abs(along) < BYSTANDER_CLEARANCE:
+        along = np.copysign(BYSTANDER_CLEARANCE, along)
+    right, forward = rot[0].copy(), rot[2].copy()       # the camera's x and z axes in the world
+    right[2] = forward[2] = 0.0
+    if min(np.linalg.norm(right), np.linalg.norm(forward)) < 0.2:
+        return None
+    right, forward = right / np.linalg.norm(right), forward / np.linalg.norm(forward)
+    here = verts.mean(axis=0)
+    shift = here + across * right + along * forward - b_joints[H36M17.index("pelvis")]
+    shift[2] = verts[:, 2].min() - b_verts[:, 2].min()
+    b_cam = (b_verts + shift - centre) @ rot.T
+    return b_cam if b_cam[:, 2].min() > 0.3 else None
+
+
 def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, body: int,
                 motion_pose: np.ndarray, motion_name: str, renderer: BodyRenderer,
-                backgrounds: list[tuple[str, np.ndarray]], cameras: list[H36MCamera]) -> SynthSample:
+                backgrounds: list[tuple[str, np.ndarray]], cameras: list[H36MCamera],
+                bystander: Bystander | None = None) -> SynthSample:
+    """One labelled image. With `bystander`, a tracking crop (not a search crop) shows a second
+    person of the same scene too, unlabelled, in front of or behind the first by depth; joints it
+    hides are not visible. Only tracking crops: there the labelled person is the one the crop is
+    centred on, as the tracker's crops are, while in a full-frame search either of two people
+    could be the one to find, and labels for just one would teach the network to guess."""
     size = opts.size
     pose = np.asarray(motion_pose, np.float64)
     if not cameras:       # no real camera for this motion: any heading will do
@@ -219,6 +269,13 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     out = renderer.render(v_cam.astype(np.float32), intr, look)
     bg_name, bg = _background(rng, backgrounds, size)
     img = out.rgb[:, :, ::-1].astype(np.float32) + bg.astype(np.float32) * (1.0 - out.alpha[:, :, None])
+    other = None
+    if bystander is not None and not search:
+        b_cam = place_bystander(rng, bank, bystander, verts, rot, centre)
+        if b_cam is not None:
+            other = renderer.render(b_cam.astype(np.float32), intr,
+                                    random_look(rng, opts.long_hair_probability, opts.face_probability))
+            img = composite_by_depth(out, other, bg)
 
     # Visibility: inside the image, and not behind the body's own surface.
     inside = (j2d[:, 0] >= 0) & (j2d[:, 0] < size) & (j2d[:, 1] >= 0) & (j2d[:, 1] < size)
@@ -226,6 +283,8 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     for k in np.flatnonzero(inside):
         x, y = int(j2d[k, 0]), int(j2d[k, 1])
         if np.isfinite(out.depth[y, x]) and out.depth[y, x] < j_cam[k, 2] - 0.15:
+            visible[k] = False
+        if other is not None and other.alpha[y, x] > 0.5 and other.depth[y, x] < j_cam[k, 2] - 0.05:
             visible[k] = False
 
     if rng.random() < opts.occluder_probability:
@@ -241,6 +300,17 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     quality = int(rng.integers(opts.jpeg_quality[0], opts.jpeg_quality[1] + 1))
     return SynthSample(jpeg=encode_jpeg(img, quality), joints_2d=j2d, joints_3d=j_cam.astype(np.float32),
                        visible=visible, motion=motion_name, background=bg_name)
+
+
+def composite_by_depth(person: Rendered, other: Rendered, bg: np.ndarray) -> np.ndarray:
+    """Two people over a background (float BGR): at each pixel the nearer one over the farther
+    (premultiplied "over"), so each hides the other where it stands in front."""
+    p_rgb, o_rgb = person.rgb[:, :, ::-1].astype(np.float32), other.rgb[:, :, ::-1].astype(np.float32)
+    p_a, o_a = person.alpha[:, :, None], other.alpha[:, :, None]
+    back = bg.astype(np.float32)
+    person_front = p_rgb + (1.0 - p_a) * (o_rgb + (1.0 - o_a) * back)
+    other_front = o_rgb + (1.0 - o_a) * (p_rgb + (1.0 - p_a) * back)
+    return np.where((other.depth < person.depth)[:, :, None], other_front, person_front)
 
 
 def _occlude(rng: np.random.Generator, img: np.ndarray, j2d: np.ndarray, person: float,
