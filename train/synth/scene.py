@@ -187,17 +187,23 @@ def _camera(rng: np.random.Generator, opts: SceneOptions, joints: np.ndarray,
     return look_at(centre, target, float(rng.normal(0, np.radians(4)))), centre
 
 
+def random_heading(rng: np.random.Generator, pose: np.ndarray) -> np.ndarray:
+    """The mocap pose (world metres, z up) turned about the vertical through its pelvis to a
+    random heading."""
+    yaw = rng.uniform(0, 2 * np.pi)
+    c, s = np.cos(yaw), np.sin(yaw)
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    pelvis = pose[0].copy()
+    return (pose - pelvis) @ rz.T + pelvis
+
+
 def place_bystander(rng: np.random.Generator, bank: BodyBank, bystander: Bystander, verts: np.ndarray,
                     rot: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
     """The bystander's posed vertices in the camera frame: turned to a random heading, standing on
     the labelled person's ground near them (BYSTANDER_ACROSS, BYSTANDER_ALONG). None where the
     camera looks too steeply down for "across" and "along" to mean anything, or where the
     bystander would stand on or behind the camera."""
-    pose = np.asarray(bystander.pose, np.float64)
-    yaw = rng.uniform(0, 2 * np.pi)
-    c, s = np.cos(yaw), np.sin(yaw)
-    pelvis = pose[0].copy()
-    pose = (pose - pelvis) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + pelvis
+    pose = random_heading(rng, np.asarray(bystander.pose, np.float64))
     b_verts, b_joints = pose_body(bank.vertices[bystander.body], bank.joints[bystander.body], bank.part_weights, pose)
     across = rng.choice([-1.0, 1.0]) * rng.uniform(*BYSTANDER_ACROSS)
     along = rng.uniform(*BYSTANDER_ALONG)
@@ -227,11 +233,7 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     size = opts.size
     pose = np.asarray(motion_pose, np.float64)
     if not cameras:       # no real camera for this motion: any heading will do
-        yaw = rng.uniform(0, 2 * np.pi)
-        c, s = np.cos(yaw), np.sin(yaw)
-        rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-        pelvis = pose[0].copy()
-        pose = (pose - pelvis) @ rz.T + pelvis
+        pose = random_heading(rng, pose)
     # Drawn only when asked for, so the random stream of older data sets stays the same.
     head_turn = 0.0
     if opts.head_turn_probability > 0 and rng.random() < opts.head_turn_probability:
@@ -268,14 +270,16 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     look = random_look(rng, opts.long_hair_probability, opts.face_probability)
     out = renderer.render(v_cam.astype(np.float32), intr, look)
     bg_name, bg = _background(rng, backgrounds, size)
-    img = out.rgb[:, :, ::-1].astype(np.float32) + bg.astype(np.float32) * (1.0 - out.alpha[:, :, None])
     other = None
     if bystander is not None and not search:
         b_cam = place_bystander(rng, bank, bystander, verts, rot, centre)
         if b_cam is not None:
             other = renderer.render(b_cam.astype(np.float32), intr,
                                     random_look(rng, opts.long_hair_probability, opts.face_probability))
-            img = composite_by_depth(out, other, bg)
+    if other is None:
+        img = out.rgb[:, :, ::-1].astype(np.float32) + bg.astype(np.float32) * (1.0 - out.alpha[:, :, None])
+    else:
+        img = composite_by_depth(out, other, bg)
 
     # Visibility: inside the image, and not behind the body's own surface.
     inside = (j2d[:, 0] >= 0) & (j2d[:, 0] < size) & (j2d[:, 1] >= 0) & (j2d[:, 1] < size)
