@@ -1,6 +1,7 @@
 """The street measure of docs/training.md: one model's tracks of a clip from several starting frames.
 
     python scripts/street_starts.py --model M.pt --out DIR [--clip vtest.avi] [--first 25] [--every 50] [--count 14]
+        [--config pipeline.yaml]
 
 The tracker follows one person, and which one, and whether it strays onto an object, depends on
 where the clip starts. One track of one clip is a single draw: two models that differ by a few
@@ -71,12 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=25, help="the first copy's start frame (default 25)")
     ap.add_argument("--every", type=int, default=50, help="frames between starts (default 50)")
     ap.add_argument("--count", type=int, default=14, help="number of copies (default 14)")
+    ap.add_argument("--config", type=Path, help="a pipeline config laid over configs/pipeline.yaml (posecast track --config)")
     args = ap.parse_args(argv)
     if args.first < 0 or args.every < 1 or args.count < 1:
         print("street_starts.py: error: --first must be >= 0, --every and --count >= 1", file=sys.stderr)
         return 2
     if not args.model.is_file():
         print(f"street_starts.py: error: model file not found: {args.model}", file=sys.stderr)
+        return 1
+    if args.config is not None and not args.config.is_file():
+        print(f"street_starts.py: error: config file not found: {args.config}", file=sys.stderr)
         return 1
     starts = [args.first + k * args.every for k in range(args.count)]
     try:
@@ -91,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     tracks = []
     for copy in copies:
-        track = copy.with_name(f"{copy.stem}_{args.model.stem}.jsonl")
+        tag = args.model.stem + (f"_{args.config.stem}" if args.config else "")
+        track = copy.with_name(f"{copy.stem}_{tag}.jsonl")
+        config = ["--config", str(args.config)] if args.config else []
         # The installed command's own module, as `posecast` runs it, whatever is on PATH.
         done = subprocess.run([sys.executable, "-m", "streamer.cli", "track", str(copy), "--model", str(args.model),
-                               "-o", str(track), "--no-progress"], capture_output=True, text=True)
+                               "-o", str(track), "--no-progress", *config], capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
             print(f"street_starts.py: error: posecast track {copy.name} failed: {last}", file=sys.stderr)

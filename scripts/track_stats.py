@@ -5,7 +5,9 @@ docs/performance.md ("File batch size") and docs/training.md (Real footage).
 
 - **spread**: frames without a person, or whose 2D joints span a box wider than it is tall, or
   taller than `--max-height` pixels. On footage of people walking upright (vtest.avi's are
-  60-200 px tall) such a skeleton is spread over several people or objects.
+  60-200 px tall) such a skeleton is spread over several people or objects. The three kinds are
+  counted apart: a wide skeleton spans people side by side, a tall one usually a giant made of a
+  post, a sign and a tripod.
 - **still windows**: windows of `--window` seconds (starting every quarter window) in which the
   centre of the tracked joints moves less than `--still-px` pixels: the track sits on an object,
   as people in a street walk.
@@ -32,29 +34,32 @@ from streamer.tracks import read_track
 class TrackStats:
     frames: int
     found: int
-    spread: int            # frames without a person or with a spread skeleton
+    spread: int            # frames without a person or with a spread skeleton: the three below
     still_windows: int
     windows: int
     mean_score: float
+    missing: int           # frames without a person
+    wide: int              # skeletons wider than tall
+    tall: int              # skeletons taller than --max-height (and not wider than tall)
 
 
 def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: float = 15.0,
                 max_height_px: float = 260.0) -> TrackStats:
     """The proxies over a track's pose messages (the first person of each)."""
     centres = np.full((len(poses), 2), np.nan)
-    spread = found = 0
+    found = wide = tall = 0
     scores = np.zeros(len(poses))
     for k, msg in enumerate(poses):
         people = msg.get("people") or []
         if not people:
-            spread += 1
             continue
         joints = np.asarray(people[0]["joints_2d"], dtype=float)
         found += 1
         scores[k] = float(people[0]["score"])
         centres[k] = joints.mean(axis=0)
         width, height = np.ptp(joints, axis=0)
-        spread += bool(width > height or height > max_height_px)
+        wide += bool(width > height)
+        tall += bool(height > max_height_px and width <= height)
     window = max(2, round(window_s * fps))
     still = total = 0
     for start in range(0, len(poses) - window + 1, max(1, window // 4)):
@@ -64,7 +69,9 @@ def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: 
             continue
         total += 1
         still += bool(np.ptp(c, axis=0).max() < still_px)
-    return TrackStats(len(poses), found, spread, still, total, float(scores.mean()) if len(poses) else 0.0)
+    missing = len(poses) - found
+    return TrackStats(len(poses), found, missing + wide + tall, still, total,
+                      float(scores.mean()) if len(poses) else 0.0, missing, wide, tall)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,12 +106,14 @@ def total(stats: list[TrackStats]) -> TrackStats:
     frames = sum(s.frames for s in stats)
     score = sum(s.mean_score * s.frames for s in stats) / frames if frames else 0.0
     return TrackStats(frames, sum(s.found for s in stats), sum(s.spread for s in stats),
-                      sum(s.still_windows for s in stats), sum(s.windows for s in stats), score)
+                      sum(s.still_windows for s in stats), sum(s.windows for s in stats), score,
+                      sum(s.missing for s in stats), sum(s.wide for s in stats), sum(s.tall for s in stats))
 
 
 def describe(s: TrackStats) -> str:
     share = s.spread / s.frames if s.frames else 0.0
-    return (f"{s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}); "
+    return (f"{s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}: {s.missing} without a "
+            f"person, {s.wide} wider than tall, {s.tall} too tall); "
             f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}")
 
 

@@ -125,6 +125,7 @@ def test_track_stats_counts_spread_and_still_frames() -> None:
     odd = [_pose(80, wide), _pose(81, None), _pose(82, _upright(300.0) * (1.0, 5.0))]  # wide, nobody, 400 px tall
     s = stats.track_stats(walking + parked + odd, fps)
     assert (s.frames, s.found, s.spread) == (83, 82, 3)
+    assert (s.missing, s.wide, s.tall) == (1, 1, 1)
     # 4 s windows every second: only the one lying wholly in the parked stretch (frames 40-79) is still.
     assert (s.still_windows, s.windows) == (1, 5)
     assert s.mean_score == pytest.approx(0.8 * 82 / 83)
@@ -139,7 +140,8 @@ def test_track_stats_reads_track_files_and_reports_errors(tmp_path: Path, capsys
     track.write_text("".join(json.dumps(m) + "\n" for m in lines))
     assert stats.main([str(track)]) == 0
     out = capsys.readouterr().out
-    assert "40 frames, person in 40; spread 0.0% (0); still windows 1 of 1" in out
+    assert ("40 frames, person in 40; spread 0.0% (0: 0 without a person, 0 wider than tall, 0 too tall); "
+            "still windows 1 of 1") in out
     assert stats.main([str(tmp_path / "missing.jsonl")]) == 1
     assert "cannot read track file" in capsys.readouterr().err
     assert stats.main([str(track), "--window", "0"]) == 2
@@ -156,7 +158,8 @@ def test_track_stats_total_sums_the_tracks(tmp_path: Path, capsys: pytest.Captur
         paths[-1].write_text("".join(json.dumps(m) + "\n" for m in lines))
     assert stats.main([str(p) for p in paths] + ["--total"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == "total of 2 tracks: 50 frames, person in 50; spread 20.0% (10); still windows 0 of 1; mean score 0.800"
+    assert last == ("total of 2 tracks: 50 frames, person in 50; spread 20.0% (10: 0 without a person, 10 wider than tall, "
+                    "0 too tall); still windows 0 of 1; mean score 0.800")
 
 
 def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -186,3 +189,15 @@ def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, cap
     assert street.main(["--model", str(bad), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
                         "--count", "1"]) == 1
     assert "posecast track clip_from0004.avi failed:" in capsys.readouterr().err
+    # --config is laid over the pipeline's defaults, and names the track files.
+    config = tmp_path / "often.yaml"
+    config.write_text("tracking:\n  research_every: 5\n")
+    assert street.main(["--model", str(model), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
+                        "--count", "1", "--config", str(config)]) == 0
+    assert "clip_from0004_default_often.jsonl: 26 frames" in capsys.readouterr().out
+    assert street.main(["--model", str(model), "--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
+    config.write_text("tracking:\n  research_every: -1\n")
+    assert street.main(["--model", str(model), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
+                        "--count", "1", "--config", str(config)]) == 1
+    assert "research_every" in capsys.readouterr().err
