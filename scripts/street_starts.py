@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=25, help="the first copy's start frame (default 25)")
     ap.add_argument("--every", type=int, default=50, help="frames between starts (default 50)")
     ap.add_argument("--count", type=int, default=14, help="number of copies (default 14)")
-    ap.add_argument("--config", type=Path, help="a pipeline config laid over configs/pipeline.yaml (posecast track --config)")
+    ap.add_argument("--config", type=Path,
+                    help="a pipeline config laid over configs/pipeline.yaml (posecast track --config)")
     args = ap.parse_args(argv)
     if args.first < 0 or args.every < 1 or args.count < 1:
         print("street_starts.py: error: --first must be >= 0, --every and --count >= 1", file=sys.stderr)

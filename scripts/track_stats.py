@@ -6,8 +6,8 @@ docs/performance.md ("File batch size") and docs/training.md (Real footage).
 - **spread**: frames without a person, or whose 2D joints span a box wider than it is tall, or
   taller than `--max-height` pixels. On footage of people walking upright (vtest.avi's are
   60-200 px tall) such a skeleton is spread over several people or objects. The three kinds are
-  counted apart: a wide skeleton spans people side by side, a tall one usually a giant made of a
-  post, a sign and a tripod.
+  counted apart: a wide skeleton spans people side by side, a tall one a post or a sign and what
+  stands below it (docs/training.md, "Stages 19 and 20").
 - **still windows**: windows of `--window` seconds (starting every quarter window) in which the
   centre of the tracked joints moves less than `--still-px` pixels: the track sits on an object,
   as people in a street walk.
