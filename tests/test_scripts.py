@@ -158,8 +158,8 @@ def test_track_stats_total_sums_the_tracks(tmp_path: Path, capsys: pytest.Captur
         paths[-1].write_text("".join(json.dumps(m) + "\n" for m in lines))
     assert stats.main([str(p) for p in paths] + ["--total"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == ("total of 2 tracks: 50 frames, person in 50; spread 20.0% (10: 0 without a person, 10 wider than tall, "
-                    "0 too tall); still windows 0 of 1; mean score 0.800")
+    assert last == ("total of 2 tracks: 50 frames, person in 50; spread 20.0% (10: 0 without a person, "
+                    "10 wider than tall, 0 too tall); still windows 0 of 1; mean score 0.800")
 
 
 def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
