@@ -95,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"street_starts.py: error: {exc}", file=sys.stderr)
         return 1
+    tag = args.model.stem + (f"_{args.config.stem}" if args.config else "")
+    config = ["--config", str(args.config)] if args.config else []
     tracks = []
     for copy in copies:
-        tag = args.model.stem + (f"_{args.config.stem}" if args.config else "")
         track = copy.with_name(f"{copy.stem}_{tag}.jsonl")
-        config = ["--config", str(args.config)] if args.config else []
         # The installed command's own module, as `posecast` runs it, whatever is on PATH.
         done = subprocess.run([sys.executable, "-m", "streamer.cli", "track", str(copy), "--model", str(args.model),
                                "-o", str(track), "--no-progress", *config], capture_output=True, text=True)

@@ -34,13 +34,17 @@ from streamer.tracks import read_track
 class TrackStats:
     frames: int
     found: int
-    spread: int            # frames without a person or with a spread skeleton: the three below
     still_windows: int
     windows: int
     mean_score: float
     missing: int           # frames without a person
     wide: int              # skeletons wider than tall
     tall: int              # skeletons taller than --max-height (and not wider than tall)
+
+    @property
+    def spread(self) -> int:
+        """Frames without a person or with a spread skeleton."""
+        return self.missing + self.wide + self.tall
 
 
 def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: float = 15.0,
@@ -69,9 +73,8 @@ def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: 
             continue
         total += 1
         still += bool(np.ptp(c, axis=0).max() < still_px)
-    missing = len(poses) - found
-    return TrackStats(len(poses), found, missing + wide + tall, still, total,
-                      float(scores.mean()) if len(poses) else 0.0, missing, wide, tall)
+    return TrackStats(len(poses), found, still, total, float(scores.mean()) if len(poses) else 0.0,
+                      len(poses) - found, wide, tall)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,9 +108,9 @@ def total(stats: list[TrackStats]) -> TrackStats:
     """The sums over several tracks (the mean score weighted by frames)."""
     frames = sum(s.frames for s in stats)
     score = sum(s.mean_score * s.frames for s in stats) / frames if frames else 0.0
-    return TrackStats(frames, sum(s.found for s in stats), sum(s.spread for s in stats),
-                      sum(s.still_windows for s in stats), sum(s.windows for s in stats), score,
-                      sum(s.missing for s in stats), sum(s.wide for s in stats), sum(s.tall for s in stats))
+    return TrackStats(frames, sum(s.found for s in stats), sum(s.still_windows for s in stats),
+                      sum(s.windows for s in stats), score, sum(s.missing for s in stats),
+                      sum(s.wide for s in stats), sum(s.tall for s in stats))
 
 
 def describe(s: TrackStats) -> str:

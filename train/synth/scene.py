@@ -276,10 +276,7 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
         if b_cam is not None:
             other = renderer.render(b_cam.astype(np.float32), intr,
                                     random_look(rng, opts.long_hair_probability, opts.face_probability))
-    if other is None:
-        img = out.rgb[:, :, ::-1].astype(np.float32) + bg.astype(np.float32) * (1.0 - out.alpha[:, :, None])
-    else:
-        img = composite_by_depth(out, other, bg)
+    img = over(out, bg) if other is None else composite_by_depth(out, other, bg)
 
     # Visibility: inside the image, and not behind the body's own surface.
     inside = (j2d[:, 0] >= 0) & (j2d[:, 0] < size) & (j2d[:, 1] >= 0) & (j2d[:, 1] < size)
@@ -306,14 +303,16 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
                        visible=visible, motion=motion_name, background=bg_name)
 
 
+def over(front: Rendered, back: np.ndarray) -> np.ndarray:
+    """A rendered person over `back` (float BGR; premultiplied "over")."""
+    return front.rgb[:, :, ::-1].astype(np.float32) + (1.0 - front.alpha[:, :, None]) * back.astype(np.float32)
+
+
 def composite_by_depth(person: Rendered, other: Rendered, bg: np.ndarray) -> np.ndarray:
-    """Two people over a background (float BGR): at each pixel the nearer one over the farther
-    (premultiplied "over"), so each hides the other where it stands in front."""
-    p_rgb, o_rgb = person.rgb[:, :, ::-1].astype(np.float32), other.rgb[:, :, ::-1].astype(np.float32)
-    p_a, o_a = person.alpha[:, :, None], other.alpha[:, :, None]
-    back = bg.astype(np.float32)
-    person_front = p_rgb + (1.0 - p_a) * (o_rgb + (1.0 - o_a) * back)
-    other_front = o_rgb + (1.0 - o_a) * (p_rgb + (1.0 - p_a) * back)
+    """Two people over a background (float BGR): at each pixel the nearer one over the farther,
+    so each hides the other where it stands in front."""
+    person_front = over(person, over(other, bg))
+    other_front = over(other, over(person, bg))
     return np.where((other.depth < person.depth)[:, :, None], other_front, person_front)
 
 
