@@ -61,10 +61,10 @@ def _scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return pose, phase
 
 
-def test_auto_is_one_euro_live_and_off_for_files(defaults: FilterConfig) -> None:
+def test_auto_is_one_euro_live_and_kalman_for_files(defaults: FilterConfig) -> None:
     auto = dataclasses.replace(defaults, method="auto")
     assert isinstance(make_filter(auto, (J, D), live=True), filters.OneEuroFilter)
-    assert isinstance(make_filter(auto, (J, D), live=False), filters.IdentityFilter)
+    assert isinstance(make_filter(auto, (J, D), live=False), filters.KalmanPoseFilter)
 
 
 # --- 1. jitter --------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Alignment: the per-root 3D estimates of each frame -> one pose (engines.align), then temporal
-filtering of that pose (streamer.filters; by default One Euro for live sources, off for files).
+filtering of that pose (streamer.filters; by default One Euro for live sources, Kalman for files).
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
 with the ray through its 2D joints' mean and the focal length (engines/ray_frame.py), so
 filtering and root placement see camera axes whichever model runs.

@@ -155,7 +155,9 @@ def look_at_batch(centre: np.ndarray, target: np.ndarray, roll: np.ndarray) -> n
     return roll_m @ rot
 
 
-def _background(rng: np.random.Generator, backgrounds: list[tuple[str, np.ndarray]], size: int) -> tuple[str, np.ndarray]:
+def background_crop(rng: np.random.Generator, backgrounds: list[tuple[str, np.ndarray]],
+                    size: int) -> tuple[str, np.ndarray]:
+    """(name, BGR image size x size): a random square of a random photo, or now and then a gradient."""
     if rng.random() < 0.04:
         c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
         t = np.linspace(0, 1, size)[:, None, None]
@@ -269,7 +271,7 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
 
     look = random_look(rng, opts.long_hair_probability, opts.face_probability)
     out = renderer.render(v_cam.astype(np.float32), intr, look)
-    bg_name, bg = _background(rng, backgrounds, size)
+    bg_name, bg = background_crop(rng, backgrounds, size)
     other = None
     if bystander is not None and not search:
         b_cam = place_bystander(rng, bank, bystander, verts, rot, centre)
@@ -278,16 +280,7 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
                                     random_look(rng, opts.long_hair_probability, opts.face_probability))
     img = over(out, bg) if other is None else composite_by_depth(out, other, bg)
 
-    # Visibility: inside the image, and not behind the body's own surface.
-    inside = (j2d[:, 0] >= 0) & (j2d[:, 0] < size) & (j2d[:, 1] >= 0) & (j2d[:, 1] < size)
-    visible = inside.copy()
-    for k in np.flatnonzero(inside):
-        x, y = int(j2d[k, 0]), int(j2d[k, 1])
-        if np.isfinite(out.depth[y, x]) and out.depth[y, x] < j_cam[k, 2] - 0.15:
-            visible[k] = False
-        if other is not None and other.alpha[y, x] > 0.5 and other.depth[y, x] < j_cam[k, 2] - 0.05:
-            visible[k] = False
-
+    visible = joints_seen(out, j2d, j_cam, other)
     if rng.random() < opts.occluder_probability:
         img, covered = _occlude(rng, img, j2d, target_extent, backgrounds)
         visible &= ~covered
@@ -301,6 +294,20 @@ def make_sample(rng: np.random.Generator, opts: SceneOptions, bank: BodyBank, bo
     quality = int(rng.integers(opts.jpeg_quality[0], opts.jpeg_quality[1] + 1))
     return SynthSample(jpeg=encode_jpeg(img, quality), joints_2d=j2d, joints_3d=j_cam.astype(np.float32),
                        visible=visible, motion=motion_name, background=bg_name)
+
+
+def joints_seen(person: Rendered, j2d: np.ndarray, j_cam: np.ndarray, other: Rendered | None = None) -> np.ndarray:
+    """(J,) bool: inside the image, and not behind the body's own surface nor another person's."""
+    h, w = person.alpha.shape
+    inside = (j2d[:, 0] >= 0) & (j2d[:, 0] < w) & (j2d[:, 1] >= 0) & (j2d[:, 1] < h)
+    visible = inside.copy()
+    for k in np.flatnonzero(inside):
+        x, y = int(j2d[k, 0]), int(j2d[k, 1])
+        if np.isfinite(person.depth[y, x]) and person.depth[y, x] < j_cam[k, 2] - 0.15:
+            visible[k] = False
+        if other is not None and other.alpha[y, x] > 0.5 and other.depth[y, x] < j_cam[k, 2] - 0.05:
+            visible[k] = False
+    return visible
 
 
 def over(front: Rendered, back: np.ndarray) -> np.ndarray:
@@ -326,7 +333,7 @@ def _occlude(rng: np.random.Generator, img: np.ndarray, j2d: np.ndarray, person:
         angle = rng.uniform(0, 180)
         pts = cv2.boxPoints(((float(anchor[0]), float(anchor[1])), (float(w), float(h)), float(angle)))
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
-    _, tex = _background(rng, backgrounds, size)
+    _, tex = background_crop(rng, backgrounds, size)
     m = mask.astype(bool)
     img[m] = tex[m]
     xy = np.clip(j2d.astype(np.int64), 0, size - 1)

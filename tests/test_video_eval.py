@@ -1,0 +1,150 @@
+"""Scoring a track against a rendered clip's labels (train/video_eval.py), and the clips' geometry
+(train/synth/clip.py) that needs no renderer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engines.skeleton import H36M17
+from train.synth.clip import clip_length, play, random_camera, turned
+from train.video_eval import score_track
+
+J = H36M17.num_joints
+
+
+def _labels(frames: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    j3d = rng.normal(0, 0.3, (frames, J, 3)) + np.array([0.0, 0.0, 4.0])
+    j2d = j3d[..., :2] / j3d[..., 2:] * 500.0 + 240.0
+    return {"joints_3d": j3d, "joints_2d": j2d, "visible": np.ones((frames, J), bool)}
+
+
+def _track(labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pred = labels["joints_3d"] - labels["joints_3d"][:, :1]          # the track is pelvis-relative
+    return np.ones(len(pred), bool), pred.copy(), labels["joints_2d"].copy()
+
+
+def test_a_perfect_track_scores_zero_error_and_full_pck():
+    labels = _labels()
+    s = score_track(*_track(labels), labels).summary()
+    assert s["found"] == 1.0 and s["pck"] == 1.0
+    assert s["mpjpe_mm"] == pytest.approx(0, abs=1e-9) and s["pa_mpjpe_mm"] == pytest.approx(0, abs=1e-6)
+    assert s["accel_mm"] == pytest.approx(0, abs=1e-9)
+
+
+def test_the_pelvis_is_subtracted_from_both_sides():
+    labels = _labels()
+    found, pred, pts = _track(labels)
+    s = score_track(found, pred + np.array([1.0, -2.0, 3.0]), pts, labels).summary()
+    assert s["mpjpe_mm"] == pytest.approx(0, abs=1e-9)
+
+
+def test_an_offset_joint_costs_its_share_of_the_mean():
+    labels = _labels()
+    found, pred, pts = _track(labels)
+    pred[:, H36M17.index("l_wrist")] += np.array([0.0, 0.17, 0.0])
+    s = score_track(found, pred, pts, labels).summary()
+    assert s["mpjpe_mm"] == pytest.approx(170.0 / J)
+    assert s["accel_mm"] == pytest.approx(0, abs=1e-9)        # a constant error does not jitter
+
+
+def test_jitter_shows_as_acceleration_error_and_frames_without_a_person_are_left_out():
+    labels = _labels(frames=8)
+    found, pred, pts = _track(labels)
+    d = 0.01
+    pred[:, H36M17.index("r_knee"), 0] += d * (-1.0) ** np.arange(8)          # +d, -d, +d, ...
+    s = score_track(found, pred, pts, labels).summary()
+    assert s["accel_mm"] == pytest.approx(4 * d * 1000 / J)                   # |d - 2(-d) + d| = 4d
+    found[3] = False
+    pts[3] = 0.0                                                              # far off, but not counted
+    s2 = score_track(found, pred, pts, labels)
+    assert s2.found == 7 and s2.accel_triples == 6 - 3 and s2.summary()["pck"] == 1.0
+
+
+def test_pck_counts_visible_joints_within_a_fifth_of_the_torso_diagonal():
+    labels = _labels()
+    found, pred, pts = _track(labels)
+    a, b = H36M17.index("l_shoulder"), H36M17.index("r_hip")
+    torso = np.linalg.norm(labels["joints_2d"][:, a] - labels["joints_2d"][:, b], axis=-1)
+    k = H36M17.index("head_top")
+    pts[:, k, 0] += 0.25 * torso
+    labels["visible"][:, H36M17.index("l_ankle")] = False
+    s = score_track(found, pred, pts, labels)
+    assert s.pck_joints == 6 * (J - 1) and s.pck_hits == 6 * (J - 2)
+
+
+def test_a_track_of_another_length_is_refused():
+    labels = _labels()
+    found, pred, pts = _track(labels)
+    with pytest.raises(ValueError, match="frames"):
+        score_track(found[:-1], pred[:-1], pts[:-1], labels)
+
+
+def test_play_interpolates_the_10hz_motion_at_the_clip_rate():
+    poses = np.random.default_rng(1).normal(size=(5, J, 3))
+    np.testing.assert_allclose(play(poses, 10.0, 5, 0.0), poses)
+    half = play(poses, 20.0, 9, 0.0)
+    np.testing.assert_allclose(half[::2], poses)
+    np.testing.assert_allclose(half[1::2], (poses[:-1] + poses[1:]) / 2)
+    assert clip_length(5, 20.0, 100) == 9 and clip_length(5, 20.0, 4) == 4 and clip_length(1, 25.0, 10) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_random_camera_keeps_every_joint_of_the_clip_in_view(seed):
+    rng = np.random.default_rng(seed)
+    walk = np.zeros((40, J, 3))
+    walk[..., 2] = np.linspace(0.0, 1.7, J)[None]                       # an upright stick person
+    walk[..., 0] += np.linspace(0.0, 4.0, 40)[:, None]                   # walking 4 m along x
+    walk = turned(walk, rng.uniform(0, 2 * np.pi))
+    size = 480
+    cam = random_camera(rng, walk, size)
+    pts = (walk.reshape(-1, 3) - cam.centre) @ cam.rot.T
+    fx, fy, cx, cy = cam.intrinsics
+    assert np.all(pts[:, 2] > 2.5)
+    uv = pts[:, :2] / pts[:, 2:] * [fx, fy] + [cx, cy]
+    assert np.all((uv > 0.05 * size) & (uv < 0.95 * size))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clips", "NOWHERE"], "no clip_*.npz"),
+    (["--clips", ".", "--model", "missing.pt"], "model missing.pt not found"),
+])
+def test_video_eval_refuses_missing_inputs_with_one_line(tmp_path, args, message):
+    args = [str(tmp_path / a) if a == "NOWHERE" else a for a in args]
+    r = subprocess.run([sys.executable, "-m", "train.video_eval", *args],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+
+
+def test_video_eval_refuses_a_broken_label_file(tmp_path):
+    (tmp_path / "clip_000.npz").write_bytes(b"PK\x03\x04broken")
+    (tmp_path / "clip_000.mp4").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "train.video_eval", "--clips", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a readable clip label file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_paired_difference_pools_by_frames_and_brackets_a_consistent_gain():
+    from train.video_eval import paired_difference, pooled
+
+    def clip(frames, mpjpe, found=1.0):
+        return {"frames": frames, "found": found, "mpjpe_mm": mpjpe}
+
+    assert pooled([clip(100, 10.0), clip(300, 20.0)], "mpjpe_mm") == pytest.approx(17.5)
+    assert pooled([clip(100, 10.0, found=0.5), clip(50, 40.0)], "mpjpe_mm") == pytest.approx(25.0)
+    rng = np.random.default_rng(0)
+    base = {f"c{i}": clip(int(rng.integers(50, 150)), float(rng.uniform(60, 200))) for i in range(20)}
+    better = {k: {**v, "mpjpe_mm": v["mpjpe_mm"] - 5.0} for k, v in base.items()}
+    diff, low, high = paired_difference(better, base, "mpjpe_mm")
+    assert diff == pytest.approx(-5.0) and low == pytest.approx(-5.0) and high == pytest.approx(-5.0)
+    noisy = {k: {**v, "mpjpe_mm": v["mpjpe_mm"] + float(rng.normal(0, 20))} for k, v in base.items()}
+    diff, low, high = paired_difference(noisy, base, "mpjpe_mm")
+    assert low < diff < high and high - low > 5.0
+    with pytest.raises(ValueError, match="no clip"):
+        paired_difference({"a": clip(1, 1.0)}, {"b": clip(1, 1.0)}, "mpjpe_mm")

@@ -1,0 +1,261 @@
+"""The whole pipeline on rendered video with 3D ground truth (`train.synth.clip`'s clips).
+
+    python -m train.video_eval --clips DIR [--model M] [--filter off one_euro kalman]
+
+Each clip goes through `posecast track` as a user's file would (tracker, mirrored network, root
+alignment, the temporal filter named), with the clip's focal length given (`--focal`) unless
+`--without-focal`; its `.npz` track file is then scored against the clip's labels:
+
+- found: the share of frames with a person reported;
+- MPJPE and PA-MPJPE (mm) of the pelvis-relative 3D joints, over the frames with a person;
+- 2D PCK@0.2 of the visible joints in those frames (torso diagonal l_shoulder - r_hip, as in
+  `train.evaluate`);
+- acceleration error (mm per frame squared): the mean distance between the predicted and true
+  second differences of each joint over three consecutive frames with a person. It is what
+  jitter adds; a still, wrong pose has none.
+
+Per clip, pooled by motion source and over all frames, one block per filter, as a table and
+with `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.skeleton import H36M17
+from train.metrics import procrustes_align
+
+PCK_THRESHOLD = 0.2
+TORSO = ("l_shoulder", "r_hip")
+FILTERS = ("auto", "off", "one_euro", "kalman")   # auto: what `posecast track` does to a file by default
+LABEL_KEYS = ("joints_3d", "joints_2d", "visible", "focal", "motion")
+
+
+@dataclass
+class ClipScore:
+    frames: int
+    found: int
+    mpjpe_sum: float        # mm, summed over found frames (so clips pool by frame)
+    pa_mpjpe_sum: float
+    pck_hits: int
+    pck_joints: int
+    accel_sum: float        # mm / frame^2, summed over the triples of found frames
+    accel_triples: int
+
+    def summary(self) -> dict[str, float]:
+        found = max(self.found, 1)
+        return {
+            "frames": self.frames,
+            "found": self.found / max(self.frames, 1),
+            "mpjpe_mm": self.mpjpe_sum / found if self.found else float("nan"),
+            "pa_mpjpe_mm": self.pa_mpjpe_sum / found if self.found else float("nan"),
+            "pck": self.pck_hits / self.pck_joints if self.pck_joints else float("nan"),
+            "accel_mm": self.accel_sum / self.accel_triples if self.accel_triples else float("nan"),
+        }
+
+    def __add__(self, other: ClipScore) -> ClipScore:
+        return ClipScore(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+
+EMPTY = ClipScore(0, 0, 0.0, 0.0, 0, 0, 0.0, 0)
+
+
+def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
+                labels: dict[str, np.ndarray]) -> ClipScore:
+    """A track (per frame: found (T,), joints_3d (T, J, 3) m pelvis-relative, joints_2d (T, J, 2) px)
+    against a clip's labels."""
+    pelvis = H36M17.index("pelvis")
+    gt_3d = np.asarray(labels["joints_3d"], np.float64)
+    gt_3d = gt_3d - gt_3d[:, pelvis:pelvis + 1]
+    gt_2d, visible = np.asarray(labels["joints_2d"], np.float64), np.asarray(labels["visible"], bool)
+    n = len(gt_3d)
+    if len(found) != n:
+        raise ValueError(f"the track has {len(found)} frames, the clip {n}")
+    found = np.asarray(found, bool) & np.isfinite(pred_3d).all(axis=(1, 2)) & np.isfinite(pred_2d).all(axis=(1, 2))
+    pred = np.asarray(pred_3d, np.float64)
+    pred = pred - pred[:, pelvis:pelvis + 1]
+    err = np.linalg.norm(pred[found] - gt_3d[found], axis=-1).mean(axis=-1) * 1000.0
+    pa = (np.linalg.norm(procrustes_align(pred[found], gt_3d[found]) - gt_3d[found], axis=-1).mean(axis=-1) * 1000.0
+          if found.any() else np.zeros(0))
+    a, b = H36M17.indices(TORSO)
+    torso = np.linalg.norm(gt_2d[:, a] - gt_2d[:, b], axis=-1)
+    counted = visible & found[:, None] & (torso > 1e-6)[:, None]
+    dist = np.linalg.norm(np.nan_to_num(pred_2d) - gt_2d, axis=-1)
+    hits = (dist <= PCK_THRESHOLD * torso[:, None]) & counted
+    triple = found[:-2] & found[1:-1] & found[2:] if n >= 3 else np.zeros(0, bool)
+    accel = np.zeros(0)
+    if triple.any():
+        acc_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
+        acc_g = gt_3d[2:] - 2 * gt_3d[1:-1] + gt_3d[:-2]
+        accel = np.linalg.norm(acc_p[triple] - acc_g[triple], axis=-1).mean(axis=-1) * 1000.0
+    return ClipScore(n, int(found.sum()), float(err.sum()), float(pa.sum()), int(hits.sum()), int(counted.sum()),
+                     float(accel.sum()), int(triple.sum()))
+
+
+def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with np.load(path) as t:
+        return t["found"], t["joints_3d"], t["joints_2d"]
+
+
+def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
+             with_focal: bool, config: Path | None) -> ClipScore:
+    cmd = [sys.executable, "-m", "streamer.cli", "track", str(video), "-o", str(track), "--filter", filter_name,
+           "--no-progress"]
+    if with_focal:
+        cmd += ["--focal", f"{float(labels['focal']):.3f}"]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"posecast track {video.name} failed (rc {done.returncode}): {last}")
+    return score_track(*read_npz_track(track), labels)
+
+
+def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
+    clips = []
+    for labels_path in sorted(folder.glob("clip_*.npz")):
+        video = labels_path.with_suffix(".mp4")
+        if not video.exists():
+            raise FileNotFoundError(f"{video} is missing (its labels {labels_path.name} are there)")
+        try:
+            with np.load(labels_path, allow_pickle=False) as d:
+                labels = {k: d[k] for k in d.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{labels_path} is not a readable clip label file ({type(exc).__name__}); "
+                             "render the clips again with python -m train.synth.clip") from None
+        missing = [k for k in LABEL_KEYS if k not in labels]
+        if missing:
+            raise ValueError(f"{labels_path} lacks {', '.join(missing)}: not made by python -m train.synth.clip")
+        clips.append((video, labels))
+    if not clips:
+        raise FileNotFoundError(f"no clip_*.npz in {folder} (make them with python -m train.synth.clip)")
+    return clips
+
+
+def pooled(clips: list[dict[str, float]], key: str) -> float:
+    """`key` pooled over clips' summaries by the frames it is averaged over."""
+    weight = np.array([c["frames"] * (1.0 if key == "found" else c["found"]) for c in clips])
+    value = np.array([c[key] for c in clips])
+    ok = weight > 0
+    return float((value[ok] * weight[ok]).sum() / weight[ok].sum()) if ok.any() else float("nan")
+
+
+def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high): `key` pooled over the clips both runs scored, ours minus theirs,
+    with a 95% interval from resampling the clips (the same clips for both runs)."""
+    names = sorted(set(ours) & set(theirs))
+    if not names:
+        raise ValueError("the two runs share no clip")
+    a, b = [ours[n] for n in names], [theirs[n] for n in names]
+    diff = pooled(a, key) - pooled(b, key)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        pick = rng.integers(len(names), size=len(names))
+        draws.append(pooled([a[i] for i in pick], key) - pooled([b[i] for i in pick], key))
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return diff, float(low), float(high)
+
+
+def format_row(name: str, s: dict[str, float]) -> str:
+    return (f"| {name} | {s['frames']} | {100 * s['found']:.1f}% | {s['mpjpe_mm']:.1f} | {s['pa_mpjpe_mm']:.1f} | "
+            f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} |")
+
+
+HEADER = ("| clip | frames | found | MPJPE mm | PA-MPJPE mm | PCK@0.2 | accel. error mm/frame² |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.video_eval", description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=Path, required=True, help="folder of python -m train.synth.clip's clips")
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the built-in model)")
+    ap.add_argument("--filter", nargs="+", choices=FILTERS, default=["auto"],
+                    help="temporal filters to compare (default auto: the pipeline's default for files)")
+    ap.add_argument("--config", type=Path, default=None, help="a pipeline config laid over configs/pipeline.yaml")
+    ap.add_argument("--without-focal", action="store_true",
+                    help="do not give the clips' focal length (the pipeline then assumes its hfov_deg)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    ap.add_argument("--against", type=Path, default=None, metavar="JSON",
+                    help="another run's --json over the same clips: print the differences, clip by clip paired, "
+                         "with 95%% intervals from resampling the clips")
+    args = ap.parse_args(argv)
+    theirs = None
+    if args.against is not None:
+        try:
+            theirs = json.loads(args.against.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"train.video_eval: error: --against {args.against}: {exc}", file=sys.stderr)
+            return 2
+    for path, what in ((args.model, "model"), (args.config, "config")):
+        if path is not None and not path.is_file():
+            print(f"train.video_eval: error: {what} {path} not found", file=sys.stderr)
+            return 2
+    try:
+        clips = load_clips(args.clips)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"train.video_eval: error: {exc}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    report: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=len(clips) * len(args.filter), unit="clip") as bar:
+        for filter_name in args.filter:
+            per_clip: dict[str, ClipScore] = {}
+            for video, labels in clips:
+                bar.set_postfix_str(f"{filter_name} {video.name}")
+                try:
+                    per_clip[video.stem] = run_clip(video, labels, Path(tmp) / "t.npz", args.model, filter_name,
+                                                    not args.without_focal, args.config)
+                except (RuntimeError, ValueError) as exc:
+                    print(f"train.video_eval: error: {exc}", file=sys.stderr)
+                    return 1
+                bar.update(1)
+            motions = {video.stem: str(labels["motion"]) for video, labels in clips}
+            by_source: dict[str, ClipScore] = {}
+            for name, score in per_clip.items():
+                source = motions[name].split("/")[0]
+                by_source[source] = by_source.get(source, EMPTY) + score
+            report[filter_name] = {
+                "clips": {k: {"motion": motions[k], **v.summary()} for k, v in per_clip.items()},
+                "sources": {k: v.summary() for k, v in by_source.items()},
+                "all": sum(per_clip.values(), EMPTY).summary()}
+    for filter_name, block in report.items():
+        print(f"\nfilter: {filter_name}\n{HEADER}")
+        for name, s in block["clips"].items():
+            print(format_row(f"{name} ({s['motion']})", s))
+        for name, s in block["sources"].items():
+            print(format_row(f"all {name}", s))
+        print(format_row("**all**", block["all"]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    for filter_name, block in report.items():
+        if theirs is None:
+            break
+        other = theirs.get(filter_name)
+        if other is None:
+            print(f"\n--against {args.against.name} has no '{filter_name}' block", file=sys.stderr)
+            continue
+        print(f"\nfilter {filter_name}, this run minus {args.against.name} (95% interval over clips):")
+        for key, unit, scale in (("mpjpe_mm", "mm", 1), ("pa_mpjpe_mm", "mm", 1), ("pck", "points", 100),
+                                 ("accel_mm", "mm/frame²", 1), ("found", "points", 100)):
+            diff, low, high = (scale * v for v in paired_difference(block["clips"], other["clips"], key))
+            print(f"  {key}: {diff:+.1f} {unit} ({low:+.1f} to {high:+.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
