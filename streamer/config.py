@@ -38,9 +38,12 @@ class TrackingConfig:
     search_tiles: int = 1     # a search also looks at n x n overlapping tiles (1: the full frame only)
     research_every: int = 0   # frames between full-frame searches run beside tracking (0: never)
     switch_margin: float = 0.1  # such a search takes over when its score beats the track's by this
+    # A weaker search candidate (from this score up to detect_min_score) is looked at in a crop
+    # around it, and counts as a person where that crop reaches detect_min_score.
+    refine_min_score: float = 0.15
 
     def check(self) -> None:
-        for name in ("detect_min_score", "track_min_score"):
+        for name in ("detect_min_score", "track_min_score", "refine_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if not 1 <= self.search_tiles <= 4:

@@ -2,9 +2,13 @@
 
 There is no separate detector: the network itself searches. A frame with no region of interest
 is searched by running the network on the whole frame, letterboxed into the crop; if the 2D
-joints it finds are confident enough, the crop is cut again around them and the network runs a
-second time on that region, which gives the frame's result. The next frames reuse the region
-from the last result (no back edge between processes: this happens inside the inference stage).
+joints it finds are confident enough (`detect_min_score`), the crop is cut again around them and
+the network runs a second time on that region, which gives the frame's result. A weaker
+candidate (from `refine_min_score`) gets that second look too, and counts as a person only if
+the crop around it reaches `detect_min_score`: a person small in the frame has unsure joints
+there and sure ones in the crop (docs/training.md, "Rendered video"). The next frames reuse the
+region from the last result (no back edge between processes: this happens inside the inference
+stage).
 When the mean confidence falls below `track_min_score`, the frame is searched again at once, so
 a lost person costs one frame's extra passes, not a frame without a result.
 
@@ -58,6 +62,7 @@ class _Pending:
     mode: str
     passes: int = 0
     rival: bool = False        # a periodic search beside the tracked crop of the same frame
+    proposal: float = 1.0      # a refined crop: the score of the search that proposed it
 
 
 # A crop's decoded output: (item, points in the image, confidences, offsets, score).
@@ -114,7 +119,7 @@ class PersonTracker:
                 if nxt:
                     follow_up += nxt
                     continue
-                found = score >= (self.cfg.track_min_score if item.mode != SEARCH else self.cfg.detect_min_score)
+                found = score >= self._needed(item)
                 # A network that emits NaN or inf (a broken model, fp16 overflow) has found nobody.
                 found = found and bool(np.isfinite(pts).all() and np.isfinite(offsets).all())
                 result = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
@@ -134,6 +139,13 @@ class PersonTracker:
             else:
                 self.roi = None
         return results  # type: ignore[return-value]
+
+    def _needed(self, item: _Pending) -> float:
+        """The score at which this crop's result counts as a person."""
+        if item.mode == TRACK or (item.mode == REFINE and item.proposal >= self.cfg.detect_min_score):
+            return self.cfg.track_min_score
+        # A search, or the crop around a weak search candidate: it has to convince on its own.
+        return self.cfg.detect_min_score
 
     def _better(self, tracked: FrameResult | None, rival: FrameResult) -> FrameResult:
         """The frame's result: the track's, unless the periodic search found someone clearly better."""
@@ -161,16 +173,16 @@ class PersonTracker:
 
     def _next_step(self, item: _Pending, pts: np.ndarray, conf: np.ndarray, score: float) -> list[_Pending]:
         """The crops to run next for this frame; none when its result is final."""
-        if item.mode == SEARCH and score >= self.cfg.detect_min_score:
-            return [self._refined(item, pts, conf)]
+        if item.mode == SEARCH and score >= min(self.cfg.refine_min_score, self.cfg.detect_min_score):
+            return [self._refined(item, pts, conf, score)]
         if item.mode == TRACK and score < self.cfg.track_min_score:
             return self._search(item.index, item.image, item.passes)
         return []
 
-    def _refined(self, item: _Pending, pts: np.ndarray, conf: np.ndarray) -> _Pending:
+    def _refined(self, item: _Pending, pts: np.ndarray, conf: np.ndarray, score: float) -> _Pending:
         cx, cy, side = box_around(pts, conf, self.cfg.roi_margin, self.cfg.min_roi_px)
         return _Pending(item.index, item.image, CropTransform.from_box(cx, cy, side, self.size), REFINE, item.passes,
-                        item.rival)
+                        item.rival, score)
 
     def _run(self, items: list[_Pending]) -> list[tuple[np.ndarray, np.ndarray]]:
         out: list[tuple[np.ndarray, np.ndarray]] = []

@@ -335,3 +335,45 @@ def test_tiles_cover_the_image() -> None:
         side = boxes[0, 2] - boxes[0, 0]
         assert side <= min(w, h) + 1e-6 and side * n >= max(w, h)    # overlapping, none outside the frame
     assert CropTransform.tiles(768, 576, 1, SIZE) == []
+
+
+class FaintNet(SquareNet):
+    """TEST DOUBLE: SquareNet whose confidence grows with the square's apparent size in the crop
+    (its side in crop pixels / `full_at`, at most 1), as a real network's does with a person's; or
+    fixed at `constant`. The rest of each joint's mass is spread uniformly."""
+
+    def __init__(self, full_at: float = 80.0, constant: float | None = None) -> None:
+        super().__init__()
+        self.full_at, self.constant = full_at, constant
+
+    def __call__(self, crops: np.ndarray) -> NetOutputs:
+        out = super().__call__(crops)
+        for b, crop in enumerate(crops):
+            side = np.sqrt((crop[..., 1].astype(np.float64) / 255.0).sum())
+            a = self.constant if self.constant is not None else min(1.0, side / self.full_at)
+            out.probs_2d[b] = a * out.probs_2d[b] + (1.0 - a) * self.uniform
+        return out
+
+
+def test_a_weak_search_candidate_is_looked_at_again_and_found_in_its_crop() -> None:
+    """A person small in the frame scores under detect_min_score in the full-frame search (about
+    0.23 here) and high in the crop around them: refine_min_score sends them to the second pass."""
+    for refine_min_score, found in ((0.15, True), (0.30, False)):
+        net = FaintNet()
+        cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+                             refine_min_score=refine_min_score)
+        (r,) = PersonTracker(net, SIZE, cfg, window=1, max_batch=1).process([frame((150.0, 120.0))])
+        assert r.found is found
+        if found:
+            assert r.passes == 2 and r.score > 0.6
+            close(r, (150.0, 120.0))
+        else:
+            assert r.passes == 1 and 0.15 < r.score < 0.30
+
+
+def test_the_crop_around_a_weak_candidate_must_reach_detect_min_score() -> None:
+    """Scoring 0.28 in the frame and in the crop: enough to keep a track (0.20), not to start one."""
+    net = FaintNet(constant=0.25)
+    t = PersonTracker(net, SIZE, CFG, window=1, max_batch=1)
+    (r,) = t.process([frame((150.0, 120.0))])
+    assert r.passes == 2 and 0.20 < r.score < 0.30 and not r.found and t.roi is None
