@@ -148,3 +148,10 @@ def test_paired_difference_pools_by_frames_and_brackets_a_consistent_gain():
     assert low < diff < high and high - low > 5.0
     with pytest.raises(ValueError, match="no clip"):
         paired_difference({"a": clip(1, 1.0)}, {"b": clip(1, 1.0)}, "mpjpe_mm")
+
+
+def test_clip_rendering_refuses_a_missing_body_bank_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "train.synth.clip", "--out", str(tmp_path / "c"),
+                        "--bodies", str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "body bank" in r.stderr and "not found" in r.stderr

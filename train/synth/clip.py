@@ -42,7 +42,7 @@ from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
 from train.motion import H36MCamera, MotionBank, load_all, split
 from train.synth.body import BodyBank
-from train.synth.generate import split_bodies
+from train.synth.generate import run_resumable, split_bodies
 from train.synth.render import BodyRenderer, Look
 from train.synth.retarget import pose_body
 from train.synth.scene import background_crop, joints_seen, look_at, over, random_look
@@ -250,16 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.clips < 1 or args.frames < 2 or args.fps <= 0 or args.size < 64:
         ap.error("--clips must be at least 1, --frames at least 2, --fps positive and --size at least 64")
-    try:
-        make_clips(args.out, args.bodies, args.data or default_data_root(), args.clips, args.frames, args.fps,
-                   args.size, args.seed)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished clips are kept; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_resumable(lambda: make_clips(args.out, args.bodies, args.data or default_data_root(), args.clips,
+                                            args.frames, args.fps, args.size, args.seed), "clips")
 
 
 if __name__ == "__main__":

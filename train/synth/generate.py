@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -124,17 +125,22 @@ def main(argv: list[str] | None = None) -> int:
                         ("--bystanders", args.bystanders)):
         if not 0.0 <= share <= 1.0:
             ap.error(f"{flag} must be between 0 and 1 (got {share})")
+    opts = SceneOptions(long_hair_probability=args.long_hair, face_probability=args.faces,
+                        head_turn_probability=args.head_turns, bystander_probability=args.bystanders)
+    return run_resumable(lambda: generate(args.out, args.split, args.count, args.bodies,
+                                          args.data or default_data_root(), args.seed, args.shard_size, opts),
+                         "shards")
+
+
+def run_resumable(work: Callable[[], object], units: str) -> int:
+    """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C."""
     try:
-        generate(args.out, args.split, args.count, args.bodies, args.data or default_data_root(), args.seed,
-                 args.shard_size, SceneOptions(long_hair_probability=args.long_hair,
-                                                       face_probability=args.faces,
-                                                       head_turn_probability=args.head_turns,
-                                                       bystander_probability=args.bystanders))
+        work()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: finished {units} are kept; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
 
