@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"train.video_eval: error: --against {args.against}: {exc}", file=sys.stderr)
             return 2
+        if not isinstance(theirs, dict):
+            print(f"train.video_eval: error: --against {args.against} is not a --json report of this command",
+                  file=sys.stderr)
+            return 2
     for path, what in ((args.model, "model"), (args.config, "config")):
         if path is not None and not path.is_file():
             print(f"train.video_eval: error: {what} {path} not found", file=sys.stderr)

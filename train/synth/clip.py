@@ -111,7 +111,7 @@ def turned(poses: np.ndarray, yaw: float) -> np.ndarray:
 
 
 class ClipMaker:
-    """The held-out material, loaded once; `make` renders clip k."""
+    """The held-out material, loaded once: `plan` draws clip k, `render` draws its frames."""
 
     def __init__(self, bodies_path: Path, data_dir: Path, size: int, fps: float, frames: int, seed: int) -> None:
         self.bank = BodyBank.load(bodies_path)
@@ -168,7 +168,7 @@ class ClipMaker:
         j2d = np.zeros((n, H36M17.num_joints, 2), np.float32)
         visible = np.zeros((n, H36M17.num_joints), bool)
         with av.open(str(video), "w") as dst:
-            stream = dst.add_stream("libx264", rate=int(round(self.fps)), options={"crf": "18", "preset": "veryfast"})
+            stream = dst.add_stream("libx264", rate=round(self.fps), options={"crf": "18", "preset": "veryfast"})
             stream.width = stream.height = self.size
             stream.pix_fmt = "yuv420p"
             for t, (verts, joints) in enumerate(plan.posed):
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--frames", type=int, default=150,
                     help="frames per clip at most (shorter motions give shorter clips)")
-    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--fps", type=int, default=25, help="frames per second (an integer: the video's rate)")
     ap.add_argument("--size", type=int, default=480, help="side of the square frames, pixels")
     ap.add_argument("--seed", type=int, default=300)
     args = ap.parse_args(argv)
