@@ -2,8 +2,9 @@
 
 Per-frame 3D poses jitter: on rendered clips with 3D ground truth the shipped model's joints
 are 63-73 mm per frame² off the true acceleration unfiltered (docs/training.md, "Rendered
-video"). A filter over time removes most of that at the cost of some lag. Two filters, both over every coordinate of every joint at once (numpy, no
-loops over joints), both driven by the frames' real timestamps because live sources drop frames:
+video"). A filter over time removes most of that at the cost of some lag. Two filters, both
+over every coordinate of every joint at once (numpy, no loops over joints), both driven by the
+frames' real timestamps because live sources drop frames:
 
 - One Euro (Casiez, Roussel & Vogel, CHI 2012), the default for live sources: a low-pass filter
   whose cutoff rises with the filtered speed, so it smooths hard when a joint is still and lags

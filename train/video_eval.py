@@ -32,10 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from engines.skeleton import H36M17
-from train.metrics import procrustes_align
+from train.evaluate import PCK_THRESHOLD, TORSO
+from train.metrics import mpjpe, pa_mpjpe
 
-PCK_THRESHOLD = 0.2
-TORSO = ("l_shoulder", "r_hip")
 FILTERS = ("auto", "off", "one_euro", "kalman")   # auto: what `posecast track` does to a file by default
 LABEL_KEYS = ("joints_3d", "joints_2d", "visible", "focal", "motion")
 
@@ -52,12 +51,11 @@ class ClipScore:
     accel_triples: int
 
     def summary(self) -> dict[str, float]:
-        found = max(self.found, 1)
         return {
             "frames": self.frames,
             "found": self.found / max(self.frames, 1),
-            "mpjpe_mm": self.mpjpe_sum / found if self.found else float("nan"),
-            "pa_mpjpe_mm": self.pa_mpjpe_sum / found if self.found else float("nan"),
+            "mpjpe_mm": self.mpjpe_sum / self.found if self.found else float("nan"),
+            "pa_mpjpe_mm": self.pa_mpjpe_sum / self.found if self.found else float("nan"),
             "pck": self.pck_hits / self.pck_joints if self.pck_joints else float("nan"),
             "accel_mm": self.accel_sum / self.accel_triples if self.accel_triples else float("nan"),
         }
@@ -83,9 +81,10 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
     found = np.asarray(found, bool) & np.isfinite(pred_3d).all(axis=(1, 2)) & np.isfinite(pred_2d).all(axis=(1, 2))
     pred = np.asarray(pred_3d, np.float64)
     pred = pred - pred[:, pelvis:pelvis + 1]
-    err = np.linalg.norm(pred[found] - gt_3d[found], axis=-1).mean(axis=-1) * 1000.0
-    pa = (np.linalg.norm(procrustes_align(pred[found], gt_3d[found]) - gt_3d[found], axis=-1).mean(axis=-1) * 1000.0
-          if found.any() else np.zeros(0))
+    kept = int(found.sum())
+    # Sums over the frames found, so that clips pool by frame.
+    err_sum = mpjpe(pred[found], gt_3d[found]) * 1000.0 * kept if kept else 0.0
+    pa_sum = pa_mpjpe(pred[found], gt_3d[found]) * 1000.0 * kept if kept else 0.0
     a, b = H36M17.indices(TORSO)
     torso = np.linalg.norm(gt_2d[:, a] - gt_2d[:, b], axis=-1)
     counted = visible & found[:, None] & (torso > 1e-6)[:, None]
@@ -97,8 +96,8 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
         acc_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
         acc_g = gt_3d[2:] - 2 * gt_3d[1:-1] + gt_3d[:-2]
         accel = np.linalg.norm(acc_p[triple] - acc_g[triple], axis=-1).mean(axis=-1) * 1000.0
-    return ClipScore(n, int(found.sum()), float(err.sum()), float(pa.sum()), int(hits.sum()), int(counted.sum()),
-                     float(accel.sum()), int(triple.sum()))
+    return ClipScore(n, kept, err_sum, pa_sum, int(hits.sum()), int(counted.sum()), float(accel.sum()),
+                     int(triple.sum()))
 
 
 def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tqdm import tqdm
 
+    motions = {video.stem: str(labels["motion"]) for video, labels in clips}
     report: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=len(clips) * len(args.filter), unit="clip") as bar:
         for filter_name in args.filter:
@@ -228,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"train.video_eval: error: {exc}", file=sys.stderr)
                     return 1
                 bar.update(1)
-            motions = {video.stem: str(labels["motion"]) for video, labels in clips}
             by_source: dict[str, ClipScore] = {}
             for name, score in per_clip.items():
                 source = motions[name].split("/")[0]
