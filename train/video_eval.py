@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not path.is_file():
             print(f"train.video_eval: error: {what} {path} not found", file=sys.stderr)
             return 2
+    if args.json is not None and not args.json.parent.is_dir():
+        print(f"train.video_eval: error: --json {args.json}: its folder does not exist", file=sys.stderr)
+        return 2
     try:
         clips = load_clips(args.clips)
     except (FileNotFoundError, ValueError) as exc:
@@ -244,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             print(format_row(f"all {name}", s))
         print(format_row("**all**", block["all"]))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        try:
+            args.json.write_text(json.dumps(report, indent=1))
+        except OSError as exc:
+            print(f"train.video_eval: error: cannot write --json {args.json}: {exc.strerror or exc} "
+                  "(the scores are printed above)", file=sys.stderr)
+            return 1
     for filter_name, block in report.items():
         if theirs is None:
             break

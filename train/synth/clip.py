@@ -167,6 +167,21 @@ class ClipMaker:
         j3d = np.zeros((n, H36M17.num_joints, 3), np.float32)
         j2d = np.zeros((n, H36M17.num_joints, 2), np.float32)
         visible = np.zeros((n, H36M17.num_joints), bool)
+        try:
+            self._encode(plan, video, j3d, j2d, visible, on_frame)
+        except av.FFmpegError as exc:
+            raise RuntimeError(f"cannot write {video}: {exc}") from None
+        return {"joints_3d": j3d, "joints_2d": j2d, "visible": visible, "focal": np.float64((fx + fy) / 2),
+                "intrinsics": np.array(plan.camera.intrinsics), "size": np.int64(self.size),
+                "fps": np.float64(self.fps), "motion": np.str_(plan.motion), "body": np.int64(plan.body),
+                "background": np.str_(plan.background)}
+
+    def _encode(self, plan: ClipPlan, video: Path, j3d: np.ndarray, j2d: np.ndarray, visible: np.ndarray,
+                on_frame: Callable[[], None] | None) -> None:
+        """Renders and encodes every frame of `plan`, filling the label arrays in place."""
+        import av
+
+        fx, fy, cx, cy = plan.camera.intrinsics
         with av.open(str(video), "w") as dst:
             stream = dst.add_stream("libx264", rate=round(self.fps), options={"crf": "18", "preset": "veryfast"})
             stream.width = stream.height = self.size
@@ -186,10 +201,6 @@ class ClipMaker:
                     on_frame()
             for packet in stream.encode():
                 dst.mux(packet)
-        return {"joints_3d": j3d, "joints_2d": j2d, "visible": visible, "focal": np.float64((fx + fy) / 2),
-                "intrinsics": np.array(plan.camera.intrinsics), "size": np.int64(self.size),
-                "fps": np.float64(self.fps), "motion": np.str_(plan.motion), "body": np.int64(plan.body),
-                "background": np.str_(plan.background)}
 
 
 @dataclass

@@ -136,7 +136,7 @@ def run_resumable(work: Callable[[], object], units: str) -> int:
     """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C."""
     try:
         work()
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
