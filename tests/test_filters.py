@@ -20,7 +20,8 @@ from engines.config import from_dict, to_dict
 from streamer.config import load_pipeline_config
 from engines.errors import ConfigError
 from streamer.filters import (
-    RESET_GAP_S, FilterConfig, KalmanConfig, KalmanPoseFilter, OneEuroConfig, make_filter,
+    RESET_GAP_S, CausalSmoother, FilterConfig, KalmanConfig, KalmanPoseFilter, KalmanSmoother, OneEuroConfig,
+    make_filter, make_smoother,
 )
 
 FPS = 30.0
@@ -234,7 +235,7 @@ _step = st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=0.1), st.flo
                                  st.lists(st.floats(0.0, 1.0), min_size=2, max_size=2) | st.none()),
                        min_size=1, max_size=40))
 def test_finite_input_gives_finite_output(method: str, frames) -> None:
-    cfg = FilterConfig(method, OneEuroConfig(1.0, 4.0, 2.0), KalmanConfig(0.03, 0.01, 0.1))
+    cfg = FilterConfig(method, OneEuroConfig(1.0, 4.0, 2.0), KalmanConfig(0.03, 0.01, 0.1, 0))
     f = make_filter(cfg, (2, 3))
     t = 0.0
     for step, values, conf in frames:
@@ -245,44 +246,54 @@ def test_finite_input_gives_finite_output(method: str, frames) -> None:
 
 # --- 4. the vectorised Kalman is filterpy's KalmanFilter --------------------------------------
 
-@pytest.mark.parametrize("adapt_window_s", [0.0, 0.1], ids=["plain", "adaptive"])
-def test_kalman_matches_filterpy(adapt_window_s: float) -> None:
+def _filterpy_run(cfg: KalmanConfig, ts: np.ndarray, zs: np.ndarray, confs: np.ndarray, j: int, d: int):
+    """filterpy's KalmanFilter on coordinate (j, d) with the process and measurement noise ours uses:
+    the filter itself, and its per-step means, covariances, transitions and process noises."""
     from filterpy.common import Q_continuous_white_noise
     from filterpy.kalman import KalmanFilter
 
-    rng = np.random.default_rng(12)
-    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s)
-    shape = (4, 3)
-    n = 200
+    q = cfg.process_noise ** 2
+    r = (cfg.measurement_noise / np.maximum(confs[:, j], filters.MIN_CONF)) ** 2
+    kf = KalmanFilter(dim_x=2, dim_z=1)
+    kf.H = np.array([[1.0, 0.0]])
+    kf.x = np.array([[zs[0, j, d]], [0.0]])
+    kf.P = np.diag([r[0], q * RESET_GAP_S])
+    nis = 1.0
+    xs, ps, fs, qs = [kf.x.copy()], [kf.P.copy()], [np.eye(2)], [np.zeros((2, 2))]
+    for k in range(1, len(ts)):
+        dt = ts[k] - ts[k - 1]
+        boost = max(nis, 1.0) ** 2 if cfg.adapt_window_s > 0 else 1.0
+        kf.F = np.array([[1.0, dt], [0.0, 1.0]])
+        kf.Q = Q_continuous_white_noise(dim=2, dt=dt, spectral_density=q * boost)
+        kf.R = np.array([[r[k]]])
+        kf.predict()
+        kf.update(zs[k, j, d])
+        if cfg.adapt_window_s > 0:
+            nis += (1.0 - np.exp(-dt / cfg.adapt_window_s)) * (kf.y[0, 0] ** 2 / kf.S[0, 0] - nis)
+        xs.append(kf.x.copy()), ps.append(kf.P.copy()), fs.append(kf.F.copy()), qs.append(kf.Q.copy())
+    return kf, np.array(xs), np.array(ps), np.array(fs), np.array(qs)
+
+
+def _irregular_track(seed: int, n: int, shape: tuple[int, int]):
+    rng = np.random.default_rng(seed)
     ts = np.cumsum(rng.uniform(0.005, 0.15, n))                    # irregular: drops and bursts
     zs = np.sin(2.0 * ts)[:, None, None] + rng.normal(0.0, 0.02, (n, *shape))
     zs[n // 2:] += 0.3                                              # a jump, so the adaptation acts
     confs = rng.uniform(0.0, 1.0, (n, shape[0]))
+    return ts, zs, confs
+
+
+@pytest.mark.parametrize("adapt_window_s", [0.0, 0.1], ids=["plain", "adaptive"])
+def test_kalman_matches_filterpy(adapt_window_s: float) -> None:
+    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s, file_lag=0)
+    shape = (4, 3)
+    ts, zs, confs = _irregular_track(12, 200, shape)
     ours = KalmanPoseFilter(cfg, shape)
     out = np.stack([ours(t, z, c) for t, z, c in zip(ts, zs, confs)])
-
-    q = cfg.process_noise ** 2
     for j in range(shape[0]):
         for d in range(shape[1]):
-            r = (cfg.measurement_noise / np.maximum(confs[:, j], filters.MIN_CONF)) ** 2
-            kf = KalmanFilter(dim_x=2, dim_z=1)
-            kf.H = np.array([[1.0, 0.0]])
-            kf.x = np.array([[zs[0, j, d]], [0.0]])
-            kf.P = np.diag([r[0], q * RESET_GAP_S])
-            nis = 1.0
-            ref = [zs[0, j, d]]
-            for k in range(1, n):
-                dt = ts[k] - ts[k - 1]
-                boost = max(nis, 1.0) ** 2 if adapt_window_s > 0 else 1.0
-                kf.F = np.array([[1.0, dt], [0.0, 1.0]])
-                kf.Q = Q_continuous_white_noise(dim=2, dt=dt, spectral_density=q * boost)
-                kf.R = np.array([[r[k]]])
-                kf.predict()
-                kf.update(zs[k, j, d])
-                if adapt_window_s > 0:
-                    nis += (1.0 - np.exp(-dt / adapt_window_s)) * (kf.y[0, 0] ** 2 / kf.S[0, 0] - nis)
-                ref.append(kf.x[0, 0])
-            np.testing.assert_allclose(out[:, j, d], ref, rtol=0, atol=1e-9)
+            kf, xs, _, _, _ = _filterpy_run(cfg, ts, zs, confs, j, d)
+            np.testing.assert_allclose(out[:, j, d], xs[:, 0, 0], rtol=0, atol=1e-9)
             assert abs(ours._v[j, d] - kf.x[1, 0]) < 1e-9
             np.testing.assert_allclose([ours._p00[j, d], ours._p01[j, d], ours._p11[j, d]],
                                        [kf.P[0, 0], kf.P[0, 1], kf.P[1, 1]], rtol=1e-9)
@@ -295,7 +306,7 @@ def test_one_euro_matches_the_papers_scalar_algorithm() -> None:
     n, shape = 150, (5, 3)
     ts = np.cumsum(rng.uniform(0.01, 0.1, n))
     zs = np.cumsum(rng.normal(0.0, 0.05, (n, *shape)), axis=0)
-    ours = make_filter(FilterConfig("one_euro", cfg, KalmanConfig(1.0, 1.0, 0.0)), shape)
+    ours = make_filter(FilterConfig("one_euro", cfg, KalmanConfig(1.0, 1.0, 0.0, 0)), shape)
     out = np.stack([ours(t, z) for t, z in zip(ts, zs)])
 
     def alpha(dt: float, cutoff: float) -> float:
@@ -345,3 +356,112 @@ def test_defaults_and_edge_values_pass_check(defaults: FilterConfig) -> None:
     defaults.check()
     dataclasses.replace(defaults, one_euro=dataclasses.replace(defaults.one_euro, beta=0.0),
                         kalman=dataclasses.replace(defaults.kalman, adapt_window_s=0.0)).check()
+
+
+# --- 6. the fixed-lag smoother (files) --------------------------------------------------------
+
+def _smooth(sm: filters.PoseSmoother, ts, zs, confs=None) -> np.ndarray:
+    out = []
+    for k, (t, z) in enumerate(zip(ts, zs)):
+        out += sm.push(t, z, None if confs is None else confs[k])
+    out += sm.flush()
+    assert len(out) == len(ts), "every frame in comes out once"
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("adapt_window_s", [0.0, 0.1], ids=["plain", "adaptive"])
+def test_smoother_with_the_whole_track_in_hand_is_filterpys_rts_smoother(adapt_window_s: float) -> None:
+    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s, file_lag=0)
+    shape = (2, 3)
+    n = 80
+    ts, zs, confs = _irregular_track(21, n, shape)
+    out = _smooth(KalmanSmoother(cfg, shape, lag=n), ts, zs, confs)
+    for j in range(shape[0]):
+        for d in range(shape[1]):
+            kf, xs, ps, fs, qs = _filterpy_run(cfg, ts, zs, confs, j, d)
+            ref, _, _, _ = kf.rts_smoother(xs, ps, fs, qs)
+            np.testing.assert_allclose(out[:, j, d], ref[:, 0, 0], rtol=0, atol=1e-9)
+
+
+def test_fixed_lag_output_is_the_smoothing_of_what_was_seen_by_then() -> None:
+    # Frame k comes out once frame k + lag is in: it is then exactly what the whole-track
+    # smoother makes of frames 0..k+lag.
+    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=0.1, file_lag=0)
+    shape, n, lag = (3, 3), 40, 5
+    ts, zs, confs = _irregular_track(22, n, shape)
+    sm = KalmanSmoother(cfg, shape, lag)
+    released = []
+    for k in range(n):
+        got = sm.push(ts[k], zs[k], confs[k])
+        assert len(got) == (1 if k >= lag else 0)
+        released += got
+    for k, pose in enumerate(released):
+        seen = k + lag + 1
+        whole = _smooth(KalmanSmoother(cfg, shape, lag=n), ts[:seen], zs[:seen], confs[:seen])
+        np.testing.assert_allclose(pose, whole[k], rtol=0, atol=1e-12)
+    assert len(sm.flush()) == lag and sm.flush() == []
+
+
+@pytest.mark.parametrize("motion", [_swing, _walk], ids=["swing", "walk"])
+def test_smoother_is_closer_to_the_truth_than_the_filter_and_does_not_lag(defaults: FilterConfig, motion) -> None:
+    rng = np.random.default_rng(23)
+    truth = motion(*_scene(23))
+    ts = np.arange(FRAMES) / FPS
+    measured = truth(ts) + rng.normal(0.0, NOISE, (FRAMES, J, D))
+    files = _with(defaults, "auto")
+    causal = _smooth(make_smoother(dataclasses.replace(files, kalman=dataclasses.replace(files.kalman, file_lag=0)),
+                                   (J, D), live=False), ts, measured)
+    smoothed = _smooth(make_smoother(files, (J, D), live=False), ts, measured)
+
+    def rms(out: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((out[WARMUP:] - truth(ts[WARMUP:])) ** 2)))
+
+    assert rms(smoothed) < 0.75 * rms(causal), f"{rms(smoothed) * 100:.2f} cm against {rms(causal) * 100:.2f}"
+    assert abs(_best_lag_frames(ts[WARMUP:], smoothed[WARMUP:], truth)) < 0.2
+
+
+def test_smoother_repeats_gaps_and_flushes_keep_every_frame_in_order(defaults: FilterConfig) -> None:
+    cfg = dataclasses.replace(defaults.kalman, file_lag=4)
+    rng = np.random.default_rng(24)
+    sm = KalmanSmoother(cfg, (J, D), cfg.file_lag)
+    first = rng.normal(size=(10, J, D))
+    out = []
+    for k in range(10):
+        out += sm.push(k / FPS, first[k])
+    out += sm.push(9 / FPS, first[9] + 5.0)       # a repeated timestamp: its predecessor's copy
+    out += sm.push(8 / FPS, first[9] - 5.0)       # backwards: the same
+    later = rng.normal(size=(6, J, D))
+    t0 = 9 / FPS + RESET_GAP_S + 0.01             # a gap: the first run is released, then a fresh one
+    for k in range(6):
+        out += sm.push(t0 + k / FPS, later[k])
+    out += sm.flush()
+    assert len(out) == 18
+    alone = _smooth(KalmanSmoother(cfg, (J, D), cfg.file_lag), np.arange(10) / FPS, first)
+    np.testing.assert_array_equal(np.stack(out[:10]), alone)
+    assert np.array_equal(out[10], out[9]) and np.array_equal(out[11], out[9])
+    fresh = _smooth(KalmanSmoother(cfg, (J, D), cfg.file_lag), t0 + np.arange(6) / FPS, later)
+    np.testing.assert_array_equal(np.stack(out[12:]), fresh)
+    assert all(o is not p for o, p in zip(out, out[1:])), "each output is the caller's own array"
+
+
+def test_smoother_keeps_float32_and_refuses_a_lag_of_zero(defaults: FilterConfig) -> None:
+    sm = KalmanSmoother(defaults.kalman, (J, D), 3)
+    out = _smooth(sm, np.arange(6) / FPS, np.zeros((6, J, D), np.float32))
+    assert out.dtype == np.float32
+    with pytest.raises(ValueError, match="at least one frame"):
+        KalmanSmoother(defaults.kalman, (J, D), 0)
+
+
+def test_make_smoother_lags_only_files_filtered_by_kalman(defaults: FilterConfig) -> None:
+    auto = _with(defaults, "auto")
+    assert defaults.kalman.file_lag > 0
+    files = make_smoother(auto, (J, D), live=False)
+    assert isinstance(files, KalmanSmoother) and files.lag == defaults.kalman.file_lag
+    assert isinstance(make_smoother(_with(defaults, "kalman"), (J, D), live=False), KalmanSmoother)
+    for cfg, live in ((auto, True), (_with(defaults, "kalman"), True), (_with(defaults, "one_euro"), False),
+                      (_with(defaults, "off"), False),
+                      (dataclasses.replace(auto, kalman=dataclasses.replace(auto.kalman, file_lag=0)), False)):
+        sm = make_smoother(cfg, (J, D), live=live)
+        assert isinstance(sm, CausalSmoother) and sm.lag == 0
+        x = np.ones((J, D))
+        assert len(sm.push(0.0, x)) == 1 and sm.flush() == []

@@ -1,17 +1,21 @@
 """Alignment: the per-root 3D estimates of each frame -> one pose (engines.align), then temporal
-filtering of that pose (streamer.filters; by default One Euro for live sources, Kalman for files).
+filtering of that pose (streamer.filters; by default One Euro for live sources; for files a
+Kalman filter with a fixed-lag smoother, which holds each frame back `filter.kalman.file_lag`
+frames to correct its pose with the frames after it).
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
 with the ray through its 2D joints' mean and the focal length (engines/ray_frame.py), so
 filtering and root placement see camera axes whichever model runs.
 
 The filter runs on the time the frame was captured (live) or its media time (files), so frames
 dropped to stay live only make a longer step, never a wrong one. A frame with nobody in it resets
-the filter: the next person found starts fresh, not from where the last one was.
+the filter: the frames still held come out first, and the next person found starts fresh, not
+from where the last one was. Frames leave in the order they came.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 import zmq
@@ -22,7 +26,7 @@ from engines.ray_frame import person_rotations
 from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.filters import PoseFilter, make_filter
+from streamer.filters import PoseFilter, PoseSmoother, make_filter, make_smoother
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
@@ -37,8 +41,10 @@ class AlignStage:
                                    config.alignment.method)
         self.filter_config = config.filter
         self.coordinates = config.coordinates
-        self.filter: PoseFilter = make_filter(config.filter, (skel.num_joints, 3), live=False)
+        self.smoother: PoseSmoother = make_smoother(config.filter, (skel.num_joints, 3), live=False)
         self.root_filter: PoseFilter = make_filter(config.filter, (1, 3), live=False)
+        # Frames with a person whose pose the smoother still holds, oldest first: (result, camera, time).
+        self.held: deque[tuple[ResultPacket, Intrinsics, float]] = deque()
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
         self.ray_frame = model_config.offsets_frame == "ray"
         self.live = False
@@ -59,13 +65,16 @@ class AlignStage:
                     continue
                 kind, body = msg
                 if kind == RESULT:
-                    out.send(RESULT, self.align(body))
+                    for result in self.align(body):
+                        out.send(RESULT, result)
                     continue
                 if kind == START:
                     self.live = bool(body["info"]["live"])
-                    self.filter = make_filter(self.filter_config, (self.num_joints, 3), live=self.live)
+                    self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live=self.live)
                     self.root_filter = make_filter(self.filter_config, (1, 3), live=self.live)
                 if kind == END:
+                    for result in self.release(self.smoother.flush()):
+                        out.send(RESULT, result)
                     body["timings"]["align"] = self.timer.summary()
                 out.send(kind, body)
                 if kind == END:
@@ -83,10 +92,11 @@ class AlignStage:
             self._intrinsics[size] = camera_intrinsics(size[0], size[1], c.focal_px, c.hfov_deg)
         return self._intrinsics[size]
 
-    def align(self, body: dict) -> dict:
+    def align(self, body: dict) -> list[dict]:
+        """One frame's result in; the results now final out, oldest first (none while the smoother
+        holds this frame, several when it lets go)."""
         t0 = time.perf_counter()
         res = ResultPacket.from_dict(body, self.num_joints, self.num_roots)
-        joints_3d = None                      # nobody found: no pose to align, nothing is published
         if res.found:
             joints_3d = self.aligner(res.offsets_3d, res.conf)
             fp = res.frame
@@ -95,12 +105,23 @@ class AlignStage:
                 rot = person_rotations(res.joints_2d, k.fx, np.array([k.cx, k.cy]))
                 joints_3d = joints_3d @ rot.T
             t = fp.t_media if (fp.t_media is not None and not self.live) else fp.t_capture
-            joints_3d = self.filter(t, joints_3d, res.conf).astype(np.float32)
-            root, _ = root_translation(joints_3d, res.joints_2d, res.conf, k)
-            res.root_3d = self.root_filter(t, root[None])[0].astype(np.float32)
+            self.held.append((res, k, t))
+            done = self.release(self.smoother.push(t, joints_3d, res.conf))
         else:
-            self.filter.reset()
+            done = self.release(self.smoother.flush())
             self.root_filter.reset()
-        res.joints_3d = joints_3d
+            res.joints_3d = None              # nobody found: no pose to align, nothing is published
+            done.append(res.to_dict())
         self.timer.since("align", t0)
-        return res.to_dict()
+        return done
+
+    def release(self, poses: list[np.ndarray]) -> list[dict]:
+        """The oldest held frames with their final poses, placed in the camera (root_3d)."""
+        done = []
+        for joints_3d in poses:
+            res, k, t = self.held.popleft()
+            res.joints_3d = joints_3d.astype(np.float32)
+            root, _ = root_translation(res.joints_3d, res.joints_2d, res.conf, k)
+            res.root_3d = self.root_filter(t, root[None])[0].astype(np.float32)
+            done.append(res.to_dict())
+        return done
