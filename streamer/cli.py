@@ -60,7 +60,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", choices=_choices(AlignmentConfig, "method"), help="root alignment method")
     p.add_argument("--filter", choices=_choices(FilterConfig, "method"),
                    help="temporal filter on joints_3d (default auto: one_euro live; kalman for files, "
-                        "smoothed over the next filter.kalman.file_lag frames)")
+                        "smoothed over the next filter.file_lag frames)")
     p.add_argument("--axes", choices=_choices(CoordinatesConfig, "axes"),
                    help="axes of joints_3d and root_3d (default camera: x right, y down, z forward, metres)")
     p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d, and to turn a ray-frame model's 3D into camera axes)")

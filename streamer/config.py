@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engines.config import load_config
-from streamer.filters import FilterConfig, smoother_lag
+from streamer.filters import FilterConfig
 
 AlignMethod = Literal["average", "lstsq", "weighted"]
 BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
@@ -140,18 +140,11 @@ class PipelineConfig:
     source: SourceConfig
     publish: PublishConfig
 
-    def file_frames_in_flight(self) -> int:
-        """The most frames of a file the stages can hold at once without any of them finishing: a
-        batch, and the frames the smoother holds back. The ring needs a slot more, or it stalls."""
-        return self.inference.batch_size + smoother_lag(self.filter, live=False)
-
     def check(self) -> None:
-        if self.ring.file_slots <= self.file_frames_in_flight():
-            lag = smoother_lag(self.filter, live=False)
-            held = f" plus filter.kalman.file_lag ({lag}), {self.file_frames_in_flight()}" if lag else ""
+        if self.ring.file_slots < self.inference.batch_size + 1:
             raise ValueError(
                 f"ring.file_slots ({self.ring.file_slots}) must exceed inference.batch_size "
-                f"({self.inference.batch_size}){held}"
+                f"({self.inference.batch_size})"
             )
 
 

@@ -20,10 +20,15 @@ Both pass the first sample through, return the last output unchanged for a times
 not increase, and start again after a gap longer than `RESET_GAP_S` (the person was probably
 lost; old velocity would fling the pose). `method: off` is the identity.
 
-Files need not be causal: `KalmanSmoother` holds each pose back `kalman.file_lag` frames and
+Files need not be causal: `KalmanSmoother` holds each pose back `file_lag` frames and
 corrects it with the frames after it (a fixed-lag Rauch-Tung-Striebel smoother on the same
 Kalman filter). The align stage runs every method through the `PoseSmoother` interface; for
 live sources and the other methods that is `CausalSmoother`, which returns each pose at once.
+
+root_3d, the pelvis's place in the camera, is filtered by the same method and lag with its own
+settings (`filter.root`, `FilterConfig.for_root`): its depth comes from the person's size in the
+image and jitters by decimetres, where the adaptive process noise and One Euro's speed term,
+tuned for joints, follow the jitter instead of smoothing it.
 
 The defaults, tuned for metres-scale 3D joints at about 30 fps with about 1 cm of per-frame
 jitter, live in `configs/pipeline.yaml` (section `filter`). `method: auto`, the default, means One
@@ -50,7 +55,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -86,31 +91,53 @@ class KalmanConfig:
     process_noise: float      # acceleration noise (units/s^2 per sqrt(Hz)); higher = follows faster, smooths less
     measurement_noise: float  # units: std of one measurement at confidence 1
     adapt_window_s: float     # s: averaging window of the innovation test that raises process noise; 0: off
-    file_lag: int             # frames: files only, each pose also corrected by this many later ones; 0: causal
 
     def check(self) -> None:
         _positive(self, "process_noise", "measurement_noise")
         if not (math.isfinite(self.adapt_window_s) and self.adapt_window_s >= 0):
             raise ValueError(f"adapt_window_s must be a number >= 0 (got {self.adapt_window_s!r})")
-        if not 0 <= self.file_lag <= MAX_LAG:
-            raise ValueError(f"file_lag must be between 0 and {MAX_LAG} frames (got {self.file_lag!r})")
+
+
+def _check_sections(obj: object, *names: str) -> None:
+    # Every section is checked whatever the method, so switching method never uncovers a bad value.
+    for name in names:
+        try:
+            getattr(obj, name).check()
+        except ValueError as exc:
+            raise ValueError(f"{name}.{exc}") from None
+
+
+@dataclass(frozen=True)
+class RootFilterConfig:
+    """root_3d's own filter settings. Its depth comes from the pose's size in the image and jitters
+    by decimetres where joints jitter by centimetres; with the joints' settings it kept most of
+    that jitter (docs/training.md, "Rendered video")."""
+
+    one_euro: OneEuroConfig
+    kalman: KalmanConfig
+
+    def check(self) -> None:
+        _check_sections(self, "one_euro", "kalman")
 
 
 @dataclass(frozen=True)
 class FilterConfig:
     method: FilterMethod
+    file_lag: int             # frames: a file's poses are also corrected by this many later ones (Kalman); 0: causal
     one_euro: OneEuroConfig
     kalman: KalmanConfig
+    root: RootFilterConfig
 
     def check(self) -> None:
         if self.method not in ("auto", "off", "one_euro", "kalman"):
             raise ValueError(f"method must be one of 'auto', 'off', 'one_euro', 'kalman' (got {self.method!r})")
-        # Both sections are checked whatever the method, so switching method never uncovers a bad value.
-        for name in ("one_euro", "kalman"):
-            try:
-                getattr(self, name).check()
-            except ValueError as exc:
-                raise ValueError(f"{name}.{exc}") from None
+        if not 0 <= self.file_lag <= MAX_LAG:
+            raise ValueError(f"file_lag must be between 0 and {MAX_LAG} frames (got {self.file_lag!r})")
+        _check_sections(self, "one_euro", "kalman", "root")
+
+    def for_root(self) -> FilterConfig:
+        """The same method and lag, with root_3d's settings."""
+        return replace(self, one_euro=self.root.one_euro, kalman=self.root.kalman)
 
 
 class PoseFilter(ABC):
@@ -501,15 +528,16 @@ class KalmanSmoother(PoseSmoother):
 
 
 def smoother_lag(cfg: FilterConfig, live: bool) -> int:
-    """Frames the align stage holds back: `kalman.file_lag` for a file filtered by Kalman, else 0."""
+    """Frames the align stage holds back: `file_lag` for a file filtered by Kalman, else 0."""
     method = ("one_euro" if live else "kalman") if cfg.method == "auto" else cfg.method
-    return cfg.kalman.file_lag if (method == "kalman" and not live) else 0
+    return cfg.file_lag if (method == "kalman" and not live) else 0
 
 
-def make_smoother(cfg: FilterConfig, shape: tuple[int, int], live: bool) -> PoseSmoother:
-    """The align stage's filter: `make_filter`'s, or for a file with a lag, `KalmanSmoother`."""
-    lag = smoother_lag(cfg, live)
-    if lag:
+def make_smoother(cfg: FilterConfig, shape: tuple[int, int], live: bool, max_lag: int = MAX_LAG) -> PoseSmoother:
+    """The align stage's filter: `make_filter`'s, or for a file with a lag (at most `max_lag`),
+    `KalmanSmoother`."""
+    lag = min(smoother_lag(cfg, live), max_lag)
+    if lag > 0:
         return KalmanSmoother(cfg.kalman, (int(shape[0]), int(shape[1])), lag)
     return CausalSmoother(make_filter(cfg, shape, live))
 

@@ -1,28 +1,32 @@
-"""The align stage's frame bookkeeping with the smoother (streamer/stages/align.py): a file's frames
-are held back `filter.kalman.file_lag` frames, and still every frame leaves once, in order, with its
-own result; a frame without a person lets the held ones go first; a live source holds nothing."""
+"""The align stage's frame bookkeeping with the smoothers (streamer/stages/align.py): a file's frames
+are held back `filter.file_lag` frames, and still every frame leaves once, in order, with its own
+result and root; a frame without a person lets the held ones go first; a live source holds nothing;
+a ring too short for the lag shortens it."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from engines.model_file import default_model_config
+from engines.rootpos import root_translation
 from streamer.config import load_pipeline_config
-from streamer.filters import KalmanSmoother, make_smoother
+from streamer.filters import KalmanSmoother
 from streamer.packets import FramePacket, ResultPacket
 from streamer.stages.align import AlignStage
 
 FPS = 25.0
+RING = 24
 NOBODY = range(12, 15)          # frames without a person
 
 
-def _stage(live: bool) -> AlignStage:
+def _stage(live: bool, ring_slots: int = RING) -> AlignStage:
     cfg = replace(default_model_config(), offsets_frame="camera")
     stage = AlignStage(cfg, load_pipeline_config(), "", "", control=None, reporter=None)  # type: ignore[arg-type]
-    stage.live = live
-    stage.smoother = make_smoother(stage.filter_config, (stage.num_joints, 3), live=live)
+    stage.start(live, ring_slots)
     return stage
 
 
@@ -31,10 +35,10 @@ def _packets(stage: AlignStage, n: int) -> list[ResultPacket]:
     joints, roots = stage.num_joints, stage.num_roots
     packets = []
     for seq in range(n):
-        pose = rng.normal(0.0, 0.3, (joints, 3)) * 0.05 + np.linspace(0.0, 1.0, joints)[:, None]
+        pose = rng.normal(0.0, 0.015, (joints, 3)) + np.linspace(0.0, 1.0, joints)[:, None]
         offsets = pose[None] - pose[list(stage.aligner.roots)][:, None] + rng.normal(0.0, 0.01, (roots, joints, 3))
         uv = rng.uniform(200.0, 300.0, (joints, 2))
-        packets.append(ResultPacket(FramePacket(seq, seq % 24, 480, 640, seq / FPS, seq / FPS, 1.0),
+        packets.append(ResultPacket(FramePacket(seq, seq % RING, 480, 640, seq / FPS, seq / FPS, 1.0),
                                     seq not in NOBODY, 0.9, uv.astype(np.float32), np.ones(joints, np.float32),
                                     offsets.astype(np.float32)))
     return packets
@@ -46,34 +50,59 @@ def _run(stage: AlignStage, packets: list[ResultPacket]) -> tuple[list[ResultPac
         got = stage.align(p.to_dict())
         released_per_frame.append(len(got))
         out += got
-    out += stage.release(stage.smoother.flush())     # what END does
+    out += stage.release(stage.smoother.flush(), stage.root_smoother.flush())     # what END does
     return [ResultPacket.from_dict(d, stage.num_joints, stage.num_roots) for d in out], released_per_frame
+
+
+def _smoothed(cfg, shape, lag: int, ts, values) -> np.ndarray:
+    sm = KalmanSmoother(cfg, shape, lag)
+    return np.stack(sum((sm.push(t, v) for t, v in zip(ts, values)), []) + sm.flush())
 
 
 def test_a_file_is_held_back_by_the_lag_and_every_frame_leaves_once_in_order() -> None:
     stage = _stage(live=False)
     lag = stage.smoother.lag
-    assert lag > 0
+    assert lag == stage.filter_config.file_lag > 0 and stage.root_smoother.lag == lag
     packets = _packets(stage, 40)
     out, per_frame = _run(stage, packets)
     assert [r.frame.seq for r in out] == list(range(40))
     assert [r.found for r in out] == [p.found for p in packets]
     assert all((r.joints_3d is None) == (not r.found) for r in out)
-    assert all(r.root_3d is not None for r in out if r.found)
     # Nothing leaves while the first lag frames are held, then one frame per frame; a frame
     # without a person lets the lag frames held before it go with it.
     assert per_frame[:lag] == [0] * lag and per_frame[lag:12] == [1] * (12 - lag)
     assert per_frame[12] == lag + 1 and per_frame[13] == 1
-    # Each run of frames with a person is smoothed on its own, as the smoother alone does it.
+    # Each run of frames with a person is smoothed on its own, as the smoothers alone do it; the
+    # root is measured on each pose as aligned, and smoothed with the root's settings.
+    cfg = stage.filter_config
+    k = stage._camera(packets[0].frame)
     for run in (range(0, 12), range(15, 40)):
+        ts = [i / FPS for i in run]
         aligned = [stage.aligner(packets[i].offsets_3d, packets[i].conf) for i in run]
-        sm = KalmanSmoother(stage.filter_config.kalman, (stage.num_joints, 3), lag)
-        want = sum((sm.push(i / FPS, a, packets[i].conf) for i, a in zip(run, aligned)), []) + sm.flush()
-        np.testing.assert_allclose(np.stack([out[i].joints_3d for i in run]), np.stack(want), atol=1e-6)
+        sm = KalmanSmoother(cfg.kalman, (stage.num_joints, 3), lag)
+        want = np.stack(sum((sm.push(t, a, packets[i].conf) for t, a, i in zip(ts, aligned, run)), []) + sm.flush())
+        np.testing.assert_allclose(np.stack([out[i].joints_3d for i in run]), want, atol=1e-6)
+        roots = [root_translation(a, packets[i].joints_2d, packets[i].conf, k)[0][None] for a, i in zip(aligned, run)]
+        want_root = _smoothed(cfg.root.kalman, (1, 3), lag, ts, roots)[:, 0]
+        np.testing.assert_allclose(np.stack([out[i].root_3d for i in run]), want_root, atol=1e-5)
 
 
 def test_a_live_source_holds_nothing() -> None:
     stage = _stage(live=True)
+    assert stage.smoother.lag == 0 and stage.root_smoother.lag == 0
     out, per_frame = _run(stage, _packets(stage, 20))
     assert per_frame == [1] * 20
     assert [r.frame.seq for r in out] == list(range(20))
+    assert all(r.root_3d is not None for r in out if r.found)
+
+
+@pytest.mark.parametrize("ring_slots, lag", [(RING, 10), (12, 10), (11, 9), (3, 1), (2, 0)])
+def test_a_short_ring_shortens_the_lag_with_a_warning(ring_slots: int, lag: int, caplog) -> None:
+    # Batch 1: a held frame keeps its slot, so the ring must also leave one for the batch and one
+    # for the output, or the capture would wait for a slot that never frees.
+    with caplog.at_level(logging.WARNING, logger="streamer.stages.align"):
+        stage = _stage(live=False, ring_slots=ring_slots)
+    assert stage.smoother.lag == stage.root_smoother.lag == lag
+    assert ("looks %d frames ahead instead of 10" % lag in caplog.text) == (lag < 10)
+    out, _ = _run(stage, _packets(stage, 30))
+    assert [r.frame.seq for r in out] == list(range(30))

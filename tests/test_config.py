@@ -209,8 +209,10 @@ def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
         ("tracking:\n  min_roi_px: 8\n", r"tracking\.min_roi_px must be >= 16"),
         ("alignment:\n  window: 9\n", r"alignment\.window must be between 0 and 4"),
         ("ring:\n  live_slots: 1\n", r"ring\.file_slots and live_slots must be >= 2"),
-        ("filter:\n  kalman:\n    file_lag: -1\n", r"filter\.kalman\.file_lag must be between 0 and 100 frames"),
-        ("filter:\n  kalman:\n    file_lag: 0.5\n", r"'filter\.kalman\.file_lag' must be an integer"),
+        ("filter:\n  file_lag: -1\n", r"filter\.file_lag must be between 0 and 100 frames"),
+        ("filter:\n  file_lag: 0.5\n", r"'filter\.file_lag' must be an integer"),
+        ("filter:\n  root:\n    kalman:\n      measurement_noise: 0\n",
+         r"filter\.root\.kalman\.measurement_noise must be a positive number"),
         ("source:\n  read_timeout_s: 0\n", r"source\.timeouts must be positive"),
         ("source:\n  max_image_side: 10\n", r"source\.max_image_side must be >= 64"),
         # Cross-section rule: the ring must hold a whole batch and one more frame.
@@ -227,21 +229,8 @@ def test_out_of_range_pipeline_values(tmp_path: Path, text: str, pattern: str) -
 
 
 def test_file_slots_one_more_than_batch_is_enough(tmp_path: Path) -> None:
-    cfg = load_pipeline_config(write(tmp_path, "inference:\n  batch_size: 8\nring:\n  file_slots: 9\n"
-                                               "filter:\n  kalman:\n    file_lag: 0\n"))
+    cfg = load_pipeline_config(write(tmp_path, "inference:\n  batch_size: 8\nring:\n  file_slots: 9\n"))
     assert cfg.ring.file_slots == 9
-
-
-def test_file_slots_must_also_hold_the_smoothers_lag(tmp_path: Path) -> None:
-    # The smoother holds file_lag frames back; a ring no larger than batch + lag would stall.
-    text = "inference:\n  batch_size: 8\nring:\n  file_slots: 18\nfilter:\n  kalman:\n    file_lag: 10\n"
-    message = config_error(load_pipeline_config, write(tmp_path, text))
-    assert re.search(r"ring\.file_slots \(18\) must exceed inference\.batch_size \(8\) plus "
-                     r"filter\.kalman\.file_lag \(10\), 18", message), message
-    assert load_pipeline_config(write(tmp_path, text.replace("18", "19"))).ring.file_slots == 19
-    # Live sources and One Euro never hold frames back: no lag to make room for.
-    one_euro = load_pipeline_config(write(tmp_path, text.replace("18", "9") + "  method: one_euro\n"))
-    assert one_euro.file_frames_in_flight() == 8
 
 
 @pytest.mark.parametrize(

@@ -235,7 +235,8 @@ _step = st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=0.1), st.flo
                                  st.lists(st.floats(0.0, 1.0), min_size=2, max_size=2) | st.none()),
                        min_size=1, max_size=40))
 def test_finite_input_gives_finite_output(method: str, frames) -> None:
-    cfg = FilterConfig(method, OneEuroConfig(1.0, 4.0, 2.0), KalmanConfig(0.03, 0.01, 0.1, 0))
+    cfg = dataclasses.replace(load_pipeline_config().filter, method=method, one_euro=OneEuroConfig(1.0, 4.0, 2.0),
+                              kalman=KalmanConfig(0.03, 0.01, 0.1))
     f = make_filter(cfg, (2, 3))
     t = 0.0
     for step, values, conf in frames:
@@ -285,7 +286,7 @@ def _irregular_track(seed: int, n: int, shape: tuple[int, int]):
 
 @pytest.mark.parametrize("adapt_window_s", [0.0, 0.1], ids=["plain", "adaptive"])
 def test_kalman_matches_filterpy(adapt_window_s: float) -> None:
-    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s, file_lag=0)
+    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s)
     shape = (4, 3)
     ts, zs, confs = _irregular_track(12, 200, shape)
     ours = KalmanPoseFilter(cfg, shape)
@@ -306,7 +307,7 @@ def test_one_euro_matches_the_papers_scalar_algorithm() -> None:
     n, shape = 150, (5, 3)
     ts = np.cumsum(rng.uniform(0.01, 0.1, n))
     zs = np.cumsum(rng.normal(0.0, 0.05, (n, *shape)), axis=0)
-    ours = make_filter(FilterConfig("one_euro", cfg, KalmanConfig(1.0, 1.0, 0.0, 0)), shape)
+    ours = make_filter(dataclasses.replace(load_pipeline_config().filter, method="one_euro", one_euro=cfg), shape)
     out = np.stack([ours(t, z) for t, z in zip(ts, zs)])
 
     def alpha(dt: float, cutoff: float) -> float:
@@ -371,7 +372,7 @@ def _smooth(sm: filters.PoseSmoother, ts, zs, confs=None) -> np.ndarray:
 
 @pytest.mark.parametrize("adapt_window_s", [0.0, 0.1], ids=["plain", "adaptive"])
 def test_smoother_with_the_whole_track_in_hand_is_filterpys_rts_smoother(adapt_window_s: float) -> None:
-    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s, file_lag=0)
+    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=adapt_window_s)
     shape = (2, 3)
     n = 80
     ts, zs, confs = _irregular_track(21, n, shape)
@@ -386,7 +387,7 @@ def test_smoother_with_the_whole_track_in_hand_is_filterpys_rts_smoother(adapt_w
 def test_fixed_lag_output_is_the_smoothing_of_what_was_seen_by_then() -> None:
     # Frame k comes out once frame k + lag is in: it is then exactly what the whole-track
     # smoother makes of frames 0..k+lag.
-    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=0.1, file_lag=0)
+    cfg = KalmanConfig(process_noise=0.5, measurement_noise=0.02, adapt_window_s=0.1)
     shape, n, lag = (3, 3), 40, 5
     ts, zs, confs = _irregular_track(22, n, shape)
     sm = KalmanSmoother(cfg, shape, lag)
@@ -409,8 +410,7 @@ def test_smoother_is_closer_to_the_truth_than_the_filter_and_does_not_lag(defaul
     ts = np.arange(FRAMES) / FPS
     measured = truth(ts) + rng.normal(0.0, NOISE, (FRAMES, J, D))
     files = _with(defaults, "auto")
-    causal = _smooth(make_smoother(dataclasses.replace(files, kalman=dataclasses.replace(files.kalman, file_lag=0)),
-                                   (J, D), live=False), ts, measured)
+    causal = _smooth(make_smoother(dataclasses.replace(files, file_lag=0), (J, D), live=False), ts, measured)
     smoothed = _smooth(make_smoother(files, (J, D), live=False), ts, measured)
 
     def rms(out: np.ndarray) -> float:
@@ -421,9 +421,9 @@ def test_smoother_is_closer_to_the_truth_than_the_filter_and_does_not_lag(defaul
 
 
 def test_smoother_repeats_gaps_and_flushes_keep_every_frame_in_order(defaults: FilterConfig) -> None:
-    cfg = dataclasses.replace(defaults.kalman, file_lag=4)
+    cfg, lag = defaults.kalman, 4
     rng = np.random.default_rng(24)
-    sm = KalmanSmoother(cfg, (J, D), cfg.file_lag)
+    sm = KalmanSmoother(cfg, (J, D), lag)
     first = rng.normal(size=(10, J, D))
     out = []
     for k in range(10):
@@ -436,10 +436,10 @@ def test_smoother_repeats_gaps_and_flushes_keep_every_frame_in_order(defaults: F
         out += sm.push(t0 + k / FPS, later[k])
     out += sm.flush()
     assert len(out) == 18
-    alone = _smooth(KalmanSmoother(cfg, (J, D), cfg.file_lag), np.arange(10) / FPS, first)
+    alone = _smooth(KalmanSmoother(cfg, (J, D), lag), np.arange(10) / FPS, first)
     np.testing.assert_array_equal(np.stack(out[:10]), alone)
     assert np.array_equal(out[10], out[9]) and np.array_equal(out[11], out[9])
-    fresh = _smooth(KalmanSmoother(cfg, (J, D), cfg.file_lag), t0 + np.arange(6) / FPS, later)
+    fresh = _smooth(KalmanSmoother(cfg, (J, D), lag), t0 + np.arange(6) / FPS, later)
     np.testing.assert_array_equal(np.stack(out[12:]), fresh)
     assert all(o is not p for o, p in zip(out, out[1:])), "each output is the caller's own array"
 
@@ -454,14 +454,24 @@ def test_smoother_keeps_float32_and_refuses_a_lag_of_zero(defaults: FilterConfig
 
 def test_make_smoother_lags_only_files_filtered_by_kalman(defaults: FilterConfig) -> None:
     auto = _with(defaults, "auto")
-    assert defaults.kalman.file_lag > 0
+    assert defaults.file_lag > 0
     files = make_smoother(auto, (J, D), live=False)
-    assert isinstance(files, KalmanSmoother) and files.lag == defaults.kalman.file_lag
+    assert isinstance(files, KalmanSmoother) and files.lag == defaults.file_lag
+    assert make_smoother(auto, (J, D), live=False, max_lag=3).lag == 3      # a short ring
     assert isinstance(make_smoother(_with(defaults, "kalman"), (J, D), live=False), KalmanSmoother)
-    for cfg, live in ((auto, True), (_with(defaults, "kalman"), True), (_with(defaults, "one_euro"), False),
-                      (_with(defaults, "off"), False),
-                      (dataclasses.replace(auto, kalman=dataclasses.replace(auto.kalman, file_lag=0)), False)):
-        sm = make_smoother(cfg, (J, D), live=live)
+    for cfg, live, room in ((auto, True, 100), (_with(defaults, "kalman"), True, 100),
+                            (_with(defaults, "one_euro"), False, 100), (_with(defaults, "off"), False, 100),
+                            (dataclasses.replace(auto, file_lag=0), False, 100), (auto, False, 0)):
+        sm = make_smoother(cfg, (J, D), live=live, max_lag=room)
         assert isinstance(sm, CausalSmoother) and sm.lag == 0
         x = np.ones((J, D))
         assert len(sm.push(0.0, x)) == 1 and sm.flush() == []
+
+
+def test_root_settings_are_the_roots_own(defaults: FilterConfig) -> None:
+    root = defaults.for_root()
+    assert root.method == defaults.method and root.file_lag == defaults.file_lag
+    assert root.kalman == defaults.root.kalman and root.one_euro == defaults.root.one_euro
+    # The root's depth jitters by decimetres: no adaptation to follow it, no speed term to open
+    # the One Euro cutoff on it (docs/training.md, "Rendered video").
+    assert root.kalman.adapt_window_s == 0 and root.one_euro.beta == 0

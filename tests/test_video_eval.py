@@ -65,6 +65,26 @@ def test_jitter_shows_as_acceleration_error_and_frames_without_a_person_are_left
     assert s2.found == 7 and s2.accel_triples == 6 - 3 and s2.summary()["pck"] == 1.0
 
 
+def test_root_error_is_the_pelvis_place_in_the_camera_and_its_jitter():
+    labels = _labels(frames=8)
+    found, pred, pts = _track(labels)
+    truth = labels["joints_3d"][:, H36M17.index("pelvis")]
+    s = score_track(found, pred, pts, labels, truth.copy()).summary()
+    assert s["root_mm"] == pytest.approx(0, abs=1e-9) and s["root_accel_mm"] == pytest.approx(0, abs=1e-9)
+    far = truth + np.array([0.0, 0.0, 0.5])                                   # half a metre too deep
+    s = score_track(found, pred, pts, labels, far).summary()
+    assert s["root_mm"] == pytest.approx(500.0) and s["root_accel_mm"] == pytest.approx(0, abs=1e-9)
+    shaky = truth + np.array([0.02, 0.0, 0.0]) * (-1.0) ** np.arange(8)[:, None]
+    found[5] = False
+    shaky[5] = np.nan                                                         # no person: not scored
+    s = score_track(found, pred, pts, labels, shaky).summary()
+    assert s["root_mm"] == pytest.approx(20.0) and s["root_accel_mm"] == pytest.approx(80.0)
+    assert np.isnan(score_track(found, pred, pts, labels).summary()["root_mm"])   # no root given
+    shaky[2] = np.nan
+    with pytest.raises(ValueError, match="root_3d is not finite"):
+        score_track(found, pred, pts, labels, shaky)
+
+
 def test_pck_counts_visible_joints_within_a_fifth_of_the_torso_diagonal():
     labels = _labels()
     found, pred, pts = _track(labels)

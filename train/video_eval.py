@@ -13,6 +13,9 @@ alignment, the temporal filter named), with the clip's focal length given (`--fo
 - acceleration error (mm per frame squared): the mean distance between the predicted and true
   second differences of each joint over three consecutive frames with a person. It is what
   jitter adds; a still, wrong pose has none.
+- root error and root acceleration error (mm, mm per frame squared): the same for `root_3d`, the
+  pelvis's place in the camera, which carries a game character through a scene. Its error is
+  mostly depth, which a single camera only knows from the person's size.
 
 Per clip, pooled by motion source and over all frames, one block per filter, as a table and
 with `--json`.
@@ -49,6 +52,9 @@ class ClipScore:
     pck_joints: int
     accel_sum: float        # mm / frame^2, summed over the triples of found frames
     accel_triples: int
+    root_sum: float = 0.0   # mm, root_3d against the true pelvis, summed over found frames with a root
+    root_frames: int = 0
+    root_accel_sum: float = 0.0   # mm / frame^2, root_3d's, summed over the same triples as accel_sum
 
     def summary(self) -> dict[str, float]:
         return {
@@ -58,6 +64,9 @@ class ClipScore:
             "pa_mpjpe_mm": self.pa_mpjpe_sum / self.found if self.found else float("nan"),
             "pck": self.pck_hits / self.pck_joints if self.pck_joints else float("nan"),
             "accel_mm": self.accel_sum / self.accel_triples if self.accel_triples else float("nan"),
+            "root_mm": self.root_sum / self.root_frames if self.root_frames else float("nan"),
+            "root_accel_mm": (self.root_accel_sum / self.accel_triples
+                              if self.root_frames and self.accel_triples else float("nan")),
         }
 
     def __add__(self, other: ClipScore) -> ClipScore:
@@ -68,11 +77,12 @@ EMPTY = ClipScore(0, 0, 0.0, 0.0, 0, 0, 0.0, 0)
 
 
 def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
-                labels: dict[str, np.ndarray]) -> ClipScore:
-    """A track (per frame: found (T,), joints_3d (T, J, 3) m pelvis-relative, joints_2d (T, J, 2) px)
-    against a clip's labels."""
+                labels: dict[str, np.ndarray], root_3d: np.ndarray | None = None) -> ClipScore:
+    """A track (per frame: found (T,), joints_3d (T, J, 3) m pelvis-relative, joints_2d (T, J, 2) px,
+    and optionally root_3d (T, 3) m, the pelvis in the camera frame) against a clip's labels."""
     pelvis = H36M17.index("pelvis")
     gt_3d = np.asarray(labels["joints_3d"], np.float64)
+    gt_root = gt_3d[:, pelvis].copy()
     gt_3d = gt_3d - gt_3d[:, pelvis:pelvis + 1]
     gt_2d, visible = np.asarray(labels["joints_2d"], np.float64), np.asarray(labels["visible"], bool)
     n = len(gt_3d)
@@ -91,18 +101,29 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
     dist = np.linalg.norm(np.nan_to_num(pred_2d) - gt_2d, axis=-1)
     hits = (dist <= PCK_THRESHOLD * torso[:, None]) & counted
     triple = found[:-2] & found[1:-1] & found[2:] if n >= 3 else np.zeros(0, bool)
-    accel = np.zeros(0)
-    if triple.any():
-        acc_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
-        acc_g = gt_3d[2:] - 2 * gt_3d[1:-1] + gt_3d[:-2]
-        accel = np.linalg.norm(acc_p[triple] - acc_g[triple], axis=-1).mean(axis=-1) * 1000.0
-    return ClipScore(n, kept, err_sum, pa_sum, int(hits.sum()), int(counted.sum()), float(accel.sum()),
-                     int(triple.sum()))
+    accel = np.linalg.norm(_second_difference(pred, gt_3d)[triple], axis=-1).mean(axis=-1) * 1000.0
+    score = ClipScore(n, kept, err_sum, pa_sum, int(hits.sum()), int(counted.sum()), float(accel.sum()),
+                      int(triple.sum()))
+    if root_3d is not None:
+        root = np.asarray(root_3d, np.float64)
+        if not np.isfinite(root[found]).all():
+            raise ValueError("the track's root_3d is not finite in a frame with a person")
+        score.root_sum = float(np.linalg.norm(root[found] - gt_root[found], axis=-1).sum() * 1000.0)
+        score.root_frames = kept
+        score.root_accel_sum = float(np.linalg.norm(_second_difference(root, gt_root)[triple], axis=-1).sum() * 1000.0)
+    return score
 
 
-def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _second_difference(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(T - 2, ...): the predicted minus the true second difference over each three frames."""
+    if len(pred) < 3:
+        return np.zeros((0, *pred.shape[1:]))
+    return (pred[2:] - 2 * pred[1:-1] + pred[:-2]) - (truth[2:] - 2 * truth[1:-1] + truth[:-2])
+
+
+def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     with np.load(path) as t:
-        return t["found"], t["joints_3d"], t["joints_2d"]
+        return t["found"], t["joints_3d"], t["joints_2d"], t["root_3d"]
 
 
 def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
@@ -119,7 +140,8 @@ def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Pat
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"posecast track {video.name} failed (rc {done.returncode}): {last}")
-    return score_track(*read_npz_track(track), labels)
+    found, joints_3d, joints_2d, root_3d = read_npz_track(track)
+    return score_track(found, joints_3d, joints_2d, labels, root_3d)
 
 
 def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
@@ -171,11 +193,13 @@ def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, 
 
 def format_row(name: str, s: dict[str, float]) -> str:
     return (f"| {name} | {s['frames']} | {100 * s['found']:.1f}% | {s['mpjpe_mm']:.1f} | {s['pa_mpjpe_mm']:.1f} | "
-            f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} |")
+            f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} | {s['root_mm']:.0f} | {s['root_accel_mm']:.1f} |")
 
 
-HEADER = ("| clip | frames | found | MPJPE mm | PA-MPJPE mm | PCK@0.2 | accel. error mm/frame² |\n"
-          "|---|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| clip | frames | found | MPJPE mm | PA-MPJPE mm | PCK@0.2 | accel. error mm/frame² | root error mm "
+          "| root accel. error mm/frame² |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+COMPARED = (("mpjpe_mm", "mm", 1), ("pa_mpjpe_mm", "mm", 1), ("pck", "points", 100), ("accel_mm", "mm/frame²", 1),
+            ("root_mm", "mm", 1), ("root_accel_mm", "mm/frame²", 1), ("found", "points", 100))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n--against {args.against.name} has no '{filter_name}' block", file=sys.stderr)
             continue
         print(f"\nfilter {filter_name}, this run minus {args.against.name} (95% interval over clips):")
-        for key, unit, scale in (("mpjpe_mm", "mm", 1), ("pa_mpjpe_mm", "mm", 1), ("pck", "points", 100),
-                                 ("accel_mm", "mm/frame²", 1), ("found", "points", 100)):
+        for key, unit, scale in COMPARED:
+            if not all(key in c for c in other["clips"].values()):
+                print(f"  {key}: not in {args.against.name} (scored before it was measured)")
+                continue
             diff, low, high = (scale * v for v in paired_difference(block["clips"], other["clips"], key))
             print(f"  {key}: {diff:+.1f} {unit} ({low:+.1f} to {high:+.1f})")
     return 0

@@ -1,7 +1,7 @@
 """Alignment: the per-root 3D estimates of each frame -> one pose (engines.align), then temporal
-filtering of that pose (streamer.filters; by default One Euro for live sources; for files a
-Kalman filter with a fixed-lag smoother, which holds each frame back `filter.kalman.file_lag`
-frames to correct its pose with the frames after it).
+filtering of that pose and of its place in the camera, root_3d (streamer.filters; by default One
+Euro for live sources; for files a Kalman filter with a fixed-lag smoother, which holds each frame
+back `filter.file_lag` frames to correct its pose with the frames after it).
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
 with the ray through its 2D joints' mean and the focal length (engines/ray_frame.py), so
 filtering and root placement see camera axes whichever model runs.
@@ -10,10 +10,16 @@ The filter runs on the time the frame was captured (live) or its media time (fil
 dropped to stay live only make a longer step, never a wrong one. A frame with nobody in it resets
 the filter: the frames still held come out first, and the next person found starts fresh, not
 from where the last one was. Frames leave in the order they came.
+
+root_3d is measured on the pose the filter returns at once where it returns it at once (live),
+and on the pose as aligned where the smoother holds it (files), then filtered with its own
+settings (`filter.root`), by a smoother in step with the joints' one (same lag, same frames).
+Measuring it on the smoothed pose instead would hold each frame back twice as long.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 
@@ -26,9 +32,11 @@ from engines.ray_frame import person_rotations
 from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.filters import PoseFilter, PoseSmoother, make_filter, make_smoother
+from streamer.filters import PoseSmoother, make_smoother, smoother_lag
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+
+log = logging.getLogger(__name__)
 
 
 class AlignStage:
@@ -41,10 +49,11 @@ class AlignStage:
                                    config.alignment.method)
         self.filter_config = config.filter
         self.coordinates = config.coordinates
+        self.batch_size = config.inference.batch_size
         self.smoother: PoseSmoother = make_smoother(config.filter, (skel.num_joints, 3), live=False)
-        self.root_filter: PoseFilter = make_filter(config.filter, (1, 3), live=False)
-        # Frames with a person whose pose the smoother still holds, oldest first: (result, camera, time).
-        self.held: deque[tuple[ResultPacket, Intrinsics, float]] = deque()
+        self.root_smoother: PoseSmoother = make_smoother(config.filter.for_root(), (1, 3), live=False)
+        # Frames with a person whose pose the smoothers still hold, oldest first.
+        self.held: deque[ResultPacket] = deque()
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
         self.ray_frame = model_config.offsets_frame == "ray"
         self.live = False
@@ -69,11 +78,9 @@ class AlignStage:
                         out.send(RESULT, result)
                     continue
                 if kind == START:
-                    self.live = bool(body["info"]["live"])
-                    self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live=self.live)
-                    self.root_filter = make_filter(self.filter_config, (1, 3), live=self.live)
+                    self.start(bool(body["info"]["live"]), int(body["ring"]["slots"]))
                 if kind == END:
-                    for result in self.release(self.smoother.flush()):
+                    for result in self.release(self.smoother.flush(), self.root_smoother.flush()):
                         out.send(RESULT, result)
                     body["timings"]["align"] = self.timer.summary()
                 out.send(kind, body)
@@ -84,6 +91,19 @@ class AlignStage:
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
 
+    def start(self, live: bool, ring_slots: int) -> None:
+        """Filters for a new source. A held frame keeps its ring slot, so the lag is bounded by the
+        slots a batch and the output leave free: more would stall the capture."""
+        self.live = live
+        wanted = smoother_lag(self.filter_config, live)
+        room = max(ring_slots - self.batch_size - 1, 0)
+        if wanted > room:
+            log.warning("the frame ring holds %d frames: the filter looks %d frames ahead instead of %d "
+                        "(raise ring.file_slots, or give /dev/shm more room)", ring_slots, room, wanted)
+        lag = min(wanted, room)
+        self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
+        self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
+
     def _camera(self, fp: FramePacket) -> Intrinsics:
         """The camera model for a frame of this size (input-image pixels)."""
         size = (round(fp.width * fp.scale), round(fp.height * fp.scale))
@@ -93,35 +113,38 @@ class AlignStage:
         return self._intrinsics[size]
 
     def align(self, body: dict) -> list[dict]:
-        """One frame's result in; the results now final out, oldest first (none while the smoother
-        holds this frame, several when it lets go)."""
+        """One frame's result in; the results now final out, oldest first (none while the smoothers
+        hold this frame, several when they let go)."""
         t0 = time.perf_counter()
         res = ResultPacket.from_dict(body, self.num_joints, self.num_roots)
         if res.found:
-            joints_3d = self.aligner(res.offsets_3d, res.conf)
+            aligned = self.aligner(res.offsets_3d, res.conf)
             fp = res.frame
             k = self._camera(fp)
             if self.ray_frame:
                 rot = person_rotations(res.joints_2d, k.fx, np.array([k.cx, k.cy]))
-                joints_3d = joints_3d @ rot.T
+                aligned = aligned @ rot.T
             t = fp.t_media if (fp.t_media is not None and not self.live) else fp.t_capture
-            self.held.append((res, k, t))
-            done = self.release(self.smoother.push(t, joints_3d, res.conf))
+            self.held.append(res)
+            poses = self.smoother.push(t, aligned, res.conf)
+            measured = poses[-1] if self.smoother.lag == 0 else aligned
+            root, _ = root_translation(measured, res.joints_2d, res.conf, k)
+            done = self.release(poses, self.root_smoother.push(t, root[None]))
         else:
-            done = self.release(self.smoother.flush())
-            self.root_filter.reset()
+            done = self.release(self.smoother.flush(), self.root_smoother.flush())
             res.joints_3d = None              # nobody found: no pose to align, nothing is published
             done.append(res.to_dict())
         self.timer.since("align", t0)
         return done
 
-    def release(self, poses: list[np.ndarray]) -> list[dict]:
-        """The oldest held frames with their final poses, placed in the camera (root_3d)."""
+    def release(self, poses: list[np.ndarray], roots: list[np.ndarray]) -> list[dict]:
+        """The oldest held frames with their final poses and places (root_3d)."""
+        if len(poses) != len(roots):
+            raise RuntimeError(f"the pose and root smoothers fell out of step ({len(poses)} poses, {len(roots)} roots)")
         done = []
-        for joints_3d in poses:
-            res, k, t = self.held.popleft()
+        for joints_3d, root in zip(poses, roots):
+            res = self.held.popleft()
             res.joints_3d = joints_3d.astype(np.float32)
-            root, _ = root_translation(res.joints_3d, res.joints_2d, res.conf, k)
-            res.root_3d = self.root_filter(t, root[None])[0].astype(np.float32)
+            res.root_3d = root[0].astype(np.float32)
             done.append(res.to_dict())
         return done

@@ -58,8 +58,7 @@ class CaptureStage:
                 if self.realtime and not info.live:
                     info = replace(info, live=True)
                 wanted = self.config.ring.live_slots if info.live else self.config.ring.file_slots
-                # A file's frames stay in the ring through a batch and the smoother's lag.
-                minimum = 2 if info.live else self.config.file_frames_in_flight() + 1
+                minimum = 2 if info.live else self.config.inference.batch_size + 1
                 slot_bytes = info.width * info.height * 3
                 slots = fit_slots(wanted, minimum, slot_bytes, shm_free_bytes())
                 if slots < wanted:
