@@ -17,8 +17,9 @@ frames' real timestamps because live sources drop frames:
   few dozen numpy operations on (J, D) arrays.
 
 Both pass the first sample through, return the last output unchanged for a timestamp that does
-not increase, and start again after a gap longer than `RESET_GAP_S` (the person was probably
-lost; old velocity would fling the pose). `method: off` is the identity.
+not increase, and start again when the time jumps by more than `RESET_GAP_S`, forwards (the
+person was probably lost; old velocity would fling the pose) or backwards (a file whose
+timestamps start again, as concatenated MPEG-TS segments do). `method: off` is the identity.
 
 Files need not be causal: `KalmanSmoother` holds each pose back `file_lag` frames and
 corrects it with the frames after it (a fixed-lag Rauch-Tung-Striebel smoother on the same
@@ -54,7 +55,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -199,12 +199,12 @@ class _TimedFilter(PoseFilter):
         t = float(t)
         if not math.isfinite(t):
             raise ValueError(f"timestamp must be finite (got {t})")
-        if self._t is None or t - self._t > RESET_GAP_S:
+        if self._t is None or abs(t - self._t) > RESET_GAP_S:
             self._start(z, conf)
             self._t = t
         else:
             dt = t - self._t
-            # A repeated or out-of-order frame changes nothing (and a zero dt would divide by zero).
+            # A repeated or slightly out-of-order frame changes nothing (a zero dt would divide by zero).
             if dt <= 0:
                 return self._x.astype(_out_dtype(values))
             self._step(dt, z, conf)
@@ -451,9 +451,11 @@ class KalmanSmoother(PoseSmoother):
 
     The forward pass is `KalmanPoseFilter`, unchanged (same timestamps rules, same adaptive
     process noise). For each frame the last `lag` + 1 filtered states, predictions and gains are
-    kept in a ring, and each new frame runs the backward pass over them to release the oldest. A
-    frame whose timestamp does not increase is its predecessor's repeat and comes out as its copy.
-    States are (position, velocity) pairs, so each backward step is four numpy calls in place.
+    kept in a ring, and each new frame runs the backward pass over them to release the oldest, so
+    at most `lag` frames are ever held (the align stage holds their ring slots). A frame whose
+    timestamp does not increase is its predecessor's repeat: its own entry, a copy of the state
+    before with an identity gain, so it is smoothed as that frame is. States are (position,
+    velocity) pairs, so each backward step is four numpy calls in place.
     """
 
     def __init__(self, cfg: KalmanConfig, shape: tuple[int, int], lag: int) -> None:
@@ -469,8 +471,10 @@ class KalmanSmoother(PoseSmoother):
         self._smoothed = np.zeros((n, 2, *shape))     # the backward pass's results
         self._d = np.empty((2, *shape))               # scratch, reused every frame
         self._gd = np.empty((2, 2, *shape))
-        self._copies: deque[int] = deque()            # frames each held state stands for (1 + repeats)
-        self._first = 0                               # absolute index of the oldest held state
+        self._identity = np.zeros((2, 2, *shape))     # the gain to a repeated frame
+        self._identity[0, 0] = self._identity[1, 1] = 1.0
+        self._first = 0                               # absolute index of the oldest held frame
+        self._held = 0
         self._dtype = np.dtype(np.float64)
 
     def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> list[np.ndarray]:
@@ -478,38 +482,39 @@ class KalmanSmoother(PoseSmoother):
         kf.event = ""
         kf(t, values, conf)                           # checks shapes and timestamps, runs the forward pass
         self._dtype = _out_dtype(np.asarray(values))
-        if not kf.event:
-            self._copies[-1] += 1
-            return []
         out: list[np.ndarray] = []
-        if kf.event == "start":                       # first frame, or after a gap: the earlier run ends here
-            out = self._release_all()
-        last = self._first + len(self._copies)        # absolute index of this frame's state
+        if kf.event == "start":                       # first frame, or after a jump: the earlier run ends here
+            out = self._release(self._held)
         n = self.lag + 1
-        if self._copies:
+        last = self._first + self._held               # absolute index of this frame
+        if kf.event == "step":
             np.copyto(self._gain[(last - 1) % n], kf.gain)
             np.copyto(self._prior[last % n], kf.prior)
-        np.copyto(self._state[last % n, 0], kf._x)
-        np.copyto(self._state[last % n, 1], kf._v)
-        self._copies.append(1)
-        if len(self._copies) > self.lag:
+            np.copyto(self._state[last % n, 0], kf._x)
+            np.copyto(self._state[last % n, 1], kf._v)
+        elif kf.event == "start":
+            np.copyto(self._state[last % n, 0], kf._x)
+            np.copyto(self._state[last % n, 1], kf._v)
+        else:                                         # a repeat: the frame before, as it is
+            np.copyto(self._gain[(last - 1) % n], self._identity)
+            np.copyto(self._prior[last % n], self._state[(last - 1) % n])
+            np.copyto(self._state[last % n], self._state[(last - 1) % n])
+        self._held += 1
+        if self._held > self.lag:
             out += self._release(1)
         return out
 
     def flush(self) -> list[np.ndarray]:
-        out = self._release_all()
+        out = self._release(self._held)
         self._kf.reset()
         return out
 
-    def _release_all(self) -> list[np.ndarray]:
-        return self._release(len(self._copies))
-
     def _release(self, count: int) -> list[np.ndarray]:
-        """The smoothed poses of the `count` oldest held states (each as often as it was seen)."""
-        if not self._copies:
+        """The smoothed poses of the `count` oldest held frames, oldest first."""
+        if not self._held:
             return []
         n = self.lag + 1
-        last = self._first + len(self._copies) - 1
+        last = self._first + self._held - 1
         sm, d, gd = self._smoothed, self._d, self._gd
         np.copyto(sm[last % n], self._state[last % n])
         for k in range(last - 1, self._first - 1, -1):
@@ -519,11 +524,9 @@ class KalmanSmoother(PoseSmoother):
             np.multiply(self._gain[i], d, out=gd)     # gd[a, b] = C[a, b] d[b]
             np.sum(gd, axis=1, out=sm[i])
             sm[i] += self._state[i]
-        out = []
-        for _ in range(count):
-            pose = sm[self._first % n, 0]
-            out += [pose.astype(self._dtype) for _ in range(self._copies.popleft())]
-            self._first += 1
+        out = [sm[(self._first + k) % n, 0].astype(self._dtype) for k in range(count)]
+        self._first += count
+        self._held -= count
         return out
 
 

@@ -106,3 +106,32 @@ def test_a_short_ring_shortens_the_lag_with_a_warning(ring_slots: int, lag: int,
     assert ("looks %d frames ahead instead of 10" % lag in caplog.text) == (lag < 10)
     out, _ = _run(stage, _packets(stage, 30))
     assert [r.frame.seq for r in out] == list(range(30))
+
+
+def test_stalled_backward_and_missing_times_never_hold_more_than_the_lag() -> None:
+    # A damaged packet leaves a frame without a media time; concatenated MPEG-TS starts its times
+    # again; a stalled clock repeats one. Each held frame keeps a ring slot, so none of these may
+    # make the stage hold more than the lag it was given, or the capture would stall.
+    stage = _stage(live=False)
+    stage.fps = FPS
+    lag = stage.smoother.lag
+    packets = _packets(stage, 60)
+    times = [k / FPS for k in range(10)] + [9 / FPS] * 15 + [None] * 3 + [0.1 + k / FPS for k in range(32)]
+    out = []
+    for p, t in zip(packets, times):
+        p.frame.t_media = t
+        out += stage.align(p.to_dict())
+        assert len(stage.held) <= lag
+    out += stage.release(stage.smoother.flush(), stage.root_smoother.flush())
+    assert [d["frame"]["seq"] for d in out] == list(range(60))
+
+
+def test_frames_without_any_time_are_not_filtered() -> None:
+    # An image folder: no media times and no frame rate, so nothing to filter over.
+    stage = _stage(live=False)
+    packets = [p for p in _packets(stage, 8) if p.found]
+    for p in packets:
+        p.frame.t_media = None
+    out, _ = _run(stage, packets)
+    for p, r in zip(packets, out):
+        np.testing.assert_allclose(r.joints_3d, stage.aligner(p.offsets_3d, p.conf), atol=1e-6)

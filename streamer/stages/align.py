@@ -7,7 +7,10 @@ with the ray through its 2D joints' mean and the focal length (engines/ray_frame
 filtering and root placement see camera axes whichever model runs.
 
 The filter runs on the time the frame was captured (live) or its media time (files), so frames
-dropped to stay live only make a longer step, never a wrong one. A frame with nobody in it resets
+dropped to stay live only make a longer step, never a wrong one. A file frame without a media
+time (after a damaged packet) follows the one before at the nominal frame rate; a file with no
+rate either (an image folder: unrelated shots, or frames at an unknown rate) is not filtered over
+time, since there is no time between its frames to filter over. A frame with nobody in it resets
 the filter: the frames still held come out first, and the next person found starts fresh, not
 from where the last one was. Frames leave in the order they came.
 
@@ -32,7 +35,7 @@ from engines.ray_frame import person_rotations
 from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.filters import PoseSmoother, make_smoother, smoother_lag
+from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, smoother_lag
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
@@ -57,6 +60,8 @@ class AlignStage:
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
         self.ray_frame = model_config.offsets_frame == "ray"
         self.live = False
+        self.fps: float | None = None
+        self._last_t: float | None = None            # the last file frame's time for the filters
         self._intrinsics: dict[tuple[int, int], Intrinsics] = {}
         self.in_endpoint = in_endpoint
         self.out_endpoint = out_endpoint
@@ -78,7 +83,8 @@ class AlignStage:
                         out.send(RESULT, result)
                     continue
                 if kind == START:
-                    self.start(bool(body["info"]["live"]), int(body["ring"]["slots"]))
+                    info = body["info"]
+                    self.start(bool(info["live"]), int(body["ring"]["slots"]), info.get("fps"))
                 if kind == END:
                     for result in self.release(self.smoother.flush(), self.root_smoother.flush()):
                         out.send(RESULT, result)
@@ -91,10 +97,12 @@ class AlignStage:
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
 
-    def start(self, live: bool, ring_slots: int) -> None:
+    def start(self, live: bool, ring_slots: int, fps: float | None = None) -> None:
         """Filters for a new source. A held frame keeps its ring slot, so the lag is bounded by the
         slots a batch and the output leave free: more would stall the capture."""
         self.live = live
+        self.fps = fps if fps and fps > 0 else None
+        self._last_t = None
         wanted = smoother_lag(self.filter_config, live)
         room = max(ring_slots - self.batch_size - 1, 0)
         if wanted > room:
@@ -103,6 +111,19 @@ class AlignStage:
         lag = min(wanted, room)
         self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
+
+    def _time(self, fp: FramePacket) -> float:
+        """The frame's time for the filters (see the module docstring)."""
+        if self.live:
+            return fp.t_capture
+        if fp.t_media is not None:
+            t = fp.t_media
+        elif self._last_t is not None and self.fps:
+            t = self._last_t + 1.0 / self.fps
+        else:
+            t = (self._last_t or 0.0) + 2.0 * RESET_GAP_S     # a jump: the filters start afresh
+        self._last_t = t
+        return t
 
     def _camera(self, fp: FramePacket) -> Intrinsics:
         """The camera model for a frame of this size (input-image pixels)."""
@@ -124,7 +145,7 @@ class AlignStage:
             if self.ray_frame:
                 rot = person_rotations(res.joints_2d, k.fx, np.array([k.cx, k.cy]))
                 aligned = aligned @ rot.T
-            t = fp.t_media if (fp.t_media is not None and not self.live) else fp.t_capture
+            t = self._time(fp)
             self.held.append(res)
             poses = self.smoother.push(t, aligned, res.conf)
             measured = poses[-1] if self.smoother.lag == 0 else aligned
