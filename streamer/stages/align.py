@@ -14,8 +14,8 @@ time, since there is no time between its frames to filter over. A frame with nob
 the filter: the frames still held come out first, and the next person found starts fresh, not
 from where the last one was. Frames leave in the order they came.
 
-root_3d is measured on the pose the filter returns at once where it returns it at once (live),
-and on the pose as aligned where the smoother holds it (files), then filtered with its own
+root_3d is measured on the filtered pose where the filter returns it at once (live), and on the
+pose as aligned where the smoother holds it (files), then filtered with its own
 settings (`filter.root`), by a smoother in step with the joints' one (same lag, same frames).
 Measuring it on the smoothed pose instead would hold each frame back twice as long.
 """
