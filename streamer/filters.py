@@ -462,7 +462,6 @@ class KalmanSmoother(PoseSmoother):
         if lag < 1:
             raise ValueError(f"a smoother needs a lag of at least one frame (got {lag})")
         self.lag = lag
-        self.shape = shape
         self._kf = _KalmanKeepingGains(cfg, shape)
         n = lag + 1
         self._state = np.zeros((n, 2, *shape))        # filtered position and velocity of each held frame
@@ -487,14 +486,12 @@ class KalmanSmoother(PoseSmoother):
             out = self._release(self._held)
         n = self.lag + 1
         last = self._first + self._held               # absolute index of this frame
-        if kf.event == "step":
-            np.copyto(self._gain[(last - 1) % n], kf.gain)
-            np.copyto(self._prior[last % n], kf.prior)
+        if kf.event:                                  # the filter's state; after a step, its prior and gain too
             np.copyto(self._state[last % n, 0], kf._x)
             np.copyto(self._state[last % n, 1], kf._v)
-        elif kf.event == "start":
-            np.copyto(self._state[last % n, 0], kf._x)
-            np.copyto(self._state[last % n, 1], kf._v)
+            if kf.event == "step":
+                np.copyto(self._gain[(last - 1) % n], kf.gain)
+                np.copyto(self._prior[last % n], kf.prior)
         else:                                         # a repeat: the frame before, as it is
             np.copyto(self._gain[(last - 1) % n], self._identity)
             np.copyto(self._prior[last % n], self._state[(last - 1) % n])
@@ -530,10 +527,14 @@ class KalmanSmoother(PoseSmoother):
         return out
 
 
+def resolved_method(cfg: FilterConfig, live: bool) -> str:
+    """The method `cfg.method` names for this source: 'auto' is One Euro live, Kalman for a file."""
+    return ("one_euro" if live else "kalman") if cfg.method == "auto" else cfg.method
+
+
 def smoother_lag(cfg: FilterConfig, live: bool) -> int:
     """Frames the align stage holds back: `file_lag` for a file filtered by Kalman, else 0."""
-    method = ("one_euro" if live else "kalman") if cfg.method == "auto" else cfg.method
-    return cfg.file_lag if (method == "kalman" and not live) else 0
+    return cfg.file_lag if (resolved_method(cfg, live) == "kalman" and not live) else 0
 
 
 def make_smoother(cfg: FilterConfig, shape: tuple[int, int], live: bool, max_lag: int = MAX_LAG) -> PoseSmoother:
@@ -549,7 +550,7 @@ def make_filter(cfg: FilterConfig, shape: tuple[int, int], live: bool = True) ->
     """The filter `cfg.method` names, for poses of `shape` (J, D); 'off' is the identity and 'auto'
     is One Euro for a live source, Kalman for a file."""
     shape = (int(shape[0]), int(shape[1]))
-    method = ("one_euro" if live else "kalman") if cfg.method == "auto" else cfg.method
+    method = resolved_method(cfg, live)
     if method == "one_euro":
         return OneEuroFilter(cfg.one_euro, shape)
     if method == "kalman":
