@@ -9,15 +9,23 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines.grid import soft_labels
 from engines.skeleton import H36M17
 from train.datasets import (
+    CUT_BAND,
+    CUT_HELD_OUT,
+    CUT_LEVEL,
+    CUT_MARGIN,
+    CutView,
     RealDataset,
     SyntheticDataset,
     flip_image,
     flip_joints_2d,
     flip_joints_3d,
+    cut_box,
     make_loader,
     real_crop_transform,
 )
@@ -576,3 +584,153 @@ def test_real_dataset_with_augmentation() -> None:
         assert set(np.flatnonzero(m)) <= {k for k, n in enumerate(H36M17.joint_names) if n not in UNLABELLED_REAL}
         sums.append(m.sum())
     assert np.mean(np.array(sums) == 13) > 0.7
+
+
+# --- people cut off by the frame's lower edge (a webcam at a desk) --------------------------------
+
+# A person standing in an image, y down: (x, y) in units of the torso (shoulders to hips), feet at 0;
+# the left wrist higher than the right, so that a mirror shows.
+STANDING = {
+    "head_top": (0.0, -3.75), "neck_nose": (0.0, -3.4), "thorax": (0.0, -3.0), "spine": (0.0, -2.5),
+    "pelvis": (0.0, -2.0), "l_shoulder": (0.4, -3.0), "r_shoulder": (-0.4, -3.0), "l_elbow": (0.55, -2.4),
+    "r_elbow": (-0.55, -2.4), "l_wrist": (0.6, -2.2), "r_wrist": (-0.6, -1.9), "l_hip": (0.25, -2.0),
+    "r_hip": (-0.25, -2.0), "l_knee": (0.25, -1.0), "r_knee": (-0.25, -1.0), "l_ankle": (0.25, 0.0),
+    "r_ankle": (-0.25, 0.0),
+}
+LEGS = ("l_knee", "r_knee", "l_ankle", "r_ankle")
+
+
+def standing(centre_x: float, feet_y: float, torso_px: float) -> np.ndarray:
+    pose = np.zeros((J, 2))
+    for name, (x, y) in STANDING.items():
+        pose[IDX(name)] = (centre_x + x * torso_px, feet_y + y * torso_px)
+    return pose
+
+
+def hip_knee(pose: np.ndarray) -> tuple[float, float]:
+    return (float(pose[[IDX("l_hip"), IDX("r_hip")], 1].mean()),
+            float(pose[[IDX("l_knee"), IDX("r_knee")], 1].mean()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), torso=st.floats(20.0, 200.0), x=st.floats(-500.0, 500.0))
+def test_cut_box_cuts_between_hips_and_knees_around_what_is_above(seed: int, torso: float, x: float) -> None:
+    pose = standing(x, 1000.0, torso)
+    view = cut_box(pose, np.ones(J, bool), np.random.default_rng(seed))
+    hip_y, knee_y = hip_knee(pose)
+    bottom, top = view.centre[1] + view.side / 2, view.centre[1] - view.side / 2
+    assert hip_y + CUT_LEVEL[0] * (knee_y - hip_y) - 1e-9 <= view.cut_y <= hip_y + CUT_LEVEL[1] * (knee_y - hip_y) + 1e-9
+    assert -1e-9 <= bottom - view.cut_y <= CUT_BAND[1] * view.side         # the crop ends at the cut, or in a band
+    above = pose[pose[:, 1] < view.cut_y]
+    assert len(above) == J - 4                                    # everything but knees and ankles
+    assert (above[:, 1] > top).all() and (np.abs(above[:, 0] - view.centre[0]) < view.side / 2).all()
+    # The margin: what is above the cut spans 1/CUT_MARGIN of the side down to the cut, or less.
+    extent = max(np.ptp(above[:, 0]), view.cut_y - above[:, 1].min())
+    assert CUT_MARGIN[0] - 1e-9 <= (view.cut_y - top) / extent <= CUT_MARGIN[1] + 1e-9
+
+
+def test_cut_box_without_a_generator_is_the_held_out_middle() -> None:
+    pose = standing(300.0, 900.0, 100.0)
+    view = cut_box(pose, np.ones(J, bool), None)
+    hip_y, knee_y = hip_knee(pose)
+    assert view.cut_y == pytest.approx(hip_y + CUT_HELD_OUT[0] * (knee_y - hip_y))
+    assert view.centre[1] + view.side / 2 == pytest.approx(view.cut_y)     # no band
+    assert view.centre[0] == pytest.approx(300.0)
+
+
+def test_a_cut_view_blacks_out_what_lies_below_the_cut() -> None:
+    view = CutView(np.array([50.0, 50.0]), 100.0, 80.0)        # image rows 0..100, the frame ends at 80
+    a, t = view.transform(10)
+    crop = np.full((10, 10, 3), 200, np.uint8)
+    view.blank_below_cut(crop, a, t)
+    assert (crop[8:] == 0).all() and (crop[:8] == 200).all()   # crop rows 8 and 9 have centres at 85 and 95
+
+
+def test_cut_box_leaves_people_who_are_not_upright_whole() -> None:
+    pose = standing(0.0, 0.0, 100.0)
+    lying = pose[:, ::-1].copy()                                # head to the left
+    upside_down = pose * np.array([1.0, -1.0])                  # a handstand
+    assert cut_box(lying, np.ones(J, bool), None) is None
+    assert cut_box(upside_down, np.ones(J, bool), None) is None
+    no_hips = np.ones(J, bool)
+    no_hips[IDX("l_hip")] = False
+    assert cut_box(pose, no_hips, None) is None
+    # Sitting, knees at the hips' height: the cut still falls below the hips.
+    sitting = pose.copy()
+    sitting[[IDX("l_knee"), IDX("r_knee")], 1] = sitting[IDX("l_hip"), 1]
+    assert cut_box(sitting, np.ones(J, bool), None).cut_y > sitting[IDX("l_hip"), 1]
+
+
+def _shard(path: Path, poses: list[np.ndarray], dot: int, size: int = 256) -> None:
+    """Rendered-like samples: a black image with one dot on joint `dot`."""
+    with ShardWriter(path, 10, {}) as w:
+        for pose in poses:
+            j3 = np.column_stack([(pose - size / 2) / 100.0, np.full(J, 3.0)]).astype(np.float32)
+            w.add(SynthSample(jpeg=encode_jpeg(blob_image(size, size, pose[dot], 2.5), 98),
+                              joints_2d=pose.astype(np.float32), joints_3d=j3, visible=np.ones(J, bool),
+                              motion="m", background="b"))
+
+
+def test_synthetic_cut_crops_keep_labels_on_the_image_and_leave_the_legs_at_the_edge(tmp_path: Path) -> None:
+    dot = IDX("l_wrist")
+    tracking = standing(128.0, 230.0, 0.21 * 256)                   # spans about 0.8 of the image
+    small = standing(128.0, 150.0, 0.05 * 256)                      # a search-like image: stays whole
+    _shard(tmp_path / "d", [tracking, small], dot)
+    whole = SyntheticDataset([tmp_path / "d"], input_size=128, augment=False)
+    held_out = SyntheticDataset([tmp_path / "d"], input_size=128, augment=False, cut_fraction=1.0)
+    training = SyntheticDataset([tmp_path / "d"], input_size=128, augment=True, cut_fraction=1.0)
+    out = held_out[0]
+    mask, edge = out["mask_2d"].numpy(), out["edge_2d"].numpy()
+    assert (mask + edge == 1).all()
+    assert {H36M17.joint_names[k] for k in np.flatnonzero(edge)} == set(LEGS)
+    assert np.linalg.norm(blob_centre(out["image"].numpy()) - out["joints_2d"][dot].numpy()) < 0.15
+    # The person is larger in the cut crop than in the whole one.
+    assert np.ptp(out["joints_2d"][mask > 0, 1].numpy()) > 1.2 * np.ptp(whole[0]["joints_2d"][mask > 0, 1].numpy())
+    for key in ("image", "joints_2d", "mask_2d", "edge_2d"):
+        np.testing.assert_array_equal(held_out[1][key].numpy(), whole[1][key].numpy())
+    assert whole[0]["edge_2d"].sum() == 0
+    for draw in range(8):
+        got = training.get(0, np.random.default_rng(draw))
+        j = got["joints_2d"].numpy()
+        mirrored = j[IDX("r_wrist"), 1] < j[IDX("l_wrist"), 1]      # the left wrist is the higher one
+        where = j[IDX("r_wrist") if mirrored else dot]
+        assert np.linalg.norm(blob_centre(got["image"].numpy()) - where) < 0.3
+        assert got["edge_2d"].sum() >= 2 and got["mask_2d"].sum() + got["edge_2d"].sum() == J
+
+
+def test_real_cut_crops_mark_labelled_legs_as_edge_joints_only(tmp_path: Path) -> None:
+    h, w = 900, 600
+    pose = standing(300.0, 850.0, 180.0)
+    mask = np.ones(J, bool)
+    for name in ("spine", "thorax", "neck_nose", "head_top", "pelvis"):
+        mask[IDX(name)] = False                                     # COCO has no label for these
+    face = pose[[IDX("neck_nose"), IDX("head_top")]]
+    path = tmp_path / "p.jpg"
+    path.write_bytes(b"")                                           # DotRealDataset draws its own image
+    records = [RealRecord(path, pose.astype(np.float32), mask, np.concatenate([pose[mask], face]).astype(np.float32),
+                          w, h)]
+    dot = IDX("l_wrist")
+    held_out = DotRealDataset(records, dot, input_size=128, augment=False, cut_fraction=1.0)
+    held_out.sigma = 6.0                                            # image pixels: about 2 crop pixels
+    out = held_out[0]
+    m, e = out["mask_2d"].numpy(), out["edge_2d"].numpy()
+    assert {H36M17.joint_names[k] for k in np.flatnonzero(e)} == set(LEGS)
+    assert not (m * e).any() and not (e[~mask]).any() and (m + e == mask).all()
+    assert np.linalg.norm(blob_centre(out["image"].numpy()) - out["joints_2d"][dot].numpy()) < 0.15
+    training = DotRealDataset(records, dot, input_size=128, augment=True, cut_fraction=1.0)
+    training.sigma = 6.0
+    mirrored = 0
+    for draw in range(8):
+        got = training.get(0, np.random.default_rng(draw))
+        j = got["joints_2d"].numpy()
+        flipped = bool(j[IDX("r_wrist"), 1] < j[IDX("l_wrist"), 1])
+        mirrored += flipped
+        assert np.linalg.norm(blob_centre(got["image"].numpy()) - j[IDX("r_wrist") if flipped else dot]) < 0.3
+        assert got["edge_2d"].sum() >= 2
+    assert 0 < mirrored < 8
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_cut_fraction_out_of_range_is_refused(tmp_path: Path, value: float) -> None:
+    with pytest.raises(ValueError, match="cut_fraction must be in"):
+        RealDataset([], cut_fraction=value)

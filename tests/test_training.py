@@ -367,6 +367,13 @@ def test_evaluate_tiny_model_finite(data: dict[str, Path], tmp_path: Path) -> No
     # The PyTorch network and its ONNX export give the same numbers.
     a, b = results
     assert a["synthetic"]["3d"]["lstsq"]["mpjpe_mm"] == pytest.approx(b["synthetic"]["3d"]["lstsq"]["mpjpe_mm"], abs=0.05)
+    # --cut: the same images, cut off below the hips where the person is upright; still every sample.
+    out = tmp_path / "cut.json"
+    assert main(["--model", str(tmp_path / "tiny.onnx"), "--synth-val", str(data["val"]), "--real2d", str(data["real"]),
+                 "--real-val-fraction", "0.3", "--limit", "6", "--no-progress", "--cut", "--json", str(out)]) == 0
+    cut = json.loads(out.read_text())
+    assert cut["cut"] and not b["cut"] and cut["synthetic"]["samples"] == 6 and cut["real"]["samples"] == 3
+    assert np.isfinite(cut["synthetic"]["3d"]["weighted"]["mpjpe_mm"])
 
 
 class GroundTruthPredictor:
@@ -1066,3 +1073,27 @@ def test_soup_averages_runs_of_one_architecture(data: dict[str, Path], tmp_path:
         assert message in err and err.count("\n") == 1
     assert main(["--models", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "ok.pt")]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_cut_off_people_train_and_stage_21_changes_only_that(data: dict[str, Path], tmp_path: Path) -> None:
+    from train.train import train
+
+    tiny_data = (f"\n  synth_dirs: [{data['train']}]\n  synth_val_dirs: [{data['val']}]\n"
+                 f"  real2d_dir: {data['real']}\n  real_fraction: 0.5\n  real_val_fraction: 0.3\n  cut_fraction: 1.0")
+    cfg = load_train_config(recipe(data, tmp_path, name="cut", data=tiny_data, loss="\n  w_edge: 1.0"))
+    assert cfg.data.cut_fraction == 1.0 and cfg.loss.w_edge == 1.0
+    summary = train(cfg, tmp_path / "cut", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss_2d"]) for r in log if "loss_2d" in r) and Path(summary["final"]).exists()
+    plain = load_train_config(recipe(data, tmp_path, name="plain"))
+    assert plain.data.cut_fraction == 0.0 and plain.loss.w_edge == 0.0
+    # Stage 21: stage 15's start and schedule (stage 14, 3,000 steps), with the cut and edge loss for the twin loss.
+    stage15 = load_train_config(REPO / "configs" / "train" / "twins.yaml")
+    stage21 = load_train_config(REPO / "configs" / "train" / "cut_off.yaml")
+    assert stage21.data.cut_fraction > 0 and stage21.loss.w_edge > 0
+    assert dataclasses.replace(stage21, name=stage15.name, data=dataclasses.replace(stage21.data, cut_fraction=0.0),
+                               loss=dataclasses.replace(stage21.loss, w_edge=0.0, w_twin=stage15.loss.w_twin)) == stage15
+    for bad, match in (("data", "cut_fraction"), ("loss", "w_edge")):
+        text = tiny_data.replace("cut_fraction: 1.0", "cut_fraction: 1.5") if bad == "data" else "\n  w_edge: -1"
+        with pytest.raises(ConfigError, match=match):
+            load_train_config(recipe(data, tmp_path, name=f"cut_bad_{bad}", **{bad: text}))

@@ -85,6 +85,9 @@ class DataSection:
     backgrounds_dir: str | None = None       # photos for negatives (train/negatives.py; their training split)
     negative_fraction: float = 0.0           # share of each batch that is a person-free crop (drawn
                                              # after the people: real = (1 - this) x real_fraction)
+    cut_fraction: float = 0.0                # share of people (rendered tracking-like crops and real
+                                             # photos) cut off by the crop's lower edge between hips
+                                             # and knees, as a webcam at a desk sees them
 
     def check(self) -> None:
         if not self.synth_dirs:
@@ -97,6 +100,8 @@ class DataSection:
             raise ValueError(f"negative_fraction: must be in [0, 1) (got {self.negative_fraction})")
         if self.negative_fraction > 0 and self.backgrounds_dir is None:
             raise ValueError("negative_fraction > 0 needs backgrounds_dir")
+        if not 0.0 <= self.cut_fraction <= 1.0:
+            raise ValueError(f"cut_fraction: must be in [0, 1] (got {self.cut_fraction})")
         if not 0.0 <= self.real_val_fraction < 1.0:
             raise ValueError(f"real_val_fraction: must be in [0, 1) (got {self.real_val_fraction})")
 
@@ -131,6 +136,8 @@ class LossSection:
     w3d: float = 100.0                       # mean squared offset error (metres squared); see default.yaml
     w_neg: float = 1.0                       # negatives: KL(uniform || grid softmax) (nats)
     w_twin: float = 0.0                      # -log(1 - mass on the left/right twin's place) (losses.py)
+    w_edge: float = 0.0                      # labelled joints outside the crop: cross-entropy against the
+                                             # border cell nearest their place ("it is beyond here")
     real_either_side: bool = False           # real photos: 2D loss of the better of the labelled
                                              # and the left-right exchanged assignment (losses.py)
 
@@ -141,6 +148,8 @@ class LossSection:
             raise ValueError("w_neg must be >= 0")
         if self.w_twin < 0:
             raise ValueError("w_twin must be >= 0")
+        if self.w_edge < 0:
+            raise ValueError("w_edge must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ Every sample is a dict:
 - `image`     uint8 tensor (S, S, 3), BGR (what `PoseNet.forward_logits` takes)
 - `joints_2d` float32 (17, 2) crop pixels, continuous coordinates (pixel i covers [i, i + 1))
 - `mask_2d`   float32 (17,): 1 where a 2D label exists and lies inside the crop [0, S)
+- `edge_2d`   float32 (17,): 1 where a 2D label exists and lies outside the crop (a person cut off
+              by the frame's edge; trained with `loss.w_edge` on the border cell nearest the label)
 - `joints_3d` float32 (17, 3) metres, camera frame (x right, y down, z forward); 0 for real photos
 - `has_3d`    float32 scalar: 1 synthetic, 0 real
 - `source`    int: 0 synthetic, 1 real, 2 negative (a person-free crop: train/negatives.py)
@@ -22,6 +24,7 @@ import bisect
 import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,8 @@ __all__ = [
     "RealDataset",
     "SyntheticDataset",
     "colour_jitter",
+    "CutView",
+    "cut_box",
     "default_data_root",
     "flip_image",
     "flip_joints_2d",
@@ -82,6 +87,11 @@ def flip_joints_3d(joints_3d: np.ndarray) -> np.ndarray:
     out = np.array(joints_3d, dtype=np.result_type(joints_3d.dtype, np.float32))[..., FLIP, :]
     out[..., 0] = -out[..., 0]
     return out
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] (got {value})")
 
 
 def inside_crop(joints_2d: np.ndarray, size: int) -> np.ndarray:
@@ -124,13 +134,95 @@ def real_crop_transform(box_points: np.ndarray, size: int, rng: np.random.Genera
         border = cv2.BORDER_CONSTANT if rng.random() < 0.5 else cv2.BORDER_REPLICATE
     else:
         side = extent * 1.35
+    a, t = square_transform(centre, side, size, angle, flipped)
+    return a, t, flipped, border
+
+
+def square_transform(centre: np.ndarray, side: float, size: int, angle: float = 0.0,
+                     flipped: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(a, t) of the crop = a @ image + t that maps the square (centre, side), turned by `angle`,
+    onto the S x S crop, mirrored after with `flipped`."""
     c, s = np.cos(angle), np.sin(angle)
     a = (size / side) * np.array([[c, -s], [s, c]])
-    t = size / 2.0 - a @ centre
+    t = size / 2.0 - a @ np.asarray(centre, np.float64)
     if flipped:
         a = np.diag([-1.0, 1.0]) @ a
         t = np.array([size - t[0], t[1]])
-    return a, t, flipped, border
+    return a, t
+
+
+# --- people cut off by the frame (a webcam at a desk) ---------------------------------------------
+
+# The frame's lower edge cuts an upright person between the hips (0) and the knees (1), as a
+# webcam on a desk or a phone at arm's length shows them. Without these, every training crop holds
+# the whole person, and on real photos cut at the hips the 2D branch squeezed the whole body into
+# the crop: 15.4% PCK@0.2 of the joints in view, against 84.0% uncut (docs/training.md, "Cut off").
+CUT_LEVEL = (0.15, 0.85)
+CUT_MARGIN = (1.1, 1.4)          # the square's side over the extent of what is left above the cut
+CUT_SHIFT = 0.05                 # sideways jitter, a fraction of the side
+CUT_HELD_OUT = (0.5, 1.25)       # level and margin without augmentation: the held-out measure
+# The pipeline's region of interest reaches past the frame by its margin, and its crop is black
+# there (engines/crop.py): half the cut views end in a black band, up to this share of their side.
+CUT_BAND = (0.5, 0.3)
+TRACKING_EXTENT = 0.58           # a rendered image whose joints span less of its side is search-like
+UPRIGHT_COS = 0.7                # shoulders to hips within about 45 degrees of the image's down
+_HIPS = H36M17.indices(("l_hip", "r_hip"))
+_KNEES = H36M17.indices(("l_knee", "r_knee"))
+_SHOULDERS = H36M17.indices(("l_shoulder", "r_shoulder"))
+
+
+@dataclass(frozen=True)
+class CutView:
+    """A square crop (centre, side, image pixels) of a person the frame ends on at image row `cut_y`:
+    the crop's lower edge, or above it, the rest of the crop black, as the pipeline's crop is past a
+    frame's edge."""
+
+    centre: np.ndarray
+    side: float
+    cut_y: float
+
+    def transform(self, size: int, flipped: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return square_transform(self.centre, self.side, size, flipped=flipped)
+
+    def blank_below_cut(self, crop: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
+        """Blacks out, in place, the crop's rows whose pixel centres lie below the cut."""
+        row = float(a[1, 1] * self.cut_y + t[1])
+        first = max(int(np.ceil(row - 0.5)), 0)
+        crop[first:] = 0
+
+
+def cut_box(joints_2d: np.ndarray, labelled: np.ndarray, rng: np.random.Generator | None,
+            extra_points: np.ndarray | None = None) -> CutView | None:
+    """The view of the person cut between hips and knees: a square around what is left above the
+    cut (with `extra_points`, a real photo's face keypoints, too) whose lower edge is the cut, or
+    with probability CUT_BAND[0] a black band of up to CUT_BAND[1] of the side below it. None for a
+    person not upright in the image or without labelled hips and shoulders. Without `rng`, the
+    middle of the ranges (CUT_HELD_OUT), centred, without a band."""
+    j = np.asarray(joints_2d, np.float64)
+    lab = np.asarray(labelled, bool)
+    if not (lab[list(_HIPS)].all() and lab[list(_SHOULDERS)].all()):
+        return None
+    hips, shoulders = j[list(_HIPS)].mean(axis=0), j[list(_SHOULDERS)].mean(axis=0)
+    torso = hips - shoulders
+    length = float(np.hypot(*torso))
+    if length < 1e-6 or torso[1] < UPRIGHT_COS * length:
+        return None
+    knee_y = hips[1] + length                          # no labelled knees: a thigh about a torso long
+    if lab[list(_KNEES)].all():
+        knee_y = max(float(j[list(_KNEES), 1].mean()), hips[1] + 0.3 * length)   # sitting: knees near the hips
+    level, margin = CUT_HELD_OUT if rng is None else (rng.uniform(*CUT_LEVEL), rng.uniform(*CUT_MARGIN))
+    cut_y = hips[1] + level * (knee_y - hips[1])
+    points = j[lab]
+    if extra_points is not None and len(extra_points):
+        points = np.concatenate([points, np.asarray(extra_points, np.float64).reshape(-1, 2)])
+    above = points[points[:, 1] < cut_y]
+    lo, hi = above.min(axis=0), above.max(axis=0)
+    side = max(float(hi[0] - lo[0]), float(cut_y - lo[1])) * margin
+    cx = (lo[0] + hi[0]) / 2.0 + (0.0 if rng is None else rng.uniform(-CUT_SHIFT, CUT_SHIFT) * side)
+    top = cut_y - side
+    if rng is not None and rng.random() < CUT_BAND[0]:
+        side *= 1.0 + rng.uniform(0.0, CUT_BAND[1])
+    return CutView(np.array([cx, top + side / 2.0]), side, float(cut_y))
 
 
 # --- photometric -------------------------------------------------------------------------------
@@ -167,11 +259,12 @@ def sample_rng(seed: int, position: int) -> np.random.Generator:
 
 
 def _pack(image: np.ndarray, joints_2d: np.ndarray, mask: np.ndarray, joints_3d: np.ndarray,
-          has_3d: float, source: int) -> dict[str, Any]:
+          has_3d: float, source: int, edge: np.ndarray | None = None) -> dict[str, Any]:
     return {
         "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)),
         "joints_2d": torch.from_numpy(np.ascontiguousarray(joints_2d, dtype=np.float32)),
         "mask_2d": torch.from_numpy(np.asarray(mask, dtype=np.float32)),
+        "edge_2d": torch.from_numpy(np.zeros(len(mask), np.float32) if edge is None else np.asarray(edge, np.float32)),
         "joints_3d": torch.from_numpy(np.ascontiguousarray(joints_3d, dtype=np.float32)),
         "has_3d": torch.tensor(float(has_3d), dtype=torch.float32),
         "source": int(source),
@@ -225,14 +318,16 @@ class SyntheticDataset(_Augmented):
     it made)."""
 
     def __init__(self, shard_dirs: Sequence[Path] | Path, input_size: int = 256, augment: bool = True,
-                 seed: int = 0, offsets_frame: str = "camera") -> None:
+                 seed: int = 0, offsets_frame: str = "camera", cut_fraction: float = 0.0) -> None:
         super().__init__(seed)
         if offsets_frame not in OFFSETS_FRAMES:
             raise ValueError(f"offsets_frame must be one of {', '.join(OFFSETS_FRAMES)} (got {offsets_frame!r})")
+        _check_fraction("cut_fraction", cut_fraction)
         self.shards = ShardSet(shard_dirs if isinstance(shard_dirs, (list, tuple)) else [shard_dirs])
         self.input_size = int(input_size)
         self.augment = augment
         self.offsets_frame = offsets_frame
+        self.cut_fraction = float(cut_fraction)
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -245,8 +340,15 @@ class SyntheticDataset(_Augmented):
         if h != w:
             raise ValueError(f"synthetic sample {i}: image {w}x{h} is not square")
         if self.offsets_frame == "ray":
-            j3 = to_ray_frame(j2, j3)
-        if w != size:
+            j3 = to_ray_frame(j2, j3)        # from the whole image's labels: a cut does not turn the ray
+        view = self._cut(j2, w, rng)
+        if view is not None:
+            a, t = view.transform(size)
+            image = cv2.warpAffine(image, warp_matrix(a, t), (size, size), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+            view.blank_below_cut(image, a, t)
+            j2 = (j2.astype(np.float64) @ a.T + t).astype(np.float32)
+        elif w != size:
             # cv2.resize samples at pixel centres: continuous coordinates scale exactly.
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)
             j2 = j2 * (size / w)
@@ -254,20 +356,35 @@ class SyntheticDataset(_Augmented):
             if rng.random() < 0.5:
                 image, j2, j3 = flip_image(image), flip_joints_2d(j2, size), flip_joints_3d(j3)
             image = colour_jitter(image, rng)
-        return _pack(image, j2, inside_crop(j2, size), j3, 1.0, SOURCE_SYNTH)
+        inside = inside_crop(j2, size)
+        return _pack(image, j2, inside, j3, 1.0, SOURCE_SYNTH, edge=~inside)
+
+    def _cut(self, j2: np.ndarray, width: int, rng: np.random.Generator) -> CutView | None:
+        """With probability `cut_fraction`, the square of a cut-off view of a tracking-like image
+        (`cut_box`); a search-like one (a small person) stays whole. Draws nothing at 0, so older
+        recipes see the stream they always saw."""
+        if self.cut_fraction <= 0.0 or rng.random() >= self.cut_fraction:
+            return None
+        if float((j2.max(axis=0) - j2.min(axis=0)).max()) < TRACKING_EXTENT * width:
+            return None
+        return cut_box(j2, np.ones(len(j2), bool), rng if self.augment else None)
 
 
 class RealDataset(_Augmented):
     """Real photos with 2D labels, cropped around the person like the tracker does (see
-    `real_crop_transform`), with colour jitter when augmenting. Joints without a label or
-    outside the crop have `mask_2d` 0 (and their `joints_2d` is left where the warp put them, or 0)."""
+    `real_crop_transform`), with colour jitter when augmenting; with `cut_fraction`, that share
+    cut off below the hips instead (`cut_box`). Joints without a label or outside the crop have
+    `mask_2d` 0 (and their `joints_2d` is left where the warp put them, or 0); labelled ones outside
+    have `edge_2d` 1."""
 
     def __init__(self, records: Sequence[RealRecord], input_size: int = 256, augment: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, cut_fraction: float = 0.0) -> None:
         super().__init__(seed)
+        _check_fraction("cut_fraction", cut_fraction)
         self.records = list(records)
         self.input_size = int(input_size)
         self.augment = augment
+        self.cut_fraction = float(cut_fraction)
         self._bytes: dict[int, np.ndarray] = {}        # the JPEG files (decoded per sample)
 
     def __len__(self) -> int:
@@ -287,10 +404,20 @@ class RealDataset(_Augmented):
         rec = self.records[i]
         size = self.input_size
         box = rec.box_points if len(rec.box_points) >= 2 else rec.joints_2d[rec.mask]
-        a, t, flipped, border = real_crop_transform(box, size, rng, self.augment)
+        cut = None
+        if self.cut_fraction > 0.0 and rng.random() < self.cut_fraction:
+            cut = cut_box(rec.joints_2d, rec.mask, rng if self.augment else None, rec.box_points)
+        if cut is not None:
+            flipped = self.augment and bool(rng.random() < 0.5)
+            border = cv2.BORDER_REPLICATE
+            a, t = cut.transform(size, flipped)
+        else:
+            a, t, flipped, border = real_crop_transform(box, size, rng, self.augment)
         image = self.load_image(i)
         crop = cv2.warpAffine(image, warp_matrix(a, t), (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=border, borderValue=(0, 0, 0))
+        if cut is not None:
+            cut.blank_below_cut(crop, a, t)
         j2 = (rec.joints_2d.astype(np.float64) @ a.T + t).astype(np.float32)
         mask = rec.mask.copy()
         j2[~mask] = 0.0
@@ -298,8 +425,9 @@ class RealDataset(_Augmented):
             j2, mask = j2[FLIP], mask[FLIP]
         if self.augment:
             crop = colour_jitter(crop, rng)
-        mask_2d = mask & inside_crop(j2, size)
-        return _pack(crop, j2, mask_2d, np.zeros((H36M17.num_joints, 3), np.float32), 0.0, SOURCE_REAL)
+        inside = inside_crop(j2, size)
+        return _pack(crop, j2, mask & inside, np.zeros((H36M17.num_joints, 3), np.float32), 0.0, SOURCE_REAL,
+                     edge=mask & ~inside)
 
 
 # --- the mix -----------------------------------------------------------------------------------

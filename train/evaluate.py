@@ -658,6 +658,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact-2d", action="store_true",
                    help="a diagnostic: the lifter reads the labelled 2D joints at full confidence instead of the 2D "
                         "branch's (a .pt with a lifter): the 3D error the model would have with perfect 2D")
+    p.add_argument("--cut", action="store_true",
+                   help="every held-out person cut off by the crop's lower edge halfway between hips and knees "
+                        "(as a webcam at a desk sees them; rendered people small in their image stay whole): "
+                        "PCK counts the joints in the crop, MPJPE all of them")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
@@ -687,7 +691,7 @@ def run(args: argparse.Namespace) -> int:
         # Camera-frame labels for every model: a ray-frame model's pose is turned back as the pipeline
         # turns it (synthetic_metrics).
         synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False,
-                                    seed=0)
+                                    seed=0, cut_fraction=1.0 if args.cut else 0.0)
     if args.real2d:
         from train.real2d import load_real2d, split_real
 
@@ -700,7 +704,8 @@ def run(args: argparse.Namespace) -> int:
         chosen = val if args.real_split == "val" else train_split
         if args.real_files:
             chosen = listed_records(records, resolve_path(args.real_files))
-        real_ds = RealDataset(chosen, input_size=cfg.input_size, augment=False, seed=0)
+        real_ds = RealDataset(chosen, input_size=cfg.input_size, augment=False, seed=0,
+                              cut_fraction=1.0 if args.cut else 0.0)
     negative_ds = None
     if args.backgrounds:
         from train.backgrounds import split_backgrounds
@@ -720,9 +725,11 @@ def run(args: argparse.Namespace) -> int:
                     "input_size": cfg.input_size, "lift_width": cfg.lift_width, "lift_blocks": cfg.lift_blocks,
                     "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride,
                     "offsets_frame": cfg.offsets_frame, "exact_2d": bool(args.exact_2d)}
+    res["cut"] = bool(args.cut)
     if args.real2d:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
+    note += ", people cut off below the hips (--cut)" if args.cut else ""
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
     if args.json:
         path = Path(args.json)

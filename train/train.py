@@ -185,7 +185,7 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
 
     size = mcfg.input_size
     synth = SyntheticDataset(cfg.synth_dirs(), input_size=size, augment=cfg.data.augment, seed=cfg.seed,
-                             offsets_frame=mcfg.offsets_frame)
+                             offsets_frame=mcfg.offsets_frame, cut_fraction=cfg.data.cut_fraction)
     val_dirs = cfg.synth_val_dirs()
     # Validation keeps camera-frame labels: train.evaluate turns a ray-frame model's pose back as the pipeline does.
     synth_val = SyntheticDataset(val_dirs, input_size=size, augment=False, seed=0) if val_dirs else None
@@ -200,7 +200,8 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
         # held-out images stay the same, then train on the sound ones only. Validation keeps all.
         train_recs = [r for r in train_recs if not suspicious_labels(r)]
         if cfg.data.real_fraction > 0:
-            real = RealDataset(train_recs, input_size=size, augment=cfg.data.augment, seed=cfg.seed)
+            real = RealDataset(train_recs, input_size=size, augment=cfg.data.augment, seed=cfg.seed,
+                               cut_fraction=cfg.data.cut_fraction)
         if val_recs:
             real_val = RealDataset(val_recs, input_size=size, augment=False, seed=0)
     negative = negative_val = None
@@ -474,7 +475,9 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                     image = batch["image"]
                     logits, offsets = net.forward_logits(image)
                     targets = soft_label_targets(batch["joints_2d"], grid, size)
-                    l2 = loss_2d(logits, targets, batch["mask_2d"],
+                    # The soft labels clamp a joint outside the crop to the border cell nearest it.
+                    mask_2d = batch["mask_2d"] + cfg.loss.w_edge * batch["edge_2d"] if cfg.loss.w_edge else batch["mask_2d"]
+                    l2 = loss_2d(logits, targets, mask_2d,
                                  either_side=(batch["source"] == SOURCE_REAL) if cfg.loss.real_either_side else None,
                                  flip_permutation=flip_order)
                     l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], roots), batch["has_3d"])
