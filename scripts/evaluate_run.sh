@@ -4,7 +4,7 @@
 evaluate() {
     local dir="$1" name="${2:-eval.json}"
     shift $(( $# < 2 ? $# : 2 ))
-    [ -f "$dir/$name" ] || $py -m train.evaluate --model "$dir/model.pt" --synth-val "$work"/synth_val* \
+    [ -f "$dir/$name" ] || $py -m train.evaluate --model "$dir/model.pt" --synth-val "$work/synth_val" "$work/synth_val_dm" \
         --real2d "$data/real2d_fashion" --backgrounds "$data/backgrounds" --align average lstsq weighted \
         --json "$dir/$name" "$@"
 }
