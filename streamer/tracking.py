@@ -133,8 +133,9 @@ class PersonTracker:
         last = results[-1] if results else None
         if last is not None:
             if last.found:
+                unscaled = last.joints_2d / scales[-1]
                 h, w = images[-1].shape[:2]
-                self.roi = _bounded(self._box(last.joints_2d / scales[-1], last.conf, w, h), w, h)
+                self.roi = _bounded(box_around(unscaled, last.conf, self.cfg.roi_margin, self.cfg.min_roi_px), w, h)
             else:
                 self.roi = None
         return results  # type: ignore[return-value]
@@ -178,18 +179,8 @@ class PersonTracker:
             return self._search(item.index, item.image, item.passes)
         return []
 
-    def _box(self, pts: np.ndarray, conf: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
-        """The region around the joints, those past the image's edges counted at the edge.
-
-        A person the frame cuts off (a webcam at a desk shows the hips, not the feet) has joints put
-        beyond the frame's edge. A region around them would grow past the frame every frame; the
-        part of the person the frame shows is what the crop has to hold."""
-        seen = np.clip(pts, 0.0, (float(width), float(height)))
-        return box_around(seen, conf, self.cfg.roi_margin, self.cfg.min_roi_px)
-
     def _refined(self, item: _Pending, pts: np.ndarray, conf: np.ndarray, score: float) -> _Pending:
-        h, w = item.image.shape[:2]
-        cx, cy, side = self._box(pts, conf, w, h)
+        cx, cy, side = box_around(pts, conf, self.cfg.roi_margin, self.cfg.min_roi_px)
         return _Pending(item.index, item.image, CropTransform.from_box(cx, cy, side, self.size), REFINE, item.passes,
                         item.rival, score)
 

@@ -119,22 +119,6 @@ def test_first_frame_is_searched_and_refined_then_tracked(net: SquareNet) -> Non
     assert t.searches == 1 and t.network_runs == 2 + 5
 
 
-def test_the_region_holds_what_the_frame_shows_of_a_person_it_cuts_off(net: SquareNet) -> None:
-    """Feet past the frame's lower edge (a webcam at a desk) count at the edge: the region covers
-    the part of the person in the image, as if the feet stood on the edge, and stays that size."""
-    from engines.crop import box_around
-
-    c = (150.0, H - 22.0)                     # the square in the image, the lowest joints 8 px below it
-    assert truth(c)[:, 1].max() > H
-    t = tracker(net)
-    for _ in range(6):
-        (r,) = t.process([frame(c)])
-        assert r.found
-        cx, cy, side = box_around(np.clip(truth(c), 0, (W, H)), np.ones(J), CFG.roi_margin, CFG.min_roi_px)
-        assert t.roi == pytest.approx((cx, cy, side), abs=2.0)
-        assert t.roi[2] < box_around(truth(c), np.ones(J), CFG.roi_margin, CFG.min_roi_px)[2] - 5
-
-
 def test_lost_person_is_searched_for_and_found_again_elsewhere(net: SquareNet) -> None:
     t = tracker(net)
     close(t.process([frame((100, 100))])[0], (100, 100))
