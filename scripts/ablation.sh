@@ -49,6 +49,7 @@ stage fine "stage 5 (finer 2D grid, 6000 more steps)" "stage 5, mirrored at test
 stage ray_frame "stage 6 (3D in the person's ray frame, 5000 more steps)" "stage 6, mirrored at test time"
 stage longer - "stage 9 (12000 more steps), mirrored at test time"
 stage negatives - "stage 10 (a quarter person-free crops, 2000 more steps), mirrored at test time"
-stage soup - "stage 14 (the average of stages 10, 12 and 13), mirrored at test time (shipped)"
+stage soup - "stage 14 (the average of stages 10, 12 and 13), mirrored at test time"
+stage cut_off - "stage 21 (stage 14 with people cut off by the frame, 3000 more steps), mirrored at test time (shipped)"
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md
