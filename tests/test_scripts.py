@@ -1,5 +1,6 @@
 """The figure-making scripts of docs/training.md and docs/performance.md: scripts/vtest_crop.py,
-scripts/contact_sheet.py, scripts/track_stats.py and scripts/street_starts.py."""
+scripts/contact_sheet.py, scripts/track_stats.py, scripts/street_starts.py and
+scripts/person_free_video.py."""
 
 from __future__ import annotations
 
@@ -201,3 +202,47 @@ def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, cap
     assert street.main(["--model", str(model), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
                         "--count", "1", "--config", str(config)]) == 1
     assert "research_every" in capsys.readouterr().err
+
+
+def test_person_free_video_holds_each_crop_for_its_frames(tmp_path: Path) -> None:
+    script = load_script("person_free_video")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, colour in enumerate([(0, 0, 255), (0, 255, 0)]):
+        image = np.zeros((90, 120, 3), np.uint8)
+        image[:] = colour
+        image[..., 0] = np.linspace(0, 150, 120, dtype=np.uint8)       # where the crop lies shows in blue
+        cv2.imwrite(str(photos / f"p{k}.png"), image)
+    (photos / "notes.txt").write_text("not a photo")
+    out = tmp_path / "pfree.mp4"
+    assert script.main([str(photos), str(out), "--crops", "2", "--frames", "3", "--size", "64"]) == 0
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == 2 * 2 * 3 and frames[0].shape == (64, 64, 3)
+    means = np.array([f.reshape(-1, 3).mean(axis=0) for f in frames])
+    assert (means[:6, 2] > 200).all() and (means[6:, 1] > 200).all()        # photo by photo, in name order
+    first = tmp_path / "again.mp4"
+    assert script.main([str(photos), str(first), "--crops", "2", "--frames", "3", "--size", "64"]) == 0
+    with av.open(str(first)) as c:
+        again = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again))          # seeded
+    other = tmp_path / "other.mp4"
+    assert script.main([str(photos), str(other), "--crops", "2", "--frames", "3", "--size", "64", "--seed", "1"]) == 0
+    with av.open(str(other)) as c:
+        assert not all(np.array_equal(a, f.to_ndarray(format="bgr24")) for a, f in zip(frames, c.decode(video=0)))
+
+
+@pytest.mark.parametrize("make, message", [
+    ("empty", "no .jpg or .png photos"),
+    ("broken", "cannot read"),
+])
+def test_person_free_video_refuses_bad_folders_with_one_line(tmp_path: Path, make: str, message: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("person_free_video")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    if make == "broken":
+        (photos / "bad.jpg").write_bytes(b"not a jpeg")
+    assert script.main([str(photos), str(tmp_path / "out.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

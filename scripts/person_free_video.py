@@ -1,0 +1,69 @@
+"""A video with nobody in it, to count the pipeline's false detections (docs/training.md):
+
+    python scripts/person_free_video.py ../shared/datasets/backgrounds pfree.mp4
+    posecast track pfree.mp4 -o pf.jsonl --stats      # "person found in N" frames of 430
+
+Every photo of the folder (the background photos have no people), `--crops` random square crops
+each (a side of 40-100% of the photo's shorter one), each crop held for `--frames` frames, scaled
+to `--size` pixels; seeded. A crop held still is a scene a camera watches: the tracker searches
+it, and once it takes something for a person it tracks it until the crop changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("photos", type=Path, help="a folder of photos without people")
+    p.add_argument("output", type=Path)
+    p.add_argument("--crops", type=int, default=2, help="random crops per photo")
+    p.add_argument("--frames", type=int, default=5, help="frames per crop")
+    p.add_argument("--size", type=int, default=480, help="side of the square frames, pixels (even)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.crops < 1 or args.frames < 1 or args.size < 16 or args.size % 2:
+        p.error("--crops and --frames must be at least 1, --size even and at least 16")
+    photos = sorted(f for f in args.photos.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) \
+        if args.photos.is_dir() else []
+    if not photos:
+        print(f"person_free_video: error: no .jpg or .png photos in {args.photos}", file=sys.stderr)
+        return 2
+    rng = np.random.default_rng(args.seed)
+    written = 0
+    with av.open(str(args.output), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "18"})
+        stream.width = stream.height = args.size
+        stream.pix_fmt = "yuv420p"
+        for photo in photos:
+            image = cv2.imread(str(photo))
+            if image is None:
+                print(f"person_free_video: error: cannot read {photo}", file=sys.stderr)
+                return 2
+            h, w = image.shape[:2]
+            for _ in range(args.crops):
+                side = int(rng.uniform(0.4, 1.0) * min(h, w))
+                x, y = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
+                crop = cv2.resize(image[y:y + side, x:x + side], (args.size, args.size), interpolation=cv2.INTER_AREA)
+                frame = av.VideoFrame.from_ndarray(crop, format="bgr24")
+                for _ in range(args.frames):
+                    for packet in stream.encode(frame):
+                        out.mux(packet)
+                    written += 1
+        for packet in stream.encode():
+            out.mux(packet)
+    print(f"person_free_video: wrote {written} frames of {len(photos)} photos to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
