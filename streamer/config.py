@@ -40,7 +40,7 @@ class TrackingConfig:
     switch_margin: float = 0.1  # such a search takes over when its score beats the track's by this
     # A weaker search candidate (from this score up to detect_min_score) is looked at in a crop
     # around it, and counts as a person where that crop reaches detect_min_score.
-    refine_min_score: float = 0.15
+    refine_min_score: float = 0.05
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):

@@ -11,6 +11,8 @@ interest) with a known truth in image pixels.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -369,6 +371,24 @@ def test_a_weak_search_candidate_is_looked_at_again_and_found_in_its_crop() -> N
             close(r, (150.0, 120.0))
         else:
             assert r.passes == 1 and 0.15 < r.score < 0.30
+
+
+def test_the_shipped_defaults_look_again_at_a_candidate_under_the_old_threshold() -> None:
+    """Stage 21 scores a small sitting person 0.04-0.09 in the full-frame search (docs/training.md,
+    "The shipped model"): configs/pipeline.yaml's refine_min_score sends a candidate at about 0.12
+    to the second pass, which finds the person; at 0.15, the threshold before, nobody is found."""
+    from streamer.config import load_pipeline_config
+
+    shipped = load_pipeline_config(None).tracking
+    for cfg, found in ((shipped, True), (dataclasses.replace(shipped, refine_min_score=0.15), False)):
+        (r,) = PersonTracker(FaintNet(full_at=180.0), SIZE, cfg, window=1, max_batch=1).process(
+            [frame((150.0, 120.0))])
+        assert r.found is found
+        if found:
+            assert r.passes == 2 and r.score >= shipped.detect_min_score
+            close(r, (150.0, 120.0))
+        else:
+            assert r.passes == 1 and 0.05 < r.score < 0.15
 
 
 def test_the_crop_around_a_weak_candidate_must_reach_detect_min_score() -> None:
