@@ -12,25 +12,11 @@ import pytest
 
 from engines.skeleton import H36M17
 from train.synth.cut_clips import cut_clips, cut_labels, webcam_window
+from poses import standing
 
 J = H36M17.num_joints
 SIZE = 128
-# A person standing in the frame, y down, in units of the torso (shoulders to hips), feet at 0.
-STANDING = {
-    "head_top": (0.0, -3.75), "neck_nose": (0.0, -3.4), "thorax": (0.0, -3.0), "spine": (0.0, -2.5),
-    "pelvis": (0.0, -2.0), "l_shoulder": (0.4, -3.0), "r_shoulder": (-0.4, -3.0), "l_elbow": (0.55, -2.4),
-    "r_elbow": (-0.55, -2.4), "l_wrist": (0.6, -2.2), "r_wrist": (-0.6, -1.9), "l_hip": (0.25, -2.0),
-    "r_hip": (-0.25, -2.0), "l_knee": (0.25, -1.0), "r_knee": (-0.25, -1.0), "l_ankle": (0.25, 0.0),
-    "r_ankle": (-0.25, 0.0),
-}
 IDX = H36M17.index
-
-
-def standing(centre_x: float, feet_y: float, torso_px: float) -> np.ndarray:
-    pose = np.zeros((J, 2))
-    for name, (x, y) in STANDING.items():
-        pose[IDX(name)] = (centre_x + x * torso_px, feet_y + y * torso_px)
-    return pose
 
 
 def lying(pose: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ from train.real2d import (
     suspicious_labels,
 )
 from train.shards import ShardSet, ShardWriter, SynthSample, decode_jpeg, encode_jpeg
+from poses import LEGS, standing
 
 S = 64                       # tiny synthetic crops
 FOCAL = 60.0
@@ -587,25 +588,6 @@ def test_real_dataset_with_augmentation() -> None:
 
 
 # --- people cut off by the frame's lower edge (a webcam at a desk) --------------------------------
-
-# A person standing in an image, y down: (x, y) in units of the torso (shoulders to hips), feet at 0;
-# the left wrist higher than the right, so that a mirror shows.
-STANDING = {
-    "head_top": (0.0, -3.75), "neck_nose": (0.0, -3.4), "thorax": (0.0, -3.0), "spine": (0.0, -2.5),
-    "pelvis": (0.0, -2.0), "l_shoulder": (0.4, -3.0), "r_shoulder": (-0.4, -3.0), "l_elbow": (0.55, -2.4),
-    "r_elbow": (-0.55, -2.4), "l_wrist": (0.6, -2.2), "r_wrist": (-0.6, -1.9), "l_hip": (0.25, -2.0),
-    "r_hip": (-0.25, -2.0), "l_knee": (0.25, -1.0), "r_knee": (-0.25, -1.0), "l_ankle": (0.25, 0.0),
-    "r_ankle": (-0.25, 0.0),
-}
-LEGS = ("l_knee", "r_knee", "l_ankle", "r_ankle")
-
-
-def standing(centre_x: float, feet_y: float, torso_px: float) -> np.ndarray:
-    pose = np.zeros((J, 2))
-    for name, (x, y) in STANDING.items():
-        pose[IDX(name)] = (centre_x + x * torso_px, feet_y + y * torso_px)
-    return pose
-
 
 def hip_knee(pose: np.ndarray) -> tuple[float, float]:
     return (float(pose[[IDX("l_hip"), IDX("r_hip")], 1].mean()),
