@@ -367,7 +367,7 @@ def test_evaluate_tiny_model_finite(data: dict[str, Path], tmp_path: Path) -> No
     # The PyTorch network and its ONNX export give the same numbers.
     a, b = results
     assert a["synthetic"]["3d"]["lstsq"]["mpjpe_mm"] == pytest.approx(b["synthetic"]["3d"]["lstsq"]["mpjpe_mm"], abs=0.05)
-    # --cut: the same images, cut off below the hips where the person is upright; still every sample.
+    # --cut: the same images, cut off between hips and knees where the person is upright; still every sample.
     out = tmp_path / "cut.json"
     assert main(["--model", str(tmp_path / "tiny.onnx"), "--synth-val", str(data["val"]), "--real2d", str(data["real"]),
                  "--real-val-fraction", "0.3", "--limit", "6", "--no-progress", "--cut", "--json", str(out)]) == 0

@@ -374,7 +374,7 @@ class SyntheticDataset(_Augmented):
 class RealDataset(_Augmented):
     """Real photos with 2D labels, cropped around the person like the tracker does (see
     `real_crop_transform`), with colour jitter when augmenting; with `cut_fraction`, that share
-    cut off below the hips instead (`cut_box`). Joints without a label or outside the crop have
+    cut off between hips and knees instead (`cut_box`). Joints without a label or outside the crop have
     `mask_2d` 0 (and their `joints_2d` is left where the warp put them, or 0); labelled ones outside
     have `edge_2d` 1."""
 

@@ -729,7 +729,7 @@ def run(args: argparse.Namespace) -> int:
     if args.real2d:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
-    note += ", people cut off below the hips (--cut)" if args.cut else ""
+    note += ", people cut off between hips and knees (--cut)" if args.cut else ""
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
     if args.json:
         path = Path(args.json)
