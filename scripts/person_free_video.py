@@ -19,7 +19,7 @@ import av
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+from train.backgrounds import IMAGE_SUFFIXES
 
 
 def main(argv: list[str] | None = None) -> int:

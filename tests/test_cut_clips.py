@@ -12,7 +12,7 @@ import pytest
 
 from engines.skeleton import H36M17
 from train.synth.cut_clips import cut_clips, cut_labels, webcam_window
-from poses import standing
+from poses import LEGS, standing
 
 J = H36M17.num_joints
 SIZE = 128
@@ -94,7 +94,7 @@ def test_labels_move_with_the_pixels_and_joints_outside_are_not_visible(tmp_path
         expected = (np.floor(poses[t, IDX("head_top")]) + 0.5 - (poses[t, IDX("head_top")])) * scale \
             + labels["joints_2d"][t, IDX("head_top")]
         assert np.abs(bright - expected).max() < 1.0
-    legs = [IDX(n) for n in ("l_knee", "r_knee", "l_ankle", "r_ankle")]
+    legs = [IDX(n) for n in LEGS]
     assert not labels["visible"][:, legs].any() and labels["visible"][:, IDX("head_top")].all()
     assert (labels["joints_2d"][:, legs, 1] >= SIZE).all()
     np.testing.assert_array_equal(labels["joints_3d"], np.ones((8, J, 3)))
