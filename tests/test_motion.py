@@ -336,3 +336,57 @@ def test_split_of_the_real_bank_leaves_no_held_out_sequence_in_train(h36m, cmu):
     stats = bone_length_stats(bank)
     for bone, length in stats["h36m"].items():
         assert abs(stats["cmu"][bone] / length - 1) < 0.35, bone
+
+
+# ---- motion packs (what a GPU machine renders from, scripts/gpu_pack.sh)
+
+
+def _camera(subject: str, name: str, seed: int) -> motion.H36MCamera:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return motion.H36MCamera(subject=subject, name=name, R=q * np.sign(np.linalg.det(q)), T=rng.normal(size=3),
+                             f=rng.uniform(1000, 1200, 2), c=rng.uniform(480, 520, 2), k=rng.normal(size=3) * 0.1,
+                             p=rng.normal(size=2) * 0.01, width=1000, height=1002)
+
+
+def test_motion_pack_round_trips_bank_and_cameras(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    bank = MotionBank(rng.normal(size=(5, 17, 3)).astype(np.float32),
+                      ["h36m/S1/Walking 1"] * 2 + ["cmu/02_01", "deepmimic/humanoid3d_walk", "h36m/S8/Sitting"],
+                      ["h36m", "h36m", "cmu", "deepmimic", "h36m"])
+    cameras = [_camera("S1", "54138969", 1), _camera("S8", "60457274", 2)]
+    motion.save_pack(tmp_path / "m.npz", bank, cameras)
+    back, cams = motion.load_pack(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.joints, bank.joints)
+    assert list(back.sequence) == list(bank.sequence) and list(back.source) == list(bank.source)
+    assert len(cams) == 2
+    for a, b in zip(cams, cameras):
+        assert (a.subject, a.name, a.width, a.height) == (b.subject, b.name, b.width, b.height)
+        point = np.array([[0.3, -0.2, 4.0]])
+        np.testing.assert_array_equal(a.project(point), b.project(point))
+    assert [str(s) for s in split(back)[1].sequence] == ["h36m/S8/Sitting"]   # the split by sequence still holds
+
+
+@pytest.mark.parametrize("content", [b"not a zip", None])
+def test_motion_pack_refuses_other_files(tmp_path: Path, content: bytes | None):
+    path = tmp_path / "m.npz"
+    if content is None:
+        np.savez(path, joints=np.zeros((1, 17, 3), np.float32))      # an npz, but not a pack
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a motion pack"):
+        motion.load_pack(path)
+
+
+@needs_h36m
+@needs_cmu
+def test_motion_pack_of_the_shared_data_equals_load_all(tmp_path: Path):
+    bank, cameras = motion.load_all(DATA)
+    motion.main([str(DATA), "--pack", str(tmp_path / "m.npz")])
+    back, cams = motion.load_pack(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.joints, bank.joints)
+    assert (back.sequence == bank.sequence).all() and (back.source == bank.source).all()
+    assert [(c.subject, c.name) for c in cams] == [(c.subject, c.name) for c in cameras]
+    for a, b in zip(cams, cameras):
+        for field in ("R", "T", "f", "c", "k", "p"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))

@@ -665,19 +665,73 @@ def load_all(data_dir: str | Path | None = None, hz: float = 10.0,
     return MotionBank.concat(banks), cameras
 
 
+# --------------------------------------------------------------------------------------------
+# Motion packs: the loaded bank and cameras in one file, for a machine without the datasets
+
+PACK_FORMAT = 1
+_CAMERA_FIELDS = ("R", "T", "f", "c", "k", "p")
+
+
+def save_pack(path: str | Path, bank: MotionBank, cameras: Sequence[H36MCamera]) -> None:
+    """Write the bank and cameras to one compressed npz (no pickles), atomically. A GPU machine
+    that cannot hold the datasets folder (and has no pybullet for DeepMimic) renders from it with
+    `python -m train.synth.generate --motions PACK`."""
+    import io
+
+    from engines.model_file import atomic_write_bytes
+
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(PACK_FORMAT), "joints": bank.joints, "sequence": bank.sequence, "source": bank.source,
+        "camera_subject": np.array([c.subject for c in cameras], dtype=str),
+        "camera_name": np.array([c.name for c in cameras], dtype=str),
+        "camera_size": np.array([(c.width, c.height) for c in cameras], np.int64).reshape(-1, 2),
+    }
+    for name in _CAMERA_FIELDS:
+        arrays[f"camera_{name}"] = np.array([getattr(c, name) for c in cameras], np.float64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_pack(path: str | Path) -> tuple[MotionBank, list[H36MCamera]]:
+    """A file from `save_pack` -> (bank, cameras), equal to what `load_all` gave when it was written."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            version = int(d["format"])
+            bank = MotionBank(d["joints"], d["sequence"], d["source"])
+            cameras = [
+                H36MCamera(subject=str(s), name=str(n), width=int(size[0]), height=int(size[1]),
+                           **{f: np.asarray(d[f"camera_{f}"][i], np.float64) for f in _CAMERA_FIELDS})
+                for i, (s, n, size) in enumerate(zip(d["camera_subject"], d["camera_name"], d["camera_size"]))
+            ]
+    except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path}: not a motion pack ({exc}); write one with python -m train.motion --pack") from None
+    if version != PACK_FORMAT:
+        raise ValueError(f"{path}: motion pack format {version}, this Posecast reads {PACK_FORMAT}; "
+                         "write it again with python -m train.motion --pack")
+    return bank, cameras
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m train.motion [DATA_DIR] [--deepmimic SOURCE]`: counts, split and bone lengths."""
+    """`python -m train.motion [DATA_DIR] [--deepmimic SOURCE] [--pack OUT.npz]`: counts, split and bone
+    lengths; with --pack, also the loaded motions and cameras in one file (`save_pack`)."""
     import argparse
     import time
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("data_dir", nargs="?", default=None)
     ap.add_argument("--deepmimic", default=None, help="a pybullet wheel / sdist / folder")
+    ap.add_argument("--pack", type=Path, default=None, metavar="OUT",
+                    help="also write the motions and cameras to this .npz (for generate --motions)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
-    bank, _ = load_all(args.data_dir, deepmimic_source=args.deepmimic)
+    bank, cameras = load_all(args.data_dir, deepmimic_source=args.deepmimic)
     print(f"{bank} loaded in {time.perf_counter() - t0:.1f} s")
+    if args.pack is not None:
+        save_pack(args.pack, bank, cameras)
+        print(f"motion pack: {args.pack} ({args.pack.stat().st_size / 1e6:.1f} MB)")
     train, val = split(bank)
     print(f"train: {train}\nval:   {val}")
     print(format_bone_length_stats(bone_length_stats(bank)))

@@ -21,7 +21,7 @@ import numpy as np
 
 from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
-from train.motion import MotionBank, load_all, split
+from train.motion import MotionBank, load_all, load_pack, split
 from train.shards import ShardWriter
 from train.synth.body import BodyBank
 from train.synth.render import BodyRenderer
@@ -54,9 +54,9 @@ class MotionSampler:
 
 
 def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir: Path, seed: int,
-             shard_size: int, opts: SceneOptions) -> int:
+             shard_size: int, opts: SceneOptions, motions_path: Path | None = None) -> int:
     bank = BodyBank.load(bodies_path)
-    motions, cameras = load_all(data_dir)
+    motions, cameras = load_pack(motions_path) if motions_path is not None else load_all(data_dir)
     train_m, val_m = split(motions)
     motions = val_m if split_name == "val" else train_m
     cams_by_subject: dict[str, list] = {}
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, required=True, help="number of images")
     ap.add_argument("--bodies", type=Path, required=True, help="body bank from python -m train.synth.body")
     ap.add_argument("--data", type=Path, default=None, help="datasets folder (default $POSECAST_DATA or ../shared/datasets)")
+    ap.add_argument("--motions", type=Path, default=None, metavar="PACK",
+                    help="motions and cameras from python -m train.motion --pack, instead of the datasets "
+                         "folder's (which then needs only backgrounds/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--long-hair", type=float, default=0.0, metavar="P",
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = SceneOptions(long_hair_probability=args.long_hair, face_probability=args.faces,
                         head_turn_probability=args.head_turns, bystander_probability=args.bystanders)
     return run_resumable(lambda: generate(args.out, args.split, args.count, args.bodies,
-                                          args.data or default_data_root(), args.seed, args.shard_size, opts),
+                                          args.data or default_data_root(), args.seed, args.shard_size, opts,
+                                          args.motions),
                          "shards")
 
 

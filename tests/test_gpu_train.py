@@ -1,0 +1,102 @@
+"""Training on a GPU machine that holds only the repository and a pack: scripts/gpu_pack.sh,
+scripts/gpu_train.sh and configs/train/gpu.yaml. The whole script runs here on the CPU with a
+small recipe: it renders, measures its rate, sizes the run from it and trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train import motion
+from train.config import load_train_config
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = motion.default_data_root()
+needs_data = pytest.mark.skipif(
+    not all((DATA / d).exists() for d in (motion.H36M_FILE, motion.CMU_DIR, "backgrounds", "real2d_fashion")),
+    reason=f"shared data not found under {DATA} (set POSECAST_DATA)")
+
+
+def run_script(name: str, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    return subprocess.run(["bash", str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=REPO)
+
+
+def test_the_gpu_recipe_is_stage_21_with_a_larger_batch() -> None:
+    gpu = load_train_config(REPO / "configs" / "train" / "gpu.yaml")
+    stage21 = load_train_config(REPO / "configs" / "train" / "cut_off.yaml")
+    assert gpu.model == stage21.model and gpu.loss == stage21.loss
+    assert gpu.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_*",) and gpu.data.synth_val_dirs == ()
+    for field in ("real_fraction", "negative_fraction", "cut_fraction", "backgrounds_dir"):
+        assert getattr(gpu.data, field) == getattr(stage21.data, field), field
+    assert (gpu.optim.batch_size, stage21.optim.batch_size) == (128, 32)
+    assert gpu.init_from == "engines/weights/default.pt" and gpu.init_scope == "all" and gpu.device == "cuda"
+
+
+def test_gpu_pack_refuses_without_a_body_bank(tmp_path: Path) -> None:
+    r = run_script("gpu_pack.sh", str(tmp_path / "pack"), env={"POSECAST_WORK": str(tmp_path)})
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "no body bank" in r.stderr and "train.synth.body" in r.stderr
+
+
+@pytest.mark.parametrize("missing", ["bodies.npz", "motions.npz", "backgrounds", "real2d_fashion"])
+def test_gpu_train_refuses_an_incomplete_pack(tmp_path: Path, missing: str) -> None:
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    for name in ("bodies.npz", "motions.npz", "backgrounds", "real2d_fashion"):
+        if name != missing:
+            (pack / name).mkdir() if "." not in name else (pack / name).write_bytes(b"x")
+    r = run_script("gpu_train.sh", str(pack), str(tmp_path / "out"), env={"POSECAST_WORK": str(tmp_path / "w")})
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and f"has no {missing}" in r.stderr and "gpu_pack.sh" in r.stderr
+
+
+def test_gpu_train_refuses_a_missing_pack(tmp_path: Path) -> None:
+    r = run_script("gpu_train.sh", str(tmp_path / "nowhere"), str(tmp_path / "out"))
+    assert r.returncode == 2 and "no pack folder" in r.stderr.splitlines()[-1]
+
+
+@needs_data
+def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> None:
+    """The pack holds what the datasets give; the script renders from it with its own seeds,
+    sizes the run from the rate it measured and leaves the model and its logs in OUT."""
+    pytest.importorskip("moderngl", reason="moderngl is in the test extra")
+    pytest.importorskip("anny", reason="anny is in the test extra")
+    from train.synth.body import export
+
+    work = tmp_path / "work"
+    export(3, seed=0, out=work / "bodies.npz")
+    pack = tmp_path / "pack"
+    r = run_script("gpu_pack.sh", str(pack), env={"POSECAST_WORK": str(work), "POSECAST_DATA": str(DATA)})
+    assert r.returncode == 0, r.stderr
+    bank, cameras = motion.load_all(DATA)
+    packed, packed_cameras = motion.load_pack(pack / "motions.npz")
+    np.testing.assert_array_equal(packed.joints, bank.joints)
+    assert len(packed_cameras) == len(cameras)
+    assert sorted(p.name for p in (pack / "backgrounds").iterdir()) == sorted(p.name for p in (DATA / "backgrounds").iterdir())
+    assert (pack / "real2d_fashion" / "keypoints.json").read_bytes() == (DATA / "real2d_fashion" / "keypoints.json").read_bytes()
+
+    recipe = tmp_path / "cpu.yaml"     # the GPU recipe, small enough for two CPU cores
+    recipe.write_text((REPO / "configs" / "train" / "gpu.yaml").read_text().replace("device: cuda", "device: cpu")
+                      .replace("batch_size: 128", "batch_size: 8").replace("warmup_steps: 200", "warmup_steps: 2")
+                      + "val_samples: 8\n")
+    out = tmp_path / "out"
+    r = run_script("gpu_train.sh", str(pack), str(out), "20", "6", str(recipe), env={"POSECAST_WORK": str(work)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rendering works" in r.stdout and "trained" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "data.json", "log.jsonl", "logs.tgz", "model.pt"]
+    rendered = json.loads((out / "data.json").read_text())["synthetic"]
+    assert rendered["images"] > 0 and all(Path(f).name.startswith("synth_gpu_") for f in rendered["folders"])
+    steps = int(r.stdout.split(" steps in about")[0].rsplit(" ", 1)[1])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps > 0 and log[-1]["step"] == steps and "val" in log[-1]
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert config["optim"]["steps"] == steps and config["init_from"] == "engines/weights/default.pt"
