@@ -5,9 +5,11 @@
 # seconds. Everything lands in OUT, in at most eight files: model.pt, the run's log.jsonl,
 # data.json and config.json, and logs.tgz (the generators', the probe's and the run's output).
 #   bash scripts/gpu_train.sh PACK OUT [RENDER_S] [TRAIN_S] [CONFIG]
-# Rendered images go to $POSECAST_WORK (default ../data beside the repository), synth_gpu_<i>,
-# generator i seeded SEED_BASE + i (SEED_BASE default 1000: give a later run another, so that it
-# renders other people).
+# Rendered images go to $POSECAST_WORK (default ../data beside the repository), synth_gpu_<seed>,
+# generator i seeded SEED_BASE + i (SEED_BASE default 1000; a later run takes another, so that it
+# renders other people, and its recipe names those folders). The run goes to
+# $POSECAST_WORK/runs/<the recipe's name>. INIT=FILE starts it from FILE instead of the recipe's
+# init_from (for a machine that holds only what was carried to it).
 # Needs python3 with a CUDA torch, numpy, opencv, pyyaml, tqdm and moderngl with an EGL driver.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +18,7 @@ pack="$(cd "$1" && pwd)" || { echo "error: no pack folder $1 (bash scripts/gpu_p
 out="$2"; render_s="${3:-180}"; train_s="${4:-300}"; config="${5:-configs/train/gpu.yaml}"
 py="${PYTHON:-python3}"
 seed_base="${SEED_BASE:-1000}"
+init=(); [ -n "${INIT:-}" ] && init=(--init-from "$INIT")
 work="${POSECAST_WORK:-$root/../data}"
 for f in bodies.npz motions.npz backgrounds real2d_fashion; do
     [ -e "$pack/$f" ] || { echo "error: the pack $pack has no $f (bash scripts/gpu_pack.sh)" >&2; exit 2; }
@@ -42,22 +45,24 @@ stamp "rendering works"
 procs=$(( cores > 3 ? cores - 2 : 1 ))
 for i in $(seq 0 $((procs - 1))); do
     timeout "$render_s" "$py" "${gen[@]}" --count 1000000 --seed $((seed_base + i)) --shard-size 200 \
-        --out "$work/synth_gpu_$i" >"$logs/render_$i.log" 2>&1 &
+        --out "$work/synth_gpu_$((seed_base + i))" >"$logs/render_$i.log" 2>&1 &
 done
 wait
-images=$("$py" - "$work" <<'EOF'
+images=$("$py" - "$work" "$seed_base" "$procs" <<'EOF'
 import json, sys
 from pathlib import Path
-print(sum(json.loads(m.read_text())["total"] for m in Path(sys.argv[1]).glob("synth_gpu_*/manifest.json")))
+work, first, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+manifests = [work / f"synth_gpu_{seed}" / "manifest.json" for seed in range(first, first + count)]
+print(sum(json.loads(m.read_text())["total"] for m in manifests if m.exists()))
 EOF
 )
 stamp "rendered $images images in $render_s s with $procs processes ($(( images / render_s )) images/s)"
 [ "${images:-0}" -gt 0 ] || { stamp "error: no shard of 200 images was finished in $render_s s (give RENDER_S more; see $logs/render_0.log)"; exit 3; }
 
-# 3. The training rate here: 60 steps of a throw-away run, rate from its log.
+# 3. The training rate here: 80 steps of a throw-away run, the rate from its log.
 workers=$(( cores > 4 ? cores - 2 : 2 ))
 probe="$work/gpu_probe"; rm -rf "$probe"
-timeout 150 "$py" -m train.train --config "$config" --out "$probe" --num-workers "$workers" --steps 100000 \
+timeout 150 "$py" -m train.train --config "$config" --out "$probe" "${init[@]}" --num-workers "$workers" --steps 100000 \
     --stop-after 80 --no-progress >"$logs/probe.log" 2>&1
 rate=$("$py" - "$probe/log.jsonl" <<'EOF'
 import json, statistics, sys
@@ -72,8 +77,8 @@ steps=$(( rate * train_s * 85 / 100 / batch ))
 stamp "training rate $rate images/s (batch $batch): $steps steps in about $train_s s"
 
 # 4. The run. A timeout leaves last.pt, which is split into files of at most 15 MB in OUT.
-run="$work/runs/gpu"; rm -rf "$run"
-timeout $(( train_s + 90 )) "$py" -m train.train --config "$config" --out "$run" --num-workers "$workers" \
+run="$work/runs/$(basename "$config" .yaml)"; rm -rf "$run"
+timeout $(( train_s + 90 )) "$py" -m train.train --config "$config" --out "$run" "${init[@]}" --num-workers "$workers" \
     --steps "$steps" --no-progress >"$logs/train.log" 2>&1
 status=$?
 cp "$run"/{log.jsonl,data.json,config.json} "$out/" 2>/dev/null

@@ -6,7 +6,7 @@
 # On two CPU cores: about 25 min of rendering, 50 min for stage 1, 20 min for the lifter and
 # 40 min for stage 2, 85 min for stage 3, 70 min for stage 4, 65 min for stage 5, 55 min for
 # stage 6, 107 min for stage 9, 19 min for stage 10, 25-30 min each for stages 12 and 13 and
-# 23 min for stage 21
+# 23 min for stage 21; stages 22 and 23 took about 9 minutes on one H200 GPU with 16 cores
 # (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -81,7 +81,27 @@ evaluate "$work/runs/soup" eval_mirrored.json --flip-test all
 [ -f "$work/runs/cut_off/model.pt" ] || $py -m train.train --config configs/train/cut_off.yaml \
     --out "$work/runs/cut_off" --init-from "$work/runs/soup/model.pt"
 evaluate "$work/runs/cut_off" eval_mirrored.json --flip-test all
-# The shipped model: stage 21's weights, mirrored at test time. Copy it to
-# engines/weights/default.pt to make it the default.
-$py -m train.ship --model "$work/runs/cut_off/model.pt" --out "$work/default.pt" --flip-test all \
-    --weights "stage 21: stage 14 trained with people cut off by the frame, $(date +%F), mirrored at test time"
+# Stages 22 and 23 (the shipped weights): stage 21 trained twice more on a GPU, on people rendered
+# there (configs/train/gpu.yaml and gpu_more.yaml; docs/training.md, "The shipped model"). They
+# need GPU_PYTHON: a Python whose torch sees a CUDA GPU, with numpy, opencv, pyyaml, tqdm and
+# moderngl (the project's .venv holds a CPU torch). Without it they are skipped and stage 21 is
+# shipped. A GPU machine without the datasets takes a pack: bash scripts/gpu_pack.sh PACK here,
+# then INIT=<stage 21's model.pt> bash scripts/gpu_train.sh PACK OUT 80 280 there.
+if [ -n "${GPU_PYTHON:-}" ]; then
+    [ -d "$work/gpu_pack" ] || bash scripts/gpu_pack.sh "$work/gpu_pack"
+    [ -f "$work/runs/gpu/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" \
+        bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu" 80 280 configs/train/gpu.yaml
+    [ -f "$work/runs/gpu_more/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=2000 \
+        bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_more" 40 190 configs/train/gpu_more.yaml
+    evaluate "$work/runs/gpu" eval_mirrored.json --flip-test all
+    evaluate "$work/runs/gpu_more" eval_mirrored.json --flip-test all
+fi
+# The shipped model, mirrored at test time: stage 23's weights where they were made, else stage
+# 21's. Copy it to engines/weights/default.pt to make it the default.
+if [ -f "$work/runs/gpu_more/model.pt" ]; then
+    $py -m train.ship --model "$work/runs/gpu_more/model.pt" --out "$work/default.pt" --flip-test all \
+        --weights "stage 23: stage 21 trained twice on a GPU on people rendered there, $(date +%F), mirrored at test time"
+else
+    $py -m train.ship --model "$work/runs/cut_off/model.pt" --out "$work/default.pt" --flip-test all \
+        --weights "stage 21: stage 14 trained with people cut off by the frame, $(date +%F), mirrored at test time"
+fi

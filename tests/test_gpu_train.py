@@ -34,11 +34,14 @@ def test_the_gpu_recipe_is_stage_21_with_a_larger_batch() -> None:
     gpu = load_train_config(REPO / "configs" / "train" / "gpu.yaml")
     stage21 = load_train_config(REPO / "configs" / "train" / "cut_off.yaml")
     assert gpu.model == stage21.model and gpu.loss == stage21.loss
-    assert gpu.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_*",) and gpu.data.synth_val_dirs == ()
+    assert gpu.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_1*",) and gpu.data.synth_val_dirs == ()
     for field in ("real_fraction", "negative_fraction", "cut_fraction", "backgrounds_dir"):
         assert getattr(gpu.data, field) == getattr(stage21.data, field), field
     assert (gpu.optim.batch_size, stage21.optim.batch_size) == (128, 32)
-    assert gpu.init_from == "engines/weights/default.pt" and gpu.init_scope == "all" and gpu.device == "cuda"
+    assert gpu.init_from == "$POSECAST_WORK/runs/cut_off/model.pt" and gpu.init_scope == "all" and gpu.device == "cuda"
+    more = load_train_config(REPO / "configs" / "train" / "gpu_more.yaml")       # stage 23: stage 22 again
+    assert more.init_from == "$POSECAST_WORK/runs/gpu/model.pt" and more.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_2*",)
+    assert more.optim.lr < gpu.optim.lr and (more.model, more.loss) == (gpu.model, gpu.loss)
 
 
 def test_gpu_pack_refuses_without_a_body_bank(tmp_path: Path) -> None:
@@ -89,14 +92,16 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
                       .replace("batch_size: 128", "batch_size: 8").replace("warmup_steps: 200", "warmup_steps: 2")
                       + "val_samples: 8\n")
     out = tmp_path / "out"
-    r = run_script("gpu_train.sh", str(pack), str(out), "20", "6", str(recipe), env={"POSECAST_WORK": str(work)})
+    r = run_script("gpu_train.sh", str(pack), str(out), "20", "6", str(recipe),
+                   env={"POSECAST_WORK": str(work), "INIT": "engines/weights/default.pt"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rendering works" in r.stdout and "trained" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "data.json", "log.jsonl", "logs.tgz", "model.pt"]
     rendered = json.loads((out / "data.json").read_text())["synthetic"]
-    assert rendered["images"] > 0 and all(Path(f).name.startswith("synth_gpu_") for f in rendered["folders"])
+    assert rendered["images"] > 0 and all(Path(f).name.startswith("synth_gpu_1") for f in rendered["folders"])
     steps = int(r.stdout.split(" steps in about")[0].rsplit(" ", 1)[1])
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps > 0 and log[-1]["step"] == steps and "val" in log[-1]
     config = json.loads((out / "config.json").read_text())["train"]
     assert config["optim"]["steps"] == steps and config["init_from"] == "engines/weights/default.pt"
+    assert (work / "runs" / "cpu" / "model.pt").is_file()            # the run folder takes the recipe's name
