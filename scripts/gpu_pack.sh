@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What scripts/gpu_train.sh needs on a GPU machine that holds neither the datasets nor pybullet,
-# in one folder of about 48 MB: the body bank, the motions and cameras in one file
+# in one folder of about 46 MB: the body bank, the motions and cameras in one file
 # (python -m train.motion --pack), the background photos and the real photos.
 #   bash scripts/gpu_pack.sh OUT_DIR
 # Reads the body bank from $POSECAST_WORK (default ../data) and the datasets from $POSECAST_DATA
