@@ -85,7 +85,12 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
 
     origin = get_origin(tp)
     if origin is Literal:
-        if value not in get_args(tp):
+        choices = get_args(tp)
+        # YAML 1.1 reads an unquoted off / no as false and on / yes as true: `method: off`
+        # means the choice "off", as the configs' comments write it.
+        if isinstance(value, bool) and ("on" if value else "off") in choices:
+            return "on" if value else "off"
+        if value not in choices:
             fail()
         return value
     if origin in (Union, types.UnionType):

@@ -89,6 +89,20 @@ def test_an_empty_user_file_changes_nothing(tmp_path: Path) -> None:
     assert load_pipeline_config(write(tmp_path, "# nothing\n")) == load_pipeline_config()
 
 
+@pytest.mark.parametrize("word", ["off", "no", "false", "Off", "OFF"])
+def test_an_unquoted_off_is_the_choice_off(tmp_path: Path, word: str) -> None:
+    """YAML 1.1 reads `off` (and no, false) as false; where "off" is a choice, it means that."""
+    assert load_pipeline_config(write(tmp_path, f"filter:\n  method: {word}\n")).filter.method == "off"
+    assert load_pipeline_config(write(tmp_path, "filter:\n  method: 'off'\n")).filter.method == "off"
+
+
+def test_a_boolean_is_still_refused_where_off_is_no_choice(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'filter\.method' must be one of .* \(got True\)"):
+        load_pipeline_config(write(tmp_path, "filter:\n  method: on\n"))      # "on" is no choice here
+    with pytest.raises(ConfigError, match=r"'alignment\.method' must be one of .* \(got False\)"):
+        load_pipeline_config(write(tmp_path, "alignment:\n  method: off\n"))
+
+
 def test_model_config_override(tmp_path: Path) -> None:
     cfg = load_model_config(write(tmp_path, "input_size: 128\ngrid_size: 16\nfusion: fc\n"))
     assert (cfg.input_size, cfg.grid_size, cfg.fusion) == (128, 16, "fc")
