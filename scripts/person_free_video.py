@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from train.backgrounds import IMAGE_SUFFIXES
+from train.h264 import write_h264
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,28 +40,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"person_free_video: error: no .jpg or .png photos in {args.photos}", file=sys.stderr)
         return 2
     rng = np.random.default_rng(args.seed)
-    written = 0
-    with av.open(str(args.output), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"crf": "18"})
-        stream.width = stream.height = args.size
-        stream.pix_fmt = "yuv420p"
+
+    def frames() -> Iterator[np.ndarray]:
         for photo in photos:
             image = cv2.imread(str(photo))
             if image is None:
-                print(f"person_free_video: error: cannot read {photo}", file=sys.stderr)
-                return 2
+                raise ValueError(f"cannot read {photo}")
             h, w = image.shape[:2]
             for _ in range(args.crops):
                 side = int(rng.uniform(0.4, 1.0) * min(h, w))
                 x, y = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
                 crop = cv2.resize(image[y:y + side, x:x + side], (args.size, args.size), interpolation=cv2.INTER_AREA)
-                frame = av.VideoFrame.from_ndarray(crop, format="bgr24")
                 for _ in range(args.frames):
-                    for packet in stream.encode(frame):
-                        out.mux(packet)
-                    written += 1
-        for packet in stream.encode():
-            out.mux(packet)
+                    yield crop
+
+    try:
+        written = write_h264(args.output, frames(), args.size, 25, {"crf": "18"})
+    except ValueError as exc:
+        print(f"person_free_video: error: {exc}", file=sys.stderr)
+        return 2
     print(f"person_free_video: wrote {written} frames of {len(photos)} photos to {args.output}", file=sys.stderr)
     return 0
 

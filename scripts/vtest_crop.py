@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 
 import av
 import cv2
+import numpy as np
+
+from train.h264 import write_h264
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,23 +39,17 @@ def main(argv: list[str] | None = None) -> int:
         src.close()
         print(f"vtest_crop: error: --box {x0} {y0} {side} is not inside the {w}x{h} frames", file=sys.stderr)
         return 2
-    written = 0
-    with src, av.open(args.output, "w") as dst:
-        stream = dst.add_stream("libx264", rate=args.fps)
-        stream.width = stream.height = args.size
-        stream.pix_fmt = "yuv420p"
+    def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(src.decode(video=0)):
             if i < args.frames[0]:
                 continue
             if i > args.frames[1]:
                 break
             image = frame.to_ndarray(format="bgr24")[y0:y0 + side, x0:x0 + side]
-            image = cv2.resize(image, (args.size, args.size), interpolation=cv2.INTER_CUBIC)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                dst.mux(packet)
-            written += 1
-        for packet in stream.encode():
-            dst.mux(packet)
+            yield cv2.resize(image, (args.size, args.size), interpolation=cv2.INTER_CUBIC)
+
+    with src:
+        written = write_h264(args.output, frames(), args.size, args.fps)
     print(f"vtest_crop: wrote {written} frames to {args.output}", file=sys.stderr)
     return 0
 

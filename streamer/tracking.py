@@ -133,9 +133,9 @@ class PersonTracker:
         last = results[-1] if results else None
         if last is not None:
             if last.found:
-                unscaled = last.joints_2d / scales[-1]
                 h, w = images[-1].shape[:2]
-                self.roi = _bounded(box_around(unscaled, last.conf, self.cfg.roi_margin, self.cfg.min_roi_px), w, h)
+                box = box_around(last.joints_2d / scales[-1], last.conf, self.cfg.roi_margin, self.cfg.min_roi_px)
+                self.roi = _bounded(box, w, h)
             else:
                 self.roi = None
         return results  # type: ignore[return-value]

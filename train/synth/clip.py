@@ -31,7 +31,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,13 +179,11 @@ class ClipMaker:
     def _encode(self, plan: ClipPlan, video: Path, j3d: np.ndarray, j2d: np.ndarray, visible: np.ndarray,
                 on_frame: Callable[[], None] | None) -> None:
         """Renders and encodes every frame of `plan`, filling the label arrays in place."""
-        import av
+        from train.h264 import write_h264
 
         fx, fy, cx, cy = plan.camera.intrinsics
-        with av.open(str(video), "w") as dst:
-            stream = dst.add_stream("libx264", rate=round(self.fps), options={"crf": "18", "preset": "veryfast"})
-            stream.width = stream.height = self.size
-            stream.pix_fmt = "yuv420p"
+
+        def frames() -> Iterator[np.ndarray]:
             for t, (verts, joints) in enumerate(plan.posed):
                 v_cam = (verts - plan.camera.centre) @ plan.camera.rot.T
                 j_cam = (joints - plan.camera.centre) @ plan.camera.rot.T
@@ -194,13 +192,11 @@ class ClipMaker:
                 j3d[t], j2d[t] = j_cam, uv
                 visible[t] = joints_seen(out, uv, j_cam)
                 img = over(out, plan.bg) + plan.noise.normal(0, NOISE_STD, (self.size, self.size, 3))
-                frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="bgr24")
-                for packet in stream.encode(frame):
-                    dst.mux(packet)
+                yield np.clip(img, 0, 255).astype(np.uint8)
                 if on_frame:
                     on_frame()
-            for packet in stream.encode():
-                dst.mux(packet)
+
+        write_h264(video, frames(), self.size, round(self.fps), {"crf": "18", "preset": "veryfast"})
 
 
 @dataclass

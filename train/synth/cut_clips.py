@@ -87,24 +87,17 @@ def cut_video(src: Path, dst: Path, window: Window, size: int, fps: float) -> in
     import av
     import cv2
 
+    from train.h264 import write_h264
+
     matrix = window.warp(size)
-    frames = 0
     try:
-        with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-            stream = out.add_stream("libx264", rate=round(fps), options={"crf": "18", "preset": "veryfast"})
-            stream.width = stream.height = size
-            stream.pix_fmt = "yuv420p"
-            for frame in inp.decode(video=0):
-                image = cv2.warpAffine(frame.to_ndarray(format="bgr24"), matrix, (size, size),
-                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                    out.mux(packet)
-                frames += 1
-            for packet in stream.encode():
-                out.mux(packet)
+        with av.open(str(src)) as inp:
+            views = (cv2.warpAffine(frame.to_ndarray(format="bgr24"), matrix, (size, size),
+                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                     for frame in inp.decode(video=0))
+            return write_h264(dst, views, size, round(fps), {"crf": "18", "preset": "veryfast"})
     except av.FFmpegError as exc:
         raise RuntimeError(f"cannot cut {src} into {dst}: {exc}") from None
-    return frames
 
 
 def cut_clips(clips: Path, out: Path) -> int:

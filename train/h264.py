@@ -1,0 +1,32 @@
+"""Square BGR frames into an H.264 file (yuv420p): the one encoder loop of the tools that make
+video for evaluation (`train.synth.clip`, `train.synth.cut_clips`, `scripts/vtest_crop.py`,
+`scripts/person_free_video.py`). The pipeline's own writer, with its error messages and the
+poses drawn on, is `streamer.overlay.OverlayWriter`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: int,
+               options: dict[str, str] | None = None) -> int:
+    """Encodes every (size, size, 3) uint8 BGR frame of `frames` to `path` at `fps` frames/s with
+    libx264 `options` (e.g. {"crf": "18"}; none: its defaults) and returns how many it wrote.
+    PyAV's errors (av.FFmpegError) reach the caller."""
+    import av
+
+    written = 0
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options=options or {})
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+            written += 1
+        for packet in stream.encode():
+            out.mux(packet)
+    return written
