@@ -382,7 +382,7 @@ def test_motion_pack_refuses_other_files(tmp_path: Path, content: bytes | None):
 @needs_cmu
 def test_motion_pack_of_the_shared_data_equals_load_all(tmp_path: Path):
     bank, cameras = motion.load_all(DATA)
-    motion.main([str(DATA), "--pack", str(tmp_path / "m.npz")])
+    assert motion.main([str(DATA), "--pack", str(tmp_path / "m.npz")]) == 0
     back, cams = motion.load_pack(tmp_path / "m.npz")
     np.testing.assert_array_equal(back.joints, bank.joints)
     assert (back.sequence == bank.sequence).all() and (back.source == bank.source).all()
@@ -390,3 +390,19 @@ def test_motion_pack_of_the_shared_data_equals_load_all(tmp_path: Path):
     for a, b in zip(cams, cameras):
         for field in ("R", "T", "f", "c", "k", "p"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_motion_command_refuses_missing_data_and_unwritable_packs(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert motion.main([str(tmp_path / "nowhere"), "--pack", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("train.motion: error:") and "POSECAST_DATA" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+@needs_h36m
+@needs_cmu
+def test_motion_command_refuses_an_unwritable_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    (tmp_path / "file").write_text("x")                     # a file where the pack's folder should be
+    assert motion.main([str(DATA), "--pack", str(tmp_path / "file" / "m.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot write the pack" in err

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tarfile
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -713,9 +714,10 @@ def load_pack(path: str | Path) -> tuple[MotionBank, list[H36MCamera]]:
     return bank, cameras
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m train.motion [DATA_DIR] [--deepmimic SOURCE] [--pack OUT.npz]`: counts, split and bone
-    lengths; with --pack, also the loaded motions and cameras in one file (`save_pack`)."""
+    lengths; with --pack, also the loaded motions and cameras in one file (`save_pack`). A missing
+    or broken dataset, or a pack that cannot be written, is one error line and exit code 2."""
     import argparse
     import time
 
@@ -727,15 +729,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
-    bank, cameras = load_all(args.data_dir, deepmimic_source=args.deepmimic)
+    try:
+        bank, cameras = load_all(args.data_dir, deepmimic_source=args.deepmimic)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"train.motion: error: {exc} (set POSECAST_DATA, or give DATA_DIR, to the datasets folder)",
+              file=sys.stderr)
+        return 2
     print(f"{bank} loaded in {time.perf_counter() - t0:.1f} s")
     if args.pack is not None:
-        save_pack(args.pack, bank, cameras)
+        try:
+            save_pack(args.pack, bank, cameras)
+        except OSError as exc:
+            print(f"train.motion: error: cannot write the pack {args.pack}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"motion pack: {args.pack} ({args.pack.stat().st_size / 1e6:.1f} MB)")
     train, val = split(bank)
     print(f"train: {train}\nval:   {val}")
     print(format_bone_length_stats(bone_length_stats(bank)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
