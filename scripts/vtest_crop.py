@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         src.close()
         print(f"vtest_crop: error: --box {x0} {y0} {side} is not inside the {w}x{h} frames", file=sys.stderr)
         return 2
+
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(src.decode(video=0)):
             if i < args.frames[0]:
