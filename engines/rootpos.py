@@ -91,11 +91,14 @@ class Intrinsics:
         return p[..., :2] / p[..., 2:3] * self._focal + self._centre
 
 
-def camera_intrinsics(width: int, height: int, focal_px: float | None, hfov_deg: float) -> Intrinsics:
-    """The camera of an image: its focal length if known, else one assumed from a field of view."""
-    if focal_px is None:
-        return Intrinsics.from_fov(width, height, hfov_deg)
-    return Intrinsics(float(focal_px), float(focal_px), width / 2.0, height / 2.0)
+def camera_intrinsics(width: int, height: int, focal_px: float | None, hfov_deg: float,
+                      principal_px: tuple[float, float] | None = None) -> Intrinsics:
+    """The camera of an image: its focal length if known, else one assumed from a field of view;
+    its principal point if known, else the image centre."""
+    k = Intrinsics.from_fov(width, height, hfov_deg)
+    f = k.fx if focal_px is None else float(focal_px)
+    cx, cy = (k.cx, k.cy) if principal_px is None else map(float, principal_px)
+    return Intrinsics(f, f, cx, cy)
 
 
 def root_translation(joints_3d: np.ndarray, joints_2d: np.ndarray, conf: np.ndarray, k: Intrinsics,

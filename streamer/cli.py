@@ -64,6 +64,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", choices=_choices(CoordinatesConfig, "axes"),
                    help="axes of joints_3d and root_3d (default camera: x right, y down, z forward, metres)")
     p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d, and to turn a ray-frame model's 3D into camera axes)")
+    p.add_argument("--principal", type=float, nargs=2, metavar=("CX", "CY"),
+                   help="where the optical axis meets the image, in pixels (default: the image centre; "
+                        "another place for a frame cut off-centre from a larger one)")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="mean joint confidence needed to report a person (sets both tracking thresholds)")
     p.add_argument("--publish", action="store_true", help="also publish the stream over ZeroMQ (see docs/protocol.md)")
@@ -94,6 +97,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("source", "reconnect", True if getattr(args, "reconnect", False) else None)
     put("source", "loop", True if getattr(args, "loop", False) else None)
     put("coordinates", "focal_px", args.focal)
+    put("coordinates", "principal_px", args.principal)
     put("publish", "enabled", True if args.publish else None)
     put("publish", "bind", args.bind)
     put("publish", "port", args.port)

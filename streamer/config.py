@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -101,10 +103,15 @@ class CoordinatesConfig:
     axes: Literal["camera", "unity", "unreal", "godot", "blender"]
     focal_px: float | None    # the camera's focal length in pixels; None: assumed from hfov_deg
     hfov_deg: float           # horizontal field of view assumed when focal_px is unknown
+    # Where the optical axis meets the image, in pixels; None: the image centre. A frame cut
+    # off-centre from a larger one (a cropped or zoomed stream) has it elsewhere.
+    principal_px: tuple[float, float] | None = None
 
     def check(self) -> None:
-        if self.focal_px is not None and self.focal_px <= 0:
+        if self.focal_px is not None and not (0 < self.focal_px < math.inf):
             raise ValueError(f"focal_px must be positive (got {self.focal_px})")
+        if self.principal_px is not None and not all(map(math.isfinite, self.principal_px)):
+            raise ValueError(f"principal_px must be two finite numbers (got {list(self.principal_px)})")
         if not 10.0 <= self.hfov_deg <= 170.0:
             raise ValueError(f"hfov_deg must be between 10 and 170 (got {self.hfov_deg})")
 

@@ -115,9 +115,12 @@ class RootFilterConfig:
 
     one_euro: OneEuroConfig
     kalman: KalmanConfig
+    max_depth_rate: float     # 1/s: the fastest relative change of depth believed (streamer/depth_limit.py); 0: no bound
 
     def check(self) -> None:
         _check_sections(self, "one_euro", "kalman")
+        if not 0.0 <= self.max_depth_rate < math.inf:
+            raise ValueError(f"max_depth_rate must be 0 (no bound) or a positive number per second (got {self.max_depth_rate})")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import pytest
 from engines.model_file import default_model_config
 from engines.rootpos import root_translation
 from streamer.config import load_pipeline_config
-from streamer.filters import KalmanSmoother
+from streamer.depth_limit import DepthRateLimit
+from streamer.filters import RESET_GAP_S, KalmanSmoother
 from streamer.packets import FramePacket, ResultPacket
 from streamer.stages.align import AlignStage
 
@@ -82,7 +83,10 @@ def test_a_file_is_held_back_by_the_lag_and_every_frame_leaves_once_in_order() -
         sm = KalmanSmoother(cfg.kalman, (stage.num_joints, 3), lag)
         want = np.stack(sum((sm.push(t, a, packets[i].conf) for t, a, i in zip(ts, aligned, run)), []) + sm.flush())
         np.testing.assert_allclose(np.stack([out[i].joints_3d for i in run]), want, atol=1e-6)
-        roots = [root_translation(a, packets[i].joints_2d, packets[i].conf, k)[0][None] for a, i in zip(aligned, run)]
+        # Each run's depths are bounded in speed from its own first frame (streamer/depth_limit.py).
+        limit = DepthRateLimit(cfg.root.max_depth_rate, RESET_GAP_S)
+        roots = [limit(t, root_translation(a, packets[i].joints_2d, packets[i].conf, k)[0])[None]
+                 for t, a, i in zip(ts, aligned, run)]
         want_root = _smoothed(cfg.root.kalman, (1, 3), lag, ts, roots)[:, 0]
         np.testing.assert_allclose(np.stack([out[i].root_3d for i in run]), want_root, atol=1e-5)
 
@@ -135,3 +139,47 @@ def test_frames_without_any_time_are_not_filtered() -> None:
     out, _ = _run(stage, packets)
     for p, r in zip(packets, out):
         np.testing.assert_allclose(r.joints_3d, stage.aligner(p.offsets_3d, p.conf), atol=1e-6)
+
+
+def _squeezed(stage: AlignStage, n: int, squeeze: range) -> list[ResultPacket]:
+    """A still person 3 m away whose 2D joints shrink to a tenth in `squeeze`, as when they are
+    mostly outside the frame and the network draws the whole skeleton in the part it sees."""
+    joints, roots = stage.num_joints, stage.num_roots
+    pose = np.random.default_rng(2).normal(0.0, 0.3, (joints, 3))
+    pose -= pose[0]
+    offsets = pose[None] - pose[list(stage.aligner.roots)][:, None]
+    k = stage._camera(FramePacket(0, 0, 480, 640, 0.0, 0.0, 1.0))
+    uv = k.project(pose + [0.2, 0.1, 3.0])
+    packets = []
+    for seq in range(n):
+        seen = uv[0] + (uv - uv[0]) * (0.1 if seq in squeeze else 1.0)
+        packets.append(ResultPacket(FramePacket(seq, seq % RING, 480, 640, seq / FPS, seq / FPS, 1.0), True, 0.9,
+                                    seen.astype(np.float32), np.ones(joints, np.float32), offsets.astype(np.float32)))
+    return packets
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_squeezed_skeleton_does_not_throw_the_root_far_away(live: bool) -> None:
+    stage = _stage(live)
+    rate = stage.filter_config.root.max_depth_rate
+    squeeze = range(20, 30)
+    out, _ = _run(stage, _squeezed(stage, 60, squeeze))
+    depth = np.array([r.root_3d[2] for r in out])
+    # Measured alone, the squeezed frames are about ten times as far (the next test). Bounded, the ten frames can
+    # drift at most exp(rate * 10 / FPS), and the filter smooths that further.
+    bound = 3.0 * np.exp(rate * len(squeeze) / FPS)
+    assert depth.max() < bound + 0.05 and bound < 10.0
+    np.testing.assert_allclose(depth[:10], 3.0, atol=0.02)   # a file's smoother sees 10 frames ahead
+    # Back to the whole skeleton, the depth comes back (a file's Kalman smoother overshoots a little).
+    assert abs(depth[-1] - 3.0) < 0.3
+
+
+def test_with_filtering_off_every_frame_is_its_own_measurement() -> None:
+    stage = AlignStage(replace(default_model_config(), offsets_frame="camera"),
+                       load_pipeline_config(overrides={"filter": {"method": "off"}}), "", "",
+                       control=None, reporter=None)  # type: ignore[arg-type]
+    stage.start(False, RING)
+    out, _ = _run(stage, _squeezed(stage, 30, range(20, 30)))
+    depth = np.array([r.root_3d[2] for r in out])
+    np.testing.assert_allclose(depth[:20], 3.0, rtol=1e-4)
+    assert (depth[20:] > 25.0).all()

@@ -103,6 +103,12 @@ def test_a_boolean_is_still_refused_where_off_is_no_choice(tmp_path: Path) -> No
         load_pipeline_config(write(tmp_path, "alignment:\n  method: off\n"))
 
 
+def test_the_principal_point_is_a_pair_or_the_image_centre(tmp_path: Path) -> None:
+    assert load_pipeline_config().coordinates.principal_px is None
+    cfg = load_pipeline_config(write(tmp_path, "coordinates:\n  principal_px: [300, 250.5]\n"))
+    assert cfg.coordinates.principal_px == (300.0, 250.5)
+
+
 def test_model_config_override(tmp_path: Path) -> None:
     cfg = load_model_config(write(tmp_path, "input_size: 128\ngrid_size: 16\nfusion: fc\n"))
     assert (cfg.input_size, cfg.grid_size, cfg.fusion) == (128, 16, "fc")
@@ -227,6 +233,11 @@ def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
         ("filter:\n  file_lag: 0.5\n", r"'filter\.file_lag' must be an integer"),
         ("filter:\n  root:\n    kalman:\n      measurement_noise: 0\n",
          r"filter\.root\.kalman\.measurement_noise must be a positive number"),
+        ("filter:\n  root:\n    max_depth_rate: -1\n", r"filter\.root\.max_depth_rate must be 0 \(no bound\) or a positive"),
+        ("filter:\n  root:\n    max_depth_rate: .inf\n", r"filter\.root\.max_depth_rate must be 0"),
+        ("coordinates:\n  principal_px: [320, .nan]\n", r"coordinates\.principal_px must be two finite numbers"),
+        ("coordinates:\n  principal_px: [320]\n", r"'coordinates\.principal_px' must be a list of 2 items|must be a list or null"),
+        ("coordinates:\n  focal_px: .inf\n", r"coordinates\.focal_px must be positive"),
         ("source:\n  read_timeout_s: 0\n", r"source\.timeouts must be positive"),
         ("source:\n  max_image_side: 10\n", r"source\.max_image_side must be >= 64"),
         # Cross-section rule: the ring must hold a whole batch and one more frame.

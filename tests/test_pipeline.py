@@ -189,6 +189,23 @@ def test_default_model_finds_the_walker_at_default_thresholds(posecast, clip40: 
     assert np.median(errors) < 0.25, errors
 
 
+def test_the_camera_given_is_the_camera_in_the_meta(posecast, clip40: Path, tmp_path: Path) -> None:
+    r = posecast.run(["track", clip40, "-o", "a.jsonl", "--no-progress", "--focal", "200", "--principal", "70", "50.5"])
+    assert r.returncode == 0, r.stderr
+    camera = read_track(tmp_path / "a.jsonl")[0]["camera"]
+    assert (camera["fx"], camera["fy"], camera["cx"], camera["cy"]) == (200.0, 200.0, 70.0, 50.5)
+    assert camera["focal"] == camera["principal"] == "given"
+    r = posecast.run(["track", clip40, "-o", "b.jsonl", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    camera = read_track(tmp_path / "b.jsonl")[0]["camera"]
+    assert (camera["cx"], camera["cy"]) == (80.0, 60.0) and camera["principal"] == "the image centre"
+    assert camera["focal"] == "assumed from a 60 degree field of view"
+    # Both run the same frames through the same network: only the camera moved the roots.
+    a, b = read_track(tmp_path / "a.jsonl")[1], read_track(tmp_path / "b.jsonl")[1]
+    roots = [(x["people"][0]["root_3d"], y["people"][0]["root_3d"]) for x, y in zip(a, b) if x["people"]]
+    assert roots and all(ra != rb for ra, rb in roots)
+
+
 def _write_pngs(folder: Path, n: int, w: int, h: int) -> None:
     from streamer.synthclip import WalkScene
 

@@ -20,7 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engines.rootpos import Intrinsics, root_translation, scale_translation
+from engines.rootpos import Intrinsics, camera_intrinsics, root_translation, scale_translation
 from engines.skeleton import H36M17
 
 J = H36M17.num_joints
@@ -100,6 +100,15 @@ def test_from_fov_default_and_validation() -> None:
             Intrinsics.from_fov(*bad)
     with pytest.raises(ValueError, match="focal"):
         Intrinsics(fx=0.0, fy=500.0, cx=0.0, cy=0.0)
+
+
+def test_camera_intrinsics_takes_a_given_focal_and_principal_point() -> None:
+    k = camera_intrinsics(640, 480, None, 60.0)
+    assert (k.cx, k.cy) == (320.0, 240.0) and k.fx == k.fy == Intrinsics.from_fov(640, 480).fx
+    k = camera_intrinsics(640, 480, 800.0, 60.0, (300.0, 100.0))
+    assert (k.fx, k.fy, k.cx, k.cy) == (800.0, 800.0, 300.0, 100.0)
+    # A point on the optical axis lands on the principal point, wherever that is.
+    np.testing.assert_allclose(k.project(np.array([0.0, 0.0, 4.0])), [300.0, 100.0])
 
 
 # --- exactness ------------------------------------------------------------------------------

@@ -175,3 +175,29 @@ def test_clip_rendering_refuses_a_missing_body_bank_with_one_line(tmp_path):
                         "--bodies", str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "body bank" in r.stderr and "not found" in r.stderr
+
+
+@pytest.mark.parametrize("with_focal", [True, False])
+def test_the_clip_camera_is_given_to_the_pipeline(monkeypatch, tmp_path, with_focal):
+    # A webcam view is cut off-centre from its clip: the pipeline needs its principal point too,
+    # or the root is off by the cut's offset (a metre at 5 m on those views).
+    from train import video_eval
+
+    labels = {**_labels(), "focal": np.float64(800.0), "intrinsics": np.array([800.0, 800.0, 140.5, 390.25])}
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        found, pred, j2d = _track(labels)
+        np.savez(tmp_path / "t.npz", found=found, joints_3d=pred, joints_2d=j2d, root_3d=labels["joints_3d"][:, 0])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(video_eval.subprocess, "run", fake_run)
+    score = video_eval.run_clip(tmp_path / "c.mp4", labels, tmp_path / "t.npz", None, "auto", with_focal, None)
+    assert score.summary()["root_mm"] == pytest.approx(0.0, abs=1e-9)
+    cmd = seen[0]
+    if with_focal:
+        assert cmd[cmd.index("--focal") + 1] == "800.000"
+        assert cmd[cmd.index("--principal") + 1: cmd.index("--principal") + 3] == ["140.500", "390.250"]
+    else:
+        assert "--focal" not in cmd and "--principal" not in cmd

@@ -3,8 +3,9 @@
     python -m train.video_eval --clips DIR [--model M] [--filter off one_euro kalman]
 
 Each clip goes through `posecast track` as a user's file would (tracker, mirrored network, root
-alignment, the temporal filter named), with the clip's focal length given (`--focal`) unless
-`--without-focal`; its `.npz` track file is then scored against the clip's labels:
+alignment, the temporal filter named), with the clip's focal length and principal point given
+(`--focal`, `--principal`) unless `--without-focal`; its `.npz` track file is then scored against
+the clip's labels:
 
 - found: the share of frames with a person reported;
 - MPJPE and PA-MPJPE (mm) of the pelvis-relative 3D joints, over the frames with a person;
@@ -132,6 +133,11 @@ def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Pat
            "--no-progress"]
     if with_focal:
         cmd += ["--focal", f"{float(labels['focal']):.3f}"]
+        if "intrinsics" in labels:
+            # A webcam view (train.synth.cut_clips) is cut off-centre from its clip: its optical
+            # axis meets the frame elsewhere than the centre, and the pipeline has to be told.
+            cx, cy = np.asarray(labels["intrinsics"], np.float64)[2:4]
+            cmd += ["--principal", f"{cx:.3f}", f"{cy:.3f}"]
     if model is not None:
         cmd += ["--model", str(model)]
     if config is not None:
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="temporal filters to compare (default auto: the pipeline's default for files)")
     ap.add_argument("--config", type=Path, default=None, help="a pipeline config laid over configs/pipeline.yaml")
     ap.add_argument("--without-focal", action="store_true",
-                    help="do not give the clips' focal length (the pipeline then assumes its hfov_deg)")
+                    help="do not give the clips' focal length and principal point (the pipeline then assumes its hfov_deg and the image centre)")
     ap.add_argument("--json", type=Path, default=None, help="also write the scores here")
     ap.add_argument("--against", type=Path, default=None, metavar="JSON",
                     help="another run's --json over the same clips: print the differences, clip by clip paired, "

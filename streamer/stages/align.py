@@ -17,7 +17,9 @@ from where the last one was. Frames leave in the order they came.
 root_3d is measured on the filtered pose where the filter returns it at once (live), and on the
 pose as aligned where the smoother holds it (files), then filtered with its own
 settings (`filter.root`), by a smoother in step with the joints' one (same lag, same frames).
-Measuring it on the smoothed pose instead would hold each frame back twice as long.
+Measuring it on the smoothed pose instead would hold each frame back twice as long. Before its
+filter, its depth is held to a physical speed (`filter.root.max_depth_rate`,
+streamer/depth_limit.py), so a person half out of the frame does not jump tens of metres away.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from engines.ray_frame import person_rotations
 from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, smoother_lag
+from streamer.depth_limit import DepthRateLimit
+from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
@@ -55,6 +58,7 @@ class AlignStage:
         self.batch_size = config.inference.batch_size
         self.smoother: PoseSmoother = make_smoother(config.filter, (skel.num_joints, 3), live=False)
         self.root_smoother: PoseSmoother = make_smoother(config.filter.for_root(), (1, 3), live=False)
+        self.depth_limit = self._depth_limit(live=False)
         # Frames with a person whose pose the smoothers still hold, oldest first.
         self.held: deque[ResultPacket] = deque()
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
@@ -111,6 +115,12 @@ class AlignStage:
         lag = min(wanted, room)
         self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
+        self.depth_limit = self._depth_limit(live)
+
+    def _depth_limit(self, live: bool) -> DepthRateLimit:
+        """root_3d's bound on depth speed; none where filtering is off (every frame its own measurement)."""
+        off = resolved_method(self.filter_config, live) == "off"
+        return DepthRateLimit(0.0 if off else self.filter_config.root.max_depth_rate, RESET_GAP_S)
 
     def _time(self, fp: FramePacket) -> float:
         """The frame's time for the filters (see the module docstring)."""
@@ -130,7 +140,7 @@ class AlignStage:
         size = (round(fp.width * fp.scale), round(fp.height * fp.scale))
         if size not in self._intrinsics:
             c = self.coordinates
-            self._intrinsics[size] = camera_intrinsics(size[0], size[1], c.focal_px, c.hfov_deg)
+            self._intrinsics[size] = camera_intrinsics(size[0], size[1], c.focal_px, c.hfov_deg, c.principal_px)
         return self._intrinsics[size]
 
     def align(self, body: dict) -> list[dict]:
@@ -150,9 +160,11 @@ class AlignStage:
             poses = self.smoother.push(t, aligned, res.conf)
             measured = poses[-1] if self.smoother.lag == 0 else aligned
             root, _ = root_translation(measured, res.joints_2d, res.conf, k)
+            root = self.depth_limit(t, root)
             done = self.release(poses, self.root_smoother.push(t, root[None]))
         else:
             done = self.release(self.smoother.flush(), self.root_smoother.flush())
+            self.depth_limit.reset()
             res.joints_3d = None              # nobody found: no pose to align, nothing is published
             done.append(res.to_dict())
         self.timer.since("align", t0)

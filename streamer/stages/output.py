@@ -75,9 +75,10 @@ class OutputStage:
             info = start["info"]
             self.live = bool(info["live"])
             c = self.coordinates
-            k = camera_intrinsics(info["width"], info["height"], c.focal_px, c.hfov_deg)
+            k = camera_intrinsics(info["width"], info["height"], c.focal_px, c.hfov_deg, c.principal_px)
             camera = {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy,
-                      "focal": "given" if c.focal_px is not None else f"assumed from a {c.hfov_deg:g} degree field of view"}
+                      "focal": "given" if c.focal_px is not None else f"assumed from a {c.hfov_deg:g} degree field of view",
+                      "principal": "given" if c.principal_px is not None else "the image centre"}
             meta = meta_message(self.model_config.skeleton, info["name"], (info["width"], info["height"]),
                                 info["fps"], {**self.model_meta, "backend": start["backend"]},
                                 axes=axes_meta(self.axes), camera=camera)
