@@ -11,7 +11,9 @@ gave, and the root moves along its own ray to that depth (its place in the image
 The bound is on the relative change (1/s), because the depth's error is relative: at 2/s a person
 3 m away may approach at 6 m/s, far beyond walking, while a 20 m jump is cut to 20 cm per frame.
 The rendered clips' true motion stays under 0.46/s. A new track (after a frame with nobody, or a
-gap in time over `reset_gap_s`) starts from its first depth, as the filters do.
+gap in time over `reset_gap_s`) starts from its first depth, as the filters do, unless `start`
+gives it another: a file's align stage, which holds frames back anyway, starts each track from
+the median depth of its first frames, since a track often starts on a person entering the frame.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ class DepthRateLimit:
             kept = min(max(depth, self._depth / step), self._depth * step)
         self._t, self._depth = t, kept
         return root if kept == depth else root * (kept / depth)
+
+    def start(self, t: float, depth: float) -> None:
+        """Starts a track at `depth` (m) at time `t`: its first frame is held to that depth."""
+        if depth > 0.0 and math.isfinite(depth):
+            self._t, self._depth = t, depth
+
+    @property
+    def started(self) -> bool:
+        return self._t is not None
 
     def reset(self) -> None:
         self._t = None

@@ -51,7 +51,7 @@ def _run(stage: AlignStage, packets: list[ResultPacket]) -> tuple[list[ResultPac
         got = stage.align(p.to_dict())
         released_per_frame.append(len(got))
         out += got
-    out += stage.release(stage.smoother.flush(), stage.root_smoother.flush())     # what END does
+    out += stage.flush()     # what END does
     return [ResultPacket.from_dict(d, stage.num_joints, stage.num_roots) for d in out], released_per_frame
 
 
@@ -83,10 +83,11 @@ def test_a_file_is_held_back_by_the_lag_and_every_frame_leaves_once_in_order() -
         sm = KalmanSmoother(cfg.kalman, (stage.num_joints, 3), lag)
         want = np.stack(sum((sm.push(t, a, packets[i].conf) for t, a, i in zip(ts, aligned, run)), []) + sm.flush())
         np.testing.assert_allclose(np.stack([out[i].joints_3d for i in run]), want, atol=1e-6)
-        # Each run's depths are bounded in speed from its own first frame (streamer/depth_limit.py).
+        # Each run's depths are bounded in speed from the median of its first `lag` (streamer/depth_limit.py).
+        measured = [root_translation(a, packets[i].joints_2d, packets[i].conf, k)[0] for a, i in zip(aligned, run)]
         limit = DepthRateLimit(cfg.root.max_depth_rate, RESET_GAP_S)
-        roots = [limit(t, root_translation(a, packets[i].joints_2d, packets[i].conf, k)[0])[None]
-                 for t, a, i in zip(ts, aligned, run)]
+        limit.start(ts[0], float(np.median([r[2] for r in measured[:lag]])))
+        roots = [limit(t, r)[None] for t, r in zip(ts, measured)]
         want_root = _smoothed(cfg.root.kalman, (1, 3), lag, ts, roots)[:, 0]
         np.testing.assert_allclose(np.stack([out[i].root_3d for i in run]), want_root, atol=1e-5)
 
@@ -126,7 +127,7 @@ def test_stalled_backward_and_missing_times_never_hold_more_than_the_lag() -> No
         p.frame.t_media = t
         out += stage.align(p.to_dict())
         assert len(stage.held) <= lag
-    out += stage.release(stage.smoother.flush(), stage.root_smoother.flush())
+    out += stage.flush()
     assert [d["frame"]["seq"] for d in out] == list(range(60))
 
 
@@ -183,3 +184,28 @@ def test_with_filtering_off_every_frame_is_its_own_measurement() -> None:
     depth = np.array([r.root_3d[2] for r in out])
     np.testing.assert_allclose(depth[:20], 3.0, rtol=1e-4)
     assert (depth[20:] > 25.0).all()
+
+
+def test_a_file_track_starts_from_the_median_of_its_first_depths() -> None:
+    # The person enters the frame: their first frames are squeezed and read far away. A file's
+    # track starts its bound from the median depth of its first `lag` frames, not from the first.
+    stage = _stage(live=False)
+    lag = stage.root_smoother.lag
+    out, _ = _run(stage, _squeezed(stage, 40, range(0, 3)))
+    depth = np.array([r.root_3d[2] for r in out])
+    assert lag > 6 and (depth < 3.6).all(), depth
+    # A live source cannot wait: its track starts where its first frame puts it.
+    live = _stage(live=True)
+    out, _ = _run(live, _squeezed(live, 40, range(0, 3)))
+    assert out[0].root_3d[2] > 25.0
+
+
+def test_unrelated_images_share_no_depth() -> None:
+    # An image folder has no time between its frames: each is its own track, unbounded.
+    stage = _stage(live=False)
+    packets = _squeezed(stage, 6, range(0, 6, 2))
+    for p in packets:
+        p.frame.t_media = None
+    out, _ = _run(stage, packets)
+    np.testing.assert_allclose([r.root_3d[2] for r in out][1::2], 3.0, rtol=1e-4)
+    assert all(r.root_3d[2] > 25.0 for r in out[0::2])

@@ -74,3 +74,16 @@ def test_rate_zero_and_odd_depths_pass_untouched() -> None:
         root = np.array([0.0, 0.0, odd])
         assert limit(DT, root) is root
     assert limit(2 * DT, np.array([0.0, 0.0, 3.1]))[2] == 3.1     # the odd ones left no trace
+
+
+def test_start_sets_where_a_track_begins() -> None:
+    limit = _limit(2.0)
+    assert not limit.started
+    limit.start(0.0, 4.0)
+    assert limit.started
+    assert limit(0.0, np.array([0.0, 0.0, 20.0]))[2] == pytest.approx(4.0)      # its first frame too
+    assert limit(DT, np.array([0.0, 0.0, 20.0]))[2] == pytest.approx(4.0 * math.exp(2.0 * DT))
+    fresh = _limit(2.0)
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        fresh.start(0.0, bad)
+        assert not fresh.started

@@ -113,7 +113,7 @@ def test_the_pipeline_turns_ray_frame_labels_back_into_the_camera_frame(frame: s
     stage = AlignStage(cfg, pipeline, "", "", control=None, reporter=None)   # type: ignore[arg-type]
     packet = ResultPacket(FramePacket(0, 0, 480, 640, 0.0, 0.0, 1.0), True, 0.9, uv.astype(np.float32),
                           np.ones(17, np.float32), offsets)
-    (result,) = stage.align(packet.to_dict()) + stage.release(stage.smoother.flush(), stage.root_smoother.flush())
+    (result,) = stage.align(packet.to_dict()) + stage.flush()
     out = ResultPacket.from_dict(result, 17, len(cfg.roots))
     pelvis = cfg.skeleton.index("pelvis")
     np.testing.assert_allclose(out.joints_3d, joints - joints[pelvis], atol=2e-4)

@@ -59,6 +59,7 @@ class AlignStage:
         self.smoother: PoseSmoother = make_smoother(config.filter, (skel.num_joints, 3), live=False)
         self.root_smoother: PoseSmoother = make_smoother(config.filter.for_root(), (1, 3), live=False)
         self.depth_limit = self._depth_limit(live=False)
+        self.first_roots: list[tuple[float, np.ndarray]] = []   # a file track's first roots, while they wait
         # Frames with a person whose pose the smoothers still hold, oldest first.
         self.held: deque[ResultPacket] = deque()
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
@@ -90,7 +91,7 @@ class AlignStage:
                     info = body["info"]
                     self.start(bool(info["live"]), int(body["ring"]["slots"]), info.get("fps"))
                 if kind == END:
-                    for result in self.release(self.smoother.flush(), self.root_smoother.flush()):
+                    for result in self.flush():
                         out.send(RESULT, result)
                     body["timings"]["align"] = self.timer.summary()
                 out.send(kind, body)
@@ -116,6 +117,7 @@ class AlignStage:
         self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
         self.depth_limit = self._depth_limit(live)
+        self.first_roots = []
 
     def _depth_limit(self, live: bool) -> DepthRateLimit:
         """root_3d's bound on depth speed; none where filtering is off (every frame its own measurement)."""
@@ -160,14 +162,49 @@ class AlignStage:
             poses = self.smoother.push(t, aligned, res.conf)
             measured = poses[-1] if self.smoother.lag == 0 else aligned
             root, _ = root_translation(measured, res.joints_2d, res.conf, k)
-            root = self.depth_limit(t, root)
-            done = self.release(poses, self.root_smoother.push(t, root[None]))
+            done = self.release(poses, self._push_root(t, root, start=bool(poses)))
         else:
-            done = self.release(self.smoother.flush(), self.root_smoother.flush())
-            self.depth_limit.reset()
+            done = self.flush()
             res.joints_3d = None              # nobody found: no pose to align, nothing is published
             done.append(res.to_dict())
         self.timer.since("align", t0)
+        return done
+
+    def _push_root(self, t: float, root: np.ndarray, start: bool) -> list[np.ndarray]:
+        """A frame's root into its smoother, its depth bounded in speed (streamer/depth_limit.py);
+        the roots it releases. A file's track waits for its first `lag` roots and starts the bound
+        from their median depth: tracks often start on a person entering the frame, squeezed and
+        read as far away. The smoother would hold those frames anyway, so nothing waits longer;
+        where the pose smoother lets frames go early (`start`: a jump in time), the track starts
+        then, so that the two stay in step."""
+        lag = self.root_smoother.lag
+        if lag and self.depth_limit.max_rate > 0.0 and not self.depth_limit.started:
+            self.first_roots.append((t, root))
+            return self._start_track() if start or len(self.first_roots) >= lag else []
+        return self.root_smoother.push(t, self.depth_limit(t, root)[None])
+
+    def _start_track(self) -> list[np.ndarray]:
+        """The waiting roots into the smoother, bounded from their median depth."""
+        if not self.first_roots:
+            return []
+        # The median of the first frames the bound would link: not across a jump in time.
+        depths = [float(self.first_roots[0][1][2])]
+        for (t0, _), (t1, root) in zip(self.first_roots, self.first_roots[1:]):
+            if not 0.0 <= t1 - t0 <= self.depth_limit.reset_gap_s:
+                break
+            depths.append(float(root[2]))
+        self.depth_limit.start(self.first_roots[0][0], float(np.median(depths)))
+        released = []
+        for t, root in self.first_roots:
+            released += self.root_smoother.push(t, self.depth_limit(t, root)[None])
+        self.first_roots.clear()
+        return released
+
+    def flush(self) -> list[dict]:
+        """Every frame held, with its pose and root: the track ends (nobody found, or the source)."""
+        roots = self._start_track()
+        done = self.release(self.smoother.flush(), roots + self.root_smoother.flush())
+        self.depth_limit.reset()
         return done
 
     def release(self, poses: list[np.ndarray], roots: list[np.ndarray]) -> list[dict]:
