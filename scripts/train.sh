@@ -81,10 +81,10 @@ evaluate "$work/runs/soup" eval_mirrored.json --flip-test all
 [ -f "$work/runs/cut_off/model.pt" ] || $py -m train.train --config configs/train/cut_off.yaml \
     --out "$work/runs/cut_off" --init-from "$work/runs/soup/model.pt"
 evaluate "$work/runs/cut_off" eval_mirrored.json --flip-test all
-# Stages 22 and 23 (the shipped weights): stage 21 trained twice more on a GPU, on people rendered
-# there (configs/train/gpu.yaml and gpu_more.yaml; docs/training.md, "The shipped model"). They
-# need GPU_PYTHON: a Python whose torch sees a CUDA GPU, with numpy, opencv, pyyaml, tqdm and
-# moderngl (the project's .venv holds a CPU torch). Without it they are skipped and stage 21 is
+# Stages 22, 23 and 24 (the shipped weights): stage 21 trained three times more on a GPU, on people
+# rendered there (configs/train/gpu.yaml, gpu_more.yaml and gpu_long.yaml; docs/training.md, "The
+# shipped model"). They need GPU_PYTHON: a Python whose torch sees a CUDA GPU, with numpy, opencv,
+# pyyaml, tqdm and moderngl (the project's .venv holds a CPU torch). Without it they are skipped and stage 21 is
 # shipped. A GPU machine without the datasets takes a pack: bash scripts/gpu_pack.sh PACK here,
 # then INIT=<stage 21's model.pt> bash scripts/gpu_train.sh PACK OUT 80 280 there.
 if [ -n "${GPU_PYTHON:-}" ]; then
@@ -93,14 +93,17 @@ if [ -n "${GPU_PYTHON:-}" ]; then
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu" 80 280 configs/train/gpu.yaml
     [ -f "$work/runs/gpu_more/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=2000 \
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_more" 40 190 configs/train/gpu_more.yaml
+    [ -f "$work/runs/gpu_long/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=3000 \
+        bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_long" 100 400 configs/train/gpu_long.yaml
     evaluate "$work/runs/gpu" eval_mirrored.json --flip-test all
     evaluate "$work/runs/gpu_more" eval_mirrored.json --flip-test all
+    evaluate "$work/runs/gpu_long" eval_mirrored.json --flip-test all
 fi
-# The shipped model, mirrored at test time: stage 23's weights where they were made, else stage
+# The shipped model, mirrored at test time: stage 24's weights where they were made, else stage
 # 21's. Copy it to engines/weights/default.pt to make it the default.
-if [ -f "$work/runs/gpu_more/model.pt" ]; then
-    $py -m train.ship --model "$work/runs/gpu_more/model.pt" --out "$work/default.pt" --flip-test all \
-        --weights "stage 23: stage 21 trained twice on a GPU on people rendered there, $(date +%F), mirrored at test time"
+if [ -f "$work/runs/gpu_long/model.pt" ]; then
+    $py -m train.ship --model "$work/runs/gpu_long/model.pt" --out "$work/default.pt" --flip-test all \
+        --weights "stage 24: stage 21 trained three times on a GPU on people rendered there, $(date +%F), mirrored at test time"
 else
     $py -m train.ship --model "$work/runs/cut_off/model.pt" --out "$work/default.pt" --flip-test all \
         --weights "stage 21: stage 14 trained with people cut off by the frame, $(date +%F), mirrored at test time"

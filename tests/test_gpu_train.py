@@ -42,6 +42,10 @@ def test_the_gpu_recipe_is_stage_21_with_a_larger_batch() -> None:
     more = load_train_config(REPO / "configs" / "train" / "gpu_more.yaml")       # stage 23: stage 22 again
     assert more.init_from == "$POSECAST_WORK/runs/gpu/model.pt" and more.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_2*",)
     assert more.optim.lr < gpu.optim.lr and (more.model, more.loss) == (gpu.model, gpu.loss)
+    long = load_train_config(REPO / "configs" / "train" / "gpu_long.yaml")       # stage 24: stage 23 again, longer
+    assert long.init_from == "$POSECAST_WORK/runs/gpu_more/model.pt" and long.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_3*",)
+    assert long.optim.lr == more.optim.lr and long.optim.steps > more.optim.steps
+    assert (long.model, long.loss, long.data.real_fraction) == (gpu.model, gpu.loss, gpu.data.real_fraction)
 
 
 def test_gpu_pack_refuses_without_a_body_bank(tmp_path: Path) -> None:
