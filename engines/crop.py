@@ -75,12 +75,22 @@ class CropTransform:
 
 
 def box_around(points: np.ndarray, conf: np.ndarray, margin: float, min_side: float,
-               min_conf: float = 0.05) -> tuple[float, float, float]:
-    """The square (cx, cy, side) around the confident 2D joints, `margin` times their extent."""
+               min_conf: float = 0.05, centre_joints: tuple[int, ...] = ()) -> tuple[float, float, float]:
+    """The square (cx, cy, side) around the confident 2D joints, `margin` times their extent.
+
+    With `centre_joints` (the torso), cx is their confidence-weighted mean instead of the middle
+    of the extent: an arm or leg drawn out to someone beside the person then does not pull the
+    next crop towards them, which would show the network both people, centred between them.
+    """
     use = conf >= min_conf
     pts = points[use] if use.sum() >= 2 else points
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     cx, cy = (lo + hi) / 2.0
+    if centre_joints:
+        idx = np.asarray(centre_joints)
+        w = np.where(conf[idx] >= min_conf, conf[idx], 0.0)
+        if w.sum() > 0:
+            cx = float(w @ points[idx, 0]) / float(w.sum())
     side = max(float((hi - lo).max()) * margin, min_side)
     return float(cx), float(cy), side
 

@@ -42,6 +42,9 @@ class TrackingConfig:
     # A weaker search candidate (from this score up to detect_min_score) is looked at in a crop
     # around it, and counts as a person where that crop reaches detect_min_score.
     refine_min_score: float = 0.05
+    # Where the next region of interest is centred across the image: "torso" on the torso joints
+    # (the skeleton's default roots), "box" on the middle of the 2D joints' extent.
+    roi_centre: Literal["torso", "box"] = "torso"
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):

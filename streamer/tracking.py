@@ -8,7 +8,8 @@ candidate (from `refine_min_score`) gets that second look too, and counts as a p
 the crop around it reaches `detect_min_score`: a person small in the frame has unsure joints
 there and sure ones in the crop (docs/training.md, "Rendered video"). The next frames reuse the
 region from the last result (no back edge between processes: this happens inside the inference
-stage).
+stage), centred across the image on the torso joints (`roi_centre`): centred on the joints'
+extent, a limb drawn out to someone beside would pull it between the two people.
 When the mean confidence falls below `track_min_score`, the frame is searched again at once, so
 a lost person costs one frame's extra passes, not a frame without a result.
 
@@ -73,10 +74,12 @@ class PersonTracker:
     """Keeps the region of interest between calls; `process` handles a batch of frames."""
 
     def __init__(self, infer: Callable[[np.ndarray], NetOutputs], input_size: int, cfg: TrackingConfig,
-                 window: int, max_batch: int) -> None:
+                 window: int, max_batch: int, torso: tuple[int, ...] = ()) -> None:
         self.infer = infer
         self.size = input_size
         self.cfg = cfg
+        # The joints the tracked region is centred on across the image (cfg.roi_centre "torso").
+        self.centre_joints = torso if cfg.roi_centre == "torso" else ()
         self.window = window
         self.roi: tuple[float, float, float] | None = None       # cx, cy, side in image pixels
         self.buffer = np.zeros((max_batch, input_size, input_size, 3), dtype=np.uint8)
@@ -134,7 +137,8 @@ class PersonTracker:
         if last is not None:
             if last.found:
                 h, w = images[-1].shape[:2]
-                box = box_around(last.joints_2d / scales[-1], last.conf, self.cfg.roi_margin, self.cfg.min_roi_px)
+                box = box_around(last.joints_2d / scales[-1], last.conf, self.cfg.roi_margin, self.cfg.min_roi_px,
+                                 centre_joints=self.centre_joints)
                 self.roi = _bounded(box, w, h)
             else:
                 self.roi = None

@@ -189,6 +189,7 @@ def test_unknown_model_key(tmp_path: Path) -> None:
         ("tracking:\n  roi_margin: wide\n", "tracking.roi_margin", "a number"),
         ("inference:\n  backend: tensorflow\n", "inference.backend", "one of 'auto'"),
         ("alignment:\n  method: median\n", "alignment.method", "one of"),
+        ("tracking:\n  roi_centre: head\n", "tracking.roi_centre", "one of 'torso', 'box'"),
         ("tracking: 3\n", "tracking", "a mapping"),
     ],
 )

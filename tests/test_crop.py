@@ -162,5 +162,41 @@ def test_box_around_ignores_low_confidence_joints() -> None:
     assert (cx, cy, side) == pytest.approx((200.0, 450.0, 1400.0))
 
 
+def test_box_around_centres_on_the_torso_across_the_image() -> None:
+    # A torso at x 100-120 and an arm drawn out to x 300 (to someone beside the person).
+    pts = np.array([[100.0, 100.0], [120.0, 100.0], [110.0, 200.0], [300.0, 150.0]])
+    conf = np.array([0.9, 0.9, 0.9, 0.8])
+    cx, cy, side = box_around(pts, conf, margin=1.0, min_side=16, centre_joints=(0, 1, 2))
+    assert (cx, cy, side) == pytest.approx((110.0, 150.0, 200.0))      # the side still spans the arm
+    assert box_around(pts, conf, margin=1.0, min_side=16)[0] == pytest.approx(200.0)
+    # Confidence weights the torso joints; unsure ones (under min_conf) do not count.
+    conf = np.array([0.9, 0.3, 0.01, 0.8])
+    cx, _, _ = box_around(pts, conf, margin=1.0, min_side=16, centre_joints=(0, 1, 2))
+    assert cx == pytest.approx((0.9 * 100 + 0.3 * 120) / 1.2)
+    # With no confident torso joint the middle of the extent is all there is.
+    pts = np.vstack([pts, [[140.0, 300.0]]])                            # and a sure foot
+    conf = np.array([0.01, 0.02, 0.0, 0.8, 0.9])
+    cx, _, _ = box_around(pts, conf, margin=1.0, min_side=16, centre_joints=(0, 1, 2))
+    assert cx == pytest.approx(220.0)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.floats(-1e4, 1e4, **finite), st.floats(-1e4, 1e4, **finite), st.floats(0.0, 1.0)),
+                min_size=17, max_size=17))
+def test_box_around_torso_centre_keeps_the_box_and_lies_among_the_torso(joints: list) -> None:
+    pts = np.array([[x, y] for x, y, _ in joints])
+    conf = np.array([c for _, _, c in joints])
+    torso = (0, 1, 4, 8, 11, 14)
+    plain = box_around(pts, conf, 1.35, 64)
+    cx, cy, side = box_around(pts, conf, 1.35, 64, centre_joints=torso)
+    assert (cy, side) == (plain[1], plain[2])
+    sure = [j for j in torso if conf[j] >= 0.05]
+    if sure:
+        xs = pts[sure, 0]
+        assert xs.min() - 1e-6 <= cx <= xs.max() + 1e-6
+    else:
+        assert cx == plain[0]
+
+
 def test_points_bbox() -> None:
     assert points_bbox(np.array([[3.0, 4.0], [-1.0, 9.0], [2.0, 2.0]])) == (-1.0, 2.0, 3.0, 9.0)

@@ -38,7 +38,8 @@ CFG = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.3
 class SquareNet:
     """TEST DOUBLE for the network: finds the white square in each crop (see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, offsets: np.ndarray = OFFSETS) -> None:
+        self.offsets = offsets              # the joints around the square's centre, image pixels
         self.calls: list[int] = []          # batch size of each call
         rng = np.random.default_rng(0)
         # Near-uniform probabilities: the best 3 x 3 window holds ~9 / 256 of the mass.
@@ -59,7 +60,7 @@ class SquareNet:
             # Pixel k's centre is at k + 0.5 in the crop's continuous coordinates.
             centre = np.array([(weight * (xs + 0.5)).sum(), (weight * (ys + 0.5)).sum()]) / mass
             scale = np.sqrt(mass) / SIDE                    # crop px per image px
-            probs[b] = soft_labels(centre + OFFSETS * scale, GRID, SIZE)
+            probs[b] = soft_labels(centre + self.offsets * scale, GRID, SIZE)
         offsets = np.zeros((len(crops), ROOTS, J, 3), np.float32)
         return NetOutputs(probs, offsets)
 
@@ -397,3 +398,25 @@ def test_the_crop_around_a_weak_candidate_must_reach_detect_min_score() -> None:
     t = PersonTracker(net, SIZE, CFG, window=1, max_batch=1)
     (r,) = t.process([frame((150.0, 120.0))])
     assert r.passes == 2 and 0.20 < r.score < 0.30 and not r.found and t.roi is None
+
+
+def test_the_region_is_centred_on_the_torso_not_on_an_arm_drawn_out() -> None:
+    """An arm drawn out to someone beside the person does not pull the next crop towards them."""
+    reach = OFFSETS.copy()
+    reach[16] = [70.0, 4.0]                      # the right wrist, drawn far out to the right
+    torso = (0, 1, 4, 8, 11, 14)                 # the skeleton's default roots
+    c = (130.0, 120.0)
+    rois = {}
+    for mode in ("torso", "box"):
+        t = PersonTracker(SquareNet(reach), SIZE, dataclasses.replace(CFG, roi_centre=mode), window=1,
+                          max_batch=1, torso=torso)
+        (r,) = t.process([frame(c)])
+        assert r.found and np.abs(r.joints_2d - (np.asarray(c) + reach)).max() <= 1.0
+        rois[mode] = t.roi
+    assert rois["torso"][0] == pytest.approx(c[0] + reach[list(torso), 0].mean(), abs=1.0)
+    assert rois["box"][0] == pytest.approx(c[0] + (reach[:, 0].min() + reach[:, 0].max()) / 2, abs=1.0)
+    assert rois["torso"][1:] == pytest.approx(rois["box"][1:])      # only the centre across moves
+    # Without the torso's joints (a tracker built without them) the box is all it has.
+    t = PersonTracker(SquareNet(reach), SIZE, CFG, window=1, max_batch=1)
+    t.process([frame(c)])
+    assert t.roi == pytest.approx(rois["box"])
