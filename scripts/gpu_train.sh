@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Train on a GPU machine that holds only the repository and a pack (scripts/gpu_pack.sh):
-# render people there for RENDER_S seconds on all but two of its cores, measure the training
-# rate on them, then train configs/train/gpu.yaml (or CONFIG) for as many steps as fit in TRAIN_S
-# seconds. Everything lands in OUT, in at most eight files: model.pt, the run's log.jsonl,
-# data.json and config.json, and logs.tgz (the generators', the probe's and the run's output).
+# render people there for RENDER_S seconds on all but two of its cores, then train
+# configs/train/gpu.yaml (or CONFIG) for TRAIN_S seconds (the run sets its step count from the rate
+# it measures: train.train --time-budget). Everything lands in OUT, in at most eight files:
+# model.pt, the run's log.jsonl, data.json and config.json, and logs.tgz (the generators' and the
+# run's output).
 #   bash scripts/gpu_train.sh PACK OUT [RENDER_S] [TRAIN_S] [CONFIG]
 # Rendered images go to $POSECAST_WORK (default ../data beside the repository), synth_gpu_<seed>,
 # generator i seeded SEED_BASE + i (SEED_BASE default 1000; a later run takes another, so that it
-# renders other people, and its recipe names those folders). The run goes to
+# renders other people, and its recipe names those folders). STEPS=N trains N steps instead of
+# TRAIN_S seconds (to repeat a recorded run). The run goes to
 # $POSECAST_WORK/runs/<the recipe's name>. INIT=FILE starts it from FILE instead of the recipe's
 # init_from (for a machine that holds only what was carried to it).
 # Needs python3 with a CUDA torch, numpy, opencv, pyyaml, tqdm and moderngl with an EGL driver.
@@ -59,32 +61,30 @@ EOF
 stamp "rendered $images images in $render_s s with $procs processes ($(( images / render_s )) images/s)"
 [ "${images:-0}" -gt 0 ] || { stamp "error: no shard of 200 images was finished in $render_s s (give RENDER_S more; see $logs/render_0.log)"; exit 3; }
 
-# 3. The training rate here: 80 steps of a throw-away run, the rate from its log.
+# 3. The run, for TRAIN_S seconds: it measures its own rate once its loaders and the GPU have
+#    settled and sets its step count from it (train/budget.py; a throw-away probe run read a cold
+#    start's rate, and the runs sized from it trained for 56-76% of their time). A timeout leaves
+#    last.pt, which is split into files of at most 15 MB in OUT.
 workers=$(( cores > 4 ? cores - 2 : 2 ))
-probe="$work/gpu_probe"; rm -rf "$probe"
-timeout 150 "$py" -m train.train --config "$config" --out "$probe" "${init[@]}" --num-workers "$workers" --steps 100000 \
-    --stop-after 80 --no-progress >"$logs/probe.log" 2>&1
-rate=$("$py" - "$probe/log.jsonl" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-rates = [r["img_per_s"] for r in rows if r.get("img_per_s")][1:]   # the first includes start-up
-print(int(statistics.median(rates)) if rates else 0)
-EOF
-)
-[ "${rate:-0}" -gt 0 ] || { stamp "error: the probe run did not train (the end of $logs/probe.log:)"; tail -5 "$logs/probe.log"; exit 3; }
-batch=$("$py" -c "from train.config import load_train_config as l; print(l('$config').optim.batch_size)")
-steps=$(( rate * train_s * 85 / 100 / batch ))
-stamp "training rate $rate images/s (batch $batch): $steps steps in about $train_s s"
-
-# 4. The run. A timeout leaves last.pt, which is split into files of at most 15 MB in OUT.
 run="$work/runs/$(basename "$config" .yaml)"; rm -rf "$run"
+sizing=(--time-budget "$train_s"); [ -n "${STEPS:-}" ] && sizing=(--steps "$STEPS")
 timeout $(( train_s + 90 )) "$py" -m train.train --config "$config" --out "$run" "${init[@]}" --num-workers "$workers" \
-    --steps "$steps" --no-progress >"$logs/train.log" 2>&1
+    "${sizing[@]}" --no-progress >"$logs/train.log" 2>&1
 status=$?
 cp "$run"/{log.jsonl,data.json,config.json} "$out/" 2>/dev/null
 if [ -f "$run/model.pt" ]; then
     cp "$run/model.pt" "$out/model.pt"
-    stamp "trained $steps steps: $out/model.pt ($(( $(date +%s) - t0 )) s in all)"
+    summary=$("$py" - "$run/log.jsonl" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+plan = next((r["plan"] for r in rows if "plan" in r), None)
+rates = [r["img_per_s"] for r in rows if r.get("img_per_s")][1:]
+steps = max(r["step"] for r in rows)
+how = f"planned at step {plan['hold']} from {plan['steps_per_s']:.1f} steps/s" if plan else "STEPS"
+print(f"{steps} steps ({how}; median {statistics.median(rates) if rates else 0:.0f} images/s)")
+EOF
+)
+    stamp "trained $summary: $out/model.pt ($(( $(date +%s) - t0 )) s in all)"
 else
     [ -f "$run/last.pt" ] && split -b 15M "$run/last.pt" "$out/last.pt.part_"
     stamp "error: the run stopped (exit $status) before its end; the end of $logs/train.log:"; tail -5 "$logs/train.log"; exit 4

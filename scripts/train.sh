@@ -86,14 +86,15 @@ evaluate "$work/runs/cut_off" eval_mirrored.json --flip-test all
 # shipped model"). They need GPU_PYTHON: a Python whose torch sees a CUDA GPU, with numpy, opencv,
 # pyyaml, tqdm and moderngl (the project's .venv holds a CPU torch). Without it they are skipped and stage 21 is
 # shipped. A GPU machine without the datasets takes a pack: bash scripts/gpu_pack.sh PACK here,
-# then INIT=<stage 21's model.pt> bash scripts/gpu_train.sh PACK OUT 80 280 there.
+# then INIT=<stage 21's model.pt> bash scripts/gpu_train.sh PACK OUT 80 280 there. STEPS gives each
+# run the step count it had (then set from a measured rate; now a run without STEPS sets its own).
 if [ -n "${GPU_PYTHON:-}" ]; then
     [ -d "$work/gpu_pack" ] || bash scripts/gpu_pack.sh "$work/gpu_pack"
-    [ -f "$work/runs/gpu/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" \
+    [ -f "$work/runs/gpu/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" STEPS=5182 \
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu" 80 280 configs/train/gpu.yaml
-    [ -f "$work/runs/gpu_more/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=2000 \
+    [ -f "$work/runs/gpu_more/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=2000 STEPS=3763 \
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_more" 40 190 configs/train/gpu_more.yaml
-    [ -f "$work/runs/gpu_long/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=3000 \
+    [ -f "$work/runs/gpu_long/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=3000 STEPS=7007 \
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_long" 100 400 configs/train/gpu_long.yaml
     evaluate "$work/runs/gpu" eval_mirrored.json --flip-test all
     evaluate "$work/runs/gpu_more" eval_mirrored.json --flip-test all

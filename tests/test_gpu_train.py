@@ -1,9 +1,10 @@
 """Training on a GPU machine that holds only the repository and a pack: scripts/gpu_pack.sh,
 scripts/gpu_train.sh and configs/train/gpu.yaml. The whole script runs here on the CPU with a
-small recipe: it renders, measures its rate, sizes the run from it and trains."""
+small recipe: it renders, then trains for the time it is given (the run sizes itself)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -46,6 +47,10 @@ def test_the_gpu_recipe_is_stage_21_with_a_larger_batch() -> None:
     assert long.init_from == "$POSECAST_WORK/runs/gpu_more/model.pt" and long.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_3*",)
     assert long.optim.lr == more.optim.lr and long.optim.steps > more.optim.steps
     assert (long.model, long.loss, long.data.real_fraction) == (gpu.model, gpu.loss, gpu.data.real_fraction)
+    nxt = load_train_config(REPO / "configs" / "train" / "gpu_next.yaml")        # stage 25 (prepared): stage 24 again
+    assert nxt.init_from == "$POSECAST_WORK/runs/gpu_long/model.pt" and nxt.data.synth_dirs == ("$POSECAST_WORK/synth_gpu_4*",)
+    assert (nxt.model, nxt.loss, nxt.data, nxt.optim) == (long.model, long.loss,
+                                                           dataclasses.replace(long.data, synth_dirs=nxt.data.synth_dirs), long.optim)
 
 
 def test_gpu_pack_refuses_without_a_body_bank(tmp_path: Path) -> None:
@@ -74,7 +79,8 @@ def test_gpu_train_refuses_a_missing_pack(tmp_path: Path) -> None:
 @needs_data
 def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> None:
     """The pack holds what the datasets give; the script renders from it with its own seeds,
-    sizes the run from the rate it measured and leaves the model and its logs in OUT."""
+    trains for TRAIN_S seconds (the run sets its steps from its own rate) and leaves the model and
+    its logs in OUT."""
     pytest.importorskip("moderngl", reason="moderngl is in the test extra")
     pytest.importorskip("anny", reason="anny is in the test extra")
     from train.synth.body import export
@@ -103,9 +109,21 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "data.json", "log.jsonl", "logs.tgz", "model.pt"]
     rendered = json.loads((out / "data.json").read_text())["synthetic"]
     assert rendered["images"] > 0 and all(Path(f).name.startswith("synth_gpu_1") for f in rendered["folders"])
-    steps = int(r.stdout.split(" steps in about")[0].rsplit(" ", 1)[1])
+    steps = int(r.stdout.split("trained ")[1].split(" steps (planned at step")[0])
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps > 0 and log[-1]["step"] == steps and "val" in log[-1]
+    plan = [row["plan"] for row in log if "plan" in row]     # the run sized itself for TRAIN_S
+    assert len(plan) == 1 and plan[0]["total"] == steps and plan[0]["budget_s"] == 6
     config = json.loads((out / "config.json").read_text())["train"]
     assert config["optim"]["steps"] == steps and config["init_from"] == "engines/weights/default.pt"
     assert (work / "runs" / "cpu" / "model.pt").is_file()            # the run folder takes the recipe's name
+
+    # STEPS repeats a recorded run: that many steps, whatever the time.
+    again = tmp_path / "again"
+    r = run_script("gpu_train.sh", str(pack), str(again), "10", "6", str(recipe),
+                   env={"POSECAST_WORK": str(work), "INIT": "engines/weights/default.pt", "STEPS": "3",
+                        "SEED_BASE": "1100"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trained 3 steps (STEPS;" in r.stdout
+    log = [json.loads(line) for line in (again / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 3 and not any("plan" in row for row in log)

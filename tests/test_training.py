@@ -1097,3 +1097,42 @@ def test_cut_off_people_train_and_stage_21_changes_only_that(data: dict[str, Pat
         text = tiny_data.replace("cut_fraction: 1.0", "cut_fraction: 1.5") if bad == "data" else "\n  w_edge: -1"
         with pytest.raises(ConfigError, match=match):
             load_train_config(recipe(data, tmp_path, name=f"cut_bad_{bad}", **{bad: text}))
+
+
+def test_a_time_budgeted_run_sets_its_own_steps_and_keeps_them_on_resume(data: dict[str, Path], tmp_path: Path) -> None:
+    from train.train import LAST, train
+
+    cfg = load_train_config(recipe(data, tmp_path, val_every="0", checkpoint_every="1000"))
+    run = tmp_path / "budget"
+    budget = 3.0
+    summary = train(cfg, run, progress=False, time_budget_s=budget)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    plans = [r for r in log if "plan" in r]
+    assert len(plans) == 1
+    plan = plans[0]["plan"]
+    total, hold = plan["total"], plan["hold"]
+    # Planned at the first log record after 15% of the budget, from the rate it measured there.
+    assert plans[0]["step"] == hold and total >= hold and plan["budget_s"] == budget and plan["steps_per_s"] > 0
+    assert summary["step"] == summary["steps"] == total and summary["final"] and (run / "model.pt").is_file()
+    losses = [r for r in log if "loss" in r]
+    assert losses[-1]["step"] == total and "val" in log[-1]
+    assert json.loads((run / "config.json").read_text())["train"]["optim"]["steps"] == total
+    # The peak learning rate after the warm-up until the plan, then the cosine decay to its end.
+    peak = cfg.optim.lr
+    assert all(r["lr"] == pytest.approx(peak) for r in losses if cfg.optim.warmup_steps <= r["step"] - 1 <= hold)
+    if total > hold + 2:
+        assert losses[-1]["lr"] < peak
+    # The plan is in the checkpoint, and a resumed run keeps it instead of planning again.
+    assert torch.load(run / LAST, map_location="cpu", weights_only=True)["training"]["plan"]["total"] == total
+    notes: list[str] = []
+    again = train(cfg, run, progress=False, announce=notes.append, time_budget_s=100.0)
+    assert again["step"] == total and any("planned for a 3 s budget" in n for n in notes)
+
+
+def test_a_bad_time_budget_is_one_error_line(data: dict[str, Path], tmp_path: Path) -> None:
+    path = recipe(data, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "train.train", "--config", str(path), "--out", str(tmp_path / "r"),
+                           "--time-budget", "0"], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--time-budget must be a positive number of seconds" in proc.stderr
+    assert not (tmp_path / "r" / "last.pt").exists()

@@ -47,9 +47,12 @@ from engines.errors import InputError, PosecastError
 from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
+from train.budget import Plan, StepPlanner
 from train.config import TrainConfig, load_train_config
 
 PROG = "train"
+# The step count of a time-budgeted run before it has planned: more than any run reaches.
+_UNPLANNED = 10**9
 LAST = "last.pt"
 FINAL = "model.pt"
 LOG = "log.jsonl"
@@ -156,15 +159,17 @@ class TrainingInterrupted(PosecastError):
     exit_code = 130
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str, final_fraction: float) -> float:
+def lr_factor(step: int, warmup: int, total: int, schedule: str, final_fraction: float, hold: int = 0) -> float:
     """The learning rate of optimiser step `step` (0-based) as a fraction of the peak: linear
-    warm-up over `warmup` steps, then cosine from 1 down to `final_fraction` at `total`."""
+    warm-up over `warmup` steps, the peak until step `hold` (a time-budgeted run before its plan,
+    train/budget.py), then cosine from 1 down to `final_fraction` at `total`."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    span = max(total - warmup, 1)
-    t = min(max(step - warmup, 0) / span, 1.0)
+    begin = max(warmup, hold)
+    span = max(total - begin, 1)
+    t = min(max(step - begin, 0) / span, 1.0)
     return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -265,7 +270,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, step: int,
-                        cfg: TrainConfig, mcfg: ModelConfig) -> None:
+                        cfg: TrainConfig, mcfg: ModelConfig, plan: Plan | None = None) -> None:
     """last.pt: everything to resume, laid out as a Posecast checkpoint too ('posecast' metadata
     and 'state_dict'), so engines.model_file.load_checkpoint reads it. Written atomically."""
     info = ModelInfo(mcfg, weights=f"{cfg.run_name}, step {step} (training checkpoint)", trained=step > 0)
@@ -279,6 +284,8 @@ def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
             "scheduler": sched.state_dict(),
             "rng": _rng_state(),
             "config": to_dict(cfg),
+            # A time-budgeted run's plan (train/budget.py): the schedule a resumed run must keep.
+            "plan": None if plan is None else plan.to_dict(),
         },
     }
     buf = io.BytesIO()
@@ -298,8 +305,8 @@ def same_network(saved: Any, mcfg: ModelConfig) -> bool:
 
 
 def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig,
-                        mcfg: ModelConfig, say: Callable[[str], None]) -> int:
-    """Restores last.pt into the objects; returns its step."""
+                        mcfg: ModelConfig, say: Callable[[str], None]) -> tuple[int, Plan | None]:
+    """Restores last.pt into the objects; returns its step and its time budget's plan, if any."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or "training" not in blob:
         raise ConfigError(f"{path} is not a training checkpoint; delete it or choose another --out")
@@ -314,7 +321,10 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return int(state["step"])
+    saved_plan = state.get("plan")
+    plan = None if not saved_plan else Plan(int(saved_plan["total"]), int(saved_plan["hold"]),
+                                            float(saved_plan["steps_per_s"]), float(saved_plan["budget_s"]))
+    return int(state["step"]), plan
 
 
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -367,11 +377,12 @@ class _StopFlag:
 
 
 def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True, stop_after: int | None = None,
-          announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+          announce: Callable[[str], None] | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
     """Runs (or resumes) a recipe. `progress`: True a tqdm bar, "lines" a line on stderr per log
     record (for logs that are files), False nothing. `stop_after`: end after that step with a
     checkpoint, as an interruption would, without writing model.pt (training in slices).
-    Returns a summary."""
+    `time_budget_s`: train for about that long; the run sets its own step count from the rate it
+    measures (train/budget.py), and optim.steps is unused. Returns a summary."""
     from tqdm import tqdm
 
     from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL, make_loader
@@ -399,14 +410,24 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
     o = cfg.optim
+    # The schedule reads these at every step: a time-budgeted run sets them when it has planned.
+    budgeted = time_budget_s is not None
+    schedule = {"total": _UNPLANNED if budgeted else o.steps, "hold": _UNPLANNED if budgeted else 0}
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, o.warmup_steps, o.steps, o.schedule, o.final_lr_fraction))
+        opt, lambda s: lr_factor(s, o.warmup_steps, schedule["total"], o.schedule, o.final_lr_fraction,
+                                 schedule["hold"]))
 
     last, log_path = out / LAST, out / LOG
     start = 0
+    plan: Plan | None = None
     if last.exists():
-        start = load_training_state(last, net, opt, sched, cfg, mcfg, say)
-        say(f"resuming from {last} at step {start} of {o.steps}")
+        start, plan = load_training_state(last, net, opt, sched, cfg, mcfg, say)
+        if plan is not None:
+            schedule.update(total=plan.total, hold=plan.hold)
+            cfg = replace(cfg, optim=replace(o, steps=plan.total))
+            say(f"resuming from {last} at step {start} of {plan.total} (planned for a {plan.budget_s:g} s budget)")
+        else:
+            say(f"resuming from {last} at step {start}" + ("" if budgeted else f" of {o.steps}"))
         _trim_log(log_path, start)
     else:
         if cfg.init_from:
@@ -433,25 +454,28 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     roots = mcfg.root_indices
     flip_order = mcfg.skeleton.flip_permutation
     grid, size = mcfg.grid_size, mcfg.input_size
-    end = o.steps if stop_after is None else min(o.steps, stop_after)
-    summary: dict[str, Any] = {"out": str(out), "start_step": start, "steps": o.steps}
+    planner = StepPlanner(time_budget_s, start) if budgeted and plan is None else None
+    total = schedule["total"]           # _UNPLANNED until a budgeted run has planned
+    end = total if stop_after is None else min(total, stop_after)
+    summary: dict[str, Any] = {"out": str(out), "start_step": start, "steps": None if planner else total}
     if start >= end:
-        if start >= o.steps and not (out / FINAL).exists():
+        if start >= total and not (out / FINAL).exists():
             _write_final(out, net, cfg, mcfg, start)
-        summary.update(step=start, final=str(out / FINAL) if start >= o.steps else None)
+        summary.update(step=start, final=str(out / FINAL) if start >= total else None)
         return summary
 
+    # The loader's batches are drawn lazily, so an unplanned run's can run to _UNPLANNED.
     loader = make_loader(data.synth, data.real, cfg.data.real_fraction if data.real is not None else 0.0,
-                         o.batch_size, cfg.num_workers, cfg.seed, o.steps, start_step=start,
+                         o.batch_size, cfg.num_workers, cfg.seed, total, start_step=start,
                          negative_ds=data.negative,
                          negative_fraction=cfg.data.negative_fraction if data.negative is not None else 0.0)
     with open(log_path, "a", buffering=1) as log:
-        bar = tqdm(total=o.steps, initial=start, disable=progress is not True, unit="step", dynamic_ncols=True,
-                   desc=cfg.run_name, file=sys.stderr)
+        bar = tqdm(total=None if planner else total, initial=start, disable=progress is not True, unit="step",
+                   dynamic_ncols=True, desc=cfg.run_name, file=sys.stderr)
         step = start
         window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "loss_neg": 0.0, "loss_twin": 0.0,
                                     "n": 0, "images": 0}
-        t_window = time.perf_counter()
+        t_window = t_budget = time.perf_counter()
         rate = 0.0
         val: dict[str, Any] | None = None
 
@@ -522,17 +546,31 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                                         img_s=f"{rate:.1f}")
                         if progress == "lines":
                             twin = f", twins {record['loss_twin']:.4f}" if "loss_twin" in record else ""
-                            say(f"step {step}/{o.steps}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
+                            of = total if total != _UNPLANNED else "?"
+                            say(f"step {step}/{of}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
                                 f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}{twin}), "
                                 f"lr {lr_used:.3g}, {rate:.1f} img/s")
                         window = {k: 0 for k in window}
                         t_window = time.perf_counter()
-                    if cfg.val_every and step % cfg.val_every == 0 and step < o.steps:
+                        made = planner.mark(t_window - t_budget, step) if planner else None
+                        if made is not None:
+                            plan, total = made, made.total
+                            schedule.update(total=plan.total, hold=plan.hold)
+                            cfg = replace(cfg, optim=replace(o, steps=total))
+                            end = total if stop_after is None else min(total, stop_after)
+                            (out / "config.json").write_text(
+                                json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
+                            log.write(json.dumps({"step": step, "plan": plan.to_dict()}) + "\n")
+                            bar.total = total
+                            bar.refresh()
+                            say(f"time budget {plan.budget_s:g} s: {plan.steps_per_s:.2f} steps/s measured, so "
+                                f"{total} steps in all; the learning rate decays from step {step}")
+                    if cfg.val_every and step % cfg.val_every == 0 and step < total:
                         val = validate()
                         bar.write(f"{PROG}: step {step}: " + _format_quick(val))
                         t_window = time.perf_counter()
                     if step % cfg.checkpoint_every == 0 or step == end:
-                        save_training_state(last, net, opt, sched, step, cfg, mcfg)
+                        save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
                     if flag.signal is not None:
                         interrupted = True
                         break
@@ -546,14 +584,15 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                 loader.close()
         if interrupted:
             if not hard and step > start:
-                save_training_state(last, net, opt, sched, step, cfg, mcfg)
-            exc = TrainingInterrupted(f"interrupted at step {step} of {o.steps}; {last} holds step "
+                save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
+            of = f" of {total}" if total != _UNPLANNED else ""
+            exc = TrainingInterrupted(f"interrupted at step {step}{of}; {last} holds step "
                                       f"{_checkpoint_step(last)}: run the same command again to resume")
             if flag.signal == signal.SIGTERM:
                 exc.exit_code = 143
             raise exc
-        summary.update(step=step, img_per_s=rate)
-        if step >= o.steps:
+        summary.update(step=step, img_per_s=rate, steps=None if total == _UNPLANNED else total)
+        if step >= total:
             val = validate()
             say(f"step {step}: " + _format_quick(val))
             summary["final"] = str(_write_final(out, net, cfg, mcfg, step))
@@ -611,6 +650,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>)")
     p.add_argument("--steps", type=int, metavar="N", help="total optimiser steps (overrides optim.steps)")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after step N with a checkpoint (train in slices)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="train for about this long: the run measures its own rate and sets the step count "
+                        "(instead of optim.steps and --steps; train/budget.py)")
     p.add_argument("--num-workers", type=int, metavar="N", help="data loader processes (overrides num_workers)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (overrides threads)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (overrides device)")
@@ -636,10 +678,13 @@ def run(args: argparse.Namespace) -> int:
         overrides["lifter_from"] = args.lifter_from
     cfg = load_train_config(args.config, overrides or None)
     progress: bool | str = False if args.no_progress else (True if sys.stderr.isatty() else "lines")
+    if args.time_budget is not None and not (0 < args.time_budget < math.inf):
+        raise InputError(f"--time-budget must be a positive number of seconds (got {args.time_budget:g})")
     summary = train(cfg, Path(args.out) if args.out else None, progress=progress,
-                    stop_after=args.stop_after)
+                    stop_after=args.stop_after, time_budget_s=args.time_budget)
     if summary.get("final") is None:
-        print(f"{PROG}: stopped at step {summary['step']} of {summary['steps']}; checkpoint in "
+        of = f" of {summary['steps']}" if summary.get("steps") else ""
+        print(f"{PROG}: stopped at step {summary['step']}{of}; checkpoint in "
               f"{Path(summary['out']) / LAST}", file=sys.stderr)
     return 0
 
