@@ -81,7 +81,9 @@ plan = next((r["plan"] for r in rows if "plan" in r), None)
 rates = [r["img_per_s"] for r in rows if r.get("img_per_s")][1:]
 steps = max(r["step"] for r in rows)
 how = f"planned at step {plan['hold']} from {plan['steps_per_s']:.1f} steps/s" if plan else "STEPS"
-print(f"{steps} steps ({how}; median {statistics.median(rates) if rates else 0:.0f} images/s)")
+waits = [r["data_wait"] for r in rows if "data_wait" in r][1:]
+wait = f", {100 * statistics.median(waits):.0f}% of the time waiting for data" if waits else ""
+print(f"{steps} steps ({how}; median {statistics.median(rates) if rates else 0:.0f} images/s{wait})")
 EOF
 )
     stamp "trained $summary: $out/model.pt ($(( $(date +%s) - t0 )) s in all)"

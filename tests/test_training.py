@@ -220,7 +220,7 @@ def test_train_end_to_end_and_resume(data: dict[str, Path], tmp_path: Path, pose
     assert straight["step"] == 6 and straight["final"]
     log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
-    assert all(np.isfinite(r["loss"]) and r["img_per_s"] > 0 for r in log if "loss" in r)
+    assert all(np.isfinite(r["loss"]) and r["img_per_s"] > 0 and 0.0 <= r["data_wait"] <= 1.0 for r in log if "loss" in r)
     vals = [r for r in log if "val" in r]
     assert [r["step"] for r in vals] == [4, 6] and np.isfinite(vals[-1]["val"]["synth_mpjpe_mm"])
     assert 0.0 <= vals[-1]["val"]["real_pck"] <= 1.0

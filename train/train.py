@@ -5,7 +5,8 @@
       -> AdamW, linear warm-up then cosine decay, one scheduler step per optimiser step
 
 The run folder (`runs/<name>` unless `--out`):
-- `log.jsonl`: a line every `log_every` steps (step, losses, lr, img/s) and one per validation
+- `log.jsonl`: a line every `log_every` steps (step, losses, lr, img/s, the share of the time
+  spent waiting for the loaders) and one per validation
   (the quick metrics of train/evaluate.py on `val_samples` of each validation set).
 - `last.pt`: written atomically every `checkpoint_every` steps, on Ctrl-C and at the end: model,
   optimiser, scheduler, step, RNG states and the recipe. It is also a Posecast checkpoint
@@ -474,7 +475,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                    dynamic_ncols=True, desc=cfg.run_name, file=sys.stderr)
         step = start
         window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "loss_neg": 0.0, "loss_twin": 0.0,
-                                    "n": 0, "images": 0}
+                                    "n": 0, "images": 0, "wait": 0.0}
         t_window = t_budget = time.perf_counter()
         rate = 0.0
         val: dict[str, Any] | None = None
@@ -494,7 +495,11 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                 set_train_mode(net, frozen)
                 it = iter(loader)
                 while step < end:
+                    t_wait = time.perf_counter()
                     batch = next(it)
+                    # Time spent waiting for the loaders, apart from the step (whose loss.item()
+                    # waits for the GPU): it tells a loader-bound run from a compute-bound one.
+                    window["wait"] += time.perf_counter() - t_wait
                     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                     image = batch["image"]
                     logits, offsets = net.forward_logits(image)
@@ -539,6 +544,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                                   "loss_3d": window["loss_3d"] / n, "loss_neg": window["loss_neg"] / n,
                                   **({"loss_twin": window["loss_twin"] / n} if cfg.loss.w_twin > 0 else {}),
                                   "lr": lr_used, "img_per_s": rate,
+                                  "data_wait": min(window["wait"] / dt, 1.0) if dt > 0 else 0.0,
                                   "time": time.time()}
                         log.write(json.dumps(record) + "\n")
                         bar.set_postfix(loss=f"{record['loss']:.3f}", l2d=f"{record['loss_2d']:.3f}",
@@ -549,7 +555,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                             of = total if total != _UNPLANNED else "?"
                             say(f"step {step}/{of}: loss {record['loss']:.4f} (2D {record['loss_2d']:.4f}, "
                                 f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}{twin}), "
-                                f"lr {lr_used:.3g}, {rate:.1f} img/s")
+                                f"lr {lr_used:.3g}, {rate:.1f} img/s, {100 * record['data_wait']:.0f}% waiting for data")
                         window = {k: 0 for k in window}
                         t_window = time.perf_counter()
                         made = planner.mark(t_window - t_budget, step) if planner else None
