@@ -45,6 +45,10 @@ class TrackingConfig:
     # Where the next region of interest is centred across the image: "torso" on the torso joints
     # (the skeleton's default roots), "box" on the middle of the 2D joints' extent.
     roi_centre: Literal["torso", "box"] = "torso"
+    # Where a full-frame search gives a person whose 2D box overlaps the last frame's by less than
+    # this (intersection over union), a new track starts: a new person id, and the temporal
+    # filters start afresh. 0: a track ends only at a frame with nobody found.
+    new_track_iou: float = 0.0
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):
@@ -56,6 +60,8 @@ class TrackingConfig:
             raise ValueError(f"research_every must be >= 0 (got {self.research_every})")
         if not 0.0 <= self.switch_margin <= 1.0:
             raise ValueError(f"switch_margin must be between 0 and 1 (got {self.switch_margin})")
+        if not 0.0 <= self.new_track_iou <= 1.0:
+            raise ValueError(f"new_track_iou must be between 0 and 1 (got {self.new_track_iou})")
         if self.roi_margin < 1.0:
             raise ValueError(f"roi_margin must be >= 1 (got {self.roi_margin})")
         if self.min_roi_px < 16:

@@ -61,6 +61,7 @@ class ResultPacket:
     offsets_3d: np.ndarray             # (R, J, 3) metres, in the model's offsets_frame
     joints_3d: np.ndarray | None = None  # (J, 3) metres, origin-relative, set by the align stage
     root_3d: np.ndarray | None = None    # (3,) metres, the origin joint from the camera, set by the align stage
+    track: int = -1                    # the tracker's track number (streamer/tracking.py); -1 with nobody found
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class ResultPacket:
             "offsets_3d": array_bytes(self.offsets_3d),
             "joints_3d": None if self.joints_3d is None else array_bytes(self.joints_3d),
             "root_3d": None if self.root_3d is None else array_bytes(self.root_3d),
+            "track": self.track,
         }
 
     @classmethod
@@ -87,4 +89,5 @@ class ResultPacket:
             offsets_3d=bytes_array(d["offsets_3d"], (num_roots, num_joints, 3)),
             joints_3d=None if j3 is None else bytes_array(j3, (num_joints, 3)),
             root_3d=None if root is None else bytes_array(root, (3,)),
+            track=int(d.get("track", -1)),
         )

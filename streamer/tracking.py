@@ -19,6 +19,10 @@ a full-frame search (and its refined crop) runs beside the tracked crop on the s
 its result replaces the track's when its score is higher by `switch_margin` (two extra passes
 per `research_every` frames; the margin keeps the track from flipping between two people).
 
+Each result carries its track's number, the person id of the messages: a frame with nobody ends
+a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
+the last frame's (`_number`).
+
 A search is one network call on several crops: the letterboxed frame and, with `search_tiles` n
 above 1, n x n overlapping tiles in which a small person is larger. The crop with the highest
 score is refined.
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.backends.base import NetOutputs
-from engines.crop import CropTransform, box_around
+from engines.crop import CropTransform, box_around, points_bbox
 from engines.grid import decode, window_cells
 from streamer.config import TrackingConfig
 
@@ -53,6 +57,8 @@ class FrameResult:
     conf: np.ndarray           # (J,)
     offsets_3d: np.ndarray     # (R, J, 3)
     passes: int                # network runs spent on this frame (1 when tracking went well)
+    track: int = -1            # which track the person belongs to (0, 1, ...); -1 with nobody found
+    searched: bool = False     # the result came from a full-frame search, not from the tracked crop
 
 
 @dataclass
@@ -87,6 +93,8 @@ class PersonTracker:
         self.searches = 0
         self.switches = 0          # periodic searches that took over from the track
         self.since_search = 0      # frames since the last full-frame search
+        self.track = -1            # the last track's number
+        self.last_box: tuple[float, float, float, float] | None = None   # the last person's 2D box
 
     def process(self, images: list[np.ndarray], scales: list[float] | None = None) -> list[FrameResult]:
         """One result per image, in order. `scales`: input-image pixels per given pixel."""
@@ -125,7 +133,8 @@ class PersonTracker:
                 found = score >= self._needed(item)
                 # A network that emits NaN or inf (a broken model, fp16 overflow) has found nobody.
                 found = found and bool(np.isfinite(pts).all() and np.isfinite(offsets).all())
-                result = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes)
+                result = FrameResult(found, score, pts * scales[item.index], conf, offsets, item.passes,
+                                     searched=item.mode != TRACK)
                 if item.rival:
                     rivals[item.index] = result
                 else:
@@ -133,6 +142,8 @@ class PersonTracker:
             pending = follow_up
         for index, rival in rivals.items():
             results[index] = self._better(results[index], rival)
+        for result in results:
+            self._number(result)            # type: ignore[arg-type]
         last = results[-1] if results else None
         if last is not None:
             if last.found:
@@ -143,6 +154,23 @@ class PersonTracker:
             else:
                 self.roi = None
         return results  # type: ignore[return-value]
+
+    def _number(self, result: FrameResult) -> None:
+        """The result's track: the last one's, unless the frame before had nobody, or a search gave
+        this frame's person and their 2D box overlaps the last one's by less than `new_track_iou`
+        (the search found someone else). A tracked crop continues its track whatever its box does:
+        the boxes of one person, squeezed where the frame cuts them off or flickering where they are
+        small, jump more than identity does. Box overlap is all the tracker knows of identity: a
+        person found again far from where they were lost starts a track, and one crossing another
+        may not."""
+        if not result.found:
+            self.last_box = None
+            return
+        box = points_bbox(result.joints_2d)
+        if self.last_box is None or (result.searched and _iou(box, self.last_box) < self.cfg.new_track_iou):
+            self.track += 1
+        self.last_box = box
+        result.track = self.track
 
     def _needed(self, item: _Pending) -> float:
         """The score at which this crop's result counts as a person."""
@@ -199,6 +227,15 @@ class PersonTracker:
             self.network_runs += 1
             out.extend(zip(net.probs_2d, net.offsets_3d))
         return out
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1); 0 where either has no area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _bounded(box: tuple[float, float, float], width: int, height: int) -> tuple[float, float, float]:

@@ -226,7 +226,8 @@ class NpzTrackWriter(TrackWriter):
     """Dense arrays, one person per frame (the first of `frame.people` when there are several).
 
     Arrays (N frames, J joints): seq (N,) int64; t_capture (N,) float64; t_media (N,) float64,
-    NaN when unknown; found (N,) bool; score (N,), bbox (N, 4) x0 y0 x1 y1, root_3d (N, 3), joints_3d (N, J, 3),
+    NaN when unknown; found (N,) bool; person_id (N,) int64, the track number, -1 where nobody was
+    found; score (N,), bbox (N, 4) x0 y0 x1 y1, root_3d (N, 3), joints_3d (N, J, 3),
     joints_2d (N, J, 2), conf (N, J), all float32 and NaN where nobody was found; meta_json, a 0-d
     string array holding the meta message as JSON. Values are stored as given, not rounded.
 
@@ -268,6 +269,7 @@ class NpzTrackWriter(TrackWriter):
             "t_capture": np.zeros(capacity, np.float64),
             "t_media": np.full(capacity, np.nan, np.float64),
             "found": np.zeros(capacity, bool),
+            "person_id": np.full(capacity, -1, np.int64),
             "score": np.full(capacity, np.nan, np.float32),
             "bbox": np.full((capacity, 4), np.nan, np.float32),
             "root_3d": np.full((capacity, 3), np.nan, np.float32),
@@ -318,6 +320,7 @@ class NpzTrackWriter(TrackWriter):
         b["t_capture"][i] = frame.t_capture
         b["t_media"][i] = t_media
         b["found"][i] = person is not None
+        b["person_id"][i] = -1 if person is None else person.id
         self._count = i + 1     # last: the row only counts once it is complete
         self.frames_written = self._count
 

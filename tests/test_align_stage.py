@@ -209,3 +209,22 @@ def test_unrelated_images_share_no_depth() -> None:
     out, _ = _run(stage, packets)
     np.testing.assert_allclose([r.root_3d[2] for r in out][1::2], 3.0, rtol=1e-4)
     assert all(r.root_3d[2] > 25.0 for r in out[0::2])
+
+
+def test_a_new_track_lets_the_held_frames_go_and_starts_the_filters_afresh() -> None:
+    """Another person (the tracker numbers a new track) is not smoothed into the last one."""
+    stage = _stage(live=False)
+    lag = stage.smoother.lag
+    packets = _packets(stage, 40)
+    for p in packets:
+        p.found = True
+        p.track = 3 if p.frame.seq < 20 else 4
+    out, per_frame = _run(stage, packets)
+    assert [r.frame.seq for r in out] == list(range(40)) and [r.track for r in out] == [p.track for p in packets]
+    assert per_frame[20] == lag and per_frame[20 + lag] == 1   # the first track's held frames leave; the new one's wait
+    for run in (range(0, 20), range(20, 40)):
+        ts = [i / FPS for i in run]
+        aligned = [stage.aligner(packets[i].offsets_3d, packets[i].conf) for i in run]
+        sm = KalmanSmoother(stage.filter_config.kalman, (stage.num_joints, 3), lag)
+        want = np.stack(sum((sm.push(t, a, packets[i].conf) for t, a, i in zip(ts, aligned, run)), []) + sm.flush())
+        np.testing.assert_allclose(np.stack([out[i].joints_3d for i in run]), want, atol=1e-6)

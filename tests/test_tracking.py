@@ -420,3 +420,25 @@ def test_the_region_is_centred_on_the_torso_not_on_an_arm_drawn_out() -> None:
     t = PersonTracker(SquareNet(reach), SIZE, CFG, window=1, max_batch=1)
     t.process([frame(c)])
     assert t.roi == pytest.approx(rois["box"])
+
+
+def test_tracks_are_numbered_by_the_overlap_of_their_boxes(net: SquareNet) -> None:
+    t = PersonTracker(net, SIZE, dataclasses.replace(CFG, new_track_iou=0.3), window=1, max_batch=4)
+    walk = [t.process([frame((100.0 + 4 * k, 120.0))])[0] for k in range(6)]
+    assert [r.track for r in walk] == [0] * 6                   # a person walking: one track
+    gone = t.process([frame(None)])[0]
+    back = t.process([frame((130.0, 120.0))])[0]
+    assert gone.track == -1 and back.track == 1                 # after a frame with nobody: a new track
+    # Found far from the last box (its crop lost them, the search found them elsewhere at once).
+    jump = t.process([frame((250.0, 120.0))])[0]
+    assert jump.found and jump.passes > 1 and jump.track == 2
+    # Both in one batch, in order.
+    batch = t.process([frame((250.0, 120.0)), frame(None), frame((60.0, 120.0)), frame((62.0, 120.0))])
+    assert [r.track for r in batch] == [2, -1, 3, 3]
+
+
+def test_by_default_a_track_ends_only_at_a_frame_with_nobody(net: SquareNet) -> None:
+    assert CFG.new_track_iou == 0.0
+    t = PersonTracker(net, SIZE, CFG, window=1, max_batch=4)
+    results = t.process([frame((100.0, 120.0)), frame((250.0, 120.0)), frame(None), frame((60.0, 120.0))])
+    assert [r.track for r in results] == [0, 0, -1, 1]

@@ -302,6 +302,9 @@ def test_csv_rows_sidecar_and_flush(tmp_path: Path) -> None:
 
 def test_npz_arrays_written_on_close(tmp_path: Path) -> None:
     frames = make_frames(600)                          # past the first buffer size: it must grow
+    for f in frames:
+        if f.people:
+            f.people[0].id = f.seq // 7                # track numbers
     path = tmp_path / "t.npz"
     writer = open_track_writer(path, META)
     for f in frames:
@@ -321,6 +324,8 @@ def test_npz_arrays_written_on_close(tmp_path: Path) -> None:
         found = z["found"]
         assert found.dtype == bool
         assert found.tolist() == [bool(f.people) for f in frames]
+        assert z["person_id"].dtype == np.int64
+        assert z["person_id"].tolist() == [f.people[0].id if f.people else -1 for f in frames]
         for name in ("score", "bbox", "joints_3d", "joints_2d", "conf"):
             assert np.isnan(z[name][~found]).all()
             assert np.isfinite(z[name][found]).all()

@@ -12,7 +12,8 @@ time (after a damaged packet) follows the one before at the nominal frame rate; 
 rate either (an image folder: unrelated shots, or frames at an unknown rate) is not filtered over
 time, since there is no time between its frames to filter over. A frame with nobody in it resets
 the filter: the frames still held come out first, and the next person found starts fresh, not
-from where the last one was. Frames leave in the order they came.
+from where the last one was. So does a person of a new track (streamer/tracking.py: with
+`tracking.new_track_iou`, a search that found someone else). Frames leave in the order they came.
 
 root_3d is measured on the filtered pose where the filter returns it at once (live), and on the
 pose as aligned where the smoother holds it (files), then filtered with its own
@@ -62,6 +63,7 @@ class AlignStage:
         self.first_roots: list[tuple[float, np.ndarray]] = []   # a file track's first roots, while they wait
         # Frames with a person whose pose the smoothers still hold, oldest first.
         self.held: deque[ResultPacket] = deque()
+        self.track = -1                              # the last frame's track number (-1: nobody)
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
         self.ray_frame = model_config.offsets_frame == "ray"
         self.live = False
@@ -118,6 +120,7 @@ class AlignStage:
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
         self.depth_limit = self._depth_limit(live)
         self.first_roots = []
+        self.track = -1
 
     def _depth_limit(self, live: bool) -> DepthRateLimit:
         """root_3d's bound on depth speed; none where filtering is off (every frame its own measurement)."""
@@ -150,6 +153,11 @@ class AlignStage:
         hold this frame, several when they let go)."""
         t0 = time.perf_counter()
         res = ResultPacket.from_dict(body, self.num_joints, self.num_roots)
+        done: list[dict] = []
+        if res.found and res.track != self.track:
+            # Another person (streamer/tracking.py): their pose must not be smoothed into the last one's.
+            done = self.flush()
+        self.track = res.track
         if res.found:
             aligned = self.aligner(res.offsets_3d, res.conf)
             fp = res.frame
@@ -162,9 +170,9 @@ class AlignStage:
             poses = self.smoother.push(t, aligned, res.conf)
             measured = poses[-1] if self.smoother.lag == 0 else aligned
             root, _ = root_translation(measured, res.joints_2d, res.conf, k)
-            done = self.release(poses, self._push_root(t, root, start=bool(poses)))
+            done += self.release(poses, self._push_root(t, root, start=bool(poses)))
         else:
-            done = self.flush()
+            done += self.flush()
             res.joints_3d = None              # nobody found: no pose to align, nothing is published
             done.append(res.to_dict())
         self.timer.since("align", t0)

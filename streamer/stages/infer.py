@@ -126,4 +126,4 @@ class InferStage:
         for packet, res in zip(batch, results):
             self.timer.add("infer", per_frame)
             out.send(RESULT, ResultPacket(packet, res.found, res.score, res.joints_2d, res.conf,
-                                          res.offsets_3d).to_dict())
+                                          res.offsets_3d, track=res.track).to_dict())

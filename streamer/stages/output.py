@@ -159,8 +159,8 @@ class OutputStage:
             assert res.joints_3d is not None
             joints_3d = convert_points(res.joints_3d, self.axes)
             root_3d = None if res.root_3d is None else convert_points(res.root_3d, self.axes)
-            people.append(PersonPose(0, res.score, points_bbox(res.joints_2d), joints_3d, res.joints_2d, res.conf,
-                                     root_3d))
+            people.append(PersonPose(max(res.track, 0), res.score, points_bbox(res.joints_2d), joints_3d,
+                                     res.joints_2d, res.conf, root_3d))
         frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people)
         # One protocol message per frame, shared by the JSONL tracks and the publisher (which adds
         # t_publish to it, so it goes last).
