@@ -12,6 +12,9 @@ docs/performance.md ("File batch size") and docs/training.md (Real footage).
   centre of the tracked joints moves less than `--still-px` pixels: the track sits on an object,
   as people in a street walk.
 - the mean track score (0 for frames without a person).
+- **tracks**: how many tracks (person ids) the file holds: one, and one more each time the person
+  is found anew after a frame with nobody, or a search finds someone else (`tracking.new_track_iou`).
+  Track files written before 2026-12-04 number every person 0.
 
 Both assume walking people seen upright; they are proxies to compare runs on the same clip, not
 accuracy.
@@ -40,6 +43,7 @@ class TrackStats:
     missing: int           # frames without a person
     wide: int              # skeletons wider than tall
     tall: int              # skeletons taller than --max-height (and not wider than tall)
+    tracks: int = 0        # tracks started (the person id changing)
 
     @property
     def spread(self) -> int:
@@ -51,7 +55,8 @@ def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: 
                 max_height_px: float = 260.0) -> TrackStats:
     """The proxies over a track's pose messages (the first person of each)."""
     centres = np.full((len(poses), 2), np.nan)
-    found = wide = tall = 0
+    found = wide = tall = tracks = 0
+    last_id = None
     scores = np.zeros(len(poses))
     for k, msg in enumerate(poses):
         people = msg.get("people") or []
@@ -59,6 +64,10 @@ def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: 
             continue
         joints = np.asarray(people[0]["joints_2d"], dtype=float)
         found += 1
+        person_id = people[0].get("id")
+        after_nobody = k == 0 or np.isnan(centres[k - 1, 0])
+        tracks += bool(after_nobody or person_id != last_id)
+        last_id = person_id
         scores[k] = float(people[0]["score"])
         centres[k] = joints.mean(axis=0)
         width, height = np.ptp(joints, axis=0)
@@ -74,7 +83,7 @@ def track_stats(poses: list[dict], fps: float, window_s: float = 4.0, still_px: 
         total += 1
         still += bool(np.ptp(c, axis=0).max() < still_px)
     return TrackStats(len(poses), found, still, total, float(scores.mean()) if len(poses) else 0.0,
-                      len(poses) - found, wide, tall)
+                      len(poses) - found, wide, tall, tracks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         every.append(track_stats(poses, fps, args.window, args.still_px, args.max_height))
         print(f"{path}: {describe(every[-1])}")
     if args.total:
-        print(f"total of {len(every)} tracks: {describe(total(every))}")
+        print(f"total of {len(every)} files: {describe(total(every))}")
     return 0
 
 
@@ -110,14 +119,14 @@ def total(stats: list[TrackStats]) -> TrackStats:
     score = sum(s.mean_score * s.frames for s in stats) / frames if frames else 0.0
     return TrackStats(frames, sum(s.found for s in stats), sum(s.still_windows for s in stats),
                       sum(s.windows for s in stats), score, sum(s.missing for s in stats),
-                      sum(s.wide for s in stats), sum(s.tall for s in stats))
+                      sum(s.wide for s in stats), sum(s.tall for s in stats), sum(s.tracks for s in stats))
 
 
 def describe(s: TrackStats) -> str:
     share = s.spread / s.frames if s.frames else 0.0
     return (f"{s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}: {s.missing} without a "
             f"person, {s.wide} wider than tall, {s.tall} too tall); "
-            f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}")
+            f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}; {s.tracks} track{'' if s.tracks == 1 else 's'}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,16 @@ def test_track_stats_counts_spread_and_still_frames() -> None:
     assert s.mean_score == pytest.approx(0.8 * 82 / 83)
     assert stats.track_stats(walking, fps).still_windows == 0
     assert stats.track_stats(parked, fps, still_px=0.5).still_windows == 1     # not moving at all
+    assert s.tracks == 2                                  # one, and one after the frame with nobody
+
+
+def test_track_stats_counts_tracks_by_person_id() -> None:
+    stats = load_script("track_stats")
+    poses = [_pose(k, _upright(5.0 * k)) for k in range(9)]
+    for k, pose in enumerate(poses):
+        pose["people"][0]["id"] = 0 if k < 4 else 1         # a search found someone else at frame 4
+    poses[6] = _pose(6, None)                               # nobody; frames 7 and 8 keep id 1 (old files: id 0)
+    assert stats.track_stats(poses, 10.0).tracks == 3
 
 
 def test_track_stats_reads_track_files_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,8 +169,8 @@ def test_track_stats_total_sums_the_tracks(tmp_path: Path, capsys: pytest.Captur
         paths[-1].write_text("".join(json.dumps(m) + "\n" for m in lines))
     assert stats.main([str(p) for p in paths] + ["--total"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == ("total of 2 tracks: 50 frames, person in 50; spread 20.0% (10: 0 without a person, "
-                    "10 wider than tall, 0 too tall); still windows 0 of 1; mean score 0.800")
+    assert last == ("total of 2 files: 50 frames, person in 50; spread 20.0% (10: 0 without a person, "
+                    "10 wider than tall, 0 too tall); still windows 0 of 1; mean score 0.800; 2 tracks")
 
 
 def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,7 +187,7 @@ def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, cap
                         "--first", "4", "--every", "16", "--count", "2"]) == 0
     out = capsys.readouterr().out
     assert "clip_from0004_default.jsonl: 26 frames" in out and "clip_from0020_default.jsonl: 10 frames" in out
-    assert "total of 2 tracks: 36 frames" in out
+    assert "total of 2 files: 36 frames" in out
     # Failures: one line each, non-zero exit.
     assert street.main(["--model", str(model), "--out", str(tmp_path / "x"), "--clip", str(clip), "--first", "40",
                         "--count", "1"]) == 1
