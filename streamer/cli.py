@@ -193,7 +193,8 @@ def _print_stats(s: dict[str, Any]) -> None:
     for name, st in rows:
         print(f"{name:<28}{st['n']:>7}{st['mean']:>10.2f}{st['p50']:>10.2f}{st['p95']:>10.2f}", file=sys.stderr)
     print(f"network runs: {s['network_runs']} (batches incl. searches); full-frame searches: {s['searches']} "
-          f"({s.get('switches') or 0} took over from the track)", file=sys.stderr)
+          f"({s.get('switches') or 0} took over from the track); tracks (person ids): {s.get('tracks') or 0}",
+          file=sys.stderr)
 
 
 def cmd_track(args: argparse.Namespace) -> int:

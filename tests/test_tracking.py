@@ -12,6 +12,7 @@ interest) with a known truth in image pixels.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -234,6 +235,11 @@ def test_file_mode_batches_frames(posecast, clip40) -> None:
     assert r.returncode == 0, r.stderr
     runs = int(re.search(r"network runs: (\d+)", r.stderr).group(1))
     assert runs < 40, r.stderr
+    # The track file's person ids are the tracks the stats count.
+    ids = {p["id"] for line in (posecast.cwd / "t.jsonl").read_text().splitlines()[1:]
+           for p in json.loads(line)["people"]}
+    tracks = int(re.search(r"tracks \(person ids\): (\d+)", r.stderr).group(1))
+    assert ids == set(range(tracks)) and tracks >= 1, r.stderr
 
 
 def test_progress_bar_shows_rate_and_time_left(capsys) -> None:

@@ -65,6 +65,7 @@ class InferStage:
                     end["network_runs"] = tracker.network_runs
                     end["searches"] = tracker.searches
                     end["switches"] = tracker.switches
+                    end["tracks"] = tracker.track + 1
                     out.send(END, end)
                     return
         finally:
