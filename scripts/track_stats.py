@@ -126,7 +126,8 @@ def describe(s: TrackStats) -> str:
     share = s.spread / s.frames if s.frames else 0.0
     return (f"{s.frames} frames, person in {s.found}; spread {share:.1%} ({s.spread}: {s.missing} without a "
             f"person, {s.wide} wider than tall, {s.tall} too tall); "
-            f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}; {s.tracks} track{'' if s.tracks == 1 else 's'}")
+            f"still windows {s.still_windows} of {s.windows}; mean score {s.mean_score:.3f}; "
+            f"{s.tracks} track{'' if s.tracks == 1 else 's'}")
 
 
 if __name__ == "__main__":
