@@ -127,3 +127,35 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
     assert "trained 3 steps (STEPS;" in r.stdout
     log = [json.loads(line) for line in (again / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and not any("plan" in row for row in log)
+
+
+def _copy_script(root: Path, name: str) -> Path:
+    (root / "scripts").mkdir(parents=True, exist_ok=True)
+    script = root / "scripts" / name
+    script.write_text((REPO / "scripts" / name).read_text())
+    return script
+
+
+@pytest.mark.parametrize("missing", [".gpu/pack", ".gl", ".whl"])
+def test_gpu_device_refuses_a_checkout_without_what_it_carries(tmp_path: Path, missing: str) -> None:
+    script = _copy_script(tmp_path, "gpu_device.sh")
+    for d in (".gpu/pack", ".gl", ".whl"):
+        if d != missing:
+            (tmp_path / d).mkdir(parents=True)
+    r = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert f"no {missing} in the carried checkout" in r.stderr and "gpu_carry.sh" in r.stderr
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "usage: bash scripts/gpu_device.sh OUT" in r.stderr
+
+
+def test_gpu_carry_keeps_what_is_there_and_reports_the_sizes(tmp_path: Path) -> None:
+    script = _copy_script(tmp_path, "gpu_carry.sh")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for path in (".gpu/pack/motions.npz", ".gl/libegl1.deb", ".whl/moderngl.whl"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x" * 1000)
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ".gpu" in r.stdout and ".gl" in r.stdout and ".whl" in r.stdout and "at most 64 MiB" in r.stdout
+    assert sorted(p.name for p in (tmp_path / ".gl").iterdir()) == ["libegl1.deb"]    # nothing downloaded

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Everything a GPU machine without the datasets, OpenGL libraries or moderngl needs, in the
+# checkout's ignored folders that a device call carries (docs/training.md, "Training on a GPU
+# machine"): .gpu/pack (scripts/gpu_pack.sh, 46 MB), .gl (Debian's glvnd and EGL libraries, unpacked
+# there by scripts/gpu_device.sh) and .whl (moderngl and glcontext wheels for that machine's Python).
+#   bash scripts/gpu_carry.sh
+# Needs the body bank and the datasets (as gpu_pack.sh), apt-get and pip with access to Debian and
+# PyPI. GPU_PYTHON_VERSION (default 3.12) names the device's Python. A folder already there is kept.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+py="${PYTHON:-$root/.venv/bin/python}"
+version="${GPU_PYTHON_VERSION:-3.12}"
+[ -f .gpu/pack/motions.npz ] || bash scripts/gpu_pack.sh .gpu/pack
+if ! ls .gl/*.deb >/dev/null 2>&1; then
+    mkdir -p .gl
+    (cd .gl && apt-get download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 libvulkan1 >/dev/null) ||
+        { echo "error: apt-get download failed: the OpenGL libraries for .gl come from Debian's archive" >&2; exit 3; }
+fi
+if ! ls .whl/*.whl >/dev/null 2>&1; then
+    mkdir -p .whl
+    "$py" -m pip download -q --only-binary=:all: --no-deps --python-version "$version" \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl moderngl==5.13.0 glcontext==3.1.0 ||
+        { echo "error: pip download failed: the moderngl and glcontext wheels for .whl come from PyPI" >&2; exit 3; }
+fi
+du -sh .gpu .gl .whl
+tracked=$(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+echo "the tracked files: $tracked; a device call carries at most 64 MiB in all"

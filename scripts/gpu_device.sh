@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run on the GPU machine, from the repository root of a carried checkout (scripts/gpu_carry.sh
+# made .gpu, .gl and .whl): unpack the OpenGL libraries, install moderngl into /tmp/site, point EGL
+# at NVIDIA's driver, then train with scripts/gpu_train.sh. One command per device call:
+#   bash scripts/gpu_device.sh OUT [RENDER_S] [TRAIN_S] [CONFIG]
+# INIT (default engines/weights/default.pt, the shipped weights), SEED_BASE, STEPS and
+# POSECAST_WORK (default /tmp/work) pass through to gpu_train.sh.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+[ $# -ge 1 ] || { echo "usage: bash scripts/gpu_device.sh OUT [RENDER_S] [TRAIN_S] [CONFIG]" >&2; exit 2; }
+for d in .gpu/pack .gl .whl; do
+    [ -e "$d" ] || { echo "error: no $d in the carried checkout (bash scripts/gpu_carry.sh here, then carry .gpu, .gl and .whl)" >&2; exit 2; }
+done
+py="${PYTHON:-python3}"
+for f in .gl/*.deb; do dpkg -x "$f" / || { echo "error: cannot unpack $f (dpkg -x needs to write to /)" >&2; exit 3; }; done
+ldconfig 2>/dev/null || true
+"$py" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl ||
+    { echo "error: cannot install the wheels of .whl for $("$py" --version 2>&1) (GPU_PYTHON_VERSION in gpu_carry.sh)" >&2; exit 3; }
+export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+vendor=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+[ -f "$vendor" ] && export __EGL_VENDOR_LIBRARY_FILENAMES="$vendor"
+export INIT="${INIT:-engines/weights/default.pt}" POSECAST_WORK="${POSECAST_WORK:-/tmp/work}" PYTHON="$py"
+exec bash scripts/gpu_train.sh .gpu/pack "$@"
