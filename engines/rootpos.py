@@ -101,6 +101,21 @@ def camera_intrinsics(width: int, height: int, focal_px: float | None, hfov_deg:
     return Intrinsics(f, f, cx, cy)
 
 
+def in_view_weights(conf: np.ndarray, joints_2d: np.ndarray, width: float, height: float,
+                    min_joints: int) -> np.ndarray:
+    """The root solve's weights: `conf`, with the joints outside the image at 0 where at least
+    `min_joints` are inside it (0: all joints keep their confidence). A joint outside the image is
+    the network's guess at a part of the body the camera does not see; the person's size in the
+    image, which gives the depth, is what it does see (docs/training.md, "The root from the joints
+    in view")."""
+    conf = np.asarray(conf, dtype=np.float64)
+    if min_joints <= 0:
+        return conf
+    pts = np.asarray(joints_2d, dtype=np.float64)
+    inside = (pts[:, 0] >= 0.0) & (pts[:, 0] <= width) & (pts[:, 1] >= 0.0) & (pts[:, 1] <= height)
+    return conf * inside if int(inside.sum()) >= min_joints else conf
+
+
 def root_translation(joints_3d: np.ndarray, joints_2d: np.ndarray, conf: np.ndarray, k: Intrinsics,
                      min_depth: float = 0.3, max_depth: float = 100.0,
                      refine: bool = True) -> tuple[np.ndarray, float]:

@@ -114,8 +114,13 @@ class CoordinatesConfig:
     # Where the optical axis meets the image, in pixels; None: the image centre. A frame cut
     # off-centre from a larger one (a cropped or zoomed stream) has it elsewhere.
     principal_px: tuple[float, float] | None = None
+    # root_3d's depth is solved from the joints inside the image where at least this many are
+    # (the ones outside are guesses; 0: from every joint).
+    root_min_joints_in_view: int = 4
 
     def check(self) -> None:
+        if self.root_min_joints_in_view < 0:
+            raise ValueError(f"root_min_joints_in_view must be >= 0 (got {self.root_min_joints_in_view})")
         if self.focal_px is not None and not (0 < self.focal_px < math.inf):
             raise ValueError(f"focal_px must be positive (got {self.focal_px})")
         if self.principal_px is not None and not all(map(math.isfinite, self.principal_px)):

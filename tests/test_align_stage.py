@@ -228,3 +228,19 @@ def test_a_new_track_lets_the_held_frames_go_and_starts_the_filters_afresh() -> 
         sm = KalmanSmoother(stage.filter_config.kalman, (stage.num_joints, 3), lag)
         want = np.stack(sum((sm.push(t, a, packets[i].conf) for t, a, i in zip(ts, aligned, run)), []) + sm.flush())
         np.testing.assert_allclose(np.stack([out[i].joints_3d for i in run]), want, atol=1e-6)
+
+
+def test_the_root_is_solved_from_the_joints_in_view() -> None:
+    from engines.rootpos import in_view_weights
+
+    stage = _stage(live=True)
+    packet = _packets(stage, 1)[0]
+    packet.joints_2d[:5, 1] = 520.0                  # five joints below the 480-pixel frame
+    packet.conf[:5] = 0.4
+    out, _ = _run(stage, [packet])
+    k = stage._camera(packet.frame)
+    aligned = stage.aligner(packet.offsets_3d, packet.conf)
+    want, _ = root_translation(aligned, packet.joints_2d, in_view_weights(packet.conf, packet.joints_2d, 640, 480, 4), k)
+    every, _ = root_translation(aligned, packet.joints_2d, packet.conf, k)
+    np.testing.assert_allclose(out[0].root_3d, want, atol=1e-5)      # the first frame passes the filters as it is
+    assert np.abs(want - every).max() > 1e-3

@@ -356,3 +356,38 @@ if __name__ == "__main__":  # the numbers for the docs
         e = np.asarray(e)
         print(f"{label:36s} |T error| / depth: mean {100 * e.mean():.2f}%  "
               f"p99 {100 * np.quantile(e, 0.99):.2f}%  max {100 * e.max():.2f}%")
+
+
+@settings(deadline=None, max_examples=80)
+@given(arrays(np.float64, (17, 2), elements=st.floats(-300.0, 900.0)), arrays(np.float64, (17,), elements=st.floats(0.0, 1.0)),
+       st.integers(0, 17))
+def test_in_view_weights_drop_the_joints_outside_the_image_when_enough_are_inside(points, conf, min_joints) -> None:
+    from engines.rootpos import in_view_weights
+
+    w = in_view_weights(conf, points, 640.0, 480.0, min_joints)
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= 640) & (points[:, 1] >= 0) & (points[:, 1] <= 480)
+    if min_joints > 0 and inside.sum() >= min_joints:
+        np.testing.assert_array_equal(w, np.where(inside, conf, 0.0))
+    else:
+        np.testing.assert_array_equal(w, conf)     # too few in view to solve from them alone, or off
+
+
+def test_the_root_of_a_person_cut_off_comes_from_the_joints_in_view() -> None:
+    """Legs below the frame that the network guessed too short no longer pull the depth."""
+    from engines.rootpos import in_view_weights
+
+    k = camera_intrinsics(640, 480, 500.0, 60.0)
+    rng = np.random.default_rng(3)
+    pose = rng.normal(0.0, 0.25, (17, 3))
+    pose[:, 1] = np.linspace(-0.9, 0.9, 17)                 # head at the top, feet at the bottom
+    t_true = np.array([0.1, 0.6, 3.0])
+    cam = pose + t_true
+    uv = np.stack([k.fx * cam[:, 0] / cam[:, 2] + k.cx, k.fy * cam[:, 1] / cam[:, 2] + k.cy], axis=1)
+    below = uv[:, 1] > 480
+    assert 4 <= (~below).sum() < 17
+    guessed = uv.copy()
+    guessed[below, 1] = 480 + 0.3 * (uv[below, 1] - 480)     # squeezed towards the frame's edge
+    conf = np.where(below, 0.4, 0.8)
+    t_all, _ = root_translation(pose, guessed, conf, k)
+    t_view, _ = root_translation(pose, guessed, in_view_weights(conf, guessed, 640, 480, 4), k)
+    assert abs(t_view[2] - t_true[2]) < 1e-6 < abs(t_all[2] - t_true[2])

@@ -35,7 +35,7 @@ import zmq
 from engines.align import RootAligner
 from engines.model_config import ModelConfig
 from engines.ray_frame import person_rotations
-from engines.rootpos import Intrinsics, camera_intrinsics, root_translation
+from engines.rootpos import Intrinsics, camera_intrinsics, in_view_weights, root_translation
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
@@ -169,7 +169,9 @@ class AlignStage:
             self.held.append(res)
             poses = self.smoother.push(t, aligned, res.conf)
             measured = poses[-1] if self.smoother.lag == 0 else aligned
-            root, _ = root_translation(measured, res.joints_2d, res.conf, k)
+            weights = in_view_weights(res.conf, res.joints_2d, fp.width * fp.scale, fp.height * fp.scale,
+                                      self.coordinates.root_min_joints_in_view)
+            root, _ = root_translation(measured, res.joints_2d, weights, k)
             done += self.release(poses, self._push_root(t, root, start=bool(poses)))
         else:
             done += self.flush()
