@@ -32,6 +32,10 @@ class Plan:
         return {"total": self.total, "hold": self.hold, "steps_per_s": round(self.steps_per_s, 3),
                 "budget_s": self.budget_s}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, float | int]) -> "Plan":
+        return cls(int(d["total"]), int(d["hold"]), float(d["steps_per_s"]), float(d["budget_s"]))
+
 
 @dataclass
 class StepPlanner:

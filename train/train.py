@@ -323,9 +323,7 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     sched.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     saved_plan = state.get("plan")
-    plan = None if not saved_plan else Plan(int(saved_plan["total"]), int(saved_plan["hold"]),
-                                            float(saved_plan["steps_per_s"]), float(saved_plan["budget_s"]))
-    return int(state["step"]), plan
+    return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None
 
 
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -441,7 +439,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
             say(f"lifter initialised from {cfg.lifter_path()}")
         elif net.lifter is not None and not cfg.init_from:
             say("note: the lifter starts untrained (no lifter_from); pretrain one with python -m train.lifting")
-    (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
+    _write_config(out, cfg, mcfg)
     matched = describe_data(data)
     data_path = out / "data.json"
     if start == 0 or not data_path.exists():
@@ -564,8 +562,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                             schedule.update(total=plan.total, hold=plan.hold)
                             cfg = replace(cfg, optim=replace(o, steps=total))
                             end = total if stop_after is None else min(total, stop_after)
-                            (out / "config.json").write_text(
-                                json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
+                            _write_config(out, cfg, mcfg)
                             log.write(json.dumps({"step": step, "plan": plan.to_dict()}) + "\n")
                             bar.total = total
                             bar.refresh()
@@ -605,6 +602,11 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
             summary["val"] = val
             say(f"wrote {out / FINAL}")
         return summary
+
+
+def _write_config(out: Path, cfg: TrainConfig, mcfg: ModelConfig) -> None:
+    """config.json: the recipe as the run uses it (a time-budgeted run's with its planned steps)."""
+    (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}, indent=1))
 
 
 def resolve_device(name: str) -> str:
