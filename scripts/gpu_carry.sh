@@ -12,16 +12,21 @@ cd "$root"
 py="${PYTHON:-$root/.venv/bin/python}"
 version="${GPU_PYTHON_VERSION:-3.12}"
 [ -f .gpu/pack/motions.npz ] || bash scripts/gpu_pack.sh .gpu/pack
+# Each folder is filled in a temporary one and moved into place whole, so a failed download
+# leaves nothing that a later run would take for complete.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 if ! ls .gl/*.deb >/dev/null 2>&1; then
-    mkdir -p .gl
-    (cd .gl && apt-get download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 libvulkan1 >/dev/null) ||
-        { echo "error: apt-get download failed: the OpenGL libraries for .gl come from Debian's archive" >&2; exit 3; }
+    mkdir -p "$tmp/gl"
+    err=$(cd "$tmp/gl" && apt-get download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 libvulkan1 2>&1 >/dev/null) ||
+        { echo "error: apt-get download failed (${err##*$'\n'}): the OpenGL libraries for .gl come from Debian's archive" >&2; exit 3; }
+    rm -rf .gl && mv "$tmp/gl" .gl
 fi
 if ! ls .whl/*.whl >/dev/null 2>&1; then
-    mkdir -p .whl
-    "$py" -m pip download -q --only-binary=:all: --no-deps --python-version "$version" \
-        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl moderngl==5.13.0 glcontext==3.1.0 ||
-        { echo "error: pip download failed: the moderngl and glcontext wheels for .whl come from PyPI" >&2; exit 3; }
+    err=$("$py" -m pip download -q --only-binary=:all: --no-deps --python-version "$version" \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d "$tmp/whl" moderngl==5.13.0 glcontext==3.1.0 2>&1 >/dev/null) ||
+        { echo "error: pip download failed (${err##*$'\n'}): the moderngl and glcontext wheels for .whl come from PyPI" >&2; exit 3; }
+    rm -rf .whl && mv "$tmp/whl" .whl
 fi
 du -sh .gpu .gl .whl
 tracked=$(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -1 | cut -f1)

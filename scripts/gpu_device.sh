@@ -13,10 +13,12 @@ for d in .gpu/pack .gl .whl; do
     [ -e "$d" ] || { echo "error: no $d in the carried checkout (bash scripts/gpu_carry.sh here, then carry .gpu, .gl and .whl)" >&2; exit 2; }
 done
 py="${PYTHON:-python3}"
-for f in .gl/*.deb; do dpkg -x "$f" / || { echo "error: cannot unpack $f (dpkg -x needs to write to /)" >&2; exit 3; }; done
+for f in .gl/*.deb; do
+    err=$(dpkg -x "$f" / 2>&1) || { echo "error: cannot unpack $f (${err##*$'\n'}): dpkg -x needs to write to /" >&2; exit 3; }
+done
 ldconfig 2>/dev/null || true
-"$py" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl ||
-    { echo "error: cannot install the wheels of .whl for $("$py" --version 2>&1) (GPU_PYTHON_VERSION in gpu_carry.sh)" >&2; exit 3; }
+err=$("$py" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1) ||
+    { echo "error: cannot install the wheels of .whl for $("$py" --version 2>&1) (${err##*$'\n'}): set GPU_PYTHON_VERSION for gpu_carry.sh" >&2; exit 3; }
 export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 vendor=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 [ -f "$vendor" ] && export __EGL_VENDOR_LIBRARY_FILENAMES="$vendor"

@@ -159,3 +159,20 @@ def test_gpu_carry_keeps_what_is_there_and_reports_the_sizes(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     assert ".gpu" in r.stdout and ".gl" in r.stdout and ".whl" in r.stdout and "at most 64 MiB" in r.stdout
     assert sorted(p.name for p in (tmp_path / ".gl").iterdir()) == ["libegl1.deb"]    # nothing downloaded
+
+
+def test_gpu_carry_reports_a_failed_download_in_one_line_and_leaves_nothing_half_done(tmp_path: Path) -> None:
+    script = _copy_script(tmp_path, "gpu_carry.sh")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gpu" / "pack").mkdir(parents=True)
+    (tmp_path / ".gpu" / "pack" / "motions.npz").write_bytes(b"x")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apt-get"        # a download that writes one file, then fails
+    fake.write_text("#!/bin/sh\ntouch libegl1.deb\necho 'E: Unable to locate package libvulkan1' >&2\nexit 100\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert r.returncode == 3 and r.stderr.strip().count("\n") == 0
+    assert "apt-get download failed (E: Unable to locate package libvulkan1)" in r.stderr
+    assert not (tmp_path / ".gl").exists()            # a later run downloads again
