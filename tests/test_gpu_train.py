@@ -176,3 +176,19 @@ def test_gpu_carry_reports_a_failed_download_in_one_line_and_leaves_nothing_half
     assert r.returncode == 3 and r.stderr.strip().count("\n") == 0
     assert "apt-get download failed (E: Unable to locate package libvulkan1)" in r.stderr
     assert not (tmp_path / ".gl").exists()            # a later run downloads again
+
+
+def test_gpu_device_reports_a_library_it_cannot_unpack_in_one_line(tmp_path: Path) -> None:
+    script = _copy_script(tmp_path, "gpu_device.sh")
+    for d in (".gpu/pack", ".gl", ".whl"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / ".gl" / "libegl1.deb").write_bytes(b"x")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dpkg").write_text("#!/bin/sh\necho 'dpkg-deb: error: failed to create directory' >&2\nexit 2\n")
+    (bin_dir / "dpkg").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 3 and r.stderr.strip().count("\n") == 0
+    assert "cannot unpack .gl/libegl1.deb (dpkg-deb: error: failed to create directory)" in r.stderr
+    assert not (tmp_path / "out").exists()
