@@ -102,13 +102,16 @@ if [ -n "${GPU_PYTHON:-}" ]; then
 fi
 # Stage 25c (the shipped weights): stage 24 trained further on the CPU, on 84,800 people rendered here
 # (two processes, seeds 6000 and 6001; about 20 minutes), 7,627 steps of 32 (about 50 minutes; the
-# count the recorded run's --time-budget 3000 set). The recipe reads them from ../data/synth_cpu_600*.
+# count the recorded run's --time-budget 3000 set, though it held its peak learning rate to step 240
+# and this run decays from step 100). The recipe reads them from ../data/synth_cpu_600*.
 if [ -f "$work/runs/gpu_long/model.pt" ]; then
+    renders=()
     for seed in 6000 6001; do
         OMP_NUM_THREADS=1 $py -m train.synth.generate --split train --out "$work/synth_cpu_$seed" --count 42400 \
             --seed $seed --shard-size 200 --bodies "$work/bodies.npz" &
+        renders+=($!)
     done
-    wait
+    for pid in "${renders[@]}"; do wait "$pid"; done    # a render that fails stops the script (set -e)
     [ -f "$work/runs/cpu_rendered/model.pt" ] || $py -m train.train --config configs/train/cpu_rendered.yaml \
         --out "$work/runs/cpu_rendered" --init-from "$work/runs/gpu_long/model.pt" --steps 7627
     evaluate "$work/runs/cpu_rendered" eval_mirrored.json --flip-test all
