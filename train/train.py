@@ -422,8 +422,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     if last.exists():
         start, plan = load_training_state(last, net, opt, sched, cfg, mcfg, say)
         if plan is not None:
-            schedule.update(total=plan.total, hold=plan.hold)
-            cfg = replace(cfg, optim=replace(o, steps=plan.total))
+            cfg = _follow_plan(cfg, schedule, plan)
             say(f"resuming from {last} at step {start} of {plan.total} (planned for a {plan.budget_s:g} s budget)")
         else:
             say(f"resuming from {last} at step {start}" + ("" if budgeted else f" of {o.steps}"))
@@ -559,8 +558,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
                         made = planner.mark(t_window - t_budget, step) if planner else None
                         if made is not None:
                             plan, total = made, made.total
-                            schedule.update(total=plan.total, hold=plan.hold)
-                            cfg = replace(cfg, optim=replace(o, steps=total))
+                            cfg = _follow_plan(cfg, schedule, plan)
                             end = total if stop_after is None else min(total, stop_after)
                             _write_config(out, cfg, mcfg)
                             log.write(json.dumps({"step": step, "plan": plan.to_dict()}) + "\n")
@@ -602,6 +600,13 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
             summary["val"] = val
             say(f"wrote {out / FINAL}")
         return summary
+
+
+def _follow_plan(cfg: TrainConfig, schedule: dict[str, int], plan: Plan) -> TrainConfig:
+    """A time budget's plan into the learning-rate schedule (which reads `schedule` at every step)
+    and into the recipe that config.json and the checkpoints record."""
+    schedule.update(total=plan.total, hold=plan.hold)
+    return replace(cfg, optim=replace(cfg.optim, steps=plan.total))
 
 
 def _write_config(out: Path, cfg: TrainConfig, mcfg: ModelConfig) -> None:
