@@ -103,7 +103,7 @@ fi
 # Stage 25c (the shipped weights): stage 24 trained further on the CPU, on 84,800 people rendered here
 # (two processes, seeds 6000 and 6001; about 20 minutes), 7,627 steps of 32 (about 50 minutes; the
 # count the recorded run's --time-budget 3000 set, though it held its peak learning rate to step 240
-# and this run decays from step 100). The recipe reads them from ../data/synth_cpu_600*.
+# and this run decays from step 100). The recipe reads ../data/synth_cpu_6000 and 6001.
 if [ -f "$work/runs/gpu_long/model.pt" ]; then
     renders=()
     for seed in 6000 6001; do

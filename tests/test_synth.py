@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,6 @@ def test_validation_split_shares_nothing_with_training():
 @pytest.mark.parametrize("content", [None, b"not a zip", b"PK\x03\x04broken"])
 def test_generate_refuses_a_missing_or_broken_body_bank(tmp_path, content):
     import subprocess
-    import sys
 
     bank_path = tmp_path / "bodies.npz"
     if content is not None:
@@ -284,6 +284,45 @@ def test_generate_refuses_a_share_outside_0_1(capsys, flag):
     with pytest.raises(SystemExit) as exc:
         main(["--out", "x", "--split", "train", "--count", "1", "--bodies", "b.npz", flag, "1.5"])
     assert exc.value.code == 2 and f"{flag} must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_generate_refuses_negative_threads(capsys):
+    from train.synth.generate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", "x", "--split", "train", "--count", "1", "--bodies", "b.npz", "--threads", "-1"])
+    assert exc.value.code == 2 and "--threads must be 0 or more" in capsys.readouterr().err
+
+
+def test_math_threads_limits_blas_and_opencv_and_restores_them():
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    from train.synth.generate import math_threads
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    cv2.setNumThreads(2)
+    blas_before = blas_threads()
+    assert blas_before, "numpy's BLAS is not visible to threadpoolctl"
+    with math_threads(1):
+        assert cv2.getNumThreads() == 1
+        assert blas_threads() == [1] * len(blas_before)
+    assert cv2.getNumThreads() == 2 and blas_threads() == blas_before
+    with math_threads(0):                               # 0 leaves them be
+        assert cv2.getNumThreads() == 2 and blas_threads() == blas_before
+
+
+def test_math_threads_without_threadpoolctl_says_how_to_install_it(monkeypatch):
+    from train.synth.generate import math_threads
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)       # import now raises ImportError
+    with pytest.raises(SystemExit, match="setup.sh --train"):
+        with math_threads(1):
+            pass
+    with math_threads(0):                               # needs nothing
+        pass
 
 
 def test_composite_by_depth_puts_the_nearer_person_in_front():

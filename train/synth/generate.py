@@ -11,9 +11,10 @@ uses motions, bodies and backgrounds that training never sees (`train.motion.HEL
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                          "folder's (which then needs only backgrounds/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-size", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1, metavar="N",
+                    help="threads for numpy's BLAS and OpenCV in this process (default 1; 0 leaves the libraries' "
+                         "own defaults). Rendering is single-threaded: run one process per core instead")
     ap.add_argument("--long-hair", type=float, default=0.0, metavar="P",
                     help="share of people with long hair over the neck and shoulders (default 0)")
     ap.add_argument("--faces", type=float, default=0.0, metavar="P",
@@ -128,12 +132,40 @@ def main(argv: list[str] | None = None) -> int:
                         ("--bystanders", args.bystanders)):
         if not 0.0 <= share <= 1.0:
             ap.error(f"{flag} must be between 0 and 1 (got {share})")
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 or more (got {args.threads})")
     opts = SceneOptions(long_hair_probability=args.long_hair, face_probability=args.faces,
                         head_turn_probability=args.head_turns, bystander_probability=args.bystanders)
-    return run_resumable(lambda: generate(args.out, args.split, args.count, args.bodies,
-                                          args.data or default_data_root(), args.seed, args.shard_size, opts,
-                                          args.motions),
-                         "shards")
+    with math_threads(args.threads):
+        return run_resumable(lambda: generate(args.out, args.split, args.count, args.bodies,
+                                              args.data or default_data_root(), args.seed, args.shard_size, opts,
+                                              args.motions),
+                             "shards")
+
+
+@contextlib.contextmanager
+def math_threads(threads: int) -> Iterator[None]:
+    """Limit numpy's BLAS and OpenCV to `threads` (0: leave them be) for the duration.
+
+    Their own pools would each take every core: two renders on two cores then ran at 18
+    images/s each instead of 35 (docs/training.md, "Synthetic people")."""
+    if threads == 0:
+        yield
+        return
+    import cv2
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        raise SystemExit("python -m train.synth.generate: threadpoolctl is not installed; install the training "
+                         "extras with `bash scripts/setup.sh --train`, or pass --threads 0") from exc
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def run_resumable(work: Callable[[], object], units: str) -> int:
