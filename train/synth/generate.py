@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, metavar="N",
                     help="threads for numpy's BLAS and OpenCV in this process (default 1; 0 leaves the libraries' "
-                         "own defaults). Rendering is single-threaded: run one process per core instead")
+                         "own defaults). For speed, run one process per core rather than more threads")
     ap.add_argument("--long-hair", type=float, default=0.0, metavar="P",
                     help="share of people with long hair over the neck and shoulders (default 0)")
     ap.add_argument("--faces", type=float, default=0.0, metavar="P",
