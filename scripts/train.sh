@@ -107,7 +107,7 @@ fi
 if [ -f "$work/runs/gpu_long/model.pt" ]; then
     renders=()
     for seed in 6000 6001; do
-        OMP_NUM_THREADS=1 $py -m train.synth.generate --split train --out "$work/synth_cpu_$seed" --count 42400 \
+        $py -m train.synth.generate --split train --out "$work/synth_cpu_$seed" --count 42400 \
             --seed $seed --shard-size 200 --bodies "$work/bodies.npz" &
         renders+=($!)
     done
