@@ -233,10 +233,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """The pipeline with publishing to a free local port, and the per-stage table."""
+    """The pipeline with publishing, and the per-stage table. It publishes on a free local port
+    unless --port or --bind is given, so that it never collides with a `run` on the default one."""
     args.stats = True
-    args.port = 0
-    args.bind = "127.0.0.1"
+    if args.port is None:
+        args.port = 0
+    if args.bind is None:
+        args.bind = "127.0.0.1"
     mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
     _note(f"bench: {args.input}, {mode}")
     return run_track(args.input, [], None, args, realtime=args.live, publish=True)
@@ -374,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="measure the pipeline: per-stage times, throughput, capture-to-publish latency",
-                       description="Run the whole pipeline on INPUT, publishing to a free local port, and print "
+                       description="Run the whole pipeline on INPUT, publishing (to a free local port unless "
+                                   "--port or --bind is given), and print "
                                    "per-stage times (p50, p95), throughput, capture-to-publish latency and dropped "
                                    "frames. --live plays a file at its frame rate, as a live source.")
     p.add_argument("input", help="video file, URL, camera or image folder")
@@ -394,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("replay", help="publish a recorded .jsonl track again at its original pace",
-                       description="Publish a .jsonl track file over ZeroMQ again, at its original pace.")
+                       description="Publish a .jsonl track file over ZeroMQ again, at its original pace: a video "
+                                   "file's track at the video's own times (t_media), a camera's or stream's at "
+                                   "the times its frames were read (t_capture).")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5556)

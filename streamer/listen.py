@@ -158,8 +158,19 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     return 0
 
 
+def replay_clock(poses: list[dict]) -> str:
+    """The field that gives a recording's pace. A video file's track was made as fast as the
+    pipeline ran, so its `t_capture` is the processing's pace; its `t_media`, the video's own
+    time, is the original one. Cameras and streams have no `t_media`, and a looped file's goes
+    back at each loop: those are played by `t_capture`, when their frames were read."""
+    media = [p.get("t_media") for p in poses]
+    if media and all(isinstance(t, (int, float)) for t in media) and all(b >= a for a, b in zip(media, media[1:])):
+        return "t_media"
+    return "t_capture"
+
+
 def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 64) -> int:
-    """Publish a recorded track again, at its original pace (t_capture deltas) times `speed`."""
+    """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`."""
     from streamer.publish import Publisher
     from streamer.tracks import read_track
 
@@ -170,9 +181,10 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
         time.sleep(0.3)    # let subscribers that connect at start-up see the first messages
         if not poses:
             return 0
-        t0_track, t0 = poses[0]["t_capture"], time.monotonic()
+        clock = replay_clock(poses)
+        t0_track, t0 = poses[0][clock], time.monotonic()
         for msg in poses:
-            due = t0 + (msg["t_capture"] - t0_track) / speed
+            due = t0 + (msg[clock] - t0_track) / speed
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)

@@ -1,10 +1,11 @@
 """Metrics: known values and the invariances PA-MPJPE must have."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.metrics import mpjpe, pa_mpjpe, pck, procrustes_align
+from train.metrics import calibration, mpjpe, pa_mpjpe, pck, procrustes_align
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -54,3 +55,32 @@ def test_pck_threshold_and_visibility():
     pred = np.array([[[0.0, 0.0], [1.9, 0.0], [2.1, 0.0], [5.0, 0.0]]])
     assert pck(pred, target, np.array([10.0]), 0.2) == 0.5
     assert pck(pred, target, np.array([10.0]), 0.2, visible=np.array([[True, True, False, False]])) == 1.0
+
+
+def test_calibration_known_values():
+    # 70% hits at a confidence of 0.7: calibrated. The same hits claimed at 1.0: 0.3 off.
+    hit = np.arange(10) < 7
+    assert calibration(np.full(10, 0.7), hit)["ece"] == pytest.approx(0.0)
+    full = calibration(np.ones(10), hit)
+    assert full["ece"] == pytest.approx(0.3)
+    assert full["bins"] == [{"low": 0.9, "high": 1.0, "joints": 10, "mean_conf": 1.0, "hit_rate": 0.7}]
+    # Three bins, weighted by their share of the joints; 1.0 falls in the top one.
+    res = calibration(np.array([0.1, 0.2, 0.9, 1.0]), np.array([True, False, True, True]))
+    assert [b["joints"] for b in res["bins"]] == [1, 1, 2]
+    assert res["ece"] == pytest.approx(0.25 * 0.9 + 0.25 * 0.2 + 0.5 * 0.05)
+    empty = calibration(np.zeros(0), np.zeros(0, bool))
+    assert np.isnan(empty["ece"]) and empty["joints"] == 0 and empty["bins"] == []
+    with pytest.raises(ValueError, match="differ in size"):
+        calibration(np.ones(3), np.ones(2, bool))
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 1.0), st.booleans()), min_size=1, max_size=60))
+@settings(max_examples=60, deadline=None)
+def test_calibration_bins_partition_the_joints(pairs):
+    conf = np.array([c for c, _ in pairs])
+    hit = np.array([h for _, h in pairs])
+    res = calibration(conf, hit)
+    assert sum(b["joints"] for b in res["bins"]) == len(pairs) == res["joints"]
+    assert 0.0 <= res["ece"] <= 1.0
+    for b in res["bins"]:
+        assert b["low"] - 1e-12 <= b["mean_conf"] <= b["high"] + 1e-12

@@ -187,12 +187,13 @@ def one_error_line(stderr: str) -> str:
 
 
 def write_paced_track(src: Path, dst: Path, fps: float = 30.0) -> tuple[dict, list[dict]]:
-    """`src` again with t_capture spaced 1/fps apart (a track made by `track` runs faster than
-    real time, so its own span says little about a replay's pace)."""
+    """`src` again as a camera's recording: t_capture spaced 1/fps apart and no t_media, so a
+    replay is paced by t_capture (a track made by `track` runs faster than real time)."""
     meta, poses = read_track(src)
     t0 = 1_700_000_000.0
     for i, p in enumerate(poses):
         p["t_capture"] = round(t0 + i / fps, 6)
+        p["t_media"] = None
     dst.write_text("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in [meta, *poses]))
     return meta, poses
 
@@ -411,6 +412,17 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
     took = items[-1][0] - items[0][0]
     assert took >= 0.5 * span, (took, span)
 
+    # replay of the file's own track: at the video's pace (t_media), not the processing's.
+    media_span = read_track(track)[1][-1]["t_media"]
+    assert media_span == pytest.approx(39 / 30, abs=0.01)
+    port4 = free_port()
+    with Collector(port4) as c:
+        r = posecast.run(["replay", track, "--port", port4])
+        assert r.returncode == 0, r.stderr
+        c.wait_poses(40)
+        stamps = [t for t, topic, _, _ in c.items if topic.startswith(b"pose.")]
+    assert stamps[-1] - stamps[0] >= 0.8 * media_span, (stamps[-1] - stamps[0], media_span)
+
     # listen --record against replay.
     port3 = free_port()
     rec = tmp_path / "rec.jsonl"
@@ -429,6 +441,28 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
     assert [without_publish(p) for p in rposes] == poses
     assert all("t_publish" in p for p in rposes)
     assert "40 msgs" in rl.stdout.splitlines()[-1] and "lost 0" in rl.stdout.splitlines()[-1]
+
+
+def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path) -> None:
+    # Without --port it takes a free one (never the default that a `run` may hold); with it, a
+    # subscriber there sees the run.
+    port = free_port()
+    with Collector(port) as c:
+        r = posecast.run(["bench", clip40, "--port", port, "--min-score", "0", "--no-progress"])
+        assert r.returncode == 0, r.stderr
+        got = c.wait_poses(40)
+    assert [m["seq"] for m in got][-1] == 39 and c.metas
+
+
+def test_replay_is_paced_by_the_video_time_where_every_message_has_one() -> None:
+    from streamer.listen import replay_clock
+
+    assert replay_clock([{"t_capture": 5.0, "t_media": 0.0}, {"t_capture": 5.01, "t_media": 0.04}]) == "t_media"
+    # A camera's recording has no video time, and a looped file's goes back at each loop.
+    assert replay_clock([{"t_capture": 5.0, "t_media": None}, {"t_capture": 5.04, "t_media": None}]) == "t_capture"
+    assert replay_clock([{"t_capture": 5.0, "t_media": 9.9}, {"t_capture": 5.04, "t_media": 0.0}]) == "t_capture"
+    assert replay_clock([{"t_capture": 5.0, "t_media": 0.0}, {"t_capture": 5.04}]) == "t_capture"
+    assert replay_clock([]) == "t_capture"
 
 
 def test_listen_with_nobody_publishing_exits_2(posecast) -> None:

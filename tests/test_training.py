@@ -538,6 +538,14 @@ def test_evaluate_ground_truth_gives_zero_error(data: dict[str, Path]) -> None:
     assert tracking["samples"] == len(synth) and "search" not in s["framing"]
     assert tracking["3d"]["weighted"]["mpjpe_mm"] < 1e-3 and tracking["pck"] == 1.0
     assert "| synthetic, tracking crops |" in markdown(res, mcfg)
+    # Every joint is a hit, so each tenth of confidence scores 1.0 and the calibration error is
+    # what the confidence falls short of 1.
+    for cal in (tracking["calibration"], res["real"]["calibration"]):
+        assert cal["joints"] > 0 and all(b["hit_rate"] == 1.0 for b in cal["bins"])
+        mean_conf = sum(b["mean_conf"] * b["joints"] for b in cal["bins"]) / cal["joints"]
+        assert cal["ece"] == pytest.approx(1.0 - mean_conf)
+    assert tracking["calibration"]["joints"] == s["2d"]["joints"]
+    assert f"| real | {len(real)} | conf calibration error (ECE," in markdown(res, mcfg)
     # fake_pose's people stand 0-3 degrees off the axis, in crops centred on the axis.
     off = s["off_axis"]
     assert off["crops"] == "tracking" and list(off["bins"]) == ["0-10"]

@@ -97,6 +97,37 @@ def test_pck_counts_visible_joints_within_a_fifth_of_the_torso_diagonal():
     assert s.pck_joints == 6 * (J - 1) and s.pck_hits == 6 * (J - 2)
 
 
+def test_conf_calibration_pools_over_clips_as_over_all_their_joints():
+    from train.metrics import calibration
+    from train.video_eval import EMPTY, conf_table
+
+    rng = np.random.default_rng(3)
+    scores, confs, hits = [], [], []
+    for seed in range(3):
+        labels = _labels(frames=5, seed=seed)
+        found, pred, pts = _track(labels)
+        a, b = H36M17.index("l_shoulder"), H36M17.index("r_hip")
+        torso = np.linalg.norm(labels["joints_2d"][:, a] - labels["joints_2d"][:, b], axis=-1)
+        miss = rng.random(pts.shape[:2]) < 0.3
+        pts[miss] += np.array([1.0, 0.0]) * torso[:, None, None].repeat(J, 1)[miss]   # a torso off: a miss
+        found[-1] = False                                                  # not counted
+        labels["visible"][:, H36M17.index("r_wrist")] = False              # not counted either
+        conf = rng.random(pts.shape[:2])
+        scores.append(score_track(found, pred, pts, labels, conf=conf))
+        counted = found[:, None] & labels["visible"]
+        confs.append(conf[counted])
+        hits.append(~miss[counted])
+    pooled = sum(scores, EMPTY)
+    assert pooled.conf_bins[0].sum() == pooled.pck_joints == sum(len(c) for c in confs)
+    expected = calibration(np.concatenate(confs), np.concatenate(hits))
+    assert pooled.summary()["conf_ece"] == pytest.approx(expected["ece"])
+    table = conf_table(pooled.conf_bins)
+    assert len(table) == len(expected["bins"])
+    for got, want in zip(table, expected["bins"]):
+        assert got == pytest.approx(want)
+    assert np.isnan(score_track(*_track(_labels()), _labels()).summary()["conf_ece"])   # no conf given
+
+
 def test_a_track_of_another_length_is_refused():
     labels = _labels()
     found, pred, pts = _track(labels)
@@ -189,12 +220,14 @@ def test_the_clip_camera_is_given_to_the_pipeline(monkeypatch, tmp_path, with_fo
     def fake_run(cmd, **kwargs):
         seen.append(cmd)
         found, pred, j2d = _track(labels)
-        np.savez(tmp_path / "t.npz", found=found, joints_3d=pred, joints_2d=j2d, root_3d=labels["joints_3d"][:, 0])
+        np.savez(tmp_path / "t.npz", found=found, joints_3d=pred, joints_2d=j2d, root_3d=labels["joints_3d"][:, 0],
+                 conf=np.full(j2d.shape[:2], 0.75))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(video_eval.subprocess, "run", fake_run)
     score = video_eval.run_clip(tmp_path / "c.mp4", labels, tmp_path / "t.npz", None, "auto", with_focal, None)
     assert score.summary()["root_mm"] == pytest.approx(0.0, abs=1e-9)
+    assert score.summary()["conf_ece"] == pytest.approx(0.25)     # every joint a hit at conf 0.75
     cmd = seen[0]
     if with_focal:
         assert cmd[cmd.index("--focal") + 1] == "800.000"

@@ -46,6 +46,10 @@ What is measured, and how:
   The 3D error that is left is the 3D branch's own, what perfect 2D would give.
 - `--per-root`: each root's own offsets before any alignment, against the ground-truth offsets
   from that root (its own entry, 0 by construction, left out): how good each row is alone.
+- Confidence calibration (`conf_calibration`): how well each joint's confidence, which the
+  stream publishes as `conf`, reads as the chance that the joint is within PCK@0.2: the share
+  within it per tenth of confidence, and the expected calibration error (those shares' distance
+  from the bins' mean confidence, weighted by the bins' joints). Synthetic and real.
 - The tracker's score (the mean joint confidence, which its search compares with
   `tracking.detect_min_score`): its mean on each set, and the share of crops that reach the
   threshold. `--backgrounds DIR` adds person-free crops of the held-out background photos
@@ -73,7 +77,7 @@ from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from train import breakdown as bd
-from train.metrics import mpjpe, pa_mpjpe, procrustes_align
+from train.metrics import calibration, mpjpe, pa_mpjpe, procrustes_align
 
 PROG = "evaluate"
 PCK_THRESHOLD = 0.2
@@ -231,6 +235,14 @@ def metrics_2d(points: np.ndarray, gt: np.ndarray, visible: np.ndarray, cfg: Mod
     }
 
 
+def conf_calibration(points: np.ndarray, conf: np.ndarray, gt: np.ndarray, visible: np.ndarray,
+                     cfg: ModelConfig) -> dict[str, Any]:
+    """How well each joint's confidence (what the stream publishes as `conf`) reads as the chance
+    that the joint is within PCK_THRESHOLD torso diagonals, over the joints PCK counts."""
+    vis, _, hit, _ = _pck_terms(points, gt, visible, cfg)
+    return calibration(conf[vis], hit[vis])
+
+
 def twin_errors(points: np.ndarray, gt: np.ndarray, visible: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:
     """Left/right pairs (both joints counted, as PCK counts them): the share with a gross error
     (either joint beyond PCK_WIDE torso diagonals) and the share whose two predictions lie
@@ -356,6 +368,8 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
                 res["framing"][kind] = {"samples": sub["samples"], "pck": sub["2d"]["pck"],
                                         "error_px": sub["2d"]["error_px"],
                                         "twins": twin_errors(points[keep], gt2d[keep], visible[keep], cfg),
+                                        "calibration": conf_calibration(points[keep], conf[keep], gt2d[keep],
+                                                                        visible[keep], cfg),
                                         "3d": {m: {k: v for k, v in r.items() if not k.startswith("per_joint")}
                                                for m, r in sub.get("3d", {}).items()}}
     has3d = out["has_3d"] > 0
@@ -408,6 +422,7 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
     facing = bd.facing_degrees(pose + np.array([0.0, 0.0, REAL_FACING_DEPTH_M]), skel)
     return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view,
             "twins": twin_errors(points, gt, labelled, cfg),
+            "calibration": conf_calibration(points, conf, gt, labelled, cfg),
             "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan")}
 
 
@@ -548,6 +563,10 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD}, left and right exchanged | "
                          f"{_f(r['pck_exchanged'], 3)} |")
             lines.append(f"| {real} | {r['samples']} | 3D facing away (over 90°) | {_f(r['facing_away'], 3)} |")
+    for label, part in _calibrated_sets(s, r, real):
+        cal = part["calibration"]
+        lines.append(f"| {label} | {part['samples']} | conf calibration error (ECE, {cal['joints']} joints) | "
+                     f"{_f(cal['ece'], 3)} |")
     for key, label in (("synthetic", "synthetic"), ("real", real), ("negative", "person-free crops")):
         sc = res.get(key, {}).get("score")
         if sc is not None:
@@ -575,11 +594,37 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             pj = r["2d"]["per_joint"].get(name)
             row += [_f(pj["pck"], 3), _f(pj["pck_wide"], 3)] if pj else ["-", "-"]
         lines.append("| " + " | ".join(row) + " |")
+    lines += _calibration_lines(s, r, real)
     if s is not None and "per_root_mm" in s:
         lines += ["", "| root | own offsets error mm (before alignment) |", "|---|---:|"]
         lines += [f"| {k} | {_f(v)} |" for k, v in s["per_root_mm"].items()]
     lines += _breakdown_lines(s, r, real)
     return "\n".join(lines) + "\n"
+
+
+def _calibrated_sets(s: dict[str, Any] | None, r: dict[str, Any] | None, real: str) -> list[tuple[str, dict]]:
+    """(label, results with a "calibration") for each set that has one: the synthetic crops by
+    framing (the tracking crops are what the pipeline publishes), then the real photos."""
+    parts = [(f"synthetic, {kind} crops", f) for kind, f in ((s or {}).get("framing") or {}).items()]
+    parts.append((real, r or {}))
+    return [(label, part) for label, part in parts if part.get("calibration")]
+
+
+def _calibration_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: str) -> list[str]:
+    """One row per tenth of confidence: each set's joints there and the share of them within PCK."""
+    sets = [(label, part["calibration"]) for label, part in _calibrated_sets(s, r, real)]
+    if not sets:
+        return []
+    head = ["conf"] + [f"{label}: joints | {label}: PCK@{PCK_THRESHOLD}" for label, _ in sets]
+    lines = ["", "| " + " | ".join(head) + " |", "|---" + "|---:|---:" * len(sets) + "|"]
+    lows = sorted({b["low"] for _, cal in sets for b in cal["bins"]})
+    for low in lows:
+        row = [f"{low:.1f}-{low + 0.1:.1f}"]
+        for _, cal in sets:
+            b = next((b for b in cal["bins"] if b["low"] == low), None)
+            row += [str(b["joints"]), _f(b["hit_rate"], 3)] if b else ["0", "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def _twin_lines(label: str, samples: int, twins: dict[str, Any] | None) -> list[str]:

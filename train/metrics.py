@@ -49,3 +49,27 @@ def pck(pred_2d: np.ndarray, target_2d: np.ndarray, ref_length: np.ndarray, thre
         return float(ok.mean())
     vis = np.asarray(visible, bool)
     return float(ok[vis].mean()) if vis.any() else float("nan")
+
+
+def calibration(conf: np.ndarray, hit: np.ndarray, bins: int = 10) -> dict[str, object]:
+    """How well a confidence reads as the chance of a hit: `conf` (n,) in [0, 1] against `hit` (n,)
+    bool (a joint within PCK). The expected calibration error (the bins' |hit rate - mean conf|,
+    weighted by their share of the joints) and, per non-empty bin of equal width, its joints, mean
+    conf and hit rate."""
+    conf = np.clip(np.asarray(conf, np.float64).ravel(), 0.0, 1.0)
+    hit = np.asarray(hit, bool).ravel()
+    if conf.shape != hit.shape:
+        raise ValueError(f"conf and hit differ in size ({conf.size} and {hit.size})")
+    if not conf.size:
+        return {"ece": float("nan"), "joints": 0, "bins": []}
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)   # conf 1.0 falls in the top bin
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        n = int(inside.sum())
+        if not n:
+            continue
+        mean_conf, rate = float(conf[inside].mean()), float(hit[inside].mean())
+        ece += n / conf.size * abs(rate - mean_conf)
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "joints": n, "mean_conf": mean_conf, "hit_rate": rate})
+    return {"ece": ece, "joints": int(conf.size), "bins": rows}

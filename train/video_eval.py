@@ -17,6 +17,9 @@ the clip's labels:
 - root error and root acceleration error (mm, mm per frame squared): the same for `root_3d`, the
   pelvis's place in the camera, which carries a game character through a scene. Its error is
   mostly depth, which a single camera only knows from the person's size.
+- conf calibration: how well the published per-joint `conf` reads as the chance that the joint
+  is within PCK@0.2 (the joints PCK counts, by tenths of confidence; `train.metrics.calibration`),
+  pooled over all clips.
 
 Per clip, pooled by motion source and over all frames, one block per filter, as a table and
 with `--json`.
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ from engines.skeleton import H36M17
 from train.evaluate import PCK_THRESHOLD, TORSO
 from train.metrics import mpjpe, pa_mpjpe
 
+CONF_BINS = 10
 FILTERS = ("auto", "off", "one_euro", "kalman")   # auto: what `posecast track` does to a file by default
 LABEL_KEYS = ("joints_3d", "joints_2d", "visible", "focal", "motion")
 
@@ -56,6 +60,8 @@ class ClipScore:
     root_sum: float = 0.0   # mm, root_3d against the true pelvis, summed over found frames with a root
     root_frames: int = 0
     root_accel_sum: float = 0.0   # mm / frame^2, root_3d's, summed over the same triples as accel_sum
+    # Per tenth of `conf`, over the joints PCK counts: (joints, conf summed, hits), so clips pool.
+    conf_bins: np.ndarray = field(default_factory=lambda: np.zeros((3, CONF_BINS)))
 
     def summary(self) -> dict[str, float]:
         return {
@@ -68,6 +74,7 @@ class ClipScore:
             "root_mm": self.root_sum / self.root_frames if self.root_frames else float("nan"),
             "root_accel_mm": (self.root_accel_sum / self.accel_triples
                               if self.root_frames and self.accel_triples else float("nan")),
+            "conf_ece": conf_ece(self.conf_bins),
         }
 
     def __add__(self, other: ClipScore) -> ClipScore:
@@ -77,10 +84,39 @@ class ClipScore:
 EMPTY = ClipScore(0, 0, 0.0, 0.0, 0, 0, 0.0, 0)
 
 
+def conf_bin_sums(conf: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    """(3, CONF_BINS): per tenth of confidence, the joints, their confidences summed and their hits."""
+    conf = np.clip(np.asarray(conf, np.float64).ravel(), 0.0, 1.0)
+    which = np.minimum((conf * CONF_BINS).astype(np.int64), CONF_BINS - 1)
+    return np.stack([np.bincount(which, minlength=CONF_BINS),
+                     np.bincount(which, weights=conf, minlength=CONF_BINS),
+                     np.bincount(which, weights=np.asarray(hit, np.float64).ravel(), minlength=CONF_BINS)])
+
+
+def conf_table(sums: np.ndarray) -> list[dict[str, float]]:
+    """`conf_bin_sums` as `train.metrics.calibration`'s bins: the non-empty tenths, each with its
+    joints, mean conf and share within PCK."""
+    joints, conf, hits = sums
+    return [{"low": b / CONF_BINS, "high": (b + 1) / CONF_BINS, "joints": int(joints[b]),
+             "mean_conf": float(conf[b] / joints[b]), "hit_rate": float(hits[b] / joints[b])}
+            for b in range(CONF_BINS) if joints[b] > 0]
+
+
+def conf_ece(sums: np.ndarray) -> float:
+    """The expected calibration error of `conf_bin_sums` (as `train.metrics.calibration` gives it)."""
+    joints, conf, hits = sums
+    used = joints > 0
+    if not used.any():
+        return float("nan")
+    return float((np.abs(hits[used] - conf[used]) / joints.sum()).sum())
+
+
 def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
-                labels: dict[str, np.ndarray], root_3d: np.ndarray | None = None) -> ClipScore:
+                labels: dict[str, np.ndarray], root_3d: np.ndarray | None = None,
+                conf: np.ndarray | None = None) -> ClipScore:
     """A track (per frame: found (T,), joints_3d (T, J, 3) m pelvis-relative, joints_2d (T, J, 2) px,
-    and optionally root_3d (T, 3) m, the pelvis in the camera frame) against a clip's labels."""
+    and optionally root_3d (T, 3) m, the pelvis in the camera frame, and conf (T, J)) against a
+    clip's labels."""
     pelvis = H36M17.index("pelvis")
     gt_3d = np.asarray(labels["joints_3d"], np.float64)
     gt_root = gt_3d[:, pelvis].copy()
@@ -105,6 +141,8 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
     accel = np.linalg.norm(_second_difference(pred, gt_3d)[triple], axis=-1).mean(axis=-1) * 1000.0
     score = ClipScore(n, kept, err_sum, pa_sum, int(hits.sum()), int(counted.sum()), float(accel.sum()),
                       int(triple.sum()))
+    if conf is not None:
+        score.conf_bins = conf_bin_sums(np.asarray(conf, np.float64)[counted], hits[counted])
     if root_3d is not None:
         root = np.asarray(root_3d, np.float64)
         if not np.isfinite(root[found]).all():
@@ -122,9 +160,9 @@ def _second_difference(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (pred[2:] - 2 * pred[1:-1] + pred[:-2]) - (truth[2:] - 2 * truth[1:-1] + truth[:-2])
 
 
-def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     with np.load(path) as t:
-        return t["found"], t["joints_3d"], t["joints_2d"], t["root_3d"]
+        return t["found"], t["joints_3d"], t["joints_2d"], t["root_3d"], t["conf"]
 
 
 def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
@@ -146,8 +184,8 @@ def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Pat
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"posecast track {video.name} failed (rc {done.returncode}): {last}")
-    found, joints_3d, joints_2d, root_3d = read_npz_track(track)
-    return score_track(found, joints_3d, joints_2d, labels, root_3d)
+    found, joints_3d, joints_2d, root_3d, conf = read_npz_track(track)
+    return score_track(found, joints_3d, joints_2d, labels, root_3d, conf)
 
 
 def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
@@ -265,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             for name, score in per_clip.items():
                 source = motions[name].split("/")[0]
                 by_source[source] = by_source.get(source, EMPTY) + score
+            everything = sum(per_clip.values(), EMPTY)
             report[filter_name] = {
                 "clips": {k: {"motion": motions[k], **v.summary()} for k, v in per_clip.items()},
                 "sources": {k: v.summary() for k, v in by_source.items()},
-                "all": sum(per_clip.values(), EMPTY).summary()}
+                "all": everything.summary(),
+                "conf_bins": conf_table(everything.conf_bins)}
     for filter_name, block in report.items():
         print(f"\nfilter: {filter_name}\n{HEADER}")
         for name, s in block["clips"].items():
@@ -276,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in block["sources"].items():
             print(format_row(f"all {name}", s))
         print(format_row("**all**", block["all"]))
+        print(f"\nconf over all clips' joints, by tenths (ECE {block['all']['conf_ece']:.3f}):\n"
+              "| conf | joints | mean conf | within PCK@0.2 |\n|---|---:|---:|---:|")
+        for b in block["conf_bins"]:
+            print(f"| {b['low']:.1f}-{b['high']:.1f} | {b['joints']} | {b['mean_conf']:.3f} | {b['hit_rate']:.3f} |")
     if args.json:
         try:
             args.json.write_text(json.dumps(report, indent=1))
