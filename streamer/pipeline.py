@@ -30,7 +30,7 @@ from typing import Any
 
 from engines.models import ModelArtifact
 from streamer.config import PipelineConfig
-from streamer.process import stage_main
+from streamer.process import STOP_SIGNALS, stage_main
 from streamer.ring import unlink_ring
 from streamer.stages.align import AlignStage
 from streamer.stages.base import Control
@@ -118,14 +118,22 @@ class Pipeline:
         old_hup = signal.signal(signal.SIGHUP, self._on_signal)   # the terminal closed: stop cleanly
         try:
             free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
-            for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
-                recv, send = self.ctx.Pipe(duplex=False)
-                proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
-                                        args=(name, cls, kwargs, self.control, send, self.request.log_level))
-                proc.start()
-                send.close()
-                self.procs[name] = proc
-                self.conns[recv] = name
+            # A new stage process spends its first second importing, before stage_main can tell it
+            # to leave the stop signals to us; a Ctrl-C then would kill it with a traceback. Started
+            # with them blocked, it holds them until stage_main ignores them (which drops them);
+            # here they wait until the stages are started, and then stop the run as usual.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
+                    recv, send = self.ctx.Pipe(duplex=False)
+                    proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
+                                            args=(name, cls, kwargs, self.control, send, self.request.log_level))
+                    proc.start()
+                    send.close()
+                    self.procs[name] = proc
+                    self.conns[recv] = name
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self._supervise()
         finally:
             self._shutdown()
@@ -211,6 +219,11 @@ class Pipeline:
             if self.result.error is None:
                 how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
                 self.result.error = f"the {name} stage {how}; the run was stopped"
+                lost = [p.name for p in self.request.tracks if p.suffix.lower() == ".npz"]
+                if name == "output" and lost:
+                    # .npz files are written whole at the end, by the stage that was killed.
+                    self.result.error += (f"; {', '.join(lost)} could not be written (an .npz is written at the "
+                                          "end of a run: use .jsonl or .csv for a track that survives a crash)")
                 self.result.error_stage = name
                 self.result.exit_code = EXIT_FAILED
 

@@ -16,16 +16,20 @@ from engines.errors import PosecastError
 from streamer.stages.base import Control, Reporter
 
 
+# Ctrl-C and a closed terminal reach every process of the group, and so does SIGTERM from
+# `timeout`, systemd or docker: only the parent decides what they mean (finish the frames in
+# flight, then end), and kills (SIGKILL) any stage that does not end in time.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, Any], control: Control,
                conn: Connection, log_level: int) -> None:
     """Process entry point: build the stage, run it, tell the parent how it ended."""
-    # Ctrl-C and a closed terminal reach every process of the group; only the parent decides
-    # what they mean (finish the frames in flight, then end).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # SIGTERM too: `timeout`, systemd and docker signal the whole group; the parent turns it into
-    # a clean stop and kills (SIGKILL) any stage that does not end in time.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    # The parent starts stages with these blocked (Pipeline.run): any that came while this process
+    # was importing are pending, and ignoring them has dropped them.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     logging.basicConfig(level=log_level, format=f"posecast[{stage_name}]: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     reporter = Reporter(stage_name, conn)

@@ -281,6 +281,38 @@ def test_ctrl_c_finishes_what_is_in_flight_and_exits_130(posecast, clip600: Path
     assert re.search(rf"\b{len(poses)} frames in ", r.stderr), r.stderr   # the summary counts the same
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def test_ctrl_c_while_the_stages_start_is_an_interruption_not_a_crash(posecast, clip600: Path, tmp_path: Path) -> None:
+    # A stage process imports for a second before it can leave the signal to the parent; a Ctrl-C
+    # then killed it with a traceback and the run "failed" (exit 1). Sent as soon as the first
+    # stage process exists, it must stop the run as any Ctrl-C does.
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--min-score", "0", "--no-progress"],
+                          start_new_session=True)
+    while not _children(proc.pid) and proc.poll() is None:
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGINT)
+    r = posecast.finish(proc, timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert not error_lines(r.stderr)
+    assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted; everything processed so far was written"
+    if track.exists():
+        _, poses = read_track(track)
+        assert_contiguous(poses)
+
+
 def test_sigterm_to_the_group_stops_cleanly_with_files_finished(posecast, clip600: Path, tmp_path: Path) -> None:
     """What `timeout`, systemd and docker do: SIGTERM to every process. The stages leave it to
     the parent, which finishes the frames in flight, closes the overlay video properly and exits
@@ -329,6 +361,21 @@ def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, sta
         _, poses = read_track(track)
     assert 5 <= len(poses) < 600
     assert_contiguous(poses)
+
+
+def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tmp_path: Path) -> None:
+    track, arrays = tmp_path / "t.jsonl", tmp_path / "t.npz"
+    proc = posecast.start(["track", clip600, "-o", track, "-o", arrays, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    stages = stage_processes(proc)
+    wait_for_lines(track, 6, proc)
+    stages["output"].send_signal(signal.SIGKILL)
+    r = posecast.finish(proc, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert error_lines(r.stderr) == [
+        "posecast: error: the output stage was killed by signal 9; the run was stopped; t.npz could not be "
+        "written (an .npz is written at the end of a run: use .jsonl or .csv for a track that survives a crash)"]
+    assert not arrays.exists()
 
 
 def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path) -> None:
