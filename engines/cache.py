@@ -5,10 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engines.errors import InputError
+
 
 def cache_dir(sub: str = "") -> Path:
     """`$POSECAST_CACHE`, else `~/.cache/posecast` (created on demand)."""
     root = Path(os.environ.get("POSECAST_CACHE") or Path.home() / ".cache" / "posecast")
     path = root / sub if sub else root
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise cache_error(path, err) from None
     return path
+
+
+def cache_error(path: Path, err: OSError) -> InputError:
+    """A cache that cannot be written (a read-only home, a full disk) in one line."""
+    return InputError(f"cannot write Posecast's cache at '{path}': {err.strerror or err} "
+                      "(free some disk space, or set POSECAST_CACHE to a writable folder)")

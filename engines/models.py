@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.cache import cache_dir
+from engines.cache import cache_dir, cache_error
 from engines.config import to_dict
 from engines.errors import ModelFileError
 from engines.model_file import (FORMAT_VERSION, ModelInfo, _check_readable, default_model_config, export_onnx,
@@ -55,10 +55,20 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     _check_readable(path)  # before hashing: a missing path or a folder is a ModelFileError, not an OSError
     digest = file_sha256(path)
     onnx_path = cache_dir("models") / f"{path.stem}-{digest[:16]}.onnx"
-    if not onnx_path.exists():
-        net, info = load_checkpoint(path)
-        log.info("exporting %s to ONNX (once; cached at %s)", path, onnx_path)
+    if onnx_path.exists():
+        try:
+            info = read_onnx_info(onnx_path)
+            return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path))
+        except ModelFileError:
+            # A damaged cache entry (a full disk, a copy cut short) is ours to fix: export again.
+            log.warning("the cached export %s is damaged; exporting again", onnx_path)
+            onnx_path.unlink(missing_ok=True)
+    net, info = load_checkpoint(path)
+    log.info("exporting %s to ONNX (once; cached at %s)", path, onnx_path)
+    try:
         export_onnx(net, info, onnx_path)
+    except OSError as err:
+        raise cache_error(onnx_path, err) from None
     info = read_onnx_info(onnx_path)
     return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path))
 
@@ -83,7 +93,10 @@ def _untrained_default() -> ModelArtifact:
         from engines.network import build_network
 
         info = ModelInfo(cfg, weights=f"untrained (seed {cfg.seed}): no trained weights are shipped yet", trained=False)
-        save_checkpoint(ckpt, build_network(cfg), info)
+        try:
+            save_checkpoint(ckpt, build_network(cfg), info)
+        except OSError as err:
+            raise cache_error(ckpt, err) from None
     try:
         return _from_checkpoint(ckpt)
     except ModelFileError:

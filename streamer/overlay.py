@@ -237,13 +237,21 @@ class OverlayWriter:
         if self._closed:
             return
         self._closed = True
+        failed: BaseException | None = None
         try:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as err:
-            raise InputError(f"cannot finish overlay video '{self.path}': {err} (check free disk space)") from None
-        finally:
-            self._container.close()
+            failed = err
+        try:
+            self._container.close()      # writes the index, without which no player opens the file
+        except (av.FFmpegError, OSError) as err:
+            failed = failed or err
+        if failed is not None:
+            # Without its index the file plays nowhere: remove it rather than leave a broken video.
+            self.path.unlink(missing_ok=True)
+            raise InputError(f"cannot finish overlay video '{self.path}': {failed} (check free disk space); "
+                             "the unfinished video was removed") from None
 
     def __enter__(self) -> OverlayWriter:
         return self

@@ -43,9 +43,13 @@ _HINTS = {
 }
 
 
+def write_hint(err: OSError) -> str:
+    """What to do about a failed write, by its errno."""
+    return _HINTS.get(err.errno or 0, "check the path")
+
+
 def _write_error(path: Path, err: OSError) -> InputError:
-    hint = _HINTS.get(err.errno or 0, "check the path")
-    return InputError(f"cannot write track file '{path}': {err.strerror or err} ({hint})")
+    return InputError(f"cannot write track file '{path}': {err.strerror or err} ({write_hint(err)})")
 
 
 def _dumps(obj: Any) -> str:
@@ -92,27 +96,41 @@ class TrackWriter(ABC):
 
 
 class _LineFileWriter(TrackWriter):
-    """Shared file handling for the text formats, which flush after every frame."""
+    """Shared file handling for the text formats: each frame's lines go to the file at once."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         try:
-            self._file: IO[str] = open(self.path, "w", encoding="utf-8", newline="")
+            # Unbuffered: nothing waits in memory, so what was written survives this process being
+            # killed, and a failed write leaves nothing behind to be flushed later.
+            self._file: IO[bytes] = open(self.path, "wb", buffering=0)
         except OSError as err:
             raise _write_error(self.path, err) from None
+        self._complete = 0          # bytes up to the end of the last whole frame
 
     def _check_open(self) -> None:
         if self._file.closed:
             raise ValueError(f"track file '{self.path}' is already closed")
 
     def _emit(self, text: str) -> None:
-        """Writes and flushes: what was written survives this process being killed."""
+        """Writes one frame's lines. If the disk fills up in the middle, the file is cut back to
+        the frame before, so that it still reads back line by line."""
         self._check_open()
+        encoded = text.encode("utf-8")
+        data = memoryview(encoded)
         try:
-            self._file.write(text)
-            self._file.flush()
+            while data:
+                written = self._file.write(data)     # a write may take only part of it
+                if not written:
+                    raise OSError(errno.EIO, "the file took no more bytes")
+                data = data[written:]
         except OSError as err:
+            try:
+                self._file.truncate(self._complete)
+            except OSError:
+                pass
             raise _write_error(self.path, err) from None
+        self._complete += len(encoded)
 
     def close(self) -> None:
         if self._file.closed:

@@ -119,6 +119,45 @@ def test_resolve_a_checkpoint_exports_it_once(tmp_path: Path, posecast_cache: Pa
     assert direct.info == info and direct.onnx_sha256 == artifact.onnx_sha256
 
 
+def test_a_damaged_cached_export_is_exported_again(tmp_path: Path, posecast_cache: Path,
+                                                  small_model_config: ModelConfig) -> None:
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    good = resolve_model(ckpt)
+    whole = good.onnx_path.read_bytes()
+    good.onnx_path.write_bytes(whole[: len(whole) // 3])         # a copy cut short, a full disk
+    again = resolve_model(ckpt)
+    assert again.onnx_path == good.onnx_path and again.info == info
+    assert again.onnx_path.read_bytes() == whole
+
+
+def test_a_cache_that_cannot_be_written_is_one_error(tmp_path: Path, small_model_config: ModelConfig,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.errors import InputError
+
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    # Under a file: unwritable even for root (CI), as a read-only home would be.
+    monkeypatch.setenv("POSECAST_CACHE", str(blocker / "cache"))
+    with pytest.raises(InputError, match="cannot write Posecast's cache at .*set POSECAST_CACHE to a writable folder"):
+        resolve_model(ckpt)
+    # A full disk while the export is written: the same line, and no partial file.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("POSECAST_CACHE", str(cache))
+
+    def full_disk(net, info, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models, "export_onnx", full_disk)
+    with pytest.raises(InputError, match="No space left on device .*free some disk space"):
+        resolve_model(ckpt)
+    assert list((cache / "models").iterdir()) == []
+
+
 # --- bad model files ----------------------------------------------------------------------------
 
 def _tiny_onnx_without_metadata(path: Path) -> Path:

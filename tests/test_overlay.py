@@ -211,3 +211,46 @@ def test_a_smaller_image_sits_top_left_on_black(tmp_path: Path) -> None:
     small = frames[1]
     assert small[12:18, 4:24].mean() > 150            # the image, top-left (below the status text)
     assert small[30:46, 40:62].mean() < 30            # black where it does not reach
+
+
+class _ContainerThatCannotFinish:
+    """An output container whose trailer (the index a player needs) hits a full disk."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def mux(self, packet) -> None:
+        self.real.mux(packet)
+
+    def close(self) -> None:
+        self.real.close()
+        raise OSError(28, "No space left on device")
+
+
+def test_an_overlay_that_cannot_be_finished_is_one_error_and_no_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "o.mp4"
+    writer = OverlayWriter(path, 64, 48, fps=30.0)
+    for i in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+    writer._container = _ContainerThatCannotFinish(writer._container)
+    with pytest.raises(InputError, match="cannot finish overlay video .*No space left.*unfinished video was removed"):
+        writer.close()
+    assert not path.exists()
+    writer.close()                                         # idempotent, even after a failure
+
+
+def test_the_output_stage_closes_everything_even_after_a_failure(capsys) -> None:
+    from streamer.stages.output import close_all
+
+    closed = []
+
+    def fails(name: str):
+        def close() -> None:
+            closed.append(name)
+            raise InputError(f"{name} failed")
+        return close
+
+    with pytest.raises(InputError, match="track failed"):
+        close_all([fails("track"), lambda: closed.append("overlay"), fails("publisher"), lambda: closed.append("zmq")])
+    assert closed == ["track", "overlay", "publisher", "zmq"]
+    assert "publisher failed" in capsys.readouterr().err       # the later failure is not lost either

@@ -134,6 +134,44 @@ def test_jsonl_flushes_every_frame(tmp_path: Path) -> None:
         writer.close()
 
 
+class _FillsUp:
+    """A file that takes `room` more bytes, then fails as a full disk does (part of a write, then
+    ENOSPC)."""
+
+    def __init__(self, real, room: int) -> None:
+        self.real, self.room = real, room
+
+    def write(self, data) -> int:
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        n = self.real.write(bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_a_full_disk_leaves_the_frames_written_before_it(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"t.{ext}"
+    frames = make_frames(5, empty_every=100)
+    writer = open_track_writer(path, META)
+    for f in frames[:3]:
+        writer.write(f)
+    writer._file = _FillsUp(writer._file, room=100)           # the fourth frame's lines are longer
+    with pytest.raises(InputError, match="No space left on device .*free some disk space"):
+        writer.write(frames[3])
+    writer.close()
+    if ext == "jsonl":
+        _, poses = read_track(path)
+        assert poses == [pose_message(f) for f in frames[:3]]
+    else:
+        rows = list(csv.reader(path.open()))          # one row per person, so seqs repeat
+        assert rows[0][0] == "seq" and sorted({int(r[0]) for r in rows[1:]}) == [f.seq for f in frames[:3]]
+        assert all(len(r) == len(rows[0]) for r in rows)
+
+
 def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path) -> None:
     for ext in ("jsonl", "csv", "npz"):
         writer = open_track_writer(tmp_path / f"t.{ext}", META)

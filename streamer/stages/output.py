@@ -8,6 +8,7 @@ import sys
 import time
 from multiprocessing.synchronize import Semaphore
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,26 @@ from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+
+
+def close_all(closers: list[Callable[[], Any]]) -> None:
+    """Calls every closer, even after one fails: a full disk that stops a track file must not
+    leave the overlay unfinished or the publisher open. The first failure is raised at the end,
+    unless the stage is already failing for another reason, which then stays the one reported."""
+    first: BaseException | None = None
+    for close in closers:
+        try:
+            close()
+        except Exception as exc:  # noqa: BLE001 - every resource gets its turn; see the docstring
+            if first is None:
+                first = exc
+            else:
+                print(f"posecast: warning: while closing: {exc}", file=sys.stderr)
+    if first is not None:
+        if sys.exc_info()[1] is not None:
+            print(f"posecast: warning: while closing: {first}", file=sys.stderr)
+        else:
+            raise first
 
 
 class OutputStage:
@@ -114,20 +135,12 @@ class OutputStage:
                     self.reporter.send("summary", self._summary(body, time.perf_counter() - t_first))
                     return
         finally:
-            for w in writers:
-                w.close()
-            if overlay is not None:
-                overlay.close()
-            if bar is not None:
-                bar.close()
-            if self.preview is not None:
-                self.preview.close()
-            if ring is not None:
-                ring.close()
+            closers = [w.close for w in writers]
+            closers += [c.close for c in (overlay, bar, self.preview, ring) if c is not None]
             if publisher is not None:
-                publisher.close(linger_ms=0 if self.control.abort.is_set() else 1000)
-            inbox.close()
-            ctx.term()
+                closers.append(lambda: publisher.close(linger_ms=0 if self.control.abort.is_set() else 1000))
+            closers += [inbox.close, ctx.term]
+            close_all(closers)
 
     def _wait_start(self, inbox: Inbox) -> dict[str, Any] | None:
         while not self.control.abort.is_set():
