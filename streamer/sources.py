@@ -156,6 +156,7 @@ class _AVSource(Source):
         self._packets = 0                      # non-empty, non-discarded packets sent to decode
         self._discarded = 0
         self._closed = False
+        self._resized = False                  # warned of a mid-stream size change
         try:
             if not container.streams.video:
                 raise InputError(
@@ -276,6 +277,11 @@ class _AVSource(Source):
         w, h = self.info.width, self.info.height
         if av_frame.width != w or av_frame.height != h:
             # A mid-stream resolution change: downstream buffers are sized from `info`.
+            if not self._resized:
+                self._resized = True
+                log.warning("%s: the picture changed size mid-stream (%dx%d to %dx%d); its frames are scaled "
+                            "to the first size, so people in them look stretched if the shape changed",
+                            self._what, w, h, av_frame.width, av_frame.height)
             av_frame = av_frame.reformat(width=w, height=h, format="bgr24")
         # Possibly a strided view (FFmpeg pads rows): capture copies it into the ring anyway, so a
         # contiguous copy here would be a second full-frame copy.
@@ -359,7 +365,8 @@ class VideoFileSource(_AVSource):
 
 
 class StreamSource(_AVSource):
-    """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error."""
+    """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error, unless
+    it has a known length (a video file over HTTP), which is read whole, as a file is."""
 
     def __init__(self, url: str, config: SourceConfig) -> None:
         shown = _redact(url)
@@ -387,10 +394,12 @@ class StreamSource(_AVSource):
                 raise InputError(f"cannot connect to {shown}: no answer within "
                                  f"{config.open_timeout_s:g} s ({hint})") from None
             raise InputError(f"cannot connect to {shown}: {_reason(exc)} ({hint})") from None
-        super().__init__(container, host or scheme, url, live=True, what=shown)
-        # A stream with a known length (a file served over HTTP, a finished HLS playlist) ends;
-        # a live one (a camera over RTSP) only stops when something went wrong.
+        # A stream with a known length (a file served over HTTP, a finished HLS playlist) is a
+        # file that happens to be remote: every frame is read, none dropped to keep up, and it
+        # ends. A live one (a camera over RTSP) has no length and only stops when something went
+        # wrong.
         self._finite = bool(container.duration)
+        super().__init__(container, host or scheme, url, live=not self._finite, what=shown)
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count

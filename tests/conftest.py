@@ -259,6 +259,49 @@ def http_serving_part(data: bytes, fraction: float = 0.6) -> Iterator[str]:
         server.server_close()
 
 
+@contextlib.contextmanager
+def http_serving_live(data: bytes) -> Iterator[str]:
+    """An HTTP URL that sends `data` (MPEG-TS) with no length, then hangs up: what a live
+    broadcast looks like to the reader (no duration, so live), ending as a dropped one does."""
+    import http.server
+    import threading
+
+    class NoLength(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoLength)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def as_mpegts(clip: Path, out: Path) -> bytes:
+    """`clip` re-encoded as MPEG-TS, the container of broadcasts and live HTTP streams."""
+    import av
+
+    with av.open(str(clip)) as src, av.open(str(out), "w", format="mpegts") as dst:
+        video = src.streams.video[0]
+        stream = dst.add_stream("libx264", rate=round(float(video.average_rate or 30)))
+        stream.width, stream.height, stream.pix_fmt = video.codec_context.width, video.codec_context.height, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            again = av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")
+            again.pts = i
+            dst.mux(stream.encode(again))
+        dst.mux(stream.encode(None))
+    return out.read_bytes()
+
+
 # --- Hypothesis: CI runs the same examples every time --------------------------------------------
 # A property test that finds a new counter-example should fail a developer's run, not a CI run
 # of an unrelated change: CI uses a fixed, derandomized profile and no example database.
