@@ -43,6 +43,14 @@ _HINTS = {
 }
 
 
+def _umask() -> int:
+    # Reading the umask means setting it; set it straight back (no thread creates files meanwhile
+    # in the output stage, the one place this runs).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_hint(err: OSError) -> str:
     """What to do about a failed write, by its errno."""
     return _HINTS.get(err.errno or 0, "check the path")
@@ -357,6 +365,9 @@ class NpzTrackWriter(TrackWriter):
                 # Uncompressed: close may run on a shutdown path where speed matters more than size.
                 np.savez(f, **arrays)
                 f.flush()
+                # mkstemp makes the file private (0600); the track should get the mode any new
+                # file gets here, as the text formats do.
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except OSError as err:

@@ -434,3 +434,17 @@ def test_read_only_folder_fails_at_open(tmp_path: Path, ext: str) -> None:
             open_track_writer(folder / f"x.{ext}", META)
     finally:
         folder.chmod(0o755)
+
+
+def test_an_npz_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        writer = open_track_writer(tmp_path / "t.npz", META)
+        writer.write(make_frames(1)[0])
+        writer.close()
+        text = open_track_writer(tmp_path / "t.jsonl", META)
+        text.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t.npz").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "t.jsonl").stat().st_mode & 0o777 == 0o640
