@@ -113,9 +113,10 @@ class Pipeline:
         }
 
     def run(self) -> RunResult:
-        old_int = signal.signal(signal.SIGINT, self._on_signal)
-        old_term = signal.signal(signal.SIGTERM, self._on_signal)
-        old_hup = signal.signal(signal.SIGHUP, self._on_signal)   # the terminal closed: stop cleanly
+        # A stop signal that is ignored already stays ignored: `nohup posecast run` must outlive
+        # its terminal. SIGHUP otherwise means the terminal closed: stop cleanly.
+        old = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS
+               if signal.getsignal(sig) is not signal.SIG_IGN}
         try:
             free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
             # A new stage process spends its first second importing, before stage_main can tell it
@@ -137,9 +138,8 @@ class Pipeline:
             self._supervise()
         finally:
             self._shutdown()
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
-            signal.signal(signal.SIGHUP, old_hup)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         return self._finish()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

@@ -313,6 +313,18 @@ def test_ctrl_c_while_the_stages_start_is_an_interruption_not_a_crash(posecast, 
         assert_contiguous(poses)
 
 
+def test_a_run_under_nohup_outlives_a_hangup(posecast, clip600: Path, tmp_path: Path) -> None:
+    # A SIGHUP that was ignored when posecast started (nohup) stays ignored: the run goes on.
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0", "--no-progress"],
+                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    wait_for_lines(track, 2, proc)
+    proc.send_signal(signal.SIGHUP)
+    r = posecast.finish(proc, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(read_track(track)[1]) == 600
+
+
 def test_sigterm_to_the_group_stops_cleanly_with_files_finished(posecast, clip600: Path, tmp_path: Path) -> None:
     """What `timeout`, systemd and docker do: SIGTERM to every process. The stages leave it to
     the parent, which finishes the frames in flight, closes the overlay video properly and exits
