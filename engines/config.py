@@ -10,6 +10,7 @@ live: a user's file is merged over them, so it only needs the keys it changes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -79,6 +80,14 @@ def _type_name(tp: Any) -> str:
     )
 
 
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity")
+
+
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     def fail() -> typing.NoReturn:
         raise ConfigError(f"{source}: '{key}' must be {_type_name(tp)} (got {value!r})")
@@ -94,7 +103,12 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             fail()
         return value
     if origin in (Union, types.UnionType):
-        for option in get_args(tp):
+        options = get_args(tp)
+        present = [o for o in options if o is not type(None)]
+        if value is not None and len(present) == 1:
+            # An optional setting that is given: its own type's message says what is wrong.
+            return _convert(value, present[0], key, source)
+        for option in options:
             try:
                 return _convert(value, option, key, source)
             except ConfigError:
@@ -126,8 +140,14 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             fail()
         return value
     if tp is float:
+        if isinstance(value, str) and _reads_as_number(value):
+            # YAML 1.1 (PyYAML) reads 1e9 as text: a number needs a dot and a signed exponent.
+            raise ConfigError(f"{source}: '{key}' must be a number (got the text {value!r}; YAML reads "
+                              f"an exponent as a number only in the form 1.0e+9)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: '{key}' must be a finite number (got {value!r})")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
