@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -21,5 +22,8 @@ def cache_dir(sub: str = "") -> Path:
 
 def cache_error(path: Path, err: OSError) -> InputError:
     """A cache that cannot be written (a read-only home, a full disk) in one line."""
-    return InputError(f"cannot write Posecast's cache at '{path}': {err.strerror or err} "
-                      "(free some disk space, or set POSECAST_CACHE to a writable folder)")
+    if err.errno == errno.ENOSPC:
+        hint = "free some disk space, or set POSECAST_CACHE to a folder on another disk"
+    else:
+        hint = "set POSECAST_CACHE to a writable folder"
+    return InputError(f"cannot write Posecast's cache at '{path}': {err.strerror or err} ({hint})")

@@ -18,6 +18,7 @@ from typing import Any
 
 from engines.config import ConfigError, from_dict, load_config, to_dict
 from engines.errors import ModelFileError
+from engines.files import replaced_when_done
 from engines.model_config import ModelConfig
 
 FORMAT_VERSION = 1
@@ -71,16 +72,10 @@ class ModelInfo:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())     # the rename must never expose a file whose bytes are not on disk
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_when_done(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())     # the rename must never expose a file whose bytes are not on disk
 
 
 def file_sha256(path: Path) -> str:

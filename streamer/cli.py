@@ -56,7 +56,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="TensorRT int8 only: a video or image folder of typical scenes to calibrate with")
     p.add_argument("--config", metavar="YAML", help="a pipeline config laid over configs/pipeline.yaml")
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per network call for files")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the network (0: the runtime's default; at most 256)")
     p.add_argument("--align", choices=_choices(AlignmentConfig, "method"), help="root alignment method")
     p.add_argument("--filter", choices=_choices(FilterConfig, "method"),
                    help="temporal filter on joints_3d (default auto: one_euro live; kalman for files, "
@@ -205,11 +206,30 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamer.synthclip import ensure_default_clip
+    from engines.files import remove_if_empty
 
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clip = ensure_default_clip(progress=sys.stderr.isatty())
+    created = _make_out_dir(out)
+    try:
+        code = _run_demo(out, args)
+    except BaseException:
+        remove_if_empty(created)
+        raise
+    if code != 0:
+        remove_if_empty(created)        # a failed run leaves no empty folder behind
+    return code
+
+
+def _run_demo(out: Path, args: argparse.Namespace) -> int:
+    from engines.errors import InputError
+    from streamer.synthclip import ensure_default_clip
+    from streamer.tracks import write_hint
+
+    try:
+        clip = ensure_default_clip(progress=sys.stderr.isatty())
+    except OSError as err:
+        raise InputError(f"cannot render the demo clip into the cache: {err.strerror or err} "
+                         f"({write_hint(err)}, or set POSECAST_CACHE to a writable folder)") from None
     _note(f"demo input: {clip} (a synthetic clip rendered by Posecast)")
     if args.min_score is None:
         # With no trained weights shipped yet, nothing would pass the default thresholds; the
@@ -222,6 +242,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if code == 0:
         _note(f"wrote {out / 'demo.jsonl'} and {out / 'demo_overlay.mp4'}")
     return code
+
+
+def _make_out_dir(out: Path) -> list[Path]:
+    """Create the output folder (and its missing parents); returns those it created, deepest
+    first, so a run that fails can take them away again."""
+    from engines.errors import InputError
+    from engines.files import make_folders
+    from streamer.tracks import write_hint
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out-dir '{out}' is a file, not a folder; give a folder name")
+    try:
+        return make_folders(out)
+    except OSError as err:
+        raise InputError(f"cannot create the folder '{out}': {err.strerror or err} ({write_hint(err)})") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -245,20 +280,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_track(args.input, [], None, args, realtime=args.live, publish=True)
 
 
-def cmd_listen(args: argparse.Namespace) -> int:
-    from streamer.listen import listen
+REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a typo, not a wish
 
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    import math
+
+    from streamer.listen import listen, tcp_port
+
+    port = tcp_port(args.connect)
+    if port is not None and not 1 <= port <= 65535:      # ZeroMQ would take it modulo 65536
+        raise UsageError(f"--connect: port {port} of '{args.connect}' must be between 1 and 65535")
+    if args.count is not None and args.count < 1:
+        raise UsageError(f"--count must be >= 1 (got {args.count})")
+    if not 0 < args.timeout < math.inf:
+        raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {args.timeout:g})")
     if args.record is not None:
         _check_outputs([Path(args.record)], None)
     return listen(args.connect, args.topic, Path(args.record) if args.record else None, args.count,
-                  args.timeout, not args.no_skeleton)
+                  args.timeout, not args.no_skeleton, announce=_note)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamer.listen import replay
 
-    if args.speed <= 0:
-        raise UsageError(f"--speed must be > 0 (got {args.speed:g})")
+    low, high = REPLAY_SPEEDS
+    if not low <= args.speed <= high:          # NaN fails this too
+        raise UsageError(f"--speed must be a number from {low:g} to {high:g} (got {args.speed:g})")
+    if not 1 <= args.port <= 65535:        # ZeroMQ would take it modulo 65536: 99999 is 34463
+        raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
     endpoint = f"tcp://{args.bind}:{args.port}"
     _note(f"replaying {args.track} on {endpoint}")
     return replay(Path(args.track), endpoint, args.encoding, args.speed)
@@ -267,41 +317,87 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # --- other commands ----------------------------------------------------------------------
 
 def _check_writable(path: Path) -> None:
+    """Fail now if `path` cannot be written. The writers open (and so empty) their files one by
+    one; an output that fails after another was opened would have emptied that one for nothing,
+    so every output's folder is tried with a file of its own first."""
+    import os
+    import tempfile
+
     from engines.errors import InputError
+    from streamer.tracks import write_hint
 
     if path.is_dir():
         raise InputError(f"output '{path}' is a folder; give a file name")
     if not path.parent.exists():
         raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist (create it first)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as err:
+        raise InputError(f"cannot write '{path}': {err.strerror or err} ({write_hint(err)})") from None
+    os.close(fd)
+    os.unlink(probe)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write '{path}': the file is read-only (choose another name, or make it writable)")
 
 
 def cmd_make_clip(args: argparse.Namespace) -> int:
-    from streamer.synthclip import write_clip
+    from engines.errors import InputError
+    from streamer.synthclip import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS, write_clip
+    from streamer.tracks import write_hint
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise UsageError(f"--size must look like 1000x1000 (got '{args.size}')") from None
-    if w % 2 or h % 2 or w < 64 or h < 64:
-        raise UsageError(f"--size must be even and at least 64x64 (got {w}x{h})")
-    if args.frames < 1 or not args.fps > 0:
-        raise UsageError(f"--frames must be >= 1 and --fps > 0 (got {args.frames} and {args.fps:g})")
+    if w % 2 or h % 2 or not (64 <= w <= MAX_SIDE and 64 <= h <= MAX_SIDE):
+        raise UsageError(f"--size must be even, from 64x64 to {MAX_SIDE}x{MAX_SIDE} (got {w}x{h})")
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES} (got {args.frames})")
+    if not MIN_FPS <= args.fps <= MAX_FPS:       # also refuses nan
+        raise UsageError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} (got {args.fps:g})")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     _check_writable(Path(args.output))
-    write_clip(Path(args.output), w, h, args.frames, args.fps, args.seed, progress=sys.stderr.isatty())
+    try:
+        # Written under a temporary name and renamed when whole: no partial clip on failure.
+        write_clip(Path(args.output), w, h, args.frames, args.fps, args.seed, progress=sys.stderr.isatty())
+    except OSError as err:
+        raise InputError(f"cannot write '{args.output}': {err.strerror or err} ({write_hint(err)}); "
+                         f"nothing was written") from None
     _note(f"wrote {args.output}: {args.frames} frames, {w}x{h}, {args.fps:g} fps")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import shutil
-
+    from engines.errors import InputError
     from engines.models import resolve_model
 
-    _check_writable(Path(args.output))
+    out = Path(args.output)
+    _check_writable(out)
     model = resolve_model(args.model)
-    shutil.copyfile(model.onnx_path, args.output)
+    for source in (model.onnx_path, model.checkpoint_path):
+        if source is not None and out.exists() and out.samefile(source):
+            raise InputError(f"'{out}' is the model file itself; give another output name")
+    _copy_into_place(model.onnx_path, out)
     _note(f"wrote {args.output} ({model.info.weights}); sha256 {model.onnx_sha256[:16]}")
     return 0
+
+
+def _copy_into_place(source: Path, dest: Path) -> None:
+    """Copy to a temporary file in `dest`'s folder and rename it over `dest` when whole: a failed
+    copy (a full disk) leaves no partial file, and whatever `dest` held before stays."""
+    import shutil
+
+    from engines.errors import InputError
+    from engines.files import replaced_when_done
+    from streamer.tracks import write_hint
+
+    try:
+        with replaced_when_done(dest) as tmp:
+            shutil.copyfile(source, tmp)
+    except OSError as err:
+        raise InputError(f"cannot write '{dest}': {err.strerror or err} ({write_hint(err)}); "
+                         f"nothing was written") from None
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -322,9 +418,17 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
     from engines.backends import create_backend
     from engines.benchmark import bench_network
     from engines.models import resolve_model
+    from streamer.config import MAX_BATCH_SIZE, MAX_THREADS
 
-    if min(args.batch) < 1 or args.iters < 1 or args.warmup < 0:
-        raise UsageError("--batch sizes and --iters must be >= 1, --warmup >= 0")
+    # The pipeline's limits: a batch beyond them would only exhaust memory (the OOM killer ends
+    # the process without a word), threads beyond them only fight over the cores.
+    if not 1 <= min(args.batch) <= max(args.batch) <= MAX_BATCH_SIZE:
+        raise UsageError(f"--batch sizes must be between 1 and {MAX_BATCH_SIZE}, as in the pipeline "
+                         f"(got {' '.join(map(str, args.batch))})")
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 0 and {MAX_THREADS} (got {args.threads})")
+    if args.iters < 1 or args.warmup < 0:
+        raise UsageError("--iters must be >= 1, --warmup >= 0")
     model = resolve_model(args.model)
     backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch))
     print(f"backend {backend.describe()}; model {model.onnx_path.name} ({model.info.weights})")
@@ -388,12 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("listen", help="subscribe to a pose stream: show rate, latency and a text skeleton, or record it",
                        description="Subscribe to a Posecast stream and show it (rate, latency, a text drawing of "
-                                   "the skeleton), or record it to a track file.")
+                                   "the skeleton), or record it to a track file.",
+                       epilog="Messages that are not Posecast's are skipped and counted. Exit codes: 0 done, "
+                              "2 bad arguments or no Posecast messages, 130 interrupted (143 SIGTERM, "
+                              "129 SIGHUP); an interrupted recording is complete up to the last message.")
     p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="publisher endpoint (default tcp://127.0.0.1:5556)")
     p.add_argument("--topic", default="pose.", help="topic prefix, e.g. pose.cam0 (default: every source)")
     p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz)")
-    p.add_argument("--count", type=int, help="stop after this many pose messages")
-    p.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds without a message")
+    p.add_argument("--count", type=int, help="stop after this many pose messages (>= 1)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="stop after this many seconds without a Posecast message (> 0; default 10)")
     p.add_argument("--no-skeleton", action="store_true", help="do not draw the text skeleton")
     p.set_defaults(func=cmd_listen)
 
@@ -403,18 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the times its frames were read (t_capture).")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5556)
+    p.add_argument("--port", type=int, default=5556, help="publishing port, 1 to 65535 (default 5556)")
     p.add_argument("--encoding", default="msgpack", choices=_choices(PublishConfig, "encoding"))
-    p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help=f"playback speed factor, {REPLAY_SPEEDS[0]:g} to {REPLAY_SPEEDS[1]:g} (default 1)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("make-clip", help="render a synthetic test clip of a walking person",
                        description="Render the synthetic walking-person clip at any size (for benchmarks and tests).")
     p.add_argument("output", help="output .mp4")
-    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT, even numbers (default 640x480)")
-    p.add_argument("--frames", type=int, default=90)
-    p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="640x480",
+                   help="WIDTHxHEIGHT, even numbers from 64x64 to 4096x4096 (default 640x480)")
+    p.add_argument("--frames", type=int, default=90, help="1 to 100000 (default 90)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate, 1 to 240 (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="picks the clothes and the room, >= 0 (default 0)")
     p.set_defaults(func=cmd_make_clip)
 
     p = sub.add_parser("export", help="write the model as ONNX (dynamic batch, Posecast metadata)",
@@ -432,9 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--backend", default="auto", choices=_choices(InferenceConfig, "backend"))
     p.add_argument("--device", default="auto", choices=_choices(InferenceConfig, "device"))
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, metavar="N",
+                   help="CPU threads for the network, 0 (the runtime's default) to 256 (default 2)")
     p.add_argument("--precision", default="fp16", choices=_choices(InferenceConfig, "precision"))
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B",
+                   help="batch sizes to time, 1 to 256 each (default: 1 8)")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.set_defaults(func=cmd_bench_network)

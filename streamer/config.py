@@ -12,6 +12,10 @@ from streamer.filters import FilterConfig
 
 AlignMethod = Literal["average", "lstsq", "weighted"]
 BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
+# The most frames per network call, and CPU threads for the network, any command accepts: more
+# threads than this only fight over the cores (and a typo like 10000 would start them all).
+MAX_BATCH_SIZE = 256
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,12 @@ class InferenceConfig:
     calibration: str | None   # TensorRT int8: a video or image folder of typical scenes
 
     def check(self) -> None:
-        if not 1 <= self.batch_size <= 256:
-            raise ValueError(f"batch_size must be between 1 and 256 (got {self.batch_size})")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} (got {self.batch_size})")
         if self.threads < 0:
             raise ValueError("threads must be >= 0")
+        if self.threads > MAX_THREADS:
+            raise ValueError(f"threads must be at most {MAX_THREADS} (got {self.threads})")
 
 
 @dataclass(frozen=True)

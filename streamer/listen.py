@@ -3,13 +3,23 @@
 Shows, about once a second: the message rate, the pipeline latency (t_publish - t_capture, from
 the publisher's clock), the delivery delay (receive time - t_publish; meaningful when both ends
 share a clock, i.e. on one machine), the people count and a small text drawing of the 2D skeleton.
+
+Anything may publish on the port it connects to: messages that are not Posecast's are skipped
+and counted, never fatal. Ctrl-C, SIGTERM and SIGHUP all end it in order, the recording complete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import math
+import signal
 import sys
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +28,10 @@ import numpy as np
 import zmq
 
 from engines.errors import InputError
+from streamer.protocol import SCHEMA_VERSION, PersonPose, frame_from_message
 from streamer.publish import decode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +45,8 @@ class StreamStats:
     received: int = 0
     gaps: int = 0                       # seq numbers skipped: messages this subscriber lost
     last_seq: int | None = None
+    skipped: int = 0                    # messages that were not Posecast's (see `parse_message`)
+    skip_reasons: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.arrivals = deque(maxlen=self.window)
@@ -49,6 +64,15 @@ class StreamStats:
             self.gaps += seq - self.last_seq - 1
         self.last_seq = seq
 
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        self.skip_reasons[reason] += 1
+
+    def skip_reason(self) -> str:
+        """The commonest reason a message was skipped (and how many other reasons there were)."""
+        (reason, _), *others = self.skip_reasons.most_common()
+        return reason + (f", and {len(others)} other reason(s)" if others else "")
+
     def rate(self) -> float:
         if len(self.arrivals) < 2:
             return 0.0
@@ -60,7 +84,8 @@ class StreamStats:
             return f"{np.median(d):.1f}" if d else "-"
 
         return (f"{self.received} msgs  {self.rate():5.1f}/s  pipeline p50 {p50(self.pipeline_ms)} ms  "
-                f"delivery p50 {p50(self.delivery_ms)} ms  lost {self.gaps}")
+                f"delivery p50 {p50(self.delivery_ms)} ms  lost {self.gaps}"
+                + (f"  skipped {self.skipped} (not Posecast)" if self.skipped else ""))
 
 
 def text_skeleton(msg: dict[str, Any], parents: list[int], cols: int = 40, rows: int = 16) -> str:
@@ -87,9 +112,164 @@ def text_skeleton(msg: dict[str, Any], parents: list[int], cols: int = 40, rows:
     return "\n".join("".join(r).rstrip() for r in grid)
 
 
+def tcp_port(endpoint: str) -> int | None:
+    """The port number of a tcp:// endpoint; None for another transport, or a port that is not
+    a number (ZeroMQ refuses those itself, but takes any number modulo 65536)."""
+    if not endpoint.startswith("tcp://") or ":" not in endpoint[len("tcp://"):]:
+        return None
+    try:
+        return int(endpoint.rsplit(":", 1)[1])
+    except ValueError:
+        return None
+
+
+class NotPosecast(ValueError):
+    """A received message that is not one of the protocol's. `str()` says why, for the user."""
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _meta_problem(msg: dict[str, Any]) -> str | None:
+    """Why a meta message cannot describe poses (None: it can). It names the joints and their
+    bones, and it must be writable as a track's first line (JSON, finite numbers)."""
+    names, parents = msg.get("joint_names"), msg.get("parents")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "a meta message without a list of 'joint_names'"
+    if (not isinstance(parents, list) or len(parents) != len(names)
+            or not all(isinstance(i, int) and -1 <= i < len(names) for i in parents)):
+        return "a meta message whose 'parents' do not match its 'joint_names'"
+    try:
+        json.dumps(msg, allow_nan=False)
+    except (TypeError, ValueError):
+        return "a meta message with a value JSON cannot hold (bytes, NaN or Infinity)"
+    return None
+
+
+_INT64 = range(-(2 ** 63), 2 ** 63)      # what the .npz writer stores seq and person ids in
+
+
+def _pose_problem(msg: dict[str, Any], joints: int | None) -> str | None:
+    """Why a pose message cannot be shown or recorded (None: it can). `joints`: the count the
+    stream's meta gives, once it is known. The checks are what the statistics, the skeleton
+    drawing and every track writer rely on, so nothing past here fails on a stranger's message."""
+    if not isinstance(msg.get("seq"), int) or msg["seq"] not in _INT64 or not _finite(msg.get("t_capture")):
+        return "a pose message without an integer 'seq' and a finite 't_capture'"
+    for key in ("t_media", "t_publish"):
+        if msg.get(key) is not None and not _finite(msg[key]):
+            return f"a pose message whose '{key}' is not a finite number"
+    if not isinstance(msg.get("people"), list) or not all(isinstance(p, dict) for p in msg["people"]):
+        return "a pose message without a list of 'people'"
+    try:
+        # A huge number becomes Infinity in float32, as the .npz writer stores it: found below.
+        with np.errstate(over="ignore", invalid="ignore"):
+            frame = frame_from_message(msg)
+            problems = [_person_problem(person, joints) for person in frame.people]
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        return "a pose message with a malformed person (see docs/protocol.md)"
+    problem = next((p for p in problems if p is not None), None)
+    if problem is not None:
+        return problem
+    try:
+        json.dumps(msg, allow_nan=False)       # what a .jsonl recording writes: finite numbers only
+    except (TypeError, ValueError):
+        return "a pose message with a value JSON cannot hold (bytes, NaN or Infinity)"
+    return None
+
+
+def _person_problem(person: PersonPose, joints: int | None) -> str | None:
+    n = len(person.conf)
+    if (person.conf.shape != (n,) or person.joints_3d.shape != (n, 3) or person.joints_2d.shape != (n, 2)
+            or len(person.bbox) != 4 or (person.root_3d is not None and person.root_3d.shape != (3,))):
+        return "a pose message whose person's arrays do not fit together (see docs/protocol.md)"
+    if person.id not in _INT64:
+        return "a pose message with a person 'id' out of range"
+    numbers = [person.joints_3d, person.joints_2d, person.conf,
+               np.asarray([person.score, *person.bbox], dtype=np.float32)]
+    if person.root_3d is not None:
+        numbers.append(person.root_3d)
+    if not all(np.isfinite(a).all() for a in numbers):
+        return "a pose message with a number that is not finite (the protocol allows only finite values)"
+    if joints is not None and n != joints:
+        return f"a pose message with {n} joints where the stream's meta names {joints}"
+    return None
+
+
+def parse_message(parts: list[bytes], joints: int | None = None) -> dict[str, Any]:
+    """A received ZeroMQ message as a protocol map (streamer/protocol.py), or `NotPosecast`.
+
+    Anyone may publish on the port a subscriber connects to: another program, or an older or
+    newer Posecast. `listen` skips what it cannot use instead of failing on it."""
+    if len(parts) != 2:
+        raise NotPosecast(f"a ZeroMQ message of {len(parts)} part(s), not [topic, payload]")
+    try:
+        msg = decode(parts[1])
+    except Exception:      # noqa: BLE001 - msgpack and json raise many types on garbage; all mean this
+        raise NotPosecast("a payload that is neither msgpack nor JSON") from None
+    if not isinstance(msg, dict) or msg.get("type") not in ("meta", "pose"):
+        raise NotPosecast("a payload that is not a Posecast 'meta' or 'pose' map")
+    schema = msg.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise NotPosecast(f"a {msg['type']} message without an integer 'schema'")
+    if schema > SCHEMA_VERSION:
+        raise NotPosecast(f"schema {schema}, newer than this version reads (up to {SCHEMA_VERSION}; "
+                          f"upgrade Posecast)")
+    problem = _meta_problem(msg) if msg["type"] == "meta" else _pose_problem(msg, joints)
+    if problem is not None:
+        raise NotPosecast(problem)
+    return msg
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM (`timeout`, systemd, docker stop) and SIGHUP (the terminal closed) all end
+    `listen` the same orderly way: the handler only notes the signal, the loop sees it within
+    one poll, and the recording is written and closed. An NPZ recording exists only once it is
+    closed, so the default actions (KeyboardInterrupt anywhere, or death) could lose all of it.
+    Later signals are ignored: stopping the close half-way would lose the recording too.
+    The exit code is then 128 + the signal's number, as `posecast track` gives. A signal that
+    was ignored already stays ignored: `nohup posecast listen` must outlive its terminal."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():    # only it may set handlers
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+def describe_meta(meta: dict[str, Any]) -> str:
+    model = meta.get("model")
+    trained = model.get("trained") if isinstance(model, dict) else None
+    return (f"stream '{meta.get('source')}': {len(meta['joint_names'])} joints, "
+            f"axes {meta.get('axes')}, model trained: {trained}")
+
+
 def listen(endpoint: str, topic: str, record: Path | None, count: int | None, timeout_s: float,
-           show_skeleton: bool, out: TextIO = sys.stdout) -> int:
-    """Subscribe and show (or record) until `count` poses, `timeout_s` of silence, or Ctrl-C."""
+           show_skeleton: bool, out: TextIO = sys.stdout,
+           announce: Callable[[str], None] | None = None) -> int:
+    """Subscribe and show (or record) until `count` poses, `timeout_s` without a Posecast message,
+    or a signal (Ctrl-C, SIGTERM, SIGHUP; see `StopSignals`). Messages that are not Posecast's are
+    skipped and counted. Returns the exit code: 0, or 128 + the signal's number.
+    `announce` is told the line to show when a signal ended it (default: print it on stderr)."""
     from streamer.tracks import open_track_writer
 
     ctx = zmq.Context()
@@ -106,56 +286,113 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     stats = StreamStats()
     meta: dict[str, Any] | None = None
+    joints: int | None = None
     writer = None
     pending: list[dict[str, Any]] = []
     last_shown = 0.0
     last_msg = time.monotonic()
-    try:
-        while count is None or stats.received < count:
-            if not sock.poll(200):
+    with StopSignals() as stop:
+        try:
+            while (count is None or stats.received < count) and stop.signum is None:
+                # Silence is counted from the last Posecast message: a stranger that keeps
+                # publishing on the port does not keep `listen` waiting for ever.
                 if time.monotonic() - last_msg > timeout_s:
                     if stats.received == 0:
-                        raise InputError(f"no pose messages from '{endpoint}' in {timeout_s:g} s "
-                                         f"(is `posecast run` publishing there?)")
+                        raise InputError(_silence(endpoint, timeout_s, stats))
                     break
-                continue
-            _, payload = sock.recv_multipart()
-            t_recv = time.time()
-            last_msg = time.monotonic()
-            msg = decode(payload)
-            if msg.get("type") == "meta":
-                if meta is None:
-                    meta = msg
-                    print(f"stream '{msg.get('source')}': {len(msg['joint_names'])} joints, "
-                          f"axes {msg.get('axes')}, model trained: {msg.get('model', {}).get('trained')}", file=out)
-                    if record is not None:
-                        writer = open_track_writer(record, msg)
-                continue
-            stats.add(msg, t_recv)
-            if record is not None:
-                if writer is None:
-                    pending.append(msg)      # poses that came before the meta: kept, written after it
+                if not sock.poll(200):
                     continue
-                for early in pending:
-                    writer.write_message(early)
-                pending.clear()
-                writer.write_message(msg)
-            if time.monotonic() - last_shown >= 1.0:
-                last_shown = time.monotonic()
-                print(stats.line(), file=out)
-                if show_skeleton and meta is not None:
-                    print(text_skeleton(msg, meta["parents"]), file=out)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if writer is not None:
-            writer.close()
-        sock.close()
-        ctx.term()
+                parts = sock.recv_multipart()
+                t_recv = time.time()
+                try:
+                    msg = parse_message(parts, joints)
+                except NotPosecast as exc:
+                    stats.skip(str(exc))
+                    continue
+                last_msg = time.monotonic()
+                if msg["type"] == "meta":
+                    if meta is None:
+                        meta, joints = msg, len(msg["joint_names"])
+                        print(describe_meta(msg), file=out)
+                        if record is not None:
+                            writer = open_track_writer(record, msg)
+                            _write_pending(writer, pending, joints, stats)
+                    continue
+                stats.add(msg, t_recv)
+                if record is not None:
+                    if writer is None:
+                        pending.append(msg)      # poses that came before the meta: kept, written after it
+                        continue
+                    writer.write_message(msg)
+                if time.monotonic() - last_shown >= 1.0:
+                    last_shown = time.monotonic()
+                    print(stats.line(), file=out)
+                    if show_skeleton and meta is not None:
+                        print(text_skeleton(msg, meta["parents"]), file=out)
+        finally:
+            if writer is not None:
+                writer.close()
+            sock.close()
+            ctx.term()
+    if stop.signum is not None:
+        # After SIGHUP the terminal may be gone: the recording is closed already, and failing
+        # to say so must not turn the exit code into a traceback's.
+        with contextlib.suppress(OSError):
+            print(stats.line(), file=out)
+            _warn_skipped(endpoint, stats)
+            (announce or _stderr)(_interrupted(stop.name, record, writer, stats, endpoint))
+        return 128 + stop.signum
     print(stats.line(), file=out)
+    _warn_skipped(endpoint, stats)
     if record is not None and writer is None:
-        raise InputError(f"nothing recorded: no meta message arrived from '{endpoint}'")
+        raise InputError(f"nothing recorded: no meta message arrived from '{endpoint}'"
+                         + _skipped_clause(stats))
     return 0
+
+
+def _write_pending(writer: Any, pending: list[dict[str, Any]], joints: int,
+                   stats: StreamStats) -> None:
+    """The poses that arrived before the meta, now that it says how many joints a pose has."""
+    for early in pending:
+        problem = _pose_problem(early, joints)
+        if problem is None:
+            writer.write_message(early)
+        else:
+            stats.skip(problem)
+    pending.clear()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _skipped_clause(stats: StreamStats) -> str:
+    if not stats.skipped:
+        return ""
+    return (f"; {stats.skipped} message(s) there were not Posecast messages ({stats.skip_reason()}; "
+            f"is another program publishing on that port?)")
+
+
+def _silence(endpoint: str, timeout_s: float, stats: StreamStats) -> str:
+    if stats.skipped:
+        return f"no pose messages from '{endpoint}' in {timeout_s:g} s" + _skipped_clause(stats)
+    return f"no pose messages from '{endpoint}' in {timeout_s:g} s (is `posecast run` publishing there?)"
+
+
+def _warn_skipped(endpoint: str, stats: StreamStats) -> None:
+    if stats.skipped:
+        log.warning("skipped %d message(s) from '%s' that were not Posecast messages (%s)",
+                    stats.skipped, endpoint, stats.skip_reason())
+
+
+def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamStats, endpoint: str) -> str:
+    if record is None:
+        return f"interrupted ({signame}) after {stats.received} pose messages"
+    if writer is None:
+        lost = f"; the {stats.received} pose messages that came without it are not recorded" if stats.received else ""
+        return (f"interrupted ({signame}); nothing recorded to '{record}': no meta message arrived from "
+                f"'{endpoint}'{lost}")
+    return f"interrupted ({signame}); recorded {writer.frames_written} pose messages to '{record}' (complete)"
 
 
 def replay_clock(poses: list[dict]) -> str:

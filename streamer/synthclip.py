@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,12 +33,18 @@ import cv2
 import numpy as np
 
 from engines.cache import cache_dir
+from engines.files import replaced_when_done
 from engines.skeleton import H36M17
 
 # The protocol's 2D coordinates put pixel centres at +0.5; OpenCV draws with centres at integers.
 PIXEL_CENTRE = 0.5
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FRAMES, DEFAULT_FPS = 640, 480, 90, 30.0
+# What `write_clip` accepts. A side beyond MAX_SIDE would not fit in memory (4096x4096 already
+# takes ~5 GB to render its room); MAX_FRAMES is about an hour at 30 fps.
+MIN_SIDE, MAX_SIDE = 16, 4096
+MIN_FPS, MAX_FPS = 1.0, 240.0
+MAX_FRAMES = 100_000
 
 _J = {name: i for i, name in enumerate(H36M17.joint_names)}
 
@@ -543,20 +547,39 @@ def write_clip(path: Path, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEI
                progress: bool = False) -> Path:
     """Render the walking-person clip to `path` (H.264 in MP4, yuv420p) and return the path.
 
-    Frame i shows `WalkScene(width, height, seed).render_frame(i / fps)`.
+    Frame i shows `WalkScene(width, height, seed).render_frame(i / fps)`. The clip is encoded
+    under a temporary name in `path`'s folder and renamed into place when whole: a failure (a
+    full disk, Ctrl-C) leaves no partial file, and whatever `path` held before stays as it was.
     """
     path = Path(path)
+    check_clip_arguments(width, height, frames, fps, seed)
+    scene = WalkScene(width, height, seed)
+    with replaced_when_done(path) as tmp:
+        _encode(tmp, scene, frames, fps, progress)
+    return path
+
+
+def check_clip_arguments(width: int, height: int, frames: int, fps: float, seed: int) -> None:
+    """ValueError for a clip `write_clip` cannot make (before any work or any file)."""
     if width % 2 or height % 2:
         raise ValueError(f"width and height must be even for yuv420p (got {width}x{height})")
-    if frames < 1 or fps <= 0:
-        raise ValueError("frames must be >= 1 and fps > 0")
-    scene = WalkScene(width, height, seed)
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise ValueError(f"width and height must be between {MIN_SIDE} and {MAX_SIDE} (got {width}x{height})")
+    if not 1 <= frames <= MAX_FRAMES:
+        raise ValueError(f"frames must be between 1 and {MAX_FRAMES} (got {frames})")
+    if not MIN_FPS <= fps <= MAX_FPS:         # also false for nan
+        raise ValueError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g} (got {fps:g})")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0 (got {seed})")
+
+
+def _encode(path: Path, scene: WalkScene, frames: int, fps: float, progress: bool) -> None:
     rate = Fraction(fps).limit_denominator(1001)
     # faststart puts the index first: a truncated or half-downloaded file stays readable, and
     # the file can be streamed over HTTP progressively.
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = scene.width, scene.height, "yuv420p"
         stream.codec_context.gop_size = max(1, int(round(2 * fps)))   # a keyframe every 2 s
         stream.options = {"crf": "20", "preset": "veryfast"}
         for i in range(frames):
@@ -574,7 +597,6 @@ def write_clip(path: Path, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEI
         container.mux(stream.encode(None))
     if progress:
         sys.stderr.write("\n")
-    return path
 
 
 def default_clip_path() -> Path:
@@ -589,12 +611,6 @@ def ensure_default_clip(progress: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Render under a temporary name and rename: an interrupted run never leaves a half file
     # where the next run would trust it, and concurrent first runs don't clobber each other.
-    fd, tmp_name = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replaced_when_done(path) as tmp:
         write_clip(tmp, progress=progress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -232,11 +232,25 @@ def clip90(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- a network stream that drops in the middle (test_sources.py, test_source_faults.py) --------
 
 @contextlib.contextmanager
+def _serving(handler: type) -> Iterator[int]:
+    """A loopback HTTP server with `handler` on an ephemeral port, for the block's duration."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def http_serving_part(data: bytes, fraction: float = 0.6) -> Iterator[str]:
     """An HTTP URL that announces all of `data` (Content-Length) but sends only `fraction` of it,
     then hangs up: a stream that drops mid-way."""
     import http.server
-    import threading
 
     class PartBody(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -250,13 +264,8 @@ def http_serving_part(data: bytes, fraction: float = 0.6) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PartBody)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/live.mp4"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(PartBody) as port:
+        yield f"http://127.0.0.1:{port}/live.mp4"
 
 
 @contextlib.contextmanager
@@ -264,7 +273,6 @@ def http_serving_live(data: bytes) -> Iterator[str]:
     """An HTTP URL that sends `data` (MPEG-TS) with no length, then hangs up: what a live
     broadcast looks like to the reader (no duration, so live), ending as a dropped one does."""
     import http.server
-    import threading
 
     class NoLength(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -277,13 +285,8 @@ def http_serving_live(data: bytes) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoLength)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/live.ts"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(NoLength) as port:
+        yield f"http://127.0.0.1:{port}/live.ts"
 
 
 def as_mpegts(clip: Path, out: Path) -> bytes:

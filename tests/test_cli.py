@@ -223,6 +223,23 @@ def test_an_output_that_is_the_input_is_refused(posecast, clip40, tmp_path) -> N
     assert r.returncode == 2 and "given twice" in r.stderr
 
 
+@pytest.mark.parametrize("late", ["-o", "--overlay"])
+def test_an_output_that_cannot_be_written_leaves_the_others_as_they_were(posecast, clip40, tmp_path, late) -> None:
+    # The writers empty their files as they open them: an earlier output must not be emptied for a
+    # later one that fails. A path under a file fails even for root (CI), as a read-only folder would.
+    keep_jsonl, keep_csv = tmp_path / "keep.jsonl", tmp_path / "keep.csv"
+    keep_jsonl.write_text("a track from before\n")
+    keep_csv.write_text("another\n")
+    blocker = tmp_path / "not_a_folder.txt"
+    blocker.write_text("")
+    bad = blocker / ("out.npz" if late == "-o" else "out.mp4")
+    r = posecast.run(["track", clip40, "-o", keep_jsonl, "-o", keep_csv, late, bad, "--no-progress"])
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("posecast: error: cannot write") and str(bad) in line and "Traceback" not in r.stderr
+    assert keep_jsonl.read_text() == "a track from before\n" and keep_csv.read_text() == "another\n"
+
+
 def test_ring_fits_the_shared_memory_there_is() -> None:
     import pytest
 
@@ -234,3 +251,250 @@ def test_ring_fits_the_shared_memory_there_is() -> None:
     assert fit_slots(24, 9, 3 * mb, 40 * mb) == 12               # fewer slots, still >= a batch
     with pytest.raises(RingTooLargeError, match="shm-size"):
         fit_slots(24, 9, 3 * mb, 20 * mb)
+
+
+# --- failures of the small commands: one line, exit 2, nothing lost, nothing partial -------------
+# Unwritable paths are a path under a regular file: that fails for root too (CI runs as root, where
+# a read-only folder made with chmod would be written anyway). A full disk is an OSError(ENOSPC)
+# raised in the middle of the write, after part of the file has gone out.
+
+def _blocker(d: Path) -> Path:
+    blocker = d / "not_a_folder.txt"
+    blocker.write_text("")
+    return blocker
+
+
+def _disk_full(*args: object, **kwargs: object) -> None:
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _main_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`posecast ARGV` in this process (to fake a full disk); its exit code and stderr."""
+    from streamer.cli import main
+
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, mention", [
+    (["make-clip", "c.mp4", "--fps", "inf"], "--fps"),
+    (["make-clip", "c.mp4", "--fps", "nan"], "--fps"),
+    (["make-clip", "c.mp4", "--fps", "1e-9"], "--fps"),
+    (["make-clip", "c.mp4", "--fps", "1000"], "--fps"),
+    (["make-clip", "c.mp4", "--seed", "-1"], "--seed"),
+    (["make-clip", "c.mp4", "--size", "100000x100000"], "--size"),
+    (["make-clip", "c.mp4", "--size", "64x8192"], "--size"),
+    (["make-clip", "c.mp4", "--frames", "100000000"], "--frames"),
+    (["make-clip", "not_a_folder.txt/c.mp4", "--size", "64x64", "--frames", "1"], "not_a_folder.txt/c.mp4"),
+    (["export", "-o", "not_a_folder.txt/m.onnx"], "not_a_folder.txt/m.onnx"),
+    (["demo", "--out-dir", "not_a_folder.txt"], "not_a_folder.txt"),
+    (["demo", "--out-dir", "not_a_folder.txt/d"], "not_a_folder.txt/d"),
+    (["bench-network", "--batch", "100000", "--iters", "1"], "--batch"),
+    (["bench-network", "--batch", "1", "257", "--iters", "1"], "256"),
+    (["bench-network", "--threads", "10000", "--iters", "1"], "--threads"),
+    (["bench-network", "--threads", "-1", "--iters", "1"], "--threads"),
+], ids=["fps inf", "fps nan", "fps tiny", "fps huge", "negative seed", "huge size", "one side too large",
+        "too many frames", "clip under a file", "export under a file", "demo dir is a file",
+        "demo dir under a file", "bench batch huge", "bench batch above the cap", "bench threads huge",
+        "bench threads negative"])
+def test_bad_arguments_and_unwritable_outputs_are_one_line(posecast, tmp_path: Path, args: list[str],
+                                                           mention: str) -> None:
+    _blocker(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = posecast.run(args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, mention)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before        # nothing written, nothing created
+
+
+@pytest.mark.parametrize("command", ["track", "run"])
+def test_threads_are_capped_for_the_pipeline_too(posecast, clip40: Path, command: str) -> None:
+    args = [command, clip40, "-o", "t.jsonl", "--threads", "10000", "--no-progress"]
+    r = posecast.run(args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, "threads must be at most 256")
+    help_text = " ".join(posecast.run([command, "--help"]).stdout.split())
+    assert "at most 256" in help_text
+
+
+def test_make_clip_on_a_full_disk_leaves_no_partial_file_and_keeps_the_old_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import streamer.synthclip as synthclip
+
+    real_encode = synthclip._encode
+
+    def encode_then_fill_the_disk(path: Path, *args: object) -> None:
+        Path(path).write_bytes(b"\0" * 4096)          # part of the clip has gone out
+        _disk_full()
+
+    dest = tmp_path / "c.mp4"
+    dest.write_bytes(b"the user's clip")
+    monkeypatch.setattr(synthclip, "_encode", encode_then_fill_the_disk)
+    code, err = _main_in_process(["make-clip", dest, "--size", "64x64", "--frames", "2"], capsys)
+    assert code == 2
+    assert "No space left" in assert_one_clear_line(err, str(dest))
+    assert dest.read_bytes() == b"the user's clip"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.mp4"]            # no temporary left
+    # And when it works, the clip replaces the old file, with the permissions of a plain new file.
+    monkeypatch.setattr(synthclip, "_encode", real_encode)
+    code, err = _main_in_process(["make-clip", dest, "--size", "64x64", "--frames", "2"], capsys)
+    assert code == 0, err
+    with av.open(str(dest)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["c.mp4"]
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_export_on_a_full_disk_leaves_no_partial_file_and_keeps_the_old_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], default_model) -> None:
+    import shutil
+
+    real_copy = shutil.copyfile
+
+    def copy_then_fill_the_disk(src: object, dst: object, **kwargs: object) -> None:
+        Path(str(dst)).write_bytes(Path(str(src)).read_bytes()[:16384])
+        _disk_full()
+
+    dest = tmp_path / "m.onnx"
+    dest.write_bytes(b"the user's model")
+    monkeypatch.setattr(shutil, "copyfile", copy_then_fill_the_disk)
+    code, err = _main_in_process(["export", "-o", dest], capsys)
+    assert code == 2
+    assert "No space left" in assert_one_clear_line(err, str(dest))
+    assert dest.read_bytes() == b"the user's model"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    monkeypatch.setattr(shutil, "copyfile", real_copy)
+    code, err = _main_in_process(["export", "-o", dest], capsys)
+    assert code == 0, err
+    assert dest.read_bytes() == default_model.onnx_path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_onto_the_model_itself_is_refused(posecast, tmp_path: Path, untrained_model) -> None:
+    import shutil
+
+    assert posecast.run(["export", "-o", "m.onnx"]).returncode == 0
+    before = (tmp_path / "m.onnx").read_bytes()
+    r = posecast.run(["export", "-o", "m.onnx", "--model", "m.onnx"])
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, "model file itself")
+    assert (tmp_path / "m.onnx").read_bytes() == before
+    # A checkpoint is never overwritten with its own export.
+    shutil.copyfile(untrained_model.checkpoint_path, tmp_path / "mine.pt")
+    before = (tmp_path / "mine.pt").read_bytes()
+    r = posecast.run(["export", "-o", "mine.pt", "--model", "mine.pt"])
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, "model file itself")
+    assert (tmp_path / "mine.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failed_demo_leaves_no_folder_it_created(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   existed: bool) -> None:
+    import streamer.cli as cli
+    import streamer.synthclip as synthclip
+
+    out = tmp_path / "new" / "out"
+    if existed:
+        out.mkdir(parents=True)
+    monkeypatch.setattr(synthclip, "ensure_default_clip", lambda progress=False: tmp_path / "demo.mp4")
+    monkeypatch.setattr(cli, "run_track", lambda *a, **kw: 2)
+    parsed = cli.build_parser().parse_args(["demo", "--out-dir", str(out)])
+    assert parsed.func(parsed) == 2
+    assert out.is_dir() == existed and (tmp_path / "new").is_dir() == existed
+
+
+def test_demo_with_an_unwritable_cache_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import streamer.synthclip as synthclip
+
+    monkeypatch.setattr(synthclip, "ensure_default_clip", _disk_full)
+    code, err = _main_in_process(["demo", "--out-dir", tmp_path / "out"], capsys)
+    assert code == 2
+    assert_one_clear_line(err, "POSECAST_CACHE")
+    assert not (tmp_path / "out").exists()
+
+
+# `posecast evaluate` and `posecast train` print their errors as `posecast evaluate: error: ...`.
+
+def assert_one_delegated_line(stderr: str, command: str, mention: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith(f"posecast {command}: error:") and mention in lines[-1], stderr
+    assert sum(": error:" in line for line in lines) == 1, stderr
+
+
+@pytest.mark.parametrize("extra, mention", [
+    (["--json", "not_a_folder.txt/e.json"], "not_a_folder.txt/e.json"),
+    (["--json", "not_a_folder.txt/sub/e.json"], "not_a_folder.txt/sub/e.json"),
+    (["--json", "."], "--json '.' is a folder"),
+    (["--batch-size", "0"], "--batch-size"),
+], ids=["json under a file", "json deeper under a file", "json is a folder", "batch size 0"])
+def test_evaluate_refuses_bad_outputs_and_arguments_before_evaluating(posecast, tmp_path: Path, default_model,
+                                                                      extra: list[str], mention: str) -> None:
+    # The synthetic folder does not exist: the check comes before any data (or the model) is read.
+    _blocker(tmp_path)
+    r = posecast.run(["evaluate", "--model", default_model.checkpoint_path, "--synth-val", "missing_shards",
+                      "--no-progress", *extra], timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_delegated_line(r.stderr, "evaluate", mention)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder.txt"]
+
+
+def test_evaluate_json_on_a_full_disk_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from engines.errors import InputError
+    from train.evaluate import check_json_output, write_json
+
+    dest = tmp_path / "sub" / "e.json"
+    check_json_output(dest)                               # a folder to be created is fine
+    assert not (tmp_path / "sub").exists()
+    write_json(dest, {"a": 1.0})
+    assert dest.read_text() == '{\n "a": 1.0\n}\n'
+    monkeypatch.setattr(os, "replace", _disk_full)
+    with pytest.raises(InputError, match="No space left.*not written"):
+        write_json(dest, {"a": 2.0})
+    assert dest.read_text() == '{\n "a": 1.0\n}\n'
+    assert [p.name for p in dest.parent.iterdir()] == ["e.json"]
+
+
+def test_train_into_an_unwritable_folder_is_one_line(posecast, tmp_path: Path) -> None:
+    _blocker(tmp_path)
+    r = posecast.run(["train", "--out", "not_a_folder.txt/run", "--no-progress"], timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_delegated_line(r.stderr, "train", "not_a_folder.txt/run")
+    r = posecast.run(["train", "--out", "not_a_folder.txt", "--no-progress"], timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_delegated_line(r.stderr, "train", "is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder.txt"]
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failed_train_leaves_no_folder_it_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    existed: bool) -> None:
+    import train.train as tt
+    from engines.errors import InputError
+    from train.config import load_train_config
+
+    def no_data(*args: object) -> None:
+        raise FileNotFoundError("no shard folder matches missing/*")
+
+    out = tmp_path / "runs" / "r1"
+    if existed:
+        out.mkdir(parents=True)
+    monkeypatch.setattr(tt, "build_data", no_data)
+    with pytest.raises(InputError, match="training data"):
+        tt.train(load_train_config(None), out, progress=False)
+    assert out.is_dir() == existed and (tmp_path / "runs").is_dir() == existed

@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import http_serving_part
+from conftest import as_mpegts, http_serving_live
 
 from streamer.tracks import read_track
 
@@ -53,8 +53,9 @@ def _stop(proc, timeout: float = 30.0) -> str:
 
 
 def test_a_dropping_stream_is_reopened_with_a_log_line(posecast, clip40: Path) -> None:
+    # A live stream (no length; a video file over HTTP is read as a file) that hangs up each time.
     out = posecast.cwd / "live.jsonl"
-    with http_serving_part(clip40.read_bytes(), 0.6) as url:
+    with http_serving_live(as_mpegts(clip40, posecast.cwd / "live.ts")) as url:
         proc = _start(posecast, ["run", url, "--port", _free_port(), "-o", out, "--min-score", "0", "--no-progress"])
         _stderr_until(proc, r"source reopened \(reconnect 2\)")
         err = _stop(proc)
@@ -67,7 +68,7 @@ def test_a_dropping_stream_is_reopened_with_a_log_line(posecast, clip40: Path) -
 
 def test_a_source_that_stays_away_is_retried_until_stopped(posecast, clip40: Path) -> None:
     out = posecast.cwd / "live.jsonl"
-    with http_serving_part(clip40.read_bytes(), 0.6) as url:
+    with http_serving_live(as_mpegts(clip40, posecast.cwd / "live.ts")) as url:
         proc = _start(posecast, ["run", url, "--port", _free_port(), "-o", out, "--min-score", "0", "--no-progress"])
         _stderr_until(proc, r"frames? .*|reconnecting", timeout=60)
     # The server is gone now: every attempt fails, and the waits grow.

@@ -581,3 +581,217 @@ def test_ctrl_c_during_run(posecast, clip90: Path, tmp_path: Path) -> None:
     assert frames == len(poses) and frames + dropped < LIVE_FRAMES
     # The stream's subscribers got what the file got, up to the last frame.
     assert_stream_is_the_track(c.poses, poses, max_late=LIVE_SLOTS + 2)
+
+
+# --- listen and replay: failure paths ----------------------------------------------------------
+
+def write_sample_track(path: Path, frames: int, fps: float) -> tuple[dict, list[dict]]:
+    """A camera's recording made of sample messages (no model run): replayed by t_capture."""
+    meta = sample_meta("cam")
+    poses = []
+    for i in range(frames):
+        p = sample_pose(i, t_capture=round(1_700_000_000.0 + i / fps, 6))
+        p["t_media"] = None
+        poses.append(p)
+    path.write_text("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in [meta, *poses]))
+    return read_track(path)
+
+
+@pytest.mark.parametrize("sig, suffix", [(signal.SIGTERM, ".jsonl"), (signal.SIGTERM, ".npz"),
+                                         (signal.SIGHUP, ".jsonl"), (signal.SIGINT, ".csv")],
+                         ids=["SIGTERM jsonl", "SIGTERM npz", "SIGHUP jsonl", "SIGINT csv"])
+def test_a_signal_ends_listen_with_its_recording_complete(posecast, tmp_path: Path, sig: int, suffix: str) -> None:
+    # Every signal that asks a program to stop ends `listen` the way Ctrl-C does: the recording is
+    # written and closed (an .npz only exists once it is), one note says so, exit 128 + signal.
+    track = tmp_path / "cam.jsonl"
+    meta, poses = write_sample_track(track, frames=120, fps=20.0)      # 6 s: the signal comes long before the end
+    port = free_port()
+    rec = tmp_path / f"rec{suffix}"
+    listener = posecast.start(["listen", "--connect", endpoint(port), "--record", rec, "--timeout", 30,
+                               "--no-skeleton"])
+    time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
+    with Collector(port) as c:
+        player = posecast.start(["replay", track, "--port", port])
+        got = c.wait_poses(15, timeout=30)
+        assert len(got) >= 10, "the replay did not get going"
+        listener.send_signal(sig)
+        rl = posecast.finish(listener, timeout=30)
+    player.send_signal(signal.SIGINT)
+    rp = posecast.finish(player, timeout=30)
+    assert rp.returncode in (0, 130), rp.stderr
+
+    assert rl.returncode == 128 + sig, rl.stderr
+    assert "Traceback" not in rl.stderr
+    note = rl.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith(f"posecast: interrupted ({signal.Signals(sig).name}); recorded "), rl.stderr
+    n = int(re.search(r"recorded (\d+) pose messages", note[0]).group(1))
+    assert 1 <= n < len(poses)
+    assert f"{n} msgs" in rl.stdout.splitlines()[-1]
+    if suffix == ".jsonl":
+        rmeta, rposes = read_track(rec)
+        assert rmeta == meta
+        first = rposes[0]["seq"]
+        assert [without_publish(p) for p in rposes] == poses[first:first + n]
+    elif suffix == ".npz":
+        with np.load(rec) as z:
+            assert json.loads(str(z["meta_json"])) == meta
+            first = int(z["seq"][0])
+            assert z["seq"].tolist() == list(range(first, first + n))
+            expect = np.array([p["people"][0]["joints_3d"] for p in poses[first:first + n]], dtype=np.float32)
+            assert np.array_equal(z["joints_3d"], expect)
+    else:
+        rows = rec.read_text().splitlines()
+        assert len(rows) == 1 + n and json.loads(rec.with_suffix(".meta.json").read_text()) == meta
+
+
+class Stranger:
+    """A PUB socket in a thread of the test process that keeps sending what a subscriber can meet
+    on a port that is not (only) a Posecast stream, and, with `posecast=True`, a valid meta and
+    pose message in every round too."""
+
+    def __init__(self, port: int, posecast: bool) -> None:
+        self.port, self.posecast = port, posecast
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Stranger":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    @staticmethod
+    def strangers(i: int) -> list[list[bytes]]:
+        import msgpack
+
+        no_joints = sample_meta()
+        del no_joints["joint_names"]
+        misshapen = sample_pose(i)
+        misshapen["people"][0]["joints_3d"] = [[1.0, 2.0]] * 17
+        not_finite = sample_pose(i)
+        not_finite["t_capture"] = float("nan")
+        newer = sample_pose(i)
+        newer["schema"] = 99
+        return [[b"pose.cam"],                                         # one part
+                [b"pose.cam", b"\xc1 not msgpack"],                     # msgpack: FormatError
+                [b"pose.cam", b"{not json"],
+                [b"pose.cam", encode({"hello": "world"}, "msgpack")],
+                [b"meta.cam", encode(no_joints, "msgpack")],            # KeyError, before
+                [b"pose.cam", encode(misshapen, "msgpack")],
+                [b"pose.cam", json.dumps(not_finite).encode()],         # NaN: JSON has none
+                [b"pose.cam", encode(newer, "msgpack")],
+                [b"pose.cam", b"x", b"y"],
+                [b"pose.cam", msgpack.packb([1, 2, 3])]]
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(endpoint(self.port))
+        try:
+            i = 0
+            while not self._stop.is_set():
+                for parts in self.strangers(i):
+                    pub.send_multipart(parts)
+                if self.posecast:
+                    pub.send_multipart([b"meta.cam", encode(sample_meta(), "msgpack")])
+                    pub.send_multipart([b"pose.cam", encode(sample_pose(i), "msgpack")])
+                i += 1
+                time.sleep(0.02)
+        finally:
+            pub.close()
+            ctx.term()
+
+
+def test_listen_to_something_else_is_one_error_line(posecast) -> None:
+    port = free_port()
+    with Stranger(port, posecast=False):
+        r = posecast.run(["listen", "--connect", endpoint(port), "--timeout", 1], timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r.stderr)
+    assert endpoint(port) in line and "not Posecast messages" in line and "in 1 s" in line
+    assert r.stderr.strip().splitlines() == [line]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".npz"])
+def test_listen_skips_and_counts_what_is_not_posecast(posecast, tmp_path: Path, suffix: str) -> None:
+    port = free_port()
+    rec = tmp_path / f"rec{suffix}"
+    with Stranger(port, posecast=True):
+        r = posecast.run(["listen", "--connect", endpoint(port), "--record", rec, "--count", 20,
+                          "--timeout", 10], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("posecast: WARNING: skipped "), r.stderr
+    assert "not Posecast messages" in lines[0]
+    skipped = int(re.search(r"skipped (\d+) message", lines[0]).group(1))
+    last = r.stdout.splitlines()[-1]
+    assert last.startswith("20 msgs") and f"skipped {skipped} (not Posecast)" in last and skipped > 0
+    if suffix == ".jsonl":
+        meta, poses = read_track(rec)
+        assert meta == sample_meta() and len(poses) == 20
+        assert [without_publish(p) for p in poses] == [sample_pose(p["seq"], t_capture=p["t_capture"]) for p in poses]
+    else:
+        with np.load(rec) as z:
+            assert len(z["seq"]) == 20 and np.isfinite(z["joints_3d"]).all()
+
+
+def test_parse_message_says_why_a_message_is_not_posecast() -> None:
+    from streamer.listen import NotPosecast, parse_message
+
+    for parts in Stranger.strangers(3):
+        with pytest.raises(NotPosecast) as exc:
+            parse_message(parts)
+        assert str(exc.value) and "\n" not in str(exc.value)
+    good = sample_pose(3)
+    assert parse_message([b"pose.cam", encode(good, "json")], joints=17) == good
+    with pytest.raises(NotPosecast, match="17 joints where the stream's meta names 15"):
+        parse_message([b"pose.cam", encode(good, "msgpack")], joints=15)
+    assert parse_message([b"meta.cam", encode(sample_meta(), "msgpack")]) == sample_meta()
+
+
+@pytest.mark.parametrize("args, mention", [
+    (["replay", "T", "--port", "99999"], "--port"),
+    (["replay", "T", "--port", "-5"], "--port"),
+    (["replay", "T", "--port", "0"], "--port"),
+    (["listen", "--connect", "tcp://127.0.0.1:99999"], "--connect"),
+    (["listen", "--connect", "tcp://127.0.0.1:0"], "--connect"),
+    (["replay", "T", "--speed", "1e-300"], "--speed"),
+    (["replay", "T", "--speed", "nan"], "--speed"),
+    (["replay", "T", "--speed", "inf"], "--speed"),
+    (["replay", "T", "--speed", "0"], "--speed"),
+    (["replay", "T", "--speed", "5000"], "--speed"),
+    (["listen", "--count", "-5"], "--count"),
+    (["listen", "--count", "0"], "--count"),
+    (["listen", "--timeout", "-1"], "--timeout"),
+    (["listen", "--timeout", "0"], "--timeout"),
+    (["listen", "--timeout", "nan"], "--timeout"),
+    (["listen", "--timeout", "inf"], "--timeout"),
+], ids=["replay port above", "replay port negative", "replay port 0", "listen port above", "listen port 0",
+        "speed tiny", "speed nan", "speed inf", "speed 0", "speed huge", "count negative", "count 0",
+        "timeout negative", "timeout 0", "timeout nan", "timeout inf"])
+def test_bad_listen_and_replay_arguments_are_one_line(posecast, tmp_path: Path, args: list[str], mention: str) -> None:
+    track = tmp_path / "t.jsonl"
+    write_sample_track(track, frames=3, fps=30.0)
+    args = [str(track) if a == "T" else a for a in args]
+    r = posecast.run(args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r.stderr)
+    assert mention in line
+    assert r.stderr.strip().splitlines() == [line]      # refused before anything was published
+    assert r.stdout == ""
+
+
+def test_listen_under_nohup_outlives_a_hangup(posecast) -> None:
+    # A SIGHUP that was ignored when `listen` started (nohup) stays ignored: it runs on.
+    port = free_port()
+    proc = posecast.start(["listen", "--connect", endpoint(port), "--timeout", 2],
+                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGHUP)
+    r = posecast.finish(proc, timeout=60)
+    assert r.returncode == 2, r.stderr                  # it ran to its --timeout
+    assert "no pose messages" in one_error_line(r.stderr)

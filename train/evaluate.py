@@ -63,7 +63,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -710,9 +712,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="crops per network call, >= 1 (default 32)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the library's default)")
-    p.add_argument("--json", metavar="OUT", help="write every number as JSON")
+    p.add_argument("--json", metavar="OUT", help="write every number as JSON (its folder is checked before evaluating)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -730,6 +732,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be >= 1")
     if args.window is not None and not 0 <= args.window <= 4:
         raise InputError(f"--window must be between 0 and 4, as the pipeline's alignment.window (got {args.window})")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None:
+        check_json_output(json_path)
     predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test, args.exact_2d)
     synth_ds = real_ds = None
     if args.synth_val:
@@ -776,12 +783,42 @@ def run(args: argparse.Namespace) -> int:
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     note += ", people cut off between hips and knees (--cut)" if args.cut else ""
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=1, allow_nan=True) + "\n")
-        print(f"{PROG}: wrote {path}", file=sys.stderr)
+    if json_path is not None:
+        write_json(json_path, res)
+        print(f"{PROG}: wrote {json_path}", file=sys.stderr)
     return 0
+
+
+def check_json_output(path: Path) -> None:
+    """Fail before the evaluation (it can take minutes) where --json could not be written after it.
+    Missing folders are created at the end; the nearest one that exists must take a new file."""
+    if path.is_dir():
+        raise InputError(f"--json '{path}' is a folder; give a file name")
+    folder = next((p for p in path.parents if p.exists()), Path("."))
+    if not folder.is_dir():
+        raise InputError(f"cannot write --json '{path}': '{folder}' is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write --json '{path}': {err.strerror or err} in '{folder}' "
+                         f"(choose a folder you can write to)") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write --json '{path}': the file is read-only (choose another name)")
+
+
+def write_json(path: Path, res: dict[str, Any]) -> None:
+    """Through a temporary file renamed into place: a failed write (a full disk) leaves no partial
+    file, and a result already at `path` stays as it was."""
+    from engines.files import replaced_when_done
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replaced_when_done(path) as tmp:
+            tmp.write_text(json.dumps(res, indent=1, allow_nan=True) + "\n")
+    except OSError as err:
+        raise InputError(f"cannot write --json '{path}': {err.strerror or err}; the table above holds "
+                         f"the results, the JSON file was not written") from None
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m train.evaluate") -> int:

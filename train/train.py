@@ -46,6 +46,7 @@ import torch
 from engines.config import ConfigError, from_dict, to_dict
 from engines.errors import InputError, PosecastError
 from engines.model_config import ModelConfig
+from engines.files import make_folders, remove_if_empty
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
 from train.budget import Plan, StepPlanner
@@ -382,6 +383,37 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     checkpoint, as an interruption would, without writing model.pt (training in slices).
     `time_budget_s`: train for about that long; the run sets its own step count from the rate it
     measures (train/budget.py), and optim.steps is unused. Returns a summary."""
+    out = Path(out) if out is not None else cfg.out_dir()
+    created = _make_run_folder(out)
+    try:
+        return _train(cfg, out, progress, stop_after, announce, time_budget_s)
+    except BaseException:
+        # A run that failed before writing anything leaves no empty folder of its own behind.
+        remove_if_empty(created)
+        raise
+
+
+def _make_run_folder(out: Path) -> list[Path]:
+    """Create the run folder and its missing parents, and make sure a file can be written there
+    (before the data is loaded). Returns the folders it created, deepest first."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"the run folder '{out}' is a file; choose another --out")
+    created: list[Path] = []
+    try:
+        created = make_folders(out)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        remove_if_empty(created)
+        raise InputError(f"cannot write the run folder '{out}': {err.strerror or err} "
+                         f"(choose another --out, in a folder you can write to)") from None
+    return created
+
+
+def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | None,
+           announce: Callable[[str], None] | None, time_budget_s: float | None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL, make_loader
@@ -389,8 +421,6 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     from train.losses import loss_2d, loss_3d, loss_negative, loss_twin, offsets_target, soft_label_targets
 
     say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
-    out = Path(out) if out is not None else cfg.out_dir()
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config()
