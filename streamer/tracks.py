@@ -27,6 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from engines.errors import InputError
+from engines.files import replaced_when_done
 from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -41,14 +42,6 @@ _HINTS = {
     errno.ENOSPC: "free some disk space",
     errno.EROFS: "the file system is read-only: choose another folder",
 }
-
-
-def _umask() -> int:
-    # Reading the umask means setting it; set it straight back (no thread creates files meanwhile
-    # in the output stage, the one place this runs).
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_hint(err: OSError) -> str:
@@ -357,25 +350,15 @@ class NpzTrackWriter(TrackWriter):
         arrays = {name: arr[:n] for name, arr in self._buf.items()}
         arrays["meta_json"] = np.array(self._meta_json)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        except OSError as err:
-            raise _write_error(self.path, err) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
+            # Through a new file renamed into place (with the mode any new file gets, as the text
+            # formats have), so readers never see a half-written one.
+            with replaced_when_done(self.path) as tmp, open(tmp, "wb") as f:
                 # Uncompressed: close may run on a shutdown path where speed matters more than size.
                 np.savez(f, **arrays)
                 f.flush()
-                # mkstemp makes the file private (0600); the track should get the mode any new
-                # file gets here, as the text formats do.
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
         except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
             raise _write_error(self.path, err) from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self._closed = True
 
 

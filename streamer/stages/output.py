@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Semaphore
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
