@@ -45,8 +45,8 @@ import torch
 
 from engines.config import ConfigError, from_dict, to_dict
 from engines.errors import InputError, PosecastError
-from engines.model_config import ModelConfig
 from engines.files import make_folders, remove_if_empty
+from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
 from train.budget import Plan, StepPlanner
