@@ -319,7 +319,8 @@ class VideoFileSource(_AVSource):
             if p.is_dir():
                 raise InputError(f"cannot open video '{spec}': it is a folder (to read the images "
                                  f"in it, give the folder to open_source)")
-            if p.stat().st_size == 0:
+            # Only a regular file's size says anything: a named pipe (mkfifo) has none, and is read.
+            if p.is_file() and p.stat().st_size == 0:
                 raise InputError(f"cannot open video '{spec}': the file is empty (0 bytes)")
         except OSError as exc:
             raise InputError(f"cannot open video '{spec}': {_reason(exc)}") from None

@@ -7,6 +7,7 @@ import functools
 import http.server
 import random
 import socket
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -486,3 +487,20 @@ def test_mid_stream_resolution_change_keeps_the_frame_size(tmp_path: Path, caplo
     green = [f for f in frames if f.image[60, 80, 1] > 150 and f.image[60, 80, 2] < 50]
     assert len(green) >= 5                     # the second segment came through, scaled up
     assert len(frames) + corrupt == 12         # (the join itself may cost a frame: counted)
+
+
+def test_a_named_pipe_is_read_as_a_video_file(tmp_path: Path) -> None:
+    # `mkfifo p.ts; ffmpeg ... -f mpegts p.ts`: a pipe has no size, so it is not "empty".
+    data = _ts_segment(tmp_path / "a.ts", 160, 120, 8, (0, 0, 200))
+    fifo = tmp_path / "pipe.ts"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    with open_source(str(fifo), FAST) as src:
+        assert isinstance(src, VideoFileSource) and not src.info.live
+        frames = list(src.frames())
+    assert len(frames) + src.corrupt == 8 and len(frames) >= 7
