@@ -440,7 +440,8 @@ def assert_one_delegated_line(stderr: str, command: str, mention: str) -> None:
     (["--json", "not_a_folder.txt/sub/e.json"], "not_a_folder.txt/sub/e.json"),
     (["--json", "."], "--json '.' is a folder"),
     (["--batch-size", "0"], "--batch-size"),
-], ids=["json under a file", "json deeper under a file", "json is a folder", "batch size 0"])
+    (["--threads", "1000"], "--threads must be between 0 and 256"),
+], ids=["json under a file", "json deeper under a file", "json is a folder", "batch size 0", "threads 1000"])
 def test_evaluate_refuses_bad_outputs_and_arguments_before_evaluating(posecast, tmp_path: Path, default_model,
                                                                       extra: list[str], mention: str) -> None:
     # The synthetic folder does not exist: the check comes before any data (or the model) is read.

@@ -78,6 +78,7 @@ from engines.errors import InputError, PosecastError
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
+from streamer.config import MAX_THREADS
 from train import breakdown as bd
 from train.metrics import calibration, mpjpe, pa_mpjpe, procrustes_align
 
@@ -713,7 +714,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="crops per network call, >= 1 (default 32)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the library's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help=f"CPU threads, 0 (the library's default) to {MAX_THREADS}")
     p.add_argument("--json", metavar="OUT", help="write every number as JSON (its folder is checked before evaluating)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -734,6 +736,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--window must be between 0 and 4, as the pipeline's alignment.window (got {args.window})")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be between 0 and {MAX_THREADS} (got {args.threads})")
     json_path = Path(args.json) if args.json else None
     if json_path is not None:
         check_json_output(json_path)
