@@ -21,6 +21,7 @@ libx264 veryfast; the room is rendered once, ~0.4 s); the default 640x480, 90-fr
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import sys
 from collections.abc import Callable
@@ -35,6 +36,8 @@ import numpy as np
 from engines.cache import cache_dir
 from engines.files import replaced_when_done
 from engines.skeleton import H36M17
+
+log = logging.getLogger(__name__)
 
 # The protocol's 2D coordinates put pixel centres at +0.5; OpenCV draws with centres at integers.
 PIXEL_CENTRE = 0.5
@@ -603,11 +606,26 @@ def default_clip_path() -> Path:
     return cache_dir("demo") / f"walk_{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}_{DEFAULT_FRAMES}.mp4"
 
 
+def _is_whole(clip: Path) -> bool:
+    """Whether every frame the clip's index lists is in the file (a copy cut short, a disk that
+    filled up, would otherwise fail every demo). Reads packets, decodes nothing."""
+    try:
+        with av.open(str(clip)) as container:
+            stream = container.streams.video[0]
+            listed = stream.frames
+            present = sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.FFmpegError, OSError, IndexError):
+        return False
+    return listed > 0 and present == listed
+
+
 def ensure_default_clip(progress: bool = False) -> Path:
-    """The default demo clip, rendered on first use."""
+    """The default demo clip, rendered on first use (and again if the cached one is damaged)."""
     path = default_clip_path()
     if path.is_file() and path.stat().st_size > 0:
-        return path
+        if _is_whole(path):
+            return path
+        log.warning("the cached demo clip %s is damaged; rendering it again", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Render under a temporary name and rename: an interrupted run never leaves a half file
     # where the next run would trust it, and concurrent first runs don't clobber each other.

@@ -137,6 +137,23 @@ def test_default_clip_is_written_once(tmp_path: Path, monkeypatch: pytest.Monkey
     assert sorted(p.name for p in expected.parent.iterdir()) == [expected.name]
 
 
+def test_a_damaged_cached_clip_is_rendered_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSECAST_CACHE", str(tmp_path / "cache"))
+    real = synthclip.write_clip
+    calls = []
+
+    def small(path: Path, **kw: object) -> Path:
+        calls.append(path)
+        return real(path, width=64, height=48, frames=6)
+
+    monkeypatch.setattr(synthclip, "write_clip", small)
+    clip = synthclip.ensure_default_clip()
+    whole = clip.read_bytes()
+    clip.write_bytes(whole[: len(whole) * 2 // 3])           # a copy cut short: frames missing
+    assert synthclip.ensure_default_clip() == clip and len(calls) == 2
+    assert len(decode(clip)) == 6
+
+
 def test_interrupted_default_clip_leaves_nothing(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSECAST_CACHE", str(tmp_path))
