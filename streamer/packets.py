@@ -44,6 +44,7 @@ class FramePacket:
     t_capture: float
     t_media: float | None
     scale: float                       # input-image pixels per ring pixel (1 unless downscaled)
+    image: str | None = None           # the image file's name (image folders), else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -43,6 +43,9 @@ class PoseFrame:
     t_media: float | None
     image_size: tuple[int, int]                   # width, height of the input image
     people: list[PersonPose] = field(default_factory=list)
+    # The image file's name, for an image folder: `seq` counts the frames read, so after a
+    # skipped (unreadable) image this is what says which file a message describes.
+    image: str | None = None
 
 
 def meta_message(skeleton: Skeleton, source: str, image_size: tuple[int, int],
@@ -89,6 +92,8 @@ def pose_message(frame: PoseFrame, t_publish: float | None = None) -> dict[str, 
         "image_size": [int(frame.image_size[0]), int(frame.image_size[1])],
         "people": [person_dict(p) for p in frame.people],
     }
+    if frame.image is not None:
+        msg["image"] = str(frame.image)
     if t_publish is not None:
         msg["t_publish"] = round(float(t_publish), 6)
     return msg
@@ -107,4 +112,6 @@ def frame_from_message(msg: dict[str, Any]) -> PoseFrame:
         for p in msg.get("people", [])
     ]
     size = msg.get("image_size") or [0, 0]
-    return PoseFrame(int(msg["seq"]), float(msg["t_capture"]), msg.get("t_media"), (int(size[0]), int(size[1])), people)
+    image = msg.get("image")
+    return PoseFrame(int(msg["seq"]), float(msg["t_capture"]), msg.get("t_media"), (int(size[0]), int(size[1])), people,
+                     None if image is None else str(image))

@@ -176,7 +176,7 @@ def csv_header(joint_names: list[str]) -> list[str]:
         cols += [f"{n}_x3d", f"{n}_y3d", f"{n}_z3d"]
     for n in joint_names:
         cols += [f"{n}_u", f"{n}_v", f"{n}_conf"]
-    return cols
+    return cols + ["image"]
 
 
 class CsvTrackWriter(_LineFileWriter):
@@ -232,6 +232,8 @@ class CsvTrackWriter(_LineFileWriter):
         if not rows:
             rows.append([*msg_head, *self._empty_person])
         for row in rows:
+            row.append("" if frame.image is None else frame.image)
+        for row in rows:
             if not all(math.isfinite(v) for v in row if isinstance(v, float)):
                 raise ValueError(
                     f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
@@ -247,8 +249,9 @@ class NpzTrackWriter(TrackWriter):
     Arrays (N frames, J joints): seq (N,) int64; t_capture (N,) float64; t_media (N,) float64,
     NaN when unknown; found (N,) bool; person_id (N,) int64, the track number, -1 where nobody was
     found; score (N,), bbox (N, 4) x0 y0 x1 y1, root_3d (N, 3), joints_3d (N, J, 3),
-    joints_2d (N, J, 2), conf (N, J), all float32 and NaN where nobody was found; meta_json, a 0-d
-    string array holding the meta message as JSON. Values are stored as given, not rounded.
+    joints_2d (N, J, 2), conf (N, J), all float32 and NaN where nobody was found; image (N,) str,
+    the image file's name for an image folder, else empty; meta_json, a 0-d string array holding
+    the meta message as JSON. Values are stored as given, not rounded.
 
     Frames are kept in memory and the file is written on `close`, through a temporary file in the
     same folder and a rename, so readers never see a half-written file. `close` may be called
@@ -295,6 +298,7 @@ class NpzTrackWriter(TrackWriter):
             "joints_3d": np.full((capacity, j, 3), np.nan, np.float32),
             "joints_2d": np.full((capacity, j, 2), np.nan, np.float32),
             "conf": np.full((capacity, j), np.nan, np.float32),
+            "image": np.full(capacity, "", dtype=object),
         }
 
     def _grow(self) -> None:
@@ -340,6 +344,7 @@ class NpzTrackWriter(TrackWriter):
         b["t_media"][i] = t_media
         b["found"][i] = person is not None
         b["person_id"][i] = -1 if person is None else person.id
+        b["image"][i] = "" if frame.image is None else frame.image
         self._count = i + 1     # last: the row only counts once it is complete
         self.frames_written = self._count
 
@@ -348,6 +353,7 @@ class NpzTrackWriter(TrackWriter):
             return
         n = self._count
         arrays = {name: arr[:n] for name, arr in self._buf.items()}
+        arrays["image"] = arrays["image"].astype(str)       # fixed-width text: loads without pickle
         arrays["meta_json"] = np.array(self._meta_json)
         try:
             # Through a new file renamed into place (with the mode any new file gets, as the text

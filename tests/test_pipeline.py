@@ -235,6 +235,22 @@ def test_image_folder_with_odd_size_and_overlay(posecast, tmp_path: Path) -> Non
     assert frames[0].shape == (122, 162, 3)          # padded to even for yuv420p
 
 
+def test_a_skipped_image_leaves_every_record_named(posecast, tmp_path: Path) -> None:
+    # `seq` counts the images read; after an unreadable one, the name says which file is which.
+    _write_pngs(tmp_path / "frames", 5, 160, 120)
+    (tmp_path / "frames" / "frame3.png").write_bytes(b"not a png")
+    r = posecast.run(["track", "frames", "-o", "t.jsonl", "-o", "t.csv", "-o", "t.npz", "--min-score", "0"])
+    assert r.returncode == 3, r.stderr                 # the input was damaged: said, and counted
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert_contiguous(poses)
+    named = ["frame1.png", "frame2.png", "frame4.png", "frame5.png"]
+    assert [p["image"] for p in poses] == named
+    with np.load(tmp_path / "t.npz") as arrays:
+        assert arrays["image"].tolist() == named
+    with open(tmp_path / "t.csv") as f:
+        assert [row["image"] for row in csv.DictReader(f)] == named
+
+
 def test_image_folder_of_mixed_sizes_with_overlay(posecast, tmp_path: Path) -> None:
     """Each pose keeps its own image's size; the overlay video takes the largest and pads."""
     folder = tmp_path / "mixed"

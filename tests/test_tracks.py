@@ -303,7 +303,7 @@ def test_csv_header_comes_from_the_meta_joint_names(tmp_path: Path) -> None:
                       "root_x3d", "root_y3d", "root_z3d", "l_arm_x3d", "l_arm_y3d", "l_arm_z3d",
                       "r_arm_x3d", "r_arm_y3d", "r_arm_z3d",
                       "root_u", "root_v", "root_conf", "l_arm_u", "l_arm_v", "l_arm_conf",
-                      "r_arm_u", "r_arm_v", "r_arm_conf"]
+                      "r_arm_u", "r_arm_v", "r_arm_conf", "image"]
     assert header == csv_header(list(TINY.joint_names))
 
 
@@ -448,3 +448,19 @@ def test_an_npz_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "t.npz").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "t.jsonl").stat().st_mode & 0o777 == 0o640
+
+
+def test_an_image_folder_frame_carries_its_file_name_in_every_format(tmp_path: Path) -> None:
+    frames = make_frames(3, empty_every=2)
+    frames[1].image = "f005.png"          # a folder's frame; the others come from a video
+    for ext in ("jsonl", "csv", "npz"):
+        with open_track_writer(tmp_path / f"t.{ext}", META) as writer:
+            for f in frames:
+                writer.write(f)
+    _, poses = read_track(tmp_path / "t.jsonl")
+    assert [p.get("image") for p in poses] == [None, "f005.png", None]
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert {r["seq"]: r["image"] for r in rows} == {str(frames[0].seq): "", str(frames[1].seq): "f005.png",
+                                                    str(frames[2].seq): ""}
+    with np.load(tmp_path / "t.npz") as arrays:          # no pickle needed
+        assert arrays["image"].tolist() == ["", "f005.png", ""]

@@ -102,7 +102,7 @@ class CaptureStage:
         slot = self.seq % ring.spec.slots
         np.copyto(ring.view(slot, h, w), frame.image)
         self.timer.since("copy", t0)
-        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale)
+        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale, frame.name)
         out.send(FRAME, packet.to_dict())
         self.seq += 1
 

@@ -174,7 +174,7 @@ class OutputStage:
             root_3d = None if res.root_3d is None else convert_points(res.root_3d, self.axes)
             people.append(PersonPose(max(res.track, 0), res.score, points_bbox(res.joints_2d), joints_3d,
                                      res.joints_2d, res.conf, root_3d))
-        frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people)
+        frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people, fp.image)
         # One protocol message per frame, shared by the JSONL tracks and the publisher (which adds
         # t_publish to it, so it goes last).
         message = pose_message(frame) if (writers or publisher is not None) else None
@@ -213,4 +213,4 @@ def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:
     """The frame's 2D results in the ring image's pixels (image folders scale big images down)."""
     people = [PersonPose(p.id, p.score, tuple(np.asarray(p.bbox) * factor), p.joints_3d, p.joints_2d * factor, p.conf,
                          p.root_3d) for p in frame.people]
-    return PoseFrame(frame.seq, frame.t_capture, frame.t_media, frame.image_size, people)
+    return PoseFrame(frame.seq, frame.t_capture, frame.t_media, frame.image_size, people, frame.image)
