@@ -17,6 +17,11 @@ from streamer.overlay import draw_pose, draw_status
 from streamer.protocol import PoseFrame
 
 
+# SDL's video drivers that draw into memory. Chosen on purpose (SDL_VIDEODRIVER=dummy, as the
+# tests do) they are fine; fallen back to, they mean there is no screen.
+OFFSCREEN_DRIVERS = ("offscreen", "dummy")
+
+
 class PreviewWindow:
     def __init__(self, title: str, width: int, height: int, max_side: int = 960) -> None:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -34,6 +39,12 @@ class PreviewWindow:
         except pygame.error as exc:
             raise InputError(f"cannot open the preview window ({exc}); is there a display? "
                              f"(run without --preview on a headless machine)") from None
+        driver = pygame.display.get_driver()
+        if driver in OFFSCREEN_DRIVERS and not os.environ.get("SDL_VIDEODRIVER"):
+            # With no display SDL falls back to drawing into memory: a window nobody sees.
+            pygame.display.quit()
+            raise InputError(f"cannot open the preview window: there is no display (SDL fell back to its "
+                             f"'{driver}' driver); run without --preview, or from a desktop session")
         pygame.display.set_caption(f"posecast: {title}")
         self.width, self.height = width, height
         self.canvas = np.zeros((height, width, 3), np.uint8)

@@ -34,6 +34,21 @@ def test_shows_frames_until_the_window_is_closed() -> None:
         win.close()
 
 
+def test_no_display_is_one_error_not_an_invisible_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    from engines.errors import InputError
+
+    try:
+        win = PreviewWindow("headless", 160, 120)
+    except InputError as exc:
+        assert "there is no display" in str(exc) and "run without --preview" in str(exc)
+        return
+    driver = pygame.display.get_driver()
+    win.close()
+    pytest.skip(f"this machine has a screen after all (SDL's '{driver}' driver)")
+
+
 def test_large_frames_are_scaled_to_fit() -> None:
     win = PreviewWindow("big", 1920, 1080, max_side=960)
     try:
