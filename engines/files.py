@@ -8,9 +8,18 @@ run are listed, so that a run that fails before writing anything can take them a
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raises the OSError that making a new file in `folder` would (a read-only or full disk, a
+    path through a file); leaves nothing behind. For outputs that are only written at the end
+    of a long run, and for outputs opened one after another."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def new_file_beside(path: Path) -> Path:

@@ -321,9 +321,9 @@ def _check_writable(path: Path) -> None:
     one; an output that fails after another was opened would have emptied that one for nothing,
     so every output's folder is tried with a file of its own first."""
     import os
-    import tempfile
 
     from engines.errors import InputError
+    from engines.files import check_writable_folder
     from streamer.tracks import write_hint
 
     if path.is_dir():
@@ -331,11 +331,9 @@ def _check_writable(path: Path) -> None:
     if not path.parent.exists():
         raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist (create it first)")
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        check_writable_folder(path.parent)
     except OSError as err:
         raise InputError(f"cannot write '{path}': {err.strerror or err} ({write_hint(err)})") from None
-    os.close(fd)
-    os.unlink(probe)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"cannot write '{path}': the file is read-only (choose another name, or make it writable)")
 

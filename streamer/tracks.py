@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 
 from engines.errors import InputError
-from engines.files import replaced_when_done
+from engines.files import check_writable_folder, replaced_when_done
 from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -278,11 +277,9 @@ class NpzTrackWriter(TrackWriter):
         if self.path.is_dir():
             raise _write_error(self.path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            check_writable_folder(self.path.parent)
         except OSError as err:
             raise _write_error(self.path, err) from None
-        os.close(fd)
-        os.unlink(tmp)
 
     def _allocate(self, capacity: int) -> dict[str, np.ndarray]:
         j = self._num_joints

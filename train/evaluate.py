@@ -65,7 +65,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -75,6 +74,7 @@ import numpy as np
 
 from engines.align import METHODS, RootAligner
 from engines.errors import InputError, PosecastError
+from engines.files import check_writable_folder
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
@@ -802,8 +802,7 @@ def check_json_output(path: Path) -> None:
     if not folder.is_dir():
         raise InputError(f"cannot write --json '{path}': '{folder}' is a file, not a folder")
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        check_writable_folder(folder)
     except OSError as err:
         raise InputError(f"cannot write --json '{path}': {err.strerror or err} in '{folder}' "
                          f"(choose a folder you can write to)") from None

@@ -51,25 +51,35 @@ def pck(pred_2d: np.ndarray, target_2d: np.ndarray, ref_length: np.ndarray, thre
     return float(ok[vis].mean()) if vis.any() else float("nan")
 
 
+def calibration_sums(conf: np.ndarray, hit: np.ndarray, bins: int = 10) -> np.ndarray:
+    """(3, bins): per bin of equal width of `conf` (n,) in [0, 1], its joints, their confidences
+    summed and their hits (`hit` (n,) bool, a joint within PCK). Sums, so that sets pool by adding."""
+    conf = np.clip(np.asarray(conf, np.float64).ravel(), 0.0, 1.0)
+    hit = np.asarray(hit, bool).ravel()
+    if conf.shape != hit.shape:
+        raise ValueError(f"conf and hit differ in size ({conf.size} and {hit.size})")
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)   # conf 1.0 falls in the top bin
+    return np.stack([np.bincount(which, minlength=bins).astype(np.float64),
+                     np.bincount(which, weights=conf, minlength=bins),
+                     np.bincount(which, weights=hit.astype(np.float64), minlength=bins)])
+
+
+def calibration_from_sums(sums: np.ndarray) -> dict[str, object]:
+    """`calibration` of `calibration_sums` (of one set, or of several added together)."""
+    joints, conf, hits = np.asarray(sums, np.float64)
+    bins, total = len(joints), int(joints.sum())
+    if not total:
+        return {"ece": float("nan"), "joints": 0, "bins": []}
+    rows = [{"low": b / bins, "high": (b + 1) / bins, "joints": int(joints[b]),
+             "mean_conf": float(conf[b] / joints[b]), "hit_rate": float(hits[b] / joints[b])}
+            for b in range(bins) if joints[b] > 0]
+    ece = sum(r["joints"] / total * abs(r["hit_rate"] - r["mean_conf"]) for r in rows)
+    return {"ece": float(ece), "joints": total, "bins": rows}
+
+
 def calibration(conf: np.ndarray, hit: np.ndarray, bins: int = 10) -> dict[str, object]:
     """How well a confidence reads as the chance of a hit: `conf` (n,) in [0, 1] against `hit` (n,)
     bool (a joint within PCK). The expected calibration error (the bins' |hit rate - mean conf|,
     weighted by their share of the joints) and, per non-empty bin of equal width, its joints, mean
     conf and hit rate."""
-    conf = np.clip(np.asarray(conf, np.float64).ravel(), 0.0, 1.0)
-    hit = np.asarray(hit, bool).ravel()
-    if conf.shape != hit.shape:
-        raise ValueError(f"conf and hit differ in size ({conf.size} and {hit.size})")
-    if not conf.size:
-        return {"ece": float("nan"), "joints": 0, "bins": []}
-    which = np.minimum((conf * bins).astype(np.int64), bins - 1)   # conf 1.0 falls in the top bin
-    rows, ece = [], 0.0
-    for b in range(bins):
-        inside = which == b
-        n = int(inside.sum())
-        if not n:
-            continue
-        mean_conf, rate = float(conf[inside].mean()), float(hit[inside].mean())
-        ece += n / conf.size * abs(rate - mean_conf)
-        rows.append({"low": b / bins, "high": (b + 1) / bins, "joints": n, "mean_conf": mean_conf, "hit_rate": rate})
-    return {"ece": ece, "joints": int(conf.size), "bins": rows}
+    return calibration_from_sums(calibration_sums(conf, hit, bins))

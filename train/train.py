@@ -45,7 +45,7 @@ import torch
 
 from engines.config import ConfigError, from_dict, to_dict
 from engines.errors import InputError, PosecastError
-from engines.files import make_folders, remove_if_empty
+from engines.files import check_writable_folder, make_folders, remove_if_empty
 from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
@@ -396,15 +396,12 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
 def _make_run_folder(out: Path) -> list[Path]:
     """Create the run folder and its missing parents, and make sure a file can be written there
     (before the data is loaded). Returns the folders it created, deepest first."""
-    import tempfile
-
     if out.exists() and not out.is_dir():
         raise InputError(f"the run folder '{out}' is a file; choose another --out")
     created: list[Path] = []
     try:
         created = make_folders(out)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        check_writable_folder(out)
     except OSError as err:
         remove_if_empty(created)
         raise InputError(f"cannot write the run folder '{out}': {err.strerror or err} "

@@ -40,7 +40,7 @@ import numpy as np
 
 from engines.skeleton import H36M17
 from train.evaluate import PCK_THRESHOLD, TORSO
-from train.metrics import mpjpe, pa_mpjpe
+from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
 
 CONF_BINS = 10
 FILTERS = ("auto", "off", "one_euro", "kalman")   # auto: what `posecast track` does to a file by default
@@ -60,7 +60,7 @@ class ClipScore:
     root_sum: float = 0.0   # mm, root_3d against the true pelvis, summed over found frames with a root
     root_frames: int = 0
     root_accel_sum: float = 0.0   # mm / frame^2, root_3d's, summed over the same triples as accel_sum
-    # Per tenth of `conf`, over the joints PCK counts: (joints, conf summed, hits), so clips pool.
+    # Per tenth of `conf`, over the joints PCK counts: `train.metrics.calibration_sums`, so clips pool.
     conf_bins: np.ndarray = field(default_factory=lambda: np.zeros((3, CONF_BINS)))
 
     def summary(self) -> dict[str, float]:
@@ -74,7 +74,7 @@ class ClipScore:
             "root_mm": self.root_sum / self.root_frames if self.root_frames else float("nan"),
             "root_accel_mm": (self.root_accel_sum / self.accel_triples
                               if self.root_frames and self.accel_triples else float("nan")),
-            "conf_ece": conf_ece(self.conf_bins),
+            "conf_ece": calibration_from_sums(self.conf_bins)["ece"],
         }
 
     def __add__(self, other: ClipScore) -> ClipScore:
@@ -84,31 +84,10 @@ class ClipScore:
 EMPTY = ClipScore(0, 0, 0.0, 0.0, 0, 0, 0.0, 0)
 
 
-def conf_bin_sums(conf: np.ndarray, hit: np.ndarray) -> np.ndarray:
-    """(3, CONF_BINS): per tenth of confidence, the joints, their confidences summed and their hits."""
-    conf = np.clip(np.asarray(conf, np.float64).ravel(), 0.0, 1.0)
-    which = np.minimum((conf * CONF_BINS).astype(np.int64), CONF_BINS - 1)
-    return np.stack([np.bincount(which, minlength=CONF_BINS),
-                     np.bincount(which, weights=conf, minlength=CONF_BINS),
-                     np.bincount(which, weights=np.asarray(hit, np.float64).ravel(), minlength=CONF_BINS)])
-
-
 def conf_table(sums: np.ndarray) -> list[dict[str, float]]:
-    """`conf_bin_sums` as `train.metrics.calibration`'s bins: the non-empty tenths, each with its
-    joints, mean conf and share within PCK."""
-    joints, conf, hits = sums
-    return [{"low": b / CONF_BINS, "high": (b + 1) / CONF_BINS, "joints": int(joints[b]),
-             "mean_conf": float(conf[b] / joints[b]), "hit_rate": float(hits[b] / joints[b])}
-            for b in range(CONF_BINS) if joints[b] > 0]
-
-
-def conf_ece(sums: np.ndarray) -> float:
-    """The expected calibration error of `conf_bin_sums` (as `train.metrics.calibration` gives it)."""
-    joints, conf, hits = sums
-    used = joints > 0
-    if not used.any():
-        return float("nan")
-    return float((np.abs(hits[used] - conf[used]) / joints.sum()).sum())
+    """`ClipScore.conf_bins` as `train.metrics.calibration`'s bins: the non-empty tenths, each
+    with its joints, mean conf and share within PCK."""
+    return calibration_from_sums(sums)["bins"]
 
 
 def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
@@ -142,7 +121,7 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
     score = ClipScore(n, kept, err_sum, pa_sum, int(hits.sum()), int(counted.sum()), float(accel.sum()),
                       int(triple.sum()))
     if conf is not None:
-        score.conf_bins = conf_bin_sums(np.asarray(conf, np.float64)[counted], hits[counted])
+        score.conf_bins = calibration_sums(np.asarray(conf, np.float64)[counted], hits[counted], CONF_BINS)
     if root_3d is not None:
         root = np.asarray(root_3d, np.float64)
         if not np.isfinite(root[found]).all():
