@@ -138,6 +138,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     from engines.models import resolve_model
     from streamer.config import load_pipeline_config
     from streamer.pipeline import Pipeline, RunRequest
+    from streamer.refiner import resolve_refiner
 
     overrides = _overrides(args)
     if publish:
@@ -147,7 +148,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     model = resolve_model(args.model)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
-    request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay,
+    refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path)
+    request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,
                          progress=not args.no_progress and sys.stderr.isatty(),
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))

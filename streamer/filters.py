@@ -130,8 +130,13 @@ class FilterConfig:
     one_euro: OneEuroConfig
     kalman: KalmanConfig
     root: RootFilterConfig
+    # A file's poses first go through a learned temporal refiner (streamer/refiner.py): "auto" is
+    # the shipped one behind the model it was trained for, "off" none, else a refiner file's path.
+    refiner: Literal["auto", "off"] | str = "auto"
 
     def check(self) -> None:
+        if not isinstance(self.refiner, str) or not self.refiner.strip():
+            raise ValueError(f"refiner must be 'auto', 'off' or a refiner file's path (got {self.refiner!r})")
         if self.method not in ("auto", "off", "one_euro", "kalman"):
             raise ValueError(f"method must be one of 'auto', 'off', 'one_euro', 'kalman' (got {self.method!r})")
         if not 0 <= self.file_lag <= MAX_LAG:
@@ -384,8 +389,10 @@ class PoseSmoother(ABC):
     lag: int
 
     @abstractmethod
-    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> list[np.ndarray]:
-        """Take the pose of the frame at time `t`; return the poses now final, oldest first."""
+    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
+             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
+        """Take the pose of the frame at time `t` (with its 2D joints, which only the learned
+        refiner reads); return the poses now final, oldest first."""
 
     @abstractmethod
     def flush(self) -> list[np.ndarray]:
@@ -401,7 +408,8 @@ class CausalSmoother(PoseSmoother):
     def __init__(self, pose_filter: PoseFilter) -> None:
         self.filter = pose_filter
 
-    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> list[np.ndarray]:
+    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
+             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
         return [self.filter(t, values, conf)]
 
     def flush(self) -> list[np.ndarray]:
@@ -479,7 +487,8 @@ class KalmanSmoother(PoseSmoother):
         self._held = 0
         self._dtype = np.dtype(np.float64)
 
-    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None) -> list[np.ndarray]:
+    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
+             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
         kf = self._kf
         kf.event = ""
         kf(t, values, conf)                           # checks shapes and timestamps, runs the forward pass

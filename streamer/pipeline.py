@@ -31,6 +31,7 @@ from typing import Any
 from engines.models import ModelArtifact
 from streamer.config import PipelineConfig
 from streamer.process import STOP_SIGNALS, stage_main
+from streamer.refiner import TemporalRefiner
 from streamer.ring import unlink_ring
 from streamer.stages.align import AlignStage
 from streamer.stages.base import Control
@@ -59,6 +60,7 @@ class RunRequest:
     announce: Callable[[str], None] | None = None    # told what a user should know while it runs
     realtime: bool = False                           # play files at their frame rate, as live sources
     preview: bool = False                            # show a window with the live result
+    refiner: TemporalRefiner | None = None           # a file's learned temporal refiner (streamer/refiner.py)
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Pipeline:
                                            realtime=r.realtime)),
             "infer": (InferStage, dict(model=r.model, config=r.config, in_endpoint=self.endpoint("infer"),
                                        out_endpoint=self.endpoint("align"))),
-            "align": (AlignStage, dict(model_config=info.config, config=r.config,
+            "align": (AlignStage, dict(model_config=info.config, config=r.config, refiner=r.refiner,
                                        in_endpoint=self.endpoint("align"), out_endpoint=self.endpoint("output"))),
             "output": (OutputStage, dict(model_config=info.config, model_meta=model_meta, tracks=r.tracks,
                                          overlay=r.overlay, publish=r.config.publish,

@@ -421,3 +421,31 @@ def test_clips_render_resume_and_score_through_the_whole_pipeline(bank, tmp_path
         assert total["frames"] == 24 and total["found"] >= 0.5
         assert total["pck"] > 0.3 and total["mpjpe_mm"] < 400
     assert scores["kalman"]["all"]["accel_mm"] < scores["off"]["all"]["accel_mm"]
+
+
+def test_training_clips_draw_only_training_material(bank, tmp_path):
+    """`train.synth.clip --split train` (for `train.temporal`) never draws what the evaluation clips
+    hold out: motions, bodies, backgrounds or Human3.6M's held-out subject."""
+    if not (DATA / "backgrounds").is_dir():
+        pytest.skip("datasets missing")
+    pytest.importorskip("moderngl")
+    from train.backgrounds import split_backgrounds
+    from train.motion import HELD_OUT
+    from train.synth.clip import ClipMaker
+    from train.synth.generate import split_bodies
+
+    bodies = tmp_path / "bodies.npz"
+    bank.save(bodies)
+    held_backgrounds = {p.name for p in split_backgrounds(DATA / "backgrounds", "val")}
+    for split_name in ("val", "train"):
+        maker = ClipMaker(bodies, DATA, 128, 25.0, 8, seed=7, split_name=split_name)
+        try:
+            plans = [maker.plan(k) for k in range(4)]
+        finally:
+            maker.close()
+        held = split_name == "val"
+        assert all(any(p.motion.startswith(h) for h in HELD_OUT) == held for p in plans)
+        assert all((p.background in held_backgrounds) == held for p in plans)
+        assert all(p.body in split_bodies(bank.num_bodies, split_name) for p in plans)
+    with pytest.raises(ValueError, match="split"):
+        ClipMaker(bodies, DATA, 128, 25.0, 8, seed=7, split_name="test")

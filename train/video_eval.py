@@ -146,6 +146,14 @@ def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
 def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
              with_focal: bool, config: Path | None) -> ClipScore:
+    track_clip(video, labels, track, model, filter_name, with_focal, config)
+    found, joints_3d, joints_2d, root_3d, conf = read_npz_track(track)
+    return score_track(found, joints_3d, joints_2d, labels, root_3d, conf)
+
+
+def track_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
+               with_focal: bool = True, config: Path | None = None) -> None:
+    """`posecast track` on one clip into the `.npz` track file `track`."""
     cmd = [sys.executable, "-m", "streamer.cli", "track", str(video), "-o", str(track), "--filter", filter_name,
            "--no-progress"]
     if with_focal:
@@ -163,8 +171,6 @@ def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Pat
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"posecast track {video.name} failed (rc {done.returncode}): {last}")
-    found, joints_3d, joints_2d, root_3d, conf = read_npz_track(track)
-    return score_track(found, joints_3d, joints_2d, labels, root_3d, conf)
 
 
 def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:

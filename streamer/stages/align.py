@@ -1,7 +1,10 @@
 """Alignment: the per-root 3D estimates of each frame -> one pose (engines.align), then temporal
 filtering of that pose and of its place in the camera, root_3d (streamer.filters; by default One
 Euro for live sources; for files a Kalman filter with a fixed-lag smoother, which holds each frame
-back `filter.file_lag` frames to correct its pose with the frames after it).
+back `filter.file_lag` frames to correct its pose with the frames after it). Before its filter, a
+file's pose goes through the learned temporal refiner where there is one for the model
+(`filter.refiner`, streamer/refiner.py), which holds it back `future` frames more; root_3d's
+smoother then holds its frames as long, so the two stay in step.
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
 with the ray through its 2D joints' mean and the focal length (engines/ray_frame.py), so
 filtering and root placement see camera axes whichever model runs.
@@ -41,6 +44,7 @@ from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
 from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
+from streamer.refiner import DelayedSmoother, RefiningSmoother, TemporalRefiner
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,10 @@ log = logging.getLogger(__name__)
 
 class AlignStage:
     def __init__(self, model_config: ModelConfig, config: PipelineConfig, in_endpoint: str, out_endpoint: str,
-                 control: Control, reporter: Reporter) -> None:
+                 control: Control, reporter: Reporter, refiner: TemporalRefiner | None = None) -> None:
         skel = model_config.skeleton
+        self.origin = skel.index(skel.origin)
+        self.refiner = refiner                       # files only (streamer/refiner.py)
         self.num_joints = skel.num_joints
         self.num_roots = len(model_config.roots)
         self.aligner = RootAligner(skel.num_joints, model_config.root_indices, skel.index(skel.origin),
@@ -112,12 +118,29 @@ class AlignStage:
         self._last_t = None
         wanted = smoother_lag(self.filter_config, live)
         room = max(ring_slots - self.batch_size - 1, 0)
-        if wanted > room:
+        # A file with a frame rate: an image folder's shots are not a sequence to refine over.
+        timed_file = not live and self.fps is not None
+        refiner = self.refiner if timed_file and resolved_method(self.filter_config, live) != "off" else None
+        if refiner is not None and not refiner.fits_rate(self.fps):
+            log.info("the temporal refiner learned from %.0f fps clips; this file's %.1f fps is filtered without it",
+                     refiner.fps, self.fps)
+            refiner = None
+        if refiner is not None and refiner.future > room:
+            log.warning("the frame ring holds %d frames: too few for the temporal refiner's %d frames ahead, "
+                        "which is left out (raise ring.file_slots)", ring_slots, refiner.future)
+            refiner = None
+        ahead = refiner.future if refiner is not None else 0
+        if wanted + ahead > room:
             log.warning("the frame ring holds %d frames: the filter looks %d frames ahead instead of %d "
-                        "(raise ring.file_slots, or give /dev/shm more room)", ring_slots, room, wanted)
-        lag = min(wanted, room)
+                        "(raise ring.file_slots, or give /dev/shm more room)", ring_slots, room, wanted + ahead)
+        lag = min(wanted, room - ahead)
         self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
+        if refiner is not None:
+            self.smoother = RefiningSmoother(refiner, self.smoother, self.origin)
+        # The root's smoother releases its frames in step with the pose's: the same total lag.
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
+        if ahead:
+            self.root_smoother = DelayedSmoother(self.root_smoother, ahead)
         self.depth_limit = self._depth_limit(live)
         self.first_roots = []
         self.track = -1
@@ -167,7 +190,7 @@ class AlignStage:
                 aligned = aligned @ rot.T
             t = self._time(fp)
             self.held.append(res)
-            poses = self.smoother.push(t, aligned, res.conf)
+            poses = self.smoother.push(t, aligned, res.conf, res.joints_2d)
             measured = poses[-1] if self.smoother.lag == 0 else aligned
             weights = in_view_weights(res.conf, res.joints_2d, fp.width * fp.scale, fp.height * fp.scale,
                                       self.coordinates.root_min_joints_in_view)

@@ -54,6 +54,8 @@ PATH_CLEARANCE = (3.0, 6.0)       # metres from the motion's path to a random ca
 CAMERA_HEIGHT = (0.8, 2.2)        # metres above the lowest joint
 FILL = 0.42                       # the farthest joint from the image centre, as a share of the side
 NOISE_STD = 2.0                   # sensor noise, grey levels
+SPLITS = ("val", "train")
+HELD_OUT_SUBJECT = "S8"           # train.motion.HELD_OUT holds all of Human3.6M's S8 out
 
 
 @dataclass(frozen=True)
@@ -111,15 +113,23 @@ def turned(poses: np.ndarray, yaw: float) -> np.ndarray:
 
 
 class ClipMaker:
-    """The held-out material, loaded once: `plan` draws clip k, `render` draws its frames."""
+    """One split's material, loaded once: `plan` draws clip k, `render` draws its frames.
 
-    def __init__(self, bodies_path: Path, data_dir: Path, size: int, fps: float, frames: int, seed: int) -> None:
+    "val" (the default) is the held-out material the evaluation clips use; "train" is the training
+    motions, bodies, backgrounds and Human3.6M subjects, for models that learn from the pipeline's
+    output (`train.temporal`) and must never see the held-out clips."""
+
+    def __init__(self, bodies_path: Path, data_dir: Path, size: int, fps: float, frames: int, seed: int,
+                 split_name: str = "val") -> None:
+        if split_name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split_name!r}")
+        held_out = split_name == "val"
         self.bank = BodyBank.load(bodies_path)
         motions, cameras = load_all(data_dir, hz=MOTION_HZ)
-        self.motions: MotionBank = split(motions)[1]
-        self.cameras = [c for c in cameras if c.subject == "S8"]
-        self.bodies = split_bodies(self.bank.num_bodies, "val")
-        self.backgrounds = load_backgrounds(split_backgrounds(data_dir / "backgrounds", "val"))
+        self.motions: MotionBank = split(motions)[1 if held_out else 0]
+        self.cameras = [c for c in cameras if (c.subject == HELD_OUT_SUBJECT) == held_out]
+        self.bodies = split_bodies(self.bank.num_bodies, split_name)
+        self.backgrounds = load_backgrounds(split_backgrounds(data_dir / "backgrounds", split_name))
         self.size, self.fps, self.frames, self.seed = size, fps, frames, seed
         self.renderer = BodyRenderer(self.bank.faces, self.bank.region, self.bank.template, size)
 
@@ -127,7 +137,7 @@ class ClipMaker:
         self.renderer.close()
 
     def sequence(self, rng: np.random.Generator, source: str) -> tuple[str, np.ndarray]:
-        """A held-out sequence of `source`: one of at least MIN_SECONDS where there are such."""
+        """A sequence of `source` from this split: one of at least MIN_SECONDS where there are such."""
         names = [n for n in self.motions.sequences() if n.startswith(source + "/")]
         poses = {n: int((self.motions.sequence == n).sum()) for n in names}
         long = [n for n in names if poses[n] > MIN_SECONDS * MOTION_HZ]
@@ -212,7 +222,7 @@ class ClipPlan:
 
 
 def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames: int, fps: float, size: int,
-               seed: int) -> int:
+               seed: int, split_name: str = "val") -> int:
     """Renders the clips `out` lacks; returns how many were made."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [k for k in range(clips) if not (out / f"clip_{k:03d}.npz").exists()]
@@ -222,7 +232,7 @@ def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames:
         return 0
     from tqdm import tqdm
 
-    maker = ClipMaker(bodies_path, data_dir, size, fps, frames, seed)
+    maker = ClipMaker(bodies_path, data_dir, size, fps, frames, seed, split_name)
     t0, made_frames = time.perf_counter(), 0
     try:
         with tqdm(total=len(todo) * frames, desc="rendering clips", unit="frame", smoothing=0.05) as bar:
@@ -254,11 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=int, default=25, help="frames per second (an integer: the video's rate)")
     ap.add_argument("--size", type=int, default=480, help="side of the square frames, pixels")
     ap.add_argument("--seed", type=int, default=300)
+    ap.add_argument("--split", choices=SPLITS, default="val",
+                    help="held-out material (val, for evaluation) or training material (train)")
     args = ap.parse_args(argv)
     if args.clips < 1 or args.frames < 2 or args.fps <= 0 or args.size < 64:
         ap.error("--clips must be at least 1, --frames at least 2, --fps positive and --size at least 64")
     return run_resumable(lambda: make_clips(args.out, args.bodies, args.data or default_data_root(), args.clips,
-                                            args.frames, args.fps, args.size, args.seed), "clips")
+                                            args.frames, args.fps, args.size, args.seed, args.split), "clips")
 
 
 if __name__ == "__main__":

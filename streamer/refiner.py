@@ -1,0 +1,241 @@
+"""A learned temporal refiner of a file's 3D poses (`filter.refiner`), trained by `train.temporal`.
+
+Each frame's pose is estimated from its own crop, and the network hedges where the crop is
+ambiguous: a limb hidden for a few frames, legs below a webcam's view, a person turning. The
+frames around it often show what the frame alone does not. The refiner is a small MLP that reads a
+window of the align stage's per-frame output (the pelvis-relative 3D joints in camera axes, the 2D
+joints normalised for place and size, each joint's confidence): `past` frames before a frame,
+the frame, and `future` frames after it, and adds a correction to the frame's 3D joints. It runs
+before the temporal filter, so a file's frames wait `future` frames more.
+
+It was trained on the pipeline's output for one model, on clips rendered from training material
+(`python -m train.temporal`); the file records that model's weights digest, and the align stage
+uses the refiner only behind that model. Numpy only, a few matrix products a frame.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import ModelFileError
+from engines.model_file import file_sha256
+from engines.skeleton import Skeleton
+from streamer.filters import RESET_GAP_S, PoseSmoother
+
+REFINER_FORMAT = "posecast-temporal-refiner"
+REFINER_VERSION = 1
+FPS_TOLERANCE = 0.25       # relative: the frame rates a refiner runs at, around its training clips
+SHIPPED_REFINER = Path(__file__).resolve().parent.parent / "engines" / "weights" / "temporal.npz"
+
+
+class RefinerFileError(ModelFileError):
+    """A refiner file that cannot be used: missing, damaged, not a refiner, or for another model."""
+
+
+def frame_features(joints_3d: np.ndarray, joints_2d: np.ndarray, conf: np.ndarray, origin: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """One frame's input to the refiner, (J * 6,): the 3D joints relative to `origin` (metres,
+    camera axes), the 2D joints relative to `origin`'s divided by their RMS distance from it (so
+    the crop's size and place drop out) and the confidences. The training and the pipeline both
+    build it here."""
+    j = len(conf)
+    out = np.empty(j * 6, np.float32) if out is None else out
+    rel3 = joints_3d - joints_3d[origin]
+    rel2 = joints_2d - joints_2d[origin]
+    radius = float(np.sqrt((rel2 * rel2).sum(axis=1).mean()))
+    out[: j * 3] = rel3.reshape(-1)
+    out[j * 3: j * 5] = (rel2 / max(radius, 1e-6)).reshape(-1)
+    out[j * 5:] = conf
+    return out
+
+
+def mirrored_features(x: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """Features (..., J * 6) of the mirrored frame: x negated, left and right exchanged. For
+    training (twice the data) and its tests."""
+    j = skeleton.num_joints
+    perm = np.asarray(skeleton.flip_permutation)
+    rel3 = x[..., : j * 3].reshape(*x.shape[:-1], j, 3)[..., perm, :] * np.array([-1.0, 1.0, 1.0], np.float32)
+    rel2 = x[..., j * 3: j * 5].reshape(*x.shape[:-1], j, 2)[..., perm, :] * np.array([-1.0, 1.0], np.float32)
+    conf = x[..., j * 5:][..., perm]
+    return np.concatenate([rel3.reshape(*x.shape[:-1], -1), rel2.reshape(*x.shape[:-1], -1), conf], axis=-1)
+
+
+@dataclass
+class TemporalRefiner:
+    """The MLP: window (past + 1 + future, J * 6) -> correction (J, 3) of frame `past` in it."""
+
+    past: int
+    future: int
+    num_joints: int
+    layers: list[tuple[np.ndarray, np.ndarray]]    # (weight (in, out), bias (out,)), ReLU between
+    model_digest: str                              # SHA-256 of the model file it was trained behind
+    info: dict
+    fps: float = 25.0                              # the frame rate of the clips it learned from
+
+    @property
+    def window(self) -> int:
+        return self.past + 1 + self.future
+
+    def fits_rate(self, fps: float | None) -> bool:
+        """Whether a file at `fps` moves as much per frame as its training clips did, give or take
+        a quarter (24, 25 and 30 fps for 25 fps clips): its window spans a fixed number of frames."""
+        return fps is not None and (1 - FPS_TOLERANCE) * self.fps <= fps <= (1 + FPS_TOLERANCE) * self.fps
+
+    def correction(self, window: np.ndarray) -> np.ndarray:
+        """(window, J * 6) -> (J, 3), metres."""
+        h = window.reshape(-1)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                np.maximum(h, 0.0, out=h)
+        return h.reshape(self.num_joints, 3)
+
+    def save(self, path: Path) -> None:
+        arrays = {f"w{i}": w.astype(np.float16) for i, (w, _) in enumerate(self.layers)}
+        arrays.update({f"b{i}": b.astype(np.float32) for i, (_, b) in enumerate(self.layers)})
+        meta = {"format": REFINER_FORMAT, "version": REFINER_VERSION, "past": self.past, "future": self.future,
+                "fps": self.fps,
+                "num_joints": self.num_joints, "layers": len(self.layers), "model_sha256": self.model_digest,
+                **self.info}
+        with open(path, "wb") as f:             # a file object: np.savez would add ".npz" to a name
+            np.savez(f, meta_json=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> TemporalRefiner:
+        path = Path(path)
+        if not path.is_file():
+            raise RefinerFileError(f"temporal refiner not found: {path} (filter.refiner takes auto, off or a file "
+                                   "written by python -m train.temporal)")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta = json.loads(str(f["meta_json"]))
+                if meta.get("format") != REFINER_FORMAT:
+                    raise RefinerFileError(f"{path} is not a Posecast temporal refiner")
+                layers = [(f[f"w{i}"].astype(np.float32), f[f"b{i}"].astype(np.float32))
+                          for i in range(int(meta["layers"]))]
+                past, future, joints = int(meta["past"]), int(meta["future"]), int(meta["num_joints"])
+                digest = str(meta["model_sha256"])
+                fps = float(meta["fps"])
+        except RefinerFileError:
+            raise
+        except Exception as exc:       # zip, key and JSON errors all mean a damaged file
+            raise RefinerFileError(f"cannot read the temporal refiner {path}: {exc}") from None
+        window = past + 1 + future
+        if layers[0][0].shape[0] != window * joints * 6 or layers[-1][0].shape[1] != joints * 3:
+            raise RefinerFileError(f"{path}: its layers do not fit a window of {window} frames of {joints} joints")
+        info = {k: v for k, v in meta.items()
+                if k not in ("format", "version", "past", "future", "fps", "num_joints", "layers", "model_sha256")}
+        return cls(past, future, joints, layers, digest, info, fps)
+
+
+def resolve_refiner(setting: str, checkpoint: Path | None) -> TemporalRefiner | None:
+    """The refiner `filter.refiner` names for a run of the model saved in `checkpoint` (None for
+    an ONNX file). "auto" is the shipped one where it was trained behind this very model, else
+    none: its corrections are learned for one network's errors. A file named outright must fit."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        if checkpoint is None or not SHIPPED_REFINER.is_file():
+            return None
+        refiner = TemporalRefiner.load(SHIPPED_REFINER)
+        return refiner if refiner.model_digest == file_sha256(checkpoint) else None
+    refiner = TemporalRefiner.load(Path(setting))
+    if checkpoint is None:
+        raise RefinerFileError(f"the temporal refiner {setting} can be checked only against a .pt model, not an "
+                               "ONNX file; run the .pt model, or set filter.refiner: off")
+    if refiner.model_digest != file_sha256(checkpoint):
+        raise RefinerFileError(f"the temporal refiner {setting} was trained for another model than {checkpoint.name}; "
+                               f"train one for it (python -m train.temporal --model {checkpoint}), "
+                               "or set filter.refiner: off")
+    return refiner
+
+
+class RefiningSmoother(PoseSmoother):
+    """`refiner` in front of another smoother: each pose waits `refiner.future` frames for the
+    frames after it, is corrected, and goes on into `inner`. At a track's ends the window is
+    filled with the first or last frame, as in training. A jump in time ends the track, as it
+    does in the filters (`RESET_GAP_S`)."""
+
+    def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
+        self.refiner = refiner
+        self.inner = inner
+        self.origin = origin
+        self.lag = refiner.future + inner.lag
+        self._feats: deque[np.ndarray] = deque()      # features of the frames in the window
+        self._poses: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()   # frames not yet corrected
+        self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
+        self._t: float | None = None
+
+    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
+             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
+        if conf is None or joints_2d is None:
+            raise ValueError("the temporal refiner needs each frame's confidences and 2D joints")
+        out: list[np.ndarray] = []
+        if self._t is not None and abs(t - self._t) > RESET_GAP_S:
+            out = self.flush()
+        if self._t is None or t > self._t:
+            self._t = t
+        if not self._feats:                          # a track starts: the first frame fills the past
+            f = frame_features(values, joints_2d, conf, self.origin)
+            self._feats.extend(f for _ in range(self.refiner.past + 1))
+        else:
+            self._feats.append(frame_features(values, joints_2d, conf, self.origin))
+        self._poses.append((t, np.asarray(values), conf))
+        if len(self._feats) == self.refiner.window:
+            out += self._correct_oldest()
+            self._feats.popleft()
+        return out
+
+    def _correct_oldest(self) -> list[np.ndarray]:
+        for i, f in enumerate(self._feats):
+            self._window[i] = f
+        t, values, conf = self._poses.popleft()
+        refined = values + self.refiner.correction(self._window).astype(values.dtype)
+        return self.inner.push(t, refined, conf)
+
+    def flush(self) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        while self._poses:                           # the last frame fills the future
+            while len(self._feats) < self.refiner.window:
+                self._feats.append(self._feats[-1])
+            out += self._correct_oldest()
+            self._feats.popleft()
+        self._feats.clear()
+        self._t = None
+        return out + self.inner.flush()
+
+
+class DelayedSmoother(PoseSmoother):
+    """`inner`, each value held `delay` frames first: root_3d's smoother, kept in step with a pose
+    smoother that has a refiner in front (same frames held, same jumps in time)."""
+
+    def __init__(self, inner: PoseSmoother, delay: int) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.lag = delay + inner.lag
+        self._held: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()
+        self._t: float | None = None
+
+    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
+             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        if self._t is not None and abs(t - self._t) > RESET_GAP_S:
+            out = self.flush()
+        if self._t is None or t > self._t:
+            self._t = t
+        self._held.append((t, values, conf))
+        if len(self._held) > self.delay:
+            out += self.inner.push(*self._held.popleft())
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        while self._held:
+            out += self.inner.push(*self._held.popleft())
+        self._t = None
+        return out + self.inner.flush()

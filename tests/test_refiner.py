@@ -1,0 +1,247 @@
+"""The learned temporal refiner (streamer/refiner.py) and its training windows (train/temporal.py):
+the pipeline must feed it exactly the windows it was trained on, release every frame once and in
+order, stay in step with root_3d's smoother, and refuse files it cannot use."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engines.model_file import default_model_config, file_sha256
+from engines.skeleton import H36M17
+from streamer.config import load_pipeline_config
+from streamer.filters import RESET_GAP_S, CausalSmoother, IdentityFilter, KalmanSmoother
+from streamer.packets import FramePacket, ResultPacket
+from streamer.refiner import (DelayedSmoother, RefinerFileError, RefiningSmoother, TemporalRefiner, frame_features,
+                              mirrored_features, resolve_refiner)
+from streamer.stages.align import AlignStage
+from train.temporal import segments, windows_of
+
+J = H36M17.num_joints
+ORIGIN = H36M17.index(H36M17.origin)
+FPS = 25.0
+
+
+def _refiner(half: int, seed: int = 0, width: int = 16, digest: str = "0" * 64,
+             future: int | None = None) -> TemporalRefiner:
+    rng = np.random.default_rng(seed)
+    future = half if future is None else future
+    d_in = (half + 1 + future) * J * 6
+    layers = [(rng.normal(0, 0.05, (d_in, width)).astype(np.float32), rng.normal(0, 0.05, width).astype(np.float32)),
+              (rng.normal(0, 0.05, (width, J * 3)).astype(np.float32), rng.normal(0, 0.01, J * 3).astype(np.float32))]
+    return TemporalRefiner(half, future, J, layers, digest, {})
+
+
+def _frames(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    j3 = rng.normal(0.0, 0.3, (n, J, 3))
+    j2 = rng.uniform(100.0, 400.0, (n, J, 2))
+    conf = rng.uniform(0.0, 1.0, (n, J))
+    return j3, j2, conf
+
+
+def _through(sm, ts, j3, j2, conf) -> tuple[list[np.ndarray], list[int]]:
+    out, per_push = [], []
+    for t, a, b, c in zip(ts, j3, j2, conf):
+        got = sm.push(float(t), a, c, b)
+        per_push.append(len(got))
+        out += got
+    return out + sm.flush(), per_push
+
+
+@given(st.floats(0.1, 10.0), st.floats(-500.0, 500.0), st.floats(-500.0, 500.0))
+@settings(max_examples=30, deadline=None)
+def test_features_ignore_the_crops_size_and_place(scale: float, dx: float, dy: float) -> None:
+    j3, j2, conf = _frames(1)
+    a = frame_features(j3[0], j2[0], conf[0], ORIGIN)
+    b = frame_features(j3[0] + 5.0, j2[0] * scale + [dx, dy], conf[0], ORIGIN)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_mirrored_features_are_the_mirrored_frames_features() -> None:
+    j3, j2, conf = _frames(3)
+    perm = list(H36M17.flip_permutation)
+    x = np.stack([frame_features(j3[i], j2[i], conf[i], ORIGIN) for i in range(3)])
+    mirrored = np.stack([frame_features(j3[i][perm] * [-1, 1, 1], j2[i][perm] * [-1, 1], conf[i][perm], ORIGIN)
+                         for i in range(3)])
+    np.testing.assert_allclose(mirrored_features(x, H36M17), mirrored, atol=1e-5)
+    np.testing.assert_allclose(mirrored_features(mirrored_features(x, H36M17), H36M17), x, atol=1e-6)
+
+
+@pytest.mark.parametrize("past,future", [(0, 0), (1, 1), (4, 4), (5, 0), (2, 3)])
+@pytest.mark.parametrize("n", [1, 3, 12])
+def test_the_pipeline_feeds_the_windows_training_used(past: int, future: int, n: int) -> None:
+    refiner = _refiner(past, future=future)
+    j3, j2, conf = _frames(n)
+    out, per_push = _through(RefiningSmoother(refiner, CausalSmoother(IdentityFilter((J, 3))), ORIGIN),
+                             np.arange(n) / FPS, j3, j2, conf)
+    windows = windows_of(np.stack([frame_features(j3[t], j2[t], conf[t], ORIGIN) for t in range(n)]), past, future)
+    expected = [j3[t] + refiner.correction(windows[t]) for t in range(n)]
+    assert len(out) == n
+    np.testing.assert_allclose(np.stack(out), np.stack(expected), atol=1e-5)
+    assert per_push == [0] * min(future, n) + [1] * max(n - future, 0)
+
+
+def test_a_jump_in_time_ends_the_window_and_keeps_step_with_the_root() -> None:
+    cfg = load_pipeline_config().filter.kalman
+    n, half, lag = 30, 3, 2
+    ts = np.arange(n) / FPS
+    ts[15:] += 2 * RESET_GAP_S
+    j3, j2, conf = _frames(n)
+    poses, pose_pushes = _through(RefiningSmoother(_refiner(half), KalmanSmoother(cfg, (J, 3), lag), ORIGIN),
+                                  ts, j3, j2, conf)
+    roots, root_pushes = _through(DelayedSmoother(KalmanSmoother(cfg, (1, 3), lag), half),
+                                  ts, j3[:, :1], j2, [None] * n)
+    assert pose_pushes == root_pushes
+    assert len(poses) == len(roots) == n
+    # The frames after the jump are refined as a track of their own.
+    later, _ = _through(RefiningSmoother(_refiner(half), KalmanSmoother(cfg, (J, 3), lag), ORIGIN),
+                        ts[15:], j3[15:], j2[15:], conf[15:])
+    np.testing.assert_allclose(np.stack(poses[15:]), np.stack(later), atol=1e-9)
+
+
+def test_segments_are_the_runs_of_one_person() -> None:
+    found = np.array([0, 1, 1, 1, 0, 1, 1, 1, 1], bool)
+    person = np.array([-1, 0, 0, 0, -1, 1, 1, 2, 2])
+    assert segments(found, person) == [(1, 4), (5, 7), (7, 9)]
+    assert segments(np.zeros(3, bool), np.full(3, -1)) == []
+
+
+def test_save_and_load_keep_the_refiner(tmp_path: Path) -> None:
+    refiner = replace(_refiner(2, digest="ab" * 32), fps=30.0)
+    refiner.save(tmp_path / "r.npz")
+    back = TemporalRefiner.load(tmp_path / "r.npz")
+    assert (back.past, back.future, back.num_joints, back.model_digest, back.fps) == (2, 2, J, "ab" * 32, 30.0)
+    assert back.fits_rate(24.0) and back.fits_rate(37.5) and not back.fits_rate(50.0) and not back.fits_rate(None)
+    window = np.random.default_rng(3).normal(size=(5, J * 6)).astype(np.float32)
+    # Weights are stored in half precision: corrections agree to a fraction of a millimetre.
+    np.testing.assert_allclose(back.correction(window), refiner.correction(window), atol=2e-4)
+
+
+def test_unusable_refiner_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RefinerFileError, match="not found"):
+        TemporalRefiner.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(RefinerFileError, match="cannot read"):
+        TemporalRefiner.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", meta_json=np.array('{"format": "something else"}'))
+    with pytest.raises(RefinerFileError, match="not a Posecast temporal refiner"):
+        TemporalRefiner.load(tmp_path / "other.npz")
+
+
+def test_a_refiner_is_used_only_behind_its_own_model(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"other weights")
+    _refiner(1, digest=file_sha256(model)).save(tmp_path / "r.npz")
+    assert resolve_refiner("off", model) is None
+    assert resolve_refiner(str(tmp_path / "r.npz"), model) is not None
+    with pytest.raises(RefinerFileError, match="another model"):
+        resolve_refiner(str(tmp_path / "r.npz"), other)
+    with pytest.raises(RefinerFileError, match="not an ONNX file"):
+        resolve_refiner(str(tmp_path / "r.npz"), None)
+    assert resolve_refiner("auto", None) is None          # an ONNX file: no refiner, no error
+    assert resolve_refiner("auto", other) is None         # another model: no refiner, no error
+
+
+def _packets(n: int, nobody: range) -> list[ResultPacket]:
+    rng = np.random.default_rng(5)
+    cfg = default_model_config()
+    roots = len(cfg.roots)
+    out = []
+    for seq in range(n):
+        pose = rng.normal(0.0, 0.015, (J, 3)) + np.linspace(0.0, 1.0, J)[:, None]
+        idx = [H36M17.index(r) for r in cfg.roots]
+        offsets = pose[None] - pose[idx][:, None]
+        uv = rng.uniform(200.0, 300.0, (J, 2))
+        out.append(ResultPacket(FramePacket(seq, seq % 24, 480, 640, seq / FPS, seq / FPS, 1.0),
+                                seq not in nobody, 0.9, uv.astype(np.float32), np.ones(J, np.float32),
+                                offsets.astype(np.float32)))
+    return out
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_align_stage_refines_files_only_and_releases_every_frame(live: bool) -> None:
+    cfg = replace(default_model_config(), offsets_frame="camera")
+    stage = AlignStage(cfg, load_pipeline_config(), "", "", control=None, reporter=None,  # type: ignore[arg-type]
+                       refiner=_refiner(3))
+    stage.start(live, 24, FPS)
+    assert isinstance(stage.smoother, RefiningSmoother) != live
+    assert stage.smoother.lag == stage.root_smoother.lag
+    packets = _packets(40, range(20, 23))
+    out = []
+    for p in packets:
+        out += stage.align(p.to_dict())
+    out += stage.flush()
+    results = [ResultPacket.from_dict(d, stage.num_joints, stage.num_roots) for d in out]
+    assert [r.frame.seq for r in results] == list(range(40))
+    found = [r for r in results if r.found]
+    assert len(found) == 37 and all(r.joints_3d is not None and r.root_3d is not None for r in found)
+
+
+def test_a_ring_too_short_for_the_refiner_leaves_it_out(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = replace(default_model_config(), offsets_frame="camera")
+    stage = AlignStage(cfg, load_pipeline_config(), "", "", control=None, reporter=None,  # type: ignore[arg-type]
+                       refiner=_refiner(10))
+    stage.start(False, 8, FPS)
+    assert not isinstance(stage.smoother, RefiningSmoother)
+    assert "temporal refiner" in caplog.text
+
+
+@pytest.mark.parametrize("method,fps", [("off", FPS), ("auto", None), ("auto", 60.0), ("auto", 10.0)])
+def test_no_refiner_without_a_filter_or_a_frame_rate_it_knows(method: str, fps: float | None) -> None:
+    """`--filter off` keeps every frame as estimated; an image folder's shots are no sequence; a
+    window of 21 frames at 60 or 10 fps spans other motion than the 25 fps clips it learned from."""
+    cfg = replace(default_model_config(), offsets_frame="camera")
+    config = load_pipeline_config(None, {"filter": {"method": method}})
+    stage = AlignStage(cfg, config, "", "", control=None, reporter=None,  # type: ignore[arg-type]
+                       refiner=_refiner(3))
+    stage.start(False, 24, fps)
+    assert not isinstance(stage.smoother, RefiningSmoother)
+
+
+def test_the_shipped_refiner_is_for_the_shipped_model() -> None:
+    """`filter.refiner: auto` uses it only behind the model it was trained for: a refiner shipped
+    for other weights would silently never run."""
+    from engines.models import SHIPPED_DEFAULT
+    from streamer.refiner import SHIPPED_REFINER
+
+    if not SHIPPED_REFINER.exists():
+        pytest.skip("no temporal refiner is shipped")
+    assert resolve_refiner("auto", SHIPPED_DEFAULT) is not None
+
+
+def _track_npz(posecast, clip: Path, out: Path, *extra: str) -> np.ndarray:
+    r = posecast.run(["track", clip, "-o", out, "--no-progress", *extra])
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as t:
+        return t["joints_3d"]
+
+
+def test_a_file_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: Path, default_model) -> None:
+    """A refiner file named in the config runs behind its own model and changes the poses; `off`
+    and a file made for other weights are honoured, the latter with one line and exit 2."""
+    model = default_model.checkpoint_path
+    own, other = tmp_path / "own.npz", tmp_path / "other.npz"
+    _refiner(3, digest=file_sha256(model)).save(own)
+    _refiner(3, digest="f" * 64).save(other)
+    configs = {}
+    for name, value in (("own", own), ("off", "off"), ("other", other)):
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(f"filter:\n  refiner: {value}\n")
+    refined = _track_npz(posecast, clip40, tmp_path / "a.npz", "--config", configs["own"])
+    plain = _track_npz(posecast, clip40, tmp_path / "b.npz", "--config", configs["off"])
+    found = np.isfinite(plain).all(axis=(1, 2))
+    assert found.any() and (np.isfinite(refined).all(axis=(1, 2)) == found).all()
+    assert np.abs(refined[found] - plain[found]).max() > 1e-4
+    r = posecast.run(["track", clip40, "-o", tmp_path / "c.jsonl", "--config", configs["other"]])
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "trained for another model" in lines[0] and "filter.refiner: off" in lines[0]
+    assert not (tmp_path / "c.jsonl").exists()

@@ -1,0 +1,214 @@
+"""Train the temporal refiner (`streamer/refiner.py`) on the pipeline's own output.
+
+1. Clips rendered from training material only (`python -m train.synth.clip --split train`, and
+   their webcam views from `python -m train.synth.cut_clips`), each tracked by `posecast track
+   --filter off` with its focal length: the per-frame poses the align stage sees before filtering.
+   The track files are kept in `--tracks`, so a second run (other settings) does not track again.
+2. Windows of `streamer.refiner.frame_features`: `--past` frames before every frame with a
+   person, the frame and `--future` frames after it, cut at the ends of each track and filled there with the end frame, as the
+   pipeline fills them. Each window is also used mirrored.
+3. An MLP trained to move the middle frame's 3D joints onto the truth (mean per-joint distance,
+   AdamW, cosine decay). A tenth of the clips (every tenth) is held out and reported.
+
+    python -m train.temporal --clips ../data/clips_train ../data/clips_webcam_train \\
+        --tracks ../data/temporal_tracks --out engines/weights/temporal.npz
+
+The result is scored like every filter, through the whole pipeline on the held-out clips:
+`python -m train.video_eval --clips ../data/clips_report` (the refiner is on by default for files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.files import make_folders, replaced_when_done
+from engines.model_file import file_sha256
+from engines.models import SHIPPED_DEFAULT
+from engines.skeleton import H36M17
+from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
+from train.video_eval import load_clips, read_npz_track, track_clip
+
+ORIGIN = H36M17.index(H36M17.origin)
+HELD_OUT_EVERY = 10          # every tenth clip of each folder is held out
+
+
+@dataclass
+class ClipWindows:
+    windows: np.ndarray      # (N, past + 1 + future, J * 6) float32
+    targets: np.ndarray      # (N, J, 3) true origin-relative joints, metres
+    held_out: bool
+
+
+def segments(found: np.ndarray, person_id: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) runs of frames with a person and one track number: what the pipeline's
+    smoothers see as one track."""
+    runs, start = [], None
+    for t in range(len(found) + 1):
+        same = t < len(found) and found[t] and (start is None or person_id[t] == person_id[start])
+        if start is not None and not same:
+            runs.append((start, t))
+            start = None
+        if t < len(found) and found[t] and start is None:
+            start = t
+    return runs
+
+
+def windows_of(feats: np.ndarray, past: int, future: int) -> np.ndarray:
+    """(T, F) one track's frame features -> (T, past + 1 + future, F): each frame's window, filled
+    at the track's ends with its first or last frame (`streamer.refiner.RefiningSmoother` does the same)."""
+    padded = np.concatenate([np.repeat(feats[:1], past, 0), feats, np.repeat(feats[-1:], future, 0)])
+    return np.stack([padded[i:i + past + 1 + future] for i in range(len(feats))])
+
+
+def clip_windows(track: Path, labels: dict[str, np.ndarray], past: int, future: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows and targets of one tracked clip."""
+    found, j3, j2, _, conf = read_npz_track(track)
+    with np.load(track) as t:
+        person = t["person_id"]
+    found = np.asarray(found, bool) & np.isfinite(j3).all(axis=(1, 2))
+    gt = np.asarray(labels["joints_3d"], np.float32)
+    gt = gt - gt[:, ORIGIN:ORIGIN + 1]
+    windows, targets = [], []
+    for a, b in segments(found, person):
+        windows.append(windows_of(np.stack([frame_features(j3[t], j2[t], conf[t], ORIGIN) for t in range(a, b)]),
+                                  past, future))
+        targets.append(gt[a:b])
+    if not windows:
+        return np.zeros((0, past + 1 + future, j3.shape[1] * 6), np.float32), np.zeros((0, j3.shape[1], 3), np.float32)
+    return np.concatenate(windows).astype(np.float32), np.concatenate(targets)
+
+
+def collect(folders: list[Path], tracks: Path, model: Path | None, past: int, future: int) -> list[ClipWindows]:
+    """Every clip of `folders`, tracked (once: kept in `tracks`) and cut into windows."""
+    from tqdm import tqdm
+
+    clips = [(folder, video, labels) for folder in folders for video, labels in load_clips(folder)]
+    make_folders(tracks)
+    out = []
+    for folder, video, labels in tqdm(clips, desc="tracking clips", unit="clip"):
+        track = tracks / f"{folder.name}_{video.stem}.npz"
+        if not track.exists():
+            partial = track.with_name(f"partial_{track.name}")     # `track` picks the format by its suffix
+            track_clip(video, labels, partial, model, "off")
+            partial.replace(track)
+        w, y = clip_windows(track, labels, past, future)
+        out.append(ClipWindows(w, y, int(video.stem.split("_")[-1]) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1))
+    return out
+
+
+def mpjpe_mm(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.linalg.norm(pred - truth, axis=-1).mean() * 1000.0) if len(truth) else float("nan")
+
+
+def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: int, lr: float, seed: int,
+          threads: int, dropout: float = 0.25, weight_decay: float = 1e-2) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    fit = [c for c in clips if not c.held_out and len(c.targets)]
+    held = [c for c in clips if c.held_out and len(c.targets)]
+    if not fit:
+        raise SystemExit("no training windows: are there clips with people found?")
+    x = np.concatenate([c.windows for c in fit])
+    y = np.concatenate([c.targets for c in fit])
+    x_flip = mirrored_features(x, H36M17)
+    perm = np.asarray(H36M17.flip_permutation)
+    y_flip = y[:, perm] * np.array([-1.0, 1.0, 1.0], np.float32)
+    j = H36M17.num_joints
+    d_in = x.shape[1] * x.shape[2]
+    net = torch.nn.Sequential(
+        torch.nn.Linear(d_in, width), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+        torch.nn.Linear(width, j * 3))
+    torch.nn.init.zeros_(net[-1].weight)   # starts as no correction at all
+    torch.nn.init.zeros_(net[-1].bias)
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    middle = slice(past * x.shape[2], past * x.shape[2] + j * 3)
+
+    def corrected(xb: np.ndarray) -> torch.Tensor:
+        flat = torch.from_numpy(xb.reshape(len(xb), -1))
+        return (flat[:, middle] + net(flat)).view(-1, j, 3)
+
+    t0 = time.perf_counter()
+    with tqdm(range(steps), desc="training the refiner", unit="step") as bar:
+        for step in bar:
+            i = rng.integers(len(x), size=batch)
+            flip = rng.random(batch) < 0.5
+            xb = np.where(flip[:, None, None], x_flip[i], x[i])
+            yb = torch.from_numpy(np.where(flip[:, None, None], y_flip[i], y[i]))
+            loss = (corrected(xb) - yb).norm(dim=-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if step % 200 == 0:
+                bar.set_postfix(mpjpe_mm=f"{loss.item() * 1000:.1f}")
+    net.eval()
+    report = {"train_windows": int(len(x)), "train_clips": len(fit), "held_out_clips": len(held),
+              "seconds": round(time.perf_counter() - t0, 1), "steps": steps, "width": width}
+    if held:
+        xh = np.concatenate([c.windows for c in held])
+        yh = np.concatenate([c.targets for c in held])
+        with torch.no_grad():
+            refined = corrected(xh).numpy()
+        report["held_out_windows"] = int(len(xh))
+        report["held_out_mpjpe_mm_before"] = round(mpjpe_mm(xh[:, past, : j * 3].reshape(-1, j, 3), yh), 1)
+        report["held_out_mpjpe_mm_after"] = round(mpjpe_mm(refined, yh), 1)
+    layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+              for m in net if isinstance(m, torch.nn.Linear)]
+    return layers, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.temporal", description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=Path, nargs="+", required=True,
+                    help="folders of clips rendered from training material (train.synth.clip --split train)")
+    ap.add_argument("--tracks", type=Path, required=True, help="folder for the clips' track files (kept, reused)")
+    ap.add_argument("--out", type=Path, required=True, help="the refiner file to write (.npz)")
+    ap.add_argument("--model", type=Path, default=None, help="the model to refine (default: the built-in one)")
+    ap.add_argument("--past", type=int, default=10, help="frames before the refined one that it reads")
+    ap.add_argument("--future", type=int, default=10,
+                    help="frames after it that it reads (each frame then waits that many; 0 for live sources)")
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.past < 0 or args.future < 0 or args.width < 1 or args.steps < 1 or args.batch < 1 or not args.lr > 0:
+        ap.error("--past and --future must be at least 0; --width, --steps, --batch and --lr positive")
+    for folder in args.clips:
+        if not folder.is_dir():
+            ap.error(f"clip folder not found: {folder}")
+    model = args.model or SHIPPED_DEFAULT
+    if not Path(model).is_file():
+        ap.error(f"model file not found: {model}")
+    clips = collect(args.clips, args.tracks, args.model, args.past, args.future)
+    layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed,
+                           args.threads)
+    info = {"model": Path(model).name, "clips": [str(c) for c in args.clips], "report": report}
+    rates = {float(labels["fps"]) for folder in args.clips for _, labels in load_clips(folder)}
+    if len(rates) != 1:
+        raise SystemExit(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
+    refiner = TemporalRefiner(args.past, args.future, H36M17.num_joints, layers, file_sha256(Path(model)), info,
+                              rates.pop())
+    make_folders(args.out.parent)
+    with replaced_when_done(args.out) as tmp:
+        refiner.save(tmp)
+    print(f"wrote {args.out}: {report}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
