@@ -449,3 +449,33 @@ def test_training_clips_draw_only_training_material(bank, tmp_path):
         assert all(p.body in split_bodies(bank.num_bodies, split_name) for p in plans)
     with pytest.raises(ValueError, match="split"):
         ClipMaker(bodies, DATA, 128, 25.0, 8, seed=7, split_name="test")
+
+
+def test_the_refiner_trains_on_the_pipelines_own_tracks(bank, tmp_path):
+    """`python -m train.temporal` end to end on two tiny training clips: tracked once (a second
+    run tracks nothing), trained, and written as a refiner that the default model accepts."""
+    if not (DATA / "backgrounds").is_dir():
+        pytest.skip("datasets missing")
+    pytest.importorskip("moderngl")
+    from engines.models import SHIPPED_DEFAULT
+    from streamer.refiner import TemporalRefiner, resolve_refiner
+    from train.synth.clip import make_clips
+    from train.temporal import main as temporal
+
+    if not SHIPPED_DEFAULT.exists():
+        pytest.skip("no shipped model")
+    bodies = tmp_path / "bodies.npz"
+    bank.save(bodies)
+    clips = tmp_path / "clips"
+    assert make_clips(clips, bodies, DATA, clips=2, frames=12, fps=25.0, size=192, seed=5, split_name="train") == 2
+    args = ["--clips", str(clips), "--tracks", str(tmp_path / "tracks"), "--past", "2", "--future", "1",
+            "--width", "8", "--steps", "3", "--threads", "1"]
+    assert temporal([*args, "--out", str(tmp_path / "r.npz")]) == 0
+    tracks = sorted((tmp_path / "tracks").iterdir())
+    assert [p.name for p in tracks] == ["clips_clip_000.npz", "clips_clip_001.npz"]
+    stamps = [p.stat().st_mtime_ns for p in tracks]
+    assert temporal([*args, "--out", str(tmp_path / "r2.npz")]) == 0
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "tracks").iterdir())] == stamps
+    refiner = TemporalRefiner.load(tmp_path / "r.npz")
+    assert (refiner.past, refiner.future, refiner.fps) == (2, 1, 25.0)
+    assert resolve_refiner(str(tmp_path / "r.npz"), SHIPPED_DEFAULT) is not None
