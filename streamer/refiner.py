@@ -67,15 +67,19 @@ def mirrored_features(x: np.ndarray, skeleton: Skeleton) -> np.ndarray:
 
 @dataclass
 class TemporalRefiner:
-    """The MLP: window (past + 1 + future, J * 6) -> correction (J, 3) of frame `past` in it."""
+    """MLPs: window (past + 1 + future, J * 6) -> correction (J, 3) of frame `past` in it, the
+    members' mean times `scale`. Several members trained from other seeds, and a scale under one,
+    make its large corrections rarer where it is unsure (docs/training.md, "A learned temporal
+    refiner")."""
 
     past: int
     future: int
     num_joints: int
-    layers: list[tuple[np.ndarray, np.ndarray]]    # (weight (in, out), bias (out,)), ReLU between
+    members: list[list[tuple[np.ndarray, np.ndarray]]]   # per MLP: (weight (in, out), bias (out,)), ReLU between
     model_digest: str                              # SHA-256 of the model file it was trained behind
     info: dict
     fps: float = 25.0                              # the frame rate of the clips it learned from
+    scale: float = 1.0                             # applied to the members' mean correction
 
     @property
     def window(self) -> int:
@@ -88,19 +92,26 @@ class TemporalRefiner:
 
     def correction(self, window: np.ndarray) -> np.ndarray:
         """(window, J * 6) -> (J, 3), metres."""
-        h = window.reshape(-1)
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if i < len(self.layers) - 1:
-                np.maximum(h, 0.0, out=h)
-        return h.reshape(self.num_joints, 3)
+        x = window.reshape(-1)
+        total = np.zeros(self.num_joints * 3, np.float32)
+        for layers in self.members:
+            h = x
+            for i, (w, b) in enumerate(layers):
+                h = h @ w + b
+                if i < len(layers) - 1:
+                    np.maximum(h, 0.0, out=h)
+            total += h
+        total *= self.scale / len(self.members)
+        return total.reshape(self.num_joints, 3)
 
     def save(self, path: Path) -> None:
-        arrays = {f"w{i}": w.astype(np.float16) for i, (w, _) in enumerate(self.layers)}
-        arrays.update({f"b{i}": b.astype(np.float32) for i, (_, b) in enumerate(self.layers)})
+        arrays = {}
+        for k, layers in enumerate(self.members):
+            arrays.update({f"m{k}w{i}": w.astype(np.float16) for i, (w, _) in enumerate(layers)})
+            arrays.update({f"m{k}b{i}": b.astype(np.float32) for i, (_, b) in enumerate(layers)})
         meta = {"format": REFINER_FORMAT, "version": REFINER_VERSION, "past": self.past, "future": self.future,
-                "fps": self.fps,
-                "num_joints": self.num_joints, "layers": len(self.layers), "model_sha256": self.model_digest,
+                "fps": self.fps, "scale": self.scale, "num_joints": self.num_joints,
+                "layers": [len(layers) for layers in self.members], "model_sha256": self.model_digest,
                 **self.info}
         with open(path, "wb") as f:             # a file object: np.savez would add ".npz" to a name
             np.savez(f, meta_json=np.array(json.dumps(meta)), **arrays)
@@ -116,21 +127,22 @@ class TemporalRefiner:
                 meta = json.loads(str(f["meta_json"]))
                 if meta.get("format") != REFINER_FORMAT:
                     raise RefinerFileError(f"{path} is not a Posecast temporal refiner")
-                layers = [(f[f"w{i}"].astype(np.float32), f[f"b{i}"].astype(np.float32))
-                          for i in range(int(meta["layers"]))]
+                members = [[(f[f"m{k}w{i}"].astype(np.float32), f[f"m{k}b{i}"].astype(np.float32))
+                            for i in range(int(n))] for k, n in enumerate(meta["layers"])]
                 past, future, joints = int(meta["past"]), int(meta["future"]), int(meta["num_joints"])
                 digest = str(meta["model_sha256"])
-                fps = float(meta["fps"])
+                fps, scale = float(meta["fps"]), float(meta["scale"])
         except RefinerFileError:
             raise
         except Exception as exc:       # zip, key and JSON errors all mean a damaged file
             raise RefinerFileError(f"cannot read the temporal refiner {path}: {exc}") from None
         window = past + 1 + future
-        if layers[0][0].shape[0] != window * joints * 6 or layers[-1][0].shape[1] != joints * 3:
+        if not members or any(not layers or layers[0][0].shape[0] != window * joints * 6
+                              or layers[-1][0].shape[1] != joints * 3 for layers in members):
             raise RefinerFileError(f"{path}: its layers do not fit a window of {window} frames of {joints} joints")
-        info = {k: v for k, v in meta.items()
-                if k not in ("format", "version", "past", "future", "fps", "num_joints", "layers", "model_sha256")}
-        return cls(past, future, joints, layers, digest, info, fps)
+        info = {k: v for k, v in meta.items() if k not in
+                ("format", "version", "past", "future", "fps", "scale", "num_joints", "layers", "model_sha256")}
+        return cls(past, future, joints, members, digest, info, fps, scale)
 
 
 def resolve_refiner(setting: str, checkpoint: Path | None) -> TemporalRefiner | None:

@@ -32,9 +32,10 @@ def _refiner(half: int, seed: int = 0, width: int = 16, digest: str = "0" * 64,
     rng = np.random.default_rng(seed)
     future = half if future is None else future
     d_in = (half + 1 + future) * J * 6
-    layers = [(rng.normal(0, 0.05, (d_in, width)).astype(np.float32), rng.normal(0, 0.05, width).astype(np.float32)),
-              (rng.normal(0, 0.05, (width, J * 3)).astype(np.float32), rng.normal(0, 0.01, J * 3).astype(np.float32))]
-    return TemporalRefiner(half, future, J, layers, digest, {})
+    members = [[(rng.normal(0, 0.05, (d_in, width)).astype(np.float32), rng.normal(0, 0.05, width).astype(np.float32)),
+                (rng.normal(0, 0.05, (width, J * 3)).astype(np.float32), rng.normal(0, 0.01, J * 3).astype(np.float32))]
+               for _ in range(2)]
+    return TemporalRefiner(half, future, J, members, digest, {}, scale=0.8)
 
 
 def _frames(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,6 +122,14 @@ def test_save_and_load_keep_the_refiner(tmp_path: Path) -> None:
     window = np.random.default_rng(3).normal(size=(5, J * 6)).astype(np.float32)
     # Weights are stored in half precision: corrections agree to a fraction of a millimetre.
     np.testing.assert_allclose(back.correction(window), refiner.correction(window), atol=2e-4)
+    assert back.scale == 0.8 and len(back.members) == 2
+
+
+def test_the_correction_is_the_members_mean_scaled() -> None:
+    refiner = _refiner(1)
+    window = np.random.default_rng(4).normal(size=(3, J * 6)).astype(np.float32)
+    alone = [replace(refiner, members=[m], scale=1.0).correction(window) for m in refiner.members]
+    np.testing.assert_allclose(refiner.correction(window), 0.8 * (alone[0] + alone[1]) / 2, atol=1e-6)
 
 
 def test_unusable_refiner_files_are_refused(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@
 2. Windows of `streamer.refiner.frame_features`: `--past` frames before every frame with a
    person, the frame and `--future` frames after it, cut at the ends of each track and filled there with the end frame, as the
    pipeline fills them. Each window is also used mirrored.
-3. An MLP trained to move the middle frame's 3D joints onto the truth (mean per-joint distance,
-   AdamW, cosine decay). A tenth of the clips (every tenth) is held out and reported.
+3. MLPs (`--members`, from successive seeds) trained to move the frame's 3D joints onto the truth
+   (mean per-joint distance, AdamW, cosine decay); the refiner applies their mean correction
+   times `--scale`. A tenth of the clips (every tenth) is held out and reported.
 
     python -m train.temporal --clips ../data/clips_train ../data/clips_webcam_train \\
         --tracks ../data/temporal_tracks --out engines/weights/temporal.npz
@@ -169,6 +170,21 @@ def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: in
     return layers, report
 
 
+def held_out_report(refiner: TemporalRefiner, clips: list[ClipWindows]) -> dict:
+    """The whole refiner (members averaged, scaled) on the held-out clips' windows, without the
+    filter that follows it in the pipeline."""
+    held = [c for c in clips if c.held_out and len(c.targets)]
+    if not held:
+        return {"held_out_windows": 0}
+    x = np.concatenate([c.windows for c in held])
+    y = np.concatenate([c.targets for c in held])
+    j = refiner.num_joints
+    before = x[:, refiner.past, : j * 3].reshape(-1, j, 3)
+    after = before + np.stack([refiner.correction(w) for w in x])
+    return {"held_out_windows": int(len(x)), "held_out_mpjpe_mm_before": round(mpjpe_mm(before, y), 1),
+            "held_out_mpjpe_mm_after": round(mpjpe_mm(after, y), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.temporal", description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, nargs="+", required=True,
@@ -183,26 +199,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--members", type=int, default=2, help="MLPs trained from successive seeds; their corrections are averaged")
+    ap.add_argument("--scale", type=float, default=1.0, help="applied to the averaged correction (at most 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.past < 0 or args.future < 0 or args.width < 1 or args.steps < 1 or args.batch < 1 or not args.lr > 0:
         ap.error("--past and --future must be at least 0; --width, --steps, --batch and --lr positive")
+    if args.members < 1 or not 0.0 < args.scale <= 1.0:
+        ap.error("--members must be at least 1 and --scale in (0, 1]")
     for folder in args.clips:
         if not folder.is_dir():
             ap.error(f"clip folder not found: {folder}")
     model = args.model or SHIPPED_DEFAULT
     if not Path(model).is_file():
         ap.error(f"model file not found: {model}")
-    clips = collect(args.clips, args.tracks, args.model, args.past, args.future)
-    layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed,
-                           args.threads)
-    info = {"model": Path(model).name, "clips": [str(c) for c in args.clips], "report": report}
     rates = {float(labels["fps"]) for folder in args.clips for _, labels in load_clips(folder)}
     if len(rates) != 1:
-        raise SystemExit(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
-    refiner = TemporalRefiner(args.past, args.future, H36M17.num_joints, layers, file_sha256(Path(model)), info,
-                              rates.pop())
+        ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
+    clips = collect(args.clips, args.tracks, args.model, args.past, args.future)
+    members, reports = [], []
+    for k in range(args.members):
+        layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed + k,
+                               args.threads)
+        members.append(layers)
+        reports.append(report)
+    info = {"model": Path(model).name, "clips": [str(c) for c in args.clips], "members_report": reports}
+    refiner = TemporalRefiner(args.past, args.future, H36M17.num_joints, members, file_sha256(Path(model)), info,
+                              rates.pop(), args.scale)
+    report = held_out_report(refiner, clips)
+    refiner.info["report"] = report
     make_folders(args.out.parent)
     with replaced_when_done(args.out) as tmp:
         refiner.save(tmp)
