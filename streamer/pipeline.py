@@ -14,6 +14,7 @@ the socket folder:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -22,7 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -76,6 +77,22 @@ class RunResult:
     stage_exit_codes: dict[str, int | None] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Stage processes started inside get numpy's BLAS on one thread, unless the user set
+    OPENBLAS_NUM_THREADS. The stages already run in parallel beside ONNX Runtime's own threads: the
+    temporal refiner's matrix products, spread over every core too, cost files a quarter of their
+    frame rate on two cores (docs/performance.md, "The temporal refiner")."""
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"      # spawned children copy the environment when started
+    try:
+        yield
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
+
+
 class Pipeline:
     def __init__(self, request: RunRequest) -> None:
         self.request = request
@@ -127,14 +144,15 @@ class Pipeline:
             # here they wait until the stages are started, and then stop the run as usual.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
-                for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
-                    recv, send = self.ctx.Pipe(duplex=False)
-                    proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
-                                            args=(name, cls, kwargs, self.control, send, self.request.log_level))
-                    proc.start()
-                    send.close()
-                    self.procs[name] = proc
-                    self.conns[recv] = name
+                with one_blas_thread():
+                    for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
+                        recv, send = self.ctx.Pipe(duplex=False)
+                        proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
+                                                args=(name, cls, kwargs, self.control, send, self.request.log_level))
+                        proc.start()
+                        send.close()
+                        self.procs[name] = proc
+                        self.conns[recv] = name
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self._supervise()

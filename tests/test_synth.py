@@ -457,6 +457,7 @@ def test_the_refiner_trains_on_the_pipelines_own_tracks(bank, tmp_path):
     if not (DATA / "backgrounds").is_dir():
         pytest.skip("datasets missing")
     pytest.importorskip("moderngl")
+    from engines.model_file import file_sha256
     from engines.models import SHIPPED_DEFAULT
     from streamer.refiner import TemporalRefiner, resolve_refiner
     from train.synth.clip import make_clips
@@ -471,11 +472,12 @@ def test_the_refiner_trains_on_the_pipelines_own_tracks(bank, tmp_path):
     args = ["--clips", str(clips), "--tracks", str(tmp_path / "tracks"), "--past", "2", "--future", "1",
             "--width", "8", "--steps", "3", "--threads", "1"]
     assert temporal([*args, "--out", str(tmp_path / "r.npz")]) == 0
-    tracks = sorted((tmp_path / "tracks").iterdir())
+    folder = tmp_path / "tracks" / file_sha256(SHIPPED_DEFAULT)[:16]          # one folder per model
+    tracks = sorted(folder.iterdir())
     assert [p.name for p in tracks] == ["clips_clip_000.npz", "clips_clip_001.npz"]
     stamps = [p.stat().st_mtime_ns for p in tracks]
     assert temporal([*args, "--out", str(tmp_path / "r2.npz")]) == 0
-    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "tracks").iterdir())] == stamps
+    assert [p.stat().st_mtime_ns for p in sorted(folder.iterdir())] == stamps
     refiner = TemporalRefiner.load(tmp_path / "r.npz")
     assert (refiner.past, refiner.future, refiner.fps) == (2, 1, 25.0)
     assert resolve_refiner(str(tmp_path / "r.npz"), SHIPPED_DEFAULT) is not None

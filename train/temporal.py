@@ -3,16 +3,17 @@
 1. Clips rendered from training material only (`python -m train.synth.clip --split train`, and
    their webcam views from `python -m train.synth.cut_clips`), each tracked by `posecast track
    --filter off` with its focal length: the per-frame poses the align stage sees before filtering.
-   The track files are kept in `--tracks`, so a second run (other settings) does not track again.
+   The track files are kept in `--tracks`, in a folder per model (its SHA-256's first 16 digits),
+   so a second run with other settings does not track again, and one for another model does.
 2. Windows of `streamer.refiner.frame_features`: `--past` frames before every frame with a
-   person, the frame and `--future` frames after it, cut at the ends of each track and filled there with the end frame, as the
-   pipeline fills them. Each window is also used mirrored.
+   person, the frame and `--future` frames after it, cut at the ends of each track and filled
+   there with the end frame, as the pipeline fills them. Each window is also used mirrored.
 3. MLPs (`--members`, from successive seeds) trained to move the frame's 3D joints onto the truth
    (mean per-joint distance, AdamW, cosine decay); the refiner applies their mean correction
    times `--scale`. A tenth of the clips (every tenth) is held out and reported.
 
-    python -m train.temporal --clips ../data/clips_train ../data/clips_webcam_train \\
-        --tracks ../data/temporal_tracks --out engines/weights/temporal.npz
+    python -m train.temporal --clips ../data/clips_train ../data/clips_webcam_train ../data/clips_train2 \\
+        ../data/clips_webcam_train2 --tracks ../data/temporal_tracks --out engines/weights/temporal.npz
 
 The result is scored like every filter, through the whole pipeline on the held-out clips:
 `python -m train.video_eval --clips ../data/clips_report` (the refiner is on by default for files).
@@ -85,11 +86,12 @@ def clip_windows(track: Path, labels: dict[str, np.ndarray], past: int, future: 
     return np.concatenate(windows).astype(np.float32), np.concatenate(targets)
 
 
-def collect(folders: list[Path], tracks: Path, model: Path | None, past: int, future: int) -> list[ClipWindows]:
-    """Every clip of `folders`, tracked (once: kept in `tracks`) and cut into windows."""
+def collect(folders: list[Path], tracks: Path, model: Path, past: int, future: int) -> list[ClipWindows]:
+    """Every clip of `folders`, tracked by `model` (once: kept in `tracks`) and cut into windows."""
     from tqdm import tqdm
 
     clips = [(folder, video, labels) for folder in folders for video, labels in load_clips(folder)]
+    tracks = tracks / file_sha256(model)[:16]
     make_folders(tracks)
     out = []
     for folder, video, labels in tqdm(clips, desc="tracking clips", unit="clip"):
@@ -108,7 +110,8 @@ def mpjpe_mm(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: int, lr: float, seed: int,
-          threads: int, dropout: float = 0.25, weight_decay: float = 1e-2) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+          threads: int, dropout: float = 0.25,
+          weight_decay: float = 1e-2) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
     import torch
     from tqdm import tqdm
 
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--members", type=int, default=2, help="MLPs trained from successive seeds; their corrections are averaged")
+    ap.add_argument("--members", type=int, default=2,
+                    help="MLPs trained from successive seeds; their corrections are averaged")
     ap.add_argument("--scale", type=float, default=1.0, help="applied to the averaged correction (at most 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = {float(labels["fps"]) for folder in args.clips for _, labels in load_clips(folder)}
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
-    clips = collect(args.clips, args.tracks, args.model, args.past, args.future)
+    clips = collect(args.clips, args.tracks, Path(model), args.past, args.future)
     members, reports = [], []
     for k in range(args.members):
         layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed + k,
