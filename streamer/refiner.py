@@ -37,14 +37,13 @@ class RefinerFileError(ModelFileError):
     """A refiner file that cannot be used: missing, damaged, not a refiner, or for another model."""
 
 
-def frame_features(joints_3d: np.ndarray, joints_2d: np.ndarray, conf: np.ndarray, origin: int,
-                   out: np.ndarray | None = None) -> np.ndarray:
+def frame_features(joints_3d: np.ndarray, joints_2d: np.ndarray, conf: np.ndarray, origin: int) -> np.ndarray:
     """One frame's input to the refiner, (J * 6,): the 3D joints relative to `origin` (metres,
     camera axes), the 2D joints relative to `origin`'s divided by their RMS distance from it (so
     the crop's size and place drop out) and the confidences. The training and the pipeline both
     build it here."""
     j = len(conf)
-    out = np.empty(j * 6, np.float32) if out is None else out
+    out = np.empty(j * 6, np.float32)
     rel3 = joints_3d - joints_3d[origin]
     rel2 = joints_2d - joints_2d[origin]
     radius = float(np.sqrt((rel2 * rel2).sum(axis=1).mean()))
