@@ -99,8 +99,9 @@ class Pipeline:
         self.ctx = mp.get_context("spawn")
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.ring_name = f"posecast-{token}"
-        self.ipc_dir = Path(tempfile.mkdtemp(prefix="posecast-"))
-        self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event())
+        # Made in `run`, once the stop signals are ours (see there).
+        self.ipc_dir: Path | None = None
+        self.control: Control | None = None
         self.procs: dict[str, Any] = {}
         self.conns: dict[Any, str] = {}
         self.result = RunResult(EXIT_OK)
@@ -109,7 +110,14 @@ class Pipeline:
         self._stop_deadline = float("inf")
         self._reported: set[str] = set()      # stages that explained their own failure
 
+    @property
+    def _events(self) -> Control:
+        if self.control is None:
+            raise RuntimeError("the pipeline's events exist once run() has made them")
+        return self.control
+
     def endpoint(self, stage: str) -> str:
+        assert self.ipc_dir is not None, "endpoints exist once run() has made the socket folder"
         return f"ipc://{self.ipc_dir / stage}.sock"
 
     def _stage_kwargs(self, free_slots: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -137,13 +145,20 @@ class Pipeline:
         old = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS
                if signal.getsignal(sig) is not signal.SIG_IGN}
         try:
-            free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
+            # The first event starts multiprocessing's resource tracker, a child that a Ctrl-C to
+            # the process group may follow at once; our handler is in place by then. (The tracker
+            # unblocks SIGINT and SIGTERM in this process once started, so the block below comes
+            # after it.)
+            self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event())
+            self._on_signal_before_events()
             # A new stage process spends its first second importing, before stage_main can tell it
             # to leave the stop signals to us; a Ctrl-C then would kill it with a traceback. Started
             # with them blocked, it holds them until stage_main ignores them (which drops them);
             # here they wait until the stages are started, and then stop the run as usual.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
+                self.ipc_dir = Path(tempfile.mkdtemp(prefix="posecast-"))
+                free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
                 with one_blas_thread():
                     for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
                         recv, send = self.ctx.Pipe(duplex=False)
@@ -166,11 +181,21 @@ class Pipeline:
         self._interrupts += 1
         self.result.interrupted = True
         self._signal = signum
+        if self.control is None:         # before the events exist: _on_signal_before_events acts
+            return
         if self._interrupts == 1:
-            self.control.stop.set()
+            self._events.stop.set()
             self._stop_deadline = time.monotonic() + STOP_GRACE_S
         else:
-            self.control.abort.set()
+            self._events.abort.set()
+
+    def _on_signal_before_events(self) -> None:
+        """Acts on stop signals that came while the events were being made."""
+        if self._interrupts:
+            self._events.stop.set()
+            self._stop_deadline = time.monotonic() + STOP_GRACE_S
+        if self._interrupts > 1:
+            self._events.abort.set()
 
     def _supervise(self) -> None:
         abort_deadline = float("inf")
@@ -187,10 +212,10 @@ class Pipeline:
                     self._drain(conn, live_conns)
                 self._on_exit(name)
             now = time.monotonic()
-            if self.control.stop.is_set() and now > self._stop_deadline and not self.control.abort.is_set():
+            if self._events.stop.is_set() and now > self._stop_deadline and not self._events.abort.is_set():
                 log.warning("frames in flight did not finish in %.0f s; aborting", STOP_GRACE_S)
-                self.control.abort.set()
-            if self.control.abort.is_set():
+                self._events.abort.set()
+            if self._events.abort.is_set():
                 if abort_deadline == float("inf"):
                     abort_deadline = now + ABORT_GRACE_S
                 elif now > abort_deadline:
@@ -215,10 +240,10 @@ class Pipeline:
                 self.result.exit_code = payload["exit_code"]
             if payload.get("drained"):
                 # The failing stage already ended its input cleanly: let the frames in flight finish.
-                self.control.stop.set()
+                self._events.stop.set()
                 self._stop_deadline = time.monotonic() + STOP_GRACE_S
             else:
-                self.control.abort.set()
+                self._events.abort.set()
         elif kind == "summary":
             self.result.summary = payload
         elif kind == "backend":
@@ -233,9 +258,9 @@ class Pipeline:
         proc.join(timeout=1.0)
         code = proc.exitcode
         self.result.stage_exit_codes[name] = code
-        if code != 0 and name not in self._reported and not self.control.abort.is_set():
+        if code != 0 and name not in self._reported and not self._events.abort.is_set():
             # Died without reporting (killed, crashed in native code): nothing else will tell.
-            self.control.abort.set()
+            self._events.abort.set()
             if self.result.error is None:
                 how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
                 self.result.error = f"the {name} stage {how}; the run was stopped"
@@ -249,7 +274,7 @@ class Pipeline:
 
     def _shutdown(self) -> None:
         for name, proc in self.procs.items():
-            proc.join(timeout=ABORT_GRACE_S if self.control.abort.is_set() else 30.0)
+            proc.join(timeout=ABORT_GRACE_S if self._events.abort.is_set() else 30.0)
         for name, proc in self.procs.items():
             if proc.is_alive():
                 # Stages ignore SIGTERM (see process.py), so a straggler gets SIGKILL.
@@ -260,7 +285,8 @@ class Pipeline:
         for conn in self.conns:
             conn.close()
         unlink_ring(self.ring_name)
-        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        if self.ipc_dir is not None:
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
     def _finish(self) -> RunResult:
         res = self.result
