@@ -34,6 +34,7 @@ class ModelArtifact:
     onnx_path: Path
     checkpoint_path: Path | None
     onnx_sha256: str
+    checkpoint_sha256: str | None = None    # what a temporal refiner records (streamer/refiner.py)
 
 
 def resolve_model(spec: str | Path | None) -> ModelArtifact:
@@ -58,7 +59,7 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     if onnx_path.exists():
         try:
             info = read_onnx_info(onnx_path)
-            return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path))
+            return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
         except ModelFileError:
             # A damaged cache entry (a full disk, a copy cut short) is ours to fix: export again.
             log.warning("the cached export %s is damaged; exporting again", onnx_path)
@@ -70,7 +71,7 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     except OSError as err:
         raise cache_error(onnx_path, err) from None
     info = read_onnx_info(onnx_path)
-    return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path))
+    return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
 
 
 def _shipped_default() -> ModelArtifact:

@@ -148,7 +148,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     model = resolve_model(args.model)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
-    refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path)
+    refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,
                          progress=not args.no_progress and sys.stderr.isatty(),
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,

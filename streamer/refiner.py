@@ -144,92 +144,42 @@ class TemporalRefiner:
         return cls(past, future, joints, members, digest, info, fps, scale)
 
 
-def resolve_refiner(setting: str, checkpoint: Path | None) -> TemporalRefiner | None:
+def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = None) -> TemporalRefiner | None:
     """The refiner `filter.refiner` names for a run of the model saved in `checkpoint` (None for
-    an ONNX file). "auto" is the shipped one where it was trained behind this very model, else
-    none: its corrections are learned for one network's errors. A file named outright must fit."""
+    an ONNX file; `digest`: its SHA-256, where the caller has it already). "auto" is the shipped
+    one where it was trained behind this very model, else none: its corrections are learned for
+    one network's errors. A file named outright must fit."""
     if setting == "off":
         return None
+    if checkpoint is not None and digest is None:
+        digest = file_sha256(checkpoint)
     if setting == "auto":
         if checkpoint is None or not SHIPPED_REFINER.is_file():
             return None
         refiner = TemporalRefiner.load(SHIPPED_REFINER)
-        return refiner if refiner.model_digest == file_sha256(checkpoint) else None
+        return refiner if refiner.model_digest == digest else None
     refiner = TemporalRefiner.load(Path(setting))
     if checkpoint is None:
         raise RefinerFileError(f"the temporal refiner {setting} can be checked only against a .pt model, not an "
                                "ONNX file; run the .pt model, or set filter.refiner: off")
-    if refiner.model_digest != file_sha256(checkpoint):
+    if refiner.model_digest != digest:
         raise RefinerFileError(f"the temporal refiner {setting} was trained for another model than {checkpoint.name}; "
                                f"train one for it (python -m train.temporal --model {checkpoint}), "
                                "or set filter.refiner: off")
     return refiner
 
 
-class RefiningSmoother(PoseSmoother):
-    """`refiner` in front of another smoother: each pose waits `refiner.future` frames for the
-    frames after it, is corrected, and goes on into `inner`. At a track's ends the window is
-    filled with the first or last frame, as in training. A jump in time ends the track, as it
-    does in the filters (`RESET_GAP_S`)."""
-
-    def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
-        self.refiner = refiner
-        self.inner = inner
-        self.origin = origin
-        self.lag = refiner.future + inner.lag
-        self._feats: deque[np.ndarray] = deque()      # features of the frames in the window
-        self._poses: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()   # frames not yet corrected
-        self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
-        self._t: float | None = None
-
-    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
-             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
-        if conf is None or joints_2d is None:
-            raise ValueError("the temporal refiner needs each frame's confidences and 2D joints")
-        out: list[np.ndarray] = []
-        if self._t is not None and abs(t - self._t) > RESET_GAP_S:
-            out = self.flush()
-        if self._t is None or t > self._t:
-            self._t = t
-        if not self._feats:                          # a track starts: the first frame fills the past
-            f = frame_features(values, joints_2d, conf, self.origin)
-            self._feats.extend(f for _ in range(self.refiner.past + 1))
-        else:
-            self._feats.append(frame_features(values, joints_2d, conf, self.origin))
-        self._poses.append((t, np.asarray(values), conf))
-        if len(self._feats) == self.refiner.window:
-            out += self._correct_oldest()
-            self._feats.popleft()
-        return out
-
-    def _correct_oldest(self) -> list[np.ndarray]:
-        for i, f in enumerate(self._feats):
-            self._window[i] = f
-        t, values, conf = self._poses.popleft()
-        refined = values + self.refiner.correction(self._window).astype(values.dtype)
-        return self.inner.push(t, refined, conf)
-
-    def flush(self) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        while self._poses:                           # the last frame fills the future
-            while len(self._feats) < self.refiner.window:
-                self._feats.append(self._feats[-1])
-            out += self._correct_oldest()
-            self._feats.popleft()
-        self._feats.clear()
-        self._t = None
-        return out + self.inner.flush()
-
-
 class DelayedSmoother(PoseSmoother):
-    """`inner`, each value held `delay` frames first: root_3d's smoother, kept in step with a pose
-    smoother that has a refiner in front (same frames held, same jumps in time)."""
+    """`inner`, each frame held `delay` frames first. On its own it is root_3d's smoother, kept in
+    step with a pose smoother that has a refiner in front (same frames held, same jumps in time);
+    `RefiningSmoother` builds on it. A jump in time ends the track, as it does in the filters
+    (`RESET_GAP_S`)."""
 
     def __init__(self, inner: PoseSmoother, delay: int) -> None:
         self.inner = inner
         self.delay = delay
         self.lag = delay + inner.lag
-        self._held: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()
+        self._held: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()   # frames not yet passed on
         self._t: float | None = None
 
     def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
@@ -239,14 +189,56 @@ class DelayedSmoother(PoseSmoother):
             out = self.flush()
         if self._t is None or t > self._t:
             self._t = t
-        self._held.append((t, values, conf))
+        self._take(t, np.asarray(values), conf, joints_2d)
         if len(self._held) > self.delay:
-            out += self.inner.push(*self._held.popleft())
+            out += self._pass_oldest()
         return out
 
     def flush(self) -> list[np.ndarray]:
         out: list[np.ndarray] = []
         while self._held:
-            out += self.inner.push(*self._held.popleft())
+            out += self._pass_oldest()
         self._t = None
         return out + self.inner.flush()
+
+    def _take(self, t: float, values: np.ndarray, conf: np.ndarray | None, joints_2d: np.ndarray | None) -> None:
+        self._held.append((t, values, conf))
+
+    def _pass_oldest(self) -> list[np.ndarray]:
+        return self.inner.push(*self._held.popleft())
+
+
+class RefiningSmoother(DelayedSmoother):
+    """`refiner` in front of another smoother: each pose waits `refiner.future` frames for the
+    frames after it, is corrected, and goes on into `inner`. At a track's ends the window is
+    filled with the first or last frame, as in training."""
+
+    def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
+        super().__init__(inner, refiner.future)
+        self.refiner = refiner
+        self.origin = origin
+        self._feats: deque[np.ndarray] = deque()      # features of the frames in the window
+        self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
+
+    def _take(self, t: float, values: np.ndarray, conf: np.ndarray | None, joints_2d: np.ndarray | None) -> None:
+        if conf is None or joints_2d is None:
+            raise ValueError("the temporal refiner needs each frame's confidences and 2D joints")
+        f = frame_features(values, joints_2d, conf, self.origin)
+        # A track starts: its first frame fills the past.
+        self._feats.extend(f for _ in range(1 if self._feats else self.refiner.past + 1))
+        super()._take(t, values, conf, joints_2d)
+
+    def _pass_oldest(self) -> list[np.ndarray]:
+        while len(self._feats) < self.refiner.window:    # at the track's end, the last frame fills the future
+            self._feats.append(self._feats[-1])
+        for i, f in enumerate(self._feats):
+            self._window[i] = f
+        self._feats.popleft()
+        t, values, conf = self._held.popleft()
+        refined = values + self.refiner.correction(self._window).astype(values.dtype)
+        return self.inner.push(t, refined, conf)
+
+    def flush(self) -> list[np.ndarray]:
+        out = super().flush()
+        self._feats.clear()
+        return out

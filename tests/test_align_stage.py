@@ -19,6 +19,8 @@ from streamer.filters import RESET_GAP_S, KalmanSmoother
 from streamer.packets import FramePacket, ResultPacket
 from streamer.stages.align import AlignStage
 
+from poses import result_packets
+
 FPS = 25.0
 RING = 24
 NOBODY = range(12, 15)          # frames without a person
@@ -32,17 +34,7 @@ def _stage(live: bool, ring_slots: int = RING) -> AlignStage:
 
 
 def _packets(stage: AlignStage, n: int) -> list[ResultPacket]:
-    rng = np.random.default_rng(5)
-    joints, roots = stage.num_joints, stage.num_roots
-    packets = []
-    for seq in range(n):
-        pose = rng.normal(0.0, 0.015, (joints, 3)) + np.linspace(0.0, 1.0, joints)[:, None]
-        offsets = pose[None] - pose[list(stage.aligner.roots)][:, None] + rng.normal(0.0, 0.01, (roots, joints, 3))
-        uv = rng.uniform(200.0, 300.0, (joints, 2))
-        packets.append(ResultPacket(FramePacket(seq, seq % RING, 480, 640, seq / FPS, seq / FPS, 1.0),
-                                    seq not in NOBODY, 0.9, uv.astype(np.float32), np.ones(joints, np.float32),
-                                    offsets.astype(np.float32)))
-    return packets
+    return result_packets(stage, n, NOBODY, FPS, RING)
 
 
 def _run(stage: AlignStage, packets: list[ResultPacket]) -> tuple[list[ResultPacket], list[int]]:

@@ -16,11 +16,13 @@ from engines.model_file import default_model_config, file_sha256
 from engines.skeleton import H36M17
 from streamer.config import load_pipeline_config
 from streamer.filters import RESET_GAP_S, CausalSmoother, IdentityFilter, KalmanSmoother
-from streamer.packets import FramePacket, ResultPacket
+from streamer.packets import ResultPacket
 from streamer.refiner import (DelayedSmoother, RefinerFileError, RefiningSmoother, TemporalRefiner, frame_features,
                               mirrored_features, resolve_refiner)
 from streamer.stages.align import AlignStage
 from train.temporal import segments, windows_of
+
+from poses import result_packets
 
 J = H36M17.num_joints
 ORIGIN = H36M17.index(H36M17.origin)
@@ -159,22 +161,6 @@ def test_a_refiner_is_used_only_behind_its_own_model(tmp_path: Path) -> None:
     assert resolve_refiner("auto", other) is None         # another model: no refiner, no error
 
 
-def _packets(n: int, nobody: range) -> list[ResultPacket]:
-    rng = np.random.default_rng(5)
-    cfg = default_model_config()
-    roots = len(cfg.roots)
-    out = []
-    for seq in range(n):
-        pose = rng.normal(0.0, 0.015, (J, 3)) + np.linspace(0.0, 1.0, J)[:, None]
-        idx = [H36M17.index(r) for r in cfg.roots]
-        offsets = pose[None] - pose[idx][:, None]
-        uv = rng.uniform(200.0, 300.0, (J, 2))
-        out.append(ResultPacket(FramePacket(seq, seq % 24, 480, 640, seq / FPS, seq / FPS, 1.0),
-                                seq not in nobody, 0.9, uv.astype(np.float32), np.ones(J, np.float32),
-                                offsets.astype(np.float32)))
-    return out
-
-
 @pytest.mark.parametrize("live", [False, True])
 def test_the_align_stage_refines_files_only_and_releases_every_frame(live: bool) -> None:
     cfg = replace(default_model_config(), offsets_frame="camera")
@@ -183,7 +169,7 @@ def test_the_align_stage_refines_files_only_and_releases_every_frame(live: bool)
     stage.start(live, 24, FPS)
     assert isinstance(stage.smoother, RefiningSmoother) != live
     assert stage.smoother.lag == stage.root_smoother.lag
-    packets = _packets(40, range(20, 23))
+    packets = result_packets(stage, 40, range(20, 23), FPS, 24)
     out = []
     for p in packets:
         out += stage.align(p.to_dict())

@@ -34,10 +34,13 @@ from engines.model_file import file_sha256
 from engines.models import SHIPPED_DEFAULT
 from engines.skeleton import H36M17
 from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
+from train.metrics import mpjpe
 from train.video_eval import load_clips, read_npz_track, track_clip
 
 ORIGIN = H36M17.index(H36M17.origin)
 HELD_OUT_EVERY = 10          # every tenth clip of each folder is held out
+DROPOUT = 0.25
+WEIGHT_DECAY = 1e-2
 
 
 @dataclass
@@ -86,12 +89,13 @@ def clip_windows(track: Path, labels: dict[str, np.ndarray], past: int, future: 
     return np.concatenate(windows).astype(np.float32), np.concatenate(targets)
 
 
-def collect(folders: list[Path], tracks: Path, model: Path, past: int, future: int) -> list[ClipWindows]:
-    """Every clip of `folders`, tracked by `model` (once: kept in `tracks`) and cut into windows."""
+def collect(clips: list[tuple[Path, Path, dict[str, np.ndarray]]], tracks: Path, model: Path, digest: str,
+            past: int, future: int) -> list[ClipWindows]:
+    """Every clip (folder, video, labels), tracked by `model` (SHA-256 `digest`) once, the tracks
+    kept in `tracks`, and cut into windows."""
     from tqdm import tqdm
 
-    clips = [(folder, video, labels) for folder in folders for video, labels in load_clips(folder)]
-    tracks = tracks / file_sha256(model)[:16]
+    tracks = tracks / digest[:16]
     make_folders(tracks)
     out = []
     for folder, video, labels in tqdm(clips, desc="tracking clips", unit="clip"):
@@ -105,13 +109,8 @@ def collect(folders: list[Path], tracks: Path, model: Path, past: int, future: i
     return out
 
 
-def mpjpe_mm(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.linalg.norm(pred - truth, axis=-1).mean() * 1000.0) if len(truth) else float("nan")
-
-
 def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: int, lr: float, seed: int,
-          threads: int, dropout: float = 0.25,
-          weight_decay: float = 1e-2) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+          threads: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
     import torch
     from tqdm import tqdm
 
@@ -130,12 +129,12 @@ def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: in
     j = H36M17.num_joints
     d_in = x.shape[1] * x.shape[2]
     net = torch.nn.Sequential(
-        torch.nn.Linear(d_in, width), torch.nn.ReLU(), torch.nn.Dropout(dropout),
-        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+        torch.nn.Linear(d_in, width), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT),
+        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Dropout(DROPOUT),
         torch.nn.Linear(width, j * 3))
     torch.nn.init.zeros_(net[-1].weight)   # starts as no correction at all
     torch.nn.init.zeros_(net[-1].bias)
-    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     middle = slice(past * x.shape[2], past * x.shape[2] + j * 3)
 
@@ -160,14 +159,6 @@ def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: in
     net.eval()
     report = {"train_windows": int(len(x)), "train_clips": len(fit), "held_out_clips": len(held),
               "seconds": round(time.perf_counter() - t0, 1), "steps": steps, "width": width}
-    if held:
-        xh = np.concatenate([c.windows for c in held])
-        yh = np.concatenate([c.targets for c in held])
-        with torch.no_grad():
-            refined = corrected(xh).numpy()
-        report["held_out_windows"] = int(len(xh))
-        report["held_out_mpjpe_mm_before"] = round(mpjpe_mm(xh[:, past, : j * 3].reshape(-1, j, 3), yh), 1)
-        report["held_out_mpjpe_mm_after"] = round(mpjpe_mm(refined, yh), 1)
     layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
               for m in net if isinstance(m, torch.nn.Linear)]
     return layers, report
@@ -184,8 +175,8 @@ def held_out_report(refiner: TemporalRefiner, clips: list[ClipWindows]) -> dict:
     j = refiner.num_joints
     before = x[:, refiner.past, : j * 3].reshape(-1, j, 3)
     after = before + np.stack([refiner.correction(w) for w in x])
-    return {"held_out_windows": int(len(x)), "held_out_mpjpe_mm_before": round(mpjpe_mm(before, y), 1),
-            "held_out_mpjpe_mm_after": round(mpjpe_mm(after, y), 1)}
+    return {"held_out_windows": int(len(x)), "held_out_mpjpe_mm_before": round(1000.0 * mpjpe(before, y), 1),
+            "held_out_mpjpe_mm_after": round(1000.0 * mpjpe(after, y), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,19 +209,22 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or SHIPPED_DEFAULT
     if not Path(model).is_file():
         ap.error(f"model file not found: {model}")
-    rates = {float(labels["fps"]) for folder in args.clips for _, labels in load_clips(folder)}
+    loaded = [(folder, video, labels) for folder in args.clips for video, labels in load_clips(folder)]
+    rates = {float(labels["fps"]) for _, _, labels in loaded}
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
-    clips = collect(args.clips, args.tracks, Path(model), args.past, args.future)
+    fps = rates.pop()
+    digest = file_sha256(Path(model))
+    clips = collect(loaded, args.tracks, Path(model), digest, args.past, args.future)
     members, reports = [], []
     for k in range(args.members):
         layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed + k,
                                args.threads)
+        alone = TemporalRefiner(args.past, args.future, H36M17.num_joints, [layers], digest, {}, fps)
         members.append(layers)
-        reports.append(report)
+        reports.append({**report, **held_out_report(alone, clips)})
     info = {"model": Path(model).name, "clips": [str(c) for c in args.clips], "members_report": reports}
-    refiner = TemporalRefiner(args.past, args.future, H36M17.num_joints, members, file_sha256(Path(model)), info,
-                              rates.pop(), args.scale)
+    refiner = TemporalRefiner(args.past, args.future, H36M17.num_joints, members, digest, info, fps, args.scale)
     report = held_out_report(refiner, clips)
     refiner.info["report"] = report
     make_folders(args.out.parent)

@@ -40,7 +40,7 @@ import numpy as np
 from engines.skeleton import H36M17
 from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
-from train.motion import H36MCamera, MotionBank, load_all, split
+from train.motion import HELD_OUT, H36MCamera, MotionBank, load_all, split
 from train.synth.body import BodyBank
 from train.synth.generate import run_resumable, split_bodies
 from train.synth.render import BodyRenderer, Look
@@ -55,7 +55,6 @@ CAMERA_HEIGHT = (0.8, 2.2)        # metres above the lowest joint
 FILL = 0.42                       # the farthest joint from the image centre, as a share of the side
 NOISE_STD = 2.0                   # sensor noise, grey levels
 SPLITS = ("val", "train")
-HELD_OUT_SUBJECT = "S8"           # train.motion.HELD_OUT holds all of Human3.6M's S8 out
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ class ClipMaker:
         self.bank = BodyBank.load(bodies_path)
         motions, cameras = load_all(data_dir, hz=MOTION_HZ)
         self.motions: MotionBank = split(motions)[1 if held_out else 0]
-        self.cameras = [c for c in cameras if (c.subject == HELD_OUT_SUBJECT) == held_out]
+        self.cameras = [c for c in cameras if (f"h36m/{c.subject}/" in HELD_OUT) == held_out]
         self.bodies = split_bodies(self.bank.num_bodies, split_name)
         self.backgrounds = load_backgrounds(split_backgrounds(data_dir / "backgrounds", split_name))
         self.size, self.fps, self.frames, self.seed = size, fps, frames, seed
