@@ -223,15 +223,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(out: Path, args: argparse.Namespace) -> int:
-    from engines.errors import InputError
-    from streamer.synthclip import ensure_default_clip
-    from streamer.tracks import write_hint
+    from engines.cache import cache_error
+    from streamer.synthclip import default_clip_path, ensure_default_clip
 
     try:
         clip = ensure_default_clip(progress=sys.stderr.isatty())
     except OSError as err:
-        raise InputError(f"cannot render the demo clip into the cache: {err.strerror or err} "
-                         f"({write_hint(err)}, or set POSECAST_CACHE to a writable folder)") from None
+        raise cache_error(default_clip_path(), err) from None
     _note(f"demo input: {clip} (a synthetic clip rendered by Posecast)")
     if args.min_score is None:
         # With no trained weights shipped yet, nothing would pass the default thresholds; the

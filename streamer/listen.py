@@ -28,6 +28,7 @@ import numpy as np
 import zmq
 
 from engines.errors import InputError
+from streamer.process import STOP_SIGNALS
 from streamer.protocol import SCHEMA_VERSION, PersonPose, frame_from_message
 from streamer.publish import decode
 
@@ -45,8 +46,7 @@ class StreamStats:
     received: int = 0
     gaps: int = 0                       # seq numbers skipped: messages this subscriber lost
     last_seq: int | None = None
-    skipped: int = 0                    # messages that were not Posecast's (see `parse_message`)
-    skip_reasons: Counter = field(default_factory=Counter)
+    skip_reasons: Counter = field(default_factory=Counter)   # messages that were not Posecast's, by reason
 
     def __post_init__(self) -> None:
         self.arrivals = deque(maxlen=self.window)
@@ -64,8 +64,12 @@ class StreamStats:
             self.gaps += seq - self.last_seq - 1
         self.last_seq = seq
 
+    @property
+    def skipped(self) -> int:
+        """Messages that were not Posecast's (see `parse_message`)."""
+        return sum(self.skip_reasons.values())
+
     def skip(self, reason: str) -> None:
-        self.skipped += 1
         self.skip_reasons[reason] += 1
 
     def skip_reason(self) -> str:
@@ -230,7 +234,7 @@ class StopSignals:
     The exit code is then 128 + the signal's number, as `posecast track` gives. A signal that
     was ignored already stays ignored: `nohup posecast listen` must outlive its terminal."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self) -> None:
         self.signum: int | None = None
