@@ -240,3 +240,31 @@ def test_a_file_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: 
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "trained for another model" in lines[0] and "filter.refiner: off" in lines[0]
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An output folder that cannot be written is one line and exit 2, before any clip is tracked."""
+    from train.temporal import main as temporal
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "afile").write_text("")
+    assert temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"),
+                     "--out", str(tmp_path / "afile" / "r.npz")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "cannot write to" in err[0]
+
+
+def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path) -> None:
+    """A damaged clip ends the run with one line naming it, and leaves no partial track."""
+    from train.temporal import main as temporal
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    np.savez(clips / "clip_000.npz", joints_3d=np.zeros((2, J, 3)), joints_2d=np.zeros((2, J, 2)),
+             visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0))
+    (clips / "clip_000.mp4").write_bytes(b"not a video")
+    with pytest.raises(SystemExit) as exc:
+        temporal(["--clips", str(clips), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")])
+    assert "clip_000.mp4" in str(exc.value) and "\n" not in str(exc.value)
+    assert not [p for p in (tmp_path / "t").rglob("*") if p.is_file()]
+    assert not (tmp_path / "r.npz").exists()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.files import make_folders, replaced_when_done
+from engines.files import check_writable_folder, make_folders, replaced_when_done
 from engines.model_file import file_sha256
 from engines.models import SHIPPED_DEFAULT
 from engines.skeleton import H36M17
@@ -209,13 +209,24 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or SHIPPED_DEFAULT
     if not Path(model).is_file():
         ap.error(f"model file not found: {model}")
+    for folder in (args.out.parent, args.tracks):    # before hours of tracking and training
+        try:
+            make_folders(folder)
+            check_writable_folder(folder)
+        except OSError as err:
+            print(f"{ap.prog}: error: cannot write to '{folder}': {err.strerror or err} (choose a folder you can "
+                  "write to)", file=sys.stderr)
+            return 2
     loaded = [(folder, video, labels) for folder in args.clips for video, labels in load_clips(folder)]
     rates = {float(labels["fps"]) for _, _, labels in loaded}
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
     fps = rates.pop()
     digest = file_sha256(Path(model))
-    clips = collect(loaded, args.tracks, Path(model), digest, args.past, args.future)
+    try:
+        clips = collect(loaded, args.tracks, Path(model), digest, args.past, args.future)
+    except RuntimeError as exc:                      # a clip that posecast track could not read
+        raise SystemExit(f"{ap.prog}: {exc}") from None
     members, reports = [], []
     for k in range(args.members):
         layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed + k,
@@ -227,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     refiner = TemporalRefiner(args.past, args.future, H36M17.num_joints, members, digest, info, fps, args.scale)
     report = held_out_report(refiner, clips)
     refiner.info["report"] = report
-    make_folders(args.out.parent)
     with replaced_when_done(args.out) as tmp:
         refiner.save(tmp)
     print(f"wrote {args.out}: {report}", file=sys.stderr)
