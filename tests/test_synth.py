@@ -481,3 +481,23 @@ def test_the_refiner_trains_on_the_pipelines_own_tracks(bank, tmp_path):
     refiner = TemporalRefiner.load(tmp_path / "r.npz")
     assert (refiner.past, refiner.future, refiner.fps) == (2, 1, 25.0)
     assert resolve_refiner(str(tmp_path / "r.npz"), SHIPPED_DEFAULT) is not None
+
+
+def test_clips_without_deepmimic_draw_from_the_other_sources(bank, tmp_path, monkeypatch):
+    """Without pybullet (CI installs no `train` extra) DeepMimic's turn goes to a source there is."""
+    if not (DATA / "backgrounds").is_dir():
+        pytest.skip("datasets missing")
+    pytest.importorskip("moderngl")
+    from train.synth.clip import SOURCE_TURNS, ClipMaker
+
+    monkeypatch.setenv("POSECAST_DEEPMIMIC", str(tmp_path / "no-such-folder"))
+    bodies = tmp_path / "bodies.npz"
+    bank.save(bodies)
+    for split_name in ("val", "train"):
+        maker = ClipMaker(bodies, DATA, 128, 25.0, 8, seed=7, split_name=split_name)
+        try:
+            assert "deepmimic" not in maker.sources
+            plans = [maker.plan(k) for k in range(len(SOURCE_TURNS))]
+        finally:
+            maker.close()
+        assert all(p.motion.split("/", 1)[0] in maker.sources for p in plans)

@@ -127,10 +127,20 @@ class ClipMaker:
         motions, cameras = load_all(data_dir, hz=MOTION_HZ)
         self.motions: MotionBank = split(motions)[1 if held_out else 0]
         self.cameras = [c for c in cameras if (f"h36m/{c.subject}/" in HELD_OUT) == held_out]
+        self.sources = self.drawable_sources()
         self.bodies = split_bodies(self.bank.num_bodies, split_name)
         self.backgrounds = load_backgrounds(split_backgrounds(data_dir / "backgrounds", split_name))
         self.size, self.fps, self.frames, self.seed = size, fps, frames, seed
         self.renderer = BodyRenderer(self.bank.faces, self.bank.region, self.bank.template, size)
+
+    def drawable_sources(self) -> tuple[str, ...]:
+        """The motion sources this split can draw: DeepMimic's are missing without pybullet (or
+        $POSECAST_DEEPMIMIC), and Human3.6M's need a camera of the split."""
+        held = {n.split("/", 1)[0] for n in self.motions.sequences()}
+        found = tuple(s for s in dict.fromkeys(SOURCE_TURNS) if s in held and (s != "h36m" or self.cameras))
+        if not found:
+            raise ValueError("no motion of this split to draw from: is the datasets folder complete?")
+        return found
 
     def close(self) -> None:
         self.renderer.close()
@@ -148,8 +158,8 @@ class ClipMaker:
         """Clip k's draws: motion, body, camera, look and background (nothing rendered yet)."""
         rng = np.random.default_rng([self.seed, k])
         source = SOURCE_TURNS[k % len(SOURCE_TURNS)]
-        if source == "h36m" and not self.cameras:
-            source = "cmu"
+        if source not in self.sources:
+            source = self.sources[k % len(self.sources)]
         name, seq = self.sequence(rng, source)
         frames = clip_length(len(seq), self.fps, self.frames)
         spare = (len(seq) - 1) / MOTION_HZ - (frames - 1) / self.fps
