@@ -149,7 +149,9 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
+    live_refiner = resolve_refiner(config.filter.live_refiner, model.checkpoint_path, model.checkpoint_sha256, live=True)
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,
+                         live_refiner=live_refiner,
                          progress=not args.no_progress and sys.stderr.isatty(),
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))

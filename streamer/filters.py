@@ -130,13 +130,17 @@ class FilterConfig:
     one_euro: OneEuroConfig
     kalman: KalmanConfig
     root: RootFilterConfig
-    # A file's poses first go through a learned temporal refiner (streamer/refiner.py): "auto" is
-    # the shipped one behind the model it was trained for, "off" none, else a refiner file's path.
+    # Poses first go through a learned temporal refiner (streamer/refiner.py), a file's looking
+    # ahead, a live source's not: "auto" is the shipped one behind the model it was trained for,
+    # "off" none, else a refiner file's path.
     refiner: Literal["auto", "off"] | str = "auto"
+    live_refiner: Literal["auto", "off"] | str = "auto"
 
     def check(self) -> None:
-        if not isinstance(self.refiner, str) or not self.refiner.strip():
-            raise ValueError(f"refiner must be 'auto', 'off' or a refiner file's path (got {self.refiner!r})")
+        for name in ("refiner", "live_refiner"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be 'auto', 'off' or a refiner file's path (got {value!r})")
         if self.method not in ("auto", "off", "one_euro", "kalman"):
             raise ValueError(f"method must be one of 'auto', 'off', 'one_euro', 'kalman' (got {self.method!r})")
         if not 0 <= self.file_lag <= MAX_LAG:

@@ -62,6 +62,7 @@ class RunRequest:
     realtime: bool = False                           # play files at their frame rate, as live sources
     preview: bool = False                            # show a window with the live result
     refiner: TemporalRefiner | None = None           # a file's learned temporal refiner (streamer/refiner.py)
+    live_refiner: TemporalRefiner | None = None      # a live source's (causal: past frames only)
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Pipeline:
             "infer": (InferStage, dict(model=r.model, config=r.config, in_endpoint=self.endpoint("infer"),
                                        out_endpoint=self.endpoint("align"))),
             "align": (AlignStage, dict(model_config=info.config, config=r.config, refiner=r.refiner,
+                                       live_refiner=r.live_refiner,
                                        in_endpoint=self.endpoint("align"), out_endpoint=self.endpoint("output"))),
             "output": (OutputStage, dict(model_config=info.config, model_meta=model_meta, tracks=r.tracks,
                                          overlay=r.overlay, publish=r.config.publish,

@@ -30,7 +30,10 @@ from streamer.filters import RESET_GAP_S, PoseSmoother
 REFINER_FORMAT = "posecast-temporal-refiner"
 REFINER_VERSION = 1
 FPS_TOLERANCE = 0.25       # relative: the frame rates a refiner runs at, around its training clips
+LIVE_INTERVALS = 31        # a live source's recent frame intervals, whose median is its frame interval
+MIN_INTERVALS = 3          # ... once it has seen this many
 SHIPPED_REFINER = Path(__file__).resolve().parent.parent / "engines" / "weights" / "temporal.npz"
+SHIPPED_LIVE_REFINER = SHIPPED_REFINER.with_name("temporal_live.npz")     # causal: past frames only
 
 
 class RefinerFileError(ModelFileError):
@@ -144,28 +147,36 @@ class TemporalRefiner:
         return cls(past, future, joints, members, digest, info, fps, scale)
 
 
-def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = None) -> TemporalRefiner | None:
-    """The refiner `filter.refiner` names for a run of the model saved in `checkpoint` (None for
-    an ONNX file; `digest`: its SHA-256, where the caller has it already). "auto" is the shipped
-    one where it was trained behind this very model, else none: its corrections are learned for
-    one network's errors. A file named outright must fit."""
+def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = None,
+                    live: bool = False) -> TemporalRefiner | None:
+    """The refiner `filter.refiner` (files) or, with `live`, `filter.live_refiner` names for a run
+    of the model saved in `checkpoint` (None for an ONNX file; `digest`: its SHA-256, where the
+    caller has it already). "auto" is the shipped one where it was trained behind this very model,
+    else none: its corrections are learned for one network's errors. A file named outright must
+    fit, and a live one must not look ahead."""
     if setting == "off":
         return None
+    key = "filter.live_refiner" if live else "filter.refiner"
     if checkpoint is not None and digest is None:
         digest = file_sha256(checkpoint)
     if setting == "auto":
-        if checkpoint is None or not SHIPPED_REFINER.is_file():
+        shipped = SHIPPED_LIVE_REFINER if live else SHIPPED_REFINER
+        if checkpoint is None or not shipped.is_file():
             return None
-        refiner = TemporalRefiner.load(SHIPPED_REFINER)
+        refiner = TemporalRefiner.load(shipped)
         return refiner if refiner.model_digest == digest else None
     refiner = TemporalRefiner.load(Path(setting))
     if checkpoint is None:
         raise RefinerFileError(f"the temporal refiner {setting} can be checked only against a .pt model, not an "
-                               "ONNX file; run the .pt model, or set filter.refiner: off")
+                               f"ONNX file; run the .pt model, or set {key}: off")
     if refiner.model_digest != digest:
         raise RefinerFileError(f"the temporal refiner {setting} was trained for another model than {checkpoint.name}; "
                                f"train one for it (python -m train.temporal --model {checkpoint}), "
-                               "or set filter.refiner: off")
+                               f"or set {key}: off")
+    if live and refiner.future:
+        raise RefinerFileError(f"the temporal refiner {setting} waits for {refiner.future} frames ahead, which a live "
+                               "source does not have; train a live one (python -m train.temporal --future 0), "
+                               f"or set {key}: off")
     return refiner
 
 
@@ -242,3 +253,64 @@ class RefiningSmoother(DelayedSmoother):
         out = super().flush()
         self._feats.clear()
         return out
+
+
+class LiveRefiningSmoother(PoseSmoother):
+    """A causal `refiner` (no frames ahead) in front of a live source's filter: each pose is
+    corrected from itself and the `past` poses before it, and goes on at once.
+
+    Live frames come when they come: the capture drops stale ones, and a camera's real rate is
+    not always the one it reports. The window is laid out in the camera's frame times, so a
+    dropped frame's place is filled by blending the poses either side of it, and the camera's
+    frame interval is taken from the median of the recent intervals. The refiner runs only while
+    that rate fits the one it learned (`TemporalRefiner.fits_rate`); otherwise the poses pass
+    through unchanged."""
+
+    def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
+        if refiner.future:
+            raise ValueError("a live refiner must not look ahead (train it with --future 0)")
+        self.refiner = refiner
+        self.inner = inner
+        self.origin = origin
+        self.lag = inner.lag
+        self._feats: deque[np.ndarray] = deque(maxlen=refiner.window)
+        self._intervals: deque[float] = deque(maxlen=LIVE_INTERVALS)
+        self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
+        self._t: float | None = None
+        self.refined = 0        # frames corrected (the rest passed through: rate unknown or unfit)
+
+    def frame_interval(self) -> float | None:
+        """The camera's frame interval (seconds), once a few frames have shown it."""
+        return float(np.median(self._intervals)) if len(self._intervals) >= MIN_INTERVALS else None
+
+    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
+             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
+        if conf is None or joints_2d is None:
+            raise ValueError("the temporal refiner needs each frame's confidences and 2D joints")
+        values = np.asarray(values)
+        f = frame_features(values, joints_2d, conf, self.origin)
+        dt = None if self._t is None else t - self._t
+        if dt is None or not 0.0 < dt <= RESET_GAP_S:
+            self._feats.clear()              # a new track: its first frame fills the past
+            self._feats.extend(f for _ in range(self.refiner.window))
+        else:
+            interval = self.frame_interval()
+            self._intervals.append(dt)
+            slots = max(1, round(dt / interval)) if interval else 1
+            last = self._feats[-1]
+            for k in range(1, min(slots, self.refiner.window)):
+                self._feats.append(last + (f - last) * (k / slots))   # a dropped frame's place
+            self._feats.append(f)
+        self._t = t
+        interval = self.frame_interval()
+        if interval is not None and self.refiner.fits_rate(1.0 / interval):
+            for i, g in enumerate(self._feats):
+                self._window[i] = g
+            values = values + self.refiner.correction(self._window).astype(values.dtype)
+            self.refined += 1
+        return self.inner.push(t, values, conf)
+
+    def flush(self) -> list[np.ndarray]:
+        self._feats.clear()
+        self._t = None
+        return self.inner.flush()

@@ -12,12 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engines.errors import ConfigError
 from engines.model_file import default_model_config, file_sha256
 from engines.skeleton import H36M17
 from streamer.config import load_pipeline_config
 from streamer.filters import RESET_GAP_S, CausalSmoother, IdentityFilter, KalmanSmoother
 from streamer.packets import ResultPacket
-from streamer.refiner import (DelayedSmoother, RefinerFileError, RefiningSmoother, TemporalRefiner, frame_features,
+from streamer.refiner import (MIN_INTERVALS, DelayedSmoother, LiveRefiningSmoother, RefinerFileError, RefiningSmoother,
+                              TemporalRefiner, frame_features,
                               mirrored_features, resolve_refiner)
 from streamer.stages.align import AlignStage
 from train.temporal import segments, windows_of
@@ -268,3 +270,138 @@ def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path) -> None:
     assert "clip_000.mp4" in str(exc.value) and "\n" not in str(exc.value)
     assert not [p for p in (tmp_path / "t").rglob("*") if p.is_file()]
     assert not (tmp_path / "r.npz").exists()
+
+
+# --- the live (causal) refiner ---------------------------------------------------------------
+
+def _live(past: int = 4) -> LiveRefiningSmoother:
+    return LiveRefiningSmoother(_refiner(past, future=0), CausalSmoother(IdentityFilter((J, 3))), ORIGIN)
+
+
+def _expected(refiner: TemporalRefiner, feats: list[np.ndarray], pose: np.ndarray) -> np.ndarray:
+    """`pose` corrected from the window whose last rows are `feats` (the track's first frame
+    filling the rows before them)."""
+    rows = [feats[0]] * max(refiner.window - len(feats), 0) + feats[-refiner.window:]
+    return pose + refiner.correction(np.stack(rows)).astype(pose.dtype)
+
+
+def test_a_live_refiner_corrects_each_pose_from_the_frames_before_it() -> None:
+    """Nothing waits; the first frames pass through until the camera's rate is known, then each
+    pose is corrected from the window of its own and the frames before it."""
+    sm = _live()
+    j3, j2, conf = _frames(12)
+    feats = [frame_features(a, b, c, ORIGIN) for a, b, c in zip(j3, j2, conf)]
+    for k in range(12):
+        got = sm.push(k / FPS, j3[k], conf[k], j2[k])
+        assert len(got) == 1
+        want = j3[k] if k < MIN_INTERVALS else _expected(sm.refiner, feats[:k + 1], j3[k])
+        np.testing.assert_allclose(got[0], want, atol=1e-6)
+    assert sm.refined == 12 - MIN_INTERVALS and sm.lag == 0
+    with pytest.raises(ValueError, match="look ahead"):
+        LiveRefiningSmoother(_refiner(2), CausalSmoother(IdentityFilter((J, 3))), ORIGIN)
+
+
+def test_a_dropped_frames_place_is_blended_from_the_frames_either_side() -> None:
+    """A stale frame the capture dropped leaves its slot in the window, filled by blending the
+    poses before and after it: as if a frame with the blended features had come."""
+    j3, j2, conf = _frames(10)
+    j3[6], j2[6] = j3[5], j2[5]                # frames 5 and 7 differ only in confidence ...
+    j3[7], j2[7] = j3[5], j2[5]
+    conf[6] = (conf[5] + conf[7]) / 2          # ... so frame 6 is their blend, feature for feature
+    dropped, whole = _live(), _live()
+    for k in range(10):
+        a = whole.push(k / FPS, j3[k], conf[k], j2[k])
+        if k != 6:
+            b = dropped.push(k / FPS, j3[k], conf[k], j2[k])
+            np.testing.assert_allclose(b[0], a[0], atol=1e-5)
+    assert dropped.refined == whole.refined - 1
+
+
+def test_a_live_refiner_rests_at_a_rate_it_did_not_learn_and_after_a_gap_starts_afresh() -> None:
+    """At 10 frames a second the window spans other motion than the 25 fps clips it learned from:
+    the poses pass through. After a pause longer than RESET_GAP_S the window starts again from the
+    next frame, as a new track's."""
+    slow = _live()
+    j3, j2, conf = _frames(12)
+    for k in range(12):
+        np.testing.assert_array_equal(slow.push(k / 10.0, j3[k], conf[k], j2[k])[0], j3[k])
+    assert slow.refined == 0
+    sm, fresh = _live(), _live()
+    for k in range(6):
+        sm.push(k / FPS, j3[k], conf[k], j2[k])
+    for k in range(6):                         # the rate is known already: only the window restarts
+        fresh.push(100.0 + k / FPS, j3[k], conf[k], j2[k])
+    t0 = 5 / FPS + 2 * RESET_GAP_S
+    feats = [frame_features(a, b, c, ORIGIN) for a, b, c in zip(j3[6:], j2[6:], conf[6:])]
+    for i, k in enumerate(range(6, 12)):
+        got = sm.push(t0 + i / FPS, j3[k], conf[k], j2[k])
+        np.testing.assert_allclose(got[0], _expected(sm.refiner, feats[:i + 1], j3[k]), atol=1e-6)
+
+
+def test_a_live_refiner_is_causal_and_for_its_model(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    _refiner(2, digest=file_sha256(model)).save(tmp_path / "ahead.npz")
+    _refiner(2, digest=file_sha256(model), future=0).save(tmp_path / "causal.npz")
+    assert resolve_refiner(str(tmp_path / "causal.npz"), model, live=True).future == 0
+    with pytest.raises(RefinerFileError, match="frames ahead.*filter.live_refiner: off"):
+        resolve_refiner(str(tmp_path / "ahead.npz"), model, live=True)
+    with pytest.raises(ConfigError, match="filter.live_refiner must be"):
+        load_pipeline_config(None, {"filter": {"live_refiner": " "}})
+
+
+@pytest.mark.parametrize("live,method", [(True, "auto"), (False, "auto"), (True, "off")])
+def test_the_align_stage_refines_live_sources_with_the_causal_refiner(live: bool, method: str) -> None:
+    cfg = replace(default_model_config(), offsets_frame="camera")
+    config = load_pipeline_config(None, {"filter": {"method": method}})
+    stage = AlignStage(cfg, config, "", "", control=None, reporter=None,  # type: ignore[arg-type]
+                       refiner=_refiner(3), live_refiner=_refiner(3, future=0))
+    ring = 4 if live else 24                   # live sources keep only their newest frames
+    stage.start(live, ring, FPS)
+    assert isinstance(stage.smoother, LiveRefiningSmoother) == (live and method != "off")
+    if not live:
+        assert isinstance(stage.smoother, RefiningSmoother)
+    packets = result_packets(stage, 30, range(10, 12), FPS, ring)
+    out = []
+    for p in packets:
+        out += stage.align(p.to_dict())
+    out += stage.flush()
+    assert len(out) == 30
+    if isinstance(stage.smoother, LiveRefiningSmoother):
+        assert stage.smoother.refined == 28 - MIN_INTERVALS      # every pose found, once the rate is known
+
+
+def test_the_shipped_live_refiner_is_causal_and_for_the_shipped_model() -> None:
+    from engines.models import SHIPPED_DEFAULT
+    from streamer.refiner import SHIPPED_LIVE_REFINER
+
+    if not SHIPPED_LIVE_REFINER.exists():
+        pytest.skip("no live refiner is shipped")
+    refiner = resolve_refiner("auto", SHIPPED_DEFAULT, live=True)
+    assert refiner is not None and refiner.future == 0
+
+
+def test_a_live_run_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: Path, default_model) -> None:
+    """`posecast run` on a file (played in real time, as a live source): a causal refiner named in
+    the config changes the poses; one that looks ahead is refused with one line and exit 2."""
+    model = default_model.checkpoint_path
+    causal, ahead = tmp_path / "causal.npz", tmp_path / "ahead.npz"
+    _refiner(3, digest=file_sha256(model), future=0).save(causal)
+    _refiner(3, digest=file_sha256(model)).save(ahead)
+    poses = {}
+    for name, value in (("causal", causal), ("off", "off"), ("ahead", ahead)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(f"filter:\n  live_refiner: {value}\n")
+        out = tmp_path / f"track_{name}.npz"
+        r = posecast.run(["run", clip40, "-o", out, "--port", "0", "--no-progress", "--config", config])
+        if name == "ahead":
+            lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            assert r.returncode == 2 and len(lines) == 1 and "filter.live_refiner: off" in lines[0]
+            assert not out.exists()
+            continue
+        assert r.returncode == 0, r.stderr
+        with np.load(out) as t:
+            poses[name] = dict(zip(np.rint(t["t_media"] * 30).astype(int), t["joints_3d"]))
+    common = [k for k in poses["causal"] if k in poses["off"] and np.isfinite(poses["off"][k]).all()]
+    assert len(common) > 10
+    assert max(np.abs(poses["causal"][k] - poses["off"][k]).max() for k in common) > 1e-4

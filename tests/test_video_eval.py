@@ -234,3 +234,31 @@ def test_the_clip_camera_is_given_to_the_pipeline(monkeypatch, tmp_path, with_fo
         assert cmd[cmd.index("--principal") + 1: cmd.index("--principal") + 3] == ["140.500", "390.250"]
     else:
         assert "--focal" not in cmd and "--principal" not in cmd
+
+
+def test_a_live_run_is_scored_on_the_clips_frames_by_media_time(monkeypatch, tmp_path):
+    """`--live`: `posecast run` plays the clip in real time; its track's rows are laid on the
+    clip's frames by media time, and a frame it dropped counts as dropped and not found."""
+    from train import video_eval
+
+    labels = {**_labels(8), "focal": np.float64(800.0), "fps": np.float64(25.0)}
+    kept = np.array([0, 1, 2, 4, 5, 7])          # frames 3 and 6 dropped to stay live
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        found, pred, j2d = _track(labels)
+        np.savez(tmp_path / "t.npz", found=found[kept], joints_3d=pred[kept], joints_2d=j2d[kept],
+                 root_3d=labels["joints_3d"][kept, 0], conf=np.ones(j2d[kept].shape[:2]),
+                 t_media=kept / 25.0 + 0.003)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(video_eval.subprocess, "run", fake_run)
+    s = video_eval.run_clip(tmp_path / "c.mp4", labels, tmp_path / "t.npz", None, "auto", True, None, live=True).summary()
+    assert seen[0][3:5] == ["run", str(tmp_path / "c.mp4")] and "--port" in seen[0]
+    assert s["dropped"] == pytest.approx(2 / 8) and s["found"] == pytest.approx(6 / 8)
+    assert s["mpjpe_mm"] == pytest.approx(0.0, abs=1e-9) and s["root_mm"] == pytest.approx(0.0, abs=1e-9)
+    with np.load(tmp_path / "t.npz") as t:
+        np.savez(tmp_path / "bad.npz", **{k: t[k] for k in t.files if k != "t_media"}, t_media=kept / 10.0)
+    with pytest.raises(ValueError, match="media times"):
+        video_eval.read_live_track(tmp_path / "bad.npz", 8, 25.0)

@@ -23,6 +23,10 @@ the clip's labels:
 
 Per clip, pooled by motion source and over all frames, one block per filter, as a table and
 with `--json`.
+
+With `--live` each clip is played in real time through `posecast run`, as a camera would feed the
+pipeline (live filtering, stale frames dropped): the track's rows are matched to the clip's frames
+by their media time, a frame never delivered counts as not found, and `dropped` is their share.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class ClipScore:
     root_sum: float = 0.0   # mm, root_3d against the true pelvis, summed over found frames with a root
     root_frames: int = 0
     root_accel_sum: float = 0.0   # mm / frame^2, root_3d's, summed over the same triples as accel_sum
+    dropped: int = 0        # frames a live run never delivered (`--live`: stale frames dropped)
     # Per tenth of `conf`, over the joints PCK counts: `train.metrics.calibration_sums`, so clips pool.
     conf_bins: np.ndarray = field(default_factory=lambda: np.zeros((3, CONF_BINS)))
 
@@ -75,6 +80,7 @@ class ClipScore:
             "root_accel_mm": (self.root_accel_sum / self.accel_triples
                               if self.root_frames and self.accel_triples else float("nan")),
             "conf_ece": calibration_from_sums(self.conf_bins)["ece"],
+            "dropped": self.dropped / max(self.frames, 1),
         }
 
     def __add__(self, other: ClipScore) -> ClipScore:
@@ -144,18 +150,42 @@ def read_npz_track(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         return t["found"], t["joints_3d"], t["joints_2d"], t["root_3d"], t["conf"]
 
 
+def read_live_track(path: Path, frames: int, fps: float) -> tuple[tuple[np.ndarray, ...], int]:
+    """A live run's `.npz` track laid out on the clip's `frames` frames by media time (frames it
+    never delivered: not found, NaN), and how many those were."""
+    with np.load(path) as t:
+        rows = np.rint(t["t_media"] * fps).astype(np.int64)
+        arrays = [t[k] for k in ("found", "joints_3d", "joints_2d", "root_3d", "conf")]
+    if len(rows) and (rows.min() < 0 or rows.max() >= frames or len(np.unique(rows)) != len(rows)):
+        raise ValueError(f"{path.name}: its media times do not fit the clip's {frames} frames at {fps:g} fps")
+    laid = []
+    for a in arrays:
+        full = np.zeros(frames, bool) if a.dtype == bool else np.full((frames, *a.shape[1:]), np.nan, a.dtype)
+        full[rows] = a
+        laid.append(full)
+    return tuple(laid), frames - len(rows)
+
+
 def run_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
-             with_focal: bool, config: Path | None) -> ClipScore:
-    track_clip(video, labels, track, model, filter_name, with_focal, config)
-    found, joints_3d, joints_2d, root_3d, conf = read_npz_track(track)
-    return score_track(found, joints_3d, joints_2d, labels, root_3d, conf)
+             with_focal: bool, config: Path | None, live: bool = False) -> ClipScore:
+    track_clip(video, labels, track, model, filter_name, with_focal, config, live)
+    dropped = 0
+    if live:
+        (found, joints_3d, joints_2d, root_3d, conf), dropped = read_live_track(
+            track, len(labels["joints_3d"]), float(labels["fps"]))
+    else:
+        found, joints_3d, joints_2d, root_3d, conf = read_npz_track(track)
+    score = score_track(found, joints_3d, joints_2d, labels, root_3d, conf)
+    score.dropped = dropped
+    return score
 
 
 def track_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: Path | None, filter_name: str,
-               with_focal: bool = True, config: Path | None = None) -> None:
-    """`posecast track` on one clip into the `.npz` track file `track`."""
-    cmd = [sys.executable, "-m", "streamer.cli", "track", str(video), "-o", str(track), "--filter", filter_name,
-           "--no-progress"]
+               with_focal: bool = True, config: Path | None = None, live: bool = False) -> None:
+    """`posecast track` on one clip into the `.npz` track file `track`; with `live`, `posecast run`
+    (played in real time, publishing on a free port)."""
+    cmd = [sys.executable, "-m", "streamer.cli", *(("run", str(video), "--port", "0") if live else ("track", str(video))),
+           "-o", str(track), "--filter", filter_name, "--no-progress"]
     if with_focal:
         cmd += ["--focal", f"{float(labels['focal']):.3f}"]
         if "intrinsics" in labels:
@@ -240,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=None, help="a pipeline config laid over configs/pipeline.yaml")
     ap.add_argument("--without-focal", action="store_true",
                     help="do not give the clips' focal length and principal point (the pipeline then assumes its hfov_deg and the image centre)")
+    ap.add_argument("--live", action="store_true",
+                    help="play each clip in real time through `posecast run`, as a camera would feed it "
+                         "(live filtering; stale frames dropped and counted)")
     ap.add_argument("--json", type=Path, default=None, help="also write the scores here")
     ap.add_argument("--against", type=Path, default=None, metavar="JSON",
                     help="another run's --json over the same clips: print the differences, clip by clip paired, "
@@ -279,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix_str(f"{filter_name} {video.name}")
                 try:
                     per_clip[video.stem] = run_clip(video, labels, Path(tmp) / "t.npz", args.model, filter_name,
-                                                    not args.without_focal, args.config)
+                                                    not args.without_focal, args.config, args.live)
                 except (RuntimeError, ValueError) as exc:
                     print(f"train.video_eval: error: {exc}", file=sys.stderr)
                     return 1
@@ -301,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in block["sources"].items():
             print(format_row(f"all {name}", s))
         print(format_row("**all**", block["all"]))
+        if args.live:
+            print(f"\nframes never delivered (stale, dropped to stay live): {100 * block['all']['dropped']:.1f}%")
         print(f"\nconf over all clips' joints, by tenths (ECE {block['all']['conf_ece']:.3f}):\n"
               "| conf | joints | mean conf | within PCK@0.2 |\n|---|---:|---:|---:|")
         for b in block["conf_bins"]:

@@ -4,7 +4,8 @@ Euro for live sources; for files a Kalman filter with a fixed-lag smoother, whic
 back `filter.file_lag` frames to correct its pose with the frames after it). Before its filter, a
 file's pose goes through the learned temporal refiner where there is one for the model
 (`filter.refiner`, streamer/refiner.py), which holds it back `future` frames more; root_3d's
-smoother then holds its frames as long, so the two stay in step.
+smoother then holds its frames as long, so the two stay in step. A live source's pose goes
+through a causal refiner (`filter.live_refiner`: the frames before it only), which holds nothing.
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
 with the ray through its 2D joints' mean and the focal length (engines/ray_frame.py), so
 filtering and root placement see camera axes whichever model runs.
@@ -18,10 +19,11 @@ the filter: the frames still held come out first, and the next person found star
 from where the last one was. So does a person of a new track (streamer/tracking.py: with
 `tracking.new_track_iou`, a search that found someone else). Frames leave in the order they came.
 
-root_3d is measured on the filtered pose where the filter returns it at once (live), and on the
-pose as aligned where the smoother holds it (files), then filtered with its own
-settings (`filter.root`), by a smoother in step with the joints' one (same lag, same frames).
-Measuring it on the smoothed pose instead would hold each frame back twice as long. Before its
+root_3d is measured on the pose as aligned, then filtered with its own settings (`filter.root`),
+by a smoother in step with the joints' one (same lag, same frames). Measuring it on the smoothed
+pose instead would hold a file's frames back twice as long; live, on the refined pose it jittered
+more (docs/training.md, "The refiner live"), and the pose as aligned is the one that fits the
+frame's own 2D joints. Before its
 filter, its depth is held to a physical speed (`filter.root.max_depth_rate`,
 streamer/depth_limit.py), so a person half out of the frame does not jump tens of metres away.
 """
@@ -44,7 +46,7 @@ from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
 from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
-from streamer.refiner import DelayedSmoother, RefiningSmoother, TemporalRefiner
+from streamer.refiner import DelayedSmoother, LiveRefiningSmoother, RefiningSmoother, TemporalRefiner
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,12 @@ log = logging.getLogger(__name__)
 
 class AlignStage:
     def __init__(self, model_config: ModelConfig, config: PipelineConfig, in_endpoint: str, out_endpoint: str,
-                 control: Control, reporter: Reporter, refiner: TemporalRefiner | None = None) -> None:
+                 control: Control, reporter: Reporter, refiner: TemporalRefiner | None = None,
+                 live_refiner: TemporalRefiner | None = None) -> None:
         skel = model_config.skeleton
         self.origin = skel.index(skel.origin)
         self.refiner = refiner                       # files only (streamer/refiner.py)
+        self.live_refiner = live_refiner             # live sources only: past frames, none ahead
         self.num_joints = skel.num_joints
         self.num_roots = len(model_config.roots)
         self.aligner = RootAligner(skel.num_joints, model_config.root_indices, skel.index(skel.origin),
@@ -137,6 +141,8 @@ class AlignStage:
         self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
         if refiner is not None:
             self.smoother = RefiningSmoother(refiner, self.smoother, self.origin)
+        elif live and self.live_refiner is not None and resolved_method(self.filter_config, live) != "off":
+            self.smoother = LiveRefiningSmoother(self.live_refiner, self.smoother, self.origin)
         # The root's smoother releases its frames in step with the pose's: the same total lag.
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
         if ahead:
@@ -191,10 +197,9 @@ class AlignStage:
             t = self._time(fp)
             self.held.append(res)
             poses = self.smoother.push(t, aligned, res.conf, res.joints_2d)
-            measured = poses[-1] if self.smoother.lag == 0 else aligned
             weights = in_view_weights(res.conf, res.joints_2d, fp.width * fp.scale, fp.height * fp.scale,
                                       self.coordinates.root_min_joints_in_view)
-            root, _ = root_translation(measured, res.joints_2d, weights, k)
+            root, _ = root_translation(aligned, res.joints_2d, weights, k)
             done += self.release(poses, self._push_root(t, root, start=bool(poses)))
         else:
             done += self.flush()
