@@ -128,7 +128,7 @@ class Pipeline:
         return {
             "capture": (CaptureStage, dict(source=r.source, config=r.config, ring_name=self.ring_name,
                                            free_slots=free_slots, out_endpoint=self.endpoint("infer"),
-                                           realtime=r.realtime)),
+                                           realtime=r.realtime, stages_after=3)),   # infer, align, output
             "infer": (InferStage, dict(model=r.model, config=r.config, in_endpoint=self.endpoint("infer"),
                                        out_endpoint=self.endpoint("align"))),
             "align": (AlignStage, dict(model_config=info.config, config=r.config, refiner=r.refiner,
@@ -151,7 +151,7 @@ class Pipeline:
             # the process group may follow at once; our handler is in place by then. (The tracker
             # unblocks SIGINT and SIGTERM in this process once started, so the block below comes
             # after it.)
-            self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event())
+            self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event(), ready=self.ctx.Semaphore(0))
             self._on_signal_before_events()
             # A new stage process spends its first second importing, before stage_main can tell it
             # to leave the stop signals to us; a Ctrl-C then would kill it with a traceback. Started

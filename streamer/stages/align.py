@@ -89,6 +89,7 @@ class AlignStage:
     def run(self) -> None:
         ctx = zmq.Context()
         inbox, out = Inbox(ctx, self.in_endpoint), Outbox(ctx, self.out_endpoint)
+        self.control.mark_ready()
         try:
             while not self.control.abort.is_set():
                 msg = inbox.recv(POLL_MS)

@@ -6,7 +6,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event
+from multiprocessing.synchronize import Event, Semaphore
 from typing import Any
 
 POLL_MS = 100
@@ -15,10 +15,19 @@ POLL_MS = 100
 @dataclass
 class Control:
     """`stop`: finish what is in flight and end (Ctrl-C, a graceful request).
-    `abort`: end now (another stage failed)."""
+    `abort`: end now (another stage failed).
+    `ready`: released once by each stage after the capture when it is ready for frames (the
+    network loaded, the outputs open). A live source starts reading once all are, so that the
+    frames it drops are the ones the stages could not keep up with, not those of their start
+    (and a file played live loses none of its first frames)."""
 
     stop: Event
     abort: Event
+    ready: Semaphore | None = None
+
+    def mark_ready(self) -> None:
+        if self.ready is not None:
+            self.ready.release()
 
 
 class Reporter:

@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 
 class CaptureStage:
     def __init__(self, source: str, config: PipelineConfig, ring_name: str, free_slots: Semaphore,
-                 out_endpoint: str, control: Control, reporter: Reporter, realtime: bool = False) -> None:
+                 out_endpoint: str, control: Control, reporter: Reporter, realtime: bool = False,
+                 stages_after: int = 0) -> None:
         self.source_spec = source
         self.realtime = realtime      # play a file at its own frame rate, as a live source
+        self.stages_after = stages_after    # how many stages mark themselves ready (Control.ready)
         self.paced = False
         self.reconnects = 0
         self.config = config
@@ -131,7 +133,23 @@ class CaptureStage:
                              f"{shape[1]}x{shape[0]}; restart posecast to follow the new size")
         return src
 
+    def _wait_for_stages(self) -> str | None:
+        """Until the stages after this one are ready for frames (`Control.ready`); why the run
+        ends instead, if it does."""
+        waiting = self.stages_after if self.control.ready is not None else 0
+        while waiting:
+            if self.control.ready.acquire(timeout=POLL_MS / 1000.0):
+                waiting -= 1
+            elif self.control.abort.is_set():
+                return "aborted"
+            elif self.control.stop.is_set():
+                return "stopped"
+        return None
+
     def _live(self, src: Source, ring: FrameRing, out: Outbox) -> str:
+        ended = self._wait_for_stages()
+        if ended is not None:
+            return ended
         newest = _NewestFrame()
         cfg = self.config.source
         policy = _Reopen(opener=lambda: self._reopen((src.info.height, src.info.width)),

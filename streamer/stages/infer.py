@@ -39,6 +39,7 @@ class InferStage:
         backend = create_backend(self.model, inf.backend, inf.device, inf.threads, inf.precision, inf.batch_size,
                                  self._calibration())
         self.reporter.send("backend", backend.describe())
+        self.control.mark_ready()
         ctx = zmq.Context()
         inbox, out = Inbox(ctx, self.in_endpoint), Outbox(ctx, self.out_endpoint)
         ring: FrameRing | None = None

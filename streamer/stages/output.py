@@ -117,6 +117,7 @@ class OutputStage:
                 self.preview = PreviewWindow(info["name"], info["width"], info["height"])
                 self.preview_note = note
             bar = self._progress_bar(info)
+            self.control.mark_ready()
             t_first = time.perf_counter()
             while not self.control.abort.is_set():
                 msg = inbox.recv(POLL_MS)
