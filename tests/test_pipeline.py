@@ -533,3 +533,33 @@ def test_truncated_video_processes_the_frames_before_the_cut(posecast, tmp_path:
     assert shown == sorted(set(shown))
     # Everything up to the cut, in order (a frame decoded out of order near the cut may follow).
     assert shown[: len(shown) - 1] == list(range(len(shown) - 1))
+
+
+@pytest.mark.parametrize("ending", [None, "abort", "stop"])
+def test_a_live_capture_waits_for_the_stages_after_it(ending: str | None) -> None:
+    """A live source starts reading only once every stage after the capture has marked itself
+    ready (Control.ready), so that no frame is dropped to their start; a run stopped or aborted
+    meanwhile ends the wait."""
+    import multiprocessing as mp
+    import threading
+
+    from streamer.config import load_pipeline_config
+    from streamer.stages.base import Control
+    from streamer.stages.capture import CaptureStage
+
+    ctx = mp.get_context("spawn")
+    control = Control(stop=ctx.Event(), abort=ctx.Event(), ready=ctx.Semaphore(0))
+    capture = CaptureStage("0", load_pipeline_config(), "ring", ctx.Semaphore(0), "inproc://x", control,
+                           None, stages_after=3)  # type: ignore[arg-type]
+    control.mark_ready()
+    control.mark_ready()                        # two of three: still waiting
+    if ending is None:
+        later = threading.Timer(0.3, control.mark_ready)
+    else:
+        later = threading.Timer(0.3, (control.abort if ending == "abort" else control.stop).set)
+    later.start()
+    try:
+        assert capture._wait_for_stages() == {None: None, "abort": "aborted", "stop": "stopped"}[ending]
+    finally:
+        later.cancel()
+    assert not control.ready.acquire(timeout=0)     # nothing left over for a later wait
