@@ -29,7 +29,8 @@ from streamer.filters import RESET_GAP_S, PoseSmoother
 
 REFINER_FORMAT = "posecast-temporal-refiner"
 REFINER_VERSION = 1
-FPS_TOLERANCE = 0.25       # relative: the frame rates a refiner runs at, around its training clips
+SLOWEST_RATE = 1 / 3       # relative to its training clips' rate: the slowest a refiner runs at
+FASTEST_RATE = 1.25        # ... and the fastest (above it, unmeasured)
 LIVE_INTERVALS = 31        # a live source's recent frame intervals, whose median is its frame interval
 MIN_INTERVALS = 3          # ... once it has seen this many
 SHIPPED_REFINER = Path(__file__).resolve().parent.parent / "engines" / "weights" / "temporal.npz"
@@ -88,9 +89,11 @@ class TemporalRefiner:
         return self.past + 1 + self.future
 
     def fits_rate(self, fps: float | None) -> bool:
-        """Whether a file at `fps` moves as much per frame as its training clips did, give or take
-        a quarter (24, 25 and 30 fps for 25 fps clips): its window spans a fixed number of frames."""
-        return fps is not None and (1 - FPS_TOLERANCE) * self.fps <= fps <= (1 + FPS_TOLERANCE) * self.fps
+        """Whether poses at `fps` a second suit its window, which spans a fixed number of frames:
+        from a third of its training clips' rate (every third frame of them, where it helped as
+        much as at their own rate) to a quarter above it (8.3 to 31.25 fps for 25 fps clips;
+        faster is unmeasured). docs/training.md, "The refiner live"."""
+        return fps is not None and SLOWEST_RATE * self.fps <= fps <= FASTEST_RATE * self.fps
 
     def correction(self, window: np.ndarray) -> np.ndarray:
         """(window, J * 6) -> (J, 3), metres."""
@@ -260,11 +263,12 @@ class LiveRefiningSmoother(PoseSmoother):
     corrected from itself and the `past` poses before it, and goes on at once.
 
     Live frames come when they come: the capture drops stale ones, and a camera's real rate is
-    not always the one it reports. The window is laid out in the camera's frame times, so a
-    dropped frame's place is filled by blending the poses either side of it, and the camera's
-    frame interval is taken from the median of the recent intervals. The refiner runs only while
-    that rate fits the one it learned (`TemporalRefiner.fits_rate`); otherwise the poses pass
-    through unchanged."""
+    not always the one it reports. The window holds the poses as they came, a dropped frame
+    leaving no place in it: offline, with a tenth to two fifths of the frames dropped at random,
+    that did as well as blending the poses either side into the dropped frame's place, and at a
+    third of the frames as well as at all of them (docs/training.md, "The refiner live"). The
+    refiner runs while the poses come at a rate it fits (`TemporalRefiner.fits_rate`), taken from
+    the median of the recent intervals; otherwise they pass through unchanged."""
 
     def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
         if refiner.future:
@@ -280,7 +284,7 @@ class LiveRefiningSmoother(PoseSmoother):
         self.refined = 0        # frames corrected (the rest passed through: rate unknown or unfit)
 
     def frame_interval(self) -> float | None:
-        """The camera's frame interval (seconds), once a few frames have shown it."""
+        """The interval between poses (seconds), once a few frames have shown it."""
         return float(np.median(self._intervals)) if len(self._intervals) >= MIN_INTERVALS else None
 
     def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
@@ -294,12 +298,7 @@ class LiveRefiningSmoother(PoseSmoother):
             self._feats.clear()              # a new track: its first frame fills the past
             self._feats.extend(f for _ in range(self.refiner.window))
         else:
-            interval = self.frame_interval()
             self._intervals.append(dt)
-            slots = max(1, round(dt / interval)) if interval else 1
-            last = self._feats[-1]
-            for k in range(1, min(slots, self.refiner.window)):
-                self._feats.append(last + (f - last) * (k / slots))   # a dropped frame's place
             self._feats.append(f)
         self._t = t
         interval = self.frame_interval()
