@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import ModelFileError
+from engines.files import replaced_when_done
 from engines.model_file import file_sha256
 from engines.skeleton import Skeleton
 from streamer.filters import RESET_GAP_S, PoseSmoother
@@ -118,7 +119,8 @@ class TemporalRefiner:
                 "fps": self.fps, "scale": self.scale, "num_joints": self.num_joints,
                 "layers": [len(layers) for layers in self.members], "model_sha256": self.model_digest,
                 **self.info}
-        with open(path, "wb") as f:             # a file object: np.savez would add ".npz" to a name
+        # A file object: np.savez would add ".npz" to a name. Renamed into place when whole.
+        with replaced_when_done(Path(path)) as tmp, open(tmp, "wb") as f:
             np.savez(f, meta_json=np.array(json.dumps(meta)), **arrays)
 
     @classmethod

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.files import replaced_when_done
 from engines.skeleton import H36M17
 
 HIP_WIDEN = 1.3
@@ -96,14 +97,13 @@ class BodyBank:
         return int(self.vertices.shape[0])
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp, faces=self.faces, part_weights=self.part_weights.astype(np.float16), region=self.region,
-            template=self.template, vertices=self.vertices.astype(np.float16), joints=self.joints,
-            phenotypes=self.phenotypes, phenotype_labels=np.array(self.phenotype_labels),
-            parts=np.array(PARTS), regions=np.array(REGIONS),
-        )
-        tmp.replace(path)
+        with replaced_when_done(Path(path)) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, faces=self.faces, part_weights=self.part_weights.astype(np.float16), region=self.region,
+                template=self.template, vertices=self.vertices.astype(np.float16), joints=self.joints,
+                phenotypes=self.phenotypes, phenotype_labels=np.array(self.phenotype_labels),
+                parts=np.array(PARTS), regions=np.array(REGIONS),
+            )
 
     @classmethod
     def load(cls, path: Path) -> "BodyBank":

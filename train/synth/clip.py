@@ -28,7 +28,6 @@ its `.npz` is written last, so an interrupted run resumes at the first clip with
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.files import replaced_when_done
 from engines.skeleton import H36M17
 from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
@@ -250,9 +250,8 @@ def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames:
                 bar.total -= frames - len(plan.posed)
                 bar.set_postfix_str(plan.motion)
                 labels = maker.render(plan, out / f"clip_{k:03d}.mp4", lambda: bar.update(1))
-                tmp = out / f".clip_{k:03d}.npz"
-                np.savez(tmp, **labels)
-                os.replace(tmp, out / f"clip_{k:03d}.npz")
+                with replaced_when_done(out / f"clip_{k:03d}.npz") as tmp, open(tmp, "wb") as f:
+                    np.savez(f, **labels)
                 made_frames += len(plan.posed)
     finally:
         maker.close()

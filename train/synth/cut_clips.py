@@ -21,7 +21,6 @@ train.video_eval --clips OUT` scores the pipeline on them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.files import replaced_when_done
 from train.datasets import cut_box
 from train.synth.generate import run_resumable
 
@@ -132,9 +132,8 @@ def cut_clips(clips: Path, out: Path) -> int:
         frames = cut_video(video, out / video.name, window, size, fps)
         if frames != len(labels["joints_2d"]):
             raise ValueError(f"{video} has {frames} frames, its labels {len(labels['joints_2d'])}")
-        tmp = out / f".{labels_path.name}"
-        np.savez(tmp, **cut_labels(labels, window))
-        os.replace(tmp, out / labels_path.name)
+        with replaced_when_done(out / labels_path.name) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **cut_labels(labels, window))
         made += 1
     return made
 
