@@ -125,10 +125,10 @@ class Pipeline:
         r = self.request
         info = r.model.info
         model_meta = {"weights": info.weights, "trained": info.trained, "file": r.model.onnx_path.name}
-        return {
+        stages = {
             "capture": (CaptureStage, dict(source=r.source, config=r.config, ring_name=self.ring_name,
                                            free_slots=free_slots, out_endpoint=self.endpoint("infer"),
-                                           realtime=r.realtime, stages_after=3)),   # infer, align, output
+                                           realtime=r.realtime)),
             "infer": (InferStage, dict(model=r.model, config=r.config, in_endpoint=self.endpoint("infer"),
                                        out_endpoint=self.endpoint("align"))),
             "align": (AlignStage, dict(model_config=info.config, config=r.config, refiner=r.refiner,
@@ -140,6 +140,9 @@ class Pipeline:
                                          in_endpoint=self.endpoint("output"), progress=r.progress,
                                          preview=r.preview)),
         }
+        # A live capture waits for every stage after it to mark itself ready (Control.ready).
+        stages["capture"][1]["stages_after"] = len(stages) - 1
+        return stages
 
     def run(self) -> RunResult:
         # A stop signal that is ignored already stays ignored: `nohup posecast run` must outlive

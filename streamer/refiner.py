@@ -251,8 +251,13 @@ class RefiningSmoother(DelayedSmoother):
             self._window[i] = f
         self._feats.popleft()
         t, values, conf = self._held.popleft()
-        refined = values + self.refiner.correction(self._window).astype(values.dtype)
-        return self.inner.push(t, refined, conf)
+        if self._refines():
+            values = values + self.refiner.correction(self._window).astype(values.dtype)
+        return self.inner.push(t, values, conf)
+
+    def _refines(self) -> bool:
+        """Whether the frame passed on now is corrected (a live source's rate may not suit)."""
+        return True
 
     def flush(self) -> list[np.ndarray]:
         out = super().flush()
@@ -260,7 +265,7 @@ class RefiningSmoother(DelayedSmoother):
         return out
 
 
-class LiveRefiningSmoother(PoseSmoother):
+class LiveRefiningSmoother(RefiningSmoother):
     """A causal `refiner` (no frames ahead) in front of a live source's filter: each pose is
     corrected from itself and the `past` poses before it, and goes on at once.
 
@@ -275,14 +280,8 @@ class LiveRefiningSmoother(PoseSmoother):
     def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
         if refiner.future:
             raise ValueError("a live refiner must not look ahead (train it with --future 0)")
-        self.refiner = refiner
-        self.inner = inner
-        self.origin = origin
-        self.lag = inner.lag
-        self._feats: deque[np.ndarray] = deque(maxlen=refiner.window)
-        self._intervals: deque[float] = deque(maxlen=LIVE_INTERVALS)
-        self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
-        self._t: float | None = None
+        super().__init__(refiner, inner, origin)
+        self._intervals: deque[float] = deque(maxlen=LIVE_INTERVALS)   # kept across tracks: the source's
         self.refined = 0        # frames corrected (the rest passed through: rate unknown or unfit)
 
     def frame_interval(self) -> float | None:
@@ -291,27 +290,13 @@ class LiveRefiningSmoother(PoseSmoother):
 
     def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
              joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
-        if conf is None or joints_2d is None:
-            raise ValueError("the temporal refiner needs each frame's confidences and 2D joints")
-        values = np.asarray(values)
-        f = frame_features(values, joints_2d, conf, self.origin)
-        dt = None if self._t is None else t - self._t
-        if dt is None or not 0.0 < dt <= RESET_GAP_S:
-            self._feats.clear()              # a new track: its first frame fills the past
-            self._feats.extend(f for _ in range(self.refiner.window))
-        else:
-            self._intervals.append(dt)
-            self._feats.append(f)
-        self._t = t
-        interval = self.frame_interval()
-        if interval is not None and self.refiner.fits_rate(1.0 / interval):
-            for i, g in enumerate(self._feats):
-                self._window[i] = g
-            values = values + self.refiner.correction(self._window).astype(values.dtype)
-            self.refined += 1
-        return self.inner.push(t, values, conf)
+        if self._t is not None and 0.0 < t - self._t <= RESET_GAP_S:
+            self._intervals.append(t - self._t)
+        return super().push(t, values, conf, joints_2d)
 
-    def flush(self) -> list[np.ndarray]:
-        self._feats.clear()
-        self._t = None
-        return self.inner.flush()
+    def _refines(self) -> bool:
+        interval = self.frame_interval()
+        if interval is None or not self.refiner.fits_rate(1.0 / interval):
+            return False
+        self.refined += 1
+        return True
