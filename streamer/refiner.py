@@ -127,8 +127,7 @@ class TemporalRefiner:
     def load(cls, path: Path) -> TemporalRefiner:
         path = Path(path)
         if not path.is_file():
-            raise RefinerFileError(f"temporal refiner not found: {path} (filter.refiner takes auto, off or a file "
-                                   "written by python -m train.temporal)")
+            raise RefinerFileError(f"temporal refiner not found: {path} (a file written by python -m train.temporal)")
         try:
             with np.load(path, allow_pickle=False) as f:
                 meta = json.loads(str(f["meta_json"]))
@@ -142,7 +141,9 @@ class TemporalRefiner:
         except RefinerFileError:
             raise
         except Exception as exc:       # zip, key and JSON errors all mean a damaged file
-            raise RefinerFileError(f"cannot read the temporal refiner {path}: {exc}") from None
+            # numpy's own words (a pickle, a bad zip) would send a user the wrong way.
+            raise RefinerFileError(f"cannot read the temporal refiner {path} ({type(exc).__name__}): it is damaged "
+                                   "or not a refiner; write it again with python -m train.temporal") from None
         window = past + 1 + future
         if not members or any(not layers or layers[0][0].shape[0] != window * joints * 6
                               or layers[-1][0].shape[1] != joints * 3 for layers in members):
@@ -170,6 +171,9 @@ def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = 
             return None
         refiner = TemporalRefiner.load(shipped)
         return refiner if refiner.model_digest == digest else None
+    if not Path(setting).is_file():
+        raise RefinerFileError(f"temporal refiner not found: {setting} ({key} takes auto, off or a file written "
+                               "by python -m train.temporal)")
     refiner = TemporalRefiner.load(Path(setting))
     if checkpoint is None:
         raise RefinerFileError(f"the temporal refiner {setting} can be checked only against a .pt model, not an "

@@ -404,3 +404,14 @@ def test_a_live_run_is_refined_as_the_config_says(posecast, clip40: Path, tmp_pa
     common = [k for k in poses["causal"] if k in poses["off"] and np.isfinite(poses["off"][k]).all()]
     assert len(common) > 10
     assert max(np.abs(poses["causal"][k] - poses["off"][k]).max() for k in common) > 1e-4
+
+
+def test_a_missing_or_damaged_refiner_file_is_named_with_its_setting(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    with pytest.raises(RefinerFileError, match="not found.*filter.live_refiner takes auto, off"):
+        resolve_refiner(str(tmp_path / "none.npz"), model, live=True)
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(RefinerFileError, match="cannot read.*damaged or not a refiner") as err:
+        resolve_refiner(str(tmp_path / "junk.npz"), model)
+    assert "pickle" not in str(err.value)
