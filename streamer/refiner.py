@@ -16,6 +16,7 @@ uses the refiner only behind that model. Numpy only, a few matrix products a fra
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,12 +90,16 @@ class TemporalRefiner:
     def window(self) -> int:
         return self.past + 1 + self.future
 
-    def fits_rate(self, fps: float | None) -> bool:
-        """Whether poses at `fps` a second suit its window, which spans a fixed number of frames:
-        from a third of its training clips' rate (every third frame of them, where it helped as
-        much as at their own rate) to a quarter above it (8.3 to 31.25 fps for 25 fps clips;
-        faster is unmeasured). docs/training.md, "The refiner live"."""
-        return fps is not None and SLOWEST_RATE * self.fps <= fps <= FASTEST_RATE * self.fps
+    def stride(self, fps: float | None) -> int | None:
+        """Frames between the places of its window for poses at `fps` a second, None where they
+        come too slowly (or at an unknown rate). Its window spans a fixed number of frames, and it
+        is measured to help from a third of its training clips' rate (every third frame of them)
+        to a quarter above it: 8.3 to 31.25 fps for 25 fps clips, stride 1. Faster, it reads every
+        n-th frame, n the fewest that brings the rate into that span (50 or 60 fps: every second
+        frame), so the window spans the time it learned from. docs/training.md, "Faster frames"."""
+        if fps is None or not math.isfinite(fps) or fps < SLOWEST_RATE * self.fps:
+            return None
+        return max(1, math.ceil(fps / (FASTEST_RATE * self.fps)))
 
     def correction(self, window: np.ndarray) -> np.ndarray:
         """(window, J * 6) -> (J, 3), metres."""
@@ -229,39 +234,55 @@ class DelayedSmoother(PoseSmoother):
 
 
 class RefiningSmoother(DelayedSmoother):
-    """`refiner` in front of another smoother: each pose waits `refiner.future` frames for the
-    frames after it, is corrected, and goes on into `inner`. At a track's ends the window is
-    filled with the first or last frame, as in training."""
+    """`refiner` in front of another smoother: each pose waits for the frames after it that its
+    window reads, is corrected, and goes on into `inner`. With `stride` n (fast footage, see
+    `TemporalRefiner.stride`) the window reads every n-th frame through the pose, so each frame is
+    refined as it would be in the clip of every n-th frame through it. At a track's ends that
+    clip's first or last frame fills the window, as in training."""
 
-    def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
-        super().__init__(inner, refiner.future)
+    def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int, stride: int = 1) -> None:
+        if stride < 1:
+            raise ValueError(f"stride must be at least 1, not {stride}")
+        super().__init__(inner, refiner.future * stride)
         self.refiner = refiner
         self.origin = origin
-        self._feats: deque[np.ndarray] = deque()      # features of the frames in the window
+        self.stride = stride
+        self._feats: deque[np.ndarray] = deque()      # features of the track's frames the windows still read
         self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
 
     def _take(self, t: float, values: np.ndarray, conf: np.ndarray | None, joints_2d: np.ndarray | None) -> None:
         if conf is None or joints_2d is None:
             raise ValueError("the temporal refiner needs each frame's confidences and 2D joints")
-        f = frame_features(values, joints_2d, conf, self.origin)
-        # A track starts: its first frame fills the past.
-        self._feats.extend(f for _ in range(1 if self._feats else self.refiner.past + 1))
+        self._feats.append(frame_features(values, joints_2d, conf, self.origin))
         super()._take(t, values, conf, joints_2d)
 
     def _pass_oldest(self) -> list[np.ndarray]:
-        while len(self._feats) < self.refiner.window:    # at the track's end, the last frame fills the future
-            self._feats.append(self._feats[-1])
-        for i, f in enumerate(self._feats):
-            self._window[i] = f
-        self._feats.popleft()
+        stride = self._stride_now()
         t, values, conf = self._held.popleft()
-        if self._refines():
+        here = len(self._feats) - len(self._held) - 1          # the frame passed on, in _feats
+        if stride is not None:
+            last = len(self._feats) - 1
+            for i in range(self.refiner.window):
+                k = here + (i - self.refiner.past) * stride
+                if k < 0:                          # the track's first frame of this clip of every n-th
+                    k = here % stride
+                elif k > last:                     # ... and its last
+                    k = last - (last - here) % stride
+                self._window[i] = self._feats[k]
             values = values + self.refiner.correction(self._window).astype(values.dtype)
+        # Keep what the next frame's window reaches back to.
+        for _ in range(here + 1 - self.refiner.past * self._longest_stride()):
+            self._feats.popleft()
         return self.inner.push(t, values, conf)
 
-    def _refines(self) -> bool:
-        """Whether the frame passed on now is corrected (a live source's rate may not suit)."""
-        return True
+    def _stride_now(self) -> int | None:
+        """The stride for the frame passed on now; None: it passes unchanged (a live source's rate
+        may not suit)."""
+        return self.stride
+
+    def _longest_stride(self) -> int:
+        """The longest stride the windows may still read at: how far back frames are kept."""
+        return self.stride
 
     def flush(self) -> list[np.ndarray]:
         out = super().flush()
@@ -278,15 +299,16 @@ class LiveRefiningSmoother(RefiningSmoother):
     leaving no place in it: offline, with a tenth to two fifths of the frames dropped at random,
     that did as well as blending the poses either side into the dropped frame's place, and at a
     third of the frames as well as at all of them (docs/training.md, "The refiner live"). The
-    refiner runs while the poses come at a rate it fits (`TemporalRefiner.fits_rate`), taken from
-    the median of the recent intervals; otherwise they pass through unchanged."""
+    refiner's stride follows the rate the poses come at (`TemporalRefiner.stride`), taken from
+    the median of the recent intervals; too slow or not yet known, they pass through unchanged."""
 
     def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
         if refiner.future:
             raise ValueError("a live refiner must not look ahead (train it with --future 0)")
         super().__init__(refiner, inner, origin)
         self._intervals: deque[float] = deque(maxlen=LIVE_INTERVALS)   # kept across tracks: the source's
-        self.refined = 0        # frames corrected (the rest passed through: rate unknown or unfit)
+        self._longest = 1       # the longest stride used yet: a source's rate may rise again
+        self.refined = 0        # frames corrected (the rest passed through: rate unknown or too slow)
 
     def frame_interval(self) -> float | None:
         """The interval between poses (seconds), once a few frames have shown it."""
@@ -298,9 +320,13 @@ class LiveRefiningSmoother(RefiningSmoother):
             self._intervals.append(t - self._t)
         return super().push(t, values, conf, joints_2d)
 
-    def _refines(self) -> bool:
+    def _stride_now(self) -> int | None:
         interval = self.frame_interval()
-        if interval is None or not self.refiner.fits_rate(1.0 / interval):
-            return False
-        self.refined += 1
-        return True
+        stride = None if interval is None else self.refiner.stride(1.0 / interval)
+        if stride is not None:
+            self._longest = max(self._longest, stride)
+            self.refined += 1
+        return stride
+
+    def _longest_stride(self) -> int:
+        return self._longest

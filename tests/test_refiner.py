@@ -122,8 +122,9 @@ def test_save_and_load_keep_the_refiner(tmp_path: Path) -> None:
     refiner.save(tmp_path / "r.npz")
     back = TemporalRefiner.load(tmp_path / "r.npz")
     assert (back.past, back.future, back.num_joints, back.model_digest, back.fps) == (2, 2, J, "ab" * 32, 30.0)
-    assert back.fits_rate(10.0) and back.fits_rate(37.5) and not back.fits_rate(9.0) and not back.fits_rate(50.0)
-    assert not back.fits_rate(None)
+    # Learned at 30 fps: its own window from 10 to 37.5 fps, every n-th frame above, nothing below.
+    assert [back.stride(f) for f in (10.0, 30.0, 37.5, 50.0, 60.0, 75.0, 120.0)] == [1, 1, 1, 2, 2, 2, 4]
+    assert back.stride(9.0) is None and back.stride(None) is None and back.stride(float("nan")) is None
     window = np.random.default_rng(3).normal(size=(5, J * 6)).astype(np.float32)
     # Weights are stored in half precision: corrections agree to a fraction of a millimetre.
     np.testing.assert_allclose(back.correction(window), refiner.correction(window), atol=2e-4)
@@ -192,16 +193,62 @@ def test_a_ring_too_short_for_the_refiner_leaves_it_out(caplog: pytest.LogCaptur
     assert "temporal refiner" in caplog.text
 
 
-@pytest.mark.parametrize("method,fps", [("off", FPS), ("auto", None), ("auto", 60.0), ("auto", 5.0)])
+@pytest.mark.parametrize("method,fps", [("off", FPS), ("auto", None), ("auto", 5.0)])
 def test_no_refiner_without_a_filter_or_a_frame_rate_it_knows(method: str, fps: float | None) -> None:
     """`--filter off` keeps every frame as estimated; an image folder's shots are no sequence; a
-    window of 21 frames at 60 or 5 fps spans other motion than it was measured on."""
+    window of 21 frames at 5 fps spans other motion than it was measured on."""
     cfg = replace(default_model_config(), offsets_frame="camera")
     config = load_pipeline_config(None, {"filter": {"method": method}})
     stage = AlignStage(cfg, config, "", "", control=None, reporter=None,  # type: ignore[arg-type]
                        refiner=_refiner(3))
     stage.start(False, 24, fps)
     assert not isinstance(stage.smoother, RefiningSmoother)
+
+
+@pytest.mark.parametrize("fps,stride", [(FPS, 1), (30.0, 1), (50.0, 2), (60.0, 2), (100.0, 4)])
+def test_fast_files_are_refined_every_nth_frame_and_the_root_waits_as_long(fps: float, stride: int) -> None:
+    cfg = replace(default_model_config(), offsets_frame="camera")
+    stage = AlignStage(cfg, load_pipeline_config(), "", "", control=None, reporter=None,  # type: ignore[arg-type]
+                       refiner=_refiner(3))
+    stage.start(False, 40, fps)
+    assert isinstance(stage.smoother, RefiningSmoother) and stage.smoother.stride == stride
+    assert stage.smoother.lag == stage.root_smoother.lag == 3 * stride + stage.filter_config.file_lag
+
+
+def test_a_short_ring_shortens_the_stride_before_the_smoother(caplog: pytest.LogCaptureFixture) -> None:
+    """60 fps in a ring of 24: every second frame, 20 ahead, and the smoother's 10 do not fit in
+    its 22; every frame, 10 ahead, does, and the smoother keeps its lag."""
+    caplog.set_level("INFO")
+    cfg = replace(default_model_config(), offsets_frame="camera")
+    stage = AlignStage(cfg, load_pipeline_config(), "", "", control=None, reporter=None,  # type: ignore[arg-type]
+                       refiner=_refiner(10))
+    stage.start(False, 24, 60.0)
+    assert isinstance(stage.smoother, RefiningSmoother) and stage.smoother.stride == 1
+    assert stage.smoother.lag == stage.root_smoother.lag == 10 + stage.filter_config.file_lag
+    assert "stride 1 instead of 2" in caplog.text
+
+
+@given(st.integers(0, 4), st.integers(0, 3), st.integers(1, 4), st.integers(1, 30))
+@settings(max_examples=60, deadline=None)
+def test_at_stride_n_each_frame_is_refined_as_in_the_clip_of_every_nth_frame_through_it(
+        past: int, future: int, stride: int, n: int) -> None:
+    """Fast footage: the window of frame t reads frames t - n * past ... t + n * future, and at a
+    track's ends it is filled as training filled the clip of every n-th frame through t."""
+    refiner = _refiner(past, future=future)
+    j3, j2, conf = _frames(n)
+    sm = RefiningSmoother(refiner, CausalSmoother(IdentityFilter((J, 3))), ORIGIN, stride)
+    out, per_push = _through(sm, np.arange(n) / 60.0, j3, j2, conf)
+    feats = np.stack([frame_features(j3[t], j2[t], conf[t], ORIGIN) for t in range(n)])
+    expected = np.empty_like(j3)
+    for first in range(min(stride, n)):
+        frames = np.arange(first, n, stride)
+        for t, window in zip(frames, windows_of(feats[frames], past, future)):
+            expected[t] = j3[t] + refiner.correction(window)
+    assert len(out) == n and sm.lag == future * stride
+    np.testing.assert_allclose(np.stack(out), expected, atol=1e-5)
+    ahead = future * stride
+    assert per_push == [0] * min(ahead, n) + [1] * max(n - ahead, 0)
+    assert len(sm._feats) == 0
 
 
 def test_the_shipped_refiner_is_for_the_shipped_model() -> None:
@@ -315,15 +362,14 @@ def test_a_dropped_frame_leaves_no_place_in_the_window() -> None:
     assert dropped.refined == even.refined == len(came) - MIN_INTERVALS
 
 
-@pytest.mark.parametrize("rate", [5.0, 60.0])
-def test_a_live_refiner_rests_at_a_rate_it_does_not_fit_and_after_a_gap_starts_afresh(rate: float) -> None:
-    """At 5 or 60 poses a second the window spans other motion than it was measured on: the poses
-    pass through. After a pause longer than RESET_GAP_S the window starts again from the next
+def test_a_live_refiner_rests_at_a_rate_too_slow_and_after_a_gap_starts_afresh() -> None:
+    """At 5 poses a second the window spans other motion than it was measured on: the poses pass
+    through. After a pause longer than RESET_GAP_S the window starts again from the next
     frame, as a new track's."""
     slow = _live()
     j3, j2, conf = _frames(12)
     for k in range(12):
-        np.testing.assert_array_equal(slow.push(k / rate, j3[k], conf[k], j2[k])[0], j3[k])
+        np.testing.assert_array_equal(slow.push(k / 5.0, j3[k], conf[k], j2[k])[0], j3[k])
     assert slow.refined == 0
     sm, fresh = _live(), _live()
     for k in range(6):
@@ -335,6 +381,20 @@ def test_a_live_refiner_rests_at_a_rate_it_does_not_fit_and_after_a_gap_starts_a
     for i, k in enumerate(range(6, 12)):
         got = sm.push(t0 + i / FPS, j3[k], conf[k], j2[k])
         np.testing.assert_allclose(got[0], _expected(sm.refiner, feats[:i + 1], j3[k]), atol=1e-6)
+
+
+def test_a_fast_live_source_is_refined_from_every_second_pose() -> None:
+    """At 60 poses a second the window reads every second pose back from each one: the span of
+    time it learned from. Its history is kept for that from the start."""
+    sm = _live()
+    j3, j2, conf = _frames(24)
+    feats = [frame_features(a, b, c, ORIGIN) for a, b, c in zip(j3, j2, conf)]
+    for k in range(24):
+        got = sm.push(k / 60.0, j3[k], conf[k], j2[k])
+        want = j3[k] if k < MIN_INTERVALS else _expected(sm.refiner, feats[k % 2:k + 1:2], j3[k])
+        np.testing.assert_allclose(got[0], want, atol=1e-6)
+    assert sm.refined == 24 - MIN_INTERVALS
+    assert len(sm._feats) == sm.refiner.past * 2          # what the next pose's window reaches back to
 
 
 def test_a_live_refiner_is_causal_and_for_its_model(tmp_path: Path) -> None:

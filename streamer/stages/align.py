@@ -3,7 +3,8 @@ filtering of that pose and of its place in the camera, root_3d (streamer.filters
 Euro for live sources; for files a Kalman filter with a fixed-lag smoother, which holds each frame
 back `filter.file_lag` frames to correct its pose with the frames after it). Before its filter, a
 file's pose goes through the learned temporal refiner where there is one for the model
-(`filter.refiner`, streamer/refiner.py), which holds it back `future` frames more; root_3d's
+(`filter.refiner`, streamer/refiner.py), which holds it back `future` frames more (twice as
+many at 50-62 fps, where it reads every second frame); root_3d's
 smoother then holds its frames as long, so the two stay in step. A live source's pose goes
 through a causal refiner (`filter.live_refiner`: the frames before it only), which holds nothing.
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
@@ -46,7 +47,8 @@ from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
 from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
-from streamer.refiner import DelayedSmoother, LiveRefiningSmoother, RefiningSmoother, TemporalRefiner
+from streamer.refiner import (SLOWEST_RATE, DelayedSmoother, LiveRefiningSmoother, RefiningSmoother,
+                              TemporalRefiner)
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
@@ -126,22 +128,31 @@ class AlignStage:
         # A file with a frame rate: an image folder's shots are not a sequence to refine over.
         timed_file = not live and self.fps is not None
         refiner = self.refiner if timed_file and resolved_method(self.filter_config, live) != "off" else None
-        if refiner is not None and not refiner.fits_rate(self.fps):
-            log.info("the temporal refiner learned from %.0f fps clips; this file's %.1f fps is filtered without it",
-                     refiner.fps, self.fps)
+        stride = refiner.stride(self.fps) if refiner is not None else None
+        if refiner is not None and stride is None:
+            log.info("the temporal refiner runs from %.1f fps; this file's %.1f fps is filtered without it",
+                     SLOWEST_RATE * refiner.fps, self.fps)
             refiner = None
-        if refiner is not None and refiner.future > room:
+        if refiner is not None and stride is not None and stride > 1 and refiner.future * stride + wanted > room:
+            # Fast footage: a shorter stride before a shorter smoother (every frame read at 60 fps
+            # did nearly as well as every second; the smoother's lag cut to 2 tripled the jitter).
+            fitting = max(1, (room - wanted) // max(refiner.future, 1))
+            if fitting < stride:
+                log.info("the frame ring holds %d frames: the temporal refiner reads this %.0f fps file at "
+                         "stride %d instead of %d (raise ring.file_slots)", ring_slots, self.fps, fitting, stride)
+                stride = fitting
+        ahead = refiner.future * stride if refiner is not None and stride is not None else 0
+        if ahead > room:
             log.warning("the frame ring holds %d frames: too few for the temporal refiner's %d frames ahead, "
-                        "which is left out (raise ring.file_slots)", ring_slots, refiner.future)
-            refiner = None
-        ahead = refiner.future if refiner is not None else 0
+                        "which is left out (raise ring.file_slots)", ring_slots, ahead)
+            refiner, ahead = None, 0
         if wanted + ahead > room:
             log.warning("the frame ring holds %d frames: the filter looks %d frames ahead instead of %d "
                         "(raise ring.file_slots, or give /dev/shm more room)", ring_slots, room, wanted + ahead)
         lag = min(wanted, room - ahead)
         self.smoother = make_smoother(self.filter_config, (self.num_joints, 3), live, max_lag=lag)
         if refiner is not None:
-            self.smoother = RefiningSmoother(refiner, self.smoother, self.origin)
+            self.smoother = RefiningSmoother(refiner, self.smoother, self.origin, stride or 1)
         elif live and self.live_refiner is not None and resolved_method(self.filter_config, live) != "off":
             self.smoother = LiveRefiningSmoother(self.live_refiner, self.smoother, self.origin)
         # The root's smoother releases its frames in step with the pose's: the same total lag.
