@@ -7,6 +7,7 @@ run are listed, so that a run that fails before writing anything can take them a
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,44 @@ def check_writable_folder(folder: Path) -> None:
     of a long run, and for outputs opened one after another."""
     with tempfile.TemporaryFile(dir=folder):
         pass
+
+
+_HINTS = {
+    errno.ENOENT: "create the folder first",
+    errno.EACCES: "check the folder's permissions or choose another folder",
+    errno.EPERM: "check the folder's permissions or choose another folder",
+    errno.EISDIR: "that is a folder: give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENOSPC: "free some disk space",
+    errno.EROFS: "the file system is read-only: choose another folder",
+}
+
+
+def write_hint(err: OSError) -> str:
+    """What to do about a failed write, by its errno."""
+    return _HINTS.get(err.errno or 0, "check the path")
+
+
+def unwritable_reason(path: Path, make_folders: bool = False) -> str | None:
+    """Why a file could not be written at `path` now, in words to follow "cannot write 'PATH': ";
+    None where it could. With `make_folders` the missing folders would be made first, so the
+    nearest folder that exists must take a new file. For outputs checked before a long run, or
+    before the writers open (and so empty) their files one by one. Leaves nothing behind."""
+    path = Path(path)
+    if path.is_dir():
+        return "it is a folder; give a file name"
+    folder = next((p for p in path.parents if p.exists()), Path(".")) if make_folders else path.parent
+    if not folder.exists():
+        return f"folder '{folder}' does not exist (create it first)"
+    if not folder.is_dir():
+        return f"'{folder}' is a file, not a folder"
+    try:
+        check_writable_folder(folder)
+    except OSError as err:
+        return f"{err.strerror or err} in '{folder}' ({write_hint(err)})"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only (choose another name, or make it writable)"
+    return None
 
 
 def new_file_beside(path: Path) -> Path:

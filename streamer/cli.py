@@ -251,7 +251,7 @@ def _make_out_dir(out: Path) -> list[Path]:
     first, so a run that fails can take them away again."""
     from engines.errors import InputError
     from engines.files import make_folders
-    from streamer.tracks import write_hint
+    from engines.files import write_hint
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir '{out}' is a file, not a folder; give a folder name")
@@ -322,28 +322,18 @@ def _check_writable(path: Path) -> None:
     """Fail now if `path` cannot be written. The writers open (and so empty) their files one by
     one; an output that fails after another was opened would have emptied that one for nothing,
     so every output's folder is tried with a file of its own first."""
-    import os
-
     from engines.errors import InputError
-    from engines.files import check_writable_folder
-    from streamer.tracks import write_hint
+    from engines.files import unwritable_reason
 
-    if path.is_dir():
-        raise InputError(f"output '{path}' is a folder; give a file name")
-    if not path.parent.exists():
-        raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist (create it first)")
-    try:
-        check_writable_folder(path.parent)
-    except OSError as err:
-        raise InputError(f"cannot write '{path}': {err.strerror or err} ({write_hint(err)})") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"cannot write '{path}': the file is read-only (choose another name, or make it writable)")
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise InputError(f"cannot write '{path}': {reason}")
 
 
 def cmd_make_clip(args: argparse.Namespace) -> int:
     from engines.errors import InputError
     from streamer.synthclip import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS, write_clip
-    from streamer.tracks import write_hint
+    from engines.files import write_hint
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -390,7 +380,7 @@ def _copy_into_place(source: Path, dest: Path) -> None:
 
     from engines.errors import InputError
     from engines.files import replaced_when_done
-    from streamer.tracks import write_hint
+    from engines.files import write_hint
 
     try:
         with replaced_when_done(dest) as tmp:

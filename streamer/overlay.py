@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 
 from engines.errors import InputError
+from engines.files import write_hint
 from engines.skeleton import H36M17, Skeleton
 from streamer.protocol import PersonPose, PoseFrame
 
@@ -185,10 +185,8 @@ class OverlayWriter:
             with open(self.path, "wb"):
                 pass
         except OSError as err:
-            hint = {errno.ENOENT: "create the folder first", errno.EISDIR: "that is a folder: give a file name",
-                    errno.EACCES: "check the folder's permissions or choose another folder"}
             raise InputError(f"cannot write overlay video '{self.path}': {err.strerror or err} "
-                             f"({hint.get(err.errno or 0, 'check the path')})") from None
+                             f"({write_hint(err)})") from None
         try:
             return av.open(str(self.path), mode="w")
         except ValueError:

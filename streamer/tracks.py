@@ -26,27 +26,11 @@ from typing import IO, Any
 import numpy as np
 
 from engines.errors import InputError
-from engines.files import check_writable_folder, replaced_when_done
+from engines.files import check_writable_folder, replaced_when_done, write_hint
 from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
-
-_HINTS = {
-    errno.ENOENT: "create the folder first",
-    errno.EACCES: "check the folder's permissions or choose another folder",
-    errno.EPERM: "check the folder's permissions or choose another folder",
-    errno.EISDIR: "that is a folder: give a file name",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.ENOSPC: "free some disk space",
-    errno.EROFS: "the file system is read-only: choose another folder",
-}
-
-
-def write_hint(err: OSError) -> str:
-    """What to do about a failed write, by its errno."""
-    return _HINTS.get(err.errno or 0, "check the path")
-
 
 def _write_error(path: Path, err: OSError) -> InputError:
     return InputError(f"cannot write track file '{path}': {err.strerror or err} ({write_hint(err)})")

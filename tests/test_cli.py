@@ -438,7 +438,7 @@ def assert_one_delegated_line(stderr: str, command: str, mention: str) -> None:
 @pytest.mark.parametrize("extra, mention", [
     (["--json", "not_a_folder.txt/e.json"], "not_a_folder.txt/e.json"),
     (["--json", "not_a_folder.txt/sub/e.json"], "not_a_folder.txt/sub/e.json"),
-    (["--json", "."], "--json '.' is a folder"),
+    (["--json", "."], "cannot write --json '.': it is a folder"),
     (["--batch-size", "0"], "--batch-size"),
     (["--threads", "1000"], "--threads must be between 0 and 256"),
 ], ids=["json under a file", "json deeper under a file", "json is a folder", "batch size 0", "threads 1000"])

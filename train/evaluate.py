@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -74,7 +73,7 @@ import numpy as np
 
 from engines.align import METHODS, RootAligner
 from engines.errors import InputError, PosecastError
-from engines.files import check_writable_folder
+from engines.files import unwritable_reason
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
@@ -795,19 +794,10 @@ def run(args: argparse.Namespace) -> int:
 
 def check_json_output(path: Path) -> None:
     """Fail before the evaluation (it can take minutes) where --json could not be written after it.
-    Missing folders are created at the end; the nearest one that exists must take a new file."""
-    if path.is_dir():
-        raise InputError(f"--json '{path}' is a folder; give a file name")
-    folder = next((p for p in path.parents if p.exists()), Path("."))
-    if not folder.is_dir():
-        raise InputError(f"cannot write --json '{path}': '{folder}' is a file, not a folder")
-    try:
-        check_writable_folder(folder)
-    except OSError as err:
-        raise InputError(f"cannot write --json '{path}': {err.strerror or err} in '{folder}' "
-                         f"(choose a folder you can write to)") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"cannot write --json '{path}': the file is read-only (choose another name)")
+    Missing folders are made at the end."""
+    reason = unwritable_reason(path, make_folders=True)
+    if reason is not None:
+        raise InputError(f"cannot write --json '{path}': {reason}")
 
 
 def write_json(path: Path, res: dict[str, Any]) -> None:
