@@ -288,11 +288,12 @@ REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a ty
 def cmd_listen(args: argparse.Namespace) -> int:
     import math
 
+    from streamer.config import MAX_PORT
     from streamer.listen import listen, tcp_port
 
     port = tcp_port(args.connect)
-    if port is not None and not 1 <= port <= 65535:      # ZeroMQ would take it modulo 65536
-        raise UsageError(f"--connect: port {port} of '{args.connect}' must be between 1 and 65535")
+    if port is not None and not 1 <= port <= MAX_PORT:
+        raise UsageError(f"--connect: port {port} of '{args.connect}' must be between 1 and {MAX_PORT}")
     if args.count is not None and args.count < 1:
         raise UsageError(f"--count must be >= 1 (got {args.count})")
     if not 0 < args.timeout < math.inf:
@@ -304,13 +305,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from streamer.config import MAX_PORT
     from streamer.listen import replay
 
     low, high = REPLAY_SPEEDS
     if not low <= args.speed <= high:          # NaN fails this too
         raise UsageError(f"--speed must be a number from {low:g} to {high:g} (got {args.speed:g})")
-    if not 1 <= args.port <= 65535:        # ZeroMQ would take it modulo 65536: 99999 is 34463
-        raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
+    if not 1 <= args.port <= MAX_PORT:
+        raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {args.port})")
     endpoint = f"tcp://{args.bind}:{args.port}"
     _note(f"replaying {args.track} on {endpoint}")
     return replay(Path(args.track), endpoint, args.encoding, args.speed)

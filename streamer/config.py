@@ -16,6 +16,7 @@ BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
 # threads than this only fight over the cores (and a typo like 10000 would start them all).
 MAX_BATCH_SIZE = 256
 MAX_THREADS = 256
+MAX_PORT = 65535          # TCP's last port; ZeroMQ would take a larger one modulo 65536 (99999 is 34463)
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,8 @@ class PublishConfig:
     meta_interval_s: float    # meta is also re-sent this often (and to every new subscriber)
 
     def check(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be between 1 and 65535, or 0 for any free port (got {self.port})")
+        if not 0 <= self.port <= MAX_PORT:
+            raise ValueError(f"port must be between 1 and {MAX_PORT}, or 0 for any free port (got {self.port})")
         if self.hwm < 1 or self.meta_interval_s <= 0:
             raise ValueError("hwm must be >= 1 and meta_interval_s > 0")
 
