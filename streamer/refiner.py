@@ -33,7 +33,7 @@ REFINER_FORMAT = "posecast-temporal-refiner"
 REFINER_VERSION = 1
 SLOWEST_RATE = 1 / 3       # relative to its training clips' rate: the slowest a refiner runs at
 FASTEST_RATE = 1.25        # ... and the fastest (above it, unmeasured)
-LIVE_INTERVALS = 31        # a live source's recent frame intervals, whose median is its frame interval
+LIVE_INTERVALS = 31        # a live source's recent frame intervals, whose mean is its frame interval
 MIN_INTERVALS = 3          # ... once it has seen this many
 SHIPPED_REFINER = Path(__file__).resolve().parent.parent / "engines" / "weights" / "temporal.npz"
 SHIPPED_LIVE_REFINER = SHIPPED_REFINER.with_name("temporal_live.npz")     # causal: past frames only
@@ -300,7 +300,9 @@ class LiveRefiningSmoother(RefiningSmoother):
     that did as well as blending the poses either side into the dropped frame's place, and at a
     third of the frames as well as at all of them (docs/training.md, "The refiner live"). The
     refiner's stride follows the rate the poses come at (`TemporalRefiner.stride`), taken from
-    the median of the recent intervals; too slow or not yet known, they pass through unchanged."""
+    the mean of the recent intervals: the time the window's poses span is what the stride must keep
+    to what it learned, and a stream that delivers its frames in pairs a few ms apart has a median
+    interval of a few ms. Too slow or not yet known, the poses pass through unchanged."""
 
     def __init__(self, refiner: TemporalRefiner, inner: PoseSmoother, origin: int) -> None:
         if refiner.future:
@@ -312,7 +314,7 @@ class LiveRefiningSmoother(RefiningSmoother):
 
     def frame_interval(self) -> float | None:
         """The interval between poses (seconds), once a few frames have shown it."""
-        return float(np.median(self._intervals)) if len(self._intervals) >= MIN_INTERVALS else None
+        return float(np.mean(self._intervals)) if len(self._intervals) >= MIN_INTERVALS else None
 
     def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
              joints_2d: np.ndarray | None = None) -> list[np.ndarray]:

@@ -397,6 +397,21 @@ def test_a_fast_live_source_is_refined_from_every_second_pose() -> None:
     assert len(sm._feats) == sm.refiner.past * 2          # what the next pose's window reaches back to
 
 
+def test_a_stream_that_delivers_frames_in_pairs_is_read_at_its_real_rate() -> None:
+    """Pairs of frames 2 ms apart every 80 ms are 25 poses a second: once a few pairs have shown
+    it, the window reads every pose, as for frames evenly spaced (the median interval, 2 ms, would
+    read 500 a second and every 16th pose)."""
+    j3, j2, conf = _frames(40)
+    pairs, even = _live(), _live()
+    for k in range(40):
+        a = pairs.push((k // 2) * 0.08 + (k % 2) * 0.002, j3[k], conf[k], j2[k])
+        b = even.push(k * 0.04, j3[k], conf[k], j2[k])
+        if k >= 2 * MIN_INTERVALS:
+            np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    assert pairs.refined == even.refined == 40 - MIN_INTERVALS
+    assert pairs.refiner.stride(1.0 / pairs.frame_interval()) == 1
+
+
 def test_a_live_refiner_is_causal_and_for_its_model(tmp_path: Path) -> None:
     model = tmp_path / "m.pt"
     model.write_bytes(b"weights")
