@@ -250,8 +250,7 @@ def _make_out_dir(out: Path) -> list[Path]:
     """Create the output folder (and its missing parents); returns those it created, deepest
     first, so a run that fails can take them away again."""
     from engines.errors import InputError
-    from engines.files import make_folders
-    from engines.files import write_hint
+    from engines.files import make_folders, write_hint
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir '{out}' is a file, not a folder; give a folder name")
@@ -334,8 +333,8 @@ def _check_writable(path: Path) -> None:
 
 def cmd_make_clip(args: argparse.Namespace) -> int:
     from engines.errors import InputError
-    from streamer.synthclip import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS, write_clip
     from engines.files import write_hint
+    from streamer.synthclip import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS, write_clip
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -381,8 +380,7 @@ def _copy_into_place(source: Path, dest: Path) -> None:
     import shutil
 
     from engines.errors import InputError
-    from engines.files import replaced_when_done
-    from engines.files import write_hint
+    from engines.files import replaced_when_done, write_hint
 
     try:
         with replaced_when_done(dest) as tmp:

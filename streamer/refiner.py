@@ -1,4 +1,5 @@
-"""A learned temporal refiner of a file's 3D poses (`filter.refiner`), trained by `train.temporal`.
+"""A learned temporal refiner of 3D poses (`filter.refiner` for files, `filter.live_refiner` for
+live sources: one that reads no frames ahead), trained by `train.temporal`.
 
 Each frame's pose is estimated from its own crop, and the network hedges where the crop is
 ambiguous: a limb hidden for a few frames, legs below a webcam's view, a person turning. The
@@ -6,7 +7,8 @@ frames around it often show what the frame alone does not. The refiner is a smal
 window of the align stage's per-frame output (the pelvis-relative 3D joints in camera axes, the 2D
 joints normalised for place and size, each joint's confidence): `past` frames before a frame,
 the frame, and `future` frames after it, and adds a correction to the frame's 3D joints. It runs
-before the temporal filter, so a file's frames wait `future` frames more.
+before the temporal filter, so a file's frames wait `future` frames more (times its stride on
+footage faster than it learned from: it then reads every n-th frame, `TemporalRefiner.stride`).
 
 It was trained on the pipeline's output for one model, on clips rendered from training material
 (`python -m train.temporal`); the file records that model's weights digest, and the align stage
@@ -32,7 +34,7 @@ from streamer.filters import RESET_GAP_S, PoseSmoother
 REFINER_FORMAT = "posecast-temporal-refiner"
 REFINER_VERSION = 1
 SLOWEST_RATE = 1 / 3       # relative to its training clips' rate: the slowest a refiner runs at
-FASTEST_RATE = 1.25        # ... and the fastest (above it, unmeasured)
+FASTEST_RATE = 1.25        # ... and the fastest at every frame (above it, every n-th: `stride`)
 LIVE_INTERVALS = 31        # a live source's recent frame intervals, whose mean is its frame interval
 MIN_INTERVALS = 3          # ... once it has seen this many
 SHIPPED_REFINER = Path(__file__).resolve().parent.parent / "engines" / "weights" / "temporal.npz"

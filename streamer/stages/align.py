@@ -4,7 +4,7 @@ Euro for live sources; for files a Kalman filter with a fixed-lag smoother, whic
 back `filter.file_lag` frames to correct its pose with the frames after it). Before its filter, a
 file's pose goes through the learned temporal refiner where there is one for the model
 (`filter.refiner`, streamer/refiner.py), which holds it back `future` frames more (twice as
-many at 50-62 fps, where it reads every second frame); root_3d's
+many from 32 to 62 fps, where it reads every second frame); root_3d's
 smoother then holds its frames as long, so the two stay in step. A live source's pose goes
 through a causal refiner (`filter.live_refiner`: the frames before it only), which holds nothing.
 A model whose offsets are in the person's ray frame has its pose turned into the camera's first,
