@@ -249,6 +249,8 @@ class RefiningSmoother(DelayedSmoother):
         self.refiner = refiner
         self.origin = origin
         self.stride = stride
+        self._longest = stride  # the longest stride read at yet: how far back frames are kept
+        self.refined = 0        # frames corrected (the rest passed through: a live rate unknown or too slow)
         self._feats: deque[np.ndarray] = deque()      # features of the track's frames the windows still read
         self._window = np.empty((refiner.window, refiner.num_joints * 6), np.float32)
 
@@ -272,18 +274,16 @@ class RefiningSmoother(DelayedSmoother):
                     k = last - (last - here) % stride
                 self._window[i] = self._feats[k]
             values = values + self.refiner.correction(self._window).astype(values.dtype)
+            self.refined += 1
+            self._longest = max(self._longest, stride)    # a live source's rate may rise again
         # Keep what the next frame's window reaches back to.
-        for _ in range(here + 1 - self.refiner.past * self._longest_stride()):
+        for _ in range(here + 1 - self.refiner.past * self._longest):
             self._feats.popleft()
         return self.inner.push(t, values, conf)
 
     def _stride_now(self) -> int | None:
         """The stride for the frame passed on now; None: it passes unchanged (a live source's rate
         may not suit)."""
-        return self.stride
-
-    def _longest_stride(self) -> int:
-        """The longest stride the windows may still read at: how far back frames are kept."""
         return self.stride
 
     def flush(self) -> list[np.ndarray]:
@@ -311,12 +311,11 @@ class LiveRefiningSmoother(RefiningSmoother):
             raise ValueError("a live refiner must not look ahead (train it with --future 0)")
         super().__init__(refiner, inner, origin)
         self._intervals: deque[float] = deque(maxlen=LIVE_INTERVALS)   # kept across tracks: the source's
-        self._longest = 1       # the longest stride used yet: a source's rate may rise again
-        self.refined = 0        # frames corrected (the rest passed through: rate unknown or too slow)
 
     def frame_interval(self) -> float | None:
         """The interval between poses (seconds), once a few frames have shown it."""
-        return float(np.mean(self._intervals)) if len(self._intervals) >= MIN_INTERVALS else None
+        n = len(self._intervals)
+        return sum(self._intervals) / n if n >= MIN_INTERVALS else None
 
     def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
              joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
@@ -326,11 +325,4 @@ class LiveRefiningSmoother(RefiningSmoother):
 
     def _stride_now(self) -> int | None:
         interval = self.frame_interval()
-        stride = None if interval is None else self.refiner.stride(1.0 / interval)
-        if stride is not None:
-            self._longest = max(self._longest, stride)
-            self.refined += 1
-        return stride
-
-    def _longest_stride(self) -> int:
-        return self._longest
+        return None if interval is None else self.refiner.stride(1.0 / interval)

@@ -133,19 +133,20 @@ class AlignStage:
             log.info("the temporal refiner runs from %.1f fps; this file's %.1f fps is filtered without it",
                      SLOWEST_RATE * refiner.fps, self.fps)
             refiner = None
-        if refiner is not None and stride is not None and stride > 1 and refiner.future * stride + wanted > room:
-            # Fast footage: a shorter stride before a shorter smoother (every frame read at 60 fps
-            # did nearly as well as every second; the smoother's lag cut to 2 tripled the jitter).
-            fitting = max(1, (room - wanted) // max(refiner.future, 1))
-            if fitting < stride:
-                log.info("the frame ring holds %d frames: the temporal refiner reads this %.0f fps file at "
-                         "stride %d instead of %d (raise ring.file_slots)", ring_slots, self.fps, fitting, stride)
-                stride = fitting
+        if refiner is not None and stride is not None:
+            if stride > 1 and refiner.future * stride + wanted > room:
+                # Fast footage: a shorter stride before a shorter smoother (every frame read at 60
+                # fps did nearly as well as every second; the smoother's lag cut to 2 tripled the jitter).
+                fitting = max(1, (room - wanted) // max(refiner.future, 1))
+                if fitting < stride:
+                    log.info("the frame ring holds %d frames: the temporal refiner reads this %.0f fps file at "
+                             "stride %d instead of %d (raise ring.file_slots)", ring_slots, self.fps, fitting, stride)
+                    stride = fitting
+            if refiner.future * stride > room:
+                log.warning("the frame ring holds %d frames: too few for the temporal refiner's %d frames ahead, "
+                            "which is left out (raise ring.file_slots)", ring_slots, refiner.future * stride)
+                refiner = None
         ahead = refiner.future * stride if refiner is not None and stride is not None else 0
-        if ahead > room:
-            log.warning("the frame ring holds %d frames: too few for the temporal refiner's %d frames ahead, "
-                        "which is left out (raise ring.file_slots)", ring_slots, ahead)
-            refiner, ahead = None, 0
         if wanted + ahead > room:
             log.warning("the frame ring holds %d frames: the filter looks %d frames ahead instead of %d "
                         "(raise ring.file_slots, or give /dev/shm more room)", ring_slots, room, wanted + ahead)
