@@ -56,6 +56,9 @@ class TrackingConfig:
     # this (intersection over union), a new track starts: a new person id, and the temporal
     # filters start afresh. 0: a track ends only at a frame with nobody found.
     new_track_iou: float = 0.0
+    # An image folder's images: "shots" (unrelated photos: each searched for afresh, its own track)
+    # or "sequence" (a video's frames: the region carries from one image to the next).
+    folder_images: Literal["shots", "sequence"] = "shots"
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):

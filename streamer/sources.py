@@ -54,6 +54,7 @@ class SourceInfo:
     height: int
     fps: float | None           # nominal rate if known
     frame_count: int | None     # total frames if known (an estimate for some files)
+    stills: bool = False        # each frame is its own image (image folders), not a moment of one scene
 
 
 @dataclass
@@ -567,7 +568,7 @@ class ImageFolderSource(Source):
         self.info = SourceInfo(
             name=name, uri=str(spec), live=False,
             width=max(s[0] for s in sizes), height=max(s[1] for s in sizes),
-            fps=None, frame_count=len(paths),
+            fps=None, frame_count=len(paths), stills=True,
         )
 
     def _find(self, spec: str) -> tuple[list[Path], str]:

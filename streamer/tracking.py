@@ -23,6 +23,11 @@ Each result carries its track's number, the person id of the messages: a frame w
 a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
 the last frame's (`_number`).
 
+Unrelated images (`separate`: an image folder of shots, `tracking.folder_images`) share nothing:
+each is searched afresh and its person is a track of its own. A region carried from another photo
+frames the next one's person wrongly and still scores above `track_min_score` often enough to cost
+(docs/training.md, "Image folders").
+
 A search is one network call on several crops: the letterboxed frame and, with `search_tiles` n
 above 1, n x n overlapping tiles in which a small person is larger. The crop with the highest
 score is refined.
@@ -80,8 +85,9 @@ class PersonTracker:
     """Keeps the region of interest between calls; `process` handles a batch of frames."""
 
     def __init__(self, infer: Callable[[np.ndarray], NetOutputs], input_size: int, cfg: TrackingConfig,
-                 window: int, max_batch: int, torso: tuple[int, ...] = ()) -> None:
+                 window: int, max_batch: int, torso: tuple[int, ...] = (), separate: bool = False) -> None:
         self.infer = infer
+        self.separate = separate   # unrelated images: nothing carries from one to the next
         self.size = input_size
         self.cfg = cfg
         # The joints the tracked region is centred on across the image (cfg.roi_centre "torso").
@@ -163,8 +169,9 @@ class PersonTracker:
         small, jump more than identity does. Box overlap is all the tracker knows of identity: a
         person found again far from where they were lost starts a track, and one crossing another
         may not."""
-        if not result.found:
+        if not result.found or self.separate:
             self.last_box = None
+        if not result.found:
             return
         box = points_bbox(result.joints_2d)
         if self.last_box is None or (result.searched and _iou(box, self.last_box) < self.cfg.new_track_iou):
@@ -197,7 +204,7 @@ class PersonTracker:
         return [_Pending(index, image, crop, SEARCH, passes, rival) for crop in crops]
 
     def _start(self, index: int, image: np.ndarray) -> list[_Pending]:
-        if self.roi is None:
+        if self.roi is None or self.separate:
             return self._search(index, image)
         self.since_search += 1
         cx, cy, side = self.roi

@@ -190,6 +190,7 @@ def test_unknown_model_key(tmp_path: Path) -> None:
         ("inference:\n  backend: tensorflow\n", "inference.backend", "one of 'auto'"),
         ("alignment:\n  method: median\n", "alignment.method", "one of"),
         ("tracking:\n  roi_centre: head\n", "tracking.roi_centre", "one of 'torso', 'box'"),
+        ("tracking:\n  folder_images: photos\n", "tracking.folder_images", "one of 'shots', 'sequence'"),
         ("tracking: 3\n", "tracking", "a mapping"),
         ("tracking:\n  roi_margin: .nan\n", "tracking.roi_margin", "a finite number"),
         ("tracking:\n  roi_margin: .inf\n", "tracking.roi_margin", "a finite number"),

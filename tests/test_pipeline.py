@@ -53,13 +53,13 @@ def assert_meta(meta: dict, size: tuple[int, int], trained: bool = True) -> None
     assert meta["model"]["trained"] is trained
 
 
-def assert_person(p: dict) -> None:
+def assert_person(p: dict, track: int = 0) -> None:
     j3, j2, conf = np.array(p["joints_3d"]), np.array(p["joints_2d"]), np.array(p["conf"])
     assert j3.shape == (17, 3) and j2.shape == (17, 2) and conf.shape == (17,)
     assert np.all(j3[0] == 0.0)                      # pelvis is the origin
     assert np.isfinite(j3).all() and np.isfinite(j2).all()
     assert ((conf >= 0) & (conf <= 1)).all()
-    assert len(p["bbox"]) == 4 and isinstance(p["score"], float) and p["id"] == 0
+    assert len(p["bbox"]) == 4 and isinstance(p["score"], float) and p["id"] == track
 
 
 def assert_contiguous(poses: list[dict]) -> None:
@@ -227,12 +227,26 @@ def test_image_folder_with_odd_size_and_overlay(posecast, tmp_path: Path) -> Non
     assert len(poses) == 5
     assert_contiguous(poses)
     assert all(p["t_media"] is None and len(p["people"]) == 1 for p in poses)
-    for p in poses:
-        assert_person(p["people"][0])
+    for k, p in enumerate(poses):
+        assert_person(p["people"][0], track=k)                   # each image its own track (shots)
     with av.open(str(tmp_path / "o.mp4")) as c:
         frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
     assert len(frames) == 5
     assert frames[0].shape == (122, 162, 3)          # padded to even for yuv420p
+
+
+def test_an_image_folder_is_shots_unless_told_it_is_a_sequence(posecast, tmp_path: Path) -> None:
+    """Shots (the default): each image searched afresh, its person a track of its own. A sequence:
+    the region carries, so the walker of these frames is one track."""
+    _write_pngs(tmp_path / "frames", 4, 160, 120)
+    (tmp_path / "seq.yaml").write_text("tracking:\n  folder_images: sequence\n")
+    ids = {}
+    for name, extra in (("shots", []), ("seq", ["--config", "seq.yaml"])):
+        r = posecast.run(["track", "frames", "-o", f"{name}.jsonl", "--min-score", "0", *extra])
+        assert r.returncode == 0, r.stderr
+        _, poses = read_track(tmp_path / f"{name}.jsonl")
+        ids[name] = [p["people"][0]["id"] for p in poses]
+    assert ids == {"shots": [0, 1, 2, 3], "seq": [0, 0, 0, 0]}
 
 
 def test_a_skipped_image_leaves_every_record_named(posecast, tmp_path: Path) -> None:

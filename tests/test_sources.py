@@ -244,7 +244,7 @@ def test_folder_in_natural_order(folder: Path) -> None:
         assert src.corrupt == 0
     assert [f.name for f in frames] == ["img1.png", "img2.png", "img3.jpg", "img10.png"]
     assert [f.index for f in frames] == [0, 1, 2, 3]
-    assert (info.name, info.live, info.frame_count, info.fps) == ("shots", False, 4, None)
+    assert (info.name, info.live, info.frame_count, info.fps, info.stills) == ("shots", False, 4, None, True)
     assert (info.width, info.height) == (50, 44)               # the largest of each
     assert [f.image.shape for f in frames] == [(44, 30, 3), (20, 50, 3), (24, 32, 3), (30, 40, 3)]
     for f in frames:
@@ -501,6 +501,6 @@ def test_a_named_pipe_is_read_as_a_video_file(tmp_path: Path) -> None:
 
     threading.Thread(target=feed, daemon=True).start()
     with open_source(str(fifo), FAST) as src:
-        assert isinstance(src, VideoFileSource) and not src.info.live
+        assert isinstance(src, VideoFileSource) and not src.info.live and not src.info.stills
         frames = list(src.frames())
     assert len(frames) + src.corrupt == 8 and len(frames) >= 7

@@ -53,9 +53,10 @@ class InferStage:
             # Crops per network call: a live frame's search (the frame and its tiles) still runs as
             # one batch, up to the backend's batch size.
             skeleton = self.model.info.config.skeleton
+            separate = bool(start["info"].get("stills")) and self.config.tracking.folder_images == "shots"
             tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
                                     self.config.alignment.window, inf.batch_size,
-                                    torso=skeleton.indices(skeleton.default_roots))
+                                    torso=skeleton.indices(skeleton.default_roots), separate=separate)
             out.send(START, {**start, "backend": backend.describe()})
             while not self.control.abort.is_set():
                 batch, end = self._collect(inbox, batch_size, fill=not live)
