@@ -1,12 +1,13 @@
 """The figure-making scripts of docs/training.md and docs/performance.md: scripts/vtest_crop.py,
-scripts/contact_sheet.py, scripts/track_stats.py, scripts/street_starts.py and
-scripts/person_free_video.py."""
+scripts/contact_sheet.py, scripts/track_stats.py, scripts/street_starts.py,
+scripts/person_free_video.py and scripts/compare_mediapipe.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -256,3 +257,70 @@ def test_person_free_video_refuses_bad_folders_with_one_line(tmp_path: Path, mak
     assert script.main([str(photos), str(tmp_path / "out.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+# --- scripts/compare_mediapipe.py (MediaPipe itself runs only in its own environment) -------
+
+def test_mediapipe_landmarks_map_onto_the_joints_both_define() -> None:
+    cmp = load_script("compare_mediapipe")
+    from engines.skeleton import H36M17
+
+    landmarks = np.random.default_rng(0).normal(size=(2, 33, 2))
+    joints = cmp.direct_joints(landmarks)
+    assert joints.shape == (2, 17, 2)
+    np.testing.assert_array_equal(joints[:, H36M17.index("l_wrist")], landmarks[:, 15])
+    np.testing.assert_array_equal(joints[:, H36M17.index("r_ankle")], landmarks[:, 28])
+    np.testing.assert_allclose(joints[:, H36M17.index("pelvis")], (landmarks[:, 23] + landmarks[:, 24]) / 2)
+    for name in ("spine", "thorax", "neck_nose", "head_top"):
+        assert np.isnan(joints[:, H36M17.index(name)]).all()
+
+
+def test_the_affine_regressor_recovers_known_weights_and_follows_a_shift() -> None:
+    cmp = load_script("compare_mediapipe")
+    rng = np.random.default_rng(1)
+    truth = rng.dirichlet(np.full(33, 0.3), size=17)                 # rows sum to one
+    source = rng.normal(size=(400, 33, 3))
+    target = cmp.apply_regressor(truth, source)
+    exact = cmp.fit_affine_regressor(source, target, ridge=0.0)
+    np.testing.assert_allclose(exact, truth, atol=1e-8)
+    fitted = cmp.fit_affine_regressor(source, target)
+    np.testing.assert_allclose(fitted.sum(axis=1), 1.0, atol=1e-9)
+    shift = np.array([3.0, -2.0, 0.5])
+    # Weights summing to one: moving every landmark moves every joint by as much (image pixels).
+    np.testing.assert_allclose(cmp.apply_regressor(fitted, source + shift) - cmp.apply_regressor(fitted, source),
+                               np.broadcast_to(shift, (400, 17, 3)), atol=1e-9)
+    assert np.abs(cmp.apply_regressor(fitted, source) - target).mean() < 0.02
+    local = cmp.fit_affine_regressor(source, target, support=cmp.joint_support())
+    np.testing.assert_allclose(local.sum(axis=1), 1.0, atol=1e-9)
+    for row, use in zip(local, cmp.joint_support()):
+        outside = np.ones(33, bool)
+        outside[list(use)] = False
+        assert not row[outside].any()
+
+
+def test_photo_pck_counts_a_photo_without_a_person_as_missed() -> None:
+    cmp = load_script("compare_mediapipe")
+    from engines.skeleton import H36M17
+    from train.real2d import coco_to_h36m
+
+    rng = np.random.default_rng(2)
+    records = []
+    for _ in range(4):
+        kp = np.concatenate([rng.uniform(100, 400, size=(17, 2)), np.full((17, 1), 2.0)], axis=1)
+        joints, mask = coco_to_h36m(kp)
+        records.append(SimpleRecord(joints, mask))
+    exact = np.stack([r.joints_2d for r in records]).astype(np.float64)
+    res = cmp.photo_pck(exact, records)
+    assert res["pck"] == 1.0 and res["found"] == 1.0 and res["pck_exchanged"] < 1.0
+    missing = exact.copy()
+    missing[0] = np.nan                                              # nobody found in the first photo
+    missing[1, H36M17.index("spine")] = np.nan                       # an unlabelled joint: still found
+    res = cmp.photo_pck(missing, records)
+    assert res["found"] == 0.75 and res["pck"] == 0.75
+
+
+@dataclass
+class SimpleRecord:
+    """What photo_pck reads of a train.real2d.RealRecord."""
+    joints_2d: np.ndarray
+    mask: np.ndarray
