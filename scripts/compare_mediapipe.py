@@ -4,7 +4,7 @@ virtual environment (`scripts/mediapipe_poses.py`); this side runs in Posecast's
 
     python scripts/compare_mediapipe.py prepare OUT [--real2d DIR]
     python scripts/compare_mediapipe.py track-clips OUT --clips DIR ...
-    python scripts/compare_mediapipe.py score OUT --clips DIR ... [--evaluate-json J]
+    python scripts/compare_mediapipe.py score OUT --clips DIR ... [--fit DIR] [--evaluate-json SET=J ...]
 
 - **Real photos, 2D.** The held-out split of `real2d_fashion` (`train.real2d.split_real`, as
   `train.evaluate` holds it out) in two ways: the square crop that `train.evaluate` gives the
@@ -16,10 +16,11 @@ virtual environment (`scripts/mediapipe_poses.py`); this side runs in Posecast's
 - **Rendered clips, 3D and 2D.** Each clip as a file: `posecast track` at the defaults with the
   clip's focal length (`train.video_eval.track_clip`), MediaPipe in its tracking mode. MediaPipe's
   33 landmarks do not define Human3.6M's joints (its hips, for one, sit elsewhere), so each of
-  the 17 joints is fitted as an affine combination of the 33 landmarks (weights summing to one,
-  as SMPL's joint regressor is), on the first `--clips` folder (the tuning set), separately for
-  its world landmarks (3D, metres about its hips) and its image landmarks (2D). Every other set is
-  scored with those weights by `train.video_eval.score_track`, as Posecast's tracks are, over the
+  the 17 joints is fitted as an affine combination of its own and its neighbours' landmarks
+  (`JOINT_LANDMARKS`; weights summing to one, as SMPL's joint regressor is), on the clips of
+  `--fit` (whole people in view) or else the first `--clips` folder (the tuning set), separately
+  for its world landmarks (3D, metres about its hips) and its image landmarks (2D). The other sets
+  are scored with those weights by `train.video_eval.score_track`, as Posecast's tracks are, over the
   frames where both found a person. The fit can only help MediaPipe, and it also sets the scale
   of its skeleton from the ground truth; PA-MPJPE, which leaves scale out, is the fairer 3D figure.
 """
@@ -286,20 +287,25 @@ def score_clip_pairs(pairs: list[ClipPair], w3: np.ndarray, w2: np.ndarray) -> d
     return result
 
 
-def score(out: Path, clip_dirs: list[Path], real2d: Path, evaluate_json: dict[str, Path]) -> dict:
+def score(out: Path, clip_dirs: list[Path], real2d: Path, evaluate_json: dict[str, Path],
+          fit_dir: Path | None = None) -> dict:
+    """The photos' scores, where their MediaPipe runs are in `out`; the clips' with MediaPipe's joints
+    fitted on `fit_dir`'s clips, or else on the first of `clip_dirs`, which is then not scored."""
     report: dict[str, object] = {}
     if (out / "mp_held_out_crop.npz").exists():
         report["photos"] = score_photos(out, real2d, evaluate_json)
     if clip_dirs:
-        pairs = load_pairs(out, clip_dirs)
-        tune = clip_dirs[0].name
-        w3, w2 = fit_regressors([p for p in pairs if p.set_name == tune])
-        report["clips"] = {"fitted_on": tune}
-        for folder in clip_dirs[1:]:
+        scored = clip_dirs if fit_dir is not None else clip_dirs[1:]
+        fit_dir = fit_dir or clip_dirs[0]
+        # Fitted where every joint is in view: a webcam view's legs below the frame are MediaPipe's
+        # guesses, and as targets they would teach the fit those guesses.
+        w3, w2 = fit_regressors(load_pairs(out, [fit_dir]))
+        pairs = load_pairs(out, scored)
+        report["clips"] = {"fitted_on": fit_dir.name}
+        for folder in scored:
             report["clips"][folder.name] = score_clip_pairs([p for p in pairs if p.set_name == folder.name], w3, w2)
-        held = [p for p in pairs if p.set_name != tune]
-        if len({p.set_name for p in held}) > 1:
-            report["clips"]["pooled"] = score_clip_pairs(held, w3, w2)
+        if len(scored) > 1:
+            report["clips"]["pooled"] = score_clip_pairs(pairs, w3, w2)
     return report
 
 
@@ -337,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("step", choices=("prepare", "track-clips", "score"))
     p.add_argument("out", type=Path, help="the comparison's working folder")
     p.add_argument("--real2d", type=Path, default=None, help="real2d_fashion (default: the datasets folder)")
-    p.add_argument("--clips", type=Path, nargs="*", default=[], help="clip folders; the first is the tuning set")
+    p.add_argument("--clips", type=Path, nargs="*", default=[],
+                   help="clip folders; without --fit the first fits MediaPipe's joints and is not scored")
+    p.add_argument("--fit", type=Path, default=None,
+                   help="the clip folder that fits MediaPipe's joints (whole people in view: not webcam views)")
     p.add_argument("--evaluate-json", nargs="*", default=[], metavar="SET=JSON",
                    help="train.evaluate's JSON of the shipped model on a photo set (held_out=J, backs=J)")
     p.add_argument("--json", type=Path, default=None, help="write the scores here")
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(given) - set(PHOTO_SETS)
         if unknown:
             p.error(f"--evaluate-json: no photo set {sorted(unknown)[0]!r} (sets: {', '.join(PHOTO_SETS)})")
-        report = score(args.out, args.clips, real2d, {k: Path(v) for k, v in given.items()})
+        report = score(args.out, args.clips, real2d, {k: Path(v) for k, v in given.items()}, args.fit)
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=1) + "\n")
         print(markdown(report))
