@@ -324,3 +324,51 @@ class SimpleRecord:
     """What photo_pck reads of a train.real2d.RealRecord."""
     joints_2d: np.ndarray
     mask: np.ndarray
+
+
+def _fake_clip_set(out: Path, folder: Path, seed: int, frames: int = 12) -> None:
+    """A clip folder (labels, an empty stand-in video), MediaPipe's output on it, and a Posecast
+    track equal to the labels. The labels' joints are one fixed affine combination of MediaPipe's
+    landmarks (each on its JOINT_LANDMARKS), so the fit can recover them exactly."""
+    cmp = load_script("compare_mediapipe")
+    weights = np.zeros((17, 33))
+    for j, use in enumerate(cmp.joint_support()):
+        weights[j, list(use)] = np.random.default_rng(100 + j).dirichlet(np.ones(len(use)))
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for k in range(2):
+        world = rng.normal(size=(frames, 33, 3)) * 0.4
+        world -= cmp.apply_regressor(weights, world)[:, :1]          # about the pelvis, as MediaPipe's about its hips
+        image = rng.normal(size=(frames, 33, 2)) * 60.0 + 240.0
+        root = np.array([0.0, 0.0, 4.0])
+        np.savez(folder / f"clip_{k:03d}.npz", joints_3d=cmp.apply_regressor(weights, world) + root,
+                 joints_2d=cmp.apply_regressor(weights, image), visible=np.ones((frames, 17), bool),
+                 focal=500.0, motion="test", fps=25.0)
+        (folder / f"clip_{k:03d}.mp4").write_bytes(b"")
+        dest = out / "mp_clips" / folder.name
+        dest.mkdir(parents=True, exist_ok=True)
+        np.savez(dest / f"clip_{k:03d}.npz", landmarks_2d=image, visibility=np.ones((frames, 33)), world=world,
+                 found=np.ones(frames, bool), seconds=np.full(frames, 0.02))
+        track = out / "posecast_clips" / folder.name
+        track.mkdir(parents=True, exist_ok=True)
+        np.savez(track / f"clip_{k:03d}.npz", found=np.ones(frames, bool),
+                 joints_3d=cmp.apply_regressor(weights, world), joints_2d=cmp.apply_regressor(weights, image),
+                 root_3d=np.tile(root, (frames, 1)), conf=np.ones((frames, 17)))
+
+
+def test_the_clip_scores_fit_on_one_set_and_score_the_others(tmp_path: Path) -> None:
+    cmp = load_script("compare_mediapipe")
+    for seed, name in enumerate(("tune", "report", "more")):
+        _fake_clip_set(tmp_path / "out", tmp_path / name, seed)
+    clips = [tmp_path / n for n in ("tune", "report", "more")]
+    report = cmp.score(tmp_path / "out", clips, tmp_path, {})
+    assert "photos" not in report and report["clips"]["fitted_on"] == "tune"
+    assert set(report["clips"]) == {"fitted_on", "report", "more", "pooled"}
+    pooled = report["clips"]["pooled"]
+    assert pooled["frames"] == 48 and pooled["posecast"]["mpjpe_mm"] < 1e-6 and pooled["posecast"]["pck"] == 1.0
+    assert pooled["mediapipe"]["mpjpe_mm"] < 5.0 and pooled["mediapipe"]["pck"] == 1.0   # the fit recovered them
+    fitted = cmp.score(tmp_path / "out", clips[1:], tmp_path, {}, fit_dir=clips[0])
+    again = fitted["clips"]["pooled"]                    # --fit: the same fit, every --clips set scored
+    assert set(fitted["clips"]) == {"fitted_on", "report", "more", "pooled"}
+    assert again["mediapipe"]["mpjpe_mm"] == pooled["mediapipe"]["mpjpe_mm"] and again["frames"] == 48
+    assert "| pooled | 48 |" in cmp.markdown(report)
