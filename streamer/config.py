@@ -59,6 +59,11 @@ class TrackingConfig:
     # An image folder's images: "shots" (unrelated photos: each searched for afresh, its own track)
     # or "sequence" (a video's frames: the region carries from one image to the next).
     folder_images: Literal["shots", "sequence"] = "shots"
+    # A video's hard cut between shots (streamer/shot_cuts.py): a frame whose 32 x 32 thumbnail
+    # differs from the last one's by a mean over shot_cut_diff grey levels and over shot_cut_ratio
+    # times the recent frames' differences is searched afresh and starts a track. 0: off.
+    shot_cut_diff: float = 16.0
+    shot_cut_ratio: float = 4.0
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):
@@ -70,6 +75,10 @@ class TrackingConfig:
             raise ValueError(f"research_every must be >= 0 (got {self.research_every})")
         if not 0.0 <= self.switch_margin <= 1.0:
             raise ValueError(f"switch_margin must be between 0 and 1 (got {self.switch_margin})")
+        if not 0.0 <= self.shot_cut_diff <= 255.0:
+            raise ValueError(f"shot_cut_diff must be between 0 (off) and 255 (got {self.shot_cut_diff})")
+        if self.shot_cut_ratio < 1.0:
+            raise ValueError(f"shot_cut_ratio must be >= 1 (got {self.shot_cut_ratio})")
         if not 0.0 <= self.new_track_iou <= 1.0:
             raise ValueError(f"new_track_iou must be between 0 and 1 (got {self.new_track_iou})")
         if self.roi_margin < 1.0:

@@ -23,10 +23,11 @@ Each result carries its track's number, the person id of the messages: a frame w
 a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
 the last frame's (`_number`).
 
-Unrelated images (`separate`: an image folder of shots, `tracking.folder_images`) share nothing:
-each is searched afresh and its person is a track of its own. A region carried from another photo
-frames the next one's person wrongly and still scores above `track_min_score` often enough to cost
-(docs/training.md, "Image folders").
+A new shot shares nothing with the frame before: an image of a folder of unrelated photos
+(`separate`, `tracking.folder_images`), or a video's frame after a hard cut (`cuts`,
+streamer/shot_cuts.py). It is searched afresh and its person starts a track. A region carried
+from another photo frames the next one's person wrongly and still scores above `track_min_score`
+often enough to cost (docs/training.md, "Image folders").
 
 A search is one network call on several crops: the letterboxed frame and, with `search_tiles` n
 above 1, n x n overlapping tiles in which a small person is larger. The crop with the highest
@@ -102,12 +103,18 @@ class PersonTracker:
         self.track = -1            # the last track's number
         self.last_box: tuple[float, float, float, float] | None = None   # the last person's 2D box
 
-    def process(self, images: list[np.ndarray], scales: list[float] | None = None) -> list[FrameResult]:
-        """One result per image, in order. `scales`: input-image pixels per given pixel."""
+    def process(self, images: list[np.ndarray], scales: list[float] | None = None,
+                cuts: list[bool] | None = None) -> list[FrameResult]:
+        """One result per image, in order. `scales`: input-image pixels per given pixel; `cuts`: which
+        images start a new shot (all of them where the tracker is `separate`)."""
         scales = scales or [1.0] * len(images)
+        cuts = [True] * len(images) if self.separate else (cuts or [False] * len(images))
         results: list[FrameResult | None] = [None] * len(images)
         rivals: dict[int, FrameResult] = {}
-        pending = [p for i, img in enumerate(images) for p in self._start(i, img)]
+        # A batch's frames start from the region of the batch before; after a cut inside the batch
+        # that region is the old shot's, so every frame from the cut on is searched.
+        first_cut = next((i for i, cut in enumerate(cuts) if cut), len(images))
+        pending = [p for i, img in enumerate(images) for p in self._start(i, img, fresh=i >= first_cut)]
         if (pending and pending[-1].mode == TRACK and self.cfg.research_every
                 and self.since_search >= self.cfg.research_every):
             # On the batch's last frame, whose result sets the region the next batch starts from.
@@ -148,8 +155,8 @@ class PersonTracker:
             pending = follow_up
         for index, rival in rivals.items():
             results[index] = self._better(results[index], rival)
-        for result in results:
-            self._number(result)            # type: ignore[arg-type]
+        for result, cut in zip(results, cuts):
+            self._number(result, new_shot=cut)      # type: ignore[arg-type]
         last = results[-1] if results else None
         if last is not None:
             if last.found:
@@ -161,7 +168,7 @@ class PersonTracker:
                 self.roi = None
         return results  # type: ignore[return-value]
 
-    def _number(self, result: FrameResult) -> None:
+    def _number(self, result: FrameResult, new_shot: bool = False) -> None:
         """The result's track: the last one's, unless the frame before had nobody, or a search gave
         this frame's person and their 2D box overlaps the last one's by less than `new_track_iou`
         (the search found someone else). A tracked crop continues its track whatever its box does:
@@ -169,7 +176,7 @@ class PersonTracker:
         small, jump more than identity does. Box overlap is all the tracker knows of identity: a
         person found again far from where they were lost starts a track, and one crossing another
         may not."""
-        if not result.found or self.separate:
+        if not result.found or new_shot:
             self.last_box = None
         if not result.found:
             return
@@ -203,8 +210,8 @@ class PersonTracker:
         crops = [CropTransform.full_frame(w, h, self.size)] + CropTransform.tiles(w, h, self.cfg.search_tiles, self.size)
         return [_Pending(index, image, crop, SEARCH, passes, rival) for crop in crops]
 
-    def _start(self, index: int, image: np.ndarray) -> list[_Pending]:
-        if self.roi is None or self.separate:
+    def _start(self, index: int, image: np.ndarray, fresh: bool = False) -> list[_Pending]:
+        if self.roi is None or fresh:
             return self._search(index, image)
         self.since_search += 1
         cx, cy, side = self.roi

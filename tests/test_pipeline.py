@@ -249,6 +249,33 @@ def test_an_image_folder_is_shots_unless_told_it_is_a_sequence(posecast, tmp_pat
     assert ids == {"shots": [0, 1, 2, 3], "seq": [0, 0, 0, 0]}
 
 
+def test_a_cut_between_shots_starts_a_track(posecast, tmp_path: Path) -> None:
+    """The second shot: the walker's room mirrored and in other colours, from frame 8."""
+    from streamer.synthclip import WalkScene
+
+    scene = WalkScene(160, 120)
+    with av.open(str(tmp_path / "cut.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(16):
+            image, _ = scene.render_frame(i / 10)
+            if i >= 8:
+                image = np.ascontiguousarray(image[:, ::-1, ::-1])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    (tmp_path / "nocuts.yaml").write_text("tracking:\n  shot_cut_diff: 0\n")
+    ids = {}
+    for name, extra in (("cuts", []), ("off", ["--config", "nocuts.yaml"])):
+        r = posecast.run(["track", "cut.mp4", "-o", f"{name}.jsonl", "--min-score", "0", *extra])
+        assert r.returncode == 0, r.stderr
+        _, poses = read_track(tmp_path / f"{name}.jsonl")
+        ids[name] = [p["people"][0]["id"] for p in poses]
+        assert ("1 cut between shots" in r.stderr) == (name == "cuts")
+    assert ids == {"cuts": [0] * 8 + [1] * 8, "off": [0] * 16}
+
+
 def test_a_skipped_image_leaves_every_record_named(posecast, tmp_path: Path) -> None:
     # `seq` counts the images read; after an unreadable one, the name says which file is which.
     _write_pngs(tmp_path / "frames", 5, 160, 120)

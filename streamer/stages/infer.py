@@ -20,6 +20,7 @@ from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacket
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+from streamer.shot_cuts import ShotCutDetector
 from streamer.tracking import PersonTracker
 
 
@@ -53,21 +54,27 @@ class InferStage:
             # Crops per network call: a live frame's search (the frame and its tiles) still runs as
             # one batch, up to the backend's batch size.
             skeleton = self.model.info.config.skeleton
-            separate = bool(start["info"].get("stills")) and self.config.tracking.folder_images == "shots"
-            tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
+            tracking = self.config.tracking
+            stills = bool(start["info"].get("stills"))
+            tracker = PersonTracker(backend.infer, self.model.info.config.input_size, tracking,
                                     self.config.alignment.window, inf.batch_size,
-                                    torso=skeleton.indices(skeleton.default_roots), separate=separate)
+                                    torso=skeleton.indices(skeleton.default_roots),
+                                    separate=stills and tracking.folder_images == "shots")
+            # An image folder has no shots to cut between: its images are shots or a sequence.
+            cuts = (ShotCutDetector(tracking.shot_cut_diff, tracking.shot_cut_ratio)
+                    if tracking.shot_cut_diff > 0 and not stills else None)
             out.send(START, {**start, "backend": backend.describe()})
             while not self.control.abort.is_set():
                 batch, end = self._collect(inbox, batch_size, fill=not live)
                 if batch:
-                    self._process(batch, ring, tracker, out)
+                    self._process(batch, ring, tracker, cuts, out)
                 if end is not None:
                     end["timings"]["infer"] = self.timer.summary()
                     end["network_runs"] = tracker.network_runs
                     end["searches"] = tracker.searches
                     end["switches"] = tracker.switches
                     end["tracks"] = tracker.track + 1
+                    end["shot_cuts"] = cuts.cuts if cuts is not None else 0
                     out.send(END, end)
                     return
         finally:
@@ -121,10 +128,11 @@ class InferStage:
                 batch.append(FramePacket(**body))
         return batch, None
 
-    def _process(self, batch: list[FramePacket], ring: FrameRing, tracker: PersonTracker, out: Outbox) -> None:
+    def _process(self, batch: list[FramePacket], ring: FrameRing, tracker: PersonTracker,
+                 cuts: ShotCutDetector | None, out: Outbox) -> None:
         t0 = time.perf_counter()
         images = [ring.view(p.slot, p.height, p.width) for p in batch]
-        results = tracker.process(images, [p.scale for p in batch])
+        results = tracker.process(images, [p.scale for p in batch], [cuts(img) for img in images] if cuts else None)
         per_frame = (time.perf_counter() - t0) * 1000.0 / len(batch)
         for packet, res in zip(batch, results):
             self.timer.add("infer", per_frame)

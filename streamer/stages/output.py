@@ -207,7 +207,8 @@ class OutputStage:
                 "reason": end.get("reason"), "dropped": end.get("dropped", 0), "corrupt": end.get("corrupt", 0),
                 "reconnects": end.get("reconnects", 0),
                 "network_runs": end.get("network_runs"), "searches": end.get("searches"),
-                "switches": end.get("switches"), "tracks": end.get("tracks"), "timings": timings}
+                "switches": end.get("switches"), "tracks": end.get("tracks"), "shot_cuts": end.get("shot_cuts"),
+                "timings": timings}
 
 
 def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:

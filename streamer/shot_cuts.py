@@ -1,0 +1,62 @@
+"""Hard cuts between shots in a video: where the picture changes at once.
+
+An edited video (a broadcast, a compilation, a music video) jumps from one shot to another. The
+tracker's region then carries into a picture where it frames someone else, or no one, and the
+filters smooth one shot's person into the next one's, with the root's depth held to a walking
+speed across a change of camera. A cut is found from a 32 x 32 thumbnail of each frame: the mean
+absolute difference from the last frame's (grey levels, 0-255) above `min_diff` and above `ratio`
+times the mean of the last `HISTORY` differences. The ratio keeps fast motion and camera pans,
+whose differences stay high from frame to frame, from counting as cuts (on 96 rendered clips
+without cuts, 10,322 frames, none counted; of 9,120 joins of two of them, 99.8% did: docs/training.md,
+"Shot cuts"). The tracker then searches that frame afresh and starts a new track, which restarts
+the filters.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+HISTORY = 8             # frames whose differences set the level a cut must stand out from
+WARM_UP = 3             # differences needed before a cut can be told from the motion there is
+THUMB = 32              # thumbnail side, pixels
+THUMB_SOURCE_PX = 128   # the frame is subsampled to about this before the thumbnail is made
+
+
+class ShotCutDetector:
+    """`detector(frame) -> bool`: whether this frame starts a new shot. One per source."""
+
+    def __init__(self, min_diff: float, ratio: float) -> None:
+        self.min_diff = min_diff
+        self.ratio = ratio
+        self._thumbs = np.zeros((2, THUMB, THUMB, 3), np.uint8)   # the last frame's and this one's
+        self._diff = np.zeros((THUMB, THUMB, 3), np.uint8)
+        self._recent = np.zeros(HISTORY, np.float64)
+        self._count = 0          # differences in _recent (up to HISTORY) since the last cut
+        self._next = 0           # where the next difference goes in _recent
+        self._current = 0        # which of _thumbs holds the last frame's
+        self._started = False
+        self.cuts = 0
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        # A strided view, then INTER_AREA on about 128 px: a fraction of a millisecond at 1080p,
+        # and no copy of the frame.
+        step = max(1, min(frame.shape[0], frame.shape[1]) // THUMB_SOURCE_PX)
+        this = self._thumbs[1 - self._current]
+        cv2.resize(frame[::step, ::step], (THUMB, THUMB), dst=this, interpolation=cv2.INTER_AREA)
+        if not self._started:
+            self._started = True
+            self._current = 1 - self._current
+            return False
+        cv2.absdiff(this, self._thumbs[self._current], dst=self._diff)
+        diff = float(self._diff.mean())
+        self._current = 1 - self._current
+        level = self._recent[: self._count].mean() if self._count else 0.0
+        if self._count >= WARM_UP and diff > self.min_diff and diff > self.ratio * level:
+            self.cuts += 1
+            self._count = self._next = 0      # the new shot's motion sets its own level
+            return True
+        self._recent[self._next] = diff
+        self._next = (self._next + 1) % HISTORY
+        self._count = min(self._count + 1, HISTORY)
+        return False
