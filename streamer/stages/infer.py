@@ -19,8 +19,8 @@ from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacket
 from streamer.ring import FrameRing, RingSpec
-from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 from streamer.shot_cuts import ShotCutDetector
+from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 from streamer.tracking import PersonTracker
 
 
