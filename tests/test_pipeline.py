@@ -239,14 +239,22 @@ def test_an_image_folder_is_shots_unless_told_it_is_a_sequence(posecast, tmp_pat
     """Shots (the default): each image searched afresh, its person a track of its own. A sequence:
     the region carries, so the walker of these frames is one track."""
     _write_pngs(tmp_path / "frames", 4, 160, 120)
-    (tmp_path / "seq.yaml").write_text("tracking:\n  folder_images: sequence\n")
-    ids = {}
-    for name, extra in (("shots", []), ("seq", ["--config", "seq.yaml"])):
-        r = posecast.run(["track", "frames", "-o", f"{name}.jsonl", "--min-score", "0", *extra])
-        assert r.returncode == 0, r.stderr
-        _, poses = read_track(tmp_path / f"{name}.jsonl")
-        ids[name] = [p["people"][0]["id"] for p in poses]
-    assert ids == {"shots": [0, 1, 2, 3], "seq": [0, 0, 0, 0]}
+    shots, _ = _person_ids(posecast, tmp_path, "frames", "")
+    seq, _ = _person_ids(posecast, tmp_path, "frames", "folder_images: sequence")
+    assert (shots, seq) == ([0, 1, 2, 3], [0, 0, 0, 0])
+
+
+def _person_ids(posecast, tmp_path: Path, source: str, tracking: str) -> tuple[list[int], str]:
+    """The person ids `posecast track` gives each frame of `source` (everyone found) with the
+    `tracking:` keys given, and its stderr."""
+    extra = []
+    if tracking:
+        (tmp_path / "t.yaml").write_text(f"tracking:\n  {tracking}\n")
+        extra = ["--config", "t.yaml"]
+    r = posecast.run(["track", source, "-o", "ids.jsonl", "--min-score", "0", *extra])
+    assert r.returncode == 0, r.stderr
+    _, poses = read_track(tmp_path / "ids.jsonl")
+    return [p["people"][0]["id"] for p in poses], r.stderr
 
 
 def test_a_cut_between_shots_starts_a_track(posecast, tmp_path: Path) -> None:
@@ -265,15 +273,10 @@ def test_a_cut_between_shots_starts_a_track(posecast, tmp_path: Path) -> None:
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    (tmp_path / "nocuts.yaml").write_text("tracking:\n  shot_cut_diff: 0\n")
-    ids = {}
-    for name, extra in (("cuts", []), ("off", ["--config", "nocuts.yaml"])):
-        r = posecast.run(["track", "cut.mp4", "-o", f"{name}.jsonl", "--min-score", "0", *extra])
-        assert r.returncode == 0, r.stderr
-        _, poses = read_track(tmp_path / f"{name}.jsonl")
-        ids[name] = [p["people"][0]["id"] for p in poses]
-        assert ("1 cut between shots" in r.stderr) == (name == "cuts")
-    assert ids == {"cuts": [0] * 8 + [1] * 8, "off": [0] * 16}
+    cuts, said = _person_ids(posecast, tmp_path, "cut.mp4", "")
+    assert cuts == [0] * 8 + [1] * 8 and "1 cut between shots" in said
+    off, said = _person_ids(posecast, tmp_path, "cut.mp4", "shot_cut_diff: 0")
+    assert off == [0] * 16 and "between shots" not in said
 
 
 def test_a_skipped_image_leaves_every_record_named(posecast, tmp_path: Path) -> None:
