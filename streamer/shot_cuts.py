@@ -5,11 +5,11 @@ tracker's region then carries into a picture where it frames someone else, or no
 filters smooth one shot's person into the next one's, with the root's depth held to a walking
 speed across a change of camera. A cut is found from a 32 x 32 thumbnail of each frame: the mean
 absolute difference from the last frame's (grey levels, 0-255) above `min_diff` and above `ratio`
-times the mean of the last `HISTORY` differences. The ratio keeps fast motion and camera pans,
-whose differences stay high from frame to frame, from counting as cuts (on 96 rendered clips
-without cuts, 10,322 frames, none counted; of 9,120 joins of two of them, 99.8% did: docs/training.md,
-"Shot cuts"). The tracker then searches that frame afresh and starts a new track, which restarts
-the filters.
+times the mean of the last `HISTORY` differences, once `WARM_UP` differences set that level. The
+ratio keeps fast motion and camera pans, whose differences stay high from frame to frame, from
+counting as cuts (on 96 rendered clips without cuts, 10,418 frames, none counted; of 9,120 joins
+of two of them, 99.8% did: docs/training.md, "Shot cuts"). The tracker then searches that frame
+afresh and starts a new track, which restarts the filters.
 """
 
 from __future__ import annotations
