@@ -62,7 +62,6 @@ JOINT_LANDMARKS = {
     "r_shoulder": (12, 11, 24), "r_elbow": (12, 14, 16), "r_wrist": (14, 16, 18, 20, 22),
 }
 MEDIAPIPE_LANDMARKS = 33
-CROP_MARGIN = 1.35      # train.datasets.real_crop_transform without augmentation
 
 
 def direct_joints(landmarks: np.ndarray) -> np.ndarray:
@@ -120,21 +119,24 @@ PHOTO_SETS = ("held_out", "backs")
 def photo_sets(real2d: Path) -> dict[str, list]:
     """held_out: train.evaluate's validation split of the photos; backs: the photos of backs that
     train/real_back_views.txt lists, from both splits (as `train.evaluate --real-files`)."""
+    from train.evaluate import listed_records
     from train.real2d import load_real2d, split_real
 
     records = load_real2d(real2d)
     _, val = split_real(records, val_fraction=0.1, seed=0)
-    listing = REPO / "train" / "real_back_views.txt"
-    names = {ln.strip() for ln in listing.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
-    return {"held_out": val, "backs": [r for r in records if r.path.name in names]}
+    return {"held_out": val, "backs": listed_records(records, REPO / "train" / "real_back_views.txt")}
 
 
 def crop_square(record) -> tuple[float, float, float]:
-    """(cx, cy, side) of train.evaluate's crop of a real photo."""
-    pts = record.box_points if len(record.box_points) >= 2 else record.joints_2d[record.mask]
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    centre = (lo + hi) / 2.0
-    return float(centre[0]), float(centre[1]), max(float((hi - lo).max()), 1.0) * CROP_MARGIN
+    """(cx, cy, side) of train.evaluate's crop of a real photo (`real_crop_transform` without
+    augmentation: an upright square, crop = a * image + t)."""
+    from train.datasets import real_crop_transform
+
+    box = record.box_points if len(record.box_points) >= 2 else record.joints_2d[record.mask]
+    a, t, _, _ = real_crop_transform(box, 1, None, augment=False)      # a 1-pixel crop: a = 1 / side
+    side = 1.0 / a[0, 0]
+    cx, cy = (0.5 - t) * side
+    return float(cx), float(cy), float(side)
 
 
 def prepare(out: Path, real2d: Path) -> None:
@@ -159,11 +161,10 @@ def prepare(out: Path, real2d: Path) -> None:
 def posecast_photo_joints(track: Path, names: list[str]) -> np.ndarray:
     """(N, 17, 2) from `posecast track`'s JSON lines on a photo folder, in `names`' order; NaN
     where it found nobody."""
+    from streamer.tracks import read_track
+
     by_name: dict[str, np.ndarray] = {}
-    for line in track.read_text().splitlines():
-        msg = json.loads(line)
-        if msg.get("type") != "pose":
-            continue
+    for msg in read_track(track)[1]:
         people = msg["people"]
         by_name[msg["image"]] = (np.asarray(people[0]["joints_2d"], np.float64) if people
                                  else np.full((H36M17.num_joints, 2), np.nan))

@@ -30,7 +30,9 @@ cd "$root"
 evals=()
 for set in held_out backs; do
     for protocol in crop full; do
-        [ -f "$out/mp_${set}_$protocol.npz" ] || "${mp[@]}" images "$out/${set}_$protocol.txt" "$out/mp_${set}_$protocol.npz"
+        # Always run again (seconds): the lists are rewritten by prepare, and a kept result of an
+        # older list would be scored against the wrong photos. A clip's result is named by its clip.
+        "${mp[@]}" images "$out/${set}_$protocol.txt" "$out/mp_${set}_$protocol.npz"
     done
     "$py" -m streamer.cli track "$out/$set" -o "$out/posecast_$set.jsonl" --no-progress
     files=()

@@ -183,7 +183,7 @@ def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats:
     if s.get("reconnects"):
         line += f"; the source was reopened {s['reconnects']} times"
     if s.get("shot_cuts"):
-        n = s['shot_cuts']
+        n = s["shot_cuts"]
         line += f"; {n} cut{'' if n == 1 else 's'} between shots (each searched afresh, a new person id)"
     _note(line)
     if stats:

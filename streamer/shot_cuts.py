@@ -14,6 +14,8 @@ afresh and starts a new track, which restarts the filters.
 
 from __future__ import annotations
 
+from collections import deque
+
 import cv2
 import numpy as np
 
@@ -29,12 +31,10 @@ class ShotCutDetector:
     def __init__(self, min_diff: float, ratio: float) -> None:
         self.min_diff = min_diff
         self.ratio = ratio
-        self._thumbs = np.zeros((2, THUMB, THUMB, 3), np.uint8)   # the last frame's and this one's
+        self._last = np.zeros((THUMB, THUMB, 3), np.uint8)     # the last frame's thumbnail
+        self._this = np.zeros((THUMB, THUMB, 3), np.uint8)
         self._diff = np.zeros((THUMB, THUMB, 3), np.uint8)
-        self._recent = np.zeros(HISTORY, np.float64)
-        self._count = 0          # differences in _recent (up to HISTORY) since the last cut
-        self._next = 0           # where the next difference goes in _recent
-        self._current = 0        # which of _thumbs holds the last frame's
+        self._recent: deque[float] = deque(maxlen=HISTORY)     # the differences since the last cut
         self._started = False
         self.cuts = 0
 
@@ -42,21 +42,18 @@ class ShotCutDetector:
         # A strided view, then INTER_AREA on about 128 px: a fraction of a millisecond at 1080p,
         # and no copy of the frame.
         step = max(1, min(frame.shape[0], frame.shape[1]) // THUMB_SOURCE_PX)
-        this = self._thumbs[1 - self._current]
+        this, last = self._this, self._last
         cv2.resize(frame[::step, ::step], (THUMB, THUMB), dst=this, interpolation=cv2.INTER_AREA)
+        self._this, self._last = last, this         # this frame's thumbnail is the next one's last
         if not self._started:
             self._started = True
-            self._current = 1 - self._current
             return False
-        cv2.absdiff(this, self._thumbs[self._current], dst=self._diff)
+        cv2.absdiff(this, last, dst=self._diff)
         diff = float(self._diff.mean())
-        self._current = 1 - self._current
-        level = self._recent[: self._count].mean() if self._count else 0.0
-        if self._count >= WARM_UP and diff > self.min_diff and diff > self.ratio * level:
+        if (len(self._recent) >= WARM_UP and diff > self.min_diff
+                and diff > self.ratio * sum(self._recent) / len(self._recent)):
             self.cuts += 1
-            self._count = self._next = 0      # the new shot's motion sets its own level
+            self._recent.clear()              # the new shot's motion sets its own level
             return True
-        self._recent[self._next] = diff
-        self._next = (self._next + 1) % HISTORY
-        self._count = min(self._count + 1, HISTORY)
+        self._recent.append(diff)
         return False

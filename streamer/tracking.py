@@ -23,9 +23,9 @@ Each result carries its track's number, the person id of the messages: a frame w
 a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
 the last frame's (`_number`).
 
-A new shot shares nothing with the frame before: an image of a folder of unrelated photos
-(`separate`, `tracking.folder_images`), or a video's frame after a hard cut (`cuts`,
-streamer/shot_cuts.py). It is searched afresh and its person starts a track. A region carried
+A new shot shares nothing with the frame before (`process`'s `cuts`): each image of a folder of
+unrelated photos (`tracking.folder_images`), or a video's frame after a hard cut
+(streamer/shot_cuts.py). It is searched afresh and its person starts a track. A region carried
 from another photo frames the next one's person wrongly and still scores above `track_min_score`
 often enough to cost (docs/training.md, "Image folders").
 
@@ -86,9 +86,8 @@ class PersonTracker:
     """Keeps the region of interest between calls; `process` handles a batch of frames."""
 
     def __init__(self, infer: Callable[[np.ndarray], NetOutputs], input_size: int, cfg: TrackingConfig,
-                 window: int, max_batch: int, torso: tuple[int, ...] = (), separate: bool = False) -> None:
+                 window: int, max_batch: int, torso: tuple[int, ...] = ()) -> None:
         self.infer = infer
-        self.separate = separate   # unrelated images: nothing carries from one to the next
         self.size = input_size
         self.cfg = cfg
         # The joints the tracked region is centred on across the image (cfg.roi_centre "torso").
@@ -106,9 +105,9 @@ class PersonTracker:
     def process(self, images: list[np.ndarray], scales: list[float] | None = None,
                 cuts: list[bool] | None = None) -> list[FrameResult]:
         """One result per image, in order. `scales`: input-image pixels per given pixel; `cuts`: which
-        images start a new shot (all of them where the tracker is `separate`)."""
+        images start a new shot."""
         scales = scales or [1.0] * len(images)
-        cuts = [True] * len(images) if self.separate else (cuts or [False] * len(images))
+        cuts = cuts or [False] * len(images)
         results: list[FrameResult | None] = [None] * len(images)
         rivals: dict[int, FrameResult] = {}
         # A batch's frames start from the region of the batch before; after a cut inside the batch

@@ -453,13 +453,13 @@ def test_by_default_a_track_ends_only_at_a_frame_with_nobody(net: SquareNet) -> 
 def test_unrelated_images_are_each_searched_afresh_and_each_a_track(net: SquareNet) -> None:
     """An image folder of shots: a region carried from another photo would frame this one's person
     wrongly, so nothing carries, even where it would have held (the same place)."""
-    t = PersonTracker(net, SIZE, dataclasses.replace(CFG, research_every=2), window=1, max_batch=4, separate=True)
+    t = PersonTracker(net, SIZE, dataclasses.replace(CFG, research_every=2), window=1, max_batch=4)
     places = [(100.0, 120.0), (100.0, 120.0), (250.0, 90.0)]
-    singles = [t.process([frame(c)])[0] for c in places]
+    singles = [t.process([frame(c)], cuts=[True])[0] for c in places]
     for r, c in zip(singles, places):
         close(r, c)
     assert [r.passes for r in singles] == [2, 2, 2]             # a search and its refined crop, each
     assert [r.track for r in singles] == [0, 1, 2]
-    batch = t.process([frame(places[0]), frame(None), frame(places[2])])
+    batch = t.process([frame(places[0]), frame(None), frame(places[2])], cuts=[True] * 3)
     assert [r.passes for r in batch] == [2, 1, 2] and [r.track for r in batch] == [3, -1, 4]
     assert t.searches == 6 and t.switches == 0                  # no periodic search beside a track

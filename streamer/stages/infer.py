@@ -9,8 +9,10 @@ Live sources run one frame at a time for latency.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import zmq
 
 from engines.backends import create_backend
@@ -54,15 +56,10 @@ class InferStage:
             # Crops per network call: a live frame's search (the frame and its tiles) still runs as
             # one batch, up to the backend's batch size.
             skeleton = self.model.info.config.skeleton
-            tracking = self.config.tracking
-            stills = bool(start["info"].get("stills"))
-            tracker = PersonTracker(backend.infer, self.model.info.config.input_size, tracking,
+            tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
                                     self.config.alignment.window, inf.batch_size,
-                                    torso=skeleton.indices(skeleton.default_roots),
-                                    separate=stills and tracking.folder_images == "shots")
-            # An image folder has no shots to cut between: its images are shots or a sequence.
-            cuts = (ShotCutDetector(tracking.shot_cut_diff, tracking.shot_cut_ratio)
-                    if tracking.shot_cut_diff > 0 and not stills else None)
+                                    torso=skeleton.indices(skeleton.default_roots))
+            cuts = self._shot_cuts(bool(start["info"].get("stills")))
             out.send(START, {**start, "backend": backend.describe()})
             while not self.control.abort.is_set():
                 batch, end = self._collect(inbox, batch_size, fill=not live)
@@ -74,7 +71,7 @@ class InferStage:
                     end["searches"] = tracker.searches
                     end["switches"] = tracker.switches
                     end["tracks"] = tracker.track + 1
-                    end["shot_cuts"] = cuts.cuts if cuts is not None else 0
+                    end["shot_cuts"] = cuts.cuts if isinstance(cuts, ShotCutDetector) else 0
                     out.send(END, end)
                     return
         finally:
@@ -84,6 +81,15 @@ class InferStage:
             inbox.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
+
+    def _shot_cuts(self, stills: bool) -> Callable[[np.ndarray], bool] | None:
+        """What says whether a frame starts a new shot (streamer/tracking.py), or None: never. An
+        image folder's images are all new shots or none (`folder_images`); a video's frames start
+        one at a hard cut."""
+        tracking = self.config.tracking
+        if stills:
+            return (lambda _image: True) if tracking.folder_images == "shots" else None
+        return ShotCutDetector(tracking.shot_cut_diff, tracking.shot_cut_ratio) if tracking.shot_cut_diff > 0 else None
 
     def _calibration(self) -> Any:
         """Calibration crops, read only when a TensorRT int8 engine may be built."""
@@ -129,7 +135,7 @@ class InferStage:
         return batch, None
 
     def _process(self, batch: list[FramePacket], ring: FrameRing, tracker: PersonTracker,
-                 cuts: ShotCutDetector | None, out: Outbox) -> None:
+                 cuts: Callable[[np.ndarray], bool] | None, out: Outbox) -> None:
         t0 = time.perf_counter()
         images = [ring.view(p.slot, p.height, p.width) for p in batch]
         results = tracker.process(images, [p.scale for p in batch], [cuts(img) for img in images] if cuts else None)
