@@ -355,20 +355,29 @@ def main(argv: list[str] | None = None) -> int:
     from train.config import default_data_root
 
     real2d = args.real2d or default_data_root() / "real2d_fashion"
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.step == "prepare":
-        prepare(args.out, real2d)
-    elif args.step == "track-clips":
-        track_clips(args.out, args.clips)
-    else:
-        given = dict(item.split("=", 1) for item in args.evaluate_json)
-        unknown = set(given) - set(PHOTO_SETS)
-        if unknown:
-            p.error(f"--evaluate-json: no photo set {sorted(unknown)[0]!r} (sets: {', '.join(PHOTO_SETS)})")
-        report = score(args.out, args.clips, real2d, {k: Path(v) for k, v in given.items()}, args.fit)
-        if args.json is not None:
-            args.json.write_text(json.dumps(report, indent=1) + "\n")
-        print(markdown(report))
+    given = dict(item.split("=", 1) for item in args.evaluate_json if "=" in item)
+    if len(given) != len(args.evaluate_json) or not set(given) <= set(PHOTO_SETS):
+        p.error(f"--evaluate-json takes SET=JSON, SET one of {', '.join(PHOTO_SETS)} (got {' '.join(args.evaluate_json)})")
+    from engines.errors import InputError
+
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.step == "prepare":
+            prepare(args.out, real2d)
+        elif args.step == "track-clips":
+            track_clips(args.out, args.clips)
+        else:
+            report = score(args.out, args.clips, real2d, {k: Path(v) for k, v in given.items()}, args.fit)
+            if args.json is not None:
+                args.json.write_text(json.dumps(report, indent=1) + "\n")
+            print(markdown(report))
+    except FileNotFoundError as exc:
+        print(f"compare_mediapipe: {exc.filename or exc} is missing (bash scripts/compare_mediapipe.sh makes "
+              f"MediaPipe's and Posecast's results before it scores them)", file=sys.stderr)
+        return 2
+    except (InputError, ValueError, RuntimeError) as exc:
+        print(f"compare_mediapipe: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
