@@ -124,12 +124,28 @@ class RootFilterConfig:
 
 
 @dataclass(frozen=True)
+class Joints2DFilterConfig:
+    """The published 2D joints' own smoothing (streamer/joints_2d.py): a file's, wherever its 3D
+    joints go through the fixed-lag Kalman smoother, in units of the person's size in the image."""
+
+    smooth: bool
+    kalman: KalmanConfig      # process_noise in sizes/s^2 per sqrt(Hz), measurement_noise in sizes
+    outlier_gate: float       # sizes: a joint this far from its 5-frame median is trusted as conf MIN_CONF; 0: off
+
+    def check(self) -> None:
+        _check_sections(self, "kalman")
+        if not 0.0 <= self.outlier_gate < math.inf:
+            raise ValueError(f"outlier_gate must be 0 (off) or a positive number of person sizes (got {self.outlier_gate})")
+
+
+@dataclass(frozen=True)
 class FilterConfig:
     method: FilterMethod
     file_lag: int             # frames: a file's poses are also corrected by this many later ones (Kalman); 0: causal
     one_euro: OneEuroConfig
     kalman: KalmanConfig
     root: RootFilterConfig
+    joints_2d: Joints2DFilterConfig
     # Poses first go through a learned temporal refiner (streamer/refiner.py), a file's looking
     # ahead, a live source's not: "auto" is the shipped one behind the model it was trained for,
     # "off" none, else a refiner file's path.
@@ -145,7 +161,7 @@ class FilterConfig:
             raise ValueError(f"method must be one of 'auto', 'off', 'one_euro', 'kalman' (got {self.method!r})")
         if not 0 <= self.file_lag <= MAX_LAG:
             raise ValueError(f"file_lag must be between 0 and {MAX_LAG} frames (got {self.file_lag!r})")
-        _check_sections(self, "one_euro", "kalman", "root")
+        _check_sections(self, "one_euro", "kalman", "root", "joints_2d")
 
     def for_root(self) -> FilterConfig:
         """The same method and lag, with root_3d's settings."""

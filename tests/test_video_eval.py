@@ -65,6 +65,19 @@ def test_jitter_shows_as_acceleration_error_and_frames_without_a_person_are_left
     assert s2.found == 7 and s2.accel_triples == 6 - 3 and s2.summary()["pck"] == 1.0
 
 
+def test_2d_jitter_shows_as_2d_acceleration_error_and_a_constant_offset_does_not():
+    labels = _labels(frames=8)
+    found, pred, pts = _track(labels)
+    assert score_track(found, pred, pts, labels).summary()["accel_2d_px"] == pytest.approx(0, abs=1e-9)
+    pts[:, H36M17.index("l_ankle")] += np.array([5.0, -3.0])
+    assert score_track(found, pred, pts, labels).summary()["accel_2d_px"] == pytest.approx(0, abs=1e-9)
+    pts[:, H36M17.index("l_ankle"), 1] += 2.0 * (-1.0) ** np.arange(8)                  # +2, -2, ... px
+    s = score_track(found, pred, pts, labels)
+    assert s.summary()["accel_2d_px"] == pytest.approx(4 * 2.0 / J)
+    found[3] = False                                                                  # its triples left out
+    assert score_track(found, pred, pts, labels).accel_2d_sum == pytest.approx(3 * 8.0 / J)
+
+
 def test_root_error_is_the_pelvis_place_in_the_camera_and_its_jitter():
     labels = _labels(frames=8)
     found, pred, pts = _track(labels)

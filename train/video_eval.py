@@ -14,6 +14,8 @@ the clip's labels:
 - acceleration error (mm per frame squared): the mean distance between the predicted and true
   second differences of each joint over three consecutive frames with a person. It is what
   jitter adds; a still, wrong pose has none.
+- 2D acceleration error (px per frame squared): the same for the 2D joints, what jitter an
+  overlay shows;
 - root error and root acceleration error (mm, mm per frame squared): the same for `root_3d`, the
   pelvis's place in the camera, which carries a game character through a scene. Its error is
   mostly depth, which a single camera only knows from the person's size.
@@ -65,6 +67,7 @@ class ClipScore:
     root_frames: int = 0
     root_accel_sum: float = 0.0   # mm / frame^2, root_3d's, summed over the same triples as accel_sum
     dropped: int = 0        # frames a live run never delivered (`--live`: stale frames dropped)
+    accel_2d_sum: float = 0.0   # px / frame^2, the 2D joints', summed over the same triples as accel_sum
     # Per tenth of `conf`, over the joints PCK counts: `train.metrics.calibration_sums`, so clips pool.
     conf_bins: np.ndarray = field(default_factory=lambda: np.zeros((3, CONF_BINS)))
 
@@ -76,6 +79,7 @@ class ClipScore:
             "pa_mpjpe_mm": self.pa_mpjpe_sum / self.found if self.found else float("nan"),
             "pck": self.pck_hits / self.pck_joints if self.pck_joints else float("nan"),
             "accel_mm": self.accel_sum / self.accel_triples if self.accel_triples else float("nan"),
+            "accel_2d_px": self.accel_2d_sum / self.accel_triples if self.accel_triples else float("nan"),
             "root_mm": self.root_sum / self.root_frames if self.root_frames else float("nan"),
             "root_accel_mm": (self.root_accel_sum / self.accel_triples
                               if self.root_frames and self.accel_triples else float("nan")),
@@ -126,6 +130,8 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
     accel = np.linalg.norm(_second_difference(pred, gt_3d)[triple], axis=-1).mean(axis=-1) * 1000.0
     score = ClipScore(n, kept, err_sum, pa_sum, int(hits.sum()), int(counted.sum()), float(accel.sum()),
                       int(triple.sum()))
+    accel_2d = np.linalg.norm(_second_difference(np.asarray(pred_2d, np.float64), gt_2d)[triple], axis=-1)
+    score.accel_2d_sum = float(accel_2d.mean(axis=-1).sum())
     if conf is not None:
         score.conf_bins = calibration_sums(np.asarray(conf, np.float64)[counted], hits[counted], CONF_BINS)
     if root_3d is not None:
@@ -252,13 +258,15 @@ def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, 
 
 def format_row(name: str, s: dict[str, float]) -> str:
     return (f"| {name} | {s['frames']} | {100 * s['found']:.1f}% | {s['mpjpe_mm']:.1f} | {s['pa_mpjpe_mm']:.1f} | "
-            f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} | {s['root_mm']:.0f} | {s['root_accel_mm']:.1f} |")
+            f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} | {s['accel_2d_px']:.1f} | {s['root_mm']:.0f} | "
+            f"{s['root_accel_mm']:.1f} |")
 
 
-HEADER = ("| clip | frames | found | MPJPE mm | PA-MPJPE mm | PCK@0.2 | accel. error mm/frame² | root error mm "
-          "| root accel. error mm/frame² |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| clip | frames | found | MPJPE mm | PA-MPJPE mm | PCK@0.2 | accel. error mm/frame² "
+          "| 2D accel. error px/frame² | root error mm | root accel. error mm/frame² |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 COMPARED = (("mpjpe_mm", "mm", 1), ("pa_mpjpe_mm", "mm", 1), ("pck", "points", 100), ("accel_mm", "mm/frame²", 1),
-            ("root_mm", "mm", 1), ("root_accel_mm", "mm/frame²", 1), ("found", "points", 100))
+            ("accel_2d_px", "px/frame²", 1), ("root_mm", "mm", 1), ("root_accel_mm", "mm/frame²", 1), ("found", "points", 100))
 
 
 def main(argv: list[str] | None = None) -> int:

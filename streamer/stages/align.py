@@ -46,6 +46,7 @@ from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
 from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
+from streamer.joints_2d import make_joints_2d_smoother
 from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
 from streamer.refiner import (SLOWEST_RATE, DelayedSmoother, LiveRefiningSmoother, RefiningSmoother,
                               TemporalRefiner)
@@ -71,6 +72,7 @@ class AlignStage:
         self.batch_size = config.inference.batch_size
         self.smoother: PoseSmoother = make_smoother(config.filter, (skel.num_joints, 3), live=False)
         self.root_smoother: PoseSmoother = make_smoother(config.filter.for_root(), (1, 3), live=False)
+        self.joints_2d_smoother: PoseSmoother = make_joints_2d_smoother(config.filter, skel.num_joints, False, 0, 0)
         self.depth_limit = self._depth_limit(live=False)
         self.first_roots: list[tuple[float, np.ndarray]] = []   # a file track's first roots, while they wait
         # Frames with a person whose pose the smoothers still hold, oldest first.
@@ -160,6 +162,9 @@ class AlignStage:
         self.root_smoother = make_smoother(self.filter_config.for_root(), (1, 3), live, max_lag=lag)
         if ahead:
             self.root_smoother = DelayedSmoother(self.root_smoother, ahead)
+        # The 2D joints' too: the same frames ahead for the refiner, then the Kalman smoother's lag.
+        self.joints_2d_smoother = make_joints_2d_smoother(self.filter_config, self.num_joints, live,
+                                                          self.smoother.lag - ahead, ahead)
         self.depth_limit = self._depth_limit(live)
         self.first_roots = []
         self.track = -1
@@ -210,10 +215,11 @@ class AlignStage:
             t = self._time(fp)
             self.held.append(res)
             poses = self.smoother.push(t, aligned, res.conf, res.joints_2d)
+            points = self.joints_2d_smoother.push(t, res.joints_2d, res.conf)
             weights = in_view_weights(res.conf, res.joints_2d, fp.width * fp.scale, fp.height * fp.scale,
                                       self.coordinates.root_min_joints_in_view)
             root, _ = root_translation(aligned, res.joints_2d, weights, k)
-            done += self.release(poses, self._push_root(t, root, start=bool(poses)))
+            done += self.release(poses, self._push_root(t, root, start=bool(poses)), points)
         else:
             done += self.flush()
             res.joints_3d = None              # nobody found: no pose to align, nothing is published
@@ -254,18 +260,20 @@ class AlignStage:
     def flush(self) -> list[dict]:
         """Every frame held, with its pose and root: the track ends (nobody found, or the source)."""
         roots = self._start_track()
-        done = self.release(self.smoother.flush(), roots + self.root_smoother.flush())
+        done = self.release(self.smoother.flush(), roots + self.root_smoother.flush(), self.joints_2d_smoother.flush())
         self.depth_limit.reset()
         return done
 
-    def release(self, poses: list[np.ndarray], roots: list[np.ndarray]) -> list[dict]:
-        """The oldest held frames with their final poses and places (root_3d)."""
-        if len(poses) != len(roots):
-            raise RuntimeError(f"the pose and root smoothers fell out of step ({len(poses)} poses, {len(roots)} roots)")
+    def release(self, poses: list[np.ndarray], roots: list[np.ndarray], points: list[np.ndarray]) -> list[dict]:
+        """The oldest held frames with their final poses, places (root_3d) and 2D joints."""
+        if not len(poses) == len(roots) == len(points):
+            raise RuntimeError(f"the pose, root and 2D smoothers fell out of step ({len(poses)} poses, "
+                               f"{len(roots)} roots, {len(points)} 2D poses)")
         done = []
-        for joints_3d, root in zip(poses, roots):
+        for joints_3d, root, joints_2d in zip(poses, roots, points):
             res = self.held.popleft()
             res.joints_3d = joints_3d.astype(np.float32)
             res.root_3d = root[0].astype(np.float32)
+            res.joints_2d = joints_2d.astype(np.float32, copy=False)
             done.append(res.to_dict())
         return done
