@@ -29,7 +29,9 @@ live sources and the other methods that is `CausalSmoother`, which returns each 
 root_3d, the pelvis's place in the camera, is filtered by the same method and lag with its own
 settings (`filter.root`, `FilterConfig.for_root`): its depth comes from the person's size in the
 image and jitters by decimetres, where the adaptive process noise and One Euro's speed term,
-tuned for joints, follow the jitter instead of smoothing it.
+tuned for joints, follow the jitter instead of smoothing it. A file's 2D joints go through
+`KalmanSmoother` too, in the person's size and with outliers gated (`filter.joints_2d`,
+streamer/joints_2d.py).
 
 The defaults, tuned for metres-scale 3D joints at about 30 fps with about 1 cm of per-frame
 jitter, live in `configs/pipeline.yaml` (section `filter`). `method: auto`, the default, means One

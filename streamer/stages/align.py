@@ -27,6 +27,10 @@ more (docs/training.md, "The refiner live"), and the pose as aligned is the one 
 frame's own 2D joints. Before its
 filter, its depth is held to a physical speed (`filter.root.max_depth_rate`,
 streamer/depth_limit.py), so a person half out of the frame does not jump tens of metres away.
+
+A file's published 2D joints go through a smoother of their own in step with the 3D ones, where
+those go through the fixed-lag Kalman smoother (`filter.joints_2d`, streamer/joints_2d.py). The
+refiner, the ray-frame turn and root_3d still read each frame's own 2D joints.
 """
 
 from __future__ import annotations
