@@ -78,10 +78,13 @@ if [ -f "$run/model.pt" ]; then
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 plan = next((r["plan"] for r in rows if "plan" in r), None)
-rates = [r["img_per_s"] for r in rows if r.get("img_per_s")][1:]
+# The first record carries the warm-up; a run too short for a second one still reports it.
+rates = [r["img_per_s"] for r in rows if r.get("img_per_s")]
+rates = rates[1:] or rates
 steps = max(r["step"] for r in rows)
 how = f"planned at step {plan['hold']} from {plan['steps_per_s']:.1f} steps/s" if plan else "STEPS"
-waits = [r["data_wait"] for r in rows if "data_wait" in r][1:]
+waits = [r["data_wait"] for r in rows if "data_wait" in r]
+waits = waits[1:] or waits
 wait = f", {100 * statistics.median(waits):.0f}% of the time waiting for data" if waits else ""
 print(f"{steps} steps ({how}; median {statistics.median(rates) if rates else 0:.0f} images/s{wait})")
 EOF

@@ -45,7 +45,7 @@ class TrackingConfig:
     min_roi_px: int           # smallest region of interest, pixels of the input image
     search_tiles: int = 1     # a search also looks at n x n overlapping tiles (1: the full frame only)
     research_every: int = 0   # frames between full-frame searches run beside tracking (0: never)
-    switch_margin: float = 0.1  # such a search takes over when its score beats the track's by this
+    switch_margin: float = 0.05  # such a search takes over when its score beats the track's by this
     # A weaker search candidate (from this score up to detect_min_score) is looked at in a crop
     # around it, and counts as a person where that crop reaches detect_min_score.
     refine_min_score: float = 0.05

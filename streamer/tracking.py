@@ -17,7 +17,8 @@ A track can also hold on to the wrong thing: a bollard whose "joints" score just
 `track_min_score` is followed for ever, while a person walks by. So every `research_every` frames
 a full-frame search (and its refined crop) runs beside the tracked crop on the same frame, and
 its result replaces the track's when its score is higher by `switch_margin` (two extra passes
-per `research_every` frames; the margin keeps the track from flipping between two people).
+per `research_every` frames; the margin keeps the track from flipping between two people: 0.05
+lets a search leave a tripod that 0.1 kept, docs/training.md, "The margin a search needs to take over").
 
 Each result carries its track's number, the person id of the messages: a frame with nobody ends
 a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
