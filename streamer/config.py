@@ -56,6 +56,7 @@ class TrackingConfig:
     # this (intersection over union), a new track starts: a new person id, and the temporal
     # filters start afresh. 0: a track ends only at a frame with nobody found.
     new_track_iou: float = 0.0
+    takeover_min_iou: float = 0.3
     # An image folder's images: "shots" (unrelated photos: each searched for afresh, its own track)
     # or "sequence" (a video's frames: the region carries from one image to the next).
     folder_images: Literal["shots", "sequence"] = "shots"
@@ -79,8 +80,9 @@ class TrackingConfig:
             raise ValueError(f"shot_cut_diff must be between 0 (off) and 255 (got {self.shot_cut_diff})")
         if self.shot_cut_ratio < 1.0:
             raise ValueError(f"shot_cut_ratio must be >= 1 (got {self.shot_cut_ratio})")
-        if not 0.0 <= self.new_track_iou <= 1.0:
-            raise ValueError(f"new_track_iou must be between 0 and 1 (got {self.new_track_iou})")
+        for name in ("new_track_iou", "takeover_min_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
         if self.roi_margin < 1.0:
             raise ValueError(f"roi_margin must be >= 1 (got {self.roi_margin})")
         if self.min_roi_px < 16:

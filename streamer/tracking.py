@@ -22,7 +22,10 @@ lets a search leave a tripod that 0.1 kept, docs/training.md, "The margin a sear
 
 Each result carries its track's number, the person id of the messages: a frame with nobody ends
 a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
-the last frame's (`_number`).
+the last frame's (`_number`). A periodic search that takes over from a track still found continues
+it only where its person's box overlaps the last one's by `takeover_min_iou`: elsewhere it found
+something else (on `vtest.avi` a person where the track sat on a tripod, at overlap 0), and the
+filters must not smooth one into the other.
 
 A new shot shares nothing with the frame before (`process`'s `cuts`): each image of a folder of
 unrelated photos (`tracking.folder_images`), or a video's frame after a hard cut
@@ -66,6 +69,7 @@ class FrameResult:
     passes: int                # network runs spent on this frame (1 when tracking went well)
     track: int = -1            # which track the person belongs to (0, 1, ...); -1 with nobody found
     searched: bool = False     # the result came from a full-frame search, not from the tracked crop
+    took_over: bool = False    # a periodic search's result that replaced the track's (`switch_margin`)
 
 
 @dataclass
@@ -181,7 +185,8 @@ class PersonTracker:
         if not result.found:
             return
         box = points_bbox(result.joints_2d)
-        if self.last_box is None or (result.searched and _iou(box, self.last_box) < self.cfg.new_track_iou):
+        if (self.last_box is None or (result.searched and _iou(box, self.last_box) < self.cfg.new_track_iou)
+                or (result.took_over and _iou(box, self.last_box) < self.cfg.takeover_min_iou)):
             self.track += 1
         self.last_box = box
         result.track = self.track
@@ -199,7 +204,7 @@ class PersonTracker:
         passes = tracked.passes + rival.passes
         if rival.found and (not tracked.found or rival.score > tracked.score + self.cfg.switch_margin):
             self.switches += 1
-            return dataclasses.replace(rival, passes=passes)
+            return dataclasses.replace(rival, passes=passes, took_over=tracked.found)
         return dataclasses.replace(tracked, passes=passes)
 
     def _search(self, index: int, image: np.ndarray, passes: int = 0, rival: bool = False) -> list[_Pending]:

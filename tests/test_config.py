@@ -237,6 +237,7 @@ def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
         ("tracking:\n  refine_min_score: 1.5\n", r"tracking\.refine_min_score must be between 0 and 1"),
         ("tracking:\n  min_roi_px: 8\n", r"tracking\.min_roi_px must be >= 16"),
         ("tracking:\n  new_track_iou: 1.5\n", r"tracking\.new_track_iou must be between 0 and 1 \(got 1\.5\)"),
+        ("tracking:\n  takeover_min_iou: -0.2\n", r"tracking\.takeover_min_iou must be between 0 and 1 \(got -0\.2\)"),
         ("tracking:\n  shot_cut_diff: 300\n", r"tracking\.shot_cut_diff must be between 0 \(off\) and 255"),
         ("tracking:\n  shot_cut_ratio: 0.5\n", r"tracking\.shot_cut_ratio must be >= 1 \(got 0\.5\)"),
         ("coordinates:\n  root_min_joints_in_view: -1\n", r"coordinates\.root_min_joints_in_view must be >= 0 \(got -1\)"),

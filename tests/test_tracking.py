@@ -20,7 +20,7 @@ import pytest
 from engines.backends.base import NetOutputs
 from engines.grid import soft_labels
 from streamer.config import TrackingConfig
-from streamer.tracking import PersonTracker
+from streamer.tracking import FrameResult, PersonTracker
 
 J = 17
 ROOTS = 3
@@ -305,6 +305,26 @@ def test_a_periodic_search_takes_over_from_a_false_target(research_every: int) -
         assert switch == research_every - 1 and all(on_white[switch:])   # and stays with the person
         assert results[switch].passes == 3                # the track, then the search and its refined crop
         assert t.switches == 1 and t.since_search < research_every
+        # The search found something else (the boxes do not overlap): a new track, so the filters restart.
+        assert results[switch].took_over and [r.track for r in results] == [0] * switch + [1] * (12 - switch)
+
+
+def test_a_takeover_continues_the_track_only_where_the_boxes_overlap() -> None:
+    def result(x0: float, took_over: bool) -> FrameResult:
+        pts = np.array([[x0, 50.0], [x0 + 40.0, 150.0]])
+        return FrameResult(True, 0.8, pts, np.ones(2), np.zeros((1, 2, 3)), 3, searched=took_over,
+                           took_over=took_over)
+
+    for min_iou, expected in ((0.3, [0, 0, 0, 1, 1, 2]), (0.0, [0] * 6)):
+        t = PersonTracker(SquareNet(), SIZE, dataclasses.replace(CFG, takeover_min_iou=min_iou), window=1,
+                          max_batch=1)
+        # Tracked; a takeover of the same person re-framed (overlap 0.6); tracked; a takeover 200 px
+        # away; tracked; a takeover just touching the last box (overlap 0.03).
+        frames = [result(100, False), result(110, True), result(112, False), result(312, True),
+                  result(314, False), result(352, True)]
+        for r in frames:
+            t._number(r)
+        assert [r.track for r in frames] == expected
 
 
 def test_a_periodic_search_does_not_take_over_from_an_equal_target(net: SquareNet) -> None:
