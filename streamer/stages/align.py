@@ -76,7 +76,8 @@ class AlignStage:
         self.batch_size = config.inference.batch_size
         self.smoother: PoseSmoother = make_smoother(config.filter, (skel.num_joints, 3), live=False)
         self.root_smoother: PoseSmoother = make_smoother(config.filter.for_root(), (1, 3), live=False)
-        self.joints_2d_smoother: PoseSmoother = make_joints_2d_smoother(config.filter, skel.num_joints, False, 0, 0)
+        self.joints_2d_smoother: PoseSmoother = make_joints_2d_smoother(config.filter, skel.num_joints, False,
+                                                                        self.smoother.lag, 0)
         self.depth_limit = self._depth_limit(live=False)
         self.first_roots: list[tuple[float, np.ndarray]] = []   # a file track's first roots, while they wait
         # Frames with a person whose pose the smoothers still hold, oldest first.
