@@ -28,7 +28,7 @@ from collections import deque
 
 import numpy as np
 
-from streamer.filters import (MIN_CONF, RESET_GAP_S, CausalSmoother, FilterConfig, IdentityFilter, Joints2DFilterConfig,
+from streamer.filters import (MIN_CONF, CausalSmoother, FilterConfig, IdentityFilter, Joints2DFilterConfig,
                               KalmanSmoother, PoseSmoother, resolved_method)
 from streamer.refiner import DelayedSmoother
 
@@ -42,63 +42,52 @@ def person_size(joints_2d: np.ndarray) -> float:
     return max(float(np.sqrt((centred * centred).sum(axis=1).mean())), MIN_SIZE_PX)
 
 
-class Joints2DSmoother(PoseSmoother):
+class Joints2DSmoother(DelayedSmoother):
     """One track's 2D joints (J, 2) in pixels: gated against outliers, then `KalmanSmoother` in
-    units of the person's size, `lag` frames in all. A jump in time ends the track, as in the 3D
-    joints' smoothers (`RESET_GAP_S`)."""
+    units of the person's size, `lag` frames in all. The gate's frames ahead are the
+    `DelayedSmoother`'s delay, so a jump in time ends the track as in the 3D joints' smoothers."""
 
     def __init__(self, cfg: Joints2DFilterConfig, num_joints: int, lag: int) -> None:
         if lag < 1:
             raise ValueError(f"a smoother needs a lag of at least one frame (got {lag})")
         self.gate = cfg.outlier_gate
         self.gate_frames = min(GATE_FRAMES, lag - 1) if self.gate > 0 else 0
-        self.kalman = KalmanSmoother(cfg.kalman, (num_joints, 2), lag - self.gate_frames)
-        self.lag = lag
-        # The track's recent frames in sizes: up to gate_frames already passed on, then the waiting ones.
-        self._frames: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
-        self._waiting = 0
+        super().__init__(KalmanSmoother(cfg.kalman, (num_joints, 2), lag - self.gate_frames), self.gate_frames)
+        self.kalman = self.inner
+        # The track's recent frames in sizes: up to gate_frames already passed on, then the held ones.
+        self._recent: deque[np.ndarray] = deque()
         self._size: float | None = None
-        self._t: float | None = None
         self.gated = 0                                # joints trusted as MIN_CONF so far
-
-    def push(self, t: float, values: np.ndarray, conf: np.ndarray | None = None,
-             joints_2d: np.ndarray | None = None) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        if self._t is not None and abs(t - self._t) > RESET_GAP_S:
-            out = self.flush()
-        if self._t is None or t > self._t:
-            self._t = t
-        values = np.asarray(values, np.float64)
-        if self._size is None:
-            self._size = person_size(values)
-        self._frames.append((t, values / self._size, np.ones(len(values)) if conf is None else np.asarray(conf)))
-        self._waiting += 1
-        if self._waiting > self.gate_frames:
-            out += self._pass_oldest()
-        return out
 
     def flush(self) -> list[np.ndarray]:
         out: list[np.ndarray] = []
-        while self._waiting:
+        while self._held:
             out += self._pass_oldest()
-        out += self._scaled(self.kalman.flush())
-        self._frames.clear()
+        out += self._scaled(self.inner.flush())
+        self._recent.clear()
         self._size = self._t = None
         return out
 
+    def _take(self, t: float, values: np.ndarray, conf: np.ndarray | None, joints_2d: np.ndarray | None) -> None:
+        values = np.asarray(values, np.float64)
+        if self._size is None:
+            self._size = person_size(values)
+        z = values / self._size
+        self._recent.append(z)
+        self._held.append((t, z, np.ones(len(z)) if conf is None else np.asarray(conf)))
+
     def _pass_oldest(self) -> list[np.ndarray]:
-        t, z, conf = self._frames[len(self._frames) - self._waiting]
+        t, z, conf = self._held.popleft()
         if self.gate_frames:
             # Every frame kept is in the window: up to gate_frames before this one and after it.
-            median = np.median(np.stack([f[1] for f in self._frames]), axis=0)
+            median = np.median(np.stack(self._recent), axis=0)
             far = np.linalg.norm(z - median, axis=1) > self.gate
             if far.any():
                 conf = np.where(far, MIN_CONF, conf)
                 self.gated += int(far.sum())
-        self._waiting -= 1
-        while len(self._frames) - self._waiting > self.gate_frames:
-            self._frames.popleft()
-        return self._scaled(self.kalman.push(t, z, conf))
+        while len(self._recent) - len(self._held) > self.gate_frames:
+            self._recent.popleft()
+        return self._scaled(self.inner.push(t, z, conf))
 
     def _scaled(self, poses: list[np.ndarray]) -> list[np.ndarray]:
         for pose in poses:
