@@ -56,6 +56,8 @@ class TrackingConfig:
     # this (intersection over union), a new track starts: a new person id, and the temporal
     # filters start afresh. 0: a track ends only at a frame with nobody found.
     new_track_iou: float = 0.0
+    # A periodic search that takes over from a track still found continues it only where its person's
+    # 2D box overlaps the last one's by this much; elsewhere a new track starts. 0: it always continues.
     takeover_min_iou: float = 0.3
     # An image folder's images: "shots" (unrelated photos: each searched for afresh, its own track)
     # or "sequence" (a video's frames: the region carries from one image to the next).
