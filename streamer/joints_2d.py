@@ -53,11 +53,15 @@ class Joints2DSmoother(DelayedSmoother):
         self.gate = cfg.outlier_gate
         self.gate_frames = min(GATE_FRAMES, lag - 1) if self.gate > 0 else 0
         super().__init__(KalmanSmoother(cfg.kalman, (num_joints, 2), lag - self.gate_frames), self.gate_frames)
-        self.kalman = self.inner
         # The track's recent frames in sizes: up to gate_frames already passed on, then the held ones.
         self._recent: deque[np.ndarray] = deque()
         self._size: float | None = None
         self.gated = 0                                # joints trusted as MIN_CONF so far
+
+    @property
+    def kalman(self) -> PoseSmoother:
+        """The Kalman smoother behind the gate."""
+        return self.inner
 
     def flush(self) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -100,9 +104,7 @@ def make_joints_2d_smoother(cfg: FilterConfig, num_joints: int, live: bool, lag:
     refiner, then `lag` for the Kalman smoother): smoothing where a file's 3D joints are
     Kalman-smoothed with a lag and `joints_2d.smooth` is on, else each frame as estimated."""
     if cfg.joints_2d.smooth and not live and lag > 0 and resolved_method(cfg, live) == "kalman":
-        inner: PoseSmoother = Joints2DSmoother(cfg.joints_2d, num_joints, lag)
-    else:
-        inner = CausalSmoother(IdentityFilter((num_joints, 2)))
-        if lag > 0:
-            inner = DelayedSmoother(inner, lag)
-    return DelayedSmoother(inner, ahead) if ahead else inner
+        smoother: PoseSmoother = Joints2DSmoother(cfg.joints_2d, num_joints, lag)
+        return DelayedSmoother(smoother, ahead) if ahead else smoother
+    as_estimated = CausalSmoother(IdentityFilter((num_joints, 2)))
+    return DelayedSmoother(as_estimated, lag + ahead) if lag + ahead else as_estimated

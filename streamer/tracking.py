@@ -173,9 +173,10 @@ class PersonTracker:
         return results  # type: ignore[return-value]
 
     def _number(self, result: FrameResult, new_shot: bool = False) -> None:
-        """The result's track: the last one's, unless the frame before had nobody, or a search gave
-        this frame's person and their 2D box overlaps the last one's by less than `new_track_iou`
-        (the search found someone else). A tracked crop continues its track whatever its box does:
+        """The result's track: the last one's, unless the frame before had nobody, the frame starts a
+        new shot, a search gave this frame's person and their 2D box overlaps the last one's by less
+        than `new_track_iou`, or a periodic search took over with a box that overlaps it by less than
+        `takeover_min_iou` (the search found someone else). A tracked crop continues its track whatever its box does:
         the boxes of one person, squeezed where the frame cuts them off or flickering where they are
         small, jump more than identity does. Box overlap is all the tracker knows of identity: a
         person found again far from where they were lost starts a track, and one crossing another
