@@ -376,6 +376,67 @@ def test_evaluate_tiny_model_finite(data: dict[str, Path], tmp_path: Path) -> No
     assert np.isfinite(cut["synthetic"]["3d"]["weighted"]["mpjpe_mm"])
 
 
+def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import build_network
+    from train.evaluate import main
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    save_checkpoint(tmp_path / "tiny.pt", build_network(mcfg), ModelInfo(mcfg, "untrained tiny", trained=False))
+    sets = ["--synth-val", str(data["val"]), "--real2d", str(data["real"]), "--real-val-fraction", "0.3",
+            "--align", "average", "weighted", "--no-progress"]
+
+    def evaluate(name: str, *extra: str) -> tuple[int, dict | None]:
+        out = tmp_path / f"{name}.json"
+        rc = main(["--model", str(tmp_path / "tiny.pt"), *sets, "--json", str(out), *extra])
+        return rc, json.loads(out.read_text()) if out.exists() else None
+
+    rc, base = evaluate("base", "--flip-test", "none")
+    assert rc == 0
+    s, r = base["synthetic"], base["real"]
+    for part, key in ((s["2d"], "pck_interval"), (r["2d"], "pck_interval"),
+                      (s["3d"]["weighted"], "mpjpe_interval_mm"), (s["3d"]["weighted"], "pa_mpjpe_interval_mm")):
+        low, high = part[key]
+        assert low <= high and np.isfinite(low)
+    # Each rendered image's held-out motion is kept: the synthetic intervals resample motions whole.
+    assert len(s["per_sample"]["clusters"]) == s["samples"] == len(s["per_sample"]["ids"])
+    # The real photos are named by file, so a pairing cannot mistake one split for another.
+    assert len(set(r["per_sample"]["ids"])) == r["samples"] == 3
+    assert all(name.endswith(".jpg") for name in r["per_sample"]["ids"])
+    assert "| 95% interval |" in capsys.readouterr().out
+
+    # The same model against itself: every difference is 0, to the last resample.
+    rc, same = evaluate("same", "--flip-test", "none", "--against", str(tmp_path / "base.json"))
+    assert rc == 0
+    rows = same["against"]["rows"]
+    assert {row["figure"] for row in rows} == {"MPJPE (average)", "PA-MPJPE (average)", "MPJPE (weighted)",
+                                               "PA-MPJPE (weighted)", "2D PCK@0.2"}
+    assert all(row["difference"] == 0.0 and row["interval"] == [0.0, 0.0] for row in rows)
+    assert "## This model minus base.json" in capsys.readouterr().out
+    # Another model (the same weights mirrored at test time): the difference is its own minus the base's.
+    rc, flipped = evaluate("flipped", "--flip-test", "all", "--against", str(tmp_path / "base.json"))
+    assert rc == 0
+    real_row = next(row for row in flipped["against"]["rows"] if row["set"] == "real")
+    assert real_row["difference"] == pytest.approx(100 * (flipped["real"]["2d"]["pck"] - r["2d"]["pck"]))
+    assert real_row["interval"][0] <= real_row["difference"] <= real_row["interval"][1]
+    capsys.readouterr()
+
+    # Runs that cannot be paired: one line each, exit 2; a finished evaluation's own --json is kept.
+    rc, fewer = evaluate("fewer", "--limit", "4", "--against", str(tmp_path / "base.json"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "scored other synthetic samples" in err[0] and fewer is not None
+    (tmp_path / "old.json").write_text(json.dumps({"synthetic": {"samples": 6}}))
+    (tmp_path / "text.json").write_text("MPJPE 150 mm")
+    for bad, says in (("missing.json", "cannot read"), ("text.json", "is not JSON"),
+                      ("old.json", "holds no per-sample results")):
+        rc, out = evaluate(f"after_{bad}", "--against", str(tmp_path / bad))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and says in err[0] and out is None     # refused before evaluating
+
+
 class GroundTruthPredictor:
     """A 'network' whose outputs are the ground truth of whichever image it is given."""
 

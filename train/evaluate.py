@@ -55,8 +55,16 @@ What is measured, and how:
   threshold. `--backgrounds DIR` adds person-free crops of the held-out background photos
   (train/negatives.py, seeded): there the share found is the false-detection rate.
 
-`--limit N` takes N samples evenly spread over each set (synthetic shards hold consecutive
-frames of a clip, so the first N would be a few motions only).
+- Intervals (train/intervals.py): the headline figures (each set's 2D PCK, the synthetic MPJPE
+  and PA-MPJPE per method) get a 95% interval from resampling the samples: real photos one by
+  one, rendered images by their held-out motion, whole (41 motions in `synth_val` and
+  `synth_val_dm`), since images of one motion are alike. `--against OTHER.json` pairs this run
+  with another model's `--json` of the same samples and gives each figure's difference with its
+  own interval (train/eval_against.py): the same photos read by two models differ by far less
+  noise than either figure has.
+
+`--limit N` takes N samples evenly spread over each set (each shard is drawn from its own random
+stream, so N spread samples cover the shards alike).
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from streamer.config import MAX_THREADS
 from train import breakdown as bd
+from train.intervals import ratio_interval
 from train.metrics import calibration, mpjpe, pa_mpjpe, procrustes_align
 
 PROG = "evaluate"
@@ -325,6 +334,26 @@ def sample_errors(points: np.ndarray, gt2d: np.ndarray, visible: np.ndarray, cfg
     return bd.SampleErrors(err, pa, (hit & vis).sum(axis=1), vis.sum(axis=1))
 
 
+def per_sample_record(errors: bd.SampleErrors, clusters: np.ndarray | None) -> dict[str, Any]:
+    """What a paired comparison with another model needs (train/eval_against.py): each sample's
+    PCK hits and labelled joints, and its cluster (held-out motion; None: each sample its own)."""
+    return {"clusters": None if clusters is None else [str(c) for c in clusters],
+            "pck_hits": errors.hits.astype(int).tolist(), "pck_joints": errors.labelled.astype(int).tolist()}
+
+
+def add_intervals(res: dict[str, Any], errors: bd.SampleErrors, clusters: np.ndarray | None) -> None:
+    """The 95% interval of a set's PCK from resampling its samples (or their clusters whole)."""
+    res["2d"]["pck_interval"] = ratio_interval(errors.hits, errors.labelled, clusters).as_list()
+
+
+def add_3d_intervals(res: dict[str, Any], errors: bd.SampleErrors, clusters: np.ndarray | None) -> dict[str, list]:
+    """The same for one alignment method's MPJPE and PA-MPJPE; returns their per-sample errors."""
+    ones = np.ones(len(errors.mpjpe_mm))
+    res["mpjpe_interval_mm"] = ratio_interval(errors.mpjpe_mm, ones, clusters).as_list()
+    res["pa_mpjpe_interval_mm"] = ratio_interval(errors.pa_mpjpe_mm, ones, clusters).as_list()
+    return {"mpjpe_mm": np.round(errors.mpjpe_mm, 4).tolist(), "pa_mpjpe_mm": np.round(errors.pa_mpjpe_mm, 4).tolist()}
+
+
 def by_factor(j3: np.ndarray, gt2d: np.ndarray, tracking: np.ndarray, motion: np.ndarray | None,
               hidden: np.ndarray | None, errors: bd.SampleErrors, cfg: ModelConfig) -> dict[str, Any]:
     """The synthetic errors split by viewpoint, pose, hidden joints (`tracking` crops: what the
@@ -359,7 +388,12 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     gt2d = out["joints_2d"].astype(np.float64)
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
+    # Rendered images of one held-out motion are alike: the intervals resample motions whole.
+    clusters = out.get("motion")
     if by_framing:
+        errors_2d = sample_errors(points, gt2d, visible, cfg)
+        add_intervals(res, errors_2d, clusters)
+        res["per_sample"] = per_sample_record(errors_2d, clusters)
         # Only the top-level call splits by framing; its per-framing sub-calls do not need it.
         tracking = framing(gt2d, cfg.input_size)
         res["framing"] = {}
@@ -394,8 +428,12 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
             if turn is not None:
                 pred = np.einsum("nij,nkj->nki", turn, pred)
             res["3d"][method] = metrics_3d(pred, gt_rel, cfg)
-            if by_framing and method == methods[-1]:
+            if by_framing:
                 errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel)
+                res["per_sample"].setdefault("3d", {})[method] = add_3d_intervals(
+                    res["3d"][method], errors, None if clusters is None else clusters[has3d])
+                res["per_sample"]["has_3d"] = has3d.astype(int).tolist()
+            if by_framing and method == methods[-1]:
                 extra = {k: out[k][has3d] if k in out else None for k in ("motion", "hidden")}
                 res["breakdown"] = {"method": method, "factors": by_factor(
                     gt3, gt2d[has3d], tracking[has3d], extra["motion"], extra["hidden"], errors, cfg)}
@@ -422,10 +460,15 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
     pose = RootAligner(skel.num_joints, cfg.root_indices, skel.index(skel.origin), "weighted")(out["offsets"], conf)
     # The photos' cameras are unknown: the pose is put on the crop's axis, REAL_FACING_DEPTH_M ahead.
     facing = bd.facing_degrees(pose + np.array([0.0, 0.0, REAL_FACING_DEPTH_M]), skel)
-    return {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view,
+    errors = sample_errors(points, gt, labelled, cfg)
+    res = {"samples": len(points), "2d": metrics_2d(points, gt, labelled, cfg), "views": by_view,
             "twins": twin_errors(points, gt, labelled, cfg),
             "calibration": conf_calibration(points, conf, gt, labelled, cfg),
-            "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan")}
+            "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan"),
+            "per_sample": per_sample_record(errors, None)}
+    if len(points):
+        add_intervals(res, errors, None)
+    return res
 
 
 def pipeline_scoring() -> tuple[float, int]:
@@ -495,8 +538,19 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
             else:
                 results[key] = {"samples": len(out["probs"])}
             results[key]["score"] = score_metrics(out, cfg, detect_score, cells)
+            if "per_sample" in results[key]:
+                results[key]["per_sample"]["ids"] = sample_ids(ds, plan[key])
         results["seconds"] = time.perf_counter() - t0
     return results
+
+
+def sample_ids(ds: Any, indices: np.ndarray) -> list:
+    """What names each evaluated sample, for pairing two evaluations: a real photo's file name,
+    else its index in the set."""
+    records = getattr(ds, "records", None)
+    if records is not None:
+        return [records[int(i)].path.name for i in indices]
+    return [int(i) for i in indices]
 
 
 def quick_metrics(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
@@ -530,51 +584,59 @@ def _f(x: float, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _span(bounds: list[float] | None, digits: int = 1) -> str:
+    return "" if bounds is None else f"{_f(bounds[0], digits)}–{_f(bounds[1], digits)}"
+
+
 def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
     lines = [f"## {title}" if title else "## Evaluation", ""]
     methods = res["methods"]
     s, r = res.get("synthetic"), res.get("real")
     split = "val" if r is None else r.get("split", "val")
     real = {"val": "real", "train": "real (training photos)"}.get(split, f"real ({split})")
-    lines += ["| set | samples | metric | value |", "|---|---:|---|---:|"]
+    lines += ["| set | samples | metric | value | 95% interval |", "|---|---:|---|---:|---:|"]
     if s is not None:
         for m in methods if "3d" in s else []:
-            lines.append(f"| synthetic | {s['samples']} | MPJPE ({m}) mm | {_f(s['3d'][m]['mpjpe_mm'])} |")
-            lines.append(f"| synthetic | {s['samples']} | PA-MPJPE ({m}) mm | {_f(s['3d'][m]['pa_mpjpe_mm'])} |")
-        lines.append(f"| synthetic | {s['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(s['2d']['pck'], 3)} |")
-        lines.append(f"| synthetic | {s['samples']} | 2D error px | {_f(s['2d']['error_px'])} |")
+            lines.append(f"| synthetic | {s['samples']} | MPJPE ({m}) mm | {_f(s['3d'][m]['mpjpe_mm'])} | "
+                         f"{_span(s['3d'][m].get('mpjpe_interval_mm'))} |")
+            lines.append(f"| synthetic | {s['samples']} | PA-MPJPE ({m}) mm | {_f(s['3d'][m]['pa_mpjpe_mm'])} | "
+                         f"{_span(s['3d'][m].get('pa_mpjpe_interval_mm'))} |")
+        lines.append(f"| synthetic | {s['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(s['2d']['pck'], 3)} | "
+                     f"{_span(s['2d'].get('pck_interval'), 3)} |")
+        lines.append(f"| synthetic | {s['samples']} | 2D error px | {_f(s['2d']['error_px'])} | |")
         for kind, f in s.get("framing", {}).items():
             label = f"synthetic, {kind} crops"
             for m in methods if f["3d"] else []:
-                lines.append(f"| {label} | {f['samples']} | MPJPE ({m}) mm | {_f(f['3d'][m]['mpjpe_mm'])} |")
+                lines.append(f"| {label} | {f['samples']} | MPJPE ({m}) mm | {_f(f['3d'][m]['mpjpe_mm'])} | |")
             if "weighted" in f["3d"]:
-                lines.append(f"| {label} | {f['samples']} | PA-MPJPE (weighted) mm | {_f(f['3d']['weighted']['pa_mpjpe_mm'])} |")
-            lines.append(f"| {label} | {f['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(f['pck'], 3)} |")
+                lines.append(f"| {label} | {f['samples']} | PA-MPJPE (weighted) mm | {_f(f['3d']['weighted']['pa_mpjpe_mm'])} | |")
+            lines.append(f"| {label} | {f['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(f['pck'], 3)} | |")
             lines += _twin_lines(label, f['samples'], f.get("twins"))
         off = s.get("off_axis")
         for name, b in (off["bins"].items() if off else ()):
             label = f"synthetic, tracking crops {name} degrees off the camera's axis"
-            lines.append(f"| {label} | {b['samples']} | MPJPE ({off['method']}) mm | {_f(b['mpjpe_mm'])} |")
-            lines.append(f"| {label} | {b['samples']} | PA-MPJPE ({off['method']}) mm | {_f(b['pa_mpjpe_mm'])} |")
+            lines.append(f"| {label} | {b['samples']} | MPJPE ({off['method']}) mm | {_f(b['mpjpe_mm'])} | |")
+            lines.append(f"| {label} | {b['samples']} | PA-MPJPE ({off['method']}) mm | {_f(b['pa_mpjpe_mm'])} | |")
     if r is not None:
-        lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} |")
-        lines.append(f"| {real} | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} |")
-        lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_WIDE} | {_f(r['2d']['pck_wide'], 3)} |")
+        lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} | "
+                     f"{_span(r['2d'].get('pck_interval'), 3)} |")
+        lines.append(f"| {real} | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} | |")
+        lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_WIDE} | {_f(r['2d']['pck_wide'], 3)} | |")
         lines += _twin_lines(real, r['samples'], r.get("twins"))
         if "pck_exchanged" in r:
             lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD}, left and right exchanged | "
-                         f"{_f(r['pck_exchanged'], 3)} |")
-            lines.append(f"| {real} | {r['samples']} | 3D facing away (over 90°) | {_f(r['facing_away'], 3)} |")
+                         f"{_f(r['pck_exchanged'], 3)} | |")
+            lines.append(f"| {real} | {r['samples']} | 3D facing away (over 90°) | {_f(r['facing_away'], 3)} | |")
     for label, part in _calibrated_sets(s, r, real):
         cal = part["calibration"]
         lines.append(f"| {label} | {part['samples']} | conf calibration error (ECE, {cal['joints']} joints) | "
-                     f"{_f(cal['ece'], 3)} |")
+                     f"{_f(cal['ece'], 3)} | |")
     for key, label in (("synthetic", "synthetic"), ("real", real), ("negative", "person-free crops")):
         sc = res.get(key, {}).get("score")
         if sc is not None:
             n = res[key]["samples"]
-            lines.append(f"| {label} | {n} | mean score | {_f(sc['mean'], 3)} |")
-            lines.append(f"| {label} | {n} | score >= {sc['threshold']:.2f} (found) | {_f(sc['detected'], 3)} |")
+            lines.append(f"| {label} | {n} | mean score | {_f(sc['mean'], 3)} | |")
+            lines.append(f"| {label} | {n} | score >= {sc['threshold']:.2f} (found) | {_f(sc['detected'], 3)} | |")
     lines.append("")
     # Per joint.
     head = ["joint"]
@@ -632,8 +694,8 @@ def _calibration_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real:
 def _twin_lines(label: str, samples: int, twins: dict[str, Any] | None) -> list[str]:
     if not twins or not twins["pairs"]:
         return []
-    return [f"| {label} | {samples} | left/right pairs with a gross error (over {PCK_WIDE}) | {_f(twins['gross'], 3)} |",
-            f"| {label} | {samples} | left/right pairs gross with both on one limb | {_f(twins['together'], 3)} |"]
+    return [f"| {label} | {samples} | left/right pairs with a gross error (over {PCK_WIDE}) | {_f(twins['gross'], 3)} | |",
+            f"| {label} | {samples} | left/right pairs gross with both on one limb | {_f(twins['together'], 3)} | |"]
 
 
 def _breakdown_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: str) -> list[str]:
@@ -716,6 +778,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help=f"CPU threads, 0 (the library's default) to {MAX_THREADS}")
     p.add_argument("--json", metavar="OUT", help="write every number as JSON (its folder is checked before evaluating)")
+    p.add_argument("--against", metavar="OTHER.json",
+                   help="another model's --json of the same sets: print this model minus it, paired by sample, "
+                        "with 95%% intervals (train/eval_against.py)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -740,6 +805,11 @@ def run(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else None
     if json_path is not None:
         check_json_output(json_path)
+    other = None
+    if args.against:
+        from train.eval_against import load_evaluation
+
+        other = load_evaluation(Path(args.against))     # before the evaluation: it can take minutes
     predictor, cfg, weights = load_predictor(args.model, args.threads, args.flip_test, args.exact_2d)
     synth_ds = real_ds = None
     if args.synth_val:
@@ -786,6 +856,17 @@ def run(args: argparse.Namespace) -> int:
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     note += ", people cut off between hips and knees (--cut)" if args.cut else ""
     print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
+    if other is not None:
+        from train import eval_against
+
+        try:
+            rows = eval_against.compare(res, other, Path(args.against))
+        except InputError:
+            if json_path is not None:
+                write_json(json_path, res)      # this evaluation's own results are not lost
+            raise
+        print(eval_against.markdown(rows, Path(args.against)))
+        res["against"] = eval_against.as_json(rows, Path(args.against))
     if json_path is not None:
         write_json(json_path, res)
         print(f"{PROG}: wrote {json_path}", file=sys.stderr)

@@ -46,6 +46,7 @@ import numpy as np
 
 from engines.skeleton import H36M17
 from train.evaluate import PCK_THRESHOLD, TORSO
+from train.intervals import paired_ratio_difference
 from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
 
 CONF_BINS = 10
@@ -230,12 +231,19 @@ def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
     return clips
 
 
+def _pooled_terms(clips: list[dict[str, float]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip, `key` times the frames it is averaged over, and those frames (0 for a clip
+    without any)."""
+    weight = np.array([c["frames"] * (1.0 if key == "found" else c["found"]) for c in clips], np.float64)
+    value = np.array([c[key] for c in clips], np.float64)
+    ok = weight > 0
+    return np.where(ok, value * np.where(ok, weight, 0.0), 0.0), np.where(ok, weight, 0.0)
+
+
 def pooled(clips: list[dict[str, float]], key: str) -> float:
     """`key` pooled over clips' summaries by the frames it is averaged over."""
-    weight = np.array([c["frames"] * (1.0 if key == "found" else c["found"]) for c in clips])
-    value = np.array([c[key] for c in clips])
-    ok = weight > 0
-    return float((value[ok] * weight[ok]).sum() / weight[ok].sum()) if ok.any() else float("nan")
+    num, den = _pooled_terms(clips, key)
+    return float(num.sum() / den.sum()) if (den > 0).any() else float("nan")
 
 
 def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, resamples: int = 2000,
@@ -245,15 +253,9 @@ def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, 
     names = sorted(set(ours) & set(theirs))
     if not names:
         raise ValueError("the two runs share no clip")
-    a, b = [ours[n] for n in names], [theirs[n] for n in names]
-    diff = pooled(a, key) - pooled(b, key)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        pick = rng.integers(len(names), size=len(names))
-        draws.append(pooled([a[i] for i in pick], key) - pooled([b[i] for i in pick], key))
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
-    return diff, float(low), float(high)
+    diff = paired_ratio_difference(*_pooled_terms([ours[n] for n in names], key),
+                                   *_pooled_terms([theirs[n] for n in names], key), resamples=resamples, seed=seed)
+    return diff.value, diff.low, diff.high
 
 
 def format_row(name: str, s: dict[str, float]) -> str:

@@ -1,0 +1,102 @@
+"""The resampled intervals of the evaluations' headline figures (train/intervals.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from train.intervals import paired_ratio_difference, ratio_interval
+
+
+def photos(rng: np.random.Generator, n: int, p: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """PCK's terms for n photos: 8 to 13 labelled joints each, each found with chance p."""
+    joints = rng.integers(8, 14, size=n)
+    return rng.binomial(joints, p), joints
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 60), st.integers(0, 2**31 - 1))
+def test_the_value_is_the_ratio_of_sums_and_the_bounds_are_ordered(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    hits, joints = photos(rng, n)
+    got = ratio_interval(hits, joints, resamples=300, seed=seed)
+    assert got.value == pytest.approx(hits.sum() / joints.sum())
+    per_photo = hits / joints
+    # Every resample is a mix of the photos, so its ratio lies within theirs.
+    assert per_photo.min() - 1e-12 <= got.low <= got.high <= per_photo.max() + 1e-12
+
+
+def test_the_interval_covers_the_truth_about_95_times_in_100() -> None:
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(200):
+        hits, joints = photos(rng, 100, p=0.85)
+        got = ratio_interval(hits, joints, resamples=1000, seed=int(rng.integers(1 << 30)))
+        covered += got.low <= 0.85 <= got.high
+    assert 180 <= covered <= 198          # 95% of 200 is 190; a binomial's 99.9% band
+
+
+def test_the_interval_narrows_as_the_square_root_of_the_samples() -> None:
+    rng = np.random.default_rng(1)
+    small = ratio_interval(*photos(rng, 100))
+    large = ratio_interval(*photos(rng, 10_000))
+    ratio = (small.high - small.low) / (large.high - large.low)
+    assert 7.0 < ratio < 13.0              # sqrt(100) = 10
+
+
+def test_clusters_are_drawn_whole() -> None:
+    """Ten identical copies of each photo add no evidence: resampled by cluster, the interval is
+    the one of the photos alone; resampled one by one, it would be about sqrt(10) narrower."""
+    rng = np.random.default_rng(2)
+    hits, joints = photos(rng, 50)
+    alone = ratio_interval(hits, joints, seed=5)
+    labels = np.repeat(np.arange(50), 10)
+    copies = ratio_interval(np.repeat(hits, 10), np.repeat(joints, 10), clusters=labels, seed=5)
+    assert copies.value == pytest.approx(alone.value)
+    assert copies.low == pytest.approx(alone.low) and copies.high == pytest.approx(alone.high)
+    naive = ratio_interval(np.repeat(hits, 10), np.repeat(joints, 10), seed=5)
+    assert (naive.high - naive.low) < 0.5 * (alone.high - alone.low)
+    # Any order of the labels names the same clusters.
+    shuffled = rng.permutation(500)
+    again = ratio_interval(np.repeat(hits, 10)[shuffled], np.repeat(joints, 10)[shuffled], clusters=labels[shuffled],
+                           seed=5)
+    assert again.value == pytest.approx(alone.value)
+
+
+def test_a_paired_difference_sees_a_small_consistent_change_that_either_interval_hides() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.gamma(2.0, 70.0, size=200)                 # per-pose errors, mm: widely spread
+    better = base - 2.0 + rng.normal(0.0, 0.5, size=200)   # 2 mm better on every pose
+    ones = np.ones(200)
+    a, b = ratio_interval(better, ones), ratio_interval(base, ones)
+    assert a.high > b.low                                   # the two intervals overlap widely
+    diff = paired_ratio_difference(better, ones, base, ones)
+    assert diff.value == pytest.approx(better.mean() - base.mean())
+    assert -2.2 < diff.low < diff.value < diff.high < -1.8
+    # The same run against itself differs by exactly nothing.
+    same = paired_ratio_difference(base, ones, base, ones)
+    assert same.value == same.low == same.high == 0.0
+
+
+def test_the_same_seed_gives_the_same_interval() -> None:
+    hits, joints = photos(np.random.default_rng(4), 30)
+    assert ratio_interval(hits, joints, seed=9) == ratio_interval(hits, joints, seed=9)
+
+
+def test_bad_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="one length"):
+        ratio_interval(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="label every unit"):
+        ratio_interval(np.ones(3), np.ones(3), clusters=np.zeros(2))
+    with pytest.raises(ValueError, match="nothing to resample"):
+        ratio_interval(np.ones(0), np.ones(0))
+    with pytest.raises(ValueError, match="same units"):
+        paired_ratio_difference(np.ones(3), np.ones(3), np.ones(2), np.ones(2))
+
+
+def test_units_without_any_weight_leave_no_nan_in_the_bounds() -> None:
+    """A photo with no labelled joint (or a clip with no frame found) counts for nothing."""
+    got = ratio_interval(np.array([3.0, 0.0, 5.0]), np.array([4.0, 0.0, 5.0]), seed=0)
+    assert np.isfinite(got.low) and np.isfinite(got.high) and got.value == pytest.approx(8 / 9)

@@ -1,0 +1,110 @@
+"""Two evaluations of the same samples, compared: `train.evaluate --against OTHER.json`.
+
+Each figure is this model's minus the other's, with a 95% interval from resampling the samples
+(rendered images by held-out motion, real photos one by one) the same way for both runs
+(train/intervals.py). Only samples that both evaluations scored can be paired, so the other run
+must have used the same sets, split and `--limit`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.errors import InputError
+from train.intervals import Interval, paired_ratio_difference
+
+SETS = ("synthetic", "real")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One figure of both runs and their paired difference (in `unit`)."""
+
+    set_name: str
+    figure: str
+    ours: float
+    theirs: float
+    difference: Interval
+    unit: str
+
+
+def load_evaluation(path: Path) -> dict[str, Any]:
+    """An evaluation's JSON (`--json`) with the per-sample record a comparison needs."""
+    try:
+        res = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"--against: cannot read {path} ({exc.strerror or exc})") from None
+    except ValueError:
+        raise InputError(f"--against: {path} is not JSON; give a file that `--json` wrote") from None
+    if not isinstance(res, dict) or not any(isinstance(res.get(k), dict) and "per_sample" in res[k] for k in SETS):
+        raise InputError(f"--against: {path} holds no per-sample results; evaluate that model again with "
+                         f"--json (evaluations written before per-sample results were kept cannot be paired)")
+    return res
+
+
+def _paired_sets(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> list[str]:
+    sets = [k for k in SETS if "per_sample" in ours.get(k, {}) and "per_sample" in theirs.get(k, {})]
+    if not sets:
+        raise InputError(f"--against: {other} evaluated none of this run's sets (synthetic, real)")
+    for k in sets:
+        a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
+        if a.get("ids") != b.get("ids") or a.get("clusters") != b.get("clusters"):
+            raise InputError(f"--against: {other} scored other {k} samples ({len(b.get('ids') or [])} against "
+                             f"{len(a.get('ids') or [])} here); evaluate both with the same sets, split and --limit")
+    return sets
+
+
+def _pck(k: str, ours: dict[str, Any], theirs: dict[str, Any], clusters: np.ndarray | None) -> Difference:
+    a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
+    diff = paired_ratio_difference(a["pck_hits"], a["pck_joints"], b["pck_hits"], b["pck_joints"], clusters)
+    return Difference(k, "2D PCK@0.2", 100 * ours[k]["2d"]["pck"], 100 * theirs[k]["2d"]["pck"],
+                      diff.scaled(100.0), "points")
+
+
+def _errors_3d(ours: dict[str, Any], theirs: dict[str, Any], clusters: np.ndarray | None) -> list[Difference]:
+    a, b = ours["synthetic"]["per_sample"], theirs["synthetic"]["per_sample"]
+    if a.get("has_3d") != b.get("has_3d"):
+        raise InputError("--against: the two evaluations have 3D labels on other samples")
+    if clusters is not None and a.get("has_3d") is not None:
+        clusters = clusters[np.asarray(a["has_3d"], bool)]
+    rows = []
+    for method in [m for m in a.get("3d", {}) if m in b.get("3d", {})]:
+        for key, figure in (("mpjpe_mm", "MPJPE"), ("pa_mpjpe_mm", "PA-MPJPE")):
+            ea, eb = np.asarray(a["3d"][method][key]), np.asarray(b["3d"][method][key])
+            ones = np.ones(len(ea))
+            diff = paired_ratio_difference(ea, ones, eb, ones, clusters)
+            rows.append(Difference("synthetic", f"{figure} ({method})", float(ea.mean()), float(eb.mean()), diff, "mm"))
+    return rows
+
+
+def compare(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> list[Difference]:
+    """This evaluation's headline figures minus the other's, paired by sample."""
+    rows: list[Difference] = []
+    for k in _paired_sets(ours, theirs, other):
+        labels = ours[k]["per_sample"].get("clusters")
+        clusters = None if labels is None else np.asarray(labels)
+        if k == "synthetic":
+            rows += _errors_3d(ours, theirs, clusters)
+        rows.append(_pck(k, ours, theirs, clusters))
+    return rows
+
+
+def markdown(rows: list[Difference], other: Path) -> str:
+    lines = [f"## This model minus {other.name} (paired by sample; 95% interval)", "",
+             "| set | figure | this model | other | difference | 95% interval |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        d = r.difference
+        lines.append(f"| {r.set_name} | {r.figure} | {r.ours:.1f} | {r.theirs:.1f} | {d.value:+.1f} {r.unit} | "
+                     f"{d.low:+.1f} to {d.high:+.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def as_json(rows: list[Difference], other: Path) -> dict[str, Any]:
+    return {"other": str(other), "rows": [{"set": r.set_name, "figure": r.figure, "ours": r.ours, "theirs": r.theirs,
+                                           "difference": r.difference.value, "interval": r.difference.as_list(),
+                                           "unit": r.unit} for r in rows]}
