@@ -22,7 +22,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -158,6 +158,7 @@ class _AVSource(Source):
         self._discarded = 0
         self._closed = False
         self._resized = False                  # warned of a mid-stream size change
+        self._quarter_turns = 0                # counterclockwise, applied to every frame (np.rot90)
         try:
             if not container.streams.video:
                 raise InputError(
@@ -274,8 +275,17 @@ class _AVSource(Source):
             return f"byte {packet.pos}"
         return "an unknown time"
 
+    def _turn_upright(self, quarter_turns: int) -> None:
+        """Show every frame turned by `quarter_turns` counterclockwise: `info` then gives the
+        turned size."""
+        self._quarter_turns = quarter_turns % 4
+        if self._quarter_turns % 2:
+            self.info = replace(self.info, width=self.info.height, height=self.info.width)
+
     def _to_frame(self, av_frame: av.VideoFrame, index: int) -> Frame:
         w, h = self.info.width, self.info.height
+        if self._quarter_turns % 2:
+            w, h = h, w                        # the stored picture's size, before the turn
         if av_frame.width != w or av_frame.height != h:
             # A mid-stream resolution change: downstream buffers are sized from `info`.
             if not self._resized:
@@ -287,6 +297,8 @@ class _AVSource(Source):
         # Possibly a strided view (FFmpeg pads rows): capture copies it into the ring anyway, so a
         # contiguous copy here would be a second full-frame copy.
         image = av_frame.to_ndarray(format="bgr24")
+        if self._quarter_turns:
+            image = np.rot90(image, self._quarter_turns)     # a view: the ring's copy is the only one
         # After a damaged packet FFmpeg may give a frame without a usable timestamp (PyAV then
         # reports NaN): the protocol says "unknown" with null, never NaN.
         t_media = av_frame.time
@@ -340,6 +352,11 @@ class VideoFileSource(_AVSource):
             container.close()
             raise InputError(f"'{spec}' is a text file, not a video")
         super().__init__(container, p.stem, spec, live=False, what=what)
+        # A named pipe can be read once only: it keeps its picture as stored.
+        turns = display_quarter_turns(p) if p.is_file() else 0
+        if turns:
+            self._turn_upright(turns)
+            log.info("%s: shown turned by %d degrees, as its rotation metadata asks", what, 90 * turns)
 
         # MP4/MOV indexes say exactly how many frames the file holds; a shortfall at the end
         # means a truncated file, and those frames count as corrupt like any other lost ones.
@@ -364,6 +381,29 @@ class VideoFileSource(_AVSource):
             log.warning("%s: ended %d frame(s) early (the file is truncated or damaged)",
                         self._what, missing)
         return True
+
+
+def display_quarter_turns(path: Path, max_packets: int = 64) -> int:
+    """Counterclockwise quarter turns that show a video file upright: its display matrix, which
+    phones write instead of turning the picture (a portrait clip is stored landscape). Read from
+    the first decoded frame of a second, short-lived opening of the file, since PyAV gives the
+    matrix per frame only and the stream's size must be known before the first frame. 0 where
+    there is none, it is not a multiple of 90 degrees, or the file cannot be read here (the
+    main opening then reports why)."""
+    try:
+        with av.open(str(path), metadata_errors="replace") as container:
+            stream = container.streams.video[0]
+            for n, packet in enumerate(container.demux(stream)):
+                for frame in packet.decode():
+                    # PyAV: the angle by which the display turns the frame counterclockwise.
+                    angle = float(frame.rotation or 0)
+                    turns = round(angle / 90.0)
+                    return turns % 4 if abs(angle - 90.0 * turns) < 1.0 else 0
+                if n >= max_packets:
+                    break
+    except (av.FFmpegError, OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 class StreamSource(_AVSource):

@@ -204,6 +204,39 @@ def test_file_without_a_video_stream(tmp_path: Path) -> None:
     assert str(path) in str(err.value) and "audio" in str(err.value)
 
 
+@pytest.mark.parametrize("degrees, corner", [(0, "top left"), (90, "bottom left"), (180, "bottom right"),
+                                             (270, "top right")])
+def test_a_phone_clips_rotation_metadata_turns_its_frames_upright(tmp_path: Path, degrees: int,
+                                                                  corner: str) -> None:
+    """Phones store a portrait clip landscape with a display matrix. Players (FFmpeg's
+    autorotation) show it turned counterclockwise by the matrix's angle; so must the tracker, or
+    the person lies on their side. A marker stored in the top left corner shows where it went."""
+    path = tmp_path / f"phone_{degrees}.mp4"
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:16, :16] = 255
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        if degrees:
+            s.set_display_rotation(degrees)          # counterclockwise, as PyAV reads it back
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(stored, format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    src = VideoFileSource(path)
+    upright = degrees in (0, 180)
+    assert (src.info.width, src.info.height) == ((64, 48) if upright else (48, 64))
+    frames = [f.image.copy() for f in src.frames()]
+    src.close()
+    assert len(frames) == 3 and all(f.shape == (src.info.height, src.info.width, 3) for f in frames)
+    h, w = frames[0].shape[:2]
+    quadrants = {"top left": frames[0][:h // 2, :w // 2], "top right": frames[0][:h // 2, w // 2:],
+                 "bottom left": frames[0][h // 2:, :w // 2], "bottom right": frames[0][h // 2:, w // 2:]}
+    brightest = max(quadrants, key=lambda q: quadrants[q].mean())
+    assert brightest == corner
+
+
 def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:
     path = tmp_path / "stub.mp4"
     path.write_bytes(clip.read_bytes()[:200])

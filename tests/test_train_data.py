@@ -190,6 +190,37 @@ def test_shards_refuse_other_settings(tmp_path: Path) -> None:
         ShardSet([tmp_path / "nothing"])
 
 
+@pytest.mark.parametrize("damage, says", [
+    ("truncated", "is damaged"), ("missing", "is missing"), ("miscounted", "holds 2 samples where its manifest says 5"),
+    ("manifest_text", "not a readable shard manifest"), ("manifest_shape", "not a shard manifest")])
+def test_a_damaged_set_is_named_in_one_line(tmp_path: Path, damage: str, says: str) -> None:
+    """A shard or manifest damaged on disk (a full disk, a copy cut short) is an error the user can
+    act on, whichever program reads it, not a traceback from numpy or json."""
+    from engines.errors import InputError
+
+    d = tmp_path / "d"
+    write_dataset(d, total=4, shard_size=2, meta={"seed": 7})
+    shard = d / "shard_00001.npz"
+    manifest = d / "manifest.json"
+    if damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:100])
+    elif damage == "missing":
+        shard.unlink()
+    elif damage == "miscounted":
+        m = json.loads(manifest.read_text())
+        m["shards"][1]["count"] = 5
+        manifest.write_text(json.dumps(m))
+    elif damage == "manifest_text":
+        manifest.write_text('{"meta": {"seed": 7}, "shards": [')
+    else:
+        manifest.write_text(json.dumps({"meta": {}, "shards": {"file": "shard_00000.npz"}}))
+    with pytest.raises(InputError, match=says) as err:
+        ds = ShardSet([d])
+        for i in range(len(ds)):
+            ds.get(i)
+    assert "\n" not in str(err.value) and "render the set again" in str(err.value)
+
+
 # --- flip --------------------------------------------------------------------------------------
 
 def test_flip_permutation_swaps_sides() -> None:

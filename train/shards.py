@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -32,6 +33,7 @@ from typing import Any, Self
 import cv2
 import numpy as np
 
+from engines.errors import InputError
 from engines.model_file import atomic_write_bytes
 
 MANIFEST = "manifest.json"
@@ -79,8 +81,16 @@ def read_manifest(out_dir: Path) -> dict | None:
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable shard manifest ({exc}); render the set again into a new "
+                         f"folder") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("shards"), list) and "meta" in manifest
+            and all(isinstance(s, dict) and "file" in s and "count" in s for s in manifest["shards"])):
+        raise InputError(f"{path} is not a shard manifest (it lacks 'meta' or a list of 'shards' with "
+                         f"'file' and 'count'); render the set again into a new folder")
+    return manifest
 
 
 class ShardWriter:
@@ -247,11 +257,19 @@ class ShardSet:
     def _shard(self, k: int) -> dict[str, np.ndarray]:
         arrays = self._loaded.get(k)
         if arrays is None:
-            with np.load(self._files[k], allow_pickle=False) as z:
-                arrays = {name: z[name] for name in z.files}
+            path = self._files[k]
+            fix = "render the set again into a new folder (python -m train.synth.generate)"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {name: z[name] for name in z.files}
+            except FileNotFoundError:
+                raise InputError(f"shard {path} is missing, though its manifest lists it; {fix}") from None
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+                raise InputError(f"shard {path} is damaged ({exc}); {fix}") from None
             expected = int(self._starts[k + 1] - self._starts[k])
-            if len(arrays["offsets"]) != expected + 1:
-                raise ValueError(f"{self._files[k]}: {len(arrays['offsets']) - 1} samples, manifest says {expected}")
+            if "offsets" not in arrays or len(arrays["offsets"]) != expected + 1:
+                found = len(arrays["offsets"]) - 1 if "offsets" in arrays else "no"
+                raise InputError(f"shard {path} holds {found} samples where its manifest says {expected}; {fix}")
             self._loaded[k] = arrays
         return arrays
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.errors import PosecastError
 from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
 from train.motion import MotionBank, load_all, load_pack, split
@@ -172,7 +173,7 @@ def run_resumable(work: Callable[[], object], units: str) -> int:
     """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C."""
     try:
         work()
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, PosecastError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
