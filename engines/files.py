@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ _HINTS = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.ENOSPC: "free some disk space",
     errno.EROFS: "the file system is read-only: choose another folder",
+    errno.EINVAL: "give the name of a regular file",
 }
 
 
@@ -39,11 +41,15 @@ def write_hint(err: OSError) -> str:
     return _HINTS.get(err.errno or 0, "check the path")
 
 
-def unwritable_reason(path: Path, make_folders: bool = False) -> str | None:
+def unwritable_reason(path: Path, make_folders: bool = False, streamed: bool = False) -> str | None:
     """Why a file could not be written at `path` now, in words to follow "cannot write 'PATH': ";
     None where it could. With `make_folders` the missing folders would be made first, so the
     nearest folder that exists must take a new file. For outputs checked before a long run, or
-    before the writers open (and so empty) their files one by one. Leaves nothing behind."""
+    before the writers open (and so empty) their files one by one. Leaves nothing behind.
+
+    An output written whole at the end replaces its file (`replaced_when_done`), so it must be a
+    regular file; a `streamed` one (written as it goes) may also be a named pipe or a character
+    device, as `-o poses.jsonl` made with mkfifo, read by another program."""
     path = Path(path)
     if path.is_dir():
         return "it is a folder; give a file name"
@@ -58,6 +64,11 @@ def unwritable_reason(path: Path, make_folders: bool = False) -> str | None:
         return f"{err.strerror or err} in '{folder}' ({write_hint(err)})"
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is read-only (choose another name, or make it writable)"
+    if path.exists() and not path.is_file():
+        mode = path.stat().st_mode
+        if not (streamed and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode))):
+            return "it is a device or a named pipe, not a file; give a file name" + (
+                " (only .jsonl and .csv tracks are written as they go, into a pipe)" if stat.S_ISFIFO(mode) else "")
     return None
 
 
@@ -78,7 +89,14 @@ def new_file_beside(path: Path) -> Path:
 @contextmanager
 def replaced_when_done(path: Path) -> Iterator[Path]:
     """Yields a new file beside `path` to write; renames it over `path` when the block ends
-    without an error, and removes it otherwise. OSErrors reach the caller, who words them."""
+    without an error, and removes it otherwise. OSErrors reach the caller, who words them.
+
+    A symbolic link is followed: the file it names is replaced and the link kept. Only a regular
+    file can be replaced: renaming over a device or a named pipe would silently swap it for a
+    file (as root, even /dev/null), so those are refused with EINVAL before anything is written."""
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise OSError(errno.EINVAL, "it is a device or a named pipe, not a file", str(path))
     tmp = new_file_beside(path)
     try:
         yield tmp

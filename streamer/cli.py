@@ -11,9 +11,12 @@ should pay for what another command needs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +128,8 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         raise InputError(f"'{source}' is both the input and an output; writing would destroy the input")
 
     for path in outputs:
-        _check_writable(path)
+        # .jsonl and .csv tracks are written as they go; .npz and the overlay replace their file.
+        _check_writable(path, streamed=path in tracks and path.suffix.lower() != ".npz")
     for path in tracks:
         if path.suffix.lower() not in TRACK_SUFFIXES:
             raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use .jsonl, .csv or .npz)")
@@ -322,14 +326,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 # --- other commands ----------------------------------------------------------------------
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, streamed: bool = False) -> None:
     """Fail now if `path` cannot be written. The writers open (and so empty) their files one by
     one; an output that fails after another was opened would have emptied that one for nothing,
     so every output's folder is tried with a file of its own first."""
     from engines.errors import InputError
     from engines.files import unwritable_reason
 
-    reason = unwritable_reason(path)
+    reason = unwritable_reason(path, streamed=streamed)
     if reason is not None:
         raise InputError(f"cannot write '{path}': {reason}")
 
@@ -351,6 +355,9 @@ def cmd_make_clip(args: argparse.Namespace) -> int:
         raise UsageError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} (got {args.fps:g})")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
+    if Path(args.output).suffix.lower() != ".mp4":
+        # The clip is always MP4 data: another name would mislead every player and tool.
+        raise UsageError(f"the clip is an MP4 video: name it .mp4 (got '{args.output}')")
     _check_writable(Path(args.output))
     try:
         # Written under a temporary name and renamed when whole: no partial clip on failure.
@@ -554,6 +561,33 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {"train": "train.train", "evaluate": "train.evaluate"}
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt: whatever a command does
+    to leave nothing half-written after a Ctrl-C (a temporary file removed), it then does after
+    these too, instead of dying with the file left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `Stopped` while the command runs. Commands with an orderly stop
+    of their own (the pipeline, `listen`) put their handlers in place over these and restore them.
+    A signal that is ignored already stays ignored: `nohup posecast ...` must outlive its terminal."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signum)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
+           if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in DELEGATED:
@@ -564,13 +598,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(message)s")
     try:
-        return args.func(args)
+        with stop_signals_interrupt():
+            return args.func(args)
     except PosecastError as exc:
         _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _note("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        _note("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":

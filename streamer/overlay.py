@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +16,8 @@ from engines.errors import InputError
 from engines.files import write_hint
 from engines.skeleton import H36M17, Skeleton
 from streamer.protocol import PersonPose, PoseFrame
+
+log = logging.getLogger(__name__)
 
 # BGR. Left and right in clearly different hues so a mirrored pose is obvious at a glance.
 LEFT_COLOR = (255, 128, 0)       # blue
@@ -235,6 +238,15 @@ class OverlayWriter:
         if self._closed:
             return
         self._closed = True
+        if not self.frames_written:
+            # A run stopped before its first frame: an empty file no player opens is no video.
+            try:
+                self._container.close()
+            except (av.FFmpegError, OSError):
+                pass
+            self.path.unlink(missing_ok=True)
+            log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
+            return
         failed: BaseException | None = None
         try:
             for packet in self._stream.encode(None):

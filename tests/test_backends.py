@@ -221,6 +221,27 @@ def test_torch_backend_for_an_onnx_only_model_raises(artifact: ModelArtifact) ->
     assert choose("auto", "cpu", has_checkpoint=False).name == "onnxruntime"
 
 
+def test_a_damaged_onnx_file_is_one_line_and_nothing_else(artifact: ModelArtifact, tmp_path,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    """A weight tensor cut short (a damaged download or copy): onnxruntime logs the failure
+    itself on stderr, in colour, over several lines; only our one line may reach the user."""
+    import onnx
+
+    from engines.errors import ModelFileError
+
+    model = onnx.load(str(artifact.onnx_path))
+    tensor = next(t for t in model.graph.initializer if len(t.raw_data) > 8)
+    tensor.raw_data = tensor.raw_data[: len(tensor.raw_data) // 2]
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    capfd.readouterr()
+    with pytest.raises(ModelFileError) as info:
+        OnnxRuntimeBackend(damaged)
+    message = str(info.value)
+    assert "\n" not in message and "damaged.onnx" in message and "posecast export" in message
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.skipif(TRT_OK, reason="TensorRT is available here")
 def test_requesting_tensorrt_here_raises(artifact: ModelArtifact, posecast_cache) -> None:
     with pytest.raises(BackendUnavailableError) as info:

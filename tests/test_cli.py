@@ -87,11 +87,13 @@ def test_bad_track_input(posecast, clip40: Path, tmp_path: Path, case: str) -> N
     (["make-clip", "c.mp4", "--size", "big"], "--size"),
     (["make-clip", "c.mp4", "--size", "160x120", "--frames", "0"], "--frames"),
     (["make-clip", "nowhere/c.mp4", "--size", "160x120", "--frames", "2"], "nowhere"),
+    (["make-clip", "c.avi", "--size", "160x120", "--frames", "2"], "name it .mp4"),
+    (["make-clip", "clip", "--size", "160x120", "--frames", "2"], "name it .mp4"),
     (["export", "-o", "nowhere/m.onnx"], "nowhere"),
     (["export", "-o", "m.onnx", "--model", "random.pt"], "random.pt"),
     (["bench-network", "--batch", "0", "--iters", "1"], "--batch"),
-], ids=["odd size", "unparsable size", "zero frames", "clip folder missing", "export folder missing",
-        "export bad checkpoint", "bench batch 0"])
+], ids=["odd size", "unparsable size", "zero frames", "clip folder missing", "clip named .avi", "clip without a suffix",
+        "export folder missing", "export bad checkpoint", "bench batch 0"])
 def test_bad_arguments_to_other_commands(posecast, tmp_path: Path, args: list[str], mention: str) -> None:
     _files(tmp_path)
     r = posecast.run(args, timeout=60)
@@ -163,6 +165,25 @@ def test_make_clip(posecast, tmp_path: Path) -> None:
         assert float(stream.average_rate) == pytest.approx(25.0)
     assert len(frames) == 6
     assert (frames[0].width, frames[0].height) == (128, 96)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_mid_write_leaves_no_partial_file(posecast, tmp_path: Path, signame: str) -> None:
+    """SIGTERM (a service manager, `timeout`) and SIGHUP (a closed terminal) end a one-shot
+    command as Ctrl-C does: one line, 128 + the signal, and the half-written clip removed."""
+    import signal
+    import time
+
+    proc = posecast.start(["make-clip", "c.mp4", "--size", "640x480", "--frames", "3000"])
+    deadline = time.monotonic() + 60.0
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "make-clip ended before the test could stop it"
+    proc.send_signal(getattr(signal, signame))
+    r = posecast.finish(proc)
+    assert r.returncode == 128 + getattr(signal, signame)
+    assert r.stderr.strip().splitlines() == [f"posecast: stopped by {signame}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_demo(posecast, tmp_path: Path, _session_cache: Path) -> None:

@@ -54,3 +54,35 @@ def test_a_read_only_file_is_named(tmp_path: Path) -> None:
                                        (errno.EROFS, "read-only"), (errno.EIO, "check the path"), (None, "check the path")])
 def test_write_hints_by_errno(code: int | None, hint: str) -> None:
     assert hint in write_hint(OSError(code, "x") if code is not None else OSError("x"))
+
+
+def test_a_named_pipe_takes_only_a_streamed_output(tmp_path: Path) -> None:
+    """`mkfifo poses.jsonl` and a reader: a track written as it goes flows through. An output
+    written whole and renamed into place would silently swap the pipe for a file instead."""
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    assert unwritable_reason(fifo, streamed=True) is None
+    assert "named pipe" in (unwritable_reason(fifo) or "")
+    with pytest.raises(OSError) as err:
+        with files.replaced_when_done(fifo):
+            pass
+    assert err.value.errno == errno.EINVAL and "give the name of a regular file" in write_hint(err.value)
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["poses.jsonl"]
+
+
+def test_a_device_is_refused_for_every_output_but_a_streamed_one() -> None:
+    assert "device" in (unwritable_reason(Path("/dev/null")) or "")
+    assert unwritable_reason(Path("/dev/null"), streamed=True) is None
+
+
+def test_a_symbolic_link_is_written_through(tmp_path: Path) -> None:
+    """`latest.npz -> runs/7.npz`: the file it names is replaced, the link stays a link."""
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "7.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    with files.replaced_when_done(link) as tmp:
+        tmp.write_bytes(b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["7.npz"]

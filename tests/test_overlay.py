@@ -189,6 +189,14 @@ def test_overlay_rejects_wrong_images_and_writes_after_close(tmp_path: Path) -> 
     assert len(decode(tmp_path / "o.mp4")[0]) == 1
 
 
+def test_an_overlay_without_frames_leaves_no_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run stopped before its first frame: no empty, unplayable video is left behind."""
+    with OverlayWriter(tmp_path / "o.mp4", 64, 48, None):
+        assert (tmp_path / "o.mp4").exists()        # made at once, so a bad path fails early
+    assert not (tmp_path / "o.mp4").exists()
+    assert "no frame reached the overlay video" in caplog.text
+
+
 def test_overlay_output_that_cannot_be_created(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="create the folder first") as err:
         OverlayWriter(tmp_path / "missing" / "o.mp4", 64, 48, None)

@@ -29,6 +29,9 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError("onnxruntime is not installed (pip install onnxruntime)") from None
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # A model that fails to load becomes one ModelFileError line below; onnxruntime's own
+        # multi-line log of the same failure would come first and bury it.
+        opts.log_severity_level = 4
         if threads > 0:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -43,7 +46,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:
-            raise ModelFileError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0][:200]}") from None
+            raise ModelFileError(f"onnxruntime cannot load {onnx_path} ({str(exc).splitlines()[0][:160]}); the file "
+                                 f"is damaged or not a model: write it again with `posecast export`") from None
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             # onnxruntime falls back to the CPU silently when CUDA fails to load.
             raise BackendUnavailableError("onnxruntime's CUDA provider failed to load (check the CUDA and cuDNN "
