@@ -214,6 +214,27 @@ def test_paired_difference_pools_by_frames_and_brackets_a_consistent_gain():
         paired_difference({"a": clip(1, 1.0)}, {"b": clip(1, 1.0)}, "mpjpe_mm")
 
 
+def test_the_pooled_figures_get_an_interval_over_clips():
+    """A clip set's pooled figure, with how much it would move on other clips like these: the
+    interval is drawn from the clips' own values, and a clip never found counts for nothing."""
+    from train.video_eval import interval_row, pooled, pooled_interval
+
+    rng = np.random.default_rng(1)
+    keys = ("found", "mpjpe_mm", "pa_mpjpe_mm", "pck", "accel_mm", "accel_2d_px", "root_mm", "root_accel_mm")
+    clips = [{"frames": int(rng.integers(50, 150)), **{k: float(rng.uniform(0.5, 1.0) if k in ("found", "pck")
+                                                                else rng.uniform(60, 200)) for k in keys}}
+             for _ in range(12)]
+    clips.append({"frames": 80, **{k: (0.0 if k == "found" else float("nan")) for k in keys}})
+    got = pooled_interval(clips, "mpjpe_mm")
+    values = [c["mpjpe_mm"] for c in clips[:-1]]
+    assert got.value == pytest.approx(pooled(clips, "mpjpe_mm"))
+    assert min(values) <= got.low < got.value < got.high <= max(values)
+    same = pooled_interval([{**c, "mpjpe_mm": 100.0} for c in clips[:-1]], "mpjpe_mm")
+    assert same.low == pytest.approx(100.0) and same.high == pytest.approx(100.0)
+    row = interval_row(clips)
+    assert row.startswith("| 95% interval over the 13 clips |") and "nan" not in row
+
+
 def test_clip_rendering_refuses_a_missing_body_bank_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train.synth.clip", "--out", str(tmp_path / "c"),
                         "--bodies", str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=120)

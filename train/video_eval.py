@@ -46,7 +46,7 @@ import numpy as np
 
 from engines.skeleton import H36M17
 from train.evaluate import PCK_THRESHOLD, TORSO
-from train.intervals import paired_ratio_difference
+from train.intervals import Interval, paired_ratio_difference, ratio_interval
 from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
 
 CONF_BINS = 10
@@ -246,6 +246,22 @@ def pooled(clips: list[dict[str, float]], key: str) -> float:
     return float(num.sum() / den.sum()) if (den > 0).any() else float("nan")
 
 
+def pooled_interval(clips: list[dict[str, float]], key: str) -> Interval:
+    """`key` pooled over the clips, with a 95% interval from resampling the clips."""
+    return ratio_interval(*_pooled_terms(clips, key))
+
+
+def interval_row(clips: list[dict[str, float]]) -> str:
+    """The pooled figures' 95% intervals over clips, as a row under the table's **all** row."""
+    def span(key: str, scale: float = 1.0, digits: int = 1) -> str:
+        iv = pooled_interval(clips, key).scaled(scale)
+        return f"{iv.low:.{digits}f}–{iv.high:.{digits}f}"
+
+    return (f"| 95% interval over the {len(clips)} clips | | {span('found', 100)}% | {span('mpjpe_mm')} | "
+            f"{span('pa_mpjpe_mm')} | {span('pck', 100)}% | {span('accel_mm')} | {span('accel_2d_px')} | "
+            f"{span('root_mm', digits=0)} | {span('root_accel_mm')} |")
+
+
 def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, resamples: int = 2000,
                       seed: int = 0) -> tuple[float, float, float]:
     """(difference, low, high): `key` pooled over the clips both runs scored, ours minus theirs,
@@ -344,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in block["sources"].items():
             print(format_row(f"all {name}", s))
         print(format_row("**all**", block["all"]))
+        print(interval_row(list(block["clips"].values())))
         if args.live:
             print(f"\nframes never delivered (stale, dropped to stay live): {100 * block['all']['dropped']:.1f}%")
         print(f"\nconf over all clips' joints, by tenths (ECE {block['all']['conf_ece']:.3f}):\n"
