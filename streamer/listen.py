@@ -11,6 +11,7 @@ and counted, never fatal. Ctrl-C, SIGTERM and SIGHUP all end it in order, the re
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -211,18 +212,23 @@ def parse_message(parts: list[bytes], joints: int | None = None) -> dict[str, An
         msg = decode(parts[1])
     except Exception:      # noqa: BLE001 - msgpack and json raise many types on garbage; all mean this
         raise NotPosecast("a payload that is neither msgpack nor JSON") from None
-    if not isinstance(msg, dict) or msg.get("type") not in ("meta", "pose"):
-        raise NotPosecast("a payload that is not a Posecast 'meta' or 'pose' map")
-    schema = msg.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        raise NotPosecast(f"a {msg['type']} message without an integer 'schema'")
-    if schema > SCHEMA_VERSION:
-        raise NotPosecast(f"schema {schema}, newer than this version reads (up to {SCHEMA_VERSION}; "
-                          f"upgrade Posecast)")
-    problem = _meta_problem(msg) if msg["type"] == "meta" else _pose_problem(msg, joints)
+    problem = message_problem(msg, joints)
     if problem is not None:
         raise NotPosecast(problem)
     return msg
+
+
+def message_problem(msg: Any, joints: int | None = None) -> str | None:
+    """Why a decoded message is not a usable protocol message (None: it is). `listen` skips
+    such messages; `replay` refuses a track line that is one, before it publishes anything."""
+    if not isinstance(msg, dict) or msg.get("type") not in ("meta", "pose"):
+        return "a payload that is not a Posecast 'meta' or 'pose' map"
+    schema = msg.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        return f"a {msg['type']} message without an integer 'schema'"
+    if schema > SCHEMA_VERSION:
+        return f"schema {schema}, newer than this version reads (up to {SCHEMA_VERSION}; upgrade Posecast)"
+    return _meta_problem(msg) if msg["type"] == "meta" else _pose_problem(msg, joints)
 
 
 class StopSignals:
@@ -292,7 +298,12 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     meta: dict[str, Any] | None = None
     joints: int | None = None
     writer = None
+    # Poses wait here until a meta says what they are: those before the first one, and those
+    # of a restarted publisher (its `seq` went back) whose meta has not come yet (it sends it
+    # first, but ZeroMQ may deliver a pose ahead of it): they may be a different stream's.
     pending: list[dict[str, Any]] = []
+    awaiting_meta = True
+    meta_last = False             # the last message was a meta: a restart's comes just before its poses
     last_shown = 0.0
     last_msg = time.monotonic()
     with StopSignals() as stop:
@@ -315,17 +326,26 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     continue
                 last_msg = time.monotonic()
                 if msg["type"] == "meta":
-                    if meta is None:
+                    change = None if meta is None else meta_change(meta, msg)
+                    if change is not None and writer is not None:
+                        # One recording is one stream: its meta line describes every pose in it.
+                        raise InputError(_stream_changed(endpoint, change, record, writer))
+                    if meta is None or change is not None:
                         meta, joints = msg, len(msg["joint_names"])
                         print(describe_meta(msg), file=out)
-                        if record is not None:
-                            writer = open_track_writer(record, msg)
-                            _write_pending(writer, pending, joints, stats)
+                    if record is not None and writer is None:
+                        writer = open_track_writer(record, msg)
+                    if writer is not None:
+                        _write_pending(writer, pending, joints, stats)
+                    awaiting_meta, meta_last = False, True
                     continue
+                if stats.last_seq is not None and msg["seq"] <= stats.last_seq and not meta_last:
+                    awaiting_meta = True         # a new run of the publisher: its meta may differ
+                meta_last = False
                 stats.add(msg, t_recv)
                 if record is not None:
-                    if writer is None:
-                        pending.append(msg)      # poses that came before the meta: kept, written after it
+                    if awaiting_meta:
+                        pending.append(msg)      # written once a meta says they are this recording's stream
                         continue
                     writer.write_message(msg)
                 if time.monotonic() - last_shown >= 1.0:
@@ -344,14 +364,44 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         with contextlib.suppress(OSError):
             print(stats.line(), file=out)
             _warn_skipped(endpoint, stats)
+            _warn_unrecorded(writer, pending)
             (announce or _stderr)(_interrupted(stop.name, record, writer, stats, endpoint))
         return 128 + stop.signum
     print(stats.line(), file=out)
     _warn_skipped(endpoint, stats)
+    _warn_unrecorded(writer, pending)
     if record is not None and writer is None:
         raise InputError(f"nothing recorded: no meta message arrived from '{endpoint}'"
                          + _skipped_clause(stats))
     return 0
+
+
+def meta_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """How `new` describes a different stream from `old` (None: the same one). A publisher
+    re-sends its meta every 2 s and on each subscription, and a restarted one sends it again:
+    only a difference in what the poses mean counts. Clock fields (`t_*`) are not that."""
+    keys = sorted(k for k in {*old, *new} if not k.startswith("t_"))
+    changed = [k for k in keys if old.get(k) != new.get(k)]
+    if not changed:
+        return None
+    return ", ".join(_field_change(k, old.get(k), new.get(k)) for k in changed)
+
+
+def _field_change(key: str, old: Any, new: Any) -> str:
+    def brief(value: Any) -> str | None:
+        if key == "axes" and isinstance(value, dict) and "frame" in value:
+            return json.dumps(value["frame"])
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 40 else None
+
+    before, after = brief(old), brief(new)
+    return f"{key} {before} -> {after}" if before is not None and after is not None else key
+
+
+def _stream_changed(endpoint: str, change: str, record: Path | None, writer: Any) -> str:
+    return (f"the publisher on '{endpoint}' changed its stream ({change}); a recording holds one "
+            f"stream, so recording stopped: '{record}' holds the {writer.frames_written} pose messages "
+            f"from before the change (complete). Record the new stream to another file")
 
 
 def _write_pending(writer: Any, pending: list[dict[str, Any]], joints: int,
@@ -367,7 +417,7 @@ def _write_pending(writer: Any, pending: list[dict[str, Any]], joints: int,
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
+    print(f"posecast: {line}", file=sys.stderr)
 
 
 def _skipped_clause(stats: StreamStats) -> str:
@@ -387,6 +437,12 @@ def _warn_skipped(endpoint: str, stats: StreamStats) -> None:
     if stats.skipped:
         log.warning("skipped %d message(s) from '%s' that were not Posecast messages (%s)",
                     stats.skipped, endpoint, stats.skip_reason())
+
+
+def _warn_unrecorded(writer: Any, pending: list[dict[str, Any]]) -> None:
+    if writer is not None and pending:
+        log.warning("%d pose message(s) after the publisher restarted are not recorded: it ended "
+                    "before a meta message said they belong to the recorded stream", len(pending))
 
 
 def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamStats, endpoint: str) -> str:
@@ -410,27 +466,72 @@ def replay_clock(poses: list[dict]) -> str:
     return "t_capture"
 
 
-def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 64) -> int:
-    """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`."""
+def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 64,
+           announce: Callable[[str], None] | None = None) -> int:
+    """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
+    Every line is checked before anything is published. A signal ends it as it ends `listen`
+    (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
     from streamer.publish import Publisher
     from streamer.tracks import read_track
 
-    meta, poses = read_track(track)
-    pub = Publisher(endpoint, encoding, hwm)
-    try:
-        pub.start(meta.get("source", track.stem), meta)
-        time.sleep(0.3)    # let subscribers that connect at start-up see the first messages
-        if not poses:
-            return 0
-        clock = replay_clock(poses)
-        t0_track, t0 = poses[0][clock], time.monotonic()
-        for msg in poses:
-            due = t0 + (msg[clock] - t0_track) / speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            msg.pop("t_publish", None)
-            pub.publish(msg)
-    finally:
-        pub.close()
-    return 0
+    with StopSignals() as stop:
+        meta, poses = read_track(track)
+        _check_track(track, meta, poses)
+        sent = 0
+        pub = Publisher(endpoint, encoding, hwm)
+        try:
+            pub.start(meta.get("source", track.stem), meta)
+            # let subscribers that connect at start-up see the first messages
+            if _sleep_until(time.monotonic() + 0.3, stop) and poses:
+                clock = replay_clock(poses)
+                t0_track, t0 = poses[0][clock], time.monotonic()
+                for msg in poses:
+                    if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop):
+                        break
+                    msg.pop("t_publish", None)
+                    pub.publish(msg)
+                    sent += 1
+        finally:
+            pub.close()
+    if stop.signum is None:
+        return 0
+    with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
+        (announce or _stderr)(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} "
+                              f"pose messages")
+    return 128 + stop.signum
+
+
+def _sleep_until(due: float, stop: StopSignals) -> bool:
+    """Wait for the monotonic time `due`; False if a stop signal came first. Python resumes a
+    sleep after a signal's handler, so it sleeps in short steps to notice one."""
+    while stop.signum is None:
+        left = due - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.1))
+    return False
+
+
+def _check_track(track: Path, meta: dict[str, Any], poses: list[dict[str, Any]]) -> None:
+    """An `InputError` naming the first line that is not a usable protocol message. `read_track`
+    checks only each line's type; a replay would otherwise fail half-way, or publish messages
+    that its subscribers cannot use."""
+    problem = message_problem(meta)
+    index = 0
+    if problem is None:
+        joints = len(meta["joint_names"])
+        for index, pose in enumerate(poses, start=1):
+            problem = message_problem(pose, joints)
+            if problem is not None:
+                break
+    if problem is not None:
+        raise InputError(f"track file '{track}', line {_line_number(track, index)}: {problem} "
+                         f"(the file is corrupt or hand-edited; re-record it)")
+
+
+def _line_number(track: Path, index: int) -> int:
+    """The line number of the track's `index`-th message (0: the meta), counted as `read_track`
+    reads them: blank lines are skipped. (A file cut shorter since: its count of messages.)"""
+    with open(track, encoding="utf-8") as f:
+        lines = (number for number, line in enumerate(f, start=1) if line.strip())
+        return next(itertools.islice(lines, index, None), index + 1)

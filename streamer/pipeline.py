@@ -168,7 +168,8 @@ class Pipeline:
                     for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
                         recv, send = self.ctx.Pipe(duplex=False)
                         proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
-                                                args=(name, cls, kwargs, self.control, send, self.request.log_level))
+                                                args=(name, cls, kwargs, self.control, send, self.request.log_level,
+                                                      self.ipc_dir))
                         proc.start()
                         send.close()
                         self.procs[name] = proc

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import shutil
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from engines.errors import PosecastError
@@ -23,8 +25,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, Any], control: Control,
-               conn: Connection, log_level: int) -> None:
-    """Process entry point: build the stage, run it, tell the parent how it ended."""
+               conn: Connection, log_level: int, ipc_dir: Path | None = None) -> None:
+    """Process entry point: build the stage, run it, tell the parent how it ended. `ipc_dir`:
+    the run's socket folder, which the parent removes at the end, or this stage if it cannot."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     # The parent starts stages with these blocked (Pipeline.run): any that came while this process
@@ -47,7 +50,20 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
         code = 1
     finally:
         conn.close()
+        remove_if_orphaned(ipc_dir)
     sys.exit(code)
+
+
+def remove_if_orphaned(ipc_dir: Path | None) -> None:
+    """A parent that was killed outright cannot remove the run's socket folder
+    (Pipeline._shutdown), so each stage that outlives it does as it exits. Never while the
+    parent lives: it owns the folder, and its other stages may still bind sockets there. Once
+    gone the folder stays gone (nothing makes it again), so which stage removes it, and how
+    many try, does not matter."""
+    parent = multiprocessing.parent_process()
+    if ipc_dir is None or parent is None or parent.is_alive():
+        return
+    shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
 def _abort_if_parent_dies(control: Control) -> None:

@@ -345,6 +345,9 @@ class NpzTrackWriter(TrackWriter):
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as err:
+            # Closed all the same: a second try would fail as the first did (a full disk), and
+            # its error would be a second line about the same file.
+            self._closed = True
             raise _write_error(self.path, err) from None
         self._closed = True
 

@@ -82,6 +82,38 @@ def test_bad_track_input(posecast, clip40: Path, tmp_path: Path, case: str) -> N
     assert not (tmp_path / "t.jsonl").exists()
 
 
+@pytest.mark.parametrize("case", ["camera index", "text file as video", "rtsp refused"])
+def test_run_with_a_source_that_cannot_open_says_only_that(posecast, tmp_path: Path, case: str) -> None:
+    """`run` binds its port first (a port in use fails at once), but says it is publishing only
+    once the source is open: a bad source is one line, not 'publishing on ...' and then the error."""
+    import socket
+
+    _files(tmp_path)
+    args, mention = BAD[case]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = posecast.run(["run", args[0], "--port", str(port), "--no-progress"], timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, mention)
+    assert "publishing" not in r.stderr, r.stderr
+
+
+def test_the_summary_time_holds_all_the_inference_it_reports(posecast, clip40: Path, tmp_path: Path) -> None:
+    """The network runs one frame after another, so the run took at least the sum of its
+    per-frame inference times. A clock started after the first frames were processed (40 frames
+    fit the ring) reported '40 frames in 0.01 s' beside 9 ms a frame."""
+    import re
+
+    r = posecast.run(["track", clip40, "-o", tmp_path / "t.jsonl", "--stats", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    frames, seconds = re.search(r"(\d+) frames in ([\d.]+) s", r.stderr).groups()
+    n, mean_ms = re.search(r"^infer\.infer\s+(\d+)\s+([\d.]+)", r.stderr, re.M).groups()
+    assert int(n) == int(frames) == 40, r.stderr
+    busy_s = int(n) * float(mean_ms) / 1000.0
+    assert float(seconds) + 0.005 >= busy_s, r.stderr            # + the summary's rounding
+
+
 @pytest.mark.parametrize("args, mention", [
     (["make-clip", "c.mp4", "--size", "161x120"], "--size"),
     (["make-clip", "c.mp4", "--size", "big"], "--size"),

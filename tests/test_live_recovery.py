@@ -11,6 +11,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from conftest import as_mpegts, http_serving_live
 
 from streamer.tracks import read_track
@@ -93,3 +94,106 @@ def test_run_loop_plays_a_file_again_with_media_time_running_on(posecast, clip40
     assert len(poses) > 40                                          # past the end of the 40 frames
     media = [p["t_media"] for p in poses]
     assert all(b > a for a, b in zip(media, media[1:])), media      # the loop's time runs on
+
+
+# --- a source that comes back different ----------------------------------------------------------
+
+class _DroppingSource:
+    """A live source that gives two frames, then fails as a stream that hung up does."""
+
+    def __init__(self) -> None:
+        from streamer.sources import SourceInfo
+
+        self.info = SourceInfo("net", "tcp://x", True, 320, 240, 30.0, None)
+        self.closed = 0
+
+    def frames(self):
+        import numpy as np
+
+        from engines.errors import InputError
+        from streamer.sources import Frame
+
+        for i in range(2):
+            yield Frame(np.zeros((240, 320, 3), np.uint8), i, time.time(), i / 30)
+        raise InputError("stream tcp://x ended (the connection dropped)")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_source_back_at_another_size_ends_the_run_instead_of_being_retried() -> None:
+    """Reopening cannot make a stream that came back at another frame size fit the ring: that
+    error ends the reader (and so the run) at the first reopen, where other failures are retried."""
+    import threading
+
+    from streamer.stages.base import Control
+    from streamer.stages.capture import SourceChangedError, _NewestFrame, _Reopen
+
+    opened = []
+
+    def reopen():
+        opened.append(1)
+        raise SourceChangedError("'tcp://x' came back at 160x128, not 320x240; restart posecast to follow the new size")
+
+    control = Control(stop=threading.Event(), abort=threading.Event())
+    newest = _NewestFrame()
+    src = _DroppingSource()
+    reader = threading.Thread(target=newest.fill_from, args=(src, control, False, _Reopen(reopen, reconnect=True)))
+    reader.start()
+    reader.join(timeout=20)          # the first reopen comes after a 0.5 s wait; retries wait longer
+    still_retrying = reader.is_alive()
+    newest.quit.set()
+    reader.join(timeout=20)
+    assert not still_retrying and len(opened) == 1, "the size change was retried"
+    assert isinstance(newest.error, SourceChangedError) and "160x128, not 320x240" in str(newest.error)
+    assert newest.finished and src.closed >= 1
+
+
+def test_reopen_refuses_another_size_with_an_error_that_is_not_retried(monkeypatch) -> None:
+    from engines.errors import InputError
+    from streamer.config import load_pipeline_config
+    from streamer.stages import capture as capture_module
+    from streamer.stages.capture import CaptureStage, SourceChangedError
+
+    small = _DroppingSource()
+    small.info = type(small.info)("net", "tcp://x", True, 160, 128, 30.0, None)
+    monkeypatch.setattr(capture_module, "open_source", lambda spec, cfg: small)
+    stage = CaptureStage("tcp://x", load_pipeline_config(), "ring", None, "inproc://x",  # type: ignore[arg-type]
+                         None, None)  # type: ignore[arg-type]
+    with pytest.raises(SourceChangedError, match=r"came back at 160x128, not 320x240; restart posecast") as err:
+        stage._reopen((240, 320))
+    assert isinstance(err.value, InputError) and err.value.exit_code == 2 and small.closed == 1
+
+
+def test_a_stream_back_at_another_size_ends_with_one_line_and_exit_2(posecast, clip40: Path, clip90: Path) -> None:
+    # The stream is 320x240 until it drops; it comes back at 160x120.
+    import http.server
+
+    from conftest import _serving
+
+    first, later = as_mpegts(clip90, posecast.cwd / "a.ts"), as_mpegts(clip40, posecast.cwd / "b.ts")
+    served = []
+
+    class Changing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            self.wfile.write(later if served else first)
+            served.append(1)
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    out = posecast.cwd / "live.jsonl"
+    with _serving(Changing) as port:
+        r = posecast.run(["run", f"http://127.0.0.1:{port}/live.ts", "--port", _free_port(), "-o", out,
+                          "--min-score", "0", "--no-progress"], timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "still cannot reopen" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("posecast: error:") and "came back at 160x120, not 320x240" in last, r.stderr
+    assert sum(line.startswith("posecast: error:") for line in r.stderr.splitlines()) == 1, r.stderr
+    _, poses = read_track(out)                         # what came before the drop is kept
+    assert poses and [p["seq"] for p in poses] == list(range(len(poses)))

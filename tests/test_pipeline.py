@@ -467,8 +467,9 @@ def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path)
         lines = track.read_text().split("\n")[:-1]
         assert 6 <= len(lines) < 550, "the stages ran on after their parent died"
         assert all(json.loads(line) for line in lines)
-        # The parent cannot clean up after itself: its socket folder stays (in the run's own
-        # TMPDIR, removed below); the ring goes with the resource tracker; no process remains.
+        # The parent cannot clean up after itself: the stages remove its socket folder (see
+        # test_killed_parent_leaves_no_socket_folder); the ring goes with the resource tracker;
+        # no process remains.
         deadline = time.monotonic() + 10
         while posecast.survivors(proc) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -607,3 +608,45 @@ def test_a_live_capture_waits_for_the_stages_after_it(ending: str | None) -> Non
     finally:
         later.cancel()
     assert not control.ready.acquire(timeout=0)     # nothing left over for a later wait
+
+
+def test_killed_parent_leaves_no_socket_folder(posecast, clip600: Path, tmp_path: Path) -> None:
+    """The parent removes the socket folder at the end of a run; one killed outright cannot, so
+    the stages that outlive it do as they exit."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    try:
+        stages = list(stage_processes(proc).values())
+        wait_for_lines(track, 6, proc)
+        folders = list(Path(proc.posecast_tmpdir).glob("posecast-*"))
+        assert len(folders) == 1 and (folders[0] / "output.sock").exists()   # the run's, in use
+        proc.kill()
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(stages, timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+        assert not folders[0].exists(), sorted(p.name for p in folders[0].iterdir())
+    finally:
+        for p in posecast.survivors(proc):
+            p.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+        shutil.rmtree(proc.posecast_tmpdir, ignore_errors=True)
+
+
+def _remove_from_a_child(folder: str) -> None:
+    from streamer.process import remove_if_orphaned
+
+    remove_if_orphaned(Path(folder))
+
+
+def test_a_stage_leaves_the_socket_folder_to_a_living_parent(tmp_path: Path) -> None:
+    # Only an orphaned stage removes it: with the parent alive, other stages may still bind there.
+    import multiprocessing
+
+    folder = tmp_path / "posecast-x"
+    folder.mkdir()
+    child = multiprocessing.get_context("spawn").Process(target=_remove_from_a_child, args=(str(folder),))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and folder.is_dir()

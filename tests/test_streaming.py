@@ -537,8 +537,8 @@ def test_run_plays_a_file_in_real_time_and_publishes_what_it_records(posecast, c
     assert f"publishing on {endpoint(port)}" in r.stderr
     assert frames + dropped == LIVE_FRAMES
     duration = LIVE_FRAMES / LIVE_FPS
-    # The summary's clock starts when the output stage hears of the input: a little after the
-    # first frame was read. The frames' own capture times below are the exact pace check.
+    # The summary's clock starts as the output stage lets the capture read: just before the first
+    # frame. The frames' own capture times below are the exact pace check.
     assert wall >= 0.8 * duration and seconds >= 0.6 * duration
 
     meta, poses = read_track(track)
@@ -795,3 +795,143 @@ def test_listen_under_nohup_outlives_a_hangup(posecast) -> None:
     r = posecast.finish(proc, timeout=60)
     assert r.returncode == 2, r.stderr                  # it ran to its --timeout
     assert "no pose messages" in one_error_line(r.stderr)
+
+
+# --- replay refuses a malformed track; ends on a signal; listen records one stream only ---------
+
+def _bad_pose(kind: str) -> dict[str, Any]:
+    if kind == "no t_capture":
+        return {"type": "pose", "seq": 0}
+    pose = sample_pose(0, t_capture=1_700_000_000.0)
+    pose.update({"t_capture": "x"} if kind == "t_capture text" else {"t_media": "abc"})
+    return pose
+
+
+@pytest.mark.parametrize("kind", ["no t_capture", "t_capture text", "t_media text"])
+def test_replay_names_the_malformed_line_before_publishing(tmp_path: Path, capsys, kind: str) -> None:
+    # Line 5 (a blank line counts, as read_track counts it): KeyError or TypeError with a traceback
+    # before, or published as it was. Now one line, exit 2, and nothing published: the check comes
+    # before the port is even bound, so a port in use goes unmentioned.
+    from streamer.cli import main
+
+    track = tmp_path / "t.jsonl"
+    good = [sample_pose(i, t_capture=1_700_000_000.0 + i / 30) for i in range(2)]
+    lines = [json.dumps(m) for m in [sample_meta(), *good]] + ["", json.dumps(_bad_pose(kind))]
+    track.write_text("\n".join(lines) + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        rc = main(["replay", str(track), "--port", str(s.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = one_error_line(err)
+    assert f"track file '{track}', line 5: a pose message " in line and "already in use" not in line
+
+
+def test_sigterm_ends_replay_with_one_line(posecast, tmp_path: Path) -> None:
+    # replay had no handler: SIGTERM killed it silently (-15). Now it stops as listen does.
+    track = tmp_path / "cam.jsonl"
+    write_sample_track(track, frames=200, fps=20.0)        # 10 s: the signal comes long before the end
+    port = free_port()
+    with Collector(port) as c:
+        player = posecast.start(["replay", track, "--port", port])
+        assert len(c.wait_poses(5, timeout=30)) >= 1, "the replay did not get going"
+        player.send_signal(signal.SIGTERM)
+        r = posecast.finish(player, timeout=30)
+    assert r.returncode == 143, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"posecast: interrupted \(SIGTERM\) after publishing \d+ of 200 pose messages", last), r.stderr
+
+
+class Restarter:
+    """A publisher on `port` that runs twice, as one restarted on the same address: each run binds,
+    waits for the subscriber, sends its meta and then poses numbered from 0 (raw XPUB sockets,
+    so that nothing is sent before the subscriber is there). `early`: the second run's first
+    pose comes before its meta, as ZeroMQ may deliver them when a subscription arrives between
+    the two."""
+
+    def __init__(self, port: int, metas: list[dict[str, Any]], poses: int, early: bool = False) -> None:
+        self.port, self.metas, self.poses, self.early = port, metas, poses, early
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Restarter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        try:
+            for run, meta in enumerate(self.metas):
+                xpub = ctx.socket(zmq.XPUB)
+                xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+                deadline = time.monotonic() + 20
+                while True:
+                    # The first run's socket lets go of the port asynchronously after its close.
+                    try:
+                        xpub.bind(endpoint(self.port))
+                        break
+                    except zmq.ZMQError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                wanted = {b"\x01meta.", b"\x01pose."}
+                while wanted and time.monotonic() < deadline:
+                    if xpub.poll(100):
+                        wanted.discard(xpub.recv())
+                messages = [(b"meta.cam", meta), *((b"pose.cam", sample_pose(i)) for i in range(self.poses))]
+                if self.early and run > 0:
+                    messages[:2] = messages[1::-1]
+                for topic, msg in messages:
+                    xpub.send_multipart([topic, encode(msg, "msgpack")])
+                    time.sleep(0.01)
+                xpub.close(linger=2000)
+        finally:
+            ctx.term()
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["meta first", "pose first"])
+def test_listen_stops_recording_when_the_stream_changes(tmp_path: Path, early: bool) -> None:
+    # A publisher restarted with another source and axes: its poses were appended under the first
+    # meta. Now the recording stops there, complete, and the one error line says why.
+    from streamer.listen import listen
+
+    first = sample_meta("cam")
+    other = {**sample_meta("cam"), "source": "walk", "axes": {**first["axes"], "frame": "unity"}}
+    port, rec = free_port(), tmp_path / "rec.jsonl"
+    with Restarter(port, [first, other], poses=10, early=early):
+        with pytest.raises(PosecastError) as exc:
+            listen(endpoint(port), "pose.", rec, None, 20.0, False, out=open(os.devnull, "w"))
+    message = str(exc.value)
+    assert exc.value.exit_code == 2 and "\n" not in message
+    assert "changed its stream" in message and "source \"cam\" -> \"walk\"" in message
+    assert "axes \"camera\" -> \"unity\"" in message and f"'{rec}' holds the 10 pose messages" in message
+    meta, poses = read_track(rec)
+    assert meta == first and [p["seq"] for p in poses] == list(range(10))
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["meta first", "pose first"])
+def test_listen_records_on_through_a_restart_of_the_same_stream(tmp_path: Path, early: bool) -> None:
+    # The same meta again (re-sent, or the same source restarted) is the same stream: no stop,
+    # and the restarted run's poses (seq from 0 again) are recorded after the first run's.
+    from streamer.listen import listen
+
+    port, rec = free_port(), tmp_path / "rec.jsonl"
+    with Restarter(port, [sample_meta("cam"), sample_meta("cam")], poses=10, early=early):
+        rc = listen(endpoint(port), "pose.", rec, 20, 20.0, False, out=open(os.devnull, "w"))
+    assert rc == 0
+    meta, poses = read_track(rec)
+    assert meta == sample_meta("cam") and [p["seq"] for p in poses] == [*range(10), *range(10)]
+
+
+def test_meta_change_ignores_clock_fields_and_names_what_changed() -> None:
+    from streamer.listen import meta_change
+
+    meta = sample_meta("cam")
+    assert meta_change(meta, json.loads(json.dumps(meta))) is None
+    assert meta_change(meta, {**meta, "t_publish": 5.0}) is None
+    assert meta_change(meta, {**meta, "image_size": [640, 480]}) == "image_size [320, 240] -> [640, 480]"
+    assert meta_change(meta, {**meta, "joint_names": ["a"] * 17}) == "joint_names"

@@ -395,6 +395,26 @@ def test_npz_with_no_frames(tmp_path: Path) -> None:
         assert z["joints_3d"].shape == (0, J, 3)
 
 
+def test_an_npz_the_disk_cannot_take_fails_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`close` is called on the input's end and again on the stage's way out: a full disk is one
+    error, not a second one (or a warning) about the same file."""
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    path = tmp_path / "t.npz"
+    path.write_bytes(b"old")
+    writer = open_track_writer(path, META)
+    for f in make_frames(3):
+        writer.write(f)
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(InputError, match="No space left on device .*free some disk space"):
+        writer.close()
+    writer.close()                                     # done: nothing more to say
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["t.npz"]
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(make_frames(1)[0])
+
+
 # --- opening --------------------------------------------------------------------------------
 
 def test_unknown_extension(tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ class Control:
     """`stop`: finish what is in flight and end (Ctrl-C, a graceful request).
     `abort`: end now (another stage failed).
     `ready`: released once by each stage after the capture when it is ready for frames (the
-    network loaded, the outputs open). A live source starts reading once all are, so that the
-    frames it drops are the ones the stages could not keep up with, not those of their start
-    (and a file played live loses none of its first frames)."""
+    network loaded, the outputs open). Every source starts reading once all are: a live one so
+    that the frames it drops are the ones the stages could not keep up with, not those of their
+    start (and a file played live loses none of its first frames); a file so that the run's clock
+    (the output stage's) holds every frame's whole way through."""
 
     stop: Event
     abort: Event

@@ -4,7 +4,8 @@ File sources (videos, image folders) apply backpressure: the stage waits for a f
 frame gets exactly one result, in order. Live sources (cameras, streams) are read by a thread that
 always keeps the newest frame; when a slot frees, the newest frame is the one that goes, and the
 frames it replaced are counted as dropped. Latency stays bounded by the ring's few live slots
-instead of growing with a queue.
+instead of growing with a queue. Either kind is read only once every stage after this one is
+ready (Control.ready).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from streamer.sources import Frame, Source, open_source
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
+
+
+class SourceChangedError(InputError):
+    """A source that came back, but not as the run knows it (another frame size): reopening it
+    again cannot help, so the run ends instead of retrying."""
 
 
 class CaptureStage:
@@ -72,7 +78,9 @@ class CaptureStage:
                 loop = self._live if info.live else self._file
                 self.paced = self.realtime and not src.info.live
                 try:
-                    reason = loop(src, ring, out)
+                    # A file waits for the stages too: frames read ahead while the network loads
+                    # would be processed before the run's clock (the output stage's) starts.
+                    reason = self._wait_for_stages() or loop(src, ring, out)
                 except PosecastError as exc:
                     # The source failed mid-run (a stream dropped, a camera was unplugged): end the
                     # input here so every frame already captured is still processed and written,
@@ -129,8 +137,8 @@ class CaptureStage:
         src = open_source(self.source_spec, self.config.source)
         if (src.info.height, src.info.width) != shape:
             src.close()
-            raise InputError(f"'{self.source_spec}' came back at {src.info.width}x{src.info.height}, not "
-                             f"{shape[1]}x{shape[0]}; restart posecast to follow the new size")
+            raise SourceChangedError(f"'{self.source_spec}' came back at {src.info.width}x{src.info.height}, "
+                                     f"not {shape[1]}x{shape[0]}; restart posecast to follow the new size")
         return src
 
     def _wait_for_stages(self) -> str | None:
@@ -147,9 +155,6 @@ class CaptureStage:
         return None
 
     def _live(self, src: Source, ring: FrameRing, out: Outbox) -> str:
-        ended = self._wait_for_stages()
-        if ended is not None:
-            return ended
         newest = _NewestFrame()
         cfg = self.config.source
         policy = _Reopen(opener=lambda: self._reopen((src.info.height, src.info.width)),
@@ -228,8 +233,8 @@ class _NewestFrame:
                     if not reopen.reconnect or self._stopping(control):
                         raise
                     log.warning("%s; reconnecting", exc)
-                    fresh = self._reconnect(current, src, reopen, control)
-                    current = src          # closed by _reconnect; nothing else of ours is open
+                    dropped, current = current, src    # closed by _reconnect; nothing else of ours is open
+                    fresh = self._reconnect(dropped, src, reopen, control)
                     if fresh is None:
                         return
                     current = fresh
@@ -267,6 +272,8 @@ class _NewestFrame:
                 return None
             try:
                 fresh = reopen.opener()
+            except SourceChangedError:
+                raise                     # it will not change back by itself
             except PosecastError as exc:
                 wait = min(wait * 2.0, reopen.max_wait_s)
                 log.warning("still cannot reopen the source (%s); next try in %.1f s", exc, wait)

@@ -79,10 +79,10 @@ class OutputStage:
 
         publisher = None
         if self.publish_config.enabled:
-            # Bound before anything else, so a port in use fails the run at once.
+            # Bound before anything else, so a port in use fails the run at once; announced only
+            # once the source is open (START), so a source that cannot be opened is the one line.
             publisher = Publisher(self.publish_config.endpoint, self.publish_config.encoding,
                                   self.publish_config.hwm, self.publish_config.meta_interval_s)
-            self.reporter.send("publishing", publisher.endpoint)
         ctx = zmq.Context()
         inbox = Inbox(ctx, self.in_endpoint)
         writers: list[Any] = []
@@ -106,6 +106,7 @@ class OutputStage:
             writers = [open_track_writer(p, meta) for p in self.track_paths]
             if publisher is not None:
                 publisher.start(info["name"], meta)
+                self.reporter.send("publishing", publisher.endpoint)
             note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
             if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
@@ -117,8 +118,10 @@ class OutputStage:
                 self.preview = PreviewWindow(info["name"], info["width"], info["height"])
                 self.preview_note = note
             bar = self._progress_bar(info)
-            self.control.mark_ready()
+            # The run's clock starts before the capture is told to read (it waits for every
+            # stage's mark_ready), so it covers every frame's whole way through the pipeline.
             t_first = time.perf_counter()
+            self.control.mark_ready()
             while not self.control.abort.is_set():
                 msg = inbox.recv(POLL_MS)
                 if msg is None:
@@ -129,10 +132,11 @@ class OutputStage:
                     if bar is not None:
                         bar.update(1)
                 elif kind == END:
-                    for w in writers:
-                        w.close()
-                    if overlay is not None:
-                        overlay.close()
+                    # Finished before the summary, and taken off the closers in `finally`, so
+                    # that a file that cannot be finished (a full disk) is reported once.
+                    finishing = [w.close for w in writers] + ([overlay.close] if overlay is not None else [])
+                    writers, overlay = [], None
+                    close_all(finishing)
                     self.reporter.send("summary", self._summary(body, time.perf_counter() - t_first))
                     return
         finally:

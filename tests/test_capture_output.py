@@ -1,0 +1,210 @@
+"""The capture and output stages run in this process, fed and read by the test: when a file starts
+being read, when the publishing endpoint is announced, and how a file that cannot be finished is
+reported. No timing is asserted."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engines.errors import InputError
+from engines.model_file import default_model_config
+from streamer.channels import Inbox, Outbox
+from streamer.config import load_pipeline_config
+from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacket
+from streamer.ring import unlink_ring
+from streamer.sources import SourceInfo
+from streamer.stages.base import Control, Reporter
+
+WAIT_MS = 30_000          # generous: only a broken stage takes this long
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    """An ipc:// endpoint in a short folder (Unix socket paths must stay short)."""
+    folder = tempfile.mkdtemp(prefix="pcs")
+    yield f"ipc://{folder}/s"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _control() -> Control:
+    return Control(stop=threading.Event(), abort=threading.Event(), ready=threading.Semaphore(0))
+
+
+class _Reports:
+    """Stands in for the pipe to the parent: keeps what a stage reports, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def send(self, report: tuple[str, str, Any]) -> None:
+        self.sent.append(report)
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.sent]
+
+
+class _Running:
+    """`stage.run()` on a thread; what it raised, if anything."""
+
+    def __init__(self, stage: Any) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(stage,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stage: Any) -> None:
+        try:
+            stage.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def join(self) -> None:
+        self.thread.join(timeout=WAIT_MS / 1000)
+        assert not self.thread.is_alive(), "the stage did not end"
+
+
+def _recv(inbox: Inbox, kind: str) -> dict[str, Any]:
+    msg = inbox.recv(WAIT_MS)
+    assert msg is not None and msg[0] == kind, msg
+    return msg[1]
+
+
+# --- capture --------------------------------------------------------------------------------
+
+def test_a_file_is_read_only_once_the_stages_after_it_are_ready(clip40: Path, endpoint: str) -> None:
+    """Frames read while the network loads would be processed before the run's clock starts (the
+    output stage's, once it is ready), and a short file's summary would claim thousands of frames
+    a second. So a file, as a live source, is read only once every stage after it is ready."""
+    from streamer.stages.capture import CaptureStage
+
+    ring = f"posecast-test-{os.getpid()}-{secrets.token_hex(4)}"
+    control = _control()
+    ctx = zmq.Context()
+    inbox = Inbox(ctx, endpoint)
+    capture = CaptureStage(str(clip40), load_pipeline_config(), ring, threading.Semaphore(0), endpoint, control,
+                           Reporter("capture", None), stages_after=3)
+    running = _Running(capture)
+    try:
+        assert not _recv(inbox, START)["info"]["live"]        # open, its ring sized
+        control.mark_ready()
+        control.mark_ready()                                   # two of three stages ready
+        assert inbox.recv(500) is None, "a frame was read before every stage was ready"
+        control.mark_ready()
+        assert _recv(inbox, FRAME)["seq"] == 0
+    finally:
+        control.abort.set()
+        running.join()
+        inbox.close()
+        ctx.term()
+        unlink_ring(ring)
+    assert running.error is None
+
+
+# --- output ---------------------------------------------------------------------------------
+
+INFO = SourceInfo("clip", "clip.mp4", False, 160, 120, 30.0, 3)
+
+
+def _output_stage(endpoint: str, control: Control, reports: _Reports, tracks: list[Path] = (),
+                  publish: bool = False) -> Any:
+    from streamer.stages.output import OutputStage
+
+    config = load_pipeline_config()
+    publish_config = dataclasses.replace(config.publish, enabled=publish, bind="127.0.0.1", port=0)
+    return OutputStage(default_model_config(), {"name": "test", "trained": True}, list(tracks), None,
+                       publish_config, config.coordinates, threading.Semaphore(0), endpoint, control,
+                       Reporter("output", reports), progress=False)  # type: ignore[arg-type]
+
+
+def _start() -> dict[str, Any]:
+    ring = {"name": "unused", "slots": 4, "height": INFO.height, "width": INFO.width}
+    return {"info": asdict(INFO), "ring": ring, "backend": "test"}
+
+
+def _result(seq: int) -> dict[str, Any]:
+    mc = default_model_config()
+    j, r = mc.skeleton.num_joints, len(mc.roots)
+    rng = np.random.default_rng(seq)
+    frame = FramePacket(seq, 0, INFO.height, INFO.width, 1.7e9 + seq / 30, seq / 30, 1.0)
+    return ResultPacket(frame, True, 0.9, rng.uniform(10, 100, (j, 2)), np.full(j, 0.8), np.zeros((r, j, 3)),
+                        rng.normal(0, 0.3, (j, 3)), np.array([0.0, 0.0, 3.0]), track=0).to_dict()
+
+
+def _end(frames: int) -> dict[str, Any]:
+    return {"reason": "end of input", "frames": frames, "dropped": 0, "corrupt": 0, "reconnects": 0, "timings": {}}
+
+
+def test_no_endpoint_is_announced_for_a_source_that_never_opened(endpoint: str) -> None:
+    """The capture could not open its source (a camera that is not there): the run is aborted
+    before any START, and its one line is that error, not 'publishing on ...' first."""
+    control, reports = _control(), _Reports()
+    control.abort.set()
+    running = _Running(_output_stage(endpoint, control, reports, publish=True))
+    running.join()
+    assert running.error is None and "publishing" not in reports.kinds()
+
+
+def test_the_endpoint_is_announced_once_the_source_is_open(endpoint: str) -> None:
+    control, reports = _control(), _Reports()
+    ctx = zmq.Context()
+    upstream = Outbox(ctx, endpoint)
+    running = _Running(_output_stage(endpoint, control, reports, publish=True))
+    try:
+        upstream.send(START, _start())
+        assert control.ready.acquire(timeout=WAIT_MS / 1000)          # ready for frames
+        assert "publishing" in reports.kinds()                         # announced by then
+        upstream.send(END, _end(0))
+        running.join()
+    finally:
+        control.abort.set()
+        running.join()
+        upstream.close(linger_ms=0)
+        ctx.term()
+    assert running.error is None
+    announced = [payload for kind, _, payload in reports.sent if kind == "publishing"]
+    assert len(announced) == 1 and announced[0].startswith("tcp://127.0.0.1:")
+    assert reports.kinds().index("publishing") < reports.kinds().index("summary")
+
+
+def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An .npz is written at the input's end; on a full disk that fails, and the stage's error is
+    that one line: no warning about the same file from the closing on the way out."""
+    def full(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    control, reports = _control(), _Reports()
+    ctx = zmq.Context()
+    upstream = Outbox(ctx, endpoint)
+    jsonl, npz = tmp_path / "t.jsonl", tmp_path / "t.npz"
+    running = _Running(_output_stage(endpoint, control, reports, tracks=[jsonl, npz]))
+    try:
+        upstream.send(START, _start())
+        for seq in range(3):
+            upstream.send(RESULT, _result(seq))
+        upstream.send(END, _end(3))
+        running.join()
+    finally:
+        control.abort.set()
+        running.join()
+        upstream.close(linger_ms=0)
+        ctx.term()
+    assert isinstance(running.error, InputError)
+    assert f"cannot write track file '{npz}': No space left on device" in str(running.error)
+    assert "while closing" not in capsys.readouterr().err
+    assert "summary" not in reports.kinds()
+    assert jsonl.read_text().count("\n") == 1 + 3 and not npz.exists()   # the other file is whole
