@@ -270,13 +270,25 @@ class Pipeline:
             if self.result.error is None:
                 how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
                 self.result.error = f"the {name} stage {how}; the run was stopped"
-                lost = [p.name for p in self.request.tracks if p.suffix.lower() == ".npz"]
-                if name == "output" and lost:
-                    # .npz files are written whole at the end, by the stage that was killed.
-                    self.result.error += (f"; {', '.join(lost)} could not be written (an .npz is written at the "
-                                          "end of a run: use .jsonl or .csv for a track that survives a crash)")
+                if name == "output":
+                    self.result.error += self._lost_with_the_output_stage()
                 self.result.error_stage = name
                 self.result.exit_code = EXIT_FAILED
+
+    def _lost_with_the_output_stage(self) -> str:
+        """What a killed output stage could not finish, for its error line. An .npz is written
+        whole at the end; an overlay video gets its index at the end, and without one no player
+        opens it, so the unfinished file is removed rather than left looking like a video."""
+        lost = [p.name for p in self.request.tracks if p.suffix.lower() == ".npz"]
+        clause = ""
+        if lost:
+            clause += (f"; {', '.join(lost)} could not be written (an .npz is written at the end of a run: use "
+                       ".jsonl or .csv for a track that survives a crash)")
+        overlay = self.request.overlay
+        if overlay is not None and overlay.is_file():
+            overlay.unlink(missing_ok=True)
+            clause += f"; the overlay video {overlay.name} was unfinished and no player could open it, so it was removed"
+        return clause
 
     def _shutdown(self) -> None:
         for name, proc in self.procs.items():

@@ -435,10 +435,11 @@ def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, sta
     assert_contiguous(poses)
 
 
-def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tmp_path: Path) -> None:
-    track, arrays = tmp_path / "t.jsonl", tmp_path / "t.npz"
-    proc = posecast.start(["track", clip600, "-o", track, "-o", arrays, "--batch-size", "1", "--min-score", "0"],
-                          start_new_session=True)
+@pytest.mark.parametrize("overlay", [False, True], ids=["tracks", "tracks and overlay"])
+def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tmp_path: Path, overlay: bool) -> None:
+    track, arrays, video = tmp_path / "t.jsonl", tmp_path / "t.npz", tmp_path / "t.mp4"
+    proc = posecast.start(["track", clip600, "-o", track, "-o", arrays, "--batch-size", "1", "--min-score", "0",
+                           *(["--overlay", video] if overlay else [])], start_new_session=True)
     stages = stage_processes(proc)
     wait_for_lines(track, 6, proc)
     stages["output"].send_signal(signal.SIGKILL)
@@ -446,8 +447,10 @@ def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tm
     assert r.returncode == 1, r.stderr
     assert error_lines(r.stderr) == [
         "posecast: error: the output stage was killed by signal 9; the run was stopped; t.npz could not be "
-        "written (an .npz is written at the end of a run: use .jsonl or .csv for a track that survives a crash)"]
-    assert not arrays.exists()
+        "written (an .npz is written at the end of a run: use .jsonl or .csv for a track that survives a crash)"
+        + ("; the overlay video t.mp4 was unfinished and no player could open it, so it was removed" if overlay
+           else "")]
+    assert not arrays.exists() and not video.exists()
 
 
 def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path) -> None:
