@@ -4,6 +4,7 @@ reported. No timing is asserted."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -156,22 +157,31 @@ def test_no_endpoint_is_announced_for_a_source_that_never_opened(endpoint: str) 
     assert running.error is None and "publishing" not in reports.kinds()
 
 
-def test_the_endpoint_is_announced_once_the_source_is_open(endpoint: str) -> None:
-    control, reports = _control(), _Reports()
+@contextlib.contextmanager
+def _fed_output_stage(endpoint: str, control: Control, reports: _Reports,
+                      **stage: Any) -> Iterator[tuple[Outbox, _Running]]:
+    """An output stage running in a thread, and the socket that feeds it as the align stage
+    would; stopped and closed whatever the test did."""
     ctx = zmq.Context()
     upstream = Outbox(ctx, endpoint)
-    running = _Running(_output_stage(endpoint, control, reports, publish=True))
+    running = _Running(_output_stage(endpoint, control, reports, **stage))
     try:
-        upstream.send(START, _start())
-        assert control.ready.acquire(timeout=WAIT_MS / 1000)          # ready for frames
-        assert "publishing" in reports.kinds()                         # announced by then
-        upstream.send(END, _end(0))
-        running.join()
+        yield upstream, running
     finally:
         control.abort.set()
         running.join()
         upstream.close(linger_ms=0)
         ctx.term()
+
+
+def test_the_endpoint_is_announced_once_the_source_is_open(endpoint: str) -> None:
+    control, reports = _control(), _Reports()
+    with _fed_output_stage(endpoint, control, reports, publish=True) as (upstream, running):
+        upstream.send(START, _start())
+        assert control.ready.acquire(timeout=WAIT_MS / 1000)          # ready for frames
+        assert "publishing" in reports.kinds()                         # announced by then
+        upstream.send(END, _end(0))
+        running.join()
     assert running.error is None
     announced = [payload for kind, _, payload in reports.sent if kind == "publishing"]
     assert len(announced) == 1 and announced[0].startswith("tcp://127.0.0.1:")
@@ -188,21 +198,13 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
 
     monkeypatch.setattr(np, "savez", full)
     control, reports = _control(), _Reports()
-    ctx = zmq.Context()
-    upstream = Outbox(ctx, endpoint)
     jsonl, npz = tmp_path / "t.jsonl", tmp_path / "t.npz"
-    running = _Running(_output_stage(endpoint, control, reports, tracks=[jsonl, npz]))
-    try:
+    with _fed_output_stage(endpoint, control, reports, tracks=[jsonl, npz]) as (upstream, running):
         upstream.send(START, _start())
         for seq in range(3):
             upstream.send(RESULT, _result(seq))
         upstream.send(END, _end(3))
         running.join()
-    finally:
-        control.abort.set()
-        running.join()
-        upstream.close(linger_ms=0)
-        ctx.term()
     assert isinstance(running.error, InputError)
     assert f"cannot write track file '{npz}': No space left on device" in str(running.error)
     assert "while closing" not in capsys.readouterr().err

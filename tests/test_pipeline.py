@@ -456,23 +456,25 @@ def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tm
 def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path) -> None:
     """SIGKILL (or the OOM killer) on the parent: nobody is left to abort the run, so each stage
     watches for its parent's death and stops by itself instead of running on alone (to the end
-    of the file here; forever on a camera)."""
+    of the file here; forever on a camera). Nor can the parent remove the run's socket folder
+    as it does at the end of a run: the stages that outlive it do as they exit."""
     track = tmp_path / "t.jsonl"
     proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
                           start_new_session=True)
     try:
         stages = list(stage_processes(proc).values())
         wait_for_lines(track, 6, proc)
+        folders = list(Path(proc.posecast_tmpdir).glob("posecast-*"))
+        assert len(folders) == 1 and (folders[0] / "output.sock").exists()   # the run's, in use
         proc.kill()
         proc.wait(timeout=10)
         gone, alive = psutil.wait_procs(stages, timeout=15)
         assert not alive, [p.cmdline() for p in alive]
+        assert not folders[0].exists(), sorted(p.name for p in folders[0].iterdir())
         lines = track.read_text().split("\n")[:-1]
         assert 6 <= len(lines) < 550, "the stages ran on after their parent died"
         assert all(json.loads(line) for line in lines)
-        # The parent cannot clean up after itself: the stages remove its socket folder (see
-        # test_killed_parent_leaves_no_socket_folder); the ring goes with the resource tracker;
-        # no process remains.
+        # The ring goes with the resource tracker; no process remains.
         deadline = time.monotonic() + 10
         while posecast.survivors(proc) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -611,30 +613,6 @@ def test_a_live_capture_waits_for_the_stages_after_it(ending: str | None) -> Non
     finally:
         later.cancel()
     assert not control.ready.acquire(timeout=0)     # nothing left over for a later wait
-
-
-def test_killed_parent_leaves_no_socket_folder(posecast, clip600: Path, tmp_path: Path) -> None:
-    """The parent removes the socket folder at the end of a run; one killed outright cannot, so
-    the stages that outlive it do as they exit."""
-    track = tmp_path / "t.jsonl"
-    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
-                          start_new_session=True)
-    try:
-        stages = list(stage_processes(proc).values())
-        wait_for_lines(track, 6, proc)
-        folders = list(Path(proc.posecast_tmpdir).glob("posecast-*"))
-        assert len(folders) == 1 and (folders[0] / "output.sock").exists()   # the run's, in use
-        proc.kill()
-        proc.wait(timeout=10)
-        gone, alive = psutil.wait_procs(stages, timeout=15)
-        assert not alive, [p.cmdline() for p in alive]
-        assert not folders[0].exists(), sorted(p.name for p in folders[0].iterdir())
-    finally:
-        for p in posecast.survivors(proc):
-            p.kill()
-        proc.stdout.close()
-        proc.stderr.close()
-        shutil.rmtree(proc.posecast_tmpdir, ignore_errors=True)
 
 
 def _remove_from_a_child(folder: str) -> None:
