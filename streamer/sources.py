@@ -160,7 +160,6 @@ class _AVSource(Source):
         self._closed = False
         self._resized = False                  # warned of a mid-stream size change
         self._quarter_turns = 0                # counterclockwise, applied to every frame
-        self._turned: np.ndarray | None = None  # the turned picture, reused frame after frame
         try:
             if not container.streams.video:
                 raise InputError(
@@ -309,15 +308,11 @@ class _AVSource(Source):
         return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media)
 
     def _turn(self, image: np.ndarray) -> np.ndarray:
-        # Into a buffer of our own: the ring's copy of a turned view (np.rot90) goes element by
-        # element, about 7 times slower than cv2.rotate at 1080p. Frame.image is valid until the
-        # next read, so the buffer is reused.
-        h, w = image.shape[:2]
-        shape = (w, h, 3) if self._quarter_turns % 2 else (h, w, 3)
-        if self._turned is None or self._turned.shape != shape:
-            self._turned = np.empty(shape, np.uint8)
-        cv2.rotate(image, _CV2_TURNS[self._quarter_turns], dst=self._turned)
-        return self._turned
+        # A new array each frame, as decoding gives: a live reader thread decodes the next frame
+        # while the capture still copies this one, so a reused buffer would be overwritten under
+        # it. (Not np.rot90's view: the ring's copy of it goes element by element, about 7 times
+        # slower than cv2.rotate at 1080p.)
+        return cv2.rotate(image, _CV2_TURNS[self._quarter_turns])
 
     def _on_end(self, yielded: int) -> None:
         """The demuxer reached the end of the input."""

@@ -237,6 +237,25 @@ def test_a_phone_clips_rotation_metadata_turns_its_frames_upright(tmp_path: Path
     assert brightest == corner
 
 
+def test_a_turned_frame_keeps_its_picture_after_the_next_is_read(tmp_path: Path) -> None:
+    """A live reader thread decodes the next frame while the capture still copies this one: each
+    turned frame must own its pixels, not share a buffer the next one is turned into."""
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.set_display_rotation(270)
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 + 50 * i, np.uint8), format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    src = VideoFileSource(path)
+    kept = [f.image for f in src.frames()]          # no copies: as the live reader hands them over
+    src.close()
+    assert [round(float(img.mean()) / 10) * 10 for img in kept] == [40, 90, 140, 190]
+
+
 def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:
     path = tmp_path / "stub.mp4"
     path.write_bytes(clip.read_bytes()[:200])
