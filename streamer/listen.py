@@ -531,7 +531,11 @@ def _check_track(track: Path, meta: dict[str, Any], poses: list[dict[str, Any]])
 
 def _line_number(track: Path, index: int) -> int:
     """The line number of the track's `index`-th message (0: the meta), counted as `read_track`
-    reads them: blank lines are skipped. (A file cut shorter since: its count of messages.)"""
+    reads them: blank lines are skipped. (A file cut shorter since: its count of messages. A
+    named pipe cannot be read twice: the count of messages, which is the line number where the
+    file has no blank lines.)"""
+    if not track.is_file():
+        return index + 1
     with open(track, encoding="utf-8") as f:
         lines = (number for number, line in enumerate(f, start=1) if line.strip())
         return next(itertools.islice(lines, index, None), index + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -156,6 +157,8 @@ class OverlayWriter:
     def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
                  skeleton: Skeleton = H36M17, min_conf: float = 0.0, note: str | None = None) -> None:
         self.path = Path(path)
+        # What a failed video is removed as: through a symbolic link, the file it names.
+        self._file = Path(os.path.realpath(self.path))
         self.note = note
         if width < 1 or height < 1:
             raise ValueError(f"overlay video size must be positive (got {width}x{height})")
@@ -193,7 +196,7 @@ class OverlayWriter:
         try:
             return av.open(str(self.path), mode="w")
         except ValueError:
-            self.path.unlink(missing_ok=True)
+            self._file.unlink(missing_ok=True)
             raise InputError(f"cannot tell the video format of overlay video '{self.path}' from its "
                              f"extension (use .mp4)") from None
         except (av.FFmpegError, OSError) as err:
@@ -244,7 +247,7 @@ class OverlayWriter:
                 self._container.close()
             except (av.FFmpegError, OSError):
                 pass
-            self.path.unlink(missing_ok=True)
+            self._file.unlink(missing_ok=True)
             log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
             return
         failed: BaseException | None = None
@@ -259,7 +262,7 @@ class OverlayWriter:
             failed = failed or err
         if failed is not None:
             # Without its index the file plays nowhere: remove it rather than leave a broken video.
-            self.path.unlink(missing_ok=True)
+            self._file.unlink(missing_ok=True)
             raise InputError(f"cannot finish overlay video '{self.path}': {failed} (check free disk space); "
                              "the unfinished video was removed") from None
 

@@ -75,6 +75,7 @@ class RunResult:
     summary: dict[str, Any] | None = None  # from the output stage, when it finished
     backend: str | None = None
     endpoint: str | None = None            # where the stream was published, if it was
+    overlay_opened: bool = False           # the output stage made the overlay video's file
     stage_exit_codes: dict[str, int | None] = field(default_factory=dict)
 
 
@@ -254,6 +255,8 @@ class Pipeline:
             self.result.summary = payload
         elif kind == "backend":
             self.result.backend = payload
+        elif kind == "overlay_opened":
+            self.result.overlay_opened = True
         elif kind == "publishing":
             self.result.endpoint = payload
             if self.request.announce is not None:
@@ -285,8 +288,9 @@ class Pipeline:
             clause += (f"; {', '.join(lost)} could not be written (an .npz is written at the end of a run: use "
                        ".jsonl or .csv for a track that survives a crash)")
         overlay = self.request.overlay
-        if overlay is not None and overlay.is_file():
-            overlay.unlink(missing_ok=True)
+        if overlay is not None and self.result.overlay_opened and overlay.is_file():
+            # A file the stage never opened (killed before its input began) is the user's: kept.
+            Path(os.path.realpath(overlay)).unlink(missing_ok=True)
             clause += f"; the overlay video {overlay.name} was unfinished and no player could open it, so it was removed"
         return clause
 

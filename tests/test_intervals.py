@@ -24,6 +24,9 @@ def test_the_value_is_the_ratio_of_sums_and_the_bounds_are_ordered(n: int, seed:
     got = ratio_interval(hits, joints, resamples=300, seed=seed)
     assert got.value == pytest.approx(hits.sum() / joints.sum())
     per_photo = hits / joints
+    if n == 1:                       # one photo alone says nothing of others
+        assert np.isnan(got.low) and np.isnan(got.high)
+        return
     # Every resample is a mix of the photos, so its ratio lies within theirs.
     assert per_photo.min() - 1e-12 <= got.low <= got.high <= per_photo.max() + 1e-12
 
@@ -94,6 +97,15 @@ def test_bad_shapes_are_refused() -> None:
         ratio_interval(np.ones(0), np.ones(0))
     with pytest.raises(ValueError, match="same units"):
         paired_ratio_difference(np.ones(3), np.ones(3), np.ones(2), np.ones(2))
+
+
+def test_a_single_cluster_or_a_nan_figure_has_no_interval() -> None:
+    """Rendered images of one motion resampled as one cluster never vary: a zero-width interval
+    would claim a certainty the set does not have. A figure that is NaN has none either."""
+    one_motion = ratio_interval(np.array([3.0, 5.0, 4.0]), np.array([4.0, 6.0, 5.0]), clusters=np.zeros(3))
+    assert np.isnan(one_motion.low) and np.isnan(one_motion.high) and one_motion.value == pytest.approx(12 / 15)
+    undefined = ratio_interval(np.array([np.nan, 1.0, 2.0]), np.ones(3))
+    assert np.isnan(undefined.value) and np.isnan(undefined.low) and np.isnan(undefined.high)
 
 
 def test_units_without_any_weight_leave_no_nan_in_the_bounds() -> None:

@@ -197,6 +197,17 @@ def test_an_overlay_without_frames_leaves_no_file(tmp_path: Path, caplog: pytest
     assert "no frame reached the overlay video" in caplog.text
 
 
+def test_an_overlay_through_a_link_removes_the_file_not_the_link(tmp_path: Path) -> None:
+    """`--overlay latest.mp4` linked to a run's folder: a video that cannot be made goes from
+    there; the link is the user's and stays."""
+    (tmp_path / "runs").mkdir()
+    link = tmp_path / "latest.mp4"
+    link.symlink_to(tmp_path / "runs" / "7.mp4")
+    with OverlayWriter(link, 64, 48, None):
+        assert (tmp_path / "runs" / "7.mp4").is_file()
+    assert link.is_symlink() and not (tmp_path / "runs" / "7.mp4").exists()
+
+
 def test_overlay_output_that_cannot_be_created(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="create the folder first") as err:
         OverlayWriter(tmp_path / "missing" / "o.mp4", 64, 48, None)

@@ -235,6 +235,22 @@ def test_the_pooled_figures_get_an_interval_over_clips():
     assert row.startswith("| 95% interval over the 13 clips |") and "nan" not in row
 
 
+def test_clips_pool_by_what_each_figure_is_a_mean_over():
+    """PCK is over counted joints, the accelerations over frame triples, the root over frames with
+    a root: the pooled figures (and their intervals) must equal the **all** row's, which sums the
+    clips' scores."""
+    from train.video_eval import ClipScore, EMPTY, pooled, pooled_interval
+
+    with_root = ClipScore(100, 90, 90 * 120.0, 90 * 80.0, 700, 800, 88 * 5.0, 88, 90 * 400.0, 90, 88 * 6.0, 0, 88 * 1.0)
+    with_root.root_triples = 88
+    scores = [with_root, ClipScore(60, 20, 20 * 200.0, 20 * 150.0, 100, 300, 5 * 9.0, 5, 0.0, 0, 0.0, 0, 5 * 3.0)]
+    clips = [sc.summary() for sc in scores]
+    everything = sum(scores, EMPTY).summary()
+    for key in ("found", "mpjpe_mm", "pa_mpjpe_mm", "pck", "accel_mm", "accel_2d_px", "root_mm", "root_accel_mm"):
+        assert pooled(clips, key) == pytest.approx(everything[key]), key
+        assert pooled_interval(clips, key).value == pytest.approx(everything[key]), key
+
+
 def test_clip_rendering_refuses_a_missing_body_bank_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train.synth.clip", "--out", str(tmp_path / "c"),
                         "--bodies", str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=120)

@@ -99,8 +99,9 @@ def markdown(rows: list[Difference], other: Path) -> str:
              "| set | figure | this model | other | difference | 95% interval |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         d = r.difference
+        span = f"{d.low:+.1f} to {d.high:+.1f}" if np.isfinite([d.low, d.high]).all() else "n/a"
         lines.append(f"| {r.set_name} | {r.figure} | {r.ours:.1f} | {r.theirs:.1f} | {d.value:+.1f} {r.unit} | "
-                     f"{d.low:+.1f} to {d.high:+.1f} |")
+                     f"{span} |")
     return "\n".join(lines) + "\n"
 
 

@@ -584,8 +584,13 @@ def _f(x: float, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _span(bounds: list[float] | None, digits: int = 1) -> str:
-    return "" if bounds is None else f"{_f(bounds[0], digits)}–{_f(bounds[1], digits)}"
+def interval_span(bounds: list[float] | None, digits: int = 1) -> str:
+    """An interval's bounds as "low–high" ("n/a" where it has none; empty where none was made)."""
+    if bounds is None:
+        return ""
+    if not all(np.isfinite(bounds)):
+        return "n/a"
+    return f"{bounds[0]:.{digits}f}–{bounds[1]:.{digits}f}"
 
 
 def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
@@ -598,11 +603,11 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
     if s is not None:
         for m in methods if "3d" in s else []:
             lines.append(f"| synthetic | {s['samples']} | MPJPE ({m}) mm | {_f(s['3d'][m]['mpjpe_mm'])} | "
-                         f"{_span(s['3d'][m].get('mpjpe_interval_mm'))} |")
+                         f"{interval_span(s['3d'][m].get('mpjpe_interval_mm'))} |")
             lines.append(f"| synthetic | {s['samples']} | PA-MPJPE ({m}) mm | {_f(s['3d'][m]['pa_mpjpe_mm'])} | "
-                         f"{_span(s['3d'][m].get('pa_mpjpe_interval_mm'))} |")
+                         f"{interval_span(s['3d'][m].get('pa_mpjpe_interval_mm'))} |")
         lines.append(f"| synthetic | {s['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(s['2d']['pck'], 3)} | "
-                     f"{_span(s['2d'].get('pck_interval'), 3)} |")
+                     f"{interval_span(s['2d'].get('pck_interval'), 3)} |")
         lines.append(f"| synthetic | {s['samples']} | 2D error px | {_f(s['2d']['error_px'])} | |")
         for kind, f in s.get("framing", {}).items():
             label = f"synthetic, {kind} crops"
@@ -619,7 +624,7 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
             lines.append(f"| {label} | {b['samples']} | PA-MPJPE ({off['method']}) mm | {_f(b['pa_mpjpe_mm'])} | |")
     if r is not None:
         lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_THRESHOLD} | {_f(r['2d']['pck'], 3)} | "
-                     f"{_span(r['2d'].get('pck_interval'), 3)} |")
+                     f"{interval_span(r['2d'].get('pck_interval'), 3)} |")
         lines.append(f"| {real} | {r['samples']} | 2D error px | {_f(r['2d']['error_px'])} | |")
         lines.append(f"| {real} | {r['samples']} | 2D PCK@{PCK_WIDE} | {_f(r['2d']['pck_wide'], 3)} | |")
         lines += _twin_lines(real, r['samples'], r.get("twins"))

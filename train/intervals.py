@@ -11,6 +11,7 @@ both runs: two models scored on the same photos differ by much less noise than e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,9 +61,12 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray | float:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _bounds(values: np.ndarray, level: float) -> tuple[float, float]:
+def _bounds(value: float, values: np.ndarray, level: float, units: int) -> tuple[float, float]:
+    """The percentile bounds of the resampled `values`; NaN where they say nothing: one unit
+    (or cluster) alone never varies, and a figure that is NaN has no interval. Resamples whose
+    ratio is NaN drew only units without weight."""
     values = values[np.isfinite(values)]
-    if not len(values):
+    if units < 2 or not math.isfinite(value) or not len(values):
         return float("nan"), float("nan")
     tail = 50.0 * (1.0 - level)
     low, high = np.percentile(values, [tail, 100.0 - tail])
@@ -75,7 +79,8 @@ def ratio_interval(num: np.ndarray, den: np.ndarray, clusters: np.ndarray | None
     their `clusters`, whole)."""
     n, d = _cluster_sums(num, den, clusters)
     pick = _draws(len(n), resamples, seed)
-    return Interval(float(_ratio(n.sum(), d.sum())), *_bounds(_ratio(n[pick].sum(1), d[pick].sum(1)), level))
+    value = float(_ratio(n.sum(), d.sum()))
+    return Interval(value, *_bounds(value, _ratio(n[pick].sum(1), d[pick].sum(1)), level, len(n)))
 
 
 def paired_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,
@@ -90,4 +95,4 @@ def paired_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndar
     pick = _draws(len(na), resamples, seed)
     value = float(_ratio(na.sum(), da.sum()) - _ratio(nb.sum(), db.sum()))
     draws = _ratio(na[pick].sum(1), da[pick].sum(1)) - _ratio(nb[pick].sum(1), db[pick].sum(1))
-    return Interval(value, *_bounds(draws, level))
+    return Interval(value, *_bounds(value, draws, level, len(na)))

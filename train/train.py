@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import time
@@ -309,7 +310,11 @@ def same_network(saved: Any, mcfg: ModelConfig) -> bool:
 def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig,
                         mcfg: ModelConfig, say: Callable[[str], None]) -> tuple[int, Plan | None]:
     """Restores last.pt into the objects; returns its step and its time budget's plan, if any."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        raise ConfigError(f"{path} cannot be read as a checkpoint ({str(exc).splitlines()[0][:120]}); it is damaged: "
+                          f"delete it to start afresh, or restore it from a copy") from None
     if not isinstance(blob, dict) or "training" not in blob:
         raise ConfigError(f"{path} is not a training checkpoint; delete it or choose another --out")
     if not same_network(blob["posecast"].get("model_config"), mcfg):
@@ -320,8 +325,16 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     if changed:
         say(f"note: the recipe differs from the checkpoint's in {', '.join(changed)}; continuing with the new values")
     net.load_state_dict(blob["state_dict"])
+    recipe_lrs, recipe_decays = list(sched.base_lrs), [g["weight_decay"] for g in opt.param_groups]
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    # The saved states bring back the rates they were made with; a recipe that changed them (a
+    # resume after "lower optim.lr") must get its own, on the saved schedule's step.
+    for group, saved, lr, decay in zip(opt.param_groups, sched.base_lrs, recipe_lrs, recipe_decays):
+        group["lr"] = group["lr"] * lr / saved if saved > 0 else lr
+        group["initial_lr"], group["weight_decay"] = lr, decay
+    sched.base_lrs = recipe_lrs
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
     _set_rng_state(state["rng"])
     saved_plan = state.get("plan")
     return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None

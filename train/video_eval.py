@@ -41,11 +41,12 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engines.skeleton import H36M17
-from train.evaluate import PCK_THRESHOLD, TORSO
+from train.evaluate import PCK_THRESHOLD, TORSO, interval_span
 from train.intervals import Interval, paired_ratio_difference, ratio_interval
 from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
 
@@ -71,6 +72,7 @@ class ClipScore:
     accel_2d_sum: float = 0.0   # px / frame^2, the 2D joints', summed over the same triples as accel_sum
     # Per tenth of `conf`, over the joints PCK counts: `train.metrics.calibration_sums`, so clips pool.
     conf_bins: np.ndarray = field(default_factory=lambda: np.zeros((3, CONF_BINS)))
+    root_triples: int = 0   # the triples root_accel_sum is over: accel_triples for a track with a root
 
     def summary(self) -> dict[str, float]:
         return {
@@ -82,10 +84,13 @@ class ClipScore:
             "accel_mm": self.accel_sum / self.accel_triples if self.accel_triples else float("nan"),
             "accel_2d_px": self.accel_2d_sum / self.accel_triples if self.accel_triples else float("nan"),
             "root_mm": self.root_sum / self.root_frames if self.root_frames else float("nan"),
-            "root_accel_mm": (self.root_accel_sum / self.accel_triples
-                              if self.root_frames and self.accel_triples else float("nan")),
+            "root_accel_mm": self.root_accel_sum / self.root_triples if self.root_triples else float("nan"),
             "conf_ece": calibration_from_sums(self.conf_bins)["ece"],
             "dropped": self.dropped / max(self.frames, 1),
+            # What each figure above is a mean over, so that clips pool (and resample) exactly.
+            "weights": {"found": self.frames, "mpjpe_mm": self.found, "pa_mpjpe_mm": self.found,
+                        "pck": self.pck_joints, "accel_mm": self.accel_triples, "accel_2d_px": self.accel_triples,
+                        "root_mm": self.root_frames, "root_accel_mm": self.root_triples},
         }
 
     def __add__(self, other: ClipScore) -> ClipScore:
@@ -142,6 +147,7 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
         score.root_sum = float(np.linalg.norm(root[found] - gt_root[found], axis=-1).sum() * 1000.0)
         score.root_frames = kept
         score.root_accel_sum = float(np.linalg.norm(_second_difference(root, gt_root)[triple], axis=-1).sum() * 1000.0)
+        score.root_triples = score.accel_triples
     return score
 
 
@@ -231,13 +237,15 @@ def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
     return clips
 
 
-def _pooled_terms(clips: list[dict[str, float]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per clip, `key` times the frames it is averaged over, and those frames (0 for a clip
-    without any)."""
-    weight = np.array([c["frames"] * (1.0 if key == "found" else c["found"]) for c in clips], np.float64)
+def _pooled_terms(clips: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip, `key` times what it is a mean over, and that (0 for a clip with none). Reports
+    written before the summaries kept their `weights` are weighted by the frames found (exact for
+    the 3D errors, close for the rest)."""
+    weight = np.array([c["weights"][key] if "weights" in c else c["frames"] * (1.0 if key == "found" else c["found"])
+                       for c in clips], np.float64)
     value = np.array([c[key] for c in clips], np.float64)
-    ok = weight > 0
-    return np.where(ok, value * np.where(ok, weight, 0.0), 0.0), np.where(ok, weight, 0.0)
+    ok = (weight > 0) & np.isfinite(value)
+    return np.where(ok, value, 0.0) * np.where(ok, weight, 0.0), np.where(ok, weight, 0.0)
 
 
 def pooled(clips: list[dict[str, float]], key: str) -> float:
@@ -251,11 +259,11 @@ def pooled_interval(clips: list[dict[str, float]], key: str) -> Interval:
     return ratio_interval(*_pooled_terms(clips, key))
 
 
-def interval_row(clips: list[dict[str, float]]) -> str:
-    """The pooled figures' 95% intervals over clips, as a row under the table's **all** row."""
+def interval_row(clips: list[dict[str, Any]]) -> str:
+    """The pooled figures' 95% intervals over clips, as a row under the table's **all** row
+    ("n/a" with fewer than two clips: one clip alone says nothing of others)."""
     def span(key: str, scale: float = 1.0, digits: int = 1) -> str:
-        iv = pooled_interval(clips, key).scaled(scale)
-        return f"{iv.low:.{digits}f}–{iv.high:.{digits}f}"
+        return interval_span(pooled_interval(clips, key).scaled(scale).as_list(), digits)
 
     return (f"| 95% interval over the {len(clips)} clips | | {span('found', 100)}% | {span('mpjpe_mm')} | "
             f"{span('pa_mpjpe_mm')} | {span('pck', 100)}% | {span('accel_mm')} | {span('accel_2d_px')} | "

@@ -112,6 +112,7 @@ class OutputStage:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
             if self.overlay_path is not None:
                 overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note)
+                self.reporter.send("overlay_opened", str(self.overlay_path))
             if self.preview_wanted:
                 from streamer.preview import PreviewWindow
 
