@@ -304,6 +304,23 @@ def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsy
     assert len(err) == 1 and "cannot write to" in err[0]
 
 
+@pytest.mark.parametrize("case", ["out is a folder", "no clips"])
+def test_train_temporal_refuses_bad_folders_in_one_line(tmp_path: Path, case: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Both were tracebacks: a folder given as --out only after every clip was tracked and the
+    refiner trained; a clip folder without clips at once."""
+    from train.temporal import main as temporal
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "out.npz").mkdir()
+    out = tmp_path / ("out.npz" if case == "out is a folder" else "r.npz")
+    with pytest.raises(SystemExit) as ended:
+        temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"), "--out", str(out)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]     # after argparse's usage
+    assert ended.value.code == 2 and len(err) == 1
+    assert ("is a folder" if case == "out is a folder" else "no clip_*.npz") in err[0]
+
+
 def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path) -> None:
     """A damaged clip ends the run with one line naming it, and leaves no partial track."""
     from train.temporal import main as temporal

@@ -286,6 +286,16 @@ def test_generate_refuses_a_share_outside_0_1(capsys, flag):
     assert exc.value.code == 2 and f"{flag} must be between 0 and 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_generate_refuses_an_empty_set(capsys, count):
+    """An empty set would be made without a word and break a training run at its first batch."""
+    from train.synth.generate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", "x", "--split", "train", "--count", count, "--bodies", "b.npz"])
+    assert exc.value.code == 2 and "--count must be at least 1 image" in capsys.readouterr().err
+
+
 def test_generate_refuses_negative_threads(capsys):
     from train.synth.generate import main
 

@@ -769,6 +769,19 @@ def test_a_recipe_starts_its_lifter_from_a_lifter_file(data: dict[str, Path], tm
                        "--lifter-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "cli")]) == 2
 
 
+@pytest.mark.parametrize("stop", ["0", "-1"])
+def test_stop_after_no_step_is_refused(data: dict[str, Path], tmp_path: Path, stop: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to claim a checkpoint that was never written."""
+    from train.train import main as train_main
+
+    assert train_main(["--config", str(recipe(data, tmp_path)), "--out", str(tmp_path / "run"),
+                       "--stop-after", stop, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stop-after must be a step of at least 1" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_freeze_2d_trains_the_3d_branch_only(data: dict[str, Path], tmp_path: Path) -> None:
     from engines.model_file import load_checkpoint
     from train.train import THREE_D_MODULES, train

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -183,6 +184,23 @@ def test_video_eval_refuses_missing_inputs_with_one_line(tmp_path, args, message
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+
+
+def test_video_eval_against_needs_a_report_of_the_same_clips(tmp_path):
+    """--against pairs clips by name: another command's JSON is refused before the run, and
+    another folder's clips (the same names, other motions) after it, each in one line."""
+    from train.video_eval import paired_clip_problem
+
+    (tmp_path / "evaluate.json").write_text(json.dumps({"synthetic": {"samples": 3}}))
+    r = subprocess.run([sys.executable, "-m", "train.video_eval", "--clips", str(tmp_path),
+                        "--against", str(tmp_path / "evaluate.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "not a --json report of this command" in r.stderr
+    ours = {"clip_000": {"motion": "cmu/07_03"}, "clip_001": {"motion": "h36m/S8/Walking"}}
+    assert paired_clip_problem(ours, dict(ours), tmp_path) is None
+    assert "scored none of these clips" in paired_clip_problem(ours, {"clip_009": {"motion": "x"}}, tmp_path)
+    other = paired_clip_problem(ours, {"clip_000": {"motion": "h36m/S8/Directions"}}, tmp_path)
+    assert "clip_000: h36m/S8/Directions there, cmu/07_03 here" in other
 
 
 def test_video_eval_refuses_a_broken_label_file(tmp_path):

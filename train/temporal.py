@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or SHIPPED_DEFAULT
     if not Path(model).is_file():
         ap.error(f"model file not found: {model}")
+    if args.out.is_dir():
+        ap.error(f"--out {args.out} is a folder; give the refiner file's name (.npz)")
     for folder in (args.out.parent, args.tracks):    # before hours of tracking and training
         try:
             make_folders(folder)
@@ -217,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{ap.prog}: error: cannot write to '{folder}': {err.strerror or err} (choose a folder you can "
                   "write to)", file=sys.stderr)
             return 2
-    loaded = [(folder, video, labels) for folder in args.clips for video, labels in load_clips(folder)]
+    try:
+        loaded = [(folder, video, labels) for folder in args.clips for video, labels in load_clips(folder)]
+    except (FileNotFoundError, ValueError) as exc:
+        ap.error(str(exc))
     rates = {float(labels["fps"]) for _, _, labels in loaded}
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")

@@ -733,6 +733,8 @@ def run(args: argparse.Namespace) -> int:
     progress: bool | str = False if args.no_progress else (True if sys.stderr.isatty() else "lines")
     if args.time_budget is not None and not (0 < args.time_budget < math.inf):
         raise InputError(f"--time-budget must be a positive number of seconds (got {args.time_budget:g})")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise InputError(f"--stop-after must be a step of at least 1 (got {args.stop_after})")
     summary = train(cfg, Path(args.out) if args.out else None, progress=progress,
                     stop_after=args.stop_after, time_budget_s=args.time_budget)
     if summary.get("final") is None:

@@ -282,6 +282,20 @@ def paired_difference(ours: dict[str, dict], theirs: dict[str, dict], key: str, 
     return diff.value, diff.low, diff.high
 
 
+def paired_clip_problem(ours: dict[str, dict], theirs: dict[str, dict], other: Path) -> str | None:
+    """Why two reports' clips cannot be paired (None: they can): clips are paired by name, so the
+    same name must be the same clip (its motion), and at least one must be shared."""
+    shared = sorted(set(ours) & set(theirs))
+    if not shared:
+        return f"--against {other} scored none of these clips; give a report of the same clip folder"
+    differ = [n for n in shared if ours[n].get("motion") != theirs[n].get("motion")]
+    if differ:
+        return (f"--against {other} scored other clips under the same names ({differ[0]}: "
+                f"{theirs[differ[0]].get('motion')} there, {ours[differ[0]].get('motion')} here); give a report "
+                f"of the same clip folder")
+    return None
+
+
 def format_row(name: str, s: dict[str, float]) -> str:
     return (f"| {name} | {s['frames']} | {100 * s['found']:.1f}% | {s['mpjpe_mm']:.1f} | {s['pa_mpjpe_mm']:.1f} | "
             f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} | {s['accel_2d_px']:.1f} | {s['root_mm']:.0f} | "
@@ -319,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"train.video_eval: error: --against {args.against}: {exc}", file=sys.stderr)
             return 2
-        if not isinstance(theirs, dict):
-            print(f"train.video_eval: error: --against {args.against} is not a --json report of this command",
-                  file=sys.stderr)
+        blocks = [f for f in args.filter if isinstance(theirs, dict) and isinstance(theirs.get(f), dict)
+                  and isinstance(theirs[f].get("clips"), dict)]
+        if not blocks:
+            print(f"train.video_eval: error: --against {args.against} is not a --json report of this command with "
+                  f"the filter(s) asked for ({', '.join(args.filter)}); run it with --json first", file=sys.stderr)
             return 2
     for path, what in ((args.model, "model"), (args.config, "config")):
         if path is not None and not path.is_file():
@@ -389,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         if other is None:
             print(f"\n--against {args.against.name} has no '{filter_name}' block", file=sys.stderr)
             continue
+        mismatch = paired_clip_problem(block["clips"], other["clips"], args.against)
+        if mismatch is not None:
+            print(f"train.video_eval: error: {mismatch}", file=sys.stderr)
+            return 2
         print(f"\nfilter {filter_name}, this run minus {args.against.name} (95% interval over clips):")
         for key, unit, scale in COMPARED:
             if not all(key in c for c in other["clips"].values()):

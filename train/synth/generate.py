@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{flag} must be between 0 and 1 (got {share})")
     if args.threads < 0:
         ap.error(f"--threads must be 0 or more (got {args.threads})")
+    if args.count < 1:
+        ap.error(f"--count must be at least 1 image (got {args.count})")
     opts = SceneOptions(long_hair_probability=args.long_hair, face_probability=args.faces,
                         head_turn_probability=args.head_turns, bystander_probability=args.bystanders)
     with math_threads(args.threads):
