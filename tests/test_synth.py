@@ -419,6 +419,10 @@ def test_clips_render_resume_and_score_through_the_whole_pipeline(bank, tmp_path
     first = (out / "clip_001.npz").read_bytes()
     assert make_clips(out, bodies, DATA, clips=2, frames=12, fps=25.0, size=192, seed=5) == 0
     assert (out / "clip_001.npz").read_bytes() == first
+    # A resume with other settings would mix two sets under one folder: refused, nothing rendered.
+    with pytest.raises(ValueError, match=r"other settings \(size 192 there, 128 now; seed 5 there, 6 now\)"):
+        make_clips(out, bodies, DATA, clips=3, frames=12, fps=25.0, size=128, seed=6)
+    assert not (out / "clip_002.npz").exists()
     with np.load(out / "clip_001.npz") as d:                 # clip 1 is CMU's: a random camera
         assert str(d["motion"]).startswith("cmu/") and d["joints_3d"].shape == (12, 17, 3)
         assert np.all(d["joints_3d"][..., 2] > 1.0)

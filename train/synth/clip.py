@@ -28,6 +28,7 @@ its `.npz` is written last, so an interrupted run resumes at the first clip with
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -230,10 +231,35 @@ class ClipPlan:
     noise: np.random.Generator
 
 
+SETTINGS = "settings.json"
+
+
+def check_settings(out: Path, settings: dict[str, object]) -> None:
+    """A folder's clips are one set: a resume with other settings would mix clips of two sizes,
+    rates or splits under one name. The settings are kept in the folder when its first clip is
+    made; a folder made before they were kept is resumed unchecked."""
+    path = out / SETTINGS
+    if path.exists():
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not readable ({exc}); delete it only if the clips there match "
+                             f"this command's settings") from None
+        changed = [f"{k} {kept.get(k)!r} there, {v!r} now" for k, v in settings.items() if kept.get(k) != v]
+        if changed:
+            raise ValueError(f"{out} holds clips made with other settings ({'; '.join(changed)}); give another "
+                             f"--out, or the same settings to resume")
+    elif not any(out.glob("clip_*.npz")):
+        with replaced_when_done(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames: int, fps: float, size: int,
                seed: int, split_name: str = "val") -> int:
     """Renders the clips `out` lacks; returns how many were made."""
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, {"frames": frames, "fps": fps, "size": size, "seed": seed, "split": split_name,
+                         "bodies": bodies_path.name})
     todo = [k for k in range(clips) if not (out / f"clip_{k:03d}.npz").exists()]
     if len(todo) < clips:
         print(f"resuming {out}: {clips - len(todo)} of {clips} clips already done", file=sys.stderr)
