@@ -270,6 +270,13 @@ def test_a_resume_with_a_new_learning_rate_uses_it(data: dict[str, Path], tmp_pa
         assert got[step] == pytest.approx(want[step]), step
     assert got[3] == pytest.approx(rates(tmp_path / "fast")[3] * 0.3)      # the slow run's, before
 
+    # A damaged record of the data is rewritten, with a note; a damaged checkpoint is one line.
+    train(fast, tmp_path / "again", progress=False, stop_after=3)
+    (tmp_path / "again" / "data.json").write_text('{"synthetic": ')
+    notes.clear()
+    train(fast, tmp_path / "again", progress=False, announce=notes.append)
+    assert any("data.json was damaged" in n for n in notes)
+    assert json.loads((tmp_path / "again" / "data.json").read_text())["synthetic"]["images"] > 0
     (tmp_path / "resumed" / LAST).write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ConfigError, match="cannot be read as a checkpoint .* damaged"):
         train(fast, tmp_path / "resumed", progress=False)
@@ -1182,8 +1189,11 @@ def test_soup_averages_runs_of_one_architecture(data: dict[str, Path], tmp_path:
             ([str(paths[0]), str(tmp_path / "other.pt")], "other.pt: its model config differs"),
             ([str(paths[0])], "at least two checkpoints"),
             ([str(paths[0]), str(tmp_path / "soup.pt")], "is one of the --models"),
-            ([str(paths[0]), str(tmp_path / "absent.pt")], "absent.pt")):
+            ([str(paths[0]), str(tmp_path / "absent.pt")], "absent.pt"),
+            ([str(paths[0]), str(paths[1])], "cannot write")):
         out = tmp_path / "soup.pt" if "one of" in message else tmp_path / "bad.pt"
+        if message == "cannot write":
+            out = tmp_path / "named.pt" / "under_a_file.pt"
         assert main(["--models", *argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1

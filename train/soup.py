@@ -57,8 +57,8 @@ def soup(models: list[Path], out: Path, weights: str | None = None) -> str:
     line = weights.strip() if weights is not None else \
         "soup of " + ", ".join(info.weights.split(",")[0].strip() for _, info in loaded)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out, net, ModelInfo(base, line, trained=True))
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -340,6 +340,14 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None
 
 
+def _read_json(path: Path) -> Any:
+    """A run folder's record, or None where it is damaged (the run's own record, rewritten then)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
@@ -481,9 +489,12 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
     _write_config(out, cfg, mcfg)
     matched = describe_data(data)
     data_path = out / "data.json"
-    if start == 0 or not data_path.exists():
+    kept = _read_json(data_path) if start and data_path.exists() else None
+    if kept is None:
+        if start and data_path.exists():
+            say(f"note: {data_path} was damaged; it now records the sets matched at this resume")
         data_path.write_text(json.dumps(matched, indent=1) + "\n")
-    elif json.loads(data_path.read_text()) != matched:
+    elif kept != matched:
         say(f"note: the data folders match other sets than at the run's start; {data_path} keeps the start's")
     say(f"data: {matched['synthetic']['images']} rendered images in {len(matched['synthetic']['folders'])} "
         f"folders, {matched['real']['train']} real photos, "
