@@ -113,10 +113,13 @@ class ShardWriter:
 
         existing = read_manifest(self.out_dir)
         if existing is not None:
-            if _normalise_meta(existing.get("meta")) != self.meta:
+            kept = _normalise_meta(existing.get("meta"))
+            if kept != self.meta:
+                changed = [f"{k} {kept.get(k)!r} there, {self.meta.get(k)!r} now" for k in sorted({*kept, *self.meta})
+                           if kept.get(k) != self.meta.get(k)]
                 raise ValueError(
-                    f"{self.out_dir} holds shards made with different settings: manifest meta "
-                    f"{existing.get('meta')!r} != {self.meta!r}; use another directory or delete it")
+                    f"{self.out_dir} holds shards made with different settings ({'; '.join(changed)}); "
+                    f"use another directory or delete it")
             if int(existing.get("shard_size", -1)) != self.shard_size:
                 raise ValueError(
                     f"{self.out_dir} was written with shard_size {existing.get('shard_size')}, "
