@@ -239,7 +239,8 @@ def test_lifted_network_exports_to_onnx_with_parity(small_model_config, tmp_path
     np.testing.assert_allclose(out.offsets_3d, offsets.numpy(), atol=1e-4)
 
 
-def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A short pretraining on a stand-in motion bank: the file holds the step, a second call with
     more steps continues from it, and the result equals an uninterrupted run's."""
     import train.lifting as lifting
@@ -272,6 +273,10 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
     for bad in (["--attach-to", "m.pt"], ["--steps", "0"], ["--width", "8"]):
         assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", *bad]) == 2
     assert not (tmp_path / "x.pt").exists()
+    # A folder as --out: said so, not "lifter file not found (make one with ... --out <that folder>)".
+    (tmp_path / "folder.pt").mkdir()
+    assert lifting.main(["--out", str(tmp_path / "folder.pt"), "--bodies", "b.npz"]) == 2
+    assert "is a folder; give the lifter file's name" in capsys.readouterr().err
 
 
 def test_attach_lifter_gives_the_lifters_3d_from_the_models_2d(small_model_config, tmp_path: Path) -> None:

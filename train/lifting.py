@@ -354,9 +354,13 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
             raise ValueError(f"{out} holds a lifter trained in the {lifter_frame(blob)} frame; choose another --out, "
                              f"delete it, or use --offsets-frame {lifter_frame(blob)}")
         lifter.load_state_dict(blob["state_dict"])
-        if "optimizer" in blob:
+        if "optimizer" in blob and "scheduler" in blob:
+            from train.train import load_schedule_state
+
+            load_schedule_state(opt, sched, blob["optimizer"], blob["scheduler"])
+        elif "optimizer" in blob:
             opt.load_state_dict(blob["optimizer"])
-        if "scheduler" in blob:
+        elif "scheduler" in blob:
             sched.load_state_dict(blob["scheduler"])
         start = int(blob["step"])
         say(f"resuming {out} at step {start} of {opts.steps}")
@@ -474,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                                lr=args.lr, seed=args.seed, threads=args.threads, offsets_frame=args.offsets_frame)
         say = lambda m: print(f"lifting: {m}", file=sys.stderr)  # noqa: E731
         out = Path(args.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give the lifter file's name (.pt)")
         init = load_lifter_file(args.init) if args.init else None
         m = pretrain(opts, out, args.bodies, args.data, init, progress=not args.no_progress, say=say)
     except (PosecastError, ValueError, OSError) as exc:

@@ -325,19 +325,24 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     if changed:
         say(f"note: the recipe differs from the checkpoint's in {', '.join(changed)}; continuing with the new values")
     net.load_state_dict(blob["state_dict"])
-    recipe_lrs, recipe_decays = list(sched.base_lrs), [g["weight_decay"] for g in opt.param_groups]
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    # The saved states bring back the rates they were made with; a recipe that changed them (a
-    # resume after "lower optim.lr") must get its own, on the saved schedule's step.
-    for group, saved, lr, decay in zip(opt.param_groups, sched.base_lrs, recipe_lrs, recipe_decays):
-        group["lr"] = group["lr"] * lr / saved if saved > 0 else lr
-        group["initial_lr"], group["weight_decay"] = lr, decay
-    sched.base_lrs = recipe_lrs
-    sched._last_lr = [group["lr"] for group in opt.param_groups]
+    load_schedule_state(opt, sched, state["optimizer"], state["scheduler"])
     _set_rng_state(state["rng"])
     saved_plan = state.get("plan")
     return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None
+
+
+def load_schedule_state(opt: torch.optim.Optimizer, sched: Any, opt_state: dict, sched_state: dict) -> None:
+    """Restores a saved optimizer and LambdaLR schedule at their step, with the rates and weight
+    decay that `opt` and `sched` were made with. The saved states bring back the rates of the run
+    that wrote them; a run resumed with others (after "lower optim.lr") must get its own."""
+    rates, decays = list(sched.base_lrs), [g.get("weight_decay", 0.0) for g in opt.param_groups]
+    opt.load_state_dict(opt_state)
+    sched.load_state_dict(sched_state)
+    for group, saved, lr, decay in zip(opt.param_groups, sched.base_lrs, rates, decays):
+        group["lr"] = group["lr"] * lr / saved if saved > 0 else lr
+        group["initial_lr"], group["weight_decay"] = lr, decay
+    sched.base_lrs = rates
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 
 def _read_json(path: Path) -> Any:
