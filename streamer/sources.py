@@ -164,7 +164,11 @@ class _AVSource(Source):
             if not container.streams.video:
                 raise InputError(
                     f"{what} has no video stream (it has {_describe_streams(container)})")
-            stream = container.streams.video[0]
+            stream = main_video_stream(container)
+            if len(container.streams.video) > 1:
+                log.warning("%s has %d video streams; tracking stream #%d (%dx%d, %s), the one players show",
+                            what, len(container.streams.video), stream.index, stream.codec_context.width,
+                            stream.codec_context.height, stream.codec_context.name)
             if not stream.codec_context.width or not stream.codec_context.height:
                 raise InputError(f"{what} has a video stream with no frame size (codec "
                                  f"'{stream.codec_context.name}'); re-encode it, e.g. to H.264")
@@ -391,6 +395,12 @@ class VideoFileSource(_AVSource):
         return True
 
 
+def main_video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The video stream to track: FFmpeg's own pick, as players make it, and not a cover picture
+    or thumbnail that some files carry as their first video stream."""
+    return container.streams.best("video") or container.streams.video[0]
+
+
 def display_quarter_turns(path: Path, max_packets: int = 64) -> int:
     """Counterclockwise quarter turns that show a video file upright: its display matrix, which
     phones write instead of turning the picture (a portrait clip is stored landscape). Read from
@@ -400,7 +410,7 @@ def display_quarter_turns(path: Path, max_packets: int = 64) -> int:
     main opening then reports why)."""
     try:
         with av.open(str(path), metadata_errors="replace") as container:
-            stream = container.streams.video[0]
+            stream = main_video_stream(container)
             for n, packet in enumerate(container.demux(stream)):
                 for frame in packet.decode():
                     # PyAV: the angle by which the display turns the frame counterclockwise.

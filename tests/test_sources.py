@@ -256,6 +256,32 @@ def test_a_turned_frame_keeps_its_picture_after_the_next_is_read(tmp_path: Path)
     assert [round(float(img.mean()) / 10) * 10 for img in kept] == [40, 90, 140, 190]
 
 
+def test_a_cover_picture_stream_before_the_video_is_not_what_is_tracked(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Some files carry a one-frame cover or thumbnail as their first video stream: the tracker
+    follows the video players show (FFmpeg's pick), every frame of it, and says so."""
+    path = tmp_path / "with_cover.mkv"
+    with av.open(str(path), "w") as c:
+        cover = c.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        video = c.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")
+        picture.pts = 0
+        c.mux(cover.encode(picture))
+        c.mux(cover.encode(None))
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 30 * i, np.uint8), format="bgr24")
+            frame.pts = i
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+    src = VideoFileSource(path)
+    frames = [f.image.shape for f in src.frames()]
+    src.close()
+    assert (src.info.width, src.info.height) == (96, 64) and frames == [(64, 96, 3)] * 5
+    assert "has 2 video streams; tracking stream #1 (96x64, mpeg4)" in caplog.text
+
+
 def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:
     path = tmp_path / "stub.mp4"
     path.write_bytes(clip.read_bytes()[:200])
