@@ -64,12 +64,17 @@ def unwritable_reason(path: Path, make_folders: bool = False, streamed: bool = F
         return f"{err.strerror or err} in '{folder}' ({write_hint(err)})"
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is read-only (choose another name, or make it writable)"
-    if path.exists() and not path.is_file():
+    if _special(path):
         mode = path.stat().st_mode
         if not (streamed and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode))):
             return "it is a device or a named pipe, not a file; give a file name" + (
                 " (only .jsonl and .csv tracks are written as they go, into a pipe)" if stat.S_ISFIFO(mode) else "")
     return None
+
+
+def _special(path: Path) -> bool:
+    """A device, named pipe or socket: something there that is neither a file nor a folder."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def new_file_beside(path: Path) -> Path:
@@ -95,7 +100,7 @@ def replaced_when_done(path: Path) -> Iterator[Path]:
     file can be replaced: renaming over a device or a named pipe would silently swap it for a
     file (as root, even /dev/null), so those are refused with EINVAL before anything is written."""
     path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file() and not path.is_dir():
+    if _special(path):
         raise OSError(errno.EINVAL, "it is a device or a named pipe, not a file", str(path))
     tmp = new_file_beside(path)
     try:

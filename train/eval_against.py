@@ -78,7 +78,8 @@ def _errors_3d(ours: dict[str, Any], theirs: dict[str, Any], clusters: np.ndarra
             ea, eb = np.asarray(a["3d"][method][key]), np.asarray(b["3d"][method][key])
             ones = np.ones(len(ea))
             diff = paired_ratio_difference(ea, ones, eb, ones, clusters)
-            rows.append(Difference("synthetic", f"{figure} ({method})", float(ea.mean()), float(eb.mean()), diff, "mm"))
+            rows.append(Difference("synthetic", f"{figure} ({method})", ours["synthetic"]["3d"][method][key],
+                                   theirs["synthetic"]["3d"][method][key], diff, "mm"))
     return rows
 
 

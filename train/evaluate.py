@@ -415,6 +415,8 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
         gt3 = out["joints_3d"][has3d].astype(np.float64)
         gt_rel = gt3 - gt3[:, origin:origin + 1]
         res["3d"] = {}
+        if by_framing:
+            res["per_sample"]["has_3d"] = has3d.astype(int).tolist()
         turn = None
         if cfg.offsets_frame == "ray" and "pinhole" in out:
             # As the align stage does: the ray through the decoded joints (the labelled ones under
@@ -432,7 +434,6 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
                 errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel)
                 res["per_sample"].setdefault("3d", {})[method] = add_3d_intervals(
                     res["3d"][method], errors, None if clusters is None else clusters[has3d])
-                res["per_sample"]["has_3d"] = has3d.astype(int).tolist()
             if by_framing and method == methods[-1]:
                 extra = {k: out[k][has3d] if k in out else None for k in ("motion", "hidden")}
                 res["breakdown"] = {"method": method, "factors": by_factor(
