@@ -34,6 +34,7 @@ from PIL import Image
 
 from engines.errors import InputError
 from streamer.config import SourceConfig
+from streamer.frame_rate import choose_rate, rate_from_times
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _CAMERA = re.compile(r"^(?:/dev/video)?(\d+)$")
 _CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 _DETAILED_WARNINGS = 10        # then only a count, so a badly damaged file can't flood the log
+LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~2 s to time frames by
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class SourceInfo:
     live: bool                  # cameras and streams: stale frames may be dropped; files never
     width: int                  # frame width; image folders: the largest width a frame can have
     height: int
-    fps: float | None           # nominal rate if known
+    fps: float | None           # frames a second if known (from the timestamps where the container's is wrong)
     frame_count: int | None     # total frames if known (an estimate for some files)
     stills: bool = False        # each frame is its own image (image folders), not a moment of one scene
 
@@ -183,13 +185,46 @@ class _AVSource(Source):
             container.close()
             raise InputError(f"cannot decode the video in {what}: {_reason(exc)}") from None
         self._stream = stream
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else None
+        self._demux = container.demux(stream)
+        # A file's first packets are read now, and decoded later, so that their timestamps can
+        # check the container's frame rate before the pipeline sizes its filters from it.
+        self._ahead: list[av.Packet] = []
+        self._ahead_error: av.FFmpegError | None = None
+        self._demux_ended = False
+        if not live:
+            self._read_ahead(LOOK_AHEAD_PACKETS)
+        stated = stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = choose_rate(float(stated) if stated else None, rate_from_times(
+            [float(p.pts * p.time_base) for p in self._ahead if p.pts is not None and p.time_base]))
+        if rate.corrected:
+            shown = f"not the {rate.stated:.4g} fps its container gives" if rate.stated else "its container gives none"
+            log.info("%s: its frames come %.4g a second (%s); using that", what, rate.fps, shown)
         self.info = SourceInfo(
             name=info_name, uri=uri, live=live, width=stream.codec_context.width,
-            height=stream.codec_context.height, fps=fps,
-            frame_count=self._frame_count(container, stream, fps),
+            height=stream.codec_context.height, fps=rate.fps,
+            frame_count=self._frame_count(container, stream, rate.fps),
         )
+
+    def _read_ahead(self, count: int) -> None:
+        """Demux up to `count` packets of the stream into `_ahead`; frames() decodes them first.
+        A read error is kept for frames() to meet where it happened."""
+        try:
+            for packet in self._demux:
+                self._ahead.append(packet)
+                if len(self._ahead) >= count:
+                    return
+        except av.FFmpegError as exc:
+            self._ahead_error = exc
+        self._demux_ended = True          # asked again, PyAV's ended demuxer raises StopIteration through `yield from`
+
+    def _packet_stream(self) -> Iterator[av.Packet]:
+        """The packets read ahead, then the rest of the stream."""
+        ahead, self._ahead = self._ahead, []
+        yield from ahead
+        if self._ahead_error is not None:
+            raise self._ahead_error
+        if not self._demux_ended:
+            yield from self._demux
 
     @staticmethod
     def _frame_count(container: av.container.InputContainer, stream: av.VideoStream,
@@ -206,7 +241,7 @@ class _AVSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         index = 0
-        demux = self._container.demux(self._stream)
+        demux = self._packet_stream()
         read_error: av.FFmpegError | None = None
         while True:
             try:

@@ -10,6 +10,7 @@ import socket
 import os
 import threading
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -280,6 +281,54 @@ def test_a_cover_picture_stream_before_the_video_is_not_what_is_tracked(tmp_path
     src.close()
     assert (src.info.width, src.info.height) == (96, 64) and frames == [(64, 96, 3)] * 5
     assert "has 2 video streams; tracking stream #1 (96x64, mpeg4)" in caplog.text
+
+
+def _browser_webm(path: Path, n: int, fps: float, seed: int = 0) -> Path:
+    """A clip as a browser's MediaRecorder writes one: VP8 in WebM, millisecond timestamps that
+    jitter by a quarter of a frame, and no DefaultDuration element (blanked to a Void of the same
+    length), so that FFmpeg has no rate but the one it guesses from the time base: 1000 fps."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w", format="webm") as c:
+        s = c.add_stream("libvpx", rate=round(fps))
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        t = 0.0
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 10 * i % 250, np.uint8), format="bgr24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            c.mux(s.encode(frame))
+            t += (1.0 + rng.uniform(-0.25, 0.25)) / fps
+        c.mux(s.encode(None))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x23\xe3\x83")                 # DefaultDuration's element ID
+    assert at >= 0 and data[at + 3] & 0x80
+    length = 4 + (data[at + 3] & 0x7F)
+    data[at:at + length] = bytes([0xEC, 0x80 | (length - 2)]) + bytes(length - 2)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_browser_recording_gets_the_rate_its_frames_come_at(tmp_path: Path) -> None:
+    path = _browser_webm(tmp_path / "browser.webm", 90, 30.0)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].guessed_rate == 1000      # what the container alone gives
+    with VideoFileSource(path) as src:
+        info = src.info
+        frames = list(src.frames())
+    assert info.fps == pytest.approx(30.0, rel=0.03)
+    assert len(frames) == 90 and [f.index for f in frames] == list(range(90))
+    assert info.frame_count == pytest.approx(90, abs=3)       # estimated from the duration
+
+
+def test_a_browser_recording_over_http_ends_as_a_file(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    """Its length used to be estimated at 1000 frames a second, so a complete download of it
+    ended with "stream ... ended after 90 frames"."""
+    root, base = http_root
+    _browser_webm(root / "browser.webm", 90, 30.0)
+    with open_source(f"{base}/browser.webm", FAST) as src:
+        assert not src.info.live
+        assert src.info.fps == pytest.approx(30.0, rel=0.03)
+        assert sum(1 for _ in src.frames()) == 90
 
 
 def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:

@@ -1,0 +1,53 @@
+"""A video's frame rate from its frames' timestamps, where its container's figure is wrong.
+
+Containers state a rate that FFmpeg does not check against the frames: a browser's recording
+(MediaRecorder WebM) states none, and FFmpeg then guesses 1000 fps from its millisecond time base;
+a recording that paused averages its gap into a rate far below the one its frames come at. What
+the filters need, and what a subscriber expects in `meta.fps`, is the rate at which consecutive
+frames come: the median gap between the first frames' timestamps says that, whatever jitter, gaps
+or B-frame reordering there is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_GAPS = 8              # fewer gaps than this say too little to overrule the container
+TOLERANCE = 0.10          # a variable-rate phone clip's median and mean rates agree within this
+
+
+@dataclass(frozen=True)
+class FrameRate:
+    fps: float | None     # the rate to use
+    stated: float | None  # what the container says
+    measured: float | None  # from the timestamps (None: too few)
+
+    @property
+    def corrected(self) -> bool:
+        """The timestamps overruled the container."""
+        return self.fps is not None and self.fps != self.stated
+
+
+def rate_from_times(times: Sequence[float]) -> float | None:
+    """Frames a second from presentation times in seconds (any order, repeats ignored), or None
+    where fewer than MIN_GAPS gaps between distinct times are known."""
+    t = np.unique(np.asarray([x for x in times if x is not None and np.isfinite(x)], np.float64))
+    gaps = np.diff(t)
+    if gaps.size < MIN_GAPS:
+        return None
+    # The median picks the usual gap; the mean of the gaps near it then undoes the rounding of
+    # millisecond timestamps (33 and 34 ms gaps are 30 fps, not the median's 30.3).
+    usual = gaps[np.abs(gaps / np.median(gaps) - 1.0) <= 0.5]
+    return float(1.0 / usual.mean())
+
+
+def choose_rate(stated: float | None, measured: float | None) -> FrameRate:
+    """The container's rate unless the timestamps disagree with it by more than TOLERANCE."""
+    if stated is not None and (not np.isfinite(stated) or stated <= 0):
+        stated = None
+    if measured is None or (stated is not None and abs(measured / stated - 1.0) <= TOLERANCE):
+        return FrameRate(stated, stated, measured)
+    return FrameRate(measured, stated, measured)

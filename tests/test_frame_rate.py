@@ -1,0 +1,57 @@
+"""A video's frame rate from its timestamps (streamer/frame_rate.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.frame_rate import MIN_GAPS, TOLERANCE, choose_rate, rate_from_times
+
+
+@settings(max_examples=60, deadline=None)
+@given(fps=st.floats(5.0, 240.0), n=st.integers(MIN_GAPS + 1, 80), jitter=st.floats(0.0, 0.25),
+       seed=st.integers(0, 2**31 - 1))
+def test_rate_from_jittered_reordered_millisecond_times(fps: float, n: int, jitter: float, seed: int) -> None:
+    """Whatever the jitter, the millisecond rounding and the decode order (B-frames), the rate
+    comes back to within the rounding of one gap."""
+    rng = np.random.default_rng(seed)
+    gaps = (1.0 + rng.uniform(-jitter, jitter, n)) / fps
+    times = np.round(np.concatenate([[0.0], np.cumsum(gaps)]) * 1000.0) / 1000.0
+    rng.shuffle(times)
+    measured = rate_from_times(list(times))
+    if len(np.unique(times)) - 1 < MIN_GAPS:
+        assert measured is None          # a fast clip's gaps can round to nothing
+        return
+    assert measured is not None
+    typical = 1.0 / fps
+    assert abs(1.0 / measured - typical) <= jitter * typical + 0.001
+
+
+def test_a_pause_does_not_lower_the_rate() -> None:
+    times = [i / 30.0 for i in range(30)] + [3.0 + i / 30.0 for i in range(30)]
+    assert rate_from_times(times) == pytest.approx(30.0)
+
+
+def test_too_few_or_unusable_times_say_nothing() -> None:
+    assert rate_from_times([i / 25.0 for i in range(MIN_GAPS)]) is None       # MIN_GAPS - 1 gaps
+    assert rate_from_times([0.0] * 50) is None
+    assert rate_from_times([float("nan")] * 50) is None
+    assert rate_from_times([i / 25.0 for i in range(MIN_GAPS + 1)]) == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("stated, measured, fps, corrected", [
+    (30.0, 29.8, 30.0, False),             # a variable-rate phone clip: its container is right
+    (30.0, 30.0 * (1 + TOLERANCE * 0.9), 30.0, False),
+    (1000.0, 29.7, 29.7, True),            # a browser's WebM: FFmpeg's guess from its time base
+    (17.97, 30.0, 30.0, True),             # a recording that paused: the average is no rate
+    (None, 25.0, 25.0, True),
+    (float("nan"), 25.0, 25.0, True),
+    (0.0, None, None, False),
+    (24.0, None, 24.0, False),             # too few frames to check: the container's word
+])
+def test_choose_rate(stated: float | None, measured: float | None, fps: float | None, corrected: bool) -> None:
+    rate = choose_rate(stated, measured)
+    assert rate.fps == pytest.approx(fps) if fps is not None else rate.fps is None
+    assert rate.corrected is corrected
