@@ -221,6 +221,23 @@ def test_a_damaged_set_is_named_in_one_line(tmp_path: Path, damage: str, says: s
     assert "\n" not in str(err.value) and "render the set again" in str(err.value)
 
 
+def test_a_damaged_shard_read_in_a_loader_worker_is_still_one_line(tmp_path: Path) -> None:
+    """torch re-raises a worker's error with the worker's whole traceback as its message; the
+    training command prints the message, so the loader gives back the line it was raised with."""
+    from engines.errors import InputError
+
+    d = tmp_path / "d"
+    write_dataset(d, total=8, shard_size=2, meta={})
+    shard = d / "shard_00001.npz"
+    shard.write_bytes(shard.read_bytes()[:100])
+    loader = make_loader(SyntheticDataset([d], input_size=S, augment=False), None, real_fraction=0.0,
+                         batch_size=8, num_workers=1, seed=0, steps=1)
+    with pytest.raises(InputError) as err:
+        for _ in loader:
+            pass
+    assert str(err.value).startswith(f"shard {shard} is damaged") and "\n" not in str(err.value)
+
+
 # --- flip --------------------------------------------------------------------------------------
 
 def test_flip_permutation_swaps_sides() -> None:

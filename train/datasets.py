@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from engines.errors import PosecastError
 from engines.ray_frame import OFFSETS_FRAMES, fit_pinhole, person_rotations
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
@@ -526,6 +527,33 @@ def make_loader(synth_ds: Dataset | None, real_ds: Dataset | None, real_fraction
                                 n_negative=mixed.n_negative, negative_fraction=negative_fraction)
     gen = torch.Generator()
     gen.manual_seed(int(seed) * 1_000_003 + int(start_step))
-    return DataLoader(mixed, batch_sampler=sampler, num_workers=num_workers,
-                      worker_init_fn=_seed_worker, generator=gen, pin_memory=pin_memory,
-                      persistent_workers=False)
+    return _Loader(mixed, batch_sampler=sampler, num_workers=num_workers,
+                   worker_init_fn=_seed_worker, generator=gen, pin_memory=pin_memory,
+                   persistent_workers=False)
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers' Posecast errors (a damaged shard) reach the user as the one line
+    they were raised with: torch re-raises them with the worker's whole traceback as their message."""
+
+    def __iter__(self):  # type: ignore[override]
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except PosecastError as exc:
+                raise type(exc)(raised_message(exc)) from None
+            yield batch
+
+
+def raised_message(exc: BaseException) -> str:
+    """The message an exception had where it was raised: for one re-raised by a DataLoader, the
+    last line of the worker's traceback, less its type's name."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "\n" not in text:
+        return text
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last[len(name):] if last.startswith(name) else last
