@@ -182,6 +182,13 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix
     return obj
 
 
+def check_range(name: str, value: float, lo: float, hi: float, unit: str = "") -> None:
+    """A config value's bounds, named in the error: within them every stage computes with finite
+    numbers (NaN is outside any range)."""
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}{unit} (got {value!r})")
+
+
 def to_dict(obj: Any) -> Any:
     """A config dataclass as plain YAML/JSON-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):

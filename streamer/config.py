@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.config import load_config
+from engines.config import check_range, load_config
+from engines.skeleton import H36M17
 from streamer.filters import FilterConfig
 
 AlignMethod = Literal["average", "lstsq", "weighted"]
@@ -16,6 +16,8 @@ BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
 # threads than this only fight over the cores (and a typo like 10000 would start them all).
 MAX_BATCH_SIZE = 256
 MAX_THREADS = 256
+MAX_PRINCIPAL_PX = 100_000  # a principal point farther off than this is a typo, not a crop
+MAX_SLOTS = 1024          # frames a ring may hold: 3.4 GB of shared memory at 1080p
 MAX_PORT = 65535          # TCP's last port; ZeroMQ would take a larger one modulo 65536 (99999 is 34463)
 
 
@@ -29,12 +31,8 @@ class InferenceConfig:
     calibration: str | None   # TensorRT int8: a video or image folder of typical scenes
 
     def check(self) -> None:
-        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} (got {self.batch_size})")
-        if self.threads < 0:
-            raise ValueError("threads must be >= 0")
-        if self.threads > MAX_THREADS:
-            raise ValueError(f"threads must be at most {MAX_THREADS} (got {self.threads})")
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_range("threads", self.threads, 0, MAX_THREADS, " (0: the runtime's default)")
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class TrackingConfig:
     roi_margin: float         # region of interest side = margin x the 2D pose's extent
     min_roi_px: int           # smallest region of interest, pixels of the input image
     search_tiles: int = 1     # a search also looks at n x n overlapping tiles (1: the full frame only)
-    research_every: int = 0   # frames between full-frame searches run beside tracking (0: never)
+    research_every: int = 30  # frames between full-frame searches run beside tracking (0: never)
     switch_margin: float = 0.05  # such a search takes over when its score beats the track's by this
     # A weaker search candidate (from this score up to detect_min_score) is looked at in a crop
     # around it, and counts as a person where that crop reaches detect_min_score.
@@ -70,8 +68,7 @@ class TrackingConfig:
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
+            check_range(name, getattr(self, name), 0.0, 1.0)
         if not 1 <= self.search_tiles <= 4:
             raise ValueError(f"search_tiles must be between 1 and 4 (got {self.search_tiles})")
         if self.research_every < 0:
@@ -85,10 +82,9 @@ class TrackingConfig:
         for name in ("new_track_iou", "takeover_min_iou"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
-        if self.roi_margin < 1.0:
-            raise ValueError(f"roi_margin must be >= 1 (got {self.roi_margin})")
-        if self.min_roi_px < 16:
-            raise ValueError("min_roi_px must be >= 16")
+        # A region 8 times the person's extent already shrinks them to an eighth of the crop.
+        check_range("roi_margin", self.roi_margin, 1.0, 8.0)
+        check_range("min_roi_px", self.min_roi_px, 16, 8192, " pixels")
 
 
 @dataclass(frozen=True)
@@ -97,8 +93,7 @@ class AlignmentConfig:
     window: int               # 2D decoding: expectation over +-window 8-pixel cells of the crop around the peak
 
     def check(self) -> None:
-        if not 0 <= self.window <= 4:
-            raise ValueError("window must be between 0 and 4")
+        check_range("window", self.window, 0, 4)
 
 
 @dataclass(frozen=True)
@@ -107,8 +102,8 @@ class RingConfig:
     live_slots: int           # frames in flight for live sources: small, so latency stays low
 
     def check(self) -> None:
-        if self.file_slots < 2 or self.live_slots < 2:
-            raise ValueError("file_slots and live_slots must be >= 2")
+        for name in ("file_slots", "live_slots"):
+            check_range(name, getattr(self, name), 2, MAX_SLOTS, " frames")
 
 
 @dataclass(frozen=True)
@@ -121,12 +116,9 @@ class SourceConfig:
     loop: bool                # posecast run on a file: start again at its end, forever
 
     def check(self) -> None:
-        if self.open_timeout_s <= 0 or self.read_timeout_s <= 0:
-            raise ValueError("timeouts must be positive")
-        if self.max_image_side < 64:
-            raise ValueError("max_image_side must be >= 64")
-        if self.reconnect_max_s <= 0:
-            raise ValueError("reconnect_max_s must be positive")
+        for name in ("open_timeout_s", "read_timeout_s", "reconnect_max_s"):
+            check_range(name, getattr(self, name), 0.01, 3600.0, " s")
+        check_range("max_image_side", self.max_image_side, 64, 16384, " pixels")
 
 
 @dataclass(frozen=True)
@@ -142,12 +134,12 @@ class CoordinatesConfig:
     root_min_joints_in_view: int = 4
 
     def check(self) -> None:
-        if self.root_min_joints_in_view < 0:
-            raise ValueError(f"root_min_joints_in_view must be >= 0 (got {self.root_min_joints_in_view})")
-        if self.focal_px is not None and not (0 < self.focal_px < math.inf):
-            raise ValueError(f"focal_px must be positive (got {self.focal_px})")
-        if self.principal_px is not None and not all(map(math.isfinite, self.principal_px)):
-            raise ValueError(f"principal_px must be two finite numbers (got {list(self.principal_px)})")
+        check_range("root_min_joints_in_view", self.root_min_joints_in_view, 0, H36M17.num_joints, " joints")
+        if self.focal_px is not None:
+            check_range("focal_px", self.focal_px, 1.0, 1e6, " pixels")
+        if self.principal_px is not None and not all(abs(v) <= MAX_PRINCIPAL_PX for v in self.principal_px):
+            raise ValueError(f"principal_px must be two numbers of pixels within {MAX_PRINCIPAL_PX:g} of the image's "
+                             f"corner (got {list(self.principal_px)})")
         if not 10.0 <= self.hfov_deg <= 170.0:
             raise ValueError(f"hfov_deg must be between 10 and 170 (got {self.hfov_deg})")
 
@@ -164,8 +156,8 @@ class PublishConfig:
     def check(self) -> None:
         if not 0 <= self.port <= MAX_PORT:
             raise ValueError(f"port must be between 1 and {MAX_PORT}, or 0 for any free port (got {self.port})")
-        if self.hwm < 1 or self.meta_interval_s <= 0:
-            raise ValueError("hwm must be >= 1 and meta_interval_s > 0")
+        check_range("hwm", self.hwm, 1, 1_000_000, " messages")
+        check_range("meta_interval_s", self.meta_interval_s, 0.01, 3600.0, " s")
 
     @property
     def endpoint(self) -> str:

@@ -62,6 +62,8 @@ from typing import Literal
 
 import numpy as np
 
+from engines.config import check_range
+
 FilterMethod = Literal["auto", "off", "one_euro", "kalman"]
 
 RESET_GAP_S = 1.0     # a longer gap between frames starts the filter afresh
@@ -69,11 +71,11 @@ MIN_CONF = 0.05       # Kalman: confidence floor, so a zero-confidence joint sti
 MAX_LAG = 100         # smoother: most frames held back (each holds a frame of the ring)
 
 
-def _positive(obj: object, *names: str) -> None:
+def _positive(obj: object, *names: str, lo: float, hi: float) -> None:
+    """Each value in [lo, hi]: far enough from 0 and infinity that the filters' squares and
+    exponentials stay finite (1e-300 noise underflowed to a non-finite pose, 1e300 overflowed)."""
     for name in names:
-        value = getattr(obj, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number (got {value!r})")
+        check_range(name, getattr(obj, name), lo, hi)
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,8 @@ class OneEuroConfig:
     d_cutoff: float        # Hz: cutoff of the low-pass over the speed that steers the cutoff
 
     def check(self) -> None:
-        _positive(self, "min_cutoff", "d_cutoff")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta must be a number >= 0 (got {self.beta!r})")
+        _positive(self, "min_cutoff", "d_cutoff", lo=1e-3, hi=1e3)
+        check_range("beta", self.beta, 0.0, 1e4)
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,8 @@ class KalmanConfig:
     adapt_window_s: float     # s: averaging window of the innovation test that raises process noise; 0: off
 
     def check(self) -> None:
-        _positive(self, "process_noise", "measurement_noise")
-        if not (math.isfinite(self.adapt_window_s) and self.adapt_window_s >= 0):
-            raise ValueError(f"adapt_window_s must be a number >= 0 (got {self.adapt_window_s!r})")
+        _positive(self, "process_noise", "measurement_noise", lo=1e-6, hi=1e3)
+        check_range("adapt_window_s", self.adapt_window_s, 0.0, 60.0, " s")
 
 
 def _check_sections(obj: object, *names: str) -> None:
@@ -121,8 +121,8 @@ class RootFilterConfig:
 
     def check(self) -> None:
         _check_sections(self, "one_euro", "kalman")
-        if not 0.0 <= self.max_depth_rate < math.inf:
-            raise ValueError(f"max_depth_rate must be 0 (no bound) or a positive number per second (got {self.max_depth_rate})")
+        # 0: no bound; 100 a second already lets depth change e^100-fold in a second.
+        check_range("max_depth_rate", self.max_depth_rate, 0.0, 100.0, " per second (0: no bound)")
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ class Joints2DFilterConfig:
 
     def check(self) -> None:
         _check_sections(self, "kalman")
-        if not 0.0 <= self.outlier_gate < math.inf:
-            raise ValueError(f"outlier_gate must be 0 (off) or a positive number of person sizes (got {self.outlier_gate})")
+        check_range("outlier_gate", self.outlier_gate, 0.0, 100.0, " person sizes (0: off)")
 
 
 @dataclass(frozen=True)
