@@ -160,7 +160,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))
     result = Pipeline(request).run()
-    if result.summary is not None:
+    # An input that failed before its first frame is said by its error alone.
+    if result.summary is not None and not (result.error is not None and result.summary["frames"] == 0):
         _print_summary(result, tracks, overlay, args.stats)
     if result.error is not None:
         if result.traceback:
@@ -178,7 +179,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
 def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats: bool) -> None:
     s = result.summary
     fps = s["frames"] / s["seconds"] if s["seconds"] > 0 else float("nan")
-    outs = ", ".join([str(p) for p in tracks + ([overlay] if overlay else [])]
+    written_overlay = [overlay] if overlay is not None and overlay.is_file() else []
+    outs = ", ".join([str(p) for p in tracks + written_overlay]
                      + ([result.endpoint] if result.endpoint else [])) or "nowhere"
     line = (f"{s['frames']} frames in {s['seconds']:.2f} s ({fps:.1f} frames/s) -> {outs}; "
             f"person found in {s['found']}; backend {result.backend}")

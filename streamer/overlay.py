@@ -236,8 +236,9 @@ class OverlayWriter:
             raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space)") from None
         self.frames_written += 1
 
-    def close(self) -> None:
-        """Flushes the encoder and finishes the file. Idempotent."""
+    def close(self, input_failed: bool = False) -> None:
+        """Flushes the encoder and finishes the file. Idempotent. An empty overlay is removed,
+        with a warning unless the input failed before its first frame (its error says why)."""
         if self._closed:
             return
         self._closed = True
@@ -248,7 +249,8 @@ class OverlayWriter:
             except (av.FFmpegError, OSError):
                 pass
             self._file.unlink(missing_ok=True)
-            log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
+            if not input_failed:
+                log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
             return
         failed: BaseException | None = None
         try:

@@ -38,13 +38,20 @@ from streamer.frame_rate import choose_rate, rate_from_times
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_EXIF_TURNED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")   # Pillow's names
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".pnm", ".jp2", ".j2k")
+# Pictures a folder may hold that are not read as shots: named in a warning, not silently left out.
+# (A GIF is often an animation: given alone, it is read as a video.)
+UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _CAMERA = re.compile(r"^(?:/dev/video)?(\d+)$")
 _CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 _DETAILED_WARNINGS = 10        # then only a count, so a badly damaged file can't flood the log
+_STATED_DURATION_FORMATS = ("matroska,webm", "flv")
+SHORT_END_SLACK = 2            # frames a file with a stated duration may end early by, unreported
 LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~2 s to time frames by
 
 
@@ -68,6 +75,7 @@ class Frame:
     t_media: float | None       # presentation time in seconds (video files and streams)
     scale: float = 1.0          # original-image pixels per frame pixel (downscaled folder images)
     name: str | None = None     # image file name (folders)
+    new_shot: bool = False      # shares nothing with the frame before (a looped file starting again)
 
 
 class Source(ABC):
@@ -95,8 +103,16 @@ class Source(ABC):
 def open_source(spec: str, config: SourceConfig) -> Source:
     """Open the input `spec` names; raises InputError with a one-line reason if it can't."""
     spec = str(spec)
+    if not spec.strip():
+        # An unset shell variable ("$VIDEO"): not the current folder's images.
+        raise InputError("the input is empty: give a video file, an image folder or pattern, a stream URL "
+                         "or a camera number")
     if _CAMERA.match(spec):
-        return CameraSource(spec, config)
+        if spec.isdigit() and Path(spec).exists():
+            log.warning("'%s' is read as the %s of that name here; for camera %s, give /dev/video%s",
+                        spec, "folder" if Path(spec).is_dir() else "file", spec, spec)
+        else:
+            return CameraSource(spec, config)
     url = _URL.match(spec)
     if url:
         scheme = url.group(1).lower()
@@ -191,6 +207,7 @@ class _AVSource(Source):
         self._ahead: list[av.Packet] = []
         self._ahead_error: av.FFmpegError | None = None
         self._demux_ended = False
+        self._last_time: float | None = None   # the latest frame time yielded, seconds
         if not live:
             self._read_ahead(LOOK_AHEAD_PACKETS)
         stated = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -274,6 +291,16 @@ class _AVSource(Source):
         else:
             self._account_lost(index)
             self._on_end(index)
+        if index == 0:
+            raise InputError(f"{self._what} gave no frame to track: {self._why_no_frames()}")
+
+    def _why_no_frames(self) -> str:
+        if self._discarded and not self.corrupt:
+            return (f"its {self._discarded} frame(s) are all marked not to be shown (by its edit list); "
+                    f"re-encode it, e.g. to H.264")
+        if self.corrupt:
+            return f"none could be decoded ({self.corrupt} damaged packet(s) or frame(s)); the file is damaged"
+        return "it holds no video frames"
 
     def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
         try:
@@ -344,6 +371,8 @@ class _AVSource(Source):
         t_media = av_frame.time
         if t_media is not None and not math.isfinite(t_media):
             t_media = None
+        if t_media is not None:
+            self._last_time = t_media if self._last_time is None else max(self._last_time, t_media)
         return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media)
 
     def _turn(self, image: np.ndarray) -> np.ndarray:
@@ -408,6 +437,12 @@ class VideoFileSource(_AVSource):
         # MP4/MOV indexes say exactly how many frames the file holds; a shortfall at the end
         # means a truncated file, and those frames count as corrupt like any other lost ones.
         self._exact_count = self.info.frame_count if self._stream.frames > 0 else None
+        # Matroska and FLV state their duration in the header, written when the recording ended:
+        # a file that ends well before it was cut short. (Other formats' durations are FFmpeg's
+        # estimates from the file as it is, truncated or not.)
+        self._stated_end: float | None = None
+        if self._exact_count is None and container.duration and container.format.name in _STATED_DURATION_FORMATS:
+            self._stated_end = (container.duration + (container.start_time or 0)) / av.time_base
 
     def _on_end(self, yielded: int) -> None:
         self._check_complete(yielded)
@@ -421,12 +456,27 @@ class VideoFileSource(_AVSource):
     def _check_complete(self, yielded: int) -> bool:
         """Count frames the index promised but the file didn't deliver; False if unknowable."""
         if self._exact_count is None:
-            return False
+            return self._check_duration()
         missing = self._exact_count - yielded - self.corrupt - self._discarded
         if missing > 0:
             self.corrupt += missing
             log.warning("%s: ended %d frame(s) early (the file is truncated or damaged)",
                         self._what, missing)
+        return True
+
+    def _check_duration(self) -> bool:
+        """Count the frames a file whose header states its duration lacks at its end, from the
+        time its last frame leaves; False if unknowable."""
+        fps = self.info.fps
+        if self._stated_end is None or fps is None:
+            return False
+        last = self._last_time
+        missing = round((self._stated_end - (last if last is not None else 0.0)) * fps) - (last is not None)
+        # A frame or two of slack: the last frame's stated length need not be one period.
+        if missing > SHORT_END_SLACK:
+            self.corrupt += missing
+            log.warning("%s: ended at %.2f s of the %.2f s its header states, about %d frame(s) early (the file is "
+                        "cut short or damaged)", self._what, last or 0.0, self._stated_end, missing)
         return True
 
 
@@ -625,8 +675,32 @@ def _natural_key(s: str) -> tuple:
 @dataclass(frozen=True)
 class _ImageEntry:
     path: Path
+    name: str                   # what messages call it: its path from the folder or pattern's start
     width: int                  # as OpenCV will decode it (EXIF orientation applied)
     height: int
+
+
+def _images_among(paths: list[Path], where: str) -> list[Path]:
+    """The paths named as images this reads. A broken link among them is kept, to be reported as
+    unreadable; macOS's '._' companion files are no images; pictures in formats not read here are
+    named in one warning."""
+    images = [c for c in paths if c.suffix.lower() in IMAGE_EXTENSIONS and not c.name.startswith("._")
+              and (c.is_file() or (c.is_symlink() and not c.exists()))]
+    unread = sorted({c.suffix.lower() for c in paths if c.suffix.lower() in UNREAD_IMAGE_EXTENSIONS})
+    if unread:
+        n = sum(1 for c in paths if c.suffix.lower() in UNREAD_IMAGE_EXTENSIONS)
+        log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG to "
+                    "track them", n, where, ", ".join(unread))
+    return images
+
+
+def _shown_name(path: Path, base: Path) -> str:
+    """An image's name in messages: its path from `base`, so that a recursive pattern's images in
+    different folders keep different names ('a/x.jpg', 'b/x.jpg'); a plain folder's, its file name."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name
 
 
 class ImageFolderSource(Source):
@@ -639,11 +713,11 @@ class ImageFolderSource(Source):
     def __init__(self, spec: str, max_image_side: int = 1920) -> None:
         self.corrupt = 0
         self._max_side = max_image_side
-        paths, name = self._find(str(spec))
+        paths, name, base = self._find(str(spec))
         self._entries: list[_ImageEntry] = []
         failures: list[str] = []
         for p in paths:
-            entry = self._header(p)
+            entry = self._header(p, _shown_name(p, base))
             if entry is None:
                 failures.append(p.name)
                 self._skipped(p, "cannot read the image header")
@@ -664,42 +738,45 @@ class ImageFolderSource(Source):
             fps=None, frame_count=len(paths), stills=True,
         )
 
-    def _find(self, spec: str) -> tuple[list[Path], str]:
+    def _find(self, spec: str) -> tuple[list[Path], str, Path]:
+        """The images, the input's short name, and the folder their names are given from."""
         p = Path(os.path.expanduser(spec))
         if p.is_file():
-            return [p], p.stem
+            return [p], p.stem, p.parent
         if p.is_dir():
             try:
-                found = [c for c in p.iterdir()
-                         if c.suffix.lower() in IMAGE_EXTENSIONS and c.is_file()]
+                found = _images_among(list(p.iterdir()), f"folder '{spec}'")
             except OSError as exc:
                 raise InputError(f"cannot read folder '{spec}': {_reason(exc)}") from None
             if not found:
                 raise InputError(f"no images in folder '{spec}' (looked for "
                                  f"{', '.join(IMAGE_EXTENSIONS)})")
-            return sorted(found, key=lambda c: _natural_key(c.name)), p.resolve().name or "images"
+            return sorted(found, key=lambda c: _natural_key(c.name)), p.resolve().name or "images", p
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
-        found = [m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS and m.is_file()]
+        found = _images_among(matches, f"'{spec}'")
         if not found:
             raise InputError(f"no images match '{spec}'")
         # The name is the folder the pattern starts in ('runs/a/*.png' -> 'a').
         base = Path(os.path.expanduser(spec))
         while base != base.parent and _GLOB_CHARS.search(str(base)):
             base = base.parent
-        return sorted(found, key=lambda m: _natural_key(str(m))), base.resolve().name or "images"
+        return sorted(found, key=lambda m: _natural_key(str(m))), base.resolve().name or "images", base
 
     @staticmethod
-    def _header(p: Path) -> _ImageEntry | None:
+    def _header(p: Path, name: str) -> _ImageEntry | None:
         try:
             with Image.open(p) as im:
                 w, h = im.size
-                # OpenCV rotates JPEGs by their EXIF orientation; match it. (Only JPEG: for
-                # PNG, Pillow would have to read the whole file to find the EXIF chunk.)
-                if im.format == "JPEG" and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                # OpenCV turns JPEG, PNG and WebP images by the EXIF orientation in their
+                # header; match it. Pillow has read that EXIF on opening (a PNG's eXIf chunk after
+                # the pixels, which would take reading the whole file, OpenCV ignores too), and
+                # reports TIFFs already turned.
+                if (im.format in _EXIF_TURNED_FORMATS and "exif" in im.info
+                        and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)):
                     w, h = h, w
         except Exception:   # Pillow raises many types for malformed files; all mean "unreadable"
             return None
-        return _ImageEntry(p, w, h) if w > 0 and h > 0 else None
+        return _ImageEntry(p, name, w, h) if w > 0 and h > 0 else None
 
     def _fitted(self, w: int, h: int) -> tuple[int, int]:
         long_side = max(w, h)
@@ -755,8 +832,13 @@ class ImageFolderSource(Source):
                 continue
             image, scale = got
             yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
-                        scale=scale, name=e.path.name)
+                        scale=scale, name=e.name)
             index += 1
+        if index == 0:
+            n = self.info.frame_count
+            raise InputError(f"none of the {n} image(s) in '{self.info.uri}' could be decoded (the files are "
+                             f"damaged or not images)" if n != 1 else
+                             f"'{self.info.uri}' could not be decoded (the file is damaged or not an image)")
 
     def close(self) -> None:
         pass                                 # nothing held open between frames

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from streamer.tracks import read_track
@@ -80,6 +81,24 @@ def test_bad_track_input(posecast, clip40: Path, tmp_path: Path, case: str) -> N
     assert r.returncode == 2, r.stderr
     assert_one_clear_line(r.stderr, mention)
     assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_an_input_that_gives_no_frame_is_one_line(posecast, tmp_path: Path) -> None:
+    """Images whose headers read but whose pixels don't: the run fails after it started, and says
+    so in one line: no summary of nothing, no overlay named that was never written."""
+    import cv2
+
+    d = tmp_path / "shots"
+    d.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(d / name), np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8))
+        (d / name).write_bytes((d / name).read_bytes()[:400])     # the header, and part of the pixels
+    r = posecast.run(["track", str(d), "-o", str(tmp_path / "t.jsonl"), "--overlay", str(tmp_path / "o.mp4")],
+                     timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, "none of the 2 image(s)")
+    assert "frames in" not in r.stderr and "overlay" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.parametrize("case", ["camera index", "text file as video", "rtsp refused"])
@@ -368,7 +387,7 @@ def test_threads_are_capped_for_the_pipeline_too(posecast, clip40: Path, command
     args = [command, clip40, "-o", "t.jsonl", "--threads", "10000", "--no-progress"]
     r = posecast.run(args, timeout=60)
     assert r.returncode == 2, r.stderr
-    assert_one_clear_line(r.stderr, "threads must be at most 256")
+    assert_one_clear_line(r.stderr, "threads must be between 0 and 256")
     help_text = " ".join(posecast.run([command, "--help"]).stdout.split())
     assert "at most 256" in help_text
 

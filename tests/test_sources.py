@@ -102,6 +102,29 @@ def test_truncated_file_yields_frames_before_the_cut(clip: Path, reference: dict
     assert len(frames) + corrupt == N
 
 
+@pytest.mark.parametrize("fmt, codec", [("matroska", "libx264"), ("webm", "libvpx"), ("flv", "flv")])
+def test_a_cut_short_file_with_a_stated_duration_counts_its_lost_end(tmp_path: Path, fmt: str, codec: str) -> None:
+    """Matroska, WebM and FLV have no frame index, but their header states the duration: a copy
+    cut short ends well before it, and the frames it lacks are counted, not silently missing."""
+    whole = tmp_path / f"whole.{fmt}"
+    with av.open(str(whole), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        rng = np.random.default_rng(0)
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    frames, corrupt = read_all(whole)
+    assert (len(frames), corrupt) == (60, 0)
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    frames, corrupt = read_all(cut)
+    assert 0 < len(frames) < 50
+    assert len(frames) + corrupt == pytest.approx(60, abs=2)
+
+
 def _packets(path: Path) -> list[tuple[int, int]]:
     with av.open(str(path)) as c:
         return [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
@@ -143,16 +166,15 @@ def test_crude_2kb_overwrite_in_the_middle(clip: Path, tmp_path: Path) -> None:
 
 def test_broken_keyframe_counts_the_frames_that_depend_on_it(clip: Path, tmp_path: Path) -> None:
     # The only keyframe damaged: FFmpeg reports one error, then silently drops every frame that
-    # needed it. Those are counted too.
+    # needed it. Those are counted too; with none left, the file gave nothing to track.
     pos, size = _packets(clip)[0]
     data = bytearray(clip.read_bytes())
     start = pos + size // 3
     data[start:start + size // 3] = bytes(random.Random(1).randrange(256) for _ in range(size // 3))
     bad = tmp_path / "nokey.mp4"
     bad.write_bytes(bytes(data))
-    frames, corrupt = read_all(bad)
-    assert corrupt >= 1
-    assert len(frames) + corrupt == N
+    with pytest.raises(InputError, match=f"gave no frame to track: none could be decoded \\({N} damaged"):
+        read_all(bad)
 
 
 def _bad_file(d: Path, kind: str) -> Path:
@@ -415,15 +437,25 @@ def test_very_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
     assert frames[0].scale == pytest.approx(10.0)
 
 
-def test_exif_rotated_jpeg_size_is_known_from_the_header(tmp_path: Path) -> None:
-    path = tmp_path / "portrait.jpg"
+@pytest.mark.parametrize("fmt, suffix", [("JPEG", ".jpg"), ("MPO", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"),
+                                         ("TIFF", ".tif")])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_turned_image_size_is_known_from_the_header(tmp_path: Path, fmt: str, suffix: str,
+                                                         orientation: int) -> None:
+    """OpenCV turns an image by its EXIF orientation; the size known before decoding must be the
+    turned one, or the frame is squeezed into the wrong shape. Phones' photos open in Pillow as
+    MPO (a JPEG with a second picture), and PNG and WebP carry EXIF too."""
+    path = tmp_path / f"portrait{suffix}"
     exif = Image.Exif()
-    exif[0x0112] = 6                                          # rotate 90: stored 40x20, shown 20x40
-    Image.new("RGB", (40, 20), (10, 200, 30)).save(path, exif=exif)
+    exif[0x0112] = orientation                # 5-8 turn by 90 degrees: stored 40x20, shown 20x40
+    picture = Image.new("RGB", (40, 20), (10, 200, 30))
+    extra = {"save_all": True, "append_images": [picture]} if fmt == "MPO" else {}
+    picture.save(path, format=fmt, exif=exif, **extra)
+    shown = (20, 40) if orientation >= 5 else (40, 20)
     with open_source(str(path), CFG) as src:
-        assert (src.info.width, src.info.height) == (20, 40)
+        assert (src.info.width, src.info.height) == shown
         (frame,) = list(src.frames())
-    assert frame.image.shape == (40, 20, 3)
+    assert frame.image.shape == (shown[1], shown[0], 3)
 
 
 def test_glob_patterns(folder: Path) -> None:
@@ -433,6 +465,86 @@ def test_glob_patterns(folder: Path) -> None:
     assert [f.name for f in frames] == ["img1.png", "img2.png", "img3.jpg"]
     with open_source(str(folder / "*.jpg"), CFG) as src:
         assert src.info.name == "shots" and src.info.frame_count == 1
+
+
+def test_a_recursive_patterns_images_keep_their_folders_in_their_names(tmp_path: Path) -> None:
+    """Messages name each image; two 'x.png' in different folders must not share a name."""
+    for sub, value in (("a", 10), ("b/c", 20)):
+        (tmp_path / sub).mkdir(parents=True)
+        _png(tmp_path / sub / "x.png", 30, 20, value)
+    frames, _ = read_all(f"{tmp_path}/**/x.png")
+    assert [f.name for f in frames] == ["a/x.png", "b/c/x.png"]
+    frames, _ = read_all(tmp_path / "a")
+    assert [f.name for f in frames] == ["x.png"]
+
+
+def test_what_a_folder_holds_besides_readable_images(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A JPEG named .jfif is read; a GIF is named in a warning rather than silently left out; a
+    broken link named .jpg is an unreadable image, counted; macOS's '._' files are no images."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    (d / "b.jfif").write_bytes((d / "a.jpg").read_bytes())
+    Image.new("RGB", (32, 24)).save(d / "c.gif")
+    (d / "d.jpg").symlink_to(d / "nowhere.jpg")
+    (d / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (d / "labels.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(d)
+    assert [f.name for f in frames] == ["a.jpg", "b.jfif"] and corrupt == 1
+    assert any("left out 1 picture(s)" in r.message and ".gif" in r.message for r in caplog.records)
+    assert any("d.jpg" in r.message for r in caplog.records)
+    assert not any("._a.jpg" in r.message or "labels" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("broken", [["a.png"], ["a.png", "b.jpg"]])
+def test_no_image_decodes_is_an_input_error(tmp_path: Path, broken: list[str]) -> None:
+    """Headers that read but pixels that don't: the input gave nothing to track."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in broken:
+        good = d / f"good{Path(name).suffix}"
+        cv2.imwrite(str(good), np.full((24, 32, 3), 90, np.uint8))
+        (d / name).write_bytes(good.read_bytes()[:60])
+        good.unlink()
+    spec = d / broken[0] if len(broken) == 1 else d
+    with pytest.raises(InputError, match="(none of the 2 image.s. in .* could|could not) be decoded") as err:
+        read_all(spec)
+    assert str(spec) in str(err.value)
+
+
+def test_a_video_whose_every_frame_is_discarded_is_an_input_error(tmp_path: Path) -> None:
+    """An MP4 whose edit list shows none of its frames decodes to nothing: an error, not an empty
+    track and exit 0. (H.264 at 100,000 fps comes out of the MP4 muxer so: every packet marked to be
+    discarded, as checked below.)"""
+    path = tmp_path / "hidden.mp4"
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=100_000)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 50 * i, np.uint8), format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    with av.open(str(path)) as c:
+        assert all(p.is_discard for p in c.demux(c.streams.video[0]) if p.size)
+    with pytest.raises(InputError, match="gave no frame to track") as err:
+        read_all(path)
+    assert str(path) in str(err.value)
+
+
+def test_an_empty_input_and_a_folder_named_by_digits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty argument (an unset "$VIDEO") is refused, not read as the current folder; a folder
+    named '2024' here is that folder, not camera 2024."""
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "stray.png", 30, 20, 1)
+    for empty in ("", "  "):
+        with pytest.raises(InputError, match="the input is empty"):
+            open_source(empty, CFG)
+    (tmp_path / "2024").mkdir()
+    _png(tmp_path / "2024" / "x.png", 30, 20, 1)
+    with open_source("2024", CFG) as src:
+        assert isinstance(src, ImageFolderSource)
 
 
 def test_single_image(folder: Path) -> None:

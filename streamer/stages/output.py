@@ -4,6 +4,7 @@ and the run's statistics."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class OutputStage:
             if publisher is not None:
                 publisher.start(info["name"], meta)
                 self.reporter.send("publishing", publisher.endpoint)
+                publisher.let_waiting_subscribers_join()
             note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
             if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
@@ -135,7 +137,9 @@ class OutputStage:
                 elif kind == END:
                     # Finished before the summary, and taken off the closers in `finally`, so
                     # that a file that cannot be finished (a full disk) is reported once.
-                    finishing = [w.close for w in writers] + ([overlay.close] if overlay is not None else [])
+                    failed = body.get("reason") == "source failed"
+                    finishing = [w.close for w in writers] + (
+                        [functools.partial(overlay.close, input_failed=failed)] if overlay is not None else [])
                     writers, overlay = [], None
                     close_all(finishing)
                     self.reporter.send("summary", self._summary(body, time.perf_counter() - t_first))
