@@ -45,6 +45,7 @@ class FramePacket:
     t_media: float | None
     scale: float                       # input-image pixels per ring pixel (1 unless downscaled)
     image: str | None = None           # the image file's name (image folders), else None
+    new_shot: bool = False             # starts a new shot whatever the picture (a looped file's restart)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -94,6 +94,52 @@ def test_run_loop_plays_a_file_again_with_media_time_running_on(posecast, clip40
     assert len(poses) > 40                                          # past the end of the 40 frames
     media = [p["t_media"] for p in poses]
     assert all(b > a for a, b in zip(media, media[1:])), media      # the loop's time runs on
+    # The person jumps back to where they started: a new shot, a new id, no filter across the jump.
+    period = media[1] - media[0] if poses[1]["seq"] == 1 else 1 / 30
+    ids = [(p["t_media"], p["people"][0]["id"]) for p in poses if p["people"]]
+    first_pass = {i for t, i in ids if t < 40 * period - 1e-6}
+    second_pass = [i for t, i in ids if 40 * period - 1e-6 <= t < 80 * period - 1e-6]
+    assert len(first_pass) == 1 and second_pass and second_pass[0] not in first_pass, ids
+
+
+class _TwoFrames:
+    """A file of two frames, for a reader that loops it."""
+
+    def __init__(self, at_end=lambda: None) -> None:
+        from streamer.sources import SourceInfo
+
+        self.info = SourceInfo("f", "f.mp4", False, 32, 24, 30.0, 2)
+        self.at_end = at_end
+
+    def frames(self):
+        import numpy as np
+
+        from streamer.sources import Frame
+
+        for i in range(2):
+            yield Frame(np.zeros((24, 32, 3), np.uint8), i, time.time(), i / 30)
+        self.at_end()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_loop_restart_dropped_from_the_mailbox_still_starts_a_shot() -> None:
+    """Live, the reader keeps only the newest frame: a restart's first frame replaced before it
+    was taken hands its new shot on to the frame that replaced it."""
+    import threading
+
+    from streamer.stages.base import Control
+    from streamer.stages.capture import _NewestFrame, _Reopen
+
+    def reopen():
+        return _TwoFrames(at_end=newest.quit.set)      # one loop restart, then stop
+
+    control = Control(stop=threading.Event(), abort=threading.Event())
+    newest = _NewestFrame()
+    newest.fill_from(_TwoFrames(), control, False, _Reopen(reopen, loop=True))
+    frame, _ = newest.take(timeout_s=0)
+    assert newest.dropped >= 2 and frame.index == 1 and frame.new_shot
 
 
 # --- a source that comes back different ----------------------------------------------------------

@@ -112,7 +112,8 @@ class CaptureStage:
         slot = self.seq % ring.spec.slots
         np.copyto(ring.view(slot, h, w), frame.image)
         self.timer.since("copy", t0)
-        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale, frame.name)
+        packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale, frame.name,
+                             frame.new_shot)
         out.send(FRAME, packet.to_dict())
         self.seq += 1
 
@@ -224,11 +225,12 @@ class _NewestFrame:
         """Keep the newest frame of `src`, reopening it as `reopen` says. The reader owns every
         source it opens again, and closes it: a source is only ever used by one thread."""
         reopen = reopen or _Reopen(opener=lambda: src)
-        current, media_offset = src, 0.0
+        current, media_offset, looped = src, 0.0, False
         try:
             while True:
                 try:
-                    last_media = self._read(current, control, paced, media_offset)
+                    last_media = self._read(current, control, paced, media_offset, restarted=looped)
+                    looped = False
                 except PosecastError as exc:
                     if not reopen.reconnect or self._stopping(control):
                         raise
@@ -243,7 +245,7 @@ class _NewestFrame:
                     return
                 media_offset = last_media + 1.0 / (src.info.fps or 30.0)   # the loop's media time runs on
                 self._close(current, src)
-                current = reopen.opener()
+                current, looped = reopen.opener(), True
         except BaseException as exc:  # handed to the sending thread, which reports it
             self.error = exc
         finally:
@@ -283,8 +285,10 @@ class _NewestFrame:
             return fresh
         return None
 
-    def _read(self, src: Source, control: Control, paced: bool, media_offset: float) -> float:
-        """Frames of `src` into the mailbox until it ends or the run stops; the last media time."""
+    def _read(self, src: Source, control: Control, paced: bool, media_offset: float, restarted: bool = False) -> float:
+        """Frames of `src` into the mailbox until it ends or the run stops; the last media time.
+        `restarted`: a looped file from its start again, whose first frame is a new shot: the person
+        jumps back to where they started, and the tracker and filters must not carry them across."""
         t0 = time.perf_counter()
         start: tuple[float, float] | None = None      # (wall clock, media time) of the first frame
         period = 1.0 / (src.info.fps or 30.0)
@@ -301,10 +305,13 @@ class _NewestFrame:
                 frame.t_capture = time.time()        # captured when a camera would have delivered it
             if frame.t_media is not None and media_offset:
                 frame.t_media += media_offset
+            if restarted:
+                frame.new_shot, restarted = True, False
             last_media = frame.t_media if frame.t_media is not None else last_media
             with self.cond:
                 if self.frame is not None:
                     self.dropped += 1
+                    frame.new_shot |= self.frame[0].new_shot    # a dropped restart still starts a shot
                 self.frame = (frame, read_ms)
                 self.cond.notify()
             if self._stopping(control):
