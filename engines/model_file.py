@@ -33,6 +33,9 @@ class ModelInfo:
     config: ModelConfig
     weights: str          # what the weights are: "untrained (seed 0)", or a training run's name
     trained: bool
+    # The SHA-256 of the checkpoint an ONNX file was exported from: what the temporal refiners
+    # trained behind that checkpoint recognise it by (streamer/refiner.py). None: not known.
+    checkpoint_sha256: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         cfg = self.config
@@ -54,6 +57,7 @@ class ModelInfo:
             "weights": self.weights,
             "trained": self.trained,
             "model_config": to_dict(cfg),
+            **({"checkpoint_sha256": self.checkpoint_sha256} if self.checkpoint_sha256 else {}),
         }
 
     @classmethod
@@ -65,7 +69,9 @@ class ModelInfo:
             )
         try:
             cfg = from_dict(ModelConfig, meta["model_config"], source=f"{source} (model_config)")
-            return cls(config=cfg, weights=str(meta["weights"]), trained=bool(meta["trained"]))
+            digest = meta.get("checkpoint_sha256")
+            return cls(config=cfg, weights=str(meta["weights"]), trained=bool(meta["trained"]),
+                       checkpoint_sha256=digest if isinstance(digest, str) else None)
         except (KeyError, ConfigError) as exc:
             raise ModelFileError(f"{source}: damaged Posecast metadata ({exc})") from None
 

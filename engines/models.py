@@ -12,7 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engines.cache import cache_dir, cache_error
@@ -45,7 +45,7 @@ def resolve_model(spec: str | Path | None) -> ModelArtifact:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         info = read_onnx_info(path)
-        return ModelArtifact(info, path, None, file_sha256(path))
+        return ModelArtifact(info, path, None, file_sha256(path), info.checkpoint_sha256)
     if suffix in (".pt", ".pth"):
         return _from_checkpoint(path)
     raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
@@ -59,7 +59,9 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     if onnx_path.exists():
         try:
             info = read_onnx_info(onnx_path)
-            return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
+            if info.checkpoint_sha256 == digest:
+                return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
+            onnx_path.unlink(missing_ok=True)   # an older version's export, without the checkpoint's digest
         except ModelFileError:
             # A damaged cache entry (a full disk, a copy cut short) is ours to fix: export again.
             log.warning("the cached export %s is damaged; exporting again", onnx_path)
@@ -67,7 +69,7 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     net, info = load_checkpoint(path)
     log.info("exporting %s to ONNX (once; cached at %s)", path, onnx_path)
     try:
-        export_onnx(net, info, onnx_path)
+        export_onnx(net, replace(info, checkpoint_sha256=digest), onnx_path)
     except OSError as err:
         raise cache_error(onnx_path, err) from None
     info = read_onnx_info(onnx_path)

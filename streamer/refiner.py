@@ -163,10 +163,11 @@ class TemporalRefiner:
 def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = None,
                     live: bool = False) -> TemporalRefiner | None:
     """The refiner `filter.refiner` (files) or, with `live`, `filter.live_refiner` names for a run
-    of the model saved in `checkpoint` (None for an ONNX file; `digest`: its SHA-256, where the
-    caller has it already). "auto" is the shipped one where it was trained behind this very model,
-    else none: its corrections are learned for one network's errors. A file named outright must
-    fit, and a live one must not look ahead."""
+    of the model saved in `checkpoint` (None for an ONNX file; `digest`: the checkpoint's SHA-256,
+    where the caller has it already, as an ONNX file exported by Posecast records it). "auto" is
+    the shipped one where it was trained behind this very model, else none: its corrections are
+    learned for one network's errors. A file named outright must fit, and a live one must not look
+    ahead."""
     if setting == "off":
         return None
     key = "filter.live_refiner" if live else "filter.refiner"
@@ -174,7 +175,7 @@ def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = 
         digest = file_sha256(checkpoint)
     if setting == "auto":
         shipped = SHIPPED_LIVE_REFINER if live else SHIPPED_REFINER
-        if checkpoint is None or not shipped.is_file():
+        if digest is None or not shipped.is_file():
             return None
         refiner = TemporalRefiner.load(shipped)
         return refiner if refiner.model_digest == digest else None
@@ -182,12 +183,13 @@ def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = 
         raise RefinerFileError(f"temporal refiner not found: {setting} ({key} takes auto, off or a file written "
                                "by python -m train.temporal)")
     refiner = TemporalRefiner.load(Path(setting))
-    if checkpoint is None:
-        raise RefinerFileError(f"the temporal refiner {setting} can be checked only against a .pt model, not an "
-                               f"ONNX file; run the .pt model, or set {key}: off")
+    if digest is None:
+        raise RefinerFileError(f"the temporal refiner {setting} can be checked only against a .pt model or an ONNX "
+                               f"file exported by posecast export; run one of those, or set {key}: off")
     if refiner.model_digest != digest:
-        raise RefinerFileError(f"the temporal refiner {setting} was trained for another model than {checkpoint.name}; "
-                               f"train one for it (python -m train.temporal --model {checkpoint}), "
+        named = checkpoint.name if checkpoint is not None else "this model"
+        raise RefinerFileError(f"the temporal refiner {setting} was trained for another model than {named}; "
+                               f"train one for it (python -m train.temporal --model {checkpoint or 'CHECKPOINT.pt'}), "
                                f"or set {key}: off")
     if live and refiner.future:
         raise RefinerFileError(f"the temporal refiner {setting} waits for {refiner.future} frames ahead, which a live "

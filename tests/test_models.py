@@ -14,7 +14,7 @@ import engines.models as models
 from engines.errors import ModelFileError
 from engines.model_file import (ModelInfo, export_onnx, load_checkpoint, read_onnx_info, save_checkpoint)
 from engines.model_config import ModelConfig
-from engines.models import ModelArtifact, resolve_model
+from engines.models import ModelArtifact, file_sha256, resolve_model
 from engines.network import build_network
 
 
@@ -109,14 +109,18 @@ def test_resolve_a_checkpoint_exports_it_once(tmp_path: Path, posecast_cache: Pa
     ckpt = tmp_path / "mine.pt"
     save_checkpoint(ckpt, build_network(small_model_config), info)
     artifact = resolve_model(ckpt)
-    assert artifact.checkpoint_path == ckpt and artifact.info == info
+    digest = file_sha256(ckpt)
+    # The export records which checkpoint it came from (the temporal refiners know a model by it).
+    assert artifact.checkpoint_path == ckpt and artifact.info == dataclasses.replace(info, checkpoint_sha256=digest)
+    assert artifact.checkpoint_sha256 == digest
     assert artifact.onnx_path.parent == posecast_cache / "models" and artifact.onnx_path.name.startswith("mine-")
     monkeypatch.setattr(models, "export_onnx", _no_export)
     assert resolve_model(str(ckpt)) == artifact
     # An ONNX path resolves to itself, with no checkpoint.
     direct = resolve_model(artifact.onnx_path)
     assert direct.onnx_path == artifact.onnx_path and direct.checkpoint_path is None
-    assert direct.info == info and direct.onnx_sha256 == artifact.onnx_sha256
+    assert direct.info == artifact.info and direct.onnx_sha256 == artifact.onnx_sha256
+    assert direct.checkpoint_sha256 == digest
 
 
 def test_a_damaged_cached_export_is_exported_again(tmp_path: Path, posecast_cache: Path,
@@ -128,8 +132,21 @@ def test_a_damaged_cached_export_is_exported_again(tmp_path: Path, posecast_cach
     whole = good.onnx_path.read_bytes()
     good.onnx_path.write_bytes(whole[: len(whole) // 3])         # a copy cut short, a full disk
     again = resolve_model(ckpt)
-    assert again.onnx_path == good.onnx_path and again.info == info
+    assert again.onnx_path == good.onnx_path and again.info == good.info
     assert again.onnx_path.read_bytes() == whole
+
+
+def test_an_older_cached_export_without_the_checkpoints_digest_is_exported_again(
+        tmp_path: Path, posecast_cache: Path, small_model_config: ModelConfig) -> None:
+    """Exports cached by an older version lack the digest an exported ONNX file is known by."""
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    cached = resolve_model(ckpt).onnx_path
+    export_onnx(load_checkpoint(ckpt)[0], info, cached)          # as an older version wrote it
+    assert read_onnx_info(cached).checkpoint_sha256 is None
+    assert resolve_model(ckpt).info.checkpoint_sha256 == file_sha256(ckpt)
+    assert read_onnx_info(cached).checkpoint_sha256 == file_sha256(ckpt)
 
 
 def test_a_cache_that_cannot_be_written_is_one_error(tmp_path: Path, small_model_config: ModelConfig,

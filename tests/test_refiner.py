@@ -159,10 +159,12 @@ def test_a_refiner_is_used_only_behind_its_own_model(tmp_path: Path) -> None:
     assert resolve_refiner(str(tmp_path / "r.npz"), model) is not None
     with pytest.raises(RefinerFileError, match="another model"):
         resolve_refiner(str(tmp_path / "r.npz"), other)
-    with pytest.raises(RefinerFileError, match="not an ONNX file"):
+    with pytest.raises(RefinerFileError, match="or an ONNX file exported by posecast export"):
         resolve_refiner(str(tmp_path / "r.npz"), None)
-    assert resolve_refiner("auto", None) is None          # an ONNX file: no refiner, no error
+    assert resolve_refiner("auto", None) is None          # an ONNX file of unknown origin: none, no error
     assert resolve_refiner("auto", other) is None         # another model: no refiner, no error
+    # An ONNX file exported from the model records the checkpoint's digest, and is that model.
+    assert resolve_refiner(str(tmp_path / "r.npz"), None, file_sha256(model)) is not None
 
 
 @pytest.mark.parametrize("live", [False, True])
@@ -260,6 +262,22 @@ def test_the_shipped_refiner_is_for_the_shipped_model() -> None:
     if not SHIPPED_REFINER.exists():
         pytest.skip("no temporal refiner is shipped")
     assert resolve_refiner("auto", SHIPPED_DEFAULT) is not None
+
+
+def test_the_shipped_model_exported_to_onnx_keeps_its_refiners(posecast, tmp_path: Path) -> None:
+    """`posecast export` writes the checkpoint's digest into the ONNX file: run from it, the model
+    gets the refiners trained behind it, and the same poses as from the checkpoint."""
+    from engines.models import SHIPPED_DEFAULT, resolve_model
+
+    if not SHIPPED_DEFAULT.exists():
+        pytest.skip("no trained model is shipped")
+    out = tmp_path / "shipped.onnx"
+    r = posecast.run(["export", "-o", out])
+    assert r.returncode == 0, r.stderr
+    model = resolve_model(out)
+    assert model.checkpoint_path is None and model.checkpoint_sha256 == file_sha256(SHIPPED_DEFAULT)
+    for live in (False, True):
+        assert resolve_refiner("auto", None, model.checkpoint_sha256, live=live) is not None
 
 
 def _track_npz(posecast, clip: Path, out: Path, *extra: str) -> np.ndarray:
