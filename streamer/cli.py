@@ -115,9 +115,12 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     """Fail before any work starts when an output cannot be written, or would overwrite the
     input or another output."""
     from engines.errors import InputError
-    from streamer.tracks import TRACK_SUFFIXES
+    from streamer.tracks import TRACK_SUFFIXES, sidecar_path
 
-    outputs = tracks + ([overlay] if overlay else [])
+    # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
+    # tracks were opened, and emptied.
+    sidecars = [s for s in map(sidecar_path, tracks) if s is not None]
+    outputs = tracks + sidecars + ([overlay] if overlay else [])
     seen: dict[Path, Path] = {}
     for path in outputs:
         key = path.resolve()
@@ -132,7 +135,8 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         _check_writable(path, streamed=path in tracks and path.suffix.lower() != ".npz")
     for path in tracks:
         if path.suffix.lower() not in TRACK_SUFFIXES:
-            raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use .jsonl, .csv or .npz)")
+            raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use "
+                             f"{', '.join(TRACK_SUFFIXES)})")
     if overlay is not None and overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
         raise InputError(f"overlay '{overlay}' must be an .mp4, .mkv or .mov file")
 

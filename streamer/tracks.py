@@ -162,6 +162,12 @@ def csv_header(joint_names: list[str]) -> list[str]:
     return cols + ["image"]
 
 
+def sidecar_path(path: Path) -> Path | None:
+    """The file a track writes beside itself: a CSV's meta, `<stem>.meta.json`; None for others."""
+    path = Path(path)
+    return path.with_suffix(".meta.json") if path.suffix.lower() == ".csv" else None
+
+
 class CsvTrackWriter(_LineFileWriter):
     """One row per (frame, person); a frame with nobody gets one row with empty person fields.
 
@@ -172,7 +178,7 @@ class CsvTrackWriter(_LineFileWriter):
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         path = Path(path)
         self._num_joints = len(_joint_names(meta))
-        self.meta_path = path.with_suffix(".meta.json")
+        self.meta_path = sidecar_path(path) or path.with_suffix(".meta.json")
         try:
             meta_text = json.dumps(meta, indent=2, allow_nan=False)
         except ValueError:

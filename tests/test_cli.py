@@ -312,6 +312,19 @@ def test_an_output_that_cannot_be_written_leaves_the_others_as_they_were(posecas
     assert keep_jsonl.read_text() == "a track from before\n" and keep_csv.read_text() == "another\n"
 
 
+def test_a_csv_whose_meta_sidecar_cannot_be_written_leaves_the_others_as_they_were(posecast, clip40,
+                                                                                   tmp_path) -> None:
+    """A CSV writes its meta beside itself, in '<stem>.meta.json': that file is checked with the
+    outputs named, before any of them is opened (and emptied)."""
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text("a track from before\n")
+    (tmp_path / "side.meta.json").mkdir()
+    r = posecast.run(["track", clip40, "-o", keep, "-o", tmp_path / "side.csv", "--no-progress"])
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, "side.meta.json")
+    assert keep.read_text() == "a track from before\n" and not (tmp_path / "side.csv").exists()
+
+
 def test_ring_fits_the_shared_memory_there_is() -> None:
     import pytest
 
