@@ -325,9 +325,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(f"--speed must be a number from {low:g} to {high:g} (got {args.speed:g})")
     if not 1 <= args.port <= MAX_PORT:
         raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {args.port})")
-    endpoint = f"tcp://{args.bind}:{args.port}"
-    _note(f"replaying {args.track} on {endpoint}")
-    return replay(Path(args.track), endpoint, args.encoding, args.speed)
+    return replay(Path(args.track), f"tcp://{args.bind}:{args.port}", args.encoding, args.speed, announce=_note)
 
 
 # --- other commands ----------------------------------------------------------------------
@@ -380,6 +378,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engines.models import resolve_model
 
     out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        # A model file is read by its name's suffix: an ONNX file named .pt would not load again.
+        raise UsageError(f"export writes an ONNX model: name it .onnx (got '{args.output}')")
     _check_writable(out)
     model = resolve_model(args.model)
     for source in (model.onnx_path, model.checkpoint_path):

@@ -471,18 +471,21 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
     """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
     Every line is checked before anything is published. A signal ends it as it ends `listen`
     (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
-    from streamer.publish import Publisher
+    from streamer.publish import JOIN_GRACE_S, Publisher
     from streamer.tracks import read_track
 
+    say = announce or _stderr
     with StopSignals() as stop:
         meta, poses = read_track(track)
         _check_track(track, meta, poses)
         sent = 0
         pub = Publisher(endpoint, encoding, hwm)
+        # Said once the track is known good and the port is ours: a bad one is its one error line.
+        say(f"replaying {track} on {pub.endpoint}")
         try:
             pub.start(meta.get("source", track.stem), meta)
             # let subscribers that connect at start-up see the first messages
-            if _sleep_until(time.monotonic() + 0.3, stop) and poses:
+            if _sleep_until(time.monotonic() + JOIN_GRACE_S, stop) and poses:
                 clock = replay_clock(poses)
                 t0_track, t0 = poses[0][clock], time.monotonic()
                 for msg in poses:
@@ -496,8 +499,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
     if stop.signum is None:
         return 0
     with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
-        (announce or _stderr)(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} "
-                              f"pose messages")
+        say(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")
     return 128 + stop.signum
 
 

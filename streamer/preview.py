@@ -8,6 +8,7 @@ the window, or pressing q or Esc, ends the run as Ctrl-C does.
 from __future__ import annotations
 
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -31,6 +32,11 @@ class PreviewWindow:
             raise InputError("the preview window needs pygame: pip install -e '.[preview]' "
                              "(or run without --preview)") from None
         self.pygame = pygame
+        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+            # Said before SDL tries, which prints its own lines about a missing session first.
+            raise InputError("cannot open the preview window: there is no display (neither DISPLAY nor "
+                             "WAYLAND_DISPLAY is set); run without --preview, or from a desktop session")
         try:
             pygame.display.init()
             scale = min(1.0, max_side / max(width, height))

@@ -141,10 +141,12 @@ def test_the_summary_time_holds_all_the_inference_it_reports(posecast, clip40: P
     (["make-clip", "c.avi", "--size", "160x120", "--frames", "2"], "name it .mp4"),
     (["make-clip", "clip", "--size", "160x120", "--frames", "2"], "name it .mp4"),
     (["export", "-o", "nowhere/m.onnx"], "nowhere"),
+    (["export", "-o", "m.pt"], "name it .onnx"),
+    (["export", "-o", "m.txt"], "name it .onnx"),
     (["export", "-o", "m.onnx", "--model", "random.pt"], "random.pt"),
     (["bench-network", "--batch", "0", "--iters", "1"], "--batch"),
 ], ids=["odd size", "unparsable size", "zero frames", "clip folder missing", "clip named .avi", "clip without a suffix",
-        "export folder missing", "export bad checkpoint", "bench batch 0"])
+        "export folder missing", "export named .pt", "export named .txt", "export bad checkpoint", "bench batch 0"])
 def test_bad_arguments_to_other_commands(posecast, tmp_path: Path, args: list[str], mention: str) -> None:
     _files(tmp_path)
     r = posecast.run(args, timeout=60)

@@ -67,3 +67,14 @@ def test_run_with_preview_end_to_end(posecast, clip40) -> None:
     r = posecast.run(["run", clip40, "--preview", "--port", port, "--min-score", "0", "--no-progress"])
     assert r.returncode == 0, r.stderr
     assert "40 frames" in r.stderr or "frames in" in r.stderr
+
+
+def test_run_with_preview_and_no_display_is_one_line(posecast, clip40, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Said before the publisher announces itself, and before SDL prints its own complaints about a
+    missing desktop session."""
+    for name in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    r = posecast.run(["run", clip40, "--preview", "--port", "0", "--no-progress"])
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("posecast: error: cannot open the preview window"), r.stderr

@@ -826,6 +826,7 @@ def test_replay_names_the_malformed_line_before_publishing(tmp_path: Path, capsy
     assert rc == 2, err
     line = one_error_line(err)
     assert f"track file '{track}', line 5: a pose message " in line and "already in use" not in line
+    assert err.strip().splitlines() == [line]          # no "replaying ..." before it
 
 
 def test_sigterm_ends_replay_with_one_line(posecast, tmp_path: Path) -> None:

@@ -105,21 +105,22 @@ class OutputStage:
                                 info["fps"], {**self.model_meta, "backend": start["backend"]},
                                 axes=axes_meta(self.axes), camera=camera)
             writers = [open_track_writer(p, meta) for p in self.track_paths]
+            note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
+            if self.preview_wanted:
+                # Before "publishing on ...": a window that cannot open is the run's one line.
+                from streamer.preview import PreviewWindow
+
+                self.preview = PreviewWindow(info["name"], info["width"], info["height"])
+                self.preview_note = note
             if publisher is not None:
                 publisher.start(info["name"], meta)
                 self.reporter.send("publishing", publisher.endpoint)
                 publisher.let_waiting_subscribers_join()
-            note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
             if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
             if self.overlay_path is not None:
                 overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note)
                 self.reporter.send("overlay_opened", str(self.overlay_path))
-            if self.preview_wanted:
-                from streamer.preview import PreviewWindow
-
-                self.preview = PreviewWindow(info["name"], info["width"], info["height"])
-                self.preview_note = note
             bar = self._progress_bar(info)
             # The run's clock starts before the capture is told to read (it waits for every
             # stage's mark_ready), so it covers every frame's whole way through the pipeline.
