@@ -217,8 +217,8 @@ def _print_stats(s: dict[str, Any]) -> None:
 
 def cmd_track(args: argparse.Namespace) -> int:
     tracks = [Path(p) for p in (args.output or [])]
-    if not tracks and not args.overlay:
-        raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz) and/or --overlay OUT.mp4")
+    if not tracks and not args.overlay and not args.publish:
+        raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz), --overlay OUT.mp4 and/or --publish")
     return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
 
 
@@ -546,16 +546,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-network", help="time the network alone (latency and throughput per batch size)",
                        description="Time the network alone on random crops: p50/p99 latency per call and throughput.")
-    p.add_argument("--model")
-    p.add_argument("--backend", default="auto", choices=_choices(InferenceConfig, "backend"))
-    p.add_argument("--device", default="auto", choices=_choices(InferenceConfig, "device"))
+    p.add_argument("--model", metavar="FILE", help="a Posecast .onnx or .pt model (default: the built-in model)")
+    p.add_argument("--backend", default="auto", choices=_choices(InferenceConfig, "backend"),
+                   help="inference backend (default: auto, the fastest present)")
+    p.add_argument("--device", default="auto", choices=_choices(InferenceConfig, "device"),
+                   help="where the network runs (default: auto)")
     p.add_argument("--threads", type=int, default=2, metavar="N",
                    help="CPU threads for the network, 0 (the runtime's default) to 256 (default 2)")
-    p.add_argument("--precision", default="fp16", choices=_choices(InferenceConfig, "precision"))
+    p.add_argument("--precision", default="fp16", choices=_choices(InferenceConfig, "precision"),
+                   help="precision on a GPU (TensorRT; torch on CUDA halves for fp16) (default: fp16; the CPU runs fp32)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B",
                    help="batch sizes to time, 1 to 256 each (default: 1 8)")
-    p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--iters", type=int, default=200, metavar="N", help="timed calls per batch size (default 200)")
+    p.add_argument("--warmup", type=int, default=20, metavar="N",
+                   help="untimed calls first, per batch size (default 20)")
     p.set_defaults(func=cmd_bench_network)
 
     # Listed here for `posecast --help`; their arguments are parsed by train/ (see DELEGATED).

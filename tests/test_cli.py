@@ -477,12 +477,12 @@ def test_export_onto_the_model_itself_is_refused(posecast, tmp_path: Path, untra
     assert r.returncode == 2, r.stderr
     assert_one_clear_line(r.stderr, "model file itself")
     assert (tmp_path / "m.onnx").read_bytes() == before
-    # A checkpoint is never overwritten with its own export.
+    # A checkpoint is never overwritten with its own export (refused for its name first).
     shutil.copyfile(untrained_model.checkpoint_path, tmp_path / "mine.pt")
     before = (tmp_path / "mine.pt").read_bytes()
     r = posecast.run(["export", "-o", "mine.pt", "--model", "mine.pt"])
     assert r.returncode == 2, r.stderr
-    assert_one_clear_line(r.stderr, "model file itself")
+    assert_one_clear_line(r.stderr, "name it .onnx")
     assert (tmp_path / "mine.pt").read_bytes() == before
 
 

@@ -132,7 +132,31 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
     message = config_error(load_pipeline_config, tmp_path)
-    assert str(tmp_path) in message
+    assert str(tmp_path) in message and "is a folder; give a YAML file" in message
+
+
+def test_an_empty_path_is_not_the_current_folder() -> None:
+    assert "the config file's path is empty" in config_error(load_pipeline_config, "")
+
+
+def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("tracking:\n  # r\u00e9glages\n  min_roi_px: 32\n".encode("latin-1"))
+    message = config_error(load_pipeline_config, path)
+    assert str(path) in message and "is not UTF-8 text" in message and "save it as UTF-8" in message
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """YAML lets the last one win silently: an edit below an old value would seem to do nothing."""
+    path = write(tmp_path, "tracking:\n  min_roi_px: 32\n  roi_margin: 2\n  min_roi_px: 64\n")
+    message = config_error(load_pipeline_config, path)
+    assert "line 4" in message and "the key 'min_roi_px' is given twice" in message
+    assert "unhashable" in config_error(load_pipeline_config, write(tmp_path, "? [a, b]\n: 1\n", "u.yaml"))
+
+
+def test_an_empty_section_changes_nothing(tmp_path: Path) -> None:
+    assert load_pipeline_config(write(tmp_path, "tracking:\nfilter:\n  method: off\n")).tracking == \
+        load_pipeline_config().tracking
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
