@@ -720,12 +720,12 @@ class ImageFolderSource(Source):
             entry = self._header(p, _shown_name(p, base))
             if entry is None:
                 failures.append(p.name)
+                if len(paths) == 1:     # the error below names it: one line, not a warning and an error
+                    raise InputError(f"'{spec}' is not an image file that can be read")
                 self._skipped(p, "cannot read the image header")
             else:
                 self._entries.append(entry)
         if not self._entries:
-            if len(paths) == 1:
-                raise InputError(f"'{spec}' is not an image file that can be read")
             raise InputError(f"none of the {len(paths)} images in '{spec}' can be read "
                              f"(first: {failures[0]})")
         # Readers size their buffers from info before any frame exists, so info needs the largest
@@ -828,7 +828,10 @@ class ImageFolderSource(Source):
         for e in self._entries:
             got = self._read(e)
             if got is None:
-                self._skipped(e.path, "cannot decode the image")
+                if self.info.frame_count == 1:
+                    self.corrupt += 1      # the error below names it
+                else:
+                    self._skipped(e.path, "cannot decode the image")
                 continue
             image, scale = got
             yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,

@@ -99,6 +99,12 @@ def test_an_input_that_gives_no_frame_is_one_line(posecast, tmp_path: Path) -> N
     assert_one_clear_line(r.stderr, "none of the 2 image(s)")
     assert "frames in" not in r.stderr and "overlay" not in r.stderr, r.stderr
     assert not (tmp_path / "o.mp4").exists()
+    # One image given: its error alone, with no warning about it before.
+    for name, says in (("a.png", "could not be decoded"), ("notes.txt.png", "not an image file that can be read")):
+        if name == "notes.txt.png":
+            (d / name).write_text("not a picture")
+        r = posecast.run(["track", str(d / name), "-o", str(tmp_path / "t.jsonl")], timeout=60)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [assert_one_clear_line(r.stderr, says)], r.stderr
 
 
 @pytest.mark.parametrize("case", ["camera index", "text file as video", "rtsp refused"])
