@@ -48,6 +48,9 @@ class StreamStats:
     gaps: int = 0                       # seq numbers skipped: messages this subscriber lost
     last_seq: int | None = None
     skip_reasons: Counter = field(default_factory=Counter)   # messages that were not Posecast's, by reason
+    # A replay (its meta says so): its t_capture are the recording's, so t_publish - t_capture is
+    # the time since the recording, not a latency.
+    replayed: bool = False
 
     def __post_init__(self) -> None:
         self.arrivals = deque(maxlen=self.window)
@@ -58,7 +61,8 @@ class StreamStats:
         self.received += 1
         self.arrivals.append(t_recv)
         if msg.get("t_publish") is not None:
-            self.pipeline_ms.append((msg["t_publish"] - msg["t_capture"]) * 1000.0)
+            if not self.replayed:
+                self.pipeline_ms.append((msg["t_publish"] - msg["t_capture"]) * 1000.0)
             self.delivery_ms.append((t_recv - msg["t_publish"]) * 1000.0)
         seq = msg.get("seq")
         if self.last_seq is not None and seq is not None and seq > self.last_seq + 1:
@@ -88,7 +92,8 @@ class StreamStats:
         def p50(d: deque) -> str:
             return f"{np.median(d):.1f}" if d else "-"
 
-        return (f"{self.received} msgs  {self.rate():5.1f}/s  pipeline p50 {p50(self.pipeline_ms)} ms  "
+        pipeline = "n/a (a replay)" if self.replayed else f"{p50(self.pipeline_ms)} ms"
+        return (f"{self.received} msgs  {self.rate():5.1f}/s  pipeline p50 {pipeline}  "
                 f"delivery p50 {p50(self.delivery_ms)} ms  lost {self.gaps}"
                 + (f"  skipped {self.skipped} (not Posecast)" if self.skipped else ""))
 
@@ -332,6 +337,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                         raise InputError(_stream_changed(endpoint, change, record, writer))
                     if meta is None or change is not None:
                         meta, joints = msg, len(msg["joint_names"])
+                        stats.replayed = bool(msg.get("replay"))
                         print(describe_meta(msg), file=out)
                     if record is not None and writer is None:
                         writer = open_track_writer(record, msg)
@@ -483,7 +489,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
         # Said once the track is known good and the port is ours: a bad one is its one error line.
         say(f"replaying {track} on {pub.endpoint}")
         try:
-            pub.start(meta.get("source", track.stem), meta)
+            pub.start(meta.get("source", track.stem), {**meta, "replay": True})
             # let subscribers that connect at start-up see the first messages
             if _sleep_until(time.monotonic() + JOIN_GRACE_S, stop) and poses:
                 clock = replay_clock(poses)

@@ -407,7 +407,7 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
         items = [(t, m) for t, topic, _, m in c.items if topic.startswith(b"pose.")]
     assert [m["seq"] for m in got] == list(range(40))
     assert [without_publish(m) for m in got] == poses
-    assert c.metas and c.metas[0] == meta
+    assert c.metas and c.metas[0] == {**meta, "replay": True}         # its t_capture are the recording's
     assert {first for _, _, first, _ in c.items} != {b"{"}             # msgpack
     took = items[-1][0] - items[0][0]
     assert took >= 0.5 * span, (took, span)
@@ -437,10 +437,11 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
     lines = rec.read_text().splitlines()
     assert len(lines) == 41
     rmeta, rposes = read_track(rec)
-    assert rmeta == meta
+    assert rmeta == {**meta, "replay": True}
     assert [without_publish(p) for p in rposes] == poses
     assert all("t_publish" in p for p in rposes)
-    assert "40 msgs" in rl.stdout.splitlines()[-1] and "lost 0" in rl.stdout.splitlines()[-1]
+    last = rl.stdout.splitlines()[-1]
+    assert "40 msgs" in last and "lost 0" in last and "pipeline p50 n/a (a replay)" in last, last
 
 
 def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path) -> None:
@@ -627,6 +628,7 @@ def test_a_signal_ends_listen_with_its_recording_complete(posecast, tmp_path: Pa
     n = int(re.search(r"recorded (\d+) pose messages", note[0]).group(1))
     assert 1 <= n < len(poses)
     assert f"{n} msgs" in rl.stdout.splitlines()[-1]
+    meta = {**meta, "replay": True}          # what was recorded is a replay's stream
     if suffix == ".jsonl":
         rmeta, rposes = read_track(rec)
         assert rmeta == meta
