@@ -416,8 +416,8 @@ class VideoFileSource(_AVSource):
         try:
             container = av.open(str(p), metadata_errors="replace")
         except av.error.InvalidDataError as exc:
-            raise InputError(
-                f"'{spec}' is not a video file PyAV can read ({_reason(exc)})") from None
+            raise InputError(_mp4_cut_short(p, spec)
+                             or f"'{spec}' is not a video file PyAV can read ({_reason(exc)})") from None
         except av.error.EOFError:
             raise InputError(f"'{spec}' ends inside its header (the file is cut short, or still "
                              f"being written)") from None
@@ -427,7 +427,10 @@ class VideoFileSource(_AVSource):
             # FFmpeg "plays" text files as ANSI art; nobody means that.
             container.close()
             raise InputError(f"'{spec}' is a text file, not a video")
-        super().__init__(container, p.stem, spec, live=False, what=what)
+        try:
+            super().__init__(container, p.stem, spec, live=False, what=what)
+        except InputError as exc:
+            raise InputError(_mp4_cut_short(p, spec) or str(exc)) from None
         # A named pipe can be read once only: it keeps its picture as stored.
         turns = display_quarter_turns(p) if p.is_file() else 0
         if turns:
@@ -478,6 +481,41 @@ class VideoFileSource(_AVSource):
             log.warning("%s: ended at %.2f s of the %.2f s its header states, about %d frame(s) early (the file is "
                         "cut short or damaged)", self._what, last or 0.0, self._stated_end, missing)
         return True
+
+
+def _mp4_cut_short(path: Path, spec: str) -> str | None:
+    """Why an MP4/MOV file cannot be read, where its top-level boxes tell: one that runs past the
+    end of the file (a copy cut short), or no 'moov' box, the index a recording writes when it
+    stops (a recording still going, or killed). None where they don't, or it is no such file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            offset, boxes = 0, []
+            while offset + 8 <= size:
+                fh.seek(offset)
+                head = fh.read(16)
+                length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if length == 1 and len(head) == 16:
+                    length = int.from_bytes(head[8:16], "big")
+                elif length == 0:
+                    length = size - offset             # the last box, to the end of the file
+                if length < 8:
+                    return None
+                boxes.append(kind)
+                if offset + length > size:
+                    if boxes[0] != b"ftyp":
+                        return None
+                    return (f"'{spec}' is cut short: its '{kind.decode('latin-1')}' box runs to byte {offset + length}, "
+                            f"past the file's end at {size}" + ("" if b"moov" in boxes else
+                                                                 ", and its index ('moov' box) is missing") +
+                            " (copy it again whole, or let the recording finish)")
+                offset += length
+    except OSError:
+        return None
+    if boxes and boxes[0] == b"ftyp" and b"moov" not in boxes:
+        return (f"'{spec}' has no index (no 'moov' box): the recording was stopped before it was finished, "
+                f"or is still being written")
+    return None
 
 
 def main_video_stream(container: av.container.InputContainer) -> av.VideoStream:

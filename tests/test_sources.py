@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import http.server
 import random
+import re
 import socket
 import os
 import threading
@@ -358,7 +359,30 @@ def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:
     path.write_bytes(clip.read_bytes()[:200])
     with pytest.raises(InputError) as err:
         open_source(str(path), CFG)
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) and "is cut short" in str(err.value)
+
+
+def test_a_recording_without_its_index_says_so(tmp_path: Path) -> None:
+    """An MP4 written as it records keeps its index ('moov') for the end: cut before it (a camera
+    unplugged, a copy cut short), FFmpeg says only "Invalid data"."""
+    whole = tmp_path / "rec.mp4"
+    with av.open(str(whole), "w", format="mp4") as c:       # no faststart: the index goes last
+        s = c.add_stream("mpeg4", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 20 * i, np.uint8), format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    data = whole.read_bytes()
+    assert data.index(b"mdat") < data.index(b"moov")
+    for name, end, says in (("cut.mp4", len(data) // 2, "is cut short"),
+                            ("unfinished.mp4", data.index(b"moov") - 4, "has no index (no 'moov' box)")):
+        path = tmp_path / name
+        path.write_bytes(data[:end])
+        with pytest.raises(InputError, match=re.escape(says)) as err:
+            open_source(str(path), CFG)
+        assert str(path) in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------
