@@ -211,7 +211,11 @@ def check_range(name: str, value: float, lo: float, hi: float, unit: str = "") -
     """A config value's bounds, named in the error: within them every stage computes with finite
     numbers (NaN is outside any range)."""
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}{unit} (got {value!r})")
+        raise ValueError(f"{name} must be between {_bound(lo)} and {_bound(hi)}{unit} (got {value!r})")
+
+
+def _bound(value: float) -> str:
+    return (f"{value:,}" if abs(value) >= 100_000 else str(value)) if isinstance(value, int) else f"{value:g}"
 
 
 def to_dict(obj: Any) -> Any:

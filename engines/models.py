@@ -56,12 +56,15 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     _check_readable(path)  # before hashing: a missing path or a folder is a ModelFileError, not an OSError
     digest = file_sha256(path)
     onnx_path = cache_dir("models") / f"{path.stem}-{digest[:16]}.onnx"
+    older: ModelInfo | None = None
     if onnx_path.exists():
         try:
             info = read_onnx_info(onnx_path)
             if info.checkpoint_sha256 == digest:
                 return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
-            onnx_path.unlink(missing_ok=True)   # an older version's export, without the checkpoint's digest
+            # An older version's export, without the checkpoint's digest that `posecast export`
+            # passes on: exported again over it, or used as it is where the cache is read-only.
+            older = info
         except ModelFileError:
             # A damaged cache entry (a full disk, a copy cut short) is ours to fix: export again.
             log.warning("the cached export %s is damaged; exporting again", onnx_path)
@@ -69,9 +72,11 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     net, info = load_checkpoint(path)
     log.info("exporting %s to ONNX (once; cached at %s)", path, onnx_path)
     try:
-        export_onnx(net, replace(info, checkpoint_sha256=digest), onnx_path)
+        export_onnx(net, replace(info, checkpoint_sha256=digest), onnx_path)   # written whole, then renamed
     except OSError as err:
-        raise cache_error(onnx_path, err) from None
+        if older is None:
+            raise cache_error(onnx_path, err) from None
+        return ModelArtifact(replace(older, checkpoint_sha256=digest), onnx_path, path, file_sha256(onnx_path), digest)
     info = read_onnx_info(onnx_path)
     return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
 

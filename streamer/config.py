@@ -136,7 +136,7 @@ class CoordinatesConfig:
     def check(self) -> None:
         check_range("root_min_joints_in_view", self.root_min_joints_in_view, 0, H36M17.num_joints, " joints")
         if self.focal_px is not None:
-            check_range("focal_px", self.focal_px, 1.0, 1e6, " pixels")
+            check_range("focal_px", self.focal_px, 1.0, 1_000_000, " pixels")
         if self.principal_px is not None and not all(abs(v) <= MAX_PRINCIPAL_PX for v in self.principal_px):
             raise ValueError(f"principal_px must be two numbers of pixels within {MAX_PRINCIPAL_PX:g} of the image's "
                              f"corner (got {list(self.principal_px)})")

@@ -6,6 +6,12 @@ a recording that paused averages its gap into a rate far below the one its frame
 the filters need, and what a subscriber expects in `meta.fps`, is the rate at which consecutive
 frames come: the median gap between the first frames' timestamps says that, whatever jitter, gaps
 or B-frame reordering there is.
+
+The timestamps overrule the container only where it is wrong in a way they can tell: frames that
+come faster than it says (a paused recording's average, a wrong header), or a stated rate no video
+has (FFmpeg's guess from a fine time base). Frames that come slower at the start than the
+container says are believed less: a screen recording sends frames only when the picture changes,
+and a still start says nothing of the rest.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 
 MIN_GAPS = 8              # fewer gaps than this say too little to overrule the container
 TOLERANCE = 0.10          # a variable-rate phone clip's median and mean rates agree within this
+GUESSED_FPS = 240.0       # above this a stated rate is taken for FFmpeg's guess (1000 from a ms time base)
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,11 @@ def rate_from_times(times: Sequence[float]) -> float | None:
 
 
 def choose_rate(stated: float | None, measured: float | None) -> FrameRate:
-    """The container's rate unless the timestamps disagree with it by more than TOLERANCE."""
+    """The container's rate, unless the timestamps show it wrong (see the module's docstring)."""
     if stated is not None and (not np.isfinite(stated) or stated <= 0):
         stated = None
     if measured is None or (stated is not None and abs(measured / stated - 1.0) <= TOLERANCE):
         return FrameRate(stated, stated, measured)
-    return FrameRate(measured, stated, measured)
+    if stated is None or measured > stated or stated > GUESSED_FPS:
+        return FrameRate(measured, stated, measured)
+    return FrameRate(stated, stated, measured)

@@ -36,7 +36,8 @@ class PreviewWindow:
                 and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
             # Said before SDL tries, which prints its own lines about a missing session first.
             raise InputError("cannot open the preview window: there is no display (neither DISPLAY nor "
-                             "WAYLAND_DISPLAY is set); run without --preview, or from a desktop session")
+                             "WAYLAND_DISPLAY is set); run without --preview, from a desktop session, or with "
+                             "SDL_VIDEODRIVER naming a console driver such as kmsdrm")
         try:
             pygame.display.init()
             scale = min(1.0, max_side / max(width, height))

@@ -50,7 +50,6 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _CAMERA = re.compile(r"^(?:/dev/video)?(\d+)$")
 _CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 _DETAILED_WARNINGS = 10        # then only a count, so a badly damaged file can't flood the log
-_STATED_DURATION_FORMATS = ("matroska,webm", "flv")
 SHORT_END_SLACK = 2            # frames a file with a stated duration may end early by, unreported
 LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~2 s to time frames by
 
@@ -207,7 +206,8 @@ class _AVSource(Source):
         self._ahead: list[av.Packet] = []
         self._ahead_error: av.FFmpegError | None = None
         self._demux_ended = False
-        self._last_time: float | None = None   # the latest frame time yielded, seconds
+        self._last_packet_time: float | None = None   # the latest time of a video packet read, seconds
+        self._held_warnings: list[tuple[str, tuple[object, ...]]] | None = []
         if not live:
             self._read_ahead(LOOK_AHEAD_PACKETS)
         stated = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -242,6 +242,7 @@ class _AVSource(Source):
             raise self._ahead_error
         if not self._demux_ended:
             yield from self._demux
+            self._demux_ended = True
 
     @staticmethod
     def _frame_count(container: av.container.InputContainer, stream: av.VideoStream,
@@ -268,6 +269,9 @@ class _AVSource(Source):
             except av.FFmpegError as exc:
                 read_error = exc
                 break
+            if packet.size and packet.pts is not None and packet.time_base:
+                t = float(packet.pts * packet.time_base)
+                self._last_packet_time = t if self._last_packet_time is None else max(self._last_packet_time, t)
             if packet.size and packet.is_corrupt:
                 # A packet the demuxer could only partly read (a truncated file, a lost network
                 # chunk): decoding it would yield a damaged picture or stall frame threads.
@@ -279,12 +283,16 @@ class _AVSource(Source):
                 else:
                     self._packets += 1
             for av_frame in self._decode(packet):
-                yield self._to_frame(av_frame, index)
+                frame = self._to_frame(av_frame, index)
+                self._release_warnings()
+                yield frame
                 index += 1
         if read_error is not None:
             # The demuxer's end-of-stream flush packets never came: drain the decoder by hand.
             for av_frame in self._decode(None):
-                yield self._to_frame(av_frame, index)
+                frame = self._to_frame(av_frame, index)
+                self._release_warnings()
+                yield frame
                 index += 1
             self._account_lost(index)
             self._on_read_error(read_error, index)
@@ -292,14 +300,30 @@ class _AVSource(Source):
             self._account_lost(index)
             self._on_end(index)
         if index == 0:
+            # The warnings held so far say what this line sums up.
             raise InputError(f"{self._what} gave no frame to track: {self._why_no_frames()}")
+        self._release_warnings()
+
+    def _warn(self, message: str, *args: object) -> None:
+        """A warning about the input, held until its first frame: an input that gives none ends
+        in one error line that sums them up."""
+        if self._held_warnings is None:
+            log.warning(message, *args)
+        else:
+            self._held_warnings.append((message, args))
+
+    def _release_warnings(self) -> None:
+        if self._held_warnings is not None:
+            held, self._held_warnings = self._held_warnings, None
+            for message, args in held:
+                log.warning(message, *args)
 
     def _why_no_frames(self) -> str:
         if self._discarded and not self.corrupt:
             return (f"its {self._discarded} frame(s) are all marked not to be shown (by its edit list); "
                     f"re-encode it, e.g. to H.264")
         if self.corrupt:
-            return f"none could be decoded ({self.corrupt} damaged packet(s) or frame(s)); the file is damaged"
+            return f"none could be decoded (about {self.corrupt} frame(s) damaged or missing); the file is damaged"
         return "it holds no video frames"
 
     def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
@@ -324,16 +348,16 @@ class _AVSource(Source):
         lost = self._packets - yielded - self._decode_errors
         if lost > 0:
             self.corrupt += lost
-            log.warning("%s: %d more frame(s) could not be decoded after the damage", self._what,
+            self._warn("%s: %d more frame(s) could not be decoded after the damage", self._what,
                         lost)
         if self.corrupt > _DETAILED_WARNINGS:
-            log.warning("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
+            self._warn("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
                         self.corrupt)
 
     def _skipped(self, what: str) -> None:
         self.corrupt += 1
         if self.corrupt <= _DETAILED_WARNINGS:
-            log.warning("%s: skipped %s", self._what, what)
+            self._warn("%s: skipped %s", self._what, what)
 
     def _when(self, packet: av.Packet) -> str:
         if packet.pts is not None and packet.time_base:
@@ -371,8 +395,6 @@ class _AVSource(Source):
         t_media = av_frame.time
         if t_media is not None and not math.isfinite(t_media):
             t_media = None
-        if t_media is not None:
-            self._last_time = t_media if self._last_time is None else max(self._last_time, t_media)
         return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media)
 
     def _turn(self, image: np.ndarray) -> np.ndarray:
@@ -441,18 +463,16 @@ class VideoFileSource(_AVSource):
         # means a truncated file, and those frames count as corrupt like any other lost ones.
         self._exact_count = self.info.frame_count if self._stream.frames > 0 else None
         # Matroska and FLV state their duration in the header, written when the recording ended:
-        # a file that ends well before it was cut short. (Other formats' durations are FFmpeg's
-        # estimates from the file as it is, truncated or not.)
-        self._stated_end: float | None = None
-        if self._exact_count is None and container.duration and container.format.name in _STATED_DURATION_FORMATS:
-            self._stated_end = (container.duration + (container.start_time or 0)) / av.time_base
+        # a file whose video ends well before it was cut short. (Other formats' durations are
+        # FFmpeg's estimates from the file as it is, truncated or not.)
+        self._stated_end = None if self._exact_count is not None else _stated_video_end(container, self._stream)
 
     def _on_end(self, yielded: int) -> None:
         self._check_complete(yielded)
 
     def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
         # Unreadable data past a point (a damaged or truncated file): keep what was decoded.
-        log.warning("%s: stopped reading after %d frames: %s", self._what, yielded, _reason(exc))
+        self._warn("%s: stopped reading after %d frames: %s", self._what, yielded, _reason(exc))
         if not self._check_complete(yielded):
             self.corrupt += 1
 
@@ -463,24 +483,48 @@ class VideoFileSource(_AVSource):
         missing = self._exact_count - yielded - self.corrupt - self._discarded
         if missing > 0:
             self.corrupt += missing
-            log.warning("%s: ended %d frame(s) early (the file is truncated or damaged)",
+            self._warn("%s: ended %d frame(s) early (the file is truncated or damaged)",
                         self._what, missing)
         return True
 
     def _check_duration(self) -> bool:
-        """Count the frames a file whose header states its duration lacks at its end, from the
-        time its last frame leaves; False if unknowable."""
+        """Count the frames a file whose header states its video's end lacks there, from the
+        time of its last packet read (damaged ones included: those are counted already); False
+        where that is unknowable or nothing was found missing."""
         fps = self.info.fps
         if self._stated_end is None or fps is None:
             return False
-        last = self._last_time
+        last = self._last_packet_time
         missing = round((self._stated_end - (last if last is not None else 0.0)) * fps) - (last is not None)
         # A frame or two of slack: the last frame's stated length need not be one period.
-        if missing > SHORT_END_SLACK:
-            self.corrupt += missing
-            log.warning("%s: ended at %.2f s of the %.2f s its header states, about %d frame(s) early (the file is "
-                        "cut short or damaged)", self._what, last or 0.0, self._stated_end, missing)
+        if missing <= SHORT_END_SLACK:
+            return False
+        self.corrupt += missing
+        self._warn("%s: ended at %.2f s of the %.2f s its header states, about %d frame(s) early (the file is "
+                   "cut short or damaged)", self._what, last or 0.0, self._stated_end, missing)
         return True
+
+
+def _stated_video_end(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """When the video of a Matroska or FLV file ends, as its header states (seconds, in the
+    frames' time), or None. Matroska gives each track's end in a DURATION tag (FFmpeg's muxer
+    writes it) and the file's end as its duration, which counts from 0 whatever the first
+    timestamp; FLV gives the file's length from its first timestamp. A file-wide figure says
+    when the video ends only where there is no other stream (audio may run on)."""
+    name = container.format.name
+    if name == "matroska,webm":
+        tag = stream.metadata.get("DURATION")
+        if tag:
+            try:
+                hours, minutes, seconds = tag.split(":")
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+        if len(container.streams) == 1 and container.duration:
+            return container.duration / av.time_base
+    elif name == "flv" and len(container.streams) == 1 and container.duration:
+        return (container.duration + (container.start_time or 0)) / av.time_base
+    return None
 
 
 def _mp4_cut_short(path: Path, spec: str) -> str | None:
@@ -727,6 +771,9 @@ def _images_among(paths: list[Path], where: str) -> list[Path]:
     unread = sorted({c.suffix.lower() for c in paths if c.suffix.lower() in UNREAD_IMAGE_EXTENSIONS})
     if unread:
         n = sum(1 for c in paths if c.suffix.lower() in UNREAD_IMAGE_EXTENSIONS)
+        if not images:
+            raise InputError(f"no images in {where} are in a format read here: its {n} picture(s) are "
+                             f"{', '.join(unread)}; convert them to JPEG or PNG")
         log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG to "
                     "track them", n, where, ", ".join(unread))
     return images
@@ -879,7 +926,7 @@ class ImageFolderSource(Source):
             n = self.info.frame_count
             raise InputError(f"none of the {n} image(s) in '{self.info.uri}' could be decoded (the files are "
                              f"damaged or not images)" if n != 1 else
-                             f"'{self.info.uri}' could not be decoded (the file is damaged or not an image)")
+                             f"'{self._entries[0].path}' could not be decoded (the file is damaged or not an image)")
 
     def close(self) -> None:
         pass                                 # nothing held open between frames

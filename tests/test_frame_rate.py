@@ -50,6 +50,8 @@ def test_too_few_or_unusable_times_say_nothing() -> None:
     (float("nan"), 25.0, 25.0, True),
     (0.0, None, None, False),
     (24.0, None, 24.0, False),             # too few frames to check: the container's word
+    (12.5, 2.0, 12.5, False),              # a screen recording's still start: slower than stated
+    (60.0, 30.0, 60.0, False),
 ])
 def test_choose_rate(stated: float | None, measured: float | None, fps: float | None, corrected: bool) -> None:
     rate = choose_rate(stated, measured)

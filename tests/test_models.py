@@ -149,6 +149,26 @@ def test_an_older_cached_export_without_the_checkpoints_digest_is_exported_again
     assert read_onnx_info(cached).checkpoint_sha256 == file_sha256(ckpt)
 
 
+def test_an_older_cached_export_in_a_read_only_cache_is_used_as_it_is(
+        tmp_path: Path, posecast_cache: Path, small_model_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    cached = resolve_model(ckpt).onnx_path
+    export_onnx(load_checkpoint(ckpt)[0], info, cached)          # as an older version wrote it
+    before = cached.read_bytes()
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(models, "export_onnx", read_only)
+    artifact = resolve_model(ckpt)
+    assert artifact.onnx_path == cached and cached.read_bytes() == before
+    assert artifact.checkpoint_sha256 == file_sha256(ckpt) == artifact.info.checkpoint_sha256
+
+
 def test_a_cache_that_cannot_be_written_is_one_error(tmp_path: Path, small_model_config: ModelConfig,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from engines.errors import InputError
