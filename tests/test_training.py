@@ -337,25 +337,42 @@ def test_overfit_one_batch(data: dict[str, Path]) -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_ctrl_c_writes_checkpoint_and_exits_130(data: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, group, workers", [(signal.SIGINT, False, "0"), (signal.SIGTERM, True, "1"),
+                                                 (signal.SIGINT, True, "1")],
+                         ids=["ctrl-c", "sigterm to the group, a loader worker", "ctrl-c to the group, a loader worker"])
+def test_a_stop_signal_writes_checkpoint_and_exits_128_plus_it(data: dict[str, Path], tmp_path: Path,
+                                                              sig: signal.Signals, group: bool, workers: str) -> None:
+    """Sent to the whole process group (as `timeout`, systemd or a terminal do), the signal reached
+    the loader's workers too: they died first and the run failed with a traceback on a dead worker,
+    losing the steps since the last checkpoint."""
+    import psutil
+
     path = recipe(data, tmp_path, optim="\n  batch_size: 4\n  steps: 100000\n  lr: 0.001", checkpoint_every="100000",
-                  val_every="0")
+                  val_every="0", num_workers=workers)
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "train.train", "--config", str(path), "--out", str(out),
-                             "--no-progress"], cwd=REPO, stderr=subprocess.PIPE, text=True, env=env)
+                             "--no-progress"], cwd=REPO, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=group)
     try:
         deadline = time.monotonic() + 40
         log = out / "log.jsonl"
         while time.monotonic() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) == int(workers)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err, err
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     lines = [line for line in err.splitlines() if line.strip()]
     assert "interrupted at step" in lines[-1] and "resume" in lines[-1], err
     step = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["training"]["step"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 import random
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -509,7 +510,15 @@ def _seed_worker(worker_id: int) -> None:
     """Seeds a worker's global generators from its torch seed (the loader's base seed +
     worker_id). Leaves OpenCV's threads alone: `cv2.setNumThreads` in a forked worker tears down
     a thread pool copied from the parent mid-state and can hang for ever (seen here); OpenCV's
-    calls themselves work in the fork, on the calling thread."""
+    calls themselves work in the fork, on the calling thread.
+
+    A worker ignores Ctrl-C and SIGTERM. Sent to the whole process group (`timeout`, systemd, a
+    terminal), they killed it first, and the training process failed on its dead worker, anywhere
+    in a step, before reading its own stop flag: the steps since the last checkpoint were lost.
+    The training process stops its workers itself (`train.train` drops the loader's iterator as
+    it leaves the loop, which ends them), and a worker whose parent died ends by itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)

@@ -543,6 +543,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             return metrics
 
         interrupted = hard = False
+        it = None
         try:
             with _StopFlag() as flag:
                 set_train_mode(net, frozen)
@@ -636,6 +637,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             # a step, so last.pt keeps the last checkpoint.
             interrupted = hard = True
         finally:
+            # The iterator's end stops the loader's workers now, not at the interpreter's exit,
+            # where they (ignoring SIGTERM, train/datasets.py) would be waited for in vain.
+            it = None
             bar.close()
             if hasattr(loader, "close"):
                 loader.close()
