@@ -339,8 +339,10 @@ def test_train_temporal_refuses_bad_folders_in_one_line(tmp_path: Path, case: st
     assert ("is a folder" if case == "out is a folder" else "no clip_*.npz") in err[0]
 
 
-def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path) -> None:
-    """A damaged clip ends the run with one line naming it, and leaves no partial track."""
+def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A damaged clip ends the run with one line naming it (exit 2: posecast refused it as bad
+    input), and leaves no partial track."""
+    from train.command import run_command
     from train.temporal import main as temporal
 
     clips = tmp_path / "clips"
@@ -348,9 +350,10 @@ def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path) -> None:
     np.savez(clips / "clip_000.npz", joints_3d=np.zeros((2, J, 3)), joints_2d=np.zeros((2, J, 2)),
              visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0))
     (clips / "clip_000.mp4").write_bytes(b"not a video")
-    with pytest.raises(SystemExit) as exc:
-        temporal(["--clips", str(clips), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")])
-    assert "clip_000.mp4" in str(exc.value) and "\n" not in str(exc.value)
+    code = run_command("python -m train.temporal", lambda: temporal(
+        ["--clips", str(clips), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")]))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]   # less the bar
+    assert code == 2 and len(lines) == 1 and "clip_000.mp4" in lines[0], lines
     assert not [p for p in (tmp_path / "t").rglob("*") if p.is_file()]
     assert not (tmp_path / "r.npz").exists()
 

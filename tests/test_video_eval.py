@@ -330,3 +330,34 @@ def test_a_live_run_is_scored_on_the_clips_frames_by_media_time(monkeypatch, tmp
         np.savez(tmp_path / "bad.npz", **{k: t[k] for k in t.files if k != "t_media"}, t_media=kept / 10.0)
     with pytest.raises(ValueError, match="media times"):
         video_eval.read_live_track(tmp_path / "bad.npz", 8, 25.0)
+
+
+def test_a_clip_the_pipeline_refuses_is_the_users_error_not_a_fault(monkeypatch, tmp_path):
+    """posecast exits 2 for a bad config, model or input: so does the evaluation, with its line
+    (it said rc 1, as for a crash)."""
+    from engines.errors import InputError
+    from train import video_eval
+
+    def refusing(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 2, "", "posecast: error: cfg.yaml: unknown key 'nope'\n")
+
+    monkeypatch.setattr(video_eval.subprocess, "run", refusing)
+    with pytest.raises(InputError, match="posecast track c.mp4 refused: cfg.yaml: unknown key 'nope'"):
+        video_eval.run_clip(tmp_path / "c.mp4", _labels(), tmp_path / "t.npz", None, "auto", False, None)
+
+
+def test_a_training_tool_ends_in_one_line(capsys):
+    from engines.errors import InputError
+    from train.command import run_command
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    def refused() -> int:
+        raise InputError("no training windows")
+
+    assert run_command("tool", interrupted, "the tracks are kept") == 130
+    assert capsys.readouterr().err == "tool: interrupted; the tracks are kept\n"
+    assert run_command("tool", refused) == 2
+    assert capsys.readouterr().err == "tool: error: no training windows\n"
+    assert run_command("tool", lambda: 0) == 0

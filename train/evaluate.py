@@ -80,13 +80,14 @@ from typing import Any
 import numpy as np
 
 from engines.align import METHODS, RootAligner
-from engines.errors import InputError, PosecastError
+from engines.errors import InputError
 from engines.files import unwritable_reason
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from streamer.config import MAX_THREADS
 from train import breakdown as bd
+from train.command import run_command
 from train.intervals import ratio_interval
 from train.metrics import calibration, mpjpe, pa_mpjpe, procrustes_align
 
@@ -903,11 +904,7 @@ def write_json(path: Path, res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None, prog: str = "python -m train.evaluate") -> int:
     args = build_parser(prog).parse_args(argv)
-    try:
-        return run(args)
-    except PosecastError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_command(prog, lambda: run(args), "nothing was written (the figures need every sample)")
 
 
 if __name__ == "__main__":

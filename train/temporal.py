@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.errors import InputError
 from engines.files import check_writable_folder, make_folders, replaced_when_done
 from engines.model_file import file_sha256
 from engines.models import SHIPPED_DEFAULT
 from engines.skeleton import H36M17
 from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
 from train.metrics import mpjpe
+from train.command import run_command
 from train.video_eval import load_clips, read_npz_track, track_clip
 
 ORIGIN = H36M17.index(H36M17.origin)
@@ -120,7 +122,8 @@ def train(clips: list[ClipWindows], past: int, width: int, steps: int, batch: in
     fit = [c for c in clips if not c.held_out and len(c.targets)]
     held = [c for c in clips if c.held_out and len(c.targets)]
     if not fit:
-        raise SystemExit("no training windows: are there clips with people found?")
+        raise InputError("no training windows: no clip had a person found in enough frames in a row; check "
+                         "the clips (python -m train.synth.clip --split train) and the model")
     x = np.concatenate([c.windows for c in fit])
     y = np.concatenate([c.targets for c in fit])
     x_flip = mirrored_features(x, H36M17)
@@ -250,4 +253,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("python -m train.temporal", main, "the tracks written so far are kept and reused"))

@@ -45,8 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from engines.errors import InputError
 from engines.skeleton import H36M17
 from train.evaluate import PCK_THRESHOLD, TORSO, interval_span
+from train.command import run_command
 from train.intervals import Interval, paired_ratio_difference, ratio_interval
 from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
 
@@ -211,6 +213,9 @@ def track_clip(video: Path, labels: dict[str, np.ndarray], track: Path, model: P
     if config is not None:
         cmd += ["--config", str(config)]
     done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode == 2:             # bad input, config or model: the user's to fix, as posecast says
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError(f"posecast track {video.name} refused: {last.removeprefix('posecast: error: ')}")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"posecast track {video.name} failed (rc {done.returncode}): {last}")
@@ -420,4 +425,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("python -m train.video_eval", main, "no report was written"))
