@@ -415,6 +415,9 @@ def test_clips_render_resume_and_score_through_the_whole_pipeline(bank, tmp_path
     bodies = tmp_path / "bodies.npz"
     bank.save(bodies)
     out = tmp_path / "clips"
+    # A start that fails on a missing input leaves the folder free for the next one's settings.
+    with pytest.raises(FileNotFoundError):
+        make_clips(out, tmp_path / "nope.npz", DATA, clips=2, frames=12, fps=25.0, size=192, seed=5)
     assert make_clips(out, bodies, DATA, clips=2, frames=12, fps=25.0, size=192, seed=5) == 2
     first = (out / "clip_001.npz").read_bytes()
     assert make_clips(out, bodies, DATA, clips=2, frames=12, fps=25.0, size=192, seed=5) == 0

@@ -136,6 +136,20 @@ def recipe(paths: dict[str, Path], tmp_path: Path, name: str = "tiny", **extra: 
 
 # --- the recipe --------------------------------------------------------------------------
 
+def test_the_recipes_find_their_data_where_scripts_train_sh_puts_it(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """scripts/train.sh renders into $POSECAST_WORK; the recipes must look there too (they named
+    ../data, so a work folder elsewhere trained on whatever ../data held, or found nothing)."""
+    from train.config import REPO_ROOT, resolve_path
+
+    cfg = load_train_config(REPO / "configs" / "train" / "default.yaml")
+    assert all(d.startswith("$POSECAST_WORK/") for d in (*cfg.data.synth_dirs, *cfg.data.synth_val_dirs))
+    monkeypatch.setenv("POSECAST_WORK", str(tmp_path))
+    assert resolve_path("$POSECAST_WORK/synth_val") == tmp_path / "synth_val"
+    monkeypatch.delenv("POSECAST_WORK")
+    assert resolve_path("$POSECAST_WORK/runs") == REPO_ROOT.parent / "data" / "runs"
+
+
 def test_shipped_recipes_load() -> None:
     expected = {"default": ("conv", 6), "ablation_baseline": ("none", 1), "ablation_multiroot": ("none", 6),
                 "ablation_fusion": ("conv", 1), "ablation_both": ("conv", 6)}
@@ -239,6 +253,17 @@ def test_train_end_to_end_and_resume(data: dict[str, Path], tmp_path: Path, pose
         assert torch.equal(a[k], b[k]), k
     steps = [json.loads(line)["step"] for line in (sliced / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)            # the log continues, without repeated steps
+
+    # Run again, the run is finished and says so; asked for fewer steps than it has trained, it
+    # refuses, its config.json still the recipe its weights were trained on.
+    notes = []
+    again = train(cfg, sliced, progress=False, announce=notes.append)
+    assert again["step"] == 6 and any("is finished (6 of 6 steps): nothing to do" in n for n in notes)
+    recorded = (sliced / "config.json").read_text()
+    fewer = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, steps=4))
+    with pytest.raises(InputError, match=r"has trained 6 steps, more than the 4 asked for; give --steps 6 or more"):
+        train(fewer, sliced, progress=False)
+    assert (sliced / "config.json").read_text() == recorded
 
     # The trained model is a Posecast model (what `posecast track --model` resolves).
     artifact = resolve_model(tmp_path / "straight" / "model.pt")

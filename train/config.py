@@ -8,7 +8,8 @@ the recipe file and the dotted key. The model is `model.config` (a model YAML, i
 input_size / grid_stride).
 
 Paths: `~` and `$VARS` are expanded; `$POSECAST_DATA` defaults to `../shared/datasets` beside
-the repository (the datasets README's convention). A relative path is taken from the current
+the repository (the datasets README's convention), and `$POSECAST_WORK`, where the rendered sets
+and runs are (scripts/train.sh), to `../data` beside it. A relative path is taken from the current
 directory, or from the repository root when it does not exist there (so `configs/model.yaml`
 works from anywhere).
 """
@@ -34,6 +35,11 @@ def default_data_root() -> Path:
     return Path(os.environ.get("POSECAST_DATA") or REPO_ROOT.parent / "shared" / "datasets")
 
 
+def default_work_root() -> Path:
+    """Where rendered data and runs go (`scripts/train.sh`), and where the recipes look for them."""
+    return Path(os.environ.get("POSECAST_WORK") or REPO_ROOT.parent / "data")
+
+
 def resolve_path(text: str) -> Path:
     """A config path: variables and ~ expanded; relative to the current directory, or to the
     repository root where only that exists."""
@@ -41,6 +47,8 @@ def resolve_path(text: str) -> Path:
         key = m.group(1) or m.group(2)
         if key == "POSECAST_DATA":
             return str(default_data_root())
+        if key == "POSECAST_WORK":
+            return str(default_work_root())
         return os.environ.get(key, m.group(0))
 
     expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)", var, text)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import os
 import random
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -512,13 +511,16 @@ def _seed_worker(worker_id: int) -> None:
     a thread pool copied from the parent mid-state and can hang for ever (seen here); OpenCV's
     calls themselves work in the fork, on the calling thread.
 
-    A worker ignores Ctrl-C and SIGTERM. Sent to the whole process group (`timeout`, systemd, a
-    terminal), they killed it first, and the training process failed on its dead worker, anywhere
-    in a step, before reading its own stop flag: the steps since the last checkpoint were lost.
-    The training process stops its workers itself (`train.train` drops the loader's iterator as
-    it leaves the loop, which ends them), and a worker whose parent died ends by itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    A worker leaves the training process's group for one of its own. Ctrl-C and SIGTERM sent to
+    the whole group (a terminal, `timeout`) killed it first, and the training process failed on
+    its dead worker, anywhere in a step, before reading its own stop flag: the steps since the
+    last checkpoint were lost. Now only the training process hears them; it stops its workers
+    itself (which signal them by their own pid), and a worker whose parent died ends by itself.
+    (Ignoring the signals instead left workers that the interpreter's exit waits for in vain.)"""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass                                # already a group or session leader: nothing to leave
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)

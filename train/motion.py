@@ -405,6 +405,9 @@ H36M_IMAGE_SIZE = {"54138969": (1000, 1002), "55011271": (1000, 1000),
 def load_h36m(data_dir: str | Path | None = None) -> tuple[MotionBank, list[H36MCamera]]:
     """The H36M poses (10 Hz) as a bank ("h36m/<subject>/<action>") and the 20 cameras."""
     path = Path(data_dir or default_data_root()) / H36M_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"the Human3.6M poses are not at {path}: give --data the datasets folder (the one "
+                                f"holding h36m_poses/ and cmu_walk_bvh/), or set POSECAST_DATA to it")
     with np.load(path) as d:
         names = tuple(str(n) for n in d["h36m17_names"])
         if names != H36M17.joint_names:
@@ -485,7 +488,8 @@ def load_cmu(data_dir: str | Path | None = None, hz: float = 10.0) -> MotionBank
     """The CMU walking clips at about `hz` (every round(120 / hz)-th frame): "cmu/<clip>"."""
     files = sorted(glob.glob(str(Path(data_dir or default_data_root()) / CMU_DIR / "*.bvh")))
     if not files:
-        raise FileNotFoundError(f"no BVH files in {Path(data_dir or default_data_root()) / CMU_DIR}")
+        raise FileNotFoundError(f"no BVH files in {Path(data_dir or default_data_root()) / CMU_DIR}: give --data the "
+                                f"datasets folder, or set POSECAST_DATA to it")
     banks = []
     for f in files:
         text = Path(f).read_text()

@@ -15,7 +15,8 @@ The run folder (`runs/<name>` unless `--out`):
 - `model.pt`: at the end, the trained network (engines.model_file.save_checkpoint).
 
 BatchNorm: the network is in train mode for the optimiser steps, eval mode for validation.
-Exit codes: 0 done; 2 bad recipe or data; 130 interrupted (after writing last.pt).
+Exit codes: 0 done; 2 bad recipe or data; 130 interrupted by Ctrl-C, 143 by SIGTERM (after
+writing last.pt).
 """
 
 from __future__ import annotations
@@ -478,6 +479,10 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             cfg = _follow_plan(cfg, schedule, plan)
             say(f"resuming from {last} at step {start} of {plan.total} (planned for a {plan.budget_s:g} s budget)")
         else:
+            if not budgeted and start > o.steps:
+                # Its config.json would then say fewer steps than its weights were trained for.
+                raise InputError(f"the run in {out} has trained {start} steps, more than the {o.steps} asked for; "
+                                 f"give --steps {start} or more to go on, or another --out")
             say(f"resuming from {last} at step {start}" + ("" if budgeted else f" of {o.steps}"))
         _trim_log(log_path, start)
     else:
@@ -513,6 +518,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
     end = total if stop_after is None else min(total, stop_after)
     summary: dict[str, Any] = {"out": str(out), "start_step": start, "steps": None if planner else total}
     if start >= end:
+        if start >= total and (out / FINAL).exists():
+            say(f"the run in {out} is finished ({start} of {total} steps): nothing to do ({out / FINAL} is its model)")
         if start >= total and not (out / FINAL).exists():
             _write_final(out, net, cfg, mcfg, start)
         summary.update(step=start, final=str(out / FINAL) if start >= total else None)

@@ -237,9 +237,10 @@ SETTINGS = "settings.json"
 def check_settings(out: Path, settings: dict[str, object]) -> None:
     """A folder's clips are one set: a resume with other settings would mix clips of two sizes,
     rates or splits under one name. The settings are kept in the folder when its first clip is
-    made; a folder made before they were kept is resumed unchecked."""
+    about to be made (`keep_settings`); a folder made before they were kept is resumed unchecked,
+    and one that holds no clip yet takes any settings."""
     path = out / SETTINGS
-    if path.exists():
+    if path.exists() and any(out.glob("clip_*.npz")):
         try:
             kept = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -249,8 +250,13 @@ def check_settings(out: Path, settings: dict[str, object]) -> None:
         if changed:
             raise ValueError(f"{out} holds clips made with other settings ({'; '.join(changed)}); give another "
                              f"--out, or the same settings to resume")
-    elif not any(out.glob("clip_*.npz")):
-        with replaced_when_done(path) as tmp:
+
+
+def keep_settings(out: Path, settings: dict[str, object]) -> None:
+    """Records the settings of a folder's clips, once its inputs have opened (a start that failed
+    on a missing body bank must not tie the folder to it)."""
+    if not any(out.glob("clip_*.npz")):
+        with replaced_when_done(out / SETTINGS) as tmp:
             tmp.write_text(json.dumps(settings, indent=1) + "\n")
 
 
@@ -258,8 +264,9 @@ def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames:
                seed: int, split_name: str = "val") -> int:
     """Renders the clips `out` lacks; returns how many were made."""
     out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, {"frames": frames, "fps": fps, "size": size, "seed": seed, "split": split_name,
-                         "bodies": bodies_path.name})
+    settings = {"frames": frames, "fps": fps, "size": size, "seed": seed, "split": split_name,
+                "bodies": bodies_path.name}
+    check_settings(out, settings)
     todo = [k for k in range(clips) if not (out / f"clip_{k:03d}.npz").exists()]
     if len(todo) < clips:
         print(f"resuming {out}: {clips - len(todo)} of {clips} clips already done", file=sys.stderr)
@@ -268,6 +275,7 @@ def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames:
     from tqdm import tqdm
 
     maker = ClipMaker(bodies_path, data_dir, size, fps, frames, seed, split_name)
+    keep_settings(out, settings)
     t0, made_frames = time.perf_counter(), 0
     try:
         with tqdm(total=len(todo) * frames, desc="rendering clips", unit="frame", smoothing=0.05) as bar:

@@ -175,6 +175,10 @@ def run_resumable(work: Callable[[], object], units: str) -> int:
     """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C."""
     try:
         work()
+    except FileExistsError as exc:       # a folder to make where a file is
+        print(f"error: '{exc.filename}' is a file, not a folder; give --out a folder (new or one to resume)",
+              file=sys.stderr)
+        return 2
     except (OSError, ValueError, RuntimeError, PosecastError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
