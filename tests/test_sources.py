@@ -103,20 +103,28 @@ def test_truncated_file_yields_frames_before_the_cut(clip: Path, reference: dict
     assert len(frames) + corrupt == N
 
 
+def _noise_clip(path: Path, fmt: str, codec: str, frames: int = 60, rate: int = 30, noise: bool = True) -> Path:
+    """`frames` frames at `rate`: noise (large packets, so a cut lands inside the video), or flat
+    grey levels."""
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            image = (rng.integers(0, 255, (H, W, 3), dtype=np.uint8) if noise
+                     else np.full((H, W, 3), 50 * i % 250, np.uint8))
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return path
+
+
 @pytest.mark.parametrize("fmt, codec", [("matroska", "libx264"), ("webm", "libvpx"), ("flv", "flv")])
 def test_a_cut_short_file_with_a_stated_duration_counts_its_lost_end(tmp_path: Path, fmt: str, codec: str) -> None:
     """Matroska, WebM and FLV have no frame index, but their header states the duration: a copy
     cut short ends well before it, and the frames it lacks are counted, not silently missing."""
-    whole = tmp_path / f"whole.{fmt}"
-    with av.open(str(whole), "w", format=fmt) as c:
-        s = c.add_stream(codec, rate=30)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        rng = np.random.default_rng(0)
-        for i in range(60):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), format="bgr24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    whole = _noise_clip(tmp_path / f"whole.{fmt}", fmt, codec)
     frames, corrupt = read_all(whole)
     assert (len(frames), corrupt) == (60, 0)
     cut = tmp_path / f"cut.{fmt}"
@@ -154,17 +162,7 @@ def test_a_complete_file_whose_audio_runs_on_or_whose_time_starts_late_is_whole(
 
 def test_a_file_with_no_complete_frame_is_one_error_and_no_warnings(tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
-    whole = tmp_path / "whole.webm"
-    with av.open(str(whole), "w", format="webm") as c:
-        s = c.add_stream("libvpx", rate=30)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        rng = np.random.default_rng(0)
-        for i in range(60):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), format="bgr24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-    data = whole.read_bytes()
+    data = _noise_clip(tmp_path / "whole.webm", "webm", "libvpx").read_bytes()
     cut = tmp_path / "cut.webm"
     cut.write_bytes(data[: data.index(b"\x1f\x43\xb6\x75") + 600])    # inside the first cluster's first frame
     with caplog.at_level("WARNING"), pytest.raises(InputError, match="gave no frame to track"):
@@ -411,15 +409,7 @@ def test_file_cut_inside_its_header(clip: Path, tmp_path: Path) -> None:
 def test_a_recording_without_its_index_says_so(tmp_path: Path) -> None:
     """An MP4 written as it records keeps its index ('moov') for the end: cut before it (a camera
     unplugged, a copy cut short), FFmpeg says only "Invalid data"."""
-    whole = tmp_path / "rec.mp4"
-    with av.open(str(whole), "w", format="mp4") as c:       # no faststart: the index goes last
-        s = c.add_stream("mpeg4", rate=30)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 20 * i, np.uint8), format="bgr24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    whole = _noise_clip(tmp_path / "rec.mp4", "mp4", "mpeg4", frames=10, noise=False)   # no faststart
     data = whole.read_bytes()
     assert data.index(b"mdat") < data.index(b"moov")
     for name, end, says in (("cut.mp4", len(data) // 2, "is cut short"),
@@ -591,15 +581,7 @@ def test_a_video_whose_every_frame_is_discarded_is_an_input_error(tmp_path: Path
     """An MP4 whose edit list shows none of its frames decodes to nothing: an error, not an empty
     track and exit 0. (H.264 at 100,000 fps comes out of the MP4 muxer so: every packet marked to be
     discarded, as checked below.)"""
-    path = tmp_path / "hidden.mp4"
-    with av.open(str(path), "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=100_000)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for i in range(5):
-            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 50 * i, np.uint8), format="bgr24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    path = _noise_clip(tmp_path / "hidden.mp4", "mp4", "libx264", frames=5, rate=100_000, noise=False)
     with av.open(str(path)) as c:
         assert all(p.is_discard for p in c.demux(c.streams.video[0]) if p.size)
     with pytest.raises(InputError, match="gave no frame to track") as err:
