@@ -805,8 +805,8 @@ class ImageFolderSource(Source):
             entry = self._header(p, _shown_name(p, base))
             if entry is None:
                 failures.append(p.name)
-                if len(paths) == 1:     # the error below names it: one line, not a warning and an error
-                    raise InputError(f"'{spec}' is not an image file that can be read")
+                if len(paths) == 1:     # the error names it: one line, not a warning and an error
+                    raise InputError(f"'{p}' is not an image file that can be read")
                 self._skipped(p, "cannot read the image header")
             else:
                 self._entries.append(entry)
