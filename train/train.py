@@ -644,8 +644,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             # a step, so last.pt keeps the last checkpoint.
             interrupted = hard = True
         finally:
-            # The iterator's end stops the loader's workers now, not at the interpreter's exit,
-            # where they (ignoring SIGTERM, train/datasets.py) would be waited for in vain.
+            # Dropping the iterator stops the loader's workers now, as the run ends, rather than
+            # whenever the interpreter collects it.
             it = None
             bar.close()
             if hasattr(loader, "close"):
