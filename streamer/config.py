@@ -69,19 +69,16 @@ class TrackingConfig:
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):
             check_range(name, getattr(self, name), 0.0, 1.0)
-        if not 1 <= self.search_tiles <= 4:
-            raise ValueError(f"search_tiles must be between 1 and 4 (got {self.search_tiles})")
+        check_range("search_tiles", self.search_tiles, 1, 4)
         if self.research_every < 0:
             raise ValueError(f"research_every must be >= 0 (got {self.research_every})")
-        if not 0.0 <= self.switch_margin <= 1.0:
-            raise ValueError(f"switch_margin must be between 0 and 1 (got {self.switch_margin})")
+        check_range("switch_margin", self.switch_margin, 0.0, 1.0)
         if not 0.0 <= self.shot_cut_diff <= 255.0:
             raise ValueError(f"shot_cut_diff must be between 0 (off) and 255 (got {self.shot_cut_diff})")
         if self.shot_cut_ratio < 1.0:
             raise ValueError(f"shot_cut_ratio must be >= 1 (got {self.shot_cut_ratio})")
         for name in ("new_track_iou", "takeover_min_iou"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
+            check_range(name, getattr(self, name), 0.0, 1.0)
         # A region 8 times the person's extent already shrinks them to an eighth of the crop.
         check_range("roi_margin", self.roi_margin, 1.0, 8.0)
         check_range("min_roi_px", self.min_roi_px, 16, 8192, " pixels")
@@ -140,8 +137,7 @@ class CoordinatesConfig:
         if self.principal_px is not None and not all(abs(v) <= MAX_PRINCIPAL_PX for v in self.principal_px):
             raise ValueError(f"principal_px must be two numbers of pixels within {MAX_PRINCIPAL_PX:g} of the image's "
                              f"corner (got {list(self.principal_px)})")
-        if not 10.0 <= self.hfov_deg <= 170.0:
-            raise ValueError(f"hfov_deg must be between 10 and 170 (got {self.hfov_deg})")
+        check_range("hfov_deg", self.hfov_deg, 10.0, 170.0)
 
 
 @dataclass(frozen=True)

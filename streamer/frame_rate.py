@@ -30,7 +30,6 @@ GUESSED_FPS = 240.0       # above this a stated rate is taken for FFmpeg's guess
 class FrameRate:
     fps: float | None     # the rate to use
     stated: float | None  # what the container says
-    measured: float | None  # from the timestamps (None: too few)
 
     @property
     def corrected(self) -> bool:
@@ -56,7 +55,7 @@ def choose_rate(stated: float | None, measured: float | None) -> FrameRate:
     if stated is not None and (not np.isfinite(stated) or stated <= 0):
         stated = None
     if measured is None or (stated is not None and abs(measured / stated - 1.0) <= TOLERANCE):
-        return FrameRate(stated, stated, measured)
+        return FrameRate(stated, stated)
     if stated is None or measured > stated or stated > GUESSED_FPS:
-        return FrameRate(measured, stated, measured)
-    return FrameRate(stated, stated, measured)
+        return FrameRate(measured, stated)
+    return FrameRate(stated, stated)

@@ -477,7 +477,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
     """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
     Every line is checked before anything is published. A signal ends it as it ends `listen`
     (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
-    from streamer.publish import JOIN_GRACE_S, Publisher
+    from streamer.publish import Publisher
     from streamer.tracks import read_track
 
     say = announce or _stderr
@@ -491,7 +491,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
         try:
             pub.start(meta.get("source", track.stem), {**meta, "replay": True})
             # let subscribers that connect at start-up see the first messages
-            if _sleep_until(time.monotonic() + JOIN_GRACE_S, stop) and poses:
+            if _sleep_until(pub.joined_by, stop) and poses:
                 clock = replay_clock(poses)
                 t0_track, t0 = poses[0][clock], time.monotonic()
                 for msg in poses:

@@ -73,11 +73,16 @@ class Publisher:
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._bound = time.monotonic()
 
-    def let_waiting_subscribers_join(self, grace_s: float = JOIN_GRACE_S) -> None:
-        """Wait, once, until `grace_s` after binding. A subscriber started before the publisher
-        tries to connect every 100 ms (ZeroMQ's default): when the first message comes sooner, it
-        misses the stream's start (seen in 4 of 30 runs of a file, docs/protocol.md)."""
-        left = self._bound + grace_s - time.monotonic()
+    @property
+    def joined_by(self) -> float:
+        """The monotonic time by which a subscriber started before the publisher has joined: it
+        tries to connect every 100 ms (ZeroMQ's default), and a first message sent sooner is lost
+        to it (seen in 4 of 30 runs of a file)."""
+        return self._bound + JOIN_GRACE_S
+
+    def let_waiting_subscribers_join(self) -> None:
+        """Wait, once, until `joined_by`."""
+        left = self.joined_by - time.monotonic()
         if left > 0:
             time.sleep(left)
         self._serve_subscriptions()

@@ -206,7 +206,7 @@ class _AVSource(Source):
         self._ahead: list[av.Packet] = []
         self._ahead_error: av.FFmpegError | None = None
         self._demux_ended = False
-        self._last_packet_time: float | None = None   # the latest time of a video packet read, seconds
+        self._last_pts: int | None = None       # the latest timestamp of a video packet read (stream units)
         self._held_warnings: list[tuple[str, tuple[object, ...]]] | None = []
         if not live:
             self._read_ahead(LOOK_AHEAD_PACKETS)
@@ -269,9 +269,8 @@ class _AVSource(Source):
             except av.FFmpegError as exc:
                 read_error = exc
                 break
-            if packet.size and packet.pts is not None and packet.time_base:
-                t = float(packet.pts * packet.time_base)
-                self._last_packet_time = t if self._last_packet_time is None else max(self._last_packet_time, t)
+            if packet.size and packet.pts is not None and (self._last_pts is None or packet.pts > self._last_pts):
+                self._last_pts = packet.pts
             if packet.size and packet.is_corrupt:
                 # A packet the demuxer could only partly read (a truncated file, a lost network
                 # chunk): decoding it would yield a damaged picture or stall frame threads.
@@ -494,7 +493,7 @@ class VideoFileSource(_AVSource):
         fps = self.info.fps
         if self._stated_end is None or fps is None:
             return False
-        last = self._last_packet_time
+        last = None if self._last_pts is None else float(self._last_pts * self._stream.time_base)
         missing = round((self._stated_end - (last if last is not None else 0.0)) * fps) - (last is not None)
         # A frame or two of slack: the last frame's stated length need not be one period.
         if missing <= SHORT_END_SLACK:
