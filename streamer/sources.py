@@ -78,10 +78,27 @@ class Frame:
 
 
 class Source(ABC):
-    """A blocking, single-pass supplier of frames. Use as a context manager, or call close()."""
+    """A blocking, single-pass supplier of frames. Use as a context manager, or call close().
+
+    Warnings about a file's damage are held until its first frame (`_warn`): an input that gives
+    no frame ends in one error line that sums them up, rather than a warning per damaged part first."""
 
     info: SourceInfo
     corrupt: int                # corrupt packets/frames/images skipped so far
+    _held_warnings: list[tuple[str, tuple[object, ...]]] | None   # [] in __init__; None once released
+
+    def _warn(self, message: str, *args: object) -> None:
+        if self._held_warnings is None:
+            log.warning(message, *args)
+        else:
+            self._held_warnings.append((message, args))
+
+    def _release_warnings(self) -> None:
+        """Says the warnings held so far: the input has given a frame (or ended with frames)."""
+        if self._held_warnings is not None:
+            held, self._held_warnings = self._held_warnings, None
+            for message, args in held:
+                log.warning(message, *args)
 
     @abstractmethod
     def frames(self) -> Iterator[Frame]:
@@ -207,7 +224,7 @@ class _AVSource(Source):
         self._ahead_error: av.FFmpegError | None = None
         self._demux_ended = False
         self._last_pts: int | None = None       # the latest timestamp of a video packet read (stream units)
-        self._held_warnings: list[tuple[str, tuple[object, ...]]] | None = []
+        self._held_warnings = []
         if not live:
             self._read_ahead(LOOK_AHEAD_PACKETS)
         stated = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -303,19 +320,6 @@ class _AVSource(Source):
             raise InputError(f"{self._what} gave no frame to track: {self._why_no_frames()}")
         self._release_warnings()
 
-    def _warn(self, message: str, *args: object) -> None:
-        """A warning about the input, held until its first frame: an input that gives none ends
-        in one error line that sums them up."""
-        if self._held_warnings is None:
-            log.warning(message, *args)
-        else:
-            self._held_warnings.append((message, args))
-
-    def _release_warnings(self) -> None:
-        if self._held_warnings is not None:
-            held, self._held_warnings = self._held_warnings, None
-            for message, args in held:
-                log.warning(message, *args)
 
     def _why_no_frames(self) -> str:
         if self._discarded and not self.corrupt:
@@ -796,6 +800,7 @@ class ImageFolderSource(Source):
 
     def __init__(self, spec: str, max_image_side: int = 1920) -> None:
         self.corrupt = 0
+        self._held_warnings = []
         self._max_side = max_image_side
         paths, name, base = self._find(str(spec))
         self._entries: list[_ImageEntry] = []
@@ -804,12 +809,12 @@ class ImageFolderSource(Source):
             entry = self._header(p, _shown_name(p, base))
             if entry is None:
                 failures.append(p.name)
-                if len(paths) == 1:     # the error names it: one line, not a warning and an error
-                    raise InputError(f"'{p}' is not an image file that can be read")
                 self._skipped(p, "cannot read the image header")
             else:
                 self._entries.append(entry)
-        if not self._entries:
+        if not self._entries:               # its one line: the warnings held say no more
+            if len(paths) == 1:
+                raise InputError(f"'{paths[0]}' is not an image file that can be read")
             raise InputError(f"none of the {len(paths)} images in '{spec}' can be read "
                              f"(first: {failures[0]})")
         # Readers size their buffers from info before any frame exists, so info needs the largest
@@ -872,7 +877,7 @@ class ImageFolderSource(Source):
     def _skipped(self, p: Path, why: str) -> None:
         self.corrupt += 1
         if self.corrupt <= _DETAILED_WARNINGS:
-            log.warning("skipped image '%s': %s", p, why)
+            self._warn("skipped image '%s': %s", p, why)
 
     def _read(self, e: _ImageEntry) -> tuple[np.ndarray, float] | None:
         # Very large JPEGs decode much faster at 1/2, 1/4 or 1/8 size; stay at or above target.
@@ -912,12 +917,10 @@ class ImageFolderSource(Source):
         for e in self._entries:
             got = self._read(e)
             if got is None:
-                if self.info.frame_count == 1:
-                    self.corrupt += 1      # the error below names it
-                else:
-                    self._skipped(e.path, "cannot decode the image")
+                self._skipped(e.path, "cannot decode the image")
                 continue
             image, scale = got
+            self._release_warnings()
             yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
                         scale=scale, name=e.name)
             index += 1
@@ -926,6 +929,7 @@ class ImageFolderSource(Source):
             raise InputError(f"none of the {n} image(s) in '{self.info.uri}' could be decoded (the files are "
                              f"damaged or not images)" if n != 1 else
                              f"'{self._entries[0].path}' could not be decoded (the file is damaged or not an image)")
+        self._release_warnings()
 
     def close(self) -> None:
         pass                                 # nothing held open between frames
