@@ -361,3 +361,14 @@ def test_a_training_tool_ends_in_one_line(capsys):
     assert run_command("tool", refused) == 2
     assert capsys.readouterr().err == "tool: error: no training windows\n"
     assert run_command("tool", lambda: 0) == 0
+
+
+def test_a_clip_where_no_one_was_found_reads_n_a_not_nan():
+    from train.video_eval import format_row
+
+    labels = _labels(frames=4)
+    found, pred, pts = _track(labels)
+    row = format_row("empty", score_track(np.zeros_like(found), pred, pts, labels).summary())
+    assert "nan" not in row and row.count("n/a") == 7 and "| 0.0% |" in row
+    row = format_row("full", score_track(found, pred, pts, labels).summary())
+    assert "nan" not in row and row.count("n/a") == 2 and "100.0%" in row    # no root_3d given: no root error

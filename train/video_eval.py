@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -301,10 +302,15 @@ def paired_clip_problem(ours: dict[str, dict], theirs: dict[str, dict], other: P
     return None
 
 
+def _figure(value: float, spec: str, scale: float = 1.0) -> str:
+    """One table cell: "n/a" where nothing was there to measure (no one found: no error to take)."""
+    return format(scale * value, spec) if math.isfinite(value) else "n/a"
+
+
 def format_row(name: str, s: dict[str, float]) -> str:
-    return (f"| {name} | {s['frames']} | {100 * s['found']:.1f}% | {s['mpjpe_mm']:.1f} | {s['pa_mpjpe_mm']:.1f} | "
-            f"{100 * s['pck']:.1f}% | {s['accel_mm']:.1f} | {s['accel_2d_px']:.1f} | {s['root_mm']:.0f} | "
-            f"{s['root_accel_mm']:.1f} |")
+    return (f"| {name} | {s['frames']} | {100 * s['found']:.1f}% | {_figure(s['mpjpe_mm'], '.1f')} | "
+            f"{_figure(s['pa_mpjpe_mm'], '.1f')} | {_figure(s['pck'], '.1%')} | {_figure(s['accel_mm'], '.1f')} | "
+            f"{_figure(s['accel_2d_px'], '.1f')} | {_figure(s['root_mm'], '.0f')} | {_figure(s['root_accel_mm'], '.1f')} |")
 
 
 HEADER = ("| clip | frames | found | MPJPE mm | PA-MPJPE mm | PCK@0.2 | accel. error mm/frame² "
