@@ -116,8 +116,11 @@ class Source(ABC):
         self.close()
 
 
-def open_source(spec: str, config: SourceConfig) -> Source:
-    """Open the input `spec` names; raises InputError with a one-line reason if it can't."""
+def open_source(spec: str, config: SourceConfig, reopened: bool = False) -> Source:
+    """Open the input `spec` names; raises InputError with a one-line reason if it can't.
+
+    `reopened`: the same input again (a reconnect, a `--loop` restart), whose start-up notices
+    (a camera number read as a file, a second video stream, pictures left out) were already given."""
     spec = str(spec)
     if not spec.strip():
         # An unset shell variable ("$VIDEO"): not the current folder's images.
@@ -125,8 +128,9 @@ def open_source(spec: str, config: SourceConfig) -> Source:
                          "or a camera number")
     if _CAMERA.match(spec):
         if spec.isdigit() and Path(spec).exists():
-            log.warning("'%s' is read as the %s of that name here; for camera %s, give /dev/video%s",
-                        spec, "folder" if Path(spec).is_dir() else "file", spec, spec)
+            if not reopened:
+                log.warning("'%s' is read as the %s of that name here; for camera %s, give /dev/video%s",
+                            spec, "folder" if Path(spec).is_dir() else "file", spec, spec)
         else:
             return CameraSource(spec, config)
     url = _URL.match(spec)
@@ -137,15 +141,15 @@ def open_source(spec: str, config: SourceConfig) -> Source:
                 f"unsupported URL scheme '{scheme}' in '{_redact(spec)}' (supported: "
                 f"{', '.join(STREAM_SCHEMES)}; or give a video file, a folder or a camera number)"
             )
-        return StreamSource(spec, config)
+        return StreamSource(spec, config, reopened)
     path = Path(os.path.expanduser(spec))
     if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS):
-        return ImageFolderSource(spec, config.max_image_side)
+        return ImageFolderSource(spec, config.max_image_side, reopened)
     if not path.exists() and _GLOB_CHARS.search(spec):
-        return ImageFolderSource(spec, config.max_image_side)
+        return ImageFolderSource(spec, config.max_image_side, reopened)
     if not path.exists() and path.suffix.lower() in IMAGE_EXTENSIONS:
         raise InputError(f"cannot open image '{spec}': no such file")
-    return VideoFileSource(spec)
+    return VideoFileSource(spec, reopened)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,11 +188,12 @@ class _AVSource(Source):
     """Demuxes the first video stream and decodes it; subclasses decide what a failure means."""
 
     def __init__(self, container: av.container.InputContainer, info_name: str, uri: str,
-                 live: bool, what: str) -> None:
+                 live: bool, what: str, reopened: bool = False) -> None:
         self._container = container
         self._what = what                      # how messages name the input: "'x.mp4'", a URL
         self.corrupt = 0
         self._decode_errors = 0
+        self._concealed = 0                    # frames given with damage the decoder covered up
         self._packets = 0                      # non-empty, non-discarded packets sent to decode
         self._discarded = 0
         self._closed = False
@@ -199,7 +204,7 @@ class _AVSource(Source):
                 raise InputError(
                     f"{what} has no video stream (it has {_describe_streams(container)})")
             stream = main_video_stream(container)
-            if len(container.streams.video) > 1:
+            if len(container.streams.video) > 1 and not reopened:
                 log.warning("%s has %d video streams; tracking stream #%d (%dx%d, %s), the one players show",
                             what, len(container.streams.video), stream.index, stream.codec_context.width,
                             stream.codec_context.height, stream.codec_context.name)
@@ -300,6 +305,7 @@ class _AVSource(Source):
                     self._packets += 1
             for av_frame in self._decode(packet):
                 frame = self._to_frame(av_frame, index)
+                self._concealed += av_frame.is_corrupt
                 self._release_warnings()
                 yield frame
                 index += 1
@@ -307,9 +313,16 @@ class _AVSource(Source):
             # The demuxer's end-of-stream flush packets never came: drain the decoder by hand.
             for av_frame in self._decode(None):
                 frame = self._to_frame(av_frame, index)
+                self._concealed += av_frame.is_corrupt
                 self._release_warnings()
                 yield frame
                 index += 1
+        if self._concealed:
+            # Damage inside a picture's data that FFmpeg filled in from around it raises no
+            # error: the frame is there (nothing is lost), but its picture, and so its pose, may not be.
+            self._warn("%s: %d frame(s) were decoded from damaged data (the decoder filled in what was "
+                       "missing); their poses may be wrong", self._what, self._concealed)
+        if read_error is not None:
             self._account_lost(index)
             self._on_read_error(read_error, index)
         else:
@@ -423,7 +436,7 @@ class _AVSource(Source):
 class VideoFileSource(_AVSource):
     """A video file: every frame, in order, as fast as it decodes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, reopened: bool = False) -> None:
         spec = str(path)
         p = Path(os.path.expanduser(spec))
         what = f"'{spec}'"
@@ -453,7 +466,7 @@ class VideoFileSource(_AVSource):
             container.close()
             raise InputError(f"'{spec}' is a text file, not a video")
         try:
-            super().__init__(container, p.stem, spec, live=False, what=what)
+            super().__init__(container, p.stem, spec, live=False, what=what, reopened=reopened)
         except InputError as exc:
             raise InputError(_mp4_cut_short(p, spec) or str(exc)) from None
         # A named pipe can be read once only: it keeps its picture as stored.
@@ -598,7 +611,7 @@ class StreamSource(_AVSource):
     """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error, unless
     it has a known length (a video file over HTTP), which is read whole, as a file is."""
 
-    def __init__(self, url: str, config: SourceConfig) -> None:
+    def __init__(self, url: str, config: SourceConfig, reopened: bool = False) -> None:
         shown = _redact(url)
         try:
             parts = urlsplit(url)
@@ -629,7 +642,8 @@ class StreamSource(_AVSource):
         # ends. A live one (a camera over RTSP) has no length and only stops when something went
         # wrong.
         self._finite = bool(container.duration)
-        super().__init__(container, host or scheme, url, live=not self._finite, what=shown)
+        super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
+                         reopened=reopened)
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count
@@ -765,7 +779,7 @@ class _ImageEntry:
     height: int
 
 
-def _images_among(paths: list[Path], where: str) -> list[Path]:
+def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list[Path]:
     """The paths named as images this reads. A broken link among them is kept, to be reported as
     unreadable; macOS's '._' companion files are no images; pictures in formats not read here are
     named in one warning."""
@@ -777,8 +791,9 @@ def _images_among(paths: list[Path], where: str) -> list[Path]:
         if not images:
             raise InputError(f"no images in {where} are in a format read here: its {n} picture(s) are "
                              f"{', '.join(unread)}; convert them to JPEG or PNG")
-        log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG to "
-                    "track them", n, where, ", ".join(unread))
+        if not reopened:
+            log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG "
+                        "to track them", n, where, ", ".join(unread))
     return images
 
 
@@ -798,11 +813,11 @@ class ImageFolderSource(Source):
     Frames keep their own size: `info.width/height` is the largest a frame can be.
     """
 
-    def __init__(self, spec: str, max_image_side: int = 1920) -> None:
+    def __init__(self, spec: str, max_image_side: int = 1920, reopened: bool = False) -> None:
         self.corrupt = 0
         self._held_warnings = []
         self._max_side = max_image_side
-        paths, name, base = self._find(str(spec))
+        paths, name, base = self._find(str(spec), reopened)
         self._entries: list[_ImageEntry] = []
         failures: list[str] = []
         for p in paths:
@@ -827,14 +842,14 @@ class ImageFolderSource(Source):
             fps=None, frame_count=len(paths), stills=True,
         )
 
-    def _find(self, spec: str) -> tuple[list[Path], str, Path]:
+    def _find(self, spec: str, reopened: bool) -> tuple[list[Path], str, Path]:
         """The images, the input's short name, and the folder their names are given from."""
         p = Path(os.path.expanduser(spec))
         if p.is_file():
             return [p], p.stem, p.parent
         if p.is_dir():
             try:
-                found = _images_among(list(p.iterdir()), f"folder '{spec}'")
+                found = _images_among(list(p.iterdir()), f"folder '{spec}'", reopened)
             except OSError as exc:
                 raise InputError(f"cannot read folder '{spec}': {_reason(exc)}") from None
             if not found:
@@ -842,7 +857,7 @@ class ImageFolderSource(Source):
                                  f"{', '.join(IMAGE_EXTENSIONS)})")
             return sorted(found, key=lambda c: _natural_key(c.name)), p.resolve().name or "images", p
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
-        found = _images_among(matches, f"'{spec}'")
+        found = _images_among(matches, f"'{spec}'", reopened)
         if not found:
             raise InputError(f"no images match '{spec}'")
         # The name is the folder the pattern starts in ('runs/a/*.png' -> 'a').

@@ -212,14 +212,29 @@ def test_crude_2kb_overwrite_in_the_middle(clip: Path, tmp_path: Path) -> None:
 def test_broken_keyframe_counts_the_frames_that_depend_on_it(clip: Path, tmp_path: Path) -> None:
     # The only keyframe damaged: FFmpeg reports one error, then silently drops every frame that
     # needed it. Those are counted too; with none left, the file gave nothing to track.
+    # The damage starts right after the packet's first length field, so the picture's own data
+    # cannot be found in it.
     pos, size = _packets(clip)[0]
     data = bytearray(clip.read_bytes())
-    start = pos + size // 3
-    data[start:start + size // 3] = bytes(random.Random(1).randrange(256) for _ in range(size // 3))
+    data[pos + 4:pos + size // 3] = bytes(random.Random(1).randrange(256) for _ in range(size // 3 - 4))
     bad = tmp_path / "nokey.mp4"
     bad.write_bytes(bytes(data))
     with pytest.raises(InputError, match=f"gave no frame to track: none could be decoded \\(about {N} frame"):
         read_all(bad)
+
+
+def test_damage_the_decoder_fills_in_is_said(clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The keyframe's picture data damaged past its start: FFmpeg raises nothing and fills the
+    # picture in from what it could read. Every frame is there; the damage is still said.
+    pos, size = _packets(clip)[0]
+    data = bytearray(clip.read_bytes())
+    data[pos + size // 3:pos + size] = bytes(random.Random(1).randrange(256) for _ in range(size - size // 3))
+    bad = tmp_path / "concealed.mp4"
+    bad.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(bad)
+    assert len(frames) == N and corrupt == 0
+    assert "1 frame(s) were decoded from damaged data" in caplog.text
 
 
 def _bad_file(d: Path, kind: str) -> Path:
@@ -601,6 +616,24 @@ def test_an_empty_input_and_a_folder_named_by_digits(tmp_path: Path, monkeypatch
     _png(tmp_path / "2024" / "x.png", 30, 20, 1)
     with open_source("2024", CFG) as src:
         assert isinstance(src, ImageFolderSource)
+
+
+def test_a_reopen_repeats_no_start_up_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A `--loop` restart or a reconnect opens the input again: what was said at start-up (a
+    folder named by digits, pictures left out) is not said again at each pass."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2024").mkdir()
+    _png(tmp_path / "2024" / "x.png", 30, 20, 1)
+    Image.new("RGB", (32, 24)).save(tmp_path / "2024" / "c.gif")
+    with caplog.at_level("WARNING"):
+        open_source("2024", CFG).close()
+        said = [r.message for r in caplog.records]
+        assert any("read as the folder" in m for m in said) and any("left out 1 picture(s)" in m for m in said)
+        caplog.clear()
+        with open_source("2024", CFG, reopened=True) as src:
+            assert [f.name for f in src.frames()] == ["x.png"]
+    assert caplog.records == []
 
 
 def test_single_image(folder: Path) -> None:

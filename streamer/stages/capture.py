@@ -135,7 +135,7 @@ class CaptureStage:
 
     def _reopen(self, shape: tuple[int, int]) -> Source:
         """The same source again, for a reconnect or a loop; it must keep its frame size."""
-        src = open_source(self.source_spec, self.config.source)
+        src = open_source(self.source_spec, self.config.source, reopened=True)
         if (src.info.height, src.info.width) != shape:
             src.close()
             raise SourceChangedError(f"'{self.source_spec}' came back at {src.info.width}x{src.info.height}, "
