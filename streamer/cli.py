@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import typing
@@ -186,7 +187,8 @@ def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats:
     written_overlay = [overlay] if overlay is not None and overlay.is_file() else []
     outs = ", ".join([str(p) for p in tracks + written_overlay]
                      + ([result.endpoint] if result.endpoint else [])) or "nowhere"
-    line = (f"{s['frames']} frames in {s['seconds']:.2f} s ({fps:.1f} frames/s) -> {outs}; "
+    line = (f"{s['frames']} frame{'' if s['frames'] == 1 else 's'} in {s['seconds']:.2f} s ({fps:.1f} frames/s) "
+            f"-> {outs}; "
             f"person found in {s['found']}; backend {result.backend}")
     if s.get("live") or s.get("dropped"):
         line += f"; {s.get('dropped', 0)} stale frames dropped to stay live"
@@ -605,7 +607,16 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:], prog=f"{PROG} {argv[0]}")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # A file named like an option ('-take1.mp4') gets argparse's "input is required" or
+        # "unrecognized arguments"; say what happened to it.
+        named = [a for a in argv if a.startswith("-") and a not in ("-", "--") and os.path.exists(a)]
+        if exc.code == 2 and named:
+            print(f"{PROG}: '{named[0]}' was read as an option; to give that file, write ./{named[0]} "
+                  f"(or put -- before it)", file=sys.stderr)
+        raise
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(message)s")
     try:

@@ -168,6 +168,15 @@ def test_argparse_errors_exit_2_without_traceback(posecast) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+def test_a_file_named_like_an_option_gets_a_hint(posecast, tmp_path: Path) -> None:
+    (tmp_path / "-take1.mp4").write_bytes(b"")
+    for args in (["track", "-take1.mp4"], ["track", "x.mp4", "-take1.mp4"]):
+        r = posecast.run(args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1] == ("posecast: '-take1.mp4' was read as an option; to give that "
+                                                     "file, write ./-take1.mp4 (or put -- before it)")
+
+
 def test_help(posecast) -> None:
     r = posecast.run(["--help"])
     assert r.returncode == 0
