@@ -126,3 +126,33 @@ def remove_if_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+def input_overwritten(out: Path, inputs: dict[str, Path | str | None]) -> str | None:
+    """Which of `inputs` (named as messages name them, e.g. "the --model file") writing `out`
+    would replace: the same file, also through a link or another path to it; None where none."""
+    out = Path(out)
+    if not out.exists():
+        return None
+    for name, source in inputs.items():
+        if source is not None and Path(source).exists() and os.path.samefile(out, source):
+            return name
+    return None
+
+
+def check_report_output(out: Path, flag: str, suffix: str, inputs: dict[str, Path | str | None],
+                        make_folders: bool = False) -> str | None:
+    """Why a report named `out` (given as `flag`) cannot be written at the end of a run, checked
+    before it: its name must end in `suffix`, as a report is read by its name, its folder must
+    take it (or, with `make_folders`, the nearest folder that exists), and it must not be one of
+    the run's `inputs` (the model it evaluates, say); None where it can be written."""
+    out = Path(out)
+    reason = unwritable_reason(out, make_folders=make_folders)
+    if reason is not None:
+        return f"cannot write {flag} '{out}': {reason}"
+    if out.suffix.lower() != suffix:
+        return f"{flag} must name a {suffix} file (got '{out}')"
+    same = input_overwritten(out, inputs)
+    if same is not None:
+        return f"{flag} '{out}' is also {same}; give another name"
+    return None

@@ -127,6 +127,8 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit the network its metadata describes ({_first_line(exc)})") from None
+    _check_finite(path, [(k, v.numpy()) for k, v in blob["state_dict"].items()
+                         if isinstance(v, torch.Tensor) and v.is_floating_point()])
     return net.eval(), info
 
 
@@ -199,7 +201,22 @@ def read_onnx_info(path: Path) -> ModelInfo:
         data = json.loads(meta[METADATA_KEY])
     except json.JSONDecodeError:
         raise ModelFileError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON") from None
-    return ModelInfo.from_metadata(data, str(path))
+    info = ModelInfo.from_metadata(data, str(path))
+    from onnx import numpy_helper
+
+    _check_finite(path, [(t.name, numpy_helper.to_array(t)) for t in model.graph.initializer
+                         if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)])
+    return info
+
+
+def _check_finite(path: Path, weights: list[tuple[str, Any]]) -> None:
+    """A diverged training run leaves NaN weights; a network with them finds no one, silently."""
+    import numpy as np
+
+    bad = [name for name, w in weights if not np.isfinite(w).all()]
+    if bad:
+        raise ModelFileError(f"{path}: {len(bad)} of its weight tensors hold NaN or infinite values (first: {bad[0]}), "
+                             f"as a training run that diverged leaves them; use an earlier checkpoint")
 
 
 def _check_readable(path: Path) -> None:

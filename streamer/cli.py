@@ -11,17 +11,15 @@ should pay for what another command needs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from engines.errors import PosecastError
+from engines.stop_signals import describe, exit_code, reader_gone, stop_signals_interrupt
 from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
 from streamer.filters import FilterConfig
 
@@ -423,6 +421,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_BENCH_CALLS = 100_000        # bench-network's --iters and --warmup
+
+
 def cmd_bench_network(args: argparse.Namespace) -> int:
     from engines.backends import create_backend
     from engines.benchmark import bench_network
@@ -436,8 +437,10 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
                          f"(got {' '.join(map(str, args.batch))})")
     if not 0 <= args.threads <= MAX_THREADS:
         raise UsageError(f"--threads must be between 0 and {MAX_THREADS} (got {args.threads})")
-    if args.iters < 1 or args.warmup < 0:
-        raise UsageError("--iters must be >= 1, --warmup >= 0")
+    # A million calls would take half an hour at batch 1 with nothing to show: a typo, not a wish.
+    if not (1 <= args.iters <= MAX_BENCH_CALLS and 0 <= args.warmup <= MAX_BENCH_CALLS):
+        raise UsageError(f"--iters must be between 1 and {MAX_BENCH_CALLS}, --warmup between 0 and {MAX_BENCH_CALLS} "
+                         f"(got {args.iters} and {args.warmup})")
     model = resolve_model(args.model)
     backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch))
     print(f"backend {backend.describe()}; model {model.onnx_path.name} ({model.info.weights})")
@@ -574,33 +577,6 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {"train": "train.train", "evaluate": "train.evaluate"}
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt: whatever a command does
-    to leave nothing half-written after a Ctrl-C (a temporary file removed), it then does after
-    these too, instead of dying with the file left behind."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `Stopped` while the command runs. Commands with an orderly stop
-    of their own (the pipeline, `listen`) put their handlers in place over these and restore them.
-    A signal that is ignored already stays ignored: `nohup posecast ...` must outlive its terminal."""
-    def stop(signum: int, _frame: Any) -> None:
-        raise Stopped(signum)
-
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
-           if signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in DELEGATED:
@@ -626,9 +602,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-        _note("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
-        return 128 + int(signum)
+        _note(describe(exc))
+        return exit_code(exc)
+    except BrokenPipeError:
+        return reader_gone()
 
 
 if __name__ == "__main__":

@@ -398,10 +398,11 @@ def _main_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tup
     (["bench-network", "--batch", "1", "257", "--iters", "1"], "256"),
     (["bench-network", "--threads", "10000", "--iters", "1"], "--threads"),
     (["bench-network", "--threads", "-1", "--iters", "1"], "--threads"),
+    (["bench-network", "--iters", "99999999999"], "--iters must be between 1 and 100000"),
 ], ids=["fps inf", "fps nan", "fps tiny", "fps huge", "negative seed", "huge size", "one side too large",
         "too many frames", "clip under a file", "export under a file", "demo dir is a file",
         "demo dir under a file", "bench batch huge", "bench batch above the cap", "bench threads huge",
-        "bench threads negative"])
+        "bench threads negative", "bench iters huge"])
 def test_bad_arguments_and_unwritable_outputs_are_one_line(posecast, tmp_path: Path, args: list[str],
                                                            mention: str) -> None:
     _blocker(tmp_path)
@@ -562,7 +563,7 @@ def test_evaluate_json_on_a_full_disk_keeps_the_old_file(tmp_path: Path, monkeyp
     from train.evaluate import check_json_output, write_json
 
     dest = tmp_path / "sub" / "e.json"
-    check_json_output(dest)                               # a folder to be created is fine
+    check_json_output(dest, {})                           # a folder to be created is fine
     assert not (tmp_path / "sub").exists()
     write_json(dest, {"a": 1.0})
     assert dest.read_text() == '{\n "a": 1.0\n}\n'

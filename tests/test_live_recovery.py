@@ -203,7 +203,7 @@ def test_reopen_refuses_another_size_with_an_error_that_is_not_retried(monkeypat
 
     small = _DroppingSource()
     small.info = type(small.info)("net", "tcp://x", True, 160, 128, 30.0, None)
-    monkeypatch.setattr(capture_module, "open_source", lambda spec, cfg: small)
+    monkeypatch.setattr(capture_module, "open_source", lambda spec, cfg, reopened=False: small)
     stage = CaptureStage("tcp://x", load_pipeline_config(), "ring", None, "inproc://x",  # type: ignore[arg-type]
                          None, None)  # type: ignore[arg-type]
     with pytest.raises(SourceChangedError, match=r"came back at 160x128, not 320x240; restart posecast") as err:

@@ -278,6 +278,22 @@ def test_bad_model_files_raise_model_file_error(case: str, tmp_path: Path, posec
     assert not any(p.suffix == ".onnx" for p in (posecast_cache / "models").glob("*"))
 
 
+def test_weights_a_diverged_run_left_are_refused(tmp_path: Path, small_model_config: ModelConfig) -> None:
+    """NaN weights find no one, silently: the .pt and an ONNX exported from it are refused."""
+    net = build_network(small_model_config)
+    info = ModelInfo(small_model_config, "diverged", trained=True)
+    export_onnx(net, info, tmp_path / "before.onnx")
+    read_onnx_info(tmp_path / "before.onnx")                       # finite: fine
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", net, info)
+    with pytest.raises(ModelFileError, match="1 of its weight tensors hold NaN or infinite values.*earlier checkpoint"):
+        load_checkpoint(tmp_path / "nan.pt")
+    export_onnx(net, info, tmp_path / "nan.onnx")
+    with pytest.raises(ModelFileError, match="hold NaN or infinite values"):
+        read_onnx_info(tmp_path / "nan.onnx")
+
+
 def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConfig) -> None:
     import json
 

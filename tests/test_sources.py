@@ -407,7 +407,7 @@ def test_a_browser_recording_over_http_ends_as_a_file(tmp_path: Path, http_root:
     ended with "stream ... ended after 90 frames"."""
     root, base = http_root
     _browser_webm(root / "browser.webm", 90, 30.0)
-    with open_source(f"{base}/browser.webm", FAST) as src:
+    with open_source(f"{base}/browser.webm", CFG) as src:
         assert not src.info.live
         assert src.info.fps == pytest.approx(30.0, rel=0.03)
         assert sum(1 for _ in src.frames()) == 90
@@ -759,7 +759,7 @@ def test_http_stream_reads_every_frame(clip: Path, reference: dict,
                                        http_root: tuple[Path, str]) -> None:
     root, base = http_root
     (root / "walk.mp4").write_bytes(clip.read_bytes())
-    with open_source(f"{base}/walk.mp4", FAST) as src:
+    with open_source(f"{base}/walk.mp4", CFG) as src:
         assert isinstance(src, StreamSource)
         # A file over HTTP has a length: read whole, as a file (no frame dropped to keep up).
         assert (src.info.live, src.info.name, src.info.width, src.info.height) == \
@@ -775,7 +775,7 @@ def test_http_stream_reads_every_frame(clip: Path, reference: dict,
 def test_http_not_found(http_root: tuple[Path, str]) -> None:
     _, base = http_root
     with pytest.raises(InputError, match="404") as err:
-        open_source(f"{base}/nothing.mp4", FAST)
+        open_source(f"{base}/nothing.mp4", CFG)
     assert f"{base}/nothing.mp4" in str(err.value)
 
 

@@ -515,7 +515,9 @@ def test_a_stalled_subscriber_does_not_change_the_pace(posecast, clip90: Path, t
     duration = LIVE_FRAMES / LIVE_FPS
     assert f_seconds >= 0.6 * duration and s_seconds >= 0.6 * duration      # both played in real time
     assert s_seconds <= 1.5 * f_seconds, (s_seconds, f_seconds)
-    assert slow_wall <= 1.5 * free_wall + 1.0, (slow_wall, free_wall)   # + the publisher's bounded linger
+    # The stalled subscriber holds up the end by no more than the publisher's bounded linger (loose:
+    # two separate runs on a shared machine; a hang at exit would take far longer).
+    assert slow_wall <= 2.0 * free_wall + 3.0, (slow_wall, free_wall)
 
     got = 0
     while stalled.poll(200):

@@ -571,6 +571,94 @@ def test_evaluate_takes_the_real_photos_a_list_names(data: dict[str, Path], tmp_
     assert len(shipped) == 19 == len(set(shipped)) and all(n.endswith(".jpg") for n in shipped)
 
 
+def test_evaluate_guards_its_inputs_and_the_reference_it_compares_with(data: dict[str, Path], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import build_network
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, build_network(mcfg), ModelInfo(mcfg, "untrained tiny", trained=False))
+    base = ["--model", str(model), "--no-progress"]
+    synth = base + ["--synth-val", str(data["val"])]
+    for extra, message in ((["--json", str(model)], "--json must name a .json file"),
+                           (["--real-val-fraction", "1"], "--real-val-fraction must be between 0 and 1"),
+                           (["--real-val-fraction", "nan"], "--real-val-fraction must be between 0 and 1"),
+                           (["--batch-size", "100000"], "--batch-size must be between 1 and 256"),
+                           (["--real-files", "x.txt"], "give --real2d too")):
+        with pytest.raises(InputError, match=message):
+            _run_evaluate(synth + extra)
+    shutil.copy(model, tmp_path / "tiny.json")              # a model that happens to be named .json
+    with pytest.raises(InputError, match="is also the --model file"):
+        _run_evaluate(["--model", str(tmp_path / "tiny.json"), "--synth-val", str(data["val"]), "--json",
+                       str(tmp_path / "tiny.json")])
+    # The same folder twice is evaluated once; a training set is said to be one.
+    trained_on = tmp_path / "synth_train"
+    with ShardWriter(trained_on, shard_size=8, meta={"split": "train"}) as w:
+        rng = np.random.default_rng(5)
+        for _ in range(4):
+            j3, j2 = fake_pose(rng)
+            w.add(SynthSample(encode_jpeg(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)), j2, j3,
+                              np.ones(17, bool), "fake/walk", "noise"))
+    ref = tmp_path / "ref.json"
+    assert _run_evaluate(synth + [str(data["val"]), str(trained_on), "--limit", "4", "--json", str(ref)]) == 0
+    assert json.loads(ref.read_text())["synthetic"]["folders"] == [str(data["val"].resolve()), str(trained_on.resolve())]
+    err = capsys.readouterr().err
+    assert f"{trained_on.resolve()} is a training set" in err and str(data["val"].resolve()) not in err
+    # A run that cannot be paired with --against leaves the --against file as it was when --json names it too.
+    before = ref.read_bytes()
+    with pytest.raises(InputError, match="was left as it was"):
+        _run_evaluate(synth + ["--limit", "2", "--json", str(ref), "--against", str(ref)])
+    assert ref.read_bytes() == before
+    with pytest.raises(InputError, match="this run's results were written to"):
+        _run_evaluate(synth + ["--limit", "2", "--json", str(tmp_path / "other.json"), "--against", str(ref)])
+    assert json.loads((tmp_path / "other.json").read_text())["synthetic"]["samples"] == 2
+
+
+def test_evaluate_says_what_is_wrong_with_a_damaged_real_set(data: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.model_file import ModelInfo, save_checkpoint
+    from engines.network import build_network
+
+    mcfg = load_config(ModelConfig, "model.yaml", data["model"])
+    model = tmp_path / "tiny.pt"
+    save_checkpoint(model, build_network(mcfg), ModelInfo(mcfg, "untrained tiny", trained=False))
+    real = tmp_path / "real"
+    shutil.copytree(data["real"], real)
+    args = ["--model", str(model), "--no-progress", "--real2d", str(real), "--real-val-fraction", "0.3"]
+    names = sorted(p.name for p in (real / "images").iterdir())
+    (real / "images" / names[0]).write_bytes(b"\xff\xd8 not a JPEG any more")
+    with pytest.raises(InputError, match=f"cannot read the real photo .*{names[0]}.*take its entry out"):
+        _run_evaluate(args + ["--real-split", "train"] if names[0] not in _held_out(real) else args)
+    for p in (real / "images").iterdir():
+        p.unlink()
+    with pytest.raises(InputError, match="of the photos to evaluate are not in"):
+        _run_evaluate(args)
+    (real / "images").rmdir()
+    with pytest.raises(InputError, match="has no images/ folder"):
+        _run_evaluate(args)
+    (real / "images").mkdir()
+    (real / "keypoints.json").write_text("{}")
+    with pytest.raises(InputError, match="is not a COCO keypoints file"):
+        _run_evaluate(args)
+    (real / "keypoints.json").write_text('{"images": [')
+    with pytest.raises(InputError, match="cannot read .*keypoints.json"):
+        _run_evaluate(args)
+
+
+def _held_out(real: Path) -> set[str]:
+    from train.real2d import load_real2d, split_real
+
+    return {r.path.name for r in split_real(load_real2d(real), val_fraction=0.3, seed=0)[1]}
+
+
 def _run_evaluate(argv: list[str]) -> int:
     from train.evaluate import build_parser, run
 
@@ -748,6 +836,34 @@ def test_ablation_report_table(tmp_path):
     assert "person-free crops of held-out backgrounds" in rows[-1] and rows[-1].endswith(": 5.")
     assert report_main(["nonsense"]) == 2
     assert report_main([f"x={tmp_path / 'missing.json'}"]) == 2
+
+
+@pytest.mark.parametrize("runs, out, message", [
+    (["real={tmp}/real.json"], None, "is not a `train.evaluate --json` report with synthetic 3D results"),
+    (["empty={tmp}/empty.json"], None, "is not a `train.evaluate --json` report"),
+    (["={tmp}/a.json"], None, "is not NAME=EVAL.json"),
+    (["a|b={tmp}/a.json"], None, "holds a '|'"),
+    (["a={tmp}/a.json"], "{tmp}/nowhere/t.md", "folder '{tmp}/nowhere' does not exist"),
+    (["a={tmp}/a.json"], "{tmp}", "it is a folder"),
+    (["a={tmp}/a.json"], "{tmp}/a.json", "--out must name a .md file"),
+    (["a={tmp}/a.md"], "{tmp}/a.md", "--out '{tmp}/a.md' is also the evaluation of run 'a'; give another name"),
+])
+def test_ablation_report_refuses_in_one_line(tmp_path, capsys, runs, out, message):
+    from train.report import main as report_main
+
+    evaluation = {"model": {"fusion": "conv", "roots": ["pelvis"]},
+                  "synthetic": {"samples": 2, "3d": {}, "2d": {"pck": 0.5}}}
+    (tmp_path / "a.json").write_text(json.dumps(evaluation))
+    (tmp_path / "a.md").write_text(json.dumps(evaluation))
+    (tmp_path / "real.json").write_text(json.dumps({"model": {}, "real": {"samples": 3}}))
+    (tmp_path / "empty.json").write_text("{}")
+    args = [r.format(tmp=tmp_path) for r in runs] + ([] if out is None else ["--out", out.format(tmp=tmp_path)])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert report_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m train.report: error: ")
+    assert message.format(tmp=tmp_path) in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_init_from_takes_the_backbone_and_2d_branch_only(data: dict[str, Path], tmp_path: Path) -> None:

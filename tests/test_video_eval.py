@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,8 +181,12 @@ def test_a_random_camera_keeps_every_joint_of_the_clip_in_view(seed):
 @pytest.mark.parametrize("args, message", [
     (["--clips", "NOWHERE"], "no clip_*.npz"),
     (["--clips", ".", "--model", "missing.pt"], "model missing.pt not found"),
+    (["--clips", ".", "--model", "model.onnx", "--json", "model.onnx"], "--json must name a .json file"),
+    (["--clips", ".", "--json", "."], "cannot write --json '.': it is a folder"),
+    (["--clips", ".", "--json", "no/such/folder.json"], "folder 'no/such' does not exist"),
 ])
 def test_video_eval_refuses_missing_inputs_with_one_line(tmp_path, args, message):
+    (tmp_path / "model.onnx").write_bytes(b"a model")
     args = [str(tmp_path / a) if a == "NOWHERE" else a for a in args]
     r = subprocess.run([sys.executable, "-m", "train.video_eval", *args],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -363,6 +371,45 @@ def test_a_training_tool_ends_in_one_line(capsys):
     assert run_command("tool", lambda: 0) == 0
 
 
+def test_a_training_tool_stopped_by_sigterm_cleans_up_as_after_ctrl_c(tmp_path):
+    """SIGTERM (`kill`, a job scheduler) ends the tool in one line with 143, and what a Ctrl-C
+    cleans up is cleaned up: here the temporary folder and the child process."""
+    script = tmp_path / "tool.py"
+    script.write_text(
+        "import subprocess, sys, tempfile, time\n"
+        "from train.command import run_command\n"
+        "def main():\n"
+        "    with tempfile.TemporaryDirectory(dir=sys.argv[1]):\n"
+        "        subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "    return 0\n"
+        "raise SystemExit(run_command('tool', main, 'nothing was written'))\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    tool = subprocess.Popen([sys.executable, str(script), str(work)], stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while not psutil.Process(tool.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = psutil.Process(tool.pid).children()[0]
+    tool.send_signal(signal.SIGTERM)
+    _, err = tool.communicate(timeout=60)
+    assert tool.returncode == 143 and err == "tool: stopped by SIGTERM; nothing was written\n"
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert list(work.iterdir()) == []
+
+
+def test_a_training_tool_whose_reader_goes_away_ends_quietly(tmp_path):
+    script = "from train.command import run_command\nimport sys\n" \
+             "def main():\n    for i in range(100000):\n        print('row', i)\n    return 0\n" \
+             "raise SystemExit(run_command('tool', main))\n"
+    r = subprocess.run(f"{sys.executable} -c \"$SCRIPT\" | head -1; echo ${{PIPESTATUS[0]}}", shell=True,
+                       executable="/bin/bash", capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "SCRIPT": script}, cwd=Path(__file__).resolve().parents[1])
+    assert r.stdout == "row 0\n141\n" and r.stderr == ""
+
+
 def test_a_clip_where_no_one_was_found_reads_n_a_not_nan():
     from train.video_eval import format_row
 
@@ -372,3 +419,19 @@ def test_a_clip_where_no_one_was_found_reads_n_a_not_nan():
     assert "nan" not in row and row.count("n/a") == 7 and "| 0.0% |" in row
     row = format_row("full", score_track(found, pred, pts, labels).summary())
     assert "nan" not in row and row.count("n/a") == 2 and "100.0%" in row    # no root_3d given: no root error
+
+
+def test_a_clip_whose_video_and_labels_disagree_is_named(tmp_path, monkeypatch, capsys):
+    from train import video_eval
+    from train.command import run_command
+
+    labels = {"motion": "cmu/07_03"}
+    monkeypatch.setattr(video_eval, "load_clips", lambda folder: [(tmp_path / "clip_004.mp4", labels)])
+
+    def short_track(*args, **kwargs):
+        raise ValueError("the track has 86 frames, the clip 150")
+
+    monkeypatch.setattr(video_eval, "run_clip", short_track)
+    assert run_command("tool", lambda: video_eval.main(["--clips", str(tmp_path), "--no-progress"])) == 2
+    assert capsys.readouterr().err.endswith("tool: error: clip_004.mp4: the track has 86 frames, the clip 150; its "
+                                            "video and its labels do not belong together (render the clip again)\n")

@@ -81,11 +81,11 @@ import numpy as np
 
 from engines.align import METHODS, RootAligner
 from engines.errors import InputError
-from engines.files import unwritable_reason
+from engines.files import check_report_output, input_overwritten
 from engines.grid import decode, window_cells
 from engines.model_config import FLIP_TEST_MODES, ModelConfig
 from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
-from streamer.config import MAX_THREADS
+from streamer.config import MAX_BATCH_SIZE, MAX_THREADS
 from train import breakdown as bd
 from train.command import run_command
 from train.intervals import ratio_interval
@@ -723,10 +723,27 @@ def _breakdown_lines(s: dict[str, Any] | None, r: dict[str, Any] | None, real: s
 
 # --- command line ------------------------------------------------------------------------
 
+def held_out_shard_dirs(dirs: list[Path]) -> list[Path]:
+    """`dirs` each once (a folder given twice would count its images twice), saying which of
+    them are training sets: their manifests say so, and their figures are not held-out ones."""
+    from train.shards import read_manifest
+
+    unique = list(dict.fromkeys(dirs))
+    for d in unique:
+        manifest = read_manifest(d) or {}
+        meta = manifest.get("meta") if isinstance(manifest, dict) else None
+        if isinstance(meta, dict) and meta.get("split") == "train":
+            print(f"{PROG}: note: {d} is a training set (its manifest says split: train); its figures are not "
+                  f"held-out ones", file=sys.stderr)
+    return unique
+
+
 def listed_records(records: Sequence[Any], listing: Path) -> list[Any]:
     """The real records whose image is named in `listing` (one file name a line; # comments)."""
     try:
-        lines = listing.read_text().splitlines()
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"--real-files: {listing} is not a text file (list one photo's file name a line)") from None
     except OSError as exc:
         raise InputError(f"--real-files: cannot read {listing} ({exc.strerror or exc})") from None
     names = [line.split("#", 1)[0].strip() for line in lines]
@@ -784,7 +801,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="crops per network call, >= 1 (default 32)")
     p.add_argument("--threads", type=int, default=0,
                    help=f"CPU threads, 0 (the library's default) to {MAX_THREADS}")
-    p.add_argument("--json", metavar="OUT", help="write every number as JSON (its folder is checked before evaluating)")
+    p.add_argument("--json", metavar="OUT.json", help="write every number as JSON (checked before evaluating; missing folders are made)")
     p.add_argument("--against", metavar="OTHER.json",
                    help="another model's --json of the same sets: print this model minus it, paired by sample, "
                         "with 95%% intervals (train/eval_against.py)")
@@ -805,13 +822,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be >= 1")
     if args.window is not None and not 0 <= args.window <= 4:
         raise InputError(f"--window must be between 0 and 4, as the pipeline's alignment.window (got {args.window})")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise InputError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, as in the pipeline (got {args.batch_size})")
+    if not 0.0 < args.real_val_fraction < 1.0:        # also false for nan
+        raise InputError(f"--real-val-fraction must be between 0 and 1, both left out (got {args.real_val_fraction:g})")
+    if args.real_files and not args.real2d:
+        raise InputError("--real-files picks photos of the real set: give --real2d too")
     if not 0 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be between 0 and {MAX_THREADS} (got {args.threads})")
-    json_path = Path(args.json) if args.json else None
+    json_path = Path(args.json) if args.json is not None else None
     if json_path is not None:
-        check_json_output(json_path)
+        # --json may name the --against file (compare, then keep the newest): that one is written
+        # only if the comparison is made.
+        check_json_output(json_path, {"the --model file": args.model, "the --real-files list": args.real_files})
     other = None
     if args.against:
         from train.eval_against import load_evaluation
@@ -822,7 +845,8 @@ def run(args: argparse.Namespace) -> int:
     if args.synth_val:
         # Camera-frame labels for every model: a ray-frame model's pose is turned back as the pipeline
         # turns it (synthetic_metrics).
-        synth_ds = SyntheticDataset(expand_shard_dirs(args.synth_val), input_size=cfg.input_size, augment=False,
+        synth_dirs = held_out_shard_dirs(expand_shard_dirs(args.synth_val))
+        synth_ds = SyntheticDataset(synth_dirs, input_size=cfg.input_size, augment=False,
                                     seed=0, cut_fraction=1.0 if args.cut else 0.0)
     if args.real2d:
         from train.real2d import load_real2d, split_real
@@ -836,6 +860,13 @@ def run(args: argparse.Namespace) -> int:
         chosen = val if args.real_split == "val" else train_split
         if args.real_files:
             chosen = listed_records(records, resolve_path(args.real_files))
+        if not chosen:
+            raise InputError(f"--real2d: the {args.real_split} split of {args.real2d} holds no photo at "
+                             f"--real-val-fraction {args.real_val_fraction:g}")
+        missing = [r.path for r in chosen if not r.path.is_file()]
+        if missing:
+            raise InputError(f"--real2d: {len(missing)} of the photos to evaluate are not in {real_dir / 'images'} "
+                             f"(first: {missing[0].name}); restore them, or take their entries out of keypoints.json")
         real_ds = RealDataset(chosen, input_size=cfg.input_size, augment=False, seed=0,
                               cut_fraction=1.0 if args.cut else 0.0)
     negative_ds = None
@@ -858,6 +889,8 @@ def run(args: argparse.Namespace) -> int:
                     "flip_test": cfg.flip_test, "grid_size": cfg.grid_size, "grid_stride": cfg.grid_stride,
                     "offsets_frame": cfg.offsets_frame, "exact_2d": bool(args.exact_2d)}
     res["cut"] = bool(args.cut)
+    if args.synth_val:
+        res["synthetic"]["folders"] = [str(d) for d in synth_dirs]
     if args.real2d:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
@@ -868,10 +901,13 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             rows = eval_against.compare(res, other, Path(args.against))
-        except InputError:
-            if json_path is not None:
-                write_json(json_path, res)      # this evaluation's own results are not lost
-            raise
+        except InputError as exc:
+            if json_path is None:
+                raise
+            if input_overwritten(json_path, {"the --against file": args.against}):
+                raise InputError(f"{exc}; --json {json_path} was left as it was (it is the --against file)") from None
+            write_json(json_path, res)      # this evaluation's own results are not lost
+            raise InputError(f"{exc}; this run's results were written to {json_path}") from None
         print(eval_against.markdown(rows, Path(args.against)))
         res["against"] = eval_against.as_json(rows, Path(args.against))
     if json_path is not None:
@@ -880,12 +916,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_json_output(path: Path) -> None:
-    """Fail before the evaluation (it can take minutes) where --json could not be written after it.
-    Missing folders are made at the end."""
-    reason = unwritable_reason(path, make_folders=True)
+def check_json_output(path: Path, inputs: dict[str, Path | str | None]) -> None:
+    """Fail before the evaluation (it can take minutes) where --json could not be written after
+    it, or would replace one of the run's `inputs` (`--model`, say). Missing folders are made at
+    the end."""
+    reason = check_report_output(path, "--json", ".json", inputs, make_folders=True)
     if reason is not None:
-        raise InputError(f"cannot write --json '{path}': {reason}")
+        raise InputError(reason)
 
 
 def write_json(path: Path, res: dict[str, Any]) -> None:

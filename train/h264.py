@@ -15,12 +15,15 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: i
                options: dict[str, str] | None = None) -> int:
     """Encodes every (size, size, 3) uint8 BGR frame of `frames` to `path` at `fps` frames/s with
     libx264 `options` (e.g. {"crf": "18"}; none: its defaults) and returns how many it wrote.
-    PyAV's errors (av.FFmpegError) reach the caller."""
+    PyAV's errors (av.FFmpegError) reach the caller.
+
+    One encoder thread unless `options` say otherwise: x264's output depends on its threads, and
+    the same frames should give the same file (a seeded clip, on any machine)."""
     import av
 
     written = 0
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options=options or {})
+        stream = out.add_stream("libx264", rate=fps, options={"threads": "1", **(options or {})})
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         for image in frames:

@@ -96,23 +96,31 @@ def load_real2d(data_dir: Path | str | None = None) -> list[RealRecord]:
     path = data_dir / "keypoints.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found (set POSECAST_DATA or pass the folder)")
-    with open(path) as f:
-        coco = json.load(f)
-    names = [n.lower().replace(" ", "_") for n in coco["categories"][0]["keypoints"]]
+    try:
+        with open(path, encoding="utf-8") as f:
+            coco = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not (data_dir / "images").is_dir():
+        raise FileNotFoundError(f"{data_dir} has no images/ folder beside its keypoints.json")
+    try:
+        names = [n.lower().replace(" ", "_") for n in coco["categories"][0]["keypoints"]]
+        images = {im["id"]: im for im in coco["images"]}
+        annotations = [ann for ann in coco["annotations"] if not ann.get("iscrowd", 0)]
+        people = [(images[ann["image_id"]], np.asarray(ann["keypoints"], np.float64).reshape(17, 3))
+                  for ann in annotations]
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        # A JSON file of another kind, or a COCO file cut or edited wrong.
+        raise ValueError(f"{path} is not a COCO keypoints file as expected ({type(exc).__name__}: {exc})") from None
     if tuple(names) != COCO_NAMES:
         raise ValueError(f"{path}: unexpected keypoint order {names}")
-    images = {im["id"]: im for im in coco["images"]}
     records = []
-    for ann in coco["annotations"]:
-        if ann.get("iscrowd", 0):
-            continue
-        im = images[ann["image_id"]]
-        kp = np.asarray(ann["keypoints"], np.float64).reshape(17, 3)
+    for im, kp in people:
         joints, mask = coco_to_h36m(kp)
         if mask.sum() < 2:
             continue
         records.append(RealRecord(
-            path=data_dir / "images" / im["file_name"], joints_2d=joints, mask=mask,
+            path=data_dir / "images" / str(im["file_name"]), joints_2d=joints, mask=mask,
             box_points=kp[kp[:, 2] > 0, :2].astype(np.float32),
             width=int(im.get("width", 0)), height=int(im.get("height", 0)),
         ))

@@ -11,6 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engines.errors import InputError
+from engines.files import check_report_output, replaced_when_done
+from train.command import run_command
+
+PROG = "python -m train.report"
+
 
 def _fmt(value: Any, digits: int = 1, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
@@ -49,27 +55,55 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+", metavar="NAME=EVAL.json")
-    ap.add_argument("--out", type=Path, help="write the table here (default: print it)")
-    args = ap.parse_args(argv)
+def read_runs(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """NAME=EVAL.json pairs -> (name, evaluation), each an evaluation with synthetic 3D results."""
     runs = []
-    for spec in args.runs:
+    for spec in specs:
         name, sep, path = spec.partition("=")
-        if not sep:
-            print(f"error: '{spec}' is not NAME=EVAL.json", file=sys.stderr)
-            return 2
+        if not sep or not name.strip() or not path:
+            raise InputError(f"'{spec}' is not NAME=EVAL.json (a run's name for the table, then its evaluation)")
+        if "|" in name:
+            raise InputError(f"the run name '{name}' holds a '|', which would break the Markdown table")
         try:
-            runs.append((name, json.loads(Path(path).read_text())))
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"error: cannot read {path}: {exc}", file=sys.stderr)
-            return 2
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        synthetic = data.get("synthetic") if isinstance(data, dict) else None
+        if not (isinstance(synthetic, dict) and isinstance(synthetic.get("3d"), dict) and "model" in data):
+            raise InputError(f"{path} is not a `train.evaluate --json` report with synthetic 3D results (the table "
+                             f"compares 3D errors): evaluate the run with --synth-val and --json")
+        runs.append((name, data))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="NAME=EVAL.json")
+    ap.add_argument("--out", type=Path, help="write the table to this .md file (default: print it)")
+    args = ap.parse_args(argv)
+    return run_command(PROG, lambda: _report(args))
+
+
+def _report(args: argparse.Namespace) -> int:
+    runs = read_runs(args.runs)
+    if args.out is not None:
+        reason = check_report_output(args.out, "--out", ".md", {
+            f"the evaluation of run '{spec.partition('=')[0]}'": spec.partition("=")[2] for spec in args.runs})
+        if reason is not None:
+            raise InputError(reason)
+    samples = sorted({d["synthetic"].get("samples") for _, d in runs}, key=str)
+    if len(samples) > 1:
+        print(f"{PROG}: note: the runs were evaluated on different numbers of synthetic images "
+              f"({', '.join(map(str, samples))}): their figures are not paired", file=sys.stderr)
     text = table(runs)
-    if args.out:
-        args.out.write_text(text)
-    else:
+    if args.out is None:
         sys.stdout.write(text)
+        return 0
+    try:
+        with replaced_when_done(args.out) as tmp:
+            tmp.write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write --out '{args.out}': {exc.strerror or exc}") from None
     return 0
 
 

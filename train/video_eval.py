@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 
 from engines.errors import InputError
+from engines.files import check_report_output, input_overwritten, replaced_when_done
 from engines.skeleton import H36M17
-from train.evaluate import PCK_THRESHOLD, TORSO, interval_span
 from train.command import run_command
+from train.evaluate import PCK_THRESHOLD, TORSO, interval_span
 from train.intervals import Interval, paired_ratio_difference, ratio_interval
 from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
 
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--live", action="store_true",
                     help="play each clip in real time through `posecast run`, as a camera would feed it "
                          "(live filtering; stale frames dropped and counted)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    ap.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the scores here")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--against", type=Path, default=None, metavar="JSON",
                     help="another run's --json over the same clips: print the differences, clip by clip paired, "
                          "with 95%% intervals from resampling the clips")
@@ -354,9 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not path.is_file():
             print(f"train.video_eval: error: {what} {path} not found", file=sys.stderr)
             return 2
-    if args.json is not None and not args.json.parent.is_dir():
-        print(f"train.video_eval: error: --json {args.json}: its folder does not exist", file=sys.stderr)
-        return 2
+    if args.json is not None:
+        reason = check_report_output(args.json, "--json", ".json", {"the --model file": args.model, "the --config file": args.config})
+        if reason is not None:
+            print(f"train.video_eval: error: {reason}", file=sys.stderr)
+            return 2
     try:
         clips = load_clips(args.clips)
     except (FileNotFoundError, ValueError) as exc:
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
     motions = {video.stem: str(labels["motion"]) for video, labels in clips}
     report: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp, tqdm(total=len(clips) * len(args.filter), unit="clip") as bar:
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=len(clips) * len(args.filter), unit="clip",
+                                                    disable=args.no_progress) as bar:
         for filter_name in args.filter:
             per_clip: dict[str, ClipScore] = {}
             for video, labels in clips:
@@ -374,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     per_clip[video.stem] = run_clip(video, labels, Path(tmp) / "t.npz", args.model, filter_name,
                                                     not args.without_focal, args.config, args.live)
-                except (RuntimeError, ValueError) as exc:
+                except ValueError as exc:
+                    raise InputError(f"{video.name}: {exc}; its video and its labels do not belong together "
+                                     f"(render the clip again)") from None
+                except RuntimeError as exc:
                     print(f"train.video_eval: error: {exc}", file=sys.stderr)
                     return 1
                 bar.update(1)
@@ -388,6 +396,19 @@ def main(argv: list[str] | None = None) -> int:
                 "sources": {k: v.summary() for k, v in by_source.items()},
                 "all": everything.summary(),
                 "conf_bins": conf_table(everything.conf_bins)}
+    mismatch = None if theirs is None else next(
+        (m for f, block in report.items() if isinstance(theirs.get(f), dict)
+         for m in [paired_clip_problem(block["clips"], theirs[f]["clips"], args.against)] if m is not None), None)
+    kept = mismatch is not None and args.json is not None and input_overwritten(args.json, {"the --against file": args.against})
+    if args.json is not None and not kept:
+        # Before the tables: a reader that stops reading them (`| head`) loses no scores. A
+        # report that cannot be compared with --against does not replace it.
+        try:
+            with replaced_when_done(args.json) as tmp_json:
+                tmp_json.write_text(json.dumps(report, indent=1))
+        except OSError as exc:
+            print(f"train.video_eval: error: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     for filter_name, block in report.items():
         print(f"\nfilter: {filter_name}\n{HEADER}")
         for name, s in block["clips"].items():
@@ -402,13 +423,6 @@ def main(argv: list[str] | None = None) -> int:
               "| conf | joints | mean conf | within PCK@0.2 |\n|---|---:|---:|---:|")
         for b in block["conf_bins"]:
             print(f"| {b['low']:.1f}-{b['high']:.1f} | {b['joints']} | {b['mean_conf']:.3f} | {b['hit_rate']:.3f} |")
-    if args.json:
-        try:
-            args.json.write_text(json.dumps(report, indent=1))
-        except OSError as exc:
-            print(f"train.video_eval: error: cannot write --json {args.json}: {exc.strerror or exc} "
-                  "(the scores are printed above)", file=sys.stderr)
-            return 1
     for filter_name, block in report.items():
         if theirs is None:
             break
@@ -416,9 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         if other is None:
             print(f"\n--against {args.against.name} has no '{filter_name}' block", file=sys.stderr)
             continue
-        mismatch = paired_clip_problem(block["clips"], other["clips"], args.against)
         if mismatch is not None:
-            print(f"train.video_eval: error: {mismatch}", file=sys.stderr)
+            what = (f"; --json {args.json} was left as it was (it is the --against file)" if kept
+                    else f"; this run's scores were written to {args.json}" if args.json is not None else "")
+            print(f"train.video_eval: error: {mismatch}{what}", file=sys.stderr)
             return 2
         print(f"\nfilter {filter_name}, this run minus {args.against.name} (95% interval over clips):")
         for key, unit, scale in COMPARED:
