@@ -513,11 +513,18 @@ def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str,
     assert rc == 2 and len(err) == 1 and "scored other synthetic samples" in err[0] and fewer is not None
     (tmp_path / "old.json").write_text(json.dumps({"synthetic": {"samples": 6}}))
     (tmp_path / "text.json").write_text("MPJPE 150 mm")
+    (tmp_path / "clips.json").write_text(json.dumps({"auto": {"clips": {}}}))      # train.video_eval's
     for bad, says in (("missing.json", "cannot read"), ("text.json", "is not JSON"),
-                      ("old.json", "holds no per-sample results")):
+                      ("old.json", "holds no per-sample results"), ("clips.json", "is not an evaluation")):
         rc, out = evaluate(f"after_{bad}", "--against", str(tmp_path / bad))
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and says in err[0] and out is None     # refused before evaluating
+
+    # Runs aligned with other methods: the 3D errors both have are compared, and the rest is said.
+    rc, weighted = evaluate("weighted_only", "--flip-test", "none", "--align", "weighted", "--against",
+                            str(tmp_path / "base.json"))
+    assert rc == 0 and {row["figure"] for row in weighted["against"]["rows"]} >= {"MPJPE (weighted)"}
+    assert "this run used weighted, the other average, weighted" in capsys.readouterr().out
 
 
 class GroundTruthPredictor:

@@ -41,7 +41,10 @@ def load_evaluation(path: Path) -> dict[str, Any]:
         raise InputError(f"--against: cannot read {path} ({exc.strerror or exc})") from None
     except ValueError:
         raise InputError(f"--against: {path} is not JSON; give a file that `--json` wrote") from None
-    if not isinstance(res, dict) or not any(isinstance(res.get(k), dict) and "per_sample" in res[k] for k in SETS):
+    if not isinstance(res, dict) or not any(isinstance(res.get(k), dict) for k in SETS):
+        raise InputError(f"--against: {path} is not an evaluation (it has no synthetic or real results); give a "
+                         f"file that this command's --json wrote")
+    if not any(isinstance(res.get(k), dict) and "per_sample" in res[k] for k in SETS):
         raise InputError(f"--against: {path} holds no per-sample results; evaluate that model again with "
                          f"--json (evaluations written before per-sample results were kept cannot be paired)")
     return res
@@ -50,7 +53,11 @@ def load_evaluation(path: Path) -> dict[str, Any]:
 def _paired_sets(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> list[str]:
     sets = [k for k in SETS if "per_sample" in ours.get(k, {}) and "per_sample" in theirs.get(k, {})]
     if not sets:
-        raise InputError(f"--against: {other} evaluated none of this run's sets (synthetic, real)")
+        def evaluated(res: dict[str, Any]) -> str:
+            return " and ".join(k for k in SETS if "per_sample" in res.get(k, {})) or "nothing"
+
+        raise InputError(f"--against: {other} evaluated {evaluated(theirs)}, this run {evaluated(ours)}: no set "
+                         f"to pair; evaluate both on the same sets")
     for k in sets:
         a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
         if a.get("ids") != b.get("ids") or a.get("clusters") != b.get("clusters"):
@@ -81,6 +88,17 @@ def _errors_3d(ours: dict[str, Any], theirs: dict[str, Any], clusters: np.ndarra
             rows.append(Difference("synthetic", f"{figure} ({method})", ours["synthetic"]["3d"][method][key],
                                    theirs["synthetic"]["3d"][method][key], diff, "mm"))
     return rows
+
+
+def unpaired_alignments(ours: dict[str, Any], theirs: dict[str, Any]) -> str | None:
+    """Why some 3D errors are left out of the comparison: the runs aligned with other methods."""
+    a = ours.get("synthetic", {}).get("per_sample", {}).get("3d", {})
+    b = theirs.get("synthetic", {}).get("per_sample", {}).get("3d", {})
+    left_out = sorted(set(a) ^ set(b))
+    if not a or not b or not left_out:
+        return None
+    return (f"3D errors are compared for the alignment methods both runs used ({', '.join(m for m in a if m in b) or 'none'}); "
+            f"this run used {', '.join(a)}, the other {', '.join(b)} (give the same --align to compare all)")
 
 
 def compare(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> list[Difference]:

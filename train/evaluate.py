@@ -909,6 +909,9 @@ def run(args: argparse.Namespace) -> int:
             write_json(json_path, res)      # this evaluation's own results are not lost
             raise InputError(f"{exc}; this run's results were written to {json_path}") from None
         print(eval_against.markdown(rows, Path(args.against)))
+        note = eval_against.unpaired_alignments(res, other)
+        if note is not None:
+            print(f"Note: {note}.\n")
         res["against"] = eval_against.as_json(rows, Path(args.against))
     if json_path is not None:
         write_json(json_path, res)
