@@ -53,6 +53,7 @@ stage soup - "stage 14 (the average of stages 10, 12 and 13), mirrored at test t
 stage cut_off - "stage 21 (stage 14 with people cut off by the frame, 3000 more steps), mirrored at test time"
 stage gpu - "stage 22 (stage 21 on a GPU, 111200 new rendered images, 5182 steps of 128), mirrored at test time"
 stage gpu_more - "stage 23 (stage 22 on a GPU, 45000 new rendered images, 3763 steps of 128), mirrored at test time"
-stage gpu_long - "stage 24 (stage 23 on a GPU, 130600 new rendered images, 7007 steps of 128), mirrored at test time (shipped)"
+stage gpu_long - "stage 24 (stage 23 on a GPU, 130600 new rendered images, 7007 steps of 128), mirrored at test time"
+stage cpu_rendered - "stage 25c (stage 24 on this project's CPU machine, 84800 people rendered here), mirrored at test time (shipped)"
 $py -m train.report "${specs[@]}" --out docs/ablation_table.md
 cat docs/ablation_table.md

@@ -141,7 +141,9 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
 
 
 def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argparse.Namespace,
-              realtime: bool = False, publish: bool = False) -> int:
+              realtime: bool = False, publish: bool = False, heading: str | None = None) -> int:
+    """`heading`: a line said once the arguments, config and model are found good (a bad one is
+    then its error line alone)."""
     from engines.models import resolve_model
     from streamer.config import load_pipeline_config
     from streamer.pipeline import Pipeline, RunRequest
@@ -153,6 +155,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     config = load_pipeline_config(args.config, overrides)
     _check_outputs(tracks, overlay, source)
     model = resolve_model(args.model)
+    if heading is not None:
+        _note(heading)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
@@ -171,7 +175,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
             print(result.traceback, file=sys.stderr)
         _error(result.error)
     elif result.interrupted:
-        _note("interrupted; everything processed so far was written")
+        _note("interrupted; everything processed so far was written" if tracks or overlay is not None
+              else "interrupted")
     elif result.exit_code == 3:
         s = result.summary or {}
         _error(f"{s.get('corrupt')} corrupt packet(s) or image(s) in '{source}' were skipped; "
@@ -290,8 +295,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bind is None:
         args.bind = "127.0.0.1"
     mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
-    _note(f"bench: {args.input}, {mode}")
-    return run_track(args.input, [], None, args, realtime=args.live, publish=True)
+    return run_track(args.input, [], None, args, realtime=args.live, publish=True, heading=f"bench: {args.input}, {mode}")
 
 
 REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a typo, not a wish

@@ -598,7 +598,7 @@ def _encode(path: Path, scene: WalkScene, frames: int, fps: float, progress: boo
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
             if progress:
-                sys.stderr.write(f"\rrendering demo clip: frame {i + 1}/{frames}")
+                sys.stderr.write(f"\rrendering the clip: frame {i + 1}/{frames}")
                 sys.stderr.flush()
         container.mux(stream.encode(None))
     if progress:
