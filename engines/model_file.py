@@ -202,6 +202,13 @@ def read_onnx_info(path: Path) -> ModelInfo:
     except json.JSONDecodeError:
         raise ModelFileError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON") from None
     info = ModelInfo.from_metadata(data, str(path))
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in weights]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+        # Posecast's metadata on another network: every command would refuse it later, export too.
+        raise ModelFileError(f"{path}: expected input {INPUT_NAME} and outputs {', '.join(OUTPUT_NAMES)}, found "
+                             f"{inputs} -> {outputs}; it is not a network `posecast export` wrote")
     from onnx import numpy_helper
 
     _check_finite(path, [(t.name, numpy_helper.to_array(t)) for t in model.graph.initializer

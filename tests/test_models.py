@@ -294,6 +294,22 @@ def test_weights_a_diverged_run_left_are_refused(tmp_path: Path, small_model_con
         read_onnx_info(tmp_path / "nan.onnx")
 
 
+def test_posecast_metadata_on_another_network_is_refused(tmp_path: Path, small_model_config: ModelConfig) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", False), tmp_path / "m.onnx")
+    ours = onnx.load(str(tmp_path / "m.onnx"))
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["y"])], "other",
+                              [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 64, 64, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 64, 64, 3])])
+    other = helper.make_model(graph)
+    other.metadata_props.extend(ours.metadata_props)
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(ModelFileError, match=r"found \['image'\] -> \['y'\]; it is not a network `posecast export` wrote"):
+        read_onnx_info(tmp_path / "other.onnx")
+
+
 def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConfig) -> None:
     import json
 
