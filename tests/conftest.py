@@ -16,13 +16,17 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A suite started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and
-    so would every posecast it starts: the Ctrl-C tests would then test nothing. Ctrl-C is put
-    back to what an interactive shell gives."""
+    """A suite started in the background (`cmd &` in a script, `nohup`) inherits SIGINT or SIGHUP
+    ignored, and an ignored signal stays ignored in every process it starts: the tests of what
+    Ctrl-C, or a closed terminal, does to posecast would then fail. A signal handled here is
+    reset to its default in the processes started, so the ignored ones get handlers: Ctrl-C
+    interrupts the suite as usual, and a hangup still passes the suite by (nohup's wish)."""
     import signal
 
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 
 @pytest.fixture(scope="session", autouse=True)
