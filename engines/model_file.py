@@ -127,8 +127,8 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit the network its metadata describes ({_first_line(exc)})") from None
-    _check_finite(path, [(k, v.numpy()) for k, v in blob["state_dict"].items()
-                         if isinstance(v, torch.Tensor) and v.is_floating_point()])
+    _say_non_finite(path, [k for k, v in blob["state_dict"].items()
+                           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()])
     return net.eval(), info
 
 
@@ -209,18 +209,18 @@ def read_onnx_info(path: Path) -> ModelInfo:
         # Posecast's metadata on another network: every command would refuse it later, export too.
         raise ModelFileError(f"{path}: expected input {INPUT_NAME} and outputs {', '.join(OUTPUT_NAMES)}, found "
                              f"{inputs} -> {outputs}; it is not a network `posecast export` wrote")
+    import numpy as np
     from onnx import numpy_helper
 
-    _check_finite(path, [(t.name, numpy_helper.to_array(t)) for t in model.graph.initializer
-                         if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)])
+    _say_non_finite(path, [t.name for t in model.graph.initializer
+                           if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+                           and not np.isfinite(numpy_helper.to_array(t)).all()])
     return info
 
 
-def _check_finite(path: Path, weights: list[tuple[str, Any]]) -> None:
-    """A diverged training run leaves NaN weights; a network with them finds no one, silently."""
-    import numpy as np
-
-    bad = [name for name, w in weights if not np.isfinite(w).all()]
+def _say_non_finite(path: Path, bad: list[str]) -> None:
+    """A diverged training run leaves NaN weights (`bad`: the tensors with any); a network with
+    them finds no one, silently."""
     if bad:
         raise ModelFileError(f"{path}: {len(bad)} of its weight tensors hold NaN or infinite values (first: {bad[0]}), "
                              f"as a training run that diverged leaves them; use an earlier checkpoint")

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,12 +36,15 @@ def describe(exc: KeyboardInterrupt) -> str:
 @contextlib.contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise `Stopped` while the command runs. Commands with an orderly stop
-    of their own (the pipeline, `listen`, training) put their handlers in place over these and
+    of their own (the pipeline, `listen`) put their handlers in place over these and
     restore them. A signal that is ignored already stays ignored: `nohup posecast ...` must
     outlive its terminal."""
     def stop(signum: int, _frame: Any) -> None:
         raise Stopped(signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield                   # only the main thread may set handlers (a command run from a thread)
+        return
     old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
            if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
@@ -53,5 +57,10 @@ def stop_signals_interrupt() -> Iterator[None]:
 def reader_gone() -> int:
     """The exit code of a command whose stdout's reader went away (`posecast ... | head`), once
     stdout points at nothing: Python would otherwise fail again flushing it at exit."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):       # stdout is no file (replaced in-process): nothing to flush
+        pass
     return 128 + int(signal.SIGPIPE)

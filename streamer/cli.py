@@ -592,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         # A file named like an option ('-take1.mp4') gets argparse's "input is required" or
         # "unrecognized arguments"; say what happened to it.
-        named = [a for a in argv if a.startswith("-") and a not in ("-", "--") and os.path.exists(a)]
+        before = argv[:argv.index("--")] if "--" in argv else argv      # after "--" nothing is an option
+        named = [a for a in before if a.startswith("-") and a != "-" and os.path.exists(a)]
         if exc.code == 2 and named:
             print(f"{PROG}: '{named[0]}' was read as an option; to give that file, write ./{named[0]} "
                   f"(or put -- before it)", file=sys.stderr)
@@ -601,7 +602,9 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"{PROG}: %(levelname)s: %(message)s")
     try:
         with stop_signals_interrupt():
-            return args.func(args)
+            code = args.func(args)
+            sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
+            return code
     except PosecastError as exc:
         _error(str(exc))
         return exc.exit_code

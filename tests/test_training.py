@@ -363,8 +363,9 @@ def test_overfit_one_batch(data: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("sig, group, workers", [(signal.SIGINT, False, "0"), (signal.SIGTERM, True, "1"),
-                                                 (signal.SIGINT, True, "1")],
-                         ids=["ctrl-c", "sigterm to the group, a loader worker", "ctrl-c to the group, a loader worker"])
+                                                 (signal.SIGINT, True, "1"), (signal.SIGHUP, True, "1")],
+                         ids=["ctrl-c", "sigterm to the group, a loader worker", "ctrl-c to the group, a loader worker",
+                              "a closed terminal's sighup to the group, a loader worker"])
 def test_a_stop_signal_writes_checkpoint_and_exits_128_plus_it(data: dict[str, Path], tmp_path: Path,
                                                               sig: signal.Signals, group: bool, workers: str) -> None:
     """Sent to the whole process group (as `timeout`, systemd or a terminal do), the signal reached
@@ -652,6 +653,11 @@ def test_evaluate_says_what_is_wrong_with_a_damaged_real_set(data: dict[str, Pat
     with pytest.raises(InputError, match="has no images/ folder"):
         _run_evaluate(args)
     (real / "images").mkdir()
+    coco = json.loads((data["real"] / "keypoints.json").read_text())
+    del coco["images"][0]["file_name"]
+    (real / "keypoints.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match="is not a COCO keypoints file as expected .KeyError: 'file_name'"):
+        _run_evaluate(args)
     (real / "keypoints.json").write_text("{}")
     with pytest.raises(InputError, match="is not a COCO keypoints file"):
         _run_evaluate(args)

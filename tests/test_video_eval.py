@@ -429,9 +429,42 @@ def test_a_clip_whose_video_and_labels_disagree_is_named(tmp_path, monkeypatch, 
     monkeypatch.setattr(video_eval, "load_clips", lambda folder: [(tmp_path / "clip_004.mp4", labels)])
 
     def short_track(*args, **kwargs):
-        raise ValueError("the track has 86 frames, the clip 150")
+        raise video_eval.ClipMismatch("the track has 86 frames, the clip 150")
 
     monkeypatch.setattr(video_eval, "run_clip", short_track)
     assert run_command("tool", lambda: video_eval.main(["--clips", str(tmp_path), "--no-progress"])) == 2
     assert capsys.readouterr().err.endswith("tool: error: clip_004.mp4: the track has 86 frames, the clip 150; its "
                                             "video and its labels do not belong together (render the clip again)\n")
+
+    def broken_track(*args, **kwargs):       # another fault of the run, not of the clip: exit 1, said as it is
+        raise ValueError("the track's root_3d is not finite in a frame with a person")
+
+    monkeypatch.setattr(video_eval, "run_clip", broken_track)
+    assert run_command("tool", lambda: video_eval.main(["--clips", str(tmp_path), "--no-progress"])) == 1
+    assert capsys.readouterr().err.endswith("error: clip_004.mp4: the track's root_3d is not finite in a frame "
+                                            "with a person\n")
+
+
+def test_a_report_that_cannot_be_written_still_prints_the_scores(tmp_path, monkeypatch, capsys):
+    import contextlib
+    import errno
+
+    from train import video_eval
+
+    labels = _labels(frames=4)
+    found, pred, pts = _track(labels)
+    score = score_track(found, pred, pts, labels)
+    monkeypatch.setattr(video_eval, "load_clips", lambda folder: [(tmp_path / "clip_000.mp4", {"motion": "cmu/07_03"})])
+    monkeypatch.setattr(video_eval, "run_clip", lambda *args: score)
+
+    @contextlib.contextmanager
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+        yield
+
+    monkeypatch.setattr(video_eval, "replaced_when_done", full_disk)
+    assert video_eval.main(["--clips", str(tmp_path), "--no-progress", "--json", str(tmp_path / "r.json")]) == 1
+    out, err = capsys.readouterr()
+    assert "| clip_000 (cmu/07_03) | 4 | 100.0% |" in out
+    assert err.strip().splitlines()[-1] == (f"python -m train.video_eval: error: cannot write --json {tmp_path / 'r.json'}: "
+                                            "No space left on device (the scores are printed above)")

@@ -20,7 +20,9 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str = "nothing 
     """`main()`'s exit code; `interrupted` says what a Ctrl-C leaves."""
     try:
         with stop_signals_interrupt():
-            return main()
+            code = main()
+            sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
+            return code
     except PosecastError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -798,7 +798,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="crops per network call, >= 1 (default 32)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="crops per network call, 1 to 256 (default 32)")
     p.add_argument("--threads", type=int, default=0,
                    help=f"CPU threads, 0 (the library's default) to {MAX_THREADS}")
     p.add_argument("--json", metavar="OUT.json", help="write every number as JSON (checked before evaluating; missing folders are made)")
@@ -895,26 +895,31 @@ def run(args: argparse.Namespace) -> int:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     note += ", people cut off between hips and knees (--cut)" if args.cut else ""
-    print(markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}"))
+    # The results are written before they are printed: a reader that stops reading the tables
+    # (`| head`) loses no JSON.
+    tables = [markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}")]
     if other is not None:
         from train import eval_against
 
         try:
             rows = eval_against.compare(res, other, Path(args.against))
         except InputError as exc:
-            if json_path is None:
-                raise
-            if input_overwritten(json_path, {"the --against file": args.against}):
-                raise InputError(f"{exc}; --json {json_path} was left as it was (it is the --against file)") from None
-            write_json(json_path, res)      # this evaluation's own results are not lost
-            raise InputError(f"{exc}; this run's results were written to {json_path}") from None
-        print(eval_against.markdown(rows, Path(args.against)))
-        note = eval_against.unpaired_alignments(res, other)
-        if note is not None:
-            print(f"Note: {note}.\n")
+            if json_path is not None and input_overwritten(json_path, {"the --against file": args.against}):
+                exc = InputError(f"{exc}; --json {json_path} was left as it was (it is the --against file)")
+            elif json_path is not None:
+                write_json(json_path, res)      # this evaluation's own results are not lost
+                exc = InputError(f"{exc}; this run's results were written to {json_path}")
+            print(tables[0])
+            raise exc from None
+        tables.append(eval_against.markdown(rows, Path(args.against)))
+        unpaired = eval_against.unpaired_alignments(res, other)
+        if unpaired is not None:
+            tables.append(f"Note: {unpaired}.\n")
         res["against"] = eval_against.as_json(rows, Path(args.against))
     if json_path is not None:
         write_json(json_path, res)
+    print("\n".join(tables))
+    if json_path is not None:
         print(f"{PROG}: wrote {json_path}", file=sys.stderr)
     return 0
 

@@ -89,6 +89,10 @@ def suspicious_labels(record: RealRecord) -> bool:
     return bool(((j[legs, 1] < top) & m[legs]).any())
 
 
+class _WrongOrder(ValueError):
+    """A COCO file whose keypoints are named in another order: said as such, not as damage."""
+
+
 def load_real2d(data_dir: Path | str | None = None) -> list[RealRecord]:
     """The records of `data_dir` (the folder holding keypoints.json and images/; default
     `default_data_root() / "real2d_fashion"`), one per annotated person, sorted by file name."""
@@ -105,25 +109,28 @@ def load_real2d(data_dir: Path | str | None = None) -> list[RealRecord]:
         raise FileNotFoundError(f"{data_dir} has no images/ folder beside its keypoints.json")
     try:
         names = [n.lower().replace(" ", "_") for n in coco["categories"][0]["keypoints"]]
+        if tuple(names) != COCO_NAMES:
+            raise _WrongOrder(f"{path}: unexpected keypoint order {names}")
         images = {im["id"]: im for im in coco["images"]}
-        annotations = [ann for ann in coco["annotations"] if not ann.get("iscrowd", 0)]
-        people = [(images[ann["image_id"]], np.asarray(ann["keypoints"], np.float64).reshape(17, 3))
-                  for ann in annotations]
+        records = []
+        for ann in coco["annotations"]:
+            if ann.get("iscrowd", 0):
+                continue
+            im = images[ann["image_id"]]
+            kp = np.asarray(ann["keypoints"], np.float64).reshape(17, 3)
+            joints, mask = coco_to_h36m(kp)
+            if mask.sum() < 2:
+                continue
+            records.append(RealRecord(
+                path=data_dir / "images" / str(im["file_name"]), joints_2d=joints, mask=mask,
+                box_points=kp[kp[:, 2] > 0, :2].astype(np.float32),
+                width=int(im.get("width") or 0), height=int(im.get("height") or 0),
+            ))
+    except _WrongOrder:
+        raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         # A JSON file of another kind, or a COCO file cut or edited wrong.
         raise ValueError(f"{path} is not a COCO keypoints file as expected ({type(exc).__name__}: {exc})") from None
-    if tuple(names) != COCO_NAMES:
-        raise ValueError(f"{path}: unexpected keypoint order {names}")
-    records = []
-    for im, kp in people:
-        joints, mask = coco_to_h36m(kp)
-        if mask.sum() < 2:
-            continue
-        records.append(RealRecord(
-            path=data_dir / "images" / str(im["file_name"]), joints_2d=joints, mask=mask,
-            box_points=kp[kp[:, 2] > 0, :2].astype(np.float32),
-            width=int(im.get("width", 0)), height=int(im.get("height", 0)),
-        ))
     records.sort(key=lambda r: (r.path.name, float(r.joints_2d[0, 0])))
     return records
 

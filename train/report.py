@@ -22,6 +22,12 @@ def _fmt(value: Any, digits: int = 1, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
+def _counts(values: set[Any]) -> str:
+    """Sample counts, smallest first; a count a report lacks shows as "?"."""
+    numbers = sorted(v for v in values if isinstance(v, int))
+    return ", ".join([*map(str, numbers), *(["?"] if len(numbers) < len(values) else [])])
+
+
 def _lifter(model: dict[str, Any]) -> str:
     width = model.get("lift_width", 0)
     return f"{width}x{model.get('lift_blocks', 0)}" if width else "-"
@@ -37,21 +43,22 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         tracking = d["synthetic"].get("framing", {}).get("tracking", {}).get("3d", {}).get("weighted", {})
         model = d["model"]
         lines.append(
-            f"| {name} | {model['fusion']} | {_lifter(model)} | {len(model['roots'])} | "
+            f"| {name} | {model.get('fusion', '-')} | {_lifter(model)} | {len(model.get('roots', [])) or '-'} | "
             f"{_fmt(m3.get('average', {}).get('mpjpe_mm'))} | {_fmt(m3.get('lstsq', {}).get('mpjpe_mm'))} | "
             f"{_fmt(m3.get('weighted', {}).get('mpjpe_mm'))} | {_fmt(m3.get('weighted', {}).get('pa_mpjpe_mm'))} | "
             f"{_fmt(tracking.get('mpjpe_mm'))} | "
-            f"{_fmt(d['synthetic']['2d']['pck'], 1, 100)} | {_fmt(d['real']['2d']['pck'], 1, 100) if d.get('real') else '-'} | "
+            f"{_fmt(d['synthetic'].get('2d', {}).get('pck'), 1, 100)} | "
+            f"{_fmt(d['real'].get('2d', {}).get('pck'), 1, 100) if isinstance(d.get('real'), dict) else '-'} | "
             f"{_fmt(d.get('negative', {}).get('score', {}).get('detected'), 1, 100)} |"
         )
-    samples = {d["synthetic"]["samples"] for _, d in runs}
-    real = {d["real"]["samples"] for _, d in runs if d.get("real")}
+    samples = {d["synthetic"].get("samples", "?") for _, d in runs}
+    real = {d["real"].get("samples", "?") for _, d in runs if isinstance(d.get("real"), dict)}
     lines.append("")
-    negatives = {d["negative"]["samples"] for _, d in runs if d.get("negative")}
-    lines.append(f"Held-out synthetic images: {', '.join(map(str, sorted(samples)))}; held-out real photos: "
-                 f"{', '.join(map(str, sorted(real))) or '-'}; person-free crops of held-out backgrounds "
+    negatives = {d["negative"].get("samples", "?") for _, d in runs if isinstance(d.get("negative"), dict)}
+    lines.append(f"Held-out synthetic images: {_counts(samples)}; held-out real photos: "
+                 f"{_counts(real) or '-'}; person-free crops of held-out backgrounds "
                  f"(found: the tracker's score reaches `tracking.detect_min_score`): "
-                 f"{', '.join(map(str, sorted(negatives))) or 'not measured'}.")
+                 f"{_counts(negatives) or 'not measured'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -69,7 +76,8 @@ def read_runs(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
         synthetic = data.get("synthetic") if isinstance(data, dict) else None
-        if not (isinstance(synthetic, dict) and isinstance(synthetic.get("3d"), dict) and "model" in data):
+        if not (isinstance(synthetic, dict) and isinstance(synthetic.get("3d"), dict)
+                and isinstance(data.get("model"), dict)):
             raise InputError(f"{path} is not a `train.evaluate --json` report with synthetic 3D results (the table "
                              f"compares 3D errors): evaluate the run with --synth-val and --json")
         runs.append((name, data))
@@ -91,10 +99,10 @@ def _report(args: argparse.Namespace) -> int:
             f"the evaluation of run '{spec.partition('=')[0]}'": spec.partition("=")[2] for spec in args.runs})
         if reason is not None:
             raise InputError(reason)
-    samples = sorted({d["synthetic"].get("samples") for _, d in runs}, key=str)
+    samples = {d["synthetic"].get("samples") for _, d in runs}
     if len(samples) > 1:
         print(f"{PROG}: note: the runs were evaluated on different numbers of synthetic images "
-              f"({', '.join(map(str, samples))}): their figures are not paired", file=sys.stderr)
+              f"({_counts(samples)}): their figures are not paired", file=sys.stderr)
     text = table(runs)
     if args.out is None:
         sys.stdout.write(text)

@@ -15,8 +15,8 @@ The run folder (`runs/<name>` unless `--out`):
 - `model.pt`: at the end, the trained network (engines.model_file.save_checkpoint).
 
 BatchNorm: the network is in train mode for the optimiser steps, eval mode for validation.
-Exit codes: 0 done; 2 bad recipe or data; 130 interrupted by Ctrl-C, 143 by SIGTERM (after
-writing last.pt).
+Exit codes: 0 done; 2 bad recipe or data; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
+SIGHUP (each after writing last.pt).
 """
 
 from __future__ import annotations
@@ -378,15 +378,18 @@ def _trim_log(path: Path, step: int) -> None:
 # --- the loop ----------------------------------------------------------------------------
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag that the loop reads between steps (the step in flight finishes,
-    so the checkpoint is consistent); a second Ctrl-C interrupts at once."""
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) set a flag that the loop reads between steps
+    (the step in flight finishes, so the checkpoint is consistent); a second Ctrl-C interrupts at
+    once. A SIGHUP ignored already stays ignored: `nohup` training must outlive its terminal."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:          # not the main thread: no handlers, Ctrl-C as usual
@@ -656,8 +659,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             of = f" of {total}" if total != _UNPLANNED else ""
             exc = TrainingInterrupted(f"interrupted at step {step}{of}; {last} holds step "
                                       f"{_checkpoint_step(last)}: run the same command again to resume")
-            if flag.signal == signal.SIGTERM:
-                exc.exit_code = 143
+            if flag.signal in (signal.SIGTERM, signal.SIGHUP):
+                exc.exit_code = 128 + int(flag.signal)
             raise exc
         summary.update(step=step, img_per_s=rate, steps=None if total == _UNPLANNED else total)
         if step >= total:

@@ -59,6 +59,10 @@ FILTERS = ("auto", "off", "one_euro", "kalman")   # auto: what `posecast track` 
 LABEL_KEYS = ("joints_3d", "joints_2d", "visible", "focal", "motion")
 
 
+class ClipMismatch(ValueError):
+    """A clip's video and its labels disagree (another clip's labels beside it)."""
+
+
 @dataclass
 class ClipScore:
     frames: int
@@ -101,6 +105,7 @@ class ClipScore:
         return ClipScore(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
 
+PROG = "python -m train.video_eval"
 EMPTY = ClipScore(0, 0, 0.0, 0.0, 0, 0, 0.0, 0)
 
 
@@ -123,7 +128,7 @@ def score_track(found: np.ndarray, pred_3d: np.ndarray, pred_2d: np.ndarray,
     gt_2d, visible = np.asarray(labels["joints_2d"], np.float64), np.asarray(labels["visible"], bool)
     n = len(gt_3d)
     if len(found) != n:
-        raise ValueError(f"the track has {len(found)} frames, the clip {n}")
+        raise ClipMismatch(f"the track has {len(found)} frames, the clip {n}")
     found = np.asarray(found, bool) & np.isfinite(pred_3d).all(axis=(1, 2)) & np.isfinite(pred_2d).all(axis=(1, 2))
     pred = np.asarray(pred_3d, np.float64)
     pred = pred - pred[:, pelvis:pelvis + 1]
@@ -322,7 +327,7 @@ COMPARED = (("mpjpe_mm", "mm", 1), ("pa_mpjpe_mm", "mm", 1), ("pck", "points", 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.video_eval", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, required=True, help="folder of python -m train.synth.clip's clips")
     ap.add_argument("--model", type=Path, default=None, help="model file (default: the built-in model)")
     ap.add_argument("--filter", nargs="+", choices=FILTERS, default=["auto"],
@@ -344,27 +349,27 @@ def main(argv: list[str] | None = None) -> int:
         try:
             theirs = json.loads(args.against.read_text())
         except (OSError, ValueError) as exc:
-            print(f"train.video_eval: error: --against {args.against}: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: --against {args.against}: {exc}", file=sys.stderr)
             return 2
         blocks = [f for f in args.filter if isinstance(theirs, dict) and isinstance(theirs.get(f), dict)
                   and isinstance(theirs[f].get("clips"), dict)]
         if not blocks:
-            print(f"train.video_eval: error: --against {args.against} is not a --json report of this command with "
+            print(f"{PROG}: error: --against {args.against} is not a --json report of this command with "
                   f"the filter(s) asked for ({', '.join(args.filter)}); run it with --json first", file=sys.stderr)
             return 2
     for path, what in ((args.model, "model"), (args.config, "config")):
         if path is not None and not path.is_file():
-            print(f"train.video_eval: error: {what} {path} not found", file=sys.stderr)
+            print(f"{PROG}: error: {what} {path} not found", file=sys.stderr)
             return 2
     if args.json is not None:
         reason = check_report_output(args.json, "--json", ".json", {"the --model file": args.model, "the --config file": args.config})
         if reason is not None:
-            print(f"train.video_eval: error: {reason}", file=sys.stderr)
+            print(f"{PROG}: error: {reason}", file=sys.stderr)
             return 2
     try:
         clips = load_clips(args.clips)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"train.video_eval: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     from tqdm import tqdm
 
@@ -379,11 +384,11 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     per_clip[video.stem] = run_clip(video, labels, Path(tmp) / "t.npz", args.model, filter_name,
                                                     not args.without_focal, args.config, args.live)
-                except ValueError as exc:
+                except ClipMismatch as exc:
                     raise InputError(f"{video.name}: {exc}; its video and its labels do not belong together "
                                      f"(render the clip again)") from None
-                except RuntimeError as exc:
-                    print(f"train.video_eval: error: {exc}", file=sys.stderr)
+                except (RuntimeError, ValueError) as exc:
+                    print(f"{PROG}: error: {video.name}: {exc}", file=sys.stderr)
                     return 1
                 bar.update(1)
             by_source: dict[str, ClipScore] = {}
@@ -400,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         (m for f, block in report.items() if isinstance(theirs.get(f), dict)
          for m in [paired_clip_problem(block["clips"], theirs[f]["clips"], args.against)] if m is not None), None)
     kept = mismatch is not None and args.json is not None and input_overwritten(args.json, {"the --against file": args.against})
+    unwritten = None
     if args.json is not None and not kept:
         # Before the tables: a reader that stops reading them (`| head`) loses no scores. A
         # report that cannot be compared with --against does not replace it.
@@ -407,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             with replaced_when_done(args.json) as tmp_json:
                 tmp_json.write_text(json.dumps(report, indent=1))
         except OSError as exc:
-            print(f"train.video_eval: error: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            unwritten = f"cannot write --json {args.json}: {exc.strerror or exc} (the scores are printed above)"
     for filter_name, block in report.items():
         print(f"\nfilter: {filter_name}\n{HEADER}")
         for name, s in block["clips"].items():
@@ -423,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
               "| conf | joints | mean conf | within PCK@0.2 |\n|---|---:|---:|---:|")
         for b in block["conf_bins"]:
             print(f"| {b['low']:.1f}-{b['high']:.1f} | {b['joints']} | {b['mean_conf']:.3f} | {b['hit_rate']:.3f} |")
+    if unwritten is not None:
+        print(f"{PROG}: error: {unwritten}", file=sys.stderr)
+        return 1
     for filter_name, block in report.items():
         if theirs is None:
             break
@@ -433,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         if mismatch is not None:
             what = (f"; --json {args.json} was left as it was (it is the --against file)" if kept
                     else f"; this run's scores were written to {args.json}" if args.json is not None else "")
-            print(f"train.video_eval: error: {mismatch}{what}", file=sys.stderr)
+            print(f"{PROG}: error: {mismatch}{what}", file=sys.stderr)
             return 2
         print(f"\nfilter {filter_name}, this run minus {args.against.name} (95% interval over clips):")
         for key, unit, scale in COMPARED:
@@ -446,4 +454,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_command("python -m train.video_eval", main, "no report was written"))
+    raise SystemExit(run_command(PROG, main, "no report was written (one is written whole, when every clip is scored)"))
