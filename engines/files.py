@@ -143,9 +143,9 @@ def input_overwritten(out: Path, inputs: dict[str, Path | str | None]) -> str | 
 def check_report_output(out: Path, flag: str, suffix: str, inputs: dict[str, Path | str | None],
                         make_folders: bool = False) -> str | None:
     """Why a report named `out` (given as `flag`) cannot be written at the end of a run, checked
-    before it: its name must end in `suffix`, as a report is read by its name, its folder must
-    take it (or, with `make_folders`, the nearest folder that exists), and it must not be one of
-    the run's `inputs` (the model it evaluates, say); None where it can be written."""
+    before it: its name must end in `suffix` (`--json model.pt` is a typo), its folder must take
+    it (or, with `make_folders`, the nearest folder that exists), and it must not be one of the
+    run's `inputs` (a list it reads, say); None where it can be written."""
     out = Path(out)
     reason = unwritable_reason(out, make_folders=make_folders)
     if reason is not None:

@@ -61,6 +61,6 @@ def reader_gone() -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):       # stdout is no file (replaced in-process): nothing to flush
+    except (OSError, ValueError, AttributeError):     # stdout is no file (replaced in-process)
         pass
     return 128 + int(signal.SIGPIPE)

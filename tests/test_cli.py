@@ -602,3 +602,20 @@ def test_a_failed_train_leaves_no_folder_it_created(tmp_path: Path, monkeypatch:
     with pytest.raises(InputError, match="training data"):
         tt.train(load_train_config(None), out, progress=False)
     assert out.is_dir() == existed and (tmp_path / "runs").is_dir() == existed
+
+
+def test_a_reader_that_goes_away_ends_posecast_quietly(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import sys
+
+    from streamer.cli import main
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["backends"]) == 141
+    assert capsys.readouterr().err == ""

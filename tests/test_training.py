@@ -600,10 +600,14 @@ def test_evaluate_guards_its_inputs_and_the_reference_it_compares_with(data: dic
                            (["--real-files", "x.txt"], "give --real2d too")):
         with pytest.raises(InputError, match=message):
             _run_evaluate(synth + extra)
-    shutil.copy(model, tmp_path / "tiny.json")              # a model that happens to be named .json
-    with pytest.raises(InputError, match="is also the --model file"):
-        _run_evaluate(["--model", str(tmp_path / "tiny.json"), "--synth-val", str(data["val"]), "--json",
-                       str(tmp_path / "tiny.json")])
+    real = tmp_path / "real"
+    shutil.copytree(data["real"], real)
+    labels = (real / "keypoints.json").read_bytes()
+    with pytest.raises(InputError, match="is also the real set's labels"):           # a typo that would destroy them
+        _run_evaluate(base + ["--real2d", str(real), "--real-val-fraction", "0.3", "--json", str(real / "keypoints.json")])
+    assert (real / "keypoints.json").read_bytes() == labels
+    with pytest.raises(InputError, match="manifest; give another name"):
+        _run_evaluate(synth + ["--json", str(data["val"] / "manifest.json")])
     # The same folder twice is evaluated once; a training set is said to be one.
     trained_on = tmp_path / "synth_train"
     with ShardWriter(trained_on, shard_size=8, meta={"split": "train"}) as w:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -389,10 +390,20 @@ def test_a_training_tool_stopped_by_sigterm_cleans_up_as_after_ctrl_c(tmp_path):
                             cwd=Path(__file__).resolve().parents[1])
     import psutil
 
+    def sleeping_child():
+        # Once the child runs its own program (not the fork before exec), and the tool has had
+        # time to wait on it: a signal in between is a window of subprocess itself.
+        for c in psutil.Process(tool.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "time.sleep(60)" in " ".join(c.cmdline()):
+                    return c
+        return None
+
     deadline = time.monotonic() + 60
-    while not psutil.Process(tool.pid).children() and time.monotonic() < deadline:
+    while (child := sleeping_child()) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    child = psutil.Process(tool.pid).children()[0]
+    assert child is not None
+    time.sleep(0.5)
     tool.send_signal(signal.SIGTERM)
     _, err = tool.communicate(timeout=60)
     assert tool.returncode == 143 and err == "tool: stopped by SIGTERM; nothing was written\n"
