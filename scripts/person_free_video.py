@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from train.backgrounds import IMAGE_SUFFIXES
+from train.command import run_command
 from train.h264 import write_h264
 
 
@@ -64,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("person_free_video", main, "nothing was written"))

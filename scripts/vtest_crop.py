@@ -10,12 +10,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
+from engines.files import unwritable_reason
+from train.command import run_command
 from train.h264 import write_h264
+
+
+def _cannot_write(out: Path) -> str | None:
+    reason = unwritable_reason(out)
+    return None if reason is None else f"cannot write '{out}': {reason}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=10)
     args = p.parse_args(argv)
     x0, y0, side = args.box
+    problem = (f"--size must be even (H.264 in yuv420p) and between 16 and 4096 (got {args.size})"
+               if args.size % 2 or not 16 <= args.size <= 4096 else
+               f"--fps must be between 1 and 240 (got {args.fps})" if not 1 <= args.fps <= 240 else
+               f"--frames {args.frames[0]} {args.frames[1]}: give FIRST <= LAST, both >= 0"
+               if not 0 <= args.frames[0] <= args.frames[1] else
+               _cannot_write(Path(args.output)))
+    if problem is not None:
+        print(f"vtest_crop: error: {problem}", file=sys.stderr)
+        return 2
     try:
         src = av.open(args.input)
     except (OSError, av.FFmpegError) as exc:
@@ -50,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             yield cv2.resize(image, (args.size, args.size), interpolation=cv2.INTER_CUBIC)
 
     with src:
-        written = write_h264(args.output, frames(), args.size, args.fps)
+        try:
+            written = write_h264(args.output, frames(), args.size, args.fps)
+        except ValueError:
+            print(f"vtest_crop: error: {args.input} has no frame in --frames {args.frames[0]} {args.frames[1]}; "
+                  f"nothing was written", file=sys.stderr)
+            return 2
     print(f"vtest_crop: wrote {written} frames to {args.output}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("vtest_crop", main, "nothing was written"))

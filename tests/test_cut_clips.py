@@ -158,3 +158,25 @@ def test_cut_clips_will_not_write_over_its_source(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train.synth.cut_clips", "--clips", str(tmp_path),
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--out must differ from --clips" in r.stderr
+
+
+def test_an_interrupted_encode_leaves_no_video(tmp_path: Path) -> None:
+    """train.synth.clip and cut_clips take a video that exists as done: one cut short by Ctrl-C
+    (74 KB of a clip) or SIGTERM (48 bytes) must not exist."""
+    from train.h264 import write_h264
+
+    def frames(interrupt_after: int):
+        for i in range(10):
+            if i == interrupt_after:
+                raise KeyboardInterrupt
+            yield np.full((64, 64, 3), 20 * i, np.uint8)
+
+    out = tmp_path / "clip_000.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        write_h264(out, frames(5), 64, 25)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no frames"):
+        write_h264(out, iter(()), 64, 25)
+    assert list(tmp_path.iterdir()) == []
+    assert write_h264(out, frames(99), 64, 25) == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["clip_000.mp4"]

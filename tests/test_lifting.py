@@ -270,9 +270,13 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
     assert b["step"] == 6
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k])
-    for bad in (["--attach-to", "m.pt"], ["--steps", "0"], ["--width", "8"]):
+    shipped = str(Path(__file__).resolve().parents[1] / "engines" / "weights" / "default.pt")
+    for bad in (["--attach-to", "m.pt"], ["--steps", "0"], ["--width", "8"], ["--lr", "inf"], ["--lr", "nan"],
+                # checked before any training: a width the model's network cannot take
+                ["--attach-to", shipped, "--model-out", str(tmp_path / "m.pt"), "--width", "32"]):
         assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", *bad]) == 2
-    assert not (tmp_path / "x.pt").exists()
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "m.pt").exists()
+    assert "cannot take a lifter of width 32" in capsys.readouterr().err
     # A folder as --out: said so, not "lifter file not found (make one with ... --out <that folder>)".
     (tmp_path / "folder.pt").mkdir()
     assert lifting.main(["--out", str(tmp_path / "folder.pt"), "--bodies", "b.npz"]) == 2

@@ -322,6 +322,26 @@ def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsy
     assert len(err) == 1 and "cannot write to" in err[0]
 
 
+@pytest.mark.parametrize("extra, says", [
+    (["--lr", "inf"], "--lr in (0, 1]"), (["--lr", "nan"], "--lr in (0, 1]"), (["--threads", "0"], "--threads must be"),
+    ([], "rendered from val material"),
+], ids=["lr inf", "lr nan", "no threads", "held-out clips"])
+def test_train_temporal_refuses_what_would_spoil_the_refiner(tmp_path: Path, extra: list[str], says: str,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """An infinite learning rate wrote a refiner of NaN weights (the pipeline then crashed on it),
+    and clips rendered from held-out material were trained on."""
+    from train.temporal import main as temporal
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "settings.json").write_text('{"split": "val"}')
+    with pytest.raises(SystemExit) as ended:
+        temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"), "--out",
+                  str(tmp_path / "r.npz"), *extra])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert ended.value.code == 2 and len(err) == 1 and says in err[0]
+    assert not (tmp_path / "r.npz").exists()
+
+
 @pytest.mark.parametrize("case", ["out is a folder", "no clips"])
 def test_train_temporal_refuses_bad_folders_in_one_line(tmp_path: Path, case: str,
                                                         capsys: pytest.CaptureFixture) -> None:

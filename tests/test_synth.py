@@ -518,3 +518,28 @@ def test_clips_without_deepmimic_draw_from_the_other_sources(bank, tmp_path, mon
         finally:
             maker.close()
         assert all(p.motion.split("/", 1)[0] in maker.sources for p in plans)
+
+
+@pytest.mark.parametrize("bodies", ["0", "1", "-2", "1000000000"])
+def test_a_body_bank_needs_bodies_to_split(tmp_path: Path, bodies: str, capsys: pytest.CaptureFixture) -> None:
+    """0 and 1 body were written, and the renderers then failed with "high <= 0" or a traceback."""
+    from train.synth.body import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--out", str(tmp_path / "b.npz"), "--bodies", bodies])
+    assert ended.value.code == 2 and "--bodies must be between 2" in capsys.readouterr().err
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_a_resumable_render_stopped_by_sigterm_says_so(capsys: pytest.CaptureFixture) -> None:
+    import signal
+
+    from engines.stop_signals import Stopped
+    from train.synth.generate import run_resumable
+
+    def stopped() -> None:
+        raise Stopped(signal.SIGTERM)
+
+    assert run_resumable(stopped, "shards") == 143
+    assert capsys.readouterr().err == ("stopped by SIGTERM: finished shards are kept; run the same command again to "
+                                       "resume\n")

@@ -18,11 +18,15 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: i
     PyAV's errors (av.FFmpegError) reach the caller.
 
     One encoder thread unless `options` say otherwise: x264's output depends on its threads, and
-    the same frames should give the same file (a seeded clip, on any machine)."""
+    the same frames should give the same file (a seeded clip, on any machine). The file is written
+    under a temporary name and renamed into place when whole: an interrupted run leaves no
+    half-written video for the next to take as done. Nothing is written for no frames."""
     import av
 
+    from engines.files import replaced_when_done
+
     written = 0
-    with av.open(str(path), "w") as out:
+    with replaced_when_done(Path(path)) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps, options={"threads": "1", **(options or {})})
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
@@ -32,4 +36,6 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: i
             written += 1
         for packet in stream.encode():
             out.mux(packet)
+        if not written:
+            raise ValueError(f"no frames to write to {path}")
     return written

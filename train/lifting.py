@@ -407,6 +407,9 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
                 log.write(json.dumps({"step": done, "val": metrics}) + "\n")
                 bar.write(f"lifter: step {done}: held-out motions, pelvis row: {metrics['val_noisy_mm']:.1f} mm "
                           f"from corrupted 2D, {metrics['val_exact_mm']:.1f} mm from exact 2D")
+                if not all(torch.isfinite(p).all() for p in lifter.parameters()):
+                    raise ValueError(f"training diverged at step {done} (the lifter's weights are NaN or infinite); "
+                                     f"the last checkpoint was kept: lower --lr (it is {opts.lr:g})")
                 save_lifter(out, lifter, opts, done, opt, {"val": metrics, "scheduler": sched.state_dict()})
                 t0 = time.perf_counter()
     bar.close()
@@ -421,20 +424,35 @@ def attach_lifter(model: Any, lifter_blob: dict[str, Any], out: Any, weights: st
     estimate (the rest of the 3D branch fresh, its regressor a zero correction): what the lifter
     gives from that model's 2D before any training on images."""
 
-    from engines.model_file import ModelInfo, load_checkpoint, save_checkpoint
+    from engines.model_file import ModelInfo, save_checkpoint
+
+    net, cfg = network_for_lifter(model, int(lifter_blob["width"]), int(lifter_blob["blocks"]),
+                                  lifter_frame(lifter_blob))
+    load_into(net.lifter, lifter_blob, cfg.roots, "the lifter")
+    save_checkpoint(Path(out), net.eval(), ModelInfo(cfg, weights=weights, trained=True))
+    return Path(out)
+
+
+def network_for_lifter(model: Any, width: int, blocks: int, frame: str) -> tuple[Any, Any]:
+    """`model`'s network with its 3D branch made afresh for a lifter of `width` and `blocks`
+    (and its config); an InputError where the model cannot take one. Checked before a pretraining
+    with --attach-to, so that hours of it do not end in a model that cannot be built."""
+    from engines.errors import InputError
+    from engines.model_file import load_checkpoint
     from engines.network import build_network
     from train.train import THREE_D_MODULES
 
     source, info = load_checkpoint(Path(model))
-    cfg = dataclasses.replace(info.config, lift_width=int(lifter_blob["width"]), lift_blocks=int(lifter_blob["blocks"]),
-                              offsets_frame=lifter_frame(lifter_blob))
-    cfg.check()
-    net = build_network(cfg)
-    kept = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in THREE_D_MODULES}
-    net.load_state_dict(kept, strict=False)
-    load_into(net.lifter, lifter_blob, cfg.roots, "the lifter")
-    save_checkpoint(Path(out), net.eval(), ModelInfo(cfg, weights=weights, trained=True))
-    return Path(out)
+    cfg = dataclasses.replace(info.config, lift_width=width, lift_blocks=blocks, offsets_frame=frame)
+    try:
+        cfg.check()
+        net = build_network(cfg)
+        kept = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in THREE_D_MODULES}
+        net.load_state_dict(kept, strict=False)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"--attach-to {model}: its network cannot take a lifter of width {width} and {blocks} "
+                         f"blocks ({' '.join(str(exc).split())[:200]})") from None
+    return net, cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,8 +490,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--attach-to and --model-out go together")
         if args.width < 16 or args.blocks < 0:
             raise ValueError(f"--width must be at least 16 and --blocks at least 0 (got {args.width}, {args.blocks})")
-        if args.steps < 1 or args.batch_size < 1 or args.threads < 1 or args.lr <= 0:
-            raise ValueError("--steps, --batch-size and --threads must be at least 1, --lr above 0")
+        if args.steps < 1 or args.batch_size < 1 or args.threads < 1 or not 0 < args.lr <= 1:
+            raise ValueError("--steps, --batch-size and --threads must be at least 1, --lr in (0, 1]")
+        if args.attach_to:
+            network_for_lifter(args.attach_to, args.width, args.blocks, args.offsets_frame)
         opts = PretrainOptions(width=args.width, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
                                lr=args.lr, seed=args.seed, threads=args.threads, offsets_frame=args.offsets_frame)
         say = lambda m: print(f"lifting: {m}", file=sys.stderr)  # noqa: E731

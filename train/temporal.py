@@ -22,6 +22,7 @@ The result is scored like every filter, through the whole pipeline on the held-o
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from engines.skeleton import H36M17
 from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
 from train.metrics import mpjpe
 from train.command import run_command
+from train.synth.clip import SETTINGS
 from train.video_eval import load_clips, read_npz_track, track_clip
 
 ORIGIN = H36M17.index(H36M17.origin)
@@ -182,6 +184,16 @@ def held_out_report(refiner: TemporalRefiner, clips: list[ClipWindows]) -> dict:
             "held_out_mpjpe_mm_after": round(1000.0 * mpjpe(after, y), 1)}
 
 
+def _rendered_split(folder: Path) -> str | None:
+    """The split a clip folder was rendered from, as its settings say (None where they do not)."""
+    try:
+        settings = json.loads((folder / SETTINGS).read_text())
+    except (OSError, ValueError):
+        return None
+    split = settings.get("split") if isinstance(settings, dict) else None
+    return split if isinstance(split, str) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.temporal", description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, nargs="+", required=True,
@@ -202,13 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    if args.past < 0 or args.future < 0 or args.width < 1 or args.steps < 1 or args.batch < 1 or not args.lr > 0:
-        ap.error("--past and --future must be at least 0; --width, --steps, --batch and --lr positive")
+    if args.past < 0 or args.future < 0 or args.width < 1 or args.steps < 1 or args.batch < 1 or not 0 < args.lr <= 1:
+        ap.error("--past and --future must be at least 0; --width, --steps and --batch positive; --lr in (0, 1]")
+    if not 1 <= args.threads <= 256:
+        ap.error(f"--threads must be between 1 and 256 (got {args.threads})")
     if args.members < 1 or not 0.0 < args.scale <= 1.0:
         ap.error("--members must be at least 1 and --scale in (0, 1]")
     for folder in args.clips:
         if not folder.is_dir():
             ap.error(f"clip folder not found: {folder}")
+    for folder in args.clips:
+        split = _rendered_split(folder)
+        if split not in (None, "train"):
+            ap.error(f"the clips in {folder} were rendered from {split} material (its {SETTINGS} says so): the "
+                     f"refiner must never see them; render clips with python -m train.synth.clip --split train")
     model = args.model or SHIPPED_DEFAULT
     if not Path(model).is_file():
         ap.error(f"model file not found: {model}")
@@ -239,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(args.members):
         layers, report = train(clips, args.past, args.width, args.steps, args.batch, args.lr, args.seed + k,
                                args.threads)
+        if not all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in layers):
+            raise InputError(f"training diverged (member {k + 1}'s weights are NaN or infinite); nothing was "
+                             f"written: lower --lr (it is {args.lr:g})")
         alone = TemporalRefiner(args.past, args.future, H36M17.num_joints, [layers], digest, {}, fps)
         members.append(layers)
         reports.append({**report, **held_out_report(alone, clips)})

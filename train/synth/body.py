@@ -238,12 +238,20 @@ def export(count: int, seed: int, out: Path) -> BodyBank:
     return bank
 
 
+MAX_BODIES = 10_000        # about 7 MB a hundred: more is a typo, and would take minutes in silence
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.synth.body", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="where to write the body bank (.npz)")
     ap.add_argument("--bodies", type=int, default=120, help="number of random body shapes")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    # Held-out bodies are a share of the bank (at least one), so two is the least that splits.
+    if not 2 <= args.bodies <= MAX_BODIES:
+        ap.error(f"--bodies must be between 2 (one to train on, one held out) and {MAX_BODIES} (got {args.bodies})")
+    if args.seed < 0:
+        ap.error(f"--seed must be >= 0 (got {args.seed})")
     bank = export(args.bodies, args.seed, args.out)
     size = args.out.stat().st_size / 1e6
     print(f"wrote {args.out}: {bank.num_bodies} bodies, {bank.vertices.shape[1]} vertices, {size:.1f} MB")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import PosecastError
+from engines.stop_signals import describe, exit_code, stop_signals_interrupt
 from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
 from train.motion import MotionBank, load_all, load_pack, split
@@ -172,9 +173,11 @@ def math_threads(threads: int) -> Iterator[None]:
 
 
 def run_resumable(work: Callable[[], object], units: str) -> int:
-    """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C."""
+    """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C
+    (143 on SIGTERM, 129 on SIGHUP, each with the same line: finished work is kept)."""
     try:
-        work()
+        with stop_signals_interrupt():
+            work()
     except FileExistsError as exc:       # a folder to make where a file is
         print(f"error: '{exc.filename}' is a file, not a folder; give --out a folder (new or one to resume)",
               file=sys.stderr)
@@ -182,9 +185,9 @@ def run_resumable(work: Callable[[], object], units: str) -> int:
     except (OSError, ValueError, RuntimeError, PosecastError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: finished {units} are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{describe(exc)}: finished {units} are kept; run the same command again to resume", file=sys.stderr)
+        return exit_code(exc)
     return 0
 
 
