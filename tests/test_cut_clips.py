@@ -128,6 +128,10 @@ def test_a_second_run_keeps_what_it_made_and_skips_a_lying_clip(tmp_path, capsys
     assert cut_clips(tmp_path / "clips", tmp_path / "webcam") == 0
     assert (tmp_path / "webcam" / "clip_000.npz").read_bytes() == first
     assert not (tmp_path / "webcam" / "clip_001.npz").exists()
+    # Other clips into the same folder: refused (it said "done" and kept the first clips' views).
+    write_clip(tmp_path / "others", 0, upright)
+    with pytest.raises(ValueError, match="holds the webcam views of the clips in .*clips, not .*others"):
+        cut_clips(tmp_path / "others", tmp_path / "webcam")
 
 
 @pytest.mark.parametrize("make, args, message", [

@@ -1350,6 +1350,12 @@ def test_soup_averages_runs_of_one_architecture(data: dict[str, Path], tmp_path:
     assert line == "soup of run0, run1, run2"
     net, info = load_checkpoint(tmp_path / "soup.pt")
     assert info.config == dataclasses.replace(mcfg, flip_test="none") and info.trained
+    assert "the runs differ in test-time mirroring (all, none); the soup has none" in capsys.readouterr().err
+    # Runs that are all mirrored give a mirrored soup; a name is what comes before its first ": " or ", ".
+    save_checkpoint(tmp_path / "a.pt", net, ModelInfo(dataclasses.replace(mcfg, flip_test="all"),
+                                                      "stage 25c: trained on 84,800 people", True))
+    assert soup([tmp_path / "a.pt", paths[1]], tmp_path / "mirrored.pt") == "soup of stage 25c, run1"
+    assert load_checkpoint(tmp_path / "mirrored.pt")[1].config.flip_test == "all"
     states = [torch.load(p, weights_only=False)["state_dict"] for p in paths]
     for key, value in net.state_dict().items():
         if value.is_floating_point():
@@ -1357,6 +1363,7 @@ def test_soup_averages_runs_of_one_architecture(data: dict[str, Path], tmp_path:
         else:
             assert torch.equal(value, states[0][key])
     assert soup(paths[:2], tmp_path / "named.pt", weights=" mine ") == "mine"
+    capsys.readouterr()
     # Failures: one clear line and exit status 2.
     other = dataclasses.replace(mcfg, roots=("pelvis", "thorax"))
     save_checkpoint(tmp_path / "other.pt", build_network(other), ModelInfo(other, "other", True))

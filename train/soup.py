@@ -14,6 +14,7 @@ weights line "soup of NAME, NAME, ..." (each run's own line up to its first comm
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -51,17 +52,24 @@ def soup(models: list[Path], out: Path, weights: str | None = None) -> str:
                 mean[key] = tensor.clone()
     from engines.network import build_network
 
+    # Test-time mirroring is how a network is run, not what it learnt: kept where every run had it.
+    mirroring = {info.config.flip_test for _, info in loaded}
+    if len(mirroring) == 1:
+        base = replace(base, flip_test=mirroring.pop())
     net = build_network(base)
     net.load_state_dict(mean)
     net.eval()
     line = weights.strip() if weights is not None else \
-        "soup of " + ", ".join(info.weights.split(",")[0].strip() for _, info in loaded)
+        "soup of " + ", ".join(re.split(r":\s|,\s", info.weights, maxsplit=1)[0].strip() for _, info in loaded)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out, net, ModelInfo(base, line, trained=True))
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    if len(mirroring) > 1:
+        print(f"soup: note: the runs differ in test-time mirroring ({', '.join(sorted(mirroring))}); the soup has "
+              f"none (python -m train.ship --flip-test sets it)", file=sys.stderr)
     return line
 
 

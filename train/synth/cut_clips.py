@@ -21,6 +21,7 @@ train.video_eval --clips OUT` scores the pipeline on them.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -100,6 +101,27 @@ def cut_video(src: Path, dst: Path, window: Window, size: int, fps: float) -> in
         raise RuntimeError(f"cannot cut {src} into {dst}: {exc}") from None
 
 
+SOURCE = "source.json"       # in --out: the clip folder its views are of, so a resume cannot mix two
+
+
+def _check_source(out: Path, clips: Path) -> None:
+    """Ties `out` to `clips` on its first run; a later run with other clips is refused (it would
+    say done while `out` kept the first clips' views)."""
+    path = out / SOURCE
+    here = str(clips.resolve())
+    try:
+        before = json.loads(path.read_text()).get("clips")
+    except FileNotFoundError:
+        with replaced_when_done(path) as tmp:
+            tmp.write_text(json.dumps({"clips": here}) + "\n")
+        return
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc}); give a new --out") from None
+    if before != here:
+        raise ValueError(f"{out} holds the webcam views of the clips in {before}, not {here}; give another --out "
+                         f"(or the same --clips to resume)")
+
+
 def cut_clips(clips: Path, out: Path) -> int:
     """Writes the webcam view of every clip in `clips` that `out` lacks; returns how many."""
     if not clips.is_dir():
@@ -108,6 +130,7 @@ def cut_clips(clips: Path, out: Path) -> int:
     if not sources:
         raise ValueError(f"no clip_*.npz in {clips} (make them with python -m train.synth.clip)")
     out.mkdir(parents=True, exist_ok=True)
+    _check_source(out, clips)
     from tqdm import tqdm
 
     made = 0
