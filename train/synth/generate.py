@@ -73,7 +73,11 @@ def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir
     writer = ShardWriter(out, shard_size=shard_size, meta=meta)
     n_shards = -(-count // shard_size)
     start = writer.shard_index
-    if start:
+    if start >= n_shards:
+        # Asked for fewer than it holds: nothing is taken away, and the set stays as it is.
+        print(f"{out} already holds {start} shards of {shard_size} images, as many as --count {count} asks or "
+              f"more: nothing to render, and nothing is taken away", file=sys.stderr)
+    elif start:
         print(f"resuming {out}: {start} of {n_shards} shards already done", file=sys.stderr)
     renderer = BodyRenderer(bank.faces, bank.region, bank.template, opts.size)
     from tqdm import tqdm
