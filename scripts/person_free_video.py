@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from train.backgrounds import IMAGE_SUFFIXES
+from engines.files import unwritable_reason
 from train.command import run_command
 from train.h264 import write_h264
 
@@ -33,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=480, help="side of the square frames, pixels (even)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.crops < 1 or args.frames < 1 or args.size < 16 or args.size % 2:
-        p.error("--crops and --frames must be at least 1, --size even and at least 16")
+    if args.crops < 1 or args.frames < 1 or args.size < 16 or args.size % 2 or args.size > 4096 or args.seed < 0:
+        p.error("--crops and --frames must be at least 1, --size even and 16 to 4096, --seed at least 0")
+    cannot = unwritable_reason(args.output)
+    if cannot is not None:
+        print(f"person_free_video: error: cannot write '{args.output}': {cannot}", file=sys.stderr)
+        return 2
     photos = sorted(f for f in args.photos.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) \
         if args.photos.is_dir() else []
     if not photos:

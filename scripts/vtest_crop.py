@@ -18,7 +18,7 @@ import numpy as np
 
 from engines.files import unwritable_reason
 from train.command import run_command
-from train.h264 import write_h264
+from train.h264 import NoFrames, write_h264
 
 
 def _cannot_write(out: Path) -> str | None:
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                f"--fps must be between 1 and 240 (got {args.fps})" if not 1 <= args.fps <= 240 else
                f"--frames {args.frames[0]} {args.frames[1]}: give FIRST <= LAST, both >= 0"
                if not 0 <= args.frames[0] <= args.frames[1] else
-               _cannot_write(Path(args.output)))
+               "the output is the input: give another name" if Path(args.output).resolve() == Path(args.input).resolve()
+               else _cannot_write(Path(args.output)))
     if problem is not None:
         print(f"vtest_crop: error: {problem}", file=sys.stderr)
         return 2
@@ -69,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     with src:
         try:
             written = write_h264(args.output, frames(), args.size, args.fps)
-        except ValueError:
+        except NoFrames:
             print(f"vtest_crop: error: {args.input} has no frame in --frames {args.frames[0]} {args.frames[1]}; "
                   f"nothing was written", file=sys.stderr)
+            return 2
+        except av.FFmpegError as exc:
+            print(f"vtest_crop: error: {args.input} could not be read or the crop encoded ({exc}); nothing was "
+                  f"written", file=sys.stderr)
             return 2
     print(f"vtest_crop: wrote {written} frames to {args.output}", file=sys.stderr)
     return 0

@@ -130,8 +130,12 @@ def test_a_second_run_keeps_what_it_made_and_skips_a_lying_clip(tmp_path, capsys
     assert not (tmp_path / "webcam" / "clip_001.npz").exists()
     # Other clips into the same folder: refused (it said "done" and kept the first clips' views).
     write_clip(tmp_path / "others", 0, upright)
-    with pytest.raises(ValueError, match="holds the webcam views of the clips in .*clips, not .*others"):
+    with pytest.raises(ValueError, match="holds the webcam views of the clips in .*clips .* not .*others"):
         cut_clips(tmp_path / "others", tmp_path / "webcam")
+    # A first run that made no view ties nothing: the next, with the right clips, goes on.
+    assert cut_clips(tmp_path / "others", tmp_path / "fresh") == 1
+    (tmp_path / "fresh" / "clip_000.npz").unlink()
+    assert cut_clips(tmp_path / "clips", tmp_path / "fresh") == 1
 
 
 @pytest.mark.parametrize("make, args, message", [
@@ -165,8 +169,8 @@ def test_cut_clips_will_not_write_over_its_source(tmp_path):
 
 
 def test_an_interrupted_encode_leaves_no_video(tmp_path: Path) -> None:
-    """train.synth.clip and cut_clips take a video that exists as done: one cut short by Ctrl-C
-    (74 KB of a clip) or SIGTERM (48 bytes) must not exist."""
+    """A clip cut short by Ctrl-C (74 KB of it) or SIGTERM (48 bytes) was left behind as a broken
+    video; the file is written whole or not at all."""
     from train.h264 import write_h264
 
     def frames(interrupt_after: int):

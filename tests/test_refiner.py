@@ -324,8 +324,8 @@ def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsy
 
 @pytest.mark.parametrize("extra, says", [
     (["--lr", "inf"], "--lr in (0, 1]"), (["--lr", "nan"], "--lr in (0, 1]"), (["--threads", "0"], "--threads must be"),
-    ([], "rendered from val material"),
-], ids=["lr inf", "lr nan", "no threads", "held-out clips"])
+    ([], "rendered from val material"), (["webcam"], "rendered from val material"),
+], ids=["lr inf", "lr nan", "no threads", "held-out clips", "webcam views of held-out clips"])
 def test_train_temporal_refuses_what_would_spoil_the_refiner(tmp_path: Path, extra: list[str], says: str,
                                                             capsys: pytest.CaptureFixture) -> None:
     """An infinite learning rate wrote a refiner of NaN weights (the pipeline then crashed on it),
@@ -333,7 +333,11 @@ def test_train_temporal_refuses_what_would_spoil_the_refiner(tmp_path: Path, ext
     from train.temporal import main as temporal
 
     (tmp_path / "clips").mkdir()
-    (tmp_path / "clips" / "settings.json").write_text('{"split": "val"}')
+    if extra == ["webcam"]:          # train.synth.cut_clips' views keep their source's split
+        (tmp_path / "clips" / "source.json").write_text('{"clips": "/data/clips_val", "split": "val"}')
+        extra = []
+    else:
+        (tmp_path / "clips" / "settings.json").write_text('{"split": "val"}')
     with pytest.raises(SystemExit) as ended:
         temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"), "--out",
                   str(tmp_path / "r.npz"), *extra])

@@ -103,6 +103,15 @@ def test_vtest_crop_cuts_the_box_and_checks_it(clip: Path, tmp_path: Path, capsy
     assert crop.main([str(clip), str(tmp_path / "bad.mp4"), "--box", "100", "10", "100"]) == 2
     assert "not inside the 160x120 frames" in capsys.readouterr().err
     assert not (tmp_path / "bad.mp4").exists()
+    # Numbers, outputs and an empty range: one line each (tracebacks, or "wrote 0 frames", before).
+    for args, says in ((["--size", "255"], "--size must be even"), (["--fps", "-5"], "--fps must be between"),
+                       (["--frames", "8", "3"], "give FIRST <= LAST"), (["--frames", "500", "600"], "has no frame in"),
+                       (["--out", str(tmp_path / "no" / "x.mp4")], "folder"), (["--out", str(clip)], "the output is the input")):
+        out = args[1] if args[0] == "--out" else str(tmp_path / "bad.mp4")
+        extra = [] if args[0] == "--out" else args
+        assert crop.main([str(clip), out, "--box", "20", "10", "100", *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "bad.mp4").exists() and not (tmp_path / "no").exists()
 
 
 def _pose(seq: int, joints: np.ndarray | None, score: float = 0.8) -> dict:

@@ -935,7 +935,7 @@ def _not_overwritten(json_path: Path | None, inputs: dict[str, Path]) -> None:
 
 def check_json_output(path: Path, inputs: dict[str, Path | str | None]) -> None:
     """Fail before the evaluation (it can take minutes) where --json could not be written after
-    it, or would replace one of the run's `inputs` (`--model`, say). Missing folders are made at
+    it, or would replace one of the run's `inputs` (the `--real-files` list, say). Missing folders are made at
     the end."""
     reason = check_report_output(path, "--json", ".json", inputs, make_folders=True)
     if reason is not None:

@@ -11,6 +11,13 @@ from pathlib import Path
 import numpy as np
 
 
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+
+
+class NoFrames(ValueError):
+    """The frames to encode were none: no file is written."""
+
+
 def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: int,
                options: dict[str, str] | None = None) -> int:
     """Encodes every (size, size, 3) uint8 BGR frame of `frames` to `path` at `fps` frames/s with
@@ -26,7 +33,8 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: i
     from engines.files import replaced_when_done
 
     written = 0
-    with replaced_when_done(Path(path)) as tmp, av.open(str(tmp), "w", format="mp4") as out:
+    container = CONTAINERS.get(Path(path).suffix.lower(), "mp4")     # the temporary name says nothing
+    with replaced_when_done(Path(path)) as tmp, av.open(str(tmp), "w", format=container) as out:
         stream = out.add_stream("libx264", rate=fps, options={"threads": "1", **(options or {})})
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
@@ -37,5 +45,5 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: i
         for packet in stream.encode():
             out.mux(packet)
         if not written:
-            raise ValueError(f"no frames to write to {path}")
+            raise NoFrames(f"no frames to write to {path}")
     return written

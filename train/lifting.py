@@ -409,7 +409,7 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
                           f"from corrupted 2D, {metrics['val_exact_mm']:.1f} mm from exact 2D")
                 if not all(torch.isfinite(p).all() for p in lifter.parameters()):
                     raise ValueError(f"training diverged at step {done} (the lifter's weights are NaN or infinite); "
-                                     f"the last checkpoint was kept: lower --lr (it is {opts.lr:g})")
+                                     f"{out} was not written over: lower --lr (it is {opts.lr:g})")
                 save_lifter(out, lifter, opts, done, opt, {"val": metrics, "scheduler": sched.state_dict()})
                 t0 = time.perf_counter()
     bar.close()
@@ -433,21 +433,28 @@ def attach_lifter(model: Any, lifter_blob: dict[str, Any], out: Any, weights: st
     return Path(out)
 
 
-def network_for_lifter(model: Any, width: int, blocks: int, frame: str) -> tuple[Any, Any]:
+def network_for_lifter(model: Any, width: int, blocks: int, frame: str,
+                       roots: tuple[str, ...] | None = None) -> tuple[Any, Any]:
     """`model`'s network with its 3D branch made afresh for a lifter of `width` and `blocks`
-    (and its config); an InputError where the model cannot take one. Checked before a pretraining
-    with --attach-to, so that hours of it do not end in a model that cannot be built."""
+    (and its config); an InputError where the model cannot take one (`roots`: the lifter's rows,
+    where known). Checked before a pretraining with --attach-to, so that hours of it do not end in
+    a model that cannot be built."""
     from engines.errors import InputError
     from engines.model_file import load_checkpoint
     from engines.network import build_network
     from train.train import THREE_D_MODULES
 
     source, info = load_checkpoint(Path(model))
+    if roots is not None and tuple(roots) != tuple(info.config.roots):
+        raise InputError(f"--attach-to {model}: its roots are {list(info.config.roots)}, the lifter's would be "
+                         f"{list(roots)}")
     cfg = dataclasses.replace(info.config, lift_width=width, lift_blocks=blocks, offsets_frame=frame)
     try:
         cfg.check()
         net = build_network(cfg)
-        kept = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in THREE_D_MODULES}
+        # The model's own lifter, if it has one, goes with the rest of its 3D branch.
+        kept = {k: v for k, v in source.state_dict().items()
+                if k.split(".")[0] not in THREE_D_MODULES + ("lifter",)}
         net.load_state_dict(kept, strict=False)
     except (RuntimeError, ValueError) as exc:
         raise InputError(f"--attach-to {model}: its network cannot take a lifter of width {width} and {blocks} "
@@ -493,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps < 1 or args.batch_size < 1 or args.threads < 1 or not 0 < args.lr <= 1:
             raise ValueError("--steps, --batch-size and --threads must be at least 1, --lr in (0, 1]")
         if args.attach_to:
-            network_for_lifter(args.attach_to, args.width, args.blocks, args.offsets_frame)
+            network_for_lifter(args.attach_to, args.width, args.blocks, args.offsets_frame, PretrainOptions().roots)
         opts = PretrainOptions(width=args.width, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
                                lr=args.lr, seed=args.seed, threads=args.threads, offsets_frame=args.offsets_frame)
         say = lambda m: print(f"lifting: {m}", file=sys.stderr)  # noqa: E731

@@ -5,10 +5,10 @@ The runs must share one architecture and should start from the same weights (her
 "uniform model soup", Wortsman et al. 2022) lies in the same basin as each of them, and is often
 more robust away from the training data than any one of them. Every floating-point tensor is the
 mean of the runs' tensors, batch-norm running statistics included; integer buffers (batch counts)
-are taken from the first run. The output is a training-run checkpoint with test-time mirroring
-off, whatever the inputs had (ship it with `python -m train.ship --flip-test all`), and the
-weights line "soup of NAME, NAME, ..." (each run's own line up to its first comma) unless
-`--weights` gives one.
+are taken from the first run. The output is a training-run checkpoint with the test-time
+mirroring every run had (none where they differ: ship it with `python -m train.ship --flip-test
+all`), and the weights line "soup of NAME, NAME, ..." (each run's own line up to its first ": "
+or ", ") unless `--weights` gives one.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ The result is scored like every filter, through the whole pipeline on the held-o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from engines.skeleton import H36M17
 from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
 from train.metrics import mpjpe
 from train.command import run_command
-from train.synth.clip import SETTINGS
+from train.synth.clip import rendered_split
 from train.video_eval import load_clips, read_npz_track, track_clip
 
 ORIGIN = H36M17.index(H36M17.origin)
@@ -184,16 +183,6 @@ def held_out_report(refiner: TemporalRefiner, clips: list[ClipWindows]) -> dict:
             "held_out_mpjpe_mm_after": round(1000.0 * mpjpe(after, y), 1)}
 
 
-def _rendered_split(folder: Path) -> str | None:
-    """The split a clip folder was rendered from, as its settings say (None where they do not)."""
-    try:
-        settings = json.loads((folder / SETTINGS).read_text())
-    except (OSError, ValueError):
-        return None
-    split = settings.get("split") if isinstance(settings, dict) else None
-    return split if isinstance(split, str) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.temporal", description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, nargs="+", required=True,
@@ -224,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             ap.error(f"clip folder not found: {folder}")
     for folder in args.clips:
-        split = _rendered_split(folder)
+        split = rendered_split(folder)
         if split not in (None, "train"):
-            ap.error(f"the clips in {folder} were rendered from {split} material (its {SETTINGS} says so): the "
+            ap.error(f"the clips in {folder} were rendered from {split} material (their settings say so): the "
                      f"refiner must never see them; render clips with python -m train.synth.clip --split train")
     model = args.model or SHIPPED_DEFAULT
     if not Path(model).is_file():

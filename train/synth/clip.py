@@ -234,6 +234,19 @@ class ClipPlan:
 SETTINGS = "settings.json"
 
 
+def rendered_split(folder: Path) -> str | None:
+    """The split a folder of clips was rendered from, as its settings say, or for webcam views
+    (`train.synth.cut_clips`), as the record of their source clips says; None where neither does."""
+    for name in (SETTINGS, "source.json"):
+        try:
+            record = json.loads((Path(folder) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        split = record.get("split") if isinstance(record, dict) else None
+        return split if isinstance(split, str) else None
+    return None
+
+
 def check_settings(out: Path, settings: dict[str, object]) -> None:
     """A folder's clips are one set: a resume with other settings would mix clips of two sizes,
     rates or splits under one name. The settings are kept in the folder when its first clip is

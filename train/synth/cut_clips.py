@@ -31,6 +31,7 @@ import numpy as np
 
 from engines.files import replaced_when_done
 from train.datasets import cut_box
+from train.synth.clip import rendered_split
 from train.synth.generate import run_resumable
 
 
@@ -105,21 +106,22 @@ SOURCE = "source.json"       # in --out: the clip folder its views are of, so a 
 
 
 def _check_source(out: Path, clips: Path) -> None:
-    """Ties `out` to `clips` on its first run; a later run with other clips is refused (it would
-    say done while `out` kept the first clips' views)."""
+    """Ties `out` to `clips` once it holds a view; a later run with other clips is refused (it
+    would say done while `out` kept the first clips' views). The record also keeps the clips'
+    split, so that `train.temporal` can tell views of held-out clips."""
     path = out / SOURCE
     here = str(clips.resolve())
-    try:
-        before = json.loads(path.read_text()).get("clips")
-    except FileNotFoundError:
-        with replaced_when_done(path) as tmp:
-            tmp.write_text(json.dumps({"clips": here}) + "\n")
+    if path.exists() and any(out.glob("clip_*.npz")):
+        try:
+            before = json.loads(path.read_text()).get("clips")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path} is damaged ({exc}); give a new --out") from None
+        if before != here:
+            raise ValueError(f"{out} holds the webcam views of the clips in {before} (its {SOURCE} says so), not "
+                             f"{here}; give another --out, or the same --clips to resume")
         return
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path} is damaged ({exc}); give a new --out") from None
-    if before != here:
-        raise ValueError(f"{out} holds the webcam views of the clips in {before}, not {here}; give another --out "
-                         f"(or the same --clips to resume)")
+    with replaced_when_done(path) as tmp:
+        tmp.write_text(json.dumps({"clips": here, "split": rendered_split(clips)}) + "\n")
 
 
 def cut_clips(clips: Path, out: Path) -> int:

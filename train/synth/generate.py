@@ -75,8 +75,8 @@ def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir
     start = writer.shard_index
     if start >= n_shards:
         # Asked for fewer than it holds: nothing is taken away, and the set stays as it is.
-        print(f"{out} already holds {start} shards of {shard_size} images, as many as --count {count} asks or "
-              f"more: nothing to render, and nothing is taken away", file=sys.stderr)
+        print(f"{out} already holds {start} whole shards of {shard_size} images, as many as --count {count} asks "
+              f"or more: nothing to render", file=sys.stderr)
     elif start:
         print(f"resuming {out}: {start} of {n_shards} shards already done", file=sys.stderr)
     renderer = BodyRenderer(bank.faces, bank.region, bank.template, opts.size)
