@@ -23,6 +23,9 @@ from types import ModuleType
 
 import cv2
 
+from engines.errors import PosecastError
+from engines.models import resolve_model
+
 DEFAULT_CLIP = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")   # Debian's opencv-doc
 
 
@@ -78,12 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.first < 0 or args.every < 1 or args.count < 1:
         print("street_starts.py: error: --first must be >= 0, --every and --count >= 1", file=sys.stderr)
         return 2
-    if not args.model.is_file():
-        print(f"street_starts.py: error: model file not found: {args.model}", file=sys.stderr)
-        return 1
     if args.config is not None and not args.config.is_file():
         print(f"street_starts.py: error: config file not found: {args.config}", file=sys.stderr)
-        return 1
+        return 2
+    try:
+        # Before the copies of the clip (59 MB) are written: a model that cannot load ends here.
+        resolve_model(args.model)
+    except PosecastError as exc:
+        print(f"street_starts.py: error: {exc}", file=sys.stderr)
+        return 2
     starts = [args.first + k * args.every for k in range(args.count)]
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -202,21 +202,23 @@ def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, cap
     assert street.main(["--model", str(model), "--out", str(tmp_path / "x"), "--clip", str(clip), "--first", "40",
                         "--count", "1"]) == 1
     assert "has 30 frames; no copy can start at frame 40" in capsys.readouterr().err
-    assert street.main(["--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 1
-    assert "model file not found" in capsys.readouterr().err
+    assert street.main(["--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert "none.pt" in capsys.readouterr().err
     assert street.main(["--model", str(model), "--out", str(tmp_path), "--every", "0"]) == 2
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
-    assert street.main(["--model", str(bad), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
-                        "--count", "1"]) == 1
-    assert "posecast track clip_from0004.avi failed:" in capsys.readouterr().err
+    (tmp_path / "fresh").mkdir()
+    assert street.main(["--model", str(bad), "--out", str(tmp_path / "fresh"), "--clip", str(clip), "--first", "4",
+                        "--count", "1"]) == 2                  # refused before any copy is written
+    assert "is not a Posecast PyTorch checkpoint" in capsys.readouterr().err
+    assert list((tmp_path / "fresh").iterdir()) == []
     # --config is laid over the pipeline's defaults, and names the track files.
     config = tmp_path / "often.yaml"
     config.write_text("tracking:\n  research_every: 5\n")
     assert street.main(["--model", str(model), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
                         "--count", "1", "--config", str(config)]) == 0
     assert "clip_from0004_default_often.jsonl: 26 frames" in capsys.readouterr().out
-    assert street.main(["--model", str(model), "--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")]) == 1
+    assert street.main(["--model", str(model), "--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     config.write_text("tracking:\n  research_every: -1\n")
     assert street.main(["--model", str(model), "--out", str(tmp_path), "--clip", str(clip), "--first", "4",
