@@ -584,9 +584,9 @@ def _encode(path: Path, scene: WalkScene, frames: int, fps: float, progress: boo
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = scene.width, scene.height, "yuv420p"
         stream.codec_context.gop_size = max(1, int(round(2 * fps)))   # a keyframe every 2 s
-        # One encoder thread: x264's output depends on its thread count (and, under heavy load,
-        # was seen to differ between two encodes on one machine), and the demo clip should be
-        # the same file everywhere. Encoding 90 frames of 640x480 still takes well under a second.
+        # One encoder thread: x264's output depends on its thread count, and one thread keeps the
+        # demo clip closest to the same file everywhere (on a loaded CI machine two encodes still
+        # differed slightly). Encoding 90 frames of 640x480 still takes well under a second.
         stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
         for i in range(frames):
             image, _ = scene.render_frame(i / fps)

@@ -47,11 +47,14 @@ def test_rendering_is_deterministic() -> None:
 
 
 def test_same_seed_same_file_content(tmp_path: Path) -> None:
-    # One encoder thread makes x264 repeatable: the same seed gives the same bytes.
-    a = write_clip(tmp_path / "a.mp4", 96, 64, frames=3, seed=5)
-    b = write_clip(tmp_path / "b.mp4", 96, 64, frames=3, seed=5)
-    assert a.read_bytes() == b.read_bytes()
-    assert len(decode(a)) == 3
+    # The same pictures, within the encoder's noise: two encodes in one process, even with one
+    # x264 thread, were seen on CI to differ in their bytes, and by up to 9 grey levels in a
+    # few pixels (rendering itself is exact: test_rendering_is_deterministic).
+    a = decode(write_clip(tmp_path / "a.mp4", 96, 64, frames=3, seed=5))
+    b = decode(write_clip(tmp_path / "b.mp4", 96, 64, frames=3, seed=5))
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        assert np.abs(x.astype(int) - y.astype(int)).mean() < 2.0          # another seed: about 10
 
 
 @pytest.mark.parametrize("size", [(160, 120), (640, 480), (1000, 1000), (1920, 1080)])

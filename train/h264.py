@@ -25,7 +25,7 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], size: int, fps: i
     PyAV's errors (av.FFmpegError) reach the caller.
 
     One encoder thread unless `options` say otherwise: x264's output depends on its threads, and
-    the same frames should give the same file (a seeded clip, on any machine). The file is written
+    a seeded clip should come out as nearly the same file as it can on any machine. The file is written
     under a temporary name and renamed into place when whole: an interrupted run leaves no
     half-written video for the next to take as done. Nothing is written for no frames."""
     import av
