@@ -308,6 +308,16 @@ def paired_clip_problem(ours: dict[str, dict], theirs: dict[str, dict], other: P
     return None
 
 
+def _unpaired(report: dict[str, dict], theirs: dict[str, Any], other: Path) -> str | None:
+    """Why some filter's clips cannot be paired with the --against report's (the first such)."""
+    for filter_name, block in report.items():
+        if isinstance(theirs.get(filter_name), dict):
+            problem = paired_clip_problem(block["clips"], theirs[filter_name]["clips"], other)
+            if problem is not None:
+                return problem
+    return None
+
+
 def _figure(value: float, spec: str, scale: float = 1.0) -> str:
     """One table cell: "n/a" where nothing was there to measure (no one found: no error to take)."""
     return format(scale * value, spec) if math.isfinite(value) else "n/a"
@@ -401,9 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sources": {k: v.summary() for k, v in by_source.items()},
                 "all": everything.summary(),
                 "conf_bins": conf_table(everything.conf_bins)}
-    mismatch = None if theirs is None else next(
-        (m for f, block in report.items() if isinstance(theirs.get(f), dict)
-         for m in [paired_clip_problem(block["clips"], theirs[f]["clips"], args.against)] if m is not None), None)
+    mismatch = None if theirs is None else _unpaired(report, theirs, args.against)
     kept = mismatch is not None and args.json is not None and input_overwritten(args.json, {"the --against file": args.against})
     unwritten = None
     if args.json is not None and not kept:

@@ -232,12 +232,13 @@ class ClipPlan:
 
 
 SETTINGS = "settings.json"
+VIEWS_SOURCE = "source.json"    # in a folder of webcam views (train.synth.cut_clips): their clips and split
 
 
 def rendered_split(folder: Path) -> str | None:
     """The split a folder of clips was rendered from, as its settings say, or for webcam views
     (`train.synth.cut_clips`), as the record of their source clips says; None where neither does."""
-    for name in (SETTINGS, "source.json"):
+    for name in (SETTINGS, VIEWS_SOURCE):
         try:
             record = json.loads((Path(folder) / name).read_text())
         except (OSError, ValueError):

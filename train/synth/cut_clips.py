@@ -31,7 +31,7 @@ import numpy as np
 
 from engines.files import replaced_when_done
 from train.datasets import cut_box
-from train.synth.clip import rendered_split
+from train.synth.clip import VIEWS_SOURCE, rendered_split
 from train.synth.generate import run_resumable
 
 
@@ -102,7 +102,7 @@ def cut_video(src: Path, dst: Path, window: Window, size: int, fps: float) -> in
         raise RuntimeError(f"cannot cut {src} into {dst}: {exc}") from None
 
 
-SOURCE = "source.json"       # in --out: the clip folder its views are of, so a resume cannot mix two
+SOURCE = VIEWS_SOURCE        # in --out: the clip folder its views are of, so a resume cannot mix two
 
 
 def _check_source(out: Path, clips: Path) -> None:
