@@ -447,7 +447,9 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
                          f"(got {args.iters} and {args.warmup})")
     model = resolve_model(args.model)
     backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch))
-    print(f"backend {backend.describe()}; model {model.onnx_path.name} ({model.info.weights})")
+    # The torch backend runs the checkpoint itself, the others its ONNX export.
+    ran = model.checkpoint_path if backend.name == "torch" and model.checkpoint_path else model.onnx_path
+    print(f"backend {backend.describe()}; model {ran.name} ({model.info.weights})")
     print(f"{'batch':>6}{'p50 ms':>10}{'p99 ms':>10}{'ms/frame':>10}{'frames/s':>10}")
     for b in args.batch:
         r = bench_network(backend, model.info.config.input_size, b, args.iters, args.warmup)

@@ -208,6 +208,14 @@ def test_backends_lists_onnxruntime_cpu(posecast) -> None:
     assert lines[-1].startswith("auto -> ")
 
 
+@pytest.mark.parametrize("backend, file", [("torch", "default.pt"), ("onnxruntime", ".onnx")])
+def test_bench_network_names_the_file_its_backend_runs(posecast, backend: str, file: str) -> None:
+    r = posecast.run(["bench-network", "--backend", backend, "--batch", "1", "--iters", "1", "--warmup", "0"])
+    assert r.returncode == 0, r.stderr
+    heading = r.stdout.splitlines()[0]
+    assert heading.startswith(f"backend {backend} (cpu); model ") and file in heading, heading
+
+
 def test_export_writes_a_posecast_onnx(posecast, tmp_path: Path, default_model, untrained_model) -> None:
     from engines.model_file import read_onnx_info
 

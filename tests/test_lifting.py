@@ -4,6 +4,7 @@ it on projected motion capture, its files, and the network and training recipe t
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +260,11 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
     opts = PretrainOptions(width=32, blocks=1, roots=ROOTS, steps=6, batch_size=16, val_samples=32,
                            checkpoint_every=3, log_every=3, threads=1)
     whole = tmp_path / "whole.pt"
+    # The log of a run stopped before its first checkpoint: the new run starts it again.
+    whole.with_suffix(".log.jsonl").write_text('{"step": 3, "loss": 9.0}\n{"step": 6, "loss": 9.0}\n')
     pretrain(opts, whole, "bodies.npz", progress=False, say=lambda m: None)
+    logged = [json.loads(line) for line in whole.with_suffix(".log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [3, 6] and all(r.get("loss") != 9.0 for r in logged)
     part = tmp_path / "part.pt"
     pretrain(opts, part, "bodies.npz", progress=False, say=lambda m: None, stop_after=3)
     assert load_lifter_file(part)["step"] == 3

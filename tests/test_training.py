@@ -230,6 +230,9 @@ def test_train_end_to_end_and_resume(data: dict[str, Path], tmp_path: Path, pose
     from train.train import LAST, train
 
     cfg = load_train_config(recipe(data, tmp_path))
+    # The log of a run stopped before its first checkpoint: the new run starts it again.
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "straight" / "log.jsonl").write_text('{"step": 1, "loss": 99.0}\n{"step": 2, "loss": 99.0}\n')
     straight = train(cfg, tmp_path / "straight", progress=False)
     assert straight["step"] == 6 and straight["final"]
     log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]

@@ -373,9 +373,12 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
         if init is not None:
             say(f"note: --init is ignored: {out} already holds a lifter to resume")
         _trim_log(out.with_suffix(".log.jsonl"), start)
-    elif init is not None:
-        load_into(lifter, init, opts.roots, "init", opts.offsets_frame)
-        say("starting from the given lifter")
+    else:
+        # A run stopped before its first checkpoint starts again at step 0 (its log with it).
+        _trim_log(out.with_suffix(".log.jsonl"), 0)
+        if init is not None:
+            load_into(lifter, init, opts.roots, "init", opts.offsets_frame)
+            say("starting from the given lifter")
 
     log_path = out.with_suffix(".log.jsonl")
     bar = tqdm(total=opts.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True, desc="lifter")

@@ -489,6 +489,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             say(f"resuming from {last} at step {start}" + ("" if budgeted else f" of {o.steps}"))
         _trim_log(log_path, start)
     else:
+        # A run stopped before its first checkpoint starts again at step 0: the lines it logged
+        # would otherwise stay in front of the new run's.
+        _trim_log(log_path, 0)
         if cfg.init_from:
             say(init_weights(net, cfg.init_path(), cfg.init_scope))
         if cfg.lifter_from:
