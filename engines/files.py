@@ -61,7 +61,9 @@ def unwritable_reason(path: Path, make_folders: bool = False, streamed: bool = F
     try:
         check_writable_folder(folder)
     except OSError as err:
-        return f"{err.strerror or err} in '{folder}' ({write_hint(err)})"
+        # The folder is there, so "no such file" means it takes no new files (/proc, /sys).
+        hint = "it takes no new files: choose another folder" if err.errno == errno.ENOENT else write_hint(err)
+        return f"{err.strerror or err} in '{folder}' ({hint})"
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is read-only (choose another name, or make it writable)"
     if _special(path):

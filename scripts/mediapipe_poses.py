@@ -28,8 +28,14 @@ import time
 from pathlib import Path
 
 import cv2
-import mediapipe as mp
 import numpy as np
+
+try:
+    import mediapipe as mp
+except ImportError:
+    # Posecast's own environment must never hold mediapipe (it pins numpy<2 and protobuf<5).
+    sys.exit("mediapipe_poses: mediapipe is not installed in this Python: run it with .venv-mediapipe/bin/python "
+             "(bash scripts/compare_mediapipe.sh makes that environment)")
 
 LANDMARKS = 33
 CROP_SIZE = 512       # a given square is resampled to this side; the landmark model reads 256

@@ -42,6 +42,12 @@ def test_a_folder_that_refuses_a_new_file_gives_the_systems_words_and_a_hint(
     assert reason == f"{os.strerror(errno.ENOSPC)} in '{tmp_path}' (free some disk space)"
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_exists_but_takes_no_file_is_not_called_missing() -> None:
+    reason = unwritable_reason(Path("/proc/posecast-out.mp4")) or ""
+    assert "/proc" in reason and "takes no new files" in reason and "create" not in reason, reason
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write a read-only file")
 def test_a_read_only_file_is_named(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
