@@ -305,7 +305,7 @@ class _AVSource(Source):
                     self._packets += 1
             for av_frame in self._decode(packet):
                 frame = self._to_frame(av_frame, index)
-                self._concealed += av_frame.is_corrupt
+                self._count_concealed(av_frame, index)
                 self._release_warnings()
                 yield frame
                 index += 1
@@ -313,11 +313,11 @@ class _AVSource(Source):
             # The demuxer's end-of-stream flush packets never came: drain the decoder by hand.
             for av_frame in self._decode(None):
                 frame = self._to_frame(av_frame, index)
-                self._concealed += av_frame.is_corrupt
+                self._count_concealed(av_frame, index)
                 self._release_warnings()
                 yield frame
                 index += 1
-        if self._concealed:
+        if self._concealed > 1:
             # Damage inside a picture's data that FFmpeg filled in from around it raises no
             # error: the frame is there (nothing is lost), but its picture, and so its pose, may not be.
             self._warn("%s: %d frame(s) were decoded from damaged data (the decoder filled in what was "
@@ -369,6 +369,17 @@ class _AVSource(Source):
         if self.corrupt > _DETAILED_WARNINGS:
             self._warn("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
                         self.corrupt)
+
+    def _count_concealed(self, av_frame: av.VideoFrame, index: int) -> None:
+        """Counts a frame decoded from damaged data. The first is said at once: a live stream may
+        never reach the count said at its end."""
+        if not av_frame.is_corrupt:
+            return
+        self._concealed += 1
+        if self._concealed == 1:
+            at = f" ({av_frame.time:.3f} s)" if av_frame.time is not None else ""
+            self._warn("%s: frame %d%s was decoded from damaged data (the decoder filled in what was missing); "
+                       "its pose may be wrong", self._what, index, at)
 
     def _skipped(self, what: str) -> None:
         self.corrupt += 1
