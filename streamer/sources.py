@@ -840,9 +840,10 @@ class ImageFolderSource(Source):
                 self._entries.append(entry)
         if not self._entries:               # its one line: the warnings held say no more
             if len(paths) == 1:
-                raise InputError(f"'{paths[0]}' is not an image file that can be read")
+                raise InputError(f"'{paths[0]}' is not an image file that can be read (damaged, or samples this "
+                                 f"reader cannot take, such as 32-bit floats: convert it to an 8-bit JPEG or PNG)")
             raise InputError(f"none of the {len(paths)} images in '{spec}' can be read "
-                             f"(first: {failures[0]})")
+                             f"(first: {failures[0]}; damaged, or convert them to 8-bit JPEG or PNG)")
         # Readers size their buffers from info before any frame exists, so info needs the largest
         # frame up front. Pillow's open() reads only the header (pixels load lazily), which keeps
         # this fast for folders of thousands of large images.
