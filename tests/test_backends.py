@@ -269,9 +269,40 @@ def test_unknown_backend_name_raises(artifact: ModelArtifact) -> None:
         create_backend(artifact, "tflite", "cpu")
 
 
-def test_auto_falls_back_when_a_present_backend_fails_to_start(default_model, monkeypatch) -> None:
+def _fails(kind: str) -> Exception:
+    import torch
+
+    from engines.errors import BackendUnavailableError, ModelFileError
+
+    return {"unavailable": BackendUnavailableError("pretend: engine build failed"),
+            "parser": ModelFileError("TensorRT cannot parse model.onnx: pretend"),
+            "cuda mismatch": TypeError("pybind11::init(): factory function returned nullptr"),
+            "runtime": RuntimeError("pretend: execute_async_v3 failed"),
+            "out of memory": torch.OutOfMemoryError("CUDA out of memory (pretend)")}[kind]
+
+
+@pytest.mark.parametrize("kind", ["unavailable", "parser", "cuda mismatch", "runtime", "out of memory"])
+def test_auto_falls_back_when_a_present_backend_fails_to_start(default_model, monkeypatch, kind: str) -> None:
     """auto promises the fastest backend that works: a TensorRT that is installed but cannot
-    build its engine gives way to the next backend instead of failing the run."""
+    start, whatever the error, gives way to the next backend instead of failing the run."""
+    import engines.backends as backends
+    from engines.backends import tensorrt_backend
+
+    real = backends.available
+    monkeypatch.setattr(backends, "available", lambda: {**real(), "tensorrt:cuda": "10.0 (pretend)"})
+
+    def broken(*args, **kwargs):
+        raise _fails(kind)
+
+    monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", broken)
+    backend = backends.create_backend(default_model, "auto", "auto", threads=1)
+    try:
+        assert backend.name == "onnxruntime" and backend.device == "cpu"
+    finally:
+        backend.close()
+
+
+def test_tensorrt_asked_for_by_name_fails_with_one_line(default_model, monkeypatch) -> None:
     import engines.backends as backends
     from engines.backends import tensorrt_backend
     from engines.errors import BackendUnavailableError
@@ -280,14 +311,44 @@ def test_auto_falls_back_when_a_present_backend_fails_to_start(default_model, mo
     monkeypatch.setattr(backends, "available", lambda: {**real(), "tensorrt:cuda": "10.0 (pretend)"})
 
     def broken(*args, **kwargs):
-        raise BackendUnavailableError("pretend: engine build failed")
+        raise _fails("cuda mismatch")
 
     monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", broken)
-    backend = backends.create_backend(default_model, "auto", "auto", threads=1)
-    try:
-        assert backend.name == "onnxruntime" and backend.device == "cpu"
-    finally:
-        backend.close()
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT could not start: TypeError: pybind11"):
+        backends.create_backend(default_model, "tensorrt", "cuda")
+
+
+def test_an_engine_that_disagrees_is_refused_and_not_kept(default_model) -> None:
+    """A built engine whose outputs differ from ONNX Runtime's is refused, and its cache entry is
+    dropped so that the next start builds a new one instead of refusing the same one again."""
+    import numpy as np
+
+    from engines.backends import _verify_engine
+    from engines.backends.base import Backend, NetOutputs
+    from engines.errors import BackendUnavailableError
+
+    class Cache:
+        dropped: list[str] = []
+
+        def invalidate(self, key: str) -> None:
+            self.dropped.append(key)
+
+    class Wrong(Backend):
+        name, device = "tensorrt", "cuda"
+        cache, key, closed = Cache(), "the-key", False
+
+        def infer(self, crops: np.ndarray) -> NetOutputs:
+            g, j, r = default_model.info.config.grid_size, 17, len(default_model.info.config.roots)
+            return NetOutputs(np.full((len(crops), j, g, g), 1.0 / g ** 2, np.float32),
+                              np.zeros((len(crops), r, j, 3), np.float32))
+
+        def close(self) -> None:
+            self.closed = True
+
+    engine = Wrong()
+    with pytest.raises(BackendUnavailableError, match="disagrees with ONNX Runtime"):
+        _verify_engine(engine, default_model, "fp16")
+    assert engine.closed and engine.cache.dropped == ["the-key"]
 
 
 def test_cuda_only_request_without_cuda_says_so(default_model) -> None:

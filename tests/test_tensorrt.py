@@ -201,6 +201,7 @@ def test_key_filename_distinct_across_every_field() -> None:
         "precision": "int8",
         "max_batch": 8,
         "calibration_sha256": "11" * 32,
+        "build": "recipe2-ws1073741824",
     }
     assert set(changes) == {f.name for f in dataclasses.fields(EngineKey)}
     names = {base.filename()}
@@ -248,6 +249,26 @@ def test_backend_unavailable_here(tmp_path: Path) -> None:
         import tensorrt  # noqa: F401
     except ImportError:
         assert "TensorRT is not installed" in str(info.value)
+
+
+def test_tensorrt_11_is_refused_before_it_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """TensorRT 11 removed BuilderFlag.FP16 and INT8 and the calibrators: it would fail at the
+    first build (fp16 is the default), so it is said unsupported, and auto skips it."""
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "11.4.0.106"
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    ok, reason = tensorrt_available()
+    assert ok is False and "TensorRT 11.4.0.106 is installed" in reason and "<11" in reason
+    with pytest.raises(BackendUnavailableError, match="written for TensorRT 10"):
+        TensorRTBackend(tmp_path / "model.onnx", tmp_path / "cache")
+
+
+def test_the_tensorrt_extra_asks_for_tensorrt_10_and_no_pycuda() -> None:
+    import tomllib
+
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]["tensorrt"]
+    assert extra == ["tensorrt>=10,<11"]
 
 
 def test_tensorrt_without_cuda(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.backends.base import Backend, NetOutputs
-from engines.errors import BackendUnavailableError
+from engines.errors import BackendUnavailableError, ConfigError
 from engines.models import ModelArtifact
 
 if TYPE_CHECKING:
@@ -131,9 +131,17 @@ def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision
         from engines.backends.tensorrt_backend import TensorRTBackend
         from engines.cache import cache_dir
 
-        engine = TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision, max_batch=max_batch,
-                                 calibration=calibration)
-        _verify_engine(engine, model, precision)
+        try:
+            engine = TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision,
+                                     max_batch=max_batch, calibration=calibration)
+            _verify_engine(engine, model, precision)
+        except (BackendUnavailableError, ConfigError):
+            raise
+        except Exception as exc:
+            # A parser that refuses the model, a CUDA and TensorRT that do not match (TypeError from
+            # trt.Runtime), a GPU out of memory: the backend cannot start, and auto moves on.
+            raise BackendUnavailableError(f"TensorRT could not start: {type(exc).__name__}: "
+                                          f"{' '.join(str(exc).split())[:300]}") from exc
         return engine
     raise BackendUnavailableError(f"unknown backend '{choice.name}' (choose from auto, {', '.join(BACKENDS)})")
 
@@ -160,6 +168,8 @@ def _verify_engine(engine: Backend, model: ModelArtifact, precision: str) -> Non
         reference.close()
     if not report["ok"]:
         engine.close()
+        # Rebuilt at the next start rather than loaded, checked and refused again every time.
+        engine.cache.invalidate(engine.key)
         raise BackendUnavailableError(
             f"the TensorRT engine disagrees with ONNX Runtime (max diff probs {report['max_abs_diff_probs']:.2g}, "
             f"offsets {report['max_abs_diff_offsets']:.2g} m; {precision}); use --backend onnxruntime or --precision fp32")

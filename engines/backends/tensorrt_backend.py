@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_BYTES = 1 << 30
+# build_engine's recipe (its profile's opt batch, TF32 off for fp32, the int8 calibration batch):
+# raise it when that changes, so that engines built the old way are not reused.
+BUILD_RECIPE = 1
 
 # TensorRT 10's ONNX parser handles opsets 9..20.
 MAX_ONNX_OPSET = 20
@@ -90,6 +93,10 @@ def tensorrt_available() -> tuple[bool, str]:
         )
     except Exception as exc:  # e.g. OSError: libnvinfer.so not found
         return False, f"TensorRT is installed but failed to load: {type(exc).__name__}: {_one_line(exc)}"
+    if _trt_major(trt) >= SUPPORTED_BELOW_MAJOR:
+        # TensorRT 11 removed the FP16 and INT8 builder flags and the calibrators this builder uses.
+        return False, (f"TensorRT {getattr(trt, '__version__', '?')} is installed; Posecast's engine builder is "
+                       f"written for TensorRT 10 (pip install 'tensorrt>=10,<11')")
     try:
         import torch  # noqa: PLC0415
 
@@ -111,6 +118,9 @@ def _import_trt() -> Any:
     import tensorrt as trt  # noqa: PLC0415
 
     return trt
+
+
+SUPPORTED_BELOW_MAJOR = 11     # the first TensorRT major version this builder does not support
 
 
 def _trt_major(trt: Any) -> int:
@@ -153,6 +163,8 @@ class EngineKey:
     precision: str
     max_batch: int
     calibration_sha256: str = ""
+    # How build_engine builds (its recipe's version, the workspace): a change there means a new engine.
+    build: str = ""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -182,6 +194,7 @@ class EngineKey:
         max_batch: int,
         calibration: np.ndarray | None = None,
         device_index: int = 0,
+        build: str = "",
     ) -> EngineKey:
         """The key for this machine's GPU and TensorRT (needs both)."""
         trt = _import_trt()
@@ -196,6 +209,7 @@ class EngineKey:
             precision=precision,
             max_batch=int(max_batch),
             calibration_sha256=array_sha256(calibration) if precision == "int8" and calibration is not None else "",
+            build=build,
         )
 
 
@@ -441,11 +455,14 @@ def build_engine(
     *,
     calibration_cache: Path | None = None,
     opt_batch: int | None = None,
+    logger: Any = None,
 ) -> bytes:
     """Parse `onnx_path` and build a serialized engine for input `image` (1..max_batch, S, S, 3).
 
     fp16 and int8 also enable fp16 kernels where the GPU has fast fp16. int8 calibrates with
     `calibration` (N, S, S, 3) uint8 and keeps the calibration table in `calibration_cache`.
+    `logger`: the process's TensorRT logger where one exists already (a runtime's): TensorRT keeps
+    one logger at a time, so a second one would never hear the build's errors.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"TensorRT precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -462,7 +479,7 @@ def build_engine(
         raise ModelFileError(f"ONNX model not found: {onnx_path}")
 
     trt = _import_trt()
-    logger = _make_logger(trt)
+    logger = logger if logger is not None else _make_logger(trt)
     builder = trt.Builder(logger)
     flags = 0
     # TensorRT 8.x needs explicit batch asked for; 10.x has only explicit batch (flag deprecated).
@@ -598,20 +615,22 @@ class TensorRTBackend(Backend):
         self._torch_device = torch.device("cuda", device_index)
         gpu_name = torch.cuda.get_device_name(self._torch_device)
         self.device = f"cuda:{gpu_name}"
-        self.key = EngineKey.for_current_device(onnx_path, precision, self.max_batch, cal, device_index)
+        self.key = EngineKey.for_current_device(onnx_path, precision, self.max_batch, cal, device_index,
+                                                build=f"recipe{BUILD_RECIPE}-ws{int(workspace_bytes)}")
         self.cache = EngineCache(Path(cache_dir))
         engine_path = self.cache.path_for(self.key)
         calib_cache = engine_path.with_name(engine_path.name[: -len(".engine")] + ".calib")
+
+        self._logger = _make_logger(trt)  # must outlive the runtime and engine
+        self._runtime = trt.Runtime(self._logger)
 
         def build() -> bytes:
             with torch.cuda.device(self._torch_device):
                 return build_engine(
                     onnx_path, precision, self.max_batch, self.input_size, cal, workspace_bytes,
-                    calibration_cache=calib_cache,
+                    calibration_cache=calib_cache, logger=self._logger,
                 )
 
-        self._logger = _make_logger(trt)  # must outlive the runtime and engine
-        self._runtime = trt.Runtime(self._logger)
         with torch.cuda.device(self._torch_device):
             blob = self.cache.get_or_build(self.key, build)
             engine = self._runtime.deserialize_cuda_engine(blob)
