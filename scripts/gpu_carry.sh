@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Everything a GPU machine without the datasets, OpenGL libraries or moderngl needs, in the
 # checkout's ignored folders that a device call carries (docs/training.md, "Training on a GPU
-# machine"): .gpu/pack (scripts/gpu_pack.sh, 46 MB), .gl (Debian's glvnd and EGL libraries, unpacked
+# machine"): .gpu/pack (scripts/gpu_pack.sh, 43 MB), .gl (Debian's glvnd and EGL libraries, unpacked
 # there by scripts/gpu_device.sh) and .whl (moderngl and glcontext wheels for that machine's Python).
 #   bash scripts/gpu_carry.sh
 # Needs the body bank and the datasets (as gpu_pack.sh), apt-get and pip with access to Debian and
 # PyPI. GPU_PYTHON_VERSION (default 3.12) names the device's Python. A folder already there is kept.
+# It adds up what a device call would carry and exits 4 where that is over the call's 64 MiB.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,5 +30,17 @@ if ! ls .whl/*.whl >/dev/null 2>&1; then
     rm -rf .whl && mv "$tmp/whl" .whl
 fi
 du -sh .gpu .gl .whl
-tracked=$(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-echo "the tracked files: $tracked; a device call carries at most 64 MiB in all"
+# A device call carries the working tree's files (tracked, and untracked ones git does not ignore)
+# and the carried folders, at most 64 MiB in all: a call over it is refused, device time lost.
+tree_files() { { git ls-files -z; git ls-files -z --others --exclude-standard; } | grep -zv '^\.\(gpu\|gl\|whl\)/'; }
+tree=$(tree_files | xargs -0 -r stat -c %s -- 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+extra=$(du -sb .gpu .gl .whl | awk '{ s += $1 } END { print s + 0 }')
+limit=$(( 64 * 1024 * 1024 ))
+total=$(( tree + extra ))
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+echo "a device call carries $(mib "$total") (the working tree's files $(mib "$tree"), .gpu, .gl and .whl $(mib "$extra")); at most 64 MiB"
+if [ "$total" -gt "$limit" ]; then
+    largest=$(tree_files | xargs -0 -r du -b -- 2>/dev/null | sort -rn | head -3 | awk '{ printf "%s%s", sep, $2; sep = ", " }')
+    echo "error: that is $(mib $(( total - limit ))) over a device call's 64 MiB: leave files that training does not need out of the working tree for the call${largest:+ (the largest: $largest)}" >&2
+    exit 4
+fi

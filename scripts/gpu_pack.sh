@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What scripts/gpu_train.sh needs on a GPU machine that holds neither the datasets nor pybullet,
-# in one folder of about 46 MB: the body bank, the motions and cameras in one file
+# in one folder of about 43 MB: the body bank, the motions and cameras in one file
 # (python -m train.motion --pack), the background photos and the real photos.
 #   bash scripts/gpu_pack.sh OUT_DIR
 # Reads the body bank from $POSECAST_WORK (default ../data) and the datasets from $POSECAST_DATA
@@ -16,10 +16,19 @@ py="${PYTHON:-$root/.venv/bin/python}"
 for d in backgrounds real2d_fashion; do
     [ -d "$data/$d" ] || { echo "error: no $data/$d (set POSECAST_DATA to the datasets folder)" >&2; exit 2; }
 done
-mkdir -p "$out"
-cp "$work/bodies.npz" "$out/bodies.npz"
-(cd "$root" && "$py" -m train.motion "$data" --pack "$out/motions.npz" >/dev/null)
-rm -rf "$out/backgrounds" "$out/real2d_fashion"
-cp -r "$data/backgrounds" "$data/real2d_fashion" "$out/"
-chmod -R u+w "$out"
+data="$(cd "$data" && pwd)"      # train.motion runs from the repository's root
+# The pack is made in a folder beside OUT_DIR and moved into place whole: an interrupted one
+# leaves nothing that gpu_carry.sh or gpu_train.sh would take for complete.
+parent="$(mkdir -p "$(dirname "$out")" && cd "$(dirname "$out")" && pwd)" ||
+    { echo "error: cannot make the folder of $out" >&2; exit 2; }
+out="$parent/$(basename "$out")"
+tmp="$(mktemp -d "$parent/.gpu_pack.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+cp "$work/bodies.npz" "$tmp/bodies.npz"
+(cd "$root" && "$py" -m train.motion "$data" --pack "$tmp/motions.npz" >/dev/null)
+cp -r "$data/backgrounds" "$data/real2d_fashion" "$tmp/"
+chmod -R u+w "$tmp"
+chmod 755 "$tmp"
+rm -rf "$out"
+mv "$tmp" "$out"
 du -sh "$out"

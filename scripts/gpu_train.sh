@@ -10,67 +10,131 @@
 # generator i seeded SEED_BASE + i (SEED_BASE default 1000; a later run takes another, so that it
 # renders other people, and its recipe names those folders). STEPS=N trains N steps instead of
 # TRAIN_S seconds (to repeat a recorded run). The run goes to
-# $POSECAST_WORK/runs/<the recipe's name>. INIT=FILE starts it from FILE instead of the recipe's
-# init_from (for a machine that holds only what was carried to it).
+# $POSECAST_WORK/runs/<the recipe's name>, started afresh unless RESUME=1. INIT=FILE starts it
+# from FILE instead of the recipe's init_from (for a machine that holds only what was carried to
+# it). CONFIG and INIT are found from the current folder, else from the repository's root.
+# DEADLINE_S (default 570; a device call is cut at 600 s) bounds the whole script: rendering and
+# training are shortened to end by then. A run stopped before its end (its time, the deadline, a
+# Ctrl-C or SIGTERM, which reach the renderers and the run) leaves in OUT last_weights.pt (the
+# weights of its last checkpoint, which every Posecast command loads) and last.pt in parts of at
+# most 15 MB (cat last.pt.part_* > last.pt, into the run folder, and RESUME=1 to go on).
 # Needs python3 with a CUDA torch, numpy, opencv, pyyaml, tqdm and moderngl with an EGL driver.
 set -uo pipefail
+t0=$(date +%s)
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+fail() { echo "error: $*" >&2; exit 2; }
 [ $# -ge 2 ] || { echo "usage: bash scripts/gpu_train.sh PACK OUT [RENDER_S] [TRAIN_S] [CONFIG]" >&2; exit 2; }
-pack="$(cd "$1" && pwd)" || { echo "error: no pack folder $1 (bash scripts/gpu_pack.sh $1)" >&2; exit 2; }
+pack="$(cd "$1" 2>/dev/null && pwd)" || fail "no pack folder $1 (bash scripts/gpu_pack.sh $1)"
 out="$2"; render_s="${3:-180}"; train_s="${4:-300}"; config="${5:-configs/train/gpu.yaml}"
+deadline_s="${DEADLINE_S:-570}"; seed_base="${SEED_BASE:-1000}"
 py="${PYTHON:-python3}"
-seed_base="${SEED_BASE:-1000}"
-init=(); [ -n "${INIT:-}" ] && init=(--init-from "$INIT")
-work="${POSECAST_WORK:-$root/../data}"
-for f in bodies.npz motions.npz backgrounds real2d_fashion; do
-    [ -e "$pack/$f" ] || { echo "error: the pack $pack has no $f (bash scripts/gpu_pack.sh)" >&2; exit 2; }
+# `timeout 0` would mean no limit at all, and a word would fail only after rendering.
+for pair in "RENDER_S=$render_s" "TRAIN_S=$train_s" "DEADLINE_S=$deadline_s"; do
+    [[ ${pair#*=} =~ ^[1-9][0-9]*$ ]] || fail "${pair%%=*} must be a whole number of seconds above 0 (got '${pair#*=}')"
 done
+[[ $seed_base =~ ^[0-9]+$ ]] || fail "SEED_BASE must be a whole number (got '$seed_base')"
+[ -z "${STEPS:-}" ] || [[ $STEPS =~ ^[1-9][0-9]*$ ]] || fail "STEPS must be a whole number above 0 (got '$STEPS')"
+# train.train runs from the repository's root: a path that holds from there is kept as written
+# (config.json records it), one that holds only from here is made absolute.
+locate() {
+    if [[ $1 != /* && -f "$root/$1" ]]; then echo "$1"
+    elif [ -f "$1" ]; then echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+    else return 1; fi
+}
+found="$(locate "$config")" || fail "no recipe $config (a file of configs/train, from here or from $root)"
+config="$found"
+init=()
+if [ -n "${INIT:-}" ]; then
+    init_path="$(locate "$INIT")" || fail "no INIT model file $INIT (from here or from $root)"
+    init=(--init-from "$init_path")
+fi
+for f in bodies.npz motions.npz backgrounds real2d_fashion real2d_fashion/keypoints.json; do
+    [ -e "$pack/$f" ] || fail "the pack $pack has no $f (bash scripts/gpu_pack.sh)"
+done
+work="${POSECAST_WORK:-$root/../data}"
+found="$(mkdir -p "$work" 2>/dev/null && cd "$work" && pwd)" || fail "cannot make POSECAST_WORK $work (a folder it can write)"
+work="$found"
+found="$(mkdir -p "$out" 2>/dev/null && cd "$out" && pwd)" || fail "cannot make OUT $out (a folder it can write)"
+out="$found"
 logs="$work/gpu_logs"
-mkdir -p "$out" "$work" "$logs"
-out="$(cd "$out" && pwd)"
+mkdir -p "$logs" 2>/dev/null || fail "cannot make $logs (a folder it can write)"
 trap 'tar czf "$out/logs.tgz" -C "$work" gpu_logs' EXIT
 cd "$root"
 cores=$(nproc --all)   # before OMP_NUM_THREADS, which nproc obeys
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" POSECAST_DATA="$pack" POSECAST_WORK="$work" OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 stamp() { echo "[$(date +%T)] $*"; }
-t0=$(date +%s)
+left() { echo $(( deadline_s - ($(date +%s) - t0) )); }
 
-# 1. Rendering works here (one shard of 20 images), before the cores are spent on it.
-gen=(-m train.synth.generate --split train --motions "$pack/motions.npz" --bodies "$pack/bodies.npz" --data "$pack")
-if ! timeout 120 "$py" "${gen[@]}" --count 20 --seed 999 --shard-size 20 --out "$work/gpu_smoke" >"$logs/smoke.log" 2>&1; then
-    stamp "error: rendering failed here (OpenGL through EGL?); the end of $logs/smoke.log:"; tail -5 "$logs/smoke.log"; exit 3
-fi
-stamp "rendering works"
-
-# 2. Render on all but two cores for RENDER_S seconds. A generator stopped by the timeout keeps
-#    its finished shards (train/shards.py); each process has its own seed, so the sets differ.
-procs=$(( cores > 3 ? cores - 2 : 1 ))
-for i in $(seq 0 $((procs - 1))); do
-    timeout "$render_s" "$py" "${gen[@]}" --count 1000000 --seed $((seed_base + i)) --shard-size 200 \
-        --out "$work/synth_gpu_$((seed_base + i))" >"$logs/render_$i.log" 2>&1 &
-done
-wait
-images=$("$py" - "$work" "$seed_base" "$procs" <<'EOF'
+# Each `timeout` runs its command in a process group of its own, which a terminal's Ctrl-C never
+# reaches: a signal to this script is passed on to them (the run then checkpoints and ends).
+children=(); stopped=""
+forward() { stopped="$1"; [ ${#children[@]} -eq 0 ] || kill -TERM "${children[@]}" 2>/dev/null; }
+trap 'forward INT' INT
+trap 'forward TERM' TERM
+# `wait` returns early when a trap runs: wait again until the process has really ended.
+finish() { local st; while :; do wait "$1"; st=$?; kill -0 "$1" 2>/dev/null || return "$st"; done; }
+stopped_code() { [ "$stopped" = INT ] && echo 130 || echo 143; }
+count_images() {
+    "$py" - "$work" "$seed_base" "$procs" <<'EOF'
 import json, sys
 from pathlib import Path
 work, first, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 manifests = [work / f"synth_gpu_{seed}" / "manifest.json" for seed in range(first, first + count)]
 print(sum(json.loads(m.read_text())["total"] for m in manifests if m.exists()))
 EOF
-)
-stamp "rendered $images images in $render_s s with $procs processes ($(( images / render_s )) images/s)"
+}
+
+# 1. Rendering works here (one shard of 20 images, made afresh), before the cores are spent on it.
+gen=(-m train.synth.generate --split train --motions "$pack/motions.npz" --bodies "$pack/bodies.npz" --data "$pack")
+rm -rf "$work/gpu_smoke"
+timeout 120 "$py" "${gen[@]}" --count 20 --seed 999 --shard-size 20 --out "$work/gpu_smoke" >"$logs/smoke.log" 2>&1 &
+children=($!)
+if ! finish "${children[0]}"; then
+    [ -z "$stopped" ] || { stamp "stopped ($stopped) while checking that rendering works"; exit "$(stopped_code)"; }
+    stamp "error: rendering failed here (OpenGL through EGL, or a package missing?); the end of $logs/smoke.log:"
+    tail -5 "$logs/smoke.log"; exit 3
+fi
+stamp "rendering works"
+
+# 2. Render on all but two cores for RENDER_S seconds, leaving training at least 120 s before the
+#    deadline. A generator stopped by its timeout keeps its finished shards (train/shards.py);
+#    each process has its own seed, so the sets differ.
+procs=$(( cores > 3 ? cores - 2 : 1 ))
+room=$(( $(left) - 120 ))
+[ "$room" -ge 10 ] || { stamp "error: DEADLINE_S $deadline_s leaves no time to render and train"; exit 3; }
+[ "$render_s" -le "$room" ] || { stamp "rendering for $room s, not $render_s, to end by the deadline"; render_s=$room; }
+before=$(count_images)
+children=()
+for i in $(seq 0 $((procs - 1))); do
+    timeout "$render_s" "$py" "${gen[@]}" --count 1000000 --seed $((seed_base + i)) --shard-size 200 \
+        --out "$work/synth_gpu_$((seed_base + i))" >"$logs/render_$i.log" 2>&1 &
+    children+=($!)
+done
+for pid in "${children[@]}"; do finish "$pid"; done
+[ -z "$stopped" ] || { stamp "stopped ($stopped) while rendering; the shards finished are kept in $work"; exit "$(stopped_code)"; }
+images=$(count_images)
+new=$(( images - before ))
+stamp "rendered $new images in $render_s s with $procs processes ($(( new / render_s )) images/s; $images in synth_gpu_$seed_base.. in all)"
 [ "${images:-0}" -gt 0 ] || { stamp "error: no shard of 200 images was finished in $render_s s (give RENDER_S more; see $logs/render_0.log)"; exit 3; }
 
 # 3. The run, for TRAIN_S seconds: it measures its own rate once its loaders and the GPU have
 #    settled and sets its step count from it (train/budget.py; a throw-away probe run read a cold
-#    start's rate, and the runs sized from it trained for 56-76% of their time). A timeout leaves
-#    last.pt, which is split into files of at most 15 MB in OUT.
+#    start's rate, and the runs sized from it trained for 56-76% of their time). Its start and
+#    its end (validation, the model's file) take up to 90 s more, all within the deadline.
 workers=$(( cores > 4 ? cores - 2 : 2 ))
-run="$work/runs/$(basename "$config" .yaml)"; rm -rf "$run"
-sizing=(--time-budget "$train_s"); [ -n "${STEPS:-}" ] && sizing=(--steps "$STEPS")
-timeout $(( train_s + 90 )) "$py" -m train.train --config "$config" --out "$run" "${init[@]}" --num-workers "$workers" \
-    "${sizing[@]}" --no-progress >"$logs/train.log" 2>&1
+run="$work/runs/$(basename "$config" .yaml)"
+[ -n "${RESUME:-}" ] || rm -rf "$run"
+limit=$(left)
+[ "$limit" -ge 100 ] || { stamp "error: the deadline leaves $limit s, too little to train"; exit 3; }
+budget=$(( train_s < limit - 90 ? train_s : limit - 90 ))
+[ "$budget" -eq "$train_s" ] || [ -n "${STEPS:-}" ] || stamp "training for $budget s, not $train_s, to end by the deadline"
+sizing=(--time-budget "$budget"); [ -n "${STEPS:-}" ] && sizing=(--steps "$STEPS")
+timeout "$limit" "$py" -m train.train --config "$config" --out "$run" "${init[@]}" --num-workers "$workers" \
+    "${sizing[@]}" --no-progress >"$logs/train.log" 2>&1 &
+children=($!)
+finish "${children[0]}"
 status=$?
+children=()
 cp "$run"/{log.jsonl,data.json,config.json} "$out/" 2>/dev/null
 if [ -f "$run/model.pt" ]; then
     cp "$run/model.pt" "$out/model.pt"
@@ -90,7 +154,27 @@ print(f"{steps} steps ({how}; median {statistics.median(rates) if rates else 0:.
 EOF
 )
     stamp "trained $summary: $out/model.pt ($(( $(date +%s) - t0 )) s in all)"
-else
-    [ -f "$run/last.pt" ] && split -b 15M "$run/last.pt" "$out/last.pt.part_"
-    stamp "error: the run stopped (exit $status) before its end; the end of $logs/train.log:"; tail -5 "$logs/train.log"; exit 4
+    exit 0
 fi
+case "$status" in
+    124) why="ran out of its $limit s (the deadline)" ;;
+    130|143) why="was stopped (${stopped:-a signal})" ;;
+    *) why="stopped (exit $status) before its end" ;;
+esac
+stamp "error: the run $why; the end of $logs/train.log:"; tail -5 "$logs/train.log"
+if [ -f "$run/last.pt" ]; then
+    split -b 15M "$run/last.pt" "$out/last.pt.part_"
+    step=$("$py" - "$run/last.pt" "$out/last_weights.pt" <<'EOF'
+import sys
+
+import torch
+
+blob = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+step = blob.pop("training")["step"]          # the optimizer's state: last.pt's parts keep it
+torch.save(blob, sys.argv[2])
+print(step)
+EOF
+) && stamp "its last checkpoint (step $step) is in $out/last_weights.pt, and last.pt in parts beside it"
+fi
+[ -z "$stopped" ] || exit "$(stopped_code)"
+exit 4

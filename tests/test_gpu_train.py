@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +61,50 @@ def test_gpu_pack_refuses_without_a_body_bank(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "no body bank" in r.stderr and "train.synth.body" in r.stderr
 
 
-@pytest.mark.parametrize("missing", ["bodies.npz", "motions.npz", "backgrounds", "real2d_fashion"])
-def test_gpu_train_refuses_an_incomplete_pack(tmp_path: Path, missing: str) -> None:
-    pack = tmp_path / "pack"
-    pack.mkdir()
-    for name in ("bodies.npz", "motions.npz", "backgrounds", "real2d_fashion"):
-        if name != missing:
+PACKED = ("bodies.npz", "motions.npz", "backgrounds", "real2d_fashion", "real2d_fashion/keypoints.json")
+
+
+def _pack(root: Path, missing: str = "") -> Path:
+    pack = root / "pack"
+    for name in PACKED:
+        if not missing or not (name == missing or name.startswith(missing + "/")):
+            (pack / name).parent.mkdir(parents=True, exist_ok=True)
             (pack / name).mkdir() if "." not in name else (pack / name).write_bytes(b"x")
+    return pack
+
+
+@pytest.mark.parametrize("missing", PACKED)
+def test_gpu_train_refuses_an_incomplete_pack(tmp_path: Path, missing: str) -> None:
+    pack = _pack(tmp_path, missing)
     r = run_script("gpu_train.sh", str(pack), str(tmp_path / "out"), env={"POSECAST_WORK": str(tmp_path / "w")})
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and f"has no {missing}" in r.stderr and "gpu_pack.sh" in r.stderr
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["0", "5"], {}, "RENDER_S must be a whole number of seconds above 0 (got '0')"),
+    (["abc", "5"], {}, "RENDER_S must be a whole number"),
+    (["5", "0"], {}, "TRAIN_S must be a whole number"),
+    (["5", "5"], {"DEADLINE_S": "-3"}, "DEADLINE_S must be a whole number"),
+    (["5", "5"], {"STEPS": "many"}, "STEPS must be a whole number above 0"),
+    (["5", "5", "configs/train/gpu_nxt.yaml"], {}, "no recipe configs/train/gpu_nxt.yaml"),
+    (["5", "5"], {"INIT": "nowhere/stage24.pt"}, "no INIT model file nowhere/stage24.pt"),
+])
+def test_gpu_train_checks_its_arguments_before_rendering(tmp_path: Path, args: list[str], env: dict[str, str],
+                                                         says: str) -> None:
+    """Every argument is checked before the smoke test and the renderers spend device time."""
+    pack = _pack(tmp_path)
+    r = run_script("gpu_train.sh", str(pack), str(tmp_path / "out"), *args, env={"POSECAST_WORK": str(tmp_path / "w"), **env})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and says in r.stderr, r.stderr
+    assert not (tmp_path / "w" / "gpu_logs").exists() and r.stdout == ""
+
+
+def test_gpu_train_refuses_an_out_it_cannot_make(tmp_path: Path) -> None:
+    """Without OUT, its files went to / before (the EXIT trap wrote /logs.tgz)."""
+    (tmp_path / "a_file").write_text("")
+    r = run_script("gpu_train.sh", str(_pack(tmp_path)), str(tmp_path / "a_file"), "5", "5",
+                   env={"POSECAST_WORK": str(tmp_path / "w")})
+    assert r.returncode == 2 and r.stderr.strip() == f"error: cannot make OUT {tmp_path / 'a_file'} (a folder it can write)"
 
 
 def test_gpu_train_refuses_a_missing_pack(tmp_path: Path) -> None:
@@ -128,6 +164,35 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
     log = [json.loads(line) for line in (again / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and not any("plan" in row for row in log)
 
+    # A SIGTERM (or Ctrl-C) to the script reaches the run, which checkpoints: OUT gets the
+    # weights of that checkpoint, and last.pt in parts, and nothing is left running. (3 s of
+    # rendering finish no shard: the first run's synth_gpu_1000, resumed, has some already.)
+    sliced = tmp_path / "cpu_slices.yaml"
+    sliced.write_text(recipe.read_text().replace("checkpoint_every: 250", "checkpoint_every: 2"))
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(["bash", str(REPO / "scripts" / "gpu_train.sh"), str(pack), str(stopped), "3", "60", str(sliced)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHON": sys.executable, "POSECAST_WORK": str(work),
+                                 "INIT": "engines/weights/default.pt", "STEPS": "100000"})
+    deadline = time.monotonic() + 300
+    while not (work / "runs" / "cpu_slices" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    said = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, said
+    assert "the run was stopped (TERM)" in said and "its last checkpoint (step" in said
+    names = sorted(p.name for p in stopped.iterdir())
+    assert "last_weights.pt" in names and any(n.startswith("last.pt.part_") for n in names) and "model.pt" not in names
+    parts = b"".join(p.read_bytes() for p in sorted(stopped.glob("last.pt.part_*")))
+    assert parts == (work / "runs" / "cpu_slices" / "last.pt").read_bytes()
+    from engines.models import resolve_model
+
+    assert resolve_model(stopped / "last_weights.pt").info.trained
+    import psutil
+
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
+    assert left == [], left
+
 
 def _copy_script(root: Path, name: str) -> Path:
     (root / "scripts").mkdir(parents=True, exist_ok=True)
@@ -159,6 +224,36 @@ def test_gpu_carry_keeps_what_is_there_and_reports_the_sizes(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     assert ".gpu" in r.stdout and ".gl" in r.stdout and ".whl" in r.stdout and "at most 64 MiB" in r.stdout
     assert sorted(p.name for p in (tmp_path / ".gl").iterdir()) == ["libegl1.deb"]    # nothing downloaded
+
+
+def test_gpu_carry_refuses_what_a_device_call_cannot_carry(tmp_path: Path) -> None:
+    script = _copy_script(tmp_path, "gpu_carry.sh")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for path in (".gl/libegl1.deb", ".whl/moderngl.whl"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x" * 1000)
+    (tmp_path / ".gpu" / "pack").mkdir(parents=True)
+    with open(tmp_path / ".gpu" / "pack" / "motions.npz", "wb") as f:
+        f.truncate(65 * 1024 * 1024)                  # sparse: 65 MiB counted, nothing written
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 4 and r.stderr.strip().count("\n") == 0
+    assert "over a device call's 64 MiB" in r.stderr and "a device call carries 65.0 MiB (the working tree's files 0.0 MiB" in r.stdout
+
+
+def test_an_interrupted_gpu_pack_keeps_the_pack_there_was(tmp_path: Path) -> None:
+    """The pack is made aside and moved into place whole: a failure leaves the old one as it was,
+    and nothing half-made that gpu_carry.sh or gpu_train.sh would take for complete."""
+    work, data = tmp_path / "work", tmp_path / "data"
+    work.mkdir()
+    (work / "bodies.npz").write_bytes(b"bodies")
+    for d in ("backgrounds", "real2d_fashion"):
+        (data / d).mkdir(parents=True)
+    old = _pack(tmp_path)
+    r = run_script("gpu_pack.sh", str(old), env={"POSECAST_WORK": str(work), "POSECAST_DATA": str(data),
+                                                 "PYTHON": "false"})
+    assert r.returncode != 0
+    assert sorted(p.name for p in old.iterdir()) == sorted(n for n in PACKED if "/" not in n)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".gpu_pack")] == []
 
 
 def test_gpu_carry_reports_a_failed_download_in_one_line_and_leaves_nothing_half_done(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines.skeleton import H36M17
 from train import motion
@@ -365,6 +367,33 @@ def test_motion_pack_round_trips_bank_and_cameras(tmp_path: Path):
         point = np.array([[0.3, -0.2, 4.0]])
         np.testing.assert_array_equal(a.project(point), b.project(point))
     assert [str(s) for s in split(back)[1].sequence] == ["h36m/S8/Sitting"]   # the split by sequence still holds
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 6), st.integers(1, 4),
+       st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=1, max_size=72))
+def test_packed_joints_come_back_bit_for_bit(frames: int, joints: int, values: list[float]) -> None:
+    """Every bit pattern (NaN payloads, -0.0, infinities, the largest floats) survives the pack."""
+    count = frames * joints * 3
+    poses = np.resize(np.array(values, np.float32), count).reshape(frames, joints, 3)
+    back = motion._unpack_joints(motion._pack_joints(poses), poses.shape)
+    assert back.dtype == np.float32 and back.shape == poses.shape
+    assert back.view(np.int32).tobytes() == poses.view(np.int32).tobytes()
+
+
+def test_a_format_1_pack_is_still_read_and_a_later_one_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    bank = MotionBank(rng.normal(size=(4, 17, 3)).astype(np.float32), ["cmu/02_01"] * 4, ["cmu"] * 4)
+    motion.save_pack(tmp_path / "m.npz", bank, [_camera("S1", "54138969", 1)])
+    with np.load(tmp_path / "m.npz") as d:
+        arrays = {k: d[k] for k in d.files if k not in ("joints_packed", "joints_shape", "format")}
+    np.savez(tmp_path / "old.npz", format=np.array(1), joints=bank.joints, **arrays)
+    back, cams = motion.load_pack(tmp_path / "old.npz")
+    np.testing.assert_array_equal(back.joints, bank.joints)
+    assert len(cams) == 1
+    np.savez(tmp_path / "new.npz", format=np.array(motion.PACK_FORMAT + 1), **arrays)
+    with pytest.raises(ValueError, match="motion pack format 3, this Posecast reads 1 and 2"):
+        motion.load_pack(tmp_path / "new.npz")
 
 
 @pytest.mark.parametrize("content", [b"not a zip", None])
