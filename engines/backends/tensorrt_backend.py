@@ -370,11 +370,13 @@ def _make_logger(trt: Any) -> Any:
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.count = 0                 # errors ever logged: a mark for `since`
 
         def log(self, severity: Any, msg: str) -> None:
             sev = trt.ILogger.Severity
             if severity in (sev.INTERNAL_ERROR, sev.ERROR):
                 self.errors.append(_one_line(msg))
+                self.count += 1
                 del self.errors[:-20]
                 log.error("TensorRT: %s", msg)
             elif severity == sev.WARNING:
@@ -383,6 +385,15 @@ def _make_logger(trt: Any) -> Any:
                 log.debug("TensorRT: %s", msg)
 
     return _Logger()
+
+
+def _errors_since(logger: Any, mark: int) -> str:
+    """The newest three errors `logger` took after `mark` (its count then), each once: one logger
+    serves a backend's whole life, and an old error (a cached engine refused at start) must not
+    pass for the cause of a later failure."""
+    fresh = logger.count - mark
+    new = logger.errors[-min(fresh, len(logger.errors)):] if fresh > 0 else []
+    return "; ".join(list(dict.fromkeys(new))[-3:])
 
 
 def _make_calibrator(trt: Any, calibration: np.ndarray, batch_size: int, cache_path: Path | None) -> Any:
@@ -540,10 +551,11 @@ def build_engine(
             calib_profile.set_shape(INPUT_NAME, shape, shape, shape)
             config.set_calibration_profile(calib_profile)
 
+    mark = logger.count
     serialized = builder.build_serialized_network(network, config)
     calibrator = None  # noqa: F841 - released only after the build
     if serialized is None:
-        detail = "; ".join(logger.errors[-3:]) or "see the TensorRT log"
+        detail = _errors_since(logger, mark) or "see the TensorRT log"
         raise BackendUnavailableError(f"TensorRT failed to build an engine from {onnx_path}: {detail}")
     return bytes(serialized)
 
@@ -624,7 +636,11 @@ class TensorRTBackend(Backend):
         self._logger = _make_logger(trt)  # must outlive the runtime and engine
         self._runtime = trt.Runtime(self._logger)
 
+        builds = 0
+
         def build() -> bytes:
+            nonlocal builds
+            builds += 1
             with torch.cuda.device(self._torch_device):
                 return build_engine(
                     onnx_path, precision, self.max_batch, self.input_size, cal, workspace_bytes,
@@ -633,14 +649,19 @@ class TensorRTBackend(Backend):
 
         with torch.cuda.device(self._torch_device):
             blob = self.cache.get_or_build(self.key, build)
+            mark = self._logger.count
             engine = self._runtime.deserialize_cuda_engine(blob)
-            if engine is None:
+            if engine is None and not builds:
+                # Only an engine from the cache is worth one rebuild (a build takes minutes, and
+                # a fresh one that will not load would not load the second time either).
                 log.warning("TensorRT could not deserialize cached engine %s; rebuilding", engine_path)
                 self.cache.invalidate(self.key)
                 blob = self.cache.get_or_build(self.key, build)
+                mark = self._logger.count
                 engine = self._runtime.deserialize_cuda_engine(blob)
             if engine is None:
-                detail = "; ".join(self._logger.errors[-3:]) or "see the TensorRT log"
+                self.cache.invalidate(self.key)     # not kept for every later start to refuse again
+                detail = _errors_since(self._logger, mark) or "see the TensorRT log"
                 raise BackendUnavailableError(f"TensorRT could not load the engine it built: {detail}")
             self._engine = engine
             self._setup_io(trt, torch)
@@ -715,26 +736,36 @@ class TensorRTBackend(Backend):
         n = chunk.shape[0]
         host_in = self._in_host.numpy()
         np.copyto(host_in[:n], chunk, casting="unsafe")  # uint8 -> the engine's input dtype
-        with torch.cuda.device(self._torch_device), torch.cuda.stream(self._stream):
-            self._in_dev[:n].copy_(self._in_host[:n], non_blocking=True)
-            shape = (n, self.input_size, self.input_size, 3)
-            if not self._context.set_input_shape(INPUT_NAME, shape):
-                raise RuntimeError(f"TensorRT engine rejects input shape {shape}")
-            self._bind()
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                detail = "; ".join(self._logger.errors[-3:])
-                raise RuntimeError(f"TensorRT inference failed{': ' + detail if detail else ''}")
-            for name in OUTPUT_NAMES:
-                self._out_host[name][:n].copy_(self._out_dev[name][:n], non_blocking=True)
-        self._stream.synchronize()
+        mark = self._logger.count
+        try:
+            with torch.cuda.device(self._torch_device), torch.cuda.stream(self._stream):
+                self._in_dev[:n].copy_(self._in_host[:n], non_blocking=True)
+                shape = (n, self.input_size, self.input_size, 3)
+                if not self._context.set_input_shape(INPUT_NAME, shape):
+                    raise RuntimeError(f"TensorRT engine rejects input shape {shape}")
+                self._bind()
+                if not self._context.execute_async_v3(self._stream.cuda_stream):
+                    detail = _errors_since(self._logger, mark)
+                    raise RuntimeError(f"TensorRT inference failed{': ' + detail if detail else ''}")
+                for name in OUTPUT_NAMES:
+                    self._out_host[name][:n].copy_(self._out_dev[name][:n], non_blocking=True)
+        finally:
+            # Also after a failure: the copy queued on the side stream must be done before the
+            # buffers are reused or freed (torch's allocator does not know that stream uses them).
+            self._stream.synchronize()
         return {name: self._out_host[name][:n].numpy().copy() for name in OUTPUT_NAMES}
 
     def close(self) -> None:
-        self._context = None
-        self._engine = None
-        for attr in ("_in_dev", "_in_host", "_out_dev", "_out_host", "_stream", "_runtime"):
-            if hasattr(self, attr):
-                setattr(self, attr, None)
+        # Not while an infer is using the buffers (no lock yet: the buffers were never made).
+        with getattr(self, "_lock", None) or contextlib.nullcontext():
+            stream = getattr(self, "_stream", None)
+            if stream is not None:
+                stream.synchronize()
+            self._context = None
+            self._engine = None
+            for attr in ("_in_dev", "_in_host", "_out_dev", "_out_host", "_stream", "_runtime"):
+                if hasattr(self, attr):
+                    setattr(self, attr, None)
 
     def describe(self) -> str:
         return f"{self.name} ({self.device}, {self.precision}, max batch {self.max_batch})"
