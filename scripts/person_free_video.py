@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from train.backgrounds import IMAGE_SUFFIXES
-from engines.files import unwritable_reason
+from engines.files import input_overwritten, unwritable_reason
 from train.command import run_command
-from train.h264 import write_h264
+from train.h264 import CONTAINERS, write_h264
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     if cannot is not None:
         print(f"person_free_video: error: cannot write '{args.output}': {cannot}", file=sys.stderr)
         return 2
+    if args.output.suffix.lower() not in CONTAINERS:
+        print(f"person_free_video: error: the output must be a video file ({', '.join(sorted(CONTAINERS))}; "
+              f"got '{args.output}')", file=sys.stderr)
+        return 2
     photos = sorted(f for f in args.photos.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) \
         if args.photos.is_dir() else []
     if not photos:
         print(f"person_free_video: error: no .jpg or .png photos in {args.photos}", file=sys.stderr)
+        return 2
+    same = input_overwritten(args.output, {f"the photo {p.name}": p for p in photos})
+    if same is not None:
+        print(f"person_free_video: error: the output '{args.output}' is {same}; give another name", file=sys.stderr)
         return 2
     rng = np.random.default_rng(args.seed)
 

@@ -270,6 +270,21 @@ def test_person_free_video_refuses_bad_folders_with_one_line(tmp_path: Path, mak
     assert len(err) == 1 and message in err[0]
 
 
+def test_person_free_video_never_writes_over_a_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Given one of its own photos as the output, it replaced the photo with a video (exit 0)."""
+    script = load_script("person_free_video")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "p.jpg"), np.full((90, 120, 3), 128, np.uint8))
+    before = (photos / "p.jpg").read_bytes()
+    (photos / "p.mp4").symlink_to(photos / "p.jpg")           # a video's name that is the photo
+    for out, says in ((photos / "p.jpg", "must be a video file"), (photos / "p.mp4", "is the photo p.jpg")):
+        assert script.main([str(photos), str(out), "--frames", "1", "--size", "64"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert (photos / "p.jpg").read_bytes() == before
+
+
 # --- scripts/compare_mediapipe.py (MediaPipe itself runs only in its own environment) -------
 
 def test_mediapipe_landmarks_map_onto_the_joints_both_define() -> None:
