@@ -29,32 +29,51 @@ from engines.models import resolve_model
 DEFAULT_CLIP = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")   # Debian's opencv-doc
 
 
+class BadClip(ValueError):
+    """The clip cannot give the copies asked for: bad input (exit 2)."""
+
+
 def write_copies(clip: Path, starts: list[int], out: Path) -> list[Path]:
-    """`clip` from each start frame to its end, one AVI per start; reads the clip once."""
-    cap = cv2.VideoCapture(str(clip))
-    if not cap.isOpened():
-        raise ValueError(f"cannot read video {clip} (install Debian's opencv-doc, or give --clip)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    """`clip` from each start frame to its end, one AVI per start; reads the clip once. A copy is
+    written under a `.part.avi` name and renamed when whole, so that a run stopped half-way leaves
+    none that the next run would take for complete; copies already whole are kept."""
     paths = [out / f"{clip.stem}_from{s:04d}.avi" for s in starts]
     if all(p.exists() for p in paths):
         return paths
+    cap = cv2.VideoCapture(str(clip))
+    if not cap.isOpened():
+        hint = " (install Debian's opencv-doc, or give --clip)" if clip == DEFAULT_CLIP else ""
+        raise BadClip(f"cannot read video {clip}{hint}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    todo = {s: p for s, p in zip(starts, paths) if not p.exists()}
+    parts = {s: p.with_name(p.stem + ".part.avi") for s, p in todo.items()}
     writers: dict[int, cv2.VideoWriter] = {}
-    index = 0
-    ok, frame = cap.read()
-    while ok:
-        for s, p in zip(starts, paths):
-            if index == s:
-                h, w = frame.shape[:2]
-                writers[s] = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-        for w in writers.values():
-            w.write(frame)
-        index += 1
+    index, read_whole = 0, False
+    try:
         ok, frame = cap.read()
-    for w in writers.values():
-        w.release()
-    short = [s for s in starts if s not in writers]
+        while ok:
+            if index in parts and index not in writers:
+                h, w = frame.shape[:2]
+                writers[index] = cv2.VideoWriter(str(parts[index]), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+            for w in writers.values():
+                w.write(frame)
+            index += 1
+            ok, frame = cap.read()
+        read_whole = True
+    finally:
+        for w in writers.values():
+            w.release()
+        cap.release()
+        if not read_whole:              # stopped (a Ctrl-C, an error): no half copy is left
+            for part in parts.values():
+                part.unlink(missing_ok=True)
+    short = [s for s in todo if s not in writers]
     if short:
-        raise ValueError(f"{clip} has {index} frames; no copy can start at frame {short[0]}")
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+        raise BadClip(f"{clip} has {index} frames; no copy can start at frame {short[0]}")
+    for s, part in parts.items():
+        part.replace(todo[s])
     return paths
 
 
@@ -85,21 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"street_starts.py: error: config file not found: {args.config}", file=sys.stderr)
         return 2
     try:
-        # Before the copies of the clip (59 MB) are written: a model that cannot load ends here.
+        # Before the copies of the clip (59 MB each at the start) are written: a model that
+        # cannot load ends here.
         resolve_model(args.model)
     except PosecastError as exc:
         print(f"street_starts.py: error: {exc}", file=sys.stderr)
         return 2
     starts = [args.first + k * args.every for k in range(args.count)]
+    if not args.clip.is_file():
+        hint = " (install Debian's opencv-doc, or give --clip)" if args.clip == DEFAULT_CLIP else ""
+        print(f"street_starts.py: error: no clip {args.clip}{hint}", file=sys.stderr)
+        return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"street_starts.py: error: cannot create --out {args.out} ({exc.strerror or exc})", file=sys.stderr)
-        return 1
+        return 2
     try:
         copies = write_copies(args.clip, starts, args.out)
-    except (OSError, ValueError) as exc:
+    except BadClip as exc:
         print(f"street_starts.py: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"street_starts.py: error: cannot write the copies in {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     tag = args.model.stem + (f"_{args.config.stem}" if args.config else "")
     config = ["--config", str(args.config)] if args.config else []
@@ -118,4 +145,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from train.command import run_command
+
+    sys.exit(run_command("street_starts.py", main, "the copies finished are kept; run it again to go on"))

@@ -200,8 +200,12 @@ def test_street_starts_tracks_each_copy_and_sums(clip: Path, tmp_path: Path, cap
     assert "total of 2 files: 36 frames" in out
     # Failures: one line each, non-zero exit.
     assert street.main(["--model", str(model), "--out", str(tmp_path / "x"), "--clip", str(clip), "--first", "40",
-                        "--count", "1"]) == 1
+                        "--count", "1"]) == 2
     assert "has 30 frames; no copy can start at frame 40" in capsys.readouterr().err
+    assert list((tmp_path / "x").iterdir()) == []
+    assert street.main(["--model", str(model), "--out", str(tmp_path / "x"), "--clip", str(tmp_path / "no.avi")]) == 2
+    err = capsys.readouterr().err
+    assert "no clip" in err and "opencv-doc" not in err            # the hint is for the default clip only
     assert street.main(["--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "none.pt" in capsys.readouterr().err
     assert street.main(["--model", str(model), "--out", str(tmp_path), "--every", "0"]) == 2
@@ -252,6 +256,33 @@ def test_person_free_video_holds_each_crop_for_its_frames(tmp_path: Path) -> Non
     assert script.main([str(photos), str(other), "--crops", "2", "--frames", "3", "--size", "64", "--seed", "1"]) == 0
     with av.open(str(other)) as c:
         assert not all(np.array_equal(a, f.to_ndarray(format="bgr24")) for a, f in zip(frames, c.decode(video=0)))
+
+
+def test_street_starts_leaves_no_half_copy_for_the_next_run(clip: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped while copying left short copies, which the next run took as whole and
+    scored (162 of 795 frames, silently)."""
+    street = load_script("street_starts")
+    real = street.cv2.VideoCapture
+
+    class Stopped(real):                 # a Ctrl-C after 10 frames read
+        reads = 0
+
+        def read(self, *args):
+            Stopped.reads += 1
+            if Stopped.reads > 10:
+                raise KeyboardInterrupt
+            return super().read(*args)
+
+    monkeypatch.setattr(street.cv2, "VideoCapture", Stopped)
+    with pytest.raises(KeyboardInterrupt):
+        street.write_copies(clip, [4, 20], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(street.cv2, "VideoCapture", real)
+    for copy, start in zip(street.write_copies(clip, [4, 20], tmp_path), (4, 20)):
+        cap = real(str(copy))
+        assert int(cap.get(street.cv2.CAP_PROP_FRAME_COUNT)) == 30 - start
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip_from0004.avi", "clip_from0020.avi"]
 
 
 @pytest.mark.parametrize("make, message", [
