@@ -225,18 +225,26 @@ def load_pairs(out: Path, clip_dirs: list[Path]) -> list[ClipPair]:
     pairs = []
     for folder in clip_dirs:
         for video, labels in load_clips(folder):
-            with np.load(out / "mp_clips" / folder.name / f"{video.stem}.npz") as mp:
+            with np.load(out / "mp_clips" / cache_name(folder) / f"{video.stem}.npz") as mp:
                 arrays = {k: mp[k] for k in mp.files}
-            posecast = read_npz_track(out / "posecast_clips" / folder.name / f"{video.stem}.npz")
+            posecast = read_npz_track(out / "posecast_clips" / cache_name(folder) / f"{video.stem}.npz")
             pairs.append(ClipPair(folder.name, video.stem, labels, posecast, arrays))
     return pairs
+
+
+def cache_name(folder: Path) -> str:
+    """The folder of OUT that keeps one clip folder's results: its name and a hash of its whole
+    path, as compare_mediapipe.sh names it (another folder of the same name is other clips)."""
+    import hashlib
+
+    return f"{folder.name}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]}"
 
 
 def track_clips(out: Path, clip_dirs: list[Path]) -> None:
     from train.video_eval import load_clips, track_clip
 
     for folder in clip_dirs:
-        dest = out / "posecast_clips" / folder.name
+        dest = out / "posecast_clips" / cache_name(folder)
         dest.mkdir(parents=True, exist_ok=True)
         for video, labels in load_clips(folder):
             track = dest / f"{video.stem}.npz"

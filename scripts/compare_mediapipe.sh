@@ -14,14 +14,17 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$(mkdir -p "$1" && cd "$1" && pwd)"
 shift
 clips=()
-for c in "$@"; do clips+=("$(cd "$c" && pwd)"); done
+for c in "$@"; do clips+=("$(cd "$c" && pwd -P)"); done
 py="$root/.venv/bin/python"
 [ -x "$py" ] || { echo "compare_mediapipe: no .venv: run bash scripts/setup.sh first" >&2; exit 2; }
 mpv="$root/.venv-mediapipe"
-if [ ! -x "$mpv/bin/python" ]; then
+# The stamp is written only once the install has worked: a failed one is tried again next time.
+if [ ! -f "$mpv/.installed" ]; then
     python3 -m venv "$mpv"
     # 0.10.14: the last release whose wheel carries the pose models (nothing is downloaded at run time).
-    "$mpv/bin/python" -m pip install --quiet 'mediapipe==0.10.14' 'numpy<2' 'opencv-contrib-python<4.11'
+    "$mpv/bin/python" -m pip install --quiet 'mediapipe==0.10.14' 'numpy<2' 'opencv-contrib-python<4.11' ||
+        { echo "compare_mediapipe: cannot install mediapipe 0.10.14 into $mpv (it has wheels for Python 3.9-3.12)" >&2; exit 3; }
+    touch "$mpv/.installed"
 fi
 mp=("$mpv/bin/python" "$root/scripts/mediapipe_poses.py")
 cd "$root"
@@ -43,9 +46,11 @@ for set in held_out backs; do
     evals+=("$set=$out/evaluate_$set.json")
 done
 for c in "${clips[@]}"; do
-    mkdir -p "$out/mp_clips/$(basename "$c")"
+    # Named by the folder and its whole path (compare_mediapipe.py's cache_name).
+    key="$(basename "$c")-$(printf '%s' "$c" | sha1sum | cut -c1-8)"
+    mkdir -p "$out/mp_clips/$key"
     for v in "$c"/clip_*.mp4; do
-        o="$out/mp_clips/$(basename "$c")/$(basename "${v%.mp4}").npz"
+        o="$out/mp_clips/$key/$(basename "${v%.mp4}").npz"
         [ -f "$o" ] || "${mp[@]}" video "$v" "$o"
     done
 done

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,14 +266,20 @@ def test_street_starts_leaves_no_half_copy_for_the_next_run(clip: Path, tmp_path
     street = load_script("street_starts")
     real = street.cv2.VideoCapture
 
-    class Stopped(real):                 # a Ctrl-C after 10 frames read
+    class Stopped:                       # a Ctrl-C after 10 frames read (cv2's class cannot be subclassed safely)
         reads = 0
 
-        def read(self, *args):
+        def __init__(self, path: str) -> None:
+            self.cap = real(path)
+
+        def __getattr__(self, name: str):
+            return getattr(self.cap, name)
+
+        def read(self):
             Stopped.reads += 1
             if Stopped.reads > 10:
                 raise KeyboardInterrupt
-            return super().read(*args)
+            return self.cap.read()
 
     monkeypatch.setattr(street.cv2, "VideoCapture", Stopped)
     with pytest.raises(KeyboardInterrupt):
@@ -402,11 +409,11 @@ def _fake_clip_set(out: Path, folder: Path, seed: int, frames: int = 12) -> None
                  joints_2d=cmp.apply_regressor(weights, image), visible=np.ones((frames, 17), bool),
                  focal=500.0, motion="test", fps=25.0)
         (folder / f"clip_{k:03d}.mp4").write_bytes(b"")
-        dest = out / "mp_clips" / folder.name
+        dest = out / "mp_clips" / cmp.cache_name(folder)
         dest.mkdir(parents=True, exist_ok=True)
         np.savez(dest / f"clip_{k:03d}.npz", landmarks_2d=image, visibility=np.ones((frames, 33)), world=world,
                  found=np.ones(frames, bool), seconds=np.full(frames, 0.02))
-        track = out / "posecast_clips" / folder.name
+        track = out / "posecast_clips" / cmp.cache_name(folder)
         track.mkdir(parents=True, exist_ok=True)
         np.savez(track / f"clip_{k:03d}.npz", found=np.ones(frames, bool),
                  joints_3d=cmp.apply_regressor(weights, world), joints_2d=cmp.apply_regressor(weights, image),
@@ -429,3 +436,17 @@ def test_the_clip_scores_fit_on_one_set_and_score_the_others(tmp_path: Path) -> 
     assert set(fitted["clips"]) == {"fitted_on", "report", "more", "pooled"}
     assert again["mediapipe"]["mpjpe_mm"] == pooled["mediapipe"]["mpjpe_mm"] and again["frames"] == 48
     assert "| pooled | 48 |" in cmp.markdown(report)
+
+
+def test_clips_of_another_folder_of_the_same_name_are_not_taken_for_these(tmp_path: Path) -> None:
+    """Results were kept by the clip folder's name: other clips in a folder of that name were
+    scored with them (or crashed on their lengths)."""
+    cmp = load_script("compare_mediapipe")
+    a, b = tmp_path / "x" / "tune", tmp_path / "y" / "tune"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    assert cmp.cache_name(a) != cmp.cache_name(b) and cmp.cache_name(a).startswith("tune-")
+    # compare_mediapipe.sh names the folder the same way.
+    key = subprocess.run(["bash", "-c", 'c="$(cd "$1" && pwd -P)"; echo "$(basename "$c")-$(printf %s "$c" | sha1sum | cut -c1-8)"',
+                          "_", str(a)], capture_output=True, text=True, check=True).stdout.strip()
+    assert key == cmp.cache_name(a)
