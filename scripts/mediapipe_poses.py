@@ -23,6 +23,7 @@ image or frame, NaN where nobody was found.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -112,6 +113,14 @@ def main(argv: list[str]) -> int:
         return 2
     mode, source, out = argv[0], Path(argv[1]), Path(argv[2])
     static = mode == "images"
+    # Checked before MediaPipe runs over a whole clip (imports nothing of Posecast: its own venv).
+    if not source.is_file():
+        print(f"mediapipe_poses: error: no {'list' if static else 'video'} file {source}", file=sys.stderr)
+        return 2
+    if out.suffix != ".npz" or out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        print(f"mediapipe_poses: error: cannot write {out}: give a .npz file in a folder that exists and "
+              f"can be written", file=sys.stderr)
+        return 2
     n = sum(1 for line in source.read_text().splitlines() if line.strip()) if static else 0
     with mp.solutions.pose.Pose(static_image_mode=static, model_complexity=1, enable_segmentation=False,
                                 min_detection_confidence=0.5, min_tracking_confidence=0.5) as pose:
