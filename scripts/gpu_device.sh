@@ -12,6 +12,10 @@ cd "$root"
 for d in .gpu/pack .gl .whl; do
     [ -e "$d" ] || { echo "error: no $d in the carried checkout (bash scripts/gpu_carry.sh here, then carry .gpu, .gl and .whl)" >&2; exit 2; }
 done
+for want in ".gl/*.deb" ".whl/*.whl"; do
+    # shellcheck disable=SC2086 # the pattern is meant to expand
+    ls $want >/dev/null 2>&1 || { echo "error: no $want in the carried checkout (bash scripts/gpu_carry.sh here makes them)" >&2; exit 2; }
+done
 py="${PYTHON:-python3}"
 for f in .gl/*.deb; do
     err=$(dpkg -x "$f" / 2>&1) || { echo "error: cannot unpack $f (${err##*$'\n'}): dpkg -x needs to write to /" >&2; exit 3; }

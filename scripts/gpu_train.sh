@@ -114,7 +114,7 @@ for pid in "${children[@]}"; do finish "$pid"; done
 [ -z "$stopped" ] || { stamp "stopped ($stopped) while rendering; the shards finished are kept in $work"; exit "$(stopped_code)"; }
 images=$(count_images)
 new=$(( images - before ))
-stamp "rendered $new images in $render_s s with $procs processes ($(( new / render_s )) images/s; $images in synth_gpu_$seed_base.. in all)"
+stamp "rendered $new images in $render_s s with $procs process$([ "$procs" -eq 1 ] || echo es) ($(( new / render_s )) images/s; $images in synth_gpu_$seed_base.. in all)"
 [ "${images:-0}" -gt 0 ] || { stamp "error: no shard of 200 images was finished in $render_s s (give RENDER_S more; see $logs/render_0.log)"; exit 3; }
 
 # 3. The run, for TRAIN_S seconds: it measures its own rate once its loaders and the GPU have

@@ -273,11 +273,25 @@ def test_gpu_carry_reports_a_failed_download_in_one_line_and_leaves_nothing_half
     assert not (tmp_path / ".gl").exists()            # a later run downloads again
 
 
+@pytest.mark.parametrize("empty", [".gl", ".whl"])
+def test_gpu_device_refuses_an_empty_carried_folder(tmp_path: Path, empty: str) -> None:
+    script = _copy_script(tmp_path, "gpu_device.sh")
+    for d in (".gpu/pack", ".gl", ".whl"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / ".gl" / "libegl1.deb").write_bytes(b"x")
+    (tmp_path / ".whl" / "moderngl.whl").write_bytes(b"x")
+    for f in (tmp_path / empty).iterdir():
+        f.unlink()
+    r = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and f"no {empty}/*." in r.stderr, r.stderr
+
+
 def test_gpu_device_reports_a_library_it_cannot_unpack_in_one_line(tmp_path: Path) -> None:
     script = _copy_script(tmp_path, "gpu_device.sh")
     for d in (".gpu/pack", ".gl", ".whl"):
         (tmp_path / d).mkdir(parents=True)
     (tmp_path / ".gl" / "libegl1.deb").write_bytes(b"x")
+    (tmp_path / ".whl" / "moderngl.whl").write_bytes(b"x")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "dpkg").write_text("#!/bin/sh\necho 'dpkg-deb: error: failed to create directory' >&2\nexit 2\n")
