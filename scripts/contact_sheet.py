@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"contact_sheet: error: cannot read the track file {args.zoom}: {exc}", file=sys.stderr)
             return 2
+        if not boxes:
+            # An empty file, another JSONL, or a track that found nobody: said, not left to the tiles.
+            print(f"contact_sheet: note: {args.zoom} holds no pose with a person; every tile is the whole frame",
+                  file=sys.stderr)
     wanted = {args.first + k * args.every for k in range(args.count)}
     tiles: list[np.ndarray] = []
     try:
