@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything a GPU machine without the datasets, OpenGL libraries or moderngl needs, in the
-# checkout's ignored folders that a device call carries (docs/training.md, "Training on a GPU
-# machine"): .gpu/pack (scripts/gpu_pack.sh, 43 MB), .gl (Debian's glvnd and EGL libraries, unpacked
-# there by scripts/gpu_device.sh) and .whl (moderngl and glcontext wheels for that machine's Python).
+# checkout's ignored folders that a device call carries (docs/training.md, "The shipped model",
+# "Why a GPU, and how little can travel"): .gpu/pack (scripts/gpu_pack.sh, 43 MB), .gl (Debian's
+# glvnd and EGL libraries, unpacked there by scripts/gpu_device.sh) and .whl (moderngl and
+# glcontext wheels for that machine's Python).
 #   bash scripts/gpu_carry.sh
 # Needs the body bank and the datasets (as gpu_pack.sh), apt-get and pip with access to Debian and
 # PyPI. GPU_PYTHON_VERSION (default 3.12) names the device's Python. A folder already there is kept.

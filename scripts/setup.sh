@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv beside the repository and install Posecast (editable) with its test tools.
+# Create .venv beside the repository and install Posecast (editable) with its test tools, and
+# Debian's EGL/Mesa libraries (headless OpenGL: the renderer's tests draw with it; installed with
+# apt-get, through sudo unless root, when missing).
 # Idempotent: a second run only checks what is there. Needs Python 3.11+ and pip's registry.
-#   --train   also what making training data needs: Debian's EGL/Mesa libraries (headless
-#             OpenGL for the renderer, installed with apt-get when missing) and the `train` extra.
+#   --train   also the `train` extra (what making training data and training need).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,13 +14,12 @@ case "${1:-}" in
     --train) extras="test,train" ;;
     *) echo "usage: bash scripts/setup.sh [--train]" >&2; exit 2 ;;
 esac
-if [ "$extras" = "test,train" ]; then
-    # ldconfig lives in /sbin, which a user's PATH on Debian may not hold.
-    if ! PATH="$PATH:/sbin:/usr/sbin" ldconfig -p | grep libEGL_mesa >/dev/null; then
-        sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
-    fi
+# ldconfig lives in /sbin, which a user's PATH on Debian may not hold.
+if ! PATH="$PATH:/sbin:/usr/sbin" ldconfig -p | grep libEGL_mesa >/dev/null; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    { $sudo apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; } ||
+        { echo "setup.sh: cannot install Debian's libegl1, libegl-mesa0 and libgl1-mesa-dri (headless OpenGL for the renderer and its tests): install them, then run this again" >&2; exit 1; }
 fi
 # A venv made without pip (Debian without python3-venv) is made again, not taken as done.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then

@@ -81,7 +81,7 @@ evaluate "$work/runs/soup" eval_mirrored.json --flip-test all
 [ -f "$work/runs/cut_off/model.pt" ] || $py -m train.train --config configs/train/cut_off.yaml \
     --out "$work/runs/cut_off" --init-from "$work/runs/soup/model.pt"
 evaluate "$work/runs/cut_off" eval_mirrored.json --flip-test all
-# Stages 22, 23 and 24 (the shipped weights): stage 21 trained three times more on a GPU, on people
+# Stages 22, 23 and 24 (stage 24 was shipped before 25c): stage 21 trained three times more on a GPU, on people
 # rendered there (configs/train/gpu.yaml, gpu_more.yaml and gpu_long.yaml; docs/training.md, "The
 # shipped model"). They need GPU_PYTHON: a Python whose torch sees a CUDA GPU, with numpy, opencv,
 # pyyaml, tqdm and moderngl (the project's .venv holds a CPU torch). Without it they are skipped and stage 21 is
@@ -89,6 +89,8 @@ evaluate "$work/runs/cut_off" eval_mirrored.json --flip-test all
 # then INIT=<stage 21's model.pt> bash scripts/gpu_train.sh PACK OUT 80 280 there. STEPS gives each
 # run the step count it had (then set from a measured rate; now a run without STEPS sets its own).
 if [ -n "${GPU_PYTHON:-}" ]; then
+    # A GPU machine of one's own has no device call's 600 s to end by (gpu_train.sh's DEADLINE_S).
+    export DEADLINE_S="${DEADLINE_S:-86400}"
     [ -d "$work/gpu_pack" ] || bash scripts/gpu_pack.sh "$work/gpu_pack"
     [ -f "$work/runs/gpu/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" STEPS=5182 \
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu" 80 280 configs/train/gpu.yaml

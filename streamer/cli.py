@@ -3,7 +3,8 @@
 Every failure a user can act on ends with one line on stderr (`posecast: error: ...`) and a
 non-zero exit code:
   0 done · 1 a stage failed · 2 bad input, config, model or arguments · 3 done, but the input had
-  corrupt frames that were skipped (counted in the summary) · 130 interrupted (Ctrl-C; 143 for SIGTERM, 129 for SIGHUP).
+  corrupt frames that were skipped (counted in the summary) · 130 interrupted (Ctrl-C; 143 for SIGTERM,
+  129 for SIGHUP) · 141 the reader of its output went away.
 Imports stay inside the commands: the stage processes import this module too, and none of them
 should pay for what another command needs.
 """
@@ -468,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files (format by extension: .jsonl, .csv, .npz) and/or an overlay video.",
                        epilog="INPUT: a video file, an rtsp/http(s) URL, a camera index (0) or /dev/videoN, "
                               "an image folder or a glob ('frames/*.png'). Exit codes: 0 done, 1 a stage failed, "
-                              "2 bad input/config/model, 3 corrupt frames were skipped, 130 interrupted (143 SIGTERM).")
+                              "2 bad input/config/model, 3 corrupt frames were skipped, 130 interrupted (143 SIGTERM, "
+                              "129 SIGHUP), 141 the reader of its output went away.")
     p.add_argument("input", help="video file, URL, camera index or device, image folder or glob")
     p.add_argument("-o", "--output", action="append", metavar="OUT",
                    help="track file: .jsonl (the stream's messages), .csv or .npz; may be repeated")
@@ -500,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the pipeline: per-stage times, throughput, capture-to-publish latency",
                        description="Run the whole pipeline on INPUT, publishing (to a free local port unless "
-                                   "--port or --bind is given), and print "
+                                   "--port is given), and print "
                                    "per-stage times (p50, p95), throughput, capture-to-publish latency and dropped "
                                    "frames. --live plays a file at its frame rate, as a live source.")
     p.add_argument("input", help="video file, URL, camera or image folder")
@@ -512,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Subscribe to a Posecast stream and show it (rate, latency, a text drawing of "
                                    "the skeleton), or record it to a track file.",
                        epilog="Messages that are not Posecast's are skipped and counted. Exit codes: 0 done, "
-                              "2 bad arguments or no Posecast messages, 130 interrupted (143 SIGTERM, "
+                              "2 bad arguments, no Posecast messages, or a recorded stream that changed (another source "
+                              "or meta), 130 interrupted (143 SIGTERM, "
                               "129 SIGHUP); an interrupted recording is complete up to the last message.")
     p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="publisher endpoint (default tcp://127.0.0.1:5556)")
     p.add_argument("--topic", default="pose.", help="topic prefix, e.g. pose.cam0 (default: every source)")

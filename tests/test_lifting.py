@@ -337,5 +337,5 @@ def test_missing_motion_data_is_one_clear_error(tmp_path: Path, monkeypatch: pyt
                          "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
-    assert err[0].startswith("lifting: error: motion data not found") and "--data" in err[0]
+    assert err[0].startswith("python -m train.lifting: error: motion data not found") and "--data" in err[0]
     assert not (tmp_path / "l.pt").exists()

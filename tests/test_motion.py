@@ -424,7 +424,7 @@ def test_motion_pack_of_the_shared_data_equals_load_all(tmp_path: Path):
 def test_motion_command_refuses_missing_data_and_unwritable_packs(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert motion.main([str(tmp_path / "nowhere"), "--pack", str(tmp_path / "m.npz")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("train.motion: error:") and "POSECAST_DATA" in err
+    assert err.count("\n") == 0 and err.startswith("python -m train.motion: error:") and "POSECAST_DATA" in err
     assert not (tmp_path / "m.npz").exists()
 
 

@@ -513,11 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         init = load_lifter_file(args.init) if args.init else None
         m = pretrain(opts, out, args.bodies, args.data, init, progress=not args.no_progress, say=say)
     except (PosecastError, ValueError, OSError) as exc:
-        print(f"lifting: error: {exc}", file=sys.stderr)
+        print(f"python -m train.lifting: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = f"{args.out} holds the last checkpoint" if Path(args.out).exists() else "no checkpoint was written yet"
-        print(f"lifting: interrupted; {kept}: run the same command to resume", file=sys.stderr)
+        print(f"python -m train.lifting: interrupted; {kept}: run the same command to resume", file=sys.stderr)
         return 130
     print(f"lifting: wrote {args.out}: held-out pelvis-row MPJPE {m['val_noisy_mm']:.1f} mm (corrupted 2D), "
           f"{m['val_exact_mm']:.1f} mm (exact 2D)", file=sys.stderr)
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             path = attach_lifter(args.attach_to, load_lifter_file(out), args.model_out,
                                  f"{Path(args.attach_to).name} + lifter {out.name}")
         except (PosecastError, ValueError) as exc:
-            print(f"lifting: error: {exc}", file=sys.stderr)
+            print(f"python -m train.lifting: error: {exc}", file=sys.stderr)
             return 2
         print(f"lifting: wrote {path}: {args.attach_to}'s 2D with the lifter as its 3D", file=sys.stderr)
     return 0

@@ -754,24 +754,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("data_dir", nargs="?", default=None)
+    # As the other training tools name it (and as the messages of load_all say).
+    ap.add_argument("--data", dest="data_opt", default=None, metavar="DIR", help="the datasets folder (or DATA_DIR)")
     ap.add_argument("--deepmimic", default=None, help="a pybullet wheel / sdist / folder")
     ap.add_argument("--pack", type=Path, default=None, metavar="OUT",
                     help="also write the motions and cameras to this .npz (for generate --motions)")
     args = ap.parse_args(argv)
+    if args.data_dir is not None and args.data_opt is not None and args.data_dir != args.data_opt:
+        ap.error("give the datasets folder once (DATA_DIR or --data)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
     try:
-        bank, cameras = load_all(args.data_dir, deepmimic_source=args.deepmimic)
+        bank, cameras = load_all(args.data_dir or args.data_opt, deepmimic_source=args.deepmimic)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"train.motion: error: {exc} (set POSECAST_DATA, or give DATA_DIR, to the datasets folder)",
-              file=sys.stderr)
+        print(f"python -m train.motion: error: {exc} (or set POSECAST_DATA)", file=sys.stderr)
         return 2
     print(f"{bank} loaded in {time.perf_counter() - t0:.1f} s")
     if args.pack is not None:
         try:
             save_pack(args.pack, bank, cameras)
         except OSError as exc:
-            print(f"train.motion: error: cannot write the pack {args.pack}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"python -m train.motion: error: cannot write the pack {args.pack}: {exc.strerror or exc}",
+                  file=sys.stderr)
             return 2
         print(f"motion pack: {args.pack} ({args.pack.stat().st_size / 1e6:.1f} MB)")
     train, val = split(bank)
