@@ -249,6 +249,12 @@ class PersonTracker:
         return out
 
 
+def crops_per_call(batch_size: int, search_tiles: int) -> int:
+    """How many crops one network call takes: a batch's frames, or one whole search (the
+    letterboxed frame and its tiles), whichever is more, so that a search is one call."""
+    return max(batch_size, 1 + (search_tiles * search_tiles if search_tiles > 1 else 0))
+
+
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     """Intersection over union of two boxes (x0, y0, x1, y1); 0 where either has no area."""
     w = min(a[2], b[2]) - max(a[0], b[0])

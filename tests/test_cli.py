@@ -208,6 +208,17 @@ def test_backends_lists_onnxruntime_cpu(posecast) -> None:
     assert lines[-1].startswith("auto -> ")
 
 
+def test_a_tiled_search_is_one_network_call_at_batch_size_1(posecast, clip40: Path, tmp_path: Path) -> None:
+    """With search_tiles 3 a search is 10 crops; the tracker ran them one call each at the default
+    batch size of 1 (63 calls for 20 frames and 4 searches, where 27 are enough)."""
+    (tmp_path / "tiles.yaml").write_text("tracking:\n  search_tiles: 3\n  research_every: 5\n")
+    r = posecast.run(["track", str(clip40), "-o", "t.jsonl", "--config", "tiles.yaml", "--stats"])
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stderr.splitlines() if x.startswith("network runs:"))
+    runs, searches = int(line.split()[2]), int(line.split("full-frame searches: ")[1].split()[0])
+    assert searches >= 2 and runs <= 40 + 2 * searches, line     # a call per frame, a search, its refined crop
+
+
 @pytest.mark.parametrize("backend, file", [("torch", "default.pt"), ("onnxruntime", ".onnx")])
 def test_bench_network_names_the_file_its_backend_runs(posecast, backend: str, file: str) -> None:
     r = posecast.run(["bench-network", "--backend", backend, "--batch", "1", "--iters", "1", "--warmup", "0"])

@@ -352,6 +352,13 @@ def test_tiles_find_a_person_too_small_for_the_full_frame_search(net: SquareNet,
         np.testing.assert_allclose(r.joints_2d[0], [1006.0, 706.0], atol=2.0)
 
 
+def test_a_network_call_holds_a_whole_search_or_a_batch() -> None:
+    from streamer.tracking import crops_per_call
+
+    assert crops_per_call(1, 1) == 1 and crops_per_call(1, 3) == 10 and crops_per_call(16, 3) == 16
+    assert crops_per_call(4, 2) == 5 and crops_per_call(8, 0) == 8
+
+
 def test_tiles_cover_the_image() -> None:
     from engines.crop import CropTransform
 

@@ -23,7 +23,7 @@ from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacke
 from streamer.ring import FrameRing, RingSpec
 from streamer.shot_cuts import ShotCutDetector
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
-from streamer.tracking import PersonTracker
+from streamer.tracking import PersonTracker, crops_per_call
 
 
 class InferStage:
@@ -39,7 +39,8 @@ class InferStage:
 
     def run(self) -> None:
         inf = self.config.inference
-        backend = create_backend(self.model, inf.backend, inf.device, inf.threads, inf.precision, inf.batch_size,
+        per_call = crops_per_call(inf.batch_size, self.config.tracking.search_tiles)
+        backend = create_backend(self.model, inf.backend, inf.device, inf.threads, inf.precision, per_call,
                                  self._calibration())
         self.reporter.send("backend", backend.describe())
         self.control.mark_ready()
@@ -53,11 +54,11 @@ class InferStage:
             ring = FrameRing(RingSpec(**start["ring"]), create=False)
             live = bool(start["info"]["live"])
             batch_size = 1 if live else inf.batch_size
-            # Crops per network call: a live frame's search (the frame and its tiles) still runs as
-            # one batch, up to the backend's batch size.
             skeleton = self.model.info.config.skeleton
+            # A search (the frame and its tiles) is one network call, live or not, whatever the
+            # batch size: its crops are as many as the tracker's buffer holds.
             tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
-                                    self.config.alignment.window, inf.batch_size,
+                                    self.config.alignment.window, per_call,
                                     torso=skeleton.indices(skeleton.default_roots))
             cuts = self._shot_cuts(bool(start["info"].get("stills")))
             out.send(START, {**start, "backend": backend.describe()})
