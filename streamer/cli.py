@@ -147,7 +147,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     then its error line alone)."""
     from engines.models import resolve_model
     from streamer.config import load_pipeline_config
-    from streamer.pipeline import Pipeline, RunRequest
+    from streamer.pipeline import EXIT_INPUT_DAMAGED, Pipeline, RunRequest
     from streamer.refiner import resolve_refiner
 
     overrides = _overrides(args)
@@ -178,7 +178,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     elif result.interrupted:
         _note("interrupted; everything processed so far was written" if tracks or overlay is not None
               else "interrupted")
-    elif result.exit_code == 3:
+    elif result.exit_code == EXIT_INPUT_DAMAGED:
         s = result.summary or {}
         _error(f"{s.get('corrupt')} corrupt packet(s) or image(s) in '{source}' were skipped; "
                f"the other {s.get('frames')} frames were processed (exit code 3)")
@@ -208,7 +208,9 @@ def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats:
 
 def _print_stats(s: dict[str, Any]) -> None:
     rows = []
-    for stage in ("capture", "infer", "align", "output"):
+    from streamer.pipeline import STAGES
+
+    for stage in STAGES:
         for step, st in s["timings"].get(stage, {}).items():
             rows.append((f"{stage}.{step}", st))
     for step, st in s["timings"].get("per_frame", {}).items():

@@ -95,10 +95,11 @@ class Publisher:
         self._send_meta()
 
     def publish(self, message: dict[str, Any]) -> None:
-        """Send one pose message (adds `t_publish`). Never blocks."""
+        """Send one pose message with `t_publish` added (to the copy sent: the caller's message is
+        also what the track files record, which have no `t_publish`). Never blocks."""
         self._serve_subscriptions()
-        message["t_publish"] = round(time.time(), 6)
-        self.sock.send_multipart([self.pose_topic, encode(message, self.encoding)], flags=zmq.NOBLOCK)
+        sent = {**message, "t_publish": round(time.time(), 6)}
+        self.sock.send_multipart([self.pose_topic, encode(sent, self.encoding)], flags=zmq.NOBLOCK)
         self.sent += 1
         if time.monotonic() - self._meta_sent > self.meta_interval_s:
             self._send_meta()

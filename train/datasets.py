@@ -109,13 +109,22 @@ def warp_matrix(a: np.ndarray, t: np.ndarray) -> np.ndarray:
     return m
 
 
+def tracker_margin() -> float:
+    """The margin the tracker puts around a person (configs/pipeline.yaml, `tracking.roi_margin`),
+    which an unaugmented crop of a real photo copies."""
+    from streamer.config import load_pipeline_config
+
+    return load_pipeline_config().tracking.roi_margin
+
+
 def real_crop_transform(box_points: np.ndarray, size: int, rng: np.random.Generator | None,
-                        augment: bool) -> tuple[np.ndarray, np.ndarray, bool, int]:
+                        augment: bool, margin: float | None = None) -> tuple[np.ndarray, np.ndarray, bool, int]:
     """The crop of a real photo: (a (2, 2), t (2,), flipped, cv2 border mode), with
     crop = a @ image + t in continuous pixel coordinates.
 
     A square of side extent x m around the keypoints' box (extent: its longer side), as the
-    tracker crops: m = 1.35, centred, upright without augmentation. With it: m ~ U(1.2, 1.6)
+    tracker crops: m = `margin`, by default the tracker's (`tracking.roi_margin`, 1.35), centred,
+    upright without augmentation. With it: m ~ U(1.2, 1.6)
     (with probability 0.2 a far larger box, m ~ U(1.8, 4), the person small as in the full-frame
     search), a shift of up to 10 % of the side, a rotation of up to 25 degrees, a mirror (p 0.5),
     and a black (p 0.5) or replicated border.
@@ -134,7 +143,7 @@ def real_crop_transform(box_points: np.ndarray, size: int, rng: np.random.Genera
         flipped = bool(rng.random() < 0.5)
         border = cv2.BORDER_CONSTANT if rng.random() < 0.5 else cv2.BORDER_REPLICATE
     else:
-        side = extent * 1.35
+        side = extent * (tracker_margin() if margin is None else margin)
     a, t = square_transform(centre, side, size, angle, flipped)
     return a, t, flipped, border
 
@@ -386,6 +395,7 @@ class RealDataset(_Augmented):
         self.records = list(records)
         self.input_size = int(input_size)
         self.augment = augment
+        self.margin = tracker_margin()      # read once: the config is parsed from YAML
         self.cut_fraction = float(cut_fraction)
         self._bytes: dict[int, np.ndarray] = {}        # the JPEG files (decoded per sample)
 
@@ -420,7 +430,7 @@ class RealDataset(_Augmented):
             border = cv2.BORDER_REPLICATE
             a, t = cut.transform(size, flipped)
         else:
-            a, t, flipped, border = real_crop_transform(box, size, rng, self.augment)
+            a, t, flipped, border = real_crop_transform(box, size, rng, self.augment, self.margin)
         image = self.load_image(i)
         crop = cv2.warpAffine(image, warp_matrix(a, t), (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=border, borderValue=(0, 0, 0))

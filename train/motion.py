@@ -357,10 +357,6 @@ def bvh_forward_kinematics(skeleton: BvhSkeleton, motion: np.ndarray, return_rot
     return (pos, rot) if return_rotations else pos
 
 
-def read_bvh(path: str | Path, frame_step: int = 1) -> BvhClip:
-    return parse_bvh(Path(path).read_text(), frame_step)
-
-
 # --------------------------------------------------------------------------------------------
 # Human3.6M
 

@@ -11,7 +11,6 @@ off its axis, or a real Human3.6M camera) and the crop is then chosen through th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
