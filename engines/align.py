@@ -31,12 +31,12 @@ offset but the own-root ones: 16.2 / 12.0 / 12.0 mm.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 Method = Literal["average", "lstsq", "weighted"]
-METHODS: tuple[str, ...] = ("average", "lstsq", "weighted")
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from engines.ray_frame import OFFSETS_FRAMES
 from engines.skeleton import H36M17, Skeleton
@@ -11,7 +11,7 @@ from engines.skeleton import H36M17, Skeleton
 Fusion = Literal["none", "conv", "fc"]
 # Test-time mirroring (engines/network.py): none; the 3D offsets only; or the 2D probabilities too.
 FlipTest = Literal["none", "3d", "all"]
-FLIP_TEST_MODES: tuple[str, ...] = ("none", "3d", "all")
+FLIP_TEST_MODES: tuple[str, ...] = get_args(FlipTest)
 # Pixels per grid cell: the 2D head at stride 8 (the backbone's stride-8 map), or at stride 4 (a
 # finer head on the stride-4 map added to the stride-8 logits, engines/network.py).
 GRID_STRIDES: tuple[int, ...] = (8, 4)

@@ -18,10 +18,13 @@ test-time mirroring stay exact.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 # Where a model's 3D offsets are expressed: the camera's frame, or the person's ray frame (above).
-OFFSETS_FRAMES: tuple[str, ...] = ("camera", "ray")
+OffsetsFrame = Literal["camera", "ray"]
+OFFSETS_FRAMES: tuple[str, ...] = get_args(OffsetsFrame)
 
 
 def ray_rotations(directions: np.ndarray) -> np.ndarray:

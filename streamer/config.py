@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from engines.align import Method as AlignMethod
+from engines.backends.base import BackendName, Precision
 from engines.config import check_range, load_config
 from engines.skeleton import H36M17
 from streamer.filters import FilterConfig
-
-AlignMethod = Literal["average", "lstsq", "weighted"]
-BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
 # The most frames per network call, and CPU threads for the network, any command accepts: more
 # threads than this only fight over the cores (and a typo like 10000 would start them all).
 MAX_BATCH_SIZE = 256
@@ -23,10 +22,10 @@ MAX_PORT = 65535          # TCP's last port; ZeroMQ would take a larger one modu
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    backend: BackendName
+    backend: Literal["auto", BackendName]          # a Literal within a Literal: one flat set of choices
     batch_size: int           # file sources: frames per network call
     threads: int              # CPU threads for the network (0: the runtime's default)
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Precision
     device: Literal["auto", "cpu", "cuda"]
     calibration: str | None   # TensorRT int8: a video or image folder of typical scenes
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -158,8 +158,8 @@ class FilterConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name} must be 'auto', 'off' or a refiner file's path (got {value!r})")
-        if self.method not in ("auto", "off", "one_euro", "kalman"):
-            raise ValueError(f"method must be one of 'auto', 'off', 'one_euro', 'kalman' (got {self.method!r})")
+        if self.method not in get_args(FilterMethod):
+            raise ValueError(f"method must be one of {', '.join(map(repr, get_args(FilterMethod)))} (got {self.method!r})")
         if not 0 <= self.file_lag <= MAX_LAG:
             raise ValueError(f"file_lag must be between 0 and {MAX_LAG} frames (got {self.file_lag!r})")
         _check_sections(self, "one_euro", "kalman", "root", "joints_2d")

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engines.backends.base import Backend, NetOutputs
+from engines.backends.base import BACKENDS, Backend, NetOutputs
 from engines.errors import BackendUnavailableError, ConfigError
 from engines.models import ModelArtifact
 
 if TYPE_CHECKING:
     import numpy as np
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
+
+
+# The backends, by the names configs and --backend use ("auto": the fastest that works here), and
+# the precisions a backend may run at (TensorRT all three, PyTorch on CUDA fp16).
+BackendName = Literal["onnxruntime", "torch", "tensorrt"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from engines.backends.base import Backend, NetOutputs
+from engines.backends.base import PRECISIONS, Backend, NetOutputs
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.model_file import INPUT_NAME, OUTPUT_NAMES, atomic_write_bytes, file_sha256, read_onnx_info
 
@@ -37,7 +37,6 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 # build_engine's recipe (its profile's opt batch, TF32 off for fp32, the int8 calibration batch):
 # raise it when that changes, so that engines built the old way are not reused.
