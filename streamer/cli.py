@@ -23,6 +23,7 @@ from engines.errors import PosecastError
 from engines.stop_signals import describe, exit_code, reader_gone, stop_signals_interrupt
 from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
 from streamer.filters import FilterConfig
+from streamer.protocol import POSE_TOPIC
 
 PROG = "posecast"
 
@@ -520,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "or meta), 130 interrupted (143 SIGTERM, "
                               "129 SIGHUP); an interrupted recording is complete up to the last message.")
     p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="publisher endpoint (default tcp://127.0.0.1:5556)")
-    p.add_argument("--topic", default="pose.", help="topic prefix, e.g. pose.cam0 (default: every source)")
+    p.add_argument("--topic", default=POSE_TOPIC, help=f"topic prefix, e.g. {POSE_TOPIC}cam0 (default: every source)")
     p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz)")
     p.add_argument("--count", type=int, help="stop after this many pose messages (>= 1)")
     p.add_argument("--timeout", type=float, default=10.0,

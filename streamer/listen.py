@@ -30,7 +30,7 @@ import zmq
 
 from engines.errors import InputError
 from streamer.process import STOP_SIGNALS
-from streamer.protocol import SCHEMA_VERSION, PersonPose, frame_from_message
+from streamer.protocol import META_TOPIC, SCHEMA_VERSION, PersonPose, frame_from_message
 from streamer.publish import decode
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         ctx.term()
         raise InputError(f"cannot connect to '{endpoint}': {exc} (use tcp://HOST:PORT)") from None
     # meta is always wanted: it says what the pose messages mean (and subscribing asks for it).
-    sock.setsockopt(zmq.SUBSCRIBE, b"meta.")
+    sock.setsockopt(zmq.SUBSCRIBE, META_TOPIC.encode())
     sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     stats = StreamStats()
     meta: dict[str, Any] | None = None

@@ -32,6 +32,7 @@ from typing import Any
 from engines.models import ModelArtifact
 from streamer.config import PipelineConfig
 from streamer.process import STOP_SIGNALS, stage_main
+from streamer.protocol import META_TOPIC, POSE_TOPIC
 from streamer.refiner import TemporalRefiner
 from streamer.ring import unlink_ring
 from streamer.stages.align import AlignStage
@@ -260,7 +261,7 @@ class Pipeline:
         elif kind == "publishing":
             self.result.endpoint = payload
             if self.request.announce is not None:
-                self.request.announce(f"publishing on {payload} (topics pose.*, meta.*)")
+                self.request.announce(f"publishing on {payload} (topics {POSE_TOPIC}*, {META_TOPIC}*)")
 
     def _on_exit(self, name: str) -> None:
         proc = self.procs[name]

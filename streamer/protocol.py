@@ -16,6 +16,14 @@ from engines.skeleton import Skeleton
 from streamer.axes import axes_meta, axes_spec
 
 SCHEMA_VERSION = 1
+# Topics: each message is [topic, payload], the topic the kind followed by the source's name
+# ("pose.cam0"), so that a subscriber picks a kind, or one source, by prefix.
+POSE_TOPIC = "pose."
+META_TOPIC = "meta."
+
+
+def topic(prefix: str, source: str = "") -> bytes:
+    return f"{prefix}{source}".encode()
 
 # Camera frame of the 3D joints: what the model predicts, before any consumer-axis conversion.
 CAMERA_AXES = axes_meta(axes_spec("camera"))

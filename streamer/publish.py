@@ -24,6 +24,7 @@ import msgpack
 import zmq
 
 from engines.errors import PosecastError
+from streamer.protocol import META_TOPIC, POSE_TOPIC, topic
 
 
 class PortInUseError(PosecastError):
@@ -50,8 +51,8 @@ class Publisher:
     def __init__(self, endpoint: str, encoding: str = "msgpack", hwm: int = 64,
                  meta_interval_s: float = 2.0) -> None:
         self.encoding = encoding
-        self.pose_topic = b"pose."
-        self.meta_topic = b"meta."
+        self.pose_topic = topic(POSE_TOPIC)
+        self.meta_topic = topic(META_TOPIC)
         self.meta_interval_s = meta_interval_s
         self._meta: bytes | None = None
         self._meta_sent = 0.0
@@ -89,8 +90,8 @@ class Publisher:
 
     def start(self, source: str, meta: dict[str, Any]) -> None:
         """Name the topics after the source and announce the stream."""
-        self.pose_topic = f"pose.{source}".encode()
-        self.meta_topic = f"meta.{source}".encode()
+        self.pose_topic = topic(POSE_TOPIC, source)
+        self.meta_topic = topic(META_TOPIC, source)
         self._meta = encode(meta, self.encoding)
         self._send_meta()
 
