@@ -16,6 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 
+# The signals that end a command in order: Ctrl-C, `kill` (and `timeout`, systemd, docker stop),
+# and a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt."""
 
@@ -45,8 +50,8 @@ def stop_signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield                   # only the main thread may set handlers (a command run from a thread)
         return
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
-           if signal.getsignal(sig) is not signal.SIG_IGN}
+    old = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS
+           if sig != signal.SIGINT and signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:
@@ -64,3 +69,38 @@ def reader_gone() -> int:
     except (OSError, ValueError, AttributeError):     # stdout is no file (replaced in-process)
         pass
     return 128 + int(signal.SIGPIPE)
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM (`timeout`, systemd, docker stop) and SIGHUP (the terminal closed) all end
+    a command (`listen`, `replay`) the same orderly way: the handler only notes the signal, the loop sees it within
+    one poll, and the recording is written and closed. An NPZ recording exists only once it is
+    closed, so the default actions (KeyboardInterrupt anywhere, or death) could lose all of it.
+    Later signals are ignored: stopping the close half-way would lose the recording too.
+    The exit code is then 128 + the signal's number, as `posecast track` gives. A signal that
+    was ignored already stays ignored: `nohup posecast listen` must outlive its terminal."""
+
+    SIGNALS = STOP_SIGNALS
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():    # only it may set handlers
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""

@@ -326,7 +326,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamer.config import MAX_PORT
-    from streamer.listen import replay
+    from streamer.replay import replay
 
     low, high = REPLAY_SPEEDS
     if not low <= args.speed <= high:          # NaN fails this too

@@ -11,13 +11,9 @@ and counted, never fatal. Ctrl-C, SIGTERM and SIGHUP all end it in order, the re
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
-import math
-import signal
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -29,9 +25,9 @@ import numpy as np
 import zmq
 
 from engines.errors import InputError
-from streamer.process import STOP_SIGNALS
-from streamer.protocol import META_TOPIC, SCHEMA_VERSION, PersonPose, frame_from_message
-from streamer.publish import decode
+from engines.stop_signals import StopSignals
+from streamer.protocol import META_TOPIC
+from streamer.protocol_check import NotPosecast, parse_message, pose_problem
 
 log = logging.getLogger(__name__)
 
@@ -131,144 +127,6 @@ def tcp_port(endpoint: str) -> int | None:
         return int(endpoint.rsplit(":", 1)[1])
     except ValueError:
         return None
-
-
-class NotPosecast(ValueError):
-    """A received message that is not one of the protocol's. `str()` says why, for the user."""
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _meta_problem(msg: dict[str, Any]) -> str | None:
-    """Why a meta message cannot describe poses (None: it can). It names the joints and their
-    bones, and it must be writable as a track's first line (JSON, finite numbers)."""
-    names, parents = msg.get("joint_names"), msg.get("parents")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        return "a meta message without a list of 'joint_names'"
-    if (not isinstance(parents, list) or len(parents) != len(names)
-            or not all(isinstance(i, int) and -1 <= i < len(names) for i in parents)):
-        return "a meta message whose 'parents' do not match its 'joint_names'"
-    try:
-        json.dumps(msg, allow_nan=False)
-    except (TypeError, ValueError):
-        return "a meta message with a value JSON cannot hold (bytes, NaN or Infinity)"
-    return None
-
-
-_INT64 = range(-(2 ** 63), 2 ** 63)      # what the .npz writer stores seq and person ids in
-
-
-def _pose_problem(msg: dict[str, Any], joints: int | None) -> str | None:
-    """Why a pose message cannot be shown or recorded (None: it can). `joints`: the count the
-    stream's meta gives, once it is known. The checks are what the statistics, the skeleton
-    drawing and every track writer rely on, so nothing past here fails on a stranger's message."""
-    if not isinstance(msg.get("seq"), int) or msg["seq"] not in _INT64 or not _finite(msg.get("t_capture")):
-        return "a pose message without an integer 'seq' and a finite 't_capture'"
-    for key in ("t_media", "t_publish"):
-        if msg.get(key) is not None and not _finite(msg[key]):
-            return f"a pose message whose '{key}' is not a finite number"
-    if not isinstance(msg.get("people"), list) or not all(isinstance(p, dict) for p in msg["people"]):
-        return "a pose message without a list of 'people'"
-    try:
-        # A huge number becomes Infinity in float32, as the .npz writer stores it: found below.
-        with np.errstate(over="ignore", invalid="ignore"):
-            frame = frame_from_message(msg)
-            problems = [_person_problem(person, joints) for person in frame.people]
-    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
-        return "a pose message with a malformed person (see docs/protocol.md)"
-    problem = next((p for p in problems if p is not None), None)
-    if problem is not None:
-        return problem
-    try:
-        json.dumps(msg, allow_nan=False)       # what a .jsonl recording writes: finite numbers only
-    except (TypeError, ValueError):
-        return "a pose message with a value JSON cannot hold (bytes, NaN or Infinity)"
-    return None
-
-
-def _person_problem(person: PersonPose, joints: int | None) -> str | None:
-    n = len(person.conf)
-    if (person.conf.shape != (n,) or person.joints_3d.shape != (n, 3) or person.joints_2d.shape != (n, 2)
-            or len(person.bbox) != 4 or (person.root_3d is not None and person.root_3d.shape != (3,))):
-        return "a pose message whose person's arrays do not fit together (see docs/protocol.md)"
-    if person.id not in _INT64:
-        return "a pose message with a person 'id' out of range"
-    numbers = [person.joints_3d, person.joints_2d, person.conf,
-               np.asarray([person.score, *person.bbox], dtype=np.float32)]
-    if person.root_3d is not None:
-        numbers.append(person.root_3d)
-    if not all(np.isfinite(a).all() for a in numbers):
-        return "a pose message with a number that is not finite (the protocol allows only finite values)"
-    if joints is not None and n != joints:
-        return f"a pose message with {n} joints where the stream's meta names {joints}"
-    return None
-
-
-def parse_message(parts: list[bytes], joints: int | None = None) -> dict[str, Any]:
-    """A received ZeroMQ message as a protocol map (streamer/protocol.py), or `NotPosecast`.
-
-    Anyone may publish on the port a subscriber connects to: another program, or an older or
-    newer Posecast. `listen` skips what it cannot use instead of failing on it."""
-    if len(parts) != 2:
-        raise NotPosecast(f"a ZeroMQ message of {len(parts)} part(s), not [topic, payload]")
-    try:
-        msg = decode(parts[1])
-    except Exception:      # noqa: BLE001 - msgpack and json raise many types on garbage; all mean this
-        raise NotPosecast("a payload that is neither msgpack nor JSON") from None
-    problem = message_problem(msg, joints)
-    if problem is not None:
-        raise NotPosecast(problem)
-    return msg
-
-
-def message_problem(msg: Any, joints: int | None = None) -> str | None:
-    """Why a decoded message is not a usable protocol message (None: it is). `listen` skips
-    such messages; `replay` refuses a track line that is one, before it publishes anything."""
-    if not isinstance(msg, dict) or msg.get("type") not in ("meta", "pose"):
-        return "a payload that is not a Posecast 'meta' or 'pose' map"
-    schema = msg.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        return f"a {msg['type']} message without an integer 'schema'"
-    if schema > SCHEMA_VERSION:
-        return f"schema {schema}, newer than this version reads (up to {SCHEMA_VERSION}; upgrade Posecast)"
-    return _meta_problem(msg) if msg["type"] == "meta" else _pose_problem(msg, joints)
-
-
-class StopSignals:
-    """Ctrl-C, SIGTERM (`timeout`, systemd, docker stop) and SIGHUP (the terminal closed) all end
-    `listen` the same orderly way: the handler only notes the signal, the loop sees it within
-    one poll, and the recording is written and closed. An NPZ recording exists only once it is
-    closed, so the default actions (KeyboardInterrupt anywhere, or death) could lose all of it.
-    Later signals are ignored: stopping the close half-way would lose the recording too.
-    The exit code is then 128 + the signal's number, as `posecast track` gives. A signal that
-    was ignored already stays ignored: `nohup posecast listen` must outlive its terminal."""
-
-    SIGNALS = STOP_SIGNALS
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():    # only it may set handlers
-            for sig in self.SIGNALS:
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self._old[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
 
 
 def describe_meta(meta: dict[str, Any]) -> str:
@@ -414,7 +272,7 @@ def _write_pending(writer: Any, pending: list[dict[str, Any]], joints: int,
                    stats: StreamStats) -> None:
     """The poses that arrived before the meta, now that it says how many joints a pose has."""
     for early in pending:
-        problem = _pose_problem(early, joints)
+        problem = pose_problem(early, joints)
         if problem is None:
             writer.write_message(early)
         else:
@@ -459,91 +317,3 @@ def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamSt
         return (f"interrupted ({signame}); nothing recorded to '{record}': no meta message arrived from "
                 f"'{endpoint}'{lost}")
     return f"interrupted ({signame}); recorded {writer.frames_written} pose messages to '{record}' (complete)"
-
-
-def replay_clock(poses: list[dict]) -> str:
-    """The field that gives a recording's pace. A video file's track was made as fast as the
-    pipeline ran, so its `t_capture` is the processing's pace; its `t_media`, the video's own
-    time, is the original one. Cameras and streams have no `t_media`, and a looped file's goes
-    back at each loop: those are played by `t_capture`, when their frames were read."""
-    media = [p.get("t_media") for p in poses]
-    if media and all(isinstance(t, (int, float)) for t in media) and all(b >= a for a, b in zip(media, media[1:])):
-        return "t_media"
-    return "t_capture"
-
-
-def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 64,
-           announce: Callable[[str], None] | None = None) -> int:
-    """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
-    Every line is checked before anything is published. A signal ends it as it ends `listen`
-    (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
-    from streamer.publish import Publisher
-    from streamer.tracks import read_track
-
-    say = announce or _stderr
-    with StopSignals() as stop:
-        meta, poses = read_track(track)
-        _check_track(track, meta, poses)
-        sent = 0
-        pub = Publisher(endpoint, encoding, hwm)
-        # Said once the track is known good and the port is ours: a bad one is its one error line.
-        say(f"replaying {track} on {pub.endpoint}")
-        try:
-            pub.start(meta.get("source", track.stem), {**meta, "replay": True})
-            # let subscribers that connect at start-up see the first messages
-            if _sleep_until(pub.joined_by, stop) and poses:
-                clock = replay_clock(poses)
-                t0_track, t0 = poses[0][clock], time.monotonic()
-                for msg in poses:
-                    if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop):
-                        break
-                    msg.pop("t_publish", None)
-                    pub.publish(msg)
-                    sent += 1
-        finally:
-            pub.close()
-    if stop.signum is None:
-        return 0
-    with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
-        say(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")
-    return 128 + stop.signum
-
-
-def _sleep_until(due: float, stop: StopSignals) -> bool:
-    """Wait for the monotonic time `due`; False if a stop signal came first. Python resumes a
-    sleep after a signal's handler, so it sleeps in short steps to notice one."""
-    while stop.signum is None:
-        left = due - time.monotonic()
-        if left <= 0:
-            return True
-        time.sleep(min(left, 0.1))
-    return False
-
-
-def _check_track(track: Path, meta: dict[str, Any], poses: list[dict[str, Any]]) -> None:
-    """An `InputError` naming the first line that is not a usable protocol message. `read_track`
-    checks only each line's type; a replay would otherwise fail half-way, or publish messages
-    that its subscribers cannot use."""
-    problem = message_problem(meta)
-    index = 0
-    if problem is None:
-        joints = len(meta["joint_names"])
-        for index, pose in enumerate(poses, start=1):
-            problem = message_problem(pose, joints)
-            if problem is not None:
-                break
-    if problem is not None:
-        raise InputError(f"track file '{track}', line {_line_number(track, index)}: {problem} "
-                         f"(the file is corrupt or hand-edited; re-record it)")
-
-
-def _line_number(track: Path, index: int) -> int:
-    """The line number of the track's `index`-th message (0: the meta), counted as `read_track`
-    reads them: blank lines are skipped. (A file cut shorter since: its count of messages. A
-    named pipe cannot be read twice: the count of messages, which is the line number where the
-    file has no blank lines.)"""
-    if not track.is_file():
-        return index + 1
-    with open(track, encoding="utf-8") as f:
-        lines = (number for number, line in enumerate(f, start=1) if line.strip())
-        return next(itertools.islice(lines, index, None), index + 1)

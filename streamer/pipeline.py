@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from engines.models import ModelArtifact
+from engines.stop_signals import STOP_SIGNALS
 from streamer.config import PipelineConfig
-from streamer.process import STOP_SIGNALS, stage_main
+from streamer.process import stage_main
 from streamer.protocol import META_TOPIC, POSE_TOPIC
 from streamer.refiner import TemporalRefiner
 from streamer.ring import unlink_ring

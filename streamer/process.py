@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import PosecastError
+from engines.stop_signals import STOP_SIGNALS
 from streamer.stages.base import Control, Reporter
 
-
 # Ctrl-C and a closed terminal reach every process of the group, and so does SIGTERM from
-# `timeout`, systemd or docker: only the parent decides what they mean (finish the frames in
-# flight, then end), and kills (SIGKILL) any stage that does not end in time.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# `timeout`, systemd or docker (STOP_SIGNALS): only the parent decides what they mean (finish the
+# frames in flight, then end), and kills (SIGKILL) any stage that does not end in time.
 
 
 def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, Any], control: Control,

@@ -6,12 +6,10 @@ The defaults under test are the shipped ones, from configs/pipeline.yaml.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

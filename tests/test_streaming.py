@@ -456,7 +456,7 @@ def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path) -> None
 
 
 def test_replay_is_paced_by_the_video_time_where_every_message_has_one() -> None:
-    from streamer.listen import replay_clock
+    from streamer.replay import replay_clock
 
     assert replay_clock([{"t_capture": 5.0, "t_media": 0.0}, {"t_capture": 5.01, "t_media": 0.04}]) == "t_media"
     # A camera's recording has no video time, and a looped file's goes back at each loop.
@@ -744,7 +744,7 @@ def test_listen_skips_and_counts_what_is_not_posecast(posecast, tmp_path: Path, 
 
 
 def test_parse_message_says_why_a_message_is_not_posecast() -> None:
-    from streamer.listen import NotPosecast, parse_message
+    from streamer.protocol_check import NotPosecast, parse_message
 
     for parts in Stranger.strangers(3):
         with pytest.raises(NotPosecast) as exc:

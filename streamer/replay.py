@@ -1,0 +1,103 @@
+"""`posecast replay`: publish a recorded track again, at its original pace."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engines.errors import InputError
+from engines.stop_signals import StopSignals
+from streamer.protocol_check import message_problem
+
+
+def replay_clock(poses: list[dict]) -> str:
+    """The field that gives a recording's pace. A video file's track was made as fast as the
+    pipeline ran, so its `t_capture` is the processing's pace; its `t_media`, the video's own
+    time, is the original one. Cameras and streams have no `t_media`, and a looped file's goes
+    back at each loop: those are played by `t_capture`, when their frames were read."""
+    media = [p.get("t_media") for p in poses]
+    if media and all(isinstance(t, (int, float)) for t in media) and all(b >= a for a, b in zip(media, media[1:])):
+        return "t_media"
+    return "t_capture"
+
+
+def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 64,
+           announce: Callable[[str], None] | None = None) -> int:
+    """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
+    Every line is checked before anything is published. A signal ends it as it ends `listen`
+    (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
+    from streamer.publish import Publisher
+    from streamer.tracks import read_track
+
+    say = announce or (lambda line: print(f"posecast: {line}", file=sys.stderr))
+    with StopSignals() as stop:
+        meta, poses = read_track(track)
+        _check_track(track, meta, poses)
+        sent = 0
+        pub = Publisher(endpoint, encoding, hwm)
+        # Said once the track is known good and the port is ours: a bad one is its one error line.
+        say(f"replaying {track} on {pub.endpoint}")
+        try:
+            pub.start(meta.get("source", track.stem), {**meta, "replay": True})
+            # let subscribers that connect at start-up see the first messages
+            if _sleep_until(pub.joined_by, stop) and poses:
+                clock = replay_clock(poses)
+                t0_track, t0 = poses[0][clock], time.monotonic()
+                for msg in poses:
+                    if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop):
+                        break
+                    msg.pop("t_publish", None)
+                    pub.publish(msg)
+                    sent += 1
+        finally:
+            pub.close()
+    if stop.signum is None:
+        return 0
+    with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
+        say(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")
+    return 128 + stop.signum
+
+
+def _sleep_until(due: float, stop: StopSignals) -> bool:
+    """Wait for the monotonic time `due`; False if a stop signal came first. Python resumes a
+    sleep after a signal's handler, so it sleeps in short steps to notice one."""
+    while stop.signum is None:
+        left = due - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.1))
+    return False
+
+
+def _check_track(track: Path, meta: dict[str, Any], poses: list[dict[str, Any]]) -> None:
+    """An `InputError` naming the first line that is not a usable protocol message. `read_track`
+    checks only each line's type; a replay would otherwise fail half-way, or publish messages
+    that its subscribers cannot use."""
+    problem = message_problem(meta)
+    index = 0
+    if problem is None:
+        joints = len(meta["joint_names"])
+        for index, pose in enumerate(poses, start=1):
+            problem = message_problem(pose, joints)
+            if problem is not None:
+                break
+    if problem is not None:
+        raise InputError(f"track file '{track}', line {_line_number(track, index)}: {problem} "
+                         f"(the file is corrupt or hand-edited; re-record it)")
+
+
+def _line_number(track: Path, index: int) -> int:
+    """The line number of the track's `index`-th message (0: the meta), counted as `read_track`
+    reads them: blank lines are skipped. (A file cut shorter since: its count of messages. A
+    named pipe cannot be read twice: the count of messages, which is the line number where the
+    file has no blank lines.)"""
+    if not track.is_file():
+        return index + 1
+    with open(track, encoding="utf-8") as f:
+        lines = (number for number, line in enumerate(f, start=1) if line.strip())
+        return next(itertools.islice(lines, index, None), index + 1)
