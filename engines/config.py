@@ -4,7 +4,9 @@ Configs are YAML files in `configs/`. A config section is a frozen dataclass who
 their type; `from_dict` checks every key (unknown, missing, wrong type) and then the dataclass's
 own `check()` for ranges and cross-field rules. Errors name the file and the dotted key, so a user
 can fix the file without reading code. The YAML files in `configs/` are the only place defaults
-live: a user's file is merged over them, so it only needs the keys it changes.
+live: a user's file is merged over them, so it only needs the keys it changes. (The one exception:
+ModelConfig's later fields have the values of the models trained before those fields existed, so
+that an older checkpoint's recorded config still loads.)
 """
 
 from __future__ import annotations

@@ -40,30 +40,30 @@ class TrackingConfig:
     track_min_score: float    # below this the person is lost and searched for again
     roi_margin: float         # region of interest side = margin x the 2D pose's extent
     min_roi_px: int           # smallest region of interest, pixels of the input image
-    search_tiles: int = 1     # a search also looks at n x n overlapping tiles (1: the full frame only)
-    research_every: int = 30  # frames between full-frame searches run beside tracking (0: never)
-    switch_margin: float = 0.05  # such a search takes over when its score beats the track's by this
+    search_tiles: int         # a search also looks at n x n overlapping tiles (1: the full frame only)
+    research_every: int       # frames between full-frame searches run beside tracking (0: never)
+    switch_margin: float      # such a search takes over when its score beats the track's by this
     # A weaker search candidate (from this score up to detect_min_score) is looked at in a crop
     # around it, and counts as a person where that crop reaches detect_min_score.
-    refine_min_score: float = 0.05
+    refine_min_score: float
     # Where the next region of interest is centred across the image: "torso" on the torso joints
     # (the skeleton's default roots), "box" on the middle of the 2D joints' extent.
-    roi_centre: Literal["torso", "box"] = "torso"
+    roi_centre: Literal["torso", "box"]
     # Where a full-frame search gives a person whose 2D box overlaps the last frame's by less than
     # this (intersection over union), a new track starts: a new person id, and the temporal
     # filters start afresh. 0: a track ends only at a frame with nobody found.
-    new_track_iou: float = 0.0
+    new_track_iou: float
     # A periodic search that takes over from a track still found continues it only where its person's
     # 2D box overlaps the last one's by this much; elsewhere a new track starts. 0: it always continues.
-    takeover_min_iou: float = 0.3
+    takeover_min_iou: float
     # An image folder's images: "shots" (unrelated photos: each searched for afresh, its own track)
     # or "sequence" (a video's frames: the region carries from one image to the next).
-    folder_images: Literal["shots", "sequence"] = "shots"
+    folder_images: Literal["shots", "sequence"]
     # A video's hard cut between shots (streamer/shot_cuts.py): a frame whose 32 x 32 thumbnail
     # differs from the last one's by a mean over shot_cut_diff grey levels and over shot_cut_ratio
     # times the recent frames' differences is searched afresh and starts a track. 0: off.
-    shot_cut_diff: float = 16.0
-    shot_cut_ratio: float = 4.0
+    shot_cut_diff: float
+    shot_cut_ratio: float
 
     def check(self) -> None:
         for name in ("detect_min_score", "track_min_score", "refine_min_score"):
@@ -124,10 +124,10 @@ class CoordinatesConfig:
     hfov_deg: float           # horizontal field of view assumed when focal_px is unknown
     # Where the optical axis meets the image, in pixels; None: the image centre. A frame cut
     # off-centre from a larger one (a cropped or zoomed stream) has it elsewhere.
-    principal_px: tuple[float, float] | None = None
+    principal_px: tuple[float, float] | None
     # root_3d's depth is solved from the joints inside the image where at least this many are
     # (the ones outside are guesses; 0: from every joint).
-    root_min_joints_in_view: int = 4
+    root_min_joints_in_view: int
 
     def check(self) -> None:
         check_range("root_min_joints_in_view", self.root_min_joints_in_view, 0, H36M17.num_joints, " joints")

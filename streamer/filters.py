@@ -150,8 +150,8 @@ class FilterConfig:
     # Poses first go through a learned temporal refiner (streamer/refiner.py), a file's looking
     # ahead, a live source's not: "auto" is the shipped one behind the model it was trained for,
     # "off" none, else a refiner file's path.
-    refiner: Literal["auto", "off"] | str = "auto"
-    live_refiner: Literal["auto", "off"] | str = "auto"
+    refiner: Literal["auto", "off"] | str
+    live_refiner: Literal["auto", "off"] | str
 
     def check(self) -> None:
         for name in ("refiner", "live_refiner"):

@@ -19,7 +19,7 @@ import pytest
 
 from engines.backends.base import NetOutputs
 from engines.grid import soft_labels
-from streamer.config import TrackingConfig
+from streamer.config import load_pipeline_config
 from streamer.tracking import FrameResult, PersonTracker
 
 J = 17
@@ -33,7 +33,9 @@ OFFSETS = np.array([
     [0, 0], [-8, 2], [-9, 16], [-10, 30], [8, 2], [9, 16], [10, 30], [0, -10], [0, -20],
     [0, -25], [0, -30], [12, -20], [20, -8], [26, 4], [-12, -20], [-20, -8], [-26, 4],
 ], dtype=np.float64)
-CFG = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64)
+# The shipped tracking settings, with the scores and sizes these tests' stand-in network needs.
+SHIPPED = load_pipeline_config().tracking
+CFG = dataclasses.replace(SHIPPED, detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64)
 
 
 class SquareNet:
@@ -215,7 +217,7 @@ def test_region_of_interest_stays_bounded_when_the_network_is_unsure() -> None:
         pts[:, 1] = (SIZE - 4, SIZE - 4)
         return NetOutputs(soft_labels(pts, GRID, SIZE), np.zeros((len(crops), ROOTS, J, 3), np.float32))
 
-    cfg = TrackingConfig(detect_min_score=0.0, track_min_score=0.0, roi_margin=1.35, min_roi_px=64)
+    cfg = dataclasses.replace(SHIPPED, detect_min_score=0.0, track_min_score=0.0, roi_margin=1.35, min_roi_px=64)
     t = PersonTracker(spread, SIZE, cfg, window=1, max_batch=1)
     img = frame(None)
     for _ in range(400):
@@ -289,7 +291,7 @@ def _scene(grey: tuple[float, float], white: tuple[float, float] | None) -> np.n
 
 @pytest.mark.parametrize("research_every", [0, 5])
 def test_a_periodic_search_takes_over_from_a_false_target(research_every: int) -> None:
-    cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+    cfg = dataclasses.replace(SHIPPED, detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
                          research_every=research_every, switch_margin=0.1)
     t = PersonTracker(BrightestSquareNet(), SIZE, cfg, window=1, max_batch=4)
     grey, white = (70.0, 120.0), (240.0, 120.0)
@@ -328,7 +330,7 @@ def test_a_takeover_continues_the_track_only_where_the_boxes_overlap() -> None:
 
 
 def test_a_periodic_search_does_not_take_over_from_an_equal_target(net: SquareNet) -> None:
-    cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+    cfg = dataclasses.replace(SHIPPED, detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
                          research_every=3, switch_margin=0.1)
     t = PersonTracker(net, SIZE, cfg, window=1, max_batch=4)
     results = [t.process([frame((160.0, 120.0))])[0] for _ in range(10)]
@@ -338,7 +340,7 @@ def test_a_periodic_search_does_not_take_over_from_an_equal_target(net: SquareNe
 
 @pytest.mark.parametrize("tiles", [1, 3])
 def test_tiles_find_a_person_too_small_for_the_full_frame_search(net: SquareNet, tiles: int) -> None:
-    cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+    cfg = dataclasses.replace(SHIPPED, detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
                          search_tiles=tiles)
     t = PersonTracker(net, SIZE, cfg, window=1, max_batch=16)
     img = np.zeros((960, 1280, 3), np.uint8)
@@ -396,7 +398,7 @@ def test_a_weak_search_candidate_is_looked_at_again_and_found_in_its_crop() -> N
     0.23 here) and high in the crop around them: refine_min_score sends them to the second pass."""
     for refine_min_score, found in ((0.15, True), (0.30, False)):
         net = FaintNet()
-        cfg = TrackingConfig(detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
+        cfg = dataclasses.replace(SHIPPED, detect_min_score=0.30, track_min_score=0.20, roi_margin=1.35, min_roi_px=64,
                              refine_min_score=refine_min_score)
         (r,) = PersonTracker(net, SIZE, cfg, window=1, max_batch=1).process([frame((150.0, 120.0))])
         assert r.found is found
