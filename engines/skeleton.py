@@ -16,7 +16,7 @@ class Skeleton:
     name: str
     joint_names: tuple[str, ...]
     parents: tuple[int, ...]
-    default_roots: tuple[str, ...]
+    torso: tuple[str, ...]           # the joints the tracker centres its region on
     origin: str
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -29,7 +29,7 @@ class Skeleton:
         for i, p in enumerate(self.parents):
             if p >= i or (p < 0 and self.joint_names[i] != self.origin):
                 raise ValueError(f"joint {self.joint_names[i]}: parents must precede children")
-        for r in self.default_roots:
+        for r in self.torso:
             self.index(r)
 
     @property
@@ -83,8 +83,9 @@ H36M17 = Skeleton(
         "neck_nose", "head_top", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
     ),
     parents=(-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15),
-    # Torso joints: the most stable places to measure the rest of the body from (the paper's idea
-    # of several roots). The pose is reported relative to `origin`.
-    default_roots=("pelvis", "thorax", "r_hip", "l_hip", "r_shoulder", "l_shoulder"),
+    # Torso joints: the steadiest part of the body, which the tracker centres its region on. (A
+    # network's roots, the joints its 3D branch measures the others from, are its config's:
+    # configs/model.yaml, the same six.) The pose is reported relative to `origin`.
+    torso=("pelvis", "thorax", "r_hip", "l_hip", "r_shoulder", "l_shoulder"),
     origin="pelvis",
 )

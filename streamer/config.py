@@ -47,7 +47,7 @@ class TrackingConfig:
     # around it, and counts as a person where that crop reaches detect_min_score.
     refine_min_score: float
     # Where the next region of interest is centred across the image: "torso" on the torso joints
-    # (the skeleton's default roots), "box" on the middle of the 2D joints' extent.
+    # (the skeleton's `torso`), "box" on the middle of the 2D joints' extent.
     roi_centre: Literal["torso", "box"]
     # Where a full-frame search gives a person whose 2D box overlaps the last frame's by less than
     # this (intersection over union), a new track starts: a new person id, and the temporal

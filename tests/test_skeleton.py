@@ -89,8 +89,8 @@ def test_flip_permutation_is_an_involution_swapping_sides() -> None:
     assert {(perm[p], perm[c]) for p, c in bones} == bones
 
 
-def test_default_roots_are_valid_and_include_the_origin() -> None:
-    roots = H36M17.default_roots
+def test_the_torso_is_valid_and_includes_the_origin() -> None:
+    roots = H36M17.torso
     assert roots
     assert H36M17.origin in roots
     assert len(set(roots)) == len(roots)
@@ -108,7 +108,7 @@ def test_unknown_joint_names_the_valid_ones() -> None:
 
 def _make(**changes) -> Skeleton:
     base = dict(name="tiny", joint_names=("root", "l_a", "r_a"), parents=(-1, 0, 0),
-                default_roots=("root",), origin="root")
+                torso=("root",), origin="root")
     base.update(changes)
     return Skeleton(**base)
 
@@ -130,7 +130,7 @@ def test_a_small_valid_skeleton() -> None:
         (dict(parents=(-1, -1, 0)), "parents must precede children"),     # a second root
         (dict(parents=(0, -1, 0)), "parents must precede children"),      # origin not the root
         (dict(origin="l_a"), "parents must precede children"),            # origin is not the tree's root
-        (dict(default_roots=("root", "hip")), "unknown joint 'hip'"),
+        (dict(torso=("root", "hip")), "unknown joint 'hip'"),
     ],
 )
 def test_bad_skeleton_definitions_raise(changes: dict, message: str) -> None:

@@ -439,7 +439,7 @@ def test_the_region_is_centred_on_the_torso_not_on_an_arm_drawn_out() -> None:
     """An arm drawn out to someone beside the person does not pull the next crop towards them."""
     reach = OFFSETS.copy()
     reach[16] = [70.0, 4.0]                      # the right wrist, drawn far out to the right
-    torso = (0, 1, 4, 8, 11, 14)                 # the skeleton's default roots
+    torso = (0, 1, 4, 8, 11, 14)                 # the skeleton's torso
     c = (130.0, 120.0)
     rois = {}
     for mode in ("torso", "box"):

@@ -289,7 +289,7 @@ def test_read_track_empty_missing_newer_schema_and_wrong_format(tmp_path: Path) 
 # --- CSV ------------------------------------------------------------------------------------
 
 TINY = Skeleton(name="tiny", joint_names=("root", "l_arm", "r_arm"), parents=(-1, 0, 0),
-                default_roots=("root",), origin="root")
+                torso=("root",), origin="root")
 
 
 def test_csv_header_comes_from_the_meta_joint_names(tmp_path: Path) -> None:

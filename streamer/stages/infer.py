@@ -59,7 +59,7 @@ class InferStage:
             # batch size: its crops are as many as the tracker's buffer holds.
             tracker = PersonTracker(backend.infer, self.model.info.config.input_size, self.config.tracking,
                                     self.config.alignment.window, per_call,
-                                    torso=skeleton.indices(skeleton.default_roots))
+                                    torso=skeleton.indices(skeleton.torso))
             cuts = self._shot_cuts(bool(start["info"].get("stills")))
             out.send(START, {**start, "backend": backend.describe()})
             while not self.control.abort.is_set():
