@@ -308,9 +308,11 @@ REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a ty
 def cmd_listen(args: argparse.Namespace) -> int:
     import math
 
-    from streamer.config import MAX_PORT
+    from streamer.config import MAX_PORT, load_pipeline_config
     from streamer.listen import listen, tcp_port
 
+    if args.connect is None:       # the port `posecast run` publishes on by default, on this machine
+        args.connect = f"tcp://127.0.0.1:{load_pipeline_config().publish.port}"
     port = tcp_port(args.connect)
     if port is not None and not 1 <= port <= MAX_PORT:
         raise UsageError(f"--connect: port {port} of '{args.connect}' must be between 1 and {MAX_PORT}")
@@ -325,15 +327,23 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streamer.config import MAX_PORT
+    import dataclasses
+
+    from streamer.config import MAX_PORT, load_pipeline_config
     from streamer.replay import replay
+
+    # Published as `posecast run` publishes (configs/pipeline.yaml's publish section), unless told.
+    shipped = load_pipeline_config().publish
+    publish = dataclasses.replace(shipped, **{k: v for k, v in (("bind", args.bind), ("port", args.port),
+                                                                 ("encoding", args.encoding)) if v is not None})
 
     low, high = REPLAY_SPEEDS
     if not low <= args.speed <= high:          # NaN fails this too
         raise UsageError(f"--speed must be a number from {low:g} to {high:g} (got {args.speed:g})")
-    if not 1 <= args.port <= MAX_PORT:
-        raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {args.port})")
-    return replay(Path(args.track), f"tcp://{args.bind}:{args.port}", args.encoding, args.speed, announce=_note)
+    if not 1 <= publish.port <= MAX_PORT:
+        raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {publish.port})")
+    return replay(Path(args.track), publish.endpoint, publish.encoding, args.speed, publish.hwm,
+                  publish.meta_interval_s, announce=_note)
 
 
 # --- other commands ----------------------------------------------------------------------
@@ -520,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "2 bad arguments, no Posecast messages, or a recorded stream that changed (another source "
                               "or meta), 130 interrupted (143 SIGTERM, "
                               "129 SIGHUP); an interrupted recording is complete up to the last message.")
-    p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="publisher endpoint (default tcp://127.0.0.1:5556)")
+    p.add_argument("--connect", help="publisher endpoint (default: tcp://127.0.0.1 on the port of configs/pipeline.yaml, "
+                                     "5556, where `posecast run` publishes)")
     p.add_argument("--topic", default=POSE_TOPIC, help=f"topic prefix, e.g. {POSE_TOPIC}cam0 (default: every source)")
     p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz)")
     p.add_argument("--count", type=int, help="stop after this many pose messages (>= 1)")
@@ -534,9 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "file's track at the video's own times (t_media), a camera's or stream's at "
                                    "the times its frames were read (t_capture).")
     p.add_argument("track", help="a .jsonl track file")
-    p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5556, help="publishing port, 1 to 65535 (default 5556)")
-    p.add_argument("--encoding", default="msgpack", choices=_choices(PublishConfig, "encoding"))
+    p.add_argument("--bind", help="interface to publish on (default: configs/pipeline.yaml's, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="publishing port, 1 to 65535 (default: configs/pipeline.yaml's, 5556)")
+    p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"),
+                   help="default: configs/pipeline.yaml's, msgpack")
     p.add_argument("--speed", type=float, default=1.0,
                    help=f"playback speed factor, {REPLAY_SPEEDS[0]:g} to {REPLAY_SPEEDS[1]:g} (default 1)")
     p.set_defaults(func=cmd_replay)

@@ -26,7 +26,7 @@ def replay_clock(poses: list[dict]) -> str:
     return "t_capture"
 
 
-def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 64,
+def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, meta_interval_s: float,
            announce: Callable[[str], None] | None = None) -> int:
     """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
     Every line is checked before anything is published. A signal ends it as it ends `listen`
@@ -39,7 +39,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int = 6
         meta, poses = read_track(track)
         _check_track(track, meta, poses)
         sent = 0
-        pub = Publisher(endpoint, encoding, hwm)
+        pub = Publisher(endpoint, encoding, hwm, meta_interval_s)
         # Said once the track is known good and the port is ours: a bad one is its one error line.
         say(f"replaying {track} on {pub.endpoint}")
         try:
