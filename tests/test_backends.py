@@ -7,6 +7,8 @@ Backends that need hardware or packages this machine lacks are skipped with the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -318,26 +320,39 @@ def test_tensorrt_asked_for_by_name_fails_with_one_line(default_model, monkeypat
         backends.create_backend(default_model, "tensorrt", "cuda")
 
 
-def test_an_engine_that_disagrees_is_refused_and_not_kept(default_model) -> None:
-    """A built engine whose outputs differ from ONNX Runtime's is refused, and its cache entry is
-    dropped so that the next start builds a new one instead of refusing the same one again."""
+@pytest.mark.parametrize("fault", ["disagrees", "fails"])
+def test_an_engine_that_fails_its_check_is_closed_and_refused(default_model, monkeypatch, tmp_path,
+                                                              fault: str) -> None:
+    """A built engine is checked against ONNX Runtime before it is trusted. One whose outputs
+    differ, or whose inference fails, is closed (its GPU buffers and context) and refused, and
+    auto moves on. A disagreeing engine stays cached: rebuilding it takes minutes and would most
+    likely disagree again, while checking it takes a second."""
     import numpy as np
 
-    from engines.backends import _verify_engine
+    import engines.backends as backends
+    from engines.backends import tensorrt_backend
     from engines.backends.base import Backend, NetOutputs
     from engines.errors import BackendUnavailableError
 
+    engines: list[Backend] = []
+
     class Cache:
-        dropped: list[str] = []
+        def path_for(self, key: str) -> Path:
+            return tmp_path / f"{key}.engine"
 
         def invalidate(self, key: str) -> None:
-            self.dropped.append(key)
+            raise AssertionError("a disagreeing engine is kept")
 
     class Wrong(Backend):
         name, device = "tensorrt", "cuda"
-        cache, key, closed = Cache(), "the-key", False
+
+        def __init__(self, *args, **kwargs) -> None:
+            self.cache, self.key, self.closed = Cache(), "the-key", False
+            engines.append(self)
 
         def infer(self, crops: np.ndarray) -> NetOutputs:
+            if fault == "fails":
+                raise RuntimeError("TensorRT inference failed: illegal memory access (pretend)")
             g, j, r = default_model.info.config.grid_size, 17, len(default_model.info.config.roots)
             return NetOutputs(np.full((len(crops), j, g, g), 1.0 / g ** 2, np.float32),
                               np.zeros((len(crops), r, j, 3), np.float32))
@@ -345,10 +360,19 @@ def test_an_engine_that_disagrees_is_refused_and_not_kept(default_model) -> None
         def close(self) -> None:
             self.closed = True
 
-    engine = Wrong()
-    with pytest.raises(BackendUnavailableError, match="disagrees with ONNX Runtime"):
-        _verify_engine(engine, default_model, "fp16")
-    assert engine.closed and engine.cache.dropped == ["the-key"]
+    real = backends.available
+    monkeypatch.setattr(backends, "available", lambda: {**real(), "tensorrt:cuda": "10.0 (pretend)"})
+    monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", Wrong)
+    says = "disagrees with ONNX Runtime.*delete .*the-key.engine" if fault == "disagrees" else \
+        "TensorRT could not start: RuntimeError: TensorRT inference failed"
+    with pytest.raises(BackendUnavailableError, match=says):
+        backends.create_backend(default_model, "tensorrt", "cuda")
+    assert engines[-1].closed
+    backend = backends.create_backend(default_model, "auto", "auto", threads=1)
+    try:
+        assert backend.name == "onnxruntime" and engines[-1].closed
+    finally:
+        backend.close()
 
 
 def test_cuda_only_request_without_cuda_says_so(default_model) -> None:

@@ -130,17 +130,22 @@ def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision
         from engines.backends.tensorrt_backend import TensorRTBackend
         from engines.cache import cache_dir
 
+        from engines.errors import PosecastError
+
+        engine = None
         try:
             engine = TensorRTBackend(Path(model.onnx_path), cache_dir("engines"), precision=precision,
                                      max_batch=max_batch, calibration=calibration)
             _verify_engine(engine, model, precision)
-        except (BackendUnavailableError, ConfigError):
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            if engine is not None:
+                engine.close()           # its GPU buffers and context, whatever failed in the check
+            if isinstance(exc, (BackendUnavailableError, ConfigError)) or not isinstance(exc, Exception):
+                raise
             # A parser that refuses the model, a CUDA and TensorRT that do not match (TypeError from
             # trt.Runtime), a GPU out of memory: the backend cannot start, and auto moves on.
-            raise BackendUnavailableError(f"TensorRT could not start: {type(exc).__name__}: "
-                                          f"{' '.join(str(exc).split())[:300]}") from exc
+            said = str(exc) if isinstance(exc, PosecastError) else f"{type(exc).__name__}: {exc}"
+            raise BackendUnavailableError(f"TensorRT could not start: {' '.join(said.split())[:300]}") from exc
         return engine
     raise BackendUnavailableError(f"unknown backend '{choice.name}' (choose from auto, {', '.join(BACKENDS)})")
 
@@ -166,9 +171,9 @@ def _verify_engine(engine: Backend, model: ModelArtifact, precision: str) -> Non
     finally:
         reference.close()
     if not report["ok"]:
-        engine.close()
-        # Rebuilt at the next start rather than loaded, checked and refused again every time.
-        engine.cache.invalidate(engine.key)
+        # The engine stays cached: a build takes minutes and would most likely disagree again,
+        # while loading and checking it takes about a second at each start.
         raise BackendUnavailableError(
             f"the TensorRT engine disagrees with ONNX Runtime (max diff probs {report['max_abs_diff_probs']:.2g}, "
-            f"offsets {report['max_abs_diff_offsets']:.2g} m; {precision}); use --backend onnxruntime or --precision fp32")
+            f"offsets {report['max_abs_diff_offsets']:.2g} m; {precision}); use --backend onnxruntime or --precision "
+            f"fp32 (or delete {engine.cache.path_for(engine.key)} to build it again)")
