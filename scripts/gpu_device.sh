@@ -3,8 +3,9 @@
 # made .gpu, .gl and .whl): unpack the OpenGL libraries, install moderngl into /tmp/site, point EGL
 # at NVIDIA's driver, then train with scripts/gpu_train.sh. One command per device call:
 #   bash scripts/gpu_device.sh OUT [RENDER_S] [TRAIN_S] [CONFIG]
-# INIT (default engines/weights/default.pt, the shipped weights), SEED_BASE, STEPS and
-# POSECAST_WORK (default /tmp/work) pass through to gpu_train.sh.
+# INIT (default engines/weights/default.pt, the shipped weights), SEED_BASE, STEPS, RESUME,
+# DEADLINE_S and POSECAST_WORK (default /tmp/work) pass through to gpu_train.sh. DEADLINE_S (570 s)
+# counts from gpu_train.sh's start, after the few seconds of unpacking here.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

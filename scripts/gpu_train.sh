@@ -12,7 +12,8 @@
 # TRAIN_S seconds (to repeat a recorded run). The run goes to
 # $POSECAST_WORK/runs/<the recipe's name>, started afresh unless RESUME=1. INIT=FILE starts it
 # from FILE instead of the recipe's init_from (for a machine that holds only what was carried to
-# it). CONFIG and INIT are found from the current folder, else from the repository's root.
+# it). CONFIG and INIT are found from the repository's root (as train.train reads them), else from
+# the current folder.
 # DEADLINE_S (default 570; a device call is cut at 600 s) bounds the whole script: rendering and
 # training are shortened to end by then. A run stopped before its end (its time, the deadline, a
 # Ctrl-C or SIGTERM, which reach the renderers and the run) leaves in OUT last_weights.pt (the
@@ -66,9 +67,12 @@ stamp() { echo "[$(date +%T)] $*"; }
 left() { echo $(( deadline_s - ($(date +%s) - t0) )); }
 
 # Each `timeout` runs its command in a process group of its own, which a terminal's Ctrl-C never
-# reaches: a signal to this script is passed on to them (the run then checkpoints and ends).
+# reaches: a signal to this script is passed on to them (the run then checkpoints and ends). One
+# that comes between them ends the script at the next phase (`go_on`). A command that does not
+# end on TERM is killed 20 s later (timeout -k), so the script keeps to its deadline.
 children=(); stopped=""
 forward() { stopped="$1"; [ ${#children[@]} -eq 0 ] || kill -TERM "${children[@]}" 2>/dev/null; }
+go_on() { [ -z "$stopped" ] || { stamp "stopped ($stopped) $1"; exit "$(stopped_code)"; }; }
 trap 'forward INT' INT
 trap 'forward TERM' TERM
 # `wait` returns early when a trap runs: wait again until the process has really ended.
@@ -87,7 +91,7 @@ EOF
 # 1. Rendering works here (one shard of 20 images, made afresh), before the cores are spent on it.
 gen=(-m train.synth.generate --split train --motions "$pack/motions.npz" --bodies "$pack/bodies.npz" --data "$pack")
 rm -rf "$work/gpu_smoke"
-timeout 120 "$py" "${gen[@]}" --count 20 --seed 999 --shard-size 20 --out "$work/gpu_smoke" >"$logs/smoke.log" 2>&1 &
+timeout -k 10 120 "$py" "${gen[@]}" --count 20 --seed 999 --shard-size 20 --out "$work/gpu_smoke" >"$logs/smoke.log" 2>&1 &
 children=($!)
 if ! finish "${children[0]}"; then
     [ -z "$stopped" ] || { stamp "stopped ($stopped) while checking that rendering works"; exit "$(stopped_code)"; }
@@ -105,13 +109,15 @@ room=$(( $(left) - 120 ))
 [ "$render_s" -le "$room" ] || { stamp "rendering for $room s, not $render_s, to end by the deadline"; render_s=$room; }
 before=$(count_images)
 children=()
+go_on "before rendering"
 for i in $(seq 0 $((procs - 1))); do
-    timeout "$render_s" "$py" "${gen[@]}" --count 1000000 --seed $((seed_base + i)) --shard-size 200 \
+    timeout -k 20 "$render_s" "$py" "${gen[@]}" --count 1000000 --seed $((seed_base + i)) --shard-size 200 \
         --out "$work/synth_gpu_$((seed_base + i))" >"$logs/render_$i.log" 2>&1 &
     children+=($!)
 done
 for pid in "${children[@]}"; do finish "$pid"; done
-[ -z "$stopped" ] || { stamp "stopped ($stopped) while rendering; the shards finished are kept in $work"; exit "$(stopped_code)"; }
+children=()
+go_on "while rendering; the shards finished are kept in $work"
 images=$(count_images)
 new=$(( images - before ))
 stamp "rendered $new images in $render_s s with $procs process$([ "$procs" -eq 1 ] || echo es) ($(( new / render_s )) images/s; $images in synth_gpu_$seed_base.. in all)"
@@ -125,11 +131,13 @@ workers=$(( cores > 4 ? cores - 2 : 2 ))
 run="$work/runs/$(basename "$config" .yaml)"
 [ -n "${RESUME:-}" ] || rm -rf "$run"
 limit=$(left)
-[ "$limit" -ge 100 ] || { stamp "error: the deadline leaves $limit s, too little to train"; exit 3; }
-budget=$(( train_s < limit - 90 ? train_s : limit - 90 ))
+[ "$limit" -ge 120 ] || { stamp "error: the deadline leaves $limit s, too little to train"; exit 3; }
+# The run's start and end get 90 s, and a run that does not end on TERM 20 s more.
+budget=$(( train_s < limit - 110 ? train_s : limit - 110 ))
 [ "$budget" -eq "$train_s" ] || [ -n "${STEPS:-}" ] || stamp "training for $budget s, not $train_s, to end by the deadline"
 sizing=(--time-budget "$budget"); [ -n "${STEPS:-}" ] && sizing=(--steps "$STEPS")
-timeout "$limit" "$py" -m train.train --config "$config" --out "$run" "${init[@]}" --num-workers "$workers" \
+go_on "before training"
+timeout -k 20 $(( limit - 20 )) "$py" -m train.train --config "$config" --out "$run" "${init[@]}" --num-workers "$workers" \
     "${sizing[@]}" --no-progress >"$logs/train.log" 2>&1 &
 children=($!)
 finish "${children[0]}"
