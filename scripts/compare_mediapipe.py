@@ -349,8 +349,9 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/compare_mediapipe.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=("prepare", "track-clips", "score"))
-    p.add_argument("out", type=Path, help="the comparison's working folder")
+    p.add_argument("step", choices=("prepare", "track-clips", "score", "cache-name"),
+                   help="cache-name: print the name a clip folder's results are kept under (for the .sh)")
+    p.add_argument("out", type=Path, help="the comparison's working folder (cache-name: a clip folder)")
     p.add_argument("--real2d", type=Path, default=None, help="real2d_fashion (default: the datasets folder)")
     p.add_argument("--clips", type=Path, nargs="*", default=[],
                    help="clip folders; without --fit the first fits MediaPipe's joints and is not scored")
@@ -360,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="train.evaluate's JSON of the shipped model on a photo set (held_out=J, backs=J)")
     p.add_argument("--json", type=Path, default=None, help="write the scores here")
     args = p.parse_args(argv)
+    if args.step == "cache-name":
+        print(cache_name(args.out))
+        return 0
     from train.config import default_data_root
 
     real2d = args.real2d or default_data_root() / "real2d_fashion"

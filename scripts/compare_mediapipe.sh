@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$(mkdir -p "$1" && cd "$1" && pwd)"
 shift
 clips=()
-for c in "$@"; do clips+=("$(cd "$c" && pwd -P)"); done
+for c in "$@"; do clips+=("$(cd "$c" && pwd)"); done
 py="$root/.venv/bin/python"
 [ -x "$py" ] || { echo "compare_mediapipe: no .venv: run bash scripts/setup.sh first" >&2; exit 2; }
 mpv="$root/.venv-mediapipe"
@@ -46,8 +46,7 @@ for set in held_out backs; do
     evals+=("$set=$out/evaluate_$set.json")
 done
 for c in "${clips[@]}"; do
-    # Named by the folder and its whole path (compare_mediapipe.py's cache_name).
-    key="$(basename "$c")-$(printf '%s' "$c" | sha1sum | cut -c1-8)"
+    key="$("$py" scripts/compare_mediapipe.py cache-name "$c")"      # as the .py keeps its own results
     mkdir -p "$out/mp_clips/$key"
     for v in "$c"/clip_*.mp4; do
         o="$out/mp_clips/$key/$(basename "${v%.mp4}").npz"

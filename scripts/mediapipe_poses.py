@@ -35,8 +35,9 @@ try:
     import mediapipe as mp
 except ImportError:
     # Posecast's own environment must never hold mediapipe (it pins numpy<2 and protobuf<5).
-    sys.exit("mediapipe_poses: mediapipe is not installed in this Python: run it with .venv-mediapipe/bin/python "
-             "(bash scripts/compare_mediapipe.sh makes that environment)")
+    print("mediapipe_poses: error: mediapipe is not installed in this Python: run it with "
+          ".venv-mediapipe/bin/python (bash scripts/compare_mediapipe.sh makes that environment)", file=sys.stderr)
+    sys.exit(2)
 
 LANDMARKS = 33
 CROP_SIZE = 512       # a given square is resampled to this side; the landmark model reads 256

@@ -32,10 +32,12 @@ module does not convert rotations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
-AXES: tuple[str, ...] = ("camera", "unity", "unreal", "godot", "blender")
+AxesName = Literal["camera", "unity", "unreal", "godot", "blender"]
+AXES: tuple[str, ...] = get_args(AxesName)
 
 # The camera frame's axes as words, for describing where each target axis points.
 _CAMERA_WORDS = (("right", "left"), ("down", "up"), ("forward", "back"))

@@ -182,7 +182,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     elif result.exit_code == EXIT_INPUT_DAMAGED:
         s = result.summary or {}
         _error(f"{s.get('corrupt')} corrupt packet(s) or image(s) in '{source}' were skipped; "
-               f"the other {s.get('frames')} frames were processed (exit code 3)")
+               f"the other {s.get('frames')} frames were processed (exit code {EXIT_INPUT_DAMAGED})")
     return result.exit_code
 
 
@@ -312,7 +312,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from streamer.listen import listen, tcp_port
 
     if args.connect is None:       # the port `posecast run` publishes on by default, on this machine
-        args.connect = f"tcp://127.0.0.1:{load_pipeline_config().publish.port}"
+        args.connect = f"tcp://127.0.0.1:{load_pipeline_config().publish.port or DEFAULT_PORT}"
     port = tcp_port(args.connect)
     if port is not None and not 1 <= port <= MAX_PORT:
         raise UsageError(f"--connect: port {port} of '{args.connect}' must be between 1 and {MAX_PORT}")
@@ -340,8 +340,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     low, high = REPLAY_SPEEDS
     if not low <= args.speed <= high:          # NaN fails this too
         raise UsageError(f"--speed must be a number from {low:g} to {high:g} (got {args.speed:g})")
-    if not 1 <= publish.port <= MAX_PORT:
-        raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {publish.port})")
+    if args.port is not None and not 1 <= args.port <= MAX_PORT:     # the config's 0 is any free port
+        raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {args.port})")
     return replay(Path(args.track), publish.endpoint, publish.encoding, args.speed, publish.hwm,
                   publish.meta_interval_s, announce=_note)
 
@@ -440,6 +440,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 MAX_BENCH_CALLS = 100_000        # bench-network's --iters and --warmup
+DEFAULT_PORT = 5556              # listen's, where configs/pipeline.yaml publishes on any free port (0)
 
 
 def cmd_bench_network(args: argparse.Namespace) -> int:

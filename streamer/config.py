@@ -10,6 +10,7 @@ from engines.align import Method as AlignMethod
 from engines.backends.base import BackendName, Precision
 from engines.config import check_range, load_config
 from engines.skeleton import H36M17
+from streamer.axes import AxesName
 from streamer.filters import FilterConfig
 # The most frames per network call, and CPU threads for the network, any command accepts: more
 # threads than this only fight over the cores (and a typo like 10000 would start them all).
@@ -119,7 +120,7 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class CoordinatesConfig:
-    axes: Literal["camera", "unity", "unreal", "godot", "blender"]
+    axes: AxesName
     focal_px: float | None    # the camera's focal length in pixels; None: assumed from hfov_deg
     hfov_deg: float           # horizontal field of view assumed when focal_px is unknown
     # Where the optical axis meets the image, in pixels; None: the image centre. A frame cut

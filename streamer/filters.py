@@ -65,6 +65,7 @@ import numpy as np
 from engines.config import check_range
 
 FilterMethod = Literal["auto", "off", "one_euro", "kalman"]
+FILTER_METHODS: tuple[str, ...] = get_args(FilterMethod)
 
 RESET_GAP_S = 1.0     # a longer gap between frames starts the filter afresh
 MIN_CONF = 0.05       # Kalman: confidence floor, so a zero-confidence joint still has a finite noise
@@ -158,8 +159,8 @@ class FilterConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name} must be 'auto', 'off' or a refiner file's path (got {value!r})")
-        if self.method not in get_args(FilterMethod):
-            raise ValueError(f"method must be one of {', '.join(map(repr, get_args(FilterMethod)))} (got {self.method!r})")
+        if self.method not in FILTER_METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, FILTER_METHODS))} (got {self.method!r})")
         if not 0 <= self.file_lag <= MAX_LAG:
             raise ValueError(f"file_lag must be between 0 and {MAX_LAG} frames (got {self.file_lag!r})")
         _check_sections(self, "one_euro", "kalman", "root", "joints_2d")

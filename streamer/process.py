@@ -18,15 +18,14 @@ from engines.errors import PosecastError
 from engines.stop_signals import STOP_SIGNALS
 from streamer.stages.base import Control, Reporter
 
-# Ctrl-C and a closed terminal reach every process of the group, and so does SIGTERM from
-# `timeout`, systemd or docker (STOP_SIGNALS): only the parent decides what they mean (finish the
-# frames in flight, then end), and kills (SIGKILL) any stage that does not end in time.
-
 
 def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, Any], control: Control,
                conn: Connection, log_level: int, ipc_dir: Path | None = None) -> None:
     """Process entry point: build the stage, run it, tell the parent how it ended. `ipc_dir`:
     the run's socket folder, which the parent removes at the end, or this stage if it cannot."""
+    # Ctrl-C and a closed terminal reach every process of the group, and so does SIGTERM from
+    # `timeout`, systemd or docker: only the parent decides what they mean (finish the frames in
+    # flight, then end), and kills (SIGKILL) any stage that does not end in time.
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     # The parent starts stages with these blocked (Pipeline.run): any that came while this process

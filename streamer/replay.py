@@ -51,7 +51,6 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
                 for msg in poses:
                     if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop):
                         break
-                    msg.pop("t_publish", None)
                     pub.publish(msg)
                     sent += 1
         finally:

@@ -81,6 +81,15 @@ def test_contact_sheet_zooms_onto_the_tracked_person(clip: Path, tmp_path: Path)
     assert sheet.main([str(clip), str(out), "--zoom", str(bad)]) == 2
 
 
+def test_contact_sheet_says_when_its_zoom_track_holds_nobody(clip: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = load_script("contact_sheet")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert sheet.main([str(clip), str(tmp_path / "s.png"), "--count", "2", "--zoom", str(empty)]) == 0
+    assert "holds no pose with a person; every tile is the whole frame" in capsys.readouterr().err
+
+
 def test_contact_sheet_errors(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = load_script("contact_sheet")
     assert sheet.main([str(tmp_path / "missing.mp4"), str(tmp_path / "s.jpg")]) == 2
@@ -107,12 +116,13 @@ def test_vtest_crop_cuts_the_box_and_checks_it(clip: Path, tmp_path: Path, capsy
     # Numbers, outputs and an empty range: one line each (tracebacks, or "wrote 0 frames", before).
     for args, says in ((["--size", "255"], "--size must be even"), (["--fps", "-5"], "--fps must be between"),
                        (["--frames", "8", "3"], "give FIRST <= LAST"), (["--frames", "500", "600"], "has no frame in"),
-                       (["--out", str(tmp_path / "no" / "x.mp4")], "folder"), (["--out", str(clip)], "the output is the input")):
+                       (["--out", str(tmp_path / "no" / "x.mp4")], "folder"), (["--out", str(clip)], "the output is the input"),
+                       (["--out", str(tmp_path / "x.jpg")], "the output must be a video file")):
         out = args[1] if args[0] == "--out" else str(tmp_path / "bad.mp4")
         extra = [] if args[0] == "--out" else args
         assert crop.main([str(clip), out, "--box", "20", "10", "100", *extra]) == 2
         assert says in capsys.readouterr().err
-    assert not (tmp_path / "bad.mp4").exists() and not (tmp_path / "no").exists()
+    assert not (tmp_path / "bad.mp4").exists() and not (tmp_path / "no").exists() and not (tmp_path / "x.jpg").exists()
 
 
 def _pose(seq: int, joints: np.ndarray | None, score: float = 0.8) -> dict:
@@ -446,7 +456,8 @@ def test_clips_of_another_folder_of_the_same_name_are_not_taken_for_these(tmp_pa
     a.mkdir(parents=True)
     b.mkdir(parents=True)
     assert cmp.cache_name(a) != cmp.cache_name(b) and cmp.cache_name(a).startswith("tune-")
-    # compare_mediapipe.sh names the folder the same way.
-    key = subprocess.run(["bash", "-c", 'c="$(cd "$1" && pwd -P)"; echo "$(basename "$c")-$(printf %s "$c" | sha1sum | cut -c1-8)"',
-                          "_", str(a)], capture_output=True, text=True, check=True).stdout.strip()
+    # compare_mediapipe.sh asks the .py for the name.
+    assert 'compare_mediapipe.py cache-name "$c"' in (REPO / "scripts" / "compare_mediapipe.sh").read_text()
+    key = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_mediapipe.py"), "cache-name", str(a)],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout.strip()
     assert key == cmp.cache_name(a)

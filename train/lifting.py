@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             network_for_lifter(args.attach_to, args.width, args.blocks, args.offsets_frame, PretrainOptions().roots)
         opts = PretrainOptions(width=args.width, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
                                lr=args.lr, seed=args.seed, threads=args.threads, offsets_frame=args.offsets_frame)
-        say = lambda m: print(f"lifting: {m}", file=sys.stderr)  # noqa: E731
+        say = lambda m: print(f"python -m train.lifting: {m}", file=sys.stderr)  # noqa: E731
         out = Path(args.out)
         if out.is_dir():
             raise ValueError(f"--out {out} is a folder; give the lifter file's name (.pt)")
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = f"{args.out} holds the last checkpoint" if Path(args.out).exists() else "no checkpoint was written yet"
         print(f"python -m train.lifting: interrupted; {kept}: run the same command to resume", file=sys.stderr)
         return 130
-    print(f"lifting: wrote {args.out}: held-out pelvis-row MPJPE {m['val_noisy_mm']:.1f} mm (corrupted 2D), "
+    print(f"python -m train.lifting: wrote {args.out}: held-out pelvis-row MPJPE {m['val_noisy_mm']:.1f} mm (corrupted 2D), "
           f"{m['val_exact_mm']:.1f} mm (exact 2D)", file=sys.stderr)
     if args.attach_to:
         try:
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         except (PosecastError, ValueError) as exc:
             print(f"python -m train.lifting: error: {exc}", file=sys.stderr)
             return 2
-        print(f"lifting: wrote {path}: {args.attach_to}'s 2D with the lifter as its 3D", file=sys.stderr)
+        print(f"python -m train.lifting: wrote {path}: {args.attach_to}'s 2D with the lifter as its 3D", file=sys.stderr)
     return 0
 
 

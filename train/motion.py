@@ -678,13 +678,14 @@ def _pack_joints(joints: np.ndarray) -> np.ndarray:
     previous pose's (motion moves little from frame to frame), then the bytes grouped by their
     place in the number. Deflate then packs the poses into a fifth less, which keeps a GPU
     machine's carried pack under the device call's limit."""
-    bits = np.ascontiguousarray(joints, np.float32).view(np.int32).reshape(len(joints), -1)
+    joints = np.ascontiguousarray(joints, np.float32)
+    bits = joints.view(np.int32).reshape(joints.shape[0], int(np.prod(joints.shape[1:])))
     steps = np.diff(bits, axis=0, prepend=np.zeros((1, bits.shape[1]), np.int32))   # wraps, as it must
     return np.ascontiguousarray(steps.reshape(-1).view(np.uint8).reshape(-1, 4).T)
 
 
 def _unpack_joints(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    steps = np.ascontiguousarray(packed.T).view(np.int32).reshape(shape[0], -1)
+    steps = np.ascontiguousarray(packed.T).view(np.int32).reshape(shape[0], int(np.prod(shape[1:])))
     bits = np.cumsum(steps, axis=0, dtype=np.int64).astype(np.int32)      # modulo 2**32, as diff wrapped
     return bits.view(np.float32).reshape(shape)
 

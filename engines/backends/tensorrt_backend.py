@@ -41,6 +41,7 @@ DEFAULT_WORKSPACE_BYTES = 1 << 30
 # build_engine's recipe (its profile's opt batch, TF32 off for fp32, the int8 calibration batch):
 # raise it when that changes, so that engines built the old way are not reused.
 BUILD_RECIPE = 1
+SUPPORTED_BELOW_MAJOR = 11     # the first TensorRT major version this builder does not support
 
 # TensorRT 10's ONNX parser handles opsets 9..20.
 MAX_ONNX_OPSET = 20
@@ -117,9 +118,6 @@ def _import_trt() -> Any:
     import tensorrt as trt  # noqa: PLC0415
 
     return trt
-
-
-SUPPORTED_BELOW_MAJOR = 11     # the first TensorRT major version this builder does not support
 
 
 def _trt_major(trt: Any) -> int:

@@ -186,8 +186,8 @@ class OutputStage:
             people.append(PersonPose(max(res.track, 0), res.score, points_bbox(res.joints_2d), joints_3d,
                                      res.joints_2d, res.conf, root_3d))
         frame = PoseFrame(fp.seq, fp.t_capture, fp.t_media, size, people, fp.image)
-        # One protocol message per frame, shared by the JSONL tracks and the publisher (which adds
-        # t_publish to it, so it goes last).
+        # One protocol message per frame, shared by the JSONL tracks and the publisher (which sends
+        # a copy with t_publish added).
         message = pose_message(frame) if (writers or publisher is not None) else None
         for w in writers:
             w.write(frame, message)
