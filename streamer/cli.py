@@ -208,9 +208,9 @@ def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats:
 
 
 def _print_stats(s: dict[str, Any]) -> None:
-    rows = []
     from streamer.pipeline import STAGES
 
+    rows = []
     for stage in STAGES:
         for step, st in s["timings"].get(stage, {}).items():
             rows.append((f"{stage}.{step}", st))

@@ -367,7 +367,7 @@ def _make_logger(trt: Any) -> Any:
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
-            self.count = 0                 # errors ever logged: a mark for `since`
+            self.count = 0                 # errors ever logged: the mark `_errors_since` counts from
 
         def log(self, severity: Any, msg: str) -> None:
             sev = trt.ILogger.Severity
