@@ -100,11 +100,11 @@ if ! finish "${children[0]}"; then
 fi
 stamp "rendering works"
 
-# 2. Render on all but two cores for RENDER_S seconds, leaving training at least 120 s before the
-#    deadline. A generator stopped by its timeout keeps its finished shards (train/shards.py);
+# 2. Render on all but two cores for RENDER_S seconds, leaving training at least 150 s before the
+#    deadline (its least, 130 s, and the renderers' 20 s to be killed in). A generator stopped by its timeout keeps its finished shards (train/shards.py);
 #    each process has its own seed, so the sets differ.
 procs=$(( cores > 3 ? cores - 2 : 1 ))
-room=$(( $(left) - 120 ))
+room=$(( $(left) - 150 ))
 [ "$room" -ge 10 ] || { stamp "error: DEADLINE_S $deadline_s leaves no time to render and train"; exit 3; }
 [ "$render_s" -le "$room" ] || { stamp "rendering for $room s, not $render_s, to end by the deadline"; render_s=$room; }
 before=$(count_images)
@@ -131,7 +131,7 @@ workers=$(( cores > 4 ? cores - 2 : 2 ))
 run="$work/runs/$(basename "$config" .yaml)"
 [ -n "${RESUME:-}" ] || rm -rf "$run"
 limit=$(left)
-[ "$limit" -ge 120 ] || { stamp "error: the deadline leaves $limit s, too little to train"; exit 3; }
+[ "$limit" -ge 130 ] || { stamp "error: the deadline leaves $limit s, too little to train"; exit 3; }
 # The run's start and end get 90 s, and a run that does not end on TERM 20 s more.
 budget=$(( train_s < limit - 110 ? train_s : limit - 110 ))
 [ "$budget" -eq "$train_s" ] || [ -n "${STEPS:-}" ] || stamp "training for $budget s, not $train_s, to end by the deadline"
