@@ -12,8 +12,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from engines.errors import PosecastError
 
 
 # The signals that end a command in order: Ctrl-C, `kill` (and `timeout`, systemd, docker stop),
@@ -70,6 +72,26 @@ def reader_gone() -> int:
         pass
     return 128 + int(signal.SIGPIPE)
 
+
+
+def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "nothing was written") -> int:
+    """`main()`'s exit code, however it ends: a failure the user can act on (a `PosecastError`) is
+    its one line and its exit code; Ctrl-C, SIGTERM and SIGHUP are one line ("; `interrupted`",
+    what a stop leaves, where given) and 128 + the signal; a reader that stops reading (`| head`)
+    ends it quietly. `posecast` and the `python -m train.X` tools end this way."""
+    try:
+        with stop_signals_interrupt():
+            code = main()
+            sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
+            return code
+    except PosecastError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        print(f"{prog}: {describe(exc)}" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
+        return exit_code(exc)
+    except BrokenPipeError:
+        return reader_gone()
 
 class StopSignals:
     """Ctrl-C, SIGTERM (`timeout`, systemd, docker stop) and SIGHUP (the terminal closed) all end

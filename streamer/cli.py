@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import PosecastError
-from engines.stop_signals import describe, exit_code, reader_gone, stop_signals_interrupt
+from engines.stop_signals import run_command
 from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
 from streamer.filters import FilterConfig
 from streamer.protocol import POSE_TOPIC
@@ -621,19 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(message)s")
-    try:
-        with stop_signals_interrupt():
-            code = args.func(args)
-            sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
-            return code
-    except PosecastError as exc:
-        _error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt as exc:
-        _note(describe(exc))
-        return exit_code(exc)
-    except BrokenPipeError:
-        return reader_gone()
+    return run_command(PROG, lambda: args.func(args), interrupted=None)
 
 
 if __name__ == "__main__":

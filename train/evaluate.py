@@ -845,15 +845,19 @@ def run(args: argparse.Namespace) -> int:
     if args.synth_val:
         # Camera-frame labels for every model: a ray-frame model's pose is turned back as the pipeline
         # turns it (synthetic_metrics).
+        from train.shards import MANIFEST
+
         synth_dirs = held_out_shard_dirs(expand_shard_dirs(args.synth_val))
-        _not_overwritten(json_path, {f"{d}'s manifest": d / "manifest.json" for d in synth_dirs})
+        if json_path is not None:       # a --json naming a set's own file would destroy its labels
+            check_json_output(json_path, {f"{d}'s manifest": d / MANIFEST for d in synth_dirs})
         synth_ds = SyntheticDataset(synth_dirs, input_size=cfg.input_size, augment=False,
                                     seed=0, cut_fraction=1.0 if args.cut else 0.0)
     if args.real2d:
         from train.real2d import load_real2d, split_real
 
         real_dir = resolve_path(args.real2d)
-        _not_overwritten(json_path, {"the real set's labels": real_dir / "keypoints.json"})
+        if json_path is not None:
+            check_json_output(json_path, {"the real set's labels": real_dir / "keypoints.json"})
         try:
             records = load_real2d(real_dir)
         except (FileNotFoundError, ValueError) as exc:
@@ -924,13 +928,6 @@ def run(args: argparse.Namespace) -> int:
     if json_path is not None:
         print(f"{PROG}: wrote {json_path}", file=sys.stderr)
     return 0
-
-
-def _not_overwritten(json_path: Path | None, inputs: dict[str, Path]) -> None:
-    """Refuses a --json that names one of the sets' own files (a typo that would destroy labels)."""
-    same = None if json_path is None else input_overwritten(json_path, inputs)
-    if same is not None:
-        raise InputError(f"--json '{json_path}' is also {same}; give another name")
 
 
 def check_json_output(path: Path, inputs: dict[str, Path | str | None]) -> None:

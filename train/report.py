@@ -51,10 +51,10 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> str:
             f"{_fmt(d['real'].get('2d', {}).get('pck'), 1, 100) if isinstance(d.get('real'), dict) else '-'} | "
             f"{_fmt(d.get('negative', {}).get('score', {}).get('detected'), 1, 100)} |"
         )
-    samples = {d["synthetic"].get("samples", "?") for _, d in runs}
-    real = {d["real"].get("samples", "?") for _, d in runs if isinstance(d.get("real"), dict)}
+    samples = {d["synthetic"].get("samples") for _, d in runs}
+    real = {d["real"].get("samples") for _, d in runs if isinstance(d.get("real"), dict)}
     lines.append("")
-    negatives = {d["negative"].get("samples", "?") for _, d in runs if isinstance(d.get("negative"), dict)}
+    negatives = {d["negative"].get("samples") for _, d in runs if isinstance(d.get("negative"), dict)}
     lines.append(f"Held-out synthetic images: {_counts(samples)}; held-out real photos: "
                  f"{_counts(real) or '-'}; person-free crops of held-out backgrounds "
                  f"(found: the tracker's score reaches `tracking.detect_min_score`): "

@@ -662,8 +662,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             of = f" of {total}" if total != _UNPLANNED else ""
             exc = TrainingInterrupted(f"interrupted at step {step}{of}; {last} holds step "
                                       f"{_checkpoint_step(last)}: run the same command again to resume")
-            if flag.signal in (signal.SIGTERM, signal.SIGHUP):
-                exc.exit_code = 128 + int(flag.signal)
+            exc.exit_code = 128 + int(flag.signal or signal.SIGINT)     # a hard Ctrl-C: 130
             raise exc
         summary.update(step=step, img_per_s=rate, steps=None if total == _UNPLANNED else total)
         if step >= total:

@@ -102,14 +102,11 @@ def cut_video(src: Path, dst: Path, window: Window, size: int, fps: float) -> in
         raise RuntimeError(f"cannot cut {src} into {dst}: {exc}") from None
 
 
-SOURCE = VIEWS_SOURCE        # in --out: the clip folder its views are of, so a resume cannot mix two
-
-
 def _check_source(out: Path, clips: Path) -> None:
     """Ties `out` to `clips` once it holds a view; a later run with other clips is refused (it
     would say done while `out` kept the first clips' views). The record also keeps the clips'
     split, so that `train.temporal` can tell views of held-out clips."""
-    path = out / SOURCE
+    path = out / VIEWS_SOURCE
     here = str(clips.resolve())
     if path.exists() and any(out.glob("clip_*.npz")):
         try:
@@ -117,7 +114,7 @@ def _check_source(out: Path, clips: Path) -> None:
         except (OSError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path} is damaged ({exc}); give a new --out") from None
         if before != here:
-            raise ValueError(f"{out} holds the webcam views of the clips in {before} (its {SOURCE} says so), not "
+            raise ValueError(f"{out} holds the webcam views of the clips in {before} (its {VIEWS_SOURCE} says so), not "
                              f"{here}; give another --out, or the same --clips to resume")
         return
     with replaced_when_done(path) as tmp:
