@@ -17,13 +17,17 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.errors import PosecastError
 from engines.stop_signals import run_command
 from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
 from streamer.filters import FilterConfig
 from streamer.protocol import POSE_TOPIC
+
+if TYPE_CHECKING:
+    from streamer.packets import EndPacket
+    from streamer.pipeline import RunResult
 
 PROG = "posecast"
 
@@ -170,7 +174,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))
     result = Pipeline(request).run()
     # An input that failed before its first frame is said by its error alone.
-    if result.summary is not None and not (result.error is not None and result.summary["frames"] == 0):
+    if result.summary is not None and not (result.error is not None and result.summary.frames == 0):
         _print_summary(result, tracks, overlay, args.stats)
     if result.error is not None:
         if result.traceback:
@@ -180,47 +184,46 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
         _note("interrupted; everything processed so far was written" if tracks or overlay is not None
               else "interrupted")
     elif result.exit_code == EXIT_INPUT_DAMAGED:
-        s = result.summary or {}
-        _error(f"{s.get('corrupt')} corrupt packet(s) or image(s) in '{source}' were skipped; "
-               f"the other {s.get('frames')} frames were processed (exit code {EXIT_INPUT_DAMAGED})")
+        assert result.summary is not None         # the damage is counted in it
+        _error(f"{result.summary.end.corrupt} corrupt packet(s) or image(s) in '{source}' were skipped; "
+               f"the other {result.summary.frames} frames were processed (exit code {EXIT_INPUT_DAMAGED})")
     return result.exit_code
 
 
-def _print_summary(result: Any, tracks: list[Path], overlay: Path | None, stats: bool) -> None:
+def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, stats: bool) -> None:
     s = result.summary
-    fps = s["frames"] / s["seconds"] if s["seconds"] > 0 else float("nan")
+    assert s is not None
+    end = s.end
     written_overlay = [overlay] if overlay is not None and overlay.is_file() else []
     outs = ", ".join([str(p) for p in tracks + written_overlay]
                      + ([result.endpoint] if result.endpoint else [])) or "nowhere"
-    line = (f"{s['frames']} frame{'' if s['frames'] == 1 else 's'} in {s['seconds']:.2f} s ({fps:.1f} frames/s) "
+    line = (f"{s.frames} frame{'' if s.frames == 1 else 's'} in {s.seconds:.2f} s ({s.frames_per_s:.1f} frames/s) "
             f"-> {outs}; "
-            f"person found in {s['found']}; backend {result.backend}")
-    if s.get("live") or s.get("dropped"):
-        line += f"; {s.get('dropped', 0)} stale frames dropped to stay live"
-    if s.get("reconnects"):
-        line += f"; the source was reopened {s['reconnects']} times"
-    if s.get("shot_cuts"):
-        n = s["shot_cuts"]
+            f"person found in {s.found}; backend {result.backend}")
+    if s.live or end.dropped:
+        line += f"; {end.dropped} stale frames dropped to stay live"
+    if end.reconnects:
+        line += f"; the source was reopened {end.reconnects} times"
+    if end.shot_cuts:
+        n = end.shot_cuts
         line += f"; {n} cut{'' if n == 1 else 's'} between shots (each searched afresh, a new person id)"
     _note(line)
     if stats:
-        _print_stats(s)
+        _print_stats(end)
 
 
-def _print_stats(s: dict[str, Any]) -> None:
+def _print_stats(end: EndPacket) -> None:
     from streamer.pipeline import STAGES
 
     rows = []
-    for stage in STAGES:
-        for step, st in s["timings"].get(stage, {}).items():
-            rows.append((f"{stage}.{step}", st))
-    for step, st in s["timings"].get("per_frame", {}).items():
-        rows.append((step, st))
+    for stage in (*STAGES, "per_frame"):
+        for step, st in end.timings.get(stage, {}).items():
+            rows.append((step if stage == "per_frame" else f"{stage}.{step}", st))
     print(f"{'step':<28}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}", file=sys.stderr)
     for name, st in rows:
-        print(f"{name:<28}{st['n']:>7}{st['mean']:>10.2f}{st['p50']:>10.2f}{st['p95']:>10.2f}", file=sys.stderr)
-    print(f"network runs: {s['network_runs']} (batches incl. searches); full-frame searches: {s['searches']} "
-          f"({s.get('switches') or 0} took over from the track); tracks (person ids): {s.get('tracks') or 0}",
+        print(f"{name:<28}{st.n:>7}{st.mean:>10.2f}{st.p50:>10.2f}{st.p95:>10.2f}", file=sys.stderr)
+    print(f"network runs: {end.network_runs} (batches incl. searches); full-frame searches: {end.searches} "
+          f"({end.switches} took over from the track); tracks (person ids): {end.tracks}",
           file=sys.stderr)
 
 

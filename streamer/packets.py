@@ -7,7 +7,7 @@ its frame is and where its pixels are.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgpack
@@ -93,3 +93,58 @@ class ResultPacket:
             root_3d=None if root is None else bytes_array(root, (3,)),
             track=int(d.get("track", -1)),
         )
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Milliseconds one step took a frame over a run (the most recent samples: `StageTimer`)."""
+
+    n: int
+    mean: float
+    p50: float
+    p95: float
+
+
+StageTimings = dict[str, StepStats]          # step name -> its milliseconds
+
+
+@dataclass
+class EndPacket:
+    """The end of the input, flowing down the chain: the capture's counts, then what each later
+    stage adds (its timings; the infer stage its network and tracker counts)."""
+
+    reason: str                        # "end of input", "stopped", "source failed", ...
+    frames: int                        # frames the capture admitted
+    dropped: int = 0                   # stale live frames dropped on purpose
+    corrupt: int = 0                   # corrupt packets or images skipped
+    reconnects: int = 0                # times a live source was reopened
+    timings: dict[str, StageTimings] = field(default_factory=dict)   # stage -> step -> stats
+    network_runs: int = 0              # network calls, searches included
+    searches: int = 0                  # full-frame searches
+    switches: int = 0                  # searches that took over from the track
+    tracks: int = 0                    # person ids given
+    shot_cuts: int = 0                 # cuts between shots found
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EndPacket":
+        timings = {stage: {step: StepStats(**stats) for step, stats in steps.items()}
+                   for stage, steps in d.get("timings", {}).items()}
+        return cls(**{**d, "timings": timings})
+
+
+@dataclass
+class RunSummary:
+    """What the output stage reports once it has written the last frame."""
+
+    frames: int                        # frames written (every admitted frame, unless a stage failed)
+    found: int                         # frames with a person
+    seconds: float                     # from the capture's first read to the last frame written
+    live: bool
+    end: EndPacket                     # the chain's counts and every stage's timings
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")

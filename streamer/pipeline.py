@@ -32,6 +32,7 @@ from typing import Any
 from engines.models import ModelArtifact
 from engines.stop_signals import STOP_SIGNALS
 from streamer.config import PipelineConfig
+from streamer.packets import RunSummary
 from streamer.process import stage_main
 from streamer.protocol import META_TOPIC, POSE_TOPIC
 from streamer.refiner import TemporalRefiner
@@ -74,7 +75,7 @@ class RunResult:
     error_stage: str | None = None
     traceback: str | None = None
     interrupted: bool = False
-    summary: dict[str, Any] | None = None  # from the output stage, when it finished
+    summary: RunSummary | None = None      # from the output stage, when it finished
     backend: str | None = None
     endpoint: str | None = None            # where the stream was published, if it was
     overlay_opened: bool = False           # the output stage made the overlay video's file
@@ -321,6 +322,6 @@ class Pipeline:
         elif res.summary is None:
             res.exit_code = EXIT_FAILED
             res.error = "the run ended without a result from the output stage"
-        elif res.summary.get("corrupt", 0) > 0:
+        elif res.summary.end.corrupt > 0:
             res.exit_code = EXIT_INPUT_DAMAGED
         return res

@@ -24,7 +24,7 @@ from engines.errors import InputError
 from engines.model_file import default_model_config
 from streamer.channels import Inbox, Outbox
 from streamer.config import load_pipeline_config
-from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacket
+from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, ResultPacket, RunSummary, StepStats, pack, unpack
 from streamer.ring import unlink_ring
 from streamer.sources import SourceInfo
 from streamer.stages.base import Control, Reporter
@@ -172,6 +172,33 @@ def _fed_output_stage(endpoint: str, control: Control, reports: _Reports,
         running.join()
         upstream.close(linger_ms=0)
         ctx.term()
+
+
+def test_the_end_of_the_input_crosses_the_wire_whole() -> None:
+    """Each stage reads the END packet, adds to it and sends it on as msgpack: nothing is lost on
+    the way, and its timings come back as typed stats."""
+    end = EndPacket("end of input", 12, dropped=2, corrupt=1, reconnects=3,
+                    timings={"capture": {"read": StepStats(12, 1.5, 1.25, 3.0)}}, network_runs=14, searches=2,
+                    switches=1, tracks=2, shot_cuts=1)
+    kind, body = unpack(pack(END, end.to_dict()))
+    assert kind == END and EndPacket.from_dict(body) == end
+
+
+def test_the_summary_holds_the_chains_counts_and_the_outputs_timings(endpoint: str) -> None:
+    control, reports = _control(), _Reports()
+    with _fed_output_stage(endpoint, control, reports) as (upstream, running):
+        upstream.send(START, _start())
+        for seq in range(3):
+            upstream.send(RESULT, _result(seq))
+        upstream.send(END, {**_end(3), "corrupt": 1, "searches": 2,
+                            "timings": {"capture": {"read": {"n": 3, "mean": 1.0, "p50": 1.0, "p95": 1.0}}}})
+        running.join()
+    assert running.error is None
+    (summary,) = [payload for kind, _, payload in reports.sent if kind == "summary"]
+    assert isinstance(summary, RunSummary)
+    assert (summary.frames, summary.found, summary.end.corrupt, summary.end.searches) == (3, 3, 1, 2)
+    assert summary.end.timings["capture"]["read"] == StepStats(3, 1.0, 1.0, 1.0)
+    assert summary.end.timings["output"]["output"].n == 3
 
 
 def test_the_endpoint_is_announced_once_the_source_is_open(endpoint: str) -> None:

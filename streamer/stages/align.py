@@ -51,7 +51,7 @@ from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
 from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
 from streamer.joints_2d import make_joints_2d_smoother
-from streamer.packets import END, RESULT, START, FramePacket, ResultPacket
+from streamer.packets import END, RESULT, START, EndPacket, FramePacket, ResultPacket
 from streamer.refiner import (SLOWEST_RATE, DelayedSmoother, LiveRefiningSmoother, RefiningSmoother,
                               TemporalRefiner)
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
@@ -115,7 +115,9 @@ class AlignStage:
                 if kind == END:
                     for result in self.flush():
                         out.send(RESULT, result)
-                    body["timings"]["align"] = self.timer.summary()
+                    ended = EndPacket.from_dict(body)
+                    ended.timings["align"] = self.timer.summary()
+                    body = ended.to_dict()
                 out.send(kind, body)
                 if kind == END:
                     return

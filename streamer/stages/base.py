@@ -9,6 +9,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event, Semaphore
 from typing import Any
 
+from streamer.packets import StageTimings, StepStats
+
 POLL_MS = 100
 
 
@@ -64,12 +66,11 @@ class StageTimer:
         self.add(name, ms)
         return ms
 
-    def summary(self) -> dict[str, dict[str, float]]:
+    def summary(self) -> StageTimings:
         import numpy as np
 
         out = {}
         for name, values in self.samples.items():
             a = np.asarray(values)
-            out[name] = {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-                         "p95": float(np.percentile(a, 95))}
+            out[name] = StepStats(int(a.size), float(a.mean()), float(np.percentile(a, 50)), float(np.percentile(a, 95)))
         return out

@@ -23,7 +23,7 @@ import zmq
 from engines.errors import InputError, PosecastError
 from streamer.channels import Outbox
 from streamer.config import PipelineConfig
-from streamer.packets import END, FRAME, START, FramePacket
+from streamer.packets import END, FRAME, START, EndPacket, FramePacket
 from streamer.ring import FrameRing, RingSpec, fit_slots, shm_free_bytes
 from streamer.sources import Frame, Source, open_source
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
@@ -97,8 +97,8 @@ class CaptureStage:
             ctx.term()
 
     def _send_end(self, out: Outbox, reason: str, corrupt: int) -> None:
-        out.send(END, {"reason": reason, "frames": self.seq, "dropped": self.dropped, "corrupt": corrupt,
-                       "reconnects": self.reconnects, "timings": {"capture": self.timer.summary()}})
+        out.send(END, EndPacket(reason, self.seq, self.dropped, corrupt, self.reconnects,
+                                {"capture": self.timer.summary()}).to_dict())
 
     def _acquire_slot(self) -> bool:
         while not self.free_slots.acquire(timeout=POLL_MS / 1000.0):

@@ -19,7 +19,7 @@ from engines.backends import create_backend
 from engines.models import ModelArtifact
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.packets import END, FRAME, RESULT, START, FramePacket, ResultPacket
+from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, ResultPacket
 from streamer.ring import FrameRing, RingSpec
 from streamer.shot_cuts import ShotCutDetector
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
@@ -67,13 +67,14 @@ class InferStage:
                 if batch:
                     self._process(batch, ring, tracker, cuts, out)
                 if end is not None:
-                    end["timings"]["infer"] = self.timer.summary()
-                    end["network_runs"] = tracker.network_runs
-                    end["searches"] = tracker.searches
-                    end["switches"] = tracker.switches
-                    end["tracks"] = tracker.track + 1
-                    end["shot_cuts"] = cuts.cuts if isinstance(cuts, ShotCutDetector) else 0
-                    out.send(END, end)
+                    ended = EndPacket.from_dict(end)
+                    ended.timings["infer"] = self.timer.summary()
+                    ended.network_runs = tracker.network_runs
+                    ended.searches = tracker.searches
+                    ended.switches = tracker.switches
+                    ended.tracks = tracker.track + 1
+                    ended.shot_cuts = cuts.cuts if isinstance(cuts, ShotCutDetector) else 0
+                    out.send(END, ended.to_dict())
                     return
         finally:
             backend.close()

@@ -21,7 +21,7 @@ from engines.rootpos import camera_intrinsics
 from streamer.axes import axes_meta, axes_spec, convert_points
 from streamer.channels import Inbox
 from streamer.config import CoordinatesConfig, PublishConfig
-from streamer.packets import END, RESULT, START, ResultPacket
+from streamer.packets import END, RESULT, START, EndPacket, ResultPacket, RunSummary
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
@@ -209,16 +209,11 @@ class OutputStage:
         if publisher is None:
             self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
 
-    def _summary(self, end: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
-        timings = dict(end.get("timings", {}))
-        timings["output"] = self.timer.summary()
-        timings["per_frame"] = self.latency.summary()
-        return {"frames": self.frames, "found": self.found, "seconds": elapsed_s, "live": self.live,
-                "reason": end.get("reason"), "dropped": end.get("dropped", 0), "corrupt": end.get("corrupt", 0),
-                "reconnects": end.get("reconnects", 0),
-                "network_runs": end.get("network_runs"), "searches": end.get("searches"),
-                "switches": end.get("switches"), "tracks": end.get("tracks"), "shot_cuts": end.get("shot_cuts"),
-                "timings": timings}
+    def _summary(self, end: dict[str, Any], elapsed_s: float) -> RunSummary:
+        ended = EndPacket.from_dict(end)
+        ended.timings["output"] = self.timer.summary()
+        ended.timings["per_frame"] = self.latency.summary()
+        return RunSummary(self.frames, self.found, elapsed_s, self.live, ended)
 
 
 def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:
