@@ -1,0 +1,312 @@
+"""PyAV: video files and network streams share one demux/decode loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import cv2
+import numpy as np
+
+from engines.errors import InputError
+from streamer.frame_rate import choose_rate, rate_from_times
+from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason
+
+log = logging.getLogger(__name__)
+
+CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~2 s to time frames by
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password, so error messages and logs never show credentials."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}{port}"))
+    except ValueError:
+        return url
+
+
+def describe_streams(container: av.container.InputContainer) -> str:
+    kinds: dict[str, int] = {}
+    for s in container.streams:
+        kinds[s.type] = kinds.get(s.type, 0) + 1
+    if not kinds:
+        return "no streams at all"
+    return ", ".join(f"{n} {k} stream{'s' if n > 1 else ''}" for k, n in kinds.items())
+
+
+class AVSource(Source):
+    """Demuxes the first video stream and decodes it; subclasses decide what a failure means."""
+
+    def __init__(self, container: av.container.InputContainer, info_name: str, uri: str,
+                 live: bool, what: str, reopened: bool = False) -> None:
+        self._container = container
+        self._what = what                      # how messages name the input: "'x.mp4'", a URL
+        self.corrupt = 0
+        self._decode_errors = 0
+        self._concealed = 0                    # frames given with damage the decoder covered up
+        self._packets = 0                      # non-empty, non-discarded packets sent to decode
+        self._discarded = 0
+        self._closed = False
+        self._resized = False                  # warned of a mid-stream size change
+        self._quarter_turns = 0                # counterclockwise, applied to every frame
+        try:
+            if not container.streams.video:
+                raise InputError(
+                    f"{what} has no video stream (it has {describe_streams(container)})")
+            stream = main_video_stream(container)
+            if len(container.streams.video) > 1 and not reopened:
+                log.warning("%s has %d video streams; tracking stream #%d (%dx%d, %s), the one players show",
+                            what, len(container.streams.video), stream.index, stream.codec_context.width,
+                            stream.codec_context.height, stream.codec_context.name)
+            if not stream.codec_context.width or not stream.codec_context.height:
+                raise InputError(f"{what} has a video stream with no frame size (codec "
+                                 f"'{stream.codec_context.name}'); re-encode it, e.g. to H.264")
+            # Frame threading is the big decode speed-up at 1000x1000, but it holds back one
+            # frame per thread: fine for files, too much latency for live inputs.
+            stream.thread_type = "SLICE" if live else "AUTO"
+            stream.codec_context.open(strict=False)
+        except InputError:
+            container.close()
+            raise
+        except (av.FFmpegError, ValueError) as exc:
+            container.close()
+            raise InputError(f"cannot decode the video in {what}: {error_reason(exc)}") from None
+        self._stream = stream
+        self._demux = container.demux(stream)
+        # A file's first packets are read now, and decoded later, so that their timestamps can
+        # check the container's frame rate before the pipeline sizes its filters from it.
+        self._ahead: list[av.Packet] = []
+        self._ahead_error: av.FFmpegError | None = None
+        self._demux_ended = False
+        self._last_pts: int | None = None       # the latest timestamp of a video packet read (stream units)
+        self._held_warnings = []
+        if not live:
+            self._read_ahead(LOOK_AHEAD_PACKETS)
+        stated = stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = choose_rate(float(stated) if stated else None, rate_from_times(
+            [float(p.pts * p.time_base) for p in self._ahead if p.pts is not None and p.time_base]))
+        if rate.corrected:
+            shown = f"not the {rate.stated:.4g} fps its container gives" if rate.stated else "its container gives none"
+            log.info("%s: its frames come %.4g a second (%s); using that", what, rate.fps, shown)
+        self.info = SourceInfo(
+            name=info_name, uri=uri, live=live, width=stream.codec_context.width,
+            height=stream.codec_context.height, fps=rate.fps,
+            frame_count=self._frame_count(container, stream, rate.fps),
+        )
+
+    def _read_ahead(self, count: int) -> None:
+        """Demux up to `count` packets of the stream into `_ahead`; frames() decodes them first.
+        A read error is kept for frames() to meet where it happened."""
+        try:
+            for packet in self._demux:
+                self._ahead.append(packet)
+                if len(self._ahead) >= count:
+                    return
+        except av.FFmpegError as exc:
+            self._ahead_error = exc
+        self._demux_ended = True          # asked again, PyAV's ended demuxer raises StopIteration through `yield from`
+
+    def _packet_stream(self) -> Iterator[av.Packet]:
+        """The packets read ahead, then the rest of the stream."""
+        ahead, self._ahead = self._ahead, []
+        yield from ahead
+        if self._ahead_error is not None:
+            raise self._ahead_error
+        if not self._demux_ended:
+            yield from self._demux
+            self._demux_ended = True
+
+    @staticmethod
+    def _frame_count(container: av.container.InputContainer, stream: av.VideoStream,
+                     fps: float | None) -> int | None:
+        if stream.frames > 0:
+            return int(stream.frames)
+        if fps is None:
+            return None
+        if stream.duration and stream.time_base:
+            return max(1, round(float(stream.duration * stream.time_base) * fps))
+        if container.duration:
+            return max(1, round(container.duration / av.time_base * fps))
+        return None
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        demux = self._packet_stream()
+        read_error: av.FFmpegError | None = None
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                read_error = exc
+                break
+            if packet.size and packet.pts is not None and (self._last_pts is None or packet.pts > self._last_pts):
+                self._last_pts = packet.pts
+            if packet.size and packet.is_corrupt:
+                # A packet the demuxer could only partly read (a truncated file, a lost network
+                # chunk): decoding it would yield a damaged picture or stall frame threads.
+                self._skipped(f"incomplete packet at {self._when(packet)}")
+                continue
+            if packet.size:
+                if packet.is_discard:
+                    self._discarded += 1           # edit-list trims: never meant to be shown
+                else:
+                    self._packets += 1
+            for av_frame in self._decode(packet):
+                frame = self._to_frame(av_frame, index)
+                self._count_concealed(av_frame, index)
+                self._release_warnings()
+                yield frame
+                index += 1
+        if read_error is not None:
+            # The demuxer's end-of-stream flush packets never came: drain the decoder by hand.
+            for av_frame in self._decode(None):
+                frame = self._to_frame(av_frame, index)
+                self._count_concealed(av_frame, index)
+                self._release_warnings()
+                yield frame
+                index += 1
+        if self._concealed > 1:
+            # Damage inside a picture's data that FFmpeg filled in from around it raises no
+            # error: the frame is there (nothing is lost), but its picture, and so its pose, may not be.
+            self._warn("%s: %d frame(s) were decoded from damaged data (the decoder filled in what was "
+                       "missing); their poses may be wrong", self._what, self._concealed)
+        if read_error is not None:
+            self._account_lost(index)
+            self._on_read_error(read_error, index)
+        else:
+            self._account_lost(index)
+            self._on_end(index)
+        if index == 0:
+            # The warnings held so far say what this line sums up.
+            raise InputError(f"{self._what} gave no frame to track: {self._why_no_frames()}")
+        self._release_warnings()
+
+
+    def _why_no_frames(self) -> str:
+        if self._discarded and not self.corrupt:
+            return (f"its {self._discarded} frame(s) are all marked not to be shown (by its edit list); "
+                    f"re-encode it, e.g. to H.264")
+        if self.corrupt:
+            return f"none could be decoded (about {self.corrupt} frame(s) damaged or missing); the file is damaged"
+        return "it holds no video frames"
+
+    def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
+        try:
+            if packet is None:
+                return list(self._stream.codec_context.decode(None))
+            return list(packet.decode())
+        except av.FFmpegError as exc:
+            self._decode_errors += 1
+            where = self._when(packet) if packet is not None and packet.size else "the end"
+            self._skipped(f"undecodable data at {where} ({error_reason(exc)})")
+            return []
+
+    def _account_lost(self, yielded: int) -> None:
+        # After damage, FFmpeg silently drops frames whose reference frames are gone (and frame
+        # threads may lose buffered frames when they report an error). Packets in minus frames
+        # out minus errors already counted is that loss; counting it keeps "frames yielded +
+        # corrupt == frames in the input" true. Only after an error, because some containers
+        # legitimately carry a packet or two that produce no picture.
+        if not self.corrupt:
+            return
+        lost = self._packets - yielded - self._decode_errors
+        if lost > 0:
+            self.corrupt += lost
+            self._warn("%s: %d more frame(s) could not be decoded after the damage", self._what,
+                        lost)
+        if self.corrupt > DETAILED_WARNINGS:
+            self._warn("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
+                        self.corrupt)
+
+    def _count_concealed(self, av_frame: av.VideoFrame, index: int) -> None:
+        """Counts a frame decoded from damaged data. The first is said at once: a live stream may
+        never reach the count said at its end."""
+        if not av_frame.is_corrupt:
+            return
+        self._concealed += 1
+        if self._concealed == 1:
+            at = f" ({av_frame.time:.3f} s)" if av_frame.time is not None else ""
+            self._warn("%s: frame %d%s was decoded from damaged data (the decoder filled in what was missing); "
+                       "its pose may be wrong", self._what, index, at)
+
+    def _skipped(self, what: str) -> None:
+        self.corrupt += 1
+        if self.corrupt <= DETAILED_WARNINGS:
+            self._warn("%s: skipped %s", self._what, what)
+
+    def _when(self, packet: av.Packet) -> str:
+        if packet.pts is not None and packet.time_base:
+            return f"{float(packet.pts * packet.time_base):.3f} s"
+        if packet.pos is not None and packet.pos >= 0:
+            return f"byte {packet.pos}"
+        return "an unknown time"
+
+    def _turn_upright(self, quarter_turns: int) -> None:
+        """Show every frame turned by `quarter_turns` counterclockwise: `info` then gives the
+        turned size."""
+        self._quarter_turns = quarter_turns % 4
+        if self._quarter_turns % 2:
+            self.info = replace(self.info, width=self.info.height, height=self.info.width)
+
+    def _to_frame(self, av_frame: av.VideoFrame, index: int) -> Frame:
+        w, h = self.info.width, self.info.height
+        if self._quarter_turns % 2:
+            w, h = h, w                        # the stored picture's size, before the turn
+        if av_frame.width != w or av_frame.height != h:
+            # A mid-stream resolution change: downstream buffers are sized from `info`.
+            if not self._resized:
+                self._resized = True
+                log.warning("%s: the picture changed size mid-stream (%dx%d to %dx%d); its frames are scaled "
+                            "to the first size, so people in them look stretched if the shape changed",
+                            self._what, w, h, av_frame.width, av_frame.height)
+            av_frame = av_frame.reformat(width=w, height=h, format="bgr24")
+        # Possibly a strided view (FFmpeg pads rows): capture copies it into the ring anyway, so a
+        # contiguous copy here would be a second full-frame copy.
+        image = av_frame.to_ndarray(format="bgr24")
+        if self._quarter_turns:
+            image = self._turn(image)
+        # After a damaged packet FFmpeg may give a frame without a usable timestamp (PyAV then
+        # reports NaN): the protocol says "unknown" with null, never NaN.
+        t_media = av_frame.time
+        if t_media is not None and not math.isfinite(t_media):
+            t_media = None
+        return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media)
+
+    def _turn(self, image: np.ndarray) -> np.ndarray:
+        # A new array each frame, as decoding gives: a live reader thread decodes the next frame
+        # while the capture still copies this one, so a reused buffer would be overwritten under
+        # it. (Not np.rot90's view: the ring's copy of it goes element by element, about 7 times
+        # slower than cv2.rotate at 1080p.)
+        return cv2.rotate(image, CV2_TURNS[self._quarter_turns])
+
+    def _on_end(self, yielded: int) -> None:
+        """The demuxer reached the end of the input."""
+
+    @abstractmethod
+    def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
+        """The demuxer failed before the end."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+
+def main_video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The video stream to track: FFmpeg's own pick, as players make it, and not a cover picture
+    or thumbnail that some files carry as their first video stream."""
+    return container.streams.best("video") or container.streams.video[0]

@@ -1,0 +1,83 @@
+"""What every source is: its `SourceInfo`, the `Frame`s it yields, and the `Source` interface."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DETAILED_WARNINGS = 10         # then only a count, so a badly damaged file can't flood the log
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str                   # short id for topics/logs: file stem, 'cam0', URL host, folder name
+    uri: str                    # what the user gave
+    live: bool                  # cameras and streams: stale frames may be dropped; files never
+    width: int                  # frame width; image folders: the largest width a frame can have
+    height: int
+    fps: float | None           # frames a second if known (from the timestamps where the container's is wrong)
+    frame_count: int | None     # total frames if known (an estimate for some files)
+    stills: bool = False        # each frame is its own image (image folders), not a moment of one scene
+
+
+@dataclass
+class Frame:
+    image: np.ndarray           # (H, W, 3) uint8 BGR, possibly strided; valid until the next read
+    index: int                  # 0-based position among the frames yielded
+    t_capture: float            # time.time() when the frame became available
+    t_media: float | None       # presentation time in seconds (video files and streams)
+    scale: float = 1.0          # original-image pixels per frame pixel (downscaled folder images)
+    name: str | None = None     # image file name (folders)
+    new_shot: bool = False      # shares nothing with the frame before (a looped file starting again)
+
+
+class Source(ABC):
+    """A blocking, single-pass supplier of frames. Use as a context manager, or call close().
+
+    Warnings about a file's damage are held until its first frame (`_warn`): an input that gives
+    no frame ends in one error line that sums them up, rather than a warning per damaged part first."""
+
+    info: SourceInfo
+    corrupt: int                # corrupt packets/frames/images skipped so far
+    _held_warnings: list[tuple[str, tuple[object, ...]]] | None   # [] in __init__; None once released
+
+    def _warn(self, message: str, *args: object) -> None:
+        if self._held_warnings is None:
+            log.warning(message, *args)
+        else:
+            self._held_warnings.append((message, args))
+
+    def _release_warnings(self) -> None:
+        """Says the warnings held so far: the input has given a frame (or ended with frames)."""
+        if self._held_warnings is not None:
+            held, self._held_warnings = self._held_warnings, None
+            for message, args in held:
+                log.warning(message, *args)
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until the input ends (files) or fails (live: raises InputError)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the input. Safe to call more than once."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def error_reason(exc: BaseException) -> str:
+    """An OS or FFmpeg error's human reason ('Connection refused'), without errno numbers or paths."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return str(reason).strip().rstrip(".") or type(exc).__name__

@@ -1,0 +1,215 @@
+"""Image folders, glob patterns and single images: each image a frame, in natural order."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from engines.errors import InputError
+from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason
+
+log = logging.getLogger(__name__)
+
+_EXIF_TURNED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")   # Pillow's names
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".pnm", ".jp2", ".j2k")
+# Pictures a folder may hold that are not read as shots: named in a warning, not silently left out.
+# (A GIF is often an animation: given alone, it is read as a video.)
+UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw")
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def natural_key(s: str) -> tuple:
+    """'img2' before 'img10'. re.split alternates text and digit runs, so types line up."""
+    parts = re.split(r"(\d+)", s)
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), s
+
+
+@dataclass(frozen=True)
+class _ImageEntry:
+    path: Path
+    name: str                   # what messages call it: its path from the folder or pattern's start
+    width: int                  # as OpenCV will decode it (EXIF orientation applied)
+    height: int
+
+
+def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list[Path]:
+    """The paths named as images this reads. A broken link among them is kept, to be reported as
+    unreadable; macOS's '._' companion files are no images; pictures in formats not read here are
+    named in one warning."""
+    images = [c for c in paths if c.suffix.lower() in IMAGE_EXTENSIONS and not c.name.startswith("._")
+              and (c.is_file() or (c.is_symlink() and not c.exists()))]
+    unread = sorted({c.suffix.lower() for c in paths if c.suffix.lower() in UNREAD_IMAGE_EXTENSIONS})
+    if unread:
+        n = sum(1 for c in paths if c.suffix.lower() in UNREAD_IMAGE_EXTENSIONS)
+        if not images:
+            raise InputError(f"no images in {where} are in a format read here: its {n} picture(s) are "
+                             f"{', '.join(unread)}; convert them to JPEG or PNG")
+        if not reopened:
+            log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG "
+                        "to track them", n, where, ", ".join(unread))
+    return images
+
+
+def _shown_name(path: Path, base: Path) -> str:
+    """An image's name in messages: its path from `base`, so that a recursive pattern's images in
+    different folders keep different names ('a/x.jpg', 'b/x.jpg'); a plain folder's, its file name."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name
+
+
+class ImageFolderSource(Source):
+    """The images in a folder, matching a glob pattern, or a single image file, in natural order.
+
+    Images larger than `max_image_side` are scaled down to fit (`Frame.scale` says by how much).
+    Frames keep their own size: `info.width/height` is the largest a frame can be.
+    """
+
+    def __init__(self, spec: str, max_image_side: int = 1920, reopened: bool = False) -> None:
+        self.corrupt = 0
+        self._held_warnings = []
+        self._max_side = max_image_side
+        paths, name, base = self._find(str(spec), reopened)
+        self._entries: list[_ImageEntry] = []
+        failures: list[str] = []
+        for p in paths:
+            entry = self._header(p, _shown_name(p, base))
+            if entry is None:
+                failures.append(p.name)
+                self._skipped(p, "cannot read the image header")
+            else:
+                self._entries.append(entry)
+        if not self._entries:               # its one line: the warnings held say no more
+            if len(paths) == 1:
+                raise InputError(f"'{paths[0]}' is not an image file that can be read (damaged, or samples this "
+                                 f"reader cannot take, such as 32-bit floats: convert it to an 8-bit JPEG or PNG)")
+            raise InputError(f"none of the {len(paths)} images in '{spec}' can be read "
+                             f"(first: {failures[0]}; damaged, or convert them to 8-bit JPEG or PNG)")
+        # Readers size their buffers from info before any frame exists, so info needs the largest
+        # frame up front. Pillow's open() reads only the header (pixels load lazily), which keeps
+        # this fast for folders of thousands of large images.
+        sizes = [self._fitted(e.width, e.height) for e in self._entries]
+        self.info = SourceInfo(
+            name=name, uri=str(spec), live=False,
+            width=max(s[0] for s in sizes), height=max(s[1] for s in sizes),
+            fps=None, frame_count=len(paths), stills=True,
+        )
+
+    def _find(self, spec: str, reopened: bool) -> tuple[list[Path], str, Path]:
+        """The images, the input's short name, and the folder their names are given from."""
+        p = Path(os.path.expanduser(spec))
+        if p.is_file():
+            return [p], p.stem, p.parent
+        if p.is_dir():
+            try:
+                found = _images_among(list(p.iterdir()), f"folder '{spec}'", reopened)
+            except OSError as exc:
+                raise InputError(f"cannot read folder '{spec}': {error_reason(exc)}") from None
+            if not found:
+                raise InputError(f"no images in folder '{spec}' (looked for "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+            return sorted(found, key=lambda c: natural_key(c.name)), p.resolve().name or "images", p
+        matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
+        found = _images_among(matches, f"'{spec}'", reopened)
+        if not found:
+            raise InputError(f"no images match '{spec}'")
+        # The name is the folder the pattern starts in ('runs/a/*.png' -> 'a').
+        base = Path(os.path.expanduser(spec))
+        while base != base.parent and GLOB_CHARS.search(str(base)):
+            base = base.parent
+        return sorted(found, key=lambda m: natural_key(str(m))), base.resolve().name or "images", base
+
+    @staticmethod
+    def _header(p: Path, name: str) -> _ImageEntry | None:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+                # OpenCV turns JPEG, PNG and WebP images by the EXIF orientation in their
+                # header; match it. Pillow has read that EXIF on opening (a PNG's eXIf chunk after
+                # the pixels, which would take reading the whole file, OpenCV ignores too), and
+                # reports TIFFs already turned.
+                if (im.format in _EXIF_TURNED_FORMATS and "exif" in im.info
+                        and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)):
+                    w, h = h, w
+        except Exception:   # Pillow raises many types for malformed files; all mean "unreadable"
+            return None
+        return _ImageEntry(p, name, w, h) if w > 0 and h > 0 else None
+
+    def _fitted(self, w: int, h: int) -> tuple[int, int]:
+        long_side = max(w, h)
+        if long_side <= self._max_side:
+            return w, h
+        s = self._max_side / long_side
+        return max(1, round(w * s)), max(1, round(h * s))
+
+    def _skipped(self, p: Path, why: str) -> None:
+        self.corrupt += 1
+        if self.corrupt <= DETAILED_WARNINGS:
+            self._warn("skipped image '%s': %s", p, why)
+
+    def _read(self, e: _ImageEntry) -> tuple[np.ndarray, float] | None:
+        # Very large JPEGs decode much faster at 1/2, 1/4 or 1/8 size; stay at or above target.
+        flags = cv2.IMREAD_COLOR
+        for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                (2, cv2.IMREAD_REDUCED_COLOR_2)):
+            if max(e.width, e.height) // factor >= self._max_side:
+                flags = reduced
+                break
+        try:
+            data = np.fromfile(e.path, dtype=np.uint8)   # imdecode: non-ASCII paths work too
+        except OSError:
+            return None
+        image = cv2.imdecode(data, flags) if data.size else None
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            return None
+        h, w = image.shape[:2]
+        if flags == cv2.IMREAD_COLOR:
+            ow, oh = w, h                  # decoded at full size: the decoder is the authority
+        elif (w > h) == (e.width > e.height):
+            ow, oh = e.width, e.height
+        else:
+            ow, oh = e.height, e.width     # rotated by an orientation tag the header check missed
+        tw, th = self._fitted(ow, oh)
+        # Never exceed info's size, which readers allocated from: only a header that lied can
+        # get here, and shrinking a little more beats overrunning a buffer.
+        s = min(1.0, self.info.width / tw, self.info.height / th)
+        if s < 1.0:
+            tw, th = max(1, int(tw * s)), max(1, int(th * s))
+        if (w, h) != (tw, th):
+            image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+        scale = max(ow, oh) / max(tw, th)
+        return np.ascontiguousarray(image), scale
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        for e in self._entries:
+            got = self._read(e)
+            if got is None:
+                self._skipped(e.path, "cannot decode the image")
+                continue
+            image, scale = got
+            self._release_warnings()
+            yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
+                        scale=scale, name=e.name)
+            index += 1
+        if index == 0:
+            n = self.info.frame_count
+            raise InputError(f"none of the {n} image(s) in '{self.info.uri}' could be decoded (the files are "
+                             f"damaged or not images)" if n != 1 else
+                             f"'{self._entries[0].path}' could not be decoded (the file is damaged or not an image)")
+        self._release_warnings()
+
+    def close(self) -> None:
+        pass                                 # nothing held open between frames

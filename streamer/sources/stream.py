@@ -1,0 +1,71 @@
+"""Network streams (RTSP, RTMP, HTTP, UDP, TCP, SRT), through PyAV."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import av
+
+from engines.errors import InputError
+from streamer.config import SourceConfig
+from streamer.sources.av_source import AVSource, redact_url
+from streamer.sources.base import error_reason
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+
+
+class StreamSource(AVSource):
+    """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error, unless
+    it has a known length (a video file over HTTP), which is read whole, as a file is."""
+
+    def __init__(self, url: str, config: SourceConfig, reopened: bool = False) -> None:
+        shown = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError as exc:
+            raise InputError(f"'{shown}' is not a valid URL ({exc})") from None
+        scheme = parts.scheme.lower()
+        options = {"rtsp_transport": "tcp"} if scheme in ("rtsp", "rtsps") else {}
+        self._read_timeout = config.read_timeout_s
+        hint = "check the URL and that the stream is up"
+        started = time.monotonic()
+        try:
+            container = av.open(url, options=options, metadata_errors="replace",
+                                timeout=(config.open_timeout_s, config.read_timeout_s))
+        except av.error.ProtocolNotFoundError:
+            raise InputError(f"cannot open {shown}: this FFmpeg build (in PyAV) has no "
+                             f"'{scheme}' support; use another protocol or a file") from None
+        except (av.FFmpegError, OSError) as exc:
+            # An interrupted handshake surfaces as whatever the protocol made of the cut-off
+            # reply (RTSP says "Invalid data"); the clock tells the real story.
+            if (isinstance(exc, (av.error.ExitError, av.error.TimeoutError))
+                    or time.monotonic() - started >= 0.95 * config.open_timeout_s):
+                raise InputError(f"cannot connect to {shown}: no answer within "
+                                 f"{config.open_timeout_s:g} s ({hint})") from None
+            raise InputError(f"cannot connect to {shown}: {error_reason(exc)} ({hint})") from None
+        # A stream with a known length (a file served over HTTP, a finished HLS playlist) is a
+        # file that happens to be remote: every frame is read, none dropped to keep up, and it
+        # ends. A live one (a camera over RTSP) has no length and only stops when something went
+        # wrong.
+        self._finite = bool(container.duration)
+        super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
+                         reopened=reopened)
+
+    def _on_end(self, yielded: int) -> None:
+        expected = self.info.frame_count
+        # The count may be estimated from the duration: allow a little slack.
+        complete = expected is None or yielded + self.corrupt >= expected - max(2, expected // 50)
+        if self._finite and complete:
+            return
+        raise InputError(f"stream {self._what} ended after {yielded} frames (the sender stopped "
+                         f"or the connection dropped; restart when the stream is back)")
+
+    def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
+        if isinstance(exc, (av.error.ExitError, av.error.TimeoutError)):
+            reason = f"no data for {self._read_timeout:g} s"
+        else:
+            reason = error_reason(exc)
+        raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (check "
+                         f"the network and that the stream is up)")

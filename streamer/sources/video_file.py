@@ -1,0 +1,185 @@
+"""Video files: every frame, in order; a file that ends early or is damaged is reported."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import av
+
+from engines.errors import InputError
+from streamer.sources.av_source import AVSource, main_video_stream
+from streamer.sources.base import error_reason
+
+log = logging.getLogger(__name__)
+
+SHORT_END_SLACK = 2            # frames a file with a stated duration may end early by, unreported
+
+
+class VideoFileSource(AVSource):
+    """A video file: every frame, in order, as fast as it decodes."""
+
+    def __init__(self, path: str | Path, reopened: bool = False) -> None:
+        spec = str(path)
+        p = Path(os.path.expanduser(spec))
+        what = f"'{spec}'"
+        try:
+            if not p.exists():
+                raise InputError(f"cannot open video '{spec}': no such file")
+            if p.is_dir():
+                raise InputError(f"cannot open video '{spec}': it is a folder (to read the images "
+                                 f"in it, give the folder to open_source)")
+            # Only a regular file's size says anything: a named pipe (mkfifo) has none, and is read.
+            if p.is_file() and p.stat().st_size == 0:
+                raise InputError(f"cannot open video '{spec}': the file is empty (0 bytes)")
+        except OSError as exc:
+            raise InputError(f"cannot open video '{spec}': {error_reason(exc)}") from None
+        try:
+            container = av.open(str(p), metadata_errors="replace")
+        except av.error.InvalidDataError as exc:
+            raise InputError(_mp4_cut_short(p, spec)
+                             or f"'{spec}' is not a video file PyAV can read ({error_reason(exc)})") from None
+        except av.error.EOFError:
+            raise InputError(f"'{spec}' ends inside its header (the file is cut short, or still "
+                             f"being written)") from None
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"cannot open video '{spec}': {error_reason(exc)}") from None
+        if container.format.name == "tty":
+            # FFmpeg "plays" text files as ANSI art; nobody means that.
+            container.close()
+            raise InputError(f"'{spec}' is a text file, not a video")
+        try:
+            super().__init__(container, p.stem, spec, live=False, what=what, reopened=reopened)
+        except InputError as exc:
+            raise InputError(_mp4_cut_short(p, spec) or str(exc)) from None
+        # A named pipe can be read once only: it keeps its picture as stored.
+        turns = display_quarter_turns(p) if p.is_file() else 0
+        if turns:
+            self._turn_upright(turns)
+            log.info("%s: shown turned by %d degrees, as its rotation metadata asks", what, 90 * turns)
+
+        # MP4/MOV indexes say exactly how many frames the file holds; a shortfall at the end
+        # means a truncated file, and those frames count as corrupt like any other lost ones.
+        self._exact_count = self.info.frame_count if self._stream.frames > 0 else None
+        # Matroska and FLV state their duration in the header, written when the recording ended:
+        # a file whose video ends well before it was cut short. (Other formats' durations are
+        # FFmpeg's estimates from the file as it is, truncated or not.)
+        self._stated_end = None if self._exact_count is not None else _stated_video_end(container, self._stream)
+
+    def _on_end(self, yielded: int) -> None:
+        self._check_complete(yielded)
+
+    def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
+        # Unreadable data past a point (a damaged or truncated file): keep what was decoded.
+        self._warn("%s: stopped reading after %d frames: %s", self._what, yielded, error_reason(exc))
+        if not self._check_complete(yielded):
+            self.corrupt += 1
+
+    def _check_complete(self, yielded: int) -> bool:
+        """Count frames the index promised but the file didn't deliver; False if unknowable."""
+        if self._exact_count is None:
+            return self._check_duration()
+        missing = self._exact_count - yielded - self.corrupt - self._discarded
+        if missing > 0:
+            self.corrupt += missing
+            self._warn("%s: ended %d frame(s) early (the file is truncated or damaged)",
+                        self._what, missing)
+        return True
+
+    def _check_duration(self) -> bool:
+        """Count the frames a file whose header states its video's end lacks there, from the
+        time of its last packet read (damaged ones included: those are counted already); False
+        where that is unknowable or nothing was found missing."""
+        fps = self.info.fps
+        if self._stated_end is None or fps is None:
+            return False
+        last = None if self._last_pts is None else float(self._last_pts * self._stream.time_base)
+        missing = round((self._stated_end - (last if last is not None else 0.0)) * fps) - (last is not None)
+        # A frame or two of slack: the last frame's stated length need not be one period.
+        if missing <= SHORT_END_SLACK:
+            return False
+        self.corrupt += missing
+        self._warn("%s: ended at %.2f s of the %.2f s its header states, about %d frame(s) early (the file is "
+                   "cut short or damaged)", self._what, last or 0.0, self._stated_end, missing)
+        return True
+
+
+def _stated_video_end(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """When the video of a Matroska or FLV file ends, as its header states (seconds, in the
+    frames' time), or None. Matroska gives each track's end in a DURATION tag (FFmpeg's muxer
+    writes it) and the file's end as its duration, which counts from 0 whatever the first
+    timestamp; FLV gives the file's length from its first timestamp. A file-wide figure says
+    when the video ends only where there is no other stream (audio may run on)."""
+    name = container.format.name
+    if name == "matroska,webm":
+        tag = stream.metadata.get("DURATION")
+        if tag:
+            try:
+                hours, minutes, seconds = tag.split(":")
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+        if len(container.streams) == 1 and container.duration:
+            return container.duration / av.time_base
+    elif name == "flv" and len(container.streams) == 1 and container.duration:
+        return (container.duration + (container.start_time or 0)) / av.time_base
+    return None
+
+
+def _mp4_cut_short(path: Path, spec: str) -> str | None:
+    """Why an MP4/MOV file cannot be read, where its top-level boxes tell: one that runs past the
+    end of the file (a copy cut short), or no 'moov' box, the index a recording writes when it
+    stops (a recording still going, or killed). None where they don't, or it is no such file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            offset, boxes = 0, []
+            while offset + 8 <= size:
+                fh.seek(offset)
+                head = fh.read(16)
+                length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if length == 1 and len(head) == 16:
+                    length = int.from_bytes(head[8:16], "big")
+                elif length == 0:
+                    length = size - offset             # the last box, to the end of the file
+                if length < 8:
+                    return None
+                boxes.append(kind)
+                if offset + length > size:
+                    if boxes[0] != b"ftyp":
+                        return None
+                    return (f"'{spec}' is cut short: its '{kind.decode('latin-1')}' box runs to byte {offset + length}, "
+                            f"past the file's end at {size}" + ("" if b"moov" in boxes else
+                                                                 ", and its index ('moov' box) is missing") +
+                            " (copy it again whole, or let the recording finish)")
+                offset += length
+    except OSError:
+        return None
+    if boxes and boxes[0] == b"ftyp" and b"moov" not in boxes:
+        return (f"'{spec}' has no index (no 'moov' box): the recording was stopped before it was finished, "
+                f"or is still being written")
+    return None
+
+
+def display_quarter_turns(path: Path, max_packets: int = 64) -> int:
+    """Counterclockwise quarter turns that show a video file upright: its display matrix, which
+    phones write instead of turning the picture (a portrait clip is stored landscape). Read from
+    the first decoded frame of a second, short-lived opening of the file, since PyAV gives the
+    matrix per frame only and the stream's size must be known before the first frame. 0 where
+    there is none, it is not a multiple of 90 degrees, or the file cannot be read here (the
+    main opening then reports why)."""
+    try:
+        with av.open(str(path), metadata_errors="replace") as container:
+            stream = main_video_stream(container)
+            for n, packet in enumerate(container.demux(stream)):
+                for frame in packet.decode():
+                    # PyAV: the angle by which the display turns the frame counterclockwise.
+                    angle = float(frame.rotation or 0)
+                    turns = round(angle / 90.0)
+                    return turns % 4 if abs(angle - 90.0 * turns) < 1.0 else 0
+                if n >= max_packets:
+                    break
+    except (av.FFmpegError, OSError, IndexError, ValueError):
+        pass
+    return 0

@@ -1,0 +1,18 @@
+"""What a non-editable install (`pip install .`) carries: pyproject.toml lists its packages by
+hand, so a new sub-package left off the list would import here (the tests run from the source
+tree) and be missing from a wheel."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+TOP_PACKAGES = ("engines", "streamer", "train")
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {init.parent.relative_to(ROOT).as_posix().replace("/", ".")
+             for top in TOP_PACKAGES for init in (ROOT / top).rglob("__init__.py")}
+    assert found == listed
