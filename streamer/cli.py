@@ -430,7 +430,7 @@ def _copy_into_place(source: Path, dest: Path) -> None:
 
 def cmd_backends(args: argparse.Namespace) -> int:
     from engines.backends import available, choose
-    from engines.backends.tensorrt_backend import tensorrt_available
+    from engines.backends.tensorrt_import import tensorrt_available
 
     for key, note in available().items():
         print(f"{key:<20} {note}")

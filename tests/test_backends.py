@@ -14,7 +14,7 @@ import pytest
 
 from engines.backends import BackendChoice, available, choose, create_backend
 from engines.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_provider_available
-from engines.backends.tensorrt_backend import tensorrt_available
+from engines.backends.tensorrt_import import tensorrt_available
 from engines.backends.torch_backend import TorchBackend, cuda_available
 from engines.errors import BackendUnavailableError
 from engines.models import ModelArtifact

@@ -225,7 +225,7 @@ def test_lifted_network_exports_to_onnx_with_parity(small_model_config, tmp_path
     import onnx
 
     from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from engines.backends.tensorrt_backend import unsupported_ops
+    from engines.backends.tensorrt_build import unsupported_ops
     from engines.model_file import ModelInfo, export_onnx
 
     cfg = dataclasses.replace(small_model_config, lift_width=32, lift_blocks=1)

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engines.backends.tensorrt_backend import MAX_ONNX_OPSET, default_opset, unsupported_ops
+from engines.backends.tensorrt_build import MAX_ONNX_OPSET, default_opset, unsupported_ops
 from engines.model_config import ModelConfig
 from engines.model_file import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelInfo, export_onnx, read_onnx_info
 from engines.network import PoseNet, build_network

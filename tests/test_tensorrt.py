@@ -16,17 +16,10 @@ import numpy as np
 import pytest
 
 from engines.backends.base import Backend, NetOutputs
-from engines.backends.tensorrt_backend import (
-    MAX_ONNX_OPSET,
-    EngineCache,
-    EngineKey,
-    TensorRTBackend,
-    build_engine,
-    check_against_reference,
-    default_opset,
-    tensorrt_available,
-    unsupported_ops,
-)
+from engines.backends.tensorrt_backend import TensorRTBackend, check_against_reference
+from engines.backends.tensorrt_build import MAX_ONNX_OPSET, build_engine, default_opset, unsupported_ops
+from engines.backends.tensorrt_cache import EngineCache, EngineKey
+from engines.backends.tensorrt_import import tensorrt_available
 from engines.errors import BackendUnavailableError, ConfigError
 
 TRT_OK, TRT_REASON = tensorrt_available()
@@ -615,6 +608,6 @@ def test_build_engine_reports_parser_errors_on_one_line(fake_gpu, tmp_path: Path
 def test_input_size_is_read_from_a_real_posecast_export(default_model) -> None:
     """The backend reads the crop size from what `export_onnx` really writes (review: a made-up
     metadata key in the stand-in once hid that real exports failed here)."""
-    from engines.backends.tensorrt_backend import _read_input_size
+    from engines.backends.tensorrt_build import read_input_size
 
-    assert _read_input_size(default_model.onnx_path) == default_model.info.config.input_size
+    assert read_input_size(default_model.onnx_path) == default_model.info.config.input_size

@@ -65,7 +65,7 @@ def available() -> dict[str, str]:
 
         if torch.cuda.is_available():
             found["torch:cuda"] = f"{torch.__version__} on {torch.cuda.get_device_name(0)}"
-    from engines.backends.tensorrt_backend import tensorrt_available
+    from engines.backends.tensorrt_import import tensorrt_available
 
     ok, note = tensorrt_available()
     if ok:
