@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import re
@@ -539,6 +540,9 @@ def _fake_tensorrt(parse_ok: bool, errors: list[str] = ()) -> types.ModuleType:
             calls["flags"].discard(flag)
             calls.setdefault("cleared", set()).add(flag)
 
+        def set_calibration_profile(self, profile) -> None:
+            calls["calibration_profile"] = calls["profiles"][-1]
+
     class Builder:
         platform_has_fast_fp16 = True
 
@@ -556,10 +560,27 @@ def _fake_tensorrt(parse_ok: bool, errors: list[str] = ()) -> types.ModuleType:
             return Profile()
 
         def build_serialized_network(self, network, config):
+            calibrator = getattr(config, "int8_calibrator", None)
+            if calibrator is not None:
+                # As TensorRT calibrates: a table from the cache, else batches read from the device
+                # pointers the calibrator gives (here CPU memory), then the table written back.
+                calls["cache_read"] = calibrator.read_calibration_cache()
+                if calls["cache_read"] is None:
+                    batch, calls["batches"] = calibrator.get_batch_size(), []
+                    while (pointers := calibrator.get_batch(["image"])) is not None:
+                        size = batch * S * S * 3
+                        memory = (ctypes.c_uint8 * size).from_address(pointers[0])
+                        calls["batches"].append(np.frombuffer(memory, np.uint8).reshape(batch, S, S, 3).copy())
+                    calibrator.write_calibration_cache(memoryview(b"calibration table"))
             return memoryview(b"plan")
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
 
     trt.ILogger = ILogger
     trt.Builder, trt.OnnxParser = Builder, Parser
+    trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
     trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8", TF32="tf32")
@@ -591,6 +612,36 @@ def test_build_engine_calls(fake_gpu, tmp_path: Path) -> None:
     assert build_engine(onnx_path, "fp32", 1, S, None, 1 << 28) == b"plan"
     assert trt.calls["profiles"] == [("image", (1, S, S, 3), (1, S, S, 3), (1, S, S, 3))]
     assert trt.calls["flags"] == set() and trt.calls["cleared"] == {"tf32"}
+
+
+def test_int8_calibrates_on_full_batches_and_keeps_the_table(fake_gpu, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """The calibrator serves the calibration crops in order, in full batches only (the calibration
+    profile fixes the batch), and its table is kept and used instead of calibrating again."""
+    import torch
+
+    # The calibrator's device buffer comes from the CPU; the fake TensorRT reads it by address.
+    cpu_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, device=None, **kw: cpu_empty(*a, **kw))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    onnx_path, table = tmp_path / "m.onnx", tmp_path / "m.calib"
+    onnx_path.write_bytes(b"not really onnx")
+    crops = np.random.default_rng(0).integers(0, 256, (37, S, S, 3), dtype=np.uint8)
+    trt = fake_gpu(_fake_tensorrt(parse_ok=True))
+    assert build_engine(onnx_path, "int8", 32, S, crops, 1 << 28, calibration_cache=table) == b"plan"
+    assert trt.calls["flags"] == {"fp16", "int8"}
+    assert trt.calls["calibration_profile"] == ("image", (16, S, S, 3), (16, S, S, 3), (16, S, S, 3))
+    assert [len(b) for b in trt.calls["batches"]] == [16, 16]               # the last 5 crops make no full batch
+    assert np.array_equal(np.concatenate(trt.calls["batches"]), crops[:32])
+    assert table.read_bytes() == b"calibration table"
+
+    trt = fake_gpu(_fake_tensorrt(parse_ok=True))
+    build_engine(onnx_path, "int8", 32, S, crops, 1 << 28, calibration_cache=table)
+    assert trt.calls["cache_read"] == b"calibration table" and "batches" not in trt.calls
+    table.write_bytes(b"")                                                   # an empty table is none
+    trt = fake_gpu(_fake_tensorrt(parse_ok=True))
+    build_engine(onnx_path, "int8", 4, S, crops[:6], 1 << 28, calibration_cache=table)
+    assert [len(b) for b in trt.calls["batches"]] == [4]                     # batches no bigger than max_batch
 
 
 def test_build_engine_reports_parser_errors_on_one_line(fake_gpu, tmp_path: Path) -> None:
