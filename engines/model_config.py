@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from engines.ray_frame import OFFSETS_FRAMES
+from engines.ray_frame import OFFSETS_FRAMES, OffsetsFrame
 from engines.skeleton import H36M17, Skeleton
 
 Fusion = Literal["none", "conv", "fc"]
@@ -46,7 +46,7 @@ class ModelConfig:
     grid_stride: int = 8
     # The frame of the 3D offsets (engines/ray_frame.py): the camera's, or the person's ray frame,
     # which the pipeline turns into the camera's. "camera" in models trained before the ray frame.
-    offsets_frame: str = "camera"
+    offsets_frame: OffsetsFrame = "camera"
 
     @property
     def skeleton(self) -> Skeleton:

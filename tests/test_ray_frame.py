@@ -130,7 +130,7 @@ def test_offsets_frame_is_checked() -> None:
 
     data = to_dict(default_model_config())
     data["offsets_frame"] = "world"
-    with pytest.raises(ConfigError, match="offsets_frame must be one of camera, ray"):
+    with pytest.raises(ConfigError, match="model.yaml: 'offsets_frame' must be one of 'camera', 'ray' \\(got 'world'\\)"):
         from_dict(ModelConfig, data, source="model.yaml")
 
 

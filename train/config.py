@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from engines.config import ConfigError, config_path, from_dict, load_config, load_yaml, merge
 from engines.model_config import Fusion, ModelConfig
+from engines.ray_frame import OffsetsFrame
 from engines.skeleton import H36M17
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ class ModelSection:
     lift_width: int | None = None            # the lifter (engines/network.py); 0: none
     lift_blocks: int | None = None
     grid_stride: int | None = None           # 8 or 4: pixels per 2D grid cell; grid_size follows
-    offsets_frame: str | None = None         # camera | ray: the frame of the 3D labels and outputs
+    offsets_frame: OffsetsFrame | None = None  # the frame of the 3D labels and outputs
 
     def check(self) -> None:
         if self.roots is not None:

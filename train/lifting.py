@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engines.ray_frame import OFFSETS_FRAMES, person_rotations
+from engines.ray_frame import OFFSETS_FRAMES, OffsetsFrame, person_rotations
 from engines.network import Lifter, own_root_mask
 from engines.skeleton import H36M17
 from train.datasets import flip_joints_3d
@@ -230,7 +230,7 @@ class PretrainOptions:
     checkpoint_every: int = 1000
     log_every: int = 100
     threads: int = 2
-    offsets_frame: str = "camera"     # the frame of the 3D targets: camera | ray (engines/ray_frame.py)
+    offsets_frame: OffsetsFrame = "camera"     # the frame of the 3D targets (engines/ray_frame.py)
 
 
 def save_lifter(path: Any, lifter: Lifter, opts: PretrainOptions, step: int,
