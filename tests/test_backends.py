@@ -244,6 +244,28 @@ def test_a_damaged_onnx_file_is_one_line_and_nothing_else(artifact: ModelArtifac
     assert capfd.readouterr().err == ""
 
 
+def test_an_onnx_file_with_other_tensor_names_is_refused_in_one_line(artifact: ModelArtifact, tmp_path) -> None:
+    """Posecast's metadata over another network's tensors (an output renamed by a graph tool):
+    refused when the session opens, not at the first frame, naming what the file has."""
+    import onnx
+
+    from engines.errors import ModelFileError
+
+    model = onnx.load(str(artifact.onnx_path))
+    renamed = {"offsets_3d": "heatmaps"}
+    for node in model.graph.node:
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for out in model.graph.output:
+        out.name = renamed.get(out.name, out.name)
+    path = tmp_path / "renamed.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError) as info:
+        OnnxRuntimeBackend(path)
+    assert str(info.value) == (f"{path}: expected input 'image' and outputs probs_2d, offsets_3d, but it has inputs "
+                               "image and outputs probs_2d, heatmaps: not a Posecast model (write one with "
+                               "`posecast export`)")
+
+
 @pytest.mark.skipif(TRT_OK, reason="TensorRT is available here")
 def test_requesting_tensorrt_here_raises(artifact: ModelArtifact, posecast_cache) -> None:
     with pytest.raises(BackendUnavailableError) as info:

@@ -8,7 +8,7 @@ import numpy as np
 
 from engines.backends.base import Backend, NetOutputs
 from engines.errors import BackendUnavailableError, ModelFileError
-from engines.model_file import INPUT_NAME, OUTPUT_NAMES
+from engines.model_file import INPUT_NAME, OUTPUT_NAMES, check_io_names
 
 
 def cuda_provider_available() -> bool:
@@ -53,11 +53,8 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError("onnxruntime's CUDA provider failed to load (check the CUDA and cuDNN "
                                           "libraries); use --device cpu")
         self.device = device
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
-            raise ModelFileError(f"{onnx_path}: expected input {INPUT_NAME} and outputs {', '.join(OUTPUT_NAMES)}, "
-                                 f"found {inputs} -> {outputs}")
+        check_io_names(str(onnx_path), [i.name for i in self.session.get_inputs()],
+                       [o.name for o in self.session.get_outputs()])
 
     def infer(self, crops: np.ndarray) -> NetOutputs:
         probs, offsets = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: crops})

@@ -37,7 +37,7 @@ from engines.backends.tensorrt_build import (
 from engines.backends.tensorrt_cache import EngineCache, EngineKey
 from engines.backends.tensorrt_import import import_trt
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
-from engines.model_file import INPUT_NAME, OUTPUT_NAMES
+from engines.model_file import INPUT_NAME, OUTPUT_NAMES, check_io_names
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,7 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
-            raise ModelFileError(
-                f"{self.onnx_path}: expected input '{INPUT_NAME}' and outputs {', '.join(OUTPUT_NAMES)}; "
-                f"the engine has inputs {inputs} and outputs {outputs}"
-            )
+        check_io_names(f"the TensorRT engine built from {self.onnx_path}", inputs, outputs)
         self._context = engine.create_execution_context()
         if self._context is None:
             raise BackendUnavailableError("TensorRT could not create an execution context (out of GPU memory?)")
