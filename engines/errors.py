@@ -36,3 +36,10 @@ class InputError(PosecastError):
     """An input (file, camera, URL, folder) that cannot be opened or read."""
 
     exit_code = 2
+
+
+class ReaderGoneError(InputError):
+    """The program reading an output (a named pipe) went away: 141, as for a shell pipeline's
+    writer whose reader closed (128 + SIGPIPE)."""
+
+    exit_code = 141

@@ -33,6 +33,7 @@ _HINTS = {
     errno.ENOSPC: "free some disk space",
     errno.EROFS: "the file system is read-only: choose another folder",
     errno.EINVAL: "give the name of a regular file",
+    errno.EPIPE: "the program reading it went away",
 }
 
 

@@ -212,12 +212,10 @@ def read_onnx_info(path: Path) -> ModelInfo:
         raise ModelFileError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON") from None
     info = ModelInfo.from_metadata(data, str(path))
     weights = {t.name for t in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in weights]
-    outputs = [o.name for o in model.graph.output]
-    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
-        # Posecast's metadata on another network: every command would refuse it later, export too.
-        raise ModelFileError(f"{path}: expected input {INPUT_NAME} and outputs {', '.join(OUTPUT_NAMES)}, found "
-                             f"{inputs} -> {outputs}; it is not a network `posecast export` wrote")
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    # Posecast's metadata on another network: every command would refuse it later, export too.
+    check_io_names(str(path), [i.name for i in inputs], [o.name for o in model.graph.output])
+    _check_input_shape(path, inputs[0], info.config.input_size)
     import numpy as np
     from onnx import numpy_helper
 
@@ -225,6 +223,17 @@ def read_onnx_info(path: Path) -> ModelInfo:
                            if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
                            and not np.isfinite(numpy_helper.to_array(t)).all()])
     return info
+
+
+def _check_input_shape(path: Path, image: Any, size: int) -> None:
+    """The network's input must take the crops the metadata describes: (batch, S, S, 3). Else the
+    first frame would fail inside the runtime, in its words."""
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim]
+    if len(dims) != 4 or any(d is not None and d != want for d, want in zip(dims[1:], (size, size, 3))):
+        shape = "x".join("?" if d is None else str(d) for d in dims)
+        raise ModelFileError(f"{path}: its metadata says the network takes {size}x{size} crops, but its input "
+                             f"'{INPUT_NAME}' is {shape}: the metadata is not this network's (write the model again "
+                             f"with `posecast export`)")
 
 
 def _say_non_finite(path: Path, bad: list[str]) -> None:

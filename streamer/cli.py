@@ -17,7 +17,7 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from engines.errors import PosecastError
 from engines.stop_signals import run_command
@@ -47,13 +47,16 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def _note(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
+def _note(message: str, out: TextIO | None = None) -> None:
+    print(f"{PROG}: {message}", file=out or sys.stderr)
 
 
 # --- track -------------------------------------------------------------------------------
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options of the commands that run the pipeline (track, demo, run, bench), as each
+    takes them: `run` and `bench` always publish and so have no --publish; `run` plays a file as
+    a live source, one frame at a time, so has no --batch-size; `bench` always prints the timings."""
     p.add_argument("--model", metavar="FILE", help="a Posecast .onnx or .pt model (default: the built-in model)")
     p.add_argument("--backend", choices=_choices(InferenceConfig, "backend"),
                    help="inference backend (default from the config: auto, the fastest present)")
@@ -63,7 +66,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="SOURCE",
                    help="TensorRT int8 only: a video or image folder of typical scenes to calibrate with")
     p.add_argument("--config", metavar="YAML", help="a pipeline config laid over configs/pipeline.yaml")
-    p.add_argument("--batch-size", type=int, metavar="N", help="frames per network call for files")
+    if command == "run":
+        p.set_defaults(batch_size=None)
+    else:
+        p.add_argument("--batch-size", type=int, metavar="N",
+                       help="frames per network call for files" + (" (not with --live)" if command == "bench" else ""))
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for the network (0: the runtime's default; at most 256)")
     p.add_argument("--align", choices=_choices(AlignmentConfig, "method"), help="root alignment method")
@@ -78,12 +85,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "another place for a frame cut off-centre from a larger one)")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="mean joint confidence needed to report a person (sets both tracking thresholds)")
-    p.add_argument("--publish", action="store_true", help="also publish the stream over ZeroMQ (see docs/protocol.md)")
+    if command in ("track", "demo"):
+        p.add_argument("--publish", action="store_true",
+                       help="also publish the stream over ZeroMQ (see docs/protocol.md)")
+    else:
+        p.set_defaults(publish=True)
     p.add_argument("--bind", metavar="ADDR", help="publishing interface (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, metavar="N", help="publishing port (default 5556)")
+    p.add_argument("--port", type=int, metavar="N",
+                   help="publishing port (default: any free one)" if command == "bench" else
+                   "publishing port (default publish.port in configs/pipeline.yaml: 5556; 0 for any free one)")
     p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"), help="published payload encoding (default msgpack)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--stats", action="store_true", help="print per-stage timings at the end")
+    if command == "bench":
+        p.set_defaults(stats=True)
+    else:
+        p.add_argument("--stats", action="store_true", help="print per-stage timings at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
 
 
@@ -142,14 +158,18 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         if path.suffix.lower() not in TRACK_SUFFIXES:
             raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use "
                              f"{', '.join(TRACK_SUFFIXES)})")
-    if overlay is not None and overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
-        raise InputError(f"overlay '{overlay}' must be an .mp4, .mkv or .mov file")
+    from streamer.overlay import OVERLAY_SUFFIXES
+
+    if overlay is not None and overlay.suffix.lower() not in OVERLAY_SUFFIXES:
+        raise InputError(f"overlay '{overlay}' must be an {', '.join(OVERLAY_SUFFIXES[:-1])} or {OVERLAY_SUFFIXES[-1]} file")
 
 
 def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argparse.Namespace,
-              realtime: bool = False, publish: bool = False, heading: str | None = None) -> int:
+              realtime: bool = False, publish: bool = False, heading: str | None = None,
+              report: TextIO | None = None) -> int:
     """`heading`: a line said once the arguments, config and model are found good (a bad one is
-    then its error line alone)."""
+    then its error line alone). `report`: where the heading, the summary and the timings go, when
+    they are the command's result (`bench`: standard output); by default with the notes, on stderr."""
     from engines.models import resolve_model
     from streamer.config import load_pipeline_config
     from streamer.pipeline import EXIT_INPUT_DAMAGED, Pipeline, RunRequest
@@ -162,7 +182,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     _check_outputs(tracks, overlay, source)
     model = resolve_model(args.model)
     if heading is not None:
-        _note(heading)
+        _note(heading, report)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
@@ -175,14 +195,18 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     result = Pipeline(request).run()
     # An input that failed before its first frame is said by its error alone.
     if result.summary is not None and not (result.error is not None and result.summary.frames == 0):
-        _print_summary(result, tracks, overlay, args.stats)
+        _print_summary(result, tracks, overlay, args.stats, report)
     if result.error is not None:
         if result.traceback:
             print(result.traceback, file=sys.stderr)
         _error(result.error)
     elif result.interrupted:
-        _note("interrupted; everything processed so far was written" if tracks or overlay is not None
-              else "interrupted")
+        if not tracks and overlay is None:
+            _note("interrupted")
+        elif result.summary is not None and result.summary.frames == 0:
+            _note("interrupted before the first frame; no file was written")
+        else:
+            _note("interrupted; everything processed so far was written")
     elif result.exit_code == EXIT_INPUT_DAMAGED:
         assert result.summary is not None         # the damage is counted in it
         _error(f"{result.summary.end.corrupt} corrupt packet(s) or image(s) in '{source}' were skipped; "
@@ -190,13 +214,14 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     return result.exit_code
 
 
-def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, stats: bool) -> None:
+def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, stats: bool,
+                   out: TextIO | None = None) -> None:
     s = result.summary
     assert s is not None
     end = s.end
-    written_overlay = [overlay] if overlay is not None and overlay.is_file() else []
-    outs = ", ".join([str(p) for p in tracks + written_overlay]
-                     + ([result.endpoint] if result.endpoint else [])) or "nowhere"
+    # Without a frame no file is made (one already there is left as it was).
+    written = tracks + ([overlay] if overlay is not None else []) if s.frames else []
+    outs = ", ".join([str(p) for p in written] + ([result.endpoint] if result.endpoint else [])) or "nowhere"
     line = (f"{s.frames} frame{'' if s.frames == 1 else 's'} in {s.seconds:.2f} s ({s.frames_per_s:.1f} frames/s) "
             f"-> {outs}; "
             f"person found in {s.found}; backend {result.backend}")
@@ -207,24 +232,23 @@ def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, 
     if end.shot_cuts:
         n = end.shot_cuts
         line += f"; {n} cut{'' if n == 1 else 's'} between shots (each searched afresh, a new person id)"
-    _note(line)
+    _note(line, out)
     if stats:
-        _print_stats(end)
+        _print_stats(end, out or sys.stderr)
 
 
-def _print_stats(end: EndPacket) -> None:
+def _print_stats(end: EndPacket, out: TextIO) -> None:
     from streamer.pipeline import STAGES
 
     rows = []
     for stage in (*STAGES, "per_frame"):
         for step, st in end.timings.get(stage, {}).items():
             rows.append((step if stage == "per_frame" else f"{stage}.{step}", st))
-    print(f"{'step':<28}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}", file=sys.stderr)
+    print(f"{'step':<28}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}", file=out)
     for name, st in rows:
-        print(f"{name:<28}{st.n:>7}{st.mean:>10.2f}{st.p50:>10.2f}{st.p95:>10.2f}", file=sys.stderr)
+        print(f"{name:<28}{st.n:>7}{st.mean:>10.2f}{st.p50:>10.2f}{st.p95:>10.2f}", file=out)
     print(f"network runs: {end.network_runs} (batches incl. searches); full-frame searches: {end.searches} "
-          f"({end.switches} took over from the track); tracks (person ids): {end.tracks}",
-          file=sys.stderr)
+          f"({end.switches} took over from the track); tracks (person ids): {end.tracks}", file=out)
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -296,13 +320,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """The pipeline with publishing, and the per-stage table. It publishes on a free local port
     unless --port or --bind is given, so that it never collides with a `run` on the default one."""
-    args.stats = True
     if args.port is None:
         args.port = 0
     if args.bind is None:
         args.bind = "127.0.0.1"
     mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
-    return run_track(args.input, [], None, args, realtime=args.live, publish=True, heading=f"bench: {args.input}, {mode}")
+    return run_track(args.input, [], None, args, realtime=args.live, publish=True, heading=f"bench: {args.input}, {mode}",
+                     report=sys.stdout)
 
 
 REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a typo, not a wish
@@ -492,14 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", action="append", metavar="OUT",
                    help="track file: .jsonl (the stream's messages), .csv or .npz; may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
-    _add_run_options(p)
+    _add_run_options(p, "track")
     p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("demo", help="render the built-in demo clip and track it (no download)",
                        description="Render Posecast's synthetic demo clip (once, cached) and run `track` on it, "
                                    "writing demo.jsonl and demo_overlay.mp4.")
     p.add_argument("--out-dir", default="posecast-demo", help="where to write the results (default: posecast-demo)")
-    _add_run_options(p)
+    _add_run_options(p, "demo")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="live: estimate poses from a camera, stream or file and publish them (ZeroMQ)",
@@ -514,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", action="store_true",
                    help="show a window with the frames and skeletons (needs the 'preview' extra: pygame); "
                         "closing it ends the run")
-    _add_run_options(p)
+    _add_run_options(p, "run")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="measure the pipeline: per-stage times, throughput, capture-to-publish latency",
@@ -524,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "frames. --live plays a file at its frame rate, as a live source.")
     p.add_argument("input", help="video file, URL, camera or image folder")
     p.add_argument("--live", action="store_true", help="play a file at its own frame rate (live latency)")
-    _add_run_options(p)
+    _add_run_options(p, "bench")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("listen", help="subscribe to a pose stream: show rate, latency and a text skeleton, or record it",
@@ -570,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the model as ONNX (dynamic batch, Posecast metadata)",
                        description="Export a model (default: the built-in one) to ONNX for ONNX Runtime or TensorRT.")
     p.add_argument("-o", "--output", required=True, help="output .onnx")
-    p.add_argument("--model", help="a .pt checkpoint (default: the built-in model)")
+    p.add_argument("--model", metavar="FILE", help="a Posecast .pt or .onnx model (default: the built-in model)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("backends", help="list the inference backends present here",
@@ -598,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed here for `posecast --help`; their arguments are parsed by train/ (see DELEGATED).
     sub.add_parser("train", add_help=False, help="train the network on a recipe (configs/train/*.yaml)")
     sub.add_parser("evaluate", add_help=False, help="evaluate a model: MPJPE, PA-MPJPE, PCK per alignment method")
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)     # whose usage an unknown option is told with
     return parser
 
 
@@ -612,7 +638,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:], prog=f"{PROG} {argv[0]}")
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:
+            # The command's own usage and name, not the top level's ("posecast track: error: ...").
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:
         # A file named like an option ('-take1.mp4') gets argparse's "input is required" or
         # "unrecognized arguments"; say what happened to it.

@@ -26,7 +26,8 @@ import zmq
 
 from engines.errors import InputError
 from engines.stop_signals import StopSignals
-from streamer.protocol import META_TOPIC
+from streamer.protocol import META_TOPIC, POSE_TOPIC
+from streamer.protocol import topic as protocol_topic
 from streamer.protocol_check import NotPosecast, parse_message, pose_problem
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                 # publishing on the port does not keep `listen` waiting for ever.
                 if time.monotonic() - last_msg > timeout_s:
                     if stats.received == 0:
-                        raise InputError(_silence(endpoint, timeout_s, stats))
+                        raise InputError(_silence(endpoint, timeout_s, stats, meta, topic))
                     break
                 if not sock.poll(200):
                     continue
@@ -198,7 +199,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                         stats.replayed = bool(msg.get("replay"))
                         print(describe_meta(msg), file=out)
                     if record is not None and writer is None:
-                        writer = open_track_writer(record, msg)
+                        writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
                         _write_pending(writer, pending, joints, stats)
                     awaiting_meta, meta_last = False, True
@@ -291,10 +292,19 @@ def _skipped_clause(stats: StreamStats) -> str:
             f"is another program publishing on that port?)")
 
 
-def _silence(endpoint: str, timeout_s: float, stats: StreamStats) -> str:
+def _silence(endpoint: str, timeout_s: float, stats: StreamStats, meta: dict[str, Any] | None,
+             wanted: str) -> str:
+    said = f"no pose messages from '{endpoint}' in {timeout_s:g} s"
+    if meta is not None:
+        # A stream's meta came: a publisher is there, so the topic asked for, or its source, is why.
+        poses = protocol_topic(POSE_TOPIC, str(meta.get("source"))).decode()
+        if not poses.startswith(wanted):
+            return (f"{said} on topic '{wanted}': the stream there is '{meta.get('source')}', whose poses come "
+                    f"on topic '{poses}' (give --topic {poses}, or leave --topic out)")
+        return f"{said}, though its stream '{meta.get('source')}' announced itself (is its source giving frames?)"
     if stats.skipped:
-        return f"no pose messages from '{endpoint}' in {timeout_s:g} s" + _skipped_clause(stats)
-    return f"no pose messages from '{endpoint}' in {timeout_s:g} s (is `posecast run` publishing there?)"
+        return said + _skipped_clause(stats)
+    return f"{said} (is `posecast run` publishing there?)"
 
 
 def _warn_skipped(endpoint: str, stats: StreamStats) -> None:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from engines.errors import InputError
-from engines.files import write_hint
+from engines.files import unwritable_reason, write_hint
 from engines.skeleton import H36M17, Skeleton
 from streamer.protocol import PersonPose, PoseFrame
 
@@ -29,6 +29,7 @@ TEXT_COLOR = (255, 255, 255)
 OUTLINE_COLOR = (0, 0, 0)
 
 DEFAULT_FPS = 30.0
+OVERLAY_SUFFIXES = (".mp4", ".mkv", ".mov")   # containers that take H.264 and that players open
 
 _SHIFT = 4                       # fractional bits: sub-pixel positions for smooth AA lines
 _SCALE = 1 << _SHIFT
@@ -173,34 +174,52 @@ class OverlayWriter:
         vw, vh = self.video_size
         self._canvas = np.zeros((vh, vw, 3), np.uint8)
         self._yuv = np.zeros((vh * 3 // 2, vw), np.uint8)
-        self._container = self._open_container()
+        self._check_can_write()
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.VideoStream | None = None
+
+    def _check_can_write(self) -> None:
+        """Everything that would stop the video, found now, without making or emptying the file:
+        it is made at the first frame, so a run that ends before one leaves a file already at
+        the path as it was."""
+        if self.path.suffix.lower() not in OVERLAY_SUFFIXES:
+            raise InputError(f"cannot tell the video format of overlay video '{self.path}' from its extension "
+                             f"(use {', '.join(OVERLAY_SUFFIXES)})")
+        why = unwritable_reason(self.path)
+        if why is not None:
+            raise InputError(f"cannot write overlay video '{self.path}': {why}")
         try:
-            self._stream = self._container.add_stream(
-                "libx264", rate=self.rate, options={"preset": "veryfast", "crf": "23"})
+            av.codec.Codec("libx264", "w")
         except (av.FFmpegError, ValueError) as err:
-            self._container.close()
             raise InputError(f"cannot encode the overlay video '{self.path}': no libx264 encoder in "
                              f"this PyAV ({err}; install the 'av' wheel from PyPI)") from None
-        self._stream.width, self._stream.height = vw, vh
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.codec_context.time_base = 1 / self.rate
 
-    def _open_container(self) -> av.container.OutputContainer:
-        # PyAV opens the file lazily, at the first packet; open it here so a bad path fails now.
+    def _start(self) -> tuple[av.container.OutputContainer, av.VideoStream]:
+        """Makes the file, at the first frame."""
         try:
+            # PyAV opens the file lazily, at the first packet; made here, a path that cannot take
+            # it fails on this frame, and the file is there to remove if the video is not finished.
             with open(self.path, "wb"):
                 pass
         except OSError as err:
             raise InputError(f"cannot write overlay video '{self.path}': {err.strerror or err} "
                              f"({write_hint(err)})") from None
         try:
-            return av.open(str(self.path), mode="w")
-        except ValueError:
-            self._file.unlink(missing_ok=True)
-            raise InputError(f"cannot tell the video format of overlay video '{self.path}' from its "
-                             f"extension (use .mp4)") from None
+            container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, OSError) as err:
+            self._file.unlink(missing_ok=True)
             raise InputError(f"cannot write overlay video '{self.path}': {err} (check the path)") from None
+        try:
+            stream = container.add_stream("libx264", rate=self.rate, options={"preset": "veryfast", "crf": "23"})
+        except (av.FFmpegError, ValueError) as err:
+            container.close()
+            self._file.unlink(missing_ok=True)
+            raise InputError(f"cannot encode the overlay video '{self.path}': {err}") from None
+        stream.width, stream.height = self.video_size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = 1 / self.rate
+        self._container, self._stream = container, stream
+        return container, stream
 
     def write(self, image: np.ndarray, frame: PoseFrame) -> None:
         """Draws `frame`'s people and status line on a copy of `image` and encodes it."""
@@ -226,42 +245,47 @@ class OverlayWriter:
             canvas[h:] = canvas[h - 1:h]
         # OpenCV's BT.601 limited-range I420 matches FFmpeg's default and is ~5x faster than swscale.
         cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420, dst=self._yuv)
+        if self._container is None or self._stream is None:
+            container, stream = self._start()
+        else:
+            container, stream = self._container, self._stream
         video_frame = av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
         video_frame.pts = self.frames_written
-        video_frame.time_base = self._stream.codec_context.time_base
+        video_frame.time_base = stream.codec_context.time_base
         try:
-            for packet in self._stream.encode(video_frame):
-                self._container.mux(packet)
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
         except (av.FFmpegError, OSError) as err:
             raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space)") from None
         self.frames_written += 1
 
     def close(self, input_failed: bool = False) -> None:
-        """Flushes the encoder and finishes the file. Idempotent. An empty overlay is removed,
-        with a warning unless the input failed before its first frame (its error says why)."""
+        """Flushes the encoder and finishes the file. Idempotent. With no frame there is no file
+        (and one already at the path is left as it was), with a warning unless the input failed
+        before its first frame (its error says why)."""
         if self._closed:
             return
         self._closed = True
-        if not self.frames_written:
-            # A run stopped before its first frame: an empty file no player opens is no video.
-            try:
-                self._container.close()
-            except (av.FFmpegError, OSError):
-                pass
-            self._file.unlink(missing_ok=True)
+        container, stream = self._container, self._stream
+        if container is None or stream is None:
             if not input_failed:
                 log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
             return
         failed: BaseException | None = None
+        if self.frames_written:
+            try:
+                for packet in stream.encode(None):
+                    container.mux(packet)
+            except (av.FFmpegError, OSError) as err:
+                failed = err
         try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-        except (av.FFmpegError, OSError) as err:
-            failed = err
-        try:
-            self._container.close()      # writes the index, without which no player opens the file
+            container.close()            # writes the index, without which no player opens the file
         except (av.FFmpegError, OSError) as err:
             failed = failed or err
+        if not self.frames_written:
+            # Its first frame could not be encoded: an empty file no player opens is no video.
+            self._file.unlink(missing_ok=True)
+            return
         if failed is not None:
             # Without its index the file plays nowhere: remove it rather than leave a broken video.
             self._file.unlink(missing_ok=True)

@@ -8,6 +8,10 @@ flattens the same numbers into one row per (frame, person) for spreadsheets, wit
 JSONL and CSV are flushed after every frame: if the process is killed, the frames already
 processed are on disk (flushed to the operating system, not fsync'ed: a kernel crash can still
 lose the tail). NPZ cannot be appended to, so it is written once, on close, atomically.
+
+A file is made (or replaced) only once it has a frame to hold: a run that ends before its first
+frame leaves whatever was at the path as it was. Whether it can be written is checked when the
+writer is opened.
 """
 
 from __future__ import annotations
@@ -16,24 +20,60 @@ import csv
 import errno
 import io
 import json
+import logging
 import math
 import os
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
-from engines.errors import InputError
+from engines.errors import InputError, ReaderGoneError
 from engines.files import check_writable_folder, replaced_when_done, write_hint
 from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
+
+log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
 
+FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
+FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
+
+
 def _write_error(path: Path, err: OSError) -> InputError:
+    if err.errno == errno.EPIPE:
+        return ReaderGoneError(f"cannot write track file '{path}': the program reading the pipe went away; the "
+                               f"frames before it left were written")
     return InputError(f"cannot write track file '{path}': {err.strerror or err} ({write_hint(err)})")
+
+
+def _open_to_stream(path: Path, cancelled: Callable[[], bool]) -> IO[bytes]:
+    """`path` opened to write as it goes (unbuffered). A named pipe opens only once a program
+    opens it to read; it is waited for, said after a second, until `cancelled()` (the run was
+    stopped), rather than blocking in open() where no stop can reach."""
+    if not path.is_fifo():
+        return open(path, "wb", buffering=0)
+    started, said = time.monotonic(), False
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:           # ENXIO: no reader yet
+                raise
+            if cancelled():
+                raise InputError(f"no program opened the named pipe '{path}' to read it, so nothing was written "
+                                 f"(start its reader first)") from None
+            if not said and time.monotonic() - started >= FIFO_SAY_AFTER_S:
+                log.warning("waiting for a program to read the named pipe '%s' (start it, or press Ctrl-C)", path)
+                said = True
+            time.sleep(FIFO_POLL_S)
+            continue
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "wb", buffering=0)
 
 
 def _dumps(obj: Any) -> str:
@@ -55,9 +95,26 @@ class TrackWriter(ABC):
     `close` is idempotent and may be called from a shutdown or signal path.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, streamed: bool) -> None:
         self.path = Path(path)
         self.frames_written = 0
+        self._probe_writable(streamed)
+
+    def _probe_writable(self, streamed: bool) -> None:
+        """Finds out now, and without making or emptying anything, whether the file can be
+        written: not at the first frame, nor (an .npz) after an hour of processing. A `streamed`
+        file (written in place as it goes) that exists already, or a named pipe, needs no new
+        file in its folder."""
+        if self.path.is_dir():
+            raise _write_error(self.path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+        if streamed and self.path.exists():
+            if not os.access(self.path, os.W_OK):
+                raise _write_error(self.path, PermissionError(errno.EACCES, "the file is read-only"))
+            return
+        try:
+            check_writable_folder(self.path.parent)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
 
     @abstractmethod
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
@@ -80,26 +137,41 @@ class TrackWriter(ABC):
 
 
 class _LineFileWriter(TrackWriter):
-    """Shared file handling for the text formats: each frame's lines go to the file at once."""
+    """Shared file handling for the text formats: each frame's lines go to the file at once.
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    The file is made at the first frame, with `header` before it: a run that ends before its
+    first frame (a source that fails, a model that cannot run) leaves a file already at that path
+    as it was, rather than emptied."""
+
+    def __init__(self, path: Path, header: str, cancelled: Callable[[], bool] | None = None) -> None:
+        super().__init__(path, streamed=True)
+        self._header = header
+        self._cancelled = cancelled or (lambda: False)
+        self._file: IO[bytes] | None = None
+        self._closed = False
+        self._complete = 0          # bytes up to the end of the last whole frame
+
+    def _start(self) -> None:
+        """Makes the file and writes the header (subclasses: and whatever goes beside it)."""
         try:
             # Unbuffered: nothing waits in memory, so what was written survives this process being
             # killed, and a failed write leaves nothing behind to be flushed later.
-            self._file: IO[bytes] = open(self.path, "wb", buffering=0)
+            self._file = _open_to_stream(self.path, self._cancelled)
         except OSError as err:
             raise _write_error(self.path, err) from None
-        self._complete = 0          # bytes up to the end of the last whole frame
+        self._emit(self._header)
 
     def _check_open(self) -> None:
-        if self._file.closed:
+        if self._closed:
             raise ValueError(f"track file '{self.path}' is already closed")
+        if self._file is None:
+            self._start()
 
     def _emit(self, text: str) -> None:
         """Writes one frame's lines. If the disk fills up in the middle, the file is cut back to
         the frame before, so that it still reads back line by line."""
         self._check_open()
+        assert self._file is not None
         encoded = text.encode("utf-8")
         data = memoryview(encoded)
         try:
@@ -117,7 +189,10 @@ class _LineFileWriter(TrackWriter):
         self._complete += len(encoded)
 
     def close(self) -> None:
-        if self._file.closed:
+        if self._closed:
+            return
+        self._closed = True
+        if self._file is None:
             return
         try:
             self._file.close()
@@ -128,13 +203,12 @@ class _LineFileWriter(TrackWriter):
 class JsonlTrackWriter(_LineFileWriter):
     """The protocol's messages, one per line: `meta`, then one `pose` per frame."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> None:
         try:
             header = _dumps(meta)
         except ValueError:
             raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
-        super().__init__(path)
-        self._emit(header + "\n")
+        super().__init__(path, header + "\n", cancelled)
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self.write_message(pose_message(frame) if message is None else message)
@@ -175,33 +249,40 @@ class CsvTrackWriter(_LineFileWriter):
     `<stem>.meta.json` sidecar, since CSV has no place for it.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> None:
         path = Path(path)
         self._num_joints = len(_joint_names(meta))
         self.meta_path = sidecar_path(path) or path.with_suffix(".meta.json")
         try:
-            meta_text = json.dumps(meta, indent=2, allow_nan=False)
+            self._meta_text = json.dumps(meta, indent=2, allow_nan=False)
         except ValueError:
             raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
-        super().__init__(path)
-        try:
-            self.meta_path.write_text(meta_text + "\n", encoding="utf-8")
-        except OSError as err:
-            self._file.close()
-            self.path.unlink(missing_ok=True)
-            raise _write_error(self.meta_path, err) from None
         # Rows are formatted into memory, then written and flushed as one piece per frame.
         self._rows = io.StringIO()
         self._csv = csv.writer(self._rows, lineterminator="\n")
         self._empty_person = [""] * (2 + 4 + 3 + 6 * self._num_joints)
         self._csv.writerow(csv_header(_joint_names(meta)))
-        self._emit_rows()
+        super().__init__(path, self._take_rows(), cancelled)
 
-    def _emit_rows(self) -> None:
+    def _start(self) -> None:
+        super()._start()
+        try:
+            self.meta_path.write_text(self._meta_text + "\n", encoding="utf-8")
+        except OSError as err:
+            assert self._file is not None
+            self._file.close()
+            self._closed = True
+            self.path.unlink(missing_ok=True)
+            raise _write_error(self.meta_path, err) from None
+
+    def _take_rows(self) -> str:
         text = self._rows.getvalue()
         self._rows.seek(0)
         self._rows.truncate()
-        self._emit(text)
+        return text
+
+    def _emit_rows(self) -> None:
+        self._emit(self._take_rows())
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self._check_open()
@@ -242,8 +323,8 @@ class NpzTrackWriter(TrackWriter):
     the image file's name for an image folder, else empty; meta_json, a 0-d string array holding
     the meta message as JSON. Values are stored as given, not rounded.
 
-    Frames are kept in memory and the file is written on `close`, through a temporary file in the
-    same folder and a rename, so readers never see a half-written file. `close` may be called
+    Frames are kept in memory and the file is written on `close` (if it got any), through a
+    temporary file in the same folder and a rename, so readers never see a half-written file. `close` may be called
     from a signal handler: rows are filled before they are counted, so an interrupted `write`
     loses at most that frame.
     """
@@ -251,25 +332,15 @@ class NpzTrackWriter(TrackWriter):
     _FIRST_CAPACITY = 256
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        super().__init__(path)
         self._num_joints = len(_joint_names(meta))
         try:
             self._meta_json = _dumps(meta)
         except ValueError:
             raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
-        self._probe_writable()
+        super().__init__(path, streamed=False)
         self._closed = False
         self._count = 0
         self._buf = self._allocate(self._FIRST_CAPACITY)
-
-    def _probe_writable(self) -> None:
-        # The file is only written at the end; find out now, not after an hour of processing.
-        if self.path.is_dir():
-            raise _write_error(self.path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
-        try:
-            check_writable_folder(self.path.parent)
-        except OSError as err:
-            raise _write_error(self.path, err) from None
 
     def _allocate(self, capacity: int) -> dict[str, np.ndarray]:
         j = self._num_joints
@@ -339,6 +410,10 @@ class NpzTrackWriter(TrackWriter):
         if self._closed:
             return
         n = self._count
+        if n == 0:
+            # As the text formats: no frame, no file, and one already at that path is kept.
+            self._closed = True
+            return
         arrays = {name: arr[:n] for name, arr in self._buf.items()}
         arrays["image"] = arrays["image"].astype(str)       # fixed-width text: loads without pickle
         arrays["meta_json"] = np.array(self._meta_json)
@@ -358,17 +433,18 @@ class NpzTrackWriter(TrackWriter):
         self._closed = True
 
 
-def open_track_writer(path: Path, meta: dict[str, Any]) -> TrackWriter:
+def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> TrackWriter:
     """A writer for `path`, its format chosen by the extension: .jsonl/.ndjson, .csv or .npz.
 
-    `meta` is the stream's `protocol.meta_message(...)`.
+    `meta` is the stream's `protocol.meta_message(...)`. `cancelled`: whether the run was stopped,
+    for a named pipe's writer waiting for its reader (by default it waits as long as it takes).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return JsonlTrackWriter(path, meta)
+        return JsonlTrackWriter(path, meta, cancelled)
     if suffix == ".csv":
-        return CsvTrackWriter(path, meta)
+        return CsvTrackWriter(path, meta, cancelled)
     if suffix == ".npz":
         return NpzTrackWriter(path, meta)
     if not suffix:

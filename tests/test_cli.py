@@ -85,7 +85,8 @@ def test_bad_track_input(posecast, clip40: Path, tmp_path: Path, case: str) -> N
 
 def test_an_input_that_gives_no_frame_is_one_line(posecast, tmp_path: Path) -> None:
     """Images whose headers read but whose pixels don't: the run fails after it started, and says
-    so in one line: no summary of nothing, no overlay named that was never written."""
+    so in one line: no summary of nothing, no overlay named that was never written. An earlier
+    run's outputs at the same paths are kept as they were, not emptied."""
     import cv2
 
     d = tmp_path / "shots"
@@ -93,12 +94,20 @@ def test_an_input_that_gives_no_frame_is_one_line(posecast, tmp_path: Path) -> N
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(d / name), np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8))
         (d / name).write_bytes((d / name).read_bytes()[:400])     # the header, and part of the pixels
-    r = posecast.run(["track", str(d), "-o", str(tmp_path / "t.jsonl"), "--overlay", str(tmp_path / "o.mp4")],
-                     timeout=60)
+    earlier = {tmp_path / name: f"{name} of an earlier run".encode() for name in ("t.jsonl", "t.csv", "t.npz", "o.mp4")}
+    for path, data in earlier.items():
+        path.write_bytes(data)
+    r = posecast.run(["track", str(d), "-o", str(tmp_path / "t.jsonl"), "-o", str(tmp_path / "t.csv"),
+                      "-o", str(tmp_path / "t.npz"), "--overlay", str(tmp_path / "o.mp4")], timeout=60)
     assert r.returncode == 2, r.stderr
     assert_one_clear_line(r.stderr, "none of the 2 image(s)")
     assert "frames in" not in r.stderr and "overlay" not in r.stderr, r.stderr
-    assert not (tmp_path / "o.mp4").exists()
+    assert {path: path.read_bytes() for path in earlier} == earlier
+    assert not (tmp_path / "t.meta.json").exists()
+    (tmp_path / "o.mp4").unlink()
+    r = posecast.run(["track", str(d), "-o", str(tmp_path / "t.jsonl"), "--overlay", str(tmp_path / "o.mp4")],
+                     timeout=60)
+    assert r.returncode == 2 and not (tmp_path / "o.mp4").exists(), r.stderr
     # One image given: its error alone, with no warning about it before.
     for name, says in (("a.png", "could not be decoded"), ("notes.txt.png", "not an image file that can be read")):
         if name == "notes.txt.png":
@@ -166,6 +175,25 @@ def test_argparse_errors_exit_2_without_traceback(posecast) -> None:
     assert "--batch-size" in r.stderr.strip().splitlines()[-1]
     r = posecast.run(["no-such-command"])
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    # An option the command does not take: said with that command's usage and name.
+    r = posecast.run(["track", "x.mp4", "-o", "t.jsonl", "--bogus"])
+    assert r.returncode == 2 and r.stderr.startswith("usage: posecast track ")
+    assert r.stderr.strip().splitlines()[-1] == "posecast track: error: unrecognized arguments: --bogus"
+
+
+@pytest.mark.parametrize("command, absent, present", [
+    ("track", [], ["--publish", "--batch-size", "--stats"]),
+    ("run", ["--publish", "--batch-size"], ["--stats", "--port"]),      # always publishes; a file goes frame by frame
+    ("bench", ["--publish", "--stats"], ["--batch-size", "--port"]),    # always publishes, always prints the timings
+])
+def test_each_pipeline_command_offers_the_options_it_heeds(command: str, absent: list[str],
+                                                           present: list[str]) -> None:
+    from streamer.cli import build_parser
+
+    args, _ = build_parser().parse_known_args([command, "x.mp4"])
+    options = {o for action in args.command_parser._actions for o in action.option_strings}
+    assert not options & set(absent) and set(present) <= options
+    assert args.publish == (command != "track") and args.stats == (command == "bench")
 
 
 def test_a_file_named_like_an_option_gets_a_hint(posecast, tmp_path: Path) -> None:

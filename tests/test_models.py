@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -306,8 +307,29 @@ def test_posecast_metadata_on_another_network_is_refused(tmp_path: Path, small_m
     other = helper.make_model(graph)
     other.metadata_props.extend(ours.metadata_props)
     onnx.save(other, str(tmp_path / "other.onnx"))
-    with pytest.raises(ModelFileError, match=r"found \['image'\] -> \['y'\]; it is not a network `posecast export` wrote"):
+    with pytest.raises(ModelFileError, match=r"but it has inputs image and outputs y: not a Posecast model"):
         read_onnx_info(tmp_path / "other.onnx")
+
+
+def test_metadata_that_is_not_the_networks_is_refused_in_one_line(tmp_path: Path,
+                                                                   small_model_config: ModelConfig) -> None:
+    """Metadata saying 256-pixel crops on a network that takes 64: refused when the file is read,
+    not by the runtime at the first frame with a traceback."""
+    import onnx
+
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", False), tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    entry = model.metadata_props[0]
+    data = json.loads(entry.value)
+    data["model_config"].update(input_size=256, grid_size=256 // small_model_config.grid_stride)
+    entry.value = json.dumps(data)
+    onnx.save(model, str(tmp_path / "other.onnx"))
+    size = small_model_config.input_size
+    with pytest.raises(ModelFileError) as info:
+        read_onnx_info(tmp_path / "other.onnx")
+    assert str(info.value) == (f"{tmp_path / 'other.onnx'}: its metadata says the network takes 256x256 crops, but "
+                               f"its input 'image' is ?x{size}x{size}x3: the metadata is not this network's (write "
+                               f"the model again with `posecast export`)")
 
 
 def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConfig) -> None:

@@ -189,27 +189,54 @@ def test_overlay_rejects_wrong_images_and_writes_after_close(tmp_path: Path) -> 
     assert len(decode(tmp_path / "o.mp4")[0]) == 1
 
 
-def test_an_overlay_without_frames_leaves_no_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A run stopped before its first frame: no empty, unplayable video is left behind."""
+def test_an_overlay_without_frames_leaves_the_path_as_it_was(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run stopped before its first frame: no empty, unplayable video appears, and an earlier
+    run's video at that path is kept."""
     with OverlayWriter(tmp_path / "o.mp4", 64, 48, None):
-        assert (tmp_path / "o.mp4").exists()        # made at once, so a bad path fails early
+        pass
     assert not (tmp_path / "o.mp4").exists()
     assert "no frame reached the overlay video" in caplog.text
+    (tmp_path / "kept.mp4").write_bytes(b"an earlier run's video")
+    OverlayWriter(tmp_path / "kept.mp4", 64, 48, None).close(input_failed=True)
+    assert (tmp_path / "kept.mp4").read_bytes() == b"an earlier run's video"
 
 
-def test_an_overlay_through_a_link_removes_the_file_not_the_link(tmp_path: Path) -> None:
+class _StreamThatCannotEncode:
+    """An encoder that fails on the first frame (a full disk as its first packet goes out)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.codec_context = real.codec_context
+
+    def encode(self, frame):
+        raise OSError(28, "No space left on device")
+
+
+def test_an_overlay_through_a_link_removes_the_file_not_the_link(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """`--overlay latest.mp4` linked to a run's folder: a video that cannot be made goes from
     there; the link is the user's and stays."""
     (tmp_path / "runs").mkdir()
     link = tmp_path / "latest.mp4"
     link.symlink_to(tmp_path / "runs" / "7.mp4")
-    with OverlayWriter(link, 64, 48, None):
-        assert (tmp_path / "runs" / "7.mp4").is_file()
+    writer = OverlayWriter(link, 64, 48, None)
+    start = writer._start
+
+    def start_then_fail():
+        container, stream = start()
+        writer._stream = _StreamThatCannotEncode(stream)
+        return container, writer._stream
+
+    monkeypatch.setattr(writer, "_start", start_then_fail)
+    with pytest.raises(InputError, match="No space left"):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    assert (tmp_path / "runs" / "7.mp4").is_file()          # made at the first frame
+    writer.close()
     assert link.is_symlink() and not (tmp_path / "runs" / "7.mp4").exists()
 
 
 def test_overlay_output_that_cannot_be_created(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="create the folder first") as err:
+    with pytest.raises(InputError, match="does not exist \\(create it first\\)") as err:
         OverlayWriter(tmp_path / "missing" / "o.mp4", 64, 48, None)
     assert "\n" not in str(err.value) and "missing" in str(err.value)
     with pytest.raises(InputError, match=r"use \.mp4"):

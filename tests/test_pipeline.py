@@ -367,7 +367,10 @@ def test_ctrl_c_while_the_stages_start_is_an_interruption_not_a_crash(posecast, 
     assert r.returncode == 130, r.stderr
     assert_clean_stderr(r.stderr)
     assert not error_lines(r.stderr)
-    assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted; everything processed so far was written"
+    # Stopped before its first frame, the run makes no file (and says so).
+    assert r.stderr.strip().splitlines()[-1] == ("posecast: interrupted; everything processed so far was written"
+                                                 if track.exists() else
+                                                 "posecast: interrupted before the first frame; no file was written")
     if track.exists():
         _, poses = read_track(track)
         assert_contiguous(poses)

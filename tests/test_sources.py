@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import http.server
@@ -514,6 +515,23 @@ def test_very_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
     assert frames[0].scale == pytest.approx(10.0)
 
 
+def test_a_200_megapixel_photo_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """16320x12240, as 200-megapixel phone cameras write: over Pillow's decompression-bomb limit
+    (179 million pixels), which only the header reader meets; OpenCV decodes it reduced."""
+    import streamer.sources.images as images
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "IMG_200MP.jpg"
+    Image.new("RGB", (16320, 12240), (40, 90, 160)).save(path, quality=50)
+    frames, corrupt = read_all(path, SHIPPED)
+    assert corrupt == 0 and frames[0].image.shape == (1440, 1920, 3) and frames[0].scale == pytest.approx(8.5)
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit                 # lifted for the header only
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100_000_000)   # beyond what is read: said so, not "damaged"
+    with pytest.raises(InputError, match="it has 200 million pixels, more than the 100 million an image may "
+                                         r"have here \(scale it down first\)"):
+        open_source(str(path), SHIPPED)
+
+
 @pytest.mark.parametrize("fmt, suffix", [("JPEG", ".jpg"), ("MPO", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"),
                                          ("TIFF", ".tif")])
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -834,3 +852,45 @@ def test_a_named_pipe_is_read_as_a_video_file(tmp_path: Path) -> None:
         assert isinstance(src, VideoFileSource) and not src.info.live and not src.info.stills
         frames = list(src.frames())
     assert len(frames) + src.corrupt == 8 and len(frames) >= 7
+
+
+def _with_index_at_end(tmp_path: Path) -> bytes:
+    """A clip as most cameras and encoders write MP4, the index (moov) after the frames, and
+    larger than what FFmpeg keeps to seek back in (32 KB)."""
+    src, dst = write_clip(tmp_path / "start.mp4", 320, 240, 90, fps=30.0), tmp_path / "end.mp4"
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    data = dst.read_bytes()
+    assert data.index(b"mdat") < data.index(b"moov") and len(data) > 64_000
+    return data
+
+
+def test_an_mp4_with_its_index_at_the_end_through_a_pipe_says_why(tmp_path: Path) -> None:
+    """Read as it arrives, such a file gives no frame: said as that, with the fix, not only as
+    'the file is damaged'."""
+    data = _with_index_at_end(tmp_path)
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    with pytest.raises(InputError) as err:
+        read_all(fifo, FAST)
+    assert "whose index (the 'moov' box) comes after its frames, which cannot be read as it arrives" in str(err.value)
+    assert "-movflags +faststart" in str(err.value)
+
+
+def test_an_mp4_with_its_index_at_the_end_from_a_server_without_ranges_says_why(tmp_path: Path) -> None:
+    data = _with_index_at_end(tmp_path)
+    with http_serving_part(data, 1.0) as url, pytest.raises(InputError) as err:
+        read_all(url, FAST)
+    message = str(err.value)
+    assert message.startswith(f"{url} gave no frame: ") and "\n" not in message
+    assert "can only be read from a server that takes range requests" in message and "+faststart" in message

@@ -453,6 +453,8 @@ def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path) -> None
         assert r.returncode == 0, r.stderr
         got = c.wait_poses(40)
     assert [m["seq"] for m in got][-1] == 39 and c.metas
+    # Its report is its result: on standard output, so `posecast bench X > report.txt` keeps it.
+    assert "40 frames in" in r.stdout and "infer.infer" in r.stdout and "capture_to_publish" in r.stdout
 
 
 def test_replay_is_paced_by_the_video_time_where_every_message_has_one() -> None:
@@ -940,3 +942,39 @@ def test_meta_change_ignores_clock_fields_and_names_what_changed() -> None:
     assert meta_change(meta, {**meta, "t_publish": 5.0}) is None
     assert meta_change(meta, {**meta, "image_size": [640, 480]}) == "image_size [320, 240] -> [640, 480]"
     assert meta_change(meta, {**meta, "joint_names": ["a"] * 17}) == "joint_names"
+
+
+@pytest.mark.parametrize("wanted, says", [
+    ("pose.nosuchcam", " on topic 'pose.nosuchcam': the stream there is 'walk', whose poses come on topic 'pose.walk' "
+                       "(give --topic pose.walk, or leave --topic out)"),
+    ("pose.walk", ", though its stream 'walk' announced itself (is its source giving frames?)"),
+])
+def test_listen_that_hears_a_stream_but_no_pose_says_why(wanted: str, says: str) -> None:
+    """The meta came (it is always subscribed to), so a publisher is there: the line names the
+    topic it publishes on, or its silence, not 'is posecast run publishing there?'."""
+    from streamer.listen import listen
+
+    port = free_port()
+    publisher = Publisher(endpoint(port))
+    stop = threading.Event()
+
+    def publish() -> None:
+        publisher.start("walk", sample_meta("walk"))
+        seq = 0
+        while not stop.wait(0.05):
+            if wanted == "pose.nosuchcam":          # the other case: a stream that sends no pose
+                publisher.publish(sample_pose(seq))
+                seq += 1
+            else:
+                publisher._serve_subscriptions()     # answers a subscription with the meta
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(PosecastError) as exc:
+            listen(endpoint(port), wanted, None, None, 1.5, False, out=open(os.devnull, "w"))
+    finally:
+        stop.set()
+        thread.join(10)
+        publisher.close(linger_ms=0)
+    assert str(exc.value) == f"no pose messages from '{endpoint(port)}' in 1.5 s" + says

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engines.errors import InputError
+from engines.errors import InputError, ReaderGoneError
 from engines.skeleton import H36M17, Skeleton
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.tracks import csv_header, open_track_writer, read_track
@@ -108,7 +110,7 @@ def frames_strategy(draw: st.DrawFn) -> PoseFrame:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(frames_strategy(), max_size=4))
+@given(st.lists(frames_strategy(), min_size=1, max_size=4))
 def test_jsonl_round_trip_of_any_finite_frames(frames: list[PoseFrame]) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "t.jsonl"
@@ -295,8 +297,8 @@ TINY = Skeleton(name="tiny", joint_names=("root", "l_arm", "r_arm"), parents=(-1
 def test_csv_header_comes_from_the_meta_joint_names(tmp_path: Path) -> None:
     meta = meta_message(TINY, "x", (10, 10), None, {})
     path = tmp_path / "t.csv"
-    with open_track_writer(path, meta):
-        pass
+    with open_track_writer(path, meta) as writer:
+        writer.write(PoseFrame(0, 1.0, None, (10, 10), []))
     header = next(csv.reader(path.open()))
     assert header == ["seq", "t_capture", "t_media", "person_id", "score",
                       "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "root3d_x", "root3d_y", "root3d_z",
@@ -388,11 +390,24 @@ def test_npz_replaces_an_existing_file_only_on_close(tmp_path: Path) -> None:
         assert len(z["seq"]) == 3
 
 
-def test_npz_with_no_frames(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "npz"])
+def test_a_track_with_no_frame_leaves_the_path_as_it_was(tmp_path: Path, ext: str) -> None:
+    """A run that ends before its first frame (its source or model failed) writes nothing: an
+    earlier run's track at that path is kept, not emptied, and no file appears where none was."""
+    kept, new = tmp_path / f"kept.{ext}", tmp_path / f"new.{ext}"
+    kept.write_bytes(b"an earlier run's track")
+    for path in (kept, new):
+        open_track_writer(path, META).close()
+    assert kept.read_bytes() == b"an earlier run's track"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"kept.{ext}"]      # no CSV sidecar either
+
+
+def test_npz_with_one_frame_without_a_person(tmp_path: Path) -> None:
     path = tmp_path / "t.npz"
-    open_track_writer(path, META).close()
+    with open_track_writer(path, META) as writer:
+        writer.write(PoseFrame(0, 1.0, None, (10, 10), []))
     with np.load(path) as z:
-        assert z["joints_3d"].shape == (0, J, 3)
+        assert z["joints_3d"].shape == (1, J, 3) and not z["found"][0]
 
 
 def test_an_npz_the_disk_cannot_take_fails_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -463,6 +478,7 @@ def test_an_npz_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
         writer.write(make_frames(1)[0])
         writer.close()
         text = open_track_writer(tmp_path / "t.jsonl", META)
+        text.write(make_frames(1)[0])
         text.close()
     finally:
         os.umask(old)
@@ -484,3 +500,63 @@ def test_an_image_folder_frame_carries_its_file_name_in_every_format(tmp_path: P
                                                     str(frames[2].seq): ""}
     with np.load(tmp_path / "t.npz") as arrays:          # no pickle needed
         assert arrays["image"].tolist() == ["", "f005.png", ""]
+
+
+def _read_pipe_later(fifo: Path, delay_s: float, lines: int | None) -> tuple[threading.Thread, list[bytes]]:
+    """A program that opens `fifo` to read after `delay_s` and reads `lines` lines (all, if None),
+    then closes it."""
+    got: list[bytes] = []
+
+    def read() -> None:
+        time.sleep(delay_s)
+        with open(fifo, "rb") as f:
+            for n, line in enumerate(f):
+                got.append(line)
+                if lines is not None and n + 1 >= lines:
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, got
+
+
+def test_a_named_pipe_track_waits_for_its_reader(tmp_path: Path) -> None:
+    """`mkfifo poses.jsonl`, posecast started first, the reader a moment later: every frame flows."""
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    reader, got = _read_pipe_later(fifo, 0.3, None)
+    with open_track_writer(fifo, META) as writer:
+        for f in make_frames(3):
+            writer.write(f)
+    reader.join(10)
+    assert [json.loads(line)["type"] for line in got] == ["meta", "pose", "pose", "pose"]
+
+
+def test_a_named_pipe_without_a_reader_gives_up_when_the_run_stops(tmp_path: Path) -> None:
+    fifo = tmp_path / "poses.csv"
+    os.mkfifo(fifo)
+    stop_at = time.monotonic() + 0.3
+    writer = open_track_writer(fifo, META, cancelled=lambda: time.monotonic() > stop_at)
+    with pytest.raises(InputError) as err:
+        writer.write(make_frames(1)[0])
+    assert str(err.value) == (f"no program opened the named pipe '{fifo}' to read it, so nothing was written "
+                              f"(start its reader first)")
+    writer.close()
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["poses.csv"]   # no sidecar
+
+
+def test_a_named_pipe_whose_reader_goes_away_ends_with_141(tmp_path: Path) -> None:
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    reader, got = _read_pipe_later(fifo, 0.0, 2)          # the meta and the first pose, then gone
+    writer = open_track_writer(fifo, META)
+    frames = make_frames(200)
+    with pytest.raises(ReaderGoneError) as err:
+        writer.write(frames[0])
+        reader.join(10)
+        for f in frames[1:]:
+            writer.write(f)
+    writer.close()
+    assert err.value.exit_code == 141 and len(got) == 2
+    assert str(err.value) == (f"cannot write track file '{fifo}': the program reading the pipe went away; the frames "
+                              f"before it left were written")

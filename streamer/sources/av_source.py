@@ -46,6 +46,17 @@ def describe_streams(container: av.container.InputContainer) -> str:
     return ", ".join(f"{n} {k} stream{'s' if n > 1 else ''}" for k, n in kinds.items())
 
 
+# Why an MP4 read as it arrives (a named pipe, a server without range requests) may give nothing.
+MP4_INDEX_AT_END = "an MP4 or MOV file whose index (the 'moov' box) comes after its frames"
+MP4_INDEX_FIX = "give the file itself, or move the index to its start with " \
+                "`ffmpeg -i IN.mp4 -c copy -movflags +faststart OUT.mp4`"
+
+
+def is_mp4(container: av.container.InputContainer) -> bool:
+    """MP4, MOV and their family, whose frames are found through an index that may come last."""
+    return "mov" in container.format.name.split(",")
+
+
 class AVSource(Source):
     """Demuxes the first video stream and decodes it; subclasses decide what a failure means."""
 

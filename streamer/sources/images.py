@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -27,6 +28,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", "
 # (A GIF is often an animation: given alone, it is read as a video.)
 UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw")
 GLOB_CHARS = re.compile(r"[*?\[]")
+# OpenCV's own limit on an image's pixels (CV_IO_MAX_IMAGE_PIXELS): it decodes nothing larger.
+MAX_IMAGE_PIXELS = 1 << 30
+
+
+@contextlib.contextmanager
+def _any_size() -> Iterator[None]:
+    """Pillow's guard against decompression bombs refuses to open images over 179 million
+    pixels (a 200-megapixel phone photo); only the header is read here, and the pixels are
+    decoded by OpenCV, reduced and under `MAX_IMAGE_PIXELS`, so the guard is lifted for the
+    opening alone."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def natural_key(s: str) -> tuple:
@@ -84,14 +101,22 @@ class ImageFolderSource(Source):
         paths, name, base = self._find(str(spec), reopened)
         self._entries: list[_ImageEntry] = []
         failures: list[str] = []
+        too_large: str | None = None
         for p in paths:
             entry = self._header(p, _shown_name(p, base))
             if entry is None:
                 failures.append(p.name)
                 self._skipped(p, "cannot read the image header")
+            elif entry.width * entry.height > MAX_IMAGE_PIXELS:
+                failures.append(p.name)
+                too_large = (f"it has {entry.width * entry.height / 1e6:.0f} million pixels, more than the "
+                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} million an image may have here (scale it down first)")
+                self._skipped(p, too_large)
             else:
                 self._entries.append(entry)
         if not self._entries:               # its one line: the warnings held say no more
+            if len(paths) == 1 and too_large is not None:
+                raise InputError(f"cannot read image '{paths[0]}': {too_large}")
             if len(paths) == 1:
                 raise InputError(f"'{paths[0]}' is not an image file that can be read (damaged, or samples this "
                                  f"reader cannot take, such as 32-bit floats: convert it to an 8-bit JPEG or PNG)")
@@ -134,7 +159,7 @@ class ImageFolderSource(Source):
     @staticmethod
     def _header(p: Path, name: str) -> _ImageEntry | None:
         try:
-            with Image.open(p) as im:
+            with _any_size(), Image.open(p) as im:
                 w, h = im.size
                 # OpenCV turns JPEG, PNG and WebP images by the EXIF orientation in their
                 # header; match it. Pillow has read that EXIF on opening (a PNG's eXIf chunk after

@@ -9,7 +9,7 @@ import av
 
 from engines.errors import InputError
 from streamer.config import SourceConfig
-from streamer.sources.av_source import AVSource, redact_url
+from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource, is_mp4, redact_url
 from streamer.sources.base import error_reason
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -67,5 +67,9 @@ class StreamSource(AVSource):
             reason = f"no data for {self._read_timeout:g} s"
         else:
             reason = error_reason(exc)
+        if yielded == 0 and self._finite and is_mp4(self._container):
+            # A file served whole, where seeking back to frames before the index takes range requests.
+            raise InputError(f"{self._what} gave no frame: {reason}; {MP4_INDEX_AT_END} can only be read from a "
+                             f"server that takes range requests ({MP4_INDEX_FIX})")
         raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (check "
                          f"the network and that the stream is up)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 
 from engines.errors import InputError
-from streamer.sources.av_source import AVSource, main_video_stream
+from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource, is_mp4, main_video_stream
 from streamer.sources.base import error_reason
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ class VideoFileSource(AVSource):
             super().__init__(container, p.stem, spec, live=False, what=what, reopened=reopened)
         except InputError as exc:
             raise InputError(_mp4_cut_short(p, spec) or str(exc)) from None
+        self._piped = not p.is_file()          # a named pipe: read once, as it arrives
         # A named pipe can be read once only: it keeps its picture as stored.
-        turns = display_quarter_turns(p) if p.is_file() else 0
+        turns = display_quarter_turns(p) if not self._piped else 0
         if turns:
             self._turn_upright(turns)
             log.info("%s: shown turned by %d degrees, as its rotation metadata asks", what, 90 * turns)
@@ -69,6 +70,12 @@ class VideoFileSource(AVSource):
 
     def _on_end(self, yielded: int) -> None:
         self._check_complete(yielded)
+
+    def _why_no_frames(self) -> str:
+        if self._piped and self.corrupt and is_mp4(self._container):
+            return (f"none could be read through the pipe: the file is damaged, or it is {MP4_INDEX_AT_END}, "
+                    f"which cannot be read as it arrives ({MP4_INDEX_FIX})")
+        return super()._why_no_frames()
 
     def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
         # Unreadable data past a point (a damaged or truncated file): keep what was decoded.

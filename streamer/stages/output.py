@@ -104,7 +104,8 @@ class OutputStage:
             meta = meta_message(self.model_config.skeleton, info["name"], (info["width"], info["height"]),
                                 info["fps"], {**self.model_meta, "backend": start["backend"]},
                                 axes=axes_meta(self.axes), camera=camera)
-            writers = [open_track_writer(p, meta) for p in self.track_paths]
+            stopped = lambda: self.control.stop.is_set() or self.control.abort.is_set()  # noqa: E731
+            writers = [open_track_writer(p, meta, stopped) for p in self.track_paths]
             note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
             if self.preview_wanted:
                 # Before "publishing on ...": a window that cannot open is the run's one line.
@@ -120,7 +121,6 @@ class OutputStage:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
             if self.overlay_path is not None:
                 overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note)
-                self.reporter.send("overlay_opened", str(self.overlay_path))
             bar = self._progress_bar(info)
             # The run's clock starts before the capture is told to read (it waits for every
             # stage's mark_ready), so it covers every frame's whole way through the pipeline.
@@ -202,6 +202,10 @@ class OutputStage:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:
                 frame = _rescaled(frame, 1.0 / fp.scale)
+            if overlay.frames_written == 0:
+                # Told as the file is made, at the first frame: a stage killed from here on leaves
+                # an unfinished video for the pipeline to remove; before, the path is untouched.
+                self.reporter.send("overlay_opened", str(self.overlay_path))
             overlay.write(image, frame)
         self.free_slots.release()
         self.frames += 1
