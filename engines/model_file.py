@@ -128,8 +128,11 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
         # run arbitrary code from an untrusted file.
         raise ModelFileError(f"{path} is not a Posecast PyTorch checkpoint (torch could not read it: "
                              f"{type(exc).__name__}); give a .pt written by Posecast or a .onnx model") from None
-    if not isinstance(blob, dict) or "posecast" not in blob or "state_dict" not in blob:
+    if not isinstance(blob, dict) or "posecast" not in blob:
         raise ModelFileError(f"{path} is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata)")
+    if "state_dict" not in blob:
+        raise ModelFileError(f"{path} holds Posecast metadata but no weights (no 'state_dict'); give the model.pt "
+                             f"a training run wrote, or a .onnx model")
     info = ModelInfo.from_metadata(blob["posecast"], str(path))
     net = PoseNet(info.config)
     try:

@@ -13,8 +13,17 @@ import numpy as np
 
 from engines.crop import CropTransform
 from engines.errors import InputError
-from streamer.config import SourceConfig
+from streamer.config import InferenceConfig, SourceConfig
 from streamer.sources import open_source
+
+
+def calibration_used(inference: InferenceConfig) -> bool:
+    """Whether a calibration source would be read: only to build a TensorRT int8 engine, which
+    needs an NVIDIA GPU."""
+    from engines.backends import nvidia_gpu_present
+
+    return (inference.precision == "int8" and inference.backend in ("tensorrt", "auto")
+            and nvidia_gpu_present())
 
 
 def calibration_crops(spec: str, config: SourceConfig, size: int, max_crops: int = 256) -> np.ndarray:

@@ -185,6 +185,12 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
         _note(heading, report)
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
+    if config.inference.calibration is not None:
+        from streamer.calibration import calibration_used
+
+        if not calibration_used(config.inference):
+            _note(f"note: the calibration source '{config.inference.calibration}' is not read: it is only for "
+                  f"building a TensorRT int8 engine (--precision int8) on an NVIDIA GPU")
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
     live_refiner = resolve_refiner(config.filter.live_refiner, model.checkpoint_path, model.checkpoint_sha256, live=True)
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,

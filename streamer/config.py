@@ -175,7 +175,8 @@ class PipelineConfig:
         if self.ring.file_slots < self.inference.batch_size + 1:
             raise ValueError(
                 f"ring.file_slots ({self.ring.file_slots}) must exceed inference.batch_size "
-                f"({self.inference.batch_size})"
+                f"({self.inference.batch_size}): a batch of at most {self.ring.file_slots - 1} (--batch-size), "
+                f"or more ring.file_slots in a --config file"
             )
 
 

@@ -88,6 +88,8 @@ def _check_track(track: Path, meta: dict[str, Any], poses: list[dict[str, Any]])
     if problem is not None:
         raise InputError(f"track file '{track}', line {_line_number(track, index)}: {problem} "
                          f"(the file is corrupt or hand-edited; re-record it)")
+    if not poses:
+        raise InputError(f"track file '{track}' holds no pose messages, only its meta line: nothing to replay")
 
 
 def _line_number(track: Path, index: int) -> int:

@@ -181,6 +181,14 @@ def test_argparse_errors_exit_2_without_traceback(posecast) -> None:
     assert r.stderr.strip().splitlines()[-1] == "posecast track: error: unrecognized arguments: --bogus"
 
 
+def test_a_calibration_source_that_will_not_be_read_is_said(posecast, clip40: Path, tmp_path: Path) -> None:
+    r = posecast.run(["track", clip40, "-o", tmp_path / "t.jsonl", "--calibration", "nowhere/scenes",
+                      "--no-progress"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ("posecast: note: the calibration source 'nowhere/scenes' is not read: it is only for building a "
+            "TensorRT int8 engine (--precision int8) on an NVIDIA GPU") in r.stderr.splitlines()
+
+
 @pytest.mark.parametrize("command, absent, present", [
     ("track", [], ["--publish", "--batch-size", "--stats"]),
     ("run", ["--publish", "--batch-size"], ["--stats", "--port"]),      # always publishes; a file goes frame by frame

@@ -296,7 +296,8 @@ def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
         # Cross-section rule: the ring must hold a whole batch and one more frame.
         ("inference:\n  batch_size: 8\nring:\n  file_slots: 8\n",
          r"ring\.file_slots \(8\) must exceed inference\.batch_size \(8\)"),
-        ("inference:\n  batch_size: 40\n", r"ring\.file_slots \(32\) must exceed inference\.batch_size \(40\)"),
+        ("inference:\n  batch_size: 40\n", r"ring\.file_slots \(32\) must exceed inference\.batch_size \(40\): a batch of "
+                                       r"at most 31 \(--batch-size\), or more ring\.file_slots in a --config file"),
     ],
 )
 def test_out_of_range_pipeline_values(tmp_path: Path, text: str, pattern: str) -> None:

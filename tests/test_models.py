@@ -221,6 +221,14 @@ def _mismatched_checkpoint(path: Path, cfg: ModelConfig) -> Path:
     return path
 
 
+def _checkpoint_without_weights(path: Path, cfg: ModelConfig) -> Path:
+    save_checkpoint(path, build_network(cfg), ModelInfo(cfg, weights="w", trained=False))
+    blob = torch.load(path, weights_only=True)
+    del blob["state_dict"]
+    torch.save(blob, path)
+    return path
+
+
 BAD_FILES = {
     "missing .onnx": (lambda d, c: d / "missing.onnx", "model file not found"),
     "missing .pt": (lambda d, c: d / "missing.pt", "model file not found"),
@@ -239,6 +247,8 @@ BAD_FILES = {
                                        "is a PyTorch file but not a Posecast checkpoint"),
     "weights do not match config": (lambda d, c: _mismatched_checkpoint(d / "mismatch.pt", c),
                                     "weights do not fit the network its metadata describes"),
+    "checkpoint without weights": (lambda d, c: _checkpoint_without_weights(d / "noweights.pt", c),
+                                   "holds Posecast metadata but no weights"),
 }
 
 

@@ -978,3 +978,14 @@ def test_listen_that_hears_a_stream_but_no_pose_says_why(wanted: str, says: str)
         thread.join(10)
         publisher.close(linger_ms=0)
     assert str(exc.value) == f"no pose messages from '{endpoint(port)}' in 1.5 s" + says
+
+
+def test_replay_of_a_track_without_poses_says_so(tmp_path: Path) -> None:
+    from streamer.replay import replay
+
+    track = tmp_path / "t.jsonl"
+    write_sample_track(track, frames=0, fps=30.0)
+    with pytest.raises(PosecastError) as exc:
+        replay(track, endpoint(free_port()), "msgpack", 1.0, 64, 2.0, announce=lambda line: None)
+    assert exc.value.exit_code == 2
+    assert str(exc.value) == f"track file '{track}' holds no pose messages, only its meta line: nothing to replay"

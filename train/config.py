@@ -238,7 +238,9 @@ def expand_shard_dirs(entries: tuple[str, ...] | list[str]) -> list[Path]:
             if not found and not pattern.is_absolute():
                 found = sorted(p for p in REPO_ROOT.glob(rel) if p.is_dir())
             if not found:
-                raise ConfigError(f"no shard folder matches {entry}")
+                shown = f"{entry} ({pattern})" if str(pattern) != entry else entry
+                raise ConfigError(f"no shard folder matches {shown}: render the images first "
+                                  f"(python -m train.synth.generate; bash scripts/train.sh does it all)")
             paths = found
         else:
             paths = [resolve_path(entry)]
@@ -251,7 +253,8 @@ def expand_shard_dirs(entries: tuple[str, ...] | list[str]) -> list[Path]:
                     raise ConfigError(f"{path}: no shards here (no manifest.json in it or in its sub-folders)")
                 out.extend(p.resolve() for p in subs)
             else:
-                raise ConfigError(f"shard folder not found: {path}")
+                raise ConfigError(f"shard folder not found: {path} (render the images first: "
+                                  f"python -m train.synth.generate; bash scripts/train.sh does it all)")
     return out
 
 

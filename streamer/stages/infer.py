@@ -95,13 +95,11 @@ class InferStage:
 
     def _calibration(self) -> Any:
         """Calibration crops, read only when a TensorRT int8 engine may be built."""
-        from engines.backends import nvidia_gpu_present
+        from streamer.calibration import calibration_crops, calibration_used
 
         inf = self.config.inference
-        if (inf.precision != "int8" or inf.backend not in ("tensorrt", "auto") or inf.calibration is None
-                or not nvidia_gpu_present()):
+        if inf.calibration is None or not calibration_used(inf):
             return None
-        from streamer.calibration import calibration_crops
 
         return calibration_crops(inf.calibration, self.config.source, self.model.info.config.input_size)
 
