@@ -27,6 +27,9 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("probs_2d", "offsets_3d")
 
 
+OPSET = 18
+
+
 def check_io_names(what: str, inputs: list[str], outputs: list[str]) -> None:
     """Refuses a network whose tensors are not the ones a Posecast export has (`what`: the file,
     or the engine built from it), whichever backend read it."""
@@ -34,7 +37,6 @@ def check_io_names(what: str, inputs: list[str], outputs: list[str]) -> None:
         raise ModelFileError(f"{what}: expected input '{INPUT_NAME}' and outputs {', '.join(OUTPUT_NAMES)}, but it has "
                              f"inputs {', '.join(inputs) or 'none'} and outputs {', '.join(outputs) or 'none'}: "
                              f"not a Posecast model (write one with `posecast export`)")
-OPSET = 18
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,8 @@ def _note(message: str, out: TextIO | None = None) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     """The options of the commands that run the pipeline (track, demo, run, bench), as each
-    takes them: `run` and `bench` always publish and so have no --publish; `run` plays a file as
-    a live source, one frame at a time, so has no --batch-size; `bench` always prints the timings."""
+    takes them: `run` and `bench` always publish, so --publish is not offered; `run` plays a file
+    as a live source, one frame at a time, so --batch-size is not; `bench` always prints the timings."""
     p.add_argument("--model", metavar="FILE", help="a Posecast .onnx or .pt model (default: the built-in model)")
     p.add_argument("--backend", choices=_choices(InferenceConfig, "backend"),
                    help="inference backend (default from the config: auto, the fastest present)")
@@ -66,11 +66,11 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--calibration", metavar="SOURCE",
                    help="TensorRT int8 only: a video or image folder of typical scenes to calibrate with")
     p.add_argument("--config", metavar="YAML", help="a pipeline config laid over configs/pipeline.yaml")
-    if command == "run":
-        p.set_defaults(batch_size=None)
-    else:
-        p.add_argument("--batch-size", type=int, metavar="N",
-                       help="frames per network call for files" + (" (not with --live)" if command == "bench" else ""))
+    # Options a command does not heed stay accepted (scripts written for earlier versions pass
+    # them) but are not offered; `run` says when it ignores --batch-size.
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=argparse.SUPPRESS if command == "run" else
+                   "frames per network call for files" + (" (ignored with --live)" if command == "bench" else ""))
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for the network (0: the runtime's default; at most 256)")
     p.add_argument("--align", choices=_choices(AlignmentConfig, "method"), help="root alignment method")
@@ -85,10 +85,10 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
                         "another place for a frame cut off-centre from a larger one)")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="mean joint confidence needed to report a person (sets both tracking thresholds)")
-    if command in ("track", "demo"):
-        p.add_argument("--publish", action="store_true",
-                       help="also publish the stream over ZeroMQ (see docs/protocol.md)")
-    else:
+    p.add_argument("--publish", action="store_true",
+                   help="also publish the stream over ZeroMQ (see docs/protocol.md)" if command in ("track", "demo")
+                   else argparse.SUPPRESS)
+    if command in ("run", "bench"):
         p.set_defaults(publish=True)
     p.add_argument("--bind", metavar="ADDR", help="publishing interface (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, metavar="N",
@@ -96,10 +96,10 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
                    "publishing port (default publish.port in configs/pipeline.yaml: 5556; 0 for any free one)")
     p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"), help="published payload encoding (default msgpack)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stats", action="store_true",
+                   help=argparse.SUPPRESS if command == "bench" else "print per-stage timings at the end")
     if command == "bench":
         p.set_defaults(stats=True)
-    else:
-        p.add_argument("--stats", action="store_true", help="print per-stage timings at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
 
 
@@ -209,7 +209,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     elif result.interrupted:
         if not tracks and overlay is None:
             _note("interrupted")
-        elif result.summary is not None and result.summary.frames == 0:
+        elif not result.outputs_begun:
             _note("interrupted before the first frame; no file was written")
         else:
             _note("interrupted; everything processed so far was written")
@@ -318,6 +318,10 @@ def _make_out_dir(out: Path) -> list[Path]:
 def cmd_run(args: argparse.Namespace) -> int:
     # Live: a camera or stream that drops is reopened; a file may loop.
     args.reconnect = True
+    if args.batch_size is not None:
+        _note("note: --batch-size is ignored by `run`: a live source (a file played as one too) goes one frame "
+              "at a time")
+        args.batch_size = None
     tracks = [Path(p) for p in (args.output or [])]
     return run_track(args.source, tracks, Path(args.overlay) if args.overlay else None, args,
                      realtime=True, publish=True)

@@ -144,7 +144,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     or a signal (Ctrl-C, SIGTERM, SIGHUP; see `StopSignals`). Messages that are not Posecast's are
     skipped and counted. Returns the exit code: 0, or 128 + the signal's number.
     `announce` is told the line to show when a signal ended it (default: print it on stderr)."""
-    from streamer.tracks import open_track_writer
+    from streamer.tracks import ReaderWaitStopped, open_track_writer
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
@@ -192,8 +192,11 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                 if msg["type"] == "meta":
                     change = None if meta is None else meta_change(meta, msg)
                     if change is not None and writer is not None:
-                        # One recording is one stream: its meta line describes every pose in it.
-                        raise InputError(_stream_changed(endpoint, change, record, writer))
+                        if writer.frames_written:
+                            # One recording is one stream: its meta line describes every pose in it.
+                            raise InputError(_stream_changed(endpoint, change, record, writer))
+                        writer.close()               # nothing recorded yet: record the new stream
+                        writer = None
                     if meta is None or change is not None:
                         meta, joints = msg, len(msg["joint_names"])
                         stats.replayed = bool(msg.get("replay"))
@@ -202,6 +205,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                         writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
                         _write_pending(writer, pending, joints, stats)
+                        last_msg = time.monotonic()   # a named pipe's wait for its reader is no silence
                     awaiting_meta, meta_last = False, True
                     continue
                 if stats.last_seq is not None and msg["seq"] <= stats.last_seq and not meta_last:
@@ -213,11 +217,14 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                         pending.append(msg)      # written once a meta says they are this recording's stream
                         continue
                     writer.write_message(msg)
+                    last_msg = time.monotonic()
                 if time.monotonic() - last_shown >= 1.0:
                     last_shown = time.monotonic()
                     print(stats.line(), file=out)
                     if show_skeleton and meta is not None:
                         print(text_skeleton(msg, meta["parents"]), file=out)
+        except ReaderWaitStopped:
+            pass                                 # stopped while a named pipe waited for its reader: said below
         finally:
             if writer is not None:
                 writer.close()
@@ -326,4 +333,7 @@ def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamSt
         lost = f"; the {stats.received} pose messages that came without it are not recorded" if stats.received else ""
         return (f"interrupted ({signame}); nothing recorded to '{record}': no meta message arrived from "
                 f"'{endpoint}'{lost}")
+    if not writer.frames_written:
+        return (f"interrupted ({signame}); nothing recorded to '{record}': no pose message was written "
+                f"(a file already there was left as it was)")
     return f"interrupted ({signame}); recorded {writer.frames_written} pose messages to '{record}' (complete)"

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 from fractions import Fraction
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -156,7 +157,8 @@ class OverlayWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
-                 skeleton: Skeleton = H36M17, min_conf: float = 0.0, note: str | None = None) -> None:
+                 skeleton: Skeleton = H36M17, min_conf: float = 0.0, note: str | None = None,
+                 on_made: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
         # What a failed video is removed as: through a symbolic link, the file it names.
         self._file = Path(os.path.realpath(self.path))
@@ -169,6 +171,8 @@ class OverlayWriter:
         self.min_conf = min_conf
         self.frames_written = 0
         self._closed = False
+        self._written_to = False               # write() was called, whether or not the file was made
+        self._on_made = on_made                # told as the file is made (at the first frame)
         self.rate = _video_rate(fps)
 
         vw, vh = self.video_size
@@ -204,6 +208,8 @@ class OverlayWriter:
         except OSError as err:
             raise InputError(f"cannot write overlay video '{self.path}': {err.strerror or err} "
                              f"({write_hint(err)})") from None
+        if self._on_made is not None:
+            self._on_made()
         try:
             container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, OSError) as err:
@@ -225,6 +231,7 @@ class OverlayWriter:
         """Draws `frame`'s people and status line on a copy of `image` and encodes it."""
         if self._closed:
             raise ValueError(f"overlay video '{self.path}' is already closed")
+        self._written_to = True
         _check_image(image)
         ih, iw = image.shape[:2]
         if ih > self.height or iw > self.width:
@@ -268,7 +275,7 @@ class OverlayWriter:
         self._closed = True
         container, stream = self._container, self._stream
         if container is None or stream is None:
-            if not input_failed:
+            if not input_failed and not self._written_to:     # else the error that stopped it says why
                 log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
             return
         failed: BaseException | None = None

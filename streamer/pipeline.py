@@ -79,6 +79,7 @@ class RunResult:
     backend: str | None = None
     endpoint: str | None = None            # where the stream was published, if it was
     overlay_opened: bool = False           # the output stage made the overlay video's file
+    outputs_begun: bool = False            # the output stage took its first frame (and made its files)
     stage_exit_codes: dict[str, int | None] = field(default_factory=dict)
 
 
@@ -260,6 +261,8 @@ class Pipeline:
             self.result.backend = payload
         elif kind == "overlay_opened":
             self.result.overlay_opened = True
+        elif kind == "first_frame":
+            self.result.outputs_begun = True
         elif kind == "publishing":
             self.result.endpoint = payload
             if self.request.announce is not None:

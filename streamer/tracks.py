@@ -44,10 +44,15 @@ FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
 FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
 
 
+class ReaderWaitStopped(Exception):
+    """A named pipe's writer gave up waiting for its reader because the run was stopped: not an
+    error of its own (the run ends as a stopped one does), and nothing was written to the pipe."""
+
+
 def _write_error(path: Path, err: OSError) -> InputError:
     if err.errno == errno.EPIPE:
-        return ReaderGoneError(f"cannot write track file '{path}': the program reading the pipe went away; the "
-                               f"frames before it left were written")
+        return ReaderGoneError(f"cannot write track file '{path}': the program reading the pipe went away, so the "
+                               f"run was stopped")
     return InputError(f"cannot write track file '{path}': {err.strerror or err} ({write_hint(err)})")
 
 
@@ -65,8 +70,7 @@ def _open_to_stream(path: Path, cancelled: Callable[[], bool]) -> IO[bytes]:
             if err.errno != errno.ENXIO:           # ENXIO: no reader yet
                 raise
             if cancelled():
-                raise InputError(f"no program opened the named pipe '{path}' to read it, so nothing was written "
-                                 f"(start its reader first)") from None
+                raise ReaderWaitStopped(str(path)) from None
             if not said and time.monotonic() - started >= FIFO_SAY_AFTER_S:
                 log.warning("waiting for a program to read the named pipe '%s' (start it, or press Ctrl-C)", path)
                 said = True
@@ -265,14 +269,20 @@ class CsvTrackWriter(_LineFileWriter):
         super().__init__(path, self._take_rows(), cancelled)
 
     def _start(self) -> None:
-        super()._start()
+        if self.path.is_fifo():
+            super()._start()         # the reader is waited for first: a stopped wait leaves no sidecar
+            self._write_sidecar()
+        else:
+            self._write_sidecar()    # first: if it cannot be written, a track at the path is untouched
+            super()._start()
+
+    def _write_sidecar(self) -> None:
         try:
             self.meta_path.write_text(self._meta_text + "\n", encoding="utf-8")
         except OSError as err:
-            assert self._file is not None
-            self._file.close()
             self._closed = True
-            self.path.unlink(missing_ok=True)
+            if self._file is not None:
+                self._file.close()
             raise _write_error(self.meta_path, err) from None
 
     def _take_rows(self) -> str:

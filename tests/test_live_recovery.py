@@ -243,3 +243,16 @@ def test_a_stream_back_at_another_size_ends_with_one_line_and_exit_2(posecast, c
     assert sum(line.startswith("posecast: error:") for line in r.stderr.splitlines()) == 1, r.stderr
     _, poses = read_track(out)                         # what came before the drop is kept
     assert poses and [p["seq"] for p in poses] == list(range(len(poses)))
+
+
+def test_ctrl_c_while_a_pipe_track_waits_for_its_reader_ends_as_an_interruption(posecast, clip40: Path) -> None:
+    """`-o poses.jsonl` made with mkfifo, its reader never started: the wait is said, and Ctrl-C
+    ends the run as a stop (130), not as an error, saying the pipe got nothing."""
+    fifo = posecast.cwd / "poses.jsonl"
+    os.mkfifo(fifo)
+    proc = _start(posecast, ["track", clip40, "-o", fifo, "--min-score", "0", "--no-progress"])
+    _stderr_until(proc, "waiting for a program to read the named pipe")
+    err = _stop(proc)
+    assert proc.returncode == 130, err
+    assert "nothing was written to the named pipe" in err and "error" not in err, err
+    assert fifo.is_fifo()

@@ -235,6 +235,26 @@ def test_an_overlay_through_a_link_removes_the_file_not_the_link(tmp_path: Path,
     assert link.is_symlink() and not (tmp_path / "runs" / "7.mp4").exists()
 
 
+def test_the_overlay_says_when_its_file_is_made(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The pipeline removes an unfinished overlay only once told the file was made: not before
+    the first frame (an earlier run's video there is kept), and at once when it is."""
+    path, made = tmp_path / "o.mp4", []
+    writer = OverlayWriter(path, 64, 48, None, on_made=lambda: made.append(path.is_file()))
+    assert made == []
+    for i in range(2):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+    writer.close()
+    assert made == [True]
+    # A first frame whose file cannot be made: its error says so; no warning that no frame came.
+    (tmp_path / "gone").mkdir()
+    writer = OverlayWriter(tmp_path / "gone" / "o.mp4", 64, 48, None)
+    (tmp_path / "gone").rmdir()
+    with pytest.raises(InputError, match="cannot write overlay video"):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    writer.close()
+    assert "no frame reached the overlay video" not in caplog.text
+
+
 def test_overlay_output_that_cannot_be_created(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist \\(create it first\\)") as err:
         OverlayWriter(tmp_path / "missing" / "o.mp4", 64, 48, None)

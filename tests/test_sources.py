@@ -515,21 +515,31 @@ def test_very_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
     assert frames[0].scale == pytest.approx(10.0)
 
 
-def test_a_200_megapixel_photo_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_200_megapixel_photo_is_read(tmp_path: Path) -> None:
     """16320x12240, as 200-megapixel phone cameras write: over Pillow's decompression-bomb limit
     (179 million pixels), which only the header reader meets; OpenCV decodes it reduced."""
-    import streamer.sources.images as images
-
     pillow_limit = Image.MAX_IMAGE_PIXELS
     path = tmp_path / "IMG_200MP.jpg"
-    Image.new("RGB", (16320, 12240), (40, 90, 160)).save(path, quality=50)
+    Image.new("L", (16320, 12240), 90).save(path, quality=50)
     frames, corrupt = read_all(path, SHIPPED)
     assert corrupt == 0 and frames[0].image.shape == (1440, 1920, 3) and frames[0].scale == pytest.approx(8.5)
     assert Image.MAX_IMAGE_PIXELS == pillow_limit                 # lifted for the header only
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100_000_000)   # beyond what is read: said so, not "damaged"
-    with pytest.raises(InputError, match="it has 200 million pixels, more than the 100 million an image may "
-                                         r"have here \(scale it down first\)"):
-        open_source(str(path), SHIPPED)
+
+
+def test_an_image_too_large_to_decode_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not 'damaged': too large, by how much, and what to do. A PNG is decoded whole, so it keeps
+    Pillow's limit (a 571 KB PNG can hold 196 million pixels: 600 MB decoded)."""
+    import streamer.sources.images as images
+
+    png = tmp_path / "big.png"
+    Image.new("L", (300, 200)).save(png)
+    monkeypatch.setattr(images, "MAX_WHOLE_DECODE_PIXELS", 50_000)
+    with pytest.raises(InputError, match=r"cannot read image '.*big\.png': it has 0.06 million pixels, more than the "
+                                         r"0.05 million an image that is not a JPEG may have here \(scale it down first\)"):
+        open_source(str(png), SHIPPED)
+    jpeg = tmp_path / "big.jpg"
+    Image.new("L", (300, 200)).save(jpeg)
+    assert read_all(jpeg, SHIPPED)[0][0].image.shape == (200, 300, 3)          # a JPEG's limit is its own
 
 
 @pytest.mark.parametrize("fmt, suffix", [("JPEG", ".jpg"), ("MPO", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"),
@@ -893,4 +903,5 @@ def test_an_mp4_with_its_index_at_the_end_from_a_server_without_ranges_says_why(
         read_all(url, FAST)
     message = str(err.value)
     assert message.startswith(f"{url} gave no frame: ") and "\n" not in message
-    assert "can only be read from a server that takes range requests" in message and "+faststart" in message
+    assert "if it is an MP4 or MOV file whose index (the 'moov' box) comes after its frames, it can only be read " \
+           "from a server that takes range requests" in message and "+faststart" in message

@@ -989,3 +989,53 @@ def test_replay_of_a_track_without_poses_says_so(tmp_path: Path) -> None:
         replay(track, endpoint(free_port()), "msgpack", 1.0, 64, 2.0, announce=lambda line: None)
     assert exc.value.exit_code == 2
     assert str(exc.value) == f"track file '{track}' holds no pose messages, only its meta line: nothing to replay"
+
+
+def test_listen_recording_into_a_pipe_waits_for_its_reader_without_timing_out(tmp_path: Path) -> None:
+    """The wait for a named pipe's reader is not silence on the stream: a reader that comes after
+    --timeout still gets every pose."""
+    from streamer.listen import listen
+
+    fifo, got = tmp_path / "rec.jsonl", []
+    os.mkfifo(fifo)
+    port = free_port()
+    publisher = Publisher(endpoint(port))
+    stop = threading.Event()
+
+    def publish() -> None:
+        publisher.start("cam", sample_meta("cam"))
+        seq = 0
+        while not stop.wait(0.02):
+            publisher.publish(sample_pose(seq))
+            seq += 1
+
+    def read_late() -> None:
+        time.sleep(2.0)                                  # longer than listen's --timeout of 1 s
+        with open(fifo, "rb") as f:
+            got.extend(f)
+
+    threads = [threading.Thread(target=publish, daemon=True), threading.Thread(target=read_late, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        rc = listen(endpoint(port), "pose.", fifo, 30, 1.0, False, out=open(os.devnull, "w"))
+    finally:
+        stop.set()
+        threads[0].join(10)
+        publisher.close(linger_ms=0)
+    threads[1].join(10)
+    assert rc == 0 and len(got) == 1 + 30 and json.loads(got[0])["type"] == "meta"
+
+
+def test_an_interrupted_listen_that_recorded_nothing_says_so(tmp_path: Path) -> None:
+    from streamer.listen import StreamStats, _interrupted
+    from streamer.tracks import open_track_writer
+
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text("an earlier recording\n")
+    writer = open_track_writer(rec, sample_meta("cam"))
+    writer.close()
+    assert _interrupted("SIGINT", rec, writer, StreamStats(), "tcp://127.0.0.1:1") == (
+        f"interrupted (SIGINT); nothing recorded to '{rec}': no pose message was written (a file already there "
+        f"was left as it was)")
+    assert rec.read_text() == "an earlier recording\n"

@@ -28,16 +28,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", "
 # (A GIF is often an animation: given alone, it is read as a video.)
 UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw")
 GLOB_CHARS = re.compile(r"[*?\[]")
-# OpenCV's own limit on an image's pixels (CV_IO_MAX_IMAGE_PIXELS): it decodes nothing larger.
-MAX_IMAGE_PIXELS = 1 << 30
+# The most pixels an image may have. A JPEG is decoded reduced (1/2 to 1/8 of each side) when it
+# is larger than frames are kept, so its memory stays small up to OpenCV's own limit
+# (CV_IO_MAX_IMAGE_PIXELS). Other formats are decoded whole (3 bytes a pixel): for them Pillow's
+# guard against decompression bombs, 2 x its MAX_IMAGE_PIXELS, stays (600 MB decoded).
+MAX_JPEG_PIXELS = 1 << 30
+MAX_WHOLE_DECODE_PIXELS = 178_956_970
+_REDUCIBLE_FORMATS = ("JPEG", "MPO")     # Pillow's names of what OpenCV decodes reduced
 
 
 @contextlib.contextmanager
 def _any_size() -> Iterator[None]:
-    """Pillow's guard against decompression bombs refuses to open images over 179 million
-    pixels (a 200-megapixel phone photo); only the header is read here, and the pixels are
-    decoded by OpenCV, reduced and under `MAX_IMAGE_PIXELS`, so the guard is lifted for the
-    opening alone."""
+    """Pillow refuses to open an image over its decompression-bomb limit (179 million pixels: a
+    200-megapixel phone photo), though only the header is read here. The limit is lifted for the
+    opening alone; what may be decoded is decided from the header (`_pixel_limit`)."""
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -58,6 +62,7 @@ class _ImageEntry:
     name: str                   # what messages call it: its path from the folder or pattern's start
     width: int                  # as OpenCV will decode it (EXIF orientation applied)
     height: int
+    pixel_limit: int            # the most pixels an image of its format may have here
 
 
 def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list[Path]:
@@ -107,10 +112,11 @@ class ImageFolderSource(Source):
             if entry is None:
                 failures.append(p.name)
                 self._skipped(p, "cannot read the image header")
-            elif entry.width * entry.height > MAX_IMAGE_PIXELS:
+            elif entry.width * entry.height > entry.pixel_limit:
                 failures.append(p.name)
-                too_large = (f"it has {entry.width * entry.height / 1e6:.0f} million pixels, more than the "
-                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} million an image may have here (scale it down first)")
+                kind = "a JPEG" if entry.pixel_limit == MAX_JPEG_PIXELS else "an image that is not a JPEG"
+                too_large = (f"it has {entry.width * entry.height / 1e6:.3g} million pixels, more than the "
+                             f"{entry.pixel_limit / 1e6:.3g} million {kind} may have here (scale it down first)")
                 self._skipped(p, too_large)
             else:
                 self._entries.append(entry)
@@ -168,9 +174,10 @@ class ImageFolderSource(Source):
                 if (im.format in _EXIF_TURNED_FORMATS and "exif" in im.info
                         and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)):
                     w, h = h, w
+                limit = MAX_JPEG_PIXELS if im.format in _REDUCIBLE_FORMATS else MAX_WHOLE_DECODE_PIXELS
         except Exception:   # Pillow raises many types for malformed files; all mean "unreadable"
             return None
-        return _ImageEntry(p, name, w, h) if w > 0 and h > 0 else None
+        return _ImageEntry(p, name, w, h, limit) if w > 0 and h > 0 else None
 
     def _fitted(self, w: int, h: int) -> tuple[int, int]:
         long_side = max(w, h)

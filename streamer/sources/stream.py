@@ -69,7 +69,8 @@ class StreamSource(AVSource):
             reason = error_reason(exc)
         if yielded == 0 and self._finite and is_mp4(self._container):
             # A file served whole, where seeking back to frames before the index takes range requests.
-            raise InputError(f"{self._what} gave no frame: {reason}; {MP4_INDEX_AT_END} can only be read from a "
-                             f"server that takes range requests ({MP4_INDEX_FIX})")
+            raise InputError(f"{self._what} gave no frame: {reason} (check the network; or, if it is "
+                             f"{MP4_INDEX_AT_END}, it can only be read from a server that takes range requests: "
+                             f"{MP4_INDEX_FIX})")
         raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (check "
                          f"the network and that the stream is up)")

@@ -5,6 +5,7 @@ and the run's statistics."""
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
+from streamer.tracks import ReaderWaitStopped
+
+log = logging.getLogger(__name__)
 
 
 def close_all(closers: list[Callable[[], Any]]) -> None:
@@ -120,7 +124,10 @@ class OutputStage:
             if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
             if self.overlay_path is not None:
-                overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note)
+                # Told once the file is made, at the first frame: a stage killed from then on leaves an
+                # unfinished video for the pipeline to remove; before, the path is untouched.
+                overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note,
+                                        on_made=lambda: self.reporter.send("overlay_opened", str(self.overlay_path)))
             bar = self._progress_bar(info)
             # The run's clock starts before the capture is told to read (it waits for every
             # stage's mark_ready), so it covers every frame's whole way through the pipeline.
@@ -173,6 +180,8 @@ class OutputStage:
     def _write(self, body: dict[str, Any], writers: list[Any], overlay: Any, ring: FrameRing | None,
                publisher: Publisher | None) -> None:
         t0 = time.perf_counter()
+        if self.frames == 0:
+            self.reporter.send("first_frame", None)      # the outputs are made from here on
         skel = self.model_config.skeleton
         res = ResultPacket.from_dict(body, skel.num_joints, len(self.model_config.roots))
         fp = res.frame
@@ -189,8 +198,15 @@ class OutputStage:
         # One protocol message per frame, shared by the JSONL tracks and the publisher (which sends
         # a copy with t_publish added).
         message = pose_message(frame) if (writers or publisher is not None) else None
-        for w in writers:
-            w.write(frame, message)
+        for w in list(writers):
+            try:
+                w.write(frame, message)
+            except ReaderWaitStopped:
+                # The run was stopped while a named pipe waited for its reader: that track is
+                # left out, and the stop ends the run as any stop does.
+                writers.remove(w)
+                log.warning("nothing was written to the named pipe '%s': no program opened it to read before "
+                            "the run was stopped", w.path)
         if publisher is not None:
             publisher.publish(message)
             self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
@@ -202,10 +218,6 @@ class OutputStage:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:
                 frame = _rescaled(frame, 1.0 / fp.scale)
-            if overlay.frames_written == 0:
-                # Told as the file is made, at the first frame: a stage killed from here on leaves
-                # an unfinished video for the pipeline to remove; before, the path is untouched.
-                self.reporter.send("overlay_opened", str(self.overlay_path))
             overlay.write(image, frame)
         self.free_slots.release()
         self.frames += 1
