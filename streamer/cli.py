@@ -234,7 +234,7 @@ def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, 
     if s.live or end.dropped:
         line += f"; {end.dropped} stale frames dropped to stay live"
     if end.reconnects:
-        line += f"; the source was reopened {end.reconnects} times"
+        line += f"; the source was reopened {'once' if end.reconnects == 1 else f'{end.reconnects} times'}"
     if end.shot_cuts:
         n = end.shot_cuts
         line += f"; {n} cut{'' if n == 1 else 's'} between shots (each searched afresh, a new person id)"
@@ -580,8 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="publish a recorded .jsonl track again at its original pace",
                        description="Publish a .jsonl track file over ZeroMQ again, at its original pace: a video "
-                                   "file's track at the video's own times (t_media), a camera's or stream's at "
-                                   "the times its frames were read (t_capture).")
+                                   "file's or a network stream's track at the video's own times (t_media), a "
+                                   "camera's at the times its frames were read (t_capture).")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("--bind", help="interface to publish on (default: configs/pipeline.yaml's, 127.0.0.1)")
     p.add_argument("--port", type=int, help="publishing port, 1 to 65535 (default: configs/pipeline.yaml's, 5556)")

@@ -105,6 +105,14 @@ class Publisher:
         if time.monotonic() - self._meta_sent > self.meta_interval_s:
             self._send_meta()
 
+    def tick(self) -> None:
+        """While no pose is published (a stream reconnecting or stalled, a pause in a replay):
+        new subscribers still get the meta, and it still goes out every `meta_interval_s`, so a
+        subscriber can tell a quiet publisher from a missing one. Never blocks."""
+        self._serve_subscriptions()
+        if self._meta is not None and time.monotonic() - self._meta_sent > self.meta_interval_s:
+            self._send_meta()
+
     def _serve_subscriptions(self) -> None:
         asked = False
         while True:

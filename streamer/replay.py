@@ -8,18 +8,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.errors import InputError
 from engines.stop_signals import StopSignals
 from streamer.protocol_check import message_problem
 
+if TYPE_CHECKING:
+    from streamer.publish import Publisher
+
 
 def replay_clock(poses: list[dict]) -> str:
     """The field that gives a recording's pace. A video file's track was made as fast as the
     pipeline ran, so its `t_capture` is the processing's pace; its `t_media`, the video's own
-    time, is the original one. Cameras and streams have no `t_media`, and a looped file's goes
-    back at each loop: those are played by `t_capture`, when their frames were read."""
+    time, is the original one, and a network stream's is its sender's. Cameras have no
+    `t_media`; a recording whose `t_media` is missing anywhere or goes back (one made by joining
+    others) is played by `t_capture`, when its frames were read."""
     media = [p.get("t_media") for p in poses]
     if media and all(isinstance(t, (int, float)) for t in media) and all(b >= a for a, b in zip(media, media[1:])):
         return "t_media"
@@ -45,11 +49,11 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         try:
             pub.start(meta.get("source", track.stem), {**meta, "replay": True})
             # let subscribers that connect at start-up see the first messages
-            if _sleep_until(pub.joined_by, stop) and poses:
+            if _sleep_until(pub.joined_by, stop, pub) and poses:
                 clock = replay_clock(poses)
                 t0_track, t0 = poses[0][clock], time.monotonic()
                 for msg in poses:
-                    if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop):
+                    if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop, pub):
                         break
                     pub.publish(msg)
                     sent += 1
@@ -62,14 +66,16 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
     return 128 + stop.signum
 
 
-def _sleep_until(due: float, stop: StopSignals) -> bool:
-    """Wait for the monotonic time `due`; False if a stop signal came first. Python resumes a
-    sleep after a signal's handler, so it sleeps in short steps to notice one."""
+def _sleep_until(due: float, stop: StopSignals, pub: Publisher) -> bool:
+    """Wait for the monotonic time `due`, keeping the publisher's meta going (a long pause in the
+    recording); False if a stop signal came first. Python resumes a sleep after a signal's
+    handler, so it sleeps in short steps to notice one."""
     while stop.signum is None:
         left = due - time.monotonic()
         if left <= 0:
             return True
         time.sleep(min(left, 0.1))
+        pub.tick()
     return False
 
 

@@ -490,8 +490,11 @@ def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                         raise InputError(f"track file '{path}', line {lineno}: expected the 'meta' message "
                                          f"first, got {kind!r} (is this a Posecast track?)")
                     schema = msg.get("schema")
-                    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-                        raise InputError(f"track file '{path}', line {lineno}: schema {schema!r} is not one this "
+                    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+                        raise InputError(f"track file '{path}', line {lineno}: its meta has no valid schema number "
+                                         f"(got {schema!r}; the file is corrupt or hand-edited)")
+                    if schema > SCHEMA_VERSION:
+                        raise InputError(f"track file '{path}', line {lineno}: schema {schema} is not one this "
                                          f"version reads (up to {SCHEMA_VERSION}; upgrade Posecast)")
                     meta = msg
                 elif kind == "pose":

@@ -19,7 +19,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import http_serving_part
+from conftest import as_mpegts, http_serving_part
 from PIL import Image
 
 from engines.errors import InputError
@@ -905,3 +905,17 @@ def test_an_mp4_with_its_index_at_the_end_from_a_server_without_ranges_says_why(
     assert message.startswith(f"{url} gave no frame: ") and "\n" not in message
     assert "if it is an MP4 or MOV file whose index (the 'moov' box) comes after its frames, it can only be read " \
            "from a server that takes range requests" in message and "+faststart" in message
+
+
+def test_an_mpegts_file_served_with_its_length_is_a_file(tmp_path: Path) -> None:
+    """An ordinary web server sends a .ts with its length but takes no range requests, so FFmpeg
+    finds no duration: the length says it is a file all the same, read whole, none dropped; cut
+    short, it is a dropped connection."""
+    clip = write_clip(tmp_path / "c.mp4", 320, 240, 90, fps=30.0)
+    data = as_mpegts(clip, tmp_path / "c.ts")
+    with http_serving_part(data, 1.0) as url, open_source(url, FAST) as src:
+        assert not src.info.live
+        frames = list(src.frames())
+    assert len(frames) + src.corrupt == 90 and len(frames) >= 88
+    with http_serving_part(data, 0.5) as url, pytest.raises(InputError, match="dropped after"):
+        read_all(url, FAST)

@@ -1039,3 +1039,29 @@ def test_an_interrupted_listen_that_recorded_nothing_says_so(tmp_path: Path) -> 
         f"interrupted (SIGINT); nothing recorded to '{rec}': no pose message was written (a file already there "
         f"was left as it was)")
     assert rec.read_text() == "an earlier recording\n"
+
+
+def test_a_quiet_publisher_still_answers_and_repeats_its_meta() -> None:
+    """No pose flows (a stream reconnecting, a pause in a replay): a subscriber that comes now
+    still gets the meta, and the meta still goes out every meta_interval_s."""
+    port = free_port()
+    publisher = Publisher(endpoint(port), meta_interval_s=0.3)
+    publisher.start("cam", sample_meta("cam"))
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"meta.")
+    sub.connect(endpoint(port))
+    metas = 0
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            publisher.tick()
+            while sub.poll(0):
+                topic, _ = sub.recv_multipart()
+                metas += topic == b"meta.cam"
+            time.sleep(0.02)
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+        publisher.close(linger_ms=0)
+    assert metas >= 4            # one for the subscription, then one every 0.3 s

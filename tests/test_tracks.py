@@ -284,6 +284,9 @@ def test_read_track_empty_missing_newer_schema_and_wrong_format(tmp_path: Path) 
     newer = dict(META, schema=99)
     with pytest.raises(InputError, match="schema 99"):
         read_track(write_lines(tmp_path / "new.jsonl", [json.dumps(newer)]))
+    no_schema = {k: v for k, v in META.items() if k != "schema"}
+    with pytest.raises(InputError, match=r"its meta has no valid schema number \(got None; the file is corrupt"):
+        read_track(write_lines(tmp_path / "old.jsonl", [json.dumps(no_schema)]))
     with pytest.raises(InputError, match=r"\.jsonl"):
         read_track(tmp_path / "t.csv")
 

@@ -102,6 +102,7 @@ class AVSource(Source):
         self._ahead_error: av.FFmpegError | None = None
         self._demux_ended = False
         self._last_pts: int | None = None       # the latest timestamp of a video packet read (stream units)
+        self._read_to = 0                       # bytes of the input its packets read so far reach to
         self._held_warnings = []
         if not live:
             self._read_ahead(LOOK_AHEAD_PACKETS)
@@ -166,6 +167,8 @@ class AVSource(Source):
                 break
             if packet.size and packet.pts is not None and (self._last_pts is None or packet.pts > self._last_pts):
                 self._last_pts = packet.pts
+            if packet.pos is not None and packet.pos >= 0:
+                self._read_to = max(self._read_to, packet.pos + packet.size)
             if packet.size and packet.is_corrupt:
                 # A packet the demuxer could only partly read (a truncated file, a lost network
                 # chunk): decoding it would yield a damaged picture or stall frame threads.
@@ -250,7 +253,7 @@ class AVSource(Source):
             return
         self._concealed += 1
         if self._concealed == 1:
-            at = f" ({av_frame.time:.3f} s)" if av_frame.time is not None else ""
+            at = f" ({av_frame.time:.3f} s)" if av_frame.time is not None and math.isfinite(av_frame.time) else ""
             self._warn("%s: frame %d%s was decoded from damaged data (the decoder filled in what was missing); "
                        "its pose may be wrong", self._what, index, at)
 

@@ -49,14 +49,20 @@ class StreamSource(AVSource):
         # file that happens to be remote: every frame is read, none dropped to keep up, and it
         # ends. A live one (a camera over RTSP) has no length and only stops when something went
         # wrong.
-        self._finite = bool(container.duration)
+        # An MPEG-TS file served with its length but without range requests has no duration
+        # (FFmpeg cannot seek to its end to find one): its size says it is a file all the same.
+        self._size = container.size if scheme in ("http", "https") and container.size > 0 else None
+        self._finite = bool(container.duration) or self._size is not None
         super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
                          reopened=reopened)
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count
-        # The count may be estimated from the duration: allow a little slack.
-        complete = expected is None or yielded + self.corrupt >= expected - max(2, expected // 50)
+        # The count may be estimated from the duration: allow a little slack. Without one, the
+        # bytes read against the stated length (a packet's position and size stop short of the
+        # end by headers and a last packet, no more).
+        complete = (expected is None or yielded + self.corrupt >= expected - max(2, expected // 50)) and (
+            self._size is None or self._read_to >= self._size - max(65_536, self._size // 50))
         if self._finite and complete:
             return
         raise InputError(f"stream {self._what} ended after {yielded} frames (the sender stopped "

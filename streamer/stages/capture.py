@@ -190,12 +190,13 @@ class CaptureStage:
                 self.timer.add("read", read_ms)
                 self._admit(frame, ring, out)
                 self.dropped = newest.dropped
-                self.reconnects = newest.reconnects
         finally:
             # The source is closed next, and must not be while the reader is inside it (closing a
             # container that another thread decodes from can crash the process).
             newest.quit.set()
             reader.join(timeout=2.0)
+            # Counted however the run ends: a reopen whose first frame never came is one too.
+            self.reconnects = newest.reconnects
 
 
 @dataclass

@@ -136,6 +136,8 @@ class OutputStage:
             while not self.control.abort.is_set():
                 msg = inbox.recv(POLL_MS)
                 if msg is None:
+                    if publisher is not None:
+                        publisher.tick()
                     continue
                 kind, body = msg
                 if kind == RESULT:
