@@ -14,7 +14,6 @@ import numpy as np
 from engines.crop import CropTransform
 from engines.errors import InputError
 from streamer.config import InferenceConfig, SourceConfig
-from streamer.sources import open_source
 
 
 def calibration_used(inference: InferenceConfig) -> bool:
@@ -28,6 +27,10 @@ def calibration_used(inference: InferenceConfig) -> bool:
 
 def calibration_crops(spec: str, config: SourceConfig, size: int, max_crops: int = 256) -> np.ndarray:
     """Up to `max_crops` (N, size, size, 3) uint8 crops spread over the source `spec`."""
+    # Here, not at the top: the infer stage asks `calibration_used` on every start, and reads
+    # a source only for a TensorRT int8 build.
+    from streamer.sources import open_source
+
     with open_source(spec, config) as src:
         total = src.info.frame_count
         step = max(1, (total or max_crops) // max_crops)

@@ -102,15 +102,17 @@ class Publisher:
         sent = {**message, "t_publish": round(time.time(), 6)}
         self.sock.send_multipart([self.pose_topic, encode(sent, self.encoding)], flags=zmq.NOBLOCK)
         self.sent += 1
-        if time.monotonic() - self._meta_sent > self.meta_interval_s:
-            self._send_meta()
+        self._send_meta_if_due()
 
     def tick(self) -> None:
         """While no pose is published (a stream reconnecting or stalled, a pause in a replay):
         new subscribers still get the meta, and it still goes out every `meta_interval_s`, so a
         subscriber can tell a quiet publisher from a missing one. Never blocks."""
         self._serve_subscriptions()
-        if self._meta is not None and time.monotonic() - self._meta_sent > self.meta_interval_s:
+        self._send_meta_if_due()
+
+    def _send_meta_if_due(self) -> None:
+        if time.monotonic() - self._meta_sent > self.meta_interval_s:
             self._send_meta()
 
     def _serve_subscriptions(self) -> None:

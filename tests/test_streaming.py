@@ -9,6 +9,7 @@ free by binding port 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -944,6 +946,34 @@ def test_meta_change_ignores_clock_fields_and_names_what_changed() -> None:
     assert meta_change(meta, {**meta, "joint_names": ["a"] * 17}) == "joint_names"
 
 
+@contextlib.contextmanager
+def publishing(source: str, every_s: float, poses: bool = True) -> Iterator[str]:
+    """A Publisher on a free port, in a thread: a pose every `every_s` (or, without `poses`,
+    only its meta, on subscription and every 2 s, as a quiet stream's). Yields its endpoint."""
+    port = free_port()
+    publisher = Publisher(endpoint(port))
+    stop = threading.Event()
+
+    def publish() -> None:
+        publisher.start(source, sample_meta(source))
+        seq = 0
+        while not stop.wait(every_s):
+            if poses:
+                publisher.publish(sample_pose(seq))
+                seq += 1
+            else:
+                publisher.tick()
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        yield endpoint(port)
+    finally:
+        stop.set()
+        thread.join(10)
+        publisher.close(linger_ms=0)
+
+
 @pytest.mark.parametrize("wanted, says", [
     ("pose.nosuchcam", " on topic 'pose.nosuchcam': the stream there is 'walk', whose poses come on topic 'pose.walk' "
                        "(give --topic pose.walk, or leave --topic out)"),
@@ -954,30 +984,10 @@ def test_listen_that_hears_a_stream_but_no_pose_says_why(wanted: str, says: str)
     topic it publishes on, or its silence, not 'is posecast run publishing there?'."""
     from streamer.listen import listen
 
-    port = free_port()
-    publisher = Publisher(endpoint(port))
-    stop = threading.Event()
-
-    def publish() -> None:
-        publisher.start("walk", sample_meta("walk"))
-        seq = 0
-        while not stop.wait(0.05):
-            if wanted == "pose.nosuchcam":          # the other case: a stream that sends no pose
-                publisher.publish(sample_pose(seq))
-                seq += 1
-            else:
-                publisher._serve_subscriptions()     # answers a subscription with the meta
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
-    try:
+    with publishing("walk", 0.05, poses=wanted == "pose.nosuchcam") as url:  # the other: a stream with no pose
         with pytest.raises(PosecastError) as exc:
-            listen(endpoint(port), wanted, None, None, 1.5, False, out=open(os.devnull, "w"))
-    finally:
-        stop.set()
-        thread.join(10)
-        publisher.close(linger_ms=0)
-    assert str(exc.value) == f"no pose messages from '{endpoint(port)}' in 1.5 s" + says
+            listen(url, wanted, None, None, 1.5, False, out=open(os.devnull, "w"))
+    assert str(exc.value) == f"no pose messages from '{url}' in 1.5 s" + says
 
 
 def test_replay_of_a_track_without_poses_says_so(tmp_path: Path) -> None:
@@ -998,32 +1008,17 @@ def test_listen_recording_into_a_pipe_waits_for_its_reader_without_timing_out(tm
 
     fifo, got = tmp_path / "rec.jsonl", []
     os.mkfifo(fifo)
-    port = free_port()
-    publisher = Publisher(endpoint(port))
-    stop = threading.Event()
-
-    def publish() -> None:
-        publisher.start("cam", sample_meta("cam"))
-        seq = 0
-        while not stop.wait(0.02):
-            publisher.publish(sample_pose(seq))
-            seq += 1
 
     def read_late() -> None:
         time.sleep(2.0)                                  # longer than listen's --timeout of 1 s
         with open(fifo, "rb") as f:
             got.extend(f)
 
-    threads = [threading.Thread(target=publish, daemon=True), threading.Thread(target=read_late, daemon=True)]
-    for thread in threads:
-        thread.start()
-    try:
-        rc = listen(endpoint(port), "pose.", fifo, 30, 1.0, False, out=open(os.devnull, "w"))
-    finally:
-        stop.set()
-        threads[0].join(10)
-        publisher.close(linger_ms=0)
-    threads[1].join(10)
+    reader = threading.Thread(target=read_late, daemon=True)
+    reader.start()
+    with publishing("cam", 0.02) as url:
+        rc = listen(url, "pose.", fifo, 30, 1.0, False, out=open(os.devnull, "w"))
+    reader.join(10)
     assert rc == 0 and len(got) == 1 + 30 and json.loads(got[0])["type"] == "meta"
 
 

@@ -179,18 +179,12 @@ class AVSource(Source):
                     self._discarded += 1           # edit-list trims: never meant to be shown
                 else:
                     self._packets += 1
-            for av_frame in self._decode(packet):
-                frame = self._to_frame(av_frame, index)
-                self._count_concealed(av_frame, index)
-                self._release_warnings()
+            for frame in self._decoded(packet, index):
                 yield frame
                 index += 1
         if read_error is not None:
             # The demuxer's end-of-stream flush packets never came: drain the decoder by hand.
-            for av_frame in self._decode(None):
-                frame = self._to_frame(av_frame, index)
-                self._count_concealed(av_frame, index)
-                self._release_warnings()
+            for frame in self._decoded(None, index):
                 yield frame
                 index += 1
         if self._concealed > 1:
@@ -209,6 +203,15 @@ class AVSource(Source):
             raise InputError(f"{self._what} gave no frame to track: {self._why_no_frames()}")
         self._release_warnings()
 
+
+    def _decoded(self, packet: av.Packet | None, index: int) -> Iterator[Frame]:
+        """The frames `packet` decodes to (None: what the decoder still holds), numbered from `index`."""
+        for av_frame in self._decode(packet):
+            frame = self._to_frame(av_frame, index)
+            self._count_concealed(av_frame, index)
+            self._release_warnings()
+            yield frame
+            index += 1
 
     def _why_no_frames(self) -> str:
         if self._discarded and not self.corrupt:
