@@ -102,7 +102,6 @@ class StopSignals:
     The exit code is then 128 + the signal's number, as `posecast track` gives. A signal that
     was ignored already stays ignored: `nohup posecast listen` must outlive its terminal."""
 
-    SIGNALS = STOP_SIGNALS
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -110,7 +109,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():    # only it may set handlers
-            for sig in self.SIGNALS:
+            for sig in STOP_SIGNALS:
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     self._old[sig] = signal.signal(sig, self._on_signal)
         return self

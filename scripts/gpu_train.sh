@@ -94,7 +94,7 @@ rm -rf "$work/gpu_smoke"
 timeout -k 10 120 "$py" "${gen[@]}" --count 20 --seed 999 --shard-size 20 --out "$work/gpu_smoke" >"$logs/smoke.log" 2>&1 &
 children=($!)
 if ! finish "${children[0]}"; then
-    [ -z "$stopped" ] || { stamp "stopped ($stopped) while checking that rendering works"; exit "$(stopped_code)"; }
+    go_on "while checking that rendering works"
     stamp "error: rendering failed here (OpenGL through EGL, or a package missing?); the end of $logs/smoke.log:"
     tail -5 "$logs/smoke.log"; exit 3
 fi

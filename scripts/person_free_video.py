@@ -22,7 +22,7 @@ import numpy as np
 from train.backgrounds import IMAGE_SUFFIXES
 from engines.files import input_overwritten, unwritable_reason
 from train.command import run_command
-from train.h264 import CONTAINERS, write_h264
+from train.h264 import not_a_video_name, write_h264
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if cannot is not None:
         print(f"person_free_video: error: cannot write '{args.output}': {cannot}", file=sys.stderr)
         return 2
-    if args.output.suffix.lower() not in CONTAINERS:
-        print(f"person_free_video: error: the output must be a video file ({', '.join(sorted(CONTAINERS))}; "
-              f"got '{args.output}')", file=sys.stderr)
+    not_video = not_a_video_name(args.output)
+    if not_video is not None:
+        print(f"person_free_video: error: {not_video}", file=sys.stderr)
         return 2
     photos = sorted(f for f in args.photos.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) \
         if args.photos.is_dir() else []

@@ -18,12 +18,13 @@ import numpy as np
 
 from engines.files import unwritable_reason
 from train.command import run_command
-from train.h264 import CONTAINERS, NoFrames, write_h264
+from train.h264 import NoFrames, not_a_video_name, write_h264
 
 
 def _cannot_write(out: Path) -> str | None:
-    if out.suffix.lower() not in CONTAINERS:
-        return f"the output must be a video file ({', '.join(sorted(CONTAINERS))}; got '{out}')"
+    not_video = not_a_video_name(out)
+    if not_video is not None:
+        return not_video
     reason = unwritable_reason(out)
     return None if reason is None else f"cannot write '{out}': {reason}"
 

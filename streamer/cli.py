@@ -477,7 +477,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 MAX_BENCH_CALLS = 100_000        # bench-network's --iters and --warmup
-DEFAULT_PORT = 5556              # listen's, where configs/pipeline.yaml publishes on any free port (0)
+DEFAULT_PORT = 5556              # listen's, should configs/pipeline.yaml publish on any free port (0), which no one can guess
 
 
 def cmd_bench_network(args: argparse.Namespace) -> int:

@@ -156,7 +156,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         ctx.term()
         raise InputError(f"cannot connect to '{endpoint}': {exc} (use tcp://HOST:PORT)") from None
     # meta is always wanted: it says what the pose messages mean (and subscribing asks for it).
-    sock.setsockopt(zmq.SUBSCRIBE, META_TOPIC.encode())
+    sock.setsockopt(zmq.SUBSCRIBE, protocol_topic(META_TOPIC))
     sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     stats = StreamStats()
     meta: dict[str, Any] | None = None

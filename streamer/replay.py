@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,21 +30,21 @@ def replay_clock(poses: list[dict]) -> str:
 
 
 def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, meta_interval_s: float,
-           announce: Callable[[str], None] | None = None) -> int:
+           announce: Callable[[str], None]) -> int:
     """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
+    `announce` is told the lines a user should see (where it publishes; how a signal ended it).
     Every line is checked before anything is published. A signal ends it as it ends `listen`
     (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
     from streamer.publish import Publisher
     from streamer.tracks import read_track
 
-    say = announce or (lambda line: print(f"posecast: {line}", file=sys.stderr))
     with StopSignals() as stop:
         meta, poses = read_track(track)
         _check_track(track, meta, poses)
         sent = 0
         pub = Publisher(endpoint, encoding, hwm, meta_interval_s)
         # Said once the track is known good and the port is ours: a bad one is its one error line.
-        say(f"replaying {track} on {pub.endpoint}")
+        announce(f"replaying {track} on {pub.endpoint}")
         try:
             pub.start(meta.get("source", track.stem), {**meta, "replay": True})
             # let subscribers that connect at start-up see the first messages
@@ -62,7 +61,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
     if stop.signum is None:
         return 0
     with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
-        say(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")
+        announce(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")
     return 128 + stop.signum
 
 

@@ -21,6 +21,7 @@ the batches the uninterrupted run would have seen. Plain `dataset[i]` uses a per
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import random
 from collections.abc import Sequence
@@ -109,21 +110,22 @@ def warp_matrix(a: np.ndarray, t: np.ndarray) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=1)
 def tracker_margin() -> float:
     """The margin the tracker puts around a person (configs/pipeline.yaml, `tracking.roi_margin`),
-    which an unaugmented crop of a real photo copies."""
+    which an unaugmented crop of a real photo copies. Read once: the config is parsed from YAML."""
     from streamer.config import load_pipeline_config
 
     return load_pipeline_config().tracking.roi_margin
 
 
 def real_crop_transform(box_points: np.ndarray, size: int, rng: np.random.Generator | None,
-                        augment: bool, margin: float | None = None) -> tuple[np.ndarray, np.ndarray, bool, int]:
+                        augment: bool) -> tuple[np.ndarray, np.ndarray, bool, int]:
     """The crop of a real photo: (a (2, 2), t (2,), flipped, cv2 border mode), with
     crop = a @ image + t in continuous pixel coordinates.
 
     A square of side extent x m around the keypoints' box (extent: its longer side), as the
-    tracker crops: m = `margin`, by default the tracker's (`tracking.roi_margin`, 1.35), centred,
+    tracker crops: m = the tracker's margin (`tracking.roi_margin`, 1.35), centred,
     upright without augmentation. With it: m ~ U(1.2, 1.6)
     (with probability 0.2 a far larger box, m ~ U(1.8, 4), the person small as in the full-frame
     search), a shift of up to 10 % of the side, a rotation of up to 25 degrees, a mirror (p 0.5),
@@ -143,7 +145,7 @@ def real_crop_transform(box_points: np.ndarray, size: int, rng: np.random.Genera
         flipped = bool(rng.random() < 0.5)
         border = cv2.BORDER_CONSTANT if rng.random() < 0.5 else cv2.BORDER_REPLICATE
     else:
-        side = extent * (tracker_margin() if margin is None else margin)
+        side = extent * tracker_margin()
     a, t = square_transform(centre, side, size, angle, flipped)
     return a, t, flipped, border
 
@@ -395,7 +397,6 @@ class RealDataset(_Augmented):
         self.records = list(records)
         self.input_size = int(input_size)
         self.augment = augment
-        self.margin = tracker_margin()      # read once: the config is parsed from YAML
         self.cut_fraction = float(cut_fraction)
         self._bytes: dict[int, np.ndarray] = {}        # the JPEG files (decoded per sample)
 
@@ -430,7 +431,7 @@ class RealDataset(_Augmented):
             border = cv2.BORDER_REPLICATE
             a, t = cut.transform(size, flipped)
         else:
-            a, t, flipped, border = real_crop_transform(box, size, rng, self.augment, self.margin)
+            a, t, flipped, border = real_crop_transform(box, size, rng, self.augment)
         image = self.load_image(i)
         crop = cv2.warpAffine(image, warp_matrix(a, t), (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=border, borderValue=(0, 0, 0))

@@ -849,7 +849,7 @@ def run(args: argparse.Namespace) -> int:
 
         synth_dirs = held_out_shard_dirs(expand_shard_dirs(args.synth_val))
         if json_path is not None:       # a --json naming a set's own file would destroy its labels
-            check_json_output(json_path, {f"{d}'s manifest": d / MANIFEST for d in synth_dirs})
+            refuse_json_over(json_path, {f"{d}'s manifest": d / MANIFEST for d in synth_dirs})
         synth_ds = SyntheticDataset(synth_dirs, input_size=cfg.input_size, augment=False,
                                     seed=0, cut_fraction=1.0 if args.cut else 0.0)
     if args.real2d:
@@ -857,7 +857,7 @@ def run(args: argparse.Namespace) -> int:
 
         real_dir = resolve_path(args.real2d)
         if json_path is not None:
-            check_json_output(json_path, {"the real set's labels": real_dir / "keypoints.json"})
+            refuse_json_over(json_path, {"the real set's labels": real_dir / "keypoints.json"})
         try:
             records = load_real2d(real_dir)
         except (FileNotFoundError, ValueError) as exc:
@@ -937,6 +937,14 @@ def check_json_output(path: Path, inputs: dict[str, Path | str | None]) -> None:
     reason = check_report_output(path, "--json", ".json", inputs, make_folders=True)
     if reason is not None:
         raise InputError(reason)
+
+
+def refuse_json_over(path: Path, inputs: dict[str, Path | str | None]) -> None:
+    """Only the overlap part of `check_json_output`, for inputs found after it ran (the sets'
+    own files): the rest of it was checked for the same path already."""
+    same = input_overwritten(path, inputs)
+    if same is not None:
+        raise InputError(f"--json '{path}' is also {same}; give another name")
 
 
 def write_json(path: Path, res: dict[str, Any]) -> None:

@@ -14,6 +14,13 @@ import numpy as np
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 
 
+def not_a_video_name(path: Path) -> str | None:
+    """Why `path` cannot name the video a script writes (its extension is no container here), or None."""
+    if Path(path).suffix.lower() in CONTAINERS:
+        return None
+    return f"the output must be a video file ({', '.join(sorted(CONTAINERS))}; got '{path}')"
+
+
 class NoFrames(ValueError):
     """The frames to encode were none: no file is written."""
 

@@ -51,6 +51,7 @@ from engines.files import check_writable_folder, make_folders, remove_if_empty
 from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
+from engines.stop_signals import STOP_SIGNALS
 from train.budget import Plan, StepPlanner
 from train.config import TrainConfig, load_train_config
 
@@ -387,7 +388,7 @@ class _StopFlag:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in STOP_SIGNALS:
             if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
                 continue
             try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.backends.base import BACKENDS, Backend, NetOutputs
-from engines.errors import BackendUnavailableError, ConfigError
+from engines.errors import BackendUnavailableError, ConfigError, PosecastError
 from engines.models import ModelArtifact
 
 if TYPE_CHECKING:
@@ -128,9 +128,8 @@ def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision
         return TorchBackend(model.checkpoint_path, device=choice.device, precision=precision, threads=threads)
     if choice.name == "tensorrt":
         from engines.backends.tensorrt_backend import TensorRTBackend
+        from engines.backends.tensorrt_import import one_line
         from engines.cache import cache_dir
-
-        from engines.errors import PosecastError
 
         engine = None
         try:
@@ -145,7 +144,7 @@ def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision
             # A parser that refuses the model, a CUDA and TensorRT that do not match (TypeError from
             # trt.Runtime), a GPU out of memory: the backend cannot start, and auto moves on.
             said = str(exc) if isinstance(exc, PosecastError) else f"{type(exc).__name__}: {exc}"
-            raise BackendUnavailableError(f"TensorRT could not start: {' '.join(said.split())[:300]}") from exc
+            raise BackendUnavailableError(f"TensorRT could not start: {one_line(said)[:300]}") from exc
         return engine
     raise BackendUnavailableError(f"unknown backend '{choice.name}' (choose from auto, {', '.join(BACKENDS)})")
 
