@@ -7,7 +7,8 @@
 # 40 min for stage 2, 85 min for stage 3, 70 min for stage 4, 65 min for stage 5, 55 min for
 # stage 6, 107 min for stage 9, 19 min for stage 10, 25-30 min each for stages 12 and 13 and
 # 23 min for stage 21; stages 22 to 24 took about 9 minutes on one H200 GPU with 16 cores;
-# stage 25c 20 min of rendering and 50 min of training on the two cores (docs/training.md).
+# stage 25c 20 min of rendering and 50 min of training on the two cores; stage 27 about 10 minutes
+# on one H100 GPU with 16 cores (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -118,9 +119,29 @@ if [ -f "$work/runs/gpu_long/model.pt" ]; then
         --out "$work/runs/cpu_rendered" --init-from "$work/runs/gpu_long/model.pt" --steps 7627
     evaluate "$work/runs/cpu_rendered" eval_mirrored.json --flip-test all
 fi
-# The shipped model, mirrored at test time: stage 25c's weights where they were made, else stage
-# 21's. Copy it to engines/weights/default.pt to make it the default.
-if [ -f "$work/runs/cpu_rendered/model.pt" ]; then
+# Stage 27: stage 25c trained twice more on a GPU, on people rendered there
+# (configs/train/gpu_next.yaml, seeds 4000 and up, then gpu_next2.yaml at half the learning rate on
+# those and seeds 4100 and up), at the step counts the recorded runs' time budgets set. GPU_PYTHON as
+# for stages 22-24.
+if [ -n "${GPU_PYTHON:-}" ] && [ -f "$work/runs/cpu_rendered/model.pt" ]; then
+    [ -f "$work/runs/gpu_next/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=4000 STEPS=6209 \
+        INIT="$work/runs/cpu_rendered/model.pt" \
+        bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_next" 90 300 configs/train/gpu_next.yaml
+    [ -f "$work/runs/gpu_next2/model.pt" ] || PYTHON="$GPU_PYTHON" POSECAST_WORK="$work" SEED_BASE=4100 STEPS=3217 \
+        bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_next2" 40 200 configs/train/gpu_next2.yaml
+    evaluate "$work/runs/gpu_next2" eval_mirrored.json --flip-test all
+fi
+# The shipped model, mirrored at test time: stage 28 (the average of stages 25c and 27) where stage
+# 27 was made, else stage 25c, else stage 21. Copy it to engines/weights/default.pt to make it the
+# default; it then needs its own temporal refiners (docs/training.md, "A learned temporal refiner").
+if [ -f "$work/runs/gpu_next2/model.pt" ]; then
+    $py -m train.ship --model "$work/runs/cpu_rendered/model.pt" --out "$work/stage25c.pt" --flip-test all \
+        --weights "stage 25c: stage 24 trained on this project's CPU machine on 84,800 people rendered here, $(date +%F), mirrored at test time"
+    $py -m train.ship --model "$work/runs/gpu_next2/model.pt" --out "$work/stage27.pt" --flip-test all \
+        --weights "stage 27: stage 25c trained twice more on a GPU machine, on 120,800 people rendered there, $(date +%F), mirrored at test time"
+    $py -m train.soup --models "$work/stage25c.pt" "$work/stage27.pt" --out "$work/default.pt" \
+        --weights "stage 28: the average of stage 25c and stage 27 (stage 25c trained twice more on a GPU machine, on 120,800 people rendered there), $(date +%F), mirrored at test time"
+elif [ -f "$work/runs/cpu_rendered/model.pt" ]; then
     $py -m train.ship --model "$work/runs/cpu_rendered/model.pt" --out "$work/default.pt" --flip-test all \
         --weights "stage 25c: stage 24 trained on this project's CPU machine on 84,800 people rendered here, $(date +%F), mirrored at test time"
 else
