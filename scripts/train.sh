@@ -103,7 +103,7 @@ if [ -n "${GPU_PYTHON:-}" ]; then
     evaluate "$work/runs/gpu_more" eval_mirrored.json --flip-test all
     evaluate "$work/runs/gpu_long" eval_mirrored.json --flip-test all
 fi
-# Stage 25c (the shipped weights): stage 24 trained further on the CPU, on 84,800 people rendered here
+# Stage 25c (shipped until stage 28): stage 24 trained further on the CPU, on 84,800 people rendered here
 # (two processes, seeds 6000 and 6001; about 20 minutes), 7,627 steps of 32 (about 50 minutes; the
 # count the recorded run's --time-budget 3000 set, though it held its peak learning rate to step 240
 # and this run decays from step 100). The recipe reads ../data/synth_cpu_6000 and 6001.
@@ -139,8 +139,11 @@ if [ -f "$work/runs/gpu_next2/model.pt" ]; then
         --weights "stage 25c: stage 24 trained on this project's CPU machine on 84,800 people rendered here, $(date +%F), mirrored at test time"
     $py -m train.ship --model "$work/runs/gpu_next2/model.pt" --out "$work/stage27.pt" --flip-test all \
         --weights "stage 27: stage 25c trained twice more on a GPU machine, on 120,800 people rendered there, $(date +%F), mirrored at test time"
-    $py -m train.soup --models "$work/stage25c.pt" "$work/stage27.pt" --out "$work/default.pt" \
+    mkdir -p "$work/runs/soup28"
+    $py -m train.soup --models "$work/stage25c.pt" "$work/stage27.pt" --out "$work/runs/soup28/model.pt" \
         --weights "stage 28: the average of stage 25c and stage 27 (stage 25c trained twice more on a GPU machine, on 120,800 people rendered there), $(date +%F), mirrored at test time"
+    evaluate "$work/runs/soup28" eval_mirrored.json
+    cp "$work/runs/soup28/model.pt" "$work/default.pt"
 elif [ -f "$work/runs/cpu_rendered/model.pt" ]; then
     $py -m train.ship --model "$work/runs/cpu_rendered/model.pt" --out "$work/default.pt" --flip-test all \
         --weights "stage 25c: stage 24 trained on this project's CPU machine on 84,800 people rendered here, $(date +%F), mirrored at test time"
