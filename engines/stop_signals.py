@@ -102,7 +102,6 @@ class StopSignals:
     The exit code is then 128 + the signal's number, as `posecast track` gives. A signal that
     was ignored already stays ignored: `nohup posecast listen` must outlive its terminal."""
 
-
     def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from fractions import Fraction
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 

@@ -25,9 +25,10 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import numpy as np
 
