@@ -9,7 +9,8 @@
 # Rendered images go to $POSECAST_WORK (default ../data beside the repository), synth_gpu_<seed>,
 # generator i seeded SEED_BASE + i (SEED_BASE default 1000; a later run takes another, so that it
 # renders other people, and its recipe names those folders). STEPS=N trains N steps instead of
-# TRAIN_S seconds (to repeat a recorded run). The run goes to
+# TRAIN_S seconds (to repeat a recorded run). While it renders, the training step is timed on the
+# GPU (STEP_BENCH, below). The run goes to
 # $POSECAST_WORK/runs/<the recipe's name>, started afresh unless RESUME=1. INIT=FILE starts it
 # from FILE instead of the recipe's init_from (for a machine that holds only what was carried to
 # it). CONFIG and INIT are found from the repository's root (as train.train reads them), else from
@@ -110,6 +111,18 @@ room=$(( $(left) - 150 ))
 before=$(count_images)
 children=()
 go_on "before rendering"
+# The GPU idles while the CPUs render: meanwhile the training step's arithmetics and layouts are
+# timed (train/step_bench.py) on one of the two cores the renderers leave. STEP_BENCH: auto (with
+# a CUDA GPU), 1 (also without) or 0 (never).
+bench="${STEP_BENCH:-auto}"
+if [ "$bench" = auto ]; then
+    "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && bench=1 || bench=0
+fi
+if [ "$bench" = 1 ]; then
+    timeout -k 5 "$render_s" "$py" -m train.step_bench --config "$config" --channels-last --steps 20 --rounds 3 \
+        >"$logs/step_bench.log" 2>&1 &
+    children+=($!)
+fi
 for i in $(seq 0 $((procs - 1))); do
     timeout -k 20 "$render_s" "$py" "${gen[@]}" --count 1000000 --seed $((seed_base + i)) --shard-size 200 \
         --out "$work/synth_gpu_$((seed_base + i))" >"$logs/render_$i.log" 2>&1 &
@@ -118,6 +131,10 @@ done
 for pid in "${children[@]}"; do finish "$pid"; done
 children=()
 go_on "while rendering; the shards finished are kept in $work"
+if [ "$bench" = 1 ]; then
+    stamp "the training step, timed while rendering (python -m train.step_bench; cut off where rendering ended first):"
+    grep -E "ms/step|crops, on|error" "$logs/step_bench.log"
+fi
 images=$(count_images)
 new=$(( images - before ))
 stamp "rendered $new images in $render_s s with $procs process$([ "$procs" -eq 1 ] || echo es) ($(( new / render_s )) images/s; $images in synth_gpu_$seed_base.. in all)"

@@ -139,9 +139,12 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
                       + "val_samples: 8\n")
     out = tmp_path / "out"
     r = run_script("gpu_train.sh", str(pack), str(out), "20", "6", str(recipe),
-                   env={"POSECAST_WORK": str(work), "INIT": "engines/weights/default.pt"})
+                   env={"POSECAST_WORK": str(work), "INIT": "engines/weights/default.pt", "STEP_BENCH": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rendering works" in r.stdout and "trained" in r.stdout and "% of the time waiting for data" in r.stdout
+    # The step's timing ran beside the renderers (here on the CPU, forced; by default only with a
+    # GPU) and says at least what it ran on before rendering's end cut it off.
+    assert "the training step, timed while rendering" in r.stdout and "batch 8 of 128 px crops, on CPU" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "data.json", "log.jsonl", "logs.tgz", "model.pt"]
     rendered = json.loads((out / "data.json").read_text())["synthetic"]
     assert rendered["images"] > 0 and all(Path(f).name.startswith("synth_gpu_1") for f in rendered["folders"])

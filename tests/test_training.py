@@ -310,6 +310,117 @@ def test_a_resume_with_a_new_learning_rate_uses_it(data: dict[str, Path], tmp_pa
         train(fast, tmp_path / "resumed", progress=False)
 
 
+def test_the_loss_window_sums_as_python_floats_and_names_the_first_non_finite_step() -> None:
+    """The loop's sums stay on the device between log lines; they must read as the Python sums
+    of the values it logged before, and a non-finite loss must be reported with its step."""
+    from train.step import LOSS_PARTS, LossWindow, TrainingDiverged
+
+    rng = np.random.default_rng(0)
+    rows = rng.random((7, len(LOSS_PARTS)), dtype=np.float32) * 5
+    window = LossWindow(torch.device("cpu"))
+    for step, row in enumerate(rows, 1):
+        window.add(torch.from_numpy(row), step)
+    window.check()
+    means = window.means()
+    for i, name in enumerate(LOSS_PARTS):
+        assert means[name] == sum(float(v) for v in rows[:, i]) / len(rows)      # to the last bit
+
+    for step, total in ((8, 1.0), (9, float("nan")), (10, float("inf"))):
+        window.add(torch.tensor([total, 0.5, 0.01, 0.0, 0.0]), step)
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 9 \(2D 0.5, 3D 0.01, negatives 0\); "
+                                              r"lower optim.lr"):
+        window.check()
+    window.reset()
+    window.add(torch.ones(len(LOSS_PARTS)), 11)
+    window.check()
+    assert window.means()["loss"] == 1.0
+
+
+def test_a_diverged_run_stops_before_keeping_its_weights(data: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-finite loss at step 5 is found at the next log line (step 6, every second step here),
+    before the checkpoint of that step: last.pt keeps step 4's finite weights, and the command
+    says what happened and what to do in one line, exit code 1."""
+    import train.step as step_module
+    from train.train import LAST, main
+
+    real = step_module.step_losses
+    calls = {"n": 0}
+
+    def fail_at_five(net, batch, setup):
+        loss, parts = real(net, batch, setup)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            loss = loss * float("nan")
+            parts = parts.clone()
+            parts[0] = float("nan")
+        return loss, parts
+
+    monkeypatch.setattr(step_module, "step_losses", fail_at_five)
+    path = recipe(data, tmp_path, log_every="2", checkpoint_every="2", val_every="0")
+    out = tmp_path / "run"
+    assert main(["--config", str(path), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m train.train: error: the loss is nan at step 5 (2D ")
+    assert "lower optim.lr and run the same command again" in err[-1]
+    saved = torch.load(out / LAST, map_location="cpu", weights_only=True)
+    assert saved["training"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    assert not (out / "model.pt").exists()
+
+
+def test_bf16_trains_and_fp32_is_the_default(data: dict[str, Path], tmp_path: Path) -> None:
+    """precision: bf16 runs the forward pass under bfloat16 autocast (here on the CPU, as it would
+    on a GPU), with float32 weights, and restores the process-wide TF32 switches after."""
+    from train.train import train
+
+    assert load_train_config(recipe(data, tmp_path)).precision == "fp32"
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cfg = load_train_config(recipe(data, tmp_path, name="bf16", precision="bf16", val_every="0",
+                                   optim="\n  batch_size: 4\n  steps: 4\n  lr: 0.003\n  warmup_steps: 1"))
+    summary = train(cfg, tmp_path / "bf16", progress=False)
+    assert summary["final"] and (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    log = [json.loads(line) for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    weights = _weights(tmp_path / "bf16" / "model.pt")
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+    with pytest.raises(ConfigError, match="precision"):
+        load_train_config(recipe(data, tmp_path, name="fp16", precision="fp16"))
+
+    from engines.network import build_network
+    from train.step import autocast_for
+    net = build_network(cfg.model_config())
+    image = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
+    for precision, dtype in (("bf16", torch.bfloat16), ("tf32", torch.float32), ("fp32", torch.float32)):
+        with autocast_for(precision, torch.device("cpu")):
+            assert net.forward_logits(image)[0].dtype == dtype, precision
+
+
+def test_the_step_benchmark_times_every_variant_and_refuses_bad_counts(data: dict[str, Path], tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from train.step_bench import main
+
+    path = recipe(data, tmp_path)
+    report = tmp_path / "steps.json"
+    assert main(["--config", str(path), "--device", "cpu", "--steps", "2", "--rounds", "2", "--warmup", "1",
+                 "--channels-last", "--threads", "1", "--json", str(report)]) == 0
+    got = json.loads(report.read_text())
+    assert [t["variant"] for t in got["timings"]] == ["fp32, read every step", "fp32", "tf32", "bf16",
+                                                      "fp32, NHWC", "tf32, NHWC", "bf16, NHWC"]
+    assert got["batch"] == 4 and all(t["ms_per_step"] > 0 and len(t["ms_per_step_rounds"]) == 2
+                                     for t in got["timings"])
+    out = capsys.readouterr().out
+    assert "batch 4 of 64 px crops, on CPU, 1 thread," in out and "bf16, NHWC" in out
+
+    assert main(["--config", str(path), "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "python -m train.step_bench: error: --steps must be at least 1 (got 0)"
+    assert main(["--config", str(path), "--device", "cpu", "--steps", "1", "--rounds", "1", "--warmup", "0",
+                 "--precision", "fp32", "--json", str(tmp_path / "no" / "such" / "x.json")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
 def test_a_checkpoint_from_before_a_model_key_existed_resumes(data: dict[str, Path], tmp_path: Path) -> None:
     """last.pt files written before `flip_test` existed lack the key: the default fills it in.
     A different network is still refused."""

@@ -15,7 +15,7 @@ The run folder (`runs/<name>` unless `--out`):
 - `model.pt`: at the end, the trained network (engines.model_file.save_checkpoint).
 
 BatchNorm: the network is in train mode for the optimiser steps, eval mode for validation.
-Exit codes: 0 done; 2 bad recipe or data; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
+Exit codes: 0 done; 1 the loss was not finite (train/step.py); 2 bad recipe or data; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
 SIGHUP (each after writing last.pt).
 """
 
@@ -444,9 +444,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
            announce: Callable[[str], None] | None, time_budget_s: float | None) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL, make_loader
+    from train.datasets import make_loader
     from train.evaluate import TorchPredictor, quick_metrics
-    from train.losses import loss_2d, loss_3d, loss_negative, loss_twin, offsets_target, soft_label_targets
+    from train.step import LossWindow, StepSetup, autocast_for, build_optimizer, step_losses, tf32_for, to_device
 
     say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     torch.set_num_threads(cfg.threads)
@@ -459,13 +459,10 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
 
     device = torch.device(resolve_device(cfg.device))
     net = build_network(mcfg).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     frozen = frozen_modules(net) if cfg.freeze_2d else []
-    decay, no_decay = [], []
-    for name, p in net.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)      # no weight decay on BN and biases
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
+    opt = build_optimizer(net, cfg.optim)
     o = cfg.optim
     # The schedule reads these at every step: a time-budgeted run sets them when it has planned.
     budgeted = time_budget_s is not None
@@ -517,9 +514,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
         f"folders, {matched['real']['train']} real photos, "
         f"{len(matched.get('negatives', {}).get('photos', []))} background photos for person-free crops")
 
-    roots = mcfg.root_indices
-    flip_order = mcfg.skeleton.flip_permutation
-    grid, size = mcfg.grid_size, mcfg.input_size
+    setup = StepSetup(grid=mcfg.grid_size, size=mcfg.input_size, roots=tuple(mcfg.root_indices),
+                      flip_order=tuple(mcfg.skeleton.flip_permutation), loss=cfg.loss)
     planner = StepPlanner(time_budget_s, start) if budgeted and plan is None else None
     total = schedule["total"]           # _UNPLANNED until a budgeted run has planned
     end = total if stop_after is None else min(total, stop_after)
@@ -535,14 +531,14 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
     # The loader's batches are drawn lazily, so an unplanned run's can run to _UNPLANNED.
     loader = make_loader(data.synth, data.real, cfg.data.real_fraction if data.real is not None else 0.0,
                          o.batch_size, cfg.num_workers, cfg.seed, total, start_step=start,
-                         negative_ds=data.negative,
+                         pin_memory=device.type == "cuda", negative_ds=data.negative,
                          negative_fraction=cfg.data.negative_fraction if data.negative is not None else 0.0)
     with open(log_path, "a", buffering=1) as log:
         bar = tqdm(total=None if planner else total, initial=start, disable=progress is not True, unit="step",
                    dynamic_ncols=True, desc=cfg.run_name, file=sys.stderr)
         step = start
-        window: dict[str, float] = {"loss": 0.0, "loss_2d": 0.0, "loss_3d": 0.0, "loss_neg": 0.0, "loss_twin": 0.0,
-                                    "n": 0, "images": 0, "wait": 0.0}
+        losses = LossWindow(device)
+        window: dict[str, float] = {"images": 0, "wait": 0.0}
         t_window = t_budget = time.perf_counter()
         rate = 0.0
         val: dict[str, Any] | None = None
@@ -559,35 +555,18 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
         interrupted = hard = False
         it = None
         try:
-            with _StopFlag() as flag:
+            with _StopFlag() as flag, tf32_for(cfg.precision):
                 set_train_mode(net, frozen)
                 it = iter(loader)
                 while step < end:
                     t_wait = time.perf_counter()
                     batch = next(it)
-                    # Time spent waiting for the loaders, apart from the step (whose loss.item()
-                    # waits for the GPU): it tells a loader-bound run from a compute-bound one.
+                    # Time spent waiting for the loaders, apart from the step: it tells a
+                    # loader-bound run from a compute-bound one.
                     window["wait"] += time.perf_counter() - t_wait
-                    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                    image = batch["image"]
-                    logits, offsets = net.forward_logits(image)
-                    targets = soft_label_targets(batch["joints_2d"], grid, size)
-                    # The soft labels clamp a joint outside the crop to the border cell nearest it.
-                    mask_2d = batch["mask_2d"] + cfg.loss.w_edge * batch["edge_2d"] if cfg.loss.w_edge else batch["mask_2d"]
-                    l2 = loss_2d(logits, targets, mask_2d,
-                                 either_side=(batch["source"] == SOURCE_REAL) if cfg.loss.real_either_side else None,
-                                 flip_permutation=flip_order)
-                    l3 = loss_3d(offsets, offsets_target(batch["joints_3d"], roots), batch["has_3d"])
-                    ln = loss_negative(logits, batch["source"] == SOURCE_NEGATIVE)
-                    loss = cfg.loss.w2d * l2 + cfg.loss.w3d * l3 + cfg.loss.w_neg * ln
-                    if cfg.loss.w_twin > 0:
-                        lt = loss_twin(logits, targets, batch["mask_2d"], flip_order)
-                        loss = loss + cfg.loss.w_twin * lt
-                        window["loss_twin"] += lt.item()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1} "
-                                                 f"(2D {l2.item():.4g}, 3D {l3.item():.4g}, negatives "
-                                                 f"{ln.item():.4g}); lower optim.lr")
+                    batch = to_device(batch, device)
+                    with autocast_for(cfg.precision, device):
+                        loss, parts = step_losses(net, batch, setup)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if o.grad_clip is not None:
@@ -597,21 +576,17 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
                     sched.step()
                     step += 1
 
-                    window["loss"] += loss.item()
-                    window["loss_2d"] += l2.item()
-                    window["loss_3d"] += l3.item()
-                    window["loss_neg"] += ln.item()
-                    window["n"] += 1
-                    window["images"] += int(image.shape[0])
+                    losses.add(parts, step)
+                    window["images"] += int(batch["image"].shape[0])
                     bar.update(1)
                     if step % cfg.log_every == 0 or step == end:
+                        losses.check()
+                        means = losses.means()
+                        if cfg.loss.w_twin <= 0:
+                            del means["loss_twin"]
                         dt = time.perf_counter() - t_window
                         rate = window["images"] / dt if dt > 0 else 0.0
-                        n = window["n"]
-                        record = {"step": step, "loss": window["loss"] / n, "loss_2d": window["loss_2d"] / n,
-                                  "loss_3d": window["loss_3d"] / n, "loss_neg": window["loss_neg"] / n,
-                                  **({"loss_twin": window["loss_twin"] / n} if cfg.loss.w_twin > 0 else {}),
-                                  "lr": lr_used, "img_per_s": rate,
+                        record = {"step": step, **means, "lr": lr_used, "img_per_s": rate,
                                   "data_wait": min(window["wait"] / dt, 1.0) if dt > 0 else 0.0,
                                   "time": time.time()}
                         log.write(json.dumps(record) + "\n")
@@ -625,6 +600,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
                                 f"3D {record['loss_3d']:.5f} m^2, negatives {record['loss_neg']:.4f}{twin}), "
                                 f"lr {lr_used:.3g}, {rate:.1f} img/s, {100 * record['data_wait']:.0f}% waiting for data")
                         window = {k: 0 for k in window}
+                        losses.reset()
                         t_window = time.perf_counter()
                         made = planner.mark(t_window - t_budget, step) if planner else None
                         if made is not None:
@@ -638,10 +614,12 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
                             say(f"time budget {plan.budget_s:g} s: {plan.steps_per_s:.2f} steps/s measured, so "
                                 f"{total} steps in all; the learning rate decays from step {step}")
                     if cfg.val_every and step % cfg.val_every == 0 and step < total:
+                        losses.check()
                         val = validate()
                         bar.write(f"{PROG}: step {step}: " + _format_quick(val))
                         t_window = time.perf_counter()
                     if step % cfg.checkpoint_every == 0 or step == end:
+                        losses.check()
                         save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
                     if flag.signal is not None:
                         interrupted = True
@@ -659,6 +637,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
                 loader.close()
         if interrupted:
             if not hard and step > start:
+                losses.check()
                 save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
             of = f" of {total}" if total != _UNPLANNED else ""
             exc = TrainingInterrupted(f"interrupted at step {step}{of}; {last} holds step "
