@@ -161,6 +161,58 @@ def test_a_complete_file_whose_audio_runs_on_or_whose_time_starts_late_is_whole(
         assert (len(frames), corrupt) == (60, 0), name
 
 
+@pytest.mark.parametrize("fmt, codec", [("matroska", "libx264"), ("matroska", "mpeg4"), ("webm", "libvpx"),
+                                        ("flv", "flv")])
+def test_frames_a_damaged_middle_took_are_counted(tmp_path: Path, fmt: str, codec: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Matroska, WebM and FLV demuxers skip damaged data to the next place they can read, with no
+    error: the frames in between are gone, and only their timestamps (or, where the damage runs to
+    the end of the video, the stated duration) say so."""
+    whole = _noise_clip(tmp_path / f"whole.{fmt}", fmt, codec)
+    data = bytearray(whole.read_bytes())
+    start, length = int(len(data) * 0.45), len(data) // 5
+    data[start:start + length] = bytes(length)
+    damaged = tmp_path / f"damaged.{fmt}"
+    damaged.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(damaged)
+    assert 0 < len(frames) < 60 and len(frames) + corrupt == 60
+    assert re.search(r"no frame between [\d.]+ s and [\d.]+ s, where about \d+ were due at 30 fps \(the file is "
+                     r"damaged there, or its recording skipped them\)|ended at .* early", caplog.text), caplog.text
+
+
+def _clip_at_times(path: Path, ticks: list[int], rate: int = 30) -> Path:
+    """A Matroska clip whose frames come at `ticks` (in 1/`rate` s)."""
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("mpeg4", rate=rate)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i, tick in enumerate(ticks):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 7 * i % 250, np.uint8), format="bgr24")
+            frame.pts = tick
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return path
+
+
+def test_a_gap_in_a_steady_recording_is_counted_and_a_variable_rate_is_left_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A recording at a steady rate with no frames for a third of a second has lost them (or its
+    recorder skipped them): counted, with both causes said. A variable-rate recording's gaps are
+    its own."""
+    steady = _clip_at_times(tmp_path / "steady.mkv", list(range(30)) + list(range(40, 70)))
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(steady)
+    assert (len(frames), corrupt) == (60, 10)
+    assert "no frame between 0.97 s and 1.33 s, where about 10 were due at 30 fps" in caplog.text
+    caplog.clear()
+    rng = np.random.default_rng(0)
+    ticks = np.cumsum(rng.integers(1, 4, 40)).tolist()
+    ticks += [ticks[-1] + 15 + k for k in range(10)]
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(_clip_at_times(tmp_path / "variable.mkv", ticks))
+    assert (len(frames), corrupt) == (50, 0) and "no frame between" not in caplog.text
+
+
 def test_a_file_with_no_complete_frame_is_one_error_and_no_warnings(tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     data = _noise_clip(tmp_path / "whole.webm", "webm", "libvpx").read_bytes()

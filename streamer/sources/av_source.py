@@ -169,6 +169,8 @@ class AVSource(Source):
                 self._last_pts = packet.pts
             if packet.pos is not None and packet.pos >= 0:
                 self._read_to = max(self._read_to, packet.pos + packet.size)
+            if packet.size and not packet.is_discard:
+                self._on_packet(packet)
             if packet.size and packet.is_corrupt:
                 # A packet the demuxer could only partly read (a truncated file, a lost network
                 # chunk): decoding it would yield a damaged picture or stall frame threads.
@@ -309,6 +311,9 @@ class AVSource(Source):
         # it. (Not np.rot90's view: the ring's copy of it goes element by element, about 7 times
         # slower than cv2.rotate at 1080p.)
         return cv2.rotate(image, CV2_TURNS[self._quarter_turns])
+
+    def _on_packet(self, packet: av.Packet) -> None:
+        """A packet of the video stream, before it is decoded."""
 
     def _on_end(self, yielded: int) -> None:
         """The demuxer reached the end of the input."""

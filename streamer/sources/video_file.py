@@ -15,6 +15,9 @@ from streamer.sources.base import error_reason
 log = logging.getLogger(__name__)
 
 SHORT_END_SLACK = 2            # frames a file with a stated duration may end early by, unreported
+REGULAR_GAP = 0.10             # a file's first frames come at one rate if most of their gaps agree within this
+REGULAR_SHARE = 0.8            # "most": a gap of damage among the first frames leaves the rest regular
+MISSING_GAP = 1.5              # a gap of more frame periods than this between packets: frames are missing
 
 
 class VideoFileSource(AVSource):
@@ -67,6 +70,40 @@ class VideoFileSource(AVSource):
         # a file whose video ends well before it was cut short. (Other formats' durations are
         # FFmpeg's estimates from the file as it is, truncated or not.)
         self._stated_end = None if self._exact_count is not None else _stated_video_end(container, self._stream)
+        # A Matroska or FLV demuxer that meets damaged data skips to the next place it can read,
+        # without an error: the frames in between are gone, and only the timestamps show it. A
+        # file whose first frames came at one rate is taken to keep it (the frame rate it gives
+        # says that too), so that a later gap in its timestamps counts as frames missing. An MP4's
+        # index lists every frame, so a gap there is the recording's own.
+        self._gap_period = self._regular_period() if self._exact_count is None else None
+        self._last_dts: int | None = None
+
+    def _regular_period(self) -> float | None:
+        """The seconds between frames, where the packets read ahead come that regularly."""
+        tb = self._stream.time_base
+        times = sorted({float(p.pts * tb) for p in self._ahead if p.pts is not None and tb})
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        if len(gaps) < 8 or not self.info.fps:
+            return None
+        period = 1.0 / self.info.fps
+        regular = sum(abs(g / period - 1.0) <= REGULAR_GAP for g in gaps)
+        return period if regular >= REGULAR_SHARE * len(gaps) else None
+
+    def _on_packet(self, packet: av.Packet) -> None:
+        if self._gap_period is None or packet.dts is None:
+            return
+        last, self._last_dts = self._last_dts, packet.dts
+        if last is None or packet.dts <= last:
+            return
+        tb = self._stream.time_base
+        gap = float((packet.dts - last) * tb)
+        if gap <= MISSING_GAP * self._gap_period:
+            return
+        missing = round(gap / self._gap_period) - 1
+        self.corrupt += missing
+        self._warn("%s: no frame between %.2f s and %.2f s, where about %d were due at %.4g fps (the file is "
+                   "damaged there, or its recording skipped them)", self._what, float(last * tb),
+                   float(packet.dts * tb), missing, 1.0 / self._gap_period)
 
     def _on_end(self, yielded: int) -> None:
         self._check_complete(yielded)
