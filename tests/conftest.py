@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import subprocess
 from pathlib import Path
 from typing import Iterator
 

@@ -137,7 +137,7 @@ def test_frames_without_any_time_are_not_filtered() -> None:
 def _squeezed(stage: AlignStage, n: int, squeeze: range) -> list[ResultPacket]:
     """A still person 3 m away whose 2D joints shrink to a tenth in `squeeze`, as when they are
     mostly outside the frame and the network draws the whole skeleton in the part it sees."""
-    joints, roots = stage.num_joints, stage.num_roots
+    joints = stage.num_joints
     pose = np.random.default_rng(2).normal(0.0, 0.3, (joints, 3))
     pose -= pose[0]
     offsets = pose[None] - pose[list(stage.aligner.roots)][:, None]

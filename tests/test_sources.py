@@ -700,6 +700,35 @@ def test_an_empty_input_and_a_folder_named_by_digits(tmp_path: Path, monkeypatch
         assert isinstance(src, ImageFolderSource)
 
 
+def test_a_tiff_of_floats_is_read_as_8_bits(tmp_path: Path) -> None:
+    """A grey TIFF of 32-bit floats (as scientific and HDR tools write) passes the header check,
+    and OpenCV's colour decoding refuses it: it is read as stored and brought to 8 bits."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (48, 1))
+    Image.fromarray(ramp, mode="F").save(tmp_path / "ramp.tif")
+    Image.fromarray(ramp * 255.0, mode="F").save(tmp_path / "ramp255.tif")
+    for name in ("ramp.tif", "ramp255.tif"):
+        with ImageFolderSource(str(tmp_path / name)) as src:
+            (frame,) = list(src.frames())
+        assert frame.image.shape == (48, 64, 3) and frame.image.dtype == np.uint8 and src.corrupt == 0
+        np.testing.assert_array_equal(frame.image[:, :, 0], frame.image[:, :, 2])
+        assert frame.image[0, 0, 0] == 0 and frame.image[0, -1, 0] == 255
+        assert abs(int(frame.image[0, 32, 1]) - round(255 * 32 / 63)) <= 1
+
+
+def test_as_bgr8_takes_what_opencv_decodes_as_stored() -> None:
+    from streamer.sources.images import as_bgr8
+
+    grey16 = np.full((4, 5), 0x8180, np.uint16)
+    assert (as_bgr8(grey16) == 0x81).all() and as_bgr8(grey16).shape == (4, 5, 3)
+    bgra = np.zeros((4, 5, 4), np.uint8)
+    bgra[..., 2], bgra[..., 3] = 200, 255
+    assert as_bgr8(bgra).shape == (4, 5, 3) and (as_bgr8(bgra)[..., 2] == 200).all()
+    odd = np.array([[np.nan, np.inf, -1.0, 300.0]], np.float32)
+    assert as_bgr8(odd)[0, :, 0].tolist() == [0, 255, 0, 255]
+    assert as_bgr8(None) is None and as_bgr8(np.zeros((2, 2), np.int32)) is None
+    assert as_bgr8(np.zeros((2, 2, 2), np.uint8)) is None
+
+
 def test_a_reopen_repeats_no_start_up_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     """A `--loop` restart or a reconnect opens the input again: what was said at start-up (a

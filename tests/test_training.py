@@ -1401,6 +1401,10 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     assert main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",
                  "--detect-score", "0.05", "--no-progress", "--json", str(tmp_path / "again.json")]) == 0
     assert json.loads((tmp_path / "again.json").read_text())["negative"] == res["negative"]
+    # --limit caps the other sets; the person-free crops are as many as --negatives asks.
+    assert main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7", "--limit", "2",
+                 "--detect-score", "0.05", "--no-progress", "--json", str(tmp_path / "limited.json")]) == 0
+    assert json.loads((tmp_path / "limited.json").read_text())["negative"] == res["negative"]
     capsys.readouterr()
 
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(tmp_path / "nowhere"), "--no-progress"])

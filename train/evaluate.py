@@ -498,7 +498,9 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
     """All metrics of one model on the given validation sets (any may be None). Every set also
     gets the tracker's score statistics ("score") at `detect_score` (None: the pipeline's);
     for the person-free crops of `negative_ds` that is all there is: "detected" is then the
-    false-detection rate. Every decoding uses `window` (None: the pipeline's)."""
+    false-detection rate. `limit` caps the synthetic and real sets, not the person-free crops,
+    which `negative_ds` makes as many as asked for. Every decoding uses `window` (None: the
+    pipeline's)."""
     from tqdm import tqdm
 
     pipeline_score, pipeline_window = pipeline_scoring()
@@ -509,7 +511,8 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
     cells = window_cells(window, cfg.input_size, cfg.grid_size)
     sets = [(key, ds) for key, ds in (("synthetic", synth_ds), ("real", real_ds), ("negative", negative_ds))
             if ds is not None]
-    plan = {key: spread_indices(len(ds), limit) for key, ds in sets}
+    # The person-free crops were made as many as asked for (--negatives): a limit is not theirs.
+    plan = {key: spread_indices(len(ds), None if key == "negative" else limit) for key, ds in sets}
     results: dict[str, Any] = {"pck_threshold": PCK_THRESHOLD, "torso": list(TORSO), "methods": list(methods),
                                "window": window, "window_cells": cells}
     with tqdm(total=sum(len(v) for v in plan.values()), disable=not progress, unit="img", file=sys.stderr,
@@ -796,7 +799,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(as a webcam at a desk sees them; rendered people small in their image stay whole): "
                         "PCK counts the joints in the crop, MPJPE all of them")
     p.add_argument("--align", nargs="+", choices=METHODS, default=list(METHODS), help="alignment methods (default all)")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N samples per set, spread evenly (not the person-free crops: --negatives sets those)")
     p.add_argument("--per-root", action="store_true", help="also each root's own offset error before alignment")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="crops per network call, 1 to 256 (default 32)")
     p.add_argument("--threads", type=int, default=0,

@@ -204,6 +204,10 @@ class ImageFolderSource(Source):
         except OSError:
             return None
         image = cv2.imdecode(data, flags) if data.size else None
+        if image is None and flags == cv2.IMREAD_COLOR and data.size:
+            # OpenCV's colour path refuses samples it cannot convert (a TIFF of 32-bit floats,
+            # as scientific and HDR tools write); read as stored, they can be brought to 8 bits.
+            image = as_bgr8(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             return None
         h, w = image.shape[:2]
@@ -245,3 +249,24 @@ class ImageFolderSource(Source):
 
     def close(self) -> None:
         pass                                 # nothing held open between frames
+
+
+def as_bgr8(image: np.ndarray | None) -> np.ndarray | None:
+    """An image decoded as stored, as 8-bit BGR: floats of 0-1 (or of 0-255, where any is above 1)
+    scaled and clipped, 16-bit integers cut to their high byte, grey and alpha dropped to three
+    channels; None where it is none of those."""
+    if image is None or image.ndim not in (2, 3) or image.size == 0:
+        return None
+    if image.dtype.kind == "f":
+        finite = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if float(finite.max()) <= 1.0 else 1.0
+        image = np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        return None
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image if image.shape[2] == 3 else None
