@@ -9,6 +9,11 @@ JSONL and CSV are flushed after every frame: if the process is killed, the frame
 processed are on disk (flushed to the operating system, not fsync'ed: a kernel crash can still
 lose the tail). NPZ cannot be appended to, so it is written once, on close, atomically.
 
+A named pipe written from a live source never holds the run back: a reader slower than the
+stream gets whole frames left out (counted and said), as the live capture leaves out stale
+frames, rather than slowing every other output and subscriber to its pace. From a file, every
+frame waits for the reader.
+
 A file is made (or replaced) only once it has a frame to hold: a run that ends before its first
 frame leaves whatever was at the path as it was. Whether it can be written is checked when the
 writer is opened.
@@ -23,6 +28,7 @@ import json
 import logging
 import math
 import os
+import select
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -43,6 +49,8 @@ TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
 
 FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
 FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
+BEHIND_CAP_BYTES = 256 * 1024   # a live pipe's lines waiting for a slow reader (~2 s of poses at 30 fps)
+CLOSE_WAIT_S = 5.0          # at the end, how long a live pipe's waiting lines wait for its reader
 
 
 class ReaderWaitStopped(Exception):
@@ -57,10 +65,11 @@ def _write_error(path: Path, err: OSError) -> InputError:
     return InputError(f"cannot write track file '{path}': {err.strerror or err} ({write_hint(err)})")
 
 
-def _open_to_stream(path: Path, cancelled: Callable[[], bool]) -> IO[bytes]:
+def _open_to_stream(path: Path, cancelled: Callable[[], bool], live: bool = False) -> IO[bytes]:
     """`path` opened to write as it goes (unbuffered). A named pipe opens only once a program
     opens it to read; it is waited for, said after a second, until `cancelled()` (the run was
-    stopped), rather than blocking in open() where no stop can reach."""
+    stopped), rather than blocking in open() where no stop can reach. A `live` run's pipe stays
+    non-blocking (its writes return None where the pipe is full)."""
     if not path.is_fifo():
         return open(path, "wb", buffering=0)
     started, said = time.monotonic(), False
@@ -77,7 +86,7 @@ def _open_to_stream(path: Path, cancelled: Callable[[], bool]) -> IO[bytes]:
                 said = True
             time.sleep(FIFO_POLL_S)
             continue
-        os.set_blocking(fd, True)
+        os.set_blocking(fd, not live)
         return os.fdopen(fd, "wb", buffering=0)
 
 
@@ -148,20 +157,24 @@ class _LineFileWriter(TrackWriter):
     first frame (a source that fails, a model that cannot run) leaves a file already at that path
     as it was, rather than emptied."""
 
-    def __init__(self, path: Path, header: str, cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(self, path: Path, header: str, cancelled: Callable[[], bool] | None = None,
+                 live: bool = False) -> None:
         super().__init__(path, streamed=True)
         self._header = header
         self._cancelled = cancelled or (lambda: False)
+        self._live = live
         self._file: IO[bytes] | None = None
         self._closed = False
         self._complete = 0          # bytes up to the end of the last whole frame
+        self._behind = bytearray()  # a live pipe's lines its reader has not taken yet
+        self.frames_left_out = 0    # of a live pipe, for a reader slower than the stream
 
     def _start(self) -> None:
         """Makes the file and writes the header (subclasses: and whatever goes beside it)."""
         try:
             # Unbuffered: nothing waits in memory, so what was written survives this process being
             # killed, and a failed write leaves nothing behind to be flushed later.
-            self._file = _open_to_stream(self.path, self._cancelled)
+            self._file = _open_to_stream(self.path, self._cancelled, self._live)
         except OSError as err:
             raise _write_error(self.path, err) from None
         self._emit(self._header)
@@ -172,12 +185,15 @@ class _LineFileWriter(TrackWriter):
         if self._file is None:
             self._start()
 
-    def _emit(self, text: str) -> None:
-        """Writes one frame's lines. If the disk fills up in the middle, the file is cut back to
-        the frame before, so that it still reads back line by line."""
+    def _emit(self, text: str) -> bool:
+        """Writes one frame's lines; False where a live pipe's reader is too far behind to take
+        them. If the disk fills up in the middle, the file is cut back to the frame before, so
+        that it still reads back line by line."""
         self._check_open()
         assert self._file is not None
         encoded = text.encode("utf-8")
+        if self._live and self.path.is_fifo():
+            return self._emit_behind(encoded)
         data = memoryview(encoded)
         try:
             while data:
@@ -192,6 +208,44 @@ class _LineFileWriter(TrackWriter):
                 pass
             raise _write_error(self.path, err) from None
         self._complete += len(encoded)
+        return True
+
+    def _emit_behind(self, encoded: bytes) -> bool:
+        """A live pipe's write: whatever the pipe takes now, the rest kept for the next frames;
+        a frame that comes while BEHIND_CAP_BYTES wait is left out whole, so that the reader gets
+        whole lines, in order, and the run is never held back."""
+        self._send_behind()
+        if len(self._behind) >= BEHIND_CAP_BYTES:
+            self.frames_left_out += 1
+            if self.frames_left_out == 1:
+                log.warning("the program reading the named pipe '%s' is slower than the stream: poses are left "
+                            "out of it (counted) to stay live", self.path)
+            return False
+        self._behind += encoded
+        self._send_behind()
+        return True
+
+    def _send_behind(self) -> None:
+        assert self._file is not None
+        try:
+            while self._behind:
+                written = self._file.write(self._behind)
+                if not written:                  # None: the pipe is full
+                    return
+                del self._behind[:written]
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+
+    def _finish_behind(self) -> None:
+        """At the end, the lines still waiting get CLOSE_WAIT_S for the reader to take them."""
+        assert self._file is not None
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while self._behind and time.monotonic() < deadline:
+            select.select([], [self._file], [], FIFO_POLL_S)
+            self._send_behind()
+        if self._behind:
+            self.frames_left_out += self._behind.count(b"\n")
+            self._behind.clear()
 
     def close(self) -> None:
         if self._closed:
@@ -200,20 +254,28 @@ class _LineFileWriter(TrackWriter):
         if self._file is None:
             return
         try:
-            self._file.close()
-        except OSError as err:
-            raise _write_error(self.path, err) from None
+            if self._behind:
+                self._finish_behind()
+        finally:
+            if self.frames_left_out:
+                log.warning("%d pose(s) were left out of the named pipe '%s': its reader was slower than the "
+                            "stream", self.frames_left_out, self.path)
+            try:
+                self._file.close()
+            except OSError as err:
+                raise _write_error(self.path, err) from None
 
 
 class JsonlTrackWriter(_LineFileWriter):
     """The protocol's messages, one per line: `meta`, then one `pose` per frame."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,
+                 live: bool = False) -> None:
         try:
             header = _dumps(meta)
         except ValueError:
             raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
-        super().__init__(path, header + "\n", cancelled)
+        super().__init__(path, header + "\n", cancelled, live)
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self.write_message(pose_message(frame) if message is None else message)
@@ -226,8 +288,8 @@ class JsonlTrackWriter(_LineFileWriter):
             raise ValueError(
                 f"frame {msg.get('seq')}: non-finite number in the pose (the protocol allows only finite values)"
             ) from None
-        self._emit(line + "\n")
-        self.frames_written += 1
+        if self._emit(line + "\n"):
+            self.frames_written += 1
 
 
 def csv_header(joint_names: list[str]) -> list[str]:
@@ -254,7 +316,8 @@ class CsvTrackWriter(_LineFileWriter):
     `<stem>.meta.json` sidecar, since CSV has no place for it.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,
+                 live: bool = False) -> None:
         path = Path(path)
         self._num_joints = len(_joint_names(meta))
         self.meta_path = sidecar_path(path) or path.with_suffix(".meta.json")
@@ -267,7 +330,7 @@ class CsvTrackWriter(_LineFileWriter):
         self._csv = csv.writer(self._rows, lineterminator="\n")
         self._empty_person = [""] * (2 + 4 + 3 + 6 * self._num_joints)
         self._csv.writerow(csv_header(_joint_names(meta)))
-        super().__init__(path, self._take_rows(), cancelled)
+        super().__init__(path, self._take_rows(), cancelled, live)
 
     def _start(self) -> None:
         if self.path.is_fifo():
@@ -292,8 +355,8 @@ class CsvTrackWriter(_LineFileWriter):
         self._rows.truncate()
         return text
 
-    def _emit_rows(self) -> None:
-        self._emit(self._take_rows())
+    def _emit_rows(self) -> bool:
+        return self._emit(self._take_rows())
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self._check_open()
@@ -320,8 +383,8 @@ class CsvTrackWriter(_LineFileWriter):
                     f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
                 )
         self._csv.writerows(rows)
-        self._emit_rows()
-        self.frames_written += 1
+        if self._emit_rows():
+            self.frames_written += 1
 
 
 class NpzTrackWriter(TrackWriter):
@@ -444,18 +507,20 @@ class NpzTrackWriter(TrackWriter):
         self._closed = True
 
 
-def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None) -> TrackWriter:
+def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,
+                      live: bool = False) -> TrackWriter:
     """A writer for `path`, its format chosen by the extension: .jsonl/.ndjson, .csv or .npz.
 
     `meta` is the stream's `protocol.meta_message(...)`. `cancelled`: whether the run was stopped,
     for a named pipe's writer waiting for its reader (by default it waits as long as it takes).
+    `live`: a named pipe's reader slower than the stream gets frames left out (see above).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return JsonlTrackWriter(path, meta, cancelled)
+        return JsonlTrackWriter(path, meta, cancelled, live)
     if suffix == ".csv":
-        return CsvTrackWriter(path, meta, cancelled)
+        return CsvTrackWriter(path, meta, cancelled, live)
     if suffix == ".npz":
         return NpzTrackWriter(path, meta)
     if not suffix:

@@ -535,6 +535,55 @@ def test_a_named_pipe_track_waits_for_its_reader(tmp_path: Path) -> None:
     assert [json.loads(line)["type"] for line in got] == ["meta", "pose", "pose", "pose"]
 
 
+@pytest.mark.parametrize("name", ["poses.jsonl", "poses.csv"])
+def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_path: Path, name: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """From a live source, a reader that takes nothing while 600 frames are written (far more
+    than a pipe and the writer's backlog hold) never holds the writer back: the frames that did
+    not fit are left out whole and counted, and what the reader gets is whole lines, in order."""
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    opened = threading.Event()
+    release = threading.Event()
+    got: list[bytes] = []
+
+    def slow_reader() -> None:
+        with open(fifo, "rb") as f:
+            opened.set()
+            release.wait(60)
+            got.extend(f)
+
+    reader = threading.Thread(target=slow_reader, daemon=True)
+    reader.start()
+    frames = make_frames(600, empty_every=1000)
+    writer = open_track_writer(fifo, META, live=True)
+    done = threading.Event()
+
+    def write_all() -> None:
+        for f in frames:
+            writer.write(f)
+        done.set()
+
+    writing = threading.Thread(target=write_all, daemon=True)
+    with caplog.at_level("WARNING"):
+        writing.start()
+        assert done.wait(60), "a live pipe's writer waited for its reader"
+        assert opened.is_set() and not release.is_set()
+        assert 0 < writer.frames_written < 600 and writer.frames_left_out == 600 - writer.frames_written
+        release.set()
+        writer.close()
+        reader.join(30)
+    assert caplog.text.count("is slower than the stream: poses are left out of it") == 1
+    assert f"{writer.frames_left_out} pose(s) were left out of the named pipe" in caplog.text
+    if name.endswith(".jsonl"):
+        seqs = [json.loads(line)["seq"] for line in got[1:]]
+        assert json.loads(got[0])["type"] == "meta"
+    else:
+        seqs = [int(line.split(b",")[0]) for line in got[1:]]     # frame 1 has two people: two rows
+    assert len(set(seqs)) == writer.frames_written and seqs == sorted(seqs) and seqs[0] == 0
+    assert all(line.endswith(b"\n") for line in got)
+
+
 def test_a_named_pipe_without_a_reader_gives_up_when_the_run_stops(tmp_path: Path) -> None:
     fifo = tmp_path / "poses.csv"
     os.mkfifo(fifo)

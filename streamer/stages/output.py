@@ -109,7 +109,7 @@ class OutputStage:
                                 info["fps"], {**self.model_meta, "backend": start["backend"]},
                                 axes=axes_meta(self.axes), camera=camera)
             stopped = lambda: self.control.stop.is_set() or self.control.abort.is_set()  # noqa: E731
-            writers = [open_track_writer(p, meta, stopped) for p in self.track_paths]
+            writers = [open_track_writer(p, meta, stopped, live=self.live) for p in self.track_paths]
             note = None if self.model_meta.get("trained") else "UNTRAINED MODEL: poses are not meaningful"
             if self.preview_wanted:
                 # Before "publishing on ...": a window that cannot open is the run's one line.
@@ -200,6 +200,10 @@ class OutputStage:
         # One protocol message per frame, shared by the JSONL tracks and the publisher (which sends
         # a copy with t_publish added).
         message = pose_message(frame) if (writers or publisher is not None) else None
+        # Subscribers first: a track's slow disk or pipe reader must not delay their message.
+        if publisher is not None:
+            publisher.publish(message)
+            self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
         for w in list(writers):
             try:
                 w.write(frame, message)
@@ -209,9 +213,6 @@ class OutputStage:
                 writers.remove(w)
                 log.warning("nothing was written to the named pipe '%s': no program opened it to read before "
                             "the run was stopped", w.path)
-        if publisher is not None:
-            publisher.publish(message)
-            self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
         if self.preview is not None and ring is not None:
             shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.scale)
             if not self.preview.show(ring.view(fp.slot, fp.height, fp.width), shown, self.preview_note):
