@@ -174,7 +174,7 @@ class TrainConfig:
     num_workers: int = 2                     # data loader processes (0: in the training process)
     threads: int = 2                         # torch.set_num_threads
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"   # the forward pass's arithmetic (train/step.py)
-    channels_last: bool = False              # the network's tensors in NHWC order (for GPUs; slower on CPUs)
+    channels_last: bool = False              # the network's weights and activations in NHWC order (train/step_bench.py)
     checkpoint_every: int = 500              # steps between out/last.pt writes
     val_every: int = 1000                    # steps between validations (0: only at the end)
     val_samples: int = 256                   # cap per validation set (synthetic and real)
