@@ -275,6 +275,35 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
     assert b["step"] == 6
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k])
+
+    # A Ctrl-C or SIGTERM between checkpoints: the step in flight finishes and is kept, the run
+    # says where it stopped and ends with 128 + the signal, and the next run resumes from there.
+    import os
+    import signal
+
+    from train.train import TrainingInterrupted
+
+    real_loss, calls = lifting.lift_loss, {"n": 0}
+
+    def loss_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(lifting, "lift_loss", loss_then_signal)
+    stopped = tmp_path / "stopped.pt"
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 5 of 6; .*stopped.pt holds step 5") as err:
+        pretrain(opts, stopped, "bodies.npz", progress=False, say=lambda m: None)
+    assert err.value.exit_code == 143 and load_lifter_file(stopped)["step"] == 5
+    assert signal.getsignal(signal.SIGTERM) is not None and calls["n"] == 5
+    pretrain(opts, stopped, "bodies.npz", progress=False, say=lambda m: None)
+    c = load_lifter_file(stopped)
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], c["state_dict"][k])
+    steps = [json.loads(line)["step"] for line in stopped.with_suffix(".log.jsonl").read_text().splitlines()
+             if "loss" in line]
+    assert steps == [3, 6]
     for bad in (["--attach-to", "m.pt"], ["--steps", "0"], ["--width", "8"], ["--lr", "inf"], ["--lr", "nan"]):
         assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", *bad]) == 2
     assert not (tmp_path / "x.pt").exists()

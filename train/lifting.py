@@ -319,7 +319,7 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     from tqdm import tqdm
 
     from train.motion import load_all, split
-    from train.train import _trim_log
+    from train.train import StopFlag, TrainingInterrupted, _trim_log
     from train.synth.body import BodyBank
     from train.synth.generate import split_bodies
 
@@ -384,7 +384,8 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
     bar = tqdm(total=opts.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True, desc="lifter")
     acc, t0, metrics = 0.0, time.perf_counter(), {}
     end = opts.steps if stop_after is None else min(opts.steps, stop_after)
-    with open(log_path, "a", buffering=1) as log:
+    stopped: int | None = None
+    with StopFlag() as flag, open(log_path, "a", buffering=1) as log:
         for step in range(start, end):
             rng = np.random.default_rng([opts.seed, step])      # a resumed run draws what it would have
             pts, conf, j3 = train_sampler.sample(rng, opts.batch_size, opts.offsets_frame)
@@ -415,7 +416,22 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
                                      f"{out} was not written over: lower --lr (it is {opts.lr:g})")
                 save_lifter(out, lifter, opts, done, opt, {"val": metrics, "scheduler": sched.state_dict()})
                 t0 = time.perf_counter()
+            elif flag.signal is not None:
+                # Stopped between checkpoints: the step in flight is done, so its state is kept
+                # (without a validation, to end at once) and a second run resumes from it.
+                if not all(torch.isfinite(p).all() for p in lifter.parameters()):
+                    raise ValueError(f"training diverged by step {done} (the lifter's weights are NaN or "
+                                     f"infinite); {out} was not written over: lower --lr (it is {opts.lr:g})")
+                save_lifter(out, lifter, opts, done, opt, {"val": metrics, "scheduler": sched.state_dict()})
+            if flag.signal is not None:
+                stopped = flag.signal
+                break
     bar.close()
+    if stopped is not None:
+        exc = TrainingInterrupted(f"interrupted at step {done} of {opts.steps}; {out} holds step {done}: "
+                                  f"run the same command again to resume")
+        exc.exit_code = 128 + int(stopped)
+        raise exc
     if not metrics:
         lifter.eval()
         metrics = val.metrics(lifter, roots)
@@ -471,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engines.errors import PosecastError
     from train.config import default_data_root
+    from train.train import TrainingInterrupted
 
     p = argparse.ArgumentParser(prog="python -m train.lifting",
                                 description="Pretrain the 2D-to-3D lifter on projected motion capture "
@@ -512,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} is a folder; give the lifter file's name (.pt)")
         init = load_lifter_file(args.init) if args.init else None
         m = pretrain(opts, out, args.bodies, args.data, init, progress=not args.no_progress, say=say)
+    except TrainingInterrupted as exc:
+        print(f"python -m train.lifting: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (PosecastError, ValueError, OSError) as exc:
         print(f"python -m train.lifting: error: {exc}", file=sys.stderr)
         return 2

@@ -378,7 +378,7 @@ def _trim_log(path: Path, step: int) -> None:
 
 # --- the loop ----------------------------------------------------------------------------
 
-class _StopFlag:
+class StopFlag:
     """SIGINT, SIGTERM and SIGHUP (a closed terminal) set a flag that the loop reads between steps
     (the step in flight finishes, so the checkpoint is consistent); a second Ctrl-C interrupts at
     once. A SIGHUP ignored already stays ignored: `nohup` training must outlive its terminal."""
@@ -387,7 +387,7 @@ class _StopFlag:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         for sig in STOP_SIGNALS:
             if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
                 continue
@@ -555,7 +555,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
         interrupted = hard = False
         it = None
         try:
-            with _StopFlag() as flag, tf32_for(cfg.precision):
+            with StopFlag() as flag, tf32_for(cfg.precision):
                 set_train_mode(net, frozen)
                 it = iter(loader)
                 while step < end:
