@@ -87,6 +87,10 @@ def decode_grid(probs: torch.Tensor, input_size: int, grid_size: int | None = No
     The network passes `grid_size` from its config: the exported graph then holds it as a
     constant instead of computing it from the tensor's shape (which brings in ops TensorRT lacks)."""
     g = int(grid_size if grid_size is not None else probs.shape[-1])
+    if probs.dtype != torch.float32:
+        # bfloat16 (a CPU's autocast keeps the softmax in it) holds integers exactly only to 256:
+        # the peak's cell index, and so the decoded point, would be off by cells.
+        probs = probs.float()
     flat = probs.flatten(2)                                                        # (B, J, G*G)
     # Row and column of the peak in floating point (exact for any grid size): integer floor
     # division would export as Mod/And/Xor, which TensorRT's parser lacks.

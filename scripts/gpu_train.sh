@@ -36,6 +36,8 @@ for pair in "RENDER_S=$render_s" "TRAIN_S=$train_s" "DEADLINE_S=$deadline_s"; do
 done
 [[ $seed_base =~ ^[0-9]+$ ]] || fail "SEED_BASE must be a whole number (got '$seed_base')"
 [ -z "${STEPS:-}" ] || [[ $STEPS =~ ^[1-9][0-9]*$ ]] || fail "STEPS must be a whole number above 0 (got '$STEPS')"
+bench="${STEP_BENCH:-auto}"
+[[ $bench =~ ^(auto|0|1)$ ]] || fail "STEP_BENCH must be auto, 1 or 0 (got '$bench')"
 # train.train runs from the repository's root: a path that holds from there is kept as written
 # (config.json records it), one that holds only from here is made absolute.
 locate() {
@@ -111,16 +113,15 @@ room=$(( $(left) - 150 ))
 before=$(count_images)
 children=()
 go_on "before rendering"
-# The GPU idles while the CPUs render: meanwhile the training step's arithmetics and layouts are
-# timed (train/step_bench.py) on one of the two cores the renderers leave. STEP_BENCH: auto (with
-# a CUDA GPU), 1 (also without) or 0 (never).
-bench="${STEP_BENCH:-auto}"
-if [ "$bench" = auto ]; then
-    "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && bench=1 || bench=0
-fi
-if [ "$bench" = 1 ]; then
-    timeout -k 5 "$render_s" "$py" -m train.step_bench --config "$config" --channels-last --steps 20 --rounds 3 \
-        >"$logs/step_bench.log" 2>&1 &
+# Training waits for the renderers, which use the GPU only to draw: meanwhile the training
+# step's arithmetics and layouts are timed there (train/step_bench.py), on one of the two cores
+# the renderers leave. STEP_BENCH: auto (on a CUDA GPU; it ends at once without one), 1 (on
+# whatever there is) or 0 (never).
+rm -f "$logs/step_bench.log"
+if [ "$bench" != 0 ]; then
+    device=$([ "$bench" = auto ] && echo cuda || echo auto)
+    timeout -k 5 "$render_s" "$py" -m train.step_bench --config "$config" --device "$device" --channels-last \
+        --steps 20 --rounds 3 >"$logs/step_bench.log" 2>&1 &
     children+=($!)
 fi
 for i in $(seq 0 $((procs - 1))); do
@@ -131,9 +132,12 @@ done
 for pid in "${children[@]}"; do finish "$pid"; done
 children=()
 go_on "while rendering; the shards finished are kept in $work"
-if [ "$bench" = 1 ]; then
+if grep -q "ms/step" "$logs/step_bench.log" 2>/dev/null; then
     stamp "the training step, timed while rendering (python -m train.step_bench; cut off where rendering ended first):"
-    grep -E "ms/step|crops, on|error" "$logs/step_bench.log"
+    grep -E "ms/step|crops, on" "$logs/step_bench.log"
+elif [ "$bench" = 1 ] || { [ "$bench" = auto ] && ! grep -q "sees no CUDA GPU" "$logs/step_bench.log"; }; then
+    stamp "the training step's timing gave no figure; the end of $logs/step_bench.log:"
+    tail -3 "$logs/step_bench.log"
 fi
 images=$(count_images)
 new=$(( images - before ))

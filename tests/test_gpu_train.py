@@ -87,6 +87,7 @@ def test_gpu_train_refuses_an_incomplete_pack(tmp_path: Path, missing: str) -> N
     (["5", "0"], {}, "TRAIN_S must be a whole number"),
     (["5", "5"], {"DEADLINE_S": "-3"}, "DEADLINE_S must be a whole number"),
     (["5", "5"], {"STEPS": "many"}, "STEPS must be a whole number above 0"),
+    (["5", "5"], {"STEP_BENCH": "yes"}, "STEP_BENCH must be auto, 1 or 0 (got 'yes')"),
     (["5", "5", "configs/train/gpu_nxt.yaml"], {}, "no recipe configs/train/gpu_nxt.yaml"),
     (["5", "5"], {"INIT": "nowhere/stage24.pt"}, "no INIT model file nowhere/stage24.pt"),
 ])
@@ -143,8 +144,11 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rendering works" in r.stdout and "trained" in r.stdout and "% of the time waiting for data" in r.stdout
     # The step's timing ran beside the renderers (here on the CPU, forced; by default only with a
-    # GPU) and says at least what it ran on before rendering's end cut it off.
-    assert "the training step, timed while rendering" in r.stdout and "batch 8 of 128 px crops, on CPU" in r.stdout
+    # GPU) and says at least what it ran on before rendering's end cut it off (its figures, or the
+    # end of its log where it had none yet).
+    assert ("the training step, timed while rendering" in r.stdout
+            or "the training step's timing gave no figure" in r.stdout)
+    assert "batch 8 of 128 px crops, on CPU" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "data.json", "log.jsonl", "logs.tgz", "model.pt"]
     rendered = json.loads((out / "data.json").read_text())["synthetic"]
     assert rendered["images"] > 0 and all(Path(f).name.startswith("synth_gpu_1") for f in rendered["folders"])
@@ -164,6 +168,7 @@ def test_gpu_pack_then_gpu_train_render_measure_and_train(tmp_path: Path) -> Non
                         "SEED_BASE": "1100"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "trained 3 steps (STEPS;" in r.stdout
+    assert "the training step" not in r.stdout          # STEP_BENCH=auto: no GPU here, nothing to say
     log = [json.loads(line) for line in (again / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and not any("plan" in row for row in log)
 

@@ -283,11 +283,11 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
 
     from train.train import TrainingInterrupted
 
-    real_loss, calls = lifting.lift_loss, {"n": 0}
+    real_loss, calls = lifting.lift_loss, {"n": 0, "at": 5}
 
     def loss_then_signal(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == calls["at"]:
             os.kill(os.getpid(), signal.SIGTERM)
         return real_loss(*args, **kwargs)
 
@@ -304,6 +304,10 @@ def test_pretrain_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.M
     steps = [json.loads(line)["step"] for line in stopped.with_suffix(".log.jsonl").read_text().splitlines()
              if "loss" in line]
     assert steps == [3, 6]
+    # A signal during the last step: the run has finished, and is not called interrupted.
+    calls.update(n=0, at=6)
+    finished = pretrain(opts, tmp_path / "finished.pt", "bodies.npz", progress=False, say=lambda m: None)
+    assert load_lifter_file(tmp_path / "finished.pt")["step"] == 6 and "val_noisy_mm" in finished
     for bad in (["--attach-to", "m.pt"], ["--steps", "0"], ["--width", "8"], ["--lr", "inf"], ["--lr", "nan"]):
         assert lifting.main(["--out", str(tmp_path / "x.pt"), "--bodies", "b.npz", *bad]) == 2
     assert not (tmp_path / "x.pt").exists()

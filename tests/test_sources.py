@@ -725,6 +725,9 @@ def test_as_bgr8_takes_what_opencv_decodes_as_stored() -> None:
     assert as_bgr8(bgra).shape == (4, 5, 3) and (as_bgr8(bgra)[..., 2] == 200).all()
     odd = np.array([[np.nan, np.inf, -1.0, 300.0]], np.float32)
     assert as_bgr8(odd)[0, :, 0].tolist() == [0, 255, 0, 255]
+    highlight = np.tile(np.linspace(0.0, 1.0, 200, dtype=np.float32), (2, 1))
+    highlight[0, 0] = 1.01                       # one pixel past 1 leaves the scale as it is
+    assert as_bgr8(highlight)[1, -1, 0] == 255 and as_bgr8(highlight)[0, 0, 0] == 255
     assert as_bgr8(None) is None and as_bgr8(np.zeros((2, 2), np.int32)) is None
     assert as_bgr8(np.zeros((2, 2, 2), np.uint8)) is None
 

@@ -369,6 +369,29 @@ def test_a_diverged_run_stops_before_keeping_its_weights(data: dict[str, Path], 
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
     assert not (out / "model.pt").exists()
 
+    # A finite loss whose update makes the weights non-finite, at a checkpoint step: the
+    # checkpoint is refused, and last.pt keeps the one before.
+    monkeypatch.setattr(step_module, "step_losses", real)
+    real_update, updates = torch.optim.AdamW.step, {"n": 0}
+
+    def update_then_overflow(self, *args, **kwargs):
+        result = real_update(self, *args, **kwargs)
+        updates["n"] += 1
+        if updates["n"] == 4:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", update_then_overflow)
+    again = tmp_path / "again"
+    assert main(["--config", str(path), "--out", str(again), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m train.train: error: the weights are not finite after step 4 (its loss was "
+                              "finite); lower optim.lr")
+    saved = torch.load(again / LAST, map_location="cpu", weights_only=True)
+    assert saved["training"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
 
 def test_bf16_trains_and_fp32_is_the_default(data: dict[str, Path], tmp_path: Path) -> None:
     """precision: bf16 runs the forward pass under bfloat16 autocast (here on the CPU, as it would
@@ -433,12 +456,15 @@ def test_a_checkpoint_from_before_a_model_key_existed_resumes(data: dict[str, Pa
     train(cfg, run, progress=False, stop_after=3)
     blob = torch.load(run / LAST, map_location="cpu", weights_only=True)
     del blob["posecast"]["model_config"]["flip_test"]
+    # Nor had its recipe `precision` and `channels_last`: at their defaults they are no change.
+    del blob["training"]["config"]["precision"], blob["training"]["config"]["channels_last"]
     torch.save(blob, run / LAST)
     # As if other sets had matched the recipe's folders at the start: the record is kept, with a note.
     (run / "data.json").write_text('{"synthetic": {"folders": [], "images": 0}}\n')
     notes: list[str] = []
     assert train(cfg, run, progress=False, announce=notes.append)["start_step"] == 3
     assert any("resuming" in n for n in notes) and any("keeps the start's" in n for n in notes)
+    assert not any("differs from the checkpoint's" in n for n in notes), notes
     assert json.loads((run / "data.json").read_text())["synthetic"]["images"] == 0
 
     mcfg = cfg.model_config()

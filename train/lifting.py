@@ -422,8 +422,8 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
                 if not all(torch.isfinite(p).all() for p in lifter.parameters()):
                     raise ValueError(f"training diverged by step {done} (the lifter's weights are NaN or "
                                      f"infinite); {out} was not written over: lower --lr (it is {opts.lr:g})")
-                save_lifter(out, lifter, opts, done, opt, {"val": metrics, "scheduler": sched.state_dict()})
-            if flag.signal is not None:
+                save_lifter(out, lifter, opts, done, opt, {"scheduler": sched.state_dict()})
+            if flag.signal is not None and done < end:
                 stopped = flag.signal
                 break
     bar.close()

@@ -103,6 +103,16 @@ class LossWindow:
         return {name: s / n for name, s in zip(LOSS_PARTS, self.sums.tolist())}
 
 
+def check_weights(net: torch.nn.Module, step: int) -> None:
+    """Raise TrainingDiverged if a weight is not finite (one read): a finite loss says nothing of
+    the update that came after it, and a checkpoint must never keep such weights."""
+    finite = torch.stack([torch.isfinite(p).all() for p in net.parameters()]).all()
+    if not bool(finite):
+        raise TrainingDiverged(f"the weights are not finite after step {step} (its loss was finite); lower "
+                               f"optim.lr and run the same command again (it resumes from the last checkpoint, "
+                               f"which was written before)")
+
+
 @contextlib.contextmanager
 def tf32_for(precision: str) -> Iterator[None]:
     """TF32 matrix products (tf32, bf16) for the run, on NVIDIA GPUs; fp32 keeps torch's defaults,

@@ -22,6 +22,7 @@ SIGHUP (each after writing last.pt).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import io
 import json
@@ -323,7 +324,13 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
         raise ConfigError(f"{path} was written for a different model (its model_config differs from the "
                           f"recipe's); choose another --out or delete it to start afresh")
     state = blob["training"]
-    changed = _changed_keys(state.get("config", {}), to_dict(cfg))
+    saved_cfg = state.get("config", {})
+    # A key the checkpoint predates was its default then: only another value is a change.
+    defaults = {f.name: to_dict(f.default) for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    if isinstance(saved_cfg, dict):
+        saved_cfg = {**{k: v for k, v in defaults.items() if k not in saved_cfg}, **saved_cfg}
+    changed = _changed_keys(saved_cfg, to_dict(cfg))
     if changed:
         say(f"note: the recipe differs from the checkpoint's in {', '.join(changed)}; continuing with the new values")
     net.load_state_dict(blob["state_dict"])
@@ -446,7 +453,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
 
     from train.datasets import make_loader
     from train.evaluate import TorchPredictor, quick_metrics
-    from train.step import LossWindow, StepSetup, autocast_for, build_optimizer, step_losses, tf32_for, to_device
+    from train.step import (LossWindow, StepSetup, autocast_for, build_optimizer, check_weights, step_losses,
+                            tf32_for, to_device)
 
     say = announce or (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     torch.set_num_threads(cfg.threads)
@@ -620,6 +628,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
                         t_window = time.perf_counter()
                     if step % cfg.checkpoint_every == 0 or step == end:
                         losses.check()
+                        check_weights(net, step)
                         save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
                     if flag.signal is not None:
                         interrupted = True
@@ -638,6 +647,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
         if interrupted:
             if not hard and step > start:
                 losses.check()
+                check_weights(net, step)
                 save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
             of = f" of {total}" if total != _UNPLANNED else ""
             exc = TrainingInterrupted(f"interrupted at step {step}{of}; {last} holds step "
