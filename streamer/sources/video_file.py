@@ -70,13 +70,17 @@ class VideoFileSource(AVSource):
         # a file whose video ends well before it was cut short. (Other formats' durations are
         # FFmpeg's estimates from the file as it is, truncated or not.)
         self._stated_end = None if self._exact_count is not None else _stated_video_end(container, self._stream)
-        # A Matroska or FLV demuxer that meets damaged data skips to the next place it can read,
-        # without an error: the frames in between are gone, and only the timestamps show it. A
-        # file whose first frames came at one rate is taken to keep it (the frame rate it gives
-        # says that too), so that a later gap in its timestamps counts as frames missing. An MP4's
-        # index lists every frame, so a gap there is the recording's own.
-        self._gap_period = self._regular_period() if self._exact_count is None else None
+        # A Matroska, WebM or FLV demuxer that meets damaged data skips to the next place it can
+        # read, without an error: the frames in between are gone, and only their timestamps show
+        # it. Where the first frames came at one rate, a later gap in the timestamps is said. It is
+        # not counted as damage: a recording that dropped frames or paused leaves the same gap, and
+        # nothing that reaches this code tells the two apart (the byte positions did not). (An MP4's
+        # or AVI's index lists every frame; MPEG-TS timestamps may jump by design.)
+        resyncs = container.format.name in ("matroska,webm", "flv")
+        self._gap_period = self._regular_period() if resyncs and self._exact_count is None else None
         self._last_dts: int | None = None
+        self._gaps = 0                          # gaps in the frames' times...
+        self._gap_frames = 0                    # ...and the frames due in them
 
     def _regular_period(self) -> float | None:
         """The seconds between frames, where the packets read ahead come that regularly."""
@@ -100,12 +104,20 @@ class VideoFileSource(AVSource):
         if gap <= MISSING_GAP * self._gap_period:
             return
         missing = round(gap / self._gap_period) - 1
-        self.corrupt += missing
-        self._warn("%s: no frame between %.2f s and %.2f s, where about %d were due at %.4g fps (the file is "
-                   "damaged there, or its recording skipped them)", self._what, float(last * tb),
-                   float(packet.dts * tb), missing, 1.0 / self._gap_period)
+        self._gaps += 1
+        self._gap_frames += missing
+        if self._gaps == 1:
+            self._warn("%s: no frame between %.2f s and %.2f s, where about %d were due at %.4g fps: the file "
+                       "is damaged there, or its recording dropped them", self._what, float(last * tb),
+                       float(packet.dts * tb), missing, 1.0 / self._gap_period)
+
+    def _say_gaps(self) -> None:
+        if self._gaps > 1:
+            self._warn("%s: %d such gaps in all, where about %d frames were due", self._what, self._gaps,
+                       self._gap_frames)
 
     def _on_end(self, yielded: int) -> None:
+        self._say_gaps()
         self._check_complete(yielded)
 
     def _why_no_frames(self) -> str:
@@ -116,6 +128,7 @@ class VideoFileSource(AVSource):
 
     def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
         # Unreadable data past a point (a damaged or truncated file): keep what was decoded.
+        self._say_gaps()
         self._warn("%s: stopped reading after %d frames: %s", self._what, yielded, error_reason(exc))
         if not self._check_complete(yielded):
             self.corrupt += 1
