@@ -10,9 +10,10 @@ processed are on disk (flushed to the operating system, not fsync'ed: a kernel c
 lose the tail). NPZ cannot be appended to, so it is written once, on close, atomically.
 
 A named pipe written from a live source never holds the run back: a reader slower than the
-stream gets whole frames left out (counted and said), as the live capture leaves out stale
-frames, rather than slowing every other output and subscriber to its pace. From a file, every
-frame waits for the reader.
+stream gets whole frames left out (counted and said) once BEHIND_S seconds' worth wait for it
+beyond what the pipe itself holds, as the live capture leaves out stale frames, rather than
+slowing every other output and subscriber to its pace; at the end the frames still waiting get
+CLOSE_WAIT_S. From a file, every frame waits for the reader.
 
 A file is made (or replaced) only once it has a frame to hold: a run that ends before its first
 frame leaves whatever was at the path as it was. Whether it can be written is checked when the
@@ -21,6 +22,7 @@ writer is opened.
 
 from __future__ import annotations
 
+import collections
 import csv
 import errno
 import io
@@ -49,8 +51,8 @@ TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
 
 FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
 FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
-BEHIND_CAP_BYTES = 256 * 1024   # a live pipe's lines waiting for a slow reader (~2 s of poses at 30 fps)
-CLOSE_WAIT_S = 5.0          # at the end, how long a live pipe's waiting lines wait for its reader
+BEHIND_S = 2.0              # a live pipe's frames waiting for a slow reader: this many seconds' worth
+CLOSE_WAIT_S = 5.0          # at the end, how long a live pipe's waiting frames wait for its reader
 
 
 class ReaderWaitStopped(Exception):
@@ -155,10 +157,11 @@ class _LineFileWriter(TrackWriter):
 
     The file is made at the first frame, with `header` before it: a run that ends before its
     first frame (a source that fails, a model that cannot run) leaves a file already at that path
-    as it was, rather than emptied."""
+    as it was, rather than emptied. `live` with `fps`: a named pipe's backlog for a slow reader
+    (see the module's docstring)."""
 
     def __init__(self, path: Path, header: str, cancelled: Callable[[], bool] | None = None,
-                 live: bool = False) -> None:
+                 live: bool = False, fps: float | None = None) -> None:
         super().__init__(path, streamed=True)
         self._header = header
         self._cancelled = cancelled or (lambda: False)
@@ -166,8 +169,12 @@ class _LineFileWriter(TrackWriter):
         self._file: IO[bytes] | None = None
         self._closed = False
         self._complete = 0          # bytes up to the end of the last whole frame
-        self._behind = bytearray()  # a live pipe's lines its reader has not taken yet
-        self.frames_left_out = 0    # of a live pipe, for a reader slower than the stream
+        # A live pipe's frames its reader has not taken yet (whole frames; the first may be partly
+        # sent, up to `_head_sent`), and how many may wait before new ones are left out.
+        self._behind: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._head_sent = 0
+        self._behind_cap = max(8, round(BEHIND_S * (fps if fps and math.isfinite(fps) and fps > 0 else 30.0)))
+        self.frames_left_out = 0
 
     def _start(self) -> None:
         """Makes the file and writes the header (subclasses: and whatever goes beside it)."""
@@ -177,7 +184,7 @@ class _LineFileWriter(TrackWriter):
             self._file = _open_to_stream(self.path, self._cancelled, self._live)
         except OSError as err:
             raise _write_error(self.path, err) from None
-        self._emit(self._header)
+        self._emit(self._header, frame=False)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -185,15 +192,16 @@ class _LineFileWriter(TrackWriter):
         if self._file is None:
             self._start()
 
-    def _emit(self, text: str) -> bool:
-        """Writes one frame's lines; False where a live pipe's reader is too far behind to take
-        them. If the disk fills up in the middle, the file is cut back to the frame before, so
-        that it still reads back line by line."""
+    def _emit(self, text: str, frame: bool = True) -> None:
+        """Writes one frame's lines (`frame`: they count in `frames_written`). If the disk fills
+        up in the middle, the file is cut back to the frame before, so that it still reads back
+        line by line."""
         self._check_open()
         assert self._file is not None
         encoded = text.encode("utf-8")
         if self._live and self.path.is_fifo():
-            return self._emit_behind(encoded)
+            self._emit_behind(encoded, frame)
+            return
         data = memoryview(encoded)
         try:
             while data:
@@ -208,44 +216,62 @@ class _LineFileWriter(TrackWriter):
                 pass
             raise _write_error(self.path, err) from None
         self._complete += len(encoded)
-        return True
+        self.frames_written += frame
 
-    def _emit_behind(self, encoded: bytes) -> bool:
-        """A live pipe's write: whatever the pipe takes now, the rest kept for the next frames;
-        a frame that comes while BEHIND_CAP_BYTES wait is left out whole, so that the reader gets
-        whole lines, in order, and the run is never held back."""
+    def _emit_behind(self, encoded: bytes, frame: bool) -> None:
+        """A live pipe's write: what the pipe takes now, the rest kept for the next frames. A
+        frame that comes while `_behind_cap` frames wait is left out whole, so that the reader
+        gets whole lines, in order, and the run is never held back."""
         self._send_behind()
-        if len(self._behind) >= BEHIND_CAP_BYTES:
+        if frame and len(self._behind) >= self._behind_cap:
             self.frames_left_out += 1
             if self.frames_left_out == 1:
                 log.warning("the program reading the named pipe '%s' is slower than the stream: poses are left "
                             "out of it (counted) to stay live", self.path)
-            return False
-        self._behind += encoded
+            return
+        self._behind.append((encoded, frame))
         self._send_behind()
-        return True
 
-    def _send_behind(self) -> None:
+    def _send_behind(self, head_only: bool = False) -> None:
+        """Writes waiting frames until the pipe is full (`head_only`: the first one)."""
         assert self._file is not None
         try:
             while self._behind:
-                written = self._file.write(self._behind)
+                data, frame = self._behind[0]
+                written = self._file.write(memoryview(data)[self._head_sent:])
                 if not written:                  # None: the pipe is full
                     return
-                del self._behind[:written]
+                self._head_sent += written
+                if self._head_sent < len(data):
+                    continue
+                self._behind.popleft()
+                self._head_sent = 0
+                self.frames_written += frame
+                if head_only:
+                    return
         except OSError as err:
             raise _write_error(self.path, err) from None
 
-    def _finish_behind(self) -> None:
-        """At the end, the lines still waiting get CLOSE_WAIT_S for the reader to take them."""
-        assert self._file is not None
-        deadline = time.monotonic() + CLOSE_WAIT_S
-        while self._behind and time.monotonic() < deadline:
+    def _wait_behind(self, seconds: float, head_only: bool) -> None:
+        deadline = time.monotonic() + seconds
+        while (self._head_sent if head_only else self._behind) and time.monotonic() < deadline:
             select.select([], [self._file], [], FIFO_POLL_S)
-            self._send_behind()
-        if self._behind:
-            self.frames_left_out += self._behind.count(b"\n")
+            self._send_behind(head_only)
+
+    def _finish_behind(self) -> None:
+        """At the end, the waiting frames get CLOSE_WAIT_S for the reader to take them; one it
+        has begun to take gets CLOSE_WAIT_S more, so that its last line is whole."""
+        try:
+            self._wait_behind(CLOSE_WAIT_S, head_only=False)
+            self._wait_behind(CLOSE_WAIT_S, head_only=True)
+        except ReaderGoneError:
+            left = sum(frame for _, frame in self._behind)
+            self.frames_left_out += left
             self._behind.clear()
+            raise ReaderGoneError(f"cannot write track file '{self.path}': the program reading the pipe went away "
+                                  f"before taking the last {left} pose(s)") from None
+        self.frames_left_out += sum(frame for _, frame in self._behind)
+        self._behind.clear()
 
     def close(self) -> None:
         if self._closed:
@@ -275,7 +301,7 @@ class JsonlTrackWriter(_LineFileWriter):
             header = _dumps(meta)
         except ValueError:
             raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
-        super().__init__(path, header + "\n", cancelled, live)
+        super().__init__(path, header + "\n", cancelled, live, meta.get("fps"))
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self.write_message(pose_message(frame) if message is None else message)
@@ -288,8 +314,7 @@ class JsonlTrackWriter(_LineFileWriter):
             raise ValueError(
                 f"frame {msg.get('seq')}: non-finite number in the pose (the protocol allows only finite values)"
             ) from None
-        if self._emit(line + "\n"):
-            self.frames_written += 1
+        self._emit(line + "\n")
 
 
 def csv_header(joint_names: list[str]) -> list[str]:
@@ -330,7 +355,7 @@ class CsvTrackWriter(_LineFileWriter):
         self._csv = csv.writer(self._rows, lineterminator="\n")
         self._empty_person = [""] * (2 + 4 + 3 + 6 * self._num_joints)
         self._csv.writerow(csv_header(_joint_names(meta)))
-        super().__init__(path, self._take_rows(), cancelled, live)
+        super().__init__(path, self._take_rows(), cancelled, live, meta.get("fps"))
 
     def _start(self) -> None:
         if self.path.is_fifo():
@@ -355,8 +380,8 @@ class CsvTrackWriter(_LineFileWriter):
         self._rows.truncate()
         return text
 
-    def _emit_rows(self) -> bool:
-        return self._emit(self._take_rows())
+    def _emit_rows(self) -> None:
+        self._emit(self._take_rows())
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self._check_open()
@@ -383,8 +408,7 @@ class CsvTrackWriter(_LineFileWriter):
                     f"frame {frame.seq}: non-finite number in the pose (the protocol allows only finite values)"
                 )
         self._csv.writerows(rows)
-        if self._emit_rows():
-            self.frames_written += 1
+        self._emit_rows()
 
 
 class NpzTrackWriter(TrackWriter):

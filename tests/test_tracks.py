@@ -569,10 +569,11 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
         writing.start()
         assert done.wait(60), "a live pipe's writer waited for its reader"
         assert opened.is_set() and not release.is_set()
-        assert 0 < writer.frames_written < 600 and writer.frames_left_out == 600 - writer.frames_written
+        assert writer.frames_left_out > 0 and writer.frames_written + writer.frames_left_out < 600
         release.set()
         writer.close()
         reader.join(30)
+    assert writer.frames_written + writer.frames_left_out == 600
     assert caplog.text.count("is slower than the stream: poses are left out of it") == 1
     assert f"{writer.frames_left_out} pose(s) were left out of the named pipe" in caplog.text
     if name.endswith(".jsonl"):
@@ -582,6 +583,30 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
         seqs = [int(line.split(b",")[0]) for line in got[1:]]     # frame 1 has two people: two rows
     assert len(set(seqs)) == writer.frames_written and seqs == sorted(seqs) and seqs[0] == 0
     assert all(line.endswith(b"\n") for line in got)
+
+
+def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_missed(tmp_path: Path) -> None:
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    opened, leave = threading.Event(), threading.Event()
+
+    def reader_that_leaves() -> None:
+        with open(fifo, "rb"):
+            opened.set()
+            leave.wait(60)
+
+    reader = threading.Thread(target=reader_that_leaves, daemon=True)
+    reader.start()
+    writer = open_track_writer(fifo, META, live=True)
+    for f in make_frames(300, empty_every=1000):
+        writer.write(f)
+    assert opened.is_set() and writer.frames_written < 300
+    waiting = 300 - writer.frames_written - writer.frames_left_out
+    leave.set()
+    reader.join(10)
+    with pytest.raises(ReaderGoneError, match=rf"went away before taking the last {waiting} pose\(s\)"):
+        writer.close()
+    assert writer.frames_written + writer.frames_left_out == 300
 
 
 def test_a_named_pipe_without_a_reader_gives_up_when_the_run_stops(tmp_path: Path) -> None:
