@@ -263,7 +263,7 @@ class PoseNet(nn.Module):
         # Contiguous NCHW: the NHWC permute alone leaves a channels-last layout whose depthwise
         # convolution backward pass ran about 4x slower in PyTorch's CPU kernels (measured at 256 px,
         # NCHW weights). Weights made channels-last too (a recipe's channels_last) turn the whole
-        # network NHWC, which trained 22% faster on two CPU cores (torch 2.13, 128 px).
+        # network NHWC, which trained 20% faster on two CPU cores (torch 2.13, 128 px).
         # Cast before the permute: TensorRT accepts a UINT8 input only straight into a Cast.
         x = image.float().permute(0, 3, 1, 2).contiguous()
         x = (x - self.mean) * self.inv_std

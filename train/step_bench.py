@@ -8,12 +8,13 @@ before the device time goes to training. The loaders' share is in a training run
 (`data_wait`).
 
 Variants (each from the same initial weights):
-- `fp32, read every step`: the step as the loop ran it until 2026-12-06, reading its five losses
-  back from the device every step;
+- `fp32, read every step`: the step as the loop ran it until 2026-12-06, reading its losses and
+  a finiteness check back from the device every step;
 - `fp32`, `tf32`, `bf16`: the recipe's `precision` choices, reading back once per `log_every`;
 - with `--channels-last`, each of those again with NHWC tensors (the recipe's `channels_last`).
 
-Printed: milliseconds per step (the median of `--rounds` timed rounds) and crops per second.
+Printed: each timed round as it ends (the variants take turns, round by round), then
+milliseconds per step (the median of the rounds) and crops per second.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,55 +89,72 @@ def made_up_batch(cfg: TrainConfig, batch_size: int, seed: int = 0) -> dict[str,
     }
 
 
-def time_variant(net0: PoseNet, cfg: TrainConfig, batch: dict[str, torch.Tensor], variant: Variant,
-                 device: torch.device, steps: int, warmup: int, rounds: int) -> Timing:
-    mcfg = cfg.model_config()
-    net = copy.deepcopy(net0).to(device)
-    if variant.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net.train()
-    opt = build_optimizer(net, cfg.optim)
-    setup = StepSetup(grid=mcfg.grid_size, size=mcfg.input_size, roots=tuple(mcfg.root_indices),
-                      flip_order=tuple(mcfg.skeleton.flip_permutation), loss=cfg.loss)
-    on_device = to_device(batch, device)
-    window = LossWindow(device)
-    done = 0
+class VariantRun:
+    """One variant's network, optimiser and loss window, stepped as the training loop steps."""
 
-    def run(n: int) -> None:
-        nonlocal done
-        for _ in range(n):
-            with autocast_for(variant.precision, device):
-                loss, parts = step_losses(net, on_device, setup)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            done += 1
-            window.add(parts, done)
-            if variant.read_every_step:
-                parts.tolist()
-            if done % cfg.log_every == 0:
-                window.check()
-                window.means()
-                window.reset()
+    def __init__(self, net0: PoseNet, cfg: TrainConfig, batch: dict[str, torch.Tensor], variant: Variant,
+                 device: torch.device) -> None:
+        mcfg = cfg.model_config()
+        self.variant, self.cfg, self.device = variant, cfg, device
+        self.net = copy.deepcopy(net0).to(device)
+        if variant.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net.train()
+        self.opt = build_optimizer(self.net, cfg.optim)
+        self.setup = StepSetup(grid=mcfg.grid_size, size=mcfg.input_size, roots=tuple(mcfg.root_indices),
+                               flip_order=tuple(mcfg.skeleton.flip_permutation), loss=cfg.loss)
+        self.batch = to_device(batch, device)
+        self.window = LossWindow(device)
+        self.done = 0
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def run(self, n: int) -> None:
+        cfg = self.cfg
+        with tf32_for(self.variant.precision):
+            for _ in range(n):
+                with autocast_for(self.variant.precision, self.device):
+                    loss, parts = step_losses(self.net, self.batch, self.setup)
+                # As the loop did until 2026-12-06: the loss checked before the backward pass and
+                # the four losses read after the update, each read a wait for the device.
+                if self.variant.read_every_step and not bool(torch.isfinite(loss)):
+                    raise FloatingPointError("the made-up batch's loss is not finite")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+                self.opt.step()
+                if self.variant.read_every_step:
+                    _ = [float(p.item()) for p in parts[:4]]
+                self.done += 1
+                self.window.add(parts, self.done)
+                if self.done % cfg.log_every == 0:
+                    self.window.check()
+                    self.window.means()
+                    self.window.reset()
+            self.window.check()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
-    per_round: list[float] = []
-    with tf32_for(variant.precision):
-        run(warmup)
-        sync()
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            run(steps)
-            window.check()
-            sync()
-            per_round.append(1000.0 * (time.perf_counter() - t0) / steps)
-    ms = statistics.median(per_round)
-    return Timing(variant.name, ms, per_round, 1000.0 * batch["image"].shape[0] / ms)
+    def timed(self, n: int) -> float:
+        """Milliseconds a step over `n` steps."""
+        t0 = time.perf_counter()
+        self.run(n)
+        return 1000.0 * (time.perf_counter() - t0) / n
+
+
+def time_variants(runs: list[VariantRun], steps: int, warmup: int, rounds: int,
+                  say: Callable[[str], None]) -> list[Timing]:
+    """Each variant warmed up, then timed in rounds taken in turn, so that a machine that speeds up
+    or slows down as it goes (its clock, other work) weighs on all of them alike."""
+    for r in runs:
+        r.run(warmup)
+    per_round: list[list[float]] = [[] for _ in runs]
+    for k in range(rounds):
+        for r, times in zip(runs, per_round):
+            times.append(r.timed(steps))
+            say(f"  round {k + 1}/{rounds}: {r.variant.name}: {times[-1]:.2f} ms")
+    crops = int(runs[0].batch["image"].shape[0]) if runs else 0
+    return [Timing(r.variant.name, statistics.median(t), t, 1000.0 * crops / statistics.median(t))
+            for r, t in zip(runs, per_round)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,10 +192,9 @@ def run(args: argparse.Namespace) -> int:
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
     print(f"{PROG}: {cfg.run_name}, batch {batch['image'].shape[0]} of {cfg.model_config().input_size} px crops, "
           f"on {what}, torch {torch.__version__}", flush=True)
-    timings = []
-    for v in variants:
-        t = time_variant(net0, cfg, batch, v, device, args.steps, args.warmup, args.rounds)
-        timings.append(t)
+    runs = [VariantRun(net0, cfg, batch, v, device) for v in variants]
+    timings = time_variants(runs, args.steps, args.warmup, args.rounds, lambda m: print(m, flush=True))
+    for t in timings:
         spread = ", ".join(f"{x:.1f}" for x in t.ms_per_step_rounds)
         print(f"{t.variant:28s} {t.ms_per_step:8.2f} ms/step  {t.crops_per_s:8.0f} crops/s  (rounds {spread})",
               flush=True)
