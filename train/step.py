@@ -30,7 +30,7 @@ LOSS_PARTS = ("loss", "loss_2d", "loss_3d", "loss_neg", "loss_twin")
 
 
 class TrainingDiverged(PosecastError):
-    """The loss was not finite: the run stops before a checkpoint could keep such weights."""
+    """The loss or the weights were not finite: the run stops before a checkpoint keeps them."""
     exit_code = 1
 
 

@@ -15,8 +15,8 @@ The run folder (`runs/<name>` unless `--out`):
 - `model.pt`: at the end, the trained network (engines.model_file.save_checkpoint).
 
 BatchNorm: the network is in train mode for the optimiser steps, eval mode for validation.
-Exit codes: 0 done; 1 the loss was not finite (train/step.py); 2 bad recipe or data; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by
-SIGHUP (each after writing last.pt).
+Exit codes: 0 done; 1 the loss or the weights were not finite (train/step.py); 2 bad recipe or
+data; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (each after writing last.pt).
 """
 
 from __future__ import annotations
