@@ -63,6 +63,7 @@ class _ImageEntry:
     width: int                  # as OpenCV will decode it (EXIF orientation applied)
     height: int
     pixel_limit: int            # the most pixels an image of its format may have here
+    floats: bool = False        # samples of 32-bit floats, which OpenCV's colour decoding refuses
 
 
 def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list[Path]:
@@ -175,9 +176,10 @@ class ImageFolderSource(Source):
                         and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)):
                     w, h = h, w
                 limit = MAX_JPEG_PIXELS if im.format in _REDUCIBLE_FORMATS else MAX_WHOLE_DECODE_PIXELS
+                floats = im.mode == "F"
         except Exception:   # Pillow raises many types for malformed files; all mean "unreadable"
             return None
-        return _ImageEntry(p, name, w, h, limit) if w > 0 and h > 0 else None
+        return _ImageEntry(p, name, w, h, limit, floats) if w > 0 and h > 0 else None
 
     def _fitted(self, w: int, h: int) -> tuple[int, int]:
         long_side = max(w, h)
@@ -203,11 +205,12 @@ class ImageFolderSource(Source):
             data = np.fromfile(e.path, dtype=np.uint8)   # imdecode: non-ASCII paths work too
         except OSError:
             return None
-        image = cv2.imdecode(data, flags) if data.size else None
-        if image is None and flags == cv2.IMREAD_COLOR and data.size:
-            # OpenCV's colour path refuses samples it cannot convert (a TIFF of 32-bit floats,
-            # as scientific and HDR tools write); read as stored, they can be brought to 8 bits.
+        if e.floats and data.size:
+            # OpenCV's colour decoding refuses 32-bit float samples (a TIFF, as scientific and HDR
+            # tools write), with a warning of its own: read as stored, they are brought to 8 bits.
             image = as_bgr8(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
+        else:
+            image = cv2.imdecode(data, flags) if data.size else None
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             return None
         h, w = image.shape[:2]
