@@ -10,10 +10,11 @@ processed are on disk (flushed to the operating system, not fsync'ed: a kernel c
 lose the tail). NPZ cannot be appended to, so it is written once, on close, atomically.
 
 A named pipe written from a live source never holds the run back: a reader slower than the
-stream gets whole frames left out (counted and said) once BEHIND_S seconds' worth wait for it
-beyond what the pipe itself holds, as the live capture leaves out stale frames, rather than
-slowing every other output and subscriber to its pace; at the end the frames still waiting get
-CLOSE_WAIT_S. From a file, every frame waits for the reader.
+stream gets whole frames left out (counted and said) while the oldest frame waiting for it beyond
+what the pipe itself holds (64 KB on Linux) has waited BEHIND_S, as the live capture leaves out
+stale frames, rather than slowing every other output and subscriber to its pace; at the end the
+frames still waiting get up to CLOSE_WAIT_S (STOPPED_WAIT_S after a stop). From a file, every
+frame waits for the reader.
 
 A file is made (or replaced) only once it has a frame to hold: a run that ends before its first
 frame leaves whatever was at the path as it was. Whether it can be written is checked when the
@@ -51,8 +52,9 @@ TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
 
 FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
 FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
-BEHIND_S = 2.0              # a live pipe's frames waiting for a slow reader: this many seconds' worth
-CLOSE_WAIT_S = 5.0          # at the end, how long a live pipe's waiting frames wait for its reader
+BEHIND_S = 2.0              # a live pipe's oldest frame waiting for a slow reader: new ones left out after this
+CLOSE_WAIT_S = 5.0          # at the end, how long a live pipe's waiting frames wait for its reader...
+STOPPED_WAIT_S = 1.0        # ...and after a stop (Ctrl-C), or for a frame the reader has begun to take
 
 
 class ReaderWaitStopped(Exception):
@@ -157,11 +159,11 @@ class _LineFileWriter(TrackWriter):
 
     The file is made at the first frame, with `header` before it: a run that ends before its
     first frame (a source that fails, a model that cannot run) leaves a file already at that path
-    as it was, rather than emptied. `live` with `fps`: a named pipe's backlog for a slow reader
-    (see the module's docstring)."""
+    as it was, rather than emptied. `live`: a named pipe's backlog for a slow reader (see the
+    module's docstring); `frames_written` then counts the frames written into the pipe."""
 
     def __init__(self, path: Path, header: str, cancelled: Callable[[], bool] | None = None,
-                 live: bool = False, fps: float | None = None) -> None:
+                 live: bool = False) -> None:
         super().__init__(path, streamed=True)
         self._header = header
         self._cancelled = cancelled or (lambda: False)
@@ -169,11 +171,10 @@ class _LineFileWriter(TrackWriter):
         self._file: IO[bytes] | None = None
         self._closed = False
         self._complete = 0          # bytes up to the end of the last whole frame
-        # A live pipe's frames its reader has not taken yet (whole frames; the first may be partly
-        # sent, up to `_head_sent`), and how many may wait before new ones are left out.
-        self._behind: collections.deque[tuple[bytes, bool]] = collections.deque()
+        # A live pipe's frames the pipe has not taken yet, whole, with when each came (the first may
+        # be partly sent, up to `_head_sent`).
+        self._behind: collections.deque[tuple[bytes, bool, float]] = collections.deque()
         self._head_sent = 0
-        self._behind_cap = max(8, round(BEHIND_S * (fps if fps and math.isfinite(fps) and fps > 0 else 30.0)))
         self.frames_left_out = 0
 
     def _start(self) -> None:
@@ -220,16 +221,21 @@ class _LineFileWriter(TrackWriter):
 
     def _emit_behind(self, encoded: bytes, frame: bool) -> None:
         """A live pipe's write: what the pipe takes now, the rest kept for the next frames. A
-        frame that comes while `_behind_cap` frames wait is left out whole, so that the reader
-        gets whole lines, in order, and the run is never held back."""
-        self._send_behind()
-        if frame and len(self._behind) >= self._behind_cap:
+        frame that comes while the oldest waiting one has waited BEHIND_S is left out whole, so
+        that the reader gets whole lines, in order, and the run is never held back."""
+        try:
+            self._send_behind()
+        except ReaderGoneError:
+            self.frames_left_out += frame            # the frame in hand, too
+            raise
+        now = time.monotonic()
+        if frame and self._behind and now - self._behind[0][2] >= BEHIND_S:
             self.frames_left_out += 1
             if self.frames_left_out == 1:
                 log.warning("the program reading the named pipe '%s' is slower than the stream: poses are left "
                             "out of it (counted) to stay live", self.path)
             return
-        self._behind.append((encoded, frame))
+        self._behind.append((encoded, frame, now))
         self._send_behind()
 
     def _send_behind(self, head_only: bool = False) -> None:
@@ -237,7 +243,7 @@ class _LineFileWriter(TrackWriter):
         assert self._file is not None
         try:
             while self._behind:
-                data, frame = self._behind[0]
+                data, frame, _ = self._behind[0]
                 written = self._file.write(memoryview(data)[self._head_sent:])
                 if not written:                  # None: the pipe is full
                     return
@@ -252,25 +258,26 @@ class _LineFileWriter(TrackWriter):
         except OSError as err:
             raise _write_error(self.path, err) from None
 
-    def _wait_behind(self, seconds: float, head_only: bool) -> None:
-        deadline = time.monotonic() + seconds
+    def _wait_behind(self, deadline: float, head_only: bool) -> None:
         while (self._head_sent if head_only else self._behind) and time.monotonic() < deadline:
             select.select([], [self._file], [], FIFO_POLL_S)
             self._send_behind(head_only)
 
     def _finish_behind(self) -> None:
-        """At the end, the waiting frames get CLOSE_WAIT_S for the reader to take them; one it
-        has begun to take gets CLOSE_WAIT_S more, so that its last line is whole."""
+        """At the end, the waiting frames get CLOSE_WAIT_S for the reader to take them
+        (STOPPED_WAIT_S after a stop); one it has begun to take gets at least STOPPED_WAIT_S, so
+        that its last line is whole."""
+        deadline = time.monotonic() + (STOPPED_WAIT_S if self._cancelled() else CLOSE_WAIT_S)
         try:
-            self._wait_behind(CLOSE_WAIT_S, head_only=False)
-            self._wait_behind(CLOSE_WAIT_S, head_only=True)
+            self._wait_behind(deadline, head_only=False)
+            self._wait_behind(max(deadline, time.monotonic() + STOPPED_WAIT_S), head_only=True)
         except ReaderGoneError:
-            left = sum(frame for _, frame in self._behind)
+            left = sum(frame for _, frame, _ in self._behind)
             self.frames_left_out += left
             self._behind.clear()
             raise ReaderGoneError(f"cannot write track file '{self.path}': the program reading the pipe went away "
                                   f"before taking the last {left} pose(s)") from None
-        self.frames_left_out += sum(frame for _, frame in self._behind)
+        self.frames_left_out += sum(frame for _, frame, _ in self._behind)
         self._behind.clear()
 
     def close(self) -> None:
@@ -284,8 +291,8 @@ class _LineFileWriter(TrackWriter):
                 self._finish_behind()
         finally:
             if self.frames_left_out:
-                log.warning("%d pose(s) were left out of the named pipe '%s': its reader was slower than the "
-                            "stream", self.frames_left_out, self.path)
+                log.warning("%d pose(s) were left out of the named pipe '%s' (its reader was slower than the "
+                            "stream, or went away)", self.frames_left_out, self.path)
             try:
                 self._file.close()
             except OSError as err:
@@ -301,7 +308,7 @@ class JsonlTrackWriter(_LineFileWriter):
             header = _dumps(meta)
         except ValueError:
             raise ValueError(f"track meta for '{path}' has a non-finite number (fps NaN?)") from None
-        super().__init__(path, header + "\n", cancelled, live, meta.get("fps"))
+        super().__init__(path, header + "\n", cancelled, live)
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
         self.write_message(pose_message(frame) if message is None else message)
@@ -355,7 +362,7 @@ class CsvTrackWriter(_LineFileWriter):
         self._csv = csv.writer(self._rows, lineterminator="\n")
         self._empty_person = [""] * (2 + 4 + 3 + 6 * self._num_joints)
         self._csv.writerow(csv_header(_joint_names(meta)))
-        super().__init__(path, self._take_rows(), cancelled, live, meta.get("fps"))
+        super().__init__(path, self._take_rows(), cancelled, live)
 
     def _start(self) -> None:
         if self.path.is_fifo():

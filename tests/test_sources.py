@@ -177,7 +177,7 @@ def test_frames_a_damaged_middle_took_are_said(tmp_path: Path, fmt: str, codec: 
     damaged.write_bytes(bytes(data))
     with caplog.at_level("WARNING"):
         frames, corrupt = read_all(damaged)
-    said = re.findall(r"no frame between [\d.]+ s and [\d.]+ s, where about (\d+) were due at 30 fps: the file is "
+    said = re.findall(r"no frame between [\d.]+ s and [\d.]+ s, where about (\d+) frame\(s\) were due at 30 fps: the file is "
                       r"damaged there, or its recording dropped them", caplog.text)
     assert 0 < len(frames) < 60 and len(frames) + corrupt + sum(map(int, said)) == 60, caplog.text
 
@@ -204,14 +204,14 @@ def test_a_gap_in_a_steady_recording_is_said_and_a_variable_rate_is_left_alone(
     with caplog.at_level("WARNING"):
         frames, corrupt = read_all(steady)
     assert (len(frames), corrupt) == (60, 0)
-    assert "no frame between 0.97 s and 1.33 s, where about 10 were due at 30 fps" in caplog.text
+    assert "no frame between 0.97 s and 1.33 s, where about 10 frame(s) were due at 30 fps" in caplog.text
     assert "such gaps" not in caplog.text
     caplog.clear()
     halved = list(range(70)) + list(range(71, 131, 2))      # 30 fps, then 15
     with caplog.at_level("WARNING"):
         frames, corrupt = read_all(_clip_at_times(tmp_path / "halved.mkv", halved))
     assert (len(frames), corrupt) == (100, 0)
-    assert caplog.text.count("no frame between") == 1 and "30 such gaps in all, where about 30 frames were due" in caplog.text
+    assert caplog.text.count("no frame between") == 1 and "30 such gaps in all, where about 30 frame(s) were due" in caplog.text
     caplog.clear()
     rng = np.random.default_rng(0)
     ticks = np.cumsum(rng.integers(1, 4, 40)).tolist()
@@ -736,6 +736,9 @@ def test_as_bgr8_takes_what_opencv_decodes_as_stored() -> None:
     highlight = np.tile(np.linspace(0.0, 1.0, 200, dtype=np.float32), (2, 1))
     highlight[0, 0] = 1.01                       # one pixel past 1 leaves the scale as it is
     assert as_bgr8(highlight)[1, -1, 0] == 255 and as_bgr8(highlight)[0, 0, 0] == 255
+    dark = np.full((10, 100), 0.5, np.float32)   # a dark picture of 0-255 values, a few bright
+    dark[0, :5] = 250.0
+    assert as_bgr8(dark)[5, 5, 0] == 1 and as_bgr8(dark)[0, 0, 0] == 250
     assert as_bgr8(None) is None and as_bgr8(np.zeros((2, 2), np.int32)) is None
     assert as_bgr8(np.zeros((2, 2, 2), np.uint8)) is None
 

@@ -537,10 +537,28 @@ def test_a_named_pipe_track_waits_for_its_reader(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["poses.jsonl", "poses.csv"])
 def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_path: Path, name: str,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    """From a live source, a reader that takes nothing while 600 frames are written (far more
-    than a pipe and the writer's backlog hold) never holds the writer back: the frames that did
-    not fit are left out whole and counted, and what the reader gets is whole lines, in order."""
+                                                                        caplog: pytest.LogCaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a live source, a reader that takes nothing while 600 frames come at 30 a second (20 s
+    on the writer's clock, far more than the pipe and the writer's 2 s backlog hold) never holds
+    the writer back: the frames that did not fit are left out whole and counted, and what the
+    reader gets is whole lines, in order."""
+    import streamer.tracks as tracks
+
+    class Clock:
+        """The writer's clock: 1/30 s a frame (advanced below), a millisecond a look."""
+        now = 1000.0
+
+        def monotonic(self) -> float:
+            self.now += 0.001
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+            time.sleep(min(seconds, 0.01))
+
+    clock = Clock()
+    monkeypatch.setattr(tracks, "time", clock)
     fifo = tmp_path / name
     os.mkfifo(fifo)
     opened = threading.Event()
@@ -562,6 +580,7 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
     def write_all() -> None:
         for f in frames:
             writer.write(f)
+            clock.now += 1 / 30
         done.set()
 
     writing = threading.Thread(target=write_all, daemon=True)
@@ -569,7 +588,7 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
         writing.start()
         assert done.wait(60), "a live pipe's writer waited for its reader"
         assert opened.is_set() and not release.is_set()
-        assert writer.frames_left_out > 0 and writer.frames_written + writer.frames_left_out < 600
+        assert writer.frames_left_out > 400 and writer.frames_written + writer.frames_left_out < 600
         release.set()
         writer.close()
         reader.join(30)
@@ -583,6 +602,48 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
         seqs = [int(line.split(b",")[0]) for line in got[1:]]     # frame 1 has two people: two rows
     assert len(set(seqs)) == writer.frames_written and seqs == sorted(seqs) and seqs[0] == 0
     assert all(line.endswith(b"\n") for line in got)
+
+
+def test_a_stopped_live_run_gives_its_pipes_reader_a_second_not_five(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """After Ctrl-C the frames still waiting for a reader that takes nothing are left out after
+    STOPPED_WAIT_S on the writer's clock, not CLOSE_WAIT_S, so that the run's stop stays quick."""
+    import streamer.tracks as tracks
+
+    class Clock:
+        now = 0.0
+
+        def monotonic(self) -> float:
+            self.now += 0.001
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(tracks, "time", clock)
+    monkeypatch.setattr(tracks.select, "select", lambda r, w, x, t: (clock.sleep(t), [], [])[1:])
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    opened, leave = threading.Event(), threading.Event()
+
+    def reader_that_takes_nothing() -> None:
+        with open(fifo, "rb"):
+            opened.set()
+            leave.wait(60)
+
+    threading.Thread(target=reader_that_takes_nothing, daemon=True).start()
+    stopped = {"now": False}
+    writer = open_track_writer(fifo, META, cancelled=lambda: stopped["now"], live=True)
+    for f in make_frames(200, empty_every=1000):
+        writer.write(f)
+    assert opened.is_set() and writer.frames_left_out == 0 and writer.frames_written < 200
+    stopped["now"] = True
+    started = clock.now
+    writer.close()
+    leave.set()
+    assert tracks.STOPPED_WAIT_S <= clock.now - started < tracks.CLOSE_WAIT_S
+    assert writer.frames_written + writer.frames_left_out == 200 and writer.frames_left_out > 0
 
 
 def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_missed(tmp_path: Path) -> None:

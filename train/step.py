@@ -3,7 +3,8 @@ benchmark (train/step_bench.py), and the running sums the loop logs.
 
 Nothing here reads a value back from the training device while a log window fills. On a GPU a
 read (`.item()`, `bool(tensor)`) waits for every kernel queued before it, so the host cannot
-queue step n + 1 while step n runs; the loop used to read five values a step. The sums and the
+queue step n + 1 while step n runs; the loop used to read five values a step (six with the twin
+loss). The sums and the
 first non-finite loss are kept on the device and read once per log line or checkpoint
 (`LossWindow.check`, `LossWindow.means`).
 """

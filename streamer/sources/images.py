@@ -255,15 +255,17 @@ class ImageFolderSource(Source):
 
 
 def as_bgr8(image: np.ndarray | None) -> np.ndarray | None:
-    """An image decoded as stored, as 8-bit BGR: floats of 0-1 scaled (0-255 where more than a few
-    highlights are above 1) and clipped, 16-bit integers cut to their high byte, grey and alpha
-    dropped to three channels; None where it is none of those."""
+    """An image decoded as stored, as 8-bit BGR: floats of 0-1 scaled to 0-255 (a few highlights
+    may pass 1; values up to 255 are taken as 0-255 already) and clipped, 16-bit integers cut to
+    their high byte, grey and alpha dropped to three channels; None where it is none of those."""
     if image is None or image.ndim not in (2, 3) or image.size == 0:
         return None
     if image.dtype.kind == "f":
         finite = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-        # A linear or HDR picture's highlights go a little past 1: a percentile, not the maximum.
-        scale = 255.0 if float(np.percentile(finite, 99.0)) <= 1.0 else 1.0
+        # A linear or HDR picture's highlights go a little past 1, but not far: a 0-255 picture's
+        # brightest values do, however dark the rest of it.
+        top = float(finite.max())
+        scale = 255.0 if top <= 1.0 or (top <= 16.0 and float(np.percentile(finite, 99.0)) <= 1.0) else 1.0
         image = np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
     elif image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)

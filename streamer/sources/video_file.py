@@ -107,13 +107,13 @@ class VideoFileSource(AVSource):
         self._gaps += 1
         self._gap_frames += missing
         if self._gaps == 1:
-            self._warn("%s: no frame between %.2f s and %.2f s, where about %d were due at %.4g fps: the file "
-                       "is damaged there, or its recording dropped them", self._what, float(last * tb),
+            self._warn("%s: no frame between %.2f s and %.2f s, where about %d frame(s) were due at %.4g fps: the "
+                       "file is damaged there, or its recording dropped them", self._what, float(last * tb),
                        float(packet.dts * tb), missing, 1.0 / self._gap_period)
 
     def _say_gaps(self) -> None:
         if self._gaps > 1:
-            self._warn("%s: %d such gaps in all, where about %d frames were due", self._what, self._gaps,
+            self._warn("%s: %d such gaps in all, where about %d frame(s) were due", self._what, self._gaps,
                        self._gap_frames)
 
     def _on_end(self, yielded: int) -> None:
