@@ -38,9 +38,10 @@ def calibration_crops(spec: str, config: SourceConfig, size: int, max_crops: int
         for frame in src.frames():
             if frame.index % step:
                 continue
-            h, w = frame.image.shape[:2]
+            image = frame.upright()
+            h, w = image.shape[:2]
             out = np.empty((size, size, 3), np.uint8)
-            CropTransform.full_frame(w, h, size).cut(frame.image, out)
+            CropTransform.full_frame(w, h, size).cut(image, out)
             crops.append(out)
             if len(crops) >= max_crops:
                 break

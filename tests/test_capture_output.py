@@ -237,3 +237,39 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
     assert "while closing" not in capsys.readouterr().err
     assert "summary" not in reports.kinds()
     assert jsonl.read_text().count("\n") == 1 + 3 and not npz.exists()   # the other file is whole
+
+
+def test_a_phone_clip_reaches_the_outputs_upright(posecast, tmp_path: Path) -> None:
+    """A clip stored landscape with a display rotation of 90 degrees: the capture turns each frame
+    on its one copy into shared memory, so the track's image size and the overlay are upright,
+    and the marker stored in the top left corner shows at the bottom left."""
+    import av
+    import numpy as np
+
+    from streamer.tracks import read_track
+
+    path = tmp_path / "phone.mp4"
+    stored = np.zeros((144, 192, 3), np.uint8)
+    stored[:48, :48] = 255
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 192, 144, "yuv420p"
+        s.set_display_rotation(90)
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(stored, format="bgr24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    track, overlay = tmp_path / "t.jsonl", tmp_path / "o.mp4"
+    res = posecast.run(["track", path, "-o", track, "--overlay", overlay, "--min-score", "0", "--no-progress"])
+    assert res.returncode == 0, res.stderr
+    meta, poses = read_track(track)
+    assert meta["image_size"] == [144, 192] and len(poses) == 5
+    assert all(p["image_size"] == [144, 192] for p in poses)
+    with av.open(str(overlay)) as c:
+        picture = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    assert picture.shape[:2] == (192, 144)
+    h, w = picture.shape[:2]
+    quadrants = {"top left": picture[:h // 2, :w // 2], "top right": picture[:h // 2, w // 2:],
+                 "bottom left": picture[h // 2:, :w // 2], "bottom right": picture[h // 2:, w // 2:]}
+    assert max(quadrants, key=lambda q: quadrants[q].mean()) == "bottom left"

@@ -373,9 +373,18 @@ def test_a_phone_clips_rotation_metadata_turns_its_frames_upright(tmp_path: Path
     src = VideoFileSource(path)
     upright = degrees in (0, 180)
     assert (src.info.width, src.info.height) == ((64, 48) if upright else (48, 64))
-    frames = [f.image.copy() for f in src.frames()]
+    got = list(src.frames())
     src.close()
+    frames = [f.upright().copy() for f in got]
     assert len(frames) == 3 and all(f.shape == (src.info.height, src.info.width, 3) for f in frames)
+    # What the capture does: the upright picture into its shared-memory slot (a contiguous view
+    # of a larger buffer), turned on the way, in its one copy.
+    ring = np.zeros(64 * 64 * 3 + 10, np.uint8)
+    for f, want in zip(got, frames):
+        w, h = f.upright_size
+        slot = ring[: h * w * 3].reshape(h, w, 3)
+        f.copy_upright_into(slot)
+        np.testing.assert_array_equal(slot, want)
     h, w = frames[0].shape[:2]
     quadrants = {"top left": frames[0][:h // 2, :w // 2], "top right": frames[0][:h // 2, w // 2:],
                  "bottom left": frames[0][h // 2:, :w // 2], "bottom right": frames[0][h // 2:, w // 2:]}
@@ -397,9 +406,9 @@ def test_a_turned_frame_keeps_its_picture_after_the_next_is_read(tmp_path: Path)
             c.mux(s.encode(frame))
         c.mux(s.encode(None))
     src = VideoFileSource(path)
-    kept = [f.image for f in src.frames()]          # no copies: as the live reader hands them over
+    kept = list(src.frames())                       # no copies: as the live reader hands them over
     src.close()
-    assert [round(float(img.mean()) / 10) * 10 for img in kept] == [40, 90, 140, 190]
+    assert [round(float(f.upright().mean()) / 10) * 10 for f in kept] == [40, 90, 140, 190]
 
 
 def test_a_cover_picture_stream_before_the_video_is_not_what_is_tracked(tmp_path: Path,

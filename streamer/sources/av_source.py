@@ -11,8 +11,6 @@ from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-import cv2
-import numpy as np
 
 from engines.errors import InputError
 from streamer.frame_rate import choose_rate, rate_from_times
@@ -20,7 +18,6 @@ from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, 
 
 log = logging.getLogger(__name__)
 
-CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~2 s to time frames by
 
 
@@ -293,24 +290,18 @@ class AVSource(Source):
                             "to the first size, so people in them look stretched if the shape changed",
                             self._what, w, h, av_frame.width, av_frame.height)
             av_frame = av_frame.reformat(width=w, height=h, format="bgr24")
-        # Possibly a strided view (FFmpeg pads rows): capture copies it into the ring anyway, so a
-        # contiguous copy here would be a second full-frame copy.
+        # Possibly a strided view (FFmpeg pads rows), and as stored: capture copies it into the ring
+        # anyway, turning it upright on the way, so a contiguous or turned copy here would be a
+        # second full-frame copy. A new array each frame, as decoding gives: a live reader thread
+        # decodes the next frame while the capture still copies this one.
         image = av_frame.to_ndarray(format="bgr24")
-        if self._quarter_turns:
-            image = self._turn(image)
         # After a damaged packet FFmpeg may give a frame without a usable timestamp (PyAV then
         # reports NaN): the protocol says "unknown" with null, never NaN.
         t_media = av_frame.time
         if t_media is not None and not math.isfinite(t_media):
             t_media = None
-        return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media)
-
-    def _turn(self, image: np.ndarray) -> np.ndarray:
-        # A new array each frame, as decoding gives: a live reader thread decodes the next frame
-        # while the capture still copies this one, so a reused buffer would be overwritten under
-        # it. (Not np.rot90's view: the ring's copy of it goes element by element, about 7 times
-        # slower than cv2.rotate at 1080p.)
-        return cv2.rotate(image, CV2_TURNS[self._quarter_turns])
+        return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media,
+                     quarter_turns=self._quarter_turns)
 
     def _on_packet(self, packet: av.Packet) -> None:
         """A packet of the video stream, before it is decoded."""

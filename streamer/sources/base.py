@@ -8,11 +8,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
+import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 DETAILED_WARNINGS = 10         # then only a count, so a badly damaged file can't flood the log
+# Counterclockwise quarter turns as OpenCV's rotations (cv2.rotate: about 7 times faster into the
+# ring than copying np.rot90's view element by element, at 1080p).
+CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,39 @@ class SourceInfo:
 
 @dataclass
 class Frame:
-    image: np.ndarray           # (H, W, 3) uint8 BGR, possibly strided; valid until the next read
+    """A picture and when it came. `image` is the picture as stored, which a phone's video may
+    need turned to be upright (`quarter_turns`): the turn is made where the picture is copied to
+    anyway (`copy_upright_into`, the capture's one copy into shared memory), not as a second copy."""
+    image: np.ndarray           # (H, W, 3) uint8 BGR as stored, possibly strided; valid until the next read
     index: int                  # 0-based position among the frames yielded
     t_capture: float            # time.time() when the frame became available
     t_media: float | None       # presentation time in seconds (video files and streams)
     scale: float = 1.0          # original-image pixels per frame pixel (downscaled folder images)
     name: str | None = None     # image file name (folders)
     new_shot: bool = False      # shares nothing with the frame before (a looped file starting again)
+    quarter_turns: int = 0      # counterclockwise quarter turns that show `image` upright
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) of the upright picture."""
+        h, w = self.image.shape[:2]
+        return (h, w) if self.quarter_turns % 2 else (w, h)
+
+    def upright(self) -> np.ndarray:
+        """The upright picture: `image` itself, or a turned copy."""
+        turns = self.quarter_turns % 4
+        return cv2.rotate(self.image, CV2_TURNS[turns]) if turns else self.image
+
+    def copy_upright_into(self, dst: np.ndarray) -> None:
+        """The upright picture copied into `dst` ((height, width, 3) uint8, contiguous), turned
+        on the way where it needs turning: one copy either way."""
+        turns = self.quarter_turns % 4
+        if not turns:
+            np.copyto(dst, self.image)
+            return
+        out = cv2.rotate(self.image, CV2_TURNS[turns], dst=dst)
+        if out is not dst and not np.shares_memory(out, dst):     # OpenCV made its own: never here
+            np.copyto(dst, out)
 
 
 class Source(ABC):

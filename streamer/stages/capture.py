@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.synchronize import Semaphore
 
-import numpy as np
 import zmq
 
 from engines.errors import InputError, PosecastError
@@ -108,9 +107,9 @@ class CaptureStage:
 
     def _admit(self, frame: Frame, ring: FrameRing, out: Outbox) -> None:
         t0 = time.perf_counter()
-        h, w = frame.image.shape[:2]
+        w, h = frame.upright_size
         slot = self.seq % ring.spec.slots
-        np.copyto(ring.view(slot, h, w), frame.image)
+        frame.copy_upright_into(ring.view(slot, h, w))
         self.timer.since("copy", t0)
         packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale, frame.name,
                              frame.new_shot)
