@@ -41,15 +41,18 @@ class ShotCutDetector:
 
     def __call__(self, frame: np.ndarray) -> bool:
         # Every step-th pixel (about 128 px a side), gathered into a buffer kept from frame to frame
-        # (OpenCV would gather the strided view into a new array each call), then INTER_AREA: a
-        # fraction of a millisecond at 1080p, and no copy of the whole frame.
+        # (OpenCV would gather the strided view into a new array each call; a small frame it reads
+        # as it is), then INTER_AREA: a fraction of a millisecond at 1080p.
         step = max(1, min(frame.shape[0], frame.shape[1]) // THUMB_SOURCE_PX)
-        sub = frame[::step, ::step]
-        if self._small is None or self._small.shape != sub.shape:
-            self._small = np.empty(sub.shape, np.uint8)
-        np.copyto(self._small, sub)
+        small = frame
+        if step > 1:
+            sub = frame[::step, ::step]
+            if self._small is None or self._small.shape != sub.shape:
+                self._small = np.empty(sub.shape, np.uint8)
+            np.copyto(self._small, sub)
+            small = self._small
         this, last = self._this, self._last
-        cv2.resize(self._small, (THUMB, THUMB), dst=this, interpolation=cv2.INTER_AREA)
+        cv2.resize(small, (THUMB, THUMB), dst=this, interpolation=cv2.INTER_AREA)
         self._this, self._last = last, this         # this frame's thumbnail is the next one's last
         if not self._started:
             self._started = True

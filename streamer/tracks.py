@@ -258,10 +258,17 @@ class _LineFileWriter(TrackWriter):
         except OSError as err:
             raise _write_error(self.path, err) from None
 
-    def _wait_behind(self, deadline: float, head_only: bool) -> None:
+    def _wait_behind(self, deadline: float, head_only: bool) -> float:
+        """Sends until the deadline, which a stop in the meantime brings to STOPPED_WAIT_S from
+        then; returns the deadline as it ended."""
+        stopped = False
         while (self._head_sent if head_only else self._behind) and time.monotonic() < deadline:
+            if not stopped and self._cancelled():
+                stopped = True
+                deadline = min(deadline, time.monotonic() + STOPPED_WAIT_S)
             select.select([], [self._file], [], FIFO_POLL_S)
             self._send_behind(head_only)
+        return deadline
 
     def _finish_behind(self) -> None:
         """At the end, the waiting frames get CLOSE_WAIT_S for the reader to take them
@@ -269,7 +276,7 @@ class _LineFileWriter(TrackWriter):
         that its last line is whole."""
         deadline = time.monotonic() + (STOPPED_WAIT_S if self._cancelled() else CLOSE_WAIT_S)
         try:
-            self._wait_behind(deadline, head_only=False)
+            deadline = self._wait_behind(deadline, head_only=False)
             self._wait_behind(max(deadline, time.monotonic() + STOPPED_WAIT_S), head_only=True)
         except ReaderGoneError:
             left = sum(frame for _, frame, _ in self._behind)

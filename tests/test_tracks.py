@@ -645,6 +645,30 @@ def test_a_stopped_live_run_gives_its_pipes_reader_a_second_not_five(tmp_path: P
     assert tracks.STOPPED_WAIT_S <= clock.now - started < tracks.CLOSE_WAIT_S
     assert writer.frames_written + writer.frames_left_out == 200 and writer.frames_left_out > 0
 
+    # A stop that comes while the end's wait runs cuts it short too.
+    fifo2 = tmp_path / "more.jsonl"
+    os.mkfifo(fifo2)
+    opened.clear()
+    leave.clear()
+    threading.Thread(target=lambda: (open(fifo2, "rb"), opened.set(), leave.wait(60)), daemon=True).start()
+    stopped["now"] = False
+    writer = open_track_writer(fifo2, META, cancelled=lambda: stopped["now"], live=True)
+    for f in make_frames(200, empty_every=1000):
+        writer.write(f)
+    looks = {"n": 0}
+
+    def select_then_stop(r, w, x, t):
+        looks["n"] += 1
+        stopped["now"] = looks["n"] >= 3
+        clock.sleep(t)
+        return [], [], []
+
+    monkeypatch.setattr(tracks.select, "select", select_then_stop)
+    started = clock.now
+    writer.close()
+    leave.set()
+    assert looks["n"] >= 3 and clock.now - started < tracks.STOPPED_WAIT_S + 0.5
+
 
 def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_missed(tmp_path: Path) -> None:
     fifo = tmp_path / "poses.jsonl"
