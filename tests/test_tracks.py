@@ -535,6 +535,40 @@ def test_a_named_pipe_track_waits_for_its_reader(tmp_path: Path) -> None:
     assert [json.loads(line)["type"] for line in got] == ["meta", "pose", "pose", "pose"]
 
 
+def _idle_reader(fifo: Path) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """A program that opens `fifo` to read and takes nothing until `leave` is set, then closes it:
+    (its thread, `opened`, `leave`)."""
+    opened, leave = threading.Event(), threading.Event()
+
+    def read_nothing() -> None:
+        with open(fifo, "rb"):
+            opened.set()
+            leave.wait(60)
+
+    reader = threading.Thread(target=read_nothing, daemon=True)
+    reader.start()
+    return reader, opened, leave
+
+
+class _WriterClock:
+    """A track writer's `time`, for tests of its waits: it moves a millisecond a look, and as far
+    as it is asked to sleep (sleeping for real at most 10 ms where `real_sleep`, so that a
+    named pipe's reader thread gets its turn)."""
+
+    def __init__(self, real_sleep: bool) -> None:
+        self.now = 1000.0
+        self.real_sleep = real_sleep
+
+    def monotonic(self) -> float:
+        self.now += 0.001
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.real_sleep:
+            time.sleep(min(seconds, 0.01))
+
+
 @pytest.mark.parametrize("name", ["poses.jsonl", "poses.csv"])
 def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_path: Path, name: str,
                                                                         caplog: pytest.LogCaptureFixture,
@@ -545,19 +579,7 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
     reader gets is whole lines, in order."""
     import streamer.tracks as tracks
 
-    class Clock:
-        """The writer's clock: 1/30 s a frame (advanced below), a millisecond a look."""
-        now = 1000.0
-
-        def monotonic(self) -> float:
-            self.now += 0.001
-            return self.now
-
-        def sleep(self, seconds: float) -> None:
-            self.now += seconds
-            time.sleep(min(seconds, 0.01))
-
-    clock = Clock()
+    clock = _WriterClock(real_sleep=True)         # 1/30 s a frame, advanced below
     monkeypatch.setattr(tracks, "time", clock)
     fifo = tmp_path / name
     os.mkfifo(fifo)
@@ -610,29 +632,12 @@ def test_a_stopped_live_run_gives_its_pipes_reader_a_second_not_five(tmp_path: P
     STOPPED_WAIT_S on the writer's clock, not CLOSE_WAIT_S, so that the run's stop stays quick."""
     import streamer.tracks as tracks
 
-    class Clock:
-        now = 0.0
-
-        def monotonic(self) -> float:
-            self.now += 0.001
-            return self.now
-
-        def sleep(self, seconds: float) -> None:
-            self.now += seconds
-
-    clock = Clock()
+    clock = _WriterClock(real_sleep=False)
     monkeypatch.setattr(tracks, "time", clock)
     monkeypatch.setattr(tracks.select, "select", lambda r, w, x, t: (clock.sleep(t), [], [])[1:])
     fifo = tmp_path / "poses.jsonl"
     os.mkfifo(fifo)
-    opened, leave = threading.Event(), threading.Event()
-
-    def reader_that_takes_nothing() -> None:
-        with open(fifo, "rb"):
-            opened.set()
-            leave.wait(60)
-
-    threading.Thread(target=reader_that_takes_nothing, daemon=True).start()
+    _, opened, leave = _idle_reader(fifo)
     stopped = {"now": False}
     writer = open_track_writer(fifo, META, cancelled=lambda: stopped["now"], live=True)
     for f in make_frames(200, empty_every=1000):
@@ -648,9 +653,7 @@ def test_a_stopped_live_run_gives_its_pipes_reader_a_second_not_five(tmp_path: P
     # A stop that comes while the end's wait runs cuts it short too.
     fifo2 = tmp_path / "more.jsonl"
     os.mkfifo(fifo2)
-    opened.clear()
-    leave.clear()
-    threading.Thread(target=lambda: (open(fifo2, "rb"), opened.set(), leave.wait(60)), daemon=True).start()
+    _, opened, leave = _idle_reader(fifo2)
     stopped["now"] = False
     writer = open_track_writer(fifo2, META, cancelled=lambda: stopped["now"], live=True)
     for f in make_frames(200, empty_every=1000):
@@ -673,15 +676,7 @@ def test_a_stopped_live_run_gives_its_pipes_reader_a_second_not_five(tmp_path: P
 def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_missed(tmp_path: Path) -> None:
     fifo = tmp_path / "poses.jsonl"
     os.mkfifo(fifo)
-    opened, leave = threading.Event(), threading.Event()
-
-    def reader_that_leaves() -> None:
-        with open(fifo, "rb"):
-            opened.set()
-            leave.wait(60)
-
-    reader = threading.Thread(target=reader_that_leaves, daemon=True)
-    reader.start()
+    reader, opened, leave = _idle_reader(fifo)
     writer = open_track_writer(fifo, META, live=True)
     for f in make_frames(300, empty_every=1000):
         writer.write(f)
