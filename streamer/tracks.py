@@ -168,6 +168,7 @@ class _LineFileWriter(TrackWriter):
         self._header = header
         self._cancelled = cancelled or (lambda: False)
         self._live = live
+        self._behind_pipe = False   # a live run's named pipe, found when it is opened
         self._file: IO[bytes] | None = None
         self._closed = False
         self._complete = 0          # bytes up to the end of the last whole frame
@@ -185,6 +186,7 @@ class _LineFileWriter(TrackWriter):
             self._file = _open_to_stream(self.path, self._cancelled, self._live)
         except OSError as err:
             raise _write_error(self.path, err) from None
+        self._behind_pipe = self._live and self.path.is_fifo()
         self._emit(self._header, frame=False)
 
     def _check_open(self) -> None:
@@ -200,7 +202,7 @@ class _LineFileWriter(TrackWriter):
         self._check_open()
         assert self._file is not None
         encoded = text.encode("utf-8")
-        if self._live and self.path.is_fifo():
+        if self._behind_pipe:
             self._emit_behind(encoded, frame)
             return
         data = memoryview(encoded)

@@ -609,7 +609,7 @@ def test_a_live_runs_named_pipe_leaves_out_whole_frames_for_a_slow_reader(tmp_pa
     with caplog.at_level("WARNING"):
         writing.start()
         assert done.wait(60), "a live pipe's writer waited for its reader"
-        assert opened.is_set() and not release.is_set()
+        assert opened.wait(10) and not release.is_set()
         assert writer.frames_left_out > 400 and writer.frames_written + writer.frames_left_out < 600
         release.set()
         writer.close()
@@ -642,7 +642,7 @@ def test_a_stopped_live_run_gives_its_pipes_reader_a_second_not_five(tmp_path: P
     writer = open_track_writer(fifo, META, cancelled=lambda: stopped["now"], live=True)
     for f in make_frames(200, empty_every=1000):
         writer.write(f)
-    assert opened.is_set() and writer.frames_left_out == 0 and writer.frames_written < 200
+    assert opened.wait(10) and writer.frames_left_out == 0 and writer.frames_written < 200
     stopped["now"] = True
     started = clock.now
     writer.close()
@@ -680,7 +680,7 @@ def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_miss
     writer = open_track_writer(fifo, META, live=True)
     for f in make_frames(300, empty_every=1000):
         writer.write(f)
-    assert opened.is_set() and writer.frames_written < 300
+    assert opened.wait(10) and writer.frames_written < 300
     waiting = 300 - writer.frames_written - writer.frames_left_out
     leave.set()
     reader.join(10)

@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from engines.config import ConfigError, config_path, from_dict, load_config, load_yaml, merge
 from engines.model_config import Fusion, ModelConfig
@@ -59,6 +59,9 @@ def resolve_path(text: str) -> Path:
     in_repo = REPO_ROOT / path
     return in_repo if in_repo.exists() else path
 
+
+Precision = Literal["fp32", "tf32", "bf16"]     # train/step.py: what each means
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 @dataclass(frozen=True)
 class ModelSection:
@@ -173,7 +176,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"   # auto: cuda when torch sees a GPU
     num_workers: int = 2                     # data loader processes (0: in the training process)
     threads: int = 2                         # torch.set_num_threads
-    precision: Literal["fp32", "tf32", "bf16"] = "fp32"   # the forward pass's arithmetic (train/step.py)
+    precision: Precision = "fp32"            # the forward pass's arithmetic (train/step.py)
     channels_last: bool = False              # the network's weights and activations in NHWC order (train/step_bench.py)
     checkpoint_every: int = 500              # steps between out/last.pt writes
     val_every: int = 1000                    # steps between validations (0: only at the end)

@@ -405,25 +405,25 @@ def pretrain(opts: PretrainOptions, out: Any, bodies_path: Any, data_dir: Any = 
                 log.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{record['loss']:.4f}", rate=f"{rate:.0f}/s")
                 acc, t0 = 0.0, time.perf_counter()
-            if done % opts.checkpoint_every == 0 or done == end:
-                lifter.eval()
-                metrics = val.metrics(lifter, roots)
-                log.write(json.dumps({"step": done, "val": metrics}) + "\n")
-                bar.write(f"lifter: step {done}: held-out motions, pelvis row: {metrics['val_noisy_mm']:.1f} mm "
-                          f"from corrupted 2D, {metrics['val_exact_mm']:.1f} mm from exact 2D")
+            checkpoint = done % opts.checkpoint_every == 0 or done == end
+            # Stopped between checkpoints: the step in flight is done, so its state is kept
+            # (without a validation, to end at once) and a second run resumes from it.
+            stopping = flag.signal is not None and done < end
+            if checkpoint or stopping:
+                extra: dict[str, Any] = {"scheduler": sched.state_dict()}
+                if checkpoint:
+                    lifter.eval()
+                    metrics = val.metrics(lifter, roots)
+                    log.write(json.dumps({"step": done, "val": metrics}) + "\n")
+                    bar.write(f"lifter: step {done}: held-out motions, pelvis row: {metrics['val_noisy_mm']:.1f} mm "
+                              f"from corrupted 2D, {metrics['val_exact_mm']:.1f} mm from exact 2D")
+                    extra["val"] = metrics
                 if not all(torch.isfinite(p).all() for p in lifter.parameters()):
                     raise ValueError(f"training diverged at step {done} (the lifter's weights are NaN or infinite); "
                                      f"{out} was not written over: lower --lr (it is {opts.lr:g})")
-                save_lifter(out, lifter, opts, done, opt, {"val": metrics, "scheduler": sched.state_dict()})
+                save_lifter(out, lifter, opts, done, opt, extra)
                 t0 = time.perf_counter()
-            elif flag.signal is not None:
-                # Stopped between checkpoints: the step in flight is done, so its state is kept
-                # (without a validation, to end at once) and a second run resumes from it.
-                if not all(torch.isfinite(p).all() for p in lifter.parameters()):
-                    raise ValueError(f"training diverged by step {done} (the lifter's weights are NaN or "
-                                     f"infinite); {out} was not written over: lower --lr (it is {opts.lr:g})")
-                save_lifter(out, lifter, opts, done, opt, {"scheduler": sched.state_dict()})
-            if flag.signal is not None and done < end:
+            if stopping:
                 stopped = flag.signal
                 break
     bar.close()

@@ -14,18 +14,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
-
 import torch
 
 from engines.errors import PosecastError
+from engines.model_config import ModelConfig
 from engines.network import PoseNet
 from train.config import LossSection, OptimSection
 from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL
 from train.losses import loss_2d, loss_3d, loss_negative, loss_twin, offsets_target, soft_label_targets
 
-Precision = Literal["fp32", "tf32", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 # The order of `step_losses`' parts and of `LossWindow.means`' keys (the log's names).
 LOSS_PARTS = ("loss", "loss_2d", "loss_3d", "loss_neg", "loss_twin")
 
@@ -43,6 +40,11 @@ class StepSetup:
     roots: tuple[int, ...]                   # joint indices of the 3D branch's roots
     flip_order: tuple[int, ...]              # the skeleton's mirror order
     loss: LossSection
+
+    @classmethod
+    def for_model(cls, mcfg: ModelConfig, loss: LossSection) -> StepSetup:
+        return cls(grid=mcfg.grid_size, size=mcfg.input_size, roots=tuple(mcfg.root_indices),
+                   flip_order=tuple(mcfg.skeleton.flip_permutation), loss=loss)
 
 
 def step_losses(net: PoseNet, batch: dict[str, torch.Tensor], setup: StepSetup) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,8 +121,6 @@ def tf32_for(precision: str) -> Iterator[None]:
     """TF32 matrix products (tf32, bf16) for the run, on NVIDIA GPUs; fp32 keeps torch's defaults,
     under which cuDNN may already use TF32 for convolutions. The switches are process-wide, so
     they are restored on the way out."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         if precision != "fp32":

@@ -34,9 +34,9 @@ import torch
 
 from engines.errors import InputError, PosecastError
 from engines.network import PoseNet, build_network
-from train.config import TrainConfig, load_train_config
+from train.config import PRECISIONS, TrainConfig, load_train_config
 from train.datasets import SOURCE_NEGATIVE, SOURCE_REAL, SOURCE_SYNTH
-from train.step import (PRECISIONS, LossWindow, StepSetup, autocast_for, build_optimizer, step_losses, tf32_for,
+from train.step import (LossWindow, StepSetup, autocast_for, build_optimizer, step_losses, tf32_for,
                         to_device)
 from train.train import resolve_device
 
@@ -94,15 +94,13 @@ class VariantRun:
 
     def __init__(self, net0: PoseNet, cfg: TrainConfig, batch: dict[str, torch.Tensor], variant: Variant,
                  device: torch.device) -> None:
-        mcfg = cfg.model_config()
         self.variant, self.cfg, self.device = variant, cfg, device
         self.net = copy.deepcopy(net0).to(device)
         if variant.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.net.train()
         self.opt = build_optimizer(self.net, cfg.optim)
-        self.setup = StepSetup(grid=mcfg.grid_size, size=mcfg.input_size, roots=tuple(mcfg.root_indices),
-                               flip_order=tuple(mcfg.skeleton.flip_permutation), loss=cfg.loss)
+        self.setup = StepSetup.for_model(cfg.model_config(), cfg.loss)
         self.batch = to_device(batch, device)
         self.window = LossWindow(device)
         self.done = 0

@@ -522,8 +522,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
         f"folders, {matched['real']['train']} real photos, "
         f"{len(matched.get('negatives', {}).get('photos', []))} background photos for person-free crops")
 
-    setup = StepSetup(grid=mcfg.grid_size, size=mcfg.input_size, roots=tuple(mcfg.root_indices),
-                      flip_order=tuple(mcfg.skeleton.flip_permutation), loss=cfg.loss)
+    setup = StepSetup.for_model(mcfg, cfg.loss)
     planner = StepPlanner(time_budget_s, start) if budgeted and plan is None else None
     total = schedule["total"]           # _UNPLANNED until a budgeted run has planned
     end = total if stop_after is None else min(total, stop_after)

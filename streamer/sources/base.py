@@ -19,6 +19,16 @@ DETAILED_WARNINGS = 10         # then only a count, so a badly damaged file can'
 CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
 
+def three_channels(image: np.ndarray) -> np.ndarray | None:
+    """An 8-bit grey, BGR or BGRA picture as BGR (grey and alpha dropped to three channels);
+    None for any other number of channels."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image if image.shape[2] == 3 else None
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     name: str                   # short id for topics/logs: file stem, 'cam0', URL host, folder name

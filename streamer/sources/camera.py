@@ -15,7 +15,7 @@ import numpy as np
 
 from engines.errors import InputError
 from streamer.config import SourceConfig
-from streamer.sources.base import Frame, Source, SourceInfo
+from streamer.sources.base import Frame, Source, SourceInfo, three_channels
 from streamer.sources.images import natural_key
 
 CAMERA_SPEC = re.compile(r"^(?:/dev/video)?(\d+)$")   # '0' or '/dev/video0'
@@ -88,11 +88,8 @@ class CameraSource(Source):
 
     @staticmethod
     def _bgr(image: np.ndarray) -> np.ndarray:
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        elif image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        return np.ascontiguousarray(image)
+        bgr = three_channels(image)
+        return np.ascontiguousarray(image if bgr is None else bgr)
 
     def frames(self) -> Iterator[Frame]:
         index = 0

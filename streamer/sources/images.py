@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from engines.errors import InputError
-from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason
+from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason, three_channels
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +271,4 @@ def as_bgr8(image: np.ndarray | None) -> np.ndarray | None:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         return None
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image if image.shape[2] == 3 else None
+    return three_channels(image)
