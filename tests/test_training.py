@@ -437,6 +437,14 @@ def test_the_step_benchmark_times_every_variant_and_refuses_bad_counts(data: dic
     out = capsys.readouterr().out
     assert "batch 4 of 64 px crops, on CPU, 1 thread," in out and "bf16, NHWC" in out
 
+    def out_of_memory(self, n):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("train.step_bench.VariantRun.run", out_of_memory)
+        assert main(["--config", str(path), "--device", "cpu", "--batch", "512", "--precision", "fp32"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "python -m train.step_bench: error: the device ran out of memory for a batch of 512; give a smaller --batch"]
     assert main(["--config", str(path), "--steps", "0"]) == 2
     assert capsys.readouterr().err.strip() == "python -m train.step_bench: error: --steps must be at least 1 (got 0)"
     assert main(["--config", str(path), "--device", "cpu", "--steps", "1", "--rounds", "1", "--warmup", "0",

@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     except PosecastError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except torch.OutOfMemoryError:
+        size = f"a batch of {args.batch}" if args.batch else "the recipe's batch"
+        print(f"{PROG}: error: the device ran out of memory for {size}; give a smaller --batch", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
