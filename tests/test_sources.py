@@ -182,9 +182,9 @@ def test_frames_a_damaged_middle_took_are_said(tmp_path: Path, fmt: str, codec: 
     assert 0 < len(frames) < 60 and len(frames) + corrupt + sum(map(int, said)) == 60, caplog.text
 
 
-def _clip_at_times(path: Path, ticks: list[int], rate: int = 30) -> Path:
-    """A Matroska clip whose frames come at `ticks` (in 1/`rate` s)."""
-    with av.open(str(path), "w", format="matroska") as c:
+def _clip_at_times(path: Path, ticks: list[int], rate: int = 30, fmt: str = "matroska") -> Path:
+    """A clip (Matroska by default) whose frames come at `ticks` (in 1/`rate` s)."""
+    with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream("mpeg4", rate=rate)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         for i, tick in enumerate(ticks):
@@ -219,6 +219,28 @@ def test_a_gap_in_a_steady_recording_is_said_and_a_variable_rate_is_left_alone(
     with caplog.at_level("WARNING"):
         frames, corrupt = read_all(_clip_at_times(tmp_path / "variable.mkv", ticks))
     assert (len(frames), corrupt) == (50, 0) and "no frame between" not in caplog.text
+
+
+def test_frames_an_avi_recording_dropped_are_said_and_a_cut_short_one_still_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An AVI's index keeps the frames its recording dropped as empty chunks, and its frame count
+    includes them: the file is whole (said, exit 0), not 10 frames short. Cut short, the frames
+    it lacks past the cut are still counted as lost, and the dropped ones are not."""
+    ticks = list(range(30)) + list(range(40, 70))
+    avi = _clip_at_times(tmp_path / "dropped.avi", ticks, fmt="avi")
+    with av.open(str(avi)) as c:
+        assert c.streams.video[0].frames == 70          # FFmpeg's count, the empty chunks included
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(avi)
+    assert (len(frames), corrupt) == (60, 0), caplog.text
+    assert "no frame between 0.97 s and 1.33 s, where about 10 frame(s) were due at 30 fps" in caplog.text
+    assert "early" not in caplog.text
+    caplog.clear()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[: avi.stat().st_size * 3 // 4])
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(cut)
+    assert 30 < len(frames) < 60 and len(frames) + corrupt == 60, caplog.text
 
 
 def test_a_file_with_no_complete_frame_is_one_error_and_no_warnings(tmp_path: Path,

@@ -74,10 +74,14 @@ class VideoFileSource(AVSource):
         # read, without an error: the frames in between are gone, and only their timestamps show
         # it. Where the first frames came at one rate, a later gap in the timestamps is said. It is
         # not counted as damage: a recording that dropped frames or paused leaves the same gap, and
-        # nothing that reaches this code tells the two apart (the byte positions did not). (An MP4's
-        # or AVI's index lists every frame; MPEG-TS timestamps may jump by design.)
-        resyncs = container.format.name in ("matroska,webm", "flv")
-        self._gap_period = self._regular_period() if resyncs and self._exact_count is None else None
+        # nothing that reaches this code tells the two apart (the byte positions did not).
+        # An AVI's index lists the frames a recording dropped as empty chunks, which the demuxer
+        # skips: they show as the same gaps, and its frame count includes them, so they are said
+        # the same way and are not the frames a short file lacks. (An MP4's index lists every
+        # frame it holds; MPEG-TS timestamps may jump by design.)
+        name = container.format.name
+        times_gaps = (name in ("matroska,webm", "flv") and self._exact_count is None) or name == "avi"
+        self._gap_period = self._regular_period() if times_gaps else None
         self._last_dts: int | None = None
         self._gaps = 0                          # gaps in the frames' times...
         self._gap_frames = 0                    # ...and the frames due in them
@@ -137,7 +141,7 @@ class VideoFileSource(AVSource):
         """Count frames the index promised but the file didn't deliver; False if unknowable."""
         if self._exact_count is None:
             return self._check_duration()
-        missing = self._exact_count - yielded - self.corrupt - self._discarded
+        missing = self._exact_count - yielded - self.corrupt - self._discarded - self._gap_frames
         if missing > 0:
             self.corrupt += missing
             self._warn("%s: ended %d frame(s) early (the file is truncated or damaged)",
