@@ -132,6 +132,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
+def _file_identity(path: Path) -> object:
+    """What names one file: its device and inode where it exists (a hard link is another name for
+    the same file, which resolving the path does not show), else its resolved path."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path.resolve()
+    return (st.st_dev, st.st_ino)
+
+
 def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None = None) -> None:
     """Fail before any work starts when an output cannot be written, or would overwrite the
     input or another output."""
@@ -142,13 +152,13 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     # tracks were opened, and emptied.
     sidecars = [s for s in map(sidecar_path, tracks) if s is not None]
     outputs = tracks + sidecars + ([overlay] if overlay else [])
-    seen: dict[Path, Path] = {}
+    seen: dict[object, Path] = {}
     for path in outputs:
-        key = path.resolve()
+        key = _file_identity(path)
         if key in seen:
             raise InputError(f"'{path}' is given twice as an output; give each output its own file")
         seen[key] = path
-    if source is not None and Path(source).is_file() and Path(source).resolve() in seen:
+    if source is not None and Path(source).is_file() and _file_identity(Path(source)) in seen:
         raise InputError(f"'{source}' is both the input and an output; writing would destroy the input")
 
     for path in outputs:

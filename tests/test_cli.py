@@ -3,6 +3,7 @@ traceback; every subcommand's help; the small commands (backends, export, make-c
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -375,6 +376,18 @@ def test_an_output_that_is_the_input_is_refused(posecast, clip40, tmp_path) -> N
     assert r.returncode == 2 and "both the input and an output" in r.stderr.strip().splitlines()[-1]
     assert victim.read_bytes() == before
     r = posecast.run(["track", victim, "-o", tmp_path / "a.jsonl", "-o", tmp_path / "a.jsonl"])
+    assert r.returncode == 2 and "given twice" in r.stderr
+    # Another name for the same file (a hard link) is the same file: resolving paths does not show it.
+    os.link(victim, tmp_path / "linked.jsonl")
+    os.link(victim, tmp_path / "linked.mp4")
+    for option, linked in (("-o", "linked.jsonl"), ("--overlay", "linked.mp4")):
+        r = posecast.run(["track", victim, option, tmp_path / linked])
+        assert r.returncode == 2 and "both the input and an output" in r.stderr.strip().splitlines()[-1], r.stderr
+        assert victim.read_bytes() == before
+    other = tmp_path / "other.jsonl"
+    other.write_text("")
+    os.link(other, tmp_path / "other2.jsonl")
+    r = posecast.run(["track", victim, "-o", other, "-o", tmp_path / "other2.jsonl"])
     assert r.returncode == 2 and "given twice" in r.stderr
 
 
