@@ -387,8 +387,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     low, high = REPLAY_SPEEDS
     if not low <= args.speed <= high:          # NaN fails this too
         raise UsageError(f"--speed must be a number from {low:g} to {high:g} (got {args.speed:g})")
-    if args.port is not None and not 1 <= args.port <= MAX_PORT:     # the config's 0 is any free port
-        raise UsageError(f"--port must be between 1 and {MAX_PORT} (got {args.port})")
+    if args.port is not None and not 0 <= args.port <= MAX_PORT:
+        raise UsageError(f"--port must be between 0 (any free port) and {MAX_PORT} (got {args.port})")
     return replay(Path(args.track), publish.endpoint, publish.encoding, args.speed, publish.hwm,
                   publish.meta_interval_s, announce=_note)
 
@@ -594,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "camera's at the times its frames were read (t_capture).")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("--bind", help="interface to publish on (default: configs/pipeline.yaml's, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="publishing port, 1 to 65535 (default: configs/pipeline.yaml's, 5556)")
+    p.add_argument("--port", type=int, help="publishing port, 1 to 65535, or 0 for any free one (it is said) "
+                                             "(default: configs/pipeline.yaml's, 5556)")
     p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"),
                    help="default: configs/pipeline.yaml's, msgpack")
     p.add_argument("--speed", type=float, default=1.0,

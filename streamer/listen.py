@@ -32,6 +32,9 @@ from streamer.protocol_check import NotPosecast, parse_message, pose_problem
 
 log = logging.getLogger(__name__)
 
+# As `track`'s exit code for damaged input: done, but what was read is not all there was.
+EXIT_RECORDING_INCOMPLETE = 3
+
 
 @dataclass
 class StreamStats:
@@ -142,8 +145,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
            announce: Callable[[str], None] | None = None) -> int:
     """Subscribe and show (or record) until `count` poses, `timeout_s` without a Posecast message,
     or a signal (Ctrl-C, SIGTERM, SIGHUP; see `StopSignals`). Messages that are not Posecast's are
-    skipped and counted. Returns the exit code: 0, or 128 + the signal's number.
-    `announce` is told the line to show when a signal ended it (default: print it on stderr)."""
+    skipped and counted. Returns the exit code: 0; `EXIT_RECORDING_INCOMPLETE` where a recording
+    lacks messages of the stream (lost on the way, or a restart's never claimed by a meta); or 128
+    + the signal's number. `announce` is told the line that ends a recording, or says which signal
+    ended it (default: print it on stderr)."""
     from streamer.tracks import ReaderWaitStopped, open_track_writer
 
     ctx = zmq.Context()
@@ -236,15 +241,21 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         with contextlib.suppress(OSError):
             print(stats.line(), file=out)
             _warn_skipped(endpoint, stats)
-            _warn_unrecorded(writer, pending)
-            (announce or _stderr)(_interrupted(stop.name, record, writer, stats, endpoint))
+            (announce or _stderr)(_interrupted(stop.name, record, writer, stats, endpoint, pending))
         return 128 + stop.signum
     print(stats.line(), file=out)
     _warn_skipped(endpoint, stats)
-    _warn_unrecorded(writer, pending)
-    if record is not None and writer is None:
+    if record is None:
+        return 0
+    if writer is None:
         raise InputError(f"nothing recorded: no meta message arrived from '{endpoint}'"
                          + _skipped_clause(stats))
+    lost = _lost_clause(stats, pending)
+    if lost:
+        (announce or _stderr)(f"error: recorded {writer.frames_written} pose messages to '{record}'{lost} "
+                              f"(exit code {EXIT_RECORDING_INCOMPLETE})")
+        return EXIT_RECORDING_INCOMPLETE
+    (announce or _stderr)(f"recorded {writer.frames_written} pose messages to '{record}' (complete)")
     return 0
 
 
@@ -320,13 +331,8 @@ def _warn_skipped(endpoint: str, stats: StreamStats) -> None:
                     stats.skipped, endpoint, stats.skip_reason())
 
 
-def _warn_unrecorded(writer: Any, pending: list[dict[str, Any]]) -> None:
-    if writer is not None and pending:
-        log.warning("%d pose message(s) after the publisher restarted are not recorded: it ended "
-                    "before a meta message said they belong to the recorded stream", len(pending))
-
-
-def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamStats, endpoint: str) -> str:
+def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamStats, endpoint: str,
+                 pending: list[dict[str, Any]]) -> str:
     if record is None:
         return f"interrupted ({signame}) after {stats.received} pose messages"
     if writer is None:
@@ -336,4 +342,17 @@ def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamSt
     if not writer.frames_written:
         return (f"interrupted ({signame}); nothing recorded to '{record}': no pose message was written "
                 f"(a file already there was left as it was)")
-    return f"interrupted ({signame}); recorded {writer.frames_written} pose messages to '{record}' (complete)"
+    return (f"interrupted ({signame}); recorded {writer.frames_written} pose messages to '{record}'"
+            + (_lost_clause(stats, pending) or " (complete)"))
+
+
+def _lost_clause(stats: StreamStats, pending: list[dict[str, Any]]) -> str:
+    """What a recording lacks of the stream it recorded, or "" where it lacks nothing."""
+    said = []
+    if stats.gaps:
+        said.append(f"{stats.gaps} were lost on the way (gaps in `seq`: this subscriber read too slowly, or "
+                    f"the publisher sent faster than its queue of `publish.hwm` messages holds)")
+    if pending:
+        said.append(f"{len(pending)} that came after the publisher restarted are left out (no meta message "
+                    f"said they are the recorded stream's)")
+    return ", but " + "; ".join(said) if said else ""

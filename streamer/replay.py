@@ -6,8 +6,11 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from engines.errors import InputError
 from engines.stop_signals import StopSignals
@@ -21,17 +24,57 @@ def replay_clock(poses: list[dict]) -> str:
     """The field that gives a recording's pace. A video file's track was made as fast as the
     pipeline ran, so its `t_capture` is the processing's pace; its `t_media`, the video's own
     time, is the original one, and a network stream's is its sender's. Cameras have no
-    `t_media`; a recording whose `t_media` is missing anywhere or goes back (one made by joining
-    others) is played by `t_capture`, when its frames were read."""
+    `t_media`; a recording whose `t_media` is missing anywhere or goes back is played by
+    `t_capture`, when its frames were read."""
     media = [p.get("t_media") for p in poses]
     if media and all(isinstance(t, (int, float)) for t in media) and all(b >= a for a, b in zip(media, media[1:])):
         return "t_media"
     return "t_capture"
 
 
+@dataclass
+class ReplayPart:
+    """A stretch of a recording with one clock: a whole run of its publisher, or the part of one
+    between two loops of a file (where `t_media` starts again)."""
+    poses: list[dict[str, Any]]
+    offsets: list[float]            # seconds after the recording's first message, at speed 1
+    restarts: bool                  # the publisher started again here (`seq` went back): a meta first
+
+
+def replay_parts(poses: list[dict[str, Any]]) -> list[ReplayPart]:
+    """The recording cut where `seq` or `t_media` goes back: a recording of several runs of a
+    publisher (`listen --record` records on when the same stream starts again), or a looped
+    file. Each part is paced by its own clock (`replay_clock`) and follows the one before after
+    that one's usual gap between messages: one clock for all would send a part whose times go
+    back at once, as a burst."""
+    parts: list[ReplayPart] = []
+    start = 0
+    for i in range(1, len(poses) + 1):
+        if i < len(poses) and not _starts_again(poses[i - 1], poses[i]):
+            continue
+        chunk = poses[start:i]
+        clock = replay_clock(chunk)
+        times = [float(m[clock]) for m in chunk]
+        origin = 0.0
+        if parts:
+            before = parts[-1].offsets
+            origin = before[-1] + (float(np.median(np.diff(before))) if len(before) > 1 else 0.0)
+        parts.append(ReplayPart(chunk, [origin + t - times[0] for t in times],
+                                restarts=bool(parts) and chunk[0]["seq"] <= poses[start - 1]["seq"]))
+        start = i
+    return parts
+
+
+def _starts_again(previous: dict[str, Any], pose: dict[str, Any]) -> bool:
+    if pose["seq"] <= previous["seq"]:
+        return True
+    a, b = previous.get("t_media"), pose.get("t_media")
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and b < a
+
+
 def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, meta_interval_s: float,
            announce: Callable[[str], None]) -> int:
-    """Publish a recorded track again, at its original pace (`replay_clock`) times `speed`.
+    """Publish a recorded track again, at its original pace (`replay_parts`) times `speed`.
     `announce` is told the lines a user should see (where it publishes; how a signal ended it).
     Every line is checked before anything is published. A signal ends it as it ends `listen`
     (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
@@ -45,17 +88,24 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         pub = Publisher(endpoint, encoding, hwm, meta_interval_s)
         # Said once the track is known good and the port is ours: a bad one is its one error line.
         announce(f"replaying {track} on {pub.endpoint}")
+        source, replayed = meta.get("source", track.stem), {**meta, "replay": True}
         try:
-            pub.start(meta.get("source", track.stem), {**meta, "replay": True})
+            pub.start(source, replayed)
             # let subscribers that connect at start-up see the first messages
-            if _sleep_until(pub.joined_by, stop, pub) and poses:
-                clock = replay_clock(poses)
-                t0_track, t0 = poses[0][clock], time.monotonic()
-                for msg in poses:
-                    if not _sleep_until(t0 + (msg[clock] - t0_track) / speed, stop, pub):
+            if _sleep_until(pub.joined_by, stop, pub):
+                t0 = time.monotonic()
+                for part in replay_parts(poses):
+                    if part.restarts:
+                        # As the publisher did when it started again: subscribers (`listen --record`)
+                        # hold a restarted stream's poses until its meta says it is the same stream.
+                        pub.start(source, replayed)
+                    for msg, offset in zip(part.poses, part.offsets):
+                        if not _sleep_until(t0 + offset / speed, stop, pub):
+                            break
+                        pub.publish(msg)
+                        sent += 1
+                    if stop.signum is not None:
                         break
-                    pub.publish(msg)
-                    sent += 1
         finally:
             pub.close()
     if stop.signum is None:

@@ -470,6 +470,75 @@ def test_replay_is_paced_by_the_video_time_where_every_message_has_one() -> None
     assert replay_clock([]) == "t_capture"
 
 
+def test_replay_paces_each_run_of_a_recording_by_its_own_clock() -> None:
+    from streamer.replay import replay_parts
+
+    # Two runs of one publisher recorded as one (`seq` from 0 again), as a recording of a replay
+    # has them: its `t_capture` goes back too. Each run by its video time, the second a frame
+    # period after the first, and announced by its meta as the publisher did.
+    run = [{"seq": i, "t_media": i / 10, "t_capture": 100.0 + i / 50} for i in range(5)]
+    parts = replay_parts(run + run)
+    assert [p.restarts for p in parts] == [False, True]
+    assert [o for p in parts for o in p.offsets] == pytest.approx([i / 10 for i in range(10)])
+    # A looped file: `seq` goes on and the video time starts again; no restart.
+    parts = replay_parts([{**m, "seq": i} for i, m in enumerate(run + run)])
+    assert [p.restarts for p in parts] == [False, False]
+    assert [o for p in parts for o in p.offsets] == pytest.approx([i / 10 for i in range(10)])
+    # A camera's run (no video time) by its capture times; one part.
+    camera = [{**m, "t_media": None} for m in run]
+    assert [o for p in replay_parts(camera) for o in p.offsets] == pytest.approx([i / 50 for i in range(5)])
+
+
+def test_a_recording_of_a_restarted_stream_is_recorded_whole_again(posecast, tmp_path: Path) -> None:
+    """`listen --record` records on through a restart of the same stream; replayed and recorded
+    again, the second run's poses were held for a meta that never came, and left out."""
+    meta = sample_meta("cam")
+    run = [{**sample_pose(i, t_capture=1_700_000_000.0 + i / 30), "t_media": None} for i in range(10)]
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in [meta, *run, *run]))
+    port, rec = free_port(), tmp_path / "rec.jsonl"
+    listener = posecast.start(["listen", "--connect", endpoint(port), "--record", rec, "--count", 20,
+                               "--timeout", 20, "--no-skeleton"])
+    time.sleep(1.5)                        # subscribed before the replay starts
+    player = posecast.start(["replay", twice, "--port", port])
+    rl = posecast.finish(listener, timeout=60)
+    rp = posecast.finish(player, timeout=60)
+    assert rp.returncode == 0, rp.stderr
+    assert rl.returncode == 0, rl.stderr
+    assert f"recorded 20 pose messages to '{rec}' (complete)" in rl.stderr
+    assert [p["seq"] for p in read_track(rec)[1]] == [*range(10), *range(10)]
+
+
+def test_a_recording_that_lost_messages_on_the_way_exits_3(tmp_path: Path, capsys) -> None:
+    from streamer.listen import EXIT_RECORDING_INCOMPLETE, listen
+
+    port, rec = free_port(), tmp_path / "rec.jsonl"
+    publisher = Publisher(endpoint(port))
+
+    def publish() -> None:
+        publisher.start("cam", sample_meta("cam"))
+        deadline = time.monotonic() + 20
+        while publisher.subscriptions < 2 and time.monotonic() < deadline:     # meta and pose topics
+            publisher.tick()
+            time.sleep(0.01)
+        for seq in [0, 1, 2, 6, 7, 8, 9]:                                       # 3 lost on the way
+            publisher.publish(sample_pose(seq))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        rc = listen(endpoint(port), "pose.", rec, 7, 20.0, False, out=open(os.devnull, "w"))
+    finally:
+        thread.join(30)
+        publisher.close(linger_ms=0)
+    assert rc == EXIT_RECORDING_INCOMPLETE == 3
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith(f"posecast: error: recorded 7 pose messages to '{rec}', but 3 were "
+                                                 f"lost on the way (gaps in `seq`"), said
+    assert [p["seq"] for p in read_track(rec)[1]] == [0, 1, 2, 6, 7, 8, 9]
+
+
 def test_listen_with_nobody_publishing_exits_2(posecast) -> None:
     port = free_port()
     t0 = time.monotonic()
@@ -733,7 +802,8 @@ def test_listen_skips_and_counts_what_is_not_posecast(posecast, tmp_path: Path, 
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("posecast: WARNING: skipped "), r.stderr
+    assert len(lines) == 2 and lines[0].startswith("posecast: WARNING: skipped "), r.stderr
+    assert lines[1] == f"posecast: recorded 20 pose messages to '{rec}' (complete)"
     assert "not Posecast messages" in lines[0]
     skipped = int(re.search(r"skipped (\d+) message", lines[0]).group(1))
     last = r.stdout.splitlines()[-1]
@@ -761,10 +831,18 @@ def test_parse_message_says_why_a_message_is_not_posecast() -> None:
     assert parse_message([b"meta.cam", encode(sample_meta(), "msgpack")]) == sample_meta()
 
 
+def test_replay_on_port_0_takes_a_free_one_and_says_which(posecast, tmp_path: Path) -> None:
+    track = tmp_path / "t.jsonl"
+    write_sample_track(track, frames=3, fps=30.0)
+    r = posecast.run(["replay", track, "--port", "0"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    said = re.search(rf"replaying {re.escape(str(track))} on tcp://127\.0\.0\.1:(\d+)", r.stderr)
+    assert said and int(said.group(1)) > 0, r.stderr
+
+
 @pytest.mark.parametrize("args, mention", [
     (["replay", "T", "--port", "99999"], "--port"),
     (["replay", "T", "--port", "-5"], "--port"),
-    (["replay", "T", "--port", "0"], "--port"),
     (["listen", "--connect", "tcp://127.0.0.1:99999"], "--connect"),
     (["listen", "--connect", "tcp://127.0.0.1:0"], "--connect"),
     (["replay", "T", "--speed", "1e-300"], "--speed"),
@@ -778,7 +856,7 @@ def test_parse_message_says_why_a_message_is_not_posecast() -> None:
     (["listen", "--timeout", "0"], "--timeout"),
     (["listen", "--timeout", "nan"], "--timeout"),
     (["listen", "--timeout", "inf"], "--timeout"),
-], ids=["replay port above", "replay port negative", "replay port 0", "listen port above", "listen port 0",
+], ids=["replay port above", "replay port negative", "listen port above", "listen port 0",
         "speed tiny", "speed nan", "speed inf", "speed 0", "speed huge", "count negative", "count 0",
         "timeout negative", "timeout 0", "timeout nan", "timeout inf"])
 def test_bad_listen_and_replay_arguments_are_one_line(posecast, tmp_path: Path, args: list[str], mention: str) -> None:
@@ -1030,7 +1108,7 @@ def test_an_interrupted_listen_that_recorded_nothing_says_so(tmp_path: Path) -> 
     rec.write_text("an earlier recording\n")
     writer = open_track_writer(rec, sample_meta("cam"))
     writer.close()
-    assert _interrupted("SIGINT", rec, writer, StreamStats(), "tcp://127.0.0.1:1") == (
+    assert _interrupted("SIGINT", rec, writer, StreamStats(), "tcp://127.0.0.1:1", []) == (
         f"interrupted (SIGINT); nothing recorded to '{rec}': no pose message was written (a file already there "
         f"was left as it was)")
     assert rec.read_text() == "an earlier recording\n"
