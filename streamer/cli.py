@@ -19,6 +19,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from engines.arguments import OneLineParser
 from engines.errors import PosecastError
 from engines.stop_signals import run_command
 from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
@@ -522,7 +523,7 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
 # --- wiring ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Real-time monocular 3D human pose estimation.")
+    parser = OneLineParser(prog=PROG, description="Real-time monocular 3D human pose estimation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("track", help="estimate poses in a video, stream, camera or image folder; write tracks",

@@ -79,6 +79,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.arguments import OneLineParser
 from engines.align import METHODS, RootAligner
 from engines.errors import InputError
 from engines.files import check_report_output, input_overwritten
@@ -762,7 +763,7 @@ def listed_records(records: Sequence[Any], listing: Path) -> list[Any]:
 
 
 def build_parser(prog: str = "python -m train.evaluate") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Evaluate a model: synthetic MPJPE / PA-MPJPE / 2D PCK and "
+    p = OneLineParser(prog=prog, description="Evaluate a model: synthetic MPJPE / PA-MPJPE / 2D PCK and "
                                 "real 2D PCK@0.2, per alignment method; a Markdown table.")
     add_arguments(p)
     return p

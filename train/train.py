@@ -46,6 +46,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
+from engines.arguments import OneLineParser
 from engines.config import ConfigError, from_dict, to_dict
 from engines.errors import InputError, PosecastError
 from engines.files import check_writable_folder, make_folders, remove_if_empty
@@ -713,7 +714,7 @@ def _format_quick(m: dict[str, Any]) -> str:
 # --- command line ------------------------------------------------------------------------
 
 def build_parser(prog: str = "python -m train.train") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Train the pose network on a recipe (configs/train/*.yaml); "
+    p = OneLineParser(prog=prog, description="Train the pose network on a recipe (configs/train/*.yaml); "
                                 "resumes from OUT/last.pt when present.")
     add_arguments(p)
     return p
