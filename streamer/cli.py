@@ -96,6 +96,10 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="publishing port (default: any free one)" if command == "bench" else
                    "publishing port (default publish.port in configs/pipeline.yaml: 5556; 0 for any free one)")
     p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"), help="published payload encoding (default msgpack)")
+    if command in ("track", "run"):
+        p.add_argument("--wait-subscribers", type=int, metavar="N",
+                       help="hold the first frame until N subscribers read the poses, so that none misses the "
+                            "start of a file (default publish.wait_subscribers: 0, start at once)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stats", action="store_true",
                    help=argparse.SUPPRESS if command == "bench" else "print per-stage timings at the end")
@@ -128,6 +132,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("publish", "bind", args.bind)
     put("publish", "port", args.port)
     put("publish", "encoding", args.encoding)
+    put("publish", "wait_subscribers", getattr(args, "wait_subscribers", None))
     put("tracking", "detect_min_score", args.min_score)
     put("tracking", "track_min_score", args.min_score)
     return o
@@ -272,6 +277,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     tracks = [Path(p) for p in (args.output or [])]
     if not tracks and not args.overlay and not args.publish:
         raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz), --overlay OUT.mp4 and/or --publish")
+    if args.wait_subscribers and not args.publish:
+        raise UsageError("--wait-subscribers waits for subscribers to the published stream: give --publish too")
     return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
 
 

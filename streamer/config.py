@@ -148,12 +148,14 @@ class PublishConfig:
     encoding: Literal["msgpack", "json"]
     hwm: int                  # messages queued per subscriber before a slow one loses messages
     meta_interval_s: float    # meta is also re-sent this often (and to every new subscriber)
+    wait_subscribers: int = 0  # hold the first frame until this many subscribers read the poses
 
     def check(self) -> None:
         if not 0 <= self.port <= MAX_PORT:
             raise ValueError(f"port must be between 1 and {MAX_PORT}, or 0 for any free port (got {self.port})")
         check_range("hwm", self.hwm, 1, 1_000_000, " messages")
         check_range("meta_interval_s", self.meta_interval_s, 0.01, 3600.0, " s")
+        check_range("wait_subscribers", self.wait_subscribers, 0, 1000, " subscribers")
 
     @property
     def endpoint(self) -> str:

@@ -267,6 +267,11 @@ class Pipeline:
             self.result.endpoint = payload
             if self.request.announce is not None:
                 self.request.announce(f"publishing on {payload} (topics {POSE_TOPIC}*, {META_TOPIC}*)")
+        elif kind == "waiting_subscribers":
+            wanted, present = payload
+            if self.request.announce is not None:
+                self.request.announce(f"waiting for {wanted - present} more subscriber(s) to the poses before the first "
+                                      f"frame (--wait-subscribers {wanted}; Ctrl-C to stop)")
 
     def _on_exit(self, name: str) -> None:
         proc = self.procs[name]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import errno
 import json
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -58,6 +60,7 @@ class Publisher:
         self._meta_sent = 0.0
         self.sent = 0
         self.subscriptions = 0
+        self._prefixes: Counter[bytes] = Counter()    # topic prefixes subscribed to now
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
@@ -87,6 +90,23 @@ class Publisher:
         if left > 0:
             time.sleep(left)
         self._serve_subscriptions()
+
+    @property
+    def pose_subscribers(self) -> int:
+        """Subscriptions now that get the pose messages: about the subscribers that read poses
+        (one that subscribes to two matching prefixes counts twice). Up to date as of the last
+        `publish` or `tick`."""
+        return sum(n for prefix, n in self._prefixes.items() if self.pose_topic.startswith(prefix))
+
+    def wait_for_subscribers(self, count: int, stopped: Callable[[], bool]) -> bool:
+        """Hold the stream until `count` subscribers read its poses (`pose_subscribers`), giving
+        the meta to each as it comes; False if `stopped()` first."""
+        while self.pose_subscribers < count:
+            if stopped():
+                return False
+            self.tick()
+            time.sleep(0.02)
+        return True
 
     def start(self, source: str, meta: dict[str, Any]) -> None:
         """Name the topics after the source and announce the stream."""
@@ -122,9 +142,12 @@ class Publisher:
                 event = self.sock.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if event[:1] == b"\x01":           # subscribe (b"\x00" is unsubscribe)
+            if event[:1] == b"\x01":           # subscribe
                 self.subscriptions += 1
+                self._prefixes[event[1:]] += 1
                 asked = True
+            elif event[:1] == b"\x00" and self._prefixes[event[1:]] > 0:    # unsubscribe, or a subscriber gone
+                self._prefixes[event[1:]] -= 1
         if asked:
             self._send_meta()
 

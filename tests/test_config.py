@@ -290,6 +290,7 @@ def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
         ("coordinates:\n  root_min_joints_in_view: 100\n", r"coordinates\.root_min_joints_in_view must be between 0 and 17 joints"),
         ("publish:\n  hwm: 3000000000\n", r"publish\.hwm must be between 1 and 1,000,000 messages"),
         ("publish:\n  meta_interval_s: -1\n", r"publish\.meta_interval_s must be between 0\.01 and 3600 s \(got -1\.0\)"),
+        ("publish:\n  wait_subscribers: -1\n", r"publish\.wait_subscribers must be between 0 and 1000 subscribers \(got -1\)"),
         ("ring:\n  file_slots: 100000\n", r"ring\.file_slots must be between 2 and 1024 frames"),
         ("tracking:\n  roi_margin: 1.0e+9\n", r"tracking\.roi_margin must be between 1 and 8"),
         ("source:\n  open_timeout_s: -1\n", r"source\.open_timeout_s must be between 0\.01 and 3600 s \(got -1\.0\)"),

@@ -446,6 +446,57 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
     assert "40 msgs" in last and "lost 0" in last and "pipeline p50 n/a (a replay)" in last, last
 
 
+def test_a_run_that_waits_for_subscribers_holds_its_first_frame_until_they_come(posecast, clip40: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A file given to `run` plays at once; with --wait-subscribers, a subscriber that comes
+    seconds later still gets every frame from the first. A meta subscription is not a reader of
+    poses."""
+    port = free_port()
+    proc = posecast.start(["run", clip40, "--port", port, "--wait-subscribers", 1, "--no-progress"])
+    said = ""
+    while "waiting for 1 more subscriber(s)" not in said and proc.poll() is None:
+        said += proc.stderr.readline()
+    ctx = zmq.Context()
+    metas_only = make_sub(ctx, port, topics=(b"meta.",))
+    try:
+        assert metas_only.poll(10_000), said                   # the meta is given while it waits
+        time.sleep(1.0)
+        assert proc.poll() is None
+        with Collector(port) as c:
+            r = posecast.finish(proc, timeout=120)
+            c.wait_poses(40)
+    finally:
+        metas_only.close(linger=0)
+        ctx.term()
+    assert r.returncode == 0, said + r.stderr
+    assert [m["seq"] for m in c.poses] == list(range(40))
+
+
+def test_publisher_counts_the_subscribers_that_read_poses() -> None:
+    port = free_port()
+    publisher = Publisher(endpoint(port))
+    publisher.start("cam", sample_meta("cam"))
+    ctx = zmq.Context()
+    subs = [make_sub(ctx, port, topics=t) for t in ((b"pose.",), (b"",), (b"meta.",), (b"pose.other",))]
+    try:
+        assert publisher.wait_for_subscribers(2, lambda: False)
+        time.sleep(0.3)
+        publisher.tick()
+        assert publisher.pose_subscribers == 2 and publisher.subscriptions == 4
+        subs[0].close(linger=0)
+        deadline = time.monotonic() + 10
+        while publisher.pose_subscribers != 1 and time.monotonic() < deadline:
+            publisher.tick()
+            time.sleep(0.02)
+        assert publisher.pose_subscribers == 1
+        assert not publisher.wait_for_subscribers(2, lambda: True)
+    finally:
+        for sub in subs:
+            sub.close(linger=0)
+        ctx.term()
+        publisher.close(linger_ms=0)
+
+
 def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path) -> None:
     # Without --port it takes a free one (never the default that a `run` may hold); with it, a
     # subscriber there sees the run.

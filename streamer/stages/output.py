@@ -121,6 +121,13 @@ class OutputStage:
                 publisher.start(info["name"], meta)
                 self.reporter.send("publishing", publisher.endpoint)
                 publisher.let_waiting_subscribers_join()
+                wanted = self.publish_config.wait_subscribers
+                if wanted and publisher.pose_subscribers < wanted:
+                    self.reporter.send("waiting_subscribers", (wanted, publisher.pose_subscribers))
+                    # The capture reads nothing until this stage is ready (mark_ready, below):
+                    # a file run's first frame waits with it, and a camera's frames until then are stale.
+                    if not publisher.wait_for_subscribers(wanted, stopped):
+                        return
             if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
             if self.overlay_path is not None:
