@@ -104,7 +104,7 @@ def test_c_client_prints_the_live_json_stream(posecast, c_client: Path, json_tra
     assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
 
     lines = out.splitlines()
-    assert "meta source=clip joints=17" in lines, out
+    assert "meta source=clip joints=17 axes=camera units=m" in lines, out
     pose_lines = [ln for ln in lines if ln.startswith("seq=")]
     assert len(pose_lines) == 10, out
     assert len(lines) == 11, f"only the meta line and the pose lines are expected:\n{out}"

@@ -17,14 +17,15 @@
  *
  * The publisher sends two-frame messages [topic, payload] (docs/protocol.md):
  *   topic "pose.<source>"  one per frame: seq, t_capture, t_publish, people[] with joints_3d
- *                          (17 x [x, y, z] metres), joints_2d (17 x [u, v] pixels), conf
+ *                          (17 x [x, y, z] in the meta's axes and units: metres in the
+ *                          camera's axes by default), joints_2d (17 x [u, v] pixels), conf
  *   topic "meta.<source>"  the stream's description (joint names, parents, axes, units); it is
  *                          sent again whenever a subscriber connects, and every few seconds
  *
  * For each pose message this prints one line:
  *   seq=<n> people=<k> pelvis_2d=<u>,<v> head_top_3d=<x>,<y>,<z> latency_ms=<t_publish - t_capture>
  * (the first person's joints; "-" when nobody is in the frame), and once the first meta line:
- *   meta source=<name> joints=<n>
+ *   meta source=<name> joints=<n> axes=<frame> units=<m or cm>
  *
  * The JSON "parsing" here is a tiny scanner over the few keys this program needs (strstr and
  * strtod). It relies on the publisher's compact output and is NOT a JSON parser: a real client
@@ -154,7 +155,8 @@ static int count_strings(const char *p)
 static int on_meta(const char *json)
 {
     static int shown = 0;
-    char source[128];
+    char source[128], frame[32], units[8];
+    const char *axes;
     double schema = 0;
 
     if (read_number(find_key(json, "schema"), &schema) && (int)schema != SCHEMA) {
@@ -165,7 +167,14 @@ static int on_meta(const char *json)
     if (!shown) {
         if (!read_string(find_key(json, "source"), source, sizeof source))
             strcpy(source, "?");
-        printf("meta source=%s joints=%d\n", source, count_strings(find_key(json, "joint_names")));
+        /* The axes' own keys, searched from where "axes" starts ("units" is also a top-level key). */
+        axes = find_key(json, "axes");
+        if (axes == NULL || !read_string(find_key(axes, "frame"), frame, sizeof frame))
+            strcpy(frame, "?");
+        if (axes == NULL || !read_string(find_key(axes, "units"), units, sizeof units))
+            strcpy(units, "?");
+        printf("meta source=%s joints=%d axes=%s units=%s\n", source, count_strings(find_key(json, "joint_names")),
+               frame, units);
         fflush(stdout);
         shown = 1;
     }
@@ -183,7 +192,7 @@ static void on_pose(const char *json)
         people++;
     printf("seq=%.0f people=%d", seq, people);
 
-    /* The first person's joints: pelvis in pixels, head top in metres (relative to the pelvis). */
+    /* The first person's joints: pelvis in pixels, head top in the meta's units (relative to the pelvis). */
     if (people > 0 && read_numbers(nth_row(find_key(json, "joints_2d"), PELVIS), uv, 2))
         printf(" pelvis_2d=%.2f,%.2f", uv[0], uv[1]);
     else

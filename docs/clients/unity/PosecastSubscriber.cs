@@ -83,6 +83,7 @@ public class PosecastSubscriber : MonoBehaviour
 
     PosecastPose latestPose;      // written by the receiver thread, taken by Update()
     PosecastMeta latestMeta;
+    bool streamUsable;            // the last meta is schema 1 in Unity's axes: only then are poses applied
     Thread receiver;
     volatile bool stopping;
 
@@ -98,6 +99,9 @@ public class PosecastSubscriber : MonoBehaviour
         using (var sub = new SubscriberSocket())
         {
             sub.Options.Linger = TimeSpan.Zero;
+            // Only the present matters: a queue of a few messages, not ZeroMQ's 1,000 (100 s at
+            // 10 fps, all played back after a stall in the Editor).
+            sub.Options.ReceiveHighWatermark = 4;
             sub.Connect(endpoint);
             sub.Subscribe("pose.");     // topics are prefixes: every source
             sub.Subscribe("meta.");     // subscribing also makes the publisher resend meta
@@ -131,11 +135,11 @@ public class PosecastSubscriber : MonoBehaviour
     {
         PosecastMeta meta = Interlocked.Exchange(ref latestMeta, null);
         if (meta != null)
-            CheckMeta(meta);
+            streamUsable = CheckMeta(meta);
 
         PosecastPose pose = Interlocked.Exchange(ref latestPose, null);
-        if (pose == null || pose.people == null || pose.people.Length == 0)
-            return;                     // nothing new, or nobody in the frame: keep the last pose
+        if (!streamUsable || pose == null || pose.schema != 1 || pose.people == null || pose.people.Length == 0)
+            return;                     // no usable meta yet, nothing new, or nobody in the frame: keep the last pose
         PosecastPerson person = pose.people[0];
         Vector3 root = Vector3.zero;
         if (placeAtRoot && person.root_3d != null && person.root_3d.Length == 3)
@@ -150,14 +154,25 @@ public class PosecastSubscriber : MonoBehaviour
         }
     }
 
-    void CheckMeta(PosecastMeta meta)
+    // Whether the stream's poses can drive the joints: schema 1, in Unity's axes. Anything else
+    // is refused, not guessed at: Godot's axes also have y up, but z points back, and applied as
+    // Unity's they would turn the body round.
+    bool CheckMeta(PosecastMeta meta)
     {
         if (meta.schema != 1)
-            Debug.LogError($"Posecast: unknown schema {meta.schema}; this script knows schema 1");
+        {
+            Debug.LogError($"Posecast: unknown schema {meta.schema}; this script knows schema 1 and ignores the stream");
+            return false;
+        }
+        object frame = null;
+        if (meta.axes == null || !meta.axes.TryGetValue("frame", out frame) || (frame as string) != "unity")
+        {
+            Debug.LogError($"Posecast: the stream's axes are '{frame ?? "unknown"}', not Unity's; run the publisher with --axes unity");
+            return false;
+        }
         if (meta.joint_names != null && meta.joint_names.Length != joints.Length)
             Debug.LogWarning($"Posecast: the stream has {meta.joint_names.Length} joints, `joints` has {joints.Length}");
-        if (meta.axes != null && meta.axes.TryGetValue("y", out object y) && (y as string) != "up")
-            Debug.LogWarning($"Posecast: the stream's y axis points {y}; run the publisher with --axes unity");
+        return true;
     }
 
     void OnDestroy()
