@@ -1062,6 +1062,12 @@ def test_init_from_takes_the_backbone_and_2d_branch_only(data: dict[str, Path], 
     bad = load_train_config(recipe(data, tmp_path, name="bad", init_from=str(tmp_path / "missing.pt")))
     with pytest.raises(Exception, match="init_from"):
         train(bad, tmp_path / "bad", progress=False)
+    # An exported model is not a source of weights: said as such, not "give ... a .onnx model".
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    onnx = load_train_config(recipe(data, tmp_path, name="onnx", init_from=str(tmp_path / "m.onnx")))
+    with pytest.raises(InputError, match=r"is an ONNX model, which holds no trainable weights here; give the Posecast "
+                                         r"\.pt checkpoint it was exported from"):
+        train(onnx, tmp_path / "onnx", progress=False)
 
 
 def test_a_recipe_starts_its_lifter_from_a_lifter_file(data: dict[str, Path], tmp_path: Path) -> None:
@@ -1093,8 +1099,10 @@ def test_a_recipe_starts_its_lifter_from_a_lifter_file(data: dict[str, Path], tm
         "roots: [pelvis, thorax, r_hip]", "roots: [pelvis]"), lifter_from=str(tmp_path / "lifter.pt")))
     with pytest.raises(Exception, match="roots"):
         train(other, tmp_path / "other", progress=False)
-    with pytest.raises(ConfigError, match="lift_width"):
+    with pytest.raises(ConfigError, match="lifter_from is set but the recipe's model has no lifter"):
         load_train_config(recipe(data, tmp_path, name="none", lifter_from=str(tmp_path / "lifter.pt")))
+    with pytest.raises(ConfigError, match="--lifter-from is given but the recipe's model has no lifter"):
+        load_train_config(recipe(data, tmp_path, name="none"), {"lifter_from": str(tmp_path / "lifter.pt")})
     assert train_main(["--config", str(recipe(data, tmp_path, name="cli", model=lifted_model)),
                        "--lifter-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "cli")]) == 2
 

@@ -307,5 +307,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None
     if cfg.lifter_from is not None and not mcfg.lift_width:
-        raise ConfigError(f"{source}: lifter_from is set but the model has no lifter (set model.lift_width)")
+        given = ("--lifter-from is given" if overrides and overrides.get("lifter_from") is not None
+                 else "lifter_from is set")
+        raise ConfigError(f"{source}: {given} but the recipe's model has no lifter (set model.lift_width)")
     return cfg

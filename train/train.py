@@ -80,6 +80,9 @@ def init_weights(net: PoseNet, path: Path, scope: str = "features") -> str:
     as the identity (`start_added_blocks_as_identity`)."""
     from engines.model_file import load_checkpoint
 
+    if Path(path).suffix.lower() == ".onnx":
+        raise InputError(f"init_from: {path} is an ONNX model, which holds no trainable weights here; give the "
+                         f"Posecast .pt checkpoint it was exported from")
     try:
         source, _ = load_checkpoint(path)
     except PosecastError as exc:
