@@ -584,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the skeleton), or record it to a track file.",
                        epilog="Messages that are not Posecast's are skipped and counted. Exit codes: 0 done, "
                               "2 bad arguments, no Posecast messages, or a recorded stream that changed (another source "
-                              "or meta), 130 interrupted (143 SIGTERM, "
+                              "or meta), 3 a recording that lost messages on the way (gaps in seq), 130 interrupted "
+                              "(143 SIGTERM, "
                               "129 SIGHUP); an interrupted recording is complete up to the last message.")
     p.add_argument("--connect", help="publisher endpoint (default: tcp://127.0.0.1 on the port of configs/pipeline.yaml, "
                                      "5556, where `posecast run` publishes)")
