@@ -190,6 +190,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     from streamer.config import load_pipeline_config
     from streamer.pipeline import EXIT_INPUT_DAMAGED, Pipeline, RunRequest
     from streamer.refiner import resolve_refiner
+    from streamer.sources import redact_url
 
     overrides = _overrides(args)
     if publish:
@@ -231,7 +232,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
             _note("interrupted; everything processed so far was written")
     elif result.exit_code == EXIT_INPUT_DAMAGED:
         assert result.summary is not None         # the damage is counted in it
-        _error(f"{result.summary.end.corrupt} corrupt packet(s) or image(s) in '{source}' were skipped; "
+        _error(f"{result.summary.end.corrupt} corrupt packet(s) or image(s) in '{redact_url(source)}' were skipped; "
                f"the other {result.summary.frames} frames were processed (exit code {EXIT_INPUT_DAMAGED})")
     return result.exit_code
 

@@ -860,6 +860,21 @@ def test_password_is_not_shown() -> None:
     with pytest.raises(InputError) as err:
         open_source("rtsp://admin:hunter2@127.0.0.1:9/live", CFG)
     assert "hunter2" not in str(err.value) and "admin:***@127.0.0.1" in str(err.value)
+    with pytest.raises(InputError) as err:
+        open_source("http://127.0.0.1:9/live.ts?channel=2&Token=hunter2&key=", CFG)
+    assert "hunter2" not in str(err.value) and "live.ts?channel=2&Token=***&key=***" in str(err.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://u:p@cam:554/a?x=1", "rtsp://u:***@cam:554/a?x=1"),
+    ("https://host/s.m3u8?sig=abc&expires=9&api_key=z", "https://host/s.m3u8?sig=***&expires=9&api_key=***"),
+    ("https://host/s.m3u8?tokenized=1&password", "https://host/s.m3u8?tokenized=1&password"),
+    ("walk.mp4", "walk.mp4"), ("0", "0"), ("/dev/video0", "/dev/video0"),
+])
+def test_redacted_urls_keep_everything_but_the_secrets(url: str, shown: str) -> None:
+    from streamer.sources import redact_url
+
+    assert redact_url(url) == shown
 
 
 @pytest.fixture()

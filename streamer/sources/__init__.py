@@ -27,7 +27,7 @@ from streamer.sources.stream import STREAM_SCHEMES, StreamSource
 from streamer.sources.video_file import VideoFileSource
 
 __all__ = ["CameraSource", "Frame", "ImageFolderSource", "Source", "SourceInfo", "StreamSource", "VideoFileSource",
-           "open_source"]
+           "open_source", "redact_url"]
 
 log = logging.getLogger(__name__)
 

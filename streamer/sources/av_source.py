@@ -21,17 +21,33 @@ log = logging.getLogger(__name__)
 LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~2 s to time frames by
 
 
+# Query parameters that carry a secret, by name (lower case): cameras and services take tokens,
+# keys and passwords there as often as in the user:password part.
+SECRET_QUERY_NAMES = ("password", "passwd", "pass", "pwd", "token", "access_token", "key", "apikey", "api_key",
+                      "auth", "secret", "sig", "signature", "credential", "credentials")
+
+
 def redact_url(url: str) -> str:
-    """The URL without a password, so error messages and logs never show credentials."""
+    """The URL without its password or secret query values, so that error messages and logs
+    never show credentials. Anything that is not a URL is returned as it is."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        if not parts.scheme or not parts.netloc:
             return url
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}{port}"))
+        if parts.password is not None:
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            parts = parts._replace(netloc=f"{parts.username}:***@{host}{port}")
+        if parts.query:
+            parts = parts._replace(query="&".join(_redact_parameter(p) for p in parts.query.split("&")))
+        return urlunsplit(parts)
     except ValueError:
         return url
+
+
+def _redact_parameter(parameter: str) -> str:
+    name, eq, _ = parameter.partition("=")
+    return f"{name}=***" if eq and name.lower() in SECRET_QUERY_NAMES else parameter
 
 
 def describe_streams(container: av.container.InputContainer) -> str:

@@ -24,7 +24,7 @@ from streamer.channels import Outbox
 from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, START, EndPacket, FramePacket
 from streamer.ring import FrameRing, RingSpec, fit_slots, shm_free_bytes
-from streamer.sources import Frame, Source, open_source
+from streamer.sources import Frame, Source, open_source, redact_url
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class CaptureStage:
         src = open_source(self.source_spec, self.config.source, reopened=True)
         if (src.info.height, src.info.width) != shape:
             src.close()
-            raise SourceChangedError(f"'{self.source_spec}' came back at {src.info.width}x{src.info.height}, "
+            raise SourceChangedError(f"'{redact_url(self.source_spec)}' came back at {src.info.width}x{src.info.height}, "
                                      f"not {shape[1]}x{shape[0]}; restart posecast to follow the new size")
         return src
 
