@@ -142,6 +142,89 @@ def test_a_loop_restart_dropped_from_the_mailbox_still_starts_a_shot() -> None:
     assert newest.dropped >= 2 and frame.index == 1 and frame.new_shot
 
 
+class _Connection:
+    """A live stream's connection: `burst` frames at once (what FFmpeg read while opening it),
+    then `paced` ones `gap_s` apart; media times from `t0`, at 2 fps. Then it drops, or ends the
+    test (`at_end`)."""
+
+    def __init__(self, burst: int, paced: int, gap_s: float, t0: float = 0.0, backlog: bool = True,
+                 at_end=None) -> None:
+        from streamer.sources import SourceInfo
+
+        self.info = SourceInfo("net", "http://x/live.ts", True, 32, 24, 2.0, None)
+        self.burst, self.paced, self.gap_s, self.t0, self.at_end = burst, paced, gap_s, t0, at_end
+        self.backlog_at_open = backlog
+
+    def frames(self):
+        import numpy as np
+
+        from engines.errors import InputError
+        from streamer.sources import Frame
+
+        for i in range(self.burst + self.paced):
+            if i >= self.burst:
+                time.sleep(self.gap_s)
+            yield Frame(np.zeros((24, 32, 3), np.uint8), i, time.time(), self.t0 + i / 2)
+        if self.at_end is not None:
+            self.at_end()
+            return
+        raise InputError("stream http://x/live.ts dropped (the connection dropped)")
+
+    def close(self) -> None:
+        pass
+
+
+def _read_all(first, reopen=None):
+    """What a fast sender takes from the reader, and how many frames it dropped."""
+    import threading
+
+    from streamer.stages.base import Control
+    from streamer.stages.capture import _NewestFrame, _Reopen
+
+    control = Control(stop=threading.Event(), abort=threading.Event())
+    newest = _NewestFrame()
+    policy = _Reopen(reopen, reconnect=True) if reopen is not None else None
+    reader = threading.Thread(target=newest.fill_from, args=(first, control, False, policy), daemon=True)
+    reader.start()
+    taken = []
+    while not newest.finished or newest.frame is not None:
+        got = newest.take(timeout_s=0.05)
+        if got is not None:
+            taken.append(got[0])
+    reader.join(10)
+    assert newest.error is None, newest.error
+    return taken, newest.dropped
+
+
+def test_a_streams_backlog_at_open_is_dropped_as_stale_not_sent_at_once() -> None:
+    """Frames FFmpeg read while opening a stream decode at once: 8 here, 4 s of video. A fast
+    sender took nearly all of them, and published seconds of motion in a fraction of one. Now
+    only the newest of them goes, and the others are stale, and counted. Frames at the sender's
+    pace all go."""
+    conn = _Connection(burst=8, paced=3, gap_s=0.6, at_end=lambda: None)
+    taken, dropped = _read_all(conn)
+    assert [f.index for f in taken] == [7, 8, 9, 10] and dropped == 7
+    # A camera, or a stream that does not open with a backlog, keeps its first frames.
+    taken, dropped = _read_all(_Connection(burst=0, paced=3, gap_s=0.6, backlog=False, at_end=lambda: None))
+    assert [f.index for f in taken] == [0, 1, 2] and dropped == 0
+
+
+def test_a_reconnected_stream_is_a_new_shot_whose_media_time_runs_on() -> None:
+    """The stream's clock starts again with each connection (1.4 s after 8.0 s): the media time
+    runs on by the time it was away instead, and the first frame after it starts a new shot."""
+    opened = []
+
+    def reopen():
+        opened.append(1)
+        return _Connection(burst=0, paced=3, gap_s=0.6, t0=1.4, backlog=False, at_end=lambda: None)
+
+    taken, _ = _read_all(_Connection(burst=0, paced=3, gap_s=0.6, t0=7.0, backlog=False), reopen)
+    media = [f.t_media for f in taken]
+    assert len(opened) == 1 and len(taken) == 6, media
+    assert all(b > a for a, b in zip(media, media[1:])) and media[3] - media[2] > 0.5 + 0.6, media
+    assert [f.new_shot for f in taken] == [False, False, False, True, False, False]
+
+
 # --- a source that comes back different ----------------------------------------------------------
 
 class _DroppingSource:

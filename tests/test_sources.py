@@ -838,6 +838,21 @@ def test_camera_spec_dispatch() -> None:
 # network streams
 
 
+@pytest.mark.parametrize("url, live", [("rtsp://cam/recording", True), ("udp://0.0.0.0:5000", True),
+                                       ("http://host/walk.mp4", False), ("tcp://host:9000", False)])
+def test_a_stream_with_a_length_is_live_where_its_sender_sets_the_pace(
+        clip: Path, monkeypatch: pytest.MonkeyPatch, url: str, live: bool) -> None:
+    """A recording restreamed over RTSP announces its length, but its frames come in real time,
+    read or not: live, so that `run` reconnects when it drops (it ended the run). A file fetched
+    over HTTP or TCP is read whole, as a file."""
+    import streamer.sources.stream as stream
+
+    real_open = stream.av.open
+    monkeypatch.setattr(stream.av, "open", lambda _url, **kw: real_open(str(clip), metadata_errors="replace"))
+    with open_source(url, CFG) as src:
+        assert src.info.live is live
+
+
 @pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/x", "http://127.0.0.1:9/x.mp4",
                                  "tcp://127.0.0.1:9"])
 def test_refused_connection(url: str) -> None:

@@ -86,6 +86,9 @@ class Source(ABC):
 
     info: SourceInfo
     corrupt: int                # corrupt packets/frames/images skipped so far
+    # A live network stream's first frames of each connection come at once: what FFmpeg read
+    # while opening it, seconds old where the sender went on meanwhile.
+    backlog_at_open: bool = False
     _held_warnings: list[tuple[str, tuple[object, ...]]] | None   # [] in __init__; None once released
 
     def _warn(self, message: str, *args: object) -> None:

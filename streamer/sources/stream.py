@@ -13,11 +13,13 @@ from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource
 from streamer.sources.base import error_reason
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+SENDER_PACED_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "srt")
 
 
 class StreamSource(AVSource):
     """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error, unless
-    it has a known length (a video file over HTTP), which is read whole, as a file is."""
+    it has a known length, where it ends there; one fetched over HTTP(S) or TCP (a video file
+    served) is then read whole, as a file is."""
 
     def __init__(self, url: str, config: SourceConfig, reopened: bool = False) -> None:
         shown = redact_url(url)
@@ -53,8 +55,12 @@ class StreamSource(AVSource):
         # (FFmpeg cannot seek to its end to find one): its size says it is a file all the same.
         self._size = container.size if scheme in ("http", "https") and container.size > 0 else None
         self._finite = bool(container.duration) or self._size is not None
-        super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
-                         reopened=reopened)
+        # A server that sends at the video's pace (RTSP, RTMP, SRT, UDP) is live even where it
+        # announces a length (a recording restreamed, an NVR's playback): its frames come in real
+        # time whether or not they are read, and `run` reconnects where it drops before its end.
+        live = not self._finite or scheme in SENDER_PACED_SCHEMES
+        super().__init__(container, host or scheme, url, live=live, what=shown, reopened=reopened)
+        self.backlog_at_open = live
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count

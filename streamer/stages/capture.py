@@ -198,6 +198,21 @@ class CaptureStage:
             self.reconnects = newest.reconnects
 
 
+@dataclass(frozen=True)
+class _Resume:
+    """Where a source opened again takes its media time up: after `last_media`, by one frame
+    period for a looped file, or by the time since `last_read` (monotonic) for a stream that
+    reconnected, whose own clock started again with the connection."""
+
+    last_media: float
+    last_read: float | None = None
+
+    def offset(self, first_media: float, now: float, period: float) -> float:
+        """What to add to the media times of the new opening, whose first frame came `now`."""
+        gap = period if self.last_read is None else max(period, now - self.last_read)
+        return self.last_media + gap - first_media
+
+
 @dataclass
 class _Reopen:
     """When the live reader opens its source again: after a failure (`reconnect`, waiting 0.5 s,
@@ -210,27 +225,37 @@ class _Reopen:
 
 
 class _NewestFrame:
-    """A one-frame mailbox: the reader thread overwrites, the sender takes the newest."""
+    """A one-frame mailbox: the reader thread overwrites, the sender takes the newest.
+
+    A live network stream's frames may come at once, faster than they were sent: what FFmpeg
+    read while opening a connection, or caught up after a stall, seconds of motion decoded in a
+    fraction of one. A sender that keeps up takes most of them, and publishes them as if just
+    captured. So a frame that came at once (less than half a frame period after the one before,
+    or first on its connection) is handed over only once it has been the newest for that long:
+    of a run of them, only the last goes, and the others are dropped as stale. Frames that come
+    at the sender's pace go at once."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.frame: tuple[Frame, float] | None = None
+        self._settle_at = 0.0             # monotonic time from which the frame in the box may go
         self.dropped = 0
         self.reconnects = 0
         self.finished = False
         self.error: BaseException | None = None
         self.quit = threading.Event()     # the sending thread is done: stop reading
+        self._last_media = 0.0            # the media time of the newest frame read
+        self._last_read = time.monotonic()  # when it was read
 
     def fill_from(self, src: Source, control: Control, paced: bool = False, reopen: _Reopen | None = None) -> None:
         """Keep the newest frame of `src`, reopening it as `reopen` says. The reader owns every
         source it opens again, and closes it: a source is only ever used by one thread."""
         reopen = reopen or _Reopen(opener=lambda: src)
-        current, media_offset, looped = src, 0.0, False
+        current, resume = src, None
         try:
             while True:
                 try:
-                    last_media = self._read(current, control, paced, media_offset, restarted=looped)
-                    looped = False
+                    self._read(current, control, paced, resume)
                 except PosecastError as exc:
                     if not reopen.reconnect or self._stopping(control):
                         raise
@@ -239,13 +264,15 @@ class _NewestFrame:
                     fresh = self._reconnect(dropped, src, reopen, control)
                     if fresh is None:
                         return
-                    current = fresh
+                    # The stream's clock starts again with the connection: its media time runs
+                    # on by the time it was away instead, and the person may be anywhere now.
+                    current, resume = fresh, _Resume(self._last_media, self._last_read)
                     continue
                 if self._stopping(control) or not reopen.loop:
                     return
-                media_offset = last_media + 1.0 / (src.info.fps or 30.0)   # the loop's media time runs on
+                resume = _Resume(self._last_media)          # the loop's media time runs on
                 self._close(current, src)
-                current, looped = reopen.opener(), True
+                current = reopen.opener()
         except BaseException as exc:  # handed to the sending thread, which reports it
             self.error = exc
         finally:
@@ -285,16 +312,24 @@ class _NewestFrame:
             return fresh
         return None
 
-    def _read(self, src: Source, control: Control, paced: bool, media_offset: float, restarted: bool = False) -> float:
-        """Frames of `src` into the mailbox until it ends or the run stops; the last media time.
-        `restarted`: a looped file from its start again, whose first frame is a new shot: the person
-        jumps back to where they started, and the tracker and filters must not carry them across."""
+    def _read(self, src: Source, control: Control, paced: bool, resume: _Resume | None = None) -> None:
+        """Frames of `src` into the mailbox until it ends or the run stops. `resume`: the source
+        opened again (a looped file from its start, a stream reconnected), whose media time then
+        runs on (`_Resume`), and whose first frame is a new shot: the person may be anywhere, and
+        the tracker and filters must not carry them across. A stream's backlog at open, or after
+        a stall, waits to be the newest (see the class)."""
         t0 = time.perf_counter()
         start: tuple[float, float] | None = None      # (wall clock, media time) of the first frame
         period = 1.0 / (src.info.fps or 30.0)
-        last_media = media_offset
+        media_offset: float | None = None
+        settle = 0.5 * period if getattr(src, "backlog_at_open", False) and not paced else 0.0
+        previous: float | None = None                 # when the frame before this one came
+        restarted = resume is not None
         for frame in src.frames():
             read_ms = (time.perf_counter() - t0) * 1000.0
+            now = time.monotonic()
+            at_once = settle > 0.0 and (previous is None or now - previous < settle)
+            previous = now
             if paced:
                 t_media = frame.t_media if frame.t_media is not None else frame.index * period
                 if start is None:
@@ -303,25 +338,35 @@ class _NewestFrame:
                 if delay > 0 and self.quit.wait(delay):
                     break
                 frame.t_capture = time.time()        # captured when a camera would have delivered it
-            if frame.t_media is not None and media_offset:
+            if frame.t_media is not None:
+                if media_offset is None:
+                    media_offset = resume.offset(frame.t_media, now, period) if resume is not None else 0.0
                 frame.t_media += media_offset
+                self._last_media = frame.t_media
+            self._last_read = now
             if restarted:
                 frame.new_shot, restarted = True, False
-            last_media = frame.t_media if frame.t_media is not None else last_media
             with self.cond:
                 if self.frame is not None:
                     self.dropped += 1
                     frame.new_shot |= self.frame[0].new_shot    # a dropped restart still starts a shot
                 self.frame = (frame, read_ms)
+                self._settle_at = now + settle if at_once else 0.0
                 self.cond.notify()
             if self._stopping(control):
                 break
             t0 = time.perf_counter()
-        return last_media
 
     def take(self, timeout_s: float) -> tuple[Frame, float] | None:
+        """The newest frame, once it may go, waiting at most `timeout_s` for one; None if none."""
+        deadline = time.monotonic() + timeout_s
         with self.cond:
-            if self.frame is None and not self.finished:
-                self.cond.wait(timeout_s)
-            taken, self.frame = self.frame, None
-            return taken
+            while True:
+                now = time.monotonic()
+                if self.frame is not None and (self.finished or now >= self._settle_at):
+                    taken, self.frame = self.frame, None
+                    return taken
+                if self.finished or now >= deadline:
+                    return None
+                wake = deadline if self.frame is None else min(deadline, self._settle_at)
+                self.cond.wait(wake - now)
