@@ -853,6 +853,38 @@ def test_a_stream_with_a_length_is_live_where_its_sender_sets_the_pace(
         assert src.info.live is live
 
 
+def test_an_unknown_host_or_a_refused_login_says_how_to_fix_it() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    with pytest.raises(InputError, match=r"the host name 'no-such-host\.invalid' could not be found: check its "
+                                         r"spelling, and the network or DNS"):
+        open_source("http://no-such-host.invalid/live.ts", CFG)
+
+    class Login(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="cam"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Login)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with pytest.raises(InputError, match=r"give them in the URL, as scheme://USER:PASS@host/"):
+            open_source(f"http://127.0.0.1:{port}/video.mjpg", CFG)
+        with pytest.raises(InputError, match=r"refused the user name and password in the URL: check them") as err:
+            open_source(f"http://bob:wrong@127.0.0.1:{port}/video.mjpg", CFG)
+        assert "wrong" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/x", "http://127.0.0.1:9/x.mp4",
                                  "tcp://127.0.0.1:9"])
 def test_refused_connection(url: str) -> None:

@@ -40,7 +40,8 @@ class CameraSource(Source):
         device = f"/dev/video{n}"
         if sys.platform.startswith("linux") and not os.path.exists(device):
             present = _present_cameras()
-            found = f"cameras present: {', '.join(present)}" if present else "no cameras found"
+            found = (f"cameras present: {', '.join(present)}; give one of those" if present else
+                     "no cameras found; plug one in, or give a video file or a stream's URL")
             raise InputError(f"camera {n} could not be opened (no {device}; {found})")
         backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
         cap = cv2.VideoCapture(n, backend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -46,7 +47,7 @@ class StreamSource(AVSource):
                     or time.monotonic() - started >= 0.95 * config.open_timeout_s):
                 raise InputError(f"cannot connect to {shown}: no answer within "
                                  f"{config.open_timeout_s:g} s ({hint})") from None
-            raise InputError(f"cannot connect to {shown}: {error_reason(exc)} ({hint})") from None
+            raise InputError(f"cannot connect to {shown}: {error_reason(exc)} ({_connect_hint(exc, host, parts.username is not None, hint)})") from None
         # A stream with a known length (a file served over HTTP, a finished HLS playlist) is a
         # file that happens to be remote: every frame is read, none dropped to keep up, and it
         # ends. A live one (a camera over RTSP) has no length and only stops when something went
@@ -86,3 +87,21 @@ class StreamSource(AVSource):
                              f"{MP4_INDEX_FIX})")
         raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (check "
                          f"the network and that the stream is up)")
+
+
+def _connect_hint(exc: BaseException, host: str | None, credentials: bool, default: str) -> str:
+    """How to fix a connection that failed, where the failure tells: FFmpeg reports a host name
+    that does not resolve as a bare I/O error, and a refused login as the server's status."""
+    text = str(exc)
+    if "401" in text or "403" in text or "Unauthorized" in text or "Forbidden" in text:
+        if credentials:
+            return "the server refused the user name and password in the URL: check them"
+        return "the server wants a user name and password: give them in the URL, as scheme://USER:PASS@host/..."
+    if host:
+        try:
+            socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError):
+            return f"the host name '{host}' could not be found: check its spelling, and the network or DNS"
+        except OSError:
+            pass
+    return default
