@@ -80,6 +80,30 @@ def test_a_source_that_stays_away_is_retried_until_stopped(posecast, clip40: Pat
     read_track(out)                                   # what came before is intact
 
 
+def test_ctrl_c_while_a_silent_stream_is_being_opened_ends_the_run_at_once(posecast) -> None:
+    """Opening a stream that answers nothing waits `source.open_timeout_s` inside FFmpeg, where
+    no signal reaches. The run is stopped anyway, as one stopped before its first frame (it
+    reported a connection error, exit 2, or with a longer timeout waited it out and warned of
+    frames in flight and a killed stage)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    config = posecast.cwd / "open60.yaml"
+    config.write_text("source:\n  open_timeout_s: 60\n")
+    out = posecast.cwd / "never.jsonl"
+    try:
+        proc = _start(posecast, ["run", f"http://127.0.0.1:{srv.getsockname()[1]}/s.ts", "--config", config,
+                                 "--port", _free_port(), "-o", out, "--no-progress"])
+        time.sleep(3.0)                     # the network is loaded; the source is still being opened
+        assert proc.poll() is None, Path(proc.stderr_path).read_text()
+        err = _stop(proc, timeout=20.0)     # well inside the 60 s the open would otherwise wait
+    finally:
+        srv.close()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "posecast: interrupted before the first frame; no file was written", err
+    assert "WARNING" not in err and not out.exists(), err
+
+
 def test_run_loop_plays_a_file_again_with_media_time_running_on(posecast, clip40: Path) -> None:
     out = posecast.cwd / "loop.jsonl"
     proc = _start(posecast, ["run", clip40, "--loop", "--port", _free_port(), "-o", out, "--min-score", "0",

@@ -60,7 +60,10 @@ class CaptureStage:
         ring: FrameRing | None = None
         reason = "error"
         try:
-            with open_source(self.source_spec, self.config.source) as src:
+            opened = self._open()
+            if opened is None:
+                return
+            with opened as src:
                 info = src.info
                 if self.realtime and not info.live:
                     info = replace(info, live=True)
@@ -94,6 +97,34 @@ class CaptureStage:
                 ring.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
+
+    def _open(self) -> Source | None:
+        """The source, opened in a thread of its own so that Ctrl-C or SIGTERM is heeded while
+        opening it waits (a stream that answers nothing waits `source.open_timeout_s`, in FFmpeg,
+        where no signal reaches). None if the run is stopped first: nothing was read, and the
+        stages after this one are told to end at once (`abort`), with no frame in flight to wait for."""
+        got: list[Source | BaseException] = []
+
+        def open_it() -> None:
+            try:
+                got.append(open_source(self.source_spec, self.config.source))
+            except BaseException as exc:  # handed over below
+                got.append(exc)
+
+        opener = threading.Thread(target=open_it, daemon=True, name="capture-open")
+        opener.start()
+        while opener.is_alive():
+            opener.join(POLL_MS / 1000.0)
+            if opener.is_alive() and (self.control.stop.is_set() or self.control.abort.is_set()):
+                self.control.abort.set()
+                return None              # the opening thread is left to FFmpeg's timeout, then dies with us
+        result = got[0]
+        if isinstance(result, BaseException):
+            if self.control.stop.is_set() or self.control.abort.is_set():
+                self.control.abort.set()
+                return None              # it failed because it was stopped, or no one waits for why
+            raise result
+        return result
 
     def _send_end(self, out: Outbox, reason: str, corrupt: int) -> None:
         out.send(END, EndPacket(reason, self.seq, self.dropped, corrupt, self.reconnects,
