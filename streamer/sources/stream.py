@@ -73,7 +73,7 @@ class StreamSource(AVSource):
         if self._finite and complete:
             return
         raise InputError(f"stream {self._what} ended after {yielded} frames (the sender stopped "
-                         f"or the connection dropped; restart when the stream is back)")
+                         f"or the connection dropped; `posecast run` reconnects by itself)")
 
     def _on_read_error(self, exc: av.FFmpegError, yielded: int) -> None:
         if isinstance(exc, (av.error.ExitError, av.error.TimeoutError)):
