@@ -349,12 +349,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """The pipeline with publishing, and the per-stage table. It publishes on a free local port
     unless --port or --bind is given, so that it never collides with a `run` on the default one."""
+    from streamer.sources import redact_url
+
     if args.port is None:
         args.port = 0
     if args.bind is None:
         args.bind = "127.0.0.1"
     mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
-    return run_track(args.input, [], None, args, realtime=args.live, publish=True, heading=f"bench: {args.input}, {mode}",
+    return run_track(args.input, [], None, args, realtime=args.live, publish=True,
+                     heading=f"bench: {redact_url(args.input)}, {mode}",
                      report=sys.stdout)
 
 

@@ -65,7 +65,9 @@ class Publisher:
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)     # every subscription, repeats included
+        # Every subscription and every unsubscription, repeats included (VERBOSE alone passes an
+        # unsubscription only when the topic's last subscriber leaves): `pose_subscribers` counts.
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             self.sock.bind(endpoint)
         except zmq.ZMQError as exc:

@@ -233,6 +233,29 @@ def test_a_streams_backlog_at_open_is_dropped_as_stale_not_sent_at_once() -> Non
     assert [f.index for f in taken] == [0, 1, 2] and dropped == 0
 
 
+class _Misstated(_Connection):
+    """MJPEG over HTTP as FFmpeg sees it: a stated rate (2 fps here) that is not what comes (20),
+    and no media time."""
+
+    def frames(self):
+        import numpy as np
+
+        from streamer.sources import Frame
+
+        for i in range(60):
+            time.sleep(0.05)
+            yield Frame(np.zeros((24, 32, 3), np.uint8), i, time.time(), None)
+
+
+def test_a_stream_faster_than_its_stated_rate_is_held_back_for_a_second_at_most() -> None:
+    """Its frames all come sooner than half the stated period after the one before: as a backlog
+    would. Held back until one came at the stated pace, it gave a frame or two in 3 s; the hold
+    ends a second after the connection's first frame."""
+    taken, dropped = _read_all(_Misstated(burst=0, paced=0, gap_s=0.0))
+    late = [f.index for f in taken if f.index >= 30]           # 1.5 s in, well after the hold
+    assert len(late) >= 15 and len(taken) + dropped == 60, ([f.index for f in taken], dropped)
+
+
 def test_a_reconnected_stream_is_a_new_shot_whose_media_time_runs_on() -> None:
     """The stream's clock starts again with each connection (1.4 s after 8.0 s): the media time
     runs on by the time it was away instead, and the first frame after it starts a new shot."""

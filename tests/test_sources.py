@@ -838,21 +838,6 @@ def test_camera_spec_dispatch() -> None:
 # network streams
 
 
-@pytest.mark.parametrize("url, live", [("rtsp://cam/recording", True), ("udp://0.0.0.0:5000", True),
-                                       ("http://host/walk.mp4", False), ("tcp://host:9000", False)])
-def test_a_stream_with_a_length_is_live_where_its_sender_sets_the_pace(
-        clip: Path, monkeypatch: pytest.MonkeyPatch, url: str, live: bool) -> None:
-    """A recording restreamed over RTSP announces its length, but its frames come in real time,
-    read or not: live, so that `run` reconnects when it drops (it ended the run). A file fetched
-    over HTTP or TCP is read whole, as a file."""
-    import streamer.sources.stream as stream
-
-    real_open = stream.av.open
-    monkeypatch.setattr(stream.av, "open", lambda _url, **kw: real_open(str(clip), metadata_errors="replace"))
-    with open_source(url, CFG) as src:
-        assert src.info.live is live
-
-
 def test_an_unknown_host_or_a_refused_login_says_how_to_fix_it() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -860,6 +845,9 @@ def test_an_unknown_host_or_a_refused_login_says_how_to_fix_it() -> None:
     with pytest.raises(InputError, match=r"the host name 'no-such-host\.invalid' could not be found: check its "
                                          r"spelling, and the network or DNS"):
         open_source("http://no-such-host.invalid/live.ts", CFG)
+    with pytest.raises(InputError) as err:                  # a camera's channel 401, refused: not a login
+        open_source("rtsp://127.0.0.1:9/Streaming/Channels/401", CFG)
+    assert "refused" in str(err.value).lower() and "user name" not in str(err.value)
 
     class Login(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -916,6 +904,9 @@ def test_password_is_not_shown() -> None:
     ("rtsp://u:p@cam:554/a?x=1", "rtsp://u:***@cam:554/a?x=1"),
     ("https://host/s.m3u8?sig=abc&expires=9&api_key=z", "https://host/s.m3u8?sig=***&expires=9&api_key=***"),
     ("https://host/s.m3u8?tokenized=1&password", "https://host/s.m3u8?tokenized=1&password"),
+    ("https://b.s3.amazonaws.com/v.mp4?X-Amz-Credential=c&X-Amz-Signature=s&X-Amz-Security-Token=t",
+     "https://b.s3.amazonaws.com/v.mp4?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***"),
+    ("http://cam/live#authtoken=abc", "http://cam/live#authtoken=***"),
     ("walk.mp4", "walk.mp4"), ("0", "0"), ("/dev/video0", "/dev/video0"),
 ])
 def test_redacted_urls_keep_everything_but_the_secrets(url: str, shown: str) -> None:

@@ -23,8 +23,10 @@ LOOK_AHEAD_PACKETS = 64        # a file's packets read before its first frame: ~
 
 # Query parameters that carry a secret, by name (lower case): cameras and services take tokens,
 # keys and passwords there as often as in the user:password part.
-SECRET_QUERY_NAMES = ("password", "passwd", "pass", "pwd", "token", "access_token", "key", "apikey", "api_key",
-                      "auth", "secret", "sig", "signature", "credential", "credentials")
+SECRET_QUERY_NAMES = ("password", "passwd", "pass", "pwd", "token", "access_token", "authtoken", "auth_token",
+                      "key", "apikey", "api_key", "session_key", "sessionkey", "auth", "secret", "sig",
+                      "signature", "credential", "credentials", "x-amz-signature", "x-amz-security-token",
+                      "x-amz-credential", "x-goog-signature", "x-goog-credential")
 
 
 def redact_url(url: str) -> str:
@@ -40,6 +42,8 @@ def redact_url(url: str) -> str:
             parts = parts._replace(netloc=f"{parts.username}:***@{host}{port}")
         if parts.query:
             parts = parts._replace(query="&".join(_redact_parameter(p) for p in parts.query.split("&")))
+        if parts.fragment:
+            parts = parts._replace(fragment="&".join(_redact_parameter(p) for p in parts.fragment.split("&")))
         return urlunsplit(parts)
     except ValueError:
         return url

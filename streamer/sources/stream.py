@@ -14,13 +14,12 @@ from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource
 from streamer.sources.base import error_reason
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-SENDER_PACED_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "srt")
 
 
 class StreamSource(AVSource):
     """A network stream (RTSP, RTMP, HTTP, UDP, TCP, SRT): live, so its end is an error, unless
-    it has a known length, where it ends there; one fetched over HTTP(S) or TCP (a video file
-    served) is then read whole, as a file is."""
+    it has a known length (a video file over HTTP, a recording over RTSP), which is read whole,
+    as a file is."""
 
     def __init__(self, url: str, config: SourceConfig, reopened: bool = False) -> None:
         shown = redact_url(url)
@@ -56,12 +55,9 @@ class StreamSource(AVSource):
         # (FFmpeg cannot seek to its end to find one): its size says it is a file all the same.
         self._size = container.size if scheme in ("http", "https") and container.size > 0 else None
         self._finite = bool(container.duration) or self._size is not None
-        # A server that sends at the video's pace (RTSP, RTMP, SRT, UDP) is live even where it
-        # announces a length (a recording restreamed, an NVR's playback): its frames come in real
-        # time whether or not they are read, and `run` reconnects where it drops before its end.
-        live = not self._finite or scheme in SENDER_PACED_SCHEMES
-        super().__init__(container, host or scheme, url, live=live, what=shown, reopened=reopened)
-        self.backlog_at_open = live
+        super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
+                         reopened=reopened)
+        self.backlog_at_open = not self._finite
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count
@@ -72,6 +68,12 @@ class StreamSource(AVSource):
             self._size is None or self._read_to >= self._size - max(65_536, self._size // 50))
         if self._finite and complete:
             return
+        if self._finite:
+            # Not reconnected: opened again, a recording starts from its beginning, and a run
+            # would play it again and again where it ends short of the length it announced.
+            raise InputError(f"stream {self._what} ended after {yielded} frames, short of the length it "
+                             f"announces (the sender stopped or the connection dropped; a stream with a length is "
+                             f"read as a recording, which is not reconnected: run posecast again once it is back)")
         raise InputError(f"stream {self._what} ended after {yielded} frames (the sender stopped "
                          f"or the connection dropped; `posecast run` reconnects by itself)")
 
@@ -92,8 +94,7 @@ class StreamSource(AVSource):
 def _connect_hint(exc: BaseException, host: str | None, credentials: bool, default: str) -> str:
     """How to fix a connection that failed, where the failure tells: FFmpeg reports a host name
     that does not resolve as a bare I/O error, and a refused login as the server's status."""
-    text = str(exc)
-    if "401" in text or "403" in text or "Unauthorized" in text or "Forbidden" in text:
+    if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
         if credentials:
             return "the server refused the user name and password in the URL: check them"
         return "the server wants a user name and password: give them in the URL, as scheme://USER:PASS@host/..."

@@ -205,7 +205,10 @@ class CaptureStage:
                 taken = newest.take(timeout_s=POLL_MS / 1000.0)
                 while taken is None:
                     if newest.error is not None:
-                        raise newest.error
+                        taken = newest.take(timeout_s=0)   # the frame read before the failure
+                        if taken is None:
+                            raise newest.error
+                        break
                     if newest.finished:
                         taken = newest.take(timeout_s=0)   # the last frame may have come in just before
                         if taken is None:
@@ -255,16 +258,44 @@ class _Reopen:
     max_wait_s: float = 10.0
 
 
-class _NewestFrame:
-    """A one-frame mailbox: the reader thread overwrites, the sender takes the newest.
+class _CatchUp:
+    """The start of a live network stream's connection. FFmpeg reads ahead while it opens one, and
+    those frames decode at once, seconds of motion in a fraction of one (up to 8 s in 0.4 s was
+    seen): a sender that keeps up would take most of them and publish them as if just captured.
+    So until a frame comes at the stream's pace (at least half its media time after the one
+    before; a frame period where there is none), and for at most `max_s` after the first, each
+    frame waits to be the newest for half that time (`hold`) before it may go: of such a run only
+    the last goes, the others are dropped as stale. From then on, every frame goes at once: a
+    frame rate the stream misstates (FFmpeg gives MJPEG over HTTP 25 fps whatever it sends)
+    cannot hold frames back for longer than `max_s`."""
 
-    A live network stream's frames may come at once, faster than they were sent: what FFmpeg
-    read while opening a connection, or caught up after a stall, seconds of motion decoded in a
-    fraction of one. A sender that keeps up takes most of them, and publishes them as if just
-    captured. So a frame that came at once (less than half a frame period after the one before,
-    or first on its connection) is handed over only once it has been the newest for that long:
-    of a run of them, only the last goes, and the others are dropped as stale. Frames that come
-    at the sender's pace go at once."""
+    def __init__(self, period: float, max_s: float = 1.0) -> None:
+        self.period = period
+        self.max_s = max_s
+        self._first: float | None = None
+        self._last: tuple[float, float | None] | None = None      # (arrival, media time) of the last
+        self.done = False
+
+    def hold(self, now: float, t_media: float | None) -> float:
+        """How long the frame that came `now` waits to be the newest before it may go (0: at once)."""
+        if self.done:
+            return 0.0
+        last, self._last = self._last, (now, t_media)
+        if last is None:
+            self._first = now
+            return 0.5 * self.period
+        gap = self.period
+        if t_media is not None and last[1] is not None and t_media > last[1]:
+            gap = t_media - last[1]
+        if now - last[0] >= 0.5 * gap or now - self._first > self.max_s:
+            self.done = True
+            return 0.0
+        return 0.5 * gap
+
+
+class _NewestFrame:
+    """A one-frame mailbox: the reader thread overwrites, the sender takes the newest, once the
+    frame may go (a connection's backlog waits: `_CatchUp`)."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -305,7 +336,9 @@ class _NewestFrame:
                 self._close(current, src)
                 current = reopen.opener()
         except BaseException as exc:  # handed to the sending thread, which reports it
-            self.error = exc
+            with self.cond:
+                # Finished with it: a frame still waiting to go (`_CatchUp`) goes before the error.
+                self.error, self.finished = exc, True
         finally:
             self._close(current, src)
             with self.cond:
@@ -347,20 +380,18 @@ class _NewestFrame:
         """Frames of `src` into the mailbox until it ends or the run stops. `resume`: the source
         opened again (a looped file from its start, a stream reconnected), whose media time then
         runs on (`_Resume`), and whose first frame is a new shot: the person may be anywhere, and
-        the tracker and filters must not carry them across. A stream's backlog at open, or after
-        a stall, waits to be the newest (see the class)."""
+        the tracker and filters must not carry them across. A stream's backlog at open waits to be
+        the newest (`_CatchUp`)."""
         t0 = time.perf_counter()
         start: tuple[float, float] | None = None      # (wall clock, media time) of the first frame
         period = 1.0 / (src.info.fps or 30.0)
         media_offset: float | None = None
-        settle = 0.5 * period if getattr(src, "backlog_at_open", False) and not paced else 0.0
-        previous: float | None = None                 # when the frame before this one came
+        catch_up = _CatchUp(period) if getattr(src, "backlog_at_open", False) and not paced else None
         restarted = resume is not None
         for frame in src.frames():
             read_ms = (time.perf_counter() - t0) * 1000.0
             now = time.monotonic()
-            at_once = settle > 0.0 and (previous is None or now - previous < settle)
-            previous = now
+            hold = catch_up.hold(now, frame.t_media) if catch_up is not None else 0.0
             if paced:
                 t_media = frame.t_media if frame.t_media is not None else frame.index * period
                 if start is None:
@@ -382,7 +413,7 @@ class _NewestFrame:
                     self.dropped += 1
                     frame.new_shot |= self.frame[0].new_shot    # a dropped restart still starts a shot
                 self.frame = (frame, read_ms)
-                self._settle_at = now + settle if at_once else 0.0
+                self._settle_at = now + hold
                 self.cond.notify()
             if self._stopping(control):
                 break
