@@ -46,7 +46,8 @@ class StreamSource(AVSource):
                     or time.monotonic() - started >= 0.95 * config.open_timeout_s):
                 raise InputError(f"cannot connect to {shown}: no answer within "
                                  f"{config.open_timeout_s:g} s ({hint})") from None
-            raise InputError(f"cannot connect to {shown}: {error_reason(exc)} ({_connect_hint(exc, host, parts.username is not None, hint)})") from None
+            fix = _connect_hint(exc, host, parts.username is not None, hint)
+            raise InputError(f"cannot connect to {shown}: {error_reason(exc)} ({fix})") from None
         # A stream with a known length (a file served over HTTP, a finished HLS playlist) is a
         # file that happens to be remote: every frame is read, none dropped to keep up, and it
         # ends. A live one (a camera over RTSP) has no length and only stops when something went

@@ -168,8 +168,9 @@ class CaptureStage:
         src = open_source(self.source_spec, self.config.source, reopened=True)
         if (src.info.height, src.info.width) != shape:
             src.close()
-            raise SourceChangedError(f"'{redact_url(self.source_spec)}' came back at {src.info.width}x{src.info.height}, "
-                                     f"not {shape[1]}x{shape[0]}; restart posecast to follow the new size")
+            raise SourceChangedError(f"'{redact_url(self.source_spec)}' came back at {src.info.width}x"
+                                     f"{src.info.height}, not {shape[1]}x{shape[0]}; restart posecast to follow "
+                                     f"the new size")
         return src
 
     def _wait_for_stages(self) -> str | None:
