@@ -139,8 +139,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _file_identity(path: Path) -> object:
-    """What names one file: its device and inode where it exists (a hard link is another name for
-    the same file, which resolving the path does not show), else its resolved path."""
+    """What names one output: its device and inode where it exists (a hard link is another name
+    for the same file, which resolving the path does not show), else its resolved path."""
     try:
         st = path.stat()
     except OSError:
@@ -152,6 +152,7 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     """Fail before any work starts when an output cannot be written, or would overwrite the
     input or another output."""
     from engines.errors import InputError
+    from engines.files import input_overwritten
     from streamer.tracks import TRACK_SUFFIXES, sidecar_path
 
     # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
@@ -164,7 +165,7 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         if key in seen:
             raise InputError(f"'{path}' is given twice as an output; give each output its own file")
         seen[key] = path
-    if source is not None and Path(source).is_file() and _file_identity(Path(source)) in seen:
+    if source is not None and Path(source).is_file() and any(input_overwritten(p, {"input": source}) for p in outputs):
         raise InputError(f"'{source}' is both the input and an output; writing would destroy the input")
 
     for path in outputs:

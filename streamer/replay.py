@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from engines.errors import InputError
 from engines.stop_signals import StopSignals
@@ -58,7 +57,8 @@ def replay_parts(poses: list[dict[str, Any]]) -> list[ReplayPart]:
         origin = 0.0
         if parts:
             before = parts[-1].offsets
-            origin = before[-1] + (float(np.median(np.diff(before))) if len(before) > 1 else 0.0)
+            origin = before[-1] + (statistics.median(b - a for a, b in zip(before, before[1:]))
+                                   if len(before) > 1 else 0.0)
         parts.append(ReplayPart(chunk, [origin + t - times[0] for t in times],
                                 restarts=bool(parts) and chunk[0]["seq"] <= poses[start - 1]["seq"]))
         start = i

@@ -63,6 +63,7 @@ def resolve_path(text: str) -> Path:
 Precision = Literal["fp32", "tf32", "bf16"]     # train/step.py: what each means
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
+
 @dataclass(frozen=True)
 class ModelSection:
     config: str = "configs/model.yaml"      # a model YAML (laid over configs/model.yaml)

@@ -21,6 +21,8 @@ class StreamSource(AVSource):
     it has a known length (a video file over HTTP, a recording over RTSP), which is read whole,
     as a file is."""
 
+    backlog_at_open = True      # read live only where it is live (a recording is read as a file, or paced)
+
     def __init__(self, url: str, config: SourceConfig, reopened: bool = False) -> None:
         shown = redact_url(url)
         try:
@@ -58,7 +60,6 @@ class StreamSource(AVSource):
         self._finite = bool(container.duration) or self._size is not None
         super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
                          reopened=reopened)
-        self.backlog_at_open = not self._finite
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count
