@@ -153,7 +153,7 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     input or another output."""
     from engines.errors import InputError
     from engines.files import input_overwritten
-    from streamer.tracks import TRACK_SUFFIXES, sidecar_path
+    from streamer.tracks import TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, sidecar_path
 
     # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
     # tracks were opened, and emptied.
@@ -169,8 +169,8 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         raise InputError(f"'{source}' is both the input and an output; writing would destroy the input")
 
     for path in outputs:
-        # .jsonl and .csv tracks are written as they go; .npz and the overlay replace their file.
-        _check_writable(path, streamed=path in tracks and path.suffix.lower() != ".npz")
+        # .jsonl and .csv tracks are written as they go; .npz, .bvh and the overlay replace their file.
+        _check_writable(path, streamed=path in tracks and path.suffix.lower() not in WHOLE_FILE_SUFFIXES)
     for path in tracks:
         if path.suffix.lower() not in TRACK_SUFFIXES:
             raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use "
@@ -278,7 +278,7 @@ def _print_stats(end: EndPacket, out: TextIO) -> None:
 def cmd_track(args: argparse.Namespace) -> int:
     tracks = [Path(p) for p in (args.output or [])]
     if not tracks and not args.overlay and not args.publish:
-        raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz), --overlay OUT.mp4 and/or --publish")
+        raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz, .bvh), --overlay OUT.mp4 and/or --publish")
     if args.wait_subscribers and not args.publish:
         raise UsageError("--wait-subscribers waits for subscribers to the published stream: give --publish too")
     return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
@@ -540,14 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("track", help="estimate poses in a video, stream, camera or image folder; write tracks",
                        description="Estimate the 3D pose of the person in every frame of INPUT and write track "
-                                   "files (format by extension: .jsonl, .csv, .npz) and/or an overlay video.",
+                                   "files (format by extension: .jsonl, .csv, .npz, .bvh) and/or an overlay video.",
                        epilog="INPUT: a video file, an rtsp/http(s) URL, a camera index (0) or /dev/videoN, "
                               "an image folder or a glob ('frames/*.png'). Exit codes: 0 done, 1 a stage failed, "
                               "2 bad input/config/model, 3 corrupt frames were skipped, 130 interrupted (143 SIGTERM, "
                               "129 SIGHUP), 141 the reader of its output went away.")
     p.add_argument("input", help="video file, URL, camera index or device, image folder or glob")
     p.add_argument("-o", "--output", action="append", metavar="OUT",
-                   help="track file: .jsonl (the stream's messages), .csv or .npz; may be repeated")
+                   help="track file: .jsonl (the stream's messages), .csv, .npz or .bvh (an animated "
+                        "skeleton for Blender and other animation tools); may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
     _add_run_options(p, "track")
     p.set_defaults(func=cmd_track)
@@ -595,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", help="publisher endpoint (default: tcp://127.0.0.1 on the port of configs/pipeline.yaml, "
                                      "5556, where `posecast run` publishes)")
     p.add_argument("--topic", default=POSE_TOPIC, help=f"topic prefix, e.g. {POSE_TOPIC}cam0 (default: every source)")
-    p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz)")
+    p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz, .bvh)")
     p.add_argument("--count", type=int, help="stop after this many pose messages (>= 1)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="stop after this many seconds without a Posecast message (> 0; default 10)")

@@ -290,13 +290,15 @@ class Pipeline:
                 self.result.exit_code = EXIT_FAILED
 
     def _lost_with_the_output_stage(self) -> str:
-        """What a killed output stage could not finish, for its error line. An .npz is written
-        whole at the end; an overlay video gets its index at the end, and without one no player
+        """What a killed output stage could not finish, for its error line. An .npz or .bvh is
+        written whole at the end; an overlay video gets its index at the end, and without one no player
         opens it, so the unfinished file is removed rather than left looking like a video."""
-        lost = [p.name for p in self.request.tracks if p.suffix.lower() == ".npz"]
+        from streamer.tracks import WHOLE_FILE_SUFFIXES
+
+        lost = [p.name for p in self.request.tracks if p.suffix.lower() in WHOLE_FILE_SUFFIXES]
         clause = ""
         if lost:
-            clause += (f"; {', '.join(lost)} could not be written (an .npz is written at the end of a run: use "
+            clause += (f"; {', '.join(lost)} could not be written (.npz and .bvh are written at the end of a run: use "
                        ".jsonl or .csv for a track that survives a crash)")
         overlay = self.request.overlay
         if overlay is not None and self.result.overlay_opened and overlay.is_file():

@@ -48,7 +48,8 @@ from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, per
 log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
+TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz", ".bvh")
+WHOLE_FILE_SUFFIXES = (".npz", ".bvh")      # written once, on close; the others as they go
 
 FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
 FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
@@ -62,7 +63,7 @@ class ReaderWaitStopped(Exception):
     error of its own (the run ends as a stopped one does), and nothing was written to the pipe."""
 
 
-def _write_error(path: Path, err: OSError) -> InputError:
+def track_write_error(path: Path, err: OSError) -> InputError:
     if err.errno == errno.EPIPE:
         return ReaderGoneError(f"cannot write track file '{path}': the program reading the pipe went away, so the "
                                f"run was stopped")
@@ -124,15 +125,15 @@ class TrackWriter(ABC):
         file (written in place as it goes) that exists already, or a named pipe, needs no new
         file in its folder."""
         if self.path.is_dir():
-            raise _write_error(self.path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+            raise track_write_error(self.path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
         if streamed and self.path.exists():
             if not os.access(self.path, os.W_OK):
-                raise _write_error(self.path, PermissionError(errno.EACCES, "the file is read-only"))
+                raise track_write_error(self.path, PermissionError(errno.EACCES, "the file is read-only"))
             return
         try:
             check_writable_folder(self.path.parent)
         except OSError as err:
-            raise _write_error(self.path, err) from None
+            raise track_write_error(self.path, err) from None
 
     @abstractmethod
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
@@ -185,7 +186,7 @@ class _LineFileWriter(TrackWriter):
             # killed, and a failed write leaves nothing behind to be flushed later.
             self._file = _open_to_stream(self.path, self._cancelled, self._live)
         except OSError as err:
-            raise _write_error(self.path, err) from None
+            raise track_write_error(self.path, err) from None
         self._behind_pipe = self._live and self.path.is_fifo()
         self._emit(self._header, frame=False)
 
@@ -217,7 +218,7 @@ class _LineFileWriter(TrackWriter):
                 self._file.truncate(self._complete)
             except OSError:
                 pass
-            raise _write_error(self.path, err) from None
+            raise track_write_error(self.path, err) from None
         self._complete += len(encoded)
         self.frames_written += frame
 
@@ -258,7 +259,7 @@ class _LineFileWriter(TrackWriter):
                 if head_only:
                     return
         except OSError as err:
-            raise _write_error(self.path, err) from None
+            raise track_write_error(self.path, err) from None
 
     def _wait_behind(self, deadline: float, head_only: bool) -> float:
         """Sends until the deadline, which a stop in the meantime brings to STOPPED_WAIT_S from
@@ -305,7 +306,7 @@ class _LineFileWriter(TrackWriter):
             try:
                 self._file.close()
             except OSError as err:
-                raise _write_error(self.path, err) from None
+                raise track_write_error(self.path, err) from None
 
 
 class JsonlTrackWriter(_LineFileWriter):
@@ -388,7 +389,7 @@ class CsvTrackWriter(_LineFileWriter):
             self._closed = True
             if self._file is not None:
                 self._file.close()
-            raise _write_error(self.meta_path, err) from None
+            raise track_write_error(self.meta_path, err) from None
 
     def _take_rows(self) -> str:
         text = self._rows.getvalue()
@@ -543,13 +544,13 @@ class NpzTrackWriter(TrackWriter):
             # Closed all the same: a second try would fail as the first did (a full disk), and
             # its error would be a second line about the same file.
             self._closed = True
-            raise _write_error(self.path, err) from None
+            raise track_write_error(self.path, err) from None
         self._closed = True
 
 
 def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,
                       live: bool = False) -> TrackWriter:
-    """A writer for `path`, its format chosen by the extension: .jsonl/.ndjson, .csv or .npz.
+    """A writer for `path`, its format chosen by the extension: .jsonl/.ndjson, .csv, .npz or .bvh.
 
     `meta` is the stream's `protocol.meta_message(...)`. `cancelled`: whether the run was stopped,
     for a named pipe's writer waiting for its reader (by default it waits as long as it takes).
@@ -563,9 +564,13 @@ def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], 
         return CsvTrackWriter(path, meta, cancelled, live)
     if suffix == ".npz":
         return NpzTrackWriter(path, meta)
+    if suffix == ".bvh":
+        from streamer.bvh import BvhTrackWriter
+
+        return BvhTrackWriter(path, meta)
     if not suffix:
-        raise InputError(f"track file '{path}' has no extension (use .jsonl, .csv or .npz)")
-    raise InputError(f"unknown track format '{suffix}' for '{path}' (use .jsonl, .csv or .npz)")
+        raise InputError(f"track file '{path}' has no extension (use .jsonl, .csv, .npz or .bvh)")
+    raise InputError(f"unknown track format '{suffix}' for '{path}' (use .jsonl, .csv, .npz or .bvh)")
 
 
 def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ import pytest
 
 from engines.errors import InputError
 from streamer.tracks import read_track
+from train.motion import bvh_forward_kinematics, parse_bvh
 
 H36M_ORDER = ["pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine", "thorax",
               "neck_nose", "head_top", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist"]
@@ -96,8 +97,8 @@ def stage_processes(proc, timeout: float = 30.0) -> dict[str, psutil.Process]:
 # --- a normal run ------------------------------------------------------------------------------
 
 def test_track_to_every_format_and_overlay(posecast, clip40: Path, tmp_path: Path) -> None:
-    r = posecast.run(["track", clip40, "-o", "t.jsonl", "-o", "t.csv", "-o", "t.npz", "--overlay", "o.mp4",
-                      "--min-score", "0", "--no-progress"])
+    r = posecast.run(["track", clip40, "-o", "t.jsonl", "-o", "t.csv", "-o", "t.npz", "-o", "t.bvh",
+                      "--overlay", "o.mp4", "--min-score", "0", "--no-progress"])
     assert r.returncode == 0, r.stderr
     assert_clean_stderr(r.stderr)
     assert NOTE_UNTRAINED not in r.stderr                 # the default model is trained
@@ -138,6 +139,15 @@ def test_track_to_every_format_and_overlay(posecast, clip40: Path, tmp_path: Pat
         assert np.allclose(z["joints_3d"][:, 0], 0.0)
         assert np.allclose(z["t_media"], np.arange(40) / 30, atol=1e-3)
         assert json.loads(str(z["meta_json"]))["joint_names"] == H36M_ORDER
+
+    # BVH: one row per frame at the clip's rate; the rigid skeleton puts the joints near the track's
+    # (tests/test_bvh.py checks the geometry exactly).
+    clip = parse_bvh((tmp_path / "t.bvh").read_text())
+    assert clip.motion.shape[0] == 40 and clip.frame_time == pytest.approx(1 / 30)
+    fk = bvh_forward_kinematics(clip.skeleton, clip.motion)
+    wrist = fk[:, clip.skeleton.index("r_elbow_End")] - fk[:, clip.skeleton.index("pelvis")]
+    track_wrist = np.array([p["people"][0]["joints_3d"][16] for p in poses]) * [100.0, -100.0, -100.0]
+    assert np.linalg.norm(wrist - track_wrist, axis=1).mean() < 10.0           # centimetres
 
     # Overlay: a video with every frame, at the input's size.
     with av.open(str(tmp_path / "o.mp4")) as c:
@@ -450,7 +460,7 @@ def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tm
     assert r.returncode == 1, r.stderr
     assert error_lines(r.stderr) == [
         "posecast: error: the output stage was killed by signal 9; the run was stopped; t.npz could not be "
-        "written (an .npz is written at the end of a run: use .jsonl or .csv for a track that survives a crash)"
+        "written (.npz and .bvh are written at the end of a run: use .jsonl or .csv for a track that survives a crash)"
         + ("; the overlay video t.mp4 was unfinished and no player could open it, so it was removed" if overlay
            else "")]
     assert not arrays.exists() and not video.exists()

@@ -1,6 +1,6 @@
 """The figure-making scripts of docs/training.md and docs/performance.md: scripts/vtest_crop.py,
 scripts/contact_sheet.py, scripts/track_stats.py, scripts/street_starts.py,
-scripts/person_free_video.py and scripts/compare_mediapipe.py."""
+scripts/person_free_video.py, scripts/compare_mediapipe.py and scripts/bvh_check.py."""
 
 from __future__ import annotations
 
@@ -461,3 +461,31 @@ def test_clips_of_another_folder_of_the_same_name_are_not_taken_for_these(tmp_pa
     key = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_mediapipe.py"), "cache-name", str(a)],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout.strip()
     assert key == cmp.cache_name(a)
+
+
+def test_bvh_check_scores_a_track(tmp_path: Path, capsys) -> None:
+    from engines.skeleton import H36M17
+    from streamer.protocol import PersonPose, PoseFrame, meta_message
+    from streamer.tracks import open_track_writer
+
+    bvh_check = load_script("bvh_check")
+    # A stiff body turning on the spot: its BVH comes back to within the text's rounding.
+    rest = np.array([[0, 0, 0], [-.13, .02, 0], [-.13, .47, 0], [-.13, .91, .02], [.13, .02, 0], [.13, .47, 0],
+                     [.13, .91, .02], [0, -.23, .02], [0, -.48, .02], [0, -.6, -.06], [0, -.71, -.04],
+                     [.15, -.48, .02], [.2, -.2, .02], [.22, .05, -.05], [-.15, -.48, .02], [-.2, -.2, .02],
+                     [-.22, .05, -.05]])
+    track = tmp_path / "t.jsonl"
+    with open_track_writer(track, meta_message(H36M17, "x", (64, 64), 30.0, {})) as w:
+        for i in range(30):
+            a = np.radians(6 * i)
+            turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+            joints = (rest @ turn.T).astype(np.float32)
+            w.write(PoseFrame(i, 1.0 + i / 30, i / 30, (64, 64),
+                              [PersonPose(0, 0.9, (0, 0, 9, 9), joints, np.zeros((17, 2), np.float32),
+                                          np.ones(17, np.float32))]))
+    out = tmp_path / "check.json"
+    assert bvh_check.main(["--tracks", str(track), "--json", str(out)]) == 0
+    (summary,) = json.loads(out.read_text())
+    assert summary["frames"] == 30 and summary["wrong_way_rows"] == 0 and summary["half_turn_rows"] == 0
+    assert summary["joint_error_mm"]["max"] < 0.5
+    assert "1 tracks: 30 frames; joint error mean" in capsys.readouterr().out

@@ -561,10 +561,11 @@ def test_a_recording_of_a_restarted_stream_is_recorded_whole_again(posecast, tmp
     assert [p["seq"] for p in read_track(rec)[1]] == [*range(10), *range(10)]
 
 
-def test_a_recording_that_lost_messages_on_the_way_exits_3(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("suffix", [".jsonl", ".bvh"])
+def test_a_recording_that_lost_messages_on_the_way_exits_3(tmp_path: Path, capsys, suffix: str) -> None:
     from streamer.listen import EXIT_RECORDING_INCOMPLETE, listen
 
-    port, rec = free_port(), tmp_path / "rec.jsonl"
+    port, rec = free_port(), tmp_path / f"rec{suffix}"
     publisher = Publisher(endpoint(port))
 
     def publish() -> None:
@@ -588,7 +589,17 @@ def test_a_recording_that_lost_messages_on_the_way_exits_3(tmp_path: Path, capsy
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and said[0].startswith(f"posecast: error: recorded 7 pose messages to '{rec}', but 3 were "
                                                  f"lost on the way (gaps in `seq`"), said
-    assert [p["seq"] for p in read_track(rec)[1]] == [0, 1, 2, 6, 7, 8, 9]
+    if suffix == ".jsonl":
+        assert [p["seq"] for p in read_track(rec)[1]] == [0, 1, 2, 6, 7, 8, 9]
+    else:
+        # An animation keeps its time: the lost messages' rows hold the pose before them.
+        from train.motion import bvh_forward_kinematics, parse_bvh
+
+        clip = parse_bvh(rec.read_text())
+        joints = bvh_forward_kinematics(clip.skeleton, clip.motion)
+        assert len(joints) == 10
+        assert np.allclose(joints[3], joints[2], atol=0.01) and np.allclose(joints[5], joints[2], atol=0.01)
+        assert not np.allclose(joints[6], joints[2], atol=0.01)
 
 
 def test_listen_with_nobody_publishing_exits_2(posecast) -> None:

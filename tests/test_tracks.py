@@ -438,7 +438,7 @@ def test_an_npz_the_disk_cannot_take_fails_once(tmp_path: Path, monkeypatch: pyt
 def test_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         open_track_writer(tmp_path / "x.txt", META)
-    assert str(err.value) == f"unknown track format '.txt' for '{tmp_path / 'x.txt'}' (use .jsonl, .csv or .npz)"
+    assert str(err.value) == f"unknown track format '.txt' for '{tmp_path / 'x.txt'}' (use .jsonl, .csv, .npz or .bvh)"
     with pytest.raises(InputError, match="no extension"):
         open_track_writer(tmp_path / "x", META)
 

@@ -1,0 +1,168 @@
+"""How well `.bvh` tracks keep the poses they are made from (the figures in docs/bvh.md).
+
+    python scripts/bvh_check.py --mocap                      # H36M training poses and CMU walks
+    python scripts/bvh_check.py --tracks a.jsonl b.jsonl     # tracks posecast wrote
+    python scripts/bvh_check.py --clips ../data/clips_report --work DIR   # rendered clips, 3D truth
+
+Each pose sequence is written as a BVH (`streamer.bvh.bvh_text`), read back with the training
+code's own BVH reader and forward kinematics (`train.motion`), and compared with what it was made
+from. Per set:
+
+- joint error: the distance of each pelvis-relative joint from where the sequence had it (mm).
+  A BVH skeleton is rigid; where the poses' bone lengths vary, this is what the median lengths
+  cost;
+- half-turn steps: rows where some rotation channel moves more than 90 degrees from the row before
+  (a twist an animation tool shows as a spin);
+- wrong-way hinges: rows where a knee or an elbow bends backwards by more than 15 degrees;
+- the conversion's speed (frames a second, this machine).
+
+With --clips each rendered clip (`train.synth.clip`) is tracked by `posecast track` (its focal
+length given) into an .npz and a .bvh, and both are scored against the clip's 3D labels (MPJPE,
+mm, over the frames with a person).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from engines.skeleton import H36M17  # noqa: E402
+from streamer.bvh import CAMERA_TO_BVH, bvh_text  # noqa: E402
+from train.motion import bvh_forward_kinematics, load_cmu, load_h36m, parse_bvh  # noqa: E402
+
+Z_UP_TO_BVH = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) * 100.0   # mocap world -> BVH cm
+HALF_TURN_DEG = 90.0
+WRONG_WAY_DEG = 15.0
+# The side each hinge's last channel turns to when it bends as a body does: a knee's shin back
+# (+X), an elbow's forearm forward (-Y on the left, +Y on the right, the T-pose's arms lying on X).
+HINGE_SIGNS = {"r_knee": 1.0, "l_knee": 1.0, "l_elbow": -1.0, "r_elbow": 1.0}
+
+
+def bvh_joints(text: str) -> tuple[np.ndarray, np.ndarray, object]:
+    """(F, 17, 3) the H36M17 joints a BVH puts where, pelvis-relative (its units and axes), its
+    motion rows, and its skeleton; end sites stand for the leaves."""
+    clip = parse_bvh(text)
+    fk = bvh_forward_kinematics(clip.skeleton, clip.motion)
+    names = clip.skeleton.names
+    idx = [names.index(n) if n in names else names.index(H36M17.joint_names[H36M17.parents[j]] + "_End")
+           for j, n in enumerate(H36M17.joint_names)]
+    got = fk[:, idx]
+    return got - got[:, :1], clip.motion, clip.skeleton
+
+
+def check_sequence(joints: np.ndarray) -> dict[str, object]:
+    """One sequence, (F, 17, 3) in BVH axes and centimetres: the BVH's errors and steps."""
+    rel = joints - joints[:, :1]
+    t = time.perf_counter()
+    text = bvh_text(H36M17, rel, np.zeros((len(joints), 3)), 1 / 30)
+    seconds = time.perf_counter() - t
+    got, motion, skeleton = bvh_joints(text)
+    steps = np.abs(np.diff(motion[:, 3:], axis=0)) > HALF_TURN_DEG
+    wrong = np.zeros(len(motion), bool)
+    for joint, sign in HINGE_SIGNS.items():
+        angle = motion[:, skeleton.channel_start[skeleton.index(joint)] + 2]
+        wrong |= sign * ((angle + 180.0) % 360.0 - 180.0) < -WRONG_WAY_DEG
+    return {"errors_mm": np.linalg.norm(got - rel, axis=-1).ravel() * 10.0, "half_turns": int(steps.any(axis=1).sum()),
+            "wrong_way": int(wrong.sum()), "rows": len(motion), "seconds": seconds}
+
+
+def summarize(label: str, results: list[dict[str, object]]) -> dict[str, object]:
+    errors = np.concatenate([r["errors_mm"] for r in results])
+    rows = sum(r["rows"] for r in results)
+    return {"set": label, "sequences": len(results), "frames": rows,
+            "joint_error_mm": {"mean": round(float(errors.mean()), 1),
+                               "p95": round(float(np.percentile(errors, 95)), 1),
+                               "max": round(float(errors.max()), 1)},
+            "half_turn_rows": sum(r["half_turns"] for r in results),
+            "wrong_way_rows": sum(r["wrong_way"] for r in results),
+            "frames_per_s": round(rows / sum(r["seconds"] for r in results))}
+
+
+def mocap_sets() -> list[dict[str, object]]:
+    h36m, _ = load_h36m()
+    out = []
+    for label, bank in (("H36M training poses (10 Hz)", h36m), ("CMU walking (30 Hz)", load_cmu(hz=30.0))):
+        seqs = [bank.joints[bank.sequence == s].astype(np.float64) @ Z_UP_TO_BVH.T for s in bank.sequences()]
+        out.append(summarize(label, [check_sequence(j) for j in seqs]))
+    return out
+
+
+def track_set(paths: list[Path]) -> dict[str, object]:
+    from streamer.tracks import read_track
+
+    results = []
+    for path in paths:
+        _, poses = read_track(path)
+        found = [p["people"][0]["joints_3d"] for p in poses if p["people"]]
+        if found:
+            results.append(check_sequence(np.asarray(found, np.float64) @ CAMERA_TO_BVH.T))
+    return summarize(f"{len(results)} tracks", results)
+
+
+def clip_set(clips: Path, work: Path) -> dict[str, object]:
+    """Every rendered clip tracked into .npz and .bvh, both scored against the 3D labels."""
+    work.mkdir(parents=True, exist_ok=True)
+    sums = {"track": 0.0, "bvh": 0.0}
+    frames = 0
+    results = []
+    for video in sorted(clips.glob("*.mp4")):
+        with np.load(video.with_suffix(".npz")) as d:
+            truth, focal = d["joints_3d"].astype(np.float64), float(d["focal"])
+        npz, bvh = work / f"{video.stem}.npz", work / f"{video.stem}.bvh"
+        subprocess.run([sys.executable, "-m", "streamer.cli", "track", str(video), "-o", str(npz), "-o", str(bvh),
+                        "--no-progress", "--focal", f"{focal:.3f}"], check=True, capture_output=True, cwd=REPO)
+        with np.load(npz) as t:
+            found, pred = t["found"], t["joints_3d"].astype(np.float64)
+        got, _, _ = bvh_joints(bvh.read_text())
+        got = got / np.diag(CAMERA_TO_BVH)                  # back to camera axes, metres
+        truth, pred = truth - truth[:, :1], pred - pred[:, :1]
+        sums["track"] += float(np.linalg.norm(pred[found] - truth[found], axis=-1).mean(axis=1).sum())
+        sums["bvh"] += float(np.linalg.norm(got[found] - truth[found], axis=-1).mean(axis=1).sum())
+        frames += int(found.sum())
+        results.append(check_sequence(pred[found] @ CAMERA_TO_BVH.T))
+    summary = summarize(f"{len(results)} rendered clips' tracks", results)
+    summary["mpjpe_mm"] = {k: round(1000.0 * v / max(frames, 1), 1) for k, v in sums.items()}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mocap", action="store_true", help="the H36M training poses and CMU walks (shared data)")
+    p.add_argument("--tracks", nargs="+", type=Path, default=[], metavar="JSONL", help="posecast .jsonl tracks")
+    p.add_argument("--clips", type=Path, help="a folder of train.synth.clip clips (.mp4 with .npz labels)")
+    p.add_argument("--work", type=Path, help="with --clips: where the tracks are written")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+    if not (args.mocap or args.tracks or args.clips):
+        p.error("give --mocap, --tracks and/or --clips")
+    if args.clips and not args.work:
+        p.error("--clips needs --work DIR for the tracks it writes")
+    sets = mocap_sets() if args.mocap else []
+    if args.tracks:
+        sets.append(track_set(args.tracks))
+    if args.clips:
+        sets.append(clip_set(args.clips, args.work))
+    for s in sets:
+        e = s["joint_error_mm"]
+        line = (f"{s['set']}: {s['frames']} frames; joint error mean {e['mean']} mm (95th pct {e['p95']}, "
+                f"max {e['max']}); half-turn steps in {s['half_turn_rows']} rows; a knee or elbow bent "
+                f"backwards in {s['wrong_way_rows']} rows; {s['frames_per_s']} frames/s")
+        if "mpjpe_mm" in s:
+            line += f"; MPJPE against the labels: track {s['mpjpe_mm']['track']} mm, BVH {s['mpjpe_mm']['bvh']} mm"
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps(sets, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""BVH track files: the skeleton, the rotations that rebuild every pose, and the writer's rules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from engines.errors import InputError
+from engines.skeleton import H36M17, Skeleton
+from streamer.axes import axes_meta, axes_spec, convert_points
+from streamer.bvh import (CAMERA_TO_BVH, best_rotation, bvh_text, euler_degrees, rotating_joints,
+                          smallest_rotation)
+from streamer.protocol import PersonPose, PoseFrame, meta_message
+from streamer.tracks import open_track_writer
+from train.motion import axis_rotation, bvh_forward_kinematics, parse_bvh
+
+J = H36M17.num_joints
+# A person's bones in camera axes (x right, y down, z forward), metres: hips and shoulders out to
+# the sides, legs down, spine and neck up, the nose ahead of the thorax.
+BONES = np.array([[0, 0, 0], [-.13, .02, 0], [0, .45, 0], [0, .44, 0], [.13, .02, 0], [0, .45, 0], [0, .44, 0],
+                  [0, -.23, .02], [0, -.25, 0], [0, -.12, -.08], [0, -.11, 0], [.15, 0, 0], [.28, 0, 0],
+                  [.25, 0, 0], [-.15, 0, 0], [-.28, 0, 0], [-.25, 0, 0]])
+
+
+def rigid_poses(rng: np.random.Generator, n: int, spread: float = 0.5) -> np.ndarray:
+    """(n, J, 3) camera-axes poses of one rigid body, each joint turned at random."""
+    pos = np.zeros((n, J, 3))
+    rot = np.zeros((n, J, 3, 3))
+    for j, p in enumerate(H36M17.parents):
+        local = Rotation.from_rotvec(rng.normal(0.0, spread, (n, 3))).as_matrix()
+        if p < 0:
+            rot[:, j] = local
+        else:
+            rot[:, j] = rot[:, p] @ local
+            pos[:, j] = pos[:, p] + np.einsum("nij,j->ni", rot[:, p], BONES[j])
+    return pos
+
+
+def joints_from_bvh(text: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """(F, J, 3) the H36M17 joints a BVH file puts where (its units and axes), its frame time,
+    and its motion rows; end sites stand for the leaves."""
+    clip = parse_bvh(text)
+    fk = bvh_forward_kinematics(clip.skeleton, clip.motion)
+    names = clip.skeleton.names
+    idx = [names.index(n) if n in names else names.index(H36M17.joint_names[H36M17.parents[j]] + "_End")
+           for j, n in enumerate(H36M17.joint_names)]
+    return fk[:, idx], clip.frame_time, clip.motion
+
+
+def frame(seq: int, joints: np.ndarray | None, root: np.ndarray | None = None) -> PoseFrame:
+    people = []
+    if joints is not None:
+        people.append(PersonPose(0, 0.9, (0.0, 0.0, 10.0, 10.0), joints.astype(np.float32),
+                                 np.zeros((J, 2), np.float32), np.ones(J, np.float32), root))
+    return PoseFrame(seq, 1000.0 + seq / 30, seq / 30, (640, 480), people)
+
+
+def write_bvh(path: Path, frames: list[PoseFrame], fps: float | None = 30.0, axes: str = "camera") -> str:
+    meta = meta_message(H36M17, "clip.mp4", (640, 480), fps, {}, axes=axes_meta(axes_spec(axes)))
+    with open_track_writer(path, meta) as w:
+        for f in frames:
+            w.write(f)
+    return path.read_text()
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), spread=st.floats(0.05, 1.5))
+def test_a_rigid_body_is_rebuilt_exactly(seed: int, spread: float) -> None:
+    rng = np.random.default_rng(seed)
+    poses = rigid_poses(rng, 30, spread) @ CAMERA_TO_BVH.T
+    root = np.cumsum(rng.normal(0.0, 5.0, (30, 3)), axis=0)
+    got, _, _ = joints_from_bvh(bvh_text(H36M17, poses, root, 1 / 30))
+    rel = got - got[:, :1]
+    assert np.abs(rel - poses).max() < 0.01                  # centimetres: only the text's rounding
+    # The pelvis follows the root from where it first was, at the legs' height.
+    legs = np.linalg.norm(BONES[2]) + np.linalg.norm(BONES[3]) + BONES[1][1]
+    assert np.allclose(got[:, 0] - got[0, 0], root - root[0], atol=1e-3)
+    assert got[0, 0] == pytest.approx([0.0, 100 * legs, 0.0], abs=0.01)
+
+
+def test_the_rest_pose_is_a_t_pose_facing_forward() -> None:
+    rng = np.random.default_rng(1)
+    text = bvh_text(H36M17, rigid_poses(rng, 5) @ CAMERA_TO_BVH.T, np.zeros((5, 3)), 1 / 30)
+    clip = parse_bvh(text)
+    rest = bvh_forward_kinematics(clip.skeleton, np.zeros((1, clip.skeleton.num_channels)))[0]
+    at = {n: rest[i] for i, n in enumerate(clip.skeleton.names)}
+    assert at["l_elbow"][0] > at["l_shoulder"][0] > at["thorax"][0] > at["r_shoulder"][0] > at["r_elbow"][0]
+    assert at["l_elbow_End"][1] == pytest.approx(at["l_shoulder"][1])        # arms level
+    assert at["r_knee_End"][1] < at["r_knee"][1] < at["r_hip"][1]           # legs down
+    assert at["r_knee_End"][0] == pytest.approx(at["r_hip"][0])
+    assert at["neck_nose_End"][1] > at["thorax"][1] > at["spine"][1] > at["pelvis"][1]
+    assert clip.skeleton.names[0] == "pelvis" and set(H36M17.joint_names[j] for j in rotating_joints(H36M17)) \
+        <= set(clip.skeleton.names)
+
+
+@pytest.mark.parametrize("limb", [("r_hip", "r_knee", "r_ankle", -1.0), ("l_shoulder", "l_elbow", "l_wrist", 1.0)])
+def test_a_bent_knee_or_elbow_turns_about_one_axis(limb: tuple[str, str, str, float]) -> None:
+    # The limb swung and turned at random, its hinge bent 20 to 120 degrees the way it bends.
+    top, mid, end, forward = limb
+    rng = np.random.default_rng(2)
+    poses = np.repeat(rigid_poses(rng, 1, 0.0), 40, axis=0) @ CAMERA_TO_BVH.T
+    i, k, e = (H36M17.index(n) for n in limb[:3])
+    upper = poses[0, k] - poses[0, i]
+    lower_len = np.linalg.norm(poses[0, e] - poses[0, k])
+    bends = np.radians(np.linspace(20, 120, 40))      # from STRAIGHT_LIMB_DEG: the hinge plane is all seen
+    for f, bend in enumerate(bends):
+        turn = Rotation.from_rotvec(rng.normal(0, 0.3, 3)).as_matrix()
+        u = turn @ upper
+        # Knees bend back (-z), elbows forward (+z) in the T-pose; the same bend, turned.
+        way = turn @ np.array([0.0, 0.0, forward])
+        poses[f, k] = poses[f, i] + u
+        poses[f, e] = poses[f, k] + lower_len * (math.cos(bend) * u / np.linalg.norm(u) + math.sin(bend) * way)
+    text = bvh_text(H36M17, poses, np.zeros((40, 3)), 1 / 30)
+    got, _, motion = joints_from_bvh(text)
+    assert np.abs(got - got[:, :1] - poses).max() < 0.01
+    rig = parse_bvh(text).skeleton
+    col = int(rig.channel_start[rig.index(mid)])
+    # A hinge: the knee (a T-pose's leg points down) turns about x, its last channel of Z Y X;
+    # the elbow (the arm points along x, the forearm swings forward) about y, the last of Z X Y.
+    # The other two angles stay zero, bent past 90 degrees too.
+    angles = motion[:, col:col + 3]
+    axis = 2
+    assert np.allclose(np.abs(angles[:, axis]), np.degrees(bends), atol=0.01)
+    assert np.abs(np.delete(angles, axis, axis=1)).max() < 0.01
+
+
+def test_angles_never_jump_a_whole_turn() -> None:
+    # The person spins round twice: the pelvis's yaw keeps going rather than wrapping at 180.
+    n = 120
+    base = rigid_poses(np.random.default_rng(3), 1, 0.0)[0] @ CAMERA_TO_BVH.T
+    spin = Rotation.from_euler("y", np.linspace(0, 720, n)[:, None], degrees=True).as_matrix()
+    poses = np.einsum("nij,kj->nki", spin, base)
+    _, _, motion = joints_from_bvh(bvh_text(H36M17, poses, np.zeros((n, 3)), 1 / 30))
+    assert np.abs(np.diff(motion[:, 3:], axis=0)).max() < 10.0
+    assert np.ptp(motion[:, 5]) == pytest.approx(720.0, abs=1.0)        # Y, the yaw
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["ZXY", "ZYX"]), st.floats(-180, 180), st.sampled_from([-90.0, 90.0, None]),
+       st.floats(-90, 90), st.floats(-180, 180))
+def test_euler_angles_rebuild_the_rotation(order: str, a: float, lock: float | None, b: float, c: float) -> None:
+    b = lock if lock is not None else b                       # the gimbal's lock, drawn often
+    r = (axis_rotation(order[0], math.radians(a)) @ axis_rotation(order[1], math.radians(b))
+         @ axis_rotation(order[2], math.radians(c)))
+    angles = euler_degrees(r, tuple(f"{axis}rotation" for axis in order))
+    back = np.eye(3)
+    for axis, angle in zip(order, angles):
+        back = back @ axis_rotation(axis, math.radians(angle))
+    assert np.allclose(back, r, atol=1e-6)
+
+
+def test_smallest_rotation_and_best_rotation() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(50, 3))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b = rng.normal(size=(50, 3))
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    b[0] = -a[0]                                          # opposite: a half turn
+    b[1] = a[1]
+    r = smallest_rotation(a, b)
+    assert np.allclose(np.einsum("nij,nj->ni", r, a), b, atol=1e-9)
+    assert np.allclose(np.linalg.det(r), 1.0)
+    assert np.allclose(r[1], np.eye(3))
+    # Kabsch: a true rotation found again, and a mirror image answered with a rotation.
+    rest = rng.normal(size=(3, 3))
+    truth = Rotation.random(10, random_state=5).as_matrix()
+    assert np.allclose(best_rotation(rest, np.einsum("nij,kj->nki", truth, rest)), truth, atol=1e-9)
+    assert np.allclose(np.linalg.det(best_rotation(rest, -rest[None])), 1.0)
+
+
+# --- the writer ------------------------------------------------------------------------------
+
+def test_writer_holds_poses_through_missing_frames_and_gaps(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    poses = rigid_poses(rng, 4)
+    roots = np.array([[0.0, 0.0, 3.0], [0.1, 0.0, 3.0], [0.2, 0.0, 3.5], [0.3, 0.0, 3.0]], np.float32)
+    frames = [frame(0, None), frame(1, poses[0], roots[0]), frame(2, poses[1], roots[1]), frame(3, None),
+              frame(6, poses[2], roots[2]), frame(7, poses[3], None)]      # 4, 5 left out by a live source
+    text = write_bvh(tmp_path / "t.bvh", frames, fps=25.0)
+    got, frame_time, _ = joints_from_bvh(text)
+    assert frame_time == pytest.approx(1 / 25)
+    assert len(got) == 8                                  # one row per frame, the gap's included
+    want = [0, 0, 1, 1, 1, 1, 2, 3]                       # the pose each row shows
+    bvh = poses @ CAMERA_TO_BVH.T
+    assert np.abs(got - got[:, :1] - bvh[want]).max() < 0.01
+    # The root: the first found place is the origin; camera z forward is BVH -z; held where missing.
+    pelvis = got[:, 0] - got[0, 0]
+    assert np.allclose(pelvis[:, 0], [0, 0, 10, 10, 10, 10, 20, 20], atol=1e-3)
+    assert np.allclose(pelvis[:, 2], [0, 0, 0, 0, 0, 0, -50, -50], atol=1e-3)
+
+
+@pytest.mark.parametrize("axes", ["unity", "unreal", "godot", "blender"])
+def test_every_axes_choice_gives_the_same_bvh(tmp_path: Path, axes: str) -> None:
+    rng = np.random.default_rng(7)
+    poses = rigid_poses(rng, 3)
+    roots = rng.normal(0.0, 1.0, (3, 3))
+    camera = write_bvh(tmp_path / "c.bvh", [frame(i, poses[i], roots[i]) for i in range(3)])
+    spec = axes_spec(axes)
+    other = write_bvh(tmp_path / "o.bvh", [frame(i, convert_points(poses[i], spec), convert_points(roots[i], spec))
+                                           for i in range(3)], axes=axes)
+    a, _, _ = joints_from_bvh(camera)
+    b, _, _ = joints_from_bvh(other)
+    assert np.abs(a - b).max() < 0.01
+
+
+def test_no_frame_rate_means_thirty_a_second(tmp_path: Path) -> None:
+    pose = rigid_poses(np.random.default_rng(8), 1)[0]
+    _, frame_time, _ = joints_from_bvh(write_bvh(tmp_path / "t.bvh", [frame(0, pose)], fps=None))
+    assert frame_time == pytest.approx(1 / 30)
+
+
+def test_nobody_found_is_said_and_no_file_is_made(tmp_path: Path) -> None:
+    path = tmp_path / "t.bvh"
+    path.write_text("kept")
+    with pytest.raises(InputError, match=r"nobody was found in any of the 3 frames"):
+        write_bvh(path, [frame(i, None) for i in range(3)])
+    assert path.read_text() == "kept"
+    write_bvh(path, [])                                   # no frame at all: as every format, nothing
+    assert path.read_text() == "kept"
+
+
+def test_another_skeleton_is_refused_at_once(tmp_path: Path) -> None:
+    tiny = Skeleton("tiny", ("pelvis", "head"), (-1, 0), torso=("pelvis",), origin="pelvis")
+    meta = meta_message(tiny, "x", (10, 10), 30.0, {})
+    with pytest.raises(InputError, match=r"a BVH track needs the h36m17 skeleton, and this stream has 'tiny'"):
+        open_track_writer(tmp_path / "t.bvh", meta)
+    assert not (tmp_path / "t.bvh").exists()
+
+
+def test_a_non_finite_pose_is_refused_and_not_counted(tmp_path: Path) -> None:
+    meta = meta_message(H36M17, "x", (10, 10), 30.0, {})
+    pose = rigid_poses(np.random.default_rng(9), 1)[0]
+    bad = pose.copy()
+    bad[3, 1] = np.nan
+    with open_track_writer(tmp_path / "t.bvh", meta) as w:
+        w.write(frame(0, pose))
+        with pytest.raises(ValueError, match="finite"):
+            w.write(frame(1, bad))
+        assert w.frames_written == 1
+    got, _, _ = joints_from_bvh((tmp_path / "t.bvh").read_text())
+    assert len(got) == 1
+
+
+def test_collapsed_poses_still_give_finite_numbers() -> None:
+    # A network can put every joint on one spot (a frame it could not read): no NaN may reach the file.
+    joints = np.random.default_rng(10).normal(size=(5, J, 3))
+    joints[2] = joints[2, 0]
+    for poses in (np.zeros((3, J, 3)), joints):
+        motion = parse_bvh(bvh_text(H36M17, poses, np.zeros((len(poses), 3)), 1 / 30)).motion
+        assert np.isfinite(motion).all()
