@@ -258,8 +258,13 @@ class OverlayWriter:
             container, stream = self._container, self._stream
         # The frame wraps the I420 buffer without a copy: libx264, the only encoder used, copies the
         # picture into its own frames within encode(), before the next frame is drawn into it
-        # (the videos were byte-identical to a copying frame's at 768x576 and 1080p).
-        video_frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
+        # (the videos were byte-identical to a copying frame's at 768x576 and 1080p). PyAV's
+        # wrapper takes the height as rows // 6 * 4, two rows short (and the colour planes
+        # misplaced) where it is 2 more than a multiple of 4: those sizes get a copy.
+        if self.video_size[1] % 4 == 0:
+            video_frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
+        else:
+            video_frame = av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
         video_frame.pts = self.frames_written
         video_frame.time_base = stream.codec_context.time_base
         try:

@@ -127,6 +127,24 @@ def test_overlay_video_decodes_to_every_frame(tmp_path: Path, size: tuple[int, i
     assert len(set(np.diff(pts).tolist())) == 1            # evenly spaced: frame index x 1/fps
 
 
+@pytest.mark.parametrize("size", [(200, 200), (200, 202), (626, 417), (160, 121)])
+def test_overlay_colours_stay_where_they_were_drawn(tmp_path: Path, size: tuple[int, int]) -> None:
+    # A red square on grey: decoded, it is red where it was drawn and nowhere else, and the top rows
+    # are grey, at heights 2 more than a multiple of 4 (626x417 pads to 418) as at the others.
+    w, h = size
+    image = np.full((h, w, 3), 128, np.uint8)
+    image[100:140, 60:100] = (0, 0, 255)
+    path = tmp_path / "o.mp4"
+    with OverlayWriter(path, w, h, fps=25.0) as writer:
+        writer.write(image, frame_with([], size=size))
+    (frame,), _, _ = decode(path)
+    red = (frame[..., 2].astype(int) - frame[..., 1]) > 100
+    rows, cols = np.nonzero(red)
+    assert 98 <= rows.min() and rows.max() <= 141 and 58 <= cols.min() and cols.max() <= 101
+    assert red[104:136, 64:96].all()
+    assert np.abs(frame[h - 20:h - 10, w - 20:w - 10].astype(int) - 128).max() < 12
+
+
 def test_overlay_default_fps_is_30(tmp_path: Path) -> None:
     path = tmp_path / "o.mp4"
     for fps in (None, 0.0, float("nan")):
