@@ -152,8 +152,8 @@ class OverlayWriter:
 
     `write` never modifies the image it is given (it may be a view into shared memory): the image
     is copied once into a buffer owned by the writer and drawn on there. yuv420p needs even
-    sizes, so an odd width or height is padded by one pixel (a copy of the last column or row):
-    `video_size` is the encoded size. Frame i gets pts i in a time base of 1/fps.
+    sizes, so an odd width or height is padded by one pixel (a copy of the last column or row),
+    and libx264 at least 4 rows: `video_size` is the encoded size. Frame i gets pts i in a time base of 1/fps.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
@@ -166,7 +166,8 @@ class OverlayWriter:
         if width < 1 or height < 1:
             raise ValueError(f"overlay video size must be positive (got {width}x{height})")
         self.width, self.height = int(width), int(height)
-        self.video_size = (self.width + self.width % 2, self.height + self.height % 2)
+        # libx264 refuses pictures under 4 rows: a thinner image gets edge rows below it too.
+        self.video_size = (self.width + self.width % 2, max(4, self.height + self.height % 2))
         self.skeleton = skeleton
         self.min_conf = min_conf
         self.frames_written = 0

@@ -110,18 +110,19 @@ def test_status_line_is_top_left_and_small() -> None:
 
 # --- the overlay video ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("size", [(200, 200), (161, 121), (160, 121), (201, 200)])
+@pytest.mark.parametrize("size", [(200, 200), (161, 121), (160, 121), (201, 200), (100, 1), (2, 2)])
 def test_overlay_video_decodes_to_every_frame(tmp_path: Path, size: tuple[int, int]) -> None:
     w, h = size
     path = tmp_path / "o.mp4"
     image = np.full((h, w, 3), 60, np.uint8)
+    encoded = (w + w % 2, max(4, h + h % 2))            # even, and the 4 rows libx264 needs at least
     with OverlayWriter(path, w, h, fps=25.0) as writer:
         for i in range(12):
             writer.write(image, frame_with([figure(scale=min(w, h) / 200)] if i % 2 else [], seq=i, size=size))
-        assert writer.video_size == (w + w % 2, h + h % 2)
+        assert writer.video_size == encoded
     frames, pts, rate = decode(path)
     assert len(frames) == 12
-    assert frames[0].shape == (h + h % 2, w + w % 2, 3)
+    assert frames[0].shape == (encoded[1], encoded[0], 3)
     assert rate == 25
     assert pts == sorted(pts) and len(set(pts)) == 12
     assert len(set(np.diff(pts).tolist())) == 1            # evenly spaced: frame index x 1/fps

@@ -1098,3 +1098,47 @@ def test_an_mpegts_file_served_with_its_length_is_a_file(tmp_path: Path) -> None
     assert len(frames) + src.corrupt == 90 and len(frames) >= 88
     with http_serving_part(data, 0.5) as url, pytest.raises(InputError, match="dropped after"):
         read_all(url, FAST)
+
+
+def test_odd_images_among_good_ones_never_stop_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 4000x1 strip (OpenCV's reduced decode would resize it to nothing), a name whose bytes are
+    # not UTF-8, and an image whose decoder raises rather than returning None.
+    _png(tmp_path / "a.png", 64, 48, 10)
+    cv2.imwrite(str(tmp_path / "strip.png"), np.full((1, 4000, 3), 100, np.uint8))
+    _png(tmp_path / "c.png", 64, 48, 30)
+    os.rename(tmp_path / "c.png", os.fsencode(tmp_path) + b"/lat\xe9.png")
+    _png(tmp_path / "z.png", 64, 48, 40)
+    real_decode = cv2.imdecode
+
+    def raising(data: np.ndarray, flags: int) -> np.ndarray:
+        image = real_decode(data, flags)
+        if image is not None and int(image[0, 0, 0]) == 40:
+            raise cv2.error("the decoder gave up")
+        return image
+
+    monkeypatch.setattr(cv2, "imdecode", raising)
+    frames, corrupt = read_all(tmp_path)
+    assert [f.name for f in frames] == ["a.png", "lat\\xe9.png", "strip.png"]
+    assert frames[2].image.shape == (1, 1920, 3)                 # scaled to fit, not refused
+    assert corrupt == 1
+    assert all(f.name.encode("utf-8") for f in frames)
+
+
+def test_a_recursive_pattern_takes_each_image_once_through_linked_folders(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    _png(tmp_path / "a.png", 30, 20, 10)
+    (tmp_path / "sub").mkdir()
+    _png(tmp_path / "sub" / "b.png", 30, 20, 20)
+    (tmp_path / "self").symlink_to(".")                         # a loop: self/self/self/...
+    frames, _ = read_all(f"{tmp_path}/**/*.png")
+    assert [f.name for f in frames] == ["a.png", "sub/b.png"]
+    assert "through links; each is tracked once" in caplog.text
+
+
+def test_a_source_name_that_is_not_utf8_is_sent_escaped(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", W, H, 3, fps=30.0)
+    odd = os.fsencode(tmp_path) + b"/lat\xe9.mp4"
+    os.rename(clip, odd)
+    with open_source(os.fsdecode(odd), CFG) as src:
+        assert src.info.name == "lat\\xe9"
+        assert src.info.uri.endswith("/lat\\xe9.mp4")

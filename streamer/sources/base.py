@@ -29,6 +29,16 @@ def three_channels(image: np.ndarray) -> np.ndarray | None:
     return image if image.shape[2] == 3 else None
 
 
+def sendable_text(text: str) -> str:
+    """`text` as messages can carry it: a file name's bytes that are not UTF-8 (names from old
+    archives and shares, which Python decodes to lone surrogates) written as \\xNN instead."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     name: str                   # short id for topics/logs: file stem, 'cam0', URL host, folder name
@@ -39,6 +49,11 @@ class SourceInfo:
     fps: float | None           # frames a second if known (from the timestamps where the container's is wrong)
     frame_count: int | None     # total frames if known (an estimate for some files)
     stills: bool = False        # each frame is its own image (image folders), not a moment of one scene
+
+    def __post_init__(self) -> None:
+        # Both go into the protocol's messages (and msgpack between the stages), which need UTF-8.
+        object.__setattr__(self, "name", sendable_text(self.name))
+        object.__setattr__(self, "uri", sendable_text(self.uri))
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from engines.errors import InputError
-from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason, three_channels
+from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason, sendable_text, three_channels
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,30 @@ def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list
     return images
 
 
+def _once_each(paths: list[Path], spec: str, reopened: bool) -> list[Path]:
+    """`paths` less those naming a file taken already: '**' follows links to folders, and a
+    link to a folder above it ('self -> .') would give every image again at each depth."""
+    shortest: dict[str, Path] = {}
+    for p in paths:
+        # Of a file's names, the one through the fewest folders ('sub/b.png', not 'self/sub/b.png').
+        real = os.path.realpath(p)
+        if real not in shortest or len(p.parts) < len(shortest[real].parts):
+            shortest[real] = p
+    chosen = set(shortest.values())
+    kept = [p for p in paths if p in chosen]
+    if len(kept) < len(paths) and not reopened:
+        log.warning("'%s' matches %d image(s) again through links; each is tracked once", spec,
+                    len(paths) - len(kept))
+    return kept
+
+
 def _shown_name(path: Path, base: Path) -> str:
     """An image's name in messages: its path from `base`, so that a recursive pattern's images in
     different folders keep different names ('a/x.jpg', 'b/x.jpg'); a plain folder's, its file name."""
     try:
-        return path.relative_to(base).as_posix()
+        return sendable_text(path.relative_to(base).as_posix())
     except ValueError:
-        return path.name
+        return sendable_text(path.name)
 
 
 class ImageFolderSource(Source):
@@ -157,6 +174,7 @@ class ImageFolderSource(Source):
         found = _images_among(matches, f"'{spec}'", reopened)
         if not found:
             raise InputError(f"no images match '{spec}'")
+        found = _once_each(sorted(found, key=lambda m: natural_key(str(m))), spec, reopened)
         # The name is the folder the pattern starts in ('runs/a/*.png' -> 'a').
         base = Path(os.path.expanduser(spec))
         while base != base.parent and GLOB_CHARS.search(str(base)):
@@ -198,19 +216,24 @@ class ImageFolderSource(Source):
         flags = cv2.IMREAD_COLOR
         for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                                 (2, cv2.IMREAD_REDUCED_COLOR_2)):
-            if max(e.width, e.height) // factor >= self._max_side:
+            # (OpenCV reduces other formats by resizing after the decode, which fails on a side
+            # it would make zero: a 4000x1 strip.)
+            if max(e.width, e.height) // factor >= self._max_side and min(e.width, e.height) // factor >= 1:
                 flags = reduced
                 break
         try:
             data = np.fromfile(e.path, dtype=np.uint8)   # imdecode: non-ASCII paths work too
         except OSError:
             return None
-        if e.floats and data.size:
-            # OpenCV's colour decoding refuses 32-bit float samples (a TIFF, as scientific and HDR
-            # tools write), with a warning of its own: read as stored, they are brought to 8 bits.
-            image = as_bgr8(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
-        else:
-            image = cv2.imdecode(data, flags) if data.size else None
+        try:
+            if e.floats and data.size:
+                # OpenCV's colour decoding refuses 32-bit float samples (a TIFF, as scientific and HDR
+                # tools write), with a warning of its own: read as stored, they are brought to 8 bits.
+                image = as_bgr8(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
+            else:
+                image = cv2.imdecode(data, flags) if data.size else None
+        except cv2.error:
+            return None                  # a decoder that gives up with an exception: unreadable, as None is
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             return None
         h, w = image.shape[:2]
