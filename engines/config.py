@@ -39,6 +39,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue                 # '<<: *base' brings keys in; one given here beside it overrides
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 break                    # the loader's own error names an unhashable key

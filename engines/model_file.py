@@ -73,9 +73,12 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], source: str) -> "ModelInfo":
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{source}: its Posecast metadata is not a JSON object but a "
+                                 f"{type(meta).__name__} (the file was edited or damaged; re-export the model)")
+        if meta.get("format") != FORMAT_VERSION:
             raise ModelFileError(
-                f"{source}: unsupported Posecast model format {meta.get('format') if isinstance(meta, dict) else meta!r} "
+                f"{source}: unsupported Posecast model format {meta.get('format')!r} "
                 f"(this version reads format {FORMAT_VERSION}; re-export the model)"
             )
         try:
@@ -140,7 +143,8 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
     try:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
-        raise ModelFileError(f"{path}: weights do not fit the network its metadata describes ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: weights do not fit the network its metadata describes "
+                             f"({_state_dict_problem(exc)})") from None
     _say_non_finite(path, [k for k, v in blob["state_dict"].items()
                            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()])
     return net.eval(), info
@@ -258,6 +262,13 @@ def _check_readable(path: Path) -> None:
         raise ModelFileError(f"model file is empty: {path}")
     if not os.access(path, os.R_OK):
         raise ModelFileError(f"model file is not readable (permissions): {path}")
+
+
+def _state_dict_problem(exc: RuntimeError) -> str:
+    """torch's load_state_dict error in one line: its first line is only a heading ('Error(s) in
+    loading state_dict for PoseNet:'); what is wrong (keys missing or unexpected, sizes) follows."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()[1:] if line.strip()]
+    return "; ".join(lines)[:200] if lines else _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

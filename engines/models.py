@@ -48,6 +48,8 @@ def resolve_model(spec: str | Path | None) -> ModelArtifact:
         return ModelArtifact(info, path, None, file_sha256(path), info.checkpoint_sha256)
     if suffix in (".pt", ".pth"):
         return _from_checkpoint(path)
+    if path.is_dir():
+        raise ModelFileError(f"model path '{path}' is a folder, not a file (give a .onnx or .pt file)")
     raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
 
 

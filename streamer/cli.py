@@ -93,7 +93,8 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         p.set_defaults(publish=True)
     p.add_argument("--bind", metavar="ADDR", help="publishing interface (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, metavar="N",
-                   help="publishing port (default: any free one)" if command == "bench" else
+                   help="publishing port (default: any free one, or publish.port of a --config file)"
+                   if command == "bench" else
                    "publishing port (default publish.port in configs/pipeline.yaml: 5556; 0 for any free one)")
     p.add_argument("--encoding", choices=_choices(PublishConfig, "encoding"), help="published payload encoding (default msgpack)")
     if command in ("track", "run"):
@@ -276,10 +277,14 @@ def _print_stats(end: EndPacket, out: TextIO) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
+    from streamer.config import load_pipeline_config
+
     tracks = [Path(p) for p in (args.output or [])]
-    if not tracks and not args.overlay and not args.publish:
+    # A --config file may publish (publish.enabled) as --publish does.
+    publishing = args.publish or load_pipeline_config(args.config, _overrides(args)).publish.enabled
+    if not tracks and not args.overlay and not publishing:
         raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz, .bvh), --overlay OUT.mp4 and/or --publish")
-    if args.wait_subscribers and not args.publish:
+    if args.wait_subscribers and not publishing:
         raise UsageError("--wait-subscribers waits for subscribers to the published stream: give --publish too")
     return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
 
@@ -349,12 +354,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """The pipeline with publishing, and the per-stage table. It publishes on a free local port
-    unless --port or --bind is given, so that it never collides with a `run` on the default one."""
+    unless a port or interface is given (--port, --bind, or publish.port / publish.bind in the
+    --config file), so that it never collides with a `run` on the default one."""
+    from engines.config import load_yaml
     from streamer.sources import redact_url
 
-    if args.port is None:
+    publish = load_yaml(args.config).get("publish") if args.config else None
+    given = publish if isinstance(publish, dict) else {}
+    if args.port is None and "port" not in given:
         args.port = 0
-    if args.bind is None:
+    if args.bind is None and "bind" not in given:
         args.bind = "127.0.0.1"
     mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
     return run_track(args.input, [], None, args, realtime=args.live, publish=True,
@@ -521,14 +530,32 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
         raise UsageError(f"--iters must be between 1 and {MAX_BENCH_CALLS}, --warmup between 0 and {MAX_BENCH_CALLS} "
                          f"(got {args.iters} and {args.warmup})")
     model = resolve_model(args.model)
-    backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch))
+    calibration = None
+    if args.calibration is not None:
+        import dataclasses
+
+        from streamer.calibration import calibration_crops, calibration_used
+        from streamer.config import load_pipeline_config
+
+        if args.precision != "int8":
+            raise UsageError("--calibration is for --precision int8 (TensorRT builds an int8 engine from it)")
+        config = load_pipeline_config()
+        inference = dataclasses.replace(config.inference, backend=args.backend, precision=args.precision)
+        if calibration_used(inference):
+            calibration = calibration_crops(args.calibration, config.source, model.info.config.input_size)
+        else:
+            print(f"note: the calibration source '{args.calibration}' is not read: it is only for building a "
+                  f"TensorRT int8 engine on an NVIDIA GPU", file=sys.stderr)
+    backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch),
+                             calibration=calibration)
     # The torch backend runs the checkpoint itself, the others its ONNX export.
     ran = model.checkpoint_path if backend.name == "torch" and model.checkpoint_path else model.onnx_path
     print(f"backend {backend.describe()}; model {ran.name} ({model.info.weights})")
-    print(f"{'batch':>6}{'p50 ms':>10}{'p99 ms':>10}{'ms/frame':>10}{'frames/s':>10}")
+    # ms/frame and frames/s both come from the median call, so one slow call moves neither.
+    print(f"{'batch':>6}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'ms/frame':>10}{'frames/s':>10}")
     for b in args.batch:
         r = bench_network(backend, model.info.config.input_size, b, args.iters, args.warmup)
-        print(f"{b:>6}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.p50_ms / b:>10.2f}{r.frames_per_s:>10.1f}")
+        print(f"{b:>6}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.mean_ms:>10.2f}{r.p50_ms / b:>10.2f}{r.frames_per_s:>10.1f}")
     return 0
 
 
@@ -577,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the pipeline: per-stage times, throughput, capture-to-publish latency",
                        description="Run the whole pipeline on INPUT, publishing (to a free local port unless "
-                                   "--port is given), and print "
+                                   "--port, --bind or a --config file's publish.port / publish.bind says "
+                                   "otherwise), and print "
                                    "per-stage times (p50, p95), throughput, capture-to-publish latency and dropped "
                                    "frames. --live plays a file at its frame rate, as a live source.")
     p.add_argument("input", help="video file, URL, camera or image folder")
@@ -638,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("bench-network", help="time the network alone (latency and throughput per batch size)",
-                       description="Time the network alone on random crops: p50/p99 latency per call and throughput.")
+                       description="Time the network alone on random crops: p50/p99/mean latency per call, "
+                                   "and ms per frame and frames/s from the p50.")
     p.add_argument("--model", metavar="FILE", help="a Posecast .onnx or .pt model (default: the built-in model)")
     p.add_argument("--backend", default="auto", choices=_choices(InferenceConfig, "backend"),
                    help="inference backend (default: auto, the fastest present)")
@@ -648,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for the network, 0 (the runtime's default) to 256 (default 2)")
     p.add_argument("--precision", default="fp16", choices=_choices(InferenceConfig, "precision"),
                    help="precision on a GPU (TensorRT; torch on CUDA halves for fp16) (default: fp16; the CPU runs fp32)")
+    p.add_argument("--calibration", metavar="SOURCE",
+                   help="TensorRT int8 only: a video or image folder of typical scenes to calibrate with")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B",
                    help="batch sizes to time, 1 to 256 each (default: 1 8)")
     p.add_argument("--iters", type=int, default=200, metavar="N", help="timed calls per batch size (default 200)")

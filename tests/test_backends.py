@@ -16,7 +16,7 @@ from engines.backends import BackendChoice, available, choose, create_backend
 from engines.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_provider_available
 from engines.backends.tensorrt_import import tensorrt_available
 from engines.backends.torch_backend import TorchBackend, cuda_available
-from engines.errors import BackendUnavailableError
+from engines.errors import BackendUnavailableError, ConfigError
 from engines.models import ModelArtifact
 
 # Tolerances against the PyTorch CPU float32 reference (max absolute difference).
@@ -172,6 +172,13 @@ def test_auto_picks_onnxruntime_cpu_here() -> None:
     assert choose("auto", "cpu", has_checkpoint=True) == BackendChoice("onnxruntime", "cpu")
     assert choose("torch", "auto", has_checkpoint=True) == BackendChoice("torch", "cpu")
     assert choose("tensorrt", "auto", has_checkpoint=True) == BackendChoice("tensorrt", "cuda")
+
+
+def test_tensorrt_on_the_cpu_is_refused_not_moved_to_the_gpu() -> None:
+    # A contradiction the user should hear about: it used to run on the GPU without a word.
+    with pytest.raises(ConfigError, match=r"runs only on an NVIDIA GPU: drop --device cpu"):
+        choose("tensorrt", "cpu", has_checkpoint=True)
+    assert choose("tensorrt", "cuda", has_checkpoint=True) == BackendChoice("tensorrt", "cuda")
 
 
 @pytest.mark.parametrize(

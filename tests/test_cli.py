@@ -279,6 +279,22 @@ def test_bench_network_names_the_file_its_backend_runs(posecast, backend: str, f
     assert r.returncode == 0, r.stderr
     heading = r.stdout.splitlines()[0]
     assert heading.startswith(f"backend {backend} (cpu); model ") and file in heading, heading
+    # Per frame and per second from one statistic, the median call.
+    assert r.stdout.splitlines()[1].split() == ["batch", "p50", "ms", "p99", "ms", "mean", "ms", "ms/frame", "frames/s"]
+    batch, p50, _, _, per_frame, per_s = map(float, r.stdout.splitlines()[2].split())
+    assert per_frame == pytest.approx(p50, abs=0.01) and per_s == pytest.approx(1000 / p50, rel=0.01)
+
+
+def test_bench_network_calibration_is_for_int8(posecast, clip40: Path) -> None:
+    r = posecast.run(["bench-network", "--batch", "1", "--iters", "1", "--calibration", clip40])
+    assert r.returncode == 2 and "--calibration is for --precision int8" in r.stderr
+    from engines.backends import nvidia_gpu_present
+
+    if nvidia_gpu_present():
+        return                          # there, TensorRT would build an int8 engine from it
+    # Without an NVIDIA GPU int8 runs on the CPU in fp32: the source is not read, and that is said.
+    r = posecast.run(["bench-network", "--batch", "1", "--iters", "1", "--precision", "int8", "--calibration", "x.mp4"])
+    assert r.returncode == 0 and "the calibration source 'x.mp4' is not read" in r.stderr
 
 
 def test_export_writes_a_posecast_onnx(posecast, tmp_path: Path, default_model, untrained_model) -> None:

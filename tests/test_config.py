@@ -154,6 +154,17 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
     assert "unhashable" in config_error(load_pipeline_config, write(tmp_path, "? [a, b]\n: 1\n", "u.yaml"))
 
 
+def test_anchors_and_merge_keys_share_settings(tmp_path: Path) -> None:
+    # '<<: *base' is how YAML shares settings between sections; a key beside it overrides, and is no
+    # duplicate. A key twice beside it still is.
+    path = write(tmp_path, "x-base: &base {min_roi_px: 40, roi_margin: 1.5}\n"
+                           "tracking:\n  <<: *base\n  roi_margin: 2.0\n", "m.yaml")
+    data = load_yaml(path)
+    assert data["tracking"] == {"min_roi_px": 40, "roi_margin": 2.0}
+    path = write(tmp_path, "tracking:\n  <<: {min_roi_px: 40}\n  roi_margin: 2\n  roi_margin: 3\n", "d.yaml")
+    assert "the key 'roi_margin' is given twice" in config_error(load_pipeline_config, path)
+
+
 def test_an_empty_section_changes_nothing(tmp_path: Path) -> None:
     assert load_pipeline_config(write(tmp_path, "tracking:\nfilter:\n  method: off\n")).tracking == \
         load_pipeline_config().tracking

@@ -234,6 +234,7 @@ BAD_FILES = {
     "missing .pt": (lambda d, c: d / "missing.pt", "model file not found"),
     "folder .onnx": (lambda d, c: _mkdir(d / "folder.onnx"), "is a folder"),
     "folder .pt": (lambda d, c: _mkdir(d / "folder.pt"), "is a folder"),
+    "folder without a suffix": (lambda d, c: _mkdir(d / "weights"), "is a folder, not a file"),
     "empty .onnx": (lambda d, c: _write(d / "empty.onnx", b""), "is empty"),
     "empty .pt": (lambda d, c: _write(d / "empty.pt", b""), "is empty"),
     "random bytes .onnx": (lambda d, c: _write(d / "noise.onnx", _noise()), "not an ONNX model"),
@@ -245,8 +246,9 @@ BAD_FILES = {
                                      "is a PyTorch file but not a Posecast checkpoint"),
     "torch tensor, not a checkpoint": (lambda d, c: _torch_save(d / "tensor.pt", torch.zeros(3)),
                                        "is a PyTorch file but not a Posecast checkpoint"),
+    # What is wrong, not torch's heading ("Error(s) in loading state_dict for PoseNet:").
     "weights do not match config": (lambda d, c: _mismatched_checkpoint(d / "mismatch.pt", c),
-                                    "weights do not fit the network its metadata describes"),
+                                    "weights do not fit the network its metadata describes (size mismatch for "),
     "checkpoint without weights": (lambda d, c: _checkpoint_without_weights(d / "noweights.pt", c),
                                    "holds Posecast metadata but no weights"),
 }
@@ -352,6 +354,7 @@ def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConf
     model = onnx.load(str(path))
     for value, expected in [("{not json", "not valid JSON"),
                             (json.dumps({"format": 99}), "unsupported Posecast model format 99"),
+                            (json.dumps([{"format": 1}] * 50), "its Posecast metadata is not a JSON object but a list"),
                             (json.dumps({"format": 1}), "damaged Posecast metadata")]:
         model.metadata_props[0].value = value
         onnx.save(model, str(path))

@@ -498,17 +498,31 @@ def test_publisher_counts_the_subscribers_that_read_poses() -> None:
         publisher.close(linger_ms=0)
 
 
-def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path) -> None:
-    # Without --port it takes a free one (never the default that a `run` may hold); with it, a
-    # subscriber there sees the run.
+@pytest.mark.parametrize("given", ["flag", "config"])
+def test_bench_publishes_on_the_port_it_is_given(posecast, clip40: Path, tmp_path: Path, given: str) -> None:
+    # Without a port it takes a free one (never the default that a `run` may hold); given one, by
+    # --port or by its --config file's publish.port, a subscriber there sees the run.
     port = free_port()
+    (tmp_path / "p.yaml").write_text(f"publish:\n  port: {port}\n")
+    where = ["--port", port] if given == "flag" else ["--config", tmp_path / "p.yaml"]
     with Collector(port) as c:
-        r = posecast.run(["bench", clip40, "--port", port, "--min-score", "0", "--no-progress"])
+        r = posecast.run(["bench", clip40, *where, "--min-score", "0", "--no-progress"])
         assert r.returncode == 0, r.stderr
         got = c.wait_poses(40)
     assert [m["seq"] for m in got][-1] == 39 and c.metas
     # Its report is its result: on standard output, so `posecast bench X > report.txt` keeps it.
     assert "40 frames in" in r.stdout and "infer.infer" in r.stdout and "capture_to_publish" in r.stdout
+
+
+def test_track_publishes_where_its_config_says_so_without_the_flag(posecast, clip40: Path, tmp_path: Path) -> None:
+    # publish.enabled in a --config file is --publish: a track with no other output is no mistake.
+    port = free_port()
+    (tmp_path / "p.yaml").write_text(f"publish:\n  enabled: true\n  port: {port}\n  wait_subscribers: 1\n")
+    with Collector(port) as c:
+        r = posecast.run(["track", clip40, "--config", tmp_path / "p.yaml", "--min-score", "0", "--no-progress"])
+        assert r.returncode == 0, r.stderr
+        got = c.wait_poses(40)
+    assert [m["seq"] for m in got] == list(range(40))          # waited for the subscriber: none missed
 
 
 def test_replay_is_paced_by_the_video_time_where_every_message_has_one() -> None:

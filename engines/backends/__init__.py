@@ -92,6 +92,9 @@ def choose(name: str, device: str, has_checkpoint: bool, skip: set[str] | None =
     else:
         dev = device
     if name == "tensorrt":
+        if device == "cpu":
+            raise ConfigError("the TensorRT backend runs only on an NVIDIA GPU: drop --device cpu "
+                              "(inference.device: cpu), or choose another --backend")
         dev = "cuda"
     return BackendChoice(name, dev)
 

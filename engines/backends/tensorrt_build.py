@@ -187,8 +187,8 @@ def _make_calibrator(trt: Any, calibration: np.ndarray, batch_size: int, cache_p
 def check_calibration(calibration: np.ndarray | None, input_size: int) -> np.ndarray:
     if calibration is None or len(calibration) == 0:
         raise ConfigError(
-            "precision int8 needs calibration data: a few hundred representative crops "
-            f"(N, {input_size}, {input_size}, 3) uint8; pass them, or use precision fp16"
+            "precision int8 needs calibration data: give --calibration VIDEO_OR_FOLDER (inference.calibration) "
+            "of typical scenes, or use --precision fp16"
         )
     cal = np.asarray(calibration)
     if cal.dtype != np.uint8 or cal.ndim != 4 or cal.shape[1:] != (input_size, input_size, 3):
