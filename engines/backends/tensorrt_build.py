@@ -1,4 +1,9 @@
-"""Building a TensorRT engine from the ONNX model, after checking the model's ops and opset (the checks need no TensorRT)."""
+"""Building a TensorRT engine from the ONNX model.
+
+`unsupported_ops` and `default_opset` check a model's ops and opset against what TensorRT's ONNX
+parser takes without TensorRT itself: tests/test_tensorrt.py runs them on every export, on
+machines with no GPU. The build does not repeat them: an op TensorRT cannot take fails in its
+parser, whose error names the op."""
 
 from __future__ import annotations
 
