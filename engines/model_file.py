@@ -237,6 +237,13 @@ def read_onnx_info(path: Path) -> ModelInfo:
 def _check_input_shape(path: Path, image: Any, size: int) -> None:
     """The network's input must take the crops the metadata describes: (batch, S, S, 3). Else the
     first frame would fail inside the runtime, in its words."""
+    import onnx
+
+    elem = image.type.tensor_type.elem_type
+    if elem != onnx.TensorProto.UINT8:
+        raise ModelFileError(f"{path}: its input '{INPUT_NAME}' takes {onnx.TensorProto.DataType.Name(elem).lower()}, "
+                             f"where a Posecast network takes uint8 crops: the metadata is not this network's (write "
+                             f"the model again with `posecast export`)")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim]
     if len(dims) != 4 or any(d is not None and d != want for d, want in zip(dims[1:], (size, size, 3))):
         shape = "x".join("?" if d is None else str(d) for d in dims)

@@ -362,6 +362,31 @@ def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConf
             read_onnx_info(path)
 
 
+def test_metadata_that_is_not_the_networks_is_one_line_before_any_frame(tmp_path: Path, posecast_cache: Path,
+                                                                        small_model_config: ModelConfig) -> None:
+    # Edited metadata: fewer roots than the network has, or a float input. The first frame failed
+    # inside a stage (numpy's reshape error, exit 1); now the model is refused as it is opened.
+    import onnx
+
+    from engines.backends import create_backend
+
+    path = tmp_path / "m.onnx"
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", False), path)
+    model = onnx.load(str(path))
+    meta = json.loads(model.metadata_props[0].value)
+    meta["model_config"]["roots"] = meta["model_config"]["roots"][:1]
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(tmp_path / "roots.onnx"))
+    with pytest.raises(ModelFileError, match=r"offsets_3d \(1, 6, 17, 3\), where its metadata describes .* "
+                                             r"\(1, 1, 17, 3\): the metadata is not this network's"):
+        create_backend(resolve_model(tmp_path / "roots.onnx"), "onnxruntime", "cpu")
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    with pytest.raises(ModelFileError, match="its input 'image' takes float, where a Posecast network takes uint8"):
+        read_onnx_info(tmp_path / "float.onnx")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
 def test_unreadable_model_file(tmp_path: Path, small_model_config: ModelConfig) -> None:
     path = tmp_path / "locked.pt"

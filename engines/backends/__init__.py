@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.backends.base import BACKENDS, Backend, NetOutputs
-from engines.errors import BackendUnavailableError, ConfigError, PosecastError
+from engines.errors import BackendUnavailableError, ConfigError, ModelFileError, PosecastError
 from engines.models import ModelArtifact
 
 if TYPE_CHECKING:
@@ -119,12 +119,36 @@ def create_backend(model: ModelArtifact, name: str = "auto", device: str = "auto
                    calibration)
 
 
+def check_outputs(backend: Backend, model: ModelArtifact) -> None:
+    """One blank crop through an ONNX network: outputs of other shapes than its metadata describes
+    (a file whose metadata was edited, or copied from another network) would otherwise fail at the
+    first frame, inside a stage, in numpy's words. (A checkpoint's weights are checked against
+    its metadata as they load.)"""
+    import numpy as np
+
+    cfg = model.info.config
+    size, joints = cfg.input_size, cfg.skeleton.num_joints
+    out = backend.infer(np.zeros((1, size, size, 3), np.uint8))
+    want_2d, want_3d = (1, joints, cfg.grid_size, cfg.grid_size), (1, len(cfg.roots), joints, 3)
+    got_2d, got_3d = tuple(np.shape(out.probs_2d)), tuple(np.shape(out.offsets_3d))
+    if (got_2d, got_3d) != (want_2d, want_3d):
+        raise ModelFileError(f"{model.onnx_path}: for one crop the network gives probs_2d {got_2d} and offsets_3d "
+                             f"{got_3d}, where its metadata describes {want_2d} and {want_3d}: the metadata is not "
+                             f"this network's (write the model again with `posecast export`)")
+
+
 def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision: str, max_batch: int,
             calibration: "np.ndarray | None") -> Backend:
     if choice.name == "onnxruntime":
         from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model.onnx_path, device=choice.device, threads=threads)
+        backend = OnnxRuntimeBackend(model.onnx_path, device=choice.device, threads=threads)
+        try:
+            check_outputs(backend, model)
+        except BaseException:
+            backend.close()
+            raise
+        return backend
     if choice.name == "torch":
         from engines.backends.torch_backend import TorchBackend
 
