@@ -46,9 +46,18 @@ class FramePacket:
     scale: float                       # input-image pixels per ring pixel (1 unless downscaled)
     image: str | None = None           # the image file's name (image folders), else None
     new_shot: bool = False             # starts a new shot whatever the picture (a looped file's restart)
+    full_width: int = 0                # the input image's own size, where it was scaled down; else 0
+    full_height: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) of the input image, before any scaling down."""
+        if self.full_width:
+            return self.full_width, self.full_height
+        return round(self.width * self.scale), round(self.height * self.scale)
 
 
 @dataclass

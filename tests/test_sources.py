@@ -60,8 +60,7 @@ def frame_no(f: Frame) -> int:
 
 def read_all(spec: str | Path, config: SourceConfig = CFG) -> tuple[list[Frame], int]:
     with open_source(str(spec), config) as src:
-        frames = [Frame(f.image.copy(), f.index, f.t_capture, f.t_media, f.scale, f.name)
-                  for f in src.frames()]
+        frames = [dataclasses.replace(f, image=f.image.copy()) for f in src.frames()]
         return frames, src.corrupt
 
 
@@ -604,6 +603,22 @@ def test_very_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
     frames, corrupt = read_all(path, cfg)
     assert corrupt == 0 and frames[0].image.shape == (60, 100, 3)
     assert frames[0].scale == pytest.approx(10.0)
+    assert frames[0].full_size == (1000, 600)
+
+
+def test_a_scaled_image_keeps_its_own_size(tmp_path: Path) -> None:
+    # 1000x667 fits 100 wide as 100x67, and 67 x 10 is 670: the size said is the file's own, 667.
+    from streamer.packets import FramePacket
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((667, 1000, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "b.jpg"), np.full((50, 80, 3), 128, np.uint8))
+    cfg = dataclasses.replace(SHIPPED, open_timeout_s=1, read_timeout_s=1, max_image_side=100)
+    frames, _ = read_all(tmp_path, cfg)
+    assert frames[0].image.shape == (67, 100, 3) and frames[0].full_size == (1000, 667)
+    assert frames[1].full_size is None                    # not scaled: its size is the frame's
+    packet = FramePacket(0, 0, 67, 100, 0.0, None, frames[0].scale, "a.jpg", False, 1000, 667)
+    assert FramePacket(**packet.to_dict()).input_size == (1000, 667)
+    assert FramePacket(0, 0, 50, 80, 0.0, None, 1.0).input_size == (80, 50)
 
 
 def test_a_200_megapixel_photo_is_read(tmp_path: Path) -> None:

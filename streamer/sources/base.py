@@ -69,6 +69,9 @@ class Frame:
     name: str | None = None     # image file name (folders)
     new_shot: bool = False      # shares nothing with the frame before (a looped file starting again)
     quarter_turns: int = 0      # counterclockwise quarter turns that show `image` upright
+    # An image scaled down to fit: (width, height) of the upright picture in its file, which a
+    # single `scale` can miss by a pixel (8000x5330 fitted to 1920x1279).
+    full_size: tuple[int, int] | None = None
 
     @property
     def upright_size(self) -> tuple[int, int]:

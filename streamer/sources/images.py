@@ -211,7 +211,7 @@ class ImageFolderSource(Source):
         if self.corrupt <= DETAILED_WARNINGS:
             self._warn("skipped image '%s': %s", p, why)
 
-    def _read(self, e: _ImageEntry) -> tuple[np.ndarray, float] | None:
+    def _read(self, e: _ImageEntry) -> tuple[np.ndarray, float, tuple[int, int]] | None:
         # Very large JPEGs decode much faster at 1/2, 1/4 or 1/8 size; stay at or above target.
         flags = cv2.IMREAD_COLOR
         for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
@@ -252,7 +252,7 @@ class ImageFolderSource(Source):
         if (w, h) != (tw, th):
             image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
         scale = max(ow, oh) / max(tw, th)
-        return np.ascontiguousarray(image), scale
+        return np.ascontiguousarray(image), scale, (ow, oh)
 
     def frames(self) -> Iterator[Frame]:
         index = 0
@@ -261,10 +261,10 @@ class ImageFolderSource(Source):
             if got is None:
                 self._skipped(e.path, "cannot decode the image")
                 continue
-            image, scale = got
+            image, scale, full_size = got
             self._release_warnings()
             yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
-                        scale=scale, name=e.name)
+                        scale=scale, name=e.name, full_size=full_size if scale != 1.0 else None)
             index += 1
         if index == 0:
             n = self.info.frame_count

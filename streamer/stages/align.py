@@ -196,7 +196,7 @@ class AlignStage:
 
     def _camera(self, fp: FramePacket) -> Intrinsics:
         """The camera model for a frame of this size (input-image pixels)."""
-        size = (round(fp.width * fp.scale), round(fp.height * fp.scale))
+        size = fp.input_size
         if size not in self._intrinsics:
             c = self.coordinates
             self._intrinsics[size] = camera_intrinsics(size[0], size[1], c.focal_px, c.hfov_deg, c.principal_px)

@@ -142,8 +142,9 @@ class CaptureStage:
         slot = self.seq % ring.spec.slots
         frame.copy_upright_into(ring.view(slot, h, w))
         self.timer.since("copy", t0)
+        full_w, full_h = frame.full_size or (0, 0)
         packet = FramePacket(self.seq, slot, h, w, frame.t_capture, frame.t_media, frame.scale, frame.name,
-                             frame.new_shot)
+                             frame.new_shot, full_w, full_h)
         out.send(FRAME, packet.to_dict())
         self.seq += 1
 

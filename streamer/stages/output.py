@@ -194,7 +194,7 @@ class OutputStage:
         skel = self.model_config.skeleton
         res = ResultPacket.from_dict(body, skel.num_joints, len(self.model_config.roots))
         fp = res.frame
-        size = (round(fp.width * fp.scale), round(fp.height * fp.scale))
+        size = fp.input_size
         people = []
         if res.found:
             self.found += 1
