@@ -820,11 +820,13 @@ def test_single_image(folder: Path) -> None:
     ("{d}/empty", "no images in folder"),
     ("{d}/missing.png", "no such file"),
     ("{d}/broken.png", "not an image file"),
+    ("{d}/zero.jpg", r"is empty \(0 bytes\)"),
 ])
 def test_bad_image_inputs(tmp_path: Path, spec: str, expect: str) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "zero.jpg").write_bytes(b"")
     spec = spec.format(d=tmp_path)
     with pytest.raises(InputError, match=expect) as err:
         open_source(spec, CFG)
@@ -1157,3 +1159,15 @@ def test_a_source_name_that_is_not_utf8_is_sent_escaped(tmp_path: Path) -> None:
     with open_source(os.fsdecode(odd), CFG) as src:
         assert src.info.name == "lat\\xe9"
         assert src.info.uri.endswith("/lat\\xe9.mp4")
+
+
+def test_many_skipped_images_are_counted_after_the_first_ten_are_named(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    _png(tmp_path / "good.png", 30, 20, 10)
+    for i in range(14):
+        (tmp_path / f"bad{i:02d}.png").write_bytes(b"\x89PNG not really")
+    frames, corrupt = read_all(tmp_path)
+    assert len(frames) == 1 and corrupt == 14
+    named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped image")]
+    assert len(named) == 10
+    assert "14 images skipped in all; the first 10 are named above" in caplog.text

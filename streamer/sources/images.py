@@ -141,6 +141,9 @@ class ImageFolderSource(Source):
         if not self._entries:               # its one line: the warnings held say no more
             if len(paths) == 1 and too_large is not None:
                 raise InputError(f"cannot read image '{paths[0]}': {too_large}")
+            if len(paths) == 1 and paths[0].is_file() and paths[0].stat().st_size == 0:
+                raise InputError(f"image '{paths[0]}' is empty (0 bytes): the copy or download that made it did not "
+                                 f"finish")
             if len(paths) == 1:
                 raise InputError(f"'{paths[0]}' is not an image file that can be read (damaged, or samples this "
                                  f"reader cannot take, such as 32-bit floats: convert it to an 8-bit JPEG or PNG)")
@@ -266,6 +269,8 @@ class ImageFolderSource(Source):
             yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
                         scale=scale, name=e.name, full_size=full_size if scale != 1.0 else None)
             index += 1
+        if self.corrupt > DETAILED_WARNINGS:
+            self._warn("%d images skipped in all; the first %d are named above", self.corrupt, DETAILED_WARNINGS)
         if index == 0:
             n = self.info.frame_count
             raise InputError(f"none of the {n} image(s) in '{self.info.uri}' could be decoded (the files are "
