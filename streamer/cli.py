@@ -415,6 +415,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
                   publish.meta_interval_s, announce=_note)
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from streamer.convert import convert_track
+
+    outputs = [Path(p) for p in args.output]
+    _check_outputs(outputs, None, args.track)
+    return convert_track(Path(args.track), outputs, announce=_note)
+
+
 # --- other commands ----------------------------------------------------------------------
 
 def _check_writable(path: Path, streamed: bool = False) -> None:
@@ -644,6 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0,
                    help=f"playback speed factor, {REPLAY_SPEEDS[0]:g} to {REPLAY_SPEEDS[1]:g} (default 1)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("convert", help="write a recorded .jsonl track again as .csv, .npz or .bvh",
+                       description="Write a .jsonl track file (from track -o, run -o or listen --record) again in "
+                                   "other formats, without the video or the network, by the writers track -o uses "
+                                   "(from the numbers as the messages hold them: 0.1 mm, 0.01 px).")
+    p.add_argument("track", help="a .jsonl track file")
+    p.add_argument("-o", "--output", action="append", required=True, metavar="OUT",
+                   help="output track file: .csv, .npz, .bvh (or .jsonl); may be repeated")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("make-clip", help="render a synthetic test clip of a walking person",
                        description="Render the synthetic walking-person clip at any size (for benchmarks and tests).")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -11,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.errors import InputError
 from engines.stop_signals import StopSignals
-from streamer.protocol_check import message_problem
 
 if TYPE_CHECKING:
     from streamer.publish import Publisher
@@ -79,11 +76,10 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
     Every line is checked before anything is published. A signal ends it as it ends `listen`
     (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
     from streamer.publish import Publisher
-    from streamer.tracks import read_track
+    from streamer.track_check import read_checked_track
 
     with StopSignals() as stop:
-        meta, poses = read_track(track)
-        _check_track(track, meta, poses)
+        meta, poses = read_checked_track(track, "replay")
         sent = 0
         pub = Publisher(endpoint, encoding, hwm, meta_interval_s)
         # Said once the track is known good and the port is ours: a bad one is its one error line.
@@ -126,34 +122,3 @@ def _sleep_until(due: float, stop: StopSignals, pub: Publisher) -> bool:
         time.sleep(min(left, 0.1))
         pub.tick()
     return False
-
-
-def _check_track(track: Path, meta: dict[str, Any], poses: list[dict[str, Any]]) -> None:
-    """An `InputError` naming the first line that is not a usable protocol message. `read_track`
-    checks only each line's type; a replay would otherwise fail half-way, or publish messages
-    that its subscribers cannot use."""
-    problem = message_problem(meta)
-    index = 0
-    if problem is None:
-        joints = len(meta["joint_names"])
-        for index, pose in enumerate(poses, start=1):
-            problem = message_problem(pose, joints)
-            if problem is not None:
-                break
-    if problem is not None:
-        raise InputError(f"track file '{track}', line {_line_number(track, index)}: {problem} "
-                         f"(the file is corrupt or hand-edited; re-record it)")
-    if not poses:
-        raise InputError(f"track file '{track}' holds no pose messages, only its meta line: nothing to replay")
-
-
-def _line_number(track: Path, index: int) -> int:
-    """The line number of the track's `index`-th message (0: the meta), counted as `read_track`
-    reads them: blank lines are skipped. (A file cut shorter since: its count of messages. A
-    named pipe cannot be read twice: the count of messages, which is the line number where the
-    file has no blank lines.)"""
-    if not track.is_file():
-        return index + 1
-    with open(track, encoding="utf-8") as f:
-        lines = (number for number, line in enumerate(f, start=1) if line.strip())
-        return next(itertools.islice(lines, index, None), index + 1)

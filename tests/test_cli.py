@@ -18,7 +18,8 @@ SUBCOMMANDS = {
     "make-clip": ["--size", "--frames", "--fps", "--seed"],
     "export": ["--output", "--model"],
     "backends": [],
-    "bench-network": ["--batch", "--iters", "--precision", "--backend"],
+    "bench-network": ["--batch", "--iters", "--precision", "--backend", "--calibration"],
+    "convert": ["--output"],
 }
 
 

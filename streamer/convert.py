@@ -1,0 +1,39 @@
+"""`posecast convert`: a recorded .jsonl track written again in other formats (.csv, .npz, .bvh).
+
+A `.jsonl` track holds every message the stream carried; the other formats are made from those
+messages alone, without the video or the network, by the writers `track -o` uses, from the
+numbers as the messages hold them (rounded to 0.1 mm and 0.01 px, as the stream rounds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from streamer.track_check import read_checked_track
+from streamer.tracks import open_track_writer
+
+
+def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
+    """Writes each of `outputs` from the pose messages of `track`. Every line is checked before
+    any output is opened (a bad line is one error, and no output is half made); every output is
+    closed whatever happens, so those written as they go keep what they got. Returns 0."""
+    meta, poses = read_checked_track(track, "convert")
+    writers = []
+    try:
+        for path in outputs:
+            writers.append(open_track_writer(path, meta))
+        for msg in poses:
+            for writer in writers:
+                writer.write_message(msg)
+    finally:
+        first: BaseException | None = None
+        for writer in writers:
+            try:
+                writer.close()
+            except Exception as exc:  # noqa: BLE001 - every output is closed; the first failure is raised
+                first = first or exc
+        if first is not None:
+            raise first
+    announce(f"{len(poses)} pose messages from '{track}' -> {', '.join(str(p) for p in outputs)}")
+    return 0

@@ -1,0 +1,82 @@
+"""`posecast convert`: a .jsonl track written again as .csv, .npz and .bvh."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.errors import InputError
+from engines.skeleton import H36M17
+from streamer.convert import convert_track
+from streamer.protocol import PersonPose, PoseFrame, meta_message
+from streamer.tracks import open_track_writer, read_track
+from train.motion import parse_bvh
+
+J = H36M17.num_joints
+
+
+def recorded(path: Path, frames: int = 12) -> Path:
+    """A .jsonl track as `track -o` writes it; every third frame has nobody."""
+    rng = np.random.default_rng(0)
+    with open_track_writer(path, meta_message(H36M17, "clip", (320, 240), 25.0, {"name": "m"})) as w:
+        for i in range(frames):
+            people = [] if i % 3 == 2 else [
+                PersonPose(0, 0.8, (10.0, 20.0, 110.0, 220.0), rng.normal(0, 0.3, (J, 3)).astype(np.float32),
+                           rng.uniform(0, 300, (J, 2)).astype(np.float32), rng.uniform(size=J).astype(np.float32),
+                           np.array([0.1, 0.2, 3.0], np.float32))]
+            w.write(PoseFrame(i, 1000.0 + i / 25, i / 25, (320, 240), people))
+    return path
+
+
+def test_every_format_holds_the_tracks_numbers(tmp_path: Path) -> None:
+    track = recorded(tmp_path / "t.jsonl")
+    said: list[str] = []
+    assert convert_track(track, [tmp_path / "t.csv", tmp_path / "t.npz", tmp_path / "t.bvh"], said.append) == 0
+    assert said == [f"12 pose messages from '{track}' -> {tmp_path / 't.csv'}, {tmp_path / 't.npz'}, "
+                    f"{tmp_path / 't.bvh'}"]
+    meta, poses = read_track(track)
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == list(range(12))
+        assert z["found"].tolist() == [bool(p["people"]) for p in poses]
+        want = np.array([p["people"][0]["joints_3d"] for p in poses if p["people"]], np.float32)
+        assert np.array_equal(z["joints_3d"][z["found"]], want)
+        assert json.loads(str(z["meta_json"])) == meta
+    with open(tmp_path / "t.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["seq"]) for r in rows] == list(range(12))
+    assert json.loads((tmp_path / "t.meta.json").read_text()) == meta
+    clip = parse_bvh((tmp_path / "t.bvh").read_text())
+    assert len(clip.motion) == 12 and clip.frame_time == pytest.approx(1 / 25)
+
+
+def test_a_bad_line_is_one_error_and_no_output_is_made(tmp_path: Path) -> None:
+    track = recorded(tmp_path / "t.jsonl")
+    lines = track.read_text().splitlines()
+    broken = json.loads(lines[5])
+    broken["people"][0]["joints_3d"] = broken["people"][0]["joints_3d"][:3]
+    lines[5] = json.dumps(broken)
+    track.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"track file '.*t.jsonl', line 6: .*re-record it"):
+        convert_track(track, [tmp_path / "t.npz", tmp_path / "t.csv"], print)
+    assert not (tmp_path / "t.npz").exists() and not (tmp_path / "t.csv").exists()
+    track.write_text(lines[0] + "\n")
+    with pytest.raises(InputError, match="holds no pose messages, only its meta line: nothing to convert"):
+        convert_track(track, [tmp_path / "t.npz"], print)
+
+
+def test_the_command_checks_its_outputs_first(posecast, tmp_path: Path) -> None:
+    recorded(tmp_path / "t.jsonl")
+    r = posecast.run(["convert", "t.jsonl", "-o", "t.bvh"])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == "posecast: 12 pose messages from 't.jsonl' -> t.bvh"
+    for args, expect in [(["-o", "t.jsonl"], "is both the input and an output"),
+                         (["-o", "x.txt"], "unknown track format '.txt'"),
+                         ([], "the following arguments are required: -o/--output")]:
+        r = posecast.run(["convert", "t.jsonl", *args])
+        assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = posecast.run(["convert", "t.bvh", "-o", "u.csv"])
+    assert r.returncode == 2 and "only .jsonl tracks can be read back" in r.stderr
