@@ -14,8 +14,8 @@ from scipy.spatial.transform import Rotation
 from engines.errors import InputError
 from engines.skeleton import H36M17, Skeleton
 from streamer.axes import axes_meta, axes_spec, convert_points
-from streamer.bvh import (CAMERA_TO_BVH, best_rotation, bvh_text, euler_degrees, rotating_joints,
-                          smallest_rotation)
+from streamer.bvh import CAMERA_TO_BVH, bvh_text
+from streamer.bvh_solve import best_rotation, euler_degrees, rotating_joints, smallest_rotation
 from streamer.protocol import PersonPose, PoseFrame, meta_message
 from streamer.tracks import open_track_writer
 from train.motion import axis_rotation, bvh_forward_kinematics, parse_bvh
@@ -53,6 +53,16 @@ def joints_from_bvh(text: str) -> tuple[np.ndarray, float, np.ndarray]:
     return fk[:, idx], clip.frame_time, clip.motion
 
 
+def levelling(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """(3, 3) the one rotation R with got ~ R want over every joint of every frame: the levelling
+    a BVH applies to a whole track (identity where it keeps the camera's axes)."""
+    return best_rotation(want.reshape(-1, 3), got.reshape(1, -1, 3))[0]
+
+
+def turned_by_deg(r: np.ndarray) -> float:
+    return math.degrees(math.acos(min(1.0, max(-1.0, (np.trace(r) - 1.0) / 2.0))))
+
+
 def frame(seq: int, joints: np.ndarray | None, root: np.ndarray | None = None) -> PoseFrame:
     people = []
     if joints is not None:
@@ -79,11 +89,14 @@ def test_a_rigid_body_is_rebuilt_exactly(seed: int, spread: float) -> None:
     root = np.cumsum(rng.normal(0.0, 5.0, (30, 3)), axis=0)
     got, _, _ = joints_from_bvh(bvh_text(H36M17, poses, root, 1 / 30))
     rel = got - got[:, :1]
-    assert np.abs(rel - poses).max() < 0.01                  # centimetres: only the text's rounding
-    # The pelvis follows the root from where it first was, at the legs' height.
-    legs = np.linalg.norm(BONES[2]) + np.linalg.norm(BONES[3]) + BONES[1][1]
-    assert np.allclose(got[:, 0] - got[0, 0], root - root[0], atol=1e-3)
-    assert got[0, 0] == pytest.approx([0.0, 100 * legs, 0.0], abs=0.01)
+    level = levelling(rel, poses)                            # one turn for the whole track, if any
+    assert turned_by_deg(level) <= 30.0
+    assert np.abs(rel - poses @ level.T).max() < 0.01        # centimetres: only the text's rounding
+    # The pelvis follows the root from where it first was, turned likewise; the ground is where
+    # the lower ankle's median height is 8 cm.
+    assert np.allclose(got[:, 0] - got[0, 0], (root - root[0]) @ level.T, atol=1e-3)
+    assert got[0, 0, [0, 2]] == pytest.approx([0.0, 0.0], abs=1e-3)
+    assert np.median(got[:, [3, 6], 1].min(axis=1)) == pytest.approx(8.0, abs=0.01)
 
 
 def test_the_rest_pose_is_a_t_pose_facing_forward() -> None:
@@ -120,7 +133,8 @@ def test_a_bent_knee_or_elbow_turns_about_one_axis(limb: tuple[str, str, str, fl
         poses[f, e] = poses[f, k] + lower_len * (math.cos(bend) * u / np.linalg.norm(u) + math.sin(bend) * way)
     text = bvh_text(H36M17, poses, np.zeros((40, 3)), 1 / 30)
     got, _, motion = joints_from_bvh(text)
-    assert np.abs(got - got[:, :1] - poses).max() < 0.01
+    rel = got - got[:, :1]
+    assert np.abs(rel - poses @ levelling(rel, poses).T).max() < 0.01
     rig = parse_bvh(text).skeleton
     col = int(rig.channel_start[rig.index(mid)])
     # A hinge: the knee (a T-pose's leg points down) turns about x, its last channel of Z Y X;
@@ -185,14 +199,17 @@ def test_writer_holds_poses_through_missing_frames_and_gaps(tmp_path: Path) -> N
     frames = [frame(0, None), frame(1, poses[0], roots[0]), frame(2, poses[1], roots[1]), frame(3, None),
               frame(6, poses[2], roots[2]), frame(7, poses[3], None)]      # 4, 5 left out by a live source
     text = write_bvh(tmp_path / "t.bvh", frames, fps=25.0)
-    got, frame_time, _ = joints_from_bvh(text)
+    got, frame_time, motion = joints_from_bvh(text)
     assert frame_time == pytest.approx(1 / 25)
     assert len(got) == 8                                  # one row per frame, the gap's included
     want = [0, 0, 1, 1, 1, 1, 2, 3]                       # the pose each row shows
     bvh = poses @ CAMERA_TO_BVH.T
-    assert np.abs(got - got[:, :1] - bvh[want]).max() < 0.01
+    rel = got - got[:, :1]
+    level = levelling(rel, bvh[want])
+    assert np.abs(rel - bvh[want] @ level.T).max() < 0.01
+    assert all(np.array_equal(motion[i], motion[j]) for i, j in [(0, 1), (2, 3), (2, 4), (2, 5)])
     # The root: the first found place is the origin; camera z forward is BVH -z; held where missing.
-    pelvis = got[:, 0] - got[0, 0]
+    pelvis = (got[:, 0] - got[0, 0]) @ level                 # back in the camera's axes
     assert np.allclose(pelvis[:, 0], [0, 0, 10, 10, 10, 10, 20, 20], atol=1e-3)
     assert np.allclose(pelvis[:, 2], [0, 0, 0, 0, 0, 0, -50, -50], atol=1e-3)
 
@@ -256,3 +273,60 @@ def test_collapsed_poses_still_give_finite_numbers() -> None:
     for poses in (np.zeros((3, J, 3)), joints):
         motion = parse_bvh(bvh_text(H36M17, poses, np.zeros((len(poses), 3)), 1 / 30)).motion
         assert np.isfinite(motion).all()
+
+
+def walking_in_place(n: int = 60) -> np.ndarray:
+    """(n, J, 3) BVH-axes poses of a person standing upright and swinging their limbs a little."""
+    rng = np.random.default_rng(11)
+    return rigid_poses(rng, n, 0.08) @ CAMERA_TO_BVH.T
+
+
+@pytest.mark.parametrize("pitch, roll", [(15.0, 0.0), (-20.0, 5.0), (0.0, 0.0)])
+def test_a_pitched_or_rolled_camera_is_levelled(pitch: float, roll: float) -> None:
+    # The same upright person seen by a tilted camera: the BVH stands them up again, and the
+    # ground under their ankles is level.
+    upright = walking_in_place()
+    tilt = Rotation.from_euler("xz", [pitch, roll], degrees=True).as_matrix()
+    root = np.stack([np.linspace(0, 300, 60), np.zeros(60), np.zeros(60)], axis=1)   # walking along X
+    got, _, _ = joints_from_bvh(bvh_text(H36M17, upright @ tilt.T, root @ tilt.T, 1 / 30))
+    truth, _, _ = joints_from_bvh(bvh_text(H36M17, upright, root, 1 / 30))
+    rel, rel_truth = got - got[:, :1], truth - truth[:, :1]
+    assert turned_by_deg(levelling(rel, rel_truth)) < 1.0
+    lower = got[np.arange(60), np.where(got[:, 3, 1] < got[:, 6, 1], 3, 6)]     # the lower ankle
+    slope = np.polyfit(np.hypot(lower[:, 0], lower[:, 2]), lower[:, 1], 1)[0]
+    assert abs(math.degrees(math.atan(slope))) < 1.0        # the ground under the walk: level
+
+
+def test_a_person_lying_down_keeps_the_cameras_axes() -> None:
+    # Stretched out on the floor, the body is straight but not up: no levelling (30 degrees at most).
+    lying = Rotation.from_euler("x", 90, degrees=True).as_matrix()
+    poses = walking_in_place() @ lying.T
+    got, _, _ = joints_from_bvh(bvh_text(H36M17, poses, np.zeros((60, 3)), 1 / 30))
+    assert turned_by_deg(levelling(got - got[:, :1], poses)) < 0.1
+
+
+def test_a_side_on_pelvis_does_not_turn_half_round_in_a_frame() -> None:
+    # The network puts both hips on one spot for a few frames (a person side-on), and the sign of
+    # their tiny left-right vector flips: the pelvis holds its turn instead of spinning.
+    poses = walking_in_place(40)
+    hips = [H36M17.index("l_hip"), H36M17.index("r_hip")]
+    for t in range(15, 22):
+        mid = poses[t, hips].mean(axis=0)
+        side = 0.005 if t % 2 else -0.005                    # 1 cm apart, one way then the other
+        poses[t, hips[0]] = mid + [100 * side, 0, 0]
+        poses[t, hips[1]] = mid - [100 * side, 0, 0]
+    _, _, motion = joints_from_bvh(bvh_text(H36M17, poses, np.zeros((40, 3)), 1 / 30))
+    pelvis = motion[:, 3:6]
+    assert np.abs(np.diff(pelvis, axis=0)).max() < 20.0
+
+
+def test_a_change_of_person_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    poses = walking_in_place(6) @ CAMERA_TO_BVH.T / 1e4          # back to camera metres
+    frames = [frame(i, poses[i]) for i in range(6)]
+    for f in frames[3:]:
+        f.people[0].id = 1                                       # another person from row 3
+    write_bvh(tmp_path / "t.bvh", frames)
+    assert "the person id changed 1 time(s)" in caplog.text and "(at row 3)" in caplog.text
+    caplog.clear()
+    write_bvh(tmp_path / "u.bvh", [frame(i, poses[i]) for i in range(6)])
+    assert "person id changed" not in caplog.text

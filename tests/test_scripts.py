@@ -485,7 +485,7 @@ def test_bvh_check_scores_a_track(tmp_path: Path, capsys) -> None:
                                           np.ones(17, np.float32))]))
     out = tmp_path / "check.json"
     assert bvh_check.main(["--tracks", str(track), "--json", str(out)]) == 0
-    (summary,) = json.loads(out.read_text())
+    (summary,) = json.loads(out.read_text())["sets"]
     assert summary["frames"] == 30 and summary["wrong_way_rows"] == 0 and summary["half_turn_rows"] == 0
     assert summary["joint_error_mm"]["max"] < 0.5
     assert "1 tracks: 30 frames; joint error mean" in capsys.readouterr().out
