@@ -107,7 +107,7 @@ def check_sequence(joints: np.ndarray, root: np.ndarray | None = None) -> dict[s
 def summarize(label: str, results: list[dict[str, object]]) -> dict[str, object]:
     errors = np.concatenate([r["errors_mm"] for r in results])
     rows = sum(r["rows"] for r in results)
-    levelled = [r["levelled_deg"] for r in results if r["levelled_deg"] > 0.01]
+    levelled = [r["levelled_deg"] for r in results if r["levelled_deg"] > 0.1]     # not the fit's rounding noise
     slope = {key: [r["slopes"][key] for r in results if r["slopes"].get(key) is not None]
              for key in ("camera", "levelled")}
     return {"set": label, "sequences": len(results), "frames": rows,
