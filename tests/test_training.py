@@ -193,6 +193,7 @@ def test_every_recipe_loads_and_builds_its_model(path: Path) -> None:
     ("init_scope: everything\n", "init_scope"),
     ("optim:\n  lr: fast\n", "optim.lr"),
     ("lerning_rate: 0.1\n", "lerning_rate"),
+    ("seed: -3\n", "seed"),
 ])
 def test_recipe_errors_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "bad_recipe.yaml"
@@ -308,6 +309,26 @@ def test_a_resume_with_a_new_learning_rate_uses_it(data: dict[str, Path], tmp_pa
     (tmp_path / "resumed" / LAST).write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ConfigError, match="cannot be read as a checkpoint .* damaged"):
         train(fast, tmp_path / "resumed", progress=False)
+    for damaged in (b"", b"hello\n"):                  # empty; text (torch's legacy reader: a KeyError)
+        (tmp_path / "resumed" / LAST).write_bytes(damaged)
+        with pytest.raises(ConfigError, match="cannot be read as a checkpoint .* damaged"):
+            train(fast, tmp_path / "resumed", progress=False)
+
+    # A flipped bit in the optimizer's moments: named as damage, not a NaN loss blamed on the rate.
+    blob = torch.load(tmp_path / "again" / LAST, weights_only=True)
+    moments = next(iter(blob["training"]["optimizer"]["state"].values()))
+    next(t for t in moments.values() if t.is_floating_point() and t.numel() > 1).view(-1)[0] = float("nan")
+    torch.save(blob, tmp_path / "again" / LAST)
+    with pytest.raises(ConfigError, match=r"holds non-finite values in the optimizer's .* it is damaged"):
+        train(fast, tmp_path / "again", progress=False)
+
+    # init_from only chooses a fresh run's weights: a resumed run says it is not read.
+    notes.clear()
+    init = dataclasses.replace(fast, init_from=str(tmp_path / "fast" / "model.pt"))
+    train(slow, tmp_path / "init", progress=False, stop_after=2)
+    train(init, tmp_path / "init", progress=False, stop_after=3, announce=notes.append)
+    assert any("init_from only chooses a fresh run's first weights" in n and "it is not read" in n for n in notes)
+    assert not any("differs from the checkpoint's in init_from" in n for n in notes)
 
 
 def test_the_loss_window_sums_as_python_floats_and_names_the_first_non_finite_step() -> None:
@@ -674,6 +695,22 @@ def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str,
                             str(tmp_path / "base.json"))
     assert rc == 0 and {row["figure"] for row in weighted["against"]["rows"]} >= {"MPJPE (weighted)"}
     assert "this run used weighted, the other average, weighted" in capsys.readouterr().out
+
+    # A --json that cannot be written at the end (a full disk): the tables are printed first, as
+    # the error line says.
+    import train.evaluate as evaluate_module
+
+    def full_disk(path: Path, res: dict) -> None:
+        raise InputError(f"cannot write --json '{path}': No space left on device; the table above holds the results")
+
+    real_write = evaluate_module.write_json
+    evaluate_module.write_json = full_disk
+    try:
+        rc, _ = evaluate("full", "--flip-test", "none")
+    finally:
+        evaluate_module.write_json = real_write
+    out = capsys.readouterr()
+    assert rc == 2 and "| 95% interval |" in out.out and "No space left on device" in out.err
 
 
 class GroundTruthPredictor:
@@ -1604,3 +1641,56 @@ def test_a_bad_time_budget_is_one_error_line(data: dict[str, Path], tmp_path: Pa
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "--time-budget must be a positive number of seconds" in proc.stderr
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import train.train as train_module
+    from engines.config import load_config
+    from engines.model_config import ModelConfig
+    from engines.network import build_network
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train_module, "atomic_write_bytes", full_disk)
+    mcfg = load_config(ModelConfig, "model.yaml")
+    net = build_network(mcfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    (tmp_path / "last.pt").write_bytes(b"the one before")
+    with pytest.raises(InputError, match=r"cannot write the checkpoint .*last.pt at step 20: No space left on "
+                                         r"device .*the checkpoint already there is kept whole"):
+        train_module.save_training_state(tmp_path / "last.pt", net, opt, sched, 20,
+                                         load_train_config(REPO / "configs" / "train" / "default.yaml"), mcfg)
+
+
+def test_training_on_a_held_out_set_is_said(tmp_path: Path) -> None:
+    from train.train import held_out_in_training
+
+    val, other = tmp_path / "val", tmp_path / "other"
+    for d, split in ((val, "val"), (other, "train")):
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"meta": {"split": split}, "shards": []}))
+    notes = held_out_in_training([val, other], [tmp_path / "elsewhere"])
+    assert len(notes) == 1 and "its manifest says split: val" in notes[0]
+    notes = held_out_in_training([other], [other])
+    assert len(notes) == 1 and "is both a training and a validation folder" in notes[0]
+    assert held_out_in_training([other], [val]) == []
+
+
+@pytest.mark.parametrize("tool, argv, says", [
+    ("train.synth.generate", ["--split", "train", "--out", "{d}/g", "--count", "2", "--seed", "-1",
+                              "--bodies", "{d}/b.npz"], "--seed must be"),
+    ("train.synth.clip", ["--out", "{d}/c", "--seed", "-1", "--bodies", "{d}/b.npz"], "--seed must be"),
+    ("train.synth.body", ["--out", "{d}", "--bodies", "2"], "is a folder; give the body bank's file name"),
+])
+def test_rendering_tools_refuse_bad_arguments_before_any_work(tmp_path: Path, tool: str, argv: list[str],
+                                                              says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    module = importlib.import_module(tool)
+    with pytest.raises(SystemExit) as exit_:
+        module.main([a.format(d=tmp_path) for a in argv])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []          # nothing made

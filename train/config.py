@@ -199,6 +199,8 @@ class TrainConfig:
             raise ValueError("freeze_2d: needs init_from (the trained backbone and 2D branch to keep)")
         if self.checkpoint_every < 1 or self.val_every < 0 or self.val_samples < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every, val_samples and log_every must be >= 1; val_every >= 0")
+        if not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed: must be from 0 to 2**32 - 1 (got {self.seed})")
 
     # --- derived ---------------------------------------------------------------------
 

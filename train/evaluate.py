@@ -927,7 +927,11 @@ def run(args: argparse.Namespace) -> int:
             tables.append(f"Note: {unpaired}.\n")
         res["against"] = eval_against.as_json(rows, Path(args.against))
     if json_path is not None:
-        write_json(json_path, res)
+        try:
+            write_json(json_path, res)
+        except InputError:
+            print("\n".join(tables))              # what the error line says is above
+            raise
     print("\n".join(tables))
     if json_path is not None:
         print(f"{PROG}: wrote {json_path}", file=sys.stderr)

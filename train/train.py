@@ -49,7 +49,7 @@ import torch
 from engines.arguments import OneLineParser
 from engines.config import ConfigError, from_dict, to_dict
 from engines.errors import InputError, PosecastError
-from engines.files import check_writable_folder, make_folders, remove_if_empty
+from engines.files import check_writable_folder, make_folders, remove_if_empty, write_hint
 from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
@@ -236,6 +236,24 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
     return Data(synth, real, synth_val, real_val, negative, negative_val)
 
 
+def held_out_in_training(train_dirs: list[Path], val_dirs: list[Path]) -> list[str]:
+    """What would make the run's validation figures not held-out ones: a training folder that is
+    also a validation one, or whose manifest says it is a held-out set (split: val)."""
+    from train.shards import read_manifest
+
+    notes = []
+    for d in dict.fromkeys(train_dirs):
+        manifest = read_manifest(d) or {}
+        meta = manifest.get("meta") if isinstance(manifest, dict) else None
+        if d in val_dirs:
+            notes.append(f"{d} is both a training and a validation folder: the validation figures are on "
+                         f"images the run trains on")
+        elif isinstance(meta, dict) and meta.get("split") == "val":
+            notes.append(f"{d} is a held-out set (its manifest says split: val), and the run trains on it: "
+                         f"figures measured on it are no longer held-out ones")
+    return notes
+
+
 def describe_data(data: Data) -> dict[str, Any]:
     """What a run's folder patterns matched: recorded in the run folder, since a pattern such as
     `../data/synth_train_*` alone does not say which sets were there."""
@@ -300,7 +318,13 @@ def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     }
     buf = io.BytesIO()
     torch.save(blob, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    try:
+        atomic_write_bytes(Path(path), buf.getvalue())
+    except OSError as err:
+        # Written through a new file renamed into place: the one before is still whole.
+        kept = " (the checkpoint already there is kept whole, and the run resumes from it)" if Path(path).exists() else ""
+        raise InputError(f"cannot write the checkpoint {path} at step {step}: {err.strerror or err} "
+                         f"({write_hint(err)}){kept}") from None
 
 
 def same_network(saved: Any, mcfg: ModelConfig) -> bool:
@@ -319,8 +343,10 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     """Restores last.pt into the objects; returns its step and its time budget's plan, if any."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-        raise ConfigError(f"{path} cannot be read as a checkpoint ({str(exc).splitlines()[0][:120]}); it is damaged: "
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        # KeyError: torch's reader of its legacy format, given text. An empty file's error has no text.
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise ConfigError(f"{path} cannot be read as a checkpoint ({why}); it is damaged: "
                           f"delete it to start afresh, or restore it from a copy") from None
     if not isinstance(blob, dict) or "training" not in blob:
         raise ConfigError(f"{path} is not a training checkpoint; delete it or choose another --out")
@@ -335,13 +361,37 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     if isinstance(saved_cfg, dict):
         saved_cfg = {**{k: v for k, v in defaults.items() if k not in saved_cfg}, **saved_cfg}
     changed = _changed_keys(saved_cfg, to_dict(cfg))
+    # The weights to start from are only read by a fresh run: a resumed one goes on from its own.
+    starts = [k for k in changed if k in FRESH_RUN_KEYS]
+    changed = [k for k in changed if k not in FRESH_RUN_KEYS]
+    if starts:
+        say(f"note: {', '.join(starts)} only chooses a fresh run's first weights, and this run resumes {path}: "
+            f"it is not read (for a run from those weights, choose another --out)")
     if changed:
         say(f"note: the recipe differs from the checkpoint's in {', '.join(changed)}; continuing with the new values")
+    bad = [name for name, tensor in _state_tensors(blob["state_dict"], state["optimizer"])
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        # A damaged file (a flipped bit): resuming would stop at a NaN loss, blamed on the rate.
+        raise ConfigError(f"{path} holds non-finite values in {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}; "
+                          f"it is damaged: delete it to start afresh, or restore it from a copy")
     net.load_state_dict(blob["state_dict"])
     load_schedule_state(opt, sched, state["optimizer"], state["scheduler"])
     _set_rng_state(state["rng"])
     saved_plan = state.get("plan")
     return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None
+
+
+FRESH_RUN_KEYS = ("init_from", "lifter_from")
+
+
+def _state_tensors(weights: dict[str, Any], optimizer: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
+    """The weights' and the optimizer's tensors (its moments), named for a message."""
+    found = [(name, t) for name, t in weights.items() if isinstance(t, torch.Tensor)]
+    for index, slots in (optimizer.get("state") or {}).items():
+        found += [(f"the optimizer's {key} of parameter {index}", t) for key, t in slots.items()
+                  if isinstance(t, torch.Tensor)]
+    return found
 
 
 def load_schedule_state(opt: torch.optim.Optimizer, sched: Any, opt_state: dict, sched_state: dict) -> None:
@@ -466,6 +516,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
     mcfg = cfg.model_config()
     try:
         data = build_data(cfg, mcfg)
+        for note in held_out_in_training(cfg.synth_dirs(), cfg.synth_val_dirs()):
+            say(f"note: {note}")
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"training data: {exc}") from None
 

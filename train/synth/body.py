@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--bodies must be between 2 (one to train on, one held out) and {MAX_BODIES} (got {args.bodies})")
     if args.seed < 0:
         ap.error(f"--seed must be >= 0 (got {args.seed})")
+    if args.out.is_dir():
+        ap.error(f"--out '{args.out}' is a folder; give the body bank's file name (bodies.npz)")
     bank = export(args.bodies, args.seed, args.out)
     size = args.out.stat().st_size / 1e6
     print(f"wrote {args.out}: {bank.num_bodies} bodies, {bank.vertices.shape[1]} vertices, {size:.1f} MB")

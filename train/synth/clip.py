@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.clips < 1 or args.frames < 2 or args.fps <= 0 or args.size < 64:
         ap.error("--clips must be at least 1, --frames at least 2, --fps positive and --size at least 64")
+    if not 0 <= args.seed < 2 ** 32:
+        ap.error(f"--seed must be from 0 to 2**32 - 1 (got {args.seed})")
     return run_resumable(lambda: make_clips(args.out, args.bodies, args.data or default_data_root(), args.clips,
                                             args.frames, args.fps, args.size, args.seed, args.split), "clips")
 

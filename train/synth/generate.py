@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--threads must be 0 or more (got {args.threads})")
     if args.count < 1:
         ap.error(f"--count must be at least 1 image (got {args.count})")
+    if not 0 <= args.seed < 2 ** 32:
+        ap.error(f"--seed must be from 0 to 2**32 - 1 (got {args.seed})")
     opts = SceneOptions(long_hair_probability=args.long_hair, face_probability=args.faces,
                         head_turn_probability=args.head_turns, bystander_probability=args.bystanders)
     with math_threads(args.threads):
