@@ -178,6 +178,22 @@ def test_shards_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     assert ShardWriter.completed_shards(tmp_path / "new") == 0
 
 
+def test_a_complete_set_is_left_as_it_is(tmp_path: Path) -> None:
+    # 8 images in shards of 3 end with a partial shard of 2: asked for 8 again, or fewer, nothing
+    # is rendered again or taken away; asked for more, the partial shard is rendered again whole.
+    meta = {"seed": 7, "size": S}
+    out = tmp_path / "d"
+    write_dataset(out, total=8, shard_size=3, meta=meta)
+    before = {p.name: p.read_bytes() for p in out.glob("shard_*.npz")}
+    for count in (8, 5, 3):
+        w = ShardWriter(out, 3, meta, count=count)
+        assert w.shard_index == 3 and w.total == 8
+        w.close()
+        assert {p.name: p.read_bytes() for p in out.glob("shard_*.npz")} == before
+    assert ShardWriter(out, 3, meta, count=9).shard_index == 2            # more: shard 2 again
+    assert not (out / "shard_00002.npz").exists()
+
+
 def test_shards_refuse_other_settings(tmp_path: Path) -> None:
     write_dataset(tmp_path / "d", total=4, shard_size=2, meta={"seed": 7, "size": [S, S]})
     ShardWriter(tmp_path / "d", 2, {"size": (S, S), "seed": 7}).close()     # same meta after JSON

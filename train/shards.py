@@ -100,7 +100,8 @@ class ShardWriter:
     equals `completed_shards(out_dir)`, where the caller's generator must restart.
     """
 
-    def __init__(self, out_dir: Path, shard_size: int = 1000, meta: dict | None = None) -> None:
+    def __init__(self, out_dir: Path, shard_size: int = 1000, meta: dict | None = None,
+                 count: int | None = None) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1 (got {shard_size})")
         self.out_dir = Path(out_dir)
@@ -125,6 +126,7 @@ class ShardWriter:
                     f"{self.out_dir} was written with shard_size {existing.get('shard_size')}, "
                     f"not {self.shard_size}: resuming would change which samples each shard holds")
             keep = self._leading_full(existing["shards"], self.shard_size)
+            keep += self._last_one_needed(existing["shards"], keep, count)
             for dropped in existing["shards"][keep:]:
                 (self.out_dir / dropped["file"]).unlink(missing_ok=True)
             self._shards = list(existing["shards"][:keep])
@@ -134,6 +136,15 @@ class ShardWriter:
             self._write_manifest()
 
     # --- resume -------------------------------------------------------------------------------
+
+    def _last_one_needed(self, shards: list[dict], full: int, count: int | None) -> int:
+        """1 where the shard after the `full` whole ones stays: a set of `count` images ends with
+        it (the set is complete), or the whole ones hold `count` already (a smaller --count takes
+        nothing away); else 0, and it is rendered again from its start."""
+        if count is None or len(shards) != full + 1 or shards[full]["file"] != shard_name(full):
+            return 0
+        complete = int(shards[full]["count"]) == count - full * self.shard_size
+        return int(complete or full * self.shard_size >= count)
 
     @staticmethod
     def _leading_full(shards: list[dict], shard_size: int) -> int:

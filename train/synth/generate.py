@@ -70,13 +70,13 @@ def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir
     sampler = MotionSampler(motions)
     meta = {"split": split_name, "seed": seed, "bodies": str(bodies_path.name), "num_bodies": bank.num_bodies,
             "scene": asdict(opts), "sources": sampler.sources}
-    writer = ShardWriter(out, shard_size=shard_size, meta=meta)
+    writer = ShardWriter(out, shard_size=shard_size, meta=meta, count=count)
     n_shards = -(-count // shard_size)
     start = writer.shard_index
     if start >= n_shards:
-        # Asked for fewer than it holds: nothing is taken away, and the set stays as it is.
-        print(f"{out} already holds {start} whole shards of {shard_size} images, as many as --count {count} asks "
-              f"or more: nothing to render", file=sys.stderr)
+        # Complete, or asked for fewer than it holds: nothing is taken away, and the set stays as it is.
+        print(f"{out} already holds {writer.total} images, as many as --count {count} asks or more: "
+              f"nothing to render", file=sys.stderr)
     elif start:
         print(f"resuming {out}: {start} of {n_shards} shards already done", file=sys.stderr)
     renderer = BodyRenderer(bank.faces, bank.region, bank.template, opts.size)
