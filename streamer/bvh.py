@@ -49,7 +49,7 @@ CAMERA_TO_BVH = np.diag([100.0, -100.0, -100.0])    # camera metres -> BVH centi
 MAX_HELD_ROWS = 108_000     # the most rows one gap in `seq` is held for: an hour at 30 fps
 ANKLE_HEIGHT_CM = 8.0       # the ankle joint above the sole, where the ground is
 # Levelling: a frame shows the person standing straight where the torso is within STRAIGHT_BODY_DEG
-# of the line from the ankles to the pelvis and both knees within STRAIGHT_KNEE_DEG of straight.
+# of the line from between the ankles to the pelvis, and a knee within STRAIGHT_KNEE_DEG of straight.
 STRAIGHT_BODY_DEG = 20.0
 STRAIGHT_KNEE_DEG = 30.0
 MIN_STANDING_SHARE = 0.1    # of the frames with a pose, at least this many standing straight
@@ -197,23 +197,37 @@ def held_index(have: np.ndarray) -> np.ndarray:
 def level_rotation(skeleton: Skeleton, joints: np.ndarray) -> np.ndarray | None:
     """(3, 3) the rotation that turns the person's up, as the frames where they stand straight
     show it, onto +Y: a pitched or rolled camera's tilt taken out, so that the ground is level.
+    A frame shows it where the torso is in line with the line from between the ankles to the
+    pelvis and one knee at least is straight; its up is from between the ankles to the thorax.
+    Walking, the feet are as often ahead as behind, so the middle mean of those is upright; no
+    foot is chosen by which looks lower, which a pitched camera would get wrong.
     `joints` (N, J, 3) in BVH axes. None where too few frames show the person standing straight
     (MIN_STANDING_SHARE), or their up is more than MAX_LEVEL_DEG from the camera's (a person
     lying stretched out would look straight too): the camera's axes are kept then."""
     i = skeleton.index
+    between = (joints[:, i("l_ankle")] + joints[:, i("r_ankle")]) / 2.0
     torso = unit(joints[:, i("thorax")] - joints[:, i("pelvis")])
-    ankles = (joints[:, i("l_ankle")] + joints[:, i("r_ankle")]) / 2.0
-    standing = _angle_deg(torso, unit(joints[:, i("pelvis")] - ankles)) < STRAIGHT_BODY_DEG
-    for side in ("l_", "r_"):
-        thigh = joints[:, i(side + "knee")] - joints[:, i(side + "hip")]
-        shin = joints[:, i(side + "ankle")] - joints[:, i(side + "knee")]
-        standing &= _angle_deg(unit(thigh), unit(shin)) < STRAIGHT_KNEE_DEG
+    standing = _angle_deg(torso, unit(joints[:, i("pelvis")] - between)) < STRAIGHT_BODY_DEG
+    straightest = np.minimum(*(_angle_deg(unit(joints[:, i(s + "knee")] - joints[:, i(s + "hip")]),
+                                          unit(joints[:, i(s + "ankle")] - joints[:, i(s + "knee")]))
+                               for s in ("l_", "r_")))
+    standing &= straightest < STRAIGHT_KNEE_DEG
     if standing.sum() < max(1, MIN_STANDING_SHARE * len(joints)):
         return None
-    up = unit(np.median(unit(joints[standing, i("thorax")] - ankles[standing]), axis=0))
-    if _angle_deg(up, np.array([0.0, 1.0, 0.0])) > MAX_LEVEL_DEG:
+    up = unit(_middle_mean(unit(joints[standing, i("thorax")] - between[standing])))
+    camera_up = np.array([0.0, 1.0, 0.0])
+    if _angle_deg(up, camera_up) > MAX_LEVEL_DEG:
         return None
-    return smallest_rotation(up[None], np.array([[0.0, 1.0, 0.0]]))[0]
+    return smallest_rotation(up[None], camera_up[None])[0]
+
+
+def _middle_mean(values: np.ndarray) -> np.ndarray:
+    """(3,) the mean of each column's middle half: a walk's feet are ahead as often as behind,
+    two clusters whose median jumps from one to the other as a frame comes or goes, while a
+    plain mean would follow the odd wrong frame."""
+    ordered = np.sort(values, axis=0)
+    quarter = len(ordered) // 4
+    return ordered[quarter:len(ordered) - quarter].mean(axis=0)
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -239,15 +253,15 @@ def bvh_text(skeleton: Skeleton, joints: np.ndarray, root: np.ndarray, frame_tim
     offsets = settle_free_ends(rig, posed, rest_offsets(rig, posed))
     origin = rig.parents.index(-1)
     posed = posed - posed[:, origin:origin + 1]
-    # Where the person first was is the origin, on the ground: the lower ankle's median height
-    # over the posed frames is ANKLE_HEIGHT_CM above it.
-    place = place - place[np.flatnonzero(found)[0]]
-    ankles = [rig.index(n) for n in ("l_ankle", "r_ankle")]
-    lower = (place[found][:, 1] + posed[:, ankles, 1].min(axis=1))
-    place[:, 1] += ANKLE_HEIGHT_CM - float(np.median(lower))
-    angles = local_angles(rig, posed, offsets)
     rank = np.cumsum(found) - 1                            # each found row's place among the posed
-    rows = np.concatenate([place, angles[rank[shown]]], axis=1)
+    ankles = [rig.index(n) for n in ("l_ankle", "r_ankle")]
+    place = place[found]
+    # The ground: ANKLE_HEIGHT_CM under the lower ankle's median height.
+    place[:, 1] += ANKLE_HEIGHT_CM - float(np.median(place[:, 1] + posed[:, ankles, 1].min(axis=1)))
+    # Where the person first was is above the origin.
+    place[:, [0, 2]] -= place[0, [0, 2]]
+    angles = local_angles(rig, posed, offsets)
+    rows = np.concatenate([place[rank[shown]], angles[rank[shown]]], axis=1)
     buf = io.StringIO()
     buf.write(hierarchy_text(rig, offsets))
     buf.write(f"MOTION\nFrames: {len(rows)}\nFrame Time: {frame_time:.8f}\n")

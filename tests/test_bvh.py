@@ -194,7 +194,8 @@ def test_smallest_rotation_and_best_rotation() -> None:
 
 def test_writer_holds_poses_through_missing_frames_and_gaps(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
-    poses = rigid_poses(rng, 4)
+    # Lying down (no levelling, no planted feet): the rows follow root_3d as given.
+    poses = rigid_poses(rng, 4) @ Rotation.from_euler("x", 90, degrees=True).as_matrix().T
     roots = np.array([[0.0, 0.0, 3.0], [0.1, 0.0, 3.0], [0.2, 0.0, 3.5], [0.3, 0.0, 3.0]], np.float32)
     frames = [frame(0, None), frame(1, poses[0], roots[0]), frame(2, poses[1], roots[1]), frame(3, None),
               frame(6, poses[2], roots[2]), frame(7, poses[3], None)]      # 4, 5 left out by a live source
@@ -288,10 +289,11 @@ def test_a_pitched_or_rolled_camera_is_levelled(pitch: float, roll: float) -> No
     upright = walking_in_place()
     tilt = Rotation.from_euler("xz", [pitch, roll], degrees=True).as_matrix()
     root = np.stack([np.linspace(0, 300, 60), np.zeros(60), np.zeros(60)], axis=1)   # walking along X
-    got, _, _ = joints_from_bvh(bvh_text(H36M17, upright @ tilt.T, root @ tilt.T, 1 / 30))
-    truth, _, _ = joints_from_bvh(bvh_text(H36M17, upright, root, 1 / 30))
-    rel, rel_truth = got - got[:, :1], truth - truth[:, :1]
-    assert turned_by_deg(levelling(rel, rel_truth)) < 1.0
+    tilted = upright @ tilt.T
+    got, _, _ = joints_from_bvh(bvh_text(H36M17, tilted, root @ tilt.T, 1 / 30))
+    turn = levelling(got - got[:, :1], tilted)
+    up = turn @ tilt @ np.array([0.0, 1.0, 0.0])              # the true up, in the file
+    assert math.degrees(math.acos(up[1])) < 3.0
     lower = got[np.arange(60), np.where(got[:, 3, 1] < got[:, 6, 1], 3, 6)]     # the lower ankle
     slope = np.polyfit(np.hypot(lower[:, 0], lower[:, 2]), lower[:, 1], 1)[0]
     assert abs(math.degrees(math.atan(slope))) < 1.0        # the ground under the walk: level
@@ -330,3 +332,42 @@ def test_a_change_of_person_is_said(tmp_path: Path, caplog: pytest.LogCaptureFix
     caplog.clear()
     write_bvh(tmp_path / "u.bvh", [frame(i, poses[i]) for i in range(6)])
     assert "person id changed" not in caplog.text
+
+
+def walk(n: int = 90, fps: float = 30.0, speed: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """A person walking along +Z at `speed` cm/s, BVH axes: (n, J, 3) pelvis-relative poses and
+    (n, 3) the pelvis's true path. Each foot stands still for half a second, then swings ahead;
+    the knees bend so that thigh and shin keep 45 cm."""
+    rest = rigid_poses(np.random.default_rng(0), 1, 0.0)[0] @ CAMERA_TO_BVH.T
+    t = np.arange(n) / fps
+    pelvis = np.stack([np.zeros(n), np.full(n, 88.0), speed * t], axis=1)
+    step = 0.5                                                  # seconds each foot stands
+    poses = np.repeat(rest[None], n, axis=0)
+    for side, (hip_i, knee_i, ankle_i), phase in (("r", (1, 2, 3), 0.0), ("l", (4, 5, 6), step)):
+        k = np.floor((t + phase) / (2 * step))                  # which stride
+        u = (t + phase) / (2 * step) - k                         # 0..0.5 standing, 0.5..1 swinging
+        # Where this stride's foot stands: half its stance ahead of the pelvis when set down.
+        plant = speed * 2 * step * k - speed * phase + speed * step / 2
+        z = np.where(u < 0.5, plant, plant + (u - 0.5) * 2 * speed * 2 * step)
+        lift = np.where(u < 0.5, 0.0, 10.0 * np.sin((u - 0.5) * 2 * np.pi))
+        hip = pelvis + rest[hip_i]
+        ankle = np.stack([hip[:, 0], 0.0 + lift, z], axis=1)
+        mid, half = (hip + ankle) / 2, np.linalg.norm(ankle - hip, axis=1, keepdims=True) / 2
+        axis = (ankle - hip) / (2 * half)
+        ahead = np.cross(axis, [1.0, 0.0, 0.0])                  # in the walking plane, forward
+        ahead *= np.sign(ahead[:, 2:3])
+        knee = mid + ahead * np.sqrt(np.maximum(45.0 ** 2 - half ** 2, 0.0))
+        poses[:, knee_i], poses[:, ankle_i] = knee - pelvis, ankle - pelvis
+        poses[:, hip_i] = hip - pelvis
+    return poses, pelvis
+
+
+def test_a_walk_seen_by_a_pitched_camera_is_levelled() -> None:
+    # Walking, the leg stood on leans forward and back about the vertical: its median is upright.
+    poses, pelvis = walk()
+    for pitch in (0.0, 20.0):
+        tilt = Rotation.from_euler("x", pitch, degrees=True).as_matrix()
+        tilted = poses @ tilt.T
+        got, _, _ = joints_from_bvh(bvh_text(H36M17, tilted, pelvis @ tilt.T, 1 / 30))
+        up = levelling(got - got[:, :1], tilted) @ tilt @ np.array([0.0, 1.0, 0.0])
+        assert math.degrees(math.acos(up[1])) < 2.0, pitch
