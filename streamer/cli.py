@@ -549,7 +549,7 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
             raise UsageError("--calibration is for --precision int8 (TensorRT builds an int8 engine from it)")
         config = load_pipeline_config()
         inference = dataclasses.replace(config.inference, backend=args.backend, precision=args.precision)
-        if calibration_used(inference):
+        if calibration_used(inference) and args.device != "cpu":
             calibration = calibration_crops(args.calibration, config.source, model.info.config.input_size)
         else:
             print(f"note: the calibration source '{args.calibration}' is not read: it is only for building a "

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from engines.errors import InputError
+from streamer.closing import close_all
 from streamer.track_check import read_checked_track
 from streamer.tracks import open_track_writer
 
@@ -19,6 +21,12 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
     any output is opened (a bad line is one error, and no output is half made); every output is
     closed whatever happens, so those written as they go keep what they got. Returns 0."""
     meta, poses = read_checked_track(track, "convert")
+    if not any(msg.get("people") for msg in poses):
+        bvh = [str(p) for p in outputs if p.suffix.lower() == ".bvh"]
+        if bvh:
+            # Said before any output is made, not after the others are written.
+            raise InputError(f"'{track}' has nobody in any of its {len(poses)} pose messages, and a BVH needs a "
+                             f"pose: {', '.join(bvh)} cannot be made from it")
     writers = []
     try:
         for path in outputs:
@@ -27,13 +35,6 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
             for writer in writers:
                 writer.write_message(msg)
     finally:
-        first: BaseException | None = None
-        for writer in writers:
-            try:
-                writer.close()
-            except Exception as exc:  # noqa: BLE001 - every output is closed; the first failure is raised
-                first = first or exc
-        if first is not None:
-            raise first
+        close_all([w.close for w in writers])
     announce(f"{len(poses)} pose messages from '{track}' -> {', '.join(str(p) for p in outputs)}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -199,9 +200,9 @@ def test_writer_holds_poses_through_missing_frames_and_gaps(tmp_path: Path) -> N
     roots = np.array([[0.0, 0.0, 3.0], [0.1, 0.0, 3.0], [0.2, 0.0, 3.5], [0.3, 0.0, 3.0]], np.float32)
     frames = [frame(0, None), frame(1, poses[0], roots[0]), frame(2, poses[1], roots[1]), frame(3, None),
               frame(6, poses[2], roots[2]), frame(7, poses[3], None)]      # 4, 5 left out by a live source
-    text = write_bvh(tmp_path / "t.bvh", frames, fps=25.0)
+    text = write_bvh(tmp_path / "t.bvh", frames, fps=30.0)
     got, frame_time, motion = joints_from_bvh(text)
-    assert frame_time == pytest.approx(1 / 25)
+    assert frame_time == pytest.approx(1 / 30)
     assert len(got) == 8                                  # one row per frame, the gap's included
     want = [0, 0, 1, 1, 1, 1, 2, 3]                       # the pose each row shows
     bvh = poses @ CAMERA_TO_BVH.T
@@ -371,3 +372,17 @@ def test_a_walk_seen_by_a_pitched_camera_is_levelled() -> None:
         got, _, _ = joints_from_bvh(bvh_text(H36M17, tilted, pelvis @ tilt.T, 1 / 30))
         up = levelling(got - got[:, :1], tilted) @ tilt @ np.array([0.0, 1.0, 0.0])
         assert math.degrees(math.acos(up[1])) < 2.0, pitch
+
+
+def test_a_live_sources_rows_keep_its_time(tmp_path: Path) -> None:
+    # A camera (no t_media) whose stale frames were left out: seq has no gaps, but t_capture does.
+    # Each frame goes in the row of its time, at the stream's 30 fps, so the animation is not fast.
+    pose = walking_in_place(1)[0] @ CAMERA_TO_BVH.T / 1e4               # camera metres
+    times = [0.0, 1 / 30, 4 / 30, 5 / 30, 10 / 30]
+    frames = [PoseFrame(i, 1000.0 + t, None, (640, 480), frame(i, pose).people) for i, t in enumerate(times)]
+    _, _, motion = joints_from_bvh(write_bvh(tmp_path / "live.bvh", frames))
+    assert len(motion) == 11
+    # An image folder's images have no time of their own: one a row, whenever they were read.
+    stills = [dataclasses.replace(f, image=f"{i}.jpg") for i, f in enumerate(frames)]
+    _, _, motion = joints_from_bvh(write_bvh(tmp_path / "stills.bvh", stills, fps=None))
+    assert len(motion) == 5

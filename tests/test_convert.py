@@ -80,3 +80,13 @@ def test_the_command_checks_its_outputs_first(posecast, tmp_path: Path) -> None:
         assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = posecast.run(["convert", "t.bvh", "-o", "u.csv"])
     assert r.returncode == 2 and "only .jsonl tracks can be read back" in r.stderr
+
+
+def test_a_track_with_nobody_is_refused_for_a_bvh_before_anything_is_made(tmp_path: Path) -> None:
+    track = tmp_path / "t.jsonl"
+    with open_track_writer(track, meta_message(H36M17, "clip", (320, 240), 25.0, {})) as w:
+        for i in range(3):
+            w.write(PoseFrame(i, 1000.0 + i, i / 25, (320, 240), []))
+    with pytest.raises(InputError, match="has nobody in any of its 3 pose messages, and a BVH needs a pose"):
+        convert_track(track, [tmp_path / "t.csv", tmp_path / "t.bvh"], print)
+    assert not (tmp_path / "t.csv").exists()

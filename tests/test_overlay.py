@@ -325,7 +325,7 @@ def test_an_overlay_that_cannot_be_finished_is_one_error_and_no_broken_file(tmp_
 
 
 def test_the_output_stage_closes_everything_even_after_a_failure(capsys) -> None:
-    from streamer.stages.output import close_all
+    from streamer.closing import close_all
 
     closed = []
 

@@ -192,6 +192,11 @@ def test_a_complete_set_is_left_as_it_is(tmp_path: Path) -> None:
         assert {p.name: p.read_bytes() for p in out.glob("shard_*.npz")} == before
     assert ShardWriter(out, 3, meta, count=9).shard_index == 2            # more: shard 2 again
     assert not (out / "shard_00002.npz").exists()
+    # A set of one partial shard (4 of 6) asked for 3, or 4: it holds them already.
+    write_dataset(tmp_path / "one", total=4, shard_size=6, meta=meta)
+    for count in (3, 4):
+        assert ShardWriter(tmp_path / "one", 6, meta, count=count).shard_index == 1
+    assert (tmp_path / "one" / "shard_00000.npz").exists()
 
 
 def test_shards_refuse_other_settings(tmp_path: Path) -> None:

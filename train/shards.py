@@ -138,13 +138,13 @@ class ShardWriter:
     # --- resume -------------------------------------------------------------------------------
 
     def _last_one_needed(self, shards: list[dict], full: int, count: int | None) -> int:
-        """1 where the shard after the `full` whole ones stays: a set of `count` images ends with
-        it (the set is complete), or the whole ones hold `count` already (a smaller --count takes
-        nothing away); else 0, and it is rendered again from its start."""
+        """1 where the shard after the `full` whole ones stays: with it the set holds `count`
+        images or more (complete, or a smaller --count, which takes nothing away); else 0, and it
+        is rendered again from its start."""
         if count is None or len(shards) != full + 1 or shards[full]["file"] != shard_name(full):
             return 0
-        complete = int(shards[full]["count"]) == count - full * self.shard_size
-        return int(complete or full * self.shard_size >= count)
+        # Holding at least what the set lacks of `count`: the set is complete, or more than asked.
+        return int(int(shards[full]["count"]) >= count - full * self.shard_size)
 
     @staticmethod
     def _leading_full(shards: list[dict], shard_size: int) -> int:
@@ -157,7 +157,8 @@ class ShardWriter:
 
     @staticmethod
     def completed_shards(out_dir: Path) -> int:
-        """How many full shards `out_dir` holds (0 for a new directory): where to restart."""
+        """How many full shards `out_dir` holds (0 for a new directory): where to restart (a
+        writer told the set's `count` keeps a last partial shard that completes it)."""
         manifest = read_manifest(Path(out_dir))
         if manifest is None:
             return 0

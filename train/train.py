@@ -382,7 +382,7 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None
 
 
-FRESH_RUN_KEYS = ("init_from", "lifter_from")
+FRESH_RUN_KEYS = ("init_from", "lifter_from", "init_scope")
 
 
 def _state_tensors(weights: dict[str, Any], optimizer: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:

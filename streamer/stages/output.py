@@ -8,7 +8,6 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
 from multiprocessing.synchronize import Semaphore
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from engines.model_config import ModelConfig
 from engines.rootpos import camera_intrinsics
 from streamer.axes import axes_meta, axes_spec, convert_points
 from streamer.channels import Inbox
+from streamer.closing import close_all
 from streamer.config import CoordinatesConfig, PublishConfig
 from streamer.packets import END, RESULT, START, EndPacket, ResultPacket, RunSummary
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
@@ -30,26 +30,6 @@ from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 from streamer.tracks import ReaderWaitStopped
 
 log = logging.getLogger(__name__)
-
-
-def close_all(closers: list[Callable[[], Any]]) -> None:
-    """Calls every closer, even after one fails: a full disk that stops a track file must not
-    leave the overlay unfinished or the publisher open. The first failure is raised at the end,
-    unless the stage is already failing for another reason, which then stays the one reported."""
-    first: BaseException | None = None
-    for close in closers:
-        try:
-            close()
-        except Exception as exc:  # noqa: BLE001 - every resource gets its turn; see the docstring
-            if first is None:
-                first = exc
-            else:
-                print(f"posecast: warning: while closing: {exc}", file=sys.stderr)
-    if first is not None:
-        if sys.exc_info()[1] is not None:
-            print(f"posecast: warning: while closing: {first}", file=sys.stderr)
-        else:
-            raise first
 
 
 class OutputStage:
