@@ -22,7 +22,6 @@ Conventions (the common ones of BVH files, e.g. the CMU motion-capture library's
 * One skeleton is one actor: a track whose person id changes is joined, and that is said.
 """
 
-
 from __future__ import annotations
 
 import io
@@ -56,7 +55,9 @@ STRAIGHT_KNEE_DEG = 30.0
 MIN_STANDING_SHARE = 0.1    # of the frames with a pose, at least this many standing straight
 MAX_LEVEL_DEG = 30.0        # the most the camera's up may be from the person's
 
+
 def hierarchy_text(skeleton: Skeleton, offsets: np.ndarray) -> str:
+    """The HIERARCHY section: each joint with its rest offset and channels, leaves as end sites."""
     out = ["HIERARCHY"]
 
     def joint(j: int, depth: int) -> None:

@@ -356,7 +356,17 @@ def euler_filter(angles: np.ndarray) -> np.ndarray:
 
 
 def rotating_joints(skeleton: Skeleton) -> list[int]:
-    """The joints with rotation channels: all but the leaves, which are end sites."""
-    return [j for j in range(skeleton.num_joints) if children(skeleton, j)]
+    """The joints with rotation channels (all but the leaves, which are end sites), in the
+    order a BVH's hierarchy lists them, depth first, which its motion columns follow."""
+    order: list[int] = []
+
+    def visit(j: int) -> None:
+        if children(skeleton, j):
+            order.append(j)
+            for k in children(skeleton, j):
+                visit(k)
+
+    visit(skeleton.parents.index(-1))
+    return order
 
 

@@ -386,3 +386,9 @@ def test_a_live_sources_rows_keep_its_time(tmp_path: Path) -> None:
     stills = [dataclasses.replace(f, image=f"{i}.jpg") for i, f in enumerate(frames)]
     _, _, motion = joints_from_bvh(write_bvh(tmp_path / "stills.bvh", stills, fps=None))
     assert len(motion) == 5
+
+
+def test_motion_columns_follow_the_hierarchys_depth_first_order() -> None:
+    # A skeleton whose joint order is not depth first: the columns must follow the hierarchy.
+    odd = Skeleton("odd", ("root", "a", "b", "a2", "b2", "a3"), (-1, 0, 0, 1, 2, 3), torso=("root",), origin="root")
+    assert rotating_joints(odd) == [0, 1, 3, 2]
