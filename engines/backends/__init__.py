@@ -193,6 +193,7 @@ def _verify_engine(engine: Backend, model: ModelArtifact, precision: str) -> Non
     atol_probs, atol_offsets = ENGINE_TOLERANCE[precision]
     reference = OnnxRuntimeBackend(model.onnx_path, "cpu")
     try:
+        check_outputs(reference, model)          # the metadata is this network's, as ONNX Runtime checks it
         report = check_against_reference(engine, reference, crops, atol_probs, atol_offsets)
     finally:
         reference.close()
