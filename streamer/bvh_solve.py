@@ -330,7 +330,7 @@ def local_angles(rig: Skeleton, joints: np.ndarray, offsets: np.ndarray) -> np.n
     for j in rotating_joints(rig):
         parent = rig.parents[j]
         local = rot[:, j] if parent < 0 else np.transpose(rot[:, parent], (0, 2, 1)) @ rot[:, j]
-        angles.append(euler_filter(euler_degrees(local, rotation_channels(rig.joint_names[j]))))
+        angles.append(centred(euler_filter(euler_degrees(local, rotation_channels(rig.joint_names[j])))))
     return np.concatenate(angles, axis=1)
 
 
@@ -353,6 +353,22 @@ def euler_filter(angles: np.ndarray) -> np.ndarray:
         out[t] = best
         prev = best
     return out
+
+
+def centred(angles: np.ndarray) -> np.ndarray:
+    """(N, 3) a continuous Euler curve (outer, middle, inner, degrees) as near zero as it can be
+    put whole: the other triple of every frame, (a + 180, 180 - b, c + 180), is as continuous as
+    the curve, and so is the curve turned by whole turns, channel by channel. Of those, the one
+    whose channels' medians are smallest: a joint near its rest pose reads near 0 in a curve
+    editor, rather than near 180 in all three channels, or wound up several turns, where one
+    early flip sent the Euler filter (docs/bvh.md)."""
+    best, best_cost = angles, math.inf
+    for curve in (angles, np.stack([angles[:, 0] + 180.0, 180.0 - angles[:, 1], angles[:, 2] + 180.0], axis=1)):
+        curve = curve - 360.0 * np.round(np.median(curve, axis=0) / 360.0)
+        cost = float(np.abs(np.median(curve, axis=0)).sum())
+        if cost < best_cost:
+            best, best_cost = curve, cost
+    return best
 
 
 def rotating_joints(skeleton: Skeleton) -> list[int]:
