@@ -59,6 +59,14 @@ class FramePacket:
             return self.full_width, self.full_height
         return round(self.width * self.scale), round(self.height * self.scale)
 
+    @property
+    def pixel_scale(self) -> np.ndarray:
+        """(2,) input-image pixels per ring pixel across and down: a scaled-down image's two sides
+        were rounded apart (1000x667 fitted to 100x67 is 10 across but 9.96 down)."""
+        if self.full_width:
+            return np.array([self.full_width / self.width, self.full_height / self.height])
+        return np.array([self.scale, self.scale])
+
 
 @dataclass
 class ResultPacket:

@@ -107,10 +107,10 @@ class PersonTracker:
         self.track = -1            # the last track's number
         self.last_box: tuple[float, float, float, float] | None = None   # the last person's 2D box
 
-    def process(self, images: list[np.ndarray], scales: list[float] | None = None,
+    def process(self, images: list[np.ndarray], scales: list[float | np.ndarray] | None = None,
                 cuts: list[bool] | None = None) -> list[FrameResult]:
-        """One result per image, in order. `scales`: input-image pixels per given pixel; `cuts`: which
-        images start a new shot."""
+        """One result per image, in order. `scales`: input-image pixels per given pixel, one for
+        both axes or (2,) across and down; `cuts`: which images start a new shot."""
         scales = scales or [1.0] * len(images)
         cuts = cuts or [False] * len(images)
         results: list[FrameResult | None] = [None] * len(images)

@@ -1172,3 +1172,13 @@ def test_many_skipped_images_are_counted_after_the_first_ten_are_named(tmp_path:
     named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped image")]
     assert len(named) == 10
     assert "14 images skipped in all; the first 10 are named above" in caplog.text
+
+
+def test_a_scaled_images_joints_map_back_by_each_side_of_its_own() -> None:
+    from streamer.packets import FramePacket
+
+    packet = FramePacket(0, 0, 67, 100, 0.0, None, 10.0, "a.jpg", False, 1000, 667)
+    assert np.allclose(packet.pixel_scale, [10.0, 667 / 67])
+    # The bottom-right corner of the fitted picture is the file's own corner.
+    assert np.allclose(np.array([100.0, 67.0]) * packet.pixel_scale, [1000.0, 667.0])
+    assert np.allclose(FramePacket(0, 0, 50, 80, 0.0, None, 1.0).pixel_scale, [1.0, 1.0])

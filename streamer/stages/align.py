@@ -223,7 +223,7 @@ class AlignStage:
             self.held.append(res)
             poses = self.smoother.push(t, aligned, res.conf, res.joints_2d)
             points = self.joints_2d_smoother.push(t, res.joints_2d, res.conf)
-            weights = in_view_weights(res.conf, res.joints_2d, fp.width * fp.scale, fp.height * fp.scale,
+            weights = in_view_weights(res.conf, res.joints_2d, *fp.input_size,
                                       self.coordinates.root_min_joints_in_view)
             root, _ = root_translation(aligned, res.joints_2d, weights, k)
             done += self.release(poses, self._push_root(t, root, start=bool(poses)), points)

@@ -141,7 +141,7 @@ class InferStage:
         # Every image goes through the cut detector, which keeps a history of the picture's changes.
         cut = [cuts(img) for img in images] if cuts else [False] * len(images)
         new_shots = [c or p.new_shot for c, p in zip(cut, batch)]
-        results = tracker.process(images, [p.scale for p in batch], new_shots if any(new_shots) or cuts else None)
+        results = tracker.process(images, [p.pixel_scale for p in batch], new_shots if any(new_shots) or cuts else None)
         per_frame = (time.perf_counter() - t0) * 1000.0 / len(batch)
         for packet, res in zip(batch, results):
             self.timer.add("infer", per_frame)

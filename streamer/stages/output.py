@@ -201,13 +201,13 @@ class OutputStage:
                 log.warning("nothing was written to the named pipe '%s': no program opened it to read before "
                             "the run was stopped", w.path)
         if self.preview is not None and ring is not None:
-            shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.scale)
+            shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.pixel_scale)
             if not self.preview.show(ring.view(fp.slot, fp.height, fp.width), shown, self.preview_note):
                 self.control.stop.set()           # the window was closed: end the run as Ctrl-C does
         if overlay is not None and ring is not None:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:
-                frame = _rescaled(frame, 1.0 / fp.scale)
+                frame = _rescaled(frame, 1.0 / fp.pixel_scale)
             overlay.write(image, frame)
         self.free_slots.release()
         self.frames += 1
@@ -222,8 +222,10 @@ class OutputStage:
         return RunSummary(self.frames, self.found, elapsed_s, self.live, ended)
 
 
-def _rescaled(frame: PoseFrame, factor: float) -> PoseFrame:
-    """The frame's 2D results in the ring image's pixels (image folders scale big images down)."""
-    people = [PersonPose(p.id, p.score, tuple(np.asarray(p.bbox) * factor), p.joints_3d, p.joints_2d * factor, p.conf,
-                         p.root_3d) for p in frame.people]
+def _rescaled(frame: PoseFrame, factor: np.ndarray) -> PoseFrame:
+    """The frame's 2D results in the ring image's pixels (image folders scale big images down);
+    `factor` (2,): across and down."""
+    box_factor = np.tile(factor, 2)                      # x0, y0, x1, y1
+    people = [PersonPose(p.id, p.score, tuple(np.asarray(p.bbox) * box_factor), p.joints_3d, p.joints_2d * factor,
+                         p.conf, p.root_3d) for p in frame.people]
     return PoseFrame(frame.seq, frame.t_capture, frame.t_media, frame.image_size, people, frame.image)
