@@ -1694,3 +1694,21 @@ def test_rendering_tools_refuse_bad_arguments_before_any_work(tmp_path: Path, to
         module.main([a.format(d=tmp_path) for a in argv])
     assert exit_.value.code == 2 and says in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []          # nothing made
+
+
+def test_a_stop_signal_before_the_loop_is_one_line_and_its_exit_code(monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # SIGTERM while the data and the network are set up (before the loop's own handlers): it
+    # killed the run without a word and left its folder. Now it ends as Ctrl-C does, 128 + 15.
+    import train.train as train_module
+
+    def setting_up(args: object) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)                              # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr(train_module, "run", setting_up)
+    assert train_module.main(["--config", str(REPO / "configs" / "train" / "default.yaml")]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m train.train: stopped by SIGTERM (the last checkpoint, if any, is kept: run the same "
+                   "command again to resume)"]

@@ -53,7 +53,7 @@ from engines.files import check_writable_folder, make_folders, remove_if_empty, 
 from engines.model_config import ModelConfig
 from engines.model_file import ModelInfo, atomic_write_bytes, save_checkpoint
 from engines.network import PoseNet, build_network
-from engines.stop_signals import STOP_SIGNALS
+from engines.stop_signals import STOP_SIGNALS, describe, exit_code, stop_signals_interrupt
 from train.budget import Plan, StepPlanner
 from train.config import TrainConfig, load_train_config
 
@@ -824,17 +824,20 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None, prog: str = "python -m train.train") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
-        return run(args)
+        # SIGTERM and SIGHUP before the loop (setting up the data and the network) end the run as
+        # Ctrl-C does, the folder it made taken away; the loop has an orderly stop of its own.
+        with stop_signals_interrupt():
+            return run(args)
     except TrainingInterrupted as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
     except PosecastError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (the last checkpoint, if any, is kept: run the same command again to resume)",
+    except KeyboardInterrupt as exc:
+        print(f"{prog}: {describe(exc)} (the last checkpoint, if any, is kept: run the same command again to resume)",
               file=sys.stderr)
-        return 130
+        return exit_code(exc)
 
 
 if __name__ == "__main__":
