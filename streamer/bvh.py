@@ -37,8 +37,7 @@ from engines.errors import InputError
 from engines.files import replaced_when_done
 from engines.skeleton import H36M17, Skeleton
 from streamer.axes import axes_spec
-from streamer.bvh_solve import (bvh_rig, children, local_angles, rest_offsets, rotation_channels,
-                                settle_free_ends, smallest_rotation, unit)
+from streamer.bvh_solve import bvh_rig, children, local_angles, rig_pose, rotation_channels, smallest_rotation, unit
 from streamer.protocol import PoseFrame
 from streamer.tracks import TrackWriter, track_write_error
 
@@ -264,9 +263,9 @@ def bvh_text(skeleton: Skeleton, joints: np.ndarray, root: np.ndarray, frame_tim
         posed, place = posed @ turn.T, place @ turn.T
     rig, source = bvh_rig(skeleton)
     posed = posed[:, source]
-    offsets = settle_free_ends(rig, posed, rest_offsets(rig, posed))
     origin = rig.parents.index(-1)
     posed = posed - posed[:, origin:origin + 1]
+    offsets, rot = rig_pose(rig, posed)
     rank = np.cumsum(found) - 1                            # each found row's place among the posed
     ankles = [rig.index(n) for n in ("l_ankle", "r_ankle")]
     place = place[found]
@@ -274,7 +273,7 @@ def bvh_text(skeleton: Skeleton, joints: np.ndarray, root: np.ndarray, frame_tim
     place[:, 1] += ANKLE_HEIGHT_CM - float(np.median(place[:, 1] + posed[:, ankles, 1].min(axis=1)))
     # Where the person first was is above the origin.
     place[:, [0, 2]] -= place[0, [0, 2]]
-    angles = local_angles(rig, posed, offsets)
+    angles = local_angles(rig, rot)
     rows = np.concatenate([place[rank[shown]], angles[rank[shown]]], axis=1)
     buf = io.StringIO()
     buf.write(hierarchy_text(rig, offsets))

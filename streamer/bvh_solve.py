@@ -129,17 +129,22 @@ def _branches(rig: Skeleton, joint: int) -> list[int]:
     return [children(rig, link)[0] for link in children(rig, joint)]
 
 
+def _sides(rig: Skeleton, joint: int) -> tuple[int, int, int]:
+    """Which of a branching joint's branches is the left one, the right one and the middle one
+    (the hips and the spine; the shoulders and the neck), as places in `_branches`."""
+    branches = _branches(rig, joint)
+    left = next(i for i, k in enumerate(branches) if rig.is_left(k))
+    right = next(i for i, k in enumerate(branches) if rig.is_right(k))
+    middle = next(i for i, k in enumerate(branches) if not (rig.is_left(k) or rig.is_right(k)))
+    return left, right, middle
+
+
 def _cluster_frame(rig: Skeleton, joint: int, offsets: np.ndarray) -> np.ndarray:
     """(N, 3, 3) the frame a joint with several links has in each frame, from its branches'
     offsets (N, K, 3): x from the right one to the left one (hips, shoulders), y up along the
     middle one (spine, neck), as the T-pose has them."""
-    names = [rig.joint_names[k] for k in _branches(rig, joint)]
-    left = [i for i, n in enumerate(names) if n.startswith("l_")]
-    right = [i for i, n in enumerate(names) if n.startswith("r_")]
-    middle = [i for i, n in enumerate(names) if not n.startswith(("l_", "r_"))]
-    across = offsets[:, left[0]] - offsets[:, right[0]]
-    up = offsets[:, middle[0]]
-    return _frame(across, up)
+    left, right, middle = _sides(rig, joint)
+    return _frame(offsets[:, left] - offsets[:, right], offsets[:, middle])
 
 
 def children(skeleton: Skeleton, joint: int) -> list[int]:
@@ -167,23 +172,27 @@ def rest_offsets(rig: Skeleton, joints: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def settle_free_ends(rig: Skeleton, joints: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """`offsets` with each free end (a leaf not at the end of a limb: the head) pointing, in the
-    T-pose, where it points on average from its joint's parent: H36M's head top is above and
-    behind its nose, and a rest pose with it straight above would turn the head's joint by
-    about 90 degrees in every frame, where an Euler triple has its blind spot."""
+def rig_pose(rig: Skeleton, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rig's rest offsets (J, 3) for `joints` (N, J, 3, BVH axes; `rest_offsets`), with each
+    free end (a leaf not at the end of a limb: the head) pointing, in the T-pose, where it points
+    on average from its joint's parent, and each joint's rotations (N, J, 3, 3) from that T-pose
+    (`global_rotations`). H36M's head top is above and behind its nose, and a rest pose with it
+    straight above would turn the head's joint by about 90 degrees in every frame, where an
+    Euler triple has its blind spot. A free end's offset moves only its own joint's rotation (a
+    leaf's joint has nothing below it), so the rotations are worked out once, and that joint's
+    again."""
+    offsets = rest_offsets(rig, joints)
+    rot = global_rotations(rig, joints, offsets)
     ends = [c for c in range(rig.num_joints) if not children(rig, c) and rig.parents[c] >= 0
             and bend_direction(rig.joint_names[rig.parents[c]]) is None]
-    if not ends:
-        return offsets
-    rot = global_rotations(rig, joints, offsets)
-    settled = offsets.copy()
     for c in ends:
         j = rig.parents[c]
-        frame = rot[:, rig.parents[j]] if rig.parents[j] >= 0 else np.broadcast_to(np.eye(3), rot[:, j].shape)
-        seen = np.einsum("nji,nj->ni", frame, unit(joints[:, c] - joints[:, j]))
-        settled[c] = np.linalg.norm(offsets[c]) * unit(np.median(seen, axis=0))
-    return settled
+        parent_rot = rot[:, rig.parents[j]] if rig.parents[j] >= 0 else np.broadcast_to(np.eye(3), rot[:, j].shape)
+        bone = unit(joints[:, c] - joints[:, j])
+        seen = np.einsum("nji,nj->ni", parent_rot, bone)
+        offsets[c] = np.linalg.norm(offsets[c]) * unit(np.median(seen, axis=0))
+        rot[:, j] = rot[:, c] = _swing(parent_rot, unit(offsets[c]), bone)
+    return offsets, rot
 
 
 def global_rotations(skeleton: Skeleton, joints: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -205,15 +214,20 @@ def global_rotations(skeleton: Skeleton, joints: np.ndarray, offsets: np.ndarray
             child = kids[0]
             bone = unit(joints[:, child] - joints[:, j])
             rest_bone = unit(offsets[child])
-            swung = smallest_rotation(unit(parent_rot @ rest_bone), bone) @ parent_rot
             bend = bend_direction(names[child])
             grandkids = children(skeleton, child)
             if bend is None or len(grandkids) != 1:
-                rot[:, j] = swung
+                rot[:, j] = _swing(parent_rot, rest_bone, bone)
                 continue
             rot[:, j] = _hinge_rotation(bone, rest_bone, unit(joints[:, grandkids[0]] - joints[:, child]),
                                         np.asarray(bend), parent_rot)
     return rot
+
+
+def _swing(parent_rot: np.ndarray, rest_bone: np.ndarray, bone: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) the parent's rotation turned by the smallest turn that puts the unit rest
+    direction `rest_bone` (3,) onto `bone` (N, 3): no twist of its own."""
+    return smallest_rotation(unit(parent_rot @ rest_bone), bone) @ parent_rot
 
 
 def _steady_cluster(rig: Skeleton, joint: int, rest: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -224,9 +238,7 @@ def _steady_cluster(rig: Skeleton, joint: int, rest: np.ndarray, seen: np.ndarra
     blended in, as the branches it would give, with a say that grows to theirs as the span
     vanishes. Without it the pelvis turned half round within a frame (docs/bvh.md)."""
     rot = best_rotation(rest, seen)
-    names = [rig.joint_names[k] for k in _branches(rig, joint)]
-    left = next(i for i, n in enumerate(names) if n.startswith("l_"))
-    right = next(i for i, n in enumerate(names) if n.startswith("r_"))
+    left, right, _ = _sides(rig, joint)
     span = np.linalg.norm(seen[:, left] - seen[:, right], axis=-1)
     typical = float(np.median(span))
     if typical <= 0.0:
@@ -268,7 +280,7 @@ def _hinge_normals(bone: np.ndarray, normal: np.ndarray, sin_bend: np.ndarray, f
     for t, (b, n, s) in enumerate(zip(bone.tolist(), normal.tolist(), sin_bend.tolist())):
         ref = _normal_to(ref, b) or _any_normal(b)
         # The bend's own side, even where the last frame's axis is the other way: a knee or elbow
-        # bent backwards is seldom right (measured in docs/tracks.md), a limb turned round is.
+        # bent backwards is seldom right (measured in docs/bvh.md), a limb turned round is.
         w = min(s / full, 1.0)
         mixed = [w * n[k] + (1.0 - w) * ref[k] for k in range(3)]
         ref = _normal_to(mixed, b) or ref
@@ -322,10 +334,10 @@ def euler_degrees(rot: np.ndarray, channels: tuple[str, str, str]) -> np.ndarray
     return np.degrees(np.stack([outer, middle, inner], axis=-1))
 
 
-def local_angles(rig: Skeleton, joints: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def local_angles(rig: Skeleton, rot: np.ndarray) -> np.ndarray:
     """(N, 3 * R) each rotating joint's local angles, in its channels' order, made continuous
-    over the frames: a BVH's motion rows after the root's position."""
-    rot = global_rotations(rig, joints, offsets)
+    over the frames, from the joints' rotations `rot` (N, J, 3, 3; `rig_pose`): a BVH's motion
+    rows after the root's position."""
     angles = []
     for j in rotating_joints(rig):
         parent = rig.parents[j]
@@ -334,25 +346,29 @@ def local_angles(rig: Skeleton, joints: np.ndarray, offsets: np.ndarray) -> np.n
     return np.concatenate(angles, axis=1)
 
 
+def other_triples(angles: np.ndarray) -> np.ndarray:
+    """(N, 3) each Euler triple's other one, the same rotation: (a + 180, 180 - b, c + 180)."""
+    return np.stack([angles[:, 0] + 180.0, 180.0 - angles[:, 1], angles[:, 2] + 180.0], axis=1)
+
+
 def euler_filter(angles: np.ndarray) -> np.ndarray:
     """(N, 3) Euler angles (degrees, outer, middle, inner) made continuous over the frames, as
     animation tools' Euler filters do: each frame takes, of its two equal triples (a, b, c) and
     (a + 180, 180 - b, c + 180), each shifted by whole turns, the one nearest the frame before.
     A turn through the middle angle's +-90 degrees then goes on past it rather than flipping the
-    other two angles by half a turn."""
-    out = np.empty_like(angles)
-    prev = angles[0].tolist()
-    alt = np.stack([angles[:, 0] + 180.0, 180.0 - angles[:, 1], angles[:, 2] + 180.0], axis=1)
-    for t, (one, two) in enumerate(zip(angles.tolist(), alt.tolist())):
-        best, cost = prev, math.inf
-        for cand in (one, two):
-            near = [v + 360.0 * round((p - v) / 360.0) for v, p in zip(cand, prev)]
-            c = abs(near[0] - prev[0]) + abs(near[1] - prev[1]) + abs(near[2] - prev[2])
-            if c < cost:
-                best, cost = near, c
-        out[t] = best
-        prev = best
-    return out
+    other two angles by half a turn. Which triple is nearest depends only on which the frame
+    before took, so the four distances are worked out for all frames at once, the choices made
+    in a loop over small integers, and the whole turns added by `np.unwrap`."""
+    n = len(angles)
+    triples = np.stack([angles, other_triples(angles)])              # (2, N, 3)
+    # distance[j, k, t - 1]: from triple j at frame t - 1 to triple k at frame t, turns aside.
+    step = triples[None, :, 1:] - triples[:, None, :-1]
+    distance = np.abs((step + 180.0) % 360.0 - 180.0).sum(axis=-1).tolist()
+    chosen = [0] * n
+    for t in range(1, n):
+        before = chosen[t - 1]
+        chosen[t] = 1 if distance[before][1][t - 1] < distance[before][0][t - 1] else 0
+    return np.unwrap(triples[chosen, np.arange(n)], period=360.0, axis=0)
 
 
 def centred(angles: np.ndarray) -> np.ndarray:
@@ -363,7 +379,7 @@ def centred(angles: np.ndarray) -> np.ndarray:
     editor, rather than near 180 in all three channels, or wound up several turns, where one
     early flip sent the Euler filter (docs/bvh.md)."""
     best, best_cost = angles, math.inf
-    for curve in (angles, np.stack([angles[:, 0] + 180.0, 180.0 - angles[:, 1], angles[:, 2] + 180.0], axis=1)):
+    for curve in (angles, other_triples(angles)):
         curve = curve - 360.0 * np.round(np.median(curve, axis=0) / 360.0)
         cost = float(np.abs(np.median(curve, axis=0)).sum())
         if cost < best_cost:
