@@ -27,19 +27,17 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.errors import InputError
-from engines.files import replaced_when_done
 from engines.skeleton import H36M17, Skeleton
 from streamer.axes import axes_spec
 from streamer.bvh_solve import bvh_rig, children, local_angles, rig_pose, rotation_channels, smallest_rotation, unit
 from streamer.protocol import PoseFrame
-from streamer.tracks import TrackWriter, track_write_error
+from streamer.tracks import TrackWriter, write_whole
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ class BvhTrackWriter(TrackWriter):
         super().__init__(path, streamed=False)
         self._closed = False
         self._count = 0
-        self._t0: float | None = None      # the first frame's time, which row 0 is
+        self._t0 = 0.0                     # the first frame's time, which row 0 is
         j = self.skeleton.num_joints
         self._joints = np.full((self._FIRST_CAPACITY, j, 3), np.nan, np.float32)
         self._root = np.full((self._FIRST_CAPACITY, 3), np.nan, np.float32)
@@ -138,12 +136,12 @@ class BvhTrackWriter(TrackWriter):
         time (`t_media`, else `t_capture`, at `frame_time` a row), so frames a live source left
         out as stale, or messages lost on the way, keep the animation's time; an image folder's
         images (no time of their own) go one a row."""
+        if not self._count:
+            self._t0 = frame.t_media if frame.t_media is not None else frame.t_capture
         if frame.image is not None or not self._count:
-            if self._t0 is None:
-                self._t0 = frame.t_media if frame.t_media is not None else frame.t_capture
             return 0
         t = frame.t_media if frame.t_media is not None else frame.t_capture
-        row = round((t - self._t0) / self.frame_time) if self._t0 is not None else self._count
+        row = round((t - self._t0) / self.frame_time)
         return min(max(0, row - self._count), MAX_HELD_ROWS)
 
     def write(self, frame: PoseFrame, message: dict[str, Any] | None = None) -> None:
@@ -189,13 +187,7 @@ class BvhTrackWriter(TrackWriter):
                         "the video to them, or use .jsonl, whose lines say which person each is",
                         len(self._changes), self.path,
                         ", ".join(map(str, self._changes[:5])) + (", ..." if len(self._changes) > 5 else ""))
-        try:
-            with replaced_when_done(self.path) as tmp, open(tmp, "w", encoding="ascii", newline="\n") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as err:
-            raise track_write_error(self.path, err) from None
+        write_whole(self.path, lambda f: f.write(text.encode("ascii")))
 
 
 def held_index(have: np.ndarray) -> np.ndarray:

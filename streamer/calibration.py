@@ -22,7 +22,13 @@ def calibration_used(inference: InferenceConfig) -> bool:
     from engines.backends import nvidia_gpu_present
 
     return (inference.precision == "int8" and inference.backend in ("tensorrt", "auto")
-            and nvidia_gpu_present())
+            and inference.device != "cpu" and nvidia_gpu_present())
+
+
+def unread_note(spec: str) -> str:
+    """What a run says of a calibration source it will not read."""
+    return (f"note: the calibration source '{spec}' is not read: it is only for building a TensorRT int8 engine "
+            f"(--precision int8) on an NVIDIA GPU")
 
 
 def calibration_crops(spec: str, config: SourceConfig, size: int, max_crops: int = 256) -> np.ndarray:

@@ -205,11 +205,10 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     if not model.info.trained:
         _note(f"note: the model is {model.info.weights}; its poses are not meaningful")
     if config.inference.calibration is not None:
-        from streamer.calibration import calibration_used
+        from streamer.calibration import calibration_used, unread_note
 
         if not calibration_used(config.inference):
-            _note(f"note: the calibration source '{config.inference.calibration}' is not read: it is only for "
-                  f"building a TensorRT int8 engine (--precision int8) on an NVIDIA GPU")
+            _note(unread_note(config.inference.calibration))
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
     live_refiner = resolve_refiner(config.filter.live_refiner, model.checkpoint_path, model.checkpoint_sha256, live=True)
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,
@@ -280,8 +279,10 @@ def cmd_track(args: argparse.Namespace) -> int:
     from streamer.config import load_pipeline_config
 
     tracks = [Path(p) for p in (args.output or [])]
-    # A --config file may publish (publish.enabled) as --publish does.
-    publishing = args.publish or load_pipeline_config(args.config, _overrides(args)).publish.enabled
+    # A --config file may publish (publish.enabled) as --publish does; read here only where that
+    # decides a usage error (run_track reads it for the run).
+    maybe_error = not (tracks or args.overlay) or bool(args.wait_subscribers)
+    publishing = args.publish or (maybe_error and load_pipeline_config(args.config, _overrides(args)).publish.enabled)
     if not tracks and not args.overlay and not publishing:
         raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz, .bvh), --overlay OUT.mp4 and/or --publish")
     if args.wait_subscribers and not publishing:
@@ -542,18 +543,18 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         import dataclasses
 
-        from streamer.calibration import calibration_crops, calibration_used
+        from streamer.calibration import calibration_crops, calibration_used, unread_note
         from streamer.config import load_pipeline_config
 
         if args.precision != "int8":
             raise UsageError("--calibration is for --precision int8 (TensorRT builds an int8 engine from it)")
         config = load_pipeline_config()
-        inference = dataclasses.replace(config.inference, backend=args.backend, precision=args.precision)
-        if calibration_used(inference) and args.device != "cpu":
+        inference = dataclasses.replace(config.inference, backend=args.backend, device=args.device,
+                                        precision=args.precision)
+        if calibration_used(inference):
             calibration = calibration_crops(args.calibration, config.source, model.info.config.input_size)
         else:
-            print(f"note: the calibration source '{args.calibration}' is not read: it is only for building a "
-                  f"TensorRT int8 engine on an NVIDIA GPU", file=sys.stderr)
+            _note(unread_note(args.calibration))
     backend = create_backend(model, args.backend, args.device, args.threads, args.precision, max(args.batch),
                              calibration=calibration)
     # The torch backend runs the checkpoint itself, the others its ONNX export.

@@ -21,12 +21,11 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
     any output is opened (a bad line is one error, and no output is half made); every output is
     closed whatever happens, so those written as they go keep what they got. Returns 0."""
     meta, poses = read_checked_track(track, "convert")
-    if not any(msg.get("people") for msg in poses):
-        bvh = [str(p) for p in outputs if p.suffix.lower() == ".bvh"]
-        if bvh:
-            # Said before any output is made, not after the others are written.
-            raise InputError(f"'{track}' has nobody in any of its {len(poses)} pose messages, and a BVH needs a "
-                             f"pose: {', '.join(bvh)} cannot be made from it")
+    bvh = [str(p) for p in outputs if p.suffix.lower() == ".bvh"]
+    if bvh and not any(msg.get("people") for msg in poses):
+        # Said before any output is made, not after the others are written.
+        raise InputError(f"'{track}' has nobody in any of its {len(poses)} pose messages, and a BVH needs a "
+                         f"pose: {', '.join(bvh)} cannot be made from it")
     writers = []
     try:
         for path in outputs:

@@ -67,17 +67,3 @@ class ShotCutDetector:
         self._recent.append(diff)
         return False
 
-
-class SizeChange:
-    """`change(image) -> bool`: whether this image is of another size than the one before. A
-    folder of a video's frames (`tracking.folder_images: sequence`) carries the tracked region
-    from image to image; an image of another size is no frame of the same video, and the region
-    carried into it would frame the wrong place."""
-
-    def __init__(self) -> None:
-        self._last: tuple[int, ...] | None = None
-
-    def __call__(self, image: np.ndarray) -> bool:
-        changed = self._last is not None and image.shape != self._last
-        self._last = image.shape
-        return changed

@@ -532,20 +532,24 @@ class NpzTrackWriter(TrackWriter):
         arrays = {name: arr[:n] for name, arr in self._buf.items()}
         arrays["image"] = arrays["image"].astype(str)       # fixed-width text: loads without pickle
         arrays["meta_json"] = np.array(self._meta_json)
-        try:
-            # Through a new file renamed into place (with the mode any new file gets, as the text
-            # formats have), so readers never see a half-written one.
-            with replaced_when_done(self.path) as tmp, open(tmp, "wb") as f:
-                # Uncompressed: close may run on a shutdown path where speed matters more than size.
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as err:
-            # Closed all the same: a second try would fail as the first did (a full disk), and
-            # its error would be a second line about the same file.
-            self._closed = True
-            raise track_write_error(self.path, err) from None
+        # Closed all the same if it fails: a second try would fail as the first did (a full
+        # disk), and its error would be a second line about the same file.
         self._closed = True
+        # Uncompressed: close may run on a shutdown path where speed matters more than size.
+        write_whole(self.path, lambda f: np.savez(f, **arrays))
+
+
+def write_whole(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """A track file written at once (.npz, .bvh) by `write(f)`: through a new file renamed into
+    place, with the mode any new file gets, as the text formats have, so readers never see a
+    half-written one; a failure is the track's one error line."""
+    try:
+        with replaced_when_done(path) as tmp, open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise track_write_error(path, err) from None
 
 
 def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,

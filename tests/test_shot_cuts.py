@@ -70,10 +70,3 @@ def test_the_tracker_searches_a_cut_frame_afresh_and_starts_a_track() -> None:
     assert [r.passes for r in batch] == [1, 2, 2] and [r.track for r in batch] == [1, 2, 2]
 
 
-
-def test_a_sequence_folder_starts_a_shot_where_the_image_size_changes() -> None:
-    from streamer.shot_cuts import SizeChange
-
-    change = SizeChange()
-    frames = [np.zeros((48, 64, 3), np.uint8)] * 3 + [np.zeros((64, 48, 3), np.uint8)] * 2
-    assert [change(f) for f in frames] == [False, False, False, True, False]

@@ -1182,3 +1182,12 @@ def test_a_scaled_images_joints_map_back_by_each_side_of_its_own() -> None:
     # The bottom-right corner of the fitted picture is the file's own corner.
     assert np.allclose(np.array([100.0, 67.0]) * packet.pixel_scale, [1000.0, 667.0])
     assert np.allclose(FramePacket(0, 0, 50, 80, 0.0, None, 1.0).pixel_scale, [1.0, 1.0])
+
+
+def test_an_image_of_another_size_starts_a_shot(tmp_path: Path) -> None:
+    # A folder of a video's frames (tracking.folder_images: sequence) carries the tracked region
+    # from image to image; one of another size is no frame of the same video.
+    for i, (w, h) in enumerate([(64, 48)] * 3 + [(48, 64)] * 2):
+        _png(tmp_path / f"f{i}.png", w, h, 10 * i)
+    frames, _ = read_all(tmp_path)
+    assert [f.new_shot for f in frames] == [False, False, False, True, False]

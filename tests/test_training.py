@@ -1669,14 +1669,12 @@ def test_training_on_a_held_out_set_is_said(tmp_path: Path) -> None:
     from train.train import held_out_in_training
 
     val, other = tmp_path / "val", tmp_path / "other"
-    for d, split in ((val, "val"), (other, "train")):
-        d.mkdir()
-        (d / "manifest.json").write_text(json.dumps({"meta": {"split": split}, "shards": []}))
-    notes = held_out_in_training([val, other], [tmp_path / "elsewhere"])
+    metas = {val: {"split": "val"}, other: {"split": "train"}}
+    notes = held_out_in_training([val, other], [metas[val], metas[other]], [tmp_path / "elsewhere"])
     assert len(notes) == 1 and "its manifest says split: val" in notes[0]
-    notes = held_out_in_training([other], [other])
+    notes = held_out_in_training([other], [metas[other]], [other])
     assert len(notes) == 1 and "is both a training and a validation folder" in notes[0]
-    assert held_out_in_training([other], [val]) == []
+    assert held_out_in_training([other], [metas[other]], [val]) == []
 
 
 @pytest.mark.parametrize("tool, argv, says", [

@@ -236,15 +236,12 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
     return Data(synth, real, synth_val, real_val, negative, negative_val)
 
 
-def held_out_in_training(train_dirs: list[Path], val_dirs: list[Path]) -> list[str]:
-    """What would make the run's validation figures not held-out ones: a training folder that is
-    also a validation one, or whose manifest says it is a held-out set (split: val)."""
-    from train.shards import read_manifest
-
+def held_out_in_training(train_dirs: list[Path], metas: list[dict], val_dirs: list[Path]) -> list[str]:
+    """What would make the run's validation figures not held-out ones: a training folder (with
+    its manifest's `meta`, as the data set read them) that is also a validation one, or whose
+    manifest says it is a held-out set (split: val)."""
     notes = []
-    for d in dict.fromkeys(train_dirs):
-        manifest = read_manifest(d) or {}
-        meta = manifest.get("meta") if isinstance(manifest, dict) else None
+    for d, meta in dict(zip(train_dirs, metas)).items():
         if d in val_dirs:
             notes.append(f"{d} is both a training and a validation folder: the validation figures are on "
                          f"images the run trains on")
@@ -516,10 +513,11 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
     mcfg = cfg.model_config()
     try:
         data = build_data(cfg, mcfg)
-        for note in held_out_in_training(cfg.synth_dirs(), cfg.synth_val_dirs()):
-            say(f"note: {note}")
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"training data: {exc}") from None
+    val_dirs = data.synth_val.shards.dirs if data.synth_val is not None else []
+    for note in held_out_in_training(data.synth.shards.dirs, data.synth.shards.metas, val_dirs):
+        say(f"note: {note}")
 
     device = torch.device(resolve_device(cfg.device))
     net = build_network(mcfg).to(device)

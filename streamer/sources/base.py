@@ -67,7 +67,7 @@ class Frame:
     t_media: float | None       # presentation time in seconds (video files and streams)
     scale: float = 1.0          # original-image pixels per frame pixel (downscaled folder images)
     name: str | None = None     # image file name (folders)
-    new_shot: bool = False      # shares nothing with the frame before (a looped file starting again)
+    new_shot: bool = False      # shares nothing with the frame before (a looped file starting again, an image of another size)
     quarter_turns: int = 0      # counterclockwise quarter turns that show `image` upright
     # An image scaled down to fit: (width, height) of the upright picture in its file, which a
     # single `scale` can miss by a pixel (8000x5330 fitted to 1920x1279).

@@ -182,7 +182,7 @@ class ImageFolderSource(Source):
         base = Path(os.path.expanduser(spec))
         while base != base.parent and GLOB_CHARS.search(str(base)):
             base = base.parent
-        return sorted(found, key=lambda m: natural_key(str(m))), base.resolve().name or "images", base
+        return found, base.resolve().name or "images", base
 
     @staticmethod
     def _header(p: Path, name: str) -> _ImageEntry | None:
@@ -259,6 +259,7 @@ class ImageFolderSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         index = 0
+        size: tuple[int, int] | None = None
         for e in self._entries:
             got = self._read(e)
             if got is None:
@@ -266,8 +267,11 @@ class ImageFolderSource(Source):
                 continue
             image, scale, full_size = got
             self._release_warnings()
+            # An image of another size is no frame of the same video (tracking.folder_images: sequence).
             yield Frame(image=image, index=index, t_capture=time.time(), t_media=None,
-                        scale=scale, name=e.name, full_size=full_size if scale != 1.0 else None)
+                        scale=scale, name=e.name, full_size=full_size if scale != 1.0 else None,
+                        new_shot=size is not None and full_size != size)
+            size = full_size
             index += 1
         if self.corrupt > DETAILED_WARNINGS:
             self._warn("%d images skipped in all; the first %d are named above", self.corrupt, DETAILED_WARNINGS)

@@ -21,7 +21,7 @@ from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
 from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, ResultPacket
 from streamer.ring import FrameRing, RingSpec
-from streamer.shot_cuts import ShotCutDetector, SizeChange
+from streamer.shot_cuts import ShotCutDetector
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 from streamer.tracking import PersonTracker, crops_per_call
 
@@ -87,10 +87,11 @@ class InferStage:
     def _shot_cuts(self, stills: bool) -> Callable[[np.ndarray], bool] | None:
         """What says whether a frame starts a new shot (streamer/tracking.py), or None: never. An
         image folder's images are all new shots (`folder_images: shots`) or, as a video's frames,
-        only where the size changes (`sequence`); a video's frames start one at a hard cut."""
+        only where the source says so (`sequence`: an image of another size); a video's frames
+        start one at a hard cut."""
         tracking = self.config.tracking
         if stills:
-            return (lambda _image: True) if tracking.folder_images == "shots" else SizeChange()
+            return (lambda _image: True) if tracking.folder_images == "shots" else None
         return ShotCutDetector(tracking.shot_cut_diff, tracking.shot_cut_ratio) if tracking.shot_cut_diff > 0 else None
 
     def _calibration(self) -> Any:
