@@ -553,7 +553,7 @@ class KalmanSmoother(PoseSmoother):
             # s(k) = state(k) + C(k) (s(k+1) - prior(k+1)), for position and velocity at once.
             np.subtract(sm[j], self._prior[j], out=d)
             np.multiply(self._gain[i], d, out=gd)     # gd[a, b] = C[a, b] d[b]
-            np.sum(gd, axis=1, out=sm[i])
+            np.add(gd[:, 0], gd[:, 1], out=sm[i])     # the sum over b, without np.sum's wrapper
             sm[i] += self._state[i]
         out = [sm[(self._first + k) % n, 0].astype(self._dtype) for k in range(count)]
         self._first += count

@@ -26,6 +26,7 @@ import msgpack
 import zmq
 
 from engines.errors import PosecastError
+from streamer.packets import PACK_BUFFER_BYTES
 from streamer.protocol import META_TOPIC, POSE_TOPIC, topic
 
 
@@ -36,7 +37,7 @@ class PortInUseError(PosecastError):
 def encode(message: dict[str, Any], encoding: str) -> bytes:
     if encoding == "json":
         return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-    return msgpack.packb(message, use_bin_type=True)
+    return msgpack.packb(message, use_bin_type=True, buf_size=PACK_BUFFER_BYTES)
 
 
 def decode(payload: bytes) -> dict[str, Any]:

@@ -40,16 +40,18 @@ class ShotCutDetector:
         self.cuts = 0
 
     def __call__(self, frame: np.ndarray) -> bool:
-        # Every step-th pixel (about 128 px a side), gathered into a buffer kept from frame to frame
-        # (OpenCV would gather the strided view into a new array each call; a small frame it reads
-        # as it is), then INTER_AREA: a fraction of a millisecond at 1080p.
+        # Every step-th pixel (about 128 px a side) into a buffer kept from frame to frame, then
+        # INTER_AREA. INTER_NEAREST at a whole ratio takes exactly every step-th pixel, four times
+        # faster than numpy's strided copy (and a strided view passed to OpenCV would be gathered
+        # into a new array). A side that is no multiple of the step loses its last partial step.
         step = max(1, min(frame.shape[0], frame.shape[1]) // THUMB_SOURCE_PX)
         small = frame
         if step > 1:
-            sub = frame[::step, ::step]
-            if self._small is None or self._small.shape != sub.shape:
-                self._small = np.empty(sub.shape, np.uint8)
-            np.copyto(self._small, sub)
+            rows, cols = frame.shape[0] // step, frame.shape[1] // step
+            if self._small is None or self._small.shape[:2] != (rows, cols):
+                self._small = np.empty((rows, cols, 3), np.uint8)
+            cv2.resize(frame[:rows * step, :cols * step], (cols, rows), dst=self._small,
+                       interpolation=cv2.INTER_NEAREST)
             small = self._small
         this, last = self._this, self._last
         cv2.resize(small, (THUMB, THUMB), dst=this, interpolation=cv2.INTER_AREA)

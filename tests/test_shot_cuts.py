@@ -56,6 +56,19 @@ def test_a_large_frame_is_read_through_a_strided_view() -> None:
     assert run([hd] * 6 + [other] * 3) == [6]
 
 
+@pytest.mark.parametrize("size", [(1080, 1920), (576, 768), (480, 640), (577, 771), (250, 250)])
+def test_the_frame_is_subsampled_to_every_step_th_pixel(size: tuple[int, int]) -> None:
+    picture = np.random.default_rng(4).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    detect = ShotCutDetector(DIFF, RATIO)
+    detect(picture)
+    step = min(size) // 128
+    if step == 1:
+        assert detect._small is None                   # read as it is
+        return
+    rows, cols = size[0] // step, size[1] // step     # a partial step at the edge is left out
+    np.testing.assert_array_equal(detect._small, picture[::step, ::step][:rows, :cols])
+
+
 def test_the_tracker_searches_a_cut_frame_afresh_and_starts_a_track() -> None:
     net = SquareNet()
     t = PersonTracker(net, SIZE, CFG, window=1, max_batch=4)
