@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv beside the repository and install Posecast (editable) with its test tools, and
-# Debian's EGL/Mesa libraries (headless OpenGL: the renderer's tests draw with it; installed with
-# apt-get, through sudo unless root, when missing).
+# Create .venv beside the repository and install Posecast (editable) with its test tools.
 # Idempotent: a second run only checks what is there. Needs Python 3.11+ and pip's registry.
-# Without sudo or apt-get the libraries are only noted as missing (posecast never draws with
-# OpenGL), unless the renderer is needed:
+# Where the renderer is needed, also Debian's EGL/Mesa libraries (headless OpenGL), installed with
+# apt-get, through sudo unless root, when missing; posecast itself never draws with OpenGL:
 #   --tests   the test suite's set-up (scripts/test.sh): the renderer's tests need the libraries.
 #   --train   also the `train` extra (what making training data and training need).
+# torch is pinned to 2.13.0. Where pip finds only PyPI, that is the CUDA build (gigabytes of NVIDIA
+# packages); PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu before this script makes pip
+# take PyTorch's CPU build (2.13.0+cpu) instead.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,17 +20,15 @@ case "${1:-}" in
     --train) extras="test,train"; need_gl=1 ;;
     *) echo "usage: bash scripts/setup.sh [--tests | --train]" >&2; exit 2 ;;
 esac
-# ldconfig lives in /sbin, which a user's PATH on Debian may not hold.
-if ! PATH="$PATH:/sbin:/usr/sbin" ldconfig -p | grep libEGL_mesa >/dev/null; then
+# ldconfig lives in /sbin, which a user's PATH on Debian may not hold. The demo's set-up (no
+# option) leaves them alone: posecast itself never draws with OpenGL, and asking for a sudo
+# password for libraries it does not use would only puzzle.
+if [ -n "$need_gl" ] && ! PATH="$PATH:/sbin:/usr/sbin" ldconfig -p | grep libEGL_mesa >/dev/null; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     { $sudo apt-get update -qq &&
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; } ||
-        if [ -n "$need_gl" ]; then
-            echo "setup.sh: cannot install Debian's libegl1, libegl-mesa0 and libgl1-mesa-dri (headless OpenGL for the renderer and its tests): install them, then run this again" >&2
-            exit 1
-        else    # posecast itself never draws with OpenGL: the demo and the pipeline run without it
-            echo "setup.sh: note: Debian's EGL/Mesa libraries could not be installed; posecast runs without them, the renderer (training data, and its tests) does not" >&2
-        fi
+        { echo "setup.sh: cannot install Debian's libegl1, libegl-mesa0 and libgl1-mesa-dri (headless OpenGL for the renderer and its tests): install them, then run this again" >&2
+          exit 1; }
 fi
 # A venv made without pip (Debian without python3-venv) is made again, not taken as done.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
@@ -38,9 +37,15 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2
 fi
 stamp=.venv/.posecast-installed-$extras
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    # torch is pinned to 2.13.0, whose CPU build this project's machines install from a local
-    # wheel (pip's find-links); elsewhere PyPI gives the default build, CUDA wheels on Linux.
-    .venv/bin/python -m pip install --quiet -e ".[$extras]"
+    # pip's own lines (and setuptools' notices about editable installs, which look like failures)
+    # go to a log, shown only where the install fails; this line says why the terminal waits.
+    log=.venv/setup.log
+    echo "setup.sh: installing Posecast and its dependencies ($extras) into .venv; the first time takes a minute or more (log: $log)" >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install -e ".[$extras]"; } > "$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "setup.sh: the install failed (above: the end of $log); fix what pip says, then run this again" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

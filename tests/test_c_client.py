@@ -104,7 +104,7 @@ def test_c_client_prints_the_live_json_stream(posecast, c_client: Path, json_tra
     assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
 
     lines = out.splitlines()
-    assert "meta source=clip joints=17 axes=camera units=m" in lines, out
+    assert "meta source=clip joints=17 axes=camera units=m replay" in lines, out
     pose_lines = [ln for ln in lines if ln.startswith("seq=")]
     assert len(pose_lines) == 10, out
     assert len(lines) == 11, f"only the meta line and the pose lines are expected:\n{out}"
@@ -113,17 +113,45 @@ def test_c_client_prints_the_live_json_stream(posecast, c_client: Path, json_tra
         m = POSE_LINE.match(line)
         assert m, f"malformed line: {line!r}"
         seq, people = int(m[1]), int(m[2])
-        u, v, x, y, z, latency = (float(g) for g in m.groups()[2:])
-        assert all(math.isfinite(f) for f in (u, v, x, y, z, latency)), line
+        u, v, x, y, z = (float(g) for g in m.groups()[2:7])
+        assert all(math.isfinite(f) for f in (u, v, x, y, z)), line
+        # A replay keeps the recorded t_capture: t_publish - t_capture is no latency there.
+        assert m[8] == "-", line
         # The values are the recorded ones (replay publishes the track's messages as they are).
         sent = poses[seq]
         person = sent["people"][0]
         assert people == len(sent["people"]) == 1, line
         assert (u, v) == pytest.approx(person["joints_2d"][PELVIS], abs=0.006), line
         assert (x, y, z) == pytest.approx(person["joints_3d"][HEAD_TOP], abs=6e-5), line
-        assert latency >= 0, line       # t_publish is stamped after t_capture, on the same clock
         seqs.append(seq)
     assert seqs == sorted(set(seqs)), f"seq numbers must increase: {seqs}"
+
+
+def test_c_client_prints_a_live_stream_s_latency(posecast, c_client: Path, json_track: Path) -> None:
+    clip = json_track.with_name("clip.mp4")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = subprocess.Popen([str(c_client), endpoint, "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pub = None
+    try:
+        pub = posecast.start(["run", str(clip), "--port", endpoint.rsplit(":", 1)[1], "--encoding", "json",
+                              "--wait-subscribers", "1", "--no-progress"])
+        out, err = sub.communicate(timeout=TIMEOUT_S)
+        assert sub.returncode == 0, f"exit {sub.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+        run = posecast.finish(pub, timeout=TIMEOUT_S)
+        pub = None
+        assert run.returncode == 0, run.stderr
+    finally:
+        _stop(sub)
+        _stop(pub)
+    lines = out.splitlines()
+    assert "meta source=clip joints=17 axes=camera units=m" in lines, out
+    after_meta = lines[lines.index("meta source=clip joints=17 axes=camera units=m") + 1:]
+    assert after_meta, out
+    for line in after_meta:
+        m = POSE_LINE.match(line)
+        assert m, f"malformed line: {line!r}"
+        # Live, t_publish is stamped after t_capture on the same clock: a latency of a few ms.
+        assert 0 <= float(m[8]) < 60_000, line
 
 
 def test_c_client_refuses_msgpack(posecast, c_client: Path, json_track: Path) -> None:

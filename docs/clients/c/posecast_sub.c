@@ -25,7 +25,9 @@
  * For each pose message this prints one line:
  *   seq=<n> people=<k> pelvis_2d=<u>,<v> head_top_3d=<x>,<y>,<z> latency_ms=<t_publish - t_capture>
  * (the first person's joints; "-" when nobody is in the frame), and once the first meta line:
- *   meta source=<name> joints=<n> axes=<frame> units=<m or cm>
+ *   meta source=<name> joints=<n> axes=<frame> units=<m or cm>[ replay]
+ * The latency is "-" until a meta message has said the stream is live: a replay (the meta's
+ * "replay": true) keeps the t_capture its poses were recorded with, so there it is no latency.
  *
  * The JSON "parsing" here is a tiny scanner over the few keys this program needs (strstr and
  * strtod). It relies on the publisher's compact output and is NOT a JSON parser: a real client
@@ -53,6 +55,10 @@
 #define HEAD_TOP 10
 
 static volatile sig_atomic_t interrupted = 0;
+
+/* What the last meta message said: 0 none yet, 1 a live stream, 2 a replay of a recording. */
+enum { STREAM_UNKNOWN, STREAM_LIVE, STREAM_REPLAY };
+static int stream_kind = STREAM_UNKNOWN;
 
 static void on_sigint(int sig)
 {
@@ -156,7 +162,7 @@ static int on_meta(const char *json)
 {
     static int shown = 0;
     char source[128], frame[32], units[8];
-    const char *axes;
+    const char *axes, *replay;
     double schema = 0;
 
     if (read_number(find_key(json, "schema"), &schema) && (int)schema != SCHEMA) {
@@ -164,6 +170,8 @@ static int on_meta(const char *json)
                 (int)schema, SCHEMA);
         return 2;
     }
+    replay = find_key(json, "replay");
+    stream_kind = replay != NULL && strncmp(replay, "true", 4) == 0 ? STREAM_REPLAY : STREAM_LIVE;
     if (!shown) {
         if (!read_string(find_key(json, "source"), source, sizeof source))
             strcpy(source, "?");
@@ -173,8 +181,8 @@ static int on_meta(const char *json)
             strcpy(frame, "?");
         if (axes == NULL || !read_string(find_key(axes, "units"), units, sizeof units))
             strcpy(units, "?");
-        printf("meta source=%s joints=%d axes=%s units=%s\n", source, count_strings(find_key(json, "joint_names")),
-               frame, units);
+        printf("meta source=%s joints=%d axes=%s units=%s%s\n", source, count_strings(find_key(json, "joint_names")),
+               frame, units, stream_kind == STREAM_REPLAY ? " replay" : "");
         fflush(stdout);
         shown = 1;
     }
@@ -203,7 +211,7 @@ static void on_pose(const char *json)
         printf(" head_top_3d=-");
 
     /* t_publish - t_capture: the pipeline's latency, both stamped by the publisher's clock. */
-    if (read_number(find_key(json, "t_capture"), &t_capture)
+    if (stream_kind == STREAM_LIVE && read_number(find_key(json, "t_capture"), &t_capture)
         && read_number(find_key(json, "t_publish"), &t_publish))
         printf(" latency_ms=%.1f\n", (t_publish - t_capture) * 1000.0);
     else
