@@ -231,6 +231,9 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+OVERRIDES_SOURCE = "command-line options"       # how errors in `load_config`'s overrides name them
+
+
 def load_config(cls: type[T], default_file: str, user_file: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> T:
     """The built-in `configs/<default_file>`, with the user's file and overrides laid over it."""
@@ -242,5 +245,5 @@ def load_config(cls: type[T], default_file: str, user_file: str | Path | None = 
     if overrides:
         # Check the files alone first, so an error is blamed on whichever is wrong.
         from_dict(cls, data, source=source)
-        return from_dict(cls, merge(data, overrides), source="command-line options")
+        return from_dict(cls, merge(data, overrides), source=OVERRIDES_SOURCE)
     return from_dict(cls, data, source=source)

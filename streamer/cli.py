@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from engines.arguments import OneLineParser
-from engines.errors import PosecastError
+from engines.config import OVERRIDES_SOURCE
+from engines.errors import ConfigError, PosecastError
 from engines.stop_signals import run_command
-from streamer.config import AlignmentConfig, CoordinatesConfig, InferenceConfig, PublishConfig
+from streamer.config import (AlignmentConfig, CoordinatesConfig, InferenceConfig, PipelineConfig, PublishConfig,
+                             load_pipeline_config)
 from streamer.filters import FilterConfig
 from streamer.protocol import POSE_TOPIC
 
@@ -76,8 +78,9 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="CPU threads for the network (0: the runtime's default; at most 256)")
     p.add_argument("--align", choices=_choices(AlignmentConfig, "method"), help="root alignment method")
     p.add_argument("--filter", choices=_choices(FilterConfig, "method"),
-                   help="temporal filter on joints_3d (default auto: one_euro live; kalman for files, "
-                        "smoothed over the next filter.file_lag frames)")
+                   help="temporal filter on joints_3d, after the learned temporal refiner (default auto: "
+                        "one_euro live; kalman for files, smoothed over the next filter.file_lag frames; "
+                        "off: neither the filter nor the refiner)")
     p.add_argument("--axes", choices=_choices(CoordinatesConfig, "axes"),
                    help="axes of joints_3d and root_3d (default camera: x right, y down, z forward, metres)")
     p.add_argument("--focal", type=float, metavar="PX", help="the camera's focal length in pixels (for root_3d, and to turn a ray-frame model's 3D into camera axes)")
@@ -109,34 +112,50 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
 
 
+# The options that set a pipeline config key: (section, key, option). A flag counts where given.
+CONFIG_OPTIONS = (
+    ("inference", "backend", "--backend"), ("inference", "device", "--device"),
+    ("inference", "precision", "--precision"), ("inference", "calibration", "--calibration"),
+    ("inference", "batch_size", "--batch-size"), ("inference", "threads", "--threads"),
+    ("alignment", "method", "--align"), ("filter", "method", "--filter"), ("coordinates", "axes", "--axes"),
+    ("source", "reconnect", "--reconnect"), ("source", "loop", "--loop"),
+    ("coordinates", "focal_px", "--focal"), ("coordinates", "principal_px", "--principal"),
+    ("publish", "enabled", "--publish"), ("publish", "bind", "--bind"), ("publish", "port", "--port"),
+    ("publish", "encoding", "--encoding"), ("publish", "wait_subscribers", "--wait-subscribers"),
+    ("tracking", "detect_min_score", "--min-score"), ("tracking", "track_min_score", "--min-score"),
+)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
-
-    def put(section: str, key: str, value: Any) -> None:
-        if value is not None:
+    for section, key, option in CONFIG_OPTIONS:
+        value = getattr(args, option[2:].replace("-", "_"), None)
+        if value is not None and value is not False:        # False: a flag not given
             o.setdefault(section, {})[key] = value
-
-    put("inference", "backend", args.backend)
-    put("inference", "device", args.device)
-    put("inference", "precision", args.precision)
-    put("inference", "calibration", args.calibration)
-    put("inference", "batch_size", args.batch_size)
-    put("inference", "threads", args.threads)
-    put("alignment", "method", args.align)
-    put("filter", "method", args.filter)
-    put("coordinates", "axes", args.axes)
-    put("source", "reconnect", True if getattr(args, "reconnect", False) else None)
-    put("source", "loop", True if getattr(args, "loop", False) else None)
-    put("coordinates", "focal_px", args.focal)
-    put("coordinates", "principal_px", args.principal)
-    put("publish", "enabled", True if args.publish else None)
-    put("publish", "bind", args.bind)
-    put("publish", "port", args.port)
-    put("publish", "encoding", args.encoding)
-    put("publish", "wait_subscribers", getattr(args, "wait_subscribers", None))
-    put("tracking", "detect_min_score", args.min_score)
-    put("tracking", "track_min_score", args.min_score)
     return o
+
+
+def _load_pipeline_config(args: argparse.Namespace, overrides: dict[str, Any]) -> PipelineConfig:
+    """The pipeline config with the options laid over it; a bad option's value is named by the
+    option typed (--min-score), not by the config key it sets (tracking.detect_min_score)."""
+    try:
+        return load_pipeline_config(args.config, overrides)
+    except ConfigError as exc:
+        raise ConfigError(_said_of_options(str(exc))) from None
+
+
+def _said_of_options(message: str) -> str:
+    head = f"{OVERRIDES_SOURCE}: "
+    if not message.startswith(head):
+        return message                      # the config file's own error
+    said = message[len(head):]
+    token, _, rest = said.partition(" ")
+    name, _, index = token.strip("'").partition("[")          # 'coordinates.principal_px[0]'
+    for section, key, option in CONFIG_OPTIONS:
+        if name == f"{section}.{key}":
+            which = f" (value {int(index.rstrip(']')) + 1})" if index.rstrip("]").isdigit() else ""
+            return f"{option}{which} {rest}"
+    return message
 
 
 def _file_identity(path: Path) -> object:
@@ -173,9 +192,11 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         # .jsonl and .csv tracks are written as they go; .npz, .bvh and the overlay replace their file.
         _check_writable(path, streamed=path in tracks and path.suffix.lower() not in WHOLE_FILE_SUFFIXES)
     for path in tracks:
-        if path.suffix.lower() not in TRACK_SUFFIXES:
-            raise InputError(f"unknown track format '{path.suffix or path.name}' for '{path}' (use "
+        if not path.suffix:
+            raise InputError(f"track file '{path}' has no extension, which picks its format (use "
                              f"{', '.join(TRACK_SUFFIXES)})")
+        if path.suffix.lower() not in TRACK_SUFFIXES:
+            raise InputError(f"unknown track format '{path.suffix}' for '{path}' (use {', '.join(TRACK_SUFFIXES)})")
     from streamer.overlay import OVERLAY_SUFFIXES
 
     if overlay is not None and overlay.suffix.lower() not in OVERLAY_SUFFIXES:
@@ -189,7 +210,6 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     then its error line alone). `report`: where the heading, the summary and the timings go, when
     they are the command's result (`bench`: standard output); by default with the notes, on stderr."""
     from engines.models import resolve_model
-    from streamer.config import load_pipeline_config
     from streamer.pipeline import EXIT_INPUT_DAMAGED, Pipeline, RunRequest
     from streamer.refiner import resolve_refiner
     from streamer.sources import redact_url
@@ -197,7 +217,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     overrides = _overrides(args)
     if publish:
         overrides.setdefault("publish", {})["enabled"] = True
-    config = load_pipeline_config(args.config, overrides)
+    config = _load_pipeline_config(args, overrides)
     _check_outputs(tracks, overlay, source)
     model = resolve_model(args.model)
     if heading is not None:
@@ -276,13 +296,11 @@ def _print_stats(end: EndPacket, out: TextIO) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from streamer.config import load_pipeline_config
-
     tracks = [Path(p) for p in (args.output or [])]
     # A --config file may publish (publish.enabled) as --publish does; read here only where that
     # decides a usage error (run_track reads it for the run).
     maybe_error = not (tracks or args.overlay) or bool(args.wait_subscribers)
-    publishing = args.publish or (maybe_error and load_pipeline_config(args.config, _overrides(args)).publish.enabled)
+    publishing = args.publish or (maybe_error and _load_pipeline_config(args, _overrides(args)).publish.enabled)
     if not tracks and not args.overlay and not publishing:
         raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz, .bvh), --overlay OUT.mp4 and/or --publish")
     if args.wait_subscribers and not publishing:
@@ -378,7 +396,7 @@ REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a ty
 def cmd_listen(args: argparse.Namespace) -> int:
     import math
 
-    from streamer.config import MAX_PORT, load_pipeline_config
+    from streamer.config import MAX_PORT
     from streamer.listen import listen, tcp_port
 
     if args.connect is None:       # the port `posecast run` publishes on by default, on this machine
@@ -399,7 +417,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from streamer.config import MAX_PORT, load_pipeline_config
+    from streamer.config import MAX_PORT
     from streamer.replay import replay
 
     # Published as `posecast run` publishes (configs/pipeline.yaml's publish section), unless told.
@@ -544,7 +562,6 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
         import dataclasses
 
         from streamer.calibration import calibration_crops, calibration_used, unread_note
-        from streamer.config import load_pipeline_config
 
         if args.precision != "int8":
             raise UsageError("--calibration is for --precision int8 (TensorRT builds an int8 engine from it)")

@@ -105,6 +105,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         finally:
             pub.close()
     if stop.signum is None:
+        announce(f"published all {sent} pose messages of {track}")
         return 0
     with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
         announce(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")

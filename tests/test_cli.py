@@ -46,11 +46,12 @@ BAD = {
     "rtsp refused": (["rtsp://127.0.0.1:9/x", "-o", "t.jsonl"], "127.0.0.1"),
     "http refused": (["http://127.0.0.1:9/x.mp4", "-o", "t.jsonl"], "127.0.0.1"),
     "glob matching nothing": (["nothing/*.png", "-o", "t.jsonl"], "nothing/*.png"),
+    "folder of videos": ([".", "-o", "t.jsonl"], "give each video as the input on its own"),
     "bad yaml": ([CLIP, "-o", "t.jsonl", "--config", "bad.yaml"], "bad.yaml"),
     "unknown config key": ([CLIP, "-o", "t.jsonl", "--config", "unknown.yaml"], "nope"),
     "wrong config type": ([CLIP, "-o", "t.jsonl", "--config", "wrongtype.yaml"], "batch_size"),
     "missing config": ([CLIP, "-o", "t.jsonl", "--config", "missing.yaml"], "missing.yaml"),
-    "batch size 0": ([CLIP, "-o", "t.jsonl", "--batch-size", "0"], "batch_size"),
+    "batch size 0": ([CLIP, "-o", "t.jsonl", "--batch-size", "0"], "--batch-size must be"),
     "random onnx": ([CLIP, "-o", "t.jsonl", "--model", "random.onnx"], "random.onnx"),
     "random pt": ([CLIP, "-o", "t.jsonl", "--model", "random.pt"], "random.pt"),
     "missing model": ([CLIP, "-o", "t.jsonl", "--model", "missing.onnx"], "missing.onnx"),
@@ -58,11 +59,12 @@ BAD = {
     "output folder missing": ([CLIP, "-o", "nowhere/t.jsonl"], "nowhere"),
     "output is a folder": ([CLIP, "-o", "."], "folder"),
     "unknown track extension": ([CLIP, "-o", "t.txt"], ".txt"),
+    "track without extension": ([CLIP, "-o", "t"], "'t' has no extension"),
     "bad overlay extension": ([CLIP, "--overlay", "o.avi"], "o.avi"),
     "no outputs": ([CLIP], "nothing to write"),
-    "min score above 1": ([CLIP, "-o", "t.jsonl", "--min-score", "2"], "min_score"),
+    "min score above 1": ([CLIP, "-o", "t.jsonl", "--min-score", "2"], "--min-score must be"),
     "waiting without publishing": ([CLIP, "-o", "t.jsonl", "--wait-subscribers", "1"], "give --publish too"),
-    "waiting for -1": ([CLIP, "--publish", "--wait-subscribers", "-1"], "wait_subscribers"),
+    "waiting for -1": ([CLIP, "--publish", "--wait-subscribers", "-1"], "--wait-subscribers must be"),
 }
 
 
@@ -171,6 +173,27 @@ def test_bad_arguments_to_other_commands(posecast, tmp_path: Path, args: list[st
     r = posecast.run(args, timeout=60)
     assert r.returncode == 2, r.stderr
     assert_one_clear_line(r.stderr, mention)
+
+
+@pytest.mark.parametrize("option, says", [
+    (["--min-score", "2"], "posecast: error: --min-score must be between 0 and 1 (got 2.0)"),
+    (["--port", "99999"], "posecast: error: --port must be between 1 and 65535, or 0 for any free port (got 99999)"),
+    (["--principal", "5", "nan"], "posecast: error: --principal (value 2) must be a finite number (got nan)"),
+    (["--focal", "-5"], "posecast: error: --focal must be between 1 and 1,000,000 pixels (got -5.0)"),
+], ids=["min-score", "port", "principal", "focal"])
+def test_a_bad_option_value_is_named_by_the_option(posecast, clip40: Path, tmp_path: Path, option: list[str],
+                                                   says: str) -> None:
+    """Not by the config key it sets (tracking.detect_min_score), which the user never typed."""
+    r = posecast.run(["track", str(clip40), "-o", str(tmp_path / "t.jsonl"), *option])
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [says], r.stderr
+
+
+def test_a_config_file_s_bad_value_is_still_named_by_its_key(posecast, clip40: Path, tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("tracking:\n  detect_min_score: 3\n")
+    r = posecast.run(["track", str(clip40), "-o", str(tmp_path / "t.jsonl"), "--config", str(tmp_path / "c.yaml"),
+                      "--min-score", "0.5"])
+    assert r.returncode == 2, r.stderr
+    assert_one_clear_line(r.stderr, "c.yaml: tracking.detect_min_score must be between 0 and 1 (got 3.0)")
 
 
 def test_argparse_errors_are_one_line_and_exit_2(posecast) -> None:

@@ -821,10 +821,15 @@ def test_single_image(folder: Path) -> None:
     ("{d}/missing.png", "no such file"),
     ("{d}/broken.png", "not an image file"),
     ("{d}/zero.jpg", r"is empty \(0 bytes\)"),
+    ("{d}/videos", r"no images, but 2 video\(s\); .* give each video as the input on its own \(e\.g\. '.*a\.mp4'\)"),
+    ("{d}/videos/*.mp4", r"no images, but 1 video\(s\); .* give each video as the input on its own"),
 ])
 def test_bad_image_inputs(tmp_path: Path, spec: str, expect: str) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"")
+    (tmp_path / "videos" / "b.MOV").write_bytes(b"")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     (tmp_path / "zero.jpg").write_bytes(b"")
     spec = spec.format(d=tmp_path)

@@ -915,6 +915,7 @@ def test_replay_on_port_0_takes_a_free_one_and_says_which(posecast, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     said = re.search(rf"replaying {re.escape(str(track))} on tcp://127\.0\.0\.1:(\d+)", r.stderr)
     assert said and int(said.group(1)) > 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"posecast: published all 3 pose messages of {track}", r.stderr
 
 
 @pytest.mark.parametrize("args, mention", [

@@ -27,6 +27,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", "
 # Pictures a folder may hold that are not read as shots: named in a warning, not silently left out.
 # (A GIF is often an animation: given alone, it is read as a video.)
 UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw")
+# Videos: a folder or pattern is read as images, and one holding these gets a hint to give them singly.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
+                    ".wmv", ".3gp")
 GLOB_CHARS = re.compile(r"[*?\[]")
 # The most pixels an image may have. A JPEG is decoded reduced (1/2 to 1/8 of each side) when it
 # is larger than frames are kept, so its memory stays small up to OpenCV's own limit
@@ -81,6 +84,10 @@ def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list
         if not reopened:
             log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG "
                         "to track them", n, where, ", ".join(unread))
+    videos = sorted(c for c in paths if c.suffix.lower() in VIDEO_EXTENSIONS)
+    if not images and videos:
+        raise InputError(f"{where}: no images, but {len(videos)} video(s); a folder or pattern is read as "
+                         f"images: give each video as the input on its own (e.g. '{videos[0]}')")
     return images
 
 
