@@ -44,7 +44,8 @@ def line_thickness(width: int, height: int) -> int:
 
 
 def _font_scale(width: int, height: int) -> float:
-    return max(0.35, math.hypot(width, height) / 2500)
+    # Below 0.5 Hershey's glyphs, outlined and then through H.264, smear into one another.
+    return max(0.5, math.hypot(width, height) / 2500)
 
 
 def _side_color(skeleton: Skeleton, joint: int) -> tuple[int, int, int]:
@@ -70,7 +71,8 @@ def _check_image(image: np.ndarray) -> None:
 def _text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
     # A dark outline under the text keeps it legible on any background.
     thick = max(1, round(scale * 2))
-    cv2.putText(image, text, org, _FONT, scale, OUTLINE_COLOR, thick + 2, cv2.LINE_AA)
+    # One pixel of outline round a one-pixel stroke: two would fill a small glyph's holes.
+    cv2.putText(image, text, org, _FONT, scale, OUTLINE_COLOR, thick + min(2, thick), cv2.LINE_AA)
     cv2.putText(image, text, org, _FONT, scale, color, thick, cv2.LINE_AA)
 
 
@@ -127,7 +129,7 @@ def draw_pose(image: np.ndarray, person: PersonPose, skeleton: Skeleton = H36M17
 def draw_status(image: np.ndarray, frame: PoseFrame, note: str | None = None) -> None:
     """A small `seq N  people K` line in the top-left corner, and `note` on a line below it."""
     h, w = image.shape[:2]
-    scale = _font_scale(w, h) * 0.8
+    scale = max(0.5, _font_scale(w, h) * 0.8)
     (_, text_h), _ = cv2.getTextSize("seq", _FONT, scale, 1)
     margin = max(4, text_h // 2)
     _text(image, f"seq {frame.seq}  people {len(frame.people)}", (margin, margin + text_h), scale, TEXT_COLOR)
