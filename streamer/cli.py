@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -245,12 +246,14 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
             print(result.traceback, file=sys.stderr)
         _error(result.error)
     elif result.interrupted:
+        # Named as listen and replay name it: a script's kill may not be the Ctrl-C a user pressed.
+        how = f"interrupted ({signal.Signals(result.exit_code - 128).name})"
         if not tracks and overlay is None:
-            _note("interrupted")
+            _note(how)
         elif not result.outputs_begun:
-            _note("interrupted before the first frame; no file was written")
+            _note(f"{how} before the first frame; no file was written")
         else:
-            _note("interrupted; everything processed so far was written")
+            _note(f"{how}; everything processed so far was written")
     elif result.exit_code == EXIT_INPUT_DAMAGED:
         assert result.summary is not None         # the damage is counted in it
         _error(f"{result.summary.end.corrupt} corrupt packet(s) or image(s) in '{redact_url(source)}' were skipped; "

@@ -175,6 +175,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     meta_last = False             # the last message was a meta: a restart's comes just before its poses
     last_shown = 0.0
     last_msg = time.monotonic()
+    quiet = False                 # ended by --timeout's silence after the stream had spoken
     with StopSignals() as stop:
         try:
             while (count is None or stats.received < count) and stop.signum is None:
@@ -183,6 +184,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                 if time.monotonic() - last_msg > timeout_s:
                     if stats.received == 0:
                         raise InputError(_silence(endpoint, timeout_s, stats, meta, topic))
+                    quiet = True
                     break
                 if not sock.poll(200):
                     continue
@@ -245,6 +247,11 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         return 128 + stop.signum
     print(stats.line(), file=out)
     _warn_skipped(endpoint, stats)
+    if quiet:
+        # The rate line above is the last second's with messages: say why it stopped there.
+        (announce or _stderr)(f"the stream went quiet: nothing from '{endpoint}' for {timeout_s:g} s after "
+                              f"{stats.received} pose messages (the publisher ended or stalled; --timeout "
+                              f"waits longer)")
     if record is None:
         return 0
     if writer is None:

@@ -100,7 +100,7 @@ def test_ctrl_c_while_a_silent_stream_is_being_opened_ends_the_run_at_once(posec
     finally:
         srv.close()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "posecast: interrupted before the first frame; no file was written", err
+    assert err.strip().splitlines()[-1] == "posecast: interrupted (SIGINT) before the first frame; no file was written", err
     assert "WARNING" not in err and not out.exists(), err
 
 

@@ -349,7 +349,7 @@ def test_ctrl_c_finishes_what_is_in_flight_and_exits_130(posecast, clip600: Path
     r = posecast.finish(proc, timeout=30)
     assert r.returncode == 130, r.stderr
     assert_clean_stderr(r.stderr)
-    assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted; everything processed so far was written"
+    assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted (SIGINT); everything processed so far was written"
     assert not error_lines(r.stderr)
     meta, poses = read_track(track)
     assert_meta(meta, (320, 240))
@@ -385,9 +385,9 @@ def test_ctrl_c_while_the_stages_start_is_an_interruption_not_a_crash(posecast, 
     assert_clean_stderr(r.stderr)
     assert not error_lines(r.stderr)
     # Stopped before its first frame, the run makes no file (and says so).
-    assert r.stderr.strip().splitlines()[-1] == ("posecast: interrupted; everything processed so far was written"
+    assert r.stderr.strip().splitlines()[-1] == ("posecast: interrupted (SIGINT); everything processed so far was written"
                                                  if track.exists() else
-                                                 "posecast: interrupted before the first frame; no file was written")
+                                                 "posecast: interrupted (SIGINT) before the first frame; no file was written")
     if track.exists():
         _, poses = read_track(track)
         assert_contiguous(poses)

@@ -725,7 +725,7 @@ def test_ctrl_c_during_run(posecast, clip90: Path, tmp_path: Path) -> None:
         r = posecast.finish(proc, timeout=30)
         assert r.returncode == 130, r.stderr
         assert "Traceback" not in r.stderr
-        assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted; everything processed so far was written"
+        assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted (SIGINT); everything processed so far was written"
         meta, poses = read_track(track)
         c.wait_poses(len(poses), timeout=5)
     assert 9 <= len(poses) < LIVE_FRAMES
@@ -916,6 +916,21 @@ def test_replay_on_port_0_takes_a_free_one_and_says_which(posecast, tmp_path: Pa
     said = re.search(rf"replaying {re.escape(str(track))} on tcp://127\.0\.0\.1:(\d+)", r.stderr)
     assert said and int(said.group(1)) > 0, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"posecast: published all 3 pose messages of {track}", r.stderr
+
+
+def test_listen_says_why_it_stopped_when_the_stream_goes_quiet(posecast, tmp_path: Path) -> None:
+    track = tmp_path / "t.jsonl"
+    write_sample_track(track, frames=3, fps=30.0)
+    port = free_port()
+    # Long enough for the replay to start on a busy machine: silence before any message is an error.
+    listener = posecast.start(["listen", "--connect", endpoint(port), "--timeout", 5, "--no-skeleton"])
+    time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
+    player = posecast.run(["replay", track, "--port", port], timeout=60)
+    rl = posecast.finish(listener, timeout=60)
+    assert player.returncode == 0 and rl.returncode == 0, (player.stderr, rl.stderr)
+    assert rl.stderr.strip().splitlines() == [
+        f"posecast: the stream went quiet: nothing from '{endpoint(port)}' for 5 s after 3 pose messages "
+        f"(the publisher ended or stalled; --timeout waits longer)"], rl.stderr
 
 
 @pytest.mark.parametrize("args, mention", [
