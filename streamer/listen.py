@@ -174,6 +174,9 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     awaiting_meta = True
     meta_last = False             # the last message was a meta: a restart's comes just before its poses
     last_shown = 0.0
+    # On a terminal each second's figures and skeleton are drawn over the last ones, not scrolled.
+    redraw = out.isatty()
+    drawn_lines = 0               # lines of the last block drawn, since anything else was printed
     last_msg = time.monotonic()
     quiet = False                 # ended by --timeout's silence after the stream had spoken
     with StopSignals() as stop:
@@ -208,6 +211,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                         meta, joints = msg, len(msg["joint_names"])
                         stats.replayed = bool(msg.get("replay"))
                         print(describe_meta(msg), file=out)
+                        drawn_lines = 0
                     if record is not None and writer is None:
                         writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
@@ -227,9 +231,13 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     last_msg = time.monotonic()
                 if time.monotonic() - last_shown >= 1.0:
                     last_shown = time.monotonic()
-                    print(stats.line(), file=out)
+                    block = stats.line()
                     if show_skeleton and meta is not None:
-                        print(text_skeleton(msg, meta["parents"]), file=out)
+                        block += "\n" + text_skeleton(msg, meta["parents"])
+                    if redraw and drawn_lines:
+                        out.write(f"\x1b[{drawn_lines}F\x1b[J")     # up to the block's first line, clear below
+                    print(block, file=out, flush=True)
+                    drawn_lines = block.count("\n") + 1
         except ReaderWaitStopped:
             pass                                 # stopped while a named pipe waited for its reader: said below
         finally:

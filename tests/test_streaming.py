@@ -10,6 +10,7 @@ free by binding port 0.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -573,6 +574,48 @@ def test_a_recording_of_a_restarted_stream_is_recorded_whole_again(posecast, tmp
     assert rl.returncode == 0, rl.stderr
     assert f"recorded 20 pose messages to '{rec}' (complete)" in rl.stderr
     assert [p["seq"] for p in read_track(rec)[1]] == [*range(10), *range(10)]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_listen_on_a_terminal_draws_each_second_over_the_last() -> None:
+    from streamer.listen import listen
+
+    port = free_port()
+    publisher = Publisher(endpoint(port))
+
+    def publish() -> None:
+        publisher.start("cam", sample_meta("cam"))
+        deadline = time.monotonic() + 20
+        while publisher.subscriptions < 2 and time.monotonic() < deadline:     # meta and pose topics
+            publisher.tick()
+            time.sleep(0.01)
+        for seq in range(25):                                                   # 2.5 s: three blocks
+            publisher.publish(sample_pose(seq))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    out = _Terminal()
+    try:
+        assert listen(endpoint(port), "pose.", None, 25, 20.0, True, out=out) == 0
+    finally:
+        thread.join(30)
+        publisher.close(linger_ms=0)
+    # [before the first redraw, lines up, the block drawn, lines up, the block drawn, ...]
+    parts = re.split(r"\x1b\[(\d+)F\x1b\[J", out.getvalue())
+    assert len(parts) >= 5, out.getvalue()         # the first block, then at least two drawn over the last
+    first = parts[0].splitlines()
+    starts = [k for k, line in enumerate(first) if re.match(r"\d+ msgs ", line)]
+    assert len(starts) == 1 and int(parts[1]) == len(first) - starts[0], parts[0]     # up over the block alone
+    drawn = parts[2::2]
+    for block, up in zip(drawn, parts[3::2]):
+        assert re.match(r"\d+ msgs ", block) and int(up) == block.count("\n"), (block, up)
+    # Each block is the figures and the skeleton; the last block is followed by the final figures.
+    assert all(len(b.splitlines()) > 2 for b in drawn[:-1]), drawn
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".bvh"])
