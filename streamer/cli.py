@@ -434,7 +434,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 <= args.port <= MAX_PORT:
         raise UsageError(f"--port must be between 0 (any free port) and {MAX_PORT} (got {args.port})")
     return replay(Path(args.track), publish.endpoint, publish.encoding, args.speed, publish.hwm,
-                  publish.meta_interval_s, announce=_note)
+                  publish.meta_interval_s, announce=_note, loop=args.loop)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -672,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: configs/pipeline.yaml's, msgpack")
     p.add_argument("--speed", type=float, default=1.0,
                    help=f"playback speed factor, {REPLAY_SPEEDS[0]:g} to {REPLAY_SPEEDS[1]:g} (default 1)")
+    p.add_argument("--loop", action="store_true",
+                   help="publish it again from its start after its end, until Ctrl-C (each pass announced by "
+                        "its meta, as a publisher that started again)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("convert", help="write a recorded .jsonl track again as .csv, .npz or .bvh",

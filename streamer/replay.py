@@ -70,8 +70,10 @@ def _starts_again(previous: dict[str, Any], pose: dict[str, Any]) -> bool:
 
 
 def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, meta_interval_s: float,
-           announce: Callable[[str], None]) -> int:
-    """Publish a recorded track again, at its original pace (`replay_parts`) times `speed`.
+           announce: Callable[[str], None], loop: bool = False) -> int:
+    """Publish a recorded track again, at its original pace (`replay_parts`) times `speed`; with
+    `loop`, again from its start after its end until a signal, each time announced by its meta as
+    a restarted publisher's run is (`seq` starts again).
     `announce` is told the lines a user should see (where it publishes; how a signal ended it).
     Every line is checked before anything is published. A signal ends it as it ends `listen`
     (`StopSignals`): the messages sent so far go out, and the exit code is 128 + its number."""
@@ -88,10 +90,15 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         try:
             pub.start(source, replayed)
             # let subscribers that connect at start-up see the first messages
-            if _sleep_until(pub.joined_by, stop, pub):
-                t0 = time.monotonic()
-                for part in replay_parts(poses):
-                    if part.restarts:
+            parts = replay_parts(poses)
+            last = parts[-1].offsets
+            # A loop starts again after the recording's usual gap between messages.
+            loop_gap = statistics.median(b - a for a, b in zip(last, last[1:])) if len(last) > 1 else 0.0
+            passes = 0
+            while (passes == 0 or loop) and _sleep_until(pub.joined_by, stop, pub):
+                t0 = time.monotonic() + (loop_gap / speed if passes else 0.0)
+                for part in parts:
+                    if part.restarts or (passes and part is parts[0]):
                         # As the publisher did when it started again: subscribers (`listen --record`)
                         # hold a restarted stream's poses until its meta says it is the same stream.
                         pub.start(source, replayed)
@@ -102,13 +109,15 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
                         sent += 1
                     if stop.signum is not None:
                         break
+                passes += 1
         finally:
             pub.close()
     if stop.signum is None:
         announce(f"published all {sent} pose messages of {track}")
         return 0
     with contextlib.suppress(OSError):      # SIGHUP: the terminal may be gone
-        announce(f"interrupted ({stop.name}) after publishing {sent} of {len(poses)} pose messages")
+        of = f"(the recording's {len(poses)}, looped)" if loop else f"of {len(poses)}"
+        announce(f"interrupted ({stop.name}) after publishing {sent} {of} pose messages")
     return 128 + stop.signum
 
 

@@ -1051,6 +1051,34 @@ def test_replay_names_the_malformed_line_before_publishing(tmp_path: Path, capsy
     assert err.strip().splitlines() == [line]          # no "replaying ..." before it
 
 
+def test_replay_loop_publishes_the_recording_again_each_pass_announced_by_its_meta(posecast, tmp_path: Path) -> None:
+    track = tmp_path / "cam.jsonl"
+    write_sample_track(track, frames=4, fps=20.0)
+    port = free_port()
+    with Collector(port) as c:
+        player = posecast.start(["replay", track, "--port", port, "--loop"])
+        deadline = time.monotonic() + 30
+        while len(c.poses) < 14 and time.monotonic() < deadline and player.poll() is None:
+            time.sleep(0.05)
+        player.send_signal(signal.SIGTERM)
+        r = posecast.finish(player, timeout=30)
+        items = list(c.items)
+    assert r.returncode == 143, r.stderr
+    seqs = [m["seq"] for _, t, _, m in items if t.startswith(b"pose.")]
+    assert len(seqs) >= 14 and seqs[:12] == [0, 1, 2, 3] * 3, seqs
+    # Each pass after the first is announced by its meta, just before its first pose.
+    kinds = ["meta" if t.startswith(b"meta.") else m["seq"] for _, t, _, m in items]
+    for k, kind in enumerate(kinds):
+        if kind == 0 and k > kinds.index(0):
+            assert kinds[k - 1] == "meta", kinds
+    # Paced as recorded (20 a second) through the passes' turns, not sent in a burst.
+    times = [t for t, topic, _, _ in items if topic.startswith(b"pose.")]
+    assert times[11] - times[0] >= 0.5 * 11 / 20.0, times[:12]
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"posecast: interrupted \(SIGTERM\) after publishing \d+ \(the recording's 4, looped\) "
+                        r"pose messages", last), r.stderr
+
+
 def test_sigterm_ends_replay_with_one_line(posecast, tmp_path: Path) -> None:
     # replay had no handler: SIGTERM killed it silently (-15). Now it stops as listen does.
     track = tmp_path / "cam.jsonl"
