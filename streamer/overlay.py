@@ -142,6 +142,15 @@ def draw_status(image: np.ndarray, frame: PoseFrame, note: str | None = None) ->
         _text(image, note, (margin, top + margin + note_h), big, (255, 255, 255))
 
 
+def draw_corner_line(image: np.ndarray, text: str) -> None:
+    """One small line in the bottom-left corner (the preview's rate and latency)."""
+    h, w = image.shape[:2]
+    scale = max(0.5, _font_scale(w, h) * 0.8)
+    (_, text_h), base = cv2.getTextSize(text, _FONT, scale, 1)
+    margin = max(4, text_h // 2)
+    _text(image, text, (margin, h - margin - base), scale, TEXT_COLOR)
+
+
 def _video_rate(fps: float | None) -> Fraction:
     # Sources that do not know their rate report None, 0 or NaN: all mean "unknown".
     if fps is None or not math.isfinite(fps) or fps <= 0:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections import deque
 
 import cv2
 import numpy as np
 
 from engines.errors import InputError
-from streamer.overlay import draw_pose, draw_status
+from streamer.overlay import draw_corner_line, draw_pose, draw_status
 from streamer.protocol import PoseFrame
 
 
+RATE_WINDOW = 30          # frames the shown rate is the mean over
 # SDL's video drivers that draw into memory. Chosen on purpose (SDL_VIDEODRIVER=dummy, as the
 # tests do) they are fine; fallen back to, they mean there is no screen.
 OFFSCREEN_DRIVERS = ("offscreen", "dummy")
@@ -56,6 +59,7 @@ class PreviewWindow:
         self.width, self.height = width, height
         self.canvas = np.zeros((height, width, 3), np.uint8)
         self.rgb = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+        self._shown_at: deque[float] = deque(maxlen=RATE_WINDOW)
 
     def show(self, image: np.ndarray, frame: PoseFrame, note: str | None = None) -> bool:
         """Draw one frame; False once the user has closed the window (or pressed q / Esc)."""
@@ -66,6 +70,7 @@ class PreviewWindow:
         for person in frame.people:
             draw_pose(self.canvas, person)
         draw_status(self.canvas, frame, note)
+        draw_corner_line(self.canvas, self._rate_line(frame))
         if self.size != (self.width, self.height):
             cv2.resize(self.canvas, self.size, dst=self.rgb, interpolation=cv2.INTER_AREA)
             cv2.cvtColor(self.rgb, cv2.COLOR_BGR2RGB, dst=self.rgb)
@@ -79,6 +84,14 @@ class PreviewWindow:
             if event.type == pg.QUIT or (event.type == pg.KEYDOWN and event.key in (pg.K_q, pg.K_ESCAPE)):
                 return False
         return True
+
+    def _rate_line(self, frame: PoseFrame) -> str:
+        """The rate frames are shown at, and how old this one is (capture to screen)."""
+        now = time.time()
+        self._shown_at.append(now)
+        times = self._shown_at
+        rate = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} fps" if len(times) > 1 and times[-1] > times[0] else "- fps"
+        return f"{rate}  latency {1000.0 * (now - frame.t_capture):.0f} ms"
 
     def close(self) -> None:
         self.pygame.display.quit()

@@ -78,3 +78,31 @@ def test_run_with_preview_and_no_display_is_one_line(posecast, clip40, monkeypat
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("posecast: error: cannot open the preview window"), r.stderr
+
+
+def test_the_window_shows_its_rate_and_the_frame_s_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamer.preview as preview
+
+    clock = iter([100.0, 100.1, 100.2])
+    monkeypatch.setattr(preview.time, "time", lambda: next(clock))
+    win = PreviewWindow("test", 160, 120)
+    try:
+        frame = _frame()
+        lines = []
+        for t_capture in (99.98, 100.05, 100.15):
+            frame.t_capture = t_capture
+            lines.append(win._rate_line(frame))
+        assert lines == ["- fps  latency 20 ms", "10.0 fps  latency 50 ms", "10.0 fps  latency 50 ms"]
+    finally:
+        win.close()
+
+
+def test_the_rate_line_is_drawn_in_the_bottom_left_corner() -> None:
+    win = PreviewWindow("test", 320, 240)
+    try:
+        image = np.full((240, 320, 3), 40, np.uint8)
+        win.show(image, PoseFrame(0, 0.0, None, (320, 240), []))
+        bottom, top_right = win.canvas[200:, :160], win.canvas[60:180, 160:]
+        assert (bottom != 40).any() and (top_right == 40).all()
+    finally:
+        win.close()
