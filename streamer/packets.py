@@ -67,10 +67,12 @@ class FramePacket:
     @property
     def pixel_scale(self) -> np.ndarray:
         """(2,) input-image pixels per ring pixel across and down: a scaled-down image's two sides
-        were rounded apart (1000x667 fitted to 100x67 is 10 across but 9.96 down)."""
+        were rounded apart (1000x667 fitted to 100x67 is 10 across but 9.96 down). float32, as the
+        joints it scales are: float64 would make them float64, and the tracker's next crop, cut
+        around them, would move by rounding (vtest.avi's track changed from frame 20 on)."""
         if self.full_width:
-            return np.array([self.full_width / self.width, self.full_height / self.height])
-        return np.array([self.scale, self.scale])
+            return np.array([self.full_width / self.width, self.full_height / self.height], np.float32)
+        return np.array([self.scale, self.scale], np.float32)
 
 
 @dataclass

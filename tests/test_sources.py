@@ -1189,6 +1189,22 @@ def test_a_scaled_images_joints_map_back_by_each_side_of_its_own() -> None:
     assert np.allclose(FramePacket(0, 0, 50, 80, 0.0, None, 1.0).pixel_scale, [1.0, 1.0])
 
 
+def test_an_unscaled_frame_s_joints_stay_as_the_network_gave_them() -> None:
+    """A float64 scale made the joints float64, and the next crop, cut around them, moved by
+    rounding: vtest.avi's track differed from the one before the scale became (2,) in every frame."""
+    from streamer.packets import FramePacket
+    from tests.test_tracking import SquareNet, frame, tracker
+
+    packet = FramePacket(0, 0, 240, 320, 0.0, None, 1.0)
+    assert packet.pixel_scale.dtype == np.float32
+    images = [frame((150.0, 110.0)), frame((152.0, 111.0))]
+    by_packet = tracker(SquareNet()).process(images, [packet.pixel_scale] * 2)
+    by_one = tracker(SquareNet()).process(images, [1.0, 1.0])
+    for a, b in zip(by_packet, by_one):
+        assert a.joints_2d.dtype == b.joints_2d.dtype == np.float32
+        np.testing.assert_array_equal(a.joints_2d, b.joints_2d)
+
+
 def test_an_image_of_another_size_starts_a_shot(tmp_path: Path) -> None:
     # A folder of a video's frames (tracking.folder_images: sequence) carries the tracked region
     # from image to image; one of another size is no frame of the same video.
