@@ -656,7 +656,9 @@ def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str,
     # The real photos are named by file, so a pairing cannot mistake one split for another.
     assert len(set(r["per_sample"]["ids"])) == r["samples"] == 3
     assert all(name.endswith(".jpg") for name in r["per_sample"]["ids"])
-    assert "| 95% interval |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| 95% interval |" in printed
+    assert "(untrained tiny), evaluated with --flip-test none" in printed     # what ran, not only what was shipped
 
     # The same model against itself: every difference is 0, to the last resample.
     rc, same = evaluate("same", "--flip-test", "none", "--against", str(tmp_path / "base.json"))

@@ -905,6 +905,8 @@ def run(args: argparse.Namespace) -> int:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     note += ", people cut off between hips and knees (--cut)" if args.cut else ""
+    # The weights line says how the file was shipped; an override is what this evaluation ran.
+    note += f", evaluated with --flip-test {args.flip_test}" if args.flip_test is not None else ""
     # The results are written before they are printed: a reader that stops reading the tables
     # (`| head`) loses no JSON.
     tables = [markdown(res, cfg, f"{Path(args.model).name} ({weights}){note}")]
