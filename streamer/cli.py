@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import typing
@@ -119,7 +120,7 @@ CONFIG_OPTIONS = (
     ("inference", "precision", "--precision"), ("inference", "calibration", "--calibration"),
     ("inference", "batch_size", "--batch-size"), ("inference", "threads", "--threads"),
     ("alignment", "method", "--align"), ("filter", "method", "--filter"), ("coordinates", "axes", "--axes"),
-    ("source", "reconnect", "--reconnect"), ("source", "loop", "--loop"),
+    ("source", "loop", "--loop"),
     ("coordinates", "focal_px", "--focal"), ("coordinates", "principal_px", "--principal"),
     ("publish", "enabled", "--publish"), ("publish", "bind", "--bind"), ("publish", "port", "--port"),
     ("publish", "encoding", "--encoding"), ("publish", "wait_subscribers", "--wait-subscribers"),
@@ -133,6 +134,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, option[2:].replace("-", "_"), None)
         if value is not None and value is not False:        # False: a flag not given
             o.setdefault(section, {})[key] = value
+    if getattr(args, "reconnect", False):                   # `run` sets it: a live source is reopened
+        o.setdefault("source", {})["reconnect"] = True
     return o
 
 
@@ -142,21 +145,22 @@ def _load_pipeline_config(args: argparse.Namespace, overrides: dict[str, Any]) -
     try:
         return load_pipeline_config(args.config, overrides)
     except ConfigError as exc:
-        raise ConfigError(_said_of_options(str(exc))) from None
+        raise ConfigError(_said_of_options(str(exc), overrides)) from None
 
 
-def _said_of_options(message: str) -> str:
+def _said_of_options(message: str, overrides: dict[str, Any]) -> str:
+    """An error in the overrides with each config key an option set named by that option."""
     head = f"{OVERRIDES_SOURCE}: "
     if not message.startswith(head):
         return message                      # the config file's own error
     said = message[len(head):]
-    token, _, rest = said.partition(" ")
-    name, _, index = token.strip("'").partition("[")          # 'coordinates.principal_px[0]'
     for section, key, option in CONFIG_OPTIONS:
-        if name == f"{section}.{key}":
-            which = f" (value {int(index.rstrip(']')) + 1})" if index.rstrip("]").isdigit() else ""
-            return f"{option}{which} {rest}"
-    return message
+        if key not in overrides.get(section, {}):
+            continue
+        name = re.escape(f"{section}.{key}")
+        said = re.sub(rf"'?{name}\[(\d+)\]'?", lambda m: f"{option} (value {int(m[1]) + 1})", said)
+        said = re.sub(rf"'?{name}(?!\w)'?", option, said)
+    return said if said != message[len(head):] else message
 
 
 def _file_identity(path: Path) -> object:
@@ -174,7 +178,7 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     input or another output."""
     from engines.errors import InputError
     from engines.files import input_overwritten
-    from streamer.tracks import TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, sidecar_path
+    from streamer.tracks import TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, sidecar_path, track_format_error
 
     # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
     # tracks were opened, and emptied.
@@ -193,11 +197,8 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
         # .jsonl and .csv tracks are written as they go; .npz, .bvh and the overlay replace their file.
         _check_writable(path, streamed=path in tracks and path.suffix.lower() not in WHOLE_FILE_SUFFIXES)
     for path in tracks:
-        if not path.suffix:
-            raise InputError(f"track file '{path}' has no extension, which picks its format (use "
-                             f"{', '.join(TRACK_SUFFIXES)})")
         if path.suffix.lower() not in TRACK_SUFFIXES:
-            raise InputError(f"unknown track format '{path.suffix}' for '{path}' (use {', '.join(TRACK_SUFFIXES)})")
+            raise track_format_error(path)
     from streamer.overlay import OVERLAY_SUFFIXES
 
     if overlay is not None and overlay.suffix.lower() not in OVERLAY_SUFFIXES:

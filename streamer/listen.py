@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import shutil
 import sys
 import time
 from collections import Counter, deque
@@ -122,6 +124,11 @@ def text_skeleton(msg: dict[str, Any], parents: list[int], cols: int = 40, rows:
     return "\n".join("".join(r).rstrip() for r in grid)
 
 
+def screen_rows(text: str, columns: int) -> int:
+    """The rows `text` takes on a terminal `columns` wide, its long lines wrapped."""
+    return sum(max(1, math.ceil(len(line) / max(1, columns))) for line in text.split("\n"))
+
+
 def tcp_port(endpoint: str) -> int | None:
     """The port number of a tcp:// endpoint; None for another transport, or a port that is not
     a number (ZeroMQ refuses those itself, but takes any number modulo 65536)."""
@@ -174,9 +181,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     awaiting_meta = True
     meta_last = False             # the last message was a meta: a restart's comes just before its poses
     last_shown = 0.0
-    # On a terminal each second's figures and skeleton are drawn over the last ones, not scrolled.
-    redraw = out.isatty()
-    drawn_lines = 0               # lines of the last block drawn, since anything else was printed
+    # On a terminal each second's figures and skeleton are drawn over the last ones, not scrolled;
+    # not while recording, whose writer may warn between two blocks (a redraw would erase that).
+    redraw = out.isatty() and record is None
+    drawn_rows = 0                # screen rows of the last block drawn, since anything else was printed
     last_msg = time.monotonic()
     quiet = False                 # ended by --timeout's silence after the stream had spoken
     with StopSignals() as stop:
@@ -211,7 +219,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                         meta, joints = msg, len(msg["joint_names"])
                         stats.replayed = bool(msg.get("replay"))
                         print(describe_meta(msg), file=out)
-                        drawn_lines = 0
+                        drawn_rows = 0
                     if record is not None and writer is None:
                         writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
@@ -234,10 +242,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     block = stats.line()
                     if show_skeleton and meta is not None:
                         block += "\n" + text_skeleton(msg, meta["parents"])
-                    if redraw and drawn_lines:
-                        out.write(f"\x1b[{drawn_lines}F\x1b[J")     # up to the block's first line, clear below
+                    if redraw and drawn_rows:
+                        out.write(f"\x1b[{drawn_rows}F\x1b[J")     # up to the block's first row, clear below
                     print(block, file=out, flush=True)
-                    drawn_lines = block.count("\n") + 1
+                    drawn_rows = screen_rows(block, shutil.get_terminal_size().columns)
         except ReaderWaitStopped:
             pass                                 # stopped while a named pipe waited for its reader: said below
         finally:

@@ -70,7 +70,7 @@ class PreviewWindow:
         for person in frame.people:
             draw_pose(self.canvas, person)
         draw_status(self.canvas, frame, note)
-        draw_corner_line(self.canvas, self._rate_line(frame))
+        draw_corner_line(self.canvas, self._rate_line(frame.t_capture, time.time(), time.monotonic()))
         if self.size != (self.width, self.height):
             cv2.resize(self.canvas, self.size, dst=self.rgb, interpolation=cv2.INTER_AREA)
             cv2.cvtColor(self.rgb, cv2.COLOR_BGR2RGB, dst=self.rgb)
@@ -85,13 +85,13 @@ class PreviewWindow:
                 return False
         return True
 
-    def _rate_line(self, frame: PoseFrame) -> str:
-        """The rate frames are shown at, and how old this one is (capture to screen)."""
-        now = time.time()
-        self._shown_at.append(now)
+    def _rate_line(self, t_capture: float, wall: float, mono: float) -> str:
+        """The rate frames are shown at (from `mono`, a clock that never steps back) and how old
+        this one is as it is drawn (`wall` against its capture time, both time.time())."""
+        self._shown_at.append(mono)
         times = self._shown_at
         rate = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} fps" if len(times) > 1 and times[-1] > times[0] else "- fps"
-        return f"{rate}  latency {1000.0 * (now - frame.t_capture):.0f} ms"
+        return f"{rate}  latency {1000.0 * (wall - t_capture):.0f} ms"
 
     def close(self) -> None:
         self.pygame.display.quit()

@@ -91,9 +91,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
             pub.start(source, replayed)
             # let subscribers that connect at start-up see the first messages
             parts = replay_parts(poses)
-            last = parts[-1].offsets
-            # A loop starts again after the recording's usual gap between messages.
-            loop_gap = statistics.median(b - a for a, b in zip(last, last[1:])) if len(last) > 1 else 0.0
+            loop_gap = _usual_gap(parts)
             passes = 0
             while (passes == 0 or loop) and _sleep_until(pub.joined_by, stop, pub):
                 t0 = time.monotonic() + (loop_gap / speed if passes else 0.0)
@@ -119,6 +117,16 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         of = f"(the recording's {len(poses)}, looped)" if loop else f"of {len(poses)}"
         announce(f"interrupted ({stop.name}) after publishing {sent} {of} pose messages")
     return 128 + stop.signum
+
+
+LONE_POSE_GAP_S = 1.0      # a looped recording of one pose has no gap of its own: one a second
+
+
+def _usual_gap(parts: list[ReplayPart]) -> float:
+    """The recording's median gap between messages, after which a loop starts again (positive: a
+    recording of one pose, or of poses all at one time, would otherwise be sent without a pause)."""
+    gaps = [b - a for part in parts for a, b in zip(part.offsets, part.offsets[1:]) if b > a]
+    return statistics.median(gaps) if gaps else LONE_POSE_GAP_S
 
 
 def _sleep_until(due: float, stop: StopSignals, pub: Publisher) -> bool:

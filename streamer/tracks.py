@@ -572,9 +572,15 @@ def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], 
         from streamer.bvh import BvhTrackWriter
 
         return BvhTrackWriter(path, meta)
-    if not suffix:
-        raise InputError(f"track file '{path}' has no extension (use .jsonl, .csv, .npz or .bvh)")
-    raise InputError(f"unknown track format '{suffix}' for '{path}' (use .jsonl, .csv, .npz or .bvh)")
+    raise track_format_error(path)
+
+
+def track_format_error(path: Path) -> InputError:
+    """What is wrong with a track's name whose extension names no format."""
+    if not path.suffix:
+        return InputError(f"track file '{path}' has no extension, which picks its format (use .jsonl, .csv, "
+                          f".npz or .bvh)")
+    return InputError(f"unknown track format '{path.suffix}' for '{path}' (use .jsonl, .csv, .npz or .bvh)")
 
 
 def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

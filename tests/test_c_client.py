@@ -98,7 +98,7 @@ def _run_against_replay(posecast, c_client: Path, track: Path, encoding: str, co
         _stop(pub)
 
 
-def test_c_client_prints_the_live_json_stream(posecast, c_client: Path, json_track: Path) -> None:
+def test_c_client_prints_a_replayed_json_stream(posecast, c_client: Path, json_track: Path) -> None:
     poses = {m["seq"]: m for m in map(json.loads, json_track.read_text().splitlines()) if m["type"] == "pose"}
     code, out, err = _run_against_replay(posecast, c_client, json_track, "json", 10)
     assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"

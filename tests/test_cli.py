@@ -220,6 +220,26 @@ def test_a_calibration_source_that_will_not_be_read_is_said(posecast, clip40: Pa
             "TensorRT int8 engine (--precision int8) on an NVIDIA GPU") in r.stderr.splitlines()
 
 
+def test_every_option_that_sets_a_config_key_is_one_the_pipeline_commands_take() -> None:
+    """The overrides are read by attribute name: a renamed option would silently stop setting its key."""
+    from streamer.cli import CONFIG_OPTIONS, _overrides, build_parser
+
+    values = {"--backend": ["auto"], "--device": ["cpu"], "--precision": ["fp32"], "--calibration": ["c.mp4"],
+              "--batch-size": ["2"], "--threads": ["2"], "--align": ["average"], "--filter": ["off"],
+              "--axes": ["unity"], "--loop": [], "--focal": ["500"], "--principal": ["1", "2"], "--publish": [],
+              "--bind": ["127.0.0.1"], "--port": ["0"], "--encoding": ["json"], "--wait-subscribers": ["1"],
+              "--min-score": ["0.5"]}
+    parser = build_parser()
+    for section, key, option in CONFIG_OPTIONS:
+        given = [option, *values[option]]
+        takers = []
+        for command in ("track", "run", "bench", "demo"):
+            args, unknown = parser.parse_known_args([command, *(["x.mp4"] if command != "demo" else []), *given])
+            if not unknown and key in _overrides(args).get(section, {}):
+                takers.append(command)
+        assert takers, f"{option} ({section}.{key}) is taken by no pipeline command"
+
+
 @pytest.mark.parametrize("command, hidden, offered", [
     ("track", [], ["--publish", "--batch-size", "--stats"]),
     ("run", ["--publish", "--batch-size"], ["--stats", "--port"]),      # always publishes; a file goes frame by frame

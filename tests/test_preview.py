@@ -80,18 +80,12 @@ def test_run_with_preview_and_no_display_is_one_line(posecast, clip40, monkeypat
     assert len(lines) == 1 and lines[0].startswith("posecast: error: cannot open the preview window"), r.stderr
 
 
-def test_the_window_shows_its_rate_and_the_frame_s_latency(monkeypatch: pytest.MonkeyPatch) -> None:
-    import streamer.preview as preview
-
-    clock = iter([100.0, 100.1, 100.2])
-    monkeypatch.setattr(preview.time, "time", lambda: next(clock))
+def test_the_window_shows_its_rate_and_the_frame_s_latency() -> None:
     win = PreviewWindow("test", 160, 120)
     try:
-        frame = _frame()
-        lines = []
-        for t_capture in (99.98, 100.05, 100.15):
-            frame.t_capture = t_capture
-            lines.append(win._rate_line(frame))
+        # (capture time, wall clock, monotonic clock) of three frames shown 0.1 s apart
+        shown = [(99.98, 100.0, 5.0), (100.05, 100.1, 5.1), (100.15, 100.2, 5.2)]
+        lines = [win._rate_line(*times) for times in shown]
         assert lines == ["- fps  latency 20 ms", "10.0 fps  latency 50 ms", "10.0 fps  latency 50 ms"]
     finally:
         win.close()

@@ -581,7 +581,16 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_listen_on_a_terminal_draws_each_second_over_the_last() -> None:
+def test_a_block_s_screen_rows_count_its_wrapped_lines() -> None:
+    from streamer.listen import screen_rows
+
+    assert screen_rows("abc", 40) == 1 and screen_rows("", 40) == 1
+    assert screen_rows("x" * 40, 40) == 1 and screen_rows("x" * 41, 40) == 2
+    assert screen_rows("x" * 90 + "\n" + "o ." + "\n", 40) == 3 + 1 + 1
+
+
+def _listen_on_a_terminal(record: Path | None) -> str:
+    """What `listen` shows on a terminal of 25 poses published over 2.5 s (three blocks)."""
     from streamer.listen import listen
 
     port = free_port()
@@ -601,21 +610,37 @@ def test_listen_on_a_terminal_draws_each_second_over_the_last() -> None:
     thread.start()
     out = _Terminal()
     try:
-        assert listen(endpoint(port), "pose.", None, 25, 20.0, True, out=out) == 0
+        assert listen(endpoint(port), "pose.", record, 25, 20.0, True, out=out) == 0
     finally:
         thread.join(30)
         publisher.close(linger_ms=0)
-    # [before the first redraw, lines up, the block drawn, lines up, the block drawn, ...]
-    parts = re.split(r"\x1b\[(\d+)F\x1b\[J", out.getvalue())
-    assert len(parts) >= 5, out.getvalue()         # the first block, then at least two drawn over the last
+    return out.getvalue()
+
+
+def test_listen_on_a_terminal_draws_each_second_over_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.listen import screen_rows
+
+    monkeypatch.setenv("COLUMNS", "40")            # the figures' line wraps: rows, not lines, are counted
+    shown = _listen_on_a_terminal(None)
+    # [before the first redraw, rows up, the block drawn, rows up, the block drawn, ...]
+    parts = re.split(r"\x1b\[(\d+)F\x1b\[J", shown)
+    assert len(parts) >= 5, shown                 # the first block, then at least two drawn over the last
     first = parts[0].splitlines()
     starts = [k for k, line in enumerate(first) if re.match(r"\d+ msgs ", line)]
-    assert len(starts) == 1 and int(parts[1]) == len(first) - starts[0], parts[0]     # up over the block alone
+    assert len(starts) == 1, parts[0]
+    assert int(parts[1]) == screen_rows("\n".join(first[starts[0]:]), 40) > len(first) - starts[0]   # up over the block alone
     drawn = parts[2::2]
     for block, up in zip(drawn, parts[3::2]):
-        assert re.match(r"\d+ msgs ", block) and int(up) == block.count("\n"), (block, up)
+        assert re.match(r"\d+ msgs ", block) and int(up) == screen_rows(block.rstrip("\n"), 40), (block, up)
     # Each block is the figures and the skeleton; the last block is followed by the final figures.
     assert all(len(b.splitlines()) > 2 for b in drawn[:-1]), drawn
+
+
+def test_listen_recording_on_a_terminal_scrolls(tmp_path: Path) -> None:
+    """The recording's writer may warn between blocks (a slow named-pipe reader): a redraw would
+    erase the warning."""
+    shown = _listen_on_a_terminal(tmp_path / "rec.jsonl")
+    assert "\x1b[" not in shown and len(re.findall(r"^\d+ msgs ", shown, re.M)) >= 3, shown
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".bvh"])
@@ -1077,6 +1102,24 @@ def test_replay_loop_publishes_the_recording_again_each_pass_announced_by_its_me
     last = r.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"posecast: interrupted \(SIGTERM\) after publishing \d+ \(the recording's 4, looped\) "
                         r"pose messages", last), r.stderr
+
+
+def test_replay_loop_of_a_single_pose_sends_it_once_a_second_not_as_fast_as_it_can(posecast, tmp_path: Path) -> None:
+    track = tmp_path / "one.jsonl"
+    write_sample_track(track, frames=1, fps=20.0)
+    port = free_port()
+    with Collector(port) as c:
+        player = posecast.start(["replay", track, "--port", port, "--loop"])
+        assert len(c.wait_poses(1, timeout=30)) >= 1, "the replay did not get going"
+        first = time.monotonic()
+        time.sleep(2.5)
+        player.send_signal(signal.SIGTERM)
+        r = posecast.finish(player, timeout=30)
+        elapsed = time.monotonic() - first
+        poses = len(c.poses)
+    assert r.returncode == 143, r.stderr
+    # It flooded: 30,000 poses in 2 s, each after a meta.
+    assert 2 <= poses <= elapsed + 2, (poses, elapsed)
 
 
 def test_sigterm_ends_replay_with_one_line(posecast, tmp_path: Path) -> None:
