@@ -15,6 +15,8 @@ from engines.stop_signals import StopSignals
 if TYPE_CHECKING:
     from streamer.publish import Publisher
 
+LONE_POSE_GAP_S = 1.0      # a looped recording of one pose has no gap of its own: one a second
+
 
 def replay_clock(poses: list[dict]) -> str:
     """The field that gives a recording's pace. A video file's track was made as fast as the
@@ -117,9 +119,6 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         of = f"(the recording's {len(poses)}, looped)" if loop else f"of {len(poses)}"
         announce(f"interrupted ({stop.name}) after publishing {sent} {of} pose messages")
     return 128 + stop.signum
-
-
-LONE_POSE_GAP_S = 1.0      # a looped recording of one pose has no gap of its own: one a second
 
 
 def _usual_gap(parts: list[ReplayPart]) -> float:
