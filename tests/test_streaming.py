@@ -589,11 +589,10 @@ def test_a_block_s_screen_rows_count_its_wrapped_lines() -> None:
     assert screen_rows("x" * 90 + "\n" + "o ." + "\n", 40) == 3 + 1 + 1
 
 
-def _listen_on_a_terminal(record: Path | None) -> str:
-    """What `listen` shows on a terminal of 25 poses published over 2.5 s (three blocks)."""
-    from streamer.listen import listen
-
-    port = free_port()
+@contextlib.contextmanager
+def _publishing_once_subscribed(port: int, seqs: list[int], interval_s: float) -> Iterator[None]:
+    """A publisher on `port`, in a thread: once a subscriber has both topics, the poses `seqs`,
+    one every `interval_s`; closed when the block ends."""
     publisher = Publisher(endpoint(port))
 
     def publish() -> None:
@@ -602,18 +601,27 @@ def _listen_on_a_terminal(record: Path | None) -> str:
         while publisher.subscriptions < 2 and time.monotonic() < deadline:     # meta and pose topics
             publisher.tick()
             time.sleep(0.01)
-        for seq in range(25):                                                   # 2.5 s: three blocks
+        for seq in seqs:
             publisher.publish(sample_pose(seq))
-            time.sleep(0.1)
+            time.sleep(interval_s)
 
     thread = threading.Thread(target=publish, daemon=True)
     thread.start()
-    out = _Terminal()
     try:
-        assert listen(endpoint(port), "pose.", record, 25, 20.0, True, out=out) == 0
+        yield
     finally:
         thread.join(30)
         publisher.close(linger_ms=0)
+
+
+def _listen_on_a_terminal(record: Path | None) -> str:
+    """What `listen` shows on a terminal of 25 poses published over 2.5 s (three blocks)."""
+    from streamer.listen import listen
+
+    port = free_port()
+    out = _Terminal()
+    with _publishing_once_subscribed(port, list(range(25)), 0.1):
+        assert listen(endpoint(port), "pose.", record, 25, 20.0, True, out=out) == 0
     return out.getvalue()
 
 
@@ -648,25 +656,8 @@ def test_a_recording_that_lost_messages_on_the_way_exits_3(tmp_path: Path, capsy
     from streamer.listen import EXIT_RECORDING_INCOMPLETE, listen
 
     port, rec = free_port(), tmp_path / f"rec{suffix}"
-    publisher = Publisher(endpoint(port))
-
-    def publish() -> None:
-        publisher.start("cam", sample_meta("cam"))
-        deadline = time.monotonic() + 20
-        while publisher.subscriptions < 2 and time.monotonic() < deadline:     # meta and pose topics
-            publisher.tick()
-            time.sleep(0.01)
-        for seq in [0, 1, 2, 6, 7, 8, 9]:                                       # 3 lost on the way
-            publisher.publish(sample_pose(seq))
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
-    try:
+    with _publishing_once_subscribed(port, [0, 1, 2, 6, 7, 8, 9], 0.01):          # 3 lost on the way
         rc = listen(endpoint(port), "pose.", rec, 7, 20.0, False, out=open(os.devnull, "w"))
-    finally:
-        thread.join(30)
-        publisher.close(linger_ms=0)
     assert rc == EXIT_RECORDING_INCOMPLETE == 3
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and said[0].startswith(f"posecast: error: recorded 7 pose messages to '{rec}', but 3 were "
