@@ -20,9 +20,9 @@ case "${1:-}" in
     --train) extras="test,train"; need_gl=1 ;;
     *) echo "usage: bash scripts/setup.sh [--tests | --train]" >&2; exit 2 ;;
 esac
-# ldconfig lives in /sbin, which a user's PATH on Debian may not hold. The demo's set-up (no
-# option) leaves them alone: posecast itself never draws with OpenGL, and asking for a sudo
-# password for libraries it does not use would only puzzle.
+# The EGL/Mesa libraries, for the renderer only: the demo's set-up (no option) does not ask sudo
+# for libraries posecast never draws with. ldconfig lives in /sbin, which a user's PATH on Debian
+# may not hold.
 if [ -n "$need_gl" ] && ! PATH="$PATH:/sbin:/usr/sbin" ldconfig -p | grep libEGL_mesa >/dev/null; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     { $sudo apt-get update -qq &&

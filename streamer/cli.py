@@ -153,14 +153,14 @@ def _said_of_options(message: str, overrides: dict[str, Any]) -> str:
     head = f"{OVERRIDES_SOURCE}: "
     if not message.startswith(head):
         return message                      # the config file's own error
-    said = message[len(head):]
+    said = original = message[len(head):]
     for section, key, option in CONFIG_OPTIONS:
         if key not in overrides.get(section, {}):
             continue
         name = re.escape(f"{section}.{key}")
-        said = re.sub(rf"'?{name}\[(\d+)\]'?", lambda m: f"{option} (value {int(m[1]) + 1})", said)
-        said = re.sub(rf"'?{name}(?!\w)'?", option, said)
-    return said if said != message[len(head):] else message
+        said = re.sub(rf"'?{name}(?:\[(\d+)\])?(?!\w)'?",
+                      lambda m: option + (f" (value {int(m[1]) + 1})" if m[1] else ""), said)
+    return said if said != original else message
 
 
 def _file_identity(path: Path) -> object:

@@ -158,6 +158,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     ended it (default: print it on stderr)."""
     from streamer.tracks import ReaderWaitStopped, open_track_writer
 
+    say = announce or _stderr
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -259,15 +260,15 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         with contextlib.suppress(OSError):
             print(stats.line(), file=out)
             _warn_skipped(endpoint, stats)
-            (announce or _stderr)(_interrupted(stop.name, record, writer, stats, endpoint, pending))
+            say(_interrupted(stop.name, record, writer, stats, endpoint, pending))
         return 128 + stop.signum
     print(stats.line(), file=out)
     _warn_skipped(endpoint, stats)
     if quiet:
         # The rate line above is the last second's with messages: say why it stopped there.
-        (announce or _stderr)(f"the stream went quiet: nothing from '{endpoint}' for {timeout_s:g} s after "
-                              f"{stats.received} pose messages (the publisher ended or stalled; --timeout "
-                              f"waits longer)")
+        say(f"the stream went quiet: nothing from '{endpoint}' for {timeout_s:g} s after "
+            f"{stats.received} pose messages (the publisher ended or stalled; --timeout "
+            f"waits longer)")
     if record is None:
         return 0
     if writer is None:
@@ -275,10 +276,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                          + _skipped_clause(stats))
     lost = _lost_clause(stats, pending)
     if lost:
-        (announce or _stderr)(f"error: recorded {writer.frames_written} pose messages to '{record}'{lost} "
-                              f"(exit code {EXIT_RECORDING_INCOMPLETE})")
+        say(f"error: recorded {writer.frames_written} pose messages to '{record}'{lost} "
+            f"(exit code {EXIT_RECORDING_INCOMPLETE})")
         return EXIT_RECORDING_INCOMPLETE
-    (announce or _stderr)(f"recorded {writer.frames_written} pose messages to '{record}' (complete)")
+    say(f"recorded {writer.frames_written} pose messages to '{record}' (complete)")
     return 0
 
 

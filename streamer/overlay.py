@@ -43,9 +43,9 @@ def line_thickness(width: int, height: int) -> int:
     return max(2, round(math.hypot(width, height) / 400))
 
 
-def _font_scale(width: int, height: int) -> float:
+def _font_scale(width: int, height: int, factor: float = 1.0) -> float:
     # Below 0.5 Hershey's glyphs, outlined and then through H.264, smear into one another.
-    return max(0.5, math.hypot(width, height) / 2500)
+    return max(0.5, math.hypot(width, height) / 2500 * factor)
 
 
 def _side_color(skeleton: Skeleton, joint: int) -> tuple[int, int, int]:
@@ -129,7 +129,7 @@ def draw_pose(image: np.ndarray, person: PersonPose, skeleton: Skeleton = H36M17
 def draw_status(image: np.ndarray, frame: PoseFrame, note: str | None = None) -> None:
     """A small `seq N  people K` line in the top-left corner, and `note` on a line below it."""
     h, w = image.shape[:2]
-    scale = max(0.5, _font_scale(w, h) * 0.8)
+    scale = _font_scale(w, h, 0.8)
     (_, text_h), _ = cv2.getTextSize("seq", _FONT, scale, 1)
     margin = max(4, text_h // 2)
     _text(image, f"seq {frame.seq}  people {len(frame.people)}", (margin, margin + text_h), scale, TEXT_COLOR)
@@ -145,7 +145,7 @@ def draw_status(image: np.ndarray, frame: PoseFrame, note: str | None = None) ->
 def draw_corner_line(image: np.ndarray, text: str) -> None:
     """One small line in the bottom-left corner (the preview's rate and latency)."""
     h, w = image.shape[:2]
-    scale = max(0.5, _font_scale(w, h) * 0.8)
+    scale = _font_scale(w, h, 0.8)
     (_, text_h), base = cv2.getTextSize(text, _FONT, scale, 1)
     margin = max(4, text_h // 2)
     _text(image, text, (margin, h - margin - base), scale, TEXT_COLOR)

@@ -88,9 +88,10 @@ class PreviewWindow:
     def _rate_line(self, t_capture: float, wall: float, mono: float) -> str:
         """The rate frames are shown at (from `mono`, a clock that never steps back) and how old
         this one is as it is drawn (`wall` against its capture time, both time.time())."""
-        self._shown_at.append(mono)
         times = self._shown_at
-        rate = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} fps" if len(times) > 1 and times[-1] > times[0] else "- fps"
+        times.append(mono)
+        span = times[-1] - times[0]
+        rate = f"{(len(times) - 1) / span:.1f} fps" if span > 0 else "- fps"
         return f"{rate}  latency {1000.0 * (wall - t_capture):.0f} ms"
 
     def close(self) -> None:

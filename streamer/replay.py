@@ -91,25 +91,27 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         source, replayed = meta.get("source", track.stem), {**meta, "replay": True}
         try:
             pub.start(source, replayed)
-            # let subscribers that connect at start-up see the first messages
             parts = replay_parts(poses)
-            loop_gap = _usual_gap(parts)
-            passes = 0
-            while (passes == 0 or loop) and _sleep_until(pub.joined_by, stop, pub):
-                t0 = time.monotonic() + (loop_gap / speed if passes else 0.0)
-                for part in parts:
-                    if part.restarts or (passes and part is parts[0]):
-                        # As the publisher did when it started again: subscribers (`listen --record`)
-                        # hold a restarted stream's poses until its meta says it is the same stream.
-                        pub.start(source, replayed)
-                    for msg, offset in zip(part.poses, part.offsets):
-                        if not _sleep_until(t0 + offset / speed, stop, pub):
+            # let subscribers that connect at start-up see the first messages
+            if _sleep_until(pub.joined_by, stop, pub):
+                t0 = time.monotonic()
+                while True:
+                    for part in parts:
+                        if part.restarts:
+                            # As the publisher did when it started again: subscribers (`listen --record`)
+                            # hold a restarted stream's poses until its meta says it is the same stream.
+                            pub.start(source, replayed)
+                        for msg, offset in zip(part.poses, part.offsets):
+                            if not _sleep_until(t0 + offset / speed, stop, pub):
+                                break
+                            pub.publish(msg)
+                            sent += 1
+                        if stop.signum is not None:
                             break
-                        pub.publish(msg)
-                        sent += 1
-                    if stop.signum is not None:
+                    if not loop or stop.signum is not None:
                         break
-                passes += 1
+                    t0 = time.monotonic() + _usual_gap(parts) / speed
+                    pub.start(source, replayed)      # the next pass, announced as a restarted publisher's run is
         finally:
             pub.close()
     if stop.signum is None:

@@ -577,10 +577,10 @@ def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], 
 
 def track_format_error(path: Path) -> InputError:
     """What is wrong with a track's name whose extension names no format."""
+    use = "use .jsonl, .csv, .npz or .bvh"
     if not path.suffix:
-        return InputError(f"track file '{path}' has no extension, which picks its format (use .jsonl, .csv, "
-                          f".npz or .bvh)")
-    return InputError(f"unknown track format '{path.suffix}' for '{path}' (use .jsonl, .csv, .npz or .bvh)")
+        return InputError(f"track file '{path}' has no extension, which picks its format ({use})")
+    return InputError(f"unknown track format '{path.suffix}' for '{path}' ({use})")
 
 
 def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

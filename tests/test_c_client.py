@@ -75,23 +75,27 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 def _run_against_replay(posecast, c_client: Path, track: Path, encoding: str, count: int):
-    """Starts the C client first (it reconnects until the publisher binds), then the replay."""
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    sub = subprocess.Popen([str(c_client), endpoint, str(count)], stdout=subprocess.PIPE,
+    return _run_against(posecast, c_client, ["replay", str(track), "--encoding", encoding, "--speed", "1"], count)
+
+
+def _run_against(posecast, c_client: Path, command: list[str], count: int):
+    """Starts the C client first (it reconnects until the publisher binds), then `posecast
+    COMMAND --port PORT`; the client's exit code, stdout and stderr."""
+    port = free_port()
+    sub = subprocess.Popen([str(c_client), f"tcp://127.0.0.1:{port}", str(count)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     pub = None
     try:
-        pub = posecast.start(["replay", str(track), "--port", endpoint.rsplit(":", 1)[1],
-                              "--encoding", encoding, "--speed", "1"])
+        pub = posecast.start([*command, "--port", str(port)])
         try:
             out, err = sub.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             sub.kill()
             out, err = sub.communicate()
             pytest.fail(f"posecast_sub did not finish within {TIMEOUT_S:.0f} s; stdout:\n{out}\nstderr:\n{err}")
-        replay = posecast.finish(pub, timeout=TIMEOUT_S)
+        done = posecast.finish(pub, timeout=TIMEOUT_S)
         pub = None
-        assert replay.returncode == 0, replay.stderr
+        assert done.returncode == 0, done.stderr
         return sub.returncode, out, err
     finally:
         _stop(sub)
@@ -129,23 +133,13 @@ def test_c_client_prints_a_replayed_json_stream(posecast, c_client: Path, json_t
 
 def test_c_client_prints_a_live_stream_s_latency(posecast, c_client: Path, json_track: Path) -> None:
     clip = json_track.with_name("clip.mp4")
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    sub = subprocess.Popen([str(c_client), endpoint, "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pub = None
-    try:
-        pub = posecast.start(["run", str(clip), "--port", endpoint.rsplit(":", 1)[1], "--encoding", "json",
-                              "--wait-subscribers", "1", "--no-progress"])
-        out, err = sub.communicate(timeout=TIMEOUT_S)
-        assert sub.returncode == 0, f"exit {sub.returncode}\nstdout:\n{out}\nstderr:\n{err}"
-        run = posecast.finish(pub, timeout=TIMEOUT_S)
-        pub = None
-        assert run.returncode == 0, run.stderr
-    finally:
-        _stop(sub)
-        _stop(pub)
+    code, out, err = _run_against(posecast, c_client, ["run", str(clip), "--encoding", "json",
+                                                       "--wait-subscribers", "1", "--no-progress"], 5)
+    assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
     lines = out.splitlines()
-    assert "meta source=clip joints=17 axes=camera units=m" in lines, out
-    after_meta = lines[lines.index("meta source=clip joints=17 axes=camera units=m") + 1:]
+    meta = "meta source=clip joints=17 axes=camera units=m"
+    assert meta in lines, out
+    after_meta = lines[lines.index(meta) + 1:]
     assert after_meta, out
     for line in after_meta:
         m = POSE_LINE.match(line)

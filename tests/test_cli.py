@@ -62,7 +62,6 @@ BAD = {
     "track without extension": ([CLIP, "-o", "t"], "'t' has no extension"),
     "bad overlay extension": ([CLIP, "--overlay", "o.avi"], "o.avi"),
     "no outputs": ([CLIP], "nothing to write"),
-    "min score above 1": ([CLIP, "-o", "t.jsonl", "--min-score", "2"], "--min-score must be"),
     "waiting without publishing": ([CLIP, "-o", "t.jsonl", "--wait-subscribers", "1"], "give --publish too"),
     "waiting for -1": ([CLIP, "--publish", "--wait-subscribers", "-1"], "--wait-subscribers must be"),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.shot_cuts import HISTORY, WARM_UP, ShotCutDetector
+from streamer.shot_cuts import HISTORY, THUMB_SOURCE_PX, WARM_UP, ShotCutDetector
 from streamer.tracking import PersonTracker
 from tests.test_tracking import CFG, SIZE, SquareNet, close, frame
 
@@ -61,7 +61,7 @@ def test_the_frame_is_subsampled_to_every_step_th_pixel(size: tuple[int, int]) -
     picture = np.random.default_rng(4).integers(0, 256, size=(*size, 3), dtype=np.uint8)
     detect = ShotCutDetector(DIFF, RATIO)
     detect(picture)
-    step = min(size) // 128
+    step = min(size) // THUMB_SOURCE_PX
     if step == 1:
         assert detect._small is None                   # read as it is
         return

@@ -84,8 +84,8 @@ def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list
         if not reopened:
             log.warning("left out %d picture(s) in %s in formats not read here (%s); convert them to JPEG or PNG "
                         "to track them", n, where, ", ".join(unread))
-    videos = sorted(c for c in paths if c.suffix.lower() in VIDEO_EXTENSIONS)
-    if not images and videos:
+    videos = [] if images else sorted(c for c in paths if c.suffix.lower() in VIDEO_EXTENSIONS)
+    if videos:
         raise InputError(f"{where}: no images, but {len(videos)} video(s); a folder or pattern is read as "
                          f"images: give each video as the input on its own (e.g. '{videos[0]}')")
     return images
