@@ -53,7 +53,7 @@ class FramePacket:
     full_height: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        # Its fields are scalars: a shallow copy (asdict's deep one costs 8 times as much, three
+        # Its fields are scalars: a shallow copy (asdict's deep one costs ten times as much, three
         # times a frame).
         return dict(vars(self))
 
@@ -69,7 +69,7 @@ class FramePacket:
         """(2,) input-image pixels per ring pixel across and down: a scaled-down image's two sides
         were rounded apart (1000x667 fitted to 100x67 is 10 across but 9.96 down). float32, as the
         joints it scales are: float64 would make them float64, and the tracker's next crop, cut
-        around them, would move by rounding (vtest.avi's track changed from frame 20 on)."""
+        around them, would move by rounding (vtest.avi's track differed in every frame)."""
         if self.full_width:
             return np.array([self.full_width / self.width, self.full_height / self.height], np.float32)
         return np.array([self.scale, self.scale], np.float32)

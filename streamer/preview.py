@@ -21,6 +21,7 @@ from streamer.protocol import PoseFrame
 
 
 RATE_WINDOW = 30          # frames the shown rate is the mean over
+
 # SDL's video drivers that draw into memory. Chosen on purpose (SDL_VIDEODRIVER=dummy, as the
 # tests do) they are fine; fallen back to, they mean there is no screen.
 OFFSCREEN_DRIVERS = ("offscreen", "dummy")
