@@ -92,6 +92,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         try:
             pub.start(source, replayed)
             parts = replay_parts(poses)
+            between_passes_s = _usual_gap(parts) / speed if loop else 0.0
             # let subscribers that connect at start-up see the first messages
             if _sleep_until(pub.joined_by, stop, pub):
                 t0 = time.monotonic()
@@ -110,7 +111,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
                             break
                     if not loop or stop.signum is not None:
                         break
-                    t0 = time.monotonic() + _usual_gap(parts) / speed
+                    t0 = time.monotonic() + between_passes_s
                     pub.start(source, replayed)      # the next pass, announced as a restarted publisher's run is
         finally:
             pub.close()

@@ -16,9 +16,10 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1067,18 +1068,28 @@ def test_replay_names_the_malformed_line_before_publishing(tmp_path: Path, capsy
     assert err.strip().splitlines() == [line]          # no "replaying ..." before it
 
 
-def test_replay_loop_publishes_the_recording_again_each_pass_announced_by_its_meta(posecast, tmp_path: Path) -> None:
-    track = tmp_path / "cam.jsonl"
-    write_sample_track(track, frames=4, fps=20.0)
+def _replay_loop_until(posecast, track: Path, wait: Callable[[Collector, subprocess.Popen], None]):
+    """`posecast replay TRACK --loop` with a collecting subscriber, stopped by SIGTERM once `wait`
+    returns; (its result, what the subscriber collected)."""
     port = free_port()
     with Collector(port) as c:
         player = posecast.start(["replay", track, "--port", port, "--loop"])
+        wait(c, player)
+        player.send_signal(signal.SIGTERM)
+        r = posecast.finish(player, timeout=30)
+        return r, list(c.items)
+
+
+def test_replay_loop_publishes_the_recording_again_each_pass_announced_by_its_meta(posecast, tmp_path: Path) -> None:
+    track = tmp_path / "cam.jsonl"
+    write_sample_track(track, frames=4, fps=20.0)
+
+    def fourteen_poses(c: Collector, player: subprocess.Popen) -> None:
         deadline = time.monotonic() + 30
         while len(c.poses) < 14 and time.monotonic() < deadline and player.poll() is None:
             time.sleep(0.05)
-        player.send_signal(signal.SIGTERM)
-        r = posecast.finish(player, timeout=30)
-        items = list(c.items)
+
+    r, items = _replay_loop_until(posecast, track, fourteen_poses)
     assert r.returncode == 143, r.stderr
     seqs = [m["seq"] for _, t, _, m in items if t.startswith(b"pose.")]
     assert len(seqs) >= 14 and seqs[:12] == [0, 1, 2, 3] * 3, seqs
@@ -1098,16 +1109,16 @@ def test_replay_loop_publishes_the_recording_again_each_pass_announced_by_its_me
 def test_replay_loop_of_a_single_pose_sends_it_once_a_second_not_as_fast_as_it_can(posecast, tmp_path: Path) -> None:
     track = tmp_path / "one.jsonl"
     write_sample_track(track, frames=1, fps=20.0)
-    port = free_port()
-    with Collector(port) as c:
-        player = posecast.start(["replay", track, "--port", port, "--loop"])
+    started: list[float] = []
+
+    def first_pose_then_2_5_s(c: Collector, _player: subprocess.Popen) -> None:
         assert len(c.wait_poses(1, timeout=30)) >= 1, "the replay did not get going"
-        first = time.monotonic()
+        started.append(time.monotonic())
         time.sleep(2.5)
-        player.send_signal(signal.SIGTERM)
-        r = posecast.finish(player, timeout=30)
-        elapsed = time.monotonic() - first
-        poses = len(c.poses)
+
+    r, items = _replay_loop_until(posecast, track, first_pose_then_2_5_s)
+    elapsed = time.monotonic() - started[0]
+    poses = sum(1 for _, topic, _, _ in items if topic.startswith(b"pose."))
     assert r.returncode == 143, r.stderr
     # It flooded: 30,000 poses in 2 s, each after a meta.
     assert 2 <= poses <= elapsed + 2, (poses, elapsed)
