@@ -1,0 +1,75 @@
+"""The docs' cross-references: a relative link in a Markdown file names a file that exists, and a
+reference such as `(docs/training.md, "A learned temporal refiner")` in code, configs or docs names
+a section of that file (a heading, or a paragraph's bold lead-in). Sections get renamed as the
+docs grow; a reference to a title that is gone sends a reader searching for nothing."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+CODE_BLOCK = re.compile(r"```.*?```", re.S)
+# "docs/training.md, "Title"" (or training.md's), across a line break and a comment's "#".
+SECTION_REFERENCE = re.compile(r"\b((?:docs/)?[a-z_]+\.md),\s*[\"“]([^\"”]{3,90})[\"”]")
+LINE_BREAK = re.compile(r"\s*\n\s*(?:#|//|\*|>)?\s*")
+HEADING = re.compile(r"^#+\s*(.+?)\s*$", re.M)
+BOLD_LEAD = re.compile(r"^(?:[-*]\s+|\d+\.\s+)?\*\*(.+?)\*\*", re.M)
+TEXT_SUFFIXES = (".md", ".py", ".yaml", ".sh", ".cs", ".c", ".toml")
+
+
+def _tracked_text_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the tracked files are not known")
+    # This file's own examples are not references.
+    return [ROOT / name for name in listed.stdout.split()
+            if name.endswith(TEXT_SUFFIXES) and ROOT / name != Path(__file__)]
+
+
+def _markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _sections(doc: Path) -> list[str]:
+    text = CODE_BLOCK.sub("", doc.read_text())
+    return [title.lower() for title in HEADING.findall(text) + BOLD_LEAD.findall(text)]
+
+
+def test_relative_links_name_files_that_exist() -> None:
+    missing = []
+    for doc in _markdown_files():
+        for target in MARKDOWN_LINK.findall(CODE_BLOCK.sub("", doc.read_text())):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (doc.parent / target.partition("#")[0]).exists():
+                missing.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert not missing
+
+
+def test_section_references_name_a_section_of_their_doc() -> None:
+    docs = {doc.name: doc for doc in _markdown_files() if doc.parent == ROOT / "docs"}
+    sections = {name: _sections(doc) for name, doc in docs.items()}
+    checked, unresolved = 0, []
+    for path in _tracked_text_files():
+        text = LINE_BREAK.sub(" ", path.read_text(errors="replace"))
+        for doc, title in SECTION_REFERENCE.findall(text):
+            name = Path(doc).name
+            if name not in sections:
+                continue
+            checked += 1
+            if not any(title.lower() in section for section in sections[name]):
+                unresolved.append(f'{path.relative_to(ROOT)}: {doc}, "{title}"')
+    assert checked > 50          # the pattern still finds the references the code and docs make
+    assert not unresolved
+
+
+def test_the_section_check_finds_a_missing_title(tmp_path: Path) -> None:
+    text = LINE_BREAK.sub(" ", 'see (docs/training.md, "A section\n    # that never was")')
+    [(doc, title)] = SECTION_REFERENCE.findall(text)
+    assert (doc, title) == ("docs/training.md", "A section that never was")
+    assert not any(title.lower() in s for s in _sections(ROOT / "docs" / "training.md"))
