@@ -1,6 +1,7 @@
 """The docs' cross-references: a relative link in a Markdown file names a file that exists, and a
 reference such as `(docs/training.md, "A learned temporal refiner")` in code, configs or docs names
-a section of that file (a heading, or a paragraph's bold lead-in). Sections get renamed as the
+a section of that file (a heading, or a paragraph's bold lead-in), and so does a doc's reference to
+its own `section "Title"` or `"Title", above`. Sections get renamed as the
 docs grow; a reference to a title that is gone sends a reader searching for nothing."""
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE_BLOCK = re.compile(r"```.*?```", re.S)
 # "docs/training.md, "Title"" (or training.md's), across a line break and a comment's "#".
 SECTION_REFERENCE = re.compile(r"\b((?:docs/)?[a-z_]+\.md),\s*[\"“]([^\"”]{3,90})[\"”]")
+# Inside a doc: its section "Title", or "Title", above (below).
+IN_DOC_REFERENCE = re.compile(r"\bsections? [\"“]([^\"”]{3,90})[\"”]|[\"“]([^\"”]{3,90})[\"”],? (?:above|below)\b")
 LINE_BREAK = re.compile(r"\s*\n\s*(?:#|//|\*|>)?\s*")
 HEADING = re.compile(r"^#+\s*(.+?)\s*$", re.M)
 BOLD_LEAD = re.compile(r"^(?:[-*]\s+|\d+\.\s+)?\*\*(.+?)\*\*", re.M)
@@ -65,6 +68,19 @@ def test_section_references_name_a_section_of_their_doc() -> None:
             if not any(title.lower() in section for section in sections[name]):
                 unresolved.append(f'{path.relative_to(ROOT)}: {doc}, "{title}"')
     assert checked > 50          # the pattern still finds the references the code and docs make
+    assert not unresolved
+
+
+def test_a_docs_references_to_its_own_sections_name_one() -> None:
+    checked, unresolved = 0, []
+    for doc in _markdown_files():
+        sections = _sections(doc)
+        for named, placed in IN_DOC_REFERENCE.findall(LINE_BREAK.sub(" ", doc.read_text())):
+            title = named or placed
+            checked += 1
+            if not any(title.lower() in section for section in sections):
+                unresolved.append(f'{doc.relative_to(ROOT)}: "{title}"')
+    assert checked > 10
     assert not unresolved
 
 
