@@ -43,13 +43,29 @@ def _sections(doc: Path) -> list[str]:
     return [title.lower() for title in HEADING.findall(text) + BOLD_LEAD.findall(text)]
 
 
-def test_relative_links_name_files_that_exist() -> None:
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's anchors for the doc's headings: lower case, punctuation dropped, spaces as
+    hyphens, a repeated one numbered."""
+    anchors: set[str] = set()
+    for title in HEADING.findall(CODE_BLOCK.sub("", doc.read_text())):
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def test_relative_links_name_files_and_headings_that_exist() -> None:
     missing = []
     for doc in _markdown_files():
         for target in MARKDOWN_LINK.findall(CODE_BLOCK.sub("", doc.read_text())):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            if not (doc.parent / target.partition("#")[0]).exists():
+            path, _, anchor = target.partition("#")
+            linked = doc.parent / path if path else doc
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
                 missing.append(f"{doc.relative_to(ROOT)}: {target}")
     assert not missing
 
