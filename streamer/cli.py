@@ -257,8 +257,9 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
             _note(f"{how}; everything processed so far was written")
     elif result.exit_code == EXIT_INPUT_DAMAGED:
         assert result.summary is not None         # the damage is counted in it
-        _error(f"{result.summary.end.corrupt} corrupt packet(s) or image(s) in '{redact_url(source)}' were skipped; "
-               f"the other {result.summary.frames} frames were processed (exit code {EXIT_INPUT_DAMAGED})")
+        _error(f"{result.summary.end.corrupt} frame(s) or image(s) of '{redact_url(source)}' were damaged or missing "
+               f"and have no pose (the warnings above say where); the other {result.summary.frames} frames were "
+               f"processed (exit code {EXIT_INPUT_DAMAGED})")
     return result.exit_code
 
 

@@ -557,8 +557,9 @@ def _clip(path: Path, frames: int) -> Path:
 
 
 def _skipped(stderr: str) -> int:
-    m = re.search(r"posecast: error: (\d+) corrupt packet\(s\) or image\(s\) in .* were skipped; "
-                  r"the other (\d+) frames were processed \(exit code 3\)", stderr)
+    m = re.search(r"posecast: error: (\d+) frame\(s\) or image\(s\) of .* were damaged or missing and have no "
+                  r"pose \(the warnings above say where\); the other (\d+) frames were processed \(exit code 3\)",
+                  stderr)
     assert m, stderr
     return int(m.group(1))
 

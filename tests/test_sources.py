@@ -220,6 +220,77 @@ def test_a_gap_in_a_steady_recording_is_said_and_a_variable_rate_is_left_alone(
     assert (len(frames), corrupt) == (50, 0) and "no frame between" not in caplog.text
 
 
+def _jittered_clip(path: Path, frames: list[int], jitter_s: float = 0.008) -> Path:
+    """A Matroska clip at 30 fps whose frames (numbered in `frames`) are stamped in ms with a
+    jitter of up to `jitter_s`, as phones and browsers stamp theirs."""
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("mpeg4", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for i in frames:
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 7 * i % 250, np.uint8), format="bgr24")
+            frame.pts = round(1000 * (i / 30 + jitter_s * np.sin(1.7 * i)))
+            frame.time_base = Fraction(1, 1000)
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return path
+
+
+def test_a_gap_among_jittered_timestamps_is_said_and_the_jitter_is_not(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Timestamps off by up to a quarter of a period either way make no gap; four frames missing
+    among them do."""
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(_jittered_clip(tmp_path / "whole.mkv", list(range(90))))
+    assert (len(frames), corrupt) == (90, 0) and "no frame between" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(_jittered_clip(tmp_path / "gap.mkv", [i for i in range(90) if not 40 <= i < 44]))
+    assert (len(frames), corrupt) == (86, 0)
+    assert re.search(r"no frame between 1\.3\d s and 1\.4\d s, where about 4 frame\(s\) were due", caplog.text), caplog.text
+
+
+def test_mpegts_files_joined_end_to_end_give_every_frame(clip: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """`cat a.ts b.ts`: the demuxer marks the first part's last packet damaged where the second's
+    counters restart, but it is whole, and so is its frame."""
+    first = as_mpegts(clip, tmp_path / "a.ts")
+    second = tmp_path / "b.ts"
+    with av.open(str(clip)) as src, av.open(str(second), "w", format="mpegts") as dst:
+        stream = dst.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            again = av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")
+            again.pts = N + i                       # times run on from the first part's
+            dst.mux(stream.encode(again))
+        dst.mux(stream.encode(None))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first + second.read_bytes())
+    with av.open(str(joined)) as c:
+        assert any(p.is_corrupt for p in c.demux(c.streams.video[0]))   # what the test is about
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(joined)
+    assert (len(frames), corrupt) == (2 * N, 0), caplog.text
+    alone, _ = read_all(tmp_path / "a.ts")
+    np.testing.assert_array_equal(frames[N - 1].image, alone[-1].image)
+
+
+@pytest.mark.parametrize("at, cut", [(0.3, 30), (0.45, 60), (0.4, 400)])
+def test_frames_lost_in_a_damaged_mpegts_file_are_counted(tmp_path: Path, at: float, cut: int,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """`cut` 188-byte TS packets lost at `at` of the file (a lost network chunk): the frames
+    they held are counted as damaged (exit 3), the frames around them are kept, and together
+    they are all the file's frames."""
+    data = _noise_clip(tmp_path / "whole.ts", "mpegts", "libx264").read_bytes()
+    start = int(len(data) * at) // 188 * 188
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(data[:start] + data[start + cut * 188:])
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(damaged)
+    assert corrupt > 0 and len(frames) + corrupt == 60, caplog.text
+    assert re.search(rf"about {corrupt} frame\(s\) lost after damaged data at [\d.]+ s", caplog.text), caplog.text
+
+
 def test_frames_an_avi_recording_dropped_are_said_and_a_cut_short_one_still_counted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An AVI's index keeps the frames its recording dropped as empty chunks, and its frame count

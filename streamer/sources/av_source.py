@@ -85,6 +85,8 @@ class AVSource(Source):
         self._decode_errors = 0
         self._concealed = 0                    # frames given with damage the decoder covered up
         self._packets = 0                      # non-empty, non-discarded packets sent to decode
+        self._flagged = 0                      # ... of which the demuxer marked corrupt
+        self._decode_flagged = container.format.name == "mpegts"
         self._discarded = 0
         self._closed = False
         self._resized = False                  # warned of a mid-stream size change
@@ -189,10 +191,16 @@ class AVSource(Source):
             if packet.size and not packet.is_discard:
                 self._on_packet(packet)
             if packet.size and packet.is_corrupt:
-                # A packet the demuxer could only partly read (a truncated file, a lost network
-                # chunk): decoding it would yield a damaged picture or stall frame threads.
-                self._skipped(f"incomplete packet at {self._when(packet)}")
-                continue
+                if not self._decode_flagged:
+                    # A packet the demuxer could only partly read (a truncated file, a lost network
+                    # chunk): with frame threads its decoding error loses the frames they hold.
+                    self._skipped(f"incomplete packet at {self._when(packet)}")
+                    continue
+                # MPEG-TS marks a packet damaged also where its counters restart, as they do where
+                # two files were joined, and that packet is whole. The decoder judges it: a damaged
+                # picture comes out flagged (`_count_concealed`), and one that never comes out is
+                # counted at the end (`_account_lost`).
+                self._flagged += 1
             if packet.size:
                 if packet.is_discard:
                     self._discarded += 1           # edit-list trims: never meant to be shown
@@ -257,13 +265,13 @@ class AVSource(Source):
         # out minus errors already counted is that loss; counting it keeps "frames yielded +
         # corrupt == frames in the input" true. Only after an error, because some containers
         # legitimately carry a packet or two that produce no picture.
-        if not self.corrupt:
+        if not self.corrupt and not self._flagged:
             return
         lost = self._packets - yielded - self._decode_errors
         if lost > 0:
+            more = " more" if self.corrupt else ""
             self.corrupt += lost
-            self._warn("%s: %d more frame(s) could not be decoded after the damage", self._what,
-                        lost)
+            self._warn("%s: %d%s frame(s) could not be decoded after the damage", self._what, lost, more)
         if self.corrupt > DETAILED_WARNINGS:
             self._warn("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
                         self.corrupt)

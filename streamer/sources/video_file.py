@@ -15,9 +15,11 @@ from streamer.sources.base import error_reason
 log = logging.getLogger(__name__)
 
 SHORT_END_SLACK = 2            # frames a file with a stated duration may end early by, unreported
-REGULAR_GAP = 0.10             # a file's first frames come at one rate if most of their gaps agree within this
+JITTER_MAX = 0.5               # a file's first frames come at one rate if most of their gaps are within this
 REGULAR_SHARE = 0.8            # "most": a gap of damage among the first frames leaves the rest regular
-MISSING_GAP = 1.5              # a gap of more frame periods than this between packets: frames are missing
+MISSING_GAP = 1.5              # a gap of more frame periods than this (plus the jitter) between packets: frames are missing
+TS_DAMAGE_GAP_S = 2.0          # an MPEG-TS gap near a damaged packet up to this long is frames lost, not a jump
+TS_DAMAGE_REACH = 3            # "near": within this many packets after it (the demuxer resyncs in between)
 
 
 class VideoFileSource(AVSource):
@@ -75,39 +77,60 @@ class VideoFileSource(AVSource):
         # it. Where the first frames came at one rate, a later gap in the timestamps is said. It is
         # not counted as damage: a recording that dropped frames or paused leaves the same gap, and
         # nothing that reaches this code tells the two apart (the byte positions did not).
-        # An AVI's index lists the frames a recording dropped as empty chunks, which the demuxer
-        # skips: they show as the same gaps, and its frame count includes them, so they are said
-        # the same way and are not the frames a short file lacks. (An MP4's index lists every
-        # frame it holds; MPEG-TS timestamps may jump by design.)
+        # Phones' and browsers' recordings stamp their frames with jitter: the gap it takes to
+        # say so grows with it. An AVI's index lists the frames a recording dropped as empty
+        # chunks, which the demuxer skips: they show as the same gaps, and its frame count
+        # includes them, so they are said the same way and are not the frames a short file
+        # lacks. (An MP4's index lists every frame it holds.)
         name = container.format.name
         times_gaps = (name in ("matroska,webm", "flv") and self._exact_count is None) or name == "avi"
-        self._gap_period = self._regular_period() if times_gaps else None
+        self._gap_period, self._gap_limit = self._regular_period() if times_gaps else (None, MISSING_GAP)
+        # MPEG-TS timestamps may jump by design (joined segments), so only a short gap just after
+        # a packet the demuxer marked damaged is taken for frames lost there, and counted.
+        self._ts_damage = name == "mpegts" and bool(self.info.fps)
         self._last_dts: int | None = None
+        self._undated = 0                       # packets without a timestamp since the last with one
+        self._since_damaged = TS_DAMAGE_REACH   # packets since the last one the demuxer marked damaged
         self._gaps = 0                          # gaps in the frames' times...
         self._gap_frames = 0                    # ...and the frames due in them
 
-    def _regular_period(self) -> float | None:
-        """The seconds between frames, where the packets read ahead come that regularly."""
+    def _regular_period(self) -> tuple[float | None, float]:
+        """The seconds between frames, where the packets read ahead come at that rate within
+        `JITTER_MAX` of a period, and the gap in periods beyond which frames are missing."""
         tb = self._stream.time_base
         times = sorted({float(p.pts * tb) for p in self._ahead if p.pts is not None and tb})
         gaps = [b - a for a, b in zip(times, times[1:])]
         if len(gaps) < 8 or not self.info.fps:
-            return None
+            return None, MISSING_GAP
         period = 1.0 / self.info.fps
-        regular = sum(abs(g / period - 1.0) <= REGULAR_GAP for g in gaps)
-        return period if regular >= REGULAR_SHARE * len(gaps) else None
+        deviations = sorted(abs(g / period - 1.0) for g in gaps)
+        jitter = deviations[min(len(deviations) - 1, int(REGULAR_SHARE * len(deviations)))]
+        return (period, MISSING_GAP + jitter) if jitter <= JITTER_MAX else (None, MISSING_GAP)
 
     def _on_packet(self, packet: av.Packet) -> None:
-        if self._gap_period is None or packet.dts is None:
+        self._since_damaged = 0 if packet.is_corrupt else self._since_damaged + 1
+        if self._gap_period is None and not self._ts_damage:
+            return
+        if packet.dts is None:
+            self._undated += 1                  # a frame in the gap, after damage: not missing
             return
         last, self._last_dts = self._last_dts, packet.dts
+        undated, self._undated = self._undated, 0
         if last is None or packet.dts <= last:
             return
         tb = self._stream.time_base
         gap = float((packet.dts - last) * tb)
-        if gap <= MISSING_GAP * self._gap_period:
+        if self._ts_damage:
+            period = 1.0 / self.info.fps          # type: ignore[operator]
+            lost = round(gap / period) - 1 - undated
+            if self._since_damaged <= TS_DAMAGE_REACH and lost > 0 and gap <= TS_DAMAGE_GAP_S:
+                self.corrupt += lost
+                self._warn("%s: about %d frame(s) lost after damaged data at %.2f s (no frame until %.2f s)",
+                           self._what, lost, float(last * tb), float(packet.dts * tb))
             return
-        missing = round(gap / self._gap_period) - 1
+        missing = round(gap / self._gap_period) - 1 - undated
+        if gap <= self._gap_limit * self._gap_period or missing <= 0:
+            return
         self._gaps += 1
         self._gap_frames += missing
         if self._gaps == 1:
