@@ -29,6 +29,32 @@ from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
 
+# A file played at its pace (`run FILE`) whose times jump back, or ahead by more than this, plays
+# on at its frame rate instead of waiting out the jump: joined MPEG-TS segments, a camera's
+# timestamp reset. (ffplay's AV_NOSYNC_THRESHOLD; a recording's shorter pause is played as one.)
+PACE_JUMP_S = 10.0
+
+
+@dataclass
+class FilePace:
+    """When each frame of a file played at its pace is due (monotonic seconds): as far after the
+    first as its media time is, and after a jump in the times (`PACE_JUMP_S`) one frame period
+    after the frame before, counting on from there."""
+
+    period: float
+    start: tuple[float, float] | None = None    # (due, media time) the pace counts from
+    last: tuple[float, float] | None = None     # ... of the frame before
+
+    def due(self, t_media: float, now: float) -> float:
+        if self.last is None:
+            self.start = (now, t_media)
+        elif not 0.0 <= t_media - self.last[1] <= PACE_JUMP_S:
+            self.start = (self.last[0] + self.period, t_media)
+        assert self.start is not None
+        due = self.start[0] + (t_media - self.start[1])
+        self.last = (due, t_media)
+        return due
+
 
 class SourceChangedError(InputError):
     """A source that came back, but not as the run knows it (another frame size): reopening it
@@ -385,8 +411,8 @@ class _NewestFrame:
         the tracker and filters must not carry them across. A stream's backlog at open waits to be
         the newest (`_CatchUp`)."""
         t0 = time.perf_counter()
-        start: tuple[float, float] | None = None      # (wall clock, media time) of the first frame
         period = 1.0 / (src.info.fps or 30.0)
+        pace = FilePace(period)
         media_offset: float | None = None
         catch_up = _CatchUp(period) if getattr(src, "backlog_at_open", False) and not paced else None
         restarted = resume is not None
@@ -396,9 +422,7 @@ class _NewestFrame:
             hold = catch_up.hold(now, frame.t_media) if catch_up is not None else 0.0
             if paced:
                 t_media = frame.t_media if frame.t_media is not None else frame.index * period
-                if start is None:
-                    start = (time.monotonic(), t_media)
-                delay = start[0] + (t_media - start[1]) - time.monotonic()
+                delay = pace.due(t_media, time.monotonic()) - time.monotonic()
                 if delay > 0 and self.quit.wait(delay):
                     break
                 frame.t_capture = time.time()        # captured when a camera would have delivered it
