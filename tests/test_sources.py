@@ -1283,3 +1283,20 @@ def test_an_image_of_another_size_starts_a_shot(tmp_path: Path) -> None:
         _png(tmp_path / f"f{i}.png", w, h, 10 * i)
     frames, _ = read_all(tmp_path)
     assert [f.new_shot for f in frames] == [False, False, False, True, False]
+
+
+def test_a_raw_h264_stream_has_the_rate_its_bitstream_states(tmp_path: Path) -> None:
+    """A raw `.h264` stream carries no timestamps, and FFmpeg's demuxer states 25 fps for any: the
+    rate is the one in its bitstream (30), as players and ffprobe give it."""
+    raw = tmp_path / "clip.h264"
+    with av.open(str(raw), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i in range(20):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((H, W, 3), 9 * i, np.uint8), format="bgr24")))
+        c.mux(s.encode(None))
+    with av.open(str(raw)) as c:
+        assert float(c.streams.video[0].average_rate) == 25.0       # the demuxer's default
+    with open_source(str(raw), CFG) as src:
+        assert src.info.fps == 30.0
+        assert len(list(src.frames())) == 20

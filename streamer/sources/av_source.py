@@ -125,9 +125,13 @@ class AVSource(Source):
         self._held_warnings = []
         if not live:
             self._read_ahead(LOOK_AHEAD_PACKETS)
+        times = [float(p.pts * p.time_base) for p in self._ahead if p.pts is not None and p.time_base]
         stated = stream.average_rate or stream.guessed_rate or stream.base_rate
-        rate = choose_rate(float(stated) if stated else None, rate_from_times(
-            [float(p.pts * p.time_base) for p in self._ahead if p.pts is not None and p.time_base]))
+        if self._ahead and not times and stream.codec_context.framerate:
+            # A raw elementary stream (.h264, .hevc) has no timestamps, and its demuxer states
+            # 25 fps whatever the video: the bitstream's own timing, where it has one, is the rate.
+            stated = stream.codec_context.framerate
+        rate = choose_rate(float(stated) if stated else None, rate_from_times(times))
         if rate.corrected:
             shown = f"not the {rate.stated:.4g} fps its container gives" if rate.stated else "its container gives none"
             log.info("%s: its frames come %.4g a second (%s); using that", what, rate.fps, shown)
