@@ -12,6 +12,9 @@ come faster than it says (a paused recording's average, a wrong header), or a st
 has (FFmpeg's guess from a fine time base). Frames that come slower at the start than the
 container says are believed less: a screen recording sends frames only when the picture changes,
 and a still start says nothing of the rest.
+
+`FilePace` places a file's frames in time as a player does, from those timestamps: when `run`
+feeds each frame, and where each frame sits in an overlay video.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ import numpy as np
 MIN_GAPS = 8              # fewer gaps than this say too little to overrule the container
 TOLERANCE = 0.10          # a variable-rate phone clip's median and mean rates agree within this
 GUESSED_FPS = 240.0       # above this a stated rate is taken for FFmpeg's guess (1000 from a ms time base)
+# A file played at its pace (`run FILE`, and its frames' place in an overlay video) whose times
+# jump back, or ahead by more than this, plays on at its frame rate instead of waiting out the
+# jump: joined MPEG-TS segments, a camera's timestamp reset. (ffplay's AV_NOSYNC_THRESHOLD; a
+# recording's shorter pause is played as one.)
+PACE_JUMP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,3 +67,24 @@ def choose_rate(stated: float | None, measured: float | None) -> FrameRate:
     if stated is None or measured > stated or stated > GUESSED_FPS:
         return FrameRate(measured, stated)
     return FrameRate(stated, stated)
+
+
+@dataclass
+class FilePace:
+    """When each frame of a file played at its pace is due (monotonic seconds): as far after the
+    first as its media time is, and after a jump in the times (`PACE_JUMP_S`) one frame period
+    after the frame before, counting on from there."""
+
+    period: float
+    start: tuple[float, float] | None = None    # (due, media time) the pace counts from
+    last: tuple[float, float] | None = None     # ... of the frame before
+
+    def due(self, t_media: float, now: float) -> float:
+        if self.last is None:
+            self.start = (now, t_media)
+        elif not 0.0 <= t_media - self.last[1] <= PACE_JUMP_S:
+            self.start = (self.last[0] + self.period, t_media)
+        assert self.start is not None
+        due = self.start[0] + (t_media - self.start[1])
+        self.last = (due, t_media)
+        return due

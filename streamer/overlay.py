@@ -17,6 +17,7 @@ import numpy as np
 from engines.errors import InputError
 from engines.files import unwritable_reason, write_hint
 from engines.skeleton import H36M17, Skeleton
+from streamer.frame_rate import FilePace
 from streamer.protocol import PersonPose, PoseFrame
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ TEXT_COLOR = (255, 255, 255)
 OUTLINE_COLOR = (0, 0, 0)
 
 DEFAULT_FPS = 30.0
+TIME_BASE = Fraction(1, 90_000)  # the overlay's timestamps: MPEG's clock, exact for 25, 30 and 30000/1001 fps
+GRID_SNAP_S = 0.001             # a frame this close to its place at the frame rate is put there
 OVERLAY_SUFFIXES = (".mp4", ".mkv", ".mov")   # containers that take H.264 and that players open
 
 _SHIFT = 4                       # fractional bits: sub-pixel positions for smooth AA lines
@@ -164,7 +167,11 @@ class OverlayWriter:
     `write` never modifies the image it is given (it may be a view into shared memory): the image
     is copied once into a buffer owned by the writer and drawn on there. yuv420p needs even
     sizes, so an odd width or height is padded by one pixel (a copy of the last column or row),
-    and libx264 at least 4 rows: `video_size` is the encoded size. Frame i gets pts i in a time base of 1/fps.
+    and libx264 at least 4 rows: `video_size` is the encoded size. Each frame is shown at its
+    media time, counted from the first frame's (`FilePace`: a jump in the times plays on at the
+    frame rate), so the video lasts as long as the input and lines up with it, whatever its frame
+    rate does; a frame without one (a camera's, an image folder's) comes one frame period after
+    the one before.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
@@ -186,6 +193,8 @@ class OverlayWriter:
         self._written_to = False               # write() was called, whether or not the file was made
         self._on_made = on_made                # told as the file is made (at the first frame)
         self.rate = _video_rate(fps)
+        self._pace = FilePace(float(1 / self.rate))
+        self._last_pts = -1
 
         vw, vh = self.video_size
         self._canvas = np.zeros((vh, vw, 3), np.uint8)
@@ -235,7 +244,7 @@ class OverlayWriter:
             raise InputError(f"cannot encode the overlay video '{self.path}': {err}") from None
         stream.width, stream.height = self.video_size
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = 1 / self.rate
+        stream.codec_context.time_base = TIME_BASE
         self._container, self._stream = container, stream
         return container, stream
 
@@ -277,14 +286,30 @@ class OverlayWriter:
             video_frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
         else:
             video_frame = av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
-        video_frame.pts = self.frames_written
-        video_frame.time_base = stream.codec_context.time_base
+        video_frame.pts = self._pts(frame.t_media)
+        video_frame.time_base = TIME_BASE
         try:
             for packet in stream.encode(video_frame):
                 container.mux(packet)
         except (av.FFmpegError, OSError) as err:
             raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space)") from None
         self.frames_written += 1
+
+    def _pts(self, t_media: float | None) -> int:
+        """The frame's place in the video, in TIME_BASE units, after the frame before."""
+        pace = self._pace
+        if t_media is None or not math.isfinite(t_media):
+            t_media = pace.last[1] + pace.period if pace.last is not None else 0.0
+        pts = round(pace.due(t_media, 0.0) / TIME_BASE)
+        # Times rounded to the millisecond (Matroska's) onto the frame grid where they are on it
+        # but for the rounding: a steady input gives a steady video.
+        grid = float(pace.period / TIME_BASE)
+        on_grid = round(round(pts / grid) * grid)
+        if abs(pts - on_grid) <= GRID_SNAP_S / TIME_BASE:
+            pts = on_grid
+        pts = max(pts, self._last_pts + 1)
+        self._last_pts = pts
+        return pts
 
     def close(self, input_failed: bool = False) -> None:
         """Flushes the encoder and finishes the file. Idempotent. With no frame there is no file

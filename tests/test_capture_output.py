@@ -28,7 +28,6 @@ from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, 
 from streamer.ring import unlink_ring
 from streamer.sources import SourceInfo
 from streamer.stages.base import Control, Reporter
-from streamer.stages.capture import FilePace
 
 WAIT_MS = 30_000          # generous: only a broken stage takes this long
 
@@ -275,13 +274,3 @@ def test_a_phone_clip_reaches_the_outputs_upright(posecast, tmp_path: Path) -> N
                  "bottom left": picture[h // 2:, :w // 2], "bottom right": picture[h // 2:, w // 2:]}
     assert max(quadrants, key=lambda q: quadrants[q].mean()) == "bottom left"
 
-
-def test_a_file_played_at_its_pace_plays_on_across_a_jump_in_its_times() -> None:
-    """`run FILE`: frames are due as far apart as their media times, but a jump (joined MPEG-TS
-    segments, a timestamp reset) neither waits out two minutes nor makes every later frame late:
-    the frame after it comes one period after the one before. A shorter pause is played."""
-    pace = FilePace(period=0.04)
-    times = [10.0, 10.04, 10.08, 130.0, 130.04, 5.0, 5.04, 5.08, 8.08, 8.12]
-    due = [pace.due(t, now=100.0) for t in times]
-    assert np.allclose(np.diff(due), [0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 3.0, 0.04])
-    assert due[0] == 100.0

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.frame_rate import MIN_GAPS, TOLERANCE, choose_rate, rate_from_times
+from streamer.frame_rate import MIN_GAPS, TOLERANCE, FilePace, choose_rate, rate_from_times
 
 
 @settings(max_examples=60, deadline=None)
@@ -57,3 +57,14 @@ def test_choose_rate(stated: float | None, measured: float | None, fps: float | 
     rate = choose_rate(stated, measured)
     assert rate.fps == pytest.approx(fps) if fps is not None else rate.fps is None
     assert rate.corrected is corrected
+
+
+def test_a_file_played_at_its_pace_plays_on_across_a_jump_in_its_times() -> None:
+    """`run FILE`: frames are due as far apart as their media times, but a jump (joined MPEG-TS
+    segments, a timestamp reset) neither waits out two minutes nor makes every later frame late:
+    the frame after it comes one period after the one before. A shorter pause is played."""
+    pace = FilePace(period=0.04)
+    times = [10.0, 10.04, 10.08, 130.0, 130.04, 5.0, 5.04, 5.08, 8.08, 8.12]
+    due = [pace.due(t, now=100.0) for t in times]
+    assert np.allclose(np.diff(due), [0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 3.0, 0.04])
+    assert due[0] == 100.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -161,6 +162,22 @@ def test_overlay_keeps_ntsc_rates(tmp_path: Path) -> None:
         for i in range(3):
             writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
     assert decode(path)[2] == Fraction(30000, 1001)
+
+
+def test_overlay_frames_keep_their_media_times(tmp_path: Path) -> None:
+    """A variable-rate input (30 fps, then 15, then a 2 s pause) gives an overlay as long as it,
+    each frame at its time from the first; Matroska's millisecond rounding lands on the frame
+    grid; a jump back in the times plays on one period later; a frame without a time too."""
+    path = tmp_path / "o.mp4"
+    times = [5.0, 5.033, 5.067, 5.1, 5.167, 5.233, 7.233, 7.267, 1.0, 1.033, None, 1.1]
+    with OverlayWriter(path, 64, 48, fps=30.0) as writer:
+        for i, t in enumerate(times):
+            writer.write(np.zeros((48, 64, 3), np.uint8), dataclasses.replace(frame_with([], seq=i), t_media=t))
+    with av.open(str(path)) as c:
+        shown = [f.time for f in c.decode(video=0)]
+    period = 1 / 30
+    expected = [0, 1, 2, 3, 5, 7, 67, 68, 69, 70, 71, 72]
+    assert np.allclose(shown, [k * period for k in expected], atol=1e-4), shown
 
 
 def test_overlay_does_not_modify_its_input(tmp_path: Path) -> None:

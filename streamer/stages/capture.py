@@ -22,38 +22,13 @@ import zmq
 from engines.errors import InputError, PosecastError
 from streamer.channels import Outbox
 from streamer.config import PipelineConfig
+from streamer.frame_rate import FilePace
 from streamer.packets import END, FRAME, START, EndPacket, FramePacket
 from streamer.ring import FrameRing, RingSpec, fit_slots, shm_free_bytes
 from streamer.sources import Frame, Source, open_source, redact_url
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 
 log = logging.getLogger(__name__)
-
-# A file played at its pace (`run FILE`) whose times jump back, or ahead by more than this, plays
-# on at its frame rate instead of waiting out the jump: joined MPEG-TS segments, a camera's
-# timestamp reset. (ffplay's AV_NOSYNC_THRESHOLD; a recording's shorter pause is played as one.)
-PACE_JUMP_S = 10.0
-
-
-@dataclass
-class FilePace:
-    """When each frame of a file played at its pace is due (monotonic seconds): as far after the
-    first as its media time is, and after a jump in the times (`PACE_JUMP_S`) one frame period
-    after the frame before, counting on from there."""
-
-    period: float
-    start: tuple[float, float] | None = None    # (due, media time) the pace counts from
-    last: tuple[float, float] | None = None     # ... of the frame before
-
-    def due(self, t_media: float, now: float) -> float:
-        if self.last is None:
-            self.start = (now, t_media)
-        elif not 0.0 <= t_media - self.last[1] <= PACE_JUMP_S:
-            self.start = (self.last[0] + self.period, t_media)
-        assert self.start is not None
-        due = self.start[0] + (t_media - self.start[1])
-        self.last = (due, t_media)
-        return due
 
 
 class SourceChangedError(InputError):
