@@ -182,12 +182,17 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
 
     # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
     # tracks were opened, and emptied.
-    sidecars = [s for s in map(sidecar_path, tracks) if s is not None]
-    outputs = tracks + sidecars + ([overlay] if overlay else [])
+    sidecar_of = {s: t for t in tracks if (s := sidecar_path(t)) is not None}
+    outputs = tracks + list(sidecar_of) + ([overlay] if overlay else [])
     seen: dict[object, Path] = {}
     for path in outputs:
         key = _file_identity(path)
         if key in seen:
+            earlier = seen[key]
+            if earlier in sidecar_of or path in sidecar_of:
+                csv = sidecar_of.get(earlier) or sidecar_of[path]
+                raise InputError(f"'{path}' is where the CSV track '{csv}' writes its meta; give the other "
+                                 "output another name")
             raise InputError(f"'{path}' is given twice as an output; give each output its own file")
         seen[key] = path
     if source is not None and Path(source).is_file() and any(input_overwritten(p, {"input": source}) for p in outputs):

@@ -39,6 +39,7 @@ CLIP = "{clip}"      # replaced by the session's 40-frame clip
 
 BAD = {
     "missing file": (["missing.mp4", "-o", "t.jsonl"], "no such file"),
+    "a dash for standard input": (["-", "-o", "t.jsonl"], "give /dev/stdin"),
     "text file as video": (["notes.txt", "-o", "t.jsonl"], "notes.txt"),
     "empty file": (["empty.mp4", "-o", "t.jsonl"], "empty"),
     "camera index": (["57", "-o", "t.jsonl"], "camera 57"),
@@ -454,6 +455,9 @@ def test_an_output_that_is_the_input_is_refused(posecast, clip40, tmp_path) -> N
     os.link(other, tmp_path / "other2.jsonl")
     r = posecast.run(["track", victim, "-o", other, "-o", tmp_path / "other2.jsonl"])
     assert r.returncode == 2 and "given twice" in r.stderr
+    # A CSV's meta sidecar named as an output is not "given twice": the user gave it once.
+    r = posecast.run(["track", victim, "-o", tmp_path / "t.csv", "-o", tmp_path / "t.meta.json"])
+    assert r.returncode == 2 and "is where the CSV track" in r.stderr and "t.csv" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("late", ["-o", "--overlay"])

@@ -31,7 +31,8 @@ class VideoFileSource(AVSource):
         what = f"'{spec}'"
         try:
             if not p.exists():
-                raise InputError(f"cannot open video '{spec}': no such file")
+                hint = " (to read standard input, give /dev/stdin)" if spec == "-" else ""
+                raise InputError(f"cannot open video '{spec}': no such file{hint}")
             if p.is_dir():
                 raise InputError(f"cannot open video '{spec}': it is a folder (to read the images "
                                  f"in it, give the folder to open_source)")
