@@ -191,6 +191,7 @@ class OverlayWriter:
         self.frames_written = 0
         self._closed = False
         self._written_to = False               # write() was called, whether or not the file was made
+        self._write_failed = False             # a frame could not be encoded or written (a full disk)
         self._on_made = on_made                # told as the file is made (at the first frame)
         self.rate = _video_rate(fps)
         self._pace = FilePace(float(1 / self.rate))
@@ -292,7 +293,9 @@ class OverlayWriter:
             for packet in stream.encode(video_frame):
                 container.mux(packet)
         except (av.FFmpegError, OSError) as err:
-            raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space)") from None
+            self._write_failed = True
+            raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space); the "
+                             "unfinished video is removed") from None
         self.frames_written += 1
 
     def _pts(self, t_media: float | None) -> int:
@@ -338,9 +341,12 @@ class OverlayWriter:
             # Its first frame could not be encoded: an empty file no player opens is no video.
             self._file.unlink(missing_ok=True)
             return
-        if failed is not None:
+        if failed is not None or self._write_failed:
             # Without its index the file plays nowhere: remove it rather than leave a broken video.
+            # After a frame could not be written, that error has said so: once is enough.
             self._file.unlink(missing_ok=True)
+            if self._write_failed:
+                return
             raise InputError(f"cannot finish overlay video '{self.path}': {failed} (check free disk space); "
                              "the unfinished video was removed") from None
 

@@ -271,6 +271,21 @@ def test_an_overlay_through_a_link_removes_the_file_not_the_link(tmp_path: Path,
     assert link.is_symlink() and not (tmp_path / "runs" / "7.mp4").exists()
 
 
+def test_a_frame_that_cannot_be_written_is_said_once_and_its_video_removed(tmp_path: Path) -> None:
+    """A disk that fills after some frames: the frame's error says the video is removed, and
+    closing removes it without a second line about the same video."""
+    path = tmp_path / "o.mp4"
+    writer = OverlayWriter(path, 64, 48, None)
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    assert writer._stream is not None
+    writer._stream = _StreamThatCannotEncode(writer._stream)
+    with pytest.raises(InputError, match="No space left.*the unfinished video is removed"):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    writer.close()
+    assert not path.exists()
+
+
 def test_the_overlay_says_when_its_file_is_made(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The pipeline removes an unfinished overlay only once told the file was made: not before
     the first frame (an earlier run's video there is kept), and at once when it is."""
