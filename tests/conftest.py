@@ -30,6 +30,21 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _this_checkouts_code() -> Iterator[None]:
+    """The processes the tests start (`python -m streamer.cli`, the scripts) import this
+    checkout's packages, not those of whatever checkout the virtual environment was installed
+    from: a second clone sharing one `.venv` would otherwise test another tree's code end to end."""
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Safety net: every test runs with `POSECAST_CACHE` in a temporary folder."""

@@ -246,3 +246,29 @@ if __name__ == "__main__":  # the numbers for the docs
     ]:
         err = alignment_errors(**kwargs)
         print(f"{label:45s} " + "  ".join(f"{m} {1000 * e:6.1f} mm" for m, e in err.items()))
+
+
+def test_confidences_outside_the_unit_interval_are_clipped() -> None:
+    """A network's softmax mass can be 0 (the system would be singular) or, summed, above 1."""
+    rng = np.random.default_rng(0)
+    x = random_pose(rng)
+    off = offsets_of(x, DEFAULT_ROOTS) + rng.normal(scale=0.02, size=(len(DEFAULT_ROOTS), J, 3))
+    conf = rng.uniform(0.05, 1.0, size=J)
+    free = [j for j in range(J) if j not in DEFAULT_ROOTS]
+    conf[free[:2]] = 0.0
+    conf[free[2:4]] = 3.0
+    aligner = RootAligner(J, DEFAULT_ROOTS, ORIGIN)
+    np.testing.assert_allclose(aligner(off, conf), aligner(off, np.clip(conf, 1e-3, 1.0)), atol=1e-6)
+
+
+def test_a_joint_every_row_disagrees_on_still_gets_a_finite_estimate() -> None:
+    """Each row 1 m off in its own direction: every residual is past the cutoff, and the weights'
+    floor keeps the system solvable (the rows' mean is still right)."""
+    x = random_pose(np.random.default_rng(1))
+    off = offsets_of(x, DEFAULT_ROOTS)
+    j = next(j for j in range(J) if j not in DEFAULT_ROOTS)
+    directions = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+    off[:, j] += directions[: len(DEFAULT_ROOTS)]
+    out = RootAligner(J, DEFAULT_ROOTS, ORIGIN)(off)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, relative(x), atol=1e-4)

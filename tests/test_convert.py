@@ -42,12 +42,20 @@ def test_every_format_holds_the_tracks_numbers(tmp_path: Path) -> None:
     with np.load(tmp_path / "t.npz") as z:
         assert z["seq"].tolist() == list(range(12))
         assert z["found"].tolist() == [bool(p["people"]) for p in poses]
-        want = np.array([p["people"][0]["joints_3d"] for p in poses if p["people"]], np.float32)
-        assert np.array_equal(z["joints_3d"][z["found"]], want)
+        people = [p["people"][0] for p in poses if p["people"]]
+        for key in ("joints_3d", "joints_2d", "conf", "root_3d", "bbox"):
+            want = np.array([person[key] for person in people], np.float32)
+            np.testing.assert_array_equal(z[key][z["found"]], want, err_msg=key)
+        np.testing.assert_array_equal(z["t_media"], [p["t_media"] for p in poses])
+        np.testing.assert_array_equal(z["t_capture"], [p["t_capture"] for p in poses])
         assert json.loads(str(z["meta_json"])) == meta
     with open(tmp_path / "t.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["seq"]) for r in rows] == list(range(12))
+    for row, pose in zip(rows, poses):
+        assert float(row["t_media"]) == pose["t_media"]
+        if pose["people"]:
+            assert [float(row[f"root3d_{c}"]) for c in "xyz"] == pose["people"][0]["root_3d"]
     assert json.loads((tmp_path / "t.meta.json").read_text()) == meta
     clip = parse_bvh((tmp_path / "t.bvh").read_text())
     assert len(clip.motion) == 12 and clip.frame_time == pytest.approx(1 / 25)

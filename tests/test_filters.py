@@ -6,6 +6,7 @@ The defaults under test are the shipped ones, from configs/pipeline.yaml.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -506,3 +507,37 @@ def test_root_settings_are_the_roots_own(defaults: FilterConfig) -> None:
     # The root's depth jitters by decimetres: no adaptation to follow it, no speed term to open
     # the One Euro cutoff on it (docs/training.md, "Rendered video").
     assert root.kalman.adapt_window_s == 0 and root.one_euro.beta == 0
+
+
+@pytest.mark.parametrize("method", SMOOTHING)
+def test_a_non_finite_timestamp_is_refused(method: str) -> None:
+    f = make_filter(_with(load_pipeline_config().filter, method), (J, D))
+    f(0.0, np.zeros((J, D)))
+    for t in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite"):
+            f(t, np.zeros((J, D)))
+
+
+def test_after_a_flush_the_smoother_starts_afresh() -> None:
+    """The frames after a flush (a track's end) are smoothed as by a new smoother, even at the
+    very next timestamps, where no gap in time would reset it."""
+    cfg = load_pipeline_config().filter.kalman
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(8, J, D)), rng.normal(size=(8, J, D))
+    used, fresh = KalmanSmoother(cfg, (J, D), 3), KalmanSmoother(cfg, (J, D), 3)
+    for k in range(8):
+        used.push(k / FPS, a[k])
+    used.flush()
+    got, want = [], []
+    for k in range(8):
+        got += used.push((8 + k) / FPS, b[k])
+        want += fresh.push((8 + k) / FPS, b[k])
+    np.testing.assert_array_equal(np.stack(got + used.flush()), np.stack(want + fresh.flush()))
+
+
+@pytest.mark.parametrize("key", ["refiner", "live_refiner"])
+@pytest.mark.parametrize("value", ["", "  ", None])
+def test_an_empty_refiner_setting_is_refused(key: str, value: str | None) -> None:
+    cfg = dataclasses.replace(load_pipeline_config().filter, **{key: value})
+    with pytest.raises(ValueError, match=f"{key} must be"):
+        cfg.check()

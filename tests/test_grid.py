@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engines.grid import cell_centres, decode, soft_labels
+from engines.grid import cell_centres, decode, soft_labels, window_cells
 
 # (grid_size, input_size) pairs: the model's (G = S / 8) and a few others, non-integer cells too.
 SIZES = [(8, 64), (32, 256), (16, 256), (5, 100), (7, 64), (2, 16)]
@@ -171,3 +171,12 @@ def test_the_decoding_window_keeps_its_extent_in_pixels_on_a_finer_grid() -> Non
     assert [window_cells(w, 128, 16) for w in (0, 1, 2)] == [0, 1, 2]      # stride 8
     assert [window_cells(w, 128, 32) for w in (0, 1, 2)] == [0, 2, 4]      # stride 4
     assert window_cells(1, 256, 32) == 1 and window_cells(1, 64, 8) == 1
+
+
+def test_a_coarse_grid_keeps_a_window_of_at_least_one_cell() -> None:
+    assert window_cells(1, 256, 16) == 1 and window_cells(2, 256, 16) == 2       # cells of 16 px
+
+
+def test_an_all_zero_map_decodes_to_finite_points_with_no_confidence() -> None:
+    points, conf = decode(np.zeros((2, 8, 8), np.float32), 64)
+    assert np.isfinite(points).all() and (conf == 0).all()

@@ -20,3 +20,12 @@ def test_every_package_folder_is_listed_for_the_wheel() -> None:
     data_folders = {"engines.weights"}
     assert all(not (ROOT / d.replace(".", "/") / "__init__.py").exists() for d in data_folders)
     assert found | data_folders == listed
+
+
+def test_the_processes_the_tests_start_run_this_checkouts_code(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    found = subprocess.run([sys.executable, "-c", "import streamer; print(streamer.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).resolve().is_relative_to(ROOT.resolve()), found

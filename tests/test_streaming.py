@@ -714,33 +714,27 @@ def run_live(posecast, clip: Path, port: int, *extra: Any) -> tuple[Any, float]:
 
 
 def test_a_stalled_subscriber_does_not_change_the_pace(posecast, clip90: Path, tmp_path: Path, zctx) -> None:
-    port = free_port()
-    free, free_wall = run_live(posecast, clip90, port)
-    assert free.returncode == 0, free.stderr
-    f_frames, f_seconds, f_dropped = summary(free.stderr)
-
+    """A subscriber that connects and never reads: every frame is still captured when the clip's
+    time says (the frames' capture stamps span its media time, as without one: the next test),
+    and the run ends (posecast.run's timeout would fail a hang at exit)."""
     port = free_port()
     stalled = make_sub(zctx, port, (b"",))        # connects, subscribes, never reads (default hwm)
-    slow, slow_wall = run_live(posecast, clip90, port)
+    track = tmp_path / "stalled.jsonl"
+    slow, slow_wall = run_live(posecast, clip90, port, "-o", track)
     assert slow.returncode == 0, slow.stderr
     s_frames, s_seconds, s_dropped = summary(slow.stderr)
-
-    assert f_frames + f_dropped == LIVE_FRAMES, free.stderr
     assert s_frames + s_dropped == LIVE_FRAMES, slow.stderr
-    duration = LIVE_FRAMES / LIVE_FPS
-    assert f_seconds >= 0.6 * duration and s_seconds >= 0.6 * duration      # both played in real time
-    assert s_seconds <= 1.5 * f_seconds, (s_seconds, f_seconds)
-    # The stalled subscriber holds up the end by no more than the publisher's bounded linger (loose:
-    # two separate runs on a shared machine; a hang at exit would take far longer).
-    assert slow_wall <= 2.0 * free_wall + 3.0, (slow_wall, free_wall)
+    _, poses = read_track(track)
+    t_media = [p["t_media"] for p in poses]
+    t_capture = [p["t_capture"] for p in poses]
+    assert t_capture[-1] - t_capture[0] == pytest.approx(t_media[-1] - t_media[0], abs=0.25)
 
     got = 0
     while stalled.poll(200):
         topic, _ = stalled.recv_multipart()
         got += topic.startswith(b"pose.")
     assert got <= s_frames
-    print(f"no subscriber: {f_frames} frames + {f_dropped} dropped in {f_seconds:.2f} s ({free_wall:.1f} s wall); "
-          f"stalled subscriber: {s_frames} + {s_dropped} in {s_seconds:.2f} s ({slow_wall:.1f} s wall), "
+    print(f"stalled subscriber: {s_frames} + {s_dropped} in {s_seconds:.2f} s ({slow_wall:.1f} s wall), "
           f"it had {got} pose messages waiting")
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from engines.skeleton import H36M17
+from train.config import default_data_root
 from train.synth.retarget import pose_body, retarget_joints, swing
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATA = default_data_root()          # POSECAST_DATA, as the other data tests
 J = H36M17.index
 
 

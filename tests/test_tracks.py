@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 
 from engines.errors import InputError, ReaderGoneError
 from engines.skeleton import H36M17, Skeleton
-from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
+from streamer.protocol import PersonPose, PoseFrame, frame_from_message, meta_message, pose_message
 from streamer.tracks import ReaderWaitStopped, csv_header, open_track_writer, read_track
 
 J = H36M17.num_joints
@@ -103,10 +104,12 @@ def frames_strategy(draw: st.DrawFn) -> PoseFrame:
             joints_3d=draw(arrays(np.float64, (J, 3), elements=finite)),
             joints_2d=draw(arrays(np.float32, (J, 2), elements=st.floats(-1e4, 1e4, width=32))),
             conf=draw(arrays(np.float32, (J,), elements=st.floats(0, 1, width=32))),
+            root_3d=draw(st.none() | arrays(np.float32, (3,), elements=st.floats(-1e3, 1e3, width=32))),
         ))
     t_media = draw(st.none() | st.floats(0, 1e5))
     return PoseFrame(seq=draw(st.integers(0, 2**40)), t_capture=draw(st.floats(0, 2e9)), t_media=t_media,
-                     image_size=(draw(st.integers(1, 8000)), draw(st.integers(1, 8000))), people=people)
+                     image_size=(draw(st.integers(1, 8000)), draw(st.integers(1, 8000))), people=people,
+                     image=draw(st.none() | st.text(min_size=1, max_size=8)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -715,3 +718,64 @@ def test_a_named_pipe_whose_reader_goes_away_ends_with_141(tmp_path: Path) -> No
     assert err.value.exit_code == 141 and len(got) == 2
     assert str(err.value) == (f"cannot write track file '{fifo}': the program reading the pipe went away, so the run "
                               f"was stopped")
+
+
+def _frame_with_everything(image: str | None = None) -> PoseFrame:
+    """A frame whose person has every field, root_3d included, and a media time."""
+    person = dataclasses.replace(make_person(np.random.default_rng(3)), root_3d=np.array([0.1, -0.2, 3.0], np.float32))
+    return PoseFrame(7, 1.7e9, 0.5, (640, 480), [person], image)
+
+
+@pytest.mark.parametrize("image", [None, "f005.png"])
+def test_frame_from_message_inverts_pose_message(image: str | None) -> None:
+    """What convert and the CSV/NPZ/BVH writers read a message back with; a video frame's
+    message has no "image" key (docs/protocol.md)."""
+    msg = pose_message(_frame_with_everything(image))
+    assert pose_message(frame_from_message(msg)) == msg
+    assert ("image" in msg) == (image is not None)
+    assert msg["t_media"] == 0.5 and msg["people"][0]["root_3d"] == pytest.approx([0.1, -0.2, 3.0])
+
+
+def test_pose_message_rounds_as_the_protocol_documents() -> None:
+    frame = _frame_with_everything()
+    person, msg = frame.people[0], pose_message(frame)["people"][0]
+    assert msg["joints_3d"][3] == [round(float(v), 4) for v in person.joints_3d[3]]      # 0.1 mm
+    assert msg["joints_2d"][3] == [round(float(v), 2) for v in person.joints_2d[3]]
+    assert msg["conf"][3] == round(float(person.conf[3]), 4)
+
+
+def test_root_3d_and_t_media_reach_csv_and_npz(tmp_path: Path) -> None:
+    for ext in ("csv", "npz"):
+        with open_track_writer(tmp_path / f"t.{ext}", META) as w:
+            w.write(_frame_with_everything())
+    with open(tmp_path / "t.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["t_media"]) == 0.5
+    assert [float(row[f"root3d_{c}"]) for c in "xyz"] == pytest.approx([0.1, -0.2, 3.0], abs=1e-6)
+    with np.load(tmp_path / "t.npz") as z:
+        np.testing.assert_allclose(z["root_3d"][0], [0.1, -0.2, 3.0], rtol=1e-6)
+        assert z["t_media"].tolist() == [0.5]
+
+
+@pytest.mark.parametrize("ext", ["csv", "npz"])
+def test_a_person_with_the_wrong_joint_count_is_refused(tmp_path: Path, ext: str) -> None:
+    frame = _frame_with_everything()
+    person = frame.people[0]
+    frame.people[0] = dataclasses.replace(person, joints_3d=person.joints_3d[:5], joints_2d=person.joints_2d[:5],
+                                          conf=person.conf[:5])
+    with open_track_writer(tmp_path / f"t.{ext}", META) as w:
+        with pytest.raises(ValueError, match="joints"):
+            w.write(frame)
+
+
+@pytest.mark.parametrize("schema", [0, -1, True])
+def test_read_track_refuses_a_schema_that_is_no_version_number(tmp_path: Path, schema: object) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(dict(META, schema=schema))])
+    with pytest.raises(InputError, match=rf"no valid schema number \(got {schema!r}"):
+        read_track(path)
+
+
+def test_read_track_of_a_binary_file_is_one_input_error(tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(InputError, match="is not UTF-8 text"):
+        read_track(tmp_path / "t.jsonl")
