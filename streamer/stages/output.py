@@ -201,9 +201,11 @@ class OutputStage:
                 log.warning("nothing was written to the named pipe '%s': no program opened it to read before "
                             "the run was stopped", w.path)
         if self.preview is not None and ring is not None:
+            t_show = time.perf_counter()
             shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.pixel_scale)
             if not self.preview.show(ring.view(fp.slot, fp.height, fp.width), shown, self.preview_note):
                 self.control.stop.set()           # the window was closed: end the run as Ctrl-C does
+            self.timer.since("preview", t_show)   # --stats: the frames shown, and what showing them costs
         if overlay is not None and ring is not None:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:
