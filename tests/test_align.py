@@ -231,9 +231,10 @@ def test_noise_with_exact_own_root_entries_favours_least_squares() -> None:
 
 
 def test_gaussian_noise_errors_are_small() -> None:
-    """2 cm i.i.d. noise per coordinate: every method stays within a few centimetres."""
+    """2 cm i.i.d. noise per coordinate: every method stays within 4 cm (measured 17.6, 28.8 and
+    28.9 mm: average, lstsq, weighted)."""
     err = alignment_errors("noise")
-    assert all(e < 0.05 for e in err.values()), err
+    assert all(e < 0.04 for e in err.values()), err
 
 
 if __name__ == "__main__":  # the numbers for the docs

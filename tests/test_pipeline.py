@@ -184,9 +184,9 @@ def test_untrained_model_finds_nobody_but_every_frame_has_a_line(posecast, untra
 
 
 def test_default_model_finds_the_walker_at_default_thresholds(posecast, clip40: Path, tmp_path: Path) -> None:
-    """A loose sanity check of the shipped weights on the synthetic clip: a person is reported
-    in most frames, near the clip's ground truth (median joint error under a quarter of the
-    person's height), with no "untrained" note."""
+    """The shipped weights on the synthetic clip: a person in every frame, near the clip's ground
+    truth (median joint error 0.018 of the person's height, 0.027 in the worst frame, when
+    measured; bounds at about three times that), with no "untrained" note."""
     from streamer.synthclip import WalkScene
 
     r = posecast.run(["track", clip40, "-o", "t.jsonl", "--no-progress"])
@@ -196,14 +196,14 @@ def test_default_model_finds_the_walker_at_default_thresholds(posecast, clip40: 
     meta, poses = read_track(tmp_path / "t.jsonl")
     assert_meta(meta, (160, 120))
     found = [p for p in poses if p["people"]]
-    assert len(found) > len(poses) // 2, r.stderr
+    assert len(found) == len(poses) == 40, r.stderr
     scene = WalkScene(160, 120)
     errors = []
     for p in found:
         truth = scene.joints_2d(p["seq"] / 30)         # frame i is the scene at i / fps
         height = truth[:, 1].max() - truth[:, 1].min()
         errors.append(np.median(np.linalg.norm(np.array(p["people"][0]["joints_2d"]) - truth, axis=1)) / height)
-    assert np.median(errors) < 0.25, errors
+    assert np.median(errors) < 0.05 and max(errors) < 0.1, errors
 
 
 def test_the_camera_given_is_the_camera_in_the_meta(posecast, clip40: Path, tmp_path: Path) -> None:
