@@ -78,15 +78,28 @@ def assert_one_clear_line(stderr: str, mention: str | None = None) -> str:
     return last
 
 
+# Each is also run as a process of its own: the exit code and stderr a user sees.
+BAD_AS_PROCESSES = ("missing file", "random onnx", "bad yaml")
+
+
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
-def test_bad_track_input(posecast, clip40: Path, tmp_path: Path, case: str) -> None:
+def test_bad_track_input(posecast, clip40: Path, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process, as `main` gives it (a process each costs seconds of start-up, 27 times),
+    and for a few as the command itself."""
     _files(tmp_path)
     args, mention = BAD[case]
     args = [str(clip40) if a == CLIP else a for a in args]
-    r = posecast.run(["track", *args], timeout=60)
-    assert r.returncode == 2, r.stderr
-    assert_one_clear_line(r.stderr, mention)
+    monkeypatch.chdir(tmp_path)
+    code, err = _main_in_process(["track", *args], capsys)
+    assert code == 2, err
+    assert_one_clear_line(err, mention)
     assert not (tmp_path / "t.jsonl").exists()
+    if case in BAD_AS_PROCESSES:
+        r = posecast.run(["track", *args], timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert_one_clear_line(r.stderr, mention)
+        assert not (tmp_path / "t.jsonl").exists()
 
 
 def test_an_input_that_gives_no_frame_is_one_line(posecast, tmp_path: Path) -> None:
