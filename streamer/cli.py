@@ -2,8 +2,8 @@
 
 Every failure a user can act on ends with one line on stderr (`posecast: error: ...`) and a
 non-zero exit code:
-  0 done · 1 a stage failed · 2 bad input, config, model or arguments · 3 done, but the input had
-  corrupt frames that were skipped (counted in the summary) · 130 interrupted (Ctrl-C; 143 for SIGTERM,
+  0 done · 1 a stage failed · 2 bad input, config, model or arguments · 3 done, but frames of the
+  input were damaged or missing (counted, and said where) · 130 interrupted (Ctrl-C; 143 for SIGTERM,
   129 for SIGHUP) · 141 the reader of its output went away.
 Imports stay inside the commands: the stage processes import this module too, and none of them
 should pay for what another command needs.
@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files (format by extension: .jsonl, .csv, .npz, .bvh) and/or an overlay video.",
                        epilog="INPUT: a video file, an rtsp/http(s) URL, a camera index (0) or /dev/videoN, "
                               "an image folder or a glob ('frames/*.png'). Exit codes: 0 done, 1 a stage failed, "
-                              "2 bad input/config/model, 3 corrupt frames were skipped, 130 interrupted (143 SIGTERM, "
+                              "2 bad input/config/model, 3 frames were damaged or missing, 130 interrupted (143 SIGTERM, "
                               "129 SIGHUP), 141 the reader of its output went away.")
     p.add_argument("input", help="video file, URL, camera index or device, image folder or glob")
     p.add_argument("-o", "--output", action="append", metavar="OUT",

@@ -32,6 +32,7 @@ GUESSED_FPS = 240.0       # above this a stated rate is taken for FFmpeg's guess
 # jump: joined MPEG-TS segments, a camera's timestamp reset. (ffplay's AV_NOSYNC_THRESHOLD; a
 # recording's shorter pause is played as one.)
 PACE_JUMP_S = 10.0
+REORDER_PERIODS = 4       # a step back in the times of up to this many frame periods: frames out of order
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,27 @@ def choose_rate(stated: float | None, measured: float | None) -> FrameRate:
 @dataclass
 class FilePace:
     """When each frame of a file played at its pace is due (monotonic seconds): as far after the
-    first as its media time is, and after a jump in the times (`PACE_JUMP_S`) one frame period
-    after the frame before, counting on from there."""
+    first as its media time is. After a jump in the times (`PACE_JUMP_S`) a frame comes one frame
+    period after the frame before, and the pace counts on from there; a small step back (frames
+    out of order, `REORDER_PERIODS`) comes with the frame before. A frame without a time comes one
+    period after the one before."""
 
     period: float
     start: tuple[float, float] | None = None    # (due, media time) the pace counts from
     last: tuple[float, float] | None = None     # ... of the frame before
 
-    def due(self, t_media: float, now: float) -> float:
+    def due(self, t_media: float | None, now: float) -> float:
         if self.last is None:
-            self.start = (now, t_media)
-        elif not 0.0 <= t_media - self.last[1] <= PACE_JUMP_S:
-            self.start = (self.last[0] + self.period, t_media)
+            t = 0.0 if t_media is None else t_media
+            self.start = (now, t)
+        else:
+            t = self.last[1] + self.period if t_media is None else t_media
+            step = t - self.last[1]
+            if step > PACE_JUMP_S or step < -REORDER_PERIODS * self.period:
+                self.start = (self.last[0] + self.period, t)
         assert self.start is not None
-        due = self.start[0] + (t_media - self.start[1])
-        self.last = (due, t_media)
+        due = self.start[0] + (t - self.start[1])
+        if self.last is not None:
+            due = max(due, self.last[0])
+        self.last = (due, t)
         return due

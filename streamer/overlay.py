@@ -301,8 +301,8 @@ class OverlayWriter:
     def _pts(self, t_media: float | None) -> int:
         """The frame's place in the video, in TIME_BASE units, after the frame before."""
         pace = self._pace
-        if t_media is None or not math.isfinite(t_media):
-            t_media = pace.last[1] + pace.period if pace.last is not None else 0.0
+        if t_media is not None and not math.isfinite(t_media):
+            t_media = None
         pts = round(pace.due(t_media, 0.0) / TIME_BASE)
         # Times rounded to the millisecond (Matroska's) onto the frame grid where they are on it
         # but for the rounding: a steady input gives a steady video.

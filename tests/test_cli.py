@@ -308,7 +308,7 @@ def test_track_help_explains_inputs_and_exit_codes(posecast) -> None:
     r = posecast.run(["track", "--help"])
     text = " ".join(r.stdout.split())
     assert "rtsp" in text and "camera index" in text and "glob" in text
-    assert "130 interrupted" in text and "3 corrupt frames were skipped" in text
+    assert "130 interrupted" in text and "3 frames were damaged or missing" in text
 
 
 def test_backends_lists_onnxruntime_cpu(posecast) -> None:

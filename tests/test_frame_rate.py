@@ -68,3 +68,13 @@ def test_a_file_played_at_its_pace_plays_on_across_a_jump_in_its_times() -> None
     due = [pace.due(t, now=100.0) for t in times]
     assert np.allclose(np.diff(due), [0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 3.0, 0.04])
     assert due[0] == 100.0
+
+
+def test_frames_out_of_order_or_without_a_time_keep_the_pace() -> None:
+    """Times a few periods out of order (B-frames stamped in decode order) come with the frame
+    before, not a period later each; a frame without a time comes a period after the one before,
+    and the pace goes on from the file's own times, not from a clock of its own."""
+    pace = FilePace(period=0.04)
+    times = [1.4, 1.52, 1.56, 1.48, 1.64, None, 1.72, 1.76]
+    due = [pace.due(t, now=0.0) for t in times]
+    assert np.allclose(due, [0.0, 0.12, 0.16, 0.16, 0.24, 0.28, 0.32, 0.36])

@@ -291,6 +291,68 @@ def test_frames_lost_in_a_damaged_mpegts_file_are_counted(tmp_path: Path, at: fl
     assert re.search(rf"about {corrupt} frame\(s\) lost after damaged data at [\d.]+ s", caplog.text), caplog.text
 
 
+def _without_video_packets(data: bytes, at: float, count: int) -> bytes:
+    """An MPEG-TS file with `count` of its video's 188-byte packets taken out from `at` of them:
+    in multiples of 16 the packets' counters still run on, so the demuxer marks nothing."""
+    packets = [data[i:i + 188] for i in range(0, len(data), 188)]
+    pids = [((p[1] & 0x1F) << 8) | p[2] for p in packets]
+    video = max(set(pids), key=pids.count)
+    ours = [i for i, pid in enumerate(pids) if pid == video]
+    start = int(len(ours) * at)
+    dropped = set(ours[start:start + count])
+    return b"".join(p for i, p in enumerate(packets) if i not in dropped)
+
+
+@pytest.mark.parametrize("at, count", [(0.5, 128), (0.6, 64)])
+def test_frames_lost_in_mpegts_without_a_mark_are_said(tmp_path: Path, at: float, count: int,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Damage the demuxer does not mark shows only in the timestamps: the gap is said, as a
+    Matroska file's is, and nothing is lost without a word."""
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(_without_video_packets(_noise_clip(tmp_path / "whole.ts", "mpegts", "libx264").read_bytes(),
+                                               at, count))
+    with av.open(str(damaged)) as c:
+        assert not any(p.is_corrupt for p in c.demux(c.streams.video[0]))
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(damaged)
+    said = sum(map(int, re.findall(r"where about (\d+) frame\(s\) were due", caplog.text)))
+    assert said > 0 and len(frames) + corrupt + said == 60, caplog.text
+
+
+def test_an_mpegts_recording_begun_between_keyframes_and_joined_to_another_loses_nothing_to_the_join(
+        clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A DVR capture starts mid-GOP: its first packets give no picture, as they do alone. Joined
+    to another file, the join's marked packet is decoded and those first packets are not taken
+    for frames the join lost."""
+    whole = _noise_clip(tmp_path / "whole.ts", "mpegts", "libx264", noise=False).read_bytes()   # keyframes 25 apart
+    head = whole[len(whole) // 5 // 188 * 188:]
+    (tmp_path / "head.ts").write_bytes(head)
+    alone, alone_corrupt = read_all(tmp_path / "head.ts")
+    assert 0 < len(alone) < 60 and alone_corrupt == 0
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(head + as_mpegts(clip, tmp_path / "b.ts"))
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(joined)
+    assert (len(frames), corrupt) == (len(alone) + N, 0), caplog.text
+
+
+def test_frames_stamped_in_decode_order_get_their_decode_times(clip: Path) -> None:
+    """AVI stores no presentation times: FFmpeg stamps each H.264 picture with its packet's, in
+    decode order, so with B-frames the pts go 1, 3, 4, 2, ... (`ffmpeg -c:v libx264 out.avi`). The
+    frames' times are then their dts, as FFmpeg's best-effort timestamp takes them: pts while
+    they rise no less often than the dts do."""
+    from types import SimpleNamespace
+
+    tb = Fraction(1, 25)
+    stamped = [(1, 0), (3, 1), (4, 2), (2, 3), (6, 4), (7, 5), (5, 6), (9, 7)]
+    with open_source(str(clip), CFG) as src:
+        times = [src._media_time(SimpleNamespace(pts=pts, dts=dts, time_base=tb)) for pts, dts in stamped]
+    assert times[:3] == [0.04, 0.12, 0.16]                    # pts, until they go back more than dts
+    assert all(b > a for a, b in zip(times[4:], times[5:])) and times[-1] == 7 / 25
+    with open_source(str(clip), CFG) as src:                  # in order: the pts, whatever the dts
+        assert [src._media_time(SimpleNamespace(pts=k, dts=None, time_base=tb)) for k in range(3)] == [0.0, 0.04, 0.08]
+
+
 def test_frames_an_avi_recording_dropped_are_said_and_a_cut_short_one_still_counted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An AVI's index keeps the frames its recording dropped as empty chunks, and its frame count

@@ -85,8 +85,12 @@ class AVSource(Source):
         self._decode_errors = 0
         self._concealed = 0                    # frames given with damage the decoder covered up
         self._packets = 0                      # non-empty, non-discarded packets sent to decode
-        self._flagged = 0                      # ... of which the demuxer marked corrupt
-        self._decode_flagged = container.format.name == "mpegts"
+        # Packets sent to decode since the first one the demuxer marked damaged, by timestamp,
+        # until their frame comes out: those left at the end were lost to the damage.
+        self._awaited: set[int] | None = None
+        self._pts_faults = self._dts_faults = 0   # frames whose pts (dts) did not rise: which to trust
+        self._last_frame_pts: int | None = None
+        self._last_frame_dts: int | None = None
         self._discarded = 0
         self._closed = False
         self._resized = False                  # warned of a mid-stream size change
@@ -195,21 +199,20 @@ class AVSource(Source):
             if packet.size and not packet.is_discard:
                 self._on_packet(packet)
             if packet.size and packet.is_corrupt:
-                if not self._decode_flagged:
+                if not self._decodes_marked_packets():
                     # A packet the demuxer could only partly read (a truncated file, a lost network
                     # chunk): with frame threads its decoding error loses the frames they hold.
                     self._skipped(f"incomplete packet at {self._when(packet)}")
                     continue
-                # MPEG-TS marks a packet damaged also where its counters restart, as they do where
-                # two files were joined, and that packet is whole. The decoder judges it: a damaged
-                # picture comes out flagged (`_count_concealed`), and one that never comes out is
-                # counted at the end (`_account_lost`).
-                self._flagged += 1
+                if self._awaited is None:
+                    self._awaited = set()
             if packet.size:
                 if packet.is_discard:
                     self._discarded += 1           # edit-list trims: never meant to be shown
                 else:
                     self._packets += 1
+                    if self._awaited is not None and packet.pts is not None:
+                        self._awaited.add(packet.pts)
             for frame in self._decoded(packet, index):
                 yield frame
                 index += 1
@@ -235,9 +238,16 @@ class AVSource(Source):
         self._release_warnings()
 
 
+    def _decodes_marked_packets(self) -> bool:
+        """Whether packets the demuxer marks damaged are decoded (the decoder then judges them) or
+        skipped. Skipped, but for a video file's MPEG-TS (`VideoFileSource`)."""
+        return False
+
     def _decoded(self, packet: av.Packet | None, index: int) -> Iterator[Frame]:
         """The frames `packet` decodes to (None: what the decoder still holds), numbered from `index`."""
         for av_frame in self._decode(packet):
+            if self._awaited is not None and av_frame.pts is not None:
+                self._awaited.discard(av_frame.pts)
             frame = self._to_frame(av_frame, index)
             self._count_concealed(av_frame, index)
             self._release_warnings()
@@ -259,6 +269,8 @@ class AVSource(Source):
             return list(packet.decode())
         except av.FFmpegError as exc:
             self._decode_errors += 1
+            if self._awaited is not None and packet is not None and packet.pts is not None:
+                self._awaited.discard(packet.pts)         # counted here, not again at the end
             where = self._when(packet) if packet is not None and packet.size else "the end"
             self._skipped(f"undecodable data at {where} ({error_reason(exc)})")
             return []
@@ -269,16 +281,21 @@ class AVSource(Source):
         # out minus errors already counted is that loss; counting it keeps "frames yielded +
         # corrupt == frames in the input" true. Only after an error, because some containers
         # legitimately carry a packet or two that produce no picture.
-        if not self.corrupt and not self._flagged:
+        # Where packets marked damaged were decoded anyway (`_decodes_marked_packets`), the frames
+        # lost are those of the packets sent since the first, whose frame never came: packets
+        # before it that gave none (a recording begun between keyframes) are not the damage's.
+        if self._awaited is not None:
+            lost = len(self._awaited)
+        elif self.corrupt:
+            lost = self._packets - yielded - self._decode_errors
+        else:
             return
-        lost = self._packets - yielded - self._decode_errors
         if lost > 0:
             more = " more" if self.corrupt else ""
             self.corrupt += lost
             self._warn("%s: %d%s frame(s) could not be decoded after the damage", self._what, lost, more)
         if self.corrupt > DETAILED_WARNINGS:
-            self._warn("%s: %d corrupt packet(s)/frame(s) skipped in total", self._what,
-                        self.corrupt)
+            self._warn("%s: %d frame(s) damaged or missing in total", self._what, self.corrupt)
 
     def _count_concealed(self, av_frame: av.VideoFrame, index: int) -> None:
         """Counts a frame decoded from damaged data. The first is said at once: a live stream may
@@ -327,13 +344,28 @@ class AVSource(Source):
         # second full-frame copy. A new array each frame, as decoding gives: a live reader thread
         # decodes the next frame while the capture still copies this one.
         image = av_frame.to_ndarray(format="bgr24")
-        # After a damaged packet FFmpeg may give a frame without a usable timestamp (PyAV then
-        # reports NaN): the protocol says "unknown" with null, never NaN.
-        t_media = av_frame.time
-        if t_media is not None and not math.isfinite(t_media):
-            t_media = None
+        t_media = self._media_time(av_frame)
         return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media,
                      quarter_turns=self._quarter_turns)
+
+    def _media_time(self, av_frame: av.VideoFrame) -> float | None:
+        """The frame's time in seconds, as FFmpeg's best-effort timestamp takes it: its pts, unless
+        the frames' pts go back more often than their dts do. (In an AVI with B-frames the pts
+        are the packets', in decode order: 0.04, 0.12, 0.16, 0.08, ...) After a damaged packet
+        FFmpeg may give no usable time (PyAV then reports NaN): the protocol says "unknown" with
+        null, never NaN."""
+        pts, dts = av_frame.pts, av_frame.dts
+        if dts is not None:
+            self._dts_faults += self._last_frame_dts is not None and dts <= self._last_frame_dts
+            self._last_frame_dts = dts
+        if pts is not None:
+            self._pts_faults += self._last_frame_pts is not None and pts <= self._last_frame_pts
+            self._last_frame_pts = pts
+        best = pts if pts is not None and (dts is None or self._pts_faults <= self._dts_faults) else dts
+        if best is None or av_frame.time_base is None:
+            return None
+        t = float(best * av_frame.time_base)
+        return t if math.isfinite(t) else None
 
     def _on_packet(self, packet: av.Packet) -> None:
         """A packet of the video stream, before it is decoded."""

@@ -86,14 +86,23 @@ class VideoFileSource(AVSource):
         name = container.format.name
         times_gaps = (name in ("matroska,webm", "flv") and self._exact_count is None) or name == "avi"
         self._gap_period, self._gap_limit = self._regular_period() if times_gaps else (None, MISSING_GAP)
-        # MPEG-TS timestamps may jump by design (joined segments), so only a short gap just after
-        # a packet the demuxer marked damaged is taken for frames lost there, and counted.
+        # MPEG-TS timestamps may jump by design (joined segments): a gap of up to TS_DAMAGE_GAP_S
+        # just after a packet the demuxer marked damaged is frames lost there, and counted; one
+        # elsewhere is said, as above.
         self._ts_damage = name == "mpegts" and bool(self.info.fps)
         self._last_dts: int | None = None
         self._undated = 0                       # packets without a timestamp since the last with one
         self._since_damaged = TS_DAMAGE_REACH   # packets since the last one the demuxer marked damaged
         self._gaps = 0                          # gaps in the frames' times...
         self._gap_frames = 0                    # ...and the frames due in them
+
+    def _decodes_marked_packets(self) -> bool:
+        # MPEG-TS marks a packet damaged also where its counters restart, as they do where two
+        # files were joined, and that packet is whole. A file's are decoded: the decoder judges
+        # them, a damaged picture comes out flagged (`_count_concealed`), one that never comes out
+        # is counted (`_account_lost`), and the frames a gap near one shows missing too
+        # (`_on_packet`). (A stream's are skipped, as an incomplete packet, and counted.)
+        return self._container.format.name == "mpegts"
 
     def _regular_period(self) -> tuple[float | None, float]:
         """The seconds between frames, where the packets read ahead come at that rate within
@@ -121,23 +130,26 @@ class VideoFileSource(AVSource):
             return
         tb = self._stream.time_base
         gap = float((packet.dts - last) * tb)
+        period = self._gap_period or 1.0 / self.info.fps      # type: ignore[operator]
+        missing = round(gap / period) - 1 - undated
+        if gap <= self._gap_limit * period or missing <= 0:
+            return
         if self._ts_damage:
-            period = 1.0 / self.info.fps          # type: ignore[operator]
-            lost = round(gap / period) - 1 - undated
-            if self._since_damaged <= TS_DAMAGE_REACH and lost > 0 and gap <= TS_DAMAGE_GAP_S:
-                self.corrupt += lost
+            if gap > TS_DAMAGE_GAP_S:
+                return                          # a jump in the times, as joined segments make
+            if self._since_damaged <= TS_DAMAGE_REACH:
+                self.corrupt += missing
                 self._warn("%s: about %d frame(s) lost after damaged data at %.2f s (no frame until %.2f s)",
-                           self._what, lost, float(last * tb), float(packet.dts * tb))
-            return
-        missing = round(gap / self._gap_period) - 1 - undated
-        if gap <= self._gap_limit * self._gap_period or missing <= 0:
-            return
+                           self._what, missing, float(last * tb), float(packet.dts * tb))
+                return
+            # Damage the demuxer did not mark (whole packets lost, the counters in step again)
+            # shows only in the times, as in the formats above: said, not counted.
         self._gaps += 1
         self._gap_frames += missing
         if self._gaps == 1:
             self._warn("%s: no frame between %.2f s and %.2f s, where about %d frame(s) were due at %.4g fps: the "
                        "file is damaged there, or its recording dropped them", self._what, float(last * tb),
-                       float(packet.dts * tb), missing, 1.0 / self._gap_period)
+                       float(packet.dts * tb), missing, 1.0 / period)
 
     def _say_gaps(self) -> None:
         if self._gaps > 1:

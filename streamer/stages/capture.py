@@ -396,8 +396,7 @@ class _NewestFrame:
             now = time.monotonic()
             hold = catch_up.hold(now, frame.t_media) if catch_up is not None else 0.0
             if paced:
-                t_media = frame.t_media if frame.t_media is not None else frame.index * period
-                delay = pace.due(t_media, time.monotonic()) - time.monotonic()
+                delay = pace.due(frame.t_media, time.monotonic()) - time.monotonic()
                 if delay > 0 and self.quit.wait(delay):
                     break
                 frame.t_capture = time.time()        # captured when a camera would have delivered it
