@@ -85,8 +85,9 @@ class AVSource(Source):
         self._decode_errors = 0
         self._concealed = 0                    # frames given with damage the decoder covered up
         self._packets = 0                      # non-empty, non-discarded packets sent to decode
-        # Packets sent to decode since the first one the demuxer marked damaged, by timestamp,
-        # until their frame comes out: those left at the end were lost to the damage.
+        # Packets sent to decode (where marked ones are decoded: since the first picture, or the
+        # first marked packet), by timestamp, until their frame comes out: those left at the end
+        # were lost to damage.
         self._awaited: set[int] | None = None
         self._pts_faults = self._dts_faults = 0   # frames whose pts (dts) did not rise: which to trust
         self._last_frame_pts: int | None = None
@@ -206,6 +207,11 @@ class AVSource(Source):
                     continue
                 if self._awaited is None:
                     self._awaited = set()
+            if self._awaited is None and index and self._decodes_marked_packets():
+                # From the first picture on, every packet's frame is waited for: damage the
+                # demuxer did not mark loses frames too (a reference picture gone, its followers
+                # dropped without an error), and only the packets left waiting show it.
+                self._awaited = set()
             if packet.size:
                 if packet.is_discard:
                     self._discarded += 1           # edit-list trims: never meant to be shown
@@ -281,9 +287,10 @@ class AVSource(Source):
         # out minus errors already counted is that loss; counting it keeps "frames yielded +
         # corrupt == frames in the input" true. Only after an error, because some containers
         # legitimately carry a packet or two that produce no picture.
-        # Where packets marked damaged were decoded anyway (`_decodes_marked_packets`), the frames
-        # lost are those of the packets sent since the first, whose frame never came: packets
-        # before it that gave none (a recording begun between keyframes) are not the damage's.
+        # Where packets marked damaged are decoded anyway (`_decodes_marked_packets`), the frames
+        # lost are those of the packets sent since the first picture (or marked packet), whose
+        # frame never came: packets before it that gave none (a recording begun between
+        # keyframes) are not the damage's.
         if self._awaited is not None:
             lost = len(self._awaited)
         elif self.corrupt:
