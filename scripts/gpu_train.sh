@@ -118,6 +118,11 @@ go_on "before rendering"
 # the renderers leave. STEP_BENCH: auto (on a CUDA GPU; it ends at once without one), 1 (on
 # whatever there is) or 0 (never).
 rm -f "$logs/step_bench.log"
+# Without NVIDIA's driver there is no GPU to time, known at once: the bench would first have to
+# start torch to find out, and a short render cuts it off before it can say so.
+if [ "$bench" = auto ] && ! nvidia-smi -L >/dev/null 2>&1; then
+    bench=0
+fi
 if [ "$bench" != 0 ]; then
     device=$([ "$bench" = auto ] && echo cuda || echo auto)
     timeout -k 5 "$render_s" "$py" -m train.step_bench --config "$config" --device "$device" --channels-last \
