@@ -188,9 +188,8 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     for path in outputs:
         key = _file_identity(path)
         if key in seen:
-            earlier = seen[key]
-            if earlier in sidecar_of or path in sidecar_of:
-                csv = sidecar_of.get(earlier) or sidecar_of[path]
+            csv = sidecar_of.get(seen[key]) or sidecar_of.get(path)
+            if csv is not None:
                 raise InputError(f"'{path}' is where the CSV track '{csv}' writes its meta; give the other "
                                  "output another name")
             raise InputError(f"'{path}' is given twice as an output; give each output its own file")

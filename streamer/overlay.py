@@ -306,7 +306,7 @@ class OverlayWriter:
         pts = round(pace.due(t_media, 0.0) / TIME_BASE)
         # Times rounded to the millisecond (Matroska's) onto the frame grid where they are on it
         # but for the rounding: a steady input gives a steady video.
-        grid = float(pace.period / TIME_BASE)
+        grid = pace.period / TIME_BASE
         on_grid = round(round(pts / grid) * grid)
         if abs(pts - on_grid) <= GRID_SNAP_S / TIME_BASE:
             pts = on_grid
@@ -343,12 +343,10 @@ class OverlayWriter:
             return
         if failed is not None or self._write_failed:
             # Without its index the file plays nowhere: remove it rather than leave a broken video.
-            # After a frame could not be written, that error has said so: once is enough.
             self._file.unlink(missing_ok=True)
-            if self._write_failed:
-                return
-            raise InputError(f"cannot finish overlay video '{self.path}': {failed} (check free disk space); "
-                             "the unfinished video was removed") from None
+            if not self._write_failed:           # else the frame's error has said so: once is enough
+                raise InputError(f"cannot finish overlay video '{self.path}': {failed} (check free disk space); "
+                                 "the unfinished video was removed") from None
 
     def __enter__(self) -> OverlayWriter:
         return self

@@ -318,8 +318,9 @@ def http_serving_live(data: bytes) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/live.ts"
 
 
-def as_mpegts(clip: Path, out: Path) -> bytes:
-    """`clip` re-encoded as MPEG-TS, the container of broadcasts and live HTTP streams."""
+def as_mpegts(clip: Path, out: Path, first_pts: int = 0) -> bytes:
+    """`clip` re-encoded as MPEG-TS, the container of broadcasts and live HTTP streams, its frames
+    stamped from `first_pts` on (in frame periods)."""
     import av
 
     with av.open(str(clip)) as src, av.open(str(out), "w", format="mpegts") as dst:
@@ -328,7 +329,7 @@ def as_mpegts(clip: Path, out: Path) -> bytes:
         stream.width, stream.height, stream.pix_fmt = video.codec_context.width, video.codec_context.height, "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
             again = av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")
-            again.pts = i
+            again.pts = first_pts + i
             dst.mux(stream.encode(again))
         dst.mux(stream.encode(None))
     return out.read_bytes()

@@ -237,18 +237,6 @@ def test_gaussian_noise_errors_are_small() -> None:
     assert all(e < 0.04 for e in err.values()), err
 
 
-if __name__ == "__main__":  # the numbers for the docs
-    for label, kwargs in [
-        ("one corrupted root (any of the 6)", dict(kind="corrupted")),
-        ("one corrupted root (not the origin)", dict(kind="corrupted", which_root="non-origin")),
-        ("one corrupted root (the origin's row)", dict(kind="corrupted", which_root="origin")),
-        ("2 cm i.i.d. Gaussian noise on all offsets", dict(kind="noise")),
-        ("2 cm noise, own-root entries exact (our net)", dict(kind="noise-exact-root")),
-    ]:
-        err = alignment_errors(**kwargs)
-        print(f"{label:45s} " + "  ".join(f"{m} {1000 * e:6.1f} mm" for m, e in err.items()))
-
-
 def test_confidences_outside_the_unit_interval_are_clipped() -> None:
     """A network's softmax mass can be 0 (the system would be singular) or, summed, above 1."""
     rng = np.random.default_rng(0)
@@ -273,3 +261,15 @@ def test_a_joint_every_row_disagrees_on_still_gets_a_finite_estimate() -> None:
     out = RootAligner(J, DEFAULT_ROOTS, ORIGIN)(off)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, relative(x), atol=1e-4)
+
+
+if __name__ == "__main__":  # the numbers for the docs
+    for label, kwargs in [
+        ("one corrupted root (any of the 6)", dict(kind="corrupted")),
+        ("one corrupted root (not the origin)", dict(kind="corrupted", which_root="non-origin")),
+        ("one corrupted root (the origin's row)", dict(kind="corrupted", which_root="origin")),
+        ("2 cm i.i.d. Gaussian noise on all offsets", dict(kind="noise")),
+        ("2 cm noise, own-root entries exact (our net)", dict(kind="noise-exact-root")),
+    ]:
+        err = alignment_errors(**kwargs)
+        print(f"{label:45s} " + "  ".join(f"{m} {1000 * e:6.1f} mm" for m, e in err.items()))

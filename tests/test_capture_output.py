@@ -273,4 +273,3 @@ def test_a_phone_clip_reaches_the_outputs_upright(posecast, tmp_path: Path) -> N
     quadrants = {"top left": picture[:h // 2, :w // 2], "top right": picture[:h // 2, w // 2:],
                  "bottom left": picture[h // 2:, :w // 2], "bottom right": picture[h // 2:, w // 2:]}
     assert max(quadrants, key=lambda q: quadrants[q].mean()) == "bottom left"
-

@@ -535,7 +535,8 @@ def _disk_full(*args: object, **kwargs: object) -> None:
 
 
 def _main_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """`posecast ARGV` in this process (to fake a full disk); its exit code and stderr."""
+    """`posecast ARGV` in this process (to fake a full disk, or to spare a process start-up); its
+    exit code and stderr."""
     from streamer.cli import main
 
     code = main([str(a) for a in argv])

@@ -38,8 +38,13 @@ def _markdown_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+def _prose(doc: Path) -> str:
+    """The doc without its code blocks, whose lines are neither headings nor links."""
+    return CODE_BLOCK.sub("", doc.read_text())
+
+
 def _sections(doc: Path) -> list[str]:
-    text = CODE_BLOCK.sub("", doc.read_text())
+    text = _prose(doc)
     return [title.lower() for title in HEADING.findall(text) + BOLD_LEAD.findall(text)]
 
 
@@ -47,7 +52,7 @@ def _anchors(doc: Path) -> set[str]:
     """GitHub's anchors for the doc's headings: lower case, punctuation dropped, spaces as
     hyphens, a repeated one numbered."""
     anchors: set[str] = set()
-    for title in HEADING.findall(CODE_BLOCK.sub("", doc.read_text())):
+    for title in HEADING.findall(_prose(doc)):
         slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
         anchor, n = slug, 0
         while anchor in anchors:
@@ -60,7 +65,7 @@ def _anchors(doc: Path) -> set[str]:
 def test_relative_links_name_files_and_headings_that_exist() -> None:
     missing = []
     for doc in _markdown_files():
-        for target in MARKDOWN_LINK.findall(CODE_BLOCK.sub("", doc.read_text())):
+        for target in MARKDOWN_LINK.findall(_prose(doc)):
             if re.match(r"[a-z]+:", target):
                 continue
             path, _, anchor = target.partition("#")
@@ -100,7 +105,7 @@ def test_a_docs_references_to_its_own_sections_name_one() -> None:
     assert not unresolved
 
 
-def test_the_section_check_finds_a_missing_title(tmp_path: Path) -> None:
+def test_the_section_check_finds_a_missing_title() -> None:
     text = LINE_BREAK.sub(" ", 'see (docs/training.md, "A section\n    # that never was")')
     [(doc, title)] = SECTION_REFERENCE.findall(text)
     assert (doc, title) == ("docs/training.md", "A section that never was")

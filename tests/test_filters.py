@@ -510,18 +510,18 @@ def test_root_settings_are_the_roots_own(defaults: FilterConfig) -> None:
 
 
 @pytest.mark.parametrize("method", SMOOTHING)
-def test_a_non_finite_timestamp_is_refused(method: str) -> None:
-    f = make_filter(_with(load_pipeline_config().filter, method), (J, D))
+def test_a_non_finite_timestamp_is_refused(defaults: FilterConfig, method: str) -> None:
+    f = make_filter(_with(defaults, method), (J, D))
     f(0.0, np.zeros((J, D)))
     for t in (math.nan, math.inf):
         with pytest.raises(ValueError, match="finite"):
             f(t, np.zeros((J, D)))
 
 
-def test_after_a_flush_the_smoother_starts_afresh() -> None:
+def test_after_a_flush_the_smoother_starts_afresh(defaults: FilterConfig) -> None:
     """The frames after a flush (a track's end) are smoothed as by a new smoother, even at the
     very next timestamps, where no gap in time would reset it."""
-    cfg = load_pipeline_config().filter.kalman
+    cfg = defaults.kalman
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(8, J, D)), rng.normal(size=(8, J, D))
     used, fresh = KalmanSmoother(cfg, (J, D), 3), KalmanSmoother(cfg, (J, D), 3)
@@ -537,7 +537,7 @@ def test_after_a_flush_the_smoother_starts_afresh() -> None:
 
 @pytest.mark.parametrize("key", ["refiner", "live_refiner"])
 @pytest.mark.parametrize("value", ["", "  ", None])
-def test_an_empty_refiner_setting_is_refused(key: str, value: str | None) -> None:
-    cfg = dataclasses.replace(load_pipeline_config().filter, **{key: value})
+def test_an_empty_refiner_setting_is_refused(defaults: FilterConfig, key: str, value: str | None) -> None:
+    cfg = dataclasses.replace(defaults, **{key: value})
     with pytest.raises(ValueError, match=f"{key} must be"):
         cfg.check()

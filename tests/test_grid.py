@@ -166,15 +166,11 @@ def test_confidence_is_the_window_mass() -> None:
 
 
 def test_the_decoding_window_keeps_its_extent_in_pixels_on_a_finer_grid() -> None:
-    from engines.grid import window_cells
-
     assert [window_cells(w, 128, 16) for w in (0, 1, 2)] == [0, 1, 2]      # stride 8
     assert [window_cells(w, 128, 32) for w in (0, 1, 2)] == [0, 2, 4]      # stride 4
     assert window_cells(1, 256, 32) == 1 and window_cells(1, 64, 8) == 1
-
-
-def test_a_coarse_grid_keeps_a_window_of_at_least_one_cell() -> None:
-    assert window_cells(1, 256, 16) == 1 and window_cells(2, 256, 16) == 2       # cells of 16 px
+    # A coarser grid (cells of 16 px) keeps a window of at least one cell.
+    assert window_cells(1, 256, 16) == 1 and window_cells(2, 256, 16) == 2
 
 
 def test_an_all_zero_map_decodes_to_finite_points_with_no_confidence() -> None:

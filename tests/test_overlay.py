@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,8 +33,9 @@ def figure(scale: float = 1.0, conf: np.ndarray | None = None) -> PersonPose:
                       conf=np.ones(17, np.float32) if conf is None else conf)
 
 
-def frame_with(people: list[PersonPose], seq: int = 0, size: tuple[int, int] = (200, 200)) -> PoseFrame:
-    return PoseFrame(seq=seq, t_capture=0.0, t_media=None, image_size=size, people=people)
+def frame_with(people: list[PersonPose], seq: int = 0, size: tuple[int, int] = (200, 200),
+               t_media: float | None = None) -> PoseFrame:
+    return PoseFrame(seq=seq, t_capture=0.0, t_media=t_media, image_size=size, people=people)
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], list[int], Fraction]:
@@ -172,7 +172,7 @@ def test_overlay_frames_keep_their_media_times(tmp_path: Path) -> None:
     times = [5.0, 5.033, 5.067, 5.1, 5.167, 5.233, 7.233, 7.267, 1.0, 1.033, None, 1.1]
     with OverlayWriter(path, 64, 48, fps=30.0) as writer:
         for i, t in enumerate(times):
-            writer.write(np.zeros((48, 64, 3), np.uint8), dataclasses.replace(frame_with([], seq=i), t_media=t))
+            writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i, t_media=t))
     with av.open(str(path)) as c:
         shown = [f.time for f in c.decode(video=0)]
     period = 1 / 30

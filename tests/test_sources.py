@@ -181,14 +181,19 @@ def test_frames_a_damaged_middle_took_are_said(tmp_path: Path, fmt: str, codec: 
     assert 0 < len(frames) < 60 and len(frames) + corrupt + sum(map(int, said)) == 60, caplog.text
 
 
-def _clip_at_times(path: Path, ticks: list[int], rate: int = 30, fmt: str = "matroska") -> Path:
-    """A clip (Matroska by default) whose frames come at `ticks` (in 1/`rate` s)."""
+def _clip_at_times(path: Path, ticks: list[int], rate: int = 30, fmt: str = "matroska",
+                   time_base: Fraction | None = None) -> Path:
+    """A clip (Matroska by default) whose frames come at `ticks` (in `time_base`, 1/`rate` s by default)."""
     with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream("mpeg4", rate=rate)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        if time_base is not None:
+            s.codec_context.time_base = time_base
         for i, tick in enumerate(ticks):
             frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 7 * i % 250, np.uint8), format="bgr24")
             frame.pts = tick
+            if time_base is not None:
+                frame.time_base = time_base
             c.mux(s.encode(frame))
         c.mux(s.encode(None))
     return path
@@ -223,17 +228,8 @@ def test_a_gap_in_a_steady_recording_is_said_and_a_variable_rate_is_left_alone(
 def _jittered_clip(path: Path, frames: list[int], jitter_s: float = 0.008) -> Path:
     """A Matroska clip at 30 fps whose frames (numbered in `frames`) are stamped in ms with a
     jitter of up to `jitter_s`, as phones and browsers stamp theirs."""
-    with av.open(str(path), "w", format="matroska") as c:
-        s = c.add_stream("mpeg4", rate=30)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.codec_context.time_base = Fraction(1, 1000)
-        for i in frames:
-            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 7 * i % 250, np.uint8), format="bgr24")
-            frame.pts = round(1000 * (i / 30 + jitter_s * np.sin(1.7 * i)))
-            frame.time_base = Fraction(1, 1000)
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-    return path
+    ticks = [round(1000 * (i / 30 + jitter_s * np.sin(1.7 * i))) for i in frames]
+    return _clip_at_times(path, ticks, time_base=Fraction(1, 1000))
 
 
 def test_a_gap_among_jittered_timestamps_is_said_and_the_jitter_is_not(
@@ -254,18 +250,8 @@ def test_mpegts_files_joined_end_to_end_give_every_frame(clip: Path, tmp_path: P
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """`cat a.ts b.ts`: the demuxer marks the first part's last packet damaged where the second's
     counters restart, but it is whole, and so is its frame."""
-    first = as_mpegts(clip, tmp_path / "a.ts")
-    second = tmp_path / "b.ts"
-    with av.open(str(clip)) as src, av.open(str(second), "w", format="mpegts") as dst:
-        stream = dst.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i, frame in enumerate(src.decode(video=0)):
-            again = av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")
-            again.pts = N + i                       # times run on from the first part's
-            dst.mux(stream.encode(again))
-        dst.mux(stream.encode(None))
     joined = tmp_path / "joined.ts"
-    joined.write_bytes(first + second.read_bytes())
+    joined.write_bytes(as_mpegts(clip, tmp_path / "a.ts") + as_mpegts(clip, tmp_path / "b.ts", first_pts=N))
     with av.open(str(joined)) as c:
         assert any(p.is_corrupt for p in c.demux(c.streams.video[0]))   # what the test is about
     with caplog.at_level("WARNING"):
@@ -1350,13 +1336,7 @@ def test_an_image_of_another_size_starts_a_shot(tmp_path: Path) -> None:
 def test_a_raw_h264_stream_has_the_rate_its_bitstream_states(tmp_path: Path) -> None:
     """A raw `.h264` stream carries no timestamps, and FFmpeg's demuxer states 25 fps for any: the
     rate is the one in its bitstream (30), as players and ffprobe give it."""
-    raw = tmp_path / "clip.h264"
-    with av.open(str(raw), "w", format="h264") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for i in range(20):
-            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((H, W, 3), 9 * i, np.uint8), format="bgr24")))
-        c.mux(s.encode(None))
+    raw = _noise_clip(tmp_path / "clip.h264", "h264", "libx264", frames=20, noise=False)
     with av.open(str(raw)) as c:
         assert float(c.streams.video[0].average_rate) == 25.0       # the demuxer's default
     with open_source(str(raw), CFG) as src:

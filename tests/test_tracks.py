@@ -760,9 +760,7 @@ def test_root_3d_and_t_media_reach_csv_and_npz(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ext", ["csv", "npz"])
 def test_a_person_with_the_wrong_joint_count_is_refused(tmp_path: Path, ext: str) -> None:
     frame = _frame_with_everything()
-    person = frame.people[0]
-    frame.people[0] = dataclasses.replace(person, joints_3d=person.joints_3d[:5], joints_2d=person.joints_2d[:5],
-                                          conf=person.conf[:5])
+    frame.people[0] = make_person(np.random.default_rng(3), num_joints=5)
     with open_track_writer(tmp_path / f"t.{ext}", META) as w:
         with pytest.raises(ValueError, match="joints"):
             w.write(frame)

@@ -199,18 +199,16 @@ class AVSource(Source):
                 self._read_to = max(self._read_to, packet.pos + packet.size)
             if packet.size and not packet.is_discard:
                 self._on_packet(packet)
-            if packet.size and packet.is_corrupt:
-                if not self._decodes_marked_packets():
-                    # A packet the demuxer could only partly read (a truncated file, a lost network
-                    # chunk): with frame threads its decoding error loses the frames they hold.
-                    self._skipped(f"incomplete packet at {self._when(packet)}")
-                    continue
-                if self._awaited is None:
-                    self._awaited = set()
-            if self._awaited is None and index and self._decodes_marked_packets():
-                # From the first picture on, every packet's frame is waited for: damage the
-                # demuxer did not mark loses frames too (a reference picture gone, its followers
-                # dropped without an error), and only the packets left waiting show it.
+            marked = bool(packet.size) and packet.is_corrupt
+            if marked and not self._decodes_marked_packets():
+                # A packet the demuxer could only partly read (a truncated file, a lost network
+                # chunk): with frame threads its decoding error loses the frames they hold.
+                self._skipped(f"incomplete packet at {self._when(packet)}")
+                continue
+            if self._awaited is None and (index or marked) and self._decodes_marked_packets():
+                # From the first picture (or marked packet) on, every packet's frame is waited for:
+                # damage the demuxer did not mark loses frames too (a reference picture gone, its
+                # followers dropped without an error), and only the packets left waiting show it.
                 self._awaited = set()
             if packet.size:
                 if packet.is_discard:
@@ -232,11 +230,10 @@ class AVSource(Source):
             # error: the frame is there (nothing is lost), but its picture, and so its pose, may not be.
             self._warn("%s: %d frame(s) were decoded from damaged data (the decoder filled in what was "
                        "missing); their poses may be wrong", self._what, self._concealed)
+        self._account_lost(index)
         if read_error is not None:
-            self._account_lost(index)
             self._on_read_error(read_error, index)
         else:
-            self._account_lost(index)
             self._on_end(index)
         if index == 0:
             # The warnings held so far say what this line sums up.
@@ -287,10 +284,9 @@ class AVSource(Source):
         # out minus errors already counted is that loss; counting it keeps "frames yielded +
         # corrupt == frames in the input" true. Only after an error, because some containers
         # legitimately carry a packet or two that produce no picture.
-        # Where packets marked damaged are decoded anyway (`_decodes_marked_packets`), the frames
-        # lost are those of the packets sent since the first picture (or marked packet), whose
-        # frame never came: packets before it that gave none (a recording begun between
-        # keyframes) are not the damage's.
+        # Where marked packets are decoded (`_decodes_marked_packets`), the loss is the packets
+        # still awaiting their frame: those before the first picture, which gave none (a
+        # recording begun between keyframes), were not waited for.
         if self._awaited is not None:
             lost = len(self._awaited)
         elif self.corrupt:

@@ -73,6 +73,7 @@ class VideoFileSource(AVSource):
         # a file whose video ends well before it was cut short. (Other formats' durations are
         # FFmpeg's estimates from the file as it is, truncated or not.)
         self._stated_end = None if self._exact_count is not None else _stated_video_end(container, self._stream)
+        name = container.format.name
         # A Matroska, WebM or FLV demuxer that meets damaged data skips to the next place it can
         # read, without an error: the frames in between are gone, and only their timestamps show
         # it. Where the first frames came at one rate, a later gap in the timestamps is said. It is
@@ -83,13 +84,15 @@ class VideoFileSource(AVSource):
         # chunks, which the demuxer skips: they show as the same gaps, and its frame count
         # includes them, so they are said the same way and are not the frames a short file
         # lacks. (An MP4's index lists every frame it holds.)
-        name = container.format.name
-        times_gaps = (name in ("matroska,webm", "flv") and self._exact_count is None) or name == "avi"
-        self._gap_period, self._gap_limit = self._regular_period() if times_gaps else (None, MISSING_GAP)
         # MPEG-TS timestamps may jump by design (joined segments): a gap of up to TS_DAMAGE_GAP_S
         # just after a packet the demuxer marked damaged is frames lost there, and counted; one
         # elsewhere is said, as above.
-        self._ts_damage = name == "mpegts" and bool(self.info.fps)
+        self._mpegts = name == "mpegts"
+        self._gap_grid: tuple[float, float] | None = None    # (frame period, gap limit in periods), if looked for
+        if (name in ("matroska,webm", "flv") and self._exact_count is None) or name == "avi":
+            self._gap_grid = self._regular_period()
+        elif self._mpegts and self.info.fps:
+            self._gap_grid = (1.0 / self.info.fps, MISSING_GAP)
         self._last_dts: int | None = None
         self._undated = 0                       # packets without a timestamp since the last with one
         self._since_damaged = TS_DAMAGE_REACH   # packets since the last one the demuxer marked damaged
@@ -102,24 +105,24 @@ class VideoFileSource(AVSource):
         # them, a damaged picture comes out flagged (`_count_concealed`), one that never comes out
         # is counted (`_account_lost`), and the frames a gap near one shows missing too
         # (`_on_packet`). (A stream's are skipped, as an incomplete packet, and counted.)
-        return self._container.format.name == "mpegts"
+        return self._mpegts
 
-    def _regular_period(self) -> tuple[float | None, float]:
+    def _regular_period(self) -> tuple[float, float] | None:
         """The seconds between frames, where the packets read ahead come at that rate within
         `JITTER_MAX` of a period, and the gap in periods beyond which frames are missing."""
         tb = self._stream.time_base
         times = sorted({float(p.pts * tb) for p in self._ahead if p.pts is not None and tb})
         gaps = [b - a for a, b in zip(times, times[1:])]
         if len(gaps) < 8 or not self.info.fps:
-            return None, MISSING_GAP
+            return None
         period = 1.0 / self.info.fps
         deviations = sorted(abs(g / period - 1.0) for g in gaps)
         jitter = deviations[min(len(deviations) - 1, int(REGULAR_SHARE * len(deviations)))]
-        return (period, MISSING_GAP + jitter) if jitter <= JITTER_MAX else (None, MISSING_GAP)
+        return (period, MISSING_GAP + jitter) if jitter <= JITTER_MAX else None
 
     def _on_packet(self, packet: av.Packet) -> None:
         self._since_damaged = 0 if packet.is_corrupt else self._since_damaged + 1
-        if self._gap_period is None and not self._ts_damage:
+        if self._gap_grid is None:
             return
         if packet.dts is None:
             self._undated += 1                  # a frame in the gap, after damage: not missing
@@ -130,11 +133,11 @@ class VideoFileSource(AVSource):
             return
         tb = self._stream.time_base
         gap = float((packet.dts - last) * tb)
-        period = self._gap_period or 1.0 / self.info.fps      # type: ignore[operator]
+        period, limit = self._gap_grid
         missing = round(gap / period) - 1 - undated
-        if gap <= self._gap_limit * period or missing <= 0:
+        if gap <= limit * period or missing <= 0:
             return
-        if self._ts_damage:
+        if self._mpegts:
             if gap > TS_DAMAGE_GAP_S:
                 return                          # a jump in the times, as joined segments make
             if self._since_damaged <= TS_DAMAGE_REACH:
