@@ -274,7 +274,7 @@ def test_frames_lost_in_a_damaged_mpegts_file_are_counted(tmp_path: Path, at: fl
     with caplog.at_level("WARNING"):
         frames, corrupt = read_all(damaged)
     assert corrupt > 0 and len(frames) + corrupt == 60, caplog.text
-    assert re.search(rf"about {corrupt} frame\(s\) lost after damaged data at [\d.]+ s", caplog.text), caplog.text
+    assert re.search(r"about \d+ frame\(s\) lost after damaged data at [\d.]+ s", caplog.text), caplog.text
 
 
 def _without_video_packets(data: bytes, at: float, count: int) -> bytes:
