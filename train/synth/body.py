@@ -14,11 +14,17 @@ Human3.6M's mean proportions (its training subjects' mean bone lengths, see `doc
 - hips: anny's `upperleg01` heads, moved outwards from the midline by `HIP_WIDEN` (Human3.6M's
   hip joints sit wider than anny's femoral heads); pelvis: the midpoint of the hips, as in
   Human3.6M, where the two agree to a micrometre;
-- knees, ankles, elbows, wrists: the heads of `lowerleg01`, `foot`, `lowerarm01` and `wrist`;
+- ankles, elbows, wrists: the heads of `foot`, `lowerarm01` and `wrist`; knees: the centre of the
+  ring of vertices the thigh and shin share, moved by where the `lowerleg01` head sits from that
+  ring on the mean body (anny's knee head drifts up the thigh as its height axis falls: 63 mm
+  above the ring at 0.1, 12 mm at 0.6; the other limb heads keep their place within 5 mm);
 - shoulders: midway between the `shoulder01` and `upperarm01` heads (Human3.6M's shoulder width);
 - thorax: midway between the `neck01` head and the clavicle heads' midpoint (5 cm above the
   shoulders, as in Human3.6M); spine: the `spine02` head (48% of the way up the torso);
-- neck_nose: midway between the `head` bone's head and the nose (anny's COCO vertex regressor);
+- neck_nose: the `head` bone's head, where the skull turns on the neck, as Human3.6M's neck_nose
+  is the head bone's start in its 32-joint skeleton (until 2026-12-06 it was midway to anny's COCO
+  nose, read by mistake from the posed mesh, which anny stands up to 0.37 m higher or lower than
+  the rest mesh: the joint wandered from the forehead to the base of the neck with the height axis);
 - head_top: midway between the eyes' centre and the crown (the mean of the 30 highest head
   vertices of the template).
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,9 @@ from engines.files import replaced_when_done
 from engines.skeleton import H36M17
 
 HIP_WIDEN = 1.3
+# Raised when a joint's definition changes, so that a bank with the old labels is refused, not
+# rendered from. 2: neck_nose at the head bone, the knees on the mesh (2026-12-06).
+JOINTS_VERSION = 2
 
 # Rigid parts the 17-joint skeleton drives. Each anny bone's skinning weight goes to one part.
 PARTS: tuple[str, ...] = (
@@ -102,7 +112,7 @@ class BodyBank:
                 f, faces=self.faces, part_weights=self.part_weights.astype(np.float16), region=self.region,
                 template=self.template, vertices=self.vertices.astype(np.float16), joints=self.joints,
                 phenotypes=self.phenotypes, phenotype_labels=np.array(self.phenotype_labels),
-                parts=np.array(PARTS), regions=np.array(REGIONS),
+                parts=np.array(PARTS), regions=np.array(REGIONS), joints_version=np.array(JOINTS_VERSION),
             )
 
     @classmethod
@@ -113,12 +123,17 @@ class BodyBank:
             with np.load(path, allow_pickle=False) as d:
                 arrays = {k: d[k] for k in d.files}
             parts, regions = tuple(arrays["parts"]), tuple(arrays["regions"])
+            version = int(arrays.get("joints_version", 1))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             # numpy's own message about pickles is advice we do not want to pass on.
             raise ValueError(f"{path} is not a body bank (not a readable .npz: {type(exc).__name__}); "
                              f"make one with: python -m train.synth.body --out {path}") from None
         if parts != PARTS or regions != REGIONS:
             raise ValueError(f"{path} was made by another version of train.synth.body; "
+                             f"make it again with: python -m train.synth.body --out {path}")
+        if version != JOINTS_VERSION:
+            raise ValueError(f"{path} holds version {version} of the joint labels, and this train.synth.body "
+                             f"makes version {JOINTS_VERSION} (its knees and neck_nose moved); "
                              f"make it again with: python -m train.synth.body --out {path}")
         return cls._from_arrays(arrays)
 
@@ -154,9 +169,32 @@ def sample_phenotypes(rng: np.random.Generator, count: int, labels: list[str]) -
     return out
 
 
-def h36m_joints(heads: np.ndarray, names: list[str], verts: np.ndarray, nose: np.ndarray,
-                crown_idx: np.ndarray) -> np.ndarray:
-    """The 17 Human3.6M joints (module docstring) from one body's bone heads and vertices."""
+@dataclass(frozen=True)
+class MeshAnchors:
+    """The joints read off the mesh rather than anny's rig, as template vertex indices."""
+
+    crown: np.ndarray                              # the 30 highest head vertices
+    knee_rings: dict[str, np.ndarray]              # "l_"/"r_": vertices the thigh and shin share
+    knee_offsets: dict[str, np.ndarray]            # "l_"/"r_": rig knee minus ring centre, mean body
+
+
+def knee_anchors(part_weights: np.ndarray, template: np.ndarray,
+                 template_heads: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each knee's ring (vertices with a quarter or more of their weight on both thigh and shin) and
+    the mean body's rig knee relative to its centre."""
+    rings, offsets = {}, {}
+    for side, s in (("l_", ".L"), ("r_", ".R")):
+        thigh, shin = PARTS.index(side + "thigh"), PARTS.index(side + "shin")
+        ring = np.flatnonzero((part_weights[:, thigh] > 0.25) & (part_weights[:, shin] > 0.25))
+        if ring.size < 8:
+            raise ValueError(f"anny's {side}knee shares only {ring.size} vertices between thigh and shin")
+        rings[side] = ring
+        offsets[side] = template_heads["lowerleg01" + s] - template[ring].mean(axis=0)
+    return rings, offsets
+
+
+def h36m_joints(heads: np.ndarray, names: list[str], verts: np.ndarray, anchors: MeshAnchors) -> np.ndarray:
+    """The 17 Human3.6M joints (module docstring) from one body's rest bone heads and vertices."""
     h = {n: heads[i] for i, n in enumerate(names)}
     j = np.zeros((H36M17.num_joints, 3), dtype=np.float64)
     idx = H36M17.index
@@ -165,7 +203,7 @@ def h36m_joints(heads: np.ndarray, names: list[str], verts: np.ndarray, nose: np
         hip = h["upperleg01" + s].copy()
         hip[0] = mid_x + HIP_WIDEN * (hip[0] - mid_x)
         j[idx(side + "hip")] = hip
-        j[idx(side + "knee")] = h["lowerleg01" + s]
+        j[idx(side + "knee")] = verts[anchors.knee_rings[side]].mean(axis=0) + anchors.knee_offsets[side]
         j[idx(side + "ankle")] = h["foot" + s]
         j[idx(side + "shoulder")] = 0.5 * (h["shoulder01" + s] + h["upperarm01" + s])
         j[idx(side + "elbow")] = h["lowerarm01" + s]
@@ -174,31 +212,29 @@ def h36m_joints(heads: np.ndarray, names: list[str], verts: np.ndarray, nose: np
     clav = 0.5 * (h["clavicle.L"] + h["clavicle.R"])
     j[idx("thorax")] = 0.5 * (h["neck01"] + clav)
     j[idx("spine")] = h["spine02"]
-    j[idx("neck_nose")] = 0.5 * (h["head"] + nose)
+    j[idx("neck_nose")] = h["head"]
     eyes = 0.5 * (h["eye.L"] + h["eye.R"])
-    j[idx("head_top")] = 0.5 * (eyes + verts[crown_idx].mean(axis=0))
+    j[idx("head_top")] = 0.5 * (eyes + verts[anchors.crown].mean(axis=0))
     return j.astype(np.float32)
 
 
-def export(count: int, seed: int, out: Path) -> BodyBank:
+def build_bank(choose: Callable[[list[str]], list[dict[str, float]]], progress: bool = True) -> BodyBank:
+    """Bodies for the phenotypes `choose` picks, given anny's phenotype labels."""
     import torch
     import anny
-    from anny.keypoints import KeypointsRegressor
     from tqdm import tqdm
 
     model = anny.Anny().to(dtype=torch.float32)
     names = list(model.bone_labels)
     labels = list(model.phenotype_labels)
-    coco = KeypointsRegressor.coco(model, labels=["nose"])
     ident = torch.eye(4)[None, None].repeat(1, model.bone_count, 1, 1)
 
-    def rest(pheno: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rest(pheno: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
             o = model(pose_parameters=ident, phenotype_kwargs=pheno)
-            nose = coco(o)[0, 0].numpy()
-        return o["rest_vertices"][0].numpy(), o["rest_bone_heads"][0].numpy(), nose
+        return o["rest_vertices"][0].numpy(), o["rest_bone_heads"][0].numpy()
 
-    template, _, _ = rest({k: 0.5 for k in labels})
+    template, template_heads = rest({k: 0.5 for k in labels})
     # Merge the rig's sparse skinning weights onto the parts, and label regions by dominant bone.
     w = model.vertex_bone_weights.numpy().astype(np.float64)
     bi = model.vertex_bone_indices.numpy()
@@ -211,28 +247,35 @@ def export(count: int, seed: int, out: Path) -> BodyBank:
     region = bone_region[bi[np.arange(nv), np.argmax(w, axis=1)]].astype(np.uint8)
     # The scalp: head vertices above the eyes or behind the ears.
     is_face = region == REGIONS.index("face")
-    heads_t = dict(zip(names, rest({k: 0.5 for k in labels})[1]))
+    heads_t = dict(zip(names, template_heads))
     eye_z = 0.5 * (heads_t["eye.L"][2] + heads_t["eye.R"][2]) + 0.015
     back_y = heads_t["head"][1] + 0.02
     scalp = is_face & ((template[:, 2] > eye_z) | (template[:, 1] > back_y))
     region[scalp] = REGIONS.index("scalp")
     head_ids = np.flatnonzero(is_face)
-    crown_idx = head_ids[np.argsort(template[head_ids, 2])[-30:]]
+    rings, offsets = knee_anchors(part_w, template, heads_t)
+    anchors = MeshAnchors(crown=head_ids[np.argsort(template[head_ids, 2])[-30:]],
+                          knee_rings=rings, knee_offsets=offsets)
 
-    rng = np.random.default_rng(seed)
-    phenos = sample_phenotypes(rng, count, labels)
+    phenos = choose(labels)
+    count = len(phenos)
     verts = np.zeros((count, nv, 3), np.float32)
     joints = np.zeros((count, H36M17.num_joints, 3), np.float32)
-    for b, p in enumerate(tqdm(phenos, desc="anny bodies", unit="body")):
-        v, heads, nose = rest(p)
+    for b, p in enumerate(tqdm(phenos, desc="anny bodies", unit="body", disable=not progress)):
+        v, heads = rest(p)
         verts[b] = v
-        joints[b] = h36m_joints(heads, names, v, nose, crown_idx)
-    bank = BodyBank(
+        joints[b] = h36m_joints(heads, names, v, anchors)
+    return BodyBank(
         faces=model.faces.numpy().astype(np.int32), part_weights=part_w.astype(np.float32), region=region,
         template=template.astype(np.float32), vertices=verts, joints=joints,
         phenotypes=np.array([[p[k] for k in labels] for p in phenos], np.float32),
         phenotype_labels=tuple(labels),
     )
+
+
+def export(count: int, seed: int, out: Path) -> BodyBank:
+    rng = np.random.default_rng(seed)
+    bank = build_bank(lambda labels: sample_phenotypes(rng, count, labels))
     out.parent.mkdir(parents=True, exist_ok=True)
     bank.save(out)
     return bank
