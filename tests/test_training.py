@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -644,13 +645,19 @@ def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str,
     rc, base = evaluate("base", "--flip-test", "none")
     assert rc == 0
     s, r = base["synthetic"], base["real"]
-    # Each rendered image's held-out motion is kept: the synthetic intervals resample motions whole
-    # (none where the set holds a single motion: it would never vary).
+    # Each rendered image's held-out motion is kept for pairing; the synthetic intervals resample
+    # motions and backgrounds at once (none where the set holds a single one of either: it would
+    # never vary).
+    from train.shards import ShardSet
+
     assert len(s["per_sample"]["clusters"]) == s["samples"] == len(s["per_sample"]["ids"])
+    shards = ShardSet(data["val"])
+    backgrounds = len({shards.labels(i)["background"] for i in range(len(shards))})
     motions = len(set(s["per_sample"]["clusters"]))
-    for part, key, units in ((s["2d"], "pck_interval", motions), (r["2d"], "pck_interval", r["samples"]),
-                             (s["3d"]["weighted"], "mpjpe_interval_mm", motions),
-                             (s["3d"]["weighted"], "pa_mpjpe_interval_mm", motions)):
+    shared = min(motions, backgrounds)
+    for part, key, units in ((s["2d"], "pck_interval", shared), (r["2d"], "pck_interval", r["samples"]),
+                             (s["3d"]["weighted"], "mpjpe_interval_mm", shared),
+                             (s["3d"]["weighted"], "pa_mpjpe_interval_mm", shared)):
         low, high = part[key]
         assert (low <= high) if units >= 2 else (np.isnan(low) and np.isnan(high)), (key, units)
     # The real photos are named by file, so a pairing cannot mistake one split for another.
@@ -666,7 +673,7 @@ def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str,
     rows = same["against"]["rows"]
     assert {row["figure"] for row in rows} == {"MPJPE (average)", "PA-MPJPE (average)", "MPJPE (weighted)",
                                                "PA-MPJPE (weighted)", "2D PCK@0.2"}
-    for row in rows:
+    for row in rows:                          # paired: motions whole
         units = motions if row["set"] == "synthetic" else r["samples"]
         assert row["difference"] == 0.0
         assert row["interval"] == [0.0, 0.0] if units >= 2 else all(np.isnan(row["interval"]))
@@ -919,6 +926,31 @@ def test_pck_and_the_wide_pck_tell_imprecision_from_gross_errors() -> None:
     assert res["pck"] == pytest.approx(15 / 17) and res["pck_wide"] == pytest.approx(16 / 17)
     assert (res["per_joint"]["l_ankle"]["pck"], res["per_joint"]["l_ankle"]["pck_wide"]) == (0.0, 1.0)
     assert (res["per_joint"]["r_wrist"]["pck"], res["per_joint"]["r_wrist"]["pck_wide"]) == (0.0, 0.0)
+
+
+def test_real_pck_counts_no_joint_of_a_photo_without_a_labelled_torso() -> None:
+    """PCK's yardstick is the labelled torso diagonal. A photo whose l_shoulder has no label has no
+    yardstick (the missing label's position is a placeholder): none of its joints count, rather
+    than counting against the distance to the placeholder."""
+    from engines.grid import soft_labels
+    from engines.model_file import default_model_config
+    from train.evaluate import real_metrics
+
+    cfg = default_model_config()
+    sk, size = cfg.skeleton, cfg.input_size
+    rng = np.random.default_rng(5)
+    gt = rng.uniform(0.3 * size, 0.7 * size, (2, 17, 2))
+    pred = gt.copy()
+    pred[:, sk.index("l_wrist")] += [0.0, 0.1 * size]         # the wrist misses on a short torso
+    gt[:, sk.index("l_shoulder")] = gt[:, sk.index("r_hip")] + [0.0, -0.2 * size]
+    mask = np.ones((2, 17), np.float32)
+    mask[1, sk.index("l_shoulder")] = 0.0
+    gt[1, sk.index("l_shoulder")] = [-size, -size]             # where an unlabelled joint lands
+    out = {"probs": soft_labels(pred, cfg.grid_size, size), "joints_2d": gt.astype(np.float32), "mask_2d": mask,
+           "offsets": np.zeros((2, len(cfg.root_indices), 17, 3), np.float32)}
+    res = real_metrics(out, cfg)
+    assert res["2d"]["joints"] == 17                           # the first photo's alone
+    assert res["2d"]["per_joint"]["l_wrist"]["pck"] == 0.0
 
 
 def test_twin_errors_count_pairs_on_one_limb_apart_from_other_gross_errors() -> None:
@@ -1470,13 +1502,23 @@ def test_evaluate_counts_false_detections_on_person_free_crops(data: dict[str, P
     mcfg = load_config(ModelConfig, "model.yaml", data["model"])
     save_checkpoint(tmp_path / "tiny.pt", build_network(mcfg), ModelInfo(mcfg, "untrained tiny", trained=False))
     out = tmp_path / "neg.json"
-    bg = _backgrounds(data["root"])
+    from train.backgrounds import VAL_BACKGROUNDS
+
+    bg = tmp_path / "backgrounds"                 # two held-out photos: the crops' interval has two sources
+    shutil.copytree(_backgrounds(data["root"]), bg)
+    cv2.imwrite(str(bg / VAL_BACKGROUNDS[1]), np.random.default_rng(4).integers(0, 256, (120, 160, 3), dtype=np.uint8))
     rc = main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",
                "--detect-score", "0.05", "--no-progress", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["negative"]["samples"] == 7 and res["negative"]["score"]["threshold"] == 0.05
     assert 0.0 <= res["negative"]["score"]["detected"] <= 1.0
+    # Crops of one photo are alike: the found share's interval resamples the photos whole.
+    low, high = res["negative"]["score"]["detected_interval"]
+    from train.backgrounds import split_backgrounds
+
+    assert len(split_backgrounds(bg, "val")) == 2
+    assert low <= res["negative"]["score"]["detected"] <= high
     assert "person-free crops | 7 | mean score" in capsys.readouterr().out
     # A second run gives the same crops, hence the same numbers.
     assert main(["--model", str(tmp_path / "tiny.pt"), "--backgrounds", str(bg), "--negatives", "7",

@@ -89,7 +89,7 @@ from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from streamer.config import MAX_BATCH_SIZE, MAX_THREADS
 from train import breakdown as bd
 from train.command import run_command
-from train.intervals import ratio_interval
+from train.intervals import Interval, crossed_ratio_interval, ratio_interval
 from train.metrics import calibration, mpjpe, pa_mpjpe, procrustes_align
 
 PROG = "evaluate"
@@ -343,16 +343,24 @@ def per_sample_record(errors: bd.SampleErrors, clusters: np.ndarray | None) -> d
             "pck_hits": errors.hits.astype(int).tolist(), "pck_joints": errors.labelled.astype(int).tolist()}
 
 
-def add_intervals(res: dict[str, Any], errors: bd.SampleErrors, clusters: np.ndarray | None) -> None:
-    """The 95% interval of a set's PCK from resampling its samples (or their clusters whole)."""
-    res["2d"]["pck_interval"] = ratio_interval(errors.hits, errors.labelled, clusters).as_list()
+def shared_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[np.ndarray]) -> Interval:
+    """A ratio's 95% interval from resampling what its samples share: each sample alone (no
+    factor), the levels of one factor whole, or those of several crossed factors at once."""
+    if len(factors) > 1:
+        return crossed_ratio_interval(num, den, factors)
+    return ratio_interval(num, den, factors[0] if factors else None)
 
 
-def add_3d_intervals(res: dict[str, Any], errors: bd.SampleErrors, clusters: np.ndarray | None) -> dict[str, list]:
+def add_intervals(res: dict[str, Any], errors: bd.SampleErrors, factors: Sequence[np.ndarray]) -> None:
+    """The 95% interval of a set's PCK, resampling the samples by what they share (`shared_interval`)."""
+    res["2d"]["pck_interval"] = shared_interval(errors.hits, errors.labelled, factors).as_list()
+
+
+def add_3d_intervals(res: dict[str, Any], errors: bd.SampleErrors, factors: Sequence[np.ndarray]) -> dict[str, list]:
     """The same for one alignment method's MPJPE and PA-MPJPE; returns their per-sample errors."""
     ones = np.ones(len(errors.mpjpe_mm))
-    res["mpjpe_interval_mm"] = ratio_interval(errors.mpjpe_mm, ones, clusters).as_list()
-    res["pa_mpjpe_interval_mm"] = ratio_interval(errors.pa_mpjpe_mm, ones, clusters).as_list()
+    res["mpjpe_interval_mm"] = shared_interval(errors.mpjpe_mm, ones, factors).as_list()
+    res["pa_mpjpe_interval_mm"] = shared_interval(errors.pa_mpjpe_mm, ones, factors).as_list()
     return {"mpjpe_mm": np.round(errors.mpjpe_mm, 4).tolist(), "pa_mpjpe_mm": np.round(errors.pa_mpjpe_mm, 4).tolist()}
 
 
@@ -390,11 +398,13 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     gt2d = out["joints_2d"].astype(np.float64)
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
-    # Rendered images of one held-out motion are alike: the intervals resample motions whole.
+    # Rendered images of one held-out motion are alike, and so are those on one background photo:
+    # the intervals resample motions and backgrounds at once; paired comparisons, motions whole.
     clusters = out.get("motion")
+    factors = [out[k] for k in ("motion", "background") if k in out]
     if by_framing:
         errors_2d = sample_errors(points, gt2d, visible, cfg)
-        add_intervals(res, errors_2d, clusters)
+        add_intervals(res, errors_2d, factors)
         res["per_sample"] = per_sample_record(errors_2d, clusters)
         # Only the top-level call splits by framing; its per-framing sub-calls do not need it.
         tracking = framing(gt2d, cfg.input_size)
@@ -435,7 +445,7 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
             if by_framing:
                 errors = sample_errors(points[has3d], gt2d[has3d], visible[has3d], cfg, pred, gt_rel)
                 res["per_sample"].setdefault("3d", {})[method] = add_3d_intervals(
-                    res["3d"][method], errors, None if clusters is None else clusters[has3d])
+                    res["3d"][method], errors, [f[has3d] for f in factors])
             if by_framing and method == methods[-1]:
                 extra = {k: out[k][has3d] if k in out else None for k in ("motion", "hidden")}
                 res["breakdown"] = {"method": method, "factors": by_factor(
@@ -456,6 +466,11 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
     low, and high exchanged); and the share of 3D poses facing away from the camera."""
     points, conf = decode(out["probs"], cfg.input_size, window)
     gt, labelled = out["joints_2d"].astype(np.float64), out["mask_2d"] > 0
+    # PCK's reference is the labelled torso diagonal: a photo without a label on either of its
+    # joints has none (an unlabelled joint's position is 0, warped into the crop), so none of its
+    # joints count.
+    a, b = cfg.skeleton.indices(TORSO)
+    labelled = labelled & (labelled[:, a] & labelled[:, b])[:, None]
     views = bd.real_views(gt, labelled, cfg.skeleton)
     by_view = bd.summarise(views, sample_errors(points, gt, labelled, cfg), bd.REAL_VIEWS)
     exchanged = metrics_2d(points[:, list(cfg.skeleton.flip_permutation)], gt, labelled, cfg)
@@ -470,7 +485,7 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
             "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan"),
             "per_sample": per_sample_record(errors, None)}
     if len(points):
-        add_intervals(res, errors, None)
+        add_intervals(res, errors, [])
     return res
 
 
@@ -483,13 +498,19 @@ def pipeline_scoring() -> tuple[float, int]:
     return float(pipeline.tracking.detect_min_score), int(pipeline.alignment.window)
 
 
-def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: float, window: int) -> dict[str, Any]:
+def score_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, detect_score: float, window: int,
+                  sources: np.ndarray | None = None) -> dict[str, Any]:
     """The tracker's score of each crop (mean joint confidence, decoded with its `window`): its
-    mean, and the share of crops at or above `detect_score` (a person found, for a search)."""
+    mean, and the share of crops at or above `detect_score` (a person found, for a search). Given
+    each crop's source (the photo a person-free crop is cut from), that share gets its 95%
+    interval, resampling the sources whole: crops of one photo are alike."""
     _, conf = decode(out["probs"], cfg.input_size, window)
     score = conf.mean(axis=-1)
-    return {"mean": float(score.mean()), "detected": float((score >= detect_score).mean()),
-            "threshold": float(detect_score)}
+    found = (score >= detect_score).astype(np.float64)
+    res = {"mean": float(score.mean()), "detected": float(found.mean()), "threshold": float(detect_score)}
+    if sources is not None and len(found):
+        res["detected_interval"] = ratio_interval(found, np.ones_like(found), sources).as_list()
+    return res
 
 
 def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_ds: Any | None,
@@ -528,6 +549,7 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
                     # What the image shows, for the breakdown (train/breakdown.py).
                     labels = [shards.labels(int(i)) for i in plan[key]]
                     out["motion"] = np.array([lab["motion"] for lab in labels], dtype=object)
+                    out["background"] = np.array([lab["background"] for lab in labels], dtype=object)
                     out["hidden"] = np.array([np.size(lab["visible"]) - np.count_nonzero(lab["visible"])
                                               for lab in labels])
                 if getattr(ds, "offsets_frame", "camera") == "camera":
@@ -543,7 +565,9 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
                 results[key] = real_metrics(out, cfg, cells)
             else:
                 results[key] = {"samples": len(out["probs"])}
-            results[key]["score"] = score_metrics(out, cfg, detect_score, cells)
+            photo_of = getattr(ds, "photo_of", None)
+            sources = np.array([photo_of(int(i)) for i in plan[key]]) if photo_of else None
+            results[key]["score"] = score_metrics(out, cfg, detect_score, cells, sources)
             if "per_sample" in results[key]:
                 results[key]["per_sample"]["ids"] = sample_ids(ds, plan[key])
         results["seconds"] = time.perf_counter() - t0
@@ -647,7 +671,8 @@ def markdown(res: dict[str, Any], cfg: ModelConfig, title: str = "") -> str:
         if sc is not None:
             n = res[key]["samples"]
             lines.append(f"| {label} | {n} | mean score | {_f(sc['mean'], 3)} | |")
-            lines.append(f"| {label} | {n} | score >= {sc['threshold']:.2f} (found) | {_f(sc['detected'], 3)} | |")
+            lines.append(f"| {label} | {n} | score >= {sc['threshold']:.2f} (found) | {_f(sc['detected'], 3)} | "
+                         f"{interval_span(sc.get('detected_interval'), 3)} |")
     lines.append("")
     # Per joint.
     head = ["joint"]

@@ -5,13 +5,17 @@ labelled, MPJPE the summed per-pose error over the poses, a clip set's pooled fi
 weighted values over their weights. Resampling the units (photos, rendered images, clips) with
 replacement and recomputing the ratio gives its sampling spread (the percentile bootstrap). Units
 that share a cluster (rendered images of one held-out motion) are drawn together, so correlated
-samples are not counted as independent evidence. A paired difference draws the same units for
-both runs: two models scored on the same photos differ by much less noise than either figure has.
+samples are not counted as independent evidence. Where units share levels of several crossed
+factors (each rendered image shows one held-out motion on one held-out background photo), every
+factor is resampled at once (`crossed_ratio_interval`). A paired difference draws the same units
+for both runs: two models scored on the same photos differ by much less noise than either figure
+has.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +85,33 @@ def ratio_interval(num: np.ndarray, den: np.ndarray, clusters: np.ndarray | None
     pick = _draws(len(n), resamples, seed)
     value = float(_ratio(n.sum(), d.sum()))
     return Interval(value, *_bounds(value, _ratio(n[pick].sum(1), d[pick].sum(1)), level, len(n)))
+
+
+def crossed_ratio_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[np.ndarray],
+                           resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
+    """sum(num) / sum(den) over units that each hold one level of every factor, with the `level`
+    interval from resampling the levels of all factors at once: a resample draws each factor's
+    levels with replacement and weighs a unit by the product of how often its levels were drawn
+    (the product-weight bootstrap for crossed random effects, Owen 2007). One factor alone is
+    `ratio_interval` with its levels as clusters."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"num and den must be 1D arrays of one length (got {num.shape} and {den.shape})")
+    rng = np.random.default_rng(seed)
+    weights = np.ones((resamples, len(num)))
+    fewest = len(num)
+    for factor in factors:
+        factor = np.asarray(factor)
+        if factor.shape != num.shape:
+            raise ValueError(f"a factor must give every unit a level (got {factor.shape} for {num.shape})")
+        _, index = np.unique(factor, return_inverse=True)
+        levels = int(index.max()) + 1 if len(index) else 0
+        fewest = min(fewest, levels)
+        counts = np.zeros((resamples, max(levels, 1)))
+        np.add.at(counts, (np.arange(resamples)[:, None], _draws(levels, resamples, rng.integers(2**32))), 1.0)
+        weights *= counts[:, index]
+    value = float(_ratio(num.sum(), den.sum()))
+    return Interval(value, *_bounds(value, _ratio(weights @ num, weights @ den), level, fewest))
 
 
 def paired_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,

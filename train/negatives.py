@@ -119,8 +119,12 @@ class NegativeDataset(_Augmented):
     def __len__(self) -> int:
         return self.length
 
+    def photo_of(self, i: int) -> int:
+        """Which photo item i is cut from."""
+        return i % len(self.photos)
+
     def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
-        crop = negative_crop(self.photos[i % len(self.photos)], self.input_size, rng, self.opts)
+        crop = negative_crop(self.photos[self.photo_of(i)], self.input_size, rng, self.opts)
         n = H36M17.num_joints
         zeros2, zeros3 = np.zeros((n, 2), np.float32), np.zeros((n, 3), np.float32)
         return _pack(crop, zeros2, np.zeros(n, np.float32), zeros3, 0.0, SOURCE_NEGATIVE)

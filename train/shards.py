@@ -304,10 +304,10 @@ class ShardSet:
         return a["jpeg"][a["offsets"][j]:a["offsets"][j + 1]].tobytes()
 
     def labels(self, i: int) -> dict[str, Any]:
-        """Sample i's `motion` name and `visible` flags, without decoding its image."""
+        """Sample i's `motion` and `background` names and `visible` flags, without decoding its image."""
         k, j = self.locate(i)
         a = self._shard(k)
-        return {"motion": str(a["motion"][j]), "visible": a["visible"][j].copy()}
+        return {"motion": str(a["motion"][j]), "background": str(a["background"][j]), "visible": a["visible"][j].copy()}
 
     def get(self, i: int) -> dict[str, Any]:
         """Sample i: `image` (H, W, 3) uint8 BGR, `joints_2d`, `joints_3d`, `visible`, `motion`,

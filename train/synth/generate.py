@@ -4,8 +4,9 @@
 
 Shard k is drawn from its own random stream (seed, k), so an interrupted run resumes at the first
 incomplete shard and produces exactly what an uninterrupted run would have. The validation split
-uses motions, bodies and backgrounds that training never sees (`train.motion.HELD_OUT`,
-`VAL_BODIES`, `train.backgrounds.VAL_BACKGROUNDS`).
+uses motions, bodies and background photos that training never sees (`train.motion.HELD_OUT`,
+`split_bodies`: the bank's last `VAL_BODY_FRACTION`, `train.backgrounds.VAL_BACKGROUNDS`); both
+splits also draw generated gradients as backgrounds.
 """
 
 from __future__ import annotations
