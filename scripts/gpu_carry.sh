@@ -6,14 +6,21 @@
 # glcontext wheels for that machine's Python).
 #   bash scripts/gpu_carry.sh
 # Needs the body bank and the datasets (as gpu_pack.sh), apt-get and pip with access to Debian and
-# PyPI. GPU_PYTHON_VERSION (default 3.12) names the device's Python. A folder already there is kept.
+# PyPI. GPU_PYTHON_VERSION (default 3.12) names the device's Python. A folder already there is kept
+# (the pack, unless this checkout refuses its body bank).
 # It adds up what a device call would carry and exits 4 where that is over the call's 64 MiB.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 py="${PYTHON:-$root/.venv/bin/python}"
 version="${GPU_PYTHON_VERSION:-3.12}"
-[ -f .gpu/pack/motions.npz ] || bash scripts/gpu_pack.sh .gpu/pack
+# A pack whose body bank this checkout refuses (older joint labels) is made again.
+stale_bank() {
+    [ -f .gpu/pack/bodies.npz ] || return 1
+    ! "$py" -c 'import sys; from pathlib import Path; from train.synth.body import BodyBank; BodyBank.load(Path(sys.argv[1]))' \
+        .gpu/pack/bodies.npz >/dev/null 2>&1
+}
+if [ ! -f .gpu/pack/motions.npz ] || stale_bank; then bash scripts/gpu_pack.sh .gpu/pack; fi
 # Each folder is filled in a temporary one and moved into place whole, so a failed download
 # leaves nothing that a later run would take for complete.
 tmp="$(mktemp -d)"

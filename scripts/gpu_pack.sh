@@ -13,6 +13,18 @@ work="${POSECAST_WORK:-$root/../data}"
 data="${POSECAST_DATA:-$root/../shared/datasets}"
 py="${PYTHON:-$root/.venv/bin/python}"
 [ -f "$work/bodies.npz" ] || { echo "error: no body bank at $work/bodies.npz (python -m train.synth.body --out $work/bodies.npz --bodies 120)" >&2; exit 2; }
+# A bank with older joint labels (train.synth.body.JOINTS_VERSION) would be refused on the GPU
+# machine, after its start: refuse it here, with the command that makes it again.
+(cd "$root" && "$py" - "$work/bodies.npz" <<'EOF'
+import sys
+from pathlib import Path
+from train.synth.body import BodyBank
+try:
+    BodyBank.load(Path(sys.argv[1]))
+except (OSError, ValueError) as exc:
+    sys.exit(f"error: {exc}")
+EOF
+) || exit 2
 for d in backgrounds real2d_fashion; do
     [ -d "$data/$d" ] || { echo "error: no $data/$d (set POSECAST_DATA to the datasets folder)" >&2; exit 2; }
 done

@@ -61,6 +61,16 @@ def test_gpu_pack_refuses_without_a_body_bank(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "no body bank" in r.stderr and "train.synth.body" in r.stderr
 
 
+def test_gpu_pack_refuses_a_bank_with_older_joint_labels(tmp_path: Path) -> None:
+    """Such a bank is refused by the renderer on the GPU machine, after its start: refuse it here."""
+    from train.synth.body import PARTS, REGIONS
+
+    np.savez(tmp_path / "bodies.npz", parts=np.array(PARTS), regions=np.array(REGIONS))   # no joints_version: 1
+    r = run_script("gpu_pack.sh", str(tmp_path / "pack"), env={"POSECAST_WORK": str(tmp_path)})
+    assert r.returncode == 2 and not (tmp_path / "pack").exists()
+    assert r.stderr.strip().count("\n") == 0 and "version 1 of the joint labels" in r.stderr, r.stderr
+
+
 PACKED = ("bodies.npz", "motions.npz", "backgrounds", "real2d_fashion", "real2d_fashion/keypoints.json")
 
 

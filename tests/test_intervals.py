@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.intervals import crossed_ratio_interval, paired_ratio_difference, ratio_interval
+from train.intervals import crossed_paired_difference, crossed_ratio_interval, paired_ratio_difference, ratio_interval
 
 
 def photos(rng: np.random.Generator, n: int, p: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +98,37 @@ def test_one_crossed_factor_is_a_cluster_resampling() -> None:
         crossed_ratio_interval(hits, joints, [clusters[:-1]])
     one_level = crossed_ratio_interval(hits, joints, [clusters, np.zeros(300)])
     assert np.isnan(one_level.low) and np.isnan(one_level.high)     # one background says nothing of others
+
+
+def test_no_crossed_factor_resamples_the_units_one_by_one() -> None:
+    """Without a factor the product weights are each unit's draw count: the units' own bootstrap,
+    not a resampling that never varies."""
+    rng = np.random.default_rng(6)
+    hits, joints = photos(rng, 300)
+    crossed = crossed_ratio_interval(hits, joints, [], seed=1)
+    alone = ratio_interval(hits, joints, seed=1)
+    assert crossed.high - crossed.low == pytest.approx(alone.high - alone.low, rel=0.15)
+
+
+def test_a_crossed_paired_difference_resamples_both_factors_for_both_runs() -> None:
+    """Two runs on renders that share motions and backgrounds, b a consistent 1 unit worse, with a
+    background-by-run interaction: the paired interval resampling motions alone is too narrow
+    (over 60 sets it covers the true difference 8 times, the crossed one 53)."""
+    rng = np.random.default_rng(7)
+    crossed_hits = motions_hits = 0
+    for k in range(60):
+        motion, background = rng.integers(0, 40, 800), rng.integers(0, 8, 800)
+        base = 10.0 + rng.normal(0, 1, 40)[motion] + rng.normal(0, 1, 8)[background] + rng.normal(0, 2, 800)
+        worse = base + 1.0 + rng.normal(0, 1, 8)[background] + rng.normal(0, 0.2, 800)
+        ones = np.ones(800)
+        both = crossed_paired_difference(base, ones, worse, ones, [motion, background], resamples=1000, seed=k)
+        alone = paired_ratio_difference(base, ones, worse, ones, motion, resamples=1000, seed=k)
+        assert both.value == pytest.approx(alone.value)
+        crossed_hits += both.low <= -1.0 <= both.high
+        motions_hits += alone.low <= -1.0 <= alone.high
+    assert crossed_hits >= 45 and motions_hits <= 20, (crossed_hits, motions_hits)
+    same = crossed_paired_difference(base, ones, base, ones, [motion, background])
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
 def test_a_paired_difference_sees_a_small_consistent_change_that_either_interval_hides() -> None:

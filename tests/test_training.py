@@ -673,8 +673,9 @@ def test_evaluate_gives_intervals_and_pairs_two_models_by_sample(data: dict[str,
     rows = same["against"]["rows"]
     assert {row["figure"] for row in rows} == {"MPJPE (average)", "PA-MPJPE (average)", "MPJPE (weighted)",
                                                "PA-MPJPE (weighted)", "2D PCK@0.2"}
-    for row in rows:                          # paired: motions whole
-        units = motions if row["set"] == "synthetic" else r["samples"]
+    assert s["per_sample"]["backgrounds"] == [shards.labels(i)["background"] for i in s["per_sample"]["ids"]]
+    for row in rows:                          # paired: motions and backgrounds at once
+        units = shared if row["set"] == "synthetic" else r["samples"]
         assert row["difference"] == 0.0
         assert row["interval"] == [0.0, 0.0] if units >= 2 else all(np.isnan(row["interval"]))
     assert "## This model minus base.json" in capsys.readouterr().out

@@ -1,8 +1,9 @@
 """Two evaluations of the same samples, compared: `train.evaluate --against OTHER.json`.
 
 Each figure is this model's minus the other's, with a 95% interval from resampling the samples
-(rendered images by held-out motion, real photos one by one) the same way for both runs
-(train/intervals.py). Only samples that both evaluations scored can be paired, so the other run
+(rendered images by held-out motion and background at once, real photos one by one) the same way
+for both runs (train/intervals.py); an evaluation written before backgrounds were kept pairs
+rendered images by motion alone. Only samples that both evaluations scored can be paired, so the other run
 must have used the same sets, split and `--limit`.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engines.errors import InputError
-from train.intervals import Interval, paired_ratio_difference
+from train.intervals import Interval, crossed_paired_difference
 
 SETS = ("synthetic", "real")
 
@@ -60,31 +61,38 @@ def _paired_sets(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> l
                          f"to pair; evaluate both on the same sets")
     for k in sets:
         a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
-        if a.get("ids") != b.get("ids") or a.get("clusters") != b.get("clusters"):
+        if (a.get("ids") != b.get("ids") or a.get("clusters") != b.get("clusters")
+                or a.get("backgrounds", b.get("backgrounds")) != b.get("backgrounds", a.get("backgrounds"))):
             raise InputError(f"--against: {other} scored other {k} samples ({len(b.get('ids') or [])} against "
                              f"{len(a.get('ids') or [])} here); evaluate both with the same sets, split and --limit")
     return sets
 
 
-def _pck(k: str, ours: dict[str, Any], theirs: dict[str, Any], clusters: np.ndarray | None) -> Difference:
+def _factors(per_sample: dict[str, Any], other: dict[str, Any]) -> list[np.ndarray]:
+    """What the samples share, resampled at once: motion, and background where both runs kept it."""
+    keys = ["clusters"] + (["backgrounds"] if "backgrounds" in per_sample and "backgrounds" in other else [])
+    return [np.asarray(per_sample[k]) for k in keys if per_sample.get(k) is not None]
+
+
+def _pck(k: str, ours: dict[str, Any], theirs: dict[str, Any], factors: list[np.ndarray]) -> Difference:
     a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
-    diff = paired_ratio_difference(a["pck_hits"], a["pck_joints"], b["pck_hits"], b["pck_joints"], clusters)
+    diff = crossed_paired_difference(a["pck_hits"], a["pck_joints"], b["pck_hits"], b["pck_joints"], factors)
     return Difference(k, "2D PCK@0.2", 100 * ours[k]["2d"]["pck"], 100 * theirs[k]["2d"]["pck"],
                       diff.scaled(100.0), "points")
 
 
-def _errors_3d(ours: dict[str, Any], theirs: dict[str, Any], clusters: np.ndarray | None) -> list[Difference]:
+def _errors_3d(ours: dict[str, Any], theirs: dict[str, Any], factors: list[np.ndarray]) -> list[Difference]:
     a, b = ours["synthetic"]["per_sample"], theirs["synthetic"]["per_sample"]
     if a.get("has_3d") != b.get("has_3d"):
         raise InputError("--against: the two evaluations have 3D labels on other samples")
-    if clusters is not None and a.get("has_3d") is not None:
-        clusters = clusters[np.asarray(a["has_3d"], bool)]
+    if a.get("has_3d") is not None:
+        factors = [f[np.asarray(a["has_3d"], bool)] for f in factors]
     rows = []
     for method in [m for m in a.get("3d", {}) if m in b.get("3d", {})]:
         for key, figure in (("mpjpe_mm", "MPJPE"), ("pa_mpjpe_mm", "PA-MPJPE")):
             ea, eb = np.asarray(a["3d"][method][key]), np.asarray(b["3d"][method][key])
             ones = np.ones(len(ea))
-            diff = paired_ratio_difference(ea, ones, eb, ones, clusters)
+            diff = crossed_paired_difference(ea, ones, eb, ones, factors)
             rows.append(Difference("synthetic", f"{figure} ({method})", ours["synthetic"]["3d"][method][key],
                                    theirs["synthetic"]["3d"][method][key], diff, "mm"))
     return rows
@@ -105,11 +113,10 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> list[D
     """This evaluation's headline figures minus the other's, paired by sample."""
     rows: list[Difference] = []
     for k in _paired_sets(ours, theirs, other):
-        labels = ours[k]["per_sample"].get("clusters")
-        clusters = None if labels is None else np.asarray(labels)
+        factors = _factors(ours[k]["per_sample"], theirs[k]["per_sample"])
         if k == "synthetic":
-            rows += _errors_3d(ours, theirs, clusters)
-        rows.append(_pck(k, ours, theirs, clusters))
+            rows += _errors_3d(ours, theirs, factors)
+        rows.append(_pck(k, ours, theirs, factors))
     return rows
 
 

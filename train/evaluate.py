@@ -336,11 +336,16 @@ def sample_errors(points: np.ndarray, gt2d: np.ndarray, visible: np.ndarray, cfg
     return bd.SampleErrors(err, pa, (hit & vis).sum(axis=1), vis.sum(axis=1))
 
 
-def per_sample_record(errors: bd.SampleErrors, clusters: np.ndarray | None) -> dict[str, Any]:
+def per_sample_record(errors: bd.SampleErrors, clusters: np.ndarray | None,
+                      backgrounds: np.ndarray | None = None) -> dict[str, Any]:
     """What a paired comparison with another model needs (train/eval_against.py): each sample's
-    PCK hits and labelled joints, and its cluster (held-out motion; None: each sample its own)."""
-    return {"clusters": None if clusters is None else [str(c) for c in clusters],
-            "pck_hits": errors.hits.astype(int).tolist(), "pck_joints": errors.labelled.astype(int).tolist()}
+    PCK hits and labelled joints, its cluster (held-out motion; None: each sample its own) and,
+    for rendered images, its background (resampled with the motions, crossed)."""
+    rec = {"clusters": None if clusters is None else [str(c) for c in clusters],
+           "pck_hits": errors.hits.astype(int).tolist(), "pck_joints": errors.labelled.astype(int).tolist()}
+    if backgrounds is not None:
+        rec["backgrounds"] = [str(b) for b in backgrounds]
+    return rec
 
 
 def shared_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[np.ndarray]) -> Interval:
@@ -399,13 +404,13 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     visible = (out["mask_2d"] > 0) & in_crop(gt2d, cfg.input_size)
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
     # Rendered images of one held-out motion are alike, and so are those on one background photo:
-    # the intervals resample motions and backgrounds at once; paired comparisons, motions whole.
+    # the intervals, paired or not, resample motions and backgrounds at once.
     clusters = out.get("motion")
     factors = [out[k] for k in ("motion", "background") if k in out]
     if by_framing:
         errors_2d = sample_errors(points, gt2d, visible, cfg)
         add_intervals(res, errors_2d, factors)
-        res["per_sample"] = per_sample_record(errors_2d, clusters)
+        res["per_sample"] = per_sample_record(errors_2d, clusters, out.get("background"))
         # Only the top-level call splits by framing; its per-framing sub-calls do not need it.
         tracking = framing(gt2d, cfg.input_size)
         res["framing"] = {}

@@ -87,29 +87,38 @@ def ratio_interval(num: np.ndarray, den: np.ndarray, clusters: np.ndarray | None
     return Interval(value, *_bounds(value, _ratio(n[pick].sum(1), d[pick].sum(1)), level, len(n)))
 
 
-def crossed_ratio_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[np.ndarray],
-                           resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
-    """sum(num) / sum(den) over units that each hold one level of every factor, with the `level`
-    interval from resampling the levels of all factors at once: a resample draws each factor's
-    levels with replacement and weighs a unit by the product of how often its levels were drawn
-    (the product-weight bootstrap for crossed random effects, Owen 2007). One factor alone is
-    `ratio_interval` with its levels as clusters."""
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    if num.shape != den.shape or num.ndim != 1:
-        raise ValueError(f"num and den must be 1D arrays of one length (got {num.shape} and {den.shape})")
+def _crossed_weights(factors: Sequence[np.ndarray], units: int, resamples: int,
+                     seed: int) -> tuple[np.ndarray, int]:
+    """(resamples, units) product weights and the fewest levels of any factor: each resample draws
+    every factor's levels with replacement and weighs a unit by the product of how often its levels
+    were drawn. No factor: each unit is its own level."""
     rng = np.random.default_rng(seed)
-    weights = np.ones((resamples, len(num)))
-    fewest = len(num)
-    for factor in factors:
+    weights = np.ones((resamples, units))
+    fewest = units
+    for factor in factors if len(factors) else [np.arange(units)]:
         factor = np.asarray(factor)
-        if factor.shape != num.shape:
-            raise ValueError(f"a factor must give every unit a level (got {factor.shape} for {num.shape})")
+        if factor.shape != (units,):
+            raise ValueError(f"a factor must give every unit a level (got {factor.shape} for ({units},))")
         _, index = np.unique(factor, return_inverse=True)
         levels = int(index.max()) + 1 if len(index) else 0
         fewest = min(fewest, levels)
         counts = np.zeros((resamples, max(levels, 1)))
         np.add.at(counts, (np.arange(resamples)[:, None], _draws(levels, resamples, rng.integers(2**32))), 1.0)
         weights *= counts[:, index]
+    return weights, fewest
+
+
+def crossed_ratio_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[np.ndarray],
+                           resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
+    """sum(num) / sum(den) over units that each hold one level of every factor, with the `level`
+    interval from resampling the levels of all factors at once: a resample draws each factor's
+    levels with replacement and weighs a unit by the product of how often its levels were drawn
+    (the product-weight bootstrap for crossed random effects, Owen 2007). One factor alone is
+    `ratio_interval` with its levels as clusters; none, the units one by one."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"num and den must be 1D arrays of one length (got {num.shape} and {den.shape})")
+    weights, fewest = _crossed_weights(factors, len(num), resamples, seed)
     value = float(_ratio(num.sum(), den.sum()))
     return Interval(value, *_bounds(value, _ratio(weights @ num, weights @ den), level, fewest))
 
@@ -127,3 +136,18 @@ def paired_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndar
     value = float(_ratio(na.sum(), da.sum()) - _ratio(nb.sum(), db.sum()))
     draws = _ratio(na[pick].sum(1), da[pick].sum(1)) - _ratio(nb[pick].sum(1), db[pick].sum(1))
     return Interval(value, *_bounds(value, draws, level, len(na)))
+
+
+def crossed_paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,
+                              factors: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = 0,
+                              level: float = LEVEL) -> Interval:
+    """Run a's ratio minus run b's over the same units, each resample weighing the units of both
+    runs by the same product weights (`crossed_ratio_interval`)."""
+    arrays = [np.asarray(x, np.float64) for x in (num_a, den_a, num_b, den_b)]
+    if len({x.shape for x in arrays}) != 1 or arrays[0].ndim != 1:
+        raise ValueError(f"the two runs must score the same units (got {len(num_a)} and {len(num_b)})")
+    na, da, nb, db = arrays
+    weights, fewest = _crossed_weights(factors, len(na), resamples, seed)
+    value = float(_ratio(na.sum(), da.sum()) - _ratio(nb.sum(), db.sum()))
+    draws = _ratio(weights @ na, weights @ da) - _ratio(weights @ nb, weights @ db)
+    return Interval(value, *_bounds(value, draws, level, fewest))
