@@ -68,6 +68,13 @@ def test_clusters_are_drawn_whole() -> None:
     assert again.value == pytest.approx(alone.value)
 
 
+def renders(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """800 rendered images' motions (40) and backgrounds (8), and their errors: 10 on average, moved
+    by both."""
+    motion, background = rng.integers(0, 40, 800), rng.integers(0, 8, 800)
+    return motion, background, 10.0 + rng.normal(0, 1, 40)[motion] + rng.normal(0, 1, 8)[background] + rng.normal(0, 2, 800)
+
+
 def test_crossed_factors_are_resampled_at_once() -> None:
     """Renders share a motion and a background: both move the figure. Over 100 such sets the
     interval resampling both covers the true mean about 95 times; resampling motions alone misses
@@ -75,8 +82,7 @@ def test_crossed_factors_are_resampled_at_once() -> None:
     rng = np.random.default_rng(0)
     both = motions_only = 0
     for k in range(100):
-        motion, background = rng.integers(0, 40, 800), rng.integers(0, 8, 800)
-        err = 10.0 + rng.normal(0, 1, 40)[motion] + rng.normal(0, 1, 8)[background] + rng.normal(0, 2, 800)
+        motion, background, err = renders(rng)
         ones = np.ones(800)
         got = crossed_ratio_interval(err, ones, [motion, background], resamples=1000, seed=k)
         assert got.value == pytest.approx(err.mean())
@@ -94,8 +100,10 @@ def test_one_crossed_factor_is_a_cluster_resampling() -> None:
     whole = ratio_interval(hits, joints, clusters, seed=1)
     assert crossed.value == pytest.approx(whole.value)
     assert crossed.high - crossed.low == pytest.approx(whole.high - whole.low, rel=0.15)
-    with pytest.raises(ValueError, match="every unit a level"):
+    with pytest.raises(ValueError, match="every unit"):
         crossed_ratio_interval(hits, joints, [clusters[:-1]])
+    with pytest.raises(ValueError, match="every unit a level"):
+        crossed_ratio_interval(hits, joints, [clusters, clusters[:-1]])
     one_level = crossed_ratio_interval(hits, joints, [clusters, np.zeros(300)])
     assert np.isnan(one_level.low) and np.isnan(one_level.high)     # one background says nothing of others
 
@@ -117,8 +125,7 @@ def test_a_crossed_paired_difference_resamples_both_factors_for_both_runs() -> N
     rng = np.random.default_rng(7)
     crossed_hits = motions_hits = 0
     for k in range(60):
-        motion, background = rng.integers(0, 40, 800), rng.integers(0, 8, 800)
-        base = 10.0 + rng.normal(0, 1, 40)[motion] + rng.normal(0, 1, 8)[background] + rng.normal(0, 2, 800)
+        motion, background, base = renders(rng)
         worse = base + 1.0 + rng.normal(0, 1, 8)[background] + rng.normal(0, 0.2, 800)
         ones = np.ones(800)
         both = crossed_paired_difference(base, ones, worse, ones, [motion, background], resamples=1000, seed=k)

@@ -61,17 +61,21 @@ def _paired_sets(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> l
                          f"to pair; evaluate both on the same sets")
     for k in sets:
         a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
-        if (a.get("ids") != b.get("ids") or a.get("clusters") != b.get("clusters")
-                or a.get("backgrounds", b.get("backgrounds")) != b.get("backgrounds", a.get("backgrounds"))):
+        if any(a.get(key) != b.get(key) for key in ("ids", *_shared(a, b))):
             raise InputError(f"--against: {other} scored other {k} samples ({len(b.get('ids') or [])} against "
                              f"{len(a.get('ids') or [])} here); evaluate both with the same sets, split and --limit")
     return sets
 
 
+def _shared(per_sample: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The keys of what the samples share: their motion, and their background where both runs kept
+    it (an evaluation written before backgrounds were kept has none)."""
+    return ["clusters"] + (["backgrounds"] if "backgrounds" in per_sample and "backgrounds" in other else [])
+
+
 def _factors(per_sample: dict[str, Any], other: dict[str, Any]) -> list[np.ndarray]:
-    """What the samples share, resampled at once: motion, and background where both runs kept it."""
-    keys = ["clusters"] + (["backgrounds"] if "backgrounds" in per_sample and "backgrounds" in other else [])
-    return [np.asarray(per_sample[k]) for k in keys if per_sample.get(k) is not None]
+    """What the samples share, resampled at once (`_shared`; real photos share nothing)."""
+    return [np.asarray(per_sample[k]) for k in _shared(per_sample, other) if per_sample.get(k) is not None]
 
 
 def _pck(k: str, ours: dict[str, Any], theirs: dict[str, Any], factors: list[np.ndarray]) -> Difference:

@@ -89,7 +89,7 @@ from engines.ray_frame import fit_pinholes, off_axis_degrees, person_rotations
 from streamer.config import MAX_BATCH_SIZE, MAX_THREADS
 from train import breakdown as bd
 from train.command import run_command
-from train.intervals import Interval, crossed_ratio_interval, ratio_interval
+from train.intervals import crossed_ratio_interval, ratio_interval
 from train.metrics import calibration, mpjpe, pa_mpjpe, procrustes_align
 
 PROG = "evaluate"
@@ -348,24 +348,17 @@ def per_sample_record(errors: bd.SampleErrors, clusters: np.ndarray | None,
     return rec
 
 
-def shared_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[np.ndarray]) -> Interval:
-    """A ratio's 95% interval from resampling what its samples share: each sample alone (no
-    factor), the levels of one factor whole, or those of several crossed factors at once."""
-    if len(factors) > 1:
-        return crossed_ratio_interval(num, den, factors)
-    return ratio_interval(num, den, factors[0] if factors else None)
-
-
 def add_intervals(res: dict[str, Any], errors: bd.SampleErrors, factors: Sequence[np.ndarray]) -> None:
-    """The 95% interval of a set's PCK, resampling the samples by what they share (`shared_interval`)."""
-    res["2d"]["pck_interval"] = shared_interval(errors.hits, errors.labelled, factors).as_list()
+    """The 95% interval of a set's PCK, resampling the samples by what they share: each sample alone
+    (no factor), the levels of one factor whole, or those of several crossed factors at once."""
+    res["2d"]["pck_interval"] = crossed_ratio_interval(errors.hits, errors.labelled, factors).as_list()
 
 
 def add_3d_intervals(res: dict[str, Any], errors: bd.SampleErrors, factors: Sequence[np.ndarray]) -> dict[str, list]:
     """The same for one alignment method's MPJPE and PA-MPJPE; returns their per-sample errors."""
     ones = np.ones(len(errors.mpjpe_mm))
-    res["mpjpe_interval_mm"] = shared_interval(errors.mpjpe_mm, ones, factors).as_list()
-    res["pa_mpjpe_interval_mm"] = shared_interval(errors.pa_mpjpe_mm, ones, factors).as_list()
+    res["mpjpe_interval_mm"] = crossed_ratio_interval(errors.mpjpe_mm, ones, factors).as_list()
+    res["pa_mpjpe_interval_mm"] = crossed_ratio_interval(errors.pa_mpjpe_mm, ones, factors).as_list()
     return {"mpjpe_mm": np.round(errors.mpjpe_mm, 4).tolist(), "pa_mpjpe_mm": np.round(errors.pa_mpjpe_mm, 4).tolist()}
 
 
@@ -405,12 +398,11 @@ def synthetic_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, methods: Ite
     res: dict[str, Any] = {"samples": len(points), "2d": metrics_2d(points, gt2d, visible, cfg)}
     # Rendered images of one held-out motion are alike, and so are those on one background photo:
     # the intervals, paired or not, resample motions and backgrounds at once.
-    clusters = out.get("motion")
     factors = [out[k] for k in ("motion", "background") if k in out]
     if by_framing:
         errors_2d = sample_errors(points, gt2d, visible, cfg)
         add_intervals(res, errors_2d, factors)
-        res["per_sample"] = per_sample_record(errors_2d, clusters, out.get("background"))
+        res["per_sample"] = per_sample_record(errors_2d, out.get("motion"), out.get("background"))
         # Only the top-level call splits by framing; its per-framing sub-calls do not need it.
         tracking = framing(gt2d, cfg.input_size)
         res["framing"] = {}

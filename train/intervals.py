@@ -91,11 +91,11 @@ def _crossed_weights(factors: Sequence[np.ndarray], units: int, resamples: int,
                      seed: int) -> tuple[np.ndarray, int]:
     """(resamples, units) product weights and the fewest levels of any factor: each resample draws
     every factor's levels with replacement and weighs a unit by the product of how often its levels
-    were drawn. No factor: each unit is its own level."""
+    were drawn."""
     rng = np.random.default_rng(seed)
     weights = np.ones((resamples, units))
     fewest = units
-    for factor in factors if len(factors) else [np.arange(units)]:
+    for factor in factors:
         factor = np.asarray(factor)
         if factor.shape != (units,):
             raise ValueError(f"a factor must give every unit a level (got {factor.shape} for ({units},))")
@@ -114,7 +114,10 @@ def crossed_ratio_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[n
     interval from resampling the levels of all factors at once: a resample draws each factor's
     levels with replacement and weighs a unit by the product of how often its levels were drawn
     (the product-weight bootstrap for crossed random effects, Owen 2007). One factor alone is
-    `ratio_interval` with its levels as clusters; none, the units one by one."""
+    `ratio_interval` with its levels as clusters; none, the units one by one: both are computed
+    by it, so that those intervals keep the numbers they have always had."""
+    if len(factors) < 2:
+        return ratio_interval(num, den, factors[0] if factors else None, resamples, seed, level)
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     if num.shape != den.shape or num.ndim != 1:
         raise ValueError(f"num and den must be 1D arrays of one length (got {num.shape} and {den.shape})")
@@ -142,7 +145,11 @@ def crossed_paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.nd
                               factors: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = 0,
                               level: float = LEVEL) -> Interval:
     """Run a's ratio minus run b's over the same units, each resample weighing the units of both
-    runs by the same product weights (`crossed_ratio_interval`)."""
+    runs by the same product weights (`crossed_ratio_interval`); with one factor or none,
+    `paired_ratio_difference`."""
+    if len(factors) < 2:
+        return paired_ratio_difference(num_a, den_a, num_b, den_b, factors[0] if factors else None,
+                                       resamples, seed, level)
     arrays = [np.asarray(x, np.float64) for x in (num_a, den_a, num_b, den_b)]
     if len({x.shape for x in arrays}) != 1 or arrays[0].ndim != 1:
         raise ValueError(f"the two runs must score the same units (got {len(num_a)} and {len(num_b)})")

@@ -128,13 +128,12 @@ class BodyBank:
             # numpy's own message about pickles is advice we do not want to pass on.
             raise ValueError(f"{path} is not a body bank (not a readable .npz: {type(exc).__name__}); "
                              f"make one with: python -m train.synth.body --out {path}") from None
+        again = f"make it again with: python -m train.synth.body --out {path}"
         if parts != PARTS or regions != REGIONS:
-            raise ValueError(f"{path} was made by another version of train.synth.body; "
-                             f"make it again with: python -m train.synth.body --out {path}")
+            raise ValueError(f"{path} was made by another version of train.synth.body; {again}")
         if version != JOINTS_VERSION:
             raise ValueError(f"{path} holds version {version} of the joint labels, and this train.synth.body "
-                             f"makes version {JOINTS_VERSION} (its knees and neck_nose moved); "
-                             f"make it again with: python -m train.synth.body --out {path}")
+                             f"makes version {JOINTS_VERSION} (its knees and neck_nose moved); {again}")
         return cls._from_arrays(arrays)
 
     @classmethod
@@ -178,10 +177,11 @@ class MeshAnchors:
     knee_offsets: dict[str, np.ndarray]            # "l_"/"r_": rig knee minus ring centre, mean body
 
 
-def knee_anchors(part_weights: np.ndarray, template: np.ndarray,
-                 template_heads: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Each knee's ring (vertices with a quarter or more of their weight on both thigh and shin) and
-    the mean body's rig knee relative to its centre."""
+def mesh_anchors(part_weights: np.ndarray, template: np.ndarray, template_heads: dict[str, np.ndarray],
+                 head_ids: np.ndarray) -> MeshAnchors:
+    """The crown (the 30 highest of the template's `head_ids`), each knee's ring (vertices with a
+    quarter or more of their weight on both thigh and shin) and the mean body's rig knee relative
+    to its centre."""
     rings, offsets = {}, {}
     for side, s in (("l_", ".L"), ("r_", ".R")):
         thigh, shin = PARTS.index(side + "thigh"), PARTS.index(side + "shin")
@@ -190,7 +190,7 @@ def knee_anchors(part_weights: np.ndarray, template: np.ndarray,
             raise ValueError(f"anny's {side}knee shares only {ring.size} vertices between thigh and shin")
         rings[side] = ring
         offsets[side] = template_heads["lowerleg01" + s] - template[ring].mean(axis=0)
-    return rings, offsets
+    return MeshAnchors(crown=head_ids[np.argsort(template[head_ids, 2])[-30:]], knee_rings=rings, knee_offsets=offsets)
 
 
 def h36m_joints(heads: np.ndarray, names: list[str], verts: np.ndarray, anchors: MeshAnchors) -> np.ndarray:
@@ -252,10 +252,7 @@ def build_bank(choose: Callable[[list[str]], list[dict[str, float]]], progress: 
     back_y = heads_t["head"][1] + 0.02
     scalp = is_face & ((template[:, 2] > eye_z) | (template[:, 1] > back_y))
     region[scalp] = REGIONS.index("scalp")
-    head_ids = np.flatnonzero(is_face)
-    rings, offsets = knee_anchors(part_w, template, heads_t)
-    anchors = MeshAnchors(crown=head_ids[np.argsort(template[head_ids, 2])[-30:]],
-                          knee_rings=rings, knee_offsets=offsets)
+    anchors = mesh_anchors(part_w, template, heads_t, np.flatnonzero(is_face))
 
     phenos = choose(labels)
     count = len(phenos)
