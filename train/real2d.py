@@ -45,7 +45,7 @@ COCO_L_HIP, COCO_R_HIP = 11, 12
 # Photos stored twice under two names (the same stock photo re-encoded: 32x32 grey correlation
 # >= 0.999, labels within 1% of the person's size). `split_real` keeps each group on one side,
 # the training one, so that no held-out photo has a copy among the training photos. Found by
-# comparing 32x32 grey thumbnails and the labels of every cross-split pair (2026-12-06).
+# comparing every cross-split pair (2026-12-06).
 NEAR_DUPLICATES: tuple[tuple[str, ...], ...] = (
     ("f7b63295-fashion-photo-young-magnificent-woman-girl-posing_222877-618.jpg",
      "de49b9cf-fashion-photo-young-magnificent-woman-girl-posing-studio-photo_222877-21398.jpg"),
