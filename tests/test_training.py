@@ -929,6 +929,39 @@ def test_pck_and_the_wide_pck_tell_imprecision_from_gross_errors() -> None:
     assert (res["per_joint"]["r_wrist"]["pck"], res["per_joint"]["r_wrist"]["pck_wide"]) == (0.0, 0.0)
 
 
+def test_synthetic_intervals_resample_motions_and_backgrounds_at_once() -> None:
+    """Rendered images share a held-out motion and a background photo: the figures' intervals
+    resample both at once, and the per-sample record keeps both for paired comparisons."""
+    from engines.grid import soft_labels
+    from engines.model_file import default_model_config
+    from train.evaluate import synthetic_metrics
+    from train.intervals import crossed_ratio_interval
+
+    cfg = default_model_config()
+    size, n = cfg.input_size, 48
+    rng = np.random.default_rng(8)
+    gt = rng.uniform(0.2 * size, 0.8 * size, (n, 17, 2))
+    pred = gt + rng.normal(0.0, 0.06 * size, gt.shape)
+    j3 = rng.normal(0.0, 0.3, (n, 17, 3))
+    motion = np.array([f"m{i % 6}" for i in range(n)], dtype=object)
+    background = np.array([f"b{i % 4}.jpg" for i in range(n)], dtype=object)
+    out = {"probs": soft_labels(pred, cfg.grid_size, size), "joints_2d": gt.astype(np.float32),
+           "mask_2d": np.ones((n, 17), np.float32), "joints_3d": j3.astype(np.float32), "has_3d": np.ones(n, np.float32),
+           "offsets": (j3[:, None] - j3[:, list(cfg.root_indices)][:, :, None]
+                       + rng.normal(0.0, 0.1, (n, len(cfg.root_indices), 17, 3))).astype(np.float32),
+           "motion": motion, "background": background}
+    res = synthetic_metrics(out, cfg, ["weighted"])
+    rec = res["per_sample"]
+    assert rec["clusters"] == list(motion) and rec["backgrounds"] == list(background)
+    crossed = crossed_ratio_interval(np.array(rec["pck_hits"]), np.array(rec["pck_joints"]), [motion, background])
+    assert res["2d"]["pck_interval"] == crossed.as_list()
+    errors = np.array(rec["3d"]["weighted"]["mpjpe_mm"])
+    by_both = crossed_ratio_interval(errors, np.ones(n), [motion, background])
+    assert res["3d"]["weighted"]["mpjpe_interval_mm"] == pytest.approx(by_both.as_list(), abs=1e-3)   # errors kept to 4 decimals
+    by_motion = crossed_ratio_interval(errors, np.ones(n), [motion])
+    assert res["3d"]["weighted"]["mpjpe_interval_mm"] != pytest.approx(by_motion.as_list(), abs=1e-3)
+
+
 def test_real_pck_counts_no_joint_of_a_photo_without_a_labelled_torso() -> None:
     """PCK's yardstick is the labelled torso diagonal. A photo whose l_shoulder has no label has no
     yardstick (the missing label's position is a placeholder): none of its joints count, rather
