@@ -118,12 +118,20 @@ def crossed_ratio_interval(num: np.ndarray, den: np.ndarray, factors: Sequence[n
     by it, so that those intervals keep the numbers they have always had."""
     if len(factors) < 2:
         return ratio_interval(num, den, factors[0] if factors else None, resamples, seed, level)
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    if num.shape != den.shape or num.ndim != 1:
-        raise ValueError(f"num and den must be 1D arrays of one length (got {num.shape} and {den.shape})")
+    num, den = _cluster_sums(num, den, None)
     weights, fewest = _crossed_weights(factors, len(num), resamples, seed)
     value = float(_ratio(num.sum(), den.sum()))
     return Interval(value, *_bounds(value, _ratio(weights @ num, weights @ den), level, fewest))
+
+
+def _two_runs(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,
+              clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both runs' sums per unit (or cluster), checked to score the same units."""
+    na, da = _cluster_sums(num_a, den_a, clusters)
+    nb, db = _cluster_sums(num_b, den_b, clusters)
+    if na.shape != nb.shape:
+        raise ValueError(f"the two runs must score the same units (got {len(num_a)} and {len(num_b)})")
+    return na, da, nb, db
 
 
 def paired_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,
@@ -131,10 +139,7 @@ def paired_ratio_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndar
                             level: float = LEVEL) -> Interval:
     """Run a's ratio minus run b's over the same units, each resample drawing the same units for
     both."""
-    na, da = _cluster_sums(num_a, den_a, clusters)
-    nb, db = _cluster_sums(num_b, den_b, clusters)
-    if na.shape != nb.shape:
-        raise ValueError(f"the two runs must score the same units (got {len(num_a)} and {len(num_b)})")
+    na, da, nb, db = _two_runs(num_a, den_a, num_b, den_b, clusters)
     pick = _draws(len(na), resamples, seed)
     value = float(_ratio(na.sum(), da.sum()) - _ratio(nb.sum(), db.sum()))
     draws = _ratio(na[pick].sum(1), da[pick].sum(1)) - _ratio(nb[pick].sum(1), db[pick].sum(1))
@@ -150,10 +155,7 @@ def crossed_paired_difference(num_a: np.ndarray, den_a: np.ndarray, num_b: np.nd
     if len(factors) < 2:
         return paired_ratio_difference(num_a, den_a, num_b, den_b, factors[0] if factors else None,
                                        resamples, seed, level)
-    arrays = [np.asarray(x, np.float64) for x in (num_a, den_a, num_b, den_b)]
-    if len({x.shape for x in arrays}) != 1 or arrays[0].ndim != 1:
-        raise ValueError(f"the two runs must score the same units (got {len(num_a)} and {len(num_b)})")
-    na, da, nb, db = arrays
+    na, da, nb, db = _two_runs(num_a, den_a, num_b, den_b, None)
     weights, fewest = _crossed_weights(factors, len(na), resamples, seed)
     value = float(_ratio(na.sum(), da.sum()) - _ratio(nb.sum(), db.sum()))
     draws = _ratio(weights @ na, weights @ da) - _ratio(weights @ nb, weights @ db)
