@@ -22,6 +22,7 @@ from streamer.refiner import (MIN_INTERVALS, DelayedSmoother, LiveRefiningSmooth
                               TemporalRefiner, frame_features,
                               mirrored_features, resolve_refiner)
 from streamer.stages.align import AlignStage
+from train.synth.body import JOINTS_VERSION
 from train.temporal import segments, windows_of
 
 from poses import result_packets
@@ -310,11 +311,20 @@ def test_a_file_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: 
     assert not (tmp_path / "c.jsonl").exists()
 
 
+def write_clip_labels(clips: Path) -> None:
+    """A two-frame clip's labels as train.synth.clip writes them (its video is the test's to make)."""
+    np.savez(clips / "clip_000.npz", joints_3d=np.zeros((2, J, 3)), joints_2d=np.zeros((2, J, 2)),
+             visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0),
+             joints_version=np.int64(JOINTS_VERSION))
+
+
 def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """An output folder that cannot be written is one line and exit 2, before any clip is tracked."""
     from train.temporal import main as temporal
 
     (tmp_path / "clips").mkdir()
+    write_clip_labels(tmp_path / "clips")
+    (tmp_path / "clips" / "clip_000.mp4").write_bytes(b"")
     (tmp_path / "afile").write_text("")
     assert temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"),
                      "--out", str(tmp_path / "afile" / "r.npz")]) == 2
@@ -371,8 +381,7 @@ def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path, capsys: pyt
 
     clips = tmp_path / "clips"
     clips.mkdir()
-    np.savez(clips / "clip_000.npz", joints_3d=np.zeros((2, J, 3)), joints_2d=np.zeros((2, J, 2)),
-             visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0))
+    write_clip_labels(clips)
     (clips / "clip_000.mp4").write_bytes(b"not a video")
     code = run_command("python -m train.temporal", lambda: temporal(
         ["--clips", str(clips), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")]))

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
+from train.synth.body import JOINTS_VERSION
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -417,7 +419,7 @@ def _fake_clip_set(out: Path, folder: Path, seed: int, frames: int = 12) -> None
         root = np.array([0.0, 0.0, 4.0])
         np.savez(folder / f"clip_{k:03d}.npz", joints_3d=cmp.apply_regressor(weights, world) + root,
                  joints_2d=cmp.apply_regressor(weights, image), visible=np.ones((frames, 17), bool),
-                 focal=500.0, motion="test", fps=25.0)
+                 focal=500.0, motion="test", fps=25.0, joints_version=JOINTS_VERSION)
         (folder / f"clip_{k:03d}.mp4").write_bytes(b"")
         dest = out / "mp_clips" / cmp.cache_name(folder)
         dest.mkdir(parents=True, exist_ok=True)

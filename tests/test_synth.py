@@ -10,6 +10,7 @@ import pytest
 
 from engines.skeleton import H36M17
 from train.config import default_data_root
+from train.synth.body import JOINTS_VERSION
 from train.synth.retarget import pose_body, retarget_joints, swing
 
 DATA = default_data_root()          # POSECAST_DATA, as the other data tests
@@ -70,7 +71,7 @@ def test_head_and_knee_labels_keep_their_place_at_every_height(heights_bank):
 
 
 def test_a_bank_with_older_joint_labels_is_refused(tmp_path):
-    from train.synth.body import JOINTS_VERSION, BodyBank, PARTS, REGIONS
+    from train.synth.body import PARTS, REGIONS, BodyBank
 
     arrays = dict(faces=np.zeros((1, 3), np.int32), part_weights=np.ones((3, len(PARTS)), np.float16),
                   region=np.zeros(3, np.uint8), template=np.zeros((3, 3), np.float32),
@@ -471,6 +472,7 @@ def test_clips_render_resume_and_score_through_the_whole_pipeline(bank, tmp_path
         assert str(d["motion"]).startswith("cmu/") and d["joints_3d"].shape == (12, 17, 3)
         assert np.all(d["joints_3d"][..., 2] > 1.0)
         assert np.all((d["joints_2d"] >= 0) & (d["joints_2d"] < 192))
+        assert int(d["joints_version"]) == JOINTS_VERSION      # load_clips refuses clips of older labels
     report = tmp_path / "scores.json"
     assert video_eval(["--clips", str(out), "--filter", "off", "kalman", "--json", str(report)]) == 0
     scores = json.loads(report.read_text())

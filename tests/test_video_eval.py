@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engines.skeleton import H36M17
+from train.synth.body import JOINTS_VERSION
 from train.synth.clip import clip_length, play, random_camera, turned
 from train.video_eval import score_track
 
@@ -219,6 +220,28 @@ def test_video_eval_refuses_a_broken_label_file(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a readable clip label file" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("version", [None, JOINTS_VERSION - 1])
+def test_clips_with_older_joint_labels_are_refused(tmp_path, version):
+    """Clips rendered before the knees and neck_nose moved (their labels hold no version, or an
+    older one) would score a model, or train a refiner, against the old joints: refused in one
+    line that says how to make them again, by the evaluation and by the refiner's training."""
+    from train.temporal import main as temporal
+
+    labels = {"joints_3d": np.zeros((2, 17, 3)), "joints_2d": np.zeros((2, 17, 2)), "visible": np.ones((2, 17), bool),
+              "focal": np.float64(500.0), "motion": np.str_("m"), "fps": np.float64(25.0)}
+    if version is not None:
+        labels["joints_version"] = np.int64(version)
+    np.savez(tmp_path / "clip_000.npz", **labels)
+    (tmp_path / "clip_000.mp4").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "train.video_eval", "--clips", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"joint labels of version {version or 1}" in r.stderr and "python -m train.synth.clip" in r.stderr
+    with pytest.raises(SystemExit) as exc:
+        temporal(["--clips", str(tmp_path), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")])
+    assert exc.value.code == 2 and not (tmp_path / "t").exists()
 
 
 def test_paired_difference_pools_by_frames_and_brackets_a_consistent_gain():

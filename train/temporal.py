@@ -222,14 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"model file not found: {model}")
     if args.out.is_dir():
         ap.error(f"--out {args.out} is a folder; give the refiner file's name (.npz)")
-    for folder in (args.out.parent, args.tracks):    # before hours of tracking and training
-        try:
-            make_folders(folder)
-            check_writable_folder(folder)
-        except OSError as err:
-            print(f"{ap.prog}: error: cannot write to '{folder}': {err.strerror or err} (choose a folder you can "
-                  "write to)", file=sys.stderr)
-            return 2
     try:
         loaded = [(folder, video, labels) for folder in args.clips for video, labels in load_clips(folder)]
     except (FileNotFoundError, ValueError) as exc:
@@ -238,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
     fps = rates.pop()
+    for folder in (args.out.parent, args.tracks):    # before hours of tracking and training
+        try:
+            make_folders(folder)
+            check_writable_folder(folder)
+        except OSError as err:
+            print(f"{ap.prog}: error: cannot write to '{folder}': {err.strerror or err} (choose a folder you can "
+                  "write to)", file=sys.stderr)
+            return 2
     digest = file_sha256(Path(model))
     try:
         clips = collect(loaded, args.tracks, Path(model), digest, args.past, args.future)

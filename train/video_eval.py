@@ -53,6 +53,7 @@ from train.command import run_command
 from train.evaluate import PCK_THRESHOLD, TORSO, interval_span
 from train.intervals import Interval, paired_ratio_difference, ratio_interval
 from train.metrics import calibration_from_sums, calibration_sums, mpjpe, pa_mpjpe
+from train.synth.body import JOINTS_VERSION
 
 CONF_BINS = 10
 FILTERS = ("auto", "off", "one_euro", "kalman")   # auto: what `posecast track` does to a file by default
@@ -243,6 +244,13 @@ def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
         missing = [k for k in LABEL_KEYS if k not in labels]
         if missing:
             raise ValueError(f"{labels_path} lacks {', '.join(missing)}: not made by python -m train.synth.clip")
+        # Labels made before the joints were corrected would score (or train a refiner) against the
+        # old knees and neck_nose without a word.
+        version = int(labels.get("joints_version", 1))
+        if version != JOINTS_VERSION:
+            raise ValueError(f"{labels_path} holds joint labels of version {version}, this code's are version "
+                             f"{JOINTS_VERSION} (the knees and neck_nose moved): render the clips again with "
+                             "python -m train.synth.clip, and cut their webcam views again")
         clips.append((video, labels))
     if not clips:
         raise FileNotFoundError(f"no clip_*.npz in {folder} (make them with python -m train.synth.clip)")

@@ -42,7 +42,7 @@ from engines.skeleton import H36M17
 from train.backgrounds import load_backgrounds, split_backgrounds
 from train.config import default_data_root
 from train.motion import HELD_OUT, H36MCamera, MotionBank, load_all, split
-from train.synth.body import BodyBank
+from train.synth.body import JOINTS_VERSION, BodyBank
 from train.synth.generate import run_resumable, split_bodies
 from train.synth.render import BodyRenderer, Look
 from train.synth.retarget import pose_body
@@ -194,7 +194,7 @@ class ClipMaker:
         return {"joints_3d": j3d, "joints_2d": j2d, "visible": visible, "focal": np.float64((fx + fy) / 2),
                 "intrinsics": np.array(plan.camera.intrinsics), "size": np.int64(self.size),
                 "fps": np.float64(self.fps), "motion": np.str_(plan.motion), "body": np.int64(plan.body),
-                "background": np.str_(plan.background)}
+                "background": np.str_(plan.background), "joints_version": np.int64(JOINTS_VERSION)}
 
     def _encode(self, plan: ClipPlan, video: Path, j3d: np.ndarray, j2d: np.ndarray, visible: np.ndarray,
                 on_frame: Callable[[], None] | None) -> None:
