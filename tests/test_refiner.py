@@ -23,7 +23,7 @@ from streamer.refiner import (MIN_INTERVALS, DelayedSmoother, LiveRefiningSmooth
                               mirrored_features, resolve_refiner)
 from streamer.stages.align import AlignStage
 from train.synth.body import JOINTS_VERSION
-from train.temporal import segments, windows_of
+from train.temporal import clip_windows, collect, segments, windows_of
 
 from poses import result_packets
 
@@ -561,3 +561,77 @@ def test_a_missing_or_damaged_refiner_file_is_named_with_its_setting(tmp_path: P
     with pytest.raises(RefinerFileError, match="cannot read.*damaged or not a refiner") as err:
         resolve_refiner(str(tmp_path / "junk.npz"), model)
     assert "pickle" not in str(err.value)
+
+
+def _fake_track(path: Path, frames: int, seed: int = 0) -> None:
+    """A `posecast track --filter off` file: a person in every frame, one track."""
+    j3, j2, conf = _frames(frames, seed)
+    j3 = j3 - j3[:, ORIGIN:ORIGIN + 1]
+    np.savez(path, found=np.ones(frames, bool), person_id=np.zeros(frames, np.int64), joints_3d=j3.astype(np.float32),
+             joints_2d=j2.astype(np.float32), root_3d=np.zeros((frames, 3), np.float32), conf=conf.astype(np.float32))
+
+
+def _fake_clips(tmp_path: Path, motions: dict[int, str], frames: int = 12) -> list:
+    folder = tmp_path / "clips_train"
+    folder.mkdir(exist_ok=True)
+    clips = []
+    for k, motion in motions.items():
+        video = folder / f"clip_{k:03d}.mp4"
+        video.write_bytes(b"")
+        clips.append((folder, video, {"joints_3d": np.zeros((frames, J, 3), np.float32), "motion": np.str_(motion)}))
+    return clips
+
+
+def test_held_out_clips_share_no_motion_with_the_training_clips(tmp_path: Path, monkeypatch) -> None:
+    """Clips drawn from one motion (here clips 2i and 2i + 1; a clip and its webcam view alike)
+    must not land on both sides of the split: the held-out figure would then be of motions it
+    learned."""
+    monkeypatch.setattr("train.temporal.track_clip",
+                        lambda video, labels, out, model, method: _fake_track(out, len(labels["joints_3d"])))
+    sources = ("h36m/S1/Sitting {}", "cmu/{}_01", "deepmimic/humanoid3d_{}")
+    motions = {k: sources[(k // 2) % 3].format(k // 2) for k in range(60)}
+    got = collect(_fake_clips(tmp_path, motions), tmp_path / "tracks", Path("m.pt"), "0" * 64, 2, 2)
+    sides = [c.held_out for c in got]
+    assert sides[0::2] == sides[1::2] and any(sides) and not all(sides)
+
+
+def test_every_source_has_held_out_motions() -> None:
+    """About a tenth of each source's clips, in whole groups of motions, whatever the clips'
+    numbers (every tenth clip by number held out no Human3.6M clip)."""
+    from train.temporal import held_out_groups, motion_group
+
+    assert motion_group("h36m/S1/Sitting 2") == motion_group("h36m/S1/Sitting") != motion_group("h36m/S5/Sitting")
+    rng = np.random.default_rng(0)
+    names = {"h36m": [f"h36m/S{s}/{a}{t}" for s in (1, 5, 6, 7) for a in ("Walking", "Sitting", "Eating", "Photo")
+                      for t in ("", " 1")],
+             "cmu": [f"cmu/{s}_{n:02d}" for s in range(10, 40) for n in range(3)],
+             "deepmimic": [f"deepmimic/humanoid3d_{m}" for m in ("roll", "crawl", "run", "walk", "jump", "flip")]}
+    turns = ("h36m", "cmu", "h36m", "deepmimic")          # train.synth.clip's SOURCE_TURNS
+    motions = [str(rng.choice(names[turns[k % 4]])) for k in range(400)]
+    held = held_out_groups(motions)
+    for source in names:
+        share = np.mean([motion_group(m) in held for m in motions if m.startswith(source)])
+        assert 0.05 <= share <= 0.25, (source, share)
+
+
+def test_a_track_of_another_render_of_the_clip_is_not_paired_with_its_labels(tmp_path: Path, monkeypatch) -> None:
+    """A kept track whose frames are not the labels' would pair each window with another frame's
+    truth (and shift every later clip's targets): it is tracked again where older than the video,
+    and refused where it still does not fit."""
+    calls = []
+
+    def track(video, labels, out, model, method):
+        calls.append(video.name)
+        _fake_track(out, len(labels["joints_3d"]))
+
+    monkeypatch.setattr("train.temporal.track_clip", track)
+    tracks = tmp_path / "tracks"
+    (tracks / ("0" * 16)).mkdir(parents=True)
+    old = tracks / ("0" * 16) / "clips_train_clip_000.npz"
+    _fake_track(old, 15)                            # an earlier render's track: 15 frames, the clip 12
+    with pytest.raises(Exception, match="15 frames"):
+        clip_windows(old, {"joints_3d": np.zeros((12, J, 3), np.float32)}, 2, 2)
+    import os
+    os.utime(old, (1, 1))                           # older than the clip rendered again
+    got = collect(_fake_clips(tmp_path, {0: "cmu/35_29"}), tracks, Path("m.pt"), "0" * 64, 2, 2)
+    assert calls == ["clip_000.mp4"] and len(got[0].windows) == len(got[0].targets) == 12

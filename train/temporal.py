@@ -10,7 +10,8 @@
    there with the end frame, as the pipeline fills them. Each window is also used mirrored.
 3. MLPs (`--members`, from successive seeds) trained to move the frame's 3D joints onto the truth
    (mean per-joint distance, AdamW, cosine decay); the refiner applies their mean correction
-   times `--scale`. A tenth of the clips (every tenth) is held out and reported.
+   times `--scale`. A tenth of each source's clips is held out and reported, in whole motion groups
+   (`held_out_groups`: the clips of one motion, and their webcam views, all on one side).
 
     python -m train.temporal --clips ../data/clips_train ../data/clips_webcam_train ../data/clips_train2 \\
         ../data/clips_webcam_train2 --tracks ../data/temporal_tracks --out engines/weights/temporal.npz
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +40,10 @@ from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
 from train.metrics import mpjpe
 from train.command import run_command
 from train.synth.clip import rendered_split
-from train.video_eval import load_clips, read_npz_track, track_clip
+from train.video_eval import ClipMismatch, load_clips, read_npz_track, track_clip
 
 ORIGIN = H36M17.index(H36M17.origin)
-HELD_OUT_EVERY = 10          # every tenth clip of each folder is held out
+HELD_OUT_EVERY = 10          # a tenth of each source's clips is held out (`held_out_groups`)
 DROPOUT = 0.25
 WEIGHT_DECAY = 1e-2
 
@@ -51,6 +53,41 @@ class ClipWindows:
     windows: np.ndarray      # (N, past + 1 + future, J * 6) float32
     targets: np.ndarray      # (N, J, 3) true origin-relative joints, metres
     held_out: bool
+
+
+def motion_group(motion: str) -> str:
+    """The motions a clip's could be learned from: Human3.6M's subject and action, its takes
+    together ("h36m/S1/Sitting 2" -> "h36m/S1/Sitting"), a CMU subject's ("cmu/35_29" -> "cmu/35"),
+    else the sequence itself."""
+    source, _, rest = motion.partition("/")
+    if source == "h36m":
+        return motion.rstrip("0123456789").rstrip()
+    if source == "cmu":
+        return f"cmu/{rest.split('_')[0]}"
+    return motion
+
+
+def held_out_groups(motions: list[str]) -> set[str]:
+    """The motion groups (`motion_group`) held out, given every clip's `motion` label (a webcam
+    view's is its clip's): per source (h36m, cmu, deepmimic), whole groups in the order of a stable
+    hash of their names until they hold a tenth of its clips, passing over a group of more than a
+    fifth. Not every tenth clip by number: `train.synth.clip` draws clip k's source by k (every odd
+    clip CMU or DeepMimic, so no tenth clip is Human3.6M), and clips draw their motions with
+    replacement, so most held-out clips' motions were in training too."""
+    by_source: dict[str, dict[str, int]] = {}
+    for m in motions:
+        groups = by_source.setdefault(m.split("/", 1)[0], {})
+        groups[motion_group(m)] = groups.get(motion_group(m), 0) + 1
+    held: set[str] = set()
+    for groups in by_source.values():
+        target, taken = sum(groups.values()) / HELD_OUT_EVERY, 0
+        for group in sorted(groups, key=lambda g: (zlib.crc32(g.encode()), g)):
+            if taken >= target:
+                break
+            if groups[group] <= 2 * target:
+                held.add(group)
+                taken += groups[group]
+    return held
 
 
 def segments(found: np.ndarray, person_id: np.ndarray) -> list[tuple[int, int]]:
@@ -79,8 +116,10 @@ def clip_windows(track: Path, labels: dict[str, np.ndarray], past: int, future: 
     found, j3, j2, _, conf = read_npz_track(track)
     with np.load(track) as t:
         person = t["person_id"]
-    found = np.asarray(found, bool) & np.isfinite(j3).all(axis=(1, 2))
     gt = np.asarray(labels["joints_3d"], np.float32)
+    if len(found) != len(gt):        # a track of another render of the clip: its frames are not these labels'
+        raise ClipMismatch(f"the track {track.name} has {len(found)} frames, the clip's labels {len(gt)}")
+    found = np.asarray(found, bool) & np.isfinite(j3).all(axis=(1, 2))
     gt = gt - gt[:, ORIGIN:ORIGIN + 1]
     windows, targets = [], []
     for a, b in segments(found, person):
@@ -100,15 +139,21 @@ def collect(clips: list[tuple[Path, Path, dict[str, np.ndarray]]], tracks: Path,
 
     tracks = tracks / digest[:16]
     make_folders(tracks)
+    held = held_out_groups([str(labels["motion"]) for _, _, labels in clips])
     out = []
     for folder, video, labels in tqdm(clips, desc="tracking clips", unit="clip"):
         track = tracks / f"{folder.name}_{video.stem}.npz"
-        if not track.exists():
+        # A track older than its video is of an earlier render of the clip: tracked again.
+        if not track.exists() or track.stat().st_mtime < video.stat().st_mtime:
             partial = track.with_name(f"partial_{track.name}")     # `track` picks the format by its suffix
             track_clip(video, labels, partial, model, "off")
             partial.replace(track)
-        w, y = clip_windows(track, labels, past, future)
-        out.append(ClipWindows(w, y, int(video.stem.split("_")[-1]) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1))
+        try:
+            w, y = clip_windows(track, labels, past, future)
+        except ClipMismatch as exc:
+            raise InputError(f"{exc}: {video} and its labels, or the kept track {track}, are of different renders; "
+                             "render the clip again, or delete the track") from None
+        out.append(ClipWindows(w, y, motion_group(str(labels["motion"])) in held))
     return out
 
 
