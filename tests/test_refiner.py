@@ -311,10 +311,10 @@ def test_a_file_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: 
     assert not (tmp_path / "c.jsonl").exists()
 
 
-def write_clip_labels(clips: Path) -> None:
+def write_clip_labels(clips: Path, motion: str = "m") -> None:
     """A two-frame clip's labels as train.synth.clip writes them (its video is the test's to make)."""
     np.savez(clips / "clip_000.npz", joints_3d=np.zeros((2, J, 3)), joints_2d=np.zeros((2, J, 2)),
-             visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0),
+             visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_(motion), fps=np.float64(25.0),
              joints_version=np.int64(JOINTS_VERSION))
 
 
@@ -354,6 +354,22 @@ def test_train_temporal_refuses_what_would_spoil_the_refiner(tmp_path: Path, ext
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
     assert ended.value.code == 2 and len(err) == 1 and says in err[0]
     assert not (tmp_path / "r.npz").exists()
+
+
+def test_train_temporal_refuses_held_out_motions_without_a_settings_record(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """Evaluation clips copied without their settings.json would pass the split check: their
+    motion labels still name held-out material (train.motion.HELD_OUT), and refuse them."""
+    from train.temporal import main as temporal
+
+    (tmp_path / "clips").mkdir()
+    write_clip_labels(tmp_path / "clips", "h36m/S8/Walking 1")
+    (tmp_path / "clips" / "clip_000.mp4").write_bytes(b"")
+    with pytest.raises(SystemExit) as ended:
+        temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert ended.value.code == 2 and len(err) == 1 and "held-out motion h36m/S8/Walking 1" in err[0]
+    assert not (tmp_path / "t").exists() and not (tmp_path / "r.npz").exists()
 
 
 @pytest.mark.parametrize("case", ["out is a folder", "no clips"])

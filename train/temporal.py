@@ -38,6 +38,7 @@ from engines.models import SHIPPED_DEFAULT
 from engines.skeleton import H36M17
 from streamer.refiner import TemporalRefiner, frame_features, mirrored_features
 from train.metrics import mpjpe
+from train.motion import HELD_OUT as HELD_OUT_MOTIONS
 from train.command import run_command
 from train.synth.clip import rendered_split
 from train.video_eval import ClipMismatch, load_clips, read_npz_track, track_clip
@@ -271,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         loaded = [(folder, video, labels) for folder in args.clips for video, labels in load_clips(folder)]
     except (FileNotFoundError, ValueError) as exc:
         ap.error(str(exc))
+    # Clips copied without their settings record pass the check above; their motions still tell.
+    held = next(((folder, video, m) for folder, video, labels in loaded
+                 if (m := str(labels["motion"])).startswith(HELD_OUT_MOTIONS)), None)
+    if held:
+        ap.error(f"{held[1]} shows the held-out motion {held[2]}: the refiner must never see it; render clips "
+                 f"with python -m train.synth.clip --split train")
     rates = {float(labels["fps"]) for _, _, labels in loaded}
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
