@@ -651,3 +651,45 @@ def test_a_track_of_another_render_of_the_clip_is_not_paired_with_its_labels(tmp
     os.utime(old, (1, 1))                           # older than the clip rendered again
     got = collect(_fake_clips(tmp_path, {0: "cmu/35_29"}), tracks, Path("m.pt"), "0" * 64, 2, 2)
     assert calls == ["clip_000.mp4"] and len(got[0].windows) == len(got[0].targets) == 12
+
+
+def test_a_kept_track_follows_its_video_not_its_age(tmp_path: Path, monkeypatch) -> None:
+    """A clip copied or touched (its video newer, its bytes the same) keeps its track; a track copied
+    in, or touched, after its clip was rendered again (newer than the video, of the old render and
+    of the same length, as a render from the same seed is) is tracked again."""
+    import os
+
+    calls = []
+
+    def track(video, labels, out, model, method):
+        calls.append(video.read_bytes())
+        _fake_track(out, len(labels["joints_3d"]))
+
+    monkeypatch.setattr("train.temporal.track_clip", track)
+    clips = _fake_clips(tmp_path, {0: "cmu/35_29"})
+    video = clips[0][1]
+    video.write_bytes(b"the first render")
+    run = lambda: collect(clips, tmp_path / "tracks", Path("m.pt"), "0" * 64, 2, 2)   # noqa: E731
+    run()
+    assert calls == [b"the first render"]
+    later = video.stat().st_mtime + 100
+    os.utime(video, (later, later))                  # copied (cp without -p) or touched
+    run()
+    assert calls == [b"the first render"]
+    video.write_bytes(b"the second render")         # rendered again, the old track copied in after it
+    os.utime(video, (1, 1))
+    run()
+    assert calls == [b"the first render", b"the second render"]
+
+
+def test_the_held_out_share_of_a_source_stays_under_a_fifth() -> None:
+    """Groups are taken until a tenth is held out, but never one that takes the source past a
+    fifth: 9 clips held, then a group of 20 of the 100 would hold out 29%."""
+    import zlib
+
+    from train.temporal import held_out_groups
+
+    names = sorted((f"deepmimic/m{i}" for i in range(200)), key=lambda g: (zlib.crc32(g.encode()), g))
+    motions = [names[0]] * 9 + [names[1]] * 20 + names[2:73]        # 100 clips, in hash order
+    share = np.mean([m in held_out_groups(motions) for m in motions])
+    assert 0.05 <= share <= 0.2, share

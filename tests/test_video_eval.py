@@ -502,3 +502,22 @@ def test_a_report_that_cannot_be_written_still_prints_the_scores(tmp_path, monke
     assert "| clip_000 (cmu/07_03) | 4 | 100.0% |" in out
     assert err.strip().splitlines()[-1] == (f"python -m train.video_eval: error: cannot write --json {tmp_path / 'r.json'}: "
                                             "No space left on device (the scores are printed above)")
+
+
+@pytest.mark.parametrize("version, says", [(np.array([JOINTS_VERSION]), "not one whole number"),
+                                           (np.str_("v2"), "not one whole number"),
+                                           (np.float64(JOINTS_VERSION + 0.5), "not one whole number"),
+                                           (np.int64(JOINTS_VERSION + 1), "newer than this code's")])
+def test_an_odd_joints_version_is_refused_naming_its_file(tmp_path, version, says):
+    """A joints_version that is not one whole number, or is newer than the code's, is a ValueError
+    naming the label file (one line through video_eval and train.temporal), not a TypeError's
+    traceback, a bare int() message, or advice to render the clips again."""
+    from train.video_eval import load_clips
+
+    np.savez(tmp_path / "clip_000.npz", joints_3d=np.zeros((2, 17, 3)), joints_2d=np.zeros((2, 17, 2)),
+             visible=np.ones((2, 17), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0),
+             joints_version=version)
+    (tmp_path / "clip_000.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match=says) as err:
+        load_clips(tmp_path)
+    assert "clip_000.npz" in str(err.value) and "\n" not in str(err.value)

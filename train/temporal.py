@@ -23,8 +23,11 @@ The result is scored like every filter, through the whole pipeline on the held-o
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import sys
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +74,11 @@ def motion_group(motion: str) -> str:
 def held_out_groups(motions: list[str]) -> set[str]:
     """The motion groups (`motion_group`) held out, given every clip's `motion` label (a webcam
     view's is its clip's): per source (h36m, cmu, deepmimic), whole groups in the order of a stable
-    hash of their names until they hold a tenth of its clips, passing over a group of more than a
-    fifth. Not every tenth clip by number: `train.synth.clip` draws clip k's source by k (every odd
-    clip CMU or DeepMimic, so no tenth clip is Human3.6M), and clips draw their motions with
-    replacement, so most held-out clips' motions were in training too."""
+    hash of their names until they hold a tenth of its clips, passing over a group that would
+    take them past a fifth (a source of fewer than five clips, or whose groups are all larger
+    than a fifth, holds none out). Not every tenth clip by number: `train.synth.clip` draws clip
+    k's source by k (every odd clip CMU or DeepMimic, so no tenth clip is Human3.6M), and clips
+    draw their motions with replacement, so most held-out clips' motions were in training too."""
     by_source: dict[str, dict[str, int]] = {}
     for m in motions:
         groups = by_source.setdefault(m.split("/", 1)[0], {})
@@ -85,10 +89,39 @@ def held_out_groups(motions: list[str]) -> set[str]:
         for group in sorted(groups, key=lambda g: (zlib.crc32(g.encode()), g)):
             if taken >= target:
                 break
-            if groups[group] <= 2 * target:
+            if taken + groups[group] <= 2 * target:        # never past a fifth of the source
                 held.add(group)
                 taken += groups[group]
     return held
+
+
+SOURCE_KEY = "source_sha256"     # in a kept track: the SHA-256 of the video it was tracked from
+
+
+def video_sha256(video: Path) -> str:
+    digest = hashlib.sha256()
+    with open(video, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def track_source(track: Path) -> str | None:
+    """The SHA-256 of the video a kept track was made from, None where it does not say (or is absent)."""
+    if not track.exists():
+        return None
+    try:
+        with np.load(track, allow_pickle=False) as t:
+            return str(t[SOURCE_KEY]) if SOURCE_KEY in t.files else None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def record_source(track: Path, source: str) -> None:
+    """Adds the video's SHA-256 to a track file (an .npz is a zip of .npy arrays): a copied or
+    touched clip keeps its track, and a track copied in after its clip was rendered again does not."""
+    with zipfile.ZipFile(track, "a") as z, z.open(f"{SOURCE_KEY}.npy", "w") as f:
+        np.lib.format.write_array(f, np.array(source))
 
 
 def segments(found: np.ndarray, person_id: np.ndarray) -> list[tuple[int, int]]:
@@ -144,10 +177,20 @@ def collect(clips: list[tuple[Path, Path, dict[str, np.ndarray]]], tracks: Path,
     out = []
     for folder, video, labels in tqdm(clips, desc="tracking clips", unit="clip"):
         track = tracks / f"{folder.name}_{video.stem}.npz"
-        # A track older than its video is of an earlier render of the clip: tracked again.
-        if not track.exists() or track.stat().st_mtime < video.stat().st_mtime:
+        # A track of another render of the clip (the video's bytes differ from those it recorded)
+        # is tracked again; one kept before tracks recorded their video, where older than it.
+        source = video_sha256(video)
+        recorded = track_source(track)
+        if not track.exists() or recorded not in (None, source) or (
+                recorded is None and track.stat().st_mtime < video.stat().st_mtime):
             partial = track.with_name(f"partial_{track.name}")     # `track` picks the format by its suffix
             track_clip(video, labels, partial, model, "off")
+            record_source(partial, source)
+            partial.replace(track)
+        elif recorded is None:                                     # kept from before: recorded now
+            partial = track.with_name(f"partial_{track.name}")
+            shutil.copyfile(track, partial)
+            record_source(partial, source)
             partial.replace(track)
         try:
             w, y = clip_windows(track, labels, past, future)

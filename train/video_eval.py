@@ -246,7 +246,14 @@ def load_clips(folder: Path) -> list[tuple[Path, dict[str, np.ndarray]]]:
             raise ValueError(f"{labels_path} lacks {', '.join(missing)}: not made by python -m train.synth.clip")
         # Labels made before the joints were corrected would score (or train a refiner) against the
         # old knees and neck_nose without a word.
-        version = int(labels.get("joints_version", 1))
+        raw = np.asarray(labels.get("joints_version", 1))
+        if raw.shape != () or raw.dtype.kind not in "iu":
+            raise ValueError(f"{labels_path} holds joints_version {raw.tolist()!r} ({raw.dtype}, shape {raw.shape}), "
+                             "not one whole number: not made by python -m train.synth.clip")
+        version = int(raw)
+        if version > JOINTS_VERSION:
+            raise ValueError(f"{labels_path} holds joint labels of version {version}, newer than this code's "
+                             f"({JOINTS_VERSION}): update Posecast to score or train on them")
         if version != JOINTS_VERSION:
             raise ValueError(f"{labels_path} holds joint labels of version {version}, this code's are version "
                              f"{JOINTS_VERSION} (the knees and neck_nose moved): render the clips again with "
