@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from engines.skeleton import H36M17
-from train.synth.body import JOINTS_VERSION
 from train.synth.cut_clips import cut_clips, cut_labels, webcam_window
+from clips import write_clip_labels
 from poses import LEGS, standing
 
 J = H36M17.num_joints
@@ -41,11 +41,10 @@ def write_clip(folder: Path, k: int, poses: np.ndarray, dot: str = "head_top") -
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    n = len(poses)
-    np.savez(folder / f"clip_{k:03d}.npz", joints_3d=np.ones((n, J, 3)), joints_2d=poses.astype(np.float32),
-             visible=np.ones((n, J), bool), focal=np.float64(100.0), intrinsics=np.array([100.0, 100.0, 64.0, 64.0]),
-             size=np.int64(SIZE), fps=np.float64(25.0), motion=np.str_("test/standing"), body=np.int64(0),
-             background=np.str_("none"), joints_version=np.int64(JOINTS_VERSION))
+    write_clip_labels(folder, k, len(poses), video=None, joints_3d=np.ones((len(poses), J, 3)),
+                      joints_2d=poses.astype(np.float32), focal=np.float64(100.0),
+                      intrinsics=np.array([100.0, 100.0, 64.0, 64.0]), size=np.int64(SIZE),
+                      motion=np.str_("test/standing"), body=np.int64(0), background=np.str_("none"))
 
 
 def frames_of(video: Path) -> np.ndarray:

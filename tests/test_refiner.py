@@ -4,6 +4,7 @@ order, stay in step with root_3d's smoother, and refuse files it cannot use."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from streamer.refiner import (MIN_INTERVALS, DelayedSmoother, LiveRefiningSmooth
                               TemporalRefiner, frame_features,
                               mirrored_features, resolve_refiner)
 from streamer.stages.align import AlignStage
-from train.synth.body import JOINTS_VERSION
 from train.temporal import clip_windows, collect, segments, windows_of
 
+from clips import write_clip_labels
 from poses import result_packets
 
 J = H36M17.num_joints
@@ -311,20 +312,12 @@ def test_a_file_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: 
     assert not (tmp_path / "c.jsonl").exists()
 
 
-def write_clip_labels(clips: Path, motion: str = "m") -> None:
-    """A two-frame clip's labels as train.synth.clip writes them (its video is the test's to make)."""
-    np.savez(clips / "clip_000.npz", joints_3d=np.zeros((2, J, 3)), joints_2d=np.zeros((2, J, 2)),
-             visible=np.ones((2, J), bool), focal=np.float64(500.0), motion=np.str_(motion), fps=np.float64(25.0),
-             joints_version=np.int64(JOINTS_VERSION))
-
-
 def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """An output folder that cannot be written is one line and exit 2, before any clip is tracked."""
     from train.temporal import main as temporal
 
     (tmp_path / "clips").mkdir()
     write_clip_labels(tmp_path / "clips")
-    (tmp_path / "clips" / "clip_000.mp4").write_bytes(b"")
     (tmp_path / "afile").write_text("")
     assert temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"),
                      "--out", str(tmp_path / "afile" / "r.npz")]) == 2
@@ -363,8 +356,7 @@ def test_train_temporal_refuses_held_out_motions_without_a_settings_record(tmp_p
     from train.temporal import main as temporal
 
     (tmp_path / "clips").mkdir()
-    write_clip_labels(tmp_path / "clips", "h36m/S8/Walking 1")
-    (tmp_path / "clips" / "clip_000.mp4").write_bytes(b"")
+    write_clip_labels(tmp_path / "clips", motion=np.str_("h36m/S8/Walking 1"))
     with pytest.raises(SystemExit) as ended:
         temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")])
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
@@ -397,8 +389,7 @@ def test_train_temporal_names_a_clip_it_cannot_track(tmp_path: Path, capsys: pyt
 
     clips = tmp_path / "clips"
     clips.mkdir()
-    write_clip_labels(clips)
-    (clips / "clip_000.mp4").write_bytes(b"not a video")
+    write_clip_labels(clips, video=b"not a video")
     code = run_command("python -m train.temporal", lambda: temporal(
         ["--clips", str(clips), "--tracks", str(tmp_path / "t"), "--out", str(tmp_path / "r.npz")]))
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]   # less the bar
@@ -579,15 +570,15 @@ def test_a_missing_or_damaged_refiner_file_is_named_with_its_setting(tmp_path: P
     assert "pickle" not in str(err.value)
 
 
-def _fake_track(path: Path, frames: int, seed: int = 0) -> None:
+def _fake_track(path: Path, frames: int) -> None:
     """A `posecast track --filter off` file: a person in every frame, one track."""
-    j3, j2, conf = _frames(frames, seed)
+    j3, j2, conf = _frames(frames, 0)
     j3 = j3 - j3[:, ORIGIN:ORIGIN + 1]
     np.savez(path, found=np.ones(frames, bool), person_id=np.zeros(frames, np.int64), joints_3d=j3.astype(np.float32),
              joints_2d=j2.astype(np.float32), root_3d=np.zeros((frames, 3), np.float32), conf=conf.astype(np.float32))
 
 
-def _fake_clips(tmp_path: Path, motions: dict[int, str], frames: int = 12) -> list:
+def _fake_clips(tmp_path: Path, motions: dict[int, str], frames: int = 12) -> list[tuple[Path, Path, dict]]:
     folder = tmp_path / "clips_train"
     folder.mkdir(exist_ok=True)
     clips = []
@@ -642,12 +633,11 @@ def test_a_track_of_another_render_of_the_clip_is_not_paired_with_its_labels(tmp
 
     monkeypatch.setattr("train.temporal.track_clip", track)
     tracks = tmp_path / "tracks"
-    (tracks / ("0" * 16)).mkdir(parents=True)
-    old = tracks / ("0" * 16) / "clips_train_clip_000.npz"
+    old = tracks / ("0" * 16) / "clips_train_clip_000.npz"     # where collect keeps it for digest "0" * 64
+    old.parent.mkdir(parents=True)
     _fake_track(old, 15)                            # an earlier render's track: 15 frames, the clip 12
     with pytest.raises(Exception, match="15 frames"):
         clip_windows(old, {"joints_3d": np.zeros((12, J, 3), np.float32)}, 2, 2)
-    import os
     os.utime(old, (1, 1))                           # older than the clip rendered again
     got = collect(_fake_clips(tmp_path, {0: "cmu/35_29"}), tracks, Path("m.pt"), "0" * 64, 2, 2)
     assert calls == ["clip_000.mp4"] and len(got[0].windows) == len(got[0].targets) == 12

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from train.synth.body import JOINTS_VERSION
+from clips import write_clip_labels
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -417,10 +417,8 @@ def _fake_clip_set(out: Path, folder: Path, seed: int, frames: int = 12) -> None
         world -= cmp.apply_regressor(weights, world)[:, :1]          # about the pelvis, as MediaPipe's about its hips
         image = rng.normal(size=(frames, 33, 2)) * 60.0 + 240.0
         root = np.array([0.0, 0.0, 4.0])
-        np.savez(folder / f"clip_{k:03d}.npz", joints_3d=cmp.apply_regressor(weights, world) + root,
-                 joints_2d=cmp.apply_regressor(weights, image), visible=np.ones((frames, 17), bool),
-                 focal=500.0, motion="test", fps=25.0, joints_version=JOINTS_VERSION)
-        (folder / f"clip_{k:03d}.mp4").write_bytes(b"")
+        write_clip_labels(folder, k, frames, joints_3d=cmp.apply_regressor(weights, world) + root,
+                          joints_2d=cmp.apply_regressor(weights, image), motion=np.str_("test"))
         dest = out / "mp_clips" / cmp.cache_name(folder)
         dest.mkdir(parents=True, exist_ok=True)
         np.savez(dest / f"clip_{k:03d}.npz", landmarks_2d=image, visibility=np.ones((frames, 33)), world=world,

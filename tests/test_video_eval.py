@@ -20,7 +20,15 @@ from train.synth.body import JOINTS_VERSION
 from train.synth.clip import clip_length, play, random_camera, turned
 from train.video_eval import score_track
 
+from clips import write_clip_labels
+
 J = H36M17.num_joints
+
+
+def _video_eval(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m train.video_eval ARGS` as a user runs it: its exit code and one-line errors."""
+    return subprocess.run([sys.executable, "-m", "train.video_eval", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
 
 
 def _labels(frames: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
@@ -190,8 +198,7 @@ def test_a_random_camera_keeps_every_joint_of_the_clip_in_view(seed):
 def test_video_eval_refuses_missing_inputs_with_one_line(tmp_path, args, message):
     (tmp_path / "model.onnx").write_bytes(b"a model")
     args = [str(tmp_path / a) if a == "NOWHERE" else a for a in args]
-    r = subprocess.run([sys.executable, "-m", "train.video_eval", *args],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = _video_eval(*args, cwd=tmp_path)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
 
@@ -202,8 +209,7 @@ def test_video_eval_against_needs_a_report_of_the_same_clips(tmp_path):
     from train.video_eval import paired_clip_problem
 
     (tmp_path / "evaluate.json").write_text(json.dumps({"synthetic": {"samples": 3}}))
-    r = subprocess.run([sys.executable, "-m", "train.video_eval", "--clips", str(tmp_path),
-                        "--against", str(tmp_path / "evaluate.json")], capture_output=True, text=True, timeout=120)
+    r = _video_eval("--clips", str(tmp_path), "--against", str(tmp_path / "evaluate.json"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "not a --json report of this command" in r.stderr
     ours = {"clip_000": {"motion": "cmu/07_03"}, "clip_001": {"motion": "h36m/S8/Walking"}}
@@ -216,8 +222,7 @@ def test_video_eval_against_needs_a_report_of_the_same_clips(tmp_path):
 def test_video_eval_refuses_a_broken_label_file(tmp_path):
     (tmp_path / "clip_000.npz").write_bytes(b"PK\x03\x04broken")
     (tmp_path / "clip_000.mp4").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-m", "train.video_eval", "--clips", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+    r = _video_eval("--clips", str(tmp_path))
     assert r.returncode == 2 and "not a readable clip label file" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -229,14 +234,8 @@ def test_clips_with_older_joint_labels_are_refused(tmp_path, version):
     line that says how to make them again, by the evaluation and by the refiner's training."""
     from train.temporal import main as temporal
 
-    labels = {"joints_3d": np.zeros((2, 17, 3)), "joints_2d": np.zeros((2, 17, 2)), "visible": np.ones((2, 17), bool),
-              "focal": np.float64(500.0), "motion": np.str_("m"), "fps": np.float64(25.0)}
-    if version is not None:
-        labels["joints_version"] = np.int64(version)
-    np.savez(tmp_path / "clip_000.npz", **labels)
-    (tmp_path / "clip_000.mp4").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-m", "train.video_eval", "--clips", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+    write_clip_labels(tmp_path, joints_version=None if version is None else np.int64(version))
+    r = _video_eval("--clips", str(tmp_path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"joint labels of version {version or 1}" in r.stderr and "python -m train.synth.clip" in r.stderr
     with pytest.raises(SystemExit) as exc:

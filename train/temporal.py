@@ -29,6 +29,7 @@ import sys
 import time
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from train.synth.clip import rendered_split
 from train.video_eval import ClipMismatch, load_clips, read_npz_track, track_clip
 
 ORIGIN = H36M17.index(H36M17.origin)
-HELD_OUT_EVERY = 10          # a tenth of each source's clips is held out (`held_out_groups`)
+HELD_OUT_ONE_IN = 10         # one in ten of each source's clips is held out (`held_out_groups`)
 DROPOUT = 0.25
 WEIGHT_DECAY = 1e-2
 
@@ -79,13 +80,12 @@ def held_out_groups(motions: list[str]) -> set[str]:
     than a fifth, holds none out). Not every tenth clip by number: `train.synth.clip` draws clip
     k's source by k (every odd clip CMU or DeepMimic, so no tenth clip is Human3.6M), and clips
     draw their motions with replacement, so most held-out clips' motions were in training too."""
-    by_source: dict[str, dict[str, int]] = {}
+    by_source: dict[str, Counter[str]] = {}
     for m in motions:
-        groups = by_source.setdefault(m.split("/", 1)[0], {})
-        groups[motion_group(m)] = groups.get(motion_group(m), 0) + 1
+        by_source.setdefault(m.split("/", 1)[0], Counter())[motion_group(m)] += 1
     held: set[str] = set()
     for groups in by_source.values():
-        target, taken = sum(groups.values()) / HELD_OUT_EVERY, 0
+        target, taken = sum(groups.values()) / HELD_OUT_ONE_IN, 0
         for group in sorted(groups, key=lambda g: (zlib.crc32(g.encode()), g)):
             if taken >= target:
                 break
@@ -316,11 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         ap.error(str(exc))
     # Clips copied without their settings record pass the check above; their motions still tell.
-    held = next(((folder, video, m) for folder, video, labels in loaded
-                 if (m := str(labels["motion"])).startswith(HELD_OUT_MOTIONS)), None)
-    if held:
-        ap.error(f"{held[1]} shows the held-out motion {held[2]}: the refiner must never see it; render clips "
-                 f"with python -m train.synth.clip --split train")
+    for _, video, labels in loaded:
+        if str(labels["motion"]).startswith(HELD_OUT_MOTIONS):
+            ap.error(f"{video} shows the held-out motion {labels['motion']}: the refiner must never see it; "
+                     "render clips with python -m train.synth.clip --split train")
     rates = {float(labels["fps"]) for _, _, labels in loaded}
     if len(rates) != 1:
         ap.error(f"the clips have several frame rates ({sorted(rates)}): train on clips of one rate")
