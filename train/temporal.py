@@ -23,7 +23,6 @@ The result is scored like every filter, through the whole pipeline on the held-o
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import time
@@ -96,14 +95,6 @@ def held_out_groups(motions: list[str]) -> set[str]:
 
 
 SOURCE_KEY = "source_sha256"     # in a kept track: the SHA-256 of the video it was tracked from
-
-
-def video_sha256(video: Path) -> str:
-    digest = hashlib.sha256()
-    with open(video, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def track_source(track: Path) -> str | None:
@@ -179,7 +170,7 @@ def collect(clips: list[tuple[Path, Path, dict[str, np.ndarray]]], tracks: Path,
         track = tracks / f"{folder.name}_{video.stem}.npz"
         # A track of another render of the clip (the video's bytes differ from those it recorded)
         # is tracked again; one kept before tracks recorded their video, where older than it.
-        source = video_sha256(video)
+        source = file_sha256(video)
         recorded = track_source(track)
         if not track.exists() or recorded not in (None, source) or (
                 recorded is None and track.stat().st_mtime < video.stat().st_mtime):
