@@ -555,7 +555,9 @@ def test_a_live_run_is_refined_as_the_config_says(posecast, clip40: Path, tmp_pa
         with np.load(out) as t:
             poses[name] = dict(zip(np.rint(t["t_media"] * 30).astype(int), t["joints_3d"]))
     common = [k for k in poses["causal"] if k in poses["off"] and np.isfinite(poses["off"][k]).all()]
-    assert len(common) > 10
+    # A loaded machine drops live frames (on purpose), so fewer frames than the clip's 40 may be in
+    # both runs; the refiner passes the first three through, so a few more are enough to tell.
+    assert len(common) >= 8
     assert max(np.abs(poses["causal"][k] - poses["off"][k]).max() for k in common) > 1e-4
 
 
