@@ -513,10 +513,7 @@ def test_an_odd_joints_version_is_refused_naming_its_file(tmp_path, version, say
     traceback, a bare int() message, or advice to render the clips again."""
     from train.video_eval import load_clips
 
-    np.savez(tmp_path / "clip_000.npz", joints_3d=np.zeros((2, 17, 3)), joints_2d=np.zeros((2, 17, 2)),
-             visible=np.ones((2, 17), bool), focal=np.float64(500.0), motion=np.str_("m"), fps=np.float64(25.0),
-             joints_version=version)
-    (tmp_path / "clip_000.mp4").write_bytes(b"")
+    write_clip_labels(tmp_path, joints_version=version)
     with pytest.raises(ValueError, match=says) as err:
         load_clips(tmp_path)
     assert "clip_000.npz" in str(err.value) and "\n" not in str(err.value)

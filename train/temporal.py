@@ -172,14 +172,13 @@ def collect(clips: list[tuple[Path, Path, dict[str, np.ndarray]]], tracks: Path,
         # is tracked again; one kept before tracks recorded their video, where older than it.
         source = file_sha256(video)
         recorded = track_source(track)
+        partial = track.with_name(f"partial_{track.name}")         # `track` picks the format by its suffix
         if not track.exists() or recorded not in (None, source) or (
                 recorded is None and track.stat().st_mtime < video.stat().st_mtime):
-            partial = track.with_name(f"partial_{track.name}")     # `track` picks the format by its suffix
             track_clip(video, labels, partial, model, "off")
             record_source(partial, source)
             partial.replace(track)
         elif recorded is None:                                     # kept from before: recorded now
-            partial = track.with_name(f"partial_{track.name}")
             shutil.copyfile(track, partial)
             record_source(partial, source)
             partial.replace(track)
