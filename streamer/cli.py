@@ -217,7 +217,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     they are the command's result (`bench`: standard output); by default with the notes, on stderr."""
     from engines.models import resolve_model
     from streamer.pipeline import EXIT_INPUT_DAMAGED, Pipeline, RunRequest
-    from streamer.refiner import resolve_refiner
+    from streamer.refiner import resolve_refiner, shipped_refiners_unused
     from streamer.sources import redact_url
 
     overrides = _overrides(args)
@@ -237,6 +237,12 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
             _note(unread_note(config.inference.calibration))
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
     live_refiner = resolve_refiner(config.filter.live_refiner, model.checkpoint_path, model.checkpoint_sha256, live=True)
+    if model.info.trained and config.filter.method != "off" and shipped_refiners_unused(
+            (config.filter.refiner, config.filter.live_refiner), (refiner, live_refiner)):
+        name = args.model or "MODEL"
+        _note(f"note: the shipped temporal refiners fit only the shipped model, so this model's poses are not "
+              f"refined; train one for it (python -m train.temporal --model {name}) and name it under "
+              "filter.refiner, or set filter.refiner and filter.live_refiner: off")
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,
                          live_refiner=live_refiner,
                          progress=not args.no_progress and sys.stderr.isatty(),

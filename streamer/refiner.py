@@ -160,6 +160,14 @@ class TemporalRefiner:
         return cls(past, future, joints, members, digest, info, fps, scale)
 
 
+def shipped_refiners_unused(settings: tuple[str, str], resolved: tuple[TemporalRefiner | None, ...]) -> bool:
+    """Whether `filter.refiner` or `filter.live_refiner` (`settings`, in that order) is "auto" and
+    came to nothing (`resolved`) although a refiner is shipped: it fits only the shipped model, so
+    another model's poses go unrefined, and a user comparing models should be told."""
+    return any(setting == "auto" and refiner is None and shipped.is_file()
+               for setting, refiner, shipped in zip(settings, resolved, (SHIPPED_REFINER, SHIPPED_LIVE_REFINER)))
+
+
 def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = None,
                     live: bool = False) -> TemporalRefiner | None:
     """The refiner `filter.refiner` (files) or, with `live`, `filter.live_refiner` names for a run

@@ -312,6 +312,33 @@ def test_a_file_is_refined_as_the_config_says(posecast, clip40: Path, tmp_path: 
     assert not (tmp_path / "c.jsonl").exists()
 
 
+def test_another_trained_model_is_told_the_shipped_refiners_do_not_fit(posecast, clip40: Path,
+                                                                        tmp_path: Path) -> None:
+    """`auto` leaves a model other than the shipped one unrefined, and the user is told so in one
+    note (the shipped refiner's figures would otherwise be read as that model's); naming the
+    refiners `off`, or the shipped model itself, says nothing."""
+    import torch
+
+    from engines.models import SHIPPED_DEFAULT
+    from streamer.refiner import SHIPPED_REFINER
+
+    if not (SHIPPED_DEFAULT.exists() and SHIPPED_REFINER.exists()):
+        pytest.skip("no trained model and refiner are shipped")
+    blob = torch.load(SHIPPED_DEFAULT, weights_only=True)
+    blob["posecast"]["weights"] = "the shipped weights under another description: another file, another digest"
+    other = tmp_path / "other.pt"
+    torch.save(blob, other)
+    off = tmp_path / "off.yaml"
+    off.write_text("filter:\n  refiner: off\n  live_refiner: off\n")
+    for extra, told in (([], False), (["--model", other], True), (["--model", other, "--config", off], False)):
+        r = posecast.run(["track", clip40, "-o", tmp_path / "t.jsonl", "--no-progress", *extra])
+        assert r.returncode == 0, r.stderr
+        notes = [ln for ln in r.stderr.splitlines() if "temporal refiners fit only the shipped model" in ln]
+        assert len(notes) == int(told), r.stderr
+        if told:
+            assert f"python -m train.temporal --model {other}" in notes[0]
+
+
 def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """An output folder that cannot be written is one line and exit 2, before any clip is tracked."""
     from train.temporal import main as temporal
