@@ -701,6 +701,35 @@ def test_a_kept_track_follows_its_video_not_its_age(tmp_path: Path, monkeypatch)
     assert calls == [b"the first render", b"the second render"]
 
 
+def test_a_kept_track_follows_the_pipeline_settings(tmp_path: Path, monkeypatch) -> None:
+    """A track made under other pipeline settings (configs/pipeline.yaml changed since) is not
+    this pipeline's output: it is tracked again. One kept from before tracks recorded the settings
+    is taken as made with these, and says so from then on."""
+    from train.temporal import CONFIG_KEY, SOURCE_KEY, pipeline_digest, track_record
+
+    calls = []
+
+    def track(video, labels, out, model, method):
+        calls.append(video.name)
+        _fake_track(out, len(labels["joints_3d"]))
+
+    monkeypatch.setattr("train.temporal.track_clip", track)
+    clips = _fake_clips(tmp_path, {0: "cmu/35_29"})
+    kept = tmp_path / "tracks" / ("0" * 16) / "clips_train_clip_000.npz"
+    run = lambda: collect(clips, tmp_path / "tracks", Path("m.pt"), "0" * 64, 2, 2)   # noqa: E731
+    run()
+    assert calls == ["clip_000.mp4"] and track_record(kept)[CONFIG_KEY] == pipeline_digest()
+    run()
+    assert len(calls) == 1                                    # the same settings: kept
+    monkeypatch.setattr("train.temporal.pipeline_digest", lambda: "f" * 64)
+    run()
+    assert len(calls) == 2 and track_record(kept) == {SOURCE_KEY: file_sha256(clips[0][1]), CONFIG_KEY: "f" * 64}
+    _fake_track(kept, 12)                                     # kept from before any record
+    os.utime(kept, (kept.stat().st_mtime + 100,) * 2)          # newer than its video
+    run()
+    assert len(calls) == 2 and track_record(kept) == {SOURCE_KEY: file_sha256(clips[0][1]), CONFIG_KEY: "f" * 64}
+
+
 def test_the_held_out_share_of_a_source_stays_under_a_fifth() -> None:
     """Groups are taken until a tenth is held out, but never one that takes the source past a
     fifth: 9 clips held, then a group of 20 of the 100 would hold out 29%."""

@@ -4,7 +4,8 @@
    their webcam views from `python -m train.synth.cut_clips`), each tracked by `posecast track
    --filter off` with its focal length: the per-frame poses the align stage sees before filtering.
    The track files are kept in `--tracks`, in a folder per model (its SHA-256's first 16 digits),
-   so a second run with other settings does not track again, and one for another model does.
+   so a second run with other training settings does not track again; one for another model,
+   another render of a clip or other pipeline settings (configs/pipeline.yaml) does.
 2. Windows of `streamer.refiner.frame_features`: `--past` frames before every frame with a
    person, the frame and `--future` frames after it, cut at the ends of each track and filled
    there with the end frame, as the pipeline fills them. Each window is also used mirrored.
@@ -23,6 +24,8 @@ The result is scored like every filter, through the whole pipeline on the held-o
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import sys
 import time
@@ -95,24 +98,42 @@ def held_out_groups(motions: list[str]) -> set[str]:
 
 
 SOURCE_KEY = "source_sha256"     # in a kept track: the SHA-256 of the video it was tracked from
+CONFIG_KEY = "config_sha256"     # ... and of the pipeline settings it was tracked with (`pipeline_digest`)
 
 
-def track_source(track: Path) -> str | None:
-    """The SHA-256 of the video a kept track was made from, None where it does not say (or is absent)."""
+def pipeline_digest() -> str:
+    """The SHA-256 of the built-in pipeline settings that `posecast track` runs the clips with
+    (configs/pipeline.yaml as loaded: comments and layout do not count). A kept track made under
+    other settings (another search threshold, crop margin or camera model) is not this pipeline's
+    output, and a refiner trained on it would correct errors the pipeline no longer makes."""
+    from dataclasses import asdict
+
+    from streamer.config import load_pipeline_config
+
+    text = json.dumps(asdict(load_pipeline_config()), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def track_record(track: Path) -> dict[str, str]:
+    """What a kept track says it was made from (`SOURCE_KEY`, `CONFIG_KEY`): the keys it records,
+    none where it records none or is absent."""
     if not track.exists():
-        return None
+        return {}
     try:
         with np.load(track, allow_pickle=False) as t:
-            return str(t[SOURCE_KEY]) if SOURCE_KEY in t.files else None
+            return {key: str(t[key]) for key in (SOURCE_KEY, CONFIG_KEY) if key in t.files}
     except (OSError, ValueError, zipfile.BadZipFile):
-        return None
+        return {}
 
 
-def record_source(track: Path, source: str) -> None:
-    """Adds the video's SHA-256 to a track file (an .npz is a zip of .npy arrays): a copied or
-    touched clip keeps its track, and a track copied in after its clip was rendered again does not."""
-    with zipfile.ZipFile(track, "a") as z, z.open(f"{SOURCE_KEY}.npy", "w") as f:
-        np.lib.format.write_array(f, np.array(source))
+def add_record(track: Path, record: dict[str, str]) -> None:
+    """Adds `record`'s keys to a track file that lacks them (an .npz is a zip of .npy arrays): a
+    copied or touched clip keeps its track, and a track copied in after its clip was rendered
+    again, or the settings changed, does not."""
+    with zipfile.ZipFile(track, "a") as z:
+        for key, value in record.items():
+            with z.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array(f, np.array(value))
 
 
 def segments(found: np.ndarray, person_id: np.ndarray) -> list[tuple[int, int]]:
@@ -165,22 +186,25 @@ def collect(clips: list[tuple[Path, Path, dict[str, np.ndarray]]], tracks: Path,
     tracks = tracks / digest[:16]
     make_folders(tracks)
     held = held_out_groups([str(labels["motion"]) for _, _, labels in clips])
+    settings = pipeline_digest()
     out = []
     for folder, video, labels in tqdm(clips, desc="tracking clips", unit="clip"):
         track = tracks / f"{folder.name}_{video.stem}.npz"
-        # A track of another render of the clip (the video's bytes differ from those it recorded)
-        # is tracked again; one kept before tracks recorded their video, where older than it.
-        source = file_sha256(video)
-        recorded = track_source(track)
+        # A track of another render of the clip (the video's bytes differ from those it recorded),
+        # or made with other pipeline settings, is tracked again; one kept before tracks recorded
+        # their video, where older than it. What a track kept from before does not record is
+        # taken as this render's and these settings', and recorded now.
+        wanted = {SOURCE_KEY: file_sha256(video), CONFIG_KEY: settings}
+        recorded = track_record(track)
         partial = track.with_name(f"partial_{track.name}")         # `track` picks the format by its suffix
-        if not track.exists() or recorded not in (None, source) or (
-                recorded is None and track.stat().st_mtime < video.stat().st_mtime):
+        if not track.exists() or any(recorded.get(k, v) != v for k, v in wanted.items()) or (
+                SOURCE_KEY not in recorded and track.stat().st_mtime < video.stat().st_mtime):
             track_clip(video, labels, partial, model, "off")
-            record_source(partial, source)
+            add_record(partial, wanted)
             partial.replace(track)
-        elif recorded is None:                                     # kept from before: recorded now
+        elif recorded.keys() != wanted.keys():
             shutil.copyfile(track, partial)
-            record_source(partial, source)
+            add_record(partial, {k: v for k, v in wanted.items() if k not in recorded})
             partial.replace(track)
         try:
             w, y = clip_windows(track, labels, past, future)
