@@ -31,6 +31,7 @@ from streamer.filters import FilterConfig
 from streamer.protocol import POSE_TOPIC
 
 if TYPE_CHECKING:
+    from engines.models import ModelArtifact
     from streamer.packets import EndPacket
     from streamer.pipeline import RunResult
 
@@ -237,12 +238,10 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
             _note(unread_note(config.inference.calibration))
     refiner = resolve_refiner(config.filter.refiner, model.checkpoint_path, model.checkpoint_sha256)
     live_refiner = resolve_refiner(config.filter.live_refiner, model.checkpoint_path, model.checkpoint_sha256, live=True)
-    if model.info.trained and config.filter.method != "off" and shipped_refiners_unused(
-            (config.filter.refiner, config.filter.live_refiner), (refiner, live_refiner)):
-        name = args.model or "MODEL"
-        _note(f"note: the shipped temporal refiners fit only the shipped model, so this model's poses are not "
-              f"refined; train one for it (python -m train.temporal --model {name}) and name it under "
-              "filter.refiner, or set filter.refiner and filter.live_refiner: off")
+    unused = shipped_refiners_unused((config.filter.refiner, config.filter.live_refiner), (refiner, live_refiner),
+                                     _refiners_read(source, realtime))
+    if model.info.trained and config.filter.method != "off" and any(unused):
+        _note(_unrefined_note(model, unused))
     request = RunRequest(source=source, model=model, config=config, tracks=tracks, overlay=overlay, refiner=refiner,
                          live_refiner=live_refiner,
                          progress=not args.no_progress and sys.stderr.isatty(),
@@ -271,6 +270,34 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
                f"and have no pose (the warnings above say where); the other {result.summary.frames} frames were "
                f"processed (exit code {EXIT_INPUT_DAMAGED})")
     return result.exit_code
+
+
+def _refiners_read(source: str, realtime: bool) -> tuple[bool, bool]:
+    """Which temporal refiners a run of `source` reads: (a file's, a live source's). A camera, or
+    anything played in real time, the live one; a video file the file one; a stream either (which
+    one is known only once it is open); pictures neither."""
+    from streamer.sources import source_kind
+
+    kind = source_kind(source)
+    if realtime or kind == "camera":
+        return False, True
+    return {"stream": (True, True), "file": (True, False)}.get(kind, (False, False))
+
+
+def _unrefined_note(model: ModelArtifact, unused: tuple[bool, bool]) -> str:
+    """The note for a trained model that `filter.refiner` / `filter.live_refiner: auto` left
+    unrefined (`unused`, in that order): how to give it a refiner of its own, or turn them off."""
+    keys = " and ".join(k for k, u in zip(("filter.refiner", "filter.live_refiner"), unused) if u)
+    if model.checkpoint_sha256 is None:
+        return (f"note: this ONNX file does not record the checkpoint it was exported from, so no temporal refiner "
+                f"can run behind it and its poses are not refined; export it again (posecast export --model "
+                f"CHECKPOINT.pt) or run the .pt file, or set {keys}: off")
+    # A refiner records its checkpoint's digest: an ONNX file's is the .pt file it was exported from.
+    checkpoint = model.checkpoint_path or "CHECKPOINT.pt"
+    live = " (--future 0 for filter.live_refiner)" if unused[1] else ""
+    return (f"note: the shipped temporal refiners fit only the shipped model, so this model's poses are not refined; "
+            f"train one for it (python -m train.temporal --model {checkpoint} --clips ... --tracks ... --out R.npz"
+            f"{live}) and name it under {keys}, or set {keys}: off")
 
 
 def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, stats: bool,

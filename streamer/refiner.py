@@ -160,12 +160,16 @@ class TemporalRefiner:
         return cls(past, future, joints, members, digest, info, fps, scale)
 
 
-def shipped_refiners_unused(settings: tuple[str, str], resolved: tuple[TemporalRefiner | None, ...]) -> bool:
-    """Whether `filter.refiner` or `filter.live_refiner` (`settings`, in that order) is "auto" and
-    came to nothing (`resolved`) although a refiner is shipped: it fits only the shipped model, so
-    another model's poses go unrefined, and a user comparing models should be told."""
-    return any(setting == "auto" and refiner is None and shipped.is_file()
-               for setting, refiner, shipped in zip(settings, resolved, (SHIPPED_REFINER, SHIPPED_LIVE_REFINER)))
+def shipped_refiners_unused(settings: tuple[str, str], resolved: tuple[TemporalRefiner | None, ...],
+                            read: tuple[bool, bool] = (True, True)) -> tuple[bool, bool]:
+    """For `filter.refiner` and `filter.live_refiner` (`settings`, in that order): whether the run
+    reads it (`read`: a file's, a live source's), it is "auto" and it came to nothing (`resolved`)
+    although a refiner is shipped: it fits only the shipped model, so another model's poses go
+    unrefined, and a user comparing models should be told."""
+    file_unused, live_unused = (used and setting == "auto" and refiner is None and shipped.is_file()
+                                for setting, refiner, used, shipped in zip(settings, resolved, read,
+                                                                           (SHIPPED_REFINER, SHIPPED_LIVE_REFINER)))
+    return file_unused, live_unused
 
 
 def resolve_refiner(setting: str, checkpoint: Path | None, digest: str | None = None,

@@ -330,13 +330,40 @@ def test_another_trained_model_is_told_the_shipped_refiners_do_not_fit(posecast,
     torch.save(blob, other)
     off = tmp_path / "off.yaml"
     off.write_text("filter:\n  refiner: off\n  live_refiner: off\n")
-    for extra, told in (([], False), (["--model", other], True), (["--model", other, "--config", off], False)):
+    # Its own file refiner, the live one left at auto: a file reads only the former, and is refined.
+    _refiner(3, digest=file_sha256(other)).save(tmp_path / "own.npz")
+    own = tmp_path / "own.yaml"
+    own.write_text(f"filter:\n  refiner: {tmp_path / 'own.npz'}\n")
+    for extra, told in (([], False), (["--model", other], True), (["--model", other, "--config", off], False),
+                        (["--model", other, "--config", own], False)):
         r = posecast.run(["track", clip40, "-o", tmp_path / "t.jsonl", "--no-progress", *extra])
         assert r.returncode == 0, r.stderr
         notes = [ln for ln in r.stderr.splitlines() if "temporal refiners fit only the shipped model" in ln]
         assert len(notes) == int(told), r.stderr
         if told:
-            assert f"python -m train.temporal --model {other}" in notes[0]
+            assert f"python -m train.temporal --model {other}" in notes[0] and "live_refiner" not in notes[0]
+
+
+def test_the_unrefined_note_names_the_refiner_the_source_reads(tmp_path: Path) -> None:
+    """A camera or a real-time run reads the live refiner (trained with --future 0), a video file
+    the file one, pictures none; an ONNX file that does not record its checkpoint cannot take one."""
+    from types import SimpleNamespace
+
+    from streamer.cli import _refiners_read, _unrefined_note
+
+    (tmp_path / "walk.mp4").write_bytes(b"")
+    assert _refiners_read(str(tmp_path / "walk.mp4"), False) == (True, False)
+    assert _refiners_read(str(tmp_path / "walk.mp4"), True) == (False, True)
+    assert _refiners_read("/dev/video0", False) == (False, True)
+    assert _refiners_read(str(tmp_path), False) == (False, False)
+    assert _refiners_read("rtsp://host/x", False) == (True, True)
+    pt = SimpleNamespace(checkpoint_sha256="0" * 64, checkpoint_path=Path("mine.pt"))
+    live = _unrefined_note(pt, (False, True))
+    assert "--model mine.pt" in live and "--future 0" in live and "set filter.live_refiner: off" in live
+    assert "filter.refiner " not in live
+    assert "--future 0" not in _unrefined_note(pt, (True, False))
+    bare = _unrefined_note(SimpleNamespace(checkpoint_sha256=None, checkpoint_path=None), (True, False))
+    assert "does not record the checkpoint" in bare and "posecast export" in bare
 
 
 def test_train_temporal_checks_its_outputs_before_tracking(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

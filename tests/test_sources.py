@@ -1342,3 +1342,19 @@ def test_a_raw_h264_stream_has_the_rate_its_bitstream_states(tmp_path: Path) -> 
     with open_source(str(raw), CFG) as src:
         assert src.info.fps == 30.0
         assert len(list(src.frames())) == 20
+
+
+def test_source_kind_names_every_kind_of_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`source_kind`, which `open_source` opens by and the CLI reads to tell which refiner a run
+    uses: a file named like a camera number is a file, a missing picture is still a picture."""
+    from streamer.sources import source_kind
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shots").mkdir()
+    (tmp_path / "7").write_bytes(b"")                       # a file named like a camera
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "walk.mp4").write_bytes(b"")
+    expected = {"0": "camera", "/dev/video2": "camera", "7": "file", "rtsp://host/x": "stream",
+                "http://host/a.mp4": "stream", "shots": "images", "a.png": "images", "*.jpg": "images",
+                "missing.png": "images", "walk.mp4": "file", "missing.mp4": "file"}
+    assert {spec: source_kind(spec) for spec in expected} == expected

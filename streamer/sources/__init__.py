@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
+def source_kind(spec: str) -> str:
+    """What `open_source` opens `spec` as: "camera", "stream", "images" (a folder, a pattern or a
+    picture) or "file" (a video file), before any check of whether it can."""
+    if CAMERA_SPEC.match(spec) and not (spec.isdigit() and Path(spec).exists()):
+        return "camera"
+    if _URL.match(spec):
+        return "stream"
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir() or (path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file() or not path.exists())) or (
+            not path.exists() and GLOB_CHARS.search(spec)):
+        return "images"
+    return "file"
+
+
 def open_source(spec: str, config: SourceConfig, reopened: bool = False) -> Source:
     """Open the input `spec` names; raises InputError with a one-line reason if it can't.
 
@@ -44,27 +58,22 @@ def open_source(spec: str, config: SourceConfig, reopened: bool = False) -> Sour
         # An unset shell variable ("$VIDEO"): not the current folder's images.
         raise InputError("the input is empty: give a video file, an image folder or pattern, a stream URL "
                          "or a camera number")
-    if CAMERA_SPEC.match(spec):
-        if spec.isdigit() and Path(spec).exists():
-            if not reopened:
-                log.warning("'%s' is read as the %s of that name here; for camera %s, give /dev/video%s",
-                            spec, "folder" if Path(spec).is_dir() else "file", spec, spec)
-        else:
-            return CameraSource(spec, config)
-    url = _URL.match(spec)
-    if url:
-        scheme = url.group(1).lower()
+    kind = source_kind(spec)
+    if kind == "camera":
+        return CameraSource(spec, config)
+    if CAMERA_SPEC.match(spec) and not reopened:
+        log.warning("'%s' is read as the %s of that name here; for camera %s, give /dev/video%s",
+                    spec, "folder" if Path(spec).is_dir() else "file", spec, spec)
+    if kind == "stream":
+        scheme = _URL.match(spec).group(1).lower()   # type: ignore[union-attr]
         if scheme not in STREAM_SCHEMES:
             raise InputError(
                 f"unsupported URL scheme '{scheme}' in '{redact_url(spec)}' (supported: "
                 f"{', '.join(STREAM_SCHEMES)}; or give a video file, a folder or a camera number)"
             )
         return StreamSource(spec, config, reopened)
-    path = Path(os.path.expanduser(spec))
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS):
+    if kind == "images":
+        if not Path(os.path.expanduser(spec)).exists() and not GLOB_CHARS.search(spec):
+            raise InputError(f"cannot open image '{spec}': no such file")
         return ImageFolderSource(spec, config.max_image_side, reopened)
-    if not path.exists() and GLOB_CHARS.search(spec):
-        return ImageFolderSource(spec, config.max_image_side, reopened)
-    if not path.exists() and path.suffix.lower() in IMAGE_EXTENSIONS:
-        raise InputError(f"cannot open image '{spec}': no such file")
     return VideoFileSource(spec, reopened)
