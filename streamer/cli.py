@@ -279,9 +279,7 @@ def _refiners_read(source: str, realtime: bool) -> tuple[bool, bool]:
     from streamer.sources import source_kind
 
     kind = source_kind(source)
-    if realtime or kind == "camera":
-        return False, True
-    return {"stream": (True, True), "file": (True, False)}.get(kind, (False, False))
+    return not realtime and kind in ("file", "stream"), realtime or kind in ("camera", "stream")
 
 
 def _unrefined_note(model: ModelArtifact, unused: tuple[bool, bool]) -> str:

@@ -160,8 +160,8 @@ class TemporalRefiner:
         return cls(past, future, joints, members, digest, info, fps, scale)
 
 
-def shipped_refiners_unused(settings: tuple[str, str], resolved: tuple[TemporalRefiner | None, ...],
-                            read: tuple[bool, bool] = (True, True)) -> tuple[bool, bool]:
+def shipped_refiners_unused(settings: tuple[str, str], resolved: tuple[TemporalRefiner | None, TemporalRefiner | None],
+                            read: tuple[bool, bool]) -> tuple[bool, bool]:
     """For `filter.refiner` and `filter.live_refiner` (`settings`, in that order): whether the run
     reads it (`read`: a file's, a live source's), it is "auto" and it came to nothing (`resolved`)
     although a refiner is shipped: it fits only the shipped model, so another model's poses go

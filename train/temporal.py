@@ -117,8 +117,6 @@ def pipeline_digest() -> str:
 def track_record(track: Path) -> dict[str, str]:
     """What a kept track says it was made from (`SOURCE_KEY`, `CONFIG_KEY`): the keys it records,
     none where it records none or is absent."""
-    if not track.exists():
-        return {}
     try:
         with np.load(track, allow_pickle=False) as t:
             return {key: str(t[key]) for key in (SOURCE_KEY, CONFIG_KEY) if key in t.files}

@@ -27,7 +27,7 @@ from streamer.sources.stream import STREAM_SCHEMES, StreamSource
 from streamer.sources.video_file import VideoFileSource
 
 __all__ = ["CameraSource", "Frame", "ImageFolderSource", "Source", "SourceInfo", "StreamSource", "VideoFileSource",
-           "open_source", "redact_url"]
+           "open_source", "redact_url", "source_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,11 @@ def source_kind(spec: str) -> str:
     if _URL.match(spec):
         return "stream"
     path = Path(os.path.expanduser(spec))
-    if path.is_dir() or (path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file() or not path.exists())) or (
-            not path.exists() and GLOB_CHARS.search(spec)):
-        return "images"
-    return "file"
+    picture = path.suffix.lower() in IMAGE_EXTENSIONS
+    if path.exists():
+        return "images" if path.is_dir() or (picture and path.is_file()) else "file"
+    # Nothing there: a pattern, or a picture that open_source reports missing.
+    return "images" if picture or GLOB_CHARS.search(spec) else "file"
 
 
 def open_source(spec: str, config: SourceConfig, reopened: bool = False) -> Source:
