@@ -703,8 +703,6 @@ def test_a_kept_track_follows_its_video_not_its_age(tmp_path: Path, monkeypatch)
     """A clip copied or touched (its video newer, its bytes the same) keeps its track; a track copied
     in, or touched, after its clip was rendered again (newer than the video, of the old render and
     of the same length, as a render from the same seed is) is tracked again."""
-    import os
-
     calls = []
 
     def track(video, labels, out, model, method):
