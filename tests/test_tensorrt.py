@@ -95,6 +95,18 @@ def test_cache_other_key_builds_again(tmp_path: Path, change: dict) -> None:
     assert build.calls == 2
 
 
+def test_a_build_is_announced_at_the_default_log_level(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A build takes minutes: a run, which shows warnings only, must say why it seems to stall."""
+    cache, key = EngineCache(tmp_path), make_key()
+    with caplog.at_level("WARNING", logger="engines.backends.tensorrt_cache"):
+        cache.get_or_build(key, CountingBuilder())
+    assert f"building TensorRT engine {key.filename()}" in caplog.text and "takes minutes" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engines.backends.tensorrt_cache"):
+        cache.get_or_build(key, CountingBuilder())     # a cache hit says nothing
+    assert caplog.text == ""
+
+
 def test_cache_rebuilds_truncated_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = EngineCache(tmp_path)
     build = CountingBuilder()
@@ -253,6 +265,21 @@ def test_tensorrt_11_is_refused_before_it_is_used(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     ok, reason = tensorrt_available()
     assert ok is False and "TensorRT 11.4.0.106 is installed" in reason and "<11" in reason
+    with pytest.raises(BackendUnavailableError, match="written for TensorRT 10"):
+        TensorRTBackend(tmp_path / "model.onnx", tmp_path / "cache")
+
+
+def test_tensorrt_8_is_refused_before_it_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """TensorRT 8.x parses ONNX up to opset 17, below the export's 18: on a GPU it would be said
+    available, and auto would pick it, only to fail in the parser (or build a wrong engine)."""
+    import torch
+
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "8.6.1"
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ok, reason = tensorrt_available()
+    assert ok is False and "TensorRT 8.6.1 is installed" in reason and "written for TensorRT 10" in reason
     with pytest.raises(BackendUnavailableError, match="written for TensorRT 10"):
         TensorRTBackend(tmp_path / "model.onnx", tmp_path / "cache")
 

@@ -7,8 +7,8 @@ compare its outputs with the framework's (`check_against_reference`).
 The parts: `tensorrt_import` (whether TensorRT can run here), `tensorrt_cache` (the engine cache
 and its key), `tensorrt_build` (the ONNX checks and the builder) and this module (the runtime and
 the check against the reference). None imports `tensorrt` at module level, so all of them import
-and work on machines without TensorRT or a GPU. Written against the TensorRT 10.x Python API;
-TensorRT 8.5/8.6 work too (named-tensor API, `execute_async_v3`).
+and work on machines without TensorRT or a GPU. Written against the TensorRT 10.x Python API, the
+one major version `tensorrt_import` accepts.
 
 Device memory comes from torch CUDA tensors (`data_ptr()`), and the CUDA stream is a torch stream
 (`cuda_stream`), so pycuda / cuda-python are not needed.

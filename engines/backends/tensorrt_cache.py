@@ -141,7 +141,9 @@ class EngineCache:
             if data is not None:
                 log.debug("TensorRT engine built by another process: %s", path)
                 return data
-            log.info("building TensorRT engine %s (once per model, GPU, TensorRT version, precision)", path.name)
+            # A warning, which a run shows by default: the build takes minutes, in which nothing else is said.
+            log.warning("building TensorRT engine %s (once per model, GPU, TensorRT version, precision and batch "
+                        "size; this takes minutes)", path.name)
             built = build_fn()
             data = bytes(built) if not isinstance(built, bytes) else built
             if not data:

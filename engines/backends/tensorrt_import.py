@@ -10,7 +10,7 @@ from typing import Any
 
 from engines.errors import BackendUnavailableError
 
-SUPPORTED_BELOW_MAJOR = 11     # the first TensorRT major version this builder does not support
+SUPPORTED_MAJOR = 10           # the one TensorRT major version this builder and runtime are written for
 
 
 def one_line(text: object) -> str:
@@ -31,8 +31,10 @@ def tensorrt_available() -> tuple[bool, str]:
         )
     except Exception as exc:  # e.g. OSError: libnvinfer.so not found
         return False, f"TensorRT is installed but failed to load: {type(exc).__name__}: {one_line(exc)}"
-    if trt_major(trt) >= SUPPORTED_BELOW_MAJOR:
-        # TensorRT 11 removed the FP16 and INT8 builder flags and the calibrators this builder uses.
+    if trt_major(trt) != SUPPORTED_MAJOR:
+        # TensorRT 11 removed the FP16 and INT8 builder flags and the calibrators this builder uses;
+        # TensorRT 8.x parses ONNX only up to opset 17, and Posecast exports opset 18: it would fail in
+        # the parser or build a wrong engine, where this says why at once.
         return False, (f"TensorRT {getattr(trt, '__version__', '?')} is installed; Posecast's engine builder is "
                        f"written for TensorRT 10 (pip install 'tensorrt>=10,<11')")
     try:
