@@ -99,6 +99,21 @@ def one_blas_thread() -> Iterator[None]:
         del os.environ["OPENBLAS_NUM_THREADS"]
 
 
+def start_resource_tracker_deaf_to_hangups() -> None:
+    """Starts multiprocessing's resource tracker (the stages' semaphores and ring are registered
+    with it) with SIGHUP blocked, which it keeps: it ignores SIGINT and SIGTERM itself, but a
+    closed terminal's SIGHUP to the process group killed it mid-run, and the tracker started
+    again in its place printed a traceback for each of the run's semaphores after our one line.
+    A hangup that comes meanwhile waits here, and then stops the run as usual."""
+    from multiprocessing import resource_tracker
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 class Pipeline:
     def __init__(self, request: RunRequest) -> None:
         self.request = request
@@ -159,6 +174,7 @@ class Pipeline:
             # the process group may follow at once; our handler is in place by then. (The tracker
             # unblocks SIGINT and SIGTERM in this process once started, so the block below comes
             # after it.)
+            start_resource_tracker_deaf_to_hangups()
             self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event(), ready=self.ctx.Semaphore(0))
             self._on_signal_before_events()
             # A new stage process spends its first second importing, before stage_main can tell it
@@ -289,6 +305,18 @@ class Pipeline:
                 self.result.error_stage = name
                 self.result.exit_code = EXIT_FAILED
 
+    def _output_killed(self) -> None:
+        """An output stage killed for not ending in time (stuck writing: a named pipe's reader
+        that stopped reading, a hung network disk) finished none of its files: the run failed,
+        and says so, rather than that everything processed was written."""
+        lost = self._lost_with_the_output_stage()
+        if self.result.error is None:
+            self.result.error = "the output stage did not finish writing in time and was killed" + lost
+            self.result.error_stage = "output"
+            self.result.exit_code = EXIT_FAILED
+        else:
+            self.result.error += lost
+
     def _lost_with_the_output_stage(self) -> str:
         """What a killed output stage could not finish, for its error line. An .npz or .bvh is
         written whole at the end; an overlay video gets its index at the end, and without one no player
@@ -316,6 +344,8 @@ class Pipeline:
                 log.warning("the %s stage did not exit; killing it", name)
                 proc.kill()
                 proc.join(timeout=2.0)
+                if name == "output":
+                    self._output_killed()
             self.result.stage_exit_codes.setdefault(name, proc.exitcode)
         for conn in self.conns:
             conn.close()

@@ -425,6 +425,24 @@ def test_sigterm_to_the_group_stops_cleanly_with_files_finished(posecast, clip60
     assert frames == len(poses)
 
 
+def test_a_hangup_to_the_group_stops_cleanly_without_tracebacks(posecast, clip600: Path, tmp_path: Path) -> None:
+    """A closed terminal: SIGHUP to every process, multiprocessing's resource tracker included.
+    The tracker ignores SIGINT and SIGTERM but not SIGHUP: killed, it was started again mid-run,
+    and the new one printed a traceback for each of the run's semaphores after the one line."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0", "--no-progress"],
+                          start_new_session=True)
+    wait_for_lines(track, 4, proc)
+    os.killpg(proc.pid, signal.SIGHUP)
+    r = posecast.finish(proc, timeout=30)
+    assert r.returncode == 129, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert "resource_tracker" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "posecast: interrupted (SIGHUP); everything processed so far was written"
+    _, poses = read_track(track)
+    assert_contiguous(poses)
+
+
 # --- a stage dies ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -471,6 +489,56 @@ def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tm
         + ("; the overlay video t.mp4 was unfinished and no player could open it, so it was removed" if overlay
            else "")]
     assert not arrays.exists() and not video.exists()
+
+
+class _HungProcess:
+    """A stage process stuck for good (in a write to a pipe nobody reads) until it is killed."""
+
+    exitcode: int | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def kill(self) -> None:
+        self.exitcode = -signal.SIGKILL
+
+
+@pytest.mark.parametrize("earlier_error", [None, "the capture stage was killed by signal 9; the run was stopped"])
+def test_an_output_stage_killed_for_hanging_says_what_was_lost(tmp_path: Path, earlier_error: str | None) -> None:
+    """Stopped (Ctrl-C) while the output stage hung on a write, the run kills it after the grace
+    periods: its .npz was never written and its overlay never finished, so the run must not end
+    with "everything processed so far was written" and exit 130."""
+    import threading
+
+    from streamer.pipeline import Pipeline, RunRequest
+    from streamer.stages.base import Control
+
+    video = tmp_path / "o.mp4"
+    video.write_bytes(b"an mp4 without its index")
+    request = RunRequest(source="x.mp4", model=None, config=None,  # type: ignore[arg-type]
+                         tracks=[tmp_path / "t.jsonl", tmp_path / "t.npz"], overlay=video)
+    pipeline = Pipeline(request)
+    pipeline.control = Control(stop=threading.Event(), abort=threading.Event())  # type: ignore[arg-type]
+    pipeline.control.stop.set()
+    pipeline.control.abort.set()
+    pipeline.result.interrupted = True
+    pipeline.result.overlay_opened = True
+    pipeline.result.error = earlier_error
+    pipeline.procs = {"output": _HungProcess()}
+    pipeline._shutdown()
+    result = pipeline._finish()
+    lost = ("; t.npz could not be written (.npz and .bvh are written at the end of a run: use .jsonl or .csv for a "
+            "track that survives a crash); the overlay video o.mp4 was unfinished and no player could open it, so it "
+            "was removed")
+    if earlier_error is None:
+        assert result.exit_code == 1
+        assert result.error == "the output stage did not finish writing in time and was killed" + lost
+    else:
+        assert result.error == earlier_error + lost
+    assert not video.exists()
 
 
 def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path) -> None:
