@@ -44,7 +44,8 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
         code = exc.exit_code
     except BaseException as exc:  # a bug: keep its traceback for the parent to show
         reporter.send("error", {"message": f"{type(exc).__name__}: {exc}", "exit_code": 1,
-                                "traceback": traceback.format_exc()})
+                                "traceback": traceback.format_exc(),
+                                "drained": bool(getattr(exc, "drained", False))})
         code = 1
     finally:
         conn.close()

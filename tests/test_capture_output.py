@@ -113,6 +113,50 @@ def test_a_file_is_read_only_once_the_stages_after_it_are_ready(clip40: Path, en
     assert running.error is None
 
 
+def test_an_unforeseen_source_error_still_ends_the_input_first(clip40: Path, endpoint: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error that is not an InputError (FFmpeg's frame conversion failing with EAGAIN on a machine
+    out of threads) aborted the run: the frames already captured were lost (68 of 99 written). It
+    ends the input as a dropped stream does, and is reported after the frames in flight."""
+    import streamer.stages.capture as capture_module
+    from streamer.sources import open_source
+
+    class Failing:
+        def __init__(self, src: Any) -> None:
+            self.src, self.info, self.corrupt = src, src.info, 0
+
+        def frames(self) -> Iterator[Any]:
+            for i, frame in enumerate(self.src.frames()):
+                if i == 3:
+                    raise BlockingIOError(11, "Resource temporarily unavailable")
+                yield frame
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.src.close()
+
+    monkeypatch.setattr(capture_module, "open_source", lambda spec, config: Failing(open_source(spec, config)))
+    ring = f"posecast-test-{os.getpid()}-{secrets.token_hex(4)}"
+    ctx = zmq.Context()
+    inbox = Inbox(ctx, endpoint)
+    capture = capture_module.CaptureStage(str(clip40), load_pipeline_config(), ring, threading.Semaphore(0),
+                                          endpoint, _control(), Reporter("capture", None))
+    running = _Running(capture)
+    try:
+        _recv(inbox, START)
+        assert [_recv(inbox, FRAME)["seq"] for _ in range(3)] == [0, 1, 2]
+        end = EndPacket.from_dict(_recv(inbox, END))
+        running.join()
+    finally:
+        inbox.close()
+        ctx.term()
+        unlink_ring(ring)
+    assert (end.reason, end.frames) == ("source failed", 3)
+    assert isinstance(running.error, BlockingIOError) and getattr(running.error, "drained", False)
+
+
 # --- output ---------------------------------------------------------------------------------
 
 INFO = SourceInfo("clip", "clip.mp4", False, 160, 120, 30.0, 3)

@@ -11,6 +11,7 @@ import re
 import socket
 import os
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -1025,6 +1026,8 @@ def test_refused_connection(url: str) -> None:
 @pytest.mark.parametrize("url, expect", [
     ("foo://bar/baz", "unsupported URL scheme 'foo'"),
     ("http://[::1/x", "not a valid URL"),
+    ("rtsp://127.0.0.1:abc/x", r"not a valid URL \(Port could not be cast"),   # FFmpeg: "Invalid argument"
+    ("rtsp://127.0.0.1:99999/x", r"not a valid URL \(Port out of range"),
 ])
 def test_garbage_urls(url: str, expect: str) -> None:
     with pytest.raises(InputError, match=expect.replace("[", r"\[")) as err:
@@ -1120,6 +1123,63 @@ def test_http_stream_reads_every_frame(clip: Path, reference: dict,
     assert [frame_no(f) for f in frames] == list(range(N))
     for f in frames:
         np.testing.assert_array_equal(f.image, reference[frame_no(f)])
+
+
+def test_a_web_page_is_not_taken_for_a_failed_connection(http_root: tuple[Path, str]) -> None:
+    # A camera's login page where its stream was meant: the server answered, so it is not a connection.
+    root, base = http_root
+    (root / "index.html").write_text("<html><body><h1>Camera login</h1></body></html>\n" * 20)
+    with pytest.raises(InputError) as err:
+        open_source(f"{base}/index.html", CFG)
+    assert str(err.value) == (f"cannot read {base}/index.html: the server answered, but not with a video stream "
+                              f"(a web page?); check the URL's path")
+
+
+@contextlib.contextmanager
+def _mjpeg_over_http(clip: Path, period_s: float) -> Iterator[str]:
+    """An IP camera's MJPEG over HTTP (multipart/x-mixed-replace): `clip`'s frames as JPEGs, one
+    every `period_s`, with no length, as the camera sends them: FFmpeg's mpjpeg demuxer has no
+    timestamps to read."""
+    with VideoFileSource(clip) as src:
+        jpegs = [cv2.imencode(".jpg", f.image)[1].tobytes() for f in src.frames()]
+
+    class Mjpeg(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            with contextlib.suppress(OSError):          # the reader may hang up first
+                for jpg in jpegs:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpg) + jpg + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(period_s)
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mjpeg)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_mjpeg_camera_over_http_is_timed_by_when_its_frames_come(clip: Path) -> None:
+    """FFmpeg numbers MJPEG-over-HTTP frames at 25 fps whatever the camera sends: a 10 fps camera's
+    t_media ran at 2.5 times the clock's pace, and a .bvh of 17 s of motion lasted 6.6 s. Like a
+    camera's, its frames have no media time (t_capture times them) and its rate is unknown."""
+    frames: list[Frame] = []
+    with _mjpeg_over_http(clip, 0.05) as url, open_source(url, CFG) as src:
+        assert src.info.live and src.info.fps is None
+        with pytest.raises(InputError, match="ended after|dropped after"):
+            for f in src.frames():
+                frames.append(f)
+    assert len(frames) >= N // 2
+    assert all(f.t_media is None for f in frames)
 
 
 def test_http_not_found(http_root: tuple[Path, str]) -> None:
@@ -1237,8 +1297,10 @@ def test_an_mpegts_file_served_with_its_length_is_a_file(tmp_path: Path) -> None
         assert not src.info.live
         frames = list(src.frames())
     assert len(frames) + src.corrupt == 90 and len(frames) >= 88
-    with http_serving_part(data, 0.5) as url, pytest.raises(InputError, match="dropped after"):
+    with http_serving_part(data, 0.5) as url, pytest.raises(InputError, match="dropped after") as err:
         read_all(url, FAST)
+    # `posecast run` reconnects a live stream, not a recording: the line says which this was.
+    assert "a stream with a length is read as a recording, which is not reconnected" in str(err.value)
 
 
 def test_odd_images_among_good_ones_never_stop_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

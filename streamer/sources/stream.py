@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import av
@@ -28,6 +29,7 @@ class StreamSource(AVSource):
         try:
             parts = urlsplit(url)
             host = parts.hostname
+            _ = parts.port      # 'rtsp://cam:abc/' or ':99999': FFmpeg would say only "Invalid argument"
         except ValueError as exc:
             raise InputError(f"'{shown}' is not a valid URL ({exc})") from None
         scheme = parts.scheme.lower()
@@ -48,6 +50,11 @@ class StreamSource(AVSource):
                     or time.monotonic() - started >= 0.95 * config.open_timeout_s):
                 raise InputError(f"cannot connect to {shown}: no answer within "
                                  f"{config.open_timeout_s:g} s ({hint})") from None
+            if isinstance(exc, av.error.InvalidDataError):
+                # It answered, but with nothing FFmpeg reads as video: a camera's web or login page,
+                # the path of a page instead of its stream.
+                raise InputError(f"cannot read {shown}: the server answered, but not with a video stream "
+                                 f"(a web page?); check the URL's path") from None
             fix = _connect_hint(exc, host, parts.username is not None, hint)
             raise InputError(f"cannot connect to {shown}: {error_reason(exc)} ({fix})") from None
         # A stream with a known length (a file served over HTTP, a finished HLS playlist) is a
@@ -60,6 +67,18 @@ class StreamSource(AVSource):
         self._finite = bool(container.duration) or self._size is not None
         super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
                          reopened=reopened)
+        # A live stream in a format without timestamps (MJPEG over HTTP, a raw H.264 stream) gets
+        # FFmpeg's own: frames numbered at a rate it assumes (25 fps whatever the camera sends),
+        # which run slow or fast against the clock and would time a .bvh, a replay or a client
+        # wrongly. Such a stream is timed as a camera is: by when its frames came (t_capture),
+        # at the rate its bitstream states, if any.
+        self._untimed = self.info.live and bool(container.format.flags & av.format.Flags.no_timestamps.value)
+        if self._untimed:
+            stated = self._stream.codec_context.framerate
+            self.info = replace(self.info, fps=float(stated) if stated else None)
+
+    def _media_time(self, av_frame: av.VideoFrame) -> float | None:
+        return None if self._untimed else super()._media_time(av_frame)
 
     def _on_end(self, yielded: int) -> None:
         expected = self.info.frame_count
@@ -89,6 +108,11 @@ class StreamSource(AVSource):
             raise InputError(f"{self._what} gave no frame: {reason} (check the network; or, if it is "
                              f"{MP4_INDEX_AT_END}, it can only be read from a server that takes range requests: "
                              f"{MP4_INDEX_FIX})")
+        if self._finite:
+            # As at its end (`_on_end`): `posecast run` does not reopen a recording, which would start again.
+            raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (a stream with a length "
+                             f"is read as a recording, which is not reconnected: check the network, and run "
+                             f"posecast again once it is back)")
         raise InputError(f"stream {self._what} dropped after {yielded} frames: {reason} (check "
                          f"the network and that the stream is up)")
 

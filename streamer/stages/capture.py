@@ -84,10 +84,11 @@ class CaptureStage:
                     # A file waits for the stages too: frames read ahead while the network loads
                     # would be processed before the run's clock (the output stage's) starts.
                     reason = self._wait_for_stages() or loop(src, ring, out)
-                except PosecastError as exc:
-                    # The source failed mid-run (a stream dropped, a camera was unplugged): end the
-                    # input here so every frame already captured is still processed and written,
-                    # then report the fault.
+                except Exception as exc:
+                    # The source failed mid-run (a stream dropped, a camera was unplugged, or an
+                    # error no one foresaw: FFmpeg's conversion of a frame failed with EAGAIN on a
+                    # machine out of threads): end the input here so every frame already captured
+                    # is still processed and written, then report the fault.
                     exc.drained = True  # type: ignore[attr-defined]
                     self._send_end(out, "source failed", src.corrupt)
                     raise
