@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.backends import BackendChoice, available, choose, create_backend
+from engines.backends import ENGINE_TOLERANCE, BackendChoice, available, choose, create_backend
 from engines.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_provider_available
 from engines.backends.tensorrt_import import tensorrt_available
 from engines.backends.torch_backend import TorchBackend, cuda_available
@@ -33,9 +33,9 @@ ORT_CPU_PROBS_RTOL = 1e-3
 # ONNX Runtime CUDA (float32, but cuDNN may use TF32 convolutions).
 ORT_CUDA_PROBS_ATOL = 1e-4
 ORT_CUDA_OFFSETS_ATOL = 1e-3         # metres
-# fp16 on the GPU (TensorRT engine, PyTorch autocast): half precision's ~1e-3 relative rounding.
-FP16_PROBS_ATOL = 2e-3
-FP16_OFFSETS_ATOL = 5e-3             # metres
+# fp16 on the GPU (TensorRT engine, PyTorch autocast): the bound an engine is checked against at
+# its start (the shipped model's offsets moved by up to 11 mm under fp16 autocast on the CPU).
+FP16_PROBS_ATOL, FP16_OFFSETS_ATOL = ENGINE_TOLERANCE["fp16"]     # offsets in metres
 
 TRT_OK, TRT_REASON = tensorrt_available()
 CUDA_OK = cuda_available()

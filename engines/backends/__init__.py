@@ -176,8 +176,13 @@ def _create(model: ModelArtifact, choice: BackendChoice, threads: int, precision
     raise BackendUnavailableError(f"unknown backend '{choice.name}' (choose from auto, {', '.join(BACKENDS)})")
 
 
-# Tolerances of a TensorRT engine against ONNX Runtime on the CPU (fp32 reference), by precision.
-ENGINE_TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (2e-3, 5e-3), "int8": (2e-2, 5e-2)}
+# Tolerances (max abs: probabilities, offsets in metres) of a TensorRT engine against ONNX Runtime
+# on the CPU (fp32 reference), by precision. They are there to catch a wrong engine (bindings,
+# layouts, a broken parse: errors of tenths of a metre), not to grade rounding. The fp16 offsets'
+# bound is not measured on a GPU: on the CPU the shipped model with its weights rounded to fp16 moved
+# the offsets of the check's crops by up to 5.7 mm, and under torch's fp16 autocast by 11 mm
+# (2026-12-07), past the 5 mm this bound was; it is 30 mm, a fifth of the model's own error.
+ENGINE_TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (2e-3, 3e-2), "int8": (2e-2, 5e-2)}
 
 
 def _verify_engine(engine: Backend, model: ModelArtifact, precision: str) -> None:
