@@ -12,6 +12,7 @@ that an older checkpoint's recorded config still loads.)
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -170,9 +171,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str) and _reads_as_number(value):
-            # YAML 1.1 (PyYAML) reads 1e9 as text: a number needs a dot and a signed exponent.
-            raise ConfigError(f"{source}: '{key}' must be a number (got the text {value!r}; YAML reads "
-                              f"an exponent as a number only in the form 1.0e+9)")
+            raise ConfigError(f"{source}: '{key}' must be a number (got the text {value!r}; {_number_hint(value)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
         if not math.isfinite(value):
@@ -185,14 +184,29 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} for {key}")
 
 
+def _number_hint(text: str) -> str:
+    """How to write a number that YAML read as text."""
+    if "e" in text.lower():
+        # YAML 1.1 (PyYAML) reads 1e9 as text: a number needs a dot and a signed exponent.
+        return "YAML reads an exponent as a number only in the form 1.0e+9"
+    return "write it without quotes"      # '0.1' in quotes: the exponent form is not the problem
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    """A suggestion for an unknown key: the known key it most likely misspells (batch_sise: batch_size)."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix: str = "") -> T:
     """Build dataclass `cls` from `data`, checking keys, types and the class's `check()`."""
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)   # YAML keys may be numbers too: `1: 2`
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(fields))})"
+            f"{source}: unknown key '{prefix}{unknown[0]}' ({_unknown_key(str(unknown[0]), sorted(fields))}"
+            f"known keys here: {', '.join(sorted(fields))})"
         )
     kwargs = {}
     for name, field in fields.items():

@@ -15,6 +15,9 @@ FLIP_TEST_MODES: tuple[str, ...] = get_args(FlipTest)
 # Pixels per grid cell: the 2D head at stride 8 (the backbone's stride-8 map), or at stride 4 (a
 # finer head on the stride-4 map added to the stride-8 logits, engines/network.py).
 GRID_STRIDES: tuple[int, ...] = (8, 4)
+# The largest crop: the regressor's and the fc fusion's weights grow with its square (1024 px: a few
+# hundred MB), and a typo beyond it (99999968) asked torch for exabytes, a traceback.
+MAX_INPUT_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ class ModelConfig:
         return self.skeleton.indices(self.roots)
 
     def check(self) -> None:
-        if self.input_size % 32 or self.input_size < 64:
-            raise ValueError(f"input_size must be a multiple of 32, at least 64 (got {self.input_size})")
+        if self.input_size % 32 or not 64 <= self.input_size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size must be a multiple of 32, from 64 to {MAX_INPUT_SIZE} (got {self.input_size})")
         if self.grid_stride not in GRID_STRIDES:
             raise ValueError(f"grid_stride must be one of {', '.join(map(str, GRID_STRIDES))} (got {self.grid_stride})")
         if self.grid_size * self.grid_stride != self.input_size:

@@ -131,6 +131,10 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         # Only the exception's type: torch's own text advises weights_only=False, which would
         # run arbitrary code from an untrusted file.
+        if _is_cut_short_zip(path):
+            # torch's own format without its end: a copy or download cut short, not another kind of file.
+            raise ModelFileError(f"{path} is a PyTorch file that is damaged or incomplete (torch could not read it: "
+                                 f"{type(exc).__name__}); copy it again whole, or give another .pt or .onnx model") from None
         raise ModelFileError(f"{path} is not a Posecast PyTorch checkpoint (torch could not read it: "
                              f"{type(exc).__name__}); give a .pt written by Posecast or a .onnx model") from None
     if not isinstance(blob, dict) or "posecast" not in blob:
@@ -269,6 +273,16 @@ def _check_readable(path: Path) -> None:
         raise ModelFileError(f"model file is empty: {path}")
     if not os.access(path, os.R_OK):
         raise ModelFileError(f"model file is not readable (permissions): {path}")
+
+
+def _is_cut_short_zip(path: Path) -> bool:
+    """Whether the file starts as a zip archive (every checkpoint torch.save writes) but lacks the
+    directory at a zip's end: the first part of one. A whole one torch refuses (a pickled module,
+    which weights_only may not run) is another kind of file."""
+    import zipfile
+
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
 
 
 def _state_dict_problem(exc: RuntimeError) -> str:

@@ -48,9 +48,22 @@ def resolve_model(spec: str | Path | None) -> ModelArtifact:
         return ModelArtifact(info, path, None, file_sha256(path), info.checkpoint_sha256)
     if suffix in (".pt", ".pth"):
         return _from_checkpoint(path)
+    raise model_type_error(path)
+
+
+# What TensorRT engines are usually named: posecast builds its own from the ONNX file and caches them.
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def model_type_error(path: Path) -> ModelFileError:
+    """The error for a model path that is neither .onnx nor .pt: what to give instead."""
     if path.is_dir():
-        raise ModelFileError(f"model path '{path}' is a folder, not a file (give a .onnx or .pt file)")
-    raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
+        return ModelFileError(f"model path '{path}' is a folder, not a file (give a .onnx or .pt file)")
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        # An engine fits one GPU and one TensorRT version, and holds no Posecast metadata.
+        return ModelFileError(f"'{path}' is named as a TensorRT engine, which is not taken as a model: give the .onnx "
+                              f"or .pt model instead (--backend tensorrt builds its engine from it, and caches it)")
+    return ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
 
 
 def _from_checkpoint(path: Path) -> ModelArtifact:

@@ -206,6 +206,31 @@ def test_unknown_key(tmp_path: Path, text: str, key: str) -> None:
     assert "known keys here" in message
 
 
+@pytest.mark.parametrize(
+    "text, suggestion",
+    [
+        ("inference:\n  batch_sise: 4\n", "did you mean 'batch_size'?"),
+        ("trackng:\n  roi_margin: 1.5\n", "did you mean 'tracking'?"),
+        ("filter:\n  kalman:\n    proces_noise: 0.1\n", "did you mean 'process_noise'?"),
+    ],
+)
+def test_an_unknown_key_suggests_the_key_it_misspells(tmp_path: Path, text: str, suggestion: str) -> None:
+    message = config_error(load_pipeline_config, write(tmp_path, text))
+    assert suggestion in message and "known keys here" in message, message
+
+
+def test_an_unknown_key_far_from_any_suggests_none(tmp_path: Path) -> None:
+    message = config_error(load_pipeline_config, write(tmp_path, "inference:\n  zzz: 4\n"))
+    assert "did you mean" not in message and "known keys here" in message, message
+
+
+@pytest.mark.parametrize("text, key", [("1: 2\nfoo: 3\n", "1"), ("inference:\n  7: 2\n  foo: 3\n", "inference.7")])
+def test_keys_that_are_numbers_beside_words_are_unknown_keys(tmp_path: Path, text: str, key: str) -> None:
+    # sorted() of 1 and 'foo' raised TypeError: a traceback, exit 1.
+    message = config_error(load_pipeline_config, write(tmp_path, text))
+    assert f"unknown key '{key}'" in message, message
+
+
 def test_unknown_model_key(tmp_path: Path) -> None:
     path = write(tmp_path, "fusoin: fc\n")
     message = config_error(load_model_config, path)
@@ -234,6 +259,8 @@ def test_unknown_model_key(tmp_path: Path) -> None:
         ("coordinates:\n  principal_px: [1, 2, 3]\n", "coordinates.principal_px", "a list of 2 items"),
         ("coordinates:\n  principal_px: [5, 1e9]\n", "coordinates.principal_px[1]",
          "a number (got the text '1e9'; YAML reads an exponent as a number only in the form 1.0e+9)"),
+        # A quoted number has no exponent to blame.
+        ("tracking:\n  roi_margin: '1.5'\n", "tracking.roi_margin", "a number (got the text '1.5'; write it without quotes)"),
     ],
 )
 def test_wrong_type_names_the_key_and_file(tmp_path: Path, text: str, key: str, expected: str) -> None:
@@ -330,6 +357,8 @@ def test_file_slots_one_more_than_batch_is_enough(tmp_path: Path) -> None:
         ("grid_size: 16\n", r"grid_size must be input_size / grid_stride = 32 .*got 16"),
         ("input_size: 128\n", r"grid_size must be input_size / grid_stride = 16 .*got 32"),
         ("input_size: 100\ngrid_size: 12\n", r"input_size must be a multiple of 32"),
+        # torch was asked for exabytes: a traceback.
+        ("input_size: 99999968\ngrid_size: 12499996\n", r"input_size must be a multiple of 32, from 64 to 1024 \(got 99999968\)"),
         ("roots: [thorax, r_hip]\n", r"roots must include the skeleton origin 'pelvis'"),
         ("roots: [pelvis, chest]\n", r"roots: unknown joint 'chest' \(the h36m17 joints are: pelvis, "),
         ("roots: []\n", r"roots must name at least one joint"),

@@ -229,6 +229,23 @@ def _checkpoint_without_weights(path: Path, cfg: ModelConfig) -> Path:
     return path
 
 
+def _truncated_checkpoint(path: Path, cfg: ModelConfig) -> Path:
+    """A checkpoint's first half: a copy or download cut short."""
+    save_checkpoint(path, build_network(cfg), ModelInfo(cfg, weights="w", trained=False))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+def _checkpoint_of_huge_input(path: Path, cfg: ModelConfig) -> Path:
+    """Metadata asking for a network torch cannot allocate (it raised from its allocator)."""
+    save_checkpoint(path, build_network(cfg), ModelInfo(cfg, weights="w", trained=False))
+    blob = torch.load(path, weights_only=True)
+    blob["posecast"]["model_config"].update(input_size=99999968, grid_size=99999968 // cfg.grid_stride)
+    torch.save(blob, path)
+    return path
+
+
 BAD_FILES = {
     "missing .onnx": (lambda d, c: d / "missing.onnx", "model file not found"),
     "missing .pt": (lambda d, c: d / "missing.pt", "model file not found"),
@@ -242,6 +259,12 @@ BAD_FILES = {
     "onnx without metadata": (lambda d, c: _tiny_onnx_without_metadata(d / "plain.onnx"),
                               "is an ONNX model but not a Posecast one"),
     ".txt extension": (lambda d, c: _write(d / "model.txt", b"hello"), "unknown model file type '.txt'"),
+    "TensorRT engine": (lambda d, c: _write(d / "model.engine", _noise()), "give the .onnx or .pt model instead"),
+    "truncated .pt": (lambda d, c: _truncated_checkpoint(d / "cut.pt", c), "is a PyTorch file that is damaged or incomplete"),
+    "whole pickled module .pt": (lambda d, c: _torch_save(d / "module.pt", torch.nn.Linear(2, 2)),
+                                 "not a Posecast PyTorch checkpoint"),
+    "huge input_size in metadata": (lambda d, c: _checkpoint_of_huge_input(d / "huge.pt", c),
+                                    "input_size must be a multiple of 32, from 64 to 1024"),
     "torch file, not a checkpoint": (lambda d, c: _torch_save(d / "dict.pt", {"a": 1}),
                                      "is a PyTorch file but not a Posecast checkpoint"),
     "torch tensor, not a checkpoint": (lambda d, c: _torch_save(d / "tensor.pt", torch.zeros(3)),
