@@ -175,6 +175,29 @@ def test_shipped_recipes_load() -> None:
     assert extended.model_config().flip_test == "none"
 
 
+def test_default_recipe_lists_every_key() -> None:
+    """configs/train/default.yaml is where a recipe's keys and defaults are read (engines/config.py:
+    the YAML files are the only place defaults live); a key only train/config.py knows is hidden."""
+    from engines.config import load_yaml, to_dict
+
+    def keys(data: dict, prefix: str = "") -> set[str]:
+        return set().union(*({prefix + k} if not isinstance(v, dict) else keys(v, f"{prefix}{k}.")
+                             for k, v in data.items()))
+
+    loaded = to_dict(load_train_config(REPO / "configs" / "train" / "default.yaml"))
+    listed = keys(load_yaml(REPO / "configs" / "train" / "default.yaml"))
+    assert keys(loaded) - listed == set()
+
+
+def test_evaluate_names_a_folder_given_as_the_model(tmp_path: Path) -> None:
+    from engines.errors import ModelFileError
+    from train.evaluate import load_predictor
+
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(ModelFileError, match="is a folder, not a file"):
+        load_predictor(tmp_path / "weights")
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_recipe_loads_and_builds_its_model(path: Path) -> None:
     """Measured-but-not-shipped recipes stay runnable: each validates and builds its model."""
@@ -195,6 +218,11 @@ def test_every_recipe_loads_and_builds_its_model(path: Path) -> None:
     ("optim:\n  lr: fast\n", "optim.lr"),
     ("lerning_rate: 0.1\n", "lerning_rate"),
     ("seed: -3\n", "seed"),
+    # Unbounded, these started 100000 torch threads (a segfault) or 10000 loader processes.
+    ("threads: 100000\n", "threads must be between 1 and 256"),
+    ("num_workers: 10000\n", "num_workers must be between 0 and 64"),
+    ("model:\n  input_size: 99999968\n", "model.input_size"),     # a traceback from torch's allocator
+    ("model:\n  config: no_such_model.yaml\n", "model.config: config file not found"),
 ])
 def test_recipe_errors_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "bad_recipe.yaml"

@@ -23,13 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from engines.config import ConfigError, config_path, from_dict, load_config, load_yaml, merge
-from engines.model_config import Fusion, ModelConfig
+from engines.config import ConfigError, check_range, config_path, from_dict, load_config, load_yaml, merge
+from engines.model_config import MAX_INPUT_SIZE, Fusion, ModelConfig
 from engines.ray_frame import OffsetsFrame
 from engines.skeleton import H36M17
+from streamer.config import MAX_THREADS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = "train/default.yaml"          # relative to configs/
+# Data loader processes (threads are bounded by the pipeline's MAX_THREADS): more than the largest
+# machine's cores only fill memory, and a typo like 10000 would start them all (threads: 100000
+# ended the run in a segfault).
+MAX_WORKERS = 64
 
 
 def default_data_root() -> Path:
@@ -83,8 +88,8 @@ class ModelSection:
                 if name not in H36M17.joint_names:
                     raise ValueError(f"roots: unknown joint '{name}' (the {H36M17.name} joints are: "
                                      f"{', '.join(H36M17.joint_names)})")
-        if self.input_size is not None and (self.input_size < 64 or self.input_size % 32):
-            raise ValueError(f"input_size: must be a multiple of 32, at least 64 (got {self.input_size})")
+        if self.input_size is not None and (self.input_size % 32 or not 64 <= self.input_size <= MAX_INPUT_SIZE):
+            raise ValueError(f"input_size: must be a multiple of 32, from 64 to {MAX_INPUT_SIZE} (got {self.input_size})")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,9 @@ class DataSection:
     cut_fraction: float = 0.0                # share of people (rendered tracking-like crops and real
                                              # photos) cut off by the crop's lower edge between hips
                                              # and knees, as a webcam at a desk sees them
+    real_cutouts_dir: str | None = None      # masks of the real photos' people (python -m train.real_cutouts)
+    paste_fraction: float = 0.0              # share of real photos whose person is put before a
+                                             # training background photo (needs the two above)
 
     def check(self) -> None:
         if not self.synth_dirs:
@@ -115,6 +123,10 @@ class DataSection:
             raise ValueError("negative_fraction > 0 needs backgrounds_dir")
         if not 0.0 <= self.cut_fraction <= 1.0:
             raise ValueError(f"cut_fraction: must be in [0, 1] (got {self.cut_fraction})")
+        if not 0.0 <= self.paste_fraction <= 1.0:
+            raise ValueError(f"paste_fraction: must be in [0, 1] (got {self.paste_fraction})")
+        if self.paste_fraction > 0 and (self.real_cutouts_dir is None or self.backgrounds_dir is None):
+            raise ValueError("paste_fraction > 0 needs real_cutouts_dir and backgrounds_dir")
         if not 0.0 <= self.real_val_fraction < 1.0:
             raise ValueError(f"real_val_fraction: must be in [0, 1) (got {self.real_val_fraction})")
 
@@ -191,8 +203,8 @@ class TrainConfig:
     def check(self) -> None:
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ValueError(f"name: must be a plain folder name (got {self.name!r})")
-        if self.num_workers < 0 or self.threads < 1:
-            raise ValueError("num_workers must be >= 0 and threads >= 1")
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, " (0: in the training process)")
+        check_range("threads", self.threads, 1, MAX_THREADS)
         if self.init_scope == "all" and not self.init_from:
             raise ValueError("init_scope: all needs init_from")
         if self.freeze_2d and not self.init_from:
@@ -222,6 +234,9 @@ class TrainConfig:
 
     def synth_val_dirs(self) -> list[Path]:
         return expand_shard_dirs(self.data.synth_val_dirs)
+
+    def real_cutouts_dir(self) -> Path | None:
+        return resolve_path(self.data.real_cutouts_dir) if self.data.real_cutouts_dir else None
 
     def backgrounds_dir(self) -> Path | None:
         return resolve_path(self.data.backgrounds_dir) if self.data.backgrounds_dir else None
@@ -271,7 +286,11 @@ def build_model_config(section: ModelSection, source: str) -> ModelConfig:
     path = resolve_path(section.config)
     data = load_yaml(config_path("model.yaml"))
     if path.resolve() != config_path("model.yaml").resolve():
-        data = merge(data, load_yaml(path))
+        try:
+            data = merge(data, load_yaml(path))
+        except ConfigError as exc:
+            # The model YAML's own error ("config file not found: m.yaml") with the recipe that names it.
+            raise ConfigError(f"{source}: model.config: {exc}") from None
     over: dict[str, Any] = {}
     if section.fusion is not None:
         over["fusion"] = section.fusion

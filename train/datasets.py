@@ -38,6 +38,7 @@ from engines.errors import InputError, PosecastError
 from engines.ray_frame import OFFSETS_FRAMES, fit_pinhole, person_rotations
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
+from train.real_cutouts import RealBackdrops
 from train.shards import ShardSet
 
 __all__ = [
@@ -391,17 +392,24 @@ class RealDataset(_Augmented):
     have `edge_2d` 1."""
 
     def __init__(self, records: Sequence[RealRecord], input_size: int = 256, augment: bool = True,
-                 seed: int = 0, cut_fraction: float = 0.0) -> None:
+                 seed: int = 0, cut_fraction: float = 0.0, backdrops: RealBackdrops | None = None) -> None:
         super().__init__(seed)
         _check_fraction("cut_fraction", cut_fraction)
         self.records = list(records)
         self.input_size = int(input_size)
         self.augment = augment
         self.cut_fraction = float(cut_fraction)
+        self.backdrops = backdrops                     # people cut out and put before other scenes
         self._bytes: dict[int, np.ndarray] = {}        # the JPEG files (decoded per sample)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.augment:
+            return super().__getitem__(i)
+        # Unaugmented (evaluation): photo i gets the same draws (its backdrop) in any order.
+        return self.get(int(i), sample_rng(self.seed, int(i)))
 
     def load_image(self, i: int) -> np.ndarray:
         path = self.records[i].path
@@ -433,8 +441,11 @@ class RealDataset(_Augmented):
         else:
             a, t, flipped, border = real_crop_transform(box, size, rng, self.augment)
         image = self.load_image(i)
-        crop = cv2.warpAffine(image, warp_matrix(a, t), (size, size), flags=cv2.INTER_LINEAR,
+        warp = warp_matrix(a, t)
+        crop = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=border, borderValue=(0, 0, 0))
+        if self.backdrops is not None:
+            crop = self.backdrops.apply(crop, warp, rec.path.name, rng)
         if cut is not None:
             cut.blank_below_cut(crop, a, t)
         j2 = (rec.joints_2d.astype(np.float64) @ a.T + t).astype(np.float32)

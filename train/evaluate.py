@@ -146,7 +146,6 @@ def load_predictor(path: str | Path, threads: int = 0, flip_test: str | None = N
     """A model file -> (predictor, its model config, its weights line). `flip_test` overrides the
     model's test-time mirroring (a `.pt` only: an ONNX graph holds it); None keeps it. `exact_2d`:
     the lifter reads the labelled 2D joints (a `.pt` with a lifter only)."""
-    from engines.errors import ModelFileError
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -173,7 +172,9 @@ def load_predictor(path: str | Path, threads: int = 0, flip_test: str | None = N
         if exact_2d and not info.config.lift_width:
             raise InputError(f"{path}: --exact-2d feeds the lifter, and this model has none (lift_width 0)")
         return TorchPredictor(net, exact_2d), info.config, info.weights
-    raise ModelFileError(f"unknown model file type '{path.suffix or path.name}' (use a .onnx or .pt file)")
+    from engines.models import model_type_error
+
+    raise model_type_error(path)
 
 
 # --- collecting predictions ---------------------------------------------------------------
@@ -764,6 +765,26 @@ def held_out_shard_dirs(dirs: list[Path]) -> list[Path]:
     return unique
 
 
+def held_out_backdrops(cutouts_dir: Path, records: Sequence[Any], backgrounds: Path) -> Any:
+    """Every one of `records`' people before a crop of a held-out background photo (the same
+    crop for the same photo every run: the evaluation's per-sample seed draws it)."""
+    from train.backgrounds import split_backgrounds
+    from train.real_cutouts import Cutouts, RealBackdrops
+
+    try:
+        cutouts = Cutouts.load(cutouts_dir, records)
+        photos = split_backgrounds(backgrounds, "val")
+        if not photos:
+            raise FileNotFoundError(f"none of the held-out background photos is in {backgrounds}")
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"--real-backdrops: {exc}") from None
+    missing = [r.path.name for r in records if r.path.name not in cutouts.masks]
+    if missing:
+        raise InputError(f"--real-backdrops: {len(missing)} of the photos to evaluate have no mask in {cutouts_dir} "
+                         f"(first: {missing[0]}); make them with python -m train.real_cutouts --out {cutouts_dir}")
+    return RealBackdrops(cutouts, photos, 1.0)
+
+
 def listed_records(records: Sequence[Any], listing: Path) -> list[Any]:
     """The real records whose image is named in `listing` (one file name a line; # comments)."""
     try:
@@ -805,6 +826,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "both splits; train/real_back_views.txt lists the photos of backs")
     p.add_argument("--backgrounds", metavar="DIR",
                    help="background photos: person-free crops of their held-out split measure false detections")
+    p.add_argument("--real-backdrops", metavar="CUTOUTS",
+                   help="the real photos' people cut out by these masks (python -m train.real_cutouts) and put "
+                        "before crops of the held-out background photos (needs --real2d and --backgrounds): "
+                        "real people in scenes, not on studio walls")
     p.add_argument("--negatives", type=int, default=500, metavar="N",
                    help="how many person-free crops (default 500; seeded, the same every run)")
     p.add_argument("--detect-score", type=float, metavar="S",
@@ -854,6 +879,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--real-val-fraction must be between 0 and 1, both left out (got {args.real_val_fraction:g})")
     if args.real_files and not args.real2d:
         raise InputError("--real-files picks photos of the real set: give --real2d too")
+    if args.real_backdrops and not (args.real2d and args.backgrounds):
+        raise InputError("--real-backdrops puts the real photos' people before background photos: give --real2d "
+                         "and --backgrounds too")
     if not 0 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be between 0 and {MAX_THREADS} (got {args.threads})")
     json_path = Path(args.json) if args.json is not None else None
@@ -899,8 +927,10 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise InputError(f"--real2d: {len(missing)} of the photos to evaluate are not in {real_dir / 'images'} "
                              f"(first: {missing[0].name}); restore them, or take their entries out of keypoints.json")
+        backdrops = held_out_backdrops(resolve_path(args.real_backdrops), chosen,
+                                       resolve_path(args.backgrounds)) if args.real_backdrops else None
         real_ds = RealDataset(chosen, input_size=cfg.input_size, augment=False, seed=0,
-                              cut_fraction=1.0 if args.cut else 0.0)
+                              cut_fraction=1.0 if args.cut else 0.0, backdrops=backdrops)
     negative_ds = None
     if args.backgrounds:
         from train.backgrounds import split_backgrounds
@@ -925,6 +955,8 @@ def run(args: argparse.Namespace) -> int:
         res["synthetic"]["folders"] = [str(d) for d in synth_dirs]
     if args.real2d:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
+        if args.real_backdrops:
+            res["real"]["split"] += ", before held-out backgrounds"
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     note += ", people cut off between hips and knees (--cut)" if args.cut else ""
     # The weights line says how the file was shipped; an override is what this evaluation ran.

@@ -56,6 +56,8 @@ from engines.network import PoseNet, build_network
 from engines.stop_signals import STOP_SIGNALS, describe, exit_code, stop_signals_interrupt
 from train.budget import Plan, StepPlanner
 from train.config import TrainConfig, load_train_config
+from train.real2d import RealRecord
+from train.real_cutouts import RealBackdrops
 
 PROG = "train"
 # The step count of a time-budgeted run before it has planned: more than any run reaches.
@@ -216,7 +218,7 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
         train_recs = [r for r in train_recs if not suspicious_labels(r)]
         if cfg.data.real_fraction > 0:
             real = RealDataset(train_recs, input_size=size, augment=cfg.data.augment, seed=cfg.seed,
-                               cut_fraction=cfg.data.cut_fraction)
+                               cut_fraction=cfg.data.cut_fraction, backdrops=real_backdrops(cfg, train_recs))
         if val_recs:
             real_val = RealDataset(val_recs, input_size=size, augment=False, seed=0)
     negative = negative_val = None
@@ -234,6 +236,21 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig) -> Data:
         if held_out:            # without any, validation measures no false detections
             negative_val = NegativeDataset(held_out, input_size=size, seed=0, length=cfg.val_samples)
     return Data(synth, real, synth_val, real_val, negative, negative_val)
+
+
+def real_backdrops(cfg: TrainConfig, records: list[RealRecord]) -> RealBackdrops | None:
+    """The real photos' people before training background photos, where the recipe asks."""
+    cutouts_dir, bg_dir = cfg.real_cutouts_dir(), cfg.backgrounds_dir()
+    if cfg.data.paste_fraction <= 0 or cutouts_dir is None or bg_dir is None:
+        return None
+    from train.backgrounds import split_backgrounds
+    from train.real_cutouts import Cutouts
+
+    cutouts = Cutouts.load(cutouts_dir, records)
+    if not cutouts.masks:
+        raise ValueError(f"{cutouts_dir} holds no mask of the training photos: make them with "
+                         f"python -m train.real_cutouts --out {cutouts_dir}")
+    return RealBackdrops(cutouts, split_backgrounds(bg_dir, "train"), cfg.data.paste_fraction)
 
 
 def held_out_in_training(train_dirs: list[Path], metas: list[dict], val_dirs: list[Path]) -> list[str]:

@@ -1,0 +1,245 @@
+"""The real photos' people cut out of their studio backgrounds, to be seen in front of other scenes.
+
+`real2d_fashion`'s 1,000 photos are studio shots: one person before a plain wall or backdrop.
+They are the only real appearance the 2D branch learns from, and they pair that appearance with
+plain backgrounds, while the people it must find stand in streets and rooms. A person's mask
+(GrabCut, Rother et al. 2004, started from the labelled skeleton: the limbs surely the person,
+the body around them probably, everything beyond the keypoints' box surely not) lets training
+put the same person, with the same labels, in front of a background photo
+(`RealBackdrops`, used by `train.datasets.RealDataset` with `data.paste_fraction`).
+
+    python -m train.real_cutouts --out ../data/real_cutouts      # about 0.6 s a photo on one core
+
+writes one PNG mask per photo (255 the person, 0 the background, at the photo's size) and a
+`manifest.json`; a run that was stopped carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.skeleton import H36M17
+from train.real2d import RealRecord, load_real2d
+
+CUTOUT_VERSION = 1
+MANIFEST = "manifest.json"
+WORK_SIDE = 360           # GrabCut runs on the photo shrunk to this longer side: 0.6 s, not 10
+
+
+def _limbs() -> list[tuple[int, int]]:
+    """Bones between labelled joints, and the shoulders' and hips' crossbars."""
+    names = H36M17.joint_names
+    pairs = [(j, p) for j, p in enumerate(H36M17.parents) if p >= 0]
+    pairs += [(names.index("l_shoulder"), names.index("r_shoulder")),
+              (names.index("l_hip"), names.index("r_hip"))]
+    return pairs
+
+
+def _torso(record: RealRecord) -> np.ndarray | None:
+    idx = [H36M17.index(n) for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
+    return record.joints_2d[idx] if record.mask[idx].all() else None
+
+
+def _head(record: RealRecord) -> tuple[np.ndarray, np.ndarray] | None:
+    """(neck, face centre): the face keypoints are the box points above both shoulders."""
+    shoulders = [H36M17.index(n) for n in ("l_shoulder", "r_shoulder")]
+    if not record.mask[shoulders].all():
+        return None
+    top = record.joints_2d[shoulders, 1].min()
+    face = record.box_points[record.box_points[:, 1] < top]
+    if len(face) == 0:
+        return None
+    return record.joints_2d[shoulders].mean(axis=0), face.mean(axis=0)
+
+
+def person_mask(image: np.ndarray, record: RealRecord, iterations: int = 5) -> np.ndarray:
+    """uint8 (H, W) mask of the labelled person of `image` (BGR): 255 the person, 0 not."""
+    h, w = image.shape[:2]
+    s = WORK_SIDE / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    joints = record.joints_2d.astype(np.float64) * s
+    labelled = record.mask
+    points = np.concatenate([joints[labelled], record.box_points.astype(np.float64) * s])
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    extent = float((hi - lo).max())
+    margin = 0.12 * extent
+    # The head top and hair rise above the face keypoints: more room above than around.
+    x0, y0 = np.floor(np.maximum(lo - [margin, 1.5 * margin], 0)).astype(int)
+    x1, y1 = np.ceil(np.minimum(hi + margin, [sw - 1, sh - 1])).astype(int)
+    mask = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+    mask[y0:y1 + 1, x0:x1 + 1] = cv2.GC_PR_BGD
+    thin = max(2, int(0.025 * extent))
+
+    def draw(target: np.ndarray, width: int) -> None:
+        for a, b in _limbs():
+            if labelled[a] and labelled[b]:
+                cv2.line(target, tuple(np.round(joints[a]).astype(int)), tuple(np.round(joints[b]).astype(int)),
+                         1, width)
+        head = _head(record)
+        if head is not None:
+            neck, face = (np.round(p * s).astype(int) for p in head)
+            cv2.line(target, tuple(neck), tuple(face), 1, width)
+
+    body = np.zeros((sh, sw), np.uint8)
+    draw(body, 4 * thin)
+    torso = _torso(record)
+    if torso is not None:
+        cv2.fillPoly(body, [np.round(torso * s).astype(np.int32)], 1)
+    mask[body > 0] = cv2.GC_PR_FGD
+    sure = np.zeros((sh, sw), np.uint8)
+    draw(sure, thin)
+    mask[sure > 0] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    person = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    # Patches of backdrop that GrabCut took for the person, apart from the body, are dropped.
+    _, parts = cv2.connectedComponents(person)
+    keep = np.unique(parts[sure > 0])
+    person = np.isin(parts, keep[keep > 0]).astype(np.uint8) * 255
+    full = cv2.resize(person, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.where(full >= 128, 255, 0).astype(np.uint8)
+
+
+def cutout_path(folder: Path, record: RealRecord) -> Path:
+    return Path(folder) / (record.path.stem + ".png")
+
+
+def make_cutouts(records: Sequence[RealRecord], out: Path, progress: bool = True) -> int:
+    """Writes the missing masks of `records` into `out`; returns how many it wrote."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    seen: set[str] = set()
+    for rec in tqdm(records, disable=not progress, unit="photo", file=sys.stderr, dynamic_ncols=True,
+                    desc="cutouts"):
+        path = cutout_path(out, rec)
+        if path.name in seen or path.exists():
+            continue
+        seen.add(path.name)
+        image = cv2.imread(str(rec.path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read the real photo {rec.path}: restore it, or take its entry out "
+                             f"of keypoints.json")
+        tmp = path.with_suffix(".tmp.png")
+        if not cv2.imwrite(str(tmp), person_mask(image, rec)):
+            raise OSError(f"cannot write {tmp} (disk full, or no permission?)")
+        os.replace(tmp, path)            # a stopped run leaves no half-written mask under the real name
+        written += 1
+    return written
+
+
+@dataclass(frozen=True)
+class Cutouts:
+    """The masks of a cut-out folder, by photo file name."""
+    folder: Path
+    masks: dict[str, Path]
+
+    @classmethod
+    def load(cls, folder: Path | str, records: Sequence[RealRecord]) -> Cutouts:
+        folder = Path(folder)
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{folder} holds no cut-outs ({MANIFEST} missing): make them with "
+                                    f"python -m train.real_cutouts --out {folder}")
+        try:
+            version = json.loads(manifest.read_text(encoding="utf-8")).get("version")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"cannot read {manifest} ({exc}): make the cut-outs again with "
+                             f"python -m train.real_cutouts --out {folder}") from None
+        if version != CUTOUT_VERSION:
+            raise ValueError(f"{folder} holds cut-outs of version {version}, this code reads {CUTOUT_VERSION}: "
+                             f"make them again with python -m train.real_cutouts --out {folder}")
+        masks = {r.path.name: cutout_path(folder, r) for r in records if cutout_path(folder, r).is_file()}
+        return cls(folder, masks)
+
+
+class RealBackdrops:
+    """Puts a real photo's person, cut out by its mask, in front of a background photo.
+
+    `apply` takes the crop that `RealDataset` warped from the photo (and its warp), warps the
+    mask the same way, and fills everything outside the person from a crop of a random training
+    background photo (`train.negatives.negative_crop`: its scale, clutter and jitter). The mask's
+    edge is softened over about a pixel of the crop, as a camera's would be."""
+
+    def __init__(self, cutouts: Cutouts, photos: Sequence[Path], fraction: float) -> None:
+        from train.backgrounds import load_backgrounds
+
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"paste_fraction: must be in [0, 1] (got {fraction})")
+        if fraction > 0 and not photos:
+            raise ValueError("paste_fraction > 0 needs background photos for training")
+        self.cutouts = cutouts
+        self.photos = [img for _, img in load_backgrounds(list(photos))]
+        self.fraction = float(fraction)
+        self._png: dict[str, np.ndarray] = {}
+
+    def mask_of(self, name: str) -> np.ndarray | None:
+        path = self.cutouts.masks.get(name)
+        if path is None:
+            return None
+        data = self._png.get(name)
+        if data is None:
+            data = self._png[name] = np.fromfile(path, dtype=np.uint8)
+        mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise ValueError(f"the cut-out {path} is damaged: delete it and run python -m train.real_cutouts "
+                             f"--out {self.cutouts.folder} again")
+        return mask
+
+    def apply(self, crop: np.ndarray, warp: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+        """The crop (uint8 BGR, warped from photo `name` by the 2x3 matrix `warp`) in front of a
+        new background with probability `fraction`; else the crop itself. Draws nothing from
+        `rng` at fraction 0, so recipes without it see the stream they always saw."""
+        if self.fraction <= 0.0 or rng.random() >= self.fraction:
+            return crop
+        mask = self.mask_of(name)
+        if mask is None:
+            return crop
+        from train.negatives import NegativeOptions, negative_crop
+
+        size = crop.shape[0]
+        alpha = cv2.warpAffine(mask, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=0)
+        alpha = cv2.GaussianBlur(alpha, (0, 0), 0.7).astype(np.float32)[..., None] * (1.0 / 255.0)
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        backdrop = negative_crop(photo, size, rng, NegativeOptions(side=(0.3, 1.0)))
+        out = crop.astype(np.float32) * alpha + backdrop.astype(np.float32) * (1.0 - alpha)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.real_cutouts", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--real2d", default=None, help="the COCO folder (keypoints.json, images/); default "
+                    "$POSECAST_DATA/real2d_fashion")
+    ap.add_argument("--out", required=True, help="folder for the masks (outside the repository)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        records = load_real2d(args.real2d)
+        out = Path(args.out)
+        written = make_cutouts(records, out, progress=not args.no_progress)
+        (out / MANIFEST).write_text(json.dumps({"version": CUTOUT_VERSION, "photos": len({r.path.name for r in records}),
+                                                "work_side": WORK_SIDE}, indent=1) + "\n", encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopped: run the same command again to carry on", file=sys.stderr)
+        return 130
+    print(f"{written} masks written to {out} ({len(records)} records)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
