@@ -19,6 +19,7 @@ from train.real_cutouts import (
     MANIFEST,
     Cutouts,
     RealBackdrops,
+    _head,
     cutout_path,
     main,
     make_cutouts,
@@ -142,6 +143,7 @@ def test_no_backdrop_draws_nothing_at_fraction_zero_or_without_a_mask(tmp_path: 
     assert rng.bit_generator.state == state
     every = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0)
     assert every.apply(crop, np.eye(2, 3), "another.jpg", rng) is crop
+    assert rng.bit_generator.state == state                  # a photo without a mask draws nothing either
 
 
 def test_an_evaluation_s_backdrops_are_the_same_in_any_order(tmp_path: Path) -> None:
@@ -170,3 +172,109 @@ def test_evaluate_asks_for_the_sets_backdrops_need(tmp_path: Path) -> None:
                                       str(tmp_path)])
     with pytest.raises(InputError, match="give --real2d and --backgrounds too"):
         run(args)
+
+
+def test_a_hand_raised_above_the_shoulders_is_not_taken_for_the_face(tmp_path: Path) -> None:
+    """The face points are the box points above the shoulders: a wrist up there pulled the face's
+    centre, the end of the head's surely-the-person line, off the face and onto the wall."""
+    record, _ = studio_photo(tmp_path / "p.png")
+    j2, box = record.joints_2d.copy(), record.box_points.copy()
+    wrist = np.array([170.0, 10.0], np.float32)                      # the left hand up and out
+    old = j2[H36M17.index("l_wrist")].copy()
+    j2[H36M17.index("l_wrist")] = wrist
+    box[np.all(np.isclose(box, old), axis=1)] = wrist
+    raised = RealRecord(record.path, j2, record.mask, box, W, H)
+    _, face = _head(raised)
+    np.testing.assert_allclose(face, np.mean(FACE, axis=0), atol=1e-4)
+
+
+def test_labels_that_join_into_no_limb_give_an_empty_mask(tmp_path: Path) -> None:
+    """Two lone joints (a wrist and an ankle): GrabCut had no foreground to start from, and its
+    assertion ended `python -m train.real_cutouts` in a traceback."""
+    record, _ = studio_photo(tmp_path / "p.png")
+    mask = np.zeros(H36M17.num_joints, bool)
+    for name in ("l_wrist", "r_ankle"):
+        mask[H36M17.index(name)] = True
+    lone = RealRecord(record.path, record.joints_2d, mask, record.joints_2d[mask].copy(), W, H)
+    cut = person_mask(cv2.imread(str(lone.path)), lone)
+    assert cut.shape == (H, W) and not cut.any()
+
+
+def test_an_empty_mask_leaves_the_photo_on_its_wall(tmp_path: Path) -> None:
+    records, _, out = write_cutouts(tmp_path, 1)
+    cv2.imwrite(str(cutout_path(out, records[0])), np.zeros((H, W), np.uint8))
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0)
+    crop = np.full((64, 64, 3), 7, np.uint8)
+    assert backdrops.apply(crop, np.eye(2, 3), records[0].path.name, np.random.default_rng(0)) is crop
+
+
+def _real2d(tmp_path: Path) -> Path:
+    """A COCO folder of one studio photo."""
+    folder = tmp_path / "real2d"
+    (folder / "images").mkdir(parents=True)
+    record, _ = studio_photo(folder / "images" / "p.png")
+    coco_names = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle"]
+    h36m = {"left_shoulder": "l_shoulder", "right_shoulder": "r_shoulder", "left_elbow": "l_elbow",
+            "right_elbow": "r_elbow", "left_wrist": "l_wrist", "right_wrist": "r_wrist", "left_hip": "l_hip",
+            "right_hip": "r_hip", "left_knee": "l_knee", "right_knee": "r_knee", "left_ankle": "l_ankle",
+            "right_ankle": "r_ankle"}
+    kp = []
+    for i, name in enumerate(coco_names):
+        x, y = FACE[i] if i < 5 else JOINTS[h36m[name]]
+        kp += [float(x), float(y), 2]
+    (folder / "keypoints.json").write_text(json.dumps({
+        "categories": [{"keypoints": coco_names}],
+        "images": [{"id": 1, "file_name": "p.png", "width": W, "height": H}],
+        "annotations": [{"image_id": 1, "keypoints": kp}]}))
+    return folder
+
+
+def test_a_folder_of_another_version_is_not_carried_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Following "make them again" into the same folder kept every old mask (they exist) and
+    wrote a manifest of the new version over them: stale masks, taken as new ones."""
+    real2d, out = _real2d(tmp_path), tmp_path / "cutouts"
+    assert main(["--real2d", str(real2d), "--out", str(out), "--no-progress"]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["version"] == CUTOUT_VERSION and manifest["complete"] is True
+    (out / MANIFEST).write_text(json.dumps({"version": CUTOUT_VERSION - 1}))
+    capsys.readouterr()
+    assert main(["--real2d", str(real2d), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "holds cut-outs of version" in err and "delete them" in err and "\n" not in err
+    assert json.loads((out / MANIFEST).read_text()) == {"version": CUTOUT_VERSION - 1}
+
+
+def test_an_unfinished_folder_is_refused(tmp_path: Path) -> None:
+    records, _, out = write_cutouts(tmp_path, 1)
+    (out / MANIFEST).write_text(json.dumps({"version": CUTOUT_VERSION, "complete": False}))
+    with pytest.raises(ValueError, match="unfinished"):
+        Cutouts.load(out, records)
+
+
+def test_evaluate_says_an_unreadable_held_out_background_in_one_line(tmp_path: Path) -> None:
+    from train.backgrounds import VAL_BACKGROUNDS
+    from train.evaluate import held_out_backdrops
+
+    records, _, out = write_cutouts(tmp_path, 1)
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    (bg / VAL_BACKGROUNDS[0]).write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=f"--real-backdrops: background .*{VAL_BACKGROUNDS[0]} is not an image"):
+        held_out_backdrops(out, records, bg)
+
+
+def test_against_refuses_the_same_photos_seen_otherwise(tmp_path: Path) -> None:
+    from train.eval_against import compare
+
+    def run(split: str, cut: bool) -> dict:
+        return {"cut": cut, "real": {"split": split, "2d": {"pck": 0.5},
+                                     "per_sample": {"ids": ["a", "b"], "clusters": None, "pck_hits": [1, 2],
+                                                    "pck_joints": [2, 2]}}}
+
+    assert len(compare(run("val", False), run("val", False), Path("o.json"))) == 1
+    with pytest.raises(InputError, match="split 'val', this run with 'val, before held-out backgrounds'"):
+        compare(run("val, before held-out backgrounds", False), run("val", False), Path("o.json"))
+    with pytest.raises(InputError, match="--cut"):
+        compare(run("val", True), run("val", False), Path("o.json"))

@@ -60,6 +60,13 @@ def _paired_sets(ours: dict[str, Any], theirs: dict[str, Any], other: Path) -> l
         raise InputError(f"--against: {other} evaluated {evaluated(theirs)}, this run {evaluated(ours)}: no set "
                          f"to pair; evaluate both on the same sets")
     for k in sets:
+        # The same photos before other backgrounds (--real-backdrops), or cut off (--cut), keep their
+        # ids: what they were shown as must match too (where both files say; older ones may not).
+        for what, mine, other_ in (("split", ours[k].get("split"), theirs[k].get("split")),
+                                   ("--cut", ours.get("cut"), theirs.get("cut"))):
+            if mine is not None and other_ is not None and mine != other_:
+                raise InputError(f"--against: {other} evaluated {k} samples with {what} {other_!r}, this run with "
+                                 f"{mine!r}: the same samples seen otherwise cannot be paired")
         a, b = ours[k]["per_sample"], theirs[k]["per_sample"]
         if any(a.get(key) != b.get(key) for key in ("ids", *_shared(a, b))):
             raise InputError(f"--against: {other} scored other {k} samples ({len(b.get('ids') or [])} against "

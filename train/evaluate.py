@@ -776,13 +776,14 @@ def held_out_backdrops(cutouts_dir: Path, records: Sequence[Any], backgrounds: P
         photos = split_backgrounds(backgrounds, "val")
         if not photos:
             raise FileNotFoundError(f"none of the held-out background photos is in {backgrounds}")
+        backdrops = RealBackdrops(cutouts, photos, 1.0)     # reads the photos: one may be unreadable
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"--real-backdrops: {exc}") from None
     missing = [r.path.name for r in records if r.path.name not in cutouts.masks]
     if missing:
         raise InputError(f"--real-backdrops: {len(missing)} of the photos to evaluate have no mask in {cutouts_dir} "
                          f"(first: {missing[0]}); make them with python -m train.real_cutouts --out {cutouts_dir}")
-    return RealBackdrops(cutouts, photos, 1.0)
+    return backdrops
 
 
 def listed_records(records: Sequence[Any], listing: Path) -> list[Any]:

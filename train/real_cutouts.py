@@ -30,7 +30,7 @@ import numpy as np
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, load_real2d
 
-CUTOUT_VERSION = 1
+CUTOUT_VERSION = 2           # 2: a hand raised above the shoulders is no longer taken for the face
 MANIFEST = "manifest.json"
 WORK_SIDE = 360           # GrabCut runs on the photo shrunk to this longer side: 0.6 s, not 10
 
@@ -50,12 +50,16 @@ def _torso(record: RealRecord) -> np.ndarray | None:
 
 
 def _head(record: RealRecord) -> tuple[np.ndarray, np.ndarray] | None:
-    """(neck, face centre): the face keypoints are the box points above both shoulders."""
+    """(neck, face centre): the face keypoints are the box points above both shoulders that are
+    not limb joints (a hand raised above the shoulders would pull the centre off the face)."""
     shoulders = [H36M17.index(n) for n in ("l_shoulder", "r_shoulder")]
     if not record.mask[shoulders].all():
         return None
     top = record.joints_2d[shoulders, 1].min()
-    face = record.box_points[record.box_points[:, 1] < top]
+    limbs = record.joints_2d[record.mask]
+    points = record.box_points
+    is_limb = (np.abs(points[:, None, :] - limbs[None, :, :]).sum(axis=2) < 1e-3).any(axis=1)
+    face = points[(points[:, 1] < top) & ~is_limb]
     if len(face) == 0:
         return None
     return record.joints_2d[shoulders].mean(axis=0), face.mean(axis=0)
@@ -98,6 +102,10 @@ def person_mask(image: np.ndarray, record: RealRecord, iterations: int = 5) -> n
     mask[body > 0] = cv2.GC_PR_FGD
     sure = np.zeros((sh, sw), np.uint8)
     draw(sure, thin)
+    if not sure.any():
+        # Labels that join into no limb (two lone joints): nothing to start from, and GrabCut
+        # would fail on an empty foreground. No person: the photo is never put before a backdrop.
+        return np.zeros((h, w), np.uint8)
     mask[sure > 0] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
@@ -131,12 +139,51 @@ def make_cutouts(records: Sequence[RealRecord], out: Path, progress: bool = True
         if image is None:
             raise ValueError(f"cannot read the real photo {rec.path}: restore it, or take its entry out "
                              f"of keypoints.json")
-        tmp = path.with_suffix(".tmp.png")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.png")     # two runs at once never share one
         if not cv2.imwrite(str(tmp), person_mask(image, rec)):
             raise OSError(f"cannot write {tmp} (disk full, or no permission?)")
         os.replace(tmp, path)            # a stopped run leaves no half-written mask under the real name
         written += 1
     return written
+
+
+def _manifest(folder: Path) -> dict | None:
+    """The folder's manifest, None where it has none; a ValueError where it cannot be read."""
+    manifest = Path(folder) / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {manifest} ({exc}): delete {folder} and make the cut-outs again with "
+                         f"python -m train.real_cutouts --out {folder}") from None
+    return data
+
+
+def _write_manifest(out: Path, complete: bool, photos: int | None = None) -> None:
+    data = {"version": CUTOUT_VERSION, "complete": complete, "work_side": WORK_SIDE}
+    if photos is not None:
+        data["photos"] = photos
+    tmp = out / f"{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+
+
+def start_cutouts(out: Path) -> None:
+    """Marks `out` as being filled by this version (before the first mask), so that masks of
+    another version, finished or not, are never resumed as this one's."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = _manifest(out)
+    if data is None and any(out.glob("*.png")):
+        raise ValueError(f"{out} holds masks but no {MANIFEST} (written by an older version?): delete them, or "
+                         f"give another --out")
+    if data is not None and data.get("version") != CUTOUT_VERSION:
+        raise ValueError(f"{out} holds cut-outs of version {data.get('version')}, and this code makes version "
+                         f"{CUTOUT_VERSION}: delete them, or give another --out")
+    if data is None or data.get("complete") is False:
+        _write_manifest(out, complete=False)
 
 
 @dataclass(frozen=True)
@@ -148,18 +195,18 @@ class Cutouts:
     @classmethod
     def load(cls, folder: Path | str, records: Sequence[RealRecord]) -> Cutouts:
         folder = Path(folder)
-        manifest = folder / MANIFEST
-        if not manifest.is_file():
+        data = _manifest(folder)
+        if data is None:
             raise FileNotFoundError(f"{folder} holds no cut-outs ({MANIFEST} missing): make them with "
                                     f"python -m train.real_cutouts --out {folder}")
-        try:
-            version = json.loads(manifest.read_text(encoding="utf-8")).get("version")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ValueError(f"cannot read {manifest} ({exc}): make the cut-outs again with "
-                             f"python -m train.real_cutouts --out {folder}") from None
+        version = data.get("version")
         if version != CUTOUT_VERSION:
+            # Made again into the same folder, the old masks would be kept as they are: a new folder.
             raise ValueError(f"{folder} holds cut-outs of version {version}, this code reads {CUTOUT_VERSION}: "
-                             f"make them again with python -m train.real_cutouts --out {folder}")
+                             f"delete them and make them again with python -m train.real_cutouts --out {folder}")
+        if data.get("complete") is False:
+            raise ValueError(f"the cut-outs in {folder} are unfinished (a run was stopped): run python -m "
+                             f"train.real_cutouts --out {folder} again to finish them")
         masks = {r.path.name: cutout_path(folder, r) for r in records if cutout_path(folder, r).is_file()}
         return cls(folder, masks)
 
@@ -200,11 +247,12 @@ class RealBackdrops:
     def apply(self, crop: np.ndarray, warp: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
         """The crop (uint8 BGR, warped from photo `name` by the 2x3 matrix `warp`) in front of a
         new background with probability `fraction`; else the crop itself. Draws nothing from
-        `rng` at fraction 0, so recipes without it see the stream they always saw."""
-        if self.fraction <= 0.0 or rng.random() >= self.fraction:
+        `rng` at fraction 0 or for a photo without a mask, so recipes without it see the stream
+        they always saw."""
+        if self.fraction <= 0.0 or name not in self.cutouts.masks or rng.random() >= self.fraction:
             return crop
         mask = self.mask_of(name)
-        if mask is None:
+        if mask is None or not mask.any():      # an empty mask: labels GrabCut could not start from
             return crop
         from train.negatives import NegativeOptions, negative_crop
 
@@ -228,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = load_real2d(args.real2d)
         out = Path(args.out)
+        start_cutouts(out)
         written = make_cutouts(records, out, progress=not args.no_progress)
-        (out / MANIFEST).write_text(json.dumps({"version": CUTOUT_VERSION, "photos": len({r.path.name for r in records}),
-                                                "work_side": WORK_SIDE}, indent=1) + "\n", encoding="utf-8")
+        _write_manifest(out, complete=True, photos=len({r.path.name for r in records}))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -270,8 +270,9 @@ class _CatchUp:
     before; a frame period where there is none), and for at most `max_s` after the first, each
     frame waits to be the newest for half that time (`hold`) before it may go: of such a run only
     the last goes, the others are dropped as stale. From then on, every frame goes at once: a
-    frame rate the stream misstates (FFmpeg gives MJPEG over HTTP 25 fps whatever it sends)
-    cannot hold frames back for longer than `max_s`."""
+    frame rate the stream misstates cannot hold frames back for longer than `max_s`. (A stream
+    without timestamps, such as MJPEG over HTTP, has no media time: a frame period, 1/30 s where
+    its rate is unknown, stands in for the gap.)"""
 
     def __init__(self, period: float, max_s: float = 1.0) -> None:
         self.period = period
