@@ -170,14 +170,16 @@ class OverlayWriter:
     and libx264 at least 4 rows: `video_size` is the encoded size. Each frame is shown at its
     media time, counted from the first frame's (`FilePace`: a jump in the times plays on at the
     frame rate), so the video lasts as long as the input and lines up with it, whatever its frame
-    rate does; a frame without one (a camera's, an image folder's) comes one frame period after
-    the one before.
+    rate does. A live source's frame without one (a camera's, MJPEG over HTTP) is shown at the
+    time it was read (`t_capture`), so its overlay lasts as long as the run; an image folder's
+    frame comes one frame period after the one before.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float | None = None,
                  skeleton: Skeleton = H36M17, min_conf: float = 0.0, note: str | None = None,
-                 on_made: Callable[[], None] | None = None) -> None:
+                 on_made: Callable[[], None] | None = None, live: bool = False) -> None:
         self.path = Path(path)
+        self.live = live
         # What a failed video is removed as: through a symbolic link, the file it names.
         self._file = Path(os.path.realpath(self.path))
         self.note = note
@@ -287,7 +289,8 @@ class OverlayWriter:
             video_frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
         else:
             video_frame = av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
-        video_frame.pts = self._pts(frame.t_media)
+        shown_at = frame.t_media if frame.t_media is not None or not self.live else frame.t_capture
+        video_frame.pts = self._pts(shown_at)
         video_frame.time_base = TIME_BASE
         try:
             for packet in stream.encode(video_frame):

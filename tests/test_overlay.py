@@ -180,6 +180,22 @@ def test_overlay_frames_keep_their_media_times(tmp_path: Path) -> None:
     assert np.allclose(shown, [k * period for k in expected], atol=1e-4), shown
 
 
+def test_a_live_overlay_shows_untimed_frames_when_they_were_read(tmp_path: Path) -> None:
+    """A 10 fps camera, or MJPEG over HTTP, has no media times and states no rate: its overlay
+    played each frame one 30 fps period after the one before, three times too fast. Live, a frame
+    without a media time is shown at its capture time; an image folder's still one period on."""
+    captured = [1000.0 + 0.1 * i for i in range(5)]
+    for live, expected in ((True, [0.0, 0.1, 0.2, 0.3, 0.4]), (False, [k / 30 for k in range(5)])):
+        path = tmp_path / f"o_{live}.mp4"
+        with OverlayWriter(path, 64, 48, fps=None, live=live) as writer:
+            for i, t in enumerate(captured):
+                frame = PoseFrame(seq=i, t_capture=t, t_media=None, image_size=(64, 48), people=[])
+                writer.write(np.zeros((48, 64, 3), np.uint8), frame)
+        with av.open(str(path)) as c:
+            shown = [f.time for f in c.decode(video=0)]
+        assert np.allclose(shown, expected, atol=2e-3), (live, shown)
+
+
 def test_overlay_does_not_modify_its_input(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (121, 161, 3), dtype=np.uint8)

@@ -114,7 +114,8 @@ class OutputStage:
                 # Told once the file is made, at the first frame: a stage killed from then on leaves an
                 # unfinished video for the pipeline to remove; before, the path is untouched.
                 overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note,
-                                        on_made=lambda: self.reporter.send("overlay_opened", str(self.overlay_path)))
+                                        on_made=lambda: self.reporter.send("overlay_opened", str(self.overlay_path)),
+                                        live=self.live)
             bar = self._progress_bar(info)
             # The run's clock starts before the capture is told to read (it waits for every
             # stage's mark_ready), so it covers every frame's whole way through the pipeline.
