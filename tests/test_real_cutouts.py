@@ -278,3 +278,26 @@ def test_against_refuses_the_same_photos_seen_otherwise(tmp_path: Path) -> None:
         compare(run("val, before held-out backgrounds", False), run("val", False), Path("o.json"))
     with pytest.raises(InputError, match="--cut"):
         compare(run("val", True), run("val", False), Path("o.json"))
+
+
+def test_an_evaluation_before_backdrops_resamples_them_with_the_photos(tmp_path: Path) -> None:
+    """97 photos before 7 backgrounds share them: the interval and the pairing must resample the
+    backgrounds whole, crossed with the photos, or they come out too narrow."""
+    from engines.model_file import default_model_config
+    from train.evaluate import real_metrics
+
+    records, _, out = write_cutouts(tmp_path, 2)
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0)
+    ds = RealDataset(records, input_size=128, augment=False, seed=0, backdrops=backdrops)
+    items = [ds[i] for i in range(2)]
+    assert set(backdrops.shown) == {r.path.name for r in records} and set(backdrops.shown.values()) == {"bg.png"}
+    cfg = default_model_config()
+    rng = np.random.default_rng(0)
+    n = len(items)
+    result = {"probs": rng.random((n, 17, cfg.grid_size, cfg.grid_size)).astype(np.float32),
+              "offsets": np.zeros((n, len(cfg.roots), 17, 3), np.float32),
+              "joints_2d": np.stack([it["joints_2d"].numpy() for it in items]),
+              "mask_2d": np.stack([it["mask_2d"].numpy() for it in items]),
+              "background": np.array(["bg.png", "bg.png"], dtype=object)}
+    res = real_metrics(result, cfg)
+    assert res["per_sample"]["clusters"] == ["0", "1"] and res["per_sample"]["backgrounds"] == ["bg.png"] * 2

@@ -482,8 +482,15 @@ def real_metrics(out: dict[str, np.ndarray], cfg: ModelConfig, window: int = 1) 
             "calibration": conf_calibration(points, conf, gt, labelled, cfg),
             "pck_exchanged": exchanged["pck"], "facing_away": float(np.mean(facing > 90.0)) if len(points) else float("nan"),
             "per_sample": per_sample_record(errors, None)}
+    if "background" in out:
+        # Photos put before a few backgrounds (--real-backdrops): photos and backgrounds are
+        # resampled crossed, each photo its own cluster, as rendered images' motions and backgrounds.
+        factors = [np.arange(len(points)).astype(str), out["background"]]
+        res["per_sample"] = per_sample_record(errors, factors[0], factors[1])
+    else:
+        factors = []
     if len(points):
-        add_intervals(res, errors, [])
+        add_intervals(res, errors, factors)
     return res
 
 
@@ -560,6 +567,10 @@ def evaluate(predictor: Callable, cfg: ModelConfig, synth_ds: Any | None, real_d
                         out["turn_points"] = out["joints_2d"]
                 results[key] = synthetic_metrics(out, cfg, methods, per_root, window=cells)
             elif key == "real":
+                backdrops = getattr(ds, "backdrops", None)
+                if backdrops is not None:       # --real-backdrops: the samples share 7 backgrounds
+                    out["background"] = np.array([backdrops.shown.get(ds.records[int(i)].path.name, "")
+                                                  for i in plan[key]], dtype=object)
                 results[key] = real_metrics(out, cfg, cells)
             else:
                 results[key] = {"samples": len(out["probs"])}

@@ -227,7 +227,12 @@ class RealBackdrops:
         if fraction > 0 and not photos:
             raise ValueError("paste_fraction > 0 needs background photos for training")
         self.cutouts = cutouts
-        self.photos = [img for _, img in load_backgrounds(list(photos))]
+        loaded = load_backgrounds(list(photos))
+        self.names = [name for name, _ in loaded]
+        self.photos = [img for _, img in loaded]
+        # The background each photo was last put before: an evaluation's samples share these,
+        # and its intervals resample them with the photos (train/eval_against.py).
+        self.shown: dict[str, str] = {}
         self.fraction = float(fraction)
         self._png: dict[str, np.ndarray] = {}
 
@@ -260,7 +265,9 @@ class RealBackdrops:
         alpha = cv2.warpAffine(mask, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                borderValue=0)
         alpha = cv2.GaussianBlur(alpha, (0, 0), 0.7).astype(np.float32)[..., None] * (1.0 / 255.0)
-        photo = self.photos[int(rng.integers(len(self.photos)))]
+        k = int(rng.integers(len(self.photos)))
+        photo = self.photos[k]
+        self.shown[name] = self.names[k]
         backdrop = negative_crop(photo, size, rng, NegativeOptions(side=(0.3, 1.0)))
         out = crop.astype(np.float32) * alpha + backdrop.astype(np.float32) * (1.0 - alpha)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
