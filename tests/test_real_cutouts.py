@@ -301,3 +301,4 @@ def test_an_evaluation_before_backdrops_resamples_them_with_the_photos(tmp_path:
               "background": np.array(["bg.png", "bg.png"], dtype=object)}
     res = real_metrics(result, cfg)
     assert res["per_sample"]["clusters"] == ["0", "1"] and res["per_sample"]["backgrounds"] == ["bg.png"] * 2
+

@@ -108,6 +108,9 @@ def person_mask(image: np.ndarray, record: RealRecord, iterations: int = 5) -> n
         return np.zeros((h, w), np.uint8)
     mask[sure > 0] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut's k-means starts from OpenCV's generator: seeded, a photo's mask is the same in any
+    # process and order (unseeded, half of them moved by a pixel or so at the edge between runs).
+    cv2.setRNGSeed(0)
     cv2.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     person = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
     # Patches of backdrop that GrabCut took for the person, apart from the body, are dropped.
