@@ -224,6 +224,8 @@ class RealBackdrops:
 
     def __init__(self, cutouts: Cutouts, photos: Sequence[Path], fraction: float) -> None:
         from train.backgrounds import load_backgrounds
+        # Here, not at the module's top: train.negatives imports train.datasets, which imports this.
+        from train.negatives import NegativeOptions, negative_crop
 
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"paste_fraction: must be in [0, 1] (got {fraction})")
@@ -237,6 +239,8 @@ class RealBackdrops:
         # and its intervals resample them with the photos (train/eval_against.py).
         self.shown: dict[str, str] = {}
         self.fraction = float(fraction)
+        self._backdrop = negative_crop
+        self._backdrop_options = NegativeOptions(side=(0.3, 1.0))     # the person stays the subject
         self._png: dict[str, np.ndarray] = {}
 
     def mask_of(self, name: str) -> np.ndarray | None:
@@ -262,8 +266,6 @@ class RealBackdrops:
         mask = self.mask_of(name)
         if mask is None or not mask.any():      # an empty mask: labels GrabCut could not start from
             return crop
-        from train.negatives import NegativeOptions, negative_crop
-
         size = crop.shape[0]
         alpha = cv2.warpAffine(mask, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                borderValue=0)
@@ -271,7 +273,7 @@ class RealBackdrops:
         k = int(rng.integers(len(self.photos)))
         photo = self.photos[k]
         self.shown[name] = self.names[k]
-        backdrop = negative_crop(photo, size, rng, NegativeOptions(side=(0.3, 1.0)))
+        backdrop = self._backdrop(photo, size, rng, self._backdrop_options)
         out = crop.astype(np.float32) * alpha + backdrop.astype(np.float32) * (1.0 - alpha)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from engines.backends.base import PRECISIONS
-from engines.backends.tensorrt_import import import_trt, one_line, trt_major
+from engines.backends.tensorrt_import import import_trt, one_line
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.model_file import INPUT_NAME, atomic_write_bytes, read_onnx_info
 
@@ -240,11 +240,8 @@ def build_engine(
     trt = import_trt()
     logger = logger if logger is not None else make_logger(trt)
     builder = trt.Builder(logger)
-    flags = 0
-    # TensorRT 8.x needs explicit batch asked for; 10.x has only explicit batch (flag deprecated).
-    if trt_major(trt) < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    # TensorRT 10 (the one version tensorrt_import accepts) has only explicit batch: no flags.
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         problems = []
