@@ -59,7 +59,7 @@ stage gpu_more - "stage 23 (stage 22 on a GPU, 45000 new rendered images, 3763 s
 stage gpu_long - "stage 24 (stage 23 on a GPU, 130600 new rendered images, 7007 steps of 128), mirrored at test time"
 stage cpu_rendered - "stage 25c (stage 24 on this project's CPU machine, 84800 people rendered here), mirrored at test time"
 stage gpu_next2 - "stage 27 (stage 25c on a GPU, 120800 new rendered images, 6209 then 3217 steps of 128), mirrored at test time"
-stage soup28 - "stage 28 (the average of stages 25c and 27), mirrored at test time (shipped)"
+stage soup28 - "stage 28 (the average of stages 25c and 27), mirrored at test time (shipped 2026-12-06 to 12-07)"
 # The committed table is only written over by a machine that holds every run it has rows for.
 table=docs/ablation_table.md
 if [ ${#missing[@]} -gt 0 ]; then

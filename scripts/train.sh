@@ -8,7 +8,9 @@
 # stage 6, 107 min for stage 9, 19 min for stage 10, 25-30 min each for stages 12 and 13 and
 # 23 min for stage 21; stages 22 to 24 took about 9 minutes on one H200 GPU with 16 cores;
 # stage 25c 20 min of rendering and 50 min of training on the two cores; stage 27 about 10 minutes
-# on one H100 GPU with 16 cores (docs/training.md).
+# on one H100 GPU with 16 cores; stage 31 6 min of rendering, 8 min of masks and 35 min of
+# training on the two cores, and its refiners about 2 hours (rendering 400 clips, tracking them)
+# (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -131,9 +133,10 @@ if [ -n "${GPU_PYTHON:-}" ] && [ -f "$work/runs/cpu_rendered/model.pt" ]; then
         bash scripts/gpu_train.sh "$work/gpu_pack" "$work/gpu_out/gpu_next2" 40 200 configs/train/gpu_next2.yaml
     evaluate "$work/runs/gpu_next2" eval_mirrored.json --flip-test all
 fi
-# The shipped model, mirrored at test time: stage 28 (the average of stages 25c and 27) where stage
-# 27 was made, else stage 25c, else stage 21. Copy it to engines/weights/default.pt to make it the
-# default; it then needs its own temporal refiners (docs/training.md, "A learned temporal refiner").
+# Stage 28 (shipped 2026-12-06 to 12-07), mirrored at test time: the average of stages 25c and 27
+# where stage 27 was made, else stage 25c, else stage 21: the model shipped where stage 31 (below)
+# cannot be made. Copy $work/default.pt to engines/weights/default.pt to make it the default; it then
+# needs its own temporal refiners (the last step below; docs/training.md, "A learned temporal refiner").
 if [ -f "$work/runs/gpu_next2/model.pt" ]; then
     $py -m train.ship --model "$work/runs/cpu_rendered/model.pt" --out "$work/stage25c.pt" --flip-test all \
         --weights "stage 25c: stage 24 trained on this project's CPU machine on 84,800 people rendered here, $(date +%F), mirrored at test time"
@@ -143,6 +146,7 @@ if [ -f "$work/runs/gpu_next2/model.pt" ]; then
     $py -m train.soup --models "$work/stage25c.pt" "$work/stage27.pt" --out "$work/runs/soup28/model.pt" \
         --weights "stage 28: the average of stage 25c and stage 27 (stage 25c trained twice more on a GPU machine, on 120,800 people rendered there), $(date +%F), mirrored at test time"
     evaluate "$work/runs/soup28" eval_mirrored.json
+    cp "$work/runs/soup28/model.pt" "$work/stage28.pt"
     cp "$work/runs/soup28/model.pt" "$work/default.pt"
 elif [ -f "$work/runs/cpu_rendered/model.pt" ]; then
     $py -m train.ship --model "$work/runs/cpu_rendered/model.pt" --out "$work/default.pt" --flip-test all \
@@ -151,3 +155,44 @@ else
     $py -m train.ship --model "$work/runs/cut_off/model.pt" --out "$work/default.pt" --flip-test all \
         --weights "stage 21: stage 14 trained with people cut off by the frame, $(date +%F), mirrored at test time"
 fi
+# Stage 31 (the shipped model since 2026-12-07): stage 28 trained on 16,000 people rendered with the
+# corrected joint labels (seeds 8000 and 8001, two processes), with half of its real photos' people
+# cut out (train/real_cutouts.py) and put before background photos (configs/train/pasted.yaml,
+# 3,000 steps of 32). The recorded run trained on the masks' version 1; these are version 2, which
+# differ by over 5% of the person on 36 photos. Its file is written once, so that its refiners
+# (below) stay keyed to it.
+if [ -f "$work/stage28.pt" ]; then
+    renders=()
+    for seed in 8000 8001; do
+        $py -m train.synth.generate --split train --out "$work/synth_v2_$seed" --count 8000 \
+            --seed $seed --shard-size 200 --bodies "$work/bodies.npz" &
+        renders+=($!)
+    done
+    for pid in "${renders[@]}"; do wait "$pid"; done
+    $py -m train.real_cutouts --out "$work/real_cutouts"
+    [ -f "$work/runs/pasted/model.pt" ] || POSECAST_WORK="$work" $py -m train.train --config configs/train/pasted.yaml \
+        --out "$work/runs/pasted" --init-from "$work/stage28.pt"
+    evaluate "$work/runs/pasted" eval_mirrored.json --flip-test all
+    evaluate "$work/runs/pasted" eval_backdrops.json --flip-test all --real-backdrops "$work/real_cutouts"
+    [ -f "$work/stage31.pt" ] || $py -m train.ship --model "$work/runs/pasted/model.pt" --out "$work/stage31.pt" \
+        --flip-test all --weights "stage 31: stage 28 trained on rendered people with corrected labels, half of its real photos' people put before background photos, $(date +%F), mirrored at test time"
+    cp "$work/stage31.pt" "$work/default.pt"
+fi
+# The temporal refiners of $work/default.pt, trained on its own output for 400 rendered clips of
+# training motions and their webcam views (docs/training.md, "A learned temporal refiner"): copy
+# temporal.npz and temporal_live.npz beside default.pt in engines/weights/. train.temporal tracks
+# the clips first (in one process; the recorded runs tracked in two, then trained both at once).
+clip_renders=()
+for seed in 600 601; do
+    set_dir="$work/clips_train"; [ "$seed" = 601 ] && set_dir="$work/clips_train2"
+    $py -m train.synth.clip --out "$set_dir" --bodies "$work/bodies.npz" --clips 200 --seed "$seed" --split train &
+    clip_renders+=($!)
+done
+for pid in "${clip_renders[@]}"; do wait "$pid"; done
+$py -m train.synth.cut_clips --clips "$work/clips_train" --out "$work/clips_webcam_train"
+$py -m train.synth.cut_clips --clips "$work/clips_train2" --out "$work/clips_webcam_train2"
+refiner_clips=("$work/clips_train" "$work/clips_webcam_train" "$work/clips_train2" "$work/clips_webcam_train2")
+[ -f "$work/temporal.npz" ] || $py -m train.temporal --clips "${refiner_clips[@]}" --tracks "$work/temporal_tracks" \
+    --model "$work/default.pt" --out "$work/temporal.npz" --members 2 --steps 4000
+[ -f "$work/temporal_live.npz" ] || $py -m train.temporal --clips "${refiner_clips[@]}" --tracks "$work/temporal_tracks" \
+    --model "$work/default.pt" --out "$work/temporal_live.npz" --members 2 --steps 4000 --past 10 --future 0

@@ -1,6 +1,6 @@
 """Temporal filtering of pose sequences, live and from files.
 
-Per-frame 3D poses jitter: on rendered clips with 3D ground truth the shipped model's joints
+Per-frame 3D poses jitter: on rendered clips with 3D ground truth a trained model's joints (stage 14's)
 are 63-73 mm per frame² off the true acceleration unfiltered (docs/training.md, "Rendered
 video"). A filter over time removes most of that at the cost of some lag. Two filters, both
 over every coordinate of every joint at once (numpy, no loops over joints), both driven by the

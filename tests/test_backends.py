@@ -28,13 +28,13 @@ ORT_CPU_OFFSETS_ATOL = 1e-4          # metres
 # Many probabilities are small (all ~1 / G^2 for an untrained network; the far tail of a trained
 # one's peaked heatmaps, down to ~1e-7 or less), where the absolute tolerance alone checks little; the
 # relative one checks every value (a softmax's relative error is its logits' absolute error:
-# measured ~4e-6 on the shipped model).
+# measured ~4e-6 on stage 28, shipped then).
 ORT_CPU_PROBS_RTOL = 1e-3
 # ONNX Runtime CUDA (float32, but cuDNN may use TF32 convolutions).
 ORT_CUDA_PROBS_ATOL = 1e-4
 ORT_CUDA_OFFSETS_ATOL = 1e-3         # metres
 # fp16 on the GPU (TensorRT engine, PyTorch autocast): the bound an engine is checked against at
-# its start (the shipped model's offsets moved by up to 11 mm under fp16 autocast on the CPU).
+# its start (stage 28's offsets moved by up to 11 mm under fp16 autocast on the CPU, stage 31's by 3.3).
 FP16_PROBS_ATOL, FP16_OFFSETS_ATOL = ENGINE_TOLERANCE["fp16"]     # offsets in metres
 
 TRT_OK, TRT_REASON = tensorrt_available()
