@@ -8,9 +8,9 @@
 # stage 6, 107 min for stage 9, 19 min for stage 10, 25-30 min each for stages 12 and 13 and
 # 23 min for stage 21; stages 22 to 24 took about 9 minutes on one H200 GPU with 16 cores;
 # stage 25c 20 min of rendering and 50 min of training on the two cores; stage 27 about 10 minutes
-# on one H100 GPU with 16 cores; stage 31 6 min of rendering, 8 min of masks and 35 min of
-# training on the two cores, and its refiners about 2 hours (rendering 400 clips, tracking them)
-# (docs/training.md).
+# on one H100 GPU with 16 cores; stage 31 (made where stage 28 was, so with GPU_PYTHON) 6 min of
+# rendering, 10 min of masks and 35 min of training on the two cores; the refiners about 2 hours
+# (rendering 400 clips, tracking them) (docs/training.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh" --train
@@ -174,9 +174,9 @@ if [ -f "$work/stage28.pt" ]; then
         --out "$work/runs/pasted" --init-from "$work/stage28.pt"
     evaluate "$work/runs/pasted" eval_mirrored.json --flip-test all
     evaluate "$work/runs/pasted" eval_backdrops.json --flip-test all --real-backdrops "$work/real_cutouts"
-    [ -f "$work/stage31.pt" ] || $py -m train.ship --model "$work/runs/pasted/model.pt" --out "$work/stage31.pt" \
+    [ -f "$work/runs/pasted/shipped.pt" ] || $py -m train.ship --model "$work/runs/pasted/model.pt" --out "$work/runs/pasted/shipped.pt" \
         --flip-test all --weights "stage 31: stage 28 trained on rendered people with corrected labels, half of its real photos' people put before background photos, $(date +%F), mirrored at test time"
-    cp "$work/stage31.pt" "$work/default.pt"
+    cp "$work/runs/pasted/shipped.pt" "$work/default.pt"
 fi
 # The temporal refiners of $work/default.pt, trained on its own output for 400 rendered clips of
 # training motions and their webcam views (docs/training.md, "A learned temporal refiner"): copy
@@ -192,7 +192,12 @@ for pid in "${clip_renders[@]}"; do wait "$pid"; done
 $py -m train.synth.cut_clips --clips "$work/clips_train" --out "$work/clips_webcam_train"
 $py -m train.synth.cut_clips --clips "$work/clips_train2" --out "$work/clips_webcam_train2"
 refiner_clips=("$work/clips_train" "$work/clips_webcam_train" "$work/clips_train2" "$work/clips_webcam_train2")
-[ -f "$work/temporal.npz" ] || $py -m train.temporal --clips "${refiner_clips[@]}" --tracks "$work/temporal_tracks" \
+# A refiner is kept only where it was trained behind this default.pt (it records the file's SHA-256).
+keyed() {
+    [ -f "$1" ] && $py -c "import sys; from streamer.refiner import TemporalRefiner; from engines.model_file import file_sha256
+sys.exit(TemporalRefiner.load(sys.argv[1]).model_digest != file_sha256(sys.argv[2]))" "$1" "$work/default.pt"
+}
+keyed "$work/temporal.npz" || $py -m train.temporal --clips "${refiner_clips[@]}" --tracks "$work/temporal_tracks" \
     --model "$work/default.pt" --out "$work/temporal.npz" --members 2 --steps 4000
-[ -f "$work/temporal_live.npz" ] || $py -m train.temporal --clips "${refiner_clips[@]}" --tracks "$work/temporal_tracks" \
+keyed "$work/temporal_live.npz" || $py -m train.temporal --clips "${refiner_clips[@]}" --tracks "$work/temporal_tracks" \
     --model "$work/default.pt" --out "$work/temporal_live.npz" --members 2 --steps 4000 --past 10 --future 0
