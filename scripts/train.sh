@@ -32,6 +32,18 @@ fi
 [ -f "$work/runs/default/model.pt" ] || $py -m train.train --config configs/train/default.yaml --out "$work/runs/default"
 data="${POSECAST_DATA:-$root/../shared/datasets}"
 source "$root/scripts/evaluate_run.sh"
+# render_training_sets PREFIX COUNT SEED...: one training set of COUNT people per seed, in
+# $work/PREFIX_SEED, one process each at once; a render that fails stops the script (set -e).
+render_training_sets() {
+    local prefix=$1 count=$2 seed pid renders=()
+    shift 2
+    for seed in "$@"; do
+        $py -m train.synth.generate --split train --out "$work/${prefix}_$seed" --count "$count" \
+            --seed "$seed" --shard-size 200 --bodies "$work/bodies.npz" &
+        renders+=($!)
+    done
+    for pid in "${renders[@]}"; do wait "$pid"; done
+}
 evaluate "$work/runs/default"
 # The lifter, pretrained on projected motion capture alone; then attached to stage 1's 2D branch
 # as it is (the "lifter, no image training" row of docs/training.md).
@@ -110,13 +122,7 @@ fi
 # count the recorded run's --time-budget 3000 set, though it held its peak learning rate to step 240
 # and this run decays from step 100). The recipe reads ../data/synth_cpu_6000 and 6001.
 if [ -f "$work/runs/gpu_long/model.pt" ]; then
-    renders=()
-    for seed in 6000 6001; do
-        $py -m train.synth.generate --split train --out "$work/synth_cpu_$seed" --count 42400 \
-            --seed $seed --shard-size 200 --bodies "$work/bodies.npz" &
-        renders+=($!)
-    done
-    for pid in "${renders[@]}"; do wait "$pid"; done    # a render that fails stops the script (set -e)
+    render_training_sets synth_cpu 42400 6000 6001
     [ -f "$work/runs/cpu_rendered/model.pt" ] || $py -m train.train --config configs/train/cpu_rendered.yaml \
         --out "$work/runs/cpu_rendered" --init-from "$work/runs/gpu_long/model.pt" --steps 7627
     evaluate "$work/runs/cpu_rendered" eval_mirrored.json --flip-test all
@@ -162,13 +168,7 @@ fi
 # differ by over 5% of the person on 36 photos. Its file is written once, so that its refiners
 # (below) stay keyed to it.
 if [ -f "$work/stage28.pt" ]; then
-    renders=()
-    for seed in 8000 8001; do
-        $py -m train.synth.generate --split train --out "$work/synth_v2_$seed" --count 8000 \
-            --seed $seed --shard-size 200 --bodies "$work/bodies.npz" &
-        renders+=($!)
-    done
-    for pid in "${renders[@]}"; do wait "$pid"; done
+    render_training_sets synth_v2 8000 8000 8001
     $py -m train.real_cutouts --out "$work/real_cutouts"
     [ -f "$work/runs/pasted/model.pt" ] || POSECAST_WORK="$work" $py -m train.train --config configs/train/pasted.yaml \
         --out "$work/runs/pasted" --init-from "$work/stage28.pt"
