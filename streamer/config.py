@@ -151,6 +151,11 @@ class PublishConfig:
     wait_subscribers: int = 0  # hold the first frame until this many subscribers read the poses
 
     def check(self) -> None:
+        # Checked here, not first by ZeroMQ when publishing: a bad value in a --config file is then
+        # named by its key, and also where this command does not publish.
+        if not self.bind or any(c.isspace() for c in self.bind):
+            raise ValueError(f"bind must be an interface's address or name without spaces, such as 127.0.0.1 "
+                             f"(this machine) or 0.0.0.0 (all) (got {self.bind!r})")
         if not 0 <= self.port <= MAX_PORT:
             raise ValueError(f"port must be between 1 and {MAX_PORT}, or 0 for any free port (got {self.port})")
         check_range("hwm", self.hwm, 1, 1_000_000, " messages")

@@ -20,7 +20,7 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
     """Writes each of `outputs` from the pose messages of `track`. Every line is checked before
     any output is opened (a bad line is one error, and no output is half made); every output is
     closed whatever happens, so those written as they go keep what they got. Returns 0."""
-    meta, poses = read_checked_track(track, "convert")
+    meta, poses = read_checked_track(track, "convert", lambda m: announce(f"warning: {m}"))
     bvh = [str(p) for p in outputs if p.suffix.lower() == ".bvh"]
     if bvh and not any(msg.get("people") for msg in poses):
         # Said before any output is made, not after the others are written.

@@ -76,7 +76,8 @@ class Publisher:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(f"cannot publish on {endpoint}: the port is already in use "
                                      f"(another posecast running? choose another with --port)") from None
-            raise PortInUseError(f"cannot publish on {endpoint}: {exc} (check --bind and --port)") from None
+            raise PortInUseError(f"cannot publish on {endpoint}: {exc} (check --bind or publish.bind, and --port "
+                                 f"or publish.port)") from None
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._bound = time.monotonic()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ from streamer.protocol_check import message_problem
 from streamer.tracks import read_track
 
 
-def read_checked_track(track: Path, purpose: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_checked_track(track: Path, purpose: str,
+                       warn: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """`read_track`, then an `InputError` naming the first line that is not a usable protocol
     message: `read_track` checks only each line's type, and a replay or a conversion would
     otherwise fail half-way, or pass on messages that nothing can use. `purpose` ("replay",
-    "convert") words the error of a track with no pose message."""
-    meta, poses = read_track(track)
+    "convert") words the error of a track with no pose message; `warn` is told of a last line
+    cut off mid-write (left out)."""
+    meta, poses = read_track(track, warn)
     problem = message_problem(meta)
     index = 0
     if problem is None:

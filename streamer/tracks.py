@@ -583,11 +583,13 @@ def track_format_error(path: Path) -> InputError:
     return InputError(f"unknown track format '{path.suffix}' for '{path}' ({use})")
 
 
-def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_track(path: Path,
+               warn: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Reads a JSONL track back: (its meta message, its pose messages in file order).
 
-    Blank lines are skipped. Anything else that is not a protocol message is an `InputError`
-    naming the line, so a truncated or hand-edited file is easy to find and fix.
+    Blank lines are skipped. A last line cut off mid-write (no newline, not JSON) is left out, and
+    `warn` (else the log) is told. Anything else that is not a protocol message is an `InputError`
+    naming the line, so a corrupt or hand-edited file is easy to find and fix.
     """
     path = Path(path)
     if path.suffix.lower() not in JSONL_SUFFIXES:
@@ -604,6 +606,13 @@ def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
+                if meta is not None and _cut_off(line):
+                    # The writers flush after every frame, so a crash or a full disk mid-write cuts
+                    # only this last line: the frames before it are whole.
+                    (warn or log.warning)(f"track file '{path}', line {lineno}: cut off mid-write (the recording "
+                                          f"stopped there); it is left out, and the {len(poses)} pose messages "
+                                          f"before it are read")
+                    break
                 msg = _parse_line(path, lineno, line)
                 kind = msg.get("type")
                 if meta is None:
@@ -628,6 +637,18 @@ def read_track(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if meta is None:
         raise InputError(f"track file '{path}' is empty (expected a 'meta' line first; re-record it)")
     return meta, poses
+
+
+def _cut_off(line: str) -> bool:
+    """Whether `line` is a last line cut short: without its newline, and not JSON (a whole
+    message without the newline, as a hand-made file may end, is read)."""
+    if line.endswith("\n"):
+        return False
+    try:
+        json.loads(line, parse_constant=_reject_constant)
+    except ValueError:
+        return True
+    return False
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:

@@ -193,7 +193,9 @@ def test_bad_arguments_to_other_commands(posecast, tmp_path: Path, args: list[st
     (["--port", "99999"], "posecast: error: --port must be between 1 and 65535, or 0 for any free port (got 99999)"),
     (["--principal", "5", "nan"], "posecast: error: --principal (value 2) must be a finite number (got nan)"),
     (["--focal", "-5"], "posecast: error: --focal must be between 1 and 1,000,000 pixels (got -5.0)"),
-], ids=["min-score", "port", "principal", "focal"])
+    (["--bind", "not here"], "posecast: error: --bind must be an interface's address or name without spaces, such as "
+                             "127.0.0.1 (this machine) or 0.0.0.0 (all) (got 'not here')"),
+], ids=["min-score", "port", "principal", "focal", "bind"])
 def test_a_bad_option_value_is_named_by_the_option(posecast, clip40: Path, tmp_path: Path, option: list[str],
                                                    says: str) -> None:
     """Not by the config key it sets (tracking.detect_min_score), which the user never typed."""

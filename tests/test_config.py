@@ -329,6 +329,9 @@ def test_wrong_model_types(tmp_path: Path, text: str, expected: str) -> None:
         ("publish:\n  hwm: 3000000000\n", r"publish\.hwm must be between 1 and 1,000,000 messages"),
         ("publish:\n  meta_interval_s: -1\n", r"publish\.meta_interval_s must be between 0\.01 and 3600 s \(got -1\.0\)"),
         ("publish:\n  wait_subscribers: -1\n", r"publish\.wait_subscribers must be between 0 and 1000 subscribers \(got -1\)"),
+        # Checked at load, not only by ZeroMQ when publishing (whose error named --bind, not the key).
+        ("publish:\n  bind: ''\n", r"publish\.bind must be an interface's address or name without spaces, .* \(got ''\)"),
+        ("publish:\n  bind: not an address\n", r"publish\.bind must be .* \(got 'not an address'\)"),
         ("ring:\n  file_slots: 100000\n", r"ring\.file_slots must be between 2 and 1024 frames"),
         ("tracking:\n  roi_margin: 1.0e+9\n", r"tracking\.roi_margin must be between 1 and 8"),
         ("source:\n  open_timeout_s: -1\n", r"source\.open_timeout_s must be between 0\.01 and 3600 s \(got -1\.0\)"),

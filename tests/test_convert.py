@@ -76,6 +76,23 @@ def test_a_bad_line_is_one_error_and_no_output_is_made(tmp_path: Path) -> None:
         convert_track(track, [tmp_path / "t.npz"], print)
 
 
+def test_a_last_line_cut_off_mid_write_is_left_out_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A recording stopped by a crash or a full disk: its whole frames are converted, and one
+    warning line says what was left out (it was an error, and nothing was converted)."""
+    from streamer.cli import main
+
+    track = recorded(tmp_path / "t.jsonl")
+    with open(track, "r+b") as f:
+        f.truncate(track.stat().st_size - 30)                 # the 12th frame's line half written
+    assert main(["convert", str(track), "-o", str(tmp_path / "t.npz")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"posecast: warning: track file '{track}', line 13: cut off mid-write (the recording stopped there); it is "
+        f"left out, and the 11 pose messages before it are read",
+        f"posecast: 11 pose messages from '{track}' -> {tmp_path / 't.npz'}"]
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == list(range(11))
+
+
 def test_the_command_checks_its_outputs_first(posecast, tmp_path: Path) -> None:
     recorded(tmp_path / "t.jsonl")
     r = posecast.run(["convert", "t.jsonl", "-o", "t.bvh"])

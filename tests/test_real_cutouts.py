@@ -104,6 +104,36 @@ def test_cutouts_are_refused_without_a_manifest_or_of_another_version(tmp_path: 
         Cutouts.load(out, records)
 
 
+@pytest.mark.parametrize("damage", ["cut short", "not a PNG", "empty"])
+def test_a_damaged_mask_is_one_line_when_the_cutouts_are_loaded(tmp_path: Path, damage: str) -> None:
+    """Found before training or an evaluation starts (it was a traceback from a loader worker
+    half-way through), with how to make it again; doing that mends it."""
+    from train.evaluate import held_out_backdrops
+
+    records, _, out = write_cutouts(tmp_path)
+    path = cutout_path(out, records[1])
+    data = path.read_bytes()
+    path.write_bytes({"cut short": data[:len(data) // 2], "not a PNG": b"not a png", "empty": b""}[damage])
+    said = f"the cut-out {path} is damaged: delete it and make it again with python -m train.real_cutouts --out {out}"
+    with pytest.raises(InputError) as err:
+        Cutouts.load(out, records)
+    assert str(err.value) == said
+    with pytest.raises(InputError) as err:
+        held_out_backdrops(out, records, tmp_path / "bg")          # train.evaluate --real-backdrops
+    assert str(err.value) == said
+    path.unlink()
+    assert make_cutouts(records, out, progress=False) == 1
+    assert set(Cutouts.load(out, records).masks) == {r.path.name for r in records}
+
+
+def test_a_mask_damaged_after_loading_is_still_one_line(tmp_path: Path) -> None:
+    records, _, out = write_cutouts(tmp_path, 1)
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0)
+    cutout_path(out, records[0]).write_bytes(b"")
+    with pytest.raises(InputError, match=r"is damaged: delete it and make it again with python -m train\.real_cutouts"):
+        backdrops.mask_of(records[0].path.name)
+
+
 def test_the_command_says_what_is_missing_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--real2d", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()

@@ -319,7 +319,7 @@ def test_bad_bind_address_is_a_clear_error(bad: str) -> None:
         Publisher(bad)
     assert exc.value.exit_code == 2
     text = str(exc.value)
-    assert "\n" not in text and bad in text and "--bind" in text
+    assert "\n" not in text and bad in text and "--bind or publish.bind" in text   # a --config file's key too
 
 
 def test_the_publisher_never_blocks_a_stalled_subscriber_loses_messages(publisher, zctx) -> None:
@@ -1068,6 +1068,22 @@ def test_replay_names_the_malformed_line_before_publishing(tmp_path: Path, capsy
     line = one_error_line(err)
     assert f"track file '{track}', line 5: a pose message " in line and "already in use" not in line
     assert err.strip().splitlines() == [line]          # no "replaying ..." before it
+
+
+def test_replay_leaves_out_a_last_line_cut_off_mid_write_with_a_warning(tmp_path: Path, capsys) -> None:
+    # A recording stopped by a crash or a full disk mid-line was refused whole; now its whole
+    # frames are replayed, after one warning line.
+    from streamer.cli import main
+
+    track = tmp_path / "t.jsonl"
+    write_sample_track(track, frames=3, fps=30.0)
+    track.write_text(track.read_text() + json.dumps(sample_pose(3))[:50])
+    assert main(["replay", str(track), "--port", "0", "--speed", "100"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (f"posecast: warning: track file '{track}', line 5: cut off mid-write (the recording stopped "
+                        f"there); it is left out, and the 3 pose messages before it are read")
+    assert lines[1].startswith("posecast: replaying ") and lines[2:] == [f"posecast: published all 3 pose messages "
+                                                                         f"of {track}"], lines
 
 
 def _replay_loop_until(posecast, track: Path, wait: Callable[[Collector, subprocess.Popen], None]):

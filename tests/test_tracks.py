@@ -243,6 +243,38 @@ def test_read_track_bad_json_names_the_line(tmp_path: Path) -> None:
     assert "t.jsonl" in str(err.value)
 
 
+def test_read_track_leaves_out_a_last_line_cut_off_mid_write(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The writers flush after every frame, so a crash or a full disk while recording cuts only
+    the last line: every whole frame before it is read, and the cut is said (it was an error, and
+    the whole recording could not be replayed or converted)."""
+    lines = good_lines()
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n" + lines[-1][:40], encoding="utf-8")
+    said: list[str] = []
+    meta, poses = read_track(path, said.append)
+    assert meta == json.loads(lines[0]) and poses == [json.loads(line) for line in lines[1:]]
+    assert said == [f"track file '{path}', line 5: cut off mid-write (the recording stopped there); it is left out, "
+                    f"and the 3 pose messages before it are read"]
+    with caplog.at_level("WARNING", logger="streamer.tracks"):
+        assert len(read_track(path)[1]) == 3                  # told to the log where no one else is
+    assert [r.getMessage() for r in caplog.records] == said
+    # Whole lines are read as ever: a last one without its newline, a cut line with one is an error.
+    path.write_text("\n".join(lines), encoding="utf-8")
+    assert len(read_track(path, said.append)[1]) == 3 and len(said) == 1
+    path.write_text("\n".join(lines) + "\n" + lines[-1][:40] + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 5: not valid JSON"):
+        read_track(path, said.append)
+    # Only the last line: a cut one before others is the file damaged otherwise.
+    path.write_text("\n".join([*lines[:2], lines[2][:40], lines[3]]), encoding="utf-8")
+    with pytest.raises(InputError, match="line 3: not valid JSON"):
+        read_track(path, said.append)
+    # A cut meta line leaves nothing to read: the error it was.
+    path.write_text(lines[0][:40], encoding="utf-8")
+    with pytest.raises(InputError, match="line 1: not valid JSON"):
+        read_track(path, said.append)
+    assert len(said) == 1
+
+
 def test_read_track_meta_must_come_first(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "t.jsonl", good_lines()[1:])
     with pytest.raises(InputError, match="line 1.*meta"):

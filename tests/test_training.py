@@ -223,6 +223,8 @@ def test_every_recipe_loads_and_builds_its_model(path: Path) -> None:
     ("num_workers: 10000\n", "num_workers must be between 0 and 64"),
     ("model:\n  input_size: 99999968\n", "model.input_size"),     # a traceback from torch's allocator
     ("model:\n  config: no_such_model.yaml\n", "model.config: config file not found"),
+    # The run would end still warming up, its learning rate never at optim.lr.
+    ("optim:\n  steps: 100\n  warmup_steps: 500\n", "optim.warmup_steps (500) must be at most optim.steps (100): "),
 ])
 def test_recipe_errors_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "bad_recipe.yaml"
@@ -231,6 +233,16 @@ def test_recipe_errors_name_file_and_key(tmp_path: Path, text: str, key: str) ->
         load_train_config(path)
     msg = str(err.value)
     assert str(path) in msg and key in msg, msg
+
+
+def test_a_warm_up_as_long_as_the_run_is_the_longest_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("optim:\n  steps: 100\n  warmup_steps: 100\n")
+    assert load_train_config(path).optim.warmup_steps == 100         # the peak reached at the last step
+    # --steps shortens the run below the recipe's warm-up: said the same way.
+    with pytest.raises(ConfigError, match=r"^command-line options: optim\.warmup_steps \(100\) must be at most "
+                                          r"optim\.steps \(99\)"):
+        load_train_config(path, {"optim": {"steps": 99}})
 
 
 def test_recipe_model_overrides(data: dict[str, Path], tmp_path: Path) -> None:

@@ -149,6 +149,10 @@ class OptimSection:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if self.warmup_steps > self.steps:
+            # The run would end still warming up: its learning rate never reaches lr.
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be at most optim.steps ({self.steps}): "
+                             f"the learning rate would never reach optim.lr (a shorter warm-up, or more steps)")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ValueError("final_lr_fraction must be in [0, 1]")
         if self.grad_clip is not None and self.grad_clip <= 0:
