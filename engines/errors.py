@@ -43,3 +43,19 @@ class ReaderGoneError(InputError):
     writer whose reader closed (128 + SIGPIPE)."""
 
     exit_code = 141
+
+
+class OutputLostError(InputError):
+    """Output files deleted, or their folder removed, while the run wrote them: what was written
+    went into files that no name reaches any more. One error names them all (`paths`), since a
+    folder removed with several outputs in it is one mistake, to be said in one line."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = list(paths)
+        named = ", ".join(f"'{p}'" for p in self.paths[:-1])
+        named = f"{named} and '{self.paths[-1]}'" if named else f"'{self.paths[-1]}'"
+        if len(self.paths) == 1:
+            said = f"output {named} was deleted, or its folder removed, during the run: what was written to it"
+        else:
+            said = f"outputs {named} were deleted, or their folder removed, during the run: what was written to them"
+        super().__init__(f"{said} is lost (keep the outputs and their folders until the run ends, then run again)")

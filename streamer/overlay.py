@@ -14,7 +14,7 @@ import av
 import cv2
 import numpy as np
 
-from engines.errors import InputError
+from engines.errors import InputError, OutputLostError
 from engines.files import unwritable_reason, write_hint
 from engines.skeleton import H36M17, Skeleton
 from streamer.frame_rate import FilePace
@@ -195,6 +195,7 @@ class OverlayWriter:
         self._written_to = False               # write() was called, whether or not the file was made
         self._write_failed = False             # a frame could not be encoded or written (a full disk)
         self._on_made = on_made                # told as the file is made (at the first frame)
+        self._made: tuple[int, int] | None = None   # the file the encoder writes: (device, inode)
         self.rate = _video_rate(fps)
         self._pace = FilePace(float(1 / self.rate))
         self._last_pts = -1
@@ -248,8 +249,35 @@ class OverlayWriter:
         stream.width, stream.height = self.video_size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = TIME_BASE
+        try:
+            # Opened now rather than at the first packet, which the encoder holds back for tens of
+            # frames: the file it writes is then the one made above, whose identity close compares
+            # to find a video deleted mid-run (else one deleted meanwhile was made again, unseen).
+            container.start_encoding()
+            made = os.stat(self._file)
+        except (av.FFmpegError, OSError) as err:
+            container.close()
+            self._file.unlink(missing_ok=True)
+            raise InputError(f"cannot write overlay video '{self.path}': {_failure(err)}") from None
+        self._made = (made.st_dev, made.st_ino)
         self._container, self._stream = container, stream
         return container, stream
+
+    @property
+    def failed(self) -> bool:
+        """A frame could not be written (a full disk): the video is removed as it closes."""
+        return self._write_failed
+
+    def _lost(self) -> bool:
+        """Whether the video's file was deleted, or its folder removed, since it was made. Asked
+        while the encoder holds it open, so that no new file can have been given its inode."""
+        try:
+            now = os.stat(self._file)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        except OSError:
+            return False                  # cannot tell (a folder made unreadable): not said lost
+        return (now.st_dev, now.st_ino) != self._made
 
     def write(self, image: np.ndarray, frame: PoseFrame) -> None:
         """Draws `frame`'s people and status line on a copy of `image` and encodes it."""
@@ -297,8 +325,8 @@ class OverlayWriter:
                 container.mux(packet)
         except (av.FFmpegError, OSError) as err:
             self._write_failed = True
-            raise InputError(f"cannot write overlay video '{self.path}': {err} (check free disk space); the "
-                             "unfinished video is removed") from None
+            raise InputError(f"cannot write overlay video '{self.path}': {_failure(err)}; the unfinished video is "
+                             "removed") from None
         self.frames_written += 1
 
     def _pts(self, t_media: float | None) -> int:
@@ -329,6 +357,7 @@ class OverlayWriter:
             if not input_failed and not self._written_to:     # else the error that stopped it says why
                 log.warning("no frame reached the overlay video '%s', so it was not written", self.path)
             return
+        lost = self._lost()
         failed: BaseException | None = None
         if self.frames_written:
             try:
@@ -340,6 +369,11 @@ class OverlayWriter:
             container.close()            # writes the index, without which no player opens the file
         except (av.FFmpegError, OSError) as err:
             failed = failed or err
+        if lost:
+            # Nothing to remove (a file at the path now is another one); a failed frame has said so.
+            if not self._write_failed:
+                raise OutputLostError([str(self.path)])
+            return
         if not self.frames_written:
             # Its first frame could not be encoded: an empty file no player opens is no video.
             self._file.unlink(missing_ok=True)
@@ -348,8 +382,8 @@ class OverlayWriter:
             # Without its index the file plays nowhere: remove it rather than leave a broken video.
             self._file.unlink(missing_ok=True)
             if not self._write_failed:           # else the frame's error has said so: once is enough
-                raise InputError(f"cannot finish overlay video '{self.path}': {failed} (check free disk space); "
-                                 "the unfinished video was removed") from None
+                raise InputError(f"cannot finish overlay video '{self.path}': {_failure(failed)}; the unfinished "
+                                 "video was removed") from None
 
     def __enter__(self) -> OverlayWriter:
         return self
@@ -357,3 +391,11 @@ class OverlayWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _failure(err: BaseException) -> str:
+    """What failed, in the tracks' words ("No space left on device (free some disk space)"), not
+    PyAV's "[Errno 28] No space left on device: 'PATH'": the message names the video already."""
+    if isinstance(err, OSError) and err.errno:
+        return f"{err.strerror or err} ({write_hint(err)})"
+    return f"{err} (check free disk space)"

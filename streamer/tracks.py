@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import select
+import stat
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from engines.errors import InputError, ReaderGoneError
+from engines.errors import InputError, OutputLostError, ReaderGoneError
 from engines.files import check_writable_folder, replaced_when_done, write_hint
 from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
 
@@ -178,6 +179,7 @@ class _LineFileWriter(TrackWriter):
         self._behind: collections.deque[tuple[bytes, bool, float]] = collections.deque()
         self._head_sent = 0
         self.frames_left_out = 0
+        self._reader_gone = False   # a write's error said that the pipe's reader went away
 
     def _start(self) -> None:
         """Makes the file and writes the header (subclasses: and whatever goes beside it)."""
@@ -259,7 +261,9 @@ class _LineFileWriter(TrackWriter):
                 if head_only:
                     return
         except OSError as err:
-            raise track_write_error(self.path, err) from None
+            error = track_write_error(self.path, err)
+            self._reader_gone = isinstance(error, ReaderGoneError)
+            raise error from None
 
     def _wait_behind(self, deadline: float, head_only: bool) -> float:
         """Sends until the deadline, which a stop in the meantime brings to STOPPED_WAIT_S from
@@ -296,6 +300,12 @@ class _LineFileWriter(TrackWriter):
         self._closed = True
         if self._file is None:
             return
+        if self._reader_gone:
+            # The write that found the reader gone said so and stopped the run: the poses left
+            # waiting, and the count, would be a second and a third line about the same pipe.
+            self._file.close()
+            return
+        lost = _name_removed(self._file.fileno())
         try:
             if self._behind:
                 self._finish_behind()
@@ -307,6 +317,16 @@ class _LineFileWriter(TrackWriter):
                 self._file.close()
             except OSError as err:
                 raise track_write_error(self.path, err) from None
+        if lost:
+            raise OutputLostError([str(self.path)])
+
+
+def _name_removed(fd: int) -> bool:
+    """Whether the regular file open as `fd` has no name left: deleted, or its folder removed,
+    while the run wrote it, so that what went into it is lost. (A named pipe's reader gets its
+    frames without one.)"""
+    st = os.fstat(fd)
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 0
 
 
 class JsonlTrackWriter(_LineFileWriter):
@@ -549,6 +569,10 @@ def write_whole(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
+        if err.errno == errno.ENOENT and not Path(os.path.realpath(path)).parent.is_dir():
+            # Its folder was there when the writer opened (TrackWriter._probe_writable): it was
+            # removed during the run, most likely with the other outputs in it, named in one line.
+            raise OutputLostError([str(path)]) from None
         raise track_write_error(path, err) from None
 
 

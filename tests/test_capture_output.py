@@ -11,6 +11,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -20,12 +21,12 @@ import numpy as np
 import pytest
 import zmq
 
-from engines.errors import InputError
+from engines.errors import InputError, OutputLostError
 from engines.model_file import default_model_config
 from streamer.channels import Inbox, Outbox
 from streamer.config import load_pipeline_config
 from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, ResultPacket, RunSummary, StepStats, pack, unpack
-from streamer.ring import unlink_ring
+from streamer.ring import FrameRing, RingSpec, unlink_ring
 from streamer.sources import SourceInfo
 from streamer.stages.base import Control, Reporter
 
@@ -163,19 +164,29 @@ INFO = SourceInfo("clip", "clip.mp4", False, 160, 120, 30.0, 3)
 
 
 def _output_stage(endpoint: str, control: Control, reports: _Reports, tracks: list[Path] = (),
-                  publish: bool = False) -> Any:
+                  publish: bool = False, overlay: Path | None = None) -> Any:
     from streamer.stages.output import OutputStage
 
     config = load_pipeline_config()
     publish_config = dataclasses.replace(config.publish, enabled=publish, bind="127.0.0.1", port=0)
-    return OutputStage(default_model_config(), {"name": "test", "trained": True}, list(tracks), None,
+    return OutputStage(default_model_config(), {"name": "test", "trained": True}, list(tracks), overlay,
                        publish_config, config.coordinates, threading.Semaphore(0), endpoint, control,
                        Reporter("output", reports), progress=False)  # type: ignore[arg-type]
 
 
-def _start() -> dict[str, Any]:
-    ring = {"name": "unused", "slots": 4, "height": INFO.height, "width": INFO.width}
+def _start(ring_name: str = "unused") -> dict[str, Any]:
+    ring = {"name": ring_name, "slots": 4, "height": INFO.height, "width": INFO.width}
     return {"info": asdict(INFO), "ring": ring, "backend": "test"}
+
+
+@pytest.fixture
+def ring_name() -> Iterator[str]:
+    """A frame ring for an overlay to draw on, as the capture stage makes it (black frames)."""
+    name = f"posecast-test-{os.getpid()}-{secrets.token_hex(4)}"
+    ring = FrameRing(RingSpec(name, 4, INFO.height, INFO.width), create=True)
+    yield name
+    ring.close()
+    unlink_ring(name)
 
 
 def _result(seq: int) -> dict[str, Any]:
@@ -281,6 +292,91 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
     assert "while closing" not in capsys.readouterr().err
     assert "summary" not in reports.kinds()
     assert jsonl.read_text().count("\n") == 1 + 3 and not npz.exists()   # the other file is whole
+
+
+def _wait_for_lines(path: Path, n: int) -> None:
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not (path.exists() and path.read_bytes().count(b"\n") >= n):
+        assert time.monotonic() < deadline, f"{path} never got {n} lines"
+        time.sleep(0.01)
+
+
+def test_outputs_whose_folder_is_removed_mid_run_are_named_in_one_line(endpoint: str, tmp_path: Path, ring_name: str,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`rm -rf` of the output folder while the run writes into it: the run fails (exit 2) with one
+    line naming every output that was in it, rather than a summary naming files that are gone;
+    the track elsewhere is finished."""
+    control, reports = _control(), _Reports()
+    folder, side = tmp_path / "out", tmp_path / "side.jsonl"
+    folder.mkdir()
+    lost = [folder / "a.jsonl", folder / "a.csv", folder / "a.npz"]
+    with _fed_output_stage(endpoint, control, reports, tracks=[*lost, side],
+                           overlay=folder / "a.mp4") as (upstream, running):
+        upstream.send(START, _start(ring_name))
+        for seq in range(3):
+            upstream.send(RESULT, _result(seq))
+        _wait_for_lines(side, 1 + 3)
+        shutil.rmtree(folder)
+        upstream.send(END, _end(3))
+        running.join()
+    assert isinstance(running.error, OutputLostError) and running.error.exit_code == 2
+    assert running.error.paths == [str(p) for p in [*lost, folder / "a.mp4"]]
+    assert "while closing" not in capsys.readouterr().err
+    assert "summary" not in reports.kinds()
+    assert side.read_text().count("\n") == 1 + 3 and not folder.exists()
+
+
+class _EncoderOnAFullDisk:
+    """An overlay's encoder whose packets stop fitting on the disk after `room` frames."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real, self.room = real, room
+        self.codec_context = real.codec_context
+
+    def encode(self, frame: Any) -> Any:
+        self.room -= 1
+        if self.room < 0:
+            raise OSError(28, "No space left on device", "a.mp4")      # as PyAV raises it
+        return self.real.encode(frame)
+
+
+def test_a_failed_overlay_is_removed_before_the_npz_is_written(endpoint: str, tmp_path: Path, ring_name: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A disk that fills up under the overlay video: the unfinished video is removed before the
+    .npz, written whole as it closes, needs the room the video took. One line, in the tracks'
+    words, and the .npz holds every frame before the failure."""
+    from streamer.overlay import OverlayWriter
+
+    start = OverlayWriter._start
+
+    def start_on_a_full_disk(self: OverlayWriter) -> Any:
+        container, stream = start(self)
+        self._stream = _EncoderOnAFullDisk(stream, room=2)
+        return container, self._stream
+
+    monkeypatch.setattr(OverlayWriter, "_start", start_on_a_full_disk)
+    overlay, npz = tmp_path / "a.mp4", tmp_path / "a.npz"
+    savez = np.savez
+
+    def savez_while_room(*args: Any, **kwargs: Any) -> None:
+        if overlay.exists():                      # the video still takes the disk's last room
+            raise OSError(28, "No space left on device")
+        savez(*args, **kwargs)
+
+    monkeypatch.setattr(np, "savez", savez_while_room)
+    control, reports = _control(), _Reports()
+    with _fed_output_stage(endpoint, control, reports, tracks=[npz], overlay=overlay) as (upstream, running):
+        upstream.send(START, _start(ring_name))
+        for seq in range(4):
+            upstream.send(RESULT, _result(seq))
+        running.join()
+    assert str(running.error) == (f"cannot write overlay video '{overlay}': No space left on device (free some disk "
+                                  f"space); the unfinished video is removed")
+    assert capsys.readouterr().err == ""
+    assert not overlay.exists()
+    with np.load(npz) as arrays:
+        assert arrays["seq"].tolist() == [0, 1, 2]       # the tracks get each frame before the overlay
 
 
 def test_a_phone_clip_reaches_the_outputs_upright(posecast, tmp_path: Path) -> None:

@@ -341,7 +341,9 @@ def test_bench_network_names_the_file_its_backend_runs(posecast, backend: str, f
     # Per frame and per second from one statistic, the median call.
     assert r.stdout.splitlines()[1].split() == ["batch", "p50", "ms", "p99", "ms", "mean", "ms", "ms/frame", "frames/s"]
     batch, p50, _, _, per_frame, per_s = map(float, r.stdout.splitlines()[2].split())
-    assert per_frame == pytest.approx(p50, abs=0.01) and per_s == pytest.approx(1000 / p50, rel=0.01)
+    # p50 is printed to 0.01 ms: on a fast call (under a millisecond) that rounding alone moves
+    # 1000 / p50 by more than 1%.
+    assert per_frame == pytest.approx(p50, abs=0.01) and per_s == pytest.approx(1000 / p50, rel=0.01 + 0.005 / p50)
 
 
 def test_bench_network_calibration_is_for_int8(posecast, clip40: Path) -> None:

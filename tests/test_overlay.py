@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from engines.errors import InputError
+from engines.errors import InputError, OutputLostError
 from engines.skeleton import H36M17
 from streamer.overlay import (CENTRE_COLOR, LEFT_COLOR, RIGHT_COLOR, OverlayWriter, draw_pose,
                               draw_status)
@@ -261,7 +262,7 @@ class _StreamThatCannotEncode:
         self.codec_context = real.codec_context
 
     def encode(self, frame):
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", "o.mp4")      # as PyAV's error, with the file
 
 
 def test_an_overlay_through_a_link_removes_the_file_not_the_link(tmp_path: Path,
@@ -296,8 +297,11 @@ def test_a_frame_that_cannot_be_written_is_said_once_and_its_video_removed(tmp_p
         writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
     assert writer._stream is not None
     writer._stream = _StreamThatCannotEncode(writer._stream)
-    with pytest.raises(InputError, match="No space left.*the unfinished video is removed"):
+    with pytest.raises(InputError) as err:
         writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([]))
+    # In the tracks' words, without PyAV's "[Errno 28] ...: 'o.mp4'".
+    assert str(err.value) == (f"cannot write overlay video '{path}': No space left on device (free some disk space); "
+                              f"the unfinished video is removed")
     writer.close()
     assert not path.exists()
 
@@ -357,7 +361,7 @@ class _ContainerThatCannotFinish:
 
     def close(self) -> None:
         self.real.close()
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", "o.mp4")
 
 
 def test_an_overlay_that_cannot_be_finished_is_one_error_and_no_broken_file(tmp_path: Path) -> None:
@@ -366,10 +370,43 @@ def test_an_overlay_that_cannot_be_finished_is_one_error_and_no_broken_file(tmp_
     for i in range(3):
         writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
     writer._container = _ContainerThatCannotFinish(writer._container)
-    with pytest.raises(InputError, match="cannot finish overlay video .*No space left.*unfinished video was removed"):
+    with pytest.raises(InputError) as err:
         writer.close()
+    assert str(err.value) == (f"cannot finish overlay video '{path}': No space left on device (free some disk space); "
+                              f"the unfinished video was removed")
     assert not path.exists()
     writer.close()                                         # idempotent, even after a failure
+
+
+def test_an_overlay_whose_folder_is_removed_during_the_run_is_said_lost(tmp_path: Path) -> None:
+    """`rm -rf` of the output folder mid-run: the encoder went on into a file no name reaches;
+    closing says the video is lost rather than that it was written."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / "o.mp4"
+    writer = OverlayWriter(path, 64, 48, fps=30.0)
+    writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=0))   # no packet out yet
+    shutil.rmtree(folder)
+    for i in range(1, 3):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+    with pytest.raises(OutputLostError) as err:
+        writer.close()
+    assert err.value.exit_code == 2 and err.value.paths == [str(path)]
+    assert not folder.exists()
+
+
+def test_an_overlay_deleted_before_its_first_packet_is_not_made_again(tmp_path: Path) -> None:
+    """The encoder holds its first frames back for a while: the file it writes is the one made
+    at the first frame, so deleting it then loses the video as deleting it later does."""
+    path = tmp_path / "o.mp4"
+    writer = OverlayWriter(path, 64, 48, fps=30.0)
+    writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=0))
+    path.unlink()
+    for i in range(1, 60):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+    with pytest.raises(OutputLostError):
+        writer.close()
+    assert not path.exists()
 
 
 def test_the_output_stage_closes_everything_even_after_a_failure(capsys) -> None:
@@ -387,3 +424,28 @@ def test_the_output_stage_closes_everything_even_after_a_failure(capsys) -> None
         close_all([fails("track"), lambda: closed.append("overlay"), fails("publisher"), lambda: closed.append("zmq")])
     assert closed == ["track", "overlay", "publisher", "zmq"]
     assert "publisher failed" in capsys.readouterr().err       # the later failure is not lost either
+
+
+def test_outputs_lost_together_are_one_line(capsys) -> None:
+    """A folder removed with several outputs in it is one mistake: one error names them all, and
+    nothing more is said about them."""
+    from streamer.closing import close_all
+
+    def lost(name: str):
+        def close() -> None:
+            raise OutputLostError([name])
+        return close
+
+    with pytest.raises(OutputLostError) as err:
+        close_all([lost("out/a.jsonl"), lambda: None, lost("out/a.npz"), lost("out/a.mp4")])
+    assert err.value.paths == ["out/a.jsonl", "out/a.npz", "out/a.mp4"]
+    assert str(err.value).startswith("outputs 'out/a.jsonl', 'out/a.npz' and 'out/a.mp4' were deleted, or their "
+                                     "folder removed, during the run: what was written to them is lost")
+    assert capsys.readouterr().err == ""
+    # With another failure first, that one is the error, and the lost outputs its one warning.
+    def full() -> None:
+        raise InputError("disk full")
+
+    with pytest.raises(InputError, match="disk full"):
+        close_all([full, lost("out/a.jsonl"), lost("out/a.npz")])
+    assert capsys.readouterr().err.count("\n") == 1

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engines.errors import InputError, ReaderGoneError
+from engines.errors import InputError, OutputLostError, ReaderGoneError
 from engines.skeleton import H36M17, Skeleton
 from streamer.protocol import PersonPose, PoseFrame, frame_from_message, meta_message, pose_message
 from streamer.tracks import ReaderWaitStopped, csv_header, open_track_writer, read_track
@@ -175,6 +176,43 @@ def test_a_full_disk_leaves_the_frames_written_before_it(tmp_path: Path, ext: st
         rows = list(csv.reader(path.open()))          # one row per person, so seqs repeat
         assert rows[0][0] == "seq" and sorted({int(r[0]) for r in rows[1:]}) == [f.seq for f in frames[:3]]
         assert all(len(r) == len(rows[0]) for r in rows)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "npz"])
+def test_a_track_whose_folder_is_removed_during_the_run_is_said_lost(tmp_path: Path, ext: str) -> None:
+    """`rm -rf` of the output folder mid-run: the writer went on into a file no name reaches (an
+    .npz has no folder to be written into), so closing says the track is lost, rather than the
+    run ending well and naming a file that is not there."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / f"t.{ext}"
+    writer = open_track_writer(path, META)
+    for f in make_frames(3):
+        writer.write(f)
+    shutil.rmtree(folder)
+    with pytest.raises(OutputLostError) as err:
+        writer.close()
+    assert err.value.exit_code == 2 and err.value.paths == [str(path)]
+    assert str(err.value) == (f"output '{path}' was deleted, or its folder removed, during the run: what was written "
+                              f"to it is lost (keep the outputs and their folders until the run ends, then run again)")
+    writer.close()                                     # said once
+    assert not folder.exists()
+
+
+def test_a_named_pipe_whose_name_is_removed_still_reaches_its_reader(tmp_path: Path) -> None:
+    """A named pipe has no file to lose: its reader gets every frame without the name."""
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    reader, got = _read_pipe_later(fifo, 0.0, None)
+    writer = open_track_writer(fifo, META)
+    frames = make_frames(6)
+    writer.write(frames[0])
+    fifo.unlink()
+    for f in frames[1:]:
+        writer.write(f)
+    writer.close()
+    reader.join(10)
+    assert len(got) == 1 + 6
 
 
 def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path) -> None:
@@ -722,6 +760,26 @@ def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_miss
     with pytest.raises(ReaderGoneError, match=rf"went away before taking the last {waiting} pose\(s\)"):
         writer.close()
     assert writer.frames_written + writer.frames_left_out == 300
+
+
+def test_a_live_pipes_reader_that_goes_away_mid_run_is_said_once(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """`run -o pipe.jsonl` whose reader goes away: the write's error (exit 141) is the one line;
+    the close neither counts the poses left out nor raises again about the same pipe."""
+    fifo = tmp_path / "poses.jsonl"
+    os.mkfifo(fifo)
+    reader, got = _read_pipe_later(fifo, 0.0, 2)          # the meta and the first pose, then gone
+    writer = open_track_writer(fifo, META, live=True)
+    frames = make_frames(200)
+    with caplog.at_level("WARNING"):
+        with pytest.raises(ReaderGoneError) as err:
+            writer.write(frames[0])
+            reader.join(10)
+            for f in frames[1:]:
+                writer.write(f)
+        writer.close()
+    assert err.value.exit_code == 141 and str(err.value).endswith("went away, so the run was stopped")
+    assert "left out" not in caplog.text and len(got) == 2
 
 
 def test_a_named_pipe_without_a_reader_gives_up_when_the_run_stops(tmp_path: Path) -> None:

@@ -144,7 +144,11 @@ class OutputStage:
                     return
         finally:
             closers = [w.close for w in writers]
-            closers += [c.close for c in (overlay, bar, self.preview, ring) if c is not None]
+            if overlay is not None:
+                # A video that failed (a full disk) is removed before the tracks close: an .npz or
+                # .bvh, written whole as it closes, may need the room it took. Else tracks first.
+                closers.insert(0 if overlay.failed else len(closers), overlay.close)
+            closers += [c.close for c in (bar, self.preview, ring) if c is not None]
             if publisher is not None:
                 closers.append(lambda: publisher.close(linger_ms=0 if self.control.abort.is_set() else 1000))
             closers += [inbox.close, ctx.term]
