@@ -294,6 +294,34 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
     assert jsonl.read_text().count("\n") == 1 + 3 and not npz.exists()   # the other file is whole
 
 
+def test_the_frame_on_which_one_output_fails_is_in_every_other_output(endpoint: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .csv that stops taking frames (a full disk) at the second frame ends the run with its one
+    error, but the .jsonl beside it holds that frame too: nothing processed is lost from the
+    outputs that could take it."""
+    from streamer.tracks import CsvTrackWriter
+
+    real_write, calls = CsvTrackWriter.write, []
+
+    def fills_up(self: Any, frame: Any, message: Any = None) -> None:
+        calls.append(frame.seq)
+        if len(calls) == 2:
+            raise InputError(f"cannot write track file '{self.path}': No space left on device (free some disk space)")
+        real_write(self, frame, message)
+
+    monkeypatch.setattr(CsvTrackWriter, "write", fills_up)
+    control, reports = _control(), _Reports()
+    csv, jsonl = tmp_path / "t.csv", tmp_path / "t.jsonl"
+    with _fed_output_stage(endpoint, control, reports, tracks=[csv, jsonl]) as (upstream, running):
+        upstream.send(START, _start())
+        for seq in range(3):
+            upstream.send(RESULT, _result(seq))
+        upstream.send(END, _end(3))
+        running.join()
+    assert isinstance(running.error, InputError) and "No space left on device" in str(running.error)
+    assert jsonl.read_text().count("\n") == 1 + 2          # the meta, the first frame and the failed one
+
+
 def _wait_for_lines(path: Path, n: int) -> None:
     deadline = time.monotonic() + WAIT_MS / 1000
     while not (path.exists() and path.read_bytes().count(b"\n") >= n):

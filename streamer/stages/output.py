@@ -16,6 +16,7 @@ import numpy as np
 import zmq
 
 from engines.crop import points_bbox
+from engines.errors import PosecastError
 from engines.model_config import ModelConfig
 from engines.rootpos import camera_intrinsics
 from streamer.axes import axes_meta, axes_spec, convert_points
@@ -196,6 +197,9 @@ class OutputStage:
         if publisher is not None:
             publisher.publish(message)
             self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
+        # An output that fails (a full disk, a pipe's reader gone) ends the run, but only once this
+        # frame is in every other output too: the first failure is raised at the end.
+        failure: PosecastError | None = None
         for w in list(writers):
             try:
                 w.write(frame, message)
@@ -205,6 +209,8 @@ class OutputStage:
                 writers.remove(w)
                 log.warning("nothing was written to the named pipe '%s': no program opened it to read before "
                             "the run was stopped", w.path)
+            except PosecastError as err:
+                failure = failure or err
         if self.preview is not None and ring is not None:
             t_show = time.perf_counter()
             shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.pixel_scale)
@@ -215,12 +221,17 @@ class OutputStage:
             image = ring.view(fp.slot, fp.height, fp.width)
             if fp.scale != 1.0:
                 frame = _rescaled(frame, 1.0 / fp.pixel_scale)
-            overlay.write(image, frame)
+            try:
+                overlay.write(image, frame)
+            except PosecastError as err:
+                failure = failure or err
         self.free_slots.release()
         self.frames += 1
         self.timer.since("output", t0)
         if publisher is None:
             self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
+        if failure is not None:
+            raise failure
 
     def _summary(self, end: dict[str, Any], elapsed_s: float) -> RunSummary:
         ended = EndPacket.from_dict(end)
