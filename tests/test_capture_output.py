@@ -270,6 +270,15 @@ def test_the_endpoint_is_announced_once_the_source_is_open(endpoint: str) -> Non
     assert reports.kinds().index("publishing") < reports.kinds().index("summary")
 
 
+def _three_frames(upstream: Any, running: Any, start: dict[str, Any] | None = None) -> None:
+    """Feeds the output stage a start, three results and the end, and waits for it to finish."""
+    upstream.send(START, start or _start())
+    for seq in range(3):
+        upstream.send(RESULT, _result(seq))
+    upstream.send(END, _end(3))
+    running.join()
+
+
 def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,11 +291,7 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
     control, reports = _control(), _Reports()
     jsonl, npz = tmp_path / "t.jsonl", tmp_path / "t.npz"
     with _fed_output_stage(endpoint, control, reports, tracks=[jsonl, npz]) as (upstream, running):
-        upstream.send(START, _start())
-        for seq in range(3):
-            upstream.send(RESULT, _result(seq))
-        upstream.send(END, _end(3))
-        running.join()
+        _three_frames(upstream, running)
     assert isinstance(running.error, InputError)
     assert f"cannot write track file '{npz}': No space left on device" in str(running.error)
     assert "while closing" not in capsys.readouterr().err
@@ -313,11 +318,7 @@ def test_the_frame_on_which_one_output_fails_is_in_every_other_output(endpoint: 
     control, reports = _control(), _Reports()
     csv, jsonl = tmp_path / "t.csv", tmp_path / "t.jsonl"
     with _fed_output_stage(endpoint, control, reports, tracks=[csv, jsonl]) as (upstream, running):
-        upstream.send(START, _start())
-        for seq in range(3):
-            upstream.send(RESULT, _result(seq))
-        upstream.send(END, _end(3))
-        running.join()
+        _three_frames(upstream, running)
     assert isinstance(running.error, InputError) and "No space left on device" in str(running.error)
     assert jsonl.read_text().count("\n") == 1 + 2          # the meta, the first frame and the failed one
 

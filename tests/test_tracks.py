@@ -762,26 +762,6 @@ def test_a_live_pipes_reader_that_goes_away_at_the_end_is_said_with_what_it_miss
     assert writer.frames_written + writer.frames_left_out == 300
 
 
-def test_a_live_pipes_reader_that_goes_away_mid_run_is_said_once(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    """`run -o pipe.jsonl` whose reader goes away: the write's error (exit 141) is the one line;
-    the close neither counts the poses left out nor raises again about the same pipe."""
-    fifo = tmp_path / "poses.jsonl"
-    os.mkfifo(fifo)
-    reader, got = _read_pipe_later(fifo, 0.0, 2)          # the meta and the first pose, then gone
-    writer = open_track_writer(fifo, META, live=True)
-    frames = make_frames(200)
-    with caplog.at_level("WARNING"):
-        with pytest.raises(ReaderGoneError) as err:
-            writer.write(frames[0])
-            reader.join(10)
-            for f in frames[1:]:
-                writer.write(f)
-        writer.close()
-    assert err.value.exit_code == 141 and str(err.value).endswith("went away, so the run was stopped")
-    assert "left out" not in caplog.text and len(got) == 2
-
-
 def test_a_named_pipe_without_a_reader_gives_up_when_the_run_stops(tmp_path: Path) -> None:
     fifo = tmp_path / "poses.csv"
     os.mkfifo(fifo)
@@ -793,19 +773,24 @@ def test_a_named_pipe_without_a_reader_gives_up_when_the_run_stops(tmp_path: Pat
     assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["poses.csv"]   # no sidecar
 
 
-def test_a_named_pipe_whose_reader_goes_away_ends_with_141(tmp_path: Path) -> None:
+@pytest.mark.parametrize("live", [False, True])
+def test_a_named_pipe_whose_reader_goes_away_ends_with_141(tmp_path: Path, live: bool,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The write's error (exit 141) is the one line: the close (`run`'s live writer included)
+    neither counts the poses left out nor raises again about the same pipe."""
     fifo = tmp_path / "poses.jsonl"
     os.mkfifo(fifo)
     reader, got = _read_pipe_later(fifo, 0.0, 2)          # the meta and the first pose, then gone
-    writer = open_track_writer(fifo, META)
+    writer = open_track_writer(fifo, META, live=live)
     frames = make_frames(200)
-    with pytest.raises(ReaderGoneError) as err:
-        writer.write(frames[0])
-        reader.join(10)
-        for f in frames[1:]:
-            writer.write(f)
-    writer.close()
-    assert err.value.exit_code == 141 and len(got) == 2
+    with caplog.at_level("WARNING"):
+        with pytest.raises(ReaderGoneError) as err:
+            writer.write(frames[0])
+            reader.join(10)
+            for f in frames[1:]:
+                writer.write(f)
+        writer.close()
+    assert err.value.exit_code == 141 and len(got) == 2 and "left out" not in caplog.text
     assert str(err.value) == (f"cannot write track file '{fifo}': the program reading the pipe went away, so the run "
                               f"was stopped")
 
