@@ -195,7 +195,7 @@ class OverlayWriter:
         self._written_to = False               # write() was called, whether or not the file was made
         self._write_failed = False             # a frame could not be encoded or written (a full disk)
         self._on_made = on_made                # told as the file is made (at the first frame)
-        self._made: tuple[int, int] | None = None   # the file the encoder writes: (device, inode)
+        self._held: int | None = None          # the file the encoder writes, held open to ask for its names
         self.rate = _video_rate(fps)
         self._pace = FilePace(float(1 / self.rate))
         self._last_pts = -1
@@ -251,15 +251,15 @@ class OverlayWriter:
         stream.codec_context.time_base = TIME_BASE
         try:
             # Opened now rather than at the first packet, which the encoder holds back for tens of
-            # frames: the file it writes is then the one made above, whose identity close compares
-            # to find a video deleted mid-run (else one deleted meanwhile was made again, unseen).
+            # frames: the file it writes is then the one made above, held open here so that close
+            # can ask whether any name still reaches it (else one deleted meanwhile was made again,
+            # unseen). Its names, not the path: a video renamed during the run is not lost.
             container.start_encoding()
-            made = os.stat(self._file)
+            self._held = os.open(self._file, os.O_RDONLY)
         except (av.FFmpegError, OSError) as err:
             container.close()
             self._file.unlink(missing_ok=True)
             raise InputError(f"cannot write overlay video '{self.path}': {_failure(err)}") from None
-        self._made = (made.st_dev, made.st_ino)
         self._container, self._stream = container, stream
         return container, stream
 
@@ -269,15 +269,15 @@ class OverlayWriter:
         return self._write_failed
 
     def _lost(self) -> bool:
-        """Whether the video's file was deleted, or its folder removed, since it was made. Asked
-        while the encoder holds it open, so that no new file can have been given its inode."""
+        """Whether the video's file was deleted, or its folder removed, since it was made: no name
+        reaches it any more (as the tracks ask). Closes the file held to ask."""
+        if self._held is None:
+            return False
         try:
-            now = os.stat(self._file)
-        except (FileNotFoundError, NotADirectoryError):
-            return True
-        except OSError:
-            return False                  # cannot tell (a folder made unreadable): not said lost
-        return (now.st_dev, now.st_ino) != self._made
+            return os.fstat(self._held).st_nlink == 0
+        finally:
+            os.close(self._held)
+            self._held = None
 
     def write(self, image: np.ndarray, frame: PoseFrame) -> None:
         """Draws `frame`'s people and status line on a copy of `image` and encodes it."""

@@ -132,7 +132,9 @@ class TrackWriter(ABC):
                 raise track_write_error(self.path, PermissionError(errno.EACCES, "the file is read-only"))
             return
         try:
-            check_writable_folder(self.path.parent)
+            # The folder of the file a symbolic link names, which is the one written (and which
+            # `write_whole` takes for removed during the run where it is missing at the end).
+            check_writable_folder(Path(os.path.realpath(self.path)).parent)
         except OSError as err:
             raise track_write_error(self.path, err) from None
 

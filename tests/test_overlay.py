@@ -409,6 +409,20 @@ def test_an_overlay_deleted_before_its_first_packet_is_not_made_again(tmp_path: 
     assert not path.exists()
 
 
+def test_an_overlay_renamed_during_the_run_is_not_said_lost(tmp_path: Path) -> None:
+    """A name still reaches a video moved during the run: it is finished there, whole, and no
+    error says it was lost (as a renamed track file is not)."""
+    path, moved = tmp_path / "o.mp4", tmp_path / "moved.mp4"
+    writer = OverlayWriter(path, 64, 48, fps=30.0)
+    writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=0))
+    path.rename(moved)
+    for i in range(1, 3):
+        writer.write(np.zeros((48, 64, 3), np.uint8), frame_with([], seq=i))
+    writer.close()
+    with av.open(str(moved)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3
+
+
 def test_the_output_stage_closes_everything_even_after_a_failure(capsys) -> None:
     from streamer.closing import close_all
 

@@ -526,6 +526,18 @@ def test_missing_folder_fails_at_open(tmp_path: Path, ext: str) -> None:
     assert "create the folder first" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("ext", ["jsonl", "bvh", "npz"])
+def test_a_link_into_a_missing_folder_fails_at_open(tmp_path: Path, ext: str) -> None:
+    """The folder checked is the one the link's file is written in: not found only at the end of
+    the run, and then said to be removed during it."""
+    link = tmp_path / f"x.{ext}"
+    link.symlink_to(tmp_path / "missing" / f"x.{ext}")
+    with pytest.raises(InputError) as err:
+        open_track_writer(link, META)
+    assert not isinstance(err.value, OutputLostError)
+    assert str(err.value).startswith(f"cannot write track file '{link}'") and "create the folder first" in str(err.value)
+
+
 @pytest.mark.parametrize("ext", ["jsonl", "npz"])
 def test_a_folder_as_the_path_fails_at_open(tmp_path: Path, ext: str) -> None:
     folder = tmp_path / f"x.{ext}"
