@@ -141,10 +141,10 @@ def tilt_summary(label: str, pairs: list[tuple[float, float]], levelled: int) ->
                                     "max": round(float(a.max()), 1)}}
 
 
-def h36m_camera_tilts() -> dict[str, object]:
+def h36m_camera_tilts(data: Path | None = None) -> dict[str, object]:
     """Every H36M training sequence seen through each of its subject's 4 calibrated cameras (all
     pitched): the true up against +Y in the camera's axes, and after `level_rotation`."""
-    bank, cameras = load_h36m()
+    bank, cameras = load_h36m(data)
     to_bvh = np.diag([1.0, -1.0, -1.0])
     pairs, levelled = [], 0
     for seq in bank.sequences():
@@ -157,10 +157,10 @@ def h36m_camera_tilts() -> dict[str, object]:
     return tilt_summary("H36M sequences through their 4 cameras", pairs, levelled)
 
 
-def mocap_sets() -> list[dict[str, object]]:
-    h36m, _ = load_h36m()
+def mocap_sets(data: Path | None = None) -> list[dict[str, object]]:
+    h36m, _ = load_h36m(data)
     out = []
-    for label, bank in (("H36M training poses (10 Hz)", h36m), ("CMU walking (30 Hz)", load_cmu(hz=30.0))):
+    for label, bank in (("H36M training poses (10 Hz)", h36m), ("CMU walking (30 Hz)", load_cmu(data, hz=30.0))):
         seqs = [bank.joints[bank.sequence == s].astype(np.float64) @ Z_UP_TO_BVH.T for s in bank.sequences()]
         out.append(summarize(label, [check_sequence(j, j[:, 0]) for j in seqs]))
     return out
@@ -222,13 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=Path, help="a folder of train.synth.clip clips (.mp4 with .npz labels)")
     p.add_argument("--work", type=Path, help="with --clips: where the tracks are written")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--data", type=Path, help="with --mocap: the datasets folder holding h36m_poses/ and "
+                   "cmu_walk_bvh/ (default: $POSECAST_DATA, else ../shared/datasets beside the repository)")
     args = p.parse_args(argv)
     if not (args.mocap or args.tracks or args.clips):
         p.error("give --mocap, --tracks and/or --clips")
     if args.clips and not args.work:
         p.error("--clips needs --work DIR for the tracks it writes")
-    sets = mocap_sets() if args.mocap else []
-    tilts = [h36m_camera_tilts()] if args.mocap else []
+    try:
+        sets = mocap_sets(args.data) if args.mocap else []
+        tilts = [h36m_camera_tilts(args.data)] if args.mocap else []
+    except FileNotFoundError as exc:
+        # train.motion's message names --data and POSECAST_DATA, which this script takes too.
+        print(f"bvh_check.py: error: {exc}", file=sys.stderr)
+        return 2
     if args.tracks:
         sets.append(track_set(args.tracks))
     if args.clips:

@@ -489,3 +489,16 @@ def test_bvh_check_scores_a_track(tmp_path: Path, capsys) -> None:
     assert summary["frames"] == 30 and summary["wrong_way_rows"] == 0 and summary["half_turn_rows"] == 0
     assert summary["joint_error_mm"]["max"] < 0.5
     assert "1 tracks: 30 frames; joint error mean" in capsys.readouterr().out
+
+
+def test_bvh_check_without_the_mocap_data_says_so_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """docs/bvh.md's command run where the shared datasets are not beside the repository: one line
+    naming the folder and the ways to give it (--data, POSECAST_DATA), exit 2, no traceback."""
+    bvh_check = load_script("bvh_check")
+    monkeypatch.setenv("POSECAST_DATA", str(tmp_path / "nowhere"))
+    assert bvh_check.main(["--mocap"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bvh_check.py: error: the Human3.6M poses are not at ")
+    assert str(tmp_path / "nowhere") in err[0] and "--data" in err[0]
+    assert bvh_check.main(["--mocap", "--data", str(tmp_path)]) == 2      # the option that line names
+    assert str(tmp_path / "h36m_poses") in capsys.readouterr().err
