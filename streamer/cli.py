@@ -248,8 +248,9 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))
     result = Pipeline(request).run()
-    # An input that failed before its first frame is said by its error alone.
-    if result.summary is not None and not (result.error is not None and result.summary.frames == 0):
+    # An input that failed, or a run stopped, before its first frame is said by its one line alone.
+    if result.summary is not None and not ((result.error is not None or result.interrupted)
+                                           and result.summary.frames == 0):
         _print_summary(result, tracks, overlay, args.stats, report)
     if result.error is not None:
         if result.traceback:

@@ -347,8 +347,8 @@ class OverlayWriter:
 
     def close(self, input_failed: bool = False) -> None:
         """Flushes the encoder and finishes the file. Idempotent. With no frame there is no file
-        (and one already at the path is left as it was), with a warning unless the input failed
-        before its first frame (its error says why)."""
+        (and one already at the path is left as it was), with a warning unless the input or the
+        run failed before its first frame (its error says why)."""
         if self._closed:
             return
         self._closed = True

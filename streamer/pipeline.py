@@ -21,8 +21,10 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -50,6 +52,7 @@ STOP_GRACE_S = 10.0      # Ctrl-C: how long frames in flight may take before the
 ABORT_GRACE_S = 3.0      # abort: how long stages may take to exit before they are terminated
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT_DAMAGED = 0, 1, 3      # interrupted: 128 + the signal's number
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"      # a -W option: see start_resource_tracker_deaf_to_hangups
 
 
 @dataclass
@@ -104,14 +107,58 @@ def start_resource_tracker_deaf_to_hangups() -> None:
     with it) with SIGHUP blocked, which it keeps: it ignores SIGINT and SIGTERM itself, but a
     closed terminal's SIGHUP to the process group killed it mid-run, and the tracker started
     again in its place printed a traceback for each of the run's semaphores after our one line.
-    A hangup that comes meanwhile waits here, and then stops the run as usual."""
+    A hangup that comes meanwhile waits here, and then stops the run as usual.
+
+    It is also told to keep quiet about what it cleans up: that is only ever left to it when this
+    process was killed outright (SIGKILL, the OOM killer), and then it removed the run's semaphores
+    and ring as it should but printed four lines of "UserWarning: resource_tracker: There appear to
+    be 12 leaked semaphore objects" after the shell's "Killed"."""
     from multiprocessing import resource_tracker
 
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    warnoptions = list(sys.warnoptions)
+    sys.warnoptions.append(QUIET_TRACKER)         # its command line is made from this process's flags
     try:
         resource_tracker.ensure_running()
     finally:
+        sys.warnoptions[:] = warnoptions
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def killed_how(signum: int) -> str:
+    """How a stage that died of a signal died, for the run's one line. SIGKILL is what the system
+    sends a process when memory runs out (the OOM killer), and a user can act on that."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"was killed by signal {signum}"
+    if signum == signal.SIGKILL:
+        return (f"was killed by signal {signum} ({name}: by another program, or by the system when memory ran out; "
+                "then close other programs or give a smaller input)")
+    return f"was killed by signal {signum} ({name})"
+
+
+def restart_dead_resource_tracker_quietly() -> None:
+    """A resource tracker killed mid-run (a SIGKILL to it, the OOM killer) is started again by
+    the first register or unregister after it, the ring's removal in `_shutdown`: the new one knows
+    none of the run's semaphores, and printed a warning that the old one died and a KeyError
+    traceback for each semaphore after the run's summary. Each semaphore is removed by its
+    finaliser and the ring by `unlink_ring` all the same, so a tracker that died is started again
+    here, with nowhere to print. (A live one is only probed.)"""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return                                    # no stderr (2>&-): nowhere to print anyway
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)                       # the new tracker's stderr is the one we have now
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # "resource_tracker: process died unexpectedly"
+            start_resource_tracker_deaf_to_hangups()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class Pipeline:
@@ -298,7 +345,7 @@ class Pipeline:
             # Died without reporting (killed, crashed in native code): nothing else will tell.
             self._events.abort.set()
             if self.result.error is None:
-                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+                how = killed_how(-code) if code is not None and code < 0 else f"exited with code {code}"
                 self.result.error = f"the {name} stage {how}; the run was stopped"
                 if name == "output":
                     self.result.error += self._lost_with_the_output_stage()
@@ -349,6 +396,8 @@ class Pipeline:
             self.result.stage_exit_codes.setdefault(name, proc.exitcode)
         for conn in self.conns:
             conn.close()
+        if self.control is not None:              # else no tracker was started
+            restart_dead_resource_tracker_quietly()
         unlink_ring(self.ring_name)
         if self.ipc_dir is not None:
             shutil.rmtree(self.ipc_dir, ignore_errors=True)

@@ -42,8 +42,15 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
         reporter.send("error", {"message": str(exc), "exit_code": exc.exit_code, "traceback": None,
                                 "drained": bool(getattr(exc, "drained", False))})
         code = exc.exit_code
+    except MemoryError as exc:
+        # Not a bug but the machine: no traceback, and what to do about it.
+        reporter.send("error", {"message": f"the {stage_name} stage ran out of memory; the run was stopped (free "
+                                           "memory: close other programs, or give a smaller input)",
+                                "exit_code": 1, "traceback": None,
+                                "drained": bool(getattr(exc, "drained", False))})
+        code = 1
     except BaseException as exc:  # a bug: keep its traceback for the parent to show
-        reporter.send("error", {"message": f"{type(exc).__name__}: {exc}", "exit_code": 1,
+        reporter.send("error", {"message": bug_message(stage_name, exc), "exit_code": 1,
                                 "traceback": traceback.format_exc(),
                                 "drained": bool(getattr(exc, "drained", False))})
         code = 1
@@ -51,6 +58,20 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
         conn.close()
         remove_if_orphaned(ipc_dir)
     sys.exit(code)
+
+
+BUG_SAID_CHARS = 300     # of an exception's own words in the one line; the traceback above has them all
+
+
+def bug_message(stage_name: str, exc: BaseException) -> str:
+    """The one line for an exception no one foresaw in a stage: which stage, what it was (on one
+    line: a runtime's message may hold several), and what to do."""
+    said = " ".join(str(exc).split())
+    if len(said) > BUG_SAID_CHARS:
+        said = said[:BUG_SAID_CHARS] + "..."
+    what = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    return (f"the {stage_name} stage failed ({what}); the run was stopped. Posecast did not foresee this error: "
+            "please report it with the traceback above")
 
 
 def remove_if_orphaned(ipc_dir: Path | None) -> None:

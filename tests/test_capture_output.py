@@ -408,6 +408,36 @@ def test_a_failed_overlay_is_removed_before_the_npz_is_written(endpoint: str, tm
         assert arrays["seq"].tolist() == [0, 1, 2]       # the tracks get each frame before the overlay
 
 
+@pytest.mark.parametrize("failed", ["another stage", "this stage"])
+def test_a_run_that_fails_before_the_first_frame_says_nothing_of_the_overlay(endpoint: str, tmp_path: Path,
+                                                                           ring_name: str, failed: str,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The inference failed at its first frame (the run is aborted), or this stage failed on
+    its first result: the run's one line says why. "no frame reached the overlay video" came
+    before it as a second line."""
+    from streamer.stages.output import OutputStage
+
+    if failed == "this stage":
+        def fails(*_args: Any, **_kwargs: Any) -> None:
+            raise InputError("the first frame could not be written")
+
+        monkeypatch.setattr(OutputStage, "_write", fails)
+    control, reports = _control(), _Reports()
+    overlay = tmp_path / "a.mp4"
+    with _fed_output_stage(endpoint, control, reports, overlay=overlay) as (upstream, running):
+        upstream.send(START, _start(ring_name))
+        assert control.ready.acquire(timeout=WAIT_MS / 1000)          # the overlay is open: frames may come
+        if failed == "this stage":
+            upstream.send(RESULT, _result(0))
+        else:
+            control.abort.set()                                        # as the parent does
+        running.join()
+    assert (running.error is not None) == (failed == "this stage")
+    assert "overlay video" not in caplog.text, caplog.text
+    assert not overlay.exists()
+
+
 def test_a_phone_clip_reaches_the_outputs_upright(posecast, tmp_path: Path) -> None:
     """A clip stored landscape with a display rotation of 90 degrees: the capture turns each frame
     on its one copy into shared memory, so the track's image size and the overlay are upright,

@@ -410,6 +410,37 @@ def test_metadata_that_is_not_the_networks_is_one_line_before_any_frame(tmp_path
         read_onnx_info(tmp_path / "float.onnx")
 
 
+def test_a_network_that_loads_but_cannot_run_is_one_line_before_any_frame(tmp_path: Path, posecast_cache: Path,
+                                                                          small_model_config: ModelConfig) -> None:
+    """A graph that ONNX Runtime loads but cannot run (here a Reshape whose shape does not fit the
+    crop): the inference stage failed at the first frame with ONNX Runtime's traceback and an
+    exit 1. It is refused as the backend starts, in one line."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from engines.backends import create_backend
+
+    path = tmp_path / "m.onnx"
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", False), path)
+    model = onnx.load(str(path))
+    graph, size = model.graph, small_model_config.input_size
+    for node in graph.node:
+        node.input[:] = ["image_back" if name == "image" else name for name in node.input]
+    graph.initializer.extend([numpy_helper.from_array(np.array([-1, size - 1, size, 3], np.int64), "unfit"),
+                              numpy_helper.from_array(np.array([-1, size, size, 3], np.int64), "fit")])
+    graph.node.insert(0, helper.make_node("Reshape", ["image_unfit", "fit"], ["image_back"]))
+    graph.node.insert(0, helper.make_node("Reshape", ["image", "unfit"], ["image_unfit"]))
+    bad = tmp_path / "unfit.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelFileError) as info:
+        create_backend(resolve_model(bad), "onnxruntime", "cpu")
+    message = str(info.value)
+    assert message.startswith(f"{bad}: the network fails on its first crop (")
+    assert "Reshape" in message and message.endswith("write it again with `posecast export`")
+    assert "\n" not in message
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
 def test_unreadable_model_file(tmp_path: Path, small_model_config: ModelConfig) -> None:
     path = tmp_path / "locked.pt"

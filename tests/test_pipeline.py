@@ -374,8 +374,8 @@ def test_ctrl_c_while_the_stages_start_is_an_interruption_not_a_crash(posecast, 
     # A stage process imports for a second before it can leave the signal to the parent; a Ctrl-C
     # then killed it with a traceback and the run "failed" (exit 1). Sent as soon as the first
     # stage process exists, it must stop the run as any Ctrl-C does.
-    track = tmp_path / "t.jsonl"
-    proc = posecast.start(["track", clip600, "-o", track, "--min-score", "0", "--no-progress"],
+    track, overlay = tmp_path / "t.jsonl", tmp_path / "o.mp4"
+    proc = posecast.start(["track", clip600, "-o", track, "--overlay", overlay, "--min-score", "0", "--no-progress"],
                           start_new_session=True)
     while not _children(proc.pid) and proc.poll() is None:
         time.sleep(0.002)
@@ -384,10 +384,15 @@ def test_ctrl_c_while_the_stages_start_is_an_interruption_not_a_crash(posecast, 
     assert r.returncode == 130, r.stderr
     assert_clean_stderr(r.stderr)
     assert not error_lines(r.stderr)
-    # Stopped before its first frame, the run makes no file (and says so).
-    assert r.stderr.strip().splitlines()[-1] == ("posecast: interrupted (SIGINT); everything processed so far was written"
-                                                 if track.exists() else
-                                                 "posecast: interrupted (SIGINT) before the first frame; no file was written")
+    # Stopped before its first frame, the run makes no file, and says so in one line: not after
+    # "no frame reached the overlay video" and a summary of 0 frames written "-> nowhere".
+    if not track.exists():
+        assert not overlay.exists()
+        assert r.stderr.strip().splitlines() == [
+            "posecast: interrupted (SIGINT) before the first frame; no file was written"], r.stderr
+    else:
+        assert r.stderr.strip().splitlines()[-1] == \
+            "posecast: interrupted (SIGINT); everything processed so far was written"
     if track.exists():
         _, poses = read_track(track)
         assert_contiguous(poses)
@@ -445,6 +450,10 @@ def test_a_hangup_to_the_group_stops_cleanly_without_tracebacks(posecast, clip60
 
 # --- a stage dies ------------------------------------------------------------------------------
 
+KILLED_HOW = ("(SIGKILL: by another program, or by the system when memory ran out; then close other programs or "
+              "give a smaller input)")
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, stage: str) -> None:
     track = tmp_path / "t.jsonl"
@@ -457,7 +466,9 @@ def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, sta
     assert r.returncode == 1, r.stderr
     assert_clean_stderr(r.stderr)
     errors = error_lines(r.stderr)
-    assert errors == [f"posecast: error: the {stage} stage was killed by signal 9; the run was stopped"], r.stderr
+    # SIGKILL is what the system's OOM killer sends: the line says so, and what to do.
+    assert errors == [f"posecast: error: the {stage} stage was killed by signal 9 {KILLED_HOW}; the run was stopped"], \
+        r.stderr
 
     data = track.read_text()
     if stage == "output":
@@ -484,8 +495,8 @@ def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tm
     r = posecast.finish(proc, timeout=30)
     assert r.returncode == 1, r.stderr
     assert error_lines(r.stderr) == [
-        "posecast: error: the output stage was killed by signal 9; the run was stopped; t.npz could not be "
-        "written (.npz and .bvh are written at the end of a run: use .jsonl or .csv for a track that survives a crash)"
+        f"posecast: error: the output stage was killed by signal 9 {KILLED_HOW}; the run was stopped; t.npz could "
+        "not be written (.npz and .bvh are written at the end of a run: use .jsonl or .csv for a track that survives a crash)"
         + ("; the overlay video t.mp4 was unfinished and no player could open it, so it was removed" if overlay
            else "")]
     assert not arrays.exists() and not video.exists()
@@ -541,6 +552,25 @@ def test_an_output_stage_killed_for_hanging_says_what_was_lost(tmp_path: Path, e
     assert not video.exists()
 
 
+def test_a_killed_resource_tracker_leaves_no_tracebacks(posecast, clip600: Path, tmp_path: Path) -> None:
+    """multiprocessing's resource tracker killed mid-run (SIGKILL, the OOM killer): the run goes on
+    and ends as usual. The tracker started again at the end knew none of the run's semaphores and
+    printed a KeyError traceback for each (twelve), and a warning, after the summary."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0", "--no-progress"],
+                          start_new_session=True)
+    stage_processes(proc)
+    wait_for_lines(track, 6, proc)
+    (tracker,) = [c for c in psutil.Process(proc.pid).children()
+                  if "resource_tracker" in " ".join(c.cmdline())]
+    tracker.send_signal(signal.SIGKILL)
+    r = posecast.finish(proc, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert "UserWarning" not in r.stderr and "KeyError" not in r.stderr, r.stderr
+    assert len(read_track(track)[1]) == 600
+
+
 def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path) -> None:
     """SIGKILL (or the OOM killer) on the parent: nobody is left to abort the run, so each stage
     watches for its parent's death and stops by itself instead of running on alone (to the end
@@ -568,6 +598,12 @@ def test_killed_parent_stops_the_stages(posecast, clip600: Path, tmp_path: Path)
             time.sleep(0.1)
         assert not posecast.survivors(proc)
         assert not list(Path("/dev/shm").glob(f"posecast-{proc.pid}-*"))
+        # The tracker cleans up after the killed parent without a word: it printed "UserWarning:
+        # resource_tracker: There appear to be 12 leaked semaphore objects ..." (four lines) after
+        # the shell's "Killed".
+        stderr = proc.stderr.read()
+        assert "UserWarning" not in stderr and "leaked" not in stderr, stderr
+        assert_clean_stderr(stderr)
     finally:
         for p in posecast.survivors(proc):
             p.kill()

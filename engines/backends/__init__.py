@@ -128,7 +128,17 @@ def check_outputs(backend: Backend, model: ModelArtifact) -> None:
 
     cfg = model.info.config
     size, joints = cfg.input_size, cfg.skeleton.num_joints
-    out = backend.infer(np.zeros((1, size, size, 3), np.uint8))
+    try:
+        out = backend.infer(np.zeros((1, size, size, 3), np.uint8))
+    except Exception as exc:
+        # A graph that loads but cannot run (a node whose shapes do not fit, an operator the
+        # runtime refuses at run time) would otherwise fail the same way inside the inference stage
+        # at the first frame: a traceback and the runtime's words, exit 1. ONNX Runtime's words go
+        # on after "Status Message:" with its C++ source's path and a function's signature.
+        said = " ".join(str(exc).split()).split(" Status Message:")[0][:200]
+        raise ModelFileError(f"{model.onnx_path}: the network fails on its first crop ({type(exc).__name__}: {said}); "
+                             f"the file is damaged or not a Posecast network: write it again with `posecast export`"
+                             ) from None
     want_2d, want_3d = (1, joints, cfg.grid_size, cfg.grid_size), (1, len(cfg.roots), joints, 3)
     got_2d, got_3d = tuple(np.shape(out.probs_2d)), tuple(np.shape(out.offsets_3d))
     if (got_2d, got_3d) != (want_2d, want_3d):

@@ -75,6 +75,7 @@ class OutputStage:
         overlay = None
         ring: FrameRing | None = None
         bar = None
+        failing = False
         try:
             start = self._wait_start(inbox)
             if start is None:
@@ -136,19 +137,27 @@ class OutputStage:
                 elif kind == END:
                     # Finished before the summary, and taken off the closers in `finally`, so
                     # that a file that cannot be finished (a full disk) is reported once.
-                    failed = body.get("reason") == "source failed"
+                    # A source that failed, or a run stopped, before the first frame is said by the
+                    # run's one line ("... before the first frame; no file was written").
+                    failed = body.get("reason") in ("source failed", "stopped", "aborted")
                     finishing = [w.close for w in writers] + (
                         [functools.partial(overlay.close, input_failed=failed)] if overlay is not None else [])
                     writers, overlay = [], None
                     close_all(finishing)
                     self.reporter.send("summary", self._summary(body, time.perf_counter() - t_first))
                     return
+        except BaseException:
+            failing = True
+            raise
         finally:
             closers = [w.close for w in writers]
             if overlay is not None:
                 # A video that failed (a full disk) is removed before the tracks close: an .npz or
                 # .bvh, written whole as it closes, may need the room it took. Else tracks first.
-                closers.insert(0 if overlay.failed else len(closers), overlay.close)
+                # A run that failed (this stage, or another one: abort) says why in its one line;
+                # "no frame reached the overlay video" beside it would be a second.
+                closing = functools.partial(overlay.close, input_failed=failing or self.control.abort.is_set())
+                closers.insert(0 if overlay.failed else len(closers), closing)
             closers += [c.close for c in (bar, self.preview, ring) if c is not None]
             if publisher is not None:
                 closers.append(lambda: publisher.close(linger_ms=0 if self.control.abort.is_set() else 1000))
