@@ -332,3 +332,73 @@ def test_an_evaluation_before_backdrops_resamples_them_with_the_photos(tmp_path:
     res = real_metrics(result, cfg)
     assert res["per_sample"]["clusters"] == ["0", "1"] and res["per_sample"]["backgrounds"] == ["bg.png"] * 2
 
+
+
+def test_a_bystander_stands_beside_the_person_behind_them_or_now_and_then_in_front(tmp_path: Path) -> None:
+    """Another photo's person (painted green here) joins the pasted person: beside them, about
+    their height; behind them most of the time (the person whole), in front of them now and then."""
+    records, figures = [], []
+    for i in range(2):
+        r, f = studio_photo(tmp_path / f"photo{i}.png", seed=i)
+        if i == 1:
+            image = cv2.imread(str(r.path))
+            image[f > 0] = (40, 200, 40)
+            cv2.imwrite(str(r.path), image)
+        records.append(r)
+        figures.append(f)
+    out = tmp_path / "cutouts"
+    make_cutouts(records, out, progress=False)
+    (out / MANIFEST).write_text(json.dumps({"version": CUTOUT_VERSION}))
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0, bystanders=1.0,
+                              sources={r.path.name: r.path for r in records})
+    image = cv2.imread(str(records[0].path))
+    warp = warp_matrix(0.4 * np.eye(2), np.array([28.0, 16.0]))      # the person 96 px tall in the middle
+    crop = cv2.warpAffine(image, warp, (128, 128))
+    person = cv2.warpAffine(figures[0], warp, (128, 128)) > 0
+    inside = cv2.erode(person.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    # The same draws make the same backdrop: the bystander's pixels are what differs from it.
+    alone = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0)
+    whole, covered = 0, 0
+    for seed in range(24):
+        got = backdrops.apply(crop, warp, records[0].path.name, np.random.default_rng(seed)).astype(int)
+        before = alone.apply(crop, warp, records[0].path.name, np.random.default_rng(seed)).astype(int)
+        ys, xs = np.nonzero(np.abs(got - before).max(axis=2) > 40)
+        assert len(ys) > 150                                       # a bystander in every crop
+        assert 40 < np.ptp(ys) < 115          # at most about their height (96 px), partly behind them
+        assert np.median(got[ys, xs], axis=0).tolist() == pytest.approx([40, 200, 40], abs=25)   # green
+        kept = (np.abs(got[inside] - crop[inside]).max(axis=1) <= 1).mean()
+        whole += kept > 0.97
+        covered += kept < 0.9
+    assert whole >= 12 and covered >= 2
+
+
+def test_bystanders_need_pasted_people_and_two_training_masks(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bystander_fraction > 0 needs paste_fraction > 0"):
+        DataSection(synth_dirs=("a",), bystander_fraction=0.5).check()
+    with pytest.raises(ValueError, match=r"bystander_fraction: must be in \[0, 1\]"):
+        DataSection(synth_dirs=("a",), bystander_fraction=-0.1).check()
+    records, _, out = write_cutouts(tmp_path, 2)
+    with pytest.raises(ValueError, match="at least two training photos"):
+        # The held-out photo's mask is there, but only the training photos may stand by.
+        RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0, bystanders=0.5,
+                      sources={records[0].path.name: records[0].path})
+
+
+def test_evaluate_gives_held_out_people_held_out_bystanders(tmp_path: Path) -> None:
+    from train.evaluate import build_parser, held_out_backdrops, run
+
+    args = build_parser().parse_args(["--model", "m.pt", "--real2d", str(tmp_path), "--bystanders"])
+    with pytest.raises(InputError, match="give --real-backdrops too"):
+        run(args)
+    records, _, out = write_cutouts(tmp_path, 2)
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    from train.backgrounds import VAL_BACKGROUNDS
+
+    cv2.imwrite(str(bg / VAL_BACKGROUNDS[0]), np.random.default_rng(1).integers(0, 256, (200, 300, 3), np.uint8))
+    plain, beside = held_out_backdrops(out, records, bg), held_out_backdrops(out, records, bg, bystanders=True)
+    assert plain.bystanders == 0.0 and beside.bystanders == 1.0
+    assert beside.sources == {r.path.name: r.path for r in records}     # the evaluated photos' people only
+    shown = [RealDataset(records, input_size=128, augment=False, seed=0, backdrops=b)[0]["image"].numpy()
+             for b in (plain, beside)]
+    assert not np.array_equal(*shown)

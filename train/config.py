@@ -109,6 +109,8 @@ class DataSection:
     real_cutouts_dir: str | None = None      # masks of the real photos' people (python -m train.real_cutouts)
     paste_fraction: float = 0.0              # share of real photos whose person is put before a
                                              # training background photo (needs the two above)
+    bystander_fraction: float = 0.0          # share of those given another training photo's person
+                                             # beside them, unlabelled (train.real_cutouts)
 
     def check(self) -> None:
         if not self.synth_dirs:
@@ -127,6 +129,10 @@ class DataSection:
             raise ValueError(f"paste_fraction: must be in [0, 1] (got {self.paste_fraction})")
         if self.paste_fraction > 0 and (self.real_cutouts_dir is None or self.backgrounds_dir is None):
             raise ValueError("paste_fraction > 0 needs real_cutouts_dir and backgrounds_dir")
+        if not 0.0 <= self.bystander_fraction <= 1.0:
+            raise ValueError(f"bystander_fraction: must be in [0, 1] (got {self.bystander_fraction})")
+        if self.bystander_fraction > 0 and self.paste_fraction <= 0:
+            raise ValueError("bystander_fraction > 0 needs paste_fraction > 0 (bystanders join pasted people)")
         if not 0.0 <= self.real_val_fraction < 1.0:
             raise ValueError(f"real_val_fraction: must be in [0, 1) (got {self.real_val_fraction})")
 

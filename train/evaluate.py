@@ -776,9 +776,10 @@ def held_out_shard_dirs(dirs: list[Path]) -> list[Path]:
     return unique
 
 
-def held_out_backdrops(cutouts_dir: Path, records: Sequence[Any], backgrounds: Path) -> Any:
+def held_out_backdrops(cutouts_dir: Path, records: Sequence[Any], backgrounds: Path, bystanders: bool = False) -> Any:
     """Every one of `records`' people before a crop of a held-out background photo (the same
-    crop for the same photo every run: the evaluation's per-sample seed draws it)."""
+    crop for the same photo every run: the evaluation's per-sample seed draws it); with
+    `bystanders`, another of `records`' people beside each, unlabelled."""
     from train.backgrounds import split_backgrounds
     from train.real_cutouts import Cutouts, RealBackdrops
 
@@ -787,7 +788,9 @@ def held_out_backdrops(cutouts_dir: Path, records: Sequence[Any], backgrounds: P
         photos = split_backgrounds(backgrounds, "val")
         if not photos:
             raise FileNotFoundError(f"none of the held-out background photos is in {backgrounds}")
-        backdrops = RealBackdrops(cutouts, photos, 1.0)     # reads the photos: one may be unreadable
+        # Reads the photos: one may be unreadable.
+        backdrops = RealBackdrops(cutouts, photos, 1.0, bystanders=1.0 if bystanders else 0.0,
+                                  sources={r.path.name: r.path for r in records})
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"--real-backdrops: {exc}") from None
     missing = [r.path.name for r in records if r.path.name not in cutouts.masks]
@@ -842,6 +845,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the real photos' people cut out by these masks (python -m train.real_cutouts) and put "
                         "before crops of the held-out background photos (needs --real2d and --backgrounds): "
                         "real people in scenes, not on studio walls")
+    p.add_argument("--bystanders", action="store_true",
+                   help="with --real-backdrops: another of the evaluated photos' people beside each person "
+                        "(behind them, or now and then in front), unlabelled: one skeleton kept off a neighbour")
     p.add_argument("--negatives", type=int, default=500, metavar="N",
                    help="how many person-free crops (default 500; seeded, the same every run)")
     p.add_argument("--detect-score", type=float, metavar="S",
@@ -891,6 +897,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--real-val-fraction must be between 0 and 1, both left out (got {args.real_val_fraction:g})")
     if args.real_files and not args.real2d:
         raise InputError("--real-files picks photos of the real set: give --real2d too")
+    if args.bystanders and not args.real_backdrops:
+        raise InputError("--bystanders stand beside the people put before backgrounds: give --real-backdrops too")
     if args.real_backdrops and not (args.real2d and args.backgrounds):
         raise InputError("--real-backdrops puts the real photos' people before background photos: give --real2d "
                          "and --backgrounds too")
@@ -939,8 +947,8 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise InputError(f"--real2d: {len(missing)} of the photos to evaluate are not in {real_dir / 'images'} "
                              f"(first: {missing[0].name}); restore them, or take their entries out of keypoints.json")
-        backdrops = held_out_backdrops(resolve_path(args.real_backdrops), chosen,
-                                       resolve_path(args.backgrounds)) if args.real_backdrops else None
+        backdrops = held_out_backdrops(resolve_path(args.real_backdrops), chosen, resolve_path(args.backgrounds),
+                                       args.bystanders) if args.real_backdrops else None
         real_ds = RealDataset(chosen, input_size=cfg.input_size, augment=False, seed=0,
                               cut_fraction=1.0 if args.cut else 0.0, backdrops=backdrops)
     negative_ds = None
@@ -968,7 +976,7 @@ def run(args: argparse.Namespace) -> int:
     if args.real2d:
         res["real"]["split"] = f"listed in {Path(args.real_files).name}" if args.real_files else args.real_split
         if args.real_backdrops:
-            res["real"]["split"] += ", before held-out backgrounds"
+            res["real"]["split"] += ", before held-out backgrounds" + (", a bystander beside" if args.bystanders else "")
     note = ", 3D from the labelled 2D (--exact-2d)" if args.exact_2d else ""
     note += ", people cut off between hips and knees (--cut)" if args.cut else ""
     # The weights line says how the file was shipped; an override is what this evaluation ran.

@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,7 +239,8 @@ class RealBackdrops:
     background photo (`train.negatives.negative_crop`: its scale, clutter and jitter). The mask's
     edge is softened over about a pixel of the crop, as a camera's would be."""
 
-    def __init__(self, cutouts: Cutouts, photos: Sequence[Path], fraction: float) -> None:
+    def __init__(self, cutouts: Cutouts, photos: Sequence[Path], fraction: float, bystanders: float = 0.0,
+                 sources: Mapping[str, Path] | None = None) -> None:
         from train.backgrounds import load_backgrounds
         # Here, not at the module's top: train.negatives imports train.datasets, which imports this.
         from train.negatives import NegativeOptions, negative_crop
@@ -259,6 +260,15 @@ class RealBackdrops:
         self._backdrop = negative_crop
         self._backdrop_options = NegativeOptions(side=(0.3, 1.0))     # the person stays the subject
         self._png: dict[str, np.ndarray] = {}
+        if not 0.0 <= bystanders <= 1.0:
+            raise ValueError(f"bystander_fraction: must be in [0, 1] (got {bystanders})")
+        # Bystanders: other photos' people (`sources`: their files by name), never the held-out ones.
+        self.bystanders = float(bystanders)
+        self.sources = dict(sources or {})
+        self._bystander_names = sorted(n for n in cutouts.masks if n in self.sources)
+        if self.bystanders > 0 and len(self._bystander_names) < 2:
+            raise ValueError("bystander_fraction > 0 needs the masks of at least two training photos")
+        self._jpeg: dict[str, np.ndarray] = {}
 
     def mask_of(self, name: str) -> np.ndarray | None:
         path = self.cutouts.masks.get(name)
@@ -286,9 +296,66 @@ class RealBackdrops:
         k = int(rng.integers(len(self.photos)))
         photo = self.photos[k]
         self.shown[name] = self.names[k]
-        backdrop = self._backdrop(photo, size, rng, self._backdrop_options)
-        out = crop.astype(np.float32) * alpha + backdrop.astype(np.float32) * (1.0 - alpha)
+        backdrop = self._backdrop(photo, size, rng, self._backdrop_options).astype(np.float32)
+        bystander = self._bystander(name, alpha, rng) if self.bystanders > 0 and rng.random() < self.bystanders else None
+        if bystander is None:
+            out = crop.astype(np.float32) * alpha + backdrop * (1.0 - alpha)
+        else:
+            other, other_alpha, in_front = bystander
+            if in_front:
+                out = crop.astype(np.float32) * alpha + backdrop * (1.0 - alpha)
+                out = other * other_alpha + out * (1.0 - other_alpha)
+            else:
+                out = other * other_alpha + backdrop * (1.0 - other_alpha)
+                out = crop.astype(np.float32) * alpha + out * (1.0 - alpha)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def _bystander(self, name: str, alpha: np.ndarray, rng: np.random.Generator,
+                   ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        """Another training photo's person, cut out and warped beside (behind, or now and then in
+        front of) the crop's person, whose mask in the crop is `alpha`: about their height, their
+        feet near theirs, overlapping them or a little apart, as people side by side in a street.
+        Unlabelled: the crop's labels stay its own person's, so the network learns to draw one
+        skeleton on the person the crop is centred on, not one over both (docs/training.md, "Stage 32: real
+        bystanders"). None where the crop shows too little of its person to place one by."""
+        size = alpha.shape[0]
+        ys, xs = np.nonzero(alpha[..., 0] > 0.5)
+        if len(ys) < 20:
+            return None
+        height = float(ys.max() - ys.min() + 1)
+        centre_x = 0.5 * float(xs.min() + xs.max())
+        others = self._bystander_names
+        other = others[int(rng.integers(len(others)))]
+        if other == name:
+            other = others[(others.index(other) + 1) % len(others)]
+        mask = self.mask_of(other)
+        if mask is None or not mask.any():
+            return None
+        oys, oxs = np.nonzero(mask)
+        scale = height * float(rng.uniform(0.75, 1.15)) / float(oys.max() - oys.min() + 1)
+        mirror = -1.0 if rng.random() < 0.5 else 1.0
+        shift = float(rng.choice([-1.0, 1.0])) * float(rng.uniform(0.15, 0.6)) * height
+        feet = float(ys.max()) + float(rng.uniform(-0.15, 0.1)) * height
+        in_front = bool(rng.random() < 0.3)
+        source_x = 0.5 * float(oxs.min() + oxs.max())
+        warp = np.array([[mirror * scale, 0.0, centre_x + shift - mirror * scale * source_x],
+                         [0.0, scale, feet - scale * float(oys.max())]])
+        photo = self._photo(other)
+        image = cv2.warpAffine(photo, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        other_alpha = cv2.warpAffine(mask, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        other_alpha = cv2.GaussianBlur(other_alpha, (0, 0), 0.7).astype(np.float32)[..., None] * (1.0 / 255.0)
+        return image.astype(np.float32), other_alpha, in_front
+
+    def _photo(self, name: str) -> np.ndarray:
+        path = self.sources[name]
+        data = self._jpeg.get(name)
+        if data is None:
+            data = self._jpeg[name] = np.fromfile(path, dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if image is None:
+            raise InputError(f"cannot read the real photo {path}: it is not an image OpenCV can decode (damaged?); "
+                             f"restore it, or take its entry out of keypoints.json")
+        return image
 
 
 def main(argv: list[str] | None = None) -> int:

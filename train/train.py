@@ -250,7 +250,8 @@ def real_backdrops(cfg: TrainConfig, records: list[RealRecord]) -> RealBackdrops
     if not cutouts.masks:
         raise ValueError(f"{cutouts_dir} holds no mask of the training photos: make them with "
                          f"python -m train.real_cutouts --out {cutouts_dir}")
-    return RealBackdrops(cutouts, split_backgrounds(bg_dir, "train"), cfg.data.paste_fraction)
+    return RealBackdrops(cutouts, split_backgrounds(bg_dir, "train"), cfg.data.paste_fraction,
+                         bystanders=cfg.data.bystander_fraction, sources={r.path.name: r.path for r in records})
 
 
 def held_out_in_training(train_dirs: list[Path], metas: list[dict], val_dirs: list[Path]) -> list[str]:
