@@ -451,3 +451,31 @@ def test_unreadable_model_file(tmp_path: Path, small_model_config: ModelConfig) 
             resolve_model(path)
     finally:
         path.chmod(0o600)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_a_first_crop_that_fails_on_a_gpu_is_the_device_not_the_file(tmp_path: Path, small_model_config: ModelConfig,
+                                                                     device: str) -> None:
+    """ONNX Runtime on a GPU that fails the first crop (its memory full, a cuDNN that does not fit)
+    is a backend that cannot start, which `auto` moves on from; not "the file is damaged: write
+    it again", the words for a graph the CPU cannot run. Out of memory on the CPU is not the
+    file's fault either."""
+    from engines.backends import check_outputs
+    from engines.errors import BackendUnavailableError
+
+    path = tmp_path / "m.onnx"
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", False), path)
+
+    class Fails:
+        def __init__(self, exc: Exception) -> None:
+            self.device, self.exc = device, exc
+
+        def infer(self, _crops: np.ndarray) -> None:
+            raise self.exc
+
+    with pytest.raises(BackendUnavailableError, match=rf"ONNX Runtime \({device}\) could not run"):
+        check_outputs(Fails(MemoryError() if device == "cpu" else RuntimeError("CUDNN_STATUS_NOT_SUPPORTED")),
+                      resolve_model(path))
+    if device == "cpu":
+        with pytest.raises(ModelFileError, match="the network fails on its first crop"):
+            check_outputs(Fails(RuntimeError("Reshape: shape does not fit")), resolve_model(path))

@@ -402,3 +402,93 @@ def test_evaluate_gives_held_out_people_held_out_bystanders(tmp_path: Path) -> N
     shown = [RealDataset(records, input_size=128, augment=False, seed=0, backdrops=b)[0]["image"].numpy()
              for b in (plain, beside)]
     assert not np.array_equal(*shown)
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbled"])
+def test_a_bystanders_photo_gone_or_damaged_is_one_line(tmp_path: Path, damage: str) -> None:
+    """The bystander's photo is read as training goes (a loader worker): a file deleted or
+    overwritten since is one line, as the pasted person's own photo is (RealDataset.load_image),
+    not a FileNotFoundError traceback."""
+    records, _, out = write_cutouts(tmp_path, 2)
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0, bystanders=1.0,
+                              sources={r.path.name: r.path for r in records})
+    image = cv2.imread(str(records[0].path))
+    warp = warp_matrix(0.4 * np.eye(2), np.array([28.0, 16.0]))
+    crop = cv2.warpAffine(image, warp, (128, 128))
+    if damage == "missing":
+        records[1].path.unlink()
+    else:
+        records[1].path.write_bytes(b"not a photo")
+    with pytest.raises(InputError, match=f"cannot read the real photo {records[1].path}"):
+        for seed in range(8):           # a bystander in every crop: the other photo's person
+            backdrops.apply(crop, warp, records[0].path.name, np.random.default_rng(seed))
+
+
+def _extent(mask: np.ndarray, warp: np.ndarray) -> tuple[float, float, float]:
+    """Top, bottom and middle (x) of a photo's mask in a crop's pixels."""
+    ys, xs = np.nonzero(mask)
+    x = warp[0, 0] * xs + warp[0, 1] * ys + warp[0, 2]
+    y = warp[1, 0] * xs + warp[1, 1] * ys + warp[1, 2]
+    return float(y.min()), float(y.max()), 0.5 * float(x.min() + x.max())
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_a_bystander_stands_beside_the_person_in_a_mirrored_crop_too(tmp_path: Path, flipped: bool) -> None:
+    """Mirrored or not (a flipped crop, and the bystander drawn either way round), the bystander's
+    middle is 0.15 to 0.6 of the person's height to one side of theirs, their feet near theirs."""
+    records, _, out = write_cutouts(tmp_path, 2)
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0, bystanders=1.0,
+                              sources={r.path.name: r.path for r in records})
+    name, size = records[0].path.name, 256       # room on both sides: nothing of the bystander cut off
+    mask = backdrops.mask_of(name)
+    s, f = 0.5, (-1.0 if flipped else 1.0)
+    warp = np.array([[f * s, 0.0, 128.0 - f * s * 90.0], [0.0, s, 60.0]])
+    alpha = cv2.warpAffine(mask, warp, (size, size)).astype(np.float32)[..., None] / 255.0
+    top, bottom, middle = _extent(mask, warp)
+    height = bottom - top + 1
+    for seed in range(24):
+        placed = backdrops._bystander(name, mask, warp, alpha, np.random.default_rng(seed))
+        assert placed is not None
+        ys, xs = np.nonzero(placed[1][..., 0] > 0.5)
+        aside = abs(0.5 * (xs.min() + xs.max()) - middle) / height
+        assert 0.15 - 0.03 < aside < 0.6 + 0.03, (seed, aside)
+        assert bottom - 0.15 * height - 3 < ys.max() < bottom + 0.1 * height + 3, seed
+
+
+class _LowDraws:
+    """Each of a bystander's draws at the low end of its range: the smallest, nearest, highest-
+    standing bystander (feet 0.15 of the person's height above theirs), behind them."""
+
+    def integers(self, n: int) -> int:
+        return 0
+
+    def uniform(self, low: float, high: float) -> float:
+        return low
+
+    def random(self) -> float:
+        return 0.99
+
+    def choice(self, options: list[float]) -> float:
+        return options[0]
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_a_bystander_beside_a_person_the_crop_cuts_is_cut_with_them(tmp_path: Path, flipped: bool) -> None:
+    """A crop that cuts its person off (cut_fraction: between hips and knees) shows part of them:
+    the bystander is sized and stood by the whole person, so the crop's edge cuts them too. Sized
+    by what it showed, they were a whole person smaller than the person, feet standing in the crop."""
+    records, _, out = write_cutouts(tmp_path, 2)
+    backdrops = RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0, bystanders=1.0,
+                              sources={r.path.name: r.path for r in records})
+    name, size = records[0].path.name, 128
+    mask = backdrops.mask_of(name)
+    s, f = 0.8, (-1.0 if flipped else 1.0)
+    warp = np.array([[f * s, 0.0, 64.0 - f * s * 90.0], [0.0, s, -15.0]])   # head in, knees down out of the crop
+    alpha = cv2.warpAffine(mask, warp, (size, size)).astype(np.float32)[..., None] / 255.0
+    top, bottom, _ = _extent(mask, warp)
+    assert bottom - 0.15 * (bottom - top) > size + 5            # even the highest-standing bystander's feet are out
+    placed = backdrops._bystander(name, mask, warp, alpha, _LowDraws())  # type: ignore[arg-type]
+    assert placed is not None
+    ys, _ = np.nonzero(placed[1][..., 0] > 0.5)
+    assert ys.max() == size - 1                                 # their legs go on past the crop's edge, as the person's
+    assert ys.min() < top + 0.25 * (bottom - top) + 3           # three quarters of the person's height at least

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from engines.errors import InputError, PosecastError
+from engines.errors import PosecastError
 from engines.ray_frame import OFFSETS_FRAMES, fit_pinhole, person_rotations
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, default_data_root
-from train.real_cutouts import RealBackdrops
+from train.real_cutouts import RealBackdrops, read_photo
 from train.shards import ShardSet
 
 __all__ = [
@@ -412,20 +412,7 @@ class RealDataset(_Augmented):
         return self.get(int(i), sample_rng(self.seed, int(i)))
 
     def load_image(self, i: int) -> np.ndarray:
-        path = self.records[i].path
-        data = self._bytes.get(i)
-        if data is None:
-            try:
-                data = np.fromfile(path, dtype=np.uint8)
-            except OSError as exc:
-                raise InputError(f"cannot read the real photo {path} ({exc.strerror or exc}); restore it, or take "
-                                 f"its entry out of keypoints.json") from None
-            self._bytes[i] = data
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise InputError(f"cannot read the real photo {path}: it is not an image OpenCV can decode (damaged?); "
-                             f"restore it, or take its entry out of keypoints.json")
-        return image
+        return read_photo(self.records[i].path, self._bytes, i)
 
     def get(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
         rec = self.records[i]

@@ -231,6 +231,25 @@ def _decode_mask(path: Path, data: np.ndarray, folder: Path) -> np.ndarray:
     return mask
 
 
+def read_photo(path: Path, cache: dict, key: object) -> np.ndarray:
+    """Real photo `path`, decoded from its bytes (read once, kept in `cache` under `key`: a JPEG is a
+    tenth of its pixels). A missing, unreadable or undecodable file is one line (InputError), not a
+    traceback from a loader worker half-way through training."""
+    data = cache.get(key)
+    if data is None:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            raise InputError(f"cannot read the real photo {path} ({exc.strerror or exc}); restore it, or take "
+                             f"its entry out of keypoints.json") from None
+        cache[key] = data
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError(f"cannot read the real photo {path}: it is not an image OpenCV can decode (damaged?); "
+                         f"restore it, or take its entry out of keypoints.json")
+    return image
+
+
 class RealBackdrops:
     """Puts a real photo's person, cut out by its mask, in front of a background photo.
 
@@ -297,7 +316,9 @@ class RealBackdrops:
         photo = self.photos[k]
         self.shown[name] = self.names[k]
         backdrop = self._backdrop(photo, size, rng, self._backdrop_options).astype(np.float32)
-        bystander = self._bystander(name, alpha, rng) if self.bystanders > 0 and rng.random() < self.bystanders else None
+        bystander = None
+        if self.bystanders > 0 and rng.random() < self.bystanders:
+            bystander = self._bystander(name, mask, warp, alpha, rng)
         if bystander is None:
             out = crop.astype(np.float32) * alpha + backdrop * (1.0 - alpha)
         else:
@@ -310,52 +331,52 @@ class RealBackdrops:
                 out = crop.astype(np.float32) * alpha + out * (1.0 - alpha)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-    def _bystander(self, name: str, alpha: np.ndarray, rng: np.random.Generator,
-                   ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    def _bystander(self, name: str, mask: np.ndarray, warp: np.ndarray, alpha: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """Another training photo's person, cut out and warped beside (behind, or now and then in
-        front of) the crop's person, whose mask in the crop is `alpha`: about their height, their
-        feet near theirs, overlapping them or a little apart, as people side by side in a street.
-        Unlabelled: the crop's labels stay its own person's, so the network learns to draw one
-        skeleton on the person the crop is centred on, not one over both (docs/training.md, "Stage 32: real
-        bystanders"). None where the crop shows too little of its person to place one by."""
+        front of) the crop's person, whose mask is `mask` in the photo and `alpha` in the crop
+        (`warp`: photo to crop): about their height, their feet near theirs, overlapping them or a
+        little apart, as people side by side in a street. Unlabelled: the crop's labels stay its own
+        person's, so the network learns to draw one skeleton on the person the crop is centred on,
+        not one over both (docs/training.md, "Stage 32: real bystanders"). None where the crop shows
+        too little of its person to place one by."""
         size = alpha.shape[0]
-        ys, xs = np.nonzero(alpha[..., 0] > 0.5)
-        if len(ys) < 20:
+        if np.count_nonzero(alpha[..., 0] > 0.5) < 20:
             return None
+        # The person's whole extent in the crop's pixels, from the photo's mask, not from what the
+        # crop shows of them: a crop cut between hips and knees (cut_fraction) shows half a person,
+        # and a bystander sized and stood on that half was a whole person half their height, feet
+        # at the cut. Placed by the whole, the bystander is cut where the person is.
+        pys, pxs = np.nonzero(mask)
+        xs = warp[0, 0] * pxs + warp[0, 1] * pys + warp[0, 2]
+        ys = warp[1, 0] * pxs + warp[1, 1] * pys + warp[1, 2]
         height = float(ys.max() - ys.min() + 1)
         centre_x = 0.5 * float(xs.min() + xs.max())
         others = self._bystander_names
         other = others[int(rng.integers(len(others)))]
         if other == name:
             other = others[(others.index(other) + 1) % len(others)]
-        mask = self.mask_of(other)
-        if mask is None or not mask.any():
+        other_mask = self.mask_of(other)
+        if other_mask is None or not other_mask.any():
             return None
-        oys, oxs = np.nonzero(mask)
+        oys, oxs = np.nonzero(other_mask)
         scale = height * float(rng.uniform(0.75, 1.15)) / float(oys.max() - oys.min() + 1)
         mirror = -1.0 if rng.random() < 0.5 else 1.0
         shift = float(rng.choice([-1.0, 1.0])) * float(rng.uniform(0.15, 0.6)) * height
         feet = float(ys.max()) + float(rng.uniform(-0.15, 0.1)) * height
         in_front = bool(rng.random() < 0.3)
         source_x = 0.5 * float(oxs.min() + oxs.max())
-        warp = np.array([[mirror * scale, 0.0, centre_x + shift - mirror * scale * source_x],
-                         [0.0, scale, feet - scale * float(oys.max())]])
+        placed = np.array([[mirror * scale, 0.0, centre_x + shift - mirror * scale * source_x],
+                           [0.0, scale, feet - scale * float(oys.max())]])
         photo = self._photo(other)
-        image = cv2.warpAffine(photo, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        other_alpha = cv2.warpAffine(mask, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        image = cv2.warpAffine(photo, placed, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        other_alpha = cv2.warpAffine(other_mask, placed, (size, size), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT)
         other_alpha = cv2.GaussianBlur(other_alpha, (0, 0), 0.7).astype(np.float32)[..., None] * (1.0 / 255.0)
         return image.astype(np.float32), other_alpha, in_front
 
     def _photo(self, name: str) -> np.ndarray:
-        path = self.sources[name]
-        data = self._jpeg.get(name)
-        if data is None:
-            data = self._jpeg[name] = np.fromfile(path, dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise InputError(f"cannot read the real photo {path}: it is not an image OpenCV can decode (damaged?); "
-                             f"restore it, or take its entry out of keypoints.json")
-        return image
+        return read_photo(self.sources[name], self._jpeg, name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,6 +136,13 @@ def check_outputs(backend: Backend, model: ModelArtifact) -> None:
         # at the first frame: a traceback and the runtime's words, exit 1. ONNX Runtime's words go
         # on after "Status Message:" with its C++ source's path and a function's signature.
         said = " ".join(str(exc).split()).split(" Status Message:")[0][:200]
+        device = getattr(backend, "device", "cpu")
+        if device != "cpu" or isinstance(exc, MemoryError):
+            # On a GPU the first crop is also the device's first work: its memory full, a cuDNN or
+            # driver that does not fit. Not the file's fault, and `auto` moves on (to the CPU, which
+            # then says whether the file runs) only from this error.
+            raise BackendUnavailableError(f"ONNX Runtime ({device}) could not run the network's first crop "
+                                          f"({type(exc).__name__}: {said})") from None
         raise ModelFileError(f"{model.onnx_path}: the network fails on its first crop ({type(exc).__name__}: {said}); "
                              f"the file is damaged or not a Posecast network: write it again with `posecast export`"
                              ) from None
