@@ -132,6 +132,11 @@ class StepStats:
 StageTimings = dict[str, StepStats]          # step name -> its milliseconds
 
 
+# The end's reason where the inference stage failed: it ends the input itself, so that the frames
+# already past it are written before the run reports the fault.
+INFERENCE_FAILED = "inference failed"
+
+
 @dataclass
 class EndPacket:
     """The end of the input, flowing down the chain: the capture's counts, then what each later

@@ -19,7 +19,7 @@ from engines.backends import create_backend
 from engines.models import ModelArtifact
 from streamer.channels import Inbox, Outbox
 from streamer.config import PipelineConfig
-from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, ResultPacket
+from streamer.packets import END, FRAME, INFERENCE_FAILED, RESULT, START, EndPacket, FramePacket, ResultPacket
 from streamer.ring import FrameRing, RingSpec
 from streamer.shot_cuts import ShotCutDetector
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
@@ -62,19 +62,22 @@ class InferStage:
                                     torso=skeleton.indices(skeleton.torso))
             cuts = self._shot_cuts(bool(start["info"].get("stills")))
             out.send(START, {**start, "backend": backend.describe()})
+            passed = 0                   # frames whose results went on
             while not self.control.abort.is_set():
                 batch, end = self._collect(inbox, batch_size, fill=not live)
                 if batch:
-                    self._process(batch, ring, tracker, cuts, out)
+                    try:
+                        self._process(batch, ring, tracker, cuts, out)
+                    except Exception as exc:
+                        # The frames before this batch are in the later stages, some held back by
+                        # the align stage's smoother: end the input here so that they are written,
+                        # as a source that fails does, then report the fault.
+                        exc.drained = True  # type: ignore[attr-defined]
+                        out.send(END, self._ended(EndPacket(INFERENCE_FAILED, passed), tracker, cuts).to_dict())
+                        raise
+                    passed += len(batch)
                 if end is not None:
-                    ended = EndPacket.from_dict(end)
-                    ended.timings["infer"] = self.timer.summary()
-                    ended.network_runs = tracker.network_runs
-                    ended.searches = tracker.searches
-                    ended.switches = tracker.switches
-                    ended.tracks = tracker.track + 1
-                    ended.shot_cuts = cuts.cuts if isinstance(cuts, ShotCutDetector) else 0
-                    out.send(END, ended.to_dict())
+                    out.send(END, self._ended(EndPacket.from_dict(end), tracker, cuts).to_dict())
                     return
         finally:
             backend.close()
@@ -83,6 +86,16 @@ class InferStage:
             inbox.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
+
+    def _ended(self, ended: EndPacket, tracker: PersonTracker, cuts: Callable[[np.ndarray], bool] | None) -> EndPacket:
+        """The end of the input as it goes on: with this stage's timings and the tracker's counts."""
+        ended.timings["infer"] = self.timer.summary()
+        ended.network_runs = tracker.network_runs
+        ended.searches = tracker.searches
+        ended.switches = tracker.switches
+        ended.tracks = tracker.track + 1
+        ended.shot_cuts = cuts.cuts if isinstance(cuts, ShotCutDetector) else 0
+        return ended
 
     def _shot_cuts(self, stills: bool) -> Callable[[np.ndarray], bool] | None:
         """What says whether a frame starts a new shot (streamer/tracking.py), or None: never. An
