@@ -378,7 +378,7 @@ def test_bystanders_need_pasted_people_and_two_training_masks(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"bystander_fraction: must be in \[0, 1\]"):
         DataSection(synth_dirs=("a",), bystander_fraction=-0.1).check()
     records, _, out = write_cutouts(tmp_path, 2)
-    with pytest.raises(ValueError, match="at least two training photos"):
+    with pytest.raises(ValueError, match="at least two photos to stand by"):
         # The held-out photo's mask is there, but only the training photos may stand by.
         RealBackdrops(Cutouts.load(out, records), backgrounds(tmp_path), 1.0, bystanders=0.5,
                       sources={records[0].path.name: records[0].path})

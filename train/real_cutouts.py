@@ -286,7 +286,7 @@ class RealBackdrops:
         self.sources = dict(sources or {})
         self._bystander_names = sorted(n for n in cutouts.masks if n in self.sources)
         if self.bystanders > 0 and len(self._bystander_names) < 2:
-            raise ValueError("bystander_fraction > 0 needs the masks of at least two training photos")
+            raise ValueError("bystanders need the masks of at least two photos to stand by")
         self._jpeg: dict[str, np.ndarray] = {}
 
     def mask_of(self, name: str) -> np.ndarray | None:
@@ -316,19 +316,15 @@ class RealBackdrops:
         photo = self.photos[k]
         self.shown[name] = self.names[k]
         backdrop = self._backdrop(photo, size, rng, self._backdrop_options).astype(np.float32)
-        bystander = None
-        if self.bystanders > 0 and rng.random() < self.bystanders:
-            bystander = self._bystander(name, mask, warp, alpha, rng)
-        if bystander is None:
-            out = crop.astype(np.float32) * alpha + backdrop * (1.0 - alpha)
-        else:
+        layers = [(crop.astype(np.float32), alpha)]          # drawn over the backdrop in this order
+        bystander = self._bystander(name, mask, warp, alpha, rng) if (
+            self.bystanders > 0 and rng.random() < self.bystanders) else None
+        if bystander is not None:
             other, other_alpha, in_front = bystander
-            if in_front:
-                out = crop.astype(np.float32) * alpha + backdrop * (1.0 - alpha)
-                out = other * other_alpha + out * (1.0 - other_alpha)
-            else:
-                out = other * other_alpha + backdrop * (1.0 - other_alpha)
-                out = crop.astype(np.float32) * alpha + out * (1.0 - alpha)
+            layers.insert(len(layers) if in_front else 0, (other, other_alpha))
+        out = backdrop
+        for image, image_alpha in layers:
+            out = image * image_alpha + out * (1.0 - image_alpha)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     def _bystander(self, name: str, mask: np.ndarray, warp: np.ndarray, alpha: np.ndarray,
