@@ -37,6 +37,14 @@ _HINTS = {
 }
 
 
+def name_removed(fd: int) -> bool:
+    """Whether the regular file open as `fd` has no name left: deleted, or its folder removed,
+    while a run wrote it, so that what went into it is lost. (A named pipe's reader gets what was
+    written without one.)"""
+    st = os.fstat(fd)
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 0
+
+
 def write_hint(err: OSError) -> str:
     """What to do about a failed write, by its errno."""
     return _HINTS.get(err.errno or 0, "check the path")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from engines.errors import InputError, OutputLostError
-from engines.files import unwritable_reason, write_hint
+from engines.files import name_removed, unwritable_reason, write_hint
 from engines.skeleton import H36M17, Skeleton
 from streamer.frame_rate import FilePace
 from streamer.protocol import PersonPose, PoseFrame
@@ -274,7 +274,7 @@ class OverlayWriter:
         if self._held is None:
             return False
         try:
-            return os.fstat(self._held).st_nlink == 0
+            return name_removed(self._held)
         finally:
             os.close(self._held)
             self._held = None

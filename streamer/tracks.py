@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import select
-import stat
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from typing import IO, Any
 import numpy as np
 
 from engines.errors import InputError, OutputLostError, ReaderGoneError
-from engines.files import check_writable_folder, replaced_when_done, write_hint
+from engines.files import check_writable_folder, name_removed, replaced_when_done, write_hint
 from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
 
 log = logging.getLogger(__name__)
@@ -307,7 +306,7 @@ class _LineFileWriter(TrackWriter):
             # waiting, and the count, would be a second and a third line about the same pipe.
             self._file.close()
             return
-        lost = _name_removed(self._file.fileno())
+        lost = name_removed(self._file.fileno())
         try:
             if self._behind:
                 self._finish_behind()
@@ -321,14 +320,6 @@ class _LineFileWriter(TrackWriter):
                 raise track_write_error(self.path, err) from None
         if lost:
             raise OutputLostError([str(self.path)])
-
-
-def _name_removed(fd: int) -> bool:
-    """Whether the regular file open as `fd` has no name left: deleted, or its folder removed,
-    while the run wrote it, so that what went into it is lost. (A named pipe's reader gets its
-    frames without one.)"""
-    st = os.fstat(fd)
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 0
 
 
 class JsonlTrackWriter(_LineFileWriter):
