@@ -132,9 +132,12 @@ class StepStats:
 StageTimings = dict[str, StepStats]          # step name -> its milliseconds
 
 
-# The end's reason where the inference stage failed: it ends the input itself, so that the frames
-# already past it are written before the run reports the fault.
+# The end's reason where the inference or the align stage failed: it ends the input itself, so
+# that the frames already past it are written before the run reports the fault.
 INFERENCE_FAILED = "inference failed"
+ALIGN_FAILED = "alignment failed"
+# The reasons for which the input did not end as it should have (the overlay says nothing more).
+FAILED_ENDS = ("source failed", INFERENCE_FAILED, ALIGN_FAILED, "stopped", "aborted")
 
 
 @dataclass

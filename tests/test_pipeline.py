@@ -485,43 +485,49 @@ def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, sta
 
 
 # A TEST DOUBLE's fault, put into every process of a posecast run by Python's sitecustomize hook
-# (on the run's PYTHONPATH only): the inference stage's per-batch method raises at its N-th call.
-FAULTY_INFER = """
-import os
-calls = int(os.environ.get("POSECAST_TEST_INFER_FAILS_AT", "0"))
-if calls:
-    from streamer.stages.infer import InferStage
-    process, seen = InferStage._process, [0]
+# (on the run's PYTHONPATH only): one stage's per-frame (or per-batch) method raises at its N-th call.
+FAULTY_STAGE = """
+import importlib, os
+fault = os.environ.get("POSECAST_TEST_FAULT", "")
+if fault:
+    where, calls = fault.rsplit(":", 1)
+    module, cls, method = where.split(".")
+    owner = getattr(importlib.import_module("streamer.stages." + module), cls)
+    original, seen = getattr(owner, method), [0]
 
     def failing(self, *args, **kwargs):
         seen[0] += 1
-        if seen[0] == calls:
-            raise RuntimeError(f"test double: the network failed at batch {calls}")
-        return process(self, *args, **kwargs)
+        if seen[0] == int(calls):
+            raise RuntimeError(f"test double: {method} failed at call {calls}")
+        return original(self, *args, **kwargs)
 
-    InferStage._process = failing
+    setattr(owner, method, failing)
 """
 
 
-def test_a_failed_inference_stage_writes_every_frame_inferred_before_it(posecast, clip600: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The inference stage fails at frame 40 of a file. The 39 frames before it had gone on, up to
-    20 of them held back by the align stage's smoother and refiner: the run stopped at once and
-    they were lost. It now ends the input there, as a failing source does: every one is written."""
+@pytest.mark.parametrize("stage, method", [("infer", "InferStage._process"), ("align", "AlignStage.align")])
+def test_a_failed_stage_writes_every_frame_before_it(posecast, clip600: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, stage: str, method: str) -> None:
+    """The inference or the align stage fails at frame 40 of a file. The 39 frames before it had
+    gone on, up to 20 of them held back by the align stage's smoother and refiner: the run stopped
+    at once and they were lost. The failing stage now ends the input there, as a failing source
+    does (the align stage after sending on what its filters held, unsmoothed): every one is written."""
     inject = tmp_path / "inject"
     inject.mkdir()
-    (inject / "sitecustomize.py").write_text(FAULTY_INFER)
+    (inject / "sitecustomize.py").write_text(FAULTY_STAGE)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("POSECAST_TEST_INFER_FAILS_AT", "40")
+    monkeypatch.setenv("POSECAST_TEST_FAULT", f"{stage}.{method}:40")
     track, video = tmp_path / "t.jsonl", tmp_path / "t.mp4"
     r = posecast.run(["track", clip600, "-o", track, "--overlay", video, "--batch-size", "1", "--no-progress"])
     assert r.returncode == 1, r.stderr
     errors = error_lines(r.stderr)
+    name = method.split(".")[1]
     assert len(errors) == 1 and errors[0].startswith(
-        "posecast: error: the infer stage failed (RuntimeError: test double: the network failed at batch 40)"), r.stderr
+        f"posecast: error: the {stage} stage failed (RuntimeError: test double: {name} failed at call 40)"), r.stderr
     _, poses = read_track(track)
     assert len(poses) == 39
     assert_contiguous(poses)
+    assert all(p["people"] and p["people"][0]["joints_3d"] is not None for p in poses)
     with av.open(str(video)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 39
 

@@ -51,7 +51,7 @@ from streamer.config import PipelineConfig
 from streamer.depth_limit import DepthRateLimit
 from streamer.filters import RESET_GAP_S, PoseSmoother, make_smoother, resolved_method, smoother_lag
 from streamer.joints_2d import make_joints_2d_smoother
-from streamer.packets import END, RESULT, START, EndPacket, FramePacket, ResultPacket
+from streamer.packets import ALIGN_FAILED, END, RESULT, START, EndPacket, FramePacket, ResultPacket
 from streamer.refiner import (SLOWEST_RATE, DelayedSmoother, LiveRefiningSmoother, RefiningSmoother,
                               TemporalRefiner)
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
@@ -82,6 +82,8 @@ class AlignStage:
         self.first_roots: list[tuple[float, np.ndarray]] = []   # a file track's first roots, while they wait
         # Frames with a person whose pose the smoothers still hold, oldest first.
         self.held: deque[ResultPacket] = deque()
+        # Frames released by the smoothers during one call, until it returns them (kept if it fails).
+        self.ready: list[dict] = []
         self.track = -1                              # the last frame's track number (-1: nobody)
         # A ray-frame model's pose is turned into the camera's frame (engines/ray_frame.py).
         self.ray_frame = model_config.offsets_frame == "ray"
@@ -99,6 +101,7 @@ class AlignStage:
         ctx = zmq.Context()
         inbox, out = Inbox(ctx, self.in_endpoint), Outbox(ctx, self.out_endpoint)
         self.control.mark_ready()
+        passed = 0                       # frames whose results went on
         try:
             while not self.control.abort.is_set():
                 msg = inbox.recv(POLL_MS)
@@ -106,8 +109,23 @@ class AlignStage:
                     continue
                 kind, body = msg
                 if kind == RESULT:
-                    for result in self.align(body):
+                    try:
+                        results = self.align(body)
+                    except Exception as exc:
+                        # Up to `filter.file_lag` frames (and the refiner's) are held back here:
+                        # send them on as measured, unsmoothed, and end the input after them,
+                        # as a failing source does, so that every frame before this one is written.
+                        exc.drained = True  # type: ignore[attr-defined]
+                        salvaged = self.salvage()
+                        for result in salvaged:
+                            out.send(RESULT, result)
+                        ended = EndPacket(ALIGN_FAILED, passed + len(salvaged))
+                        ended.timings["align"] = self.timer.summary()
+                        out.send(END, ended.to_dict())
+                        raise
+                    for result in results:
                         out.send(RESULT, result)
+                    passed += len(results)
                     continue
                 if kind == START:
                     info = body["info"]
@@ -207,31 +225,54 @@ class AlignStage:
         hold this frame, several when they let go)."""
         t0 = time.perf_counter()
         res = ResultPacket.from_dict(body, self.num_joints, self.num_roots)
-        done: list[dict] = []
         if res.found and res.track != self.track:
             # Another person (streamer/tracking.py): their pose must not be smoothed into the last one's.
-            done = self.flush()
+            self.ready += self.flush()
         self.track = res.track
         if res.found:
-            aligned = self.aligner(res.offsets_3d, res.conf)
-            fp = res.frame
-            k = self._camera(fp)
-            if self.ray_frame:
-                rot = person_rotations(res.joints_2d, k.fx, np.array([k.cx, k.cy]))
-                aligned = aligned @ rot.T
-            t = self._time(fp)
+            aligned, root = self.measure(res)
+            t = self._time(res.frame)
             self.held.append(res)
             poses = self.smoother.push(t, aligned, res.conf, res.joints_2d)
             points = self.joints_2d_smoother.push(t, res.joints_2d, res.conf)
-            weights = in_view_weights(res.conf, res.joints_2d, *fp.input_size,
-                                      self.coordinates.root_min_joints_in_view)
-            root, _ = root_translation(aligned, res.joints_2d, weights, k)
-            done += self.release(poses, self._push_root(t, root, start=bool(poses)), points)
+            self.ready += self.release(poses, self._push_root(t, root, start=bool(poses)), points)
         else:
-            done += self.flush()
+            self.ready += self.flush()
             res.joints_3d = None              # nobody found: no pose to align, nothing is published
-            done.append(res.to_dict())
+            self.ready.append(res.to_dict())
         self.timer.since("align", t0)
+        done, self.ready = self.ready, []
+        return done
+
+    def measure(self, res: ResultPacket) -> tuple[np.ndarray, np.ndarray]:
+        """A found person's pose in camera axes, aligned from its roots, and its place (root_3d):
+        what this frame alone says, before any filter."""
+        aligned = self.aligner(res.offsets_3d, res.conf)
+        k = self._camera(res.frame)
+        if self.ray_frame:
+            rot = person_rotations(res.joints_2d, k.fx, np.array([k.cx, k.cy]))
+            aligned = aligned @ rot.T
+        weights = in_view_weights(res.conf, res.joints_2d, *res.frame.input_size,
+                                  self.coordinates.root_min_joints_in_view)
+        root, _ = root_translation(aligned, res.joints_2d, weights, k)
+        return aligned, root
+
+    def salvage(self) -> list[dict]:
+        """After a failure: the frames the smoothers still held, oldest first, each with its pose and
+        place as measured (unsmoothed: the filters' state is not to be trusted now). Stops at the
+        first frame that cannot be measured either; the ones from there are lost with the stage."""
+        done, self.ready = self.ready, []
+        while self.held:
+            res = self.held.popleft()
+            try:
+                aligned, root = self.measure(res)
+                res.joints_3d = aligned.astype(np.float32)
+                res.root_3d = root.astype(np.float32)
+                done.append(res.to_dict())
+            except Exception:  # noqa: BLE001 - the first failure is the one the run reports
+                log.warning("%d frame(s) held back by the filters could not be measured again and are lost",
+                            len(self.held) + 1)
+                break
         return done
 
     def _push_root(self, t: float, root: np.ndarray, start: bool) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from streamer.axes import axes_meta, axes_spec, convert_points
 from streamer.channels import Inbox
 from streamer.closing import close_all
 from streamer.config import CoordinatesConfig, PublishConfig
-from streamer.packets import END, INFERENCE_FAILED, RESULT, START, EndPacket, ResultPacket, RunSummary
+from streamer.packets import END, FAILED_ENDS, RESULT, START, EndPacket, ResultPacket, RunSummary
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
@@ -139,7 +139,7 @@ class OutputStage:
                     # that a file that cannot be finished (a full disk) is reported once.
                     # A source that failed, or a run stopped, before the first frame is said by the
                     # run's one line ("... before the first frame; no file was written").
-                    failed = body.get("reason") in ("source failed", INFERENCE_FAILED, "stopped", "aborted")
+                    failed = body.get("reason") in FAILED_ENDS
                     finishing = [w.close for w in writers] + (
                         [functools.partial(overlay.close, input_failed=failed)] if overlay is not None else [])
                     writers, overlay = [], None
