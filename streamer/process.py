@@ -16,6 +16,7 @@ from typing import Any
 
 from engines.errors import PosecastError
 from engines.stop_signals import STOP_SIGNALS
+from streamer.proctitle import name_process, stage_title
 from streamer.stages.base import Control, Reporter
 
 
@@ -31,8 +32,10 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
     # The parent starts stages with these blocked (Pipeline.run): any that came while this process
     # was importing are pending, and ignoring them has dropped them.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    logging.basicConfig(level=log_level, format=f"posecast[{stage_name}]: %(levelname)s: %(message)s",
+    logging.basicConfig(level=log_level, format=f"{stage_title(stage_name)}: %(levelname)s: %(message)s",
                         stream=sys.stderr)
+    # In ps, top and htop each stage was `python ... spawn_main(...)`, all alike: say which it is.
+    name_process(stage_title(stage_name))
     reporter = Reporter(stage_name, conn)
     _abort_if_parent_dies(control)
     code = 0

@@ -193,6 +193,21 @@ def tagged_processes(tag: str) -> list:
     return found
 
 
+def comm_of(pid: int) -> str | None:
+    """A process's name as the kernel keeps it (`ps -o comm`, top); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+    except OSError:
+        return None
+
+
+def is_spawned_child(p) -> bool:
+    """A process multiprocessing spawned, a run's stage above all. A stage names itself
+    posecast[STAGE] as it starts (streamer/proctitle.py), and where setproctitle is installed that
+    is its command line too, which then no longer says multiprocessing.spawn."""
+    return "multiprocessing.spawn" in " ".join(p.cmdline()) or (comm_of(p.pid) or "").startswith("posecast[")
+
+
 def leaked_rings(pid: int) -> list[str]:
     shm = Path("/dev/shm")
     return sorted(p.name for p in shm.glob(f"posecast-{pid}-*")) if shm.is_dir() else []
@@ -227,7 +242,7 @@ def posecast(tmp_path: Path, default_model) -> Iterator[PosecastRunner]:
     stray = []
     for c in after:
         try:
-            if "multiprocessing.spawn" in " ".join(c.cmdline()) and c.status() != psutil.STATUS_ZOMBIE:
+            if is_spawned_child(c) and c.status() != psutil.STATUS_ZOMBIE:
                 stray.append((c.pid, c.cmdline()))
         except psutil.Error:
             continue

@@ -10,12 +10,14 @@ shared-memory ring, no socket folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +27,9 @@ import numpy as np
 import psutil
 import pytest
 
+from conftest import comm_of, is_spawned_child
 from engines.errors import InputError
+from streamer.proctitle import comm_name, stage_title
 from streamer.tracks import read_track
 from train.motion import bvh_forward_kinematics, parse_bvh
 
@@ -81,17 +85,53 @@ def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> int:
 
 
 def stage_processes(proc, timeout: float = 30.0) -> dict[str, psutil.Process]:
-    """The four stage processes of a running posecast, by name: they are started in the order
-    capture, infer, align, output (the multiprocessing resource tracker is not one of them)."""
+    """The four stage processes of a running posecast, by name: each names itself posecast[STAGE]
+    as it starts (streamer/proctitle.py), which its comm holds cut to 15 bytes."""
     parent = psutil.Process(proc.pid)
+    stage_of = {comm_name(stage_title(stage)).decode(): stage for stage in STAGES}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = [c for c in parent.children() if "multiprocessing.spawn" in " ".join(c.cmdline())]
-        if len(kids) == 4:
-            kids.sort(key=lambda c: (c.create_time(), c.pid))
-            return dict(zip(STAGES, kids))
+        found = {stage_of.get(comm_of(c.pid) or ""): c for c in parent.children()}
+        found.pop(None, None)
+        if len(found) == len(STAGES):
+            return {stage: found[stage] for stage in STAGES}
         time.sleep(0.05)
     pytest.fail("the four stage processes did not appear")
+
+
+# --- the stage processes' names ----------------------------------------------------------------
+
+def test_each_stage_process_is_named_for_its_stage(posecast, clip600: Path, tmp_path: Path) -> None:
+    """In ps, top and htop the stages were four alike `python ... spawn_main(...)`: each now names
+    itself posecast[STAGE] (the comm cut to the kernel's 15 bytes), and the parent keeps its name.
+    Where setproctitle is installed the command line says it whole, and the environment a
+    process started with is still there to read (/proc/PID/environ: the tests find a run's
+    processes by it)."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0", "--no-progress"],
+                          start_new_session=True)
+    try:
+        wait_for_lines(track, 4, proc)           # every stage is running
+        kids = [c for c in psutil.Process(proc.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
+        comms = sorted(str(comm_of(c.pid)) for c in kids)
+        cmdlines = sorted(" ".join(c.cmdline()).strip() for c in kids)
+        parent_comm = comm_of(proc.pid)
+        tagged = {p.pid for p in posecast.survivors(proc)}
+    finally:
+        with contextlib.suppress(ProcessLookupError):      # looked at (or failed to): end the run
+            os.killpg(proc.pid, signal.SIGINT)
+        r = posecast.finish(proc, timeout=30)
+    assert comms == sorted(["posecast[captur", "posecast[infer]", "posecast[align]", "posecast[output"])
+    assert parent_comm == Path(sys.executable).name[:15]      # `posecast` when started as that
+    assert {c.pid for c in kids} <= tagged
+    try:
+        import setproctitle  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert cmdlines == sorted(stage_title(s) for s in STAGES)
+    assert r.returncode == 130, r.stderr
+    assert_clean_stderr(r.stderr)
 
 
 # --- a normal run ------------------------------------------------------------------------------
@@ -693,7 +733,7 @@ def test_stage_error_in_process_exit_2_and_no_leak(default_model, tmp_path: Path
     while True:
         # The stage processes; the test process's own resource tracker lives as long as it does.
         stray = [c for c in me.children(recursive=True) if c.pid not in before and c.is_running()
-                 and c.status() != psutil.STATUS_ZOMBIE and "multiprocessing.spawn" in " ".join(c.cmdline())]
+                 and c.status() != psutil.STATUS_ZOMBIE and is_spawned_child(c)]
         if not stray or time.monotonic() > deadline:
             break
         time.sleep(0.1)
