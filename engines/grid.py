@@ -54,7 +54,7 @@ def soft_labels(points: np.ndarray, grid_size: int, input_size: int) -> np.ndarr
 
 # The pipeline's decoding window (`alignment.window`) counts cells of this many crop pixels, so a
 # model with a finer grid gets the same extent in pixels, hence confidences on the same scale (its
-# detection thresholds stay calibrated; measured in docs/training.md).
+# detection thresholds stay calibrated; measured in docs/results.md).
 WINDOW_CELL_PX = 8
 
 

@@ -239,7 +239,7 @@ class PoseNet(nn.Module):
         a crop whose principal point is its centre, as in training's flip augmentation) and
         averaged with the direct ones. `3d` averages the offsets only, so the 2D probabilities
         (the tracker's points and score) stay the crop's own; `all` averages both, which measured
-        better 2D too (docs/training.md)."""
+        better 2D too (docs/results.md)."""
         # Cast first: TensorRT accepts a UINT8 input only straight into a Cast (NVIDIA/TensorRT#3985).
         x = image.float()
         both = torch.cat([x, x.flip(2)], dim=0)                      # (2B, S, S, 3), width is dim 2

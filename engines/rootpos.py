@@ -106,7 +106,7 @@ def in_view_weights(conf: np.ndarray, joints_2d: np.ndarray, width: float, heigh
     """The root solve's weights: `conf`, with the joints outside the image at 0 where at least
     `min_joints` are inside it (0: all joints keep their confidence). A joint outside the image is
     the network's guess at a part of the body the camera does not see; the person's size in the
-    image, which gives the depth, is what it does see (docs/training.md, "The root from the joints
+    image, which gives the depth, is what it does see (docs/results.md, "The root from the joints
     in view")."""
     conf = np.asarray(conf, dtype=np.float64)
     if min_joints <= 0:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's ablation (docs/training.md): short trainings on the same data, seed and schedule
+# The paper's ablation (docs/results.md): short trainings on the same data, seed and schedule
 # from the same start (stage 1 of scripts/train.sh), differing only in 2D fusion, the lifter and
 # the number of roots, each evaluated on the held-out
 # synthetic images and real photos with the three alignment methods. Resumes like train.sh.

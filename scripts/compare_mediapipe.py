@@ -1,4 +1,4 @@
-"""Posecast against MediaPipe Pose on the same photos and clips (docs/training.md, "Against
+"""Posecast against MediaPipe Pose on the same photos and clips (docs/results.md, "Against
 MediaPipe Pose"). Driven by `scripts/compare_mediapipe.sh`, which runs MediaPipe in its own
 virtual environment (`scripts/mediapipe_poses.py`); this side runs in Posecast's.
 
@@ -319,7 +319,7 @@ def score(out: Path, clip_dirs: list[Path], real2d: Path, evaluate_json: dict[st
 
 
 def markdown(report: dict) -> str:
-    """The report as the tables of docs/training.md."""
+    """The report as the tables of docs/results.md."""
     lines: list[str] = []
     photos = report.get("photos", {})
     if photos:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Posecast against MediaPipe Pose on the same real photos and rendered clips (docs/training.md,
+# Posecast against MediaPipe Pose on the same real photos and rendered clips (docs/results.md,
 # "Against MediaPipe Pose"). MediaPipe is never a dependency of Posecast: it forces numpy<2 and
 # protobuf<5, so it gets its own virtual environment, .venv-mediapipe, made here.
 #

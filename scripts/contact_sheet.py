@@ -1,5 +1,5 @@
 """Every Nth frame of a video as one labelled grid image: the overlay figures of
-docs/training.md ("Real footage") are made from `posecast track IN -o t.jsonl --overlay t.mp4` with
+docs/results.md ("Real footage") are made from `posecast track IN -o t.jsonl --overlay t.mp4` with
 
     python scripts/contact_sheet.py t.mp4 docs/images/vtest_full_frame.jpg --first 20 --every 40 \
         --count 20 --columns 5 --width 240 --zoom t.jsonl

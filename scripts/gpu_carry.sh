@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a GPU machine without the datasets, OpenGL libraries or moderngl needs, in the
-# checkout's ignored folders that a device call carries (docs/training.md, "The shipped model",
+# checkout's ignored folders that a device call carries (docs/results.md, "The shipped model",
 # "Why a GPU, and how little can travel"): .gpu/pack (scripts/gpu_pack.sh, 43 MB), .gl (Debian's
 # glvnd and EGL libraries, unpacked there by scripts/gpu_device.sh) and .whl (moderngl and
 # glcontext wheels for that machine's Python).

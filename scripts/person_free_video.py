@@ -1,4 +1,4 @@
-"""A video with nobody in it, to count the pipeline's false detections (docs/training.md):
+"""A video with nobody in it, to count the pipeline's false detections (docs/results.md):
 
     python scripts/person_free_video.py ../shared/datasets/backgrounds pfree.mp4
     posecast track pfree.mp4 -o pf.jsonl --stats      # "person found in N" frames of 430

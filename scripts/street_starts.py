@@ -1,4 +1,4 @@
-"""The street measure of docs/training.md: one model's tracks of a clip from several starting frames.
+"""The street measure of docs/results.md: one model's tracks of a clip from several starting frames.
 
     python scripts/street_starts.py --model M.pt --out DIR [--clip vtest.avi] [--first 25] [--every 50] [--count 14]
         [--config pipeline.yaml]

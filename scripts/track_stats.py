@@ -1,5 +1,5 @@
 """How well a track file follows people, without ground truth: the two proxies of
-docs/performance.md ("File batch size") and docs/training.md (Real footage).
+docs/performance.md ("File batch size") and docs/results.md (Real footage).
 
     python scripts/track_stats.py t.jsonl [more.jsonl ...]
 
@@ -7,7 +7,7 @@ docs/performance.md ("File batch size") and docs/training.md (Real footage).
   taller than `--max-height` pixels. On footage of people walking upright (vtest.avi's are
   60-200 px tall) such a skeleton is spread over several people or objects. The three kinds are
   counted apart: a wide skeleton spans people side by side, a tall one a post or a sign and what
-  stands below it (docs/training.md, "Stages 19 and 20").
+  stands below it (docs/results.md, "Stages 19 and 20").
 - **still windows**: windows of `--window` seconds (starting every quarter window) in which the
   centre of the tracked joints moves less than `--still-px` pixels: the track sits on an object,
   as people in a street walk.

@@ -46,7 +46,7 @@ render_training_sets() {
 }
 evaluate "$work/runs/default"
 # The lifter, pretrained on projected motion capture alone; then attached to stage 1's 2D branch
-# as it is (the "lifter, no image training" row of docs/training.md).
+# as it is (the "lifter, no image training" row of docs/results.md).
 $py -m train.lifting --out "$work/lifter/pre.pt" --bodies "$work/bodies.npz" --width 512 --blocks 2 --steps 12000 \
     --attach-to "$work/runs/default/model.pt" --model-out "$work/runs/lifter_only/model.pt"
 evaluate "$work/runs/lifter_only"
@@ -97,7 +97,7 @@ evaluate "$work/runs/soup" eval_mirrored.json --flip-test all
     --out "$work/runs/cut_off" --init-from "$work/runs/soup/model.pt"
 evaluate "$work/runs/cut_off" eval_mirrored.json --flip-test all
 # Stages 22, 23 and 24 (stage 24 was shipped before 25c): stage 21 trained three times more on a GPU, on people
-# rendered there (configs/train/gpu.yaml, gpu_more.yaml and gpu_long.yaml; docs/training.md, "The
+# rendered there (configs/train/gpu.yaml, gpu_more.yaml and gpu_long.yaml; docs/results.md, "The
 # shipped model"). They need GPU_PYTHON: a Python whose torch sees a CUDA GPU, with numpy, opencv,
 # pyyaml, tqdm and moderngl (the project's .venv holds a CPU torch). Without it they are skipped and stage 21 is
 # shipped. A GPU machine without the datasets takes a pack: bash scripts/gpu_pack.sh PACK here,
@@ -142,7 +142,7 @@ fi
 # Stage 28 (shipped 2026-12-06 to 12-07), mirrored at test time: the average of stages 25c and 27
 # where stage 27 was made, else stage 25c, else stage 21: the model shipped where stage 31 (below)
 # cannot be made. Copy $work/default.pt to engines/weights/default.pt to make it the default; it then
-# needs its own temporal refiners (the last step below; docs/training.md, "A learned temporal refiner").
+# needs its own temporal refiners (the last step below; docs/results.md, "A learned temporal refiner").
 if [ -f "$work/runs/gpu_next2/model.pt" ]; then
     $py -m train.ship --model "$work/runs/cpu_rendered/model.pt" --out "$work/stage25c.pt" --flip-test all \
         --weights "stage 25c: stage 24 trained on this project's CPU machine on 84,800 people rendered here, $(date +%F), mirrored at test time"
@@ -179,7 +179,7 @@ if [ -f "$work/stage28.pt" ]; then
     cp "$work/runs/pasted/shipped.pt" "$work/default.pt"
 fi
 # The temporal refiners of $work/default.pt, trained on its own output for 400 rendered clips of
-# training motions and their webcam views (docs/training.md, "A learned temporal refiner"): copy
+# training motions and their webcam views (docs/results.md, "A learned temporal refiner"): copy
 # temporal.npz and temporal_live.npz beside default.pt in engines/weights/. train.temporal tracks
 # the clips first (in one process; the recorded runs tracked in two, then trained both at once).
 clip_renders=()

@@ -1,5 +1,5 @@
 """Cut a square region out of a video, scale it up and write it as H.264: the close-up clips of
-docs/training.md ("Real footage") are made from Debian's opencv-doc vtest.avi with
+docs/results.md ("Real footage") are made from Debian's opencv-doc vtest.avi with
 
     python scripts/vtest_crop.py /usr/share/doc/opencv-doc/examples/data/vtest.avi vcrop.mp4 \
         --box 260 150 200 --size 512 --frames 250 450

@@ -3,7 +3,7 @@
 root_3d's depth comes from the person's size in the image (engines/rootpos.py). When the person
 is mostly outside the frame, the network still draws a whole skeleton, squeezed into the part it
 sees: 40 px where the person spans 200, and the depth solve then puts them five to thirty times
-too far (docs/training.md, "Rendered video": 127-283 m seen on webcam views). Confidence does not
+too far (docs/results.md, "Rendered video": 127-283 m seen on webcam views). Confidence does not
 tell those frames apart; time does. A person's distance cannot change by a large factor from one
 frame to the next, so each frame's depth is held within exp(+-max_rate * dt) of the last one it
 gave, and the root moves along its own ray to that depth (its place in the image is kept).

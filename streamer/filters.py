@@ -1,7 +1,7 @@
 """Temporal filtering of pose sequences, live and from files.
 
 Per-frame 3D poses jitter: on rendered clips with 3D ground truth a trained model's joints (stage 14's)
-are 63-73 mm per frame² off the true acceleration unfiltered (docs/training.md, "Rendered
+are 63-73 mm per frame² off the true acceleration unfiltered (docs/results.md, "Rendered
 video"). A filter over time removes most of that at the cost of some lag. Two filters, both
 over every coordinate of every joint at once (numpy, no loops over joints), both driven by the
 frames' real timestamps because live sources drop frames:
@@ -36,7 +36,7 @@ streamer/joints_2d.py).
 The defaults, tuned for metres-scale 3D joints at about 30 fps with about 1 cm of per-frame
 jitter, live in `configs/pipeline.yaml` (section `filter`). `method: auto`, the default, means One
 Euro for live sources and Kalman with the smoother (10 frames) for files: on rendered clips with 3D
-ground truth (docs/training.md, "Rendered video") Kalman cut files' acceleration error to about a
+ground truth (docs/results.md, "Rendered video") Kalman cut files' acceleration error to about a
 quarter of the unfiltered one and their MPJPE by about 2 mm, and the smoother the error by 3 mm
 more and the acceleration error to about a quarter of Kalman's; `off` keeps every frame as
 estimated.
@@ -114,7 +114,7 @@ def _check_sections(obj: object, *names: str) -> None:
 class RootFilterConfig:
     """root_3d's own filter settings. Its depth comes from the pose's size in the image and jitters
     by decimetres where joints jitter by centimetres; with the joints' settings it kept most of
-    that jitter (docs/training.md, "Rendered video")."""
+    that jitter (docs/results.md, "Rendered video")."""
 
     one_euro: OneEuroConfig
     kalman: KalmanConfig
@@ -479,7 +479,7 @@ class KalmanSmoother(PoseSmoother):
     A causal filter must guess where a joint goes next and lags or overshoots at every turn; with
     the next frames in hand it need not. On rendered clips with 3D ground truth, 10 frames of lag
     brought the joints 3.0-3.6 mm closer to the truth than the causal Kalman filter, with a
-    quarter of its jitter, and a longer lag no closer (docs/training.md, "Rendered video"). Files
+    quarter of its jitter, and a longer lag no closer (docs/results.md, "Rendered video"). Files
     only: a live source cannot wait.
 
     The forward pass is `KalmanPoseFilter`, unchanged (same timestamps rules, same adaptive

@@ -19,7 +19,7 @@ holding each frame as long, so each frame's 2D and 3D leave together.
 
 Live sources get their 2D joints as estimated: on the same clips the causal filters (One Euro, or
 Kalman without the frames after) cut the jitter by half at most and cost accuracy
-(docs/training.md, "Smoothed 2D joints").
+(docs/results.md, "Smoothed 2D joints").
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def mirrored_features(x: np.ndarray, skeleton: Skeleton) -> np.ndarray:
 class TemporalRefiner:
     """MLPs: window (past + 1 + future, J * 6) -> correction (J, 3) of frame `past` in it, the
     members' mean times `scale`. Several members trained from other seeds, and a scale under one,
-    make its large corrections rarer where it is unsure (docs/training.md, "A learned temporal
+    make its large corrections rarer where it is unsure (docs/results.md, "A learned temporal
     refiner")."""
 
     past: int
@@ -98,7 +98,7 @@ class TemporalRefiner:
         is measured to help from a third of its training clips' rate (every third frame of them)
         to a quarter above it: 8.3 to 31.25 fps for 25 fps clips, stride 1. Faster, it reads every
         n-th frame, n the fewest that brings the rate into that span (50 or 60 fps: every second
-        frame), so the window spans the time it learned from. docs/training.md, "Faster frames"."""
+        frame), so the window spans the time it learned from. docs/results.md, "Faster frames"."""
         if fps is None or not math.isfinite(fps) or fps < SLOWEST_RATE * self.fps:
             return None
         return max(1, math.ceil(fps / (FASTEST_RATE * self.fps)))
@@ -314,7 +314,7 @@ class LiveRefiningSmoother(RefiningSmoother):
     not always the one it reports. The window holds the poses as they came, a dropped frame
     leaving no place in it: offline, with a tenth to two fifths of the frames dropped at random,
     that did as well as blending the poses either side into the dropped frame's place, and at a
-    third of the frames as well as at all of them (docs/training.md, "The refiner live"). The
+    third of the frames as well as at all of them (docs/results.md, "The refiner live"). The
     refiner's stride follows the rate the poses come at (`TemporalRefiner.stride`), taken from
     the mean of the recent intervals: the time the window's poses span is what the stride must keep
     to what it learned, and a stream that delivers its frames in pairs a few ms apart has a median

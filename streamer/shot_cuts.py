@@ -8,7 +8,7 @@ absolute difference from the last frame's (grey levels, 0-255) above `min_diff` 
 times the mean of the last `HISTORY` differences, once `WARM_UP` differences set that level. The
 ratio keeps fast motion and camera pans, whose differences stay high from frame to frame, from
 counting as cuts (on 96 rendered clips without cuts, 10,418 frames, none counted; of 9,120 joins
-of two of them, 99.8% did: docs/training.md, "Shot cuts"). The tracker then searches that frame
+of two of them, 99.8% did: docs/results.md, "Shot cuts"). The tracker then searches that frame
 afresh and starts a new track, which restarts the filters.
 """
 

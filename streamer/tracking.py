@@ -6,7 +6,7 @@ joints it finds are confident enough (`detect_min_score`), the crop is cut again
 the network runs a second time on that region, which gives the frame's result. A weaker
 candidate (from `refine_min_score`) gets that second look too, and counts as a person only if
 the crop around it reaches `detect_min_score`: a person small in the frame has unsure joints
-there and sure ones in the crop (docs/training.md, "Rendered video"). The next frames reuse the
+there and sure ones in the crop (docs/results.md, "Rendered video"). The next frames reuse the
 region from the last result (no back edge between processes: this happens inside the inference
 stage), centred across the image on the torso joints (`roi_centre`): centred on the joints'
 extent, a limb drawn out to someone beside would pull it between the two people.
@@ -18,7 +18,7 @@ A track can also hold on to the wrong thing: a bollard whose "joints" score just
 a full-frame search (and its refined crop) runs beside the tracked crop on the same frame, and
 its result replaces the track's when its score is higher by `switch_margin` (two extra passes
 per `research_every` frames; the margin keeps the track from flipping between two people: 0.05
-lets a search leave a tripod that 0.1 kept, docs/training.md, "The margin a search needs to take over").
+lets a search leave a tripod that 0.1 kept, docs/results.md, "The margin a search needs to take over").
 
 Each result carries its track's number, the person id of the messages: a frame with nobody ends
 a track, and with `new_track_iou` above 0 so does a search whose person's 2D box barely overlaps
@@ -31,7 +31,7 @@ A new shot shares nothing with the frame before (`process`'s `cuts`): each image
 unrelated photos (`tracking.folder_images`), or a video's frame after a hard cut
 (streamer/shot_cuts.py). It is searched afresh and its person starts a track. A region carried
 from another photo frames the next one's person wrongly and still scores above `track_min_score`
-often enough to cost (docs/training.md, "Image folders").
+often enough to cost (docs/results.md, "Image folders").
 
 A search is one network call on several crops: the letterboxed frame and, with `search_tiles` n
 above 1, n x n overlapping tiles in which a small person is larger. The crop with the highest

@@ -505,7 +505,7 @@ def test_root_settings_are_the_roots_own(defaults: FilterConfig) -> None:
     assert root.method == defaults.method and root.file_lag == defaults.file_lag
     assert root.kalman == defaults.root.kalman and root.one_euro == defaults.root.one_euro
     # The root's depth jitters by decimetres: no adaptation to follow it, no speed term to open
-    # the One Euro cutoff on it (docs/training.md, "Rendered video").
+    # the One Euro cutoff on it (docs/results.md, "Rendered video").
     assert root.kalman.adapt_window_s == 0 and root.one_euro.beta == 0
 
 

@@ -1,4 +1,4 @@
-"""The figure-making scripts of docs/training.md and docs/performance.md: scripts/vtest_crop.py,
+"""The figure-making scripts of docs/results.md and docs/performance.md: scripts/vtest_crop.py,
 scripts/contact_sheet.py, scripts/track_stats.py, scripts/street_starts.py,
 scripts/person_free_video.py, scripts/compare_mediapipe.py and scripts/bvh_check.py."""
 

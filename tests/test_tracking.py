@@ -410,7 +410,7 @@ def test_a_weak_search_candidate_is_looked_at_again_and_found_in_its_crop() -> N
 
 
 def test_the_shipped_defaults_look_again_at_a_candidate_under_the_old_threshold() -> None:
-    """Stage 21 scores a small sitting person 0.04-0.09 in the full-frame search (docs/training.md,
+    """Stage 21 scores a small sitting person 0.04-0.09 in the full-frame search (docs/results.md,
     "Stage 21"): configs/pipeline.yaml's refine_min_score sends a candidate at about 0.12
     to the second pass, which finds the person; at 0.15, the threshold before, nobody is found."""
     from streamer.config import load_pipeline_config

@@ -4,7 +4,7 @@ On a borrowed GPU machine the training time is what is scarce, and the rate is o
 `scripts/gpu_train.sh` used to measure it with a throw-away run of 80 steps and size the real run
 from that, but a cold start is slow: for stages 22, 23 and 24 the probe read 2,787, 2,983 and
 2,638 images/s where the runs then went at a median 3,516, 3,330 and 3,982, so they trained for
-187, 144 and 224 s of the 280, 190 and 400 s they were given (docs/training.md, "The shipped
+187, 144 and 224 s of the 280, 190 and 400 s they were given (docs/results.md, "The shipped
 model"). Here the run measures
 itself instead. It trains at its peak learning rate (after the warm-up) for the first part of the
 budget, the settling time; at the first log record after it, the rate over the second half of that

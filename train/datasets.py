@@ -170,7 +170,7 @@ def square_transform(centre: np.ndarray, side: float, size: int, angle: float = 
 # webcam on a desk or a phone at arm's length shows them. Without these, every training crop holds
 # the whole person, and on held-out real photos cut halfway between hips and knees stage 14 squeezed
 # the whole body into the crop: 17.9% PCK@0.2 of the joints in it, against 84.6% uncut
-# (`python -m train.evaluate --cut`; docs/training.md, "Stage 21").
+# (`python -m train.evaluate --cut`; docs/results.md, "Stage 21").
 CUT_LEVEL = (0.15, 0.85)
 CUT_MARGIN = (1.1, 1.4)          # the square's side over the extent of what is left above the cut
 CUT_SHIFT = 0.05                 # sideways jitter, a fraction of the side

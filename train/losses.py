@@ -67,7 +67,7 @@ def loss_2d(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     `either_side` ((B,) bool) marks samples whose left and right labels are not trusted: their
     loss is that of the better of the two assignments, the labels as they are or with every left
     joint's label given to its right twin (`flip_permutation`, the skeleton's mirror order) and
-    back. Stage 12 (docs/training.md) tried it on the real photos, 19 in 20 of which face the
+    back. Stage 12 (docs/results.md) tried it on the real photos, 19 in 20 of which face the
     camera: real backs came out mirrored more often, not less."""
     b, j = logits.shape[:2]
     logp = F.log_softmax(logits.reshape(b, j, -1).float(), dim=-1)
@@ -103,7 +103,7 @@ def loss_twin(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     averaged over the joints with a twin whose own and twin's mask ((B, J)) are both 1 (0 when
     there are none). Cross-entropy already rewards mass at the joint's place; this names the
     one wrong place that measured most common: 70% of the gross ankle errors of the rendered
-    tracking crops had both ankles on one leg (docs/training.md, stage 15)."""
+    tracking crops had both ankles on one leg (docs/results.md, stage 15)."""
     b, j = logits.shape[:2]
     p = torch.softmax(logits.reshape(b, j, -1).float(), dim=-1)
     region = twin_regions(targets, flip_permutation).reshape(b, j, -1).to(p.dtype)

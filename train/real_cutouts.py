@@ -334,7 +334,7 @@ class RealBackdrops:
         (`warp`: photo to crop): about their height, their feet near theirs, overlapping them or a
         little apart, as people side by side in a street. Unlabelled: the crop's labels stay its own
         person's, so the network learns to draw one skeleton on the person the crop is centred on,
-        not one over both (docs/training.md, "Stage 32: real bystanders"). None where the crop shows
+        not one over both (docs/results.md, "Stage 32: real bystanders"). None where the crop shows
         too little of its person to place one by."""
         size = alpha.shape[0]
         if np.count_nonzero(alpha[..., 0] > 0.5) < 20:

@@ -2,7 +2,7 @@
 
 A training run writes its network exactly as it trained and validated it. Shipping copies the
 weights bit for bit and may set what changes inference only, not the weights:
-- `--flip-test none|3d|all`: test-time mirroring (engines/network.py), measured in docs/training.md;
+- `--flip-test none|3d|all`: test-time mirroring (engines/network.py), measured in docs/results.md;
 - `--weights TEXT`: the line that says what the weights are (`posecast` prints it at start);
   by default the run's own line, with what `--flip-test` mirrors added when it turns mirroring on.
 The output is checked by loading it back and comparing its outputs with the source network's; a

@@ -1,7 +1,7 @@
 """Average trained networks: `python -m train.soup --models A.pt B.pt [...] --out SOUP.pt`.
 
 The runs must share one architecture and should start from the same weights (here stages 12 and
-13 continue stage 10, docs/training.md, "Stage 14"). The average of such fine-tuned networks (a
+13 continue stage 10, docs/results.md, "Stage 14"). The average of such fine-tuned networks (a
 "uniform model soup", Wortsman et al. 2022) lies in the same basin as each of them, and is often
 more robust away from the training data than any one of them. Every floating-point tensor is the
 mean of the runs' tensors, batch-norm running statistics included; integer buffers (batch counts)

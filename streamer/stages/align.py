@@ -23,7 +23,7 @@ from where the last one was. So does a person of a new track (streamer/tracking.
 root_3d is measured on the pose as aligned, then filtered with its own settings (`filter.root`),
 by a smoother in step with the joints' one (same lag, same frames). Measuring it on the smoothed
 pose instead would hold a file's frames back twice as long; live, on the refined pose it jittered
-more (docs/training.md, "The refiner live"), and the pose as aligned is the one that fits the
+more (docs/results.md, "The refiner live"), and the pose as aligned is the one that fits the
 frame's own 2D joints. Before its
 filter, its depth is held to a physical speed (`filter.root.max_depth_rate`,
 streamer/depth_limit.py), so a person half out of the frame does not jump tens of metres away.
