@@ -89,6 +89,27 @@ def test_file_yields_every_frame_in_order(clip: Path) -> None:
     assert [frame_no(f) for f in frames] == list(range(N))
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_frames_are_converted_by_one_scaler_into_the_pixels_pyav_gives(tmp_path: Path) -> None:
+    """A decoded frame's own conversion (`to_ndarray(format="bgr24")`) makes FFmpeg's scaler
+    afresh for each frame, with its buffers and, with more than one core, its threads: two new
+    threads a frame on two cores. The source keeps one scaler for all, and gives the same pixels."""
+    path = write_clip(tmp_path / "walk.mp4", 320, 240, 12, fps=30.0)
+    with av.open(str(path)) as container:
+        expected = [f.to_ndarray(format="bgr24").copy() for f in container.decode(video=0)]
+    images, threads = [], []
+    with VideoFileSource(path) as src:
+        for f in src.frames():
+            images.append(f.image.copy())
+            threads.append(set(os.listdir("/proc/self/task")))    # alive while the frame is handed over
+    assert len(images) == len(expected) == 12
+    for got, want in zip(images, expected):
+        np.testing.assert_array_equal(got, want)
+    # The scaler's threads start with the first frame; none start after it.
+    started_later = set().union(*threads[1:]) - threads[0]
+    assert not started_later, f"{len(started_later)} threads started over {len(threads) - 1} frames"
+
+
 def test_truncated_file_yields_frames_before_the_cut(clip: Path, reference: dict,
                                                      tmp_path: Path) -> None:
     data = clip.read_bytes()
