@@ -572,6 +572,44 @@ def test_a_failed_stage_writes_every_frame_before_it(posecast, clip600: Path, tm
         assert sum(1 for _ in container.decode(video=0)) == 39
 
 
+# The align stage's filters fail as they let the last frames go at the end of the input.
+FAULTY_END_FLUSH = """
+import sys
+from streamer.stages.align import AlignStage
+
+flush = AlignStage.flush
+
+def failing(self):
+    if sys._getframe(1).f_code.co_name == "run":      # the END's flush, not a new track's
+        raise RuntimeError("test double: the filters failed at the end")
+    return flush(self)
+
+AlignStage.flush = failing
+"""
+
+
+def test_an_align_stage_failing_at_the_end_writes_every_frame(posecast, clip40: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the end of a file the align stage holds the last `filter.file_lag` frames (and the
+    refiner's). A failure as it let them go lost them, and the summary: they are sent on as
+    measured, as for a failure mid-file, and the run then reports the fault."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAULTY_END_FLUSH)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]))
+    track = tmp_path / "t.jsonl"
+    r = posecast.run(["track", clip40, "-o", track, "--batch-size", "1", "--min-score", "0", "--no-progress"])
+    assert r.returncode == 1, r.stderr
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and errors[0].startswith(
+        "posecast: error: the align stage failed (RuntimeError: test double: the filters failed at the end)"), r.stderr
+    _, poses = read_track(track)
+    assert len(poses) == 40
+    assert_contiguous(poses)
+    assert all(p["people"] and p["people"][0]["joints_3d"] is not None for p in poses)
+    assert re.search(r"^posecast: 40 frames in ", r.stderr, re.M), r.stderr     # the summary, as for any end
+
+
 @pytest.mark.parametrize("overlay", [False, True], ids=["tracks", "tracks and overlay"])
 def test_a_killed_output_stage_says_its_npz_was_lost(posecast, clip600: Path, tmp_path: Path, overlay: bool) -> None:
     track, arrays, video = tmp_path / "t.jsonl", tmp_path / "t.npz", tmp_path / "t.mp4"

@@ -110,6 +110,31 @@ def test_frames_are_converted_by_one_scaler_into_the_pixels_pyav_gives(tmp_path:
     assert not started_later, f"{len(started_later)} threads started over {len(threads) - 1} frames"
 
 
+def _held_images_stay_as_decoded(frames: Iterator[Frame]) -> int:
+    """Holds each frame's image as given (no copy) while the next is decoded, as the capture's
+    reader thread does; checks that decoding on changed none of the images held. The count."""
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    for f in frames:
+        held.append((f.image, f.image.copy()))
+        for image, as_given in held:
+            np.testing.assert_array_equal(image, as_given)
+    return len(held)
+
+
+def test_a_frames_image_is_not_overwritten_by_the_next_frame(clip: Path, tmp_path: Path) -> None:
+    """The source keeps one converter to BGR for all frames: the image it gave for frame N must
+    not be a buffer the converter reuses for frame N+1 (a live source's reader thread decodes the
+    next frame while the capture still copies this one). Also where a stream changes size and each
+    frame is scaled as well as converted."""
+    with VideoFileSource(clip) as src:
+        assert _held_images_stay_as_decoded(src.frames()) == N
+    a = _ts_segment(tmp_path / "a.ts", 160, 120, 6, (0, 0, 200))
+    b = _ts_segment(tmp_path / "b.ts", 96, 64, 6, (0, 200, 0))
+    (tmp_path / "ab.ts").write_bytes(a + b)
+    with VideoFileSource(tmp_path / "ab.ts") as src:
+        assert _held_images_stay_as_decoded(src.frames()) >= 11
+
+
 def test_truncated_file_yields_frames_before_the_cut(clip: Path, reference: dict,
                                                      tmp_path: Path) -> None:
     data = clip.read_bytes()

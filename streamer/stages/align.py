@@ -38,6 +38,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import zmq
@@ -112,16 +114,7 @@ class AlignStage:
                     try:
                         results = self.align(body)
                     except Exception as exc:
-                        # Up to `filter.file_lag` frames (and the refiner's) are held back here:
-                        # send them on as measured, unsmoothed, and end the input after them,
-                        # as a failing source does, so that every frame before this one is written.
-                        exc.drained = True  # type: ignore[attr-defined]
-                        salvaged = self.salvage()
-                        for result in salvaged:
-                            out.send(RESULT, result)
-                        ended = EndPacket(ALIGN_FAILED, passed + len(salvaged))
-                        ended.timings["align"] = self.timer.summary()
-                        out.send(END, ended.to_dict())
+                        self._end_after_failure(exc, out, lambda salvaged: EndPacket(ALIGN_FAILED, passed + salvaged))
                         raise
                     for result in results:
                         out.send(RESULT, result)
@@ -131,7 +124,15 @@ class AlignStage:
                     info = body["info"]
                     self.start(bool(info["live"]), int(body["ring"]["slots"]), info.get("fps"))
                 if kind == END:
-                    for result in self.flush():
+                    try:
+                        results = self.flush()
+                    except Exception as exc:
+                        # The last track's frames are all held here: the same as a failure mid-file,
+                        # keeping the chain's counts (the input did end; this stage then failed).
+                        ended = replace(EndPacket.from_dict(body), reason=ALIGN_FAILED)
+                        self._end_after_failure(exc, out, lambda _: ended)
+                        raise
+                    for result in results:
                         out.send(RESULT, result)
                     ended = EndPacket.from_dict(body)
                     ended.timings["align"] = self.timer.summary()
@@ -143,6 +144,18 @@ class AlignStage:
             inbox.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
+
+    def _end_after_failure(self, exc: Exception, out: Outbox, end: Callable[[int], EndPacket]) -> None:
+        """After `exc`: up to `filter.file_lag` frames (and the refiner's) are held back here. Sends
+        them on as measured, unsmoothed, and ends the input after them (`end`, given how many were
+        sent), as a failing source does, so that every frame before the failure is written."""
+        exc.drained = True  # type: ignore[attr-defined]
+        salvaged = self.salvage()
+        for result in salvaged:
+            out.send(RESULT, result)
+        ended = end(len(salvaged))
+        ended.timings["align"] = self.timer.summary()
+        out.send(END, ended.to_dict())
 
     def start(self, live: bool, ring_slots: int, fps: float | None = None) -> None:
         """Filters for a new source. A held frame keeps its ring slot, so the lag is bounded by the
