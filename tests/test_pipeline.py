@@ -572,6 +572,44 @@ def test_a_failed_stage_writes_every_frame_before_it(posecast, clip600: Path, tm
         assert sum(1 for _ in container.decode(video=0)) == 39
 
 
+# The inference stage's second batch takes a while and then fails: meanwhile the capture fills
+# the frame ring and waits for a slot, which the frames after the failure never give back.
+SLOW_FAULTY_INFER = """
+import time
+from streamer.stages.infer import InferStage
+
+process, seen = InferStage._process, [0]
+
+def failing(self, *args, **kwargs):
+    seen[0] += 1
+    if seen[0] == 2:
+        time.sleep(2.0)
+        raise RuntimeError("test double: the network failed after the ring filled")
+    return process(self, *args, **kwargs)
+
+InferStage._process = failing
+"""
+
+
+def test_a_stage_failing_while_the_ring_is_full_ends_the_run_at_once(posecast, clip600: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture waited for a free ring slot until the run was aborted, not when it was
+    stopped: after a stage failed with the ring full, the run sat out the 10 s grace and ended with
+    a second line ("frames in flight did not finish"). A stop now ends the capture's wait."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(SLOW_FAULTY_INFER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]))
+    track = tmp_path / "t.jsonl"
+    r = posecast.run(["track", clip600, "-o", track, "--batch-size", "1", "--no-progress"])
+    assert r.returncode == 1, r.stderr
+    assert "did not finish" not in r.stderr, r.stderr
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and "the network failed after the ring filled" in errors[0], r.stderr
+    _, poses = read_track(track)
+    assert len(poses) == 1
+
+
 # The align stage's filters fail as they let the last frames go at the end of the input.
 FAULTY_END_FLUSH = """
 import sys

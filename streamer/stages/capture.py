@@ -132,11 +132,16 @@ class CaptureStage:
         out.send(END, EndPacket(reason, self.seq, self.dropped, corrupt, self.reconnects,
                                 {"capture": self.timer.summary()}).to_dict())
 
-    def _acquire_slot(self) -> bool:
+    def _acquire_slot(self) -> str | None:
+        """A free ring slot for the next frame: None once taken, else why the input ends instead.
+        A stop ends it too: after a later stage has failed, the slots of the frames it held never
+        come back, and waiting for one would hold the run until it is aborted."""
         while not self.free_slots.acquire(timeout=POLL_MS / 1000.0):
             if self.control.abort.is_set():
-                return False
-        return True
+                return "aborted"
+            if self.control.stop.is_set():
+                return "stopped"
+        return None
 
     def _admit(self, frame: Frame, ring: FrameRing, out: Outbox) -> None:
         t0 = time.perf_counter()
@@ -162,8 +167,9 @@ class CaptureStage:
             if frame is None:
                 return "end of input"
             self.timer.since("read", t0)
-            if not self._acquire_slot():
-                return "aborted"
+            ended = self._acquire_slot()
+            if ended is not None:
+                return ended
             self._admit(frame, ring, out)
 
     def _reopen(self, shape: tuple[int, int]) -> Source:
@@ -204,8 +210,10 @@ class CaptureStage:
                     return "aborted"
                 if self.control.stop.is_set():
                     return "stopped"
-                if not self._acquire_slot():
-                    return "aborted"
+                ended = self._acquire_slot()
+                if ended is not None:
+                    self.dropped = newest.dropped
+                    return ended
                 taken = newest.take(timeout_s=POLL_MS / 1000.0)
                 while taken is None:
                     if newest.error is not None:
