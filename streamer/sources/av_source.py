@@ -99,7 +99,7 @@ class AVSource(Source):
         self._quarter_turns = 0                # counterclockwise, applied to every frame
         # One converter to BGR for every frame: a decoded frame's own (`to_ndarray(format=...)`)
         # is made afresh for each frame, and with it FFmpeg's scaler, its tables and its threads
-        # (five buffers of ~50 KiB a frame; the conversion took 4x as long at 768x576).
+        # (five buffers of ~50 KiB and two threads a frame; docs/performance.md, "The hot path, audited").
         self._to_bgr = VideoReformatter()
         try:
             if not container.streams.video:
