@@ -310,11 +310,12 @@ def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, 
     line = (f"{s.frames} frame{'' if s.frames == 1 else 's'} in {s.seconds:.2f} s ({s.frames_per_s:.1f} frames/s) "
             f"-> {outs}; "
             f"person found in {s.found}; backend {result.backend}")
-    if s.live or end.dropped:
+    # After a stage failed mid-run, the counts of the stages before it never reached the summary.
+    if end.capture_counted and (s.live or end.dropped):
         line += f"; {end.dropped} stale frames dropped to stay live"
-    if end.reconnects:
+    if end.capture_counted and end.reconnects:
         line += f"; the source was reopened {'once' if end.reconnects == 1 else f'{end.reconnects} times'}"
-    if end.shot_cuts:
+    if end.tracker_counted and end.shot_cuts:
         n = end.shot_cuts
         line += f"; {n} cut{'' if n == 1 else 's'} between shots (each searched afresh, a new person id)"
     _note(line, out)
@@ -332,6 +333,10 @@ def _print_stats(end: EndPacket, out: TextIO) -> None:
     print(f"{'step':<28}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}", file=out)
     for name, st in rows:
         print(f"{name:<28}{st.n:>7}{st.mean:>10.2f}{st.p50:>10.2f}{st.p95:>10.2f}", file=out)
+    if not end.tracker_counted:
+        print("network runs, searches and tracks: not known (the align stage failed before the end of the input "
+              "reached it)", file=out)
+        return
     print(f"network runs: {end.network_runs} (batches incl. searches); full-frame searches: {end.searches} "
           f"({end.switches} took over from the track); tracks (person ids): {end.tracks}", file=out)
 

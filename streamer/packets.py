@@ -157,6 +157,18 @@ class EndPacket:
     tracks: int = 0                    # person ids given
     shot_cuts: int = 0                 # cuts between shots found
 
+    @property
+    def capture_counted(self) -> bool:
+        """Whether the capture's counts (dropped, corrupt, reconnects) came with it: not where a
+        later stage failed and ended the input itself."""
+        return self.reason not in (INFERENCE_FAILED, ALIGN_FAILED)
+
+    @property
+    def tracker_counted(self) -> bool:
+        """Whether the inference stage's counts (network runs, searches, tracks, shot cuts) came
+        with it: not where the align stage failed and ended the input itself."""
+        return self.reason != ALIGN_FAILED
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -610,6 +610,32 @@ def test_a_stage_failing_while_the_ring_is_full_ends_the_run_at_once(posecast, c
     assert len(poses) == 1
 
 
+@pytest.mark.parametrize("stage, method", [("infer", "InferStage._process"), ("align", "AlignStage.align")])
+def test_a_failed_stage_does_not_report_counts_that_never_reached_it(posecast, clip40: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch, stage: str,
+                                                                     method: str) -> None:
+    """A stage that fails mid-run ends the input itself, without the counts of the stages before
+    it: the summary said "0 stale frames dropped" of a live run whatever was dropped, and after an
+    align failure `--stats` said 0 network runs. It now says only what it knows."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAULTY_STAGE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("POSECAST_TEST_FAULT", f"{stage}.{method}:20")
+    live = posecast.run(["run", clip40, "--port", "0", "-o", tmp_path / "live.jsonl", "--no-progress"], timeout=120)
+    assert live.returncode == 1, live.stderr
+    assert re.search(r"^posecast: 19 frames in ", live.stderr, re.M), live.stderr
+    assert "stale frames dropped" not in live.stderr, live.stderr
+    filed = posecast.run(["track", clip40, "-o", tmp_path / "t.jsonl", "--batch-size", "1", "--stats",
+                          "--no-progress"])
+    assert filed.returncode == 1, filed.stderr
+    if stage == "align":
+        assert "network runs: 0" not in filed.stderr
+        assert "network runs, searches and tracks: not known" in filed.stderr, filed.stderr
+    else:
+        assert re.search(r"^network runs: [1-9]", filed.stderr, re.M), filed.stderr    # the tracker counted them
+
+
 # The align stage's filters fail as they let the last frames go at the end of the input.
 FAULTY_END_FLUSH = """
 import sys
