@@ -39,7 +39,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import zmq
@@ -127,9 +126,9 @@ class AlignStage:
                     try:
                         results = self.flush()
                     except Exception as exc:
-                        # The last track's frames are all held here: the same as a failure mid-file,
-                        # keeping the chain's counts (the input did end; this stage then failed).
-                        ended = replace(EndPacket.from_dict(body), reason=ALIGN_FAILED)
+                        # The last track's frames are all held here: sent on as after a failure
+                        # mid-file, with the input's own end, whose counts are all there.
+                        ended = EndPacket.from_dict(body)
                         self._end_after_failure(exc, out, lambda _: ended)
                         raise
                     for result in results:
