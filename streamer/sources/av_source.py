@@ -346,12 +346,12 @@ class AVSource(Source):
                 log.warning("%s: the picture changed size mid-stream (%dx%d to %dx%d); its frames are scaled "
                             "to the first size, so people in them look stretched if the shape changed",
                             self._what, w, h, av_frame.width, av_frame.height)
-            av_frame = self._to_bgr.reformat(av_frame, width=w, height=h, format="bgr24")
-        # Possibly a strided view (FFmpeg pads rows), and as stored: capture copies it into the ring
-        # anyway, turning it upright on the way, so a contiguous or turned copy here would be a
-        # second full-frame copy. A new array each frame, as decoding gives: a live reader thread
-        # decodes the next frame while the capture still copies this one.
-        image = self._to_bgr.reformat(av_frame, format="bgr24").to_ndarray()
+        # Converted (and scaled, after a size change) in one pass. Possibly a strided view (FFmpeg
+        # pads rows), and as stored: capture copies it into the ring anyway, turning it upright on
+        # the way, so a contiguous or turned copy here would be a second full-frame copy. A new
+        # array each frame, as decoding gives: a live reader thread decodes the next frame while
+        # the capture still copies this one.
+        image = self._to_bgr.reformat(av_frame, width=w, height=h, format="bgr24").to_ndarray()
         t_media = self._media_time(av_frame)
         return Frame(image=image, index=index, t_capture=time.time(), t_media=t_media,
                      quarter_turns=self._quarter_turns)

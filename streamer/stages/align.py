@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 import zmq
@@ -113,46 +112,40 @@ class AlignStage:
                     try:
                         results = self.align(body)
                     except Exception as exc:
-                        self._end_after_failure(exc, out, lambda salvaged: EndPacket(ALIGN_FAILED, passed + salvaged))
+                        # Up to `filter.file_lag` frames (and the refiner's) are held back here:
+                        # sent on as measured, the input ends after them, as a failing source's
+                        # does, so that every frame before this one is written.
+                        exc.drained = True  # type: ignore[attr-defined]
+                        salvaged = self.salvage()
+                        self._end(out, salvaged, EndPacket(ALIGN_FAILED, passed + len(salvaged)))
                         raise
                     for result in results:
                         out.send(RESULT, result)
                     passed += len(results)
                     continue
-                if kind == START:
-                    info = body["info"]
-                    self.start(bool(info["live"]), int(body["ring"]["slots"]), info.get("fps"))
                 if kind == END:
                     try:
                         results = self.flush()
                     except Exception as exc:
-                        # The last track's frames are all held here: sent on as after a failure
-                        # mid-file, with the input's own end, whose counts are all there.
-                        ended = EndPacket.from_dict(body)
-                        self._end_after_failure(exc, out, lambda _: ended)
+                        # The last track's frames, all held here: sent on as after a failure mid-file.
+                        exc.drained = True  # type: ignore[attr-defined]
+                        self._end(out, self.salvage(), EndPacket.from_dict(body))
                         raise
-                    for result in results:
-                        out.send(RESULT, result)
-                    ended = EndPacket.from_dict(body)
-                    ended.timings["align"] = self.timer.summary()
-                    body = ended.to_dict()
-                out.send(kind, body)
-                if kind == END:
+                    self._end(out, results, EndPacket.from_dict(body))
                     return
+                if kind == START:
+                    info = body["info"]
+                    self.start(bool(info["live"]), int(body["ring"]["slots"]), info.get("fps"))
+                out.send(kind, body)
         finally:
             inbox.close()
             out.close(linger_ms=0 if self.control.abort.is_set() else None)
             ctx.term()
 
-    def _end_after_failure(self, exc: Exception, out: Outbox, end: Callable[[int], EndPacket]) -> None:
-        """After `exc`: up to `filter.file_lag` frames (and the refiner's) are held back here. Sends
-        them on as measured, unsmoothed, and ends the input after them (`end`, given how many were
-        sent), as a failing source does, so that every frame before the failure is written."""
-        exc.drained = True  # type: ignore[attr-defined]
-        salvaged = self.salvage()
-        for result in salvaged:
+    def _end(self, out: Outbox, results: list[dict], ended: EndPacket) -> None:
+        """The last results on, then the end of the input with this stage's timings."""
+        for result in results:
             out.send(RESULT, result)
-        ended = end(len(salvaged))
         ended.timings["align"] = self.timer.summary()
         out.send(END, ended.to_dict())
 
