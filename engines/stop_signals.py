@@ -76,7 +76,8 @@ def reader_gone() -> int:
 
 def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "nothing was written") -> int:
     """`main()`'s exit code, however it ends: a failure the user can act on (a `PosecastError`) is
-    its one line and its exit code; Ctrl-C, SIGTERM and SIGHUP are one line ("; `interrupted`",
+    its one line and its exit code, as is a path the user may not reach (a `PermissionError`: 2);
+    Ctrl-C, SIGTERM and SIGHUP are one line ("; `interrupted`",
     what a stop leaves, where given) and 128 + the signal; a reader that stops reading (`| head`)
     ends it quietly. `posecast` and the `python -m train.X` tools end this way."""
     try:
@@ -92,6 +93,16 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "n
         return exit_code(exc)
     except BrokenPipeError:
         return reader_gone()
+    except PermissionError as exc:
+        if exc.filename is None:
+            raise
+        # A path given inside a folder the user may not enter (`chmod -x`): Python's Path.exists(),
+        # is_file() and is_dir(), which every input and output check starts with, raise this
+        # before any check can say what is wrong. It is the user's to fix, so it is one line.
+        print(f"{prog}: error: permission denied: '{exc.filename}' (check that you may read it or write "
+              f"in its folder, and enter every folder on its path)", file=sys.stderr)
+        return 2
+
 
 class StopSignals:
     """Ctrl-C, SIGTERM (`timeout`, systemd, docker stop) and SIGHUP (the terminal closed) all end

@@ -457,7 +457,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     if args.record is not None:
         _check_outputs([Path(args.record)], None)
     return listen(args.connect, args.topic, Path(args.record) if args.record else None, args.count,
-                  args.timeout, not args.no_skeleton, announce=_note)
+                  args.timeout, not args.no_skeleton, announce=_note, through_ends=args.keep_listening)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -687,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("listen", help="subscribe to a pose stream: show rate, latency and a text skeleton, or record it",
                        description="Subscribe to a Posecast stream and show it (rate, latency, a text drawing of "
-                                   "the skeleton), or record it to a track file.",
+                                   "the skeleton), or record it to a track file, until the publisher's end message "
+                                   "(a file's last frame, or the publisher stopped).",
                        epilog="Messages that are not Posecast's are skipped and counted. Exit codes: 0 done, "
                               "2 bad arguments, no Posecast messages, or a recorded stream that changed (another source "
                               "or meta), 3 a recording that lost messages on the way (gaps in seq), 130 interrupted "
@@ -701,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0,
                    help="stop after this many seconds without a Posecast message (> 0; default 10)")
     p.add_argument("--no-skeleton", action="store_true", help="do not draw the text skeleton")
+    p.add_argument("--keep-listening", action="store_true",
+                   help="go on after the publisher's end message (default: stop there), e.g. to record its next "
+                        "run too; --timeout's silence, --count or Ctrl-C then ends it")
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("replay", help="publish a recorded .jsonl track again at its original pace",

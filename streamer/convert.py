@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from engines.errors import InputError
+from engines.errors import InputError, PosecastError
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
 from streamer.tracks import open_track_writer
@@ -18,8 +18,9 @@ from streamer.tracks import open_track_writer
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
     """Writes each of `outputs` from the pose messages of `track`. Every line is checked before
-    any output is opened (a bad line is one error, and no output is half made); every output is
-    closed whatever happens, so those written as they go keep what they got. Returns 0."""
+    any output is opened (a bad line is one error, and no output is half made); an output that
+    fails while it is written leaves the others to be finished, and its error is raised then; every
+    output is closed whatever happens, so those written as they go keep what they got. Returns 0."""
     meta, poses = read_checked_track(track, "convert", lambda m: announce(f"warning: {m}"))
     bvh = [str(p) for p in outputs if p.suffix.lower() == ".bvh"]
     if bvh and not any(msg.get("people") for msg in poses):
@@ -27,13 +28,24 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
         raise InputError(f"'{track}' has nobody in any of its {len(poses)} pose messages, and a BVH needs a "
                          f"pose: {', '.join(bvh)} cannot be made from it")
     writers = []
+    failure: PosecastError | None = None
     try:
         for path in outputs:
             writers.append(open_track_writer(path, meta))
+        writing = list(writers)
         for msg in poses:
-            for writer in writers:
-                writer.write_message(msg)
+            for writer in list(writing):
+                try:
+                    writer.write_message(msg)
+                except PosecastError as err:
+                    # One output that cannot be written (its disk full) must not cut the others
+                    # short: an .npz or .bvh would be a whole-looking file of the first frames only.
+                    # The others are finished, and this output's error is the command's line.
+                    writing.remove(writer)
+                    failure = failure or err
     finally:
         close_all([w.close for w in writers])
+    if failure is not None:
+        raise failure
     announce(f"{len(poses)} pose messages from '{track}' -> {', '.join(str(p) for p in outputs)}")
     return 0

@@ -28,7 +28,7 @@ import zmq
 
 from engines.errors import InputError
 from engines.stop_signals import StopSignals
-from streamer.protocol import META_TOPIC, POSE_TOPIC
+from streamer.protocol import END_TOPIC, META_TOPIC, POSE_TOPIC
 from streamer.protocol import topic as protocol_topic
 from streamer.protocol_check import NotPosecast, parse_message, pose_problem
 
@@ -49,6 +49,7 @@ class StreamStats:
     received: int = 0
     gaps: int = 0                       # seq numbers skipped: messages this subscriber lost
     last_seq: int | None = None
+    ended: dict[str, Any] | None = None  # the publisher's end message, once it came
     skip_reasons: Counter = field(default_factory=Counter)   # messages that were not Posecast's, by reason
     # A replay (its meta says so): its t_capture are the recording's, so t_publish - t_capture is
     # the time since the recording, not a latency.
@@ -70,6 +71,15 @@ class StreamStats:
         if self.last_seq is not None and seq is not None and seq > self.last_seq + 1:
             self.gaps += seq - self.last_seq - 1
         self.last_seq = seq
+
+    def end(self, msg: dict[str, Any]) -> None:
+        """The publisher's end message: the poses it sent after the last one that came here were
+        lost on the way, which no gap in `seq` showed."""
+        self.ended = msg
+        last = msg.get("last_seq")
+        if self.last_seq is not None and last is not None and last > self.last_seq:
+            self.gaps += last - self.last_seq
+            self.last_seq = last
 
     @property
     def skipped(self) -> int:
@@ -140,6 +150,11 @@ def tcp_port(endpoint: str) -> int | None:
         return None
 
 
+def describe_end(end: dict[str, Any], stats: StreamStats) -> str:
+    return (f"stream '{end.get('source')}' ended ({end['reason']}): the publisher sent {end['poses']} pose "
+            f"messages; {stats.received} came here, {stats.gaps} lost")
+
+
 def describe_meta(meta: dict[str, Any]) -> str:
     model = meta.get("model")
     trained = model.get("trained") if isinstance(model, dict) else None
@@ -149,10 +164,11 @@ def describe_meta(meta: dict[str, Any]) -> str:
 
 def listen(endpoint: str, topic: str, record: Path | None, count: int | None, timeout_s: float,
            show_skeleton: bool, out: TextIO = sys.stdout,
-           announce: Callable[[str], None] | None = None) -> int:
-    """Subscribe and show (or record) until `count` poses, `timeout_s` without a Posecast message,
-    or a signal (Ctrl-C, SIGTERM, SIGHUP; see `StopSignals`). Messages that are not Posecast's are
-    skipped and counted. Returns the exit code: 0; `EXIT_RECORDING_INCOMPLETE` where a recording
+           announce: Callable[[str], None] | None = None, through_ends: bool = False) -> int:
+    """Subscribe and show (or record) until the publisher's end message (unless `through_ends`:
+    a restarted publisher's stream is recorded on), `count` poses, `timeout_s` without a Posecast
+    message, or a signal (Ctrl-C, SIGTERM, SIGHUP; see `StopSignals`). Messages that are not
+    Posecast's are skipped and counted. Returns the exit code: 0; `EXIT_RECORDING_INCOMPLETE` where a recording
     lacks messages of the stream (lost on the way, or a restart's never claimed by a meta); or 128
     + the signal's number. `announce` is told the line that ends a recording, or says which signal
     ended it (default: print it on stderr)."""
@@ -170,6 +186,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         raise InputError(f"cannot connect to '{endpoint}': {exc} (use tcp://HOST:PORT)") from None
     # meta is always wanted: it says what the pose messages mean (and subscribing asks for it).
     sock.setsockopt(zmq.SUBSCRIBE, protocol_topic(META_TOPIC))
+    sock.setsockopt(zmq.SUBSCRIBE, protocol_topic(END_TOPIC))      # and when it ends
     sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     stats = StreamStats()
     meta: dict[str, Any] | None = None
@@ -208,6 +225,13 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     stats.skip(str(exc))
                     continue
                 last_msg = time.monotonic()
+                if msg["type"] == "end":
+                    stats.end(msg)
+                    print(describe_end(msg, stats), file=out, flush=True)
+                    drawn_rows = 0                       # not drawn over
+                    if not through_ends:
+                        break
+                    continue
                 if msg["type"] == "meta":
                     change = None if meta is None else meta_change(meta, msg)
                     if change is not None and writer is not None:
@@ -264,11 +288,11 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         return 128 + stop.signum
     print(stats.line(), file=out)
     _warn_skipped(endpoint, stats)
-    if quiet:
+    if quiet and stats.ended is None:
         # The rate line above is the last second's with messages: say why it stopped there.
         say(f"the stream went quiet: nothing from '{endpoint}' for {timeout_s:g} s after "
-            f"{stats.received} pose messages (the publisher ended or stalled; --timeout "
-            f"waits longer)")
+            f"{stats.received} pose messages, and no end message (the publisher stalled or was killed; "
+            f"--timeout waits longer)")
     if record is None:
         return 0
     if writer is None:
@@ -279,6 +303,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         say(f"error: recorded {writer.frames_written} pose messages to '{record}'{lost} "
             f"(exit code {EXIT_RECORDING_INCOMPLETE})")
         return EXIT_RECORDING_INCOMPLETE
+    if quiet and stats.ended is None:
+        say(f"recorded {writer.frames_written} pose messages to '{record}', complete up to the last one "
+            f"that came; any the publisher sent after it are not known (it sent no end message)")
+        return 0
     say(f"recorded {writer.frames_written} pose messages to '{record}' (complete)")
     return 0
 
@@ -374,8 +402,9 @@ def _lost_clause(stats: StreamStats, pending: list[dict[str, Any]]) -> str:
     """What a recording lacks of the stream it recorded, or "" where it lacks nothing."""
     said = []
     if stats.gaps:
-        said.append(f"{stats.gaps} were lost on the way (gaps in `seq`: this subscriber read too slowly, or "
-                    f"the publisher sent faster than its queue of `publish.hwm` messages holds)")
+        said.append(f"{stats.gaps} were lost on the way (gaps in `seq`, or sent after the last one that came, as "
+                    f"the publisher's end message says: this subscriber read too slowly, or the publisher sent "
+                    f"faster than its queue of `publish.hwm` messages holds)")
     if pending:
         said.append(f"{len(pending)} that came after the publisher restarted are left out (no meta message "
                     f"said they are the recorded stream's)")

@@ -13,6 +13,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from streamer.protocol import END_FAILED, END_OF_INPUT, END_STOPPED
+
 START, FRAME, RESULT, END = "start", "frame", "result", "end"
 # msgpack's packer starts with a 256 KiB buffer, made afresh for every message: four a frame. A
 # packet is at most a few KiB, and the buffer grows where one is larger.
@@ -138,6 +140,13 @@ INFERENCE_FAILED = "inference failed"
 ALIGN_FAILED = "alignment failed"
 # The reasons for which the input did not end as it should have (the overlay says nothing more).
 FAILED_ENDS = ("source failed", INFERENCE_FAILED, ALIGN_FAILED, "stopped", "aborted")
+
+
+def published_end_reason(reason: str) -> str:
+    """The end message's reason (`protocol.END_REASONS`) for an end packet's: subscribers are
+    told whether the input ended, a user stopped it, or something failed (the run's error line
+    says what)."""
+    return {"end of input": END_OF_INPUT, "stopped": END_STOPPED}.get(reason, END_FAILED)
 
 
 @dataclass

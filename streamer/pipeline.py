@@ -36,7 +36,7 @@ from engines.stop_signals import STOP_SIGNALS
 from streamer.config import PipelineConfig
 from streamer.packets import RunSummary
 from streamer.process import stage_main
-from streamer.protocol import META_TOPIC, POSE_TOPIC
+from streamer.protocol import END_TOPIC, META_TOPIC, POSE_TOPIC
 from streamer.refiner import TemporalRefiner
 from streamer.ring import unlink_ring
 from streamer.stages.align import AlignStage
@@ -329,7 +329,7 @@ class Pipeline:
         elif kind == "publishing":
             self.result.endpoint = payload
             if self.request.announce is not None:
-                self.request.announce(f"publishing on {payload} (topics {POSE_TOPIC}*, {META_TOPIC}*)")
+                self.request.announce(f"publishing on {payload} (topics {POSE_TOPIC}*, {META_TOPIC}*, {END_TOPIC}*)")
         elif kind == "waiting_subscribers":
             wanted, present = payload
             if self.request.announce is not None:

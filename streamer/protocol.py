@@ -20,6 +20,12 @@ SCHEMA_VERSION = 1
 # ("pose.cam0"), so that a subscriber picks a kind, or one source, by prefix.
 POSE_TOPIC = "pose."
 META_TOPIC = "meta."
+END_TOPIC = "end."
+# Why a publisher ended its stream (an end message's `reason`).
+END_OF_INPUT = "end_of_input"     # the file, the replay or the image folder was read to its end
+END_STOPPED = "stopped"           # a user stopped it: Ctrl-C, a signal, the preview window closed
+END_FAILED = "failed"             # a stage or the source failed (the publisher's own error line says why)
+END_REASONS = (END_OF_INPUT, END_STOPPED, END_FAILED)
 
 
 def topic(prefix: str, source: str = "") -> bytes:
@@ -75,6 +81,16 @@ def meta_message(skeleton: Skeleton, source: str, image_size: tuple[int, int],
         "camera": camera,
         "model": model,
     }
+
+
+def end_message(source: str, reason: str, poses: int, last_seq: int | None) -> dict[str, Any]:
+    """The publisher's last message: why its stream ended, and how many pose messages it sent in
+    its last run (since its last meta), the last with `seq` `last_seq` (None: none sent). A
+    subscriber that has seen fewer lost the rest; `seq` alone cannot show a loss at the end."""
+    if reason not in END_REASONS:
+        raise ValueError(f"an end message's reason is one of {END_REASONS}, not {reason!r}")
+    return {"type": "end", "schema": SCHEMA_VERSION, "source": source, "reason": reason,
+            "poses": int(poses), "last_seq": None if last_seq is None else int(last_seq)}
 
 
 def person_dict(person: PersonPose) -> dict[str, Any]:

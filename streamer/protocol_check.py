@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.protocol import SCHEMA_VERSION, PersonPose, frame_from_message
+from streamer.protocol import END_REASONS, SCHEMA_VERSION, PersonPose, frame_from_message
 from streamer.publish import decode
 
 
@@ -90,6 +90,18 @@ def _person_problem(person: PersonPose, joints: int | None) -> str | None:
     return None
 
 
+def _end_problem(msg: dict[str, Any]) -> str | None:
+    """Why an end message cannot say how its stream ended (None: it can)."""
+    poses, last = msg.get("poses"), msg.get("last_seq")
+    if msg.get("reason") not in END_REASONS:
+        return f"an end message whose 'reason' is not one of {', '.join(END_REASONS)}"
+    if not isinstance(poses, int) or isinstance(poses, bool) or poses < 0:
+        return "an end message without a count of 'poses'"
+    if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last not in _INT64):
+        return "an end message whose 'last_seq' is not an integer or null"
+    return None
+
+
 def parse_message(parts: list[bytes], joints: int | None = None) -> dict[str, Any]:
     """A received ZeroMQ message as a protocol map (streamer/protocol.py), or `NotPosecast`.
 
@@ -110,11 +122,13 @@ def parse_message(parts: list[bytes], joints: int | None = None) -> dict[str, An
 def message_problem(msg: Any, joints: int | None = None) -> str | None:
     """Why a decoded message is not a usable protocol message (None: it is). `listen` skips
     such messages; `replay` refuses a track line that is one, before it publishes anything."""
-    if not isinstance(msg, dict) or msg.get("type") not in ("meta", "pose"):
-        return "a payload that is not a Posecast 'meta' or 'pose' map"
+    if not isinstance(msg, dict) or msg.get("type") not in ("meta", "pose", "end"):
+        return "a payload that is not a Posecast 'meta', 'pose' or 'end' map"
     schema = msg.get("schema")
     if not isinstance(schema, int) or isinstance(schema, bool):
         return f"a {msg['type']} message without an integer 'schema'"
     if schema > SCHEMA_VERSION:
         return f"schema {schema}, newer than this version reads (up to {SCHEMA_VERSION}; upgrade Posecast)"
+    if msg["type"] == "end":
+        return _end_problem(msg)
     return _meta_problem(msg) if msg["type"] == "meta" else pose_problem(msg, joints)

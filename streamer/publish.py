@@ -11,6 +11,9 @@ the protocol's map (streamer/protocol.py), msgpack- or JSON-encoded.
   stale messages first: it should drain what is waiting and keep the last (docs/protocol.md).
 - **meta on request**: meta is sent at start, whenever a subscription arrives (a new client, or
   one that resubscribes to ask again), and every `meta_interval_s`.
+- **An end message last** (`end.<source>`): why the stream ended and how many poses it sent, so
+  a subscriber knows the stream is over, and that it has every pose up to the last one, which no
+  gap in `seq` can show.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import zmq
 
 from engines.errors import PosecastError
 from streamer.packets import PACK_BUFFER_BYTES
-from streamer.protocol import META_TOPIC, POSE_TOPIC, topic
+from streamer.protocol import END_TOPIC, META_TOPIC, POSE_TOPIC, end_message, topic
 
 
 class PortInUseError(PosecastError):
@@ -56,10 +59,15 @@ class Publisher:
         self.encoding = encoding
         self.pose_topic = topic(POSE_TOPIC)
         self.meta_topic = topic(META_TOPIC)
+        self.end_topic = topic(END_TOPIC)
         self.meta_interval_s = meta_interval_s
+        self.source = ""
         self._meta: bytes | None = None
         self._meta_sent = 0.0
         self.sent = 0
+        self.run_sent = 0                     # pose messages since the last `start`: the end message's count
+        self.last_seq: int | None = None      # of the last pose message since the last `start`
+        self.ended = False
         self.subscriptions = 0
         self._prefixes: Counter[bytes] = Counter()    # topic prefixes subscribed to now
         self.ctx = zmq.Context()
@@ -114,9 +122,12 @@ class Publisher:
 
     def start(self, source: str, meta: dict[str, Any]) -> None:
         """Name the topics after the source and announce the stream."""
+        self.source = source
         self.pose_topic = topic(POSE_TOPIC, source)
         self.meta_topic = topic(META_TOPIC, source)
+        self.end_topic = topic(END_TOPIC, source)
         self._meta = encode(meta, self.encoding)
+        self.run_sent, self.last_seq = 0, None
         self._send_meta()
 
     def publish(self, message: dict[str, Any]) -> None:
@@ -126,6 +137,8 @@ class Publisher:
         sent = {**message, "t_publish": round(time.time(), 6)}
         self.sock.send_multipart([self.pose_topic, encode(sent, self.encoding)], flags=zmq.NOBLOCK)
         self.sent += 1
+        self.run_sent += 1
+        self.last_seq = message["seq"]
         self._send_meta_if_due()
 
     def tick(self) -> None:
@@ -159,6 +172,18 @@ class Publisher:
         if self._meta is not None:
             self.sock.send_multipart([self.meta_topic, self._meta], flags=zmq.NOBLOCK)
             self._meta_sent = time.monotonic()
+
+    def end(self, reason: str) -> None:
+        """Send the end message (`protocol.end_message`) once, after every pose; nothing for a
+        stream never started (no meta: no subscriber knows of it). Like a pose, it reaches the
+        subscribers that keep up: one far behind (its queues, and the network's buffers, full)
+        when the publisher closes misses it, and sees the silence a publisher gone leaves."""
+        if self._meta is None or self.ended or self.sock is None:
+            return
+        self.ended = True
+        self._serve_subscriptions()
+        message = {**end_message(self.source, reason, self.run_sent, self.last_seq), "t_publish": round(time.time(), 6)}
+        self.sock.send_multipart([self.end_topic, encode(message, self.encoding)], flags=zmq.NOBLOCK)
 
     def close(self, linger_ms: int = 1000) -> None:
         """Stop publishing. Messages still queued get up to `linger_ms` to go out, so a stream's

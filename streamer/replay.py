@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engines.stop_signals import StopSignals
+from streamer.protocol import END_FAILED, END_OF_INPUT, END_STOPPED
 
 if TYPE_CHECKING:
     from streamer.publish import Publisher
@@ -89,6 +90,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
         # Said once the track is known good and the port is ours: a bad one is its one error line.
         announce(f"replaying {track} on {pub.endpoint}")
         source, replayed = meta.get("source", track.stem), {**meta, "replay": True}
+        ending = END_FAILED
         try:
             pub.start(source, replayed)
             parts = replay_parts(poses)
@@ -113,7 +115,9 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
                         break
                     t0 = time.monotonic() + between_passes_s
                     pub.start(source, replayed)      # the next pass, announced as a restarted publisher's run is
+            ending = END_OF_INPUT if stop.signum is None else END_STOPPED
         finally:
+            pub.end(ending)
             pub.close()
     if stop.signum is None:
         announce(f"published all {sent} pose messages of {track}")

@@ -148,6 +148,15 @@ def test_c_client_prints_a_live_stream_s_latency(posecast, c_client: Path, json_
         assert 0 <= float(m[8]) < 60_000, line
 
 
+def test_c_client_stops_at_the_stream_s_end(posecast, c_client: Path, json_track: Path) -> None:
+    """COUNT 0 runs until the publisher's end message, which says why and how many poses it sent."""
+    code, out, err = _run_against_replay(posecast, c_client, json_track, "json", 0)
+    assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+    lines = out.splitlines()
+    assert lines[-1] == "end reason=end_of_input sent=30 received=30", out
+    assert sum(line.startswith("seq=") for line in lines) == 30, out
+
+
 def test_c_client_refuses_msgpack(posecast, c_client: Path, json_track: Path) -> None:
     code, out, err = _run_against_replay(posecast, c_client, json_track, "msgpack", 10)
     assert code == 2, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"

@@ -164,11 +164,12 @@ INFO = SourceInfo("clip", "clip.mp4", False, 160, 120, 30.0, 3)
 
 
 def _output_stage(endpoint: str, control: Control, reports: _Reports, tracks: list[Path] = (),
-                  publish: bool = False, overlay: Path | None = None) -> Any:
+                  publish: bool = False, overlay: Path | None = None, wait_subscribers: int = 0) -> Any:
     from streamer.stages.output import OutputStage
 
     config = load_pipeline_config()
-    publish_config = dataclasses.replace(config.publish, enabled=publish, bind="127.0.0.1", port=0)
+    publish_config = dataclasses.replace(config.publish, enabled=publish, bind="127.0.0.1", port=0,
+                                         wait_subscribers=wait_subscribers)
     return OutputStage(default_model_config(), {"name": "test", "trained": True}, list(tracks), overlay,
                        publish_config, config.coordinates, threading.Semaphore(0), endpoint, control,
                        Reporter("output", reports), progress=False)  # type: ignore[arg-type]
@@ -321,6 +322,96 @@ def test_the_frame_on_which_one_output_fails_is_in_every_other_output(endpoint: 
         _three_frames(upstream, running)
     assert isinstance(running.error, InputError) and "No space left on device" in str(running.error)
     assert jsonl.read_text().count("\n") == 1 + 2          # the meta, the first frame and the failed one
+
+
+@contextlib.contextmanager
+def _subscribed_output_stage(endpoint: str, control: Control, reports: _Reports,
+                             **stage: Any) -> Iterator[tuple[Outbox, _Running, zmq.Socket]]:
+    """`_fed_output_stage`, publishing, started, with a subscriber to its poses and end message
+    that it waited for (so it misses nothing)."""
+    with _fed_output_stage(endpoint, control, reports, publish=True, wait_subscribers=1, **stage) as (upstream, running):
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        try:
+            upstream.send(START, _start())
+            deadline = time.monotonic() + WAIT_MS / 1000
+            while "publishing" not in reports.kinds():
+                assert time.monotonic() < deadline, "the stage never published"
+                time.sleep(0.01)
+            (where,) = [payload for kind, _, payload in reports.sent if kind == "publishing"]
+            sub.connect(where)
+            for prefix in (b"pose.", b"end."):
+                sub.setsockopt(zmq.SUBSCRIBE, prefix)
+            assert control.ready.acquire(timeout=WAIT_MS / 1000)      # it saw the subscriber
+            yield upstream, running, sub
+        finally:
+            sub.close()
+            ctx.term()
+
+
+def _received(sub: zmq.Socket) -> list[dict[str, Any]]:
+    """What the subscriber got, up to and with the end message (or a wait with nothing more)."""
+    from streamer.publish import decode
+
+    got: list[dict[str, Any]] = []
+    while (not got or got[-1]["type"] != "end") and sub.poll(WAIT_MS):
+        got.append(decode(sub.recv_multipart()[1]))
+    return got
+
+
+@pytest.mark.parametrize("reason, published", [("end of input", "end_of_input"), ("stopped", "stopped"),
+                                               ("source failed", "failed"), ("inference failed", "failed"),
+                                               ("alignment failed", "failed")])
+def test_the_stream_s_last_message_says_why_it_ended(endpoint: str, reason: str, published: str) -> None:
+    control, reports = _control(), _Reports()
+    with _subscribed_output_stage(endpoint, control, reports) as (upstream, running, sub):
+        for seq in range(3):
+            upstream.send(RESULT, _result(seq))
+        upstream.send(END, {**_end(3), "reason": reason})
+        running.join()
+        got = _received(sub)
+    assert running.error is None
+    assert [m["type"] for m in got] == ["pose"] * 3 + ["end"]
+    assert {k: got[-1][k] for k in ("source", "reason", "poses", "last_seq")} == {
+        "source": "clip", "reason": published, "poses": 3, "last_seq": 2}
+
+
+def test_a_run_that_fails_in_the_output_stage_or_elsewhere_ends_its_stream_as_failed(
+        endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output stage's own failure (a full disk at the second frame: that frame was published
+    first), then a run aborted because another stage died, with no END: both say "failed"."""
+    from streamer.tracks import JsonlTrackWriter
+
+    real_write = JsonlTrackWriter.write
+
+    def fills_up(self: Any, frame: Any, message: Any = None) -> None:
+        if frame.seq == 1:
+            raise InputError(f"cannot write track file '{self.path}': No space left on device")
+        real_write(self, frame, message)
+
+    monkeypatch.setattr(JsonlTrackWriter, "write", fills_up)
+    control, reports = _control(), _Reports()
+    with tempfile.TemporaryDirectory() as folder:
+        with _subscribed_output_stage(endpoint, control, reports, tracks=[Path(folder) / "t.jsonl"]) as (
+                upstream, running, sub):
+            for seq in range(3):
+                upstream.send(RESULT, _result(seq))
+            running.join()
+            got = _received(sub)
+    assert isinstance(running.error, InputError)
+    assert [m["type"] for m in got] == ["pose"] * 2 + ["end"]
+    assert (got[-1]["reason"], got[-1]["poses"], got[-1]["last_seq"]) == ("failed", 2, 1)
+
+    control, reports = _control(), _Reports()
+    with _subscribed_output_stage(endpoint, control, reports) as (upstream, running, sub):
+        upstream.send(RESULT, _result(0))
+        assert sub.poll(WAIT_MS)
+        control.abort.set()                   # the pipeline, when a stage dies
+        running.join()
+        got = _received(sub)
+    assert running.error is None
+    assert [m["type"] for m in got] == ["pose", "end"] and got[-1]["reason"] == "failed"
 
 
 def _wait_for_lines(path: Path, n: int) -> None:

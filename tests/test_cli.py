@@ -785,3 +785,32 @@ def test_a_reader_that_goes_away_ends_posecast_quietly(monkeypatch: pytest.Monke
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["backends"]) == 141
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("args", [["track", "locked/a.jpg", "-o", "t.jsonl"],
+                                  ["track", "a.jpg", "-o", "locked/t.jsonl"],
+                                  ["convert", "locked/t.jsonl", "-o", "t.csv"]])
+def test_a_path_in_a_folder_that_may_not_be_entered_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys,
+                                                                tmp_path: Path, args: list[str]) -> None:
+    """`chmod -x locked` (as root, where permissions do not hold, stood in for by its stat's error):
+    Path.exists() and is_file() raise PermissionError on anything inside, before any check of
+    the input or the outputs can name the problem."""
+    import errno
+    import pathlib
+
+    from streamer.cli import main
+
+    real_stat = pathlib.Path.stat
+
+    def stat(self: pathlib.Path, *a, **kw):
+        if self.parts[:1] == ("locked",) and len(self.parts) > 1:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_stat(self, *a, **kw)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "a.jpg").write_bytes(b"")
+    monkeypatch.setattr(pathlib.Path, "stat", stat)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("posecast: error: permission denied: 'locked/") and err.count("\n") == 1, err

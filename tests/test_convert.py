@@ -115,3 +115,16 @@ def test_a_track_with_nobody_is_refused_for_a_bvh_before_anything_is_made(tmp_pa
     with pytest.raises(InputError, match="has nobody in any of its 3 pose messages, and a BVH needs a pose"):
         convert_track(track, [tmp_path / "t.csv", tmp_path / "t.bvh"], print)
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose every write fails as a full disk")
+def test_an_output_that_fills_its_disk_does_not_cut_the_others_short(tmp_path: Path) -> None:
+    track = recorded(tmp_path / "t.jsonl")
+    (tmp_path / "full.csv").symlink_to("/dev/full")      # its every write: No space left on device
+    said: list[str] = []
+    with pytest.raises(InputError, match="cannot write track file .*full.csv.*No space left on device"):
+        convert_track(track, [tmp_path / "t.npz", tmp_path / "full.csv", tmp_path / "t.bvh"], said.append)
+    assert said == []                                    # no "-> ..." success line
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == list(range(12))
+    assert len(parse_bvh((tmp_path / "t.bvh").read_text()).motion) == 12

@@ -1466,3 +1466,31 @@ def test_source_kind_names_every_kind_of_spec(tmp_path: Path, monkeypatch: pytes
                 "http://host/a.mp4": "stream", "shots": "images", "a.png": "images", "*.jpg": "images",
                 "missing.png": "images", "walk.mp4": "file", "missing.mp4": "file"}
     assert {spec: source_kind(spec) for spec in expected} == expected
+
+
+def _unreadable_to_this_user(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`chmod 000 NAME`, which does not hold for root: opening the file is refused."""
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if Path(str(file)).name == name:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+
+
+def test_an_image_that_may_not_be_read_is_said_so_not_called_damaged(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    _unreadable_to_this_user(monkeypatch, "img2.png")
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(folder)
+    assert [f.name for f in frames] == ["img1.png", "img3.jpg", "img10.png"] and corrupt == 1
+    said = [r.getMessage() for r in caplog.records if "img2.png" in r.getMessage()]
+    assert said == [f"skipped image '{folder / 'img2.png'}': cannot open it: Permission denied"], said
+    with pytest.raises(InputError, match=r"cannot open image '.*img2\.png': Permission denied \(check the file's "
+                                         r"permissions\)"):
+        open_source(str(folder / "img2.png"), CFG)

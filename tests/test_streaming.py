@@ -142,6 +142,13 @@ class Collector:
     def metas(self) -> list[dict[str, Any]]:
         return [m for _, t, _, m in list(self.items) if t.startswith(b"meta.")]
 
+    def wait_end(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The end messages, once one has come (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(t.startswith(b"end.") for _, t, _, _ in list(self.items)):
+            time.sleep(0.02)
+        return [m for _, t, _, m in list(self.items) if t.startswith(b"end.")]
+
     def wait_poses(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Until pose `seq` n - 1 (the n-th of the stream) has arrived, or the timeout."""
         deadline = time.monotonic() + timeout
@@ -390,7 +397,12 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
                           "--min-score", "0", "--no-progress"])
         assert r.returncode == 0, r.stderr
         c.wait_poses(40)
-    assert f"publishing on {endpoint(port)}" in r.stderr
+        ends = c.wait_end()
+    assert f"publishing on {endpoint(port)} (topics pose.*, meta.*, end.*)" in r.stderr
+    # The stream's last message says it ended with the file, after its 40 poses.
+    assert [{k: v for k, v in m.items() if k != "t_publish"} for m in ends] == [
+        {"type": "end", "schema": 1, "source": clip40.stem, "reason": "end_of_input", "poses": 40, "last_seq": 39}]
+    assert c.items[-1][1] == f"end.{clip40.stem}".encode()
     meta, poses = read_track(track)
     assert len(poses) == 40 and all(p["people"] for p in poses)
     assert c.metas and all(m == meta for m in c.metas)
@@ -596,20 +608,27 @@ def test_a_block_s_screen_rows_count_its_wrapped_lines() -> None:
 
 
 @contextlib.contextmanager
-def _publishing_once_subscribed(port: int, seqs: list[int], interval_s: float) -> Iterator[None]:
-    """A publisher on `port`, in a thread: once a subscriber has both topics, the poses `seqs`,
-    one every `interval_s`; closed when the block ends."""
+def _publishing_once_subscribed(port: int, seqs: list[int], interval_s: float,
+                                ends_after: int | None = None) -> Iterator[None]:
+    """A publisher on `port`, in a thread: once a subscriber has `listen`'s three topics, the
+    poses `seqs`, one every `interval_s`; then, given `ends_after`, its end message as though it
+    had sent poses up to that seq, those after the last of `seqs` lost on the way. Closed when
+    the block ends (without an end message, unless given `ends_after`)."""
     publisher = Publisher(endpoint(port))
 
     def publish() -> None:
         publisher.start("cam", sample_meta("cam"))
         deadline = time.monotonic() + 20
-        while publisher.subscriptions < 2 and time.monotonic() < deadline:     # meta and pose topics
+        while publisher.subscriptions < 3 and time.monotonic() < deadline:     # meta, end and pose topics
             publisher.tick()
             time.sleep(0.01)
         for seq in seqs:
             publisher.publish(sample_pose(seq))
             time.sleep(interval_s)
+        if ends_after is not None:
+            publisher.run_sent += ends_after - publisher.last_seq
+            publisher.last_seq = ends_after
+            publisher.end("end_of_input")
 
     thread = threading.Thread(target=publish, daemon=True)
     thread.start()
@@ -970,6 +989,58 @@ def test_parse_message_says_why_a_message_is_not_posecast() -> None:
     assert parse_message([b"meta.cam", encode(sample_meta(), "msgpack")]) == sample_meta()
 
 
+@pytest.mark.parametrize("change, problem", [
+    ({}, None), ({"last_seq": None, "poses": 0}, None),
+    ({"reason": "done"}, "'reason' is not one of end_of_input, stopped, failed"),
+    ({"poses": -1}, "without a count of 'poses'"), ({"poses": True}, "without a count of 'poses'"),
+    ({"last_seq": 2.5}, "'last_seq' is not an integer or null"),
+])
+def test_an_end_message_is_checked_like_the_others(change: dict[str, Any], problem: str | None) -> None:
+    from streamer.protocol import end_message
+    from streamer.protocol_check import NotPosecast, parse_message
+
+    msg = {**end_message("cam", "stopped", 3, 2), **change}
+    if problem is None:
+        assert parse_message([b"end.cam", encode(msg, "json")]) == msg
+    else:
+        with pytest.raises(NotPosecast, match=re.escape(problem)):
+            parse_message([b"end.cam", encode(msg, "json")])
+
+
+def test_the_publisher_ends_a_started_stream_once(zctx) -> None:
+    """Nothing for a stream never started (no subscriber knows of it); once, after the last pose,
+    with the count and last seq of the run its last meta announced."""
+    pub = Publisher("tcp://127.0.0.1:0")
+    try:
+        sub = make_sub(zctx, port_of(pub))
+        deadline = time.monotonic() + 10
+        while pub.subscriptions < 1 and time.monotonic() < deadline:
+            pub.tick()
+            time.sleep(0.01)
+        pub.end("failed")                            # never started: nothing sent
+        pub.start("cam", sample_meta("cam"))
+        for seq in range(4):
+            pub.publish(sample_pose(seq))
+        pub.start("cam", sample_meta("cam"))         # a second run (a replay's next pass)
+        for seq in range(2):
+            pub.publish(sample_pose(seq))
+        pub.end("end_of_input")
+        pub.end("stopped")                           # once only
+        got = []
+        while sub.poll(2000):
+            topic, payload = sub.recv_multipart()
+            got.append((topic, decode(payload)))
+            if topic.startswith(b"end."):
+                assert not sub.poll(300)             # nothing after it
+                break
+    finally:
+        pub.close(linger_ms=0)
+    ends = [m for topic, m in got if topic == b"end.cam"]
+    assert len(ends) == 1 and got[-1][1] is ends[0]
+    assert {k: ends[0][k] for k in ("reason", "poses", "last_seq")} == {"reason": "end_of_input", "poses": 2,
+                                                                       "last_seq": 1}
+
+
 def test_replay_on_port_0_takes_a_free_one_and_says_which(posecast, tmp_path: Path) -> None:
     track = tmp_path / "t.jsonl"
     write_sample_track(track, frames=3, fps=30.0)
@@ -980,19 +1051,66 @@ def test_replay_on_port_0_takes_a_free_one_and_says_which(posecast, tmp_path: Pa
     assert r.stderr.strip().splitlines()[-1] == f"posecast: published all 3 pose messages of {track}", r.stderr
 
 
-def test_listen_says_why_it_stopped_when_the_stream_goes_quiet(posecast, tmp_path: Path) -> None:
+def test_listen_stops_at_the_stream_s_end_message(posecast, tmp_path: Path) -> None:
     track = tmp_path / "t.jsonl"
     write_sample_track(track, frames=3, fps=30.0)
     port = free_port()
     # Long enough for the replay to start on a busy machine: silence before any message is an error.
-    listener = posecast.start(["listen", "--connect", endpoint(port), "--timeout", 5, "--no-skeleton"])
+    listener = posecast.start(["listen", "--connect", endpoint(port), "--timeout", 30, "--no-skeleton",
+                               "--record", tmp_path / "rec.jsonl"])
     time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
     player = posecast.run(["replay", track, "--port", port], timeout=60)
+    t_played = time.monotonic()
     rl = posecast.finish(listener, timeout=60)
     assert player.returncode == 0 and rl.returncode == 0, (player.stderr, rl.stderr)
+    # Ended by the end message, not by --timeout's 30 s of silence (which would say so on stderr).
+    assert time.monotonic() - t_played < 25
+    assert "stream 'cam' ended (end_of_input): the publisher sent 3 pose messages; 3 came here, 0 lost" in rl.stdout
     assert rl.stderr.strip().splitlines() == [
-        f"posecast: the stream went quiet: nothing from '{endpoint(port)}' for 5 s after 3 pose messages "
-        f"(the publisher ended or stalled; --timeout waits longer)"], rl.stderr
+        f"posecast: recorded 3 pose messages to '{tmp_path / 'rec.jsonl'}' (complete)"], rl.stderr
+
+
+def test_listen_counts_the_poses_lost_after_the_last_that_came(tmp_path: Path, capsys) -> None:
+    """No gap in `seq` shows a loss at the end: the end message's last_seq does."""
+    from streamer.listen import EXIT_RECORDING_INCOMPLETE, listen
+
+    port, rec, out = free_port(), tmp_path / "rec.jsonl", io.StringIO()
+    with _publishing_once_subscribed(port, [0, 1, 2], 0.01, ends_after=5):
+        rc = listen(endpoint(port), "pose.", rec, None, 20.0, False, out=out)
+    assert rc == EXIT_RECORDING_INCOMPLETE
+    assert "stream 'cam' ended (end_of_input): the publisher sent 6 pose messages; 3 came here, 3 lost" in out.getvalue()
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [f"posecast: error: recorded 3 pose messages to '{rec}', but 3 were lost on the way (gaps in "
+                    f"`seq`, or sent after the last one that came, as the publisher's end message says: this "
+                    f"subscriber read too slowly, or the publisher sent faster than its queue of `publish.hwm` "
+                    f"messages holds) (exit code 3)"], said
+
+
+def test_listen_keep_listening_goes_on_after_the_end_message(capsys) -> None:
+    from streamer.listen import listen
+
+    port, out = free_port(), io.StringIO()
+    t0 = time.monotonic()
+    with _publishing_once_subscribed(port, [0, 1, 2], 0.01, ends_after=2):
+        assert listen(endpoint(port), "pose.", None, None, 1.0, False, out=out, through_ends=True) == 0
+    assert "3 came here, 0 lost" in out.getvalue()
+    assert time.monotonic() - t0 > 1.0           # on until --timeout's silence
+    assert capsys.readouterr().err == ""         # silence after an end message is no news
+
+
+def test_listen_says_why_it_stopped_when_the_stream_goes_quiet(tmp_path: Path, capsys) -> None:
+    """A publisher that stalls, or is killed, sends no end message: the recording is complete as
+    far as it went, and the line says that what came after is not known."""
+    from streamer.listen import listen
+
+    port, rec = free_port(), tmp_path / "rec.jsonl"
+    with _publishing_once_subscribed(port, [0, 1, 2], 0.01):
+        assert listen(endpoint(port), "pose.", rec, None, 1.0, False, out=io.StringIO()) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"posecast: the stream went quiet: nothing from '{endpoint(port)}' for 1 s after 3 pose messages, and no "
+        f"end message (the publisher stalled or was killed; --timeout waits longer)",
+        f"posecast: recorded 3 pose messages to '{rec}', complete up to the last one that came; any the publisher "
+        f"sent after it are not known (it sent no end message)"]
 
 
 @pytest.mark.parametrize("args, mention", [
@@ -1112,7 +1230,10 @@ def test_replay_loop_publishes_the_recording_again_each_pass_announced_by_its_me
     seqs = [m["seq"] for _, t, _, m in items if t.startswith(b"pose.")]
     assert len(seqs) >= 14 and seqs[:12] == [0, 1, 2, 3] * 3, seqs
     # Each pass after the first is announced by its meta, just before its first pose.
-    kinds = ["meta" if t.startswith(b"meta.") else m["seq"] for _, t, _, m in items]
+    # A replay stopped by a signal ends its stream with an end message saying so, last.
+    assert items[-1][1] == b"end.cam" and items[-1][3]["reason"] == "stopped", items[-1]
+    assert items[-1][3]["last_seq"] == seqs[-1], (items[-1], seqs)
+    kinds = ["meta" if t.startswith(b"meta.") else m["seq"] for _, t, _, m in items[:-1]]
     for k, kind in enumerate(kinds):
         if kind == 0 and k > kinds.index(0):
             assert kinds[k - 1] == "meta", kinds

@@ -117,6 +117,17 @@ def _shown_name(path: Path, base: Path) -> str:
         return sendable_text(path.name)
 
 
+def _not_opened(path: Path) -> str | None:
+    """Why the file system will not open an image whose header could not be read (no permission
+    to read it), or None where it opens: then its content is what is wrong. Pillow's errors do
+    not tell the two apart, and "damaged" would send the user after a file that is fine."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return error_reason(exc)
+
+
 class ImageFolderSource(Source):
     """The images in a folder, matching a glob pattern, or a single image file, in natural order.
 
@@ -136,7 +147,8 @@ class ImageFolderSource(Source):
             entry = self._header(p, _shown_name(p, base))
             if entry is None:
                 failures.append(p.name)
-                self._skipped(p, "cannot read the image header")
+                denied = _not_opened(p)
+                self._skipped(p, f"cannot open it: {denied}" if denied else "cannot read the image header")
             elif entry.width * entry.height > entry.pixel_limit:
                 failures.append(p.name)
                 kind = "a JPEG" if entry.pixel_limit == MAX_JPEG_PIXELS else "an image that is not a JPEG"
@@ -151,9 +163,15 @@ class ImageFolderSource(Source):
             if len(paths) == 1 and paths[0].is_file() and paths[0].stat().st_size == 0:
                 raise InputError(f"image '{paths[0]}' is empty (0 bytes): the copy or download that made it did not "
                                  f"finish")
+            denied = _not_opened(paths[0])
+            if len(paths) == 1 and denied:
+                raise InputError(f"cannot open image '{paths[0]}': {denied} (check the file's permissions)")
             if len(paths) == 1:
                 raise InputError(f"'{paths[0]}' is not an image file that can be read (damaged, or samples this "
                                  f"reader cannot take, such as 32-bit floats: convert it to an 8-bit JPEG or PNG)")
+            if denied:
+                raise InputError(f"none of the {len(paths)} images in '{spec}' can be read (first: {failures[0]}, "
+                                 f"which cannot be opened: {denied}; check the files' permissions)")
             raise InputError(f"none of the {len(paths)} images in '{spec}' can be read "
                              f"(first: {failures[0]}; damaged, or convert them to 8-bit JPEG or PNG)")
         # Readers size their buffers from info before any frame exists, so info needs the largest

@@ -23,14 +23,17 @@ from streamer.axes import axes_meta, axes_spec, convert_points
 from streamer.channels import Inbox
 from streamer.closing import close_all
 from streamer.config import CoordinatesConfig, PublishConfig
-from streamer.packets import END, FAILED_ENDS, RESULT, START, EndPacket, ResultPacket, RunSummary
-from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
+from streamer.packets import (END, FAILED_ENDS, RESULT, START, EndPacket, ResultPacket, RunSummary,
+                              published_end_reason)
+from streamer.protocol import END_FAILED, END_STOPPED, PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
 from streamer.tracks import ReaderWaitStopped
 
 log = logging.getLogger(__name__)
+
+ABORTED_LINGER_MS = 200
 
 
 class OutputStage:
@@ -140,6 +143,8 @@ class OutputStage:
                     # A source that failed, or a run stopped, before the first frame is said by the
                     # run's one line ("... before the first frame; no file was written").
                     failed = body.get("reason") in FAILED_ENDS
+                    if publisher is not None:
+                        publisher.end(published_end_reason(body.get("reason", "")))
                     finishing = [w.close for w in writers] + (
                         [functools.partial(overlay.close, input_failed=failed)] if overlay is not None else [])
                     writers, overlay = [], None
@@ -160,7 +165,11 @@ class OutputStage:
                 closers.insert(0 if overlay.failed else len(closers), closing)
             closers += [c.close for c in (bar, self.preview, ring) if c is not None]
             if publisher is not None:
-                closers.append(lambda: publisher.close(linger_ms=0 if self.control.abort.is_set() else 1000))
+                aborted = failing or self.control.abort.is_set()
+                # A run that ends early still tells its subscribers (nothing, where the stream never started).
+                closers.append(functools.partial(publisher.end, END_FAILED if aborted else END_STOPPED))
+                # An aborted run's queue gets a moment, for that end message, not the usual second.
+                closers.append(lambda: publisher.close(linger_ms=ABORTED_LINGER_MS if aborted else 1000))
             closers += [inbox.close, ctx.term]
             close_all(closers)
 

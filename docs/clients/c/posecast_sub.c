@@ -4,7 +4,8 @@
  *   posecast_sub [ENDPOINT] [COUNT]
  *
  *   ENDPOINT  the publisher, default tcp://127.0.0.1:5556
- *   COUNT     stop after this many pose messages; 0 (the default) runs until Ctrl-C
+ *   COUNT     stop after this many pose messages; 0 (the default) runs until the stream ends
+ *             (the publisher's end message) or Ctrl-C
  *
  * Build (Debian/Ubuntu: apt-get install libzmq3-dev):
  *
@@ -21,11 +22,15 @@
  *                          camera's axes by default), joints_2d (17 x [u, v] pixels), conf
  *   topic "meta.<source>"  the stream's description (joint names, parents, axes, units); it is
  *                          sent again whenever a subscriber connects, and every few seconds
+ *   topic "end.<source>"   the publisher's last message: why the stream ended ("reason") and how
+ *                          many pose messages it sent ("poses")
  *
  * For each pose message this prints one line:
  *   seq=<n> people=<k> pelvis_2d=<u>,<v> head_top_3d=<x>,<y>,<z> latency_ms=<t_publish - t_capture>
  * (the first person's joints; "-" when nobody is in the frame), and once the first meta line:
  *   meta source=<name> joints=<n> axes=<frame> units=<m or cm>[ replay]
+ * and at the stream's end, where it stops:
+ *   end reason=<end_of_input, stopped or failed> sent=<n> received=<pose messages that came here>
  * The latency is "-" until a meta message has said the stream is live: a replay (the meta's
  * "replay": true) keeps the t_capture its poses were recorded with, so there it is no latency.
  *
@@ -34,7 +39,7 @@
  * should decode the payload with a library - cJSON for the JSON encoding, or msgpack-c for the
  * default (smaller, faster) msgpack encoding.
  *
- * Exit codes: 0 after COUNT pose messages, 2 on bad arguments, a non-JSON payload or an unknown
+ * Exit codes: 0 after COUNT pose messages or at the stream's end, 2 on bad arguments, a non-JSON payload or an unknown
  * schema, 1 on a ZeroMQ error, 130 when interrupted (Ctrl-C).
  *
  * Depends only on libzmq and the C library (C99).
@@ -155,7 +160,7 @@ static int count_strings(const char *p)
     return quotes / 2;
 }
 
-/* ---- the two message kinds --------------------------------------------------------------- */
+/* ---- the three message kinds --------------------------------------------------------------- */
 
 /* Returns 0, or 2 when the stream's schema is one this program does not know. */
 static int on_meta(const char *json)
@@ -219,6 +224,19 @@ static void on_pose(const char *json)
     fflush(stdout);
 }
 
+/* The stream is over: says why, and how many of its pose messages came here. */
+static void on_end(const char *json, long received)
+{
+    char reason[32];
+    double sent = -1;
+
+    if (!read_string(find_key(json, "reason"), reason, sizeof reason))
+        strcpy(reason, "?");
+    read_number(find_key(json, "poses"), &sent);
+    printf("end reason=%s sent=%.0f received=%ld\n", reason, sent, received);
+    fflush(stdout);
+}
+
 /* ---- receiving ----------------------------------------------------------------------------- */
 
 /* Receives one frame as a NUL-terminated string (caller frees). Sets *more when frames follow. */
@@ -278,6 +296,7 @@ int main(int argc, char **argv)
     /* Topics are prefixes: "pose." matches pose.<any source>. Subscribing asks for meta too. */
     zmq_setsockopt(sock, ZMQ_SUBSCRIBE, "pose.", 5);
     zmq_setsockopt(sock, ZMQ_SUBSCRIBE, "meta.", 5);
+    zmq_setsockopt(sock, ZMQ_SUBSCRIBE, "end.", 4);
 
     while (!interrupted && (count == 0 || poses < count)) {
         zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
@@ -315,6 +334,11 @@ int main(int argc, char **argv)
         } else if (payload != NULL && strncmp(topic, "pose.", 5) == 0) {
             on_pose(payload);
             poses++;
+        } else if (payload != NULL && strncmp(topic, "end.", 4) == 0) {
+            on_end(payload, poses);
+            free(topic);
+            free(payload);
+            break;
         }
         free(topic);
         free(payload);
