@@ -179,8 +179,11 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     input or another output."""
     from engines.errors import InputError
     from engines.files import input_overwritten
-    from streamer.tracks import TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, sidecar_path, track_format_error
+    from streamer.tracks import TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, is_stdout, sidecar_path, track_format_error
 
+    if sum(map(is_stdout, tracks)) > 1:
+        raise InputError("standard output ('-o -') is given twice as an output; give it once")
+    tracks = [t for t in tracks if not is_stdout(t)]       # nothing to check: it is open already
     # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
     # tracks were opened, and emptied.
     sidecar_of = {s: t for t in tracks if (s := sidecar_path(t)) is not None}
@@ -248,6 +251,8 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
                          log_level=logging.INFO if args.verbose else logging.WARNING, announce=_note,
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))
     result = Pipeline(request).run()
+    if result.error_quiet:
+        return result.exit_code
     # An input that failed, or a run stopped, before its first frame is said by its one line alone.
     if result.summary is not None and not ((result.error is not None or result.interrupted)
                                            and result.summary.frames == 0):
@@ -306,7 +311,10 @@ def _print_summary(result: RunResult, tracks: list[Path], overlay: Path | None, 
     end = s.end
     # Without a frame no file is made (one already there is left as it was).
     written = tracks + ([overlay] if overlay is not None else []) if s.frames else []
-    outs = ", ".join([str(p) for p in written] + ([result.endpoint] if result.endpoint else [])) or "nowhere"
+    from streamer.tracks import is_stdout
+
+    named = ["standard output" if is_stdout(p) else str(p) for p in written]
+    outs = ", ".join(named + ([result.endpoint] if result.endpoint else [])) or "nowhere"
     line = (f"{s.frames} frame{'' if s.frames == 1 else 's'} in {s.seconds:.2f} s ({s.frames_per_s:.1f} frames/s) "
             f"-> {outs}; "
             f"person found in {s.found}; backend {result.backend}")
@@ -454,10 +462,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
         raise UsageError(f"--count must be >= 1 (got {args.count})")
     if not 0 < args.timeout < math.inf:
         raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {args.timeout:g})")
+    from streamer.tracks import is_stdout
+
     if args.record is not None:
         _check_outputs([Path(args.record)], None)
+    # A recording on standard output has it to itself: the figures go to standard error.
+    shown = sys.stderr if args.record is not None and is_stdout(args.record) else sys.stdout
     return listen(args.connect, args.topic, Path(args.record) if args.record else None, args.count,
-                  args.timeout, not args.no_skeleton, announce=_note, through_ends=args.keep_listening)
+                  args.timeout, not args.no_skeleton, out=shown, announce=_note, through_ends=args.keep_listening)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -647,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file, URL, camera index or device, image folder or glob")
     p.add_argument("-o", "--output", action="append", metavar="OUT",
                    help="track file: .jsonl (the stream's messages), .csv, .npz or .bvh (an animated "
-                        "skeleton for Blender and other animation tools); may be repeated")
+                        "skeleton for Blender and other animation tools), or - for JSONL on standard output; "
+                        "may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
     _add_run_options(p, "track")
     p.set_defaults(func=cmd_track)
@@ -665,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "as a live source. Optionally also write tracks and an overlay.",
                        epilog="SOURCE: a camera index (0) or /dev/videoN, an rtsp/http(s) URL, or a video file.")
     p.add_argument("source", help="camera index or device, URL, or video file (played in real time)")
-    p.add_argument("-o", "--output", action="append", metavar="OUT", help="also record a track file; may be repeated")
+    p.add_argument("-o", "--output", action="append", metavar="OUT",
+                   help="also record a track file (- : JSONL on standard output); may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="also write the overlay video")
     p.add_argument("--loop", action="store_true", help="a file: play it again from the start at its end, forever")
     p.add_argument("--preview", action="store_true",
@@ -697,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", help="publisher endpoint (default: tcp://127.0.0.1 on the port of configs/pipeline.yaml, "
                                      "5556, where `posecast run` publishes)")
     p.add_argument("--topic", default=POSE_TOPIC, help=f"topic prefix, e.g. {POSE_TOPIC}cam0 (default: every source)")
-    p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz, .bvh)")
+    p.add_argument("--record", metavar="OUT", help="write the stream to a track file (.jsonl, .csv, .npz, .bvh; - : "
+                                                    "JSONL on standard output, the figures then on standard error)")
     p.add_argument("--count", type=int, help="stop after this many pose messages (>= 1)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="stop after this many seconds without a Posecast message (> 0; default 10)")
@@ -730,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(from the numbers as the messages hold them: 0.1 mm, 0.01 px).")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("-o", "--output", action="append", required=True, metavar="OUT",
-                   help="output track file: .csv, .npz, .bvh (or .jsonl); may be repeated")
+                   help="output track file: .csv, .npz, .bvh (or .jsonl; - : JSONL on standard output); may be repeated")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("make-clip", help="render a synthetic test clip of a walking person",

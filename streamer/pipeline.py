@@ -77,6 +77,7 @@ class RunResult:
     error: str | None = None               # the one line to show when the run failed
     error_stage: str | None = None
     traceback: str | None = None
+    error_quiet: bool = False              # an error the user caused on purpose, said by its exit code alone
     interrupted: bool = False
     summary: RunSummary | None = None      # from the output stage, when it finished
     backend: str | None = None
@@ -312,6 +313,7 @@ class Pipeline:
                 self.result.error_stage = stage
                 self.result.traceback = payload.get("traceback")
                 self.result.exit_code = payload["exit_code"]
+                self.result.error_quiet = bool(payload.get("quiet"))
             if payload.get("drained"):
                 # The failing stage already ended its input cleanly: let the frames in flight finish.
                 self._events.stop.set()

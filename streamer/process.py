@@ -43,7 +43,8 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
         factory(control=control, reporter=reporter, **kwargs).run()
     except PosecastError as exc:
         reporter.send("error", {"message": str(exc), "exit_code": exc.exit_code, "traceback": None,
-                                "drained": bool(getattr(exc, "drained", False))})
+                                "drained": bool(getattr(exc, "drained", False)),
+                                "quiet": bool(getattr(exc, "quiet", False))})
         code = exc.exit_code
     except MemoryError as exc:
         # Not a bug but the machine: no traceback, and what to do about it.

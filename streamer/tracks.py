@@ -16,6 +16,10 @@ stale frames, rather than slowing every other output and subscriber to its pace;
 frames still waiting get up to CLOSE_WAIT_S (STOPPED_WAIT_S after a stop). From a file, every
 frame waits for the reader.
 
+`-` as a track's path is standard output, in JSONL, for a program reading it through a pipe
+(`posecast track walk.mp4 -o - | jq ...`): written as a named pipe is, the run's own lines going to
+standard error.
+
 A file is made (or replaced) only once it has a frame to hold: a run that ends before its first
 frame leaves whatever was at the path as it was. Whether it can be written is checked when the
 writer is opened.
@@ -32,6 +36,7 @@ import logging
 import math
 import os
 import select
+import stat
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -51,6 +56,8 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz", ".bvh")
 WHOLE_FILE_SUFFIXES = (".npz", ".bvh")      # written once, on close; the others as they go
 
+STDOUT = "-"                # a track's path meaning standard output (JSONL)
+
 FIFO_POLL_S = 0.05          # how often a named pipe is tried for a reader
 FIFO_SAY_AFTER_S = 1.0      # waited for a reader this long, the wait is said
 BEHIND_S = 2.0              # a live pipe's oldest frame waiting for a slow reader: new ones left out after this
@@ -65,16 +72,29 @@ class ReaderWaitStopped(Exception):
 
 def track_write_error(path: Path, err: OSError) -> InputError:
     if err.errno == errno.EPIPE:
-        return ReaderGoneError(f"cannot write track file '{path}': the program reading the pipe went away, so the "
+        gone = ReaderGoneError(f"cannot write {shown_track(path)}: the program reading the pipe went away, so the "
                                f"run was stopped")
-    return InputError(f"cannot write track file '{path}': {err.strerror or err} ({write_hint(err)})")
+        gone.quiet = is_stdout(path)
+        return gone
+    return InputError(f"cannot write {shown_track(path)}: {err.strerror or err} ({write_hint(err)})")
+
+
+def shown_track(path: Path | str) -> str:
+    """A track's name in a line for the user."""
+    return "the track on standard output" if is_stdout(path) else f"track file '{path}'"
 
 
 def _open_to_stream(path: Path, cancelled: Callable[[], bool], live: bool = False) -> IO[bytes]:
     """`path` opened to write as it goes (unbuffered). A named pipe opens only once a program
     opens it to read; it is waited for, said after a second, until `cancelled()` (the run was
     stopped), rather than blocking in open() where no stop can reach. A `live` run's pipe stays
-    non-blocking (its writes return None where the pipe is full)."""
+    non-blocking (its writes return None where the pipe is full). `STDOUT`: standard output, whose
+    reader (a pipe's) is there already; a file of its own, so closing it leaves the process's be."""
+    if is_stdout(path):
+        fd = os.dup(1)
+        if live and _is_pipe(fd):
+            os.set_blocking(fd, False)
+        return os.fdopen(fd, "wb", buffering=0)
     if not path.is_fifo():
         return open(path, "wb", buffering=0)
     started, said = time.monotonic(), False
@@ -93,6 +113,18 @@ def _open_to_stream(path: Path, cancelled: Callable[[], bool], live: bool = Fals
             continue
         os.set_blocking(fd, not live)
         return os.fdopen(fd, "wb", buffering=0)
+
+
+def is_stdout(path: Path | str) -> bool:
+    return str(path) == STDOUT
+
+
+def _shown_pipe(path: Path) -> str:
+    return "standard output" if is_stdout(path) else f"the named pipe '{path}'"
+
+
+def _is_pipe(fd: int) -> bool:
+    return stat.S_ISFIFO(os.fstat(fd).st_mode)
 
 
 def _dumps(obj: Any) -> str:
@@ -190,7 +222,7 @@ class _LineFileWriter(TrackWriter):
             self._file = _open_to_stream(self.path, self._cancelled, self._live)
         except OSError as err:
             raise track_write_error(self.path, err) from None
-        self._behind_pipe = self._live and self.path.is_fifo()
+        self._behind_pipe = self._live and _is_pipe(self._file.fileno())
         self._emit(self._header, frame=False)
 
     def _check_open(self) -> None:
@@ -238,8 +270,8 @@ class _LineFileWriter(TrackWriter):
         if frame and self._behind and now - self._behind[0][2] >= BEHIND_S:
             self.frames_left_out += 1
             if self.frames_left_out == 1:
-                log.warning("the program reading the named pipe '%s' is slower than the stream: poses are left "
-                            "out of it (counted) to stay live", self.path)
+                log.warning("the program reading %s is slower than the stream: poses are left "
+                            "out of it (counted) to stay live", _shown_pipe(self.path))
             return
         self._behind.append((encoded, frame, now))
         self._send_behind()
@@ -290,7 +322,7 @@ class _LineFileWriter(TrackWriter):
             left = sum(frame for _, frame, _ in self._behind)
             self.frames_left_out += left
             self._behind.clear()
-            raise ReaderGoneError(f"cannot write track file '{self.path}': the program reading the pipe went away "
+            raise ReaderGoneError(f"cannot write {shown_track(self.path)}: the program reading the pipe went away "
                                   f"before taking the last {left} pose(s)") from None
         self.frames_left_out += sum(frame for _, frame, _ in self._behind)
         self._behind.clear()
@@ -312,8 +344,8 @@ class _LineFileWriter(TrackWriter):
                 self._finish_behind()
         finally:
             if self.frames_left_out:
-                log.warning("%d pose(s) were left out of the named pipe '%s' (its reader was slower than the "
-                            "stream, or went away)", self.frames_left_out, self.path)
+                log.warning("%d pose(s) were left out of %s (its reader was slower than the "
+                            "stream, or went away)", self.frames_left_out, _shown_pipe(self.path))
             try:
                 self._file.close()
             except OSError as err:
@@ -579,7 +611,7 @@ def open_track_writer(path: Path, meta: dict[str, Any], cancelled: Callable[[], 
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
+    if suffix in JSONL_SUFFIXES or is_stdout(path):
         return JsonlTrackWriter(path, meta, cancelled, live)
     if suffix == ".csv":
         return CsvTrackWriter(path, meta, cancelled, live)

@@ -1,0 +1,64 @@
+"""A track on standard output (`-o -`, `listen --record -`): JSONL for a program reading through
+a pipe, with the run's own lines on standard error."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from streamer.tracks import read_track
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_track_on_standard_output_is_the_track_file_byte_for_byte(posecast, clip40: Path, tmp_path: Path) -> None:
+    """Nothing else reaches standard output: not the summary, not a stage's log."""
+    track = tmp_path / "t.jsonl"
+    r = posecast.run(["track", clip40, "-o", "-", "-o", track, "--min-score", "0", "--no-progress", "-v"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == track.read_text() and len(r.stdout.splitlines()) == 41
+    assert "-> standard output, " in r.stderr
+
+    c = posecast.run(["convert", track, "-o", "-"])
+    assert c.returncode == 0, c.stderr
+    assert c.stdout == track.read_text()
+
+
+def test_a_reader_that_stops_reading_standard_output_ends_the_run_quietly(posecast, clip600: Path) -> None:
+    """`posecast track in.mp4 -o - | head`: exit 141 (SIGPIPE's), no line, as any program in a pipeline."""
+    proc = posecast.start(["track", clip600, "-o", "-", "--no-progress"])
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith('{"type":"meta"')
+    proc.stdout.close()                      # the reader goes away with 600 frames still to come
+    r = posecast.finish(proc)
+    assert r.returncode == 141 and r.stderr == "", r.stderr
+
+
+def test_standard_output_given_twice_is_one_line(posecast, clip40: Path) -> None:
+    r = posecast.run(["track", clip40, "-o", "-", "-o", "-"])
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "posecast: error: standard output ('-o -') is given twice as an output; give it once"], r.stderr
+
+
+def test_listen_records_to_standard_output_with_its_figures_on_standard_error(posecast, clip40: Path,
+                                                                             tmp_path: Path) -> None:
+    track, port = tmp_path / "t.jsonl", free_port()
+    assert posecast.run(["track", clip40, "-o", track, "--min-score", "0", "--no-progress"]).returncode == 0
+    listener = posecast.start(["listen", "--connect", f"tcp://127.0.0.1:{port}", "--record", "-", "--timeout", 30])
+    time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
+    player = posecast.run(["replay", track, "--port", port, "--speed", 4])
+    rl = posecast.finish(listener, timeout=60)
+    assert player.returncode == 0 and rl.returncode == 0, (player.stderr, rl.stderr)
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_text(rl.stdout)
+    meta, poses = read_track(track)
+    rmeta, rposes = read_track(recorded)
+    assert rmeta == {**meta, "replay": True}
+    assert [{k: v for k, v in p.items() if k != "t_publish"} for p in rposes] == poses
+    assert "stream 'walk40' ended (end_of_input)" in rl.stderr and "40 msgs" in rl.stderr
