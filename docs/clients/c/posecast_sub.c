@@ -37,7 +37,8 @@
  * The JSON "parsing" here is a tiny scanner over the few keys this program needs (strstr and
  * strtod). It relies on the publisher's compact output and is NOT a JSON parser: a real client
  * should decode the payload with a library - cJSON for the JSON encoding, or msgpack-c for the
- * default (smaller, faster) msgpack encoding.
+ * default msgpack encoding (no number to parse from text; its pose messages are not smaller,
+ * since their numbers are 9-byte doubles where the JSON gives a rounded figure's few digits).
  *
  * Exit codes: 0 after COUNT pose messages or at the stream's end, 2 on bad arguments, a non-JSON payload or an unknown
  * schema, 1 on a ZeroMQ error, 130 when interrupted (Ctrl-C).
