@@ -314,6 +314,9 @@ class Pipeline:
                 self.result.traceback = payload.get("traceback")
                 self.result.exit_code = payload["exit_code"]
                 self.result.error_quiet = bool(payload.get("quiet"))
+            elif payload.get("also"):
+                # Outputs that failed before another stage ended the run: said in its line too.
+                self.result.error += f"; also, {payload['message']}"
             if payload.get("drained"):
                 # The failing stage already ended its input cleanly: let the frames in flight finish.
                 self._events.stop.set()

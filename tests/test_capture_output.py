@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import zmq
 
-from engines.errors import InputError, OutputLostError
+from engines.errors import InputError, OutputLostError, PosecastError, ReaderGoneError
 from engines.model_file import default_model_config
 from streamer.channels import Inbox, Outbox
 from streamer.config import load_pipeline_config
@@ -300,32 +300,124 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
     assert jsonl.read_text().count("\n") == 1 + 3 and not npz.exists()   # the other file is whole
 
 
-def test_the_frame_on_which_one_output_fails_is_in_every_other_output(endpoint: str, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A .csv that stops taking frames (a full disk) at the second frame ends the run with its one
-    error, but the .jsonl beside it holds that frame too: nothing processed is lost from the
-    outputs that could take it."""
-    from streamer.tracks import CsvTrackWriter
-
-    real_write, calls = CsvTrackWriter.write, []
+def _fails_at(monkeypatch: pytest.MonkeyPatch, writer: type, nth: int) -> None:
+    """`writer`'s files stop taking frames (a full disk) at the `nth` frame each is given."""
+    real_write, calls = writer.write, {}
 
     def fills_up(self: Any, frame: Any, message: Any = None) -> None:
-        calls.append(frame.seq)
-        if len(calls) == 2:
+        calls[self.path] = calls.get(self.path, 0) + 1
+        if calls[self.path] >= nth:
             raise InputError(f"cannot write track file '{self.path}': No space left on device (free some disk space)")
         real_write(self, frame, message)
 
-    monkeypatch.setattr(CsvTrackWriter, "write", fills_up)
+    monkeypatch.setattr(writer, "write", fills_up)
+
+
+def _frames(upstream: Any, n: int, start: dict[str, Any] | None = None, end: bool = True) -> None:
+    """Feeds the output stage a start, `n` results and (`end`) the input's end."""
+    upstream.send(START, start or _start())
+    for seq in range(n):
+        upstream.send(RESULT, _result(seq))
+    if end:
+        upstream.send(END, _end(n))
+
+
+def test_an_output_that_fails_is_closed_and_the_others_get_every_frame(endpoint: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .csv that stops taking frames (a full disk) at the second of five: it keeps its whole
+    first frame, the .jsonl and .npz beside it get all five (the run went on to the input's end),
+    and the one error names the failed file and what it holds. (The run ended at that frame, and
+    the others held two of the five.)"""
+    from streamer.tracks import CsvTrackWriter
+
+    _fails_at(monkeypatch, CsvTrackWriter, 2)
+    control, reports = _control(), _Reports()
+    csv, jsonl, npz = tmp_path / "t.csv", tmp_path / "t.jsonl", tmp_path / "t.npz"
+    with _fed_output_stage(endpoint, control, reports, tracks=[csv, jsonl, npz]) as (upstream, running):
+        _frames(upstream, 5)
+        running.join()
+    assert isinstance(running.error, PosecastError) and running.error.exit_code == 2
+    assert str(running.error) == (f"cannot write track file '{csv}': No space left on device (free some disk space); "
+                                  f"it holds only the first frame of 5, and '{jsonl}' and '{npz}' got all 5 frames")
+    assert "summary" not in reports.kinds()                # the one line says what was written
+    assert csv.read_text().count("\n") == 1 + 1             # the header and the first frame, whole
+    assert jsonl.read_text().count("\n") == 1 + 5
+    with np.load(npz) as arrays:
+        assert arrays["seq"].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["file", "live"])
+def test_a_run_that_publishes_goes_on_past_a_recording_that_failed(endpoint: str, tmp_path: Path, live: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """`posecast run CAMERA -o rec.jsonl` whose disk fills up: the subscribers get every pose and
+    the stream ends as the input did; a live run says so at once (it may go on for hours), a
+    file's run in its last line only. Both end with the one line."""
+    from streamer.tracks import JsonlTrackWriter
+
+    _fails_at(monkeypatch, JsonlTrackWriter, 2)
+    control, reports = _control(), _Reports()
+    track = tmp_path / "rec.jsonl"
+    start = {**_start(), "info": {**asdict(INFO), "live": live}}
+    with _subscribed_output_stage(endpoint, control, reports, tracks=[track], start=start) as (upstream, running, sub):
+        for seq in range(3):
+            upstream.send(RESULT, _result(seq))
+        got = [_next_message(sub) for _ in range(3)]        # the third came after the failure
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        upstream.send(END, _end(3))
+        running.join()
+        got += _received(sub)
+    assert [m["seq"] for m in got[:3]] == [0, 1, 2] and got[-1]["type"] == "end"
+    assert (got[-1]["reason"], got[-1]["poses"]) == ("end_of_input", 3)
+    said = f"cannot write track file '{track}': No space left on device (free some disk space)"
+    assert warned == ([f"{said}; it holds only the first frame; the run goes on with the other outputs"] if live else [])
+    assert str(running.error) == f"{said}; it holds only the first frame of 3, and the published stream got all 3 frames"
+    assert track.read_text().count("\n") == 1 + 1
+
+
+def test_when_every_output_has_failed_the_run_ends_at_once(endpoint: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing left to write to: the run ends on the frame where the last output failed, without
+    waiting for the input's end, and its one line names both, with what each holds."""
+    from streamer.tracks import CsvTrackWriter, JsonlTrackWriter
+
+    _fails_at(monkeypatch, JsonlTrackWriter, 2)
+    _fails_at(monkeypatch, CsvTrackWriter, 4)
+    control, reports = _control(), _Reports()
+    jsonl, csv = tmp_path / "t.jsonl", tmp_path / "t.csv"
+    with _fed_output_stage(endpoint, control, reports, tracks=[jsonl, csv]) as (upstream, running):
+        _frames(upstream, 6, end=False)
+        running.join()                                      # no END was sent: it ended by itself
+    assert isinstance(running.error, PosecastError) and running.error.exit_code == 2
+    assert str(running.error) == (
+        f"cannot write track file '{jsonl}': No space left on device (free some disk space); it holds only the first "
+        f"frame; and 1 other output failed too: cannot write track file '{csv}': No space left on device (free some "
+        f"disk space); it holds the first 3 frames")
+    assert jsonl.read_text().count("\n") == 1 + 1 and csv.read_text().count("\n") == 1 + 3
+
+
+def test_an_output_that_failed_before_the_run_was_aborted_is_said_beside_the_run_s_line(
+        endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another stage failed (the run is aborted) after a track failed while the other went on:
+    the track's failure is this stage's error, marked to go beside the run's line, not lost
+    behind it."""
+    from streamer.tracks import CsvTrackWriter
+
+    _fails_at(monkeypatch, CsvTrackWriter, 2)
     control, reports = _control(), _Reports()
     csv, jsonl = tmp_path / "t.csv", tmp_path / "t.jsonl"
     with _fed_output_stage(endpoint, control, reports, tracks=[csv, jsonl]) as (upstream, running):
-        _three_frames(upstream, running)
-    assert isinstance(running.error, InputError) and "No space left on device" in str(running.error)
-    assert jsonl.read_text().count("\n") == 1 + 2          # the meta, the first frame and the failed one
+        _frames(upstream, 3, end=False)
+        _wait_for_lines(jsonl, 1 + 3)
+        control.abort.set()                   # the pipeline, when a stage dies
+        running.join()
+    assert getattr(running.error, "also", False) and running.error.exit_code == 2
+    assert str(running.error) == (f"cannot write track file '{csv}': No space left on device (free some disk space); "
+                                  "it holds only the first frame")
 
 
 @contextlib.contextmanager
-def _subscribed_output_stage(endpoint: str, control: Control, reports: _Reports,
+def _subscribed_output_stage(endpoint: str, control: Control, reports: _Reports, start: dict[str, Any] | None = None,
                              **stage: Any) -> Iterator[tuple[Outbox, _Running, zmq.Socket]]:
     """`_fed_output_stage`, publishing, started, with a subscriber to its poses and end message
     that it waited for (so it misses nothing)."""
@@ -334,7 +426,7 @@ def _subscribed_output_stage(endpoint: str, control: Control, reports: _Reports,
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         try:
-            upstream.send(START, _start())
+            upstream.send(START, start or _start())
             deadline = time.monotonic() + WAIT_MS / 1000
             while "publishing" not in reports.kinds():
                 assert time.monotonic() < deadline, "the stage never published"
@@ -348,6 +440,14 @@ def _subscribed_output_stage(endpoint: str, control: Control, reports: _Reports,
         finally:
             sub.close()
             ctx.term()
+
+
+def _next_message(sub: zmq.Socket) -> dict[str, Any]:
+    """The subscriber's next message."""
+    from streamer.publish import decode
+
+    assert sub.poll(WAIT_MS), "nothing came"
+    return decode(sub.recv_multipart()[1])
 
 
 def _received(sub: zmq.Socket) -> list[dict[str, Any]]:
@@ -379,18 +479,21 @@ def test_the_stream_s_last_message_says_why_it_ended(endpoint: str, reason: str,
 
 def test_a_run_that_fails_in_the_output_stage_or_elsewhere_ends_its_stream_as_failed(
         endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The output stage's own failure (a full disk at the second frame: that frame was published
-    first), then a run aborted because another stage died, with no END: both say "failed"."""
+    """The output stage's own failure (a named pipe's reader went away at the second frame, which
+    ends the run as a shell pipeline's end does: that frame was published first), then a run
+    aborted because another stage died, with no END: both say "failed". (A track on a full disk
+    no longer ends a run that publishes: test_a_run_that_publishes_goes_on_past_a_recording_that_failed.)"""
     from streamer.tracks import JsonlTrackWriter
 
     real_write = JsonlTrackWriter.write
 
-    def fills_up(self: Any, frame: Any, message: Any = None) -> None:
+    def reader_goes(self: Any, frame: Any, message: Any = None) -> None:
         if frame.seq == 1:
-            raise InputError(f"cannot write track file '{self.path}': No space left on device")
+            raise ReaderGoneError(f"cannot write track file '{self.path}': the program reading the pipe went away, "
+                                  "so the run was stopped")
         real_write(self, frame, message)
 
-    monkeypatch.setattr(JsonlTrackWriter, "write", fills_up)
+    monkeypatch.setattr(JsonlTrackWriter, "write", reader_goes)
     control, reports = _control(), _Reports()
     with tempfile.TemporaryDirectory() as folder:
         with _subscribed_output_stage(endpoint, control, reports, tracks=[Path(folder) / "t.jsonl"]) as (
@@ -399,7 +502,7 @@ def test_a_run_that_fails_in_the_output_stage_or_elsewhere_ends_its_stream_as_fa
                 upstream.send(RESULT, _result(seq))
             running.join()
             got = _received(sub)
-    assert isinstance(running.error, InputError)
+    assert isinstance(running.error, ReaderGoneError)
     assert [m["type"] for m in got] == ["pose"] * 2 + ["end"]
     assert (got[-1]["reason"], got[-1]["poses"], got[-1]["last_seq"]) == ("failed", 2, 1)
 
@@ -463,9 +566,10 @@ class _EncoderOnAFullDisk:
 def test_a_failed_overlay_is_removed_before_the_npz_is_written(endpoint: str, tmp_path: Path, ring_name: str,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """A disk that fills up under the overlay video: the unfinished video is removed before the
-    .npz, written whole as it closes, needs the room the video took. One line, in the tracks'
-    words, and the .npz holds every frame before the failure."""
+    """A disk that fills up under the overlay video: the unfinished video is removed at once, so
+    the .npz, written whole as it closes, has the room the video took; the track goes on to the
+    input's end. One line, in the tracks' words. (The run ended at the overlay's failure, and
+    the .npz held the frames up to it.)"""
     from streamer.overlay import OverlayWriter
 
     start = OverlayWriter._start
@@ -487,16 +591,15 @@ def test_a_failed_overlay_is_removed_before_the_npz_is_written(endpoint: str, tm
     monkeypatch.setattr(np, "savez", savez_while_room)
     control, reports = _control(), _Reports()
     with _fed_output_stage(endpoint, control, reports, tracks=[npz], overlay=overlay) as (upstream, running):
-        upstream.send(START, _start(ring_name))
-        for seq in range(4):
-            upstream.send(RESULT, _result(seq))
+        _frames(upstream, 5, _start(ring_name))
         running.join()
     assert str(running.error) == (f"cannot write overlay video '{overlay}': No space left on device (free some disk "
-                                  f"space); the unfinished video is removed")
+                                  f"space); the unfinished video is removed, and '{npz}' got all 5 frames")
+    assert running.error.exit_code == 2
     assert capsys.readouterr().err == ""
     assert not overlay.exists()
     with np.load(npz) as arrays:
-        assert arrays["seq"].tolist() == [0, 1, 2]       # the tracks get each frame before the overlay
+        assert arrays["seq"].tolist() == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("failed", ["another stage", "this stage"])

@@ -617,6 +617,22 @@ def test_make_clip_on_a_full_disk_leaves_no_partial_file_and_keeps_the_old_one(
     assert dest.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose every write fails as a full disk")
+def test_a_track_on_a_full_disk_fails_the_run_but_the_other_track_is_whole(posecast, clip40: Path,
+                                                                          tmp_path: Path) -> None:
+    """`posecast track IN -o full/a.jsonl -o b.jsonl`: the run goes on to the input's end with
+    b.jsonl, then exits 2 with one line naming a.jsonl, why, and what it holds. (The run ended at
+    a.jsonl's first frame, and b.jsonl held that frame alone.)"""
+    (tmp_path / "full.jsonl").symlink_to("/dev/full")      # its every write: No space left on device
+    r = posecast.run(["track", clip40, "-o", "full.jsonl", "-o", "whole.jsonl", "--no-progress"])
+    assert r.returncode == 2, r.stderr
+    assert assert_one_clear_line(r.stderr) == (
+        "posecast: error: cannot write track file 'full.jsonl': No space left on device (free some disk space); "
+        "it holds none of the 40 frames, and 'whole.jsonl' got all 40 frames")
+    meta, poses = read_track(tmp_path / "whole.jsonl")
+    assert [p["seq"] for p in poses] == list(range(40))
+
+
 def _umask() -> int:
     import os
 

@@ -946,3 +946,26 @@ def test_a_stage_leaves_the_socket_folder_to_a_living_parent(tmp_path: Path) -> 
     child.start()
     child.join(60)
     assert child.exitcode == 0 and folder.is_dir()
+
+
+def test_an_output_stage_failure_marked_also_joins_the_run_s_line() -> None:
+    """A track that failed while the run went on, then a source that failed: the run's line is
+    the source's, with the track's after it (exit code the first's); an error not so marked
+    (a consequence of the first) is left out."""
+    import threading
+
+    from streamer.pipeline import Pipeline
+    from streamer.stages.base import Control
+
+    pipeline = Pipeline(None)  # type: ignore[arg-type]     # _on_report reads no request
+    pipeline.control = Control(stop=threading.Event(), abort=threading.Event())
+    pipeline._on_report("error", "capture", {"message": "cannot read 'in.mp4': the stream dropped", "exit_code": 2,
+                                             "drained": True})
+    pipeline._on_report("error", "output", {"message": "cannot write track file 'a.jsonl': No space left on device "
+                                                       "(free some disk space); it holds the first 3 frames",
+                                            "exit_code": 2, "also": True})
+    pipeline._on_report("error", "align", {"message": "a consequence", "exit_code": 1})
+    assert pipeline.result.error == ("cannot read 'in.mp4': the stream dropped; also, cannot write track file "
+                                     "'a.jsonl': No space left on device (free some disk space); it holds the first 3 "
+                                     "frames")
+    assert (pipeline.result.exit_code, pipeline.result.error_stage) == (2, "capture")

@@ -62,3 +62,17 @@ def test_listen_records_to_standard_output_with_its_figures_on_standard_error(po
     assert rmeta == {**meta, "replay": True}
     assert [{k: v for k, v in p.items() if k != "t_publish"} for p in rposes] == poses
     assert "stream 'walk40' ended (end_of_input)" in rl.stderr and "40 msgs" in rl.stderr
+
+
+def test_a_reader_gone_with_files_beside_it_is_said(posecast, clip600: Path, tmp_path: Path) -> None:
+    """The track file beside it stops there too: that is not a pipeline's quiet end, so it is said."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", "-", "-o", track, "--no-progress"])
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith('{"type":"meta"')
+    proc.stdout.close()
+    r = posecast.finish(proc)
+    assert r.returncode == 141
+    assert r.stderr.strip().splitlines() == [
+        "posecast: error: cannot write the track on standard output: the program reading the pipe went away, so "
+        "the run was stopped"], r.stderr

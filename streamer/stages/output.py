@@ -8,28 +8,34 @@ import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Semaphore
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
 
 from engines.crop import points_bbox
-from engines.errors import PosecastError
+from engines.errors import PosecastError, ReaderGoneError
 from engines.model_config import ModelConfig
 from engines.rootpos import camera_intrinsics
 from streamer.axes import axes_meta, axes_spec, convert_points
 from streamer.channels import Inbox
 from streamer.closing import close_all
 from streamer.config import CoordinatesConfig, PublishConfig
+from streamer.failed_outputs import FailedOutput, OutputsFailedError
 from streamer.packets import (END, FAILED_ENDS, RESULT, START, EndPacket, ResultPacket, RunSummary,
                               published_end_reason)
 from streamer.protocol import END_FAILED, END_STOPPED, PersonPose, PoseFrame, meta_message, pose_message
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
-from streamer.tracks import ReaderWaitStopped
+from streamer.tracks import ReaderWaitStopped, is_stdout
+
+if TYPE_CHECKING:
+    from streamer.overlay import OverlayWriter
+    from streamer.tracks import TrackWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class OutputStage:
         self.live = False
         self.preview = None
         self.preview_note: str | None = None
+        self.failed: list[FailedOutput] = []      # outputs closed mid-run, the others going on
 
     def run(self) -> None:
         from streamer.overlay import OverlayWriter
@@ -134,9 +141,23 @@ class OutputStage:
                     continue
                 kind, body = msg
                 if kind == RESULT:
-                    self._write(body, writers, overlay, ring, publisher)
+                    failures = self._write(body, writers, overlay, ring, publisher)
                     if bar is not None:
                         bar.update(1)
+                    if failures:
+                        writers, overlay = self._retire(failures, writers, overlay)
+                        left = writers or overlay is not None or publisher is not None or self.preview is not None
+                        # A pipe's reader that went away ends the run as a shell pipeline's does (141).
+                        gone = next((err for _, err in failures if isinstance(err, ReaderGoneError)), None)
+                        if gone is not None or not left:
+                            # Nothing left to write to: the run ends here (a single failure in its own words).
+                            if gone is not None and (writers or overlay is not None):
+                                gone.quiet = False      # files cut short here: not a pipeline's quiet end
+                            raise OutputsFailedError(self.failed) if len(self.failed) > 1 else self.failed[0].error
+                        if self.live:
+                            # A live run may go on for hours: said now, and again in its last line.
+                            for output in self.failed[-len(failures):]:
+                                log.warning("%s; the run goes on with the other outputs", output.said())
                 elif kind == END:
                     # Finished before the summary, and taken off the closers in `finally`, so
                     # that a file that cannot be finished (a full disk) is reported once.
@@ -145,24 +166,31 @@ class OutputStage:
                     failed = body.get("reason") in FAILED_ENDS
                     if publisher is not None:
                         publisher.end(published_end_reason(body.get("reason", "")))
-                    finishing = [w.close for w in writers] + (
-                        [functools.partial(overlay.close, input_failed=failed)] if overlay is not None else [])
+                    # Each with its name, for the line that names the outputs written whole after others failed.
+                    finishing: list[tuple[str, Callable[[], None]]] = [(_named(w.path), w.close) for w in writers] + (
+                        [(f"the overlay video '{overlay.path}'", functools.partial(overlay.close, input_failed=failed))]
+                        if overlay is not None else [])
                     writers, overlay = [], None
-                    close_all(finishing)
+                    if self.failed:
+                        raise self._finish_after_failures(finishing, publisher)
+                    close_all([close for _, close in finishing])
                     self.reporter.send("summary", self._summary(body, time.perf_counter() - t_first))
                     return
+            if self.failed:
+                # Aborted (another stage failed, or a second Ctrl-C): the outputs that failed before
+                # are said beside the run's line, not lost behind it.
+                raise OutputsFailedError(self.failed)
         except BaseException:
             failing = True
             raise
         finally:
             closers = [w.close for w in writers]
             if overlay is not None:
-                # A video that failed (a full disk) is removed before the tracks close: an .npz or
-                # .bvh, written whole as it closes, may need the room it took. Else tracks first.
+                # After the tracks. (A video that failed, a full disk, was removed where it failed, in
+                # `_retire`: an .npz or .bvh, written whole as it closes, may need the room it took.)
                 # A run that failed (this stage, or another one: abort) says why in its one line;
                 # "no frame reached the overlay video" beside it would be a second.
-                closing = functools.partial(overlay.close, input_failed=failing or self.control.abort.is_set())
-                closers.insert(0 if overlay.failed else len(closers), closing)
+                closers.append(functools.partial(overlay.close, input_failed=failing or self.control.abort.is_set()))
             closers += [c.close for c in (bar, self.preview, ring) if c is not None]
             if publisher is not None:
                 aborted = failing or self.control.abort.is_set()
@@ -191,7 +219,9 @@ class OutputStage:
                     dynamic_ncols=True, smoothing=0.1, leave=False)
 
     def _write(self, body: dict[str, Any], writers: list[Any], overlay: Any, ring: FrameRing | None,
-               publisher: Publisher | None) -> None:
+               publisher: Publisher | None) -> list[tuple[Any, PosecastError]]:
+        """Gives the frame to every output; returns those that failed on it (a full disk), each
+        with its error, for `run` to close while the others go on."""
         t0 = time.perf_counter()
         if self.frames == 0:
             self.reporter.send("first_frame", None)      # the outputs are made from here on
@@ -215,9 +245,9 @@ class OutputStage:
         if publisher is not None:
             publisher.publish(message)
             self.latency.add("capture_to_publish", (time.time() - fp.t_capture) * 1000.0)
-        # An output that fails (a full disk, a pipe's reader gone) ends the run, but only once this
-        # frame is in every other output too: the first failure is raised at the end.
-        failure: PosecastError | None = None
+        # An output that fails (a full disk, a pipe's reader gone) is closed by `run` once this
+        # frame is in every other output too.
+        failures: list[tuple[Any, PosecastError]] = []
         for w in list(writers):
             try:
                 w.write(frame, message)
@@ -228,7 +258,7 @@ class OutputStage:
                 log.warning("nothing was written to the named pipe '%s': no program opened it to read before "
                             "the run was stopped", w.path)
             except PosecastError as err:
-                failure = failure or err
+                failures.append((w, err))
         if self.preview is not None and ring is not None:
             t_show = time.perf_counter()
             shown = frame if fp.scale == 1.0 else _rescaled(frame, 1.0 / fp.pixel_scale)
@@ -242,20 +272,64 @@ class OutputStage:
             try:
                 overlay.write(image, frame)
             except PosecastError as err:
-                failure = failure or err
+                failures.append((overlay, err))
         self.free_slots.release()
         self.frames += 1
         self.timer.since("output", t0)
         if publisher is None:
             self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
-        if failure is not None:
-            raise failure
+        return failures
+
+    def _retire(self, failures: list[tuple[Any, PosecastError]], writers: list[TrackWriter],
+                overlay: OverlayWriter | None) -> tuple[list[TrackWriter], OverlayWriter | None]:
+        """Closes the outputs that failed, each keeping what it holds (a .jsonl or .csv its whole
+        frames; a failed overlay video is removed, which frees its room at once), and counts them
+        in `self.failed`; returns the outputs that go on."""
+        for output, err in failures:
+            frames = None if output is overlay else output.frames_written
+            try:
+                output.close()
+            except Exception as closing:  # noqa: BLE001 - its failure is said already; one line per output
+                log.debug("closing '%s' after it failed: %s", output.path, closing)
+            self.failed.append(FailedOutput(err, frames))
+        gone = [output for output, _ in failures]
+        return ([w for w in writers if not any(w is g for g in gone)],
+                None if any(overlay is g for g in gone) else overlay)
+
+    def _finish_after_failures(self, finishing: list[tuple[str, Callable[[], None]]],
+                               publisher: Publisher | None) -> OutputsFailedError:
+        """At the input's end, after outputs failed mid-run: finishes the others, and returns the
+        run's one line, naming the failed ones (those that fail as they finish too) with what each
+        holds, and the outputs that got every frame."""
+        whole: list[str] = []
+
+        def finish(name: str, close: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    close()
+                except PosecastError as err:          # an .npz or .bvh that the full disk cannot take
+                    self.failed.append(FailedOutput(err))
+                    return
+                whole.append(name)
+            return run
+
+        close_all([finish(name, close) for name, close in finishing])
+        if publisher is not None:
+            whole.append("the published stream")
+        if self.preview is not None:
+            whole.append("the preview")
+        return OutputsFailedError(self.failed, self.frames, whole)
 
     def _summary(self, end: dict[str, Any], elapsed_s: float) -> RunSummary:
         ended = EndPacket.from_dict(end)
         ended.timings["output"] = self.timer.summary()
         ended.timings["per_frame"] = self.latency.summary()
         return RunSummary(self.frames, self.found, elapsed_s, self.live, ended)
+
+
+def _named(track: Path) -> str:
+    """A track, in the line that names the outputs that got every frame after others failed."""
+    return "the track on standard output" if is_stdout(track) else f"'{track}'"
 
 
 def _rescaled(frame: PoseFrame, factor: np.ndarray) -> PoseFrame:
