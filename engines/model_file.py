@@ -138,7 +138,10 @@ def load_checkpoint(path: Path) -> tuple[Any, ModelInfo]:
         raise ModelFileError(f"{path} is not a Posecast PyTorch checkpoint (torch could not read it: "
                              f"{type(exc).__name__}); give a .pt written by Posecast or a .onnx model") from None
     if not isinstance(blob, dict) or "posecast" not in blob:
-        raise ModelFileError(f"{path} is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata)")
+        # Weights of another network have nothing to make them a Posecast one: a run's files are.
+        raise ModelFileError(f"{path} is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata; "
+                             f"give a .pt that Posecast wrote, such as the model.pt or last.pt of a `posecast train` "
+                             f"run, or a Posecast .onnx model)")
     if "state_dict" not in blob:
         raise ModelFileError(f"{path} holds Posecast metadata but no weights (no 'state_dict'); give the model.pt "
                              f"a training run wrote, or a .onnx model")

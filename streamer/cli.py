@@ -676,7 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run live and publish every pose over ZeroMQ (docs/protocol.md). Cameras and "
                                    "streams keep only their newest frame; a file is played at its own frame rate, "
                                    "as a live source. Optionally also write tracks and an overlay.",
-                       epilog="SOURCE: a camera index (0) or /dev/videoN, an rtsp/http(s) URL, or a video file.")
+                       epilog="SOURCE: a camera index (0) or /dev/videoN, an rtsp/http(s) URL, or a video file. "
+                              "Exit codes: 0 done, 1 a stage failed, 2 bad input/config/model or the port in use, "
+                              "3 frames were damaged or missing, 130 interrupted (143 SIGTERM, 129 SIGHUP), 141 the "
+                              "reader of its output went away.")
     p.add_argument("source", help="camera index or device, URL, or video file (played in real time)")
     p.add_argument("-o", "--output", action="append", metavar="OUT",
                    help="also record a track file (- : JSONL on standard output); may be repeated")
@@ -725,7 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="publish a recorded .jsonl track again at its original pace",
                        description="Publish a .jsonl track file over ZeroMQ again, at its original pace: a video "
                                    "file's or a network stream's track at the video's own times (t_media), a "
-                                   "camera's at the times its frames were read (t_capture).")
+                                   "camera's at the times its frames were read (t_capture).",
+                       epilog="Exit codes: 0 done, 2 bad arguments, a track that cannot be read or the port in use, "
+                              "130 interrupted (143 SIGTERM, 129 SIGHUP).")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("--bind", help="interface to publish on (default: configs/pipeline.yaml's, 127.0.0.1)")
     p.add_argument("--port", type=int, help="publishing port, 1 to 65535, or 0 for any free one (it is said) "
@@ -742,7 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="write a recorded .jsonl track again as .csv, .npz or .bvh",
                        description="Write a .jsonl track file (from track -o, run -o or listen --record) again in "
                                    "other formats, without the video or the network, by the writers track -o uses "
-                                   "(from the numbers as the messages hold them: 0.1 mm, 0.01 px).")
+                                   "(from the numbers as the messages hold them: 0.1 mm, 0.01 px).",
+                       epilog="Exit codes: 0 done, 2 bad arguments, a track that cannot be read or an output that "
+                              "cannot be written, 130 interrupted (143 SIGTERM, 129 SIGHUP), 141 the reader of an "
+                              "output written into a named pipe went away.")
     p.add_argument("track", help="a .jsonl track file")
     p.add_argument("-o", "--output", action="append", required=True, metavar="OUT",
                    help="output track file: .csv, .npz, .bvh (or .jsonl; - : JSONL on standard output); may be repeated")
@@ -801,6 +809,19 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {"train": "train.train", "evaluate": "train.evaluate"}
 
 
+def _note_expanded_pattern(args: list[str]) -> None:
+    """Several images among arguments argparse refused: most likely a pattern the shell expanded
+    (`posecast track frames/*.png`), which only quoting passes on whole."""
+    from streamer.sources.images import IMAGE_EXTENSIONS
+
+    images = [a for a in args if Path(a).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(a)]
+    if len(images) > 1:
+        pattern = Path(images[0]).parent / f"*{Path(images[0]).suffix}"
+        print(f"{PROG}: {len(images)} image files were given, but a command takes one input: to read several, "
+              f"give their folder, or a pattern in quotes ('{pattern}') so that posecast, not the shell, "
+              f"expands it", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in DELEGATED:
@@ -820,6 +841,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == 2 and named:
             print(f"{PROG}: '{named[0]}' was read as an option; to give that file, write ./{named[0]} "
                   f"(or put -- before it)", file=sys.stderr)
+        elif exc.code == 2:
+            _note_expanded_pattern(before)
         raise
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(message)s")

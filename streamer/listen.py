@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import numpy as np
 import zmq
 
-from engines.errors import InputError
+from engines.errors import InputError, OutputLostError, ReaderGoneError
 from engines.stop_signals import StopSignals
 from streamer.protocol import END_TOPIC, META_TOPIC, POSE_TOPIC
 from streamer.protocol import topic as protocol_topic
@@ -248,7 +248,8 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if record is not None and writer is None:
                         writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
-                        _write_pending(writer, pending, joints, stats)
+                        with _saying_what_it_holds(record, writer):
+                            _write_pending(writer, pending, joints, stats)
                         last_msg = time.monotonic()   # a named pipe's wait for its reader is no silence
                     awaiting_meta, meta_last = False, True
                     continue
@@ -260,7 +261,8 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if awaiting_meta:
                         pending.append(msg)      # written once a meta says they are this recording's stream
                         continue
-                    writer.write_message(msg)
+                    with _saying_what_it_holds(record, writer):
+                        writer.write_message(msg)
                     last_msg = time.monotonic()
                 if time.monotonic() - last_shown >= 1.0:
                     last_shown = time.monotonic()
@@ -274,10 +276,13 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         except ReaderWaitStopped:
             pass                                 # stopped while a named pipe waited for its reader: said below
         finally:
-            if writer is not None:
-                writer.close()
-            sock.close()
-            ctx.term()
+            try:
+                if writer is not None:
+                    with _saying_what_it_holds(record, writer):
+                        writer.close()
+            finally:
+                sock.close()            # an .npz that fails as it is written: the socket closes all the same
+                ctx.term()
     if stop.signum is not None:
         # After SIGHUP the terminal may be gone: the recording is closed already, and failing
         # to say so must not turn the exit code into a traceback's.
@@ -337,6 +342,30 @@ def _stream_changed(endpoint: str, change: str, record: Path | None, writer: Any
     return (f"the publisher on '{endpoint}' changed its stream ({change}); a recording holds one "
             f"stream, so recording stopped: '{record}' holds the {writer.frames_written} pose messages "
             f"from before the change (complete). Record the new stream to another file")
+
+
+@contextlib.contextmanager
+def _saying_what_it_holds(record: Path, writer: Any) -> Iterator[None]:
+    """A write that fails (a full disk) ends the recording: its one line says what the file holds,
+    as the recording's normal end does. A named pipe's reader gone, or the file deleted, say what
+    became of it themselves."""
+    from streamer.tracks import WHOLE_FILE_SUFFIXES
+
+    try:
+        yield
+    except (ReaderGoneError, OutputLostError):
+        raise
+    except InputError as exc:
+        if not writer.frames_written:
+            held = "nothing was recorded"
+        elif record.suffix.lower() in WHOLE_FILE_SUFFIXES:
+            # Kept in memory until the end, and written through a new file renamed over the old.
+            held = (f"the {writer.frames_written} pose messages that came are not recorded (a "
+                    f"{record.suffix.lower()} is written whole, at the end)")
+        else:
+            # The line writers cut a failed write back to the frame before it.
+            held = f"'{record}' holds the {writer.frames_written} pose messages recorded before it, each whole"
+        raise InputError(f"{exc}; {held}") from None
 
 
 def _write_pending(writer: Any, pending: list[dict[str, Any]], joints: int,

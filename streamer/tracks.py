@@ -632,6 +632,17 @@ def track_format_error(path: Path) -> InputError:
     return InputError(f"unknown track format '{path.suffix}' for '{path}' ({use})")
 
 
+def _jsonl_in(folder: Path) -> str:
+    """What to give instead of a folder: one of the tracks in it, where it has any."""
+    try:
+        tracks = sorted(p for p in folder.iterdir() if p.suffix.lower() in JSONL_SUFFIXES and p.is_file())
+    except OSError:
+        tracks = []
+    if not tracks:
+        return "give a .jsonl track file; there is none in it"
+    return f"give a .jsonl track file in it, e.g. '{tracks[0]}'"
+
+
 def read_track(path: Path,
                warn: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Reads a JSONL track back: (its meta message, its pose messages in file order).
@@ -641,6 +652,8 @@ def read_track(path: Path,
     naming the line, so a corrupt or hand-edited file is easy to find and fix.
     """
     path = Path(path)
+    if os.path.isdir(path):          # False, not an error, where a folder on its path may not be entered
+        raise InputError(f"cannot read track file '{path}': it is a folder ({_jsonl_in(path)})")
     if path.suffix.lower() not in JSONL_SUFFIXES:
         raise InputError(f"cannot read track file '{path}': only .jsonl tracks can be read back "
                          f"(record with -o out.jsonl)")

@@ -313,6 +313,64 @@ def test_track_help_explains_inputs_and_exit_codes(posecast) -> None:
     assert "130 interrupted" in text and "3 frames were damaged or missing" in text
 
 
+@pytest.mark.parametrize("command, codes", [
+    ("track", ["0 done", "1 a stage failed", "2 bad input", "3 frames were damaged", "130 interrupted", "141 the reader"]),
+    ("run", ["0 done", "1 a stage failed", "2 bad input", "port in use", "3 frames were damaged", "130 interrupted",
+             "141 the reader"]),
+    ("listen", ["0 done", "2 bad arguments", "3 a recording that lost messages", "130 interrupted"]),
+    ("replay", ["0 done", "2 bad arguments, a track that cannot be read or the port in use", "130 interrupted"]),
+    ("convert", ["0 done", "2 bad arguments, a track that cannot be read or an output that cannot be written",
+                 "130 interrupted", "141 the reader of an output written into a named pipe"]),
+])
+def test_the_commands_that_end_with_several_codes_list_them_in_their_help(command: str, codes: list[str],
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit codes: " in text and all(code in text for code in codes), text
+    if command in ("replay", "convert"):       # no stages, no video: no 1 or 3
+        assert "stage failed" not in text and "damaged" not in text, text
+
+
+def test_a_pattern_the_shell_expanded_is_told_to_be_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`posecast track frames/*.png` unquoted: the shell gives every name, and argparse refuses
+    all but the first; quoting is what passes the pattern on whole."""
+    from streamer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "frames").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / "frames" / name).write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        main(["track", "frames/a.png", "frames/b.png", "frames/c.png", "-o", "t.jsonl"])
+    assert exc.value.code == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[0].startswith("posecast track: error: unrecognized arguments: frames/b.png frames/c.png")
+    assert said[1:] == ["posecast: 3 image files were given, but a command takes one input: to read several, give "
+                        "their folder, or a pattern in quotes ('frames/*.png') so that posecast, not the shell, "
+                        "expands it"]
+    with pytest.raises(SystemExit):
+        main(["track", "frames/a.png", "--bogus"])           # one image: nothing to say about patterns
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["replay"], ["convert", "-o", "x.csv"]])
+def test_a_folder_given_as_the_track_is_said_to_be_one(command: list[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "take1.jsonl").write_text("")
+    code, err = _main_in_process([command[0], "runs", *command[1:]], capsys)
+    assert code == 2
+    assert assert_one_clear_line(err) == ("posecast: error: cannot read track file 'runs': it is a folder (give a "
+                                          ".jsonl track file in it, e.g. 'runs/take1.jsonl')")
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_backends_lists_onnxruntime_cpu(posecast) -> None:
     r = posecast.run(["backends"])
     assert r.returncode == 0, r.stderr

@@ -265,10 +265,14 @@ BAD_FILES = {
                                  "not a Posecast PyTorch checkpoint"),
     "huge input_size in metadata": (lambda d, c: _checkpoint_of_huge_input(d / "huge.pt", c),
                                     "input_size must be a multiple of 32, from 64 to 1024"),
+    # What to give instead: a checkpoint of Posecast's training, or a Posecast ONNX file.
     "torch file, not a checkpoint": (lambda d, c: _torch_save(d / "dict.pt", {"a": 1}),
-                                     "is a PyTorch file but not a Posecast checkpoint"),
+                                     "is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata; give a "
+                                     ".pt that Posecast wrote, such as the model.pt or last.pt of a `posecast train` "
+                                     "run, or a Posecast .onnx model)"),
     "torch tensor, not a checkpoint": (lambda d, c: _torch_save(d / "tensor.pt", torch.zeros(3)),
-                                       "is a PyTorch file but not a Posecast checkpoint"),
+                                       "is a PyTorch file but not a Posecast checkpoint (no 'posecast' metadata; give a "
+                                       ".pt that Posecast wrote"),
     # What is wrong, not torch's heading ("Error(s) in loading state_dict for PoseNet:").
     "weights do not match config": (lambda d, c: _mismatched_checkpoint(d / "mismatch.pt", c),
                                     "weights do not fit the network its metadata describes (size mismatch for "),

@@ -1004,6 +1004,74 @@ def test_bad_image_inputs(tmp_path: Path, spec: str, expect: str) -> None:
     assert spec in str(err.value)
 
 
+def test_a_pattern_that_matches_no_image_says_what_to_check(tmp_path: Path) -> None:
+    """Quoting is no fix (a shell passes a pattern that matches nothing on as it is): a missing
+    folder, or the case of the extension, is."""
+    (tmp_path / "shots").mkdir()
+    Image.new("RGB", (32, 24)).save(tmp_path / "shots" / "a.JPG")
+    with pytest.raises(InputError) as err:
+        open_source(f"{tmp_path}/nothing/*.png", CFG)
+    assert str(err.value) == (f"no images match '{tmp_path}/nothing/*.png': there is no folder '{tmp_path}/nothing' "
+                              f"(check the path)")
+    with pytest.raises(InputError) as err:
+        open_source(f"{tmp_path}/shots/*.jpg", CFG)
+    assert str(err.value) == (f"no images match '{tmp_path}/shots/*.jpg' (check the folder and the pattern, whose case "
+                              f"counts: '*.jpg' leaves out .JPG files; or give the folder '{tmp_path}/shots' to read "
+                              f"every image in it)")
+    with open_source(str(tmp_path / "shots"), CFG) as src:      # as it says: the folder takes the .JPG
+        assert src.info.frame_count == 1
+    # A folder is not read recursively: a pattern over several levels is not told to give one.
+    with pytest.raises(InputError) as err:
+        open_source(f"{tmp_path}/*/*.jpg", CFG)
+    assert "check the folder and the pattern" in str(err.value) and "give the folder" not in str(err.value)
+
+
+@pytest.mark.parametrize("spec, meant", [
+    ("rtsp:/cam/live", "did you mean 'rtsp://cam/live'?"),
+    ("rtsp:cam/live", "did you mean 'rtsp://cam/live'?"),
+    ("http//host/clip.mp4", "did you mean 'http://host/clip.mp4'?"),
+    ("RTMP:/host/app", "did you mean 'rtmp://host/app'?"),
+    ("rtsp:/user:secret@cam/live", "did you mean 'rtsp://user:***@cam/live'?"),     # no password said again
+    ("http:/host/still.jpg", "did you mean 'http://host/still.jpg'?"),              # read as a picture
+    ("http:/host/clip.mp4?token=abc", "did you mean 'http://host/clip.mp4?token=***'?"),   # as a pattern ('?')
+    ("foo:/x.mp4", "if it is a URL, it needs '//' after 'foo:'; the streams read are rtsp, "),
+    ("C:/videos/a.mp4", None),                 # a Windows drive, not a URL
+    ("clip:take1.mp4", None),                  # a file name with a colon
+])
+def test_a_missing_path_that_looks_like_a_mistyped_url_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                spec: str, meant: str | None) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as err:
+        open_source(spec, CFG)
+    said = str(err.value)
+    assert said.startswith((f"cannot open video '{spec}': no such file", f"cannot open image '{spec}': no such file",
+                            f"no images match '{spec}'")), said
+    if meant is None:
+        assert "URL" not in said and "did you mean" not in said, said
+    else:
+        assert f"({meant}" in said and said.endswith(")"), said
+
+
+def _refused_by_pyav(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video file this user may not read (`chmod 000`, which does not hold for root): PyAV's
+    open is refused, as it is then."""
+    import errno
+
+    import streamer.sources.video_file as video_file
+
+    def refused(path: str, *args, **kwargs):
+        raise av.error.PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(video_file.av, "open", refused)
+
+
+def test_a_video_that_may_not_be_read_says_to_check_its_permissions(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refused_by_pyav(monkeypatch)
+    with pytest.raises(InputError) as err:
+        open_source(str(clip), CFG)
+    assert str(err.value) == f"cannot open video '{clip}': Permission denied (check the file's permissions)"
+
+
 # ------------------------------------------------------------------------------------------------
 # cameras (none on this machine: the failure paths)
 

@@ -1113,6 +1113,53 @@ def test_listen_says_why_it_stopped_when_the_stream_goes_quiet(tmp_path: Path, c
         f"sent after it are not known (it sent no end message)"]
 
 
+class _DiskFillsAfter:
+    """A track file whose disk takes `writes` more writes, then fails as a full one does."""
+
+    def __init__(self, real: Any, writes: int) -> None:
+        self.real, self.writes = real, writes
+
+    def write(self, data: Any) -> int:
+        if self.writes <= 0:
+            raise OSError(28, "No space left on device")
+        self.writes -= 1
+        return self.real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".npz"])
+def test_a_recording_the_disk_cannot_take_says_how_many_poses_it_holds(tmp_path: Path, suffix: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the normal end says "recorded N pose messages": a text track keeps the whole lines
+    before the write that failed; an .npz, written at the end, keeps none."""
+    import streamer.tracks as tracks
+    from engines.errors import InputError
+    from streamer.listen import listen
+
+    real_open = tracks._open_to_stream
+    monkeypatch.setattr(tracks, "_open_to_stream", lambda *a, **k: _DiskFillsAfter(real_open(*a, **k), 1 + 4))
+
+    def full(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    port, rec = free_port(), tmp_path / f"rec{suffix}"
+    with _publishing_once_subscribed(port, list(range(8)), 0.01), pytest.raises(InputError) as err:
+        listen(endpoint(port), "pose.", rec, 8, 20.0, False, out=io.StringIO())
+    said = f"cannot write track file '{rec}': No space left on device (free some disk space); "
+    if suffix == ".npz":
+        assert str(err.value) == said + "the 8 pose messages that came are not recorded (a .npz is written whole, at the end)"
+        assert not rec.exists()
+        return
+    assert str(err.value) == said + f"'{rec}' holds the 4 pose messages recorded before it, each whole"
+    if suffix == ".jsonl":
+        assert [p["seq"] for p in read_track(rec)[1]] == [0, 1, 2, 3]
+    else:
+        assert len(rec.read_text().splitlines()) == 1 + 4           # the header, a row a pose (one person each)
+
+
 @pytest.mark.parametrize("args, mention", [
     (["replay", "T", "--port", "99999"], "--port"),
     (["replay", "T", "--port", "-5"], "--port"),

@@ -364,6 +364,27 @@ def test_read_track_empty_missing_newer_schema_and_wrong_format(tmp_path: Path) 
         read_track(tmp_path / "t.csv")
 
 
+def test_read_track_of_a_folder_says_it_is_one(tmp_path: Path) -> None:
+    """`posecast replay runs/` (or `convert`): not "only .jsonl tracks", which sends the user
+    after the file's format; what to give instead, a track in it where there is one."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with pytest.raises(InputError) as err:
+        read_track(runs)
+    assert str(err.value) == (f"cannot read track file '{runs}': it is a folder (give a .jsonl track file; there is "
+                              f"none in it)")
+    (runs / "notes.txt").write_text("")
+    write_lines(runs / "b.jsonl", [json.dumps(META)])
+    write_lines(runs / "a.jsonl", [json.dumps(META)])
+    (runs / "old.jsonl").mkdir()                    # named as a track, itself a folder
+    with pytest.raises(InputError) as err:
+        read_track(runs)
+    assert str(err.value) == (f"cannot read track file '{runs}': it is a folder (give a .jsonl track file in it, "
+                              f"e.g. '{runs / 'a.jsonl'}')")
+    with pytest.raises(InputError, match=r"it is a folder \(give a \.jsonl track file; there is none in it\)"):
+        read_track(runs / "old.jsonl")
+
+
 # --- CSV ------------------------------------------------------------------------------------
 
 TINY = Skeleton(name="tiny", joint_names=("root", "l_arm", "r_arm"), parents=(-1, 0, 0),

@@ -18,6 +18,7 @@ from PIL import Image
 
 from engines.errors import InputError
 from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason, sendable_text, three_channels
+from streamer.sources.stream import mistyped_url_hint
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,21 @@ def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list
         raise InputError(f"{where}: no images, but {len(videos)} video(s); a folder or pattern is read as "
                          f"images: give each video as the input on its own (e.g. '{videos[0]}')")
     return images
+
+
+def _no_match(spec: str, base: Path) -> str:
+    """The error for a pattern that matched no image, with what to check. (Quoting the pattern is
+    no fix here: a shell passes a pattern that matches nothing on as it is.)"""
+    if not os.path.isdir(base):        # False, not an error, where a folder above may not be entered
+        hint = mistyped_url_hint(spec) or " (check the path)"
+        return f"no images match '{spec}': there is no folder '{base}'{hint}"
+    # A folder is read whole, whatever the case of its images' extensions, but not its subfolders.
+    whole = base == Path(os.path.expanduser(spec)).parent
+    folder = f"; or give the folder '{base}' to read every image in it" if whole else ""
+    ext = Path(spec).suffix
+    other = ext.upper() if ext != ext.upper() else ext.lower()
+    case = f": '*{ext}' leaves out {other} files" if ext and ext != other and not GLOB_CHARS.search(ext) else ""
+    return f"no images match '{spec}' (check the folder and the pattern, whose case counts{case}{folder})"
 
 
 def _once_each(paths: list[Path], spec: str, reopened: bool) -> list[Path]:
@@ -200,13 +216,13 @@ class ImageFolderSource(Source):
             return sorted(found, key=lambda c: natural_key(c.name)), p.resolve().name or "images", p
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
         found = _images_among(matches, f"'{spec}'", reopened)
-        if not found:
-            raise InputError(f"no images match '{spec}'")
-        found = _once_each(sorted(found, key=lambda m: natural_key(str(m))), spec, reopened)
-        # The name is the folder the pattern starts in ('runs/a/*.png' -> 'a').
+        # The folder the pattern starts in ('runs/a/*.png' -> 'runs/a'), which names the input.
         base = Path(os.path.expanduser(spec))
         while base != base.parent and GLOB_CHARS.search(str(base)):
             base = base.parent
+        if not found:
+            raise InputError(_no_match(spec, base))
+        found = _once_each(sorted(found, key=lambda m: natural_key(str(m))), spec, reopened)
         return found, base.resolve().name or "images", base
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from dataclasses import replace
@@ -15,6 +16,25 @@ from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource
 from streamer.sources.base import error_reason
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+# A URL typed with a slash or its colon missing ('rtsp:/cam', 'rtsp:cam', 'rtsp//cam') is read as a
+# path, and "no such file" alone would leave the typo unexplained.
+_MISTYPED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(:/?|//)(?!/)(.+)$")
+
+
+def mistyped_url_hint(spec: str) -> str:
+    """' (did you mean 'rtsp://cam'?)' for a missing path that looks like a stream URL typed
+    wrong, else ''. A scheme that is not a stream's gets the hint only after ':/' (one letter
+    and a colon is a Windows drive)."""
+    m = _MISTYPED_URL.match(spec)
+    if m is None:
+        return ""
+    scheme, separator, rest = m.groups()
+    if scheme.lower() in STREAM_SCHEMES:
+        return f" (did you mean '{redact_url(f'{scheme}://{rest}')}'?)"
+    if separator == ":/" and len(scheme) > 1:
+        return (f" (if it is a URL, it needs '//' after '{scheme}:'; the streams read are "
+                f"{', '.join(STREAM_SCHEMES)})")
+    return ""
 
 
 class StreamSource(AVSource):

@@ -11,6 +11,7 @@ import av
 from engines.errors import InputError
 from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource, is_mp4, main_video_stream
 from streamer.sources.base import error_reason
+from streamer.sources.stream import mistyped_url_hint
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class VideoFileSource(AVSource):
         what = f"'{spec}'"
         try:
             if not p.exists():
-                hint = " (to read standard input, give /dev/stdin)" if spec == "-" else ""
+                hint = " (to read standard input, give /dev/stdin)" if spec == "-" else mistyped_url_hint(spec)
                 raise InputError(f"cannot open video '{spec}': no such file{hint}")
             if p.is_dir():
                 raise InputError(f"cannot open video '{spec}': it is a folder (to read the images "
@@ -50,7 +51,9 @@ class VideoFileSource(AVSource):
             raise InputError(f"'{spec}' ends inside its header (the file is cut short, or still "
                              f"being written)") from None
         except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot open video '{spec}': {error_reason(exc)}") from None
+            # PyAV's PermissionError is Python's too: this user may not read the file.
+            refused = " (check the file's permissions)" if isinstance(exc, PermissionError) else ""
+            raise InputError(f"cannot open video '{spec}': {error_reason(exc)}{refused}") from None
         if container.format.name == "tty":
             # FFmpeg "plays" text files as ANSI art; nobody means that.
             container.close()
