@@ -193,7 +193,9 @@ class OutputStage:
                 closers.append(functools.partial(overlay.close, input_failed=failing or self.control.abort.is_set()))
             closers += [c.close for c in (bar, self.preview, ring) if c is not None]
             if publisher is not None:
-                aborted = failing or self.control.abort.is_set()
+                # A stream already ended whole (an output that failed beside it fails the run after) keeps
+                # the usual linger for its last poses.
+                aborted = (failing or self.control.abort.is_set()) and not publisher.ended
                 # A run that ends early still tells its subscribers (nothing, where the stream never started).
                 closers.append(functools.partial(publisher.end, END_FAILED if aborted else END_STOPPED))
                 # An aborted run's queue gets a moment, for that end message, not the usual second.
