@@ -1044,8 +1044,10 @@ def test_a_missing_path_that_looks_like_a_mistyped_url_says_so(tmp_path: Path, m
     with pytest.raises(InputError) as err:
         open_source(spec, CFG)
     said = str(err.value)
-    assert said.startswith((f"cannot open video '{spec}': no such file", f"cannot open image '{spec}': no such file",
-                            f"no images match '{spec}'")), said
+    shown = spec.replace("secret", "***").replace("token=abc", "token=***")   # no password said, even as typed
+    assert said.startswith((f"cannot open video '{shown}': no such file", f"cannot open image '{shown}': no such file",
+                            f"no images match '{shown}'")), said
+    assert "secret" not in said and "abc" not in said, said
     if meant is None:
         assert "URL" not in said and "did you mean" not in said, said
     else:

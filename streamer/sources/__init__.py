@@ -23,7 +23,7 @@ from streamer.sources.av_source import redact_url
 from streamer.sources.base import Frame, Source, SourceInfo
 from streamer.sources.camera import CAMERA_SPEC, CameraSource
 from streamer.sources.images import GLOB_CHARS, IMAGE_EXTENSIONS, ImageFolderSource
-from streamer.sources.stream import STREAM_SCHEMES, StreamSource, mistyped_url_hint
+from streamer.sources.stream import STREAM_SCHEMES, StreamSource, mistyped_url_hint, shown_spec
 from streamer.sources.video_file import VideoFileSource
 
 __all__ = ["CameraSource", "Frame", "ImageFolderSource", "Source", "SourceInfo", "StreamSource", "VideoFileSource",
@@ -75,6 +75,6 @@ def open_source(spec: str, config: SourceConfig, reopened: bool = False) -> Sour
         return StreamSource(spec, config, reopened)
     if kind == "images":
         if not Path(os.path.expanduser(spec)).exists() and not GLOB_CHARS.search(spec):
-            raise InputError(f"cannot open image '{spec}': no such file{mistyped_url_hint(spec)}")
+            raise InputError(f"cannot open image '{shown_spec(spec)}': no such file{mistyped_url_hint(spec)}")
         return ImageFolderSource(spec, config.max_image_side, reopened)
     return VideoFileSource(spec, reopened)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from engines.errors import InputError
 from streamer.sources.base import DETAILED_WARNINGS, Frame, Source, SourceInfo, error_reason, sendable_text, three_channels
-from streamer.sources.stream import mistyped_url_hint
+from streamer.sources.stream import mistyped_url_hint, shown_spec
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _no_match(spec: str, base: Path) -> str:
     no fix here: a shell passes a pattern that matches nothing on as it is.)"""
     if not os.path.isdir(base):        # False, not an error, where a folder above may not be entered
         hint = mistyped_url_hint(spec) or " (check the path)"
-        return f"no images match '{spec}': there is no folder '{base}'{hint}"
+        return f"no images match '{shown_spec(spec)}': there is no folder '{shown_spec(str(base))}'{hint}"
     # A folder is read whole, whatever the case of its images' extensions, but not its subfolders.
     whole = base == Path(os.path.expanduser(spec)).parent
     folder = f"; or give the folder '{base}' to read every image in it" if whole else ""

@@ -21,6 +21,16 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 _MISTYPED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(:/?|//)(?!/)(.+)$")
 
 
+def shown_spec(spec: str) -> str:
+    """`spec` as an error line may show it: a URL typed wrong ('rtsp:/user:pw@cam') keeps its
+    typo but not its password or secret query values, as `redact_url` keeps a URL's."""
+    m = _MISTYPED_URL.match(spec)
+    if m is None:
+        return redact_url(spec)
+    scheme, separator, rest = m.groups()
+    return f"{scheme}{separator}{redact_url(f'{scheme}://{rest}')[len(scheme) + 3:]}"
+
+
 def mistyped_url_hint(spec: str) -> str:
     """' (did you mean 'rtsp://cam'?)' for a missing path that looks like a stream URL typed
     wrong, else ''. A scheme that is not a stream's gets the hint only after ':/' (one letter

@@ -11,7 +11,7 @@ import av
 from engines.errors import InputError
 from streamer.sources.av_source import MP4_INDEX_AT_END, MP4_INDEX_FIX, AVSource, is_mp4, main_video_stream
 from streamer.sources.base import error_reason
-from streamer.sources.stream import mistyped_url_hint
+from streamer.sources.stream import mistyped_url_hint, shown_spec
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class VideoFileSource(AVSource):
         try:
             if not p.exists():
                 hint = " (to read standard input, give /dev/stdin)" if spec == "-" else mistyped_url_hint(spec)
-                raise InputError(f"cannot open video '{spec}': no such file{hint}")
+                raise InputError(f"cannot open video '{shown_spec(spec)}': no such file{hint}")
             if p.is_dir():
                 raise InputError(f"cannot open video '{spec}': it is a folder (to read the images "
                                  f"in it, give the folder to open_source)")
