@@ -305,14 +305,14 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                          + _skipped_clause(stats))
     lost = _lost_clause(stats, pending)
     if lost:
-        say(f"error: recorded {writer.frames_written} pose messages to '{record}'{lost} "
+        say(f"error: recorded {writer.frames_written} pose messages to {_named(record)}{lost} "
             f"(exit code {EXIT_RECORDING_INCOMPLETE})")
         return EXIT_RECORDING_INCOMPLETE
     if quiet and stats.ended is None:
-        say(f"recorded {writer.frames_written} pose messages to '{record}', complete up to the last one "
+        say(f"recorded {writer.frames_written} pose messages to {_named(record)}, complete up to the last one "
             f"that came; any the publisher sent after it are not known (it sent no end message)")
         return 0
-    say(f"recorded {writer.frames_written} pose messages to '{record}' (complete)")
+    say(f"recorded {writer.frames_written} pose messages to {_named(record)} (complete)")
     return 0
 
 
@@ -340,7 +340,7 @@ def _field_change(key: str, old: Any, new: Any) -> str:
 
 def _stream_changed(endpoint: str, change: str, record: Path | None, writer: Any) -> str:
     return (f"the publisher on '{endpoint}' changed its stream ({change}); a recording holds one "
-            f"stream, so recording stopped: '{record}' holds the {writer.frames_written} pose messages "
+            f"stream, so recording stopped: {_named(record)} holds the {writer.frames_written} pose messages "
             f"from before the change (complete). Record the new stream to another file")
 
 
@@ -364,7 +364,7 @@ def _saying_what_it_holds(record: Path, writer: Any) -> Iterator[None]:
                     f"{record.suffix.lower()} is written whole, at the end)")
         else:
             # The line writers cut a failed write back to the frame before it.
-            held = f"'{record}' holds the {writer.frames_written} pose messages recorded before it, each whole"
+            held = f"{_named(record)} holds the {writer.frames_written} pose messages recorded before it, each whole"
         raise InputError(f"{exc}; {held}") from None
 
 
@@ -378,6 +378,13 @@ def _write_pending(writer: Any, pending: list[dict[str, Any]], joints: int,
         else:
             stats.skip(problem)
     pending.clear()
+
+
+def _named(record: Path | None) -> str:
+    """A recording's name in a line: its path, quoted, or standard output's (`--record -`)."""
+    from streamer.tracks import is_stdout
+
+    return "standard output" if record is not None and is_stdout(record) else f"'{record}'"
 
 
 def _stderr(line: str) -> None:
@@ -418,12 +425,12 @@ def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamSt
         return f"interrupted ({signame}) after {stats.received} pose messages"
     if writer is None:
         lost = f"; the {stats.received} pose messages that came without it are not recorded" if stats.received else ""
-        return (f"interrupted ({signame}); nothing recorded to '{record}': no meta message arrived from "
+        return (f"interrupted ({signame}); nothing recorded to {_named(record)}: no meta message arrived from "
                 f"'{endpoint}'{lost}")
     if not writer.frames_written:
-        return (f"interrupted ({signame}); nothing recorded to '{record}': no pose message was written "
+        return (f"interrupted ({signame}); nothing recorded to {_named(record)}: no pose message was written "
                 f"(a file already there was left as it was)")
-    return (f"interrupted ({signame}); recorded {writer.frames_written} pose messages to '{record}'"
+    return (f"interrupted ({signame}); recorded {writer.frames_written} pose messages to {_named(record)}"
             + (_lost_clause(stats, pending) or " (complete)"))
 
 

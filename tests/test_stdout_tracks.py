@@ -62,6 +62,7 @@ def test_listen_records_to_standard_output_with_its_figures_on_standard_error(po
     assert rmeta == {**meta, "replay": True}
     assert [{k: v for k, v in p.items() if k != "t_publish"} for p in rposes] == poses
     assert "stream 'walk40' ended (end_of_input)" in rl.stderr and "40 msgs" in rl.stderr
+    assert rl.stderr.strip().splitlines()[-1] == "posecast: recorded 40 pose messages to standard output (complete)"
 
 
 def test_a_reader_gone_with_files_beside_it_is_said(posecast, clip600: Path, tmp_path: Path) -> None:
