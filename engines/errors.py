@@ -43,8 +43,9 @@ class ReaderGoneError(InputError):
     writer whose reader closed (128 + SIGPIPE)."""
 
     exit_code = 141
-    # Standard output's reader went away (`posecast track in.mp4 -o - | head`): it chose to, as
-    # for any program in a shell pipeline, so the run ends without a line.
+    # Set by the output stage where standard output's reader went away (`posecast track in.mp4
+    # -o - | head`) and no file was cut short beside it: the reader chose to, as for any program
+    # in a shell pipeline, so the run ends without a line.
     quiet = False
 
 

@@ -72,16 +72,19 @@ class ReaderWaitStopped(Exception):
 
 def track_write_error(path: Path, err: OSError) -> InputError:
     if err.errno == errno.EPIPE:
-        gone = ReaderGoneError(f"cannot write {shown_track(path)}: the program reading the pipe went away, so the "
+        return ReaderGoneError(f"cannot write {shown_track(path)}: the program reading the pipe went away, so the "
                                f"run was stopped")
-        gone.quiet = is_stdout(path)
-        return gone
     return InputError(f"cannot write {shown_track(path)}: {err.strerror or err} ({write_hint(err)})")
 
 
+def track_name(path: Path | str) -> str:
+    """A track, named in a line beside other outputs: its path, quoted, or standard output's."""
+    return "the track on standard output" if is_stdout(path) else f"'{path}'"
+
+
 def shown_track(path: Path | str) -> str:
-    """A track's name in a line for the user."""
-    return "the track on standard output" if is_stdout(path) else f"track file '{path}'"
+    """A track's name at the start of a line for the user."""
+    return track_name(path) if is_stdout(path) else f"track file {track_name(path)}"
 
 
 def _open_to_stream(path: Path, cancelled: Callable[[], bool], live: bool = False) -> IO[bytes]:

@@ -31,7 +31,7 @@ from streamer.protocol import END_FAILED, END_STOPPED, PersonPose, PoseFrame, me
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
-from streamer.tracks import ReaderWaitStopped, is_stdout
+from streamer.tracks import ReaderWaitStopped, is_stdout, track_name
 
 if TYPE_CHECKING:
     from streamer.overlay import OverlayWriter
@@ -148,11 +148,14 @@ class OutputStage:
                         writers, overlay = self._retire(failures, writers, overlay)
                         left = writers or overlay is not None or publisher is not None or self.preview is not None
                         # A pipe's reader that went away ends the run as a shell pipeline's does (141).
-                        gone = next((err for _, err in failures if isinstance(err, ReaderGoneError)), None)
+                        gone_from, gone = next(((output, err) for output, err in failures
+                                                if isinstance(err, ReaderGoneError)), (None, None))
                         if gone is not None or not left:
                             # Nothing left to write to: the run ends here (a single failure in its own words).
-                            if gone is not None and (writers or overlay is not None):
-                                gone.quiet = False      # files cut short here: not a pipeline's quiet end
+                            if gone is not None:
+                                # `| head`: standard output's reader chose to go, and with no file cut short
+                                # beside it the run ends as a pipeline's writer does, without a line.
+                                gone.quiet = is_stdout(gone_from.path) and not (writers or overlay is not None)
                             raise OutputsFailedError(self.failed) if len(self.failed) > 1 else self.failed[0].error
                         if self.live:
                             # A live run may go on for hours: said now, and again in its last line.
@@ -167,7 +170,7 @@ class OutputStage:
                     if publisher is not None:
                         publisher.end(published_end_reason(body.get("reason", "")))
                     # Each with its name, for the line that names the outputs written whole after others failed.
-                    finishing: list[tuple[str, Callable[[], None]]] = [(_named(w.path), w.close) for w in writers] + (
+                    finishing: list[tuple[str, Callable[[], None]]] = [(track_name(w.path), w.close) for w in writers] + (
                         [(f"the overlay video '{overlay.path}'", functools.partial(overlay.close, input_failed=failed))]
                         if overlay is not None else [])
                     writers, overlay = [], None
@@ -327,11 +330,6 @@ class OutputStage:
         ended.timings["output"] = self.timer.summary()
         ended.timings["per_frame"] = self.latency.summary()
         return RunSummary(self.frames, self.found, elapsed_s, self.live, ended)
-
-
-def _named(track: Path) -> str:
-    """A track, in the line that names the outputs that got every frame after others failed."""
-    return "the track on standard output" if is_stdout(track) else f"'{track}'"
 
 
 def _rescaled(frame: PoseFrame, factor: np.ndarray) -> PoseFrame:
