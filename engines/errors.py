@@ -32,6 +32,12 @@ class BackendUnavailableError(PosecastError):
     exit_code = 2
 
 
+class UsageError(PosecastError):
+    """Bad arguments that argparse cannot check: exit code 2, like every other bad input."""
+
+    exit_code = 2
+
+
 class InputError(PosecastError):
     """An input (file, camera, URL, folder) that cannot be opened or read."""
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from engines.arguments import OneLineParser
 from engines.config import OVERRIDES_SOURCE
-from engines.errors import ConfigError, PosecastError
+from engines.errors import ConfigError, UsageError
 from engines.stop_signals import run_command
 from streamer.config import (AlignmentConfig, CoordinatesConfig, InferenceConfig, PipelineConfig, PublishConfig,
                              load_pipeline_config)
@@ -41,12 +41,6 @@ PROG = "posecast"
 def _choices(section: type, key: str) -> tuple[str, ...]:
     """A config key's allowed values, from its Literal type: one list for config and flags."""
     return typing.get_args(typing.get_type_hints(section)[key])
-
-
-class UsageError(PosecastError):
-    """Bad arguments that argparse cannot check: exit code 2, like every other bad input."""
-
-    exit_code = 2
 
 
 def _error(message: str) -> None:
@@ -359,7 +353,22 @@ def cmd_track(args: argparse.Namespace) -> int:
         raise UsageError("nothing to write: give -o OUT.jsonl (or .csv, .npz, .bvh), --overlay OUT.mp4 and/or --publish")
     if args.wait_subscribers and not publishing:
         raise UsageError("--wait-subscribers waits for subscribers to the published stream: give --publish too")
-    return run_track(args.input, tracks, Path(args.overlay) if args.overlay else None, args)
+    from streamer import batch
+
+    if len(args.input) > 1:
+        expanded = expanded_pattern_note(args.input)
+        if expanded is not None:
+            raise UsageError(expanded)
+        if publishing:
+            raise UsageError(f"--publish streams one input, and {len(args.input)} inputs were given; publish each "
+                             f"with a command of its own (posecast run for a live stream)")
+    items = batch.plan(args.input, [str(t) for t in tracks], args.overlay)
+    if len(items) == 1:
+        return run_track(items[0].source, items[0].tracks, items[0].overlay, args)
+    # Every output is checked before the first input starts: a mistyped folder fails at once.
+    for item in items:
+        _check_outputs(item.tracks, item.overlay, item.source)
+    return batch.run_in_turn(items, lambda item: run_track(item.source, item.tracks, item.overlay, args), PROG)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -651,12 +660,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("track", help="estimate poses in a video, stream, camera or image folder; write tracks",
                        description="Estimate the 3D pose of the person in every frame of INPUT and write track "
-                                   "files (format by extension: .jsonl, .csv, .npz, .bvh) and/or an overlay video.",
+                                   "files (format by extension: .jsonl, .csv, .npz, .bvh) and/or an overlay video. "
+                                   "Several inputs are tracked in turn, each into outputs of its own: put {name} "
+                                   "(the input's file name without its extension) in every output's path, as in "
+                                   "`posecast track clips/*.mp4 -o 'tracks/{name}.jsonl'`.",
                        epilog="INPUT: a video file, an rtsp/http(s) URL, a camera index (0) or /dev/videoN, "
                               "an image folder or a glob ('frames/*.png'). Exit codes: 0 done, 1 a stage failed, "
                               "2 bad input/config/model, 3 frames were damaged or missing, 130 interrupted (143 SIGTERM, "
-                              "129 SIGHUP), 141 the reader of its output went away.")
-    p.add_argument("input", help="video file, URL, camera index or device, image folder or glob")
+                              "129 SIGHUP), 141 the reader of its output went away. With several inputs an input "
+                              "that fails is said and the others go on; the exit code is then the first failing "
+                              "input's, and a stop (Ctrl-C, a signal) starts no further input.")
+    p.add_argument("input", nargs="+", metavar="INPUT",
+                   help="video file, URL, camera index or device, image folder or glob; several are tracked in turn")
     p.add_argument("-o", "--output", action="append", metavar="OUT",
                    help="track file: .jsonl (the stream's messages), .csv, .npz or .bvh (an animated "
                         "skeleton for Blender and other animation tools), or - for JSONL on standard output; "
@@ -809,17 +824,17 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {"train": "train.train", "evaluate": "train.evaluate"}
 
 
-def _note_expanded_pattern(args: list[str]) -> None:
-    """Several images among arguments argparse refused: most likely a pattern the shell expanded
-    (`posecast track frames/*.png`), which only quoting passes on whole."""
+def expanded_pattern_note(args: list[str]) -> str | None:
+    """Several images among the arguments: most likely a pattern the shell expanded
+    (`posecast track frames/*.png`), which only quoting passes on whole as one input."""
     from streamer.sources.images import IMAGE_EXTENSIONS
 
     images = [a for a in args if Path(a).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(a)]
-    if len(images) > 1:
-        pattern = Path(images[0]).parent / f"*{Path(images[0]).suffix}"
-        print(f"{PROG}: {len(images)} image files were given, but a command takes one input: to read several, "
-              f"give their folder, or a pattern in quotes ('{pattern}') so that posecast, not the shell, "
-              f"expands it", file=sys.stderr)
+    if len(images) < 2:
+        return None
+    pattern = Path(images[0]).parent / f"*{Path(images[0]).suffix}"
+    return (f"{len(images)} image files were given, but they are read as one input: give their folder, or a "
+            f"pattern in quotes ('{pattern}') so that posecast, not the shell, expands it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -841,8 +856,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == 2 and named:
             print(f"{PROG}: '{named[0]}' was read as an option; to give that file, write ./{named[0]} "
                   f"(or put -- before it)", file=sys.stderr)
-        elif exc.code == 2:
-            _note_expanded_pattern(before)
+        elif exc.code == 2 and (note := expanded_pattern_note(before)) is not None:
+            print(f"{PROG}: {note}", file=sys.stderr)
         raise
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(message)s")

@@ -336,24 +336,29 @@ def test_the_commands_that_end_with_several_codes_list_them_in_their_help(comman
 
 def test_a_pattern_the_shell_expanded_is_told_to_be_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """`posecast track frames/*.png` unquoted: the shell gives every name, and argparse refuses
-    all but the first; quoting is what passes the pattern on whole."""
+    """`posecast track frames/*.png` unquoted: the shell gives every name, which `track` would take
+    as several inputs and the commands of one input refuse; quoting is what passes the pattern on
+    whole."""
     from streamer.cli import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "frames").mkdir()
     for name in ("a.png", "b.png", "c.png"):
         (tmp_path / "frames" / name).write_bytes(b"")
+    advice = ("3 image files were given, but they are read as one input: give their folder, or a pattern in quotes "
+              "('frames/*.png') so that posecast, not the shell, expands it")
+    code = main(["track", "frames/a.png", "frames/b.png", "frames/c.png", "-o", "{name}.jsonl"])
+    assert code == 2
+    assert assert_one_clear_line(capsys.readouterr().err) == f"posecast: error: {advice}"
+    assert list(tmp_path.glob("*.jsonl")) == []
     with pytest.raises(SystemExit) as exc:
-        main(["track", "frames/a.png", "frames/b.png", "frames/c.png", "-o", "t.jsonl"])
+        main(["bench", "frames/a.png", "frames/b.png", "frames/c.png"])
     assert exc.value.code == 2
     said = capsys.readouterr().err.strip().splitlines()
-    assert said[0].startswith("posecast track: error: unrecognized arguments: frames/b.png frames/c.png")
-    assert said[1:] == ["posecast: 3 image files were given, but a command takes one input: to read several, give "
-                        "their folder, or a pattern in quotes ('frames/*.png') so that posecast, not the shell, "
-                        "expands it"]
+    assert said[0].startswith("posecast bench: error: unrecognized arguments: frames/b.png frames/c.png")
+    assert said[1:] == [f"posecast: {advice}"]
     with pytest.raises(SystemExit):
-        main(["track", "frames/a.png", "--bogus"])           # one image: nothing to say about patterns
+        main(["bench", "frames/a.png", "--bogus"])           # one image: nothing to say about patterns
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
