@@ -121,6 +121,20 @@ def replaced_when_done(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def case_blind(folder: Path) -> bool:
+    """Whether `folder` takes two names that differ only in case for one file (macOS and Windows
+    by default): outputs named 'A.jsonl' and 'a.jsonl' would then overwrite each other. Tried
+    with a file of its own, taken away again; False where none can be made."""
+    try:
+        probe = new_file_beside(Path(folder) / "case")
+    except OSError:
+        return False
+    try:
+        return probe.with_name(probe.name.upper()).exists()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def make_folders(folder: Path) -> list[Path]:
     """Creates `folder` and its missing parents; returns the ones it created, deepest first.
     OSErrors reach the caller."""

@@ -4,19 +4,38 @@ loop that goes on past an input that fails."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
+from urllib.parse import urlsplit
 
-from engines.errors import PosecastError, UsageError
+from engines.errors import InputError, PosecastError, UsageError
+from engines.files import case_blind
+from engines.stop_signals import describe, exit_code
+from streamer.pipeline import EXIT_INPUT_DAMAGED
+from streamer.sources.av_source import redact_url
+from streamer.tracks import is_stdout, sidecar_path
 
 NAME_FIELD = "{name}"
 # Exit codes that mean the user (or the system) stopped the command, or its reader went away:
 # the inputs after it are not started.
 STOPPED_CODES = frozenset({129, 130, 141, 143})
 _UNSAFE = re.compile(r"[^\w.-]+")
+_GLOB = re.compile(r"[*?\[]")
+
+
+class CommandFailed(Exception):
+    """Raised by `run_one` for an input that failed for a reason of the command's, not the
+    input's (the inference backend could not start), its line said already: every other input
+    would fail the same way, so none is started."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -30,12 +49,20 @@ class BatchItem:
 def input_name(source: str) -> str:
     """A file's name without its extension, a folder's name, a pattern's folder; anything else
     (a URL, a camera) with the characters a file name should not hold made '_'."""
-    if "://" in source or source.isdigit() or source.startswith("/dev/"):
-        return _UNSAFE.sub("_", source.split("://", 1)[-1]).strip("_") or "input"
-    path = Path(source)
-    if any(ch in path.name for ch in "*?["):
+    if "://" in source:
+        # Never a password or a token in a file's name: the host, port, path and redacted query.
+        parts = urlsplit(redact_url(source))
+        source = parts.netloc.rpartition("@")[2] + parts.path + (f"?{parts.query}" if parts.query else "")
+        return _UNSAFE.sub("_", source).strip("_") or "input"
+    if source.isdigit() or source.startswith("/dev/"):
+        return _UNSAFE.sub("_", source).strip("_") or "input"
+    path = Path(os.path.expanduser(source))
+    # A pattern is named by its folder ('x/*/*.png': x); a file that exists is itself, '[' or not.
+    while not path.exists() and _GLOB.search(path.name):
         path = path.parent
-    return (path.stem if path.suffix and not path.is_dir() else path.name) or path.resolve().name or "input"
+    if path.name in ("", ".."):
+        path = path.resolve()        # '.', '..': the folder's own name, never a step up
+    return (path.stem if path.suffix and not path.is_dir() else path.name) or "input"
 
 
 def _named(path: str, name: str) -> Path:
@@ -58,9 +85,14 @@ def plan(sources: list[str], tracks: list[str], overlay: str | None) -> list[Bat
         seen: dict[str, str] = {}
         for source in sources:
             name = input_name(source)
+            if name in seen and _same_file(seen[name], source):
+                first, again = redact_url(seen[name]), redact_url(source)
+                given = f"'{again}' is" if first == again else f"'{first}' and '{again}' are one file,"
+                raise UsageError(f"{given} given twice as an input; give it once")
             if name in seen:
-                raise UsageError(f"'{seen[name]}' and '{source}' are both named '{name}', so their outputs would have "
-                                 f"the same paths; give one of them another name, or track them in two commands")
+                raise UsageError(f"'{redact_url(seen[name])}' and '{redact_url(source)}' are both named '{name}', so "
+                                 f"their outputs would have the same paths; give one of them another name, or track "
+                                 f"them in two commands")
             seen[name] = source
     items = []
     for source in sources:
@@ -70,40 +102,157 @@ def plan(sources: list[str], tracks: list[str], overlay: str | None) -> list[Bat
     return items
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:                 # not both there: a pattern, a URL, a missing file
+        return False
+
+
+def _outputs(item: BatchItem) -> list[Path]:
+    """Every file an item writes: its tracks (standard output aside), a CSV's meta beside it,
+    its overlay."""
+    tracks = [t for t in item.tracks if not is_stdout(t)]
+    return tracks + [s for t in tracks if (s := sidecar_path(t)) is not None] + ([item.overlay] if item.overlay else [])
+
+
+def missing_folders(items: list[BatchItem]) -> list[Path]:
+    """The folders the items' outputs go in that do not exist, each once, in the items' order."""
+    missing = {path.parent: None for item in items for path in _outputs(item) if not path.parent.exists()}
+    return list(missing)
+
+
+def missing_folders_error(missing: list[Path]) -> InputError:
+    """One line for several missing output folders ({name} in a folder's name makes one per
+    input): all of them, so that one command makes them, where naming the first alone would take a
+    run per folder to find them all. Folders are not made here, as a single input's are not: a
+    mistyped folder must fail, not fill a new tree."""
+    named = ", ".join(f"'{folder}'" for folder in missing)
+    command = "mkdir -p " + " ".join(shlex.quote(str(folder)) for folder in missing)
+    return InputError(f"{len(missing)} output folders do not exist: {named} (create them first: {command})")
+
+
+def check_apart(items: list[BatchItem]) -> None:
+    """Each input's outputs were checked alone (`_check_outputs`); across inputs, no output may be
+    another input's output (`-o '{name}.csv' -o '{name}_2.csv'` with walk.mp4 and walk_2.mp4), nor
+    another input (`--overlay '{name}_pose.mp4'` with walk.mp4 and walk_pose.mp4), which one
+    input's run would overwrite before or after the other reads it. Names that differ only in case
+    are one file where the folder does not tell them apart."""
+    blind: dict[object, bool] = {}
+    inputs: dict[object, BatchItem] = {}
+    for item in items:
+        source = Path(os.path.expanduser(item.source))
+        if "://" not in item.source and source.is_file():
+            inputs[_key(source, blind)] = item
+    seen: dict[object, tuple[Path, BatchItem]] = {}
+    for item in items:
+        for path in _outputs(item):
+            key = _key(path, blind)
+            read = inputs.get(key)
+            if read is not None and read is not item:
+                raise InputError(f"'{path}', an output of '{redact_url(item.source)}', is the input "
+                                 f"'{redact_url(read.source)}': writing it would destroy that input; name the "
+                                 f"outputs apart from the inputs (in a folder of their own, for instance)")
+            if key in seen and seen[key][1] is not item:
+                first, other = seen[key]
+                same = f"'{path}'" if str(first) == str(path) else f"'{first}' and '{path}'"
+                raise InputError(f"{same} would be written by both '{redact_url(other.source)}' and "
+                                 f"'{redact_url(item.source)}', the second over the first: name the outputs so that "
+                                 f"no two inputs share one (each kind in a folder of its own, for instance)")
+            seen[key] = (path, item)
+
+
+def _key(path: Path, blind: dict[object, bool]) -> object:
+    """What names one file: its device and inode where it exists (a link is another name for
+    it), else its folder's and its name, case folded where the folder does not tell case apart
+    (asked once per folder)."""
+    try:
+        st = path.stat()
+        return st.st_dev, st.st_ino
+    except OSError:
+        pass
+    try:
+        st = path.parent.stat()
+    except OSError:
+        return path.resolve()
+    folder = (st.st_dev, st.st_ino)
+    if folder not in blind:
+        blind[folder] = case_blind(path.parent)
+    return folder, path.name.casefold() if blind[folder] else path.name
+
+
 def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], prog: str,
                 out: TextIO | None = None) -> int:
     """Runs each item; an input that fails is said (its own line, from `run_one` or its
-    PosecastError here) and the others go on. Stopped (Ctrl-C, a signal), the inputs after it are
-    not started. Returns the first failing input's exit code, else 0."""
+    InputError here) and the others go on. Stopped (Ctrl-C, a signal), or failed for a reason of
+    the command's (its config, model or backend: `CommandFailed`, or an error other than an
+    InputError), the inputs after it are not started. Returns the exit code of a stop, else that
+    of the first failing input (`batch_exit_code`), else 0."""
     out = out or sys.stderr
     failed: list[tuple[BatchItem, int]] = []
     for k, item in enumerate(items, 1):
-        print(f"{prog}: [{k}/{len(items)}] {item.source}", file=out, flush=True)
+        print(f"{prog}: [{k}/{len(items)}] {redact_url(item.source)}", file=out, flush=True)
+        commands = False              # the failure is the command's: the others would fail the same way
         try:
             code = run_one(item)
-        except PosecastError as exc:
+        except CommandFailed as exc:
+            code, commands = exc.exit_code, True
+        except InputError as exc:
             print(f"{prog}: error: {exc}", file=out, flush=True)
             code = exc.exit_code
+        except PosecastError as exc:
+            print(f"{prog}: error: {exc}", file=out, flush=True)
+            code, commands = exc.exit_code, True
         except PermissionError as exc:
             if exc.filename is None:
                 raise
             print(f"{prog}: error: permission denied: '{exc.filename}' (check that you may read it or write in its "
                   f"folder, and enter every folder on its path)", file=out, flush=True)
             code = 2
-        if code in STOPPED_CODES:
-            rest = len(items) - k
+        except KeyboardInterrupt as exc:
+            # Between two inputs' runs (a run itself turns a stop into its exit code): nothing of
+            # this input is half-written, and the one line of a stop is said as a run says it.
+            print(f"{prog}: {describe(exc)}", file=out, flush=True)
+            code = exit_code(exc)
+        rest = len(items) - k
+        if code in STOPPED_CODES or (commands and rest):
+            # The last line still lists the inputs that failed before: the lines that said them
+            # may have scrolled far away in a long batch.
+            shown = redact_url(item.source)
+            before = _failures(failed) if failed else None
             if rest:
-                print(f"{prog}: the {rest} input{'s' if rest > 1 else ''} after '{item.source}' "
-                      f"{'were' if rest > 1 else 'was'} not started", file=out, flush=True)
-            return code
+                why = (" (they would fail the same way: what failed is the command's settings, model or backend, "
+                       "not the input)") if commands else ""
+                line = (f"{'error: ' if commands else ''}the {rest} input{'s' if rest != 1 else ''} after '{shown}' "
+                        f"{'were' if rest != 1 else 'was'} not started{why}")
+                line += f"; before it, {before}" if before else ""
+            else:
+                line = f"before '{shown}', {before}" if before else None
+            if line is not None:
+                print(f"{prog}: {line}", file=out, flush=True)
+            return batch_exit_code([c for _, c in failed] + [code]) if commands else code
         if code:
             failed.append((item, code))
     if not failed:
         print(f"{prog}: all {len(items)} inputs done", file=out)
         return 0
-    names = ", ".join(f"'{item.source}' (exit code {code})" for item, code in failed)
     done = len(items) - len(failed)
     others = f", and the other {done} {'were' if done != 1 else 'was'} done" if done else ""
-    print(f"{prog}: error: {len(failed)} of {len(items)} inputs failed: {names}; the lines above say why{others}",
-          file=out)
-    return failed[0][1]
+    print(f"{prog}: error: {len(failed)} of {len(items)} inputs failed: {', '.join(_listed(failed))}; the lines above "
+          f"say why{others}", file=out)
+    return batch_exit_code([code for _, code in failed])
+
+
+def batch_exit_code(codes: list[int]) -> int:
+    """The first failing input's exit code, but 3 (frames damaged, the others' poses written) only
+    where every failure was that: a 3 must not hide an input that gave nothing (2) or a stage that
+    failed (1) after it, as it would if only the order of the inputs chose."""
+    return next((code for code in codes if code != EXIT_INPUT_DAMAGED), codes[0])
+
+
+def _listed(failed: list[tuple[BatchItem, int]]) -> list[str]:
+    return [f"'{redact_url(item.source)}' (exit code {code})" for item, code in failed]
+
+
+def _failures(failed: list[tuple[BatchItem, int]]) -> str:
+    return f"{len(failed)} input{'s' if len(failed) != 1 else ''} failed: {', '.join(_listed(failed))}"

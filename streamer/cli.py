@@ -213,6 +213,13 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
     """`heading`: a line said once the arguments, config and model are found good (a bad one is
     then its error line alone). `report`: where the heading, the summary and the timings go, when
     they are the command's result (`bench`: standard output); by default with the notes, on stderr."""
+    return _track(source, tracks, overlay, args, realtime, publish, heading, report).exit_code
+
+
+def _track(source: str, tracks: list[Path], overlay: Path | None, args: argparse.Namespace,
+           realtime: bool = False, publish: bool = False, heading: str | None = None,
+           report: TextIO | None = None) -> RunResult:
+    """`run_track`, with the run's whole result: who failed, not only how it ended."""
     from engines.models import resolve_model
     from streamer.pipeline import EXIT_INPUT_DAMAGED, Pipeline, RunRequest
     from streamer.refiner import resolve_refiner, shipped_refiners_unused
@@ -246,7 +253,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
                          realtime=realtime, preview=bool(getattr(args, "preview", False)))
     result = Pipeline(request).run()
     if result.error_quiet:
-        return result.exit_code
+        return result
     # An input that failed, or a run stopped, before its first frame is said by its one line alone.
     if result.summary is not None and not ((result.error is not None or result.interrupted)
                                            and result.summary.frames == 0):
@@ -269,7 +276,7 @@ def run_track(source: str, tracks: list[Path], overlay: Path | None, args: argpa
         _error(f"{result.summary.end.corrupt} frame(s) or image(s) of '{redact_url(source)}' were damaged or missing "
                f"and have no pose (the warnings above say where); the other {result.summary.frames} frames were "
                f"processed (exit code {EXIT_INPUT_DAMAGED})")
-    return result.exit_code
+    return result
 
 
 def _refiners_read(source: str, realtime: bool) -> tuple[bool, bool]:
@@ -359,16 +366,38 @@ def cmd_track(args: argparse.Namespace) -> int:
         expanded = expanded_pattern_note(args.input)
         if expanded is not None:
             raise UsageError(expanded)
-        if publishing:
+        if args.publish:
             raise UsageError(f"--publish streams one input, and {len(args.input)} inputs were given; publish each "
                              f"with a command of its own (posecast run for a live stream)")
     items = batch.plan(args.input, [str(t) for t in tracks], args.overlay)
     if len(items) == 1:
         return run_track(items[0].source, items[0].tracks, items[0].overlay, args)
+    # The config and the model are the command's, not an input's: a bad one is its one line, said
+    # once before the first input starts, not once for every input.
+    from engines.models import resolve_model
+
+    if _load_pipeline_config(args, _overrides(args)).publish.enabled:
+        config = f"--config {args.config}" if args.config else "the pipeline config"
+        raise UsageError(f"{config} publishes (publish.enabled), which streams one input, and {len(items)} inputs "
+                         f"were given; publish each with a command of its own, or give a config that does not publish")
+    resolve_model(args.model)
     # Every output is checked before the first input starts: a mistyped folder fails at once.
+    missing = batch.missing_folders(items)
+    if len(missing) > 1:
+        raise batch.missing_folders_error(missing)
     for item in items:
         _check_outputs(item.tracks, item.overlay, item.source)
-    return batch.run_in_turn(items, lambda item: run_track(item.source, item.tracks, item.overlay, args), PROG)
+    batch.check_apart(items)
+
+    def run_one(item: batch.BatchItem) -> int:
+        result = _track(item.source, item.tracks, item.overlay, args)
+        # The inference stage fails before any frame only where its backend cannot start (or its
+        # int8 calibration cannot be read): every other input would fail so too.
+        if result.error_stage == "infer" and result.exit_code == 2 and not result.outputs_begun:
+            raise batch.CommandFailed(result.exit_code)
+        return result.exit_code
+
+    return batch.run_in_turn(items, run_one, PROG)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -662,14 +691,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Estimate the 3D pose of the person in every frame of INPUT and write track "
                                    "files (format by extension: .jsonl, .csv, .npz, .bvh) and/or an overlay video. "
                                    "Several inputs are tracked in turn, each into outputs of its own: put {name} "
-                                   "(the input's file name without its extension) in every output's path, as in "
+                                   "(the input's file name without its extension, an image folder's name) in every "
+                                   "output's path, as in "
                                    "`posecast track clips/*.mp4 -o 'tracks/{name}.jsonl'`.",
                        epilog="INPUT: a video file, an rtsp/http(s) URL, a camera index (0) or /dev/videoN, "
                               "an image folder or a glob ('frames/*.png'). Exit codes: 0 done, 1 a stage failed, "
                               "2 bad input/config/model, 3 frames were damaged or missing, 130 interrupted (143 SIGTERM, "
                               "129 SIGHUP), 141 the reader of its output went away. With several inputs an input "
                               "that fails is said and the others go on; the exit code is then the first failing "
-                              "input's, and a stop (Ctrl-C, a signal) starts no further input.")
+                              "input's (3 only where every failing input's was 3), and a stop (Ctrl-C, a signal), "
+                              "or a backend that cannot start, starts no further input.")
     p.add_argument("input", nargs="+", metavar="INPUT",
                    help="video file, URL, camera index or device, image folder or glob; several are tracked in turn")
     p.add_argument("-o", "--output", action="append", metavar="OUT",
