@@ -32,6 +32,7 @@ from streamer.protocol import POSE_TOPIC
 
 if TYPE_CHECKING:
     from engines.models import ModelArtifact
+    from streamer import batch
     from streamer.packets import EndPacket
     from streamer.pipeline import RunResult
 
@@ -372,9 +373,14 @@ def cmd_track(args: argparse.Namespace) -> int:
     items = batch.plan(args.input, [str(t) for t in tracks], args.overlay)
     if len(items) == 1:
         return run_track(items[0].source, items[0].tracks, items[0].overlay, args)
-    # The config and the model are the command's, not an input's: a bad one is its one line, said
-    # once before the first input starts, not once for every input.
+    return _track_in_turn(items, args)
+
+
+def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> int:
+    """`track` of several inputs. The config and the model are the command's, not an input's: a
+    bad one is its one line, said once before the first input starts, not once for every input."""
     from engines.models import resolve_model
+    from streamer import batch
 
     if _load_pipeline_config(args, _overrides(args)).publish.enabled:
         config = f"--config {args.config}" if args.config else "the pipeline config"
