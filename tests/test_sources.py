@@ -81,7 +81,9 @@ def test_file_yields_every_frame_in_order(clip: Path) -> None:
     assert [f.index for f in frames] == list(range(N))
     for f in frames:
         assert f.image.shape == (H, W, 3) and f.image.dtype == np.uint8
-        assert f.image.flags["C_CONTIGUOUS"]
+        # Rows may be padded (PyAV 18.1.1 gives FFmpeg's padded rows as a view), pixels not:
+        # what the capture's one copy into the ring and OpenCV need.
+        assert f.image.strides[1:] == (3, 1)
         assert f.scale == 1.0 and f.name is None
     t = np.array([f.t_media for f in frames])
     assert t[0] == pytest.approx(0.0)

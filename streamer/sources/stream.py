@@ -93,7 +93,9 @@ class StreamSource(AVSource):
         # wrong.
         # An MPEG-TS file served with its length but without range requests has no duration
         # (FFmpeg cannot seek to its end to find one): its size says it is a file all the same.
-        self._size = container.size if scheme in ("http", "https") and container.size > 0 else None
+        # PyAV 18.1.1 gives None where the size is unknown (a live stream), earlier ones 0 or less.
+        size = container.size
+        self._size = size if scheme in ("http", "https") and size is not None and size > 0 else None
         self._finite = bool(container.duration) or self._size is not None
         super().__init__(container, host or scheme, url, live=not self._finite, what=shown,
                          reopened=reopened)
