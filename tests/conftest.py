@@ -213,6 +213,17 @@ def leaked_rings(pid: int) -> list[str]:
     return sorted(p.name for p in shm.glob(f"posecast-{pid}-*")) if shm.is_dir() else []
 
 
+def subscriber_output(sub: "subprocess.Popen[str]", timeout: float, what: str) -> tuple[str, str]:
+    """A client's (stdout, stderr) once it ends; the test fails with both where it does not end
+    within `timeout` s."""
+    try:
+        return sub.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sub.kill()
+        out, err = sub.communicate()
+        pytest.fail(f"{what} did not finish within {timeout:.0f} s; stdout:\n{out}\nstderr:\n{err}")
+
+
 def assert_no_leaks(pid: int, tag: str, tmpdir: Path, stderr: str = "") -> None:
     import time
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import subscriber_output
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "docs" / "clients" / "c" / "posecast_sub.c"
@@ -87,12 +88,7 @@ def _run_against(posecast, c_client: Path, command: list[str], count: int):
     pub = None
     try:
         pub = posecast.start([*command, "--port", str(port)])
-        try:
-            out, err = sub.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            sub.kill()
-            out, err = sub.communicate()
-            pytest.fail(f"posecast_sub did not finish within {TIMEOUT_S:.0f} s; stdout:\n{out}\nstderr:\n{err}")
+        out, err = subscriber_output(sub, TIMEOUT_S, "posecast_sub")
         done = posecast.finish(pub, timeout=TIMEOUT_S)
         pub = None
         assert done.returncode == 0, done.stderr

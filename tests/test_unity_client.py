@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import subscriber_output
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "clients" / "unity" / "PosecastSubscriber.cs"
@@ -93,12 +94,7 @@ def _run(posecast, harness: Path, until: str, publishers: list[list[str]], *flag
         for command in publishers:
             done = posecast.finish(posecast.start([*command, "--port", str(port)]), timeout=TIMEOUT_S)
             assert done.returncode == 0, done.stderr
-        try:
-            out, err = sub.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            sub.kill()
-            out, err = sub.communicate()
-            pytest.fail(f"the harness did not finish within {TIMEOUT_S:.0f} s; stdout:\n{out}\nstderr:\n{err}")
+        out, err = subscriber_output(sub, TIMEOUT_S, "the harness")
     finally:
         if sub.poll() is None:
             sub.kill()
