@@ -882,6 +882,11 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:], prog=f"{PROG} {argv[0]}")
     try:
         args, unknown = build_parser().parse_known_args(argv)
+        if unknown and args.command == "track" and not any(a.startswith("-") for a in unknown):
+            # Inputs after an option (`track a.mp4 -o 'x/{name}.jsonl' b.mp4`): argparse takes
+            # one run of positionals only, and a user need not know that.
+            args.input += unknown
+            unknown = []
         if unknown:
             # The command's own usage and name, not the top level's ("posecast track: error: ...").
             args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -451,3 +451,23 @@ def test_an_overlay_over_another_input_is_refused_before_any_run(posecast, clip4
                                 "inputs (in a folder of their own, for instance)")
     assert pose.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.mp4", "walk_pose.mp4"]
+
+
+def test_inputs_after_an_option_are_inputs_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argparse takes one run of positionals: `track a.mp4 -o X b.mp4` left b.mp4 'unrecognized'."""
+    import argparse
+
+    from streamer import cli
+
+    seen: list[list[str]] = []
+
+    def cmd_track(args: argparse.Namespace) -> int:
+        seen.append(args.input)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_track", cmd_track)
+    assert cli.main(["track", "a.mp4", "-o", "x/{name}.jsonl", "b.mp4", "c.mp4", "--no-progress"]) == 0
+    assert seen == [["a.mp4", "b.mp4", "c.mp4"]]
+    with pytest.raises(SystemExit) as exc:                      # an unknown option is still refused
+        cli.main(["track", "a.mp4", "-o", "x/{name}.jsonl", "b.mp4", "--bogus"])
+    assert exc.value.code == 2
