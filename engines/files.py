@@ -121,6 +121,16 @@ def replaced_when_done(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def file_identity(path: Path) -> tuple[int, int] | Path:
+    """What names one file: its device and inode where it exists (a hard link is another name
+    for the same file, which resolving the path does not show), else its resolved path."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path.resolve()
+    return (st.st_dev, st.st_ino)
+
+
 def case_blind(folder: Path) -> bool:
     """Whether `folder` takes two names that differ only in case for one file (macOS and Windows
     by default): outputs named 'A.jsonl' and 'a.jsonl' would then overwrite each other. Tried

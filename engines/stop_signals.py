@@ -99,9 +99,14 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "n
         # A path given inside a folder the user may not enter (`chmod -x`): Python's Path.exists(),
         # is_file() and is_dir(), which every input and output check starts with, raise this
         # before any check can say what is wrong. It is the user's to fix, so it is one line.
-        print(f"{prog}: error: permission denied: '{exc.filename}' (check that you may read it or write "
-              f"in its folder, and enter every folder on its path)", file=sys.stderr)
+        print(f"{prog}: error: {permission_denied(exc)}", file=sys.stderr)
         return 2
+
+
+def permission_denied(exc: PermissionError) -> str:
+    """The one line of a path the user may not reach."""
+    return (f"permission denied: '{exc.filename}' (check that you may read it or write in its folder, and enter "
+            f"every folder on its path)")
 
 
 class StopSignals:

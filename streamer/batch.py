@@ -14,11 +14,11 @@ from typing import Callable, TextIO
 from urllib.parse import urlsplit
 
 from engines.errors import InputError, PosecastError, UsageError
-from engines.files import case_blind
-from engines.stop_signals import describe, exit_code
+from engines.files import case_blind, file_identity
+from engines.stop_signals import describe, exit_code, permission_denied
 from streamer.pipeline import EXIT_INPUT_DAMAGED
 from streamer.sources.av_source import redact_url
-from streamer.tracks import is_stdout, sidecar_path
+from streamer.tracks import files_written
 
 NAME_FIELD = "{name}"
 # Exit codes that mean the user (or the system) stopped the command, or its reader went away:
@@ -109,16 +109,10 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _outputs(item: BatchItem) -> list[Path]:
-    """Every file an item writes: its tracks (standard output aside), a CSV's meta beside it,
-    its overlay."""
-    tracks = [t for t in item.tracks if not is_stdout(t)]
-    return tracks + [s for t in tracks if (s := sidecar_path(t)) is not None] + ([item.overlay] if item.overlay else [])
-
-
 def missing_folders(items: list[BatchItem]) -> list[Path]:
     """The folders the items' outputs go in that do not exist, each once, in the items' order."""
-    missing = {path.parent: None for item in items for path in _outputs(item) if not path.parent.exists()}
+    missing = {path.parent: None for item in items for path in files_written(item.tracks, item.overlay)
+               if not path.parent.exists()}
     return list(missing)
 
 
@@ -138,7 +132,7 @@ def check_apart(items: list[BatchItem]) -> None:
     another input (`--overlay '{name}_pose.mp4'` with walk.mp4 and walk_pose.mp4), which one
     input's run would overwrite before or after the other reads it. Names that differ only in case
     are one file where the folder does not tell them apart."""
-    blind: dict[object, bool] = {}
+    blind: dict[Path, bool] = {}
     inputs: dict[object, BatchItem] = {}
     for item in items:
         source = Path(os.path.expanduser(item.source))
@@ -146,7 +140,7 @@ def check_apart(items: list[BatchItem]) -> None:
             inputs[_key(source, blind)] = item
     seen: dict[object, tuple[Path, BatchItem]] = {}
     for item in items:
-        for path in _outputs(item):
+        for path in files_written(item.tracks, item.overlay):
             key = _key(path, blind)
             read = inputs.get(key)
             if read is not None and read is not item:
@@ -162,23 +156,15 @@ def check_apart(items: list[BatchItem]) -> None:
             seen[key] = (path, item)
 
 
-def _key(path: Path, blind: dict[object, bool]) -> object:
-    """What names one file: its device and inode where it exists (a link is another name for
-    it), else its folder's and its name, case folded where the folder does not tell case apart
-    (asked once per folder)."""
-    try:
-        st = path.stat()
-        return st.st_dev, st.st_ino
-    except OSError:
-        pass
-    try:
-        st = path.parent.stat()
-    except OSError:
-        return path.resolve()
-    folder = (st.st_dev, st.st_ino)
-    if folder not in blind:
-        blind[folder] = case_blind(path.parent)
-    return folder, path.name.casefold() if blind[folder] else path.name
+def _key(path: Path, blind: dict[Path, bool]) -> object:
+    """What names one file (`file_identity`); one not there yet by its name case folded where
+    its folder does not tell case apart (asked once per folder)."""
+    key = file_identity(path)
+    if isinstance(key, tuple):
+        return key
+    if key.parent not in blind:
+        blind[key.parent] = case_blind(path.parent)
+    return key.with_name(key.name.casefold()) if blind[key.parent] else key
 
 
 def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], prog: str,
@@ -197,17 +183,14 @@ def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], pro
             code = run_one(item)
         except CommandFailed as exc:
             code, commands = exc.exit_code, True
-        except InputError as exc:
-            print(f"{prog}: error: {exc}", file=out, flush=True)
-            code = exc.exit_code
         except PosecastError as exc:
             print(f"{prog}: error: {exc}", file=out, flush=True)
-            code, commands = exc.exit_code, True
+            # An input's failure is the input's; any other (a config, a model) the command's.
+            code, commands = exc.exit_code, not isinstance(exc, InputError)
         except PermissionError as exc:
             if exc.filename is None:
                 raise
-            print(f"{prog}: error: permission denied: '{exc.filename}' (check that you may read it or write in its "
-                  f"folder, and enter every folder on its path)", file=out, flush=True)
+            print(f"{prog}: error: {permission_denied(exc)}", file=out, flush=True)
             code = 2
         except KeyboardInterrupt as exc:
             # Between two inputs' runs (a run itself turns a stop into its exit code): nothing of

@@ -159,22 +159,13 @@ def _said_of_options(message: str, overrides: dict[str, Any]) -> str:
     return said if said != original else message
 
 
-def _file_identity(path: Path) -> object:
-    """What names one output: its device and inode where it exists (a hard link is another name
-    for the same file, which resolving the path does not show), else its resolved path."""
-    try:
-        st = path.stat()
-    except OSError:
-        return path.resolve()
-    return (st.st_dev, st.st_ino)
-
-
 def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None = None) -> None:
     """Fail before any work starts when an output cannot be written, or would overwrite the
     input or another output."""
     from engines.errors import InputError
-    from engines.files import input_overwritten
-    from streamer.tracks import TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, is_stdout, sidecar_path, track_format_error
+    from engines.files import file_identity, input_overwritten
+    from streamer.tracks import (TRACK_SUFFIXES, WHOLE_FILE_SUFFIXES, files_written, is_stdout, sidecar_path,
+                                 track_format_error)
 
     if sum(map(is_stdout, tracks)) > 1:
         raise InputError("standard output ('-o -') is given twice as an output; give it once")
@@ -182,10 +173,10 @@ def _check_outputs(tracks: list[Path], overlay: Path | None, source: str | None 
     # A CSV's meta sidecar is an output too: unwritable, it would fail the run after the other
     # tracks were opened, and emptied.
     sidecar_of = {s: t for t in tracks if (s := sidecar_path(t)) is not None}
-    outputs = tracks + list(sidecar_of) + ([overlay] if overlay else [])
+    outputs = files_written(tracks, overlay)
     seen: dict[object, Path] = {}
     for path in outputs:
-        key = _file_identity(path)
+        key = file_identity(path)
         if key in seen:
             csv = sidecar_of.get(seen[key]) or sidecar_of.get(path)
             if csv is not None:

@@ -393,6 +393,13 @@ def csv_header(joint_names: list[str]) -> list[str]:
     return cols + ["image"]
 
 
+def files_written(tracks: list[Path], overlay: Path | None) -> list[Path]:
+    """Every file a run's outputs write: its tracks (standard output aside), a CSV's meta beside
+    it, its overlay."""
+    tracks = [t for t in tracks if not is_stdout(t)]
+    return tracks + [s for t in tracks if (s := sidecar_path(t)) is not None] + ([overlay] if overlay else [])
+
+
 def sidecar_path(path: Path) -> Path | None:
     """The file a track writes beside itself: a CSV's meta, `<stem>.meta.json`; None for others."""
     path = Path(path)
