@@ -18,12 +18,15 @@ from engines.files import case_blind, file_identity
 from engines.stop_signals import describe, exit_code, permission_denied
 from streamer.pipeline import EXIT_INPUT_DAMAGED
 from streamer.sources.av_source import redact_url
-from streamer.tracks import files_written
+from streamer.protocol import END_OF_INPUT
+from streamer.tracks import JSONL_SUFFIXES, files_written, is_stdout, track_end
 
 NAME_FIELD = "{name}"
 # Exit codes that mean the user (or the system) stopped the command, or its reader went away:
 # the inputs after it are not started.
 STOPPED_CODES = frozenset({129, 130, 141, 143})
+# The track formats that record how their run ended (`TrackWriter.end`).
+ENDS_RECORDED = (*JSONL_SUFFIXES, ".csv", ".npz")
 _UNSAFE = re.compile(r"[^\w.-]+")
 _GLOB = re.compile(r"[*?\[]")
 
@@ -165,6 +168,47 @@ def _key(path: Path, blind: dict[Path, bool]) -> object:
     if key.parent not in blind:
         blind[key.parent] = case_blind(path.parent)
     return key.with_name(key.name.casefold()) if blind[key.parent] else key
+
+
+def _ends_recorded(item: BatchItem) -> list[Path]:
+    return [t for t in item.tracks if t.suffix.lower() in ENDS_RECORDED and not is_stdout(t)]
+
+
+def check_skip_done(item: BatchItem) -> None:
+    """--skip-done tells a finished input by the end its tracks record: it needs one that does."""
+    if not _ends_recorded(item):
+        raise UsageError(f"--skip-done tells an input done by the end its .jsonl, .csv or .npz track file records, "
+                         f"and none is written; add one (-o 'tracks/{NAME_FIELD}.jsonl')")
+
+
+def done_before(item: BatchItem) -> bool:
+    """Whether an earlier run wrote every output of `item` and read the input to its end: every
+    output is there, and each track that records its end says `end_of_input` (one stopped, or
+    failed, or whose run was killed, says otherwise or nothing)."""
+    if not all(path.is_file() for path in files_written(item.tracks, item.overlay)):
+        return False
+    ends = [track_end(track) for track in _ends_recorded(item)]
+    return bool(ends) and all(end is not None and end.get("reason") == END_OF_INPUT for end in ends)
+
+
+def skip_done(items: list[BatchItem], prog: str, out: TextIO | None = None) -> list[BatchItem]:
+    """The items an earlier run did not finish (`done_before`); the others are said in one line."""
+    out = out or sys.stderr
+    finished = [done_before(item) for item in items]
+    done = [item for item, f in zip(items, finished) if f]
+    left = [item for item, f in zip(items, finished) if not f]
+    if len(done) == 1 and len(items) == 1:
+        print(f"{prog}: '{redact_url(done[0].source)}' was tracked to its end before, as its tracks record; "
+              f"nothing to do (--skip-done)", file=out, flush=True)
+    elif done and not left:
+        print(f"{prog}: all {len(done)} inputs were tracked to their end before, as their tracks record; "
+              f"nothing to do (--skip-done)", file=out, flush=True)
+    elif done:
+        named = ", ".join(f"'{redact_url(item.source)}'" for item in done[:3])
+        more = f" and {len(done) - 3} more" if len(done) > 3 else ""
+        print(f"{prog}: skipping {len(done)} of {len(items)} inputs tracked to their end before (--skip-done): "
+              f"{named}{more}", file=out, flush=True)
+    return left
 
 
 def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], prog: str,

@@ -362,7 +362,11 @@ def cmd_track(args: argparse.Namespace) -> int:
             raise UsageError(f"--publish streams one input, and {len(args.input)} inputs were given; publish each "
                              f"with a command of its own (posecast run for a live stream)")
     items = batch.plan(args.input, [str(t) for t in tracks], args.overlay)
+    if args.skip_done:
+        batch.check_skip_done(items[0])
     if len(items) == 1:
+        if args.skip_done and not batch.skip_done(items, PROG):
+            return 0
         return run_track(items[0].source, items[0].tracks, items[0].overlay, args)
     return _track_in_turn(items, args)
 
@@ -385,6 +389,10 @@ def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> in
     for item in items:
         _check_outputs(item.tracks, item.overlay, item.source)
     batch.check_apart(items)
+    if args.skip_done:
+        items = batch.skip_done(items, PROG)
+        if not items:
+            return 0
 
     def run_one(item: batch.BatchItem) -> int:
         result = _track(item.source, item.tracks, item.overlay, args)
@@ -705,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "skeleton for Blender and other animation tools), or - for JSONL on standard output; "
                         "may be repeated")
     p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
+    p.add_argument("--skip-done", action="store_true",
+                   help="skip an input whose outputs an earlier run wrote to the input's end (its .jsonl, .csv or "
+                        ".npz track records how its run ended): a batch stopped part-way goes on where it stopped")
     _add_run_options(p, "track")
     p.set_defaults(func=cmd_track)
 

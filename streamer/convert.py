@@ -13,7 +13,7 @@ from pathlib import Path
 from engines.errors import InputError, PosecastError
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
-from streamer.tracks import open_track_writer
+from streamer.tracks import open_track_writer, track_end
 
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
@@ -42,6 +42,14 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
                     # short: an .npz or .bvh would be a whole-looking file of the first frames only.
                     # The others are finished, and this output's error is the command's line.
                     writing.remove(writer)
+                    failure = failure or err
+        end = track_end(track)
+        if end is not None:
+            # The outputs say what the track says: whether its input was read to its end.
+            for writer in list(writing):
+                try:
+                    writer.end(end)
+                except PosecastError as err:
                     failure = failure or err
     finally:
         close_all([w.close for w in writers])

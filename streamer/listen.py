@@ -230,6 +230,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     print(describe_end(msg, stats), file=out, flush=True)
                     drawn_rows = 0                       # not drawn over
                     if not through_ends:
+                        if writer is not None and not awaiting_meta:
+                            # The recording ends as the stream did, with its end (`track_end`).
+                            with _saying_what_it_holds(record, writer):
+                                writer.end(msg)
                         break
                     continue
                 if msg["type"] == "meta":

@@ -1,9 +1,11 @@
 """Track files: a recording of the pipeline's results, one writer per format.
 
 `.jsonl` (or `.ndjson`) is the reference format: the protocol's `meta` message, then exactly one
-`pose` message per input frame, so a track file replays as the live stream would have. `.csv`
-flattens the same numbers into one row per (frame, person) for spreadsheets, with the meta in a
-`<stem>.meta.json` sidecar. `.npz` holds dense arrays for NumPy users, one person per frame.
+`pose` message per input frame, so a track file replays as the live stream would have, then the
+stream's `end` message where the run ended in order. `.csv` flattens the same numbers into one row
+per (frame, person) for spreadsheets, with the meta (and the end) in a `<stem>.meta.json` sidecar.
+`.npz` holds dense arrays for NumPy users, one person per frame. The end says whether the input
+was read to its end, stopped or failed (`track_end`; `track --skip-done` reads it).
 
 JSONL and CSV are flushed after every frame: if the process is killed, the frames already
 processed are on disk (flushed to the operating system, not fsync'ed: a kernel crash can still
@@ -48,7 +50,7 @@ import numpy as np
 
 from engines.errors import InputError, OutputLostError, ReaderGoneError
 from engines.files import check_writable_folder, name_removed, replaced_when_done, write_hint
-from streamer.protocol import frame_from_message, SCHEMA_VERSION, PoseFrame, person_dict, pose_message
+from streamer.protocol import END_FAILED, SCHEMA_VERSION, PoseFrame, frame_from_message, person_dict, pose_message
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,12 @@ class TrackWriter(ABC):
     def write_message(self, msg: dict[str, Any]) -> None:
         """Write a pose message as received from a stream (`posecast listen --record`)."""
         self.write(frame_from_message(msg))
+
+    def end(self, message: dict[str, Any]) -> None:
+        """Records the stream's `end` message (`protocol.end_message`), before `close`, where the
+        format has a place for it (.jsonl, .csv, .npz; not .bvh), so that the file says whether
+        its input was read to its end (`track_end`). Nothing for a track without a frame: it
+        makes no file."""
 
     def __enter__(self) -> TrackWriter:
         return self
@@ -381,6 +389,10 @@ class JsonlTrackWriter(_LineFileWriter):
             ) from None
         self._emit(line + "\n")
 
+    def end(self, message: dict[str, Any]) -> None:
+        if self._file is not None and not self._closed:
+            self._emit(_dumps(message) + "\n", frame=False)
+
 
 def csv_header(joint_names: list[str]) -> list[str]:
     """The CSV columns: frame and person fields, then every joint's 3D, then every joint's 2D."""
@@ -446,6 +458,13 @@ class CsvTrackWriter(_LineFileWriter):
                 self._file.close()
             raise track_write_error(self.meta_path, err) from None
 
+    def end(self, message: dict[str, Any]) -> None:
+        # The sidecar again, whole, with the end under "end": CSV rows have no place for it.
+        if self._file is None or self._closed:
+            return
+        text = json.dumps({**json.loads(self._meta_text), "end": message}, indent=2, allow_nan=False) + "\n"
+        write_whole(self.meta_path, lambda f: f.write(text.encode("utf-8")))
+
     def _take_rows(self) -> str:
         text = self._rows.getvalue()
         self._rows.seek(0)
@@ -491,7 +510,8 @@ class NpzTrackWriter(TrackWriter):
     found; score (N,), bbox (N, 4) x0 y0 x1 y1, root_3d (N, 3), joints_3d (N, J, 3),
     joints_2d (N, J, 2), conf (N, J), all float32 and NaN where nobody was found; image (N,) str,
     the image file's name for an image folder, else empty; meta_json, a 0-d string array holding
-    the meta message as JSON. Values are stored as given, not rounded.
+    the meta message as JSON; end_json, the same for the end message, where the run ended in order
+    (`track_end`). Values are stored as given, not rounded.
 
     Frames are kept in memory and the file is written on `close` (if it got any), through a
     temporary file in the same folder and a rename, so readers never see a half-written file. `close` may be called
@@ -511,6 +531,7 @@ class NpzTrackWriter(TrackWriter):
         self._closed = False
         self._count = 0
         self._buf = self._allocate(self._FIRST_CAPACITY)
+        self._end_json: str | None = None
 
     def _allocate(self, capacity: int) -> dict[str, np.ndarray]:
         j = self._num_joints
@@ -576,6 +597,9 @@ class NpzTrackWriter(TrackWriter):
         self._count = i + 1     # last: the row only counts once it is complete
         self.frames_written = self._count
 
+    def end(self, message: dict[str, Any]) -> None:
+        self._end_json = _dumps(message)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -587,6 +611,8 @@ class NpzTrackWriter(TrackWriter):
         arrays = {name: arr[:n] for name, arr in self._buf.items()}
         arrays["image"] = arrays["image"].astype(str)       # fixed-width text: loads without pickle
         arrays["meta_json"] = np.array(self._meta_json)
+        if self._end_json is not None:
+            arrays["end_json"] = np.array(self._end_json)
         # Closed all the same if it fails: a second try would fail as the first did (a full
         # disk), and its error would be a second line about the same file.
         self._closed = True
@@ -673,11 +699,15 @@ def read_track(path: Path,
         raise InputError(f"cannot read track file '{path}': {err.strerror or err} (check the path)") from None
     meta: dict[str, Any] | None = None
     poses: list[dict[str, Any]] = []
+    end: dict[str, Any] | None = None
     with f:
         try:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
+                if end is not None:
+                    raise InputError(f"track file '{path}', line {lineno}: a message after the 'end' message, which "
+                                     f"Posecast writes last (the file is corrupt or hand-edited)")
                 if meta is not None and _cut_off(line):
                     # The writers flush after every frame, so a crash or a full disk mid-write cuts
                     # only this last line: the frames before it are whole.
@@ -701,6 +731,8 @@ def read_track(path: Path,
                     meta = msg
                 elif kind == "pose":
                     poses.append(msg)
+                elif kind == "end":
+                    end = msg
                 else:
                     raise InputError(f"track file '{path}', line {lineno}: expected a 'pose' message, "
                                      f"got {kind!r} (the file is corrupt or hand-edited)")
@@ -708,7 +740,42 @@ def read_track(path: Path,
             raise InputError(f"track file '{path}' is not UTF-8 text ({err.reason}; is this a track file?)") from None
     if meta is None:
         raise InputError(f"track file '{path}' is empty (expected a 'meta' line first; re-record it)")
+    if end is not None and end.get("reason") == END_FAILED:
+        # A stop is how a live source ends; a failure may have cut the input short.
+        (warn or log.warning)(f"track file '{path}': the run that wrote it failed after {len(poses)} poses "
+                              f"(its end message says so), so it may lack the rest of its input")
     return meta, poses
+
+
+def track_end(path: Path) -> dict[str, Any] | None:
+    """The end message a track file recorded (`TrackWriter.end`): in a .jsonl its last line, in a
+    .csv's sidecar under "end", in an .npz as end_json. None where it has none (the run that
+    wrote it was killed, or a stage failed; a .bvh, which has no place for it; a file written
+    before Posecast recorded ends) or cannot be read."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in JSONL_SUFFIXES:
+            msg = json.loads(_last_line(path))
+        elif suffix == ".csv":
+            msg = json.loads(path.with_suffix(".meta.json").read_text(encoding="utf-8")).get("end")
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                msg = json.loads(str(arrays["end_json"])) if "end_json" in arrays.files else None
+        else:
+            return None
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return msg if isinstance(msg, dict) and msg.get("type") == "end" else None
+
+
+def _last_line(path: Path, tail: int = 4096) -> str:
+    """The file's last line that is not blank (an end message is far shorter than `tail`)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - tail))
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    return lines[-1].decode("utf-8") if lines else ""
 
 
 def _cut_off(line: str) -> bool:

@@ -16,7 +16,8 @@ from engines.errors import ConfigError, InputError, UsageError
 from engines.stop_signals import Stopped
 from streamer.batch import (BatchItem, CommandFailed, check_apart, input_name, missing_folders, missing_folders_error,
                             plan, run_in_turn)
-from streamer.tracks import read_track
+from streamer.protocol import END_STOPPED, end_message
+from streamer.tracks import read_track, track_end
 
 
 @pytest.mark.parametrize("source, name", [
@@ -349,6 +350,8 @@ def test_ctrl_c_keeps_what_the_input_wrote_and_starts_no_other(posecast, clip600
                           f"posecast: the 1 input after '{clip600}' was not started"], said
     _, poses = read_track(first)
     assert 0 < len(poses) < 600 and [p["seq"] for p in poses] == list(range(len(poses)))
+    # It says so itself: a later `--skip-done` tracks it again.
+    assert track_end(first) == end_message("walk600", END_STOPPED, len(poses), len(poses) - 1)
     assert not (tmp_path / "other.jsonl").exists()
 
 

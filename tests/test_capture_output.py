@@ -29,6 +29,7 @@ from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, 
 from streamer.ring import FrameRing, RingSpec, unlink_ring
 from streamer.sources import SourceInfo
 from streamer.stages.base import Control, Reporter
+from streamer.tracks import track_end
 
 WAIT_MS = 30_000          # generous: only a broken stage takes this long
 
@@ -297,7 +298,7 @@ def test_a_track_file_the_disk_cannot_take_is_reported_once(endpoint: str, tmp_p
     assert f"cannot write track file '{npz}': No space left on device" in str(running.error)
     assert "while closing" not in capsys.readouterr().err
     assert "summary" not in reports.kinds()
-    assert jsonl.read_text().count("\n") == 1 + 3 and not npz.exists()   # the other file is whole
+    assert jsonl.read_text().count("\n") == 1 + 3 + 1 and not npz.exists()   # the other file is whole, its end too
 
 
 def _fails_at(monkeypatch: pytest.MonkeyPatch, writer: type, nth: int) -> None:
@@ -341,7 +342,8 @@ def test_an_output_that_fails_is_closed_and_the_others_get_every_frame(endpoint:
                                   f"it holds only the first frame of 5, and '{jsonl}' and '{npz}' got all 5 frames")
     assert "summary" not in reports.kinds()                # the one line says what was written
     assert csv.read_text().count("\n") == 1 + 1             # the header and the first frame, whole
-    assert jsonl.read_text().count("\n") == 1 + 5
+    assert jsonl.read_text().count("\n") == 1 + 5 + 1       # and its end: it got every frame
+    assert track_end(csv) is None and track_end(jsonl)["poses"] == track_end(npz)["poses"] == 5
     with np.load(npz) as arrays:
         assert arrays["seq"].tolist() == [0, 1, 2, 3, 4]
 
@@ -546,7 +548,7 @@ def test_outputs_whose_folder_is_removed_mid_run_are_named_in_one_line(endpoint:
     assert running.error.paths == [str(p) for p in [*lost, folder / "a.mp4"]]
     assert "while closing" not in capsys.readouterr().err
     assert "summary" not in reports.kinds()
-    assert side.read_text().count("\n") == 1 + 3 and not folder.exists()
+    assert side.read_text().count("\n") == 1 + 3 + 1 and not folder.exists()
 
 
 class _EncoderOnAFullDisk:

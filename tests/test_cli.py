@@ -405,8 +405,8 @@ def test_bench_network_names_the_file_its_backend_runs(posecast, backend: str, f
     assert r.stdout.splitlines()[1].split() == ["batch", "p50", "ms", "p99", "ms", "mean", "ms", "ms/frame", "frames/s"]
     batch, p50, _, _, per_frame, per_s = map(float, r.stdout.splitlines()[2].split())
     # p50 is printed to 0.01 ms: on a fast call (under a millisecond) that rounding alone moves
-    # 1000 / p50 by more than 1%.
-    assert per_frame == pytest.approx(p50, abs=0.01) and per_s == pytest.approx(1000 / p50, rel=0.01 + 0.005 / p50)
+    # 1000 / p50 by more than 1%, and frames/s is printed to 0.1 (a loaded machine's 291 ms: 3.4).
+    assert per_frame == pytest.approx(p50, abs=0.01) and per_s == pytest.approx(1000 / p50, rel=0.01 + 0.005 / p50, abs=0.05)
 
 
 def test_bench_network_calibration_is_for_int8(posecast, clip40: Path) -> None:
@@ -473,7 +473,7 @@ def test_demo(posecast, tmp_path: Path, _session_cache: Path) -> None:
     assert "Traceback" not in r.stderr
     assert "not meaningful" not in r.stderr                  # the shipped model is trained
     meta, poses = read_track(tmp_path / "out" / "demo.jsonl")
-    assert len((tmp_path / "out" / "demo.jsonl").read_text().splitlines()) == 91
+    assert len((tmp_path / "out" / "demo.jsonl").read_text().splitlines()) == 1 + 90 + 1    # meta, poses, end
     assert meta["image_size"] == [640, 480]
     assert meta["model"]["trained"] is True
     assert [p["seq"] for p in poses] == list(range(90))

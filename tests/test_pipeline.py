@@ -144,9 +144,9 @@ def test_track_to_every_format_and_overlay(posecast, clip40: Path, tmp_path: Pat
     assert NOTE_UNTRAINED not in r.stderr                 # the default model is trained
     assert "40 frames" in r.stderr and "person found in 40" in r.stderr
 
-    # JSONL: meta, then exactly one pose line per frame, in order.
+    # JSONL: meta, then exactly one pose line per frame, in order, then the end.
     lines = (tmp_path / "t.jsonl").read_text().splitlines()
-    assert len(lines) == 41
+    assert len(lines) == 1 + 40 + 1 and json.loads(lines[-1])["reason"] == "end_of_input"
     meta, poses = read_track(tmp_path / "t.jsonl")
     assert meta == json.loads(lines[0])
     assert_meta(meta, (160, 120))

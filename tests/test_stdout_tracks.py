@@ -21,7 +21,7 @@ def test_a_track_on_standard_output_is_the_track_file_byte_for_byte(posecast, cl
     track = tmp_path / "t.jsonl"
     r = posecast.run(["track", clip40, "-o", "-", "-o", track, "--min-score", "0", "--no-progress", "-v"])
     assert r.returncode == 0, r.stderr
-    assert r.stdout == track.read_text() and len(r.stdout.splitlines()) == 41
+    assert r.stdout == track.read_text() and len(r.stdout.splitlines()) == 1 + 40 + 1
     assert "-> standard output, " in r.stderr
 
     c = posecast.run(["convert", track, "-o", "-"])

@@ -12,7 +12,6 @@ interest) with a known truth in image pixels.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from engines.backends.base import NetOutputs
 from engines.grid import soft_labels
 from streamer.config import load_pipeline_config
 from streamer.tracking import FrameResult, PersonTracker
+from streamer.tracks import read_track
 
 J = 17
 ROOTS = 3
@@ -238,8 +238,7 @@ def test_file_mode_batches_frames(posecast, clip40) -> None:
     runs = int(re.search(r"network runs: (\d+)", r.stderr).group(1))
     assert runs < 40, r.stderr
     # The track file's person ids are the tracks the stats count.
-    ids = {p["id"] for line in (posecast.cwd / "t.jsonl").read_text().splitlines()[1:]
-           for p in json.loads(line)["people"]}
+    ids = {p["id"] for pose in read_track(posecast.cwd / "t.jsonl")[1] for p in pose["people"]}
     tracks = int(re.search(r"tracks \(person ids\): (\d+)", r.stderr).group(1))
     assert ids == set(range(tracks)) and tracks >= 1, r.stderr
 

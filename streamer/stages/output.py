@@ -27,7 +27,8 @@ from streamer.config import CoordinatesConfig, PublishConfig
 from streamer.failed_outputs import FailedOutput, OutputsFailedError
 from streamer.packets import (END, FAILED_ENDS, RESULT, START, EndPacket, ResultPacket, RunSummary,
                               published_end_reason)
-from streamer.protocol import END_FAILED, END_STOPPED, PersonPose, PoseFrame, meta_message, pose_message
+from streamer.protocol import (END_FAILED, END_STOPPED, PersonPose, PoseFrame, end_message, meta_message,
+                               pose_message)
 from streamer.publish import Publisher
 from streamer.ring import FrameRing, RingSpec
 from streamer.stages.base import POLL_MS, Control, Reporter, StageTimer
@@ -63,6 +64,7 @@ class OutputStage:
         self.timer = StageTimer()
         self.latency = StageTimer()
         self.frames = 0
+        self.last_seq: int | None = None
         self.found = 0
         self.live = False
         self.preview = None
@@ -167,10 +169,13 @@ class OutputStage:
                     # A source that failed, or a run stopped, before the first frame is said by the
                     # run's one line ("... before the first frame; no file was written").
                     failed = body.get("reason") in FAILED_ENDS
+                    reason = published_end_reason(body.get("reason", ""))
                     if publisher is not None:
-                        publisher.end(published_end_reason(body.get("reason", "")))
+                        publisher.end(reason)
                     # Each with its name, for the line that names the outputs written whole after others failed.
-                    finishing: list[tuple[str, Callable[[], None]]] = [(track_name(w.path), w.close) for w in writers] + (
+                    finishing: list[tuple[str, Callable[[], None]]] = [
+                        (track_name(w.path), functools.partial(self._end_track, w, meta["source"], reason))
+                        for w in writers] + (
                         [(f"the overlay video '{overlay.path}'", functools.partial(overlay.close, input_failed=failed))]
                         if overlay is not None else [])
                     writers, overlay = [], None
@@ -205,6 +210,14 @@ class OutputStage:
                 closers.append(lambda: publisher.close(linger_ms=ABORTED_LINGER_MS if aborted else 1000))
             closers += [inbox.close, ctx.term]
             close_all(closers)
+
+    def _end_track(self, writer: TrackWriter, source: str, reason: str) -> None:
+        """Closes a track that got every frame, its end recorded first (`TrackWriter.end`)."""
+        try:
+            writer.end(end_message(source, reason, writer.frames_written,
+                                   self.last_seq if writer.frames_written else None))
+        finally:
+            writer.close()
 
     def _wait_start(self, inbox: Inbox) -> dict[str, Any] | None:
         while not self.control.abort.is_set():
@@ -280,6 +293,7 @@ class OutputStage:
                 failures.append((overlay, err))
         self.free_slots.release()
         self.frames += 1
+        self.last_seq = fp.seq
         self.timer.since("output", t0)
         if publisher is None:
             self.latency.add("capture_to_output", (time.time() - fp.t_capture) * 1000.0)
