@@ -86,7 +86,9 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "n
             sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
             return code
     except PosecastError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        # `quiet`: standard output's reader went away (`| head`), and the exit code says it all.
+        if not getattr(exc, "quiet", False):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print(f"{prog}: {describe(exc)}" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)

@@ -764,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "2 bad arguments, no Posecast messages, or a recorded stream that changed (another source "
                               "or meta), 3 a recording that lost messages on the way (gaps in seq), 130 interrupted "
                               "(143 SIGTERM, "
-                              "129 SIGHUP); an interrupted recording is complete up to the last message.")
+                              "129 SIGHUP), 141 the reader of a recording written into a pipe (--record -, or a named "
+                              "pipe) went away; an interrupted recording is complete up to the last message.")
     p.add_argument("--connect", help="publisher endpoint (default: tcp://127.0.0.1 on the port of configs/pipeline.yaml, "
                                      "5556, where `posecast run` publishes)")
     p.add_argument("--topic", default=POSE_TOPIC, help=f"topic prefix, e.g. {POSE_TOPIC}cam0 (default: every source)")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from engines.errors import InputError, PosecastError
+from engines.errors import InputError, PosecastError, ReaderGoneError
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
-from streamer.tracks import open_track_writer, track_end
+from streamer.tracks import is_stdout, open_track_writer, track_end
 
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
@@ -28,7 +29,7 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
         raise InputError(f"'{track}' has nobody in any of its {len(poses)} pose messages, and a BVH needs a "
                          f"pose: {', '.join(bvh)} cannot be made from it")
     writers = []
-    failure: PosecastError | None = None
+    failed: list[tuple[Any, PosecastError]] = []      # each output that failed, with its error
     try:
         for path in outputs:
             writers.append(open_track_writer(path, meta))
@@ -40,20 +41,24 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
                 except PosecastError as err:
                     # One output that cannot be written (its disk full) must not cut the others
                     # short: an .npz or .bvh would be a whole-looking file of the first frames only.
-                    # The others are finished, and this output's error is the command's line.
+                    # The others are finished, and the first failure's error is the command's line.
                     writing.remove(writer)
-                    failure = failure or err
+                    failed.append((writer, err))
         end = track_end(track)
         if end is not None:
             # The outputs say what the track says: whether its input was read to its end.
-            for writer in list(writing):
+            for writer in writing:
                 try:
                     writer.end(end)
                 except PosecastError as err:
-                    failure = failure or err
+                    failed.append((writer, err))
     finally:
         close_all([w.close for w in writers])
-    if failure is not None:
+    if failed:
+        failure = failed[0][1]
+        # `convert t.jsonl -o - | head`: the reader chose to go, and every file beside it is
+        # finished, so the command ends as a pipeline's writer does: 141, without a line.
+        failure.quiet = all(isinstance(err, ReaderGoneError) and is_stdout(w.path) for w, err in failed)
         raise failure
     announce(f"{len(poses)} pose messages from '{track}' -> {', '.join(str(p) for p in outputs)}")
     return 0

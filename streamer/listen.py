@@ -172,7 +172,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     lacks messages of the stream (lost on the way, or a restart's never claimed by a meta); or 128
     + the signal's number. `announce` is told the line that ends a recording, or says which signal
     ended it (default: print it on stderr)."""
-    from streamer.tracks import ReaderWaitStopped, open_track_writer
+    from streamer.tracks import ReaderWaitStopped, is_stdout, open_track_writer
 
     say = announce or _stderr
     ctx = zmq.Context()
@@ -279,6 +279,11 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     drawn_rows = screen_rows(block, shutil.get_terminal_size().columns)
         except ReaderWaitStopped:
             pass                                 # stopped while a named pipe waited for its reader: said below
+        except ReaderGoneError as exc:
+            # `listen --record - | head`: standard output's reader chose to go, and the command ends
+            # as a pipeline's writer does, 141 without a line (a named pipe's reader gone is said).
+            exc.quiet = record is not None and is_stdout(record)
+            raise
         finally:
             try:
                 if writer is not None:

@@ -989,8 +989,9 @@ def test_single_image(folder: Path) -> None:
     ("{d}/missing.png", "no such file"),
     ("{d}/broken.png", "not an image file"),
     ("{d}/zero.jpg", r"is empty \(0 bytes\)"),
-    ("{d}/videos", r"no images, but 2 video\(s\); .* give each video as the input on its own \(e\.g\. '.*a\.mp4'\)"),
-    ("{d}/videos/*.mp4", r"no images, but 1 video\(s\); .* give each video as the input on its own"),
+    ("{d}/videos", r"no images, but 2 video\(s\); .* give the videos themselves as inputs, which are tracked in turn "
+                   r"\(posecast track .*/videos/\*\.MOV .*/videos/\*\.mp4 -o 'tracks/\{name\}\.jsonl'\)"),
+    ("{d}/videos/*.mp4", r"no images, but 1 video\(s\); .* \(posecast track .*/videos/\*\.mp4 -o"),
 ])
 def test_bad_image_inputs(tmp_path: Path, spec: str, expect: str) -> None:
     (tmp_path / "empty").mkdir()

@@ -7,13 +7,30 @@ import socket
 import time
 from pathlib import Path
 
-from streamer.tracks import read_track
+import numpy as np
+
+from engines.skeleton import H36M17
+from streamer.protocol import PersonPose, PoseFrame, meta_message
+from streamer.tracks import open_track_writer, read_track
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def long_track(path: Path, frames: int = 600) -> Path:
+    """A recorded .jsonl track far larger than a pipe holds (64 KB on Linux), 30 frames a second."""
+    rng = np.random.default_rng(0)
+    j = H36M17.num_joints
+    with open_track_writer(path, meta_message(H36M17, "long", (320, 240), 30.0, {"name": "m"})) as w:
+        for i in range(frames):
+            person = PersonPose(0, 0.8, (10.0, 20.0, 110.0, 220.0), rng.normal(0, 0.3, (j, 3)).astype(np.float32),
+                                rng.uniform(0, 300, (j, 2)).astype(np.float32), rng.uniform(size=j).astype(np.float32),
+                                np.array([0.1, 0.2, 3.0], np.float32))
+            w.write(PoseFrame(i, 1000.0 + i / 30, i / 30, (320, 240), [person]))
+    return path
 
 
 def test_a_track_on_standard_output_is_the_track_file_byte_for_byte(posecast, clip40: Path, tmp_path: Path) -> None:
@@ -37,6 +54,36 @@ def test_a_reader_that_stops_reading_standard_output_ends_the_run_quietly(poseca
     proc.stdout.close()                      # the reader goes away with 600 frames still to come
     r = posecast.finish(proc)
     assert r.returncode == 141 and r.stderr == "", r.stderr
+
+
+def test_convert_to_a_reader_that_stops_reading_ends_quietly(posecast, tmp_path: Path) -> None:
+    """`posecast convert t.jsonl -o - | head`: 141 and no line, as `track -o - | head` (README,
+    "Track files"); a file written beside it is finished all the same."""
+    track = long_track(tmp_path / "t.jsonl")
+    for beside in ([], ["-o", tmp_path / "t.csv"]):
+        proc = posecast.start(["convert", track, "-o", "-", *beside])
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith('{"type":"meta"')
+        proc.stdout.close()
+        r = posecast.finish(proc)
+        assert r.returncode == 141 and r.stderr == "", (beside, r.stderr)
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 601
+
+
+def test_listen_recording_to_a_reader_that_stops_reading_ends_without_an_error(posecast, tmp_path: Path) -> None:
+    """`posecast listen --record - | head`: 141 and no error line; its figures go to standard error as ever."""
+    track, port = long_track(tmp_path / "t.jsonl"), free_port()
+    listener = posecast.start(["listen", "--connect", f"tcp://127.0.0.1:{port}", "--record", "-", "--timeout", 30,
+                               "--no-skeleton"])
+    time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
+    player = posecast.start(["replay", track, "--port", port, "--speed", 10])
+    assert listener.stdout is not None
+    assert listener.stdout.readline().startswith('{"type":"meta"')
+    listener.stdout.close()
+    rl = posecast.finish(listener, timeout=60)
+    posecast.finish(player, timeout=60)
+    assert rl.returncode == 141
+    assert "error" not in rl.stderr, rl.stderr
 
 
 def test_standard_output_given_twice_is_one_line(posecast, clip40: Path) -> None:

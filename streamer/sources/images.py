@@ -7,6 +7,7 @@ import glob
 import logging
 import os
 import re
+import shlex
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,8 +89,16 @@ def _images_among(paths: list[Path], where: str, reopened: bool = False) -> list
     videos = [] if images else sorted(c for c in paths if c.suffix.lower() in VIDEO_EXTENSIONS)
     if videos:
         raise InputError(f"{where}: no images, but {len(videos)} video(s); a folder or pattern is read as "
-                         f"images: give each video as the input on its own (e.g. '{videos[0]}')")
+                         f"images: give the videos themselves as inputs, which are tracked in turn "
+                         f"(posecast track {_videos_pattern(videos)} -o 'tracks/{{name}}.jsonl')")
     return images
+
+
+def _videos_pattern(videos: list[Path]) -> str:
+    """The videos as the shell would list them, unquoted: 'clips/*.mp4' ('clips/*.MOV clips/*.mp4'
+    for two kinds)."""
+    folder = "" if str(videos[0].parent) == "." else shlex.quote(str(videos[0].parent)) + "/"
+    return " ".join(f"{folder}*{suffix}" for suffix in sorted({v.suffix for v in videos}))
 
 
 def _no_match(spec: str, base: Path) -> str:
