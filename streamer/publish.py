@@ -11,6 +11,9 @@ the protocol's map (streamer/protocol.py), msgpack- or JSON-encoded.
   stale messages first: it should drain what is waiting and keep the last (docs/protocol.md).
 - **meta on request**: meta is sent at start, whenever a subscription arrives (a new client, or
   one that resubscribes to ask again), and every `meta_interval_s`.
+- **A subscription is a topic prefix, no longer than `MAX_SUBSCRIPTION_BYTES`**: ZeroMQ keeps each
+  one in a tree of about a hundred bytes per byte of prefix, so a subscriber that sent one of
+  megabytes would take gigabytes of the publisher's memory; one that tries is disconnected.
 - **An end message last** (`end.<source>`): why the stream ended and how many poses it sent, so
   a subscriber knows the stream is over, and that it has every pose up to the last one, which no
   gap in `seq` can show.
@@ -51,6 +54,11 @@ def decode(payload: bytes) -> dict[str, Any]:
 
 
 JOIN_GRACE_S = 0.3      # three of ZeroMQ's reconnect intervals
+# The longest message a subscriber may send: its subscriptions (a topic is `pose.` and a source
+# name, a file stem or a host, at most 255 bytes) and its handshake. ZeroMQ stores a subscription
+# at about 116 bytes per byte of prefix (measured: a 1 MB one took 117 MB, a 300 MB one got the
+# publisher killed for lack of memory), so unlimited, one message could take any amount.
+MAX_SUBSCRIPTION_BYTES = 4096
 
 
 class Publisher:
@@ -74,6 +82,9 @@ class Publisher:
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # Applies to what subscribers send (a publisher receives nothing else): a longer message
+        # closes that subscriber's connection, the others' go on.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         # Every subscription and every unsubscription, repeats included (VERBOSE alone passes an
         # unsubscription only when the topic's last subscriber leaves): `pose_subscribers` counts.
         self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -29,7 +30,7 @@ import zmq
 
 from engines.errors import PosecastError
 from streamer.protocol import PersonPose, PoseFrame, meta_message, pose_message
-from streamer.publish import Publisher, PortInUseError, decode, encode
+from streamer.publish import MAX_SUBSCRIPTION_BYTES, Publisher, PortInUseError, decode, encode
 from streamer.tracks import read_track
 
 LIVE_FRAMES, LIVE_FPS = 90, 30.0          # the clip90 fixture
@@ -384,6 +385,69 @@ def test_a_subscriber_that_vanishes_does_not_break_publishing(publisher, zctx) -
     assert topic == b"meta.cam"
     topic, msg, _ = recv_until(late, pub, b"pose.")
     assert msg["type"] == "pose"
+
+
+def zmtp_frame(body: bytes, command: bool = False) -> bytes:
+    flags = (0x04 if command else 0x00) | (0x02 if len(body) > 255 else 0x00)
+    return bytes([flags]) + (struct.pack(">Q", len(body)) if len(body) > 255 else bytes([len(body)])) + body
+
+
+def raw_subscriber(port: int) -> socket.socket:
+    """A TCP connection speaking ZMTP 3.0 as a SUB by hand, so it can send what no ZeroMQ library
+    would."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + bytes(32))
+    s.sendall(zmtp_frame(b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 3) + b"SUB", command=True))
+    # The handshake ends with the publisher's greeting and READY: a message sent sooner is refused.
+    greeting, ready = recv_exactly(s, 64), recv_exactly(s, 2)
+    ready += recv_exactly(s, ready[1])
+    assert greeting[:1] == b"\xff" and ready[2:8] == b"\x05READY", (greeting, ready)
+    return s
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        assert chunk, "the publisher closed the connection during the handshake"
+        data += chunk
+    return data
+
+
+def closed_by_peer(s: socket.socket, pub: Publisher, deadline_s: float = 10.0) -> bool:
+    """Publishes while reading `s` to its end; False if the publisher still holds it open."""
+    s.settimeout(0.02)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        pub.publish(sample_pose(0, people=0))
+        try:
+            if s.recv(1 << 16) == b"":
+                return True
+        except socket.timeout:
+            pass
+        except ConnectionError:
+            return True
+    return False
+
+
+def test_a_subscription_too_long_closes_that_subscriber_only(publisher, zctx) -> None:
+    """ZeroMQ keeps a subscription at about 116 bytes a byte: one of megabytes from a rogue or
+    broken subscriber would take gigabytes of the publisher's memory (300 MB got it killed)."""
+    source = "s" * 255                            # the longest file stem: its full topic is still taken
+    pub = publisher(source=source)
+    whole_topic = make_sub(zctx, port_of(pub), (f"pose.{source}".encode(),))
+    recv_until(whole_topic, pub, b"pose.")
+    assert pub.subscriptions == 1
+    rogue = raw_subscriber(port_of(pub))
+    try:
+        with contextlib.suppress(ConnectionError):       # refused as it arrives: closed_by_peer says so
+            rogue.sendall(zmtp_frame(b"\x01" + b"z" * (16 * MAX_SUBSCRIPTION_BYTES)))
+        assert closed_by_peer(rogue, pub), "the publisher kept a 64 KiB subscription"
+    finally:
+        rogue.close()
+    assert pub.subscriptions == 1 and pub.pose_subscribers == 1
+    topic, msg, _ = recv_until(whole_topic, pub, b"pose.")     # the others go on
+    assert topic == f"pose.{source}".encode() and msg["type"] == "pose"
 
 
 # --- track --publish, replay, listen -----------------------------------------------------------
