@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
@@ -212,13 +213,15 @@ def skip_done(items: list[BatchItem], prog: str, out: TextIO | None = None) -> l
 
 
 def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], prog: str,
-                out: TextIO | None = None) -> int:
+                out: TextIO | None = None, frames: Callable[[], int] | None = None) -> int:
     """Runs each item; an input that fails is said (its own line, from `run_one` or its
     InputError here) and the others go on. Stopped (Ctrl-C, a signal), or failed for a reason of
     the command's (its config, model or backend: `CommandFailed`, or an error other than an
     InputError), the inputs after it are not started. Returns the exit code of a stop, else that
-    of the first failing input (`batch_exit_code`), else 0."""
+    of the first failing input (`batch_exit_code`), else 0. `frames`: how many frames the runs
+    wrote so far, for the last line's rate over the whole command (each input's start included)."""
     out = out or sys.stderr
+    t_start = time.monotonic()
     failed: list[tuple[BatchItem, int]] = []
     for k, item in enumerate(items, 1):
         print(f"{prog}: [{k}/{len(items)}] {redact_url(item.source)}", file=out, flush=True)
@@ -261,7 +264,10 @@ def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], pro
         if code:
             failed.append((item, code))
     if not failed:
-        print(f"{prog}: all {len(items)} inputs done", file=out)
+        seconds = time.monotonic() - t_start
+        rate = f": {frames()} frames in {seconds:.1f} s, {frames() / seconds:.1f} frames/s with each input's start" \
+            if frames is not None and seconds > 0 else ""
+        print(f"{prog}: all {len(items)} inputs done{rate}", file=out)
         return 0
     done = len(items) - len(failed)
     others = f", and the other {done} {'were' if done != 1 else 'was'} done" if done else ""

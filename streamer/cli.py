@@ -394,15 +394,18 @@ def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> in
         if not items:
             return 0
 
+    written = [0]                       # frames, over the inputs run so far
+
     def run_one(item: batch.BatchItem) -> int:
         result = _track(item.source, item.tracks, item.overlay, args)
+        written[0] += result.summary.frames if result.summary is not None else 0
         # The inference stage fails before any frame only where its backend cannot start (or its
         # int8 calibration cannot be read): every other input would fail so too.
         if result.error_stage == "infer" and result.exit_code == 2 and not result.outputs_begun:
             raise batch.CommandFailed(result.exit_code)
         return result.exit_code
 
-    return batch.run_in_turn(items, run_one, PROG)
+    return batch.run_in_turn(items, run_one, PROG, frames=lambda: written[0])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -178,6 +178,8 @@ def test_skip_done_goes_on_where_a_stopped_batch_stopped(posecast, clip40: Path,
     said = r.stderr.strip().splitlines()
     assert said[0] == f"posecast: skipping 1 of 3 inputs tracked to their end before (--skip-done): '{clips[0]}'"
     assert said[1] == f"posecast: [1/2] {clips[1]}" and f"posecast: [2/2] {clips[2]}" in said
+    assert said[-1].startswith("posecast: all 2 inputs done: 80 frames in ") and said[-1].endswith(
+        " frames/s with each input's start"), said[-1]
     assert all(len(read_track(tmp_path / f"c{k}.jsonl")[1]) == 40 for k in range(3))
     r = posecast.run(["track", *clips, "-o", "{name}.jsonl", "--skip-done", "--no-progress"])
     assert r.returncode == 0, r.stderr
