@@ -1,4 +1,5 @@
-"""Several inputs tracked in turn (`posecast track a.mp4 b.mp4 -o 'tracks/{name}.jsonl'`), each
+"""Several inputs tracked in turn (`posecast track a.mp4 b.mp4 -o 'tracks/{name}.jsonl'`), or
+several tracks converted in turn (`posecast convert tracks/*.jsonl -o 'bvh/{name}.bvh'`), each
 into outputs named after it: the naming, the checks made before the first input starts, and the
 loop that goes on past an input that fails."""
 
@@ -69,6 +70,12 @@ def input_name(source: str) -> str:
     return (path.stem if path.suffix and not path.is_dir() else path.name) or "input"
 
 
+def _named_example(output: str) -> str:
+    """`output` with {name} for its file name: 'bvh/x.bvh' -> 'bvh/{name}.bvh'."""
+    path = Path(output)
+    return str(path.with_name(NAME_FIELD + path.suffix))
+
+
 def _named(path: str, name: str) -> Path:
     # replace, not str.format: other braces in a path are the user's own.
     return Path(path.replace(NAME_FIELD, name))
@@ -85,7 +92,7 @@ def plan(sources: list[str], tracks: list[str], overlay: str | None) -> list[Bat
         unnamed = next((o for o in outputs if NAME_FIELD not in o), None)
         if unnamed is not None:
             raise UsageError(f"{len(sources)} inputs would all be written to '{unnamed}': put {NAME_FIELD} in each "
-                             f"output's path, which becomes each input's name (-o 'tracks/{NAME_FIELD}.jsonl')")
+                             f"output's path, which becomes each input's name (-o '{_named_example(unnamed)}')")
         seen: dict[str, str] = {}
         for source in sources:
             name = input_name(source)

@@ -539,11 +539,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from streamer import batch
     from streamer.convert import convert_track
 
-    outputs = [Path(p) for p in args.output]
-    _check_outputs(outputs, None, args.track)
-    return convert_track(Path(args.track), outputs, announce=_note)
+    items = batch.plan(args.track, args.output, None)
+    if len(items) == 1:
+        _check_outputs(items[0].tracks, None, items[0].source)
+        return convert_track(Path(items[0].source), items[0].tracks, announce=_note)
+    # Every output is checked before the first track is converted, as `track` of several inputs does.
+    missing = batch.missing_folders(items)
+    if len(missing) > 1:
+        raise batch.missing_folders_error(missing)
+    for item in items:
+        _check_outputs(item.tracks, None, item.source)
+    batch.check_apart(items)
+    return batch.run_in_turn(items, lambda item: convert_track(Path(item.source), item.tracks, announce=_note), PROG)
 
 
 # --- other commands ----------------------------------------------------------------------
@@ -805,11 +815,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="write a recorded .jsonl track again as .csv, .npz or .bvh",
                        description="Write a .jsonl track file (from track -o, run -o or listen --record) again in "
                                    "other formats, without the video or the network, by the writers track -o uses "
-                                   "(from the numbers as the messages hold them: 0.1 mm, 0.01 px).",
+                                   "(from the numbers as the messages hold them: 0.1 mm, 0.01 px). Several tracks "
+                                   "are converted in turn, each into outputs of its own: put {name} (the track's "
+                                   "file name without its extension) in every output's path, as in "
+                                   "`posecast convert tracks/*.jsonl -o 'bvh/{name}.bvh'`.",
                        epilog="Exit codes: 0 done, 2 bad arguments, a track that cannot be read or an output that "
                               "cannot be written, 130 interrupted (143 SIGTERM, 129 SIGHUP), 141 the reader of an "
-                              "output written into a named pipe went away.")
-    p.add_argument("track", help="a .jsonl track file")
+                              "output written into a named pipe went away. With several tracks a track that fails "
+                              "is said and the others go on; the exit code is then the first failing track's.")
+    p.add_argument("track", nargs="+", help="a .jsonl track file; several are converted in turn")
     p.add_argument("-o", "--output", action="append", required=True, metavar="OUT",
                    help="output track file: .csv, .npz, .bvh (or .jsonl; - : JSONL on standard output); may be repeated")
     p.set_defaults(func=cmd_convert)
@@ -888,10 +902,13 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:], prog=f"{PROG} {argv[0]}")
     try:
         args, unknown = build_parser().parse_known_args(argv)
-        if unknown and args.command == "track" and not any(a.startswith("-") for a in unknown):
+        if unknown and args.command in ("track", "convert") and not any(a.startswith("-") for a in unknown):
             # Inputs after an option (`track a.mp4 -o 'x/{name}.jsonl' b.mp4`): argparse takes
             # one run of positionals only, and a user need not know that.
-            args.input += unknown
+            if args.command == "track":
+                args.input += unknown
+            else:
+                args.track += unknown
             unknown = []
         if unknown:
             # The command's own usage and name, not the top level's ("posecast track: error: ...").

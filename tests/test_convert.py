@@ -128,3 +128,47 @@ def test_an_output_that_fills_its_disk_does_not_cut_the_others_short(tmp_path: P
     with np.load(tmp_path / "t.npz") as z:
         assert z["seq"].tolist() == list(range(12))
     assert len(parse_bvh((tmp_path / "t.bvh").read_text()).motion) == 12
+
+
+# --- several tracks ------------------------------------------------------------------------------
+
+def _convert(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    from streamer.cli import main
+
+    code = main(["convert", *(str(a) for a in argv)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_several_tracks_each_into_outputs_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """As `track` of several inputs: {name} in every output, a track that fails is said and the
+    others go on, the exit code is the failure's; each output is what converting its track alone
+    writes. Tracks may come after the options too."""
+    monkeypatch.chdir(tmp_path)
+    recorded(tmp_path / "a.jsonl", 12)
+    recorded(tmp_path / "b.jsonl", 9)
+    (tmp_path / "out").mkdir()
+    code, said = _convert(["a.jsonl", "missing.jsonl", "-o", "out/{name}.npz", "-o", "out/{name}.bvh", "b.jsonl"],
+                          capsys)
+    assert code == 2
+    assert said[0] == "posecast: [1/3] a.jsonl" and "posecast: [3/3] b.jsonl" in said
+    assert said[-1].startswith("posecast: error: 1 of 3 inputs failed: 'missing.jsonl' (exit code 2)")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bvh", "a.npz", "b.bvh", "b.npz"]
+    convert_track(tmp_path / "b.jsonl", [tmp_path / "alone.npz"], lambda _: None)
+    with np.load(tmp_path / "out" / "b.npz") as batch, np.load(tmp_path / "alone.npz") as alone:
+        assert batch["joints_3d"].shape == (9, J, 3)
+        np.testing.assert_array_equal(batch["joints_3d"], alone["joints_3d"])
+
+
+def test_several_tracks_need_a_name_in_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    recorded(tmp_path / "a.jsonl")
+    recorded(tmp_path / "b.jsonl")
+    code, said = _convert(["a.jsonl", "b.jsonl", "-o", "bvh/x.bvh"], capsys)
+    assert code == 2 and said == ["posecast: error: 2 inputs would all be written to 'bvh/x.bvh': put {name} in each "
+                                  "output's path, which becomes each input's name (-o 'bvh/{name}.bvh')"]
+    # An output that is another of the inputs is refused before anything is written.
+    code, said = _convert(["a.jsonl", "b.jsonl", "-o", "{name}.csv", "-o", "{name}.jsonl"], capsys)
+    assert code == 2 and len(said) == 1 and "is both the input and an output" in said[0], said
+    assert not list(tmp_path.glob("*.csv"))
