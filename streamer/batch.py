@@ -191,9 +191,18 @@ def check_skip_done(item: BatchItem) -> None:
 
 def done_before(item: BatchItem) -> bool:
     """Whether an earlier run wrote every output of `item` and read the input to its end: every
-    output is there, and each track that records its end says `end_of_input` (one stopped, or
-    failed, or whose run was killed, says otherwise or nothing)."""
-    if not all(path.is_file() for path in files_written(item.tracks, item.overlay)):
+    output is there, none older than the input (a video recorded again since, as `make` would
+    see it), and each track that records its end says `end_of_input` (one stopped, or failed, or
+    whose run was killed, says otherwise or nothing)."""
+    outputs = files_written(item.tracks, item.overlay)
+    if not outputs or not all(path.is_file() for path in outputs):
+        return False
+    source = Path(os.path.expanduser(item.source))
+    try:
+        if "://" not in item.source and source.exists() and \
+                source.stat().st_mtime > min(path.stat().st_mtime for path in outputs):
+            return False
+    except OSError:
         return False
     ends = [track_end(track) for track in _ends_recorded(item)]
     return bool(ends) and all(end is not None and end.get("reason") == END_OF_INPUT for end in ends)

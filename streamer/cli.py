@@ -728,7 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
     p.add_argument("--skip-done", action="store_true",
                    help="skip an input whose outputs an earlier run wrote to the input's end (its .jsonl, .csv or "
-                        ".npz track records how its run ended): a batch stopped part-way goes on where it stopped")
+                        ".npz track records how its run ended), none older than the input: a batch stopped "
+                        "part-way goes on where it stopped")
     _add_run_options(p, "track")
     p.set_defaults(func=cmd_track)
 

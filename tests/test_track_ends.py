@@ -119,6 +119,23 @@ def test_an_input_is_done_where_every_output_is_there_and_its_tracks_end_with_th
     assert not done_before(_item(tmp_path, ".jsonl", overlay=True))
 
 
+def test_an_input_newer_than_its_outputs_is_not_done(tmp_path: Path, meta: dict) -> None:
+    """A video recorded again since its tracks were written is tracked again, as `make` would."""
+    import os
+
+    video = tmp_path / "walk.mp4"
+    video.write_bytes(b"")
+    item = BatchItem(str(video), "walk", [tmp_path / "walk.jsonl", tmp_path / "walk.csv"], None)
+    _write(tmp_path / "walk.jsonl", meta, 3, END_OF_INPUT)
+    _write(tmp_path / "walk.csv", meta, 3, END_OF_INPUT)
+    os.utime(video, (1_000_000, 1_000_000))
+    assert done_before(item)
+    os.utime(tmp_path / "walk.meta.json", (999_999, 999_999))      # the CSV's sidecar counts too
+    assert not done_before(item)
+    os.utime(video, (999_000, 999_000))
+    assert done_before(item)
+
+
 def test_skip_done_needs_a_track_that_records_its_end(tmp_path: Path) -> None:
     for suffixes in ([".bvh"], []):
         with pytest.raises(UsageError, match="--skip-done tells an input done by the end its .jsonl, .csv or .npz"):
