@@ -14,7 +14,7 @@ from typing import Any
 from engines.errors import InputError, PosecastError, ReaderGoneError
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
-from streamer.tracks import is_stdout, open_track_writer, track_end
+from streamer.tracks import is_stdout, open_track_writer
 
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
@@ -22,7 +22,7 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
     any output is opened (a bad line is one error, and no output is half made); an output that
     fails while it is written leaves the others to be finished, and its error is raised then; every
     output is closed whatever happens, so those written as they go keep what they got. Returns 0."""
-    meta, poses = read_checked_track(track, "convert", lambda m: announce(f"warning: {m}"))
+    meta, poses, end = read_checked_track(track, "convert", lambda m: announce(f"warning: {m}"))
     bvh = [str(p) for p in outputs if p.suffix.lower() == ".bvh"]
     if bvh and not any(msg.get("people") for msg in poses):
         # Said before any output is made, not after the others are written.
@@ -44,7 +44,6 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
                     # The others are finished, and the first failure's error is the command's line.
                     writing.remove(writer)
                     failed.append((writer, err))
-        end = track_end(track)
         if end is not None:
             # The outputs say what the track says: whether its input was read to its end.
             for writer in writing:

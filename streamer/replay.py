@@ -84,7 +84,7 @@ def replay(track: Path, endpoint: str, encoding: str, speed: float, hwm: int, me
     from streamer.track_check import read_checked_track
 
     with StopSignals() as stop:
-        meta, poses = read_checked_track(track, "replay", lambda m: announce(f"warning: {m}"))
+        meta, poses, _ = read_checked_track(track, "replay", lambda m: announce(f"warning: {m}"))
         sent = 0
         pub = Publisher(endpoint, encoding, hwm, meta_interval_s)
         # Said once the track is known good and the port is ours: a bad one is its one error line.

@@ -9,17 +9,17 @@ from typing import Any
 
 from engines.errors import InputError
 from streamer.protocol_check import message_problem
-from streamer.tracks import read_track
+from streamer.tracks import read_track_and_end
 
 
-def read_checked_track(track: Path, purpose: str,
-                       warn: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`read_track`, then an `InputError` naming the first line that is not a usable protocol
-    message: `read_track` checks only each line's type, and a replay or a conversion would
+def read_checked_track(track: Path, purpose: str, warn: Callable[[str], None] | None = None
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """`read_track_and_end`, then an `InputError` naming the first line that is not a usable
+    protocol message: `read_track` checks only each line's type, and a replay or a conversion would
     otherwise fail half-way, or pass on messages that nothing can use. `purpose` ("replay",
     "convert") words the error of a track with no pose message; `warn` is told of a last line
     cut off mid-write (left out)."""
-    meta, poses = read_track(track, warn)
+    meta, poses, end = read_track_and_end(track, warn)
     problem = message_problem(meta)
     index = 0
     if problem is None:
@@ -33,7 +33,7 @@ def read_checked_track(track: Path, purpose: str,
                          f"(the file is corrupt or hand-edited; re-record it)")
     if not poses:
         raise InputError(f"track file '{track}' holds no pose messages, only its meta line: nothing to {purpose}")
-    return meta, poses
+    return meta, poses, end
 
 
 def _line_number(track: Path, index: int) -> int:

@@ -681,7 +681,16 @@ def _jsonl_in(folder: Path) -> str:
 
 def read_track(path: Path,
                warn: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Reads a JSONL track back: (its meta message, its pose messages in file order).
+    """Reads a JSONL track back: (its meta message, its pose messages in file order). See
+    `read_track_and_end`."""
+    meta, poses, _ = read_track_and_end(path, warn)
+    return meta, poses
+
+
+def read_track_and_end(path: Path, warn: Callable[[str], None] | None = None
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Reads a JSONL track back: its meta message, its pose messages in file order, and its end
+    message (None where it has none), in one pass, which a named pipe allows only once.
 
     Blank lines are skipped. A last line cut off mid-write (no newline, not JSON) is left out, and
     `warn` (else the log) is told. Anything else that is not a protocol message is an `InputError`
@@ -744,7 +753,7 @@ def read_track(path: Path,
         # A stop is how a live source ends; a failure may have cut the input short.
         (warn or log.warning)(f"track file '{path}': the run that wrote it failed after {len(poses)} poses "
                               f"(its end message says so), so it may lack the rest of its input")
-    return meta, poses
+    return meta, poses, end
 
 
 def track_end(path: Path) -> dict[str, Any] | None:
@@ -754,6 +763,8 @@ def track_end(path: Path) -> dict[str, Any] | None:
     before Posecast recorded ends) or cannot be read."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if not path.is_file():
+        return None                  # a named pipe is not read here: it would wait for a writer
     try:
         if suffix in JSONL_SUFFIXES:
             msg = json.loads(_last_line(path))

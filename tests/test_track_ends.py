@@ -209,3 +209,30 @@ def test_skip_done_goes_on_where_a_stopped_batch_stopped(posecast, clip40: Path,
                                                       f"tracks record; nothing to do (--skip-done)"), r.stderr
     r = posecast.run(["track", *clips, "-o", "{name}.bvh", "--skip-done"])
     assert r.returncode == 2 and r.stderr.startswith("posecast: error: --skip-done tells an input done"), r.stderr
+
+
+def test_convert_from_a_named_pipe_passes_the_end_on(tmp_path: Path, meta: dict) -> None:
+    """A pipe is read once: the end comes from that one pass (a second open would wait for a
+    writer for ever)."""
+    import os
+    import threading
+
+    from streamer.convert import convert_track
+
+    source = tmp_path / "src.jsonl"
+    _write(source, meta, 3, END_OF_INPUT)
+    pipe = tmp_path / "pipe.jsonl"
+    os.mkfifo(pipe)
+    assert track_end(pipe) is None                # not opened: nothing would write it
+    writer = threading.Thread(target=lambda: pipe.write_bytes(source.read_bytes()), daemon=True)
+    converting = threading.Thread(target=convert_track, args=(pipe, [tmp_path / "out.npz"], lambda _: None),
+                                  daemon=True)
+    writer.start()
+    converting.start()
+    converting.join(timeout=30)
+    alive = converting.is_alive()
+    if alive:
+        with open(pipe, "wb"):                    # let it go: a second writer for its second open
+            pass
+    assert not alive, "convert opened the pipe a second time"
+    assert track_end(tmp_path / "out.npz") == end_message("walk", END_OF_INPUT, 3, 2)
