@@ -151,6 +151,8 @@ class TrackWriter(ABC):
     `close` is idempotent and may be called from a shutdown or signal path.
     """
 
+    records_end = False         # whether `end` has a place in the file (.jsonl, .csv, .npz)
+
     def __init__(self, path: Path, streamed: bool) -> None:
         self.path = Path(path)
         self.frames_written = 0
@@ -368,6 +370,8 @@ class _LineFileWriter(TrackWriter):
 class JsonlTrackWriter(_LineFileWriter):
     """The protocol's messages, one per line: `meta`, then one `pose` per frame."""
 
+    records_end = True
+
     def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,
                  live: bool = False) -> None:
         try:
@@ -424,6 +428,8 @@ class CsvTrackWriter(_LineFileWriter):
     The numbers are the protocol's (same rounding as the JSONL track). The meta goes to the
     `<stem>.meta.json` sidecar, since CSV has no place for it.
     """
+
+    records_end = True
 
     def __init__(self, path: Path, meta: dict[str, Any], cancelled: Callable[[], bool] | None = None,
                  live: bool = False) -> None:
@@ -518,6 +524,8 @@ class NpzTrackWriter(TrackWriter):
     from a signal handler: rows are filled before they are counted, so an interrupted `write`
     loses at most that frame.
     """
+
+    records_end = True
 
     _FIRST_CAPACITY = 256
 

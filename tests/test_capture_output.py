@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -26,10 +27,11 @@ from engines.model_file import default_model_config
 from streamer.channels import Inbox, Outbox
 from streamer.config import load_pipeline_config
 from streamer.packets import END, FRAME, RESULT, START, EndPacket, FramePacket, ResultPacket, RunSummary, StepStats, pack, unpack
+from streamer.protocol import END_OF_INPUT, end_message
 from streamer.ring import FrameRing, RingSpec, unlink_ring
 from streamer.sources import SourceInfo
 from streamer.stages.base import Control, Reporter
-from streamer.tracks import track_end
+from streamer.tracks import read_track, track_end
 
 WAIT_MS = 30_000          # generous: only a broken stage takes this long
 
@@ -545,7 +547,8 @@ def test_outputs_whose_folder_is_removed_mid_run_are_named_in_one_line(endpoint:
         upstream.send(END, _end(3))
         running.join()
     assert isinstance(running.error, OutputLostError) and running.error.exit_code == 2
-    assert running.error.paths == [str(p) for p in [*lost, folder / "a.mp4"]]
+    # The video first: it is finished before the tracks record their end.
+    assert running.error.paths == [str(p) for p in [folder / "a.mp4", *lost]]
     assert "while closing" not in capsys.readouterr().err
     assert "summary" not in reports.kinds()
     assert side.read_text().count("\n") == 1 + 3 + 1 and not folder.exists()
@@ -668,3 +671,100 @@ def test_a_phone_clip_reaches_the_outputs_upright(posecast, tmp_path: Path) -> N
     quadrants = {"top left": picture[:h // 2, :w // 2], "top right": picture[:h // 2, w // 2:],
                  "bottom left": picture[h // 2:, :w // 2], "bottom right": picture[h // 2:, w // 2:]}
     assert max(quadrants, key=lambda q: quadrants[q].mean()) == "bottom left"
+
+
+# --- how the tracks record the end ----------------------------------------------------------
+
+def test_a_live_pipes_end_gives_the_streams_counts_not_what_its_slow_reader_took(
+        endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live run's named pipe whose reader takes nothing until the run has ended: the pipe holds
+    a part of the frames (64 KiB), the others wait for the reader (or are left out). The end says,
+    as the publisher's does, how many poses the stream had and its last seq, so that the reader
+    can tell what it missed (it said 48 poses, last_seq 199, of 200 frames, of which the reader
+    got 108)."""
+    from streamer.tracks import JsonlTrackWriter
+
+    real_end, ended = JsonlTrackWriter.end, threading.Event()
+
+    def end(self: Any, message: dict[str, Any]) -> None:
+        real_end(self, message)
+        ended.set()
+
+    monkeypatch.setattr(JsonlTrackWriter, "end", end)
+    fifo = tmp_path / "p.jsonl"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def reader() -> None:
+        with open(fifo, "rb") as f:
+            ended.wait(WAIT_MS / 1000)          # the pipe full until the end is recorded
+            got.extend(f)
+
+    reading = threading.Thread(target=reader, daemon=True)
+    reading.start()
+    start = _start()
+    start["info"]["live"] = True
+    control, reports = _control(), _Reports()
+    n = 300                                     # about 300 KiB of pose lines
+    with _fed_output_stage(endpoint, control, reports, tracks=[fifo]) as (upstream, running):
+        _frames(upstream, n, start)
+        running.join()
+    reading.join(WAIT_MS / 1000)
+    assert running.error is None
+    messages = [json.loads(line) for line in got]
+    assert messages[-1] == end_message("clip", END_OF_INPUT, n, n - 1)
+    assert 0 < sum(m["type"] == "pose" for m in messages) <= n
+
+
+def test_the_tracks_record_their_end_only_once_the_bvh_and_the_overlay_are_finished(
+        endpoint: str, tmp_path: Path, ring_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .bvh takes seconds to finish (5 s for 30,000 frames), a video its encoder's last frames:
+    a run killed then must leave tracks without an end, which `track --skip-done` tracks again,
+    not tracks that say the input was done beside an unfinished video or no .bvh."""
+    from streamer.bvh import BvhTrackWriter
+    from streamer.overlay import OverlayWriter
+
+    jsonl, csv, bvh, overlay = tmp_path / "t.jsonl", tmp_path / "t.csv", tmp_path / "t.bvh", tmp_path / "t.mp4"
+    seen: dict[str, Any] = {}
+
+    def looking(cls: type, name: str) -> None:
+        real_close = cls.close
+
+        def close(self: Any, *args: Any, **kwargs: Any) -> None:
+            seen.setdefault(name, (track_end(jsonl), track_end(csv)))
+            real_close(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "close", close)
+
+    looking(BvhTrackWriter, "bvh")
+    looking(OverlayWriter, "overlay")
+    control, reports = _control(), _Reports()
+    with _fed_output_stage(endpoint, control, reports, tracks=[jsonl, csv, bvh],
+                           overlay=overlay) as (upstream, running):
+        _frames(upstream, 3, _start(ring_name))
+        running.join()
+    assert running.error is None
+    assert seen == {"bvh": (None, None), "overlay": (None, None)}
+    assert track_end(jsonl) == track_end(csv) == end_message("clip", END_OF_INPUT, 3, 2)
+    assert bvh.is_file() and overlay.is_file()
+
+
+def test_a_bvh_the_disk_cannot_take_leaves_the_tracks_beside_it_without_their_end(
+        endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .bvh is written through a rename: on a full disk an earlier run's .bvh (one stopped
+    by Ctrl-C) stays at the path, and a .jsonl that said the input was done would have
+    `track --skip-done` take that old .bvh for this run's."""
+    from streamer.bvh import BvhTrackWriter
+
+    def full(self: Any) -> None:
+        raise InputError(f"cannot write track file '{self.path}': No space left on device (free some disk space)")
+
+    monkeypatch.setattr(BvhTrackWriter, "close", full)
+    jsonl, bvh = tmp_path / "t.jsonl", tmp_path / "t.bvh"
+    bvh.write_text("HIERARCHY\n")                      # an earlier run's
+    control, reports = _control(), _Reports()
+    with _fed_output_stage(endpoint, control, reports, tracks=[jsonl, bvh]) as (upstream, running):
+        _frames(upstream, 3)
+        running.join()
+    assert isinstance(running.error, InputError) and "No space left on device" in str(running.error)
+    assert track_end(jsonl) is None and len(read_track(jsonl)[1]) == 3

@@ -172,12 +172,7 @@ class OutputStage:
                     reason = published_end_reason(body.get("reason", ""))
                     if publisher is not None:
                         publisher.end(reason)
-                    # Each with its name, for the line that names the outputs written whole after others failed.
-                    finishing: list[tuple[str, Callable[[], None]]] = [
-                        (track_name(w.path), functools.partial(self._end_track, w, meta["source"], reason))
-                        for w in writers] + (
-                        [(f"the overlay video '{overlay.path}'", functools.partial(overlay.close, input_failed=failed))]
-                        if overlay is not None else [])
+                    finishing = self._finishers(writers, overlay, meta["source"], reason, failed)
                     writers, overlay = [], None
                     if self.failed:
                         raise self._finish_after_failures(finishing, publisher)
@@ -211,11 +206,30 @@ class OutputStage:
             closers += [inbox.close, ctx.term]
             close_all(closers)
 
-    def _end_track(self, writer: TrackWriter, source: str, reason: str) -> None:
-        """Closes a track that got every frame, its end recorded first (`TrackWriter.end`)."""
+    def _finishers(self, writers: list[TrackWriter], overlay: OverlayWriter | None, source: str, reason: str,
+                   input_failed: bool) -> list[tuple[str, Callable[[], None]]]:
+        """What finishes each output at the input's end, with its name (for the line that names
+        the outputs written whole after others failed). The outputs with no place for an end (a
+        .bvh, the overlay video) are finished first, and the tracks record their end after them: a
+        run killed while it finishes a long .bvh or video, or a .bvh the disk cannot take, must
+        not leave tracks that say the input was done beside an unfinished video or an earlier
+        run's .bvh at the path (`track --skip-done` would skip that input)."""
+        unfinished: list[Path] = []
+        plain = [(track_name(w.path), w.path, w.close) for w in writers if not w.records_end] + (
+            [(f"the overlay video '{overlay.path}'", overlay.path,
+              functools.partial(overlay.close, input_failed=input_failed))] if overlay is not None else [])
+        return [(name, _noting_unfinished(close, path, unfinished)) for name, path, close in plain] + [
+            (track_name(w.path), functools.partial(self._end_track, w, source, reason, unfinished))
+            for w in writers if w.records_end]
+
+    def _end_track(self, writer: TrackWriter, source: str, reason: str, unfinished: list[Path]) -> None:
+        """Closes a track that got every frame, its end recorded first (`TrackWriter.end`), unless
+        an output finished before it failed and left a file at its path (`unfinished`). The end's
+        counts are the stream's, as the publisher's are: a live run's named pipe whose slow reader
+        had poses left out (or has some still waiting) took fewer, and its reader can tell."""
         try:
-            writer.end(end_message(source, reason, writer.frames_written,
-                                   self.last_seq if writer.frames_written else None))
+            if not unfinished:
+                writer.end(end_message(source, reason, self.frames, self.last_seq if self.frames else None))
         finally:
             writer.close()
 
@@ -344,6 +358,19 @@ class OutputStage:
         ended.timings["output"] = self.timer.summary()
         ended.timings["per_frame"] = self.latency.summary()
         return RunSummary(self.frames, self.found, elapsed_s, self.live, ended)
+
+
+def _noting_unfinished(close: Callable[[], None], path: Path, unfinished: list[Path]) -> Callable[[], None]:
+    """`close`, noting `path` in `unfinished` where it fails and a file is left at the path (an
+    earlier run's, which a .bvh written through a rename leaves as it was)."""
+    def run() -> None:
+        try:
+            close()
+        except BaseException:
+            if Path(path).is_file():
+                unfinished.append(Path(path))
+            raise
+    return run
 
 
 def _rescaled(frame: PoseFrame, factor: np.ndarray) -> PoseFrame:
