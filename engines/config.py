@@ -20,8 +20,6 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 from engines.errors import ConfigError
 
 T = TypeVar("T")
@@ -34,22 +32,27 @@ def config_path(name: str) -> Path:
     return CONFIG_DIR / name
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping: the last one silently won."""
+def _unique_key_loader() -> type:
+    """YAML's safe loader, refusing a key given twice in one mapping: the last one silently won.
+    Made when a file is read: every stage process imports this module, and none reads YAML."""
+    import yaml
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue                 # '<<: *base' brings keys in; one given here beside it overrides
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                break                    # the loader's own error names an unhashable key
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key '{key}' is given twice in one mapping", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue                 # '<<: *base' brings keys in; one given here beside it overrides
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, Hashable):
+                    break                    # the loader's own error names an unhashable key
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key '{key}' is given twice in one mapping", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -66,8 +69,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

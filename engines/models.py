@@ -9,7 +9,6 @@ producing real but meaningless outputs; `ModelInfo.trained` is False and the com
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -104,7 +103,10 @@ def _untrained_default() -> ModelArtifact:
     cfg = default_model_config()
     # The weights are a function of the config, the network code and torch's RNG: key on all.
     network_src = (Path(__file__).resolve().parent / "network.py").read_bytes()
-    # The version from the package metadata: importing torch costs a second on every run.
+    # The version from the package metadata: importing torch costs a second on every run. (Imported
+    # here: every stage process imports this module, and none asks.)
+    import importlib.metadata
+
     torch_version = importlib.metadata.version("torch")
     key = hashlib.sha256(
         json.dumps(to_dict(cfg), sort_keys=True).encode() + network_src

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -272,6 +273,19 @@ def test_the_endpoint_is_announced_once_the_source_is_open(endpoint: str) -> Non
     announced = [payload for kind, _, payload in reports.sent if kind == "publishing"]
     assert len(announced) == 1 and announced[0].startswith("tcp://127.0.0.1:")
     assert reports.kinds().index("publishing") < reports.kinds().index("summary")
+
+
+def test_an_output_stage_without_an_overlay_never_imports_the_overlay_module(endpoint: str, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overlay's module brings in PyAV: a run that writes tracks alone paid for importing it
+    at each input's start in a batch. (Where it is imported, it now fails.)"""
+    monkeypatch.setitem(sys.modules, "streamer.overlay", None)      # `import streamer.overlay` raises ImportError
+    control, reports = _control(), _Reports()
+    track = tmp_path / "t.jsonl"
+    with _fed_output_stage(endpoint, control, reports, tracks=[track]) as (upstream, running):
+        _three_frames(upstream, running)
+    assert running.error is None
+    assert "summary" in reports.kinds() and track.read_text().count("\n") == 1 + 3 + 1
 
 
 def _three_frames(upstream: Any, running: Any, start: dict[str, Any] | None = None) -> None:

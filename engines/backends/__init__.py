@@ -6,7 +6,6 @@ then PyTorch on CUDA, then ONNX Runtime on the CPU (faster than PyTorch eager on
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import importlib.util
 import shutil
@@ -41,6 +40,9 @@ def nvidia_gpu_present() -> bool:
 
 
 def _version(package: str) -> str | None:
+    # Imported here: every stage process imports this module (streamer.config does), and none asks.
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

@@ -72,7 +72,6 @@ class OutputStage:
         self.failed: list[FailedOutput] = []      # outputs closed mid-run, the others going on
 
     def run(self) -> None:
-        from streamer.overlay import OverlayWriter
         from streamer.tracks import open_track_writer
 
         publisher = None
@@ -125,6 +124,10 @@ class OutputStage:
             if self.overlay_path is not None or self.preview_wanted:
                 ring = FrameRing(RingSpec(**start["ring"]), create=False)
             if self.overlay_path is not None:
+                # Imported only for an overlay: it brings in PyAV, which a run that writes tracks alone
+                # paid for at every input's start.
+                from streamer.overlay import OverlayWriter
+
                 # Told once the file is made, at the first frame: a stage killed from then on leaves an
                 # unfinished video for the pipeline to remove; before, the path is untouched.
                 overlay = OverlayWriter(self.overlay_path, info["width"], info["height"], info["fps"], note=note,

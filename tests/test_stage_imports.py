@@ -1,0 +1,30 @@
+"""What a stage process imports before it starts, paid again for each input a batch tracks
+(`posecast track a.mp4 b.mp4 ...` starts four fresh interpreters per input)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What every stage process imports: spawn runs the `posecast` script's module (streamer.cli) as
+# its main module, then stage_main and the stage's own module.
+STAGE_IMPORTS = ("streamer.cli", "streamer.process", "streamer.stages.capture", "streamer.stages.infer",
+                 "streamer.stages.align", "streamer.stages.output")
+
+
+def _imported(modules: tuple[str, ...], wanted: tuple[str, ...]) -> list[str]:
+    """Which of `wanted` a fresh interpreter holds after importing `modules`."""
+    code = (f"import sys\nfor m in {list(modules)!r}:\n    __import__(m)\n"
+            f"print(','.join(m for m in {list(wanted)!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_a_stage_process_does_not_import_what_only_the_command_needs() -> None:
+    """YAML is read by the command (its config), and no stage reads it; it cost every stage
+    process some 10 ms to import. (`importlib.metadata`, imported lazily for the same reason, is
+    not checked: the libraries a stage uses may import it themselves in a later release.)"""
+    assert _imported(STAGE_IMPORTS, ("yaml",)) == []
