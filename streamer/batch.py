@@ -280,9 +280,9 @@ def run_in_turn(items: list[BatchItem], run_one: Callable[[BatchItem], int], pro
         if code:
             failed.append((item, code))
     if not failed:
-        seconds = time.monotonic() - t_start
-        rate = f": {frames()} frames in {seconds:.1f} s, {frames() / seconds:.1f} frames/s with each input's start" \
-            if frames is not None and seconds > 0 else ""
+        seconds, total = time.monotonic() - t_start, frames() if frames is not None else None
+        rate = f": {total} frames in {seconds:.1f} s, {total / seconds:.1f} frames/s with each input's start" \
+            if total is not None and seconds > 0 else ""
         print(f"{prog}: all {len(items)} inputs done{rate}", file=out)
         return 0
     done = len(items) - len(failed)

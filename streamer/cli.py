@@ -382,13 +382,7 @@ def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> in
         raise UsageError(f"{config} publishes (publish.enabled), which streams one input, and {len(items)} inputs "
                          f"were given; publish each with a command of its own, or give a config that does not publish")
     resolve_model(args.model)
-    # Every output is checked before the first input starts: a mistyped folder fails at once.
-    missing = batch.missing_folders(items)
-    if len(missing) > 1:
-        raise batch.missing_folders_error(missing)
-    for item in items:
-        _check_outputs(item.tracks, item.overlay, item.source)
-    batch.check_apart(items)
+    _check_batch_outputs(items)
     if args.skip_done:
         items = batch.skip_done(items, PROG)
         if not items:
@@ -406,6 +400,19 @@ def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> in
         return result.exit_code
 
     return batch.run_in_turn(items, run_one, PROG, frames=lambda: written[0])
+
+
+def _check_batch_outputs(items: list[batch.BatchItem]) -> None:
+    """Every output of several inputs is checked before the first input starts: a mistyped
+    folder fails at once, and no input's output may be another input or its output."""
+    from streamer import batch
+
+    missing = batch.missing_folders(items)
+    if len(missing) > 1:
+        raise batch.missing_folders_error(missing)
+    for item in items:
+        _check_outputs(item.tracks, item.overlay, item.source)
+    batch.check_apart(items)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -546,13 +553,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if len(items) == 1:
         _check_outputs(items[0].tracks, None, items[0].source)
         return convert_track(Path(items[0].source), items[0].tracks, announce=_note)
-    # Every output is checked before the first track is converted, as `track` of several inputs does.
-    missing = batch.missing_folders(items)
-    if len(missing) > 1:
-        raise batch.missing_folders_error(missing)
-    for item in items:
-        _check_outputs(item.tracks, None, item.source)
-    batch.check_apart(items)
+    _check_batch_outputs(items)
     return batch.run_in_turn(items, lambda item: convert_track(Path(item.source), item.tracks, announce=_note), PROG)
 
 
@@ -906,10 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown and args.command in ("track", "convert") and not any(a.startswith("-") for a in unknown):
             # Inputs after an option (`track a.mp4 -o 'x/{name}.jsonl' b.mp4`): argparse takes
             # one run of positionals only, and a user need not know that.
-            if args.command == "track":
-                args.input += unknown
-            else:
-                args.track += unknown
+            (args.input if args.command == "track" else args.track).extend(unknown)
             unknown = []
         if unknown:
             # The command's own usage and name, not the top level's ("posecast track: error: ...").
