@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from engines.errors import InputError, PosecastError, ReaderGoneError
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
-from streamer.tracks import is_stdout, open_track_writer
+from streamer.tracks import TrackWriter, is_stdout, open_track_writer
 
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
@@ -29,7 +28,7 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
         raise InputError(f"'{track}' has nobody in any of its {len(poses)} pose messages, and a BVH needs a "
                          f"pose: {', '.join(bvh)} cannot be made from it")
     writers = []
-    failed: list[tuple[Any, PosecastError]] = []      # each output that failed, with its error
+    failed: list[tuple[TrackWriter, PosecastError]] = []      # each output that failed, with its error
     try:
         for path in outputs:
             writers.append(open_track_writer(path, meta))
