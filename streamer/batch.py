@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 from urllib.parse import urlsplit
 
 from engines.errors import InputError, PosecastError, UsageError
@@ -21,7 +21,7 @@ from engines.stop_signals import describe, exit_code, permission_denied
 from streamer.pipeline import EXIT_INPUT_DAMAGED
 from streamer.sources.av_source import redact_url
 from streamer.protocol import END_OF_INPUT
-from streamer.tracks import JSONL_SUFFIXES, files_written, is_stdout, track_end
+from streamer.tracks import JSONL_SUFFIXES, files_written, is_stdout, track_end, track_meta
 
 NAME_FIELD = "{name}"
 # Exit codes that mean the user (or the system) stopped the command, or its reader went away:
@@ -189,31 +189,58 @@ def check_skip_done(item: BatchItem) -> None:
                          f"and none is written; add one (-o 'tracks/{NAME_FIELD}.jsonl')")
 
 
-def done_before(item: BatchItem) -> bool:
-    """Whether an earlier run wrote every output of `item` and read the input to its end: every
-    output is there, none older than the input (a video recorded again since, as `make` would
-    see it), and each track that records its end says `end_of_input` (one stopped, or failed, or
-    whose run was killed, says otherwise or nothing)."""
+@dataclass(frozen=True)
+class MadeWith:
+    """What a run's tracks record of the settings it is given, which `--skip-done` compares: a
+    track made with another model, or in other axes, is not this command's."""
+    model_file: str              # the meta's model.file: the ONNX file's name
+    model_weights: str           # the meta's model.weights: what the weights are
+    axes: str                    # the meta's axes.frame: camera, unity, ...
+
+    def differs(self, meta: dict[str, Any]) -> bool:
+        model = meta.get("model") or {}
+        return (model.get("file"), model.get("weights"), (meta.get("axes") or {}).get("frame")) != (
+            self.model_file, self.model_weights, self.axes)
+
+
+def done_before(item: BatchItem, made_with: MadeWith | None = None) -> bool:
+    """Whether an earlier run wrote every output of `item` and read the input to its end (see
+    `_not_done_why`)."""
+    return _not_done_why(item, made_with) is None
+
+
+def _not_done_why(item: BatchItem, made_with: MadeWith | None) -> str | None:
+    """None where an earlier run did `item`: every output is there, none older than the input (a
+    video recorded again since, as `make` would see it), each track that records its end says
+    `end_of_input` (one stopped, or failed, or whose run was killed, says otherwise or nothing),
+    and each was made with `made_with`. Else why not: "settings" for the last, "" otherwise."""
     outputs = files_written(item.tracks, item.overlay)
     if not outputs or not all(path.is_file() for path in outputs):
-        return False
+        return ""
     source = Path(os.path.expanduser(item.source))
     try:
         if "://" not in item.source and source.exists() and \
                 source.stat().st_mtime > min(path.stat().st_mtime for path in outputs):
-            return False
+            return ""
     except OSError:
-        return False
-    ends = [track_end(track) for track in _ends_recorded(item)]
-    return bool(ends) and all(end is not None and end.get("reason") == END_OF_INPUT for end in ends)
+        return ""
+    recorded = _ends_recorded(item)
+    ends = [track_end(track) for track in recorded]
+    if not ends or not all(end is not None and end.get("reason") == END_OF_INPUT for end in ends):
+        return ""
+    if made_with is not None and any(made_with.differs(track_meta(track) or {}) for track in recorded):
+        return "settings"
+    return None
 
 
-def skip_done(items: list[BatchItem], prog: str, out: TextIO | None = None) -> list[BatchItem]:
-    """The items an earlier run did not finish (`done_before`); the others are said in one line."""
+def skip_done(items: list[BatchItem], prog: str, out: TextIO | None = None,
+              made_with: MadeWith | None = None) -> list[BatchItem]:
+    """The items an earlier run did not finish (`done_before`); the others are said in one line,
+    and the finished ones made with another model or axes, tracked again, in another."""
     out = out or sys.stderr
-    finished = [done_before(item) for item in items]
-    done = [item for item, f in zip(items, finished) if f]
-    left = [item for item, f in zip(items, finished) if not f]
+    why = [_not_done_why(item, made_with) for item in items]
+    done = [item for item, w in zip(items, why) if w is None]
+    left = [item for item, w in zip(items, why) if w is not None]
     if len(done) == 1 and len(items) == 1:
         print(f"{prog}: '{redact_url(done[0].source)}' was tracked to its end before, as its tracks record; "
               f"nothing to do (--skip-done)", file=out, flush=True)
@@ -225,6 +252,11 @@ def skip_done(items: list[BatchItem], prog: str, out: TextIO | None = None) -> l
         more = f" and {len(done) - 3} more" if len(done) > 3 else ""
         print(f"{prog}: skipping {len(done)} of {len(items)} inputs tracked to their end before (--skip-done): "
               f"{named}{more}", file=out, flush=True)
+    redone = sum(w == "settings" for w in why)
+    if redone:
+        whose = "1 input's tracks were" if redone == 1 else f"{redone} inputs' tracks were"
+        print(f"{prog}: {whose} made with another model or in other axes: tracked again (--skip-done)",
+              file=out, flush=True)
     return left
 
 

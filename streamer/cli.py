@@ -365,10 +365,20 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.skip_done:
         batch.check_skip_done(items[0])
     if len(items) == 1:
-        if args.skip_done and not batch.skip_done(items, PROG):
+        if args.skip_done and not batch.skip_done(items, PROG, made_with=_made_with(args)):
             return 0
         return run_track(items[0].source, items[0].tracks, items[0].overlay, args)
     return _track_in_turn(items, args)
+
+
+def _made_with(args: argparse.Namespace) -> batch.MadeWith:
+    """What this command's tracks will record of its model and axes (`--skip-done` compares)."""
+    from engines.models import resolve_model
+    from streamer import batch
+
+    model = resolve_model(args.model)
+    axes = _load_pipeline_config(args, _overrides(args)).coordinates.axes
+    return batch.MadeWith(model.onnx_path.name, model.info.weights, axes)
 
 
 def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> int:
@@ -384,7 +394,7 @@ def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> in
     resolve_model(args.model)
     _check_batch_outputs(items)
     if args.skip_done:
-        items = batch.skip_done(items, PROG)
+        items = batch.skip_done(items, PROG, made_with=_made_with(args))
         if not items:
             return 0
 
@@ -729,8 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", metavar="MP4", help="write the input with the 2D skeletons drawn (H.264)")
     p.add_argument("--skip-done", action="store_true",
                    help="skip an input whose outputs an earlier run wrote to the input's end (its .jsonl, .csv or "
-                        ".npz track records how its run ended), none older than the input: a batch stopped "
-                        "part-way goes on where it stopped")
+                        ".npz track records how its run ended), none older than the input, with this model and "
+                        "axes: a batch stopped part-way goes on where it stopped")
     _add_run_options(p, "track")
     p.set_defaults(func=cmd_track)
 

@@ -769,23 +769,40 @@ def track_end(path: Path) -> dict[str, Any] | None:
     .csv's sidecar under "end", in an .npz as end_json. None where it has none (the run that
     wrote it was killed, or a stage failed; a .bvh, which has no place for it; a file written
     before Posecast recorded ends) or cannot be read."""
+    return _recorded(path, "end")
+
+
+def track_meta(path: Path) -> dict[str, Any] | None:
+    """The meta message a .jsonl, .csv or .npz track file recorded (the model, the axes, ...), or
+    None where it cannot be read."""
+    return _recorded(path, "meta")
+
+
+def _recorded(path: Path, kind: str) -> dict[str, Any] | None:
+    """The track's `kind` message ("meta" or "end"), read without reading its poses."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
         return None                  # a named pipe is not read here: it would wait for a writer
     try:
         if suffix in JSONL_SUFFIXES:
-            msg = json.loads(_last_line(path))
+            if kind == "meta":
+                with open(path, encoding="utf-8") as f:
+                    msg = json.loads(f.readline())
+            else:
+                msg = json.loads(_last_line(path))
         elif suffix == ".csv":
-            msg = json.loads(path.with_suffix(".meta.json").read_text(encoding="utf-8")).get("end")
+            sidecar = json.loads(path.with_suffix(".meta.json").read_text(encoding="utf-8"))
+            msg = sidecar.get("end") if kind == "end" else {k: v for k, v in sidecar.items() if k != "end"}
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as arrays:
-                msg = json.loads(str(arrays["end_json"])) if "end_json" in arrays.files else None
+                name = f"{kind}_json"
+                msg = json.loads(str(arrays[name])) if name in arrays.files else None
         else:
             return None
     except (OSError, ValueError, KeyError, AttributeError):
         return None
-    return msg if isinstance(msg, dict) and msg.get("type") == "end" else None
+    return msg if isinstance(msg, dict) and msg.get("type") == kind else None
 
 
 def _last_line(path: Path, tail: int = 4096) -> str:

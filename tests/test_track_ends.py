@@ -13,7 +13,7 @@ import pytest
 from engines.errors import InputError, UsageError
 from streamer.batch import BatchItem, check_skip_done, done_before, skip_done
 from streamer.protocol import END_FAILED, END_OF_INPUT, END_STOPPED, PoseFrame, end_message, meta_message
-from streamer.tracks import open_track_writer, read_track, track_end
+from streamer.tracks import open_track_writer, read_track, track_end, track_meta
 
 
 @pytest.fixture
@@ -136,6 +136,25 @@ def test_an_input_newer_than_its_outputs_is_not_done(tmp_path: Path, meta: dict)
     assert done_before(item)
 
 
+def test_tracks_made_with_another_model_or_in_other_axes_are_not_done(tmp_path: Path, meta: dict) -> None:
+    import io
+
+    from streamer.batch import MadeWith
+
+    item = _item(tmp_path, ".jsonl", ".npz")
+    made = {**meta, "model": {"weights": "stage 1", "file": "a.onnx"}}
+    _write(tmp_path / "walk.jsonl", made, 3, END_OF_INPUT)
+    _write(tmp_path / "walk.npz", made, 3, END_OF_INPUT)
+    assert done_before(item, MadeWith("a.onnx", "stage 1", "camera"))
+    for other in (MadeWith("a.onnx", "stage 1", "unity"), MadeWith("b.onnx", "stage 1", "camera"),
+                  MadeWith("a.onnx", "stage 2", "camera")):
+        assert not done_before(item, other)
+        out = io.StringIO()
+        assert skip_done([item], "posecast", out, other) == [item]
+        assert out.getvalue() == ("posecast: 1 input's tracks were made with another model or in other axes: "
+                                  "tracked again (--skip-done)\n")
+
+
 def test_skip_done_needs_a_track_that_records_its_end(tmp_path: Path) -> None:
     for suffixes in ([".bvh"], []):
         with pytest.raises(UsageError, match="--skip-done tells an input done by the end its .jsonl, .csv or .npz"):
@@ -207,6 +226,9 @@ def test_skip_done_goes_on_where_a_stopped_batch_stopped(posecast, clip40: Path,
     r = posecast.run(["track", clips[0], "-o", "c0.jsonl", "-o", "c0.bvh", "--skip-done", "--no-progress"])
     assert r.returncode == 0 and r.stderr.strip() == (f"posecast: '{clips[0]}' was tracked to its end before, as its "
                                                       f"tracks record; nothing to do (--skip-done)"), r.stderr
+    r = posecast.run(["track", clips[0], "-o", "c0.jsonl", "--skip-done", "--axes", "unity", "--no-progress"])
+    assert r.returncode == 0 and "made with another model or in other axes: tracked again" in r.stderr, r.stderr
+    assert track_meta(tmp_path / "c0.jsonl")["axes"]["frame"] == "unity"
     r = posecast.run(["track", *clips, "-o", "{name}.bvh", "--skip-done"])
     assert r.returncode == 2 and r.stderr.startswith("posecast: error: --skip-done tells an input done"), r.stderr
 
