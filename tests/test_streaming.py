@@ -503,10 +503,10 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
         stamps = [t for t, topic, _, _ in c.items if topic.startswith(b"pose.")]
     assert stamps[-1] - stamps[0] >= 0.8 * media_span, (stamps[-1] - stamps[0], media_span)
 
-    # listen --record against replay.
+    # listen --record against replay, to the stream's end, which the recording keeps.
     port3 = free_port()
     rec = tmp_path / "rec.jsonl"
-    listener = posecast.start(["listen", "--connect", endpoint(port3), "--record", rec, "--count", 40,
+    listener = posecast.start(["listen", "--connect", endpoint(port3), "--record", rec,
                                "--timeout", 20, "--no-skeleton"])
     time.sleep(1.5)                        # subscribed before the replay starts (ZeroMQ retries the connect)
     player = posecast.start(["replay", paced, "--port", port3, "--speed", 2])
@@ -515,7 +515,9 @@ def test_track_publishes_what_it_writes_then_replay_and_listen(posecast, clip40:
     assert rp.returncode == 0, rp.stderr
     assert rl.returncode == 0, rl.stderr
     lines = rec.read_text().splitlines()
-    assert len(lines) == 41
+    assert len(lines) == 1 + 40 + 1
+    assert {k: v for k, v in json.loads(lines[-1]).items() if k != "t_publish"} == {
+        "type": "end", "schema": 1, "source": meta["source"], "reason": "end_of_input", "poses": 40, "last_seq": 39}
     rmeta, rposes = read_track(rec)
     assert rmeta == {**meta, "replay": True}
     assert [without_publish(p) for p in rposes] == poses
