@@ -59,6 +59,11 @@ JOIN_GRACE_S = 0.3      # three of ZeroMQ's reconnect intervals
 # at about 116 bytes per byte of prefix (measured: a 1 MB one took 117 MB, a 300 MB one got the
 # publisher killed for lack of memory), so unlimited, one message could take any amount.
 MAX_SUBSCRIPTION_BYTES = 4096
+# The kernel's send buffer for each subscriber. Left to Linux it grew to 4 MB: about 3,000 old
+# pose messages that a subscriber which stalled read before the present, and 4 MB of kernel
+# memory pinned for each one stalled. 256 KiB is still 7 s of a 30 fps stream (1.2 kB a pose),
+# far above what any link holds in flight at that rate.
+SNDBUF_BYTES = 256 * 1024
 
 
 class Publisher:
@@ -81,6 +86,7 @@ class Publisher:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.SNDBUF, SNDBUF_BYTES)     # before bind: each connection takes it then
         self.sock.setsockopt(zmq.LINGER, 0)
         # Applies to what subscribers send (a publisher receives nothing else): a longer message
         # closes that subscriber's connection, the others' go on.
