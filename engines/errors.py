@@ -12,6 +12,9 @@ class PosecastError(Exception):
     """An error the user can act on. `str(err)` is the whole one-line message."""
 
     exit_code: int = 1
+    # Said by its exit code alone: set where standard output's reader went away (`| head`), as
+    # for any program in a shell pipeline, and no file was cut short beside it.
+    quiet: bool = False
 
 
 class ConfigError(PosecastError):
@@ -49,10 +52,6 @@ class ReaderGoneError(InputError):
     writer whose reader closed (128 + SIGPIPE)."""
 
     exit_code = 141
-    # Set by the output stage where standard output's reader went away (`posecast track in.mp4
-    # -o - | head`) and no file was cut short beside it: the reader chose to, as for any program
-    # in a shell pipeline, so the run ends without a line.
-    quiet = False
 
 
 class OutputLostError(InputError):

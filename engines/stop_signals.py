@@ -86,8 +86,7 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "n
             sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
             return code
     except PosecastError as exc:
-        # `quiet`: standard output's reader went away (`| head`), and the exit code says it all.
-        if not getattr(exc, "quiet", False):
+        if not exc.quiet:
             print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 from urllib.parse import urlsplit
 
 from engines.errors import InputError, PosecastError, UsageError
@@ -21,14 +21,15 @@ from engines.stop_signals import describe, exit_code, permission_denied
 from streamer.pipeline import EXIT_INPUT_DAMAGED
 from streamer.sources.av_source import redact_url
 from streamer.protocol import END_OF_INPUT
-from streamer.tracks import JSONL_SUFFIXES, files_written, is_stdout, track_end, track_meta
+from streamer.tracks import END_RECORDING_SUFFIXES, files_written, is_stdout, track_end, track_meta
+
+if TYPE_CHECKING:
+    from engines.models import ModelArtifact
 
 NAME_FIELD = "{name}"
 # Exit codes that mean the user (or the system) stopped the command, or its reader went away:
 # the inputs after it are not started.
 STOPPED_CODES = frozenset({129, 130, 141, 143})
-# The track formats that record how their run ended (`TrackWriter.end`).
-ENDS_RECORDED = (*JSONL_SUFFIXES, ".csv", ".npz")
 _UNSAFE = re.compile(r"[^\w.-]+")
 _GLOB = re.compile(r"[*?\[]")
 
@@ -179,7 +180,7 @@ def _key(path: Path, blind: dict[Path, bool]) -> object:
 
 
 def _ends_recorded(item: BatchItem) -> list[Path]:
-    return [t for t in item.tracks if t.suffix.lower() in ENDS_RECORDED and not is_stdout(t)]
+    return [t for t in item.tracks if t.suffix.lower() in END_RECORDING_SUFFIXES and not is_stdout(t)]
 
 
 def check_skip_done(item: BatchItem) -> None:
@@ -196,6 +197,10 @@ class MadeWith:
     model_file: str              # the meta's model.file: the ONNX file's name
     model_weights: str           # the meta's model.weights: what the weights are
     axes: str                    # the meta's axes.frame: camera, unity, ...
+
+    @classmethod
+    def of(cls, model: ModelArtifact, axes: str) -> MadeWith:
+        return cls(model.onnx_path.name, model.info.weights, axes)
 
     def differs(self, meta: dict[str, Any]) -> bool:
         model = meta.get("model") or {}

@@ -376,9 +376,7 @@ def _made_with(args: argparse.Namespace) -> batch.MadeWith:
     from engines.models import resolve_model
     from streamer import batch
 
-    model = resolve_model(args.model)
-    axes = _load_pipeline_config(args, _overrides(args)).coordinates.axes
-    return batch.MadeWith(model.onnx_path.name, model.info.weights, axes)
+    return batch.MadeWith.of(resolve_model(args.model), _load_pipeline_config(args, _overrides(args)).coordinates.axes)
 
 
 def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> int:
@@ -387,14 +385,15 @@ def _track_in_turn(items: list[batch.BatchItem], args: argparse.Namespace) -> in
     from engines.models import resolve_model
     from streamer import batch
 
-    if _load_pipeline_config(args, _overrides(args)).publish.enabled:
-        config = f"--config {args.config}" if args.config else "the pipeline config"
-        raise UsageError(f"{config} publishes (publish.enabled), which streams one input, and {len(items)} inputs "
+    config = _load_pipeline_config(args, _overrides(args))
+    if config.publish.enabled:
+        named = f"--config {args.config}" if args.config else "the pipeline config"
+        raise UsageError(f"{named} publishes (publish.enabled), which streams one input, and {len(items)} inputs "
                          f"were given; publish each with a command of its own, or give a config that does not publish")
-    resolve_model(args.model)
+    model = resolve_model(args.model)
     _check_batch_outputs(items)
     if args.skip_done:
-        items = batch.skip_done(items, PROG, made_with=_made_with(args))
+        items = batch.skip_done(items, PROG, made_with=batch.MadeWith.of(model, config.coordinates.axes))
         if not items:
             return 0
 

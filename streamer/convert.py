@@ -56,7 +56,8 @@ def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], No
         failure = failed[0][1]
         # `convert t.jsonl -o - | head`: the reader chose to go, and every file beside it is
         # finished, so the command ends as a pipeline's writer does: 141, without a line.
-        failure.quiet = all(isinstance(err, ReaderGoneError) and is_stdout(w.path) for w, err in failed)
+        if all(isinstance(err, ReaderGoneError) and is_stdout(w.path) for w, err in failed):
+            failure.quiet = True
         raise failure
     announce(f"{len(poses)} pose messages from '{track}' -> {', '.join(str(p) for p in outputs)}")
     return 0

@@ -44,7 +44,7 @@ def stage_main(stage_name: str, factory: Callable[..., Any], kwargs: dict[str, A
     except PosecastError as exc:
         reporter.send("error", {"message": str(exc), "exit_code": exc.exit_code, "traceback": None,
                                 "drained": bool(getattr(exc, "drained", False)),
-                                "quiet": bool(getattr(exc, "quiet", False)),
+                                "quiet": exc.quiet,
                                 "also": bool(getattr(exc, "also", False))})
         code = exc.exit_code
     except MemoryError as exc:

@@ -55,6 +55,8 @@ from streamer.protocol import END_FAILED, SCHEMA_VERSION, PoseFrame, frame_from_
 log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+# The formats whose writer records how the run ended (`TrackWriter.end`, `records_end`).
+END_RECORDING_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz")
 TRACK_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".npz", ".bvh")
 WHOLE_FILE_SUFFIXES = (".npz", ".bvh")      # written once, on close; the others as they go
 
@@ -436,6 +438,7 @@ class CsvTrackWriter(_LineFileWriter):
         path = Path(path)
         self._num_joints = len(_joint_names(meta))
         self.meta_path = sidecar_path(path) or path.with_suffix(".meta.json")
+        self._meta = meta
         try:
             self._meta_text = json.dumps(meta, indent=2, allow_nan=False)
         except ValueError:
@@ -468,7 +471,7 @@ class CsvTrackWriter(_LineFileWriter):
         # The sidecar again, whole, with the end under "end": CSV rows have no place for it.
         if self._file is None or self._closed:
             return
-        text = json.dumps({**json.loads(self._meta_text), "end": message}, indent=2, allow_nan=False) + "\n"
+        text = json.dumps({**self._meta, "end": message}, indent=2, allow_nan=False) + "\n"
         write_whole(self.meta_path, lambda f: f.write(text.encode("utf-8")))
 
     def _take_rows(self) -> str:
