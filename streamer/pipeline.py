@@ -223,7 +223,7 @@ class Pipeline:
             # unblocks SIGINT and SIGTERM in this process once started, so the block below comes
             # after it.)
             start_resource_tracker_deaf_to_hangups()
-            self.control = Control(stop=self.ctx.Event(), abort=self.ctx.Event(), ready=self.ctx.Semaphore(0))
+            self.control = Control.shared(self.ctx)
             self._on_signal_before_events()
             # A new stage process spends its first second importing, before stage_main can tell it
             # to leave the stop signals to us; a Ctrl-C then would kill it with a traceback. Started

@@ -150,9 +150,14 @@ class PosecastRunner:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            # Every process of the run, not the parent alone: a stage left alive holds the pipes
+            # open, and reading them to their end waited as long as it lived (a CI run hung so).
             self._kill_tagged(proc.posecast_tag)
+            proc.kill()
+            try:
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                err = "(unread: a process of the run still holds its stderr)"
             pytest.fail(f"posecast did not end within {timeout:.0f} s; stderr:\n{err}")
         try:
             assert_no_leaks(proc.pid, proc.posecast_tag, Path(proc.posecast_tmpdir), err)

@@ -913,7 +913,7 @@ def test_a_live_capture_waits_for_the_stages_after_it(ending: str | None) -> Non
     from streamer.stages.capture import CaptureStage
 
     ctx = mp.get_context("spawn")
-    control = Control(stop=ctx.Event(), abort=ctx.Event(), ready=ctx.Semaphore(0))
+    control = Control.shared(ctx)
     capture = CaptureStage("0", load_pipeline_config(), "ring", ctx.Semaphore(0), "inproc://x", control,
                            None, stages_after=3)  # type: ignore[arg-type]
     control.mark_ready()

@@ -24,7 +24,7 @@ class _Fails:
 
 def _report_of(stage: str, exc: BaseException) -> tuple[dict, int | None]:
     ctx = mp.get_context("spawn")
-    control = Control(stop=ctx.Event(), abort=ctx.Event())
+    control = Control.shared(ctx)
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=stage_main, args=(stage, _Fails, {"exc": exc}, control, send, logging.WARNING))
     proc.start()

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event, Semaphore
-from typing import Any
+from multiprocessing.context import BaseContext
+from multiprocessing.synchronize import Semaphore
+from typing import Any, Protocol
 
 from streamer.packets import StageTimings, StepStats
 
 POLL_MS = 100
+
+
+class Flag(Protocol):
+    """What the stages ask of `stop` and `abort`: a SharedFlag, or a threading.Event in tests."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+class SharedFlag:
+    """A flag every process of a run can set and read, holding no lock while it does.
+
+    multiprocessing's Event takes a lock shared by all processes in `is_set` and `set`: a stage
+    killed inside one (SIGKILL, the OOM killer) left it held for good, and the parent's next
+    `is_set` blocked forever, its Ctrl-C handler too; a run whose stage was killed then never
+    ended. A byte in shared memory is written and read whole, so no lock is needed; the stages
+    poll their flags and never wait on them."""
+
+    def __init__(self, ctx: BaseContext) -> None:
+        self._value = ctx.RawValue(ctypes.c_bool, False)
+
+    def set(self) -> None:
+        self._value.value = True
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
 
 
 @dataclass
@@ -24,9 +53,15 @@ class Control:
     start (and a file played live loses none of its first frames); a file so that the run's clock
     (the output stage's) holds every frame's whole way through."""
 
-    stop: Event
-    abort: Event
+    stop: Flag
+    abort: Flag
     ready: Semaphore | None = None
+
+    @classmethod
+    def shared(cls, ctx: BaseContext) -> Control:
+        """A run's control, shared by the processes `ctx` starts (a semaphore, unlike a lock, is
+        not left held by a process killed while it waits on it)."""
+        return cls(stop=SharedFlag(ctx), abort=SharedFlag(ctx), ready=ctx.Semaphore(0))
 
     def mark_ready(self) -> None:
         if self.ready is not None:
