@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -101,6 +102,24 @@ def one_blas_thread() -> Iterator[None]:
         yield
     finally:
         del os.environ["OPENBLAS_NUM_THREADS"]
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """A spawned process first imports its parent's main module, to find anything pickled from it:
+    for `posecast` that is the whole command line (argparse, the batch planner, the config
+    loader). The stages are pickled from their own modules and need none of it; it cost each of
+    the four about a tenth of a second of CPU at every input (docs/performance.md, "Several
+    inputs"). Processes started inside are told of no main module."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is None:
+            del sys.modules["__main__"]
+        else:
+            sys.modules["__main__"] = main
 
 
 def start_resource_tracker_deaf_to_hangups() -> None:
@@ -233,7 +252,7 @@ class Pipeline:
             try:
                 self.ipc_dir = Path(tempfile.mkdtemp(prefix="posecast-"))
                 free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
-                with one_blas_thread():
+                with one_blas_thread(), main_module_hidden():
                     for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
                         recv, send = self.ctx.Pipe(duplex=False)
                         proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
