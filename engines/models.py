@@ -17,8 +17,8 @@ from pathlib import Path
 from engines.cache import cache_dir, cache_error
 from engines.config import to_dict
 from engines.errors import ModelFileError
-from engines.model_file import (FORMAT_VERSION, ModelInfo, _check_readable, default_model_config, export_onnx,
-                                file_sha256, load_checkpoint, read_onnx_info, save_checkpoint)
+from engines.model_file import (FORMAT_VERSION, ModelInfo, _check_readable, atomic_write_bytes, default_model_config,
+                                export_onnx, file_sha256, load_checkpoint, read_onnx_info, save_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     older: ModelInfo | None = None
     if onnx_path.exists():
         try:
-            info = read_onnx_info(onnx_path)
+            info, onnx_sha = _read_cached_export(onnx_path)
             if info.checkpoint_sha256 == digest:
-                return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
+                return ModelArtifact(info, onnx_path, path, onnx_sha, digest)
             # An older version's export, without the checkpoint's digest that `posecast export`
             # passes on: exported again over it, or used as it is where the cache is read-only.
             older = info
@@ -91,8 +91,35 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
         if older is None:
             raise cache_error(onnx_path, err) from None
         return ModelArtifact(replace(older, checkpoint_sha256=digest), onnx_path, path, file_sha256(onnx_path), digest)
+    info, onnx_sha = _read_cached_export(onnx_path)
+    return ModelArtifact(info, onnx_path, path, onnx_sha, digest)
+
+
+def _checked_record(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".checked")
+
+
+def _read_cached_export(onnx_path: Path) -> tuple[ModelInfo, str]:
+    """A cached export's info and hash. Checking the file whole (`read_onnx_info`: the graph, its
+    input and outputs, every weight finite) needs the onnx package, whose import alone took about
+    half a second at the start of every command. So the check is made once: its record beside the
+    file holds the file's hash and metadata, and a file with the same hash, byte for byte the one
+    checked, is not checked again. Where the cache is read-only it is checked every time."""
+    record = _checked_record(onnx_path)
+    try:
+        onnx_sha = file_sha256(onnx_path)
+        said = json.loads(record.read_text())
+        if said["sha256"] == onnx_sha:
+            return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), onnx_sha
+    except (OSError, ValueError, KeyError, TypeError, ModelFileError):
+        pass                                   # no record, or not this file's: checked whole below
     info = read_onnx_info(onnx_path)
-    return ModelArtifact(info, onnx_path, path, file_sha256(onnx_path), digest)
+    onnx_sha = file_sha256(onnx_path)
+    try:
+        atomic_write_bytes(record, json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
+    except OSError:
+        pass
+    return info, onnx_sha
 
 
 def _shipped_default() -> ModelArtifact:

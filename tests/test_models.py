@@ -43,9 +43,11 @@ def test_default_model_is_the_shipped_trained_checkpoint(default_model: ModelArt
 
 
 def test_shipped_default_goes_to_posecast_cache(posecast_cache: Path) -> None:
-    """A fresh cache: the shipped checkpoint's export is written there (and only that)."""
+    """A fresh cache: the shipped checkpoint's export is written there, with the record of its
+    check (and only that)."""
     first = resolve_model(None)
-    assert [p.name for p in (posecast_cache / "models").iterdir()] == [first.onnx_path.name]
+    assert sorted(p.name for p in (posecast_cache / "models").iterdir()) == [first.onnx_path.name,
+                                                                           first.onnx_path.name + ".checked"]
     assert first.onnx_path.suffix == ".onnx" and first.checkpoint_path == models.SHIPPED_DEFAULT
 
 
@@ -78,7 +80,8 @@ def test_untrained_default_goes_to_posecast_cache(posecast_cache: Path, small_mo
     assert not any(posecast_cache.iterdir())
     first = resolve_model(None)
     files = sorted(p.name for p in (posecast_cache / "models").iterdir())
-    assert len(files) == 2 and any(f.endswith(".pt") for f in files) and any(f.endswith(".onnx") for f in files)
+    assert len(files) == 3 and sum(f.endswith(".pt") for f in files) == sum(f.endswith(".onnx") for f in files) == 1
+    assert first.onnx_path.name + ".checked" in files
     assert first.info.config == small_model_config and first.info.trained is False
     mtime = first.onnx_path.stat().st_mtime_ns
     monkeypatch.setattr(models, "export_onnx", _no_export)
@@ -135,6 +138,38 @@ def test_a_damaged_cached_export_is_exported_again(tmp_path: Path, posecast_cach
     again = resolve_model(ckpt)
     assert again.onnx_path == good.onnx_path and again.info == good.info
     assert again.onnx_path.read_bytes() == whole
+
+
+def test_a_cached_export_is_checked_whole_once(tmp_path: Path, posecast_cache: Path,
+                                               small_model_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking an export whole needs the onnx package, whose import took about half a second at
+    the start of every command: a cached export byte for byte the one checked before is known by
+    the record of that check, and a command then imports no onnx at all."""
+    import subprocess
+    import sys
+
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    first = resolve_model(ckpt)
+    checked: list[Path] = []
+
+    def counted(path: Path) -> ModelInfo:
+        checked.append(path)
+        return read_onnx_info(path)
+
+    monkeypatch.setattr(models, "read_onnx_info", counted)
+    assert resolve_model(ckpt) == first and checked == []
+    code = (f"import sys\nfrom engines.models import resolve_model\nresolve_model({str(ckpt)!r})\n"
+            f"print('onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False", out.stderr
+    # A file that is no longer the one checked (here cut short) is checked whole, and exported again.
+    whole = first.onnx_path.read_bytes()
+    first.onnx_path.write_bytes(whole[: len(whole) // 3])
+    assert resolve_model(ckpt) == first and checked
+    assert first.onnx_path.read_bytes() == whole
 
 
 def test_an_older_cached_export_without_the_checkpoints_digest_is_exported_again(
