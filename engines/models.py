@@ -106,19 +106,24 @@ def _read_cached_export(onnx_path: Path) -> tuple[ModelInfo, str]:
     file holds the file's hash and metadata, and a file with the same hash, byte for byte the one
     checked, is not checked again. Where the cache is read-only it is checked every time."""
     record = _checked_record(onnx_path)
+    before: str | None = None
     try:
-        onnx_sha = file_sha256(onnx_path)
+        before = file_sha256(onnx_path)
         said = json.loads(record.read_text())
-        if said["sha256"] == onnx_sha:
-            return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), onnx_sha
+        if said["sha256"] == before:
+            return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
     except (OSError, ValueError, KeyError, TypeError, ModelFileError):
         pass                                   # no record, or not this file's: checked whole below
     info = read_onnx_info(onnx_path)
     onnx_sha = file_sha256(onnx_path)
-    try:
-        atomic_write_bytes(record, json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
-    except OSError:
-        pass
+    # Recorded only if the file checked is still the one there: another command may export over
+    # it meanwhile (an older version's export, replaced), and a record pairing the new file's
+    # hash with the old file's metadata would be believed by every later command.
+    if onnx_sha == before:
+        try:
+            atomic_write_bytes(record, json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
+        except OSError:
+            pass
     return info, onnx_sha
 
 

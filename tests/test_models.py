@@ -172,6 +172,39 @@ def test_a_cached_export_is_checked_whole_once(tmp_path: Path, posecast_cache: P
     assert first.onnx_path.read_bytes() == whole
 
 
+def test_a_cached_export_replaced_while_it_is_checked_leaves_no_record_of_the_other_file(
+        tmp_path: Path, posecast_cache: Path, small_model_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two commands at once on an older version's export (no checkpoint digest): while one checks
+    it whole, the other exports over it. The record must not pair the new file's hash with the
+    old file's metadata: every later command would believe it, find the digest missing and export
+    again, at every start, for good."""
+    info = ModelInfo(small_model_config, weights="run-1", trained=True)
+    ckpt = tmp_path / "mine.pt"
+    save_checkpoint(ckpt, build_network(small_model_config), info)
+    cached = resolve_model(ckpt).onnx_path
+    current = cached.read_bytes()                                # with the digest, as this version writes it
+    export_onnx(load_checkpoint(ckpt)[0], info, cached)          # as an older version wrote it
+    swapped: list[Path] = []
+
+    def checked_while_another_command_exports(path: Path) -> ModelInfo:
+        said = read_onnx_info(path)
+        if not swapped:                                          # the other command's export lands now
+            tmp = path.with_name("other-command.tmp")
+            tmp.write_bytes(current)
+            os.replace(tmp, path)
+            swapped.append(path)
+        return said
+
+    monkeypatch.setattr(models, "read_onnx_info", checked_while_another_command_exports)
+    resolve_model(ckpt)
+    assert swapped
+    monkeypatch.setattr(models, "read_onnx_info", read_onnx_info)
+    monkeypatch.setattr(models, "export_onnx", _no_export)       # the file there now is this version's
+    later = resolve_model(ckpt)
+    assert later.info.checkpoint_sha256 == file_sha256(ckpt)
+    assert later.info == read_onnx_info(cached)
+
+
 def test_an_older_cached_export_without_the_checkpoints_digest_is_exported_again(
         tmp_path: Path, posecast_cache: Path, small_model_config: ModelConfig) -> None:
     """Exports cached by an older version lack the digest an exported ONNX file is known by."""
