@@ -205,6 +205,8 @@ def _unknown_key(key: str, known: list[str]) -> str:
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix: str = "") -> T:
     """Build dataclass `cls` from `data`, checking keys, types and the class's `check()`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values, not {type(data).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)   # YAML keys may be numbers too: `1: 2`

@@ -450,7 +450,11 @@ def test_damaged_posecast_metadata(tmp_path: Path, small_model_config: ModelConf
     for value, expected in [("{not json", "not valid JSON"),
                             (json.dumps({"format": 99}), "unsupported Posecast model format 99"),
                             (json.dumps([{"format": 1}] * 50), "its Posecast metadata is not a JSON object but a list"),
-                            (json.dumps({"format": 1}), "damaged Posecast metadata")]:
+                            (json.dumps({"format": 1}), "damaged Posecast metadata"),
+                            # A TypeError's traceback before: the config loader iterated over the 5.
+                            (json.dumps({"format": 1, "model_config": 5, "weights": "w", "trained": False}),
+                             r"damaged Posecast metadata \(.*\(model_config\): expected a mapping of keys to values, "
+                             r"not int\)")]:
         model.metadata_props[0].value = value
         onnx.save(model, str(path))
         with pytest.raises(ModelFileError, match=expected):
