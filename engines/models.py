@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engines.cache import cache_dir, cache_error
 from engines.config import to_dict
-from engines.errors import ModelFileError
+from engines.errors import InputError, ModelFileError
 from engines.model_file import (FORMAT_VERSION, ModelInfo, _check_readable, atomic_write_bytes, default_model_config,
                                 export_onnx, file_sha256, load_checkpoint, read_onnx_info, save_checkpoint)
 
@@ -43,8 +43,9 @@ def resolve_model(spec: str | Path | None) -> ModelArtifact:
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        info = read_onnx_info(path)
-        return ModelArtifact(info, path, None, file_sha256(path), info.checkpoint_sha256)
+        _check_readable(path)       # before hashing: a named pipe would block the hash, not fail it
+        info, onnx_sha = _read_checked_onnx(path)
+        return ModelArtifact(info, path, None, onnx_sha, info.checkpoint_sha256)
     if suffix in (".pt", ".pth"):
         return _from_checkpoint(path)
     raise model_type_error(path)
@@ -73,7 +74,7 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     older: ModelInfo | None = None
     if onnx_path.exists():
         try:
-            info, onnx_sha = _read_cached_export(onnx_path)
+            info, onnx_sha = _read_checked_onnx(onnx_path)
             if info.checkpoint_sha256 == digest:
                 return ModelArtifact(info, onnx_path, path, onnx_sha, digest)
             # An older version's export, without the checkpoint's digest that `posecast export`
@@ -91,27 +92,33 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
         if older is None:
             raise cache_error(onnx_path, err) from None
         return ModelArtifact(replace(older, checkpoint_sha256=digest), onnx_path, path, file_sha256(onnx_path), digest)
-    info, onnx_sha = _read_cached_export(onnx_path)
+    info, onnx_sha = _read_checked_onnx(onnx_path)
     return ModelArtifact(info, onnx_path, path, onnx_sha, digest)
 
 
-def _checked_record(onnx_path: Path) -> Path:
-    return onnx_path.with_name(onnx_path.name + ".checked")
+def _checked_record(onnx_sha: str) -> Path | None:
+    """Where the record of the check of an ONNX file with this hash is kept; None where the
+    cache cannot be made (then every command checks the file whole, as it always did)."""
+    try:
+        return cache_dir("checked") / f"{onnx_sha}.json"
+    except InputError:
+        return None
 
 
-def _read_cached_export(onnx_path: Path) -> tuple[ModelInfo, str]:
-    """A cached export's info and hash. Checking the file whole (`read_onnx_info`: the graph, its
+def _read_checked_onnx(onnx_path: Path) -> tuple[ModelInfo, str]:
+    """An ONNX file's info and hash. Checking the file whole (`read_onnx_info`: the graph, its
     input and outputs, every weight finite) needs the onnx package, whose import alone took about
-    half a second at the start of every command. So the check is made once: its record beside the
-    file holds the file's hash and metadata, and a file with the same hash, byte for byte the one
-    checked, is not checked again. Where the cache is read-only it is checked every time."""
-    record = _checked_record(onnx_path)
+    half a second at the start of every command. So a file is checked once: the record of the
+    check, kept in the cache under the file's hash, holds its metadata, and a file with that hash,
+    byte for byte the one checked, is not checked again."""
     before: str | None = None
     try:
         before = file_sha256(onnx_path)
-        said = json.loads(record.read_text())
-        if said["sha256"] == before:
-            return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
+        record = _checked_record(before)
+        if record is not None:
+            said = json.loads(record.read_text())
+            if said["sha256"] == before:
+                return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
     except (OSError, ValueError, KeyError, TypeError, ModelFileError):
         pass                                   # no record, or not this file's: checked whole below
     info = read_onnx_info(onnx_path)
@@ -119,7 +126,8 @@ def _read_cached_export(onnx_path: Path) -> tuple[ModelInfo, str]:
     # Recorded only if the file checked is still the one there: another command may export over
     # it meanwhile (an older version's export, replaced), and a record pairing the new file's
     # hash with the old file's metadata would be believed by every later command.
-    if onnx_sha == before:
+    record = _checked_record(onnx_sha) if onnx_sha == before else None
+    if record is not None:
         try:
             atomic_write_bytes(record, json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
         except OSError:

@@ -43,11 +43,11 @@ def test_default_model_is_the_shipped_trained_checkpoint(default_model: ModelArt
 
 
 def test_shipped_default_goes_to_posecast_cache(posecast_cache: Path) -> None:
-    """A fresh cache: the shipped checkpoint's export is written there, with the record of its
-    check (and only that)."""
+    """A fresh cache: the shipped checkpoint's export is written there (and only that), and the
+    record of its check under its hash."""
     first = resolve_model(None)
-    assert sorted(p.name for p in (posecast_cache / "models").iterdir()) == [first.onnx_path.name,
-                                                                           first.onnx_path.name + ".checked"]
+    assert [p.name for p in (posecast_cache / "models").iterdir()] == [first.onnx_path.name]
+    assert [p.name for p in (posecast_cache / "checked").iterdir()] == [f"{first.onnx_sha256}.json"]
     assert first.onnx_path.suffix == ".onnx" and first.checkpoint_path == models.SHIPPED_DEFAULT
 
 
@@ -80,8 +80,7 @@ def test_untrained_default_goes_to_posecast_cache(posecast_cache: Path, small_mo
     assert not any(posecast_cache.iterdir())
     first = resolve_model(None)
     files = sorted(p.name for p in (posecast_cache / "models").iterdir())
-    assert len(files) == 3 and sum(f.endswith(".pt") for f in files) == sum(f.endswith(".onnx") for f in files) == 1
-    assert first.onnx_path.name + ".checked" in files
+    assert len(files) == 2 and any(f.endswith(".pt") for f in files) and any(f.endswith(".onnx") for f in files)
     assert first.info.config == small_model_config and first.info.trained is False
     mtime = first.onnx_path.stat().st_mtime_ns
     monkeypatch.setattr(models, "export_onnx", _no_export)
@@ -170,6 +169,45 @@ def test_a_cached_export_is_checked_whole_once(tmp_path: Path, posecast_cache: P
     first.onnx_path.write_bytes(whole[: len(whole) // 3])
     assert resolve_model(ckpt) == first and checked
     assert first.onnx_path.read_bytes() == whole
+
+
+def test_an_onnx_file_of_ones_own_is_checked_whole_once(tmp_path: Path, posecast_cache: Path,
+                                                         small_model_config: ModelConfig,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model mine.onnx`: checked whole at the first command, known by its hash after; the
+    record is kept in the cache, never beside the user's file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "mine.onnx"
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", True), path)
+    first = resolve_model(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx", "posecast-cache"]
+    assert (posecast_cache / "checked" / f"{first.onnx_sha256}.json").is_file()
+    code = f"import sys\nfrom engines.models import resolve_model\nresolve_model({str(path)!r})\nprint('onnx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False", out.stderr
+    def never(path: Path) -> ModelInfo:
+        raise AssertionError(f"{path} was checked whole again")
+
+    monkeypatch.setattr(models, "read_onnx_info", never)
+    assert resolve_model(path) == first
+    # Changed since (its metadata edited, here cut short): checked whole, and refused.
+    monkeypatch.setattr(models, "read_onnx_info", read_onnx_info)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="is not an ONNX model"):
+        resolve_model(path)
+
+
+def test_a_cache_that_cannot_be_made_checks_an_onnx_file_every_time(tmp_path: Path, small_model_config: ModelConfig,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("POSECAST_CACHE", str(blocker / "cache"))      # under a file: never made
+    path = tmp_path / "mine.onnx"
+    export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", True), path)
+    assert resolve_model(path) == resolve_model(path)
 
 
 def test_a_cached_export_replaced_while_it_is_checked_leaves_no_record_of_the_other_file(
