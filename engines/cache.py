@@ -9,10 +9,15 @@ from pathlib import Path
 from engines.errors import InputError
 
 
-def cache_dir(sub: str = "") -> Path:
-    """`$POSECAST_CACHE`, else `~/.cache/posecast` (created on demand)."""
+def cache_path(sub: str = "") -> Path:
+    """`$POSECAST_CACHE`, else `~/.cache/posecast` (or `sub` in it), without making it."""
     root = Path(os.environ.get("POSECAST_CACHE") or Path.home() / ".cache" / "posecast")
-    path = root / sub if sub else root
+    return root / sub if sub else root
+
+
+def cache_dir(sub: str = "") -> Path:
+    """`cache_path(sub)`, created on demand."""
+    path = cache_path(sub)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engines.cache import cache_dir, cache_error
+from engines.cache import cache_dir, cache_error, cache_path
 from engines.config import to_dict
-from engines.errors import InputError, ModelFileError
+from engines.errors import ModelFileError
 from engines.model_file import (FORMAT_VERSION, ModelInfo, _check_readable, atomic_write_bytes, default_model_config,
                                 export_onnx, file_sha256, load_checkpoint, read_onnx_info, save_checkpoint)
 
@@ -96,13 +96,10 @@ def _from_checkpoint(path: Path) -> ModelArtifact:
     return ModelArtifact(info, onnx_path, path, onnx_sha, digest)
 
 
-def _checked_record(onnx_sha: str) -> Path | None:
-    """Where the record of the check of an ONNX file with this hash is kept; None where the
-    cache cannot be made (then every command checks the file whole, as it always did)."""
-    try:
-        return cache_dir("checked") / f"{onnx_sha}.json"
-    except InputError:
-        return None
+def _checked_record(onnx_sha: str) -> Path:
+    """Where the record of the check of an ONNX file with this hash is kept. Looking is no reason
+    to make the folder; where it cannot be made, every command checks the file whole."""
+    return cache_path("checked") / f"{onnx_sha}.json"
 
 
 def _read_checked_onnx(onnx_path: Path) -> tuple[ModelInfo, str]:
@@ -114,11 +111,9 @@ def _read_checked_onnx(onnx_path: Path) -> tuple[ModelInfo, str]:
     before: str | None = None
     try:
         before = file_sha256(onnx_path)
-        record = _checked_record(before)
-        if record is not None:
-            said = json.loads(record.read_text())
-            if said["sha256"] == before:
-                return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
+        said = json.loads(_checked_record(before).read_text())
+        if said["sha256"] == before:
+            return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
     except (OSError, ValueError, KeyError, TypeError, ModelFileError):
         pass                                   # no record, or not this file's: checked whole below
     info = read_onnx_info(onnx_path)
@@ -126,10 +121,10 @@ def _read_checked_onnx(onnx_path: Path) -> tuple[ModelInfo, str]:
     # Recorded only if the file checked is still the one there: another command may export over
     # it meanwhile (an older version's export, replaced), and a record pairing the new file's
     # hash with the old file's metadata would be believed by every later command.
-    record = _checked_record(onnx_sha) if onnx_sha == before else None
-    if record is not None:
+    if onnx_sha == before:
         try:
-            atomic_write_bytes(record, json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
+            atomic_write_bytes(_checked_record(onnx_sha),
+                               json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
         except OSError:
             pass
     return info, onnx_sha

@@ -198,6 +198,7 @@ def test_an_onnx_file_of_ones_own_is_checked_whole_once(tmp_path: Path, posecast
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ModelFileError, match="is not an ONNX model"):
         resolve_model(path)
+    assert [p.name for p in (posecast_cache / "checked").iterdir()] == [f"{first.onnx_sha256}.json"]
 
 
 def test_a_cache_that_cannot_be_made_checks_an_onnx_file_every_time(tmp_path: Path, small_model_config: ModelConfig,
