@@ -111,11 +111,10 @@ def _read_checked_onnx(onnx_path: Path) -> tuple[ModelInfo, str]:
     before: str | None = None
     try:
         before = file_sha256(onnx_path)
-        said = json.loads(_checked_record(before).read_text())
-        if said["sha256"] == before:
-            return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
+        said = json.loads(_checked_record(before).read_text())      # named by the hash: this file's
+        return ModelInfo.from_metadata(said["metadata"], str(onnx_path)), before
     except (OSError, ValueError, KeyError, TypeError, ModelFileError):
-        pass                                   # no record, or not this file's: checked whole below
+        pass                                   # no record (or a damaged one): checked whole below
     info = read_onnx_info(onnx_path)
     onnx_sha = file_sha256(onnx_path)
     # Recorded only if the file checked is still the one there: another command may export over
@@ -124,7 +123,7 @@ def _read_checked_onnx(onnx_path: Path) -> tuple[ModelInfo, str]:
     if onnx_sha == before:
         try:
             atomic_write_bytes(_checked_record(onnx_sha),
-                               json.dumps({"sha256": onnx_sha, "metadata": info.metadata()}).encode())
+                               json.dumps({"metadata": info.metadata()}).encode())
         except OSError:
             pass
     return info, onnx_sha

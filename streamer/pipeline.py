@@ -111,15 +111,12 @@ def main_module_hidden() -> Iterator[None]:
     loader). The stages are pickled from their own modules and need none of it; it cost each of
     the four about a tenth of a second of CPU at every input (docs/performance.md, "Several
     inputs"). Processes started inside are told of no main module."""
-    main = sys.modules.get("__main__")
+    main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
         yield
     finally:
-        if main is None:
-            del sys.modules["__main__"]
-        else:
-            sys.modules["__main__"] = main
+        sys.modules["__main__"] = main
 
 
 def start_resource_tracker_deaf_to_hangups() -> None:

@@ -139,14 +139,22 @@ def test_a_damaged_cached_export_is_exported_again(tmp_path: Path, posecast_cach
     assert again.onnx_path.read_bytes() == whole
 
 
+def _imports_onnx_to_resolve(spec: Path) -> str:
+    """Whether a fresh command that resolves `spec` imports the onnx package ("True"/"False")."""
+    import subprocess
+    import sys
+
+    code = f"import sys\nfrom engines.models import resolve_model\nresolve_model({str(spec)!r})\nprint('onnx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return out.stdout.strip()
+
+
 def test_a_cached_export_is_checked_whole_once(tmp_path: Path, posecast_cache: Path,
                                                small_model_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Checking an export whole needs the onnx package, whose import took about half a second at
     the start of every command: a cached export byte for byte the one checked before is known by
     the record of that check, and a command then imports no onnx at all."""
-    import subprocess
-    import sys
-
     info = ModelInfo(small_model_config, weights="run-1", trained=True)
     ckpt = tmp_path / "mine.pt"
     save_checkpoint(ckpt, build_network(small_model_config), info)
@@ -159,11 +167,7 @@ def test_a_cached_export_is_checked_whole_once(tmp_path: Path, posecast_cache: P
 
     monkeypatch.setattr(models, "read_onnx_info", counted)
     assert resolve_model(ckpt) == first and checked == []
-    code = (f"import sys\nfrom engines.models import resolve_model\nresolve_model({str(ckpt)!r})\n"
-            f"print('onnx' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert out.stdout.strip() == "False", out.stderr
+    assert _imports_onnx_to_resolve(ckpt) == "False"
     # A file that is no longer the one checked (here cut short) is checked whole, and exported again.
     whole = first.onnx_path.read_bytes()
     first.onnx_path.write_bytes(whole[: len(whole) // 3])
@@ -176,18 +180,13 @@ def test_an_onnx_file_of_ones_own_is_checked_whole_once(tmp_path: Path, posecast
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """`--model mine.onnx`: checked whole at the first command, known by its hash after; the
     record is kept in the cache, never beside the user's file."""
-    import subprocess
-    import sys
-
     path = tmp_path / "mine.onnx"
     export_onnx(build_network(small_model_config), ModelInfo(small_model_config, "w", True), path)
     first = resolve_model(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx", "posecast-cache"]
     assert (posecast_cache / "checked" / f"{first.onnx_sha256}.json").is_file()
-    code = f"import sys\nfrom engines.models import resolve_model\nresolve_model({str(path)!r})\nprint('onnx' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent)
-    assert out.stdout.strip() == "False", out.stderr
+    assert _imports_onnx_to_resolve(path) == "False"
+
     def never(path: Path) -> ModelInfo:
         raise AssertionError(f"{path} was checked whole again")
 
