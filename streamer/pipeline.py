@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import secrets
 import shutil
@@ -40,6 +39,7 @@ from streamer.process import stage_main
 from streamer.protocol import END_TOPIC, META_TOPIC, POSE_TOPIC
 from streamer.refiner import TemporalRefiner
 from streamer.ring import unlink_ring
+from streamer.stage_server import DEATH_WAIT_S, ORPHAN_EXIT_CODE, SERVER_TITLE, server_death, stage_context
 from streamer.stages.align import AlignStage
 from streamer.stages.base import Control
 from streamer.stages.capture import CaptureStage
@@ -155,6 +155,22 @@ def killed_how(signum: int) -> str:
     return f"was killed by signal {signum} ({name})"
 
 
+def server_died_how(signum: int) -> str:
+    """The start of the run's line where the process the stages are forked from died mid-run."""
+    how = killed_how(signum) if signum else "exited"
+    return f"the stages' server process ({SERVER_TITLE}) {how}"
+
+
+class StageStartError(Exception):
+    """A stage process could not be started: the run ends with this line and nothing else."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        server = server_death(DEATH_WAIT_S)
+        why = server_died_how(server) if server is not None else f"{type(cause).__name__}: {cause}".rstrip(": ")
+        super().__init__(f"the {stage} stage could not be started ({why}); the run was stopped. Run the command again")
+        self.stage = stage
+
+
 def restart_dead_resource_tracker_quietly() -> None:
     """A resource tracker killed mid-run (a SIGKILL to it, the OOM killer) is started again by
     the first register or unregister after it, the ring's removal in `_shutdown`: the new one knows
@@ -181,7 +197,7 @@ def restart_dead_resource_tracker_quietly() -> None:
 class Pipeline:
     def __init__(self, request: RunRequest) -> None:
         self.request = request
-        self.ctx = mp.get_context("spawn")
+        self.ctx = stage_context()
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.ring_name = f"posecast-{token}"
         # Made in `run`, once the stop signals are ours (see there).
@@ -255,13 +271,21 @@ class Pipeline:
                         proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
                                                 args=(name, cls, kwargs, self.control, send, self.request.log_level,
                                                       self.ipc_dir))
-                        proc.start()
+                        try:
+                            proc.start()
+                        except (OSError, EOFError) as exc:
+                            raise StageStartError(name, exc) from None
                         send.close()
                         self.procs[name] = proc
                         self.conns[recv] = name
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self._supervise()
+        except StageStartError as exc:
+            self._events.abort.set()          # the stages started before it
+            self.result.error = str(exc)
+            self.result.error_stage = exc.stage
+            self.result.exit_code = EXIT_FAILED
         finally:
             self._shutdown()
             for sig, handler in old.items():
@@ -366,8 +390,11 @@ class Pipeline:
             # Died without reporting (killed, crashed in native code): nothing else will tell.
             self._events.abort.set()
             if self.result.error is None:
+                server = server_death(DEATH_WAIT_S) if code == ORPHAN_EXIT_CODE else None
                 how = killed_how(-code) if code is not None and code < 0 else f"exited with code {code}"
                 self.result.error = f"the {name} stage {how}; the run was stopped"
+                if server is not None:
+                    self.result.error = f"{server_died_how(server)}; the run was stopped"
                 if name == "output":
                     self.result.error += self._lost_with_the_output_stage()
                 self.result.error_stage = name

@@ -213,6 +213,15 @@ def is_spawned_child(p) -> bool:
     return "multiprocessing.spawn" in " ".join(p.cmdline()) or (comm_of(p.pid) or "").startswith("posecast[")
 
 
+def is_stage_server(p) -> bool:
+    """The process a run's stages are forked from (streamer/stage_server.py): it lives as long as
+    the process that ran the pipeline, the test process itself where a test runs one in-process."""
+    from streamer.proctitle import comm_name
+    from streamer.stage_server import SERVER_TITLE
+
+    return comm_of(p.pid) == comm_name(SERVER_TITLE).decode()
+
+
 def leaked_rings(pid: int) -> list[str]:
     shm = Path("/dev/shm")
     return sorted(p.name for p in shm.glob(f"posecast-{pid}-*")) if shm.is_dir() else []
@@ -258,7 +267,7 @@ def posecast(tmp_path: Path, default_model) -> Iterator[PosecastRunner]:
     stray = []
     for c in after:
         try:
-            if is_spawned_child(c) and c.status() != psutil.STATUS_ZOMBIE:
+            if is_spawned_child(c) and not is_stage_server(c) and c.status() != psutil.STATUS_ZOMBIE:
                 stray.append((c.pid, c.cmdline()))
         except psutil.Error:
             continue

@@ -27,9 +27,10 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import comm_of, is_spawned_child
+from conftest import comm_of, is_spawned_child, is_stage_server
 from engines.errors import InputError
 from streamer.proctitle import comm_name, stage_title
+from streamer.stage_server import SERVER_TITLE
 from streamer.tracks import read_track
 from train.motion import bvh_forward_kinematics, parse_bvh
 
@@ -86,12 +87,13 @@ def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> int:
 
 def stage_processes(proc, timeout: float = 30.0) -> dict[str, psutil.Process]:
     """The four stage processes of a running posecast, by name: each names itself posecast[STAGE]
-    as it starts (streamer/proctitle.py), which its comm holds cut to 15 bytes."""
+    as it starts (streamer/proctitle.py), which its comm holds cut to 15 bytes. They are forked
+    from the stage server (streamer/stage_server.py), a child of the parent."""
     parent = psutil.Process(proc.pid)
     stage_of = {comm_name(stage_title(stage)).decode(): stage for stage in STAGES}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = {stage_of.get(comm_of(c.pid) or ""): c for c in parent.children()}
+        found = {stage_of.get(comm_of(c.pid) or ""): c for c in parent.children(recursive=True)}
         found.pop(None, None)
         if len(found) == len(STAGES):
             return {stage: found[stage] for stage in STAGES}
@@ -103,7 +105,8 @@ def stage_processes(proc, timeout: float = 30.0) -> dict[str, psutil.Process]:
 
 def test_each_stage_process_is_named_for_its_stage(posecast, clip600: Path, tmp_path: Path) -> None:
     """In ps, top and htop the stages were four alike `python ... spawn_main(...)`: each now names
-    itself posecast[STAGE] (the comm cut to the kernel's 15 bytes), and the parent keeps its name.
+    itself posecast[STAGE] (the comm cut to the kernel's 15 bytes), the server they are forked from
+    posecast[stages], and the parent keeps its name.
     Where setproctitle is installed the command line says it whole, and the environment a
     process started with is still there to read (/proc/PID/environ: the tests find a run's
     processes by it)."""
@@ -112,7 +115,8 @@ def test_each_stage_process_is_named_for_its_stage(posecast, clip600: Path, tmp_
                           start_new_session=True)
     try:
         wait_for_lines(track, 4, proc)           # every stage is running
-        kids = [c for c in psutil.Process(proc.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
+        kids = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                if "resource_tracker" not in " ".join(c.cmdline())]
         comms = sorted(str(comm_of(c.pid)) for c in kids)
         cmdlines = sorted(" ".join(c.cmdline()).strip() for c in kids)
         parent_comm = comm_of(proc.pid)
@@ -121,7 +125,8 @@ def test_each_stage_process_is_named_for_its_stage(posecast, clip600: Path, tmp_
         with contextlib.suppress(ProcessLookupError):      # looked at (or failed to): end the run
             os.killpg(proc.pid, signal.SIGINT)
         r = posecast.finish(proc, timeout=30)
-    assert comms == sorted(["posecast[captur", "posecast[infer]", "posecast[align]", "posecast[output"])
+    assert comms == sorted(["posecast[captur", "posecast[infer]", "posecast[align]", "posecast[output",
+                            "posecast[stages"])
     assert parent_comm == Path(sys.executable).name[:15]      # `posecast` when started as that
     assert {c.pid for c in kids} <= tagged
     try:
@@ -129,7 +134,7 @@ def test_each_stage_process_is_named_for_its_stage(posecast, clip600: Path, tmp_
     except ImportError:
         pass
     else:
-        assert cmdlines == sorted(stage_title(s) for s in STAGES)
+        assert cmdlines == sorted([*(stage_title(s) for s in STAGES), SERVER_TITLE])
     assert r.returncode == 130, r.stderr
     assert_clean_stderr(r.stderr)
 
@@ -524,6 +529,54 @@ def test_killed_stage_stops_the_run(posecast, clip600: Path, tmp_path: Path, sta
     assert_contiguous(poses)
 
 
+def stage_server(proc) -> psutil.Process:
+    """The process a run's stages are forked from (streamer/stage_server.py)."""
+    stage_processes(proc)
+    (server,) = [c for c in psutil.Process(proc.pid).children() if is_stage_server(c)]
+    return server
+
+
+def test_a_killed_stage_server_is_said_as_such(posecast, clip600: Path, tmp_path: Path) -> None:
+    """The stages are forked from one server process. Killed mid-run, it can no longer report
+    their exits, which multiprocessing then gives as 255 for each: the line blamed a stage ("the
+    capture stage exited with code 255"). It names the server, and the stages, orphaned, still
+    end with the run and write every frame they took."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    server = stage_server(proc)
+    wait_for_lines(track, 6, proc)
+    server.send_signal(signal.SIGKILL)
+    r = posecast.finish(proc, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert error_lines(r.stderr) == [f"posecast: error: the stages' server process ({SERVER_TITLE}) was killed by "
+                                     f"signal 9 {KILLED_HOW}; the run was stopped"], r.stderr
+    _, poses = read_track(track)
+    assert 5 <= len(poses) < 600
+    assert_contiguous(poses)
+
+
+def test_a_batch_goes_on_with_a_new_stage_server(posecast, clip40: Path, clip600: Path, tmp_path: Path) -> None:
+    """The server killed during a batch's first input fails that input alone: the next is forked
+    from a new server and tracked whole."""
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.symlink_to(clip600)
+    second.symlink_to(clip40)
+    proc = posecast.start(["track", first, second, "-o", tmp_path / "{name}.jsonl", "--batch-size", "1",
+                           "--min-score", "0", "--no-progress"], start_new_session=True)
+    server = stage_server(proc)
+    wait_for_lines(tmp_path / "first.jsonl", 6, proc)
+    server.send_signal(signal.SIGKILL)
+    r = posecast.finish(proc, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert "(posecast[stages]) was killed by signal 9" in r.stderr
+    _, poses = read_track(tmp_path / "second.jsonl")
+    assert len(poses) == 40
+    assert_contiguous(poses)
+
+
 # A TEST DOUBLE's fault, put into every process of a posecast run by Python's sitecustomize hook
 # (on the run's PYTHONPATH only): one stage's per-frame (or per-batch) method raises at its N-th call.
 FAULTY_STAGE = """
@@ -835,7 +888,7 @@ def test_stage_error_in_process_exit_2_and_no_leak(default_model, tmp_path: Path
     while True:
         # The stage processes; the test process's own resource tracker lives as long as it does.
         stray = [c for c in me.children(recursive=True) if c.pid not in before and c.is_running()
-                 and c.status() != psutil.STATUS_ZOMBIE and is_spawned_child(c)]
+                 and c.status() != psutil.STATUS_ZOMBIE and is_spawned_child(c) and not is_stage_server(c)]
         if not stray or time.monotonic() > deadline:
             break
         time.sleep(0.1)

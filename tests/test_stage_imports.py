@@ -1,8 +1,9 @@
-"""What a stage process imports before it starts, paid again for each input a batch tracks
-(`posecast track a.mp4 b.mp4 ...` starts four fresh interpreters per input)."""
+"""What a stage process imports before it starts, and how often a batch pays for it
+(`posecast track a.mp4 b.mp4 ...` starts four stage processes per input)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import subprocess
 import sys
@@ -43,3 +44,19 @@ def test_the_stage_processes_do_not_import_the_command(posecast, clip40: Path, m
     assert r.returncode == 0, r.stderr[-2000:]
     assert "person found" in r.stderr.splitlines()[-1]
     assert len(re.findall(r"\|\s+argparse$", r.stderr, flags=re.MULTILINE)) == 1
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="stages are spawned here")
+def test_a_batch_imports_the_stages_once(posecast, clip40: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spawned, the four stage processes of each input were new interpreters that imported their
+    modules again: 0.7 s of CPU for each input. They are forked from one server that imported
+    them (streamer/stage_server.py): three inputs, and the stage modules are imported by two
+    processes, the command (for the pipeline) and the server, not by 1 + 4 x 3."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    names = [posecast.cwd / f"c{i}.mp4" for i in range(3)]
+    for name in names:
+        name.symlink_to(clip40)
+    r = posecast.run(["track", *names, "-o", posecast.cwd / "{name}.jsonl", "--no-progress"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    for module in STAGE_IMPORTS:
+        assert len(re.findall(rf"\|\s+{re.escape(module)}$", r.stderr, flags=re.MULTILINE)) == 2, module

@@ -1,0 +1,65 @@
+"""The `posecast` command's entry point (streamer/entry.py): a Ctrl-C while it imports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from streamer import entry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Makes `import streamer.cli` say so on stderr and then take a minute: a Ctrl-C is sent then.
+SLOW_IMPORT = """
+import sys, time
+
+class SlowCli:
+    def find_spec(self, name, path=None, target=None):
+        if name == "streamer.cli":
+            print("importing the command line", file=sys.stderr, flush=True)
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, SlowCli())
+"""
+
+
+def test_the_command_is_the_light_entry_point() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["posecast"] == "streamer.entry:main"
+
+
+def test_ctrl_c_while_the_command_line_imports_is_one_line(tmp_path: Path) -> None:
+    """Sent while Python still imported the command line, before any handler of ours was in place,
+    a Ctrl-C printed the import's traceback (50 lines): it is now the one line any Ctrl-C is."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_IMPORT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from streamer.entry import main; sys.exit(main())",
+                             "track", "x.mp4"], stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "importing the command line\n"
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert (code, rest) == (130, "posecast: interrupted\n")
+
+
+def test_a_ctrl_c_before_the_command_begins_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import streamer.cli
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(streamer.cli, "main", interrupted)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "posecast: interrupted\n"
