@@ -711,8 +711,34 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
 
 # --- wiring ------------------------------------------------------------------------------
 
+def version_line() -> str:
+    """What `posecast --version` prints: what a bug report needs to say which Posecast ran where."""
+    import importlib.metadata
+    import platform
+
+    try:
+        version = importlib.metadata.version(PROG)
+    except importlib.metadata.PackageNotFoundError:
+        version = "(not installed: run from its source folder)"
+    return f"{PROG} {version} (Python {platform.python_version()}, {platform.system()} {platform.machine()})"
+
+
+class VersionAction(argparse.Action):
+    """--version, worked out only when asked: the package metadata costs every other command time."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="show Posecast's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Real-time monocular 3D human pose estimation.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("track", help="estimate poses in a video, stream, camera or image folder; write tracks",

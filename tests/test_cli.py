@@ -894,3 +894,19 @@ def test_a_path_in_a_folder_that_may_not_be_entered_is_one_line(monkeypatch: pyt
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("posecast: error: permission denied: 'locked/") and err.count("\n") == 1, err
+
+
+def test_the_version_says_which_posecast_ran_where(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug report needs the version; `posecast --version` said "the following arguments are
+    required: COMMAND"."""
+    import importlib.metadata
+    import platform
+
+    from streamer.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0
+    out = capsys.readouterr().out
+    assert out == (f"posecast {importlib.metadata.version('posecast')} (Python {platform.python_version()}, "
+                   f"{platform.system()} {platform.machine()})\n")
