@@ -97,7 +97,7 @@ def one_blas_thread() -> Iterator[None]:
     if "OPENBLAS_NUM_THREADS" in os.environ:
         yield
         return
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"      # spawned children copy the environment when started
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"      # the stage server (or a spawned stage) copies it as it starts
     try:
         yield
     finally:
@@ -106,9 +106,9 @@ def one_blas_thread() -> Iterator[None]:
 
 @contextlib.contextmanager
 def main_module_hidden() -> Iterator[None]:
-    """A spawned process first imports its parent's main module, to find anything pickled from it:
-    for `posecast` that is the whole command line (argparse, the batch planner, the config
-    loader). The stages are pickled from their own modules and need none of it; it cost each of
+    """A stage process, spawned or forked from the stage server, first imports its parent's main
+    module, to find anything pickled from it: for `posecast` that is the whole command line
+    (argparse, the batch planner, the config loader). The stages are pickled from their own modules and need none of it; it cost each of
     the four about a tenth of a second of CPU at every input (docs/performance.md, "Several
     inputs"). Processes started inside are told of no main module."""
     main = sys.modules["__main__"]
