@@ -135,9 +135,46 @@ def test_a_mask_damaged_after_loading_is_still_one_line(tmp_path: Path) -> None:
 
 
 def test_the_command_says_what_is_missing_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["--real2d", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), "--no-progress"]) == 1
+    # Exit 2 and the tool's name, as every python -m train.X tool says a bad input (README).
+    assert main(["--real2d", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "keypoints.json" in err and "\n" not in err
+    assert err.startswith("python -m train.real_cutouts: error:") and "keypoints.json" in err and "\n" not in err
+    with pytest.raises(SystemExit) as stop:
+        main(["--bogus", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("python -m train.real_cutouts: error: unrecognized") and "\n" not in err
+
+
+def test_sigterm_stops_the_command_in_one_line_keeping_the_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """`timeout` or a closed terminal stops it as Ctrl-C does (it ended silently, killed outright)."""
+    import os
+    import signal
+
+    import train.real_cutouts as real_cutouts
+
+    records, _, _ = write_cutouts(tmp_path, 1)
+    monkeypatch.setattr(real_cutouts, "load_real2d", lambda folder: records)
+
+    def stopped(*args: object, **kwargs: object) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    class Unhandled(Exception):
+        pass
+
+    def unhandled(signum: int, frame: object) -> None:     # in place of dying with the test session
+        raise Unhandled("SIGTERM reached the default handling")
+
+    monkeypatch.setattr(real_cutouts, "make_cutouts", stopped)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main(["--out", str(tmp_path / "c"), "--no-progress"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m train.real_cutouts: stopped by SIGTERM") and "run the same command again" in err
+    assert "\n" not in err
 
 
 def backgrounds(tmp_path: Path) -> list[Path]:
@@ -270,7 +307,7 @@ def test_a_folder_of_another_version_is_not_carried_on(tmp_path: Path, capsys: p
     assert manifest["version"] == CUTOUT_VERSION and manifest["complete"] is True
     (out / MANIFEST).write_text(json.dumps({"version": CUTOUT_VERSION - 1}))
     capsys.readouterr()
-    assert main(["--real2d", str(real2d), "--out", str(out), "--no-progress"]) == 1
+    assert main(["--real2d", str(real2d), "--out", str(out), "--no-progress"]) == 2      # bad input: 2, as every tool
     err = capsys.readouterr().err.strip()
     assert "holds cut-outs of version" in err and "delete them" in err and "\n" not in err
     assert json.loads((out / MANIFEST).read_text()) == {"version": CUTOUT_VERSION - 1}

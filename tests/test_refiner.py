@@ -398,8 +398,10 @@ def test_train_temporal_refuses_what_would_spoil_the_refiner(tmp_path: Path, ext
     with pytest.raises(SystemExit) as ended:
         temporal(["--clips", str(tmp_path / "clips"), "--tracks", str(tmp_path / "t"), "--out",
                   str(tmp_path / "r.npz"), *extra])
-    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
-    assert ended.value.code == 2 and len(err) == 1 and says in err[0]
+    # The whole of stderr is the one line (argparse's usage block came before it).
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert ended.value.code == 2 and len(err) == 1 and says in err[0], err
+    assert err[0].startswith("python -m train.temporal: error: ")
     assert not (tmp_path / "r.npz").exists()
 
 

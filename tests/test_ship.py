@@ -90,8 +90,21 @@ def test_ship_to_a_folder_is_one_clear_line(run_model: Path, tmp_path: Path,
     folder.mkdir()
     assert ship_main(["--model", str(run_model), "--out", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"ship: cannot write {folder}")
+    assert len(err) == 1 and err[0].startswith(f"python -m train.ship: error: cannot write {folder}")
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model", "model.engine"])
+def test_ship_refuses_an_out_the_runtime_would_not_read_as_a_checkpoint(
+        run_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """The runtime reads a model by its suffix: a checkpoint shipped as model.onnx was written and
+    then refused by posecast ("not an ONNX model"). One line, exit 2, nothing written."""
+    assert ship_main(["--model", str(run_model), "--out", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m train.ship: error: --out must name a .pt file")
+    assert "posecast export" in err[0]
+    assert not (tmp_path / name).exists()
+    assert ship_main(["--model", str(run_model), "--out", str(tmp_path / "model.PTH")]) == 0
 
 
 def test_evaluate_can_switch_mirroring_of_a_checkpoint_only(run_model: Path, tmp_path: Path) -> None:

@@ -239,9 +239,40 @@ def test_generate_refuses_a_missing_or_broken_body_bank(tmp_path, content):
     r = subprocess.run([sys.executable, "-m", "train.synth.generate", "--split", "train", "--out", str(tmp_path / "o"),
                         "--count", "2", "--bodies", str(bank_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("python -m train.synth.generate: error:")]
     assert len(lines) == 1 and "python -m train.synth.body" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, says", [(["--count", "0"], "--count must be at least 1"),
+                                        (["--count", "2", "--bogus"], "unrecognized arguments: --bogus"),
+                                        (["--count", "2", "--seed", "-1"], "--seed must be from 0")])
+def test_generate_says_a_bad_argument_or_output_in_its_own_one_line(tmp_path, args, says):
+    """The documented form of every training tool's failure: `python -m train.X: error: ...` on one
+    line and exit 2, not argparse's usage block, nor a line without the tool's name."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "train.synth.generate", "--split", "train", "--out", str(tmp_path / "o"),
+                        "--bodies", str(tmp_path / "bodies.npz"), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m train.synth.generate: error: ") and says in lines[0], \
+        r.stderr
+
+
+def test_body_bank_refuses_an_unwritable_out_in_one_line_before_building(tmp_path):
+    """--out where no file can be made (here through a file; a read-only folder alike) is one line
+    and exit 2 before anny builds the bodies, not a traceback when the bank is written."""
+    import subprocess
+
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "bodies.npz"
+    r = subprocess.run([sys.executable, "-m", "train.synth.body", "--out", str(out), "--bodies", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "anny bodies" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m train.synth.body: error: cannot write --out"), r.stderr
 
 
 def test_long_hair_covers_the_upper_back_and_leaves_the_front_and_older_looks_alone(bank):

@@ -212,6 +212,22 @@ def test_shards_refuse_other_settings(tmp_path: Path) -> None:
         ShardSet([tmp_path / "nothing"])
 
 
+def test_a_set_without_images_is_named_in_one_line(tmp_path: Path) -> None:
+    """A render stopped before its first shard leaves a manifest of no shards. Training, its
+    validation and train.evaluate read such a set through ShardSet: one line naming the folder and
+    the way out, not numpy's "need at least one array to concatenate" at the first validation."""
+    from engines.errors import InputError
+
+    ShardWriter(tmp_path / "empty", 2, {"seed": 7})       # what generate leaves when stopped at once
+    with pytest.raises(InputError, match="no images in .*empty: its manifest lists no shards") as err:
+        ShardSet([tmp_path / "empty"])
+    assert "\n" not in str(err.value) and "python -m train.synth.generate" in str(err.value)
+    with pytest.raises(InputError, match="no images"):
+        SyntheticDataset([tmp_path / "empty"], input_size=64, augment=False)
+    write_dataset(tmp_path / "full", total=2, shard_size=2, meta={"seed": 7})
+    assert len(ShardSet([tmp_path / "empty", tmp_path / "full"])) == 2     # one empty set among others is harmless
+
+
 @pytest.mark.parametrize("damage, says", [
     ("truncated", "is damaged"), ("missing", "is missing"), ("miscounted", "holds 2 samples where its manifest says 5"),
     ("manifest_text", "not a readable shard manifest"), ("manifest_shape", "not a shard manifest")])

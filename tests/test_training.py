@@ -317,6 +317,51 @@ def test_train_end_to_end_and_resume(data: dict[str, Path], tmp_path: Path, pose
     assert resolve_model(sliced / LAST).info.config.input_size == SIZE     # last.pt loads too
 
 
+def test_a_run_stopped_between_log_lines_logs_what_an_uninterrupted_one_does(
+        data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after step 3, with a log line every 2 steps: the checkpoint keeps the step-3 loss of
+    the window, so the resumed run's step-4 line is the mean of steps 3 and 4, as an uninterrupted
+    run's is (it was step 4's alone, a different number in a log said to resume exactly)."""
+    from train import step as step_module
+    from train.train import TrainingInterrupted, train
+
+    cfg = load_train_config(recipe(data, tmp_path, log_every="2", checkpoint_every="100", val_every="0"))
+    train(cfg, tmp_path / "straight", progress=False)
+
+    real_step, calls = step_module.step_losses, []
+
+    def interrupted_at_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:          # the handler notes it; the loop ends after this step
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "step_losses", interrupted_at_step_3)
+    with pytest.raises(TrainingInterrupted, match="holds step 3"):
+        train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(step_module, "step_losses", real_step)
+    train(cfg, tmp_path / "resumed", progress=False)
+
+    def losses(run: str) -> list[tuple[int, float, float, float]]:
+        rows = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["loss_2d"], r["loss_3d"]) for r in rows if "loss" in r]
+
+    assert [r[0] for r in losses("straight")] == [2, 4, 6]
+    assert losses("resumed") == losses("straight")
+
+
+def test_every_line_of_a_run_validations_included_is_on_stderr(data: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The validations during the run were written to stdout, every other line (progress, the
+    final validation, errors) to stderr: `2> train.log` kept all but them."""
+    from train.train import train
+
+    train(load_train_config(recipe(data, tmp_path)), tmp_path / "run", progress="lines")
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "train: step 4: synthetic MPJPE" in err and "train: step 6: synthetic MPJPE" in err
+
+
 def test_a_resume_with_a_new_learning_rate_uses_it(data: dict[str, Path], tmp_path: Path) -> None:
     """The loop's own advice after a non-finite loss is "lower optim.lr" and run again: the resumed
     run must follow the new rate on the saved schedule, as a run begun with it would from there,

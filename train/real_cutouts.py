@@ -16,7 +16,6 @@ writes one PNG mask per photo (255 the person, 0 the background, at the photo's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ from engines.errors import InputError
 from engines.skeleton import H36M17
 from train.real2d import RealRecord, load_real2d
 
+PROG = "python -m train.real_cutouts"
 CUTOUT_VERSION = 2           # 2: a hand raised above the shoulders is no longer taken for the face
 MANIFEST = "manifest.json"
 WORK_SIDE = 360           # GrabCut runs on the photo shrunk to this longer side: 0.6 s, not 10
@@ -376,24 +376,32 @@ class RealBackdrops:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.real_cutouts", description=__doc__.split("\n\n")[0])
+    from engines.arguments import OneLineParser
+    from engines.stop_signals import describe, exit_code, stop_signals_interrupt
+
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--real2d", default=None, help="the COCO folder (keypoints.json, images/); default "
                     "$POSECAST_DATA/real2d_fashion")
     ap.add_argument("--out", required=True, help="folder for the masks (outside the repository)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
-        records = load_real2d(args.real2d)
-        out = Path(args.out)
-        start_cutouts(out)
-        written = make_cutouts(records, out, progress=not args.no_progress)
-        _write_manifest(out, complete=True, photos=len({r.path.name for r in records}))
+        # SIGTERM and SIGHUP stop it as Ctrl-C does: one line, the masks written so far kept.
+        with stop_signals_interrupt():
+            records = load_real2d(args.real2d)
+            out = Path(args.out)
+            start_cutouts(out)
+            written = make_cutouts(records, out, progress=not args.no_progress)
+            _write_manifest(out, complete=True, photos=len({r.path.name for r in records}))
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stopped: run the same command again to carry on", file=sys.stderr)
-        return 130
+        said = (f"'{exc.filename}': {exc.strerror} (check the path and its permissions)"
+                if isinstance(exc, OSError) and exc.filename and exc.strerror else str(exc))
+        print(f"{PROG}: error: {said}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"{PROG}: {describe(exc)}; the masks written are kept: run the same command again to carry on",
+              file=sys.stderr)
+        return exit_code(exc)
     print(f"{written} masks written to {out} ({len(records)} records)")
     return 0
 

@@ -262,6 +262,14 @@ class ShardSet:
             for s in manifest["shards"]:
                 self._files.append(d / s["file"])
                 counts.append(int(s["count"]))
+        if sum(counts) == 0:
+            # What a render stopped before its first shard leaves: a manifest of no shards. Every
+            # reader (training, its validation, train.evaluate) would fail later, in a traceback.
+            names = ", ".join(str(d) for d in self.dirs)
+            its = "its manifest lists" if len(self.dirs) == 1 else "their manifests list"
+            raise InputError(f"no images in {names}: {its} no shards (a render stopped before its first shard "
+                             f"was done); run python -m train.synth.generate on it again (it resumes), or leave "
+                             f"it out")
         self._starts = np.zeros(len(counts) + 1, dtype=np.int64)
         self._starts[1:] = np.cumsum(counts)
         self._loaded: dict[int, dict[str, np.ndarray]] = {}

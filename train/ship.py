@@ -11,14 +11,16 @@ file that fails the check is removed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from engines.arguments import OneLineParser
 from engines.errors import InputError, PosecastError
 from engines.model_config import FLIP_TEST_MODES
 
-PROG = "ship"
+PROG = "ship"                  # its lines of progress, as train.train's say "train:"
+COMMAND = "python -m train.ship"  # its errors, as every python -m train.X tool's (README)
+CHECKPOINT_SUFFIXES = (".pt", ".pth")       # what engines/models.py reads as a checkpoint
 MIRRORED_NOTE = {"3d": "3D mirrored at test time", "all": "mirrored at test time"}
 
 
@@ -32,6 +34,11 @@ def ship(model: Path, out: Path, flip_test: str | None = None, weights: str | No
 
     if weights is not None and not weights.strip():
         raise InputError("--weights must not be empty")
+    if Path(out).suffix.lower() not in CHECKPOINT_SUFFIXES and not Path(out).is_dir():   # a folder: said below
+        # The runtime picks a model's reader by its suffix: a checkpoint named .onnx (or anything
+        # else) would be written, then refused by every command that is given it.
+        raise InputError(f"--out must name a .pt file, since the shipped model is a PyTorch checkpoint (got '{out}'); "
+                         f"for an ONNX model, ship to a .pt, then posecast export --model SHIPPED.pt -o MODEL.onnx")
     if Path(out).resolve() == Path(model).resolve():
         raise InputError(f"--out is the --model file itself ({out}); write the shipped model elsewhere")
     net, info = load_checkpoint(model)
@@ -60,7 +67,7 @@ def ship(model: Path, out: Path, flip_test: str | None = None, weights: str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.ship", description=__doc__.splitlines()[0].split(": ", 1)[0])
+    p = OneLineParser(prog=COMMAND, description=__doc__.splitlines()[0].split(": ", 1)[0])
     p.add_argument("--model", required=True, type=Path, help="a Posecast .pt checkpoint (a training run's model.pt)")
     p.add_argument("--out", required=True, type=Path, help="where to write the shipped .pt")
     p.add_argument("--flip-test", choices=FLIP_TEST_MODES,
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         line = ship(args.model, args.out, args.flip_test, args.weights)
     except PosecastError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: error: {exc}", file=sys.stderr)
         return 2
     size_mb = args.out.stat().st_size / 1e6
     print(f"{PROG}: wrote {args.out} ({size_mb:.1f} MB): {line}")

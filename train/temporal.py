@@ -23,7 +23,6 @@ The result is scored like every filter, through the whole pipeline on the held-o
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.arguments import OneLineParser
 from engines.errors import InputError
 from engines.files import check_writable_folder, make_folders, replaced_when_done
 from engines.model_file import file_sha256
@@ -285,7 +285,7 @@ def held_out_report(refiner: TemporalRefiner, clips: list[ClipWindows]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.temporal", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m train.temporal", description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, nargs="+", required=True,
                     help="folders of clips rendered from training material (train.synth.clip --split train)")
     ap.add_argument("--tracks", type=Path, required=True, help="folder for the clips' track files (kept, reused)")

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # OpenMP threads that wait passively instead of spinning: set before torch loads its OpenMP. On
 # this project's shared 2-core machines (data generation, tests, loader workers running beside),
@@ -58,6 +58,9 @@ from train.budget import Plan, StepPlanner
 from train.config import TrainConfig, load_train_config
 from train.real2d import RealRecord
 from train.real_cutouts import RealBackdrops
+
+if TYPE_CHECKING:
+    from train.step import LossWindow
 
 PROG = "train"
 # The step count of a time-budgeted run before it has planned: more than any run reaches.
@@ -313,9 +316,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, step: int,
-                        cfg: TrainConfig, mcfg: ModelConfig, plan: Plan | None = None) -> None:
+                        cfg: TrainConfig, mcfg: ModelConfig, plan: Plan | None = None,
+                        losses: LossWindow | None = None) -> None:
     """last.pt: everything to resume, laid out as a Posecast checkpoint too ('posecast' metadata
-    and 'state_dict'), so engines.model_file.load_checkpoint reads it. Written atomically."""
+    and 'state_dict'), so engines.model_file.load_checkpoint reads it. Written atomically.
+    `losses`: the steps since the last log line, so that a resumed run's next line is the mean of
+    the same steps as an uninterrupted run's (checkpoints and log lines need not fall together)."""
     info = ModelInfo(mcfg, weights=f"{cfg.run_name}, step {step} (training checkpoint)", trained=step > 0)
     blob = {
         "posecast": info.metadata(),
@@ -329,6 +335,7 @@ def save_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
             "config": to_dict(cfg),
             # A time-budgeted run's plan (train/budget.py): the schedule a resumed run must keep.
             "plan": None if plan is None else plan.to_dict(),
+            "loss_window": None if losses is None else {"sums": losses.sums.cpu(), "steps": losses.steps},
         },
     }
     buf = io.BytesIO()
@@ -354,8 +361,11 @@ def same_network(saved: Any, mcfg: ModelConfig) -> bool:
 
 
 def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig,
-                        mcfg: ModelConfig, say: Callable[[str], None]) -> tuple[int, Plan | None]:
-    """Restores last.pt into the objects; returns its step and its time budget's plan, if any."""
+                        mcfg: ModelConfig, say: Callable[[str], None],
+                        losses: LossWindow | None = None) -> tuple[int, Plan | None]:
+    """Restores last.pt into the objects (and `losses`, where the checkpoint kept its window; one
+    written before it did leaves the window empty); returns its step and its time budget's plan,
+    if any."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
@@ -393,6 +403,11 @@ def load_training_state(path: Path, net: PoseNet, opt: torch.optim.Optimizer, sc
     net.load_state_dict(blob["state_dict"])
     load_schedule_state(opt, sched, state["optimizer"], state["scheduler"])
     _set_rng_state(state["rng"])
+    window = state.get("loss_window")
+    if losses is not None and isinstance(window, dict) and isinstance(window.get("sums"), torch.Tensor) \
+            and window["sums"].shape == losses.sums.shape:
+        losses.sums = window["sums"].to(losses.sums.device, torch.float64)
+        losses.steps = int(window["steps"])
     saved_plan = state.get("plan")
     return int(state["step"]), Plan.from_dict(saved_plan) if saved_plan else None
 
@@ -554,8 +569,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
     last, log_path = out / LAST, out / LOG
     start = 0
     plan: Plan | None = None
+    losses = LossWindow(device)
     if last.exists():
-        start, plan = load_training_state(last, net, opt, sched, cfg, mcfg, say)
+        start, plan = load_training_state(last, net, opt, sched, cfg, mcfg, say, losses)
         if plan is not None:
             cfg = _follow_plan(cfg, schedule, plan)
             say(f"resuming from {last} at step {start} of {plan.total} (planned for a {plan.budget_s:g} s budget)")
@@ -616,7 +632,6 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
         bar = tqdm(total=None if planner else total, initial=start, disable=progress is not True, unit="step",
                    dynamic_ncols=True, desc=cfg.run_name, file=sys.stderr)
         step = start
-        losses = LossWindow(device)
         window: dict[str, float] = {"images": 0, "wait": 0.0}
         t_window = t_budget = time.perf_counter()
         rate = 0.0
@@ -695,12 +710,14 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
                     if cfg.val_every and step % cfg.val_every == 0 and step < total:
                         losses.check()
                         val = validate()
-                        bar.write(f"{PROG}: step {step}: " + _format_quick(val))
+                        # stderr, with every other line of the run (tqdm.write's own default is stdout):
+                        # `2> train.log` keeps the validations.
+                        bar.write(f"{PROG}: step {step}: " + _format_quick(val), file=sys.stderr)
                         t_window = time.perf_counter()
                     if step % cfg.checkpoint_every == 0 or step == end:
                         losses.check()
                         check_weights(net, step)
-                        save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
+                        save_training_state(last, net, opt, sched, step, cfg, mcfg, plan, losses)
                     if flag.signal is not None:
                         interrupted = True
                         break
@@ -719,7 +736,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool | str, stop_after: int | 
             if not hard and step > start:
                 losses.check()
                 check_weights(net, step)
-                save_training_state(last, net, opt, sched, step, cfg, mcfg, plan)
+                save_training_state(last, net, opt, sched, step, cfg, mcfg, plan, losses)
             of = f" of {total}" if total != _UNPLANNED else ""
             exc = TrainingInterrupted(f"interrupted at step {step}{of}; {last} holds step "
                                       f"{_checkpoint_step(last)}: run the same command again to resume")

@@ -31,7 +31,6 @@ Human3.6M's mean proportions (its training subjects' mean bone lengths, see `doc
 
 from __future__ import annotations
 
-import argparse
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.files import replaced_when_done
+from engines.errors import InputError
+from engines.files import replaced_when_done, write_hint
 from engines.skeleton import H36M17
 
 HIP_WIDEN = 1.3
@@ -278,11 +278,15 @@ def export(count: int, seed: int, out: Path) -> BodyBank:
     return bank
 
 
+PROG = "python -m train.synth.body"
 MAX_BODIES = 10_000        # about 7 MB a hundred: more is a typo, and would take minutes in silence
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.synth.body", description=__doc__.split("\n")[0])
+    from engines.arguments import OneLineParser
+    from engines.files import unwritable_reason
+
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="where to write the body bank (.npz)")
     ap.add_argument("--bodies", type=int, default=120, help="number of random body shapes")
     ap.add_argument("--seed", type=int, default=0)
@@ -294,11 +298,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--seed must be >= 0 (got {args.seed})")
     if args.out.is_dir():
         ap.error(f"--out '{args.out}' is a folder; give the body bank's file name (bodies.npz)")
-    bank = export(args.bodies, args.seed, args.out)
+    # Before anny builds the bodies (minutes for a large bank), not in a traceback after.
+    reason = unwritable_reason(args.out, make_folders=True)
+    if reason is not None:
+        raise InputError(f"cannot write --out '{args.out}': {reason}")
+    try:
+        bank = export(args.bodies, args.seed, args.out)
+    except OSError as err:
+        # Written through a new file renamed into place: nothing is left half-written.
+        raise InputError(f"cannot write --out '{args.out}': {err.strerror or err} ({write_hint(err)})") from None
     size = args.out.stat().st_size / 1e6
     print(f"wrote {args.out}: {bank.num_bodies} bodies, {bank.vertices.shape[1]} vertices, {size:.1f} MB")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from engines.stop_signals import run_command
+
+    raise SystemExit(run_command(PROG, main, "nothing was written"))

@@ -11,7 +11,6 @@ splits also draw generated gradients as backgrounds.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.arguments import OneLineParser
 from engines.errors import PosecastError
 from engines.stop_signals import describe, exit_code, stop_signals_interrupt
 from train.backgrounds import load_backgrounds, split_backgrounds
@@ -31,6 +31,7 @@ from train.synth.body import BodyBank
 from train.synth.render import BodyRenderer
 from train.synth.scene import Bystander, SceneOptions, make_sample
 
+PROG = "python -m train.synth.generate"
 VAL_BODY_FRACTION = 1 / 6
 SOURCE_WEIGHTS = {"h36m": 0.55, "cmu": 0.25, "deepmimic": 0.20}
 
@@ -111,7 +112,7 @@ def generate(out: Path, split_name: str, count: int, bodies_path: Path, data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.synth.generate", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="shard directory (created; resumed if it exists)")
     ap.add_argument("--split", choices=("train", "val"), required=True)
     ap.add_argument("--count", type=int, required=True, help="number of images")
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_resumable(lambda: generate(args.out, args.split, args.count, args.bodies,
                                               args.data or default_data_root(), args.seed, args.shard_size, opts,
                                               args.motions),
-                             "shards")
+                             "shards", PROG)
 
 
 @contextlib.contextmanager
@@ -179,21 +180,29 @@ def math_threads(threads: int) -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def run_resumable(work: Callable[[], object], units: str) -> int:
+def run_resumable(work: Callable[[], object], units: str, prog: str | None = None) -> int:
     """A resumable command's exit code: 0, 2 with one error line for bad input, 130 on Ctrl-C
-    (143 on SIGTERM, 129 on SIGHUP, each with the same line: finished work is kept)."""
+    (143 on SIGTERM, 129 on SIGHUP, each with the same line: finished work is kept). With `prog`,
+    each line starts with it, as the other `python -m train.X` tools' lines do."""
+    lead = f"{prog}: " if prog else ""
     try:
         with stop_signals_interrupt():
             work()
     except FileExistsError as exc:       # a folder to make where a file is
-        print(f"error: '{exc.filename}' is a file, not a folder; give --out a folder (new or one to resume)",
+        print(f"{lead}error: '{exc.filename}' is a file, not a folder; give --out a folder (new or one to resume)",
               file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError, PosecastError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        # Python's own text ("[Errno 1] Operation not permitted: '/sys/x'") says no more than this.
+        said = f"'{exc.filename}': {exc.strerror} (check the path and its permissions)" if exc.filename and exc.strerror \
+            else str(exc)
+        print(f"{lead}error: {said}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, PosecastError) as exc:
+        print(f"{lead}error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"{describe(exc)}: finished {units} are kept; run the same command again to resume", file=sys.stderr)
+        print(f"{lead}{describe(exc)}: finished {units} are kept; run the same command again to resume", file=sys.stderr)
         return exit_code(exc)
     return 0
 
