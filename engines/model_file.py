@@ -206,6 +206,17 @@ def export_onnx(net: Any, info: ModelInfo, path: Path) -> Path:
     return path
 
 
+ZIP_MAGIC = b"PK\x03\x04"       # how torch.save's files start (a zip archive)
+
+
+def _not_onnx_hint(path: Path) -> str:
+    """What to do about a file named .onnx that ONNX cannot read."""
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+            return "it looks like a PyTorch checkpoint: name it .pt"
+    return "it is damaged or no model: give a Posecast .onnx model (posecast export writes one) or a .pt checkpoint"
+
+
 def read_onnx_info(path: Path) -> ModelInfo:
     """The metadata of a Posecast ONNX file; a clear error for anything else."""
     import onnx
@@ -215,7 +226,7 @@ def read_onnx_info(path: Path) -> ModelInfo:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ModelFileError(f"{path} is not an ONNX model ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path} is not an ONNX model ({_first_line(exc)}); {_not_onnx_hint(path)}") from None
     if not model.graph.node:
         raise ModelFileError(f"{path} is not an ONNX model (no graph inside)")
     meta = {p.key: p.value for p in model.metadata_props}

@@ -64,13 +64,17 @@ def stop_signals_interrupt() -> Iterator[None]:
 def reader_gone() -> int:
     """The exit code of a command whose stdout's reader went away (`posecast ... | head`), once
     stdout points at nothing: Python would otherwise fail again flushing it at exit."""
+    _stdout_to_devnull()
+    return 128 + int(signal.SIGPIPE)
+
+
+def _stdout_to_devnull() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):     # stdout is no file (replaced in-process)
         pass
-    return 128 + int(signal.SIGPIPE)
 
 
 
@@ -81,9 +85,10 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "n
     what a stop leaves, where given) and 128 + the signal; a reader that stops reading (`| head`)
     ends it quietly. `posecast` and the `python -m train.X` tools end this way."""
     try:
-        with stop_signals_interrupt():
+        with stop_signals_interrupt(), _stdout_marked():
             code = main()
-            sys.stdout.flush()          # here, where a closed stdout is caught, not at exit
+            if sys.stdout is not None:  # None: started with it closed (`>&-`), and print() drops all
+                sys.stdout.flush()      # here, where a closed stdout is caught, not at exit
             return code
     except PosecastError as exc:
         if not exc.quiet:
@@ -102,6 +107,61 @@ def run_command(prog: str, main: Callable[[], int], interrupted: str | None = "n
         # before any check can say what is wrong. It is the user's to fix, so it is one line.
         print(f"{prog}: error: {permission_denied(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not _stdout_failed(exc):
+            raise
+        from engines.files import write_hint
+
+        print(f"{prog}: error: cannot write to standard output: {exc.strerror or exc} ({write_hint(exc)})",
+              file=sys.stderr)
+        _stdout_to_devnull()        # what its buffer still holds would fail again, with a traceback, at exit
+        return 2
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether `exc` came from writing standard output (`> /dev/full`, a full disk under `> out.txt`)."""
+    return getattr(exc, _STDOUT_MARK, False)
+
+
+_STDOUT_MARK = "posecast_standard_output"
+
+
+class _MarkedStdout:
+    """Standard output, whose failed writes say so: an OSError from a write names no file, so a
+    full disk under `> out.txt` could not be told from any other failure."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._marked(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._marked(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    @staticmethod
+    def _marked(call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except OSError as exc:
+            setattr(exc, _STDOUT_MARK, True)
+            raise
+
+
+@contextlib.contextmanager
+def _stdout_marked() -> Iterator[None]:
+    stream = sys.stdout
+    if stream is None:
+        yield
+        return
+    sys.stdout = _MarkedStdout(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
 
 
 def permission_denied(exc: PermissionError) -> str:

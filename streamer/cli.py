@@ -500,10 +500,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.port = 0
     if args.bind is None and "bind" not in given:
         args.bind = "127.0.0.1"
-    mode = "live (played at its frame rate)" if args.live else "file (as fast as possible)"
     return run_track(args.input, [], None, args, realtime=args.live, publish=True,
-                     heading=f"bench: {redact_url(args.input)}, {mode}",
+                     heading=f"bench: {redact_url(args.input)}, {bench_mode(args.input, args.live)}",
                      report=sys.stdout)
+
+
+def bench_mode(source: str, live: bool) -> str:
+    """How `bench` reads `source`, for its heading: a camera is live whatever --live says, and
+    a network stream that is live keeps only its newest frame."""
+    from streamer.sources import source_kind
+
+    kind = source_kind(source)
+    if kind == "camera":
+        return "camera (live: its newest frame each time)"
+    what = {"stream": "network stream", "images": "images"}.get(kind, "file")
+    if live:
+        return f"{what}, live (played at its frame rate)"
+    if kind == "stream":
+        return f"{what} (a recording as fast as possible; a live one: its newest frame each time)"
+    return f"{what} (as fast as possible)"
 
 
 REPLAY_SPEEDS = (0.01, 1000.0)     # --speed: slower or faster than this is a typo, not a wish

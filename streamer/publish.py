@@ -101,6 +101,13 @@ class Publisher:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(f"cannot publish on {endpoint}: the port is already in use "
                                      f"(another posecast running? choose another with --port)") from None
+            if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):
+                # ZeroMQ's "No such device" (a name or an IPv6 address) or "Cannot assign requested
+                # address" (another machine's): said as what it means here.
+                host = endpoint.removeprefix("tcp://").rpartition(":")[0]
+                raise PortInUseError(f"cannot publish on {endpoint}: '{host}' is not an IPv4 address or interface "
+                                     f"of this machine (check --bind or publish.bind: 127.0.0.1 for this machine "
+                                     f"alone, 0.0.0.0 for all its interfaces; IPv6 is not supported)") from None
             raise PortInUseError(f"cannot publish on {endpoint}: {exc} (check --bind or publish.bind, and --port "
                                  f"or publish.port)") from None
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -353,7 +353,9 @@ class _LineFileWriter(TrackWriter):
             # waiting, and the count, would be a second and a third line about the same pipe.
             self._file.close()
             return
-        lost = name_removed(self._file.fileno())
+        # Standard output is no file of the user's naming: the program that started posecast may
+        # have given it a file without a name (Python's tempfile.TemporaryFile), and reads it still.
+        lost = not is_stdout(self.path) and name_removed(self._file.fileno())
         try:
             if self._behind:
                 self._finish_behind()

@@ -867,6 +867,36 @@ def test_a_reader_that_goes_away_ends_posecast_quietly(monkeypatch: pytest.Monke
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (a device always full)")
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_full_standard_output_is_one_line(unbuffered: str) -> None:
+    """`posecast backends > out.txt` on a full disk (/dev/full stands in for it): one line and
+    exit 2, not print()'s OSError traceback, and none again from Python flushing it at exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "streamer.cli", "backends"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("posecast: error: cannot write to standard output: No space left on device "
+                           "(free some disk space)\n")
+
+
+def test_a_closed_standard_output_is_no_traceback() -> None:
+    """`posecast backends >&-`: Python starts with sys.stdout None; print() then writes nothing,
+    and the final flush must not fail on None."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "streamer.cli", "backends"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 @pytest.mark.parametrize("args", [["track", "locked/a.jpg", "-o", "t.jsonl"],
                                   ["track", "a.jpg", "-o", "locked/t.jsonl"],
                                   ["convert", "locked/t.jsonl", "-o", "t.csv"]])
@@ -910,3 +940,19 @@ def test_the_version_says_which_posecast_ran_where(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert out == (f"posecast {importlib.metadata.version('posecast')} (Python {platform.python_version()}, "
                    f"{platform.system()} {platform.machine()})\n")
+
+
+@pytest.mark.parametrize("source, live, said", [
+    ("walk.mp4", False, "file (as fast as possible)"),
+    ("walk.mp4", True, "file, live (played at its frame rate)"),
+    ("0", False, "camera (live: its newest frame each time)"),
+    ("/dev/video2", True, "camera (live: its newest frame each time)"),
+    ("frames/*.png", False, "images (as fast as possible)"),
+    ("rtsp://cam.local/s", False, "network stream (a recording as fast as possible; a live one: its newest frame "
+                                  "each time)"),
+])
+def test_bench_says_how_it_reads_its_input(source: str, live: bool, said: str) -> None:
+    """A camera is live whatever --live says: `bench 0` once said 'file (as fast as possible)'."""
+    from streamer.cli import bench_mode
+
+    assert bench_mode(source, live) == said

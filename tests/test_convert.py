@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,106 @@ def test_several_tracks_need_a_name_in_every_output(tmp_path: Path, monkeypatch:
     code, said = _convert(["a.jsonl", "b.jsonl", "-o", "{name}.csv", "-o", "{name}.jsonl"], capsys)
     assert code == 2 and len(said) == 1 and "is both the input and an output" in said[0], said
     assert not list(tmp_path.glob("*.csv"))
+
+
+# --- a stop (Ctrl-C, SIGTERM, SIGHUP) ------------------------------------------------------------
+
+def _stopping(monkeypatch: pytest.MonkeyPatch, suffix: str, when: str, after: int = 0) -> None:
+    """The output named `suffix` sends this process SIGINT, as a Ctrl-C would come: in its
+    `after`-th write ("write") or as it is closed ("close")."""
+    import signal
+
+    import streamer.convert as convert
+    real_open = convert.open_track_writer
+
+    def open_stopping(path: Path, meta: dict, **kwargs: object):
+        writer = real_open(path, meta, **kwargs)
+        if path.suffix != suffix:
+            return writer
+        real = getattr(writer, "write_message" if when == "write" else "close")
+        calls = [0]
+
+        def stopping(*args: object) -> object:
+            calls[0] += 1
+            if calls[0] == after + 1 or when == "close":
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args)
+
+        setattr(writer, "write_message" if when == "write" else "close", stopping)
+        return writer
+
+    monkeypatch.setattr(convert, "open_track_writer", open_stopping)
+
+
+def test_a_stop_while_writing_ends_every_output_with_the_messages_so_far(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outputs hold the first messages, each whole, and the one line says so: an .npz or a
+    .bvh of part of the track looks whole but for its length."""
+    track = recorded(tmp_path / "t.jsonl")
+    _stopping(monkeypatch, ".csv", "write", after=5)
+    said: list[str] = []
+    try:
+        code = convert_track(track, [tmp_path / "t.bvh", tmp_path / "t.csv", tmp_path / "t.npz"], said.append)
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C came out of convert_track as a KeyboardInterrupt")
+    assert code == 130
+    assert said == [f"interrupted (SIGINT) after 6 of the 12 pose messages of '{track}'; '{tmp_path / 't.bvh'}', "
+                    f"'{tmp_path / 't.csv'}', '{tmp_path / 't.npz'}' hold those alone (convert it again for the "
+                    f"whole track)"]
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == list(range(6))
+    assert len(parse_bvh((tmp_path / "t.bvh").read_text()).motion) == 6
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert [int(r["seq"]) for r in csv.DictReader(f)] == list(range(6))
+
+
+def test_a_stop_while_a_bvh_is_closed_loses_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C during the .bvh's solve at the end (seconds for a long track) used to come out of
+    its close as a KeyboardInterrupt: the .bvh and every output closed after it were lost."""
+    track = recorded(tmp_path / "t.jsonl")
+    _stopping(monkeypatch, ".bvh", "close")
+    said: list[str] = []
+    try:
+        code = convert_track(track, [tmp_path / "t.bvh", tmp_path / "t.npz"], said.append)
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C came out of convert_track as a KeyboardInterrupt")
+    assert code == 130
+    assert said == ["interrupted (SIGINT) while the outputs were closed; they were finished, with all 12 pose "
+                    "messages"]
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == list(range(12))
+    assert len(parse_bvh((tmp_path / "t.bvh").read_text()).motion) == 12
+
+
+def test_standard_output_is_named_so_in_the_summary(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """As `track -o -` says it ("-> standard output"), not "-> -"."""
+    track = recorded(tmp_path / "t.jsonl")
+    said: list[str] = []
+    assert convert_track(track, [Path("-"), tmp_path / "t.csv"], said.append) == 0
+    assert said == [f"12 pose messages from '{track}' -> standard output, {tmp_path / 't.csv'}"]
+    assert capfd.readouterr().out == track.read_text()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_stop_ends_the_wait_for_a_named_pipes_reader(tmp_path: Path) -> None:
+    """`convert t.jsonl -o pipe.jsonl` (mkfifo) with no reader yet waits for one; Ctrl-C ends the
+    wait, and an output beside it keeps the message it got."""
+    import signal
+    import threading
+
+    track = recorded(tmp_path / "t.jsonl")
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    said: list[str] = []
+    timer.start()
+    try:
+        code = convert_track(track, [tmp_path / "t.npz", tmp_path / "pipe.jsonl"], said.append)
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C came out of convert_track as a KeyboardInterrupt")
+    finally:
+        timer.cancel()
+    assert code == 130
+    assert said == [f"interrupted (SIGINT) after 1 of the 12 pose messages of '{track}'; '{tmp_path / 't.npz'}' "
+                    f"holds those alone (convert it again for the whole track)"]
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["seq"].tolist() == [0]

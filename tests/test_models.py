@@ -593,3 +593,18 @@ def test_a_first_crop_that_fails_on_a_gpu_is_the_device_not_the_file(tmp_path: P
     if device == "cpu":
         with pytest.raises(ModelFileError, match="the network fails on its first crop"):
             check_outputs(Fails(RuntimeError("Reshape: shape does not fit")), resolve_model(path))
+
+
+def test_a_file_named_onnx_that_onnx_cannot_read_says_what_to_do(tmp_path: Path) -> None:
+    """A checkpoint given the wrong name is told so; anything else is told what to give instead."""
+    checkpoint = tmp_path / "model.onnx"
+    torch.save({"weights": torch.zeros(2)}, checkpoint)
+    with pytest.raises(ModelFileError, match=r"is not an ONNX model \(.*\); it looks like a PyTorch checkpoint: "
+                                             r"name it \.pt$"):
+        read_onnx_info(checkpoint)
+    text = tmp_path / "notes.onnx"
+    text.write_text("hello, this is not a model\n")
+    with pytest.raises(ModelFileError, match=r"is not an ONNX model \(.*\); it is damaged or no model: give a "
+                                             r"Posecast \.onnx model \(posecast export writes one\) or a \.pt "
+                                             r"checkpoint$"):
+        read_onnx_info(text)

@@ -124,3 +124,19 @@ def test_a_reader_gone_with_files_beside_it_is_said(posecast, clip600: Path, tmp
     assert r.stderr.strip().splitlines() == [
         "posecast: error: cannot write the track on standard output: the program reading the pipe went away, so "
         "the run was stopped"], r.stderr
+
+
+def test_standard_output_into_a_file_without_a_name_is_no_lost_output(tmp_path: Path) -> None:
+    """`subprocess.run([... "-o", "-"], stdout=tempfile.TemporaryFile())`, as a program capturing a
+    large output does: the file has no name from the start, and its reader holds it. It was taken for
+    an output deleted during the run ("output '-' was deleted ...", exit 2), the track all there."""
+    import subprocess
+    import sys
+    import tempfile
+
+    track = long_track(tmp_path / "t.jsonl", frames=20)
+    with tempfile.TemporaryFile() as out:
+        done = subprocess.run([sys.executable, "-m", "streamer.cli", "convert", str(track), "-o", "-"], stdout=out,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+        out.seek(0)
+        assert (done.returncode, out.read().decode()) == (0, track.read_text()), done.stderr

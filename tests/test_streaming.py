@@ -330,6 +330,17 @@ def test_bad_bind_address_is_a_clear_error(bad: str) -> None:
     assert "\n" not in text and bad in text and "--bind or publish.bind" in text   # a --config file's key too
 
 
+@pytest.mark.parametrize("host", ["::1", "[::1]", "no-such-interface-xyz", "203.0.113.9", "tcp://127.0.0.1"])
+def test_a_bind_address_not_of_this_machine_is_said_so(host: str) -> None:
+    """ZeroMQ says "No such device" (a name, an IPv6 address, a URL given as --bind) or "Cannot
+    assign requested address" (another machine's): said as what they mean here."""
+    with pytest.raises(PosecastError) as exc:
+        Publisher(f"tcp://{host}:0")
+    assert str(exc.value) == (f"cannot publish on tcp://{host}:0: '{host}' is not an IPv4 address or interface of "
+                              f"this machine (check --bind or publish.bind: 127.0.0.1 for this machine alone, "
+                              f"0.0.0.0 for all its interfaces; IPv6 is not supported)")
+
+
 def test_the_publisher_never_blocks_a_stalled_subscriber_loses_messages(publisher, zctx) -> None:
     hwm = 8
     pub = publisher(hwm=hwm)
