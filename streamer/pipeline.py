@@ -108,9 +108,10 @@ def one_blas_thread() -> Iterator[None]:
 def main_module_hidden() -> Iterator[None]:
     """A stage process, spawned or forked from the stage server, first imports its parent's main
     module, to find anything pickled from it: for `posecast` that is the whole command line
-    (argparse, the batch planner, the config loader). The stages are pickled from their own modules and need none of it; it cost each of
-    the four about a tenth of a second of CPU at every input (docs/performance.md, "Several
-    inputs"). Processes started inside are told of no main module."""
+    (argparse, the batch planner, the config loader). The stages are pickled from their own
+    modules and need none of it; it cost each of the four about a tenth of a second of CPU at
+    every input (docs/performance.md, "Several inputs"). Processes started inside are told of no
+    main module."""
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
@@ -166,8 +167,15 @@ class StageStartError(Exception):
 
     def __init__(self, stage: str, cause: BaseException) -> None:
         server = server_death(DEATH_WAIT_S)
-        why = server_died_how(server) if server is not None else f"{type(cause).__name__}: {cause}".rstrip(": ")
-        super().__init__(f"the {stage} stage could not be started ({why}); the run was stopped. Run the command again")
+        if server is not None:
+            why, then = server_died_how(server), "run the command again"
+        elif isinstance(cause, OSError):
+            # Out of processes or file descriptors for this user (EAGAIN, EMFILE), or of memory.
+            why = cause.strerror or f"{type(cause).__name__}: {cause}"
+            then = "close other programs, or raise the limits (ulimit -u, ulimit -n), and run the command again"
+        else:
+            why, then = f"the stages' server process ({SERVER_TITLE}) stopped answering", "run the command again"
+        super().__init__(f"the {stage} stage could not be started ({why}); the run was stopped: {then}")
         self.stage = stage
 
 
@@ -274,6 +282,8 @@ class Pipeline:
                         try:
                             proc.start()
                         except (OSError, EOFError) as exc:
+                            recv.close()
+                            send.close()
                             raise StageStartError(name, exc) from None
                         send.close()
                         self.procs[name] = proc
@@ -391,10 +401,11 @@ class Pipeline:
             self._events.abort.set()
             if self.result.error is None:
                 server = server_death(DEATH_WAIT_S) if code == ORPHAN_EXIT_CODE else None
-                how = killed_how(-code) if code is not None and code < 0 else f"exited with code {code}"
-                self.result.error = f"the {name} stage {how}; the run was stopped"
                 if server is not None:
                     self.result.error = f"{server_died_how(server)}; the run was stopped"
+                else:
+                    how = killed_how(-code) if code is not None and code < 0 else f"exited with code {code}"
+                    self.result.error = f"the {name} stage {how}; the run was stopped"
                 if name == "output":
                     self.result.error += self._lost_with_the_output_stage()
                 self.result.error_stage = name

@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+import types
 from pathlib import Path
 
 import av
@@ -893,6 +894,42 @@ def test_stage_error_in_process_exit_2_and_no_leak(default_model, tmp_path: Path
             break
         time.sleep(0.1)
     assert not stray, [c.cmdline() for c in stray]
+
+
+def test_a_stage_that_cannot_be_started_ends_the_run_in_one_line(default_model, clip40: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting a stage process can fail (no more processes or file descriptors for this user, the
+    stage server killed meanwhile): multiprocessing's OSError or EOFError went up as a traceback.
+    The run now ends in one line naming the stage, and the stages started before it end too."""
+    import errno
+
+    from streamer.config import load_pipeline_config
+    from streamer.pipeline import Pipeline, RunRequest
+
+    pipeline = Pipeline(RunRequest(source=str(clip40), model=default_model, config=load_pipeline_config(),
+                                   tracks=[tmp_path / "t.jsonl"], progress=False))
+    real_process = pipeline.ctx.Process
+
+    def process(*args, **kwargs):
+        proc = real_process(*args, **kwargs)
+        if kwargs.get("name") == "posecast-align":
+            def refused() -> None:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            proc.start = refused
+        return proc
+
+    monkeypatch.setattr(pipeline, "ctx", types.SimpleNamespace(Process=process, Pipe=pipeline.ctx.Pipe,
+                                                               Semaphore=pipeline.ctx.Semaphore,
+                                                               RawValue=pipeline.ctx.RawValue))
+    result = pipeline.run()
+    assert result.exit_code == 1
+    assert result.error_stage == "align"
+    assert result.error == ("the align stage could not be started (Resource temporarily unavailable); the run was "
+                            "stopped: close other programs, or raise the limits (ulimit -u, ulimit -n), and run the "
+                            "command again")
+    assert set(result.stage_exit_codes) == {"capture", "infer"}
+    assert not Path("/dev/shm", pipeline.ring_name).exists()
+    assert not pipeline.ipc_dir.exists()
 
 
 # --- damaged input -----------------------------------------------------------------------------
