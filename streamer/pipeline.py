@@ -39,7 +39,8 @@ from streamer.process import stage_main
 from streamer.protocol import END_TOPIC, META_TOPIC, POSE_TOPIC
 from streamer.refiner import TemporalRefiner
 from streamer.ring import unlink_ring
-from streamer.stage_server import DEATH_WAIT_S, ORPHAN_EXIT_CODE, SERVER_TITLE, server_death, stage_context
+from streamer.stage_server import (DEATH_WAIT_S, ORPHAN_EXIT_CODE, SERVER_TITLE, current_folder_off_the_server_path,
+                                   server_death, stage_context)
 from streamer.stages.align import AlignStage
 from streamer.stages.base import Control
 from streamer.stages.capture import CaptureStage
@@ -213,6 +214,7 @@ class Pipeline:
         self.control: Control | None = None
         self.procs: dict[str, Any] = {}
         self.conns: dict[Any, str] = {}
+        self.pidfds: dict[str, int] = {}      # each stage, told apart from its exit as its server reports it
         self.result = RunResult(EXIT_OK)
         self._interrupts = 0
         self._signal = signal.SIGINT
@@ -273,7 +275,7 @@ class Pipeline:
             try:
                 self.ipc_dir = Path(tempfile.mkdtemp(prefix="posecast-"))
                 free_slots = self.ctx.Semaphore(0)   # capture releases one per ring slot once it sizes the ring
-                with one_blas_thread(), main_module_hidden():
+                with one_blas_thread(), main_module_hidden(), current_folder_off_the_server_path():
                     for name, (cls, kwargs) in self._stage_kwargs(free_slots).items():
                         recv, send = self.ctx.Pipe(duplex=False)
                         proc = self.ctx.Process(target=stage_main, name=f"posecast-{name}",
@@ -287,6 +289,7 @@ class Pipeline:
                             raise StageStartError(name, exc) from None
                         send.close()
                         self.procs[name] = proc
+                        self._watch_pid(name, proc.pid)
                         self.conns[recv] = name
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -411,6 +414,33 @@ class Pipeline:
                 self.result.error_stage = name
                 self.result.exit_code = EXIT_FAILED
 
+    def _watch_pid(self, name: str, pid: int) -> None:
+        """A forked stage's exit is told to us by its server (streamer/stage_server.py): a server
+        that dies tells every stage ended (ORPHAN_EXIT_CODE) while they may still run, and a
+        stage stuck then (a full pipe, a hung read) was never killed and outlived the command. A
+        pidfd sees the stage itself (Linux; elsewhere the server's word is all there is)."""
+        if not hasattr(os, "pidfd_open"):
+            return
+        try:
+            self.pidfds[name] = os.pidfd_open(pid)
+        except OSError:                           # already ended and reaped, or no pidfd (old kernel)
+            pass
+
+    def _kill_orphans(self, killed: set[str]) -> None:
+        """Stages said ended by a dead server that still run after the grace are killed (those in
+        `killed` were already)."""
+        deadline = time.monotonic() + ABORT_GRACE_S
+        for name, fd in self.pidfds.items():
+            if name not in killed and not wait([fd], timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("the %s stage did not exit; killing it", name)
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                if name == "output":
+                    self._output_killed()
+        for fd in self.pidfds.values():
+            os.close(fd)
+        self.pidfds.clear()
+
     def _output_killed(self) -> None:
         """An output stage killed for not ending in time (stuck writing: a named pipe's reader
         that stopped reading, a hung network disk) finished none of its files: the run failed,
@@ -442,6 +472,7 @@ class Pipeline:
         return clause
 
     def _shutdown(self) -> None:
+        killed: set[str] = set()
         for name, proc in self.procs.items():
             proc.join(timeout=ABORT_GRACE_S if self._events.abort.is_set() else 30.0)
         for name, proc in self.procs.items():
@@ -449,10 +480,12 @@ class Pipeline:
                 # Stages ignore SIGTERM (see process.py), so a straggler gets SIGKILL.
                 log.warning("the %s stage did not exit; killing it", name)
                 proc.kill()
+                killed.add(name)
                 proc.join(timeout=2.0)
                 if name == "output":
                     self._output_killed()
             self.result.stage_exit_codes.setdefault(name, proc.exitcode)
+        self._kill_orphans(killed)
         for conn in self.conns:
             conn.close()
         if self.control is not None:              # else no tracker was started

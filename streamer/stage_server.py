@@ -12,14 +12,22 @@ environment (one BLAS thread, see `streamer.pipeline.one_blas_thread`), the sign
 signals blocked until `stage_main` ignores them), stdout and stderr. The server imports nothing
 that starts a thread or a GPU context: a process forked from one that holds either is not safe.
 Where forkserver is not available (Windows), the stages are spawned as before.
+
+The server is multiprocessing's one forkserver of the process. A program that runs the pipeline
+in-process more than once (the tests do) gets the first run's environment, stderr and blocked
+stop signals in every later run's stages, and its own forkserver processes, if it has any, start
+with those signals blocked too. The `posecast` command runs one pipeline after another with the
+same settings, so this is the same for each of its inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 
 from streamer.proctitle import name_process
@@ -53,6 +61,24 @@ def stage_context() -> BaseContext:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))   # taken when the server starts, the first run's first stage
     return ctx
+
+
+@contextlib.contextmanager
+def current_folder_off_the_server_path() -> Iterator[None]:
+    """The server is `python -c ...`, which puts the current folder first on its sys.path (Python
+    3.11's forkserver does not use the parent's), and it imports PRELOAD from there: run in a
+    folder holding a `tqdm.py`, or another checkout's `streamer/`, every stage ran that code instead
+    of the installed one, and one that failed to import killed the server with a traceback.
+    PYTHONSAFEPATH, read by the server as it starts, keeps the folder off; the stages still get the
+    parent's sys.path from multiprocessing before anything of theirs is unpickled."""
+    if "PYTHONSAFEPATH" in os.environ:          # the user's own choice
+        yield
+        return
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["PYTHONSAFEPATH"]
 
 
 def _is_the_server() -> bool:

@@ -136,7 +136,9 @@ class PosecastRunner:
         tmpdir = tempfile.mkdtemp(prefix="pct")
         # stderr may go to a file instead (a test that watches the log while the run goes on).
         stderr = kwargs.pop("stderr", subprocess.PIPE)
-        proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", *[str(a) for a in args]],
+        # Or the command as its console script starts it, from a file (not `-m`: no current folder on its path).
+        command = kwargs.pop("command", None) or [sys.executable, "-m", "streamer.cli"]
+        proc = subprocess.Popen([*[str(c) for c in command], *[str(a) for a in args]],
                                 cwd=self.cwd, env=self._env(tag, tmpdir), stdout=subprocess.PIPE,
                                 stderr=stderr, text=True, **kwargs)
         proc.posecast_tag = tag          # type: ignore[attr-defined]
@@ -165,8 +167,9 @@ class PosecastRunner:
             shutil.rmtree(proc.posecast_tmpdir, ignore_errors=True)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    def run(self, args: list[str], timeout: float = TRACK_TIMEOUT_S) -> "subprocess.CompletedProcess[str]":
-        return self.finish(self.start(args), timeout)
+    def run(self, args: list[str], timeout: float = TRACK_TIMEOUT_S,
+            command: list | None = None) -> "subprocess.CompletedProcess[str]":
+        return self.finish(self.start(args, command=command), timeout)
 
     @staticmethod
     def survivors(proc: "subprocess.Popen[str]") -> list:

@@ -558,6 +558,25 @@ def test_a_killed_stage_server_is_said_as_such(posecast, clip600: Path, tmp_path
     assert_contiguous(poses)
 
 
+def test_a_stage_stuck_as_its_server_is_killed_does_not_outlive_the_run(posecast, clip600: Path,
+                                                                         tmp_path: Path) -> None:
+    """A dead server says every stage it forked ended (255), so a stage stuck at that moment (a
+    full pipe, a hung read; stopped here) was never killed: the command ended and left it running
+    for good, holding the terminal's stderr. It is killed as any stage that does not end is."""
+    track = tmp_path / "t.jsonl"
+    proc = posecast.start(["track", clip600, "-o", track, "--batch-size", "1", "--min-score", "0"],
+                          start_new_session=True)
+    server = stage_server(proc)
+    wait_for_lines(track, 6, proc)
+    stage_processes(proc)["infer"].send_signal(signal.SIGSTOP)
+    server.send_signal(signal.SIGKILL)
+    r = posecast.finish(proc, timeout=60)      # and no process of the run is left (finish checks)
+    assert r.returncode == 1, r.stderr
+    assert_clean_stderr(r.stderr)
+    assert error_lines(r.stderr) == [f"posecast: error: the stages' server process ({SERVER_TITLE}) was killed by "
+                                     f"signal 9 {KILLED_HOW}; the run was stopped"], r.stderr
+
+
 def test_a_batch_goes_on_with_a_new_stage_server(posecast, clip40: Path, clip600: Path, tmp_path: Path) -> None:
     """The server killed during a batch's first input fails that input alone: the next is forked
     from a new server and tracked whole."""

@@ -60,3 +60,22 @@ def test_a_batch_imports_the_stages_once(posecast, clip40: Path, monkeypatch: py
     assert r.returncode == 0, r.stderr[-2000:]
     for module in STAGE_IMPORTS:
         assert len(re.findall(rf"\|\s+{re.escape(module)}$", r.stderr, flags=re.MULTILINE)) == 2, module
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="stages are spawned here")
+def test_the_stages_do_not_import_from_the_current_folder(posecast, clip40: Path, tmp_path: Path) -> None:
+    """The stage server is `python -c ...`, which put the current folder first on its sys.path: run
+    in a folder with a `tqdm.py` of the user's (or another checkout's `streamer/`), the server
+    imported it into every stage, and this one killed it: "the capture stage could not be started".
+    The command is started as its console script is, from a file in another folder, so that
+    its own sys.path holds no current folder either."""
+    work = posecast.cwd / "work"
+    work.mkdir()
+    (work / "tqdm.py").write_text('raise RuntimeError("a tqdm.py of the user\'s, not the tqdm Posecast uses")\n')
+    script = tmp_path / "bin" / "posecast_command.py"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom streamer.entry import main\nsys.exit(main())\n")
+    posecast.cwd = work
+    r = posecast.run(["track", clip40, "-o", work / "t.jsonl", "--no-progress"], command=[sys.executable, script])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "tqdm.py of the user's" not in r.stderr
