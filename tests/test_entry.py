@@ -63,3 +63,33 @@ def test_a_ctrl_c_before_the_command_begins_is_one_line(monkeypatch: pytest.Monk
     monkeypatch.setattr(streamer.cli, "main", interrupted)
     assert entry.main() == 130
     assert capsys.readouterr().err == "posecast: interrupted\n"
+
+
+SLOW_TORCH = SLOW_IMPORT.replace('"streamer.cli"', '"torch"').replace("importing the command line", "importing torch")
+
+
+def test_ctrl_c_while_a_training_tool_imports_torch_is_one_line(tmp_path: Path) -> None:
+    """`python -m train.train` imports torch, seconds, before it takes the stop signals over: a
+    Ctrl-C then printed the import's traceback. It is one line, and the tool still ends by SIGINT."""
+    tool = "train.train"
+    (tmp_path / "sitecustomize.py").write_text(SLOW_TORCH)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    proc = subprocess.Popen([sys.executable, "-m", tool, "--help"], stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT)
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "importing torch\n"
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert (code, rest) == (-signal.SIGINT, f"python -m {tool}: interrupted\n")
+
+
+def test_an_import_interrupt_names_the_module_run() -> None:
+    from engines.import_interrupt import module_run
+
+    assert module_run(["python", "-X", "importtime", "-m", "train.synth.generate", "--count", "2"]) == \
+        "python -m train.synth.generate"
+    assert module_run(["python", "-c", "pass"]) == "python -m train"
