@@ -1873,3 +1873,34 @@ def test_a_stop_signal_before_the_loop_is_one_line_and_its_exit_code(monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["python -m train.train: stopped by SIGTERM (the last checkpoint, if any, is kept: run the same "
                    "command again to resume)"]
+
+
+def test_a_second_run_of_one_folder_is_refused_while_the_first_trains(data: dict[str, Path], tmp_path: Path) -> None:
+    """Two runs given one --out both resumed from its last.pt and wrote it in turn, and both ended
+    "successfully". The run holds a lock on the folder (a POSIX record lock, which the kernel lets
+    go of when its process ends, killed or not): a second run is one line until the first ends."""
+    import subprocess
+
+    from engines.errors import InputError
+    from train.train import train
+
+    cfg = load_train_config(recipe(data, tmp_path))
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom pathlib import Path\n"
+                               "from train.run_lock import run_folder_lock\n"
+                               "with run_folder_lock(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True)\n    sys.stdin.read()\n", str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(InputError) as refused:
+            train(cfg, out, progress=False)
+        assert str(refused.value) == (f"another training run is using '{out}' (process {holder.pid}); wait for it "
+                                      f"to end, or give another --out")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]     # nothing of the run touched
+    finally:
+        holder.kill()
+        holder.wait()
+    train(cfg, out, progress=False)           # the holder gone, its lock went with it
+    assert (out / "model.pt").is_file()

@@ -13,6 +13,7 @@ The run folder (`runs/<name>` unless `--out`):
   (`posecast track --model runs/x/last.pt` works). A run whose folder has one resumes from it;
   the loader restarts at that step, so a resumed run computes what an uninterrupted one would.
 - `model.pt`: at the end, the trained network (engines.model_file.save_checkpoint).
+- `.lock`: held while a run trains there (train/run_lock.py); a second run of the folder is refused.
 
 BatchNorm: the network is in train mode for the optimiser steps, eval mode for validation.
 Exit codes: 0 done; 1 the loss or the weights were not finite (train/step.py); 2 bad recipe or
@@ -56,6 +57,7 @@ from engines.network import PoseNet, build_network
 from engines.stop_signals import STOP_SIGNALS, describe, exit_code, stop_signals_interrupt
 from train.budget import Plan, StepPlanner
 from train.config import TrainConfig, load_train_config
+from train.run_lock import remove_lock, run_folder_lock
 from train.real2d import RealRecord
 from train.real_cutouts import RealBackdrops
 
@@ -508,9 +510,12 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool | str = True
     out = Path(out) if out is not None else cfg.out_dir()
     created = _make_run_folder(out)
     try:
-        return _train(cfg, out, progress, stop_after, announce, time_budget_s)
+        with run_folder_lock(out):
+            return _train(cfg, out, progress, stop_after, announce, time_budget_s)
     except BaseException:
         # A run that failed before writing anything leaves no empty folder of its own behind.
+        if created:
+            remove_lock(out)
         remove_if_empty(created)
         raise
 
