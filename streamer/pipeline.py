@@ -31,6 +31,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from engines.environment import environ_default
 from engines.models import ModelArtifact
 from engines.stop_signals import STOP_SIGNALS
 from streamer.config import PipelineConfig
@@ -95,14 +96,8 @@ def one_blas_thread() -> Iterator[None]:
     OPENBLAS_NUM_THREADS. The stages already run in parallel beside ONNX Runtime's own threads: the
     temporal refiner's matrix products, spread over every core too, cost files a quarter of their
     frame rate on two cores (docs/performance.md, "The temporal refiner")."""
-    if "OPENBLAS_NUM_THREADS" in os.environ:
+    with environ_default("OPENBLAS_NUM_THREADS", "1"):     # the stage server (or a spawned stage) copies it
         yield
-        return
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"      # the stage server (or a spawned stage) copies it as it starts
-    try:
-        yield
-    finally:
-        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 @contextlib.contextmanager

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
+
+from engines.environment import environ_default
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,8 @@ def keeping_environ() -> Iterator[None]:
     a variable in it) would no longer see this process's environment. SPT_NOENV, read at that first
     call, keeps the title to the command line's length (the spawn command line is far longer than
     any stage's title). Only this process's copy of the environment is touched, and it is put back."""
-    if "SPT_NOENV" in os.environ:           # the user's own choice
+    with environ_default("SPT_NOENV", "1"):
         yield
-        return
-    os.environ["SPT_NOENV"] = "1"
-    try:
-        yield
-    finally:
-        del os.environ["SPT_NOENV"]
 
 
 def name_process(title: str, setters: tuple[Callable[[str], bool], ...] = (set_cmdline, set_comm)) -> bool:

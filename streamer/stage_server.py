@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 
+from engines.environment import environ_default
 from streamer.proctitle import name_process
 
 SERVER_TITLE = "posecast[stages]"
@@ -71,14 +72,8 @@ def current_folder_off_the_server_path() -> Iterator[None]:
     of the installed one, and one that failed to import killed the server with a traceback.
     PYTHONSAFEPATH, read by the server as it starts, keeps the folder off; the stages still get the
     parent's sys.path from multiprocessing before anything of theirs is unpickled."""
-    if "PYTHONSAFEPATH" in os.environ:          # the user's own choice
+    with environ_default("PYTHONSAFEPATH", "1"):
         yield
-        return
-    os.environ["PYTHONSAFEPATH"] = "1"
-    try:
-        yield
-    finally:
-        del os.environ["PYTHONSAFEPATH"]
 
 
 def _is_the_server() -> bool:
