@@ -598,7 +598,8 @@ def _check_writable(path: Path, streamed: bool = False) -> None:
 def cmd_make_clip(args: argparse.Namespace) -> int:
     from engines.errors import InputError
     from engines.files import write_hint
-    from streamer.synthclip import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS, write_clip
+    from streamer.synthclip import (MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS, available_memory_bytes,
+                                    render_memory_bytes, write_clip)
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -616,6 +617,12 @@ def cmd_make_clip(args: argparse.Namespace) -> int:
         # The clip is always MP4 data: another name would mislead every player and tool.
         raise UsageError(f"the clip is an MP4 video: name it .mp4 (got '{args.output}')")
     _check_writable(Path(args.output))
+    needed, available = render_memory_bytes(w, h), available_memory_bytes()
+    if available is not None and needed > available:
+        # Else the system's OOM killer ends it without a word, part-way.
+        raise InputError(f"a {w}x{h} clip needs about {needed / 1e9:.1f} GB of memory to render, and "
+                         f"{available / 1e9:.1f} GB is available: give a smaller --size, or free memory; "
+                         f"nothing was written")
     try:
         # Written under a temporary name and renamed when whole: no partial clip on failure.
         write_clip(Path(args.output), w, h, args.frames, args.fps, args.seed, progress=sys.stderr.isatty())
@@ -884,7 +891,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render the synthetic walking-person clip at any size (for benchmarks and tests).")
     p.add_argument("output", help="output .mp4")
     p.add_argument("--size", default="640x480",
-                   help="WIDTHxHEIGHT, even numbers from 64x64 to 4096x4096 (default 640x480)")
+                   help="WIDTHxHEIGHT, even numbers from 64x64 to 4096x4096 (default 640x480; rendering takes "
+                        "about 0.3 GB of memory per million pixels: 5 GB at 4096x4096)")
     p.add_argument("--frames", type=int, default=90, help="1 to 100000 (default 90)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate, 1 to 240 (default 30)")
     p.add_argument("--seed", type=int, default=0, help="picks the clothes and the room, >= 0 (default 0)")

@@ -681,6 +681,23 @@ def test_make_clip_on_a_full_disk_leaves_no_partial_file_and_keeps_the_old_one(
     assert dest.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
+def test_make_clip_larger_than_the_memory_is_refused_before_it_renders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 4096x4096 clip takes about 5 GB to render: on a smaller machine the OOM killer ended it
+    part-way, without a word. With too little memory available it is one line, before any work."""
+    import streamer.synthclip as synthclip
+
+    assert synthclip.render_memory_bytes(4096, 4096) > 4.84e9 > synthclip.render_memory_bytes(2048, 2048)
+    monkeypatch.setattr(synthclip, "available_memory_bytes", lambda: 2_000_000_000)
+    monkeypatch.setattr(synthclip, "_encode", lambda *a: pytest.fail("rendered anyway"))
+    dest = tmp_path / "big.mp4"
+    code, err = _main_in_process(["make-clip", dest, "--size", "4096x4096", "--frames", "2"], capsys)
+    assert code == 2
+    line = assert_one_clear_line(err, "4096x4096")
+    assert "needs about 5.1 GB of memory to render, and 2.0 GB is available: give a smaller --size" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose every write fails as a full disk")
 def test_a_track_on_a_full_disk_fails_the_run_but_the_other_track_is_whole(posecast, clip40: Path,
                                                                           tmp_path: Path) -> None:
