@@ -443,6 +443,8 @@ def _run_demo(out: Path, args: argparse.Namespace) -> int:
     from engines.cache import cache_error
     from streamer.synthclip import default_clip_path, ensure_default_clip
 
+    # A bad --config file or option is its one line before the clip is rendered or announced.
+    _load_pipeline_config(args, _overrides(args))
     try:
         clip = ensure_default_clip(progress=sys.stderr.isatty())
     except OSError as err:

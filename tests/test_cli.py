@@ -781,6 +781,22 @@ def test_a_failed_demo_leaves_no_folder_it_created(monkeypatch: pytest.MonkeyPat
     assert out.is_dir() == existed and (tmp_path / "new").is_dir() == existed
 
 
+def test_demo_with_a_bad_config_is_one_line_before_the_clip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt --config key is the demo's one line: no clip is rendered (or announced) first."""
+    import streamer.synthclip as synthclip
+
+    rendered: list[bool] = []
+    monkeypatch.setattr(synthclip, "ensure_default_clip",
+                        lambda progress=False: rendered.append(True) or tmp_path / "demo.mp4")
+    (tmp_path / "c.yaml").write_text("inference:\n  batch_sise: 2\n")
+    code, err = _main_in_process(["demo", "--out-dir", tmp_path / "out", "--config", tmp_path / "c.yaml"], capsys)
+    assert code == 2 and not rendered
+    assert_one_clear_line(err, "inference.batch_sise")
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_demo_with_an_unwritable_cache_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import streamer.synthclip as synthclip

@@ -880,6 +880,56 @@ def test_what_a_folder_holds_besides_readable_images(tmp_path: Path, caplog: pyt
     assert not any("._a.jpg" in r.message or "labels" in r.message for r in caplog.records)
 
 
+def test_a_renderers_frames_in_a_folder_are_named_not_silently_left_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """TGA and EXR (what renderers write) and other pictures not read here are named in a warning;
+    PBM, of the PNM family read already, and Sun rasters are read: both decoders take them."""
+    d = tmp_path / "renders"
+    d.mkdir()
+    pixels = np.full((24, 32, 3), 90, np.uint8)
+    for name in ("a.png", "c.ras"):
+        cv2.imwrite(str(d / name), pixels)
+    Image.fromarray(pixels).convert("1").save(d / "b.pbm")
+    for name in ("d.tga", "e.pcx"):
+        Image.fromarray(pixels).save(d / name)
+    (d / "f.exr").write_bytes(b"v/1\x01")               # only its name counts here
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(d)
+    assert [f.name for f in frames] == ["a.png", "b.pbm", "c.ras"] and corrupt == 0
+    assert any("left out 3 picture(s)" in r.message and ".exr, .pcx, .tga" in r.message
+               for r in caplog.records), caplog.text
+
+
+def test_a_folder_of_subfolders_says_how_to_read_them(tmp_path: Path) -> None:
+    """A folder is read without its subfolders: one holding images only there says which pattern
+    reads them, and that pattern does."""
+    for sub in ("p1", "p2"):
+        (tmp_path / "set" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "set" / sub / "a.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    spec = str(tmp_path / "set")
+    with pytest.raises(InputError, match=r"no images in folder .*its 2 subfolder\(s\) hold 2 image\(s\)") as err:
+        open_source(spec, CFG)
+    pattern = re.search(r"give the pattern (\S+) to read them", str(err.value))
+    assert pattern is not None, err.value
+    frames, _ = read_all(pattern[1].strip("'"))
+    assert [f.name for f in frames] == ["p1/a.jpg", "p2/a.jpg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as err:
+        open_source(str(tmp_path / "empty"), CFG)
+    assert "subfolder(s)" not in str(err.value)
+
+
+def test_an_empty_image_among_good_ones_is_said_to_be_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 0-byte image (a copy that did not finish) is counted and named as empty, not only as
+    having a header that does not read."""
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    (tmp_path / "b.jpg").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        frames, corrupt = read_all(tmp_path)
+    assert [f.name for f in frames] == ["a.jpg"] and corrupt == 1
+    assert any("b.jpg" in r.message and "empty (0 bytes)" in r.message for r in caplog.records), caplog.text
+
+
 @pytest.mark.parametrize("broken", [["a.png"], ["a.png", "b.jpg"]])
 def test_no_image_decodes_is_an_input_error(tmp_path: Path, broken: list[str]) -> None:
     """Headers that read but pixels that don't: the input gave nothing to track."""

@@ -24,11 +24,13 @@ from streamer.sources.stream import mistyped_url_hint, shown_spec
 log = logging.getLogger(__name__)
 
 _EXIF_TURNED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")   # Pillow's names
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
-                    ".pnm", ".jp2", ".j2k")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pbm", ".ppm",
+                    ".pgm", ".pnm", ".jp2", ".j2k", ".ras", ".sr")
 # Pictures a folder may hold that are not read as shots: named in a warning, not silently left out.
-# (A GIF is often an animation: given alone, it is read as a video.)
-UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw")
+# (A GIF is often an animation: given alone, it is read as a video.) TGA and EXR are what renderers
+# such as Blender write frames as; HDR and PFM are float pictures Pillow cannot read the header of.
+UNREAD_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".dng", ".cr2", ".nef", ".arw",
+                           ".tga", ".exr", ".hdr", ".pfm", ".pcx", ".psd", ".dds", ".jxr", ".raf", ".orf", ".rw2")
 # Videos: a folder or pattern is read as images, and one holding these gets a hint to give them singly.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
                     ".wmv", ".3gp")
@@ -116,6 +118,21 @@ def _no_match(spec: str, base: Path) -> str:
     return f"no images match '{spec}' (check the folder and the pattern, whose case counts{case}{folder})"
 
 
+def _in_subfolders_hint(folder: Path, spec: str) -> str:
+    """Where a folder holds no images but its subfolders do (a data set of one folder a person or
+    a shot), how to read them: a folder is read without its subfolders."""
+    try:
+        subfolders = [c for c in folder.iterdir() if c.is_dir()]
+        n = sum(1 for sub in subfolders for c in sub.iterdir() if c.suffix.lower() in IMAGE_EXTENSIONS)
+    except OSError:
+        return ""                        # a subfolder that cannot be read: no hint, the error stands
+    if not n:
+        return ""
+    pattern = shlex.quote(os.path.join(spec, "**", "*"))
+    return (f"; its {len(subfolders)} subfolder(s) hold {n} image(s), which a folder does not include: "
+            f"give the pattern {pattern} to read them")
+
+
 def _once_each(paths: list[Path], spec: str, reopened: bool) -> list[Path]:
     """`paths` less those naming a file taken already: '**' follows links to folders, and a
     link to a folder above it ('self -> .') would give every image again at each depth."""
@@ -153,6 +170,15 @@ def _not_opened(path: Path) -> str | None:
         return error_reason(exc)
 
 
+def _unread_header(path: Path) -> str:
+    """Why an image that opens has no header that reads: an empty file says what to look for
+    (a copy or download that did not finish), not only that it is damaged."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            return "the file is empty (0 bytes): the copy or download that made it did not finish"
+    return "cannot read the image header"
+
+
 class ImageFolderSource(Source):
     """The images in a folder, matching a glob pattern, or a single image file, in natural order.
 
@@ -173,7 +199,7 @@ class ImageFolderSource(Source):
             if entry is None:
                 failures.append(p.name)
                 denied = _not_opened(p)
-                self._skipped(p, f"cannot open it: {denied}" if denied else "cannot read the image header")
+                self._skipped(p, f"cannot open it: {denied}" if denied else _unread_header(p))
             elif entry.width * entry.height > entry.pixel_limit:
                 failures.append(p.name)
                 kind = "a JPEG" if entry.pixel_limit == MAX_JPEG_PIXELS else "an image that is not a JPEG"
@@ -221,7 +247,7 @@ class ImageFolderSource(Source):
                 raise InputError(f"cannot read folder '{spec}': {error_reason(exc)}") from None
             if not found:
                 raise InputError(f"no images in folder '{spec}' (looked for "
-                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+                                 f"{', '.join(IMAGE_EXTENSIONS)}){_in_subfolders_hint(p, spec)}")
             return sorted(found, key=lambda c: natural_key(c.name)), p.resolve().name or "images", p
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
         found = _images_among(matches, f"'{spec}'", reopened)
