@@ -109,6 +109,27 @@ def test_translating_the_ground_truth_changes_nothing(method: str, seed: int, ro
     np.testing.assert_allclose(aligner(offsets_of(x + t, roots)), relative(x), atol=EXACT_M, rtol=0)
 
 
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else q * np.array([-1.0, 1.0, 1.0])
+
+
+@SETTINGS
+@given(st.sampled_from(METHODS), seeds, root_sets(min_size=3), st.booleans())
+def test_turning_the_rows_turns_the_pose(method: str, seed: int, roots: tuple[int, ...], corrupt: bool) -> None:
+    """The axes the network's offsets come in (camera or ray frame) must not decide the pose:
+    every method is equivariant under a rotation of all rows, noisy and with a bad row too."""
+    rng = np.random.default_rng(seed)
+    noisy = offsets_of(random_pose(rng), roots) + rng.normal(scale=0.03, size=(len(roots), J, 3))
+    if corrupt:
+        noisy[rng.integers(len(roots))] += corruption(rng)
+    rot = random_rotation(rng)
+    conf = rng.uniform(0.05, 1.0, size=J)
+    aligner = RootAligner(J, roots, ORIGIN, method=method)
+    np.testing.assert_allclose(aligner(noisy @ rot.T, conf), aligner(noisy, conf) @ rot.T, atol=EXACT_M, rtol=0)
+
+
 @SETTINGS
 @given(st.sampled_from(METHODS), seeds, root_sets(), st.integers(1, 5), st.booleans())
 def test_batch_equals_per_item_calls(method: str, seed: int, roots: tuple[int, ...], batch: int,

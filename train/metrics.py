@@ -16,9 +16,16 @@ def mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
 
 def procrustes_align(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """`pred` (N, J, 3) moved onto `target` by the best similarity transform (rotation, uniform
-    scale, translation) per pose, reflections excluded."""
+    scale, translation) per pose, reflections excluded. A pose with a non-finite coordinate (in
+    either) comes back NaN, as its MPJPE is, and leaves the others alone (the SVD would fail on all)."""
     pred = np.asarray(pred, np.float64)
     target = np.asarray(target, np.float64)
+    finite = np.isfinite(pred).all(axis=(1, 2)) & np.isfinite(target).all(axis=(1, 2))
+    if not finite.all():
+        out = np.full(np.broadcast_shapes(pred.shape, target.shape), np.nan)
+        if finite.any():
+            out[finite] = procrustes_align(pred[finite], target[finite])
+        return out
     mu_p, mu_t = pred.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
     p, t = pred - mu_p, target - mu_t
     h = np.einsum("nji,njk->nik", p, t)                       # (N, 3, 3) covariance
