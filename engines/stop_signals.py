@@ -182,6 +182,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
+        self._raising = False
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():    # only it may set handlers
@@ -197,7 +198,28 @@ class StopSignals:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.signum is None:
             self.signum = signum
+        if self._raising:
+            raise _interrupt(signum)
+
+    @contextlib.contextmanager
+    def raising(self) -> Iterator[None]:
+        """Inside it, a stop (noted already, or coming) also raises KeyboardInterrupt (`Stopped`
+        for SIGTERM, SIGHUP): for a call that may wait as long as another program likes, a write
+        into a pipe whose reader stopped reading. Python resumes such a write after a handler that
+        only notes, so nothing else could end it; only calls a KeyboardInterrupt leaves whole
+        belong inside."""
+        self._raising = True
+        try:
+            if self.signum is not None:
+                raise _interrupt(self.signum)
+            yield
+        finally:
+            self._raising = False
 
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)

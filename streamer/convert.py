@@ -8,7 +8,9 @@ numbers as the messages hold them (rounded to 0.1 mm and 0.01 px, as the stream 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,30 +87,60 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
     for path in outputs:
         # A named pipe's wait for its reader ends at a stop too.
         writers.append(open_track_writer(path, meta, cancelled=lambda: stop.signum is not None))
-    writing = list(writers)
-    for written, msg in enumerate(poses):
-        if stop.signum is not None:
-            return written
-        for writer in list(writing):
-            try:
-                writer.write_message(msg)
-            except ReaderWaitStopped:
-                writing.remove(writer)
-                waited.append(writer)
-            except PosecastError as err:
-                # One output that cannot be written (its disk full) must not cut the others
-                # short: an .npz or .bvh would be a whole-looking file of the first frames only.
-                # The others are finished, and the first failure's error is the command's line.
-                writing.remove(writer)
-                failed.append((writer, err))
-    if end is not None and stop.signum is None:
-        # The outputs say what the track says: whether its input was read to its end.
-        for writer in writing:
-            try:
-                writer.end(end)
-            except PosecastError as err:
-                failed.append((writer, err))
+    # A write into a pipe waits for its reader, as long as the reader likes (`-o - | less`, a
+    # stalled program at a named pipe): a stop ends that write at once, as it ended before stops
+    # were only noted. Noted alone, it would leave `timeout` and a second Ctrl-C no way out. Not
+    # its first write, which fits the empty pipe and whose wait for a named pipe's reader ends at
+    # a stop of itself (ReaderWaitStopped). The pipes take each message first, so that a stop in
+    # their write leaves every other output at the message before, as the line says.
+    may_block = {id(w) for w, path in zip(writers, outputs) if _may_block(path)}
+    opened: set[int] = set()        # those of `may_block` past their first write
+    writing = sorted(writers, key=lambda w: id(w) not in may_block)
+    written = 0
+    try:
+        for written, msg in enumerate(poses):
+            if stop.signum is not None:
+                return written
+            for writer in list(writing):
+                try:
+                    with stop.raising() if id(writer) in opened else contextlib.nullcontext():
+                        writer.write_message(msg)
+                    if id(writer) in may_block:
+                        opened.add(id(writer))
+                except ReaderWaitStopped:
+                    writing.remove(writer)
+                    waited.append(writer)
+                except PosecastError as err:
+                    # One output that cannot be written (its disk full) must not cut the others
+                    # short: an .npz or .bvh would be a whole-looking file of the first frames only.
+                    # The others are finished, and the first failure's error is the command's line.
+                    writing.remove(writer)
+                    failed.append((writer, err))
+        written = len(poses)
+        if end is not None and stop.signum is None:
+            # The outputs say what the track says: whether its input was read to its end.
+            for writer in writing:
+                try:
+                    with stop.raising() if id(writer) in opened else contextlib.nullcontext():
+                        writer.end(end)
+                except PosecastError as err:
+                    failed.append((writer, err))
+    except KeyboardInterrupt:
+        if stop.signum is None:         # not a stop of ours (StopSignals sets no handler off the main thread)
+            raise
+        # A stop while a pipe's write waited (noted in `stop`): that pipe may end in part of a line.
+        return written
     return len(poses)
+
+
+def _may_block(path: Path) -> bool:
+    """Whether a write into `path` may wait on another program: a pipe, named or standard
+    output's, a terminal, a socket. A regular file's write never does."""
+    try:
+        mode = os.fstat(1).st_mode if is_stdout(path) else os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
 
 
 def _listed(outputs: list[Path]) -> str:

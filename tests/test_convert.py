@@ -276,3 +276,87 @@ def test_a_stop_ends_the_wait_for_a_named_pipes_reader(tmp_path: Path) -> None:
                     f"holds those alone (convert it again for the whole track)"]
     with np.load(tmp_path / "t.npz") as z:
         assert z["seq"].tolist() == [0]
+
+
+def _pipe_full(read_fd: int, proc: object, timeout_s: float = 60.0) -> None:
+    """Waits until the writer of the pipe at `read_fd` is blocked in a write: the pipe holds more
+    than half what it can (it fills by pages, never to the byte) and has taken nothing for a
+    second, and where the kernel says where the process waits, it says a pipe's write."""
+    import fcntl
+    import struct
+    import termios
+    import time
+
+    size = fcntl.fcntl(read_fd, 1032)          # F_GETPIPE_SZ (Linux)
+    deadline = time.monotonic() + timeout_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline and proc.poll() is None:       # type: ignore[attr-defined]
+        held = struct.unpack("i", fcntl.ioctl(read_fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        if held != last:
+            last, since = held, time.monotonic()
+        elif held > size // 2 and time.monotonic() - since >= 1.0 and _waits_in_a_pipe_write(proc.pid):  # type: ignore[attr-defined]
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the pipe never filled (it holds {last} bytes): convert ended or did not start")
+
+
+def _waits_in_a_pipe_write(pid: int) -> bool:
+    """Whether the kernel function the process sleeps in is a pipe's write; True where it does
+    not say (/proc/PID/wchan reads "0" under some kernels' settings)."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text().strip()
+    except OSError:
+        return True
+    return wchan in ("", "0") or "pipe_write" in wchan
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self"), reason="needs Linux's pipe size (F_GETPIPE_SZ)")
+@pytest.mark.parametrize("into", ["stdout", "fifo"])
+def test_a_stop_ends_a_write_that_waits_for_a_pipes_reader(tmp_path: Path, into: str) -> None:
+    """`timeout 60 posecast convert t.jsonl -o - | stalled` (or -o fifo.jsonl with a stalled reader):
+    the write waits for the reader, and a SIGTERM only noted left it waiting for ever, since Python
+    resumes the write after such a handler; it must end the command, 143 and its one line."""
+    import signal
+    import subprocess
+    import sys
+
+    track = recorded(tmp_path / "t.jsonl", frames=2000)          # far more than a pipe holds
+    fifo = tmp_path / "pipe.jsonl"
+    output = "-" if into == "stdout" else str(fifo)
+    if into == "fifo":
+        os.mkfifo(fifo)
+    beside = tmp_path / "t.npz"             # before the pipe: it must not get the message the pipe was stopped in
+    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "convert", str(track), "-o", str(beside), "-o",
+                             output],
+                            stdout=subprocess.PIPE if into == "stdout" else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    reader = None
+    try:
+        if into == "fifo":
+            reader = os.open(fifo, os.O_RDONLY)           # opened, never read: a stalled program
+        _pipe_full(proc.stdout.fileno() if reader is None else reader, proc)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            err = _stderr_after(proc)        # its track not read: a reader that reads lets a noted stop in
+        except subprocess.TimeoutExpired:
+            pytest.fail("convert went on waiting for the pipe's reader after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if reader is not None:
+            os.close(reader)
+    assert proc.returncode == 143, err
+    shown = "standard output" if into == "stdout" else f"'{fifo}'"
+    assert err.startswith("posecast: interrupted (SIGTERM) after ") and err.count("\n") == 1, err
+    written = int(err.split(" after ")[1].split(" of ")[0])
+    assert err == (f"posecast: interrupted (SIGTERM) after {written} of the 2000 pose messages of '{track}'; "
+                   f"'{beside}', {shown} hold those alone (convert it again for the whole track)\n")
+    with np.load(beside) as z:
+        assert z["seq"].tolist() == list(range(written))
+
+
+def _stderr_after(proc: object) -> str:
+    """Its standard error once it ends, without reading its track's pipe."""
+    proc.wait(timeout=60)                                 # type: ignore[attr-defined]
+    return proc.stderr.read()                             # type: ignore[attr-defined]

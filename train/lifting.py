@@ -482,14 +482,14 @@ def network_for_lifter(model: Any, width: int, blocks: int, frame: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from engines.arguments import OneLineParser
     import sys
 
     from engines.errors import PosecastError
     from train.config import default_data_root
     from train.train import TrainingInterrupted
 
-    p = argparse.ArgumentParser(prog="python -m train.lifting",
+    p = OneLineParser(prog="python -m train.lifting",
                                 description="Pretrain the 2D-to-3D lifter on projected motion capture "
                                             "(resumes from --out when it exists).")
     p.add_argument("--out", required=True, metavar="FILE", help="the lifter file (.pt); a log is written beside it")

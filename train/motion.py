@@ -746,10 +746,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m train.motion [DATA_DIR] [--deepmimic SOURCE] [--pack OUT.npz]`: counts, split and bone
     lengths; with --pack, also the loaded motions and cameras in one file (`save_pack`). A missing
     or broken dataset, or a pack that cannot be written, is one error line and exit code 2."""
-    import argparse
+    from engines.arguments import OneLineParser
     import time
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap = OneLineParser(prog="python -m train.motion", description=main.__doc__)
     ap.add_argument("data_dir", nargs="?", default=None)
     # As the other training tools name it (and as the messages of load_all say).
     ap.add_argument("--data", dest="data_opt", default=None, metavar="DIR", help="the datasets folder (or DATA_DIR)")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engines.arguments import OneLineParser
 from engines.errors import InputError
 from engines.files import check_report_output, replaced_when_done
 from train.command import run_command
@@ -85,7 +86,7 @@ def read_runs(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", metavar="NAME=EVAL.json")
     ap.add_argument("--out", type=Path, help="write the table to this .md file (default: print it)")
     args = ap.parse_args(argv)

@@ -13,15 +13,16 @@ or ", ") unless `--weights` gives one.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from engines.arguments import OneLineParser
 from engines.errors import InputError, PosecastError
 
-PROG = "soup"
+PROG = "soup"                   # its lines of progress, as train.ship's
+COMMAND = "python -m train.soup"  # its errors, as every python -m train.X tool's (README)
 
 
 def soup(models: list[Path], out: Path, weights: str | None = None) -> str:
@@ -74,7 +75,7 @@ def soup(models: list[Path], out: Path, weights: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.soup", description=__doc__.splitlines()[0].split(": ", 1)[0])
+    p = OneLineParser(prog=COMMAND, description=__doc__.splitlines()[0].split(": ", 1)[0])
     p.add_argument("--models", required=True, nargs="+", type=Path, metavar="PT",
                    help="two or more .pt checkpoints of one architecture")
     p.add_argument("--out", required=True, type=Path, help="where to write the averaged .pt")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         line = soup(args.models, args.out, args.weights)
     except PosecastError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: error: {exc}", file=sys.stderr)
         return 2
     print(f"{PROG}: wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): {line}")
     return 0

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.arguments import OneLineParser
 from engines.errors import InputError, PosecastError
 from engines.network import PoseNet, build_network
 from train.config import PRECISIONS, TrainConfig, load_train_config
@@ -156,7 +157,7 @@ def time_variants(runs: list[VariantRun], steps: int, warmup: int, rounds: int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="a training recipe (default: configs/train/default.yaml)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch", type=int, help="crops per step (default: the recipe's optim.batch_size)")

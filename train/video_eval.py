@@ -36,7 +36,6 @@ by their media time, a frame never delivered counts as not found, and `dropped` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.arguments import OneLineParser
 from engines.errors import InputError
 from engines.files import check_report_output, input_overwritten, replaced_when_done
 from engines.skeleton import H36M17
@@ -355,7 +355,7 @@ COMPARED = (("mpjpe_mm", "mm", 1), ("pa_mpjpe_mm", "mm", 1), ("pck", "points", 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, required=True, help="folder of python -m train.synth.clip's clips")
     ap.add_argument("--model", type=Path, default=None, help="model file (default: the built-in model)")
     ap.add_argument("--filter", nargs="+", choices=FILTERS, default=["auto"],

@@ -27,7 +27,6 @@ its `.npz` is written last, so an interrupted run resumes at the first clip with
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.arguments import OneLineParser
 from engines.files import replaced_when_done
 from engines.skeleton import H36M17
 from train.backgrounds import load_backgrounds, split_backgrounds
@@ -309,7 +309,7 @@ def make_clips(out: Path, bodies_path: Path, data_dir: Path, clips: int, frames:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.synth.clip", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m train.synth.clip", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="clip directory (created; resumed if it exists)")
     ap.add_argument("--bodies", type=Path, required=True, help="body bank from python -m train.synth.body")
     ap.add_argument("--data", type=Path, default=None,

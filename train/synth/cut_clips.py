@@ -20,7 +20,6 @@ train.video_eval --clips OUT` scores the pipeline on them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import zipfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.arguments import OneLineParser
 from engines.files import replaced_when_done
 from train.datasets import cut_box
 from train.synth.clip import VIEWS_SOURCE, rendered_split
@@ -161,7 +161,7 @@ def cut_clips(clips: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.synth.cut_clips", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m train.synth.cut_clips", description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=Path, required=True, help="folder of python -m train.synth.clip's clips")
     ap.add_argument("--out", type=Path, required=True, help="folder for their webcam views (created; resumed)")
     args = ap.parse_args(argv)
