@@ -8,9 +8,7 @@ numbers as the messages hold them (rounded to 0.1 mm and 0.01 px, as the stream 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from engines.errors import InputError, PosecastError, ReaderGoneError
 from engines.stop_signals import StopSignals, exit_code
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
-from streamer.tracks import ReaderWaitStopped, TrackWriter, is_stdout, open_track_writer
+from streamer.tracks import ReaderWaitStopped, TrackWriter, is_stdout, may_block, open_track_writer
 
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
@@ -93,9 +91,9 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
     # its first write, which fits the empty pipe and whose wait for a named pipe's reader ends at
     # a stop of itself (ReaderWaitStopped). The pipes take each message first, so that a stop in
     # their write leaves every other output at the message before, as the line says.
-    may_block = {id(w) for w, path in zip(writers, outputs) if _may_block(path)}
-    opened: set[int] = set()        # those of `may_block` past their first write
-    writing = sorted(writers, key=lambda w: id(w) not in may_block)
+    blocking = {id(w) for w, path in zip(writers, outputs) if may_block(path)}
+    opened: set[int] = set()        # those of `blocking` past their first write
+    writing = sorted(writers, key=lambda w: id(w) not in blocking)
     written = 0
     try:
         for written, msg in enumerate(poses):
@@ -105,7 +103,7 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
                 try:
                     with stop.raising() if id(writer) in opened else contextlib.nullcontext():
                         writer.write_message(msg)
-                    if id(writer) in may_block:
+                    if id(writer) in blocking:
                         opened.add(id(writer))
                 except ReaderWaitStopped:
                     writing.remove(writer)
@@ -131,16 +129,6 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
         # A stop while a pipe's write waited (noted in `stop`): that pipe may end in part of a line.
         return written
     return len(poses)
-
-
-def _may_block(path: Path) -> bool:
-    """Whether a write into `path` may wait on another program: a pipe, named or standard
-    output's, a terminal, a socket. A regular file's write never does."""
-    try:
-        mode = os.fstat(1).st_mode if is_stdout(path) else os.stat(path).st_mode
-    except OSError:
-        return False
-    return not stat.S_ISREG(mode)
 
 
 def _listed(outputs: list[Path]) -> str:

@@ -172,7 +172,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     lacks messages of the stream (lost on the way, or a restart's never claimed by a meta); or 128
     + the signal's number. `announce` is told the line that ends a recording, or says which signal
     ended it (default: print it on stderr)."""
-    from streamer.tracks import ReaderWaitStopped, is_stdout, open_track_writer
+    from streamer.tracks import ReaderWaitStopped, is_stdout, may_block, open_track_writer
 
     say = announce or _stderr
     ctx = zmq.Context()
@@ -205,7 +205,17 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     drawn_rows = 0                # screen rows of the last block drawn, since anything else was printed
     last_msg = time.monotonic()
     quiet = False                 # ended by --timeout's silence after the stream had spoken
+    # A recording into a pipe (`--record - | program`, a named pipe) waits for its reader: a stop
+    # must end such a write, once it has begun to record (a named pipe's wait for its reader ends
+    # at a stop of itself). The pipe may then end in part of a line.
+    blocking = record is not None and may_block(record)
+    cut_short = False
+
     with StopSignals() as stop:
+        def stoppable() -> Any:
+            return stop.raising() if blocking and writer is not None and writer.frames_written else \
+                contextlib.nullcontext()
+
         try:
             while (count is None or stats.received < count) and stop.signum is None:
                 # Silence is counted from the last Posecast message: a stranger that keeps
@@ -232,7 +242,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if not through_ends:
                         if writer is not None and not awaiting_meta:
                             # The recording ends as the stream did, with its end (`track_end`).
-                            with _saying_what_it_holds(record, writer):
+                            with _saying_what_it_holds(record, writer), stoppable():
                                 writer.end(msg)
                         break
                     continue
@@ -252,7 +262,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if record is not None and writer is None:
                         writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
-                        with _saying_what_it_holds(record, writer):
+                        with _saying_what_it_holds(record, writer), stoppable():
                             _write_pending(writer, pending, joints, stats)
                         last_msg = time.monotonic()   # a named pipe's wait for its reader is no silence
                     awaiting_meta, meta_last = False, True
@@ -265,7 +275,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if awaiting_meta:
                         pending.append(msg)      # written once a meta says they are this recording's stream
                         continue
-                    with _saying_what_it_holds(record, writer):
+                    with _saying_what_it_holds(record, writer), stoppable():
                         writer.write_message(msg)
                     last_msg = time.monotonic()
                 if time.monotonic() - last_shown >= 1.0:
@@ -279,6 +289,10 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     drawn_rows = screen_rows(block, shutil.get_terminal_size().columns)
         except ReaderWaitStopped:
             pass                                 # stopped while a named pipe waited for its reader: said below
+        except KeyboardInterrupt:
+            if stop.signum is None:              # not a stop of ours (StopSignals sets no handler off the main thread)
+                raise
+            cut_short = True                     # a stop ended a write into the pipe: said below
         except ReaderGoneError as exc:
             # `listen --record - | head`: standard output's reader chose to go, and the command ends
             # as a pipeline's writer does, 141 without a line (a named pipe's reader gone is said).
@@ -298,7 +312,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
         with contextlib.suppress(OSError):
             print(stats.line(), file=out)
             _warn_skipped(endpoint, stats)
-            say(_interrupted(stop.name, record, writer, stats, endpoint, pending))
+            say(_interrupted(stop.name, record, writer, stats, endpoint, pending, cut_short))
         return 128 + stop.signum
     print(stats.line(), file=out)
     _warn_skipped(endpoint, stats)
@@ -429,7 +443,9 @@ def _warn_skipped(endpoint: str, stats: StreamStats) -> None:
 
 
 def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamStats, endpoint: str,
-                 pending: list[dict[str, Any]]) -> str:
+                 pending: list[dict[str, Any]], cut_short: bool = False) -> str:
+    """The line of a stopped `listen`. `cut_short`: the stop ended a write into a pipe whose
+    reader had stopped reading, which may hold part of the next message's line."""
     if record is None:
         return f"interrupted ({signame}) after {stats.received} pose messages"
     if writer is None:
@@ -439,8 +455,10 @@ def _interrupted(signame: str, record: Path | None, writer: Any, stats: StreamSt
     if not writer.frames_written:
         return (f"interrupted ({signame}); nothing recorded to {_named(record)}: no pose message was written "
                 f"(a file already there was left as it was)")
+    cut = ("; its reader had stopped reading, so the write of the next was cut off and its last line may be "
+           "part of one" if cut_short else "")
     return (f"interrupted ({signame}); recorded {writer.frames_written} pose messages to {_named(record)}"
-            + (_lost_clause(stats, pending) or " (complete)"))
+            + (_lost_clause(stats, pending) or ("" if cut_short else " (complete)")) + cut)
 
 
 def _lost_clause(stats: StreamStats, pending: list[dict[str, Any]]) -> str:

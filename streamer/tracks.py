@@ -126,6 +126,17 @@ def is_stdout(path: Path | str) -> bool:
     return str(path) == STDOUT
 
 
+def may_block(path: Path | str) -> bool:
+    """Whether a write into `path` may wait on another program: a pipe, named or standard
+    output's, a terminal, a socket. A regular file's write never does. Such a write waits as long
+    as its reader likes, so a command's stop must be able to end it (`StopSignals.raising`)."""
+    try:
+        mode = os.fstat(1).st_mode if is_stdout(path) else os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
+
+
 def _shown_pipe(path: Path) -> str:
     return "standard output" if is_stdout(path) else f"the named pipe '{path}'"
 

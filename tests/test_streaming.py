@@ -1594,6 +1594,39 @@ def test_listen_recording_into_a_pipe_waits_for_its_reader_without_timing_out(tm
     assert rc == 0 and len(got) == 1 + 30 and json.loads(got[0])["type"] == "meta"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self"), reason="needs Linux's pipe size (F_GETPIPE_SZ)")
+def test_a_stop_ends_a_recording_that_waits_for_a_pipes_reader(tmp_path: Path) -> None:
+    """`listen --record - | stalled`: the write waits for the reader, and a SIGTERM only noted left
+    it waiting for ever (Python resumes the write after such a handler). It ends the command, 143,
+    with its one line saying what the pipe got."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_convert import _pipe_full
+
+    with publishing("cam", 0.005) as url:
+        proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "listen", "--connect", url, "--record", "-"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        try:
+            _pipe_full(proc.stdout.fileno(), proc)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("listen went on waiting for the pipe's reader after SIGTERM")
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"posecast: interrupted \(SIGTERM\); recorded \d+ pose messages to standard output; its "
+                        r"reader had stopped reading, so the write of the next was cut off and its last line may be "
+                        r"part of one", last), err
+
+
 def test_an_interrupted_listen_that_recorded_nothing_says_so(tmp_path: Path) -> None:
     from streamer.listen import StreamStats, _interrupted
     from streamer.tracks import open_track_writer
