@@ -211,9 +211,8 @@ ZIP_MAGIC = b"PK\x03\x04"       # how torch.save's files start (a zip archive)
 
 def _not_onnx_hint(path: Path) -> str:
     """What to do about a file named .onnx that ONNX cannot read."""
-    with open(path, "rb") as f:
-        if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
-            return "it looks like a PyTorch checkpoint: name it .pt"
+    if _starts_as_zip(path):
+        return "it looks like a PyTorch checkpoint: name it .pt"
     return "it is damaged or no model: give a Posecast .onnx model (posecast export writes one) or a .pt checkpoint"
 
 
@@ -295,8 +294,12 @@ def _is_cut_short_zip(path: Path) -> bool:
     which weights_only may not run) is another kind of file."""
     import zipfile
 
+    return _starts_as_zip(path) and not zipfile.is_zipfile(path)
+
+
+def _starts_as_zip(path: Path) -> bool:
     with open(path, "rb") as fh:
-        return fh.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+        return fh.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
 def _state_dict_problem(exc: RuntimeError) -> str:

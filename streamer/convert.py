@@ -17,7 +17,8 @@ from engines.errors import InputError, PosecastError, ReaderGoneError
 from engines.stop_signals import StopSignals, exit_code
 from streamer.closing import close_all
 from streamer.track_check import read_checked_track
-from streamer.tracks import ReaderWaitStopped, TrackWriter, is_stdout, may_block, open_track_writer
+from streamer.tracks import (ReaderWaitStopped, TrackWriter, is_stdout, may_block, open_track_writer,
+                             stoppable_write)
 
 
 def convert_track(track: Path, outputs: list[Path], announce: Callable[[str], None]) -> int:
@@ -89,10 +90,9 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
     # stalled program at a named pipe): a stop ends that write at once, as it ended before stops
     # were only noted. Noted alone, it would leave `timeout` and a second Ctrl-C no way out. Not
     # its first write, which fits the empty pipe and whose wait for a named pipe's reader ends at
-    # a stop of itself (ReaderWaitStopped). The pipes take each message first, so that a stop in
+    # a stop of itself (`stoppable_write`). The pipes take each message first, so that a stop in
     # their write leaves every other output at the message before, as the line says.
     blocking = {id(w) for w, path in zip(writers, outputs) if may_block(path)}
-    opened: set[int] = set()        # those of `blocking` past their first write
     writing = sorted(writers, key=lambda w: id(w) not in blocking)
     written = 0
     try:
@@ -101,10 +101,8 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
                 return written
             for writer in list(writing):
                 try:
-                    with stop.raising() if id(writer) in opened else contextlib.nullcontext():
+                    with stoppable_write(stop, writer, id(writer) in blocking):
                         writer.write_message(msg)
-                    if id(writer) in blocking:
-                        opened.add(id(writer))
                 except ReaderWaitStopped:
                     writing.remove(writer)
                     waited.append(writer)
@@ -119,7 +117,7 @@ def _write(outputs: list[Path], meta: dict[str, Any], poses: list[dict[str, Any]
             # The outputs say what the track says: whether its input was read to its end.
             for writer in writing:
                 try:
-                    with stop.raising() if id(writer) in opened else contextlib.nullcontext():
+                    with stoppable_write(stop, writer, id(writer) in blocking):
                         writer.end(end)
                 except PosecastError as err:
                     failed.append((writer, err))

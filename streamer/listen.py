@@ -172,7 +172,7 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     lacks messages of the stream (lost on the way, or a restart's never claimed by a meta); or 128
     + the signal's number. `announce` is told the line that ends a recording, or says which signal
     ended it (default: print it on stderr)."""
-    from streamer.tracks import ReaderWaitStopped, is_stdout, may_block, open_track_writer
+    from streamer.tracks import ReaderWaitStopped, is_stdout, may_block, open_track_writer, stoppable_write
 
     say = announce or _stderr
     ctx = zmq.Context()
@@ -212,10 +212,6 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
     cut_short = False
 
     with StopSignals() as stop:
-        def stoppable() -> Any:
-            return stop.raising() if blocking and writer is not None and writer.frames_written else \
-                contextlib.nullcontext()
-
         try:
             while (count is None or stats.received < count) and stop.signum is None:
                 # Silence is counted from the last Posecast message: a stranger that keeps
@@ -242,7 +238,8 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if not through_ends:
                         if writer is not None and not awaiting_meta:
                             # The recording ends as the stream did, with its end (`track_end`).
-                            with _saying_what_it_holds(record, writer), stoppable():
+                            with _saying_what_it_holds(record, writer), \
+                                    stoppable_write(stop, writer, blocking):
                                 writer.end(msg)
                         break
                     continue
@@ -262,7 +259,8 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if record is not None and writer is None:
                         writer = open_track_writer(record, msg, lambda: stop.signum is not None)
                     if writer is not None:
-                        with _saying_what_it_holds(record, writer), stoppable():
+                        with _saying_what_it_holds(record, writer), \
+                                stoppable_write(stop, writer, blocking):
                             _write_pending(writer, pending, joints, stats)
                         last_msg = time.monotonic()   # a named pipe's wait for its reader is no silence
                     awaiting_meta, meta_last = False, True
@@ -275,7 +273,8 @@ def listen(endpoint: str, topic: str, record: Path | None, count: int | None, ti
                     if awaiting_meta:
                         pending.append(msg)      # written once a meta says they are this recording's stream
                         continue
-                    with _saying_what_it_holds(record, writer), stoppable():
+                    with _saying_what_it_holds(record, writer), \
+                            stoppable_write(stop, writer, blocking):
                         writer.write_message(msg)
                     last_msg = time.monotonic()
                 if time.monotonic() - last_shown >= 1.0:

@@ -30,6 +30,7 @@ writer is opened.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import errno
 import io
@@ -44,13 +45,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from engines.errors import InputError, OutputLostError, ReaderGoneError
 from engines.files import check_writable_folder, name_removed, replaced_when_done, write_hint
 from streamer.protocol import END_FAILED, SCHEMA_VERSION, PoseFrame, frame_from_message, person_dict, pose_message
+
+if TYPE_CHECKING:
+    from engines.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,13 @@ def may_block(path: Path | str) -> bool:
     except OSError:
         return False
     return not stat.S_ISREG(mode)
+
+
+def stoppable_write(stop: StopSignals, writer: TrackWriter, blocking: bool) -> contextlib.AbstractContextManager:
+    """Where a write into `writer` may wait on another program (`blocking`, from `may_block`): a
+    stop ends it at once. Not before its first frame, which fits the empty pipe, and whose wait
+    for a named pipe's reader ends at a stop of itself (ReaderWaitStopped)."""
+    return stop.raising() if blocking and writer.frames_written else contextlib.nullcontext()
 
 
 def _shown_pipe(path: Path) -> str:
